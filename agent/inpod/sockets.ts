@@ -1,0 +1,58 @@
+/**
+ * Typed access to the native socket addon (agent/native/sockets.c).
+ *
+ * Owns: loading the addon and describing its functions' types. Everything that
+ * needs a socket in another network namespace, a mark, SO_REUSEPORT,
+ * IP_TRANSPARENT or SO_ORIGINAL_DST goes through here.
+ * Must not know about: pods, policy, HBONE.
+ */
+import { createRequire } from 'node:module';
+
+export interface ListenOptions {
+  /** Path of the network namespace to create the socket in (e.g. /run/netns/pod-a); current namespace when absent. */
+  netns?: string;
+  host: string;
+  port: number;
+  backlog?: number;
+  mark?: number;
+  reusePort?: boolean;
+  reuseAddress?: boolean;
+  transparent?: boolean;
+  ipv6Only?: boolean;
+}
+
+export interface SocketOptions {
+  netns?: string;
+  family?: 4 | 6;
+  mark?: number;
+  transparent?: boolean;
+  bindHost?: string;
+  bindPort?: number;
+  noDelay?: boolean;
+}
+
+export interface OriginalDestination {
+  address: string;
+  port: number;
+  family: 4 | 6;
+}
+
+/** Errors thrown by the addon carry the errno name as `code` (EACCES, ENOENT, ...). */
+export interface NativeSocketError extends Error {
+  code: string;
+  errno: number;
+  syscall: string;
+}
+
+interface NativeSockets {
+  listenTcp(options: ListenOptions): number;
+  socketTcp(options: SocketOptions): number;
+  originalDst(fd: number): OriginalDestination;
+  setMark(fd: number, mark: number): void;
+  getMark(fd: number): number;
+  closeFd(fd: number): void;
+  currentNetns(): string;
+}
+
+const require = createRequire(import.meta.url);
+export const nativeSockets: NativeSockets = require('../native/build/Release/ambit_sockets.node') as NativeSockets;

@@ -1,0 +1,392 @@
+/*
+ * ambit_sockets: the socket operations Node.js cannot do by itself.
+ *
+ * Owns: creating TCP sockets inside another network namespace (setns is per
+ * thread: enter, create, return), and the socket options the mesh needs
+ * (SO_MARK, SO_REUSEPORT, IP_TRANSPARENT, SO_ORIGINAL_DST for IPv4 and IPv6).
+ * Every failure becomes a JS Error with `code` (errno name), `errno` and
+ * `syscall`, so callers branch on code.
+ *
+ * Must not know about: pods, policy, HBONE. It hands back plain file
+ * descriptors that Node wraps with net.Server.listen({ fd }) or
+ * new net.Socket({ fd }).
+ */
+#define _GNU_SOURCE
+#include <node_api.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <linux/netfilter_ipv4.h>
+
+#ifndef IP6T_SO_ORIGINAL_DST
+#define IP6T_SO_ORIGINAL_DST 80
+#endif
+
+#define CHECK_NAPI(env, call)                                   \
+  do {                                                          \
+    if ((call) != napi_ok) {                                    \
+      napi_throw_error((env), "EINTERNAL", "N-API call failed: " #call); \
+      return NULL;                                              \
+    }                                                           \
+  } while (0)
+
+static napi_value throw_errno(napi_env env, int err, const char *syscall, const char *detail) {
+  char message[512];
+  const char *name = strerrorname_np(err);
+  if (name == NULL) name = "EUNKNOWN";
+  snprintf(message, sizeof message, "%s %s%s%s: %s", syscall, name,
+           detail ? " " : "", detail ? detail : "", strerror(err));
+  napi_value msg, code, error, errno_value, syscall_value;
+  napi_create_string_utf8(env, message, NAPI_AUTO_LENGTH, &msg);
+  napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &code);
+  napi_create_error(env, code, msg, &error);
+  napi_create_int32(env, -err, &errno_value);
+  napi_set_named_property(env, error, "errno", errno_value);
+  napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &syscall_value);
+  napi_set_named_property(env, error, "syscall", syscall_value);
+  napi_throw(env, error);
+  return NULL;
+}
+
+/* Reads an optional property; returns 1 when present and not undefined/null. */
+static int get_prop(napi_env env, napi_value obj, const char *name, napi_value *out) {
+  bool has = false;
+  if (napi_has_named_property(env, obj, name, &has) != napi_ok || !has) return 0;
+  if (napi_get_named_property(env, obj, name, out) != napi_ok) return 0;
+  napi_valuetype type;
+  napi_typeof(env, *out, &type);
+  return type != napi_undefined && type != napi_null;
+}
+
+static int get_int_prop(napi_env env, napi_value obj, const char *name, int64_t *out) {
+  napi_value v;
+  if (!get_prop(env, obj, name, &v)) return 0;
+  return napi_get_value_int64(env, v, out) == napi_ok;
+}
+
+static int get_bool_prop(napi_env env, napi_value obj, const char *name) {
+  napi_value v;
+  bool b = false;
+  if (!get_prop(env, obj, name, &v)) return 0;
+  napi_get_value_bool(env, v, &b);
+  return b;
+}
+
+/* Copies a string property into buf; returns 1 when present. */
+static int get_string_prop(napi_env env, napi_value obj, const char *name, char *buf, size_t len) {
+  napi_value v;
+  size_t written = 0;
+  if (!get_prop(env, obj, name, &v)) return 0;
+  if (napi_get_value_string_utf8(env, v, buf, len, &written) != napi_ok) return 0;
+  (void)written;
+  return 1;
+}
+
+typedef struct {
+  int family;
+  struct sockaddr_storage addr;
+  socklen_t addr_len;
+} parsed_addr;
+
+static int parse_addr(const char *host, int port, parsed_addr *out) {
+  memset(out, 0, sizeof *out);
+  struct sockaddr_in *v4 = (struct sockaddr_in *)&out->addr;
+  struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&out->addr;
+  if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons((uint16_t)port);
+    out->family = AF_INET;
+    out->addr_len = sizeof *v4;
+    return 0;
+  }
+  if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons((uint16_t)port);
+    out->family = AF_INET6;
+    out->addr_len = sizeof *v6;
+    return 0;
+  }
+  return -1;
+}
+
+/*
+ * Creates a socket of `family` in the namespace at `netns_path` (or the
+ * current one when NULL). The calling thread always returns to its own
+ * namespace; if it cannot, the process aborts rather than run on in the
+ * wrong namespace.
+ */
+static int socket_in_netns(const char *netns_path, int family, int *err, const char **syscall) {
+  if (netns_path == NULL || netns_path[0] == '\0') {
+    int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) { *err = errno; *syscall = "socket"; }
+    return fd;
+  }
+  int self = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+  if (self < 0) { *err = errno; *syscall = "open"; return -1; }
+  int target = open(netns_path, O_RDONLY | O_CLOEXEC);
+  if (target < 0) { *err = errno; *syscall = "open"; close(self); return -1; }
+  if (setns(target, CLONE_NEWNET) != 0) {
+    *err = errno; *syscall = "setns";
+    close(target); close(self);
+    return -1;
+  }
+  int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int socket_errno = errno;
+  if (setns(self, CLONE_NEWNET) != 0) {
+    fprintf(stderr, "ambit_sockets: cannot return to own network namespace: %s\n", strerror(errno));
+    abort();
+  }
+  close(target); close(self);
+  if (fd < 0) { *err = socket_errno; *syscall = "socket"; }
+  return fd;
+}
+
+static int set_int_opt(int fd, int level, int name, int value) {
+  return setsockopt(fd, level, name, &value, sizeof value);
+}
+
+/* Options shared by listen and connect sockets. Returns 0 or -1 with errno. */
+static int apply_common_options(napi_env env, napi_value opts, int fd, int family, const char **failed) {
+  int64_t mark = 0;
+  if (get_int_prop(env, opts, "mark", &mark) && mark != 0) {
+    if (set_int_opt(fd, SOL_SOCKET, SO_MARK, (int)mark) != 0) { *failed = "setsockopt(SO_MARK)"; return -1; }
+  }
+  if (get_bool_prop(env, opts, "transparent")) {
+    int rc = family == AF_INET6 ? set_int_opt(fd, SOL_IPV6, IPV6_TRANSPARENT, 1)
+                                : set_int_opt(fd, SOL_IP, IP_TRANSPARENT, 1);
+    if (rc != 0) { *failed = "setsockopt(IP_TRANSPARENT)"; return -1; }
+  }
+  if (get_bool_prop(env, opts, "reusePort")) {
+    if (set_int_opt(fd, SOL_SOCKET, SO_REUSEPORT, 1) != 0) { *failed = "setsockopt(SO_REUSEPORT)"; return -1; }
+  }
+  if (get_bool_prop(env, opts, "reuseAddress")) {
+    if (set_int_opt(fd, SOL_SOCKET, SO_REUSEADDR, 1) != 0) { *failed = "setsockopt(SO_REUSEADDR)"; return -1; }
+  }
+  if (family == AF_INET6 && get_bool_prop(env, opts, "ipv6Only")) {
+    if (set_int_opt(fd, IPPROTO_IPV6, IPV6_V6ONLY, 1) != 0) { *failed = "setsockopt(IPV6_V6ONLY)"; return -1; }
+  }
+  if (get_bool_prop(env, opts, "noDelay")) {
+    if (set_int_opt(fd, IPPROTO_TCP, TCP_NODELAY, 1) != 0) { *failed = "setsockopt(TCP_NODELAY)"; return -1; }
+  }
+  return 0;
+}
+
+/*
+ * listenTcp({ netns?, host, port, backlog?, mark?, reusePort?, transparent?,
+ *             reuseAddress?, ipv6Only? }) -> fd of a listening socket.
+ */
+static napi_value listen_tcp(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value opts;
+  CHECK_NAPI(env, napi_get_cb_info(env, info, &argc, &opts, NULL, NULL));
+  if (argc < 1) { napi_throw_type_error(env, "EINVAL", "listenTcp needs an options object"); return NULL; }
+  char netns[4096] = "", host[64] = "";
+  int64_t port = 0, backlog = 511;
+  get_string_prop(env, opts, "netns", netns, sizeof netns);
+  if (!get_string_prop(env, opts, "host", host, sizeof host)) {
+    napi_throw_type_error(env, "EINVAL", "listenTcp needs host (an IP address literal)");
+    return NULL;
+  }
+  if (!get_int_prop(env, opts, "port", &port) || port < 0 || port > 65535) {
+    napi_throw_range_error(env, "EINVAL", "listenTcp needs port 0-65535");
+    return NULL;
+  }
+  get_int_prop(env, opts, "backlog", &backlog);
+  parsed_addr addr;
+  if (parse_addr(host, (int)port, &addr) != 0) {
+    napi_throw_type_error(env, "EINVAL", "listenTcp host must be an IPv4 or IPv6 address literal");
+    return NULL;
+  }
+  int err = 0;
+  const char *syscall = NULL;
+  int fd = socket_in_netns(netns, addr.family, &err, &syscall);
+  if (fd < 0) return throw_errno(env, err, syscall, netns[0] ? netns : NULL);
+  const char *failed = NULL;
+  if (apply_common_options(env, opts, fd, addr.family, &failed) != 0) {
+    err = errno; close(fd);
+    return throw_errno(env, err, failed, NULL);
+  }
+  if (bind(fd, (struct sockaddr *)&addr.addr, addr.addr_len) != 0) {
+    err = errno; close(fd);
+    char detail[96];
+    snprintf(detail, sizeof detail, "%s:%d", host, (int)port);
+    return throw_errno(env, err, "bind", detail);
+  }
+  if (listen(fd, (int)backlog) != 0) {
+    err = errno; close(fd);
+    return throw_errno(env, err, "listen", NULL);
+  }
+  napi_value result;
+  CHECK_NAPI(env, napi_create_int32(env, fd, &result));
+  return result;
+}
+
+/*
+ * socketTcp({ netns?, family: 4|6, mark?, transparent?, bindHost?, bindPort?,
+ *             noDelay? }) -> fd of an unconnected socket, to be connected by
+ * Node (new net.Socket({ fd }).connect(...)).
+ */
+static napi_value socket_tcp(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value opts;
+  CHECK_NAPI(env, napi_get_cb_info(env, info, &argc, &opts, NULL, NULL));
+  if (argc < 1) { napi_throw_type_error(env, "EINVAL", "socketTcp needs an options object"); return NULL; }
+  char netns[4096] = "", bind_host[64] = "";
+  int64_t family = 4, bind_port = 0;
+  get_string_prop(env, opts, "netns", netns, sizeof netns);
+  get_int_prop(env, opts, "family", &family);
+  int af = family == 6 ? AF_INET6 : AF_INET;
+  int err = 0;
+  const char *syscall = NULL;
+  int fd = socket_in_netns(netns, af, &err, &syscall);
+  if (fd < 0) return throw_errno(env, err, syscall, netns[0] ? netns : NULL);
+  const char *failed = NULL;
+  if (apply_common_options(env, opts, fd, af, &failed) != 0) {
+    err = errno; close(fd);
+    return throw_errno(env, err, failed, NULL);
+  }
+  if (get_string_prop(env, opts, "bindHost", bind_host, sizeof bind_host)) {
+    get_int_prop(env, opts, "bindPort", &bind_port);
+    parsed_addr addr;
+    if (parse_addr(bind_host, (int)bind_port, &addr) != 0 || addr.family != af) {
+      close(fd);
+      napi_throw_type_error(env, "EINVAL", "socketTcp bindHost must be an address of the socket's family");
+      return NULL;
+    }
+    if (bind(fd, (struct sockaddr *)&addr.addr, addr.addr_len) != 0) {
+      err = errno; close(fd);
+      return throw_errno(env, err, "bind", bind_host);
+    }
+  }
+  napi_value result;
+  CHECK_NAPI(env, napi_create_int32(env, fd, &result));
+  return result;
+}
+
+static int get_fd_arg(napi_env env, napi_callback_info info, napi_value *args, size_t want, int32_t *fd) {
+  size_t argc = want;
+  if (napi_get_cb_info(env, info, &argc, args, NULL, NULL) != napi_ok || argc < want) {
+    napi_throw_type_error(env, "EINVAL", "missing arguments");
+    return -1;
+  }
+  if (napi_get_value_int32(env, args[0], fd) != napi_ok || *fd < 0) {
+    napi_throw_type_error(env, "EINVAL", "first argument must be a file descriptor");
+    return -1;
+  }
+  return 0;
+}
+
+/* originalDst(fd) -> { address, port, family } from conntrack's NAT record. */
+static napi_value original_dst(napi_env env, napi_callback_info info) {
+  napi_value args[1];
+  int32_t fd;
+  if (get_fd_arg(env, info, args, 1, &fd) != 0) return NULL;
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  memset(&ss, 0, sizeof ss);
+  struct sockaddr_storage local;
+  socklen_t local_len = sizeof local;
+  if (getsockname(fd, (struct sockaddr *)&local, &local_len) != 0) return throw_errno(env, errno, "getsockname", NULL);
+  int rc;
+  if (local.ss_family == AF_INET6) {
+    rc = getsockopt(fd, SOL_IPV6, IP6T_SO_ORIGINAL_DST, &ss, &len);
+  } else {
+    rc = getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, &ss, &len);
+  }
+  if (rc != 0) return throw_errno(env, errno, "getsockopt(SO_ORIGINAL_DST)", NULL);
+  char text[INET6_ADDRSTRLEN];
+  int port;
+  int family;
+  if (ss.ss_family == AF_INET6) {
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
+    inet_ntop(AF_INET6, &v6->sin6_addr, text, sizeof text);
+    port = ntohs(v6->sin6_port);
+    family = 6;
+  } else {
+    struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
+    inet_ntop(AF_INET, &v4->sin_addr, text, sizeof text);
+    port = ntohs(v4->sin_port);
+    family = 4;
+  }
+  napi_value result, address, port_value, family_value;
+  CHECK_NAPI(env, napi_create_object(env, &result));
+  CHECK_NAPI(env, napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &address));
+  CHECK_NAPI(env, napi_create_int32(env, port, &port_value));
+  CHECK_NAPI(env, napi_create_int32(env, family, &family_value));
+  napi_set_named_property(env, result, "address", address);
+  napi_set_named_property(env, result, "port", port_value);
+  napi_set_named_property(env, result, "family", family_value);
+  return result;
+}
+
+/* setMark(fd, mark) on an existing socket. */
+static napi_value set_mark(napi_env env, napi_callback_info info) {
+  napi_value args[2];
+  int32_t fd;
+  uint32_t mark;
+  if (get_fd_arg(env, info, args, 2, &fd) != 0) return NULL;
+  if (napi_get_value_uint32(env, args[1], &mark) != napi_ok) {
+    napi_throw_type_error(env, "EINVAL", "mark must be a number");
+    return NULL;
+  }
+  if (set_int_opt(fd, SOL_SOCKET, SO_MARK, (int)mark) != 0) return throw_errno(env, errno, "setsockopt(SO_MARK)", NULL);
+  return NULL;
+}
+
+/* getMark(fd) -> number */
+static napi_value get_mark(napi_env env, napi_callback_info info) {
+  napi_value args[1];
+  int32_t fd;
+  if (get_fd_arg(env, info, args, 1, &fd) != 0) return NULL;
+  int mark = 0;
+  socklen_t len = sizeof mark;
+  if (getsockopt(fd, SOL_SOCKET, SO_MARK, &mark, &len) != 0) return throw_errno(env, errno, "getsockopt(SO_MARK)", NULL);
+  napi_value result;
+  CHECK_NAPI(env, napi_create_uint32(env, (uint32_t)mark, &result));
+  return result;
+}
+
+/* closeFd(fd): for descriptors that never reached Node. */
+static napi_value close_fd(napi_env env, napi_callback_info info) {
+  napi_value args[1];
+  int32_t fd;
+  if (get_fd_arg(env, info, args, 1, &fd) != 0) return NULL;
+  if (close(fd) != 0) return throw_errno(env, errno, "close", NULL);
+  return NULL;
+}
+
+/* currentNetnsInode() -> inode of this thread's network namespace (for tests). */
+static napi_value current_netns_inode(napi_env env, napi_callback_info info) {
+  (void)info;
+  char link[64];
+  ssize_t n = readlink("/proc/thread-self/ns/net", link, sizeof link - 1);
+  if (n < 0) return throw_errno(env, errno, "readlink", "/proc/thread-self/ns/net");
+  link[n] = '\0';
+  napi_value result;
+  CHECK_NAPI(env, napi_create_string_utf8(env, link, NAPI_AUTO_LENGTH, &result));
+  return result;
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+    {"listenTcp", NULL, listen_tcp, NULL, NULL, NULL, napi_default, NULL},
+    {"socketTcp", NULL, socket_tcp, NULL, NULL, NULL, napi_default, NULL},
+    {"originalDst", NULL, original_dst, NULL, NULL, NULL, napi_default, NULL},
+    {"setMark", NULL, set_mark, NULL, NULL, NULL, napi_default, NULL},
+    {"getMark", NULL, get_mark, NULL, NULL, NULL, napi_default, NULL},
+    {"closeFd", NULL, close_fd, NULL, NULL, NULL, napi_default, NULL},
+    {"currentNetns", NULL, current_netns_inode, NULL, NULL, NULL, napi_default, NULL},
+  };
+  if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)
