@@ -1,0 +1,108 @@
+import test from 'ava';
+import { X509Certificate } from 'node:crypto';
+import {
+  CertificateAuthority,
+  CertificateStore,
+  checkExpectedIdentity,
+  createCsr,
+  generateKeyPair,
+  parseSpiffeId,
+  spiffeId,
+  verifyCertificateChain,
+} from '../../shared/identity/index.ts';
+import { x509 } from '../../shared/identity/crypto-provider.ts';
+
+test('SPIFFE IDs parse and format in Istio form', (t) => {
+  const id = parseSpiffeId('spiffe://cluster.local/ns/default/sa/sleep');
+  t.deepEqual({ ...id }, { trustDomain: 'cluster.local', namespace: 'default', serviceAccount: 'sleep', uri: 'spiffe://cluster.local/ns/default/sa/sleep' });
+  t.is(spiffeId('example.org', 'a', 'b').uri, 'spiffe://example.org/ns/a/sa/b');
+});
+
+test('malformed SPIFFE IDs are rejected with the reason', (t) => {
+  const cases: Array<[string, RegExp]> = [
+    ['http://cluster.local/ns/a/sa/b', /scheme must be spiffe/],
+    ['spiffe://cluster.local/ns/a', /exactly ns/],
+    ['spiffe://cluster.local/ns/a/sa/b/extra', /exactly ns/],
+    ['spiffe:///ns/a/sa/b', /trust domain is empty/],
+    ['spiffe://Cluster.Local/ns/a/sa/b', /lowercase/],
+    ['spiffe://cluster.local/namespace/a/sa/b', /\/ns\//],
+    ['spiffe://cluster.local/ns//sa/b', /namespace is empty/],
+    ['spiffe://cluster.local/ns/a/sa/b?x=1', /query/],
+    ['spiffe://cluster.local/ns/a b/sa/b', /characters/],
+    ['spiffe://cluster.local/ns/../sa/b', /may not be/],
+  ];
+  for (const [input, reason] of cases) {
+    const error = t.throws(() => parseSpiffeId(input), { message: reason }, input);
+    t.is((error as { code?: string }).code, 'AMBIT_IDENTITY_INVALID_SPIFFE_ID');
+  }
+});
+
+test('the CA signs a P-256 CSR for exactly its one identity, with the requested lifetime', async (t) => {
+  const ca = await CertificateAuthority.createRoot({ trustDomain: 'cluster.local' });
+  const keys = await generateKeyPair();
+  const identity = spiffeId('cluster.local', 'shop', 'cart');
+  const { certPem } = await ca.signCsr(await createCsr(keys, identity), { ttlMs: 60 * 60 * 1000 });
+  const cert = new X509Certificate(certPem);
+  t.is(cert.subjectAltName, 'URI:spiffe://cluster.local/ns/shop/sa/cart');
+  t.is(cert.publicKey.asymmetricKeyDetails?.namedCurve, 'prime256v1');
+  t.false(cert.ca);
+  const lifetime = cert.validToDate.getTime() - Date.now();
+  t.true(lifetime > 59 * 60 * 1000 && lifetime <= 60 * 60 * 1000, `lifetime ${lifetime}`);
+  t.is(verifyCertificateChain({ leafPem: certPem, rootsPem: [ca.rootCertPem], trustDomain: 'cluster.local' }).uri, identity.uri);
+});
+
+test('the CA refuses a CSR with two identities, a foreign trust domain, a mismatch, or garbage', async (t) => {
+  const ca = await CertificateAuthority.createRoot({ trustDomain: 'cluster.local' });
+  const keys = await generateKeyPair();
+  const two = await x509.Pkcs10CertificateRequestGenerator.create({
+    keys: { privateKey: keys.privateKey, publicKey: keys.publicKey },
+    signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
+    extensions: [new x509.SubjectAlternativeNameExtension([
+      { type: 'url', value: 'spiffe://cluster.local/ns/a/sa/a' },
+      { type: 'url', value: 'spiffe://cluster.local/ns/b/sa/b' },
+    ])],
+  });
+  await t.throwsAsync(ca.signCsr(two.toString('pem')), { message: /carries 2 subjectAltNames/ });
+  await t.throwsAsync(ca.signCsr(await createCsr(keys, spiffeId('evil.org', 'a', 'a'))), { message: /trust domain evil.org/ });
+  await t.throwsAsync(
+    ca.signCsr(await createCsr(keys, spiffeId('cluster.local', 'a', 'a')), { expectedIdentity: spiffeId('cluster.local', 'b', 'b') }),
+    { message: /may only have spiffe:\/\/cluster.local\/ns\/b\/sa\/b/ },
+  );
+  await t.throwsAsync(ca.signCsr('-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n'), { message: /not a valid PKCS#10/ });
+});
+
+test('chain verification rejects another CA and expired certificates', async (t) => {
+  const ca = await CertificateAuthority.createRoot({ trustDomain: 'cluster.local' });
+  const other = await CertificateAuthority.createRoot({ trustDomain: 'cluster.local' });
+  const workload = await other.issueWorkloadCertificate(spiffeId('cluster.local', 'a', 'a'));
+  t.throws(() => verifyCertificateChain({ leafPem: workload.certPem, rootsPem: [ca.rootCertPem], trustDomain: 'cluster.local' }), { message: /trusted mesh root/ });
+  const short = await ca.issueWorkloadCertificate(spiffeId('cluster.local', 'a', 'a'), 1000);
+  t.throws(
+    () => verifyCertificateChain({ leafPem: short.certPem, rootsPem: [ca.rootCertPem], trustDomain: 'cluster.local', now: new Date(Date.now() + 5000) }),
+    { message: /expired/ },
+  );
+  t.throws(() => checkExpectedIdentity(parseSpiffeId('spiffe://cluster.local/ns/a/sa/a'), ['spiffe://cluster.local/ns/b/sa/b']), { message: /but one of/ });
+});
+
+test('a persisted root loads back and keeps signing', async (t) => {
+  const ca = await CertificateAuthority.createRoot({ trustDomain: 'cluster.local' });
+  const loaded = await CertificateAuthority.load({ trustDomain: 'cluster.local', certPem: ca.rootCertPem, keyPem: ca.rootKeyPem });
+  const workload = await loaded.issueWorkloadCertificate(spiffeId('cluster.local', 'a', 'a'));
+  t.is(verifyCertificateChain({ leafPem: workload.certPem, rootsPem: [ca.rootCertPem], trustDomain: 'cluster.local' }).uri, 'spiffe://cluster.local/ns/a/sa/a');
+  const other = await CertificateAuthority.createRoot({ trustDomain: 'cluster.local' });
+  await t.throwsAsync(CertificateAuthority.load({ trustDomain: 'cluster.local', certPem: ca.rootCertPem, keyPem: other.rootKeyPem }), { message: /does not match/ });
+});
+
+test('the certificate store knows expiry and hands out only valid certificates', async (t) => {
+  const ca = await CertificateAuthority.createRoot({ trustDomain: 'cluster.local' });
+  const store = new CertificateStore();
+  const long = await ca.issueWorkloadCertificate(spiffeId('cluster.local', 'a', 'long'));
+  const short = await ca.issueWorkloadCertificate(spiffeId('cluster.local', 'a', 'short'), 10_000);
+  store.set(long);
+  store.set(short);
+  t.truthy(store.get('spiffe://cluster.local/ns/a/sa/short'));
+  t.is(store.get('spiffe://cluster.local/ns/a/sa/short', Date.now() + 20_000), undefined);
+  t.deepEqual(store.expiringBefore(new Date(Date.now() + 60_000)).map((c) => c.identity.serviceAccount), ['short']);
+  t.truthy(store.secureContext(long.identity));
+  t.is(store.secureContext(long.identity), store.secureContext(long.identity), 'secure context is cached');
+});
