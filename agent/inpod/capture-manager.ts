@@ -1,0 +1,286 @@
+/**
+ * The lifecycle of captured pods on this node: add (CNI ADD), del (CNI DEL), reconcile (agent start-up),
+ * and noticing a pod's namespace going away while it is captured.
+ *
+ * Owns: the order "rules, then listeners, then captured" (an ADD is acknowledged only after both are in
+ * place, and undone on failure); the set of captured pods by uid; one operation at a time per pod.
+ * Must not know about: HTTP or the CNI protocol (cni-server.ts), rule text (rules.ts), what the proxy does
+ * with a connection (the CapturedTrafficHandler).
+ *
+ * Closing the manager (agent shutdown or restart) closes the listeners but leaves the rules: the next agent
+ * opens its own listeners with SO_REUSEPORT, ideally before this one closes, and the pods' traffic keeps
+ * flowing to whichever is listening.
+ */
+import net from 'node:net';
+import { stat } from 'node:fs/promises';
+import { CaptureError, errnoOf } from './errors.ts';
+import { installInpodRules, removeInpodRules, detectIptablesBackend } from './iptables.ts';
+import { PodListeners, type CapturedPod, type CapturedTrafficHandler, type PodInfo, type PodListenerStats } from './pod-listeners.ts';
+import { inPodSocketFactory, type SocketFactory } from './socket-factory.ts';
+import type { InboundCapture, InpodRuleOptions, IptablesBackend } from './rules.ts';
+
+/**
+ * How often captured pods' namespaces are checked. A listener holds its namespace alive, so a deleted
+ * namespace never makes the listeners fail by itself; without this check a pod deleted without a CNI DEL
+ * would keep its namespace (and memory) forever. 2 s bounds that leak without measurable cost.
+ */
+const DEFAULT_NETNS_CHECK_INTERVAL_MS = 2_000;
+
+/** How rules get in and out of a namespace; swapped in tests, iptables.ts in production. */
+export interface RuleInstaller {
+  install(netns: string, backend: IptablesBackend, options: InpodRuleOptions): Promise<void>;
+  remove(netns: string, backend: IptablesBackend): Promise<void>;
+}
+
+const iptablesInstaller: RuleInstaller = { install: installInpodRules, remove: removeInpodRules };
+
+export type ReleaseReason = 'deleted' | 'netns-gone' | 'listener-failed' | 'replaced' | 'shutdown';
+
+export interface CaptureManagerOptions {
+  handler: CapturedTrafficHandler;
+  /** The node's iptables backend; detected once, at the first add, when absent. */
+  backend?: IptablesBackend;
+  /** TPROXY (default) or REDIRECT for inbound plaintext. */
+  inbound?: InboundCapture;
+  rules?: RuleInstaller;
+  /** Sockets for a pod's namespace; default: in the namespace, marked 0x539, SO_REUSEPORT. */
+  socketFactoryFor?: (netns: string) => SocketFactory;
+  /** 0 disables the periodic namespace check. */
+  netnsCheckIntervalMs?: number;
+  /** Told when a pod stops being captured, with why (for logs and the admin view). */
+  onReleased?: (pod: CapturedPod, reason: ReleaseReason, error?: Error) => void;
+}
+
+export interface PodRef {
+  uid: string;
+  /** When given and the pod is not known (agent restarted before reconcile), rules in it are removed. */
+  netns?: string;
+}
+
+export interface ReconcileResult {
+  captured: string[];
+  failed: { uid: string; error: CaptureError }[];
+  released: string[];
+}
+
+interface PodState {
+  pod: CapturedPod;
+  listeners: PodListeners;
+  /** Identity of the namespace file at capture time: a new namespace at the same path is another pod. */
+  netnsIno: bigint;
+  netnsDev: bigint;
+}
+
+export class CaptureManager {
+  private readonly options: CaptureManagerOptions;
+  private readonly rules: RuleInstaller;
+  private readonly inbound: InboundCapture;
+  private readonly podsByUid = new Map<string, PodState>();
+  /** Tail of each pod's operation queue, so add/del/release of one pod never interleave. */
+  private readonly queueByUid = new Map<string, Promise<unknown>>();
+  private backend: Promise<IptablesBackend> | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private closed = false;
+
+  constructor(options: CaptureManagerOptions) {
+    this.options = options;
+    this.rules = options.rules ?? iptablesInstaller;
+    this.inbound = options.inbound ?? 'tproxy';
+    if (options.backend !== undefined) this.backend = Promise.resolve(options.backend);
+    const interval = options.netnsCheckIntervalMs ?? DEFAULT_NETNS_CHECK_INTERVAL_MS;
+    if (interval > 0) {
+      this.timer = setInterval(() => void this.checkNamespaces(), interval);
+      this.timer.unref();
+    }
+  }
+
+  /** Captures a pod: rules, then listeners; resolves only when both are in place. Idempotent per uid. */
+  add(info: PodInfo): Promise<void> {
+    const problem = validatePod(info);
+    if (problem !== undefined) return Promise.reject(new CaptureError('INVALID_POD', problem));
+    return this.serialize(info.uid, () => this.addNow(info));
+  }
+
+  /** Stops capturing a pod; removes its rules when its namespace still exists. Never fails. */
+  del(ref: PodRef): Promise<void> {
+    return this.serialize(ref.uid, () => this.delNow(ref));
+  }
+
+  /**
+   * At start-up: captures every pod in `pods` (rules re-installed in place, listeners opened next to a
+   * previous agent's) and releases captured pods that are not in the list.
+   */
+  async reconcile(pods: readonly PodInfo[]): Promise<ReconcileResult> {
+    const result: ReconcileResult = { captured: [], failed: [], released: [] };
+    const wanted = new Set(pods.map((pod) => pod.uid));
+    for (const uid of [...this.podsByUid.keys()]) {
+      if (!wanted.has(uid)) {
+        await this.del({ uid });
+        result.released.push(uid);
+      }
+    }
+    for (const pod of pods) {
+      try {
+        await this.add(pod);
+        result.captured.push(pod.uid);
+      } catch (error) {
+        result.failed.push({ uid: pod.uid, error: asCaptureError(error) });
+      }
+    }
+    return result;
+  }
+
+  isCaptured(uid: string): boolean {
+    return this.podsByUid.has(uid);
+  }
+
+  /** Per-pod accept counters for the admin view; undefined for a pod that is not captured. */
+  listenerStats(uid: string): Readonly<PodListenerStats> | undefined {
+    return this.podsByUid.get(uid)?.listeners.stats;
+  }
+
+  capturedPods(): CapturedPod[] {
+    return [...this.podsByUid.values()].map((state) => state.pod);
+  }
+
+  /** Closes every pod's listeners and stops; rules stay for the next agent. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.timer) clearInterval(this.timer);
+    await Promise.allSettled([...this.queueByUid.values()]);
+    const states = [...this.podsByUid.values()];
+    this.podsByUid.clear();
+    await Promise.all(states.map((state) => state.listeners.close()));
+    for (const state of states) this.options.onReleased?.(state.pod, 'shutdown');
+  }
+
+  private serialize<T>(uid: string, operation: () => Promise<T>): Promise<T> {
+    const previous = this.queueByUid.get(uid) ?? Promise.resolve();
+    const next = previous.then(operation, operation);
+    const tail = next.catch(() => undefined);
+    this.queueByUid.set(uid, tail);
+    void tail.then(() => {
+      if (this.queueByUid.get(uid) === tail) this.queueByUid.delete(uid);
+    });
+    return next;
+  }
+
+  private async addNow(info: PodInfo): Promise<void> {
+    if (this.closed) throw new CaptureError('CLOSED', 'the agent is shutting down; retry when it is back');
+    const identity = await netnsIdentity(info.netns);
+    if (identity === undefined) {
+      throw new CaptureError('NETNS_NOT_FOUND', `network namespace ${info.netns} of pod ${info.namespace}/${info.name} does not exist`);
+    }
+    const current = this.podsByUid.get(info.uid);
+    if (current) {
+      if (current.netnsIno === identity.ino && current.netnsDev === identity.dev && !current.listeners.isClosed) return;
+      // The sandbox was recreated: a new namespace for the same pod.
+      await this.release(current, 'replaced');
+    }
+    const backend = await this.detectBackend();
+    await this.rules.install(info.netns, backend, { inbound: this.inbound });
+    const factory = (this.options.socketFactoryFor ?? defaultFactory)(info.netns);
+    const pod: CapturedPod = Object.freeze({
+      uid: info.uid, name: info.name, namespace: info.namespace, netns: info.netns,
+      ips: Object.freeze([...info.ips]), sockets: factory,
+    });
+    let listeners: PodListeners;
+    try {
+      listeners = await PodListeners.open(pod, {
+        factory,
+        handler: this.options.handler,
+        inbound: this.inbound,
+        onFailure: (error) => void this.serialize(pod.uid, () => this.releaseIfCurrent(pod, 'listener-failed', error)),
+      });
+    } catch (error) {
+      await this.rules.remove(info.netns, backend).catch(() => undefined);
+      throw asCaptureError(error);
+    }
+    if (this.closed) {
+      await listeners.close();
+      throw new CaptureError('CLOSED', 'the agent is shutting down; retry when it is back');
+    }
+    this.podsByUid.set(pod.uid, { pod, listeners, netnsIno: identity.ino, netnsDev: identity.dev });
+  }
+
+  private async delNow(ref: PodRef): Promise<void> {
+    const state = this.podsByUid.get(ref.uid);
+    const netns = state?.pod.netns ?? (ref.netns || undefined);
+    if (state) await this.release(state, 'deleted');
+    if (netns === undefined) return;
+    // Rules vanish with the namespace; when it is still there (DEL before teardown, or an opt-out), take
+    // them out so the pod's traffic is no longer sent to listeners that are gone.
+    const identity = await netnsIdentity(netns);
+    if (identity === undefined) return;
+    if (state && (identity.ino !== state.netnsIno || identity.dev !== state.netnsDev)) return;
+    try {
+      await this.rules.remove(netns, await this.detectBackend());
+    } catch {
+      // DEL must succeed (runtimes retry it forever otherwise); the rules point at closed ports and the
+      // namespace is on its way out.
+    }
+  }
+
+  private async release(state: PodState, reason: ReleaseReason, error?: Error): Promise<void> {
+    if (this.podsByUid.get(state.pod.uid) === state) this.podsByUid.delete(state.pod.uid);
+    await state.listeners.close();
+    this.options.onReleased?.(state.pod, reason, error);
+  }
+
+  private async releaseIfCurrent(pod: CapturedPod, reason: ReleaseReason, error?: Error): Promise<void> {
+    const state = this.podsByUid.get(pod.uid);
+    if (state && state.pod === pod) await this.release(state, reason, error);
+  }
+
+  private async checkNamespaces(): Promise<void> {
+    for (const state of [...this.podsByUid.values()]) {
+      const identity = await netnsIdentity(state.pod.netns).catch(() => null);
+      if (identity === null) continue; // unreadable right now (EMFILE, EACCES): look again next round
+      if (identity === undefined || identity.ino !== state.netnsIno || identity.dev !== state.netnsDev) {
+        void this.serialize(state.pod.uid, () => this.releaseIfCurrent(state.pod, 'netns-gone'));
+      }
+    }
+  }
+
+  private detectBackend(): Promise<IptablesBackend> {
+    this.backend ??= detectIptablesBackend().catch((error: unknown) => {
+      this.backend = undefined;
+      throw error;
+    });
+    return this.backend;
+  }
+}
+
+function defaultFactory(netns: string): SocketFactory {
+  return inPodSocketFactory(netns, { reusePort: true });
+}
+
+async function netnsIdentity(path: string): Promise<{ ino: bigint; dev: bigint } | undefined> {
+  try {
+    const info = await stat(path, { bigint: true });
+    return { ino: info.ino, dev: info.dev };
+  } catch (error) {
+    if (errnoOf(error) === 'ENOENT' || errnoOf(error) === 'ENOTDIR') return undefined;
+    throw new CaptureError('NETNS_NOT_FOUND', `cannot read network namespace ${path}: ${(error as Error).message}`, { cause: error });
+  }
+}
+
+function validatePod(info: PodInfo): string | undefined {
+  if (typeof info.uid !== 'string' || info.uid === '') return 'pod uid is empty';
+  if (typeof info.netns !== 'string' || !info.netns.startsWith('/')) {
+    return `pod ${info.namespace}/${info.name}: netns must be an absolute path, got ${JSON.stringify(info.netns)}`;
+  }
+  if (!Array.isArray(info.ips)) return `pod ${info.namespace}/${info.name}: ips must be a list`;
+  for (const ip of info.ips) {
+    if (typeof ip !== 'string' || net.isIP(ip) === 0) {
+      return `pod ${info.namespace}/${info.name}: ${JSON.stringify(ip)} is not an IP address (no prefix length)`;
+    }
+  }
+  return undefined;
+}
+
+function asCaptureError(error: unknown): CaptureError {
+  if (error instanceof CaptureError) return error;
+  return new CaptureError('RULES_FAILED', error instanceof Error ? error.message : String(error), { cause: error });
+}

@@ -1,0 +1,197 @@
+/**
+ * The three listeners the agent opens inside one captured pod's network namespace, and the hand-off of
+ * every accepted connection to the proxy.
+ *
+ *   15001 outbound   127.0.0.1 (nat REDIRECT from OUTPUT always rewrites to 127.0.0.1); original
+ *                    destination from SO_ORIGINAL_DST
+ *   15006 inbound    0.0.0.0 with IP_TRANSPARENT under TPROXY, where the accepted socket's own local
+ *                    address is the original destination; SO_ORIGINAL_DST under REDIRECT
+ *   15008 hbone      0.0.0.0, not redirected: the destination is the listener's own address
+ *
+ * The factory decides socket options; the capture manager's gives all three SO_REUSEPORT (a restarting
+ * agent's listeners overlap with the old agent's) and the mark 0x539.
+ *
+ * Owns: opening and closing the listeners, reading the original destination, refusing connections that
+ * would loop into the agent itself, reporting a listener that fails.
+ * Must not know about: HBONE, TLS, policy, workloads; what to do with a connection (the handler decides).
+ */
+import type net from 'node:net';
+import { nativeSockets } from './sockets.ts';
+import { INPOD, type InboundCapture } from './rules.ts';
+import type { SocketFactory } from './socket-factory.ts';
+import { CaptureError } from './errors.ts';
+
+/** A pod to capture: what the CNI plugin (or the start-up reconcile) told us. */
+export interface PodInfo {
+  uid: string;
+  name: string;
+  namespace: string;
+  /** Path of the pod's network namespace. */
+  netns: string;
+  /** The pod's IPs, without prefix length. */
+  ips: readonly string[];
+}
+
+/** A pod being captured, as the handler sees it. */
+export interface CapturedPod extends PodInfo {
+  /**
+   * Sockets inside this pod's namespace, marked 0x539 so its rules leave them alone: dial the destination
+   * of an outbound connection, or the app of an inbound one (with `transparent` and `localAddress` = the
+   * client's IP to keep the source address), through this.
+   */
+  readonly sockets: SocketFactory;
+}
+
+export type ListenerKind = 'outbound' | 'inbound' | 'hbone';
+
+export interface OriginalDestination {
+  address: string;
+  port: number;
+}
+
+/**
+ * The proxy's side of the seam. Called once per accepted connection, synchronously from the accept event;
+ * the handler owns the socket from then on and must destroy it on every path. The socket is a raw
+ * net.Socket (no TLS; for 'hbone' the handler runs the TLS server on it) with allowHalfOpen and
+ * TCP_NODELAY set. `originalDst` is where the client meant to go: for 'outbound' the remote service, for
+ * 'inbound' the pod's own IP and app port, for 'hbone' the pod's IP and 15008.
+ */
+export interface CapturedTrafficHandler {
+  accepted(kind: ListenerKind, socket: net.Socket, originalDst: OriginalDestination, pod: CapturedPod): void;
+}
+
+export interface PodListenerOptions {
+  /** A factory for the pod's namespace (netns = pod's path, mark 0x539, SO_REUSEPORT) to listen with. */
+  factory: SocketFactory;
+  handler: CapturedTrafficHandler;
+  inbound: InboundCapture;
+  /** Called when a listener fails after opening (accept failed for good); may be called once per listener. */
+  onFailure?: (error: Error) => void;
+}
+
+/** Counters a person can read in the admin dump; never logged per connection. */
+export interface PodListenerStats {
+  accepted: number;
+  /** Connections refused because their original destination could not be read or pointed at the agent. */
+  refused: number;
+  /** Connections dropped because the handler threw. */
+  handlerErrors: number;
+}
+
+export class PodListeners {
+  readonly pod: CapturedPod;
+  readonly stats: PodListenerStats = { accepted: 0, refused: 0, handlerErrors: 0 };
+  private readonly servers: net.Server[];
+  private closed = false;
+
+  private constructor(pod: CapturedPod, servers: net.Server[]) {
+    this.pod = pod;
+    this.servers = servers;
+  }
+
+  /** Opens 15001, 15006 and 15008 in the pod's namespace; on any failure closes what was opened and throws. */
+  static async open(pod: CapturedPod, options: PodListenerOptions): Promise<PodListeners> {
+    const { factory } = options;
+    const tproxy = options.inbound === 'tproxy';
+    const specs: { kind: ListenerKind; host: string; port: number; transparent: boolean }[] = [
+      { kind: 'outbound', host: '127.0.0.1', port: INPOD.outboundPort, transparent: false },
+      { kind: 'inbound', host: '0.0.0.0', port: INPOD.inboundPlaintextPort, transparent: tproxy },
+      { kind: 'hbone', host: '0.0.0.0', port: INPOD.inboundHbonePort, transparent: false },
+    ];
+    const settled = await Promise.allSettled(
+      specs.map((spec) => factory.listen({ host: spec.host, port: spec.port, transparent: spec.transparent })),
+    );
+    const servers: net.Server[] = [];
+    let failure: unknown;
+    for (const result of settled) {
+      if (result.status === 'fulfilled') servers.push(result.value);
+      else failure ??= result.reason;
+    }
+    if (failure !== undefined) {
+      await Promise.all(servers.map(closeServer));
+      const reason = failure instanceof Error ? failure.message : String(failure);
+      throw new CaptureError('LISTEN_FAILED', `cannot open the capture listeners of pod ${pod.namespace}/${pod.name}: ${reason}`, { cause: failure });
+    }
+    const listeners = new PodListeners(pod, servers);
+    specs.forEach((spec, index) => listeners.attach(servers[index]!, spec.kind, tproxy, options));
+    return listeners;
+  }
+
+  private attach(server: net.Server, kind: ListenerKind, tproxy: boolean, options: PodListenerOptions): void {
+    const { handler } = options;
+    const pod = this.pod;
+    const stats = this.stats;
+    const ownPort = (server.address() as net.AddressInfo).port;
+    // One closure per listener, none per connection: the accept path only reads the destination and calls on.
+    const readDestination = kind === 'outbound' || (kind === 'inbound' && !tproxy) ? fromConntrack : fromLocalAddress;
+    server.on('connection', (socket: net.Socket) => {
+      const destination = readDestination(socket);
+      // A destination we cannot read, or one that is our own listener (a client dialling 15001/15006 directly),
+      // would make the proxy dial itself in a loop.
+      if (destination === undefined || (kind !== 'hbone' && destination.port === ownPort)) {
+        stats.refused++;
+        socket.destroy();
+        return;
+      }
+      stats.accepted++;
+      try {
+        handler.accepted(kind, socket, destination, pod);
+      } catch {
+        // A handler bug costs this connection, never the agent.
+        stats.handlerErrors++;
+        socket.destroy();
+      }
+    });
+    server.on('error', (error: Error) => {
+      if (this.closed) return;
+      options.onFailure?.(error);
+    });
+  }
+
+  /** Stops accepting (connections already handed over are the handler's); idempotent. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await Promise.all(this.servers.map(closeServer));
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /** The addresses listened on, e.g. for the admin dump. */
+  addresses(): net.AddressInfo[] {
+    return this.servers.map((server) => server.address() as net.AddressInfo).filter((address) => address !== null);
+  }
+}
+
+function fromConntrack(socket: net.Socket): OriginalDestination | undefined {
+  const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
+  if (fd === undefined || fd < 0) return undefined;
+  try {
+    return nativeSockets.originalDst(fd);
+  } catch {
+    return undefined;
+  }
+}
+
+function fromLocalAddress(socket: net.Socket): OriginalDestination | undefined {
+  const address = socket.localAddress;
+  const port = socket.localPort;
+  if (address === undefined || port === undefined) return undefined;
+  return { address, port };
+}
+
+/**
+ * Closes the listening socket now. server.close()'s callback would wait for every accepted connection to
+ * end, but those belong to the handler; what matters to a restart handover is that the listening fd is
+ * gone, which happens synchronously inside close().
+ */
+function closeServer(server: net.Server): Promise<void> {
+  if (server.listening) server.close(ignore);
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
+function ignore(): void {
+  // close errors (not running) are not interesting here.
+}

@@ -1,0 +1,256 @@
+/**
+ * The in-pod redirection rules, as text: what Istio's in-pod mode (cni/pkg/iptables) installs inside each
+ * captured pod's network namespace, rendered as iptables-restore input.
+ *
+ * Owns: the chains, ports, marks and their order; making a re-install replace instead of duplicate (by
+ * reading what a previous agent left); the policy-routing commands that go with the marks; choosing the
+ * iptables backend from what the node already uses. Every function here is pure: no processes, no files.
+ * Must not know about: running commands or entering namespaces (iptables.ts applies this text), pods,
+ * listeners, HBONE.
+ *
+ * What the rules do (IPv4; IPv6 is not captured yet):
+ *   outbound  nat OUTPUT: TCP from the pod's apps, not to 127.0.0.1, not marked 0x539 -> REDIRECT :15001
+ *   inbound   mangle PREROUTING: new TCP not to 127.0.0.1, not to :15008, not via lo, not marked
+ *             -> TPROXY :15006 (or nat REDIRECT :15006 with `inbound: 'redirect'`)
+ *   15008     reaches the agent's HBONE listener untouched
+ *   0x539     the agent's own sockets (mask 0xfff) are never captured
+ *   connmark  a packet that arrives marked 0x539 (the agent's transparent dial to an app, over lo) marks its
+ *             connection 0x111; the app's replies get 0x111 back in mangle OUTPUT and policy routing
+ *             (fwmark 0x111/0xfff -> table 100: local 0.0.0.0/0 dev lo) sends them to the agent's socket
+ *             instead of out to the real client whose address the agent borrowed.
+ *   lo        a pod calling itself (its own IP or 127.0.0.1) is left alone; DNS (UDP) is left alone.
+ */
+
+export type IptablesBackend = 'nft' | 'legacy';
+
+/**
+ * How inbound plaintext reaches 15006. TPROXY (default) keeps the destination as the accepted socket's own
+ * local address, needs no NAT and no conntrack lookup per connection; REDIRECT is what newer Istio
+ * releases use and needs SO_ORIGINAL_DST to recover the destination.
+ */
+export type InboundCapture = 'tproxy' | 'redirect';
+
+/** Istio's in-pod numbers; they must match across agent restarts and Istio tooling, so they are fixed. */
+export const INPOD = Object.freeze({
+  outboundPort: 15001,
+  inboundPlaintextPort: 15006,
+  inboundHbonePort: 15008,
+  /** The agent's socket mark (1337); only the low 12 bits are ours, other software may use the rest. */
+  mark: 0x539,
+  markMask: 0xfff,
+  /** Connection mark for the agent's inbound dials, and the TPROXY mark; selects routing table 100. */
+  tproxyMark: 0x111,
+  tproxyMask: 0xfff,
+  /** Restoring the whole connmark keeps other software's bits in the packet mark, as Istio does. */
+  restoreMask: 0xffffffff,
+  routeTable: 100,
+  /** Just before `main` (32766), after anything an operator adds with a smaller number. */
+  rulePriority: 32764,
+  preroutingChain: 'ISTIO_PRERT',
+  outputChain: 'ISTIO_OUTPUT',
+});
+
+export interface InpodRuleOptions {
+  inbound: InboundCapture;
+}
+
+export type Table = 'mangle' | 'nat';
+
+/** A jump from a built-in chain into one of ours, as iptables-save prints it (`-A PREROUTING -j ISTIO_PRERT`). */
+export interface Jump {
+  table: Table;
+  from: string;
+  to: string;
+}
+
+/** What a previous install (ours or an older agent's) left in the namespace. */
+export interface ExistingRules {
+  /** Every jump into our chains, duplicates included. */
+  jumps: Jump[];
+  /** Our chains that exist, per table. */
+  chains: { table: Table; chain: string }[];
+}
+
+const hex = (n: number): string => `0x${n.toString(16)}`;
+const MARK = `${hex(INPOD.mark)}/${hex(INPOD.markMask)}`;
+const TPROXY_MARK = `${hex(INPOD.tproxyMark)}/${hex(INPOD.tproxyMask)}`;
+const OWN_CHAINS = new Set<string>([INPOD.preroutingChain, INPOD.outputChain]);
+
+/** The jumps a fresh install wants, per inbound mode. */
+function wantedJumps(options: InpodRuleOptions): Jump[] {
+  const jumps: Jump[] = [
+    { table: 'mangle', from: 'PREROUTING', to: INPOD.preroutingChain },
+    { table: 'mangle', from: 'OUTPUT', to: INPOD.outputChain },
+    { table: 'nat', from: 'OUTPUT', to: INPOD.outputChain },
+  ];
+  if (options.inbound === 'redirect') jumps.push({ table: 'nat', from: 'PREROUTING', to: INPOD.preroutingChain });
+  return jumps;
+}
+
+/** The rules inside our chains, per table, in order. */
+function chainRules(options: InpodRuleOptions): Record<Table, string[]> {
+  const pre = INPOD.preroutingChain;
+  const out = INPOD.outputChain;
+  const mangle = [
+    // The agent's transparent dial to an app comes back in over lo still carrying 0x539: remember it on the
+    // connection so the app's replies can be routed back to the agent.
+    `-A ${pre} -m mark --mark ${MARK} -j CONNMARK --set-xmark ${TPROXY_MARK}`,
+    // A pod talking to itself (its own IP, over lo) is not inbound traffic.
+    `-A ${pre} ! -d 127.0.0.1/32 -i lo -p tcp -j ACCEPT`,
+    // HBONE goes straight to the agent's 15008 listener.
+    `-A ${pre} -p tcp -m tcp --dport ${INPOD.inboundHbonePort} -j ACCEPT`,
+    // Only new connections are diverted; replies to the agent's own outbound dials must pass.
+    `-A ${pre} -p tcp -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`,
+  ];
+  if (options.inbound === 'tproxy') {
+    mangle.push(
+      `-A ${pre} ! -d 127.0.0.1/32 -p tcp -m mark ! --mark ${MARK} -j TPROXY --on-port ${INPOD.inboundPlaintextPort} --on-ip 0.0.0.0 --tproxy-mark ${TPROXY_MARK}`,
+    );
+  }
+  mangle.push(
+    `-A ${out} -m connmark --mark ${TPROXY_MARK} -j CONNMARK --restore-mark --nfmask ${hex(INPOD.restoreMask)} --ctmask ${hex(INPOD.restoreMask)}`,
+  );
+  const nat: string[] = [];
+  if (options.inbound === 'redirect') {
+    nat.push(
+      `-A ${pre} ! -d 127.0.0.1/32 -p tcp -m tcp ! --dport ${INPOD.inboundHbonePort} -m mark ! --mark ${MARK} -j REDIRECT --to-ports ${INPOD.inboundPlaintextPort}`,
+    );
+  }
+  nat.push(
+    // Replies to the agent's inbound dials and TPROXY'd traffic are never sent to the outbound listener.
+    `-A ${out} -p tcp -m mark --mark ${TPROXY_MARK} -j ACCEPT`,
+    // An app calling its own pod IP goes over lo and stays inside the pod.
+    `-A ${out} ! -d 127.0.0.1/32 -o lo -j ACCEPT`,
+    `-A ${out} ! -d 127.0.0.1/32 -p tcp -m mark ! --mark ${MARK} -j REDIRECT --to-ports ${INPOD.outboundPort}`,
+  );
+  return { mangle, nat };
+}
+
+function chainsOf(options: InpodRuleOptions): Record<Table, string[]> {
+  return {
+    mangle: [INPOD.preroutingChain, INPOD.outputChain],
+    nat: options.inbound === 'redirect' ? [INPOD.preroutingChain, INPOD.outputChain] : [INPOD.outputChain],
+  };
+}
+
+/**
+ * iptables-restore input (to run with --noflush) that leaves exactly one copy of our rules, whatever a
+ * previous install left: declaring our chains flushes them, existing jumps are deleted before being added
+ * again, and chains the wanted mode does not use are removed. One restore run is one transaction.
+ */
+export function renderInstall(options: InpodRuleOptions, existing: ExistingRules): string {
+  const wanted = chainsOf(options);
+  const rules = chainRules(options);
+  const jumps = wantedJumps(options);
+  const lines: string[] = [];
+  for (const table of ['mangle', 'nat'] as const) {
+    lines.push(`*${table}`);
+    for (const chain of wanted[table]) lines.push(`:${chain} - [0:0]`);
+    for (const jump of existing.jumps) if (jump.table === table) lines.push(`-D ${jump.from} -j ${jump.to}`);
+    for (const jump of jumps) if (jump.table === table) lines.push(`-A ${jump.from} -j ${jump.to}`);
+    lines.push(...rules[table]);
+    // A chain from the other inbound mode (nat ISTIO_PRERT) is unreferenced now: drop it.
+    for (const { table: t, chain } of existing.chains) {
+      if (t === table && !wanted[table].includes(chain)) lines.push(`-F ${chain}`, `-X ${chain}`);
+    }
+    lines.push('COMMIT');
+  }
+  return lines.join('\n') + '\n';
+}
+
+/** iptables-restore input (with --noflush) that removes every jump and chain of ours that exists. */
+export function renderRemoval(existing: ExistingRules): string {
+  const lines: string[] = [];
+  for (const table of ['mangle', 'nat'] as const) {
+    const jumps = existing.jumps.filter((jump) => jump.table === table);
+    const chains = existing.chains.filter((c) => c.table === table);
+    if (jumps.length === 0 && chains.length === 0) continue;
+    lines.push(`*${table}`);
+    for (const jump of jumps) lines.push(`-D ${jump.from} -j ${jump.to}`);
+    for (const { chain } of chains) lines.push(`-F ${chain}`);
+    for (const { chain } of chains) lines.push(`-X ${chain}`);
+    lines.push('COMMIT');
+  }
+  return lines.length === 0 ? '' : lines.join('\n') + '\n';
+}
+
+const JUMP_LINE = /^-A (\S+) -j (\S+)$/;
+const CHAIN_LINE = /^:(\S+) /;
+
+/** Reads our jumps and chains out of `iptables-save` output. */
+export function parseExisting(saveOutput: string): ExistingRules {
+  const existing: ExistingRules = { jumps: [], chains: [] };
+  let table: Table | undefined;
+  for (const raw of saveOutput.split('\n')) {
+    const line = raw.trim();
+    if (line.startsWith('*')) {
+      const name = line.slice(1);
+      table = name === 'mangle' || name === 'nat' ? name : undefined;
+      continue;
+    }
+    if (table === undefined) continue;
+    const chain = CHAIN_LINE.exec(line);
+    if (chain && OWN_CHAINS.has(chain[1]!)) {
+      existing.chains.push({ table, chain: chain[1]! });
+      continue;
+    }
+    const jump = JUMP_LINE.exec(line);
+    if (jump && OWN_CHAINS.has(jump[2]!) && !OWN_CHAINS.has(jump[1]!)) {
+      existing.jumps.push({ table, from: jump[1]!, to: jump[2]! });
+    }
+  }
+  return existing;
+}
+
+/** True when `saveOutput` holds exactly the rules `renderInstall(options, ...)` installs, once each. */
+export function isInstalled(options: InpodRuleOptions, saveOutput: string): boolean {
+  const existing = parseExisting(saveOutput);
+  const wanted = wantedJumps(options);
+  if (existing.jumps.length !== wanted.length) return false;
+  for (const jump of wanted) {
+    if (!existing.jumps.some((j) => j.table === jump.table && j.from === jump.from && j.to === jump.to)) return false;
+  }
+  return true;
+}
+
+/**
+ * Shell script (run inside the pod's namespace) for the policy routing that goes with the marks, and for
+ * letting queued connections move between SO_REUSEPORT listeners when an old agent closes its own
+ * (tcp_migrate_req), which is what makes an agent restart lose no connection. Idempotent.
+ */
+export function renderRoutingSetup(): string {
+  const rule = `fwmark ${TPROXY_MARK} pref ${INPOD.rulePriority} lookup ${INPOD.routeTable}`;
+  return [
+    'set -e',
+    `ip route replace local 0.0.0.0/0 dev lo table ${INPOD.routeTable}`,
+    `ip rule show pref ${INPOD.rulePriority} | grep -q 'lookup ${INPOD.routeTable}' || ip rule add ${rule}`,
+    'echo 1 > /proc/sys/net/ipv4/tcp_migrate_req',
+  ].join('\n') + '\n';
+}
+
+/** Shell script that removes the policy routing again (ignores what is already gone). */
+export function renderRoutingRemoval(): string {
+  return [
+    `while ip rule del fwmark ${TPROXY_MARK} pref ${INPOD.rulePriority} lookup ${INPOD.routeTable} 2>/dev/null; do :; done`,
+    `ip route flush table ${INPOD.routeTable} 2>/dev/null || true`,
+  ].join('\n') + '\n';
+}
+
+/** Chains Kubernetes creates in the backend it uses; their presence settles the question (as iptables-wrappers). */
+const KUBE_HINTS = ['KUBE-IPTABLES-HINT', 'KUBE-KUBELET-CANARY'];
+
+/**
+ * Which backend the node uses, from each backend's `iptables-save` output in the node's namespace
+ * (undefined when that backend's tools are missing): Kubernetes' hint chains first, then whichever has more
+ * rules, and nf_tables when neither has any (Istio's and iptables-wrappers' order).
+ */
+export function chooseBackend(saves: { legacy?: string; nft?: string }): IptablesBackend {
+  if (saves.legacy === undefined) return 'nft';
+  if (saves.nft === undefined) return 'legacy';
+  for (const hint of KUBE_HINTS) {
+    if (saves.nft.includes(hint)) return 'nft';
+    if (saves.legacy.includes(hint)) return 'legacy';
+  }
+  const ruleCount = (save: string): number => save.split('\n').filter((line) => line.startsWith('-A ')).length;
+  return ruleCount(saves.legacy) > ruleCount(saves.nft) ? 'legacy' : 'nft';
+}

@@ -1,0 +1,217 @@
+/**
+ * The socket-factory seam (ztunnel's `SocketFactory`): the proxy never creates sockets itself, it asks a
+ * factory, so the same proxy code serves the node's own namespace, a pod's namespace, marked and unmarked
+ * sockets, and tests can swap the factory.
+ *
+ * Owns: turning "listen on host:port" / "connect to host:port" into a listening net.Server or a connecting
+ * net.Socket with the right namespace, SO_MARK, SO_REUSEPORT and IP_TRANSPARENT, via the native addon.
+ * Must not know about: pods, iptables rules, HBONE, policy. It takes a namespace path, never a pod.
+ *
+ * Factories are values built from options; the named constructors below are the stacking ztunnel does
+ * (plain -> marked -> in-pod -> reuse-port), expressed as option sets because the kernel needs every option
+ * on the socket before bind/listen, in one native call.
+ */
+import net from 'node:net';
+import { nativeSockets } from './sockets.ts';
+import { CaptureError } from './errors.ts';
+
+/**
+ * The mark the agent puts on every socket it opens inside a pod (1337, as Istio's in-pod mode), so the pod's
+ * rules skip the agent's own traffic instead of capturing it again.
+ */
+export const AGENT_SOCKET_MARK = 0x539;
+
+export interface ListenRequest {
+  host: string;
+  port: number;
+  backlog?: number;
+  /** IP_TRANSPARENT, needed for a listener that receives TPROXY'd connections. */
+  transparent?: boolean;
+}
+
+export interface ConnectRequest {
+  host: string;
+  port: number;
+  /** Source address to bind before connecting; with `transparent` it may be an address that is not local. */
+  localAddress?: string;
+  localPort?: number;
+  /** IP_TRANSPARENT: lets the socket use a non-local source address (keeping a client's IP on inbound). */
+  transparent?: boolean;
+  /** TCP_NODELAY, default true: the proxy writes whole chunks and must not add Nagle's delay. */
+  noDelay?: boolean;
+}
+
+export interface SocketFactory {
+  /** Resolves with a server already listening; accepted sockets arrive as its 'connection' events. */
+  listen(request: ListenRequest): Promise<net.Server>;
+  /** Returns a socket that is connecting; failures (including creation failures) arrive as its 'error' event. */
+  connect(request: ConnectRequest): net.Socket;
+  /** The options this factory applies, for diagnostics and for building a derived factory. */
+  readonly options: Readonly<SocketFactoryOptions>;
+}
+
+export interface SocketFactoryOptions {
+  /** Network namespace path (e.g. /run/netns/pod-a or /proc/<pid>/ns/net); the agent's own when absent. */
+  netns?: string;
+  /** SO_MARK on every socket; 0 or absent means none. */
+  mark?: number;
+  /** SO_REUSEPORT on listeners, so a restarting agent's listeners overlap with the old ones. */
+  reusePort?: boolean;
+}
+
+/** Listen backlog: Node's default; short queues reset connections during bursts and listener handovers. */
+const DEFAULT_BACKLOG = 511;
+
+/**
+ * Accepted sockets keep half-close (the proxy carries FIN through the tunnel itself) and skip Nagle.
+ * Connecting sockets get the same: `allowHalfOpen: true`, TCP_NODELAY unless asked otherwise.
+ */
+const SERVER_OPTIONS: net.ServerOpts = { allowHalfOpen: true, noDelay: true };
+
+/** Node's own sockets, in the agent's namespace, unmarked. */
+class PlainSocketFactory implements SocketFactory {
+  readonly options: Readonly<SocketFactoryOptions> = Object.freeze({});
+
+  listen(request: ListenRequest): Promise<net.Server> {
+    if (request.transparent) {
+      // Node cannot set IP_TRANSPARENT; a native factory can.
+      return nativeFactory({}).listen(request);
+    }
+    const server = net.createServer(SERVER_OPTIONS);
+    return listenServer(server, { host: request.host, port: request.port, backlog: request.backlog ?? DEFAULT_BACKLOG });
+  }
+
+  connect(request: ConnectRequest): net.Socket {
+    if (request.transparent) return nativeFactory({}).connect(request);
+    const options: net.TcpNetConnectOpts = {
+      host: request.host, port: request.port, noDelay: request.noDelay ?? true, allowHalfOpen: true,
+    };
+    if (request.localAddress !== undefined) options.localAddress = request.localAddress;
+    if (request.localPort !== undefined) options.localPort = request.localPort;
+    return net.connect(options);
+  }
+}
+
+/** Sockets made by the addon: in a namespace, marked, reuse-port, transparent, in any combination. */
+class NativeSocketFactory implements SocketFactory {
+  readonly options: Readonly<SocketFactoryOptions>;
+
+  constructor(options: SocketFactoryOptions) {
+    this.options = Object.freeze({ ...options });
+  }
+
+  listen(request: ListenRequest): Promise<net.Server> {
+    let fd: number;
+    try {
+      fd = nativeSockets.listenTcp({
+        netns: this.options.netns,
+        host: request.host,
+        port: request.port,
+        backlog: request.backlog ?? DEFAULT_BACKLOG,
+        mark: this.options.mark,
+        reusePort: this.options.reusePort,
+        transparent: request.transparent,
+      });
+    } catch (error) {
+      return Promise.reject(socketError('listen on', request.host, request.port, this.options.netns, error));
+    }
+    const server = net.createServer(SERVER_OPTIONS);
+    return listenServer(server, { fd }).catch((error: unknown) => {
+      closeQuietly(fd);
+      throw socketError('listen on', request.host, request.port, this.options.netns, error);
+    });
+  }
+
+  connect(request: ConnectRequest): net.Socket {
+    const family = net.isIPv6(request.host) ? 6 : 4;
+    let fd: number;
+    try {
+      fd = nativeSockets.socketTcp({
+        netns: this.options.netns,
+        family,
+        mark: this.options.mark,
+        transparent: request.transparent,
+        bindHost: request.localAddress,
+        bindPort: request.localPort,
+        noDelay: request.noDelay ?? true,
+      });
+    } catch (error) {
+      // Same contract as net.connect: the caller gets a socket and learns of the failure from 'error'.
+      const socket = new net.Socket();
+      const failure = socketError('connect to', request.host, request.port, this.options.netns, error);
+      process.nextTick(() => socket.destroy(failure));
+      return socket;
+    }
+    const socket = new net.Socket({ fd, allowHalfOpen: true });
+    // Node dials an fd it was handed like one it made: uv_tcp_connect on the already bound, marked socket.
+    return socket.connect({ host: request.host, port: request.port });
+  }
+}
+
+const plainFactory = new PlainSocketFactory();
+
+function nativeFactory(options: SocketFactoryOptions): SocketFactory {
+  return new NativeSocketFactory(options);
+}
+
+/** Builds the factory for a set of options: Node's own sockets when none is needed, the addon otherwise. */
+export function createSocketFactory(options: SocketFactoryOptions = {}): SocketFactory {
+  if (options.netns === undefined && !options.mark && !options.reusePort) return plainFactory;
+  return nativeFactory(options);
+}
+
+/** Node's own sockets in the agent's namespace. */
+export function plainSocketFactory(): SocketFactory {
+  return plainFactory;
+}
+
+/** `base` plus the agent's mark, so pod rules never capture these sockets again. */
+export function markedSocketFactory(base: SocketFactoryOptions = {}, mark: number = AGENT_SOCKET_MARK): SocketFactory {
+  return nativeFactory({ ...base, mark });
+}
+
+/** Sockets inside a pod's namespace, marked with the agent's mark (ztunnel's in-pod factory). */
+export function inPodSocketFactory(netns: string, base: SocketFactoryOptions = {}): SocketFactory {
+  return nativeFactory({ mark: AGENT_SOCKET_MARK, ...base, netns });
+}
+
+/** `base` plus SO_REUSEPORT on listeners, so an old and a new agent can listen at once. */
+export function reusePortSocketFactory(base: SocketFactoryOptions = {}): SocketFactory {
+  return nativeFactory({ ...base, reusePort: true });
+}
+
+/** `{ fd }` is Node's documented handle form of listen(), absent from its ListenOptions type. */
+function listenServer(server: net.Server, options: net.ListenOptions | { fd: number }): Promise<net.Server> {
+  return new Promise((resolve, reject) => {
+    const onError = (error: Error): void => {
+      server.off('listening', onListening);
+      reject(error);
+    };
+    const onListening = (): void => {
+      server.off('error', onError);
+      resolve(server);
+    };
+    server.once('error', onError);
+    server.once('listening', onListening);
+    server.listen(options as net.ListenOptions);
+  });
+}
+
+function closeQuietly(fd: number): void {
+  try {
+    nativeSockets.closeFd(fd);
+  } catch {
+    // Node may already own and have closed it.
+  }
+}
+
+function socketError(action: string, host: string, port: number, netns: string | undefined, cause: unknown): CaptureError {
+  const where = netns === undefined ? '' : ` in network namespace ${netns}`;
+  const reason = cause instanceof Error ? cause.message : String(cause);
+  const code = (cause as { code?: unknown } | null)?.code;
+  const hint = code === 'ENOENT' ? ' (the namespace is gone: was the pod deleted?)'
+    : code === 'EADDRINUSE' ? ' (another process holds the port without SO_REUSEPORT)'
+    : code === 'EPERM' ? ' (the agent needs CAP_NET_ADMIN and CAP_SYS_ADMIN)'
+    : '';
+  return new CaptureError('SOCKET_FAILED', `cannot ${action} ${host}:${port}${where}: ${reason}${hint}`, { cause });
+}

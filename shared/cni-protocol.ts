@@ -1,0 +1,50 @@
+/**
+ * The wire contract between the CNI plugin (cni/) and the node agent (agent/): HTTP/1.1 over a unix socket.
+ *
+ * Owns: paths, request/response shapes and the timeout both sides agree on.
+ * Must not know about: how either side does its job (CNI chaining, iptables, listeners).
+ *
+ *   POST /v1/pod-add  PodAddRequest -> 200 PodAddResponse; any other status -> ProtocolErrorResponse
+ *   POST /v1/pod-del  PodDelRequest -> 200 (body ignored); any other status -> ProtocolErrorResponse
+ */
+
+/** Where the agent listens unless the plugin config's `agentSocket` says otherwise. */
+export const DEFAULT_AGENT_SOCKET = '/var/run/ambit/cni.sock';
+
+export const POD_ADD_PATH = '/v1/pod-add';
+export const POD_DEL_PATH = '/v1/pod-del';
+
+/**
+ * Connect plus response deadline for one plugin -> agent call. The agent acks ADD only after the pod's
+ * rules and listeners are in place (a few hundred ms even on a busy node); 10 s leaves room for a slow node
+ * while staying well under the container runtime's own CNI timeout, so the runtime sees our error, not its own.
+ */
+export const AGENT_CALL_TIMEOUT_MS = 10_000;
+
+export interface PodAddRequest {
+  podName: string;
+  podNamespace: string;
+  podUid: string;
+  containerId: string;
+  /** Path of the pod's network namespace, e.g. /run/netns/<name> or /proc/<pid>/ns/net. */
+  netns: string;
+  /** The pod's IP addresses without prefix length, e.g. ["10.1.0.5"]. */
+  ips: string[];
+}
+
+export interface PodAddResponse {
+  captured: true;
+}
+
+export interface PodDelRequest {
+  podName: string;
+  podNamespace: string;
+  podUid: string;
+  containerId: string;
+  /** May be empty: container runtimes call DEL a second time without a namespace. */
+  netns: string;
+}
+
+export interface ProtocolErrorResponse {
+  error: string;
+}
