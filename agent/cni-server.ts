@@ -11,7 +11,7 @@
  * Must not know about: how capture works (it calls PodCapture), CNI plugin internals.
  */
 import http from 'node:http';
-import { chmod, lstat, mkdir, unlink } from 'node:fs/promises';
+import { chmod, lstat, mkdir, rename, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import {
   POD_ADD_PATH, POD_DEL_PATH,
@@ -53,7 +53,7 @@ class BadRequest extends Error {
 export async function startCniServer(options: CniServerOptions): Promise<CniServer> {
   const { socketPath, capture } = options;
   await mkdir(dirname(socketPath), { recursive: true, mode: 0o700 });
-  await removeStaleSocket(socketPath);
+  await checkSocketPath(socketPath);
 
   const server = http.createServer({ requestTimeout: REQUEST_TIMEOUT_MS }, (request, response) => {
     handle(request, capture).then(
@@ -72,14 +72,19 @@ export async function startCniServer(options: CniServerOptions): Promise<CniServ
 
   // A socket file needs write permission to connect to; the default umask (022) already denies that to
   // others, and chmod right after narrows it to the owner (root).
+  // Bind under a private name, then rename over the public path. libuv unlinks a unix listener's path when
+  // it closes; with the private name, an old agent closing during a restart unlinks nothing of the new one's.
+  const privatePath = `${socketPath}.${process.pid}`;
+  await rm(privatePath, { force: true });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(socketPath, () => {
+    server.listen(privatePath, () => {
       server.off('error', reject);
       resolve();
     });
   });
-  await chmod(socketPath, 0o600);
+  await chmod(privatePath, 0o600);
+  await rename(privatePath, socketPath);
 
   return {
     socketPath,
@@ -200,13 +205,13 @@ function send(response: http.ServerResponse, status: number, body: object): void
   response.end(text);
 }
 
-async function removeStaleSocket(path: string): Promise<void> {
+/** A stale socket (or a running agent's) is replaced atomically by the rename below; anything else is refused. */
+async function checkSocketPath(path: string): Promise<void> {
   try {
     const info = await lstat(path);
     if (!info.isSocket()) {
       throw new CaptureError('SOCKET_FAILED', `${path} exists and is not a socket; refusing to replace it`);
     }
-    await unlink(path);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
     throw error;

@@ -1,0 +1,78 @@
+/**
+ * The agent's configuration: every default in one place, with the reason for its value.
+ *
+ * Owns: reading the environment (as a DaemonSet sets it) into a validated Config; clear errors for bad values.
+ * Must not know about: what the settings drive.
+ */
+import { DEFAULT_TRUST_DOMAIN } from '../shared/identity/index.ts';
+import { DEFAULT_AGENT_SOCKET } from '../shared/cni-protocol.ts';
+
+export interface AgentConfig {
+  /** This node's name: the agent captures only pods scheduled here. */
+  nodeName: string;
+  trustDomain: string;
+  /** Local mode: the cluster directory (Pods, Namespaces) the agent reads its workloads from. */
+  clusterDir: string;
+  /** Local mode: directory with the CA root (root-cert.pem, ca-key.pem) used to sign workload certificates. */
+  localCaDir: string;
+  /** Unix socket the CNI plugin calls. */
+  cniSocket: string;
+  /** Admin endpoint (config dump, log level), localhost only: it reveals the node's whole mesh view. */
+  adminAddress: { host: string; port: number };
+  /** Readiness `/healthz/ready`: kubelet probes it on the pod IP. */
+  readinessAddress: { host: string; port: number };
+  /** Deliver inbound connections with the client's source IP (IP_TRANSPARENT), as ztunnel does. */
+  preserveSourceIp: boolean;
+  /** How long open connections may finish at shutdown before they are cut (ztunnel: 5 s default termination grace). */
+  drainMs: number;
+  logLevel: string;
+}
+
+/** Istio's ports for the node proxy's own endpoints. */
+export const ADMIN_PORT = 15000;
+export const READINESS_PORT = 15021;
+/** ztunnel's default drain deadline: long enough for short requests to finish, short enough for rolling updates. */
+export const DEFAULT_DRAIN_MS = 5000;
+
+export class ConfigError extends Error {
+  readonly code = 'AMBIT_AGENT_CONFIG';
+}
+
+function required(env: NodeJS.ProcessEnv, name: string, why: string): string {
+  const value = env[name];
+  if (!value) throw new ConfigError(`${name} is not set: ${why}`);
+  return value;
+}
+
+function port(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value < 0 || value > 65535) throw new ConfigError(`${name}=${raw} is not a port number (0-65535)`);
+  return value;
+}
+
+function flag(env: NodeJS.ProcessEnv, name: string, fallback: boolean): boolean {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  if (raw === 'true' || raw === '1') return true;
+  if (raw === 'false' || raw === '0') return false;
+  throw new ConfigError(`${name}=${raw} must be true or false`);
+}
+
+export function configFromEnv(env: NodeJS.ProcessEnv = process.env): AgentConfig {
+  const drainMs = Number(env.AMBIT_DRAIN_MS ?? DEFAULT_DRAIN_MS);
+  if (!Number.isFinite(drainMs) || drainMs < 0) throw new ConfigError(`AMBIT_DRAIN_MS=${env.AMBIT_DRAIN_MS} must be a non-negative number of milliseconds`);
+  return {
+    nodeName: required(env, 'AMBIT_NODE_NAME', 'the agent must know which node it runs on (the DaemonSet sets it from spec.nodeName)'),
+    trustDomain: env.AMBIT_TRUST_DOMAIN || DEFAULT_TRUST_DOMAIN,
+    clusterDir: required(env, 'AMBIT_CLUSTER_DIR', 'local mode reads Pods and Namespaces from a cluster directory'),
+    localCaDir: required(env, 'AMBIT_LOCAL_CA_DIR', 'local mode signs workload certificates with a CA root kept in a directory'),
+    cniSocket: env.AMBIT_CNI_SOCKET || DEFAULT_AGENT_SOCKET,
+    adminAddress: { host: '127.0.0.1', port: port(env, 'AMBIT_ADMIN_PORT', ADMIN_PORT) },
+    readinessAddress: { host: env.AMBIT_READINESS_HOST || '0.0.0.0', port: port(env, 'AMBIT_READINESS_PORT', READINESS_PORT) },
+    preserveSourceIp: flag(env, 'AMBIT_PRESERVE_SOURCE_IP', true),
+    drainMs,
+    logLevel: env.AMBIT_LOG_LEVEL || 'info',
+  };
+}

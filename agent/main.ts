@@ -1,0 +1,148 @@
+/**
+ * The node agent: ztunnel's role plus the CNI node agent's, for the pods of one node.
+ *
+ * Owns: wiring the parts together and their lifecycle (start-up order, readiness, drain on SIGTERM).
+ *   mesh state (cluster directory now, xDS later) -> proxy decisions
+ *   CNI server -> capture manager (rules + in-pod listeners) -> traffic handler -> outbound / inbound proxy
+ *   certificate manager (local CA now, CA service later) -> HBONE client pools and servers
+ * Must not know about: the details of any of those parts.
+ */
+import http from 'node:http';
+import path from 'node:path';
+import { pino } from 'pino';
+import { configFromEnv, type AgentConfig } from './config.ts';
+import { CapturedPodsFile } from './captured-pods-file.ts';
+import { startCniServer } from './cni-server.ts';
+import { CertificateManager } from './identity/certificate-manager.ts';
+import { LocalCaSource } from './identity/certificate-source.ts';
+import { CaptureManager } from './inpod/capture-manager.ts';
+import type { PodInfo } from './inpod/pod-listeners.ts';
+import { InboundProxy } from './proxy/inbound.ts';
+import { OutboundProxy } from './proxy/outbound.ts';
+import { loggingReporter } from './proxy/report.ts';
+import { TrafficHandler } from './proxy/traffic-handler.ts';
+import { ClusterDirSource } from './state/cluster-dir-source.ts';
+import { MeshState } from './state/mesh-state.ts';
+import { workloadIdentity } from './state/workload.ts';
+
+export interface RunningAgent {
+  readonly config: AgentConfig;
+  readonly state: MeshState;
+  readonly capture: CaptureManager;
+  stop(): Promise<void>;
+}
+
+export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
+  const log = pino({ level: config.logLevel, base: { node: config.nodeName } });
+  const state = new MeshState();
+  const source = new ClusterDirSource({ dir: config.clusterDir, state, trustDomain: config.trustDomain, onProblem: (message) => log.warn(message) });
+  await source.start();
+
+  const certificates = new CertificateManager(await LocalCaSource.open({ dir: config.localCaDir, trustDomain: config.trustDomain }), {
+    onError: (identity, error) => log.error({ identity: identity.uri, err: error.message }, 'certificate fetch failed'),
+  });
+  const report = loggingReporter(log);
+  const handler = new TrafficHandler({
+    state,
+    outbound: new OutboundProxy({ state, report }),
+    inbound: new InboundProxy({ state, report, certificates, trustDomain: config.trustDomain }),
+    certificates,
+    trustDomain: config.trustDomain,
+    preserveSourceIp: config.preserveSourceIp,
+  });
+  const record = new CapturedPodsFile(path.join(path.dirname(config.cniSocket), `captured-pods-${config.nodeName}.json`));
+  const capture = new CaptureManager({
+    handler,
+    onReleased: (pod, reason, error) => {
+      log.info({ pod: `${pod.namespace}/${pod.name}`, reason, err: error?.message }, 'pod released');
+      void handler.forget(pod.uid, config.drainMs);
+      void record.write(capture.capturedPods()).catch((e: Error) => log.error(e.message));
+    },
+  });
+
+  /** Everything a pod needs before its ADD is acknowledged: known to the mesh state, a certificate, rules, listeners. */
+  const capturePod = async (pod: PodInfo): Promise<void> => {
+    if (!state.workloadByUid(pod.uid)) await source.refresh();
+    const workload = state.workloadByUid(pod.uid);
+    if (!workload) throw new Error(`pod ${pod.namespace}/${pod.name} (uid ${pod.uid}) is not in the cluster state ${config.clusterDir}`);
+    if (workload.tunnelProtocol !== 'HBONE') throw new Error(`pod ${pod.namespace}/${pod.name} is not enrolled in the mesh: ${workload.captureReason}`);
+    await certificates.certificateFor(workloadIdentity(workload));
+    await capture.add(pod);
+    await record.write(capture.capturedPods());
+    log.info({ pod: `${pod.namespace}/${pod.name}`, ips: pod.ips, identity: workloadIdentity(workload).uri }, 'pod captured');
+  };
+
+  // Pods captured before a restart: re-open their listeners next to the old agent's (SO_REUSEPORT) first.
+  const previous = await record.read();
+  const stillEnrolled = previous.filter((pod) => state.workloadByUid(pod.uid)?.tunnelProtocol === 'HBONE');
+  for (const pod of stillEnrolled) {
+    const workload = state.workloadByUid(pod.uid);
+    if (workload) await Promise.resolve(certificates.certificateFor(workloadIdentity(workload))).catch(() => undefined);
+  }
+  const reconciled = await capture.reconcile(stillEnrolled);
+  log.info({ captured: reconciled.captured.length, failed: reconciled.failed.length }, 'reconciled pods captured before start');
+  await record.write(capture.capturedPods());
+
+  const cni = await startCniServer({
+    socketPath: config.cniSocket,
+    capture: {
+      add: capturePod,
+      del: async (ref) => {
+        await capture.del(ref);
+        await handler.forget(ref.uid, 0);
+        await record.write(capture.capturedPods());
+      },
+    },
+  });
+
+  let ready = true;
+  const readiness = http.createServer((request, response) => {
+    const ok = request.url === '/healthz/ready' && ready;
+    response.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' }).end(ok ? 'ready\n' : 'not ready\n');
+  });
+  // SO_REUSEPORT: during a restart the new agent listens before the old one has closed.
+  await new Promise<void>((resolve) => readiness.listen({ port: config.readinessAddress.port, host: config.readinessAddress.host, reusePort: true }, resolve));
+  log.info({ cniSocket: config.cniSocket, readiness: config.readinessAddress }, 'agent ready');
+
+  return {
+    config,
+    state,
+    capture,
+    async stop() {
+      ready = false;
+      source.stop();
+      await cni.close();
+      // Listeners close first (a new agent's listeners already take new connections); open ones drain.
+      await capture.close();
+      await handler.close(config.drainMs);
+      certificates.close();
+      await new Promise((resolve) => readiness.close(resolve));
+    },
+  };
+}
+
+async function main(): Promise<void> {
+  let config: AgentConfig;
+  try {
+    config = configFromEnv();
+  } catch (error) {
+    process.stderr.write(`ambit agent: ${(error as Error).message}\n`);
+    process.exit(2);
+  }
+  const agent = await startAgent(config);
+  let stopping = false;
+  const stop = (): void => {
+    if (stopping) return;
+    stopping = true;
+    void agent.stop().then(() => process.exit(0));
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+}
+
+if (import.meta.main) {
+  main().catch((error: Error) => {
+    process.stderr.write(`ambit agent failed to start: ${error.stack ?? error.message}\n`);
+    process.exit(1);
+  });
+}

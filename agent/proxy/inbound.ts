@@ -1,0 +1,108 @@
+/**
+ * Inbound: connections to a captured pod. HBONE streams arrive on the pod's port 15008 (mutual TLS, the peer's
+ * identity verified), plaintext on its port 15006 (PERMISSIVE: passed through; STRICT comes with policy).
+ *
+ * Owns: one HBONE server per captured pod presenting that pod's certificate, checking that the tunnel's target
+ * is this pod, and delivering to the application inside the pod's namespace with the agent's mark.
+ * Must not know about: iptables, CNI, how certificates are fetched.
+ */
+import type net from 'node:net';
+import { HboneServer, type HboneRequest, type HostPort } from '../../shared/hbone/index.ts';
+import type { CertificateManager } from '../identity/certificate-manager.ts';
+import type { SocketFactory } from '../inpod/socket-factory.ts';
+import type { MeshState } from '../state/mesh-state.ts';
+import { workloadIdentity, type Workload } from '../state/workload.ts';
+import type { ConnectionReporter } from './report.ts';
+import { spliceTcp } from './tcp-splice.ts';
+
+export interface InboundContext {
+  /** The destination pod's workload. */
+  pod: Workload;
+  /** Sockets made inside the pod's namespace, marked with the agent's mark. */
+  factory: SocketFactory;
+  /**
+   * Deliver with the client's own source address (IP_TRANSPARENT), as ztunnel does, so the application sees
+   * the real peer. Needs the pod's connmark rules that route replies back to the agent.
+   */
+  preserveSourceIp: boolean;
+}
+
+export class InboundProxy {
+  readonly #state: MeshState;
+  readonly #report: ConnectionReporter;
+  readonly #certificates: CertificateManager;
+  readonly #trustDomain: string;
+
+  constructor(options: { state: MeshState; report: ConnectionReporter; certificates: CertificateManager; trustDomain: string }) {
+    this.#state = options.state;
+    this.#report = options.report;
+    this.#certificates = options.certificates;
+    this.#trustDomain = options.trustDomain;
+  }
+
+  /** The HBONE server for one captured pod; the caller feeds it the sockets accepted on the pod's port 15008. */
+  hboneServerFor(context: InboundContext): HboneServer {
+    const identity = workloadIdentity(context.pod);
+    return new HboneServer({
+      certificateFor: () => this.#certificates.current(identity),
+      rootsPem: this.#certificates.rootsPem(),
+      trustDomain: this.#trustDomain,
+      decide: (request) => {
+        // A tunnel accepted in this pod's namespace may only reach this pod: anything else is a confused or
+        // malicious peer trying to use the agent as a relay.
+        if (!context.pod.addresses.includes(request.target.host)) {
+          return { allow: false, reason: `destination ${request.target.host} is not an address of pod ${context.pod.namespace}/${context.pod.name}` };
+        }
+        return { allow: true };
+      },
+      connect: (request) => this.#deliver(request, context),
+      onTunnel: (event) =>
+        this.#report.closed({
+          direction: 'inbound',
+          source: this.#state.workloadByIp(event.request.remoteAddress),
+          sourcePrincipal: event.request.peerIdentity.uri,
+          sourceAddress: event.request.remoteAddress,
+          destination: context.pod,
+          destinationAddress: event.request.target,
+          mtls: true,
+          bytesSent: event.bytesOut,
+          bytesReceived: event.bytesIn,
+          durationMs: event.durationMs,
+          ...(event.error ? { error: new Error(event.error) } : {}),
+        }),
+    });
+  }
+
+  /** Plaintext reaching the pod's port 15006: passed through to the application (PERMISSIVE). */
+  handlePlaintext(socket: net.Socket, originalDestination: HostPort, context: InboundContext): void {
+    const started = performance.now();
+    const sourceAddress = socket.remoteAddress ?? '';
+    const upstream = context.factory.connect({
+      host: originalDestination.host,
+      port: originalDestination.port,
+      ...(context.preserveSourceIp && sourceAddress ? { localAddress: sourceAddress, transparent: true } : {}),
+    });
+    void spliceTcp(socket, upstream).then((result) =>
+      this.#report.closed({
+        direction: 'inbound',
+        source: this.#state.workloadByIp(sourceAddress),
+        sourceAddress,
+        destination: context.pod,
+        destinationAddress: originalDestination,
+        mtls: false,
+        bytesSent: result.bytesDown,
+        bytesReceived: result.bytesUp,
+        durationMs: performance.now() - started,
+        ...(result.error ? { error: result.error } : {}),
+      }),
+    );
+  }
+
+  #deliver(request: HboneRequest, context: InboundContext): net.Socket {
+    return context.factory.connect({
+      host: request.target.host,
+      port: request.target.port,
+      ...(context.preserveSourceIp ? { localAddress: request.remoteAddress, transparent: true } : {}),
+    });
+  }
+}

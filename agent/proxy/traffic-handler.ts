@@ -1,0 +1,117 @@
+/**
+ * The agent's side of the capture seam: every connection accepted on a captured pod's listeners arrives here
+ * and goes to the outbound proxy, the inbound plaintext path or the pod's HBONE server.
+ *
+ * Owns: per-pod proxy state (the pod's HBONE client pool dialing from its namespace, its HBONE server), made
+ * when the pod's first connection arrives and closed when the pod leaves.
+ * Must not know about: rules, listeners' lifecycle, where workloads come from.
+ */
+import type net from 'node:net';
+import { HboneClientPool, type HboneServer, type HboneClientOptions } from '../../shared/hbone/index.ts';
+import type { CapturedPod, CapturedTrafficHandler, ListenerKind, OriginalDestination } from '../inpod/pod-listeners.ts';
+import type { CertificateManager } from '../identity/certificate-manager.ts';
+import type { MeshState } from '../state/mesh-state.ts';
+import type { Workload } from '../state/workload.ts';
+import type { InboundProxy } from './inbound.ts';
+import type { OutboundProxy } from './outbound.ts';
+
+interface PodProxy {
+  workload: Workload;
+  pool: HboneClientPool;
+  hboneServer: HboneServer;
+}
+
+export interface TrafficHandlerOptions {
+  state: MeshState;
+  outbound: OutboundProxy;
+  inbound: InboundProxy;
+  certificates: CertificateManager;
+  trustDomain: string;
+  preserveSourceIp: boolean;
+  /** Extra HBONE client settings (windows, timeouts). */
+  hbone?: Partial<HboneClientOptions>;
+  onError?: (error: Error, pod: CapturedPod) => void;
+}
+
+export class TrafficHandler implements CapturedTrafficHandler {
+  readonly #options: TrafficHandlerOptions;
+  readonly #podProxies = new Map<string, PodProxy>();
+
+  constructor(options: TrafficHandlerOptions) {
+    this.#options = options;
+  }
+
+  accepted(kind: ListenerKind, socket: net.Socket, originalDst: OriginalDestination, pod: CapturedPod): void {
+    const proxy = this.#proxyFor(pod);
+    if (!proxy) {
+      // The mesh state does not know this pod (yet): refuse rather than guess an identity.
+      socket.resetAndDestroy();
+      return;
+    }
+    const destination = { host: originalDst.address, port: originalDst.port };
+    switch (kind) {
+      case 'outbound':
+        this.#options.outbound.handle(socket, destination, { source: proxy.workload, factory: pod.sockets, pool: proxy.pool });
+        return;
+      case 'inbound':
+        this.#options.inbound.handlePlaintext(socket, destination, { pod: proxy.workload, factory: pod.sockets, preserveSourceIp: this.#options.preserveSourceIp });
+        return;
+      case 'hbone':
+        proxy.hboneServer.handle(socket);
+        return;
+    }
+  }
+
+  /** Closes the pod's pool and drains its HBONE server (the pod is gone or no longer captured). */
+  async forget(podUid: string, drainMs = 0): Promise<void> {
+    const proxy = this.#podProxies.get(podUid);
+    if (!proxy) return;
+    this.#podProxies.delete(podUid);
+    proxy.pool.close();
+    await proxy.hboneServer.shutdown(drainMs);
+  }
+
+  async close(drainMs: number): Promise<void> {
+    await Promise.all([...this.#podProxies.keys()].map((uid) => this.forget(uid, drainMs)));
+  }
+
+  #proxyFor(pod: CapturedPod): PodProxy | undefined {
+    const existing = this.#podProxies.get(pod.uid);
+    const workload = this.#options.state.workloadByUid(pod.uid);
+    if (existing && (!workload || existing.workload === workload)) return existing;
+    if (!workload) return existing;
+    // The workload changed (e.g. its IP arrived): keep the pool and server, refresh what they see.
+    const podWorkload: Workload = workload.addresses.length > 0 ? workload : { ...workload, addresses: [...pod.ips] };
+    if (existing) {
+      existing.workload = podWorkload;
+      return existing;
+    }
+    const proxy: PodProxy = {
+      workload: podWorkload,
+      pool: new HboneClientPool({
+        ...this.#options.hbone,
+        certificateFor: (identity) => this.#options.certificates.certificateFor(identity),
+        trustDomain: this.#options.trustDomain,
+        connect: (target) => {
+          const socket = pod.sockets.connect({ host: target.host, port: target.port });
+          // A pooled HBONE connection is not half-open: the peer's FIN (an agent going away) must close it,
+          // or the pool would keep opening streams on a dead connection.
+          socket.allowHalfOpen = false;
+          return socket;
+        },
+      }),
+      hboneServer: undefined as unknown as HboneServer,
+    };
+    // The server reads `proxy.workload` through a getter-like context so later IP updates are seen.
+    const context = {
+      get pod() {
+        return proxy.workload;
+      },
+      factory: pod.sockets,
+      preserveSourceIp: this.#options.preserveSourceIp,
+    };
+    proxy.hboneServer = this.#options.inbound.hboneServerFor(context);
+    this.#podProxies.set(pod.uid, proxy);
+    return proxy;
+  }
+}

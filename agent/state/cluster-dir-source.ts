@@ -1,0 +1,119 @@
+/**
+ * Feeds MeshState from a local cluster directory (Pod and Namespace manifests written by the local runtime or a
+ * user), until the control plane's delta xDS replaces it behind the same MeshState.
+ *
+ * Owns: turning Pods + Namespaces into Workloads (enrollment, identity, canonical labels) and re-reading the
+ * directory when it changes.
+ * Must not know about: sockets, capture, certificates.
+ */
+import { watch, type FSWatcher } from 'node:fs';
+import { captureDecision } from '../../shared/k8s/enrollment.ts';
+import { readClusterDir, type ClusterSnapshot } from '../../shared/k8s/cluster-dir.ts';
+import { isPod, podNamespace, type PodObject } from '../../shared/k8s/objects.ts';
+import type { MeshState } from './mesh-state.ts';
+import type { Workload } from './workload.ts';
+
+/** fs.watch misses events on some filesystems and for renames into subdirectories: poll as a backstop. */
+const POLL_INTERVAL_MS = 1000;
+/** Writers replace several files at once; coalesce their events into one re-read. */
+const DEBOUNCE_MS = 20;
+
+function firstLabel(labels: Record<string, string> | undefined, names: string[]): string | undefined {
+  for (const name of names) if (labels?.[name]) return labels[name];
+  return undefined;
+}
+
+export function workloadFromPod(pod: PodObject, snapshot: ClusterSnapshot, trustDomain: string): Workload | undefined {
+  const ips = pod.status?.podIPs?.map((entry) => entry.ip) ?? (pod.status?.podIP ? [pod.status.podIP] : []);
+  // Pods without an IP yet are kept (addresses empty): the CNI ADD that captures a pod arrives before the
+  // runtime records the pod's IP, and the agent must already know the pod's identity then.
+  if (pod.spec?.hostNetwork) return undefined;
+  const namespace = podNamespace(pod);
+  const decision = captureDecision(pod, snapshot.findNamespace(namespace));
+  const labels = pod.metadata.labels;
+  return {
+    uid: pod.metadata.uid ?? `${namespace}/${pod.metadata.name}`,
+    name: pod.metadata.name,
+    namespace,
+    serviceAccount: pod.spec?.serviceAccountName || 'default',
+    trustDomain,
+    node: pod.spec?.nodeName ?? '',
+    addresses: ips,
+    tunnelProtocol: decision.capture ? 'HBONE' : 'NONE',
+    captureReason: decision.reason,
+    canonicalName: firstLabel(labels, ['service.istio.io/canonical-name', 'app.kubernetes.io/name', 'app']) ?? pod.metadata.name,
+    canonicalRevision: firstLabel(labels, ['service.istio.io/canonical-revision', 'app.kubernetes.io/version', 'version']) ?? 'latest',
+    workloadName: firstLabel(labels, ['app.kubernetes.io/name', 'app']) ?? pod.metadata.name,
+  };
+}
+
+export class ClusterDirSource {
+  readonly #dir: string;
+  readonly #state: MeshState;
+  readonly #trustDomain: string;
+  readonly #onProblem: (message: string) => void;
+  #watcher: FSWatcher | undefined;
+  #poll: NodeJS.Timeout | undefined;
+  #debounce: NodeJS.Timeout | undefined;
+  #reading: Promise<void> | undefined;
+  #again = false;
+  #lastErrors = '';
+
+  constructor(options: { dir: string; state: MeshState; trustDomain: string; onProblem?: (message: string) => void }) {
+    this.#dir = options.dir;
+    this.#state = options.state;
+    this.#trustDomain = options.trustDomain;
+    this.#onProblem = options.onProblem ?? (() => {});
+  }
+
+  /** Reads once, then keeps watching. Resolves after the first complete read. */
+  async start(): Promise<void> {
+    await this.refresh();
+    try {
+      this.#watcher = watch(this.#dir, { recursive: true }, () => this.#schedule());
+      this.#watcher.on('error', () => {});
+    } catch {
+      // Polling alone still converges.
+    }
+    this.#poll = setInterval(() => this.#schedule(), POLL_INTERVAL_MS);
+    this.#poll.unref();
+  }
+
+  stop(): void {
+    this.#watcher?.close();
+    clearInterval(this.#poll);
+    clearTimeout(this.#debounce);
+  }
+
+  /** Re-reads the directory now; concurrent calls coalesce. */
+  async refresh(): Promise<void> {
+    if (this.#reading) {
+      this.#again = true;
+      return this.#reading;
+    }
+    this.#reading = (async () => {
+      do {
+        this.#again = false;
+        const snapshot = await readClusterDir(this.#dir);
+        const errors = snapshot.errors.map((e) => `${e.file}${e.line ? `:${e.line}` : ''}: ${e.message}`).join('\n');
+        if (errors && errors !== this.#lastErrors) this.#onProblem(`cluster directory has invalid manifests (skipped):\n${errors}`);
+        this.#lastErrors = errors;
+        const workloads: Workload[] = [];
+        for (const object of snapshot.objects) {
+          if (!isPod(object)) continue;
+          const workload = workloadFromPod(object, snapshot, this.#trustDomain);
+          if (workload) workloads.push(workload);
+        }
+        this.#state.replaceAll(workloads);
+      } while (this.#again);
+    })().finally(() => {
+      this.#reading = undefined;
+    });
+    return this.#reading;
+  }
+
+  #schedule(): void {
+    clearTimeout(this.#debounce);
+    this.#debounce = setTimeout(() => void this.refresh().catch((error: Error) => this.#onProblem(error.message)), DEBOUNCE_MS);
+  }
+}

@@ -1,0 +1,38 @@
+/**
+ * The agent's view of one workload, shaped after Istio's `istio.workload.Workload` so the xDS source (a later
+ * step) maps onto it field for field.
+ *
+ * Owns: the Workload type and the identity it runs as.
+ * Must not know about: where workloads come from (a directory, xDS) or what the proxy does with them.
+ */
+import { spiffeId, type SpiffeId } from '../../shared/identity/index.ts';
+
+export type TunnelProtocol = 'NONE' | 'HBONE';
+
+export interface Workload {
+  uid: string;
+  name: string;
+  namespace: string;
+  serviceAccount: string;
+  trustDomain: string;
+  /** Node the workload runs on. */
+  node: string;
+  /** Pod IPs (v4 and/or v6), as text. */
+  addresses: string[];
+  /** HBONE when the pod's traffic is captured by the mesh (its agent terminates port 15008). */
+  tunnelProtocol: TunnelProtocol;
+  /** Why it is (or is not) in the mesh, in words (from the enrollment rule). */
+  captureReason: string;
+  /** `service.istio.io/canonical-name` or `app.kubernetes.io/name` or `app` or the workload name. */
+  canonicalName: string;
+  /** `service.istio.io/canonical-revision` or `app.kubernetes.io/version` or `version` or "latest". */
+  canonicalRevision: string;
+  /** The owning controller's name when known (Deployment), else the pod name. */
+  workloadName: string;
+  /** Path of the pod's network namespace on its node, when known (local runtime and CNI). */
+  netns?: string;
+}
+
+export function workloadIdentity(workload: Workload): SpiffeId {
+  return spiffeId(workload.trustDomain, workload.namespace, workload.serviceAccount);
+}

@@ -1,0 +1,92 @@
+/**
+ * Edits a node's CNI network configuration list (conflist) text: find the primary one, add or remove ambit's
+ * chained entry, leaving every other plugin entry and field as it was.
+ *
+ * Owns: the pure text-to-text edits and their errors.
+ * Must not know about: files, directories, watching (install.ts) or what the plugin does at runtime.
+ */
+import { PLUGIN_TYPE, SUPPORTED_CNI_VERSIONS } from './config.ts';
+
+export class ConflistError extends Error {
+  readonly code: 'CONFLIST_NOT_FOUND' | 'CONFLIST_INVALID';
+  constructor(code: ConflistError['code'], message: string) {
+    super(message);
+    this.name = 'ConflistError';
+    this.code = code;
+  }
+}
+
+/** Our entry in the conflist's `plugins` list. */
+export interface AmbitPluginEntry {
+  type: typeof PLUGIN_TYPE;
+  agentSocket: string;
+  clusterDir?: string;
+  kubeconfig?: string;
+  logLevel?: string;
+  logFile?: string;
+}
+
+export interface ConflistEdit {
+  text: string;
+  changed: boolean;
+}
+
+/** Like kubelet/libcni: the node's network is the lowest-sorted config file; we only chain into `.conflist`s. */
+export function choosePrimaryConflist(fileNames: string[]): string | undefined {
+  return fileNames.filter((name) => name.endsWith('.conflist') && !name.startsWith('.')).sort()[0];
+}
+
+function parseConflist(text: string, file: string): { conflist: Record<string, unknown>; plugins: Record<string, unknown>[] } {
+  let conflist: unknown;
+  try {
+    conflist = JSON.parse(text);
+  } catch (error) {
+    throw new ConflistError('CONFLIST_INVALID', `${file} is not valid JSON: ${(error as Error).message}`);
+  }
+  if (conflist === null || typeof conflist !== 'object' || Array.isArray(conflist)) {
+    throw new ConflistError('CONFLIST_INVALID', `${file} is not a JSON object`);
+  }
+  const plugins = (conflist as Record<string, unknown>).plugins;
+  if (!Array.isArray(plugins) || plugins.length === 0) {
+    throw new ConflistError('CONFLIST_INVALID', `${file} has no "plugins" list: ambit-cni must chain after a primary plugin`);
+  }
+  return { conflist: conflist as Record<string, unknown>, plugins: plugins as Record<string, unknown>[] };
+}
+
+function serialize(conflist: Record<string, unknown>): string {
+  return `${JSON.stringify(conflist, null, 2)}\n`;
+}
+
+function sameEntry(a: Record<string, unknown>, b: AmbitPluginEntry): boolean {
+  return JSON.stringify(a) === JSON.stringify(b);
+}
+
+/** Adds our entry at the end of `plugins` (or updates it in place when its settings changed). */
+export function addAmbitEntry(text: string, entry: AmbitPluginEntry, file = 'conflist'): ConflistEdit {
+  const { conflist, plugins } = parseConflist(text, file);
+  const version = conflist.cniVersion;
+  if (typeof version === 'string' && !(SUPPORTED_CNI_VERSIONS as readonly string[]).includes(version)) {
+    throw new ConflistError('CONFLIST_INVALID', `${file} uses cniVersion ${version}; ambit-cni supports ${SUPPORTED_CNI_VERSIONS.join(', ')}`);
+  }
+  const existing = plugins.findIndex((plugin) => plugin.type === PLUGIN_TYPE);
+  if (existing !== -1) {
+    if (sameEntry(plugins[existing] as Record<string, unknown>, entry)) return { text, changed: false };
+    plugins[existing] = { ...entry };
+  } else {
+    plugins.push({ ...entry });
+  }
+  return { text: serialize(conflist), changed: true };
+}
+
+/** Removes our entry (every copy of it); other entries untouched. */
+export function removeAmbitEntry(text: string, file = 'conflist'): ConflistEdit {
+  const { conflist, plugins } = parseConflist(text, file);
+  const kept = plugins.filter((plugin) => plugin.type !== PLUGIN_TYPE);
+  if (kept.length === plugins.length) return { text, changed: false };
+  conflist.plugins = kept;
+  return { text: serialize(conflist), changed: true };
+}
+
+export function hasAmbitEntry(text: string, file = 'conflist'): boolean {
+  return parseConflist(text, file).plugins.some((plugin) => plugin.type === PLUGIN_TYPE);
+}

@@ -1,0 +1,200 @@
+/**
+ * Installs ambit's CNI plugin on a node: the executable into the CNI bin dir and our entry into the node's
+ * primary conflist; removes both on uninstall; in watch mode, re-adds the entry whenever the primary CNI
+ * rewrites its conflist (they do, on their own restarts).
+ *
+ *   node cni/install.ts --bin-dir /opt/cni/bin --conf-dir /etc/cni/net.d [--cluster-dir D | --kubeconfig F]
+ *                       [--agent-socket S] [--log-level L] [--uninstall] [--watch]
+ *
+ * Owns: file placement, atomic writes, the watch loop.
+ * Must not know about: what the plugin does when run (plugin.ts) or conflist JSON details (conflist.ts).
+ */
+import { chmod, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { watch, type FSWatcher } from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { DEFAULT_AGENT_SOCKET } from '../shared/cni-protocol.ts';
+import { PLUGIN_TYPE } from './config.ts';
+import { addAmbitEntry, choosePrimaryConflist, ConflistError, removeAmbitEntry, type AmbitPluginEntry } from './conflist.ts';
+
+/** The cni/ directory this file lives in: what an installed wrapper runs. */
+const CNI_SOURCE_DIR = import.meta.dirname;
+/**
+ * fs.watch misses events on some filesystems (overlay, NFS, bind mounts from the host) and while the
+ * directory is being replaced; a periodic check bounds how long a missed rewrite leaves pods uncaptured.
+ */
+export const WATCH_RECHECK_INTERVAL_MS = 5_000;
+/** Writers often rewrite in several steps; wait for them to settle before re-checking. */
+const WATCH_DEBOUNCE_MS = 100;
+
+export interface InstallOptions {
+  binDir: string;
+  confDir: string;
+  entry: AmbitPluginEntry;
+  /** Node binary the installed wrapper runs; this process's own by default. */
+  nodePath?: string;
+}
+
+async function writeAtomically(file: string, text: string, mode?: number): Promise<void> {
+  const temp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`);
+  await writeFile(temp, text, mode === undefined ? undefined : { mode });
+  if (mode !== undefined) await chmod(temp, mode);
+  await rename(temp, file);
+}
+
+/** The wrapper script with its AMBIT_CNI_HOME / AMBIT_NODE lines pointing at this checkout and node. */
+export async function renderInstalledWrapper(nodePath: string): Promise<string> {
+  const wrapper = await readFile(path.join(CNI_SOURCE_DIR, PLUGIN_TYPE), 'utf8');
+  return wrapper
+    .replace(/^AMBIT_CNI_HOME=""$/m, `AMBIT_CNI_HOME='${CNI_SOURCE_DIR}'`)
+    .replace(/^AMBIT_NODE=""$/m, `AMBIT_NODE='${nodePath}'`);
+}
+
+export async function installBinary(binDir: string, nodePath = process.execPath): Promise<string> {
+  const target = path.join(binDir, PLUGIN_TYPE);
+  await writeAtomically(target, await renderInstalledWrapper(nodePath), 0o755);
+  return target;
+}
+
+async function primaryConflist(confDir: string): Promise<string> {
+  const name = choosePrimaryConflist(await readdir(confDir));
+  if (name === undefined) {
+    throw new ConflistError('CONFLIST_NOT_FOUND', `no *.conflist in ${confDir}: install the primary CNI (e.g. the cluster's network plugin) first`);
+  }
+  return path.join(confDir, name);
+}
+
+/** Adds (or updates) our entry in the primary conflist. Returns the file and whether it was rewritten. */
+export async function ensureConflistEntry(confDir: string, entry: AmbitPluginEntry): Promise<{ file: string; changed: boolean }> {
+  const file = await primaryConflist(confDir);
+  const edit = addAmbitEntry(await readFile(file, 'utf8'), entry, file);
+  if (edit.changed) await writeAtomically(file, edit.text);
+  return { file, changed: edit.changed };
+}
+
+export async function install(options: InstallOptions): Promise<{ binary: string; conflist: string }> {
+  const binary = await installBinary(options.binDir, options.nodePath);
+  const { file } = await ensureConflistEntry(options.confDir, options.entry);
+  return { binary, conflist: file };
+}
+
+/** Removes our entry from every conflist in confDir (a rewrite may have moved it) and the binary. */
+export async function uninstall(binDir: string, confDir: string): Promise<string[]> {
+  const edited: string[] = [];
+  for (const name of (await readdir(confDir)).filter((n) => n.endsWith('.conflist') && !n.startsWith('.')).sort()) {
+    const file = path.join(confDir, name);
+    let edit;
+    try {
+      edit = removeAmbitEntry(await readFile(file, 'utf8'), file);
+    } catch (error) {
+      if (error instanceof ConflistError) continue; // not ours to judge; leave it
+      throw error;
+    }
+    if (edit.changed) {
+      await writeAtomically(file, edit.text);
+      edited.push(file);
+    }
+  }
+  await rm(path.join(binDir, PLUGIN_TYPE), { force: true });
+  return edited;
+}
+
+export interface ConflistWatcher {
+  close(): void;
+}
+
+/** Keeps our entry in the primary conflist: re-adds it after any rewrite, noticed by fs.watch or the periodic check. */
+export function watchConflist(
+  confDir: string,
+  entry: AmbitPluginEntry,
+  options: { recheckIntervalMs?: number; onReAdd?: (file: string) => void; onError?: (error: Error) => void } = {},
+): ConflistWatcher {
+  let debounce: NodeJS.Timeout | undefined;
+  let running = false;
+  let closed = false;
+  const check = async (): Promise<void> => {
+    if (running || closed) return;
+    running = true;
+    try {
+      const { file, changed } = await ensureConflistEntry(confDir, entry);
+      if (changed) options.onReAdd?.(file);
+    } catch (error) {
+      options.onError?.(error as Error);
+    } finally {
+      running = false;
+    }
+  };
+  const schedule = (): void => {
+    clearTimeout(debounce);
+    debounce = setTimeout(() => void check(), WATCH_DEBOUNCE_MS);
+  };
+  let watcher: FSWatcher | undefined;
+  try {
+    watcher = watch(confDir, schedule);
+    watcher.on('error', (error) => options.onError?.(error));
+  } catch (error) {
+    options.onError?.(error as Error); // the periodic check still covers us
+  }
+  const interval = setInterval(() => void check(), options.recheckIntervalMs ?? WATCH_RECHECK_INTERVAL_MS);
+  return {
+    close() {
+      closed = true;
+      clearTimeout(debounce);
+      clearInterval(interval);
+      watcher?.close();
+    },
+  };
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      'bin-dir': { type: 'string' },
+      'conf-dir': { type: 'string' },
+      'agent-socket': { type: 'string', default: DEFAULT_AGENT_SOCKET },
+      'cluster-dir': { type: 'string' },
+      kubeconfig: { type: 'string' },
+      'log-level': { type: 'string' },
+      uninstall: { type: 'boolean', default: false },
+      watch: { type: 'boolean', default: false },
+    },
+  });
+  const binDir = values['bin-dir'];
+  const confDir = values['conf-dir'];
+  if (binDir === undefined || confDir === undefined) {
+    throw new Error('usage: node cni/install.ts --bin-dir DIR --conf-dir DIR [--cluster-dir DIR | --kubeconfig FILE] [--uninstall] [--watch]');
+  }
+  if (values.uninstall) {
+    const edited = await uninstall(binDir, confDir);
+    console.log(`ambit-cni removed from ${binDir}${edited.length > 0 ? ` and ${edited.join(', ')}` : ''}`);
+    return;
+  }
+  if (values['cluster-dir'] === undefined && values.kubeconfig === undefined) {
+    throw new Error('set --cluster-dir (local mode) or --kubeconfig (Kubernetes mode)');
+  }
+  const entry: AmbitPluginEntry = {
+    type: PLUGIN_TYPE,
+    agentSocket: path.resolve(values['agent-socket']),
+    ...(values['cluster-dir'] !== undefined ? { clusterDir: path.resolve(values['cluster-dir']) } : {}),
+    ...(values.kubeconfig !== undefined ? { kubeconfig: path.resolve(values.kubeconfig) } : {}),
+    ...(values['log-level'] !== undefined ? { logLevel: values['log-level'] } : {}),
+  };
+  const result = await install({ binDir, confDir, entry });
+  console.log(`ambit-cni installed: ${result.binary}, entry in ${result.conflist}`);
+  if (values.watch) {
+    const watcher = watchConflist(confDir, entry, {
+      onReAdd: (file) => console.log(`conflist ${file} was rewritten: ambit-cni entry re-added`),
+      onError: (error) => console.error(`watching ${confDir}: ${error.message}`),
+    });
+    const stop = (): void => watcher.close();
+    process.once('SIGTERM', stop);
+    process.once('SIGINT', stop);
+  }
+}
+
+if (import.meta.main) {
+  main().catch((error: Error) => {
+    console.error(`ambit-cni install: ${error.message}`);
+    process.exitCode = 1;
+  });
+}

@@ -1,0 +1,45 @@
+/**
+ * Finds the pod being added and its namespace, from wherever the config says pods live.
+ *
+ * Owns: local mode (a cluster directory of YAML) and the explicit refusal of Kubernetes mode, which a later
+ * issue implements against the API server.
+ * Must not know about: enrollment rules, the agent, or CNI output.
+ */
+import { ClusterDirError, readClusterDir, type ClusterDirProblem } from '../shared/k8s/cluster-dir.ts';
+import type { NamespaceObject, PodObject } from '../shared/k8s/objects.ts';
+import type { PodSource } from './config.ts';
+import { CniError, CniErrorCode } from './errors.ts';
+
+export interface PodLookup {
+  pod: PodObject;
+  namespace: NamespaceObject | undefined;
+  /** Documents in the source that could not be read (logged by the caller, never fatal). */
+  problems: ClusterDirProblem[];
+}
+
+export async function lookupPod(source: PodSource, podNamespace: string, podName: string): Promise<PodLookup> {
+  if (source.mode === 'kubernetes') {
+    throw new CniError(
+      CniErrorCode.UNSUPPORTED_FIELD,
+      'kubernetes mode ("kubeconfig") is not yet supported by ambit-cni; use "clusterDir" (local mode)',
+    );
+  }
+  let snapshot;
+  try {
+    snapshot = await readClusterDir(source.clusterDir);
+  } catch (error) {
+    if (error instanceof ClusterDirError) {
+      throw new CniError(CniErrorCode.IO_FAILURE, `${error.message}: check "clusterDir" in the ambit-cni config`);
+    }
+    throw error;
+  }
+  const pod = snapshot.findPod(podNamespace, podName);
+  if (pod === undefined) {
+    // Fail rather than guess: the pod could be enrolled, and an enrolled pod must never start uncaptured.
+    throw new CniError(
+      CniErrorCode.TRY_AGAIN_LATER,
+      `pod ${podNamespace}/${podName} not found in cluster directory ${source.clusterDir}: the Pod object must be written before its sandbox is created`,
+    );
+  }
+  return { pod, namespace: snapshot.findNamespace(podNamespace), problems: snapshot.errors };
+}

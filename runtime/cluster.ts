@@ -1,0 +1,365 @@
+/**
+ * A local Kubernetes-like cluster on one Linux box: nodes are network namespaces joined by an underlay fabric
+ * namespace, pods are network namespaces wired by the real CNI chain (loopback, bridge + host-local, then
+ * ambit-cni), and Namespace/Pod objects are published in a cluster directory for the mesh to read.
+ *
+ * Owns: cluster lifecycle (create, pods in and out, destroy), the node network topology, and crash recovery.
+ * Must not know about: the agent's internals (it is an opaque command) or what runs in pods.
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { PodObject } from '../shared/k8s/objects.ts';
+import { namespaceObject, removePod, updatePodStatus, writeNamespace, writePod } from './cluster-store.ts';
+import { CniChain, kubernetesCniArgs, type PluginConfig } from './cni-chain.ts';
+import { RuntimeError } from './errors.ts';
+import { ProcessTracker } from './exec.ts';
+import { addNetns, addVethBetween, deleteNetns, ipIn, listNetns, sysctlIn } from './netns.ts';
+import { ClusterNode, type AgentCommand } from './node.ts';
+import { Pod } from './pod.ts';
+import { processStartTime, reapDeadRuns, removeRecord, writeRecord } from './run-registry.ts';
+import * as topology from './topology.ts';
+
+/** Debian's containernetworking-plugins (loopback, bridge, host-local). */
+export const REFERENCE_PLUGINS_DIR = '/usr/lib/cni';
+/** The directory holding the `ambit-cni` executable in this checkout. */
+export const AMBIT_CNI_DIR = path.resolve(import.meta.dirname, '..', 'cni');
+const DEFAULT_CLUSTER_NAME = 'ambit';
+
+export interface ClusterOptions {
+  nodes: number;
+  /** Cluster name: prefixes node names (`<name>-node<i>`). Default "ambit". */
+  name?: string;
+  /** Where Namespace/Pod objects are written; a directory in the run's temp dir by default (removed on destroy). */
+  clusterDir?: string;
+  /** Chain ambit's CNI plugin after bridge (default true). False gives a mesh-less baseline. */
+  ambitCni?: boolean;
+  /** When set, one agent per node is started inside the node namespace before any pod is created. */
+  agentCommand?: (node: ClusterNode) => AgentCommand;
+  agentReadyTimeoutMs?: number;
+  /** ambit-cni's logLevel; its log goes to `<node.dir>/ambit-cni.log`. */
+  cniLogLevel?: string;
+}
+
+export interface CreatePodOptions {
+  /** Node index, name, or object. */
+  node: number | string | ClusterNode;
+  name: string;
+  namespace?: string;
+  serviceAccount?: string;
+  labels?: Record<string, string>;
+  annotations?: Record<string, string>;
+  /** Labels merged into the pod's Namespace object (created if new). */
+  namespaceLabels?: Record<string, string>;
+  /** Container names (default ["app"]); "istio-proxy" marks a sidecar pod. */
+  containers?: string[];
+}
+
+/** Clusters not yet destroyed, cleaned synchronously if the process exits without destroy(). */
+const liveClusters = new Set<Cluster>();
+let exitHookInstalled = false;
+
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.on('exit', () => {
+    for (const cluster of liveClusters) cluster.destroyNowSync();
+  });
+}
+
+export class Cluster {
+  readonly runId: string;
+  readonly name: string;
+  readonly tmpDir: string;
+  readonly clusterDir: string;
+  readonly nodes: ClusterNode[] = [];
+  readonly networkName: string;
+  readonly #options: ClusterOptions;
+  readonly #tracker = new ProcessTracker();
+  readonly #podsByName = new Map<string, Pod>();
+  readonly #namespaceLabels = new Map<string, Record<string, string>>();
+  readonly #chains = new Map<ClusterNode, CniChain>();
+  #destroying: Promise<void> | undefined;
+
+  constructor(runId: string, tmpDir: string, options: ClusterOptions) {
+    this.runId = runId;
+    this.name = options.name ?? DEFAULT_CLUSTER_NAME;
+    this.tmpDir = tmpDir;
+    this.clusterDir = options.clusterDir ?? path.join(tmpDir, 'cluster');
+    this.networkName = `ambit-${runId}`;
+    this.#options = options;
+  }
+
+  get pods(): Pod[] {
+    return [...this.#podsByName.values()];
+  }
+
+  get fabricNetns(): string {
+    return topology.fabricNetnsName(this.runId);
+  }
+
+  node(ref: number | string | ClusterNode): ClusterNode {
+    const node = ref instanceof ClusterNode ? ref : this.nodes.find((n) => n.index === ref || n.name === ref);
+    if (node === undefined || !this.nodes.includes(node)) {
+      throw new RuntimeError('NO_SUCH_NODE', `no node ${String(ref instanceof ClusterNode ? ref.name : ref)} in cluster ${this.name} (${this.nodes.length} nodes)`);
+    }
+    return node;
+  }
+
+  /** @internal Builds the fabric and the nodes; called once by createCluster. */
+  async build(): Promise<void> {
+    await mkdir(this.clusterDir, { recursive: true });
+    const fabric = this.fabricNetns;
+    await addNetns(fabric);
+    await ipIn(fabric, ['link', 'add', topology.FABRIC_BRIDGE, 'type', 'bridge']);
+    await ipIn(fabric, ['link', 'set', topology.FABRIC_BRIDGE, 'up']);
+    for (let index = 0; index < this.#options.nodes; index++) {
+      const node = new ClusterNode({
+        index,
+        name: `${this.name}-node${index}`,
+        netnsName: topology.nodeNetnsName(this.runId, index),
+        podCidr: topology.podCidr(this.runId, index),
+        podGateway: topology.podGateway(this.runId, index),
+        underlayIp: topology.underlayIp(this.runId, index),
+        dir: path.join(this.tmpDir, `n${index}`),
+        clusterDir: this.clusterDir,
+        tracker: this.#tracker,
+        ...(this.#options.agentCommand ? { agentCommand: this.#options.agentCommand } : {}),
+        ...(this.#options.agentReadyTimeoutMs ? { agentReadyTimeoutMs: this.#options.agentReadyTimeoutMs } : {}),
+      });
+      this.nodes.push(node);
+      await this.#buildNode(node);
+    }
+    for (const node of this.nodes) {
+      for (const other of this.nodes) {
+        if (other !== node) await ipIn(node.netnsName, ['route', 'add', other.podCidr, 'via', other.underlayIp]);
+      }
+    }
+    if (this.#options.agentCommand !== undefined) {
+      await Promise.all(this.nodes.map((node) => node.startAgent()));
+    }
+  }
+
+  async #buildNode(node: ClusterNode): Promise<void> {
+    await mkdir(node.dir, { recursive: true });
+    await addNetns(node.netnsName);
+    const port = topology.fabricPortName(node.index);
+    await addVethBetween({ netns: this.fabricNetns, name: port }, { netns: node.netnsName, name: topology.NODE_UNDERLAY_IF });
+    await ipIn(this.fabricNetns, ['link', 'set', port, 'master', topology.FABRIC_BRIDGE, 'up']);
+    await ipIn(node.netnsName, ['addr', 'add', `${node.underlayIp}/${topology.UNDERLAY_PREFIX_LENGTH}`, 'dev', topology.NODE_UNDERLAY_IF]);
+    await ipIn(node.netnsName, ['link', 'set', topology.NODE_UNDERLAY_IF, 'up']);
+    await sysctlIn(node.netnsName, 'net.ipv4.ip_forward', '1');
+    const plugins: PluginConfig[] = [
+      {
+        type: 'bridge',
+        bridge: topology.NODE_BRIDGE,
+        isGateway: true,
+        ipMasq: false,
+        ipam: {
+          type: 'host-local',
+          ranges: [[{ subnet: node.podCidr, gateway: node.podGateway }]],
+          routes: [{ dst: '0.0.0.0/0' }],
+          dataDir: path.join(node.dir, 'ipam'),
+        },
+      },
+    ];
+    if (this.#options.ambitCni !== false) {
+      plugins.push({
+        type: 'ambit-cni',
+        agentSocket: node.agentSocket,
+        clusterDir: this.clusterDir,
+        logLevel: this.#options.cniLogLevel ?? 'info',
+        logFile: path.join(node.dir, 'ambit-cni.log'),
+      });
+    }
+    this.#chains.set(
+      node,
+      new CniChain({ runInNetns: node.netnsName, cniPath: [REFERENCE_PLUGINS_DIR, AMBIT_CNI_DIR], networkName: this.networkName, plugins }),
+    );
+  }
+
+  #assertLive(): void {
+    if (this.#destroying !== undefined) throw new RuntimeError('CLUSTER_DESTROYED', `cluster ${this.name} (run ${this.runId}) is destroyed`);
+  }
+
+  /** Replaces a namespace's labels and republishes its Namespace object. */
+  async setNamespaceLabels(namespace: string, labels: Record<string, string>): Promise<void> {
+    this.#namespaceLabels.set(namespace, { ...labels });
+    await writeNamespace(this.clusterDir, namespaceObject(namespace, { ...labels }));
+  }
+
+  #podObject(pod: Pod, options: CreatePodOptions): PodObject {
+    return {
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: {
+        name: pod.name,
+        namespace: pod.namespace,
+        uid: pod.uid,
+        labels: { ...options.labels },
+        annotations: { ...options.annotations },
+      },
+      spec: {
+        nodeName: pod.node.name,
+        serviceAccountName: pod.serviceAccount,
+        hostNetwork: false,
+        containers: (options.containers ?? ['app']).map((name) => ({ name })),
+      },
+      status: { phase: 'Pending' },
+    };
+  }
+
+  /**
+   * Creates a pod as kubelet + containerd would: publish the Pod object, make the sandbox namespace, run the CNI
+   * chain. If a plugin fails the pod is torn down (CNI DEL, namespace, object) and its CniPluginError thrown.
+   */
+  async createPod(options: CreatePodOptions): Promise<Pod> {
+    this.#assertLive();
+    const node = this.node(options.node);
+    const namespace = options.namespace ?? 'default';
+    if (!topology.isValidPodName(options.name)) {
+      throw new RuntimeError('BAD_OPTIONS', `pod name "${options.name}" must be a DNS label (lowercase letters, digits, '-')`);
+    }
+    if (this.#podsByName.has(options.name)) {
+      throw new RuntimeError('POD_EXISTS', `pod ${options.name} already exists: pod names are unique in a local cluster (they name its network namespace)`);
+    }
+    const pod = new Pod(
+      {
+        name: options.name,
+        namespace,
+        uid: randomUUID(),
+        containerId: randomBytes(32).toString('hex'),
+        serviceAccount: options.serviceAccount ?? 'default',
+        node,
+        netnsName: topology.podNetnsName(this.runId, options.name),
+      },
+      this.#tracker,
+    );
+    this.#podsByName.set(pod.name, pod);
+    try {
+      if (!this.#namespaceLabels.has(namespace) || options.namespaceLabels !== undefined) {
+        await this.setNamespaceLabels(namespace, { ...this.#namespaceLabels.get(namespace), ...options.namespaceLabels });
+      }
+      await writePod(this.clusterDir, this.#podObject(pod, options));
+      await addNetns(pod.netnsName);
+      const result = await this.#chain(node).add(this.#sandbox(pod, pod.netnsPath));
+      pod.cniResult = result;
+      const address = (result.ips as { address?: string }[] | undefined)?.[0]?.address;
+      pod.ip = address?.split('/')[0] ?? '';
+      await updatePodStatus(this.clusterDir, this.#podObject(pod, options), { phase: 'Running', podIP: pod.ip, podIPs: [{ ip: pod.ip }] });
+      return pod;
+    } catch (error) {
+      // The chain already ran DEL for what it added; remove the sandbox and the object.
+      this.#podsByName.delete(pod.name);
+      await deleteNetns(pod.netnsName).catch(() => undefined);
+      await removePod(this.clusterDir, namespace, pod.name).catch(() => undefined);
+      throw error;
+    }
+  }
+
+  #chain(node: ClusterNode): CniChain {
+    const chain = this.#chains.get(node);
+    if (chain === undefined) throw new RuntimeError('NO_SUCH_NODE', `node ${node.name} is not built`);
+    return chain;
+  }
+
+  #sandbox(pod: Pod, netnsPath: string): { containerId: string; netnsPath: string; cniArgs: string } {
+    return { containerId: pod.containerId, netnsPath, cniArgs: kubernetesCniArgs(pod) };
+  }
+
+  /**
+   * Deletes a pod as containerd does: stop its processes, CNI DEL (reverse order) with the namespace, DEL again
+   * with an empty CNI_NETNS, delete the namespace, remove the Pod object. Rethrows the first DEL error, after
+   * cleaning up regardless.
+   */
+  async deletePod(pod: Pod): Promise<void> {
+    if (this.#podsByName.get(pod.name) !== pod) return;
+    this.#podsByName.delete(pod.name);
+    let firstError: unknown;
+    await pod.stopProcesses();
+    const chain = this.#chain(pod.node);
+    for (const netnsPath of [pod.netnsPath, '']) {
+      try {
+        await chain.del(this.#sandbox(pod, netnsPath), pod.cniResult);
+      } catch (error) {
+        firstError ??= error;
+      }
+    }
+    await deleteNetns(pod.netnsName);
+    await removePod(this.clusterDir, pod.namespace, pod.name);
+    if (firstError !== undefined) throw firstError;
+  }
+
+  /** CNI CHECK through the pod network's plugins (ambit-cni checks that the node agent answers for enrolled pods). */
+  async checkPod(pod: Pod): Promise<void> {
+    if (pod.cniResult === undefined) throw new RuntimeError('BAD_OPTIONS', `pod ${pod.name} has no network to check`);
+    await this.#chain(pod.node).check(this.#sandbox(pod, pod.netnsPath), pod.cniResult);
+  }
+
+  /** Tears everything down: pods (CNI DEL), agents and every process started, namespaces, temp dir. Idempotent. */
+  destroy(): Promise<void> {
+    this.#destroying ??= this.#destroy();
+    return this.#destroying;
+  }
+
+  async #destroy(): Promise<void> {
+    await Promise.all(this.pods.map((pod) => this.deletePod(pod).catch(() => undefined)));
+    await this.#tracker.stopAll();
+    const prefix = topology.runPrefix(this.runId);
+    const leftovers = (await listNetns()).filter((name) => name.startsWith(prefix));
+    await Promise.all(leftovers.map((name) => deleteNetns(name)));
+    await rm(this.tmpDir, { recursive: true, force: true });
+    await removeRecord(this.runId);
+    liveClusters.delete(this);
+  }
+
+  /** @internal Synchronous last-resort cleanup when the process exits without destroy(). */
+  destroyNowSync(): void {
+    this.#tracker.killAllNow();
+    const prefix = topology.runPrefix(this.runId);
+    try {
+      const names = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })
+        .split('\n')
+        .map((line) => line.split(' ')[0] ?? '')
+        .filter((name) => name.startsWith(prefix));
+      for (const name of names) execFileSync('ip', ['netns', 'del', name], { stdio: 'ignore' });
+      rmSync(this.tmpDir, { recursive: true, force: true });
+      rmSync(`/run/ambit-runtime/${this.runId}.json`, { force: true });
+    } catch {
+      // the next createCluster reaps what is left
+    }
+  }
+}
+
+/**
+ * Builds a cluster of `nodes` nodes. First removes what crashed earlier runs left behind. On any failure the
+ * partial cluster is destroyed before the error is rethrown.
+ */
+export async function createCluster(options: ClusterOptions): Promise<Cluster> {
+  if (!Number.isInteger(options.nodes) || options.nodes < 1 || options.nodes > topology.MAX_NODES) {
+    throw new RuntimeError('BAD_OPTIONS', `nodes must be an integer from 1 to ${topology.MAX_NODES}, got ${options.nodes}`);
+  }
+  await reapDeadRuns();
+  const runId = topology.newRunId();
+  const tmpDir = await mkdtemp(path.join(os.tmpdir(), `${topology.runPrefix(runId)}`));
+  await writeRecord({
+    runId,
+    pid: process.pid,
+    pidStartTime: processStartTime(process.pid) ?? '',
+    tmpDir,
+    createdAt: new Date().toISOString(),
+  });
+  const cluster = new Cluster(runId, tmpDir, options);
+  liveClusters.add(cluster);
+  installExitHook();
+  try {
+    await cluster.build();
+  } catch (error) {
+    await cluster.destroy().catch(() => undefined);
+    throw error;
+  }
+  return cluster;
+}

@@ -1,0 +1,213 @@
+/**
+ * The HBONE client: a pool of HTTP/2-over-mTLS connections that CONNECT streams share.
+ *
+ * Owns: the pool key (source identity, sorted expected identities, HBONE endpoint), choosing a connection with a
+ * free stream slot, dialing a new one when all are full (one dial in flight per key; concurrent opens wait for
+ * it), forgetting connections that close, and `tunnel`, which splices a downstream TCP socket into a new stream.
+ * Must not know about: pods, policy, xDS, how sockets are made (the caller's connector does that).
+ */
+import net from 'node:net';
+import type http2 from 'node:http2';
+import { formatAuthority } from './authority.ts';
+import {
+  DEFAULT_CONNECT_TIMEOUT_MS,
+  DEFAULT_CONNECTION_WINDOW_BYTES,
+  DEFAULT_IDLE_TIMEOUT_MS,
+  DEFAULT_KEEPALIVE_INTERVAL_MS,
+  DEFAULT_KEEPALIVE_TIMEOUT_MS,
+  DEFAULT_MAX_STREAMS_PER_CONNECTION,
+  DEFAULT_STREAM_WINDOW_BYTES,
+} from './config.ts';
+import { HboneConnection, type ConnectionSettings } from './connection.ts';
+import { hboneErrors } from './errors.ts';
+import { splice } from './splice.ts';
+import type { HboneClientOptions, HboneStream, HboneTarget, TcpConnector } from './types.ts';
+
+/** What a finished tunnel carried, for telemetry. */
+export interface TunnelResult {
+  /** Bytes from the downstream socket to the destination, and back. */
+  bytesSent: number;
+  bytesReceived: number;
+  durationMs: number;
+  /** Why it ended abnormally (reset, socket error); absent when both sides ended cleanly. */
+  error?: Error;
+}
+
+export interface PoolStats {
+  /** Connections open now (including draining ones). */
+  connections: number;
+  /** Connections dialed successfully since the pool was made. */
+  dials: number;
+  /** Dials that failed. */
+  dialFailures: number;
+  /** Streams open now across all connections. */
+  activeStreams: number;
+}
+
+/** The connections for one pool key. */
+class PoolEntry {
+  readonly connections: HboneConnection[] = [];
+  dialing: Promise<HboneConnection> | undefined;
+
+  pick(): HboneConnection | undefined {
+    for (const connection of this.connections) {
+      if (connection.available) return connection;
+    }
+    return undefined;
+  }
+}
+
+const defaultConnector: TcpConnector = (target) => net.connect({ host: target.host, port: target.port });
+
+function poolKey(target: HboneTarget): string {
+  const expected = target.expectedIdentities.length <= 1 ? target.expectedIdentities.join(',') : [...target.expectedIdentities].sort().join(',');
+  return `${target.sourceIdentity.uri} ${expected} ${formatAuthority(target.proxy)}`;
+}
+
+export class HboneClientPool {
+  readonly #options: HboneClientOptions;
+  readonly #settings: ConnectionSettings;
+  readonly #connect: TcpConnector;
+  readonly #entries = new Map<string, PoolEntry>();
+  #closed = false;
+  #dials = 0;
+  #dialFailures = 0;
+
+  constructor(options: HboneClientOptions) {
+    this.#options = options;
+    this.#connect = options.connect ?? defaultConnector;
+    this.#settings = {
+      maxStreamsPerConnection: options.maxStreamsPerConnection ?? DEFAULT_MAX_STREAMS_PER_CONNECTION,
+      idleTimeoutMs: options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS,
+      keepaliveIntervalMs: options.keepaliveIntervalMs ?? DEFAULT_KEEPALIVE_INTERVAL_MS,
+      keepaliveTimeoutMs: options.keepaliveTimeoutMs ?? DEFAULT_KEEPALIVE_TIMEOUT_MS,
+      connectTimeoutMs: options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
+      streamWindowBytes: options.streamWindowBytes ?? DEFAULT_STREAM_WINDOW_BYTES,
+      connectionWindowBytes: options.connectionWindowBytes ?? DEFAULT_CONNECTION_WINDOW_BYTES,
+    };
+  }
+
+  /**
+   * Opens an HBONE stream to `target.destination` through `target.proxy`; resolves once the server answered 200.
+   * Rejects with HboneError: HBONE_DENIED (401), HBONE_REFUSED (503), HBONE_CONNECT_TIMEOUT, HBONE_TLS,
+   * HBONE_PEER_IDENTITY, HBONE_NO_CERTIFICATE, ...
+   */
+  async open(target: HboneTarget): Promise<HboneStream> {
+    return this.#openStream(target);
+  }
+
+  /**
+   * Carries `socket` (a downstream TCP connection) through a new stream to `target`, and resolves when both sides
+   * are closed. If the stream cannot be opened the socket is reset and the promise rejects with the HboneError.
+   */
+  async tunnel(target: HboneTarget, socket: net.Socket): Promise<TunnelResult> {
+    const started = performance.now();
+    // Until the splice owns it, an error on the waiting socket must not crash the process.
+    const onEarlyError = (): void => {};
+    socket.on('error', onEarlyError);
+    let stream: http2.ClientHttp2Stream;
+    try {
+      stream = await this.#openStream(target);
+    } catch (error) {
+      socket.off('error', onEarlyError);
+      if (!socket.destroyed) socket.resetAndDestroy();
+      throw error;
+    }
+    socket.off('error', onEarlyError);
+    const result = await splice(socket, stream);
+    const tunnel: TunnelResult = {
+      bytesSent: result.bytesFromSocket,
+      bytesReceived: result.bytesToSocket,
+      durationMs: performance.now() - started,
+    };
+    if (result.error) tunnel.error = result.error;
+    return tunnel;
+  }
+
+  stats(): PoolStats {
+    let connections = 0;
+    let activeStreams = 0;
+    for (const entry of this.#entries.values()) {
+      connections += entry.connections.length;
+      for (const connection of entry.connections) activeStreams += connection.activeStreams;
+    }
+    return { connections, dials: this.#dials, dialFailures: this.#dialFailures, activeStreams };
+  }
+
+  /** Refuses new streams and closes every connection once its streams finish. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    const closing: Promise<void>[] = [];
+    for (const entry of this.#entries.values()) {
+      for (const connection of entry.connections) {
+        if (!connection.session.destroyed) closing.push(new Promise((resolve) => connection.session.once('close', () => resolve())));
+        connection.close();
+      }
+    }
+    await Promise.all(closing);
+  }
+
+  /** Closes every connection now, resetting open streams. */
+  destroy(): void {
+    this.#closed = true;
+    for (const entry of this.#entries.values()) {
+      for (const connection of [...entry.connections]) connection.destroy();
+    }
+  }
+
+  async #openStream(target: HboneTarget): Promise<http2.ClientHttp2Stream> {
+    if (this.#closed) throw hboneErrors.poolClosed();
+    const key = poolKey(target);
+    let entry = this.#entries.get(key);
+    if (!entry) {
+      entry = new PoolEntry();
+      this.#entries.set(key, entry);
+    }
+    for (;;) {
+      const connection = entry.pick();
+      if (connection) {
+        const stream = connection.request(target);
+        // undefined: the session stopped taking streams between the check and the request (GOAWAY); try another.
+        if (stream) return connection.response(stream, target);
+        continue;
+      }
+      if (this.#closed) throw hboneErrors.poolClosed();
+      entry.dialing ??= this.#dial(key, entry, target);
+      await entry.dialing;
+    }
+  }
+
+  async #dial(key: string, entry: PoolEntry, target: HboneTarget): Promise<HboneConnection> {
+    try {
+      const certificate = await this.#options.certificateFor(target.sourceIdentity);
+      if (!certificate || certificate.notAfter.getTime() <= Date.now()) throw hboneErrors.noCertificate(target.sourceIdentity.uri);
+      const connection = await HboneConnection.dial(
+        {
+          proxy: target.proxy,
+          certificate,
+          trustDomain: this.#options.trustDomain,
+          expectedIdentities: target.expectedIdentities,
+          connect: this.#connect,
+          settings: this.#settings,
+        },
+        (closed) => this.#forget(key, entry, closed),
+      );
+      this.#dials++;
+      entry.connections.push(connection);
+      if (this.#closed) connection.close();
+      return connection;
+    } catch (error) {
+      this.#dialFailures++;
+      if (entry.connections.length === 0 && this.#entries.get(key) === entry) this.#entries.delete(key);
+      throw error;
+    } finally {
+      entry.dialing = undefined;
+    }
+  }
+
+  #forget(key: string, entry: PoolEntry, connection: HboneConnection): void {
+    const index = entry.connections.indexOf(connection);
+    if (index >= 0) entry.connections.splice(index, 1);
+    if (entry.connections.length === 0 && !entry.dialing && this.#entries.get(key) === entry) this.#entries.delete(key);
+  }
+}

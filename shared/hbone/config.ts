@@ -1,0 +1,77 @@
+/**
+ * The HBONE library's defaults, each with the reason for its value.
+ *
+ * Owns: every number the client pool and the server fall back to when a caller does not say.
+ * Must not know about: sessions, sockets, or who the caller is.
+ */
+
+/** Istio's HBONE port: every captured pod accepts mutual-TLS HTTP/2 CONNECT here. */
+export const HBONE_PORT = 15008;
+
+/** ALPN protocol for HBONE; a peer that does not pick it is not an HBONE endpoint. */
+export const HBONE_ALPN = 'h2';
+
+/**
+ * Streams per pooled connection before the pool opens another: ztunnel's value. Enough that a warm pool rarely
+ * dials, few enough that one connection's single TLS pipe (one core's worth of crypto on the peer) and one
+ * flow-control window are not shared by too many tunnels.
+ */
+export const DEFAULT_MAX_STREAMS_PER_CONNECTION = 100;
+
+/** A pooled connection with no streams is closed after 5 minutes (ztunnel's pool_unused_release_timeout). */
+export const DEFAULT_IDLE_TIMEOUT_MS = 5 * 60 * 1000;
+
+/** Keepalive PING every 10 s: finds a dead peer (node gone, path cut) long before TCP's own timers would. */
+export const DEFAULT_KEEPALIVE_INTERVAL_MS = 10 * 1000;
+
+/** A PING unanswered for 5 s means the connection is dead: loopback or in-cluster RTTs are milliseconds. */
+export const DEFAULT_KEEPALIVE_TIMEOUT_MS = 5 * 1000;
+
+/**
+ * TCP connect + TLS handshake + the server's SETTINGS within 10 s: long enough for a loaded node, short enough
+ * that an application's own connect timeout (often 30 s) still sees our error rather than its own.
+ */
+export const DEFAULT_CONNECT_TIMEOUT_MS = 10 * 1000;
+
+/** The server's TCP connect to the target; a pod's app should accept instantly, so 10 s only guards black holes. */
+export const DEFAULT_TARGET_CONNECT_TIMEOUT_MS = 10 * 1000;
+
+/**
+ * HTTP/2 flow-control window per stream: 4 MiB (ztunnel's). Windows decide throughput: the default 64 KiB halves
+ * it, because the sender stalls for a WINDOW_UPDATE round trip every 64 KiB.
+ */
+export const DEFAULT_STREAM_WINDOW_BYTES = 4 * 1024 * 1024;
+
+/** HTTP/2 window per connection: 16 MiB (ztunnel's), so four streams at full speed do not starve each other. */
+export const DEFAULT_CONNECTION_WINDOW_BYTES = 16 * 1024 * 1024;
+
+/**
+ * Largest DATA frame we accept. 16 KiB is the protocol's floor; larger frames mean fewer frame headers and fewer
+ * chunks handed to JavaScript per megabyte. 64 KiB matches one socket read and one TLS record batch.
+ */
+export const DEFAULT_MAX_FRAME_SIZE = Number(process.env.HBONE_MFS ?? 65536);
+
+/**
+ * Node's per-session memory cap in MiB (its default is 10). A full 16 MiB connection window of queued data plus
+ * header tables for 100 streams must fit, or Node refuses new streams with ENHANCE_YOUR_CALM.
+ */
+export const DEFAULT_MAX_SESSION_MEMORY_MIB = 64;
+
+/**
+ * Streams the server lets one client keep open at once. Our client stops at 100 per connection; other clients
+ * (a waypoint under load, an independent implementation) may use more, but one peer must not hold unbounded state.
+ */
+export const DEFAULT_SERVER_MAX_CONCURRENT_STREAMS = 1000;
+
+/**
+ * Graceful shutdown: after GOAWAY, open streams get 5 s to finish before they are cut (ztunnel's drain default
+ * order of magnitude; Kubernetes' terminationGracePeriodSeconds of 30 s leaves room for the rest of shutdown).
+ */
+export const DEFAULT_DRAIN_DEADLINE_MS = 5 * 1000;
+
+/**
+ * A splice stops reading one side when the other holds this much unsent: 256 KiB, four 64 KiB socket reads.
+ * Stopping at Node's 64 KiB high-water mark instead would stop and restart reading on nearly every chunk; the
+ * HTTP/2 windows, not this buffer, are what bound the data in flight.
+ */
+export const SPLICE_BUFFER_BYTES = 256 * 1024;

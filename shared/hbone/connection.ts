@@ -1,0 +1,292 @@
+/**
+ * One pooled HBONE client connection: an HTTP/2 session over mutual TLS to one HBONE endpoint.
+ *
+ * Owns: dialing (TCP from the caller's connector, TLS, the server's SETTINGS, all within the connect timeout),
+ * opening CONNECT streams and waiting for their status, counting open streams, keepalive PINGs with a timeout,
+ * the idle timer, and draining on GOAWAY.
+ * Must not know about: pool keys, which connection a stream should use, splicing, policy.
+ */
+import http2 from 'node:http2';
+import type { WorkloadCertificate } from '../identity/index.ts';
+import { formatAuthority } from './authority.ts';
+import { DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_SESSION_MEMORY_MIB } from './config.ts';
+import { hboneErrors, HboneError, isHboneError } from './errors.ts';
+import { connectTls } from './tls.ts';
+import type { HboneTarget, HostPort, TcpConnector } from './types.ts';
+
+const { NGHTTP2_CANCEL, NGHTTP2_NO_ERROR } = http2.constants;
+
+/** Every limit a connection enforces, already resolved from the caller's options and the defaults. */
+export interface ConnectionSettings {
+  maxStreamsPerConnection: number;
+  idleTimeoutMs: number;
+  keepaliveIntervalMs: number;
+  keepaliveTimeoutMs: number;
+  connectTimeoutMs: number;
+  streamWindowBytes: number;
+  connectionWindowBytes: number;
+}
+
+export interface DialParams {
+  proxy: HostPort;
+  certificate: WorkloadCertificate;
+  trustDomain: string;
+  expectedIdentities: readonly string[];
+  connect: TcpConnector;
+  settings: ConnectionSettings;
+}
+
+/** Called once when the connection is gone (closed, failed, idle-released). */
+export type ConnectionClosedListener = (connection: HboneConnection) => void;
+
+export class HboneConnection {
+  readonly proxy: HostPort;
+  readonly session: http2.ClientHttp2Session;
+  /** Streams opened on this connection and not yet closed. */
+  activeStreams = 0;
+  /** Total streams ever opened here. */
+  streamsOpened = 0;
+  readonly #settings: ConnectionSettings;
+  readonly #onClosed: ConnectionClosedListener;
+  #draining = false;
+  #closed = false;
+  #lastError: Error | undefined;
+  #idleTimer: NodeJS.Timeout | undefined;
+  #keepaliveTimer: NodeJS.Timeout | undefined;
+  #pingTimer: NodeJS.Timeout | undefined;
+
+  private constructor(proxy: HostPort, session: http2.ClientHttp2Session, settings: ConnectionSettings, onClosed: ConnectionClosedListener) {
+    this.proxy = proxy;
+    this.session = session;
+    this.#settings = settings;
+    this.#onClosed = onClosed;
+    session.on('error', this.#onSessionError);
+    session.on('goaway', this.#onGoaway);
+    session.once('close', this.#onSessionClose);
+    if (settings.keepaliveIntervalMs > 0) {
+      this.#keepaliveTimer = setInterval(this.#sendPing, settings.keepaliveIntervalMs).unref();
+    }
+    this.#armIdleTimer();
+  }
+
+  /**
+   * Dials `proxy`: TCP, TLS 1.3 with the peer's SPIFFE identity checked, then HTTP/2 until the server's SETTINGS
+   * arrive (the proof that it accepted our certificate). Rejects with a typed HboneError.
+   */
+  static dial(params: DialParams, onClosed: ConnectionClosedListener): Promise<HboneConnection> {
+    const { proxy, settings } = params;
+    return new Promise((resolve, reject) => {
+      const tcp = params.connect(proxy);
+      tcp.setNoDelay(true);
+      let tcpConnected = !tcp.connecting;
+      let tlsDone = false;
+      let session: http2.ClientHttp2Session | undefined;
+      let settled = false;
+
+      const fail = (error: HboneError): void => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        session?.destroy();
+        tlsSocket.destroy();
+        tcp.destroy();
+        reject(error);
+      };
+      const timer = setTimeout(() => fail(hboneErrors.connectTimeout(proxy, settings.connectTimeoutMs)), settings.connectTimeoutMs);
+      tcp.once('connect', () => {
+        tcpConnected = true;
+      });
+
+      const tlsSocket = connectTls(tcp, params);
+      const onTlsError = (error: Error): void => {
+        if (isHboneError(error)) fail(error);
+        else if (!tcpConnected) fail(hboneErrors.connectFailed(proxy, error));
+        else if (!tlsDone) fail(hboneErrors.tls(proxy, error));
+        else fail(hboneErrors.rejectedByServer(proxy, params.trustDomain));
+      };
+      tlsSocket.on('error', onTlsError);
+      tlsSocket.once('secureConnect', () => {
+        tlsDone = true;
+        if (tlsSocket.alpnProtocol !== 'h2') {
+          fail(hboneErrors.noAlpn(proxy, tlsSocket.alpnProtocol));
+          return;
+        }
+        const established = http2.connect(`https://${formatAuthority(proxy)}`, {
+          createConnection: () => tlsSocket,
+          settings: {
+            enablePush: false,
+            initialWindowSize: settings.streamWindowBytes,
+            maxFrameSize: DEFAULT_MAX_FRAME_SIZE,
+          },
+          maxSessionMemory: DEFAULT_MAX_SESSION_MEMORY_MIB,
+        });
+        session = established;
+        const onEarlyClose = (): void => fail(hboneErrors.rejectedByServer(proxy, params.trustDomain));
+        const onEarlyError = (error: Error): void => {
+          if (isHboneError(error)) fail(error);
+          else onEarlyClose();
+        };
+        established.on('error', onEarlyError);
+        established.once('close', onEarlyClose);
+        established.once('connect', () => {
+          if (!established.destroyed) established.setLocalWindowSize(settings.connectionWindowBytes);
+        });
+        established.once('remoteSettings', () => {
+          if (settled) return;
+          settled = true;
+          clearTimeout(timer);
+          established.off('error', onEarlyError);
+          established.off('close', onEarlyClose);
+          tlsSocket.off('error', onTlsError);
+          resolve(new HboneConnection(proxy, established, settings, onClosed));
+        });
+      });
+    });
+  }
+
+  /** True while this connection may take one more stream. */
+  get available(): boolean {
+    if (this.#draining || this.#closed) return false;
+    const remoteLimit = this.session.remoteSettings.maxConcurrentStreams ?? Infinity;
+    return this.activeStreams < Math.min(this.#settings.maxStreamsPerConnection, remoteLimit);
+  }
+
+  get draining(): boolean {
+    return this.#draining;
+  }
+
+  /**
+   * Sends CONNECT for `target`; `response` then waits for the status. Returns undefined when the session can no
+   * longer open streams (GOAWAY raced the check): the caller picks another connection.
+   */
+  request(target: HboneTarget): http2.ClientHttp2Stream | undefined {
+    const headers: http2.OutgoingHttpHeaders = { ...target.headers };
+    headers[':method'] = 'CONNECT';
+    headers[':authority'] = formatAuthority(target.destination);
+    let stream: http2.ClientHttp2Stream;
+    try {
+      stream = this.session.request(headers, { endStream: false });
+    } catch {
+      this.#draining = true;
+      return undefined;
+    }
+    this.activeStreams++;
+    this.streamsOpened++;
+    if (this.#idleTimer) {
+      clearTimeout(this.#idleTimer);
+      this.#idleTimer = undefined;
+    }
+    stream.once('close', this.#onStreamClose);
+    return stream;
+  }
+
+  /** Resolves with `stream` once the server answers 2xx; rejects with a typed HboneError otherwise. */
+  response(stream: http2.ClientHttp2Stream, target: HboneTarget): Promise<http2.ClientHttp2Stream> {
+    return awaitResponse(stream, target, this);
+  }
+
+  /** Stops new streams; the connection closes when its streams finish. */
+  close(): void {
+    this.#draining = true;
+    if (!this.session.closed && !this.session.destroyed) this.session.close();
+  }
+
+  /** Closes now; open streams are reset. */
+  destroy(error?: Error): void {
+    this.#draining = true;
+    if (!this.session.destroyed) this.session.destroy(error);
+  }
+
+  /** The error that ended the connection, if one did. */
+  get lastError(): Error | undefined {
+    return this.#lastError;
+  }
+
+  readonly #onStreamClose = (): void => {
+    this.activeStreams--;
+    if (this.activeStreams === 0) {
+      if (this.#draining) this.close();
+      else this.#armIdleTimer();
+    }
+  };
+
+  #armIdleTimer(): void {
+    if (this.#settings.idleTimeoutMs > 0 && !this.#closed) {
+      this.#idleTimer = setTimeout(this.#onIdle, this.#settings.idleTimeoutMs).unref();
+    }
+  }
+
+  readonly #onIdle = (): void => {
+    this.#idleTimer = undefined;
+    if (this.activeStreams === 0) this.close();
+  };
+
+  readonly #sendPing = (): void => {
+    if (this.#pingTimer || this.session.destroyed || this.session.connecting) return;
+    if (!this.session.ping(this.#onPong)) return;
+    this.#pingTimer = setTimeout(this.#onPingTimeout, this.#settings.keepaliveTimeoutMs).unref();
+  };
+
+  readonly #onPong = (): void => {
+    clearTimeout(this.#pingTimer);
+    this.#pingTimer = undefined;
+  };
+
+  readonly #onPingTimeout = (): void => {
+    this.#pingTimer = undefined;
+    this.destroy(hboneErrors.keepaliveTimeout(this.proxy, this.#settings.keepaliveTimeoutMs));
+  };
+
+  readonly #onSessionError = (error: Error): void => {
+    this.#lastError ??= error;
+  };
+
+  readonly #onGoaway = (): void => {
+    // The server is draining (or shutting down): finish what is open here, open new streams elsewhere.
+    this.#draining = true;
+  };
+
+  readonly #onSessionClose = (): void => {
+    this.#closed = true;
+    this.#draining = true;
+    clearInterval(this.#keepaliveTimer);
+    clearTimeout(this.#idleTimer);
+    clearTimeout(this.#pingTimer);
+    this.#onClosed(this);
+  };
+}
+
+/** Waits for the CONNECT response; 200 resolves with the stream, anything else rejects with a typed error. */
+function awaitResponse(stream: http2.ClientHttp2Stream, target: HboneTarget, connection: HboneConnection): Promise<http2.ClientHttp2Stream> {
+  return new Promise((resolve, reject) => {
+    const onResponse = (headers: http2.IncomingHttpHeaders): void => {
+      stream.off('close', onClose);
+      stream.off('error', onError);
+      const status = Number(headers[':status']);
+      if (status >= 200 && status < 300) {
+        resolve(stream);
+        return;
+      }
+      stream.close(NGHTTP2_NO_ERROR);
+      if (status === 401 || status === 403) reject(hboneErrors.denied(target.destination, target.proxy));
+      else if (status === 503 || status === 502 || status === 504) reject(hboneErrors.refused(target.destination, target.proxy));
+      else reject(hboneErrors.badStatus(target.destination, target.proxy, status));
+    };
+    let streamError: Error | undefined;
+    const onError = (error: Error): void => {
+      streamError ??= error;
+    };
+    const onClose = (): void => {
+      stream.off('response', onResponse);
+      stream.off('error', onError);
+      const cause = connection.lastError ?? streamError;
+      if (isHboneError(cause)) reject(cause);
+      else if (stream.rstCode !== undefined && stream.rstCode !== NGHTTP2_NO_ERROR && stream.rstCode !== NGHTTP2_CANCEL) {
+        reject(hboneErrors.streamReset(target.destination, stream.rstCode));
+      } else reject(hboneErrors.connectionClosed(target.proxy, cause));
+    };
+    stream.once('response', onResponse);
+    stream.on('error', onError);
+    stream.once('close', onClose);
+  });
+}

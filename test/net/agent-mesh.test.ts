@@ -1,0 +1,134 @@
+/**
+ * The agent end to end on a real 2-node local cluster: pods are network namespaces wired by Debian's CNI plugins
+ * chained with ambit-cni, each node runs the real agent (agent/main.ts) in its namespace, traffic is real TCP.
+ */
+import test from 'ava';
+import { once } from 'node:events';
+import { readFile } from 'node:fs/promises';
+import { createLocalMesh, type LocalMesh } from '../../runtime/local-mesh.ts';
+import { runClient, startEchoServer, type Pod } from '../../runtime/index.ts';
+
+const ENROLLED = { 'istio.io/dataplane-mode': 'ambient' };
+const APP_PORT = 8080;
+
+let mesh: LocalMesh;
+let server: Pod;
+let client: Pod;
+
+test.before(async () => {
+  mesh = await createLocalMesh({ nodes: 2, name: 'agenttest' });
+  server = await mesh.cluster.createPod({ node: 1, namespace: 'shop', name: 'server', serviceAccount: 'server', namespaceLabels: ENROLLED });
+  client = await mesh.cluster.createPod({ node: 0, namespace: 'shop', name: 'client', serviceAccount: 'client' });
+  await startEchoServer(server, { port: APP_PORT });
+});
+
+test.after.always(async () => {
+  await mesh?.destroy();
+});
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- access log lines are free-form JSON read by assertions
+async function accessLog(nodeIndex: number): Promise<Array<Record<string, any>>> {
+  const text = await readFile(mesh.cluster.node(nodeIndex).agentLogFile, 'utf8');
+  return text.split('\n').filter((line) => line.includes('"connection closed"')).map((line) => JSON.parse(line));
+}
+
+test.serial('an enrolled client reaches an enrolled server on another node through HBONE, identities verified', async (t) => {
+  const result = await runClient(client, { host: server.ip, port: APP_PORT, count: 5, size: 64 * 1024 });
+  t.true(result.ok, result.errors.join('; '));
+  t.is(result.succeeded, 5);
+  const inbound = (await accessLog(1)).filter((entry) => entry.direction === 'inbound' && entry.src.address === client.ip);
+  t.true(inbound.length >= 5, 'the server node agent delivered the connections');
+  t.true(inbound.every((entry) => entry.mtls === true && entry.src.principal === 'spiffe://cluster.local/ns/shop/sa/client'));
+  const outbound = (await accessLog(0)).filter((entry) => entry.direction === 'outbound' && entry.dst.address === `${server.ip}:${APP_PORT}`);
+  t.true(outbound.length >= 5 && outbound.every((entry) => entry.mtls === true));
+});
+
+test.serial('the server application sees the client pod as the source address', async (t) => {
+  const httpServer = await mesh.cluster.createPod({ node: 1, namespace: 'shop', name: 'web', serviceAccount: 'web' });
+  t.teardown(() => mesh.cluster.deletePod(httpServer));
+  await startEchoServer(httpServer, { port: 8081, http: true });
+  const result = await runClient(client, { host: httpServer.ip, port: 8081, http: true });
+  t.true(result.ok, result.errors.join('; '));
+  t.is((result.response?.body as { peer: string }).peer, client.ip);
+});
+
+test.serial('captured traffic between two pods on the same node goes through HBONE too', async (t) => {
+  const neighbour = await mesh.cluster.createPod({ node: 1, namespace: 'shop', name: 'neighbour', serviceAccount: 'neighbour' });
+  t.teardown(() => mesh.cluster.deletePod(neighbour));
+  const result = await runClient(neighbour, { host: server.ip, port: APP_PORT, count: 3 });
+  t.true(result.ok, result.errors.join('; '));
+  const inbound = (await accessLog(1)).filter((entry) => entry.direction === 'inbound' && entry.src.address === neighbour.ip);
+  t.true(inbound.length >= 3 && inbound.every((entry) => entry.src.principal === 'spiffe://cluster.local/ns/shop/sa/neighbour'));
+});
+
+test.serial('a destination outside the mesh is passed through as plain TCP', async (t) => {
+  const outside = await mesh.cluster.createPod({ node: 1, namespace: 'legacy', name: 'outside' });
+  t.teardown(() => mesh.cluster.deletePod(outside));
+  await startEchoServer(outside, { port: APP_PORT });
+  const result = await runClient(client, { host: outside.ip, port: APP_PORT, count: 3 });
+  t.true(result.ok, result.errors.join('; '));
+  const outbound = (await accessLog(0)).filter((entry) => entry.dst.address === `${outside.ip}:${APP_PORT}`);
+  t.true(outbound.length >= 3 && outbound.every((entry) => entry.mtls === false), 'passthrough, not HBONE');
+});
+
+test.serial('a pod that is not enrolled reaches an enrolled server in plaintext (PERMISSIVE)', async (t) => {
+  const legacy = await mesh.cluster.createPod({ node: 0, namespace: 'legacy', name: 'legacy-client' });
+  t.teardown(() => mesh.cluster.deletePod(legacy));
+  const result = await runClient(legacy, { host: server.ip, port: APP_PORT, count: 2 });
+  t.true(result.ok, result.errors.join('; '));
+  const inbound = (await accessLog(1)).filter((entry) => entry.src.address === legacy.ip);
+  t.true(inbound.length >= 2 && inbound.every((entry) => entry.mtls === false));
+});
+
+test.serial('deleting a pod with connections open closes them and the agent keeps serving', async (t) => {
+  const doomed = await mesh.cluster.createPod({ node: 1, namespace: 'shop', name: 'doomed', serviceAccount: 'doomed' });
+  await startEchoServer(doomed, { port: APP_PORT });
+  // A client that holds one connection open and reports when it ends.
+  const holder = client.spawn(process.execPath, ['-e', `
+    const s = require('net').connect(${APP_PORT}, '${doomed.ip}', () => { s.write('x'); });
+    s.once('data', () => console.log('connected'));
+    s.on('error', (e) => console.log('ended ' + e.code));
+    s.on('close', () => { console.log('closed'); process.exit(0); });
+    setTimeout(() => { console.log('still-open'); process.exit(1); }, 20000);
+  `], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const exited = once(holder, 'exit') as Promise<[number]>;
+  let output = '';
+  holder.stdout!.on('data', (chunk: Buffer) => (output += chunk));
+  while (!output.includes('connected')) await once(holder.stdout!, 'data');
+  await mesh.cluster.deletePod(doomed);
+  const [code] = await exited;
+  t.is(code, 0, `the open connection was closed after the pod went away: ${output}`);
+  const after = await runClient(client, { host: server.ip, port: APP_PORT, count: 3 });
+  t.true(after.ok, 'the agent still serves other pods');
+  t.is(mesh.cluster.node(1).agent?.exitCode, null, 'the agent did not exit');
+});
+
+test.serial('an enrolled pod cannot start while its node agent is down, and is captured once it is back', async (t) => {
+  const node = mesh.cluster.node(0);
+  await node.stopAgent();
+  t.teardown(() => node.startAgent());
+  const error = await t.throwsAsync(mesh.cluster.createPod({ node: 0, namespace: 'shop', name: 'early', serviceAccount: 'early' }));
+  t.regex(error!.message, /agent/i);
+  await node.startAgent();
+  const late = await mesh.cluster.createPod({ node: 0, namespace: 'shop', name: 'early', serviceAccount: 'early' });
+  t.teardown(() => mesh.cluster.deletePod(late));
+  const result = await runClient(late, { host: server.ip, port: APP_PORT });
+  t.true(result.ok, result.errors.join('; '));
+  const inbound = (await accessLog(1)).filter((entry) => entry.src.address === late.ip);
+  t.true(inbound.some((entry) => entry.src.principal === 'spiffe://cluster.local/ns/shop/sa/early'));
+});
+
+test.serial('agent restarts on both nodes lose no new connection (SO_REUSEPORT overlap)', async (t) => {
+  const load = runClient(client, { host: server.ip, port: APP_PORT, count: 400, size: 256 });
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  await mesh.cluster.node(0).restartAgent({ overlap: true });
+  await mesh.cluster.node(1).restartAgent({ overlap: true });
+  const result = await load;
+  t.is(result.failed, 0, result.errors.slice(0, 5).join('; '));
+  t.is(result.succeeded, 400);
+  // The restarted agents re-captured the running pods: traffic still goes through HBONE.
+  const before = (await accessLog(1)).filter((entry) => entry.direction === 'inbound' && entry.src.principal).length;
+  t.true((await runClient(client, { host: server.ip, port: APP_PORT })).ok);
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  t.true((await accessLog(1)).filter((entry) => entry.direction === 'inbound' && entry.src.principal).length > before);
+});

@@ -1,0 +1,246 @@
+// The ambit-cni executable as a container runtime runs it: real process, CNI_* environment, config on stdin,
+// result or spec error on stdout. The agent side of the wire is played by test/helpers/cni-protocol-server.ts,
+// which only checks the plugin's wire behaviour; the real agent's side is tested in the agent's tests.
+import test from 'ava';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parse, stringify } from 'yaml';
+import { namespaceObject, writeNamespace, writePod } from '../../runtime/cluster-store.ts';
+import { createCluster, AMBIT_CNI_DIR, CniPluginError } from '../../runtime/index.ts';
+import { run } from '../../runtime/exec.ts';
+import { contractReply, startProtocolServer, type ProtocolServer } from '../helpers/cni-protocol-server.ts';
+
+const PLUGIN = path.join(AMBIT_CNI_DIR, 'ambit-cni');
+const PREV_RESULT = {
+  cniVersion: '1.0.0',
+  interfaces: [{ name: 'eth0', mac: '0a:58:0a:f4:00:05', sandbox: '/run/netns/x' }],
+  ips: [{ address: '10.244.0.5/24', gateway: '10.244.0.1', interface: 0 }],
+  routes: [{ dst: '0.0.0.0/0' }],
+  dns: {},
+};
+
+interface Fixture {
+  dir: string;
+  clusterDir: string;
+  socket: string;
+}
+
+async function fixture(t: import('ava').ExecutionContext): Promise<Fixture> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'ambit-cni-test-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const clusterDir = path.join(dir, 'cluster');
+  await writeNamespace(clusterDir, namespaceObject('mesh', { 'istio.io/dataplane-mode': 'ambient' }));
+  await writeNamespace(clusterDir, namespaceObject('plain', {}));
+  for (const namespace of ['mesh', 'plain']) {
+    await writePod(clusterDir, { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'web', namespace, uid: `uid-${namespace}` }, spec: { containers: [{ name: 'app' }] } });
+  }
+  return { dir, clusterDir, socket: path.join(dir, 'cni.sock') };
+}
+
+function config(f: Fixture, extra: Record<string, unknown> = {}): string {
+  return JSON.stringify({ cniVersion: '1.0.0', name: 'pods', type: 'ambit-cni', agentSocket: f.socket, clusterDir: f.clusterDir, prevResult: PREV_RESULT, ...extra });
+}
+
+function env(command: string, namespace = 'mesh', overrides: Record<string, string> = {}): NodeJS.ProcessEnv {
+  return {
+    PATH: process.env.PATH,
+    CNI_COMMAND: command,
+    CNI_CONTAINERID: 'c0ffee',
+    CNI_NETNS: '/run/netns/ambit-test-web',
+    CNI_IFNAME: 'eth0',
+    CNI_PATH: '/usr/lib/cni',
+    CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=${namespace};K8S_POD_NAME=web;K8S_POD_INFRA_CONTAINER_ID=c0ffee;K8S_POD_UID=uid-${namespace}`,
+    ...overrides,
+  };
+}
+
+async function invoke(environment: NodeJS.ProcessEnv, stdin: string): Promise<{ code: number; json: Record<string, unknown> | undefined; stdout: string }> {
+  const result = await run(PLUGIN, [], { env: environment, input: stdin });
+  let json: Record<string, unknown> | undefined;
+  try {
+    json = result.stdout === '' ? undefined : (JSON.parse(result.stdout) as Record<string, unknown>);
+  } catch {
+    json = undefined;
+  }
+  return { code: result.code, json, stdout: result.stdout };
+}
+
+async function server(t: import('ava').ExecutionContext, socket: string, status = 200, body: unknown = { captured: true }): Promise<ProtocolServer> {
+  const started = await startProtocolServer(socket, (request) => (request.path === '/v1/pod-add' ? { status, body } : { status: 200, body: {} }));
+  t.teardown(() => started.close());
+  return started;
+}
+
+test('VERSION reports 1.0.0 and the versions it accepts', async (t) => {
+  const { code, json } = await invoke({ CNI_COMMAND: 'VERSION' }, '{"cniVersion":"1.0.0"}');
+  t.is(code, 0);
+  t.deepEqual(json, { cniVersion: '1.0.0', supportedVersions: ['0.3.0', '0.3.1', '0.4.0', '1.0.0'] });
+});
+
+test('bad input gives a spec error JSON on stdout and a non-zero exit, never a stack trace', async (t) => {
+  const f = await fixture(t);
+  const cases: [string, NodeJS.ProcessEnv, string, number, RegExp][] = [
+    ['malformed stdin', env('ADD'), '{"cniVersion":', 6, /cannot decode the network config/],
+    ['unsupported cniVersion', env('ADD'), config(f, { cniVersion: '0.2.0' }), 1, /cniVersion "0\.2\.0" is not supported/],
+    ['missing CNI_COMMAND', { ...env('ADD'), CNI_COMMAND: undefined }, config(f), 4, /CNI_COMMAND is not set/],
+    ['missing CNI_NETNS on ADD', env('ADD', 'mesh', { CNI_NETNS: '' }), config(f), 4, /CNI_NETNS is not set/],
+    ['missing prevResult on ADD', env('ADD'), config(f, { prevResult: undefined }), 7, /chained plugin.*after the primary network plugin/],
+    ['bad agentSocket', env('ADD'), config(f, { agentSocket: 'x.sock' }), 7, /"agentSocket" must be an absolute path/],
+    ['kubernetes mode', env('ADD'), config(f, { clusterDir: undefined, kubeconfig: '/etc/k' }), 2, /kubernetes mode .* not yet supported/],
+    ['pod not published', env('ADD', 'nowhere'), config(f), 11, /pod nowhere\/web not found in cluster directory/],
+  ];
+  for (const [what, environment, stdin, expectedCode, message] of cases) {
+    const { code, json, stdout } = await invoke(environment, stdin);
+    t.not(code, 0, what);
+    t.is(json?.code, expectedCode, `${what}: ${stdout}`);
+    t.regex(String(json?.msg), message, what);
+    t.is(typeof json?.cniVersion, 'string', what);
+    t.false(stdout.includes('    at '), `${what}: no stack trace`);
+  }
+});
+
+test('ADD for a pod that is not enrolled prints prevResult unchanged without calling the agent', async (t) => {
+  const f = await fixture(t);
+  const agent = await server(t, f.socket);
+  const { code, json } = await invoke(env('ADD', 'plain'), config(f));
+  t.is(code, 0);
+  t.deepEqual(json, PREV_RESULT);
+  t.is(agent.requests.length, 0);
+});
+
+test('ADD for a container that is not a Kubernetes pod passes through', async (t) => {
+  const f = await fixture(t);
+  const { code, json } = await invoke(env('ADD', 'mesh', { CNI_ARGS: 'IgnoreUnknown=1' }), config(f));
+  t.is(code, 0);
+  t.deepEqual(json, PREV_RESULT);
+});
+
+test('ADD for an enrolled pod sends pod-add with the contract fields and passes prevResult through on 200', async (t) => {
+  const f = await fixture(t);
+  const agent = await server(t, f.socket);
+  const { code, json } = await invoke(env('ADD'), config(f, { someOtherPluginField: true }));
+  t.is(code, 0);
+  t.deepEqual(json, PREV_RESULT);
+  t.deepEqual(agent.requests, [
+    {
+      method: 'POST',
+      path: '/v1/pod-add',
+      body: { podName: 'web', podNamespace: 'mesh', podUid: 'uid-mesh', containerId: 'c0ffee', netns: '/run/netns/ambit-test-web', ips: ['10.244.0.5'] },
+    },
+  ]);
+});
+
+test('ADD fails closed when the agent refuses (its message shown) or is not there (try again later, 11)', async (t) => {
+  const f = await fixture(t);
+  const missing = await invoke(env('ADD'), config(f));
+  t.not(missing.code, 0);
+  t.is(missing.json?.code, 11);
+  t.is(missing.json?.msg, `ambit node agent not reachable at ${f.socket}: is the ambit agent DaemonSet running on this node?`);
+
+  const agent = await server(t, f.socket, 500, { error: 'iptables-restore failed: table nat missing' });
+  const refused = await invoke(env('ADD'), config(f));
+  t.not(refused.code, 0);
+  t.is(refused.json?.code, 999);
+  t.regex(String(refused.json?.msg), /refused to capture pod mesh\/web \(HTTP 500\): iptables-restore failed: table nat missing/);
+  t.is(agent.requests.length, 1);
+});
+
+test('ADD fails closed when the agent answers 200 without captured:true', async (t) => {
+  const f = await fixture(t);
+  await server(t, f.socket, 200, { ok: 1 });
+  const { code, json } = await invoke(env('ADD'), config(f));
+  t.not(code, 0);
+  t.regex(String(json?.msg), /without \{"captured":true\}/);
+});
+
+test('DEL succeeds twice, with an empty CNI_NETNS, with the netns gone, and with no agent', async (t) => {
+  const f = await fixture(t);
+  const gone = `/run/netns/ambit-${randomBytes(4).toString('hex')}-gone`;
+  const variants: Record<string, string>[] = [{}, {}, { CNI_NETNS: '' }, { CNI_NETNS: gone }];
+  for (const overrides of variants) {
+    const result = await invoke(env('DEL', 'mesh', overrides), config(f, { prevResult: undefined }));
+    t.is(result.code, 0, result.stdout);
+    t.is(result.stdout, '');
+  }
+  const agent = await server(t, f.socket);
+  t.is((await invoke(env('DEL', 'mesh', { CNI_NETNS: '' }), config(f))).code, 0);
+  t.deepEqual(agent.requests.map((r) => [r.path, r.body.netns, r.body.podUid]), [['/v1/pod-del', '', 'uid-mesh']]);
+});
+
+test('CHECK passes with prevResult and an answering agent, fails without either', async (t) => {
+  const f = await fixture(t);
+  t.is((await invoke(env('CHECK', 'plain'), config(f))).code, 0, 'not enrolled: no agent needed');
+  const noAgent = await invoke(env('CHECK'), config(f));
+  t.is(noAgent.json?.code, 11);
+  await server(t, f.socket);
+  t.is((await invoke(env('CHECK'), config(f))).code, 0);
+  t.is((await invoke(env('CHECK'), config(f, { prevResult: undefined }))).json?.code, 7);
+});
+
+test('through the local runtime: an enrolled pod starts once pod-add answers 200, with the real pod netns and IP; DEL reaches the agent twice', async (t) => {
+  const cluster = await createCluster({ nodes: 1 });
+  t.teardown(() => cluster.destroy());
+  const node = cluster.node(0);
+  const agent = await server(t, node.agentSocket);
+  const pod = await cluster.createPod({ node: 0, namespace: 'mesh', name: 'web', namespaceLabels: { 'istio.io/dataplane-mode': 'ambient' } });
+  t.regex(pod.ip, /^10\.\d+\.0\.\d+$/);
+  t.deepEqual(agent.requests[0]?.body, {
+    podName: 'web',
+    podNamespace: 'mesh',
+    podUid: pod.uid,
+    containerId: pod.containerId,
+    netns: pod.netnsPath,
+    ips: [pod.ip],
+  });
+  await cluster.checkPod(pod);
+  await cluster.deletePod(pod);
+  t.deepEqual(agent.requests.slice(1).map((r) => [r.path, r.body.netns]), [
+    ['/v1/pod-del', pod.netnsPath],
+    ['/v1/pod-del', ''],
+  ]);
+});
+
+test('through the local runtime: an agent refusal fails createPod with the plugin error and leaves nothing behind', async (t) => {
+  const cluster = await createCluster({ nodes: 1 });
+  t.teardown(() => cluster.destroy());
+  await server(t, cluster.node(0).agentSocket, 503, { error: 'pod namespace not ready' });
+  const error = await t.throwsAsync(
+    cluster.createPod({ node: 0, namespace: 'mesh', name: 'web', labels: { 'istio.io/dataplane-mode': 'ambient' } }),
+    { instanceOf: CniPluginError },
+  );
+  t.is(error?.plugin, 'ambit-cni');
+  t.is(error?.cniError.code, 999);
+  t.regex(error?.message ?? '', /pod namespace not ready/);
+  const { stdout } = await run('ip', ['netns', 'list']);
+  t.false(stdout.includes(`ambit-${cluster.runId}-web`));
+  t.deepEqual(await readdir(path.join(cluster.clusterDir, 'pods')), []);
+  const reserved = await readdir(path.join(cluster.node(0).dir, 'ipam', cluster.networkName)).catch(() => []);
+  t.deepEqual(reserved.filter((name) => /^\d+\.\d+\.\d+\.\d+$/.test(name)), [], 'the IP was released');
+});
+
+test('through the local runtime: CHECK fails once the agent is gone; an annotation the agent adds during ADD survives the status update', async (t) => {
+  const cluster = await createCluster({ nodes: 1 });
+  t.teardown(() => cluster.destroy());
+  const podFile = path.join(cluster.clusterDir, 'pods', 'mesh.web.yaml');
+  // Stands in for the agent marking the pod captured (the real agent's annotation is tested in its own tests).
+  const agent = await startProtocolServer(cluster.node(0).agentSocket, (request) => {
+    if (request.path === '/v1/pod-add') {
+      const object = parse(readFileSync(podFile, 'utf8')) as { metadata: { annotations?: Record<string, string> } };
+      object.metadata.annotations = { ...object.metadata.annotations, 'ambient.istio.io/redirection': 'enabled' };
+      writeFileSync(podFile, stringify(object));
+    }
+    return contractReply(request.path);
+  });
+  t.teardown(() => agent.close());
+  const pod = await cluster.createPod({ node: 0, namespace: 'mesh', name: 'web', labels: { 'istio.io/dataplane-mode': 'ambient' } });
+  const published = parse(readFileSync(podFile, 'utf8')) as { metadata: { annotations: Record<string, string> }; status: { podIP: string } };
+  t.is(published.metadata.annotations['ambient.istio.io/redirection'], 'enabled');
+  t.is(published.status.podIP, pod.ip);
+  await cluster.checkPod(pod);
+  await agent.close();
+  const error = await t.throwsAsync(cluster.checkPod(pod), { instanceOf: CniPluginError });
+  t.is(error?.cniError.code, 11);
+});

@@ -1,0 +1,195 @@
+import test from 'ava';
+import net from 'node:net';
+import { HboneClientPool } from '../../shared/hbone/index.ts';
+import { CLIENT_ID, makeMesh, readAll, SERVER_ID, startEcho, startFreezableProxy, startPair, TRUST_DOMAIN, waitFor } from '../helpers/hbone.ts';
+
+test('1,000 concurrent streams share at most ceil(1000/100) pooled connections and all echo correctly', async (t) => {
+  const echo = await startEcho();
+  const pair = await startPair();
+  t.teardown(async () => {
+    await pair.close();
+    await echo.close();
+  });
+  const target = pair.target(echo.address);
+  const results = await Promise.all(
+    Array.from({ length: 1000 }, async (_, i) => {
+      const stream = await pair.pool.open(target);
+      const message = `stream ${i} `.repeat(1 + (i % 7));
+      stream.end(message);
+      return (await readAll(stream)).toString() === message;
+    }),
+  );
+  t.is(results.filter(Boolean).length, 1000, 'every stream got its own bytes back');
+  t.is(echo.accepted.length, 1000);
+  const stats = pair.pool.stats();
+  t.true(stats.dials <= 10, `dialed ${stats.dials} connections`);
+  t.true(stats.dials >= 10, `a connection carried more than 100 streams (${stats.dials} dials)`);
+  t.is(pair.server.stats().sessionsAccepted, stats.dials);
+});
+
+test('concurrent opens on a cold pool wait for one dial', async (t) => {
+  const echo = await startEcho();
+  const pair = await startPair();
+  t.teardown(async () => {
+    await pair.close();
+    await echo.close();
+  });
+  const streams = await Promise.all(Array.from({ length: 20 }, () => pair.pool.open(pair.target(echo.address))));
+  t.is(pair.pool.stats().dials, 1);
+  t.is(pair.server.stats().sessionsAccepted, 1);
+  for (const stream of streams) stream.destroy();
+});
+
+test('connections are keyed by source identity and expected identities', async (t) => {
+  const echo = await startEcho();
+  const mesh = await makeMesh();
+  const other = await mesh.ca.issueWorkloadCertificate({ ...CLIENT_ID, uri: 'spiffe://cluster.local/ns/shop/sa/other', serviceAccount: 'other' });
+  const pair = await startPair({ mesh, client: { certificateFor: (id) => (id.uri === CLIENT_ID.uri ? mesh.clientCert : other) } });
+  t.teardown(async () => {
+    await pair.close();
+    await echo.close();
+  });
+  const open = async (extra: Parameters<typeof pair.target>[1]): Promise<void> => {
+    const stream = await pair.pool.open(pair.target(echo.address, extra));
+    stream.end('x');
+    await readAll(stream);
+  };
+  await open({});
+  await open({ expectedIdentities: [SERVER_ID.uri] });
+  t.is(pair.pool.stats().dials, 1, 'same key reuses the connection');
+  await open({ expectedIdentities: ['spiffe://cluster.local/ns/x/sa/y', SERVER_ID.uri] });
+  await open({ expectedIdentities: [SERVER_ID.uri, 'spiffe://cluster.local/ns/x/sa/y'] });
+  t.is(pair.pool.stats().dials, 2, 'another expected set is another connection, whatever its order');
+  await open({ sourceIdentity: other.identity });
+  t.is(pair.pool.stats().dials, 3, 'another source identity is another connection');
+});
+
+test('an idle connection is released after idleTimeoutMs', async (t) => {
+  const echo = await startEcho();
+  const pair = await startPair({ client: { idleTimeoutMs: 200 } });
+  t.teardown(async () => {
+    await pair.close();
+    await echo.close();
+  });
+  const stream = await pair.pool.open(pair.target(echo.address));
+  stream.end('x');
+  await readAll(stream);
+  t.is(pair.pool.stats().connections, 1);
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  t.is(pair.pool.stats().connections, 1, 'not released before the timeout');
+  t.true(await waitFor(() => pair.pool.stats().connections === 0, 2000), 'released after the timeout');
+  t.true(await waitFor(() => pair.server.stats().activeSessions === 0, 2000), 'the server saw it close');
+  const again = await pair.pool.open(pair.target(echo.address));
+  again.end('y');
+  t.is((await readAll(again)).toString(), 'y');
+  t.is(pair.pool.stats().dials, 2);
+});
+
+test('a connection that stops answering keepalive PINGs is closed and its streams fail', async (t) => {
+  const echo = await startEcho();
+  const pair = await startPair({ client: { keepaliveIntervalMs: 100, keepaliveTimeoutMs: 300 } });
+  const proxy = await startFreezableProxy(pair.serverAddress);
+  t.teardown(async () => {
+    await proxy.close();
+    await pair.close();
+    await echo.close();
+  });
+  const target = pair.target(echo.address, { proxy: proxy.address });
+  const stream = await pair.pool.open(target);
+  stream.write('before');
+  await new Promise<void>((resolve) => stream.once('data', () => resolve()));
+  const streamClosed = new Promise<void>((resolve) => stream.on('close', resolve));
+  stream.on('error', () => {});
+  await new Promise((resolve) => setTimeout(resolve, 400));
+  t.is(pair.pool.stats().connections, 1, 'answered PINGs keep it open');
+  const frozenAt = Date.now();
+  proxy.freeze();
+  await streamClosed;
+  const elapsed = Date.now() - frozenAt;
+  t.true(elapsed < 2000, `closed ${elapsed} ms after the path froze`);
+  t.true(await waitFor(() => pair.pool.stats().connections === 0, 2000), 'the dead connection left the pool');
+  // A new stream dials a fresh connection.
+  const fresh = await pair.pool.open(target);
+  fresh.end('after');
+  t.is((await readAll(fresh)).toString(), 'after');
+  t.is(proxy.connections, 2);
+});
+
+test('a connect timeout names the HBONE port to check', async (t) => {
+  // A TCP listener that accepts and never answers the TLS handshake; the connector sends "port 15008" there.
+  const held: net.Socket[] = [];
+  const silent = net.createServer((socket) => held.push(socket));
+  await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+  const { port } = silent.address() as net.AddressInfo;
+  const mesh = await makeMesh();
+  const pool = new HboneClientPool({
+    certificateFor: () => mesh.clientCert,
+    trustDomain: TRUST_DOMAIN,
+    connectTimeoutMs: 300,
+    connect: () => net.connect({ host: '127.0.0.1', port }),
+  });
+  t.teardown(() => {
+    pool.destroy();
+    for (const socket of held) socket.destroy();
+    silent.close();
+  });
+  const started = Date.now();
+  const error = await t.throwsAsync(
+    pool.open({ proxy: { host: '10.0.2.5', port: 15008 }, destination: { host: '10.0.2.5', port: 80 }, sourceIdentity: CLIENT_ID, expectedIdentities: [] }),
+  );
+  t.is((error as { code?: string }).code, 'HBONE_CONNECT_TIMEOUT');
+  t.is((error as { responseFlags?: string }).responseFlags, 'UF');
+  t.regex(error!.message, /HBONE connect to 10\.0\.2\.5:15008 timed out after 300 ms: check that port 15008 is reachable/);
+  t.true(Date.now() - started < 2000);
+  t.is(pool.stats().dialFailures, 1);
+});
+
+test('a refused TCP connect is HBONE_CONNECT_FAILED and says nothing listens', async (t) => {
+  const mesh = await makeMesh();
+  const pool = new HboneClientPool({ certificateFor: () => mesh.clientCert, trustDomain: TRUST_DOMAIN });
+  t.teardown(() => pool.destroy());
+  const listener = net.createServer();
+  await new Promise<void>((resolve) => listener.listen(0, '127.0.0.1', resolve));
+  const { port } = listener.address() as net.AddressInfo;
+  await new Promise<void>((resolve) => listener.close(() => resolve()));
+  const error = await t.throwsAsync(
+    pool.open({ proxy: { host: '127.0.0.1', port }, destination: { host: '127.0.0.1', port: 80 }, sourceIdentity: CLIENT_ID, expectedIdentities: [] }),
+  );
+  t.is((error as { code?: string }).code, 'HBONE_CONNECT_FAILED');
+  t.regex(error!.message, /ECONNREFUSED.*nothing listens on port/);
+});
+
+test('no certificate for the source identity is HBONE_NO_CERTIFICATE and nothing is dialed', async (t) => {
+  let dialed = 0;
+  const pool = new HboneClientPool({
+    certificateFor: async () => undefined,
+    trustDomain: TRUST_DOMAIN,
+    connect: (address) => {
+      dialed++;
+      return net.connect(address);
+    },
+  });
+  t.teardown(() => pool.destroy());
+  const error = await t.throwsAsync(
+    pool.open({ proxy: { host: '127.0.0.1', port: 1 }, destination: { host: '127.0.0.1', port: 80 }, sourceIdentity: CLIENT_ID, expectedIdentities: [] }),
+  );
+  t.is((error as { code?: string }).code, 'HBONE_NO_CERTIFICATE');
+  t.regex(error!.message, /spiffe:\/\/cluster.local\/ns\/shop\/sa\/client/);
+  t.is(dialed, 0);
+});
+
+test('a closed pool refuses new streams', async (t) => {
+  const echo = await startEcho();
+  const pair = await startPair();
+  t.teardown(async () => {
+    await pair.close();
+    await echo.close();
+  });
+  const stream = await pair.pool.open(pair.target(echo.address));
+  const closing = pair.pool.close();
+  await t.throwsAsync(pair.pool.open(pair.target(echo.address)), { code: 'HBONE_POOL_CLOSED' });
+  stream.end('last');
+  t.is((await readAll(stream)).toString(), 'last', 'a stream open at close still finishes');
+  await closing;
+  t.is(pair.pool.stats().connections, 0);
+});
