@@ -46,16 +46,28 @@ export const DEFAULT_STREAM_WINDOW_BYTES = 4 * 1024 * 1024;
 export const DEFAULT_CONNECTION_WINDOW_BYTES = 16 * 1024 * 1024;
 
 /**
- * Largest DATA frame we accept. 16 KiB is the protocol's floor; larger frames mean fewer frame headers and fewer
- * chunks handed to JavaScript per megabyte. 64 KiB matches one socket read and one TLS record batch.
+ * Largest DATA frame we accept (SETTINGS_MAX_FRAME_SIZE). 16 KiB is the protocol's floor; a peer that sends larger
+ * frames (ztunnel, nghttpx) spends fewer frame headers and callbacks per megabyte. Node's own sender still cuts
+ * 16 KiB frames whatever we allow (measured), so between two ambit peers this changes nothing.
  */
-export const DEFAULT_MAX_FRAME_SIZE = Number(process.env.HBONE_MFS ?? 65536);
+export const DEFAULT_MAX_FRAME_SIZE = 64 * 1024;
 
 /**
  * Node's per-session memory cap in MiB (its default is 10). A full 16 MiB connection window of queued data plus
  * header tables for 100 streams must fit, or Node refuses new streams with ENHANCE_YOUR_CALM.
  */
 export const DEFAULT_MAX_SESSION_MEMORY_MIB = 64;
+
+/**
+ * nghttp2's "rapid reset" defence (CVE-2023-44487) closes a server session once a client has reset streams
+ * faster than `rate` per second after a burst of `burst`; nghttp2's defaults are 1000 and 33/s. A pooled HBONE
+ * connection carries every tunnel between two workloads, and each application connection that is reset (or
+ * aborted) becomes one RST_STREAM: an app aborting 50 connections/s would lose the whole pool connection, every
+ * healthy tunnel on it included. Peers are authenticated mesh workloads; these values allow 1000 resets/s
+ * sustained, and still cut off a client resetting faster than a real application would.
+ */
+export const SERVER_STREAM_RESET_BURST = 10_000;
+export const SERVER_STREAM_RESET_RATE_PER_SECOND = 1000;
 
 /**
  * Streams the server lets one client keep open at once. Our client stops at 100 per connection; other clients

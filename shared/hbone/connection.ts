@@ -267,7 +267,11 @@ function awaitResponse(stream: http2.ClientHttp2Stream, target: HboneTarget, con
         resolve(stream);
         return;
       }
-      stream.close(NGHTTP2_NO_ERROR);
+      // End our side instead of sending RST_STREAM: the server already ended its side, so the stream closes
+      // cleanly. (nghttp2 servers rate-limit incoming RST_STREAM, the "rapid reset" defence: after a burst of
+      // 1000 at more than 33/s they kill the whole connection, so a storm of denials must not be a storm of resets.)
+      stream.resume();
+      stream.end();
       if (status === 401 || status === 403) reject(hboneErrors.denied(target.destination, target.proxy));
       else if (status === 503 || status === 502 || status === 504) reject(hboneErrors.refused(target.destination, target.proxy));
       else reject(hboneErrors.badStatus(target.destination, target.proxy, status));

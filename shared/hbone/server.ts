@@ -19,12 +19,14 @@ import {
   DEFAULT_DRAIN_DEADLINE_MS,
   DEFAULT_MAX_FRAME_SIZE,
   DEFAULT_MAX_SESSION_MEMORY_MIB,
+  SERVER_STREAM_RESET_BURST,
+  SERVER_STREAM_RESET_RATE_PER_SECOND,
   DEFAULT_SERVER_MAX_CONCURRENT_STREAMS,
   DEFAULT_STREAM_WINDOW_BYTES,
   DEFAULT_TARGET_CONNECT_TIMEOUT_MS,
 } from './config.ts';
 import { HboneError } from './errors.ts';
-import { splice } from './splice.ts';
+import { resetStream, splice } from './splice.ts';
 import { serverTlsOptions, verifyClient } from './tls.ts';
 import type { HboneDecision, HboneRequest, HboneServerOptions, HostPort } from './types.ts';
 
@@ -47,6 +49,8 @@ interface SessionState {
   remoteAddress: string;
 }
 
+const { NGHTTP2_CANCEL } = http2.constants;
+
 const allow: HboneDecision = { allow: true };
 
 function defaultTargetConnector(request: HboneRequest): net.Socket {
@@ -58,6 +62,7 @@ export class HboneServer {
   readonly #tlsServers = new WeakMap<WorkloadCertificate, tls.Server>();
   readonly #sessions = new Map<http2.ServerHttp2Session, SessionState>();
   readonly #sockets = new Set<net.Socket>();
+  readonly #streams = new Set<http2.ServerHttp2Stream>();
   readonly #listeners: net.Server[] = [];
   readonly #stats: ServerStats = {
     sessionsAccepted: 0,
@@ -83,6 +88,8 @@ export class HboneServer {
         maxConcurrentStreams: options.maxConcurrentStreams ?? DEFAULT_SERVER_MAX_CONCURRENT_STREAMS,
       },
       maxSessionMemory: DEFAULT_MAX_SESSION_MEMORY_MIB,
+      // Node 24 options, not yet in @types/node.
+      ...{ streamResetBurst: SERVER_STREAM_RESET_BURST, streamResetRate: SERVER_STREAM_RESET_RATE_PER_SECOND },
     };
   }
 
@@ -148,6 +155,8 @@ export class HboneServer {
       clearTimeout(deadline);
       this.#drained = undefined;
     }
+    // Past the deadline: reset what is left (RST_STREAM CANCEL, so neither end mistakes it for a clean end).
+    for (const stream of this.#streams) resetStream(stream, NGHTTP2_CANCEL);
     for (const session of this.#sessions.keys()) session.destroy();
     for (const socket of this.#sockets) socket.destroy();
     await Promise.all(listenersClosed);
@@ -223,6 +232,8 @@ export class HboneServer {
 
   async #onStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, state: SessionState): Promise<void> {
     stream.on('error', this.#onStreamError);
+    this.#streams.add(stream);
+    stream.once('close', () => this.#streams.delete(stream));
     if (headers[':method'] !== 'CONNECT') {
       this.#refuse(stream, 405);
       return;
@@ -279,7 +290,8 @@ export class HboneServer {
   /** Resolves true once `socket` is connected; false (socket destroyed) on error, timeout, or the stream going away. */
   #targetConnected(socket: net.Socket, stream: http2.ServerHttp2Stream): Promise<boolean> {
     if (socket.destroyed) return Promise.resolve(false);
-    if (!socket.connecting) return Promise.resolve(!stream.destroyed && !stream.closed);
+    // remoteAddress is set only once connected (a socket may also be handed back before connect() was called).
+    if (!socket.connecting && socket.remoteAddress !== undefined) return Promise.resolve(!stream.destroyed && !stream.closed);
     return new Promise((resolve) => {
       const timeoutMs = this.#options.connectTimeoutMs ?? DEFAULT_TARGET_CONNECT_TIMEOUT_MS;
       const done = (ok: boolean): void => {

@@ -7,9 +7,11 @@
  * Must not know about: TLS, pools, policy, which side of the tunnel it is on.
  *
  * Hot path: per chunk, one `write` and a length check; no closure or object is made per chunk (every handler is
- * allocated once per splice). Writes into the TCP socket are corked for the rest of the tick: HTTP/2 hands data
- * over in pieces cut at TLS record and frame boundaries (16375 + 9 bytes, ...), and corking turns a tick's pieces
- * into one writev syscall instead of one write each. A source is paused only when its destination holds more than
+ * allocated once per splice). Writes into the TCP socket are corked until the event loop's check phase
+ * (setImmediate): Node's HTTP/2 hands data to JavaScript one callback per piece, cut at TLS record and frame
+ * boundaries (16375 + 9 bytes, 8 KiB, ...), and corking turns one loop turn's pieces into one writev syscall
+ * (measured: 32768 write calls for 256 MiB became 1029 writev calls; no added latency, as the check phase
+ * follows the I/O phase in the same loop turn). A source is paused only when its destination holds more than
  * SPLICE_BUFFER_BYTES unsent (not at the 64 KiB high-water mark), so a steady flow never stops and restarts reading.
  */
 import http2 from 'node:http2';
@@ -123,7 +125,7 @@ class Splice {
     if (!this.#socketCorked) {
       this.#socketCorked = true;
       socket.cork();
-      process.nextTick(uncorkSocket, this);
+      setImmediate(uncorkSocket, this);
     }
     if (!socket.write(chunk) && socket.writableLength >= SPLICE_BUFFER_BYTES) this.#stream.pause();
   };
@@ -138,6 +140,8 @@ class Splice {
   };
 
   readonly #onStreamEnd = (): void => {
+    // Node also ends the readable side of a stream that was reset: that is no END_STREAM, and must not be a FIN.
+    if ((this.#stream.rstCode ?? NGHTTP2_NO_ERROR) !== NGHTTP2_NO_ERROR) return;
     if (!this.#socket.destroyed && !this.#socket.writableEnded) this.#socket.end();
   };
 

@@ -33,7 +33,10 @@ export interface HboneTarget {
 }
 
 export interface HboneClientOptions {
-  /** The certificate to present for a source identity (the caller's store; undefined when none is held yet). */
+  /**
+   * The certificate to present for a source identity (the caller's store; undefined when none is held yet).
+   * Return the same object for the same certificate: the TLS context is cached per object.
+   */
   certificateFor: (identity: SpiffeId) => WorkloadCertificate | undefined | Promise<WorkloadCertificate | undefined>;
   /** Trust domain peers must belong to. */
   trustDomain: string;
@@ -70,7 +73,10 @@ export interface HboneRequest {
 export type HboneDecision = { allow: true } | { allow: false; reason: string };
 
 export interface HboneServerOptions {
-  /** The certificate the server presents on a connection accepted by `socket` (e.g. the destination pod's). */
+  /**
+   * The certificate the server presents on a connection accepted by `socket` (e.g. the destination pod's).
+   * Return the same object for the same certificate: the TLS context is cached per object.
+   */
   certificateFor: (socket: net.Socket) => WorkloadCertificate | undefined;
   /** Trust roots and domain client certificates must chain to. */
   rootsPem: string[];
