@@ -19,6 +19,8 @@ export interface AgentConfig {
   cniSocket: string;
   /** Admin endpoint (config dump, log level), localhost only: it reveals the node's whole mesh view. */
   adminAddress: { host: string; port: number };
+  /** Prometheus `/metrics`, on every address: Prometheus scrapes the agent pod's IP. */
+  metricsAddress: { host: string; port: number };
   /** Readiness `/healthz/ready`: kubelet probes it on the pod IP. */
   readinessAddress: { host: string; port: number };
   /** Deliver inbound connections with the client's source IP (IP_TRANSPARENT), as ztunnel does. */
@@ -30,6 +32,7 @@ export interface AgentConfig {
 
 /** Istio's ports for the node proxy's own endpoints. */
 export const ADMIN_PORT = 15000;
+export const METRICS_PORT = 15020;
 export const READINESS_PORT = 15021;
 /** ztunnel's default drain deadline: long enough for short requests to finish, short enough for rolling updates. */
 export const DEFAULT_DRAIN_MS = 5000;
@@ -70,6 +73,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): AgentConfig
     localCaDir: required(env, 'AMBIT_LOCAL_CA_DIR', 'local mode signs workload certificates with a CA root kept in a directory'),
     cniSocket: env.AMBIT_CNI_SOCKET || DEFAULT_AGENT_SOCKET,
     adminAddress: { host: '127.0.0.1', port: port(env, 'AMBIT_ADMIN_PORT', ADMIN_PORT) },
+    metricsAddress: { host: env.AMBIT_METRICS_HOST || '0.0.0.0', port: port(env, 'AMBIT_METRICS_PORT', METRICS_PORT) },
     readinessAddress: { host: env.AMBIT_READINESS_HOST || '0.0.0.0', port: port(env, 'AMBIT_READINESS_PORT', READINESS_PORT) },
     preserveSourceIp: flag(env, 'AMBIT_PRESERVE_SOURCE_IP', true),
     drainMs,

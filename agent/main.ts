@@ -19,11 +19,15 @@ import { CaptureManager } from './inpod/capture-manager.ts';
 import type { PodInfo } from './inpod/pod-listeners.ts';
 import { InboundProxy } from './proxy/inbound.ts';
 import { OutboundProxy } from './proxy/outbound.ts';
-import { loggingReporter } from './proxy/report.ts';
 import { TrafficHandler } from './proxy/traffic-handler.ts';
 import { ClusterDirSource } from './state/cluster-dir-source.ts';
 import { MeshState } from './state/mesh-state.ts';
 import { workloadIdentity } from './state/workload.ts';
+import { startAdminServer } from './admin.ts';
+import { AccessLog } from './telemetry/access-log.ts';
+import { AgentMetrics } from './telemetry/metrics.ts';
+import { startMetricsServer } from './telemetry/metrics-server.ts';
+import { telemetryReporter } from './telemetry/reporter.ts';
 
 export interface RunningAgent {
   readonly config: AgentConfig;
@@ -41,7 +45,8 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
   const certificates = new CertificateManager(await LocalCaSource.open({ dir: config.localCaDir, trustDomain: config.trustDomain }), {
     onError: (identity, error) => log.error({ identity: identity.uri, err: error.message }, 'certificate fetch failed'),
   });
-  const report = loggingReporter(log);
+  const metrics = new AgentMetrics();
+  const report = telemetryReporter({ metrics, accessLog: new AccessLog(log), onError: (error) => log.error({ err: error.message }, 'telemetry failed') });
   const handler = new TrafficHandler({
     state,
     outbound: new OutboundProxy({ state, report }),
@@ -95,6 +100,17 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     },
   });
 
+  const admin = await startAdminServer(config.adminAddress, {
+    nodeName: config.nodeName,
+    state,
+    capturedPods: () => capture.capturedPods(),
+    listenerStats: (uid) => capture.listenerStats(uid),
+    certificates: () => certificates.store.all(),
+    config,
+    log,
+  });
+  const metricsServer = await startMetricsServer(config.metricsAddress, metrics);
+
   let ready = true;
   const readiness = http.createServer((request, response) => {
     const ok = request.url === '/healthz/ready' && ready;
@@ -102,7 +118,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
   });
   // SO_REUSEPORT: during a restart the new agent listens before the old one has closed.
   await new Promise<void>((resolve) => readiness.listen({ port: config.readinessAddress.port, host: config.readinessAddress.host, reusePort: true }, resolve));
-  log.info({ cniSocket: config.cniSocket, readiness: config.readinessAddress }, 'agent ready');
+  log.info({ cniSocket: config.cniSocket, readiness: config.readinessAddress, admin: config.adminAddress, metrics: config.metricsAddress }, 'agent ready');
 
   return {
     config,
@@ -117,6 +133,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
       await handler.close(config.drainMs);
       certificates.close();
       await new Promise((resolve) => readiness.close(resolve));
+      await Promise.all([admin.close(), metricsServer.close()]);
     },
   };
 }

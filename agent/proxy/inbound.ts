@@ -12,7 +12,7 @@ import type { CertificateManager } from '../identity/certificate-manager.ts';
 import type { SocketFactory } from '../inpod/socket-factory.ts';
 import type { MeshState } from '../state/mesh-state.ts';
 import { workloadIdentity, type Workload } from '../state/workload.ts';
-import type { ConnectionReporter } from './report.ts';
+import type { ConnectionRecord, ConnectionReporter } from './report.ts';
 import { spliceTcp } from './tcp-splice.ts';
 
 export interface InboundContext {
@@ -32,6 +32,8 @@ export class InboundProxy {
   readonly #report: ConnectionReporter;
   readonly #certificates: CertificateManager;
   readonly #trustDomain: string;
+  /** Tunnels delivered to an application, until the HBONE server reports their end. */
+  readonly #tunnels = new WeakMap<HboneRequest, ConnectionRecord>();
 
   constructor(options: { state: MeshState; report: ConnectionReporter; certificates: CertificateManager; trustDomain: string }) {
     this.#state = options.state;
@@ -56,20 +58,15 @@ export class InboundProxy {
         return { allow: true };
       },
       connect: (request) => this.#deliver(request, context),
-      onTunnel: (event) =>
-        this.#report.closed({
-          direction: 'inbound',
-          source: this.#state.workloadByIp(event.request.remoteAddress),
-          sourcePrincipal: event.request.peerIdentity.uri,
-          sourceAddress: event.request.remoteAddress,
-          destination: context.pod,
-          destinationAddress: event.request.target,
-          mtls: true,
-          bytesSent: event.bytesOut,
-          bytesReceived: event.bytesIn,
-          durationMs: event.durationMs,
-          ...(event.error ? { error: new Error(event.error) } : {}),
-        }),
+      onTunnel: (event) => {
+        const record = this.#tunnels.get(event.request) ?? this.#tunnelRecord(event.request, context.pod);
+        this.#tunnels.delete(event.request);
+        record.bytesSent = event.bytesOut;
+        record.bytesReceived = event.bytesIn;
+        record.durationMs = event.durationMs;
+        if (event.error) record.error = new Error(event.error);
+        this.#report.closed(record);
+      },
     });
   }
 
@@ -82,27 +79,55 @@ export class InboundProxy {
       port: originalDestination.port,
       ...(context.preserveSourceIp && sourceAddress ? { localAddress: sourceAddress, transparent: true } : {}),
     });
-    void spliceTcp(socket, upstream).then((result) =>
-      this.#report.closed({
-        direction: 'inbound',
-        source: this.#state.workloadByIp(sourceAddress),
-        sourceAddress,
-        destination: context.pod,
-        destinationAddress: originalDestination,
-        mtls: false,
-        bytesSent: result.bytesDown,
-        bytesReceived: result.bytesUp,
-        durationMs: performance.now() - started,
-        ...(result.error ? { error: result.error } : {}),
-      }),
-    );
+    const record: ConnectionRecord = {
+      direction: 'inbound', source: this.#state.workloadByIp(sourceAddress), sourceAddress, destination: context.pod, destinationAddress: originalDestination, mtls: false, bytesSent: 0, bytesReceived: 0, durationMs: 0,
+      liveBytes: () => ({ sent: socket.bytesWritten, received: socket.bytesRead }),
+    };
+    this.#report.opened(record);
+    void spliceTcp(socket, upstream).then((result) => {
+      record.bytesSent = result.bytesDown;
+      record.bytesReceived = result.bytesUp;
+      record.durationMs = performance.now() - started;
+      if (result.error) record.error = result.error;
+      this.#report.closed(record);
+    });
+  }
+
+  /** A tunnel's record, opened once the application accepted the delivery (what the HBONE server counts as opened). */
+  #tunnelRecord(request: HboneRequest, pod: Workload, socket?: net.Socket): ConnectionRecord {
+    const record: ConnectionRecord = {
+      direction: 'inbound', source: this.#state.workloadByIp(request.remoteAddress), sourcePrincipal: request.peerIdentity.uri, sourceAddress: request.remoteAddress, destination: pod, destinationAddress: request.target, mtls: true, bytesSent: 0, bytesReceived: 0, durationMs: 0,
+    };
+    if (socket) record.liveBytes = () => ({ sent: socket.bytesRead, received: socket.bytesWritten });
+    return record;
   }
 
   #deliver(request: HboneRequest, context: InboundContext): net.Socket {
-    return context.factory.connect({
+    const socket = context.factory.connect({
       host: request.target.host,
       port: request.target.port,
       ...(context.preserveSourceIp ? { localAddress: request.remoteAddress, transparent: true } : {}),
     });
+    const record = this.#tunnelRecord(request, context.pod, socket);
+    this.#tunnels.set(request, record);
+    const onConnect = (): void => {
+      socket.off('error', onFailed);
+      this.#report.opened(record);
+    };
+    // The application refused or was unreachable: the server answers 503 and reports no tunnel, so report it here.
+    const onFailed = (error: Error): void => {
+      socket.off('connect', onConnect);
+      this.#tunnels.delete(request);
+      record.error = error;
+      record.responseFlags = 'UF';
+      this.#report.closed(record);
+    };
+    if (socket.connecting) {
+      socket.once('connect', onConnect);
+      socket.once('error', onFailed);
+    } else {
+      this.#report.opened(record);
+    }
+    return socket;
   }
 }

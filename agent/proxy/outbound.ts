@@ -12,7 +12,7 @@ import type { SocketFactory } from '../inpod/socket-factory.ts';
 import type { MeshState } from '../state/mesh-state.ts';
 import { workloadIdentity, type Workload } from '../state/workload.ts';
 import { spliceTcp } from './tcp-splice.ts';
-import type { ConnectionReporter } from './report.ts';
+import type { ConnectionRecord, ConnectionReporter } from './report.ts';
 
 /** Port every captured pod's agent listener terminates HBONE on. */
 export const HBONE_PORT = 15008;
@@ -47,6 +47,18 @@ export class OutboundProxy {
 
   #viaHbone(socket: net.Socket, originalDestination: HostPort, destination: Workload, context: OutboundContext, started: number): void {
     const bytesBefore = { read: socket.bytesRead, written: socket.bytesWritten };
+    const record: ConnectionRecord = {
+      direction: 'outbound', source: context.source, sourceAddress: socket.remoteAddress, destination, destinationAddress: originalDestination, mtls: true, bytesSent: 0, bytesReceived: 0, durationMs: 0,
+      liveBytes: () => ({ sent: socket.bytesRead - bytesBefore.read, received: socket.bytesWritten - bytesBefore.written }),
+    };
+    this.#report.opened(record);
+    const finish = (error?: Error): void => {
+      record.bytesSent = socket.bytesRead - bytesBefore.read;
+      record.bytesReceived = socket.bytesWritten - bytesBefore.written;
+      record.durationMs = performance.now() - started;
+      if (error) record.error = error;
+      this.#report.closed(record);
+    };
     context.pool
       .tunnel(
         {
@@ -58,18 +70,27 @@ export class OutboundProxy {
         socket,
       )
       .then(
-        () => this.#report.closed({ direction: 'outbound', source: context.source, destination, destinationAddress: originalDestination, mtls: true, bytesSent: socket.bytesRead - bytesBefore.read, bytesReceived: socket.bytesWritten - bytesBefore.written, durationMs: performance.now() - started }),
+        () => finish(),
         (error: Error) => {
           if (!socket.destroyed) socket.resetAndDestroy();
-          this.#report.closed({ direction: 'outbound', source: context.source, destination, destinationAddress: originalDestination, mtls: true, bytesSent: socket.bytesRead - bytesBefore.read, bytesReceived: socket.bytesWritten - bytesBefore.written, durationMs: performance.now() - started, error });
+          finish(error);
         },
       );
   }
 
   #passthrough(socket: net.Socket, originalDestination: HostPort, destination: Workload | undefined, context: OutboundContext, started: number): void {
     const upstream = context.factory.connect({ host: originalDestination.host, port: originalDestination.port });
-    void spliceTcp(socket, upstream).then((result) =>
-      this.#report.closed({ direction: 'outbound', source: context.source, destination, destinationAddress: originalDestination, mtls: false, bytesSent: result.bytesUp, bytesReceived: result.bytesDown, durationMs: performance.now() - started, ...(result.error ? { error: result.error } : {}) }),
-    );
+    const record: ConnectionRecord = {
+      direction: 'outbound', source: context.source, sourceAddress: socket.remoteAddress, destination, destinationAddress: originalDestination, mtls: false, bytesSent: 0, bytesReceived: 0, durationMs: 0,
+      liveBytes: () => ({ sent: socket.bytesRead, received: socket.bytesWritten }),
+    };
+    this.#report.opened(record);
+    void spliceTcp(socket, upstream).then((result) => {
+      record.bytesSent = result.bytesUp;
+      record.bytesReceived = result.bytesDown;
+      record.durationMs = performance.now() - started;
+      if (result.error) record.error = result.error;
+      this.#report.closed(record);
+    });
   }
 }

@@ -1,12 +1,26 @@
 /**
- * What the proxy tells telemetry about each connection when it ends. Metrics and access logs (a later step)
- * implement ConnectionReporter; the proxy only calls it.
+ * What the proxy tells telemetry about each connection: once when it opens, once when it ends. Metrics and
+ * access logs (agent/telemetry/) implement ConnectionReporter; the proxy only calls it.
  *
- * Owns: the shape of a finished connection's record.
- * Must not know about: metric names, log formats.
+ * Owns: the shape of a connection's record and the contract of the two calls.
+ * Must not know about: metric names, label rules, log formats.
  */
 import type { HostPort } from '../../shared/hbone/index.ts';
 import type { Workload } from '../state/workload.ts';
+
+/** Bytes moved so far, with the same meaning as ConnectionRecord's bytesSent/bytesReceived. */
+export interface ByteCounts {
+  sent: number;
+  received: number;
+}
+
+/** The service a client addressed (Istio's destination_service labels), when the proxy knows it. */
+export interface ServiceRef {
+  /** e.g. `reviews.default.svc.cluster.local` */
+  hostname: string;
+  name: string;
+  namespace: string;
+}
 
 export interface ConnectionRecord {
   direction: 'outbound' | 'inbound';
@@ -16,20 +30,37 @@ export interface ConnectionRecord {
   sourceAddress?: string;
   destination?: Workload | undefined;
   destinationAddress: HostPort;
+  destinationService?: ServiceRef | undefined;
   mtls: boolean;
+  /** Bytes the agent sent towards the remote peer: the destination for outbound, the source for inbound. */
   bytesSent: number;
+  /** Bytes the agent received from the remote peer. */
   bytesReceived: number;
   durationMs: number;
   error?: Error;
+  /** Envoy-style response flag (UF, UAEX, ...); derived from `error` when absent. */
+  responseFlags?: string;
+  /**
+   * Reads the live byte counts (socket.bytesRead/bytesWritten), so counters move while a long connection is
+   * open. Telemetry calls it when metrics are scraped, never per chunk; it must be cheap and never throw.
+   */
+  liveBytes?: () => ByteCounts;
 }
 
 export interface ConnectionReporter {
+  /**
+   * A connection was accepted and its path chosen. Pass the same record object to `closed` when it ends
+   * (fill in bytes, duration, error on it): telemetry matches the two calls by object identity.
+   */
+  opened(record: ConnectionRecord): void;
+  /** The connection ended; call exactly once. A record never `opened` counts as opened and closed at once. */
   closed(record: ConnectionRecord): void;
 }
 
-/** Writes one line per finished connection through `log` (pino-compatible). */
+/** Writes one line per finished connection through `log` (pino-compatible); kept for tools without telemetry. */
 export function loggingReporter(log: { info: (object: object, message: string) => void }): ConnectionReporter {
   return {
+    opened() {},
     closed(record) {
       log.info(
         {

@@ -1,0 +1,165 @@
+/**
+ * The agent's admin endpoint, on localhost only (it reveals the node's whole mesh view):
+ *   GET  /config_dump          workloads, services, policies, captured pods, certificates (never keys), config
+ *   GET  /logging              the current log level;  GET|POST /logging?level=debug  changes it at runtime
+ *   GET  /healthz              200 while the agent runs
+ * `ambitctl workloads | certs | config-dump` read it.
+ *
+ * Owns: the admin HTTP server, the config dump's JSON shape, and the log level switch.
+ * Must not know about: how any part it shows works; each is handed in as a narrow read-only getter.
+ */
+import http from 'node:http';
+import { X509Certificate } from 'node:crypto';
+import type { WorkloadCertificate } from '../shared/identity/index.ts';
+import type { MeshState } from './state/mesh-state.ts';
+import { workloadIdentity } from './state/workload.ts';
+import { closeHttpServer, listenReusePort, type RunningHttpServer } from './http-listen.ts';
+
+/** pino's levels, most to least verbose, plus `silent`. */
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+
+export interface CapturedPodView {
+  uid: string;
+  name: string;
+  namespace: string;
+  netns: string;
+  ips: readonly string[];
+}
+
+export interface AdminSources {
+  nodeName: string;
+  state: Pick<MeshState, 'workloads'>;
+  /** The pods captured on this node, and their listener counters. */
+  capturedPods?: () => CapturedPodView[];
+  listenerStats?: (uid: string) => object | undefined;
+  /** Every certificate held, valid or not (the identity library's store). */
+  certificates?: () => WorkloadCertificate[];
+  /** Fed by the policy engine and xDS when they exist. */
+  policies?: () => unknown[];
+  services?: () => unknown[];
+  /** The agent's settings, shown as they are (must hold no secrets). */
+  config?: object;
+  /** The logger whose level /logging reads and changes (pino: setting `level` takes effect at once). */
+  log: { level: string };
+}
+
+export interface CertificateView {
+  identity: string;
+  state: 'Available' | 'Expired' | 'NotYetValid';
+  serial: string;
+  notBefore: string;
+  notAfter: string;
+  /** Seconds until notAfter (negative once expired). */
+  expiresInSeconds: number;
+  /** Intermediates between the leaf and the root. */
+  chainLength: number;
+  issuer: string;
+}
+
+export interface ConfigDump {
+  node: string;
+  generatedAt: string;
+  workloads: object[];
+  services: unknown[];
+  policies: unknown[];
+  capturedPods: object[];
+  certificates: CertificateView[];
+  config: object;
+}
+
+const parsedCertificates = new WeakMap<WorkloadCertificate, X509Certificate>();
+
+export function certificateView(certificate: WorkloadCertificate, now: number = Date.now()): CertificateView {
+  let x509 = parsedCertificates.get(certificate);
+  if (!x509) {
+    x509 = new X509Certificate(certificate.certPem);
+    parsedCertificates.set(certificate, x509);
+  }
+  const notBefore = certificate.notBefore.getTime();
+  const notAfter = certificate.notAfter.getTime();
+  return {
+    identity: certificate.identity.uri,
+    state: now >= notAfter ? 'Expired' : now < notBefore ? 'NotYetValid' : 'Available',
+    serial: x509.serialNumber,
+    notBefore: certificate.notBefore.toISOString(),
+    notAfter: certificate.notAfter.toISOString(),
+    expiresInSeconds: Math.floor((notAfter - now) / 1000),
+    chainLength: certificate.chainPem.length,
+    issuer: x509.issuer.replace(/\n/g, ', '),
+  };
+}
+
+export function configDump(sources: AdminSources): ConfigDump {
+  const workloads = sources.state
+    .workloads()
+    .map((workload) => ({ ...workload, identity: workloadIdentity(workload).uri }))
+    .sort((a, b) => `${a.namespace}/${a.name}`.localeCompare(`${b.namespace}/${b.name}`));
+  const capturedPods = (sources.capturedPods?.() ?? []).map((pod) => ({
+    uid: pod.uid,
+    name: pod.name,
+    namespace: pod.namespace,
+    netns: pod.netns,
+    ips: [...pod.ips],
+    listeners: sources.listenerStats?.(pod.uid),
+  }));
+  return {
+    node: sources.nodeName,
+    generatedAt: new Date().toISOString(),
+    workloads,
+    services: sources.services?.() ?? [],
+    policies: sources.policies?.() ?? [],
+    capturedPods,
+    certificates: (sources.certificates?.() ?? []).map((certificate) => certificateView(certificate)).sort((a, b) => a.identity.localeCompare(b.identity)),
+    config: sources.config ?? {},
+  };
+}
+
+function sendJson(response: http.ServerResponse, status: number, body: unknown): void {
+  const text = `${JSON.stringify(body, null, 2)}\n`;
+  response.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) }).end(text);
+}
+
+export function createAdminServer(sources: AdminSources): http.Server {
+  return http.createServer((request, response) => {
+    const url = new URL(request.url ?? '/', 'http://admin');
+    const method = request.method ?? 'GET';
+    if (method !== 'GET' && method !== 'POST') {
+      sendJson(response, 405, { error: `${method} is not supported: use GET (or POST for /logging)` });
+      return;
+    }
+    switch (url.pathname) {
+      case '/healthz':
+        response.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
+        return;
+      case '/config_dump':
+        sendJson(response, 200, configDump(sources));
+        return;
+      case '/logging': {
+        const level = url.searchParams.get('level');
+        if (level === null) {
+          sendJson(response, 200, { level: sources.log.level });
+          return;
+        }
+        if (!(LOG_LEVELS as readonly string[]).includes(level)) {
+          sendJson(response, 400, { error: `unknown log level "${level}": use one of ${LOG_LEVELS.join(', ')}`, level: sources.log.level });
+          return;
+        }
+        const previous = sources.log.level;
+        sources.log.level = level;
+        sendJson(response, 200, { level, previous });
+        return;
+      }
+      case '/':
+        sendJson(response, 200, { endpoints: ['/config_dump', '/logging[?level=debug]', '/healthz'] });
+        return;
+      default:
+        sendJson(response, 404, { error: `no admin endpoint ${url.pathname}: try /config_dump, /logging or /healthz` });
+    }
+  });
+}
+
+export async function startAdminServer(address: { host: string; port: number }, sources: AdminSources): Promise<RunningHttpServer> {
+  const server = createAdminServer(sources);
+  const bound = await listenReusePort(server, address);
+  return { address: bound, close: () => closeHttpServer(server) };
+}

@@ -1,0 +1,51 @@
+/**
+ * An agent admin endpoint running in-process over a small fake node (workloads, captured pods, certificates),
+ * for the admin and ambitctl tests. Test helper only: never imported by production code.
+ */
+import { startAdminServer, type AdminSources } from '../../agent/admin.ts';
+import type { RunningHttpServer } from '../../agent/http-listen.ts';
+import { MeshState } from '../../agent/state/mesh-state.ts';
+import type { Workload } from '../../agent/state/workload.ts';
+import { CertificateAuthority, spiffeId, type WorkloadCertificate } from '../../shared/identity/index.ts';
+import { captureLog, type CapturedLog } from './log-capture.ts';
+
+export function fakeWorkload(name: string, namespace: string, ip: string, extra: Partial<Workload> = {}): Workload {
+  return {
+    uid: `${namespace}-${name}-uid`, name, namespace, serviceAccount: name, trustDomain: 'cluster.local', node: 'node-1', addresses: [ip],
+    tunnelProtocol: 'HBONE', captureReason: 'namespace shop is labelled', canonicalName: name, canonicalRevision: 'latest', workloadName: name, netns: `/var/run/netns/${name}`,
+    ...extra,
+  };
+}
+
+export interface AdminFixture {
+  url: string;
+  server: RunningHttpServer;
+  sources: AdminSources;
+  certificates: WorkloadCertificate[];
+  captured: CapturedLog;
+}
+
+export async function startAdminFixture(): Promise<AdminFixture> {
+  const state = new MeshState();
+  state.upsert(fakeWorkload('web', 'shop', '10.1.1.5'));
+  state.upsert(fakeWorkload('db', 'shop', '10.1.1.6'));
+  state.upsert(fakeWorkload('legacy', 'old', '10.1.2.7', { tunnelProtocol: 'NONE', captureReason: 'namespace old is not enrolled' }));
+  const ca = await CertificateAuthority.createRoot({ trustDomain: 'cluster.local' });
+  const certificates = [
+    await ca.issueWorkloadCertificate(spiffeId('cluster.local', 'shop', 'web'), 60 * 60 * 1000),
+    await ca.issueWorkloadCertificate(spiffeId('cluster.local', 'shop', 'db'), 2 * 60 * 60 * 1000),
+  ];
+  const captured = captureLog('info');
+  const sources: AdminSources = {
+    nodeName: 'node-1',
+    state,
+    capturedPods: () => [{ uid: 'shop-web-uid', name: 'web', namespace: 'shop', netns: '/var/run/netns/web', ips: ['10.1.1.5'] }],
+    listenerStats: () => ({ accepted: 4, refused: 0, handlerErrors: 0 }),
+    certificates: () => certificates,
+    policies: () => [{ name: 'allow-web', namespace: 'shop', action: 'ALLOW' }],
+    config: { nodeName: 'node-1', trustDomain: 'cluster.local' },
+    log: captured.log,
+  };
+  const server = await startAdminServer({ host: '127.0.0.1', port: 0 }, sources);
+  return { url: `http://127.0.0.1:${server.address.port}`, server, sources, certificates, captured };
+}
