@@ -1,0 +1,8 @@
+/**
+ * Every benchmark suite, in the order `make bench` runs them. A new suite (issue 3's captured path, later
+ * waypoints) is one file in this folder and one line here.
+ */
+import type { Suite } from '../lib/suite.ts';
+import { hboneSuite } from './hbone.ts';
+
+export const SUITES: readonly Suite[] = [hboneSuite];
