@@ -1,0 +1,166 @@
+/**
+ * `ambitctl authz check <source pod> <destination pod> <port>`: would this connection be allowed, and which
+ * policy (or the absence of one) decides it, in words. Reads the same YAML the control plane reads in local
+ * mode (`--cluster-dir`, or AMBIT_CLUSTER_DIR): Pods, Namespaces, AuthorizationPolicy and PeerAuthentication.
+ *
+ * Owns: turning two pods and a port into the connection the destination agent would see (the source's SPIFFE
+ * identity when the source is in the mesh, plaintext otherwise), gathering the policies in scope for the
+ * destination (PeerAuthentication included), and printing shared/policy's explanation.
+ * Must not know about: how policies match (shared/policy/evaluate.ts decides, exactly as the agent does).
+ */
+import { readClusterDir, type ClusterSnapshot } from '../shared/k8s/cluster-dir.ts';
+import { captureDecision } from '../shared/k8s/enrollment.ts';
+import { isPod, podNamespace, type PodObject } from '../shared/k8s/objects.ts';
+import { DEFAULT_TRUST_DOMAIN } from '../shared/identity/index.ts';
+import {
+  compileAuthorizationPolicy,
+  DEFAULT_ROOT_NAMESPACE,
+  explain,
+  peerAuthenticationToAuthorization,
+  policiesForWorkload,
+  validatePolicy,
+  type Authorization,
+  type Explanation,
+  type PeerAuthenticationObject,
+} from '../shared/policy/index.ts';
+import { AmbitctlError } from './admin-client.ts';
+import type { Command, CommandContext } from './command.ts';
+import { renderDocument } from './output.ts';
+
+const USAGE = 'ambitctl authz check <source pod> <destination pod> <port> [--cluster-dir DIR] [-n NAMESPACE] [-o table|json|yaml]';
+
+interface PodView {
+  namespace: string;
+  name: string;
+  ip: string;
+  serviceAccount: string;
+  inMesh: boolean;
+  captureReason: string;
+  principal?: string;
+}
+
+export interface AuthzCheckResult {
+  source: PodView;
+  destination: PodView;
+  port: number;
+  allowed: boolean;
+  /** `namespace/name` of the deciding policy, absent when none decided. */
+  decidingPolicy?: string;
+  reason: string;
+  lines: string[];
+  explanation?: Explanation;
+  /** Policies the control plane would reject (and so are not in force), and compile warnings. */
+  problems: string[];
+}
+
+function podRef(text: string, defaultNamespace: string): { namespace: string; name: string } {
+  const slash = text.indexOf('/');
+  return slash === -1 ? { namespace: defaultNamespace, name: text } : { namespace: text.slice(0, slash), name: text.slice(slash + 1) };
+}
+
+function podView(snapshot: ClusterSnapshot, text: string, defaultNamespace: string, trustDomain: string, dir: string): { view: PodView; pod: PodObject } {
+  const ref = podRef(text, defaultNamespace);
+  const pod = snapshot.findPod(ref.namespace, ref.name);
+  if (!pod) {
+    const known = snapshot.objects.filter(isPod).map((candidate) => `${podNamespace(candidate)}/${candidate.metadata.name}`);
+    throw new AmbitctlError('USAGE', `no pod ${ref.namespace}/${ref.name} in the cluster directory ${dir}${known.length ? ` (pods: ${known.slice(0, 10).join(', ')}${known.length > 10 ? ', ...' : ''})` : ''}`);
+  }
+  const namespace = podNamespace(pod);
+  const decision = captureDecision(pod, snapshot.findNamespace(namespace));
+  const serviceAccount = pod.spec?.serviceAccountName || 'default';
+  const ip = pod.status?.podIPs?.[0]?.ip ?? pod.status?.podIP ?? '';
+  const view: PodView = { namespace, name: pod.metadata.name, ip, serviceAccount, inMesh: decision.capture, captureReason: decision.reason };
+  if (decision.capture) view.principal = `spiffe://${trustDomain}/ns/${namespace}/sa/${serviceAccount}`;
+  return { view, pod };
+}
+
+/** Decides one connection from the cluster directory's objects. */
+export function authzCheck(snapshot: ClusterSnapshot, request: { source: string; destination: string; port: number; namespace: string; rootNamespace: string; trustDomain: string; dir: string }): AuthzCheckResult {
+  const source = podView(snapshot, request.source, request.namespace, request.trustDomain, request.dir);
+  const destination = podView(snapshot, request.destination, request.namespace, request.trustDomain, request.dir);
+  const problems: string[] = [];
+  const base = { source: source.view, destination: destination.view, port: request.port, problems };
+  if (!destination.view.inMesh) {
+    const reason = `the destination pod is not in the mesh (${destination.view.captureReason}): no agent sees its traffic, so no L4 policy applies and the connection is allowed`;
+    return { ...base, allowed: true, reason, lines: [`ALLOWED: ${reason}`] };
+  }
+  const authorizations: Authorization[] = [];
+  const peerAuthentications: PeerAuthenticationObject[] = [];
+  for (const object of snapshot.objects) {
+    if (object.kind !== 'AuthorizationPolicy' && object.kind !== 'PeerAuthentication') continue;
+    const name = `${object.kind} ${object.metadata?.namespace ?? 'default'}/${object.metadata?.name ?? '?'}`;
+    const validated = validatePolicy(object);
+    if (!validated.ok) {
+      problems.push(`${validated.error.message.startsWith(object.kind) ? '' : `${name}: `}${validated.error.message} (so it is not in force)`);
+      continue;
+    }
+    if (validated.kind === 'PeerAuthentication') {
+      peerAuthentications.push(validated.object);
+      continue;
+    }
+    const compiled = compileAuthorizationPolicy(validated.object, { rootNamespace: request.rootNamespace });
+    for (const warning of compiled.warnings) problems.push(`${name}: ${warning}`);
+    if (compiled.authorization) authorizations.push(compiled.authorization);
+  }
+  const labels = destination.pod.metadata.labels ?? {};
+  const inScope = [
+    ...peerAuthenticationToAuthorization({ namespace: destination.view.namespace, labels }, peerAuthentications, request.rootNamespace),
+    ...policiesForWorkload(labels, destination.view.namespace, request.rootNamespace, authorizations),
+  ];
+  const explanation = explain(
+    { ...(source.view.principal ? { sourcePrincipal: source.view.principal } : {}), sourceIp: source.view.ip, destinationIp: destination.view.ip, destinationPort: request.port },
+    inScope,
+  );
+  const result: AuthzCheckResult = { ...base, allowed: explanation.decision.allowed, reason: explanation.decision.reason, lines: explanation.lines, explanation };
+  if (explanation.decision.decidingPolicy) result.decidingPolicy = explanation.decision.decidingPolicy;
+  return result;
+}
+
+function describe(pod: PodView): string {
+  const identity = pod.principal ? `identity ${pod.principal}` : `not in the mesh (${pod.captureReason}): plaintext, no identity`;
+  return `${pod.namespace}/${pod.name} (${pod.ip || 'no IP yet'}, ${identity})`;
+}
+
+export const authzCommand: Command = {
+  name: 'authz',
+  usage: USAGE,
+  summary: 'authz check SRC DST PORT: would the connection be allowed, and which policy decides',
+  async run(context: CommandContext) {
+    const [verb, source, destination, portText, ...extra] = context.args;
+    if (verb !== 'check' || source === undefined || destination === undefined || portText === undefined || extra.length > 0) {
+      throw new AmbitctlError('USAGE', `usage: ${USAGE}`);
+    }
+    const port = Number(portText);
+    if (!Number.isInteger(port) || port < 1 || port > 65535) throw new AmbitctlError('USAGE', `port ${portText} is not a port number (1-65535)`);
+    const dir = context.clusterDir;
+    if (!dir) throw new AmbitctlError('USAGE', 'authz check reads the cluster directory the control plane reads: pass --cluster-dir DIR (or set AMBIT_CLUSTER_DIR)');
+    let snapshot: ClusterSnapshot;
+    try {
+      snapshot = await readClusterDir(dir);
+    } catch (error) {
+      throw new AmbitctlError('USAGE', `cannot read the cluster directory ${dir}: ${(error as Error).message}`);
+    }
+    const result = authzCheck(snapshot, {
+      source,
+      destination,
+      port,
+      namespace: context.namespace ?? 'default',
+      rootNamespace: context.rootNamespace ?? DEFAULT_ROOT_NAMESPACE,
+      trustDomain: context.trustDomain ?? DEFAULT_TRUST_DOMAIN,
+      dir,
+    });
+    if (context.output !== 'table') {
+      context.write(renderDocument(result, context.output));
+      return;
+    }
+    const out = [
+      `from ${describe(result.source)}`,
+      `to   ${describe(result.destination)} port ${result.port}`,
+      '',
+      ...result.lines,
+      ...(result.problems.length ? ['', 'policies not (fully) in force:', ...result.problems.map((problem) => `  ${problem}`)] : []),
+      '',
+    ];
+    context.write(out.join('\n'));
+  },
+};

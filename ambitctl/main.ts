@@ -1,0 +1,115 @@
+/**
+ * ambitctl: the operator's command line for an ambit mesh.
+ *
+ *   ambitctl workloads   [-n NS] [-o table|json|yaml] [--admin URL | --node NETNS]
+ *   ambitctl certs       [-n NS] [-o table|json|yaml] [--admin URL | --node NETNS]
+ *   ambitctl config-dump [-n NS] [-o table|json|yaml] [--admin URL | --node NETNS]
+ *   ambitctl authz check <source pod> <destination pod> <port> [--cluster-dir DIR] [-n NS] [-o ...]
+ *
+ * Owns: argument parsing, dispatch to one file per command, exit codes (0 ok, 1 failed, 2 usage).
+ * Must not know about: what a command does (its own file) or how the agent is reached (admin-client.ts).
+ */
+import { parseArgs } from 'node:util';
+import { AmbitctlError, DEFAULT_ADMIN_URL, type AdminTarget } from './admin-client.ts';
+import type { Command } from './command.ts';
+import { authzCommand } from './authz-check.ts';
+import { certsCommand } from './certs.ts';
+import { configDumpCommand } from './config-dump.ts';
+import { OUTPUT_FORMATS, type OutputFormat } from './output.ts';
+import { workloadsCommand } from './workloads.ts';
+
+export const COMMANDS: readonly Command[] = [workloadsCommand, certsCommand, configDumpCommand, authzCommand];
+
+export interface Io {
+  stdout: (text: string) => void;
+  stderr: (text: string) => void;
+}
+
+function usage(): string {
+  const width = Math.max(...COMMANDS.map((command) => command.name.length));
+  return [
+    'usage: ambitctl <command> [options]',
+    '',
+    'commands:',
+    ...COMMANDS.map((command) => `  ${command.name.padEnd(width)}   ${command.summary}`),
+    '',
+    'options:',
+    `  --admin URL        the agent's admin endpoint (default ${DEFAULT_ADMIN_URL}, or AMBIT_ADMIN_URL)`,
+    '  --node NETNS       reach the agent inside this network namespace (a local-runtime node; needs root)',
+    '  -o, --output FMT   table (default), json or yaml',
+    '  -n, --namespace NS only objects of this namespace (authz check: the pods\' namespace when not ns/name)',
+    '  --cluster-dir DIR  authz check: the cluster directory the control plane reads (or AMBIT_CLUSTER_DIR)',
+    '  --root-namespace NS, --trust-domain TD   mesh settings for authz check (istio-system, cluster.local)',
+    '  -h, --help         this help',
+    '',
+  ].join('\n');
+}
+
+/** Runs one ambitctl invocation; resolves with the exit code. */
+export async function runAmbitctl(argv: readonly string[], io: Io, env: NodeJS.ProcessEnv = process.env): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: [...argv],
+      allowPositionals: true,
+      options: {
+        admin: { type: 'string' },
+        node: { type: 'string' },
+        output: { type: 'string', short: 'o', default: 'table' },
+        namespace: { type: 'string', short: 'n' },
+        'cluster-dir': { type: 'string' },
+        'root-namespace': { type: 'string' },
+        'trust-domain': { type: 'string' },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+    });
+  } catch (error) {
+    io.stderr(`ambitctl: ${(error as Error).message}\n\n${usage()}`);
+    return 2;
+  }
+  const { values, positionals } = parsed;
+  const [name, ...args] = positionals;
+  if (values.help || name === undefined || name === 'help') {
+    (values.help || name === 'help' ? io.stdout : io.stderr)(usage());
+    return values.help || name === 'help' ? 0 : 2;
+  }
+  const command = COMMANDS.find((candidate) => candidate.name === name);
+  if (!command) {
+    io.stderr(`ambitctl: unknown command "${name}"\n\n${usage()}`);
+    return 2;
+  }
+  if (!(OUTPUT_FORMATS as readonly string[]).includes(values.output)) {
+    io.stderr(`ambitctl: unknown output format "${values.output}": use ${OUTPUT_FORMATS.join(', ')}\n`);
+    return 2;
+  }
+  const target: AdminTarget = { url: values.admin ?? env.AMBIT_ADMIN_URL ?? DEFAULT_ADMIN_URL };
+  if (values.node !== undefined) target.netns = values.node;
+  try {
+    await command.run({
+      target,
+      output: values.output as OutputFormat,
+      namespace: values.namespace,
+      clusterDir: values['cluster-dir'] ?? env.AMBIT_CLUSTER_DIR,
+      rootNamespace: values['root-namespace'],
+      trustDomain: values['trust-domain'],
+      args,
+      write: io.stdout,
+    });
+    return 0;
+  } catch (error) {
+    if (error instanceof AmbitctlError) {
+      io.stderr(`ambitctl ${command.name}: ${error.message}\n`);
+      return error.code === 'USAGE' ? 2 : 1;
+    }
+    io.stderr(`ambitctl ${command.name}: ${(error as Error).stack ?? String(error)}\n`);
+    return 1;
+  }
+}
+
+if (import.meta.main) {
+  const code = await runAmbitctl(process.argv.slice(2), {
+    stdout: (text) => process.stdout.write(text),
+    stderr: (text) => process.stderr.write(text),
+  });
+  process.exitCode = code;
+}
