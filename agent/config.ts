@@ -11,7 +11,12 @@ export interface AgentConfig {
   /** This node's name: the agent captures only pods scheduled here. */
   nodeName: string;
   trustDomain: string;
-  /** Local mode: the cluster directory (Pods, Namespaces) the agent reads its workloads from. */
+  /**
+   * Where workloads, policies and certificates come from: the control plane (delta xDS + CA service, as in a
+   * cluster) or, without one, a cluster directory and a CA root on disk.
+   */
+  controlPlane?: ControlPlaneConfig;
+  /** Local mode: the cluster directory (Pods, Namespaces, policies) the agent reads. */
   clusterDir: string;
   /** Local mode: directory with the CA root (root-cert.pem, ca-key.pem) used to sign workload certificates. */
   localCaDir: string;
@@ -28,6 +33,17 @@ export interface AgentConfig {
   /** How long open connections may finish at shutdown before they are cut (ztunnel: 5 s default termination grace). */
   drainMs: number;
   logLevel: string;
+}
+
+export interface ControlPlaneConfig {
+  /** `host:port` of the xDS server (Istio: istiod:15012). */
+  xdsAddress: string;
+  /** `host:port` of the CA service; the xDS address by default (one gRPC port, as istiod). */
+  caAddress: string;
+  /** The mesh root (`root-cert.pem`, as published in ConfigMap istio-ca-root-cert). */
+  rootCertFile: string;
+  /** The node's bearer token (a projected service account token in Kubernetes, a bootstrap token locally). */
+  tokenFile: string;
 }
 
 /** Istio's ports for the node proxy's own endpoints. */
@@ -66,11 +82,21 @@ function flag(env: NodeJS.ProcessEnv, name: string, fallback: boolean): boolean 
 export function configFromEnv(env: NodeJS.ProcessEnv = process.env): AgentConfig {
   const drainMs = Number(env.AMBIT_DRAIN_MS ?? DEFAULT_DRAIN_MS);
   if (!Number.isFinite(drainMs) || drainMs < 0) throw new ConfigError(`AMBIT_DRAIN_MS=${env.AMBIT_DRAIN_MS} must be a non-negative number of milliseconds`);
+  const xdsAddress = env.AMBIT_XDS_ADDRESS;
+  const controlPlane: ControlPlaneConfig | undefined = xdsAddress
+    ? {
+        xdsAddress,
+        caAddress: env.AMBIT_CA_ADDRESS || xdsAddress,
+        rootCertFile: required(env, 'AMBIT_ROOT_CERT_FILE', 'the agent verifies the control plane against the mesh root (root-cert.pem)'),
+        tokenFile: required(env, 'AMBIT_TOKEN_FILE', 'the control plane authenticates the agent with a bearer token'),
+      }
+    : undefined;
   return {
     nodeName: required(env, 'AMBIT_NODE_NAME', 'the agent must know which node it runs on (the DaemonSet sets it from spec.nodeName)'),
     trustDomain: env.AMBIT_TRUST_DOMAIN || DEFAULT_TRUST_DOMAIN,
-    clusterDir: required(env, 'AMBIT_CLUSTER_DIR', 'local mode reads Pods and Namespaces from a cluster directory'),
-    localCaDir: required(env, 'AMBIT_LOCAL_CA_DIR', 'local mode signs workload certificates with a CA root kept in a directory'),
+    ...(controlPlane ? { controlPlane } : {}),
+    clusterDir: controlPlane ? (env.AMBIT_CLUSTER_DIR ?? '') : required(env, 'AMBIT_CLUSTER_DIR', 'without AMBIT_XDS_ADDRESS (a control plane), local mode reads Pods and Namespaces from a cluster directory'),
+    localCaDir: controlPlane ? '' : required(env, 'AMBIT_LOCAL_CA_DIR', 'without AMBIT_XDS_ADDRESS (a control plane), local mode signs workload certificates with a CA root kept in a directory'),
     cniSocket: env.AMBIT_CNI_SOCKET || DEFAULT_AGENT_SOCKET,
     adminAddress: { host: '127.0.0.1', port: port(env, 'AMBIT_ADMIN_PORT', ADMIN_PORT) },
     metricsAddress: { host: env.AMBIT_METRICS_HOST || '0.0.0.0', port: port(env, 'AMBIT_METRICS_PORT', METRICS_PORT) },

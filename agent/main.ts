@@ -14,16 +14,18 @@ import { configFromEnv, type AgentConfig } from './config.ts';
 import { CapturedPodsFile } from './captured-pods-file.ts';
 import { startCniServer } from './cni-server.ts';
 import { CertificateManager } from './identity/certificate-manager.ts';
-import { LocalCaSource } from './identity/certificate-source.ts';
 import { CaptureManager } from './inpod/capture-manager.ts';
 import type { PodInfo } from './inpod/pod-listeners.ts';
 import { InboundProxy } from './proxy/inbound.ts';
 import { OutboundProxy } from './proxy/outbound.ts';
 import { TrafficHandler } from './proxy/traffic-handler.ts';
-import { ClusterDirSource } from './state/cluster-dir-source.ts';
+import { startSources, WORKLOAD_WAIT_MS } from './sources.ts';
 import { MeshState } from './state/mesh-state.ts';
 import { workloadIdentity } from './state/workload.ts';
 import { startAdminServer } from './admin.ts';
+import { ClusterDirPolicySource } from './policy/cluster-dir-policy-source.ts';
+import { PolicyEnforcer } from './policy/enforcer.ts';
+import { PolicyStore } from './policy/policy-store.ts';
 import { AccessLog } from './telemetry/access-log.ts';
 import { AgentMetrics } from './telemetry/metrics.ts';
 import { startMetricsServer } from './telemetry/metrics-server.ts';
@@ -39,10 +41,17 @@ export interface RunningAgent {
 export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
   const log = pino({ level: config.logLevel, base: { node: config.nodeName } });
   const state = new MeshState();
-  const source = new ClusterDirSource({ dir: config.clusterDir, state, trustDomain: config.trustDomain, onProblem: (message) => log.warn(message) });
-  await source.start();
-
-  const certificates = new CertificateManager(await LocalCaSource.open({ dir: config.localCaDir, trustDomain: config.trustDomain }), {
+  const sources = await startSources(config, state, log);
+  // --- policy (agent/policy/): AuthorizationPolicy + PeerAuthentication, enforced by the inbound proxy. Loaded
+  // before any pod is (re-)captured, so no connection is accepted without the policies in force.
+  const policies = new PolicyStore({ log });
+  sources.onAuthorization((added, removed) => policies.applyXds(added, removed));
+  const policySource = config.controlPlane ? undefined : new ClusterDirPolicySource({ dir: config.clusterDir, store: policies, log });
+  await policySource?.start();
+  const enforcer = new PolicyEnforcer({ store: policies, state, log });
+  enforcer.start();
+  // --- end policy
+  const certificates = new CertificateManager(sources.certificates, {
     onError: (identity, error) => log.error({ identity: identity.uri, err: error.message }, 'certificate fetch failed'),
   });
   const metrics = new AgentMetrics();
@@ -50,7 +59,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
   const handler = new TrafficHandler({
     state,
     outbound: new OutboundProxy({ state, report }),
-    inbound: new InboundProxy({ state, report, certificates, trustDomain: config.trustDomain }),
+    inbound: new InboundProxy({ state, report, certificates, trustDomain: config.trustDomain, policy: enforcer }),
     certificates,
     trustDomain: config.trustDomain,
     preserveSourceIp: config.preserveSourceIp,
@@ -67,9 +76,9 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
 
   /** Everything a pod needs before its ADD is acknowledged: known to the mesh state, a certificate, rules, listeners. */
   const capturePod = async (pod: PodInfo): Promise<void> => {
-    if (!state.workloadByUid(pod.uid)) await source.refresh();
-    const workload = state.workloadByUid(pod.uid);
-    if (!workload) throw new Error(`pod ${pod.namespace}/${pod.name} (uid ${pod.uid}) is not in the cluster state ${config.clusterDir}`);
+    if (!state.workloadByName(pod.namespace, pod.name)) await sources.refresh();
+    const workload = await state.waitForWorkload(pod.namespace, pod.name, WORKLOAD_WAIT_MS);
+    if (!workload) throw new Error(`pod ${pod.namespace}/${pod.name} is unknown to ${sources.describe} after ${WORKLOAD_WAIT_MS} ms`);
     if (workload.tunnelProtocol !== 'HBONE') throw new Error(`pod ${pod.namespace}/${pod.name} is not enrolled in the mesh: ${workload.captureReason}`);
     await certificates.certificateFor(workloadIdentity(workload));
     await capture.add(pod);
@@ -79,9 +88,9 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
 
   // Pods captured before a restart: re-open their listeners next to the old agent's (SO_REUSEPORT) first.
   const previous = await record.read();
-  const stillEnrolled = previous.filter((pod) => state.workloadByUid(pod.uid)?.tunnelProtocol === 'HBONE');
+  const stillEnrolled = previous.filter((pod) => state.workloadByName(pod.namespace, pod.name)?.tunnelProtocol === 'HBONE');
   for (const pod of stillEnrolled) {
-    const workload = state.workloadByUid(pod.uid);
+    const workload = state.workloadByName(pod.namespace, pod.name);
     if (workload) await Promise.resolve(certificates.certificateFor(workloadIdentity(workload))).catch(() => undefined);
   }
   const reconciled = await capture.reconcile(stillEnrolled);
@@ -101,6 +110,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
   });
 
   const admin = await startAdminServer(config.adminAddress, {
+    policies: () => policies.dump(),
     nodeName: config.nodeName,
     state,
     capturedPods: () => capture.capturedPods(),
@@ -126,7 +136,9 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     capture,
     async stop() {
       ready = false;
-      source.stop();
+      sources.stop();
+      policySource?.stop();
+      enforcer.stop();
       await cni.close();
       // Listeners close first (a new agent's listeners already take new connections); open ones drain.
       await capture.close();

@@ -7,7 +7,7 @@
  * Must not know about: the agent's internals (it is an opaque command) or what runs in pods.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { rmSync } from 'node:fs';
 import os from 'node:os';
@@ -42,6 +42,8 @@ export interface ClusterOptions {
   agentReadyTimeoutMs?: number;
   /** ambit-cni's logLevel; its log goes to `<node.dir>/ambit-cni.log`. */
   cniLogLevel?: string;
+  /** Runs after the network exists and before the agents start (e.g. to start a control plane they connect to). */
+  beforeAgents?: (cluster: Cluster) => Promise<void>;
 }
 
 export interface CreatePodOptions {
@@ -138,9 +140,25 @@ export class Cluster {
         if (other !== node) await ipIn(node.netnsName, ['route', 'add', other.podCidr, 'via', other.underlayIp]);
       }
     }
+    await this.#options.beforeAgents?.(this);
     if (this.#options.agentCommand !== undefined) {
       await Promise.all(this.nodes.map((node) => node.startAgent()));
     }
+  }
+
+  /**
+   * Gives the fabric (the underlay every node is attached to) an address of its own and returns it: where a
+   * control plane for this cluster listens, reachable from every node and from nowhere else.
+   */
+  async addFabricAddress(): Promise<string> {
+    const address = topology.fabricServiceIp(this.runId);
+    await ipIn(this.fabricNetns, ['addr', 'add', `${address}/24`, 'dev', topology.FABRIC_BRIDGE]);
+    return address;
+  }
+
+  /** Starts a long-lived process inside the fabric namespace, stopped (with its process group) on destroy. */
+  spawnInFabric(cmd: string, args: string[], options: SpawnOptions = {}): ChildProcess {
+    return this.#tracker.spawn('ip', ['netns', 'exec', this.fabricNetns, cmd, ...args], options);
   }
 
   async #buildNode(node: ClusterNode): Promise<void> {

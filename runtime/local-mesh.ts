@@ -1,22 +1,35 @@
 /**
- * A whole local mesh: a cluster of node namespaces (see cluster.ts) with an ambit agent in every node and a
- * CA root on disk that the agents sign workload certificates with. Used by `make demo`, the network tests and
- * the benchmarks.
+ * A whole local mesh: a cluster of node namespaces (see cluster.ts) with an ambit agent in every node and, by
+ * default, the ambit control plane (delta xDS + CA service) in the fabric namespace reading the cluster directory,
+ * as it would read the Kubernetes API. Without the control plane (`controlPlane: false`) the agents read the
+ * cluster directory and sign with a CA root on disk themselves. Used by `make demo`, network tests and benchmarks.
  *
- * Owns: making the CA directory and the agent command line.
+ * Owns: the CA directory, node tokens, starting the control plane and the agent command line.
  * Must not know about: what runs in the pods.
  */
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { openSync, closeSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import type { ChildProcess } from 'node:child_process';
 import { CertificateAuthority, DEFAULT_TRUST_DOMAIN } from '../shared/identity/index.ts';
 import { LOCAL_CA_CERT_FILE, LOCAL_CA_KEY_FILE } from '../agent/identity/certificate-source.ts';
 import { createCluster, type Cluster, type ClusterOptions } from './cluster.ts';
+import { RuntimeError } from './errors.ts';
 
 export const AGENT_MAIN = path.resolve(import.meta.dirname, '..', 'agent', 'main.ts');
+export const CONTROL_PLANE_MAIN = path.resolve(import.meta.dirname, '..', 'controlplane', 'main.ts');
+/** Istio's xDS + CA port. */
+export const CONTROL_PLANE_PORT = 15012;
+/** The control plane is up once it logs this (after the root, source, model and gRPC port are ready). */
+const CONTROL_PLANE_READY_MESSAGE = 'control plane serving delta xDS and the CA';
+const CONTROL_PLANE_READY_TIMEOUT_MS = 30_000;
 
-export interface LocalMeshOptions extends Omit<ClusterOptions, 'agentCommand'> {
+export interface LocalMeshOptions extends Omit<ClusterOptions, 'agentCommand' | 'beforeAgents'> {
   trustDomain?: string;
+  /** Run the control plane (default true). */
+  controlPlane?: boolean;
   /** Extra environment for every agent (AMBIT_LOG_LEVEL, ...). */
   agentEnv?: Record<string, string>;
 }
@@ -25,6 +38,10 @@ export interface LocalMesh {
   cluster: Cluster;
   ca: CertificateAuthority;
   caDir: string;
+  /** `host:port` of the control plane on the fabric, when it runs. */
+  controlPlaneAddress?: string;
+  controlPlaneLogFile?: string;
+  controlPlaneProcess?: ChildProcess;
   destroy(): Promise<void>;
 }
 
@@ -37,20 +54,76 @@ export async function writeLocalCa(dir: string, trustDomain: string): Promise<Ce
   return ca;
 }
 
+function nodeName(clusterName: string, index: number): string {
+  return `${clusterName}-node${index}`;
+}
+
+async function waitForLine(file: string, text: string, process: ChildProcess, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (process.exitCode !== null || process.signalCode !== null) {
+      throw new RuntimeError('AGENT_NOT_READY', `the control plane exited (${process.exitCode ?? process.signalCode}); see ${file}`);
+    }
+    const content = await readFile(file, 'utf8').catch(() => '');
+    if (content.includes(text)) return;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new RuntimeError('AGENT_NOT_READY', `the control plane did not become ready in ${timeoutMs} ms; see ${file}`);
+}
+
 export async function createLocalMesh(options: LocalMeshOptions): Promise<LocalMesh> {
   const trustDomain = options.trustDomain ?? DEFAULT_TRUST_DOMAIN;
+  const withControlPlane = options.controlPlane ?? true;
+  const clusterName = options.name ?? 'ambit';
   const caDir = await mkdtemp(path.join(os.tmpdir(), 'ambit-ca-'));
   const ca = await writeLocalCa(caDir, trustDomain);
+  const mesh: Partial<LocalMesh> = { ca, caDir };
+  // One bearer token per node agent, as the control plane's bootstrap token file lists them.
+  const tokens = Array.from({ length: options.nodes }, () => randomBytes(24).toString('hex'));
+  const tokenFile = path.join(caDir, 'node-tokens');
+  if (withControlPlane) {
+    await writeFile(tokenFile, tokens.map((token, index) => `${token} ${nodeName(clusterName, index)}`).join('\n') + '\n', { mode: 0o600 });
+    await Promise.all(tokens.map((token, index) => writeFile(path.join(caDir, `token-${nodeName(clusterName, index)}`), token, { mode: 0o600 })));
+  }
   let cluster: Cluster;
   try {
     cluster = await createCluster({
       ...options,
+      ...(withControlPlane
+        ? {
+            beforeAgents: async (created: Cluster) => {
+              const address = await created.addFabricAddress();
+              const logFile = path.join(created.tmpDir, 'controlplane.log');
+              const log = openSync(logFile, 'a');
+              let child: ChildProcess;
+              try {
+                child = created.spawnInFabric(
+                  process.execPath,
+                  [CONTROL_PLANE_MAIN, '--source', `dir:${created.clusterDir}`, '--ca-dir', caDir, '--listen', `${address}:${CONTROL_PLANE_PORT}`, '--token-file', tokenFile, '--trust-domain', trustDomain],
+                  { stdio: ['ignore', log, log] },
+                );
+              } finally {
+                closeSync(log);
+              }
+              mesh.controlPlaneAddress = `${address}:${CONTROL_PLANE_PORT}`;
+              mesh.controlPlaneLogFile = logFile;
+              mesh.controlPlaneProcess = child;
+              await waitForLine(logFile, CONTROL_PLANE_READY_MESSAGE, child, CONTROL_PLANE_READY_TIMEOUT_MS);
+            },
+          }
+        : {}),
       agentCommand: (node) => ({
         cmd: process.execPath,
         args: [AGENT_MAIN],
         env: {
-          AMBIT_LOCAL_CA_DIR: caDir,
           AMBIT_TRUST_DOMAIN: trustDomain,
+          ...(withControlPlane
+            ? {
+                AMBIT_XDS_ADDRESS: mesh.controlPlaneAddress!,
+                AMBIT_ROOT_CERT_FILE: path.join(caDir, LOCAL_CA_CERT_FILE),
+                AMBIT_TOKEN_FILE: path.join(caDir, `token-${node.name}`),
+              }
+            : { AMBIT_LOCAL_CA_DIR: caDir }),
           ...options.agentEnv,
           AMBIT_NODE_NAME: node.name,
         },
@@ -61,12 +134,12 @@ export async function createLocalMesh(options: LocalMeshOptions): Promise<LocalM
     throw error;
   }
   return {
+    ...(mesh as LocalMesh),
     cluster,
-    ca,
-    caDir,
     destroy: async () => {
       await cluster.destroy();
       await rm(caDir, { recursive: true, force: true });
     },
   };
 }
+

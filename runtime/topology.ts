@@ -61,6 +61,11 @@ export function underlayIp(runId: string, index: number): string {
 
 export const UNDERLAY_PREFIX_LENGTH = 24;
 
+/** The fabric's own address on the underlay (a control plane listens there); far above any node index. */
+export function fabricServiceIp(runId: string): string {
+  return `10.${secondOctet(runId)}.${UNDERLAY_THIRD_OCTET}.250`;
+}
+
 /** Fabric-side interface of node i's link (in the fabric namespace, so names never clash with the root's). */
 export function fabricPortName(index: number): string {
   return `n${index}`;

@@ -1,6 +1,8 @@
 /**
  * Inbound: connections to a captured pod. HBONE streams arrive on the pod's port 15008 (mutual TLS, the peer's
- * identity verified), plaintext on its port 15006 (PERMISSIVE: passed through; STRICT comes with policy).
+ * identity verified), plaintext on its port 15006. With a policy (agent/policy/enforcer.ts) each is decided
+ * before the application sees it: a denied stream is answered 401, a denied plaintext connection reset; open
+ * ones are tracked so a policy change can close them.
  *
  * Owns: one HBONE server per captured pod presenting that pod's certificate, checking that the tunnel's target
  * is this pod, and delivering to the application inside the pod's namespace with the agent's mark.
@@ -10,6 +12,7 @@ import type net from 'node:net';
 import { HboneServer, type HboneRequest, type HostPort } from '../../shared/hbone/index.ts';
 import type { CertificateManager } from '../identity/certificate-manager.ts';
 import type { SocketFactory } from '../inpod/socket-factory.ts';
+import { plainIp, POLICY_DENIED_FLAG, type InboundPolicy } from '../policy/enforcer.ts';
 import type { MeshState } from '../state/mesh-state.ts';
 import { workloadIdentity, type Workload } from '../state/workload.ts';
 import type { ConnectionRecord, ConnectionReporter } from './report.ts';
@@ -27,16 +30,23 @@ export interface InboundContext {
   preserveSourceIp: boolean;
 }
 
+/** The attributes policy matches an HBONE stream on: the verified peer, the tunnel's source, the target. */
+function hboneConnection(request: HboneRequest): { sourcePrincipal: string; sourceIp: string; destinationIp: string; destinationPort: number } {
+  return { sourcePrincipal: request.peerIdentity.uri, sourceIp: plainIp(request.remoteAddress), destinationIp: request.target.host, destinationPort: request.target.port };
+}
+
 export class InboundProxy {
   readonly #state: MeshState;
   readonly #report: ConnectionReporter;
   readonly #certificates: CertificateManager;
   readonly #trustDomain: string;
+  readonly #policy: InboundPolicy | undefined;
   /** Tunnels delivered to an application, until the HBONE server reports their end. */
   readonly #tunnels = new WeakMap<HboneRequest, ConnectionRecord>();
 
-  constructor(options: { state: MeshState; report: ConnectionReporter; certificates: CertificateManager; trustDomain: string }) {
+  constructor(options: { state: MeshState; report: ConnectionReporter; certificates: CertificateManager; trustDomain: string; policy?: InboundPolicy }) {
     this.#state = options.state;
+    this.#policy = options.policy;
     this.#report = options.report;
     this.#certificates = options.certificates;
     this.#trustDomain = options.trustDomain;
@@ -55,6 +65,16 @@ export class InboundProxy {
         if (!context.pod.addresses.includes(request.target.host)) {
           return { allow: false, reason: `destination ${request.target.host} is not an address of pod ${context.pod.namespace}/${context.pod.name}` };
         }
+        if (this.#policy) {
+          const decision = this.#policy.check(context.pod, 'hbone', hboneConnection(request));
+          if (!decision.allowed) {
+            const record = this.#tunnelRecord(request, context.pod);
+            record.responseFlags = POLICY_DENIED_FLAG;
+            record.error = new Error(`policy rejection: ${decision.reason}`);
+            this.#report.closed(record);
+            return { allow: false, reason: decision.reason };
+          }
+        }
         return { allow: true };
       },
       connect: (request) => this.#deliver(request, context),
@@ -64,16 +84,31 @@ export class InboundProxy {
         record.bytesSent = event.bytesOut;
         record.bytesReceived = event.bytesIn;
         record.durationMs = event.durationMs;
-        if (event.error) record.error = new Error(event.error);
+        // A tunnel closed by late enforcement keeps its policy error (the stream reset is its consequence).
+        if (event.error && !record.error) record.error = new Error(event.error);
         this.#report.closed(record);
       },
     });
   }
 
-  /** Plaintext reaching the pod's port 15006: passed through to the application (PERMISSIVE). */
+  /** Plaintext reaching the pod's port 15006: decided by policy (STRICT denies it), then passed through. */
   handlePlaintext(socket: net.Socket, originalDestination: HostPort, context: InboundContext): void {
     const started = performance.now();
     const sourceAddress = socket.remoteAddress ?? '';
+    // No peer identity: PeerAuthentication STRICT (converted to a DENY policy) rejects it, as do ALLOW policies
+    // that need a principal. The source namespace is not verified, so it is not passed.
+    const connection = this.#policy ? { sourceIp: plainIp(sourceAddress), destinationIp: originalDestination.host, destinationPort: originalDestination.port } : undefined;
+    if (this.#policy && connection) {
+      const decision = this.#policy.check(context.pod, 'plaintext', connection);
+      if (!decision.allowed) {
+        socket.resetAndDestroy();
+        this.#report.closed({
+          direction: 'inbound', source: this.#state.workloadByIp(sourceAddress), sourceAddress, destination: context.pod, destinationAddress: originalDestination, mtls: false, bytesSent: 0, bytesReceived: 0,
+          durationMs: performance.now() - started, responseFlags: POLICY_DENIED_FLAG, error: new Error(`policy rejection: ${decision.reason}`),
+        });
+        return;
+      }
+    }
     const upstream = context.factory.connect({
       host: originalDestination.host,
       port: originalDestination.port,
@@ -84,11 +119,21 @@ export class InboundProxy {
       liveBytes: () => ({ sent: socket.bytesWritten, received: socket.bytesRead }),
     };
     this.#report.opened(record);
+    const untrack =
+      this.#policy && connection
+        ? this.#policy.track(context.pod, 'plaintext', connection, (reason) => {
+            record.responseFlags = POLICY_DENIED_FLAG;
+            record.error = new Error(`policy changed: ${reason}`);
+            socket.resetAndDestroy();
+            upstream.resetAndDestroy();
+          })
+        : undefined;
     void spliceTcp(socket, upstream).then((result) => {
+      untrack?.();
       record.bytesSent = result.bytesDown;
       record.bytesReceived = result.bytesUp;
       record.durationMs = performance.now() - started;
-      if (result.error) record.error = result.error;
+      if (result.error && !record.error) record.error = result.error;
       this.#report.closed(record);
     });
   }
@@ -110,6 +155,18 @@ export class InboundProxy {
     });
     const record = this.#tunnelRecord(request, context.pod, socket);
     this.#tunnels.set(request, record);
+    if (this.#policy) {
+      // Late enforcement: closing the application side resets the HBONE stream (the splice turns an unclean
+      // socket close into RST_STREAM), so the client sees a reset too.
+      const untrack = this.#policy.track(context.pod, 'hbone', hboneConnection(request), (reason) => {
+        record.responseFlags = POLICY_DENIED_FLAG;
+        const error = new Error(`policy changed: ${reason}`);
+        record.error = error;
+        if (socket.connecting) socket.destroy(error);
+        else socket.resetAndDestroy();
+      });
+      socket.once('close', untrack);
+    }
     const onConnect = (): void => {
       socket.off('error', onFailed);
       this.#report.opened(record);
@@ -118,8 +175,8 @@ export class InboundProxy {
     const onFailed = (error: Error): void => {
       socket.off('connect', onConnect);
       this.#tunnels.delete(request);
-      record.error = error;
-      record.responseFlags = 'UF';
+      record.error ??= error;
+      record.responseFlags ??= 'UF';
       this.#report.closed(record);
     };
     if (socket.connecting) {

@@ -77,7 +77,7 @@ export class TrafficHandler implements CapturedTrafficHandler {
 
   #proxyFor(pod: CapturedPod): PodProxy | undefined {
     const existing = this.#podProxies.get(pod.uid);
-    const workload = this.#options.state.workloadByUid(pod.uid);
+    const workload = this.#options.state.workloadByName(pod.namespace, pod.name);
     if (existing && (!workload || existing.workload === workload)) return existing;
     if (!workload) return existing;
     // The workload changed (e.g. its IP arrived): keep the pool and server, refresh what they see.

@@ -44,6 +44,7 @@ export function workloadFromPod(pod: PodObject, snapshot: ClusterSnapshot, trust
     canonicalName: firstLabel(labels, ['service.istio.io/canonical-name', 'app.kubernetes.io/name', 'app']) ?? pod.metadata.name,
     canonicalRevision: firstLabel(labels, ['service.istio.io/canonical-revision', 'app.kubernetes.io/version', 'version']) ?? 'latest',
     workloadName: firstLabel(labels, ['app.kubernetes.io/name', 'app']) ?? pod.metadata.name,
+    labels: { ...labels },
   };
 }
 

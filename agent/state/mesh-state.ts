@@ -12,11 +12,36 @@ export type WorkloadChange = { type: 'upsert'; workload: Workload; previous?: Wo
 export class MeshState {
   readonly #workloadsByUid = new Map<string, Workload>();
   readonly #workloadsByIp = new Map<string, Workload>();
+  /** `<namespace>/<name>`: how the CNI plugin names a pod (its uid format differs between sources). */
+  readonly #workloadsByName = new Map<string, Workload>();
   readonly #listeners = new Set<(change: WorkloadChange) => void>();
 
   /** The workload that owns `ip`, if any: the proxy's lookup for every connection. */
   workloadByIp(ip: string): Workload | undefined {
     return this.#workloadsByIp.get(ip);
+  }
+
+  workloadByName(namespace: string, name: string): Workload | undefined {
+    return this.#workloadsByName.get(`${namespace}/${name}`);
+  }
+
+  /** Resolves when the pod named `namespace/name` is known, or with undefined after `timeoutMs`. */
+  waitForWorkload(namespace: string, name: string, timeoutMs: number): Promise<Workload | undefined> {
+    const known = this.workloadByName(namespace, name);
+    if (known) return Promise.resolve(known);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        stop();
+        resolve(undefined);
+      }, timeoutMs);
+      const stop = this.onChange((change) => {
+        if (change.type === 'upsert' && change.workload.namespace === namespace && change.workload.name === name) {
+          clearTimeout(timer);
+          stop();
+          resolve(change.workload);
+        }
+      });
+    });
   }
 
   workloadByUid(uid: string): Workload | undefined {
@@ -31,6 +56,7 @@ export class MeshState {
     const previous = this.#workloadsByUid.get(workload.uid);
     if (previous) for (const ip of previous.addresses) if (this.#workloadsByIp.get(ip) === previous) this.#workloadsByIp.delete(ip);
     this.#workloadsByUid.set(workload.uid, workload);
+    this.#workloadsByName.set(`${workload.namespace}/${workload.name}`, workload);
     for (const ip of workload.addresses) this.#workloadsByIp.set(ip, workload);
     this.#emit(previous ? { type: 'upsert', workload, previous } : { type: 'upsert', workload });
   }
@@ -39,6 +65,8 @@ export class MeshState {
     const workload = this.#workloadsByUid.get(uid);
     if (!workload) return;
     this.#workloadsByUid.delete(uid);
+    const key = `${workload.namespace}/${workload.name}`;
+    if (this.#workloadsByName.get(key) === workload) this.#workloadsByName.delete(key);
     for (const ip of workload.addresses) if (this.#workloadsByIp.get(ip) === workload) this.#workloadsByIp.delete(ip);
     this.#emit({ type: 'remove', workload });
   }

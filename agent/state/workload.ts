@@ -31,6 +31,12 @@ export interface Workload {
   workloadName: string;
   /** Path of the pod's network namespace on its node, when known (local runtime and CNI). */
   netns?: string;
+  /** Services the workload backs, as `<namespace>/<hostname>` (from xDS). */
+  services?: string[];
+  /** Names (`<namespace>/<name>`) of the workload-selector policies that apply to it, resolved by the control plane. */
+  authorizationPolicies?: string[];
+  /** The pod's labels, when the source knows them (local mode): AuthorizationPolicy/PeerAuthentication selectors match them. */
+  labels?: Record<string, string>;
 }
 
 export function workloadIdentity(workload: Workload): SpiffeId {

@@ -1,0 +1,133 @@
+/**
+ * Wires one control plane: a source feeds the store, the model turns the store into Address resources, the
+ * policy feed adds Authorization resources, and the xDS server serves them on the gRPC port (beside any other
+ * services, such as the CA, registered on the same server).
+ *
+ * Owns: the start order (initial sync before serving, so no agent is told a partial state is complete) and
+ * shutdown. Must not know about: flags, files, environment (main.ts reads those).
+ */
+import type * as grpc from '@grpc/grpc-js';
+import type { CertificateAuthority } from '../shared/identity/index.ts';
+import { AddressModel, type AddressModelOptions } from './model/address-model.ts';
+import type { ConfigSource } from './sources/source.ts';
+import { ObjectStore } from './store.ts';
+import type { XdsAuthenticator } from './xds/auth.ts';
+import { AuthorizationFeed, type CompiledAuthorization } from './xds/authorization-feed.ts';
+import type { XdsLogger } from './xds/connection.ts';
+import { ResourceCache } from './xds/resource-cache.ts';
+import { ServingCredentials, startGrpcServer, XdsServer, type ServiceRegistrar } from './xds/server.ts';
+
+/** How long a graceful shutdown waits for streams to finish before cutting them (agents reconnect anyway). */
+export const SHUTDOWN_GRACE_MS = 1000;
+
+export interface ControlPlaneOptions {
+  ca: CertificateAuthority;
+  /** `host:port` to serve gRPC on (port 0 picks a free one). */
+  listenAddress: string;
+  authenticator: XdsAuthenticator;
+  /** Builds the source of cluster objects (YAML directory or Kubernetes) over the store. */
+  createSource: (store: ObjectStore) => ConfigSource;
+  clusterId?: string;
+  logger?: XdsLogger;
+  /**
+   * The policy compiler's seam (shared/policy): turns the store's AuthorizationPolicy and PeerAuthentication
+   * objects into Authorization resources, rerun whenever one of them changes, and names the selector-scoped ones
+   * that apply to a pod (listed on its Workload). Without it the Authorization type is served, empty.
+   */
+  authorizations?: {
+    compile: (store: ObjectStore) => CompiledAuthorization[];
+    policiesForPod?: AddressModelOptions['authorizationPoliciesFor'];
+  };
+  /**
+   * Other gRPC services on the same port, built once the store and model exist (before the port opens): the
+   * CA service (controlplane/ca/) registers here, answering "which pods run on this node" from the model.
+   */
+  services?: (parts: { store: ObjectStore; model: AddressModel }) => ServiceRegistrar[];
+}
+
+export interface ControlPlane {
+  port: number;
+  /** The SPIFFE identity of the serving certificate (what agents verify). */
+  serverIdentity: string;
+  store: ObjectStore;
+  cache: ResourceCache;
+  model: AddressModel;
+  authorizations: AuthorizationFeed;
+  xds: XdsServer;
+  source: ConfigSource;
+  grpcServer: grpc.Server;
+  /** The serving certificate (renewed at half-life; `rotate()` renews now). */
+  credentials: ServingCredentials;
+  close(): Promise<void>;
+}
+
+export async function startControlPlane(options: ControlPlaneOptions): Promise<ControlPlane> {
+  const store = new ObjectStore();
+  const cache = new ResourceCache();
+  const authorizations = new AuthorizationFeed(cache);
+  const compile = options.authorizations?.compile;
+  if (compile) {
+    const recompile = () => {
+      try {
+        authorizations.replace(compile(store));
+      } catch (error) {
+        // The last good set keeps serving; the policy author sees why in the log.
+        options.logger?.error({ err: error }, `authorization policies not updated: ${(error as Error).message}`);
+      }
+    };
+    // Subscribed before the model, so workloads recomputed for a policy change see the new policy set.
+    store.onChanges((changes) => {
+      if (changes.some((change) => change.kind === 'AuthorizationPolicy' || change.kind === 'PeerAuthentication')) recompile();
+    });
+  }
+  const model = new AddressModel({
+    store,
+    cache,
+    trustDomain: options.ca.trustDomain,
+    ...(options.clusterId ? { clusterId: options.clusterId } : {}),
+    ...(options.authorizations?.policiesForPod ? { authorizationPoliciesFor: options.authorizations.policiesForPod } : {}),
+  });
+  const xds = new XdsServer({ cache, authenticator: options.authenticator, ...(options.logger ? { logger: options.logger } : {}) });
+  const source = options.createSource(store);
+  await source.start();
+  const credentials = await ServingCredentials.create(options.ca, {
+    onError: (error) => options.logger?.error({ err: error }, `cannot renew the control plane's serving certificate: ${error.message}`),
+  });
+  let started: { server: grpc.Server; port: number };
+  try {
+    const registrars = [xds.register, ...(options.services?.({ store, model }) ?? [])];
+    started = await startGrpcServer({ address: options.listenAddress, credentials, registrars });
+  } catch (error) {
+    source.stop();
+    credentials.close();
+    throw error;
+  }
+  return {
+    port: started.port,
+    serverIdentity: credentials.identity,
+    credentials,
+    store,
+    cache,
+    model,
+    authorizations,
+    xds,
+    source,
+    grpcServer: started.server,
+    async close() {
+      source.stop();
+      credentials.close();
+      model.close();
+      xds.close();
+      await new Promise<void>((resolve) => {
+        const force = setTimeout(() => {
+          started.server.forceShutdown();
+          resolve();
+        }, SHUTDOWN_GRACE_MS);
+        started.server.tryShutdown(() => {
+          clearTimeout(force);
+          resolve();
+        });
+      });
+    },
+  };
+}

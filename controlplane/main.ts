@@ -1,0 +1,197 @@
+/**
+ * The control plane's entry: reads flags and environment, opens the mesh root (created on first start: a directory
+ * in local mode, Secret `istio-ca-secret` in Kubernetes), then starts source -> store -> model -> xDS server, with
+ * the CA service on the same gRPC port (15012), and logs with pino.
+ *
+ *   node controlplane/main.ts [--source dir:<path> | --source kubernetes] [--ca-dir <dir>] [--listen <host:port>]
+ *                             [--token-file <file>] [--trust-domain <td>] [--kubeconfig <file>] [--cluster-id <id>]
+ *
+ * Environment equivalents: AMBIT_SOURCE (or AMBIT_CLUSTER_DIR for the directory), AMBIT_CA_DIR, AMBIT_XDS_LISTEN,
+ * AMBIT_XDS_TOKEN_FILE, AMBIT_TRUST_DOMAIN, KUBECONFIG, AMBIT_CLUSTER_ID, AMBIT_LOG_LEVEL, POD_NAMESPACE. Flags win.
+ *
+ * Callers authenticate with `authorization: Bearer <token>`: in local mode a line `<token> <node-name>` of the
+ * bootstrap token file (default `<ca-dir>/node-tokens`, shared by xDS and the CA); in Kubernetes the agent's
+ * service account token, checked with a TokenReview.
+ *
+ * Local mode: Pod objects for the local runtime's pods are written into the directory by the runtime
+ * (runtime/cluster-store.ts), exactly as kubelet would report them to an API server.
+ *
+ * Owns: configuration and process lifecycle. Must not know about: how any part works inside.
+ */
+import { access } from 'node:fs/promises';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
+import { pino } from 'pino';
+import { DEFAULT_TRUST_DOMAIN } from '../shared/identity/index.ts';
+import { registerCaService } from './ca/ca-service.ts';
+import { LOCAL_ROOT_CERT_FILE } from './ca/config.ts';
+import { CaServiceError } from './ca/errors.ts';
+import { bootstrapTokenFileAuthenticator, type NodeAuthenticator } from './ca/node-authenticator.ts';
+import { openKubernetesRoot, openLocalRoot } from './ca/root-store.ts';
+import { startControlPlane, type ControlPlane } from './control-plane.ts';
+import { PolicyModel } from './model/policies.ts';
+import { KubernetesSource } from './sources/kubernetes.ts';
+import { formatProblem, type SourceProblem } from './sources/source.ts';
+import { YamlDirSource } from './sources/yaml-dir.ts';
+import { AuthenticationError, TokenFileAuthenticator, TokenReviewAuthenticator, type XdsAuthenticator } from './xds/auth.ts';
+import { XDS_PORT } from './xds/server.ts';
+
+/** The bootstrap token file's default name inside the CA directory (format: `<token> <node-name>` per line). */
+export const DEFAULT_TOKEN_FILE = 'node-tokens';
+/** The control plane's namespace in Kubernetes mode (where the CA Secret lives), as istiod's. */
+const DEFAULT_CONTROL_PLANE_NAMESPACE = 'istio-system';
+
+export interface ControlPlaneConfig {
+  source: { type: 'dir'; dir: string } | { type: 'kubernetes'; kubeconfig?: string };
+  caDir: string;
+  listenAddress: string;
+  tokenFile: string;
+  trustDomain: string;
+  clusterId?: string;
+  /** Kubernetes mode: the namespace holding the CA Secret. */
+  namespace: string;
+  logLevel: string;
+}
+
+export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): ControlPlaneConfig {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      source: { type: 'string' },
+      'ca-dir': { type: 'string' },
+      listen: { type: 'string' },
+      'token-file': { type: 'string' },
+      'trust-domain': { type: 'string' },
+      kubeconfig: { type: 'string' },
+      'cluster-id': { type: 'string' },
+      'log-level': { type: 'string' },
+    },
+    strict: true,
+  });
+  const sourceText = values.source ?? env.AMBIT_SOURCE ?? (env.AMBIT_CLUSTER_DIR ? `dir:${env.AMBIT_CLUSTER_DIR}` : undefined);
+  if (!sourceText) throw new Error('no source: pass --source dir:<path> (local mode) or --source kubernetes, or set AMBIT_CLUSTER_DIR');
+  let source: ControlPlaneConfig['source'];
+  if (sourceText === 'kubernetes') {
+    const kubeconfig = values.kubeconfig ?? env.KUBECONFIG;
+    source = kubeconfig ? { type: 'kubernetes', kubeconfig } : { type: 'kubernetes' };
+  } else if (sourceText.startsWith('dir:') && sourceText.length > 4) {
+    source = { type: 'dir', dir: path.resolve(sourceText.slice(4)) };
+  } else {
+    throw new Error(`--source must be dir:<path> or kubernetes, got "${sourceText}"`);
+  }
+  const caDir = path.resolve(values['ca-dir'] ?? env.AMBIT_CA_DIR ?? 'ca');
+  const clusterId = values['cluster-id'] ?? env.AMBIT_CLUSTER_ID;
+  return {
+    source,
+    caDir,
+    listenAddress: values.listen ?? env.AMBIT_XDS_LISTEN ?? `0.0.0.0:${XDS_PORT}`,
+    tokenFile: path.resolve(values['token-file'] ?? env.AMBIT_XDS_TOKEN_FILE ?? path.join(caDir, DEFAULT_TOKEN_FILE)),
+    trustDomain: values['trust-domain'] ?? env.AMBIT_TRUST_DOMAIN ?? DEFAULT_TRUST_DOMAIN,
+    ...(clusterId ? { clusterId } : {}),
+    namespace: env.POD_NAMESPACE ?? DEFAULT_CONTROL_PLANE_NAMESPACE,
+    logLevel: values['log-level'] ?? env.AMBIT_LOG_LEVEL ?? 'info',
+  };
+}
+
+/** The CA service's caller check in Kubernetes mode: a TokenReview that must name the caller's node. */
+function tokenReviewNodeAuthenticator(tokenReview: TokenReviewAuthenticator): NodeAuthenticator {
+  return async (metadata) => {
+    try {
+      const caller = await tokenReview.authenticate(metadata);
+      if (!caller.node) throw new CaServiceError('unauthenticated', `the token of ${caller.identity} is not bound to a node (use the agent's projected service account token)`);
+      return { node: caller.node };
+    } catch (error) {
+      if (error instanceof AuthenticationError) throw new CaServiceError('unauthenticated', error.message);
+      throw error;
+    }
+  };
+}
+
+/**
+ * Starts everything on one gRPC server: delta xDS and the CA service (controlplane/ca/, IstioCertificateService),
+ * which answers "which pods run on the caller's node" from the model.
+ */
+export async function runControlPlane(config: ControlPlaneConfig): Promise<ControlPlane> {
+  const logger = pino({ level: config.logLevel, base: { component: 'controlplane' } });
+
+  let kubeConfig: KubeConfig | undefined;
+  let xdsAuthenticator: XdsAuthenticator;
+  let caAuthenticator: NodeAuthenticator;
+  let root;
+  if (config.source.type === 'kubernetes') {
+    kubeConfig = new KubeConfig();
+    if (config.source.kubeconfig) kubeConfig.loadFromFile(config.source.kubeconfig);
+    else kubeConfig.loadFromDefault();
+    const tokenReview = new TokenReviewAuthenticator(kubeConfig);
+    xdsAuthenticator = tokenReview;
+    caAuthenticator = tokenReviewNodeAuthenticator(tokenReview);
+    root = await openKubernetesRoot({ core: kubeConfig.makeApiClient(CoreV1Api), namespace: config.namespace, trustDomain: config.trustDomain });
+  } else {
+    try {
+      await access(config.tokenFile);
+    } catch {
+      throw new Error(`the bootstrap token file ${config.tokenFile} does not exist: write one "<token> <node-name>" line per node (the agents present these tokens)`);
+    }
+    xdsAuthenticator = new TokenFileAuthenticator(config.tokenFile);
+    caAuthenticator = await bootstrapTokenFileAuthenticator(config.tokenFile);
+    root = await openLocalRoot({ dir: config.caDir, trustDomain: config.trustDomain });
+  }
+  const ca = root.ca;
+  logger.info({ created: root.created, trustDomain: config.trustDomain }, root.created ? 'made a new mesh root CA' : 'loaded the mesh root CA');
+
+  const onProblem = (problem: SourceProblem) => logger.warn({ problem }, formatProblem(problem));
+  const policies = new PolicyModel({ onProblem: (problem) => logger.warn({ policy: problem.policy, kind: problem.kind }, `${problem.kind} ${problem.policy}: ${problem.message}`) });
+  const controlPlane = await startControlPlane({
+    ca,
+    listenAddress: config.listenAddress,
+    authenticator: xdsAuthenticator,
+    ...(config.clusterId ? { clusterId: config.clusterId } : {}),
+    logger: logger.child({ component: 'xds' }),
+    authorizations: { compile: (store) => policies.compile(store), policiesForPod: (pod) => policies.policiesForPod(pod) },
+    createSource: (store) =>
+      config.source.type === 'kubernetes'
+        ? new KubernetesSource({ kubeConfig: kubeConfig!, store, onProblem })
+        : new YamlDirSource({ dir: config.source.dir, store, onProblem }),
+    // ─── The CA service shares the xDS port (15012), as istiod's does. ───
+    services: ({ model }) => [
+      (server) => {
+        registerCaService(server, { ca, authenticate: caAuthenticator, podsOnNode: (node) => model.podsOnNode(node), log: logger.child({ component: 'ca' }) });
+      },
+    ],
+  });
+  logger.info(
+    {
+      listen: config.listenAddress,
+      port: controlPlane.port,
+      serverIdentity: controlPlane.serverIdentity,
+      source: config.source,
+      ...(config.source.type === 'dir' ? { rootCert: path.join(config.caDir, LOCAL_ROOT_CERT_FILE), tokenFile: config.tokenFile } : {}),
+    },
+    'control plane serving delta xDS and the CA',
+  );
+  return controlPlane;
+}
+
+async function main(): Promise<void> {
+  let config: ControlPlaneConfig;
+  try {
+    config = parseConfig(process.argv.slice(2), process.env);
+  } catch (error) {
+    process.stderr.write(`ambit control plane: ${(error as Error).message}\n`);
+    process.exit(2);
+  }
+  const controlPlane = await runControlPlane(config);
+  const shutdown = () => {
+    void controlPlane.close().then(() => process.exit(0));
+  };
+  process.once('SIGTERM', shutdown);
+  process.once('SIGINT', shutdown);
+}
+
+if (import.meta.main) {
+  main().catch((error: unknown) => {
+    process.stderr.write(`ambit control plane failed: ${(error as Error).stack ?? String(error)}\n`);
+    process.exit(1);
+  });
+}

@@ -1,0 +1,63 @@
+/**
+ * A Kubernetes Service as an `istio.workload.Service`: hostname, VIPs, ports and waypoint. Endpoints are not in
+ * the Service message: each Workload lists the services it backs (see workload.ts).
+ *
+ * Owns: the Service -> Service mapping and the `<namespace>/<hostname>` resource name.
+ * Must not know about: stores, encoding, how the waypoint was found.
+ */
+import { ipToBytes } from '../../shared/xds/types.ts';
+import { namespaceOf, type ServiceObject, type ServicePortSpec } from './kube-types.ts';
+import type { PortMessage } from './workload.ts';
+import type { GatewayAddressMessage } from './waypoint.ts';
+
+/** protobufjs-encodable istio.workload.Service. */
+export interface ServiceMessage {
+  name: string;
+  namespace: string;
+  hostname: string;
+  addresses: { network: string; address: Buffer }[];
+  ports: PortMessage[];
+  waypoint?: GatewayAddressMessage;
+}
+
+export function serviceHostname(service: ServiceObject, clusterDomain: string): string {
+  return `${service.metadata.name}.${namespaceOf(service)}.svc.${clusterDomain}`;
+}
+
+/** The xDS resource name of a service: `<namespace>/<hostname>`. */
+export function serviceResourceName(service: ServiceObject, clusterDomain: string): string {
+  return `${namespaceOf(service)}/${serviceHostname(service, clusterDomain)}`;
+}
+
+/** A numeric targetPort, the port itself when unset, 0 when named (resolved per workload). */
+export function numericTargetPort(port: ServicePortSpec): number {
+  if (port.targetPort === undefined || port.targetPort === '') return port.port;
+  if (typeof port.targetPort === 'number') return port.targetPort;
+  const parsed = Number(port.targetPort);
+  return Number.isInteger(parsed) ? parsed : 0;
+}
+
+export function serviceVips(service: ServiceObject): string[] {
+  const ips = service.spec?.clusterIPs ?? (service.spec?.clusterIP ? [service.spec.clusterIP] : []);
+  return ips.filter((ip) => ip && ip !== 'None');
+}
+
+export function serviceFromKube(service: ServiceObject, clusterDomain: string, waypoint: GatewayAddressMessage | undefined): ServiceMessage {
+  const addresses: { network: string; address: Buffer }[] = [];
+  for (const ip of serviceVips(service)) {
+    try {
+      addresses.push({ network: '', address: ipToBytes(ip) });
+    } catch {
+      // skip an unparsable VIP
+    }
+  }
+  const message: ServiceMessage = {
+    name: service.metadata.name,
+    namespace: namespaceOf(service),
+    hostname: serviceHostname(service, clusterDomain),
+    addresses,
+    ports: (service.spec?.ports ?? []).map((port) => ({ servicePort: port.port, targetPort: numericTargetPort(port) })),
+  };
+  if (waypoint) message.waypoint = waypoint;
+  return message;
+}

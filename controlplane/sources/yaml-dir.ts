@@ -1,0 +1,237 @@
+/**
+ * The embedded default source: a directory of Kubernetes YAML (several documents per file, subdirectories
+ * allowed), watched with fs.watch and a polling backstop.
+ *
+ * Owns: reading and parsing the files, reporting each bad document (file, line, reason) and skipping only it,
+ * reporting unknown kinds and unknown fields, and turning each re-read into add/update/delete events for the
+ * store (a diff against the previous read, so unchanged objects produce nothing).
+ * Must not know about: the model, xDS.
+ */
+import { watch, type FSWatcher } from 'node:fs';
+import { readdir, readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { isDeepStrictEqual } from 'node:util';
+import { isMap, isScalar, LineCounter, parseAllDocuments, type Document } from 'yaml';
+import type { K8sObject } from '../../shared/k8s/objects.ts';
+import { objectKey, type ObjectStore, type SourceEvent } from '../store.ts';
+import { checkObject } from './manifest-schema.ts';
+import { formatProblem, type ConfigSource, type SourceProblem } from './source.ts';
+
+/** fs.watch misses events on some filesystems and for renames into subdirectories: poll as a backstop. */
+export const POLL_INTERVAL_MS = 1000;
+/** Writers replace several files at once; coalesce their events into one re-read. */
+export const DEBOUNCE_MS = 20;
+/** Files read; dot-files (writers' temporary files for atomic renames) are skipped. */
+const MANIFEST_EXTENSIONS = new Set(['.yaml', '.yml', '.json']);
+
+interface ParsedObject {
+  object: K8sObject;
+  file: string;
+  line: number;
+}
+
+export interface ParseResult {
+  objects: ParsedObject[];
+  problems: SourceProblem[];
+}
+
+function linePosition(lineCounter: LineCounter, offset: number | undefined): { line: number; column: number } | undefined {
+  if (offset === undefined) return undefined;
+  const position = lineCounter.linePos(offset);
+  return { line: position.line, column: position.col };
+}
+
+/** The position of the key at `fieldPath` in `document`, for pointing at an unknown field. */
+function fieldPosition(document: Document, lineCounter: LineCounter, fieldPath: string[]): { line: number; column: number } | undefined {
+  let node: unknown = document.contents;
+  let position: { line: number; column: number } | undefined;
+  for (const field of fieldPath) {
+    if (!isMap(node)) break;
+    const pair = node.items.find((item) => isScalar(item.key) && String(item.key.value) === field);
+    if (!pair) break;
+    position = linePosition(lineCounter, isScalar(pair.key) ? pair.key.range?.[0] : undefined) ?? position;
+    node = pair.value;
+  }
+  return position;
+}
+
+/** Parses and checks one file's text. Bad documents become problems; the rest are returned. */
+export function parseManifestFile(file: string, text: string): ParseResult {
+  const objects: ParsedObject[] = [];
+  const problems: SourceProblem[] = [];
+  const lineCounter = new LineCounter();
+  for (const document of parseAllDocuments(text, { lineCounter, prettyErrors: true })) {
+    if (document.errors.length > 0) {
+      const error = document.errors[0]!;
+      const position = error.linePos?.[0];
+      problems.push({ file, line: position?.line, column: position?.col, message: `invalid YAML: ${error.message.split('\n')[0] ?? error.message}` });
+      continue;
+    }
+    const value: unknown = document.toJS();
+    if (value === null || value === undefined) continue; // an empty document, e.g. after a trailing `---`
+    const start = linePosition(lineCounter, document.contents?.range?.[0] ?? document.range[0])!;
+    if (typeof value !== 'object' || Array.isArray(value)) {
+      problems.push({ file, ...start, message: 'document is not a Kubernetes object (expected a mapping)' });
+      continue;
+    }
+    const object = value as K8sObject;
+    if (typeof object.kind !== 'string' || typeof object.metadata?.name !== 'string' || !object.metadata.name) {
+      problems.push({ file, ...start, message: 'document has no kind or metadata.name' });
+      continue;
+    }
+    const schemaProblems = checkObject(object);
+    if (schemaProblems.length > 0) {
+      for (const problem of schemaProblems) {
+        const position = fieldPosition(document, lineCounter, problem.path) ?? start;
+        problems.push({ file, ...position, kind: object.kind, name: object.metadata.name, message: `${problem.message} (document skipped)` });
+      }
+      continue;
+    }
+    objects.push({ object, file, line: start.line });
+  }
+  return { objects, problems };
+}
+
+async function listManifestFiles(dir: string): Promise<string[]> {
+  const entries = await readdir(dir, { withFileTypes: true, recursive: true });
+  return (
+    entries
+      // Symlinks count: a ConfigMap mounted as a directory is symlinks into a hidden `..<timestamp>` directory.
+      .filter((entry) => (entry.isFile() || entry.isSymbolicLink()) && MANIFEST_EXTENSIONS.has(path.extname(entry.name)))
+      .map((entry) => path.join(entry.parentPath, entry.name))
+      // Dot-files and anything under a dot-directory are writers' temporaries or a mount's internals.
+      .filter((file) => !path.relative(dir, file).split(path.sep).some((part) => part.startsWith('.')))
+      .sort()
+  );
+}
+
+/** Reads every manifest under `dir`: objects by `<kind>\0<key>` (later files win) and every problem found. */
+export async function readManifestDir(dir: string): Promise<{ objects: Map<string, ParsedObject>; problems: SourceProblem[] }> {
+  const objects = new Map<string, ParsedObject>();
+  const problems: SourceProblem[] = [];
+  for (const file of await listManifestFiles(dir)) {
+    let text: string;
+    try {
+      text = await readFile(file, 'utf8');
+    } catch (error) {
+      // A file removed between listing and reading is a normal race with a writer.
+      // EISDIR: a symlink to a directory, not a manifest.
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code !== 'ENOENT' && code !== 'EISDIR') problems.push({ file, message: (error as Error).message });
+      continue;
+    }
+    const parsed = parseManifestFile(file, text);
+    problems.push(...parsed.problems);
+    for (const entry of parsed.objects) {
+      const id = `${entry.object.kind}\u0000${objectKey(entry.object)}`;
+      const earlier = objects.get(id);
+      if (earlier) {
+        problems.push({
+          file: entry.file,
+          line: entry.line,
+          kind: entry.object.kind,
+          name: objectKey(entry.object),
+          message: `also defined at ${earlier.file}:${earlier.line}; this later definition wins`,
+        });
+      }
+      objects.set(id, entry);
+    }
+  }
+  return { objects, problems };
+}
+
+export interface YamlDirSourceOptions {
+  dir: string;
+  store: ObjectStore;
+  /** Each problem is reported once per appearance (not again on every poll while it persists). */
+  onProblem?: (problem: SourceProblem) => void;
+  pollIntervalMs?: number;
+}
+
+export class YamlDirSource implements ConfigSource {
+  readonly #dir: string;
+  readonly #store: ObjectStore;
+  readonly #onProblem: (problem: SourceProblem) => void;
+  readonly #pollIntervalMs: number;
+  #objects = new Map<string, K8sObject>();
+  #reportedProblems = new Set<string>();
+  #watcher: FSWatcher | undefined;
+  #poll: NodeJS.Timeout | undefined;
+  #debounce: NodeJS.Timeout | undefined;
+  #reading: Promise<void> | undefined;
+  #again = false;
+  #stopped = false;
+
+  constructor(options: YamlDirSourceOptions) {
+    this.#dir = options.dir;
+    this.#store = options.store;
+    this.#onProblem = options.onProblem ?? (() => {});
+    this.#pollIntervalMs = options.pollIntervalMs ?? POLL_INTERVAL_MS;
+  }
+
+  async start(): Promise<void> {
+    await this.refresh();
+    try {
+      this.#watcher = watch(this.#dir, { recursive: true }, () => this.#schedule());
+      this.#watcher.on('error', () => {});
+    } catch {
+      // Polling alone still converges.
+    }
+    this.#poll = setInterval(() => this.#schedule(), this.#pollIntervalMs);
+    this.#poll.unref();
+  }
+
+  stop(): void {
+    this.#stopped = true;
+    this.#watcher?.close();
+    clearInterval(this.#poll);
+    clearTimeout(this.#debounce);
+  }
+
+  /** Re-reads the directory now and applies the difference; concurrent calls coalesce. */
+  async refresh(): Promise<void> {
+    if (this.#reading) {
+      this.#again = true;
+      return this.#reading;
+    }
+    this.#reading = (async () => {
+      do {
+        this.#again = false;
+        await this.#readOnce();
+      } while (this.#again && !this.#stopped);
+    })().finally(() => {
+      this.#reading = undefined;
+    });
+    return this.#reading;
+  }
+
+  async #readOnce(): Promise<void> {
+    const { objects, problems } = await readManifestDir(this.#dir);
+    const reported = new Set<string>();
+    for (const problem of problems) {
+      const text = formatProblem(problem);
+      reported.add(text);
+      if (!this.#reportedProblems.has(text)) this.#onProblem(problem);
+    }
+    this.#reportedProblems = reported;
+    const events: SourceEvent[] = [];
+    const next = new Map<string, K8sObject>();
+    for (const [id, entry] of objects) {
+      next.set(id, entry.object);
+      const previous = this.#objects.get(id);
+      if (!previous || !isDeepStrictEqual(previous, entry.object)) events.push({ type: 'upsert', object: entry.object });
+    }
+    for (const [id, object] of this.#objects) if (!next.has(id)) events.push({ type: 'delete', object });
+    this.#objects = next;
+    if (events.length > 0 && !this.#stopped) this.#store.apply(events);
+  }
+
+  #schedule(): void {
+    if (this.#stopped) return;
+    clearTimeout(this.#debounce);
+    this.#debounce = setTimeout(
+      () => void this.refresh().catch((error: Error) => this.#onProblem({ file: this.#dir, message: `cannot read the directory: ${error.message}` })),
+      DEBOUNCE_MS,
+    );
+  }
+}

@@ -1,0 +1,388 @@
+/**
+ * A STAND-IN for the Kubernetes API server, for tests only: no Kubernetes runs on these machines. It is built to
+ * the real protocol, closely enough that the official client (@kubernetes/client-node 2.x) lists and watches
+ * against it unmodified:
+ *   - HTTPS only (a self-signed certificate made with shared/identity's x509 provider), bearer token auth;
+ *   - `GET <collection>` lists with `metadata.resourceVersion` (one global counter, as etcd's revision);
+ *   - `GET <collection>?watch=true&resourceVersion=N[&allowWatchBookmarks=true]` streams JSON lines
+ *     `{"type":"ADDED|MODIFIED|DELETED|BOOKMARK","object":...}` of every change after N, then live ones;
+ *   - a watch from a version older than the compacted history gets an `ERROR` event whose object is
+ *     `{"kind":"Status","code":410,"reason":"Expired"}` and the stream ends (the client must relist);
+ *   - `POST /apis/authentication.k8s.io/v1/tokenreviews` answers TokenReviews from a token table;
+ *   - `GET`/`POST /api/v1/namespaces/<ns>/secrets[/<name>]` keeps Secrets (the CA root store uses them).
+ * Collections: core v1 namespaces, nodes, pods, services; discovery.k8s.io/v1 endpointslices;
+ * gateway.networking.k8s.io/v1 gateways; security.istio.io/v1 authorizationpolicies and peerauthentications.
+ * Tests drive it directly: `apply`, `remove`, `compact` (forget history), `bookmark`, `dropWatches`,
+ * `holdWatches`/`releaseWatches` (a partition during which changes are missed by watchers), `fail`/`recover`
+ * (an outage: every request answered 503).
+ */
+import { randomUUID } from 'node:crypto';
+import https from 'node:https';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import { KubeConfig } from '@kubernetes/client-node';
+import { x509 } from '../../shared/identity/crypto-provider.ts';
+import { generateKeyPair, SIGNING_ALGORITHM } from '../../shared/identity/keys.ts';
+import type { K8sObject } from '../../shared/k8s/objects.ts';
+
+interface Collection {
+  kind: string;
+  apiVersion: string;
+  path: string;
+  namespaced: boolean;
+}
+
+const COLLECTIONS: Collection[] = [
+  { kind: 'Namespace', apiVersion: 'v1', path: '/api/v1/namespaces', namespaced: false },
+  { kind: 'Node', apiVersion: 'v1', path: '/api/v1/nodes', namespaced: false },
+  { kind: 'Pod', apiVersion: 'v1', path: '/api/v1/pods', namespaced: true },
+  { kind: 'Service', apiVersion: 'v1', path: '/api/v1/services', namespaced: true },
+  { kind: 'EndpointSlice', apiVersion: 'discovery.k8s.io/v1', path: '/apis/discovery.k8s.io/v1/endpointslices', namespaced: true },
+  { kind: 'Gateway', apiVersion: 'gateway.networking.k8s.io/v1', path: '/apis/gateway.networking.k8s.io/v1/gateways', namespaced: true },
+  { kind: 'AuthorizationPolicy', apiVersion: 'security.istio.io/v1', path: '/apis/security.istio.io/v1/authorizationpolicies', namespaced: true },
+  { kind: 'PeerAuthentication', apiVersion: 'security.istio.io/v1', path: '/apis/security.istio.io/v1/peerauthentications', namespaced: true },
+];
+
+type WatchEventType = 'ADDED' | 'MODIFIED' | 'DELETED';
+
+interface HistoryEntry {
+  resourceVersion: number;
+  kind: string;
+  type: WatchEventType;
+  object: K8sObject;
+}
+
+interface OpenWatch {
+  collection: Collection;
+  response: ServerResponse;
+  bookmarks: boolean;
+}
+
+export interface TokenIdentity {
+  username: string;
+  node?: string;
+}
+
+export class FakeKubeApiServer {
+  readonly caPem: string;
+  readonly url: string;
+  /** Bearer token the client must send (the kubeconfig carries it). */
+  readonly clientToken: string;
+  /** Tokens a TokenReview accepts, and whose they are. */
+  readonly reviewTokens = new Map<string, TokenIdentity>();
+  /** Every request as `METHOD path?query`, for asserting lists and watches. */
+  readonly requests: string[] = [];
+  readonly #server: https.Server;
+  readonly #sockets = new Set<Socket>();
+  readonly #objects = new Map<string, Map<string, K8sObject>>();
+  /** Secrets by `<namespace>/<name>` (get and create only: what the CA's root store needs). */
+  readonly secrets = new Map<string, K8sObject>();
+  readonly #history: HistoryEntry[] = [];
+  readonly #watches = new Set<OpenWatch>();
+  #resourceVersion = 1;
+  /** While set, every request fails with this HTTP status (an API server restarting or overloaded). */
+  #failWith: number | undefined;
+  /** While set, watch requests wait (as behind a partitioned network) until `releaseWatches`. */
+  #heldWatches: (() => void)[] | undefined;
+  /** Watches from before this version get 410 Gone. */
+  #compactedThrough = 0;
+
+  private constructor(server: https.Server, caPem: string, url: string, clientToken: string) {
+    this.#server = server;
+    this.caPem = caPem;
+    this.url = url;
+    this.clientToken = clientToken;
+    server.on('connection', (socket: Socket) => {
+      this.#sockets.add(socket);
+      socket.on('close', () => this.#sockets.delete(socket));
+    });
+    server.on('request', (request: IncomingMessage, response: ServerResponse) => this.#handle(request, response));
+  }
+
+  static async start(): Promise<FakeKubeApiServer> {
+    const keys = await generateKeyPair();
+    const now = Date.now();
+    const certificate = await x509.X509CertificateGenerator.createSelfSigned({
+      serialNumber: '01',
+      name: 'CN=fake-kube-apiserver',
+      notBefore: new Date(now - 60_000),
+      notAfter: new Date(now + 24 * 3600_000),
+      signingAlgorithm: SIGNING_ALGORITHM,
+      keys: { privateKey: keys.privateKey, publicKey: keys.publicKey },
+      extensions: [
+        new x509.BasicConstraintsExtension(true, undefined, true),
+        new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
+        new x509.SubjectAlternativeNameExtension([
+          { type: 'ip', value: '127.0.0.1' },
+          { type: 'dns', value: 'localhost' },
+        ]),
+      ],
+    });
+    const caPem = certificate.toString('pem') + '\n';
+    const server = https.createServer({ key: keys.privateKeyPem, cert: caPem });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as AddressInfo).port;
+    return new FakeKubeApiServer(server, caPem, `https://127.0.0.1:${port}`, `client-${randomUUID()}`);
+  }
+
+  /** A KubeConfig for client-node: this server, its CA, the client token. */
+  kubeConfig(): KubeConfig {
+    const kubeConfig = new KubeConfig();
+    kubeConfig.loadFromOptions({
+      clusters: [{ name: 'fake', server: this.url, caData: Buffer.from(this.caPem).toString('base64'), skipTLSVerify: false }],
+      users: [{ name: 'control-plane', token: this.clientToken }],
+      contexts: [{ name: 'fake', cluster: 'fake', user: 'control-plane' }],
+      currentContext: 'fake',
+    });
+    return kubeConfig;
+  }
+
+  /** The same kubeconfig as YAML, for writing to a file (`--kubeconfig`). */
+  kubeConfigYaml(): string {
+    return this.kubeConfig().exportConfig();
+  }
+
+  get resourceVersion(): number {
+    return this.#resourceVersion;
+  }
+
+  /** Creates or replaces an object (kind and metadata.name required); returns it with its new resourceVersion. */
+  apply(object: K8sObject): K8sObject {
+    const collection = this.#collection(object.kind ?? '');
+    const store = this.#store(collection);
+    const key = this.#key(collection, object);
+    const existing = store.get(key);
+    const stored: K8sObject = {
+      ...object,
+      apiVersion: collection.apiVersion,
+      kind: collection.kind,
+      metadata: {
+        ...object.metadata,
+        ...(collection.namespaced ? { namespace: object.metadata?.namespace || 'default' } : {}),
+        uid: existing?.metadata?.uid ?? object.metadata?.uid ?? randomUUID(),
+        resourceVersion: String(++this.#resourceVersion),
+      } as K8sObject['metadata'],
+    };
+    store.set(key, stored);
+    this.#record(collection, existing ? 'MODIFIED' : 'ADDED', stored);
+    return stored;
+  }
+
+  remove(kind: string, namespace: string | undefined, name: string): void {
+    const collection = this.#collection(kind);
+    const store = this.#store(collection);
+    const key = collection.namespaced ? `${namespace || 'default'}/${name}` : name;
+    const existing = store.get(key);
+    if (!existing) return;
+    store.delete(key);
+    const deleted = { ...existing, metadata: { ...existing.metadata, resourceVersion: String(++this.#resourceVersion) } as K8sObject['metadata'] };
+    this.#record(collection, 'DELETED', deleted);
+  }
+
+  /** Forgets all history up to now: a watch resuming from an older version gets 410 Gone. */
+  compact(): void {
+    this.#compactedThrough = this.#resourceVersion;
+    this.#history.length = 0;
+  }
+
+  /** Sends a BOOKMARK (current resourceVersion) to every watch that asked for bookmarks. */
+  bookmark(): number {
+    let sent = 0;
+    for (const watch of this.#watches) {
+      if (!watch.bookmarks) continue;
+      this.#writeEvent(watch, 'BOOKMARK', { kind: watch.collection.kind, apiVersion: watch.collection.apiVersion, metadata: { resourceVersion: String(this.#resourceVersion) } });
+      sent++;
+    }
+    return sent;
+  }
+
+  /** Ends every open watch stream (as an API server restart or a load balancer timeout would). */
+  dropWatches(): void {
+    for (const watch of this.#watches) watch.response.end();
+    this.#watches.clear();
+  }
+
+  /** Ends open watches and holds new ones until `releaseWatches`: changes made meanwhile are missed by them. */
+  holdWatches(): void {
+    this.#heldWatches ??= [];
+    this.dropWatches();
+  }
+
+  releaseWatches(): void {
+    const held = this.#heldWatches ?? [];
+    this.#heldWatches = undefined;
+    for (const resume of held) resume();
+  }
+
+  /** Cuts every connection and answers every request with `status` until `recover` (an outage). */
+  fail(status = 503): void {
+    this.#failWith = status;
+    this.dropWatches();
+    for (const socket of this.#sockets) socket.destroy();
+  }
+
+  recover(): void {
+    this.#failWith = undefined;
+  }
+
+  openWatches(kind?: string): number {
+    return [...this.#watches].filter((watch) => !kind || watch.collection.kind === kind).length;
+  }
+
+  async close(): Promise<void> {
+    this.dropWatches();
+    for (const socket of this.#sockets) socket.destroy();
+    await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+  }
+
+  #collection(kind: string): Collection {
+    const collection = COLLECTIONS.find((entry) => entry.kind === kind);
+    if (!collection) throw new Error(`the fake API server does not serve kind ${kind}`);
+    return collection;
+  }
+
+  #store(collection: Collection): Map<string, K8sObject> {
+    let store = this.#objects.get(collection.kind);
+    if (!store) {
+      store = new Map();
+      this.#objects.set(collection.kind, store);
+    }
+    return store;
+  }
+
+  #key(collection: Collection, object: K8sObject): string {
+    return collection.namespaced ? `${object.metadata?.namespace || 'default'}/${object.metadata?.name}` : String(object.metadata?.name);
+  }
+
+  #record(collection: Collection, type: WatchEventType, object: K8sObject): void {
+    this.#history.push({ resourceVersion: this.#resourceVersion, kind: collection.kind, type, object });
+    for (const watch of this.#watches) if (watch.collection === collection) this.#writeEvent(watch, type, object);
+  }
+
+  #writeEvent(watch: OpenWatch, type: string, object: unknown): void {
+    watch.response.write(`${JSON.stringify({ type, object })}\n`);
+  }
+
+  #status(response: ServerResponse, code: number, reason: string, message: string): void {
+    response.writeHead(code, { 'content-type': 'application/json' });
+    response.end(JSON.stringify({ kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason, code }));
+  }
+
+  #handle(request: IncomingMessage, response: ServerResponse): void {
+    const url = new URL(request.url ?? '/', this.url);
+    this.requests.push(`${request.method} ${url.pathname}${url.search}`);
+    if (this.#failWith !== undefined) {
+      this.#status(response, this.#failWith, 'ServiceUnavailable', 'the API server is unavailable');
+      return;
+    }
+    if (request.headers.authorization !== `Bearer ${this.clientToken}`) {
+      this.#status(response, 401, 'Unauthorized', 'Unauthorized');
+      return;
+    }
+    if (request.method === 'POST' && url.pathname === '/apis/authentication.k8s.io/v1/tokenreviews') {
+      this.#tokenReview(request, response);
+      return;
+    }
+    const secretPath = /^\/api\/v1\/namespaces\/([^/]+)\/secrets(?:\/([^/]+))?$/.exec(url.pathname);
+    if (secretPath) {
+      this.#secret(request, response, secretPath[1]!, secretPath[2]);
+      return;
+    }
+    const collection = COLLECTIONS.find((entry) => entry.path === url.pathname);
+    if (request.method !== 'GET' || !collection) {
+      this.#status(response, 404, 'NotFound', `the server could not find the requested resource (${request.method} ${url.pathname})`);
+      return;
+    }
+    const watch = url.searchParams.get('watch');
+    if ((watch === 'true' || watch === '1') && this.#heldWatches) this.#heldWatches.push(() => this.#watch(collection, url, response));
+    else if (watch === 'true' || watch === '1') this.#watch(collection, url, response);
+    else this.#list(collection, response);
+  }
+
+  #list(collection: Collection, response: ServerResponse): void {
+    const items = [...this.#store(collection).values()].map((object) => {
+      // List items omit kind and apiVersion, as the real server does.
+      const { kind: _kind, apiVersion: _apiVersion, ...rest } = object;
+      return rest;
+    });
+    response.writeHead(200, { 'content-type': 'application/json' });
+    response.end(JSON.stringify({ kind: `${collection.kind}List`, apiVersion: collection.apiVersion, metadata: { resourceVersion: String(this.#resourceVersion) }, items }));
+  }
+
+  #watch(collection: Collection, url: URL, response: ServerResponse): void {
+    const from = Number(url.searchParams.get('resourceVersion') || this.#resourceVersion);
+    response.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' });
+    response.flushHeaders();
+    const open: OpenWatch = { collection, response, bookmarks: url.searchParams.get('allowWatchBookmarks') === 'true' };
+    if (from < this.#compactedThrough) {
+      this.#writeEvent(open, 'ERROR', {
+        kind: 'Status',
+        apiVersion: 'v1',
+        metadata: {},
+        status: 'Failure',
+        message: `too old resource version: ${from} (${this.#compactedThrough})`,
+        reason: 'Expired',
+        code: 410,
+      });
+      response.end();
+      return;
+    }
+    for (const entry of this.#history) if (entry.kind === collection.kind && entry.resourceVersion > from) this.#writeEvent(open, entry.type, entry.object);
+    this.#watches.add(open);
+    response.on('close', () => this.#watches.delete(open));
+  }
+
+  #readJson<T>(request: IncomingMessage, response: ServerResponse, use: (body: T) => void): void {
+    const chunks: Buffer[] = [];
+    request.on('data', (chunk: Buffer) => chunks.push(chunk));
+    request.on('end', () => {
+      let body: T;
+      try {
+        body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as T;
+      } catch {
+        this.#status(response, 400, 'BadRequest', 'the request body is not JSON');
+        return;
+      }
+      use(body);
+    });
+  }
+
+  #secret(request: IncomingMessage, response: ServerResponse, namespace: string, name: string | undefined): void {
+    if (request.method === 'GET' && name) {
+      const secret = this.secrets.get(`${namespace}/${name}`);
+      if (!secret) {
+        this.#status(response, 404, 'NotFound', `secrets "${name}" not found`);
+        return;
+      }
+      response.writeHead(200, { 'content-type': 'application/json' });
+      response.end(JSON.stringify(secret));
+      return;
+    }
+    if (request.method === 'POST' && !name) {
+      this.#readJson<K8sObject>(request, response, (secret) => {
+        const key = `${namespace}/${secret.metadata?.name}`;
+        if (this.secrets.has(key)) {
+          this.#status(response, 409, 'AlreadyExists', `secrets "${secret.metadata?.name}" already exists`);
+          return;
+        }
+        const stored = { ...secret, metadata: { ...secret.metadata, namespace, uid: randomUUID(), resourceVersion: String(++this.#resourceVersion) } as K8sObject['metadata'] };
+        this.secrets.set(key, stored);
+        response.writeHead(201, { 'content-type': 'application/json' });
+        response.end(JSON.stringify(stored));
+      });
+      return;
+    }
+    this.#status(response, 405, 'MethodNotAllowed', `${request.method} is not supported on secrets here`);
+  }
+
+  #tokenReview(request: IncomingMessage, response: ServerResponse): void {
+    this.#readJson<{ spec?: { token?: string } }>(request, response, (review) => {
+      const identity = this.reviewTokens.get(review.spec?.token ?? '');
+      const status = identity
+        ? { authenticated: true, user: { username: identity.username, uid: randomUUID(), ...(identity.node ? { extra: { 'authentication.kubernetes.io/node-name': [identity.node] } } : {}) } }
+        : { authenticated: false, error: 'invalid bearer token' };
+      response.writeHead(201, { 'content-type': 'application/json' });
+      response.end(JSON.stringify({ kind: 'TokenReview', apiVersion: 'authentication.k8s.io/v1', metadata: {}, spec: review.spec, status }));
+    });
+  }
+}

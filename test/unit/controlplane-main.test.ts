@@ -1,0 +1,74 @@
+// The control plane's entry: configuration, and a whole control plane started as main starts it, in local mode
+// (YAML directory, bootstrap token file, root in a directory) and in Kubernetes mode (the stand-in API server:
+// informers, TokenReview, root in a Secret).
+import test from 'ava';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { CertificateAuthority } from '../../shared/identity/index.ts';
+import { parseConfig, runControlPlane } from '../../controlplane/main.ts';
+import { FakeKubeApiServer } from '../helpers/kube-api-server.ts';
+import { namespaceObject, podObject, podYaml, startRecordingClient, tempDir, workloadNamed, writeManifest } from '../helpers/xds-harness.ts';
+
+test('configuration: a source is required; dir: and kubernetes are understood; flags win over the environment', (t) => {
+  t.throws(() => parseConfig([], {}), { message: /no source/ });
+  t.throws(() => parseConfig(['--source', 'etcd'], {}), { message: /dir:<path> or kubernetes/ });
+  const local = parseConfig(['--ca-dir', '/ca'], { AMBIT_CLUSTER_DIR: '/cluster', AMBIT_XDS_LISTEN: '127.0.0.1:1' });
+  t.deepEqual(local.source, { type: 'dir', dir: '/cluster' });
+  t.is(local.listenAddress, '127.0.0.1:1');
+  t.is(local.tokenFile, '/ca/node-tokens');
+  t.is(parseConfig(['--source', 'dir:/x'], {}).listenAddress, '0.0.0.0:15012');
+  t.deepEqual(parseConfig(['--source', 'kubernetes', '--kubeconfig', '/k'], { AMBIT_SOURCE: 'dir:/y' }).source, { type: 'kubernetes', kubeconfig: '/k' });
+});
+
+test('local mode: a node token connects, the directory is served, and a restart keeps the same root', async (t) => {
+  const base = await tempDir(t);
+  const clusterDir = path.join(base, 'cluster');
+  const caDir = path.join(base, 'ca');
+  await mkdir(clusterDir);
+  await mkdir(caDir);
+  await writeFile(path.join(caDir, 'node-tokens'), '# token node\nnode-1-token node-1\n');
+  await writeManifest(clusterDir, 'pod.yaml', podYaml({ name: 'web-1', namespace: 'default', ip: '10.0.0.1' }));
+  const config = parseConfig(['--source', `dir:${clusterDir}`, '--ca-dir', caDir, '--listen', '127.0.0.1:0', '--log-level', 'silent'], {});
+
+  const first = await runControlPlane(config);
+  const rootPem = await readFile(path.join(caDir, 'root-cert.pem'), 'utf8');
+  const ca = await CertificateAuthority.load({ trustDomain: 'cluster.local', certPem: rootPem, keyPem: await readFile(path.join(caDir, 'ca-key.pem'), 'utf8') });
+  const plane = { address: `127.0.0.1:${first.port}`, ca, cp: first };
+  const agent = startRecordingClient(t, plane, { token: 'node-1-token' });
+  await agent.client.synced;
+  t.truthy(workloadNamed(agent, 'default', 'web-1'));
+  t.deepEqual(first.xds.connections().map((connection) => connection.caller.node), ['node-1']);
+  await first.close();
+
+  const second = await runControlPlane(config);
+  t.teardown(() => second.close());
+  t.is(await readFile(path.join(caDir, 'root-cert.pem'), 'utf8'), rootPem, 'the root persists across restarts');
+});
+
+test('Kubernetes mode: informers feed the model, agents authenticate by TokenReview, the root lives in a Secret', async (t) => {
+  const api = await FakeKubeApiServer.start();
+  t.teardown(() => api.close());
+  api.reviewTokens.set('sa-token', { username: 'system:serviceaccount:istio-system:ztunnel', node: 'node-1' });
+  api.apply(namespaceObject('shop', { 'istio.io/dataplane-mode': 'ambient' }));
+  api.apply(podObject({ name: 'web-1', namespace: 'shop', ip: '10.0.0.1' }));
+  const base = await tempDir(t);
+  const kubeconfig = path.join(base, 'kubeconfig');
+  await writeFile(kubeconfig, api.kubeConfigYaml());
+
+  const cp = await runControlPlane(parseConfig(['--source', 'kubernetes', '--kubeconfig', kubeconfig, '--listen', '127.0.0.1:0', '--log-level', 'silent'], {}));
+  t.teardown(() => cp.close());
+  const secret = api.secrets.get('istio-system/istio-ca-secret') as { data: Record<string, string> } | undefined;
+  t.truthy(secret, 'the root was stored in the istio-ca-secret Secret');
+  const ca = await CertificateAuthority.load({
+    trustDomain: 'cluster.local',
+    certPem: Buffer.from(secret!.data['ca-cert.pem']!, 'base64').toString(),
+    keyPem: Buffer.from(secret!.data['ca-key.pem']!, 'base64').toString(),
+  });
+  const agent = startRecordingClient(t, { address: `127.0.0.1:${cp.port}`, ca, cp }, { token: 'sa-token' });
+  await agent.client.synced;
+  t.is(workloadNamed(agent, 'shop', 'web-1')?.tunnelProtocol, 'HBONE');
+
+  api.apply(podObject({ name: 'web-2', namespace: 'shop', ip: '10.0.0.2' }));
+  await agent.until(() => workloadNamed(agent, 'shop', 'web-2') !== undefined, 'a watched pod');
+  t.pass();
+});

@@ -1,0 +1,85 @@
+// The model on its own: what Address resources a set of Kubernetes objects becomes, and that a change touches
+// only the resources it affects.
+import test from 'ava';
+import { AddressModel } from '../../controlplane/model/address-model.ts';
+import { ObjectStore } from '../../controlplane/store.ts';
+import { ResourceCache } from '../../controlplane/xds/resource-cache.ts';
+import type { K8sObject } from '../../shared/k8s/objects.ts';
+import { ADDRESS_TYPE_URL, messageType, TO_OBJECT_OPTIONS } from '../../shared/xds/protos.ts';
+import { bytesToIp, type XdsAddress } from '../../shared/xds/types.ts';
+import { namespaceObject, podObject, serviceObject } from '../helpers/xds-harness.ts';
+
+function setup(objects: K8sObject[]) {
+  const store = new ObjectStore();
+  const cache = new ResourceCache();
+  const model = new AddressModel({ store, cache, trustDomain: 'cluster.local' });
+  store.apply(objects.map((object) => ({ type: 'upsert' as const, object })));
+  cache.drainChanges();
+  const addressType = messageType('istio.workload.Address');
+  const read = (name: string) => {
+    const entry = cache.get(ADDRESS_TYPE_URL, name);
+    return entry ? (addressType.toObject(addressType.decode(entry.value), TO_OBJECT_OPTIONS) as XdsAddress) : undefined;
+  };
+  return { store, cache, model, read };
+}
+
+test('host-network and finished pods are not workloads; others get Istio uids and their identity', (t) => {
+  const hostNetwork = podObject({ name: 'node-exporter', namespace: 'mon', ip: '192.168.0.2' });
+  (hostNetwork.spec as { hostNetwork?: boolean }).hostNetwork = true;
+  const finished = podObject({ name: 'job-1', namespace: 'mon', ip: '10.0.0.9' });
+  (finished.status as { phase: string }).phase = 'Succeeded';
+  const { cache, read } = setup([namespaceObject('mon'), hostNetwork, finished, podObject({ name: 'api', namespace: 'mon', ip: '10.0.0.3', serviceAccount: 'api-sa', node: 'node-2' })]);
+  t.deepEqual([...cache.all(ADDRESS_TYPE_URL).keys()], ['Kubernetes//Pod/mon/api']);
+  const workload = read('Kubernetes//Pod/mon/api')!.workload!;
+  t.is(workload.serviceAccount, 'api-sa');
+  t.is(workload.trustDomain, 'cluster.local');
+  t.is(workload.node, 'node-2');
+  t.is(workload.clusterId, 'Kubernetes');
+  t.is(workload.workloadType, 'POD');
+});
+
+test('a selector-less service takes its endpoints from EndpointSlices, with the slice port as the target', (t) => {
+  const external = serviceObject({ name: 'legacy', namespace: 'shop', vip: '10.96.0.20', selector: {} });
+  const slice: K8sObject = {
+    apiVersion: 'discovery.k8s.io/v1',
+    kind: 'EndpointSlice',
+    metadata: { name: 'legacy-abc', namespace: 'shop', labels: { 'kubernetes.io/service-name': 'legacy' } },
+    addressType: 'IPv4',
+    endpoints: [{ addresses: ['10.0.0.5'], targetRef: { kind: 'Pod', name: 'backend', namespace: 'shop' } }],
+    ports: [{ name: 'http', port: 9090 }],
+  };
+  const { store, read } = setup([namespaceObject('shop'), external, podObject({ name: 'backend', namespace: 'shop', ip: '10.0.0.5' }), slice]);
+  t.deepEqual(read('Kubernetes//Pod/shop/backend')!.workload!.services['shop/legacy.shop.svc.cluster.local']?.ports, [{ servicePort: 80, targetPort: 9090 }]);
+  t.deepEqual(read('shop/legacy.shop.svc.cluster.local')!.service!.addresses.map((entry) => bytesToIp(entry.address)), ['10.96.0.20']);
+  store.apply([{ type: 'delete', object: slice }]);
+  t.deepEqual(read('Kubernetes//Pod/shop/backend')!.workload!.services, {}, 'removing the slice removes the membership');
+});
+
+test('a change touches only what it affects, and an identical recomputation is no change', (t) => {
+  const objects: K8sObject[] = [namespaceObject('a'), namespaceObject('b')];
+  for (let index = 0; index < 20; index++) objects.push(podObject({ name: `p${index}`, namespace: index < 10 ? 'a' : 'b', ip: `10.0.0.${index + 1}`, labels: { app: `app${index}` } }));
+  objects.push(serviceObject({ name: 's', namespace: 'a', vip: '10.96.0.1', selector: { app: 'app3' } }));
+  const { store, cache } = setup(objects);
+
+  store.apply([{ type: 'upsert', object: podObject({ name: 'p3', namespace: 'a', ip: '10.0.0.4', labels: { app: 'app3', version: 'v2' } }) }]);
+  t.deepEqual([...(cache.drainChanges().get(ADDRESS_TYPE_URL) ?? [])], ['Kubernetes//Pod/a/p3']);
+
+  store.apply([{ type: 'upsert', object: namespaceObject('b', { 'istio.io/dataplane-mode': 'ambient' }) }]);
+  t.is(cache.drainChanges().get(ADDRESS_TYPE_URL)?.size, 10, "only namespace b's pods");
+
+  store.apply([{ type: 'upsert', object: serviceObject({ name: 's', namespace: 'a', vip: '10.96.0.1', selector: { app: 'app4' } }) }]);
+  // The Service resource carries no selector, so its bytes (and version) stay; only membership moves.
+  t.deepEqual([...(cache.drainChanges().get(ADDRESS_TYPE_URL) ?? [])].sort(), ['Kubernetes//Pod/a/p3', 'Kubernetes//Pod/a/p4'], 'the pods it left and joined');
+
+  // Re-applying the same namespace labels changes nothing on the wire.
+  store.apply([{ type: 'upsert', object: { ...namespaceObject('b', { 'istio.io/dataplane-mode': 'ambient' }), metadata: { name: 'b', labels: { 'istio.io/dataplane-mode': 'ambient' }, annotations: { note: 'x' } } } }]);
+  t.is(cache.drainChanges().size, 0);
+});
+
+test("a workload's locality comes from its node's topology labels, and follows a relabelled node", (t) => {
+  const node = (zone: string): K8sObject => ({ apiVersion: 'v1', kind: 'Node', metadata: { name: 'node-1', labels: { 'topology.kubernetes.io/region': 'eu', 'topology.kubernetes.io/zone': zone } } });
+  const { store, read } = setup([node('eu-1a'), podObject({ name: 'api', namespace: 'default', ip: '10.0.0.3', node: 'node-1' })]);
+  t.deepEqual(read('Kubernetes//Pod/default/api')!.workload!.locality, { region: 'eu', zone: 'eu-1a', subzone: '' });
+  store.apply([{ type: 'upsert', object: node('eu-1b') }]);
+  t.is(read('Kubernetes//Pod/default/api')!.workload!.locality!.zone, 'eu-1b');
+});

@@ -1,0 +1,83 @@
+// The YAML-directory source: bad documents are reported with file and line and skipped while the rest apply;
+// unknown kinds and unknown fields are reported, never silently ignored; changes become per-object events.
+import test from 'ava';
+import { mkdir, symlink, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { parseManifestFile, YamlDirSource } from '../../controlplane/sources/yaml-dir.ts';
+import type { SourceProblem } from '../../controlplane/sources/source.ts';
+import { ObjectStore, type StoreChange } from '../../controlplane/store.ts';
+import { eventually, namespaceYaml, podYaml, tempDir, writeManifest } from '../helpers/xds-harness.ts';
+
+async function startSource(t: { teardown(fn: () => unknown): void }, dir: string) {
+  const store = new ObjectStore();
+  const changes: StoreChange[] = [];
+  store.onChanges((batch) => changes.push(...batch));
+  const problems: SourceProblem[] = [];
+  const source = new YamlDirSource({ dir, store, onProblem: (problem) => problems.push(problem), pollIntervalMs: 100 });
+  t.teardown(() => source.stop());
+  await source.start();
+  return { store, changes, problems };
+}
+
+test('a document with bad YAML is reported with its file and line; the other documents in the file apply', async (t) => {
+  const dir = await tempDir(t);
+  const text = [namespaceYaml('shop'), '---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: broken\n  labels: [unclosed\n', '---\n' + podYaml({ name: 'good', namespace: 'shop', ip: '10.0.0.1' })].join('');
+  await writeManifest(dir, 'mixed.yaml', text);
+  const { store, problems } = await startSource(t, dir);
+  t.deepEqual(store.keys('Pod'), ['shop/good']);
+  t.deepEqual(store.keys('Namespace'), ['shop']);
+  t.is(problems.length, 1);
+  t.is(problems[0]!.file, path.join(dir, 'mixed.yaml'));
+  // The broken document spans lines 5-10; the parser notices the unclosed list where the next document starts.
+  t.true(problems[0]!.line! >= 6 && problems[0]!.line! <= 11, `line ${problems[0]!.line} points at the broken document`);
+  t.regex(problems[0]!.message, /invalid YAML/);
+});
+
+test('an unknown kind is reported and skipped', async (t) => {
+  const dir = await tempDir(t);
+  await writeManifest(dir, 'a.yaml', `${namespaceYaml('shop')}---\napiVersion: example.com/v1\nkind: Frobnicator\nmetadata:\n  name: f\n`);
+  const { store, problems } = await startSource(t, dir);
+  t.deepEqual(store.keys('Namespace'), ['shop']);
+  t.is(problems.length, 1);
+  t.is(problems[0]!.line, 7, 'the line of its kind');
+  t.regex(problems[0]!.message, /unknown kind example\.com\/v1\/Frobnicator/);
+});
+
+test('an unknown field in a known kind is reported at its line and the object is rejected', async (t) => {
+  const dir = await tempDir(t);
+  const pod = podYaml({ name: 'typo', namespace: 'shop', ip: '10.0.0.1' }).replace('  serviceAccountName: default', '  serviceAccountNmae: web');
+  await writeManifest(dir, 'pod.yaml', pod);
+  const { store, problems } = await startSource(t, dir);
+  t.deepEqual(store.keys('Pod'), []);
+  t.is(problems.length, 1);
+  t.is(problems[0]!.line, 8, 'the line of the misspelt key');
+  t.regex(problems[0]!.message, /unknown field "spec\.serviceAccountNmae" in Pod/);
+  t.is(problems[0]!.name, 'typo');
+
+  const { problems: fieldProblems } = parseManifestFile('x.yaml', 'apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: p\nspec:\n  actoin: DENY\n');
+  t.regex(fieldProblems[0]!.message, /unknown field "spec\.actoin" in AuthorizationPolicy/);
+  t.is(fieldProblems[0]!.line, 6);
+});
+
+test('edits become per-object events: only the changed object, deletions when a file goes', async (t) => {
+  const dir = await tempDir(t);
+  await writeManifest(dir, 'ns.yaml', namespaceYaml('shop'));
+  await writeManifest(dir, 'pods.yaml', podYaml({ name: 'a', namespace: 'shop', ip: '10.0.0.1' }) + '---\n' + podYaml({ name: 'b', namespace: 'shop', ip: '10.0.0.2' }));
+  const { changes, problems } = await startSource(t, dir);
+  t.is(changes.length, 3);
+  await writeManifest(dir, 'pods.yaml', podYaml({ name: 'a', namespace: 'shop', ip: '10.0.0.1', labels: { app: 'x' } }));
+  await eventually(() => changes.length === 5, 'the edit');
+  t.deepEqual(changes.slice(3).map((change) => `${change.type} ${change.key}`).sort(), ['delete shop/b', 'upsert shop/a']);
+  t.deepEqual(problems, []);
+});
+
+test('a directory mounted from a ConfigMap (symlinks into a hidden timestamped directory) is read once', async (t) => {
+  const dir = await tempDir(t);
+  await mkdir(path.join(dir, '..2026_01_01'));
+  await writeFile(path.join(dir, '..2026_01_01', 'mesh.yaml'), namespaceYaml('shop'));
+  await symlink('..2026_01_01', path.join(dir, '..data'));
+  await symlink(path.join('..data', 'mesh.yaml'), path.join(dir, 'mesh.yaml'));
+  const { store, problems } = await startSource(t, dir);
+  t.deepEqual(store.keys('Namespace'), ['shop']);
+  t.deepEqual(problems, [], 'no duplicate-definition report');
+});

@@ -1,0 +1,56 @@
+// Who may connect to the xDS server: a bad bootstrap token is refused with UNAUTHENTICATED; in Kubernetes mode a
+// TokenReview against the (stand-in) API server decides, and yields the caller's identity and node.
+import test from 'ava';
+import * as grpc from '@grpc/grpc-js';
+import { TokenReviewAuthenticator } from '../../controlplane/xds/auth.ts';
+import { startControlPlane } from '../../controlplane/control-plane.ts';
+import { YamlDirSource } from '../../controlplane/sources/yaml-dir.ts';
+import type { XdsClientStatus } from '../../shared/xds/client.ts';
+import { FakeKubeApiServer } from '../helpers/kube-api-server.ts';
+import { eventually, startRecordingClient, startTestControlPlane, tempDir, testCa } from '../helpers/xds-harness.ts';
+
+test('a client with a wrong bootstrap token is refused with UNAUTHENTICATED and gets nothing', async (t) => {
+  const plane = await startTestControlPlane(t, { dir: await tempDir(t) });
+  const statuses: XdsClientStatus[] = [];
+  const agent = startRecordingClient(t, plane, { token: 'not-the-token', onStatus: (status) => statuses.push(status), initialBackoffMs: 1000 });
+  await eventually(() => statuses.some((status) => status.state === 'disconnected'), 'the refusal');
+  const refusal = statuses.find((status) => status.state === 'disconnected') as Extract<XdsClientStatus, { state: 'disconnected' }>;
+  t.is(refusal.code, grpc.status.UNAUTHENTICATED);
+  t.regex(refusal.error, /not in the bootstrap token file/);
+  t.false(agent.client.isSynced());
+  t.is(agent.calls.length, 0);
+  t.deepEqual(plane.cp.xds.connections(), []);
+});
+
+test('Kubernetes mode: a TokenReview accepts a service account token and names its node; an unknown token is refused', async (t) => {
+  const api = await FakeKubeApiServer.start();
+  t.teardown(() => api.close());
+  api.reviewTokens.set('agent-token', { username: 'system:serviceaccount:istio-system:ztunnel', node: 'node-7' });
+  const ca = await testCa();
+  const dir = await tempDir(t);
+  const cp = await startControlPlane({ ca, listenAddress: '127.0.0.1:0', authenticator: new TokenReviewAuthenticator(api.kubeConfig()), createSource: (store) => new YamlDirSource({ dir, store }) });
+  t.teardown(() => cp.close());
+  const plane = { address: `127.0.0.1:${cp.port}`, ca, cp: cp };
+
+  const agent = startRecordingClient(t, plane, { token: 'agent-token' });
+  await agent.client.synced;
+  t.deepEqual(cp.xds.connections().map((connection) => connection.caller), [{ identity: 'system:serviceaccount:istio-system:ztunnel', node: 'node-7' }]);
+  t.true(api.requests.includes('POST /apis/authentication.k8s.io/v1/tokenreviews'));
+
+  const statuses: XdsClientStatus[] = [];
+  startRecordingClient(t, plane, { token: 'stolen', onStatus: (status) => statuses.push(status), initialBackoffMs: 1000 });
+  await eventually(() => statuses.some((status) => status.state === 'disconnected'), 'the refusal');
+  const refusal = statuses.find((status) => status.state === 'disconnected') as Extract<XdsClientStatus, { state: 'disconnected' }>;
+  t.is(refusal.code, grpc.status.UNAUTHENTICATED);
+  t.regex(refusal.error, /token review rejected/);
+});
+
+test('the client refuses a control plane that does not present the expected identity', async (t) => {
+  const plane = await startTestControlPlane(t, { dir: await tempDir(t) });
+  const statuses: XdsClientStatus[] = [];
+  const impostor = { ...plane, cp: { serverIdentity: 'spiffe://cluster.local/ns/istio-system/sa/not-istiod' } };
+  const agent = startRecordingClient(t, impostor, { onStatus: (status) => statuses.push(status), initialBackoffMs: 1000 });
+  await eventually(() => statuses.some((status) => status.state === 'disconnected'), 'the refusal');
+  t.false(agent.client.isSynced());
+  t.deepEqual(plane.cp.xds.connections(), [], 'no stream was opened');
+});
