@@ -32,6 +32,14 @@ export class ClusterDirError extends Error {
   }
 }
 
+/** Where each parsed object came from (file and 1-based line), for messages that point at a user's YAML. */
+const objectSources = new WeakMap<object, { file: string; line: number }>();
+
+/** The file and line an object of a snapshot was read from, when it came from parseManifests. */
+export function objectSource(object: object): { file: string; line: number } | undefined {
+  return objectSources.get(object);
+}
+
 export class ClusterSnapshot {
   readonly objects: K8sObject[];
   readonly errors: ClusterDirProblem[];
@@ -82,6 +90,7 @@ export function parseManifests(file: string, text: string): { objects: K8sObject
       errors.push({ file, line: start.line, column: start.col, message: 'document has no kind or metadata.name' });
       continue;
     }
+    objectSources.set(object, { file, line: start.line });
     objects.push(object);
   }
   return { objects, errors };
