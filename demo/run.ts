@@ -1,10 +1,12 @@
 /**
  * `make demo`: a two-node ambit mesh on this machine, no Kubernetes.
  *
- *   1. builds two nodes (network namespaces with a bridge each, joined by an underlay link) and starts an ambit
- *      agent in each; the CNI chain is Debian's reference plugins followed by ambit's plugin;
- *   2. enrolls namespace `shop` (istio.io/dataplane-mode=ambient) and starts a server pod on node 2 and a client
- *      pod on node 1 in it, plus a client pod in the un-enrolled namespace `legacy`;
+ *   1. builds two nodes (network namespaces with a bridge each, joined by an underlay link), starts the ambit
+ *      control plane on the underlay (delta xDS + CA, reading a directory of Kubernetes YAML) and an ambit agent in
+ *      each node; the CNI chain is Debian's reference plugins followed by ambit's plugin;
+ *   2. enrolls namespace `shop` by labelling it (istio.io/dataplane-mode=ambient) in its YAML file while the mesh
+ *      runs, starts a server pod on node 2 and a client pod on node 1 in it, plus a client pod in the un-enrolled
+ *      namespace `legacy`; the agents get the pods' certificates from the control plane's CA;
  *   3. captures the node-to-node link with tcpdump while each client talks to the server, then shows the SPIFFE
  *      identities on both ends and what crossed the link: only TLS on port 15008 for the mesh client, plaintext
  *      for the legacy client.
@@ -18,7 +20,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { createLocalMesh } from '../runtime/local-mesh.ts';
-import { runClient, startEchoServer, type Pod } from '../runtime/index.ts';
+import { runClient, startEchoServer, type ClusterNode, type Pod } from '../runtime/index.ts';
 import { NODE_UNDERLAY_IF } from '../runtime/topology.ts';
 import { run } from '../runtime/exec.ts';
 
@@ -38,7 +40,9 @@ interface WireReport {
 }
 
 async function captureLink(netns: string, file: string, during: () => Promise<void>): Promise<WireReport> {
-  const tcpdump: ChildProcess = spawn('ip', ['netns', 'exec', netns, 'tcpdump', '-Z', 'root', '-i', NODE_UNDERLAY_IF, '-U', '-s', '0', '-w', file, 'tcp'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const tcpdump: ChildProcess = spawn('ip', ['netns', 'exec', netns, 'tcpdump', '-Z', 'root', '--immediate-mode', '-i', NODE_UNDERLAY_IF, '-U', '-s', '0', '-w', file, 'tcp'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let tcpdumpLog = '';
+  tcpdump.stderr!.on('data', (chunk: Buffer) => (tcpdumpLog += chunk.toString()));
   // tcpdump says "listening on" once the capture is live.
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error('tcpdump did not start')), 10_000);
@@ -60,7 +64,7 @@ async function captureLink(netns: string, file: string, during: () => Promise<vo
     await new Promise((resolve) => tcpdump.once('exit', resolve));
   }
   const summary = await run('tcpdump', ['-r', file, '-nn', '-q', '-t']);
-  if (process.env.AMBIT_DEMO_DEBUG) console.log(summary.stdout.slice(0, 2000), summary.stderr);
+  if (process.env.AMBIT_DEMO_DEBUG) console.log(summary.stdout.slice(0, 500), summary.stderr, tcpdumpLog);
   const ports = new Map<number, number>();
   let packets = 0;
   for (const line of summary.stdout.split('\n')) {
@@ -83,12 +87,23 @@ async function accessLogLines(logFile: string, pod: Pod): Promise<Array<Record<s
     .filter((entry) => JSON.stringify(entry).includes(pod.ip));
 }
 
+/** The certificates an agent holds, read from its admin endpoint (localhost:15000 inside the node namespace). */
+async function agentCertificates(node: ClusterNode): Promise<Array<{ identity: string; notAfter: string }>> {
+  const script = "fetch('http://127.0.0.1:15000/config_dump').then((r) => r.json()).then((d) => console.log(JSON.stringify(d.certificates)))";
+  const result = await node.exec(process.execPath, ['-e', script]);
+  try {
+    return JSON.parse(result.stdout) as Array<{ identity: string; notAfter: string }>;
+  } catch {
+    return [];
+  }
+}
+
 function describePorts(report: WireReport): string {
   return [...report.ports.entries()].sort((a, b) => b[1] - a[1]).map(([port, count]) => `port ${port}: ${count} packets`).join(', ');
 }
 
 async function main(): Promise<void> {
-  step('Building a 2-node local cluster (network namespaces, Debian CNI plugins + ambit-cni) with an ambit agent per node');
+  step('Building a 2-node local cluster (network namespaces, Debian CNI plugins + ambit-cni), the control plane and an agent per node');
   const mesh = await createLocalMesh({ nodes: 2, name: 'demo' });
   const cleanup = async (): Promise<void> => {
     await mesh.destroy();
@@ -97,10 +112,15 @@ async function main(): Promise<void> {
   try {
     const cluster = mesh.cluster;
     const [node1, node2] = [cluster.node(0), cluster.node(1)];
-    console.log(`    nodes: ${node1.name} (pods ${node1.podCidr}), ${node2.name} (pods ${node2.podCidr}); CA root in ${mesh.caDir}`);
+    console.log(`    nodes: ${node1.name} (pods ${node1.podCidr}), ${node2.name} (pods ${node2.podCidr})`);
+    console.log(`    control plane: delta xDS + CA at ${mesh.controlPlaneAddress}, watching ${cluster.clusterDir}`);
 
-    step(`Enrolling namespace "shop" (istio.io/dataplane-mode=ambient) and starting pods`);
-    const server = await cluster.createPod({ node: node2, namespace: 'shop', name: 'server', serviceAccount: 'server', namespaceLabels: ENROLLED });
+    step(`Enrolling namespace "shop": writing istio.io/dataplane-mode=ambient into ${path.join(cluster.clusterDir, 'namespaces', 'shop.yaml')}`);
+    await cluster.setNamespaceLabels('shop', ENROLLED);
+    console.log(`    ${(await readFile(path.join(cluster.clusterDir, 'namespaces', 'shop.yaml'), 'utf8')).trim().split('\n').join('\n    ')}`);
+
+    step('Starting pods');
+    const server = await cluster.createPod({ node: node2, namespace: 'shop', name: 'server', serviceAccount: 'server' });
     const client = await cluster.createPod({ node: node1, namespace: 'shop', name: 'client', serviceAccount: 'client' });
     const legacy = await cluster.createPod({ node: node1, namespace: 'legacy', name: 'legacy-client', serviceAccount: 'legacy' });
     await startEchoServer(server, { port: APP_PORT });
@@ -121,6 +141,11 @@ async function main(): Promise<void> {
     console.log(`    ${node1.name} agent (outbound): ${outbound.length} connections tunnelled, mtls=${String(outbound[0]?.mtls)}, as spiffe://cluster.local/ns/shop/sa/client`);
     console.log(`    ${node2.name} agent (inbound):  ${inbound.length} connections accepted from peer identity ${inboundSrc?.principal ?? '(none)'}, presenting spiffe://cluster.local/ns/shop/sa/server`);
     console.log(`    on the wire: ${meshWire.packets} packets; ${describePorts(meshWire)}; plaintext payload seen: ${meshWire.plaintextSeen ? 'YES' : 'no'}`);
+    for (const node of [node1, node2]) {
+      for (const certificate of await agentCertificates(node)) {
+        console.log(`    ${node.name} holds ${certificate.identity} (issued by the control plane's CA, expires ${certificate.notAfter})`);
+      }
+    }
 
     step(`legacy/legacy-client -> shop/server:${APP_PORT} (not enrolled), capturing the same link`);
     let legacyResult: Awaited<ReturnType<typeof runClient>> | undefined;
