@@ -32,6 +32,17 @@ async function accessLog(nodeIndex: number): Promise<Array<Record<string, any>>>
   return text.split('\n').filter((line) => line.includes('"connection closed"')).map((line) => JSON.parse(line));
 }
 
+/** The control plane pushes asynchronously: wait until node `nodeIndex`'s agent sees pod `name` as `tunnelProtocol`. */
+async function waitForAgentView(nodeIndex: number, name: string, tunnelProtocol: 'HBONE' | 'NONE'): Promise<void> {
+  const script = `fetch('http://127.0.0.1:15000/config_dump').then((r) => r.json()).then((d) => { const w = d.workloads.find((x) => x.name === ${JSON.stringify(name)}); process.exit(w && w.tunnelProtocol === ${JSON.stringify(tunnelProtocol)} ? 0 : 1); }, () => process.exit(1))`;
+  const deadline = Date.now() + 10_000;
+  while (Date.now() < deadline) {
+    if ((await mesh.cluster.node(nodeIndex).exec(process.execPath, ['-e', script])).code === 0) return;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`node ${nodeIndex}'s agent never saw ${name} as ${tunnelProtocol}`);
+}
+
 test.serial('an enrolled client reaches an enrolled server on another node through HBONE, identities verified', async (t) => {
   const result = await runClient(client, { host: server.ip, port: APP_PORT, count: 5, size: 64 * 1024 });
   t.true(result.ok, result.errors.join('; '));
@@ -65,6 +76,7 @@ test.serial('a destination outside the mesh is passed through as plain TCP', asy
   const outside = await mesh.cluster.createPod({ node: 1, namespace: 'legacy', name: 'outside' });
   t.teardown(() => mesh.cluster.deletePod(outside));
   await startEchoServer(outside, { port: APP_PORT });
+  await waitForAgentView(0, 'outside', 'NONE');
   const result = await runClient(client, { host: outside.ip, port: APP_PORT, count: 3 });
   t.true(result.ok, result.errors.join('; '));
   const outbound = (await accessLog(0)).filter((entry) => entry.dst.address === `${outside.ip}:${APP_PORT}`);
