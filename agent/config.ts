@@ -33,6 +33,8 @@ export interface AgentConfig {
   /** How long open connections may finish at shutdown before they are cut (ztunnel: 5 s default termination grace). */
   drainMs: number;
   logLevel: string;
+  /** Per-connection metrics and access logs (AMBIT_TELEMETRY=off only to measure their cost). */
+  telemetry: boolean;
 }
 
 export interface ControlPlaneConfig {
@@ -104,5 +106,6 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): AgentConfig
     preserveSourceIp: flag(env, 'AMBIT_PRESERVE_SOURCE_IP', true),
     drainMs,
     logLevel: env.AMBIT_LOG_LEVEL || 'info',
+    telemetry: env.AMBIT_TELEMETRY !== 'off',
   };
 }

@@ -55,7 +55,10 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     onError: (identity, error) => log.error({ identity: identity.uri, err: error.message }, 'certificate fetch failed'),
   });
   const metrics = new AgentMetrics();
-  const report = telemetryReporter({ metrics, accessLog: new AccessLog(log), onError: (error) => log.error({ err: error.message }, 'telemetry failed') });
+  // AMBIT_TELEMETRY=off exists to measure telemetry's cost (make bench); a production agent keeps it on.
+  const report = config.telemetry
+    ? telemetryReporter({ metrics, accessLog: new AccessLog(log), onError: (error) => log.error({ err: error.message }, 'telemetry failed') })
+    : { opened: () => {}, closed: () => {} };
   const handler = new TrafficHandler({
     state,
     outbound: new OutboundProxy({ state, report }),
