@@ -99,8 +99,8 @@ if (profileDir) {
   process.stdout.write(`${summary}\n`);
 }
 machine.loadAverageAfter = os.loadavg();
-// A smoke or profiled run never replaces the figures of the last full run.
-const resultsName = values.quick ? 'quick' : values.profile ? 'profiled' : 'latest';
+// A smoke or profiled run never replaces the figures of the last full run; a one-suite run writes <suite>-latest.
+const resultsName = values.quick ? 'quick' : values.profile ? 'profiled' : values.only ? `${values.only}-latest` : 'latest';
 const written = writeResults(RESULTS_DIR, resultsName, machine, results, failures);
 process.stderr.write(`wrote ${path.relative(process.cwd(), written.markdown)} and ${path.relative(process.cwd(), written.json)}\n`);
 process.exitCode = failures.length > 0 ? 1 : 0;

@@ -8,7 +8,7 @@
  * Must not know about: compiling or evaluating policies (the store does), sockets.
  */
 import { watch, type FSWatcher } from 'node:fs';
-import { objectSource, readClusterDir } from '../../shared/k8s/cluster-dir.ts';
+import { objectSource, readClusterDir, type ClusterDirParseCache } from '../../shared/k8s/cluster-dir.ts';
 import { validatePolicy } from '../../shared/policy/index.ts';
 import type { LocalPolicy, PolicyStore } from './policy-store.ts';
 
@@ -26,6 +26,7 @@ export interface PolicySourceLog {
 
 export class ClusterDirPolicySource {
   readonly #dir: string;
+  readonly #parseCache: ClusterDirParseCache = new Map();
   readonly #store: PolicyStore;
   readonly #log: PolicySourceLog;
   #watcher: FSWatcher | undefined;
@@ -80,7 +81,8 @@ export class ClusterDirPolicySource {
   }
 
   async #readOnce(): Promise<void> {
-    const snapshot = await readClusterDir(this.#dir);
+    const snapshot = await readClusterDir(this.#dir, this.#parseCache);
+    if (!snapshot.changed) return;
     const policies: LocalPolicy[] = [];
     const reported = new Set<string>();
     for (const object of snapshot.objects) {

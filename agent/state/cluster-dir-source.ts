@@ -8,7 +8,7 @@
  */
 import { watch, type FSWatcher } from 'node:fs';
 import { captureDecision } from '../../shared/k8s/enrollment.ts';
-import { readClusterDir, type ClusterSnapshot } from '../../shared/k8s/cluster-dir.ts';
+import { readClusterDir, type ClusterDirParseCache, type ClusterSnapshot } from '../../shared/k8s/cluster-dir.ts';
 import { isPod, podNamespace, type PodObject } from '../../shared/k8s/objects.ts';
 import type { MeshState } from './mesh-state.ts';
 import type { Workload } from './workload.ts';
@@ -50,6 +50,7 @@ export function workloadFromPod(pod: PodObject, snapshot: ClusterSnapshot, trust
 
 export class ClusterDirSource {
   readonly #dir: string;
+  readonly #parseCache: ClusterDirParseCache = new Map();
   readonly #state: MeshState;
   readonly #trustDomain: string;
   readonly #onProblem: (message: string) => void;
@@ -95,7 +96,8 @@ export class ClusterDirSource {
     this.#reading = (async () => {
       do {
         this.#again = false;
-        const snapshot = await readClusterDir(this.#dir);
+        const snapshot = await readClusterDir(this.#dir, this.#parseCache);
+        if (!snapshot.changed) continue;
         const errors = snapshot.errors.map((e) => `${e.file}${e.line ? `:${e.line}` : ''}: ${e.message}`).join('\n');
         if (errors && errors !== this.#lastErrors) this.#onProblem(`cluster directory has invalid manifests (skipped):\n${errors}`);
         this.#lastErrors = errors;

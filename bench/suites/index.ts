@@ -4,5 +4,8 @@
  */
 import type { Suite } from '../lib/suite.ts';
 import { hboneSuite } from './hbone.ts';
+import { meshSuite } from './mesh.ts';
+import { controlplaneSuite } from './controlplane.ts';
+import { policySuite } from '../policy.ts';
 
-export const SUITES: readonly Suite[] = [hboneSuite];
+export const SUITES: readonly Suite[] = [hboneSuite, meshSuite, controlplaneSuite, policySuite];

@@ -6,7 +6,7 @@
  * over what parsed.
  * Must not know about: who writes the directory (the local runtime, a user) or what the objects mean to the mesh.
  */
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { LineCounter, parseAllDocuments } from 'yaml';
 import { isNamespace, isPod, podNamespace, type K8sObject, type NamespaceObject, type PodObject } from './objects.ts';
@@ -41,6 +41,8 @@ export function objectSource(object: object): { file: string; line: number } | u
 }
 
 export class ClusterSnapshot {
+  /** False when read with a parse cache and no file changed since the previous read (callers can skip work). */
+  changed = true;
   readonly objects: K8sObject[];
   readonly errors: ClusterDirProblem[];
   readonly #podsByKey = new Map<string, PodObject>();
@@ -104,8 +106,14 @@ async function listManifestFiles(dir: string): Promise<string[]> {
     .sort();
 }
 
+/**
+ * Parsed files by path with the (mtime, size, inode) they were parsed at, so a re-read (every poll) stats every
+ * file but parses only those that changed: parsing thousands of manifests costs seconds, stat-ing them milliseconds.
+ */
+export type ClusterDirParseCache = Map<string, { stamp: string; objects: K8sObject[]; errors: ClusterDirProblem[] }>;
+
 /** Reads every manifest under `dir`. Bad documents are reported in `errors` and skipped; good ones are kept. */
-export async function readClusterDir(dir: string): Promise<ClusterSnapshot> {
+export async function readClusterDir(dir: string, cache?: ClusterDirParseCache): Promise<ClusterSnapshot> {
   let files: string[];
   try {
     files = await listManifestFiles(dir);
@@ -114,19 +122,39 @@ export async function readClusterDir(dir: string): Promise<ClusterSnapshot> {
   }
   const objects: K8sObject[] = [];
   const errors: ClusterDirProblem[] = [];
+  const seen = new Set<string>();
+  let changed = cache === undefined;
   for (const file of files) {
-    let text: string;
+    let parsed: { objects: K8sObject[]; errors: ClusterDirProblem[] };
     try {
-      text = await readFile(file, 'utf8');
+      const info = await stat(file);
+      const stamp = `${info.mtimeMs}:${info.size}:${info.ino}`;
+      const cached = cache?.get(file);
+      if (cached && cached.stamp === stamp) {
+        parsed = cached;
+      } else {
+        parsed = parseManifests(file, await readFile(file, 'utf8'));
+        cache?.set(file, { stamp, ...parsed });
+        changed = true;
+      }
+      seen.add(file);
     } catch (error) {
       // A file removed between listing and reading is a normal race with a writer, not a problem to report.
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') continue;
       errors.push({ file, message: (error as Error).message });
       continue;
     }
-    const parsed = parseManifests(file, text);
     objects.push(...parsed.objects);
     errors.push(...parsed.errors);
   }
-  return new ClusterSnapshot(objects, errors);
+  if (cache) {
+    for (const file of cache.keys()) {
+      if (seen.has(file)) continue;
+      cache.delete(file);
+      changed = true;
+    }
+  }
+  const snapshot = new ClusterSnapshot(objects, errors);
+  snapshot.changed = changed;
+  return snapshot;
 }

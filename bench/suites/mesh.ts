@@ -1,0 +1,491 @@
+/**
+ * Suite "mesh" (issue 3): the captured path through two real ambit agents, against direct pod-to-pod TCP and a
+ * stunnel4 mutual-TLS pair on the same pod-to-pod path, in one run on the local runtime (bench/lib/mesh-cluster.ts).
+ *
+ *   direct   load (plain-client pod, node 1) ──TCP──> target (plain-server pod, node 2)
+ *   stunnel  load ──> stunnel client (plain-client pod) ══TLS 1.3, mutual══> stunnel server (plain-server pod) ──> target
+ *   mesh     load (mesh-client pod) ─[captured]─> agent node 1 ══HBONE══> agent node 2 ─[in the pod]─> target (mesh-server pod)
+ *
+ * Measures: 1-stream throughput; 1 KiB requests at a fixed rate (open loop, timed from the scheduled send);
+ * new connections at fixed offered rates (achieved rate, failures, p99 to the first echoed byte); CPU per
+ * 1,000 requests/connections of each agent and each stunnel end; agent RSS; the same connection run with the
+ * agents' access log on (info). Repetitions interleave the paths so drift in machine load hits each alike.
+ * Must not know about: how the agent works inside.
+ */
+import { type CpuByRole, CpuMeter, processRssBytes } from '../lib/cpu.ts';
+import { APP_PORT, buildMeshTopology, inPod, setAgentLogLevel, startPodStunnelPair, startTarget, type MeshTopology } from '../lib/mesh-cluster.ts';
+import { formatNumber, formatRatio, goalMark } from '../lib/report.ts';
+import { median, type LatencySummary } from '../lib/stats.ts';
+import type { Goal, Suite, SuiteContext, SuiteResult } from '../lib/suite.ts';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { REFERENCE_PLUGINS_DIR, type Pod } from '../../runtime/index.ts';
+
+const MIB = 1024 ** 2;
+/** The agents run at warn: no per-connection access-log line. One connection run is repeated at info. */
+const AGENT_LOG_LEVEL = 'warn';
+/**
+ * After each connection run, wait until the path's relays are quiet again (a path that fell behind keeps working
+ * off its backlog after the driver has gone), so one run does not disturb the next: CPU of the relays together
+ * under QUIET_SHARE of one core over a QUIET_POLL_MS window, or QUIET_MAX_MS at most.
+ */
+const QUIET_POLL_MS = 250;
+const QUIET_SHARE = 0.1;
+const QUIET_MAX_MS = 15_000;
+const SETTLE_MS = 300;
+/** "Held" a rate: at least this share of the offered connections answered, none failed, p99 under the bound. */
+const HELD_SHARE = 0.98;
+const CONNECT_P99_BOUND_US = 5_000;
+const CONNECT_GOAL_RATE = 5_000;
+
+export interface Sizes {
+  throughputBytes: number;
+  throughputRuns: number;
+  warmupBytes: number;
+  requestRate: number;
+  requestSeconds: number;
+  requestConnections: number;
+  requestBytes: number;
+  connectRates: number[];
+  connectSeconds: number;
+  connectGraceMs: number;
+  /** The connection rate repeated with the access log on (not in --quick). */
+  infoConnectRate: number | undefined;
+  /** New connections one at a time (closed loop): the clean CPU-per-connection figure, with no backlog. */
+  sequentialConnects: number;
+  warmupSeconds: number;
+  /** Relay CPU with no load at all (the agents' background work: the cluster-directory poll, timers). */
+  idleSeconds: number;
+}
+
+const FULL: Sizes = {
+  throughputBytes: 512 * MIB,
+  throughputRuns: 3,
+  warmupBytes: 32 * MIB,
+  requestRate: 1_000,
+  requestSeconds: 10,
+  requestConnections: 10,
+  requestBytes: 1024,
+  connectRates: [500, 1_000, 3_000, 5_000],
+  connectSeconds: 2,
+  connectGraceMs: 1_500,
+  infoConnectRate: 1_000,
+  sequentialConnects: 1_000,
+  warmupSeconds: 1,
+  idleSeconds: 3,
+};
+
+const QUICK: Sizes = {
+  throughputBytes: 32 * MIB,
+  throughputRuns: 1,
+  warmupBytes: 4 * MIB,
+  requestRate: 1_000,
+  requestSeconds: 1,
+  requestConnections: 10,
+  requestBytes: 1024,
+  connectRates: [5_000],
+  connectSeconds: 0.5,
+  connectGraceMs: 500,
+  infoConnectRate: undefined,
+  sequentialConnects: 200,
+  warmupSeconds: 0.25,
+  idleSeconds: 1,
+};
+
+export type PathKey = 'direct' | 'stunnel' | 'mesh';
+const KEYS: PathKey[] = ['direct', 'stunnel', 'mesh'];
+const PATH_LABELS: Record<PathKey, string> = { direct: 'direct pod-to-pod', stunnel: 'stunnel pair', mesh: 'ambit mesh' };
+
+interface Path {
+  key: PathKey;
+  pod: Pod;
+  host: string;
+  port: number;
+  /** The two relay processes: client side (node 1) and server side (node 2). */
+  relays: { client: number; server: number } | undefined;
+}
+
+interface RateResult extends LatencySummary {
+  offeredRate: number;
+  achievedRate: number;
+  completed: number;
+}
+interface RequestRun extends RateResult {
+  errors: number;
+  cpu: CpuByRole;
+}
+interface ConnectRun extends RateResult {
+  failed: number;
+  unanswered: number;
+  cpu: CpuByRole;
+}
+interface SequentialRun extends LatencySummary {
+  connectionsPerSecond: number;
+  operations: number;
+  cpu: CpuByRole;
+}
+export interface PathFigures {
+  throughput: number[];
+  sequential?: SequentialRun;
+  /** CPU milliseconds per second of each relay with no load. */
+  idle?: CpuByRole;
+  requests: RequestRun[];
+  connects: Record<number, ConnectRun>;
+  infoConnect?: ConnectRun;
+  rss: { client?: number; server?: number };
+  errors: string[];
+}
+
+export const meshSuite: Suite = {
+  name: 'mesh',
+  summary: 'captured pod-to-pod path through two ambit agents vs direct and a stunnel4 pair, on the local runtime (issue 3)',
+  run,
+};
+
+async function run(outer: SuiteContext): Promise<SuiteResult> {
+  const began = Date.now();
+  // Progress lines carry the time into the suite: where the minutes go is part of what a reader wants to know.
+  const context: SuiteContext = { ...outer, log: (message) => outer.log(`[${((Date.now() - began) / 1000).toFixed(0).padStart(3)} s] ${message}`) };
+  const sizes = context.quick ? QUICK : FULL;
+  const { processes } = context;
+  if (process.getuid?.() !== 0 || !existsSync(join(REFERENCE_PLUGINS_DIR, 'bridge'))) {
+    throw new Error(`the mesh suite builds network namespaces with the reference CNI plugins: it needs root and ${REFERENCE_PLUGINS_DIR}/bridge (Debian's containernetworking-plugins)`);
+  }
+  const figures: Record<PathKey, PathFigures> = { direct: emptyFigures(), stunnel: emptyFigures(), mesh: emptyFigures() };
+  context.log('building the 2-node local mesh (agents at log level warn)');
+  const topology = await buildMeshTopology({ logLevel: AGENT_LOG_LEVEL, log: context.log, ...(context.profileDir ? { profileDir: context.profileDir } : {}) });
+  try {
+    await startTarget(processes, topology.plainServer);
+    await startTarget(processes, topology.meshServer);
+    const paths: Path[] = [
+      { key: 'direct', pod: topology.plainClient, host: topology.plainServer.ip, port: APP_PORT, relays: undefined },
+    ];
+    try {
+      const pair = await startPodStunnelPair(processes, context.runDir, context.certs, topology.plainClient, topology.plainServer);
+      paths.push({ key: 'stunnel', pod: topology.plainClient, host: pair.entry.host, port: pair.entry.port, relays: { client: pair.clientPid, server: pair.serverPid } });
+    } catch (error) {
+      figures.stunnel.errors.push(`stunnel pair did not start (is stunnel4 installed?): ${firstLine(error)}`);
+    }
+    paths.push({
+      key: 'mesh',
+      pod: topology.meshClient,
+      host: topology.meshServer.ip,
+      port: APP_PORT,
+      relays: { client: topology.agentPids.node1, server: topology.agentPids.node2 },
+    });
+    context.log('mesh, targets and stunnel pair up');
+    await measure(context, sizes, topology, paths, figures);
+    for (const path of paths) {
+      if (!path.relays) continue;
+      figures[path.key].rss = { client: processRssBytes(path.relays.client), server: processRssBytes(path.relays.server) };
+    }
+  } finally {
+    await processes.stopAll();
+    await topology.destroy();
+  }
+  return buildResult(sizes, figures);
+}
+
+async function measure(context: SuiteContext, sizes: Sizes, topology: MeshTopology, paths: Path[], figures: Record<PathKey, PathFigures>): Promise<void> {
+  const load = <T>(what: string, path: Path, tool: string, args: string[]): Promise<T> => {
+    const command = inPod(path.pod, tool, [...args, '--host', path.host, '--port', String(path.port)]);
+    return context.processes.run<T>(`${what} via ${path.key}`, command.command, command.args);
+  };
+  const attempt = async (path: Path, what: string, body: () => Promise<void>): Promise<void> => {
+    try {
+      await body();
+    } catch (error) {
+      const message = `${what} via ${PATH_LABELS[path.key]} failed: ${firstLine(error)}`;
+      figures[path.key].errors.push(message);
+      context.log(message);
+    }
+  };
+  const meter = (path: Path): CpuMeter => new CpuMeter(path.relays ?? {}).start();
+  const throughput = async (path: Path, bytes: number): Promise<number> => {
+    const result = await load<{ megabytesPerSecond: number }>('throughput', path, 'load.ts', ['throughput', '--bytes', String(bytes), '--streams', '1']);
+    return result.megabytesPerSecond;
+  };
+  const requests = async (path: Path, seconds: number): Promise<RequestRun> => {
+    const cpu = meter(path);
+    const result = await load<RateResult & { errors: number }>('requests', path, 'load.ts', [
+      'rate-rtt', '--rate', String(sizes.requestRate), '--duration', String(seconds),
+      '--connections', String(sizes.requestConnections), '--size', String(sizes.requestBytes),
+    ]);
+    return { ...result, cpu: cpu.stop() };
+  };
+  const connects = async (path: Path, rate: number, seconds: number): Promise<ConnectRun> => {
+    const cpu = meter(path);
+    const result = await load<RateResult & { failed: number; unanswered: number }>('connections', path, 'mesh-connect.ts', [
+      '--rate', String(rate), '--duration', String(seconds), '--grace-ms', String(sizes.connectGraceMs),
+    ]);
+    // The meter runs until the relays are idle again: work on a backlog after the driver left is the run's too.
+    await quiesce(path);
+    return { ...result, cpu: cpu.stop() };
+  };
+  const sequential = async (path: Path, count: number): Promise<SequentialRun> => {
+    const warmup = Math.round(count / 10);
+    const cpu = meter(path);
+    const result = await load<LatencySummary & { connectionsPerSecond: number }>('sequential connections', path, 'load.ts', [
+      'connect', '--count', String(count), '--warmup', String(warmup),
+    ]);
+    return { ...result, operations: count + warmup, cpu: cpu.stop() };
+  };
+  const quiesce = async (path: Path): Promise<void> => {
+    await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
+    if (!path.relays) return;
+    const deadline = Date.now() + QUIET_MAX_MS;
+    while (Date.now() < deadline) {
+      const window = meter(path);
+      await new Promise((resolve) => setTimeout(resolve, QUIET_POLL_MS));
+      const used = Object.values(window.stop()).reduce((sum, seconds) => sum + seconds, 0);
+      if (used < QUIET_SHARE * (QUIET_POLL_MS / 1000)) return;
+    }
+    context.log(`${PATH_LABELS[path.key]}: relays still busy ${QUIET_MAX_MS / 1000} s after the run; going on`);
+  };
+
+  // Warm-up: JIT in the agents, the HBONE pool's connection and the workload certificates, TCP buffers.
+  for (const path of paths) {
+    await attempt(path, 'warm-up', async () => {
+      await throughput(path, sizes.warmupBytes);
+      await requests(path, sizes.warmupSeconds);
+      await connects(path, sizes.connectRates[0]!, sizes.warmupSeconds);
+    });
+  }
+  // Background cost: every relay at once, nothing offered.
+  const relayPaths = paths.filter((path) => path.relays);
+  const idleMeters = relayPaths.map((path) => meter(path));
+  await new Promise((resolve) => setTimeout(resolve, sizes.idleSeconds * 1000));
+  relayPaths.forEach((path, index) => {
+    const used = idleMeters[index]!.stop();
+    figures[path.key].idle = Object.fromEntries(Object.entries(used).map(([role, seconds]) => [role, (seconds * 1e3) / sizes.idleSeconds]));
+    context.log(`idle for ${sizes.idleSeconds} s, ${PATH_LABELS[path.key]}: ${Object.entries(figures[path.key].idle!).map(([role, ms]) => `${role} ${formatNumber(ms)} ms/s`).join(', ')}`);
+  });
+  for (let runIndex = 1; runIndex <= sizes.throughputRuns; runIndex++) {
+    for (const path of paths) {
+      await attempt(path, 'throughput', async () => {
+        const value = await throughput(path, sizes.throughputBytes);
+        figures[path.key].throughput.push(value);
+        context.log(`1 stream ${sizes.throughputBytes / MIB} MiB, run ${runIndex}/${sizes.throughputRuns}, ${PATH_LABELS[path.key]}: ${formatNumber(value)} MB/s`);
+      });
+    }
+  }
+  for (const path of paths) {
+    await attempt(path, '1 KiB requests', async () => {
+      const result = await requests(path, sizes.requestSeconds);
+      figures[path.key].requests.push(result);
+      context.log(`1 KiB requests at ${sizes.requestRate}/s for ${sizes.requestSeconds} s, ${PATH_LABELS[path.key]}: p50 ${formatNumber(result.p50)} µs, p99 ${formatNumber(result.p99)} µs, ${result.completed} done`);
+    });
+  }
+  for (const path of paths) {
+    await attempt(path, 'new connections one at a time', async () => {
+      const result = await sequential(path, sizes.sequentialConnects);
+      figures[path.key].sequential = result;
+      context.log(`${sizes.sequentialConnects} new connections one at a time, ${PATH_LABELS[path.key]}: ${formatNumber(result.connectionsPerSecond)}/s, p50 ${formatNumber(result.p50)} µs, p99 ${formatNumber(result.p99)} µs`);
+    });
+  }
+  for (const rate of sizes.connectRates) {
+    for (const path of paths) {
+      await attempt(path, `new connections at ${rate}/s`, async () => {
+        const result = await connects(path, rate, sizes.connectSeconds);
+        figures[path.key].connects[rate] = result;
+        context.log(`new connections at ${rate}/s for ${sizes.connectSeconds} s, ${PATH_LABELS[path.key]}: achieved ${formatNumber(result.achievedRate)}/s, ` +
+          `${result.failed} failed, ${result.unanswered} unanswered, p99 ${formatNumber(result.p99)} µs`);
+      });
+    }
+  }
+  // The access log is a product feature: the same connection run once more with it on (info), mesh only.
+  const meshPath = paths.find((path) => path.key === 'mesh')!;
+  const infoRate = sizes.infoConnectRate;
+  if (infoRate === undefined) return;
+  await attempt(meshPath, `new connections at ${infoRate}/s with the access log on`, async () => {
+    await setAgentLogLevel(topology.mesh, 0, 'info');
+    await setAgentLogLevel(topology.mesh, 1, 'info');
+    try {
+      const result = await connects(meshPath, infoRate, sizes.connectSeconds);
+      figures.mesh.infoConnect = result;
+      context.log(`new connections at ${infoRate}/s, agents at info: achieved ${formatNumber(result.achievedRate)}/s, p99 ${formatNumber(result.p99)} µs`);
+    } finally {
+      await setAgentLogLevel(topology.mesh, 0, AGENT_LOG_LEVEL);
+      await setAgentLogLevel(topology.mesh, 1, AGENT_LOG_LEVEL);
+    }
+  });
+}
+
+function emptyFigures(): PathFigures {
+  return { throughput: [], requests: [], connects: {}, rss: {}, errors: [] };
+}
+
+function firstLine(error: unknown): string {
+  return ((error as Error).message ?? String(error)).split('\n')[0]!;
+}
+
+function ratio(numerator: number | undefined, denominator: number | undefined): number | undefined {
+  return numerator === undefined || denominator === undefined || denominator === 0 ? undefined : numerator / denominator;
+}
+
+function goal(name: string, value: number | undefined, target: string, meets: (value: number) => boolean): Goal {
+  return { name, value, target, met: value === undefined ? undefined : meets(value) };
+}
+
+/** CPU milliseconds per 1,000 operations of one role. */
+function perThousand(cpuSeconds: number | undefined, operations: number): number | undefined {
+  return cpuSeconds === undefined || operations === 0 ? undefined : (cpuSeconds * 1e3 * 1000) / operations;
+}
+
+function held(run: ConnectRun | undefined): boolean {
+  return run !== undefined && run.failed === 0 && run.unanswered === 0 &&
+    run.achievedRate >= HELD_SHARE * run.offeredRate && run.p99 < CONNECT_P99_BOUND_US;
+}
+
+/** Exported so a run's table can be rendered again from its JSON (`data.sizes`, `data.figures`). */
+export function buildResult(sizes: Sizes, figures: Record<PathKey, PathFigures>): SuiteResult {
+  type Values = Record<PathKey, number | undefined>;
+  const pick = (select: (f: PathFigures) => number | undefined): Values =>
+    Object.fromEntries(KEYS.map((key) => [key, select(figures[key])])) as Values;
+  const request = (f: PathFigures): RequestRun | undefined => f.requests[0];
+
+  const throughput = pick((f) => (f.throughput.length > 0 ? median(f.throughput) : undefined));
+  const p50 = pick((f) => request(f)?.p50);
+  const p99 = pick((f) => request(f)?.p99);
+  const added = (values: Values, key: PathKey): number | undefined =>
+    values[key] === undefined || values.direct === undefined ? undefined : values[key]! - values.direct;
+  const addedP50: Values = { direct: undefined, stunnel: added(p50, 'stunnel'), mesh: added(p50, 'mesh') };
+  const addedP99: Values = { direct: undefined, stunnel: added(p99, 'stunnel'), mesh: added(p99, 'mesh') };
+
+  const requestCpu = (role: 'client' | 'server'): Values =>
+    pick((f) => { const r = request(f); return r ? perThousand(r.cpu[role], r.completed) : undefined; });
+  const requestCpuClient = requestCpu('client');
+  const requestCpuServer = requestCpu('server');
+  const mean = (a: Values, b: Values): Values =>
+    Object.fromEntries(KEYS.map((key) => [key, a[key] === undefined || b[key] === undefined ? undefined : (a[key]! + b[key]!) / 2])) as Values;
+  const requestCpuEnd = mean(requestCpuClient, requestCpuServer);
+
+  const sequentialCpu = (role: 'client' | 'server'): Values =>
+    pick((f) => (f.sequential ? perThousand(f.sequential.cpu[role], f.sequential.operations) : undefined));
+  const sequentialCpuClient = sequentialCpu('client');
+  const sequentialCpuServer = sequentialCpu('server');
+  const sequentialCpuEnd = mean(sequentialCpuClient, sequentialCpuServer);
+  // CPU over the whole connection-rate run (every offered rate), per 1,000 answered connections.
+  const connectCpu = (role: 'client' | 'server'): Values => pick((f) => {
+    const runs = Object.values(f.connects);
+    if (runs.length === 0) return undefined;
+    const cpu = runs.reduce((sum, r) => sum + (r.cpu[role] ?? 0), 0);
+    return runs.some((r) => r.cpu[role] !== undefined) ? perThousand(cpu, runs.reduce((sum, r) => sum + r.completed, 0)) : undefined;
+  });
+  const connectCpuClient = connectCpu('client');
+  const connectCpuServer = connectCpu('server');
+
+  const highestHeld = pick((f) => {
+    if (Object.keys(f.connects).length === 0) return undefined;
+    const rates = sizes.connectRates.filter((rate) => held(f.connects[rate]));
+    return rates.length === 0 ? 0 : Math.max(...rates);
+  });
+
+  // An "added" figure at or below zero means direct's own percentile was disturbed: no verdict then (?).
+  const addedRatio = (values: Values): number | undefined =>
+    values.mesh !== undefined && values.stunnel !== undefined && values.mesh > 0 && values.stunnel > 0 ? values.mesh / values.stunnel : undefined;
+  const goals: Goal[] = [
+    goal('latency added over direct, p50: mesh ÷ stunnel', addedRatio(addedP50), '≤ 0.7x', (v) => v <= 0.7),
+    goal('latency added over direct, p99: mesh ÷ stunnel', addedRatio(addedP99), '≤ 0.7x', (v) => v <= 0.7),
+    goal('CPU per 1 KiB request, one agent ÷ one stunnel end (means of both ends)', ratio(requestCpuEnd.mesh, requestCpuEnd.stunnel), '≤ 1.0x', (v) => v <= 1.0),
+    goal('CPU per new connection (one at a time), one agent ÷ one stunnel end (means of both ends)', ratio(sequentialCpuEnd.mesh, sequentialCpuEnd.stunnel), '≤ 1.0x', (v) => v <= 1.0),
+    goal(`new connections held (p99 < 5 ms, ≥ ${HELD_SHARE * 100}% answered, no failures): mesh ÷ ${CONNECT_GOAL_RATE.toLocaleString('en-US')}/s`,
+      ratio(highestHeld.mesh, CONNECT_GOAL_RATE), '≥ 1.0x', (v) => v >= 1.0),
+  ];
+  const [goalP50, goalP99, goalRequestCpu, goalConnectCpu, goalConnections] = goals as [Goal, Goal, Goal, Goal, Goal];
+
+  type Row = { label: string; cells: Record<PathKey, string>; values?: Values; goal?: Goal };
+  const numeric = (label: string, values: Values, options: { goal?: Goal; noRelay?: boolean } = {}): Row => ({
+    label,
+    values,
+    cells: Object.fromEntries(KEYS.map((key) => [key, key === 'direct' && options.noRelay ? 'no relay' : formatNumber(values[key])])) as Record<PathKey, string>,
+    ...(options.goal ? { goal: options.goal } : {}),
+  });
+  const rateCell = (run: { achievedRate: number; failed?: number; unanswered?: number; errors?: number } | undefined): string =>
+    run === undefined ? '—' : `${formatNumber(run.achievedRate)} (${(run.failed ?? run.errors ?? 0) + (run.unanswered ?? 0)})`;
+  const text = (label: string, cell: (f: PathFigures) => string): Row => ({
+    label,
+    cells: Object.fromEntries(KEYS.map((key) => [key, cell(figures[key])])) as Record<PathKey, string>,
+  });
+  const mib = (bytes: number | undefined): number | undefined => (bytes === undefined ? undefined : bytes / MIB);
+
+  const rate = sizes.requestRate.toLocaleString('en-US');
+  const rows: Row[] = [
+    numeric(`throughput, 1 stream × ${sizes.throughputBytes / MIB} MiB (MB/s)`, throughput),
+    text(`1 KiB requests at ${rate}/s: achieved/s (failed)`, (f) => rateCell(request(f))),
+    numeric(`1 KiB request at ${rate}/s, p50 (µs)`, p50),
+    numeric(`1 KiB request at ${rate}/s, p99 (µs)`, p99),
+    numeric('latency added over direct, p50 (µs)', addedP50, { goal: goalP50 }),
+    numeric('latency added over direct, p99 (µs)', addedP99, { goal: goalP99 }),
+    ...sizes.connectRates.flatMap((r) => [
+      text(`new connections at ${r.toLocaleString('en-US')}/s offered: achieved/s (failed + unanswered)`, (f) => rateCell(f.connects[r])),
+      numeric(`new connections at ${r.toLocaleString('en-US')}/s, p99 to first echo (µs)`, pick((f) => f.connects[r]?.p99),
+        r === CONNECT_GOAL_RATE ? { goal: goalConnections } : {}),
+    ]),
+    numeric('highest offered rate held: p99 < 5 ms, ≥ 98% answered, no failures (/s)', highestHeld),
+    numeric(`new connections one at a time (${sizes.sequentialConnects.toLocaleString('en-US')}): rate (/s)`, pick((f) => f.sequential?.connectionsPerSecond)),
+    numeric('new connection one at a time, p50 to first echo (µs)', pick((f) => f.sequential?.p50)),
+    numeric('new connection one at a time, p99 to first echo (µs)', pick((f) => f.sequential?.p99)),
+    numeric('CPU per 1,000 requests, client side: node-1 agent / stunnel client (ms)', requestCpuClient, { noRelay: true }),
+    numeric('CPU per 1,000 requests, server side: node-2 agent / stunnel server (ms)', requestCpuServer, { noRelay: true }),
+    numeric('CPU per 1,000 requests, one end (mean of both) (ms)', requestCpuEnd, { noRelay: true, goal: goalRequestCpu }),
+    numeric('CPU per 1,000 new connections one at a time, client side (ms)', sequentialCpuClient, { noRelay: true }),
+    numeric('CPU per 1,000 new connections one at a time, server side (ms)', sequentialCpuServer, { noRelay: true }),
+    numeric('CPU per 1,000 new connections one at a time, one end (mean of both) (ms)', sequentialCpuEnd, { noRelay: true, goal: goalConnectCpu }),
+    numeric('CPU per 1,000 answered connections over the rate runs (incl. draining), client side (ms)', connectCpuClient, { noRelay: true }),
+    numeric('CPU per 1,000 answered connections over the rate runs (incl. draining), server side (ms)', connectCpuServer, { noRelay: true }),
+    numeric('RSS after the runs, client side: node-1 agent / stunnel client (MiB)', pick((f) => mib(f.rss.client)), { noRelay: true }),
+    numeric('RSS after the runs, server side: node-2 agent / stunnel server (MiB)', pick((f) => mib(f.rss.server)), { noRelay: true }),
+  ];
+  const idle = pick((f) => (f.idle ? ((f.idle.client ?? 0) + (f.idle.server ?? 0)) / 2 : undefined));
+  if (idle.mesh !== undefined || idle.stunnel !== undefined) {
+    rows.splice(rows.length - 2, 0, numeric('CPU with no load, one end (mean of both) (ms per s)', idle, { noRelay: true }));
+  }
+  const info = figures.mesh.infoConnect;
+  if (info && sizes.infoConnectRate !== undefined) {
+    const infoRate = sizes.infoConnectRate.toLocaleString('en-US');
+    const infoCpu = (info.cpu.client ?? 0) + (info.cpu.server ?? 0);
+    const warnRun = figures.mesh.connects[sizes.infoConnectRate];
+    const warnCpu = warnRun ? (warnRun.cpu.client ?? 0) + (warnRun.cpu.server ?? 0) : undefined;
+    rows.push(
+      text(`access log on (agents at info), new connections at ${infoRate}/s: achieved/s (failed + unanswered)`, (f) => (f === figures.mesh ? rateCell(info) : '—')),
+      numeric(`access log on, new connections at ${infoRate}/s, p99 (µs)`, { direct: undefined, stunnel: undefined, mesh: info.p99 }),
+      numeric(`access log on, CPU per 1,000 new connections, one agent (mean) (ms) [at warn: ${formatNumber(warnRun ? perThousand(warnCpu! / 2, warnRun.completed) : undefined)}]`,
+        { direct: undefined, stunnel: undefined, mesh: perThousand(infoCpu / 2, info.completed) }),
+    );
+  }
+
+  const tableRows = rows.map((row) => [
+    row.label,
+    ...KEYS.map((key) => row.cells[key]),
+    row.values ? formatRatio(ratio(row.values.mesh, row.values.direct)) : '',
+    row.values ? formatRatio(ratio(row.values.mesh, row.values.stunnel)) : '',
+    row.goal ? goalMark(row.goal) : '',
+  ]);
+
+  const notes = [
+    `Topology: 2 nodes (network namespaces) with a real ambit agent each; pods made by the real CNI chain. Direct and stunnel use pods of an un-enrolled namespace in the same cluster (same nodes, bridges, routes); the mesh path uses pods of an enrolled namespace. ` +
+      'Load runs in the client pod (node 1), the target in the server pod (node 2); the stunnel client runs in the client pod, the stunnel server in the server pod.',
+    `Throughput: median of ${sizes.throughputRuns}. Requests: ${sizes.requestBytes}-byte echoes scheduled at ${rate}/s for ${sizes.requestSeconds} s over ${sizes.requestConnections} persistent connections, each timed from its scheduled send (open loop). ` +
+      `New connections one at a time: load.ts connect, ${sizes.sequentialConnects.toLocaleString('en-US')} after ${Math.round(sizes.sequentialConnects / 10)} warm-up (closed loop: every connection completes, so its CPU figure has no backlog in it). ` +
+      `New connections at a rate: scheduled at the offered rate for ${sizes.connectSeconds} s each, timed from the scheduled start to the first echoed byte; whatever is unanswered ${sizes.connectGraceMs / 1000} s after the last one is cut and counted (so is what a starved load tool could not send by then).`,
+    `CPU: user + system seconds of each relay process from /proc over the run, divided by the operations. For the rate runs the meter runs until the path's relays are idle again (the next run starts only then) and the CPU is divided by the answered connections, summed over every offered rate: work on connections that were cut inflates it where a path fell behind. Agents at log level ${AGENT_LOG_LEVEL} (no per-connection access-log line) except the "access log on" rows.`,
+    'Ratios: "mesh ÷ direct" and "mesh ÷ stunnel" divide the mesh figure by the other; for throughput and rates higher is better, for times and CPU lower is better.',
+  ];
+  if ([addedP50.stunnel, addedP50.mesh, addedP99.stunnel, addedP99.mesh].some((value) => value !== undefined && value < 0)) {
+    notes.push('A negative "added" figure means direct TCP\'s own percentile was disturbed by other work on the machine during this run; that row says nothing then, and its goal shows "?".');
+  }
+  for (const key of KEYS) for (const error of figures[key].errors) notes.push(`**${PATH_LABELS[key]}**: ${error}`);
+
+  return {
+    suite: 'mesh',
+    tables: [{
+      title: 'Captured path through two ambit agents vs direct pod-to-pod and stunnel4 (2-node local runtime)',
+      columns: ['measure', 'direct pod-to-pod', 'stunnel pair', 'ambit mesh', 'mesh ÷ direct', 'mesh ÷ stunnel', 'goal'],
+      rows: tableRows,
+      notes,
+    }],
+    goals,
+    data: { sizes, agentLogLevel: AGENT_LOG_LEVEL, figures },
+  };
+}
