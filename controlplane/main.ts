@@ -21,7 +21,7 @@
 import { access } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
+import type { KubeConfig } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import { DEFAULT_TRUST_DOMAIN } from '../shared/identity/index.ts';
 import { registerCaService } from './ca/ca-service.ts';
@@ -31,10 +31,11 @@ import { bootstrapTokenFileAuthenticator, type NodeAuthenticator } from './ca/no
 import { openKubernetesRoot, openLocalRoot } from './ca/root-store.ts';
 import { startControlPlane, type ControlPlane } from './control-plane.ts';
 import { PolicyModel } from './model/policies.ts';
-import { KubernetesSource } from './sources/kubernetes.ts';
+import type { KubernetesSource } from './sources/kubernetes.ts';
 import { formatProblem, type SourceProblem } from './sources/source.ts';
 import { YamlDirSource } from './sources/yaml-dir.ts';
-import { AuthenticationError, TokenFileAuthenticator, TokenReviewAuthenticator, type XdsAuthenticator } from './xds/auth.ts';
+import { AuthenticationError, TokenFileAuthenticator, type XdsAuthenticator } from './xds/auth.ts';
+import type { TokenReviewAuthenticator } from './xds/token-review.ts';
 import { XDS_PORT } from './xds/server.ts';
 
 /** The bootstrap token file's default name inside the CA directory (format: `<token> <node-name>` per line). */
@@ -95,7 +96,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): ControlPlan
 }
 
 /** The CA service's caller check in Kubernetes mode: a TokenReview that must name the caller's node. */
-function tokenReviewNodeAuthenticator(tokenReview: TokenReviewAuthenticator): NodeAuthenticator {
+function tokenReviewNodeAuthenticator(tokenReview: Pick<TokenReviewAuthenticator, 'authenticate'>): NodeAuthenticator {
   return async (metadata) => {
     try {
       const caller = await tokenReview.authenticate(metadata);
@@ -119,7 +120,12 @@ export async function runControlPlane(config: ControlPlaneConfig): Promise<Contr
   let xdsAuthenticator: XdsAuthenticator;
   let caAuthenticator: NodeAuthenticator;
   let root;
+  let kubernetesSource: typeof KubernetesSource | undefined;
   if (config.source.type === 'kubernetes') {
+    // Loaded only in Kubernetes mode: the client library is most of a local control plane's memory otherwise.
+    const { CoreV1Api, KubeConfig } = await import('@kubernetes/client-node');
+    const { TokenReviewAuthenticator } = await import('./xds/token-review.ts');
+    kubernetesSource = (await import('./sources/kubernetes.ts')).KubernetesSource;
     kubeConfig = new KubeConfig();
     if (config.source.kubeconfig) kubeConfig.loadFromFile(config.source.kubeconfig);
     else kubeConfig.loadFromDefault();
@@ -151,7 +157,7 @@ export async function runControlPlane(config: ControlPlaneConfig): Promise<Contr
     authorizations: { compile: (store) => policies.compile(store), policiesForPod: (pod) => policies.policiesForPod(pod) },
     createSource: (store) =>
       config.source.type === 'kubernetes'
-        ? new KubernetesSource({ kubeConfig: kubeConfig!, store, onProblem })
+        ? new kubernetesSource!({ kubeConfig: kubeConfig!, store, onProblem })
         : new YamlDirSource({ dir: config.source.dir, store, onProblem }),
     // ─── The CA service shares the xDS port (15012), as istiod's does. ───
     services: ({ model }) => [

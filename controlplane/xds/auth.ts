@@ -8,7 +8,6 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import type { Metadata } from '@grpc/grpc-js';
-import { AuthenticationV1Api, type KubeConfig } from '@kubernetes/client-node';
 
 export interface AuthenticatedCaller {
   /** Who the caller is, e.g. `system:serviceaccount:istio-system:ztunnel` or `bootstrap-token`. */
@@ -30,7 +29,7 @@ export class AuthenticationError extends Error {
 }
 
 /** The extra field a Kubernetes bound service account token review carries with the pod's node name. */
-const NODE_NAME_EXTRA = 'authentication.kubernetes.io/node-name';
+export const NODE_NAME_EXTRA = 'authentication.kubernetes.io/node-name';
 
 export function bearerToken(metadata: Metadata): string {
   const value = metadata.get('authorization')[0];
@@ -75,26 +74,3 @@ function digest(token: string): Buffer {
   return createHash('sha256').update(token).digest();
 }
 
-/** In a cluster: a TokenReview asks the API server whether the token is valid and whose it is. */
-export class TokenReviewAuthenticator implements XdsAuthenticator {
-  readonly #api: AuthenticationV1Api;
-  readonly #audiences: string[] | undefined;
-
-  constructor(kubeConfig: KubeConfig, options: { audiences?: string[] } = {}) {
-    this.#api = kubeConfig.makeApiClient(AuthenticationV1Api);
-    this.#audiences = options.audiences;
-  }
-
-  async authenticate(metadata: Metadata): Promise<AuthenticatedCaller> {
-    const token = bearerToken(metadata);
-    const review = await this.#api.createTokenReview({
-      body: { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', spec: { token, ...(this.#audiences ? { audiences: this.#audiences } : {}) } },
-    });
-    const status = review.status;
-    if (!status?.authenticated || !status.user?.username) {
-      throw new AuthenticationError(`the token review rejected the token${status?.error ? `: ${status.error}` : ''}`);
-    }
-    const node = status.user.extra?.[NODE_NAME_EXTRA]?.[0];
-    return node ? { identity: status.user.username, node } : { identity: status.user.username };
-  }
-}

@@ -1,8 +1,8 @@
 // Who may connect to the xDS server: a bad bootstrap token is refused with UNAUTHENTICATED; in Kubernetes mode a
 // TokenReview against the (stand-in) API server decides, and yields the caller's identity and node.
+import { TokenReviewAuthenticator } from '../../controlplane/xds/token-review.ts';
 import test from 'ava';
 import * as grpc from '@grpc/grpc-js';
-import { TokenReviewAuthenticator } from '../../controlplane/xds/auth.ts';
 import { startControlPlane } from '../../controlplane/control-plane.ts';
 import { YamlDirSource } from '../../controlplane/sources/yaml-dir.ts';
 import type { XdsClientStatus } from '../../shared/xds/client.ts';
