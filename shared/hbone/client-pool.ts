@@ -7,7 +7,7 @@
  * Must not know about: pods, policy, xDS, how sockets are made (the caller's connector does that).
  */
 import net from 'node:net';
-import type http2 from 'node:http2';
+import http2 from 'node:http2';
 import { formatAuthority } from './authority.ts';
 import {
   DEFAULT_CONNECT_TIMEOUT_MS,
@@ -63,6 +63,9 @@ function poolKey(target: HboneTarget): string {
   const expected = target.expectedIdentities.length <= 1 ? target.expectedIdentities.join(',') : [...target.expectedIdentities].sort().join(',');
   return `${target.sourceIdentity.uri} ${expected} ${formatAuthority(target.proxy)}`;
 }
+
+/** Retries of a stream the server refused unprocessed: one GOAWAY race per attempt is already rare. */
+const MAX_REFUSED_STREAM_RETRIES = 3;
 
 export class HboneClientPool {
   readonly #options: HboneClientOptions;
@@ -163,13 +166,21 @@ export class HboneClientPool {
       entry = new PoolEntry();
       this.#entries.set(key, entry);
     }
+    let refusals = 0;
     for (;;) {
       const connection = entry.pick();
       if (connection) {
         const stream = connection.request(target);
         // undefined: the session stopped taking streams between the check and the request (GOAWAY); try another.
-        if (stream) return connection.response(stream, target);
-        continue;
+        if (!stream) continue;
+        try {
+          return await connection.response(stream, target);
+        } catch (error) {
+          // REFUSED_STREAM (a GOAWAY raced our request, e.g. the peer agent is restarting) guarantees the server did
+          // nothing with the stream (RFC 9113 8.7), so it is safe to open it again, on another connection.
+          if (stream.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM && refusals++ < MAX_REFUSED_STREAM_RETRIES) continue;
+          throw error;
+        }
       }
       if (this.#closed) throw hboneErrors.poolClosed();
       entry.dialing ??= this.#dial(key, entry, target);
