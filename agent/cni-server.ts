@@ -14,7 +14,7 @@ import http from 'node:http';
 import { chmod, lstat, mkdir, rename, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import {
-  POD_ADD_PATH, POD_DEL_PATH,
+  POD_ADD_PATH, POD_DEL_PATH, POD_SEEN_PATH,
   type PodAddRequest, type PodAddResponse, type PodDelRequest, type ProtocolErrorResponse,
 } from '../shared/cni-protocol.ts';
 import { CaptureError } from './inpod/errors.ts';
@@ -24,6 +24,8 @@ import type { PodRef } from './inpod/capture-manager.ts';
 /** The narrow handle the endpoint gets: capture and release, nothing else of the manager. */
 export interface PodCapture {
   add(pod: PodInfo): Promise<void>;
+  /** A pod that is not enrolled now: remember it in case it is enrolled while it runs. */
+  seen?(pod: PodInfo): Promise<void>;
   del(ref: PodRef): Promise<void>;
 }
 
@@ -97,7 +99,7 @@ export async function startCniServer(options: CniServerOptions): Promise<CniServ
 
 async function handle(request: http.IncomingMessage, capture: PodCapture): Promise<object> {
   const path = (request.url ?? '').split('?')[0];
-  if (path !== POD_ADD_PATH && path !== POD_DEL_PATH) {
+  if (path !== POD_ADD_PATH && path !== POD_DEL_PATH && path !== POD_SEEN_PATH) {
     request.resume();
     throw new BadRequest(404, `unknown path ${JSON.stringify(request.url)}; the agent serves ${POD_ADD_PATH} and ${POD_DEL_PATH}`);
   }
@@ -106,6 +108,11 @@ async function handle(request: http.IncomingMessage, capture: PodCapture): Promi
     throw new BadRequest(405, `${path} takes POST, not ${request.method}`);
   }
   const body = await readJson(request);
+  if (path === POD_SEEN_PATH) {
+    const seen = parsePodAdd(body);
+    await capture.seen?.({ uid: seen.podUid, name: seen.podName, namespace: seen.podNamespace, netns: seen.netns, ips: seen.ips });
+    return {};
+  }
   if (path === POD_ADD_PATH) {
     const add = parsePodAdd(body);
     await capture.add({

@@ -12,6 +12,7 @@ import path from 'node:path';
 import { pino } from 'pino';
 import { configFromEnv, type AgentConfig } from './config.ts';
 import { CapturedPodsFile } from './captured-pods-file.ts';
+import { EnrollmentWatcher } from './enrollment-watcher.ts';
 import { startCniServer } from './cni-server.ts';
 import { CertificateManager } from './identity/certificate-manager.ts';
 import { CaptureManager } from './inpod/capture-manager.ts';
@@ -100,14 +101,33 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
   log.info({ captured: reconciled.captured.length, failed: reconciled.failed.length }, 'reconciled pods captured before start');
   await record.write(capture.capturedPods());
 
+  const releasePod = async (ref: { uid: string; netns?: string }): Promise<void> => {
+    await capture.del(ref);
+    await handler.forget(ref.uid, 0);
+    await record.write(capture.capturedPods());
+  };
+  // Running pods follow their enrollment (namespace or pod label changes), as in Istio's ambient mode.
+  const enrollment = new EnrollmentWatcher({
+    state,
+    file: new CapturedPodsFile(path.join(path.dirname(config.cniSocket), `known-pods-${config.nodeName}.json`)),
+    isCaptured: (uid) => capture.isCaptured(uid),
+    capture: capturePod,
+    release: (pod) => releasePod({ uid: pod.uid, netns: pod.netns }),
+    log,
+  });
+  await enrollment.start();
+
   const cni = await startCniServer({
     socketPath: config.cniSocket,
     capture: {
-      add: capturePod,
+      add: async (pod) => {
+        await capturePod(pod);
+        await enrollment.remember(pod);
+      },
+      seen: (pod) => enrollment.remember(pod),
       del: async (ref) => {
-        await capture.del(ref);
-        await handler.forget(ref.uid, 0);
-        await record.write(capture.capturedPods());
+        await releasePod(ref);
+        await enrollment.forget(ref.uid);
       },
     },
   });
@@ -140,6 +160,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     async stop() {
       ready = false;
       sources.stop();
+      enrollment.stop();
       policySource?.stop();
       enforcer.stop();
       await cni.close();

@@ -10,6 +10,8 @@ import {
   AGENT_CALL_TIMEOUT_MS,
   POD_ADD_PATH,
   POD_DEL_PATH,
+  POD_SEEN_PATH,
+  POD_SEEN_TIMEOUT_MS,
   type PodAddRequest,
   type PodDelRequest,
 } from '../shared/cni-protocol.ts';
@@ -103,6 +105,12 @@ export async function requestPodAdd(socketPath: string, request: PodAddRequest, 
       `reply: ${reply.body.slice(0, 200)}`,
     );
   }
+}
+
+/** Tells the agent about a pod it does not capture now; best effort, failures are the caller's to ignore. */
+export async function notifyPodSeen(socketPath: string, request: PodAddRequest, timeoutMs = POD_SEEN_TIMEOUT_MS): Promise<void> {
+  const reply = await post(socketPath, POD_SEEN_PATH, request, timeoutMs);
+  if (reply.status !== 200) throw new Error(`agent answered pod-seen with HTTP ${reply.status}: ${agentMessage(reply)}`);
 }
 
 /** Whether anything accepts connections on the agent socket (CHECK's "is the agent there" probe). */

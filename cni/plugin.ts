@@ -8,7 +8,7 @@
  */
 import type { PodAddRequest } from '../shared/cni-protocol.ts';
 import { captureDecision } from '../shared/k8s/enrollment.ts';
-import { probeAgent, requestPodAdd, requestPodDel } from './agent-client.ts';
+import { notifyPodSeen, probeAgent, requestPodAdd, requestPodDel } from './agent-client.ts';
 import { CHECK_MIN_VERSIONS, DEFAULT_LOG_LEVEL, parseConfig, peekCniVersion, SUPPORTED_CNI_VERSIONS, type PluginConfig } from './config.ts';
 import { kubernetesPodArgs, readCommand, readEnvironment, type CniEnvironment } from './environment.ts';
 import { CniError, CniErrorCode, toErrorResult } from './errors.ts';
@@ -56,14 +56,7 @@ async function add(env: CniEnvironment, config: PluginConfig, log: Logger): Prom
   for (const problem of problems) log.warn({ problem }, 'skipped an unreadable document in the cluster directory');
   const decision = captureDecision(pod, namespace);
   const podRef = `${podArgs.podNamespace}/${podArgs.podName}`;
-  if (!decision.capture) {
-    log.info({ pod: podRef, reason: decision.reason }, 'pod not enrolled: passing through');
-    return passThrough(config, prevResult);
-  }
   const ips = podIpsFromResult(prevResult);
-  if (ips.length === 0) {
-    throw new CniError(CniErrorCode.INVALID_NETWORK_CONFIG, `prevResult for enrolled pod ${podRef} has no IP addresses: the primary plugin must assign them`);
-  }
   const request: PodAddRequest = {
     podName: podArgs.podName,
     podNamespace: podArgs.podNamespace,
@@ -72,6 +65,17 @@ async function add(env: CniEnvironment, config: PluginConfig, log: Logger): Prom
     netns: env.netns,
     ips,
   };
+  if (!decision.capture) {
+    log.info({ pod: podRef, reason: decision.reason }, 'pod not enrolled: passing through');
+    // So that labelling its namespace later captures the running pod. Best effort: not enrolled means not held up.
+    if (!decision.reason.includes('host network') && !decision.reason.includes('sidecar')) {
+      await notifyPodSeen(config.agentSocket, request).catch((error: Error) => log.debug({ pod: podRef, err: error.message }, 'agent not told about the pod'));
+    }
+    return passThrough(config, prevResult);
+  }
+  if (ips.length === 0) {
+    throw new CniError(CniErrorCode.INVALID_NETWORK_CONFIG, `prevResult for enrolled pod ${podRef} has no IP addresses: the primary plugin must assign them`);
+  }
   await requestPodAdd(config.agentSocket, request);
   log.info({ pod: podRef, ips, reason: decision.reason }, 'pod captured by the node agent');
   return passThrough(config, prevResult);

@@ -13,6 +13,13 @@ export const DEFAULT_AGENT_SOCKET = '/var/run/ambit/cni.sock';
 
 export const POD_ADD_PATH = '/v1/pod-add';
 export const POD_DEL_PATH = '/v1/pod-del';
+/**
+ * Best-effort notice of a pod that is not enrolled (same body as pod-add): the agent remembers its namespace so it
+ * can capture the running pod if its namespace or pod label later enrolls it (Istio's ambient does the same).
+ */
+export const POD_SEEN_PATH = '/v1/pod-seen';
+/** A best-effort notice must never hold up a pod that needs no capture. */
+export const POD_SEEN_TIMEOUT_MS = 1000;
 
 /**
  * Connect plus response deadline for one plugin -> agent call. The agent acks ADD only after the pod's

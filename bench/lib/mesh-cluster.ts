@@ -51,11 +51,13 @@ export interface MeshOptions {
   logLevel: string;
   /** When set, the agents run with --cpu-prof into this directory (renamed mesh-agent-node<N>.cpuprofile). */
   profileDir?: string;
+  /** Extra environment for both agents (the telemetry suite sets AMBIT_TELEMETRY=off on one mesh). */
+  agentEnv?: Record<string, string>;
   log(message: string): void;
 }
 
 export async function buildMeshTopology(options: MeshOptions): Promise<MeshTopology> {
-  const agentEnv: Record<string, string> = { AMBIT_LOG_LEVEL: options.logLevel, AMBIT_DRAIN_MS: '500' };
+  const agentEnv: Record<string, string> = { AMBIT_LOG_LEVEL: options.logLevel, AMBIT_DRAIN_MS: '500', ...options.agentEnv };
   if (options.profileDir) agentEnv.NODE_OPTIONS = `--cpu-prof --cpu-prof-dir=${options.profileDir}`;
   // The agents read workloads from the cluster directory and sign with the CA root on disk (no control plane):
   // the data path measured here is the same either way, and the suite does not depend on the control plane.

@@ -7,5 +7,6 @@ import { hboneSuite } from './hbone.ts';
 import { meshSuite } from './mesh.ts';
 import { controlplaneSuite } from './controlplane.ts';
 import { policySuite } from '../policy.ts';
+import { telemetrySuite } from './telemetry.ts';
 
-export const SUITES: readonly Suite[] = [hboneSuite, meshSuite, controlplaneSuite, policySuite];
+export const SUITES: readonly Suite[] = [hboneSuite, meshSuite, controlplaneSuite, policySuite, telemetrySuite];

@@ -144,3 +144,34 @@ test.serial('agent restarts on both nodes lose no new connection (SO_REUSEPORT o
   await new Promise((resolve) => setTimeout(resolve, 200));
   t.true((await accessLog(1)).filter((entry) => entry.direction === 'inbound' && entry.src.principal).length > before);
 });
+
+test.serial('labelling a namespace captures its running pods, and removing the label releases them', async (t) => {
+  const flip = await mesh.cluster.createPod({ node: 1, namespace: 'flip', name: 'flip', serviceAccount: 'flip' });
+  t.teardown(() => mesh.cluster.deletePod(flip));
+  await startEchoServer(flip, { port: APP_PORT });
+  const inboundFromClient = async (): Promise<number> =>
+    (await accessLog(1)).filter((entry) => entry.direction === 'inbound' && entry.dst.address === `${flip.ip}:${APP_PORT}` && entry.src.principal === 'spiffe://cluster.local/ns/shop/sa/client').length;
+
+  t.true((await runClient(client, { host: flip.ip, port: APP_PORT })).ok);
+  t.is(await inboundFromClient(), 0, 'not enrolled: the server node agent is not involved');
+
+  await mesh.cluster.setNamespaceLabels('flip', ENROLLED);
+  await waitForAgentView(0, 'flip', 'HBONE');
+  await waitForAgentView(1, 'flip', 'HBONE');
+  let captured = false;
+  for (let attempt = 0; attempt < 50 && !captured; attempt++) {
+    t.true((await runClient(client, { host: flip.ip, port: APP_PORT })).ok);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    captured = (await inboundFromClient()) > 0;
+  }
+  t.true(captured, 'after the label, the running pod is captured and reached through HBONE with the client identity');
+
+  await mesh.cluster.setNamespaceLabels('flip', {});
+  await waitForAgentView(1, 'flip', 'NONE');
+  await waitForAgentView(0, 'flip', 'NONE');
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  const before = await inboundFromClient();
+  t.true((await runClient(client, { host: flip.ip, port: APP_PORT, count: 3 })).ok, 'released: plain networking works again');
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  t.is(await inboundFromClient(), before, 'released: no more HBONE to the pod');
+});

@@ -102,13 +102,20 @@ test('bad input gives a spec error JSON on stdout and a non-zero exit, never a s
   }
 });
 
-test('ADD for a pod that is not enrolled prints prevResult unchanged without calling the agent', async (t) => {
+test('ADD for a pod that is not enrolled prints prevResult unchanged and only tells the agent it exists', async (t) => {
   const f = await fixture(t);
   const agent = await server(t, f.socket);
   const { code, json } = await invoke(env('ADD', 'plain'), config(f));
   t.is(code, 0);
   t.deepEqual(json, PREV_RESULT);
-  t.is(agent.requests.length, 0);
+  t.deepEqual(agent.requests.map((request) => request.path), ['/v1/pod-seen'], 'no capture request, only the best-effort notice');
+});
+
+test('ADD for a pod that is not enrolled succeeds when the agent is unreachable', async (t) => {
+  const f = await fixture(t);
+  const { code, json } = await invoke(env('ADD', 'plain'), config(f));
+  t.is(code, 0);
+  t.deepEqual(json, PREV_RESULT);
 });
 
 test('ADD for a container that is not a Kubernetes pod passes through', async (t) => {
