@@ -42,6 +42,11 @@ import { XDS_PORT } from './xds/server.ts';
 export const DEFAULT_TOKEN_FILE = 'node-tokens';
 /** The control plane's namespace in Kubernetes mode (where the CA Secret lives), as istiod's. */
 const DEFAULT_CONTROL_PLANE_NAMESPACE = 'istio-system';
+/**
+ * Service accounts whose tokens the CA accepts as node agents (Istio's CA_TRUSTED_NODE_ACCOUNTS). Every pod's bound
+ * token names its node, so without this list any workload could ask for its neighbours' identities.
+ */
+const DEFAULT_TRUSTED_NODE_AGENT = 'system:serviceaccount:istio-system:ambit-agent';
 
 export interface ControlPlaneConfig {
   source: { type: 'dir'; dir: string } | { type: 'kubernetes'; kubeconfig?: string };
@@ -52,6 +57,8 @@ export interface ControlPlaneConfig {
   clusterId?: string;
   /** Kubernetes mode: the namespace holding the CA Secret. */
   namespace: string;
+  /** Kubernetes mode: the service accounts (`system:serviceaccount:<ns>:<name>`) the CA trusts as node agents. */
+  trustedNodeAgents: string[];
   logLevel: string;
 }
 
@@ -67,6 +74,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): ControlPlan
       kubeconfig: { type: 'string' },
       'cluster-id': { type: 'string' },
       'log-level': { type: 'string' },
+      'trusted-node-agents': { type: 'string' },
     },
     strict: true,
   });
@@ -91,15 +99,25 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): ControlPlan
     trustDomain: values['trust-domain'] ?? env.AMBIT_TRUST_DOMAIN ?? DEFAULT_TRUST_DOMAIN,
     ...(clusterId ? { clusterId } : {}),
     namespace: env.POD_NAMESPACE ?? DEFAULT_CONTROL_PLANE_NAMESPACE,
+    trustedNodeAgents: (values['trusted-node-agents'] ?? env.CA_TRUSTED_NODE_ACCOUNTS ?? DEFAULT_TRUSTED_NODE_AGENT)
+      .split(',')
+      .map((account) => account.trim())
+      .filter((account) => account !== ''),
     logLevel: values['log-level'] ?? env.AMBIT_LOG_LEVEL ?? 'info',
   };
 }
 
-/** The CA service's caller check in Kubernetes mode: a TokenReview that must name the caller's node. */
-function tokenReviewNodeAuthenticator(tokenReview: Pick<TokenReviewAuthenticator, 'authenticate'>): NodeAuthenticator {
+/**
+ * The CA service's caller check in Kubernetes mode: a TokenReview that must name the caller's node, from a service
+ * account trusted as a node agent.
+ */
+export function tokenReviewNodeAuthenticator(tokenReview: Pick<TokenReviewAuthenticator, 'authenticate'>, trustedNodeAgents: readonly string[]): NodeAuthenticator {
   return async (metadata) => {
     try {
       const caller = await tokenReview.authenticate(metadata);
+      if (!trustedNodeAgents.includes(caller.identity)) {
+        throw new CaServiceError('permissionDenied', `caller ${caller.identity} is not a node agent (trusted: ${trustedNodeAgents.join(', ')})`);
+      }
       if (!caller.node) throw new CaServiceError('unauthenticated', `the token of ${caller.identity} is not bound to a node (use the agent's projected service account token)`);
       return { node: caller.node };
     } catch (error) {
@@ -131,7 +149,7 @@ export async function runControlPlane(config: ControlPlaneConfig): Promise<Contr
     else kubeConfig.loadFromDefault();
     const tokenReview = new TokenReviewAuthenticator(kubeConfig);
     xdsAuthenticator = tokenReview;
-    caAuthenticator = tokenReviewNodeAuthenticator(tokenReview);
+    caAuthenticator = tokenReviewNodeAuthenticator(tokenReview, config.trustedNodeAgents);
     root = await openKubernetesRoot({ core: kubeConfig.makeApiClient(CoreV1Api), namespace: config.namespace, trustDomain: config.trustDomain });
   } else {
     try {
