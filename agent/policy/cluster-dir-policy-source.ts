@@ -7,15 +7,11 @@
  * skipped; every other policy stays in force.
  * Must not know about: compiling or evaluating policies (the store does), sockets.
  */
-import { watch, type FSWatcher } from 'node:fs';
+import { DirectoryWatcher } from '../../shared/k8s/dir-watcher.ts';
 import { objectSource, readClusterDir, type ClusterDirParseCache } from '../../shared/k8s/cluster-dir.ts';
 import { validatePolicy } from '../../shared/policy/index.ts';
 import type { LocalPolicy, PolicyStore } from './policy-store.ts';
 
-/** fs.watch misses events on some filesystems: poll as a backstop (as the workload source does). */
-const POLL_INTERVAL_MS = 1000;
-/** Writers replace several files at once; coalesce their events into one re-read. */
-const DEBOUNCE_MS = 20;
 const POLICY_API_GROUP = 'security.istio.io/';
 
 export interface PolicySourceLog {
@@ -29,11 +25,7 @@ export class ClusterDirPolicySource {
   readonly #parseCache: ClusterDirParseCache = new Map();
   readonly #store: PolicyStore;
   readonly #log: PolicySourceLog;
-  #watcher: FSWatcher | undefined;
-  #poll: NodeJS.Timeout | undefined;
-  #debounce: NodeJS.Timeout | undefined;
-  #reading: Promise<void> | undefined;
-  #again = false;
+  readonly #watcher: DirectoryWatcher;
   /** Problems already reported, so a bad file is logged once until it changes or is fixed. */
   #reported = new Set<string>();
   #lastContent = '';
@@ -42,42 +34,25 @@ export class ClusterDirPolicySource {
     this.#dir = options.dir;
     this.#store = options.store;
     this.#log = options.log;
+    this.#watcher = new DirectoryWatcher({
+      dir: this.#dir,
+      read: () => this.#readOnce(),
+      onError: (error) => this.#log.error({ scope: 'authz', err: error.message }, 'reading policies failed'),
+    });
   }
 
   /** Reads once, then keeps watching. Resolves after the first complete read. */
-  async start(): Promise<void> {
-    await this.refresh();
-    try {
-      this.#watcher = watch(this.#dir, { recursive: true }, () => this.#schedule());
-      this.#watcher.on('error', () => {});
-    } catch {
-      // Polling alone still converges.
-    }
-    this.#poll = setInterval(() => this.#schedule(), POLL_INTERVAL_MS);
-    this.#poll.unref();
+  start(): Promise<void> {
+    return this.#watcher.start();
   }
 
   stop(): void {
-    this.#watcher?.close();
-    clearInterval(this.#poll);
-    clearTimeout(this.#debounce);
+    this.#watcher.stop();
   }
 
   /** Re-reads the directory now; concurrent calls coalesce. */
-  async refresh(): Promise<void> {
-    if (this.#reading) {
-      this.#again = true;
-      return this.#reading;
-    }
-    this.#reading = (async () => {
-      do {
-        this.#again = false;
-        await this.#readOnce();
-      } while (this.#again);
-    })().finally(() => {
-      this.#reading = undefined;
-    });
-    return this.#reading;
+  refresh(): Promise<void> {
+    return this.#watcher.refresh();
   }
 
   async #readOnce(): Promise<void> {
@@ -110,10 +85,5 @@ export class ClusterDirPolicySource {
     this.#lastContent = content;
     this.#store.setLocal(policies);
     this.#log.info({ scope: 'authz', policies: policies.length, initial: first }, 'policies loaded from the cluster directory');
-  }
-
-  #schedule(): void {
-    clearTimeout(this.#debounce);
-    this.#debounce = setTimeout(() => void this.refresh().catch((error: Error) => this.#log.error({ scope: 'authz', err: error.message }, 'reading policies failed')), DEBOUNCE_MS);
   }
 }

@@ -6,17 +6,12 @@
  * directory when it changes.
  * Must not know about: sockets, capture, certificates.
  */
-import { watch, type FSWatcher } from 'node:fs';
+import { DirectoryWatcher } from '../../shared/k8s/dir-watcher.ts';
 import { captureDecision } from '../../shared/k8s/enrollment.ts';
 import { readClusterDir, type ClusterDirParseCache, type ClusterSnapshot } from '../../shared/k8s/cluster-dir.ts';
 import { isPod, podNamespace, type PodObject } from '../../shared/k8s/objects.ts';
 import type { MeshState } from './mesh-state.ts';
 import type { Workload } from './workload.ts';
-
-/** fs.watch misses events on some filesystems and for renames into subdirectories: poll as a backstop. */
-const POLL_INTERVAL_MS = 1000;
-/** Writers replace several files at once; coalesce their events into one re-read. */
-const DEBOUNCE_MS = 20;
 
 function firstLabel(labels: Record<string, string> | undefined, names: string[]): string | undefined {
   for (const name of names) if (labels?.[name]) return labels[name];
@@ -50,15 +45,11 @@ export function workloadFromPod(pod: PodObject, snapshot: ClusterSnapshot, trust
 
 export class ClusterDirSource {
   readonly #dir: string;
-  readonly #parseCache: ClusterDirParseCache = new Map();
   readonly #state: MeshState;
   readonly #trustDomain: string;
   readonly #onProblem: (message: string) => void;
-  #watcher: FSWatcher | undefined;
-  #poll: NodeJS.Timeout | undefined;
-  #debounce: NodeJS.Timeout | undefined;
-  #reading: Promise<void> | undefined;
-  #again = false;
+  readonly #parseCache: ClusterDirParseCache = new Map();
+  readonly #watcher: DirectoryWatcher;
   #lastErrors = '';
 
   constructor(options: { dir: string; state: MeshState; trustDomain: string; onProblem?: (message: string) => void }) {
@@ -66,57 +57,35 @@ export class ClusterDirSource {
     this.#state = options.state;
     this.#trustDomain = options.trustDomain;
     this.#onProblem = options.onProblem ?? (() => {});
+    this.#watcher = new DirectoryWatcher({ dir: this.#dir, read: () => this.#read(), onError: (error) => this.#onProblem(error.message) });
   }
 
   /** Reads once, then keeps watching. Resolves after the first complete read. */
-  async start(): Promise<void> {
-    await this.refresh();
-    try {
-      this.#watcher = watch(this.#dir, { recursive: true }, () => this.#schedule());
-      this.#watcher.on('error', () => {});
-    } catch {
-      // Polling alone still converges.
-    }
-    this.#poll = setInterval(() => this.#schedule(), POLL_INTERVAL_MS);
-    this.#poll.unref();
+  start(): Promise<void> {
+    return this.#watcher.start();
   }
 
   stop(): void {
-    this.#watcher?.close();
-    clearInterval(this.#poll);
-    clearTimeout(this.#debounce);
+    this.#watcher.stop();
   }
 
   /** Re-reads the directory now; concurrent calls coalesce. */
-  async refresh(): Promise<void> {
-    if (this.#reading) {
-      this.#again = true;
-      return this.#reading;
-    }
-    this.#reading = (async () => {
-      do {
-        this.#again = false;
-        const snapshot = await readClusterDir(this.#dir, this.#parseCache);
-        if (!snapshot.changed) continue;
-        const errors = snapshot.errors.map((e) => `${e.file}${e.line ? `:${e.line}` : ''}: ${e.message}`).join('\n');
-        if (errors && errors !== this.#lastErrors) this.#onProblem(`cluster directory has invalid manifests (skipped):\n${errors}`);
-        this.#lastErrors = errors;
-        const workloads: Workload[] = [];
-        for (const object of snapshot.objects) {
-          if (!isPod(object)) continue;
-          const workload = workloadFromPod(object, snapshot, this.#trustDomain);
-          if (workload) workloads.push(workload);
-        }
-        this.#state.replaceAll(workloads);
-      } while (this.#again);
-    })().finally(() => {
-      this.#reading = undefined;
-    });
-    return this.#reading;
+  refresh(): Promise<void> {
+    return this.#watcher.refresh();
   }
 
-  #schedule(): void {
-    clearTimeout(this.#debounce);
-    this.#debounce = setTimeout(() => void this.refresh().catch((error: Error) => this.#onProblem(error.message)), DEBOUNCE_MS);
+  async #read(): Promise<void> {
+    const snapshot = await readClusterDir(this.#dir, this.#parseCache);
+    if (!snapshot.changed) return;
+    const errors = snapshot.errors.map((e) => `${e.file}${e.line ? `:${e.line}` : ''}: ${e.message}`).join('\n');
+    if (errors && errors !== this.#lastErrors) this.#onProblem(`cluster directory has invalid manifests (skipped):\n${errors}`);
+    this.#lastErrors = errors;
+    const workloads: Workload[] = [];
+    for (const object of snapshot.objects) {
+      if (!isPod(object)) continue;
+      const workload = workloadFromPod(object, snapshot, this.#trustDomain);
+      if (workload) workloads.push(workload);
+    }
+    this.#state.replaceAll(workloads);
   }
 }

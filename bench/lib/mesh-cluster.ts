@@ -130,7 +130,7 @@ export function inPod(pod: Pod, tool: string, args: readonly string[]): { comman
 
 /** The sink/echo target on 0.0.0.0:APP_PORT inside the pod. */
 export async function startTarget(processes: ProcessGroup, pod: Pod): Promise<ManagedProcess> {
-  const command = inPod(pod, 'mesh-target.ts', ['--port', String(APP_PORT)]);
+  const command = inPod(pod, 'target.ts', ['--host', '0.0.0.0', '--port', String(APP_PORT)]);
   return processes.start(`target in ${pod.name}`, command.command, command.args);
 }
 

@@ -5,11 +5,20 @@
  *   'S' + uint64 big-endian length: sink; after `length` bytes arrive, reply one byte 'K' (so the sender
  *       knows every byte crossed the path without depending on half-close semantics of the relay).
  *   'E': echo every byte back until the peer ends.
- * Anything else closes the connection. Prints `{"ready":{"port":N}}` when listening on 127.0.0.1:0.
+ * Anything else closes the connection. Prints `{"ready":{"port":N}}` when listening.
+ *   node bench/tools/target.ts [--host 127.0.0.1] [--port 0]   (in a pod: --host 0.0.0.0 --port 8080)
  * Must not know about: which relay, if any, sits in front of it.
  */
 import net from 'node:net';
+import { parseArgs } from 'node:util';
 import { announceReady, exitWithParent } from './common.ts';
+
+const { values } = parseArgs({
+  options: {
+    host: { type: 'string', default: '127.0.0.1' },
+    port: { type: 'string', default: '0' },
+  },
+});
 
 const SINK = 0x53; // 'S'
 const ECHO = 0x45; // 'E'
@@ -56,7 +65,7 @@ function serve(socket: net.Socket): void {
 }
 
 const server = net.createServer({ noDelay: true }, serve);
-server.listen({ host: '127.0.0.1', port: 0, backlog: 4096 }, () => {
+server.listen({ host: values.host, port: Number(values.port), backlog: 4096 }, () => {
   announceReady({ port: (server.address() as net.AddressInfo).port });
 });
 exitWithParent();

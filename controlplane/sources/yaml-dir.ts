@@ -7,20 +7,16 @@
  * store (a diff against the previous read, so unchanged objects produce nothing).
  * Must not know about: the model, xDS.
  */
-import { watch, type FSWatcher } from 'node:fs';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import { isMap, isScalar, LineCounter, parseAllDocuments, type Document } from 'yaml';
+import { DirectoryWatcher } from '../../shared/k8s/dir-watcher.ts';
 import type { K8sObject } from '../../shared/k8s/objects.ts';
 import { objectKey, type ObjectStore, type SourceEvent } from '../store.ts';
 import { checkObject } from './manifest-schema.ts';
 import { formatProblem, type ConfigSource, type SourceProblem } from './source.ts';
 
-/** fs.watch misses events on some filesystems and for renames into subdirectories: poll as a backstop. */
-export const POLL_INTERVAL_MS = 1000;
-/** Writers replace several files at once; coalesce their events into one re-read. */
-export const DEBOUNCE_MS = 20;
 /** Files read; dot-files (writers' temporary files for atomic renames) are skipped. */
 const MANIFEST_EXTENSIONS = new Set(['.yaml', '.yml', '.json']);
 
@@ -170,58 +166,36 @@ export class YamlDirSource implements ConfigSource {
   readonly #dir: string;
   readonly #store: ObjectStore;
   readonly #onProblem: (problem: SourceProblem) => void;
-  readonly #pollIntervalMs: number;
   #objects = new Map<string, K8sObject>();
   readonly #parseCache: ManifestParseCache = new Map();
   #reportedProblems = new Set<string>();
-  #watcher: FSWatcher | undefined;
-  #poll: NodeJS.Timeout | undefined;
-  #debounce: NodeJS.Timeout | undefined;
-  #reading: Promise<void> | undefined;
-  #again = false;
+  readonly #watcher: DirectoryWatcher;
   #stopped = false;
 
   constructor(options: YamlDirSourceOptions) {
     this.#dir = options.dir;
     this.#store = options.store;
     this.#onProblem = options.onProblem ?? (() => {});
-    this.#pollIntervalMs = options.pollIntervalMs ?? POLL_INTERVAL_MS;
+    this.#watcher = new DirectoryWatcher({
+      dir: this.#dir,
+      read: () => (this.#stopped ? Promise.resolve() : this.#readOnce()),
+      onError: (error) => this.#onProblem({ file: this.#dir, message: `cannot read the directory: ${error.message}` }),
+      ...(options.pollIntervalMs !== undefined ? { pollIntervalMs: options.pollIntervalMs } : {}),
+    });
   }
 
-  async start(): Promise<void> {
-    await this.refresh();
-    try {
-      this.#watcher = watch(this.#dir, { recursive: true }, () => this.#schedule());
-      this.#watcher.on('error', () => {});
-    } catch {
-      // Polling alone still converges.
-    }
-    this.#poll = setInterval(() => this.#schedule(), this.#pollIntervalMs);
-    this.#poll.unref();
+  start(): Promise<void> {
+    return this.#watcher.start();
   }
 
   stop(): void {
     this.#stopped = true;
-    this.#watcher?.close();
-    clearInterval(this.#poll);
-    clearTimeout(this.#debounce);
+    this.#watcher.stop();
   }
 
   /** Re-reads the directory now and applies the difference; concurrent calls coalesce. */
-  async refresh(): Promise<void> {
-    if (this.#reading) {
-      this.#again = true;
-      return this.#reading;
-    }
-    this.#reading = (async () => {
-      do {
-        this.#again = false;
-        await this.#readOnce();
-      } while (this.#again && !this.#stopped);
-    })().finally(() => {
-      this.#reading = undefined;
-    });
-    return this.#reading;
+  refresh(): Promise<void> {
+    return this.#watcher.refresh();
   }
 
   async #readOnce(): Promise<void> {
@@ -244,14 +218,5 @@ export class YamlDirSource implements ConfigSource {
     for (const [id, object] of this.#objects) if (!next.has(id)) events.push({ type: 'delete', object });
     this.#objects = next;
     if (events.length > 0 && !this.#stopped) this.#store.apply(events);
-  }
-
-  #schedule(): void {
-    if (this.#stopped) return;
-    clearTimeout(this.#debounce);
-    this.#debounce = setTimeout(
-      () => void this.refresh().catch((error: Error) => this.#onProblem({ file: this.#dir, message: `cannot read the directory: ${error.message}` })),
-      DEBOUNCE_MS,
-    );
   }
 }
