@@ -21,11 +21,12 @@
 import { access } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import type { KubeConfig } from '@kubernetes/client-node';
-import { pino } from 'pino';
+import type { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
+import { pino, type Logger } from 'pino';
 import { DEFAULT_TRUST_DOMAIN } from '../shared/identity/index.ts';
 import { registerCaService } from './ca/ca-service.ts';
-import { LOCAL_ROOT_CERT_FILE } from './ca/config.ts';
+import { publishRootConfigMap } from './ca/root-publisher.ts';
+import { LOCAL_ROOT_CERT_FILE, ROOT_CONFIGMAP_NAME } from './ca/config.ts';
 import { CaServiceError } from './ca/errors.ts';
 import { bootstrapTokenFileAuthenticator, type NodeAuthenticator } from './ca/node-authenticator.ts';
 import { openKubernetesRoot, openLocalRoot } from './ca/root-store.ts';
@@ -139,6 +140,7 @@ export async function runControlPlane(config: ControlPlaneConfig): Promise<Contr
   let caAuthenticator: NodeAuthenticator;
   let root;
   let kubernetesSource: typeof KubernetesSource | undefined;
+  let coreApi: CoreV1Api | undefined;
   if (config.source.type === 'kubernetes') {
     // Loaded only in Kubernetes mode: the client library is most of a local control plane's memory otherwise.
     const { CoreV1Api, KubeConfig } = await import('@kubernetes/client-node');
@@ -150,7 +152,8 @@ export async function runControlPlane(config: ControlPlaneConfig): Promise<Contr
     const tokenReview = new TokenReviewAuthenticator(kubeConfig);
     xdsAuthenticator = tokenReview;
     caAuthenticator = tokenReviewNodeAuthenticator(tokenReview, config.trustedNodeAgents);
-    root = await openKubernetesRoot({ core: kubeConfig.makeApiClient(CoreV1Api), namespace: config.namespace, trustDomain: config.trustDomain });
+    coreApi = kubeConfig.makeApiClient(CoreV1Api);
+    root = await openKubernetesRoot({ core: coreApi, namespace: config.namespace, trustDomain: config.trustDomain });
   } else {
     try {
       await access(config.tokenFile);
@@ -184,6 +187,7 @@ export async function runControlPlane(config: ControlPlaneConfig): Promise<Contr
       },
     ],
   });
+  if (coreApi) publishRootConfigMaps(controlPlane, coreApi, ca.rootCertPem, logger);
   logger.info(
     {
       listen: config.listenAddress,
@@ -195,6 +199,23 @@ export async function runControlPlane(config: ControlPlaneConfig): Promise<Contr
     'control plane serving delta xDS and the CA',
   );
   return controlPlane;
+}
+
+/**
+ * Kubernetes mode: the root as ConfigMap `istio-ca-root-cert` in every namespace, now and in each namespace created
+ * later (seen through the control plane's own namespace watch), as istiod's namespace controller does. (Local
+ * mode publishes the root as the file root-cert.pem in the CA directory.)
+ */
+function publishRootConfigMaps(controlPlane: ControlPlane, core: CoreV1Api, rootCertPem: string, logger: Logger): void {
+  const publish = (namespace: string): void => {
+    publishRootConfigMap(core, namespace, rootCertPem).catch((error: Error) =>
+      logger.error({ namespace, err: error.message }, `cannot publish ${ROOT_CONFIGMAP_NAME}; workloads in this namespace cannot verify the mesh`),
+    );
+  };
+  for (const key of controlPlane.store.keys('Namespace')) publish(key);
+  controlPlane.store.onChanges((changes) => {
+    for (const change of changes) if (change.kind === 'Namespace' && change.type === 'upsert' && !change.previous) publish(change.key);
+  });
 }
 
 async function main(): Promise<void> {

@@ -9,7 +9,8 @@
  *   - a watch from a version older than the compacted history gets an `ERROR` event whose object is
  *     `{"kind":"Status","code":410,"reason":"Expired"}` and the stream ends (the client must relist);
  *   - `POST /apis/authentication.k8s.io/v1/tokenreviews` answers TokenReviews from a token table;
- *   - `GET`/`POST /api/v1/namespaces/<ns>/secrets[/<name>]` keeps Secrets (the CA root store uses them).
+ *   - `GET`/`POST`/`PUT /api/v1/namespaces/<ns>/{secrets,configmaps}[/<name>]` keeps Secrets and ConfigMaps (the
+ *     CA root store and the root publisher use them).
  * Collections: core v1 namespaces, nodes, pods, services; discovery.k8s.io/v1 endpointslices;
  * gateway.networking.k8s.io/v1 gateways; security.istio.io/v1 authorizationpolicies and peerauthentications.
  * Tests drive it directly: `apply`, `remove`, `compact` (forget history), `bookmark`, `dropWatches`,
@@ -77,6 +78,7 @@ export class FakeKubeApiServer {
   readonly #objects = new Map<string, Map<string, K8sObject>>();
   /** Secrets by `<namespace>/<name>` (get and create only: what the CA's root store needs). */
   readonly secrets = new Map<string, K8sObject>();
+  readonly configMaps = new Map<string, K8sObject>();
   readonly #history: HistoryEntry[] = [];
   readonly #watches = new Set<OpenWatch>();
   #resourceVersion = 1;
@@ -283,9 +285,9 @@ export class FakeKubeApiServer {
       this.#tokenReview(request, response);
       return;
     }
-    const secretPath = /^\/api\/v1\/namespaces\/([^/]+)\/secrets(?:\/([^/]+))?$/.exec(url.pathname);
-    if (secretPath) {
-      this.#secret(request, response, secretPath[1]!, secretPath[2]);
+    const storedPath = /^\/api\/v1\/namespaces\/([^/]+)\/(secrets|configmaps)(?:\/([^/]+))?$/.exec(url.pathname);
+    if (storedPath) {
+      this.#stored(storedPath[2] === 'secrets' ? this.secrets : this.configMaps, storedPath[2]!, request, response, storedPath[1]!, storedPath[3]);
       return;
     }
     const collection = COLLECTIONS.find((entry) => entry.path === url.pathname);
@@ -347,32 +349,38 @@ export class FakeKubeApiServer {
     });
   }
 
-  #secret(request: IncomingMessage, response: ServerResponse, namespace: string, name: string | undefined): void {
+  #stored(store: Map<string, K8sObject>, resource: string, request: IncomingMessage, response: ServerResponse, namespace: string, name: string | undefined): void {
     if (request.method === 'GET' && name) {
-      const secret = this.secrets.get(`${namespace}/${name}`);
-      if (!secret) {
-        this.#status(response, 404, 'NotFound', `secrets "${name}" not found`);
+      const object = store.get(`${namespace}/${name}`);
+      if (!object) {
+        this.#status(response, 404, 'NotFound', `${resource} "${name}" not found`);
         return;
       }
       response.writeHead(200, { 'content-type': 'application/json' });
-      response.end(JSON.stringify(secret));
+      response.end(JSON.stringify(object));
       return;
     }
-    if (request.method === 'POST' && !name) {
-      this.#readJson<K8sObject>(request, response, (secret) => {
-        const key = `${namespace}/${secret.metadata?.name}`;
-        if (this.secrets.has(key)) {
-          this.#status(response, 409, 'AlreadyExists', `secrets "${secret.metadata?.name}" already exists`);
+    if ((request.method === 'POST' && !name) || (request.method === 'PUT' && name)) {
+      this.#readJson<K8sObject>(request, response, (object) => {
+        const key = `${namespace}/${name ?? object.metadata?.name}`;
+        const existing = store.get(key);
+        if (request.method === 'POST' && existing) {
+          this.#status(response, 409, 'AlreadyExists', `${resource} "${object.metadata?.name}" already exists`);
           return;
         }
-        const stored = { ...secret, metadata: { ...secret.metadata, namespace, uid: randomUUID(), resourceVersion: String(++this.#resourceVersion) } as K8sObject['metadata'] };
-        this.secrets.set(key, stored);
-        response.writeHead(201, { 'content-type': 'application/json' });
+        if (request.method === 'PUT' && !existing) {
+          this.#status(response, 404, 'NotFound', `${resource} "${name}" not found`);
+          return;
+        }
+        const uid = existing?.metadata?.uid ?? randomUUID();
+        const stored = { ...object, metadata: { ...object.metadata, namespace, uid, resourceVersion: String(++this.#resourceVersion) } as K8sObject['metadata'] };
+        store.set(key, stored);
+        response.writeHead(existing ? 200 : 201, { 'content-type': 'application/json' });
         response.end(JSON.stringify(stored));
       });
       return;
     }
-    this.#status(response, 405, 'MethodNotAllowed', `${request.method} is not supported on secrets here`);
+    this.#status(response, 405, 'MethodNotAllowed', `${request.method} is not supported on ${resource} here`);
   }
 
   #tokenReview(request: IncomingMessage, response: ServerResponse): void {

@@ -70,5 +70,16 @@ test('Kubernetes mode: informers feed the model, agents authenticate by TokenRev
 
   api.apply(podObject({ name: 'web-2', namespace: 'shop', ip: '10.0.0.2' }));
   await agent.until(() => workloadNamed(agent, 'shop', 'web-2') !== undefined, 'a watched pod');
+
+  // The root is published as ConfigMap istio-ca-root-cert in every namespace, including ones created later.
+  const rootPublished = (namespace: string): boolean =>
+    (api.configMaps.get(`${namespace}/istio-ca-root-cert`) as { data?: Record<string, string> } | undefined)?.data?.['root-cert.pem'] === ca.rootCertPem;
+  const eventually = async (condition: () => boolean, what: string): Promise<void> => {
+    for (const deadline = Date.now() + 10_000; Date.now() < deadline; await new Promise((resolve) => setTimeout(resolve, 50))) if (condition()) return;
+    t.fail(`timed out waiting for ${what}`);
+  };
+  await eventually(() => rootPublished('shop'), 'the root ConfigMap in an existing namespace');
+  api.apply(namespaceObject('billing', {}));
+  await eventually(() => rootPublished('billing'), 'the root ConfigMap in a namespace created later');
   t.pass();
 });
