@@ -42,6 +42,10 @@ export interface LocalMesh {
   controlPlaneAddress?: string;
   controlPlaneLogFile?: string;
   controlPlaneProcess?: ChildProcess;
+  /** Stops the control plane (agents keep serving their last config). */
+  stopControlPlane(): Promise<void>;
+  /** Starts it again on the same address, CA directory and cluster directory. */
+  startControlPlane(): Promise<void>;
   destroy(): Promise<void>;
 }
 
@@ -58,14 +62,15 @@ function nodeName(clusterName: string, index: number): string {
   return `${clusterName}-node${index}`;
 }
 
-async function waitForLine(file: string, text: string, process: ChildProcess, timeoutMs: number): Promise<void> {
+/** Waits until `file` holds `text` at least `occurrences` times (a restarted process logs it again). */
+async function waitForLine(file: string, text: string, process: ChildProcess, timeoutMs: number, occurrences = 1): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (process.exitCode !== null || process.signalCode !== null) {
       throw new RuntimeError('AGENT_NOT_READY', `the control plane exited (${process.exitCode ?? process.signalCode}); see ${file}`);
     }
     const content = await readFile(file, 'utf8').catch(() => '');
-    if (content.includes(text)) return;
+    if (content.split(text).length > occurrences) return;
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
   throw new RuntimeError('AGENT_NOT_READY', `the control plane did not become ready in ${timeoutMs} ms; see ${file}`);
@@ -85,6 +90,8 @@ export async function createLocalMesh(options: LocalMeshOptions): Promise<LocalM
     await writeFile(tokenFile, tokens.map((token, index) => `${token} ${nodeName(clusterName, index)}`).join('\n') + '\n', { mode: 0o600 });
     await Promise.all(tokens.map((token, index) => writeFile(path.join(caDir, `token-${nodeName(clusterName, index)}`), token, { mode: 0o600 })));
   }
+  let startControlPlane = async (): Promise<void> => {};
+  let stopControlPlane = async (): Promise<void> => {};
   let cluster: Cluster;
   try {
     cluster = await createCluster({
@@ -93,22 +100,34 @@ export async function createLocalMesh(options: LocalMeshOptions): Promise<LocalM
         ? {
             beforeAgents: async (created: Cluster) => {
               const address = await created.addFabricAddress();
-              const logFile = path.join(created.tmpDir, 'controlplane.log');
-              const log = openSync(logFile, 'a');
-              let child: ChildProcess;
-              try {
-                child = created.spawnInFabric(
-                  process.execPath,
-                  [CONTROL_PLANE_MAIN, '--source', `dir:${created.clusterDir}`, '--ca-dir', caDir, '--listen', `${address}:${CONTROL_PLANE_PORT}`, '--token-file', tokenFile, '--trust-domain', trustDomain],
-                  { stdio: ['ignore', log, log] },
-                );
-              } finally {
-                closeSync(log);
-              }
               mesh.controlPlaneAddress = `${address}:${CONTROL_PLANE_PORT}`;
-              mesh.controlPlaneLogFile = logFile;
-              mesh.controlPlaneProcess = child;
-              await waitForLine(logFile, CONTROL_PLANE_READY_MESSAGE, child, CONTROL_PLANE_READY_TIMEOUT_MS);
+              mesh.controlPlaneLogFile = path.join(created.tmpDir, 'controlplane.log');
+              startControlPlane = async () => {
+                const running = mesh.controlPlaneProcess;
+                if (running && running.exitCode === null && running.signalCode === null) return;
+                const log = openSync(mesh.controlPlaneLogFile!, 'a');
+                let child: ChildProcess;
+                try {
+                  child = created.spawnInFabric(
+                    process.execPath,
+                    [CONTROL_PLANE_MAIN, '--source', `dir:${created.clusterDir}`, '--ca-dir', caDir, '--listen', mesh.controlPlaneAddress!, '--token-file', tokenFile, '--trust-domain', trustDomain],
+                    { stdio: ['ignore', log, log] },
+                  );
+                } finally {
+                  closeSync(log);
+                }
+                mesh.controlPlaneProcess = child;
+                const readyCount = (await readFile(mesh.controlPlaneLogFile!, 'utf8').catch(() => '')).split(CONTROL_PLANE_READY_MESSAGE).length;
+                await waitForLine(mesh.controlPlaneLogFile!, CONTROL_PLANE_READY_MESSAGE, child, CONTROL_PLANE_READY_TIMEOUT_MS, readyCount);
+              };
+              stopControlPlane = async () => {
+                const child = mesh.controlPlaneProcess;
+                if (!child || child.exitCode !== null || child.signalCode !== null) return;
+                const exited = new Promise((resolve) => child.once('exit', resolve));
+                child.kill('SIGTERM');
+                await exited;
+              };
+              await startControlPlane();
             },
           }
         : {}),
@@ -136,6 +155,8 @@ export async function createLocalMesh(options: LocalMeshOptions): Promise<LocalM
   return {
     ...(mesh as LocalMesh),
     cluster,
+    startControlPlane: () => startControlPlane(),
+    stopControlPlane: () => stopControlPlane(),
     destroy: async () => {
       await cluster.destroy();
       await rm(caDir, { recursive: true, force: true });

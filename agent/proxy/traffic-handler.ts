@@ -36,6 +36,13 @@ export interface TrafficHandlerOptions {
 export class TrafficHandler implements CapturedTrafficHandler {
   readonly #options: TrafficHandlerOptions;
   readonly #podProxies = new Map<string, PodProxy>();
+  /** Plain TCP connections being proxied (outbound and inbound plaintext), so shutdown can let them finish. */
+  readonly #openSockets = new Set<net.Socket>();
+  readonly #forgetSocket = (socket: net.Socket): void => {
+    this.#openSockets.delete(socket);
+    if (this.#openSockets.size === 0) for (const resolve of this.#drained.splice(0)) resolve();
+  };
+  readonly #drained: Array<() => void> = [];
 
   constructor(options: TrafficHandlerOptions) {
     this.#options = options;
@@ -49,6 +56,10 @@ export class TrafficHandler implements CapturedTrafficHandler {
       return;
     }
     const destination = { host: originalDst.address, port: originalDst.port };
+    if (kind !== 'hbone') {
+      this.#openSockets.add(socket);
+      socket.once('close', () => this.#forgetSocket(socket));
+    }
     switch (kind) {
       case 'outbound':
         this.#options.outbound.handle(socket, destination, { source: proxy.workload, factory: pod.sockets, pool: proxy.pool });
@@ -71,8 +82,16 @@ export class TrafficHandler implements CapturedTrafficHandler {
     await proxy.hboneServer.shutdown(drainMs);
   }
 
+  /**
+   * Shutdown: lets open connections finish until `drainMs` (HBONE servers drain with GOAWAY; proxied TCP connections
+   * run to their end), then cuts what is left. Exiting earlier would end in-flight connections with a clean FIN that
+   * the application would take for a complete answer.
+   */
   async close(drainMs: number): Promise<void> {
-    await Promise.all([...this.#podProxies.keys()].map((uid) => this.forget(uid, drainMs)));
+    const deadline = new Promise<void>((resolve) => setTimeout(resolve, drainMs).unref());
+    const drained = this.#openSockets.size === 0 ? Promise.resolve() : new Promise<void>((resolve) => this.#drained.push(resolve));
+    await Promise.all([...[...this.#podProxies.keys()].map((uid) => this.forget(uid, drainMs)), Promise.race([drained, deadline])]);
+    for (const socket of this.#openSockets) socket.resetAndDestroy();
   }
 
   #proxyFor(pod: CapturedPod): PodProxy | undefined {

@@ -175,3 +175,20 @@ test.serial('labelling a namespace captures its running pods, and removing the l
   await new Promise((resolve) => setTimeout(resolve, 200));
   t.is(await inboundFromClient(), before, 'released: no more HBONE to the pod');
 });
+
+test.serial('a control plane restart: agents keep serving their last config, then resync and capture new pods', async (t) => {
+  await mesh.stopControlPlane();
+  t.teardown(() => mesh.startControlPlane());
+  const during = await runClient(client, { host: server.ip, port: APP_PORT, count: 5 });
+  t.true(during.ok, `traffic keeps flowing on the last config: ${during.errors.join('; ')}`);
+  const before = (await accessLog(1)).filter((entry) => entry.direction === 'inbound' && entry.src.address === client.ip).length;
+  t.true(before >= 5);
+
+  await mesh.startControlPlane();
+  const later = await mesh.cluster.createPod({ node: 0, namespace: 'shop', name: 'after-restart', serviceAccount: 'after' });
+  t.teardown(() => mesh.cluster.deletePod(later));
+  const result = await runClient(later, { host: server.ip, port: APP_PORT });
+  t.true(result.ok, result.errors.join('; '));
+  const inbound = (await accessLog(1)).filter((entry) => entry.src.address === later.ip);
+  t.true(inbound.some((entry) => entry.src.principal === 'spiffe://cluster.local/ns/shop/sa/after'), 'the new pod got its certificate from the restarted CA and went through HBONE');
+});
