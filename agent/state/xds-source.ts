@@ -8,7 +8,7 @@
  */
 import { ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL } from '../../shared/xds/protos.ts';
 import { XdsClient, controlPlaneIdentity, type XdsClientStatus, type XdsRejection, type XdsResourceUpdate } from '../../shared/xds/client.ts';
-import type { XdsAddress, XdsWorkload } from '../../shared/xds/types.ts';
+import { bytesToIp, type XdsAddress, type XdsWorkload } from '../../shared/xds/types.ts';
 import type { MeshState } from './mesh-state.ts';
 import type { Workload } from './workload.ts';
 
@@ -25,35 +25,6 @@ export interface XdsSourceOptions {
   onNack?: (typeUrl: string, message: string) => void;
 }
 
-/** Istio sends addresses as raw bytes (4 for IPv4, 16 for IPv6). */
-export function ipFromBytes(bytes: Uint8Array): string {
-  if (bytes.length === 4) return `${bytes[0]}.${bytes[1]}.${bytes[2]}.${bytes[3]}`;
-  if (bytes.length === 16) {
-    const groups: number[] = [];
-    for (let i = 0; i < 16; i += 2) groups.push((bytes[i]! << 8) | bytes[i + 1]!);
-    // RFC 5952: compress the longest run (length >= 2) of zero groups with "::".
-    let bestStart = -1;
-    let bestLength = 1;
-    for (let i = 0; i < 8; ) {
-      if (groups[i] !== 0) {
-        i++;
-        continue;
-      }
-      let j = i;
-      while (j < 8 && groups[j] === 0) j++;
-      if (j - i > bestLength) {
-        bestStart = i;
-        bestLength = j - i;
-      }
-      i = j;
-    }
-    const hex = groups.map((group) => group.toString(16));
-    if (bestStart < 0) return hex.join(':');
-    return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLength).join(':')}`;
-  }
-  throw new Error(`an address of ${bytes.length} bytes is neither IPv4 nor IPv6`);
-}
-
 export function workloadFromXds(workload: XdsWorkload): Workload {
   return {
     uid: workload.uid,
@@ -62,7 +33,7 @@ export function workloadFromXds(workload: XdsWorkload): Workload {
     serviceAccount: workload.serviceAccount || 'default',
     trustDomain: workload.trustDomain || 'cluster.local',
     node: workload.node,
-    addresses: workload.addresses.map(ipFromBytes),
+    addresses: workload.addresses.map(bytesToIp),
     tunnelProtocol: workload.tunnelProtocol === 'HBONE' ? 'HBONE' : 'NONE',
     captureReason: workload.tunnelProtocol === 'HBONE' ? 'the control plane says it is captured (HBONE)' : 'the control plane says it is not captured',
     canonicalName: workload.canonicalName || workload.name,
