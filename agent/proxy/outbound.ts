@@ -46,15 +46,14 @@ export class OutboundProxy {
   }
 
   #viaHbone(socket: net.Socket, originalDestination: HostPort, destination: Workload, context: OutboundContext, started: number): void {
-    const bytesBefore = { read: socket.bytesRead, written: socket.bytesWritten };
     const record: ConnectionRecord = {
       direction: 'outbound', source: context.source, sourceAddress: socket.remoteAddress, destination, destinationAddress: originalDestination, mtls: true, bytesSent: 0, bytesReceived: 0, durationMs: 0,
-      liveBytes: () => ({ sent: socket.bytesRead - bytesBefore.read, received: socket.bytesWritten - bytesBefore.written }),
+      liveBytes: () => ({ sent: socket.bytesRead, received: socket.bytesWritten }),
     };
     this.#report.opened(record);
     const finish = (error?: Error): void => {
-      record.bytesSent = socket.bytesRead - bytesBefore.read;
-      record.bytesReceived = socket.bytesWritten - bytesBefore.written;
+      record.bytesSent = socket.bytesRead;
+      record.bytesReceived = socket.bytesWritten;
       record.durationMs = performance.now() - started;
       if (error) record.error = error;
       this.#report.closed(record);

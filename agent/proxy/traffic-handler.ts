@@ -16,6 +16,9 @@ import type { InboundProxy } from './inbound.ts';
 import type { OutboundProxy } from './outbound.ts';
 
 interface PodProxy {
+  /** The mesh state's workload this proxy was last refreshed from (compared by identity on each connection). */
+  fromState: Workload;
+  /** What the proxy uses: `fromState`, with the pod's CNI-reported IPs when the state has none yet. */
   workload: Workload;
   pool: HboneClientPool;
   hboneServer: HboneServer;
@@ -97,15 +100,17 @@ export class TrafficHandler implements CapturedTrafficHandler {
   #proxyFor(pod: CapturedPod): PodProxy | undefined {
     const existing = this.#podProxies.get(pod.uid);
     const workload = this.#options.state.workloadByName(pod.namespace, pod.name);
-    if (existing && (!workload || existing.workload === workload)) return existing;
+    if (existing && (!workload || existing.fromState === workload)) return existing;
     if (!workload) return existing;
     // The workload changed (e.g. its IP arrived): keep the pool and server, refresh what they see.
     const podWorkload: Workload = workload.addresses.length > 0 ? workload : { ...workload, addresses: [...pod.ips] };
     if (existing) {
+      existing.fromState = workload;
       existing.workload = podWorkload;
       return existing;
     }
     const proxy: PodProxy = {
+      fromState: workload,
       workload: podWorkload,
       pool: new HboneClientPool({
         ...this.#options.hbone,

@@ -39,6 +39,14 @@ export interface Workload {
   labels?: Record<string, string>;
 }
 
+/** Workloads are replaced, never mutated, so each one's identity is built (and validated) once, not per connection. */
+const identityByWorkload = new WeakMap<Workload, SpiffeId>();
+
 export function workloadIdentity(workload: Workload): SpiffeId {
-  return spiffeId(workload.trustDomain, workload.namespace, workload.serviceAccount);
+  let identity = identityByWorkload.get(workload);
+  if (!identity) {
+    identity = spiffeId(workload.trustDomain, workload.namespace, workload.serviceAccount);
+    identityByWorkload.set(workload, identity);
+  }
+  return identity;
 }
