@@ -331,36 +331,26 @@ export class AgentMetrics {
         }
       },
     });
-    new Counter({
-      name: METRIC_NAMES.received,
-      help: 'The size of total bytes received during request in case of a TCP connection',
-      labelNames,
-      registers,
-      collect() {
-        this.reset();
-        for (const series of seriesByKey.values()) {
-          observeLive(series);
-          let total = series.requestBytesDone;
-          for (const seen of series.live.values()) total += seen.request;
-          this.inc(series.labels, total);
-        }
-      },
-    });
-    new Counter({
-      name: METRIC_NAMES.sent,
-      help: 'The size of total bytes sent during response in case of a TCP connection',
-      labelNames,
-      registers,
-      collect() {
-        this.reset();
-        for (const series of seriesByKey.values()) {
-          observeLive(series);
-          let total = series.responseBytesDone;
-          for (const seen of series.live.values()) total += seen.response;
-          this.inc(series.labels, total);
-        }
-      },
-    });
+    // Bytes are totalled at scrape time: finished connections plus what the live ones have moved so far.
+    const bytesCounter = (name: string, help: string, direction: 'request' | 'response'): void => {
+      new Counter({
+        name,
+        help,
+        labelNames,
+        registers,
+        collect() {
+          this.reset();
+          for (const series of seriesByKey.values()) {
+            observeLive(series);
+            let total = direction === 'request' ? series.requestBytesDone : series.responseBytesDone;
+            for (const seen of series.live.values()) total += seen[direction];
+            this.inc(series.labels, total);
+          }
+        },
+      });
+    };
+    bytesCounter(METRIC_NAMES.received, 'The size of total bytes received during request in case of a TCP connection', 'request');
+    bytesCounter(METRIC_NAMES.sent, 'The size of total bytes sent during response in case of a TCP connection', 'response');
   }
 
   #registerXdsMetrics(): XdsMetrics {
