@@ -41,8 +41,6 @@ interface WireReport {
 
 async function captureLink(netns: string, file: string, during: () => Promise<void>): Promise<WireReport> {
   const tcpdump: ChildProcess = spawn('ip', ['netns', 'exec', netns, 'tcpdump', '-Z', 'root', '--immediate-mode', '-i', NODE_UNDERLAY_IF, '-U', '-s', '0', '-w', file, 'tcp'], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let tcpdumpLog = '';
-  tcpdump.stderr!.on('data', (chunk: Buffer) => (tcpdumpLog += chunk.toString()));
   // tcpdump says "listening on" once the capture is live.
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error('tcpdump did not start')), 10_000);
@@ -64,7 +62,6 @@ async function captureLink(netns: string, file: string, during: () => Promise<vo
     await new Promise((resolve) => tcpdump.once('exit', resolve));
   }
   const summary = await run('tcpdump', ['-r', file, '-nn', '-q', '-t']);
-  if (process.env.AMBIT_DEMO_DEBUG) console.log(summary.stdout.slice(0, 500), summary.stderr, tcpdumpLog);
   const ports = new Map<number, number>();
   let packets = 0;
   for (const line of summary.stdout.split('\n')) {
