@@ -4,6 +4,7 @@
  * Owns: reading the environment (as a DaemonSet sets it) into a validated Config; clear errors for bad values.
  * Must not know about: what the settings drive.
  */
+import os from 'node:os';
 import { DEFAULT_TRUST_DOMAIN } from '../shared/identity/index.ts';
 import { DEFAULT_AGENT_SOCKET } from '../shared/cni-protocol.ts';
 
@@ -35,6 +36,12 @@ export interface AgentConfig {
   logLevel: string;
   /** Per-connection metrics and access logs (AMBIT_TELEMETRY=off only to measure their cost). */
   telemetry: boolean;
+  /**
+   * Threads that carry traffic (ztunnel's ZTUNNEL_WORKER_THREADS): the main thread plus `workerThreads - 1` proxy
+   * workers, each with its own SO_REUSEPORT listeners in every captured pod. AMBIT_WORKER_THREADS; default: one per
+   * two cores this process may use, at most 4.
+   */
+  workerThreads: number;
 }
 
 export interface ControlPlaneConfig {
@@ -81,6 +88,23 @@ function flag(env: NodeJS.ProcessEnv, name: string, fallback: boolean): boolean 
   throw new ConfigError(`${name}=${raw} must be true or false`);
 }
 
+/**
+ * Default data-plane threads: one per two usable cores, at most four (set AMBIT_WORKER_THREADS for more). The
+ * node's pods need the other cores: on a 2-core node a second thread cost 30 % more agent CPU per connection and
+ * 50 MB of memory, and made nothing faster (make bench, 2026-11-26).
+ */
+export const MAX_DEFAULT_WORKER_THREADS = 4;
+const CORES_PER_DEFAULT_THREAD = 2;
+const MAX_WORKER_THREADS = 64;
+
+function workerThreads(env: NodeJS.ProcessEnv): number {
+  const raw = env.AMBIT_WORKER_THREADS;
+  if (raw === undefined || raw === '') return Math.max(1, Math.min(Math.floor(os.availableParallelism() / CORES_PER_DEFAULT_THREAD), MAX_DEFAULT_WORKER_THREADS));
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value < 1 || value > MAX_WORKER_THREADS) throw new ConfigError(`AMBIT_WORKER_THREADS=${raw} must be a whole number from 1 to ${MAX_WORKER_THREADS}`);
+  return value;
+}
+
 export function configFromEnv(env: NodeJS.ProcessEnv = process.env): AgentConfig {
   const drainMs = Number(env.AMBIT_DRAIN_MS ?? DEFAULT_DRAIN_MS);
   if (!Number.isFinite(drainMs) || drainMs < 0) throw new ConfigError(`AMBIT_DRAIN_MS=${env.AMBIT_DRAIN_MS} must be a non-negative number of milliseconds`);
@@ -107,5 +131,6 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): AgentConfig
     drainMs,
     logLevel: env.AMBIT_LOG_LEVEL || 'info',
     telemetry: env.AMBIT_TELEMETRY !== 'off',
+    workerThreads: workerThreads(env),
   };
 }

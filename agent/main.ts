@@ -15,27 +15,22 @@ import { CapturedPodsFile } from './captured-pods-file.ts';
 import { EnrollmentWatcher } from './enrollment-watcher.ts';
 import { startCniServer } from './cni-server.ts';
 import { CertificateManager } from './identity/certificate-manager.ts';
-import { CaptureManager } from './inpod/capture-manager.ts';
 import type { PodInfo } from './inpod/pod-listeners.ts';
-import { InboundProxy } from './proxy/inbound.ts';
-import { OutboundProxy } from './proxy/outbound.ts';
-import { TrafficHandler } from './proxy/traffic-handler.ts';
 import { startSources, WORKLOAD_WAIT_MS } from './sources.ts';
 import { MeshState } from './state/mesh-state.ts';
 import { workloadIdentity } from './state/workload.ts';
 import { startAdminServer } from './admin.ts';
 import { ClusterDirPolicySource } from './policy/cluster-dir-policy-source.ts';
-import { PolicyEnforcer } from './policy/enforcer.ts';
-import { PolicyStore } from './policy/policy-store.ts';
-import { AccessLog } from './telemetry/access-log.ts';
+import { PolicyStore, type LocalPolicy } from './policy/policy-store.ts';
+import { createDataPlane, type DataPlane } from './data-plane.ts';
+import { ProxyWorkers } from './workers/proxy-workers.ts';
 import { AgentMetrics } from './telemetry/metrics.ts';
 import { startMetricsServer } from './telemetry/metrics-server.ts';
-import { telemetryReporter } from './telemetry/reporter.ts';
 
 export interface RunningAgent {
   readonly config: AgentConfig;
   readonly state: MeshState;
-  readonly capture: CaptureManager;
+  readonly capture: DataPlane['capture'];
   stop(): Promise<void>;
 }
 
@@ -44,39 +39,46 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
   const state = new MeshState();
   const sources = await startSources(config, state, log);
   // --- policy (agent/policy/): AuthorizationPolicy + PeerAuthentication, enforced by the inbound proxy. Loaded
-  // before any pod is (re-)captured, so no connection is accepted without the policies in force.
+  // before any pod is (re-)captured, so no connection is accepted without the policies in force. The proxy
+  // workers get the same inputs (their replicas are fed below).
   const policies = new PolicyStore({ log });
-  sources.onAuthorization((added, removed) => policies.applyXds(added, removed));
-  const policySource = config.controlPlane ? undefined : new ClusterDirPolicySource({ dir: config.clusterDir, store: policies, log });
-  await policySource?.start();
-  const enforcer = new PolicyEnforcer({ store: policies, state, log });
-  enforcer.start();
-  // --- end policy
   const certificates = new CertificateManager(sources.certificates, {
     onError: (identity, error) => log.error({ identity: identity.uri, err: error.message }, 'certificate fetch failed'),
   });
-  const metrics = new AgentMetrics();
-  // AMBIT_TELEMETRY=off exists to measure telemetry's cost (make bench); a production agent keeps it on.
-  const report = config.telemetry
-    ? telemetryReporter({ metrics, accessLog: new AccessLog(log), onError: (error) => log.error({ err: error.message }, 'telemetry failed') })
-    : { opened: () => {}, closed: () => {} };
-  const handler = new TrafficHandler({
-    state,
-    outbound: new OutboundProxy({ state, report }),
-    inbound: new InboundProxy({ state, report, certificates, trustDomain: config.trustDomain, policy: enforcer }),
-    certificates,
-    trustDomain: config.trustDomain,
-    preserveSourceIp: config.preserveSourceIp,
+  const workers = new ProxyWorkers({ count: config.workerThreads - 1, config, state, certificates, log, capturedPods: () => capture.capturedPods() });
+  sources.onAuthorization((added, removed) => {
+    const result = policies.applyXds(added, removed);
+    const rejected = new Set((result?.rejected ?? []).map((entry) => entry.name));
+    workers.applyXdsPolicies(added.filter((update) => !rejected.has(update.name)), removed);
+    return result;
   });
+  const policyFeed = {
+    setLocal: (local: readonly LocalPolicy[]) => {
+      policies.setLocal(local);
+      workers.setLocalPolicies(local);
+    },
+  };
+  const policySource = config.controlPlane ? undefined : new ClusterDirPolicySource({ dir: config.clusterDir, store: policyFeed, log });
+  await policySource?.start();
+  // --- end policy
+  const metrics = new AgentMetrics();
+  metrics.aggregateWith(() => workers.metrics());
   const record = new CapturedPodsFile(path.join(path.dirname(config.cniSocket), `captured-pods-${config.nodeName}.json`));
-  const capture = new CaptureManager({
-    handler,
+  const dataPlane = createDataPlane({
+    config,
+    state,
+    policies,
+    certificates,
+    metrics,
+    log,
     onReleased: (pod, reason, error) => {
       log.info({ pod: `${pod.namespace}/${pod.name}`, reason, err: error?.message }, 'pod released');
-      void handler.forget(pod.uid, config.drainMs);
+      if (reason !== 'shutdown') void workers.delPod(pod.uid);
       void record.write(capture.capturedPods()).catch((e: Error) => log.error(e.message));
     },
   });
+  const { capture, handler } = dataPlane;
+  await workers.start();
 
   /** Everything a pod needs before its ADD is acknowledged: known to the mesh state, a certificate, rules, listeners. */
   const capturePod = async (pod: PodInfo): Promise<void> => {
@@ -86,6 +88,12 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     if (workload.tunnelProtocol !== 'HBONE') throw new Error(`pod ${pod.namespace}/${pod.name} is not enrolled in the mesh: ${workload.captureReason}`);
     await certificates.certificateFor(workloadIdentity(workload));
     await capture.add(pod);
+    try {
+      await workers.addPod(pod);
+    } catch (error) {
+      await capture.del({ uid: pod.uid, netns: pod.netns });
+      throw error;
+    }
     await record.write(capture.capturedPods());
     log.info({ pod: `${pod.namespace}/${pod.name}`, ips: pod.ips, identity: workloadIdentity(workload).uri }, 'pod captured');
   };
@@ -98,11 +106,16 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     if (workload) await Promise.resolve(certificates.certificateFor(workloadIdentity(workload))).catch(() => undefined);
   }
   const reconciled = await capture.reconcile(stillEnrolled);
+  for (const uid of reconciled.captured) {
+    const pod = capture.capturedPods().find((captured) => captured.uid === uid);
+    if (pod) await workers.addPod(pod).catch((error: Error) => log.error({ pod: `${pod.namespace}/${pod.name}`, err: error.message }, 'proxy workers could not take the pod'));
+  }
   log.info({ captured: reconciled.captured.length, failed: reconciled.failed.length }, 'reconciled pods captured before start');
   await record.write(capture.capturedPods());
 
   const releasePod = async (ref: { uid: string; netns?: string }): Promise<void> => {
     await capture.del(ref);
+    await workers.delPod(ref.uid);
     await handler.forget(ref.uid, 0);
     await record.write(capture.capturedPods());
   };
@@ -140,7 +153,16 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     listenerStats: (uid) => capture.listenerStats(uid),
     certificates: () => certificates.store.all(),
     config,
-    log,
+    // The log level switch reaches the proxy workers too.
+    log: {
+      get level() {
+        return log.level;
+      },
+      set level(level: string) {
+        log.level = level;
+        workers.setLogLevel(level);
+      },
+    },
   });
   const metricsServer = await startMetricsServer(config.metricsAddress, metrics);
 
@@ -151,7 +173,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
   });
   // SO_REUSEPORT: during a restart the new agent listens before the old one has closed.
   await new Promise<void>((resolve) => readiness.listen({ port: config.readinessAddress.port, host: config.readinessAddress.host, reusePort: true }, resolve));
-  log.info({ cniSocket: config.cniSocket, readiness: config.readinessAddress, admin: config.adminAddress, metrics: config.metricsAddress }, 'agent ready');
+  log.info({ workerThreads: workers.count + 1, cniSocket: config.cniSocket, readiness: config.readinessAddress, admin: config.adminAddress, metrics: config.metricsAddress }, 'agent ready');
 
   return {
     config,
@@ -162,11 +184,9 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
       sources.stop();
       enrollment.stop();
       policySource?.stop();
-      enforcer.stop();
       await cni.close();
       // Listeners close first (a new agent's listeners already take new connections); open ones drain.
-      await capture.close();
-      await handler.close(config.drainMs);
+      await Promise.all([dataPlane.stop(), workers.stop()]);
       certificates.close();
       await new Promise((resolve) => readiness.close(resolve));
       await Promise.all([admin.close(), metricsServer.close()]);

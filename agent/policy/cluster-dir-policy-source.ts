@@ -23,14 +23,14 @@ export interface PolicySourceLog {
 export class ClusterDirPolicySource {
   readonly #dir: string;
   readonly #parseCache: ClusterDirParseCache = new Map();
-  readonly #store: PolicyStore;
+  readonly #store: Pick<PolicyStore, 'setLocal'>;
   readonly #log: PolicySourceLog;
   readonly #watcher: DirectoryWatcher;
   /** Problems already reported, so a bad file is logged once until it changes or is fixed. */
   #reported = new Set<string>();
   #lastContent = '';
 
-  constructor(options: { dir: string; store: PolicyStore; log: PolicySourceLog }) {
+  constructor(options: { dir: string; store: Pick<PolicyStore, 'setLocal'>; log: PolicySourceLog }) {
     this.#dir = options.dir;
     this.#store = options.store;
     this.#log = options.log;

@@ -11,7 +11,7 @@
  * bytes of the request direction (client -> server), `istio_tcp_sent_bytes_total` the response direction
  * (server -> client).
  */
-import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { AggregatorRegistry, Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { ConnectionRecord } from '../proxy/report.ts';
 import { workloadIdentity } from '../state/workload.ts';
 
@@ -191,6 +191,8 @@ export interface AgentMetricsOptions {
   version?: string;
   /** Node.js process metrics (CPU, memory, event loop lag, GC): on by default. */
   processMetrics?: boolean;
+  /** `istio_build` (on by default; a proxy worker's registry leaves it to the main thread's). */
+  buildInfo?: boolean;
 }
 
 /** Resolution of the nodejs_eventloop_lag_* histogram (prom-client's default of 10 ms keeps an idle agent busy). */
@@ -206,6 +208,7 @@ export class AgentMetrics {
   readonly #seriesByKey = new Map<string, TcpSeries>();
   /** Which series an open connection counts under. */
   readonly #openSeries = new Map<ConnectionRecord, TcpSeries>();
+  #peers: (() => Promise<object[][]>) | undefined;
 
   constructor(options: AgentMetricsOptions = {}) {
     this.#clusterId = options.clusterId ?? DEFAULT_CLUSTER_ID;
@@ -214,8 +217,10 @@ export class AgentMetrics {
     if (options.processMetrics ?? true) collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: EVENT_LOOP_MONITORING_PRECISION_MS });
     this.#registerTcpMetrics();
     this.xds = this.#registerXdsMetrics();
-    const build = new Gauge({ name: METRIC_NAMES.build, help: 'Istio component build info', labelNames: ['component', 'tag'], registers: [this.registry] });
-    build.set({ component: 'ambit-agent', tag: options.version ?? 'unknown' }, 1);
+    if (options.buildInfo ?? true) {
+      const build = new Gauge({ name: METRIC_NAMES.build, help: 'Istio component build info', labelNames: ['component', 'tag'], registers: [this.registry] });
+      build.set({ component: 'ambit-agent', tag: options.version ?? 'unknown' }, 1);
+    }
   }
 
   /** Counts a new connection; its bytes count from now on (read from the record's liveBytes at scrapes). */
@@ -252,9 +257,24 @@ export class AgentMetrics {
     return this.#openSeries.size;
   }
 
-  /** The Prometheus text exposition of every metric. */
-  text(): Promise<string> {
-    return this.registry.metrics();
+  /**
+   * Adds the series of other registries (the proxy workers') to what `text()` serves: counters and histograms
+   * are summed per label set, as Prometheus would see one process.
+   */
+  aggregateWith(peers: () => Promise<object[][]>): void {
+    this.#peers = peers;
+  }
+
+  /** This registry's series as plain objects, for a main thread to aggregate. */
+  json(): Promise<object[]> {
+    return this.registry.getMetricsAsJSON();
+  }
+
+  /** The Prometheus text exposition of every metric (this registry's and its peers'). */
+  async text(): Promise<string> {
+    if (!this.#peers) return this.registry.metrics();
+    const [own, peers] = await Promise.all([this.registry.getMetricsAsJSON(), this.#peers()]);
+    return AggregatorRegistry.aggregate([own, ...peers]).metrics();
   }
 
   #seriesFor(record: ConnectionRecord): TcpSeries {

@@ -26,6 +26,8 @@ export interface PolicySuiteOptions {
   name: string;
   /** Run the control plane (policies over xDS) or let each agent read the cluster directory. */
   controlPlane: boolean;
+  /** Extra environment for the agents (AMBIT_WORKER_THREADS, ...). */
+  agentEnv?: Record<string, string>;
 }
 
 export function policySuite(options: PolicySuiteOptions): void {
@@ -42,7 +44,7 @@ export function policySuite(options: PolicySuiteOptions): void {
   let policyDir: string;
 
   test.before(async () => {
-    mesh = await createLocalMesh({ nodes: 2, name: options.name, controlPlane: options.controlPlane });
+    mesh = await createLocalMesh({ nodes: 2, name: options.name, controlPlane: options.controlPlane, ...(options.agentEnv ? { agentEnv: options.agentEnv } : {}) });
     server = await mesh.cluster.createPod({ node: 1, namespace: 'shop', name: 'server', serviceAccount: 'server', labels: { app: 'server' }, namespaceLabels: ENROLLED });
     client = await mesh.cluster.createPod({ node: 0, namespace: 'shop', name: 'client', serviceAccount: 'client' });
     other = await mesh.cluster.createPod({ node: 0, namespace: 'shop', name: 'other', serviceAccount: 'other' });
