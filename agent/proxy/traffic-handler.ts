@@ -20,6 +20,8 @@ interface PodProxy {
   fromState: Workload;
   /** What the proxy uses: `fromState`, with the pod's CNI-reported IPs when the state has none yet. */
   workload: Workload;
+  /** The mesh state's version when `fromState` was looked up: unchanged state, no lookup per connection. */
+  stateVersion: number;
   pool: HboneClientPool;
   hboneServer: HboneServer;
 }
@@ -99,7 +101,10 @@ export class TrafficHandler implements CapturedTrafficHandler {
 
   #proxyFor(pod: CapturedPod): PodProxy | undefined {
     const existing = this.#podProxies.get(pod.uid);
-    const workload = this.#options.state.workloadByName(pod.namespace, pod.name);
+    const { state } = this.#options;
+    if (existing && existing.stateVersion === state.version) return existing;
+    const workload = state.workloadByName(pod.namespace, pod.name);
+    if (existing) existing.stateVersion = state.version;
     if (existing && (!workload || existing.fromState === workload)) return existing;
     if (!workload) return existing;
     // The workload changed (e.g. its IP arrived): keep the pool and server, refresh what they see.
@@ -111,6 +116,7 @@ export class TrafficHandler implements CapturedTrafficHandler {
     }
     const proxy: PodProxy = {
       fromState: workload,
+      stateVersion: state.version,
       workload: podWorkload,
       pool: new HboneClientPool({
         ...this.#options.hbone,

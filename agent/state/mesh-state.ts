@@ -15,6 +15,12 @@ export class MeshState {
   /** `<namespace>/<name>`: how the CNI plugin names a pod (its uid format differs between sources). */
   readonly #workloadsByName = new Map<string, Workload>();
   readonly #listeners = new Set<(change: WorkloadChange) => void>();
+  #version = 0;
+
+  /** Bumped on every change: a caller holding a lookup made at the same version may reuse it. */
+  get version(): number {
+    return this.#version;
+  }
 
   /** The workload that owns `ip`, if any: the proxy's lookup for every connection. */
   workloadByIp(ip: string): Workload | undefined {
@@ -88,6 +94,7 @@ export class MeshState {
   }
 
   #emit(change: WorkloadChange): void {
+    this.#version++;
     for (const listener of this.#listeners) listener(change);
   }
 }

@@ -40,7 +40,11 @@ export function parseAuthority(input: unknown): HostPort {
 
 /** Formats an address as an `:authority`; throws on anything `parseAuthority` would reject. */
 export function formatAuthority(address: HostPort): string {
-  const text = net.isIPv6(address.host) ? `[${address.host}]:${address.port}` : `${address.host}:${address.port}`;
-  parseAuthority(text);
+  // Once per stream: one address check (IPv4 first, the common case) instead of formatting and re-parsing.
+  const family = net.isIP(address.host);
+  const text = family === 6 ? `[${address.host}]:${address.port}` : `${address.host}:${address.port}`;
+  if (family === 0) throw hboneErrors.badAuthority(text, `${JSON.stringify(address.host)} is not an IP address (host names are not allowed)`);
+  if (family === 6 && address.host.includes('%')) throw hboneErrors.badAuthority(text, `${JSON.stringify(address.host)} is not an IPv6 address`);
+  if (!Number.isInteger(address.port) || address.port < 1 || address.port > 65535) throw hboneErrors.badAuthority(text, `port ${address.port} is not 1-65535`);
   return text;
 }

@@ -8,7 +8,6 @@
  */
 import net from 'node:net';
 import http2 from 'node:http2';
-import { formatAuthority } from './authority.ts';
 import {
   DEFAULT_CONNECT_TIMEOUT_MS,
   DEFAULT_CONNECTION_WINDOW_BYTES,
@@ -59,9 +58,13 @@ class PoolEntry {
 
 const defaultConnector: TcpConnector = (target) => net.connect({ host: target.host, port: target.port });
 
+/**
+ * Which connections may carry a stream: same source identity, same expected peers, same proxy address. Built for
+ * every stream, so it only joins strings (the address is validated where it becomes an :authority).
+ */
 function poolKey(target: HboneTarget): string {
   const expected = target.expectedIdentities.length <= 1 ? target.expectedIdentities.join(',') : [...target.expectedIdentities].sort().join(',');
-  return `${target.sourceIdentity.uri} ${expected} ${formatAuthority(target.proxy)}`;
+  return `${target.sourceIdentity.uri} ${expected} ${target.proxy.host} ${target.proxy.port}`;
 }
 
 /** Retries of a stream the server refused unprocessed: one GOAWAY race per attempt is already rare. */
