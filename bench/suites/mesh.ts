@@ -56,6 +56,8 @@ export interface Sizes {
   warmupSeconds: number;
   /** Relay CPU with no load at all (the agents' background work: the cluster-directory poll, timers). */
   idleSeconds: number;
+  /** Measure a second mesh whose agents run two data-plane threads each (AMBIT_WORKER_THREADS=2). */
+  twoThreads: boolean;
 }
 
 const FULL: Sizes = {
@@ -73,6 +75,7 @@ const FULL: Sizes = {
   sequentialConnects: 1_000,
   warmupSeconds: 1,
   idleSeconds: 3,
+  twoThreads: true,
 };
 
 const QUICK: Sizes = {
@@ -90,11 +93,14 @@ const QUICK: Sizes = {
   sequentialConnects: 200,
   warmupSeconds: 0.25,
   idleSeconds: 1,
+  twoThreads: false,
 };
 
-export type PathKey = 'direct' | 'stunnel' | 'mesh';
-const KEYS: PathKey[] = ['direct', 'stunnel', 'mesh'];
-const PATH_LABELS: Record<PathKey, string> = { direct: 'direct pod-to-pod', stunnel: 'stunnel pair', mesh: 'ambit mesh' };
+/** `mesh2`: the same mesh with AMBIT_WORKER_THREADS=2 in both agents, measured after the others on a topology of its own. */
+export type PathKey = 'direct' | 'stunnel' | 'mesh' | 'mesh2';
+const KEYS: PathKey[] = ['direct', 'stunnel', 'mesh', 'mesh2'];
+const PATH_LABELS: Record<PathKey, string> = { direct: 'direct pod-to-pod', stunnel: 'stunnel pair', mesh: 'ambit mesh', mesh2: 'ambit mesh, 2 threads per agent' };
+const TWO_THREADS_ENV = { AMBIT_WORKER_THREADS: '2' };
 
 interface Path {
   key: PathKey;
@@ -151,7 +157,7 @@ async function run(outer: SuiteContext): Promise<SuiteResult> {
   if (process.getuid?.() !== 0 || !existsSync(join(REFERENCE_PLUGINS_DIR, 'bridge'))) {
     throw new Error(`the mesh suite builds network namespaces with the reference CNI plugins: it needs root and ${REFERENCE_PLUGINS_DIR}/bridge (Debian's containernetworking-plugins)`);
   }
-  const figures: Record<PathKey, PathFigures> = { direct: emptyFigures(), stunnel: emptyFigures(), mesh: emptyFigures() };
+  const figures: Record<PathKey, PathFigures> = { direct: emptyFigures(), stunnel: emptyFigures(), mesh: emptyFigures(), mesh2: emptyFigures() };
   context.log('building the 2-node local mesh (agents at log level warn)');
   const topology = await buildMeshTopology({ logLevel: AGENT_LOG_LEVEL, log: context.log, ...(context.profileDir ? { profileDir: context.profileDir } : {}) });
   try {
@@ -183,7 +189,34 @@ async function run(outer: SuiteContext): Promise<SuiteResult> {
     await processes.stopAll();
     await topology.destroy();
   }
+  if (sizes.twoThreads) await measureTwoThreads(context, sizes, figures);
   return buildResult(sizes, figures);
+}
+
+/**
+ * The mesh path again, on a fresh 2-node topology whose agents run two data-plane threads (the main thread and one
+ * proxy worker, each with SO_REUSEPORT listeners in every pod). Measured after the other paths, not interleaved.
+ */
+async function measureTwoThreads(context: SuiteContext, sizes: Sizes, figures: Record<PathKey, PathFigures>): Promise<void> {
+  context.log('building a second 2-node mesh, agents with AMBIT_WORKER_THREADS=2');
+  const topology = await buildMeshTopology({ logLevel: AGENT_LOG_LEVEL, log: context.log, agentEnv: TWO_THREADS_ENV });
+  try {
+    await startTarget(context.processes, topology.meshServer);
+    const path: Path = {
+      key: 'mesh2',
+      pod: topology.meshClient,
+      host: topology.meshServer.ip,
+      port: APP_PORT,
+      relays: { client: topology.agentPids.node1, server: topology.agentPids.node2 },
+    };
+    await measure(context, sizes, topology, [path], figures);
+    figures.mesh2.rss = { client: processRssBytes(path.relays!.client), server: processRssBytes(path.relays!.server) };
+  } catch (error) {
+    figures.mesh2.errors.push(`the two-thread mesh failed: ${firstLine(error)}`);
+  } finally {
+    await context.processes.stopAll();
+    await topology.destroy();
+  }
 }
 
 async function measure(context: SuiteContext, sizes: Sizes, topology: MeshTopology, paths: Path[], figures: Record<PathKey, PathFigures>): Promise<void> {
@@ -294,9 +327,9 @@ async function measure(context: SuiteContext, sizes: Sizes, topology: MeshTopolo
     }
   }
   // The access log is a product feature: the same connection run once more with it on (info), mesh only.
-  const meshPath = paths.find((path) => path.key === 'mesh')!;
+  const meshPath = paths.find((path) => path.key === 'mesh');
   const infoRate = sizes.infoConnectRate;
-  if (infoRate === undefined) return;
+  if (infoRate === undefined || meshPath === undefined) return;
   await attempt(meshPath, `new connections at ${infoRate}/s with the access log on`, async () => {
     await setAgentLogLevel(topology.mesh, 0, 'info');
     await setAgentLogLevel(topology.mesh, 1, 'info');
@@ -338,7 +371,9 @@ function held(run: ConnectRun | undefined): boolean {
 }
 
 /** Exported so a run's table can be rendered again from its JSON (`data.sizes`, `data.figures`). */
-export function buildResult(sizes: Sizes, figures: Record<PathKey, PathFigures>): SuiteResult {
+export function buildResult(sizes: Sizes, given: Partial<Record<PathKey, PathFigures>>): SuiteResult {
+  // A run's JSON from before a path existed renders with that column empty.
+  const figures = Object.fromEntries(KEYS.map((key) => [key, given[key] ?? emptyFigures()])) as Record<PathKey, PathFigures>;
   type Values = Record<PathKey, number | undefined>;
   const pick = (select: (f: PathFigures) => number | undefined): Values =>
     Object.fromEntries(KEYS.map((key) => [key, select(figures[key])])) as Values;
@@ -349,8 +384,8 @@ export function buildResult(sizes: Sizes, figures: Record<PathKey, PathFigures>)
   const p99 = pick((f) => request(f)?.p99);
   const added = (values: Values, key: PathKey): number | undefined =>
     values[key] === undefined || values.direct === undefined ? undefined : values[key]! - values.direct;
-  const addedP50: Values = { direct: undefined, stunnel: added(p50, 'stunnel'), mesh: added(p50, 'mesh') };
-  const addedP99: Values = { direct: undefined, stunnel: added(p99, 'stunnel'), mesh: added(p99, 'mesh') };
+  const addedP50: Values = { direct: undefined, stunnel: added(p50, 'stunnel'), mesh: added(p50, 'mesh'), mesh2: added(p50, 'mesh2') };
+  const addedP99: Values = { direct: undefined, stunnel: added(p99, 'stunnel'), mesh: added(p99, 'mesh'), mesh2: added(p99, 'mesh2') };
 
   const requestCpu = (role: 'client' | 'server'): Values =>
     pick((f) => { const r = request(f); return r ? perThousand(r.cpu[role], r.completed) : undefined; });
@@ -449,9 +484,9 @@ export function buildResult(sizes: Sizes, figures: Record<PathKey, PathFigures>)
     const warnCpu = warnRun ? (warnRun.cpu.client ?? 0) + (warnRun.cpu.server ?? 0) : undefined;
     rows.push(
       text(`access log on (agents at info), new connections at ${infoRate}/s: achieved/s (failed + unanswered)`, (f) => (f === figures.mesh ? rateCell(info) : '—')),
-      numeric(`access log on, new connections at ${infoRate}/s, p99 (µs)`, { direct: undefined, stunnel: undefined, mesh: info.p99 }),
+      numeric(`access log on, new connections at ${infoRate}/s, p99 (µs)`, { direct: undefined, stunnel: undefined, mesh: info.p99, mesh2: undefined }),
       numeric(`access log on, CPU per 1,000 new connections, one agent (mean) (ms) [at warn: ${formatNumber(warnRun ? perThousand(warnCpu! / 2, warnRun.completed) : undefined)}]`,
-        { direct: undefined, stunnel: undefined, mesh: perThousand(infoCpu / 2, info.completed) }),
+        { direct: undefined, stunnel: undefined, mesh: perThousand(infoCpu / 2, info.completed), mesh2: undefined }),
     );
   }
 
@@ -470,7 +505,8 @@ export function buildResult(sizes: Sizes, figures: Record<PathKey, PathFigures>)
       `New connections one at a time: load.ts connect, ${sizes.sequentialConnects.toLocaleString('en-US')} after ${Math.round(sizes.sequentialConnects / 10)} warm-up (closed loop: every connection completes, so its CPU figure has no backlog in it). ` +
       `New connections at a rate: scheduled at the offered rate for ${sizes.connectSeconds} s each, timed from the scheduled start to the first echoed byte; whatever is unanswered ${sizes.connectGraceMs / 1000} s after the last one is cut and counted (so is what a starved load tool could not send by then).`,
     `CPU: user + system seconds of each relay process from /proc over the run, divided by the operations. For the rate runs the meter runs until the path's relays are idle again (the next run starts only then) and the CPU is divided by the answered connections, summed over every offered rate: work on connections that were cut inflates it where a path fell behind. Agents at log level ${AGENT_LOG_LEVEL} (no per-connection access-log line) except the "access log on" rows.`,
-    'Ratios: "mesh ÷ direct" and "mesh ÷ stunnel" divide the mesh figure by the other; for throughput and rates higher is better, for times and CPU lower is better.',
+    'Ratios: "mesh ÷ direct" and "mesh ÷ stunnel" divide the mesh figure (one data-plane thread per agent, the default on 2 cores) by the other; for throughput and rates higher is better, for times and CPU lower is better.',
+    'The "2 threads per agent" column is the same mesh on a second topology built after the others were measured, agents with AMBIT_WORKER_THREADS=2 (main thread + one proxy worker, each listening in every pod with SO_REUSEPORT); its CPU figures are whole-process (both threads).',
   ];
   if ([addedP50.stunnel, addedP50.mesh, addedP99.stunnel, addedP99.mesh].some((value) => value !== undefined && value < 0)) {
     notes.push('A negative "added" figure means direct TCP\'s own percentile was disturbed by other work on the machine during this run; that row says nothing then, and its goal shows "?".');
@@ -481,7 +517,7 @@ export function buildResult(sizes: Sizes, figures: Record<PathKey, PathFigures>)
     suite: 'mesh',
     tables: [{
       title: 'Captured path through two ambit agents vs direct pod-to-pod and stunnel4 (2-node local runtime)',
-      columns: ['measure', 'direct pod-to-pod', 'stunnel pair', 'ambit mesh', 'mesh ÷ direct', 'mesh ÷ stunnel', 'goal'],
+      columns: ['measure', 'direct pod-to-pod', 'stunnel pair', 'ambit mesh', 'ambit mesh, 2 threads per agent', 'mesh ÷ direct', 'mesh ÷ stunnel', 'goal'],
       rows: tableRows,
       notes,
     }],
