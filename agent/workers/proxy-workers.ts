@@ -17,7 +17,7 @@ import type { AuthorizationUpdate, LocalPolicy } from '../policy/policy-store.ts
 import type { MeshState } from '../state/mesh-state.ts';
 import type { FromWorker, ToWorker, WorkerInit, WorkerRequest } from './protocol.ts';
 
-const WORKER_MAIN = new URL('./proxy-worker.ts', import.meta.url);
+export const PROXY_WORKER_MAIN = new URL('./proxy-worker.ts', import.meta.url);
 /** A worker that does not answer a request in this time is treated as failed for that request. */
 const REQUEST_TIMEOUT_MS = 15_000;
 /** A worker that died is started again after this long (and no more often). */
@@ -27,10 +27,14 @@ export interface ProxyWorkersOptions {
   count: number;
   config: AgentConfig;
   state: MeshState;
-  certificates: CertificateManager;
-  log: Logger;
+  certificates: Pick<CertificateManager, 'certificateFor' | 'rootsPem'>;
+  log: Pick<Logger, 'info' | 'warn' | 'error'>;
   /** The pods captured now: a restarted worker opens listeners for each. */
   capturedPods: () => readonly PodInfo[];
+  /** The worker's entry module (PROXY_WORKER_MAIN); tests run a scripted one. */
+  workerMain?: URL;
+  /** How long after a worker died it is started again. */
+  restartDelayMs?: number;
 }
 
 interface Pending {
@@ -47,9 +51,9 @@ class ProxyWorker {
   #nextId = 1;
   #exited = false;
 
-  constructor(index: number, init: WorkerInit, onMessage: (worker: ProxyWorker, message: FromWorker) => void, onExit: (worker: ProxyWorker, reason: string) => void) {
+  constructor(main: URL, index: number, init: WorkerInit, onMessage: (worker: ProxyWorker, message: FromWorker) => void, onExit: (worker: ProxyWorker, reason: string) => void) {
     this.index = index;
-    this.worker = new Worker(WORKER_MAIN, { workerData: init, name: `ambit-proxy-${index}` });
+    this.worker = new Worker(main, { workerData: init, name: `ambit-proxy-${index}` });
     this.ready = new Promise<void>((resolve, reject) => {
       const onReady = (message: FromWorker): void => {
         if (message.type !== 'ready') return;
@@ -196,7 +200,7 @@ export class ProxyWorkers {
       localPolicies: this.#localPolicies,
       xdsPolicies: [...this.#xdsPolicies.values()],
     };
-    return new ProxyWorker(index, init, (worker, message) => this.#onMessage(worker, message), (worker, reason) => this.#onExit(worker, reason));
+    return new ProxyWorker(this.#options.workerMain ?? PROXY_WORKER_MAIN, index, init, (worker, message) => this.#onMessage(worker, message), (worker, reason) => this.#onExit(worker, reason));
   }
 
   #onMessage(worker: ProxyWorker, message: FromWorker): void {
@@ -221,6 +225,6 @@ export class ProxyWorkers {
         .then(() => Promise.all(this.#options.capturedPods().map((pod) => next.request({ op: 'add-pod', pod: { uid: pod.uid, name: pod.name, namespace: pod.namespace, netns: pod.netns, ips: [...pod.ips] } }))))
         .then(() => this.#options.log.info({ worker: worker.index }, 'proxy worker back'))
         .catch((error: Error) => this.#options.log.error({ worker: worker.index, err: error.message }, 'restarting the proxy worker failed'));
-    }, RESTART_DELAY_MS).unref();
+    }, this.#options.restartDelayMs ?? RESTART_DELAY_MS).unref();
   }
 }
