@@ -7,7 +7,7 @@
  * store (a diff against the previous read, so unchanged objects produce nothing).
  * Must not know about: the model, xDS.
  */
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { lstat, readdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import { isMap, isScalar, LineCounter, parseAllDocuments, type Document } from 'yaml';
@@ -19,6 +19,21 @@ import { formatProblem, type ConfigSource, type SourceProblem } from './source.t
 
 /** Files read; dot-files (writers' temporary files for atomic renames) are skipped. */
 const MANIFEST_EXTENSIONS = new Set(['.yaml', '.yml', '.json']);
+
+/** A path (relative to the directory) under a dot-name: a writer's temporary file or a mount's internals. */
+function isHidden(relative: string): boolean {
+  return relative.split(path.sep).some((part) => part.startsWith('.'));
+}
+
+/** How objects are told apart across files: kind and namespace/name. */
+function objectId(object: K8sObject): string {
+  return `${object.kind}\u0000${objectKey(object)}`;
+}
+
+/** What stat says of a file, as the parse cache keys it: a replaced file (rename) has a new inode. */
+function fileStamp(info: { mtimeMs: number; size: number; ino: number }): string {
+  return `${info.mtimeMs}:${info.size}:${info.ino}`;
+}
 
 interface ParsedObject {
   object: K8sObject;
@@ -96,7 +111,7 @@ async function listManifestFiles(dir: string): Promise<string[]> {
       .filter((entry) => (entry.isFile() || entry.isSymbolicLink()) && MANIFEST_EXTENSIONS.has(path.extname(entry.name)))
       .map((entry) => path.join(entry.parentPath, entry.name))
       // Dot-files and anything under a dot-directory are writers' temporaries or a mount's internals.
-      .filter((file) => !path.relative(dir, file).split(path.sep).some((part) => part.startsWith('.')))
+      .filter((file) => !isHidden(path.relative(dir, file)))
       .sort()
   );
 }
@@ -122,7 +137,7 @@ export async function readManifestDir(dir: string, cache?: ManifestParseCache): 
       const info = stats[index]!;
       if (info instanceof Error) throw info;
       if (info.isDirectory()) continue; // a symlink to a directory, not a manifest
-      const stamp = `${info.mtimeMs}:${info.size}:${info.ino}`;
+      const stamp = fileStamp(info);
       const cached = cache?.get(file);
       if (cached && cached.stamp === stamp) {
         parsed = cached.parsed;
@@ -140,7 +155,7 @@ export async function readManifestDir(dir: string, cache?: ManifestParseCache): 
     }
     problems.push(...parsed.problems);
     for (const entry of parsed.objects) {
-      const id = `${entry.object.kind}\u0000${objectKey(entry.object)}`;
+      const id = objectId(entry.object);
       const earlier = objects.get(id);
       if (earlier) {
         problems.push({
@@ -171,10 +186,14 @@ export class YamlDirSource implements ConfigSource {
   readonly #store: ObjectStore;
   readonly #onProblem: (problem: SourceProblem) => void;
   #objects = new Map<string, K8sObject>();
+  /** Which file each object came from, and the objects and problems of each file: what a single-file update touches. */
+  #fileById = new Map<string, string>();
+  #byFile = new Map<string, { ids: string[]; problems: string[] }>();
   readonly #parseCache: ManifestParseCache = new Map();
   #reportedProblems = new Set<string>();
   readonly #watcher: DirectoryWatcher;
   #stopped = false;
+  readonly #reads = { whole: 0, singleFiles: 0 };
 
   constructor(options: YamlDirSourceOptions) {
     this.#dir = options.dir;
@@ -183,6 +202,7 @@ export class YamlDirSource implements ConfigSource {
     this.#watcher = new DirectoryWatcher({
       dir: this.#dir,
       read: () => (this.#stopped ? Promise.resolve() : this.#readOnce()),
+      readChanged: (paths) => (this.#stopped ? Promise.resolve(true) : this.#readChanged(paths)),
       onError: (error) => this.#onProblem({ file: this.#dir, message: `cannot read the directory: ${error.message}` }),
       ...(options.pollIntervalMs !== undefined ? { pollIntervalMs: options.pollIntervalMs } : {}),
     });
@@ -197,12 +217,18 @@ export class YamlDirSource implements ConfigSource {
     this.#watcher.stop();
   }
 
+  /** How often the directory was read whole and how many changed files were applied alone (tests, debugging). */
+  get reads(): Readonly<{ whole: number; singleFiles: number }> {
+    return this.#reads;
+  }
+
   /** Re-reads the directory now and applies the difference; concurrent calls coalesce. */
   refresh(): Promise<void> {
     return this.#watcher.refresh();
   }
 
   async #readOnce(): Promise<void> {
+    this.#reads.whole++;
     const { objects, problems } = await readManifestDir(this.#dir, this.#parseCache);
     const reported = new Set<string>();
     for (const problem of problems) {
@@ -213,14 +239,108 @@ export class YamlDirSource implements ConfigSource {
     this.#reportedProblems = reported;
     const events: SourceEvent[] = [];
     const next = new Map<string, K8sObject>();
+    const fileById = new Map<string, string>();
+    const byFile = new Map<string, { ids: string[]; problems: string[] }>();
+    const fileEntry = (file: string): { ids: string[]; problems: string[] } => {
+      let entry = byFile.get(file);
+      if (!entry) byFile.set(file, (entry = { ids: [], problems: [] }));
+      return entry;
+    };
+    for (const problem of problems) if (problem.file !== undefined) fileEntry(problem.file).problems.push(formatProblem(problem));
     for (const [id, entry] of objects) {
       next.set(id, entry.object);
+      fileById.set(id, entry.file);
+      fileEntry(entry.file).ids.push(id);
       const previous = this.#objects.get(id);
       // Unchanged files hand back the very same parsed objects: identity is the cheap, common answer.
       if (!previous || (previous !== entry.object && !isDeepStrictEqual(previous, entry.object))) events.push({ type: 'upsert', object: entry.object });
     }
     for (const [id, object] of this.#objects) if (!next.has(id)) events.push({ type: 'delete', object });
     this.#objects = next;
+    this.#fileById = fileById;
+    this.#byFile = byFile;
     if (events.length > 0 && !this.#stopped) this.#store.apply(events);
+  }
+
+  /**
+   * Applies just the files fs.watch named (a pod's file written, a service's file removed): a change costs one
+   * stat and one parse instead of a walk of the whole directory. Declines (false: a whole re-read follows) for
+   * anything it cannot attribute exactly: a directory, a symlink, or an object that another file also defines
+   * (which file wins is the whole read's rule).
+   */
+  async #readChanged(relativePaths: string[]): Promise<boolean> {
+    const updates: Array<{ file: string; parsed: ParseResult | undefined; stamp?: string }> = [];
+    for (const relative of new Set(relativePaths)) {
+      if (isHidden(relative)) continue;
+      if (!MANIFEST_EXTENSIONS.has(path.extname(relative))) return false;
+      const file = path.join(this.#dir, relative);
+      let info;
+      try {
+        info = await lstat(file);
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'ENOENT') return false;
+        updates.push({ file, parsed: undefined });
+        continue;
+      }
+      if (!info.isFile()) return false;
+      const stamp = fileStamp(info);
+      const cached = this.#parseCache.get(file);
+      if (cached && cached.stamp === stamp) continue; // an event without a change (a touch of the directory, a chmod)
+      let text: string;
+      try {
+        text = await readFile(file, 'utf8');
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'ENOENT') return false;
+        updates.push({ file, parsed: undefined });
+        continue;
+      }
+      updates.push({ file, parsed: parseManifestFile(file, text), stamp });
+    }
+    // Objects whose id another file also defines: the whole read settles which definition wins.
+    for (const { file, parsed } of updates) {
+      for (const entry of parsed?.objects ?? []) {
+        const owner = this.#fileById.get(objectId(entry.object));
+        if (owner !== undefined && owner !== file) return false;
+      }
+      const ids = (parsed?.objects ?? []).map((entry) => objectId(entry.object));
+      if (new Set(ids).size !== ids.length) return false;
+    }
+    const events: SourceEvent[] = [];
+    for (const { file, parsed, stamp } of updates) {
+      const before = this.#byFile.get(file) ?? { ids: [], problems: [] };
+      const after = { ids: [] as string[], problems: (parsed?.problems ?? []).map(formatProblem) };
+      for (const problem of parsed?.problems ?? []) {
+        const text = formatProblem(problem);
+        if (!this.#reportedProblems.has(text)) this.#onProblem(problem);
+      }
+      for (const text of before.problems) this.#reportedProblems.delete(text);
+      for (const text of after.problems) this.#reportedProblems.add(text);
+      for (const entry of parsed?.objects ?? []) {
+        const id = objectId(entry.object);
+        after.ids.push(id);
+        const previous = this.#objects.get(id);
+        if (!previous || !isDeepStrictEqual(previous, entry.object)) events.push({ type: 'upsert', object: entry.object });
+        this.#objects.set(id, entry.object);
+        this.#fileById.set(id, file);
+      }
+      const kept = new Set(after.ids);
+      for (const id of before.ids) {
+        if (kept.has(id)) continue;
+        const object = this.#objects.get(id);
+        this.#objects.delete(id);
+        this.#fileById.delete(id);
+        if (object) events.push({ type: 'delete', object });
+      }
+      if (parsed && stamp !== undefined) {
+        this.#parseCache.set(file, { stamp, parsed });
+        this.#byFile.set(file, after);
+      } else {
+        this.#parseCache.delete(file);
+        this.#byFile.delete(file);
+      }
+    }
+    this.#reads.singleFiles += updates.length;
+    if (events.length > 0 && !this.#stopped) this.#store.apply(events);
+    return true;
   }
 }

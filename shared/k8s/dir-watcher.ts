@@ -1,8 +1,10 @@
 /**
  * Keeps a reader of a manifest directory up to date: one read at start, then a re-read after every change that
- * fs.watch reports (debounced) and on a poll as a backstop; concurrent re-reads coalesce into one more.
+ * fs.watch reports (debounced) and on a poll as a backstop; concurrent re-reads coalesce into one more. A reader
+ * that can apply single files (`readChanged`) gets just the paths fs.watch named, and a whole re-read only from
+ * the poll, `refresh()`, or when it declines.
  *
- * Owns: the watch, the poll, the debounce and the coalescing. Used by the agent's local sources and the control
+ * Owns: the watch, the poll, the debounce, the queue of changed paths and the coalescing. Used by the agent's local sources and the control
  * plane's YAML-directory source.
  * Must not know about: what is read or what the objects mean (the `read` function does that).
  */
@@ -10,6 +12,8 @@ import { watch, type FSWatcher } from 'node:fs';
 
 /** fs.watch misses events on some filesystems and for renames into subdirectories: poll as a backstop. */
 export const DIR_POLL_INTERVAL_MS = 1000;
+/** The backstop poll while fs.watch runs (every change it sees is applied at once; the poll costs a stat walk). */
+export const DIR_WATCHED_POLL_INTERVAL_MS = 5000;
 /** Writers replace several files at once; coalesce their events into one re-read. */
 export const DIR_DEBOUNCE_MS = 20;
 
@@ -17,7 +21,13 @@ export interface DirectoryWatcherOptions {
   dir: string;
   /** Reads the directory and applies what changed. Cheap when nothing did (readers keep a parse cache). */
   read: () => Promise<void>;
+  /**
+   * Applies only these paths (relative to `dir`, as fs.watch names them: files changed, added or removed).
+   * Resolves false to ask for a whole re-read instead (a directory changed, an object moved between files, ...).
+   */
+  readChanged?: (paths: string[]) => Promise<boolean>;
   onError: (error: Error) => void;
+  /** Default: DIR_WATCHED_POLL_INTERVAL_MS while fs.watch runs, DIR_POLL_INTERVAL_MS without it. */
   pollIntervalMs?: number;
   debounceMs?: number;
 }
@@ -28,7 +38,12 @@ export class DirectoryWatcher {
   #poll: NodeJS.Timeout | undefined;
   #debounce: NodeJS.Timeout | undefined;
   #reading: Promise<void> | undefined;
-  #again = false;
+  /** What the running (or next) read loop still has to do: a whole re-read, and/or single paths. */
+  #queuedFull = false;
+  readonly #queuedPaths = new Set<string>();
+  /** Paths fs.watch named since the last debounce, and whether an event named none (a whole re-read then). */
+  readonly #changedPaths = new Set<string>();
+  #changedUnknown = false;
   #stopped = false;
 
   constructor(options: DirectoryWatcherOptions) {
@@ -39,12 +54,20 @@ export class DirectoryWatcher {
   async start(): Promise<void> {
     await this.refresh();
     try {
-      this.#watcher = watch(this.#options.dir, { recursive: true }, () => this.#schedule());
+      this.#watcher = watch(this.#options.dir, { recursive: true }, (_event, filename) => {
+        if (filename === null || filename === undefined) this.#changedUnknown = true;
+        else this.#changedPaths.add(String(filename));
+        this.#schedule();
+      });
       this.#watcher.on('error', () => {});
     } catch {
       // Polling alone still converges.
     }
-    this.#poll = setInterval(() => this.#schedule(), this.#options.pollIntervalMs ?? DIR_POLL_INTERVAL_MS);
+    const pollMs = this.#options.pollIntervalMs ?? (this.#watcher ? DIR_WATCHED_POLL_INTERVAL_MS : DIR_POLL_INTERVAL_MS);
+    this.#poll = setInterval(() => {
+      this.#changedUnknown = true;
+      this.#schedule();
+    }, pollMs);
     this.#poll.unref();
   }
 
@@ -55,17 +78,23 @@ export class DirectoryWatcher {
     clearTimeout(this.#debounce);
   }
 
-  /** Re-reads now; a call while a read runs makes exactly one more read after it. */
+  /** Re-reads everything now; a call while a read runs makes exactly one more whole read after it. */
   refresh(): Promise<void> {
-    if (this.#reading) {
-      this.#again = true;
-      return this.#reading;
-    }
+    this.#queuedFull = true;
+    return this.#drain();
+  }
+
+  /** Runs the queued work, one read at a time, until nothing is queued; work queued meanwhile joins the loop. */
+  #drain(): Promise<void> {
+    if (this.#reading) return this.#reading;
     this.#reading = (async () => {
-      do {
-        this.#again = false;
-        await this.#options.read();
-      } while (this.#again && !this.#stopped);
+      while (!this.#stopped && (this.#queuedFull || this.#queuedPaths.size > 0)) {
+        const full = this.#queuedFull || !this.#options.readChanged;
+        const paths = [...this.#queuedPaths];
+        this.#queuedFull = false;
+        this.#queuedPaths.clear();
+        if (full || !(await this.#options.readChanged!(paths))) await this.#options.read();
+      }
     })().finally(() => {
       this.#reading = undefined;
     });
@@ -75,6 +104,12 @@ export class DirectoryWatcher {
   #schedule(): void {
     if (this.#stopped) return;
     clearTimeout(this.#debounce);
-    this.#debounce = setTimeout(() => void this.refresh().catch((error: Error) => this.#options.onError(error)), this.#options.debounceMs ?? DIR_DEBOUNCE_MS);
+    this.#debounce = setTimeout(() => {
+      if (this.#changedUnknown || this.#changedPaths.size === 0) this.#queuedFull = true;
+      for (const changed of this.#changedPaths) this.#queuedPaths.add(changed);
+      this.#changedPaths.clear();
+      this.#changedUnknown = false;
+      this.#drain().catch((error: Error) => this.#options.onError(error));
+    }, this.#options.debounceMs ?? DIR_DEBOUNCE_MS);
   }
 }

@@ -1,23 +1,26 @@
 // The YAML-directory source: bad documents are reported with file and line and skipped while the rest apply;
 // unknown kinds and unknown fields are reported, never silently ignored; changes become per-object events.
 import test from 'ava';
-import { mkdir, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseManifestFile, YamlDirSource } from '../../controlplane/sources/yaml-dir.ts';
 import type { SourceProblem } from '../../controlplane/sources/source.ts';
 import { ObjectStore, type StoreChange } from '../../controlplane/store.ts';
 import { eventually, namespaceYaml, podYaml, tempDir, writeManifest } from '../helpers/xds-harness.ts';
 
-async function startSource(t: { teardown(fn: () => unknown): void }, dir: string) {
+async function startSource(t: { teardown(fn: () => unknown): void }, dir: string, pollIntervalMs = 100) {
   const store = new ObjectStore();
   const changes: StoreChange[] = [];
   store.onChanges((batch) => changes.push(...batch));
   const problems: SourceProblem[] = [];
-  const source = new YamlDirSource({ dir, store, onProblem: (problem) => problems.push(problem), pollIntervalMs: 100 });
+  const source = new YamlDirSource({ dir, store, onProblem: (problem) => problems.push(problem), pollIntervalMs });
   t.teardown(() => source.stop());
   await source.start();
-  return { store, changes, problems };
+  return { store, changes, problems, source };
 }
+
+/** No poll within a test's time: only what fs.watch reports is applied. */
+const NO_POLL_MS = 600_000;
 
 test('a document with bad YAML is reported with its file and line; the other documents in the file apply', async (t) => {
   const dir = await tempDir(t);
@@ -80,4 +83,45 @@ test('a directory mounted from a ConfigMap (symlinks into a hidden timestamped d
   const { store, problems } = await startSource(t, dir);
   t.deepEqual(store.keys('Namespace'), ['shop']);
   t.deepEqual(problems, [], 'no duplicate-definition report');
+});
+
+test('a file fs.watch names is applied alone: no walk of the directory for an edit, an addition or a removal', async (t) => {
+  const dir = await tempDir(t);
+  await writeManifest(dir, 'ns.yaml', namespaceYaml('shop'));
+  for (const name of ['a', 'b', 'c']) await writeManifest(dir, `${name}.yaml`, podYaml({ name, namespace: 'shop', ip: '10.0.0.1' }));
+  const { store, changes, problems, source } = await startSource(t, dir, NO_POLL_MS);
+  t.is(source.reads.whole, 1);
+  const before = changes.length;
+  await writeManifest(dir, 'b.yaml', podYaml({ name: 'b', namespace: 'shop', ip: '10.0.0.1', labels: { version: 'v2' } }));
+  await eventually(() => changes.length === before + 1, 'the edit');
+  t.deepEqual(changes.slice(before).map((change) => `${change.type} ${change.key}`), ['upsert shop/b']);
+  await writeManifest(dir, 'd.yaml', podYaml({ name: 'd', namespace: 'shop', ip: '10.0.0.4' }));
+  await eventually(() => store.keys('Pod').includes('shop/d'), 'the new file');
+  await rm(path.join(dir, 'a.yaml'));
+  await eventually(() => !store.keys('Pod').includes('shop/a'), 'the removal');
+  t.deepEqual(store.keys('Pod'), ['shop/b', 'shop/c', 'shop/d']);
+  t.is(source.reads.whole, 1, 'the directory was read whole only at start');
+  t.true(source.reads.singleFiles >= 3);
+  t.deepEqual(problems, []);
+});
+
+test('an object moving to another file, a bad document and a new subdirectory still come out as a whole read would have it', async (t) => {
+  const dir = await tempDir(t);
+  await writeManifest(dir, 'ns.yaml', namespaceYaml('shop'));
+  await writeManifest(dir, 'a.yaml', podYaml({ name: 'moving', namespace: 'shop', ip: '10.0.0.1' }));
+  const { store, problems, source } = await startSource(t, dir, NO_POLL_MS);
+  // z.yaml also defines shop/moving: the later file wins, and the whole read says so.
+  await writeManifest(dir, 'z.yaml', podYaml({ name: 'moving', namespace: 'shop', ip: '10.0.0.9' }));
+  await eventually(() => problems.some((problem) => /also defined at/.test(problem.message)), 'the duplicate reported');
+  t.is((store.get('Pod', 'shop/moving')?.status as { podIP?: string } | undefined)?.podIP, '10.0.0.9');
+  // A bad document applied alone is reported with its file and line, and the file's good objects stay.
+  await writeManifest(dir, 'bad.yaml', 'apiVersion: v1\nkind: Pod\nmetadata:\n  name: x\n  labels: [unclosed\n');
+  await eventually(() => problems.some((problem) => problem.file === path.join(dir, 'bad.yaml')), 'the bad file reported');
+  // A new subdirectory: fs.watch names the directory, so the source reads the whole tree.
+  const wholeBefore = source.reads.whole;
+  await mkdir(path.join(dir, 'team'));
+  await writeFile(path.join(dir, 'team', '.p.yaml.tmp'), podYaml({ name: 'p', namespace: 'shop', ip: '10.0.0.7' }));
+  await rename(path.join(dir, 'team', '.p.yaml.tmp'), path.join(dir, 'team', 'p.yaml'));
+  await eventually(() => store.keys('Pod').includes('shop/p'), 'the pod in the new subdirectory');
+  t.true(source.reads.whole > wholeBefore);
 });
