@@ -95,6 +95,11 @@ test('a file fs.watch names is applied alone: no walk of the directory for an ed
   await writeManifest(dir, 'b.yaml', podYaml({ name: 'b', namespace: 'shop', ip: '10.0.0.1', labels: { version: 'v2' } }));
   await eventually(() => changes.length === before + 1, 'the edit');
   t.deepEqual(changes.slice(before).map((change) => `${change.type} ${change.key}`), ['upsert shop/b']);
+  // The same file replaced again and again (Node's recursive fs.watch reports only the first of these).
+  for (const version of ['v3', 'v4', 'v5']) {
+    await writeManifest(dir, 'b.yaml', podYaml({ name: 'b', namespace: 'shop', ip: '10.0.0.1', labels: { version } }));
+    await eventually(() => store.get('Pod', 'shop/b')?.metadata?.labels?.version === version, `b.yaml at ${version}`);
+  }
   await writeManifest(dir, 'd.yaml', podYaml({ name: 'd', namespace: 'shop', ip: '10.0.0.4' }));
   await eventually(() => store.keys('Pod').includes('shop/d'), 'the new file');
   await rm(path.join(dir, 'a.yaml'));
@@ -124,4 +129,21 @@ test('an object moving to another file, a bad document and a new subdirectory st
   await rename(path.join(dir, 'team', '.p.yaml.tmp'), path.join(dir, 'team', 'p.yaml'));
   await eventually(() => store.keys('Pod').includes('shop/p'), 'the pod in the new subdirectory');
   t.true(source.reads.whole > wholeBefore);
+});
+
+test('a ConfigMap volume swapping its data directory is read again at once', async (t) => {
+  const dir = await tempDir(t);
+  await mkdir(path.join(dir, '..2026_01_01'));
+  await writeFile(path.join(dir, '..2026_01_01', 'mesh.yaml'), namespaceYaml('shop'));
+  await symlink('..2026_01_01', path.join(dir, '..data'));
+  await symlink(path.join('..data', 'mesh.yaml'), path.join(dir, 'mesh.yaml'));
+  const { store } = await startSource(t, dir, NO_POLL_MS);
+  t.deepEqual(store.keys('Namespace'), ['shop']);
+  // What the kubelet does: a new timestamped directory, then `..data` replaced by rename.
+  await mkdir(path.join(dir, '..2026_01_02'));
+  await writeFile(path.join(dir, '..2026_01_02', 'mesh.yaml'), namespaceYaml('web'));
+  await symlink('..2026_01_02', path.join(dir, '..data_tmp'));
+  await rename(path.join(dir, '..data_tmp'), path.join(dir, '..data'));
+  await eventually(() => store.keys('Namespace').join() === 'web', 'the swapped contents');
+  t.pass();
 });
