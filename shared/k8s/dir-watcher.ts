@@ -52,6 +52,8 @@ export class DirectoryWatcher {
   /** Paths fs.watch named since the last debounce, and whether an event named none (a whole re-read then). */
   readonly #changedPaths = new Set<string>();
   #changedUnknown = false;
+  /** Watching only begins with start(): a reader used through refresh() alone holds no watch. */
+  #started = false;
   #stopped = false;
 
   constructor(options: DirectoryWatcherOptions) {
@@ -61,6 +63,7 @@ export class DirectoryWatcher {
   /** Reads once, then keeps watching. Resolves after the first complete read. */
   async start(): Promise<void> {
     await this.refresh();
+    this.#started = true;
     await this.#syncWatches();
     const pollMs = this.#options.pollIntervalMs ?? (this.#watchers.has('') ? DIR_WATCHED_POLL_INTERVAL_MS : DIR_POLL_INTERVAL_MS);
     this.#poll = setInterval(() => {
@@ -106,7 +109,7 @@ export class DirectoryWatcher {
 
   /** Watches every directory of the tree (but writers' and mounts' hidden ones) and drops watches of gone ones. */
   async #syncWatches(): Promise<void> {
-    if (this.#stopped) return;
+    if (!this.#started || this.#stopped) return;
     const wanted = new Set<string>(['']);
     try {
       for (const entry of await readdir(this.#options.dir, { withFileTypes: true, recursive: true })) {
