@@ -73,7 +73,8 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     log,
     onReleased: (pod, reason, error) => {
       log.info({ pod: `${pod.namespace}/${pod.name}`, reason, err: error?.message }, 'pod released');
-      if (reason !== 'shutdown') void workers.delPod(pod.uid);
+      // A deletion (releasePod) and a shutdown (workers.stop) see to the workers themselves.
+      if (reason !== 'shutdown' && reason !== 'deleted') void workers.delPod(pod.uid);
       void record.write(capture.capturedPods()).catch((e: Error) => log.error(e.message));
     },
   });
@@ -91,7 +92,8 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     try {
       await workers.addPod(pod);
     } catch (error) {
-      await capture.del({ uid: pod.uid, netns: pod.netns });
+      // Not every thread listens: take the pod back from all of them (and its rules), so the ADD fails cleanly.
+      await releasePod({ uid: pod.uid, netns: pod.netns });
       throw error;
     }
     await record.write(capture.capturedPods());
