@@ -67,7 +67,8 @@ export class DirectoryWatcher {
   async start(): Promise<void> {
     await this.refresh();
     this.#started = true;
-    await this.#syncWatches();
+    // A file written between that read and the watches would go unseen until the poll: read once more.
+    if (await this.#syncWatches()) await this.refresh();
     const pollMs = this.#options.pollIntervalMs ?? (this.#watchers.has('') ? DIR_WATCHED_POLL_INTERVAL_MS : DIR_POLL_INTERVAL_MS);
     this.#poll = setInterval(() => {
       this.#changedUnknown = true;
@@ -101,7 +102,8 @@ export class DirectoryWatcher {
         this.#queuedPaths.clear();
         if (full || !(await this.#options.readChanged!(paths))) {
           await this.#options.read();
-          await this.#syncWatches();
+          // A new directory's files written before its watch existed: one more whole read picks them up.
+          if (await this.#syncWatches()) this.#queuedFull = true;
         }
       }
     })().finally(() => {
@@ -110,9 +112,12 @@ export class DirectoryWatcher {
     return this.#reading;
   }
 
-  /** Watches every directory of the tree (but writers' and mounts' hidden ones) and drops watches of gone ones. */
-  async #syncWatches(): Promise<void> {
-    if (!this.#started || this.#stopped) return;
+  /**
+   * Watches every directory of the tree (but writers' and mounts' hidden ones) and drops watches of gone ones.
+   * True when it added a watch.
+   */
+  async #syncWatches(): Promise<boolean> {
+    if (!this.#started || this.#stopped) return false;
     const wanted = new Set<string>(['']);
     try {
       for (const entry of await readdir(this.#options.dir, { withFileTypes: true, recursive: true })) {
@@ -128,6 +133,7 @@ export class DirectoryWatcher {
       watcher.close();
       this.#watchers.delete(relative);
     }
+    let added = false;
     for (const relative of wanted) {
       if (this.#watchers.has(relative) || this.#stopped) continue;
       try {
@@ -139,9 +145,19 @@ export class DirectoryWatcher {
           this.#schedule();
         });
         this.#watchers.set(relative, watcher);
+        added = true;
       } catch {
         // Gone between the listing and the watch: the next whole read settles it.
       }
+    }
+    return added;
+  }
+
+  #unwatchTree(relative: string): void {
+    for (const [watched, watcher] of this.#watchers) {
+      if (watched !== relative && !watched.startsWith(relative + path.sep)) continue;
+      watcher.close();
+      this.#watchers.delete(watched);
     }
   }
 
@@ -153,8 +169,17 @@ export class DirectoryWatcher {
       // `..data` and `..<timestamp>`: a ConfigMap volume swapping its contents at once; the visible files are
       // symlinks into it, so everything may have changed. Other dot-names are writers' temporary files.
       if (name.startsWith('..')) this.#changedUnknown = true;
-      else if (!name.startsWith('.')) this.#changedPaths.add(directory === '' ? name : path.join(directory, name));
-      else return;
+      else if (!name.startsWith('.')) {
+        const relative = directory === '' ? name : path.join(directory, name);
+        if (this.#watchers.has(relative)) {
+          // A watched directory was removed, renamed or replaced: its watch (and those below it) follow the old
+          // inode. Drop them; the whole re-read this asks for watches whatever stands at those paths now.
+          this.#unwatchTree(relative);
+          this.#changedUnknown = true;
+        } else {
+          this.#changedPaths.add(relative);
+        }
+      } else return;
     }
     this.#schedule();
   }
