@@ -9,15 +9,15 @@
  * (inotify) watch per directory reports every change of the entries in it within a millisecond or two; the set of
  * watched directories follows the tree after every whole read.
  *
- * Owns: the watches, the poll, the debounce, the queue of changed paths and the coalescing. Used by the agent's local sources and the control
- * plane's YAML-directory source.
+ * Owns: the watches, the poll, the debounce, the queue of changed paths and the coalescing. Used by the agent's
+ * local sources and the control plane's YAML-directory source.
  * Must not know about: what is read or what the objects mean (the `read` function does that).
  */
 import { watch, type FSWatcher } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 
-/** fs.watch misses events on some filesystems and for renames into subdirectories: poll as a backstop. */
+/** The poll when the directory cannot be watched (fs.watch failed): the only way changes are seen then. */
 export const DIR_POLL_INTERVAL_MS = 1000;
 /**
  * The backstop poll while the directories are watched: inotify reports every change on a local filesystem, and a
