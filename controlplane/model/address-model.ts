@@ -19,6 +19,8 @@ import { DEFAULT_CLUSTER_DOMAIN, DEFAULT_CLUSTER_ID, isTerminal, localityFromNod
 
 /** Istio's root namespace: policies there apply mesh-wide. */
 export const ROOT_NAMESPACE = 'istio-system';
+/** Bound on podsOnNode's cache (one entry per node asked about): past it, the cache starts over. */
+const MAX_CACHED_NODES = 10_000;
 
 export interface AddressModelOptions {
   store: ObjectStore;
@@ -75,6 +77,8 @@ export class AddressModel {
 
   readonly #podsByNamespace = new Map<string, Set<string>>();
   readonly #podsByNode = new Map<string, Set<string>>();
+  /** podsOnNode's answers while the store is unchanged: a burst of CSRs from one node asks the same question. */
+  readonly #podsOnNodeCache = new Map<string, { version: number; pods: { namespace: string; serviceAccount: string }[] }>();
   readonly #servicesByNamespace = new Map<string, Set<string>>();
   /** namespace -> `label=value` -> services indexed under that selector entry. */
   readonly #servicesBySelectorEntry = new Map<string, Map<string, Set<string>>>();
@@ -127,12 +131,17 @@ export class AddressModel {
   }
 
   /** The namespace and service account of each pod scheduled on `node` (the CA's authorization question). */
-  podsOnNode(node: string): { namespace: string; serviceAccount: string }[] {
+  podsOnNode(node: string): readonly { namespace: string; serviceAccount: string }[] {
+    const version = this.#store.changesApplied;
+    const cached = this.#podsOnNodeCache.get(node);
+    if (cached && cached.version === version) return cached.pods;
     const pods: { namespace: string; serviceAccount: string }[] = [];
     for (const key of this.#podsByNode.get(node) ?? []) {
       const pod = this.#store.get<PodObject>('Pod', key);
       if (pod && !isTerminal(pod)) pods.push({ namespace: namespaceOf(pod), serviceAccount: pod.spec?.serviceAccountName || 'default' });
     }
+    if (this.#podsOnNodeCache.size > MAX_CACHED_NODES) this.#podsOnNodeCache.clear();
+    this.#podsOnNodeCache.set(node, { version, pods });
     return pods;
   }
 

@@ -83,3 +83,15 @@ test("a workload's locality comes from its node's topology labels, and follows a
   store.apply([{ type: 'upsert', object: node('eu-1b') }]);
   t.is(read('Kubernetes//Pod/default/api')!.workload!.locality!.zone, 'eu-1b');
 });
+
+test('podsOnNode (the CA\'s question) follows pods arriving, leaving and finishing at once, cached or not', (t) => {
+  const { store, model } = setup([namespaceObject('shop'), podObject({ name: 'a', namespace: 'shop', ip: '10.0.0.1', node: 'n1', serviceAccount: 'web' })]);
+  const accounts = (node: string) => model.podsOnNode(node).map((pod) => `${pod.namespace}/${pod.serviceAccount}`).sort();
+  t.deepEqual(accounts('n1'), ['shop/web']);
+  t.deepEqual(accounts('n1'), ['shop/web'], 'asked again: the same answer');
+  store.apply([{ type: 'upsert', object: podObject({ name: 'b', namespace: 'shop', ip: '10.0.0.2', node: 'n1', serviceAccount: 'db' }) }]);
+  t.deepEqual(accounts('n1'), ['shop/db', 'shop/web']);
+  store.apply([{ type: 'delete', object: podObject({ name: 'a', namespace: 'shop', ip: '10.0.0.1', node: 'n1', serviceAccount: 'web' }) }]);
+  t.deepEqual(accounts('n1'), ['shop/db'], 'a deleted pod no longer vouches for its service account');
+  t.deepEqual(accounts('n2'), []);
+});
