@@ -3,7 +3,8 @@
  *   GET  /config_dump          workloads, services, policies, captured pods, certificates (never keys), config
  *   GET  /logging              the current log level;  GET|POST /logging?level=debug  changes it at runtime
  *   GET  /healthz              200 while the agent runs
- * `ambitctl workloads | certs | config-dump` read it.
+ *   GET  /authz/check?source=ns/pod&destination=ns/pod&port=N   would this agent allow it, and why
+ * `ambitctl workloads | certs | config-dump | authz check` read it.
  *
  * Owns: the admin HTTP server, the config dump's JSON shape, and the log level switch.
  * Must not know about: how any part it shows works; each is handed in as a narrow read-only getter.
@@ -11,6 +12,8 @@
 import http from 'node:http';
 import { X509Certificate } from 'node:crypto';
 import type { WorkloadCertificate } from '../shared/identity/index.ts';
+import type { AuthzCheckResult } from '../shared/policy/check-result.ts';
+import { UnknownPodError, type AuthzQuery } from './policy/authz-check.ts';
 import type { MeshState } from './state/mesh-state.ts';
 import { workloadIdentity } from './state/workload.ts';
 import { closeHttpServer, listenReusePort, type RunningHttpServer } from './http-listen.ts';
@@ -39,6 +42,8 @@ export interface AdminSources {
   services?: () => unknown[];
   /** The agent's settings, shown as they are (must hold no secrets). */
   config?: object;
+  /** `GET /authz/check?source=ns/pod&destination=ns/pod&port=N[&namespace=ns]` (agent/policy/authz-check.ts). */
+  authzCheck?: (query: AuthzQuery) => AuthzCheckResult;
   /** The logger whose level /logging reads and changes (pino: setting `level` takes effect at once). */
   log: { level: string };
 }
@@ -131,6 +136,25 @@ export function createAdminServer(sources: AdminSources): http.Server {
       case '/healthz':
         response.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
         return;
+      case '/authz/check': {
+        if (!sources.authzCheck) {
+          sendJson(response, 404, { error: 'this agent does not check policies' });
+          return;
+        }
+        const source = url.searchParams.get('source');
+        const destination = url.searchParams.get('destination');
+        const port = Number(url.searchParams.get('port'));
+        if (!source || !destination || !Number.isInteger(port) || port < 1 || port > 65535) {
+          sendJson(response, 400, { error: 'use /authz/check?source=<ns/pod>&destination=<ns/pod>&port=<1-65535>' });
+          return;
+        }
+        try {
+          sendJson(response, 200, sources.authzCheck({ source, destination, port, namespace: url.searchParams.get('namespace') || 'default' }));
+        } catch (error) {
+          sendJson(response, error instanceof UnknownPodError ? 404 : 500, { error: (error as Error).message });
+        }
+        return;
+      }
       case '/config_dump':
         sendJson(response, 200, configDump(sources));
         return;

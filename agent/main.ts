@@ -20,6 +20,7 @@ import { startSources, WORKLOAD_WAIT_MS } from './sources.ts';
 import { MeshState } from './state/mesh-state.ts';
 import { workloadIdentity } from './state/workload.ts';
 import { startAdminServer } from './admin.ts';
+import { checkAuthorization } from './policy/authz-check.ts';
 import { ClusterDirPolicySource } from './policy/cluster-dir-policy-source.ts';
 import { PolicyStore, type LocalPolicy } from './policy/policy-store.ts';
 import { createDataPlane, type DataPlane } from './data-plane.ts';
@@ -153,6 +154,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     state,
     capturedPods: () => capture.capturedPods(),
     listenerStats: (uid) => capture.listenerStats(uid),
+    authzCheck: (query) => checkAuthorization({ nodeName: config.nodeName, state, policies }, query),
     certificates: () => certificates.store.all(),
     config,
     // The log level switch reaches the proxy workers too.

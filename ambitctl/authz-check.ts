@@ -1,7 +1,9 @@
 /**
  * `ambitctl authz check <source pod> <destination pod> <port>`: would this connection be allowed, and which
- * policy (or the absence of one) decides it, in words. Reads the same YAML the control plane reads in local
- * mode (`--cluster-dir`, or AMBIT_CLUSTER_DIR): Pods, Namespaces, AuthorizationPolicy and PeerAuthentication.
+ * policy (or the absence of one) decides it, in words. With `--cluster-dir` (or AMBIT_CLUSTER_DIR) it reads the
+ * same YAML the control plane reads in local mode (Pods, Namespaces, AuthorizationPolicy, PeerAuthentication);
+ * without one (Kubernetes) it asks an agent's admin endpoint (`GET /authz/check`, agent/policy/authz-check.ts),
+ * which answers from the workloads and policies it enforces: ask the agent on the destination's node.
  *
  * Owns: turning two pods and a port into the connection the destination agent would see (the source's SPIFFE
  * identity when the source is in the mesh, plaintext otherwise), gathering the policies in scope for the
@@ -20,38 +22,14 @@ import {
   policiesForWorkload,
   validatePolicy,
   type Authorization,
-  type Explanation,
   type PeerAuthenticationObject,
 } from '../shared/policy/index.ts';
-import { AmbitctlError } from './admin-client.ts';
+import type { AuthzCheckResult, PodView } from '../shared/policy/check-result.ts';
+import { adminGetJson, AmbitctlError } from './admin-client.ts';
 import type { Command, CommandContext } from './command.ts';
 import { renderDocument } from './output.ts';
 
-const USAGE = 'ambitctl authz check <source pod> <destination pod> <port> [--cluster-dir DIR] [-n NAMESPACE] [-o table|json|yaml]';
-
-interface PodView {
-  namespace: string;
-  name: string;
-  ip: string;
-  serviceAccount: string;
-  inMesh: boolean;
-  captureReason: string;
-  principal?: string;
-}
-
-export interface AuthzCheckResult {
-  source: PodView;
-  destination: PodView;
-  port: number;
-  allowed: boolean;
-  /** `namespace/name` of the deciding policy, absent when none decided. */
-  decidingPolicy?: string;
-  reason: string;
-  lines: string[];
-  explanation?: Explanation;
-  /** Policies the control plane would reject (and so are not in force), and compile warnings. */
-  problems: string[];
-}
+const USAGE = 'ambitctl authz check <source pod> <destination pod> <port> [--cluster-dir DIR | --admin URL | --node NETNS] [-n NAMESPACE] [-o table|json|yaml]';
 
 function podRef(text: string, defaultNamespace: string): { namespace: string; name: string } {
   const slash = text.indexOf('/');
@@ -79,7 +57,7 @@ export function authzCheck(snapshot: ClusterSnapshot, request: { source: string;
   const source = podView(snapshot, request.source, request.namespace, request.trustDomain, request.dir);
   const destination = podView(snapshot, request.destination, request.namespace, request.trustDomain, request.dir);
   const problems: string[] = [];
-  const base = { source: source.view, destination: destination.view, port: request.port, problems };
+  const base = { source: source.view, destination: destination.view, port: request.port, problems, decidedBy: `cluster directory ${request.dir}` };
   if (!destination.view.inMesh) {
     const reason = `the destination pod is not in the mesh (${destination.view.captureReason}): no agent sees its traffic, so no L4 policy applies and the connection is allowed`;
     return { ...base, allowed: true, reason, lines: [`ALLOWED: ${reason}`] };
@@ -133,27 +111,42 @@ export const authzCommand: Command = {
     const port = Number(portText);
     if (!Number.isInteger(port) || port < 1 || port > 65535) throw new AmbitctlError('USAGE', `port ${portText} is not a port number (1-65535)`);
     const dir = context.clusterDir;
-    if (!dir) throw new AmbitctlError('USAGE', 'authz check reads the cluster directory the control plane reads: pass --cluster-dir DIR (or set AMBIT_CLUSTER_DIR)');
-    let snapshot: ClusterSnapshot;
-    try {
-      snapshot = await readClusterDir(dir);
-    } catch (error) {
-      throw new AmbitctlError('USAGE', `cannot read the cluster directory ${dir}: ${(error as Error).message}`);
+    const namespace = context.namespace ?? 'default';
+    let result: AuthzCheckResult;
+    if (dir) {
+      let snapshot: ClusterSnapshot;
+      try {
+        snapshot = await readClusterDir(dir);
+      } catch (error) {
+        throw new AmbitctlError('USAGE', `cannot read the cluster directory ${dir}: ${(error as Error).message}`);
+      }
+      result = authzCheck(snapshot, {
+        source,
+        destination,
+        port,
+        namespace,
+        rootNamespace: context.rootNamespace ?? DEFAULT_ROOT_NAMESPACE,
+        trustDomain: context.trustDomain ?? DEFAULT_TRUST_DOMAIN,
+        dir,
+      });
+    } else {
+      // No directory (Kubernetes): the agent that enforces decides, from the workloads and policies it holds.
+      const query = new URLSearchParams({ source, destination, port: String(port), namespace });
+      try {
+        result = await adminGetJson<AuthzCheckResult>(context.target, `/authz/check?${query}`);
+      } catch (error) {
+        if (error instanceof AmbitctlError && error.code === 'ADMIN_UNREACHABLE') {
+          throw new AmbitctlError('ADMIN_UNREACHABLE', `${error.message} Ask the agent on the destination's node (--admin URL, --node NETNS), or pass --cluster-dir DIR to decide from the YAML directory the control plane reads.`);
+        }
+        throw error;
+      }
     }
-    const result = authzCheck(snapshot, {
-      source,
-      destination,
-      port,
-      namespace: context.namespace ?? 'default',
-      rootNamespace: context.rootNamespace ?? DEFAULT_ROOT_NAMESPACE,
-      trustDomain: context.trustDomain ?? DEFAULT_TRUST_DOMAIN,
-      dir,
-    });
     if (context.output !== 'table') {
       context.write(renderDocument(result, context.output));
       return;
     }
     const out = [
+      ...(result.decidedBy ? [`decided by the ${result.decidedBy}`] : []),
       `from ${describe(result.source)}`,
       `to   ${describe(result.destination)} port ${result.port}`,
       '',

@@ -73,7 +73,7 @@ test('allowed by the ALLOW policy that matches, named, with both ends described'
   const dir = await clusterDir(t);
   const { code, stdout, stderr } = await ambitctl('authz', 'check', 'shop/web', 'shop/db', '5432', '--cluster-dir', dir);
   t.is(code, 0, stderr);
-  t.regex(stdout, /^from shop\/web \(10\.1\.0\.5, identity spiffe:\/\/cluster\.local\/ns\/shop\/sa\/web\)\nto {3}shop\/db \(10\.1\.1\.6, identity spiffe:\/\/cluster\.local\/ns\/shop\/sa\/db\) port 5432/);
+  t.regex(stdout, /^decided by the cluster directory .*\nfrom shop\/web \(10\.1\.0\.5, identity spiffe:\/\/cluster\.local\/ns\/shop\/sa\/web\)\nto {3}shop\/db \(10\.1\.1\.6, identity spiffe:\/\/cluster\.local\/ns\/shop\/sa\/db\) port 5432/);
   t.regex(stdout, /ALLOWED: ALLOW policy shop\/db-from-web matches this connection/);
   t.regex(stdout, /policies not \(fully\) in force:\n {2}AuthorizationPolicy shop\/broken is invalid: .*10\.0\.0\.0\/33.* \(so it is not in force\)/, 'a bad policy is named, and the others stay in force');
 });
@@ -112,11 +112,12 @@ spec: {mtls: {mode: STRICT}}
   t.regex(strict.decidingPolicy, /istio_converted_static_strict/);
 });
 
-test('mistakes are explained: missing directory flag, unknown pod, bad port, wrong verb', async (t) => {
+test('mistakes are explained: no directory and no agent, unknown pod, bad port, wrong verb', async (t) => {
   const dir = await clusterDir(t);
-  const noDir = await ambitctl('authz', 'check', 'web', 'db', '80');
-  t.is(noDir.code, 2);
-  t.regex(noDir.stderr, /pass --cluster-dir DIR/);
+  // Without a directory it asks an agent; none answers on port 1.
+  const noDir = await ambitctl('authz', 'check', 'web', 'db', '80', '--admin', 'http://127.0.0.1:1');
+  t.not(noDir.code, 0);
+  t.regex(noDir.stderr, /cannot reach the agent admin endpoint .* or pass --cluster-dir DIR/);
   const unknown = await ambitctl('authz', 'check', 'shop/nope', 'shop/db', '80', '--cluster-dir', dir);
   t.is(unknown.code, 2);
   t.regex(unknown.stderr, /no pod shop\/nope in the cluster directory .* \(pods: shop\/web, shop\/db, legacy\/old\)/);

@@ -15,6 +15,7 @@ import path from 'node:path';
 import { createLocalMesh, type LocalMesh } from '../../../runtime/local-mesh.ts';
 import { runClient, startEchoServer, type ClusterNode, type Pod } from '../../../runtime/index.ts';
 import { parsePrometheusText, sumOf } from '../../helpers/prometheus-text.ts';
+import { runAmbitctl } from '../../../ambitctl/main.ts';
 
 const ENROLLED = { 'istio.io/dataplane-mode': 'ambient' };
 const PORT = 8080;
@@ -130,6 +131,22 @@ ${spec}`;
     await waitFor(denied(other), 'shop/other is denied');
     t.true(await connects(client), 'the allowed principal gets in');
     t.false(await connects(foreign), 'a principal the policy does not name is denied');
+
+    // `ambitctl authz check` asking the destination's agent (no cluster directory: how it works in Kubernetes)
+    // gives the enforcer's own answer.
+    const node = mesh.cluster.node(1);
+    const ask = async (source: string) => {
+      let stdout = '';
+      let stderr = '';
+      const code = await runAmbitctl(['authz', 'check', source, 'shop/server', String(PORT), '--node', node.netnsName, '-o', 'json'], { stdout: (text) => (stdout += text), stderr: (text) => (stderr += text) }, {});
+      if (code !== 0) throw new Error(`ambitctl authz check failed: ${stderr}`);
+      return JSON.parse(stdout) as { allowed: boolean; decidingPolicy?: string; decidedBy?: string };
+    };
+    const verdictClient = await ask('shop/client');
+    t.true(verdictClient.allowed);
+    t.is(verdictClient.decidingPolicy, 'shop/allow-client');
+    t.is(verdictClient.decidedBy, `agent on ${node.name}`);
+    t.false((await ask('shop/other')).allowed, 'the agent says other is denied, as it enforces');
 
     const lines = (await accessLog(mesh.cluster.node(1))).filter((line) => line.direction === 'inbound' && line.src.principal === 'spiffe://cluster.local/ns/shop/sa/other' && line.response_flags === 'DENY');
     t.true(lines.length > 0, 'the denied stream is in the destination access log with response_flags DENY');

@@ -1,0 +1,71 @@
+/**
+ * `GET /authz/check` on the admin endpoint: would a connection from one pod to another be allowed by the policies
+ * this agent enforces now, and which policy decides. The same answer `ambitctl authz check` gives from a cluster
+ * directory, but from the agent's own view (the workloads and policies the control plane pushed), so it works in
+ * Kubernetes, where there is no directory to read. Ask the agent on the destination's node: it enforces.
+ *
+ * Owns: turning two pod names and a port into the connection the enforcer would see, and explaining the decision.
+ * Must not know about: HTTP (admin.ts), how policies are compiled (policy-store.ts).
+ */
+import { explain } from '../../shared/policy/index.ts';
+import type { AuthzCheckResult, PodView } from '../../shared/policy/check-result.ts';
+import type { MeshState } from '../state/mesh-state.ts';
+import { workloadIdentity, type Workload } from '../state/workload.ts';
+import type { PolicyStore } from './policy-store.ts';
+
+export interface AuthzQuery {
+  /** `namespace/name` or `name` (then in `namespace`). */
+  source: string;
+  destination: string;
+  port: number;
+  namespace: string;
+}
+
+/** A query naming a pod this agent does not know: the admin endpoint answers 404 with the message. */
+export class UnknownPodError extends Error {
+  readonly code = 'UNKNOWN_POD';
+}
+
+function find(state: Pick<MeshState, 'workloadByName' | 'workloads'>, text: string, namespace: string): Workload {
+  const slash = text.indexOf('/');
+  const ref = slash === -1 ? { namespace, name: text } : { namespace: text.slice(0, slash), name: text.slice(slash + 1) };
+  const workload = state.workloadByName(ref.namespace, ref.name);
+  if (workload) return workload;
+  const known = state.workloads().map((candidate) => `${candidate.namespace}/${candidate.name}`).sort();
+  throw new UnknownPodError(`this agent knows no pod ${ref.namespace}/${ref.name}${known.length ? ` (pods: ${known.slice(0, 10).join(', ')}${known.length > 10 ? ', ...' : ''})` : ''}`);
+}
+
+function podView(workload: Workload): PodView {
+  const view: PodView = {
+    namespace: workload.namespace,
+    name: workload.name,
+    ip: workload.addresses[0] ?? '',
+    serviceAccount: workload.serviceAccount,
+    inMesh: workload.tunnelProtocol === 'HBONE',
+    captureReason: workload.captureReason,
+  };
+  if (view.inMesh) view.principal = workloadIdentity(workload).uri;
+  return view;
+}
+
+export function checkAuthorization(
+  sources: { nodeName: string; state: Pick<MeshState, 'workloadByName' | 'workloads'>; policies: Pick<PolicyStore, 'policyListFor'> },
+  query: AuthzQuery,
+): AuthzCheckResult {
+  const source = podView(find(sources.state, query.source, query.namespace));
+  const destinationWorkload = find(sources.state, query.destination, query.namespace);
+  const destination = podView(destinationWorkload);
+  const base = { source, destination, port: query.port, problems: [], decidedBy: `agent on ${sources.nodeName}` };
+  if (!destination.inMesh) {
+    const reason = `the destination pod is not in the mesh (${destination.captureReason}): no agent sees its traffic, so no L4 policy applies and the connection is allowed`;
+    return { ...base, allowed: true, reason, lines: [`ALLOWED: ${reason}`] };
+  }
+  // What the inbound proxy knows of a peer: its SPIFFE identity over HBONE, only its address over plaintext.
+  const explanation = explain(
+    { ...(source.principal ? { sourcePrincipal: source.principal } : {}), sourceIp: source.ip, destinationIp: destination.ip, destinationPort: query.port },
+    sources.policies.policyListFor(destinationWorkload),
+  );
+  const result: AuthzCheckResult = { ...base, allowed: explanation.decision.allowed, reason: explanation.decision.reason, lines: explanation.lines, explanation };
+  if (explanation.decision.decidingPolicy) result.decidingPolicy = explanation.decision.decidingPolicy;
+  return result;
+}

@@ -1,0 +1,76 @@
+/**
+ * `GET /authz/check` on the agent's admin endpoint and `ambitctl authz check` without a cluster directory (the
+ * Kubernetes case): the agent answers from the workloads and policies it holds, with the same explanation the
+ * directory-based check gives.
+ */
+import test from 'ava';
+import { startAdminServer } from '../../agent/admin.ts';
+import { checkAuthorization, UnknownPodError } from '../../agent/policy/authz-check.ts';
+import { PolicyStore, type LocalPolicy } from '../../agent/policy/policy-store.ts';
+import { MeshState } from '../../agent/state/mesh-state.ts';
+import { runAmbitctl } from '../../ambitctl/main.ts';
+import { fakeWorkload } from '../helpers/admin-fixture.ts';
+
+function fixture() {
+  const state = new MeshState();
+  state.upsert(fakeWorkload('web', 'shop', '10.1.1.5', { labels: { app: 'web' } }));
+  state.upsert(fakeWorkload('db', 'shop', '10.1.1.6', { labels: { app: 'db' } }));
+  state.upsert(fakeWorkload('legacy', 'old', '10.1.2.7', { tunnelProtocol: 'NONE', captureReason: 'namespace old is not enrolled' }));
+  const policies = new PolicyStore();
+  const allow: LocalPolicy = {
+    kind: 'AuthorizationPolicy',
+    object: {
+      apiVersion: 'security.istio.io/v1', kind: 'AuthorizationPolicy', metadata: { name: 'db-from-web', namespace: 'shop' },
+      spec: { selector: { matchLabels: { app: 'db' } }, action: 'ALLOW', rules: [{ from: [{ source: { principals: ['cluster.local/ns/shop/sa/web'] } }], to: [{ operation: { ports: ['5432'] } }] }] },
+    } as never,
+  };
+  policies.setLocal([allow]);
+  return { state, policies, sources: { nodeName: 'node-1', state, policies } };
+}
+
+test('the agent decides from what it holds: the matching ALLOW named, a plaintext client denied, an unknown pod refused', (t) => {
+  const { sources } = fixture();
+  const allowed = checkAuthorization(sources, { source: 'shop/web', destination: 'db', port: 5432, namespace: 'shop' });
+  t.true(allowed.allowed);
+  t.is(allowed.decidingPolicy, 'shop/db-from-web');
+  t.is(allowed.source.principal, 'spiffe://cluster.local/ns/shop/sa/web');
+  t.is(allowed.decidedBy, 'agent on node-1');
+  const otherPort = checkAuthorization(sources, { source: 'shop/web', destination: 'shop/db', port: 80, namespace: 'default' });
+  t.false(otherPort.allowed, 'ALLOW policies apply and none matches port 80');
+  const plaintext = checkAuthorization(sources, { source: 'old/legacy', destination: 'shop/db', port: 5432, namespace: 'default' });
+  t.false(plaintext.allowed, 'a client outside the mesh has no principal to match');
+  t.is(plaintext.source.principal, undefined);
+  const outside = checkAuthorization(sources, { source: 'shop/web', destination: 'old/legacy', port: 80, namespace: 'default' });
+  t.true(outside.allowed);
+  t.regex(outside.reason, /not in the mesh/);
+  const error = t.throws(() => checkAuthorization(sources, { source: 'shop/nope', destination: 'shop/db', port: 80, namespace: 'default' }));
+  t.true(error instanceof UnknownPodError);
+  t.regex(error.message, /knows no pod shop\/nope \(pods: old\/legacy, shop\/db, shop\/web\)/);
+});
+
+test('ambitctl authz check with no directory asks the agent over its admin endpoint', async (t) => {
+  const { state, policies } = fixture();
+  const server = await startAdminServer({ host: '127.0.0.1', port: 0 }, {
+    nodeName: 'node-1', state, log: { level: 'info' },
+    authzCheck: (query) => checkAuthorization({ nodeName: 'node-1', state, policies }, query),
+  });
+  t.teardown(() => server.close());
+  const url = `http://127.0.0.1:${server.address.port}`;
+  const run = async (...argv: string[]) => {
+    let stdout = '';
+    let stderr = '';
+    const code = await runAmbitctl(argv, { stdout: (text) => (stdout += text), stderr: (text) => (stderr += text) }, {});
+    return { code, stdout, stderr };
+  };
+  const table = await run('authz', 'check', 'shop/web', 'shop/db', '5432', '--admin', url);
+  t.is(table.code, 0, table.stderr);
+  t.regex(table.stdout, /^decided by the agent on node-1\nfrom shop\/web \(10\.1\.1\.5, identity spiffe:\/\/cluster\.local\/ns\/shop\/sa\/web\)/);
+  t.regex(table.stdout, /ALLOWED: ALLOW policy shop\/db-from-web matches this connection/);
+  const json = JSON.parse((await run('authz', 'check', 'old/legacy', 'shop/db', '5432', '--admin', url, '-o', 'json')).stdout);
+  t.false(json.allowed);
+  const unknown = await run('authz', 'check', 'shop/nope', 'shop/db', '5432', '--admin', url);
+  t.not(unknown.code, 0);
+  t.regex(unknown.stderr, /answered 404 .*knows no pod shop\/nope/);
+  const bad = await fetch(`${url}/authz/check?source=shop/web&destination=shop/db&port=0`);
+  t.is(bad.status, 400);
+});
