@@ -4,7 +4,7 @@
  *   ambitctl workloads   [-n NS] [-o table|json|yaml] [--admin URL | --node NETNS]
  *   ambitctl certs       [-n NS] [-o table|json|yaml] [--admin URL | --node NETNS]
  *   ambitctl config-dump [-n NS] [-o table|json|yaml] [--admin URL | --node NETNS]
- *   ambitctl authz check <source pod> <destination pod> <port> [--cluster-dir DIR] [-n NS] [-o ...]
+ *   ambitctl authz check <source pod> <destination pod> <port> [--cluster-dir DIR | --admin URL | --node NETNS] [-n NS] [-o ...]
  *
  * Owns: argument parsing, dispatch to one file per command, exit codes (0 ok, 1 failed, 2 usage).
  * Must not know about: what a command does (its own file) or how the agent is reached (admin-client.ts).
@@ -38,7 +38,8 @@ function usage(): string {
     '  --node NETNS       reach the agent inside this network namespace (a local-runtime node; needs root)',
     '  -o, --output FMT   table (default), json or yaml',
     '  -n, --namespace NS only objects of this namespace (authz check: the pods\' namespace when not ns/name)',
-    '  --cluster-dir DIR  authz check: the cluster directory the control plane reads (or AMBIT_CLUSTER_DIR)',
+    '  --cluster-dir DIR  authz check: decide from the cluster directory the control plane reads (or AMBIT_CLUSTER_DIR);',
+    '                     without it, authz check asks the agent (--admin/--node): ask the destination node\'s agent',
     '  --root-namespace NS, --trust-domain TD   mesh settings for authz check (istio-system, cluster.local)',
     '  -h, --help         this help',
     '',
