@@ -17,14 +17,13 @@ import { DEFAULT_TRUST_DOMAIN } from '../shared/identity/index.ts';
 import {
   compileAuthorizationPolicy,
   DEFAULT_ROOT_NAMESPACE,
-  explain,
   peerAuthenticationToAuthorization,
   policiesForWorkload,
   validatePolicy,
   type Authorization,
   type PeerAuthenticationObject,
 } from '../shared/policy/index.ts';
-import type { AuthzCheckResult, PodView } from '../shared/policy/check-result.ts';
+import { decideConnection, type AuthzCheckResult, type PodView } from '../shared/policy/check-result.ts';
 import { adminGetJson, AmbitctlError } from './admin-client.ts';
 import type { Command, CommandContext } from './command.ts';
 import { renderDocument } from './output.ts';
@@ -57,11 +56,8 @@ export function authzCheck(snapshot: ClusterSnapshot, request: { source: string;
   const source = podView(snapshot, request.source, request.namespace, request.trustDomain, request.dir);
   const destination = podView(snapshot, request.destination, request.namespace, request.trustDomain, request.dir);
   const problems: string[] = [];
-  const base = { source: source.view, destination: destination.view, port: request.port, problems, decidedBy: `cluster directory ${request.dir}` };
-  if (!destination.view.inMesh) {
-    const reason = `the destination pod is not in the mesh (${destination.view.captureReason}): no agent sees its traffic, so no L4 policy applies and the connection is allowed`;
-    return { ...base, allowed: true, reason, lines: [`ALLOWED: ${reason}`] };
-  }
+  const extra = { problems, decidedBy: `cluster directory ${request.dir}` };
+  if (!destination.view.inMesh) return decideConnection(source.view, destination.view, request.port, [], extra);
   const authorizations: Authorization[] = [];
   const peerAuthentications: PeerAuthenticationObject[] = [];
   for (const object of snapshot.objects) {
@@ -85,13 +81,7 @@ export function authzCheck(snapshot: ClusterSnapshot, request: { source: string;
     ...peerAuthenticationToAuthorization({ namespace: destination.view.namespace, labels }, peerAuthentications, request.rootNamespace),
     ...policiesForWorkload(labels, destination.view.namespace, request.rootNamespace, authorizations),
   ];
-  const explanation = explain(
-    { ...(source.view.principal ? { sourcePrincipal: source.view.principal } : {}), sourceIp: source.view.ip, destinationIp: destination.view.ip, destinationPort: request.port },
-    inScope,
-  );
-  const result: AuthzCheckResult = { ...base, allowed: explanation.decision.allowed, reason: explanation.decision.reason, lines: explanation.lines, explanation };
-  if (explanation.decision.decidingPolicy) result.decidingPolicy = explanation.decision.decidingPolicy;
-  return result;
+  return decideConnection(source.view, destination.view, request.port, inScope, extra);
 }
 
 function describe(pod: PodView): string {

@@ -7,8 +7,7 @@
  * Owns: turning two pod names and a port into the connection the enforcer would see, and explaining the decision.
  * Must not know about: HTTP (admin.ts), how policies are compiled (policy-store.ts).
  */
-import { explain } from '../../shared/policy/index.ts';
-import type { AuthzCheckResult, PodView } from '../../shared/policy/check-result.ts';
+import { decideConnection, type AuthzCheckResult, type PodView } from '../../shared/policy/check-result.ts';
 import type { MeshState } from '../state/mesh-state.ts';
 import { workloadIdentity, type Workload } from '../state/workload.ts';
 import type { PolicyStore } from './policy-store.ts';
@@ -55,17 +54,6 @@ export function checkAuthorization(
   const source = podView(find(sources.state, query.source, query.namespace));
   const destinationWorkload = find(sources.state, query.destination, query.namespace);
   const destination = podView(destinationWorkload);
-  const base = { source, destination, port: query.port, problems: [], decidedBy: `agent on ${sources.nodeName}` };
-  if (!destination.inMesh) {
-    const reason = `the destination pod is not in the mesh (${destination.captureReason}): no agent sees its traffic, so no L4 policy applies and the connection is allowed`;
-    return { ...base, allowed: true, reason, lines: [`ALLOWED: ${reason}`] };
-  }
-  // What the inbound proxy knows of a peer: its SPIFFE identity over HBONE, only its address over plaintext.
-  const explanation = explain(
-    { ...(source.principal ? { sourcePrincipal: source.principal } : {}), sourceIp: source.ip, destinationIp: destination.ip, destinationPort: query.port },
-    sources.policies.policyListFor(destinationWorkload),
-  );
-  const result: AuthzCheckResult = { ...base, allowed: explanation.decision.allowed, reason: explanation.decision.reason, lines: explanation.lines, explanation };
-  if (explanation.decision.decidingPolicy) result.decidingPolicy = explanation.decision.decidingPolicy;
-  return result;
+  const inScope = destination.inMesh ? sources.policies.policyListFor(destinationWorkload) : [];
+  return decideConnection(source, destination, query.port, inScope, { problems: [], decidedBy: `agent on ${sources.nodeName}` });
 }

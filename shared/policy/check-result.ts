@@ -2,9 +2,11 @@
  * The answer to "would this connection be allowed, and which policy decides": what `ambitctl authz check` prints,
  * whether it decided from a cluster directory itself or asked an agent's admin endpoint (`GET /authz/check`).
  *
- * Owns: the shape both sides agree on. Must not know about: how either computes it.
+ * Owns: the shape both sides agree on, and the decision from two pods and the policies in scope for the
+ * destination. Must not know about: where the pods and policies come from.
  */
-import type { Explanation } from './explain.ts';
+import { explain, type Explanation } from './explain.ts';
+import type { Authorization } from './model.ts';
 
 export interface PodView {
   namespace: string;
@@ -30,4 +32,29 @@ export interface AuthzCheckResult {
   problems: string[];
   /** Who decided: `cluster directory <dir>` or `agent on <node>`. */
   decidedBy?: string;
+}
+
+/**
+ * Decides a connection as the destination's agent would: nothing applies to a destination outside the mesh;
+ * otherwise the peer is its SPIFFE identity over HBONE, or only its address over plaintext.
+ */
+export function decideConnection(
+  source: PodView,
+  destination: PodView,
+  port: number,
+  inScope: readonly Authorization[],
+  extra: Pick<AuthzCheckResult, 'problems' | 'decidedBy'>,
+): AuthzCheckResult {
+  const base = { source, destination, port, ...extra };
+  if (!destination.inMesh) {
+    const reason = `the destination pod is not in the mesh (${destination.captureReason}): no agent sees its traffic, so no L4 policy applies and the connection is allowed`;
+    return { ...base, allowed: true, reason, lines: [`ALLOWED: ${reason}`] };
+  }
+  const explanation = explain(
+    { ...(source.principal ? { sourcePrincipal: source.principal } : {}), sourceIp: source.ip, destinationIp: destination.ip, destinationPort: port },
+    inScope,
+  );
+  const result: AuthzCheckResult = { ...base, allowed: explanation.decision.allowed, reason: explanation.decision.reason, lines: explanation.lines, explanation };
+  if (explanation.decision.decidingPolicy) result.decidingPolicy = explanation.decision.decidingPolicy;
+  return result;
 }
