@@ -23,17 +23,12 @@ import {
   type Authorization,
   type PeerAuthenticationObject,
 } from '../shared/policy/index.ts';
-import { decideConnection, type AuthzCheckResult, type PodView } from '../shared/policy/check-result.ts';
+import { decideConnection, podRef, type AuthzCheckResult, type PodView } from '../shared/policy/check-result.ts';
 import { adminGetJson, AmbitctlError } from './admin-client.ts';
 import type { Command, CommandContext } from './command.ts';
 import { renderDocument } from './output.ts';
 
 const USAGE = 'ambitctl authz check <source pod> <destination pod> <port> [--cluster-dir DIR | --admin URL | --node NETNS] [-n NAMESPACE] [-o table|json|yaml]';
-
-function podRef(text: string, defaultNamespace: string): { namespace: string; name: string } {
-  const slash = text.indexOf('/');
-  return slash === -1 ? { namespace: defaultNamespace, name: text } : { namespace: text.slice(0, slash), name: text.slice(slash + 1) };
-}
 
 function podView(snapshot: ClusterSnapshot, text: string, defaultNamespace: string, trustDomain: string, dir: string): { view: PodView; pod: PodObject } {
   const ref = podRef(text, defaultNamespace);

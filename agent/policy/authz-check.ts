@@ -7,7 +7,7 @@
  * Owns: turning two pod names and a port into the connection the enforcer would see, and explaining the decision.
  * Must not know about: HTTP (admin.ts), how policies are compiled (policy-store.ts).
  */
-import { decideConnection, type AuthzCheckResult, type PodView } from '../../shared/policy/check-result.ts';
+import { decideConnection, podRef, type AuthzCheckResult, type PodView } from '../../shared/policy/check-result.ts';
 import type { MeshState } from '../state/mesh-state.ts';
 import { workloadIdentity, type Workload } from '../state/workload.ts';
 import type { PolicyStore } from './policy-store.ts';
@@ -26,8 +26,7 @@ export class UnknownPodError extends Error {
 }
 
 function find(state: Pick<MeshState, 'workloadByName' | 'workloads'>, text: string, namespace: string): Workload {
-  const slash = text.indexOf('/');
-  const ref = slash === -1 ? { namespace, name: text } : { namespace: text.slice(0, slash), name: text.slice(slash + 1) };
+  const ref = podRef(text, namespace);
   const workload = state.workloadByName(ref.namespace, ref.name);
   if (workload) return workload;
   const known = state.workloads().map((candidate) => `${candidate.namespace}/${candidate.name}`).sort();

@@ -34,6 +34,12 @@ export interface AuthzCheckResult {
   decidedBy?: string;
 }
 
+/** A pod named `namespace/name`, or `name` in `defaultNamespace`, as both checks take their arguments. */
+export function podRef(text: string, defaultNamespace: string): { namespace: string; name: string } {
+  const slash = text.indexOf('/');
+  return slash === -1 ? { namespace: defaultNamespace, name: text } : { namespace: text.slice(0, slash), name: text.slice(slash + 1) };
+}
+
 /**
  * Decides a connection as the destination's agent would: nothing applies to a destination outside the mesh;
  * otherwise the peer is its SPIFFE identity over HBONE, or only its address over plaintext.
