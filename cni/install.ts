@@ -3,8 +3,13 @@
  * primary conflist; removes both on uninstall; in watch mode, re-adds the entry whenever the primary CNI
  * rewrites its conflist (they do, on their own restarts).
  *
- *   node cni/install.ts --bin-dir /opt/cni/bin --conf-dir /etc/cni/net.d [--cluster-dir D | --kubeconfig F]
+ *   node cni/install.ts --bin-dir /opt/cni/bin --conf-dir /etc/cni/net.d
+ *                       [--cluster-dir D | --kubeconfig F | --kubeconfig-from-service-account]
  *                       [--agent-socket S] [--log-level L] [--uninstall] [--watch]
+ *
+ * --kubeconfig-from-service-account (in a cluster): writes `<conf-dir>/ambit-cni-kubeconfig` from this pod's service
+ * account (service-account-kubeconfig.ts) and points the plugin at it; with --watch it is rewritten when the token
+ * rotates.
  *
  * Owns: file placement, atomic writes, the watch loop.
  * Must not know about: what the plugin does when run (plugin.ts) or conflist JSON details (conflist.ts).
@@ -16,6 +21,7 @@ import { parseArgs } from 'node:util';
 import { DEFAULT_AGENT_SOCKET } from '../shared/cni-protocol.ts';
 import { PLUGIN_TYPE } from './config.ts';
 import { addAmbitEntry, choosePrimaryConflist, ConflistError, removeAmbitEntry, type AmbitPluginEntry } from './conflist.ts';
+import { PLUGIN_KUBECONFIG_NAME, renderServiceAccountKubeconfig } from './service-account-kubeconfig.ts';
 
 /** The cni/ directory this file lives in: what an installed wrapper runs. */
 const CNI_SOURCE_DIR = import.meta.dirname;
@@ -72,6 +78,21 @@ export async function ensureConflistEntry(confDir: string, entry: AmbitPluginEnt
   return { file, changed: edit.changed };
 }
 
+/** Writes `file` only when its content differs (atomically, mode 0600). Returns whether it was written. */
+export async function writeIfChanged(file: string, text: string): Promise<boolean> {
+  const current = await readFile(file, 'utf8').catch(() => undefined);
+  if (current === text) return false;
+  await writeAtomically(file, text, 0o600);
+  return true;
+}
+
+/** The plugin's kubeconfig from this pod's service account, written into confDir; returns its path. */
+export async function writePluginKubeconfig(confDir: string, env: NodeJS.ProcessEnv, serviceAccountDir?: string): Promise<{ file: string; changed: boolean }> {
+  const file = path.join(confDir, PLUGIN_KUBECONFIG_NAME);
+  const changed = await writeIfChanged(file, await renderServiceAccountKubeconfig(env, serviceAccountDir));
+  return { file, changed };
+}
+
 export async function install(options: InstallOptions): Promise<{ binary: string; conflist: string }> {
   const binary = await installBinary(options.binDir, options.nodePath);
   const { file } = await ensureConflistEntry(options.confDir, options.entry);
@@ -96,6 +117,7 @@ export async function uninstall(binDir: string, confDir: string): Promise<string
     }
   }
   await rm(path.join(binDir, PLUGIN_TYPE), { force: true });
+  await rm(path.join(confDir, PLUGIN_KUBECONFIG_NAME), { force: true });
   return edited;
 }
 
@@ -154,6 +176,7 @@ async function main(): Promise<void> {
       'agent-socket': { type: 'string', default: DEFAULT_AGENT_SOCKET },
       'cluster-dir': { type: 'string' },
       kubeconfig: { type: 'string' },
+      'kubeconfig-from-service-account': { type: 'boolean', default: false },
       'log-level': { type: 'string' },
       uninstall: { type: 'boolean', default: false },
       watch: { type: 'boolean', default: false },
@@ -162,21 +185,25 @@ async function main(): Promise<void> {
   const binDir = values['bin-dir'];
   const confDir = values['conf-dir'];
   if (binDir === undefined || confDir === undefined) {
-    throw new Error('usage: node cni/install.ts --bin-dir DIR --conf-dir DIR [--cluster-dir DIR | --kubeconfig FILE] [--uninstall] [--watch]');
+    throw new Error('usage: node cni/install.ts --bin-dir DIR --conf-dir DIR [--cluster-dir DIR | --kubeconfig FILE | --kubeconfig-from-service-account] [--uninstall] [--watch]');
   }
   if (values.uninstall) {
     const edited = await uninstall(binDir, confDir);
     console.log(`ambit-cni removed from ${binDir}${edited.length > 0 ? ` and ${edited.join(', ')}` : ''}`);
     return;
   }
-  if (values['cluster-dir'] === undefined && values.kubeconfig === undefined) {
-    throw new Error('set --cluster-dir (local mode) or --kubeconfig (Kubernetes mode)');
+  const fromServiceAccount = values['kubeconfig-from-service-account'];
+  const sources = [values['cluster-dir'] !== undefined, values.kubeconfig !== undefined, fromServiceAccount].filter(Boolean).length;
+  if (sources !== 1) {
+    throw new Error('set one of --cluster-dir (local mode), --kubeconfig FILE or --kubeconfig-from-service-account (Kubernetes mode)');
   }
+  let kubeconfig = values.kubeconfig !== undefined ? path.resolve(values.kubeconfig) : undefined;
+  if (fromServiceAccount) kubeconfig = (await writePluginKubeconfig(confDir, process.env)).file;
   const entry: AmbitPluginEntry = {
     type: PLUGIN_TYPE,
     agentSocket: path.resolve(values['agent-socket']),
     ...(values['cluster-dir'] !== undefined ? { clusterDir: path.resolve(values['cluster-dir']) } : {}),
-    ...(values.kubeconfig !== undefined ? { kubeconfig: path.resolve(values.kubeconfig) } : {}),
+    ...(kubeconfig !== undefined ? { kubeconfig } : {}),
     ...(values['log-level'] !== undefined ? { logLevel: values['log-level'] } : {}),
   };
   const result = await install({ binDir, confDir, entry });
@@ -186,7 +213,19 @@ async function main(): Promise<void> {
       onReAdd: (file) => console.log(`conflist ${file} was rewritten: ambit-cni entry re-added`),
       onError: (error) => console.error(`watching ${confDir}: ${error.message}`),
     });
-    const stop = (): void => watcher.close();
+    // Projected tokens rotate: keep the plugin's copy current.
+    const refresh = fromServiceAccount
+      ? setInterval(() => {
+          writePluginKubeconfig(confDir, process.env).then(
+            ({ file, changed }) => changed && console.log(`service account token rotated: ${file} rewritten`),
+            (error: Error) => console.error(`refreshing the plugin's kubeconfig: ${error.message}`),
+          );
+        }, WATCH_RECHECK_INTERVAL_MS)
+      : undefined;
+    const stop = (): void => {
+      watcher.close();
+      clearInterval(refresh);
+    };
     process.once('SIGTERM', stop);
     process.once('SIGINT', stop);
   }

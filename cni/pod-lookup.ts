@@ -1,8 +1,8 @@
 /**
  * Finds the pod being added and its namespace, from wherever the config says pods live.
  *
- * Owns: local mode (a cluster directory of YAML) and the explicit refusal of Kubernetes mode, which a later
- * issue implements against the API server.
+ * Owns: choosing the source; local mode (a cluster directory of YAML) here, Kubernetes mode (the API server) in
+ * api-server-lookup.ts.
  * Must not know about: enrollment rules, the agent, or CNI output.
  */
 import { ClusterDirError, readClusterDir, type ClusterDirProblem } from '../shared/k8s/cluster-dir.ts';
@@ -19,10 +19,9 @@ export interface PodLookup {
 
 export async function lookupPod(source: PodSource, podNamespace: string, podName: string): Promise<PodLookup> {
   if (source.mode === 'kubernetes') {
-    throw new CniError(
-      CniErrorCode.UNSUPPORTED_FIELD,
-      'kubernetes mode ("kubeconfig") is not yet supported by ambit-cni; use "clusterDir" (local mode)',
-    );
+    // Loaded only in Kubernetes mode: local mode never pays for the HTTPS client.
+    const { lookupPodInApiServer } = await import('./api-server-lookup.ts');
+    return { ...(await lookupPodInApiServer(source.kubeconfig, podNamespace, podName)), problems: [] };
   }
   let snapshot;
   try {

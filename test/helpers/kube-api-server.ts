@@ -3,6 +3,8 @@
  * the real protocol, closely enough that the official client (@kubernetes/client-node 2.x) lists and watches
  * against it unmodified:
  *   - HTTPS only (a self-signed certificate made with shared/identity's x509 provider), bearer token auth;
+ *   - `GET <collection>/<name>` (namespaced: `.../namespaces/<ns>/<resource>/<name>`) reads one object, 404 Status
+ *     when absent (the CNI plugin's lookup);
  *   - `GET <collection>` lists with `metadata.resourceVersion` (one global counter, as etcd's revision);
  *   - `GET <collection>?watch=true&resourceVersion=N[&allowWatchBookmarks=true]` streams JSON lines
  *     `{"type":"ADDED|MODIFIED|DELETED|BOOKMARK","object":...}` of every change after N, then live ones;
@@ -290,6 +292,16 @@ export class FakeKubeApiServer {
       this.#stored(storedPath[2] === 'secrets' ? this.secrets : this.configMaps, storedPath[2]!, request, response, storedPath[1]!, storedPath[3]);
       return;
     }
+    const single = request.method === 'GET' ? this.#objectAt(url.pathname) : undefined;
+    if (single) {
+      if (single.object) {
+        response.writeHead(200, { 'content-type': 'application/json' });
+        response.end(JSON.stringify(single.object));
+      } else {
+        this.#status(response, 404, 'NotFound', `${single.collection.path.split('/').pop()} "${single.name}" not found`);
+      }
+      return;
+    }
     const collection = COLLECTIONS.find((entry) => entry.path === url.pathname);
     if (request.method !== 'GET' || !collection) {
       this.#status(response, 404, 'NotFound', `the server could not find the requested resource (${request.method} ${url.pathname})`);
@@ -299,6 +311,22 @@ export class FakeKubeApiServer {
     if ((watch === 'true' || watch === '1') && this.#heldWatches) this.#heldWatches.push(() => this.#watch(collection, url, response));
     else if (watch === 'true' || watch === '1') this.#watch(collection, url, response);
     else this.#list(collection, response);
+  }
+
+  /** `GET /api/v1/namespaces/<ns>/pods/<name>` or `GET /api/v1/namespaces/<name>`: one object, as a real server serves it. */
+  #objectAt(pathname: string): { collection: Collection; name: string; object: K8sObject | undefined } | undefined {
+    for (const collection of COLLECTIONS) {
+      const prefix = collection.path.slice(0, collection.path.lastIndexOf('/'));
+      const resource = collection.path.slice(collection.path.lastIndexOf('/') + 1);
+      const match = collection.namespaced
+        ? new RegExp(`^${prefix}/namespaces/([^/]+)/${resource}/([^/]+)$`).exec(pathname)
+        : new RegExp(`^${collection.path}/([^/]+)$`).exec(pathname);
+      if (!match) continue;
+      const name = decodeURIComponent(match[collection.namespaced ? 2 : 1]!);
+      const key = collection.namespaced ? `${decodeURIComponent(match[1]!)}/${name}` : name;
+      return { collection, name, object: this.#store(collection).get(key) };
+    }
+    return undefined;
   }
 
   #list(collection: Collection, response: ServerResponse): void {
