@@ -30,7 +30,7 @@ APT_STAMP := $(TOOLCHAIN)/.apt
 NODE := $(NODE_DIR)/bin/node
 AVA := $(NODE) node_modules/ava/entrypoints/cli.mjs
 
-.PHONY: build test test-unit test-net lint bench demo clean toolchain deps
+.PHONY: build test test-unit test-net lint bench demo clean toolchain deps manifests
 
 $(NODE_STAMP):
 	mkdir -p $(TOOLCHAIN)
@@ -70,6 +70,10 @@ test-unit: deps
 
 test-net: deps
 	$(AVA) 'test/net/**/*.test.ts' 'test/interop/**/*.test.ts'
+
+# deploy/manifests and deploy/helm/ambit are generated from deploy/*.ts (a test fails when they are stale).
+manifests: deps
+	$(NODE) deploy/generate.ts
 
 bench: deps
 	$(NODE) bench/run.ts

@@ -1,0 +1,129 @@
+/**
+ * The node agent as a DaemonSet: on every node, the agent (capture, HBONE, policy, telemetry) and beside it the
+ * CNI installer, which keeps ambit's plugin in the node's CNI configuration.
+ *
+ * Owns: the agent pod: host network (it serves the node's CNI socket and reaches pods' network namespaces by
+ * path), privileges (setns, iptables in pods' namespaces, IP_TRANSPARENT), host directories, the mesh root and
+ * the projected token it shows the control plane, probes, drain time, and the installer's flags.
+ * The installer does not remove the plugin when its container stops: an upgrade must not open a window in which
+ * enrolled pods start uncaptured. While no agent answers, enrolled pods wait (the plugin fails closed).
+ * Must not know about: RBAC (rbac.ts) or the control plane (controlplane.ts).
+ */
+import { DaemonSet } from 'kubernetes-models/apps/v1/DaemonSet';
+import { METRICS_PORT, READINESS_PORT } from '../agent/config.ts';
+import { ROOT_CONFIGMAP_KEY, ROOT_CONFIGMAP_NAME } from '../controlplane/ca/config.ts';
+import { XDS_PORT } from '../controlplane/xds/server.ts';
+import { DEFAULT_AGENT_SOCKET } from '../shared/cni-protocol.ts';
+import { AGENT, AGENT_RUN_DIR, CONTROLPLANE, HOST_MOUNT, IMAGE_APP_DIR, image, labels, NETNS_DIR, ROOT_CERT_DIR, TOKEN_DIR, TOKEN_FILE_NAME } from './names.ts';
+import type { InstallValues } from './values.ts';
+
+/** Longer than the agent's drain (AMBIT_DRAIN_MS, agent/config.ts), so open tunnels finish before SIGKILL. */
+const TERMINATION_GRACE_SECONDS = 30;
+
+/** The installer's command line (cni/install.ts), in the container's view of the host directories. */
+export function installerCommand(values: InstallValues): string[] {
+  return [
+    'node', `${IMAGE_APP_DIR}/cni/install.ts`,
+    '--bin-dir', `${HOST_MOUNT}${values.cni.binDir}`,
+    '--conf-dir', `${HOST_MOUNT}${values.cni.confDir}`,
+    '--host-conf-dir', values.cni.confDir,
+    '--host-runtime-dir', `${HOST_MOUNT}${values.cni.runtimeDir}`,
+    '--host-runtime-path', values.cni.runtimeDir,
+    '--kubeconfig-from-service-account',
+    '--agent-socket', DEFAULT_AGENT_SOCKET,
+    '--watch',
+  ];
+}
+
+export function agentObjects(values: InstallValues) {
+  const { namespace } = values;
+  const selector = { app: AGENT };
+  const hostDir = (name: string, hostPath: string) => ({ name, hostPath: { path: hostPath, type: 'DirectoryOrCreate' as const } });
+  return [
+    new DaemonSet({
+      metadata: { name: AGENT, namespace, labels: labels(AGENT) },
+      spec: {
+        selector: { matchLabels: selector },
+        updateStrategy: { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: 1 } },
+        template: {
+          metadata: {
+            labels: { ...labels(AGENT), 'sidecar.istio.io/inject': 'false' },
+            annotations: { 'prometheus.io/scrape': 'true', 'prometheus.io/port': String(METRICS_PORT), 'prometheus.io/path': '/metrics' },
+          },
+          spec: {
+            serviceAccountName: AGENT,
+            hostNetwork: true,
+            dnsPolicy: 'ClusterFirstWithHostNet',
+            priorityClassName: 'system-node-critical',
+            terminationGracePeriodSeconds: TERMINATION_GRACE_SECONDS,
+            // Every node, whatever its taints: an enrolled pod on a node without an agent cannot start.
+            tolerations: [{ operator: 'Exists' }],
+            nodeSelector: { 'kubernetes.io/os': 'linux' },
+            containers: [
+              {
+                name: 'agent',
+                image: image(values.hub, values.tag),
+                command: ['node', `${IMAGE_APP_DIR}/agent/main.ts`],
+                env: [
+                  { name: 'AMBIT_NODE_NAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } },
+                  { name: 'AMBIT_XDS_ADDRESS', value: `${CONTROLPLANE}.${namespace}.svc:${XDS_PORT}` },
+                  { name: 'AMBIT_ROOT_CERT_FILE', value: `${ROOT_CERT_DIR}/${ROOT_CONFIGMAP_KEY}` },
+                  { name: 'AMBIT_TOKEN_FILE', value: `${TOKEN_DIR}/${TOKEN_FILE_NAME}` },
+                  { name: 'AMBIT_CNI_SOCKET', value: DEFAULT_AGENT_SOCKET },
+                  { name: 'AMBIT_TRUST_DOMAIN', value: values.trustDomain },
+                  { name: 'AMBIT_LOG_LEVEL', value: values.logLevel },
+                  { name: 'AMBIT_WORKER_THREADS', value: values.agent.workerThreads },
+                ],
+                ports: [
+                  { name: 'http-metrics', containerPort: METRICS_PORT, protocol: 'TCP' },
+                  { name: 'http-ready', containerPort: READINESS_PORT, protocol: 'TCP' },
+                ],
+                readinessProbe: { httpGet: { path: '/healthz/ready', port: READINESS_PORT }, periodSeconds: 2, failureThreshold: 3 },
+                resources: {
+                  requests: { cpu: values.agent.cpuRequest, memory: values.agent.memoryRequest },
+                  limits: { memory: values.agent.memoryLimit },
+                },
+                // setns into pods' namespaces, iptables there, SO_MARK / IP_TRANSPARENT sockets: as istio-cni's node agent.
+                securityContext: { privileged: true, runAsUser: 0 },
+                volumeMounts: [
+                  { name: 'ambit-run', mountPath: AGENT_RUN_DIR },
+                  { name: 'netns', mountPath: NETNS_DIR, mountPropagation: 'HostToContainer' },
+                  { name: 'mesh-root', mountPath: ROOT_CERT_DIR, readOnly: true },
+                  { name: 'agent-token', mountPath: TOKEN_DIR, readOnly: true },
+                ],
+              },
+              {
+                name: 'install-cni',
+                image: image(values.hub, values.tag),
+                command: installerCommand(values),
+                resources: { requests: { cpu: '10m', memory: '64Mi' }, limits: { memory: '256Mi' } },
+                securityContext: { runAsUser: 0, allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'], add: ['CHOWN', 'DAC_OVERRIDE', 'FOWNER'] } },
+                volumeMounts: [
+                  { name: 'cni-bin', mountPath: `${HOST_MOUNT}${values.cni.binDir}` },
+                  { name: 'cni-conf', mountPath: `${HOST_MOUNT}${values.cni.confDir}` },
+                  { name: 'cni-runtime', mountPath: `${HOST_MOUNT}${values.cni.runtimeDir}` },
+                ],
+              },
+            ],
+            volumes: [
+              hostDir('ambit-run', AGENT_RUN_DIR),
+              hostDir('netns', NETNS_DIR),
+              hostDir('cni-bin', values.cni.binDir),
+              hostDir('cni-conf', values.cni.confDir),
+              hostDir('cni-runtime', values.cni.runtimeDir),
+              { name: 'mesh-root', configMap: { name: ROOT_CONFIGMAP_NAME } },
+              {
+                name: 'agent-token',
+                projected: {
+                  // The API server's own audience: the control plane checks it with a TokenReview, which also says
+                  // which node the token's pod runs on (the CA signs only for pods on that node).
+                  sources: [{ serviceAccountToken: { path: TOKEN_FILE_NAME, expirationSeconds: 43200 } }],
+                },
+              },
+            ],
+          },
+        },
+      },
+    }),
+  ];
+}

@@ -1,0 +1,171 @@
+// Offline checks of what an operator applies (deploy/): the committed manifests and Helm chart are what
+// deploy/generate.ts makes, every object passes the Kubernetes schemas (kubernetes-models), the chart with its
+// default values is the plain manifests, and the objects agree with the programs that run in them (the agent's
+// and the control plane's own config parsers accept their settings; RBAC covers what the control plane watches).
+// No Kubernetes runs here: these are the checks that can be made without an API server.
+import test from 'ava';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { Ajv } from 'ajv';
+import { parse, parseAllDocuments } from 'yaml';
+import { configFromEnv } from '../../agent/config.ts';
+import { parseConfig as parseControlPlaneConfig } from '../../controlplane/main.ts';
+import { WATCHED_RESOURCES } from '../../controlplane/sources/kubernetes.ts';
+import { ROOT_CONFIGMAP_NAME } from '../../controlplane/ca/config.ts';
+import { generatedFiles } from '../../deploy/generate.ts';
+import { crdObjects, installObjects } from '../../deploy/render.ts';
+import { DEFAULT_VALUES } from '../../deploy/values.ts';
+import { validatePolicy } from '../../shared/policy/validate.ts';
+
+const DEPLOY = path.join(import.meta.dirname, '..', '..', 'deploy');
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- manifests are free-form YAML read by assertions
+type Doc = Record<string, any>;
+
+async function documents(file: string): Promise<Doc[]> {
+  return parseAllDocuments(await readFile(path.join(DEPLOY, file), 'utf8'))
+    .map((document) => document.toJS() as Doc | null)
+    .filter((document): document is Doc => document !== null);
+}
+
+function find(docs: Doc[], kind: string, name: string): Doc {
+  const found = docs.find((doc) => doc.kind === kind && doc.metadata?.name === name);
+  if (!found) throw new Error(`no ${kind} ${name}`);
+  return found;
+}
+
+test('the committed manifests and chart are exactly what deploy/generate.ts makes (run `make manifests` after changing deploy/*.ts)', async (t) => {
+  for (const [name, content] of generatedFiles()) {
+    t.is(await readFile(path.join(DEPLOY, name), 'utf8'), content, `deploy/${name} is stale`);
+  }
+});
+
+test('every object passes the Kubernetes schemas, and a bad field value is caught', (t) => {
+  for (const object of [...crdObjects(), ...installObjects(DEFAULT_VALUES)]) t.notThrows(() => object.validate(), `${object.kind} ${object.metadata?.name}`);
+  const [daemonSet] = installObjects({ ...DEFAULT_VALUES, agent: { ...DEFAULT_VALUES.agent } }).filter((object) => object.kind === 'DaemonSet') as unknown as [Doc & { validate(): void }];
+  daemonSet.spec.template.spec.containers[0].imagePullPolicy = 'Sometimes';
+  t.throws(() => daemonSet.validate(), { message: /imagePullPolicy must be equal to one of the allowed values/ });
+});
+
+test('the Helm chart rendered with its values.yaml is the plain manifests', async (t) => {
+  const values = parse(await readFile(path.join(DEPLOY, 'helm/ambit/values.yaml'), 'utf8')) as Doc;
+  const template = await readFile(path.join(DEPLOY, 'helm/ambit/templates/ambit.yaml'), 'utf8');
+  const used = new Set<string>();
+  // The templates use only value substitution (no conditionals or loops), so this is exactly what `helm template` does with them.
+  const rendered = template.replace(/\{\{ (\.Values\.[\w.]+|\.Release\.Namespace) \}\}/g, (_match, reference: string) => {
+    if (reference === '.Release.Namespace') return DEFAULT_VALUES.namespace;
+    used.add(reference.slice('.Values.'.length));
+    const value = reference
+      .slice('.Values.'.length)
+      .split('.')
+      .reduce<unknown>((node, key) => (node as Doc | undefined)?.[key], values);
+    if (typeof value !== 'string') throw new Error(`${reference} is not a string in values.yaml`);
+    return value;
+  });
+  t.notRegex(rendered, /\{\{/, 'every template expression was one the renderer knows');
+  const fromChart = parseAllDocuments(rendered).map((document) => document.toJS() as Doc | null).filter((document) => document !== null);
+  const plain = (await documents('manifests/ambit.yaml')).filter((doc) => doc.kind !== 'Namespace');
+  t.deepEqual(fromChart, plain);
+  const leaves = (node: Doc, prefix = ''): string[] => Object.entries(node).flatMap(([key, value]) => (typeof value === 'object' ? leaves(value as Doc, `${prefix}${key}.`) : [`${prefix}${key}`]));
+  t.deepEqual(leaves(values).sort(), [...used].sort(), 'every value in values.yaml is used, and only those');
+  t.deepEqual(await documents('helm/ambit/crds/security-istio-io.yaml'), await documents('manifests/crds.yaml'));
+});
+
+test('the agent DaemonSet gives the agent a configuration it accepts, with its files and socket on mounted volumes', async (t) => {
+  const docs = await documents('manifests/ambit.yaml');
+  const daemonSet = find(docs, 'DaemonSet', 'ambit-agent');
+  const pod = daemonSet.spec.template.spec;
+  t.true(pod.hostNetwork, 'the agent serves the node: host network');
+  const agent = pod.containers.find((container: Doc) => container.name === 'agent');
+  const env: NodeJS.ProcessEnv = {};
+  for (const variable of agent.env as Doc[]) {
+    if (variable.valueFrom) {
+      t.is(variable.valueFrom.fieldRef.fieldPath, 'spec.nodeName', `${variable.name} comes from the node name`);
+      env[variable.name] = 'node-a';
+    } else {
+      env[variable.name] = variable.value;
+    }
+  }
+  const config = configFromEnv(env);
+  t.is(config.nodeName, 'node-a');
+  t.is(config.controlPlane?.xdsAddress, `ambit-controlplane.${DEFAULT_VALUES.namespace}.svc:15012`);
+  t.truthy(find(docs, 'Service', 'ambit-controlplane').spec.ports.find((port: Doc) => port.port === 15012), 'the Service serves that port');
+  const mounts = agent.volumeMounts as Doc[];
+  const volumeOf = (file: string) => {
+    const mount = mounts.find((candidate) => file.startsWith(`${candidate.mountPath}/`));
+    return mount && pod.volumes.find((volume: Doc) => volume.name === mount.name);
+  };
+  t.is(volumeOf(config.controlPlane!.rootCertFile)?.configMap?.name, ROOT_CONFIGMAP_NAME, 'the mesh root comes from the ConfigMap the control plane publishes');
+  t.truthy(volumeOf(config.controlPlane!.tokenFile)?.projected?.sources[0].serviceAccountToken, 'a projected service account token');
+  t.is(volumeOf(config.cniSocket)?.hostPath?.path, path.dirname(config.cniSocket), 'the CNI socket is on the host, where the plugin runs');
+  t.is(mounts.find((mount) => mount.mountPath === '/var/run/netns')?.mountPropagation, 'HostToContainer', "pods' network namespaces appear in the agent as they are created");
+  t.is(agent.readinessProbe.httpGet.path, '/healthz/ready');
+  t.is(agent.readinessProbe.httpGet.port, 15021);
+  t.deepEqual(pod.tolerations, [{ operator: 'Exists' }], 'every node gets an agent');
+});
+
+test('the control plane Deployment gives the control plane a Kubernetes configuration that trusts the agent service account', async (t) => {
+  const docs = await documents('manifests/ambit.yaml');
+  const deployment = find(docs, 'Deployment', 'ambit-controlplane');
+  const container = deployment.spec.template.spec.containers[0];
+  const env: NodeJS.ProcessEnv = {};
+  for (const variable of container.env as Doc[]) env[variable.name] = variable.valueFrom ? 'istio-system' : variable.value;
+  const config = parseControlPlaneConfig(container.command.slice(2), env);
+  t.is(config.source.type, 'kubernetes');
+  t.is(config.namespace, DEFAULT_VALUES.namespace);
+  t.deepEqual(config.trustedNodeAgents, [`system:serviceaccount:${DEFAULT_VALUES.namespace}:${find(docs, 'DaemonSet', 'ambit-agent').spec.template.spec.serviceAccountName}`]);
+  t.is(deployment.spec.template.spec.serviceAccountName, 'ambit-controlplane');
+});
+
+test('RBAC: the control plane may list and watch every kind its Kubernetes source watches; the agent may get pods and namespaces', async (t) => {
+  const docs = await documents('manifests/ambit.yaml');
+  const allows = (role: Doc, group: string, resource: string, verb: string) =>
+    (role.rules as Doc[]).some((rule) => rule.apiGroups.includes(group) && rule.resources.includes(resource) && rule.verbs.includes(verb));
+  const controlPlane = find(docs, 'ClusterRole', 'ambit-controlplane');
+  for (const descriptor of WATCHED_RESOURCES) {
+    const group = descriptor.apiVersion.includes('/') ? descriptor.apiVersion.split('/')[0]! : '';
+    const resource = descriptor.path.split('/').pop()!;
+    for (const verb of ['list', 'watch']) t.true(allows(controlPlane, group, resource, verb), `${verb} ${group}/${resource}`);
+  }
+  t.true(allows(controlPlane, 'authentication.k8s.io', 'tokenreviews', 'create'));
+  for (const verb of ['get', 'create', 'update']) t.true(allows(controlPlane, '', 'configmaps', verb), `${verb} configmaps (the mesh root in every namespace)`);
+  const caRole = find(docs, 'Role', 'ambit-controlplane');
+  t.is(caRole.metadata.namespace, DEFAULT_VALUES.namespace, 'the CA secret is reachable only in its own namespace');
+  t.false(allows(controlPlane, '', 'secrets', 'get'), 'no cluster-wide secrets');
+  const agent = find(docs, 'ClusterRole', 'ambit-agent');
+  t.true(allows(agent, '', 'pods', 'get') && allows(agent, '', 'namespaces', 'get'), "the CNI plugin's lookup");
+  for (const binding of ['ClusterRoleBinding', 'RoleBinding']) {
+    for (const doc of docs.filter((candidate) => candidate.kind === binding)) {
+      t.truthy(find(docs, 'ServiceAccount', doc.subjects[0].name), `${binding} ${doc.metadata.name} binds an account that exists`);
+    }
+  }
+});
+
+test('the CRDs are structural and accept what the control plane accepts', async (t) => {
+  const crds = await documents('manifests/crds.yaml');
+  t.deepEqual(crds.map((crd) => crd.metadata.name).sort(), ['authorizationpolicies.security.istio.io', 'peerauthentications.security.istio.io']);
+  const problems: string[] = [];
+  const walk = (schema: Doc, at: string) => {
+    if (schema.type === undefined && !schema['x-kubernetes-preserve-unknown-fields']) problems.push(`${at}: no type`);
+    if (schema.properties && schema.additionalProperties !== undefined) problems.push(`${at}: properties and additionalProperties`);
+    for (const [name, property] of Object.entries((schema.properties ?? {}) as Record<string, Doc>)) walk(property, `${at}.${name}`);
+    if (schema.items) walk(schema.items as Doc, `${at}[]`);
+    if (typeof schema.additionalProperties === 'object') walk(schema.additionalProperties as Doc, `${at}{}`);
+  };
+  for (const crd of crds) for (const version of crd.spec.versions as Doc[]) walk(version.schema.openAPIV3Schema, `${crd.metadata.name}/${version.name}`);
+  t.deepEqual(problems, []);
+  t.deepEqual(crds.map((crd) => (crd.spec.versions as Doc[]).filter((version) => version.storage).map((version) => version.name)), [['v1'], ['v1']]);
+
+  const ajv = new Ajv({ strict: false });
+  const samples: Doc[] = [
+    { apiVersion: 'security.istio.io/v1', kind: 'AuthorizationPolicy', metadata: { name: 'a', namespace: 'shop' }, spec: { selector: { matchLabels: { app: 'web' } }, action: 'ALLOW', rules: [{ from: [{ source: { principals: ['cluster.local/ns/shop/sa/client'], ipBlocks: ['10.0.0.0/8'] } }], to: [{ operation: { ports: ['8080'] } }], when: [{ key: 'source.namespace', values: ['shop'] }] }] } },
+    { apiVersion: 'security.istio.io/v1', kind: 'PeerAuthentication', metadata: { name: 'p', namespace: 'shop' }, spec: { selector: { matchLabels: { app: 'web' } }, mtls: { mode: 'STRICT' }, portLevelMtls: { '8080': { mode: 'PERMISSIVE' } } } },
+  ];
+  for (const sample of samples) {
+    t.true(validatePolicy(sample).ok, 'the control plane accepts it');
+    const crd = crds.find((candidate) => candidate.spec.names.kind === sample.kind)!;
+    const validate = ajv.compile(crd.spec.versions[0].schema.openAPIV3Schema);
+    t.true(validate(sample), `the CRD accepts it: ${JSON.stringify(validate.errors)}`);
+    t.false(validate({ ...sample, spec: { ...sample.spec, action: 'MAYBE', mtls: { mode: 'SOMETIMES' } } }), 'and refuses a bad enum');
+  }
+});
