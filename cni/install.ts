@@ -6,10 +6,16 @@
  *   node cni/install.ts --bin-dir /opt/cni/bin --conf-dir /etc/cni/net.d
  *                       [--cluster-dir D | --kubeconfig F | --kubeconfig-from-service-account]
  *                       [--agent-socket S] [--log-level L] [--uninstall] [--watch]
+ *                       [--host-runtime-dir DIR [--host-runtime-path PATH]]
  *
  * --kubeconfig-from-service-account (in a cluster): writes `<conf-dir>/ambit-cni-kubeconfig` from this pod's service
  * account (service-account-kubeconfig.ts) and points the plugin at it; with --watch it is rewritten when the token
  * rotates.
+ *
+ * --host-runtime-dir (in a cluster): the container runtime execs the plugin on the host, where this container's node
+ * and code do not exist. The installer copies a self-contained runtime into DIR (a hostPath mount, e.g.
+ * /host/opt/ambit-cni; host-runtime.ts) and the wrapper runs it from PATH, the same directory as the host sees it
+ * (e.g. /opt/ambit-cni; DIR by default). Without it (local mode) the wrapper runs this checkout with this node.
  *
  * Owns: file placement, atomic writes, the watch loop.
  * Must not know about: what the plugin does when run (plugin.ts) or conflist JSON details (conflist.ts).
@@ -21,10 +27,15 @@ import { parseArgs } from 'node:util';
 import { DEFAULT_AGENT_SOCKET } from '../shared/cni-protocol.ts';
 import { PLUGIN_TYPE } from './config.ts';
 import { addAmbitEntry, choosePrimaryConflist, ConflistError, removeAmbitEntry, type AmbitPluginEntry } from './conflist.ts';
+import { CURRENT_LINK, installHostRuntime, removeHostRuntime, RUNTIME_NODE, type HostRuntime } from './host-runtime.ts';
 import { PLUGIN_KUBECONFIG_NAME, renderServiceAccountKubeconfig } from './service-account-kubeconfig.ts';
 
 /** The cni/ directory this file lives in: what an installed wrapper runs. */
 const CNI_SOURCE_DIR = import.meta.dirname;
+/** The checkout cni/ is in: a host runtime keeps the plugin's files at their paths relative to it (`../shared`). */
+const SOURCE_ROOT = path.dirname(CNI_SOURCE_DIR);
+/** The plugin's entry, as the wrapper runs it (`$AMBIT_CNI_HOME/main.ts`). */
+const PLUGIN_ENTRY = path.join(CNI_SOURCE_DIR, 'main.ts');
 /**
  * fs.watch misses events on some filesystems (overlay, NFS, bind mounts from the host) and while the
  * directory is being replaced; a periodic check bounds how long a missed rewrite leaves pods uncaptured.
@@ -37,8 +48,19 @@ export interface InstallOptions {
   binDir: string;
   confDir: string;
   entry: AmbitPluginEntry;
-  /** Node binary the installed wrapper runs; this process's own by default. */
+  /** Node binary the installed wrapper runs (or, with hostRuntime, that is copied); this process's own by default. */
   nodePath?: string;
+  /** Copy a self-contained plugin runtime for the host instead of pointing the wrapper at this checkout. */
+  hostRuntime?: HostRuntimeTarget;
+}
+
+export interface HostRuntimeTarget {
+  /** Where this process writes the runtime (a hostPath mount in the installer's container). */
+  dir: string;
+  /** The same directory as the host, which runs the plugin, sees it; `dir` by default. */
+  hostPath?: string;
+  /** See host-runtime.ts PREVIOUS_VERSION_GRACE_MS. */
+  previousVersionGraceMs?: number;
 }
 
 async function writeAtomically(file: string, text: string, mode?: number): Promise<void> {
@@ -48,11 +70,11 @@ async function writeAtomically(file: string, text: string, mode?: number): Promi
   await rename(temp, file);
 }
 
-/** The wrapper script with its AMBIT_CNI_HOME / AMBIT_NODE lines pointing at this checkout and node. */
-export async function renderInstalledWrapper(nodePath: string): Promise<string> {
+/** The wrapper script with its AMBIT_CNI_HOME / AMBIT_NODE lines pointing at a cni/ directory (this one by default) and node. */
+export async function renderInstalledWrapper(nodePath: string, cniHome = CNI_SOURCE_DIR): Promise<string> {
   const wrapper = await readFile(path.join(CNI_SOURCE_DIR, PLUGIN_TYPE), 'utf8');
   return wrapper
-    .replace(/^AMBIT_CNI_HOME=""$/m, `AMBIT_CNI_HOME='${CNI_SOURCE_DIR}'`)
+    .replace(/^AMBIT_CNI_HOME=""$/m, `AMBIT_CNI_HOME='${cniHome}'`)
     .replace(/^AMBIT_NODE=""$/m, `AMBIT_NODE='${nodePath}'`);
 }
 
@@ -78,12 +100,31 @@ export async function ensureConflistEntry(confDir: string, entry: AmbitPluginEnt
   return { file, changed: edit.changed };
 }
 
-/** Writes `file` only when its content differs (atomically, mode 0600). Returns whether it was written. */
-export async function writeIfChanged(file: string, text: string): Promise<boolean> {
+/** Writes `file` only when its content differs (atomically, mode 0600 by default). Returns whether it was written. */
+export async function writeIfChanged(file: string, text: string, mode = 0o600): Promise<boolean> {
   const current = await readFile(file, 'utf8').catch(() => undefined);
   if (current === text) return false;
-  await writeAtomically(file, text, 0o600);
+  await writeAtomically(file, text, mode);
   return true;
+}
+
+/**
+ * Copies the plugin's runtime into target.dir, then points the wrapper in binDir at it as the host sees it: after
+ * the copy, so the wrapper never names a runtime that is not there. Rewrites nothing when nothing changed.
+ */
+export async function installHostBinary(binDir: string, target: HostRuntimeTarget, nodePath?: string): Promise<{ binary: string; runtime: HostRuntime }> {
+  const runtime = await installHostRuntime({
+    runtimeDir: target.dir,
+    sourceRoot: SOURCE_ROOT,
+    entry: PLUGIN_ENTRY,
+    ...(nodePath !== undefined ? { nodePath } : {}),
+    ...(target.previousVersionGraceMs !== undefined ? { previousVersionGraceMs: target.previousVersionGraceMs } : {}),
+  });
+  const current = path.join(path.resolve(target.hostPath ?? target.dir), CURRENT_LINK);
+  const binary = path.join(binDir, PLUGIN_TYPE);
+  const wrapper = await renderInstalledWrapper(path.join(current, RUNTIME_NODE), path.join(current, path.relative(SOURCE_ROOT, CNI_SOURCE_DIR)));
+  await writeIfChanged(binary, wrapper, 0o755);
+  return { binary, runtime };
 }
 
 /** The plugin's kubeconfig from this pod's service account, written into confDir; returns its path. */
@@ -93,14 +134,23 @@ export async function writePluginKubeconfig(confDir: string, env: NodeJS.Process
   return { file, changed };
 }
 
-export async function install(options: InstallOptions): Promise<{ binary: string; conflist: string }> {
-  const binary = await installBinary(options.binDir, options.nodePath);
+export async function install(options: InstallOptions): Promise<{ binary: string; conflist: string; hostRuntime?: HostRuntime }> {
+  let binary: string;
+  let hostRuntime: HostRuntime | undefined;
+  if (options.hostRuntime !== undefined) {
+    ({ binary, runtime: hostRuntime } = await installHostBinary(options.binDir, options.hostRuntime, options.nodePath));
+  } else {
+    binary = await installBinary(options.binDir, options.nodePath);
+  }
   const { file } = await ensureConflistEntry(options.confDir, options.entry);
-  return { binary, conflist: file };
+  return { binary, conflist: file, ...(hostRuntime !== undefined ? { hostRuntime } : {}) };
 }
 
-/** Removes our entry from every conflist in confDir (a rewrite may have moved it) and the binary. */
-export async function uninstall(binDir: string, confDir: string): Promise<string[]> {
+/**
+ * Removes our entry from every conflist in confDir (a rewrite may have moved it) and the binary, then the host
+ * runtime directory when given (last: until then the wrapper may still run it).
+ */
+export async function uninstall(binDir: string, confDir: string, hostRuntimeDir?: string): Promise<string[]> {
   const edited: string[] = [];
   for (const name of (await readdir(confDir)).filter((n) => n.endsWith('.conflist') && !n.startsWith('.')).sort()) {
     const file = path.join(confDir, name);
@@ -118,6 +168,7 @@ export async function uninstall(binDir: string, confDir: string): Promise<string
   }
   await rm(path.join(binDir, PLUGIN_TYPE), { force: true });
   await rm(path.join(confDir, PLUGIN_KUBECONFIG_NAME), { force: true });
+  if (hostRuntimeDir !== undefined) await removeHostRuntime(hostRuntimeDir);
   return edited;
 }
 
@@ -180,16 +231,25 @@ async function main(): Promise<void> {
       'log-level': { type: 'string' },
       uninstall: { type: 'boolean', default: false },
       watch: { type: 'boolean', default: false },
+      'host-runtime-dir': { type: 'string' },
+      'host-runtime-path': { type: 'string' },
     },
   });
   const binDir = values['bin-dir'];
   const confDir = values['conf-dir'];
   if (binDir === undefined || confDir === undefined) {
-    throw new Error('usage: node cni/install.ts --bin-dir DIR --conf-dir DIR [--cluster-dir DIR | --kubeconfig FILE | --kubeconfig-from-service-account] [--uninstall] [--watch]');
+    throw new Error(
+      'usage: node cni/install.ts --bin-dir DIR --conf-dir DIR [--cluster-dir DIR | --kubeconfig FILE | --kubeconfig-from-service-account] [--uninstall] [--watch] [--host-runtime-dir DIR [--host-runtime-path PATH]]',
+    );
   }
+  const hostRuntimeDir = values['host-runtime-dir'];
+  if (values['host-runtime-path'] !== undefined && hostRuntimeDir === undefined) {
+    throw new Error('--host-runtime-path names where the host sees --host-runtime-dir: set --host-runtime-dir too');
+  }
+  const hostRuntime = hostRuntimeDir !== undefined ? { dir: path.resolve(hostRuntimeDir), hostPath: path.resolve(values['host-runtime-path'] ?? hostRuntimeDir) } : undefined;
   if (values.uninstall) {
-    const edited = await uninstall(binDir, confDir);
-    console.log(`ambit-cni removed from ${binDir}${edited.length > 0 ? ` and ${edited.join(', ')}` : ''}`);
+    const edited = await uninstall(binDir, confDir, hostRuntime?.dir);
+    console.log(`ambit-cni removed from ${binDir}${edited.length > 0 ? ` and ${edited.join(', ')}` : ''}${hostRuntime !== undefined ? `; ${hostRuntime.dir} removed` : ''}`);
     return;
   }
   const fromServiceAccount = values['kubeconfig-from-service-account'];
@@ -206,8 +266,14 @@ async function main(): Promise<void> {
     ...(kubeconfig !== undefined ? { kubeconfig } : {}),
     ...(values['log-level'] !== undefined ? { logLevel: values['log-level'] } : {}),
   };
-  const result = await install({ binDir, confDir, entry });
+  const result = await install({ binDir, confDir, entry, ...(hostRuntime !== undefined ? { hostRuntime } : {}) });
   console.log(`ambit-cni installed: ${result.binary}, entry in ${result.conflist}`);
+  if (hostRuntime !== undefined && result.hostRuntime !== undefined) {
+    const { changed, version, files, bytes } = result.hostRuntime;
+    console.log(
+      `plugin runtime ${hostRuntime.dir}/${CURRENT_LINK} -> ${version} (${changed ? 'copied' : 'unchanged'}, ${files} files, ${(bytes / 1e6).toFixed(1)} MB), run by the host from ${hostRuntime.hostPath}`,
+    );
+  }
   if (values.watch) {
     const watcher = watchConflist(confDir, entry, {
       onReAdd: (file) => console.log(`conflist ${file} was rewritten: ambit-cni entry re-added`),
