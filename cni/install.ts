@@ -9,8 +9,9 @@
  *                       [--host-runtime-dir DIR [--host-runtime-path PATH]]
  *
  * --kubeconfig-from-service-account (in a cluster): writes `<conf-dir>/ambit-cni-kubeconfig` from this pod's service
- * account (service-account-kubeconfig.ts) and points the plugin at it; with --watch it is rewritten when the token
- * rotates.
+ * account (service-account-kubeconfig.ts) and points the plugin at it as `<host-conf-dir>/ambit-cni-kubeconfig`
+ * (--host-conf-dir: where the host sees --conf-dir, which a container mounts elsewhere; default: the same); with
+ * --watch it is rewritten when the token rotates.
  *
  * --host-runtime-dir (in a cluster): the container runtime execs the plugin on the host, where this container's node
  * and code do not exist. The installer copies a self-contained runtime into DIR (a hostPath mount, e.g.
@@ -219,11 +220,31 @@ export function watchConflist(
   };
 }
 
-async function main(): Promise<void> {
+/** What the command line asks for, checked before anything is touched. */
+export interface InstallCommand {
+  binDir: string;
+  confDir: string;
+  /** confDir as the host sees it (the installer runs in a container with the host's directory mounted elsewhere). */
+  hostConfDir: string;
+  hostRuntime?: HostRuntimeTarget;
+  uninstall: boolean;
+  watch: boolean;
+  /** Write the plugin's kubeconfig from this pod's service account (Kubernetes mode). */
+  fromServiceAccount: boolean;
+  /** The conflist entry; its kubeconfig (when written from the service account) is named as the host sees it. */
+  entry: AmbitPluginEntry;
+}
+
+const USAGE =
+  'usage: node cni/install.ts --bin-dir DIR --conf-dir DIR [--host-conf-dir DIR] [--cluster-dir DIR | --kubeconfig FILE | --kubeconfig-from-service-account] [--uninstall] [--watch] [--host-runtime-dir DIR [--host-runtime-path PATH]]';
+
+export function parseInstallArgs(argv: string[]): InstallCommand {
   const { values } = parseArgs({
+    args: argv,
     options: {
       'bin-dir': { type: 'string' },
       'conf-dir': { type: 'string' },
+      'host-conf-dir': { type: 'string' },
       'agent-socket': { type: 'string', default: DEFAULT_AGENT_SOCKET },
       'cluster-dir': { type: 'string' },
       kubeconfig: { type: 'string' },
@@ -237,35 +258,46 @@ async function main(): Promise<void> {
   });
   const binDir = values['bin-dir'];
   const confDir = values['conf-dir'];
-  if (binDir === undefined || confDir === undefined) {
-    throw new Error(
-      'usage: node cni/install.ts --bin-dir DIR --conf-dir DIR [--cluster-dir DIR | --kubeconfig FILE | --kubeconfig-from-service-account] [--uninstall] [--watch] [--host-runtime-dir DIR [--host-runtime-path PATH]]',
-    );
-  }
+  if (binDir === undefined || confDir === undefined) throw new Error(USAGE);
   const hostRuntimeDir = values['host-runtime-dir'];
   if (values['host-runtime-path'] !== undefined && hostRuntimeDir === undefined) {
     throw new Error('--host-runtime-path names where the host sees --host-runtime-dir: set --host-runtime-dir too');
   }
   const hostRuntime = hostRuntimeDir !== undefined ? { dir: path.resolve(hostRuntimeDir), hostPath: path.resolve(values['host-runtime-path'] ?? hostRuntimeDir) } : undefined;
-  if (values.uninstall) {
+  const hostConfDir = path.resolve(values['host-conf-dir'] ?? confDir);
+  const fromServiceAccount = values['kubeconfig-from-service-account'];
+  const sources = [values['cluster-dir'] !== undefined, values.kubeconfig !== undefined, fromServiceAccount].filter(Boolean).length;
+  if (sources !== 1 && !values.uninstall) {
+    throw new Error('set one of --cluster-dir (local mode), --kubeconfig FILE or --kubeconfig-from-service-account (Kubernetes mode)');
+  }
+  const kubeconfig = fromServiceAccount ? path.join(hostConfDir, PLUGIN_KUBECONFIG_NAME) : values.kubeconfig !== undefined ? path.resolve(values.kubeconfig) : undefined;
+  return {
+    binDir,
+    confDir,
+    hostConfDir,
+    ...(hostRuntime !== undefined ? { hostRuntime } : {}),
+    uninstall: values.uninstall,
+    watch: values.watch,
+    fromServiceAccount,
+    entry: {
+      type: PLUGIN_TYPE,
+      agentSocket: path.resolve(values['agent-socket']),
+      ...(values['cluster-dir'] !== undefined ? { clusterDir: path.resolve(values['cluster-dir']) } : {}),
+      ...(kubeconfig !== undefined ? { kubeconfig } : {}),
+      ...(values['log-level'] !== undefined ? { logLevel: values['log-level'] } : {}),
+    },
+  };
+}
+
+async function main(): Promise<void> {
+  const { binDir, confDir, hostRuntime, entry, fromServiceAccount, ...command } = parseInstallArgs(process.argv.slice(2));
+  if (command.uninstall) {
     const edited = await uninstall(binDir, confDir, hostRuntime?.dir);
     console.log(`ambit-cni removed from ${binDir}${edited.length > 0 ? ` and ${edited.join(', ')}` : ''}${hostRuntime !== undefined ? `; ${hostRuntime.dir} removed` : ''}`);
     return;
   }
-  const fromServiceAccount = values['kubeconfig-from-service-account'];
-  const sources = [values['cluster-dir'] !== undefined, values.kubeconfig !== undefined, fromServiceAccount].filter(Boolean).length;
-  if (sources !== 1) {
-    throw new Error('set one of --cluster-dir (local mode), --kubeconfig FILE or --kubeconfig-from-service-account (Kubernetes mode)');
-  }
-  let kubeconfig = values.kubeconfig !== undefined ? path.resolve(values.kubeconfig) : undefined;
-  if (fromServiceAccount) kubeconfig = (await writePluginKubeconfig(confDir, process.env)).file;
-  const entry: AmbitPluginEntry = {
-    type: PLUGIN_TYPE,
-    agentSocket: path.resolve(values['agent-socket']),
-    ...(values['cluster-dir'] !== undefined ? { clusterDir: path.resolve(values['cluster-dir']) } : {}),
-    ...(kubeconfig !== undefined ? { kubeconfig } : {}),
-    ...(values['log-level'] !== undefined ? { logLevel: values['log-level'] } : {}),
-  };
+  // Written where this container sees confDir; the entry names it where the host's runtime will read it.
+  if (fromServiceAccount) await writePluginKubeconfig(confDir, process.env);
   const result = await install({ binDir, confDir, entry, ...(hostRuntime !== undefined ? { hostRuntime } : {}) });
   console.log(`ambit-cni installed: ${result.binary}, entry in ${result.conflist}`);
   if (hostRuntime !== undefined && result.hostRuntime !== undefined) {
@@ -274,7 +306,7 @@ async function main(): Promise<void> {
       `plugin runtime ${hostRuntime.dir}/${CURRENT_LINK} -> ${version} (${changed ? 'copied' : 'unchanged'}, ${files} files, ${(bytes / 1e6).toFixed(1)} MB), run by the host from ${hostRuntime.hostPath}`,
     );
   }
-  if (values.watch) {
+  if (command.watch) {
     const watcher = watchConflist(confDir, entry, {
       onReAdd: (file) => console.log(`conflist ${file} was rewritten: ambit-cni entry re-added`),
       onError: (error) => console.error(`watching ${confDir}: ${error.message}`),

@@ -9,6 +9,7 @@ import path from 'node:path';
 import { Ajv } from 'ajv';
 import { parse, parseAllDocuments } from 'yaml';
 import { configFromEnv } from '../../agent/config.ts';
+import { parseInstallArgs } from '../../cni/install.ts';
 import { parseConfig as parseControlPlaneConfig } from '../../controlplane/main.ts';
 import { WATCHED_RESOURCES } from '../../controlplane/sources/kubernetes.ts';
 import { ROOT_CONFIGMAP_NAME } from '../../controlplane/ca/config.ts';
@@ -102,6 +103,29 @@ test('the agent DaemonSet gives the agent a configuration it accepts, with its f
   t.is(agent.readinessProbe.httpGet.path, '/healthz/ready');
   t.is(agent.readinessProbe.httpGet.port, 15021);
   t.deepEqual(pod.tolerations, [{ operator: 'Exists' }], 'every node gets an agent');
+});
+
+test('the CNI installer beside the agent accepts its command line and writes where the host finds the plugin', async (t) => {
+  const docs = await documents('manifests/ambit.yaml');
+  const pod = find(docs, 'DaemonSet', 'ambit-agent').spec.template.spec;
+  const installer = pod.containers.find((container: Doc) => container.name === 'install-cni');
+  t.deepEqual(installer.command.slice(0, 2), ['node', '/opt/ambit/cni/install.ts']);
+  const command = parseInstallArgs(installer.command.slice(2));
+  t.true(command.watch, 'it stays to re-add the entry and refresh the token');
+  t.false(command.uninstall);
+  // Each directory the installer writes is a mounted host directory; the paths it hands the host are the host's.
+  const hostPathOf = (containerPath: string) => {
+    const mount = (installer.volumeMounts as Doc[]).find((candidate) => containerPath === candidate.mountPath || containerPath.startsWith(`${candidate.mountPath}/`));
+    const volume = mount && pod.volumes.find((candidate: Doc) => candidate.name === mount.name);
+    return mount && volume?.hostPath?.path && `${volume.hostPath.path}${containerPath.slice(mount.mountPath.length)}`;
+  };
+  t.is(hostPathOf(command.binDir), DEFAULT_VALUES.cni.binDir);
+  t.is(hostPathOf(command.confDir), DEFAULT_VALUES.cni.confDir);
+  t.is(command.hostConfDir, DEFAULT_VALUES.cni.confDir);
+  t.is(hostPathOf(command.hostRuntime!.dir), command.hostRuntime!.hostPath);
+  t.is(command.entry.kubeconfig, `${DEFAULT_VALUES.cni.confDir}/ambit-cni-kubeconfig`, 'the conflist names the kubeconfig by its host path');
+  const agent = pod.containers.find((container: Doc) => container.name === 'agent');
+  t.is(command.entry.agentSocket, (agent.env as Doc[]).find((variable) => variable.name === 'AMBIT_CNI_SOCKET')?.value, 'the plugin dials the socket the agent serves');
 });
 
 test('the control plane Deployment gives the control plane a Kubernetes configuration that trusts the agent service account', async (t) => {
