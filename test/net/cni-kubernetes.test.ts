@@ -11,6 +11,7 @@ import { readKubeconfig } from '../../cni/kubeconfig.ts';
 import { writePluginKubeconfig, uninstall } from '../../cni/install.ts';
 import { AMBIT_CNI_DIR } from '../../runtime/index.ts';
 import { run } from '../../runtime/exec.ts';
+import { cniEnvironment } from '../helpers/cni-environment.ts';
 import { startProtocolServer, type ProtocolServer } from '../helpers/cni-protocol-server.ts';
 import { FakeKubeApiServer } from '../helpers/kube-api-server.ts';
 
@@ -64,15 +65,7 @@ function config(f: Fixture, kubeconfig = f.kubeconfig): string {
 }
 
 function cniEnv(command: string, namespace: string, name = 'web'): NodeJS.ProcessEnv {
-  return {
-    PATH: process.env.PATH,
-    CNI_COMMAND: command,
-    CNI_CONTAINERID: 'c0ffee',
-    CNI_NETNS: '/run/netns/ambit-test-web',
-    CNI_IFNAME: 'eth0',
-    CNI_PATH: '/usr/lib/cni',
-    CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=${namespace};K8S_POD_NAME=${name};K8S_POD_INFRA_CONTAINER_ID=c0ffee;K8S_POD_UID=uid-${namespace}`,
-  };
+  return cniEnvironment(command, { namespace, name });
 }
 
 async function invoke(environment: NodeJS.ProcessEnv, stdin: string): Promise<{ code: number; json: Record<string, unknown> }> {

@@ -11,6 +11,7 @@ import { parse, stringify } from 'yaml';
 import { namespaceObject, writeNamespace, writePod } from '../../runtime/cluster-store.ts';
 import { createCluster, AMBIT_CNI_DIR, CniPluginError } from '../../runtime/index.ts';
 import { run } from '../../runtime/exec.ts';
+import { cniEnvironment } from '../helpers/cni-environment.ts';
 import { contractReply, startProtocolServer, type ProtocolServer } from '../helpers/cni-protocol-server.ts';
 
 const PLUGIN = path.join(AMBIT_CNI_DIR, 'ambit-cni');
@@ -45,16 +46,7 @@ function config(f: Fixture, extra: Record<string, unknown> = {}): string {
 }
 
 function env(command: string, namespace = 'mesh', overrides: Record<string, string> = {}): NodeJS.ProcessEnv {
-  return {
-    PATH: process.env.PATH,
-    CNI_COMMAND: command,
-    CNI_CONTAINERID: 'c0ffee',
-    CNI_NETNS: '/run/netns/ambit-test-web',
-    CNI_IFNAME: 'eth0',
-    CNI_PATH: '/usr/lib/cni',
-    CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=${namespace};K8S_POD_NAME=web;K8S_POD_INFRA_CONTAINER_ID=c0ffee;K8S_POD_UID=uid-${namespace}`,
-    ...overrides,
-  };
+  return cniEnvironment(command, { namespace }, overrides);
 }
 
 async function invoke(environment: NodeJS.ProcessEnv, stdin: string): Promise<{ code: number; json: Record<string, unknown> | undefined; stdout: string }> {
@@ -89,7 +81,7 @@ test('bad input gives a spec error JSON on stdout and a non-zero exit, never a s
     ['missing CNI_NETNS on ADD', env('ADD', 'mesh', { CNI_NETNS: '' }), config(f), 4, /CNI_NETNS is not set/],
     ['missing prevResult on ADD', env('ADD'), config(f, { prevResult: undefined }), 7, /chained plugin.*after the primary network plugin/],
     ['bad agentSocket', env('ADD'), config(f, { agentSocket: 'x.sock' }), 7, /"agentSocket" must be an absolute path/],
-    ['kubernetes mode', env('ADD'), config(f, { clusterDir: undefined, kubeconfig: '/etc/k' }), 2, /kubernetes mode .* not yet supported/],
+    ['kubernetes mode without a readable kubeconfig', env('ADD'), config(f, { clusterDir: undefined, kubeconfig: '/etc/k' }), 7, /kubeconfig \/etc\/k: cannot be read/],
     ['pod not published', env('ADD', 'nowhere'), config(f), 11, /pod nowhere\/web not found in cluster directory/],
   ];
   for (const [what, environment, stdin, expectedCode, message] of cases) {
