@@ -179,7 +179,8 @@ export class CaptureManager {
       await this.release(current, 'replaced');
     }
     const backend = await this.detectBackend();
-    await this.rules.install(info.netns, backend, { inbound: this.inbound });
+    // A dual-stack pod's IPv6 traffic is captured as its IPv4 traffic is; leaving it out would let it bypass policy.
+    await this.rules.install(info.netns, backend, { inbound: this.inbound, ipv6: info.ips.some((ip) => net.isIPv6(ip)) });
     const factory = (this.options.socketFactoryFor ?? defaultFactory)(info.netns);
     const pod: CapturedPod = Object.freeze({
       uid: info.uid, name: info.name, namespace: info.namespace, netns: info.netns,

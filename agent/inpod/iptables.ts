@@ -13,7 +13,7 @@ import { execFile } from 'node:child_process';
 import { access, constants } from 'node:fs/promises';
 import {
   chooseBackend, parseExisting, renderInstall, renderRemoval, renderRoutingRemoval, renderRoutingSetup,
-  type InpodRuleOptions, type IptablesBackend,
+  type InpodRuleOptions, type IpFamily, type IptablesBackend,
 } from './rules.ts';
 import { CaptureError } from './errors.ts';
 
@@ -25,9 +25,15 @@ const COMMAND_TIMEOUT_MS = 3_000;
 /** Seconds iptables-restore waits for the (node-global, legacy) xtables lock instead of failing at once. */
 const XTABLES_LOCK_WAIT_S = '2';
 
-const BINARIES: Record<IptablesBackend, { save: string; restore: string }> = {
-  nft: { save: 'iptables-nft-save', restore: 'iptables-nft-restore' },
-  legacy: { save: 'iptables-legacy-save', restore: 'iptables-legacy-restore' },
+const BINARIES: Record<IpFamily, Record<IptablesBackend, { save: string; restore: string }>> = {
+  4: {
+    nft: { save: 'iptables-nft-save', restore: 'iptables-nft-restore' },
+    legacy: { save: 'iptables-legacy-save', restore: 'iptables-legacy-restore' },
+  },
+  6: {
+    nft: { save: 'ip6tables-nft-save', restore: 'ip6tables-nft-restore' },
+    legacy: { save: 'ip6tables-legacy-save', restore: 'ip6tables-legacy-restore' },
+  },
 };
 
 interface CommandResult {
@@ -67,42 +73,60 @@ function rulesError(what: string, netns: string, error: unknown): CaptureError {
   return new CaptureError('RULES_FAILED', `${what} in ${netns} failed: ${message}`, { cause: error });
 }
 
-/** The iptables-save output of our backend inside the pod's namespace (diagnostics and tests). */
-export async function saveRules(netns: string, backend: IptablesBackend): Promise<string> {
+/** The iptables-save (ip6tables-save for family 6) output of our backend inside the pod's namespace. */
+export async function saveRules(netns: string, backend: IptablesBackend, family: IpFamily = 4): Promise<string> {
   await ensureNetns(netns);
+  const { save } = BINARIES[family][backend];
   try {
-    return (await inNetns(netns, [BINARIES[backend].save])).stdout;
+    return (await inNetns(netns, [save])).stdout;
   } catch (error) {
-    throw rulesError(BINARIES[backend].save, netns, error);
+    throw rulesError(save, netns, error);
   }
 }
 
-/** Installs (or re-installs, replacing) the in-pod rules and their policy routing. */
-export async function installInpodRules(netns: string, backend: IptablesBackend, options: InpodRuleOptions): Promise<void> {
-  const existing = parseExisting(await saveRules(netns, backend));
-  const text = renderInstall(options, existing);
+async function restore(netns: string, backend: IptablesBackend, family: IpFamily, text: string): Promise<void> {
+  const binary = BINARIES[family][backend].restore;
   try {
-    await inNetns(netns, [BINARIES[backend].restore, '--noflush', '--wait', XTABLES_LOCK_WAIT_S], text);
+    await inNetns(netns, [binary, '--noflush', '--wait', XTABLES_LOCK_WAIT_S], text);
   } catch (error) {
-    throw rulesError(BINARIES[backend].restore, netns, error);
+    throw rulesError(binary, netns, error);
+  }
+}
+
+/** Installs (or re-installs, replacing) the in-pod rules and their policy routing, for IPv6 too with `ipv6`. */
+export async function installInpodRules(netns: string, backend: IptablesBackend, options: InpodRuleOptions): Promise<void> {
+  const families: IpFamily[] = options.ipv6 ? [4, 6] : [4];
+  for (const family of families) {
+    const existing = parseExisting(await saveRules(netns, backend, family));
+    await restore(netns, backend, family, renderInstall(options, existing, family));
   }
   try {
-    await inNetns(netns, ['sh', '-c', renderRoutingSetup()]);
+    await inNetns(netns, ['sh', '-c', renderRoutingSetup(families)]);
   } catch (error) {
     throw rulesError('policy routing setup', netns, error);
   }
 }
 
-/** Removes our rules and policy routing from a namespace that still exists; a gone namespace is a no-op. */
+/** Removes our rules (both families) and policy routing from a namespace that still exists; a gone one is a no-op. */
 export async function removeInpodRules(netns: string, backend: IptablesBackend): Promise<void> {
   try {
     await access(netns, constants.R_OK);
   } catch {
     return;
   }
-  const text = renderRemoval(parseExisting(await saveRules(netns, backend)));
+  for (const family of [4, 6] as const) {
+    let saved: string;
+    try {
+      saved = await saveRules(netns, backend, family);
+    } catch (error) {
+      // A node without IPv6 (ipv6.disable=1) has no ip6tables state: nothing of ours can be there.
+      if (family === 6) continue;
+      throw error;
+    }
+    const text = renderRemoval(parseExisting(saved));
+    if (text !== '') await restore(netns, backend, family, text);
+  }
   try {
-    if (text !== '') await inNetns(netns, [BINARIES[backend].restore, '--noflush', '--wait', XTABLES_LOCK_WAIT_S], text);
     await inNetns(netns, ['sh', '-c', renderRoutingRemoval()]);
   } catch (error) {
     throw rulesError('rule removal', netns, error);
@@ -116,7 +140,7 @@ export async function removeInpodRules(netns: string, backend: IptablesBackend):
 export async function detectIptablesBackend(): Promise<IptablesBackend> {
   const save = async (backend: IptablesBackend): Promise<string | undefined> => {
     try {
-      return (await run(BINARIES[backend].save, [])).stdout;
+      return (await run(BINARIES[4][backend].save, [])).stdout;
     } catch {
       return undefined;
     }

@@ -15,6 +15,7 @@
  * would loop into the agent itself, reporting a listener that fails.
  * Must not know about: HBONE, TLS, policy, workloads; what to do with a connection (the handler decides).
  */
+import { isIPv6 } from 'node:net';
 import type net from 'node:net';
 import { nativeSockets } from './sockets.ts';
 import { INPOD, type InboundCapture } from './rules.ts';
@@ -98,8 +99,17 @@ export class PodListeners {
       { kind: 'inbound', host: '0.0.0.0', port: INPOD.inboundPlaintextPort, transparent: tproxy },
       { kind: 'hbone', host: '0.0.0.0', port: INPOD.inboundHbonePort, transparent: false },
     ];
+    if (pod.ips.some((ip) => isIPv6(ip))) {
+      // The same three for IPv6 (the ip6tables rules redirect to ::1 and TPROXY to ::), IPv6-only so they share
+      // the ports with the IPv4 listeners and IPv4 clients never arrive as ::ffff: addresses.
+      specs.push(
+        { kind: 'outbound', host: '::1', port: INPOD.outboundPort, transparent: false },
+        { kind: 'inbound', host: '::', port: INPOD.inboundPlaintextPort, transparent: tproxy },
+        { kind: 'hbone', host: '::', port: INPOD.inboundHbonePort, transparent: false },
+      );
+    }
     const settled = await Promise.allSettled(
-      specs.map((spec) => factory.listen({ host: spec.host, port: spec.port, transparent: spec.transparent })),
+      specs.map((spec) => factory.listen({ host: spec.host, port: spec.port, transparent: spec.transparent, ...(isIPv6(spec.host) ? { ipv6Only: true } : {}) })),
     );
     const servers: net.Server[] = [];
     let failure: unknown;

@@ -8,7 +8,8 @@
  * Must not know about: running commands or entering namespaces (iptables.ts applies this text), pods,
  * listeners, HBONE.
  *
- * What the rules do (IPv4; IPv6 is not captured yet):
+ * What the rules do, for IPv4 (iptables) and, in a pod with an IPv6 address, the same for IPv6 (ip6tables, with
+ * ::1 for 127.0.0.1 and :: for 0.0.0.0):
  *   outbound  nat OUTPUT: TCP from the pod's apps, not to 127.0.0.1, not marked 0x539 -> REDIRECT :15001
  *   inbound   mangle PREROUTING: new TCP not to 127.0.0.1, not to :15008, not via lo, not marked
  *             -> TPROXY :15006 (or nat REDIRECT :15006 with `inbound: 'redirect'`)
@@ -52,7 +53,17 @@ export const INPOD = Object.freeze({
 
 export interface InpodRuleOptions {
   inbound: InboundCapture;
+  /** Also capture IPv6 (ip6tables, IPv6 policy routing): the pod has an IPv6 address. */
+  ipv6?: boolean;
 }
+
+export type IpFamily = 4 | 6;
+
+/** What differs between the families in the rules: the loopback the rules leave alone and TPROXY's any-address. */
+const FAMILY = {
+  4: { loopback: '127.0.0.1/32', any: '0.0.0.0', ip: 'ip', localRoute: '0.0.0.0/0' },
+  6: { loopback: '::1/128', any: '::', ip: 'ip -6', localRoute: '::/0' },
+} as const;
 
 export type Table = 'mangle' | 'nat';
 
@@ -88,7 +99,8 @@ function wantedJumps(options: InpodRuleOptions): Jump[] {
 }
 
 /** The rules inside our chains, per table, in order. */
-function chainRules(options: InpodRuleOptions): Record<Table, string[]> {
+function chainRules(options: InpodRuleOptions, family: IpFamily): Record<Table, string[]> {
+  const { loopback, any } = FAMILY[family];
   const pre = INPOD.preroutingChain;
   const out = INPOD.outputChain;
   const mangle = [
@@ -96,7 +108,7 @@ function chainRules(options: InpodRuleOptions): Record<Table, string[]> {
     // connection so the app's replies can be routed back to the agent.
     `-A ${pre} -m mark --mark ${MARK} -j CONNMARK --set-xmark ${TPROXY_MARK}`,
     // A pod talking to itself (its own IP, over lo) is not inbound traffic.
-    `-A ${pre} ! -d 127.0.0.1/32 -i lo -p tcp -j ACCEPT`,
+    `-A ${pre} ! -d ${loopback} -i lo -p tcp -j ACCEPT`,
     // HBONE goes straight to the agent's 15008 listener.
     `-A ${pre} -p tcp -m tcp --dport ${INPOD.inboundHbonePort} -j ACCEPT`,
     // Only new connections are diverted; replies to the agent's own outbound dials must pass.
@@ -104,7 +116,7 @@ function chainRules(options: InpodRuleOptions): Record<Table, string[]> {
   ];
   if (options.inbound === 'tproxy') {
     mangle.push(
-      `-A ${pre} ! -d 127.0.0.1/32 -p tcp -m mark ! --mark ${MARK} -j TPROXY --on-port ${INPOD.inboundPlaintextPort} --on-ip 0.0.0.0 --tproxy-mark ${TPROXY_MARK}`,
+      `-A ${pre} ! -d ${loopback} -p tcp -m mark ! --mark ${MARK} -j TPROXY --on-port ${INPOD.inboundPlaintextPort} --on-ip ${any} --tproxy-mark ${TPROXY_MARK}`,
     );
   }
   mangle.push(
@@ -113,15 +125,15 @@ function chainRules(options: InpodRuleOptions): Record<Table, string[]> {
   const nat: string[] = [];
   if (options.inbound === 'redirect') {
     nat.push(
-      `-A ${pre} ! -d 127.0.0.1/32 -p tcp -m tcp ! --dport ${INPOD.inboundHbonePort} -m mark ! --mark ${MARK} -j REDIRECT --to-ports ${INPOD.inboundPlaintextPort}`,
+      `-A ${pre} ! -d ${loopback} -p tcp -m tcp ! --dport ${INPOD.inboundHbonePort} -m mark ! --mark ${MARK} -j REDIRECT --to-ports ${INPOD.inboundPlaintextPort}`,
     );
   }
   nat.push(
     // Replies to the agent's inbound dials and TPROXY'd traffic are never sent to the outbound listener.
     `-A ${out} -p tcp -m mark --mark ${TPROXY_MARK} -j ACCEPT`,
     // An app calling its own pod IP goes over lo and stays inside the pod.
-    `-A ${out} ! -d 127.0.0.1/32 -o lo -j ACCEPT`,
-    `-A ${out} ! -d 127.0.0.1/32 -p tcp -m mark ! --mark ${MARK} -j REDIRECT --to-ports ${INPOD.outboundPort}`,
+    `-A ${out} ! -d ${loopback} -o lo -j ACCEPT`,
+    `-A ${out} ! -d ${loopback} -p tcp -m mark ! --mark ${MARK} -j REDIRECT --to-ports ${INPOD.outboundPort}`,
   );
   return { mangle, nat };
 }
@@ -138,9 +150,9 @@ function chainsOf(options: InpodRuleOptions): Record<Table, string[]> {
  * previous install left: declaring our chains flushes them, existing jumps are deleted before being added
  * again, and chains the wanted mode does not use are removed. One restore run is one transaction.
  */
-export function renderInstall(options: InpodRuleOptions, existing: ExistingRules): string {
+export function renderInstall(options: InpodRuleOptions, existing: ExistingRules, family: IpFamily = 4): string {
   const wanted = chainsOf(options);
-  const rules = chainRules(options);
+  const rules = chainRules(options, family);
   const jumps = wantedJumps(options);
   const lines: string[] = [];
   for (const table of ['mangle', 'nat'] as const) {
@@ -218,22 +230,29 @@ export function isInstalled(options: InpodRuleOptions, saveOutput: string): bool
  * letting queued connections move between SO_REUSEPORT listeners when an old agent closes its own
  * (tcp_migrate_req), which is what makes an agent restart lose no connection. Idempotent.
  */
-export function renderRoutingSetup(): string {
+export function renderRoutingSetup(families: readonly IpFamily[] = [4]): string {
   const rule = `fwmark ${TPROXY_MARK} pref ${INPOD.rulePriority} lookup ${INPOD.routeTable}`;
-  return [
-    'set -e',
-    `ip route replace local 0.0.0.0/0 dev lo table ${INPOD.routeTable}`,
-    `ip rule show pref ${INPOD.rulePriority} | grep -q 'lookup ${INPOD.routeTable}' || ip rule add ${rule}`,
-    'echo 1 > /proc/sys/net/ipv4/tcp_migrate_req',
-  ].join('\n') + '\n';
+  const lines = ['set -e'];
+  for (const family of families) {
+    const { ip, localRoute } = FAMILY[family];
+    lines.push(
+      `${ip} route replace local ${localRoute} dev lo table ${INPOD.routeTable}`,
+      `${ip} rule show pref ${INPOD.rulePriority} | grep -q 'lookup ${INPOD.routeTable}' || ${ip} rule add ${rule}`,
+    );
+  }
+  // One TCP stack serves both families: the IPv4 sysctl covers IPv6 listeners too.
+  lines.push('echo 1 > /proc/sys/net/ipv4/tcp_migrate_req');
+  return lines.join('\n') + '\n';
 }
 
-/** Shell script that removes the policy routing again (ignores what is already gone). */
+/** Shell script that removes the policy routing again, for both families (ignores what is already gone). */
 export function renderRoutingRemoval(): string {
-  return [
-    `while ip rule del fwmark ${TPROXY_MARK} pref ${INPOD.rulePriority} lookup ${INPOD.routeTable} 2>/dev/null; do :; done`,
-    `ip route flush table ${INPOD.routeTable} 2>/dev/null || true`,
-  ].join('\n') + '\n';
+  return (['ip', 'ip -6'] as const)
+    .flatMap((ip) => [
+      `while ${ip} rule del fwmark ${TPROXY_MARK} pref ${INPOD.rulePriority} lookup ${INPOD.routeTable} 2>/dev/null; do :; done`,
+      `${ip} route flush table ${INPOD.routeTable} 2>/dev/null || true`,
+    ])
+    .join('\n') + '\n';
 }
 
 /** Chains Kubernetes creates in the backend it uses; their presence settles the question (as iptables-wrappers). */

@@ -27,6 +27,8 @@ export interface ListenRequest {
   backlog?: number;
   /** IP_TRANSPARENT, needed for a listener that receives TPROXY'd connections. */
   transparent?: boolean;
+  /** IPV6_V6ONLY on an IPv6 listener, so it shares its port with an IPv4 listener. */
+  ipv6Only?: boolean;
 }
 
 export interface ConnectRequest {
@@ -78,7 +80,7 @@ class PlainSocketFactory implements SocketFactory {
       return nativeFactory({}).listen(request);
     }
     const server = net.createServer(SERVER_OPTIONS);
-    return listenServer(server, { host: request.host, port: request.port, backlog: request.backlog ?? DEFAULT_BACKLOG });
+    return listenServer(server, { host: request.host, port: request.port, backlog: request.backlog ?? DEFAULT_BACKLOG, ...(request.ipv6Only ? { ipv6Only: true } : {}) });
   }
 
   connect(request: ConnectRequest): net.Socket {
@@ -111,6 +113,7 @@ class NativeSocketFactory implements SocketFactory {
         mark: this.options.mark,
         reusePort: this.options.reusePort,
         transparent: request.transparent,
+        ipv6Only: request.ipv6Only,
       });
     } catch (error) {
       return Promise.reject(socketError('listen on', request.host, request.port, this.options.netns, error));

@@ -84,9 +84,9 @@ const backends: IptablesBackend[] = existsSync('/usr/sbin/iptables-legacy-restor
 /** Topology, an echo server on the peer, an app on the pod reporting the client address it sees, a manager. */
 async function setUp(
   t: ExecutionContext, backend: IptablesBackend, inbound: InboundCapture,
-  extra: { netnsCheckIntervalMs?: number; onReleased?: (pod: CapturedPod, reason: ReleaseReason) => void } = {},
+  extra: { netnsCheckIntervalMs?: number; onReleased?: (pod: CapturedPod, reason: ReleaseReason) => void; dualStack?: boolean } = {},
 ): Promise<Fixture> {
-  const topology = await createPodTopology();
+  const topology = await createPodTopology(undefined, { dualStack: extra.dualStack ?? false });
   const servers: net.Server[] = [];
   const handler = new SplicingHandler();
   const manager = new CaptureManager({ handler, backend, inbound, netnsCheckIntervalMs: extra.netnsCheckIntervalMs ?? 0, onReleased: extra.onReleased });
@@ -96,10 +96,13 @@ async function setUp(
     await Promise.all(servers.map(closeServer));
     await topology.destroy();
   });
-  servers.push(await listenIn(topology.peer.path, '0.0.0.0', ECHO_PORT, (socket) => socket.pipe(socket)));
-  servers.push(await listenIn(topology.pod.path, '0.0.0.0', APP_PORT, (socket) => socket.end(`app saw ${socket.remoteAddress}`)));
+  // '::' (dual-stack socket) takes IPv4 and IPv6 alike; IPv4 clients appear as ::ffff:a.b.c.d, so the app reports
+  // the address in its plain form.
+  const host = extra.dualStack ? '::' : '0.0.0.0';
+  servers.push(await listenIn(topology.peer.path, host, ECHO_PORT, (socket) => socket.pipe(socket)));
+  servers.push(await listenIn(topology.pod.path, host, APP_PORT, (socket) => socket.end(`app saw ${socket.remoteAddress?.replace(/^::ffff:/, '')}`)));
   const pod: PodInfo = {
-    uid: `uid-${topology.pod.name}`, name: 'client', namespace: 'default', netns: topology.pod.path, ips: [topology.pod.ip],
+    uid: `uid-${topology.pod.name}`, name: 'client', namespace: 'default', netns: topology.pod.path, ips: [topology.pod.ip, ...(topology.pod.ip6 ? [topology.pod.ip6] : [])],
   };
   return { topology, pod, handler, manager };
 }
@@ -133,6 +136,37 @@ for (const backend of backends) {
     });
   }
 }
+
+for (const inbound of ['tproxy', 'redirect'] as const) {
+  test(`dual stack (nft/${inbound}): IPv6 outbound, inbound and HBONE are captured like IPv4; removal clears both families`, async (t) => {
+    const { topology, pod, handler, manager } = await setUp(t, 'nft', inbound, { dualStack: true });
+    await manager.add(pod);
+    const pod6 = topology.pod.ip6!;
+    const peer6 = topology.peer.ip6!;
+    t.is(await exchange(connectFrom(topology.pod.path, peer6, ECHO_PORT), 'ping6'), 'ping6');
+    t.deepEqual(handler.seen.filter((seen) => seen.kind === 'outbound').map((seen) => seen.dst), [{ address: peer6, port: ECHO_PORT }], 'IPv6 outbound captured once, with its original destination');
+    t.is(await exchange(connectFrom(topology.peer.path, pod6, APP_PORT), ''), `app saw ${peer6}`, 'the app sees the IPv6 client address and its reply found the way back');
+    t.deepEqual(handler.seen.filter((seen) => seen.kind === 'inbound').map((seen) => seen.dst), [{ address: pod6, port: APP_PORT }]);
+    t.is(await exchange(connectFrom(topology.peer.path, pod6, 15008), ''), `hbone ${pod6}:15008`);
+    // IPv4 is unchanged beside it.
+    t.is(await exchange(connectFrom(topology.pod.path, topology.peer.ip, ECHO_PORT), 'ping4'), 'ping4');
+    t.is(await exchange(connectFrom(topology.peer.path, topology.pod.ip, APP_PORT), ''), `app saw ${topology.peer.ip}`);
+    t.is(handler.count('outbound'), 2);
+    t.is(handler.count('inbound'), 2);
+    t.true((await saveRules(pod.netns, 'nft', 6)).includes('ISTIO_OUTPUT'));
+    await manager.del({ uid: pod.uid });
+    t.false((await saveRules(pod.netns, 'nft', 6)).includes('ISTIO'), 'no ip6tables rule left');
+    t.false((await saveRules(pod.netns, 'nft', 4)).includes('ISTIO'), 'no iptables rule left');
+    t.is(await exchange(connectFrom(topology.pod.path, peer6, ECHO_PORT), 'direct'), 'direct', 'released: IPv6 flows directly again');
+    t.is(handler.count('outbound'), 2);
+  });
+}
+
+test('an IPv4-only pod gets no ip6tables rules', async (t) => {
+  const { pod, manager } = await setUp(t, 'nft', 'tproxy');
+  await manager.add(pod);
+  t.false((await saveRules(pod.netns, 'nft', 6)).includes('ISTIO'));
+});
 
 test('loopback traffic and a pod calling its own IP are not captured', async (t) => {
   const { topology, pod, handler, manager } = await setUp(t, 'nft', 'tproxy');

@@ -1,6 +1,6 @@
 import test from 'ava';
 import {
-  chooseBackend, isInstalled, parseExisting, renderInstall, renderRemoval, renderRoutingSetup, type ExistingRules,
+  chooseBackend, isInstalled, parseExisting, renderInstall, renderRemoval, renderRoutingRemoval, renderRoutingSetup, type ExistingRules,
 } from '../../agent/inpod/rules.ts';
 
 const none: ExistingRules = { jumps: [], chains: [] };
@@ -131,4 +131,26 @@ test('backend detection: Kubernetes hint chains first, then the backend with mor
   t.is(chooseBackend({ legacy: '-A X -j Y\n', nft: '-A X -j Y\n' }), 'nft');
   t.is(chooseBackend({ nft: '' }), 'nft', 'legacy tools missing');
   t.is(chooseBackend({ legacy: '' }), 'legacy', 'nft tools missing');
+});
+
+test('IPv6 rules are the IPv4 ones with ::1 for 127.0.0.1 and :: for 0.0.0.0', (t) => {
+  for (const inbound of ['tproxy', 'redirect'] as const) {
+    const v4 = renderInstall({ inbound }, none, 4);
+    const v6 = renderInstall({ inbound }, none, 6);
+    t.false(v6.includes('127.0.0.1') || v6.includes('0.0.0.0'), 'no IPv4 address in ip6tables input');
+    t.is(v6, v4.replaceAll('127.0.0.1/32', '::1/128').replaceAll('--on-ip 0.0.0.0', '--on-ip ::'));
+  }
+  t.true(tableOf(renderInstall({ inbound: 'tproxy' }, none, 6), 'mangle').some((line) => /! -d ::1\/128 -p tcp -m mark ! --mark 0x539\/0xfff -j TPROXY --on-port 15006 --on-ip :: /.test(line)));
+});
+
+test('policy routing for a dual-stack pod sets up both families; removal always clears both', (t) => {
+  const setup = renderRoutingSetup([4, 6]).split('\n');
+  t.true(setup.includes('ip route replace local 0.0.0.0/0 dev lo table 100'));
+  t.true(setup.includes('ip -6 route replace local ::/0 dev lo table 100'));
+  t.true(setup.some((line) => line.includes('ip -6 rule add fwmark 0x111/0xfff pref 32764 lookup 100')));
+  t.is(setup.filter((line) => line.includes('tcp_migrate_req')).length, 1);
+  t.false(renderRoutingSetup().includes('ip -6'), 'an IPv4-only pod gets no IPv6 routing');
+  const removal = renderRoutingRemoval();
+  t.true(removal.includes('ip rule del fwmark 0x111/0xfff') && removal.includes('ip -6 rule del fwmark 0x111/0xfff'));
+  t.true(removal.includes('ip -6 route flush table 100'));
 });

@@ -2,6 +2,7 @@
  * Test helper: a tiny two-namespace topology for in-pod capture tests, plus sockets inside namespaces.
  *
  *   [pod ns]  veth0 10.77.0.1/24  <---->  veth0 10.77.0.2/24  [peer ns]
+ *             fd77::1/64 (dual stack)         fd77::2/64
  *
  * Owns: creating and deleting the namespaces (unique `ambit-t<random>-` names so test files run in
  * parallel), and making listeners and client sockets inside them from the test process (the addon enters
@@ -20,6 +21,8 @@ export interface Netns {
   name: string;
   path: string;
   ip: string;
+  /** The IPv6 address, in a dual-stack topology. */
+  ip6?: string;
 }
 
 export interface PodTopology {
@@ -36,10 +39,10 @@ export function uniquePrefix(): string {
   return `ambit-t${randomBytes(4).toString('hex')}-`;
 }
 
-/** Creates pod and peer namespaces joined by a veth pair, lo up in both. */
-export async function createPodTopology(prefix = uniquePrefix()): Promise<PodTopology> {
-  const pod: Netns = { name: `${prefix}pod`, path: `/run/netns/${prefix}pod`, ip: '10.77.0.1' };
-  const peer: Netns = { name: `${prefix}peer`, path: `/run/netns/${prefix}peer`, ip: '10.77.0.2' };
+/** Creates pod and peer namespaces joined by a veth pair, lo up in both; IPv6 addresses too with `dualStack`. */
+export async function createPodTopology(prefix = uniquePrefix(), options: { dualStack?: boolean } = {}): Promise<PodTopology> {
+  const pod: Netns = { name: `${prefix}pod`, path: `/run/netns/${prefix}pod`, ip: '10.77.0.1', ...(options.dualStack ? { ip6: 'fd77::1' } : {}) };
+  const peer: Netns = { name: `${prefix}peer`, path: `/run/netns/${prefix}peer`, ip: '10.77.0.2', ...(options.dualStack ? { ip6: 'fd77::2' } : {}) };
   const destroy = async (): Promise<void> => {
     for (const ns of [pod, peer]) await exec('ip', ['netns', 'del', ns.name]).catch(() => undefined);
   };
@@ -49,6 +52,8 @@ export async function createPodTopology(prefix = uniquePrefix()): Promise<PodTop
     await ip('-n', pod.name, 'link', 'add', 'veth0', 'type', 'veth', 'peer', 'name', 'veth0', 'netns', peer.name);
     for (const ns of [pod, peer]) {
       await ip('-n', ns.name, 'addr', 'add', `${ns.ip}/24`, 'dev', 'veth0');
+      // nodad: usable at once, not after duplicate address detection's second or two.
+      if (ns.ip6) await ip('-n', ns.name, 'addr', 'add', `${ns.ip6}/64`, 'dev', 'veth0', 'nodad');
       await ip('-n', ns.name, 'link', 'set', 'veth0', 'up');
       await ip('-n', ns.name, 'link', 'set', 'lo', 'up');
     }
