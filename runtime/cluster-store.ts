@@ -1,9 +1,11 @@
 /**
- * Writes the local runtime's Namespace and Pod objects into the cluster state directory, the mesh's
+ * Where the local runtime publishes its Namespace and Pod objects: the `ClusterObjectStore` seam (the four things
+ * `kubectl apply` and the kubelet do to an API server), and its default, the cluster state directory, the mesh's
  * "API server" in local mode: `namespaces/<name>.yaml` and `pods/<namespace>.<name>.yaml`, atomically.
  *
- * Owns: the object shapes the runtime publishes and their file names.
- * Must not know about: how pods get their network, or who reads the directory.
+ * Owns: the object shapes the runtime publishes, the store interface, and the directory's file names.
+ * Must not know about: how pods get their network, who reads the objects, or which API server (if any) a
+ * non-directory store talks to.
  */
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -56,4 +58,29 @@ export async function updatePodStatus(clusterDir: string, pod: PodObject, status
     // missing or unreadable: publish ours
   }
   await writePod(clusterDir, { ...current, status });
+}
+
+/**
+ * Where a cluster publishes its objects. The directory below is the default (local mode); Kubernetes mode hands the
+ * cluster one that writes to an API server instead.
+ */
+export interface ClusterObjectStore {
+  /** Creates or replaces a Namespace (labels included). */
+  writeNamespace(namespace: NamespaceObject): Promise<void>;
+  /** Creates or replaces a Pod, before its sandbox exists (as the scheduler's binding does). */
+  writePod(pod: PodObject): Promise<void>;
+  /** Sets a published pod's status (the kubelet's report once the CNI chain gave it an IP), keeping the rest. */
+  updatePodStatus(pod: PodObject, status: NonNullable<PodObject['status']>): Promise<void>;
+  /** Removes a Pod; absent is fine. */
+  removePod(namespace: string, name: string): Promise<void>;
+}
+
+/** The cluster directory as a ClusterObjectStore. */
+export function directoryObjectStore(clusterDir: string): ClusterObjectStore {
+  return {
+    writeNamespace: (namespace) => writeNamespace(clusterDir, namespace),
+    writePod: (pod) => writePod(clusterDir, pod),
+    updatePodStatus: (pod, status) => updatePodStatus(clusterDir, pod, status),
+    removePod: (namespace, name) => removePod(clusterDir, namespace, name),
+  };
 }

@@ -1,7 +1,8 @@
 /**
  * A local Kubernetes-like cluster on one Linux box: nodes are network namespaces joined by an underlay fabric
  * namespace, pods are network namespaces wired by the real CNI chain (loopback, bridge + host-local, then
- * ambit-cni), and Namespace/Pod objects are published in a cluster directory for the mesh to read.
+ * ambit-cni), and Namespace/Pod objects are published for the mesh to read: in a cluster directory by default, or
+ * wherever a ClusterObjectStore puts them (an API server, in Kubernetes mode).
  *
  * Owns: cluster lifecycle (create, pods in and out, destroy), the node network topology, and crash recovery.
  * Must not know about: the agent's internals (it is an opaque command) or what runs in pods.
@@ -13,7 +14,7 @@ import { rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { PodObject } from '../shared/k8s/objects.ts';
-import { namespaceObject, removePod, updatePodStatus, writeNamespace, writePod } from './cluster-store.ts';
+import { directoryObjectStore, namespaceObject, type ClusterObjectStore } from './cluster-store.ts';
 import { CniChain, kubernetesCniArgs, type PluginConfig } from './cni-chain.ts';
 import { RuntimeError } from './errors.ts';
 import { ProcessTracker } from './exec.ts';
@@ -35,6 +36,16 @@ export interface ClusterOptions {
   name?: string;
   /** Where Namespace/Pod objects are written; a directory in the run's temp dir by default (removed on destroy). */
   clusterDir?: string;
+  /**
+   * Publish Namespace/Pod objects here instead of the cluster directory (Kubernetes mode: an API server). The
+   * agents are then not told about the directory (AMBIT_CLUSTER_DIR), as in a cluster.
+   */
+  objectStore?: ClusterObjectStore;
+  /**
+   * Kubernetes mode for ambit-cni: its config carries this kubeconfig (the plugin reads pods from the API server)
+   * instead of the cluster directory.
+   */
+  cniKubeconfig?: string;
   /** Chain ambit's CNI plugin after bridge (default true). False gives a mesh-less baseline. */
   ambitCni?: boolean;
   /** When set, one agent per node is started inside the node namespace before any pod is created. */
@@ -76,6 +87,7 @@ export class Cluster {
   readonly runId: string;
   readonly name: string;
   readonly tmpDir: string;
+  /** The cluster directory (made, and read by the mesh, unless `objectStore` publishes the objects elsewhere). */
   readonly clusterDir: string;
   readonly nodes: ClusterNode[] = [];
   readonly networkName: string;
@@ -84,6 +96,7 @@ export class Cluster {
   readonly #podsByName = new Map<string, Pod>();
   readonly #namespaceLabels = new Map<string, Record<string, string>>();
   readonly #chains = new Map<ClusterNode, CniChain>();
+  readonly #objects: ClusterObjectStore;
   #destroying: Promise<void> | undefined;
 
   constructor(runId: string, tmpDir: string, options: ClusterOptions) {
@@ -93,6 +106,7 @@ export class Cluster {
     this.clusterDir = options.clusterDir ?? path.join(tmpDir, 'cluster');
     this.networkName = `ambit-${runId}`;
     this.#options = options;
+    this.#objects = options.objectStore ?? directoryObjectStore(this.clusterDir);
   }
 
   get pods(): Pod[] {
@@ -127,7 +141,7 @@ export class Cluster {
         podGateway: topology.podGateway(this.runId, index),
         underlayIp: topology.underlayIp(this.runId, index),
         dir: path.join(this.tmpDir, `n${index}`),
-        clusterDir: this.clusterDir,
+        ...(this.#options.objectStore === undefined ? { clusterDir: this.clusterDir } : {}),
         tracker: this.#tracker,
         ...(this.#options.agentCommand ? { agentCommand: this.#options.agentCommand } : {}),
         ...(this.#options.agentReadyTimeoutMs ? { agentReadyTimeoutMs: this.#options.agentReadyTimeoutMs } : {}),
@@ -188,7 +202,7 @@ export class Cluster {
       plugins.push({
         type: 'ambit-cni',
         agentSocket: node.agentSocket,
-        clusterDir: this.clusterDir,
+        ...(this.#options.cniKubeconfig !== undefined ? { kubeconfig: this.#options.cniKubeconfig } : { clusterDir: this.clusterDir }),
         logLevel: this.#options.cniLogLevel ?? 'info',
         logFile: path.join(node.dir, 'ambit-cni.log'),
       });
@@ -206,7 +220,7 @@ export class Cluster {
   /** Replaces a namespace's labels and republishes its Namespace object. */
   async setNamespaceLabels(namespace: string, labels: Record<string, string>): Promise<void> {
     this.#namespaceLabels.set(namespace, { ...labels });
-    await writeNamespace(this.clusterDir, namespaceObject(namespace, { ...labels }));
+    await this.#objects.writeNamespace(namespaceObject(namespace, { ...labels }));
   }
 
   #podObject(pod: Pod, options: CreatePodOptions): PodObject {
@@ -261,19 +275,19 @@ export class Cluster {
       if (!this.#namespaceLabels.has(namespace) || options.namespaceLabels !== undefined) {
         await this.setNamespaceLabels(namespace, { ...this.#namespaceLabels.get(namespace), ...options.namespaceLabels });
       }
-      await writePod(this.clusterDir, this.#podObject(pod, options));
+      await this.#objects.writePod(this.#podObject(pod, options));
       await addNetns(pod.netnsName);
       const result = await this.#chain(node).add(this.#sandbox(pod, pod.netnsPath));
       pod.cniResult = result;
       const address = (result.ips as { address?: string }[] | undefined)?.[0]?.address;
       pod.ip = address?.split('/')[0] ?? '';
-      await updatePodStatus(this.clusterDir, this.#podObject(pod, options), { phase: 'Running', podIP: pod.ip, podIPs: [{ ip: pod.ip }] });
+      await this.#objects.updatePodStatus(this.#podObject(pod, options), { phase: 'Running', podIP: pod.ip, podIPs: [{ ip: pod.ip }] });
       return pod;
     } catch (error) {
       // The chain already ran DEL for what it added; remove the sandbox and the object.
       this.#podsByName.delete(pod.name);
       await deleteNetns(pod.netnsName).catch(() => undefined);
-      await removePod(this.clusterDir, namespace, pod.name).catch(() => undefined);
+      await this.#objects.removePod(namespace, pod.name).catch(() => undefined);
       throw error;
     }
   }
@@ -307,7 +321,7 @@ export class Cluster {
       }
     }
     await deleteNetns(pod.netnsName);
-    await removePod(this.clusterDir, pod.namespace, pod.name);
+    await this.#objects.removePod(pod.namespace, pod.name);
     if (firstError !== undefined) throw firstError;
   }
 

@@ -3,8 +3,11 @@
  * default, the ambit control plane (delta xDS + CA service) in the fabric namespace reading the cluster directory,
  * as it would read the Kubernetes API. Without the control plane (`controlPlane: false`) the agents read the
  * cluster directory and sign with a CA root on disk themselves. Used by `make demo`, network tests and benchmarks.
+ * In Kubernetes mode (`kubernetes`, see kubernetes-mode.ts) an API server takes the directory's place: the objects go
+ * there, the control plane watches it and keeps its CA root there, agents authenticate with service account tokens
+ * it reviews, and ambit-cni reads pods from it.
  *
- * Owns: the CA directory, node tokens, starting the control plane and the agent command line.
+ * Owns: the CA directory, node tokens, starting the control plane and the agent command line, in either mode.
  * Must not know about: what runs in the pods.
  */
 import { randomBytes } from 'node:crypto';
@@ -17,6 +20,8 @@ import { CertificateAuthority, DEFAULT_TRUST_DOMAIN } from '../shared/identity/i
 import { LOCAL_CA_CERT_FILE, LOCAL_CA_KEY_FILE } from '../agent/identity/certificate-source.ts';
 import { createCluster, type Cluster, type ClusterOptions } from './cluster.ts';
 import { RuntimeError } from './errors.ts';
+import { KubernetesWiring, type KubernetesMode } from './kubernetes-mode.ts';
+import { netnsPath } from './netns.ts';
 
 export const AGENT_MAIN = path.resolve(import.meta.dirname, '..', 'agent', 'main.ts');
 export const CONTROL_PLANE_MAIN = path.resolve(import.meta.dirname, '..', 'controlplane', 'main.ts');
@@ -26,17 +31,21 @@ export const CONTROL_PLANE_PORT = 15012;
 const CONTROL_PLANE_READY_MESSAGE = 'control plane serving delta xDS and the CA';
 const CONTROL_PLANE_READY_TIMEOUT_MS = 30_000;
 
-export interface LocalMeshOptions extends Omit<ClusterOptions, 'agentCommand' | 'beforeAgents'> {
+export interface LocalMeshOptions extends Omit<ClusterOptions, 'agentCommand' | 'beforeAgents' | 'objectStore' | 'cniKubeconfig'> {
   trustDomain?: string;
   /** Run the control plane (default true). */
   controlPlane?: boolean;
   /** Extra environment for every agent (AMBIT_LOG_LEVEL, ...). */
   agentEnv?: Record<string, string>;
+  /** Run as in a Kubernetes cluster against this API server instead of the cluster directory (needs the control plane). */
+  kubernetes?: KubernetesMode;
 }
 
 export interface LocalMesh {
   cluster: Cluster;
-  ca: CertificateAuthority;
+  /** The mesh root, made by the runtime in local mode; absent in Kubernetes mode (the control plane makes it and keeps it in Secret istio-ca-secret). */
+  ca?: CertificateAuthority;
+  /** Local mode: the CA root and node tokens. Kubernetes mode: the kubeconfig and what the kubelet mounts for the agents. */
   caDir: string;
   /** `host:port` of the control plane on the fabric, when it runs. */
   controlPlaneAddress?: string;
@@ -80,13 +89,19 @@ export async function createLocalMesh(options: LocalMeshOptions): Promise<LocalM
   const trustDomain = options.trustDomain ?? DEFAULT_TRUST_DOMAIN;
   const withControlPlane = options.controlPlane ?? true;
   const clusterName = options.name ?? 'ambit';
+  const { kubernetes: kubernetesMode, ...clusterOptions } = options;
+  if (kubernetesMode !== undefined && !withControlPlane) {
+    throw new RuntimeError('BAD_OPTIONS', 'Kubernetes mode needs the control plane: it is what reads the API server for the agents');
+  }
   const caDir = await mkdtemp(path.join(os.tmpdir(), 'ambit-ca-'));
-  const ca = await writeLocalCa(caDir, trustDomain);
-  const mesh: Partial<LocalMesh> = { ca, caDir };
-  // One bearer token per node agent, as the control plane's bootstrap token file lists them.
-  const tokens = Array.from({ length: options.nodes }, () => randomBytes(24).toString('hex'));
+  const kubernetes = kubernetesMode !== undefined ? new KubernetesWiring(caDir) : undefined;
+  const mesh: Partial<LocalMesh> = { caDir };
+  if (kubernetes === undefined) mesh.ca = await writeLocalCa(caDir, trustDomain);
+  // One bearer token per node agent, as the control plane's bootstrap token file lists them (Kubernetes mode: the
+  // API server issues service account tokens instead).
   const tokenFile = path.join(caDir, 'node-tokens');
-  if (withControlPlane) {
+  if (withControlPlane && kubernetes === undefined) {
+    const tokens = Array.from({ length: options.nodes }, () => randomBytes(24).toString('hex'));
     await writeFile(tokenFile, tokens.map((token, index) => `${token} ${nodeName(clusterName, index)}`).join('\n') + '\n', { mode: 0o600 });
     await Promise.all(tokens.map((token, index) => writeFile(path.join(caDir, `token-${nodeName(clusterName, index)}`), token, { mode: 0o600 })));
   }
@@ -95,11 +110,15 @@ export async function createLocalMesh(options: LocalMeshOptions): Promise<LocalM
   let cluster: Cluster;
   try {
     cluster = await createCluster({
-      ...options,
+      ...clusterOptions,
+      ...(kubernetes !== undefined ? { objectStore: kubernetes.objectStore, cniKubeconfig: kubernetes.kubeconfigFile } : {}),
       ...(withControlPlane
         ? {
             beforeAgents: async (created: Cluster) => {
               const address = await created.addFabricAddress();
+              if (kubernetes !== undefined) {
+                await kubernetes.connect(kubernetesMode!, { netnsName: created.fabricNetns, netnsPath: netnsPath(created.fabricNetns), address });
+              }
               mesh.controlPlaneAddress = `${address}:${CONTROL_PLANE_PORT}`;
               mesh.controlPlaneLogFile = path.join(created.tmpDir, 'controlplane.log');
               startControlPlane = async () => {
@@ -108,10 +127,11 @@ export async function createLocalMesh(options: LocalMeshOptions): Promise<LocalM
                 const log = openSync(mesh.controlPlaneLogFile!, 'a');
                 let child: ChildProcess;
                 try {
+                  const sourceArgs = kubernetes?.controlPlaneArgs() ?? ['--source', `dir:${created.clusterDir}`, '--ca-dir', caDir, '--token-file', tokenFile];
                   child = created.spawnInFabric(
                     process.execPath,
-                    [CONTROL_PLANE_MAIN, '--source', `dir:${created.clusterDir}`, '--ca-dir', caDir, '--listen', mesh.controlPlaneAddress!, '--token-file', tokenFile, '--trust-domain', trustDomain],
-                    { stdio: ['ignore', log, log] },
+                    [CONTROL_PLANE_MAIN, ...sourceArgs, '--listen', mesh.controlPlaneAddress!, '--trust-domain', trustDomain],
+                    { stdio: ['ignore', log, log], ...(kubernetes !== undefined ? { env: { ...process.env, ...kubernetes.controlPlaneEnv() } } : {}) },
                   );
                 } finally {
                   closeSync(log);
@@ -128,6 +148,7 @@ export async function createLocalMesh(options: LocalMeshOptions): Promise<LocalM
                 await exited;
               };
               await startControlPlane();
+              await kubernetes?.mountAgentFiles(created.nodes.map((node) => node.name));
             },
           }
         : {}),
@@ -139,8 +160,8 @@ export async function createLocalMesh(options: LocalMeshOptions): Promise<LocalM
           ...(withControlPlane
             ? {
                 AMBIT_XDS_ADDRESS: mesh.controlPlaneAddress!,
-                AMBIT_ROOT_CERT_FILE: path.join(caDir, LOCAL_CA_CERT_FILE),
-                AMBIT_TOKEN_FILE: path.join(caDir, `token-${node.name}`),
+                AMBIT_ROOT_CERT_FILE: kubernetes?.rootCertFile ?? path.join(caDir, LOCAL_CA_CERT_FILE),
+                AMBIT_TOKEN_FILE: kubernetes?.tokenFile(node.name) ?? path.join(caDir, `token-${node.name}`),
               }
             : { AMBIT_LOCAL_CA_DIR: caDir }),
           ...options.agentEnv,

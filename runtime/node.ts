@@ -34,7 +34,8 @@ export interface NodeSettings {
   underlayIp: string;
   /** Per-node directory under the run's temp dir (IPAM state, agent socket and logs). */
   dir: string;
-  clusterDir: string;
+  /** The cluster directory the agent is told about (AMBIT_CLUSTER_DIR); absent when objects go to an API server. */
+  clusterDir?: string;
   tracker: ProcessTracker;
   agentCommand?: (node: ClusterNode) => AgentCommand;
   agentReadyTimeoutMs?: number;
@@ -159,7 +160,7 @@ export class ClusterNode {
           ...process.env,
           ...command.env,
           AMBIT_NODE_NAME: this.name,
-          AMBIT_CLUSTER_DIR: this.#settings.clusterDir,
+          ...(this.#settings.clusterDir !== undefined ? { AMBIT_CLUSTER_DIR: this.#settings.clusterDir } : {}),
           AMBIT_CNI_SOCKET: this.agentSocket,
         },
       });

@@ -3,6 +3,11 @@
  * the real protocol, closely enough that the official client (@kubernetes/client-node 2.x) lists and watches
  * against it unmodified:
  *   - HTTPS only (a self-signed certificate made with shared/identity's x509 provider), bearer token auth;
+ *   - on 127.0.0.1 by default, or on an address inside another network namespace (`start({ netns, host })`: the
+ *     listening socket is opened there by the agent's native socket helper, so processes in that namespace, and
+ *     in namespaces routed to it, reach the server while this process keeps serving it);
+ *   - optionally under a path prefix (`start({ pathPrefix: '/k8s/clusters/c-1' })`), as an API server reached
+ *     through a proxy is (Rancher serves each cluster's API so): `url` ends with it, and requests outside it get 404;
  *   - `GET <collection>/<name>` (namespaced: `.../namespaces/<ns>/<resource>/<name>`) reads one object, 404 Status
  *     when absent (the CNI plugin's lookup);
  *   - `GET <collection>` lists with `metadata.resourceVersion` (one global counter, as etcd's revision);
@@ -10,20 +15,22 @@
  *     `{"type":"ADDED|MODIFIED|DELETED|BOOKMARK","object":...}` of every change after N, then live ones;
  *   - a watch from a version older than the compacted history gets an `ERROR` event whose object is
  *     `{"kind":"Status","code":410,"reason":"Expired"}` and the stream ends (the client must relist);
- *   - `POST /apis/authentication.k8s.io/v1/tokenreviews` answers TokenReviews from a token table;
+ *   - `POST /apis/authentication.k8s.io/v1/tokenreviews` answers TokenReviews from a token table
+ *     (`issueServiceAccountToken` adds a bound service account token to it, as the kubelet's TokenRequest gets one);
  *   - `GET`/`POST`/`PUT /api/v1/namespaces/<ns>/{secrets,configmaps}[/<name>]` keeps Secrets and ConfigMaps (the
  *     CA root store and the root publisher use them).
  * Collections: core v1 namespaces, nodes, pods, services; discovery.k8s.io/v1 endpointslices;
  * gateway.networking.k8s.io/v1 gateways; security.istio.io/v1 authorizationpolicies and peerauthentications.
- * Tests drive it directly: `apply`, `remove`, `compact` (forget history), `bookmark`, `dropWatches`,
+ * Tests drive it directly: `apply`, `get`, `remove`, `compact` (forget history), `bookmark`, `dropWatches`,
  * `holdWatches`/`releaseWatches` (a partition during which changes are missed by watchers), `fail`/`recover`
  * (an outage: every request answered 503).
  */
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import https from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { KubeConfig } from '@kubernetes/client-node';
+import { nativeSockets } from '../../agent/inpod/sockets.ts';
 import { x509 } from '../../shared/identity/crypto-provider.ts';
 import { generateKeyPair, SIGNING_ALGORITHM } from '../../shared/identity/keys.ts';
 import type { K8sObject } from '../../shared/k8s/objects.ts';
@@ -66,6 +73,17 @@ export interface TokenIdentity {
   node?: string;
 }
 
+export interface FakeKubeApiServerOptions {
+  /** Path of the network namespace to listen in (e.g. /run/netns/<name>); this process's own when absent. */
+  netns?: string;
+  /** Address to listen on (also in the certificate's SANs); default 127.0.0.1. */
+  host?: string;
+  /** Default 0: any free port. */
+  port?: number;
+  /** Serve the API under this path (no trailing slash), as behind a proxy; `url` includes it. */
+  pathPrefix?: string;
+}
+
 export class FakeKubeApiServer {
   readonly caPem: string;
   readonly url: string;
@@ -76,6 +94,7 @@ export class FakeKubeApiServer {
   /** Every request as `METHOD path?query`, for asserting lists and watches. */
   readonly requests: string[] = [];
   readonly #server: https.Server;
+  readonly #pathPrefix: string;
   readonly #sockets = new Set<Socket>();
   readonly #objects = new Map<string, Map<string, K8sObject>>();
   /** Secrets by `<namespace>/<name>` (get and create only: what the CA's root store needs). */
@@ -91,10 +110,11 @@ export class FakeKubeApiServer {
   /** Watches from before this version get 410 Gone. */
   #compactedThrough = 0;
 
-  private constructor(server: https.Server, caPem: string, url: string, clientToken: string) {
+  private constructor(server: https.Server, caPem: string, origin: string, clientToken: string, pathPrefix: string) {
     this.#server = server;
     this.caPem = caPem;
-    this.url = url;
+    this.url = `${origin}${pathPrefix}`;
+    this.#pathPrefix = pathPrefix;
     this.clientToken = clientToken;
     server.on('connection', (socket: Socket) => {
       this.#sockets.add(socket);
@@ -103,7 +123,8 @@ export class FakeKubeApiServer {
     server.on('request', (request: IncomingMessage, response: ServerResponse) => this.#handle(request, response));
   }
 
-  static async start(): Promise<FakeKubeApiServer> {
+  static async start(options: FakeKubeApiServerOptions = {}): Promise<FakeKubeApiServer> {
+    const host = options.host ?? '127.0.0.1';
     const keys = await generateKeyPair();
     const now = Date.now();
     const certificate = await x509.X509CertificateGenerator.createSelfSigned({
@@ -118,15 +139,33 @@ export class FakeKubeApiServer {
         new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
         new x509.SubjectAlternativeNameExtension([
           { type: 'ip', value: '127.0.0.1' },
+          ...(host !== '127.0.0.1' ? [{ type: 'ip' as const, value: host }] : []),
           { type: 'dns', value: 'localhost' },
         ]),
       ],
     });
     const caPem = certificate.toString('pem') + '\n';
     const server = https.createServer({ key: keys.privateKeyPem, cert: caPem });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    if (options.netns === undefined) {
+      await new Promise<void>((resolve) => server.listen(options.port ?? 0, host, resolve));
+    } else {
+      const fd = nativeSockets.listenTcp({ netns: options.netns, host, port: options.port ?? 0 });
+      try {
+        await new Promise<void>((resolve, reject) => {
+          server.once('error', reject);
+          // `{ fd }` is Node's documented handle form of listen(): serve a socket opened in another namespace.
+          server.listen({ fd }, () => {
+            server.off('error', reject);
+            resolve();
+          });
+        });
+      } catch (error) {
+        nativeSockets.closeFd(fd);
+        throw error;
+      }
+    }
     const port = (server.address() as AddressInfo).port;
-    return new FakeKubeApiServer(server, caPem, `https://127.0.0.1:${port}`, `client-${randomUUID()}`);
+    return new FakeKubeApiServer(server, caPem, `https://${host}:${port}`, `client-${randomUUID()}`, options.pathPrefix ?? '');
   }
 
   /** A KubeConfig for client-node: this server, its CA, the client token. */
@@ -148,6 +187,22 @@ export class FakeKubeApiServer {
 
   get resourceVersion(): number {
     return this.#resourceVersion;
+  }
+
+  /**
+   * The kubelet's TokenRequest for a pod of service account `namespace/name` on `node`: a new token whose
+   * TokenReview answers `system:serviceaccount:<namespace>:<name>`, bound to the node.
+   */
+  issueServiceAccountToken(namespace: string, name: string, node?: string): string {
+    const token = `sa-${randomBytes(24).toString('hex')}`;
+    this.reviewTokens.set(token, { username: `system:serviceaccount:${namespace}:${name}`, ...(node !== undefined ? { node } : {}) });
+    return token;
+  }
+
+  /** One stored object (namespace ignored for cluster-scoped kinds), undefined when absent. */
+  get(kind: string, namespace: string | undefined, name: string): K8sObject | undefined {
+    const collection = this.#collection(kind);
+    return this.#store(collection).get(collection.namespaced ? `${namespace || 'default'}/${name}` : name);
   }
 
   /** Creates or replaces an object (kind and metadata.name required); returns it with its new resourceVersion. */
@@ -273,8 +328,13 @@ export class FakeKubeApiServer {
   }
 
   #handle(request: IncomingMessage, response: ServerResponse): void {
-    const url = new URL(request.url ?? '/', this.url);
-    this.requests.push(`${request.method} ${url.pathname}${url.search}`);
+    const received = new URL(request.url ?? '/', 'https://fake-kube-apiserver');
+    this.requests.push(`${request.method} ${received.pathname}${received.search}`);
+    if (!received.pathname.startsWith(`${this.#pathPrefix}/`)) {
+      this.#status(response, 404, 'NotFound', `the server could not find the requested resource (${request.method} ${received.pathname}): the API is served under ${this.#pathPrefix}/`);
+      return;
+    }
+    const url = new URL(`${received.pathname.slice(this.#pathPrefix.length)}${received.search}`, 'https://fake-kube-apiserver');
     if (this.#failWith !== undefined) {
       this.#status(response, this.#failWith, 'ServiceUnavailable', 'the API server is unavailable');
       return;

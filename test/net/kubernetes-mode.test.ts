@@ -1,0 +1,252 @@
+/**
+ * The whole mesh in Kubernetes mode on a real 2-node local cluster, wired as deploy/manifests/ambit.yaml runs it:
+ * the API server is the source of truth (Namespace and Pod objects, pod status with the IP the CNI chain gave, the
+ * policies), the control plane runs `--source kubernetes --kubeconfig` (POD_NAMESPACE=istio-system), keeps its CA
+ * root in Secret istio-ca-secret and publishes ConfigMap istio-ca-root-cert, each agent runs with the DaemonSet's
+ * environment (its root file is that ConfigMap's root-cert.pem, its token a service account token that TokenReview
+ * binds to its node), and ambit-cni reads pods from the API server (`kubeconfig` in its config).
+ *
+ * The API server is test/helpers/kube-api-server.ts, a STAND-IN built to the real protocol (no Kubernetes runs
+ * here). It listens on the fabric's address, inside the fabric namespace, where the control plane and the nodes'
+ * CNI plugins reach it; this process serves it and drives it directly (apply, remove), as kubectl would.
+ */
+import test from 'ava';
+import { existsSync, readFileSync } from 'node:fs';
+import { readdir, readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { createLocalMesh, type LocalMesh } from '../../runtime/local-mesh.ts';
+import type { KubernetesApi } from '../../runtime/kubernetes-mode.ts';
+import { runClient, startEchoServer, type ClusterNode, type Pod } from '../../runtime/index.ts';
+import type { PodObject } from '../../shared/k8s/objects.ts';
+import { FakeKubeApiServer } from '../helpers/kube-api-server.ts';
+
+const ENROLLED = { 'istio.io/dataplane-mode': 'ambient' };
+const PORT = 8080;
+const WAIT_MS = 15_000;
+const AGENT_ACCOUNT = 'system:serviceaccount:istio-system:ambit-agent';
+const CLIENT_PRINCIPAL = 'spiffe://cluster.local/ns/shop/sa/client';
+const SERVER_PRINCIPAL = 'spiffe://cluster.local/ns/shop/sa/server';
+
+let api: FakeKubeApiServer | undefined;
+let mesh: LocalMesh | undefined;
+let server: Pod;
+let client: Pod;
+
+/** The runtime's view of the stand-in: what `kubectl apply`, the kubelet and its TokenRequest do to an API server. */
+function runtimeAccess(fake: FakeKubeApiServer): KubernetesApi {
+  return {
+    kubeconfig: fake.kubeConfigYaml(),
+    objects: {
+      writeNamespace: async (namespace) => void fake.apply(namespace),
+      writePod: async (pod) => void fake.apply(pod),
+      updatePodStatus: async (pod, status) => {
+        const current = (fake.get('Pod', pod.metadata.namespace, pod.metadata.name) as PodObject | undefined) ?? pod;
+        fake.apply({ ...current, status });
+      },
+      removePod: async (namespace, name) => fake.remove('Pod', namespace, name),
+    },
+    requestToken: async (namespace, serviceAccount, node) => fake.issueServiceAccountToken(namespace, serviceAccount, node),
+    readConfigMap: async (namespace, name) => fake.configMaps.get(`${namespace}/${name}`)?.data as Record<string, string> | undefined,
+  };
+}
+
+test.before(async () => {
+  mesh = await createLocalMesh({
+    nodes: 2,
+    name: 'k8stest',
+    kubernetes: {
+      connect: async (fabric) => {
+        api = await FakeKubeApiServer.start({ netns: fabric.netnsPath, host: fabric.address });
+        return runtimeAccess(api);
+      },
+    },
+  });
+  server = await mesh.cluster.createPod({ node: 1, namespace: 'shop', name: 'server', serviceAccount: 'server', labels: { app: 'server' }, namespaceLabels: ENROLLED });
+  client = await mesh.cluster.createPod({ node: 0, namespace: 'shop', name: 'client', serviceAccount: 'client' });
+  await startEchoServer(server, { port: PORT });
+});
+
+test.after.always(async () => {
+  await mesh?.destroy();
+  await api?.close();
+});
+
+function cluster() {
+  return mesh!.cluster;
+}
+
+function fake(): FakeKubeApiServer {
+  if (api === undefined) throw new Error('the API server did not start');
+  return api;
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- access log lines are free-form JSON read by assertions
+async function accessLog(node: ClusterNode): Promise<Array<Record<string, any>>> {
+  const text = await readFile(node.agentLogFile, 'utf8');
+  return text.split('\n').filter((line) => line.includes('"connection closed"')).map((line) => JSON.parse(line) as Record<string, unknown>);
+}
+
+async function waitFor(condition: () => Promise<boolean>, what: string): Promise<void> {
+  const deadline = Date.now() + WAIT_MS;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${WAIT_MS} ms waiting until ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+}
+
+const connects = async (from: Pod, to: Pod): Promise<boolean> => (await runClient(from, { host: to.ip, port: PORT, timeoutMs: 3000 })).ok;
+
+/** The agent's own environment, as its process has it. */
+function agentEnvironment(node: ClusterNode): Record<string, string> {
+  const text = readFileSync(`/proc/${node.agent!.pid}/environ`, 'utf8');
+  return Object.fromEntries(text.split('\0').filter(Boolean).map((entry) => [entry.slice(0, entry.indexOf('=')), entry.slice(entry.indexOf('=') + 1)]));
+}
+
+test.serial('wired as in a cluster: objects, CA root, agent credentials and the plugin config all come from the API server', async (t) => {
+  const k8s = fake();
+  // The kubelet's status report reached the API server, and nothing was published to a cluster directory.
+  t.like(k8s.get('Pod', 'shop', 'server'), { spec: { nodeName: 'k8stest-node1', serviceAccountName: 'server' }, status: { phase: 'Running', podIP: server.ip } });
+  t.false(existsSync(path.join(cluster().clusterDir, 'pods')) && (await readdir(path.join(cluster().clusterDir, 'pods'))).length > 0, 'no Pod files in the cluster directory');
+
+  // The control plane made the root in Secret istio-ca-secret and published it in ConfigMap istio-ca-root-cert.
+  const secret = k8s.secrets.get('istio-system/istio-ca-secret');
+  t.truthy(secret, 'Secret istio-system/istio-ca-secret exists');
+  const rootCertPem = Buffer.from((secret!.data as Record<string, string>)['ca-cert.pem']!, 'base64').toString();
+  for (const namespace of ['istio-system', 'shop']) {
+    t.is((k8s.configMaps.get(`${namespace}/istio-ca-root-cert`)?.data as Record<string, string> | undefined)?.['root-cert.pem'], rootCertPem, `the root is published in ${namespace}`);
+  }
+
+  for (const node of cluster().nodes) {
+    const env = agentEnvironment(node);
+    t.is(env.AMBIT_NODE_NAME, node.name);
+    t.is(env.AMBIT_XDS_ADDRESS, mesh!.controlPlaneAddress);
+    t.is(readFileSync(env.AMBIT_ROOT_CERT_FILE!, 'utf8'), rootCertPem, 'the agent trusts the root the ConfigMap holds');
+    t.deepEqual(k8s.reviewTokens.get(readFileSync(env.AMBIT_TOKEN_FILE!, 'utf8')), { username: AGENT_ACCOUNT, node: node.name }, 'its token is the agent service account bound to its node');
+    t.is(env.AMBIT_CLUSTER_DIR, undefined, 'the agent is not given a cluster directory');
+    t.is(env.AMBIT_LOCAL_CA_DIR, undefined);
+  }
+  t.true(k8s.requests.some((request) => request.startsWith('POST /apis/authentication.k8s.io/v1/tokenreviews')), 'the control plane reviewed the agents\' tokens');
+  t.true(k8s.requests.includes('GET /api/v1/namespaces/shop/pods/server'), 'ambit-cni read the pod from the API server');
+});
+
+test.serial('an enrolled client on node 0 reaches an enrolled server on node 1 through HBONE, both identities verified', async (t) => {
+  const result = await runClient(client, { host: server.ip, port: PORT, count: 3 });
+  t.true(result.ok, result.errors.join('; '));
+  const inbound = (await accessLog(cluster().node(1))).filter((entry) => entry.direction === 'inbound' && entry.src.address === client.ip);
+  t.true(inbound.length >= 3, 'the server node agent delivered the connections');
+  t.true(inbound.every((entry) => entry.mtls === true && entry.src.principal === CLIENT_PRINCIPAL && entry.dst.principal === SERVER_PRINCIPAL), JSON.stringify(inbound[0]));
+  const outbound = (await accessLog(cluster().node(0))).filter((entry) => entry.direction === 'outbound' && entry.dst.address === `${server.ip}:${PORT}`);
+  t.true(outbound.length >= 3 && outbound.every((entry) => entry.mtls === true && entry.dst.principal === SERVER_PRINCIPAL));
+});
+
+test.serial('a pod in a namespace without the label is not captured: it reaches the server in plaintext', async (t) => {
+  const legacy = await cluster().createPod({ node: 0, namespace: 'legacy', name: 'legacy', serviceAccount: 'legacy' });
+  t.teardown(() => cluster().deletePod(legacy));
+  t.true(await connects(legacy, server));
+  const inbound = (await accessLog(cluster().node(1))).filter((entry) => entry.src.address === legacy.ip);
+  t.true(inbound.length >= 1, 'the server\'s agent saw the connection');
+  t.true(inbound.every((entry) => entry.mtls === false && entry.src.principal === undefined), 'plaintext, no client identity');
+  t.deepEqual((await accessLog(cluster().node(0))).filter((entry) => entry.src.address === legacy.ip), [], 'the client node agent never handled it');
+});
+
+test.serial('labelling a namespace in the API server captures its running pods', async (t) => {
+  const flip = await cluster().createPod({ node: 1, namespace: 'flip', name: 'flip', serviceAccount: 'flip' });
+  t.teardown(() => cluster().deletePod(flip));
+  await startEchoServer(flip, { port: PORT });
+  const throughHbone = async (): Promise<boolean> =>
+    (await accessLog(cluster().node(1))).some((entry) => entry.direction === 'inbound' && entry.dst.address === `${flip.ip}:${PORT}` && entry.src.principal === CLIENT_PRINCIPAL);
+
+  // ambit-cni (Kubernetes mode) read the pod and its namespace, found it not enrolled, and told the agent about it
+  // (pod-seen), so the agent knows the running pod's network namespace when the label comes.
+  t.true(fake().requests.includes('GET /api/v1/namespaces/flip/pods/flip'));
+  const knownPods = path.join(cluster().node(1).dir, `known-pods-${cluster().node(1).name}.json`);
+  await waitFor(async () => (await readFile(knownPods, 'utf8').catch(() => '')).includes(flip.netnsPath), 'node 1\'s agent knows the pod');
+  t.true(await connects(client, flip));
+  t.false(await throughHbone(), 'not enrolled yet: no HBONE to the pod');
+
+  // `kubectl label namespace flip istio.io/dataplane-mode=ambient`
+  fake().apply({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'flip', labels: ENROLLED } });
+  await waitFor(async () => (await connects(client, flip)) && (await throughHbone()), 'the running pod is reached through HBONE with the client identity');
+  t.pass();
+});
+
+test.serial('an AuthorizationPolicy applied to the API server is enforced, and removing it lets the client in again', async (t) => {
+  t.true(await connects(client, server));
+  fake().apply({
+    apiVersion: 'security.istio.io/v1',
+    kind: 'AuthorizationPolicy',
+    metadata: { name: 'deny-client', namespace: 'shop' },
+    spec: { selector: { matchLabels: { app: 'server' } }, action: 'DENY', rules: [{ from: [{ source: { principals: ['cluster.local/ns/shop/sa/client'] } }] }] },
+  });
+  t.teardown(() => fake().remove('AuthorizationPolicy', 'shop', 'deny-client'));
+  await waitFor(async () => !(await connects(client, server)), 'the client is refused');
+  const denials = (await accessLog(cluster().node(1))).filter((entry) => entry.src.principal === CLIENT_PRINCIPAL && entry.response_flags === 'DENY');
+  t.true(denials.length > 0, 'the refusal is in the server node\'s access log with DENY');
+
+  fake().remove('AuthorizationPolicy', 'shop', 'deny-client');
+  await waitFor(() => connects(client, server), 'the client is allowed again');
+  t.pass();
+});
+
+/** Asks the CA for certificates from inside node 0, with ambit's own CA client (what an agent would send). */
+async function askCa(asks: { token: string; namespace: string; serviceAccount: string }[]): Promise<{ ok: boolean; uri?: string; code?: number; details?: string }[]> {
+  const root = path.resolve(import.meta.dirname, '..', '..');
+  const script = `
+    const { CaClient } = await import(${JSON.stringify(path.join(root, 'agent/identity/ca-client.ts'))});
+    const { spiffeId } = await import(${JSON.stringify(path.join(root, 'shared/identity/index.ts'))});
+    const { controlPlaneIdentity } = await import(${JSON.stringify(path.join(root, 'shared/xds/client.ts'))});
+    const { address, rootPem, asks } = JSON.parse(process.argv[1]);
+    const results = [];
+    for (const ask of asks) {
+      const ca = new CaClient({ address, rootsPem: [rootPem], token: ask.token, serverIdentity: controlPlaneIdentity('cluster.local') });
+      try {
+        const certificate = await ca.fetch(spiffeId('cluster.local', ask.namespace, ask.serviceAccount));
+        results.push({ ok: true, uri: certificate.identity.uri });
+      } catch (error) {
+        results.push({ ok: false, code: error.code, details: error.details ?? error.message });
+      } finally {
+        ca.close();
+      }
+    }
+    console.log(JSON.stringify(results));`;
+  const rootPem = (fake().configMaps.get('istio-system/istio-ca-root-cert')?.data as Record<string, string>)['root-cert.pem'];
+  const result = await cluster().node(0).exec(process.execPath, ['--input-type=module', '-e', script, JSON.stringify({ address: mesh!.controlPlaneAddress, rootPem, asks })]);
+  if (result.code !== 0) throw new Error(`the CA client script failed: ${result.stderr}`);
+  return JSON.parse(result.stdout) as { ok: boolean; uri?: string; code?: number; details?: string }[];
+}
+
+test.serial('the CA signs only identities of pods on the token\'s node, and only for the trusted agent account', async (t) => {
+  const node0 = cluster().node(0).name;
+  const agentToken = fake().issueServiceAccountToken('istio-system', 'ambit-agent', node0);
+  const workloadToken = fake().issueServiceAccountToken('shop', 'client', node0);
+  const [own, neighbours, workload, unknown] = await askCa([
+    { token: agentToken, namespace: 'shop', serviceAccount: 'client' },
+    { token: agentToken, namespace: 'shop', serviceAccount: 'server' },
+    { token: workloadToken, namespace: 'shop', serviceAccount: 'client' },
+    { token: 'not-a-token', namespace: 'shop', serviceAccount: 'client' },
+  ]);
+  t.deepEqual(own, { ok: true, uri: CLIENT_PRINCIPAL }, 'shop/client runs on node 0: signed');
+  t.like(neighbours, { ok: false, code: 7 }, 'PERMISSION_DENIED');
+  t.regex(neighbours!.details!, new RegExp(`node ${node0} may not get ${SERVER_PRINCIPAL}: no pod with that service account runs on ${node0}`));
+  t.like(workload, { ok: false, code: 7 }, 'a workload token bound to the node is no agent');
+  t.regex(workload!.details!, /system:serviceaccount:shop:client is not a node agent/);
+  t.like(unknown, { ok: false, code: 16 }, 'UNAUTHENTICATED');
+  t.regex(unknown!.details!, /token review rejected the token/);
+});
+
+test.serial('a control plane restart loads the root from Secret istio-ca-secret: agents keep trusting it and a new pod gets a certificate', async (t) => {
+  const secretVersion = (): unknown => (fake().secrets.get('istio-system/istio-ca-secret')?.metadata as { resourceVersion?: string } | undefined)?.resourceVersion;
+  const versionBefore = secretVersion();
+  await mesh!.stopControlPlane();
+  t.teardown(() => mesh!.startControlPlane());
+  await mesh!.startControlPlane();
+  t.regex(await readFile(mesh!.controlPlaneLogFile!, 'utf8'), /"created":false,.*"msg":"loaded the mesh root CA"/);
+  t.is(secretVersion(), versionBefore, 'the Secret was read, not replaced');
+
+  const later = await cluster().createPod({ node: 0, namespace: 'shop', name: 'after-restart', serviceAccount: 'after' });
+  t.teardown(() => cluster().deletePod(later));
+  const result = await runClient(later, { host: server.ip, port: PORT });
+  t.true(result.ok, result.errors.join('; '));
+  const inbound = (await accessLog(cluster().node(1))).filter((entry) => entry.src.address === later.ip);
+  t.true(inbound.some((entry) => entry.mtls === true && entry.src.principal === 'spiffe://cluster.local/ns/shop/sa/after'), 'signed by the restarted CA, verified by the server node against the same root');
+});
