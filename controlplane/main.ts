@@ -123,7 +123,9 @@ export function tokenReviewNodeAuthenticator(tokenReview: Pick<TokenReviewAuthen
       return { node: caller.node };
     } catch (error) {
       if (error instanceof AuthenticationError) throw new CaServiceError('unauthenticated', error.message);
-      throw error;
+      if (error instanceof CaServiceError) throw error;
+      // The review itself failed (API server down, overloaded, unreachable): the agent retries; no bug of the CA's.
+      throw new CaServiceError('unavailable', `cannot authenticate the caller: the TokenReview failed (${(error as Error).message})`, { cause: error });
     }
   };
 }

@@ -9,7 +9,8 @@
  *
  * Status codes an agent sees: UNAUTHENTICATED (no or unknown token), PERMISSION_DENIED (no pod with that service
  * account on the caller's node), INVALID_ARGUMENT (malformed CSR, not exactly one SPIFFE identity, foreign trust
- * domain, ImpersonatedIdentity that contradicts the CSR, negative lifetime), INTERNAL (a bug: logged).
+ * domain, ImpersonatedIdentity that contradicts the CSR, negative lifetime), UNAVAILABLE (the caller could not be
+ * checked now: the API server did not answer the TokenReview), INTERNAL (a bug: logged).
  */
 import type * as grpc from '@grpc/grpc-js';
 import {
@@ -32,7 +33,7 @@ export interface CaServiceCounters {
 }
 
 export function newCaServiceCounters(): CaServiceCounters {
-  return { signed: 0, refused: { unauthenticated: 0, permissionDenied: 0, invalidArgument: 0, internal: 0 } };
+  return { signed: 0, refused: { unauthenticated: 0, permissionDenied: 0, invalidArgument: 0, unavailable: 0, internal: 0 } };
 }
 
 /** The subset of a pino logger the service writes to. */

@@ -7,12 +7,17 @@
  */
 import { status } from '@grpc/grpc-js';
 
-export type CaRefusalReason = 'unauthenticated' | 'permissionDenied' | 'invalidArgument' | 'internal';
+/**
+ * `unavailable`: something the CA depends on did not answer (the API server, for a TokenReview); the caller may
+ * retry, as it would after a lost connection. Not a bug, unlike `internal`.
+ */
+export type CaRefusalReason = 'unauthenticated' | 'permissionDenied' | 'invalidArgument' | 'unavailable' | 'internal';
 
 const STATUS_BY_REASON: Record<CaRefusalReason, status> = {
   unauthenticated: status.UNAUTHENTICATED,
   permissionDenied: status.PERMISSION_DENIED,
   invalidArgument: status.INVALID_ARGUMENT,
+  unavailable: status.UNAVAILABLE,
   internal: status.INTERNAL,
 };
 

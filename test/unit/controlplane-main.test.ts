@@ -4,7 +4,10 @@
 import test from 'ava';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { CertificateAuthority } from '../../shared/identity/index.ts';
+import { status, type ServiceError } from '@grpc/grpc-js';
+import { CaClient } from '../../agent/identity/ca-client.ts';
+import { CertificateAuthority, spiffeId } from '../../shared/identity/index.ts';
+import { controlPlaneIdentity } from '../../shared/xds/client.ts';
 import { parseConfig, runControlPlane } from '../../controlplane/main.ts';
 import { FakeKubeApiServer } from '../helpers/kube-api-server.ts';
 import { namespaceObject, podObject, podYaml, startRecordingClient, tempDir, workloadNamed, writeManifest } from '../helpers/xds-harness.ts';
@@ -82,4 +85,29 @@ test('Kubernetes mode: informers feed the model, agents authenticate by TokenRev
   api.apply(namespaceObject('billing', {}));
   await eventually(() => rootPublished('billing'), 'the root ConfigMap in a namespace created later');
   t.pass();
+});
+
+test('Kubernetes mode: while the API server is down the CA answers UNAVAILABLE (it cannot review tokens), and signs again once it is back', async (t) => {
+  const api = await FakeKubeApiServer.start();
+  t.teardown(() => api.close());
+  const token = api.issueServiceAccountToken('istio-system', 'ambit-agent', 'node-1');
+  api.apply(namespaceObject('shop', { 'istio.io/dataplane-mode': 'ambient' }));
+  api.apply(podObject({ name: 'web-1', namespace: 'shop', ip: '10.0.0.1', serviceAccount: 'web' }));
+  const kubeconfig = path.join(await tempDir(t), 'kubeconfig');
+  await writeFile(kubeconfig, api.kubeConfigYaml());
+  const cp = await runControlPlane(parseConfig(['--source', 'kubernetes', '--kubeconfig', kubeconfig, '--listen', '127.0.0.1:0', '--log-level', 'silent'], {}));
+  t.teardown(() => cp.close());
+  const rootPem = Buffer.from((api.secrets.get('istio-system/istio-ca-secret') as { data: Record<string, string> }).data['ca-cert.pem']!, 'base64').toString();
+  const agent = new CaClient({ address: `127.0.0.1:${cp.port}`, rootsPem: [rootPem], token, serverIdentity: controlPlaneIdentity('cluster.local') });
+  t.teardown(() => agent.close());
+  const web = spiffeId('cluster.local', 'shop', 'web');
+  t.is((await agent.fetch(web)).identity.uri, web.uri);
+
+  api.fail(503);
+  const during = await t.throwsAsync<ServiceError>(agent.fetch(web));
+  t.is(during?.code, status.UNAVAILABLE, `an outage is no CA bug: ${during?.details}`);
+  t.regex(during?.details ?? '', /cannot authenticate the caller: the TokenReview failed .*503/);
+
+  api.recover();
+  t.is((await agent.fetch(web)).identity.uri, web.uri, 'signed again once the API server answers');
 });
