@@ -42,7 +42,9 @@ async function bearerToken(credentials: KubeconfigCredentials): Promise<string |
 }
 
 function get(credentials: KubeconfigCredentials, token: string | undefined, apiPath: string): Promise<ApiAnswer> {
-  const url = new URL(apiPath, credentials.server);
+  // Appended, not resolved: a server URL may carry a path (an API server behind a proxy, e.g. Rancher's
+  // /k8s/clusters/<id>), which `new URL('/api/...', server)` would drop.
+  const url = new URL(`${credentials.server}${apiPath}`);
   const secure = url.protocol === 'https:';
   const options: https.RequestOptions = {
     method: 'GET',

@@ -15,7 +15,7 @@ import path from 'node:path';
 import { parse } from 'yaml';
 
 export interface KubeconfigCredentials {
-  /** https://host:port of the API server. */
+  /** https://host:port of the API server, with the path it is served under if any (no trailing slash). */
   server: string;
   /** PEM CA bundle that signs the API server's certificate; the system roots when absent. */
   ca?: Buffer;

@@ -170,3 +170,22 @@ test('the service account kubeconfig is rewritten when the token rotates, and re
   await uninstall(binDir, f.confDir);
   await t.throwsAsync(readFile(f.kubeconfig), { code: 'ENOENT' });
 });
+
+test('a kubeconfig whose server has a path (an API server behind a proxy, as Rancher serves clusters) is read under that path', async (t) => {
+  const api = await FakeKubeApiServer.start({ pathPrefix: '/k8s/clusters/c-m-4x2' });
+  t.teardown(() => api.close());
+  api.apply({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'mesh', labels: { 'istio.io/dataplane-mode': 'ambient' } } });
+  api.apply({ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'web', namespace: 'mesh', uid: 'uid-mesh' }, spec: { containers: [{ name: 'app' }] } });
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'ambit-cni-k8s-test-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const kubeconfig = path.join(dir, 'kubeconfig');
+  await writeFile(kubeconfig, api.kubeConfigYaml());
+  const socket = path.join(dir, 'cni.sock');
+  const agent = await startProtocolServer(socket);
+  t.teardown(() => agent.close());
+
+  const { code, json } = await invoke(cniEnv('ADD', 'mesh'), JSON.stringify({ cniVersion: '1.0.0', name: 'pods', type: 'ambit-cni', agentSocket: socket, kubeconfig, prevResult: PREV_RESULT }));
+  t.is(code, 0, JSON.stringify(json));
+  t.deepEqual(agent.requests.filter((request) => request.path === '/v1/pod-add').map((request) => request.body.podName), ['web'], 'the enrolled pod was captured');
+  t.true(api.requests.includes('GET /k8s/clusters/c-m-4x2/api/v1/namespaces/mesh/pods/web'), api.requests.join('\n'));
+});
