@@ -13,7 +13,7 @@ import { LocalCaSource, type CertificateSource } from './identity/certificate-so
 import { ClusterDirSource } from './state/cluster-dir-source.ts';
 import type { MeshState } from './state/mesh-state.ts';
 import { XdsSource } from './state/xds-source.ts';
-import { controlPlaneIdentity, type XdsResourceUpdate, type XdsRejection } from '../shared/xds/client.ts';
+import { controlPlaneIdentity, controlPlaneServerName, type XdsResourceUpdate, type XdsRejection } from '../shared/xds/client.ts';
 
 /**
  * How long a CNI ADD waits for the pod to appear in the mesh state. The runtime writes the Pod before calling CNI,
@@ -67,7 +67,9 @@ export async function startSources(config: AgentConfig, state: MeshState, log: L
     onNack: (typeUrl, message) => log.warn({ typeUrl, reason: message }, 'xDS resource rejected (NACK); keeping the last good one'),
   });
   await xds.start();
-  const certificates = await CaClient.open({ address: controlPlane.caAddress, rootsFile: controlPlane.rootCertFile, tokenFile: controlPlane.tokenFile, node: config.nodeName, serverIdentity: controlPlaneIdentity(config.trustDomain) });
+  // Addressed by IP (the local runtime), the CA is named as istiod for SNI, as the xDS client does; no Node warning.
+  const serverName = controlPlaneServerName(controlPlane.caAddress);
+  const certificates = await CaClient.open({ address: controlPlane.caAddress, rootsFile: controlPlane.rootCertFile, tokenFile: controlPlane.tokenFile, node: config.nodeName, serverIdentity: controlPlaneIdentity(config.trustDomain), ...(serverName ? { serverName } : {}) });
   return {
     certificates,
     describe: `the control plane at ${controlPlane.xdsAddress}`,

@@ -95,6 +95,14 @@ interface DecodedResponse {
   removedResources: string[];
 }
 
+/**
+ * The TLS server name to send when dialling the control plane at `address`: Istio's istiod service name when the
+ * address is an IP (TLS SNI must not be an IP, RFC 6066; the identity is checked by SAN), none otherwise.
+ */
+export function controlPlaneServerName(address: string): string | undefined {
+  return isIp(hostOf(address)) ? CONTROL_PLANE_SNI : undefined;
+}
+
 function hostOf(address: string): string {
   const bracketed = /^\[([^\]]+)\]/.exec(address);
   if (bracketed) return bracketed[1]!;
@@ -148,12 +156,13 @@ export class XdsClient {
       this.#resolveSynced = resolve;
     });
     const credentials = grpc.credentials.createSsl(Buffer.from(options.rootCertPem), null, null, { checkServerIdentity: checkServerIdentity(options.serverIdentity) });
+    const serverName = controlPlaneServerName(options.address);
     this.#grpcClient = new grpc.Client(options.address, credentials, {
       'grpc.max_receive_message_length': MAX_RESPONSE_BYTES,
       'grpc.keepalive_time_ms': KEEPALIVE_TIME_MS,
       'grpc.keepalive_timeout_ms': KEEPALIVE_TIMEOUT_MS,
       // TLS SNI must not be an IP (RFC 6066): name the control plane instead; identity is checked by SAN above.
-      ...(isIp(hostOf(options.address)) ? { 'grpc.ssl_target_name_override': CONTROL_PLANE_SNI } : {}),
+      ...(serverName ? { 'grpc.ssl_target_name_override': serverName } : {}),
       // Reconnection pacing is ours (per stream); keep the channel's own backoff short so it does not add to it.
       'grpc.initial_reconnect_backoff_ms': options.initialBackoffMs ?? RECONNECT_INITIAL_BACKOFF_MS,
       'grpc.max_reconnect_backoff_ms': options.maxBackoffMs ?? RECONNECT_MAX_BACKOFF_MS,
