@@ -46,6 +46,11 @@ export interface ClusterOptions {
    * instead of the cluster directory.
    */
   cniKubeconfig?: string;
+  /**
+   * Dual stack: every pod also gets an IPv6 address (host-local from the node's fd00:... /64), nodes route IPv6
+   * pod ranges to each other over the underlay. Default false (IPv4 only).
+   */
+  dualStack?: boolean;
   /** Chain ambit's CNI plugin after bridge (default true). False gives a mesh-less baseline. */
   ambitCni?: boolean;
   /** When set, one agent per node is started inside the node namespace before any pod is created. */
@@ -151,7 +156,11 @@ export class Cluster {
     }
     for (const node of this.nodes) {
       for (const other of this.nodes) {
-        if (other !== node) await ipIn(node.netnsName, ['route', 'add', other.podCidr, 'via', other.underlayIp]);
+        if (other === node) continue;
+        await ipIn(node.netnsName, ['route', 'add', other.podCidr, 'via', other.underlayIp]);
+        if (this.#options.dualStack) {
+          await ipIn(node.netnsName, ['-6', 'route', 'add', topology.podCidr6(this.runId, other.index), 'via', topology.underlayIp6(this.runId, other.index)]);
+        }
       }
     }
     await this.#options.beforeAgents?.(this);
@@ -184,6 +193,12 @@ export class Cluster {
     await ipIn(node.netnsName, ['addr', 'add', `${node.underlayIp}/${topology.UNDERLAY_PREFIX_LENGTH}`, 'dev', topology.NODE_UNDERLAY_IF]);
     await ipIn(node.netnsName, ['link', 'set', topology.NODE_UNDERLAY_IF, 'up']);
     await sysctlIn(node.netnsName, 'net.ipv4.ip_forward', '1');
+    const dualStack = this.#options.dualStack === true;
+    if (dualStack) {
+      // nodad: the underlay address is usable at once, not after duplicate address detection.
+      await ipIn(node.netnsName, ['-6', 'addr', 'add', `${topology.underlayIp6(this.runId, node.index)}/${topology.UNDERLAY_PREFIX_LENGTH_6}`, 'dev', topology.NODE_UNDERLAY_IF, 'nodad']);
+      await sysctlIn(node.netnsName, 'net.ipv6.conf.all.forwarding', '1');
+    }
     const plugins: PluginConfig[] = [
       {
         type: 'bridge',
@@ -192,8 +207,11 @@ export class Cluster {
         ipMasq: false,
         ipam: {
           type: 'host-local',
-          ranges: [[{ subnet: node.podCidr, gateway: node.podGateway }]],
-          routes: [{ dst: '0.0.0.0/0' }],
+          ranges: [
+            [{ subnet: node.podCidr, gateway: node.podGateway }],
+            ...(dualStack ? [[{ subnet: topology.podCidr6(this.runId, node.index), gateway: topology.podGateway6(this.runId, node.index) }]] : []),
+          ],
+          routes: [{ dst: '0.0.0.0/0' }, ...(dualStack ? [{ dst: '::/0' }] : [])],
           dataDir: path.join(node.dir, 'ipam'),
         },
       },
@@ -279,9 +297,12 @@ export class Cluster {
       await addNetns(pod.netnsName);
       const result = await this.#chain(node).add(this.#sandbox(pod, pod.netnsPath));
       pod.cniResult = result;
-      const address = (result.ips as { address?: string }[] | undefined)?.[0]?.address;
-      pod.ip = address?.split('/')[0] ?? '';
-      await this.#objects.updatePodStatus(this.#podObject(pod, options), { phase: 'Running', podIP: pod.ip, podIPs: [{ ip: pod.ip }] });
+      const addresses = ((result.ips as { address?: string }[] | undefined) ?? []).map((entry) => entry.address?.split('/')[0] ?? '').filter((ip) => ip !== '');
+      pod.ip = addresses.find((ip) => !ip.includes(':')) ?? addresses[0] ?? '';
+      pod.ip6 = addresses.find((ip) => ip.includes(':')) ?? '';
+      // As the kubelet reports them: the primary (IPv4 here) first.
+      const podIPs = [pod.ip, ...(pod.ip6 ? [pod.ip6] : [])].filter((ip) => ip !== '').map((ip) => ({ ip }));
+      await this.#objects.updatePodStatus(this.#podObject(pod, options), { phase: 'Running', podIP: pod.ip, podIPs });
       return pod;
     } catch (error) {
       // The chain already ran DEL for what it added; remove the sandbox and the object.

@@ -32,6 +32,8 @@ export class Pod {
   readonly netnsPath: string;
   /** The pod's IPv4 address, set once the CNI chain succeeded. */
   ip = '';
+  /** The IPv6 address in a dual-stack cluster; empty otherwise. */
+  ip6 = '';
   /** The CNI chain's final result (kept for DEL's prevResult, as runtimes cache it). */
   cniResult: CniResult | undefined;
   readonly processes = new Set<ChildProcess>();

@@ -2,7 +2,8 @@
  * Names and addresses of a local cluster, derived from its run id so parallel runs never collide.
  *
  * Owns: namespace names (`ambit-<runId>-n<i>`, `ambit-<runId>-fabric`, `ambit-<runId>-<pod>`), pod CIDRs
- * (`10.<X>.<i>.0/24`, X from the run id) and underlay addresses.
+ * (`10.<X>.<i>.0/24`, X from the run id; in a dual-stack cluster also `fd00:<X>:<i>::/64`) and underlay addresses
+ * (`10.<X>.255.<i+1>`, `fd00:<X>:ff::<i+1>`).
  * Must not know about: how namespaces are made or what runs in them.
  */
 import { createHash, randomBytes } from 'node:crypto';
@@ -60,6 +61,21 @@ export function underlayIp(runId: string, index: number): string {
 }
 
 export const UNDERLAY_PREFIX_LENGTH = 24;
+
+/** IPv6 (ULA, fd00::/8) counterparts for a dual-stack cluster, from the same run-derived number. */
+export function podCidr6(runId: string, index: number): string {
+  return `fd00:${secondOctet(runId).toString(16)}:${index.toString(16)}::/64`;
+}
+
+export function podGateway6(runId: string, index: number): string {
+  return `fd00:${secondOctet(runId).toString(16)}:${index.toString(16)}::1`;
+}
+
+export function underlayIp6(runId: string, index: number): string {
+  return `fd00:${secondOctet(runId).toString(16)}:ff::${(index + 1).toString(16)}`;
+}
+
+export const UNDERLAY_PREFIX_LENGTH_6 = 64;
 
 /** The fabric's own address on the underlay (a control plane listens there); far above any node index. */
 export function fabricServiceIp(runId: string): string {

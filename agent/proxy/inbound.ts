@@ -14,7 +14,7 @@ import type { CertificateManager } from '../identity/certificate-manager.ts';
 import type { SocketFactory } from '../inpod/socket-factory.ts';
 import { plainIp, POLICY_DENIED_FLAG, type InboundPolicy } from '../policy/enforcer.ts';
 import type { MeshState } from '../state/mesh-state.ts';
-import { workloadIdentity, type Workload } from '../state/workload.ts';
+import { addressOfFamily, workloadIdentity, type Workload } from '../state/workload.ts';
 import type { ConnectionRecord, ConnectionReporter } from './report.ts';
 import { spliceTcp } from './tcp-splice.ts';
 
@@ -138,6 +138,18 @@ export class InboundProxy {
     });
   }
 
+  /**
+   * The client address to dial the application from: the tunnel's peer address, or, when the tunnel ran over the
+   * other IP family than the target (a peer that tunnels IPv6 traffic over IPv4), the source workload's address of
+   * the target's family; none when it has none (the application then sees the agent's address).
+   */
+  #sourceAddressFor(request: HboneRequest): string | undefined {
+    const target = request.target.host;
+    if (request.remoteAddress.includes(':') === target.includes(':')) return request.remoteAddress;
+    const workload = this.#state.workloadByIp(request.remoteAddress);
+    return workload ? addressOfFamily(workload, target) : undefined;
+  }
+
   /** A tunnel's record, opened once the application accepted the delivery (what the HBONE server counts as opened). */
   #tunnelRecord(request: HboneRequest, pod: Workload, socket?: net.Socket): ConnectionRecord {
     const record: ConnectionRecord = {
@@ -148,10 +160,11 @@ export class InboundProxy {
   }
 
   #deliver(request: HboneRequest, context: InboundContext): net.Socket {
+    const source = context.preserveSourceIp ? this.#sourceAddressFor(request) : undefined;
     const socket = context.factory.connect({
       host: request.target.host,
       port: request.target.port,
-      ...(context.preserveSourceIp ? { localAddress: request.remoteAddress, transparent: true } : {}),
+      ...(source ? { localAddress: source, transparent: true } : {}),
     });
     const record = this.#tunnelRecord(request, context.pod, socket);
     this.#tunnels.set(request, record);

@@ -10,7 +10,7 @@ import type net from 'node:net';
 import type { HboneClientPool, HostPort } from '../../shared/hbone/index.ts';
 import type { SocketFactory } from '../inpod/socket-factory.ts';
 import type { MeshState } from '../state/mesh-state.ts';
-import { workloadIdentity, type Workload } from '../state/workload.ts';
+import { addressOfFamily, workloadIdentity, type Workload } from '../state/workload.ts';
 import { spliceTcp } from './tcp-splice.ts';
 import type { ConnectionRecord, ConnectionReporter } from './report.ts';
 
@@ -61,7 +61,7 @@ export class OutboundProxy {
     context.pool
       .tunnel(
         {
-          proxy: { host: destination.addresses[0]!, port: HBONE_PORT },
+          proxy: { host: addressOfFamily(destination, originalDestination.host) ?? destination.addresses[0]!, port: HBONE_PORT },
           destination: originalDestination,
           sourceIdentity: workloadIdentity(context.source),
           expectedIdentities: [workloadIdentity(destination).uri],

@@ -50,3 +50,13 @@ export function workloadIdentity(workload: Workload): SpiffeId {
   }
   return identity;
 }
+
+/**
+ * The workload's address in the same family as `like` (an IPv4 or IPv6 address), as ztunnel picks the tunnel
+ * endpoint for a dual-stack destination: an IPv6 connection travels in an IPv6 tunnel, so the far side can dial
+ * the application from the client's own IPv6 address. Undefined when the workload has none of that family.
+ */
+export function addressOfFamily(workload: Workload, like: string): string | undefined {
+  const v6 = like.includes(':');
+  return workload.addresses.find((address) => address.includes(':') === v6);
+}
