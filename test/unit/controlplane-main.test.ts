@@ -87,7 +87,7 @@ test('Kubernetes mode: informers feed the model, agents authenticate by TokenRev
   t.pass();
 });
 
-test('Kubernetes mode: while the API server is down the CA answers UNAVAILABLE (it cannot review tokens), and signs again once it is back', async (t) => {
+test('Kubernetes mode: while the API server is down the CA answers UNAVAILABLE to a token it has not reviewed, keeps serving one it reviewed within the cache TTL, and signs again once it is back', async (t) => {
   const api = await FakeKubeApiServer.start();
   t.teardown(() => api.close());
   const token = api.issueServiceAccountToken('istio-system', 'ambit-agent', 'node-1');
@@ -103,11 +103,16 @@ test('Kubernetes mode: while the API server is down the CA answers UNAVAILABLE (
   const web = spiffeId('cluster.local', 'shop', 'web');
   t.is((await agent.fetch(web)).identity.uri, web.uri);
 
+  // A second agent on the same node (say, restarted with a fresh token) that the CA has not seen yet.
+  const fresh = new CaClient({ address: `127.0.0.1:${cp.port}`, rootsPem: [rootPem], token: api.issueServiceAccountToken('istio-system', 'ambit-agent', 'node-1'), serverIdentity: controlPlaneIdentity('cluster.local') });
+  t.teardown(() => fresh.close());
+
   api.fail(503);
-  const during = await t.throwsAsync<ServiceError>(agent.fetch(web));
+  const during = await t.throwsAsync<ServiceError>(fresh.fetch(web));
   t.is(during?.code, status.UNAVAILABLE, `an outage is no CA bug: ${during?.details}`);
   t.regex(during?.details ?? '', /cannot authenticate the caller: the TokenReview failed .*503/);
+  t.is((await agent.fetch(web)).identity.uri, web.uri, 'a token reviewed a moment ago is still trusted: renewals go on through a short outage');
 
   api.recover();
-  t.is((await agent.fetch(web)).identity.uri, web.uri, 'signed again once the API server answers');
+  t.is((await fresh.fetch(web)).identity.uri, web.uri, 'signed again once the API server answers');
 });

@@ -54,3 +54,38 @@ test('the client refuses a control plane that does not present the expected iden
   t.false(agent.client.isSynced());
   t.deepEqual(plane.cp.xds.connections(), [], 'no stream was opened');
 });
+
+test('TokenReviews are cached: concurrent and repeated calls with one token make one review until the TTL; refusals are asked again', async (t) => {
+  const api = await FakeKubeApiServer.start();
+  t.teardown(() => api.close());
+  api.reviewTokens.set('agent-token', { username: 'system:serviceaccount:istio-system:ambit-agent', node: 'node-1' });
+  let now = 1_000_000;
+  const authenticator = new TokenReviewAuthenticator(api.kubeConfig(), { cacheTtlMs: 60_000, now: () => now });
+  const metadata = (token: string) => {
+    const value = new grpc.Metadata();
+    value.set('authorization', `Bearer ${token}`);
+    return value;
+  };
+  // An agent restart: its xDS stream and a certificate per service account on the node, all at once.
+  const callers = await Promise.all(Array.from({ length: 8 }, () => authenticator.authenticate(metadata('agent-token'))));
+  t.true(callers.every((caller) => caller.node === 'node-1'));
+  t.is(authenticator.reviews, 1, 'one review for eight concurrent calls');
+  now += 59_000;
+  await authenticator.authenticate(metadata('agent-token'));
+  t.is(authenticator.reviews, 1, 'still trusted inside the TTL');
+  now += 2_000;
+  api.reviewTokens.delete('agent-token');
+  await t.throwsAsync(authenticator.authenticate(metadata('agent-token')), { message: /token review rejected/ }, 'past the TTL the API server is asked again, and a revoked token is refused');
+  t.is(authenticator.reviews, 2);
+  await t.throwsAsync(authenticator.authenticate(metadata('agent-token')));
+  t.is(authenticator.reviews, 3, 'a refusal is not cached');
+  t.is(api.requests.filter((request) => request === 'POST /apis/authentication.k8s.io/v1/tokenreviews').length, 3);
+
+  // A JWT that expires before the TTL is trusted only until it expires.
+  const jwt = ['e30', Buffer.from(JSON.stringify({ exp: Math.floor(now / 1000) + 10 })).toString('base64url'), 'sig'].join('.');
+  api.reviewTokens.set(jwt, { username: 'system:serviceaccount:istio-system:ambit-agent', node: 'node-1' });
+  await authenticator.authenticate(metadata(jwt));
+  now += 11_000;
+  await authenticator.authenticate(metadata(jwt));
+  t.is(authenticator.reviews, 5, 'asked again once the token itself expired');
+});
