@@ -35,7 +35,7 @@ import { PolicyModel } from './model/policies.ts';
 import type { KubernetesSource } from './sources/kubernetes.ts';
 import { formatProblem, type SourceProblem } from './sources/source.ts';
 import { YamlDirSource } from './sources/yaml-dir.ts';
-import { AuthenticationError, TokenFileAuthenticator, type XdsAuthenticator } from './xds/auth.ts';
+import { AuthenticationError, onlyCallers, TokenFileAuthenticator, type XdsAuthenticator } from './xds/auth.ts';
 import type { TokenReviewAuthenticator } from './xds/token-review.ts';
 import { XDS_PORT } from './xds/server.ts';
 
@@ -152,7 +152,7 @@ export async function runControlPlane(config: ControlPlaneConfig): Promise<Contr
     if (config.source.kubeconfig) kubeConfig.loadFromFile(config.source.kubeconfig);
     else kubeConfig.loadFromDefault();
     const tokenReview = new TokenReviewAuthenticator(kubeConfig);
-    xdsAuthenticator = tokenReview;
+    xdsAuthenticator = onlyCallers(tokenReview, config.trustedNodeAgents);
     caAuthenticator = tokenReviewNodeAuthenticator(tokenReview, config.trustedNodeAgents);
     coreApi = kubeConfig.makeApiClient(CoreV1Api);
     root = await openKubernetesRoot({ core: coreApi, namespace: config.namespace, trustDomain: config.trustDomain });

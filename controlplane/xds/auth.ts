@@ -28,6 +28,32 @@ export class AuthenticationError extends Error {
   }
 }
 
+/** An authenticated caller that may not read the mesh's configuration (answered PERMISSION_DENIED). */
+export class AuthorizationError extends Error {
+  readonly code = 'AMBIT_XDS_PERMISSION_DENIED';
+  constructor(message: string) {
+    super(message);
+    this.name = 'AuthorizationError';
+  }
+}
+
+/**
+ * Only these identities may open an xDS stream (in a cluster: the node agents' service account, the one the CA
+ * trusts too). Any pod has a valid service account token; without this, any pod could read every workload,
+ * address and policy of the mesh.
+ */
+export function onlyCallers(authenticator: XdsAuthenticator, allowed: readonly string[]): XdsAuthenticator {
+  return {
+    async authenticate(metadata) {
+      const caller = await authenticator.authenticate(metadata);
+      if (!allowed.includes(caller.identity)) {
+        throw new AuthorizationError(`${caller.identity} may not read the mesh configuration (allowed: ${allowed.join(', ')})`);
+      }
+      return caller;
+    },
+  };
+}
+
 /** The extra field a Kubernetes bound service account token review carries with the pod's node name. */
 export const NODE_NAME_EXTRA = 'authentication.kubernetes.io/node-name';
 

@@ -12,7 +12,7 @@ import { spiffeId, type CertificateAuthority } from '../../shared/identity/index
 import { CONTROL_PLANE_NAMESPACE, CONTROL_PLANE_SERVICE_ACCOUNT } from '../../shared/xds/client.ts';
 import { DELTA_ADS_METHOD, messageType, TO_OBJECT_OPTIONS } from '../../shared/xds/protos.ts';
 import type { DeltaDiscoveryRequest } from '../../shared/xds/types.ts';
-import { AuthenticationError, type XdsAuthenticator } from './auth.ts';
+import { AuthenticationError, AuthorizationError, type XdsAuthenticator } from './auth.ts';
 import { XdsConnection, type ConnectionStats, type XdsLogger } from './connection.ts';
 import type { ResourceCache } from './resource-cache.ts';
 
@@ -154,10 +154,11 @@ export class XdsServer {
         for (const request of queued.splice(0)) this.#handle(connection, request);
       },
       (error: Error) => {
-        const known = error instanceof AuthenticationError;
+        const known = error instanceof AuthenticationError || error instanceof AuthorizationError;
         this.#logger.warn({ peer: call.getPeer(), reason: error.message }, 'xDS client refused');
         finish();
-        call.emit('error', { code: known ? grpc.status.UNAUTHENTICATED : grpc.status.UNAVAILABLE, details: known ? error.message : `cannot authenticate the caller: ${error.message}` });
+        const code = error instanceof AuthorizationError ? grpc.status.PERMISSION_DENIED : known ? grpc.status.UNAUTHENTICATED : grpc.status.UNAVAILABLE;
+        call.emit('error', { code, details: known ? error.message : `cannot authenticate the caller: ${error.message}` });
       },
     );
   }

@@ -51,7 +51,7 @@ test('local mode: a node token connects, the directory is served, and a restart 
 test('Kubernetes mode: informers feed the model, agents authenticate by TokenReview, the root lives in a Secret', async (t) => {
   const api = await FakeKubeApiServer.start();
   t.teardown(() => api.close());
-  api.reviewTokens.set('sa-token', { username: 'system:serviceaccount:istio-system:ztunnel', node: 'node-1' });
+  api.reviewTokens.set('sa-token', { username: 'system:serviceaccount:istio-system:ambit-agent', node: 'node-1' });
   api.apply(namespaceObject('shop', { 'istio.io/dataplane-mode': 'ambient' }));
   api.apply(podObject({ name: 'web-1', namespace: 'shop', ip: '10.0.0.1' }));
   const base = await tempDir(t);

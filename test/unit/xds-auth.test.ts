@@ -1,6 +1,7 @@
 // Who may connect to the xDS server: a bad bootstrap token is refused with UNAUTHENTICATED; in Kubernetes mode a
 // TokenReview against the (stand-in) API server decides, and yields the caller's identity and node.
 import { TokenReviewAuthenticator } from '../../controlplane/xds/token-review.ts';
+import { onlyCallers } from '../../controlplane/xds/auth.ts';
 import test from 'ava';
 import * as grpc from '@grpc/grpc-js';
 import { startControlPlane } from '../../controlplane/control-plane.ts';
@@ -88,4 +89,27 @@ test('TokenReviews are cached: concurrent and repeated calls with one token make
   now += 11_000;
   await authenticator.authenticate(metadata(jwt));
   t.is(authenticator.reviews, 5, 'asked again once the token itself expired');
+});
+
+test('Kubernetes mode: only the node agents service account may read the mesh over xDS; another valid token gets PERMISSION_DENIED', async (t) => {
+  const api = await FakeKubeApiServer.start();
+  t.teardown(() => api.close());
+  api.reviewTokens.set('agent-token', { username: 'system:serviceaccount:istio-system:ambit-agent', node: 'node-1' });
+  api.reviewTokens.set('workload-token', { username: 'system:serviceaccount:shop:web', node: 'node-1' });
+  const ca = await testCa();
+  const dir = await tempDir(t);
+  const authenticator = onlyCallers(new TokenReviewAuthenticator(api.kubeConfig()), ['system:serviceaccount:istio-system:ambit-agent']);
+  const cp = await startControlPlane({ ca, listenAddress: '127.0.0.1:0', authenticator, createSource: (store) => new YamlDirSource({ dir, store }) });
+  t.teardown(() => cp.close());
+  const plane = { address: `127.0.0.1:${cp.port}`, ca, cp };
+  const statuses: XdsClientStatus[] = [];
+  const nosy = startRecordingClient(t, plane, { token: 'workload-token', onStatus: (status) => statuses.push(status), initialBackoffMs: 1000 });
+  await eventually(() => statuses.some((status) => status.state === 'disconnected'), 'the refusal');
+  const refusal = statuses.find((status) => status.state === 'disconnected') as Extract<XdsClientStatus, { state: 'disconnected' }>;
+  t.is(refusal.code, grpc.status.PERMISSION_DENIED);
+  t.regex(refusal.error, /system:serviceaccount:shop:web may not read the mesh configuration/);
+  t.is(nosy.calls.length, 0, 'it received nothing');
+  const agent = startRecordingClient(t, plane, { token: 'agent-token' });
+  await agent.client.synced;
+  t.deepEqual(cp.xds.connections().map((connection) => connection.caller.identity), ['system:serviceaccount:istio-system:ambit-agent']);
 });
