@@ -19,6 +19,14 @@ NODE_DIR := $(TOOLCHAIN_NODE_DIR)
 NODE_STAMP := $(TOOLCHAIN)/.node-$(NODE_VERSION)
 endif
 export PATH := $(NODE_DIR)/bin:$(CURDIR)/node_modules/.bin:$(PATH)
+# npm runs on Node, which trusts its own CA bundle only: behind a TLS-inspecting proxy whose CA is installed in the
+# system store (update-ca-certificates), registry requests fail with SELF_SIGNED_CERT_IN_CHAIN. Trust the system
+# store too, unless the caller chose otherwise.
+ifeq ($(origin NODE_EXTRA_CA_CERTS),undefined)
+ifneq ($(wildcard /etc/ssl/certs/ca-certificates.crt),)
+export NODE_EXTRA_CA_CERTS := /etc/ssl/certs/ca-certificates.crt
+endif
+endif
 # node-gyp builds the native addon against this node's own headers, offline.
 export npm_config_nodedir := $(NODE_DIR)
 
