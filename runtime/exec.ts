@@ -99,8 +99,8 @@ export class ProcessTracker {
     return child;
   }
 
-  async stop(child: ChildProcess): Promise<void> {
-    await stopGroup(child);
+  async stop(child: ChildProcess, graceMs = KILL_GRACE_MS): Promise<void> {
+    await stopGroup(child, graceMs);
     this.#children.delete(child);
   }
 

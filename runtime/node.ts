@@ -15,6 +15,13 @@ import { run, type ProcessTracker, type RunOptions, type RunResult } from './exe
 import { netnsPath } from './netns.ts';
 
 /** How long an agent gets to answer on its CNI socket after start: it loads certificates and state first. */
+
+/**
+ * How long a stopping agent gets before SIGKILL: its default drain time (AMBIT_DRAIN_MS, 5 s) and a margin, as
+ * a DaemonSet's terminationGracePeriodSeconds gives it. An agent with nothing open exits at once; killed earlier,
+ * a tunnel still draining would be reset, which is what a restart must not do.
+ */
+export const AGENT_STOP_GRACE_MS = 7_000;
 export const AGENT_READY_TIMEOUT_MS = 20_000;
 /** Poll interval while waiting for the agent's socket. */
 const AGENT_READY_POLL_MS = 50;
@@ -115,7 +122,7 @@ export class ClusterNode {
   async stopAgent(): Promise<void> {
     const agent = this.#agent;
     this.#agent = undefined;
-    if (agent !== undefined) await this.#settings.tracker.stop(agent);
+    if (agent !== undefined) await this.#settings.tracker.stop(agent, AGENT_STOP_GRACE_MS);
   }
 
   /**
@@ -135,7 +142,7 @@ export class ClusterNode {
     try {
       await this.#waitReady(next, inode(this.agentSocket));
     } finally {
-      await this.#settings.tracker.stop(old);
+      await this.#settings.tracker.stop(old, AGENT_STOP_GRACE_MS);
     }
     if (!(await canConnect(this.agentSocket))) {
       // libuv unlinks a unix socket's path when its listener closes, even if another process has bound it since.

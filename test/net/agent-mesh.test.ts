@@ -136,6 +136,13 @@ test.serial('agent restarts on both nodes lose no new connection (SO_REUSEPORT o
   await mesh.cluster.node(0).restartAgent({ overlap: true });
   await mesh.cluster.node(1).restartAgent({ overlap: true });
   const result = await load;
+  if (result.failed > 0) {
+    // What the agents saw, for the record: which hop reset the connection.
+    for (const node of [0, 1]) {
+      const text = await readFile(mesh.cluster.node(node).agentLogFile, 'utf8');
+      t.log(`node ${node} agent warnings and errors:\n${text.split('\n').filter((line) => /"level":(40|50|60)/.test(line)).slice(-10).join('\n')}`);
+    }
+  }
   t.is(result.failed, 0, result.errors.slice(0, 5).join('; '));
   t.is(result.succeeded, 400);
   // The restarted agents re-captured the running pods: traffic still goes through HBONE.
