@@ -5,7 +5,7 @@
  * api-server-lookup.ts.
  * Must not know about: enrollment rules, the agent, or CNI output.
  */
-import { ClusterDirError, readClusterDir, type ClusterDirProblem } from '../shared/k8s/cluster-dir.ts';
+import type { ClusterDirProblem } from '../shared/k8s/cluster-dir.ts';
 import type { NamespaceObject, PodObject } from '../shared/k8s/objects.ts';
 import type { PodSource } from './config.ts';
 import { CniError, CniErrorCode } from './errors.ts';
@@ -23,6 +23,8 @@ export async function lookupPod(source: PodSource, podNamespace: string, podName
     const { lookupPodInApiServer } = await import('./api-server-lookup.ts');
     return { ...(await lookupPodInApiServer(source.kubeconfig, podNamespace, podName)), problems: [] };
   }
+  // Loaded only in local mode: the YAML reader costs a pod start in Kubernetes mode about 30 ms for nothing.
+  const { ClusterDirError, readClusterDir } = await import('../shared/k8s/cluster-dir.ts');
   let snapshot;
   try {
     snapshot = await readClusterDir(source.clusterDir);

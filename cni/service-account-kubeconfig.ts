@@ -10,7 +10,6 @@
  * Must not know about: conflists or the plugin binary (install.ts), or how the plugin reads it (kubeconfig.ts).
  */
 import { readFile } from 'node:fs/promises';
-import { stringify } from 'yaml';
 
 /** Where the kubelet mounts a pod's service account credentials. */
 export const DEFAULT_SERVICE_ACCOUNT_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
@@ -44,12 +43,14 @@ export async function renderServiceAccountKubeconfig(env: NodeJS.ProcessEnv, ser
   const ca = await readRequired(`${serviceAccountDir}/ca.crt`, 'CA certificate');
   // An IPv6 service host needs brackets in a URL.
   const server = `https://${host.includes(':') ? `[${host}]` : host}:${port}`;
-  return stringify({
+  // JSON, which is YAML too: the plugin reads it without loading a YAML parser.
+  const kubeconfig = {
     apiVersion: 'v1',
     kind: 'Config',
     clusters: [{ name: 'local', cluster: { server, 'certificate-authority-data': Buffer.from(`${ca}\n`).toString('base64') } }],
     users: [{ name: 'ambit-cni', user: { token } }],
     contexts: [{ name: 'ambit-cni', context: { cluster: 'local', user: 'ambit-cni' } }],
     'current-context': 'ambit-cni',
-  });
+  };
+  return `${JSON.stringify(kubeconfig, null, 2)}\n`;
 }

@@ -8,5 +8,6 @@ import { meshSuite } from './mesh.ts';
 import { controlplaneSuite } from './controlplane.ts';
 import { policySuite } from '../policy.ts';
 import { telemetrySuite } from './telemetry.ts';
+import { podstartSuite } from './podstart.ts';
 
-export const SUITES: readonly Suite[] = [hboneSuite, meshSuite, controlplaneSuite, policySuite, telemetrySuite];
+export const SUITES: readonly Suite[] = [hboneSuite, meshSuite, controlplaneSuite, policySuite, telemetrySuite, podstartSuite];
