@@ -140,7 +140,7 @@ test.serial('agent restarts on both nodes lose no new connection (SO_REUSEPORT o
     // What the agents saw, for the record: which hop reset the connection.
     for (const node of [0, 1]) {
       const text = await readFile(mesh.cluster.node(node).agentLogFile, 'utf8');
-      t.log(`node ${node} agent warnings and errors:\n${text.split('\n').filter((line) => /"level":(40|50|60)/.test(line)).slice(-10).join('\n')}`);
+      t.log(`node ${node} agent log, last lines:\n${text.split('\n').slice(-40).join('\n')}`);
     }
   }
   t.is(result.failed, 0, result.errors.slice(0, 5).join('; '));
