@@ -131,6 +131,7 @@ test.serial('an enrolled pod cannot start while its node agent is down, and is c
 });
 
 test.serial('agent restarts on both nodes lose no new connection (SO_REUSEPORT overlap)', async (t) => {
+  const startedAt = Date.now();
   const load = runClient(client, { host: server.ip, port: APP_PORT, count: 400, size: 256 });
   await new Promise((resolve) => setTimeout(resolve, 300));
   await mesh.cluster.node(0).restartAgent({ overlap: true });
@@ -140,7 +141,12 @@ test.serial('agent restarts on both nodes lose no new connection (SO_REUSEPORT o
     // What the agents saw, for the record: which hop reset the connection.
     for (const node of [0, 1]) {
       const text = await readFile(mesh.cluster.node(node).agentLogFile, 'utf8');
-      t.log(`node ${node} agent log, last lines:\n${text.split('\n').slice(-40).join('\n')}`);
+      // eslint-disable-next-line @typescript-eslint/no-explicit-any -- log lines are free-form JSON
+      const lines = text.split('\n').filter((line) => line.startsWith('{')).map((line) => JSON.parse(line) as Record<string, any>).filter((line) => line.time >= startedAt);
+      const access = lines.filter((line) => line.msg === 'connection closed');
+      const unusual = access.filter((line) => line.error || line.response_flags !== '-');
+      const other = lines.filter((line) => line.msg !== 'connection closed');
+      t.log(`node ${node}: ${access.length} connections logged (${access.filter((line) => line.direction === 'outbound').length} outbound), unusual: ${JSON.stringify(unusual.slice(0, 5))}; other lines: ${other.map((line) => `${line.time - startedAt}ms ${line.msg} ${line.err ?? line.reason ?? ''}`).join(' | ')}`);
     }
   }
   t.is(result.failed, 0, result.errors.slice(0, 5).join('; '));
