@@ -69,7 +69,7 @@ export class OutboundProxy {
         socket,
       )
       .then(
-        () => finish(),
+        (result) => finish(result.error),
         (error: Error) => {
           if (!socket.destroyed) socket.resetAndDestroy();
           finish(error);

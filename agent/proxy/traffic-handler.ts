@@ -48,6 +48,8 @@ export class TrafficHandler implements CapturedTrafficHandler {
     if (this.#openSockets.size === 0) for (const resolve of this.#drained.splice(0)) resolve();
   };
   readonly #drained: Array<() => void> = [];
+  /** HBONE servers of released pods still draining their tunnels. */
+  readonly #draining = new Set<Promise<void>>();
 
   constructor(options: TrafficHandlerOptions) {
     this.#options = options;
@@ -84,7 +86,13 @@ export class TrafficHandler implements CapturedTrafficHandler {
     if (!proxy) return;
     this.#podProxies.delete(podUid);
     proxy.pool.close();
-    await proxy.hboneServer.shutdown(drainMs);
+    const drain = proxy.hboneServer.shutdown(drainMs);
+    this.#draining.add(drain);
+    try {
+      await drain;
+    } finally {
+      this.#draining.delete(drain);
+    }
   }
 
   /**
@@ -95,7 +103,9 @@ export class TrafficHandler implements CapturedTrafficHandler {
   async close(drainMs: number): Promise<void> {
     const deadline = new Promise<void>((resolve) => setTimeout(resolve, drainMs).unref());
     const drained = this.#openSockets.size === 0 ? Promise.resolve() : new Promise<void>((resolve) => this.#drained.push(resolve));
-    await Promise.all([...[...this.#podProxies.keys()].map((uid) => this.forget(uid, drainMs)), Promise.race([drained, deadline])]);
+    // Pods released just before (a shutdown releases every pod, which starts each one's drain) count too: their HBONE
+    // tunnels must finish before the process may exit.
+    await Promise.all([...[...this.#podProxies.keys()].map((uid) => this.forget(uid, drainMs)), ...this.#draining, Promise.race([drained, deadline])]);
     for (const socket of this.#openSockets) socket.resetAndDestroy();
   }
 

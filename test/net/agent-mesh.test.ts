@@ -130,6 +130,32 @@ test.serial('an enrolled pod cannot start while its node agent is down, and is c
   t.true(inbound.some((entry) => entry.src.principal === 'spiffe://cluster.local/ns/shop/sa/early'));
 });
 
+test.serial('a connection open while the server node agent restarts keeps working: the old agent drains its tunnels before it exits', async (t) => {
+  // A client that holds one connection open, and on "go" on stdin sends once more, expects the echo, and ends cleanly.
+  const holder = client.spawn(process.execPath, ['-e', `
+    const s = require('net').connect(${APP_PORT}, '${server.ip}', () => s.write('x'));
+    let echoed = '';
+    s.on('data', (chunk) => { echoed += chunk; if (echoed === 'x') console.log('connected'); if (echoed === 'xy') s.end(); });
+    s.on('error', (e) => { console.log('error ' + e.code); process.exit(1); });
+    s.on('close', () => { console.log(echoed === 'xy' ? 'clean' : 'short ' + echoed); process.exit(echoed === 'xy' ? 0 : 1); });
+    process.stdin.once('data', () => s.write('y'));
+    setTimeout(() => { console.log('timeout'); process.exit(2); }, 30000);
+  `], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const exited = once(holder, 'exit') as Promise<[number]>;
+  let output = '';
+  holder.stdout!.on('data', (chunk: Buffer) => (output += chunk));
+  while (!output.includes('connected')) await once(holder.stdout!, 'data');
+  const node = mesh.cluster.node(1);
+  const released = (await readFile(node.agentLogFile, 'utf8')).split('pod released').length;
+  const restart = node.restartAgent({ overlap: true });
+  // The old agent has closed its listeners and released its pods: it is draining.
+  while ((await readFile(node.agentLogFile, 'utf8')).split('pod released').length === released) await new Promise((resolve) => setTimeout(resolve, 50));
+  holder.stdin!.write('go\n');
+  const [code] = await exited;
+  await restart;
+  t.is(code, 0, `the tunnel carried data after the restart began and ended cleanly: ${output}`);
+});
+
 test.serial('agent restarts on both nodes lose no new connection (SO_REUSEPORT overlap)', async (t) => {
   const startedAt = Date.now();
   const load = runClient(client, { host: server.ip, port: APP_PORT, count: 400, size: 256 });
