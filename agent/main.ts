@@ -76,7 +76,10 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
       log.info({ pod: `${pod.namespace}/${pod.name}`, reason, err: error?.message }, 'pod released');
       // A deletion (releasePod) and a shutdown (workers.stop) see to the workers themselves.
       if (reason !== 'shutdown' && reason !== 'deleted') void workers.delPod(pod.uid);
-      void record.write(capture.capturedPods()).catch((e: Error) => log.error(e.message));
+      // A shutdown lets go of every pod, but they stay captured (their rules stay; the next agent takes them over):
+      // the record must still list them, or a new agent that already started (listeners overlapping) would find it
+      // emptied by the old one, and after its own next restart would re-open no listeners (connections refused).
+      if (reason !== 'shutdown') void record.write(capture.capturedPods()).catch((e: Error) => log.error(e.message));
     },
   });
   const { capture, handler } = dataPlane;

@@ -5,6 +5,7 @@
 import test from 'ava';
 import { once } from 'node:events';
 import { readFile } from 'node:fs/promises';
+import path from 'node:path';
 import { createLocalMesh, type LocalMesh } from '../../runtime/local-mesh.ts';
 import { runClient, startEchoServer, type Pod } from '../../runtime/index.ts';
 
@@ -154,6 +155,10 @@ test.serial('a connection open while the server node agent restarts keeps workin
   const [code] = await exited;
   await restart;
   t.is(code, 0, `the tunnel carried data after the restart began and ended cleanly: ${output}`);
+  // The old agent let go of its pods on the way out, but they stay captured: the record the next start reads still
+  // lists them (emptied, the next restart would re-open no listeners and refuse connections meanwhile).
+  const record = JSON.parse(await readFile(path.join(node.dir, `captured-pods-${node.name}.json`), 'utf8')) as unknown;
+  t.true(JSON.stringify(record).includes(server.uid), 'the captured-pods record still lists the server pod');
 });
 
 test.serial('agent restarts on both nodes lose no new connection (SO_REUSEPORT overlap)', async (t) => {
