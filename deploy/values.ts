@@ -1,8 +1,10 @@
 /**
  * The settings an operator may change when installing ambit, their defaults, and their Helm names.
  *
- * Owns: the shape of the install's values (the same tree as the Helm chart's values.yaml), the defaults, and the
- * placeholder values from which the chart's templates are made (each leaf becomes `{{ .Values.<path> }}`).
+ * Owns: the shape of the install's values (the same tree as the Helm chart's values.yaml), the defaults, their
+ * JSON schema (the chart's values.schema.json: Helm refuses an install whose values do not match it, naming the
+ * value), and the placeholder values from which the chart's templates are made (each leaf becomes
+ * `{{ .Values.<path> }}`).
  * Must not know about: which object uses which value (agent.ts, controlplane.ts, rbac.ts).
  */
 import { readFileSync } from 'node:fs';
@@ -65,4 +67,43 @@ export function helmPlaceholderValues(values: InstallValues = DEFAULT_VALUES): I
 export function helmValues(values: InstallValues = DEFAULT_VALUES): Omit<InstallValues, 'namespace'> {
   const { namespace: _namespace, ...rest } = values;
   return rest;
+}
+
+/** A Kubernetes resource quantity (`200m`, `1Gi`, `0.5`): the API server's own pattern (IoK8sApimachineryPkgApiResourceQuantity). */
+const QUANTITY = '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$';
+/** An absolute path on the node. */
+const ABSOLUTE_PATH = '^/';
+
+/** values.schema.json: every value typed and checked, unknown values refused (a misspelt key is not silently ignored). */
+export function helmValuesSchema(): Record<string, unknown> {
+  const string = (description: string, pattern?: string) => ({ type: 'string', description, ...(pattern ? { pattern } : {}) });
+  const object = (properties: Record<string, unknown>) => ({ type: 'object', additionalProperties: false, required: Object.keys(properties), properties });
+  const root = {
+    $schema: 'http://json-schema.org/draft-07/schema#',
+    title: 'ambit Helm chart values',
+    ...object({
+      hub: string('image registry: the image is <hub>/ambit:<tag>', '^[^\\s]+$'),
+      tag: string('image tag', '^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$'),
+      trustDomain: string('SPIFFE trust domain of workload identities', '^[a-z0-9._-]+$'),
+      logLevel: { type: 'string', enum: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], description: 'agents and control plane' },
+      agent: object({
+        workerThreads: string('data-plane threads per agent (AMBIT_WORKER_THREADS); empty: one per two cores, at most 4', '^([1-9][0-9]?)?$'),
+        cpuRequest: string('agent CPU request', QUANTITY),
+        memoryRequest: string('agent memory request', QUANTITY),
+        memoryLimit: string('agent memory limit', QUANTITY),
+      }),
+      cni: object({
+        binDir: string("the node's CNI bin directory", ABSOLUTE_PATH),
+        confDir: string("the node's CNI config directory", ABSOLUTE_PATH),
+        runtimeDir: string("where the plugin's Node runtime is copied on the node", ABSOLUTE_PATH),
+      }),
+      controlplane: object({
+        cpuRequest: string('control plane CPU request', QUANTITY),
+        memoryRequest: string('control plane memory request', QUANTITY),
+        memoryLimit: string('control plane memory limit', QUANTITY),
+      }),
+    }),
+  };
+  // Helm hands every chart a `global` map (shared with subcharts when ambit is one): allowed, not required.
+  return { ...root, properties: { ...root.properties, global: { type: 'object', description: 'values shared with a parent chart' } } };
 }

@@ -193,3 +193,20 @@ test('the CRDs are structural and accept what the control plane accepts', async 
     t.false(validate({ ...sample, spec: { ...sample.spec, action: 'MAYBE', mtls: { mode: 'SOMETIMES' } } }), 'and refuses a bad enum');
   }
 });
+
+test('the chart refuses bad values with the value named (values.schema.json, which Helm checks on install)', async (t) => {
+  const schema = JSON.parse(await readFile(path.join(DEPLOY, 'helm/ambit/values.schema.json'), 'utf8')) as Doc;
+  const values = parse(await readFile(path.join(DEPLOY, 'helm/ambit/values.yaml'), 'utf8')) as Doc;
+  const validate = new Ajv({ allErrors: true, strict: false }).compile(schema);
+  t.true(validate(values), `the defaults pass: ${JSON.stringify(validate.errors)}`);
+  t.true(validate({ ...values, global: { hub: 'x' }, agent: { ...values.agent, workerThreads: '2', memoryLimit: '1.5Gi' } }), 'a parent chart\'s global map and good values pass');
+  const refused = (change: Doc, where: RegExp) => {
+    t.false(validate({ ...values, ...change }), JSON.stringify(change));
+    t.regex(JSON.stringify(validate.errors), where);
+  };
+  refused({ agent: { ...values.agent, workerThreads: 'lots' } }, /\/agent\/workerThreads/);
+  refused({ agent: { ...values.agent, memoryLimit: '1 GB' } }, /\/agent\/memoryLimit/);
+  refused({ cni: { ...values.cni, binDir: 'opt/cni/bin' } }, /\/cni\/binDir/);
+  refused({ logLevel: 'chatty' }, /\/logLevel/);
+  refused({ agnet: { workerThreads: '2' } }, /additionalProperties.*agnet/);
+});
