@@ -189,7 +189,27 @@ export async function runControlPlane(config: ControlPlaneConfig): Promise<Contr
       },
     ],
   });
-  if (coreApi) publishRootConfigMaps(controlPlane, coreApi, ca.rootCertPem, logger);
+  if (coreApi && kubeConfig) {
+    publishRootConfigMaps(controlPlane, coreApi, ca.rootCertPem, logger);
+    // ...and keep them as published: one deleted or edited is written again.
+    const { guardRootConfigMaps } = await import('./ca/root-configmap-guard.ts');
+    const guard = guardRootConfigMaps({
+      kubeConfig,
+      core: coreApi,
+      rootCertPem: ca.rootCertPem,
+      namespaceExists: (namespace) => {
+        const object = controlPlane.store.get('Namespace', namespace);
+        return object !== undefined && !(object.metadata as { deletionTimestamp?: string } | undefined)?.deletionTimestamp;
+      },
+      onRestored: (namespace, why) => logger.warn({ namespace }, `${ROOT_CONFIGMAP_NAME} was ${why}: written again`),
+      onProblem: (message) => logger.warn(message),
+    });
+    const closeControlPlane = controlPlane.close.bind(controlPlane);
+    controlPlane.close = async () => {
+      guard.stop();
+      await closeControlPlane();
+    };
+  }
   logger.info(
     {
       listen: config.listenAddress,

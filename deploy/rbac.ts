@@ -42,8 +42,8 @@ export function rbacObjects(values: InstallValues) {
         { apiGroups: ['security.istio.io'], resources: ['authorizationpolicies', 'peerauthentications'], verbs: READ },
         // Agents present their service account tokens; the CA and xDS check them (and the node they are bound to).
         { apiGroups: ['authentication.k8s.io'], resources: ['tokenreviews'], verbs: ['create'] },
-        // ConfigMap istio-ca-root-cert in every namespace, as istiod publishes it.
-        { apiGroups: [''], resources: ['configmaps'], verbs: ['get', 'create', 'update'] },
+        // ConfigMap istio-ca-root-cert in every namespace, as istiod publishes it, watched to write it again if changed.
+        { apiGroups: [''], resources: ['configmaps'], verbs: ['get', 'list', 'watch', 'create', 'update'] },
       ],
     }),
     clusterBinding(CONTROLPLANE, namespace),

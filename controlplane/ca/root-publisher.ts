@@ -2,7 +2,8 @@
  * Telling workloads which root to trust.
  *
  * Owns: writing the root certificate where agents and workloads read it: ConfigMap `istio-ca-root-cert`
- * (key `root-cert.pem`) in every namespace in Kubernetes, or a file in local mode.
+ * (key `root-cert.pem`) in every namespace in Kubernetes, or a file in local mode. (Keeping the ConfigMaps as
+ * published is root-configmap-guard.ts.)
  * Must not know about: the root's key, signing, which namespaces exist beyond listing them.
  */
 import { rename, rm, writeFile } from 'node:fs/promises';
@@ -58,3 +59,4 @@ export async function publishRootToAllNamespaces(core: CoreV1Api, rootCertPem: s
   }
   return written;
 }
+

@@ -19,7 +19,8 @@
  *     (`issueServiceAccountToken` adds a bound service account token to it, as the kubelet's TokenRequest gets one);
  *   - `GET`/`POST`/`PUT /api/v1/namespaces/<ns>/{secrets,configmaps}[/<name>]` keeps Secrets and ConfigMaps (the
  *     CA root store and the root publisher use them).
- * Collections: core v1 namespaces, nodes, pods, services; discovery.k8s.io/v1 endpointslices;
+ * Lists and watches honour `fieldSelector=metadata.name=<n>` and `metadata.namespace=<ns>` (comma-separated).
+ * Collections: core v1 namespaces, nodes, pods, services, configmaps; discovery.k8s.io/v1 endpointslices;
  * gateway.networking.k8s.io/v1 gateways; security.istio.io/v1 authorizationpolicies and peerauthentications.
  * Tests drive it directly: `apply`, `get`, `remove`, `compact` (forget history), `bookmark`, `dropWatches`,
  * `holdWatches`/`releaseWatches` (a partition during which changes are missed by watchers), `fail`/`recover`
@@ -51,6 +52,8 @@ const COLLECTIONS: Collection[] = [
   { kind: 'Gateway', apiVersion: 'gateway.networking.k8s.io/v1', path: '/apis/gateway.networking.k8s.io/v1/gateways', namespaced: true },
   { kind: 'AuthorizationPolicy', apiVersion: 'security.istio.io/v1', path: '/apis/security.istio.io/v1/authorizationpolicies', namespaced: true },
   { kind: 'PeerAuthentication', apiVersion: 'security.istio.io/v1', path: '/apis/security.istio.io/v1/peerauthentications', namespaced: true },
+  // Also written through POST/PUT (the root publisher); listed and watched with a fieldSelector (its watch).
+  { kind: 'ConfigMap', apiVersion: 'v1', path: '/api/v1/configmaps', namespaced: true },
 ];
 
 type WatchEventType = 'ADDED' | 'MODIFIED' | 'DELETED';
@@ -66,6 +69,21 @@ interface OpenWatch {
   collection: Collection;
   response: ServerResponse;
   bookmarks: boolean;
+  /** The watch's fieldSelector. */
+  selected: (object: K8sObject) => boolean;
+}
+
+/** `fieldSelector=metadata.name=a,metadata.namespace=b` as a filter (the two fields every kind supports). */
+function fieldSelector(url: URL): (object: K8sObject) => boolean {
+  const terms = (url.searchParams.get('fieldSelector') ?? '')
+    .split(',')
+    .filter((term) => term !== '')
+    .map((term) => {
+      const [field, value] = term.split('=');
+      if (field !== 'metadata.name' && field !== 'metadata.namespace') throw new Error(`the fake API server does not select on ${field}`);
+      return { field, value };
+    });
+  return (object) => terms.every(({ field, value }) => (field === 'metadata.name' ? object.metadata?.name : object.metadata?.namespace) === value);
 }
 
 export interface TokenIdentity {
@@ -116,6 +134,8 @@ export class FakeKubeApiServer {
     this.url = `${origin}${pathPrefix}`;
     this.#pathPrefix = pathPrefix;
     this.clientToken = clientToken;
+    // ConfigMaps written over HTTP are the same objects lists and watches see.
+    this.#objects.set('ConfigMap', this.configMaps);
     server.on('connection', (socket: Socket) => {
       this.#sockets.add(socket);
       socket.on('close', () => this.#sockets.delete(socket));
@@ -315,7 +335,7 @@ export class FakeKubeApiServer {
 
   #record(collection: Collection, type: WatchEventType, object: K8sObject): void {
     this.#history.push({ resourceVersion: this.#resourceVersion, kind: collection.kind, type, object });
-    for (const watch of this.#watches) if (watch.collection === collection) this.#writeEvent(watch, type, object);
+    for (const watch of this.#watches) if (watch.collection === collection && watch.selected(object)) this.#writeEvent(watch, type, object);
   }
 
   #writeEvent(watch: OpenWatch, type: string, object: unknown): void {
@@ -370,7 +390,7 @@ export class FakeKubeApiServer {
     const watch = url.searchParams.get('watch');
     if ((watch === 'true' || watch === '1') && this.#heldWatches) this.#heldWatches.push(() => this.#watch(collection, url, response));
     else if (watch === 'true' || watch === '1') this.#watch(collection, url, response);
-    else this.#list(collection, response);
+    else this.#list(collection, url, response);
   }
 
   /** `GET /api/v1/namespaces/<ns>/pods/<name>` or `GET /api/v1/namespaces/<name>`: one object, as a real server serves it. */
@@ -389,8 +409,9 @@ export class FakeKubeApiServer {
     return undefined;
   }
 
-  #list(collection: Collection, response: ServerResponse): void {
-    const items = [...this.#store(collection).values()].map((object) => {
+  #list(collection: Collection, url: URL, response: ServerResponse): void {
+    const selected = fieldSelector(url);
+    const items = [...this.#store(collection).values()].filter(selected).map((object) => {
       // List items omit kind and apiVersion, as the real server does.
       const { kind: _kind, apiVersion: _apiVersion, ...rest } = object;
       return rest;
@@ -403,7 +424,7 @@ export class FakeKubeApiServer {
     const from = Number(url.searchParams.get('resourceVersion') || this.#resourceVersion);
     response.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' });
     response.flushHeaders();
-    const open: OpenWatch = { collection, response, bookmarks: url.searchParams.get('allowWatchBookmarks') === 'true' };
+    const open: OpenWatch = { collection, response, bookmarks: url.searchParams.get('allowWatchBookmarks') === 'true', selected: fieldSelector(url) };
     if (from < this.#compactedThrough) {
       this.#writeEvent(open, 'ERROR', {
         kind: 'Status',
@@ -417,7 +438,7 @@ export class FakeKubeApiServer {
       response.end();
       return;
     }
-    for (const entry of this.#history) if (entry.kind === collection.kind && entry.resourceVersion > from) this.#writeEvent(open, entry.type, entry.object);
+    for (const entry of this.#history) if (entry.kind === collection.kind && entry.resourceVersion > from && open.selected(entry.object)) this.#writeEvent(open, entry.type, entry.object);
     this.#watches.add(open);
     response.on('close', () => this.#watches.delete(open));
   }
@@ -460,9 +481,14 @@ export class FakeKubeApiServer {
           this.#status(response, 404, 'NotFound', `${resource} "${name}" not found`);
           return;
         }
-        const uid = existing?.metadata?.uid ?? randomUUID();
-        const stored = { ...object, metadata: { ...object.metadata, namespace, uid, resourceVersion: String(++this.#resourceVersion) } as K8sObject['metadata'] };
-        store.set(key, stored);
+        let stored: K8sObject;
+        if (store === this.configMaps) {
+          stored = this.apply({ ...object, kind: 'ConfigMap', metadata: { ...object.metadata, namespace, name: name ?? object.metadata?.name } as K8sObject['metadata'] });
+        } else {
+          const uid = existing?.metadata?.uid ?? randomUUID();
+          stored = { ...object, metadata: { ...object.metadata, namespace, uid, resourceVersion: String(++this.#resourceVersion) } as K8sObject['metadata'] };
+          store.set(key, stored);
+        }
         response.writeHead(existing ? 200 : 201, { 'content-type': 'application/json' });
         response.end(JSON.stringify(stored));
       });

@@ -84,7 +84,19 @@ test('Kubernetes mode: informers feed the model, agents authenticate by TokenRev
   await eventually(() => rootPublished('shop'), 'the root ConfigMap in an existing namespace');
   api.apply(namespaceObject('billing', {}));
   await eventually(() => rootPublished('billing'), 'the root ConfigMap in a namespace created later');
-  t.pass();
+
+  // Kept as published, as istiod does: deleted or edited, it is written again (the agents' DaemonSet mounts it).
+  api.remove('ConfigMap', 'shop', 'istio-ca-root-cert');
+  t.false(rootPublished('shop'));
+  await eventually(() => rootPublished('shop'), 'the deleted root ConfigMap written again');
+  api.apply({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'istio-ca-root-cert', namespace: 'billing' }, data: { 'root-cert.pem': 'not the root' } });
+  t.false(rootPublished('billing'));
+  await eventually(() => rootPublished('billing'), 'the edited root ConfigMap written again');
+  // Another ConfigMap is none of its business.
+  api.apply({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'app-settings', namespace: 'shop' }, data: { mode: 'x' } });
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  t.is((api.configMaps.get('shop/app-settings') as { data: Record<string, string> }).data.mode, 'x');
+  t.true(api.requests.some((request) => request.startsWith('GET /api/v1/configmaps?') && request.includes('fieldSelector=metadata.name%3Distio-ca-root-cert')), 'the watch selects by name');
 });
 
 test('Kubernetes mode: while the API server is down the CA answers UNAVAILABLE to a token it has not reviewed, keeps serving one it reviewed within the cache TTL, and signs again once it is back', async (t) => {

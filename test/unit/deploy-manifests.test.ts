@@ -152,7 +152,7 @@ test('RBAC: the control plane may list and watch every kind its Kubernetes sourc
     for (const verb of ['list', 'watch']) t.true(allows(controlPlane, group, resource, verb), `${verb} ${group}/${resource}`);
   }
   t.true(allows(controlPlane, 'authentication.k8s.io', 'tokenreviews', 'create'));
-  for (const verb of ['get', 'create', 'update']) t.true(allows(controlPlane, '', 'configmaps', verb), `${verb} configmaps (the mesh root in every namespace)`);
+  for (const verb of ['get', 'list', 'watch', 'create', 'update']) t.true(allows(controlPlane, '', 'configmaps', verb), `${verb} configmaps (the mesh root in every namespace, kept as published)`);
   const caRole = find(docs, 'Role', 'ambit-controlplane');
   t.is(caRole.metadata.namespace, DEFAULT_VALUES.namespace, 'the CA secret is reachable only in its own namespace');
   t.false(allows(controlPlane, '', 'secrets', 'get'), 'no cluster-wide secrets');
