@@ -12,6 +12,8 @@ import path from 'node:path';
 import { pino } from 'pino';
 import { configFromEnv, type AgentConfig } from './config.ts';
 import { CapturedPodsFile } from './captured-pods-file.ts';
+import { apiServerAnnotator, clusterDirAnnotator, REDIRECTION_ANNOTATION } from './pod-annotator.ts';
+import { inClusterCredentials } from '../shared/k8s/api-request.ts';
 import { EnrollmentWatcher } from './enrollment-watcher.ts';
 import { startCniServer } from './cni-server.ts';
 import { CertificateManager } from './identity/certificate-manager.ts';
@@ -85,6 +87,15 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
   const { capture, handler } = dataPlane;
   await workers.start();
 
+  // Istio's mark on captured pods (ambient.istio.io/redirection): on the Pod in the API server in a cluster, in its
+  // file in a local cluster directory. Written before the ADD is acknowledged, so a local runtime's status update
+  // that follows keeps it; a failure is logged, never a failed capture.
+  const clusterCredentials = inClusterCredentials();
+  const annotator = clusterCredentials ? apiServerAnnotator(clusterCredentials) : config.clusterDir ? clusterDirAnnotator(config.clusterDir) : undefined;
+  const markPod = async (pod: { namespace: string; name: string }, captured: boolean): Promise<void> => {
+    await annotator?.mark(pod, captured).catch((error: Error) => log.warn({ pod: `${pod.namespace}/${pod.name}`, err: error.message }, `cannot ${captured ? 'set' : 'remove'} annotation ${REDIRECTION_ANNOTATION}`));
+  };
+
   /** Everything a pod needs before its ADD is acknowledged: known to the mesh state, a certificate, rules, listeners. */
   const capturePod = async (pod: PodInfo): Promise<void> => {
     if (!state.workloadByName(pod.namespace, pod.name)) await sources.refresh();
@@ -101,6 +112,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
       throw error;
     }
     await record.write(capture.capturedPods());
+    await markPod(pod, true);
     log.info({ pod: `${pod.namespace}/${pod.name}`, ips: pod.ips, identity: workloadIdentity(workload).uri }, 'pod captured');
   };
 
@@ -131,7 +143,12 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     file: new CapturedPodsFile(path.join(path.dirname(config.cniSocket), `known-pods-${config.nodeName}.json`)),
     isCaptured: (uid) => capture.isCaptured(uid),
     capture: capturePod,
-    release: (pod) => releasePod({ uid: pod.uid, netns: pod.netns }),
+    // A running pod whose enrollment ended: no longer redirected, so no longer marked. (A CNI DEL needs no unmark:
+    // the pod is going away, and rewriting its object then could bring a deleted one back in a local directory.)
+    release: async (pod) => {
+      await releasePod({ uid: pod.uid, netns: pod.netns });
+      await markPod(pod, false);
+    },
     log,
   });
   await enrollment.start();

@@ -12,20 +12,10 @@
  */
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
+import type { ApiCredentials } from '../shared/k8s/api-request.ts';
 
-export interface KubeconfigCredentials {
-  /** https://host:port of the API server, with the path it is served under if any (no trailing slash). */
-  server: string;
-  /** PEM CA bundle that signs the API server's certificate; the system roots when absent. */
-  ca?: Buffer;
-  insecureSkipTlsVerify: boolean;
-  /** Bearer token given inline. */
-  token?: string;
-  /** Bearer token read from this file for each request (projected tokens rotate). */
-  tokenFile?: string;
-  clientCertificate?: Buffer;
-  clientKey?: Buffer;
-}
+/** What a kubeconfig yields: the shared request's credentials (shared/k8s/api-request.ts). */
+export type KubeconfigCredentials = ApiCredentials;
 
 export class KubeconfigError extends Error {
   constructor(file: string, message: string) {

@@ -4,7 +4,7 @@
  * Owns: the control plane's rights (list/watch every kind its Kubernetes source watches, TokenReviews to check
  * agents, ConfigMaps to publish the mesh root in every namespace, the CA Secret in its own namespace) and the
  * agent's (get pods and namespaces: the CNI plugin's lookup runs with the agent's service account, through the
- * kubeconfig the installer writes).
+ * kubeconfig the installer writes; patch pods: the agent's redirection annotation).
  * Must not know about: the workloads that use these accounts (agent.ts, controlplane.ts).
  */
 import { ServiceAccount } from 'kubernetes-models/v1/ServiceAccount';
@@ -60,7 +60,11 @@ export function rbacObjects(values: InstallValues) {
     account(AGENT, namespace),
     new ClusterRole({
       metadata: { name: AGENT, labels: labels(AGENT) },
-      rules: [{ apiGroups: [''], resources: ['pods', 'namespaces'], verbs: ['get'] }],
+      rules: [
+        { apiGroups: [''], resources: ['pods', 'namespaces'], verbs: ['get'] },
+        // The agent marks captured pods (ambient.istio.io/redirection), as Istio's CNI node agent does.
+        { apiGroups: [''], resources: ['pods'], verbs: ['patch'] },
+      ],
     }),
     clusterBinding(AGENT, namespace),
   ];

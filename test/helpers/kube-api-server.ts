@@ -8,6 +8,7 @@
  *     in namespaces routed to it, reach the server while this process keeps serving it);
  *   - optionally under a path prefix (`start({ pathPrefix: '/k8s/clusters/c-1' })`), as an API server reached
  *     through a proxy is (Rancher serves each cluster's API so): `url` ends with it, and requests outside it get 404;
+ *   - `PATCH <collection>/<name>` with a JSON merge patch (the agent's pod annotation);
  *   - `GET <collection>/<name>` (namespaced: `.../namespaces/<ns>/<resource>/<name>`) reads one object, 404 Status
  *     when absent (the CNI plugin's lookup);
  *   - `GET <collection>` lists with `metadata.resourceVersion` (one global counter, as etcd's revision);
@@ -71,6 +72,17 @@ interface OpenWatch {
   bookmarks: boolean;
   /** The watch's fieldSelector. */
   selected: (object: K8sObject) => boolean;
+}
+
+/** RFC 7386 JSON merge patch. */
+function mergePatch(target: unknown, patch: unknown): unknown {
+  if (patch === null || typeof patch !== 'object' || Array.isArray(patch)) return patch;
+  const result: Record<string, unknown> = target !== null && typeof target === 'object' && !Array.isArray(target) ? { ...(target as Record<string, unknown>) } : {};
+  for (const [key, value] of Object.entries(patch)) {
+    if (value === null) delete result[key];
+    else result[key] = mergePatch(result[key], value);
+  }
+  return result;
 }
 
 /** `fieldSelector=metadata.name=a,metadata.namespace=b` as a filter (the two fields every kind supports). */
@@ -372,6 +384,10 @@ export class FakeKubeApiServer {
       this.#stored(storedPath[2] === 'secrets' ? this.secrets : this.configMaps, storedPath[2]!, request, response, storedPath[1]!, storedPath[3]);
       return;
     }
+    if (request.method === 'PATCH') {
+      this.#patch(request, response, url.pathname);
+      return;
+    }
     const single = request.method === 'GET' ? this.#objectAt(url.pathname) : undefined;
     if (single) {
       if (single.object) {
@@ -391,6 +407,28 @@ export class FakeKubeApiServer {
     if ((watch === 'true' || watch === '1') && this.#heldWatches) this.#heldWatches.push(() => this.#watch(collection, url, response));
     else if (watch === 'true' || watch === '1') this.#watch(collection, url, response);
     else this.#list(collection, url, response);
+  }
+
+  /** `PATCH <object>` with a JSON merge patch (RFC 7386: null deletes a key), for any served kind. */
+  #patch(request: IncomingMessage, response: ServerResponse, pathname: string): void {
+    const target = this.#objectAt(pathname);
+    if (!target) {
+      this.#status(response, 404, 'NotFound', `the server could not find the requested resource (PATCH ${pathname})`);
+      return;
+    }
+    if (!String(request.headers['content-type']).startsWith('application/merge-patch+json')) {
+      this.#status(response, 415, 'UnsupportedMediaType', 'the fake API server takes application/merge-patch+json patches only');
+      return;
+    }
+    this.#readJson<Record<string, unknown>>(request, response, (patch) => {
+      if (!target.object) {
+        this.#status(response, 404, 'NotFound', `${target.collection.path.split('/').pop()} "${target.name}" not found`);
+        return;
+      }
+      const stored = this.apply(mergePatch(target.object, patch) as K8sObject);
+      response.writeHead(200, { 'content-type': 'application/json' });
+      response.end(JSON.stringify(stored));
+    });
   }
 
   /** `GET /api/v1/namespaces/<ns>/pods/<name>` or `GET /api/v1/namespaces/<name>`: one object, as a real server serves it. */

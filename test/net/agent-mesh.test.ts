@@ -5,6 +5,8 @@
 import test from 'ava';
 import { once } from 'node:events';
 import { readFile } from 'node:fs/promises';
+import { parse } from 'yaml';
+import { podFile } from '../../runtime/cluster-store.ts';
 import path from 'node:path';
 import { createLocalMesh, type LocalMesh } from '../../runtime/local-mesh.ts';
 import { runClient, startEchoServer, type Pod } from '../../runtime/index.ts';
@@ -189,6 +191,12 @@ test.serial('agent restarts on both nodes lose no new connection (SO_REUSEPORT o
   t.true((await accessLog(1)).filter((entry) => entry.direction === 'inbound' && entry.src.principal).length > before);
 });
 
+/** The pod's ambient.istio.io/redirection annotation, as published in the cluster directory. */
+async function redirection(pod: Pod): Promise<string | undefined> {
+  const object = parse(await readFile(podFile(mesh.cluster.clusterDir, pod.namespace, pod.name), 'utf8')) as { metadata?: { annotations?: Record<string, string> } };
+  return object.metadata?.annotations?.['ambient.istio.io/redirection'];
+}
+
 test.serial('labelling a namespace captures its running pods, and removing the label releases them', async (t) => {
   const flip = await mesh.cluster.createPod({ node: 1, namespace: 'flip', name: 'flip', serviceAccount: 'flip' });
   t.teardown(() => mesh.cluster.deletePod(flip));
@@ -209,6 +217,7 @@ test.serial('labelling a namespace captures its running pods, and removing the l
     captured = (await inboundFromClient()) > 0;
   }
   t.true(captured, 'after the label, the running pod is captured and reached through HBONE with the client identity');
+  t.is(await redirection(flip), 'enabled', 'the captured pod carries Istio\'s ambient.istio.io/redirection annotation');
 
   await mesh.cluster.setNamespaceLabels('flip', {});
   await waitForAgentView(1, 'flip', 'NONE');
@@ -218,6 +227,14 @@ test.serial('labelling a namespace captures its running pods, and removing the l
   t.true((await runClient(client, { host: flip.ip, port: APP_PORT, count: 3 })).ok, 'released: plain networking works again');
   await new Promise((resolve) => setTimeout(resolve, 200));
   t.is(await inboundFromClient(), before, 'released: no more HBONE to the pod');
+  t.is(await redirection(flip), undefined, 'and its annotation is gone');
+});
+
+test.serial('a pod captured at its start carries the redirection annotation, kept through the runtime\'s status update', async (t) => {
+  t.is(await redirection(client), 'enabled');
+  t.is(await redirection(server), 'enabled');
+  const published = parse(await readFile(podFile(mesh.cluster.clusterDir, client.namespace, client.name), 'utf8')) as { status?: { podIP?: string } };
+  t.is(published.status?.podIP, client.ip, 'the status the runtime wrote after ADD is there too');
 });
 
 test.serial('a control plane restart: agents keep serving their last config, then resync and capture new pods', async (t) => {

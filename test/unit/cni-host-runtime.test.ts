@@ -139,6 +139,7 @@ test.serial('the copy holds only what the plugin needs (measured alone: its size
   }
   t.deepEqual((await readdir(path.join(current, 'shared'), { recursive: true })).filter((name) => name.endsWith('.ts')).sort(), [
     'cni-protocol.ts',
+    'k8s/api-request.ts',
     'k8s/cluster-dir.ts',
     'k8s/enrollment.ts',
     'k8s/objects.ts',

@@ -158,6 +158,7 @@ test('RBAC: the control plane may list and watch every kind its Kubernetes sourc
   t.false(allows(controlPlane, '', 'secrets', 'get'), 'no cluster-wide secrets');
   const agent = find(docs, 'ClusterRole', 'ambit-agent');
   t.true(allows(agent, '', 'pods', 'get') && allows(agent, '', 'namespaces', 'get'), "the CNI plugin's lookup");
+  t.true(allows(agent, '', 'pods', 'patch'), "the agent's redirection annotation");
   for (const binding of ['ClusterRoleBinding', 'RoleBinding']) {
     for (const doc of docs.filter((candidate) => candidate.kind === binding)) {
       t.truthy(find(docs, 'ServiceAccount', doc.subjects[0].name), `${binding} ${doc.metadata.name} binds an account that exists`);
