@@ -20,18 +20,6 @@ export const RETRY_DEADLINE_MS = 10_000;
 const FIRST_BACKOFF_MS = 100;
 const MAX_BACKOFF_MS = 1_000;
 
-/** A failure worth retrying: the request may succeed a moment later. */
-class TransientError extends Error {}
-
-async function get(credentials: ApiCredentials, apiPath: string): Promise<ApiAnswer> {
-  try {
-    return await apiRequest(credentials, { method: 'GET', path: apiPath, timeoutMs: REQUEST_TIMEOUT_MS });
-  } catch (error) {
-    if (error instanceof ApiRequestError && error.transient) throw new TransientError(error.message);
-    throw new CniError(CniErrorCode.IO_FAILURE, (error as Error).message);
-  }
-}
-
 /** GETs one object; undefined when the API server says 404. Retries transient failures until `deadline`. */
 async function getObject(credentials: ApiCredentials, apiPath: string, what: string, deadline: number): Promise<unknown> {
   let backoff = FIRST_BACKOFF_MS;
@@ -39,7 +27,7 @@ async function getObject(credentials: ApiCredentials, apiPath: string, what: str
     let answer: ApiAnswer | undefined;
     let transient: string;
     try {
-      answer = await get(credentials, apiPath);
+      answer = await apiRequest(credentials, { method: 'GET', path: apiPath, timeoutMs: REQUEST_TIMEOUT_MS });
       if (answer.status === 200) return answer.body;
       if (answer.status === 404) return undefined;
       if (answer.status === 401) {
@@ -53,7 +41,9 @@ async function getObject(credentials: ApiCredentials, apiPath: string, what: str
       }
       transient = `answered ${answer.status}: ${statusMessage(answer.body)}`;
     } catch (error) {
-      if (!(error instanceof TransientError)) throw error;
+      // No answer at all: worth another try when it may pass (no connection, timeout), a CNI error when not.
+      if (!(error instanceof ApiRequestError)) throw error;
+      if (!error.transient) throw new CniError(CniErrorCode.IO_FAILURE, error.message);
       transient = error.message;
     }
     if (Date.now() + backoff > deadline) {

@@ -14,9 +14,6 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { ApiCredentials } from '../shared/k8s/api-request.ts';
 
-/** What a kubeconfig yields: the shared request's credentials (shared/k8s/api-request.ts). */
-export type KubeconfigCredentials = ApiCredentials;
-
 export class KubeconfigError extends Error {
   constructor(file: string, message: string) {
     super(`kubeconfig ${file}: ${message}`);
@@ -62,7 +59,8 @@ async function dataOrFile(file: string, entry: Entry, field: string, where: stri
   }
 }
 
-export async function readKubeconfig(file: string): Promise<KubeconfigCredentials> {
+/** The current context's credentials, in the shape shared/k8s/api-request.ts sends requests with. */
+export async function readKubeconfig(file: string): Promise<ApiCredentials> {
   let text: string;
   try {
     text = await readFile(file, 'utf8');
@@ -91,7 +89,7 @@ export async function readKubeconfig(file: string): Promise<KubeconfigCredential
   const cluster = named(file, root, 'clusters', 'cluster', clusterName);
   const server = optionalString(file, cluster, 'server', `cluster "${clusterName}"`);
   if (server === undefined || !/^https?:\/\//.test(server)) throw new KubeconfigError(file, `cluster "${clusterName}" needs "server": https://host:port`);
-  const credentials: KubeconfigCredentials = { server: server.replace(/\/+$/, ''), insecureSkipTlsVerify: cluster['insecure-skip-tls-verify'] === true };
+  const credentials: ApiCredentials = { server: server.replace(/\/+$/, ''), insecureSkipTlsVerify: cluster['insecure-skip-tls-verify'] === true };
   const ca = await dataOrFile(file, cluster, 'certificate-authority', `cluster "${clusterName}"`);
   if (ca) credentials.ca = ca;
 
