@@ -57,6 +57,8 @@ export function workloadIdentity(workload: Workload): SpiffeId {
  * the application from the client's own IPv6 address. Undefined when the workload has none of that family.
  */
 export function addressOfFamily(workload: Workload, like: string): string | undefined {
+  // Called for every outbound connection: a plain loop, no closure per call.
   const v6 = like.includes(':');
-  return workload.addresses.find((address) => address.includes(':') === v6);
+  for (const address of workload.addresses) if (address.includes(':') === v6) return address;
+  return undefined;
 }
