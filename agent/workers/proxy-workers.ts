@@ -43,6 +43,11 @@ interface Pending {
   timer: NodeJS.Timeout;
 }
 
+/** The plain data of a pod for a worker (a captured pod also holds its socket factory, which cannot cross threads). */
+function podInfo(pod: PodInfo): PodInfo {
+  return { uid: pod.uid, name: pod.name, namespace: pod.namespace, netns: pod.netns, ips: [...pod.ips] };
+}
+
 class ProxyWorker {
   readonly index: number;
   readonly worker: Worker;
@@ -161,7 +166,7 @@ export class ProxyWorkers {
 
   /** Opens the pod's listeners on every worker (its rules are the main thread's business). */
   async addPod(pod: PodInfo): Promise<void> {
-    const info: PodInfo = { uid: pod.uid, name: pod.name, namespace: pod.namespace, netns: pod.netns, ips: [...pod.ips] };
+    const info = podInfo(pod);
     await Promise.all(this.#live().map((worker) => worker.request({ op: 'add-pod', pod: info })));
   }
 
@@ -222,7 +227,7 @@ export class ProxyWorkers {
       const next = this.#spawn(worker.index);
       this.#workers.push(next);
       void next.ready
-        .then(() => Promise.all(this.#options.capturedPods().map((pod) => next.request({ op: 'add-pod', pod: { uid: pod.uid, name: pod.name, namespace: pod.namespace, netns: pod.netns, ips: [...pod.ips] } }))))
+        .then(() => Promise.all(this.#options.capturedPods().map((pod) => next.request({ op: 'add-pod', pod: podInfo(pod) }))))
         .then(() => this.#options.log.info({ worker: worker.index }, 'proxy worker back'))
         .catch((error: Error) => this.#options.log.error({ worker: worker.index, err: error.message }, 'restarting the proxy worker failed'));
     }, this.#options.restartDelayMs ?? RESTART_DELAY_MS).unref();
