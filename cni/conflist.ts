@@ -66,7 +66,12 @@ export function addAmbitEntry(text: string, entry: AmbitPluginEntry, file = 'con
   const { conflist, plugins } = parseConflist(text, file);
   const version = conflist.cniVersion;
   if (typeof version === 'string' && !(SUPPORTED_CNI_VERSIONS as readonly string[]).includes(version)) {
-    throw new ConflistError('CONFLIST_INVALID', `${file} uses cniVersion ${version}; ambit-cni supports ${SUPPORTED_CNI_VERSIONS.join(', ')}`);
+    // Chaining in would fail every pod's ADD on the node (version refused); leaving the file alone fails none, and
+    // the installer stops with this message (a DaemonSet's installer then shows it in its crash loop).
+    throw new ConflistError(
+      'CONFLIST_INVALID',
+      `${file} uses cniVersion ${version}; ambit-cni serves ${SUPPORTED_CNI_VERSIONS.join(', ')}, so it was not chained in (every pod's ADD on this node would fail): no pod here is captured until ambit-cni supports ${version} or the conflist uses a version it serves`,
+    );
   }
   const existing = plugins.findIndex((plugin) => plugin.type === PLUGIN_TYPE);
   if (existing !== -1) {
