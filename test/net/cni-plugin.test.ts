@@ -3,7 +3,7 @@
 // which only checks the plugin's wire behaviour; the real agent's side is tested in the agent's tests.
 import test from 'ava';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readdir, rm, symlink } from 'node:fs/promises';
 import { readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -71,6 +71,24 @@ test('VERSION reports 1.1.0 and the versions it accepts', async (t) => {
   const { code, json } = await invoke({ CNI_COMMAND: 'VERSION' }, '{"cniVersion":"1.0.0"}');
   t.is(code, 0);
   t.deepEqual(json, { cniVersion: '1.1.0', supportedVersions: ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0'] });
+});
+
+test('ambit-cni symlinked into a CNI bin dir runs its code (the link is resolved); a copy without its code answers a CNI error naming the installer', async (t) => {
+  const f = await fixture(t);
+  const binDir = path.join(f.dir, 'bin');
+  await mkdir(binDir);
+  await symlink(PLUGIN, path.join(binDir, 'ambit-cni'));
+  await copyFile(PLUGIN, path.join(binDir, 'copied-cni'));
+  const agent = await server(t, f.socket);
+  const linked = await run(path.join(binDir, 'ambit-cni'), [], { env: env('ADD'), input: config(f) });
+  t.is(linked.code, 0, linked.stdout + linked.stderr);
+  t.deepEqual(JSON.parse(linked.stdout), PREV_RESULT);
+  t.deepEqual(agent.requests.map((request) => request.path), ['/v1/pod-add'], 'the ADD reached the agent');
+  const copied = await run(path.join(binDir, 'copied-cni'), [], { env: env('ADD'), input: config(f) });
+  t.not(copied.code, 0);
+  const error = JSON.parse(copied.stdout) as Record<string, unknown>;
+  t.is(error.code, 5);
+  t.regex(String(error.msg), /its code \(main\.ts\) is not in .*bin: install the plugin with the installer \(node cni\/install\.ts/);
 });
 
 test('bad input gives a spec error JSON on stdout and a non-zero exit, never a stack trace', async (t) => {
