@@ -52,7 +52,7 @@ const MAX_BODY_BYTES = 64 * 1024;
 const MAX_GC_BODY_BYTES = 1024 * 1024;
 /** Container ids are 64 hex digits from containerd; other runtimes use other forms, none this long. */
 const MAX_CONTAINER_ID_LENGTH = 256;
-/** A stuck plugin must not hold a connection forever; the plugin itself gives up after 10 s. */
+/** A stuck plugin must not hold a connection forever; the plugin itself gives up after 10 s (ADD) or less. */
 const REQUEST_TIMEOUT_MS = 30_000;
 
 class BadRequest extends Error {
