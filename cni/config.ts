@@ -17,8 +17,12 @@ export const SUPPORTED_CNI_VERSIONS = ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.
 export const CHECK_MIN_VERSIONS = new Set(['0.4.0', '1.0.0', '1.1.0']);
 /** STATUS and GC were added in spec 1.1.0. */
 export const STATUS_GC_MIN_VERSIONS = new Set(['1.1.0']);
-/** Versions whose results have the same shape (1.1.0 changed no result field), so a result may be re-labelled. */
-export const RESULT_COMPATIBLE_VERSIONS = new Set(['1.0.0', '1.1.0']);
+/**
+ * Result versions a result labelled with the key may be re-labelled as: 1.1.0 only added optional result fields
+ * (interface MTU, socketPath and pciID, route MTU/table/scope...), so a 1.0.0 result is a valid 1.1.0 one. Never
+ * the other way: a 1.1.0 result may hold fields a 1.0.0 reader does not know.
+ */
+export const RESULT_RELABEL_TO = new Map([['1.0.0', new Set(['1.1.0'])]]);
 /** GC's list of the attachments still in use (spec 1.1.0). */
 export const VALID_ATTACHMENTS_KEY = 'cni.dev/valid-attachments';
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'silent'] as const;

@@ -11,7 +11,7 @@ import { captureDecision } from '../shared/k8s/enrollment.ts';
 import { AGENT_CALL_TIMEOUT_MS } from '../shared/cni-protocol.ts';
 import { notifyPodSeen, probeAgent, requestPodAdd, requestPodDel, requestPodGc, requestStatus } from './agent-client.ts';
 import {
-  CHECK_MIN_VERSIONS, DEFAULT_LOG_LEVEL, parseConfig, peekCniVersion, RESULT_COMPATIBLE_VERSIONS, STATUS_GC_MIN_VERSIONS,
+  CHECK_MIN_VERSIONS, DEFAULT_LOG_LEVEL, parseConfig, peekCniVersion, RESULT_RELABEL_TO, STATUS_GC_MIN_VERSIONS,
   SUPPORTED_CNI_VERSIONS, VALID_ATTACHMENTS_KEY, type PluginConfig,
 } from './config.ts';
 import { kubernetesPodArgs, readCommand, readEnvironment, type CniEnvironment } from './environment.ts';
@@ -39,12 +39,12 @@ function printResult(result: unknown): PluginOutput {
 
 /**
  * Chained plugins print the previous result, in the config's cniVersion (the runtime already converted it; a result
- * labelled 1.0.0 under a 1.1.0 config has the same fields, so it is only re-labelled). Nothing else is changed.
+ * labelled 1.0.0 under a 1.1.0 config is a valid 1.1.0 result, so it is only re-labelled). Nothing else is changed.
  */
 function passThrough(config: PluginConfig, prevResult: Record<string, unknown>): PluginOutput {
   const labelled = prevResult.cniVersion;
   if (labelled === undefined) return printResult({ cniVersion: config.cniVersion, ...prevResult });
-  if (labelled !== config.cniVersion && RESULT_COMPATIBLE_VERSIONS.has(String(labelled)) && RESULT_COMPATIBLE_VERSIONS.has(config.cniVersion)) {
+  if (RESULT_RELABEL_TO.get(String(labelled))?.has(config.cniVersion)) {
     return printResult({ ...prevResult, cniVersion: config.cniVersion });
   }
   return printResult(prevResult);

@@ -220,12 +220,15 @@ test('spec 1.1.0: ADD with a 1.1.0 prevResult captures and answers it in 1.1.0; 
   t.deepEqual(added.json, PREV_RESULT_11);
   t.deepEqual(agent.requests.map((request) => [request.path, request.body.ips]), [['/v1/pod-add', ['10.244.0.5']]]);
   const relabelled = await invoke(env('ADD'), config(f, { cniVersion: '1.1.0', prevResult: PREV_RESULT }));
-  t.deepEqual(relabelled.json, PREV_RESULT_11, 'same fields, in the config\'s version');
+  t.deepEqual(relabelled.json, PREV_RESULT_11, 'a 1.0.0 result is a valid 1.1.0 one: re-labelled');
+  const withMtu = { ...PREV_RESULT_11, interfaces: [{ name: 'eth0', mac: '0a:58:0a:f4:00:05', mtu: 1450 }] };
+  const older = await invoke(env('ADD'), config(f, { cniVersion: '1.0.0', prevResult: withMtu }));
+  t.deepEqual(older.json, withMtu, 'a 1.1.0 result (it may hold 1.1.0-only fields) is never re-labelled 1.0.0');
   t.is((await invoke(env('CHECK'), config(f, { cniVersion: '1.1.0', prevResult: PREV_RESULT_11 }))).code, 0);
   const deleted = await invoke(env('DEL'), config(f, { cniVersion: '1.1.0', prevResult: PREV_RESULT_11 }));
   t.is(deleted.code, 0, deleted.stdout);
   t.is(deleted.stdout, '');
-  t.deepEqual(agent.requests.map((request) => request.path), ['/v1/pod-add', '/v1/pod-add', '/v1/pod-del']);
+  t.deepEqual(agent.requests.map((request) => request.path), ['/v1/pod-add', '/v1/pod-add', '/v1/pod-add', '/v1/pod-del']);
 });
 
 test('spec 1.1.0: STATUS succeeds when the agent answers ready, else fails with 50 (not available); needs a 1.1.0 config', async (t) => {

@@ -105,6 +105,14 @@ test('a primary conflist at 1.1.0 gets our entry; one at a version the plugin ca
   const refused = await t.throwsAsync(install({ binDir, confDir, entry }), { instanceOf: ConflistError });
   t.regex(refused?.message ?? '', /cniVersion 1\.2\.0.*ambit-cni serves 0\.3\.0, 0\.3\.1, 0\.4\.0, 1\.0\.0, 1\.1\.0.*not chained/);
   t.deepEqual(await readJson(conflist), newer, 'the conflist is left as it was: no pod on the node is refused by ambit-cni');
+
+  // Spec 1.1.0's version list: a runtime may pick its highest; one the plugin cannot serve is warned about.
+  await writeFile(conflist, JSON.stringify({ ...primary, cniVersion: '1.0.0', cniVersions: ['1.0.0', '1.1.0', '1.2.0'] }));
+  const listed = await install({ binDir, confDir, entry });
+  t.deepEqual(listed.warnings.length, 1);
+  t.regex(listed.warnings[0] ?? '', /lists cniVersions 1\.2\.0, which ambit-cni cannot serve .*would fail every pod's ADD/);
+  await writeFile(conflist, JSON.stringify({ ...primary, cniVersions: ['1.0.0', '1.1.0'] }));
+  t.deepEqual((await install({ binDir, confDir, entry })).warnings, []);
 });
 
 test('watch re-adds our entry when the primary CNI rewrites its conflist', async (t) => {
