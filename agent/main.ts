@@ -172,7 +172,10 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
       gc: async (validContainerIds) => {
         const stale = await enrollment.forgetAllBut(validContainerIds);
         for (const pod of stale) {
-          if (capture.isCaptured(pod.uid)) await releasePod({ uid: pod.uid, netns: pod.netns });
+          // One pod that cannot be released must not keep the others captured.
+          if (capture.isCaptured(pod.uid)) {
+            await releasePod({ uid: pod.uid, netns: pod.netns }).catch((error: Error) => log.error({ pod: `${pod.namespace}/${pod.name}`, err: error.message }, 'CNI GC: releasing a stale pod failed'));
+          }
         }
         const forgotten = stale.map((pod) => `${pod.namespace}/${pod.name}`);
         if (forgotten.length > 0) log.info({ pods: forgotten }, 'CNI GC: forgot pods whose sandbox is gone');
