@@ -23,11 +23,14 @@ export interface AdminTarget {
 
 export class AmbitctlError extends Error {
   readonly code: 'ADMIN_UNREACHABLE' | 'ADMIN_ERROR' | 'NETNS' | 'USAGE';
+  /** ADMIN_ERROR: the HTTP status the endpoint answered. */
+  readonly status: number | undefined;
 
-  constructor(code: AmbitctlError['code'], message: string) {
+  constructor(code: AmbitctlError['code'], message: string, status?: number) {
     super(message);
     this.name = 'AmbitctlError';
     this.code = code;
+    this.status = status;
   }
 }
 
@@ -109,7 +112,7 @@ export async function adminGetJson<T>(target: AdminTarget, path: string): Promis
     } catch {
       // not JSON: show the text
     }
-    throw new AmbitctlError('ADMIN_ERROR', `the agent admin endpoint at ${describe(target)} answered ${raw.status} for ${path}: ${message.trim()}`);
+    throw new AmbitctlError('ADMIN_ERROR', `the agent admin endpoint at ${describe(target)} answered ${raw.status} for ${path}: ${message.trim()}`, raw.status);
   }
   try {
     return JSON.parse(raw.body ?? '') as T;
