@@ -36,6 +36,12 @@ export interface LocalMeshOptions extends Omit<ClusterOptions, 'agentCommand' | 
   controlPlane?: boolean;
   /** Extra environment for every agent (AMBIT_LOG_LEVEL, ...). */
   agentEnv?: Record<string, string>;
+  /**
+   * A command every agent runs under, its arguments then the agent's command line appended (e.g. unshare + setpriv
+   * to run it with a container's capabilities and a read-only /proc/sys). It must exec the agent: the runtime
+   * signals and waits for the process it started.
+   */
+  agentCommandPrefix?: string[];
   /** Run as in a Kubernetes cluster against this API server instead of the cluster directory (needs the control plane). */
   kubernetes?: KubernetesMode;
 }
@@ -93,7 +99,7 @@ export async function createLocalMesh(options: LocalMeshOptions): Promise<LocalM
   const trustDomain = options.trustDomain ?? DEFAULT_TRUST_DOMAIN;
   const withControlPlane = options.controlPlane ?? true;
   const clusterName = options.name ?? 'ambit';
-  const { kubernetes: kubernetesMode, ...clusterOptions } = options;
+  const { kubernetes: kubernetesMode, agentCommandPrefix: _prefix, agentEnv: _env, ...clusterOptions } = options;
   if (kubernetesMode !== undefined && !withControlPlane) {
     throw new RuntimeError('BAD_OPTIONS', 'Kubernetes mode needs the control plane: it is what reads the API server for the agents');
   }
@@ -167,8 +173,8 @@ export async function createLocalMesh(options: LocalMeshOptions): Promise<LocalM
           }
         : {}),
       agentCommand: (node) => ({
-        cmd: process.execPath,
-        args: [AGENT_MAIN],
+        cmd: options.agentCommandPrefix?.[0] ?? process.execPath,
+        args: [...(options.agentCommandPrefix ? [...options.agentCommandPrefix.slice(1), process.execPath] : []), AGENT_MAIN],
         env: {
           AMBIT_TRUST_DOMAIN: trustDomain,
           ...(withControlPlane
