@@ -5,8 +5,9 @@
  * DaemonSet's HostToContainer mount does; /proc/sys remounted read-only as a container runtime does for a
  * container that is not privileged, the host's /proc/sys/net bound elsewhere as the DaemonSet's hostPath volume
  * is) and `setpriv` (bounding, inheritable and ambient sets reduced to the list, uid 0 as in the container).
- * Capture, HBONE with both identities, the client's address delivered to the server (IP_TRANSPARENT), and the
- * pod's tcp_migrate_req still work.
+ * Capture (on nodes marked as legacy-iptables nodes, the backend the agent must detect), HBONE with both
+ * identities, the client's address delivered to the server (IP_TRANSPARENT), and the pod's tcp_migrate_req still
+ * work.
  */
 import test from 'ava';
 import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -85,6 +86,9 @@ test.serial('agents run with exactly the DaemonSet\'s capabilities and a read-on
 
 test.serial('with only those, capture and HBONE work: identities on both ends, the client address kept, tcp_migrate_req set', async (t) => {
   const cluster = mesh!.cluster;
+  // The nodes look like nodes whose Kubernetes uses legacy iptables: the agent must see that (the legacy tools
+  // open a raw socket: NET_RAW) and install legacy rules in the pods, as Istio does.
+  for (const node of cluster.nodes) await node.exec('iptables-legacy', ['-t', 'mangle', '-N', 'KUBE-IPTABLES-HINT']);
   const server = await cluster.createPod({ node: 1, namespace: 'shop', name: 'server', serviceAccount: 'server', namespaceLabels: ENROLLED });
   const client = await cluster.createPod({ node: 0, namespace: 'shop', name: 'client', serviceAccount: 'client' });
   await startEchoServer(server, { port: 8080 });
@@ -107,6 +111,8 @@ test.serial('with only those, capture and HBONE work: identities on both ends, t
     const value = await run('ip', ['netns', 'exec', pod.netnsName, 'cat', '/proc/sys/net/ipv4/tcp_migrate_req']);
     t.is(value.stdout.trim(), '1', `${pod.name}: tcp_migrate_req on`);
   }
+  const legacyRules = await run('ip', ['netns', 'exec', server.netnsName, 'iptables-legacy-save', '-t', 'mangle']);
+  t.regex(legacyRules.stdout, /ISTIO_PRERT/, 'the node\'s backend (legacy) was detected and used');
   const nodeValue = await run('ip', ['netns', 'exec', cluster.node(1).netnsName, 'cat', '/proc/sys/net/ipv4/tcp_migrate_req']);
   t.is(nodeValue.stdout.trim(), '0', 'the node namespace, where the mount was made, is left alone');
 });
