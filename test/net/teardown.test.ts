@@ -88,6 +88,11 @@ for (const [signal, exitCode] of [['SIGTERM', 143], ['SIGHUP', 129]] as const) {
       if (hint.includes('authz check legacy/')) t.is(result.code, 0, `${hint}: no policy, so allowed\n${result.stdout}${result.stderr}`);
     }
 
+    // A node's name is not its namespace: the error says which namespaces to use.
+    const byName = await run(path.join(REPO, 'ambitctl', 'ambitctl'), ['workloads', '--node', 'demo-node0']);
+    t.is(byName.code, 1);
+    t.regex(byName.stderr, new RegExp(`"demo-node0" does not exist: --node takes a node's network namespace, not its name; the local runtime's nodes here are .*${runPrefix}n0`));
+
     const namespaces = (await listNetns()).filter((name) => name.startsWith(runPrefix));
     t.true(namespaces.length >= 6, `fabric, 2 nodes, 3 pods: ${namespaces.join(', ')}`);
     const processes = await processesIn(namespaces);
