@@ -33,9 +33,10 @@ import type { InstallValues } from './values.ts';
 export const AGENT_CAPABILITIES = ['NET_ADMIN', 'SYS_ADMIN', 'NET_RAW'] as const;
 /**
  * The installer only writes files into the host's CNI directories (copy, write a temp file, chmod it, rename):
- * DAC_OVERRIDE lets it do so whatever those directories' owner and mode on a given node (root owns them on
- * kubeadm and containerd nodes, where it needs no capability at all; test/net/agent-capabilities.test.ts runs it
- * with none). It never chowns.
+ * DAC_OVERRIDE lets it do so whatever those directories' owner and mode on a given node. Where root owns them (as
+ * on kubeadm and containerd nodes) it needs no capability at all; test/net/agent-capabilities.test.ts runs its
+ * command line with none there, and shows that DAC_OVERRIDE is what directories of another owner need. It never
+ * chowns (CHOWN and FOWNER are not needed).
  */
 export const INSTALLER_CAPABILITIES = ['DAC_OVERRIDE'] as const;
 

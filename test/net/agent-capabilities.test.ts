@@ -10,10 +10,11 @@
  * work.
  */
 import test from 'ava';
-import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { AGENT_CAPABILITIES } from '../../deploy/agent.ts';
+import { AGENT_CAPABILITIES, installerCommand, INSTALLER_CAPABILITIES } from '../../deploy/agent.ts';
+import { DEFAULT_VALUES } from '../../deploy/values.ts';
 import { createLocalMesh, type LocalMesh } from '../../runtime/local-mesh.ts';
 import { runClient, startEchoServer } from '../../runtime/index.ts';
 import { run } from '../../runtime/exec.ts';
@@ -24,7 +25,7 @@ const CAPABILITY_BITS: Record<string, number> = { NET_ADMIN: 12, NET_RAW: 13, SY
 
 /** What a container runtime does for a container that is not privileged, then exec the command with only `capabilities`. */
 function confineScript(capabilities: readonly string[]): string {
-  const set = ['-all', ...capabilities.map((capability) => `+${capability.toLowerCase()}`)].join(',');
+  const set = capabilitySet(capabilities);
   return [
     '#!/bin/sh',
     "# Run by `unshare -m --propagation slave`: these mounts are the agent's alone; new network namespaces still reach it.",
@@ -35,6 +36,10 @@ function confineScript(capabilities: readonly string[]): string {
     `exec setpriv --bounding-set=${set} --inh-caps=${set} --ambient-caps=${set} -- "$@"`,
     '',
   ].join('\n');
+}
+
+function capabilitySet(capabilities: readonly string[]): string {
+  return ['-all', ...capabilities.map((capability) => `+${capability.toLowerCase()}`)].join(',');
 }
 
 function mask(capabilities: readonly string[]): bigint {
@@ -115,4 +120,51 @@ test.serial('with only those, capture and HBONE work: identities on both ends, t
   t.regex(legacyRules.stdout, /ISTIO_PRERT/, 'the node\'s backend (legacy) was detected and used');
   const nodeValue = await run('ip', ['netns', 'exec', cluster.node(1).netnsName, 'cat', '/proc/sys/net/ipv4/tcp_migrate_req']);
   t.is(nodeValue.stdout.trim(), '0', 'the node namespace, where the mount was made, is left alone');
+});
+
+/**
+ * The installer container's command line (deploy/agent.ts) on a host layout in a temp dir, as uid 0 with `capabilities` only,
+ * the host directories owned by `owner`. Resolves with the exit code and output.
+ */
+async function runInstaller(capabilities: readonly string[], owner: number): Promise<{ code: number; output: string }> {
+  const host = await mkdtemp(path.join(os.tmpdir(), 'ambit-installer-caps-'));
+  try {
+    const hostDir = (dir: string): string => path.join(host, dir);
+    for (const dir of [DEFAULT_VALUES.cni.binDir, DEFAULT_VALUES.cni.confDir, DEFAULT_VALUES.cni.runtimeDir]) {
+      await mkdir(hostDir(dir), { recursive: true, mode: 0o755 });
+    }
+    await writeFile(path.join(hostDir(DEFAULT_VALUES.cni.confDir), '10-bridge.conflist'), JSON.stringify({ cniVersion: '1.0.0', name: 'k8s-pod-network', plugins: [{ type: 'bridge' }] }));
+    for (const dir of [DEFAULT_VALUES.cni.binDir, DEFAULT_VALUES.cni.confDir, DEFAULT_VALUES.cni.runtimeDir]) {
+      await chown(hostDir(dir), owner, owner);
+      await chown(path.join(hostDir(dir), '..'), owner, owner).catch(() => undefined);
+    }
+    await chown(path.join(hostDir(DEFAULT_VALUES.cni.confDir), '10-bridge.conflist'), owner, owner);
+    const kubeconfig = path.join(host, 'kubeconfig');
+    await writeFile(kubeconfig, '{}');
+    // The DaemonSet's command, with the host mount (/host) pointing at the temp layout and a kubeconfig file instead
+    // of the service account (which only exists in a pod).
+    const command = installerCommand(DEFAULT_VALUES)
+      .slice(1)
+      .map((arg) => (arg.startsWith('/host/') ? path.join(host, arg.slice('/host/'.length)) : arg))
+      .map((arg) => (arg.startsWith('/opt/ambit/') ? path.resolve(import.meta.dirname, '..', '..', arg.slice('/opt/ambit/'.length)) : arg))
+      .map((arg) => (arg === '--kubeconfig-from-service-account' ? `--kubeconfig=${kubeconfig}` : arg))
+      .filter((arg) => arg !== '--watch');
+    const set = capabilitySet(capabilities);
+    const result = await run('setpriv', [`--bounding-set=${set}`, `--inh-caps=${set}`, `--ambient-caps=${set}`, '--', process.execPath, ...command]);
+    return { code: result.code, output: result.stdout + result.stderr };
+  } finally {
+    await rm(host, { recursive: true, force: true });
+  }
+}
+
+test('the CNI installer needs no capability on root-owned host dirs, and only DAC_OVERRIDE when another user owns them', async (t) => {
+  const OTHER_USER = 4242;
+  const rootOwned = await runInstaller([], 0);
+  t.is(rootOwned.code, 0, rootOwned.output);
+  t.regex(rootOwned.output, /ambit-cni installed: .*plugin runtime/s);
+  const otherOwnedWithout = await runInstaller([], OTHER_USER);
+  t.not(otherOwnedWithout.code, 0, 'without DAC_OVERRIDE, uid 0 cannot write into a directory another user owns');
+  t.regex(otherOwnedWithout.output, /EACCES|permission denied/i);
+  const otherOwnedWith = await runInstaller(INSTALLER_CAPABILITIES, OTHER_USER);
+  t.is(otherOwnedWith.code, 0, otherOwnedWith.output);
 });
