@@ -24,8 +24,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { createLocalMesh, type LocalMesh } from '../runtime/local-mesh.ts';
-import type { TeardownReport } from '../runtime/cluster.ts';
-import { runClient, startEchoServer, type ClusterNode, type Pod } from '../runtime/index.ts';
+import { runClient, startEchoServer, type ClusterNode, type Pod, type TeardownReport } from '../runtime/index.ts';
 import { NODE_UNDERLAY_IF } from '../runtime/topology.ts';
 import { run } from '../runtime/exec.ts';
 
