@@ -83,8 +83,10 @@ test-net: deps
 manifests: deps
 	$(NODE) deploy/generate.ts
 
+# BENCH_ARGS: bench/run.ts's flags (--quick, --only SUITE, --profile); make runs it with Node 24, which the system
+# Node (20 on Debian 12) is not: it cannot run .ts files.
 bench: deps
-	$(NODE) bench/run.ts
+	$(NODE) bench/run.ts $(BENCH_ARGS)
 
 demo: deps
 	$(NODE) demo/run.ts $(DEMO_ARGS)

@@ -42,7 +42,17 @@ export interface AgentConfig {
    * two cores this process may use, at most 4.
    */
   workerThreads: number;
+  /**
+   * Where the agent writes a pod's net sysctls (tcp_migrate_req) once inside its namespace: `/proc/sys/net` by
+   * default. A container that is not privileged gets /proc/sys read-only, so the DaemonSet mounts the host's
+   * /proc/sys/net elsewhere and names it here (AMBIT_PROC_SYS_NET); the kernel shows each process the net sysctls
+   * of the namespace it is in, through any mount of them.
+   */
+  procSysNet: string;
 }
+
+/** The kernel's own view of the current network namespace's sysctls. */
+export const DEFAULT_PROC_SYS_NET = '/proc/sys/net';
 
 export interface ControlPlaneConfig {
   /** `host:port` of the xDS server (Istio: istiod:15012). */
@@ -132,5 +142,13 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): AgentConfig
     logLevel: env.AMBIT_LOG_LEVEL || 'info',
     telemetry: env.AMBIT_TELEMETRY !== 'off',
     workerThreads: workerThreads(env),
+    procSysNet: procSysNet(env),
   };
+}
+
+function procSysNet(env: NodeJS.ProcessEnv): string {
+  const value = env.AMBIT_PROC_SYS_NET || DEFAULT_PROC_SYS_NET;
+  // It goes into a shell script run in each pod's namespace: an absolute path of plain characters only.
+  if (!/^\/[A-Za-z0-9._/-]+$/.test(value)) throw new ConfigError(`AMBIT_PROC_SYS_NET=${value} must be an absolute path (letters, digits, . _ - /): where the host's /proc/sys/net is mounted`);
+  return value;
 }

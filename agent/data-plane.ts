@@ -25,7 +25,8 @@ import type { AgentMetrics } from './telemetry/metrics.ts';
 import { telemetryReporter } from './telemetry/reporter.ts';
 
 export interface DataPlaneOptions {
-  config: Pick<AgentConfig, 'trustDomain' | 'preserveSourceIp' | 'telemetry' | 'drainMs'>;
+  /** procSysNet only where rules are installed (the main thread). */
+  config: Pick<AgentConfig, 'trustDomain' | 'preserveSourceIp' | 'telemetry' | 'drainMs'> & Partial<Pick<AgentConfig, 'procSysNet'>>;
   state: MeshState;
   policies: PolicyStore;
   certificates: CertificateManager;
@@ -67,6 +68,7 @@ export function createDataPlane(options: DataPlaneOptions): DataPlane {
   });
   const capture = new CaptureManager({
     handler,
+    ...(config.procSysNet !== undefined ? { procSysNet: config.procSysNet } : {}),
     ...(options.listenersOnly ? { rules: NO_RULES, backend: UNUSED_BACKEND, netnsCheckIntervalMs: 0 } : {}),
     onReleased: (pod, reason, error) => {
       void handler.forget(pod.uid, config.drainMs);

@@ -8,7 +8,7 @@
  * Owns: the request, and errors that say what to check.
  * Must not know about: what the endpoints return.
  */
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 
 export const DEFAULT_ADMIN_URL = 'http://127.0.0.1:15000';
 /** An admin endpoint answers from memory: 5 s means the agent is stuck or the address is wrong. */
@@ -23,11 +23,14 @@ export interface AdminTarget {
 
 export class AmbitctlError extends Error {
   readonly code: 'ADMIN_UNREACHABLE' | 'ADMIN_ERROR' | 'NETNS' | 'USAGE';
+  /** ADMIN_ERROR: the HTTP status the endpoint answered. */
+  readonly status: number | undefined;
 
-  constructor(code: AmbitctlError['code'], message: string) {
+  constructor(code: AmbitctlError['code'], message: string, status?: number) {
     super(message);
     this.name = 'AmbitctlError';
     this.code = code;
+    this.status = status;
   }
 }
 
@@ -62,6 +65,21 @@ fetch(process.argv[1], { signal: AbortSignal.timeout(${ADMIN_TIMEOUT_MS}) }).the
   (e) => process.stdout.write(JSON.stringify({ error: (e.cause && (e.cause.code || e.cause.message)) || e.message })),
 );`;
 
+/** A local-runtime node's namespace is `ambit-<run id>-n<index>` (runtime/topology.ts); named so it can be suggested. */
+const LOCAL_NODE_NETNS = /^ambit-[0-9a-f]+-n\d+$/;
+
+function localRuntimeNodes(): string[] {
+  try {
+    return execFileSync('ip', ['netns', 'list'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })
+      .split('\n')
+      .map((line) => line.split(' ')[0] ?? '')
+      .filter((name) => LOCAL_NODE_NETNS.test(name))
+      .sort();
+  } catch {
+    return [];
+  }
+}
+
 function fetchInNetns(netns: string, url: string): Promise<RawResponse> {
   return new Promise((resolve, reject) => {
     const child = spawn('ip', ['netns', 'exec', netns, process.execPath, '-e', NETNS_FETCH_SCRIPT, url], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -81,7 +99,9 @@ function fetchInNetns(netns: string, url: string): Promise<RawResponse> {
       }
       const reason = stderr.trim() || `exit ${code}`;
       if (/No such file or directory|Cannot open network namespace/i.test(reason)) {
-        reject(new AmbitctlError('NETNS', `network namespace "${netns}" does not exist: \`ip netns list\` shows the local runtime's nodes`));
+        const nodes = localRuntimeNodes();
+        const hint = nodes.length > 0 ? `the local runtime's nodes here are ${nodes.join(', ')}` : 'no local-runtime node namespace exists here (`ip netns list`)';
+        reject(new AmbitctlError('NETNS', `network namespace "${netns}" does not exist: --node takes a node's network namespace, not its name; ${hint}`));
       } else if (/Operation not permitted|Permission denied/i.test(reason)) {
         reject(new AmbitctlError('NETNS', `entering network namespace "${netns}" needs root (CAP_SYS_ADMIN): ${reason}`));
       } else {
@@ -109,7 +129,7 @@ export async function adminGetJson<T>(target: AdminTarget, path: string): Promis
     } catch {
       // not JSON: show the text
     }
-    throw new AmbitctlError('ADMIN_ERROR', `the agent admin endpoint at ${describe(target)} answered ${raw.status} for ${path}: ${message.trim()}`);
+    throw new AmbitctlError('ADMIN_ERROR', `the agent admin endpoint at ${describe(target)} answered ${raw.status} for ${path}: ${message.trim()}`, raw.status);
   }
   try {
     return JSON.parse(raw.body ?? '') as T;

@@ -8,6 +8,8 @@
  * Owns: turning two pods and a port into the connection the destination agent would see (the source's SPIFFE
  * identity when the source is in the mesh, plaintext otherwise), gathering the policies in scope for the
  * destination (PeerAuthentication included), and printing shared/policy's explanation.
+ * Exit codes, the same on both paths: 0 allowed, 1 denied, 2 anything else (an unknown pod, a bad argument, no
+ * directory or agent to ask), so a script can branch on the decision.
  * Must not know about: how policies match (shared/policy/evaluate.ts decides, exactly as the agent does).
  */
 import { readClusterDir, type ClusterSnapshot } from '../shared/k8s/cluster-dir.ts';
@@ -79,15 +81,19 @@ export function authzCheck(snapshot: ClusterSnapshot, request: { source: string;
   return decideConnection(source.view, destination.view, request.port, inScope, extra);
 }
 
+/** How a pod outside the mesh is shown, here and by `ambitctl workloads`: it has no identity on the wire. */
+export const PLAINTEXT_IDENTITY = 'none (plaintext)';
+
 function describe(pod: PodView): string {
-  const identity = pod.principal ? `identity ${pod.principal}` : `not in the mesh (${pod.captureReason}): plaintext, no identity`;
+  const identity = pod.principal ? `identity ${pod.principal}` : `identity ${PLAINTEXT_IDENTITY}: not in the mesh (${pod.captureReason})`;
   return `${pod.namespace}/${pod.name} (${pod.ip || 'no IP yet'}, ${identity})`;
 }
 
 export const authzCommand: Command = {
   name: 'authz',
   usage: USAGE,
-  summary: 'authz check SRC DST PORT: would the connection be allowed, and which policy decides',
+  summary: 'authz check SRC DST PORT: would the connection be allowed, and which policy decides (exit 0/1/2)',
+  failureExitCode: 2,
   async run(context: CommandContext) {
     const [verb, source, destination, portText, ...extra] = context.args;
     if (verb !== 'check' || source === undefined || destination === undefined || portText === undefined || extra.length > 0) {
@@ -123,12 +129,15 @@ export const authzCommand: Command = {
         if (error instanceof AmbitctlError && error.code === 'ADMIN_UNREACHABLE') {
           throw new AmbitctlError('ADMIN_UNREACHABLE', `${error.message} Ask the agent on the destination's node (--admin URL, --node NETNS), or pass --cluster-dir DIR to decide from the YAML directory the control plane reads.`);
         }
+        // 404: a pod the agent does not know; 400: a query it refused. Both are the caller's to fix, as with a directory.
+        if (error instanceof AmbitctlError && (error.status === 404 || error.status === 400)) throw new AmbitctlError('USAGE', error.message);
         throw error;
       }
     }
+    const exitCode = result.allowed ? 0 : 1;
     if (context.output !== 'table') {
       context.write(renderDocument(result, context.output));
-      return;
+      return exitCode;
     }
     const out = [
       ...(result.decidedBy ? [`decided by the ${result.decidedBy}`] : []),
@@ -140,5 +149,6 @@ export const authzCommand: Command = {
       '',
     ];
     context.write(out.join('\n'));
+    return exitCode;
   },
 };

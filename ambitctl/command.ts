@@ -24,5 +24,11 @@ export interface Command {
   name: string;
   usage: string;
   summary: string;
-  run(context: CommandContext): Promise<void>;
+  /**
+   * Exit code for any failure of this command (default: 2 for usage, 1 otherwise). `authz check` uses 2 for every
+   * failure, so that 1 means only "denied".
+   */
+  failureExitCode?: number;
+  /** Resolves with the exit code (default 0). */
+  run(context: CommandContext): Promise<number | void>;
 }

@@ -6,7 +6,8 @@
  *   ambitctl config-dump [-n NS] [-o table|json|yaml] [--admin URL | --node NETNS]
  *   ambitctl authz check <source pod> <destination pod> <port> [--cluster-dir DIR | --admin URL | --node NETNS] [-n NS] [-o ...]
  *
- * Owns: argument parsing, dispatch to one file per command, exit codes (0 ok, 1 failed, 2 usage).
+ * Owns: argument parsing, dispatch to one file per command, exit codes (0 ok, 1 failed, 2 usage; `authz check`:
+ * 0 allowed, 1 denied, 2 any error, unknown pods included, on both its paths).
  * Must not know about: what a command does (its own file) or how the agent is reached (admin-client.ts).
  */
 import { parseArgs } from 'node:util';
@@ -42,6 +43,8 @@ function usage(): string {
     '                     without it, authz check asks the agent (--admin/--node): ask the destination node\'s agent',
     '  --root-namespace NS, --trust-domain TD   mesh settings for authz check (istio-system, cluster.local)',
     '  -h, --help         this help',
+    '',
+    'exit codes: 0 ok, 1 failed, 2 usage; authz check: 0 allowed, 1 denied, 2 error (unknown pod, usage, agent unreachable)',
     '',
   ].join('\n');
 }
@@ -86,7 +89,7 @@ export async function runAmbitctl(argv: readonly string[], io: Io, env: NodeJS.P
   const target: AdminTarget = { url: values.admin ?? env.AMBIT_ADMIN_URL ?? DEFAULT_ADMIN_URL };
   if (values.node !== undefined) target.netns = values.node;
   try {
-    await command.run({
+    const code = await command.run({
       target,
       output: values.output as OutputFormat,
       namespace: values.namespace,
@@ -96,14 +99,14 @@ export async function runAmbitctl(argv: readonly string[], io: Io, env: NodeJS.P
       args,
       write: io.stdout,
     });
-    return 0;
+    return code ?? 0;
   } catch (error) {
     if (error instanceof AmbitctlError) {
       io.stderr(`ambitctl ${command.name}: ${error.message}\n`);
-      return error.code === 'USAGE' ? 2 : 1;
+      return command.failureExitCode ?? (error.code === 'USAGE' ? 2 : 1);
     }
     io.stderr(`ambitctl ${command.name}: ${(error as Error).stack ?? String(error)}\n`);
-    return 1;
+    return command.failureExitCode ?? 1;
   }
 }
 

@@ -5,10 +5,21 @@
 import type { ConfigDump } from '../agent/admin.ts';
 import type { Workload } from '../agent/state/workload.ts';
 import { adminGetJson } from './admin-client.ts';
+import { PLAINTEXT_IDENTITY } from './authz-check.ts';
 import type { Command } from './command.ts';
 import { renderDocument, renderTable } from './output.ts';
 
 export type WorkloadView = Workload & { identity: string };
+
+/**
+ * A workload outside the mesh (tunnel protocol not HBONE) talks plaintext: no identity is ever presented for it, so
+ * none is shown (`authz check` says the same); the agent's dump names the one it would have.
+ */
+function shown(workload: WorkloadView): Omit<WorkloadView, 'identity'> & { identity?: string } {
+  if (workload.tunnelProtocol === 'HBONE') return workload;
+  const { identity: _unused, ...rest } = workload;
+  return rest;
+}
 
 export const workloadsCommand: Command = {
   name: 'workloads',
@@ -16,7 +27,7 @@ export const workloadsCommand: Command = {
   summary: 'list the workloads the agent knows: pods, addresses, node, protocol, identity',
   async run(context) {
     const dump = await adminGetJson<ConfigDump>(context.target, '/config_dump');
-    const workloads = (dump.workloads as WorkloadView[]).filter((workload) => context.namespace === undefined || workload.namespace === context.namespace);
+    const workloads = (dump.workloads as WorkloadView[]).filter((workload) => context.namespace === undefined || workload.namespace === context.namespace).map(shown);
     if (context.output !== 'table') {
       context.write(renderDocument(workloads, context.output));
       return;
@@ -28,7 +39,7 @@ export const workloadsCommand: Command = {
         { header: 'ADDRESS', value: (w) => w.addresses.join(',') },
         { header: 'NODE', value: (w) => w.node },
         { header: 'PROTOCOL', value: (w) => (w.tunnelProtocol === 'HBONE' ? 'HBONE' : 'TCP') },
-        { header: 'IDENTITY', value: (w) => w.identity },
+        { header: 'IDENTITY', value: (w) => w.identity ?? PLAINTEXT_IDENTITY },
       ]),
     );
   },

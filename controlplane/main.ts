@@ -31,7 +31,7 @@ import { CaServiceError } from './ca/errors.ts';
 import { bootstrapTokenFileAuthenticator, type NodeAuthenticator } from './ca/node-authenticator.ts';
 import { openKubernetesRoot, openLocalRoot } from './ca/root-store.ts';
 import { startControlPlane, type ControlPlane } from './control-plane.ts';
-import { PolicyModel } from './model/policies.ts';
+import { PolicyModel, type PolicyProblem } from './model/policies.ts';
 import type { KubernetesSource } from './sources/kubernetes.ts';
 import { formatProblem, type SourceProblem } from './sources/source.ts';
 import { YamlDirSource } from './sources/yaml-dir.ts';
@@ -170,7 +170,9 @@ export async function runControlPlane(config: ControlPlaneConfig): Promise<Contr
   logger.info({ created: root.created, trustDomain: config.trustDomain }, root.created ? 'made a new mesh root CA' : 'loaded the mesh root CA');
 
   const onProblem = (problem: SourceProblem) => logger.warn({ problem }, formatProblem(problem));
-  const policies = new PolicyModel({ onProblem: (problem) => logger.warn({ policy: problem.policy, kind: problem.kind }, `${problem.kind} ${problem.policy}: ${problem.message}`) });
+  // Compiler warnings already start with "<kind> <policy>": not named twice.
+  const policyProblemText = (problem: PolicyProblem): string => (problem.message.startsWith(`${problem.kind} `) ? problem.message : `${problem.kind} ${problem.policy}: ${problem.message}`);
+  const policies = new PolicyModel({ onProblem: (problem) => logger.warn({ policy: problem.policy, kind: problem.kind }, policyProblemText(problem)) });
   const controlPlane = await startControlPlane({
     ca,
     listenAddress: config.listenAddress,

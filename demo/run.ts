@@ -11,7 +11,11 @@
  *      identities on both ends and what crossed the link: only TLS on port 15008 for the mesh client, plaintext
  *      for the legacy client.
  *
- *   node demo/run.ts [--keep]   (--keep: stay up until Ctrl-C, printing how to reach the pods)
+ *   node demo/run.ts [--keep]   (--keep: stay up until Ctrl-C, SIGTERM or SIGHUP, printing how to reach the pods
+ *                                and ambitctl commands for this run)
+ *
+ * Ctrl-C, SIGTERM and SIGHUP all tear the mesh down (agents, control plane, namespaces, the run's temp directory
+ * with the CA's private key) and print what went; a second signal while that runs is ignored.
  *
  * Owns: the demo's story. Must not know about: agent internals (it reads agents' access logs like a person would).
  */
@@ -19,8 +23,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { createLocalMesh } from '../runtime/local-mesh.ts';
-import { runClient, startEchoServer, type ClusterNode, type Pod } from '../runtime/index.ts';
+import { createLocalMesh, type LocalMesh } from '../runtime/local-mesh.ts';
+import { runClient, startEchoServer, type ClusterNode, type Pod, type TeardownReport } from '../runtime/index.ts';
 import { NODE_UNDERLAY_IF } from '../runtime/topology.ts';
 import { run } from '../runtime/exec.ts';
 
@@ -99,18 +103,51 @@ function describePorts(report: WireReport): string {
   return [...report.ports.entries()].sort((a, b) => b[1] - a[1]).map(([port, count]) => `port ${port}: ${count} packets`).join(', ');
 }
 
+const AMBITCTL = path.relative(process.cwd(), path.resolve(import.meta.dirname, '..', 'ambitctl', 'ambitctl')) || 'ambitctl/ambitctl';
+
+function describeTeardown(report: TeardownReport, caDir: string): string[] {
+  return [
+    `    ${report.pods.length} pods deleted through the CNI chain${report.pods.length ? ` (${report.pods.join(', ')})` : ''}`,
+    `    ${report.processes} process groups stopped (agents, control plane, pod apps)`,
+    `    ${report.namespaces.length} network namespaces deleted${report.namespaces.length ? ` (${report.namespaces.join(', ')})` : ''}`,
+    `    ${report.tmpDir} removed: cluster directory, logs, and the CA's root and private key (${caDir})`,
+  ];
+}
+
+/** The mesh being shown, once built; torn down on exit, Ctrl-C, SIGTERM or SIGHUP. */
+let mesh: LocalMesh | undefined;
+let tearingDown: Promise<void> | undefined;
+
+function tearDown(why: string): Promise<void> {
+  tearingDown ??= (async () => {
+    if (mesh === undefined) return;
+    step(`Tearing down (${why})`);
+    for (const line of describeTeardown(await mesh.destroy(), mesh.caDir)) console.log(line);
+  })();
+  return tearingDown;
+}
+
+const SIGNAL_EXIT_CODES = { SIGINT: 130, SIGTERM: 143, SIGHUP: 129 } as const;
+for (const signal of Object.keys(SIGNAL_EXIT_CODES) as Array<keyof typeof SIGNAL_EXIT_CODES>) {
+  process.on(signal, () => {
+    if (tearingDown !== undefined) {
+      console.log(`    (${signal} ignored: already tearing down)`);
+      return;
+    }
+    // Before the mesh exists, exiting runs the runtime's exit hook, which removes a half-built cluster at once.
+    void tearDown(signal).finally(() => process.exit(SIGNAL_EXIT_CODES[signal]));
+  });
+}
+
 async function main(): Promise<void> {
   step('Building a 2-node local cluster (network namespaces, Debian CNI plugins + ambit-cni), the control plane and an agent per node');
-  const mesh = await createLocalMesh({ nodes: 2, name: 'demo' });
-  const cleanup = async (): Promise<void> => {
-    await mesh.destroy();
-  };
-  process.once('SIGINT', () => void cleanup().then(() => process.exit(130)));
+  const built = await createLocalMesh({ nodes: 2, name: 'demo' });
+  mesh = built;
   try {
-    const cluster = mesh.cluster;
+    const cluster = built.cluster;
     const [node1, node2] = [cluster.node(0), cluster.node(1)];
     console.log(`    nodes: ${node1.name} (pods ${node1.podCidr}), ${node2.name} (pods ${node2.podCidr})`);
-    console.log(`    control plane: delta xDS + CA at ${mesh.controlPlaneAddress}, watching ${cluster.clusterDir}`);
+    console.log(`    control plane: delta xDS + CA at ${built.controlPlaneAddress}, watching ${cluster.clusterDir}`);
 
     step(`Enrolling namespace "shop": writing istio.io/dataplane-mode=ambient into ${path.join(cluster.clusterDir, 'namespaces', 'shop.yaml')}`);
     await cluster.setNamespaceLabels('shop', ENROLLED);
@@ -160,15 +197,20 @@ async function main(): Promise<void> {
     console.log(`    only TLS crossed between the nodes for mesh traffic: ${onlyHbone ? 'yes' : 'NO'}`);
     console.log(`    un-enrolled client still reached the server, in plaintext: ${legacyResult!.ok && legacyWire.plaintextSeen ? 'yes' : 'NO'}`);
     if (values.keep) {
-      step('Staying up (Ctrl-C to tear down). Try:');
+      step(`Staying up (Ctrl-C, SIGTERM or SIGHUP to tear down). Run ${cluster.runId}: every namespace of it starts with ${node1.netnsName.slice(0, -2)}. Try:`);
       console.log(`    ip netns exec ${client.netnsName} ${process.execPath} runtime/apps/client.ts --host ${server.ip} --port ${APP_PORT}`);
+      console.log(`    ${AMBITCTL} workloads --node ${node1.netnsName}          # what the agent of ${node1.name} knows`);
+      console.log(`    ${AMBITCTL} certs --node ${node2.netnsName}              # the certificates the agent of ${node2.name} holds`);
+      console.log(`    ${AMBITCTL} authz check shop/client shop/server ${APP_PORT} --node ${node2.netnsName}   # asks the destination's agent`);
+      console.log(`    ${AMBITCTL} authz check legacy/legacy-client shop/server ${APP_PORT} --cluster-dir ${cluster.clusterDir}`);
       console.log(`    agent logs: ${node1.agentLogFile} ${node2.agentLogFile}`);
       console.log(`    cluster state (edit labels here): ${cluster.clusterDir}`);
+      console.log(`    CA root and private key (removed at teardown): ${built.caDir}`);
       await new Promise(() => {});
     }
     process.exitCode = ok ? 0 : 1;
   } finally {
-    if (!values.keep) await cleanup();
+    if (!values.keep) await tearDown('done');
   }
 }
 

@@ -3,7 +3,8 @@
  * CNI installer, which keeps ambit's plugin in the node's CNI configuration.
  *
  * Owns: the agent pod: host network (it serves the node's CNI socket and reaches pods' network namespaces by
- * path), privileges (setns, iptables in pods' namespaces, IP_TRANSPARENT), host directories, the mesh root and
+ * path), its Linux capabilities (below, each with the system calls that need it; no container is privileged),
+ * host directories, the mesh root and
  * the projected token it shows the control plane, probes, drain time, and the installer's flags.
  * The installer does not remove the plugin when its container stops: an upgrade must not open a window in which
  * enrolled pods start uncaptured. While no agent answers, enrolled pods wait (the plugin fails closed).
@@ -14,8 +15,30 @@ import { METRICS_PORT, READINESS_PORT } from '../agent/config.ts';
 import { ROOT_CONFIGMAP_KEY, ROOT_CONFIGMAP_NAME } from '../controlplane/ca/config.ts';
 import { XDS_PORT } from '../controlplane/xds/server.ts';
 import { DEFAULT_AGENT_SOCKET } from '../shared/cni-protocol.ts';
-import { AGENT, AGENT_RUN_DIR, CONTROLPLANE, HOST_MOUNT, IMAGE_APP_DIR, image, labels, NETNS_DIR, ROOT_CERT_DIR, TOKEN_DIR, TOKEN_FILE_NAME } from './names.ts';
+import { AGENT, AGENT_RUN_DIR, CONTROLPLANE, HOST_MOUNT, HOST_PROC_SYS_NET, IMAGE_APP_DIR, image, labels, NETNS_DIR, ROOT_CERT_DIR, TOKEN_DIR, TOKEN_FILE_NAME } from './names.ts';
 import type { InstallValues } from './values.ts';
+
+/**
+ * The agent's capabilities, as ztunnel's (which needs the same three for the same reasons), each with what needs it:
+ *   SYS_ADMIN  setns(CLONE_NEWNET) into a pod's network namespace: the native addon, per socket it makes there
+ *              (agent/native/sockets.c), and `nsenter --net` for iptables and ip in the pod (agent/inpod/iptables.ts)
+ *   NET_ADMIN  iptables-restore (nf_tables netlink, or IPT_SO_SET_REPLACE) and `ip rule` / `ip route` in the pod;
+ *              setsockopt SO_MARK (0x539 on the agent's own sockets) and IP_TRANSPARENT (inbound connections made
+ *              from the client's address); writing the pod's net.ipv4.tcp_migrate_req
+ *   NET_RAW    the legacy iptables tools open a raw socket (iptables-legacy-save, also when detecting the node's
+ *              backend); IP_TRANSPARENT accepts NET_RAW or NET_ADMIN
+ * Nothing else: the files it opens (/var/run/netns, /var/run/ambit, its secrets) belong to root, as the agent runs.
+ * Proven on the real path by test/net/agent-capabilities.test.ts, which runs agents with exactly these.
+ */
+export const AGENT_CAPABILITIES = ['NET_ADMIN', 'SYS_ADMIN', 'NET_RAW'] as const;
+/**
+ * The installer only writes files into the host's CNI directories (copy, write a temp file, chmod it, rename):
+ * DAC_OVERRIDE lets it do so whatever those directories' owner and mode on a given node. Where root owns them (as
+ * on kubeadm and containerd nodes) it needs no capability at all; test/net/agent-capabilities.test.ts runs its
+ * command line with none there, and shows that DAC_OVERRIDE is what directories of another owner need. It never
+ * chowns (CHOWN and FOWNER are not needed).
+ */
+export const INSTALLER_CAPABILITIES = ['DAC_OVERRIDE'] as const;
 
 /** Longer than the agent's drain (AMBIT_DRAIN_MS, agent/config.ts), so open tunnels finish before SIGKILL. */
 const TERMINATION_GRACE_SECONDS = 30;
@@ -73,6 +96,7 @@ export function agentObjects(values: InstallValues) {
                   { name: 'AMBIT_TRUST_DOMAIN', value: values.trustDomain },
                   { name: 'AMBIT_LOG_LEVEL', value: values.logLevel },
                   { name: 'AMBIT_WORKER_THREADS', value: values.agent.workerThreads },
+                  { name: 'AMBIT_PROC_SYS_NET', value: HOST_PROC_SYS_NET },
                 ],
                 ports: [
                   { name: 'http-metrics', containerPort: METRICS_PORT, protocol: 'TCP' },
@@ -83,13 +107,22 @@ export function agentObjects(values: InstallValues) {
                   requests: { cpu: values.agent.cpuRequest, memory: values.agent.memoryRequest },
                   limits: { memory: values.agent.memoryLimit },
                 },
-                // setns into pods' namespaces, iptables there, SO_MARK / IP_TRANSPARENT sockets: as istio-cni's node agent.
-                securityContext: { privileged: true, runAsUser: 0 },
+                securityContext: {
+                  privileged: false,
+                  // Kubernetes counts CAP_SYS_ADMIN as privilege escalation and refuses false beside it (as ztunnel's chart says).
+                  allowPrivilegeEscalation: true,
+                  runAsUser: 0,
+                  runAsNonRoot: false,
+                  capabilities: { drop: ['ALL'], add: [...AGENT_CAPABILITIES] },
+                },
                 volumeMounts: [
                   { name: 'ambit-run', mountPath: AGENT_RUN_DIR },
                   { name: 'netns', mountPath: NETNS_DIR, mountPropagation: 'HostToContainer' },
                   { name: 'mesh-root', mountPath: ROOT_CERT_DIR, readOnly: true },
                   { name: 'agent-token', mountPath: TOKEN_DIR, readOnly: true },
+                  // A container that is not privileged gets /proc/sys read-only; through this mount of the host's
+                  // /proc/sys/net the agent writes the net sysctls of the pod namespace it has entered.
+                  { name: 'proc-sys-net', mountPath: HOST_PROC_SYS_NET },
                 ],
               },
               {
@@ -97,7 +130,7 @@ export function agentObjects(values: InstallValues) {
                 image: image(values.hub, values.tag),
                 command: installerCommand(values),
                 resources: { requests: { cpu: '10m', memory: '64Mi' }, limits: { memory: '256Mi' } },
-                securityContext: { runAsUser: 0, allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'], add: ['CHOWN', 'DAC_OVERRIDE', 'FOWNER'] } },
+                securityContext: { privileged: false, runAsUser: 0, allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'], add: [...INSTALLER_CAPABILITIES] } },
                 volumeMounts: [
                   { name: 'cni-bin', mountPath: `${HOST_MOUNT}${values.cni.binDir}` },
                   { name: 'cni-conf', mountPath: `${HOST_MOUNT}${values.cni.confDir}` },
@@ -111,6 +144,7 @@ export function agentObjects(values: InstallValues) {
               hostDir('cni-bin', values.cni.binDir),
               hostDir('cni-conf', values.cni.confDir),
               hostDir('cni-runtime', values.cni.runtimeDir),
+              { name: 'proc-sys-net', hostPath: { path: '/proc/sys/net', type: 'Directory' } },
               { name: 'mesh-root', configMap: { name: ROOT_CONFIGMAP_NAME } },
               {
                 name: 'agent-token',

@@ -18,6 +18,8 @@ export const HOST_MOUNT = '/host';
 export const AGENT_RUN_DIR = '/var/run/ambit';
 /** Where container runtimes (containerd, CRI-O) keep pods' network namespaces; CNI_NETNS points here. */
 export const NETNS_DIR = '/var/run/netns';
+/** The host's /proc/sys/net in the agent container (AMBIT_PROC_SYS_NET): the container's own /proc/sys is read-only. */
+export const HOST_PROC_SYS_NET = '/host/proc/sys/net';
 /** The mesh root (ConfigMap istio-ca-root-cert) in the agent container. */
 export const ROOT_CERT_DIR = '/var/run/secrets/istio';
 /** The agent's projected service account token, which the control plane checks with a TokenReview. */

@@ -21,7 +21,7 @@ import { ProcessTracker } from './exec.ts';
 import { addNetns, addVethBetween, deleteNetns, ipIn, listNetns, sysctlIn } from './netns.ts';
 import { ClusterNode, type AgentCommand } from './node.ts';
 import { Pod } from './pod.ts';
-import { processStartTime, reapDeadRuns, removeRecord, writeRecord } from './run-registry.ts';
+import { processStartTime, reapDeadRuns, removeRecord, removeRun, writeRecord, type RunRecord } from './run-registry.ts';
 import * as topology from './topology.ts';
 
 /** Debian's containernetworking-plugins (loopback, bridge, host-local). */
@@ -60,6 +60,30 @@ export interface ClusterOptions {
   cniLogLevel?: string;
   /** Runs after the network exists and before the agents start (e.g. to start a control plane they connect to). */
   beforeAgents?: (cluster: Cluster) => Promise<void>;
+  /**
+   * A run made beforehand with reserveRun(), whose temp dir already holds the caller's files (the local mesh's CA
+   * key): they go wherever the run's temp dir goes (destroy, the exit hook, the next run's reaper).
+   */
+  run?: ReservedRun;
+}
+
+/** A run id and temp dir, recorded in the run registry (so the next run reaps them if this process dies). */
+export interface ReservedRun {
+  runId: string;
+  tmpDir: string;
+}
+
+/** What destroy() removed, for a person watching the teardown. */
+export interface TeardownReport {
+  runId: string;
+  /** `namespace/name` of each pod deleted (CNI DEL). */
+  pods: string[];
+  /** Process groups stopped (agents, control plane, pod apps). */
+  processes: number;
+  /** Network namespaces deleted (nodes, fabric, pods). */
+  namespaces: string[];
+  /** The run's temp dir (cluster directory, logs, and in a local mesh the CA's private key), removed. */
+  tmpDir: string;
 }
 
 export interface CreatePodOptions {
@@ -102,7 +126,7 @@ export class Cluster {
   readonly #namespaceLabels = new Map<string, Record<string, string>>();
   readonly #chains = new Map<ClusterNode, CniChain>();
   readonly #objects: ClusterObjectStore;
-  #destroying: Promise<void> | undefined;
+  #destroying: Promise<TeardownReport> | undefined;
 
   constructor(runId: string, tmpDir: string, options: ClusterOptions) {
     this.runId = runId;
@@ -352,21 +376,26 @@ export class Cluster {
     await this.#chain(pod.node).check(this.#sandbox(pod, pod.netnsPath), pod.cniResult);
   }
 
-  /** Tears everything down: pods (CNI DEL), agents and every process started, namespaces, temp dir. Idempotent. */
-  destroy(): Promise<void> {
+  /**
+   * Tears everything down: pods (CNI DEL), agents and every process started, namespaces, temp dir. Idempotent:
+   * every call resolves with the same report of what was removed.
+   */
+  destroy(): Promise<TeardownReport> {
     this.#destroying ??= this.#destroy();
     return this.#destroying;
   }
 
-  async #destroy(): Promise<void> {
-    await Promise.all(this.pods.map((pod) => this.deletePod(pod).catch(() => undefined)));
-    await this.#tracker.stopAll();
+  async #destroy(): Promise<TeardownReport> {
+    const pods = this.pods;
+    await Promise.all(pods.map((pod) => this.deletePod(pod).catch(() => undefined)));
+    const processes = await this.#tracker.stopAll();
     const prefix = topology.runPrefix(this.runId);
     const leftovers = (await listNetns()).filter((name) => name.startsWith(prefix));
     await Promise.all(leftovers.map((name) => deleteNetns(name)));
     await rm(this.tmpDir, { recursive: true, force: true });
     await removeRecord(this.runId);
     liveClusters.delete(this);
+    return { runId: this.runId, pods: pods.map((pod) => `${pod.namespace}/${pod.name}`), processes, namespaces: [...leftovers, ...pods.map((pod) => pod.netnsName)].sort(), tmpDir: this.tmpDir };
   }
 
   /** @internal Synchronous last-resort cleanup when the process exits without destroy(). */
@@ -388,23 +417,35 @@ export class Cluster {
 }
 
 /**
+ * Starts a run: removes what crashed earlier runs left behind, then picks a run id and makes its temp dir (mode
+ * 0700), recorded in the run registry before anything is written into it. createCluster does this itself; a
+ * caller that must put files in the run's temp dir before the cluster exists (the local mesh's CA) reserves the
+ * run first and passes it as `run`, so those files share the run's fate, crash included.
+ */
+export async function reserveRun(): Promise<ReservedRun> {
+  await reapDeadRuns();
+  const runId = topology.newRunId();
+  const tmpDir = await mkdtemp(path.join(os.tmpdir(), `${topology.runPrefix(runId)}`));
+  await writeRecord({ runId, pid: process.pid, pidStartTime: processStartTime(process.pid) ?? '', tmpDir, createdAt: new Date().toISOString() });
+  return { runId, tmpDir };
+}
+
+/** Gives up a reserved run no cluster was built for: its temp dir and record go. */
+export async function releaseRun(run: ReservedRun): Promise<void> {
+  const record: RunRecord = { ...run, pid: process.pid, pidStartTime: '', createdAt: '' };
+  await removeRun(record);
+}
+
+/**
  * Builds a cluster of `nodes` nodes. First removes what crashed earlier runs left behind. On any failure the
  * partial cluster is destroyed before the error is rethrown.
  */
 export async function createCluster(options: ClusterOptions): Promise<Cluster> {
   if (!Number.isInteger(options.nodes) || options.nodes < 1 || options.nodes > topology.MAX_NODES) {
+    if (options.run !== undefined) await releaseRun(options.run);
     throw new RuntimeError('BAD_OPTIONS', `nodes must be an integer from 1 to ${topology.MAX_NODES}, got ${options.nodes}`);
   }
-  await reapDeadRuns();
-  const runId = topology.newRunId();
-  const tmpDir = await mkdtemp(path.join(os.tmpdir(), `${topology.runPrefix(runId)}`));
-  await writeRecord({
-    runId,
-    pid: process.pid,
-    pidStartTime: processStartTime(process.pid) ?? '',
-    tmpDir,
-    createdAt: new Date().toISOString(),
-  });
+  const { runId, tmpDir } = options.run ?? (await reserveRun());
   const cluster = new Cluster(runId, tmpDir, options);
   liveClusters.add(cluster);
   installExitHook();

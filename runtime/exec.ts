@@ -104,8 +104,11 @@ export class ProcessTracker {
     this.#children.delete(child);
   }
 
-  async stopAll(): Promise<void> {
-    await Promise.all([...this.#children].map((child) => this.stop(child)));
+  /** Stops every tracked process group; resolves with how many there were. */
+  async stopAll(): Promise<number> {
+    const children = [...this.#children];
+    await Promise.all(children.map((child) => this.stop(child)));
+    return children.length;
   }
 
   /** Last resort when the process is exiting and cannot wait: SIGKILL every group now. */

@@ -4,7 +4,7 @@
  *
  * Owns: nothing but the re-exports. Must not know about: anything the modules it re-exports do not.
  */
-export { createCluster, Cluster, AMBIT_CNI_DIR, REFERENCE_PLUGINS_DIR, type ClusterOptions, type CreatePodOptions } from './cluster.ts';
+export { createCluster, reserveRun, releaseRun, Cluster, AMBIT_CNI_DIR, REFERENCE_PLUGINS_DIR, type ClusterOptions, type CreatePodOptions, type ReservedRun, type TeardownReport } from './cluster.ts';
 export { ClusterNode, AGENT_READY_TIMEOUT_MS, type AgentCommand } from './node.ts';
 export { Pod } from './pod.ts';
 export { RuntimeError, CniPluginError, type CniErrorOutput, type RuntimeErrorCode } from './errors.ts';

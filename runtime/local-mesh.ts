@@ -12,13 +12,12 @@
  */
 import { randomBytes } from 'node:crypto';
 import { openSync, closeSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { CertificateAuthority, DEFAULT_TRUST_DOMAIN } from '../shared/identity/index.ts';
 import { LOCAL_CA_CERT_FILE, LOCAL_CA_KEY_FILE } from '../agent/identity/certificate-source.ts';
-import { createCluster, type Cluster, type ClusterOptions } from './cluster.ts';
+import { createCluster, releaseRun, reserveRun, type Cluster, type ClusterOptions, type TeardownReport } from './cluster.ts';
 import { RuntimeError } from './errors.ts';
 import { KubernetesWiring, type KubernetesMode } from './kubernetes-mode.ts';
 import { netnsPath } from './netns.ts';
@@ -31,12 +30,18 @@ export const CONTROL_PLANE_PORT = 15012;
 const CONTROL_PLANE_READY_MESSAGE = 'control plane serving delta xDS and the CA';
 const CONTROL_PLANE_READY_TIMEOUT_MS = 30_000;
 
-export interface LocalMeshOptions extends Omit<ClusterOptions, 'agentCommand' | 'beforeAgents' | 'objectStore' | 'cniKubeconfig'> {
+export interface LocalMeshOptions extends Omit<ClusterOptions, 'agentCommand' | 'beforeAgents' | 'objectStore' | 'cniKubeconfig' | 'run'> {
   trustDomain?: string;
   /** Run the control plane (default true). */
   controlPlane?: boolean;
   /** Extra environment for every agent (AMBIT_LOG_LEVEL, ...). */
   agentEnv?: Record<string, string>;
+  /**
+   * A command every agent runs under, its arguments then the agent's command line appended (e.g. unshare + setpriv
+   * to run it with a container's capabilities and a read-only /proc/sys). It must exec the agent: the runtime
+   * signals and waits for the process it started.
+   */
+  agentCommandPrefix?: string[];
   /** Run as in a Kubernetes cluster against this API server instead of the cluster directory (needs the control plane). */
   kubernetes?: KubernetesMode;
 }
@@ -45,7 +50,11 @@ export interface LocalMesh {
   cluster: Cluster;
   /** The mesh root, made by the runtime in local mode; absent in Kubernetes mode (the control plane makes it and keeps it in Secret istio-ca-secret). */
   ca?: CertificateAuthority;
-  /** Local mode: the CA root and node tokens. Kubernetes mode: the kubeconfig and what the kubelet mounts for the agents. */
+  /**
+   * Local mode: the CA root, its private key and node tokens. Kubernetes mode: the kubeconfig and what the kubelet
+   * mounts for the agents. Inside the run's temp dir, so it goes with the run: on destroy, on exit, and when the
+   * process died, by the next run's reaper.
+   */
   caDir: string;
   /** `host:port` of the control plane on the fabric, when it runs. */
   controlPlaneAddress?: string;
@@ -55,7 +64,8 @@ export interface LocalMesh {
   stopControlPlane(): Promise<void>;
   /** Starts it again on the same address, CA directory and cluster directory. */
   startControlPlane(): Promise<void>;
-  destroy(): Promise<void>;
+  /** Stops everything and removes the namespaces and the run's temp dir (the CA key with it); says what went. */
+  destroy(): Promise<TeardownReport>;
 }
 
 /** Writes a fresh CA root for the mesh into `dir` (root-cert.pem, ca-key.pem). */
@@ -89,28 +99,38 @@ export async function createLocalMesh(options: LocalMeshOptions): Promise<LocalM
   const trustDomain = options.trustDomain ?? DEFAULT_TRUST_DOMAIN;
   const withControlPlane = options.controlPlane ?? true;
   const clusterName = options.name ?? 'ambit';
-  const { kubernetes: kubernetesMode, ...clusterOptions } = options;
+  const { kubernetes: kubernetesMode, agentCommandPrefix: _prefix, agentEnv: _env, ...clusterOptions } = options;
   if (kubernetesMode !== undefined && !withControlPlane) {
     throw new RuntimeError('BAD_OPTIONS', 'Kubernetes mode needs the control plane: it is what reads the API server for the agents');
   }
-  const caDir = await mkdtemp(path.join(os.tmpdir(), 'ambit-ca-'));
+  // The run (and its temp dir) first, so the CA's private key is written where the run's cleanup and the next
+  // run's reaper remove it, even when this process is killed before the cluster exists.
+  const run = await reserveRun();
+  const caDir = path.join(run.tmpDir, 'ca');
   const kubernetes = kubernetesMode !== undefined ? new KubernetesWiring(caDir) : undefined;
   const mesh: Partial<LocalMesh> = { caDir };
-  if (kubernetes === undefined) mesh.ca = await writeLocalCa(caDir, trustDomain);
-  // One bearer token per node agent, as the control plane's bootstrap token file lists them (Kubernetes mode: the
-  // API server issues service account tokens instead).
   const tokenFile = path.join(caDir, 'node-tokens');
-  if (withControlPlane && kubernetes === undefined) {
-    const tokens = Array.from({ length: options.nodes }, () => randomBytes(24).toString('hex'));
-    await writeFile(tokenFile, tokens.map((token, index) => `${token} ${nodeName(clusterName, index)}`).join('\n') + '\n', { mode: 0o600 });
-    await Promise.all(tokens.map((token, index) => writeFile(path.join(caDir, `token-${nodeName(clusterName, index)}`), token, { mode: 0o600 })));
-  }
   let startControlPlane = async (): Promise<void> => {};
   let stopControlPlane = async (): Promise<void> => {};
   let cluster: Cluster;
   try {
+    await mkdir(caDir, { mode: 0o700 });
+    if (kubernetes === undefined) mesh.ca = await writeLocalCa(caDir, trustDomain);
+    // One bearer token per node agent, as the control plane's bootstrap token file lists them (Kubernetes mode: the
+    // API server issues service account tokens instead).
+    if (withControlPlane && kubernetes === undefined) {
+      const tokens = Array.from({ length: options.nodes }, () => randomBytes(24).toString('hex'));
+      await writeFile(tokenFile, tokens.map((token, index) => `${token} ${nodeName(clusterName, index)}`).join('\n') + '\n', { mode: 0o600 });
+      await Promise.all(tokens.map((token, index) => writeFile(path.join(caDir, `token-${nodeName(clusterName, index)}`), token, { mode: 0o600 })));
+    }
+  } catch (error) {
+    await releaseRun(run);
+    throw error;
+  }
+  try {
     cluster = await createCluster({
       ...clusterOptions,
+      run,
       ...(kubernetes !== undefined ? { objectStore: kubernetes.objectStore, cniKubeconfig: kubernetes.kubeconfigFile } : {}),
       ...(withControlPlane
         ? {
@@ -153,8 +173,8 @@ export async function createLocalMesh(options: LocalMeshOptions): Promise<LocalM
           }
         : {}),
       agentCommand: (node) => ({
-        cmd: process.execPath,
-        args: [AGENT_MAIN],
+        cmd: options.agentCommandPrefix?.[0] ?? process.execPath,
+        args: [...(options.agentCommandPrefix ? [...options.agentCommandPrefix.slice(1), process.execPath] : []), AGENT_MAIN],
         env: {
           AMBIT_TRUST_DOMAIN: trustDomain,
           ...(withControlPlane
@@ -170,7 +190,8 @@ export async function createLocalMesh(options: LocalMeshOptions): Promise<LocalM
       }),
     });
   } catch (error) {
-    await rm(caDir, { recursive: true, force: true });
+    // createCluster destroyed what it built, the run's temp dir (and so the CA directory) included.
+    await releaseRun(run);
     throw error;
   }
   return {
@@ -178,10 +199,7 @@ export async function createLocalMesh(options: LocalMeshOptions): Promise<LocalM
     cluster,
     startControlPlane: () => startControlPlane(),
     stopControlPlane: () => stopControlPlane(),
-    destroy: async () => {
-      await cluster.destroy();
-      await rm(caDir, { recursive: true, force: true });
-    },
+    destroy: () => cluster.destroy(),
   };
 }
 

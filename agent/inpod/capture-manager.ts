@@ -47,6 +47,8 @@ export interface CaptureManagerOptions {
   socketFactoryFor?: (netns: string) => SocketFactory;
   /** 0 disables the periodic namespace check. */
   netnsCheckIntervalMs?: number;
+  /** Where pods' net sysctls are written (agent/config.ts procSysNet); /proc/sys/net when absent. */
+  procSysNet?: string;
   /** Told when a pod stops being captured, with why (for logs and the admin view). */
   onReleased?: (pod: CapturedPod, reason: ReleaseReason, error?: Error) => void;
 }
@@ -180,7 +182,11 @@ export class CaptureManager {
     }
     const backend = await this.detectBackend();
     // A dual-stack pod's IPv6 traffic is captured as its IPv4 traffic is; leaving it out would let it bypass policy.
-    await this.rules.install(info.netns, backend, { inbound: this.inbound, ipv6: info.ips.some((ip) => net.isIPv6(ip)) });
+    await this.rules.install(info.netns, backend, {
+      inbound: this.inbound,
+      ipv6: info.ips.some((ip) => net.isIPv6(ip)),
+      ...(this.options.procSysNet !== undefined ? { procSysNet: this.options.procSysNet } : {}),
+    });
     const factory = (this.options.socketFactoryFor ?? defaultFactory)(info.netns);
     const pod: CapturedPod = Object.freeze({
       uid: info.uid, name: info.name, namespace: info.namespace, netns: info.netns,

@@ -101,7 +101,7 @@ export async function installInpodRules(netns: string, backend: IptablesBackend,
     await restore(netns, backend, family, renderInstall(options, existing, family));
   }
   try {
-    await inNetns(netns, ['sh', '-c', renderRoutingSetup(families)]);
+    await inNetns(netns, ['sh', '-c', renderRoutingSetup(families, options.procSysNet)]);
   } catch (error) {
     throw rulesError('policy routing setup', netns, error);
   }

@@ -55,6 +55,8 @@ export interface InpodRuleOptions {
   inbound: InboundCapture;
   /** Also capture IPv6 (ip6tables, IPv6 policy routing): the pod has an IPv6 address. */
   ipv6?: boolean;
+  /** Where the pod's net sysctls are written from inside its namespace (agent/config.ts procSysNet); /proc/sys/net by default. */
+  procSysNet?: string;
 }
 
 export type IpFamily = 4 | 6;
@@ -230,7 +232,7 @@ export function isInstalled(options: InpodRuleOptions, saveOutput: string): bool
  * letting queued connections move between SO_REUSEPORT listeners when an old agent closes its own
  * (tcp_migrate_req), which is what makes an agent restart lose no connection. Idempotent.
  */
-export function renderRoutingSetup(families: readonly IpFamily[] = [4]): string {
+export function renderRoutingSetup(families: readonly IpFamily[] = [4], procSysNet = '/proc/sys/net'): string {
   const rule = `fwmark ${TPROXY_MARK} pref ${INPOD.rulePriority} lookup ${INPOD.routeTable}`;
   const lines = ['set -e'];
   for (const family of families) {
@@ -241,7 +243,7 @@ export function renderRoutingSetup(families: readonly IpFamily[] = [4]): string 
     );
   }
   // One TCP stack serves both families: the IPv4 sysctl covers IPv6 listeners too.
-  lines.push('echo 1 > /proc/sys/net/ipv4/tcp_migrate_req');
+  lines.push(`echo 1 > '${procSysNet}/ipv4/tcp_migrate_req'`);
   return lines.join('\n') + '\n';
 }
 

@@ -77,6 +77,11 @@ export class PolicyStore {
   readonly #log: PolicyStoreLog | undefined;
   /** Local AuthorizationPolicies, compiled, by `namespace/name`. */
   #local = new Map<string, LocalAuthorization>();
+  /**
+   * `namespace/name` -> content of every local policy whose warnings were logged, including those that compile to
+   * nothing the agent enforces (targetRef, AUDIT, CUSTOM) and so are not in #local: logged again only when changed.
+   */
+  #warned = new Map<string, string>();
   #localList: Authorization[] = [];
   #peerAuthentications: PeerAuthenticationObject[] = [];
   #peerSources = new Map<PeerAuthenticationObject, string | undefined>();
@@ -103,6 +108,7 @@ export class PolicyStore {
    */
   setLocal(policies: readonly LocalPolicy[]): void {
     const local = new Map<string, LocalAuthorization>();
+    const warned = new Map<string, string>();
     const peerAuthentications: PeerAuthenticationObject[] = [];
     const peerSources = new Map<PeerAuthenticationObject, string | undefined>();
     for (const policy of policies) {
@@ -120,7 +126,10 @@ export class PolicyStore {
         continue;
       }
       const compiled = compileAuthorizationPolicy(object, { rootNamespace: this.rootNamespace });
-      for (const warning of compiled.warnings) this.#log?.warn({ scope: 'authz', policy: key, file: policy.source }, warning);
+      if (compiled.warnings.length > 0) {
+        if (this.#warned.get(key) !== fingerprint) for (const warning of compiled.warnings) this.#log?.warn({ scope: 'authz', policy: key, file: policy.source }, warning);
+        warned.set(key, fingerprint);
+      }
       if (!compiled.authorization) continue;
       local.set(key, { authorization: compiled.authorization, fingerprint, warnings: compiled.warnings, source: policy.source });
     }
@@ -129,6 +138,7 @@ export class PolicyStore {
       [...local].some(([key, entry]) => this.#local.get(key)?.authorization !== entry.authorization) ||
       JSON.stringify(peerAuthentications) !== JSON.stringify(this.#peerAuthentications);
     this.#local = local;
+    this.#warned = warned;
     this.#localList = [...local.values()].map((entry) => entry.authorization);
     this.#peerAuthentications = peerAuthentications;
     this.#peerSources = peerSources;

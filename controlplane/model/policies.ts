@@ -3,10 +3,11 @@
  * through the policy library (shared/policy: validation, compilation, PeerAuthentication conversion), and the
  * selector-scoped policy keys each workload lists in `authorization_policies`, as istiod sends them to ztunnel.
  *
- * Owns: recompiling the policy set from the store and answering "which selector policies apply to this pod".
+ * Owns: recompiling the policy set from the store, reporting each policy's problems once (again only when that
+ * policy changes, not on every recompile), and answering "which selector policies apply to this pod".
  * Must not know about: policy semantics (shared/policy), encoding, the xDS server.
  */
-import type { PodObject } from '../../shared/k8s/objects.ts';
+import type { K8sObject, PodObject } from '../../shared/k8s/objects.ts';
 // Only the control plane's half of shared/policy (validate, compile, scope, encode), not the evaluator.
 import { compilePolicyObject } from '../../shared/policy/compile.ts';
 import type { PeerAuthenticationObject } from '../../shared/policy/crd-schema.ts';
@@ -31,6 +32,11 @@ export class PolicyModel {
   readonly #onProblem: (problem: PolicyProblem) => void;
   #authorizationPolicies: Authorization[] = [];
   #peerAuthentications: PeerAuthenticationObject[] = [];
+  /**
+   * `<kind> <key>` -> the policy's spec and the problems reported for it. Every policy change recompiles every
+   * policy; a warning such as "an ALLOW rule with HTTP fields" is logged again only when its own policy changed.
+   */
+  #reported = new Map<string, string>();
 
   constructor(options: { rootNamespace?: string; onProblem?: (problem: PolicyProblem) => void } = {}) {
     this.#rootNamespace = options.rootNamespace ?? DEFAULT_ROOT_NAMESPACE;
@@ -39,26 +45,33 @@ export class PolicyModel {
 
   /** Recompiles every policy in the store; an invalid one is reported and left out, the others still apply. */
   compile(store: ObjectStore): CompiledAuthorization[] {
+    const problems = new Map<string, { spec: unknown; list: PolicyProblem[] }>();
+    const report = (object: K8sObject, problem: PolicyProblem): void => {
+      const id = `${problem.kind} ${problem.policy}`;
+      const entry = problems.get(id) ?? { spec: (object as { spec?: unknown }).spec, list: [] };
+      entry.list.push(problem);
+      problems.set(id, entry);
+    };
     const byKey = new Map<string, Authorization>();
     const authorizationPolicies: Authorization[] = [];
     for (const object of store.list('AuthorizationPolicy')) {
       const key = `${namespaceOf(object)}/${object.metadata?.name}`;
       try {
         const result = compilePolicyObject(object, { rootNamespace: this.#rootNamespace });
-        for (const warning of result.warnings) this.#onProblem({ policy: key, kind: 'AuthorizationPolicy', message: warning });
+        for (const warning of result.warnings) report(object, { policy: key, kind: 'AuthorizationPolicy', message: warning });
         if (result.authorization) {
           authorizationPolicies.push(result.authorization);
           byKey.set(authorizationKey(result.authorization), result.authorization);
         }
       } catch (error) {
-        this.#onProblem({ policy: key, kind: 'AuthorizationPolicy', message: `rejected: ${(error as Error).message}` });
+        report(object, { policy: key, kind: 'AuthorizationPolicy', message: `rejected: ${(error as Error).message}` });
       }
     }
     const peerAuthentications: PeerAuthenticationObject[] = [];
     for (const object of store.list('PeerAuthentication')) {
       const result = validatePolicy(object);
       if (result.ok && result.kind === 'PeerAuthentication') peerAuthentications.push(result.object);
-      else if (!result.ok) this.#onProblem({ policy: `${namespaceOf(object)}/${object.metadata?.name}`, kind: 'PeerAuthentication', message: `rejected: ${result.error.message}` });
+      else if (!result.ok) report(object, { policy: `${namespaceOf(object)}/${object.metadata?.name}`, kind: 'PeerAuthentication', message: `rejected: ${result.error.message}` });
     }
     // The resources PeerAuthentication can make workloads reference: Istio's static STRICT policy, and one
     // converted policy per workload-scoped PeerAuthentication with port-level modes.
@@ -75,7 +88,19 @@ export class PolicyModel {
     }
     this.#authorizationPolicies = authorizationPolicies;
     this.#peerAuthentications = peerAuthentications;
+    this.#reportChanged(problems);
     return [...byKey].map(([name, authorization]) => ({ name, resource: authorizationToWireObject(authorization) }));
+  }
+
+  /** Reports the problems of policies that are new or changed since the last compile; forgets policies now fine or gone. */
+  #reportChanged(problems: Map<string, { spec: unknown; list: PolicyProblem[] }>): void {
+    const reported = new Map<string, string>();
+    for (const [id, { spec, list }] of problems) {
+      const fingerprint = JSON.stringify({ spec, messages: list.map((problem) => problem.message) });
+      reported.set(id, fingerprint);
+      if (this.#reported.get(id) !== fingerprint) for (const problem of list) this.#onProblem(problem);
+    }
+    this.#reported = reported;
   }
 
   /** Keys of the selector-scoped policies (and PeerAuthentication-derived ones) that apply to `pod`, sorted. */

@@ -7,6 +7,7 @@
  */
 import { AuthorizationIndex, evaluate, type Decision } from './evaluate.ts';
 import { CompiledMatch, matchTest, preparePeer, type Connection, type Peer } from './matchers.ts';
+import { CONVERTED_PEER_AUTHENTICATION_PREFIX, STATIC_STRICT_POLICY_NAME } from './peer-authentication.ts';
 import { authorizationKey, type AddressMatch, type Authorization, type Match, type Rules, type ServiceAccountMatch, type StringMatch } from './model.ts';
 
 export interface ClauseTrace {
@@ -54,7 +55,8 @@ interface FieldCheck {
   failure: string;
 }
 
-function fieldChecks(match: Match, peer: Peer, connection: Connection): FieldCheck[] {
+function fieldChecks(ruleMatch: Match, peer: Peer, connection: Connection): FieldCheck[] {
+  let match = ruleMatch;
   const checks: FieldCheck[] = [];
   const absent = 'absent (no verified peer identity: plaintext connection)';
   const principalText = peer.principal === '' ? absent : JSON.stringify(peer.principal);
@@ -71,6 +73,18 @@ function fieldChecks(match: Match, peer: Peer, connection: Connection): FieldChe
       failure: negated ? `${name} is ${value}, which is excluded` : `${name} is ${value}`,
     });
   };
+  // `notPrincipals: [presence]` is how STRICT mTLS reads as a rule ("no verified identity"): say that, not
+  // "is not one of [* (any)]".
+  const onlyPresence = (list: readonly StringMatch[] | undefined): boolean => list?.length === 1 && 'presence' in list[0]!;
+  if (onlyPresence(match.notPrincipals)) {
+    const plaintext = peer.principal === '';
+    checks.push({
+      text: 'a connection without a verified peer identity (plaintext)',
+      ok: plaintext,
+      failure: `the source has the verified identity ${principalText} (mutual TLS)`,
+    });
+    match = { ...match, notPrincipals: undefined };
+  }
   const strings = (list: readonly StringMatch[] | undefined): string[] | undefined => list?.map(formatStringMatch);
   const ips = (list: readonly AddressMatch[] | undefined): string[] | undefined => list?.map((item) => `${item.address}/${item.length}`);
   const sas = (list: readonly ServiceAccountMatch[] | undefined): string[] | undefined => list?.map((item) => `${item.namespace}/${item.serviceAccount}`);
@@ -105,6 +119,14 @@ function traceClause(clause: Rules, peer: Peer, connection: Connection): ClauseT
   return matched ? { matched, description } : { matched, description, failure: alternatives.map((alternative) => alternative.failure).join(' | ') };
 }
 
+/** Names the PeerAuthentication behind Istio's converted policies, which a reader did not write under that name. */
+function strictNote(policyKey: string): string {
+  const name = policyKey.slice(policyKey.indexOf('/') + 1);
+  if (name === STATIC_STRICT_POLICY_NAME) return ' (PeerAuthentication mode STRICT: refuses plaintext)';
+  if (name.startsWith(CONVERTED_PEER_AUTHENTICATION_PREFIX)) return ` (PeerAuthentication ${name.slice(CONVERTED_PEER_AUTHENTICATION_PREFIX.length)} with port-level modes)`;
+  return '';
+}
+
 /**
  * The decision with a trace of every policy in scope: which rules matched and, for those that did not, which
  * condition failed. Slower than `evaluate`; meant for `ambitctl authz check` and logs of denials.
@@ -120,11 +142,14 @@ export function explain(connection: Connection, policies: AuthorizationIndex | r
     });
     return { policy: authorizationKey(policy), action: policy.action, dryRun: policy.dryRun, matched: rules.some((rule) => rule.matched), rules };
   });
-  const lines = [`${decision.allowed ? 'ALLOWED' : 'DENIED'}: ${decision.reason}`];
+  const lines = [`${decision.allowed ? 'ALLOWED' : 'DENIED'}: ${decision.reason}${decision.decidingPolicy ? strictNote(decision.decidingPolicy) : ''}`];
   if (decision.dryRun) lines.push(`dry run: ${decision.dryRun.reason}`);
   if (traces.length === 0) lines.push('no authorization policy applies to this workload');
-  for (const trace of traces) {
-    const label = `${trace.dryRun ? 'dry-run ' : ''}${trace.action} ${trace.policy}`;
+  // The headline already says the deciding policy matches (and which rule): its trace would say it again.
+  const others = traces.filter((trace) => !(trace.policy === decision.decidingPolicy && trace.matched && !trace.dryRun));
+  if (others.length > 0 && others.length < traces.length) lines.push('the other policies that apply to this workload:');
+  for (const trace of others) {
+    const label = `${trace.dryRun ? 'dry-run ' : ''}${trace.action} ${trace.policy}${strictNote(trace.policy)}`;
     if (trace.rules.length === 0) {
       lines.push(`  ${label}: has no rules, so it matches nothing${trace.action === 'ALLOW' ? ' (an ALLOW policy with no rules allows nothing)' : ''}`);
       continue;

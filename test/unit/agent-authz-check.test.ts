@@ -66,11 +66,23 @@ test('ambitctl authz check with no directory asks the agent over its admin endpo
   t.is(table.code, 0, table.stderr);
   t.regex(table.stdout, /^decided by the agent on node-1\nfrom shop\/web \(10\.1\.1\.5, identity spiffe:\/\/cluster\.local\/ns\/shop\/sa\/web\)/);
   t.regex(table.stdout, /ALLOWED: ALLOW policy shop\/db-from-web matches this connection/);
-  const json = JSON.parse((await run('authz', 'check', 'old/legacy', 'shop/db', '5432', '--admin', url, '-o', 'json')).stdout);
+  t.is(table.stdout.split('db-from-web').length - 1, 1, 'the deciding ALLOW is explained once');
+  const denied = await run('authz', 'check', 'old/legacy', 'shop/db', '5432', '--admin', url, '-o', 'json');
+  const json = JSON.parse(denied.stdout);
   t.false(json.allowed);
+  // The exit codes of the directory path: 0 allowed, 1 denied, 2 unknown pod or bad argument.
+  t.is(denied.code, 1, 'denied: exit 1');
   const unknown = await run('authz', 'check', 'shop/nope', 'shop/db', '5432', '--admin', url);
-  t.not(unknown.code, 0);
+  t.is(unknown.code, 2, 'an unknown pod: exit 2, as with --cluster-dir');
   t.regex(unknown.stderr, /answered 404 .*knows no pod shop\/nope/);
+  // A plaintext workload is shown the same way by both commands: no identity.
+  const deniedTable = await run('authz', 'check', 'old/legacy', 'shop/db', '5432', '--admin', url);
+  t.regex(deniedTable.stdout, /from old\/legacy \(10\.1\.2\.7, identity none \(plaintext\): not in the mesh \(namespace old is not enrolled\)\)/);
+  const workloads = await run('workloads', '--admin', url);
+  t.regex(workloads.stdout, /\nold\s+legacy\s+10\.1\.2\.7\s+node-1\s+TCP\s+none \(plaintext\)\n/);
+  t.false(workloads.stdout.includes('spiffe://cluster.local/ns/old/sa/legacy'), workloads.stdout);
+  const down = await run('authz', 'check', 'shop/web', 'shop/db', '5432', '--admin', 'http://127.0.0.1:1');
+  t.is(down.code, 2, 'no agent: exit 2, never 1 (denied)');
   const bad = await fetch(`${url}/authz/check?source=shop/web&destination=shop/db&port=0`);
   t.is(bad.status, 400);
 });

@@ -130,9 +130,16 @@ test('dry-run policies are in the index but never enforced; HTTP-only rules warn
   const store = new PolicyStore({ log });
   const dryDeny = authz('shop', 'dry-deny', { action: 'DENY', rules: [{ from: [{ source: { principals: ['cluster.local/ns/shop/sa/client'] } }] }] }, { 'istio.io/dry-run': 'true' });
   const http = authz('shop', 'http-allow', { rules: [{ to: [{ operation: { methods: ['GET'] } }] }] });
-  store.setLocal([dryDeny, http]);
-  store.setLocal([dryDeny, http]);
-  const warnings = log.lines.filter((line) => line.level === 'warn');
+  // A policy the node agent does not enforce at all (targetRef: a waypoint's) warns once too, across other changes.
+  const waypointOnly = authz('shop', 'waypoint-only', { targetRefs: [{ group: 'gateway.networking.k8s.io', kind: 'Gateway', name: 'waypoint' }], rules: [{}] });
+  store.setLocal([dryDeny, http, waypointOnly]);
+  store.setLocal([dryDeny, http, waypointOnly]);
+  store.setLocal([dryDeny, http, waypointOnly, allowClient]);
+  store.setLocal([dryDeny, http, waypointOnly]);
+  const targetRefWarnings = log.lines.filter((line) => line.level === 'warn' && line.object.policy === 'shop/waypoint-only');
+  t.is(targetRefWarnings.length, 1, 'the targetRef warning is logged once, not on every policy change');
+  t.regex(targetRefWarnings[0]!.message, /targetRef/);
+  const warnings = log.lines.filter((line) => line.level === 'warn' && line.object.policy !== 'shop/waypoint-only');
   t.is(warnings.length, 1, 'the HTTP warning is logged once');
   t.regex(warnings[0]!.message, /waypoint/);
   t.is(warnings[0]!.object.policy, 'shop/http-allow');

@@ -2,6 +2,7 @@
 // only the resources it affects.
 import test from 'ava';
 import { AddressModel } from '../../controlplane/model/address-model.ts';
+import { PolicyModel } from '../../controlplane/model/policies.ts';
 import { ObjectStore } from '../../controlplane/store.ts';
 import { ResourceCache } from '../../controlplane/xds/resource-cache.ts';
 import type { K8sObject } from '../../shared/k8s/objects.ts';
@@ -94,4 +95,34 @@ test('podsOnNode (the CA\'s question) follows pods arriving, leaving and finishi
   store.apply([{ type: 'delete', object: podObject({ name: 'a', namespace: 'shop', ip: '10.0.0.1', node: 'n1', serviceAccount: 'web' }) }]);
   t.deepEqual(accounts('n1'), ['shop/db'], 'a deleted pod no longer vouches for its service account');
   t.deepEqual(accounts('n2'), []);
+});
+
+test('a policy problem (an ALLOW rule with HTTP-only fields) is reported once, again only when that policy changes', (t) => {
+  const problems: string[] = [];
+  const policies = new PolicyModel({ onProblem: (problem) => problems.push(`${problem.kind} ${problem.policy}: ${problem.message}`) });
+  const store = new ObjectStore();
+  const policy = (name: string, spec: Record<string, unknown>): K8sObject => ({ apiVersion: 'security.istio.io/v1', kind: 'AuthorizationPolicy', metadata: { name, namespace: 'shop' }, spec }) as K8sObject;
+  const l7 = policy('get-only', { action: 'ALLOW', rules: [{ to: [{ operation: { methods: ['GET'] } }] }] });
+  const upsert = (object: K8sObject): void => void store.apply([{ type: 'upsert', object }]);
+  upsert(l7);
+  policies.compile(store);
+  t.is(problems.length, 1);
+  t.regex(problems[0]!, /AuthorizationPolicy shop\/get-only: .*HTTP attributes \(methods\)/);
+  // Other policies come and go, the same policy is re-listed: every change recompiles everything, nothing is repeated.
+  upsert(policy('from-web', { action: 'ALLOW', rules: [{ from: [{ source: { namespaces: ['web'] } }] }] }));
+  policies.compile(store);
+  upsert({ ...l7, metadata: { ...l7.metadata, resourceVersion: '7' } } as K8sObject);
+  policies.compile(store);
+  store.apply([{ type: 'delete', object: policy('from-web', {}) }]);
+  policies.compile(store);
+  t.is(problems.length, 1, problems.join('\n'));
+  // Its own change (still with HTTP fields) is reported; removed and added again, it is reported again.
+  upsert(policy('get-only', { action: 'ALLOW', rules: [{ to: [{ operation: { methods: ['GET', 'HEAD'] } }] }] }));
+  policies.compile(store);
+  t.is(problems.length, 2);
+  store.apply([{ type: 'delete', object: l7 }]);
+  policies.compile(store);
+  upsert(l7);
+  policies.compile(store);
+  t.is(problems.length, 3);
 });

@@ -105,6 +105,52 @@ test('the agent DaemonSet gives the agent a configuration it accepts, with its f
   t.deepEqual(pod.tolerations, [{ operator: 'Exists' }], 'every node gets an agent');
 });
 
+/**
+ * Least privilege: every container the manifests run, and the most it may ask for. Written out here, not taken
+ * from deploy/agent.ts, so adding a capability there fails this test until someone says why here too.
+ */
+const ALLOWED_CAPABILITIES: Record<string, readonly string[]> = {
+  // setns (SYS_ADMIN); iptables, ip rule/route, SO_MARK, IP_TRANSPARENT, net sysctls (NET_ADMIN); legacy iptables' raw socket (NET_RAW)
+  agent: ['NET_ADMIN', 'SYS_ADMIN', 'NET_RAW'],
+  // writes into the host's CNI directories whatever their owner and mode
+  'install-cni': ['DAC_OVERRIDE'],
+  controlplane: [],
+};
+
+test('no container is privileged or asks for a capability beyond its list; every one drops ALL first', async (t) => {
+  const docs = await documents('manifests/ambit.yaml');
+  const workloads = docs.filter((doc) => doc.spec?.template?.spec !== undefined);
+  t.true(workloads.length >= 2, 'the agent DaemonSet and the control plane Deployment');
+  let checked = 0;
+  for (const workload of workloads) {
+    const pod = workload.spec.template.spec;
+    t.falsy(pod.hostPID, `${workload.metadata.name}: no host PID namespace`);
+    t.falsy(pod.hostIPC, `${workload.metadata.name}: no host IPC namespace`);
+    for (const container of [...(pod.initContainers ?? []), ...pod.containers] as Doc[]) {
+      const where = `${workload.kind} ${workload.metadata.name} container ${container.name}`;
+      const allowed = ALLOWED_CAPABILITIES[container.name];
+      if (allowed === undefined) {
+        t.fail(`${where} is not in the test's list of containers: add it with the capabilities it needs and why`);
+        continue;
+      }
+      const context = container.securityContext ?? {};
+      t.not(context.privileged, true, `${where} must not be privileged`);
+      t.deepEqual(context.capabilities?.drop, ['ALL'], `${where} must drop every capability it does not add`);
+      const extra = ((context.capabilities?.add ?? []) as string[]).filter((capability) => !allowed.includes(capability.replace(/^CAP_/, '')));
+      t.deepEqual(extra, [], `${where} asks for more than ${JSON.stringify(allowed)}`);
+      checked++;
+    }
+  }
+  t.is(checked, 3, 'agent, install-cni, controlplane');
+  // The agent still has what it needs beside its capabilities: the host's /proc/sys/net, named where it looks.
+  const agentPod = find(docs, 'DaemonSet', 'ambit-agent').spec.template.spec;
+  const agent = agentPod.containers.find((container: Doc) => container.name === 'agent');
+  const procSysNet = (agent.env as Doc[]).find((variable) => variable.name === 'AMBIT_PROC_SYS_NET')?.value;
+  const mount = (agent.volumeMounts as Doc[]).find((candidate) => candidate.mountPath === procSysNet);
+  t.is(agentPod.volumes.find((volume: Doc) => volume.name === mount?.name)?.hostPath?.path, '/proc/sys/net', 'AMBIT_PROC_SYS_NET is the host\'s /proc/sys/net');
+  t.falsy(mount?.readOnly);
+});
+
 test('the CNI installer beside the agent accepts its command line and writes where the host finds the plugin', async (t) => {
   const docs = await documents('manifests/ambit.yaml');
   const pod = find(docs, 'DaemonSet', 'ambit-agent').spec.template.spec;

@@ -1,4 +1,5 @@
 import test from 'ava';
+import { configFromEnv } from '../../agent/config.ts';
 import {
   chooseBackend, isInstalled, parseExisting, renderInstall, renderRemoval, renderRoutingRemoval, renderRoutingSetup, type ExistingRules,
 } from '../../agent/inpod/rules.ts';
@@ -153,4 +154,15 @@ test('policy routing for a dual-stack pod sets up both families; removal always 
   const removal = renderRoutingRemoval();
   t.true(removal.includes('ip rule del fwmark 0x111/0xfff') && removal.includes('ip -6 rule del fwmark 0x111/0xfff'));
   t.true(removal.includes('ip -6 route flush table 100'));
+});
+
+test('the pod sysctl is written where AMBIT_PROC_SYS_NET says (a container\'s own /proc/sys is read-only), a path of plain characters only', (t) => {
+  t.true(renderRoutingSetup([4]).includes("echo 1 > '/proc/sys/net/ipv4/tcp_migrate_req'"), 'the default: the kernel\'s own view');
+  t.true(renderRoutingSetup([4], '/host/proc/sys/net').includes("echo 1 > '/host/proc/sys/net/ipv4/tcp_migrate_req'"));
+  const base = { AMBIT_NODE_NAME: 'n', AMBIT_CLUSTER_DIR: '/c', AMBIT_LOCAL_CA_DIR: '/ca' };
+  t.is(configFromEnv(base).procSysNet, '/proc/sys/net');
+  t.is(configFromEnv({ ...base, AMBIT_PROC_SYS_NET: '/host/proc/sys/net' }).procSysNet, '/host/proc/sys/net');
+  for (const bad of ['host/proc', "/x'; reboot; '", '/a b']) {
+    t.throws(() => configFromEnv({ ...base, AMBIT_PROC_SYS_NET: bad }), { message: /AMBIT_PROC_SYS_NET=.* must be an absolute path/ });
+  }
 });

@@ -42,7 +42,7 @@ test('workloads: a table with one row per workload, sorted, and columns aligned'
   const table = rows(stdout);
   t.deepEqual(table[0], ['NAMESPACE', 'POD NAME', 'ADDRESS', 'NODE', 'PROTOCOL', 'IDENTITY']);
   t.deepEqual(table.slice(1), [
-    ['old', 'legacy', '10.1.2.7', 'node-1', 'TCP', 'spiffe://cluster.local/ns/old/sa/legacy'],
+    ['old', 'legacy', '10.1.2.7', 'node-1', 'TCP', 'none (plaintext)'],
     ['shop', 'db', '10.1.1.6', 'node-1', 'HBONE', 'spiffe://cluster.local/ns/shop/sa/db'],
     ['shop', 'web', '10.1.1.5', 'node-1', 'HBONE', 'spiffe://cluster.local/ns/shop/sa/web'],
   ]);
@@ -58,6 +58,8 @@ test('workloads -o json and -o yaml: the same objects, for scripts', async (t) =
   const fromJson = JSON.parse(json.stdout);
   t.is(fromJson.length, 3);
   t.like(fromJson[2], { name: 'web', namespace: 'shop', addresses: ['10.1.1.5'], identity: 'spiffe://cluster.local/ns/shop/sa/web' });
+  t.like(fromJson[0], { name: 'legacy', tunnelProtocol: 'NONE' });
+  t.false('identity' in fromJson[0], 'a plaintext workload has no identity, as authz check shows it');
   const yaml = await ambitctl('workloads', '--output', 'yaml', '--admin', fixture.url);
   t.is(yaml.code, 0);
   t.deepEqual(parseYaml(yaml.stdout), fromJson);
