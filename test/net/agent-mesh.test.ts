@@ -2,17 +2,20 @@
  * The agent end to end on a real 2-node local cluster: pods are network namespaces wired by Debian's CNI plugins
  * chained with ambit-cni, each node runs the real agent (agent/main.ts) in its namespace, traffic is real TCP.
  */
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { once } from 'node:events';
-import { readFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { parse } from 'yaml';
 import { podFile } from '../../runtime/cluster-store.ts';
 import path from 'node:path';
 import { createLocalMesh, type LocalMesh } from '../../runtime/local-mesh.ts';
 import { runClient, startEchoServer, type Pod } from '../../runtime/index.ts';
+import { spiffeId } from '../../shared/identity/index.ts';
 
 const ENROLLED = { 'istio.io/dataplane-mode': 'ambient' };
 const APP_PORT = 8080;
+const IMPOSTOR = path.join(import.meta.dirname, 'helpers', 'impostor-hbone-server.ts');
 
 let mesh: LocalMesh;
 let server: Pod;
@@ -73,6 +76,79 @@ test.serial('captured traffic between two pods on the same node goes through HBO
   t.true(result.ok, result.errors.join('; '));
   const inbound = (await accessLog(1)).filter((entry) => entry.direction === 'inbound' && entry.src.address === neighbour.ip);
   t.true(inbound.length >= 3 && inbound.every((entry) => entry.src.principal === 'spiffe://cluster.local/ns/shop/sa/neighbour'));
+});
+
+/** Starts the impostor HBONE server in `pod`, presenting a mesh certificate for `serviceAccount`; resolves once it listens. */
+async function startImpostor(t: ExecutionContext, pod: Pod, serviceAccount: string): Promise<{ lines: Array<Record<string, string>>; stop(): Promise<void> }> {
+  const certificate = await mesh.ca!.issueWorkloadCertificate(spiffeId('cluster.local', pod.namespace, serviceAccount));
+  const dir = await mkdtemp(path.join(tmpdir(), 'ambit-impostor-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const file = path.join(dir, 'certificate.json');
+  await writeFile(file, JSON.stringify(certificate), { mode: 0o600 });
+  const child = pod.spawn(process.execPath, [IMPOSTOR, file, String(APP_PORT)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const exited = once(child, 'exit');
+  const lines: Array<Record<string, string>> = [];
+  let buffered = '';
+  child.stdout!.on('data', (chunk: Buffer) => {
+    buffered += chunk;
+    for (let end = buffered.indexOf('\n'); end >= 0; end = buffered.indexOf('\n')) {
+      lines.push(JSON.parse(buffered.slice(0, end)) as Record<string, string>);
+      buffered = buffered.slice(end + 1);
+    }
+  });
+  const stop = async (): Promise<void> => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGTERM');
+      await exited;
+    }
+  };
+  t.teardown(stop);
+  while (!lines.some((line) => 'listening' in line)) {
+    if (child.exitCode !== null) throw new Error('the impostor HBONE server exited before listening');
+    await Promise.race([once(child.stdout!, 'data'), exited]);
+  }
+  return { lines, stop };
+}
+
+test.serial('the client agent pins the destination identity: a destination presenting another valid mesh identity is refused, and the access log names the identity presented', async (t) => {
+  const pinned = await mesh.cluster.createPod({ node: 1, namespace: 'shop', name: 'pinned', serviceAccount: 'pinned' });
+  t.teardown(() => mesh.cluster.deletePod(pinned));
+  await startEchoServer(pinned, { port: APP_PORT });
+  // The pod stays captured and in every agent's workload table as shop/sa/pinned; with its node agent gone, a
+  // stand-in HBONE server in the pod answers on 15008 with whatever certificate the mesh CA gave it.
+  const node = mesh.cluster.node(1);
+  await node.stopAgent();
+  t.teardown(() => node.startAgent());
+  const toPinned = async () => (await accessLog(0)).filter((entry) => entry.direction === 'outbound' && entry.dst.address === `${pinned.ip}:${APP_PORT}`);
+
+  // The identity the table names: accepted, and the log reports the identity the certificate carried.
+  const honest = await startImpostor(t, pinned, 'pinned');
+  const accepted = await runClient(client, { host: pinned.ip, port: APP_PORT, count: 2 });
+  t.true(accepted.ok, `the stand-in serving the expected identity carries traffic: ${accepted.errors.join('; ')}`);
+  t.is(honest.lines.filter((line) => line.stream === 'spiffe://cluster.local/ns/shop/sa/client').length, 2);
+  const honestLines = await toPinned();
+  t.is(honestLines.length, 2);
+  t.true(honestLines.every((entry) => entry.mtls === true && entry.dst.principal === 'spiffe://cluster.local/ns/shop/sa/pinned' && entry.response_flags === '-'), JSON.stringify(honestLines[0]));
+  await honest.stop();
+
+  // Another valid mesh identity (a real workload's, signed by the same root): the client agent refuses the server.
+  const impostor = await startImpostor(t, pinned, 'server');
+  const refused = await runClient(client, { host: pinned.ip, port: APP_PORT, count: 1, timeoutMs: 10_000 });
+  t.false(refused.ok, 'the client must not reach a destination that proved another identity');
+  t.is(refused.succeeded, 0);
+  // The handshake reached the impostor (it saw the client walk away) and no stream was ever opened on it.
+  const deadline = Date.now() + 10_000;
+  while (!impostor.lines.some((line) => 'rejected' in line) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+  t.true(impostor.lines.some((line) => 'rejected' in line), `the client reached the impostor and broke off the handshake: ${JSON.stringify(impostor.lines)}`);
+  t.false(impostor.lines.some((line) => 'stream' in line), 'no CONNECT reached the impostor');
+  const refusedLines = (await toPinned()).slice(honestLines.length);
+  t.is(refusedLines.length, 1);
+  t.is(refusedLines[0]!.response_flags, 'UF');
+  t.regex(String(refusedLines[0]!.error), /is not who we expected: .*spiffe:\/\/cluster\.local\/ns\/shop\/sa\/server/);
+  t.is(refusedLines[0]!.dst.principal, undefined, 'an identity never accepted is not reported as the destination\'s');
+  t.is(refusedLines[0]!.dst.workload, 'pinned');
+  await impostor.stop();
+  await node.startAgent();
 });
 
 test.serial('a destination outside the mesh is passed through as plain TCP', async (t) => {
