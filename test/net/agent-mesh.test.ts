@@ -38,6 +38,31 @@ async function accessLog(nodeIndex: number): Promise<Array<Record<string, any>>>
   return text.split('\n').filter((line) => line.includes('"connection closed"')).map((line) => JSON.parse(line));
 }
 
+/** Polls `condition` until it holds; throws naming `what` after `timeoutMs`. */
+async function waitUntil(condition: () => Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+/** Inbound connections node 1's agent logged from `from` to the server pod. */
+async function inboundToServer(from: Pod): Promise<Awaited<ReturnType<typeof accessLog>>> {
+  return (await accessLog(1)).filter((entry) => entry.direction === 'inbound' && entry.src.address === from.ip && entry.dst.address === `${server.ip}:${APP_PORT}`);
+}
+
+/**
+ * A connection from the client to the server pod, returning once node 1's agent has logged it: a later event that
+ * shows node 1 has logged whatever it did with connections made before (the signal for "did not happen" checks).
+ */
+async function markerThroughNode1(): Promise<void> {
+  const seen = (await inboundToServer(client)).length;
+  const result = await runClient(client, { host: server.ip, port: APP_PORT });
+  if (!result.ok) throw new Error(`the marker connection failed: ${result.errors.join('; ')}`);
+  await waitUntil(async () => (await inboundToServer(client)).length > seen, 'node 1 to log the marker connection');
+}
+
 /** The control plane pushes asynchronously: wait until node `nodeIndex`'s agent sees pod `name` as `tunnelProtocol`. */
 async function waitForAgentView(nodeIndex: number, name: string, tunnelProtocol: 'HBONE' | 'NONE'): Promise<void> {
   const script = `fetch('http://127.0.0.1:15000/config_dump').then((r) => r.json()).then((d) => { const w = d.workloads.find((x) => x.name === ${JSON.stringify(name)}); process.exit(w && w.tunnelProtocol === ${JSON.stringify(tunnelProtocol)} ? 0 : 1); }, () => process.exit(1))`;
@@ -239,13 +264,81 @@ test.serial('a connection open while the server node agent restarts keeps workin
   t.true(JSON.stringify(record).includes(server.uid), 'the captured-pods record still lists the server pod');
 });
 
+/**
+ * Sequential connections from `pod` to the server (256 bytes each way) until told to stop: "m" on stdin prints how
+ * many succeeded so far, "s" stops and prints the totals. Shows when connections were made, not only how many.
+ */
+function startLoad(pod: Pod): { mark(): Promise<number>; stop(): Promise<{ ok: number; failed: number; errors: string[] }> } {
+  const child = pod.spawn(process.execPath, ['-e', `
+    const net = require('net');
+    let ok = 0, failed = 0, stop = false;
+    const errors = [];
+    process.stdin.on('data', (data) => {
+      for (const c of String(data)) {
+        if (c === 'm') console.log(JSON.stringify({ mark: ok }));
+        if (c === 's') stop = true;
+      }
+    });
+    const payload = Buffer.alloc(256, 97);
+    function one() {
+      if (stop) { console.log(JSON.stringify({ ok, failed, errors: errors.slice(0, 5) })); process.exit(0); }
+      const s = net.connect(${APP_PORT}, '${server.ip}');
+      let got = 0, error;
+      s.setTimeout(10000, () => s.destroy(new Error('timed out')));
+      s.on('connect', () => s.write(payload));
+      s.on('data', (chunk) => { got += chunk.length; if (got >= 256) s.end(); });
+      s.on('error', (e) => { error = e.code || e.message; });
+      s.on('close', () => {
+        if (!error && got >= 256) ok++; else { failed++; errors.push(error || 'short echo: ' + got); }
+        setImmediate(one);
+      });
+    }
+    one();
+  `], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const lines: Array<Record<string, unknown>> = [];
+  let buffered = '';
+  child.stdout!.on('data', (chunk: Buffer) => {
+    buffered += chunk;
+    for (let end = buffered.indexOf('\n'); end >= 0; end = buffered.indexOf('\n')) {
+      lines.push(JSON.parse(buffered.slice(0, end)) as Record<string, unknown>);
+      buffered = buffered.slice(end + 1);
+    }
+  });
+  const next = async (key: string): Promise<Record<string, unknown>> => {
+    const seen = lines.length;
+    while (!lines.slice(seen).some((line) => key in line)) {
+      if (child.exitCode !== null) throw new Error('the load client exited');
+      await once(child.stdout!, 'data');
+    }
+    return lines.slice(seen).find((line) => key in line)!;
+  };
+  return {
+    async mark() {
+      const reply = next('mark');
+      child.stdin!.write('m');
+      return (await reply).mark as number;
+    },
+    async stop() {
+      const reply = next('ok');
+      child.stdin!.write('s');
+      return (await reply) as { ok: number; failed: number; errors: string[] };
+    },
+  };
+}
+
 test.serial('agent restarts on both nodes lose no new connection (SO_REUSEPORT overlap)', async (t) => {
   const startedAt = Date.now();
-  const load = runClient(client, { host: server.ip, port: APP_PORT, count: 400, size: 256 });
-  await new Promise((resolve) => setTimeout(resolve, 300));
+  const load = startLoad(client);
+  await waitUntil(async () => (await load.mark()) > 0, 'the load to get going');
+  const atStart = await load.mark();
   await mesh.cluster.node(0).restartAgent({ overlap: true });
+  const afterFirst = await load.mark();
   await mesh.cluster.node(1).restartAgent({ overlap: true });
-  const result = await load;
+  const afterSecond = await load.mark();
+  // Some more on the new agents alone.
+  await waitUntil(async () => (await load.mark()) >= afterSecond + 50, 'connections through both new agents');
+  const result = await load.stop();
+  t.log(`connections: ${atStart} before, ${afterFirst - atStart} during node 0's restart, ${afterSecond - afterFirst} during node 1's, ${result.ok} in all`);
   if (result.failed > 0) {
     // What the agents saw, for the record: which hop reset the connection.
     for (const node of [0, 1]) {
@@ -258,13 +351,15 @@ test.serial('agent restarts on both nodes lose no new connection (SO_REUSEPORT o
       t.log(`node ${node}: ${access.length} connections logged (${access.filter((line) => line.direction === 'outbound').length} outbound), unusual: ${JSON.stringify(unusual.slice(0, 5))}; other lines: ${other.map((line) => `${line.time - startedAt}ms ${line.msg} ${line.err ?? line.reason ?? ''}`).join(' | ')}`);
     }
   }
-  t.is(result.failed, 0, result.errors.slice(0, 5).join('; '));
-  t.is(result.succeeded, 400);
+  t.is(result.failed, 0, result.errors.join('; '));
+  // The load overlapped both restarts: connections succeeded while each one was under way.
+  t.true(afterFirst > atStart, 'connections were made while node 0\'s agent restarted');
+  t.true(afterSecond > afterFirst, 'connections were made while node 1\'s agent restarted');
   // The restarted agents re-captured the running pods: traffic still goes through HBONE.
-  const before = (await accessLog(1)).filter((entry) => entry.direction === 'inbound' && entry.src.principal).length;
+  const before = (await inboundToServer(client)).length;
   t.true((await runClient(client, { host: server.ip, port: APP_PORT })).ok);
-  await new Promise((resolve) => setTimeout(resolve, 200));
-  t.true((await accessLog(1)).filter((entry) => entry.direction === 'inbound' && entry.src.principal).length > before);
+  await waitUntil(async () => (await inboundToServer(client)).slice(before).some((entry) => entry.mtls === true && entry.src.principal === 'spiffe://cluster.local/ns/shop/sa/client'), 'the new node 1 agent to log an HBONE connection');
+  t.pass();
 });
 
 /** The pod's ambient.istio.io/redirection annotation, as published in the cluster directory. */
@@ -298,12 +393,16 @@ test.serial('labelling a namespace captures its running pods, and removing the l
   await mesh.cluster.setNamespaceLabels('flip', {});
   await waitForAgentView(1, 'flip', 'NONE');
   await waitForAgentView(0, 'flip', 'NONE');
-  await new Promise((resolve) => setTimeout(resolve, 500));
-  const before = await inboundFromClient();
+  // The agent removes the annotation last, after the pod's listeners and rules.
+  await waitUntil(async () => (await redirection(flip)) === undefined, 'the released pod\'s annotation to go');
+  // Every connection node 1's agent handles for the pod, whoever sent it and however (HBONE or captured plaintext).
+  const throughNode1 = async (): Promise<number> => (await accessLog(1)).filter((entry) => entry.direction === 'inbound' && entry.dst.address === `${flip.ip}:${APP_PORT}`).length;
+  const before = await throughNode1();
   t.true((await runClient(client, { host: flip.ip, port: APP_PORT, count: 3 })).ok, 'released: plain networking works again');
-  await new Promise((resolve) => setTimeout(resolve, 200));
-  t.is(await inboundFromClient(), before, 'released: no more HBONE to the pod');
-  t.is(await redirection(flip), undefined, 'and its annotation is gone');
+  await markerThroughNode1();
+  t.is(await throughNode1(), before, 'released: node 1\'s agent is no longer in the path to the pod (neither HBONE nor captured plaintext)');
+  const outbound = (await accessLog(0)).filter((entry) => entry.direction === 'outbound' && entry.dst.address === `${flip.ip}:${APP_PORT}`).slice(-3);
+  t.true(outbound.length === 3 && outbound.every((entry) => entry.mtls === false), 'the client side passes it through as plain TCP');
 });
 
 test.serial('a pod captured at its start carries the redirection annotation, kept through the runtime\'s status update', async (t) => {
@@ -314,14 +413,19 @@ test.serial('a pod captured at its start carries the redirection annotation, kep
 });
 
 test.serial('a control plane restart: agents keep serving their last config, then resync and capture new pods', async (t) => {
+  const before = (await inboundToServer(client)).length;
   await mesh.stopControlPlane();
   t.teardown(() => mesh.startControlPlane());
   const during = await runClient(client, { host: server.ip, port: APP_PORT, count: 5 });
   t.true(during.ok, `traffic keeps flowing on the last config: ${during.errors.join('; ')}`);
-  const before = (await accessLog(1)).filter((entry) => entry.direction === 'inbound' && entry.src.address === client.ip).length;
-  t.true(before >= 5);
+  await waitUntil(async () => (await inboundToServer(client)).length >= before + 5, 'node 1 to log the connections made while the control plane was away');
+  const away = (await inboundToServer(client)).slice(before);
+  t.true(away.every((entry) => entry.mtls === true && entry.src.principal === 'spiffe://cluster.local/ns/shop/sa/client' && entry.dst.principal === 'spiffe://cluster.local/ns/shop/sa/server'), `still mutual TLS with both identities, no fallback to plaintext: ${JSON.stringify(away[0])}`);
 
+  const restartedAt = Date.now();
   await mesh.startControlPlane();
+  // The agent retries with a growing backoff (up to 15 s) while the control plane is away: wait for its resync.
+  await waitUntil(async () => (await readFile(mesh.cluster.node(0).agentLogFile, 'utf8')).split('\n').some((line) => line.includes('"msg":"xDS"') && line.includes('"state":"connected"') && (JSON.parse(line) as { time: number }).time >= restartedAt), 'node 0\'s agent to resync with the restarted control plane', 30_000);
   const later = await mesh.cluster.createPod({ node: 0, namespace: 'shop', name: 'after-restart', serviceAccount: 'after' });
   t.teardown(() => mesh.cluster.deletePod(later));
   const result = await runClient(later, { host: server.ip, port: APP_PORT });
