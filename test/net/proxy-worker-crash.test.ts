@@ -24,9 +24,12 @@ async function listenerPorts(): Promise<string[]> {
   return stdout.split('\n').filter((line) => line.trim() !== '').map((line) => line.trim().split(/\s+/)[3]!).sort();
 }
 
-async function waitFor(condition: () => Promise<boolean>, what: string): Promise<void> {
-  for (const deadline = Date.now() + 15_000; !(await condition()); await new Promise((resolve) => setTimeout(resolve, 25))) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+/** A worker thread loads the agent's modules afresh: on a loaded machine that alone takes seconds. */
+const WAIT_MS = 30_000;
+
+async function waitFor(condition: () => Promise<boolean>, what: string, log: string[]): Promise<void> {
+  for (const deadline = Date.now() + WAIT_MS; !(await condition()); await new Promise((resolve) => setTimeout(resolve, 200))) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; the main thread logged: ${log.join(' | ')}`);
   }
 }
 
@@ -45,6 +48,7 @@ test('a real proxy worker that dies takes its listeners with it, and is started 
   const pod: PodInfo = { uid: 'shop-p1', name: 'p1', namespace: 'shop', netns: `/run/netns/${NETNS}`, ips: ['127.0.0.1'] };
   const asked: string[] = [];
   const errors: string[] = [];
+  const logged: string[] = [];
   const workers = new ProxyWorkers({
     count: 1,
     config: configFromEnv({ AMBIT_NODE_NAME: 'n1', AMBIT_CLUSTER_DIR: '/nonexistent', AMBIT_LOCAL_CA_DIR: '/nonexistent', AMBIT_DRAIN_MS: '100', AMBIT_LOG_LEVEL: 'warn' }),
@@ -56,24 +60,35 @@ test('a real proxy worker that dies takes its listeners with it, and is started 
       },
       rootsPem: () => [ca.rootCertPem],
     },
-    log: { info: () => {}, warn: () => {}, error: (object: object, message: string) => void errors.push(`${message} ${JSON.stringify(object)}`) } as never,
+    log: {
+      info: (object: object, message: string) => void logged.push(`${Date.now()} ${message} ${JSON.stringify(object)}`),
+      warn: (object: object, message: string) => void logged.push(`${message} ${JSON.stringify(object)}`),
+      error: (object: object, message: string) => {
+        errors.push(`${message} ${JSON.stringify(object)}`);
+        logged.push(`${Date.now()} ${message} ${JSON.stringify(object)}`);
+      },
+    } as never,
     capturedPods: () => [pod],
     workerMain: CRASHABLE_WORKER,
     // Long enough to see the dead worker's listeners gone before the new one opens its own.
     restartDelayMs: 1_000,
   });
+  const startedAt = Date.now();
   await workers.start();
   t.teardown(() => workers.stop());
   await workers.addPod(pod);
+  const firstListening = Date.now() - startedAt;
   const ports = ['0.0.0.0:15006', '0.0.0.0:15008', '127.0.0.1:15001'];
   t.deepEqual(await listenerPorts(), ports, 'the worker listens in the pod');
   t.deepEqual(asked, ['spiffe://cluster.local/ns/shop/sa/p1']);
 
+  const crashedAt = Date.now();
   state.upsert({ ...workload, uid: CRASH_WORKLOAD_UID, name: 'crash', addresses: ['127.0.0.9'] });
-  await waitFor(async () => (await listenerPorts()).length === 0, 'the dead worker\'s listeners to close');
-  await waitFor(async () => errors.length > 0, 'the main thread to see the worker die');
+  await waitFor(async () => (await listenerPorts()).length === 0, 'the dead worker\'s listeners to close', logged);
+  await waitFor(async () => errors.length > 0, 'the main thread to see the worker die', logged);
   t.regex(errors[0] ?? '', /^proxy worker died; starting it again .*"reason":"exit code 3"/);
-  await waitFor(async () => (await listenerPorts()).length === 3, 'the new worker to listen in the pod');
+  await waitFor(async () => (await listenerPorts()).length === 3, 'the new worker to listen in the pod', logged);
+  t.log(`first worker listening after ${firstListening} ms; the new one ${Date.now() - crashedAt} ms after the crash`);
   t.deepEqual(await listenerPorts(), ports);
   t.deepEqual(asked, ['spiffe://cluster.local/ns/shop/sa/p1', 'spiffe://cluster.local/ns/shop/sa/p1'], 'the new worker asked the main thread for the pod\'s certificate');
   // The new worker is the real one and answers: its registry carries the TCP metrics.
