@@ -8,6 +8,7 @@
  */
 import type net from 'node:net';
 import type { HboneClientPool, HostPort } from '../../shared/hbone/index.ts';
+import type { SpiffeId } from '../../shared/identity/index.ts';
 import type { SocketFactory } from '../inpod/socket-factory.ts';
 import type { MeshState } from '../state/mesh-state.ts';
 import { addressOfFamily, workloadIdentity, type Workload } from '../state/workload.ts';
@@ -50,7 +51,12 @@ export class OutboundProxy {
       direction: 'outbound', source: context.source, sourceAddress: socket.remoteAddress, destination, destinationAddress: originalDestination, mtls: true, bytesSent: 0, bytesReceived: 0, durationMs: 0,
       liveBytes: () => ({ sent: socket.bytesRead, received: socket.bytesWritten }),
     };
-    this.#report.opened(record);
+    // Opened once the destination proved its identity (pinned to the workload's below), so telemetry reports the
+    // identity the certificate carried; a tunnel that never opens is reported closed only.
+    const established = (peerIdentity: SpiffeId): void => {
+      record.destinationPrincipal = peerIdentity.uri;
+      this.#report.opened(record);
+    };
     const finish = (error?: Error): void => {
       record.bytesSent = socket.bytesRead;
       record.bytesReceived = socket.bytesWritten;
@@ -67,6 +73,7 @@ export class OutboundProxy {
           expectedIdentities: [workloadIdentity(destination).uri],
         },
         socket,
+        established,
       )
       .then(
         (result) => finish(result.error),

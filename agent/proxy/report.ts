@@ -29,6 +29,11 @@ export interface ConnectionRecord {
   sourcePrincipal?: string;
   sourceAddress?: string;
   destination?: Workload | undefined;
+  /**
+   * Verified peer identity (outbound HBONE): the SPIFFE URI the destination's certificate proved, set when the
+   * tunnel is established. Telemetry reports it, never the identity the workload table expected.
+   */
+  destinationPrincipal?: string;
   destinationAddress: HostPort;
   destinationService?: ServiceRef | undefined;
   mtls: boolean;
@@ -66,7 +71,7 @@ export function loggingReporter(log: { info: (object: object, message: string) =
         {
           direction: record.direction,
           src: { workload: record.source?.name, namespace: record.source?.namespace, principal: record.sourcePrincipal, address: record.sourceAddress },
-          dst: { workload: record.destination?.name, namespace: record.destination?.namespace, address: `${record.destinationAddress.host}:${record.destinationAddress.port}` },
+          dst: { workload: record.destination?.name, namespace: record.destination?.namespace, principal: record.destinationPrincipal, address: `${record.destinationAddress.host}:${record.destinationAddress.port}` },
           mtls: record.mtls,
           bytes_sent: record.bytesSent,
           bytes_received: record.bytesReceived,

@@ -7,12 +7,13 @@
  * ztunnel logs them).
  * Must not know about: metrics, sockets, where the log goes (the pino logger it is given decides).
  *
- * Identities appear only for mutual TLS, where they were proven; bytes are from the agent's side:
+ * Identities appear only for mutual TLS, where they were proven (outbound, the destination's is the one its
+ * certificate carried, so a destination that was never reached has none); bytes are from the agent's side:
  * `bytes_sent` went to the remote peer (the destination for outbound, the source for inbound).
  */
 import type { ConnectionRecord } from '../proxy/report.ts';
 import { workloadIdentity } from '../state/workload.ts';
-import { responseFlagsFor, securityPolicyFor } from './metrics.ts';
+import { destinationPrincipalFor, responseFlagsFor, securityPolicyFor } from './metrics.ts';
 
 /** The pino methods the access log needs. */
 export interface AccessLogger {
@@ -61,7 +62,8 @@ function endpoints(record: ConnectionRecord): Pick<AccessLogLine, 'direction' | 
   if (record.mtls) {
     const sourcePrincipal = record.sourcePrincipal ?? (record.direction === 'outbound' && source ? workloadIdentity(source).uri : undefined);
     if (sourcePrincipal) src.principal = sourcePrincipal;
-    if (destination) dst.principal = workloadIdentity(destination).uri;
+    const destinationPrincipal = destinationPrincipalFor(record);
+    if (destinationPrincipal) dst.principal = destinationPrincipal;
   }
   return { direction: record.direction, src, dst, mtls: record.mtls, connection_security_policy: securityPolicyFor(record) };
 }

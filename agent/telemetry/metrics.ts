@@ -107,6 +107,16 @@ export function securityPolicyFor(record: ConnectionRecord): string {
 }
 
 /**
+ * The destination's identity for telemetry: outbound, the one the server's certificate proved (none before the
+ * tunnel is established); inbound, the destination pod's own, which this agent presented for it.
+ */
+export function destinationPrincipalFor(record: ConnectionRecord): string | undefined {
+  if (!record.mtls) return undefined;
+  if (record.direction === 'outbound') return record.destinationPrincipal;
+  return record.destinationPrincipal ?? (record.destination ? workloadIdentity(record.destination).uri : undefined);
+}
+
+/**
  * The label values for a connection (response_flags "-": the open-time set that bytes are counted under).
  * Principals come only from mutual TLS (the verified peer, or the identity this agent presents and expects);
  * a plaintext connection has "unknown" principals whatever the workloads are.
@@ -118,7 +128,7 @@ export function tcpLabelsFor(record: ConnectionRecord, clusterId: string = DEFAU
   let destinationPrincipal: string | undefined;
   if (record.mtls) {
     sourcePrincipal = record.sourcePrincipal ?? (record.direction === 'outbound' && source ? workloadIdentity(source).uri : undefined);
-    destinationPrincipal = destination ? workloadIdentity(destination).uri : undefined;
+    destinationPrincipal = destinationPrincipalFor(record);
   }
   return {
     reporter: record.direction === 'outbound' ? 'source' : 'destination',
@@ -202,7 +212,7 @@ export class AgentMetrics {
   readonly registry = new Registry();
   readonly xds: XdsMetrics;
   readonly #clusterId: string;
-  /** source workload -> destination workload -> "direction|mtls|principal|service" -> series. */
+  /** source workload -> destination workload -> "direction|mtls|principals|service" -> series. */
   readonly #seriesCache = new WeakMap<object, WeakMap<object, Map<string, TcpSeries>>>();
   /** Every series ever made, by its label values: a counter's series must outlive workload updates. */
   readonly #seriesByKey = new Map<string, TcpSeries>();
@@ -290,7 +300,7 @@ export class AgentMetrics {
       byRest = new Map();
       byDestination.set(destinationKey, byRest);
     }
-    const restKey = `${record.direction}|${record.mtls}|${record.sourcePrincipal ?? ''}|${record.destinationService?.hostname ?? ''}`;
+    const restKey = `${record.direction}|${record.mtls}|${record.sourcePrincipal ?? ''}|${record.destinationPrincipal ?? ''}|${record.destinationService?.hostname ?? ''}`;
     let series = byRest.get(restKey);
     if (!series) {
       const labels = Object.freeze(tcpLabelsFor(record, this.#clusterId));

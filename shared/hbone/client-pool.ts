@@ -18,6 +18,7 @@ import {
   DEFAULT_STREAM_WINDOW_BYTES,
 } from './config.ts';
 import { HboneConnection, type ConnectionSettings } from './connection.ts';
+import type { SpiffeId } from '../identity/index.ts';
 import { hboneErrors } from './errors.ts';
 import { splice } from './splice.ts';
 import type { HboneClientOptions, HboneStream, HboneTarget, TcpConnector } from './types.ts';
@@ -28,6 +29,8 @@ export interface TunnelResult {
   bytesSent: number;
   bytesReceived: number;
   durationMs: number;
+  /** The identity the server's certificate proved. */
+  peerIdentity: SpiffeId;
   /** Why it ended abnormally (reset, socket error); absent when both sides ended cleanly. */
   error?: Error;
 }
@@ -67,6 +70,12 @@ function poolKey(target: HboneTarget): string {
   return `${target.sourceIdentity.uri} ${expected} ${target.proxy.host} ${target.proxy.port}`;
 }
 
+/** A stream the server accepted, and who the server proved to be. */
+interface OpenedStream {
+  stream: http2.ClientHttp2Stream;
+  peerIdentity: SpiffeId;
+}
+
 /** Retries of a stream the server refused unprocessed: one GOAWAY race per attempt is already rare. */
 const MAX_REFUSED_STREAM_RETRIES = 3;
 
@@ -99,32 +108,35 @@ export class HboneClientPool {
    * HBONE_PEER_IDENTITY, HBONE_NO_CERTIFICATE, ...
    */
   async open(target: HboneTarget): Promise<HboneStream> {
-    return this.#openStream(target);
+    return (await this.#openStream(target)).stream;
   }
 
   /**
    * Carries `socket` (a downstream TCP connection) through a new stream to `target`, and resolves when both sides
    * are closed. If the stream cannot be opened the socket is reset and the promise rejects with the HboneError.
+   * `onEstablished` is told the server's verified identity once the server accepted the stream, before any byte moves.
    */
-  async tunnel(target: HboneTarget, socket: net.Socket): Promise<TunnelResult> {
+  async tunnel(target: HboneTarget, socket: net.Socket, onEstablished?: (peerIdentity: SpiffeId) => void): Promise<TunnelResult> {
     const started = performance.now();
     // Until the splice owns it, an error on the waiting socket must not crash the process.
     const onEarlyError = (): void => {};
     socket.on('error', onEarlyError);
-    let stream: http2.ClientHttp2Stream;
+    let opened: OpenedStream;
     try {
-      stream = await this.#openStream(target);
+      opened = await this.#openStream(target);
     } catch (error) {
       socket.off('error', onEarlyError);
       if (!socket.destroyed) socket.resetAndDestroy();
       throw error;
     }
     socket.off('error', onEarlyError);
-    const result = await splice(socket, stream);
+    onEstablished?.(opened.peerIdentity);
+    const result = await splice(socket, opened.stream);
     const tunnel: TunnelResult = {
       bytesSent: result.bytesFromSocket,
       bytesReceived: result.bytesToSocket,
       durationMs: performance.now() - started,
+      peerIdentity: opened.peerIdentity,
     };
     if (result.error) tunnel.error = result.error;
     return tunnel;
@@ -161,7 +173,7 @@ export class HboneClientPool {
     }
   }
 
-  async #openStream(target: HboneTarget): Promise<http2.ClientHttp2Stream> {
+  async #openStream(target: HboneTarget): Promise<OpenedStream> {
     if (this.#closed) throw hboneErrors.poolClosed();
     const key = poolKey(target);
     let entry = this.#entries.get(key);
@@ -177,7 +189,7 @@ export class HboneClientPool {
         // undefined: the session stopped taking streams between the check and the request (GOAWAY); try another.
         if (!stream) continue;
         try {
-          return await connection.response(stream, target);
+          return { stream: await connection.response(stream, target), peerIdentity: connection.peerIdentity };
         } catch (error) {
           // REFUSED_STREAM (a GOAWAY raced our request, e.g. the peer agent is restarting) guarantees the server did
           // nothing with the stream (RFC 9113 8.7), so it is safe to open it again, on another connection.

@@ -7,7 +7,7 @@
  * Must not know about: pool keys, which connection a stream should use, splicing, policy.
  */
 import http2 from 'node:http2';
-import type { WorkloadCertificate } from '../identity/index.ts';
+import type { SpiffeId, WorkloadCertificate } from '../identity/index.ts';
 import { formatAuthority } from './authority.ts';
 import { DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_SESSION_MEMORY_MIB } from './config.ts';
 import { hboneErrors, HboneError, isHboneError } from './errors.ts';
@@ -41,6 +41,8 @@ export type ConnectionClosedListener = (connection: HboneConnection) => void;
 
 export class HboneConnection {
   readonly proxy: HostPort;
+  /** The identity the server's certificate proved (chain, trust domain and expected set all checked). */
+  readonly peerIdentity: SpiffeId;
   readonly session: http2.ClientHttp2Session;
   /** Streams opened on this connection and not yet closed. */
   activeStreams = 0;
@@ -55,8 +57,9 @@ export class HboneConnection {
   #keepaliveTimer: NodeJS.Timeout | undefined;
   #pingTimer: NodeJS.Timeout | undefined;
 
-  private constructor(proxy: HostPort, session: http2.ClientHttp2Session, settings: ConnectionSettings, onClosed: ConnectionClosedListener) {
+  private constructor(proxy: HostPort, peerIdentity: SpiffeId, session: http2.ClientHttp2Session, settings: ConnectionSettings, onClosed: ConnectionClosedListener) {
     this.proxy = proxy;
+    this.peerIdentity = peerIdentity;
     this.session = session;
     this.#settings = settings;
     this.#onClosed = onClosed;
@@ -97,7 +100,13 @@ export class HboneConnection {
         tcpConnected = true;
       });
 
-      const tlsSocket = connectTls(tcp, params);
+      let peerIdentity: SpiffeId | undefined;
+      const tlsSocket = connectTls(tcp, {
+        ...params,
+        onPeerVerified: (identity) => {
+          peerIdentity = identity;
+        },
+      });
       const onTlsError = (error: Error): void => {
         if (isHboneError(error)) fail(error);
         else if (!tcpConnected) fail(hboneErrors.connectFailed(proxy, error));
@@ -133,12 +142,17 @@ export class HboneConnection {
         });
         established.once('remoteSettings', () => {
           if (settled) return;
+          // checkServerIdentity runs on every handshake; without its verdict the peer is not known, so not trusted.
+          if (!peerIdentity) {
+            fail(hboneErrors.peerIdentity(proxy, 'the server identity was never verified'));
+            return;
+          }
           settled = true;
           clearTimeout(timer);
           established.off('error', onEarlyError);
           established.off('close', onEarlyClose);
           tlsSocket.off('error', onTlsError);
-          resolve(new HboneConnection(proxy, established, settings, onClosed));
+          resolve(new HboneConnection(proxy, peerIdentity, established, settings, onClosed));
         });
       });
     });

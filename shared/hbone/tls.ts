@@ -34,6 +34,8 @@ export interface ClientTlsParams {
   certificate: WorkloadCertificate;
   trustDomain: string;
   expectedIdentities: readonly string[];
+  /** Told the server's identity once it passed every check (the identity the connection then speaks to). */
+  onPeerVerified?: (identity: SpiffeId) => void;
 }
 
 /** The SPIFFE identity a peer certificate proves, in `trustDomain`; throws IdentityError otherwise. */
@@ -62,6 +64,7 @@ export function connectTls(socket: net.Socket, params: ClientTlsParams): tls.TLS
       try {
         const identity = identityOf(new X509Certificate(peer.raw), trustDomain);
         checkExpectedIdentity(identity, expectedIdentities);
+        params.onPeerVerified?.(identity);
         return undefined;
       } catch (cause) {
         return hboneErrors.peerIdentity(proxy, cause instanceof Error ? cause.message : String(cause));

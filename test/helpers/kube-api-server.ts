@@ -24,8 +24,8 @@
  * Collections: core v1 namespaces, nodes, pods, services, configmaps; discovery.k8s.io/v1 endpointslices;
  * gateway.networking.k8s.io/v1 gateways; security.istio.io/v1 authorizationpolicies and peerauthentications.
  * Tests drive it directly: `apply`, `get`, `remove`, `compact` (forget history), `bookmark`, `dropWatches`,
- * `holdWatches`/`releaseWatches` (a partition during which changes are missed by watchers), `fail`/`recover`
- * (an outage: every request answered 503).
+ * `holdWatches`/`releaseWatches` (a partition during which changes are missed by watchers), `holdWrites`/`releaseWrites`
+ * (writes of Secrets and ConfigMaps wait, to interleave two writers), `fail`/`recover` (an outage: every request answered 503).
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import https from 'node:https';
@@ -135,6 +135,7 @@ export class FakeKubeApiServer {
   #resourceVersion = 1;
   /** While set, every request fails with this HTTP status (an API server restarting or overloaded). */
   #failWith: number | undefined;
+  #heldWrites: Array<() => void> | undefined;
   /** While set, watch requests wait (as behind a partitioned network) until `releaseWatches`. */
   #heldWatches: (() => void)[] | undefined;
   /** Watches from before this version get 410 Gone. */
@@ -303,6 +304,21 @@ export class FakeKubeApiServer {
     const held = this.#heldWatches ?? [];
     this.#heldWatches = undefined;
     for (const resume of held) resume();
+  }
+
+  /**
+   * Holds every write (POST/PUT) of Secrets and ConfigMaps, unanswered and not applied, until `releaseWrites`: lets a
+   * test make two clients' read-then-create interleave (both read, both write, then one wins).
+   */
+  holdWrites(): void {
+    this.#heldWrites ??= [];
+  }
+
+  /** Applies the held writes in the order they arrived. */
+  releaseWrites(): void {
+    const held = this.#heldWrites ?? [];
+    this.#heldWrites = undefined;
+    for (const apply of held) apply();
   }
 
   /** Cuts every connection and answers every request with `status` until `recover` (an outage). */
@@ -509,30 +525,38 @@ export class FakeKubeApiServer {
     }
     if ((request.method === 'POST' && !name) || (request.method === 'PUT' && name)) {
       this.#readJson<K8sObject>(request, response, (object) => {
-        const key = `${namespace}/${name ?? object.metadata?.name}`;
-        const existing = store.get(key);
-        if (request.method === 'POST' && existing) {
-          this.#status(response, 409, 'AlreadyExists', `${resource} "${object.metadata?.name}" already exists`);
+        if (this.#heldWrites) {
+          this.#heldWrites.push(() => this.#write(store, resource, request, response, namespace, name, object));
           return;
         }
-        if (request.method === 'PUT' && !existing) {
-          this.#status(response, 404, 'NotFound', `${resource} "${name}" not found`);
-          return;
-        }
-        let stored: K8sObject;
-        if (store === this.configMaps) {
-          stored = this.apply({ ...object, kind: 'ConfigMap', metadata: { ...object.metadata, namespace, name: name ?? object.metadata?.name } as K8sObject['metadata'] });
-        } else {
-          const uid = existing?.metadata?.uid ?? randomUUID();
-          stored = { ...object, metadata: { ...object.metadata, namespace, uid, resourceVersion: String(++this.#resourceVersion) } as K8sObject['metadata'] };
-          store.set(key, stored);
-        }
-        response.writeHead(existing ? 200 : 201, { 'content-type': 'application/json' });
-        response.end(JSON.stringify(stored));
+        this.#write(store, resource, request, response, namespace, name, object);
       });
       return;
     }
     this.#status(response, 405, 'MethodNotAllowed', `${request.method} is not supported on ${resource} here`);
+  }
+
+  #write(store: Map<string, K8sObject>, resource: string, request: IncomingMessage, response: ServerResponse, namespace: string, name: string | undefined, object: K8sObject): void {
+    const key = `${namespace}/${name ?? object.metadata?.name}`;
+    const existing = store.get(key);
+    if (request.method === 'POST' && existing) {
+      this.#status(response, 409, 'AlreadyExists', `${resource} "${object.metadata?.name}" already exists`);
+      return;
+    }
+    if (request.method === 'PUT' && !existing) {
+      this.#status(response, 404, 'NotFound', `${resource} "${name}" not found`);
+      return;
+    }
+    let stored: K8sObject;
+    if (store === this.configMaps) {
+      stored = this.apply({ ...object, kind: 'ConfigMap', metadata: { ...object.metadata, namespace, name: name ?? object.metadata?.name } as K8sObject['metadata'] });
+    } else {
+      const uid = existing?.metadata?.uid ?? randomUUID();
+      stored = { ...object, metadata: { ...object.metadata, namespace, uid, resourceVersion: String(++this.#resourceVersion) } as K8sObject['metadata'] };
+      store.set(key, stored);
+    }
+    response.writeHead(existing ? 200 : 201, { 'content-type': 'application/json' });
+    response.end(JSON.stringify(stored));
   }
 
   #tokenReview(request: IncomingMessage, response: ServerResponse): void {

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { stringify as stringifyYaml } from 'yaml';
 import { CertificateAuthority } from '../../shared/identity/index.ts';
 import type { K8sObject } from '../../shared/k8s/objects.ts';
-import { XdsClient, type XdsClientStatus, type XdsHandler, type XdsResourceUpdate } from '../../shared/xds/client.ts';
+import { XdsClient, type XdsClientStatus, type XdsHandler, type XdsRejection, type XdsResourceUpdate } from '../../shared/xds/client.ts';
 import { ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL } from '../../shared/xds/protos.ts';
 import type { XdsAddress } from '../../shared/xds/types.ts';
 import { startControlPlane, type ControlPlane } from '../../controlplane/control-plane.ts';
@@ -118,13 +118,16 @@ export function startRecordingClient(
   };
   const addressHandler: XdsHandler<XdsAddress> = (added, removed) => {
     calls.push({ typeUrl: ADDRESS_TYPE_URL, added: added.map((entry) => entry.name), removed });
+    // As the agent's source does: a rejected resource is named in the NACK and not stored; the others apply.
+    const rejected: XdsRejection[] = [];
     for (const update of added) {
       const reason = options.rejectAddress?.(update);
-      if (reason) throw new Error(reason);
+      if (reason) rejected.push({ name: update.name, reason });
+      else addresses.set(update.name, update.resource);
     }
-    for (const update of added) addresses.set(update.name, update.resource);
     for (const name of removed) addresses.delete(name);
     notify();
+    return rejected.length > 0 ? { rejected } : undefined;
   };
   const authorizationHandler: XdsHandler<Record<string, unknown>> = (added, removed) => {
     calls.push({ typeUrl: AUTHORIZATION_TYPE_URL, added: added.map((entry) => entry.name), removed });

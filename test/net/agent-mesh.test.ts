@@ -2,17 +2,20 @@
  * The agent end to end on a real 2-node local cluster: pods are network namespaces wired by Debian's CNI plugins
  * chained with ambit-cni, each node runs the real agent (agent/main.ts) in its namespace, traffic is real TCP.
  */
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { once } from 'node:events';
-import { readFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { parse } from 'yaml';
 import { podFile } from '../../runtime/cluster-store.ts';
 import path from 'node:path';
 import { createLocalMesh, type LocalMesh } from '../../runtime/local-mesh.ts';
 import { runClient, startEchoServer, type Pod } from '../../runtime/index.ts';
+import { spiffeId } from '../../shared/identity/index.ts';
 
 const ENROLLED = { 'istio.io/dataplane-mode': 'ambient' };
 const APP_PORT = 8080;
+const IMPOSTOR = path.join(import.meta.dirname, 'helpers', 'impostor-hbone-server.ts');
 
 let mesh: LocalMesh;
 let server: Pod;
@@ -33,6 +36,31 @@ test.after.always(async () => {
 async function accessLog(nodeIndex: number): Promise<Array<Record<string, any>>> {
   const text = await readFile(mesh.cluster.node(nodeIndex).agentLogFile, 'utf8');
   return text.split('\n').filter((line) => line.includes('"connection closed"')).map((line) => JSON.parse(line));
+}
+
+/** Polls `condition` until it holds; throws naming `what` after `timeoutMs`. */
+async function waitUntil(condition: () => Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+/** Inbound connections node 1's agent logged from `from` to the server pod. */
+async function inboundToServer(from: Pod): Promise<Awaited<ReturnType<typeof accessLog>>> {
+  return (await accessLog(1)).filter((entry) => entry.direction === 'inbound' && entry.src.address === from.ip && entry.dst.address === `${server.ip}:${APP_PORT}`);
+}
+
+/**
+ * A connection from the client to the server pod, returning once node 1's agent has logged it: a later event that
+ * shows node 1 has logged whatever it did with connections made before (the signal for "did not happen" checks).
+ */
+async function markerThroughNode1(): Promise<void> {
+  const seen = (await inboundToServer(client)).length;
+  const result = await runClient(client, { host: server.ip, port: APP_PORT });
+  if (!result.ok) throw new Error(`the marker connection failed: ${result.errors.join('; ')}`);
+  await waitUntil(async () => (await inboundToServer(client)).length > seen, 'node 1 to log the marker connection');
 }
 
 /** The control plane pushes asynchronously: wait until node `nodeIndex`'s agent sees pod `name` as `tunnelProtocol`. */
@@ -73,6 +101,79 @@ test.serial('captured traffic between two pods on the same node goes through HBO
   t.true(result.ok, result.errors.join('; '));
   const inbound = (await accessLog(1)).filter((entry) => entry.direction === 'inbound' && entry.src.address === neighbour.ip);
   t.true(inbound.length >= 3 && inbound.every((entry) => entry.src.principal === 'spiffe://cluster.local/ns/shop/sa/neighbour'));
+});
+
+/** Starts the impostor HBONE server in `pod`, presenting a mesh certificate for `serviceAccount`; resolves once it listens. */
+async function startImpostor(t: ExecutionContext, pod: Pod, serviceAccount: string): Promise<{ lines: Array<Record<string, string>>; stop(): Promise<void> }> {
+  const certificate = await mesh.ca!.issueWorkloadCertificate(spiffeId('cluster.local', pod.namespace, serviceAccount));
+  const dir = await mkdtemp(path.join(tmpdir(), 'ambit-impostor-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const file = path.join(dir, 'certificate.json');
+  await writeFile(file, JSON.stringify(certificate), { mode: 0o600 });
+  const child = pod.spawn(process.execPath, [IMPOSTOR, file, String(APP_PORT)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const exited = once(child, 'exit');
+  const lines: Array<Record<string, string>> = [];
+  let buffered = '';
+  child.stdout!.on('data', (chunk: Buffer) => {
+    buffered += chunk;
+    for (let end = buffered.indexOf('\n'); end >= 0; end = buffered.indexOf('\n')) {
+      lines.push(JSON.parse(buffered.slice(0, end)) as Record<string, string>);
+      buffered = buffered.slice(end + 1);
+    }
+  });
+  const stop = async (): Promise<void> => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGTERM');
+      await exited;
+    }
+  };
+  t.teardown(stop);
+  while (!lines.some((line) => 'listening' in line)) {
+    if (child.exitCode !== null) throw new Error('the impostor HBONE server exited before listening');
+    await Promise.race([once(child.stdout!, 'data'), exited]);
+  }
+  return { lines, stop };
+}
+
+test.serial('the client agent pins the destination identity: a destination presenting another valid mesh identity is refused, and the access log names the identity presented', async (t) => {
+  const pinned = await mesh.cluster.createPod({ node: 1, namespace: 'shop', name: 'pinned', serviceAccount: 'pinned' });
+  t.teardown(() => mesh.cluster.deletePod(pinned));
+  await startEchoServer(pinned, { port: APP_PORT });
+  // The pod stays captured and in every agent's workload table as shop/sa/pinned; with its node agent gone, a
+  // stand-in HBONE server in the pod answers on 15008 with whatever certificate the mesh CA gave it.
+  const node = mesh.cluster.node(1);
+  await node.stopAgent();
+  t.teardown(() => node.startAgent());
+  const toPinned = async () => (await accessLog(0)).filter((entry) => entry.direction === 'outbound' && entry.dst.address === `${pinned.ip}:${APP_PORT}`);
+
+  // The identity the table names: accepted, and the log reports the identity the certificate carried.
+  const honest = await startImpostor(t, pinned, 'pinned');
+  const accepted = await runClient(client, { host: pinned.ip, port: APP_PORT, count: 2 });
+  t.true(accepted.ok, `the stand-in serving the expected identity carries traffic: ${accepted.errors.join('; ')}`);
+  t.is(honest.lines.filter((line) => line.stream === 'spiffe://cluster.local/ns/shop/sa/client').length, 2);
+  const honestLines = await toPinned();
+  t.is(honestLines.length, 2);
+  t.true(honestLines.every((entry) => entry.mtls === true && entry.dst.principal === 'spiffe://cluster.local/ns/shop/sa/pinned' && entry.response_flags === '-'), JSON.stringify(honestLines[0]));
+  await honest.stop();
+
+  // Another valid mesh identity (a real workload's, signed by the same root): the client agent refuses the server.
+  const impostor = await startImpostor(t, pinned, 'server');
+  const refused = await runClient(client, { host: pinned.ip, port: APP_PORT, count: 1, timeoutMs: 10_000 });
+  t.false(refused.ok, 'the client must not reach a destination that proved another identity');
+  t.is(refused.succeeded, 0);
+  // The handshake reached the impostor (it saw the client walk away) and no stream was ever opened on it.
+  const deadline = Date.now() + 10_000;
+  while (!impostor.lines.some((line) => 'rejected' in line) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+  t.true(impostor.lines.some((line) => 'rejected' in line), `the client reached the impostor and broke off the handshake: ${JSON.stringify(impostor.lines)}`);
+  t.false(impostor.lines.some((line) => 'stream' in line), 'no CONNECT reached the impostor');
+  const refusedLines = (await toPinned()).slice(honestLines.length);
+  t.is(refusedLines.length, 1);
+  t.is(refusedLines[0]!.response_flags, 'UF');
+  t.regex(String(refusedLines[0]!.error), /is not who we expected: .*spiffe:\/\/cluster\.local\/ns\/shop\/sa\/server/);
+  t.is(refusedLines[0]!.dst.principal, undefined, 'an identity never accepted is not reported as the destination\'s');
+  t.is(refusedLines[0]!.dst.workload, 'pinned');
+  await impostor.stop();
+  await node.startAgent();
 });
 
 test.serial('a destination outside the mesh is passed through as plain TCP', async (t) => {
@@ -163,13 +264,81 @@ test.serial('a connection open while the server node agent restarts keeps workin
   t.true(JSON.stringify(record).includes(server.uid), 'the captured-pods record still lists the server pod');
 });
 
+/**
+ * Sequential connections from `pod` to the server (256 bytes each way) until told to stop: "m" on stdin prints how
+ * many succeeded so far, "s" stops and prints the totals. Shows when connections were made, not only how many.
+ */
+function startLoad(pod: Pod): { mark(): Promise<number>; stop(): Promise<{ ok: number; failed: number; errors: string[] }> } {
+  const child = pod.spawn(process.execPath, ['-e', `
+    const net = require('net');
+    let ok = 0, failed = 0, stop = false;
+    const errors = [];
+    process.stdin.on('data', (data) => {
+      for (const c of String(data)) {
+        if (c === 'm') console.log(JSON.stringify({ mark: ok }));
+        if (c === 's') stop = true;
+      }
+    });
+    const payload = Buffer.alloc(256, 97);
+    function one() {
+      if (stop) { console.log(JSON.stringify({ ok, failed, errors: errors.slice(0, 5) })); process.exit(0); }
+      const s = net.connect(${APP_PORT}, '${server.ip}');
+      let got = 0, error;
+      s.setTimeout(10000, () => s.destroy(new Error('timed out')));
+      s.on('connect', () => s.write(payload));
+      s.on('data', (chunk) => { got += chunk.length; if (got >= 256) s.end(); });
+      s.on('error', (e) => { error = e.code || e.message; });
+      s.on('close', () => {
+        if (!error && got >= 256) ok++; else { failed++; errors.push(error || 'short echo: ' + got); }
+        setImmediate(one);
+      });
+    }
+    one();
+  `], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const lines: Array<Record<string, unknown>> = [];
+  let buffered = '';
+  child.stdout!.on('data', (chunk: Buffer) => {
+    buffered += chunk;
+    for (let end = buffered.indexOf('\n'); end >= 0; end = buffered.indexOf('\n')) {
+      lines.push(JSON.parse(buffered.slice(0, end)) as Record<string, unknown>);
+      buffered = buffered.slice(end + 1);
+    }
+  });
+  const next = async (key: string): Promise<Record<string, unknown>> => {
+    const seen = lines.length;
+    while (!lines.slice(seen).some((line) => key in line)) {
+      if (child.exitCode !== null) throw new Error('the load client exited');
+      await once(child.stdout!, 'data');
+    }
+    return lines.slice(seen).find((line) => key in line)!;
+  };
+  return {
+    async mark() {
+      const reply = next('mark');
+      child.stdin!.write('m');
+      return (await reply).mark as number;
+    },
+    async stop() {
+      const reply = next('ok');
+      child.stdin!.write('s');
+      return (await reply) as { ok: number; failed: number; errors: string[] };
+    },
+  };
+}
+
 test.serial('agent restarts on both nodes lose no new connection (SO_REUSEPORT overlap)', async (t) => {
   const startedAt = Date.now();
-  const load = runClient(client, { host: server.ip, port: APP_PORT, count: 400, size: 256 });
-  await new Promise((resolve) => setTimeout(resolve, 300));
+  const load = startLoad(client);
+  await waitUntil(async () => (await load.mark()) > 0, 'the load to get going');
+  const atStart = await load.mark();
   await mesh.cluster.node(0).restartAgent({ overlap: true });
+  const afterFirst = await load.mark();
   await mesh.cluster.node(1).restartAgent({ overlap: true });
-  const result = await load;
+  const afterSecond = await load.mark();
+  // Some more on the new agents alone.
+  await waitUntil(async () => (await load.mark()) >= afterSecond + 50, 'connections through both new agents');
+  const result = await load.stop();
+  t.log(`connections: ${atStart} before, ${afterFirst - atStart} during node 0's restart, ${afterSecond - afterFirst} during node 1's, ${result.ok} in all`);
   if (result.failed > 0) {
     // What the agents saw, for the record: which hop reset the connection.
     for (const node of [0, 1]) {
@@ -182,13 +351,15 @@ test.serial('agent restarts on both nodes lose no new connection (SO_REUSEPORT o
       t.log(`node ${node}: ${access.length} connections logged (${access.filter((line) => line.direction === 'outbound').length} outbound), unusual: ${JSON.stringify(unusual.slice(0, 5))}; other lines: ${other.map((line) => `${line.time - startedAt}ms ${line.msg} ${line.err ?? line.reason ?? ''}`).join(' | ')}`);
     }
   }
-  t.is(result.failed, 0, result.errors.slice(0, 5).join('; '));
-  t.is(result.succeeded, 400);
+  t.is(result.failed, 0, result.errors.join('; '));
+  // The load overlapped both restarts: connections succeeded while each one was under way.
+  t.true(afterFirst > atStart, 'connections were made while node 0\'s agent restarted');
+  t.true(afterSecond > afterFirst, 'connections were made while node 1\'s agent restarted');
   // The restarted agents re-captured the running pods: traffic still goes through HBONE.
-  const before = (await accessLog(1)).filter((entry) => entry.direction === 'inbound' && entry.src.principal).length;
+  const before = (await inboundToServer(client)).length;
   t.true((await runClient(client, { host: server.ip, port: APP_PORT })).ok);
-  await new Promise((resolve) => setTimeout(resolve, 200));
-  t.true((await accessLog(1)).filter((entry) => entry.direction === 'inbound' && entry.src.principal).length > before);
+  await waitUntil(async () => (await inboundToServer(client)).slice(before).some((entry) => entry.mtls === true && entry.src.principal === 'spiffe://cluster.local/ns/shop/sa/client'), 'the new node 1 agent to log an HBONE connection');
+  t.pass();
 });
 
 /** The pod's ambient.istio.io/redirection annotation, as published in the cluster directory. */
@@ -222,12 +393,16 @@ test.serial('labelling a namespace captures its running pods, and removing the l
   await mesh.cluster.setNamespaceLabels('flip', {});
   await waitForAgentView(1, 'flip', 'NONE');
   await waitForAgentView(0, 'flip', 'NONE');
-  await new Promise((resolve) => setTimeout(resolve, 500));
-  const before = await inboundFromClient();
+  // The agent removes the annotation last, after the pod's listeners and rules.
+  await waitUntil(async () => (await redirection(flip)) === undefined, 'the released pod\'s annotation to go');
+  // Every connection node 1's agent handles for the pod, whoever sent it and however (HBONE or captured plaintext).
+  const throughNode1 = async (): Promise<number> => (await accessLog(1)).filter((entry) => entry.direction === 'inbound' && entry.dst.address === `${flip.ip}:${APP_PORT}`).length;
+  const before = await throughNode1();
   t.true((await runClient(client, { host: flip.ip, port: APP_PORT, count: 3 })).ok, 'released: plain networking works again');
-  await new Promise((resolve) => setTimeout(resolve, 200));
-  t.is(await inboundFromClient(), before, 'released: no more HBONE to the pod');
-  t.is(await redirection(flip), undefined, 'and its annotation is gone');
+  await markerThroughNode1();
+  t.is(await throughNode1(), before, 'released: node 1\'s agent is no longer in the path to the pod (neither HBONE nor captured plaintext)');
+  const outbound = (await accessLog(0)).filter((entry) => entry.direction === 'outbound' && entry.dst.address === `${flip.ip}:${APP_PORT}`).slice(-3);
+  t.true(outbound.length === 3 && outbound.every((entry) => entry.mtls === false), 'the client side passes it through as plain TCP');
 });
 
 test.serial('a pod captured at its start carries the redirection annotation, kept through the runtime\'s status update', async (t) => {
@@ -238,14 +413,19 @@ test.serial('a pod captured at its start carries the redirection annotation, kep
 });
 
 test.serial('a control plane restart: agents keep serving their last config, then resync and capture new pods', async (t) => {
+  const before = (await inboundToServer(client)).length;
   await mesh.stopControlPlane();
   t.teardown(() => mesh.startControlPlane());
   const during = await runClient(client, { host: server.ip, port: APP_PORT, count: 5 });
   t.true(during.ok, `traffic keeps flowing on the last config: ${during.errors.join('; ')}`);
-  const before = (await accessLog(1)).filter((entry) => entry.direction === 'inbound' && entry.src.address === client.ip).length;
-  t.true(before >= 5);
+  await waitUntil(async () => (await inboundToServer(client)).length >= before + 5, 'node 1 to log the connections made while the control plane was away');
+  const away = (await inboundToServer(client)).slice(before);
+  t.true(away.every((entry) => entry.mtls === true && entry.src.principal === 'spiffe://cluster.local/ns/shop/sa/client' && entry.dst.principal === 'spiffe://cluster.local/ns/shop/sa/server'), `still mutual TLS with both identities, no fallback to plaintext: ${JSON.stringify(away[0])}`);
 
+  const restartedAt = Date.now();
   await mesh.startControlPlane();
+  // The agent retries with a growing backoff (up to 15 s) while the control plane is away: wait for its resync.
+  await waitUntil(async () => (await readFile(mesh.cluster.node(0).agentLogFile, 'utf8')).split('\n').some((line) => line.includes('"msg":"xDS"') && line.includes('"state":"connected"') && (JSON.parse(line) as { time: number }).time >= restartedAt), 'node 0\'s agent to resync with the restarted control plane', 30_000);
   const later = await mesh.cluster.createPod({ node: 0, namespace: 'shop', name: 'after-restart', serviceAccount: 'after' });
   t.teardown(() => mesh.cluster.deletePod(later));
   const result = await runClient(later, { host: server.ip, port: APP_PORT });

@@ -239,9 +239,16 @@ test.serial('a control plane restart loads the root from Secret istio-ca-secret:
   const versionBefore = secretVersion();
   await mesh!.stopControlPlane();
   t.teardown(() => mesh!.startControlPlane());
+  const restartedAt = Date.now();
   await mesh!.startControlPlane();
   t.regex(await readFile(mesh!.controlPlaneLogFile!, 'utf8'), /"created":false,.*"msg":"loaded the mesh root CA"/);
   t.is(secretVersion(), versionBefore, 'the Secret was read, not replaced');
+  // The agent reconnects after its current backoff (it grows while the control plane is away; on a loaded machine
+  // longer than the CNI ADD waits for a pod): wait for its resync before creating a pod.
+  await waitFor(
+    async () => (await readFile(cluster().node(0).agentLogFile, 'utf8')).split('\n').some((line) => line.includes('"msg":"xDS"') && line.includes('"state":"connected"') && (JSON.parse(line) as { time: number }).time >= restartedAt),
+    'node 0\'s agent resynced with the restarted control plane',
+  );
 
   const later = await cluster().createPod({ node: 0, namespace: 'shop', name: 'after-restart', serviceAccount: 'after' });
   t.teardown(() => cluster().deletePod(later));

@@ -12,6 +12,7 @@ import { authorizationToWireObject, compilePolicyObject, type Authorization, typ
 import { ClusterDirPolicySource } from '../../agent/policy/cluster-dir-policy-source.ts';
 import { PolicyEnforcer } from '../../agent/policy/enforcer.ts';
 import { PolicyStore, ROOT_NAMESPACE, type LocalPolicy } from '../../agent/policy/policy-store.ts';
+import { MeshState } from '../../agent/state/mesh-state.ts';
 import type { Workload } from '../../agent/state/workload.ts';
 
 function workload(namespace: string, name: string, labels: Record<string, string> = {}, extra: Partial<Workload> = {}): Workload {
@@ -255,4 +256,26 @@ test('enforcer: dry-run results are logged, not enforced', (t) => {
   const line = log.lines.find((entry) => entry.message === 'dry-run policy evaluated');
   t.is(line?.object.dry_run_result, 'deny');
   t.deepEqual(line?.object.dry_run_policies, ['shop/dry']);
+});
+
+test('enforcer: relabelling a tracked pod into a selector policy re-checks its open connections (no policy change)', (t) => {
+  const log = memoryLog();
+  const store = new PolicyStore({ log });
+  const state = new MeshState();
+  const enforcer = new PolicyEnforcer({ store, state, log });
+  enforcer.start();
+  t.teardown(() => enforcer.stop());
+  store.setLocal([authz('shop', 'deny-locked', { selector: { matchLabels: { lock: 'on' } }, action: 'DENY', rules: [{ from: [{ source: { principals: ['cluster.local/ns/shop/sa/other'] } }] }] })]);
+  const server = workload('shop', 'server', { app: 'server' });
+  state.upsert(server);
+  const closed: string[] = [];
+  t.true(enforcer.check(server, 'hbone', mtls('shop', 'other')).allowed, 'the policy selects no pod yet');
+  enforcer.track(server, 'hbone', mtls('shop', 'other'), () => closed.push('other'));
+  enforcer.track(server, 'hbone', mtls('shop', 'client'), () => closed.push('client'));
+  const generation = store.generation;
+  state.upsert({ ...server, labels: { app: 'server', lock: 'on' } });
+  t.is(store.generation, generation, 'no policy changed');
+  t.deepEqual(closed, ['other'], 'the connection the relabelled pod\'s policy denies is closed, the other kept');
+  t.is(enforcer.openConnections, 1);
+  t.false(enforcer.check(server, 'hbone', mtls('shop', 'other')).allowed, 'a new one is decided on the current labels, whatever the caller held');
 });

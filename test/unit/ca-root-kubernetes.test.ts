@@ -1,13 +1,14 @@
 /**
  * The Kubernetes paths of the root store and publisher, against an in-memory CoreV1Api that fails as the real
- * client does (ApiException with the HTTP code). The shared test API server (test/helpers/kube-api-server.ts)
- * does not serve Secrets, ConfigMaps or writes yet; when it does, these should run against it instead.
+ * client does (ApiException with the HTTP code), and the two-replica race also over HTTP against the shared test
+ * API server (test/helpers/kube-api-server.ts), whose held writes make the race certain.
  */
 import test from 'ava';
-import { ApiException, type CoreV1Api, type V1ConfigMap, type V1Secret } from '@kubernetes/client-node';
+import { ApiException, CoreV1Api, type V1ConfigMap, type V1Secret } from '@kubernetes/client-node';
 import { publishRootConfigMap, publishRootToAllNamespaces } from '../../controlplane/ca/root-publisher.ts';
 import { openKubernetesRoot } from '../../controlplane/ca/root-store.ts';
 import { spiffeId, verifyCertificateChain } from '../../shared/identity/index.ts';
+import { FakeKubeApiServer } from '../helpers/kube-api-server.ts';
 
 const TD = 'cluster.local';
 
@@ -83,6 +84,28 @@ test('two replicas starting together end with one root', async (t) => {
   ]);
   t.is(a.ca.rootCertPem, b.ca.rootCertPem);
   t.is([a.created, b.created].filter(Boolean).length, 1);
+});
+
+test('two replicas racing on the real API path (HTTP, 409 on the second create) end with the one root stored', async (t) => {
+  const api = await FakeKubeApiServer.start();
+  t.teardown(() => api.close());
+  // Each replica its own client, as two pods would have.
+  const replica = () => openKubernetesRoot({ core: api.kubeConfig().makeApiClient(CoreV1Api), namespace: 'istio-system', trustDomain: TD });
+  const createsSeen = () => api.requests.filter((request) => request === 'POST /api/v1/namespaces/istio-system/secrets').length;
+  // Both read "not found" and both try to create before either create lands: the race, made certain.
+  api.holdWrites();
+  const racing = Promise.all([replica(), replica()]);
+  for (const deadline = Date.now() + 10_000; createsSeen() < 2; await new Promise((resolve) => setTimeout(resolve, 10))) {
+    if (Date.now() > deadline) t.fail(`both replicas should try to create the Secret; requests: ${api.requests.join(', ')}`);
+  }
+  api.releaseWrites();
+  const [a, b] = await racing;
+  t.is([a.created, b.created].filter(Boolean).length, 1, 'one replica created the root, the other lost the create');
+  t.is(a.ca.rootCertPem, b.ca.rootCertPem, 'the loser adopted the stored root instead of serving its own');
+  const stored = api.secrets.get('istio-system/istio-ca-secret') as { data: Record<string, string> };
+  t.is(Buffer.from(stored.data['ca-cert.pem']!, 'base64').toString(), a.ca.rootCertPem);
+  const issued = await b.ca.issueWorkloadCertificate(spiffeId(TD, 'a', 'b'));
+  t.is(verifyCertificateChain({ leafPem: issued.certPem, rootsPem: [a.ca.rootCertPem], trustDomain: TD }).uri, 'spiffe://cluster.local/ns/a/sa/b', 'the loser signs with the stored key');
 });
 
 test('the root is published as ConfigMap istio-ca-root-cert in every namespace, and rewritten only when it changes', async (t) => {

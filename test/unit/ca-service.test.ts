@@ -84,6 +84,24 @@ test('an agent asking for an identity whose pods run only on another node is ref
   t.is((await client(t, server, 'token-node-2').fetch(ledger)).identity.uri, ledger.uri);
 });
 
+test('the node check matches the service account, not only the namespace: one namespace, two service accounts on two nodes', async (t) => {
+  const { server } = await setup(t);
+  // shop/cart runs on node-1 (the fixture); shop/payments runs only on node-2.
+  server.pods.push({ node: 'node-2', namespace: 'shop', serviceAccount: 'payments' });
+  const payments = spiffeId(TD, 'shop', 'payments');
+  const error = await t.throwsAsync<ServiceError>(client(t, server, 'token-node-1').fetch(payments));
+  t.is(error?.code, status.PERMISSION_DENIED, 'node-1 runs a pod of namespace shop, but none with service account payments');
+  t.is(error?.details, 'node node-1 may not get spiffe://cluster.local/ns/shop/sa/payments: no pod with that service account runs on node-1');
+  const denied = await t.throwsAsync<ServiceError>(client(t, server, 'token-node-2').fetch(cart));
+  t.is(denied?.code, status.PERMISSION_DENIED, 'node-2 runs shop/payments, not shop/cart');
+  // The same service account name in another namespace is another identity.
+  const otherCart = await t.throwsAsync<ServiceError>(client(t, server, 'token-node-1').fetch(spiffeId(TD, 'bank', 'cart')));
+  t.is(otherCart?.code, status.PERMISSION_DENIED, 'node-1 runs shop/cart, not bank/cart');
+  t.is(server.counters.signed, 0);
+  t.is((await client(t, server, 'token-node-2').fetch(payments)).identity.uri, payments.uri);
+  t.is((await client(t, server, 'token-node-1').fetch(cart)).identity.uri, cart.uri);
+});
+
 test('a pod moving onto the node makes its identity available to that node', async (t) => {
   const { server } = await setup(t);
   await t.throwsAsync(client(t, server, 'token-node-1').fetch(ledger), { message: /PERMISSION_DENIED/ });

@@ -94,8 +94,11 @@ test('Kubernetes mode: informers feed the model, agents authenticate by TokenRev
   await eventually(() => rootPublished('billing'), 'the edited root ConfigMap written again');
   // Another ConfigMap is none of its business.
   api.apply({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'app-settings', namespace: 'shop' }, data: { mode: 'x' } });
-  await new Promise((resolve) => setTimeout(resolve, 300));
+  // A later change the guard does act on: once it is repaired, the guard has seen everything before it.
+  api.remove('ConfigMap', 'shop', 'istio-ca-root-cert');
+  await eventually(() => rootPublished('shop'), 'the root ConfigMap deleted after the other one written again');
   t.is((api.configMaps.get('shop/app-settings') as { data: Record<string, string> }).data.mode, 'x');
+  t.false(api.requests.some((request) => request.includes('app-settings')), 'no request ever touched the other ConfigMap');
   t.true(api.requests.some((request) => request.startsWith('GET /api/v1/configmaps?') && request.includes('fieldSelector=metadata.name%3Distio-ca-root-cert')), 'the watch selects by name');
 });
 

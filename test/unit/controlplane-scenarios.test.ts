@@ -102,7 +102,7 @@ for (const makeDriver of CLUSTER_DRIVERS) {
     await agent.until(() => agent.nacks.length > 0, 'the client to NACK');
     await eventually(() => plane.logger.records.some((record) => record.level === 'warn' && /NACK/.test(record.message)), 'the server to log the NACK');
     const logged = plane.logger.records.find((record) => /NACK/.test(record.message))!;
-    t.regex(logged.message, /broken revision/);
+    t.regex(logged.message, /Kubernetes\/\/Pod\/shop\/web-1: workload Kubernetes\/\/Pod\/shop\/web-1 has a broken revision/, 'the NACK names the rejected resource');
     t.deepEqual((logged.object as { resources: string[] }).resources, ['Kubernetes//Pod/shop/web-1']);
     t.is(workloadNamed(agent, 'shop', 'web-1')?.canonicalRevision, 'v1', 'the last good version keeps serving');
     t.is(agent.client.versions(ADDRESS_TYPE_URL).get('Kubernetes//Pod/shop/web-1'), goodVersion);

@@ -1,5 +1,7 @@
 import test from 'ava';
 import { X509Certificate } from 'node:crypto';
+import type net from 'node:net';
+import tls from 'node:tls';
 import {
   CertificateAuthority,
   CertificateStore,
@@ -103,6 +105,23 @@ test('the certificate store knows expiry and hands out only valid certificates',
   t.truthy(store.get('spiffe://cluster.local/ns/a/sa/short'));
   t.is(store.get('spiffe://cluster.local/ns/a/sa/short', Date.now() + 20_000), undefined);
   t.deepEqual(store.expiringBefore(new Date(Date.now() + 60_000)).map((c) => c.identity.serviceAccount), ['short']);
-  t.truthy(store.secureContext(long.identity));
-  t.is(store.secureContext(long.identity), store.secureContext(long.identity), 'secure context is cached');
+  const context = store.secureContext(long.identity);
+  t.is(store.secureContext(long.identity), context, 'secure context is cached');
+  t.is(store.secureContext(short.identity, Date.now() + 20_000), undefined, 'none for an expired certificate');
+  // The context presents the stored certificate in a real handshake (as the HBONE client uses it) and trusts the root.
+  const serverCert = await ca.issueWorkloadCertificate(spiffeId('cluster.local', 'a', 'server'));
+  let presented: X509Certificate | undefined;
+  const server = tls.createServer({ cert: serverCert.certPem, key: serverCert.keyPem, ca: ca.rootCertPem, requestCert: true, rejectUnauthorized: true }, (socket) => {
+    presented = socket.getPeerX509Certificate();
+    socket.end();
+  });
+  t.teardown(() => server.close());
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  await new Promise<void>((resolve, reject) => {
+    const socket = tls.connect({ host: '127.0.0.1', port: (server.address() as net.AddressInfo).port, secureContext: context!, checkServerIdentity: () => undefined }, () => socket.resume());
+    socket.on('close', () => resolve());
+    socket.on('error', reject);
+  });
+  t.is(presented?.fingerprint256, new X509Certificate(long.certPem).fingerprint256);
+  t.is(presented?.subjectAltName, 'URI:spiffe://cluster.local/ns/a/sa/long');
 });

@@ -95,9 +95,14 @@ test('re-install over a previous install deletes every old jump, adds each once,
   t.true(mangle.lastIndexOf('-D PREROUTING -j ISTIO_PRERT') < mangle.indexOf('-A PREROUTING -j ISTIO_PRERT'));
 });
 
-test('rendering is a pure function of its input: same input, same text', (t) => {
+test('rendering is a pure function of its input: it leaves the parsed rules as they were and keeps nothing between calls', (t) => {
   const existing = parseExisting(saveWithDuplicates);
-  t.is(renderInstall({ inbound: 'tproxy' }, existing), renderInstall({ inbound: 'tproxy' }, existing));
+  const snapshot = structuredClone(existing);
+  const first = renderInstall({ inbound: 'tproxy' }, existing);
+  t.deepEqual(existing, snapshot, 'the existing rules are read, not consumed');
+  t.not(renderInstall({ inbound: 'redirect' }, none), first, 'another input renders another text');
+  t.is(renderInstall({ inbound: 'tproxy' }, existing), first, 'a call in between changed nothing');
+  t.is(renderInstall({ inbound: 'tproxy' }, parseExisting(saveWithDuplicates)), first, 'the same rules parsed again give the same text');
 });
 
 test('isInstalled tells one clean copy from none and from duplicates', (t) => {

@@ -56,6 +56,20 @@ test('plaintext shows no identities; a failure is logged at error level with its
   t.like(lines[1], { level: 50, response_flags: 'UAEX', error: 'denied by policy', src: { principal: 'spiffe://cluster.local/ns/shop/sa/client-sa' } });
 });
 
+test('outbound mTLS: the destination identity is the one its certificate proved, not the workload table\'s; none if never established', (t) => {
+  const { log, lines } = captureLog();
+  const access = new AccessLog(log);
+  const established: ConnectionRecord = {
+    direction: 'outbound', source: client, destination: server, destinationPrincipal: 'spiffe://cluster.local/ns/shop/sa/presented', destinationAddress: { host: '10.0.1.9', port: 8080 },
+    mtls: true, bytesSent: 1, bytesReceived: 1, durationMs: 1,
+  };
+  access.closed(established);
+  access.closed({ direction: 'outbound', source: client, destination: server, destinationAddress: { host: '10.0.1.9', port: 8080 }, mtls: true, bytesSent: 0, bytesReceived: 0, durationMs: 1, error: new HboneError('HBONE_PEER_IDENTITY', 'not who we expected') });
+  t.like(lines[0], { dst: { workload: 'server-0', principal: 'spiffe://cluster.local/ns/shop/sa/presented' }, src: { principal: 'spiffe://cluster.local/ns/shop/sa/client-sa' } });
+  t.is(lines[1]!.dst.principal, undefined, 'refused before any certificate was accepted: no destination identity is claimed');
+  t.is(lines[1]!.dst.workload, 'server-0', 'the workload it was meant for is still named');
+});
+
 test('"connection opened" is logged only at debug level', (t) => {
   const info = captureLog('info');
   const record: ConnectionRecord = { direction: 'outbound', source: client, destination: server, destinationAddress: { host: '10.0.1.9', port: 8080 }, mtls: true, bytesSent: 0, bytesReceived: 0, durationMs: 0 };

@@ -134,10 +134,13 @@ test('label rules: unknown workloads are "unknown"; plaintext has unknown princi
   t.is(passthroughOut.source_principal, 'unknown');
   t.is(passthroughOut.connection_security_policy, 'unknown', 'a client cannot know what the server enforced');
 
-  const hboneOut = tcpLabelsFor(record({ direction: 'outbound', sourcePrincipal: undefined }));
+  const hboneOut = tcpLabelsFor(record({ direction: 'outbound', sourcePrincipal: undefined, destinationPrincipal: 'spiffe://cluster.local/ns/shop/sa/presented' }));
   t.is(hboneOut.source_principal, 'spiffe://cluster.local/ns/shop/sa/client', 'the identity the source agent presented');
-  t.is(hboneOut.destination_principal, 'spiffe://cluster.local/ns/shop/sa/server');
+  t.is(hboneOut.destination_principal, 'spiffe://cluster.local/ns/shop/sa/presented', 'the identity the server\'s certificate proved, not the workload table\'s');
   t.is(hboneOut.connection_security_policy, 'mutual_tls');
+  const neverEstablished = tcpLabelsFor(record({ direction: 'outbound', sourcePrincipal: undefined }));
+  t.is(neverEstablished.destination_principal, 'unknown', 'no server certificate seen, no destination identity');
+  t.is(tcpLabelsFor(record()).destination_principal, 'spiffe://cluster.local/ns/shop/sa/server', 'inbound: the identity this agent presented for its pod');
 
   const empty = tcpLabelsFor(record({ source: workload('x', 'shop', { canonicalRevision: '', workloadName: '' }) }));
   t.is(empty.source_version, 'unknown', 'an empty value is reported as unknown');

@@ -16,6 +16,9 @@ import { createLocalMesh, type LocalMesh } from '../../../runtime/local-mesh.ts'
 import { runClient, startEchoServer, type ClusterNode, type Pod } from '../../../runtime/index.ts';
 import { parsePrometheusText, sumOf } from '../../helpers/prometheus-text.ts';
 import { runAmbitctl } from '../../../ambitctl/main.ts';
+import { parse as parseYaml } from 'yaml';
+import { podFile, writePod } from '../../../runtime/cluster-store.ts';
+import type { PodObject } from '../../../shared/k8s/objects.ts';
 
 const ENROLLED = { 'istio.io/dataplane-mode': 'ambient' };
 const PORT = 8080;
@@ -207,11 +210,12 @@ ${spec}`;
   test.serial('DENY beats ALLOW', async (t) => {
     await applyPolicy(
       'both',
-      `${authorizationPolicy('allow-client', `  action: ALLOW\n  rules:\n  - from: [{source: {principals: ["cluster.local/ns/shop/sa/client"]}}]\n`)}---
+      `${authorizationPolicy('allow-client', `  action: ALLOW\n  rules:\n  - from: [{source: {principals: ["cluster.local/ns/shop/sa/client", "cluster.local/ns/shop/sa/other"]}}]\n`)}---
 ${authorizationPolicy('deny-client', `  action: DENY\n  rules:\n  - from: [{source: {serviceAccounts: ["client"]}}]\n`)}`,
     );
     await waitFor(denied(client), 'the client is denied although an ALLOW policy matches it');
-    t.false(await connects(other), 'and the others are not allowed by any ALLOW policy');
+    t.true(await connects(other), 'the ALLOW policy is in force: it lets in the identity the DENY does not name');
+    t.false(await connects(foreign), 'and the others are not allowed by any ALLOW policy');
   });
 
   test.serial('PeerAuthentication STRICT blocks a plaintext client, PERMISSIVE lets it in', async (t) => {
@@ -303,6 +307,32 @@ spec: {mtls: {mode: STRICT}}
       return lines.some((line) => line.src.address === other.ip) && lines.some((line) => line.src.address === legacy.ip);
     }, 'both closures are in the access log with "policy changed"');
     t.true((await agentLog(mesh.cluster.node(1))).some((line) => line.msg?.startsWith('policy changed') && line.policy === 'shop/deny-other'));
+    t.false(kept.output().includes('closed'));
+  });
+
+  /** Replaces the server pod's labels in its published Pod object (as `kubectl label` would). */
+  async function setServerLabels(labels: Record<string, string>): Promise<void> {
+    const file = podFile(mesh.cluster.clusterDir, server.namespace, server.name);
+    const object = parseYaml(await readFile(file, 'utf8')) as PodObject;
+    object.metadata.labels = labels;
+    await writePod(mesh.cluster.clusterDir, object);
+  }
+
+  test.serial('late enforcement: relabelling a pod into a selector policy closes its open connections the policy denies', async (t) => {
+    await applyPolicy('locked', authorizationPolicy('deny-other-locked', `  selector: {matchLabels: {lock: "on"}}\n  action: DENY\n  rules:\n  - from: [{source: {principals: ["cluster.local/ns/shop/sa/other"]}}]\n`));
+    await waitFor(async () => (await configDumpPolicies(mesh.cluster.node(1))) === 1, 'the agent holds the selector policy');
+    t.true(await connects(other), 'the policy selects no pod yet');
+    const denying = await holdConnection(other);
+    const kept = await holdConnection(client);
+    t.teardown(() => kept.stop());
+    t.teardown(() => setServerLabels({ app: 'server' }));
+    // No policy changed: only the pod's labels, so only the re-check on the pod's update can close the connection.
+    await setServerLabels({ app: 'server', lock: 'on' });
+    t.is(await denying.exited, 0, `the open connection the relabelled pod's policy now denies was closed: ${denying.output()}`);
+    t.false(kept.output().includes('closed'), 'the allowed connection stays open');
+    await waitFor(async () => (await accessLog(mesh.cluster.node(1))).some((line) => line.src.address === other.ip && /^policy changed: /.test(line.error ?? '')), 'the closure is in the access log');
+    t.true((await agentLog(mesh.cluster.node(1))).some((line) => line.msg?.startsWith('policy changed') && line.policy === 'shop/deny-other-locked'));
+    t.false(await connects(other), 'new connections are denied too');
     t.false(kept.output().includes('closed'));
   });
 
