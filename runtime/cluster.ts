@@ -22,6 +22,9 @@ import { addNetns, addVethBetween, deleteNetns, ipIn, listNetns, sysctlIn } from
 import { ClusterNode, type AgentCommand } from './node.ts';
 import { Pod } from './pod.ts';
 import { processStartTime, reapDeadRuns, removeRecord, writeRecord } from './run-registry.ts';
+import { removePodResolvConf, removeResolvConfsWithPrefix, removeResolvConfsWithPrefixSync, writePodResolvConf } from './cluster-dns.ts';
+import { ServiceNetwork } from './service-network.ts';
+import type { ClusterServices } from './services.ts';
 import * as topology from './topology.ts';
 
 /** Debian's containernetworking-plugins (loopback, bridge, host-local). */
@@ -60,6 +63,12 @@ export interface ClusterOptions {
   cniLogLevel?: string;
   /** Runs after the network exists and before the agents start (e.g. to start a control plane they connect to). */
   beforeAgents?: (cluster: Cluster) => Promise<void>;
+  /**
+   * Services (services.ts): cluster IPs for the directory's Services, a kube-proxy stand-in and a cluster DNS
+   * (dnsmasq) in every node, a resolv.conf for every pod. Default: on with the cluster directory, off when
+   * `objectStore` publishes elsewhere.
+   */
+  services?: boolean;
 }
 
 export interface CreatePodOptions {
@@ -74,6 +83,11 @@ export interface CreatePodOptions {
   namespaceLabels?: Record<string, string>;
   /** Container names (default ["app"]); "istio-proxy" marks a sidecar pod. */
   containers?: string[];
+}
+
+/** A Pod's Ready condition as the kubelet reports it. */
+function readyCondition(ready: boolean): { type: 'Ready'; status: 'True' | 'False'; lastTransitionTime: string } {
+  return { type: 'Ready', status: ready ? 'True' : 'False', lastTransitionTime: new Date().toISOString() };
 }
 
 /** Clusters not yet destroyed, cleaned synchronously if the process exits without destroy(). */
@@ -102,6 +116,7 @@ export class Cluster {
   readonly #namespaceLabels = new Map<string, Record<string, string>>();
   readonly #chains = new Map<ClusterNode, CniChain>();
   readonly #objects: ClusterObjectStore;
+  #serviceNetwork: ServiceNetwork | undefined;
   #destroying: Promise<void> | undefined;
 
   constructor(runId: string, tmpDir: string, options: ClusterOptions) {
@@ -116,6 +131,16 @@ export class Cluster {
 
   get pods(): Pod[] {
     return [...this.#podsByName.values()];
+  }
+
+  /** The Services controller (cluster IPs, endpoints, problems), when the cluster runs Services. */
+  get services(): ClusterServices | undefined {
+    return this.#serviceNetwork?.services;
+  }
+
+  /** The cluster DNS address pods' resolv.conf names, when the cluster runs Services. */
+  get dnsServers(): string[] {
+    return this.#serviceNetwork?.nameservers ?? [];
   }
 
   get fabricNetns(): string {
@@ -163,6 +188,15 @@ export class Cluster {
         }
       }
     }
+    if (this.#servicesEnabled) {
+      this.#serviceNetwork = await ServiceNetwork.start({
+        clusterDir: this.clusterDir,
+        dualStack: this.#options.dualStack === true,
+        nodes: this.nodes,
+        underlayIp6: (node) => topology.underlayIp6(this.runId, node.index),
+        dir: this.tmpDir,
+      });
+    }
     await this.#options.beforeAgents?.(this);
     if (this.#options.agentCommand !== undefined) {
       await Promise.all(this.nodes.map((node) => node.startAgent()));
@@ -205,6 +239,9 @@ export class Cluster {
         bridge: topology.NODE_BRIDGE,
         isGateway: true,
         ipMasq: false,
+        // A pod reaching its own Service through the node's DNAT gets the frame back on its own bridge port, which
+        // the bridge forwards only in hairpin mode (kubelet sets it on every pod's port for the same reason).
+        ...(this.#servicesEnabled ? { hairpinMode: true } : {}),
         ipam: {
           type: 'host-local',
           ranges: [
@@ -229,6 +266,10 @@ export class Cluster {
       node,
       new CniChain({ runInNetns: node.netnsName, cniPath: [REFERENCE_PLUGINS_DIR, AMBIT_CNI_DIR], networkName: this.networkName, plugins }),
     );
+  }
+
+  get #servicesEnabled(): boolean {
+    return this.#options.services ?? this.#options.objectStore === undefined;
   }
 
   #assertLive(): void {
@@ -295,6 +336,7 @@ export class Cluster {
       }
       await this.#objects.writePod(this.#podObject(pod, options));
       await addNetns(pod.netnsName);
+      if (this.#serviceNetwork !== undefined) await writePodResolvConf(pod.netnsName, namespace, this.#serviceNetwork.nameservers);
       const result = await this.#chain(node).add(this.#sandbox(pod, pod.netnsPath));
       pod.cniResult = result;
       const addresses = ((result.ips as { address?: string }[] | undefined) ?? []).map((entry) => entry.address?.split('/')[0] ?? '').filter((ip) => ip !== '');
@@ -302,12 +344,13 @@ export class Cluster {
       pod.ip6 = addresses.find((ip) => ip.includes(':')) ?? '';
       // As the kubelet reports them: the primary (IPv4 here) first.
       const podIPs = [pod.ip, ...(pod.ip6 ? [pod.ip6] : [])].filter((ip) => ip !== '').map((ip) => ({ ip }));
-      await this.#objects.updatePodStatus(this.#podObject(pod, options), { phase: 'Running', podIP: pod.ip, podIPs });
+      await this.#objects.updatePodStatus(this.#podObject(pod, options), { phase: 'Running', podIP: pod.ip, podIPs, conditions: [readyCondition(true)] });
       return pod;
     } catch (error) {
       // The chain already ran DEL for what it added; remove the sandbox and the object.
       this.#podsByName.delete(pod.name);
       await deleteNetns(pod.netnsName).catch(() => undefined);
+      await removePodResolvConf(pod.netnsName).catch(() => undefined);
       await this.#objects.removePod(namespace, pod.name).catch(() => undefined);
       throw error;
     }
@@ -342,8 +385,19 @@ export class Cluster {
       }
     }
     await deleteNetns(pod.netnsName);
+    await removePodResolvConf(pod.netnsName);
     await this.#objects.removePod(pod.namespace, pod.name);
     if (firstError !== undefined) throw firstError;
+  }
+
+  /**
+   * Sets the pod's Ready condition, as the kubelet does when a readiness probe passes or fails: a pod that is not
+   * Ready stays running but is no Service's endpoint.
+   */
+  async setPodReady(pod: Pod, ready: boolean): Promise<void> {
+    const podIPs = [pod.ip, ...(pod.ip6 ? [pod.ip6] : [])].filter((ip) => ip !== '').map((ip) => ({ ip }));
+    const object: PodObject = { apiVersion: 'v1', kind: 'Pod', metadata: { name: pod.name, namespace: pod.namespace, uid: pod.uid } };
+    await this.#objects.updatePodStatus(object, { phase: 'Running', podIP: pod.ip, podIPs, conditions: [readyCondition(ready)] });
   }
 
   /** CNI CHECK through the pod network's plugins (ambit-cni checks that the node agent answers for enrolled pods). */
@@ -359,11 +413,13 @@ export class Cluster {
   }
 
   async #destroy(): Promise<void> {
+    this.#serviceNetwork?.stop();
     await Promise.all(this.pods.map((pod) => this.deletePod(pod).catch(() => undefined)));
     await this.#tracker.stopAll();
     const prefix = topology.runPrefix(this.runId);
     const leftovers = (await listNetns()).filter((name) => name.startsWith(prefix));
     await Promise.all(leftovers.map((name) => deleteNetns(name)));
+    await removeResolvConfsWithPrefix(prefix);
     await rm(this.tmpDir, { recursive: true, force: true });
     await removeRecord(this.runId);
     liveClusters.delete(this);
@@ -379,6 +435,7 @@ export class Cluster {
         .map((line) => line.split(' ')[0] ?? '')
         .filter((name) => name.startsWith(prefix));
       for (const name of names) execFileSync('ip', ['netns', 'del', name], { stdio: 'ignore' });
+      removeResolvConfsWithPrefixSync(prefix);
       rmSync(this.tmpDir, { recursive: true, force: true });
       rmSync(`/run/ambit-runtime/${this.runId}.json`, { force: true });
     } catch {

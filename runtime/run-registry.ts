@@ -9,6 +9,7 @@
 import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
+import { removeResolvConfsWithPrefix } from './cluster-dns.ts';
 import { deleteNetns, listNetns } from './netns.ts';
 import { runPrefix } from './topology.ts';
 
@@ -58,6 +59,7 @@ export async function removeRun(record: RunRecord): Promise<void> {
   const prefix = runPrefix(record.runId);
   const leftovers = (await listNetns()).filter((name) => name.startsWith(prefix));
   await Promise.all(leftovers.map((name) => deleteNetns(name)));
+  await removeResolvConfsWithPrefix(prefix);
   if (record.tmpDir !== '' && path.isAbsolute(record.tmpDir)) await rm(record.tmpDir, { recursive: true, force: true });
   await removeRecord(record.runId);
 }

@@ -1,0 +1,87 @@
+/**
+ * Wires Services into a local cluster: the Services controller (services.ts) feeding, on every node, the
+ * kube-proxy stand-in (kube-proxy.ts) and the cluster DNS (cluster-dns.ts), and the nameservers pods are given.
+ *
+ * Owns: which node address serves DNS, start order (DNS up, then the first table everywhere, then watching) and
+ * stopping the watch.
+ * Must not know about: pods, CNI, the mesh.
+ */
+import type { ChildProcess } from 'node:child_process';
+import path from 'node:path';
+import { NodeDns } from './cluster-dns.ts';
+import { applyKubeProxyRules, type KubeProxyNode } from './kube-proxy.ts';
+import { sysctlIn } from './netns.ts';
+import type { ClusterNode } from './node.ts';
+import { ClusterServices } from './services.ts';
+
+export interface ServiceNetworkOptions {
+  clusterDir: string;
+  dualStack: boolean;
+  nodes: ClusterNode[];
+  /** A node's IPv6 underlay address (dual stack): its dnsmasq listens there too. */
+  underlayIp6?: (node: ClusterNode) => string;
+  /** The run's directory: services.log goes there. */
+  dir: string;
+}
+
+export class ServiceNetwork {
+  readonly services: ClusterServices;
+  /** What every pod's resolv.conf names: the cluster DNS Service's address. */
+  readonly nameservers: string[];
+  readonly #dnsByNode = new Map<ClusterNode, NodeDns>();
+
+  private constructor(services: ClusterServices, nameservers: string[]) {
+    this.services = services;
+    this.nameservers = nameservers;
+  }
+
+  dns(node: ClusterNode): NodeDns | undefined {
+    return this.#dnsByNode.get(node);
+  }
+
+  static async start(options: ServiceNetworkOptions): Promise<ServiceNetwork> {
+    const proxyNodes = new Map<ClusterNode, KubeProxyNode>();
+    const dnsByNode = new Map<ClusterNode, NodeDns>();
+    const services = new ClusterServices({
+      clusterDir: options.clusterDir,
+      dualStack: options.dualStack,
+      logFile: path.join(options.dir, 'services.log'),
+      consumers: [
+        async (table) => {
+          await Promise.all(options.nodes.map((node) => applyKubeProxyRules((cmd, args, runOptions) => node.exec(cmd, args, runOptions), table, proxyNodes.get(node)!)));
+        },
+        async (table) => {
+          await Promise.all([...dnsByNode.values()].map((dns) => dns.apply(table)));
+        },
+      ],
+    });
+    const dnsIp4 = services.allocator.dnsAddress('IPv4')!;
+    const dnsIp6 = options.dualStack ? services.allocator.dnsAddress('IPv6') : undefined;
+    const network = new ServiceNetwork(services, [dnsIp4]);
+    for (const node of options.nodes) {
+      const ip6 = dnsIp6 !== undefined ? options.underlayIp6?.(node) : undefined;
+      proxyNodes.set(node, {
+        name: node.name,
+        dns: [{ family: 'IPv4', serviceIp: dnsIp4, serverIp: node.underlayIp }, ...(ip6 !== undefined ? [{ family: 'IPv6' as const, serviceIp: dnsIp6!, serverIp: ip6 }] : [])],
+      });
+      // kube-proxy's requirement: bridged traffic passes the IP hooks, so a reply from an endpoint on the client's
+      // own bridge is un-DNATed (it would otherwise go straight back over the bridge with the endpoint's address).
+      await sysctlIn(node.netnsName, 'net.bridge.bridge-nf-call-iptables', '1');
+      if (options.dualStack) await sysctlIn(node.netnsName, 'net.bridge.bridge-nf-call-ip6tables', '1');
+      const dns = new NodeDns({
+        dir: node.dir,
+        listenAddresses: [node.underlayIp, ...(ip6 !== undefined ? [ip6] : [])],
+        spawn: (cmd, args, spawnOptions): ChildProcess => node.spawn(cmd, args, spawnOptions),
+      });
+      await dns.start({ services: [] });
+      dnsByNode.set(node, dns);
+      network.#dnsByNode.set(node, dns);
+    }
+    await services.start();
+    return network;
+  }
+
+  stop(): void {
+    this.services.stop();
+  }
+}
