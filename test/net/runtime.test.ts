@@ -155,6 +155,11 @@ test("a crashed run's namespaces, processes and temp dir are removed by the next
   });
   await mkdir(path.join(tmpDir, 'n0'));
   await writeFile(path.join(tmpDir, 'n0', 'agent.log'), 'left behind');
+  // A pod's resolv.conf (what `ip netns exec` mounts), outside the temp dir.
+  const podEtc = `/etc/netns/${runPrefix(runId)}pod`;
+  await mkdir(podEtc, { recursive: true });
+  await writeFile(path.join(podEtc, 'resolv.conf'), 'nameserver 10.240.0.10\n');
+  t.teardown(() => import('node:fs/promises').then((fs) => fs.rm(podEtc, { recursive: true, force: true })));
   await addNetns(netns);
   // A process the crashed run left running inside its namespace, outside any process group we track.
   const orphan = spawn('ip', ['netns', 'exec', netns, 'sleep', '600'], { detached: true, stdio: 'ignore' });
@@ -175,6 +180,7 @@ test("a crashed run's namespaces, processes and temp dir are removed by the next
   await orphanExit;
   t.deepEqual(await ourNamespaces(runId), []);
   t.false(existsSync(tmpDir));
+  t.false(existsSync(podEtc), 'its pods\' /etc/netns entries are removed');
   t.false(existsSync(recordFile(runId)));
   t.deepEqual((await readdir(REGISTRY_DIR)).filter((name) => name.includes(runId)), [], 'no record or reap claim is left');
 });
