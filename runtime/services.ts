@@ -134,8 +134,14 @@ function namespaceOf(object: K8sObject): string {
   return object.metadata?.namespace || 'default';
 }
 
+/** A pod's addresses, canonical; anything that is not an address is dropped (it could not be a DNAT target). */
 function podIps(pod: PodObject): string[] {
-  return pod.status?.podIPs?.map((entry) => entry.ip) ?? (pod.status?.podIP ? [pod.status.podIP] : []);
+  const listed = Array.isArray(pod.status?.podIPs) ? pod.status.podIPs.map((entry) => entry?.ip) : [pod.status?.podIP];
+  return listed.flatMap((ip) => (typeof ip === 'string' ? (canonicalIp(ip) ?? []) : []));
+}
+
+function isPortNumber(port: unknown): port is number {
+  return Number.isInteger(port) && (port as number) >= 1 && (port as number) <= 65535;
 }
 
 /**
@@ -146,7 +152,7 @@ export function isPodReady(pod: PodObject): boolean {
   if (pod.status?.phase !== 'Running' || podIps(pod).length === 0) return false;
   if ((pod.metadata as { deletionTimestamp?: string }).deletionTimestamp) return false;
   const conditions = (pod.status as { conditions?: { type?: string; status?: string }[] }).conditions;
-  const ready = conditions?.find((condition) => condition.type === 'Ready');
+  const ready = Array.isArray(conditions) ? conditions.find((condition) => condition?.type === 'Ready') : undefined;
   return ready === undefined || ready.status === 'True';
 }
 
@@ -363,16 +369,16 @@ export class ClusterServices {
     for (const [key, service] of ordered) {
       const file = objectSource(service)?.file ?? serviceFile(this.#options.clusterDir, namespaceOf(service), service.metadata.name);
       if (service.spec?.type === 'ExternalName') continue; // a DNS alias: no cluster IP, no endpoints
-      let assignment: Assignment;
       try {
-        assignment = this.#assign(key, service);
+        const assignment = this.#assign(key, service);
+        views.push(this.#view(key, service, file, assignment, pods, slicesByService.get(key) ?? []));
+        if (assignment.writeBack) writeBacks.push({ key, file, assignment });
       } catch (error) {
-        if (!(error instanceof ServiceRefused)) throw error;
-        problems.push({ code: error.code, service: key, file, message: `Service ${key} (${file}): ${error.message}` });
-        continue;
+        // A user's YAML can be anything: one bad Service is reported and skipped, the others are programmed.
+        const code: ServiceProblemCode = error instanceof ServiceRefused ? error.code : 'SERVICE_INVALID';
+        if (!(error instanceof ServiceRefused)) this.allocator.releaseAllBut(key);
+        problems.push({ code, service: key, file, message: `Service ${key} (${file}): ${(error as Error).message}` });
       }
-      if (assignment.writeBack) writeBacks.push({ key, file, assignment });
-      views.push(this.#view(key, service, file, assignment, pods, slicesByService.get(key) ?? []));
     }
     for (const { key, file, assignment } of writeBacks) {
       try {
@@ -408,6 +414,10 @@ export class ClusterServices {
   #view(key: string, service: ServiceObject, file: string, assignment: Assignment, pods: PodObject[], slices: EndpointSliceObject[]): ServiceView {
     const namespace = namespaceOf(service);
     const spec = service.spec ?? {};
+    if (spec.ports !== undefined && !Array.isArray(spec.ports)) throw new Error('spec.ports must be a list');
+    if (spec.selector !== undefined && (typeof spec.selector !== 'object' || spec.selector === null || Array.isArray(spec.selector))) {
+      throw new Error('spec.selector must be a map of labels');
+    }
     const includeUnready = spec.publishNotReadyAddresses === true;
     const ports: ServicePortView[] = [];
     const endpointIps = new Set<string>();
@@ -415,26 +425,28 @@ export class ClusterServices {
       spec.selector !== undefined && Object.keys(spec.selector).length > 0
         ? pods.filter((pod) => podNamespace(pod) === namespace && selects(spec.selector!, pod) && (includeUnready ? podIps(pod).length > 0 : isPodReady(pod)))
         : [];
-    for (const pod of selected) for (const ip of podIps(pod)) endpointIps.add(canonicalIp(ip) ?? ip);
+    for (const pod of selected) for (const ip of podIps(pod)) endpointIps.add(ip);
     for (const port of spec.ports ?? []) {
+      if (typeof port !== 'object' || port === null) throw new Error('each of spec.ports must be a map (port, targetPort, protocol, name)');
       const protocol = protocolOf(port);
-      if (protocol === undefined || !Number.isInteger(port.port)) continue;
+      if (protocol === undefined) throw new Error(`port ${String(port.port)}: protocol ${String(port.protocol)} is not TCP, UDP or SCTP`);
+      if (!isPortNumber(port.port)) throw new Error(`port ${String(port.port)} is not a port number (1-65535)`);
       const endpoints: EndpointView[] = [];
       for (const pod of selected) {
         const target = resolveTargetPort(port, pod);
-        if (target === undefined) continue; // the pod does not declare this named port: not an endpoint of it
-        for (const ip of podIps(pod)) endpoints.push({ ip: canonicalIp(ip) ?? ip, port: target, nodeName: pod.spec?.nodeName ?? '' });
+        if (!isPortNumber(target)) continue; // the pod does not declare this named port: not an endpoint of it
+        for (const ip of podIps(pod)) endpoints.push({ ip, port: target, nodeName: pod.spec?.nodeName ?? '' });
       }
       for (const slice of slices) {
         const slicePort = slice.ports?.find((candidate) => (candidate.name ?? '') === (port.name ?? '') && (candidate.protocol ?? 'TCP').toLowerCase() === protocol);
-        if (slicePort?.port === undefined) continue;
+        if (!isPortNumber(slicePort?.port)) continue;
         for (const endpoint of slice.endpoints ?? []) {
           if (!includeUnready && endpoint.conditions?.ready === false) continue;
           for (const ip of endpoint.addresses ?? []) {
             const canonical = canonicalIp(ip);
             if (canonical === undefined) continue;
             endpointIps.add(canonical);
-            endpoints.push({ ip: canonical, port: slicePort.port, nodeName: endpoint.nodeName ?? '' });
+            endpoints.push({ ip: canonical, port: slicePort!.port!, nodeName: endpoint.nodeName ?? '' });
           }
         }
       }
@@ -469,6 +481,8 @@ async function writeAtomically(file: string, text: string): Promise<void> {
 async function writeBackClusterIps(file: string, key: string, fields: NonNullable<Assignment['writeBack']>): Promise<void> {
   const text = await readFile(file, 'utf8');
   const documents = parseAllDocuments(text);
+  // Rewriting a file with a broken document could lose what the user wrote: leave it (the IPs stay assigned).
+  if (documents.some((document) => document.errors.length > 0)) throw new Error('the file has YAML errors; not rewritten');
   let found = false;
   for (const document of documents) {
     if (document.errors.length > 0) continue;

@@ -117,6 +117,29 @@ test('the controller assigns, writes back, refuses a taken address naming the fi
   t.deepEqual(services.table.services.find((service) => service.name === 'web')!.clusterIPs, ['10.240.0.2', 'fd00:f0::1'], 'the holder keeps it');
 });
 
+test('a Service a user got wrong is reported and skipped; the others and their endpoints are still programmed', async (t) => {
+  const { dir, services } = await controller(t);
+  await writeObjects(dir, 'pods.yaml', [
+    pod('good', { app: 'web' }, running('10.20.0.5')),
+    { ...pod('odd', { app: 'web' }, running('10.20.0.6')), status: { phase: 'Running', podIP: 'not-an-ip', conditions: 'yes' } },
+  ]);
+  const service = (name: string, spec: object): object => ({ apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: 'web' }, spec });
+  await writeObjects(dir, 'svc.yaml', [
+    service('good', { selector: { app: 'web' }, ports: [{ port: 80 }] }),
+    service('big-port', { selector: { app: 'web' }, ports: [{ port: 70000 }] }),
+    service('ports-text', { selector: { app: 'web' }, ports: '80' }),
+    service('bad-protocol', { selector: { app: 'web' }, ports: [{ port: 80, protocol: 'ICMP' }] }),
+    service('bad-ip', { clusterIP: 'ten.one', ports: [{ port: 80 }] }),
+  ]);
+  await services.start();
+  t.deepEqual(services.table.services.map((entry) => [entry.name, entry.ports[0]?.endpoints.map((endpoint) => endpoint.ip)]), [['good', ['10.20.0.5']]]);
+  t.deepEqual(
+    services.problems.map((problem) => [problem.service, problem.code]).sort(),
+    [['web/bad-ip', 'SERVICE_IP_REFUSED'], ['web/bad-protocol', 'SERVICE_INVALID'], ['web/big-port', 'SERVICE_INVALID'], ['web/ports-text', 'SERVICE_INVALID']],
+  );
+  t.regex(services.problems.find((problem) => problem.service === 'web/big-port')!.message, /svc\.yaml\): port 70000 is not a port number/);
+});
+
 const sampleTable: ServiceTable = {
   services: [
     {
