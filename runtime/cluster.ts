@@ -452,6 +452,9 @@ export async function createCluster(options: ClusterOptions): Promise<Cluster> {
   if (!Number.isInteger(options.nodes) || options.nodes < 1 || options.nodes > topology.MAX_NODES) {
     throw new RuntimeError('BAD_OPTIONS', `nodes must be an integer from 1 to ${topology.MAX_NODES}, got ${options.nodes}`);
   }
+  if (options.services === true && options.objectStore !== undefined) {
+    throw new RuntimeError('BAD_OPTIONS', 'services: the runtime runs Services for the cluster directory only; with objectStore the cluster (API server) has its own');
+  }
   await reapDeadRuns();
   const runId = topology.newRunId();
   const tmpDir = await mkdtemp(path.join(os.tmpdir(), `${topology.runPrefix(runId)}`));
