@@ -254,9 +254,11 @@ export class ClusterServices {
       let assignment: Assignment;
       try {
         assignment = this.#assign(key, service);
+        this.#view(key, service, file, assignment, [], []); // the checks a read makes, before anything is written
       } catch (error) {
-        if (!(error instanceof ServiceRefused)) throw error;
-        throw new RuntimeError(error.code, `Service ${key} (${file}): ${error.message}`);
+        this.allocator.releaseAllBut(key); // a Service it replaces gets its addresses back from its file at the next read
+        const code: ServiceProblemCode = error instanceof ServiceRefused ? error.code : 'SERVICE_INVALID';
+        throw new RuntimeError(code, `Service ${key} (${file}): ${(error as Error).message}`);
       }
       const object: ServiceObject = assignment.writeBack ? { ...service, spec: { ...service.spec, ...assignment.writeBack } } : service;
       await writeAtomically(file, stringify(object));

@@ -7,7 +7,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { stringify } from 'yaml';
 import { Cidr, ClusterIpAllocator, bigIntToIp, canonicalIp, ipToBigInt } from '../../runtime/service-ips.ts';
-import { ClusterServices, isPodReady, type ServiceTable } from '../../runtime/services.ts';
+import { ClusterServices, isPodReady, type ServiceObject, type ServiceTable } from '../../runtime/services.ts';
+import type { RuntimeError } from '../../runtime/errors.ts';
 import { renderFamily, renderRuleset } from '../../runtime/kube-proxy.ts';
 import { renderHostsFile, renderResolvConf } from '../../runtime/cluster-dns.ts';
 import type { PodObject } from '../../shared/k8s/objects.ts';
@@ -138,6 +139,9 @@ test('a Service a user got wrong is reported and skipped; the others and their e
     [['web/bad-ip', 'SERVICE_IP_REFUSED'], ['web/bad-protocol', 'SERVICE_INVALID'], ['web/big-port', 'SERVICE_INVALID'], ['web/ports-text', 'SERVICE_INVALID']],
   );
   t.regex(services.problems.find((problem) => problem.service === 'web/big-port')!.message, /svc\.yaml\): port 70000 is not a port number/);
+  const refused = await t.throwsAsync(services.applyService(service('applied', { ports: [{ port: 0 }] }) as ServiceObject));
+  t.is((refused as RuntimeError).code, 'SERVICE_INVALID');
+  t.regex(refused!.message, /services\/web\.applied\.yaml\): port 0 is not a port number/);
 });
 
 const sampleTable: ServiceTable = {
