@@ -5,7 +5,7 @@
 // once); a STRICT destination refuses their plaintext; and destroy leaves nothing behind.
 import test from 'ava';
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { createLocalMesh, type LocalMesh } from '../../runtime/local-mesh.ts';
 import { RuntimeError, runClient, startEchoServer, type Cluster, type Pod } from '../../runtime/index.ts';
@@ -227,6 +227,8 @@ test.serial('a headless Service answers with its ready endpoints, and internalTr
   await cluster.services!.applyService(echoService('echo-headless', 'web', { clusterIP: 'None', selector: { app: 'echo' } }));
   t.deepEqual(await getent(webClient, 'echo-headless', 'ahostsv4'), [webA.ip]);
   t.deepEqual(await query(webClient, 'echo-headless.web.svc.cluster.local', 'AAAA'), [webA.ip6]);
+  await rm(path.join(cluster.clusterDir, 'services', 'web.echo-headless.yaml'));
+  t.is(await waitFor('the removed Service\'s name to go', async () => ((await query(webClient, 'echo-headless.web.svc.cluster.local', 'A')) === 'ENOTFOUND' ? true : undefined)), true);
 
   const local = await cluster.services!.applyService(echoService('echo-local', 'web', { internalTrafficPolicy: 'Local', selector: { app: 'echo' } }));
   const onNode1 = await cluster.createPod({ node: 1, namespace: 'web', name: 'node1-client' });
