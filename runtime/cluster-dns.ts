@@ -10,7 +10,7 @@
  * Must not know about: where Services come from (services.ts) or how the address reaches dnsmasq (kube-proxy.ts).
  */
 import type { ChildProcess } from 'node:child_process';
-import { readdir, readFile, mkdir, rename, rm, writeFile } from 'node:fs/promises';
+import { open, readdir, readFile, mkdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { readdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { RuntimeError } from './errors.ts';
@@ -28,6 +28,8 @@ const DNSMASQ_START_TIMEOUT_MS = 10_000;
 const DNSMASQ = '/usr/sbin/dnsmasq';
 /** dnsmasq logs this once its sockets are bound. */
 const DNSMASQ_STARTED = 'started, version';
+/** How long a hosts file change may take to be read (inotify: milliseconds); past it the change is logged as late. */
+const DNSMASQ_RELOAD_TIMEOUT_MS = 5_000;
 
 /** The hosts file: one line per address and name; a headless Service lists each ready endpoint's address. */
 export function renderHostsFile(table: ServiceTable, domain = CLUSTER_DOMAIN): string {
@@ -95,6 +97,8 @@ export class NodeDns {
   readonly logFile: string;
   readonly #options: NodeDnsOptions;
   #process: ChildProcess | undefined;
+  /** The hosts file as last written: an endpoint change of a Service with a cluster IP leaves it as it is. */
+  #hostsText: string | undefined;
 
   constructor(options: NodeDnsOptions) {
     this.#options = options;
@@ -140,10 +144,43 @@ export class NodeDns {
     throw new RuntimeError('CLUSTER_DNS_NOT_READY', `dnsmasq did not start in ${DNSMASQ_START_TIMEOUT_MS} ms: ${stderr.trim()} (see ${this.logFile})`);
   }
 
-  /** Replaces the hosts file (a rename into the watched directory: dnsmasq reads it whole, never half-written). */
+  /**
+   * Replaces the hosts file (a rename into the watched directory: dnsmasq reads it whole, never half-written) and,
+   * once dnsmasq runs, waits until it logs having read it, so that whoever awaits this can query the new names.
+   */
   async apply(table: ServiceTable): Promise<void> {
     const temp = path.join(this.#options.dir, `.dns-hosts.${process.pid}.tmp`);
-    await writeFile(temp, renderHostsFile(table));
-    await rename(temp, path.join(this.hostsDir, 'services'));
+    const hostsFile = path.join(this.hostsDir, 'services');
+    const text = renderHostsFile(table);
+    if (text === this.#hostsText) return;
+    await writeFile(temp, text);
+    const running = this.#process !== undefined && this.#process.exitCode === null && this.#process.signalCode === null;
+    const logOffset = running ? await stat(this.logFile).then((info) => info.size, () => 0) : 0;
+    await rename(temp, hostsFile);
+    this.#hostsText = text;
+    if (!running) return;
+    const deadline = Date.now() + DNSMASQ_RELOAD_TIMEOUT_MS;
+    while (Date.now() < deadline) {
+      if ((await readFrom(this.logFile, logOffset)).includes(`read ${hostsFile}`)) return;
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    throw new RuntimeError('CLUSTER_DNS_NOT_READY', `dnsmasq did not read ${hostsFile} within ${DNSMASQ_RELOAD_TIMEOUT_MS} ms (see ${this.logFile})`);
+  }
+}
+
+/** The text of `file` from byte `offset` on ('' when it cannot be read). */
+async function readFrom(file: string, offset: number): Promise<string> {
+  let handle;
+  try {
+    handle = await open(file, 'r');
+    const { size } = await handle.stat();
+    if (size <= offset) return '';
+    const buffer = Buffer.alloc(size - offset);
+    await handle.read(buffer, 0, buffer.length, offset);
+    return buffer.toString('utf8');
+  } catch {
+    return '';
+  } finally {
+    await handle?.close();
   }
 }
