@@ -1,12 +1,14 @@
 /**
  * The cluster DNS of the local runtime (kube-dns's role): a real dnsmasq in every node namespace answering
  * `<svc>.<ns>.svc.cluster.local` from a hosts file written from the Services (a Service's cluster IPs; a headless
- * Service's ready endpoint addresses), NXDOMAIN for every other name under cluster.local, and REFUSED for names
- * outside it (the box has no upstream the nodes may reach). Pods reach it at the cluster DNS address, which each
+ * Service's ready endpoint addresses), NXDOMAIN for every other name under cluster.local, and other names forwarded
+ * to the upstream servers the cluster is given (none by default: the box has no upstream the nodes may reach, so
+ * they are REFUSED; a test can run one in a namespace of its own and set it). Pods reach it at the cluster DNS address, which each
  * node's kube-proxy stand-in sends to its own dnsmasq; every pod gets the resolv.conf a kubelet writes
  * (`/etc/netns/<netns>/resolv.conf`, which `ip netns exec` mounts over /etc/resolv.conf).
  *
- * Owns: the hosts file format, the dnsmasq command line and process per node, and the pods' resolv.conf files.
+ * Owns: the hosts file format, the upstream list, the dnsmasq command line and process per node, and the pods'
+ * resolv.conf files.
  * Must not know about: where Services come from (services.ts) or how the address reaches dnsmasq (kube-proxy.ts).
  */
 import type { ChildProcess } from 'node:child_process';
@@ -95,6 +97,8 @@ export interface NodeDnsOptions {
 export class NodeDns {
   readonly hostsDir: string;
   readonly logFile: string;
+  /** dnsmasq's resolv-file: the upstream servers (`nameserver` lines), re-read when it changes (inotify). */
+  readonly upstreamFile: string;
   readonly #options: NodeDnsOptions;
   #process: ChildProcess | undefined;
   /** The hosts file as last written: an endpoint change of a Service with a cluster IP leaves it as it is. */
@@ -104,6 +108,7 @@ export class NodeDns {
     this.#options = options;
     this.hostsDir = path.join(options.dir, 'dns-hosts');
     this.logFile = path.join(options.dir, 'dnsmasq.log');
+    this.upstreamFile = path.join(options.dir, 'dns-upstream', 'resolv.conf');
   }
 
   get process(): ChildProcess | undefined {
@@ -113,11 +118,13 @@ export class NodeDns {
   /** Writes the first hosts file and starts dnsmasq; resolves once it has bound its sockets. */
   async start(table: ServiceTable): Promise<void> {
     await mkdir(this.hostsDir, { recursive: true });
+    await mkdir(path.dirname(this.upstreamFile), { recursive: true });
+    await writeFile(this.upstreamFile, '');
     await this.apply(table);
     const args = [
       '--keep-in-foreground',
       '--conf-file=/dev/null', // nothing from /etc/dnsmasq.conf or /etc/dnsmasq.d
-      '--no-resolv', // no upstream: names outside cluster.local are refused
+      `--resolv-file=${this.upstreamFile}`, // empty: no upstream, names outside cluster.local are refused
       '--no-hosts', // not the root's /etc/hosts
       '--user=root', // stays able to read the run's private directory
       '--pid-file=',
@@ -158,14 +165,30 @@ export class NodeDns {
     const logOffset = running ? await stat(this.logFile).then((info) => info.size, () => 0) : 0;
     await rename(temp, hostsFile);
     this.#hostsText = text;
-    if (!running) return;
-    const deadline = Date.now() + DNSMASQ_RELOAD_TIMEOUT_MS;
-    while (Date.now() < deadline) {
-      if ((await readFrom(this.logFile, logOffset)).includes(`read ${hostsFile}`)) return;
-      await new Promise((resolve) => setTimeout(resolve, 5));
-    }
-    throw new RuntimeError('CLUSTER_DNS_NOT_READY', `dnsmasq did not read ${hostsFile} within ${DNSMASQ_RELOAD_TIMEOUT_MS} ms (see ${this.logFile})`);
+    if (running) await waitForLog(this.logFile, logOffset, `read ${hostsFile}`, `read ${hostsFile}`);
   }
+
+  /**
+   * Where names outside cluster.local go (IP addresses the node namespace can reach); empty: nowhere (REFUSED).
+   * Resolves once dnsmasq uses the new list.
+   */
+  async setUpstream(servers: string[]): Promise<void> {
+    const logOffset = await stat(this.logFile).then((info) => info.size, () => 0);
+    const temp = path.join(this.#options.dir, `.dns-upstream.${process.pid}.tmp`);
+    await writeFile(temp, servers.map((server) => `nameserver ${server}\n`).join(''));
+    await rename(temp, this.upstreamFile);
+    await waitForLog(this.logFile, logOffset, servers.length > 0 ? `using nameserver ${servers.at(-1)}#` : `reading ${this.upstreamFile}`, `take its new upstream servers`);
+  }
+}
+
+/** Waits until `logFile` shows `text` after byte `offset`. */
+async function waitForLog(logFile: string, offset: number, text: string, what: string): Promise<void> {
+  const deadline = Date.now() + DNSMASQ_RELOAD_TIMEOUT_MS;
+  while (Date.now() < deadline) {
+    if ((await readFrom(logFile, offset)).includes(text)) return;
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  throw new RuntimeError('CLUSTER_DNS_NOT_READY', `dnsmasq did not ${what} within ${DNSMASQ_RELOAD_TIMEOUT_MS} ms (see ${logFile})`);
 }
 
 /** The text of `file` from byte `offset` on ('' when it cannot be read). */

@@ -391,6 +391,15 @@ export class Cluster {
   }
 
   /**
+   * Where the cluster DNS sends names outside cluster.local (addresses every node namespace reaches, e.g. a server
+   * the caller runs in the fabric); by default there is none and such names are refused.
+   */
+  async setDnsUpstream(servers: string[]): Promise<void> {
+    if (this.#serviceNetwork === undefined) throw new RuntimeError('BAD_OPTIONS', `cluster ${this.name} runs no cluster DNS (services are off)`);
+    await this.#serviceNetwork.setDnsUpstream(servers);
+  }
+
+  /**
    * Sets the pod's Ready condition, as the kubelet does when a readiness probe passes or fails: a pod that is not
    * Ready stays running but is no Service's endpoint.
    */

@@ -81,6 +81,11 @@ export class ServiceNetwork {
     return network;
   }
 
+  /** Upstream servers for names outside cluster.local, on every node's cluster DNS. */
+  async setDnsUpstream(servers: string[]): Promise<void> {
+    await Promise.all([...this.#dnsByNode.values()].map((dns) => dns.setUpstream(servers)));
+  }
+
   stop(): void {
     this.services.stop();
   }

@@ -268,6 +268,25 @@ test.serial('enrolled pods still reach Services; a STRICT destination refuses th
   t.true(mesh.ok, `the mesh path (HBONE to the pod) still gets in: ${mesh.errors.join('; ')}`);
 });
 
+test.serial('names outside cluster.local go to the upstream the cluster is given; without one they are refused', async (t) => {
+  t.is(await query(legacy, 'www.example.test', 'A'), 'EREFUSED', 'no upstream by default');
+  // An upstream resolver of the test's own, on the fabric (the underlay every node reaches).
+  const fabricIp = mesh.controlPlaneAddress!.split(':')[0]!;
+  const upstream = cluster.spawnInFabric(
+    '/usr/sbin/dnsmasq',
+    ['--keep-in-foreground', '--conf-file=/dev/null', '--no-resolv', '--no-hosts', '--user=root', '--pid-file=', '--bind-interfaces', `--listen-address=${fabricIp}`, '--address=/example.test/192.0.2.7'],
+    { stdio: 'ignore' },
+  );
+  t.teardown(() => void upstream.kill('SIGKILL'));
+  await cluster.setDnsUpstream([fabricIp]);
+  const answer = await waitFor('the upstream\'s answer', async () => {
+    const addresses = await getent(legacy, 'www.example.test', 'ahostsv4');
+    return addresses.length > 0 ? addresses : undefined;
+  });
+  t.deepEqual(answer, ['192.0.2.7'], 'through the search path (ndots 5) and on to the upstream');
+  t.is(await query(legacy, 'nothing.web.svc.cluster.local', 'A'), 'ENOTFOUND', 'cluster names are still the cluster DNS\'s own');
+});
+
 test.serial('destroy leaves no namespaces, /etc/netns directories or dnsmasq processes behind', async (t) => {
   const prefix = runPrefix(cluster.runId);
   const dnsmasqOfRun = async (): Promise<string[]> => {
