@@ -7,8 +7,8 @@
  *   2. enrolls namespace `shop` by labelling it (istio.io/dataplane-mode=ambient) in its YAML file while the mesh
  *      runs, starts a server pod on node 2 and a client pod on node 1 in it, plus a client pod in the un-enrolled
  *      namespace `legacy`; the agents get the pods' certificates from the control plane's CA;
- *   3. publishes Service `server` in `shop` (the runtime gives it a cluster IP, its kube-proxy stand-in routes the
- *      cluster IP to the server pod, its cluster DNS answers `server.shop`);
+ *   3. publishes Service `server` in `shop` before the pods (the runtime gives it a cluster IP, its kube-proxy
+ *      stand-in routes the cluster IP to the server pod, its cluster DNS answers `server.shop`);
  *   4. captures the node-to-node link with tcpdump while each client talks to the server, then shows the SPIFFE
  *      identities on both ends and what crossed the link: only TLS on port 15008 for the mesh client, plaintext
  *      for the legacy client, which reaches the server by the Service's name.
@@ -126,6 +126,16 @@ async function main(): Promise<void> {
     await cluster.setNamespaceLabels('shop', ENROLLED);
     console.log(`    ${(await readFile(path.join(cluster.clusterDir, 'namespaces', 'shop.yaml'), 'utf8')).trim().split('\n').join('\n    ')}`);
 
+    // Published before the pods, so the control plane's push of it is long done when the link is captured.
+    step('Publishing Service shop/server (port 80 -> the pods labelled app=server, port 8080)');
+    const service = await cluster.services!.applyService({
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: { name: 'server', namespace: 'shop' },
+      spec: { selector: { app: 'server' }, ports: [{ name: 'tcp', port: SERVICE_PORT, targetPort: APP_PORT }] },
+    });
+    console.log(`    cluster IP ${service.spec!.clusterIP} (written back to ${path.join(cluster.clusterDir, 'services', 'shop.server.yaml')})`);
+
     step('Starting pods');
     const server = await cluster.createPod({ node: node2, namespace: 'shop', name: 'server', serviceAccount: 'server', labels: { app: 'server' } });
     const client = await cluster.createPod({ node: node1, namespace: 'shop', name: 'client', serviceAccount: 'client' });
@@ -134,17 +144,9 @@ async function main(): Promise<void> {
     console.log(`    shop/server         ${server.ip}  on ${node2.name}  (enrolled: captured by the agent)`);
     console.log(`    shop/client         ${client.ip}  on ${node1.name}  (enrolled: captured by the agent)`);
     console.log(`    legacy/legacy-client ${legacy.ip}  on ${node1.name}  (not enrolled: plain networking)`);
-
-    step('Publishing Service shop/server (port 80 -> the server pod\'s 8080)');
-    const service = await cluster.services!.applyService({
-      apiVersion: 'v1',
-      kind: 'Service',
-      metadata: { name: 'server', namespace: 'shop' },
-      spec: { selector: { app: 'server' }, ports: [{ name: 'tcp', port: SERVICE_PORT, targetPort: APP_PORT }] },
-    });
     const resolved = (await legacy.exec('getent', ['hosts', 'server.shop'])).stdout.trim().split(/\s+/)[0] ?? '';
-    console.log(`    cluster IP ${service.spec!.clusterIP} (written back to ${path.join(cluster.clusterDir, 'services', 'shop.server.yaml')})`);
     console.log(`    from legacy/legacy-client, server.shop resolves to ${resolved || '(nothing)'} (the cluster DNS: a dnsmasq per node)`);
+
     const [meshHost, meshPort] = MESH_CLIENT_USES_SERVICE_NAME ? ['server', SERVICE_PORT] : [server.ip, APP_PORT];
 
     const pcapDir = cluster.tmpDir;

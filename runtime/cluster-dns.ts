@@ -3,20 +3,22 @@
  * `<svc>.<ns>.svc.cluster.local` from a hosts file written from the Services (a Service's cluster IPs; a headless
  * Service's ready endpoint addresses), NXDOMAIN for every other name under cluster.local, and other names forwarded
  * to the upstream servers the cluster is given (none by default: the box has no upstream the nodes may reach, so
- * they are REFUSED; a test can run one in a namespace of its own and set it). Pods reach it at the cluster DNS address, which each
- * node's kube-proxy stand-in sends to its own dnsmasq; every pod gets the resolv.conf a kubelet writes
- * (`/etc/netns/<netns>/resolv.conf`, which `ip netns exec` mounts over /etc/resolv.conf).
+ * they are REFUSED; a test can run one in a namespace of its own and set it). Pods reach it at the cluster DNS
+ * address (10.240.0.10), which every node holds on its loopback, as NodeLocal DNSCache does, so a pod's query goes
+ * to its own node's dnsmasq without NAT. (DNAT, as kube-proxy does for kube-dns, lets glibc's A and AAAA queries,
+ * sent at once from one socket, race in conntrack: one is dropped now and then and the lookup stalls 5 s, seen
+ * here.) Every pod gets the resolv.conf a kubelet writes (`/etc/netns/<netns>/resolv.conf`, which `ip netns exec`
+ * mounts over /etc/resolv.conf).
  *
  * Owns: the hosts file format, the upstream list, the dnsmasq command line and process per node, and the pods'
  * resolv.conf files.
- * Must not know about: where Services come from (services.ts) or how the address reaches dnsmasq (kube-proxy.ts).
+ * Must not know about: where Services come from (services.ts) or how Service VIPs are routed (kube-proxy.ts).
  */
 import type { ChildProcess } from 'node:child_process';
 import { open, readdir, readFile, mkdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { readdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { RuntimeError } from './errors.ts';
-import { DNS_PORT } from './kube-proxy.ts';
 import { CLUSTER_DOMAIN, type ServiceTable } from './services.ts';
 
 /** Where `ip netns exec <name>` finds files to bind-mount over /etc (iproute2). */
@@ -26,6 +28,7 @@ const NDOTS = 5;
 /** TTL of the answers (kube-dns: 30 s for services; short here so tests and users see changes soon). */
 const ANSWER_TTL_SECONDS = 5;
 const DNSMASQ_START_TIMEOUT_MS = 10_000;
+export const DNS_PORT = 53;
 /** Debian's dnsmasq-base. */
 const DNSMASQ = '/usr/sbin/dnsmasq';
 /** dnsmasq logs this once its sockets are bound. */

@@ -193,7 +193,6 @@ export class Cluster {
         clusterDir: this.clusterDir,
         dualStack: this.#options.dualStack === true,
         nodes: this.nodes,
-        underlayIp6: (node) => topology.underlayIp6(this.runId, node.index),
         dir: this.tmpDir,
       });
     }

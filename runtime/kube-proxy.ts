@@ -12,8 +12,8 @@
  * A pod's traffic to a VIP leaves it by its default route to the node's bridge, so the node namespace is where the
  * DNAT happens, for pods of every node (their nodes route pod ranges to each other). Pods the agent captures are
  * redirected inside the pod first; what the agent sends on to a VIP (not in the mesh) comes through here like any
- * pod's, and what it sends to a pod IP matches nothing here. The cluster DNS address is a Service of the same
- * table whose endpoint is this node's own DNS server (as NodeLocal DNSCache keeps DNS on the node).
+ * pod's, and what it sends to a pod IP matches nothing here. The cluster DNS address is not DNATed here: every
+ * node holds it itself (cluster-dns.ts).
  * Each sync replaces both tables in one `nft -f` transaction: packets see the old rules or the new, never a mix.
  *
  * Owns: the ruleset text and applying it in one node.
@@ -26,15 +26,14 @@ import type { ServiceTable, ServiceView } from './services.ts';
 export const KUBE_PROXY_TABLE = 'kube-proxy';
 /** kube-proxy's masquerade bit. */
 const MASQUERADE_MARK = '0x4000';
-export const DNS_PORT = 53;
 /** By absolute path: `nft` on a developer's PATH may be node_modules/.bin/nft (@vercel/nft, a file tracer). */
 const NFT = '/usr/sbin/nft';
 
 /** What the rules of one node depend on besides the table. */
 export interface KubeProxyNode {
   name: string;
-  /** The cluster DNS Service's address per family, and this node's DNS server address per family. */
-  dns: { family: IpFamily; serviceIp: string; serverIp: string }[];
+  /** The families the cluster has (IPv6 too in a dual-stack cluster): one table each. */
+  families: IpFamily[];
 }
 
 /** Chain names are nft identifiers: keep letters, digits and `/._-`; an IPv6 address's colons become dots. */
@@ -91,12 +90,6 @@ export function renderFamily(table: ServiceTable, node: KubeProxyNode, family: I
   const daddr = family === 'IPv4' ? 'ip daddr' : 'ip6 daddr';
   const keyType = family === 'IPv4' ? 'ipv4_addr . inet_proto . inet_service' : 'ipv6_addr . inet_proto . inet_service';
   const set: ChainSet = { serviceIps: [], noEndpoints: [], chains: [] };
-  for (const dns of node.dns) {
-    if (dns.family !== family) continue;
-    for (const protocol of ['udp', 'tcp']) {
-      addService(set, family, `kube-system/kube-dns/${protocol}/dns`, dns.serviceIp, protocol, DNS_PORT, [{ ip: dns.serverIp, port: DNS_PORT }]);
-    }
-  }
   for (const service of table.services) {
     for (const vip of service.clusterIPs) {
       if (familyOf(vip) !== family) continue;
@@ -132,10 +125,9 @@ export function renderFamily(table: ServiceTable, node: KubeProxyNode, family: I
   ].join('\n');
 }
 
-/** Both families' tables (IPv6 only when the node has an IPv6 DNS address, i.e. in a dual-stack cluster). */
+/** The tables of the node's families. */
 export function renderRuleset(table: ServiceTable, node: KubeProxyNode): string {
-  const families: IpFamily[] = node.dns.some((dns) => dns.family === 'IPv6') ? ['IPv4', 'IPv6'] : ['IPv4'];
-  return families.map((family) => renderFamily(table, node, family)).join('');
+  return node.families.map((family) => renderFamily(table, node, family)).join('');
 }
 
 /** Runs a command in the node's namespace (ClusterNode.exec). */

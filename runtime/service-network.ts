@@ -10,7 +10,7 @@ import type { ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { NodeDns } from './cluster-dns.ts';
 import { applyKubeProxyRules, type KubeProxyNode } from './kube-proxy.ts';
-import { sysctlIn } from './netns.ts';
+import { ipIn, sysctlIn } from './netns.ts';
 import type { ClusterNode } from './node.ts';
 import { ClusterServices } from './services.ts';
 
@@ -18,8 +18,6 @@ export interface ServiceNetworkOptions {
   clusterDir: string;
   dualStack: boolean;
   nodes: ClusterNode[];
-  /** A node's IPv6 underlay address (dual stack): its dnsmasq listens there too. */
-  underlayIp6?: (node: ClusterNode) => string;
   /** The run's directory: services.log goes there. */
   dir: string;
 }
@@ -59,18 +57,18 @@ export class ServiceNetwork {
     const dnsIp6 = options.dualStack ? services.allocator.dnsAddress('IPv6') : undefined;
     const network = new ServiceNetwork(services, [dnsIp4]);
     for (const node of options.nodes) {
-      const ip6 = dnsIp6 !== undefined ? options.underlayIp6?.(node) : undefined;
-      proxyNodes.set(node, {
-        name: node.name,
-        dns: [{ family: 'IPv4', serviceIp: dnsIp4, serverIp: node.underlayIp }, ...(ip6 !== undefined ? [{ family: 'IPv6' as const, serviceIp: dnsIp6!, serverIp: ip6 }] : [])],
-      });
+      proxyNodes.set(node, { name: node.name, families: dnsIp6 !== undefined ? ['IPv4', 'IPv6'] : ['IPv4'] });
+      // The cluster DNS address is the node's own (NodeLocal DNSCache's way): pods reach their node's dnsmasq
+      // without NAT. nodad: usable at once.
+      await ipIn(node.netnsName, ['addr', 'add', `${dnsIp4}/32`, 'dev', 'lo']);
+      if (dnsIp6 !== undefined) await ipIn(node.netnsName, ['-6', 'addr', 'add', `${dnsIp6}/128`, 'dev', 'lo', 'nodad']);
       // kube-proxy's requirement: bridged traffic passes the IP hooks, so a reply from an endpoint on the client's
       // own bridge is un-DNATed (it would otherwise go straight back over the bridge with the endpoint's address).
       await sysctlIn(node.netnsName, 'net.bridge.bridge-nf-call-iptables', '1');
       if (options.dualStack) await sysctlIn(node.netnsName, 'net.bridge.bridge-nf-call-ip6tables', '1');
       const dns = new NodeDns({
         dir: node.dir,
-        listenAddresses: [node.underlayIp, ...(ip6 !== undefined ? [ip6] : [])],
+        listenAddresses: [dnsIp4, ...(dnsIp6 !== undefined ? [dnsIp6] : [])],
         spawn: (cmd, args, spawnOptions): ChildProcess => node.spawn(cmd, args, spawnOptions),
       });
       await dns.start({ services: [] });
