@@ -7,9 +7,11 @@
  *   2. enrolls namespace `shop` by labelling it (istio.io/dataplane-mode=ambient) in its YAML file while the mesh
  *      runs, starts a server pod on node 2 and a client pod on node 1 in it, plus a client pod in the un-enrolled
  *      namespace `legacy`; the agents get the pods' certificates from the control plane's CA;
- *   3. captures the node-to-node link with tcpdump while each client talks to the server, then shows the SPIFFE
+ *   3. publishes Service `server` in `shop` before the pods (the runtime gives it a cluster IP, its kube-proxy
+ *      stand-in routes the cluster IP to the server pod, its cluster DNS answers `server.shop`);
+ *   4. captures the node-to-node link with tcpdump while each client talks to the server, then shows the SPIFFE
  *      identities on both ends and what crossed the link: only TLS on port 15008 for the mesh client, plaintext
- *      for the legacy client.
+ *      for the legacy client, which reaches the server by the Service's name.
  *
  *   node demo/run.ts [--keep]   (--keep: stay up until Ctrl-C, SIGTERM or SIGHUP, printing how to reach the pods
  *                                and ambitctl commands for this run)
@@ -31,6 +33,14 @@ import { run } from '../runtime/exec.ts';
 const { values } = parseArgs({ options: { keep: { type: 'boolean', default: false } } });
 const ENROLLED = { 'istio.io/dataplane-mode': 'ambient' };
 const APP_PORT = 8080;
+/** The Service's port (the pods listen on APP_PORT, its targetPort). */
+const SERVICE_PORT = 80;
+/**
+ * The mesh client dials the server pod's IP: the agent resolves Service cluster IPs itself only with issue 10
+ * item 1 (until then a connection to the cluster IP would leave the pod as plaintext). With it, set this to true
+ * and the mesh client uses the Service name too.
+ */
+const MESH_CLIENT_USES_SERVICE_NAME = false;
 /** The sample client sends this text repeated: if it shows up on the wire, the wire carried plaintext. */
 const PLAINTEXT_MARKER = 'ambit-ambit-ambit-';
 
@@ -43,8 +53,15 @@ interface WireReport {
   plaintextSeen: boolean;
 }
 
+/**
+ * Pod traffic on the link. The agents' own connections to the control plane (xDS and CA, TLS to 15012) cross it too,
+ * and a push landing in the capture window (after a pod or Service change, later on a loaded machine) is not what
+ * the demo's claim is about.
+ */
+const CAPTURE_FILTER = 'tcp and not port 15012';
+
 async function captureLink(netns: string, file: string, during: () => Promise<void>): Promise<WireReport> {
-  const tcpdump: ChildProcess = spawn('ip', ['netns', 'exec', netns, 'tcpdump', '-Z', 'root', '--immediate-mode', '-i', NODE_UNDERLAY_IF, '-U', '-s', '0', '-w', file, 'tcp'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const tcpdump: ChildProcess = spawn('ip', ['netns', 'exec', netns, 'tcpdump', '-Z', 'root', '--immediate-mode', '-i', NODE_UNDERLAY_IF, '-U', '-s', '0', '-w', file, CAPTURE_FILTER], { stdio: ['ignore', 'ignore', 'pipe'] });
   // tcpdump says "listening on" once the capture is live.
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error('tcpdump did not start')), 10_000);
@@ -153,20 +170,34 @@ async function main(): Promise<void> {
     await cluster.setNamespaceLabels('shop', ENROLLED);
     console.log(`    ${(await readFile(path.join(cluster.clusterDir, 'namespaces', 'shop.yaml'), 'utf8')).trim().split('\n').join('\n    ')}`);
 
+    // Published before the pods, so the control plane's push of it is long done when the link is captured.
+    step('Publishing Service shop/server (port 80 -> the pods labelled app=server, port 8080)');
+    const service = await cluster.services!.applyService({
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: { name: 'server', namespace: 'shop' },
+      spec: { selector: { app: 'server' }, ports: [{ name: 'tcp', port: SERVICE_PORT, targetPort: APP_PORT }] },
+    });
+    console.log(`    cluster IP ${service.spec!.clusterIP} (written back to ${path.join(cluster.clusterDir, 'services', 'shop.server.yaml')})`);
+
     step('Starting pods');
-    const server = await cluster.createPod({ node: node2, namespace: 'shop', name: 'server', serviceAccount: 'server' });
+    const server = await cluster.createPod({ node: node2, namespace: 'shop', name: 'server', serviceAccount: 'server', labels: { app: 'server' } });
     const client = await cluster.createPod({ node: node1, namespace: 'shop', name: 'client', serviceAccount: 'client' });
     const legacy = await cluster.createPod({ node: node1, namespace: 'legacy', name: 'legacy-client', serviceAccount: 'legacy' });
     await startEchoServer(server, { port: APP_PORT });
     console.log(`    shop/server         ${server.ip}  on ${node2.name}  (enrolled: captured by the agent)`);
     console.log(`    shop/client         ${client.ip}  on ${node1.name}  (enrolled: captured by the agent)`);
     console.log(`    legacy/legacy-client ${legacy.ip}  on ${node1.name}  (not enrolled: plain networking)`);
+    const resolved = (await legacy.exec('getent', ['hosts', 'server.shop'])).stdout.trim().split(/\s+/)[0] ?? '';
+    console.log(`    from legacy/legacy-client, server.shop resolves to ${resolved || '(nothing)'} (the cluster DNS: a dnsmasq per node)`);
+
+    const [meshHost, meshPort] = MESH_CLIENT_USES_SERVICE_NAME ? ['server', SERVICE_PORT] : [server.ip, APP_PORT];
 
     const pcapDir = cluster.tmpDir;
-    step(`shop/client -> shop/server:${APP_PORT}, 20 connections of 4 KiB, capturing the node-to-node link`);
+    step(`shop/client -> ${meshHost}:${meshPort}, 20 connections of 4 KiB, capturing the node-to-node link`);
     let meshResult: Awaited<ReturnType<typeof runClient>> | undefined;
     const meshWire = await captureLink(node1.netnsName, path.join(pcapDir, 'mesh.pcap'), async () => {
-      meshResult = await runClient(client, { host: server.ip, port: APP_PORT, count: 20, size: 4096 });
+      meshResult = await runClient(client, { host: meshHost, port: meshPort, count: 20, size: 4096 });
     });
     console.log(`    client: ${meshResult!.succeeded}/${meshResult!.connections} connections echoed correctly`);
     const outbound = (await accessLogLines(node1.agentLogFile, server)).filter((entry) => entry.direction === 'outbound');
@@ -181,21 +212,23 @@ async function main(): Promise<void> {
       }
     }
 
-    step(`legacy/legacy-client -> shop/server:${APP_PORT} (not enrolled), capturing the same link`);
+    step(`legacy/legacy-client -> server.shop:${SERVICE_PORT} (not enrolled; by the Service's name), capturing the same link`);
     let legacyResult: Awaited<ReturnType<typeof runClient>> | undefined;
     const legacyWire = await captureLink(node1.netnsName, path.join(pcapDir, 'legacy.pcap'), async () => {
-      legacyResult = await runClient(legacy, { host: server.ip, port: APP_PORT, count: 5, size: 4096 });
+      legacyResult = await runClient(legacy, { host: 'server.shop', port: SERVICE_PORT, count: 5, size: 4096 });
     });
     console.log(`    client: ${legacyResult!.succeeded}/${legacyResult!.connections} connections echoed correctly`);
     console.log(`    on the wire: ${legacyWire.packets} packets; ${describePorts(legacyWire)}; plaintext payload seen: ${legacyWire.plaintextSeen ? 'yes' : 'NO'}`);
 
     const onlyHbone = meshWire.packets > 0 && [...meshWire.ports.keys()].every((port) => port === 15008) && !meshWire.plaintextSeen;
-    const ok = meshResult!.ok && legacyResult!.ok && onlyHbone && inboundSrc?.principal === 'spiffe://cluster.local/ns/shop/sa/client' && legacyWire.plaintextSeen;
+    const serviceResolved = resolved === service.spec!.clusterIP;
+    const ok = meshResult!.ok && legacyResult!.ok && onlyHbone && inboundSrc?.principal === 'spiffe://cluster.local/ns/shop/sa/client' && legacyWire.plaintextSeen && serviceResolved;
     step('Summary');
     console.log(`    mesh client reached the server through HBONE (mutual TLS 1.3, port 15008): ${meshResult!.ok && onlyHbone ? 'yes' : 'NO'}`);
     console.log(`    identities: client spiffe://cluster.local/ns/shop/sa/client -> server spiffe://cluster.local/ns/shop/sa/server`);
     console.log(`    only TLS crossed between the nodes for mesh traffic: ${onlyHbone ? 'yes' : 'NO'}`);
     console.log(`    un-enrolled client still reached the server, in plaintext: ${legacyResult!.ok && legacyWire.plaintextSeen ? 'yes' : 'NO'}`);
+    console.log(`    ... by the Service's name, through the node's kube-proxy stand-in: ${legacyResult!.ok && serviceResolved ? 'yes' : 'NO'}`);
     if (values.keep) {
       step(`Staying up (Ctrl-C, SIGTERM or SIGHUP to tear down). Run ${cluster.runId}: every namespace of it starts with ${node1.netnsName.slice(0, -2)}. Try:`);
       console.log(`    ip netns exec ${client.netnsName} ${process.execPath} runtime/apps/client.ts --host ${server.ip} --port ${APP_PORT}`);
@@ -203,6 +236,8 @@ async function main(): Promise<void> {
       console.log(`    ${AMBITCTL} certs --node ${node2.netnsName}              # the certificates the agent of ${node2.name} holds`);
       console.log(`    ${AMBITCTL} authz check shop/client shop/server ${APP_PORT} --node ${node2.netnsName}   # asks the destination's agent`);
       console.log(`    ${AMBITCTL} authz check legacy/legacy-client shop/server ${APP_PORT} --cluster-dir ${cluster.clusterDir}`);
+      console.log(`    ip netns exec ${legacy.netnsName} getent hosts server.shop   # the cluster DNS`);
+      console.log(`    ip netns exec ${node1.netnsName} nft list table ip kube-proxy   # the kube-proxy stand-in`);
       console.log(`    agent logs: ${node1.agentLogFile} ${node2.agentLogFile}`);
       console.log(`    cluster state (edit labels here): ${cluster.clusterDir}`);
       console.log(`    CA root and private key (removed at teardown): ${built.caDir}`);

@@ -22,6 +22,9 @@ import { addNetns, addVethBetween, deleteNetns, ipIn, listNetns, sysctlIn } from
 import { ClusterNode, type AgentCommand } from './node.ts';
 import { Pod } from './pod.ts';
 import { processStartTime, reapDeadRuns, removeRecord, removeRun, writeRecord, type RunRecord } from './run-registry.ts';
+import { removePodResolvConf, removeResolvConfsWithPrefix, removeResolvConfsWithPrefixSync, writePodResolvConf } from './cluster-dns.ts';
+import { ServiceNetwork } from './service-network.ts';
+import type { ClusterServices } from './services.ts';
 import * as topology from './topology.ts';
 
 /** Debian's containernetworking-plugins (loopback, bridge, host-local). */
@@ -65,6 +68,12 @@ export interface ClusterOptions {
    * key): they go wherever the run's temp dir goes (destroy, the exit hook, the next run's reaper).
    */
   run?: ReservedRun;
+  /**
+   * Services (services.ts): cluster IPs for the directory's Services, a kube-proxy stand-in and a cluster DNS
+   * (dnsmasq) in every node, a resolv.conf for every pod. Default: on with the cluster directory, off when
+   * `objectStore` publishes elsewhere.
+   */
+  services?: boolean;
 }
 
 /** A run id and temp dir, recorded in the run registry (so the next run reaps them if this process dies). */
@@ -100,6 +109,11 @@ export interface CreatePodOptions {
   containers?: string[];
 }
 
+/** A Pod's Ready condition as the kubelet reports it. */
+function readyCondition(ready: boolean): { type: 'Ready'; status: 'True' | 'False'; lastTransitionTime: string } {
+  return { type: 'Ready', status: ready ? 'True' : 'False', lastTransitionTime: new Date().toISOString() };
+}
+
 /** Clusters not yet destroyed, cleaned synchronously if the process exits without destroy(). */
 const liveClusters = new Set<Cluster>();
 let exitHookInstalled = false;
@@ -126,6 +140,7 @@ export class Cluster {
   readonly #namespaceLabels = new Map<string, Record<string, string>>();
   readonly #chains = new Map<ClusterNode, CniChain>();
   readonly #objects: ClusterObjectStore;
+  #serviceNetwork: ServiceNetwork | undefined;
   #destroying: Promise<TeardownReport> | undefined;
 
   constructor(runId: string, tmpDir: string, options: ClusterOptions) {
@@ -140,6 +155,16 @@ export class Cluster {
 
   get pods(): Pod[] {
     return [...this.#podsByName.values()];
+  }
+
+  /** The Services controller (cluster IPs, endpoints, problems), when the cluster runs Services. */
+  get services(): ClusterServices | undefined {
+    return this.#serviceNetwork?.services;
+  }
+
+  /** The cluster DNS address pods' resolv.conf names, when the cluster runs Services. */
+  get dnsServers(): string[] {
+    return this.#serviceNetwork?.nameservers ?? [];
   }
 
   get fabricNetns(): string {
@@ -187,6 +212,14 @@ export class Cluster {
         }
       }
     }
+    if (this.#servicesEnabled) {
+      this.#serviceNetwork = await ServiceNetwork.start({
+        clusterDir: this.clusterDir,
+        dualStack: this.#options.dualStack === true,
+        nodes: this.nodes,
+        dir: this.tmpDir,
+      });
+    }
     await this.#options.beforeAgents?.(this);
     if (this.#options.agentCommand !== undefined) {
       await Promise.all(this.nodes.map((node) => node.startAgent()));
@@ -229,6 +262,9 @@ export class Cluster {
         bridge: topology.NODE_BRIDGE,
         isGateway: true,
         ipMasq: false,
+        // A pod reaching its own Service through the node's DNAT gets the frame back on its own bridge port, which
+        // the bridge forwards only in hairpin mode (kubelet sets it on every pod's port for the same reason).
+        ...(this.#servicesEnabled ? { hairpinMode: true } : {}),
         ipam: {
           type: 'host-local',
           ranges: [
@@ -253,6 +289,10 @@ export class Cluster {
       node,
       new CniChain({ runInNetns: node.netnsName, cniPath: [REFERENCE_PLUGINS_DIR, AMBIT_CNI_DIR], networkName: this.networkName, plugins }),
     );
+  }
+
+  get #servicesEnabled(): boolean {
+    return this.#options.services ?? this.#options.objectStore === undefined;
   }
 
   #assertLive(): void {
@@ -319,6 +359,7 @@ export class Cluster {
       }
       await this.#objects.writePod(this.#podObject(pod, options));
       await addNetns(pod.netnsName);
+      if (this.#serviceNetwork !== undefined) await writePodResolvConf(pod.netnsName, namespace, this.#serviceNetwork.nameservers);
       const result = await this.#chain(node).add(this.#sandbox(pod, pod.netnsPath));
       pod.cniResult = result;
       const addresses = ((result.ips as { address?: string }[] | undefined) ?? []).map((entry) => entry.address?.split('/')[0] ?? '').filter((ip) => ip !== '');
@@ -326,12 +367,13 @@ export class Cluster {
       pod.ip6 = addresses.find((ip) => ip.includes(':')) ?? '';
       // As the kubelet reports them: the primary (IPv4 here) first.
       const podIPs = [pod.ip, ...(pod.ip6 ? [pod.ip6] : [])].filter((ip) => ip !== '').map((ip) => ({ ip }));
-      await this.#objects.updatePodStatus(this.#podObject(pod, options), { phase: 'Running', podIP: pod.ip, podIPs });
+      await this.#objects.updatePodStatus(this.#podObject(pod, options), { phase: 'Running', podIP: pod.ip, podIPs, conditions: [readyCondition(true)] });
       return pod;
     } catch (error) {
       // The chain already ran DEL for what it added; remove the sandbox and the object.
       this.#podsByName.delete(pod.name);
       await deleteNetns(pod.netnsName).catch(() => undefined);
+      await removePodResolvConf(pod.netnsName).catch(() => undefined);
       await this.#objects.removePod(namespace, pod.name).catch(() => undefined);
       throw error;
     }
@@ -366,8 +408,28 @@ export class Cluster {
       }
     }
     await deleteNetns(pod.netnsName);
+    await removePodResolvConf(pod.netnsName);
     await this.#objects.removePod(pod.namespace, pod.name);
     if (firstError !== undefined) throw firstError;
+  }
+
+  /**
+   * Where the cluster DNS sends names outside cluster.local (addresses every node namespace reaches, e.g. a server
+   * the caller runs in the fabric); by default there is none and such names are refused.
+   */
+  async setDnsUpstream(servers: string[]): Promise<void> {
+    if (this.#serviceNetwork === undefined) throw new RuntimeError('BAD_OPTIONS', `cluster ${this.name} runs no cluster DNS (services are off)`);
+    await this.#serviceNetwork.setDnsUpstream(servers);
+  }
+
+  /**
+   * Sets the pod's Ready condition, as the kubelet does when a readiness probe passes or fails: a pod that is not
+   * Ready stays running but is no Service's endpoint.
+   */
+  async setPodReady(pod: Pod, ready: boolean): Promise<void> {
+    const podIPs = [pod.ip, ...(pod.ip6 ? [pod.ip6] : [])].filter((ip) => ip !== '').map((ip) => ({ ip }));
+    const object: PodObject = { apiVersion: 'v1', kind: 'Pod', metadata: { name: pod.name, namespace: pod.namespace, uid: pod.uid } };
+    await this.#objects.updatePodStatus(object, { phase: 'Running', podIP: pod.ip, podIPs, conditions: [readyCondition(ready)] });
   }
 
   /** CNI CHECK through the pod network's plugins (ambit-cni checks that the node agent answers for enrolled pods). */
@@ -386,12 +448,14 @@ export class Cluster {
   }
 
   async #destroy(): Promise<TeardownReport> {
+    this.#serviceNetwork?.stop();
     const pods = this.pods;
     await Promise.all(pods.map((pod) => this.deletePod(pod).catch(() => undefined)));
     const processes = await this.#tracker.stopAll();
     const prefix = topology.runPrefix(this.runId);
     const leftovers = (await listNetns()).filter((name) => name.startsWith(prefix));
     await Promise.all(leftovers.map((name) => deleteNetns(name)));
+    await removeResolvConfsWithPrefix(prefix);
     await rm(this.tmpDir, { recursive: true, force: true });
     await removeRecord(this.runId);
     liveClusters.delete(this);
@@ -408,6 +472,7 @@ export class Cluster {
         .map((line) => line.split(' ')[0] ?? '')
         .filter((name) => name.startsWith(prefix));
       for (const name of names) execFileSync('ip', ['netns', 'del', name], { stdio: 'ignore' });
+      removeResolvConfsWithPrefixSync(prefix);
       rmSync(this.tmpDir, { recursive: true, force: true });
       rmSync(`/run/ambit-runtime/${this.runId}.json`, { force: true });
     } catch {
@@ -444,6 +509,10 @@ export async function createCluster(options: ClusterOptions): Promise<Cluster> {
   if (!Number.isInteger(options.nodes) || options.nodes < 1 || options.nodes > topology.MAX_NODES) {
     if (options.run !== undefined) await releaseRun(options.run);
     throw new RuntimeError('BAD_OPTIONS', `nodes must be an integer from 1 to ${topology.MAX_NODES}, got ${options.nodes}`);
+  }
+  if (options.services === true && options.objectStore !== undefined) {
+    if (options.run !== undefined) await releaseRun(options.run);
+    throw new RuntimeError('BAD_OPTIONS', 'services: the runtime runs Services for the cluster directory only; with objectStore the cluster (API server) has its own');
   }
   const { runId, tmpDir } = options.run ?? (await reserveRun());
   const cluster = new Cluster(runId, tmpDir, options);

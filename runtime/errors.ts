@@ -12,7 +12,10 @@ export type RuntimeErrorCode =
   | 'POD_EXISTS'
   | 'NO_SUCH_NODE'
   | 'BAD_OPTIONS'
-  | 'CLUSTER_DESTROYED';
+  | 'CLUSTER_DESTROYED'
+  | 'SERVICE_IP_REFUSED'
+  | 'SERVICE_INVALID'
+  | 'CLUSTER_DNS_NOT_READY';
 
 /** A CNI plugin's error result as printed on its stdout (spec "Error" section). */
 export interface CniErrorOutput {

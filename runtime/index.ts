@@ -10,3 +10,5 @@ export { Pod } from './pod.ts';
 export { RuntimeError, CniPluginError, type CniErrorOutput, type RuntimeErrorCode } from './errors.ts';
 export type { RunResult, RunOptions } from './exec.ts';
 export { startEchoServer, runClient, ECHO_SERVER_APP, CLIENT_APP, type ClientResult, type EchoServerOptions, type ClientOptions } from './apps/launch.ts';
+export { ClusterServices, CLUSTER_DOMAIN, type ServiceObject, type ServiceTable, type ServiceView, type ServiceProblem } from './services.ts';
+export { SERVICE_CIDR_V4, SERVICE_CIDR_V6 } from './service-ips.ts';

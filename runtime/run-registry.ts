@@ -9,8 +9,9 @@
 import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
+import { NETNS_ETC_DIR, removeResolvConfsWithPrefix } from './cluster-dns.ts';
 import { deleteNetns, listNetns } from './netns.ts';
-import { runPrefix } from './topology.ts';
+import { NETNS_PREFIX, runPrefix } from './topology.ts';
 
 /** On tmpfs, so records vanish on reboot together with the namespaces they describe. */
 export const REGISTRY_DIR = '/run/ambit-runtime';
@@ -58,6 +59,7 @@ export async function removeRun(record: RunRecord): Promise<void> {
   const prefix = runPrefix(record.runId);
   const leftovers = (await listNetns()).filter((name) => name.startsWith(prefix));
   await Promise.all(leftovers.map((name) => deleteNetns(name)));
+  await removeResolvConfsWithPrefix(prefix);
   if (record.tmpDir !== '' && path.isAbsolute(record.tmpDir)) await rm(record.tmpDir, { recursive: true, force: true });
   await removeRecord(record.runId);
 }
@@ -109,5 +111,25 @@ export async function reapDeadRuns(): Promise<string[]> {
       // left for the next createCluster: the claim file names a reaper that will be dead by then
     }
   }
+  await sweepOrphanEtcEntries().catch(() => undefined);
   return reaped;
+}
+
+/**
+ * Removes the `/etc/netns/ambit-<runId>-*` entries of runs that have no record (neither alive nor being reaped) and
+ * no namespace left: what a lost record, or a reaper that predates them, leaves behind. Safe against a run starting
+ * meanwhile: a run writes its record before any such entry, and the entries are listed before the records.
+ */
+async function sweepOrphanEtcEntries(): Promise<void> {
+  const ours = (await readdir(NETNS_ETC_DIR).catch(() => [] as string[])).filter((name) => name.startsWith(NETNS_PREFIX));
+  if (ours.length === 0) return;
+  const records = await readdir(REGISTRY_DIR).catch(() => [] as string[]);
+  const namespaces = await listNetns();
+  for (const name of ours) {
+    const runId = /^ambit-([^-]+)-/.exec(name)?.[1];
+    if (runId === undefined) continue;
+    if (records.some((file) => file === `${runId}.json` || file.startsWith(`.${runId}.`))) continue;
+    if (namespaces.some((namespace) => namespace.startsWith(runPrefix(runId)))) continue;
+    await rm(path.join(NETNS_ETC_DIR, name), { recursive: true, force: true });
+  }
 }

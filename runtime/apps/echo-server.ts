@@ -2,7 +2,8 @@
  * Sample server for local-runtime pods. TCP mode echoes every byte back and half-closes when the client does;
  * HTTP mode answers each request with JSON naming the peer address it saw (to show source-IP preservation).
  *
- *   node runtime/apps/echo-server.ts --port 8080 [--host 0.0.0.0] [--http]
+ *   node runtime/apps/echo-server.ts --port 8080 [--host 0.0.0.0] [--http] [--name NAME]
+ * (HTTP mode: `server` in the answer is NAME, so a client of a Service sees which endpoint answered.)
  * Prints one line `{"listening":<port>}` on stdout once it accepts connections.
  *
  * Owns: nothing beyond this demo behaviour. Must not know about: the mesh.
@@ -16,6 +17,7 @@ const { values } = parseArgs({
     port: { type: 'string', default: '8080' },
     host: { type: 'string', default: '0.0.0.0' },
     http: { type: 'boolean', default: false },
+    name: { type: 'string', default: '' },
   },
 });
 const port = Number(values.port);
@@ -35,6 +37,7 @@ if (values.http) {
         method: request.method,
         url: request.url,
         bytesReceived,
+        server: values.name,
       });
       response.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
       response.end(body);

@@ -155,6 +155,16 @@ test("a crashed run's namespaces, processes and temp dir are removed by the next
   });
   await mkdir(path.join(tmpDir, 'n0'));
   await writeFile(path.join(tmpDir, 'n0', 'agent.log'), 'left behind');
+  // A pod's resolv.conf (what `ip netns exec` mounts), outside the temp dir.
+  const podEtc = `/etc/netns/${runPrefix(runId)}pod`;
+  await mkdir(podEtc, { recursive: true });
+  await writeFile(path.join(podEtc, 'resolv.conf'), 'nameserver 10.240.0.10\n');
+  t.teardown(() => import('node:fs/promises').then((fs) => fs.rm(podEtc, { recursive: true, force: true })));
+  // And one of a run whose record is gone (a reaper predating /etc/netns entries removed the rest).
+  const orphanEtc = `/etc/netns/${runPrefix(`lost${randomBytes(2).toString('hex')}`)}pod`;
+  await mkdir(orphanEtc, { recursive: true });
+  await writeFile(path.join(orphanEtc, 'resolv.conf'), 'nameserver 10.240.0.10\n');
+  t.teardown(() => import('node:fs/promises').then((fs) => fs.rm(orphanEtc, { recursive: true, force: true })));
   await addNetns(netns);
   // A process the crashed run left running inside its namespace, outside any process group we track.
   const orphan = spawn('ip', ['netns', 'exec', netns, 'sleep', '600'], { detached: true, stdio: 'ignore' });
@@ -175,6 +185,8 @@ test("a crashed run's namespaces, processes and temp dir are removed by the next
   await orphanExit;
   t.deepEqual(await ourNamespaces(runId), []);
   t.false(existsSync(tmpDir));
+  t.false(existsSync(podEtc), 'its pods\' /etc/netns entries are removed');
+  t.false(existsSync(orphanEtc), 'and those of a run with no record and no namespace left');
   t.false(existsSync(recordFile(runId)));
   t.deepEqual((await readdir(REGISTRY_DIR)).filter((name) => name.includes(runId)), [], 'no record or reap claim is left');
 });
