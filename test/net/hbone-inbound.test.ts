@@ -281,10 +281,11 @@ async function flood(count: number, batch: number): Promise<{ result: Record<str
 netTest('5,000 CONNECTs reset at once on one connection: the connection is closed, no app connection opened, no memory growth', async (t) => {
   const { result, appConnections, rssGrowth } = await flood(5000, 5000);
   t.log(JSON.stringify(result), `app connections: ${appConnections}, agent RSS ${(rssGrowth / MB).toFixed(1)} MB`);
-  // Node stops reading streams past the 200 allowed at once (RST ENHANCE_YOUR_CALM, then GOAWAY after 100 such).
-  t.not(result.goaway, null, 'the agent sent GOAWAY');
-  t.true(result.closed, 'and closed the connection');
-  t.true((result.lastStreamId as number) < 2 * 400, `the agent read streams up to ${String(result.lastStreamId)}, not the whole flood`);
+  // Node stops taking streams past the 200 allowed at once (RST ENHANCE_YOUR_CALM, then GOAWAY after 100 such) and
+  // closes the connection. The GOAWAY itself may be lost: the agent closes with the rest of the flood unread, and
+  // the kernel's RST can overtake it.
+  t.true(result.closed, 'the agent closed the connection');
+  if (result.goaway !== null) t.true((result.lastStreamId as number) < 2 * 400, `the agent read streams up to ${String(result.lastStreamId)}, not the whole flood`);
   t.true(appConnections <= 20, `the agent opened ${appConnections} application connections for streams reset in the same packet`);
   t.true(rssGrowth < 20 * MB, `the agent grew by ${(rssGrowth / MB).toFixed(1)} MB`);
 });
@@ -311,12 +312,17 @@ netTest('streams beyond the advertised 200 at once cost the client its connectio
   });
   const took = await waitUntil(() => streams.lines.length > 0 || streams.child.exitCode !== null, 30_000);
   t.true(took >= 0, 'the client got no answer to its streams');
-  const result = streams.lines[0] as { goaway: number | null; lastStreamId?: number; closed: boolean };
+  const result = streams.lines[0] as { ok: number; goaway: number | null; lastStreamId?: number; closed: boolean };
   t.log(JSON.stringify(result));
-  // nghttp2 answers a stream past the acknowledged SETTINGS_MAX_CONCURRENT_STREAMS with a connection error.
-  t.is(result.goaway, 1, 'GOAWAY PROTOCOL_ERROR');
-  t.is(result.lastStreamId, 2 * 200 - 1, 'the last stream the agent took is the 200th');
-  t.true(result.closed);
+  // nghttp2 answers a stream past the acknowledged SETTINGS_MAX_CONCURRENT_STREAMS with a connection error: GOAWAY
+  // PROTOCOL_ERROR naming the 200th stream as the last, then the close (whose RST, the rest being unread, may
+  // overtake the GOAWAY).
+  t.true(result.closed, 'the agent closed the connection');
+  t.true(result.ok <= 200, `${result.ok} tunnels answered 200`);
+  if (result.goaway !== null) {
+    t.is(result.goaway, 1, 'GOAWAY PROTOCOL_ERROR');
+    t.is(result.lastStreamId, 2 * 200 - 1, 'the last stream the agent took is the 200th');
+  }
   t.true(serverApp.accepted - before <= 200, `${serverApp.accepted - before} application connections`);
   t.true((await waitUntil(() => serverApp.open.size === 0, KEEPALIVE_TIMEOUT_MS)) >= 0, 'the application connections close with the client connection');
 });
