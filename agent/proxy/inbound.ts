@@ -11,7 +11,7 @@
  * Must not know about: iptables, CNI, how certificates are fetched.
  */
 import type net from 'node:net';
-import { HboneServer, type HboneRejection, type HboneRequest, type HboneServerOptions, type HostPort } from '../../shared/hbone/index.ts';
+import { HboneServer, resetSocket, type HboneRejection, type HboneRequest, type HboneServerOptions, type HostPort } from '../../shared/hbone/index.ts';
 import type { CertificateManager } from '../identity/certificate-manager.ts';
 import { INPOD } from '../inpod/rules.ts';
 import type { SocketFactory } from '../inpod/socket-factory.ts';
@@ -145,7 +145,7 @@ export class InboundProxy {
     if (this.#policy && connection) {
       const decision = this.#policy.check(context.pod, 'plaintext', connection);
       if (!decision.allowed) {
-        socket.resetAndDestroy();
+        resetSocket(socket);
         this.#report.closed({
           direction: 'inbound', source: this.#state.workloadByIp(sourceAddress), sourceAddress, destination: context.pod, destinationAddress: originalDestination, mtls: false, bytesSent: 0, bytesReceived: 0,
           durationMs: performance.now() - started, responseFlags: POLICY_DENIED_FLAG, error: new Error(`policy rejection: ${decision.reason}`),
@@ -168,8 +168,8 @@ export class InboundProxy {
         ? this.#policy.track(context.pod, 'plaintext', connection, (reason) => {
             record.responseFlags = POLICY_DENIED_FLAG;
             record.error = new Error(`policy changed: ${reason}`);
-            socket.resetAndDestroy();
-            upstream.resetAndDestroy();
+            resetSocket(socket);
+            resetSocket(upstream);
           })
         : undefined;
     void spliceTcp(socket, upstream).then((result) => {
@@ -220,7 +220,7 @@ export class InboundProxy {
         const error = new Error(`policy changed: ${reason}`);
         record.error = error;
         if (socket.connecting) socket.destroy(error);
-        else socket.resetAndDestroy();
+        else resetSocket(socket);
       });
       socket.once('close', untrack);
     }

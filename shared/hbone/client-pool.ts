@@ -19,7 +19,7 @@ import {
 } from './config.ts';
 import { HboneConnection, type ConnectionSettings } from './connection.ts';
 import { hboneErrors } from './errors.ts';
-import { splice } from './splice.ts';
+import { resetSocket, splice } from './splice.ts';
 import type { HboneClientOptions, HboneStream, HboneTarget, TcpConnector } from './types.ts';
 
 /** What a finished tunnel carried, for telemetry. */
@@ -116,7 +116,7 @@ export class HboneClientPool {
       stream = await this.#openStream(target);
     } catch (error) {
       socket.off('error', onEarlyError);
-      if (!socket.destroyed) socket.resetAndDestroy();
+      resetSocket(socket);
       throw error;
     }
     socket.off('error', onEarlyError);

@@ -238,6 +238,18 @@ netTest('a client killed with -9 right after its handshake: the agent lets go of
   }
 });
 
+netTest('tunnels the client resets (an application aborting its connections) give back every descriptor', async (t) => {
+  const fdsBefore = await agentFds();
+  const resetter = startClient('resets', '50', `${server.ip}:${APP_PORT}`);
+  t.teardown(() => {
+    resetter.child.kill('SIGKILL');
+  });
+  await waitForLine(resetter, 'reset', 30_000);
+  // The HBONE connection stays open: one descriptor for it, none for the 50 application connections.
+  const took = await waitUntil(async () => serverApp.open.size === 0 && (await agentFds()) <= fdsBefore + 1, 3_000);
+  t.true(took >= 0, `50 reset tunnels left ${(await agentFds()) - fdsBefore - 1} descriptor(s) in the agent and ${serverApp.open.size} application connection(s)`);
+});
+
 netTest('a frozen client (no FIN, no PING answer) loses its connection and its tunnel to the keepalive', async (t) => {
   const holder = startClient('hold', `${server.ip}:${APP_PORT}`);
   t.teardown(() => {

@@ -7,6 +7,8 @@ Usage: hbone_raw_client.py HOST PORT CERT KEY CA MODE [ARGS...]
   handshake                 TLS + HTTP/2 preface, print "ready", then answer PINGs until killed
   handshakes N              N handshakes one after another; print {"failed": how many the server refused}
   hold AUTHORITY            CONNECT, print "open" once answered 200, send "hello", answer PINGs until killed
+  resets N AUTHORITY        N tunnels one after another, each answered 200, sent "hello" and reset (CANCEL), as an
+                            application aborting its connections; print "reset", then answer PINGs until killed
   request METHOD AUTHORITY  one request; print {"status": N} (or {"reset": code} / {"goaway": code})
   flood N AUTHORITY [BATCH] N CONNECTs, each reset (CANCEL) right after its HEADERS, BATCH (default all N) per write,
                             each batch followed by a PING whose ACK says the server read it; print what came back
@@ -73,7 +75,13 @@ class Connection:
         """The next frame, answering PINGs on the way; None when the server closed the connection."""
         while True:
             while len(self.buffer) < 9 or len(self.buffer) < 9 + struct.unpack('>I', b'\0' + self.buffer[:3])[0]:
-                chunk = self.tls.recv(65536)
+                try:
+                    chunk = self.tls.recv(65536)
+                except socket.timeout:
+                    raise
+                except (ssl.SSLError, ConnectionError):
+                    # A close without TLS close_notify, or a reset: the server closed the connection all the same.
+                    chunk = b''
                 if not chunk:
                     return None
                 self.buffer += chunk
@@ -139,6 +147,23 @@ def main():
                 out('open')
                 serve_pings(conn)
                 return
+    if mode == 'resets':
+        count, authority = int(args[0]), args[1]
+        for i in range(count):
+            stream = 2 * i + 1
+            conn.tls.sendall(frame(HEADERS, END_HEADERS, stream, request_block('CONNECT', authority)))
+            while True:
+                got = conn.read_frame()
+                if got is None:
+                    out({'closed': True, 'reset': i})
+                    return
+                kind, flags, got_stream, payload = got
+                if kind == HEADERS and got_stream == stream:
+                    break
+            conn.tls.sendall(frame(DATA, 0, stream, b'hello') + frame(RST_STREAM, 0, stream, struct.pack('>I', CANCEL)))
+        out('reset')
+        serve_pings(conn)
+        return
     if mode == 'request':
         method, authority = args
         conn.tls.sendall(frame(HEADERS, END_HEADERS, 1, request_block(method, authority)))
