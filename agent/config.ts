@@ -7,6 +7,7 @@
 import os from 'node:os';
 import { DEFAULT_TRUST_DOMAIN } from '../shared/identity/index.ts';
 import { DEFAULT_AGENT_SOCKET } from '../shared/cni-protocol.ts';
+import { DEFAULT_SERVER_IDLE_TIMEOUT_MS, DEFAULT_SERVER_KEEPALIVE_INTERVAL_MS, DEFAULT_SERVER_KEEPALIVE_TIMEOUT_MS } from '../shared/hbone/index.ts';
 
 export interface AgentConfig {
   /** This node's name: the agent captures only pods scheduled here. */
@@ -49,6 +50,19 @@ export interface AgentConfig {
    * of the namespace it is in, through any mount of them.
    */
   procSysNet: string;
+  /** How the pods' HBONE servers (port 15008) find and end dead or idle client connections. */
+  hboneServer: HboneServerTimeouts;
+}
+
+/**
+ * The HBONE server's timers, defaults in shared/hbone/config.ts (ztunnel's values, with the reasons there).
+ * AMBIT_HBONE_KEEPALIVE_INTERVAL_MS, AMBIT_HBONE_KEEPALIVE_TIMEOUT_MS, AMBIT_HBONE_IDLE_TIMEOUT_MS; 0 turns keepalive
+ * or the idle timeout off. Shorter values find dead clients sooner at the cost of a PING per connection per interval.
+ */
+export interface HboneServerTimeouts {
+  keepaliveIntervalMs: number;
+  keepaliveTimeoutMs: number;
+  idleTimeoutMs: number;
 }
 
 /** The kernel's own view of the current network namespace's sysctls. */
@@ -88,6 +102,26 @@ function port(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
   const value = Number(raw);
   if (!Number.isInteger(value) || value < 0 || value > 65535) throw new ConfigError(`${name}=${raw} is not a port number (0-65535)`);
   return value;
+}
+
+function milliseconds(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value < 0 || value > 2 ** 31 - 1) throw new ConfigError(`${name}=${raw} must be a whole number of milliseconds (0 turns it off)`);
+  return value;
+}
+
+function hboneServerTimeouts(env: NodeJS.ProcessEnv): HboneServerTimeouts {
+  const timeouts = {
+    keepaliveIntervalMs: milliseconds(env, 'AMBIT_HBONE_KEEPALIVE_INTERVAL_MS', DEFAULT_SERVER_KEEPALIVE_INTERVAL_MS),
+    keepaliveTimeoutMs: milliseconds(env, 'AMBIT_HBONE_KEEPALIVE_TIMEOUT_MS', DEFAULT_SERVER_KEEPALIVE_TIMEOUT_MS),
+    idleTimeoutMs: milliseconds(env, 'AMBIT_HBONE_IDLE_TIMEOUT_MS', DEFAULT_SERVER_IDLE_TIMEOUT_MS),
+  };
+  if (timeouts.keepaliveIntervalMs > 0 && timeouts.keepaliveTimeoutMs === 0) {
+    throw new ConfigError('AMBIT_HBONE_KEEPALIVE_TIMEOUT_MS=0 with keepalive on: a PING must be given time to be answered (set AMBIT_HBONE_KEEPALIVE_INTERVAL_MS=0 to turn keepalive off)');
+  }
+  return timeouts;
 }
 
 function flag(env: NodeJS.ProcessEnv, name: string, fallback: boolean): boolean {
@@ -143,6 +177,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): AgentConfig
     telemetry: env.AMBIT_TELEMETRY !== 'off',
     workerThreads: workerThreads(env),
     procSysNet: procSysNet(env),
+    hboneServer: hboneServerTimeouts(env),
   };
 }
 

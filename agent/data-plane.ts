@@ -22,11 +22,12 @@ import { TrafficHandler } from './proxy/traffic-handler.ts';
 import type { MeshState } from './state/mesh-state.ts';
 import { AccessLog } from './telemetry/access-log.ts';
 import type { AgentMetrics } from './telemetry/metrics.ts';
+import { RejectionLog } from './telemetry/rejection-log.ts';
 import { telemetryReporter } from './telemetry/reporter.ts';
 
 export interface DataPlaneOptions {
   /** procSysNet only where rules are installed (the main thread). */
-  config: Pick<AgentConfig, 'trustDomain' | 'preserveSourceIp' | 'telemetry' | 'drainMs'> & Partial<Pick<AgentConfig, 'procSysNet'>>;
+  config: Pick<AgentConfig, 'trustDomain' | 'preserveSourceIp' | 'telemetry' | 'drainMs'> & Partial<Pick<AgentConfig, 'procSysNet' | 'hboneServer'>>;
   state: MeshState;
   policies: PolicyStore;
   certificates: CertificateManager;
@@ -56,12 +57,12 @@ export function createDataPlane(options: DataPlaneOptions): DataPlane {
   enforcer.start();
   // AMBIT_TELEMETRY=off exists to measure telemetry's cost (make bench); a production agent keeps it on.
   const report = config.telemetry
-    ? telemetryReporter({ metrics, accessLog: new AccessLog(log), onError: (error) => log.error({ err: error.message }, 'telemetry failed') })
+    ? telemetryReporter({ metrics, accessLog: new AccessLog(log), rejectionLog: new RejectionLog(log), onError: (error) => log.error({ err: error.message }, 'telemetry failed') })
     : { opened: () => {}, closed: () => {} };
   const handler = new TrafficHandler({
     state,
     outbound: new OutboundProxy({ state, report }),
-    inbound: new InboundProxy({ state, report, certificates, trustDomain: config.trustDomain, policy: enforcer }),
+    inbound: new InboundProxy({ state, report, certificates, trustDomain: config.trustDomain, policy: enforcer, ...(config.hboneServer ? { hboneServer: config.hboneServer } : {}) }),
     certificates,
     trustDomain: config.trustDomain,
     preserveSourceIp: config.preserveSourceIp,

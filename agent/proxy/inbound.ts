@@ -5,17 +5,20 @@
  * ones are tracked so a policy change can close them.
  *
  * Owns: one HBONE server per captured pod presenting that pod's certificate, checking that the tunnel's target
- * is this pod, and delivering to the application inside the pod's namespace with the agent's mark.
+ * is this pod (another address: 400, never relayed) and not one of its proxy ports (503, no tunnel in a tunnel),
+ * as ztunnel's inbound does; delivering to the application inside the pod's namespace with the agent's mark;
+ * reporting every client the server turned away (handshake failures, refused requests, floods) to telemetry.
  * Must not know about: iptables, CNI, how certificates are fetched.
  */
 import type net from 'node:net';
-import { HboneServer, type HboneRequest, type HostPort } from '../../shared/hbone/index.ts';
+import { HboneServer, resetSocket, type HboneRejection, type HboneRequest, type HboneServerOptions, type HostPort } from '../../shared/hbone/index.ts';
 import type { CertificateManager } from '../identity/certificate-manager.ts';
+import { INPOD } from '../inpod/rules.ts';
 import type { SocketFactory } from '../inpod/socket-factory.ts';
 import { plainIp, POLICY_DENIED_FLAG, type InboundPolicy } from '../policy/enforcer.ts';
 import type { MeshState } from '../state/mesh-state.ts';
 import { addressOfFamily, workloadIdentity, type Workload } from '../state/workload.ts';
-import type { ConnectionRecord, ConnectionReporter } from './report.ts';
+import type { ConnectionRecord, ConnectionReporter, RejectionReason } from './report.ts';
 import { spliceTcp } from './tcp-splice.ts';
 
 export interface InboundContext {
@@ -30,6 +33,15 @@ export interface InboundContext {
   preserveSourceIp: boolean;
 }
 
+/** The HBONE server settings the agent's configuration decides (AMBIT_HBONE_*). */
+export type InboundHboneSettings = Partial<Pick<HboneServerOptions, 'keepaliveIntervalMs' | 'keepaliveTimeoutMs' | 'idleTimeoutMs'>>;
+
+/**
+ * The pod's own proxy ports: a CONNECT for one of them would tunnel into the agent itself (ztunnel's
+ * illegal_ports, answered 503).
+ */
+const PROXY_PORTS: ReadonlySet<number> = new Set([INPOD.inboundHbonePort, INPOD.inboundPlaintextPort, INPOD.outboundPort]);
+
 /** The attributes policy matches an HBONE stream on: the verified peer, the tunnel's source, the target. */
 function hboneConnection(request: HboneRequest): { sourcePrincipal: string; sourceIp: string; destinationIp: string; destinationPort: number } {
   return { sourcePrincipal: request.peerIdentity.uri, sourceIp: plainIp(request.remoteAddress), destinationIp: request.target.host, destinationPort: request.target.port };
@@ -43,9 +55,11 @@ export class InboundProxy {
   readonly #policy: InboundPolicy | undefined;
   /** Tunnels delivered to an application, until the HBONE server reports their end. */
   readonly #tunnels = new WeakMap<HboneRequest, ConnectionRecord>();
+  readonly #hboneSettings: InboundHboneSettings;
 
-  constructor(options: { state: MeshState; report: ConnectionReporter; certificates: CertificateManager; trustDomain: string; policy?: InboundPolicy }) {
+  constructor(options: { state: MeshState; report: ConnectionReporter; certificates: CertificateManager; trustDomain: string; policy?: InboundPolicy; hboneServer?: InboundHboneSettings }) {
     this.#state = options.state;
+    this.#hboneSettings = options.hboneServer ?? {};
     this.#policy = options.policy;
     this.#report = options.report;
     this.#certificates = options.certificates;
@@ -56,6 +70,7 @@ export class InboundProxy {
   hboneServerFor(context: InboundContext): HboneServer {
     const identity = workloadIdentity(context.pod);
     return new HboneServer({
+      ...this.#hboneSettings,
       certificateFor: () => this.#certificates.current(identity),
       rootsPem: this.#certificates.rootsPem(),
       trustDomain: this.#trustDomain,
@@ -63,7 +78,10 @@ export class InboundProxy {
         // A tunnel accepted in this pod's namespace may only reach this pod: anything else is a confused or
         // malicious peer trying to use the agent as a relay.
         if (!context.pod.addresses.includes(request.target.host)) {
-          return { allow: false, reason: `destination ${request.target.host} is not an address of pod ${context.pod.namespace}/${context.pod.name}` };
+          return { allow: false, status: 400, reason: `destination ${request.target.host} is not an address of pod ${context.pod.namespace}/${context.pod.name}: the agent relays to no other address` };
+        }
+        if (PROXY_PORTS.has(request.target.port)) {
+          return { allow: false, status: 503, reason: `port ${request.target.port} of pod ${context.pod.namespace}/${context.pod.name} is the agent's own proxy port: no tunnel inside a tunnel` };
         }
         if (this.#policy) {
           const decision = this.#policy.check(context.pod, 'hbone', hboneConnection(request));
@@ -88,7 +106,33 @@ export class InboundProxy {
         if (event.error && !record.error) record.error = new Error(event.error);
         this.#report.closed(record);
       },
+      onRejected: (rejection) => this.#rejected(rejection, context.pod),
     });
+  }
+
+  /** A client the pod's HBONE server turned away: counted and logged (policy denials are reported by `decide`). */
+  #rejected(rejection: HboneRejection, pod: Workload): void {
+    const reason = rejectionReason(rejection);
+    if (!reason || !this.#report.rejected) return;
+    const { request } = rejection;
+    this.#report.rejected(
+      {
+        direction: 'inbound',
+        source: this.#state.workloadByIp(rejection.remoteAddress),
+        ...(rejection.peerIdentity ? { sourcePrincipal: rejection.peerIdentity.uri } : {}),
+        sourceAddress: rejection.remoteAddress,
+        destination: pod,
+        destinationAddress: request ? request.target : { host: pod.addresses[0] ?? '', port: INPOD.inboundHbonePort },
+        // Identities are reported only once mutual TLS proved one.
+        mtls: rejection.peerIdentity !== undefined,
+        bytesSent: 0,
+        bytesReceived: 0,
+        durationMs: 0,
+        responseFlags: rejection.error.responseFlags,
+        error: rejection.error,
+      },
+      reason,
+    );
   }
 
   /** Plaintext reaching the pod's port 15006: decided by policy (STRICT denies it), then passed through. */
@@ -101,7 +145,7 @@ export class InboundProxy {
     if (this.#policy && connection) {
       const decision = this.#policy.check(context.pod, 'plaintext', connection);
       if (!decision.allowed) {
-        socket.resetAndDestroy();
+        resetSocket(socket);
         this.#report.closed({
           direction: 'inbound', source: this.#state.workloadByIp(sourceAddress), sourceAddress, destination: context.pod, destinationAddress: originalDestination, mtls: false, bytesSent: 0, bytesReceived: 0,
           durationMs: performance.now() - started, responseFlags: POLICY_DENIED_FLAG, error: new Error(`policy rejection: ${decision.reason}`),
@@ -124,8 +168,8 @@ export class InboundProxy {
         ? this.#policy.track(context.pod, 'plaintext', connection, (reason) => {
             record.responseFlags = POLICY_DENIED_FLAG;
             record.error = new Error(`policy changed: ${reason}`);
-            socket.resetAndDestroy();
-            upstream.resetAndDestroy();
+            resetSocket(socket);
+            resetSocket(upstream);
           })
         : undefined;
     void spliceTcp(socket, upstream).then((result) => {
@@ -176,7 +220,7 @@ export class InboundProxy {
         const error = new Error(`policy changed: ${reason}`);
         record.error = error;
         if (socket.connecting) socket.destroy(error);
-        else socket.resetAndDestroy();
+        else resetSocket(socket);
       });
       socket.once('close', untrack);
     }
@@ -199,5 +243,21 @@ export class InboundProxy {
       this.#report.opened(record);
     }
     return socket;
+  }
+}
+
+/** The telemetry reason for a rejection; undefined for a policy denial (401), which `decide` reports itself. */
+function rejectionReason(rejection: HboneRejection): RejectionReason | undefined {
+  switch (rejection.reason) {
+    case 'tls':
+    case 'peer_identity':
+    case 'stream_flood':
+      return rejection.reason;
+    case 'method':
+      return 'bad_method';
+    case 'authority':
+      return 'bad_authority';
+    case 'denied':
+      return rejection.status === 400 ? 'misdirected' : rejection.status === 503 ? 'proxy_port' : undefined;
   }
 }

@@ -60,7 +60,23 @@ export interface ConnectionReporter {
   opened(record: ConnectionRecord): void;
   /** The connection ended; call exactly once. A record never `opened` counts as opened and closed at once. */
   closed(record: ConnectionRecord): void;
+  /**
+   * A connection or tunnel request turned away before it reached the application (a failed handshake, a request
+   * for another destination, a flood), never `opened`: counted like a closed connection with its response flags
+   * and under `reason`, logged at a bounded rate (a peer can cause these as fast as it likes).
+   */
+  rejected?(record: ConnectionRecord, reason: RejectionReason): void;
 }
+
+/**
+ * Why a connection was turned away, the `reason` label of `ambit_connections_rejected_total`:
+ *   tls, peer_identity   the HBONE handshake failed / the certificate names no identity of the trust domain
+ *   bad_method, bad_authority   a request that is not CONNECT / a malformed `:authority` (400)
+ *   misdirected          a CONNECT for an address that is not the pod's: a relay attempt (400)
+ *   proxy_port           a CONNECT for the pod's own proxy ports 15001/15006/15008: a tunnel in a tunnel (503)
+ *   stream_flood         too many streams reset before they were answered: GOAWAY ENHANCE_YOUR_CALM
+ */
+export type RejectionReason = 'tls' | 'peer_identity' | 'bad_method' | 'bad_authority' | 'misdirected' | 'proxy_port' | 'stream_flood';
 
 /** Writes one line per finished connection through `log` (pino-compatible); kept for tools without telemetry. */
 export function loggingReporter(log: { info: (object: object, message: string) => void }): ConnectionReporter {

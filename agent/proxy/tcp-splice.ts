@@ -6,6 +6,7 @@
  * Must not know about: what the sockets are for, policy, telemetry sinks (it reports counts to a callback).
  */
 import type net from 'node:net';
+import { resetSocket } from '../../shared/hbone/index.ts';
 
 export interface SpliceResult {
   /** Bytes read from `downstream` and written to `upstream`. */
@@ -29,11 +30,11 @@ export function spliceTcp(downstream: net.Socket, upstream: net.Socket): Promise
     // A reset (or any error) on one side resets the other: the peer learns the connection failed, not that it ended.
     const onDownstreamError = (error: Error): void => {
       firstError ??= error;
-      if (!upstream.destroyed) upstream.resetAndDestroy();
+      resetSocket(upstream);
     };
     const onUpstreamError = (error: Error): void => {
       firstError ??= error;
-      if (!downstream.destroyed) downstream.resetAndDestroy();
+      resetSocket(downstream);
     };
     downstream.on('error', onDownstreamError);
     upstream.on('error', onUpstreamError);

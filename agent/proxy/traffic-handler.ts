@@ -7,7 +7,7 @@
  * Must not know about: rules, listeners' lifecycle, where workloads come from.
  */
 import type net from 'node:net';
-import { HboneClientPool, type HboneServer, type HboneClientOptions } from '../../shared/hbone/index.ts';
+import { HboneClientPool, resetSocket, type HboneServer, type HboneClientOptions } from '../../shared/hbone/index.ts';
 import type { CapturedPod, CapturedTrafficHandler, ListenerKind, OriginalDestination } from '../inpod/pod-listeners.ts';
 import type { CertificateManager } from '../identity/certificate-manager.ts';
 import type { MeshState } from '../state/mesh-state.ts';
@@ -106,7 +106,7 @@ export class TrafficHandler implements CapturedTrafficHandler {
     // Pods released just before (a shutdown releases every pod, which starts each one's drain) count too: their HBONE
     // tunnels must finish before the process may exit.
     await Promise.all([...[...this.#podProxies.keys()].map((uid) => this.forget(uid, drainMs)), ...this.#draining, Promise.race([drained, deadline])]);
-    for (const socket of this.#openSockets) socket.resetAndDestroy();
+    for (const socket of this.#openSockets) resetSocket(socket);
   }
 
   #proxyFor(pod: CapturedPod): PodProxy | undefined {

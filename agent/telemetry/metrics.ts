@@ -12,7 +12,7 @@
  * (server -> client).
  */
 import { AggregatorRegistry, Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
-import type { ConnectionRecord } from '../proxy/report.ts';
+import type { ConnectionRecord, RejectionReason } from '../proxy/report.ts';
 import { workloadIdentity } from '../state/workload.ts';
 
 /** ztunnel's label set for every TCP metric, in its order (locality labels are omitted: no locality yet). */
@@ -56,6 +56,7 @@ export const METRIC_NAMES = {
   opened: 'istio_tcp_connections_opened_total',
   closed: 'istio_tcp_connections_closed_total',
   failed: 'istio_tcp_connections_failed_total',
+  rejected: 'ambit_connections_rejected_total',
   sent: 'istio_tcp_sent_bytes_total',
   received: 'istio_tcp_received_bytes_total',
   xdsTerminations: 'istio_xds_connection_terminations_total',
@@ -218,6 +219,8 @@ export class AgentMetrics {
   readonly #seriesByKey = new Map<string, TcpSeries>();
   /** Which series an open connection counts under. */
   readonly #openSeries = new Map<ConnectionRecord, TcpSeries>();
+  /** Rejections by "direction|reason". */
+  readonly #rejections = new Map<string, number>();
   #peers: (() => Promise<object[][]>) | undefined;
 
   constructor(options: AgentMetricsOptions = {}) {
@@ -260,6 +263,17 @@ export class AgentMetrics {
     const flags = responseFlagsFor(record);
     series.closedByFlags.set(flags, (series.closedByFlags.get(flags) ?? 0) + 1);
     if (flags !== NO_RESPONSE_FLAGS || record.error) series.failedByFlags.set(flags, (series.failedByFlags.get(flags) ?? 0) + 1);
+  }
+
+  /**
+   * Counts a connection turned away before it reached the application: opened and closed at once with its
+   * response flags (as ztunnel records a policy denial), and under `reason` in ambit_connections_rejected_total,
+   * which also counts the rejections Istio's metrics have no label for (a failed handshake has no principal).
+   */
+  connectionRejected(record: ConnectionRecord, reason: RejectionReason): void {
+    this.connectionClosed(record);
+    const key = `${record.direction}|${reason}`;
+    this.#rejections.set(key, (this.#rejections.get(key) ?? 0) + 1);
   }
 
   /** Connections counted as open now (for the admin view and tests). */
@@ -363,6 +377,20 @@ export class AgentMetrics {
         this.reset();
         for (const series of seriesByKey.values()) {
           for (const [flags, count] of series.failedByFlags) this.inc({ ...series.labels, response_flags: flags }, count);
+        }
+      },
+    });
+    const rejections = this.#rejections;
+    new Counter({
+      name: METRIC_NAMES.rejected,
+      help: 'Connections and tunnel requests turned away before reaching an application, by direction and reason (tls, peer_identity, bad_method, bad_authority, misdirected, proxy_port, stream_flood)',
+      labelNames: ['direction', 'reason'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [key, count] of rejections) {
+          const [direction, reason] = key.split('|');
+          this.inc({ direction: direction!, reason: reason! }, count);
         }
       },
     });

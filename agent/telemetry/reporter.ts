@@ -2,23 +2,26 @@
  * The ConnectionReporter the agent's proxy calls: every connection counted in metrics and written to the
  * access log.
  *
- * Owns: fanning the proxy's two calls out to metrics and the access log, and keeping a telemetry failure
+ * Owns: fanning the proxy's calls out to metrics, the access log and the rejection log, and keeping a telemetry failure
  * from ever breaking a connection.
  * Must not know about: metric names or log fields (metrics.ts, access-log.ts).
  */
-import type { ConnectionRecord, ConnectionReporter } from '../proxy/report.ts';
+import type { ConnectionRecord, ConnectionReporter, RejectionReason } from '../proxy/report.ts';
 import type { AccessLog } from './access-log.ts';
 import type { AgentMetrics } from './metrics.ts';
+import type { RejectionLog } from './rejection-log.ts';
 
 export interface TelemetryReporterOptions {
   metrics: AgentMetrics;
   accessLog?: AccessLog;
+  /** Rejections (failed handshakes, refused requests), logged at a bounded rate. */
+  rejectionLog?: RejectionLog;
   /** Told when telemetry itself throws (a bug): the connection goes on regardless. */
   onError?: (error: Error) => void;
 }
 
 export function telemetryReporter(options: TelemetryReporterOptions): ConnectionReporter {
-  const { metrics, accessLog } = options;
+  const { metrics, accessLog, rejectionLog } = options;
   const onError = options.onError ?? (() => {});
   return {
     opened(record: ConnectionRecord): void {
@@ -33,6 +36,14 @@ export function telemetryReporter(options: TelemetryReporterOptions): Connection
       try {
         metrics.connectionClosed(record);
         accessLog?.closed(record);
+      } catch (error) {
+        onError(error as Error);
+      }
+    },
+    rejected(record: ConnectionRecord, reason: RejectionReason): void {
+      try {
+        metrics.connectionRejected(record, reason);
+        rejectionLog?.rejected(record, reason);
       } catch (error) {
         onError(error as Error);
       }

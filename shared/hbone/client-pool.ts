@@ -20,7 +20,7 @@ import {
 import { HboneConnection, type ConnectionSettings } from './connection.ts';
 import type { SpiffeId } from '../identity/index.ts';
 import { hboneErrors } from './errors.ts';
-import { splice } from './splice.ts';
+import { resetSocket, splice } from './splice.ts';
 import type { HboneClientOptions, HboneStream, HboneTarget, TcpConnector } from './types.ts';
 
 /** What a finished tunnel carried, for telemetry. */
@@ -126,7 +126,7 @@ export class HboneClientPool {
       opened = await this.#openStream(target);
     } catch (error) {
       socket.off('error', onEarlyError);
-      if (!socket.destroyed) socket.resetAndDestroy();
+      resetSocket(socket);
       throw error;
     }
     socket.off('error', onEarlyError);

@@ -70,10 +70,40 @@ export const SERVER_STREAM_RESET_BURST = 10_000;
 export const SERVER_STREAM_RESET_RATE_PER_SECOND = 1000;
 
 /**
- * Streams the server lets one client keep open at once. Our client stops at 100 per connection; other clients
- * (a waypoint under load, an independent implementation) may use more, but one peer must not hold unbounded state.
+ * Streams the server lets one client connection keep open at once, advertised in SETTINGS_MAX_CONCURRENT_STREAMS and
+ * enforced by nghttp2 (a stream beyond it is refused with RST_STREAM REFUSED_STREAM before the agent sees it): 200,
+ * ztunnel's server value (hyper's default). Every open stream can hold one connection to the application, so this
+ * is also the most application connections one client connection can make the agent open at once. Our client stops
+ * at 100 per connection, so a pooled connection never meets it.
  */
-export const DEFAULT_SERVER_MAX_CONCURRENT_STREAMS = 1000;
+export const DEFAULT_SERVER_MAX_CONCURRENT_STREAMS = 200;
+
+/**
+ * The server's keepalive: a PING every 10 s on every client connection, and a PING unanswered for 20 s closes the
+ * connection with its tunnels (ztunnel's server PING_INTERVAL and PING_TIMEOUT). It finds a client whose node or
+ * process vanished without a FIN (power loss, a cut path, a frozen process), which TCP alone would keep for hours.
+ */
+export const DEFAULT_SERVER_KEEPALIVE_INTERVAL_MS = 10 * 1000;
+export const DEFAULT_SERVER_KEEPALIVE_TIMEOUT_MS = 20 * 1000;
+
+/**
+ * A client connection with no stream for 10 minutes is closed with GOAWAY NO_ERROR: twice the client pool's
+ * 5-minute idle release, so our own clients always close first and never race a GOAWAY, while a client that
+ * connects and never opens a stream (or stopped using a connection without closing it) cannot hold a descriptor
+ * and a TLS session for good.
+ */
+export const DEFAULT_SERVER_IDLE_TIMEOUT_MS = 10 * 60 * 1000;
+
+/**
+ * Rapid-reset budget (CVE-2023-44487; Envoy's premature-reset and nghttp2's reset-rate defences): a stream the
+ * client resets before the server has answered it cost the server a policy decision and maybe a connection to the
+ * application, and gave the client nothing. One client connection may do that 200 times at once, then 50 times a
+ * second; beyond that the server sends GOAWAY ENHANCE_YOUR_CALM and closes the connection. A real application
+ * aborts a connection while its tunnel is being set up (a few milliseconds) rarely; resets after the 200, however
+ * many, do not count.
+ */
+export const SERVER_PREMATURE_RESET_BURST = 200;
+export const SERVER_PREMATURE_RESET_RATE_PER_SECOND = 50;
 
 /**
  * Graceful shutdown: after GOAWAY, open streams get 5 s to finish before they are cut (ztunnel's drain default

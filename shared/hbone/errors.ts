@@ -18,6 +18,9 @@ export type HboneErrorCode =
   | 'HBONE_CONNECTION_CLOSED'
   | 'HBONE_STREAM_RESET'
   | 'HBONE_BAD_AUTHORITY'
+  | 'HBONE_BAD_METHOD'
+  | 'HBONE_MISDIRECTED'
+  | 'HBONE_STREAM_FLOOD'
   | 'HBONE_DENIED'
   | 'HBONE_REFUSED'
   | 'HBONE_BAD_STATUS'
@@ -40,6 +43,9 @@ export const RESPONSE_FLAGS: Readonly<Record<HboneErrorCode, string>> = {
   HBONE_CONNECTION_CLOSED: 'UC',
   HBONE_STREAM_RESET: 'UR',
   HBONE_BAD_AUTHORITY: 'DPE',
+  HBONE_BAD_METHOD: 'DPE',
+  HBONE_MISDIRECTED: 'DPE',
+  HBONE_STREAM_FLOOD: 'DPE',
   HBONE_DENIED: 'UAEX',
   HBONE_REFUSED: 'UF',
   HBONE_BAD_STATUS: 'UPE',
@@ -157,11 +163,17 @@ export const hboneErrors = {
   refused(destination: HostPort, proxy: HostPort): HboneError {
     return new HboneError(
       'HBONE_REFUSED',
-      `HBONE server ${where(proxy)} could not reach the target ${where(destination)} (503): the application refused the connection or is not listening on port ${destination.port}`,
+      `HBONE server ${where(proxy)} could not reach the target ${where(destination)} (503): the application refused the connection or is not listening on port ${destination.port}` +
+        ` (or ${destination.port} is one of the pod's own proxy ports, 15001/15006/15008, which are never tunneled to)`,
     );
   },
   badStatus(destination: HostPort, proxy: HostPort, status: number): HboneError {
-    const why = status === 400 ? 'the server rejected our :authority' : status === 405 ? 'the server does not accept CONNECT' : 'unexpected status';
+    const why =
+      status === 400
+        ? `the server rejected the request: a malformed :authority, or a destination that is not the server's own pod (it relays to no other address)`
+        : status === 405
+          ? 'the server does not accept CONNECT'
+          : 'unexpected status';
     return new HboneError('HBONE_BAD_STATUS', `HBONE CONNECT to ${where(destination)} via ${where(proxy)} answered ${status}: ${why}`);
   },
   poolClosed(): HboneError {

@@ -2,11 +2,16 @@
  * The HBONE server: terminates mutual-TLS HTTP/2 on 15008 and turns each CONNECT into a TCP connection.
  *
  * Owns: accepting raw TCP sockets from any listener (`handle`), the TLS layer per presented certificate, demanding
- * a client certificate chained to the roots and in the trust domain, checking each request (405 not CONNECT, 400
- * bad `:authority`), asking the caller's `decide` (401) and `connect` (503), answering 200 only once the target
- * is connected, splicing, and graceful shutdown (GOAWAY, drain until a deadline, then cut).
+ * a client certificate chained to the roots and in the trust domain, checking each request (400 not CONNECT or a
+ * bad `:authority`, as ztunnel), asking the caller's `decide` (its status, 401 by default) and `connect` (503),
+ * answering 200 only once the target is connected, splicing, and graceful shutdown (GOAWAY, drain until a
+ * deadline, then cut). Also what one client connection may cost: it ends with the client's FIN, a PING keepalive
+ * finds a client that vanished without one, an idle timeout ends a connection with no streams, at most
+ * `maxConcurrentStreams` streams at once, and a budget of streams reset before they were answered (then GOAWAY
+ * ENHANCE_YOUR_CALM).
  * Must not know about: what policy says, how target sockets are made (namespaces, marks), metrics names.
- * A peer's garbage (bad TLS, bad frames, vanishing) is counted and closed, never thrown.
+ * A peer's garbage (bad TLS, bad frames, vanishing) is counted, reported to `onRejected`/`onError` and closed,
+ * never thrown.
  */
 import http2 from 'node:http2';
 import net from 'node:net';
@@ -19,6 +24,11 @@ import {
   DEFAULT_DRAIN_DEADLINE_MS,
   DEFAULT_MAX_FRAME_SIZE,
   DEFAULT_MAX_SESSION_MEMORY_MIB,
+  DEFAULT_SERVER_IDLE_TIMEOUT_MS,
+  DEFAULT_SERVER_KEEPALIVE_INTERVAL_MS,
+  DEFAULT_SERVER_KEEPALIVE_TIMEOUT_MS,
+  SERVER_PREMATURE_RESET_BURST,
+  SERVER_PREMATURE_RESET_RATE_PER_SECOND,
   SERVER_STREAM_RESET_BURST,
   SERVER_STREAM_RESET_RATE_PER_SECOND,
   DEFAULT_SERVER_MAX_CONCURRENT_STREAMS,
@@ -28,7 +38,7 @@ import {
 import { HboneError } from './errors.ts';
 import { resetStream, splice } from './splice.ts';
 import { serverTlsOptions, verifyClient } from './tls.ts';
-import type { HboneDecision, HboneRequest, HboneServerOptions, HostPort } from './types.ts';
+import type { HboneDecision, HboneRejection, HboneRejectionReason, HboneRequest, HboneServerOptions, HostPort, RefusalStatus } from './types.ts';
 
 export interface ServerStats {
   /** TLS connections accepted as HBONE sessions. */
@@ -42,16 +52,35 @@ export interface ServerStats {
   requestsRefused: number;
   /** Sessions open now. */
   activeSessions: number;
+  /** Sessions closed because a keepalive PING went unanswered, because they had no stream for the idle timeout. */
+  keepaliveTimeouts: number;
+  idleTimeouts: number;
+  /** Sessions closed with GOAWAY ENHANCE_YOUR_CALM: too many streams reset before they were answered. */
+  streamFloods: number;
 }
 
+/** One client connection: who it is, and what it may still cost. */
 interface SessionState {
+  session: http2.ServerHttp2Session;
   peerIdentity: SpiffeId;
   remoteAddress: string;
+  /** Streams open now (the idle timer runs only at 0). */
+  openStreams: number;
+  idleTimer: NodeJS.Timeout | undefined;
+  keepaliveTimer: NodeJS.Timeout | undefined;
+  /** Rapid-reset budget: tokens left, and when they were last refilled (performance.now()). */
+  resetTokens: number;
+  resetRefilledAt: number;
 }
 
-const { NGHTTP2_CANCEL } = http2.constants;
+const { NGHTTP2_CANCEL, NGHTTP2_ENHANCE_YOUR_CALM } = http2.constants;
 
 const allow: HboneDecision = { allow: true };
+
+/** Resolves after the event loop's current I/O has been handled (setImmediate runs after the poll phase). */
+function nextTurn(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
 
 function defaultTargetConnector(request: HboneRequest): net.Socket {
   return net.connect({ host: request.target.host, port: request.target.port, allowHalfOpen: true, noDelay: true });
@@ -71,15 +100,28 @@ export class HboneServer {
     tunnelsOpened: 0,
     requestsRefused: 0,
     activeSessions: 0,
+    keepaliveTimeouts: 0,
+    idleTimeouts: 0,
+    streamFloods: 0,
   };
   readonly #sessionOptions: http2.ServerSessionOptions;
   readonly #connectionWindowBytes: number;
+  readonly #keepaliveIntervalMs: number;
+  readonly #keepaliveTimeoutMs: number;
+  readonly #idleTimeoutMs: number;
+  readonly #resetBurst: number;
+  readonly #resetRatePerMs: number;
   #shuttingDown = false;
   #drained: (() => void) | undefined;
 
   constructor(options: HboneServerOptions) {
     this.#options = options;
     this.#connectionWindowBytes = options.connectionWindowBytes ?? DEFAULT_CONNECTION_WINDOW_BYTES;
+    this.#keepaliveIntervalMs = options.keepaliveIntervalMs ?? DEFAULT_SERVER_KEEPALIVE_INTERVAL_MS;
+    this.#keepaliveTimeoutMs = options.keepaliveTimeoutMs ?? DEFAULT_SERVER_KEEPALIVE_TIMEOUT_MS;
+    this.#idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_SERVER_IDLE_TIMEOUT_MS;
+    this.#resetBurst = options.prematureResetBurst ?? SERVER_PREMATURE_RESET_BURST;
+    this.#resetRatePerMs = (options.prematureResetRatePerSecond ?? SERVER_PREMATURE_RESET_RATE_PER_SECOND) / 1000;
     this.#sessionOptions = {
       settings: {
         enablePush: false,
@@ -112,6 +154,11 @@ export class HboneServer {
       return;
     }
     socket.setNoDelay(true);
+    // The client's FIN ends the connection. Listeners that carry FIN through a proxy (the agent's in-pod ones)
+    // accept half-open sockets, and the TLS socket inherits that: the HTTP/2 session would then sit in CLOSE-WAIT
+    // for good after a client that exits without a GOAWAY, with every tunnel on it still connected to the app.
+    // Half-close of a tunnel is END_STREAM inside the session, never a FIN of the connection.
+    socket.allowHalfOpen = false;
     this.#sockets.add(socket);
     socket.once('close', () => this.#sockets.delete(socket));
     this.#tlsServerFor(certificate).emit('connection', socket);
@@ -134,6 +181,11 @@ export class HboneServer {
 
   stats(): ServerStats {
     return { ...this.#stats, activeSessions: this.#sessions.size };
+  }
+
+  /** Streams open now on all sessions (refused and spliced ones alike, until they close). */
+  get openStreams(): number {
+    return this.#streams.size;
   }
 
   /**
@@ -175,7 +227,9 @@ export class HboneServer {
 
   readonly #onTlsClientError = (error: Error, socket: tls.TLSSocket): void => {
     this.#stats.connectionErrors++;
-    this.#report(new HboneError('HBONE_TLS', `TLS handshake with ${socket.remoteAddress ?? '?'} failed: ${error.message}`, { cause: error }));
+    const rejection = new HboneError('HBONE_TLS', `TLS handshake with HBONE client ${socket.remoteAddress ?? '?'} failed: ${error.message} (is it a mesh workload with a certificate from this mesh's root?)`, { cause: error });
+    this.#report(rejection);
+    this.#reject({ reason: 'tls', error: rejection, remoteAddress: socket.remoteAddress ?? '' });
     socket.destroy();
   };
 
@@ -191,11 +245,16 @@ export class HboneServer {
     } catch (error) {
       this.#stats.connectionsRejected++;
       this.#report(error as HboneError);
+      const rejection = error as HboneError;
+      this.#reject({ reason: rejection.code === 'HBONE_PEER_IDENTITY' ? 'peer_identity' : 'tls', error: rejection, remoteAddress: socket.remoteAddress ?? '' });
       socket.destroy();
       return;
     }
     const session = http2.performServerHandshake(socket, this.#sessionOptions);
-    const state: SessionState = { peerIdentity, remoteAddress: socket.remoteAddress ?? '' };
+    const state: SessionState = {
+      session, peerIdentity, remoteAddress: socket.remoteAddress ?? '', openStreams: 0, idleTimer: undefined, keepaliveTimer: undefined,
+      resetTokens: this.#resetBurst, resetRefilledAt: performance.now(),
+    };
     this.#sessions.set(session, state);
     this.#stats.sessionsAccepted++;
     session.on('error', this.#onSessionError);
@@ -203,9 +262,13 @@ export class HboneServer {
       void this.#onStream(stream, headers, state);
     });
     session.once('close', () => {
+      clearTimeout(state.idleTimer);
+      clearTimeout(state.keepaliveTimer);
       this.#sessions.delete(session);
       if (this.#sessions.size === 0) this.#drained?.();
     });
+    this.#armIdleTimer(state);
+    this.#scheduleKeepalive(state);
     const windowBytes = this.#connectionWindowBytes;
     if (session.connecting) session.once('connect', () => session.setLocalWindowSize(windowBytes));
     else session.setLocalWindowSize(windowBytes);
@@ -216,6 +279,8 @@ export class HboneServer {
   };
 
   readonly #onSessionError = (error: Error): void => {
+    // A session this server tore down itself (keepalive, flood) was reported when it decided to.
+    if (error instanceof HboneError) return;
     this.#stats.connectionErrors++;
     this.#report(new HboneError('HBONE_CONNECTION_CLOSED', `HBONE session error: ${error.message}`, { cause: error }));
   };
@@ -224,18 +289,108 @@ export class HboneServer {
     this.#options.onError?.(error);
   }
 
+  #reject(rejection: HboneRejection): void {
+    this.#options.onRejected?.(rejection);
+  }
+
+  /** The idle timer runs while a session has no stream: at its end the session is closed with GOAWAY NO_ERROR. */
+  #armIdleTimer(state: SessionState): void {
+    if (this.#idleTimeoutMs <= 0) return;
+    clearTimeout(state.idleTimer);
+    state.idleTimer = setTimeout(() => {
+      state.idleTimer = undefined;
+      if (state.openStreams > 0 || state.session.closed || state.session.destroyed) return;
+      this.#stats.idleTimeouts++;
+      state.session.close();
+    }, this.#idleTimeoutMs);
+    state.idleTimer.unref();
+  }
+
+  /** One PING per interval; an answer schedules the next, silence past the timeout destroys the session. */
+  #scheduleKeepalive(state: SessionState): void {
+    if (this.#keepaliveIntervalMs <= 0) return;
+    state.keepaliveTimer = setTimeout(() => this.#sendKeepalive(state), this.#keepaliveIntervalMs);
+    state.keepaliveTimer.unref();
+  }
+
+  #sendKeepalive(state: SessionState): void {
+    const { session } = state;
+    if (session.closed || session.destroyed) return;
+    let answered = false;
+    const sent = session.ping((error) => {
+      answered = true;
+      clearTimeout(state.keepaliveTimer);
+      // A failed ping means the session is going away, which its own close handles.
+      if (!error) this.#scheduleKeepalive(state);
+    });
+    if (!sent) return;
+    if (answered) return;
+    state.keepaliveTimer = setTimeout(() => {
+      if (session.destroyed) return;
+      this.#stats.keepaliveTimeouts++;
+      const error = new HboneError(
+        'HBONE_KEEPALIVE_TIMEOUT',
+        `HBONE client ${state.remoteAddress} (${state.peerIdentity.uri}) did not answer a keepalive PING within ${this.#keepaliveTimeoutMs} ms: it or the path to it is gone; closed the connection and its ${state.openStreams} tunnel(s)`,
+      );
+      this.#report(error);
+      // CANCEL, so neither end takes a tunnel cut here for a clean end.
+      for (const stream of this.#streams) if (stream.session === session) resetStream(stream, NGHTTP2_CANCEL);
+      session.destroy(error);
+    }, this.#keepaliveTimeoutMs);
+    state.keepaliveTimer.unref();
+  }
+
+  /**
+   * A stream the client reset before it was answered spends one token of the session's budget; tokens come back at
+   * the budget's rate. An empty budget ends the session with GOAWAY ENHANCE_YOUR_CALM, as nghttp2 and Envoy do.
+   */
+  #onPrematureReset(state: SessionState): void {
+    const now = performance.now();
+    state.resetTokens = Math.min(this.#resetBurst, state.resetTokens + (now - state.resetRefilledAt) * this.#resetRatePerMs);
+    state.resetRefilledAt = now;
+    state.resetTokens -= 1;
+    if (state.resetTokens >= 0) return;
+    const { session } = state;
+    if (session.destroyed) return;
+    this.#stats.streamFloods++;
+    const error = new HboneError(
+      'HBONE_STREAM_FLOOD',
+      `HBONE client ${state.remoteAddress} (${state.peerIdentity.uri}) reset more than ${this.#resetBurst} streams before they were answered ` +
+        `(then ${Math.round(this.#resetRatePerMs * 1000)}/s): closed its connection with GOAWAY ENHANCE_YOUR_CALM`,
+    );
+    this.#report(error);
+    this.#reject({ reason: 'stream_flood', error, remoteAddress: state.remoteAddress, peerIdentity: state.peerIdentity });
+    // destroy(error, code) sends GOAWAY with `code`, then ends the socket; every stream (and its target) closes.
+    session.destroy(error, NGHTTP2_ENHANCE_YOUR_CALM);
+  }
+
   #refuse(stream: http2.ServerHttp2Stream, status: number): void {
     this.#stats.requestsRefused++;
     if (stream.destroyed || stream.closed || stream.headersSent) return;
     stream.respond({ ':status': status }, { endStream: true });
   }
 
+  /** Refuses a stream with `status` and tells `onRejected` why. */
+  #refuseWith(stream: http2.ServerHttp2Stream, status: RefusalStatus, reason: HboneRejectionReason, error: HboneError, state: SessionState, request?: HboneRequest): void {
+    this.#refuse(stream, status);
+    this.#reject({ reason, error, remoteAddress: state.remoteAddress, peerIdentity: state.peerIdentity, status, ...(request ? { request } : {}) });
+  }
+
   async #onStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, state: SessionState): Promise<void> {
     stream.on('error', this.#onStreamError);
     this.#streams.add(stream);
-    stream.once('close', () => this.#streams.delete(stream));
+    state.openStreams++;
+    clearTimeout(state.idleTimer);
+    stream.once('close', () => {
+      this.#streams.delete(stream);
+      // Reset by the client before any answer: the server did the work (a decision, maybe a connect) for nothing.
+      if (!stream.headersSent && !this.#shuttingDown && !state.session.destroyed) this.#onPrematureReset(state);
+      if (--state.openStreams === 0 && !state.session.destroyed) this.#armIdleTimer(state);
+    });
     if (headers[':method'] !== 'CONNECT') {
-      this.#refuse(stream, 405);
+      const error = new HboneError('HBONE_BAD_METHOD', `HBONE client ${state.remoteAddress} (${state.peerIdentity.uri}) sent ${JSON.stringify(headers[':method'])}, not CONNECT: answered 400`);
+      this.#report(error);
+      this.#refuseWith(stream, 400, 'method', error, state);
       return;
     }
     let target: HostPort;
@@ -243,7 +398,7 @@ export class HboneServer {
       target = parseAuthority(headers[':authority']);
     } catch (error) {
       this.#report(error as HboneError);
-      this.#refuse(stream, 400);
+      this.#refuseWith(stream, 400, 'authority', error as HboneError, state);
       return;
     }
     const request: HboneRequest = { peerIdentity: state.peerIdentity, target, headers, remoteAddress: state.remoteAddress };
@@ -257,9 +412,15 @@ export class HboneServer {
       }
     }
     if (!decision.allow) {
-      this.#refuse(stream, 401);
+      const status = decision.status ?? 401;
+      const code = status === 401 ? 'HBONE_DENIED' : status === 400 ? 'HBONE_MISDIRECTED' : 'HBONE_REFUSED';
+      const error = new HboneError(code, `HBONE CONNECT from ${state.peerIdentity.uri} (${state.remoteAddress}) to ${String(headers[':authority'])} answered ${status}: ${decision.reason}`);
+      this.#refuseWith(stream, status, 'denied', error, state, request);
       return;
     }
+    // Let the rest of what the client sent with this request be read first: a stream it reset in the same packet
+    // (a flood of CONNECT + RST_STREAM) then costs no connection to the target.
+    await nextTurn();
     if (stream.destroyed || stream.closed) return;
     const started = performance.now();
     let socket: net.Socket;

@@ -3,7 +3,7 @@
  *
  * Owns: data both ways with backpressure; half-close both ways (TCP FIN -> END_STREAM, END_STREAM -> FIN);
  * reset both ways (TCP RST or error -> RST_STREAM CONNECT_ERROR, local abort -> CANCEL; RST_STREAM -> TCP RST
- * via `resetAndDestroy`); the byte counts, read from the socket's own counters at the end (nothing per chunk).
+ * via `resetSocket`); the byte counts, read from the socket's own counters at the end (nothing per chunk).
  * Must not know about: TLS, pools, policy, which side of the tunnel it is on.
  *
  * Hot path: per chunk, one `write` and a length check; no closure or object is made per chunk (every handler is
@@ -57,6 +57,18 @@ export function resetStream(stream: http2.Http2Stream, code: number): void {
   if (stream.destroyed || stream.closed) return;
   if (!stream.writableEnded) stream._final = skipFinal;
   stream.close(code);
+}
+
+/**
+ * Resets a TCP socket (RST, so its peer sees a failure, not a clean end) and always frees its descriptor. Node's
+ * resetAndDestroy() asks libuv for uv_tcp_close_reset, which refuses (EINVAL) a socket whose FIN has begun (end()
+ * was called), and Node then never closes the handle: the descriptor leaked, one per tunnel a client reset after
+ * its stream had reported its end. Such a socket has already told its peer the data ended: it is closed instead.
+ */
+export function resetSocket(socket: net.Socket): void {
+  if (socket.destroyed) return;
+  if (socket.writableEnded) socket.destroy();
+  else socket.resetAndDestroy();
 }
 
 function uncorkSocket(splice: Splice): void {
@@ -173,7 +185,7 @@ class Splice {
     if ((rstCode !== NGHTTP2_NO_ERROR || !stream.readableEnded) && !socket.destroyed) {
       // RST_STREAM (or a stream torn down with its session) becomes a TCP RST, so the application sees a reset
       // rather than a clean end it might mistake for a complete response.
-      socket.resetAndDestroy();
+      resetSocket(socket);
     }
     this.#sideDone();
   };

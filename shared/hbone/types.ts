@@ -70,7 +70,39 @@ export interface HboneRequest {
   remoteAddress: string;
 }
 
-export type HboneDecision = { allow: true } | { allow: false; reason: string };
+/**
+ * A refused CONNECT's status, as ztunnel answers them: 400 a request that can never succeed (not for this
+ * destination), 401 denied by authorization policy, 503 a destination the server will not or cannot connect to.
+ */
+export type RefusalStatus = 400 | 401 | 503;
+
+/** `status` defaults to 401 (policy). */
+export type HboneDecision = { allow: true } | { allow: false; reason: string; status?: RefusalStatus };
+
+/**
+ * Why the server turned a client away, for an operator's logs and counters:
+ *   tls            the TLS handshake failed or its client certificate was not acceptable (none, another mesh's,
+ *                  expired, no ALPN h2, not TLS at all)
+ *   peer_identity  the certificate chained to the roots but names no SPIFFE identity of the trust domain
+ *   method         a request that is not CONNECT (400)
+ *   authority      a malformed `:authority` (400)
+ *   denied         the caller's `decide` refused it (its status: 400, 401 or 503)
+ *   stream_flood   the client reset too many streams before they were answered: GOAWAY ENHANCE_YOUR_CALM
+ */
+export type HboneRejectionReason = 'tls' | 'peer_identity' | 'method' | 'authority' | 'denied' | 'stream_flood';
+
+export interface HboneRejection {
+  reason: HboneRejectionReason;
+  error: HboneError;
+  /** The client's address (the TCP peer of the HBONE connection). */
+  remoteAddress: string;
+  /** The verified client identity, once the handshake succeeded. */
+  peerIdentity?: SpiffeId;
+  /** The request, for a refused stream. */
+  request?: HboneRequest;
+  /** The status answered, for a refused stream. */
+  status?: RefusalStatus;
+}
 
 export interface HboneServerOptions {
   /**
@@ -81,7 +113,7 @@ export interface HboneServerOptions {
   /** Trust roots and domain client certificates must chain to. */
   rootsPem: string[];
   trustDomain: string;
-  /** Allow or deny a CONNECT (policy). Denied -> 401. Default: allow. */
+  /** Allow or deny a CONNECT (policy, destination checks). Denied -> the decision's status, 401 by default. Default: allow. */
   decide?: (request: HboneRequest) => HboneDecision | Promise<HboneDecision>;
   /** Opens the connection to the target; refused/unreachable -> 503. Default: net.connect to target. */
   connect?: (request: HboneRequest) => net.Socket;
@@ -93,10 +125,21 @@ export interface HboneServerOptions {
   connectTimeoutMs?: number;
   /** A client's TLS handshake must complete within this. Default 10 s. */
   handshakeTimeoutMs?: number;
-  /** Streams one client connection may hold open at once (SETTINGS_MAX_CONCURRENT_STREAMS). Default 1000. */
+  /** Streams one client connection may hold open at once (SETTINGS_MAX_CONCURRENT_STREAMS). Default 200. */
   maxConcurrentStreams?: number;
+  /** PING every client connection this often; 0 turns keepalive off. Default 10 s. */
+  keepaliveIntervalMs?: number;
+  /** A PING unanswered for this long closes the connection and its tunnels. Default 20 s. */
+  keepaliveTimeoutMs?: number;
+  /** A client connection with no open stream for this long is closed (GOAWAY NO_ERROR); 0 never. Default 10 min. */
+  idleTimeoutMs?: number;
+  /** Streams a client may reset before they were answered: this many at once, then `prematureResetRatePerSecond`. */
+  prematureResetBurst?: number;
+  prematureResetRatePerSecond?: number;
   /** Told about every rejected connection, protocol error and refused request (for logs and counters). */
   onError?: (error: HboneError) => void;
+  /** Told about every client turned away (a failed handshake, a refused request, a flood), with the facts known. */
+  onRejected?: (rejection: HboneRejection) => void;
 }
 
 export interface HboneTunnelEvent {

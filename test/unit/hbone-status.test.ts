@@ -1,10 +1,11 @@
 import test from 'ava';
-import type { HboneError } from '../../shared/hbone/index.ts';
-import { closedPort, rawSession, readAll, requestStatus, startEcho, startPair } from '../helpers/hbone.ts';
+import type { HboneError, HboneRejection } from '../../shared/hbone/index.ts';
+import { CLIENT_ID, closedPort, rawSession, readAll, requestStatus, startEcho, startPair } from '../helpers/hbone.ts';
 
-test('a request that is not CONNECT is answered 405', async (t) => {
+test('a request that is not CONNECT is answered 400 (as ztunnel), reported as a rejection', async (t) => {
   const echo = await startEcho();
-  const pair = await startPair();
+  const rejections: HboneRejection[] = [];
+  const pair = await startPair({ server: { onRejected: (rejection) => rejections.push(rejection) } });
   const { session, outcome } = await rawSession(pair.serverAddress, pair.mesh.clientCert, [pair.mesh.ca.rootCertPem]);
   t.teardown(async () => {
     session.destroy();
@@ -12,9 +13,13 @@ test('a request that is not CONNECT is answered 405', async (t) => {
     await echo.close();
   });
   t.is(outcome, 'accepted');
-  t.is(await requestStatus(session, { ':method': 'GET', ':path': '/', ':authority': `127.0.0.1:${echo.address.port}` }), 405);
-  t.is(await requestStatus(session, { ':method': 'POST', ':path': '/', ':authority': `127.0.0.1:${echo.address.port}` }), 405);
+  t.is(await requestStatus(session, { ':method': 'GET', ':path': '/', ':authority': `127.0.0.1:${echo.address.port}` }), 400);
+  t.is(await requestStatus(session, { ':method': 'POST', ':path': '/', ':authority': `127.0.0.1:${echo.address.port}` }), 400);
   t.is(echo.accepted.length, 0);
+  t.deepEqual(rejections.map((rejection) => [rejection.reason, rejection.status, rejection.error.code, rejection.peerIdentity?.uri]), [
+    ['method', 400, 'HBONE_BAD_METHOD', CLIENT_ID.uri],
+    ['method', 400, 'HBONE_BAD_METHOD', CLIENT_ID.uri],
+  ]);
 });
 
 test('a malformed :authority is answered 400', async (t) => {
@@ -66,6 +71,36 @@ test('a CONNECT denied by decide() is a 401, surfaced as HBONE_DENIED, and the t
   const allowed = await pair.pool.open(pair.target(echo.address, { headers: { baggage: 'let-me-in' } }));
   allowed.end('in');
   t.is((await readAll(allowed)).toString(), 'in');
+});
+
+test('a refusal carries the status decide() chose (400, 503), 401 by default, each reported with the request', async (t) => {
+  const echo = await startEcho();
+  const rejections: HboneRejection[] = [];
+  const pair = await startPair({
+    server: {
+      decide: (request) => {
+        const status = Number(request.headers['x-status']);
+        return status ? { allow: false, reason: 'test', status: status as 400 | 503 } : { allow: false, reason: 'test' };
+      },
+      onRejected: (rejection) => rejections.push(rejection),
+    },
+  });
+  const { session } = await rawSession(pair.serverAddress, pair.mesh.clientCert, [pair.mesh.ca.rootCertPem]);
+  t.teardown(async () => {
+    session.destroy();
+    await pair.close();
+    await echo.close();
+  });
+  const authority = `127.0.0.1:${echo.address.port}`;
+  t.is(await requestStatus(session, { ':method': 'CONNECT', ':authority': authority, 'x-status': '400' }), 400);
+  t.is(await requestStatus(session, { ':method': 'CONNECT', ':authority': authority, 'x-status': '503' }), 503);
+  t.is(await requestStatus(session, { ':method': 'CONNECT', ':authority': authority }), 401);
+  t.is(echo.accepted.length, 0, 'no refusal dials the target');
+  t.deepEqual(rejections.map((rejection) => [rejection.reason, rejection.status, rejection.error.code, rejection.request?.target.port]), [
+    ['denied', 400, 'HBONE_MISDIRECTED', echo.address.port],
+    ['denied', 503, 'HBONE_REFUSED', echo.address.port],
+    ['denied', 401, 'HBONE_DENIED', echo.address.port],
+  ]);
 });
 
 test('200 is sent only once the target accepted, so a slow target is not a 200 then a reset', async (t) => {
