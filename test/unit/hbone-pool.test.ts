@@ -106,7 +106,9 @@ test('a connection that stops answering keepalive PINGs is closed and its stream
   proxy.freeze();
   await streamClosed;
   const elapsed = Date.now() - frozenAt;
-  t.true(elapsed >= 900 && elapsed < 4000, `closed ${elapsed} ms after the path froze (PING every 200 ms, 1 s to answer)`);
+  // The PING whose answer the freeze swallowed may have been sent up to one interval (200 ms) before the freeze, and
+  // its 1 s timer started then: the earliest honest close is 800 ms after the freeze (seen at 841 ms under load).
+  t.true(elapsed >= 750 && elapsed < 4000, `closed ${elapsed} ms after the path froze (PING every 200 ms, 1 s to answer)`);
   t.true(await waitFor(() => pair.pool.stats().connections === 0, 2000), 'the dead connection left the pool');
   // A new stream dials a fresh connection.
   const fresh = await pair.pool.open(target);

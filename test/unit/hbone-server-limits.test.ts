@@ -108,16 +108,17 @@ test('a client that stops answering PINGs loses its session and tunnels after th
 test('a session with no stream is closed after the idle timeout, one with a tunnel is not', async (t) => {
   const mesh = await makeMesh();
   const target = await holdingTarget();
-  const hbone = await startHalfOpenServer(mesh, { keepaliveIntervalMs: 0, idleTimeoutMs: 300 });
+  const hbone = await startHalfOpenServer(mesh, { keepaliveIntervalMs: 0, idleTimeoutMs: 1000 });
   t.teardown(async () => {
     await hbone.close();
     await target.close();
   });
   const idle = await rawSession({ host: '127.0.0.1', port: hbone.port }, mesh.clientCert, [mesh.ca.rootCertPem]);
+  // Listen at once: on a busy machine the 1 s may pass while the second session is set up.
+  const goaway = new Promise<number>((resolve) => idle.session.once('goaway', resolve));
   const busy = await rawSession({ host: '127.0.0.1', port: hbone.port }, mesh.clientCert, [mesh.ca.rootCertPem]);
   const tunnel = await openTunnel(busy.session, `127.0.0.1:${target.address.port}`);
   t.teardown(() => busy.session.destroy());
-  const goaway = new Promise<number>((resolve) => idle.session.once('goaway', resolve));
   t.is(await goaway, http2.constants.NGHTTP2_NO_ERROR, 'GOAWAY NO_ERROR');
   t.true(await waitFor(() => idle.session.closed || idle.session.destroyed, 3000), 'the idle session closed');
   t.false(busy.session.closed, 'the session with a tunnel stays');
