@@ -10,6 +10,7 @@
 import { DirectoryWatcher } from '../../shared/k8s/dir-watcher.ts';
 import { captureDecision } from '../../shared/k8s/enrollment.ts';
 import { readClusterDir, type ClusterDirParseCache, type ClusterSnapshot } from '../../shared/k8s/cluster-dir.ts';
+import { serviceIpFamilies, serviceLoadBalancing } from '../../shared/k8s/service-spec.ts';
 import { isPod, isService, podNamespace, type PodObject, type ServiceObject } from '../../shared/k8s/objects.ts';
 import type { MeshState } from './mesh-state.ts';
 import { serviceKey, type Service, type ServicePort } from './service.ts';
@@ -64,9 +65,10 @@ export function serviceFromKube(service: ServiceObject, clusterDomain: string): 
       return entry;
     }),
     subjectAltNames: [],
-    ipFamilies: 'AUTOMATIC',
+    ipFamilies: serviceIpFamilies(service),
   };
-  if (service.spec?.internalTrafficPolicy === 'Local') result.loadBalancing = { routingPreference: ['NODE'], mode: 'STRICT', healthPolicy: 'ONLY_HEALTHY' };
+  const loadBalancing = serviceLoadBalancing(service);
+  if (loadBalancing) result.loadBalancing = { ...loadBalancing, healthPolicy: 'ONLY_HEALTHY' };
   return result;
 }
 

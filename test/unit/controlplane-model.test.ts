@@ -95,3 +95,27 @@ test('podsOnNode (the CA\'s question) follows pods arriving, leaving and finishi
   t.deepEqual(accounts('n1'), ['shop/db'], 'a deleted pod no longer vouches for its service account');
   t.deepEqual(accounts('n2'), []);
 });
+
+test('a Service\'s load_balancing and ip_families come from its spec, as istiod sets them', (t) => {
+  const withSpec = (name: string, spec: Record<string, unknown>, annotations?: Record<string, string>): K8sObject => {
+    const service = serviceObject({ name, namespace: 'shop', vip: '10.96.0.30', selector: { app: name } });
+    Object.assign(service.spec as object, spec);
+    if (annotations) service.metadata!.annotations = annotations;
+    return service;
+  };
+  const { read } = setup([
+    namespaceObject('shop'),
+    withSpec('local', { internalTrafficPolicy: 'Local', trafficDistribution: 'PreferClose' }),
+    withSpec('close', { trafficDistribution: 'PreferClose', ipFamilies: ['IPv4', 'IPv6'] }),
+    withSpec('annotated', { ipFamilies: ['IPv6'] }, { 'networking.istio.io/traffic-distribution': 'PreferClose' }),
+    withSpec('plain', { internalTrafficPolicy: 'Cluster' }),
+  ]);
+  const service = (name: string) => read(`shop/${name}.shop.svc.cluster.local`)!.service!;
+  t.like(service('local').loadBalancing, { routingPreference: ['NODE'], mode: 'STRICT' }, 'Local wins over a traffic distribution');
+  t.like(service('close').loadBalancing, { routingPreference: ['NETWORK', 'REGION', 'ZONE', 'SUBZONE'], mode: 'FAILOVER' });
+  t.is(service('close').ipFamilies, 'DUAL');
+  t.like(service('annotated').loadBalancing, { mode: 'FAILOVER' }, 'Istio\'s annotation stands in for the field');
+  t.is(service('annotated').ipFamilies, 'IPV6_ONLY');
+  t.falsy(service('plain').loadBalancing, 'Cluster: no load balancing rule');
+  t.is(service('plain').ipFamilies, 'AUTOMATIC');
+});
