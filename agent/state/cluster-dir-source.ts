@@ -61,11 +61,11 @@ export function serviceFromKube(service: ServiceObject, clusterDomain: string): 
     ports: (service.spec?.ports ?? []).map((port) => {
       const target = port.targetPort === undefined || port.targetPort === '' ? port.port : Number(port.targetPort);
       const entry: ServicePort = { servicePort: port.port, targetPort: Number.isInteger(target) ? target : 0 };
-      if (port.appProtocol) entry.appProtocol = port.appProtocol;
       return entry;
     }),
     subjectAltNames: [],
     ipFamilies: serviceIpFamilies(service),
+    canonical: true,
   };
   const loadBalancing = serviceLoadBalancing(service);
   if (loadBalancing) result.loadBalancing = { ...loadBalancing, healthPolicy: 'ONLY_HEALTHY' };

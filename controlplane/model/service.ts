@@ -22,6 +22,7 @@ export interface ServiceMessage {
   waypoint?: GatewayAddressMessage;
   loadBalancing?: { routingPreference: number[]; mode: number };
   ipFamilies: number;
+  canonical: boolean;
 }
 
 /** Numeric enum values of istio.workload.LoadBalancing and IPFamilies (encoding takes numbers). */
@@ -67,6 +68,8 @@ export function serviceFromKube(service: ServiceObject, clusterDomain: string, w
     addresses,
     ports: (service.spec?.ports ?? []).map((port) => ({ servicePort: port.port, targetPort: numericTargetPort(port) })),
     ipFamilies: IP_FAMILIES[serviceIpFamilies(service)],
+    // As istiod: a Kubernetes Service is the canonical owner of its hostname (a ServiceEntry of the same name is not).
+    canonical: true,
   };
   if (waypoint) message.waypoint = waypoint;
   const loadBalancing = serviceLoadBalancing(service);
