@@ -49,7 +49,7 @@ test('a selector-less service takes its endpoints from EndpointSlices, with the 
     ports: [{ name: 'http', port: 9090 }],
   };
   const { store, read } = setup([namespaceObject('shop'), external, podObject({ name: 'backend', namespace: 'shop', ip: '10.0.0.5' }), slice]);
-  t.deepEqual(read('Kubernetes//Pod/shop/backend')!.workload!.services['shop/legacy.shop.svc.cluster.local']?.ports, [{ servicePort: 80, targetPort: 9090 }]);
+  t.deepEqual(read('Kubernetes//Pod/shop/backend')!.workload!.services['shop/legacy.shop.svc.cluster.local']?.ports, [{ servicePort: 80, targetPort: 9090, appProtocol: 'UNKNOWN' }]);
   t.deepEqual(read('shop/legacy.shop.svc.cluster.local')!.service!.addresses.map((entry) => bytesToIp(entry.address)), ['10.96.0.20']);
   store.apply([{ type: 'delete', object: slice }]);
   t.deepEqual(read('Kubernetes//Pod/shop/backend')!.workload!.services, {}, 'removing the slice removes the membership');

@@ -23,7 +23,7 @@ test('initial sync delivers workloads and services, and a pod added then deleted
   t.is(workload!.canonicalName, 'web');
   t.is(workload!.canonicalRevision, 'v2');
   t.deepEqual(workload!.addresses.map((bytes) => bytesToIp(bytes)), ['10.0.1.5']);
-  t.deepEqual(workload!.services['shop/web.shop.svc.cluster.local']?.ports, [{ servicePort: 80, targetPort: 8080 }]);
+  t.deepEqual(workload!.services['shop/web.shop.svc.cluster.local']?.ports, [{ servicePort: 80, targetPort: 8080, appProtocol: 'UNKNOWN' }]);
   const service = agent.addresses.get('shop/web.shop.svc.cluster.local')?.service;
   t.truthy(service);
   t.deepEqual(service!.addresses.map((entry) => bytesToIp(entry.address)), ['10.96.0.10']);
