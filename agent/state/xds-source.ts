@@ -90,6 +90,7 @@ export function workloadFromXds(workload: XdsWorkload): Workload {
     status: workload.status === 'UNHEALTHY' ? 'UNHEALTHY' : 'HEALTHY',
   };
   if (workload.network) result.network = workload.network;
+  if (workload.networkMode === 'HOST_NETWORK') result.networkMode = 'HOST_NETWORK';
   if (workload.locality) result.locality = { region: workload.locality.region, zone: workload.locality.zone, subzone: workload.locality.subzone };
   return result;
 }
