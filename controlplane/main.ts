@@ -31,6 +31,7 @@ import { registerCaService } from './ca/ca-service.ts';
 import { publishRootConfigMap } from './ca/root-publisher.ts';
 import { LOCAL_ROOT_CERT_FILE, ROOT_CONFIGMAP_NAME } from './ca/config.ts';
 import { CaServiceError } from './ca/errors.ts';
+import { BootstrapTokenFile } from './bootstrap-tokens.ts';
 import { bootstrapTokenFileAuthenticator, type NodeAuthenticator } from './ca/node-authenticator.ts';
 import { openKubernetesRoot, openLocalRoot } from './ca/root-store.ts';
 import { startControlPlane, type ControlPlane } from './control-plane.ts';
@@ -176,8 +177,10 @@ export async function runControlPlane(config: ControlPlaneConfig): Promise<Contr
     } catch {
       throw new Error(`the bootstrap token file ${config.tokenFile} does not exist: write one "<token> <node-name>" line per node (the agents present these tokens)`);
     }
-    xdsAuthenticator = new TokenFileAuthenticator(config.tokenFile);
-    caAuthenticator = await bootstrapTokenFileAuthenticator(config.tokenFile);
+    // One reader of the token file for both: a token added or rotated counts for xDS and the CA alike.
+    const tokens = await BootstrapTokenFile.open(config.tokenFile, { onError: (error) => logger.warn(error.message) });
+    xdsAuthenticator = new TokenFileAuthenticator(tokens);
+    caAuthenticator = bootstrapTokenFileAuthenticator(tokens);
     root = await openLocalRoot({ dir: config.caDir, trustDomain: config.trustDomain });
   }
   const ca = root.ca;
