@@ -121,7 +121,7 @@ test.serial('wired as in a cluster: objects, CA root, agent credentials and the 
     t.is(env.AMBIT_NODE_NAME, node.name);
     t.is(env.AMBIT_XDS_ADDRESS, mesh!.controlPlaneAddress);
     t.is(readFileSync(env.AMBIT_ROOT_CERT_FILE!, 'utf8'), rootCertPem, 'the agent trusts the root the ConfigMap holds');
-    t.deepEqual(k8s.reviewTokens.get(readFileSync(env.AMBIT_TOKEN_FILE!, 'utf8')), { username: AGENT_ACCOUNT, node: node.name }, 'its token is the agent service account bound to its node');
+    t.deepEqual(k8s.reviewTokens.get(readFileSync(env.AMBIT_TOKEN_FILE!, 'utf8')), { username: AGENT_ACCOUNT, node: node.name, audiences: ['istio-ca'] }, 'its token is the agent service account bound to its node, for the control plane\'s audience');
     t.is(env.AMBIT_CLUSTER_DIR, undefined, 'the agent is not given a cluster directory');
     t.is(env.AMBIT_LOCAL_CA_DIR, undefined);
   }

@@ -6,6 +6,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { status, type ServiceError } from '@grpc/grpc-js';
 import { CaClient } from '../../agent/identity/ca-client.ts';
+import { workloadFromXds } from '../../agent/state/xds-source.ts';
 import { CertificateAuthority, spiffeId } from '../../shared/identity/index.ts';
 import { controlPlaneIdentity } from '../../shared/xds/client.ts';
 import { parseConfig, runControlPlane } from '../../controlplane/main.ts';
@@ -72,7 +73,7 @@ test('Kubernetes mode: informers feed the model, agents authenticate by TokenRev
   });
   const agent = startRecordingClient(t, { address: `127.0.0.1:${cp.port}`, ca, cp }, { token: 'sa-token' });
   await agent.client.synced;
-  t.is(workloadNamed(agent, 'shop', 'web-1')?.tunnelProtocol, 'HBONE');
+  t.is(workloadFromXds(workloadNamed(agent, 'shop', 'web-1')!).enrolled, true);
   const statuses: XdsClientStatus[] = [];
   startRecordingClient(t, { address: `127.0.0.1:${cp.port}`, ca, cp }, { token: 'api-audience-token', onStatus: (status) => statuses.push(status), initialBackoffMs: 1000 });
   await waitFor(() => statuses.some((status) => status.state === 'disconnected'), 'the refusal of a token for the API server\'s audience');
