@@ -6,11 +6,12 @@
  *   node controlplane/main.ts [--source dir:<path> | --source kubernetes] [--ca-dir <dir>] [--listen <host:port>]
  *                             [--token-file <file>] [--trust-domain <td>] [--kubeconfig <file>] [--cluster-id <id>]
  *                             [--trusted-node-agents <sa,...>] [--serving-dns-names <name,...>] [--token-audiences <a,...>]
+ *                             [--hbone-when redirected|enrolled]
  *
  * Environment equivalents: AMBIT_SOURCE (or AMBIT_CLUSTER_DIR for the directory), AMBIT_CA_DIR, AMBIT_XDS_LISTEN,
  * AMBIT_XDS_TOKEN_FILE, AMBIT_TRUST_DOMAIN, KUBECONFIG, AMBIT_CLUSTER_ID, AMBIT_LOG_LEVEL, POD_NAMESPACE,
  * CA_TRUSTED_NODE_ACCOUNTS (Istio's name; e.g. `system:serviceaccount:istio-system:ztunnel` for a stock ztunnel),
- * AMBIT_SERVING_DNS_NAMES, TOKEN_AUDIENCES (default istio-ca, Istio's). Flags win.
+ * AMBIT_SERVING_DNS_NAMES, TOKEN_AUDIENCES (default istio-ca, Istio's), AMBIT_HBONE_WHEN. Flags win.
  *
  * Callers authenticate with `authorization: Bearer <token>`: in local mode a line `<token> <node-name>` of the
  * bootstrap token file (default `<ca-dir>/node-tokens`, shared by xDS and the CA); in Kubernetes the agent's
@@ -37,6 +38,7 @@ import { bootstrapTokenFileAuthenticator, type NodeAuthenticator } from './ca/no
 import { openKubernetesRoot, openLocalRoot } from './ca/root-store.ts';
 import { startControlPlane, type ControlPlane } from './control-plane.ts';
 import { PolicyModel } from './model/policies.ts';
+import type { HboneWhen } from './model/workload.ts';
 import type { KubernetesSource } from './sources/kubernetes.ts';
 import { formatProblem, type SourceProblem } from './sources/source.ts';
 import { YamlDirSource } from './sources/yaml-dir.ts';
@@ -67,6 +69,8 @@ export interface ControlPlaneConfig {
   trustedNodeAgents: string[];
   /** DNS names on the 15012 serving certificate (clients that verify the host name they dial: ztunnel). */
   servingDnsNames: string[];
+  /** When workloads are HBONE: `redirected` (istiod's rule: once the agent annotated the captured pod) or `enrolled`. */
+  hboneWhen: HboneWhen;
   /** Kubernetes mode: the audiences a caller's token must be for (TokenReview spec.audiences), Istio's TOKEN_AUDIENCES. */
   tokenAudiences: string[];
   logLevel: string;
@@ -87,6 +91,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): ControlPlan
       'trusted-node-agents': { type: 'string' },
       'serving-dns-names': { type: 'string' },
       'token-audiences': { type: 'string' },
+      'hbone-when': { type: 'string' },
     },
     strict: true,
   });
@@ -115,10 +120,16 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): ControlPlan
       .split(',')
       .map((account) => account.trim())
       .filter((account) => account !== ''),
+    hboneWhen: hboneWhen(values['hbone-when'] ?? env.AMBIT_HBONE_WHEN ?? 'redirected'),
     tokenAudiences: list(values['token-audiences'] ?? env.TOKEN_AUDIENCES ?? CONTROL_PLANE_TOKEN_AUDIENCE),
     servingDnsNames: list(values['serving-dns-names'] ?? env.AMBIT_SERVING_DNS_NAMES ?? DEFAULT_SERVING_DNS_NAMES.join(',')),
     logLevel: values['log-level'] ?? env.AMBIT_LOG_LEVEL ?? 'info',
   };
+}
+
+function hboneWhen(text: string): HboneWhen {
+  if (text === 'redirected' || text === 'enrolled') return text;
+  throw new Error(`--hbone-when must be redirected (once the agent annotated the captured pod, as istiod) or enrolled, got "${text}"`);
 }
 
 function list(text: string): string[] {
@@ -198,6 +209,7 @@ export async function runControlPlane(config: ControlPlaneConfig): Promise<Contr
   const controlPlane = await startControlPlane({
     ca,
     servingDnsNames: config.servingDnsNames,
+    hboneWhen: config.hboneWhen,
     listenAddress: config.listenAddress,
     authenticator: xdsAuthenticator,
     ...(config.clusterId ? { clusterId: config.clusterId } : {}),

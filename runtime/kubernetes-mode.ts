@@ -89,7 +89,9 @@ export class KubernetesWiring {
   }
 
   controlPlaneArgs(): string[] {
-    return ['--source', 'kubernetes', '--kubeconfig', this.kubeconfigFile];
+    // The agents here get no in-cluster API credentials (no kubelet mounts them), so they cannot annotate captured
+    // pods: the control plane sends HBONE on enrollment instead of on istiod's redirection annotation.
+    return ['--source', 'kubernetes', '--kubeconfig', this.kubeconfigFile, '--hbone-when', 'enrolled'];
   }
 
   tokenFile(node: string): string {

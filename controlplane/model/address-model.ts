@@ -15,7 +15,7 @@ import type { ObjectStore, StoreChange } from '../store.ts';
 import { namespaceOf, SERVICE_NAME_LABEL, type EndpointSliceObject, type GatewayObject, type ServiceObject } from './kube-types.ts';
 import { numericTargetPort, serviceFromKube, serviceResourceName } from './service.ts';
 import { requestedWaypoint, waypointAddress, type WaypointLookup } from './waypoint.ts';
-import { DEFAULT_CLUSTER_DOMAIN, DEFAULT_CLUSTER_ID, isTerminal, localityFromNodeLabels, workloadFromPod, type PortMessage } from './workload.ts';
+import { DEFAULT_CLUSTER_DOMAIN, DEFAULT_CLUSTER_ID, isTerminal, type HboneWhen, localityFromNodeLabels, workloadFromPod, type PortMessage } from './workload.ts';
 
 /** Istio's root namespace: policies there apply mesh-wide. */
 export const ROOT_NAMESPACE = 'istio-system';
@@ -28,6 +28,8 @@ export interface AddressModelOptions {
   trustDomain: string;
   clusterId?: string;
   clusterDomain?: string;
+  /** When workloads are HBONE (workload.ts HboneWhen); istiod's `redirected` by default. */
+  hboneWhen?: HboneWhen;
   /** Names of selector-scoped Authorization resources for a pod (from the policy compiler); none by default. */
   authorizationPoliciesFor?: (pod: PodObject) => string[];
 }
@@ -71,6 +73,7 @@ export class AddressModel {
   readonly #trustDomain: string;
   readonly #clusterId: string;
   readonly #clusterDomain: string;
+  readonly #hboneWhen: HboneWhen;
   readonly #authorizationPoliciesFor: (pod: PodObject) => string[];
   readonly #addressType: protobuf.Type;
   readonly #waypointLookup: WaypointLookup;
@@ -103,6 +106,7 @@ export class AddressModel {
     this.#trustDomain = options.trustDomain;
     this.#clusterId = options.clusterId ?? DEFAULT_CLUSTER_ID;
     this.#clusterDomain = options.clusterDomain ?? DEFAULT_CLUSTER_DOMAIN;
+    this.#hboneWhen = options.hboneWhen ?? 'redirected';
     this.#authorizationPoliciesFor = options.authorizationPoliciesFor ?? (() => []);
     this.#addressType = messageType('istio.workload.Address');
     this.#waypointLookup = {
@@ -296,6 +300,7 @@ export class AddressModel {
     this.#trackWaypoint(`pod:${key}`, gatewayKey);
     const workload = pod
       ? workloadFromPod(pod, {
+          hboneWhen: this.#hboneWhen,
           namespace,
           trustDomain: this.#trustDomain,
           clusterId: this.#clusterId,

@@ -91,7 +91,15 @@ export function isTerminal(pod: PodObject): boolean {
   return pod.status?.phase === 'Succeeded' || pod.status?.phase === 'Failed';
 }
 
+/**
+ * When a workload's tunnel_protocol is HBONE: `redirected` (istiod's rule, the default) once the node agent has
+ * annotated the captured pod; `enrolled` as soon as the enrollment rule says so, for node agents that cannot write
+ * the annotation (the local runtime's Kubernetes mode gives its agents no API credentials).
+ */
+export type HboneWhen = 'redirected' | 'enrolled';
+
 export interface WorkloadInputs {
+  hboneWhen?: HboneWhen;
   namespace: NamespaceObject | undefined;
   trustDomain: string;
   clusterId: string;
@@ -129,7 +137,7 @@ export function workloadFromPod(pod: PodObject, inputs: WorkloadInputs): Workloa
     network: '',
     // As istiod: HBONE once the node agent has captured the pod (its redirection annotation), not when a label
     // merely asks for it; whether it should be captured rides in ambit's enrollment extension for ambit's agents.
-    tunnelProtocol: isRedirected(pod) && decision.capture ? TunnelProtocol.HBONE : TunnelProtocol.NONE,
+    tunnelProtocol: decision.capture && (inputs.hboneWhen === 'enrolled' || isRedirected(pod)) ? TunnelProtocol.HBONE : TunnelProtocol.NONE,
     trustDomain: inputs.trustDomain,
     serviceAccount: pod.spec?.serviceAccountName || 'default',
     node: pod.spec?.nodeName ?? '',

@@ -149,3 +149,19 @@ test('as istiod: a named targetPort the pod lacks is left out, deleting or unrea
   t.deepEqual(workload('noport').services['shop/web.shop.svc.cluster.local']?.ports, [], 'the named port "http" the pod lacks is left out, not sent as 0');
   t.deepEqual(workload('unready').services['shop/web.shop.svc.cluster.local']?.ports.map((port) => port.targetPort), [8080]);
 });
+
+test('tunnel_protocol: HBONE once the captured pod carries the redirection annotation (istiod), or on enrollment with hboneWhen enrolled', (t) => {
+  const annotated = podObject({ name: 'annotated', namespace: 'shop', ip: '10.0.0.5' });
+  annotated.metadata!.annotations = { 'ambient.istio.io/redirection': 'enabled' };
+  const objects = [namespaceObject('shop', { 'istio.io/dataplane-mode': 'ambient' }), annotated, podObject({ name: 'fresh', namespace: 'shop', ip: '10.0.0.6' })];
+  const { read } = setup(objects);
+  t.is(read('Kubernetes//Pod/shop/annotated')!.workload!.tunnelProtocol, 'HBONE');
+  t.is(read('Kubernetes//Pod/shop/fresh')!.workload!.tunnelProtocol, 'NONE', 'enrolled but not captured yet');
+  const store = new ObjectStore();
+  const cache = new ResourceCache();
+  new AddressModel({ store, cache, trustDomain: 'cluster.local', hboneWhen: 'enrolled' });
+  store.apply(objects.map((object) => ({ type: 'upsert' as const, object })));
+  const addressType = messageType('istio.workload.Address');
+  const fresh = addressType.toObject(addressType.decode(cache.get(ADDRESS_TYPE_URL, 'Kubernetes//Pod/shop/fresh')!.value), TO_OBJECT_OPTIONS) as XdsAddress;
+  t.is(fresh.workload!.tunnelProtocol, 'HBONE', 'hboneWhen enrolled: on the label alone');
+});
