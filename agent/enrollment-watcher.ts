@@ -16,7 +16,7 @@ import type { Logger } from 'pino';
 import type { CapturedPodsFile } from './captured-pods-file.ts';
 import type { PodInfo } from './inpod/pod-listeners.ts';
 import type { MeshState } from './state/mesh-state.ts';
-import type { Workload } from './state/workload.ts';
+import { isEnrolled, type Workload } from './state/workload.ts';
 
 export interface EnrollmentWatcherOptions {
   state: MeshState;
@@ -80,7 +80,7 @@ export class EnrollmentWatcher {
         return;
       }
       this.#checkStatusAddresses(change.workload, change.previous);
-      if (change.previous && change.previous.tunnelProtocol === change.workload.tunnelProtocol) return;
+      if (change.previous && isEnrolled(change.previous) === isEnrolled(change.workload)) return;
       this.#apply(key);
     });
     for (const key of this.#podsByName.keys()) this.#apply(key);
@@ -174,7 +174,7 @@ export class EnrollmentWatcher {
       const current = this.#podsByName.get(key);
       if (!current) return;
       const workload = this.#options.state.workloadByName(current.namespace, current.name);
-      const enrolled = workload?.tunnelProtocol === 'HBONE';
+      const enrolled = workload !== undefined && isEnrolled(workload);
       const captured = this.#options.isCaptured(current.uid);
       if (enrolled && !captured) {
         this.#options.log.info({ pod: key }, 'pod enrolled while running: capturing it');

@@ -25,7 +25,7 @@ export interface AgentSources {
   certificates: CertificateSource;
   /** What the workloads come from, for error messages. */
   describe: string;
-  /** Re-reads local state now (no-op for xDS, which pushes). */
+  /** Re-reads local state now; for xDS (which pushes), reconnects at once if the stream is waiting out a backoff. */
   refresh(): Promise<void>;
   /** Policies pushed by xDS, for the policy store to subscribe to (local mode reads them from the directory). */
   onAuthorization(handler: (added: XdsResourceUpdate<unknown>[], removed: string[]) => void | { rejected?: XdsRejection[] }): void;
@@ -73,7 +73,9 @@ export async function startSources(config: AgentConfig, state: MeshState, log: L
   return {
     certificates,
     describe: `the control plane at ${controlPlane.xdsAddress}`,
-    refresh: async () => {},
+    // xDS pushes; but while its stream waits out a backoff (a control plane restart), a pod waiting to be captured
+    // is a reason to try again now.
+    refresh: async () => xds.client.reconnectNow(),
     onAuthorization: (handler) => {
       authorizationHandler = handler;
       if (authorizations.size > 0) handler([...authorizations.values()], []);

@@ -9,6 +9,7 @@
 import type * as grpc from '@grpc/grpc-js';
 import type { CertificateAuthority } from '../shared/identity/index.ts';
 import { AddressModel, type AddressModelOptions } from './model/address-model.ts';
+import type { HboneWhen } from './model/workload.ts';
 import type { ConfigSource } from './sources/source.ts';
 import { ObjectStore } from './store.ts';
 import type { XdsAuthenticator } from './xds/auth.ts';
@@ -22,6 +23,10 @@ export const SHUTDOWN_GRACE_MS = 1000;
 
 export interface ControlPlaneOptions {
   ca: CertificateAuthority;
+  /** When workloads are HBONE (controlplane/model/workload.ts HboneWhen); istiod's `redirected` by default. */
+  hboneWhen?: HboneWhen;
+  /** DNS names on the 15012 serving certificate (default DEFAULT_SERVING_DNS_NAMES, istiod's). */
+  servingDnsNames?: readonly string[];
   /** `host:port` to serve gRPC on (port 0 picks a free one). */
   listenAddress: string;
   authenticator: XdsAuthenticator;
@@ -84,6 +89,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     store,
     cache,
     trustDomain: options.ca.trustDomain,
+    ...(options.hboneWhen ? { hboneWhen: options.hboneWhen } : {}),
     ...(options.clusterId ? { clusterId: options.clusterId } : {}),
     ...(options.authorizations?.policiesForPod ? { authorizationPoliciesFor: options.authorizations.policiesForPod } : {}),
   });
@@ -91,6 +97,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
   const source = options.createSource(store);
   await source.start();
   const credentials = await ServingCredentials.create(options.ca, {
+    ...(options.servingDnsNames ? { dnsNames: options.servingDnsNames } : {}),
     onError: (error) => options.logger?.error({ err: error }, `cannot renew the control plane's serving certificate: ${error.message}`),
   });
   let started: { server: grpc.Server; port: number };

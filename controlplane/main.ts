@@ -5,9 +5,13 @@
  *
  *   node controlplane/main.ts [--source dir:<path> | --source kubernetes] [--ca-dir <dir>] [--listen <host:port>]
  *                             [--token-file <file>] [--trust-domain <td>] [--kubeconfig <file>] [--cluster-id <id>]
+ *                             [--trusted-node-agents <sa,...>] [--serving-dns-names <name,...>] [--token-audiences <a,...>]
+ *                             [--hbone-when redirected|enrolled]
  *
  * Environment equivalents: AMBIT_SOURCE (or AMBIT_CLUSTER_DIR for the directory), AMBIT_CA_DIR, AMBIT_XDS_LISTEN,
- * AMBIT_XDS_TOKEN_FILE, AMBIT_TRUST_DOMAIN, KUBECONFIG, AMBIT_CLUSTER_ID, AMBIT_LOG_LEVEL, POD_NAMESPACE. Flags win.
+ * AMBIT_XDS_TOKEN_FILE, AMBIT_TRUST_DOMAIN, KUBECONFIG, AMBIT_CLUSTER_ID, AMBIT_LOG_LEVEL, POD_NAMESPACE,
+ * CA_TRUSTED_NODE_ACCOUNTS (Istio's name; e.g. `system:serviceaccount:istio-system:ztunnel` for a stock ztunnel),
+ * AMBIT_SERVING_DNS_NAMES, TOKEN_AUDIENCES (default istio-ca, Istio's), AMBIT_HBONE_WHEN. Flags win.
  *
  * Callers authenticate with `authorization: Bearer <token>`: in local mode a line `<token> <node-name>` of the
  * bootstrap token file (default `<ca-dir>/node-tokens`, shared by xDS and the CA); in Kubernetes the agent's
@@ -23,21 +27,24 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import type { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
 import { pino, type Logger } from 'pino';
+import { CONTROL_PLANE_TOKEN_AUDIENCE } from '../shared/ca/token-audience.ts';
 import { DEFAULT_TRUST_DOMAIN } from '../shared/identity/index.ts';
 import { registerCaService } from './ca/ca-service.ts';
 import { publishRootConfigMap } from './ca/root-publisher.ts';
 import { LOCAL_ROOT_CERT_FILE, ROOT_CONFIGMAP_NAME } from './ca/config.ts';
 import { CaServiceError } from './ca/errors.ts';
+import { BootstrapTokenFile } from './bootstrap-tokens.ts';
 import { bootstrapTokenFileAuthenticator, type NodeAuthenticator } from './ca/node-authenticator.ts';
 import { openKubernetesRoot, openLocalRoot } from './ca/root-store.ts';
 import { startControlPlane, type ControlPlane } from './control-plane.ts';
 import { PolicyModel, type PolicyProblem } from './model/policies.ts';
+import type { HboneWhen } from './model/workload.ts';
 import type { KubernetesSource } from './sources/kubernetes.ts';
 import { formatProblem, type SourceProblem } from './sources/source.ts';
 import { YamlDirSource } from './sources/yaml-dir.ts';
 import { AuthenticationError, onlyCallers, TokenFileAuthenticator, type XdsAuthenticator } from './xds/auth.ts';
 import type { TokenReviewAuthenticator } from './xds/token-review.ts';
-import { XDS_PORT } from './xds/server.ts';
+import { DEFAULT_SERVING_DNS_NAMES, XDS_PORT } from './xds/server.ts';
 
 /** The bootstrap token file's default name inside the CA directory (format: `<token> <node-name>` per line). */
 export const DEFAULT_TOKEN_FILE = 'node-tokens';
@@ -60,6 +67,12 @@ export interface ControlPlaneConfig {
   namespace: string;
   /** Kubernetes mode: the service accounts (`system:serviceaccount:<ns>:<name>`) the CA trusts as node agents. */
   trustedNodeAgents: string[];
+  /** DNS names on the 15012 serving certificate (clients that verify the host name they dial: ztunnel). */
+  servingDnsNames: string[];
+  /** When workloads are HBONE: `redirected` (istiod's rule: once the agent annotated the captured pod) or `enrolled`. */
+  hboneWhen: HboneWhen;
+  /** Kubernetes mode: the audiences a caller's token must be for (TokenReview spec.audiences), Istio's TOKEN_AUDIENCES. */
+  tokenAudiences: string[];
   logLevel: string;
 }
 
@@ -76,6 +89,9 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): ControlPlan
       'cluster-id': { type: 'string' },
       'log-level': { type: 'string' },
       'trusted-node-agents': { type: 'string' },
+      'serving-dns-names': { type: 'string' },
+      'token-audiences': { type: 'string' },
+      'hbone-when': { type: 'string' },
     },
     strict: true,
   });
@@ -104,8 +120,23 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): ControlPlan
       .split(',')
       .map((account) => account.trim())
       .filter((account) => account !== ''),
+    hboneWhen: hboneWhen(values['hbone-when'] ?? env.AMBIT_HBONE_WHEN ?? 'redirected'),
+    tokenAudiences: list(values['token-audiences'] ?? env.TOKEN_AUDIENCES ?? CONTROL_PLANE_TOKEN_AUDIENCE),
+    servingDnsNames: list(values['serving-dns-names'] ?? env.AMBIT_SERVING_DNS_NAMES ?? DEFAULT_SERVING_DNS_NAMES.join(',')),
     logLevel: values['log-level'] ?? env.AMBIT_LOG_LEVEL ?? 'info',
   };
+}
+
+function hboneWhen(text: string): HboneWhen {
+  if (text === 'redirected' || text === 'enrolled') return text;
+  throw new Error(`--hbone-when must be redirected (once the agent annotated the captured pod, as istiod) or enrolled, got "${text}"`);
+}
+
+function list(text: string): string[] {
+  return text
+    .split(',')
+    .map((entry) => entry.trim())
+    .filter((entry) => entry !== '');
 }
 
 /**
@@ -151,7 +182,9 @@ export async function runControlPlane(config: ControlPlaneConfig): Promise<Contr
     kubeConfig = new KubeConfig();
     if (config.source.kubeconfig) kubeConfig.loadFromFile(config.source.kubeconfig);
     else kubeConfig.loadFromDefault();
-    const tokenReview = new TokenReviewAuthenticator(kubeConfig);
+    // Only tokens meant for the control plane (audience istio-ca, as ztunnel's): a token for the API server itself,
+    // which every pod has, is not accepted here.
+    const tokenReview = new TokenReviewAuthenticator(kubeConfig, { audiences: config.tokenAudiences });
     xdsAuthenticator = onlyCallers(tokenReview, config.trustedNodeAgents);
     caAuthenticator = tokenReviewNodeAuthenticator(tokenReview, config.trustedNodeAgents);
     coreApi = kubeConfig.makeApiClient(CoreV1Api);
@@ -162,8 +195,10 @@ export async function runControlPlane(config: ControlPlaneConfig): Promise<Contr
     } catch {
       throw new Error(`the bootstrap token file ${config.tokenFile} does not exist: write one "<token> <node-name>" line per node (the agents present these tokens)`);
     }
-    xdsAuthenticator = new TokenFileAuthenticator(config.tokenFile);
-    caAuthenticator = await bootstrapTokenFileAuthenticator(config.tokenFile);
+    // One reader of the token file for both: a token added or rotated counts for xDS and the CA alike.
+    const tokens = await BootstrapTokenFile.open(config.tokenFile, { onError: (error) => logger.warn(error.message) });
+    xdsAuthenticator = new TokenFileAuthenticator(tokens);
+    caAuthenticator = bootstrapTokenFileAuthenticator(tokens);
     root = await openLocalRoot({ dir: config.caDir, trustDomain: config.trustDomain });
   }
   const ca = root.ca;
@@ -175,6 +210,8 @@ export async function runControlPlane(config: ControlPlaneConfig): Promise<Contr
   const policies = new PolicyModel({ onProblem: (problem) => logger.warn({ policy: problem.policy, kind: problem.kind }, policyProblemText(problem)) });
   const controlPlane = await startControlPlane({
     ca,
+    servingDnsNames: config.servingDnsNames,
+    hboneWhen: config.hboneWhen,
     listenAddress: config.listenAddress,
     authenticator: xdsAuthenticator,
     ...(config.clusterId ? { clusterId: config.clusterId } : {}),

@@ -15,7 +15,7 @@ import type { ObjectStore, StoreChange } from '../store.ts';
 import { namespaceOf, SERVICE_NAME_LABEL, type EndpointSliceObject, type GatewayObject, type ServiceObject } from './kube-types.ts';
 import { numericTargetPort, serviceFromKube, serviceResourceName } from './service.ts';
 import { requestedWaypoint, waypointAddress, type WaypointLookup } from './waypoint.ts';
-import { DEFAULT_CLUSTER_DOMAIN, DEFAULT_CLUSTER_ID, isTerminal, localityFromNodeLabels, workloadFromPod, type PortMessage } from './workload.ts';
+import { DEFAULT_CLUSTER_DOMAIN, DEFAULT_CLUSTER_ID, isTerminal, type HboneWhen, localityFromNodeLabels, workloadFromPod, type PortMessage } from './workload.ts';
 
 /** Istio's root namespace: policies there apply mesh-wide. */
 export const ROOT_NAMESPACE = 'istio-system';
@@ -28,6 +28,8 @@ export interface AddressModelOptions {
   trustDomain: string;
   clusterId?: string;
   clusterDomain?: string;
+  /** When workloads are HBONE (workload.ts HboneWhen); istiod's `redirected` by default. */
+  hboneWhen?: HboneWhen;
   /** Names of selector-scoped Authorization resources for a pod (from the policy compiler); none by default. */
   authorizationPoliciesFor?: (pod: PodObject) => string[];
 }
@@ -71,6 +73,7 @@ export class AddressModel {
   readonly #trustDomain: string;
   readonly #clusterId: string;
   readonly #clusterDomain: string;
+  readonly #hboneWhen: HboneWhen;
   readonly #authorizationPoliciesFor: (pod: PodObject) => string[];
   readonly #addressType: protobuf.Type;
   readonly #waypointLookup: WaypointLookup;
@@ -103,6 +106,7 @@ export class AddressModel {
     this.#trustDomain = options.trustDomain;
     this.#clusterId = options.clusterId ?? DEFAULT_CLUSTER_ID;
     this.#clusterDomain = options.clusterDomain ?? DEFAULT_CLUSTER_DOMAIN;
+    this.#hboneWhen = options.hboneWhen ?? 'redirected';
     this.#authorizationPoliciesFor = options.authorizationPoliciesFor ?? (() => []);
     this.#addressType = messageType('istio.workload.Address');
     this.#waypointLookup = {
@@ -296,6 +300,7 @@ export class AddressModel {
     this.#trackWaypoint(`pod:${key}`, gatewayKey);
     const workload = pod
       ? workloadFromPod(pod, {
+          hboneWhen: this.#hboneWhen,
           namespace,
           trustDomain: this.#trustDomain,
           clusterId: this.#clusterId,
@@ -327,9 +332,13 @@ export class AddressModel {
           const service = this.#store.get<ServiceObject>('Service', serviceKey);
           const selector = selectorOf(service);
           if (!service || !selector || !matches(selector, labels)) continue;
-          found.set(serviceResourceName(service, this.#clusterDomain), {
-            ports: (service.spec?.ports ?? []).map((port) => ({ servicePort: port.port, targetPort: resolveTargetPort(port.targetPort, port.port, pod) })),
-          });
+          const ports: PortMessage[] = [];
+          for (const port of service.spec?.ports ?? []) {
+            // A named target port the pod does not declare is left out, as istiod does (not sent as port 0).
+            const targetPort = resolveTargetPort(port.targetPort, port.port, pod);
+            if (targetPort !== undefined) ports.push({ servicePort: port.port, targetPort });
+          }
+          found.set(serviceResourceName(service, this.#clusterDomain), { ports });
         }
       }
     }
@@ -350,8 +359,8 @@ export class AddressModel {
   }
 }
 
-/** A service port's target on this pod: a number, or a named container port looked up in the pod's spec. */
-function resolveTargetPort(targetPort: number | string | undefined, servicePort: number, pod: PodObject): number {
+/** A service port's target on this pod: a number, or a named container port of the pod's spec; undefined if it has none. */
+function resolveTargetPort(targetPort: number | string | undefined, servicePort: number, pod: PodObject): number | undefined {
   if (targetPort === undefined || targetPort === '') return servicePort;
   if (typeof targetPort === 'number') return targetPort;
   if (/^\d+$/.test(targetPort)) return Number(targetPort);
@@ -360,5 +369,5 @@ function resolveTargetPort(targetPort: number | string | undefined, servicePort:
     const port = ports?.find((entry) => entry.name === targetPort);
     if (port?.containerPort) return port.containerPort;
   }
-  return 0;
+  return undefined;
 }

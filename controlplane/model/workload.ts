@@ -6,8 +6,10 @@
  * Owns: the Pod -> Workload mapping and Istio's workload uid format. Must not know about: stores, encoding,
  * how services and waypoints are looked up (the caller passes them in).
  */
-import { captureDecision } from '../../shared/k8s/enrollment.ts';
+import { captureDecision, isRedirected } from '../../shared/k8s/enrollment.ts';
+import { enrollmentExtension, type ExtensionMessage } from '../../shared/xds/enrollment-extension.ts';
 import { podNamespace, type NamespaceObject, type PodObject } from '../../shared/k8s/objects.ts';
+import { podReady, podWorkloadName } from '../../shared/k8s/pod-facts.ts';
 import { ipToBytes } from '../../shared/xds/types.ts';
 import type { GatewayAddressMessage } from './waypoint.ts';
 
@@ -19,6 +21,7 @@ export const DEFAULT_CLUSTER_DOMAIN = 'cluster.local';
 export const TunnelProtocol = { NONE: 0, HBONE: 1 } as const;
 export const WorkloadStatus = { HEALTHY: 0, UNHEALTHY: 1 } as const;
 export const WorkloadType = { DEPLOYMENT: 0, CRONJOB: 1, POD: 2, JOB: 3 } as const;
+export const NetworkMode = { STANDARD: 0, HOST_NETWORK: 1 } as const;
 
 export interface PortMessage {
   servicePort: number;
@@ -46,6 +49,8 @@ export interface WorkloadMessage {
   status: number;
   clusterId: string;
   locality?: LocalityMessage;
+  networkMode: number;
+  extensions: ExtensionMessage[];
 }
 
 /** istio.workload.Locality, from the node's well-known topology labels. */
@@ -86,20 +91,15 @@ export function isTerminal(pod: PodObject): boolean {
   return pod.status?.phase === 'Succeeded' || pod.status?.phase === 'Failed';
 }
 
-function workloadType(pod: PodObject): number {
-  const owner = (pod.metadata as { ownerReferences?: { kind?: string }[] }).ownerReferences?.find((reference) => reference.kind);
-  if (owner?.kind === 'ReplicaSet' || owner?.kind === 'Deployment') return WorkloadType.DEPLOYMENT;
-  if (owner?.kind === 'Job') return WorkloadType.JOB;
-  if (owner?.kind === 'CronJob') return WorkloadType.CRONJOB;
-  return WorkloadType.POD;
-}
-
-function isUnready(pod: PodObject): boolean {
-  const conditions = (pod.status as { conditions?: { type?: string; status?: string }[] } | undefined)?.conditions;
-  return conditions?.some((condition) => condition.type === 'Ready' && condition.status === 'False') ?? false;
-}
+/**
+ * When a workload's tunnel_protocol is HBONE: `redirected` (istiod's rule, the default) once the node agent has
+ * annotated the captured pod; `enrolled` as soon as the enrollment rule says so, for node agents that cannot write
+ * the annotation (the local runtime's Kubernetes mode gives its agents no API credentials).
+ */
+export type HboneWhen = 'redirected' | 'enrolled';
 
 export interface WorkloadInputs {
+  hboneWhen?: HboneWhen;
   namespace: NamespaceObject | undefined;
   trustDomain: string;
   clusterId: string;
@@ -111,9 +111,13 @@ export interface WorkloadInputs {
   locality: LocalityMessage | undefined;
 }
 
-/** The Workload for `pod`, or undefined for pods that are never workloads (host network, terminal). */
+/**
+ * The Workload for `pod`, or undefined for pods that are never workloads (terminal). A host-network pod is sent
+ * with network_mode HOST_NETWORK, as istiod does: its addresses are its node's, shared with other pods, so data
+ * planes do not look it up by IP.
+ */
 export function workloadFromPod(pod: PodObject, inputs: WorkloadInputs): WorkloadMessage | undefined {
-  if (pod.spec?.hostNetwork || isTerminal(pod)) return undefined;
+  if (isTerminal(pod)) return undefined;
   const namespace = podNamespace(pod);
   const decision = captureDecision(pod, inputs.namespace);
   const labels = pod.metadata.labels;
@@ -131,18 +135,23 @@ export function workloadFromPod(pod: PodObject, inputs: WorkloadInputs): Workloa
     namespace,
     addresses,
     network: '',
-    tunnelProtocol: decision.capture ? TunnelProtocol.HBONE : TunnelProtocol.NONE,
+    // As istiod: HBONE once the node agent has captured the pod (its redirection annotation), not when a label
+    // merely asks for it; whether it should be captured rides in ambit's enrollment extension for ambit's agents.
+    tunnelProtocol: decision.capture && (inputs.hboneWhen === 'enrolled' || isRedirected(pod)) ? TunnelProtocol.HBONE : TunnelProtocol.NONE,
     trustDomain: inputs.trustDomain,
     serviceAccount: pod.spec?.serviceAccountName || 'default',
     node: pod.spec?.nodeName ?? '',
     canonicalName: firstLabel(labels, ['service.istio.io/canonical-name', 'app.kubernetes.io/name', 'app']) ?? pod.metadata.name,
     canonicalRevision: firstLabel(labels, ['service.istio.io/canonical-revision', 'app.kubernetes.io/version', 'version']) ?? 'latest',
-    workloadType: workloadType(pod),
-    workloadName: firstLabel(labels, ['app.kubernetes.io/name', 'app']) ?? pod.metadata.name,
+    // istiod sends every pod as POD, named after its controller (Deployment, CronJob, ...) for telemetry.
+    workloadType: WorkloadType.POD,
+    workloadName: podWorkloadName(pod),
     services: inputs.services,
     authorizationPolicies: inputs.authorizationPolicies,
-    status: isUnready(pod) ? WorkloadStatus.UNHEALTHY : WorkloadStatus.HEALTHY,
+    status: podReady(pod) ? WorkloadStatus.HEALTHY : WorkloadStatus.UNHEALTHY,
     clusterId: inputs.clusterId,
+    networkMode: pod.spec?.hostNetwork ? NetworkMode.HOST_NETWORK : NetworkMode.STANDARD,
+    extensions: [enrollmentExtension(decision.capture)],
   };
   if (inputs.waypoint) workload.waypoint = inputs.waypoint;
   if (inputs.locality) workload.locality = inputs.locality;

@@ -22,6 +22,8 @@ import type { DeltaDiscoveryRequest, XdsNode } from './types.ts';
 export const RECONNECT_INITIAL_BACKOFF_MS = 100;
 /** Cap on the reconnect delay, so an agent notices a recovered control plane within this long. */
 export const RECONNECT_MAX_BACKOFF_MS = 15_000;
+/** The gRPC channel's own reconnect backoff ceiling: short, the stream's backoff above paces the retries. */
+const CHANNEL_MAX_BACKOFF_MS = 1_000;
 /**
  * HTTP/2 pings on an idle stream: a control plane that vanished without closing the connection (node lost,
  * network partition) is noticed within KEEPALIVE_TIME_MS + KEEPALIVE_TIMEOUT_MS, then the client reconnects.
@@ -163,9 +165,11 @@ export class XdsClient {
       'grpc.keepalive_timeout_ms': KEEPALIVE_TIMEOUT_MS,
       // TLS SNI must not be an IP (RFC 6066): name the control plane instead; identity is checked by SAN above.
       ...(serverName ? { 'grpc.ssl_target_name_override': serverName } : {}),
-      // Reconnection pacing is ours (per stream); keep the channel's own backoff short so it does not add to it.
-      'grpc.initial_reconnect_backoff_ms': options.initialBackoffMs ?? RECONNECT_INITIAL_BACKOFF_MS,
-      'grpc.max_reconnect_backoff_ms': options.maxBackoffMs ?? RECONNECT_MAX_BACKOFF_MS,
+      // Reconnection pacing is ours (per stream); keep the channel's own backoff short so it does not add to it:
+      // with the channel backing off up to our maximum too, a stream attempt made after the control plane came back
+      // was failed from the channel's cached error, and the next one waited another full backoff.
+      'grpc.initial_reconnect_backoff_ms': Math.min(options.initialBackoffMs ?? RECONNECT_INITIAL_BACKOFF_MS, CHANNEL_MAX_BACKOFF_MS),
+      'grpc.max_reconnect_backoff_ms': CHANNEL_MAX_BACKOFF_MS,
     });
   }
 
@@ -185,6 +189,18 @@ export class XdsClient {
 
   isSynced(typeUrl?: string): boolean {
     return typeUrl ? this.#syncedTypes.has(typeUrl) : this.#syncedTypes.size === this.#versionsHeld.size;
+  }
+
+  /**
+   * While the stream is down and waiting out its backoff, tries again now (and restarts the backoff): the agent
+   * calls it when a CNI ADD waits for a pod the last config does not have, which a control plane that just came back
+   * would have. No-op while a stream is open.
+   */
+  reconnectNow(): void {
+    if (!this.#started || this.#closed || this.#stream) return;
+    clearTimeout(this.#retryTimer);
+    this.#backoffMs = this.#options.initialBackoffMs ?? RECONNECT_INITIAL_BACKOFF_MS;
+    void this.#connect();
   }
 
   close(): void {

@@ -5,7 +5,7 @@
  * Owns: the types only. Must not know about: how they are fetched or used.
  */
 
-export type TunnelProtocolName = 'NONE' | 'HBONE';
+export type TunnelProtocolName = 'NONE' | 'HBONE' | 'LEGACY_ISTIO_MTLS';
 export type WorkloadStatusName = 'HEALTHY' | 'UNHEALTHY';
 export type WorkloadTypeName = 'DEPLOYMENT' | 'CRONJOB' | 'POD' | 'JOB';
 export type NetworkModeName = 'STANDARD' | 'HOST_NETWORK';
@@ -13,6 +13,8 @@ export type NetworkModeName = 'STANDARD' | 'HOST_NETWORK';
 export interface XdsPort {
   servicePort: number;
   targetPort: number;
+  /** Istio's Port.app_protocol, an AppProtocol name (UNKNOWN when unset). */
+  appProtocol?: string;
 }
 
 export interface XdsPortList {
@@ -68,6 +70,13 @@ export interface XdsWorkload {
   clusterId: string;
   locality?: XdsLocality | null;
   networkMode: NetworkModeName;
+  extensions?: XdsExtension[];
+}
+
+export interface XdsExtension {
+  name: string;
+  /** google.protobuf.Any as protobufjs decodes it (its bundled Any keeps the field name `type_url`). */
+  config?: { type_url?: string; value: Uint8Array } | null;
 }
 
 export interface XdsLoadBalancing {
@@ -86,6 +95,9 @@ export interface XdsService {
   waypoint?: XdsGatewayAddress | null;
   loadBalancing?: XdsLoadBalancing | null;
   ipFamilies: string;
+  /** Takes priority in hostname lookups outside its namespace (istiod sets it for Kubernetes Services). */
+  canonical: boolean;
+  ingressUseWaypoint: boolean;
 }
 
 /** `type.googleapis.com/istio.workload.Address`: exactly one of `workload` and `service` is set. */

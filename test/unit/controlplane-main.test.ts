@@ -6,11 +6,13 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { status, type ServiceError } from '@grpc/grpc-js';
 import { CaClient } from '../../agent/identity/ca-client.ts';
+import { workloadFromXds } from '../../agent/state/xds-source.ts';
 import { CertificateAuthority, spiffeId } from '../../shared/identity/index.ts';
 import { controlPlaneIdentity } from '../../shared/xds/client.ts';
 import { parseConfig, runControlPlane } from '../../controlplane/main.ts';
 import { FakeKubeApiServer } from '../helpers/kube-api-server.ts';
-import { namespaceObject, podObject, podYaml, startRecordingClient, tempDir, workloadNamed, writeManifest } from '../helpers/xds-harness.ts';
+import type { XdsClientStatus } from '../../shared/xds/client.ts';
+import { eventually as waitFor, namespaceObject, podObject, podYaml, startRecordingClient, tempDir, workloadNamed, writeManifest } from '../helpers/xds-harness.ts';
 
 test('configuration: a source is required; dir: and kubernetes are understood; flags win over the environment', (t) => {
   t.throws(() => parseConfig([], {}), { message: /no source/ });
@@ -51,7 +53,9 @@ test('local mode: a node token connects, the directory is served, and a restart 
 test('Kubernetes mode: informers feed the model, agents authenticate by TokenReview, the root lives in a Secret', async (t) => {
   const api = await FakeKubeApiServer.start();
   t.teardown(() => api.close());
-  api.reviewTokens.set('sa-token', { username: 'system:serviceaccount:istio-system:ambit-agent', node: 'node-1' });
+  api.reviewTokens.set('sa-token', { username: 'system:serviceaccount:istio-system:ambit-agent', node: 'node-1', audiences: ['istio-ca'] });
+  // The same account's token for the API server's own audience (what every pod has mounted): not for the control plane.
+  api.reviewTokens.set('api-audience-token', { username: 'system:serviceaccount:istio-system:ambit-agent', node: 'node-1' });
   api.apply(namespaceObject('shop', { 'istio.io/dataplane-mode': 'ambient' }));
   api.apply(podObject({ name: 'web-1', namespace: 'shop', ip: '10.0.0.1' }));
   const base = await tempDir(t);
@@ -69,7 +73,11 @@ test('Kubernetes mode: informers feed the model, agents authenticate by TokenRev
   });
   const agent = startRecordingClient(t, { address: `127.0.0.1:${cp.port}`, ca, cp }, { token: 'sa-token' });
   await agent.client.synced;
-  t.is(workloadNamed(agent, 'shop', 'web-1')?.tunnelProtocol, 'HBONE');
+  t.is(workloadFromXds(workloadNamed(agent, 'shop', 'web-1')!).enrolled, true);
+  const statuses: XdsClientStatus[] = [];
+  startRecordingClient(t, { address: `127.0.0.1:${cp.port}`, ca, cp }, { token: 'api-audience-token', onStatus: (status) => statuses.push(status), initialBackoffMs: 1000 });
+  await waitFor(() => statuses.some((status) => status.state === 'disconnected'), 'the refusal of a token for the API server\'s audience');
+  t.regex((statuses.find((status) => status.state === 'disconnected') as { error: string }).error, /audiences asked: istio-ca/);
 
   api.apply(podObject({ name: 'web-2', namespace: 'shop', ip: '10.0.0.2' }));
   await agent.until(() => workloadNamed(agent, 'shop', 'web-2') !== undefined, 'a watched pod');
@@ -105,7 +113,7 @@ test('Kubernetes mode: informers feed the model, agents authenticate by TokenRev
 test('Kubernetes mode: while the API server is down the CA answers UNAVAILABLE to a token it has not reviewed, keeps serving one it reviewed within the cache TTL, and signs again once it is back', async (t) => {
   const api = await FakeKubeApiServer.start();
   t.teardown(() => api.close());
-  const token = api.issueServiceAccountToken('istio-system', 'ambit-agent', 'node-1');
+  const token = api.issueServiceAccountToken('istio-system', 'ambit-agent', 'node-1', ['istio-ca']);
   api.apply(namespaceObject('shop', { 'istio.io/dataplane-mode': 'ambient' }));
   api.apply(podObject({ name: 'web-1', namespace: 'shop', ip: '10.0.0.1', serviceAccount: 'web' }));
   const kubeconfig = path.join(await tempDir(t), 'kubeconfig');
@@ -119,7 +127,7 @@ test('Kubernetes mode: while the API server is down the CA answers UNAVAILABLE t
   t.is((await agent.fetch(web)).identity.uri, web.uri);
 
   // A second agent on the same node (say, restarted with a fresh token) that the CA has not seen yet.
-  const fresh = new CaClient({ address: `127.0.0.1:${cp.port}`, rootsPem: [rootPem], token: api.issueServiceAccountToken('istio-system', 'ambit-agent', 'node-1'), serverIdentity: controlPlaneIdentity('cluster.local') });
+  const fresh = new CaClient({ address: `127.0.0.1:${cp.port}`, rootsPem: [rootPem], token: api.issueServiceAccountToken('istio-system', 'ambit-agent', 'node-1', ['istio-ca']), serverIdentity: controlPlaneIdentity('cluster.local') });
   t.teardown(() => fresh.close());
 
   api.fail(503);
@@ -130,4 +138,37 @@ test('Kubernetes mode: while the API server is down the CA answers UNAVAILABLE t
 
   api.recover();
   t.is((await fresh.fetch(web)).identity.uri, web.uri, 'signed again once the API server answers');
+});
+
+test('local mode: xDS and the CA read one bootstrap token file, reloaded on change: a token added or removed counts for both at once', async (t) => {
+  const base = await tempDir(t);
+  const clusterDir = path.join(base, 'cluster');
+  const caDir = path.join(base, 'ca');
+  await mkdir(clusterDir);
+  await mkdir(caDir);
+  const tokenFile = path.join(caDir, 'node-tokens');
+  await writeFile(tokenFile, 'node-1-token node-1\n');
+  await writeManifest(clusterDir, 'ns.yaml', 'apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n');
+  await writeManifest(clusterDir, 'pod.yaml', podYaml({ name: 'web-2', namespace: 'shop', ip: '10.0.0.2', node: 'node-2', serviceAccount: 'web' }));
+  const cp = await runControlPlane(parseConfig(['--source', `dir:${clusterDir}`, '--ca-dir', caDir, '--listen', '127.0.0.1:0', '--log-level', 'silent'], {}));
+  t.teardown(() => cp.close());
+  const rootPem = await readFile(path.join(caDir, 'root-cert.pem'), 'utf8');
+  const web = spiffeId('cluster.local', 'shop', 'web');
+  const caClient = (token: string) => {
+    const client = new CaClient({ address: `127.0.0.1:${cp.port}`, rootsPem: [rootPem], token, serverIdentity: controlPlaneIdentity('cluster.local') });
+    t.teardown(() => client.close());
+    return client;
+  };
+  const before = await t.throwsAsync<ServiceError>(caClient('node-2-token').fetch(web));
+  t.is(before?.code, status.UNAUTHENTICATED, 'node 2 has no token yet');
+
+  // Node 2 joins, and node 1's token is revoked, by rewriting the file: no restart.
+  await writeFile(tokenFile, 'node-2-token node-2\n');
+  t.is((await caClient('node-2-token').fetch(web)).identity.uri, web.uri, 'the CA takes the new token');
+  const ca = await CertificateAuthority.load({ trustDomain: 'cluster.local', certPem: rootPem, keyPem: await readFile(path.join(caDir, 'ca-key.pem'), 'utf8') });
+  const agent = startRecordingClient(t, { address: `127.0.0.1:${cp.port}`, ca, cp }, { token: 'node-2-token' });
+  await agent.client.synced;
+  t.deepEqual(cp.xds.connections().map((connection) => connection.caller.node), ['node-2'], 'and so does xDS');
+  const revoked = await t.throwsAsync<ServiceError>(caClient('node-1-token').fetch(spiffeId('cluster.local', 'shop', 'other')));
+  t.is(revoked?.code, status.UNAUTHENTICATED, 'the removed token is refused by the CA too');
 });
