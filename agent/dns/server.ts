@@ -1,0 +1,134 @@
+/**
+ * The agent's DNS proxy: one query in, one response out (or nothing, for input that cannot be answered). Service
+ * names are answered from the mesh (A and AAAA, through ClusterNames and the narrow ServiceRecords lookup); every
+ * other name and record type is forwarded to the upstream resolver and its reply returned unchanged.
+ *
+ * What a client gets for bad input: a message shorter than a header, or one that is itself a response, is dropped
+ * (answering a response could loop two resolvers into each other); an opcode other than QUERY gets NOTIMP; a body
+ * that does not decode, or not exactly one question of class IN, gets FORMERR. Upstream trouble gets SERVFAIL. No
+ * input throws out of `answer`.
+ *
+ * Owns: that decision per query, the concurrency bound on forwarded queries, and the counters.
+ * Must not know about: sockets and framing (transport.ts), the pod's rules, how Service records are stored.
+ */
+import dnsPacket from 'dns-packet';
+import type { DecodedPacket } from 'dns-packet';
+import type { SocketFactory } from '../inpod/socket-factory.ts';
+import { ClusterNames } from './cluster-names.ts';
+import { DnsError } from './errors.ts';
+import type { Forwarder, Transport } from './forwarder.ts';
+import {
+  MAX_TCP_MESSAGE, RCODE, addressRecords, cnameRecord, encodeResponse, headerOnlyResponse, isResponse, opcodeOf, readHeader, singleQuestion, udpLimitOf,
+} from './messages.ts';
+import type { ServiceRecords } from './service-records.ts';
+
+/**
+ * Forwarded queries in flight at once, per server. Each holds a socket in a pod's namespace for up to the upstream
+ * timeout; a pod flooding unresolvable names must not exhaust the agent's descriptors. Beyond it: SERVFAIL at once.
+ */
+export const MAX_FORWARDS_IN_FLIGHT = 1_024;
+
+/** The pod a query came from: its namespace (for the search path) and sockets in its network namespace. */
+export interface DnsClient {
+  namespace: string;
+  sockets: SocketFactory;
+}
+
+/** Read by the admin view and tests; never logged per query. */
+export interface DnsStats {
+  /** Answered by the agent from the mesh (including empty answers for a Service without that family). */
+  answered: number;
+  nxdomain: number;
+  forwarded: number;
+  /** Forwarded queries that got SERVFAIL because no upstream answered. */
+  upstreamFailures: number;
+  formerr: number;
+  notimp: number;
+  /** Input dropped without a reply (too short, a response). */
+  dropped: number;
+}
+
+export interface DnsServerOptions {
+  /** Cluster domain, `cluster.local` by default. */
+  domain: string;
+  records: ServiceRecords;
+  forwarder: Forwarder;
+  /** Told once per upstream failure (rate of these is the operator's concern, not the client's). */
+  onUpstreamError?: (error: DnsError) => void;
+}
+
+export class DnsServer {
+  readonly stats: DnsStats = { answered: 0, nxdomain: 0, forwarded: 0, upstreamFailures: 0, formerr: 0, notimp: 0, dropped: 0 };
+  readonly #names: ClusterNames;
+  readonly #records: ServiceRecords;
+  readonly #forwarder: Forwarder;
+  readonly #onUpstreamError: ((error: DnsError) => void) | undefined;
+  #forwardsInFlight = 0;
+
+  constructor(options: DnsServerOptions) {
+    this.#names = new ClusterNames(options.domain);
+    this.#records = options.records;
+    this.#forwarder = options.forwarder;
+    this.#onUpstreamError = options.onUpstreamError;
+  }
+
+  /** The response to send back, or undefined to send nothing. Never rejects. */
+  async answer(message: Buffer, transport: Transport, client: DnsClient): Promise<Buffer | undefined> {
+    const header = readHeader(message);
+    if (header === undefined || isResponse(header)) {
+      this.stats.dropped++;
+      return undefined;
+    }
+    if (opcodeOf(header) !== 0) {
+      this.stats.notimp++;
+      return headerOnlyResponse(header, RCODE.NOTIMP);
+    }
+    let query: DecodedPacket;
+    try {
+      query = dnsPacket.decode(message);
+    } catch {
+      this.stats.formerr++;
+      return headerOnlyResponse(header, RCODE.FORMERR);
+    }
+    // Over TCP the two-byte length bounds a message; an answer larger than that is truncated there too.
+    const udpLimit = transport === 'udp' ? udpLimitOf(query) : MAX_TCP_MESSAGE;
+    const question = singleQuestion(query);
+    if (question === undefined) {
+      this.stats.formerr++;
+      return encodeResponse(query, { rcode: RCODE.FORMERR, authoritative: false }, udpLimit);
+    }
+    if (question.type === 'A' || question.type === 'AAAA') {
+      const resolution = this.#names.resolve(question.name, client.namespace, this.#records);
+      if (resolution.kind === 'answer') {
+        this.stats.answered++;
+        const answers = addressRecords(resolution.owner, question.type, resolution.addresses);
+        if (resolution.viaCname) answers.unshift(cnameRecord(question.name, resolution.owner));
+        return encodeResponse(query, { rcode: RCODE.NOERROR, authoritative: true, answers }, udpLimit);
+      }
+      if (resolution.kind === 'nxdomain') {
+        this.stats.nxdomain++;
+        return encodeResponse(query, { rcode: RCODE.NXDOMAIN, authoritative: true }, udpLimit);
+      }
+    }
+    return this.#forward(message, query, transport, client, udpLimit);
+  }
+
+  async #forward(message: Buffer, query: DecodedPacket, transport: Transport, client: DnsClient, udpLimit: number | undefined): Promise<Buffer> {
+    this.stats.forwarded++;
+    if (this.#forwardsInFlight >= MAX_FORWARDS_IN_FLIGHT) {
+      this.stats.upstreamFailures++;
+      return encodeResponse(query, { rcode: RCODE.SERVFAIL, authoritative: false }, udpLimit);
+    }
+    this.#forwardsInFlight++;
+    try {
+      return await this.#forwarder.forward(message, transport, client.sockets);
+    } catch (error) {
+      this.stats.upstreamFailures++;
+      const failure = error instanceof DnsError ? error : new DnsError('UPSTREAM_FAILED', String(error), { cause: error });
+      this.#onUpstreamError?.(failure);
+      return encodeResponse(query, { rcode: RCODE.SERVFAIL, authoritative: false }, udpLimit);
+    } finally {
+      this.#forwardsInFlight--;
+    }
+  }
+}
