@@ -72,6 +72,19 @@ export interface ConfigDump {
   config: object;
 }
 
+/** A service as the config dump shows it: the service, and its endpoints with their health and target ports. */
+export function servicesView(state: Pick<MeshState, 'services' | 'endpointsOf'>): object[] {
+  return state
+    .services()
+    .map((service) => ({
+      ...service,
+      endpoints: state.endpointsOf(service).map(({ workload, ports }) => ({
+        uid: workload.uid, namespace: workload.namespace, name: workload.name, node: workload.node, addresses: workload.addresses, status: workload.status ?? 'HEALTHY', ports,
+      })),
+    }))
+    .sort((a, b) => `${a.namespace}/${a.hostname}`.localeCompare(`${b.namespace}/${b.hostname}`));
+}
+
 const parsedCertificates = new WeakMap<WorkloadCertificate, X509Certificate>();
 
 export function certificateView(certificate: WorkloadCertificate, now: number = Date.now()): CertificateView {

@@ -21,7 +21,7 @@ import type { PodInfo } from './inpod/pod-listeners.ts';
 import { startSources, WORKLOAD_WAIT_MS } from './sources.ts';
 import { MeshState } from './state/mesh-state.ts';
 import { workloadIdentity } from './state/workload.ts';
-import { startAdminServer } from './admin.ts';
+import { servicesView, startAdminServer } from './admin.ts';
 import { checkAuthorization } from './policy/authz-check.ts';
 import { ClusterDirPolicySource } from './policy/cluster-dir-policy-source.ts';
 import { PolicyStore, type LocalPolicy } from './policy/policy-store.ts';
@@ -170,6 +170,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
 
   const admin = await startAdminServer(config.adminAddress, {
     policies: () => policies.dump(),
+    services: () => servicesView(state),
     nodeName: config.nodeName,
     state,
     capturedPods: () => capture.capturedPods(),

@@ -1,17 +1,22 @@
 /**
- * Feeds MeshState from a local cluster directory (Pod and Namespace manifests written by the local runtime or a
- * user), until the control plane's delta xDS replaces it behind the same MeshState.
+ * Feeds MeshState from a local cluster directory (Pod, Namespace and Service manifests written by the local
+ * runtime or a user) when the agent runs without a control plane; with one, delta xDS feeds the same MeshState.
  *
- * Owns: turning Pods + Namespaces into Workloads (enrollment, identity, canonical labels) and re-reading the
- * directory when it changes.
+ * Owns: turning Pods + Namespaces into Workloads (enrollment, identity, canonical labels), selector Services into
+ * Services and each pod's service memberships (target ports resolved per pod, as the control plane does), and
+ * re-reading the directory when it changes.
  * Must not know about: sockets, capture, certificates.
  */
 import { DirectoryWatcher } from '../../shared/k8s/dir-watcher.ts';
 import { captureDecision } from '../../shared/k8s/enrollment.ts';
 import { readClusterDir, type ClusterDirParseCache, type ClusterSnapshot } from '../../shared/k8s/cluster-dir.ts';
-import { isPod, podNamespace, type PodObject } from '../../shared/k8s/objects.ts';
+import { isPod, isService, podNamespace, type PodObject, type ServiceObject } from '../../shared/k8s/objects.ts';
 import type { MeshState } from './mesh-state.ts';
+import { serviceKey, type Service, type ServicePort } from './service.ts';
 import type { Workload } from './workload.ts';
+
+/** Kubernetes' default cluster domain: Service hostnames are `<name>.<namespace>.svc.<domain>`. */
+export const DEFAULT_CLUSTER_DOMAIN = 'cluster.local';
 
 function firstLabel(labels: Record<string, string> | undefined, names: string[]): string | undefined {
   for (const name of names) if (labels?.[name]) return labels[name];
@@ -43,19 +48,76 @@ export function workloadFromPod(pod: PodObject, snapshot: ClusterSnapshot, trust
   };
 }
 
+/** The Service as the mesh sees it; its VIPs are `clusterIPs` (or `clusterIP`), none for a headless one. */
+export function serviceFromKube(service: ServiceObject, clusterDomain: string): Service {
+  const namespace = service.metadata.namespace || 'default';
+  const ips = service.spec?.clusterIPs ?? (service.spec?.clusterIP ? [service.spec.clusterIP] : []);
+  const result: Service = {
+    name: service.metadata.name,
+    namespace,
+    hostname: `${service.metadata.name}.${namespace}.svc.${clusterDomain}`,
+    vips: ips.filter((ip) => ip && ip !== 'None').map((address) => ({ network: '', address })),
+    ports: (service.spec?.ports ?? []).map((port) => {
+      const target = port.targetPort === undefined || port.targetPort === '' ? port.port : Number(port.targetPort);
+      const entry: ServicePort = { servicePort: port.port, targetPort: Number.isInteger(target) ? target : 0 };
+      if (port.appProtocol) entry.appProtocol = port.appProtocol;
+      return entry;
+    }),
+    subjectAltNames: [],
+    ipFamilies: 'AUTOMATIC',
+  };
+  if (service.spec?.internalTrafficPolicy === 'Local') result.loadBalancing = { routingPreference: ['NODE'], mode: 'STRICT', healthPolicy: 'ONLY_HEALTHY' };
+  return result;
+}
+
+/** A service port's target on `pod`: a number, or a named container port of the pod; undefined when it has none. */
+function targetPortOnPod(targetPort: number | string | undefined, servicePort: number, pod: PodObject): number | undefined {
+  if (targetPort === undefined || targetPort === '') return servicePort;
+  if (typeof targetPort === 'number') return targetPort;
+  if (/^\d+$/.test(targetPort)) return Number(targetPort);
+  for (const container of pod.spec?.containers ?? []) {
+    const ports = (container as { ports?: { name?: string; containerPort?: number }[] }).ports;
+    const port = ports?.find((entry) => entry.name === targetPort);
+    if (port?.containerPort) return port.containerPort;
+  }
+  return undefined;
+}
+
+/** The services (by key) whose selector matches `pod`, each with the ports the pod serves them on. */
+export function servicesOfPod(pod: PodObject, services: readonly ServiceObject[], clusterDomain: string): Record<string, ServicePort[]> {
+  const result: Record<string, ServicePort[]> = {};
+  const namespace = podNamespace(pod);
+  const labels = pod.metadata.labels ?? {};
+  for (const service of services) {
+    const selector = service.spec?.selector;
+    if ((service.metadata.namespace || 'default') !== namespace || !selector || Object.keys(selector).length === 0) continue;
+    if (!Object.entries(selector).every(([key, value]) => labels[key] === value)) continue;
+    const ports: ServicePort[] = [];
+    for (const port of service.spec?.ports ?? []) {
+      // A named target port the pod does not declare is left out: the pod cannot serve that service port.
+      const target = targetPortOnPod(port.targetPort, port.port, pod);
+      if (target !== undefined) ports.push({ servicePort: port.port, targetPort: target });
+    }
+    result[serviceKey({ namespace, hostname: `${service.metadata.name}.${namespace}.svc.${clusterDomain}` })] = ports;
+  }
+  return result;
+}
+
 export class ClusterDirSource {
   readonly #dir: string;
   readonly #state: MeshState;
   readonly #trustDomain: string;
+  readonly #clusterDomain: string;
   readonly #onProblem: (message: string) => void;
   readonly #parseCache: ClusterDirParseCache = new Map();
   readonly #watcher: DirectoryWatcher;
   #lastErrors = '';
 
-  constructor(options: { dir: string; state: MeshState; trustDomain: string; onProblem?: (message: string) => void }) {
+  constructor(options: { dir: string; state: MeshState; trustDomain: string; clusterDomain?: string; onProblem?: (message: string) => void }) {
     this.#dir = options.dir;
     this.#state = options.state;
     this.#trustDomain = options.trustDomain;
+    this.#clusterDomain = options.clusterDomain ?? DEFAULT_CLUSTER_DOMAIN;
     this.#onProblem = options.onProblem ?? (() => {});
     this.#watcher = new DirectoryWatcher({ dir: this.#dir, read: () => this.#read(), onError: (error) => this.#onProblem(error.message) });
   }
@@ -80,12 +142,19 @@ export class ClusterDirSource {
     const errors = snapshot.errors.map((e) => `${e.file}${e.line ? `:${e.line}` : ''}: ${e.message}`).join('\n');
     if (errors && errors !== this.#lastErrors) this.#onProblem(`cluster directory has invalid manifests (skipped):\n${errors}`);
     this.#lastErrors = errors;
+    const serviceObjects = new Map<string, ServiceObject>();
+    // Later documents win, as a later `kubectl apply` would.
+    for (const object of snapshot.objects) if (isService(object)) serviceObjects.set(`${object.metadata.namespace || 'default'}/${object.metadata.name}`, object);
+    const kubeServices = [...serviceObjects.values()];
     const workloads: Workload[] = [];
     for (const object of snapshot.objects) {
       if (!isPod(object)) continue;
       const workload = workloadFromPod(object, snapshot, this.#trustDomain);
-      if (workload) workloads.push(workload);
+      if (!workload) continue;
+      const services = servicesOfPod(object, kubeServices, this.#clusterDomain);
+      if (Object.keys(services).length > 0) workload.services = services;
+      workloads.push(workload);
     }
-    this.#state.replaceAll(workloads);
+    this.#state.replaceAll(workloads, kubeServices.map((service) => serviceFromKube(service, this.#clusterDomain)));
   }
 }

@@ -1,13 +1,19 @@
 /**
- * The mesh as this agent sees it: workloads by uid and by IP, updated by a source (a cluster directory now,
- * delta xDS later) and read by the proxy on every new connection.
+ * The mesh as this agent sees it: workloads by uid and by IP, services by VIP and by hostname, and each
+ * service's endpoints (the workloads whose `services` map lists it), updated by a source (a cluster directory or
+ * delta xDS) and read by the proxy on every new connection.
  *
- * Owns: indexes over workloads and change notification.
- * Must not know about: sources, sockets, certificates.
+ * Owns: indexes over workloads and services, the join of the two, and change notification.
+ * Must not know about: sources, sockets, certificates, how an endpoint is chosen.
  */
+import { serviceKey, vipKey, type Service, type ServiceEndpoint } from './service.ts';
 import type { Workload } from './workload.ts';
 
 export type WorkloadChange = { type: 'upsert'; workload: Workload; previous?: Workload } | { type: 'remove'; workload: Workload };
+export type ServiceChange = { type: 'upsert'; service: Service; previous?: Service } | { type: 'remove'; service: Service };
+
+const NO_ENDPOINTS: readonly ServiceEndpoint[] = Object.freeze([]);
+const NO_SERVICES: readonly Service[] = Object.freeze([]);
 
 export class MeshState {
   readonly #workloadsByUid = new Map<string, Workload>();
@@ -15,6 +21,20 @@ export class MeshState {
   /** `<namespace>/<name>`: how the CNI plugin names a pod (its uid format differs between sources). */
   readonly #workloadsByName = new Map<string, Workload>();
   readonly #listeners = new Set<(change: WorkloadChange) => void>();
+  /** `<namespace>/<hostname>` -> service. */
+  readonly #servicesByKey = new Map<string, Service>();
+  /** vipKey(network, ip) -> service. */
+  readonly #servicesByVip = new Map<string, Service>();
+  /** Hostname -> services (one per namespace that has it; Kubernetes hostnames are unique). */
+  readonly #servicesByHostname = new Map<string, Service[]>();
+  /**
+   * Service key -> workload uid -> endpoint, kept whether or not the service is known yet (a workload can arrive
+   * before its service, as ztunnel stages them), so the service finds its endpoints when it comes.
+   */
+  readonly #endpointsByService = new Map<string, Map<string, ServiceEndpoint>>();
+  /** Service key -> its endpoints as an array, built on first read after a change (the proxy's hot path reads it). */
+  readonly #endpointListByService = new Map<string, readonly ServiceEndpoint[]>();
+  readonly #serviceListeners = new Set<(change: ServiceChange) => void>();
   #version = 0;
 
   /** Bumped on every change: a caller holding a lookup made at the same version may reuse it. */
@@ -60,10 +80,14 @@ export class MeshState {
 
   upsert(workload: Workload): void {
     const previous = this.#workloadsByUid.get(workload.uid);
-    if (previous) for (const ip of previous.addresses) if (this.#workloadsByIp.get(ip) === previous) this.#workloadsByIp.delete(ip);
+    if (previous) {
+      for (const ip of previous.addresses) if (this.#workloadsByIp.get(ip) === previous) this.#workloadsByIp.delete(ip);
+      this.#removeEndpoints(previous);
+    }
     this.#workloadsByUid.set(workload.uid, workload);
     this.#workloadsByName.set(`${workload.namespace}/${workload.name}`, workload);
     for (const ip of workload.addresses) this.#workloadsByIp.set(ip, workload);
+    this.#addEndpoints(workload);
     this.#emit(previous ? { type: 'upsert', workload, previous } : { type: 'upsert', workload });
   }
 
@@ -74,11 +98,25 @@ export class MeshState {
     const key = `${workload.namespace}/${workload.name}`;
     if (this.#workloadsByName.get(key) === workload) this.#workloadsByName.delete(key);
     for (const ip of workload.addresses) if (this.#workloadsByIp.get(ip) === workload) this.#workloadsByIp.delete(ip);
+    this.#removeEndpoints(workload);
     this.#emit({ type: 'remove', workload });
   }
 
-  /** Replaces the whole set (a full snapshot from a source): removes what is gone, upserts what changed. */
-  replaceAll(workloads: Workload[]): void {
+  /**
+   * Replaces the whole set (a full snapshot from a source): removes what is gone, upserts what changed. Services
+   * are replaced too when `services` is given (left alone when it is not).
+   */
+  replaceAll(workloads: Workload[], services?: Service[]): void {
+    if (services) {
+      const seenServices = new Set<string>();
+      for (const service of services) {
+        const key = serviceKey(service);
+        seenServices.add(key);
+        const current = this.#servicesByKey.get(key);
+        if (!current || JSON.stringify(current) !== JSON.stringify(service)) this.upsertService(service);
+      }
+      for (const key of [...this.#servicesByKey.keys()]) if (!seenServices.has(key)) this.removeService(key);
+    }
     const seen = new Set<string>();
     for (const workload of workloads) {
       seen.add(workload.uid);
@@ -86,6 +124,106 @@ export class MeshState {
       if (!current || JSON.stringify(current) !== JSON.stringify(workload)) this.upsert(workload);
     }
     for (const uid of [...this.#workloadsByUid.keys()]) if (!seen.has(uid)) this.remove(uid);
+  }
+
+  /** The service whose VIP is `ip` on `network` ('' = the default network): the proxy's lookup for every connection. */
+  serviceByVip(ip: string, network = ''): Service | undefined {
+    return this.#servicesByVip.get(network ? vipKey(network, ip) : ip);
+  }
+
+  /** The services named `hostname` (`<name>.<namespace>.svc.<domain>`): at most one for Kubernetes Services. */
+  servicesByHostname(hostname: string): readonly Service[] {
+    return this.#servicesByHostname.get(hostname) ?? NO_SERVICES;
+  }
+
+  /** The service keyed `<namespace>/<hostname>`. */
+  serviceByKey(key: string): Service | undefined {
+    return this.#servicesByKey.get(key);
+  }
+
+  services(): Service[] {
+    return [...this.#servicesByKey.values()];
+  }
+
+  /**
+   * The workloads backing `service` (healthy or not, on any node: choosing among them is the caller's business),
+   * each with its own port map. For a headless service these are the pods DNS answers with.
+   */
+  endpointsOf(service: Service | string): readonly ServiceEndpoint[] {
+    const key = typeof service === 'string' ? service : serviceKey(service);
+    const cached = this.#endpointListByService.get(key);
+    if (cached) return cached;
+    const endpoints = this.#endpointsByService.get(key);
+    if (!endpoints) return NO_ENDPOINTS;
+    const list = Object.freeze([...endpoints.values()]);
+    this.#endpointListByService.set(key, list);
+    return list;
+  }
+
+  upsertService(service: Service): void {
+    const key = serviceKey(service);
+    const previous = this.#servicesByKey.get(key);
+    if (previous) this.#unindexService(previous);
+    this.#servicesByKey.set(key, service);
+    for (const vip of service.vips) this.#servicesByVip.set(vipKey(vip.network, vip.address), service);
+    const sameHost = this.#servicesByHostname.get(service.hostname) ?? [];
+    this.#servicesByHostname.set(service.hostname, [...sameHost, service]);
+    this.#emitService(previous ? { type: 'upsert', service, previous } : { type: 'upsert', service });
+  }
+
+  /** Removes the service keyed `<namespace>/<hostname>`; its endpoints stay staged for when it comes back. */
+  removeService(key: string): void {
+    const service = this.#servicesByKey.get(key);
+    if (!service) return;
+    this.#unindexService(service);
+    this.#servicesByKey.delete(key);
+    this.#emitService({ type: 'remove', service });
+  }
+
+  onServiceChange(listener: (change: ServiceChange) => void): () => void {
+    this.#serviceListeners.add(listener);
+    return () => this.#serviceListeners.delete(listener);
+  }
+
+  #unindexService(service: Service): void {
+    for (const vip of service.vips) {
+      const key = vipKey(vip.network, vip.address);
+      if (this.#servicesByVip.get(key) === service) this.#servicesByVip.delete(key);
+    }
+    const sameHost = this.#servicesByHostname.get(service.hostname)?.filter((entry) => entry !== service) ?? [];
+    if (sameHost.length > 0) this.#servicesByHostname.set(service.hostname, sameHost);
+    else this.#servicesByHostname.delete(service.hostname);
+  }
+
+  #addEndpoints(workload: Workload): void {
+    const services = workload.services;
+    if (!services) return;
+    for (const key in services) {
+      let endpoints = this.#endpointsByService.get(key);
+      if (!endpoints) {
+        endpoints = new Map();
+        this.#endpointsByService.set(key, endpoints);
+      }
+      endpoints.set(workload.uid, { workload, ports: services[key] ?? [] });
+      this.#endpointListByService.delete(key);
+    }
+  }
+
+  #removeEndpoints(workload: Workload): void {
+    const services = workload.services;
+    if (!services) return;
+    for (const key in services) {
+      const endpoints = this.#endpointsByService.get(key);
+      if (!endpoints || endpoints.get(workload.uid)?.workload !== workload) continue;
+      endpoints.delete(workload.uid);
+      if (endpoints.size === 0) this.#endpointsByService.delete(key);
+      this.#endpointListByService.delete(key);
+    }
+  }
+
+  #emitService(change: ServiceChange): void {
+    this.#version++;
+    for (const listener of this.#serviceListeners) listener(change);
   }
 
   onChange(listener: (change: WorkloadChange) => void): () => void {

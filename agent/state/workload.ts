@@ -6,8 +6,17 @@
  * Must not know about: where workloads come from (a directory, xDS) or what the proxy does with them.
  */
 import { spiffeId, type SpiffeId } from '../../shared/identity/index.ts';
+import type { ServicePort } from './service.ts';
 
 export type TunnelProtocol = 'NONE' | 'HBONE';
+/** UNHEALTHY (not Ready, or being deleted): never chosen as a service endpoint. */
+export type WorkloadStatus = 'HEALTHY' | 'UNHEALTHY';
+
+export interface Locality {
+  region: string;
+  zone: string;
+  subzone: string;
+}
 
 export interface Workload {
   uid: string;
@@ -31,8 +40,14 @@ export interface Workload {
   workloadName: string;
   /** Path of the pod's network namespace on its node, when known (local runtime and CNI). */
   netns?: string;
-  /** Services the workload backs, as `<namespace>/<hostname>` (from xDS). */
-  services?: string[];
+  /** Services the workload backs, keyed `<namespace>/<hostname>`, with this workload's target ports. */
+  services?: Record<string, ServicePort[]>;
+  /** Absent means HEALTHY. */
+  status?: WorkloadStatus;
+  /** From its node's topology labels, when known (load balancing by locality). */
+  locality?: Locality;
+  /** The network the workload's addresses are on ('' or absent: the default network). */
+  network?: string;
   /** Names (`<namespace>/<name>`) of the workload-selector policies that apply to it, resolved by the control plane. */
   authorizationPolicies?: string[];
   /** The pod's labels, when the source knows them (local mode): AuthorizationPolicy/PeerAuthentication selectors match them. */

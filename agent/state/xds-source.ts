@@ -1,6 +1,6 @@
 /**
  * Feeds MeshState (and the policy store) from the control plane over delta xDS: `istio.workload.Address`
- * resources become Workloads, `istio.security.Authorization` resources become policies.
+ * resources become Workloads and Services, `istio.security.Authorization` resources become policies.
  *
  * Owns: translating decoded xDS resources into the agent's model, and readiness on first sync. The stream, ACKs,
  * NACKs, reconnects and stale-config-keeps-serving are the generic client's (shared/xds/client.ts).
@@ -8,8 +8,9 @@
  */
 import { ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL } from '../../shared/xds/protos.ts';
 import { XdsClient, controlPlaneIdentity, type XdsClientStatus, type XdsRejection, type XdsResourceUpdate } from '../../shared/xds/client.ts';
-import { bytesToIp, type XdsAddress, type XdsWorkload } from '../../shared/xds/types.ts';
+import { bytesToIp, type XdsAddress, type XdsPort, type XdsService, type XdsWorkload } from '../../shared/xds/types.ts';
 import type { MeshState } from './mesh-state.ts';
+import { serviceKey, type IpFamilies, type LoadBalancing, type LoadBalancingMode, type LoadBalancingScope, type Service, type ServicePort } from './service.ts';
 import type { Workload } from './workload.ts';
 
 export interface XdsSourceOptions {
@@ -25,8 +26,52 @@ export interface XdsSourceOptions {
   onNack?: (typeUrl: string, message: string) => void;
 }
 
+function portsFromXds(ports: readonly XdsPort[] | undefined): ServicePort[] {
+  const result: ServicePort[] = [];
+  for (const port of ports ?? []) {
+    if (!Number.isInteger(port.servicePort) || port.servicePort <= 0 || port.servicePort > 65535) throw new Error(`service port ${port.servicePort} is not a TCP port`);
+    if (!Number.isInteger(port.targetPort) || port.targetPort < 0 || port.targetPort > 65535) throw new Error(`target port ${port.targetPort} is not a TCP port`);
+    result.push(port.appProtocol ? { servicePort: port.servicePort, targetPort: port.targetPort, appProtocol: port.appProtocol } : { servicePort: port.servicePort, targetPort: port.targetPort });
+  }
+  return result;
+}
+
+const SCOPES: ReadonlySet<string> = new Set<LoadBalancingScope>(['REGION', 'ZONE', 'SUBZONE', 'NODE', 'CLUSTER', 'NETWORK']);
+const MODES: ReadonlySet<string> = new Set<LoadBalancingMode>(['UNSPECIFIED_MODE', 'STRICT', 'FAILOVER', 'PASSTHROUGH']);
+const IP_FAMILIES: ReadonlySet<string> = new Set<IpFamilies>(['AUTOMATIC', 'IPV4_ONLY', 'IPV6_ONLY', 'DUAL']);
+
+function loadBalancingFromXds(service: XdsService): LoadBalancing | undefined {
+  const lb = service.loadBalancing;
+  if (!lb) return undefined;
+  // An enum value this build does not know arrives as a number: refuse it rather than guess what it meant.
+  const scopes = lb.routingPreference.map((scope) => {
+    if (!SCOPES.has(String(scope))) throw new Error(`unknown load balancing scope ${String(scope)}`);
+    return scope as LoadBalancingScope;
+  });
+  if (!MODES.has(String(lb.mode))) throw new Error(`unknown load balancing mode ${String(lb.mode)}`);
+  return { routingPreference: scopes, mode: lb.mode as LoadBalancingMode, healthPolicy: lb.healthPolicy === 'ALLOW_ALL' ? 'ALLOW_ALL' : 'ONLY_HEALTHY' };
+}
+
+export function serviceFromXds(service: XdsService): Service {
+  if (!service.hostname) throw new Error('service has no hostname');
+  const loadBalancing = loadBalancingFromXds(service);
+  const result: Service = {
+    name: service.name,
+    namespace: service.namespace,
+    hostname: service.hostname,
+    vips: service.addresses.map((vip) => ({ network: vip.network, address: bytesToIp(vip.address) })),
+    ports: portsFromXds(service.ports),
+    subjectAltNames: [...service.subjectAltNames],
+    ipFamilies: IP_FAMILIES.has(String(service.ipFamilies)) ? (service.ipFamilies as IpFamilies) : 'AUTOMATIC',
+  };
+  if (loadBalancing) result.loadBalancing = loadBalancing;
+  return result;
+}
+
 export function workloadFromXds(workload: XdsWorkload): Workload {
-  return {
+  const services: Record<string, ServicePort[]> = {};
+  for (const key in workload.services ?? {}) services[key] = portsFromXds(workload.services[key]?.ports);
+  const result: Workload = {
     uid: workload.uid,
     name: workload.name,
     namespace: workload.namespace,
@@ -39,15 +84,21 @@ export function workloadFromXds(workload: XdsWorkload): Workload {
     canonicalName: workload.canonicalName || workload.name,
     canonicalRevision: workload.canonicalRevision || 'latest',
     workloadName: workload.workloadName || workload.name,
-    services: Object.keys(workload.services ?? {}),
+    services,
     authorizationPolicies: workload.authorizationPolicies ?? [],
+    status: workload.status === 'UNHEALTHY' ? 'UNHEALTHY' : 'HEALTHY',
   };
+  if (workload.network) result.network = workload.network;
+  if (workload.locality) result.locality = { region: workload.locality.region, zone: workload.locality.zone, subzone: workload.locality.subzone };
+  return result;
 }
 
 export class XdsSource {
   readonly client: XdsClient;
   /** Resource name -> workload uid, so removals (which carry only names) find the workload. */
   readonly #uidByResourceName = new Map<string, string>();
+  /** Resource name -> service key (`<namespace>/<hostname>`, the same as istiod names them, but not trusted to be). */
+  readonly #serviceKeyByResourceName = new Map<string, string>();
 
   constructor(options: XdsSourceOptions) {
     const state = options.state;
@@ -61,24 +112,41 @@ export class XdsSource {
         [ADDRESS_TYPE_URL]: (added: XdsResourceUpdate<XdsAddress>[], removed: string[]) => {
           const rejected: XdsRejection[] = [];
           const workloads: Array<[string, Workload]> = [];
+          const services: Array<[string, Service]> = [];
           for (const update of added) {
-            const workload = update.resource.workload;
-            if (!workload) continue; // Services: used by waypoints and VIP routing (later).
+            const { workload, service } = update.resource;
             try {
-              workloads.push([update.name, workloadFromXds(workload)]);
+              if (workload) workloads.push([update.name, workloadFromXds(workload)]);
+              else if (service) services.push([update.name, serviceFromXds(service)]);
             } catch (error) {
               rejected.push({ name: update.name, reason: (error as Error).message });
             }
           }
+          // Services first, so a workload's endpoints land on a known service when both arrive together.
+          for (const [name, service] of services) {
+            const key = serviceKey(service);
+            const previousKey = this.#serviceKeyByResourceName.get(name);
+            if (previousKey !== undefined && previousKey !== key) state.removeService(previousKey);
+            this.#serviceKeyByResourceName.set(name, key);
+            state.upsertService(service);
+          }
           for (const [name, workload] of workloads) {
+            const previousUid = this.#uidByResourceName.get(name);
+            if (previousUid !== undefined && previousUid !== workload.uid) state.remove(previousUid);
             this.#uidByResourceName.set(name, workload.uid);
             state.upsert(workload);
           }
           for (const name of removed) {
             const uid = this.#uidByResourceName.get(name);
-            if (uid === undefined) continue;
-            this.#uidByResourceName.delete(name);
-            state.remove(uid);
+            if (uid !== undefined) {
+              this.#uidByResourceName.delete(name);
+              state.remove(uid);
+            }
+            const key = this.#serviceKeyByResourceName.get(name);
+            if (key !== undefined) {
+              this.#serviceKeyByResourceName.delete(name);
+              state.removeService(key);
+            }
           }
           return rejected.length > 0 ? { rejected } : undefined;
         },

@@ -11,6 +11,7 @@ import type { SpiffeId, WorkloadCertificate } from '../../shared/identity/index.
 import type { AgentConfig } from '../config.ts';
 import type { PodInfo } from '../inpod/pod-listeners.ts';
 import type { AuthorizationUpdate, LocalPolicy } from '../policy/policy-store.ts';
+import type { Service } from '../state/service.ts';
 import type { Workload } from '../state/workload.ts';
 
 /** What a worker is started with (`workerData`). */
@@ -19,6 +20,7 @@ export interface WorkerInit {
   config: AgentConfig;
   rootsPem: string[];
   workloads: Workload[];
+  services: Service[];
   localPolicies: LocalPolicy[] | undefined;
   xdsPolicies: AuthorizationUpdate[];
 }
@@ -33,6 +35,9 @@ export type WorkerRequest =
 export type ToWorker =
   | { type: 'workload-upsert'; workload: Workload }
   | { type: 'workload-remove'; uid: string }
+  | { type: 'service-upsert'; service: Service }
+  /** `key` is the service's `<namespace>/<hostname>`. */
+  | { type: 'service-remove'; key: string }
   | { type: 'policies-local'; policies: LocalPolicy[] }
   | { type: 'policies-xds'; added: AuthorizationUpdate[]; removed: string[] }
   | { type: 'log-level'; level: string }

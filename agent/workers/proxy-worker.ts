@@ -62,7 +62,7 @@ function runWorker(port: MessagePort, init: WorkerInit): void {
   const { config } = init;
   const log = pino({ level: config.logLevel, base: { node: config.nodeName, worker: init.index } });
   const state = new MeshState();
-  state.replaceAll(init.workloads);
+  state.replaceAll(init.workloads, init.services);
   const policies = new PolicyStore({ log });
   if (init.localPolicies) policies.setLocal(init.localPolicies);
   if (init.xdsPolicies.length > 0) policies.applyXds(init.xdsPolicies, []);
@@ -101,6 +101,12 @@ function runWorker(port: MessagePort, init: WorkerInit): void {
         return;
       case 'workload-remove':
         state.remove(message.uid);
+        return;
+      case 'service-upsert':
+        state.upsertService(message.service);
+        return;
+      case 'service-remove':
+        state.removeService(message.key);
         return;
       case 'policies-local':
         policies.setLocal(message.policies);

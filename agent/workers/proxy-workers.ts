@@ -1,6 +1,6 @@
 /**
  * The main thread's side of the proxy workers (agent/workers/proxy-worker.ts): starts them, keeps their replicas
- * of the mesh state and the policies in step with the main thread's, captures and releases pods on all of them,
+ * of the mesh state (workloads and services) and the policies in step with the main thread's, captures and releases pods on all of them,
  * answers their certificate requests, gathers their metrics, restarts one that dies, and stops them with a drain.
  *
  * With `count` 0 nothing runs and every call is a no-op: the main thread's own data plane serves alone.
@@ -15,6 +15,7 @@ import type { CertificateManager } from '../identity/certificate-manager.ts';
 import type { PodInfo } from '../inpod/pod-listeners.ts';
 import type { AuthorizationUpdate, LocalPolicy } from '../policy/policy-store.ts';
 import type { MeshState } from '../state/mesh-state.ts';
+import { serviceKey } from '../state/service.ts';
 import type { FromWorker, ToWorker, WorkerInit, WorkerRequest } from './protocol.ts';
 
 export const PROXY_WORKER_MAIN = new URL('./proxy-worker.ts', import.meta.url);
@@ -124,6 +125,7 @@ export class ProxyWorkers {
   #logLevel: string;
   #stopping = false;
   #unsubscribe: (() => void) | undefined;
+  #unsubscribeServices: (() => void) | undefined;
 
   constructor(options: ProxyWorkersOptions) {
     this.#options = options;
@@ -139,6 +141,10 @@ export class ProxyWorkers {
     if (this.#options.count <= 0) return;
     this.#unsubscribe = this.#options.state.onChange((change) => {
       const message: ToWorker = change.type === 'upsert' ? { type: 'workload-upsert', workload: change.workload } : { type: 'workload-remove', uid: change.workload.uid };
+      for (const worker of this.#workers) worker.post(message);
+    });
+    this.#unsubscribeServices = this.#options.state.onServiceChange((change) => {
+      const message: ToWorker = change.type === 'upsert' ? { type: 'service-upsert', service: change.service } : { type: 'service-remove', key: serviceKey(change.service) };
       for (const worker of this.#workers) worker.post(message);
     });
     for (let index = 1; index <= this.#options.count; index++) this.#workers.push(this.#spawn(index));
@@ -185,6 +191,7 @@ export class ProxyWorkers {
   async stop(): Promise<void> {
     this.#stopping = true;
     this.#unsubscribe?.();
+    this.#unsubscribeServices?.();
     const drainMs = this.#options.config.drainMs;
     await Promise.all(this.#workers.map(async (worker) => {
       await worker.request({ op: 'stop' }, drainMs + 5_000).catch(() => undefined);
@@ -202,6 +209,7 @@ export class ProxyWorkers {
       config: { ...this.#options.config, logLevel: this.#logLevel },
       rootsPem: this.#options.certificates.rootsPem(),
       workloads: this.#options.state.workloads(),
+      services: this.#options.state.services(),
       localPolicies: this.#localPolicies,
       xdsPolicies: [...this.#xdsPolicies.values()],
     };

@@ -1,31 +1,13 @@
 /**
  * The shapes of the Kubernetes objects the model reads beyond Pod and Namespace (shared/k8s/objects.ts):
- * Service, EndpointSlice, Gateway. Typed loosely enough for real-world YAML and API server output.
+ * EndpointSlice, Gateway (Service is shared with the agent: shared/k8s/objects.ts). Typed loosely enough for real-world YAML and API server output.
  *
  * Owns: the types and tiny accessors. Must not know about: sources or the mesh.
  */
 import type { K8sObject, ObjectMeta } from '../../shared/k8s/objects.ts';
 
-export interface ServicePortSpec {
-  name?: string;
-  port: number;
-  targetPort?: number | string;
-  protocol?: string;
-  appProtocol?: string;
-}
-
-export interface ServiceObject extends K8sObject {
-  kind: 'Service';
-  metadata: ObjectMeta & { name: string };
-  spec?: {
-    selector?: Record<string, string>;
-    clusterIP?: string;
-    clusterIPs?: string[];
-    ports?: ServicePortSpec[];
-    type?: string;
-    [field: string]: unknown;
-  };
-}
+/** Service shapes are shared with the agent's cluster-directory source. */
+export type { ServiceObject, ServicePortSpec } from '../../shared/k8s/objects.ts';
 
 export interface EndpointSliceObject extends K8sObject {
   kind: 'EndpointSlice';

@@ -1,5 +1,5 @@
 /**
- * The few Kubernetes object shapes ambit reads (Namespace, Pod), typed loosely enough for real-world YAML.
+ * The few Kubernetes object shapes ambit reads (Namespace, Pod, Service), typed loosely enough for real-world YAML.
  *
  * Owns: the TypeScript view of those objects and small type guards.
  * Must not know about: where objects come from (a directory, an API server) or what the mesh does with them.
@@ -47,6 +47,33 @@ export interface PodObject extends K8sObject {
     phase?: string;
     [field: string]: unknown;
   };
+}
+
+export interface ServicePortSpec {
+  name?: string;
+  port: number;
+  targetPort?: number | string;
+  protocol?: string;
+  appProtocol?: string;
+}
+
+export interface ServiceObject extends K8sObject {
+  kind: 'Service';
+  metadata: ObjectMeta & { name: string };
+  spec?: {
+    selector?: Record<string, string>;
+    clusterIP?: string;
+    clusterIPs?: string[];
+    ports?: ServicePortSpec[];
+    type?: string;
+    internalTrafficPolicy?: string;
+    trafficDistribution?: string;
+    [field: string]: unknown;
+  };
+}
+
+export function isService(object: K8sObject): object is ServiceObject {
+  return object.kind === 'Service' && typeof object.metadata?.name === 'string';
 }
 
 export function isNamespace(object: K8sObject): object is NamespaceObject {

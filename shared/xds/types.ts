@@ -13,6 +13,8 @@ export type NetworkModeName = 'STANDARD' | 'HOST_NETWORK';
 export interface XdsPort {
   servicePort: number;
   targetPort: number;
+  /** Istio's Port.app_protocol (absent from older protos). */
+  appProtocol?: string;
 }
 
 export interface XdsPortList {

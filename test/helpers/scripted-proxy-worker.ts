@@ -10,7 +10,7 @@ import type { FromWorker, ToWorker, WorkerInit } from '../../agent/workers/proto
 const port = parentPort!;
 const init = workerData as WorkerInit;
 const pods: string[] = [];
-const seen: string[] = [`init workloads=${init.workloads.length} local=${init.localPolicies?.length ?? 'none'} xds=${init.xdsPolicies.length}`];
+const seen: string[] = [`init workloads=${init.workloads.length} services=${init.services.length} local=${init.localPolicies?.length ?? 'none'} xds=${init.xdsPolicies.length}`];
 const send = (message: FromWorker): void => port.postMessage(message);
 
 port.on('message', (message: ToWorker) => {
@@ -20,6 +20,12 @@ port.on('message', (message: ToWorker) => {
       return;
     case 'workload-remove':
       seen.push(`remove ${message.uid}`);
+      return;
+    case 'service-upsert':
+      seen.push(`service ${message.service.namespace}/${message.service.hostname} vips=${message.service.vips.map((vip) => vip.address).join(',')}`);
+      return;
+    case 'service-remove':
+      seen.push(`service-remove ${message.key}`);
       return;
     case 'policies-local':
       seen.push(`local ${message.policies.length}`);

@@ -9,6 +9,7 @@ import type { SpiffeId, WorkloadCertificate } from '../../shared/identity/index.
 import { configFromEnv } from '../../agent/config.ts';
 import type { PodInfo } from '../../agent/inpod/pod-listeners.ts';
 import { MeshState } from '../../agent/state/mesh-state.ts';
+import type { Service } from '../../agent/state/service.ts';
 import type { Workload } from '../../agent/state/workload.ts';
 import { ProxyWorkers } from '../../agent/workers/proxy-workers.ts';
 
@@ -27,9 +28,14 @@ function workload(uid: string): Workload {
   };
 }
 
+function service(name: string, vip: string): Service {
+  return { name, namespace: 'shop', hostname: `${name}.shop.svc.cluster.local`, vips: [{ network: '', address: vip }], ports: [{ servicePort: 80, targetPort: 8080 }], subjectAltNames: [], ipFamilies: 'AUTOMATIC' };
+}
+
 function fixture(captured: PodInfo[] = []) {
   const state = new MeshState();
   state.upsert(workload('w1'));
+  state.upsertService(service('web', '10.96.0.10'));
   const errors: string[] = [];
   const asked: string[] = [];
   const certificates = {
@@ -61,11 +67,21 @@ test('a worker starts with the current state and policies, then gets every chang
   await workers.start();
   t.teardown(() => workers.stop());
   state.upsert(workload('w2'));
+  state.upsertService(service('api', '10.96.0.11'));
   workers.applyXdsPolicies([{ name: 'shop/allow', resource: {} }], ['shop/deny']);
+  state.removeService('shop/web.shop.svc.cluster.local');
   state.remove('w1');
   workers.setLogLevel('debug');
   const { seen } = await record(workers);
-  t.deepEqual(seen, ['init workloads=1 local=0 xds=1', 'upsert w2', 'xds +shop/allow -shop/deny', 'remove w1', 'level debug']);
+  t.deepEqual(seen, [
+    'init workloads=1 services=1 local=0 xds=1',
+    'upsert w2',
+    'service shop/api.shop.svc.cluster.local vips=10.96.0.11',
+    'xds +shop/allow -shop/deny',
+    'service-remove shop/web.shop.svc.cluster.local',
+    'remove w1',
+    'level debug',
+  ]);
 });
 
 test('a pod add reaches the worker, whose certificate request the main thread answers', async (t) => {
@@ -87,6 +103,7 @@ test('a worker that dies is started again with the current state and every captu
   t.teardown(() => workers.stop());
   await workers.addPod(pod);
   state.upsert(workload('w2'));
+  state.upsertService(service('api', '10.96.0.11'));
   workers.setLogLevel('crash');
   const deadline = Date.now() + 10_000;
   let after: WorkerRecord | undefined;
@@ -96,7 +113,7 @@ test('a worker that dies is started again with the current state and every captu
     if (after?.seen[0]?.startsWith('init') && after.pods.length > 0 && errors.length > 0) break;
   }
   t.truthy(after, 'a worker answers again');
-  t.is(after!.seen[0], 'init workloads=2 local=none xds=0', 'the new worker starts from the state as it is now');
+  t.is(after!.seen[0], 'init workloads=2 services=2 local=none xds=0', 'the new worker starts from the state as it is now');
   t.deepEqual(after!.pods, ['p1'], 'the captured pod is added to the new worker');
   t.regex(errors[0]!, /^proxy worker died; starting it again .*"reason":"exit code 3"/);
 });
