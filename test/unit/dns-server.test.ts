@@ -1,6 +1,6 @@
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
-import type dgram from 'node:dgram';
+import dgram from 'node:dgram';
 import net from 'node:net';
 import dnsPacket from 'dns-packet';
 import fc from 'fast-check';
@@ -167,6 +167,21 @@ test('an upstream that does not answer gives SERVFAIL, and the server keeps serv
   t.is(decode(tcp!).rcode, 'SERVFAIL');
   t.is(server.stats.upstreamFailures, 2);
   t.deepEqual(answerData(decode(await udpQuery('127.0.0.1', port, query('server', 'A'))), 'A'), [SERVER_VIP]);
+});
+
+test('a rude upstream: a reply with another id (a spoofing attempt, a late answer) is ignored, the real one is passed on', async (t) => {
+  // A relay in front of dnsmasq that first answers every query with a forged reply under the wrong id.
+  const relay = dgram.createSocket('udp4');
+  await new Promise<void>((resolve) => relay.bind(0, '127.0.0.1', resolve));
+  t.teardown(() => relay.close());
+  relay.on('message', (message: Buffer, from: dgram.RemoteInfo) => {
+    const forged = dnsPacket.encode({ type: 'response', id: (message.readUInt16BE(0) + 1) % 65_536, flags: dnsPacket.RECURSION_AVAILABLE, questions: dnsPacket.decode(message).questions ?? [], answers: [{ type: 'A', name: 'www.example.test', ttl: 1, data: '203.0.113.66' }] });
+    relay.send(forged, from.port, from.address);
+    void udpQuery(upstream.address, upstream.port, message).then((reply) => relay.send(reply, from.port, from.address));
+  });
+  const { port } = await startServer(t, `127.0.0.1:${relay.address().port}`);
+  const reply = decode(await udpQuery('127.0.0.1', port, query('www.example.test', 'A')));
+  t.deepEqual(answerData(reply, 'A'), ['192.0.2.10']);
 });
 
 test('malformed input: FORMERR with the id when there is a header, dropped when not, NOTIMP for other opcodes', async (t) => {
