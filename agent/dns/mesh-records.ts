@@ -31,6 +31,10 @@ export class MeshServiceRecords implements ServiceRecords {
     this.#state = state;
   }
 
+  get generation(): number {
+    return this.#state.version;
+  }
+
   addressesOf(hostname: string): readonly string[] | undefined {
     if (this.#state.version !== this.#cachedVersion) {
       this.#cache.clear();

@@ -8,7 +8,13 @@
  * that does not decode, or not exactly one question of class IN, gets FORMERR. Upstream trouble gets SERVFAIL. No
  * input throws out of `answer`.
  *
- * Owns: that decision per query, the concurrency bound on forwarded queries, and the counters.
+ * The responses the agent builds itself are kept, keyed by the query's bytes after the id (flags, counts, question,
+ * EDNS), the transport and the client's namespace, until the Service records change (their generation): a repeated
+ * query, which is most of them (every pod asks for the same few names, each resolver asks A and AAAA, every ndots
+ * candidate), is answered by copying the bytes and writing the new id, with no decoding, name matching or encoding.
+ * Only byte-identical queries hit, so a hit is a query that already decoded cleanly.
+ *
+ * Owns: that decision per query, the response cache, the concurrency bound on forwarded queries, and the counters.
  * Must not know about: sockets and framing (transport.ts), the pod's rules, how Service records are stored.
  */
 import dnsPacket from 'dns-packet';
@@ -27,6 +33,18 @@ import type { ServiceRecords } from './service-records.ts';
  * timeout; a pod flooding unresolvable names must not exhaust the agent's descriptors. Beyond it: SERVFAIL at once.
  */
 export const MAX_FORWARDS_IN_FLIGHT = 1_024;
+/**
+ * Responses kept per server. Names asked between two changes of the mesh are few (Services times name forms); the
+ * bound only stops a client cycling through random names from growing it without limit (it is then cleared).
+ */
+export const RESPONSE_CACHE_ENTRIES = 10_000;
+/** Queries longer than this are not cached (a normal query is 30-100 bytes; EDNS options make it longer). */
+const MAX_CACHED_QUERY_BYTES = 512;
+
+interface CachedResponse {
+  response: Buffer;
+  nxdomain: boolean;
+}
 
 /** The pod a query came from: its namespace (for the search path) and sockets in its network namespace. */
 export interface DnsClient {
@@ -64,6 +82,8 @@ export class DnsServer {
   readonly #forwarder: Forwarder;
   readonly #onUpstreamError: ((error: DnsError) => void) | undefined;
   #forwardsInFlight = 0;
+  readonly #responses = new Map<string, CachedResponse>();
+  #responsesGeneration = -1;
 
   constructor(options: DnsServerOptions) {
     this.#names = new ClusterNames(options.domain);
@@ -82,6 +102,19 @@ export class DnsServer {
     if (opcodeOf(header) !== 0) {
       this.stats.notimp++;
       return headerOnlyResponse(header, RCODE.NOTIMP);
+    }
+    const key = message.length <= MAX_CACHED_QUERY_BYTES ? cacheKey(message, transport, client.namespace) : undefined;
+    if (key !== undefined) {
+      const cached = this.#cachedResponse(key);
+      if (cached !== undefined) {
+        if (cached.nxdomain) this.stats.nxdomain++;
+        else this.stats.answered++;
+        // A copy: the one in the cache must keep its bytes while this one is sent with another id.
+        const response = Buffer.allocUnsafe(cached.response.length);
+        cached.response.copy(response);
+        response.writeUInt16BE(header.id, 0);
+        return response;
+      }
     }
     let query: DecodedPacket;
     try {
@@ -103,14 +136,33 @@ export class DnsServer {
         this.stats.answered++;
         const answers = addressRecords(resolution.owner, question.type, resolution.addresses);
         if (resolution.viaCname) answers.unshift(cnameRecord(question.name, resolution.owner));
-        return encodeResponse(query, { rcode: RCODE.NOERROR, authoritative: true, answers }, udpLimit);
+        return this.#keep(key, encodeResponse(query, { rcode: RCODE.NOERROR, authoritative: true, answers }, udpLimit), false);
       }
       if (resolution.kind === 'nxdomain') {
         this.stats.nxdomain++;
-        return encodeResponse(query, { rcode: RCODE.NXDOMAIN, authoritative: true }, udpLimit);
+        return this.#keep(key, encodeResponse(query, { rcode: RCODE.NXDOMAIN, authoritative: true }, udpLimit), true);
       }
     }
     return this.#forward(message, query, transport, client, udpLimit);
+  }
+
+  #cachedResponse(key: string): CachedResponse | undefined {
+    const generation = this.#records.generation;
+    if (generation !== this.#responsesGeneration) {
+      this.#responses.clear();
+      this.#responsesGeneration = generation;
+      return undefined;
+    }
+    return this.#responses.get(key);
+  }
+
+  #keep(key: string | undefined, response: Buffer, nxdomain: boolean): Buffer {
+    if (key === undefined) return response;
+    if (this.#responses.size >= RESPONSE_CACHE_ENTRIES) this.#responses.clear();
+    const kept = Buffer.allocUnsafe(response.length);
+    response.copy(kept);
+    this.#responses.set(key, { response: kept, nxdomain });
+    return response;
   }
 
   async #forward(message: Buffer, query: DecodedPacket, transport: Transport, client: DnsClient, udpLimit: number | undefined): Promise<Buffer> {
@@ -131,4 +183,9 @@ export class DnsServer {
       this.#forwardsInFlight--;
     }
   }
+}
+
+/** Everything but the id (bytes 0-1) decides the response: the rest of the query, the transport, the namespace. */
+function cacheKey(message: Buffer, transport: Transport, namespace: string): string {
+  return `${transport}/${namespace}/${message.toString('latin1', 2)}`;
 }

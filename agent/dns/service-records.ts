@@ -8,6 +8,12 @@
 
 export interface ServiceRecords {
   /**
+   * Changes whenever an answer of `addressesOf` may have changed (the mesh state's version): the server keeps the
+   * responses it built only while this stays the same.
+   */
+  readonly generation: number;
+
+  /**
    * The addresses a name resolves to, for a Service hostname as the mesh state keys it (`<name>.<namespace>.svc.
    * <domain>`, lower case, no trailing dot): its cluster IPs (VIPs), or for a headless Service the pod IPs of its
    * endpoints; both families mixed, in a stable order. Undefined when no Service has that hostname. Called once per

@@ -9,5 +9,6 @@ import { controlplaneSuite } from './controlplane.ts';
 import { policySuite } from '../policy.ts';
 import { telemetrySuite } from './telemetry.ts';
 import { podstartSuite } from './podstart.ts';
+import { dnsSuite } from './dns.ts';
 
-export const SUITES: readonly Suite[] = [hboneSuite, meshSuite, controlplaneSuite, policySuite, telemetrySuite, podstartSuite];
+export const SUITES: readonly Suite[] = [hboneSuite, meshSuite, controlplaneSuite, policySuite, telemetrySuite, podstartSuite, dnsSuite];

@@ -19,6 +19,8 @@ import type { ServiceRecords } from '../../agent/dns/service-records.ts';
 /** Services by hostname, as the mesh state would hold them. */
 export class StaticServiceRecords implements ServiceRecords {
   readonly byHostname = new Map<string, readonly string[]>();
+  /** Bump after changing `byHostname`, as the mesh state bumps its version. */
+  generation = 0;
 
   constructor(entries: Record<string, readonly string[]> = {}) {
     for (const [hostname, addresses] of Object.entries(entries)) this.byHostname.set(hostname, addresses);

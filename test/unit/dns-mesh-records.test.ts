@@ -1,8 +1,12 @@
 import test from 'ava';
+import { Forwarder } from '../../agent/dns/forwarder.ts';
 import { MeshServiceRecords } from '../../agent/dns/mesh-records.ts';
+import { DnsServer } from '../../agent/dns/server.ts';
+import { plainSocketFactory } from '../../agent/inpod/socket-factory.ts';
 import { MeshState } from '../../agent/state/mesh-state.ts';
 import type { Service } from '../../agent/state/service.ts';
 import type { Workload } from '../../agent/state/workload.ts';
+import { answerData, decode, query } from '../helpers/dns.ts';
 
 const DB = 'shop/db.shop.svc.cluster.local';
 
@@ -43,4 +47,23 @@ test('headless: one address per family per endpoint, UNHEALTHY endpoints and a f
   state.remove('db-0');
   state.remove('db-1');
   t.deepEqual(records.addressesOf('db.shop.svc.cluster.local'), [], 'a headless Service without endpoints exists but has no addresses');
+});
+
+test('the DNS server answers from its response cache only until the mesh state changes', async (t) => {
+  const state = new MeshState();
+  state.upsertService(service({ vips: [{ network: '', address: '10.96.0.5' }] }));
+  const server = new DnsServer({ domain: 'cluster.local', records: new MeshServiceRecords(state), forwarder: new Forwarder({ upstreams: [] }) });
+  const client = { namespace: 'shop', sockets: plainSocketFactory() };
+  const ask = async (id: number): Promise<string[]> => {
+    const reply = await server.answer(query('db', 'A', { id }), 'udp', client);
+    const decoded = decode(reply!);
+    t.is(decoded.id, id, 'the cached response carries the new query\'s id');
+    return answerData(decoded, 'A');
+  };
+  t.deepEqual(await ask(1), ['10.96.0.5']);
+  t.deepEqual(await ask(2), ['10.96.0.5']);
+  state.upsertService(service({ vips: [{ network: '', address: '10.96.0.6' }] }));
+  t.deepEqual(await ask(3), ['10.96.0.6']);
+  state.removeService(DB);
+  t.is(decode((await server.answer(query('db.shop.svc.cluster.local', 'A', { id: 4 }), 'udp', client))!).rcode, 'NXDOMAIN');
 });
