@@ -64,6 +64,8 @@ export interface DnsStats {
   notimp: number;
   /** Input dropped without a reply (too short, a response). */
   dropped: number;
+  /** Queries that hit an unexpected error building the answer (SERVFAIL). */
+  internalErrors: number;
 }
 
 export interface DnsServerOptions {
@@ -76,7 +78,7 @@ export interface DnsServerOptions {
 }
 
 export class DnsServer {
-  readonly stats: DnsStats = { answered: 0, nxdomain: 0, forwarded: 0, upstreamFailures: 0, formerr: 0, notimp: 0, dropped: 0 };
+  readonly stats: DnsStats = { answered: 0, nxdomain: 0, forwarded: 0, upstreamFailures: 0, formerr: 0, notimp: 0, dropped: 0, internalErrors: 0 };
   readonly #names: ClusterNames;
   readonly #records: ServiceRecords;
   readonly #forwarder: Forwarder;
@@ -92,8 +94,22 @@ export class DnsServer {
     this.#onUpstreamError = options.onUpstreamError;
   }
 
-  /** The response to send back, or undefined to send nothing. Never rejects. */
-  async answer(message: Buffer, transport: Transport, client: DnsClient): Promise<Buffer | undefined> {
+  /**
+   * The response to send back, or undefined to send nothing: at once for everything the agent answers itself (no
+   * promise per query on the hot path), a promise only for a forwarded query. Never throws, never rejects.
+   */
+  answer(message: Buffer, transport: Transport, client: DnsClient): Buffer | undefined | Promise<Buffer> {
+    try {
+      return this.#answer(message, transport, client);
+    } catch {
+      // A message the codec decoded but cannot encode back (or a bug): the client gets SERVFAIL, the agent goes on.
+      this.stats.internalErrors++;
+      const header = readHeader(message);
+      return header === undefined ? undefined : headerOnlyResponse(header, RCODE.SERVFAIL);
+    }
+  }
+
+  #answer(message: Buffer, transport: Transport, client: DnsClient): Buffer | undefined | Promise<Buffer> {
     const header = readHeader(message);
     if (header === undefined || isResponse(header)) {
       this.stats.dropped++;

@@ -19,9 +19,11 @@ export const TCP_MAX_IN_FLIGHT = 32;
 /** Serves every datagram arriving on `socket` (bound to 15053 in the pod's namespace). */
 export function serveUdp(socket: dgram.Socket, server: DnsServer, client: DnsClient): void {
   socket.on('message', (message: Buffer, from: dgram.RemoteInfo) => {
-    void server.answer(message, 'udp', client).then((reply) => {
-      if (reply !== undefined) socket.send(reply, from.port, from.address, ignoreError);
-    });
+    const reply = server.answer(message, 'udp', client);
+    if (reply === undefined) return;
+    // Send errors (a client gone) arrive as the socket's 'error' event, ignored below.
+    if (reply instanceof Promise) void reply.then((forwarded) => socket.send(forwarded, from.port, from.address));
+    else socket.send(reply, from.port, from.address);
   });
   // A send to a client that went away (ICMP unreachable) surfaces here; the socket keeps serving.
   socket.on('error', ignoreError);
@@ -52,7 +54,7 @@ export function serveTcp(socket: net.Socket, server: DnsServer, client: DnsClien
       pending = pending.subarray(2 + length);
       inFlight++;
       if (inFlight >= TCP_MAX_IN_FLIGHT) socket.pause();
-      void server.answer(message, 'tcp', client).then((reply) => {
+      void Promise.resolve(server.answer(message, 'tcp', client)).then((reply) => {
         inFlight--;
         if (socket.destroyed) return;
         if (reply !== undefined) {
