@@ -175,6 +175,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
   const admin = await startAdminServer(config.adminAddress, {
     policies: () => policies.dump(),
     services: () => servicesView(state),
+    ...(dns ? { dns: () => ({ upstreams: dns.upstreams, stats: { ...dns.server.stats } }) } : {}),
     nodeName: config.nodeName,
     state,
     capturedPods: () => capture.capturedPods(),
