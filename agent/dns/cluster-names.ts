@@ -9,10 +9,11 @@
  * `server.shop.shop.svc.cluster.local` before `server.shop.svc.cluster.local`, and the first already finds the
  * Service (answered as a CNAME to the stripped name `server.shop` plus its addresses, ztunnel's shape).
  *
- * A name under `svc.<d>` that matches no Service is NXDOMAIN from the agent (it holds every Service the control
- * plane sends) when it has the shape of a Service name or of a search-path artifact (two or three labels before
- * `svc`); a pod hostname of a headless Service (`<pod>.<subdomain>.<ns>.svc.<d>`, four labels) and every other name
- * go to the upstream resolver.
+ * A name of the shape of a Service name (`<svc>.<ns>.svc.<d>`, two labels before `svc`) that matches no Service is
+ * NXDOMAIN from the agent (it holds every Service the control plane sends). Every other name goes to the upstream
+ * resolver, as ztunnel forwards what it does not know: a pod hostname of a headless Service
+ * (`<pod>.<subdomain>.<ns>.svc.<d>`, which kube-dns answers), and the search-path candidates of unknown names
+ * (`<name>.<ns>.<ns>.svc.<d>`, the same shape, for which kube-dns says NXDOMAIN).
  *
  * Owns: the candidate names and the decision answer / NXDOMAIN / forward.
  * Must not know about: DNS wire format, sockets, where the Service addresses come from (ServiceRecords).
@@ -51,7 +52,7 @@ export class ClusterNames {
     if (found !== undefined) return found;
     if (query.endsWith(this.#svcSuffix)) {
       const before = labelCount(query) - labelCount(this.#svcSuffix.slice(1));
-      if (before === 2 || before === 3) return NXDOMAIN;
+      if (before === 2) return NXDOMAIN;
     }
     return FORWARD;
   }

@@ -56,7 +56,7 @@ export function nameserversOf(resolvConf: string): Upstream[] {
     if (!match) continue;
     // A scoped IPv6 address (fe80::1%eth0) names an interface of the agent's namespace, not the pod's.
     const address = match[1]!;
-    if (isIP(address) !== 0) upstreams.push(parseUpstream(address));
+    if (isIP(address) !== 0 && !address.includes('%')) upstreams.push(parseUpstream(address));
   }
   return upstreams;
 }
