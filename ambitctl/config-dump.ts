@@ -44,7 +44,7 @@ export const configDumpCommand: Command = {
         { header: 'EXPIRES IN', value: (c) => humanDuration(c.expiresInSeconds) },
       ]),
       `WORKLOADS ${dump.workloads.length}   SERVICES ${dump.services.length}   POLICIES ${dump.policies.length}`,
-      'details: ambitctl workloads, ambitctl certs, or ambitctl config-dump -o yaml',
+      'details: ambitctl workloads, ambitctl services, ambitctl certs, or ambitctl config-dump -o yaml',
       '',
     ];
     context.write(sections.join('\n'));

@@ -2,6 +2,7 @@
  * ambitctl: the operator's command line for an ambit mesh.
  *
  *   ambitctl workloads   [-n NS] [-o table|json|yaml] [--admin URL | --node NETNS]
+ *   ambitctl services    [-n NS] [-o table|json|yaml] [--admin URL | --node NETNS]
  *   ambitctl certs       [-n NS] [-o table|json|yaml] [--admin URL | --node NETNS]
  *   ambitctl config-dump [-n NS] [-o table|json|yaml] [--admin URL | --node NETNS]
  *   ambitctl authz check <source pod> <destination pod> <port> [--cluster-dir DIR | --admin URL | --node NETNS] [-n NS] [-o ...]
@@ -16,9 +17,10 @@ import { authzCommand } from './authz-check.ts';
 import { certsCommand } from './certs.ts';
 import { configDumpCommand } from './config-dump.ts';
 import { OUTPUT_FORMATS, type OutputFormat } from './output.ts';
+import { servicesCommand } from './services.ts';
 import { workloadsCommand } from './workloads.ts';
 
-export const COMMANDS: readonly Command[] = [workloadsCommand, certsCommand, configDumpCommand, authzCommand];
+export const COMMANDS: readonly Command[] = [workloadsCommand, servicesCommand, certsCommand, configDumpCommand, authzCommand];
 
 export interface Io {
   stdout: (text: string) => void;

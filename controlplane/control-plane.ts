@@ -22,6 +22,8 @@ export const SHUTDOWN_GRACE_MS = 1000;
 
 export interface ControlPlaneOptions {
   ca: CertificateAuthority;
+  /** DNS names on the 15012 serving certificate (default DEFAULT_SERVING_DNS_NAMES, istiod's). */
+  servingDnsNames?: readonly string[];
   /** `host:port` to serve gRPC on (port 0 picks a free one). */
   listenAddress: string;
   authenticator: XdsAuthenticator;
@@ -91,6 +93,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
   const source = options.createSource(store);
   await source.start();
   const credentials = await ServingCredentials.create(options.ca, {
+    ...(options.servingDnsNames ? { dnsNames: options.servingDnsNames } : {}),
     onError: (error) => options.logger?.error({ err: error }, `cannot renew the control plane's serving certificate: ${error.message}`),
   });
   let started: { server: grpc.Server; port: number };

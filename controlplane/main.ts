@@ -5,9 +5,12 @@
  *
  *   node controlplane/main.ts [--source dir:<path> | --source kubernetes] [--ca-dir <dir>] [--listen <host:port>]
  *                             [--token-file <file>] [--trust-domain <td>] [--kubeconfig <file>] [--cluster-id <id>]
+ *                             [--trusted-node-agents <sa,...>] [--serving-dns-names <name,...>]
  *
  * Environment equivalents: AMBIT_SOURCE (or AMBIT_CLUSTER_DIR for the directory), AMBIT_CA_DIR, AMBIT_XDS_LISTEN,
- * AMBIT_XDS_TOKEN_FILE, AMBIT_TRUST_DOMAIN, KUBECONFIG, AMBIT_CLUSTER_ID, AMBIT_LOG_LEVEL, POD_NAMESPACE. Flags win.
+ * AMBIT_XDS_TOKEN_FILE, AMBIT_TRUST_DOMAIN, KUBECONFIG, AMBIT_CLUSTER_ID, AMBIT_LOG_LEVEL, POD_NAMESPACE,
+ * CA_TRUSTED_NODE_ACCOUNTS (Istio's name; e.g. `system:serviceaccount:istio-system:ztunnel` for a stock ztunnel),
+ * AMBIT_SERVING_DNS_NAMES. Flags win.
  *
  * Callers authenticate with `authorization: Bearer <token>`: in local mode a line `<token> <node-name>` of the
  * bootstrap token file (default `<ca-dir>/node-tokens`, shared by xDS and the CA); in Kubernetes the agent's
@@ -28,6 +31,7 @@ import { registerCaService } from './ca/ca-service.ts';
 import { publishRootConfigMap } from './ca/root-publisher.ts';
 import { LOCAL_ROOT_CERT_FILE, ROOT_CONFIGMAP_NAME } from './ca/config.ts';
 import { CaServiceError } from './ca/errors.ts';
+import { BootstrapTokenFile } from './bootstrap-tokens.ts';
 import { bootstrapTokenFileAuthenticator, type NodeAuthenticator } from './ca/node-authenticator.ts';
 import { openKubernetesRoot, openLocalRoot } from './ca/root-store.ts';
 import { startControlPlane, type ControlPlane } from './control-plane.ts';
@@ -37,7 +41,7 @@ import { formatProblem, type SourceProblem } from './sources/source.ts';
 import { YamlDirSource } from './sources/yaml-dir.ts';
 import { AuthenticationError, onlyCallers, TokenFileAuthenticator, type XdsAuthenticator } from './xds/auth.ts';
 import type { TokenReviewAuthenticator } from './xds/token-review.ts';
-import { XDS_PORT } from './xds/server.ts';
+import { DEFAULT_SERVING_DNS_NAMES, XDS_PORT } from './xds/server.ts';
 
 /** The bootstrap token file's default name inside the CA directory (format: `<token> <node-name>` per line). */
 export const DEFAULT_TOKEN_FILE = 'node-tokens';
@@ -60,6 +64,8 @@ export interface ControlPlaneConfig {
   namespace: string;
   /** Kubernetes mode: the service accounts (`system:serviceaccount:<ns>:<name>`) the CA trusts as node agents. */
   trustedNodeAgents: string[];
+  /** DNS names on the 15012 serving certificate (clients that verify the host name they dial: ztunnel). */
+  servingDnsNames: string[];
   logLevel: string;
 }
 
@@ -76,6 +82,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): ControlPlan
       'cluster-id': { type: 'string' },
       'log-level': { type: 'string' },
       'trusted-node-agents': { type: 'string' },
+      'serving-dns-names': { type: 'string' },
     },
     strict: true,
   });
@@ -104,8 +111,16 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): ControlPlan
       .split(',')
       .map((account) => account.trim())
       .filter((account) => account !== ''),
+    servingDnsNames: list(values['serving-dns-names'] ?? env.AMBIT_SERVING_DNS_NAMES ?? DEFAULT_SERVING_DNS_NAMES.join(',')),
     logLevel: values['log-level'] ?? env.AMBIT_LOG_LEVEL ?? 'info',
   };
+}
+
+function list(text: string): string[] {
+  return text
+    .split(',')
+    .map((entry) => entry.trim())
+    .filter((entry) => entry !== '');
 }
 
 /**
@@ -162,8 +177,10 @@ export async function runControlPlane(config: ControlPlaneConfig): Promise<Contr
     } catch {
       throw new Error(`the bootstrap token file ${config.tokenFile} does not exist: write one "<token> <node-name>" line per node (the agents present these tokens)`);
     }
-    xdsAuthenticator = new TokenFileAuthenticator(config.tokenFile);
-    caAuthenticator = await bootstrapTokenFileAuthenticator(config.tokenFile);
+    // One reader of the token file for both: a token added or rotated counts for xDS and the CA alike.
+    const tokens = await BootstrapTokenFile.open(config.tokenFile, { onError: (error) => logger.warn(error.message) });
+    xdsAuthenticator = new TokenFileAuthenticator(tokens);
+    caAuthenticator = bootstrapTokenFileAuthenticator(tokens);
     root = await openLocalRoot({ dir: config.caDir, trustDomain: config.trustDomain });
   }
   const ca = root.ca;
@@ -173,6 +190,7 @@ export async function runControlPlane(config: ControlPlaneConfig): Promise<Contr
   const policies = new PolicyModel({ onProblem: (problem) => logger.warn({ policy: problem.policy, kind: problem.kind }, `${problem.kind} ${problem.policy}: ${problem.message}`) });
   const controlPlane = await startControlPlane({
     ca,
+    servingDnsNames: config.servingDnsNames,
     listenAddress: config.listenAddress,
     authenticator: xdsAuthenticator,
     ...(config.clusterId ? { clusterId: config.clusterId } : {}),

@@ -2,17 +2,32 @@
  * Outbound: connections a captured pod makes, accepted on its port 15001.
  *
  * Owns: choosing the path for each connection from the mesh state: destination in the mesh -> an HBONE stream
- * to the destination pod's port 15008 under the source pod's identity; anything else -> plain TCP passthrough
- * from the pod's namespace.
+ * to the destination pod's port 15008 under the source pod's identity; a Service VIP -> one endpoint picked by
+ * agent/state/load-balance.ts, then the same paths to endpointIP:targetPort (no endpoint: the client is reset, the
+ * access log says why); anything else -> plain TCP passthrough from the pod's namespace.
  * Must not know about: how sockets are made (the pod's socket factory) or how tunnels are pooled (HboneClientPool).
  */
 import type net from 'node:net';
 import type { HboneClientPool, HostPort } from '../../shared/hbone/index.ts';
 import type { SocketFactory } from '../inpod/socket-factory.ts';
+import { NoHealthyUpstreamError, pickEndpoint } from '../state/load-balance.ts';
 import type { MeshState } from '../state/mesh-state.ts';
+import type { Service } from '../state/service.ts';
 import { addressOfFamily, workloadIdentity, type Workload } from '../state/workload.ts';
 import { spliceTcp } from './tcp-splice.ts';
-import type { ConnectionRecord, ConnectionReporter } from './report.ts';
+import type { ConnectionRecord, ConnectionReporter, ServiceRef } from './report.ts';
+
+/** The telemetry view of a service, made once per Service object (services are replaced, never mutated). */
+const serviceRefs = new WeakMap<Service, ServiceRef>();
+
+function serviceRef(service: Service): ServiceRef {
+  let ref = serviceRefs.get(service);
+  if (!ref) {
+    ref = { hostname: service.hostname, name: service.name, namespace: service.namespace };
+    serviceRefs.set(service, ref);
+  }
+  return ref;
+}
 
 /** Port every captured pod's agent listener terminates HBONE on. */
 export const HBONE_PORT = 15008;
@@ -37,17 +52,50 @@ export class OutboundProxy {
 
   handle(socket: net.Socket, originalDestination: HostPort, context: OutboundContext): void {
     const started = performance.now();
+    // A workload's own IP first, then a service VIP, as ztunnel looks addresses up.
     const destination = this.#state.workloadByIp(originalDestination.host);
+    if (destination === undefined) {
+      const service = this.#state.serviceByVip(originalDestination.host, context.source.network);
+      if (service !== undefined) {
+        this.#viaService(socket, originalDestination, service, context, started);
+        return;
+      }
+    }
+    this.#toWorkload(socket, originalDestination, destination, undefined, context, started);
+  }
+
+  #toWorkload(socket: net.Socket, target: HostPort, destination: Workload | undefined, service: Service | undefined, context: OutboundContext, started: number): void {
     if (destination && destination.tunnelProtocol === 'HBONE' && destination.addresses.length > 0) {
-      this.#viaHbone(socket, originalDestination, destination, context, started);
+      this.#viaHbone(socket, target, destination, service, context, started);
     } else {
-      this.#passthrough(socket, originalDestination, destination, context, started);
+      this.#passthrough(socket, target, destination, service, context, started);
     }
   }
 
-  #viaHbone(socket: net.Socket, originalDestination: HostPort, destination: Workload, context: OutboundContext, started: number): void {
+  /** VIP:port -> one endpoint's IP:targetPort, then as a connection to that pod; none: reset, with the reason logged. */
+  #viaService(socket: net.Socket, vip: HostPort, service: Service, context: OutboundContext, started: number): void {
+    let target: HostPort;
+    let endpoint: Workload;
+    try {
+      const picked = pickEndpoint(context.source, service, this.#state.endpointsOf(service), vip.port, vip.host);
+      target = { host: picked.address, port: picked.targetPort };
+      endpoint = picked.endpoint.workload;
+    } catch (error) {
+      if (!(error instanceof NoHealthyUpstreamError)) throw error;
+      socket.resetAndDestroy();
+      this.#report.closed({
+        direction: 'outbound', source: context.source, sourceAddress: socket.remoteAddress, destinationAddress: vip, destinationService: serviceRef(service), mtls: false,
+        bytesSent: 0, bytesReceived: 0, durationMs: performance.now() - started, error,
+      });
+      return;
+    }
+    this.#toWorkload(socket, target, endpoint, service, context, started);
+  }
+
+  #viaHbone(socket: net.Socket, originalDestination: HostPort, destination: Workload, service: Service | undefined, context: OutboundContext, started: number): void {
     const record: ConnectionRecord = {
-      direction: 'outbound', source: context.source, sourceAddress: socket.remoteAddress, destination, destinationAddress: originalDestination, mtls: true, bytesSent: 0, bytesReceived: 0, durationMs: 0,
+      direction: 'outbound', source: context.source, sourceAddress: socket.remoteAddress, destination, destinationAddress: originalDestination,
+      destinationService: service && serviceRef(service), mtls: true, bytesSent: 0, bytesReceived: 0, durationMs: 0,
       liveBytes: () => ({ sent: socket.bytesRead, received: socket.bytesWritten }),
     };
     this.#report.opened(record);
@@ -64,7 +112,8 @@ export class OutboundProxy {
           proxy: { host: addressOfFamily(destination, originalDestination.host) ?? destination.addresses[0]!, port: HBONE_PORT },
           destination: originalDestination,
           sourceIdentity: workloadIdentity(context.source),
-          expectedIdentities: [workloadIdentity(destination).uri],
+          // A service may name extra identities its endpoints can present (Istio's subject_alt_names).
+          expectedIdentities: service && service.subjectAltNames.length > 0 ? [workloadIdentity(destination).uri, ...service.subjectAltNames] : [workloadIdentity(destination).uri],
         },
         socket,
       )
@@ -77,10 +126,11 @@ export class OutboundProxy {
       );
   }
 
-  #passthrough(socket: net.Socket, originalDestination: HostPort, destination: Workload | undefined, context: OutboundContext, started: number): void {
+  #passthrough(socket: net.Socket, originalDestination: HostPort, destination: Workload | undefined, service: Service | undefined, context: OutboundContext, started: number): void {
     const upstream = context.factory.connect({ host: originalDestination.host, port: originalDestination.port });
     const record: ConnectionRecord = {
-      direction: 'outbound', source: context.source, sourceAddress: socket.remoteAddress, destination, destinationAddress: originalDestination, mtls: false, bytesSent: 0, bytesReceived: 0, durationMs: 0,
+      direction: 'outbound', source: context.source, sourceAddress: socket.remoteAddress, destination, destinationAddress: originalDestination,
+      destinationService: service && serviceRef(service), mtls: false, bytesSent: 0, bytesReceived: 0, durationMs: 0,
       liveBytes: () => ({ sent: socket.bytesRead, received: socket.bytesWritten }),
     };
     this.#report.opened(record);

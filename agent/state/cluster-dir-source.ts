@@ -10,6 +10,8 @@
 import { DirectoryWatcher } from '../../shared/k8s/dir-watcher.ts';
 import { captureDecision } from '../../shared/k8s/enrollment.ts';
 import { readClusterDir, type ClusterDirParseCache, type ClusterSnapshot } from '../../shared/k8s/cluster-dir.ts';
+import { podReady, podWorkloadName } from '../../shared/k8s/pod-facts.ts';
+import { serviceIpFamilies, serviceLoadBalancing } from '../../shared/k8s/service-spec.ts';
 import { isPod, isService, podNamespace, type PodObject, type ServiceObject } from '../../shared/k8s/objects.ts';
 import type { MeshState } from './mesh-state.ts';
 import { serviceKey, type Service, type ServicePort } from './service.ts';
@@ -43,8 +45,9 @@ export function workloadFromPod(pod: PodObject, snapshot: ClusterSnapshot, trust
     captureReason: decision.reason,
     canonicalName: firstLabel(labels, ['service.istio.io/canonical-name', 'app.kubernetes.io/name', 'app']) ?? pod.metadata.name,
     canonicalRevision: firstLabel(labels, ['service.istio.io/canonical-revision', 'app.kubernetes.io/version', 'version']) ?? 'latest',
-    workloadName: firstLabel(labels, ['app.kubernetes.io/name', 'app']) ?? pod.metadata.name,
+    workloadName: podWorkloadName(pod),
     labels: { ...labels },
+    status: podReady(pod) ? 'HEALTHY' : 'UNHEALTHY',
   };
 }
 
@@ -60,13 +63,14 @@ export function serviceFromKube(service: ServiceObject, clusterDomain: string): 
     ports: (service.spec?.ports ?? []).map((port) => {
       const target = port.targetPort === undefined || port.targetPort === '' ? port.port : Number(port.targetPort);
       const entry: ServicePort = { servicePort: port.port, targetPort: Number.isInteger(target) ? target : 0 };
-      if (port.appProtocol) entry.appProtocol = port.appProtocol;
       return entry;
     }),
     subjectAltNames: [],
-    ipFamilies: 'AUTOMATIC',
+    ipFamilies: serviceIpFamilies(service),
+    canonical: true,
   };
-  if (service.spec?.internalTrafficPolicy === 'Local') result.loadBalancing = { routingPreference: ['NODE'], mode: 'STRICT', healthPolicy: 'ONLY_HEALTHY' };
+  const loadBalancing = serviceLoadBalancing(service);
+  if (loadBalancing) result.loadBalancing = { ...loadBalancing, healthPolicy: 'ONLY_HEALTHY' };
   return result;
 }
 

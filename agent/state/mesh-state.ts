@@ -86,7 +86,8 @@ export class MeshState {
     }
     this.#workloadsByUid.set(workload.uid, workload);
     this.#workloadsByName.set(`${workload.namespace}/${workload.name}`, workload);
-    for (const ip of workload.addresses) this.#workloadsByIp.set(ip, workload);
+    // A host-network pod's addresses are its node's: indexing them would make every connection to the node "that pod".
+    if (workload.networkMode !== 'HOST_NETWORK') for (const ip of workload.addresses) this.#workloadsByIp.set(ip, workload);
     this.#addEndpoints(workload);
     this.#emit(previous ? { type: 'upsert', workload, previous } : { type: 'upsert', workload });
   }

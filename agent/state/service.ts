@@ -12,7 +12,7 @@ import type { Workload } from './workload.ts';
 export interface ServicePort {
   servicePort: number;
   targetPort: number;
-  /** The Service port's appProtocol, when set (Istio's Port.app_protocol). */
+  /** Istio's Port.app_protocol (HTTP11, HTTP2, GRPC, TCP, TLS), when the control plane sets it. */
   appProtocol?: string;
 }
 
@@ -50,6 +50,8 @@ export interface Service {
   /** Absent: any healthy endpoint, anywhere. */
   loadBalancing?: LoadBalancing;
   ipFamilies: IpFamilies;
+  /** Takes priority in hostname lookups when the client's namespace has no service of that name (Kubernetes Services). */
+  canonical?: boolean;
 }
 
 /** A workload that backs a service, with its own service port -> target port map (named ports resolved). */

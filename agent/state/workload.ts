@@ -48,6 +48,8 @@ export interface Workload {
   locality?: Locality;
   /** The network the workload's addresses are on ('' or absent: the default network). */
   network?: string;
+  /** HOST_NETWORK: its addresses are its node's, shared with other pods, so it is never looked up by IP. */
+  networkMode?: 'HOST_NETWORK';
   /** Names (`<namespace>/<name>`) of the workload-selector policies that apply to it, resolved by the control plane. */
   authorizationPolicies?: string[];
   /** The pod's labels, when the source knows them (local mode): AuthorizationPolicy/PeerAuthentication selectors match them. */

@@ -31,7 +31,7 @@ function portsFromXds(ports: readonly XdsPort[] | undefined): ServicePort[] {
   for (const port of ports ?? []) {
     if (!Number.isInteger(port.servicePort) || port.servicePort <= 0 || port.servicePort > 65535) throw new Error(`service port ${port.servicePort} is not a TCP port`);
     if (!Number.isInteger(port.targetPort) || port.targetPort < 0 || port.targetPort > 65535) throw new Error(`target port ${port.targetPort} is not a TCP port`);
-    result.push(port.appProtocol ? { servicePort: port.servicePort, targetPort: port.targetPort, appProtocol: port.appProtocol } : { servicePort: port.servicePort, targetPort: port.targetPort });
+    result.push(port.appProtocol && port.appProtocol !== 'UNKNOWN' ? { servicePort: port.servicePort, targetPort: port.targetPort, appProtocol: port.appProtocol } : { servicePort: port.servicePort, targetPort: port.targetPort });
   }
   return result;
 }
@@ -63,6 +63,7 @@ export function serviceFromXds(service: XdsService): Service {
     ports: portsFromXds(service.ports),
     subjectAltNames: [...service.subjectAltNames],
     ipFamilies: IP_FAMILIES.has(String(service.ipFamilies)) ? (service.ipFamilies as IpFamilies) : 'AUTOMATIC',
+    canonical: service.canonical === true,
   };
   if (loadBalancing) result.loadBalancing = loadBalancing;
   return result;
@@ -89,6 +90,7 @@ export function workloadFromXds(workload: XdsWorkload): Workload {
     status: workload.status === 'UNHEALTHY' ? 'UNHEALTHY' : 'HEALTHY',
   };
   if (workload.network) result.network = workload.network;
+  if (workload.networkMode === 'HOST_NETWORK') result.networkMode = 'HOST_NETWORK';
   if (workload.locality) result.locality = { region: workload.locality.region, zone: workload.locality.zone, subzone: workload.locality.subzone };
   return result;
 }

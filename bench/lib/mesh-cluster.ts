@@ -28,6 +28,8 @@ export const APP_PORT = 8080;
 const STUNNEL_CLIENT_PORT = 16001;
 const STUNNEL_SERVER_PORT = 16443;
 const ENROLLED = { 'istio.io/dataplane-mode': 'ambient' };
+/** The mesh-server pod's labels: what a Service selects it by (the services suite). */
+export const MESH_SERVER_LABELS: Readonly<Record<string, string>> = { app: 'bench-server' };
 
 /**
  * Per pod namespace: a wide ephemeral port range and TIME_WAIT reuse, so several tens of thousands of short
@@ -66,7 +68,7 @@ export async function buildMeshTopology(options: MeshOptions): Promise<MeshTopol
   const mesh = await createLocalMesh(meshOptions);
   try {
     const { cluster } = mesh;
-    const meshServer = await cluster.createPod({ node: 1, namespace: 'bench-mesh', name: 'mesh-server', serviceAccount: 'bench-server', namespaceLabels: ENROLLED });
+    const meshServer = await cluster.createPod({ node: 1, namespace: 'bench-mesh', name: 'mesh-server', serviceAccount: 'bench-server', labels: { ...MESH_SERVER_LABELS }, namespaceLabels: ENROLLED });
     const meshClient = await cluster.createPod({ node: 0, namespace: 'bench-mesh', name: 'mesh-client', serviceAccount: 'bench-client' });
     const plainServer = await cluster.createPod({ node: 1, namespace: 'bench-plain', name: 'plain-server', serviceAccount: 'bench-server' });
     const plainClient = await cluster.createPod({ node: 0, namespace: 'bench-plain', name: 'plain-client', serviceAccount: 'bench-client' });

@@ -16,8 +16,8 @@
  *     <token> <node-name>
  */
 import { createHash } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
 import type { Metadata } from '@grpc/grpc-js';
+import type { BootstrapTokenFile } from '../bootstrap-tokens.ts';
 import { AUTHORIZATION_METADATA_KEY, NODE_METADATA_KEY } from '../../shared/ca/ca-proto.ts';
 import { CaServiceError } from './errors.ts';
 
@@ -42,23 +42,6 @@ function digest(token: string): string {
   return createHash('sha256').update(token).digest('hex');
 }
 
-/** Parses the bootstrap token file's text; `source` names it in error messages. */
-export function parseBootstrapTokens(text: string, source: string): Map<string, string> {
-  const nodeByTokenDigest = new Map<string, string>();
-  const lines = text.split('\n');
-  for (let i = 0; i < lines.length; i++) {
-    const line = lines[i]!.replace(/#.*/, '').trim();
-    if (line === '') continue;
-    const fields = line.split(/\s+/);
-    if (fields.length !== 2) throw new Error(`${source}:${i + 1}: expected "<token> <node-name>", found ${fields.length} fields`);
-    const [token, node] = fields as [string, string];
-    const key = digest(token);
-    if (nodeByTokenDigest.has(key)) throw new Error(`${source}:${i + 1}: this token is already given to node ${nodeByTokenDigest.get(key)}`);
-    nodeByTokenDigest.set(key, node);
-  }
-  return nodeByTokenDigest;
-}
-
 /** A NodeAuthenticator over a token -> node table (tokens are kept only as SHA-256 digests). */
 export function bootstrapTokenAuthenticator(tokens: Map<string, string> | Record<string, string>): NodeAuthenticator {
   const nodeByTokenDigest = new Map<string, string>();
@@ -66,9 +49,17 @@ export function bootstrapTokenAuthenticator(tokens: Map<string, string> | Record
   return authenticatorOverDigests(nodeByTokenDigest);
 }
 
-/** A NodeAuthenticator reading the local-mode bootstrap token file once. */
-export async function bootstrapTokenFileAuthenticator(file: string): Promise<NodeAuthenticator> {
-  return authenticatorOverDigests(parseBootstrapTokens(await readFile(file, 'utf8'), file));
+/**
+ * A NodeAuthenticator over the local-mode bootstrap token file, through the reader xDS shares
+ * (controlplane/bootstrap-tokens.ts): a rotated or added token counts for the CA as soon as for xDS.
+ */
+export function bootstrapTokenFileAuthenticator(tokens: BootstrapTokenFile): NodeAuthenticator {
+  return async (metadata) => {
+    const match = await tokens.lookup(bearerToken(metadata));
+    if (!match) throw new CaServiceError('unauthenticated', 'the bearer token is not a known node token (check the bootstrap token file)');
+    if (!match.node) throw new CaServiceError('unauthenticated', 'this bootstrap token names no node: the CA signs only for a node agent');
+    return { node: match.node };
+  };
 }
 
 function authenticatorOverDigests(nodeByTokenDigest: Map<string, string>): NodeAuthenticator {

@@ -327,9 +327,13 @@ export class AddressModel {
           const service = this.#store.get<ServiceObject>('Service', serviceKey);
           const selector = selectorOf(service);
           if (!service || !selector || !matches(selector, labels)) continue;
-          found.set(serviceResourceName(service, this.#clusterDomain), {
-            ports: (service.spec?.ports ?? []).map((port) => ({ servicePort: port.port, targetPort: resolveTargetPort(port.targetPort, port.port, pod) })),
-          });
+          const ports: PortMessage[] = [];
+          for (const port of service.spec?.ports ?? []) {
+            // A named target port the pod does not declare is left out, as istiod does (not sent as port 0).
+            const targetPort = resolveTargetPort(port.targetPort, port.port, pod);
+            if (targetPort !== undefined) ports.push({ servicePort: port.port, targetPort });
+          }
+          found.set(serviceResourceName(service, this.#clusterDomain), { ports });
         }
       }
     }
@@ -350,8 +354,8 @@ export class AddressModel {
   }
 }
 
-/** A service port's target on this pod: a number, or a named container port looked up in the pod's spec. */
-function resolveTargetPort(targetPort: number | string | undefined, servicePort: number, pod: PodObject): number {
+/** A service port's target on this pod: a number, or a named container port of the pod's spec; undefined if it has none. */
+function resolveTargetPort(targetPort: number | string | undefined, servicePort: number, pod: PodObject): number | undefined {
   if (targetPort === undefined || targetPort === '') return servicePort;
   if (typeof targetPort === 'number') return targetPort;
   if (/^\d+$/.test(targetPort)) return Number(targetPort);
@@ -360,5 +364,5 @@ function resolveTargetPort(targetPort: number | string | undefined, servicePort:
     const port = ports?.find((entry) => entry.name === targetPort);
     if (port?.containerPort) return port.containerPort;
   }
-  return 0;
+  return undefined;
 }

@@ -1,10 +1,12 @@
 /**
- * A Kubernetes Service as an `istio.workload.Service`: hostname, VIPs, ports and waypoint. Endpoints are not in
+ * A Kubernetes Service as an `istio.workload.Service`: hostname, VIPs, ports, waypoint, load balancing (from
+ * internalTrafficPolicy and trafficDistribution, shared/k8s/service-spec.ts) and IP families. Endpoints are not in
  * the Service message: each Workload lists the services it backs (see workload.ts).
  *
  * Owns: the Service -> Service mapping and the `<namespace>/<hostname>` resource name.
  * Must not know about: stores, encoding, how the waypoint was found.
  */
+import { serviceIpFamilies, serviceLoadBalancing, type IpFamiliesName, type LoadBalancingModeName, type LoadBalancingScopeName } from '../../shared/k8s/service-spec.ts';
 import { ipToBytes } from '../../shared/xds/types.ts';
 import { namespaceOf, type ServiceObject, type ServicePortSpec } from './kube-types.ts';
 import type { PortMessage } from './workload.ts';
@@ -18,7 +20,15 @@ export interface ServiceMessage {
   addresses: { network: string; address: Buffer }[];
   ports: PortMessage[];
   waypoint?: GatewayAddressMessage;
+  loadBalancing?: { routingPreference: number[]; mode: number };
+  ipFamilies: number;
+  canonical: boolean;
 }
+
+/** Numeric enum values of istio.workload.LoadBalancing and IPFamilies (encoding takes numbers). */
+const SCOPE: Record<LoadBalancingScopeName, number> = { REGION: 1, ZONE: 2, SUBZONE: 3, NODE: 4, CLUSTER: 5, NETWORK: 6 };
+const MODE: Record<LoadBalancingModeName, number> = { STRICT: 1, FAILOVER: 2 };
+const IP_FAMILIES: Record<IpFamiliesName, number> = { AUTOMATIC: 0, IPV4_ONLY: 1, IPV6_ONLY: 2, DUAL: 3 };
 
 export function serviceHostname(service: ServiceObject, clusterDomain: string): string {
   return `${service.metadata.name}.${namespaceOf(service)}.svc.${clusterDomain}`;
@@ -57,7 +67,12 @@ export function serviceFromKube(service: ServiceObject, clusterDomain: string, w
     hostname: serviceHostname(service, clusterDomain),
     addresses,
     ports: (service.spec?.ports ?? []).map((port) => ({ servicePort: port.port, targetPort: numericTargetPort(port) })),
+    ipFamilies: IP_FAMILIES[serviceIpFamilies(service)],
+    // As istiod: a Kubernetes Service is the canonical owner of its hostname (a ServiceEntry of the same name is not).
+    canonical: true,
   };
   if (waypoint) message.waypoint = waypoint;
+  const loadBalancing = serviceLoadBalancing(service);
+  if (loadBalancing) message.loadBalancing = { routingPreference: loadBalancing.routingPreference.map((scope) => SCOPE[scope]), mode: MODE[loadBalancing.mode] };
   return message;
 }

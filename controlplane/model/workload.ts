@@ -8,6 +8,7 @@
  */
 import { captureDecision } from '../../shared/k8s/enrollment.ts';
 import { podNamespace, type NamespaceObject, type PodObject } from '../../shared/k8s/objects.ts';
+import { podReady, podWorkloadName } from '../../shared/k8s/pod-facts.ts';
 import { ipToBytes } from '../../shared/xds/types.ts';
 import type { GatewayAddressMessage } from './waypoint.ts';
 
@@ -19,6 +20,7 @@ export const DEFAULT_CLUSTER_DOMAIN = 'cluster.local';
 export const TunnelProtocol = { NONE: 0, HBONE: 1 } as const;
 export const WorkloadStatus = { HEALTHY: 0, UNHEALTHY: 1 } as const;
 export const WorkloadType = { DEPLOYMENT: 0, CRONJOB: 1, POD: 2, JOB: 3 } as const;
+export const NetworkMode = { STANDARD: 0, HOST_NETWORK: 1 } as const;
 
 export interface PortMessage {
   servicePort: number;
@@ -46,6 +48,7 @@ export interface WorkloadMessage {
   status: number;
   clusterId: string;
   locality?: LocalityMessage;
+  networkMode: number;
 }
 
 /** istio.workload.Locality, from the node's well-known topology labels. */
@@ -86,19 +89,6 @@ export function isTerminal(pod: PodObject): boolean {
   return pod.status?.phase === 'Succeeded' || pod.status?.phase === 'Failed';
 }
 
-function workloadType(pod: PodObject): number {
-  const owner = (pod.metadata as { ownerReferences?: { kind?: string }[] }).ownerReferences?.find((reference) => reference.kind);
-  if (owner?.kind === 'ReplicaSet' || owner?.kind === 'Deployment') return WorkloadType.DEPLOYMENT;
-  if (owner?.kind === 'Job') return WorkloadType.JOB;
-  if (owner?.kind === 'CronJob') return WorkloadType.CRONJOB;
-  return WorkloadType.POD;
-}
-
-function isUnready(pod: PodObject): boolean {
-  const conditions = (pod.status as { conditions?: { type?: string; status?: string }[] } | undefined)?.conditions;
-  return conditions?.some((condition) => condition.type === 'Ready' && condition.status === 'False') ?? false;
-}
-
 export interface WorkloadInputs {
   namespace: NamespaceObject | undefined;
   trustDomain: string;
@@ -111,9 +101,13 @@ export interface WorkloadInputs {
   locality: LocalityMessage | undefined;
 }
 
-/** The Workload for `pod`, or undefined for pods that are never workloads (host network, terminal). */
+/**
+ * The Workload for `pod`, or undefined for pods that are never workloads (terminal). A host-network pod is sent
+ * with network_mode HOST_NETWORK, as istiod does: its addresses are its node's, shared with other pods, so data
+ * planes do not look it up by IP.
+ */
 export function workloadFromPod(pod: PodObject, inputs: WorkloadInputs): WorkloadMessage | undefined {
-  if (pod.spec?.hostNetwork || isTerminal(pod)) return undefined;
+  if (isTerminal(pod)) return undefined;
   const namespace = podNamespace(pod);
   const decision = captureDecision(pod, inputs.namespace);
   const labels = pod.metadata.labels;
@@ -137,12 +131,14 @@ export function workloadFromPod(pod: PodObject, inputs: WorkloadInputs): Workloa
     node: pod.spec?.nodeName ?? '',
     canonicalName: firstLabel(labels, ['service.istio.io/canonical-name', 'app.kubernetes.io/name', 'app']) ?? pod.metadata.name,
     canonicalRevision: firstLabel(labels, ['service.istio.io/canonical-revision', 'app.kubernetes.io/version', 'version']) ?? 'latest',
-    workloadType: workloadType(pod),
-    workloadName: firstLabel(labels, ['app.kubernetes.io/name', 'app']) ?? pod.metadata.name,
+    // istiod sends every pod as POD, named after its controller (Deployment, CronJob, ...) for telemetry.
+    workloadType: WorkloadType.POD,
+    workloadName: podWorkloadName(pod),
     services: inputs.services,
     authorizationPolicies: inputs.authorizationPolicies,
-    status: isUnready(pod) ? WorkloadStatus.UNHEALTHY : WorkloadStatus.HEALTHY,
+    status: podReady(pod) ? WorkloadStatus.HEALTHY : WorkloadStatus.UNHEALTHY,
     clusterId: inputs.clusterId,
+    networkMode: pod.spec?.hostNetwork ? NetworkMode.HOST_NETWORK : NetworkMode.STANDARD,
   };
   if (inputs.waypoint) workload.waypoint = inputs.waypoint;
   if (inputs.locality) workload.locality = inputs.locality;

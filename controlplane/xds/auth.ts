@@ -5,9 +5,8 @@
  * Owns: turning call metadata into an authenticated caller, and the error for a caller that is not one.
  * Must not know about: xDS, resources, gRPC servers (it sees only metadata).
  */
-import { createHash, timingSafeEqual } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
 import type { Metadata } from '@grpc/grpc-js';
+import { BootstrapTokenFile } from '../bootstrap-tokens.ts';
 
 export interface AuthenticatedCaller {
   /** Who the caller is, e.g. `system:serviceaccount:istio-system:ztunnel` or `bootstrap-token`. */
@@ -66,37 +65,29 @@ export function bearerToken(metadata: Metadata): string {
 }
 
 /**
- * Local mode: the bootstrap token file, the same one the CA service reads (controlplane/ca/node-authenticator.ts):
- * one `<token> <node-name>` per line (`#` comments), so an agent's token also says which node it is on. A line
- * with a token alone is accepted too, as a token shared by tools that are no node. The file is read on every
- * call, so adding a node or rotating a token needs no restart; tokens are compared as SHA-256 digests.
+ * Local mode: the bootstrap token file (controlplane/bootstrap-tokens.ts), the same reader the CA service uses:
+ * an agent's token also says which node it is on; a token alone on a line is a tool's, of no node. The file is
+ * reloaded when it changes, so adding a node or rotating a token needs no restart.
  */
 export class TokenFileAuthenticator implements XdsAuthenticator {
-  readonly #tokenFile: string;
+  readonly #tokens: Promise<BootstrapTokenFile>;
 
-  constructor(tokenFile: string) {
-    this.#tokenFile = tokenFile;
+  constructor(tokens: string | BootstrapTokenFile) {
+    this.#tokens = typeof tokens === 'string' ? BootstrapTokenFile.open(tokens) : Promise.resolve(tokens);
+    // A missing file is reported on each call; never an unhandled rejection.
+    this.#tokens.catch(() => undefined);
   }
 
   async authenticate(metadata: Metadata): Promise<AuthenticatedCaller> {
-    const presented = digest(bearerToken(metadata));
-    let text: string;
+    const presented = bearerToken(metadata);
+    let tokens: BootstrapTokenFile;
     try {
-      text = await readFile(this.#tokenFile, 'utf8');
+      tokens = await this.#tokens;
     } catch (error) {
-      throw new Error(`cannot read the bootstrap token file ${this.#tokenFile}: ${(error as Error).message}`, { cause: error });
+      throw new Error(`cannot read the bootstrap token file: ${(error as Error).message}`, { cause: error });
     }
-    for (const rawLine of text.split('\n')) {
-      const fields = rawLine.replace(/#.*/, '').trim().split(/\s+/).filter(Boolean);
-      if (fields.length === 0 || fields.length > 2) continue;
-      if (!timingSafeEqual(digest(fields[0]!), presented)) continue;
-      return fields[1] ? { identity: `node:${fields[1]}`, node: fields[1] } : { identity: 'bootstrap-token' };
-    }
-    throw new AuthenticationError(`the bearer token is not in the bootstrap token file ${this.#tokenFile}`);
+    const match = await tokens.lookup(presented);
+    if (!match) throw new AuthenticationError(`the bearer token is not in the bootstrap token file ${tokens.file}`);
+    return match.node ? { identity: `node:${match.node}`, node: match.node } : { identity: 'bootstrap-token' };
   }
 }
-
-function digest(token: string): Buffer {
-  return createHash('sha256').update(token).digest();
-}
-

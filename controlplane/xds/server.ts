@@ -173,6 +173,12 @@ export class XdsServer {
 }
 
 /** The serving certificate's lifetime: the CA's workload default (a day), like any other mesh identity. */
+/**
+ * DNS names on the serving certificate besides its SPIFFE identity: ztunnel (and istio-agent) verify the control
+ * plane by the host name they dial, `istiod.istio-system.svc:15012` by default; these are the names istiod's own
+ * certificate carries (the current name, the remote-cluster one and the legacy pilot one).
+ */
+export const DEFAULT_SERVING_DNS_NAMES: readonly string[] = ['istiod.istio-system.svc', 'istiod-remote.istio-system.svc', 'istio-pilot.istio-system.svc'];
 export const SERVING_CERT_TTL_MS = 24 * 60 * 60 * 1000;
 /** Renew at half-life, as agents do theirs: a failed renewal then has half a lifetime of retries left. */
 const SERVING_CERT_RENEW_FRACTION = 0.5;
@@ -188,30 +194,33 @@ export class ServingCredentials extends grpc.ServerCredentials {
   readonly identity: string;
   readonly #ca: CertificateAuthority;
   readonly #ttlMs: number;
+  readonly #dnsNames: readonly string[];
   readonly #onError: (error: Error) => void;
   #timer: NodeJS.Timeout | undefined;
   #closed = false;
   /** Serial number of the certificate now served (for logs and tests). */
   serialNumber = '';
 
-  private constructor(ca: CertificateAuthority, ttlMs: number, onError: (error: Error) => void, context: { cert: string; key: string }, serial: string) {
+  private constructor(ca: CertificateAuthority, ttlMs: number, dnsNames: readonly string[], onError: (error: Error) => void, context: { cert: string; key: string }, serial: string) {
     super({ requestCert: false }, context);
     this.#ca = ca;
     this.#ttlMs = ttlMs;
+    this.#dnsNames = dnsNames;
     this.#onError = onError;
     this.identity = spiffeId(ca.trustDomain, CONTROL_PLANE_NAMESPACE, CONTROL_PLANE_SERVICE_ACCOUNT).uri;
     this.serialNumber = serial;
     this.#schedule(ttlMs * SERVING_CERT_RENEW_FRACTION);
   }
 
-  static async create(ca: CertificateAuthority, options: { ttlMs?: number; onError?: (error: Error) => void } = {}): Promise<ServingCredentials> {
+  static async create(ca: CertificateAuthority, options: { ttlMs?: number; dnsNames?: readonly string[]; onError?: (error: Error) => void } = {}): Promise<ServingCredentials> {
     const ttlMs = options.ttlMs ?? SERVING_CERT_TTL_MS;
-    const { context, serial } = await ServingCredentials.#issue(ca, ttlMs);
-    return new ServingCredentials(ca, ttlMs, options.onError ?? (() => {}), context, serial);
+    const dnsNames = options.dnsNames ?? DEFAULT_SERVING_DNS_NAMES;
+    const { context, serial } = await ServingCredentials.#issue(ca, ttlMs, dnsNames);
+    return new ServingCredentials(ca, ttlMs, dnsNames, options.onError ?? (() => {}), context, serial);
   }
 
-  static async #issue(ca: CertificateAuthority, ttlMs: number): Promise<{ context: { cert: string; key: string }; serial: string }> {
-    const certificate = await ca.issueWorkloadCertificate(spiffeId(ca.trustDomain, CONTROL_PLANE_NAMESPACE, CONTROL_PLANE_SERVICE_ACCOUNT), ttlMs);
+  static async #issue(ca: CertificateAuthority, ttlMs: number, dnsNames: readonly string[]): Promise<{ context: { cert: string; key: string }; serial: string }> {
+    const certificate = await ca.issueServingCertificate(spiffeId(ca.trustDomain, CONTROL_PLANE_NAMESPACE, CONTROL_PLANE_SERVICE_ACCOUNT), dnsNames, ttlMs);
     return {
       context: { cert: certificate.certPem + certificate.chainPem.join(''), key: certificate.keyPem },
       serial: new X509Certificate(certificate.certPem).serialNumber,
@@ -220,7 +229,7 @@ export class ServingCredentials extends grpc.ServerCredentials {
 
   /** Issues a new serving certificate now and serves it to new connections. */
   async rotate(): Promise<void> {
-    const { context, serial } = await ServingCredentials.#issue(this.#ca, this.#ttlMs);
+    const { context, serial } = await ServingCredentials.#issue(this.#ca, this.#ttlMs, this.#dnsNames);
     if (this.#closed) return;
     this.serialNumber = serial;
     this.updateSecureContextOptions(context);

@@ -142,6 +142,22 @@ export class CertificateAuthority {
     };
   }
 
+  /**
+   * A serving certificate for a server that clients verify by DNS name as well as by SPIFFE identity (the control
+   * plane on 15012: ztunnel checks `istiod.istio-system.svc`): the SPIFFE URI plus `dnsNames` in its SAN. Never
+   * issued from a CSR: only the CA's own process asks for it.
+   */
+  async issueServingCertificate(identity: SpiffeId, dnsNames: readonly string[], ttlMs: number = DEFAULT_WORKLOAD_TTL_MS): Promise<WorkloadCertificate> {
+    for (const name of dnsNames) {
+      if (!/^[a-z0-9*]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/i.test(name)) throw new IdentityError('AMBIT_IDENTITY_BAD_CSR', `not a DNS name for a serving certificate: ${JSON.stringify(name)}`);
+    }
+    const keys = await generateKeyPair();
+    const { spki } = this.readCsr(await createCsr(keys, identity));
+    const { certPem } = this.#issue(spki, identity, ttlMs, dnsNames);
+    const cert = new X509Certificate(certPem);
+    return { identity, certPem, keyPem: keys.privateKeyPem, chainPem: [], rootsPem: [this.rootCertPem], notBefore: cert.validFromDate, notAfter: cert.validToDate };
+  }
+
   #csrIdentity(csr: ParsedCsr): SpiffeId {
     if (csr.subjectAltNameExtensions === 0) throw new IdentityError('AMBIT_IDENTITY_BAD_CSR', 'the CSR has no subjectAltName: it must carry exactly one SPIFFE URI');
     if (csr.subjectAltNameExtensions > 1) throw new IdentityError('AMBIT_IDENTITY_BAD_CSR', 'the CSR has more than one subjectAltName extension');
@@ -167,7 +183,7 @@ export class CertificateAuthority {
    * The fast path: the TBSCertificate is the template's fixed parts around this certificate's serial, validity,
    * key and SAN, signed with node:crypto on the DER directly (no ASN.1 object model, no WebCrypto round trip).
    */
-  #issue(spki: Buffer, identity: SpiffeId, ttlMs: number): { certPem: string; notAfter: Date } {
+  #issue(spki: Buffer, identity: SpiffeId, ttlMs: number, dnsNames: readonly string[] = []): { certPem: string; notAfter: Date } {
     const now = Date.now();
     // Whole seconds: X.509 Time has no fraction, so the returned notAfter is exactly what the certificate says.
     const notBefore = new Date(Math.floor((now - CLOCK_SKEW_ALLOWANCE_MS) / 1000) * 1000);
@@ -182,7 +198,7 @@ export class CertificateAuthority {
       tlv(TAG.SEQUENCE, x509Time(notBefore), x509Time(notAfter)),
       EMPTY_SUBJECT_DER,
       spki,
-      tlv(0xa3, tlv(TAG.SEQUENCE, ...template.fixedExtensionsDer, subjectAltNameExtension(identity.uri))),
+      tlv(0xa3, tlv(TAG.SEQUENCE, ...template.fixedExtensionsDer, subjectAltNameExtension(identity.uri, dnsNames))),
     );
     const signature = sign('sha256', tbs, template.signingKey);
     const der = tlv(TAG.SEQUENCE, tbs, template.signatureAlgorithmDer, bitString(signature));
@@ -212,9 +228,9 @@ function extension(oidDotted: string, critical: boolean, valueDer: Buffer): Buff
   return critical ? tlv(TAG.SEQUENCE, oid(oidDotted), CRITICAL, tlv(TAG.OCTET_STRING, valueDer)) : tlv(TAG.SEQUENCE, oid(oidDotted), tlv(TAG.OCTET_STRING, valueDer));
 }
 
-/** Istio marks the SAN critical because the subject is empty (RFC 5280 4.2.1.6). */
-function subjectAltNameExtension(uri: string): Buffer {
-  return extension(SUBJECT_ALT_NAME_OID, true, tlv(TAG.SEQUENCE, tlv(0x86, Buffer.from(uri, 'latin1'))));
+/** Istio marks the SAN critical because the subject is empty (RFC 5280 4.2.1.6). URI is GeneralName [6], dNSName [2]. */
+function subjectAltNameExtension(uri: string, dnsNames: readonly string[] = []): Buffer {
+  return extension(SUBJECT_ALT_NAME_OID, true, tlv(TAG.SEQUENCE, tlv(0x86, Buffer.from(uri, 'latin1')), ...dnsNames.map((name) => tlv(0x82, Buffer.from(name, 'latin1')))));
 }
 
 function serialNumberBytes(): Buffer {

@@ -5,7 +5,7 @@
  * Owns: the types only. Must not know about: how they are fetched or used.
  */
 
-export type TunnelProtocolName = 'NONE' | 'HBONE';
+export type TunnelProtocolName = 'NONE' | 'HBONE' | 'LEGACY_ISTIO_MTLS';
 export type WorkloadStatusName = 'HEALTHY' | 'UNHEALTHY';
 export type WorkloadTypeName = 'DEPLOYMENT' | 'CRONJOB' | 'POD' | 'JOB';
 export type NetworkModeName = 'STANDARD' | 'HOST_NETWORK';
@@ -13,7 +13,7 @@ export type NetworkModeName = 'STANDARD' | 'HOST_NETWORK';
 export interface XdsPort {
   servicePort: number;
   targetPort: number;
-  /** Istio's Port.app_protocol (absent from older protos). */
+  /** Istio's Port.app_protocol, an AppProtocol name (UNKNOWN when unset). */
   appProtocol?: string;
 }
 
@@ -88,6 +88,9 @@ export interface XdsService {
   waypoint?: XdsGatewayAddress | null;
   loadBalancing?: XdsLoadBalancing | null;
   ipFamilies: string;
+  /** Takes priority in hostname lookups outside its namespace (istiod sets it for Kubernetes Services). */
+  canonical: boolean;
+  ingressUseWaypoint: boolean;
 }
 
 /** `type.googleapis.com/istio.workload.Address`: exactly one of `workload` and `service` is set. */

@@ -2,7 +2,7 @@
  * An agent admin endpoint running in-process over a small fake node (workloads, captured pods, certificates),
  * for the admin and ambitctl tests. Test helper only: never imported by production code.
  */
-import { startAdminServer, type AdminSources } from '../../agent/admin.ts';
+import { servicesView, startAdminServer, type AdminSources } from '../../agent/admin.ts';
 import type { RunningHttpServer } from '../../agent/http-listen.ts';
 import { MeshState } from '../../agent/state/mesh-state.ts';
 import type { Workload } from '../../agent/state/workload.ts';
@@ -27,8 +27,15 @@ export interface AdminFixture {
 
 export async function startAdminFixture(): Promise<AdminFixture> {
   const state = new MeshState();
-  state.upsert(fakeWorkload('web', 'shop', '10.1.1.5'));
-  state.upsert(fakeWorkload('db', 'shop', '10.1.1.6'));
+  const web = 'shop/web.shop.svc.cluster.local';
+  state.upsertService({
+    name: 'web', namespace: 'shop', hostname: 'web.shop.svc.cluster.local', vips: [{ network: '', address: '10.96.0.10' }, { network: '', address: 'fd00:96::10' }],
+    ports: [{ servicePort: 80, targetPort: 8080 }, { servicePort: 9090, targetPort: 0 }], subjectAltNames: [], ipFamilies: 'DUAL',
+    loadBalancing: { routingPreference: ['NODE'], mode: 'STRICT', healthPolicy: 'ONLY_HEALTHY' },
+  });
+  state.upsertService({ name: 'db', namespace: 'shop', hostname: 'db.shop.svc.cluster.local', vips: [], ports: [{ servicePort: 5432, targetPort: 5432 }], subjectAltNames: [], ipFamilies: 'AUTOMATIC' });
+  state.upsert(fakeWorkload('web', 'shop', '10.1.1.5', { services: { [web]: [{ servicePort: 80, targetPort: 8080 }] } }));
+  state.upsert(fakeWorkload('db', 'shop', '10.1.1.6', { status: 'UNHEALTHY', services: { 'shop/db.shop.svc.cluster.local': [{ servicePort: 5432, targetPort: 5432 }] } }));
   state.upsert(fakeWorkload('legacy', 'old', '10.1.2.7', { tunnelProtocol: 'NONE', captureReason: 'namespace old is not enrolled' }));
   const ca = await CertificateAuthority.createRoot({ trustDomain: 'cluster.local' });
   const certificates = [
@@ -43,6 +50,7 @@ export async function startAdminFixture(): Promise<AdminFixture> {
     listenerStats: () => ({ accepted: 4, refused: 0, handlerErrors: 0 }),
     certificates: () => certificates,
     policies: () => [{ name: 'allow-web', namespace: 'shop', action: 'ALLOW' }],
+    services: () => servicesView(state),
     config: { nodeName: 'node-1', trustDomain: 'cluster.local' },
     log: captured.log,
   };

@@ -164,7 +164,17 @@ test('cluster directory: selector Services become services with their pods as en
   t.deepEqual(local.loadBalancing, { routingPreference: ['NODE'], mode: 'STRICT', healthPolicy: 'ONLY_HEALTHY' });
   t.is(targetPortOf(local, state.endpointsOf(local)[0]!, 81), undefined, 'a named port the pod lacks is left out');
 
+  t.is(state.endpointsOf(web)[0]!.workload.status, 'HEALTHY', 'Running, no conditions reported');
+  await writeFile(path.join(dir, 'pod.yaml'), podYaml({ name: 'web-1', namespace: 'shop', ip: '10.0.1.5', labels: { app: 'web' } }) + '  conditions:\n  - type: Ready\n    status: "False"\n');
   await rm(path.join(dir, 'more.yaml'));
   await source.refresh();
   t.deepEqual(state.services().map((entry) => entry.name), ['web']);
+  t.is(state.endpointsOf(web)[0]!.workload.status, 'UNHEALTHY', 'Ready False: unhealthy');
+});
+
+test('a host-network workload is known by name but never by IP (its addresses are its node\'s)', (t) => {
+  const state = new MeshState();
+  state.upsert(workload('node-exporter', { addresses: ['192.168.0.2'], networkMode: 'HOST_NETWORK', tunnelProtocol: 'NONE' }));
+  t.is(state.workloadByName('shop', 'node-exporter')?.networkMode, 'HOST_NETWORK');
+  t.is(state.workloadByIp('192.168.0.2'), undefined);
 });

@@ -128,3 +128,36 @@ test('Kubernetes mode: while the API server is down the CA answers UNAVAILABLE t
   api.recover();
   t.is((await fresh.fetch(web)).identity.uri, web.uri, 'signed again once the API server answers');
 });
+
+test('local mode: xDS and the CA read one bootstrap token file, reloaded on change: a token added or removed counts for both at once', async (t) => {
+  const base = await tempDir(t);
+  const clusterDir = path.join(base, 'cluster');
+  const caDir = path.join(base, 'ca');
+  await mkdir(clusterDir);
+  await mkdir(caDir);
+  const tokenFile = path.join(caDir, 'node-tokens');
+  await writeFile(tokenFile, 'node-1-token node-1\n');
+  await writeManifest(clusterDir, 'ns.yaml', 'apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n');
+  await writeManifest(clusterDir, 'pod.yaml', podYaml({ name: 'web-2', namespace: 'shop', ip: '10.0.0.2', node: 'node-2', serviceAccount: 'web' }));
+  const cp = await runControlPlane(parseConfig(['--source', `dir:${clusterDir}`, '--ca-dir', caDir, '--listen', '127.0.0.1:0', '--log-level', 'silent'], {}));
+  t.teardown(() => cp.close());
+  const rootPem = await readFile(path.join(caDir, 'root-cert.pem'), 'utf8');
+  const web = spiffeId('cluster.local', 'shop', 'web');
+  const caClient = (token: string) => {
+    const client = new CaClient({ address: `127.0.0.1:${cp.port}`, rootsPem: [rootPem], token, serverIdentity: controlPlaneIdentity('cluster.local') });
+    t.teardown(() => client.close());
+    return client;
+  };
+  const before = await t.throwsAsync<ServiceError>(caClient('node-2-token').fetch(web));
+  t.is(before?.code, status.UNAUTHENTICATED, 'node 2 has no token yet');
+
+  // Node 2 joins, and node 1's token is revoked, by rewriting the file: no restart.
+  await writeFile(tokenFile, 'node-2-token node-2\n');
+  t.is((await caClient('node-2-token').fetch(web)).identity.uri, web.uri, 'the CA takes the new token');
+  const ca = await CertificateAuthority.load({ trustDomain: 'cluster.local', certPem: rootPem, keyPem: await readFile(path.join(caDir, 'ca-key.pem'), 'utf8') });
+  const agent = startRecordingClient(t, { address: `127.0.0.1:${cp.port}`, ca, cp }, { token: 'node-2-token' });
+  await agent.client.synced;
+  t.deepEqual(cp.xds.connections().map((connection) => connection.caller.node), ['node-2'], 'and so does xDS');
+  const revoked = await t.throwsAsync<ServiceError>(caClient('node-1-token').fetch(spiffeId('cluster.local', 'shop', 'other')));
+  t.is(revoked?.code, status.UNAUTHENTICATED, 'the removed token is refused by the CA too');
+});

@@ -23,14 +23,16 @@ function setup(objects: K8sObject[]) {
   return { store, cache, model, read };
 }
 
-test('host-network and finished pods are not workloads; others get Istio uids and their identity', (t) => {
+test('finished pods are not workloads; host-network pods are, with network_mode HOST_NETWORK; others get Istio uids and their identity', (t) => {
   const hostNetwork = podObject({ name: 'node-exporter', namespace: 'mon', ip: '192.168.0.2' });
   (hostNetwork.spec as { hostNetwork?: boolean }).hostNetwork = true;
   const finished = podObject({ name: 'job-1', namespace: 'mon', ip: '10.0.0.9' });
   (finished.status as { phase: string }).phase = 'Succeeded';
   const { cache, read } = setup([namespaceObject('mon'), hostNetwork, finished, podObject({ name: 'api', namespace: 'mon', ip: '10.0.0.3', serviceAccount: 'api-sa', node: 'node-2' })]);
-  t.deepEqual([...cache.all(ADDRESS_TYPE_URL).keys()], ['Kubernetes//Pod/mon/api']);
+  t.deepEqual([...cache.all(ADDRESS_TYPE_URL).keys()].sort(), ['Kubernetes//Pod/mon/api', 'Kubernetes//Pod/mon/node-exporter']);
+  t.like(read('Kubernetes//Pod/mon/node-exporter')!.workload!, { networkMode: 'HOST_NETWORK', tunnelProtocol: 'NONE' });
   const workload = read('Kubernetes//Pod/mon/api')!.workload!;
+  t.is(workload.networkMode, 'STANDARD');
   t.is(workload.serviceAccount, 'api-sa');
   t.is(workload.trustDomain, 'cluster.local');
   t.is(workload.node, 'node-2');
@@ -49,7 +51,7 @@ test('a selector-less service takes its endpoints from EndpointSlices, with the 
     ports: [{ name: 'http', port: 9090 }],
   };
   const { store, read } = setup([namespaceObject('shop'), external, podObject({ name: 'backend', namespace: 'shop', ip: '10.0.0.5' }), slice]);
-  t.deepEqual(read('Kubernetes//Pod/shop/backend')!.workload!.services['shop/legacy.shop.svc.cluster.local']?.ports, [{ servicePort: 80, targetPort: 9090 }]);
+  t.deepEqual(read('Kubernetes//Pod/shop/backend')!.workload!.services['shop/legacy.shop.svc.cluster.local']?.ports, [{ servicePort: 80, targetPort: 9090, appProtocol: 'UNKNOWN' }]);
   t.deepEqual(read('shop/legacy.shop.svc.cluster.local')!.service!.addresses.map((entry) => bytesToIp(entry.address)), ['10.96.0.20']);
   store.apply([{ type: 'delete', object: slice }]);
   t.deepEqual(read('Kubernetes//Pod/shop/backend')!.workload!.services, {}, 'removing the slice removes the membership');
@@ -94,4 +96,56 @@ test('podsOnNode (the CA\'s question) follows pods arriving, leaving and finishi
   store.apply([{ type: 'delete', object: podObject({ name: 'a', namespace: 'shop', ip: '10.0.0.1', node: 'n1', serviceAccount: 'web' }) }]);
   t.deepEqual(accounts('n1'), ['shop/db'], 'a deleted pod no longer vouches for its service account');
   t.deepEqual(accounts('n2'), []);
+});
+
+test('a Service\'s load_balancing and ip_families come from its spec, as istiod sets them', (t) => {
+  const withSpec = (name: string, spec: Record<string, unknown>, annotations?: Record<string, string>): K8sObject => {
+    const service = serviceObject({ name, namespace: 'shop', vip: '10.96.0.30', selector: { app: name } });
+    Object.assign(service.spec as object, spec);
+    if (annotations) service.metadata!.annotations = annotations;
+    return service;
+  };
+  const { read } = setup([
+    namespaceObject('shop'),
+    withSpec('local', { internalTrafficPolicy: 'Local', trafficDistribution: 'PreferClose' }),
+    withSpec('close', { trafficDistribution: 'PreferClose', ipFamilies: ['IPv4', 'IPv6'] }),
+    withSpec('annotated', { ipFamilies: ['IPv6'] }, { 'networking.istio.io/traffic-distribution': 'PreferClose' }),
+    withSpec('plain', { internalTrafficPolicy: 'Cluster' }),
+  ]);
+  const service = (name: string) => read(`shop/${name}.shop.svc.cluster.local`)!.service!;
+  t.like(service('local').loadBalancing, { routingPreference: ['NODE'], mode: 'STRICT' }, 'Local wins over a traffic distribution');
+  t.like(service('close').loadBalancing, { routingPreference: ['NETWORK', 'REGION', 'ZONE', 'SUBZONE'], mode: 'FAILOVER' });
+  t.is(service('close').ipFamilies, 'DUAL');
+  t.like(service('annotated').loadBalancing, { mode: 'FAILOVER' }, 'Istio\'s annotation stands in for the field');
+  t.is(service('annotated').ipFamilies, 'IPV6_ONLY');
+  t.falsy(service('plain').loadBalancing, 'Cluster: no load balancing rule');
+  t.is(service('plain').ipFamilies, 'AUTOMATIC');
+});
+
+test('as istiod: a named targetPort the pod lacks is left out, deleting or unready pods are UNHEALTHY, workload_name is the owner\'s', (t) => {
+  const pod = (name: string, extra: { metadata?: object; status?: object; spec?: object } = {}): K8sObject => {
+    const object = podObject({ name, namespace: 'shop', ip: `10.0.0.${name.length}`, labels: { app: 'web', 'pod-template-hash': '5d8f7c9b4' } });
+    Object.assign(object.metadata!, extra.metadata);
+    Object.assign(object.status as object, extra.status);
+    Object.assign(object.spec as object, extra.spec);
+    return object;
+  };
+  const { read } = setup([
+    namespaceObject('shop'),
+    serviceObject({ name: 'web', namespace: 'shop', vip: '10.96.0.40', selector: { app: 'web' } }),
+    pod('web-5d8f7c9b4-abcde', { metadata: { ownerReferences: [{ kind: 'ReplicaSet', name: 'web-5d8f7c9b4', controller: true }] }, status: { conditions: [{ type: 'Ready', status: 'True' }] } }),
+    pod('unready', { status: { conditions: [{ type: 'Ready', status: 'False' }] } }),
+    pod('deleting', { metadata: { deletionTimestamp: '2026-12-06T00:00:00Z' }, status: { conditions: [{ type: 'Ready', status: 'True' }] } }),
+    pod('report-29000000-xyz', { metadata: { ownerReferences: [{ kind: 'Job', name: 'report-29000000', controller: true }] } }),
+    pod('noport', { spec: { containers: [{ name: 'app' }] } }),
+  ]);
+  const workload = (name: string) => read(`Kubernetes//Pod/shop/${name}`)!.workload!;
+  t.like(workload('web-5d8f7c9b4-abcde'), { workloadName: 'web', workloadType: 'POD', status: 'HEALTHY' }, 'ReplicaSet -> Deployment name');
+  t.is(workload('report-29000000-xyz').workloadName, 'report', 'CronJob Job -> CronJob name');
+  t.is(workload('unready').workloadName, 'unready', 'no owner: the pod name');
+  t.is(workload('unready').status, 'UNHEALTHY');
+  t.is(workload('deleting').status, 'UNHEALTHY');
+  t.is(workload('report-29000000-xyz').status, 'HEALTHY', 'Running with no conditions reported (the local runtime)');
+  t.deepEqual(workload('noport').services['shop/web.shop.svc.cluster.local']?.ports, [], 'the named port "http" the pod lacks is left out, not sent as 0');
+  t.deepEqual(workload('unready').services['shop/web.shop.svc.cluster.local']?.ports.map((port) => port.targetPort), [8080]);
 });

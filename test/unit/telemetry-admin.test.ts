@@ -36,7 +36,9 @@ test.serial('/config_dump: workloads with identities, captured pods, certificate
   t.like(web, { state: 'Available', serial: x509.serialNumber, notAfter: fixture.certificates[0]!.notAfter.toISOString(), notBefore: fixture.certificates[0]!.notBefore.toISOString() });
   t.true(web.expiresInSeconds > 3500 && web.expiresInSeconds <= 3600);
   t.deepEqual(dump.policies, [{ name: 'allow-web', namespace: 'shop', action: 'ALLOW' }]);
-  t.deepEqual(dump.services, []);
+  t.deepEqual(dump.services.map((service: { hostname: string }) => service.hostname), ['db.shop.svc.cluster.local', 'web.shop.svc.cluster.local']);
+  t.like(dump.services[1], { vips: [{ address: '10.96.0.10' }, { address: 'fd00:96::10' }], endpoints: [{ name: 'web', status: 'HEALTHY', ports: [{ servicePort: 80, targetPort: 8080 }] }] });
+  t.like(dump.services[0], { vips: [], endpoints: [{ name: 'db', status: 'UNHEALTHY' }] });
   t.like(dump.config, { trustDomain: 'cluster.local' });
 });
 

@@ -85,7 +85,7 @@ test('config-dump: a summary by default; the whole document in yaml', async (t) 
   t.regex(summary.stdout, /NODE node-1/);
   t.regex(summary.stdout, /CAPTURED PODS \(1\)\nNAMESPACE\s+POD NAME\s+ADDRESS\s+ACCEPTED\s+REFUSED\nshop\s+web\s+10\.1\.1\.5\s+4\s+0/);
   t.regex(summary.stdout, /CERTIFICATES \(2\)/);
-  t.regex(summary.stdout, /WORKLOADS 3 {3}SERVICES 0 {3}POLICIES 1/);
+  t.regex(summary.stdout, /WORKLOADS 3 {3}SERVICES 2 {3}POLICIES 1/);
   const yaml = parseYaml((await ambitctl('config-dump', '-o', 'yaml', '--admin', fixture.url)).stdout);
   t.is(yaml.node, 'node-1');
   t.is(yaml.workloads.length, 3);
@@ -110,4 +110,17 @@ test('errors a person can act on: agent not running, bad flags, unknown command'
   const help = await ambitctl('--help');
   t.is(help.code, 0);
   t.regex(help.stdout, /config-dump/);
+});
+
+test('services: VIPs (or headless), port mapping, load balancing, and healthy/total endpoints', async (t) => {
+  const { code, stdout, stderr } = await ambitctl('services', '--admin', fixture.url);
+  t.is(code, 0, stderr);
+  t.deepEqual(rows(stdout), [
+    ['NAMESPACE', 'SERVICE NAME', 'VIPS', 'PORTS', 'LOAD BALANCING', 'ENDPOINTS'],
+    ['shop', 'db', 'None (headless)', '5432->5432', '-', '0/1'],
+    ['shop', 'web', '10.96.0.10,fd00:96::10', '80->8080,9090->named', 'STRICT NODE', '1/1'],
+  ]);
+  const json = JSON.parse((await ambitctl('services', '-n', 'shop', '-o', 'json', '--admin', fixture.url)).stdout);
+  t.like(json[1], { hostname: 'web.shop.svc.cluster.local', endpoints: [{ name: 'web', node: 'node-1', addresses: ['10.1.1.5'] }] });
+  t.is(rows((await ambitctl('services', '-n', 'old', '--admin', fixture.url)).stdout).length, 1, 'only the header for a namespace without services');
 });

@@ -23,7 +23,7 @@ test('initial sync delivers workloads and services, and a pod added then deleted
   t.is(workload!.canonicalName, 'web');
   t.is(workload!.canonicalRevision, 'v2');
   t.deepEqual(workload!.addresses.map((bytes) => bytesToIp(bytes)), ['10.0.1.5']);
-  t.deepEqual(workload!.services['shop/web.shop.svc.cluster.local']?.ports, [{ servicePort: 80, targetPort: 8080 }]);
+  t.deepEqual(workload!.services['shop/web.shop.svc.cluster.local']?.ports, [{ servicePort: 80, targetPort: 8080, appProtocol: 'UNKNOWN' }]);
   const service = agent.addresses.get('shop/web.shop.svc.cluster.local')?.service;
   t.truthy(service);
   t.deepEqual(service!.addresses.map((entry) => bytesToIp(entry.address)), ['10.96.0.10']);
@@ -67,4 +67,25 @@ test('the serving certificate is the istiod identity and rotates without droppin
   await writeManifest(dir, 'pod.yaml', podYaml({ name: 'late', namespace: 'shop', ip: '10.0.1.9' }));
   await agent.until(() => workloadNamed(agent, 'shop', 'late') !== undefined, 'a push on the existing stream');
   t.pass();
+});
+
+test('the serving certificate carries istiod\'s DNS names, so a client that checks the host name it dials (ztunnel) accepts it', async (t) => {
+  const dir = await tempDir(t);
+  await writeManifest(dir, 'ns.yaml', namespaceYaml('shop'));
+  const plane = await startTestControlPlane(t, { dir });
+  const handshake = (servername: string) =>
+    new Promise<tls.PeerCertificate>((resolve, reject) => {
+      // Node's default checkServerIdentity: the certificate must name `servername` in a DNS SAN.
+      const socket = tls.connect({ host: '127.0.0.1', port: plane.cp.port, ca: plane.ca.rootCertPem, ALPNProtocols: ['h2'], servername }, () => {
+        const certificate = socket.getPeerCertificate();
+        socket.destroy();
+        resolve(certificate);
+      });
+      socket.on('error', reject);
+    });
+  const certificate = await handshake('istiod.istio-system.svc');
+  t.regex(certificate.subjectaltname ?? '', /URI:spiffe:\/\/cluster\.local\/ns\/istio-system\/sa\/istiod/);
+  t.regex(certificate.subjectaltname ?? '', /DNS:istiod\.istio-system\.svc/);
+  await t.notThrowsAsync(handshake('istio-pilot.istio-system.svc'));
+  await t.throwsAsync(handshake('evil.example.com'), { code: 'ERR_TLS_CERT_ALTNAME_INVALID' });
 });

@@ -1,7 +1,8 @@
 // Wire compatibility with Istio's protos: field numbers of a few Workload fields, checked on the encoded bytes.
 import test from 'ava';
 import { messageType, TO_OBJECT_OPTIONS } from '../../shared/xds/protos.ts';
-import { bytesToIp, ipToBytes } from '../../shared/xds/types.ts';
+import { bytesToIp, ipToBytes, type XdsAddress } from '../../shared/xds/types.ts';
+import { serviceFromXds, workloadFromXds } from '../../agent/state/xds-source.ts';
 
 test('Workload fields carry Istio field numbers on the wire', (t) => {
   const workloadType = messageType('istio.workload.Workload');
@@ -26,6 +27,34 @@ test('Address is a oneof of workload (1) and service (2), and decodes back to th
   const decoded = addressType.toObject(addressType.decode(bytes), TO_OBJECT_OPTIONS) as { type: string; service: { addresses: { address: Buffer }[] } };
   t.is(decoded.type, 'service');
   t.is(bytesToIp(decoded.service.addresses[0]!.address), '10.96.0.1');
+});
+
+test('a Service as istiod encodes it (canonical = 11 as a bool, Port.app_protocol = 3, dns_connect_strategy = 4) decodes', (t) => {
+  // Bytes written by hand from Istio's field numbers, not by our own proto, so a wrong field type here shows.
+  const varint = (value: number): number[] => (value < 0x80 ? [value] : [(value & 0x7f) | 0x80, ...varint(value >>> 7)]);
+  const field = (number: number, wireType: number): number[] => varint((number << 3) | wireType);
+  const text = (number: number, value: string): number[] => [...field(number, 2), value.length, ...Buffer.from(value)];
+  const message = (number: number, body: number[]): number[] => [...field(number, 2), ...varint(body.length), ...body];
+  const port = [...field(1, 0), 80, ...field(2, 0), ...varint(8080), ...field(3, 0), 2 /* HTTP2 */];
+  const loadBalancing = [...field(1, 0), 4 /* NODE */, ...field(2, 0), 1 /* STRICT */, ...field(4, 0), 1 /* FIRST_HEALTHY_RACE */];
+  const service = [
+    ...text(1, 'web'), ...text(2, 'shop'), ...text(3, 'web.shop.svc.cluster.local'), ...message(5, port), ...message(8, loadBalancing),
+    ...field(11, 0), 1 /* canonical: true */, ...field(12, 0), 1 /* ingress_use_waypoint */,
+  ];
+  const addressType = messageType('istio.workload.Address');
+  const decoded = addressType.toObject(addressType.decode(Buffer.from(message(2, service))), TO_OBJECT_OPTIONS) as XdsAddress;
+  t.is(decoded.service?.canonical, true);
+  t.is(decoded.service?.ingressUseWaypoint, true);
+  t.deepEqual(decoded.service?.ports, [{ servicePort: 80, targetPort: 8080, appProtocol: 'HTTP2' }]);
+  t.like(decoded.service?.loadBalancing, { routingPreference: ['NODE'], mode: 'STRICT' });
+  const agentView = serviceFromXds(decoded.service!);
+  t.is(agentView.canonical, true);
+  t.deepEqual(agentView.ports, [{ servicePort: 80, targetPort: 8080, appProtocol: 'HTTP2' }]);
+  // A workload whose tunnel_protocol is LEGACY_ISTIO_MTLS (2) decodes too, and is not sent HBONE.
+  const workload = [...text(20, 'u1'), ...text(1, 'p'), ...text(2, 'shop'), ...field(5, 0), 2];
+  const legacy = addressType.toObject(addressType.decode(Buffer.from(message(1, workload))), TO_OBJECT_OPTIONS) as XdsAddress;
+  t.is(legacy.workload?.tunnelProtocol, 'LEGACY_ISTIO_MTLS');
+  t.is(workloadFromXds(legacy.workload!).tunnelProtocol, 'NONE');
 });
 
 test('DeltaDiscoveryRequest and Response use Envoy field numbers', (t) => {
