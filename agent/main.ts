@@ -69,7 +69,15 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
   metrics.aggregateWith(() => workers.metrics());
   const record = new CapturedPodsFile(path.join(path.dirname(config.cniSocket), `captured-pods-${config.nodeName}.json`));
   // The DNS proxy sees the mesh through a read-only Service lookup only, and runs on the main thread alone.
-  const dns = config.dns.capture ? await createDnsProxy({ config: config.dns, state, log }) : undefined;
+  const dns = config.dns.capture
+    ? await createDnsProxy({
+        config: config.dns, state, log, registry: metrics.registry,
+        sourceOf: (pod) => {
+          const workload = state.workloadByName(pod.namespace, pod.name);
+          return workload ? { canonicalService: workload.canonicalName, canonicalRevision: workload.canonicalRevision } : undefined;
+        },
+      })
+    : undefined;
   const dataPlane = createDataPlane({
     config,
     state,

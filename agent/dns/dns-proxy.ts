@@ -8,10 +8,12 @@
  */
 import { readFile } from 'node:fs/promises';
 import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
 import type { DnsConfig } from '../config.ts';
-import type { CapturedDnsHandler } from '../inpod/pod-listeners.ts';
+import type { CapturedDnsHandler, CapturedPod } from '../inpod/pod-listeners.ts';
 import { Forwarder } from './forwarder.ts';
 import { MeshServiceRecords, type ServiceState } from './mesh-records.ts';
+import { DnsMetrics, type DnsSource } from './metrics.ts';
 import { DnsServer } from './server.ts';
 import { podDnsHandler } from './transport.ts';
 import { nameserversOf, type Upstream } from './upstream.ts';
@@ -27,7 +29,18 @@ export interface DnsProxy {
   upstreams: readonly Upstream[];
 }
 
-export async function createDnsProxy(options: { config: DnsConfig; state: ServiceState; log: Logger; resolvConf?: string }): Promise<DnsProxy> {
+export interface DnsProxyOptions {
+  config: DnsConfig;
+  state: ServiceState;
+  log: Logger;
+  /** The agent's metrics registry: ztunnel's DNS series are added to it. */
+  registry?: Registry;
+  /** The asking pod's canonical service and revision (the metrics' source labels). */
+  sourceOf?: (pod: CapturedPod) => DnsSource | undefined;
+  resolvConf?: string;
+}
+
+export async function createDnsProxy(options: DnsProxyOptions): Promise<DnsProxy> {
   const { config, log } = options;
   let upstreams = config.upstreams;
   if (upstreams === undefined) {
@@ -44,6 +57,7 @@ export async function createDnsProxy(options: { config: DnsConfig; state: Servic
     domain: config.clusterDomain,
     records: new MeshServiceRecords(options.state),
     forwarder: new Forwarder({ upstreams }),
+    ...(options.registry ? { metrics: new DnsMetrics(options.registry) } : {}),
     onUpstreamError: (error) => {
       const now = Date.now();
       if (now - lastWarning < UPSTREAM_WARNING_INTERVAL_MS) {
@@ -56,5 +70,5 @@ export async function createDnsProxy(options: { config: DnsConfig; state: Servic
     },
   });
   log.info({ upstreams: upstreams.map((u) => `${u.address}:${u.port}`), domain: config.clusterDomain }, 'DNS proxy on 15053 in captured pods');
-  return { server, handler: podDnsHandler(server), upstreams };
+  return { server, handler: podDnsHandler(server, options.sourceOf), upstreams };
 }

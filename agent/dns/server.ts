@@ -21,6 +21,7 @@ import dnsPacket from 'dns-packet';
 import type { DecodedPacket } from 'dns-packet';
 import type { SocketFactory } from '../inpod/socket-factory.ts';
 import { ClusterNames } from './cluster-names.ts';
+import type { DnsMetrics, DnsSource, Series, SeriesCache } from './metrics.ts';
 import { DnsError } from './errors.ts';
 import type { Forwarder, Transport } from './forwarder.ts';
 import {
@@ -44,12 +45,18 @@ const MAX_CACHED_QUERY_BYTES = 512;
 interface CachedResponse {
   response: Buffer;
   nxdomain: boolean;
+  /** The question's type, for the metrics. */
+  type: string;
 }
 
 /** The pod a query came from: its namespace (for the search path) and sockets in its network namespace. */
 export interface DnsClient {
   namespace: string;
   sockets: SocketFactory;
+  /** Its canonical service and revision, for the metrics' source labels. */
+  source?: DnsSource;
+  /** Its metric series, made on first use (with `metrics` on the server). */
+  metricsCache?: SeriesCache;
 }
 
 /** Read by the admin view and tests; never logged per query. */
@@ -75,6 +82,8 @@ export interface DnsServerOptions {
   forwarder: Forwarder;
   /** Told once per upstream failure (rate of these is the operator's concern, not the client's). */
   onUpstreamError?: (error: DnsError) => void;
+  /** Prometheus series (ztunnel's DNS metrics); none when absent. */
+  metrics?: DnsMetrics;
 }
 
 export class DnsServer {
@@ -83,6 +92,7 @@ export class DnsServer {
   readonly #records: ServiceRecords;
   readonly #forwarder: Forwarder;
   readonly #onUpstreamError: ((error: DnsError) => void) | undefined;
+  readonly #metrics: DnsMetrics | undefined;
   #forwardsInFlight = 0;
   readonly #responses = new Map<string, CachedResponse>();
   #responsesGeneration = -1;
@@ -92,6 +102,7 @@ export class DnsServer {
     this.#records = options.records;
     this.#forwarder = options.forwarder;
     this.#onUpstreamError = options.onUpstreamError;
+    this.#metrics = options.metrics;
   }
 
   /**
@@ -125,6 +136,7 @@ export class DnsServer {
       if (cached !== undefined) {
         if (cached.nxdomain) this.stats.nxdomain++;
         else this.stats.answered++;
+        if (this.#metrics && client.metricsCache) this.#metrics.series(client.metricsCache, client.source, transport, cached.type).requests.inc();
         // A copy: the one in the cache must keep its bytes while this one is sent with another id.
         const response = Buffer.allocUnsafe(cached.response.length);
         cached.response.copy(response);
@@ -146,20 +158,22 @@ export class DnsServer {
       this.stats.formerr++;
       return encodeResponse(query, { rcode: RCODE.FORMERR, authoritative: false }, udpLimit);
     }
+    const series = this.#metrics && client.metricsCache ? this.#metrics.series(client.metricsCache, client.source, transport, question.type) : undefined;
+    series?.requests.inc();
     if (question.type === 'A' || question.type === 'AAAA') {
       const resolution = this.#names.resolve(question.name, client.namespace, this.#records);
       if (resolution.kind === 'answer') {
         this.stats.answered++;
         const answers = addressRecords(resolution.owner, question.type, resolution.addresses);
         if (resolution.viaCname) answers.unshift(cnameRecord(question.name, resolution.owner));
-        return this.#keep(key, encodeResponse(query, { rcode: RCODE.NOERROR, authoritative: true, answers }, udpLimit), false);
+        return this.#keep(key, encodeResponse(query, { rcode: RCODE.NOERROR, authoritative: true, answers }, udpLimit), false, question.type);
       }
       if (resolution.kind === 'nxdomain') {
         this.stats.nxdomain++;
-        return this.#keep(key, encodeResponse(query, { rcode: RCODE.NXDOMAIN, authoritative: true }, udpLimit), true);
+        return this.#keep(key, encodeResponse(query, { rcode: RCODE.NXDOMAIN, authoritative: true }, udpLimit), true, question.type);
       }
     }
-    return this.#forward(message, query, transport, client, udpLimit);
+    return this.#forward(message, query, transport, client, udpLimit, series);
   }
 
   #cachedResponse(key: string): CachedResponse | undefined {
@@ -172,26 +186,34 @@ export class DnsServer {
     return this.#responses.get(key);
   }
 
-  #keep(key: string | undefined, response: Buffer, nxdomain: boolean): Buffer {
+  #keep(key: string | undefined, response: Buffer, nxdomain: boolean, type: string): Buffer {
     if (key === undefined) return response;
     if (this.#responses.size >= RESPONSE_CACHE_ENTRIES) this.#responses.clear();
     const kept = Buffer.allocUnsafe(response.length);
     response.copy(kept);
-    this.#responses.set(key, { response: kept, nxdomain });
+    this.#responses.set(key, { response: kept, nxdomain, type });
     return response;
   }
 
-  async #forward(message: Buffer, query: DecodedPacket, transport: Transport, client: DnsClient, udpLimit: number | undefined): Promise<Buffer> {
+  async #forward(
+    message: Buffer, query: DecodedPacket, transport: Transport, client: DnsClient, udpLimit: number | undefined, series: Series | undefined,
+  ): Promise<Buffer> {
     this.stats.forwarded++;
+    series?.upstreamRequests.inc();
     if (this.#forwardsInFlight >= MAX_FORWARDS_IN_FLIGHT) {
       this.stats.upstreamFailures++;
+      series?.upstreamFailures.inc();
       return encodeResponse(query, { rcode: RCODE.SERVFAIL, authoritative: false }, udpLimit);
     }
     this.#forwardsInFlight++;
+    const started = series ? performance.now() : 0;
     try {
-      return await this.#forwarder.forward(message, transport, client.sockets);
+      const reply = await this.#forwarder.forward(message, transport, client.sockets);
+      series?.upstreamDuration.observe((performance.now() - started) / 1000);
+      return reply;
     } catch (error) {
       this.stats.upstreamFailures++;
+      series?.upstreamFailures.inc();
       const failure = error instanceof DnsError ? error : new DnsError('UPSTREAM_FAILED', String(error), { cause: error });
       this.#onUpstreamError?.(failure);
       return encodeResponse(query, { rcode: RCODE.SERVFAIL, authoritative: false }, udpLimit);

@@ -9,6 +9,7 @@
 import type dgram from 'node:dgram';
 import type net from 'node:net';
 import type { CapturedDnsHandler, CapturedPod } from '../inpod/pod-listeners.ts';
+import type { DnsSource } from './metrics.ts';
 import type { DnsClient, DnsServer } from './server.ts';
 
 /** A TCP client that sends nothing for this long is closed (ztunnel's DEFAULT_TCP_REQUEST_TIMEOUT is 5 s). */
@@ -74,13 +75,17 @@ function ignoreError(): void {
   // a client that vanished is not the agent's problem; it costs that client its answer only.
 }
 
-/** The handler the capture layer hands each pod's 15053 sockets to: the pod's namespace and sockets become its DnsClient. */
-export function podDnsHandler(server: DnsServer): CapturedDnsHandler {
+/**
+ * The handler the capture layer hands each pod's 15053 sockets to: the pod's namespace and sockets become its
+ * DnsClient, with its canonical names from `sourceOf` (for the metrics' labels) when given.
+ */
+export function podDnsHandler(server: DnsServer, sourceOf?: (pod: CapturedPod) => DnsSource | undefined): CapturedDnsHandler {
   const clients = new WeakMap<CapturedPod, DnsClient>();
   const clientOf = (pod: CapturedPod): DnsClient => {
     let client = clients.get(pod);
     if (client === undefined) {
-      client = { namespace: pod.namespace, sockets: pod.sockets };
+      const source = sourceOf?.(pod);
+      client = { namespace: pod.namespace, sockets: pod.sockets, metricsCache: new Map(), ...(source ? { source } : {}) };
       clients.set(pod, client);
     }
     return client;

@@ -4,7 +4,9 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import dnsPacket from 'dns-packet';
 import fc from 'fast-check';
+import { Registry } from 'prom-client';
 import { Forwarder } from '../../agent/dns/forwarder.ts';
+import { DnsMetrics } from '../../agent/dns/metrics.ts';
 import { DnsServer, type DnsClient } from '../../agent/dns/server.ts';
 import { serveTcp, serveUdp } from '../../agent/dns/transport.ts';
 import { parseUpstream } from '../../agent/dns/upstream.ts';
@@ -255,3 +257,28 @@ async function unusedPort(): Promise<number> {
   await new Promise((resolve) => server.close(resolve));
   return port;
 }
+
+test('metrics: ztunnel\'s DNS series by query type, protocol and the pod\'s canonical names; odd query types share one series', async (t) => {
+  const registry = new Registry();
+  const server = new DnsServer({
+    domain: 'cluster.local', records: records(), metrics: new DnsMetrics(registry),
+    forwarder: new Forwarder({ upstreams: [parseUpstream(upstreamAddress())] }),
+  });
+  const client: DnsClient = { namespace: 'shop', sockets: plainSocketFactory(), source: { canonicalService: 'client', canonicalRevision: 'v1' }, metricsCache: new Map() };
+  await server.answer(query('server', 'A'), 'udp', client);
+  await server.answer(query('server', 'A'), 'udp', client); // from the response cache
+  await server.answer(query('www.example.test', 'A'), 'udp', client);
+  await server.answer(query('server', 'AAAA'), 'tcp', client);
+  for (const type of [65_280, 65_281, 65_282]) {
+    const message = query('x.example.test', 'A');
+    message.writeUInt16BE(type, message.length - 4);
+    await server.answer(message, 'udp', client);
+  }
+  const text = await registry.metrics();
+  const labels = (type: string, protocol: string): string => `request_query_type="${type}",request_protocol="${protocol}",source_canonical_service="client",source_canonical_revision="v1"`;
+  t.true(text.includes(`istio_dns_requests_total{${labels('a', 'udp')}} 3`), text);
+  t.true(text.includes(`istio_dns_requests_total{${labels('aaaa', 'tcp')}} 1`));
+  t.true(text.includes(`istio_dns_upstream_requests_total{${labels('a', 'udp')}} 1`));
+  t.true(text.includes(`istio_dns_upstream_request_duration_seconds_count{${labels('a', 'udp')}} 1`));
+  t.true(text.includes(`istio_dns_requests_total{${labels('other', 'udp')}} 3`));
+});
