@@ -174,7 +174,9 @@ class NativeSocketFactory implements SocketFactory {
         host: request.host,
         port: request.port,
         mark: this.options.mark,
-        reusePort: this.options.reusePort,
+        // An ephemeral port (the DNS forwarder's) must be the socket's own: with SO_REUSEPORT two sockets could be
+        // given the same one and share each other's replies.
+        reusePort: request.port !== 0 && this.options.reusePort,
         ipv6Only: request.ipv6Only,
       });
     } catch (error) {
