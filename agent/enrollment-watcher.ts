@@ -12,6 +12,7 @@ import type { Logger } from 'pino';
 import type { CapturedPodsFile } from './captured-pods-file.ts';
 import type { PodInfo } from './inpod/pod-listeners.ts';
 import type { MeshState } from './state/mesh-state.ts';
+import { isEnrolled } from './state/workload.ts';
 
 export interface EnrollmentWatcherOptions {
   state: MeshState;
@@ -39,7 +40,7 @@ export class EnrollmentWatcher {
     for (const pod of await this.#options.file.read()) this.#podsByName.set(`${pod.namespace}/${pod.name}`, pod);
     this.#stopListening = this.#options.state.onChange((change) => {
       if (change.type !== 'upsert') return;
-      if (change.previous && change.previous.tunnelProtocol === change.workload.tunnelProtocol) return;
+      if (change.previous && isEnrolled(change.previous) === isEnrolled(change.workload)) return;
       this.#apply(`${change.workload.namespace}/${change.workload.name}`);
     });
     for (const key of this.#podsByName.keys()) this.#apply(key);
@@ -70,7 +71,7 @@ export class EnrollmentWatcher {
       const current = this.#podsByName.get(key);
       if (!current) return;
       const workload = this.#options.state.workloadByName(current.namespace, current.name);
-      const enrolled = workload?.tunnelProtocol === 'HBONE';
+      const enrolled = workload !== undefined && isEnrolled(workload);
       const captured = this.#options.isCaptured(current.uid);
       if (enrolled && !captured) {
         this.#options.log.info({ pod: key }, 'pod enrolled while running: capturing it');

@@ -20,7 +20,7 @@ import { CertificateManager } from './identity/certificate-manager.ts';
 import type { PodInfo } from './inpod/pod-listeners.ts';
 import { startSources, WORKLOAD_WAIT_MS } from './sources.ts';
 import { MeshState } from './state/mesh-state.ts';
-import { workloadIdentity } from './state/workload.ts';
+import { isEnrolled, workloadIdentity } from './state/workload.ts';
 import { servicesView, startAdminServer } from './admin.ts';
 import { checkAuthorization } from './policy/authz-check.ts';
 import { ClusterDirPolicySource } from './policy/cluster-dir-policy-source.ts';
@@ -113,7 +113,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     if (!state.workloadByName(pod.namespace, pod.name)) await sources.refresh();
     const workload = await state.waitForWorkload(pod.namespace, pod.name, WORKLOAD_WAIT_MS);
     if (!workload) throw new Error(`pod ${pod.namespace}/${pod.name} is unknown to ${sources.describe} after ${WORKLOAD_WAIT_MS} ms`);
-    if (workload.tunnelProtocol !== 'HBONE') throw new Error(`pod ${pod.namespace}/${pod.name} is not enrolled in the mesh: ${workload.captureReason}`);
+    if (!isEnrolled(workload)) throw new Error(`pod ${pod.namespace}/${pod.name} is not enrolled in the mesh: ${workload.captureReason}`);
     await certificates.certificateFor(workloadIdentity(workload));
     await capture.add(pod);
     try {
@@ -130,7 +130,10 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
 
   // Pods captured before a restart: re-open their listeners next to the old agent's (SO_REUSEPORT) first.
   const previous = await record.read();
-  const stillEnrolled = previous.filter((pod) => state.workloadByName(pod.namespace, pod.name)?.tunnelProtocol === 'HBONE');
+  const stillEnrolled = previous.filter((pod) => {
+    const workload = state.workloadByName(pod.namespace, pod.name);
+    return workload !== undefined && isEnrolled(workload);
+  });
   for (const pod of stillEnrolled) {
     const workload = state.workloadByName(pod.namespace, pod.name);
     if (workload) await Promise.resolve(certificates.certificateFor(workloadIdentity(workload))).catch(() => undefined);

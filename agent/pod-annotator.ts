@@ -14,8 +14,8 @@ import { parseAllDocuments } from 'yaml';
 import { apiRequest, statusMessage, type ApiCredentials } from '../shared/k8s/api-request.ts';
 import { objectSource, readClusterDir } from '../shared/k8s/cluster-dir.ts';
 
-export const REDIRECTION_ANNOTATION = 'ambient.istio.io/redirection';
-export const REDIRECTION_ENABLED = 'enabled';
+export { REDIRECTION_ANNOTATION, REDIRECTION_ENABLED } from '../shared/k8s/enrollment.ts';
+import { REDIRECTION_ANNOTATION, REDIRECTION_ENABLED } from '../shared/k8s/enrollment.ts';
 
 export interface PodRef {
   namespace: string;

@@ -5,12 +5,12 @@
  *
  *   node controlplane/main.ts [--source dir:<path> | --source kubernetes] [--ca-dir <dir>] [--listen <host:port>]
  *                             [--token-file <file>] [--trust-domain <td>] [--kubeconfig <file>] [--cluster-id <id>]
- *                             [--trusted-node-agents <sa,...>] [--serving-dns-names <name,...>]
+ *                             [--trusted-node-agents <sa,...>] [--serving-dns-names <name,...>] [--token-audiences <a,...>]
  *
  * Environment equivalents: AMBIT_SOURCE (or AMBIT_CLUSTER_DIR for the directory), AMBIT_CA_DIR, AMBIT_XDS_LISTEN,
  * AMBIT_XDS_TOKEN_FILE, AMBIT_TRUST_DOMAIN, KUBECONFIG, AMBIT_CLUSTER_ID, AMBIT_LOG_LEVEL, POD_NAMESPACE,
  * CA_TRUSTED_NODE_ACCOUNTS (Istio's name; e.g. `system:serviceaccount:istio-system:ztunnel` for a stock ztunnel),
- * AMBIT_SERVING_DNS_NAMES. Flags win.
+ * AMBIT_SERVING_DNS_NAMES, TOKEN_AUDIENCES (default istio-ca, Istio's). Flags win.
  *
  * Callers authenticate with `authorization: Bearer <token>`: in local mode a line `<token> <node-name>` of the
  * bootstrap token file (default `<ca-dir>/node-tokens`, shared by xDS and the CA); in Kubernetes the agent's
@@ -26,6 +26,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import type { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
 import { pino, type Logger } from 'pino';
+import { CONTROL_PLANE_TOKEN_AUDIENCE } from '../shared/ca/token-audience.ts';
 import { DEFAULT_TRUST_DOMAIN } from '../shared/identity/index.ts';
 import { registerCaService } from './ca/ca-service.ts';
 import { publishRootConfigMap } from './ca/root-publisher.ts';
@@ -66,6 +67,8 @@ export interface ControlPlaneConfig {
   trustedNodeAgents: string[];
   /** DNS names on the 15012 serving certificate (clients that verify the host name they dial: ztunnel). */
   servingDnsNames: string[];
+  /** Kubernetes mode: the audiences a caller's token must be for (TokenReview spec.audiences), Istio's TOKEN_AUDIENCES. */
+  tokenAudiences: string[];
   logLevel: string;
 }
 
@@ -83,6 +86,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): ControlPlan
       'log-level': { type: 'string' },
       'trusted-node-agents': { type: 'string' },
       'serving-dns-names': { type: 'string' },
+      'token-audiences': { type: 'string' },
     },
     strict: true,
   });
@@ -111,6 +115,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): ControlPlan
       .split(',')
       .map((account) => account.trim())
       .filter((account) => account !== ''),
+    tokenAudiences: list(values['token-audiences'] ?? env.TOKEN_AUDIENCES ?? CONTROL_PLANE_TOKEN_AUDIENCE),
     servingDnsNames: list(values['serving-dns-names'] ?? env.AMBIT_SERVING_DNS_NAMES ?? DEFAULT_SERVING_DNS_NAMES.join(',')),
     logLevel: values['log-level'] ?? env.AMBIT_LOG_LEVEL ?? 'info',
   };
@@ -166,7 +171,9 @@ export async function runControlPlane(config: ControlPlaneConfig): Promise<Contr
     kubeConfig = new KubeConfig();
     if (config.source.kubeconfig) kubeConfig.loadFromFile(config.source.kubeconfig);
     else kubeConfig.loadFromDefault();
-    const tokenReview = new TokenReviewAuthenticator(kubeConfig);
+    // Only tokens meant for the control plane (audience istio-ca, as ztunnel's): a token for the API server itself,
+    // which every pod has, is not accepted here.
+    const tokenReview = new TokenReviewAuthenticator(kubeConfig, { audiences: config.tokenAudiences });
     xdsAuthenticator = onlyCallers(tokenReview, config.trustedNodeAgents);
     caAuthenticator = tokenReviewNodeAuthenticator(tokenReview, config.trustedNodeAgents);
     coreApi = kubeConfig.makeApiClient(CoreV1Api);

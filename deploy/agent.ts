@@ -14,6 +14,7 @@ import { METRICS_PORT, READINESS_PORT } from '../agent/config.ts';
 import { ROOT_CONFIGMAP_KEY, ROOT_CONFIGMAP_NAME } from '../controlplane/ca/config.ts';
 import { XDS_PORT } from '../controlplane/xds/server.ts';
 import { DEFAULT_AGENT_SOCKET } from '../shared/cni-protocol.ts';
+import { CONTROL_PLANE_TOKEN_AUDIENCE } from '../shared/ca/token-audience.ts';
 import { AGENT, AGENT_RUN_DIR, CONTROLPLANE, HOST_MOUNT, IMAGE_APP_DIR, image, labels, NETNS_DIR, ROOT_CERT_DIR, TOKEN_DIR, TOKEN_FILE_NAME } from './names.ts';
 import type { InstallValues } from './values.ts';
 
@@ -115,9 +116,10 @@ export function agentObjects(values: InstallValues) {
               {
                 name: 'agent-token',
                 projected: {
-                  // The API server's own audience: the control plane checks it with a TokenReview, which also says
-                  // which node the token's pod runs on (the CA signs only for pods on that node).
-                  sources: [{ serviceAccountToken: { path: TOKEN_FILE_NAME, expirationSeconds: 43200 } }],
+                  // For the control plane's audience (istio-ca, as ztunnel's): it checks the token with a TokenReview
+                  // for that audience, which also says which node the token's pod runs on (the CA signs only for
+                  // pods on that node). The agent's API calls use its ordinary service account token.
+                  sources: [{ serviceAccountToken: { path: TOKEN_FILE_NAME, audience: CONTROL_PLANE_TOKEN_AUDIENCE, expirationSeconds: 43200 } }],
                 },
               },
             ],

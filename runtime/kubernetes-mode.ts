@@ -15,6 +15,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { AGENT as AGENT_SERVICE_ACCOUNT, TOKEN_FILE_NAME } from '../deploy/names.ts';
 import { ROOT_CONFIGMAP_KEY, ROOT_CONFIGMAP_NAME } from '../controlplane/ca/config.ts';
+import { CONTROL_PLANE_TOKEN_AUDIENCE } from '../shared/ca/token-audience.ts';
 import { namespaceObject, type ClusterObjectStore } from './cluster-store.ts';
 import { RuntimeError } from './errors.ts';
 
@@ -30,8 +31,8 @@ export interface KubernetesApi {
   kubeconfig: string;
   /** Where the cluster publishes its Namespace and Pod objects. */
   objects: ClusterObjectStore;
-  /** The kubelet's TokenRequest: a token of service account `namespace/serviceAccount`, bound to a pod on `node`. */
-  requestToken(namespace: string, serviceAccount: string, node: string): Promise<string>;
+  /** The kubelet's TokenRequest: a token of service account `namespace/serviceAccount`, bound to a pod on `node`, for `audiences`. */
+  requestToken(namespace: string, serviceAccount: string, node: string, audiences: string[]): Promise<string>;
   /** ConfigMap `namespace/name`'s data, undefined while it does not exist (what the kubelet mounts). */
   readConfigMap(namespace: string, name: string): Promise<Record<string, string> | undefined>;
 }
@@ -112,7 +113,8 @@ export class KubernetesWiring {
     await mkdir(path.dirname(this.rootCertFile), { recursive: true });
     await writeFile(this.rootCertFile, rootCertPem);
     for (const node of nodes) {
-      const token = await api.requestToken(CONTROL_PLANE_NAMESPACE, AGENT_SERVICE_ACCOUNT, node);
+      // The DaemonSet's projected token: for the control plane's audience (istio-ca), as ztunnel's.
+      const token = await api.requestToken(CONTROL_PLANE_NAMESPACE, AGENT_SERVICE_ACCOUNT, node, [CONTROL_PLANE_TOKEN_AUDIENCE]);
       await mkdir(path.dirname(this.tokenFile(node)), { recursive: true, mode: 0o700 });
       await writeFile(this.tokenFile(node), token, { mode: 0o600 });
     }

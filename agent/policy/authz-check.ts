@@ -9,7 +9,7 @@
  */
 import { decideConnection, podRef, type AuthzCheckResult, type PodView } from '../../shared/policy/check-result.ts';
 import type { MeshState } from '../state/mesh-state.ts';
-import { workloadIdentity, type Workload } from '../state/workload.ts';
+import { isEnrolled, workloadIdentity, type Workload } from '../state/workload.ts';
 import type { PolicyStore } from './policy-store.ts';
 
 export interface AuthzQuery {
@@ -39,7 +39,7 @@ function podView(workload: Workload): PodView {
     name: workload.name,
     ip: workload.addresses[0] ?? '',
     serviceAccount: workload.serviceAccount,
-    inMesh: workload.tunnelProtocol === 'HBONE',
+    inMesh: isEnrolled(workload),
     captureReason: workload.captureReason,
   };
   if (view.inMesh) view.principal = workloadIdentity(workload).uri;

@@ -41,7 +41,9 @@ export function workloadFromPod(pod: PodObject, snapshot: ClusterSnapshot, trust
     trustDomain,
     node: pod.spec?.nodeName ?? '',
     addresses: ips,
+    // No control plane: this agent both decides and captures, so the pod is HBONE as soon as it is enrolled.
     tunnelProtocol: decision.capture ? 'HBONE' : 'NONE',
+    enrolled: decision.capture,
     captureReason: decision.reason,
     canonicalName: firstLabel(labels, ['service.istio.io/canonical-name', 'app.kubernetes.io/name', 'app']) ?? pod.metadata.name,
     canonicalRevision: firstLabel(labels, ['service.istio.io/canonical-revision', 'app.kubernetes.io/version', 'version']) ?? 'latest',

@@ -28,8 +28,13 @@ export interface Workload {
   node: string;
   /** Pod IPs (v4 and/or v6), as text. */
   addresses: string[];
-  /** HBONE when the pod's traffic is captured by the mesh (its agent terminates port 15008). */
+  /** HBONE when the pod's traffic is captured by the mesh (its agent terminates port 15008): how peers reach it. */
   tunnelProtocol: TunnelProtocol;
+  /**
+   * Whether the pod should be captured (the enrollment rule), when the source says so apart from tunnelProtocol:
+   * ambit's control plane does (HBONE there follows the capture, as istiod's); absent, tunnelProtocol decides.
+   */
+  enrolled?: boolean;
   /** Why it is (or is not) in the mesh, in words (from the enrollment rule). */
   captureReason: string;
   /** `service.istio.io/canonical-name` or `app.kubernetes.io/name` or `app` or the workload name. */
@@ -54,6 +59,11 @@ export interface Workload {
   authorizationPolicies?: string[];
   /** The pod's labels, when the source knows them (local mode): AuthorizationPolicy/PeerAuthentication selectors match them. */
   labels?: Record<string, string>;
+}
+
+/** Whether this agent should capture the pod: the source's enrollment when it sent one, else its tunnel protocol. */
+export function isEnrolled(workload: Workload): boolean {
+  return workload.enrolled ?? workload.tunnelProtocol === 'HBONE';
 }
 
 /** Workloads are replaced, never mutated, so each one's identity is built (and validated) once, not per connection. */

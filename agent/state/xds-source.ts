@@ -8,6 +8,7 @@
  */
 import { ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL } from '../../shared/xds/protos.ts';
 import { XdsClient, controlPlaneIdentity, type XdsClientStatus, type XdsRejection, type XdsResourceUpdate } from '../../shared/xds/client.ts';
+import { enrollmentFromExtensions } from '../../shared/xds/enrollment-extension.ts';
 import { bytesToIp, type XdsAddress, type XdsPort, type XdsService, type XdsWorkload } from '../../shared/xds/types.ts';
 import type { MeshState } from './mesh-state.ts';
 import { serviceKey, type IpFamilies, type LoadBalancing, type LoadBalancingMode, type LoadBalancingScope, type Service, type ServicePort } from './service.ts';
@@ -69,9 +70,15 @@ export function serviceFromXds(service: XdsService): Service {
   return result;
 }
 
+function enrollmentReason(enrolled: boolean | undefined, hbone: boolean): string {
+  if (enrolled === undefined) return hbone ? 'the control plane says it is captured (HBONE)' : 'the control plane says it is not captured';
+  return enrolled ? 'the control plane says it is enrolled (dataplane-mode ambient)' : 'the control plane says it is not enrolled';
+}
+
 export function workloadFromXds(workload: XdsWorkload): Workload {
   const services: Record<string, ServicePort[]> = {};
   for (const key in workload.services ?? {}) services[key] = portsFromXds(workload.services[key]?.ports);
+  const enrolled = enrollmentFromExtensions(workload.extensions);
   const result: Workload = {
     uid: workload.uid,
     name: workload.name,
@@ -81,7 +88,7 @@ export function workloadFromXds(workload: XdsWorkload): Workload {
     node: workload.node,
     addresses: workload.addresses.map(bytesToIp),
     tunnelProtocol: workload.tunnelProtocol === 'HBONE' ? 'HBONE' : 'NONE',
-    captureReason: workload.tunnelProtocol === 'HBONE' ? 'the control plane says it is captured (HBONE)' : 'the control plane says it is not captured',
+    captureReason: enrollmentReason(enrolled, workload.tunnelProtocol === 'HBONE'),
     canonicalName: workload.canonicalName || workload.name,
     canonicalRevision: workload.canonicalRevision || 'latest',
     workloadName: workload.workloadName || workload.name,
@@ -89,6 +96,7 @@ export function workloadFromXds(workload: XdsWorkload): Workload {
     authorizationPolicies: workload.authorizationPolicies ?? [],
     status: workload.status === 'UNHEALTHY' ? 'UNHEALTHY' : 'HEALTHY',
   };
+  if (enrolled !== undefined) result.enrolled = enrolled;
   if (workload.network) result.network = workload.network;
   if (workload.networkMode === 'HOST_NETWORK') result.networkMode = 'HOST_NETWORK';
   if (workload.locality) result.locality = { region: workload.locality.region, zone: workload.locality.zone, subzone: workload.locality.subzone };

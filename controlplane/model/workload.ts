@@ -6,7 +6,8 @@
  * Owns: the Pod -> Workload mapping and Istio's workload uid format. Must not know about: stores, encoding,
  * how services and waypoints are looked up (the caller passes them in).
  */
-import { captureDecision } from '../../shared/k8s/enrollment.ts';
+import { captureDecision, isRedirected } from '../../shared/k8s/enrollment.ts';
+import { enrollmentExtension, type ExtensionMessage } from '../../shared/xds/enrollment-extension.ts';
 import { podNamespace, type NamespaceObject, type PodObject } from '../../shared/k8s/objects.ts';
 import { podReady, podWorkloadName } from '../../shared/k8s/pod-facts.ts';
 import { ipToBytes } from '../../shared/xds/types.ts';
@@ -49,6 +50,7 @@ export interface WorkloadMessage {
   clusterId: string;
   locality?: LocalityMessage;
   networkMode: number;
+  extensions: ExtensionMessage[];
 }
 
 /** istio.workload.Locality, from the node's well-known topology labels. */
@@ -125,7 +127,9 @@ export function workloadFromPod(pod: PodObject, inputs: WorkloadInputs): Workloa
     namespace,
     addresses,
     network: '',
-    tunnelProtocol: decision.capture ? TunnelProtocol.HBONE : TunnelProtocol.NONE,
+    // As istiod: HBONE once the node agent has captured the pod (its redirection annotation), not when a label
+    // merely asks for it; whether it should be captured rides in ambit's enrollment extension for ambit's agents.
+    tunnelProtocol: isRedirected(pod) && decision.capture ? TunnelProtocol.HBONE : TunnelProtocol.NONE,
     trustDomain: inputs.trustDomain,
     serviceAccount: pod.spec?.serviceAccountName || 'default',
     node: pod.spec?.nodeName ?? '',
@@ -139,6 +143,7 @@ export function workloadFromPod(pod: PodObject, inputs: WorkloadInputs): Workloa
     status: podReady(pod) ? WorkloadStatus.HEALTHY : WorkloadStatus.UNHEALTHY,
     clusterId: inputs.clusterId,
     networkMode: pod.spec?.hostNetwork ? NetworkMode.HOST_NETWORK : NetworkMode.STANDARD,
+    extensions: [enrollmentExtension(decision.capture)],
   };
   if (inputs.waypoint) workload.waypoint = inputs.waypoint;
   if (inputs.locality) workload.locality = inputs.locality;

@@ -27,6 +27,7 @@ interface CachedReview {
 }
 
 export interface TokenReviewOptions {
+  /** The audiences the token must be for (the API server checks; its own audience when absent). */
   audiences?: string[];
   /** Default REVIEW_CACHE_TTL_MS; 0 asks the API server every time. */
   cacheTtlMs?: number;
@@ -78,7 +79,11 @@ export class TokenReviewAuthenticator implements XdsAuthenticator {
     });
     const status = review.status;
     if (!status?.authenticated || !status.user?.username) {
-      throw new AuthenticationError(`the token review rejected the token${status?.error ? `: ${status.error}` : ''}`);
+      throw new AuthenticationError(`the token review rejected the token${status?.error ? `: ${status.error}` : ''}${this.#audiences ? ` (audiences asked: ${this.#audiences.join(', ')})` : ''}`);
+    }
+    // An API server that ignored the audiences would answer for its own: accept only an answer for ours.
+    if (this.#audiences && !(status.audiences ?? []).some((audience) => this.#audiences!.includes(audience))) {
+      throw new AuthenticationError(`the token is not for the control plane's audiences (${this.#audiences.join(', ')}); it is for ${(status.audiences ?? []).join(', ') || 'the API server'}`);
     }
     const node = status.user.extra?.[NODE_NAME_EXTRA]?.[0];
     return node ? { identity: status.user.username, node } : { identity: status.user.username };

@@ -13,6 +13,18 @@ export const DATAPLANE_MODE_NONE = 'none';
 export const SIDECAR_CONTAINER_NAME = 'istio-proxy';
 /** The annotation Istio's sidecar injector sets on injected pods. */
 export const SIDECAR_STATUS_ANNOTATION = 'sidecar.istio.io/status';
+/**
+ * The annotation the node agent sets on a pod once its traffic is captured (Istio's CNI node agent does the same).
+ * istiod sends a workload with tunnel_protocol HBONE only when it is set: peers tunnel to the pod only once its
+ * 15008 listener exists.
+ */
+export const REDIRECTION_ANNOTATION = 'ambient.istio.io/redirection';
+export const REDIRECTION_ENABLED = 'enabled';
+
+/** The pod is captured now (the node agent said so with the redirection annotation). */
+export function isRedirected(pod: PodObject): boolean {
+  return pod.metadata.annotations?.[REDIRECTION_ANNOTATION] === REDIRECTION_ENABLED;
+}
 
 export interface CaptureDecision {
   capture: boolean;

@@ -70,6 +70,13 @@ export interface XdsWorkload {
   clusterId: string;
   locality?: XdsLocality | null;
   networkMode: NetworkModeName;
+  extensions?: XdsExtension[];
+}
+
+export interface XdsExtension {
+  name: string;
+  /** google.protobuf.Any as protobufjs decodes it (its bundled Any keeps the field name `type_url`). */
+  config?: { type_url?: string; value: Uint8Array } | null;
 }
 
 export interface XdsLoadBalancing {

@@ -101,7 +101,12 @@ function fieldSelector(url: URL): (object: K8sObject) => boolean {
 export interface TokenIdentity {
   username: string;
   node?: string;
+  /** What the token is for; absent: the API server's own audience only. */
+  audiences?: string[];
 }
+
+/** The API server's own audience: a token requested without an audience is for it. */
+export const API_SERVER_AUDIENCE = 'https://kubernetes.default.svc.cluster.local';
 
 export interface FakeKubeApiServerOptions {
   /** Path of the network namespace to listen in (e.g. /run/netns/<name>); this process's own when absent. */
@@ -225,9 +230,9 @@ export class FakeKubeApiServer {
    * The kubelet's TokenRequest for a pod of service account `namespace/name` on `node`: a new token whose
    * TokenReview answers `system:serviceaccount:<namespace>:<name>`, bound to the node.
    */
-  issueServiceAccountToken(namespace: string, name: string, node?: string): string {
+  issueServiceAccountToken(namespace: string, name: string, node?: string, audiences?: string[]): string {
     const token = `sa-${randomBytes(24).toString('hex')}`;
-    this.reviewTokens.set(token, { username: `system:serviceaccount:${namespace}:${name}`, ...(node !== undefined ? { node } : {}) });
+    this.reviewTokens.set(token, { username: `system:serviceaccount:${namespace}:${name}`, ...(node !== undefined ? { node } : {}), ...(audiences ? { audiences } : {}) });
     return token;
   }
 
@@ -536,11 +541,14 @@ export class FakeKubeApiServer {
   }
 
   #tokenReview(request: IncomingMessage, response: ServerResponse): void {
-    this.#readJson<{ spec?: { token?: string } }>(request, response, (review) => {
+    this.#readJson<{ spec?: { token?: string; audiences?: string[] } }>(request, response, (review) => {
       const identity = this.reviewTokens.get(review.spec?.token ?? '');
-      const status = identity
-        ? { authenticated: true, user: { username: identity.username, uid: randomUUID(), ...(identity.node ? { extra: { 'authentication.kubernetes.io/node-name': [identity.node] } } : {}) } }
-        : { authenticated: false, error: 'invalid bearer token' };
+      // As the API server: the token must be for one of the audiences asked (its own when none are asked).
+      const tokenAudiences = identity?.audiences ?? [API_SERVER_AUDIENCE];
+      const audiences = tokenAudiences.filter((audience) => (review.spec?.audiences ?? [API_SERVER_AUDIENCE]).includes(audience));
+      const status = identity && audiences.length > 0
+        ? { authenticated: true, audiences, user: { username: identity.username, uid: randomUUID(), ...(identity.node ? { extra: { 'authentication.kubernetes.io/node-name': [identity.node] } } : {}) } }
+        : { authenticated: false, error: identity ? `token audiences ${JSON.stringify(tokenAudiences)} is invalid for the target audiences ${JSON.stringify(review.spec?.audiences ?? [API_SERVER_AUDIENCE])}` : 'invalid bearer token' };
       response.writeHead(201, { 'content-type': 'application/json' });
       response.end(JSON.stringify({ kind: 'TokenReview', apiVersion: 'authentication.k8s.io/v1', metadata: {}, spec: review.spec, status }));
     });

@@ -45,7 +45,7 @@ function runtimeAccess(fake: FakeKubeApiServer): KubernetesApi {
       },
       removePod: async (namespace, name) => fake.remove('Pod', namespace, name),
     },
-    requestToken: async (namespace, serviceAccount, node) => fake.issueServiceAccountToken(namespace, serviceAccount, node),
+    requestToken: async (namespace, serviceAccount, node, audiences) => fake.issueServiceAccountToken(namespace, serviceAccount, node, audiences),
     readConfigMap: async (namespace, name) => fake.configMaps.get(`${namespace}/${name}`)?.data as Record<string, string> | undefined,
   };
 }
@@ -121,7 +121,7 @@ test.serial('wired as in a cluster: objects, CA root, agent credentials and the 
     t.is(env.AMBIT_NODE_NAME, node.name);
     t.is(env.AMBIT_XDS_ADDRESS, mesh!.controlPlaneAddress);
     t.is(readFileSync(env.AMBIT_ROOT_CERT_FILE!, 'utf8'), rootCertPem, 'the agent trusts the root the ConfigMap holds');
-    t.deepEqual(k8s.reviewTokens.get(readFileSync(env.AMBIT_TOKEN_FILE!, 'utf8')), { username: AGENT_ACCOUNT, node: node.name }, 'its token is the agent service account bound to its node');
+    t.deepEqual(k8s.reviewTokens.get(readFileSync(env.AMBIT_TOKEN_FILE!, 'utf8')), { username: AGENT_ACCOUNT, node: node.name, audiences: ['istio-ca'] }, 'its token is the agent service account bound to its node, for the control plane\'s audience');
     t.is(env.AMBIT_CLUSTER_DIR, undefined, 'the agent is not given a cluster directory');
     t.is(env.AMBIT_LOCAL_CA_DIR, undefined);
   }
@@ -217,13 +217,15 @@ async function askCa(asks: { token: string; namespace: string; serviceAccount: s
 
 test.serial('the CA signs only identities of pods on the token\'s node, and only for the trusted agent account', async (t) => {
   const node0 = cluster().node(0).name;
-  const agentToken = fake().issueServiceAccountToken('istio-system', 'ambit-agent', node0);
-  const workloadToken = fake().issueServiceAccountToken('shop', 'client', node0);
-  const [own, neighbours, workload, unknown] = await askCa([
+  const agentToken = fake().issueServiceAccountToken('istio-system', 'ambit-agent', node0, ['istio-ca']);
+  const workloadToken = fake().issueServiceAccountToken('shop', 'client', node0, ['istio-ca']);
+  const apiAudienceToken = fake().issueServiceAccountToken('istio-system', 'ambit-agent', node0);
+  const [own, neighbours, workload, unknown, apiAudience] = await askCa([
     { token: agentToken, namespace: 'shop', serviceAccount: 'client' },
     { token: agentToken, namespace: 'shop', serviceAccount: 'server' },
     { token: workloadToken, namespace: 'shop', serviceAccount: 'client' },
     { token: 'not-a-token', namespace: 'shop', serviceAccount: 'client' },
+    { token: apiAudienceToken, namespace: 'shop', serviceAccount: 'client' },
   ]);
   t.deepEqual(own, { ok: true, uri: CLIENT_PRINCIPAL }, 'shop/client runs on node 0: signed');
   t.like(neighbours, { ok: false, code: 7 }, 'PERMISSION_DENIED');
@@ -232,6 +234,8 @@ test.serial('the CA signs only identities of pods on the token\'s node, and only
   t.regex(workload!.details!, /system:serviceaccount:shop:client is not a node agent/);
   t.like(unknown, { ok: false, code: 16 }, 'UNAUTHENTICATED');
   t.regex(unknown!.details!, /token review rejected the token/);
+  t.like(apiAudience, { ok: false, code: 16 }, 'the agent\'s token for the API server (not istio-ca) is refused');
+  t.regex(apiAudience!.details!, /audiences asked: istio-ca/);
 });
 
 test.serial('a control plane restart loads the root from Secret istio-ca-secret: agents keep trusting it and a new pod gets a certificate', async (t) => {

@@ -58,6 +58,16 @@ async function agentServices(node: number): Promise<Map<string, EndpointView[]>>
   return new Map(services.map((service) => [service.name, service.endpoints]));
 }
 
+/** Waits until the agent on node 0 sees `names` as HBONE workloads (captured, and the control plane pushed it). */
+async function untilHbone(names: string[]): Promise<void> {
+  const script = `fetch('http://127.0.0.1:15000/config_dump').then((r) => r.json()).then((d) => process.exit(${JSON.stringify(names)}.every((n) => d.workloads.some((w) => w.name === n && w.tunnelProtocol === 'HBONE')) ? 0 : 1), () => process.exit(1))`;
+  const deadline = Date.now() + 20_000;
+  while ((await mesh.cluster.node(0).exec(process.execPath, ['-e', script])).code !== 0) {
+    if (Date.now() > deadline) throw new Error(`the agent on node 0 did not see ${names.join(', ')} as HBONE in 20 s`);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+}
+
 /** Waits until the agent on `node` sees what `predicate` asks for (the signal that a change arrived). */
 async function untilAgentSees(node: number, predicate: (services: Map<string, EndpointView[]>) => boolean, what: string): Promise<void> {
   const deadline = Date.now() + 20_000;
@@ -116,6 +126,8 @@ test.before(async () => {
   await writeAtomically(path.join(dir, 'web-local.yaml'), serviceYaml('web-local', [LOCAL_VIP], { app: 'web' }, { internalTrafficPolicy: 'Local' }));
   await writeAtomically(path.join(dir, 'empty.yaml'), serviceYaml('empty', [EMPTY_VIP], { app: 'nothing' }));
   await untilAgentSees(0, (services) => endpointNames(services, 'web').length === 2 && endpointNames(services, 'web-local').length === 2 && services.has('empty'), 'the services and their endpoints');
+  // HBONE once captured and annotated (the control plane follows the redirection annotation, as istiod).
+  await untilHbone(['web-a', 'web-b']);
 });
 
 test.after.always(async () => {

@@ -6,11 +6,13 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { status, type ServiceError } from '@grpc/grpc-js';
 import { CaClient } from '../../agent/identity/ca-client.ts';
+import { workloadFromXds } from '../../agent/state/xds-source.ts';
 import { CertificateAuthority, spiffeId } from '../../shared/identity/index.ts';
 import { controlPlaneIdentity } from '../../shared/xds/client.ts';
 import { parseConfig, runControlPlane } from '../../controlplane/main.ts';
 import { FakeKubeApiServer } from '../helpers/kube-api-server.ts';
-import { namespaceObject, podObject, podYaml, startRecordingClient, tempDir, workloadNamed, writeManifest } from '../helpers/xds-harness.ts';
+import type { XdsClientStatus } from '../../shared/xds/client.ts';
+import { eventually as waitFor, namespaceObject, podObject, podYaml, startRecordingClient, tempDir, workloadNamed, writeManifest } from '../helpers/xds-harness.ts';
 
 test('configuration: a source is required; dir: and kubernetes are understood; flags win over the environment', (t) => {
   t.throws(() => parseConfig([], {}), { message: /no source/ });
@@ -51,7 +53,9 @@ test('local mode: a node token connects, the directory is served, and a restart 
 test('Kubernetes mode: informers feed the model, agents authenticate by TokenReview, the root lives in a Secret', async (t) => {
   const api = await FakeKubeApiServer.start();
   t.teardown(() => api.close());
-  api.reviewTokens.set('sa-token', { username: 'system:serviceaccount:istio-system:ambit-agent', node: 'node-1' });
+  api.reviewTokens.set('sa-token', { username: 'system:serviceaccount:istio-system:ambit-agent', node: 'node-1', audiences: ['istio-ca'] });
+  // The same account's token for the API server's own audience (what every pod has mounted): not for the control plane.
+  api.reviewTokens.set('api-audience-token', { username: 'system:serviceaccount:istio-system:ambit-agent', node: 'node-1' });
   api.apply(namespaceObject('shop', { 'istio.io/dataplane-mode': 'ambient' }));
   api.apply(podObject({ name: 'web-1', namespace: 'shop', ip: '10.0.0.1' }));
   const base = await tempDir(t);
@@ -69,7 +73,11 @@ test('Kubernetes mode: informers feed the model, agents authenticate by TokenRev
   });
   const agent = startRecordingClient(t, { address: `127.0.0.1:${cp.port}`, ca, cp }, { token: 'sa-token' });
   await agent.client.synced;
-  t.is(workloadNamed(agent, 'shop', 'web-1')?.tunnelProtocol, 'HBONE');
+  t.is(workloadFromXds(workloadNamed(agent, 'shop', 'web-1')!).enrolled, true);
+  const statuses: XdsClientStatus[] = [];
+  startRecordingClient(t, { address: `127.0.0.1:${cp.port}`, ca, cp }, { token: 'api-audience-token', onStatus: (status) => statuses.push(status), initialBackoffMs: 1000 });
+  await waitFor(() => statuses.some((status) => status.state === 'disconnected'), 'the refusal of a token for the API server\'s audience');
+  t.regex((statuses.find((status) => status.state === 'disconnected') as { error: string }).error, /audiences asked: istio-ca/);
 
   api.apply(podObject({ name: 'web-2', namespace: 'shop', ip: '10.0.0.2' }));
   await agent.until(() => workloadNamed(agent, 'shop', 'web-2') !== undefined, 'a watched pod');
@@ -102,7 +110,7 @@ test('Kubernetes mode: informers feed the model, agents authenticate by TokenRev
 test('Kubernetes mode: while the API server is down the CA answers UNAVAILABLE to a token it has not reviewed, keeps serving one it reviewed within the cache TTL, and signs again once it is back', async (t) => {
   const api = await FakeKubeApiServer.start();
   t.teardown(() => api.close());
-  const token = api.issueServiceAccountToken('istio-system', 'ambit-agent', 'node-1');
+  const token = api.issueServiceAccountToken('istio-system', 'ambit-agent', 'node-1', ['istio-ca']);
   api.apply(namespaceObject('shop', { 'istio.io/dataplane-mode': 'ambient' }));
   api.apply(podObject({ name: 'web-1', namespace: 'shop', ip: '10.0.0.1', serviceAccount: 'web' }));
   const kubeconfig = path.join(await tempDir(t), 'kubeconfig');
@@ -116,7 +124,7 @@ test('Kubernetes mode: while the API server is down the CA answers UNAVAILABLE t
   t.is((await agent.fetch(web)).identity.uri, web.uri);
 
   // A second agent on the same node (say, restarted with a fresh token) that the CA has not seen yet.
-  const fresh = new CaClient({ address: `127.0.0.1:${cp.port}`, rootsPem: [rootPem], token: api.issueServiceAccountToken('istio-system', 'ambit-agent', 'node-1'), serverIdentity: controlPlaneIdentity('cluster.local') });
+  const fresh = new CaClient({ address: `127.0.0.1:${cp.port}`, rootsPem: [rootPem], token: api.issueServiceAccountToken('istio-system', 'ambit-agent', 'node-1', ['istio-ca']), serverIdentity: controlPlaneIdentity('cluster.local') });
   t.teardown(() => fresh.close());
 
   api.fail(503);

@@ -1,6 +1,7 @@
 // Control plane scenarios, each run on both sources (the YAML directory and Kubernetes through the stand-in API
 // server), observed by an xDS client over real gRPC + TLS as an agent would see them.
 import test from 'ava';
+import { enrollmentFromExtensions } from '../../shared/xds/enrollment-extension.ts';
 import { bytesToIp } from '../../shared/xds/types.ts';
 import { ADDRESS_TYPE_URL } from '../../shared/xds/protos.ts';
 import {
@@ -45,7 +46,7 @@ for (const makeDriver of CLUSTER_DRIVERS) {
     t.truthy(workloadNamed(agent, 'shop', 'web-1'));
   });
 
-  test(`[${source}] enrolling and unenrolling the namespace flips the workloads' tunnel protocol`, async (t) => {
+  test(`[${source}] enrolling and unenrolling the namespace flips the workloads' enrollment; HBONE follows the redirection annotation`, async (t) => {
     const cluster = await makeDriver(t);
     await cluster.apply(namespaceObject('shop'));
     await cluster.apply(podObject({ name: 'web-1', namespace: 'shop', ip: '10.0.1.5' }));
@@ -53,14 +54,24 @@ for (const makeDriver of CLUSTER_DRIVERS) {
     const plane = await startTestControlPlane(t, { createSource: cluster.createSource });
     const agent = startRecordingClient(t, plane);
     await agent.client.synced;
-    t.is(workloadNamed(agent, 'shop', 'web-1')?.tunnelProtocol, 'NONE');
+    const web1 = () => workloadNamed(agent, 'shop', 'web-1');
+    const enrolled = (name: string) => enrollmentFromExtensions(workloadNamed(agent, 'shop', name)?.extensions);
+    t.is(web1()?.tunnelProtocol, 'NONE');
+    t.is(enrolled('web-1'), false);
 
     await cluster.apply(namespaceObject('shop', { 'istio.io/dataplane-mode': 'ambient' }));
-    await agent.until(() => workloadNamed(agent, 'shop', 'web-1')?.tunnelProtocol === 'HBONE', 'web-1 enrolled');
-    t.is(workloadNamed(agent, 'shop', 'opted-out')?.tunnelProtocol, 'NONE', 'a pod labelled none stays out');
+    await agent.until(() => enrolled('web-1') === true, 'web-1 enrolled');
+    t.is(web1()?.tunnelProtocol, 'NONE', 'as istiod: not HBONE until the node agent has captured it');
+    t.is(enrolled('opted-out'), false, 'a pod labelled none stays out');
+
+    // The node agent captured it and said so with Istio's annotation: now peers may tunnel to it.
+    const captured = podObject({ name: 'web-1', namespace: 'shop', ip: '10.0.1.5' });
+    captured.metadata!.annotations = { 'ambient.istio.io/redirection': 'enabled' };
+    await cluster.apply(captured);
+    await agent.until(() => web1()?.tunnelProtocol === 'HBONE', 'web-1 HBONE once annotated');
 
     await cluster.apply(namespaceObject('shop'));
-    await agent.until(() => workloadNamed(agent, 'shop', 'web-1')?.tunnelProtocol === 'NONE', 'web-1 unenrolled');
+    await agent.until(() => enrolled('web-1') === false && web1()?.tunnelProtocol === 'NONE', 'web-1 unenrolled');
     t.pass();
   });
 

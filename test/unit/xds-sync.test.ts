@@ -5,6 +5,7 @@ import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import tls from 'node:tls';
 import { bytesToIp } from '../../shared/xds/types.ts';
+import { workloadFromXds } from '../../agent/state/xds-source.ts';
 import { namespaceYaml, podYaml, serviceYaml, startRecordingClient, startTestControlPlane, tempDir, workloadNamed, writeManifest } from '../helpers/xds-harness.ts';
 
 test('initial sync delivers workloads and services, and a pod added then deleted arrives as added then removed', async (t) => {
@@ -18,7 +19,8 @@ test('initial sync delivers workloads and services, and a pod added then deleted
 
   const workload = workloadNamed(agent, 'shop', 'web-1');
   t.truthy(workload, 'the pod is a workload after the first sync');
-  t.is(workload!.tunnelProtocol, 'HBONE');
+  t.is(workload!.tunnelProtocol, 'NONE', 'not HBONE until the node agent annotates it as captured (istiod\'s rule)');
+  t.is(workloadFromXds(workload!).enrolled, true, 'but enrolled: the agent will capture it');
   t.is(workload!.serviceAccount, 'web');
   t.is(workload!.canonicalName, 'web');
   t.is(workload!.canonicalRevision, 'v2');
