@@ -40,6 +40,8 @@ export interface AdminSources {
   /** Fed by the policy engine and xDS when they exist. */
   policies?: () => unknown[];
   services?: () => unknown[];
+  /** The DNS proxy's upstreams and counters, when it runs. */
+  dns?: () => object;
   /** The agent's settings, shown as they are (must hold no secrets). */
   config?: object;
   /** `GET /authz/check?source=ns/pod&destination=ns/pod&port=N[&namespace=ns]` (agent/policy/authz-check.ts). */
@@ -70,6 +72,7 @@ export interface ConfigDump {
   capturedPods: object[];
   certificates: CertificateView[];
   config: object;
+  dns?: object;
 }
 
 /** A service as the config dump shows it: the service, and its endpoints with their health and target ports. */
@@ -129,6 +132,7 @@ export function configDump(sources: AdminSources): ConfigDump {
     capturedPods,
     certificates: (sources.certificates?.() ?? []).map((certificate) => certificateView(certificate)).sort((a, b) => a.identity.localeCompare(b.identity)),
     config: sources.config ?? {},
+    ...(sources.dns ? { dns: sources.dns() } : {}),
   };
 }
 

@@ -8,6 +8,8 @@ import os from 'node:os';
 import { DEFAULT_TRUST_DOMAIN } from '../shared/identity/index.ts';
 import { DEFAULT_AGENT_SOCKET } from '../shared/cni-protocol.ts';
 import { DEFAULT_SERVER_IDLE_TIMEOUT_MS, DEFAULT_SERVER_KEEPALIVE_INTERVAL_MS, DEFAULT_SERVER_KEEPALIVE_TIMEOUT_MS } from '../shared/hbone/index.ts';
+import { DnsError } from './dns/errors.ts';
+import { parseUpstreamList, type Upstream } from './dns/upstream.ts';
 
 export interface AgentConfig {
   /** This node's name: the agent captures only pods scheduled here. */
@@ -52,6 +54,17 @@ export interface AgentConfig {
   procSysNet: string;
   /** How the pods' HBONE servers (port 15008) find and end dead or idle client connections. */
   hboneServer: HboneServerTimeouts;
+  dns: DnsConfig;
+}
+
+/** The DNS proxy in captured pods (Istio's ISTIO_META_DNS_CAPTURE; on by default, as in current ambient). */
+export interface DnsConfig {
+  /** AMBIT_DNS_CAPTURE (default on): redirect captured pods' port 53 to the agent's 15053. */
+  capture: boolean;
+  /** AMBIT_DNS_UPSTREAM (`ip[:port]`, comma-separated); absent: the nameservers of the agent's own resolv.conf. */
+  upstreams?: Upstream[];
+  /** AMBIT_CLUSTER_DOMAIN: Service hostnames are `<name>.<namespace>.svc.<domain>`; `cluster.local` by default. */
+  clusterDomain: string;
 }
 
 /**
@@ -178,6 +191,24 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): AgentConfig
     workerThreads: workerThreads(env),
     procSysNet: procSysNet(env),
     hboneServer: hboneServerTimeouts(env),
+    dns: dnsConfig(env),
+  };
+}
+
+function dnsConfig(env: NodeJS.ProcessEnv): DnsConfig {
+  let upstreams: Upstream[] | undefined;
+  if (env.AMBIT_DNS_UPSTREAM) {
+    try {
+      upstreams = parseUpstreamList(env.AMBIT_DNS_UPSTREAM);
+    } catch (error) {
+      if (error instanceof DnsError) throw new ConfigError(`AMBIT_DNS_UPSTREAM: ${error.message}`);
+      throw error;
+    }
+  }
+  return {
+    capture: flag(env, 'AMBIT_DNS_CAPTURE', true),
+    ...(upstreams ? { upstreams } : {}),
+    clusterDomain: env.AMBIT_CLUSTER_DOMAIN || 'cluster.local',
   };
 }
 

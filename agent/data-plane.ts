@@ -12,7 +12,7 @@ import type { Logger } from 'pino';
 import type { AgentConfig } from './config.ts';
 import type { CertificateManager } from './identity/certificate-manager.ts';
 import { CaptureManager, type ReleaseReason, type RuleInstaller } from './inpod/capture-manager.ts';
-import type { CapturedPod } from './inpod/pod-listeners.ts';
+import type { CapturedDnsHandler, CapturedPod } from './inpod/pod-listeners.ts';
 import type { IptablesBackend } from './inpod/rules.ts';
 import { PolicyEnforcer } from './policy/enforcer.ts';
 import type { PolicyStore } from './policy/policy-store.ts';
@@ -35,6 +35,8 @@ export interface DataPlaneOptions {
   log: Logger;
   /** Listeners only, no rules: a worker's pods already have theirs from the main thread. */
   listenersOnly?: boolean;
+  /** The DNS proxy (main thread only): pods' port 53 is redirected to it and their 15053 sockets handed to it. */
+  dns?: CapturedDnsHandler;
   /** Told after a pod's listeners closed and its proxies were let go (logs, the captured-pods record). */
   onReleased?: (pod: CapturedPod, reason: ReleaseReason, error?: Error) => void;
 }
@@ -71,6 +73,7 @@ export function createDataPlane(options: DataPlaneOptions): DataPlane {
     handler,
     ...(config.procSysNet !== undefined ? { procSysNet: config.procSysNet } : {}),
     ...(options.listenersOnly ? { rules: NO_RULES, backend: UNUSED_BACKEND, netnsCheckIntervalMs: 0 } : {}),
+    ...(options.dns ? { dns: options.dns } : {}),
     onReleased: (pod, reason, error) => {
       void handler.forget(pod.uid, config.drainMs);
       options.onReleased?.(pod, reason, error);

@@ -26,6 +26,7 @@ import { checkAuthorization } from './policy/authz-check.ts';
 import { ClusterDirPolicySource } from './policy/cluster-dir-policy-source.ts';
 import { PolicyStore, type LocalPolicy } from './policy/policy-store.ts';
 import { createDataPlane, type DataPlane } from './data-plane.ts';
+import { createDnsProxy } from './dns/dns-proxy.ts';
 import { ProxyWorkers } from './workers/proxy-workers.ts';
 import { AgentMetrics } from './telemetry/metrics.ts';
 import { startMetricsServer } from './telemetry/metrics-server.ts';
@@ -67,6 +68,16 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
   const metrics = new AgentMetrics();
   metrics.aggregateWith(() => workers.metrics());
   const record = new CapturedPodsFile(path.join(path.dirname(config.cniSocket), `captured-pods-${config.nodeName}.json`));
+  // The DNS proxy sees the mesh through a read-only Service lookup only, and runs on the main thread alone.
+  const dns = config.dns.capture
+    ? await createDnsProxy({
+        config: config.dns, state, log, registry: metrics.registry,
+        sourceOf: (pod) => {
+          const workload = state.workloadByName(pod.namespace, pod.name);
+          return workload ? { canonicalService: workload.canonicalName, canonicalRevision: workload.canonicalRevision } : undefined;
+        },
+      })
+    : undefined;
   const dataPlane = createDataPlane({
     config,
     state,
@@ -74,6 +85,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     certificates,
     metrics,
     log,
+    ...(dns ? { dns: dns.handler } : {}),
     onReleased: (pod, reason, error) => {
       log.info({ pod: `${pod.namespace}/${pod.name}`, reason, err: error?.message }, 'pod released');
       // A deletion (releasePod) and a shutdown (workers.stop) see to the workers themselves.
@@ -190,6 +202,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
   const admin = await startAdminServer(config.adminAddress, {
     policies: () => policies.dump(),
     services: () => servicesView(state),
+    ...(dns ? { dns: () => ({ upstreams: dns.upstreams, stats: { ...dns.server.stats } }) } : {}),
     nodeName: config.nodeName,
     state,
     capturedPods: () => capture.capturedPods(),

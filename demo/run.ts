@@ -36,11 +36,10 @@ const APP_PORT = 8080;
 /** The Service's port (the pods listen on APP_PORT, its targetPort). */
 const SERVICE_PORT = 80;
 /**
- * The mesh client dials the server pod's IP: the agent resolves Service cluster IPs itself only with issue 10
- * item 1 (until then a connection to the cluster IP would leave the pod as plaintext). With it, set this to true
- * and the mesh client uses the Service name too.
+ * The mesh client dials the Service by name too: its agent answers the name from the mesh state (DNS proxy) and
+ * carries the connection to the cluster IP over HBONE to the endpoint it picks. false: it dials the pod's IP.
  */
-const MESH_CLIENT_USES_SERVICE_NAME = false;
+const MESH_CLIENT_USES_SERVICE_NAME = true;
 /** The sample client sends this text repeated: if it shows up on the wire, the wire carried plaintext. */
 const PLAINTEXT_MARKER = 'ambit-ambit-ambit-';
 

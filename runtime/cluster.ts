@@ -197,7 +197,7 @@ export class Cluster {
         dir: path.join(this.tmpDir, `n${index}`),
         ...(this.#options.objectStore === undefined ? { clusterDir: this.clusterDir } : {}),
         tracker: this.#tracker,
-        ...(this.#options.agentCommand ? { agentCommand: this.#options.agentCommand } : {}),
+        ...(this.#options.agentCommand ? { agentCommand: (node: ClusterNode) => this.#agentCommandFor(node) } : {}),
         ...(this.#options.agentReadyTimeoutMs ? { agentReadyTimeoutMs: this.#options.agentReadyTimeoutMs } : {}),
       });
       this.nodes.push(node);
@@ -224,6 +224,18 @@ export class Cluster {
     if (this.#options.agentCommand !== undefined) {
       await Promise.all(this.nodes.map((node) => node.startAgent()));
     }
+  }
+
+  /**
+   * The caller's agent command, pointed at this cluster's DNS for names outside it: the agent's DNS proxy forwards
+   * what it does not answer to the nameservers of its own resolv.conf (as ztunnel does), and the box's resolver is
+   * not one a node may use; the node's cluster DNS plays kube-dns, which the agent's resolv.conf names in a cluster.
+   */
+  #agentCommandFor(node: ClusterNode): AgentCommand {
+    const command = this.#options.agentCommand!(node);
+    const dns = this.dnsServers;
+    if (dns.length === 0 || command.env?.AMBIT_DNS_UPSTREAM !== undefined) return command;
+    return { ...command, env: { ...command.env, AMBIT_DNS_UPSTREAM: dns.join(',') } };
   }
 
   /**

@@ -15,7 +15,7 @@ import net from 'node:net';
 import { stat } from 'node:fs/promises';
 import { CaptureError, errnoOf } from './errors.ts';
 import { installInpodRules, removeInpodRules, detectIptablesBackend } from './iptables.ts';
-import { PodListeners, type CapturedPod, type CapturedTrafficHandler, type PodInfo, type PodListenerStats } from './pod-listeners.ts';
+import { PodListeners, type CapturedDnsHandler, type CapturedPod, type CapturedTrafficHandler, type PodInfo, type PodListenerStats } from './pod-listeners.ts';
 import { inPodSocketFactory, type SocketFactory } from './socket-factory.ts';
 import type { InboundCapture, InpodRuleOptions, IptablesBackend } from './rules.ts';
 
@@ -49,6 +49,11 @@ export interface CaptureManagerOptions {
   netnsCheckIntervalMs?: number;
   /** Where pods' net sysctls are written (agent/config.ts procSysNet); /proc/sys/net when absent. */
   procSysNet?: string;
+  /**
+   * The DNS proxy: with it, each pod's rules also redirect port 53 and its 15053 sockets are opened and handed
+   * here. Only one data-plane thread (the main one) serves DNS.
+   */
+  dns?: CapturedDnsHandler;
   /** Told when a pod stops being captured, with why (for logs and the admin view). */
   onReleased?: (pod: CapturedPod, reason: ReleaseReason, error?: Error) => void;
 }
@@ -186,6 +191,7 @@ export class CaptureManager {
       inbound: this.inbound,
       ipv6: info.ips.some((ip) => net.isIPv6(ip)),
       ...(this.options.procSysNet !== undefined ? { procSysNet: this.options.procSysNet } : {}),
+      dnsCapture: this.options.dns !== undefined,
     });
     const factory = (this.options.socketFactoryFor ?? defaultFactory)(info.netns);
     const pod: CapturedPod = Object.freeze({
@@ -198,6 +204,7 @@ export class CaptureManager {
         factory,
         handler: this.options.handler,
         inbound: this.inbound,
+        ...(this.options.dns ? { dns: this.options.dns } : {}),
         onFailure: (error) => void this.serialize(pod.uid, () => this.releaseIfCurrent(pod, 'listener-failed', error)),
       });
     } catch (error) {

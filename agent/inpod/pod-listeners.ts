@@ -1,12 +1,14 @@
 /**
- * The three listeners the agent opens inside one captured pod's network namespace, and the hand-off of
- * every accepted connection to the proxy.
+ * The listeners the agent opens inside one captured pod's network namespace, and the hand-off of every
+ * accepted connection to the proxy (and of the DNS sockets to the DNS proxy).
  *
  *   15001 outbound   127.0.0.1 (nat REDIRECT from OUTPUT always rewrites to 127.0.0.1); original
  *                    destination from SO_ORIGINAL_DST
  *   15006 inbound    0.0.0.0 with IP_TRANSPARENT under TPROXY, where the accepted socket's own local
  *                    address is the original destination; SO_ORIGINAL_DST under REDIRECT
  *   15008 hbone      0.0.0.0, not redirected: the destination is the listener's own address
+ *   15053 dns        127.0.0.1, UDP and TCP, only with a DNS handler (nat REDIRECT of port 53 from OUTPUT);
+ *                    handed to the CapturedDnsHandler, which answers or forwards
  *
  * The factory decides socket options; the capture manager's gives all three SO_REUSEPORT (a restarting
  * agent's listeners overlap with the old agent's) and the mark 0x539.
@@ -16,6 +18,7 @@
  * Must not know about: HBONE, TLS, policy, workloads; what to do with a connection (the handler decides).
  */
 import { isIPv6 } from 'node:net';
+import type dgram from 'node:dgram';
 import type net from 'node:net';
 import { nativeSockets } from './sockets.ts';
 import { INPOD, type InboundCapture } from './rules.ts';
@@ -63,6 +66,15 @@ export interface CapturedTrafficHandler {
   accepted(kind: ListenerKind, socket: net.Socket, originalDst: OriginalDestination, pod: CapturedPod): void;
 }
 
+/**
+ * The DNS proxy's side of the seam: given the pod's bound 15053 UDP socket(s) once, and every connection accepted
+ * on its 15053 TCP listener(s). Owns them from then on; must never throw on a peer's input.
+ */
+export interface CapturedDnsHandler {
+  udpBound(socket: dgram.Socket, pod: CapturedPod): void;
+  tcpAccepted(socket: net.Socket, pod: CapturedPod): void;
+}
+
 export interface PodListenerOptions {
   /** A factory for the pod's namespace (netns = pod's path, mark 0x539, SO_REUSEPORT) to listen with. */
   factory: SocketFactory;
@@ -70,6 +82,8 @@ export interface PodListenerOptions {
   inbound: InboundCapture;
   /** Called when a listener fails after opening (accept failed for good); may be called once per listener. */
   onFailure?: (error: Error) => void;
+  /** Opens the 15053 DNS sockets too and hands them here (the rules must redirect port 53 with `dnsCapture`). */
+  dns?: CapturedDnsHandler;
 }
 
 /** Counters a person can read in the admin dump; never logged per connection. */
@@ -85,11 +99,13 @@ export class PodListeners {
   readonly pod: CapturedPod;
   readonly stats: PodListenerStats = { accepted: 0, refused: 0, handlerErrors: 0 };
   private readonly servers: net.Server[];
+  private readonly udpSockets: dgram.Socket[];
   private closed = false;
 
-  private constructor(pod: CapturedPod, servers: net.Server[]) {
+  private constructor(pod: CapturedPod, servers: net.Server[], udpSockets: dgram.Socket[]) {
     this.pod = pod;
     this.servers = servers;
+    this.udpSockets = udpSockets;
   }
 
   /** Opens 15001, 15006 and 15008 in the pod's namespace; on any failure closes what was opened and throws. */
@@ -110,23 +126,60 @@ export class PodListeners {
         { kind: 'hbone', host: '::', port: INPOD.inboundHbonePort, transparent: false },
       );
     }
+    // The DNS proxy listens on loopback only: REDIRECT from OUTPUT rewrites to 127.0.0.1 / ::1, and nothing
+    // outside the pod may use the agent as a resolver.
+    const dnsHosts = options.dns === undefined ? [] : pod.ips.some((ip) => isIPv6(ip)) ? ['127.0.0.1', '::1'] : ['127.0.0.1'];
     const settled = await Promise.allSettled(
       specs.map((spec) => factory.listen({ host: spec.host, port: spec.port, transparent: spec.transparent, ...(isIPv6(spec.host) ? { ipv6Only: true } : {}) })),
     );
+    const dnsTcp = await Promise.allSettled(dnsHosts.map((host) => factory.listen({ host, port: INPOD.dnsPort, ...(isIPv6(host) ? { ipv6Only: true } : {}) })));
+    const dnsUdp = await Promise.allSettled(dnsHosts.map((host) => factory.bindUdp({ host, port: INPOD.dnsPort, ...(isIPv6(host) ? { ipv6Only: true } : {}) })));
     const servers: net.Server[] = [];
+    const dnsServers: net.Server[] = [];
+    const udpSockets: dgram.Socket[] = [];
     let failure: unknown;
     for (const result of settled) {
       if (result.status === 'fulfilled') servers.push(result.value);
       else failure ??= result.reason;
     }
+    for (const result of dnsTcp) {
+      if (result.status === 'fulfilled') dnsServers.push(result.value);
+      else failure ??= result.reason;
+    }
+    for (const result of dnsUdp) {
+      if (result.status === 'fulfilled') udpSockets.push(result.value);
+      else failure ??= result.reason;
+    }
     if (failure !== undefined) {
-      await Promise.all(servers.map(closeServer));
+      await Promise.all([...servers, ...dnsServers].map(closeServer));
+      for (const socket of udpSockets) socket.close();
       const reason = failure instanceof Error ? failure.message : String(failure);
       throw new CaptureError('LISTEN_FAILED', `cannot open the capture listeners of pod ${pod.namespace}/${pod.name}: ${reason}`, { cause: failure });
     }
-    const listeners = new PodListeners(pod, servers);
+    const listeners = new PodListeners(pod, [...servers, ...dnsServers], udpSockets);
     specs.forEach((spec, index) => listeners.attach(servers[index]!, spec.kind, tproxy, options));
+    if (options.dns !== undefined) listeners.attachDns(dnsServers, udpSockets, options.dns, options);
     return listeners;
+  }
+
+  private attachDns(servers: net.Server[], udpSockets: dgram.Socket[], dns: CapturedDnsHandler, options: PodListenerOptions): void {
+    const pod = this.pod;
+    for (const socket of udpSockets) dns.udpBound(socket, pod);
+    for (const server of servers) {
+      server.on('connection', (socket: net.Socket) => {
+        this.stats.accepted++;
+        try {
+          dns.tcpAccepted(socket, pod);
+        } catch {
+          this.stats.handlerErrors++;
+          socket.destroy();
+        }
+      });
+      server.on('error', (error: Error) => {
+        if (this.closed) return;
+        options.onFailure?.(error);
+      });
+    }
   }
 
   private attach(server: net.Server, kind: ListenerKind, tproxy: boolean, options: PodListenerOptions): void {
@@ -164,6 +217,7 @@ export class PodListeners {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    for (const socket of this.udpSockets) socket.close();
     await Promise.all(this.servers.map(closeServer));
   }
 

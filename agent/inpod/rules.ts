@@ -19,7 +19,11 @@
  *             connection 0x111; the app's replies get 0x111 back in mangle OUTPUT and policy routing
  *             (fwmark 0x111/0xfff -> table 100: local 0.0.0.0/0 dev lo) sends them to the agent's socket
  *             instead of out to the real client whose address the agent borrowed.
- *   lo        a pod calling itself (its own IP or 127.0.0.1) is left alone; DNS (UDP) is left alone.
+ *   dns       with `dnsCapture` (Istio's DNS capture), nat OUTPUT: UDP to port 53, and TCP to port 53 not to
+ *             127.0.0.1, not marked 0x539 -> REDIRECT :15053 (the agent's DNS proxy; its own upstream queries
+ *             are marked and leave); placed before the TCP rule so TCP 53 never reaches 15001. Without it DNS is
+ *             left alone.
+ *   lo        a pod calling itself (its own IP or 127.0.0.1) is left alone.
  */
 
 export type IptablesBackend = 'nft' | 'legacy';
@@ -36,6 +40,8 @@ export const INPOD = Object.freeze({
   outboundPort: 15001,
   inboundPlaintextPort: 15006,
   inboundHbonePort: 15008,
+  /** The agent's DNS proxy in the pod (ztunnel's DNS capture port). */
+  dnsPort: 15053,
   /** The agent's socket mark (1337); only the low 12 bits are ours, other software may use the rest. */
   mark: 0x539,
   markMask: 0xfff,
@@ -57,6 +63,8 @@ export interface InpodRuleOptions {
   ipv6?: boolean;
   /** Where the pod's net sysctls are written from inside its namespace (agent/config.ts procSysNet); /proc/sys/net by default. */
   procSysNet?: string;
+  /** Redirect the pod's DNS (UDP and TCP port 53) to the agent's DNS proxy on 15053. */
+  dnsCapture?: boolean;
 }
 
 export type IpFamily = 4 | 6;
@@ -133,6 +141,15 @@ function chainRules(options: InpodRuleOptions, family: IpFamily): Record<Table, 
   nat.push(
     // Replies to the agent's inbound dials and TPROXY'd traffic are never sent to the outbound listener.
     `-A ${out} -p tcp -m mark --mark ${TPROXY_MARK} -j ACCEPT`,
+  );
+  if (options.dnsCapture) {
+    nat.push(
+      // The pod's DNS, whatever resolver it names, goes to the agent; the agent's own queries (marked) leave.
+      `-A ${out} -p udp -m mark ! --mark ${MARK} -m udp --dport 53 -j REDIRECT --to-ports ${INPOD.dnsPort}`,
+      `-A ${out} ! -d ${loopback} -p tcp -m tcp --dport 53 -m mark ! --mark ${MARK} -j REDIRECT --to-ports ${INPOD.dnsPort}`,
+    );
+  }
+  nat.push(
     // An app calling its own pod IP goes over lo and stays inside the pod.
     `-A ${out} ! -d ${loopback} -o lo -j ACCEPT`,
     `-A ${out} ! -d ${loopback} -p tcp -m mark ! --mark ${MARK} -j REDIRECT --to-ports ${INPOD.outboundPort}`,

@@ -3,14 +3,15 @@
  * factory, so the same proxy code serves the node's own namespace, a pod's namespace, marked and unmarked
  * sockets, and tests can swap the factory.
  *
- * Owns: turning "listen on host:port" / "connect to host:port" into a listening net.Server or a connecting
- * net.Socket with the right namespace, SO_MARK, SO_REUSEPORT and IP_TRANSPARENT, via the native addon.
+ * Owns: turning "listen on host:port" / "connect to host:port" / "bind UDP host:port" into a listening
+ * net.Server, a connecting net.Socket or a bound dgram.Socket with the right namespace, SO_MARK, SO_REUSEPORT and IP_TRANSPARENT, via the native addon.
  * Must not know about: pods, iptables rules, HBONE, policy. It takes a namespace path, never a pod.
  *
  * Factories are values built from options; the named constructors below are the stacking ztunnel does
  * (plain -> marked -> in-pod -> reuse-port), expressed as option sets because the kernel needs every option
  * on the socket before bind/listen, in one native call.
  */
+import dgram from 'node:dgram';
 import net from 'node:net';
 import { nativeSockets } from './sockets.ts';
 import { CaptureError } from './errors.ts';
@@ -43,11 +44,21 @@ export interface ConnectRequest {
   noDelay?: boolean;
 }
 
+export interface BindUdpRequest {
+  host: string;
+  /** 0 for an ephemeral port. */
+  port: number;
+  /** IPV6_V6ONLY on an IPv6 socket, so it shares its port with an IPv4 socket. */
+  ipv6Only?: boolean;
+}
+
 export interface SocketFactory {
   /** Resolves with a server already listening; accepted sockets arrive as its 'connection' events. */
   listen(request: ListenRequest): Promise<net.Server>;
   /** Returns a socket that is connecting; failures (including creation failures) arrive as its 'error' event. */
   connect(request: ConnectRequest): net.Socket;
+  /** Resolves with a bound UDP socket (the DNS proxy's 15053 socket, its upstream queries). */
+  bindUdp(request: BindUdpRequest): Promise<dgram.Socket>;
   /** The options this factory applies, for diagnostics and for building a derived factory. */
   readonly options: Readonly<SocketFactoryOptions>;
 }
@@ -91,6 +102,11 @@ class PlainSocketFactory implements SocketFactory {
     if (request.localAddress !== undefined) options.localAddress = request.localAddress;
     if (request.localPort !== undefined) options.localPort = request.localPort;
     return net.connect(options);
+  }
+
+  bindUdp(request: BindUdpRequest): Promise<dgram.Socket> {
+    const socket = dgram.createSocket({ type: net.isIPv6(request.host) ? 'udp6' : 'udp4', ...(request.ipv6Only ? { ipv6Only: true } : {}) });
+    return bindSocket(socket, { address: request.host, port: request.port });
   }
 }
 
@@ -149,6 +165,30 @@ class NativeSocketFactory implements SocketFactory {
     // Node dials an fd it was handed like one it made: uv_tcp_connect on the already bound, marked socket.
     return socket.connect({ host: request.host, port: request.port });
   }
+
+  bindUdp(request: BindUdpRequest): Promise<dgram.Socket> {
+    let fd: number;
+    try {
+      fd = nativeSockets.bindUdp({
+        netns: this.options.netns,
+        host: request.host,
+        port: request.port,
+        mark: this.options.mark,
+        // An ephemeral port (the DNS forwarder's) must be the socket's own: with SO_REUSEPORT two sockets could be
+        // given the same one and share each other's replies.
+        reusePort: request.port !== 0 && this.options.reusePort,
+        ipv6Only: request.ipv6Only,
+      });
+    } catch (error) {
+      return Promise.reject(socketError('bind UDP', request.host, request.port, this.options.netns, error));
+    }
+    // dgram adopts a bound fd with bind({ fd }) and keeps its namespace, mark and address.
+    const socket = dgram.createSocket(net.isIPv6(request.host) ? 'udp6' : 'udp4');
+    return bindSocket(socket, { fd }).catch((error: unknown) => {
+      closeQuietly(fd);
+      throw socketError('bind UDP', request.host, request.port, this.options.netns, error);
+    });
+  }
 }
 
 const plainFactory = new PlainSocketFactory();
@@ -197,6 +237,22 @@ function listenServer(server: net.Server, options: net.ListenOptions | { fd: num
     server.once('error', onError);
     server.once('listening', onListening);
     server.listen(options as net.ListenOptions);
+  });
+}
+
+function bindSocket(socket: dgram.Socket, options: dgram.BindOptions): Promise<dgram.Socket> {
+  return new Promise((resolve, reject) => {
+    const onError = (error: Error): void => {
+      socket.off('listening', onListening);
+      reject(error);
+    };
+    const onListening = (): void => {
+      socket.off('error', onError);
+      resolve(socket);
+    };
+    socket.once('error', onError);
+    socket.once('listening', onListening);
+    socket.bind(options);
   });
 }
 

@@ -21,6 +21,15 @@ export interface ListenOptions {
   ipv6Only?: boolean;
 }
 
+export interface UdpOptions {
+  netns?: string;
+  host: string;
+  port: number;
+  mark?: number;
+  reusePort?: boolean;
+  ipv6Only?: boolean;
+}
+
 export interface SocketOptions {
   netns?: string;
   family?: 4 | 6;
@@ -47,6 +56,8 @@ export interface NativeSocketError extends Error {
 interface NativeSockets {
   listenTcp(options: ListenOptions): number;
   socketTcp(options: SocketOptions): number;
+  /** A bound UDP socket (DNS): wrap with dgram's bind({ fd }). */
+  bindUdp(options: UdpOptions): number;
   originalDst(fd: number): OriginalDestination;
   setMark(fd: number, mark: number): void;
   getMark(fd: number): number;

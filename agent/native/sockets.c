@@ -1,7 +1,7 @@
 /*
  * ambit_sockets: the socket operations Node.js cannot do by itself.
  *
- * Owns: creating TCP sockets inside another network namespace (setns is per
+ * Owns: creating TCP and UDP sockets inside another network namespace (setns is per
  * thread: enter, create, return), and the socket options the mesh needs
  * (SO_MARK, SO_REUSEPORT, IP_TRANSPARENT, SO_ORIGINAL_DST for IPv4 and IPv6).
  * Every failure becomes a JS Error with `code` (errno name), `errno` and
@@ -118,14 +118,14 @@ static int parse_addr(const char *host, int port, parsed_addr *out) {
 }
 
 /*
- * Creates a socket of `family` in the namespace at `netns_path` (or the
+ * Creates a socket of `family` and `type` (SOCK_STREAM, SOCK_DGRAM) in the namespace at `netns_path` (or the
  * current one when NULL). The calling thread always returns to its own
  * namespace; if it cannot, the process aborts rather than run on in the
  * wrong namespace.
  */
-static int socket_in_netns(const char *netns_path, int family, int *err, const char **syscall) {
+static int socket_in_netns(const char *netns_path, int family, int type, int *err, const char **syscall) {
   if (netns_path == NULL || netns_path[0] == '\0') {
-    int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) { *err = errno; *syscall = "socket"; }
     return fd;
   }
@@ -138,7 +138,7 @@ static int socket_in_netns(const char *netns_path, int family, int *err, const c
     close(target); close(self);
     return -1;
   }
-  int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int fd = socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   int socket_errno = errno;
   if (setns(self, CLONE_NEWNET) != 0) {
     fprintf(stderr, "ambit_sockets: cannot return to own network namespace: %s\n", strerror(errno));
@@ -207,7 +207,7 @@ static napi_value listen_tcp(napi_env env, napi_callback_info info) {
   }
   int err = 0;
   const char *syscall = NULL;
-  int fd = socket_in_netns(netns, addr.family, &err, &syscall);
+  int fd = socket_in_netns(netns, addr.family, SOCK_STREAM, &err, &syscall);
   if (fd < 0) return throw_errno(env, err, syscall, netns[0] ? netns : NULL);
   const char *failed = NULL;
   if (apply_common_options(env, opts, fd, addr.family, &failed) != 0) {
@@ -246,7 +246,7 @@ static napi_value socket_tcp(napi_env env, napi_callback_info info) {
   int af = family == 6 ? AF_INET6 : AF_INET;
   int err = 0;
   const char *syscall = NULL;
-  int fd = socket_in_netns(netns, af, &err, &syscall);
+  int fd = socket_in_netns(netns, af, SOCK_STREAM, &err, &syscall);
   if (fd < 0) return throw_errno(env, err, syscall, netns[0] ? netns : NULL);
   const char *failed = NULL;
   if (apply_common_options(env, opts, fd, af, &failed) != 0) {
@@ -265,6 +265,52 @@ static napi_value socket_tcp(napi_env env, napi_callback_info info) {
       err = errno; close(fd);
       return throw_errno(env, err, "bind", bind_host);
     }
+  }
+  napi_value result;
+  CHECK_NAPI(env, napi_create_int32(env, fd, &result));
+  return result;
+}
+
+/*
+ * bindUdp({ netns?, host, port, mark?, reusePort?, ipv6Only? }) -> fd of a
+ * bound UDP socket, to be wrapped by Node (dgram's bind({ fd })). Port 0 picks
+ * an ephemeral port (the DNS forwarder's upstream socket).
+ */
+static napi_value bind_udp(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value opts;
+  CHECK_NAPI(env, napi_get_cb_info(env, info, &argc, &opts, NULL, NULL));
+  if (argc < 1) { napi_throw_type_error(env, "EINVAL", "bindUdp needs an options object"); return NULL; }
+  char netns[4096] = "", host[64] = "";
+  int64_t port = 0;
+  get_string_prop(env, opts, "netns", netns, sizeof netns);
+  if (!get_string_prop(env, opts, "host", host, sizeof host)) {
+    napi_throw_type_error(env, "EINVAL", "bindUdp needs host (an IP address literal)");
+    return NULL;
+  }
+  if (!get_int_prop(env, opts, "port", &port) || port < 0 || port > 65535) {
+    napi_throw_range_error(env, "EINVAL", "bindUdp needs port 0-65535");
+    return NULL;
+  }
+  parsed_addr addr;
+  if (parse_addr(host, (int)port, &addr) != 0) {
+    napi_throw_type_error(env, "EINVAL", "bindUdp host must be an IPv4 or IPv6 address literal");
+    return NULL;
+  }
+  int err = 0;
+  const char *syscall = NULL;
+  int fd = socket_in_netns(netns, addr.family, SOCK_DGRAM, &err, &syscall);
+  if (fd < 0) return throw_errno(env, err, syscall, netns[0] ? netns : NULL);
+  const char *failed = NULL;
+  if (apply_common_options(env, opts, fd, addr.family, &failed) != 0) {
+    err = errno; close(fd);
+    return throw_errno(env, err, failed, NULL);
+  }
+  if (bind(fd, (struct sockaddr *)&addr.addr, addr.addr_len) != 0) {
+    err = errno; close(fd);
+    char detail[96];
+    snprintf(detail, sizeof detail, "%s:%d", host, (int)port);
+    return throw_errno(env, err, "bind", detail);
   }
   napi_value result;
   CHECK_NAPI(env, napi_create_int32(env, fd, &result));
@@ -379,6 +425,7 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"listenTcp", NULL, listen_tcp, NULL, NULL, NULL, napi_default, NULL},
     {"socketTcp", NULL, socket_tcp, NULL, NULL, NULL, napi_default, NULL},
+    {"bindUdp", NULL, bind_udp, NULL, NULL, NULL, napi_default, NULL},
     {"originalDst", NULL, original_dst, NULL, NULL, NULL, napi_default, NULL},
     {"setMark", NULL, set_mark, NULL, NULL, NULL, napi_default, NULL},
     {"getMark", NULL, get_mark, NULL, NULL, NULL, napi_default, NULL},

@@ -10,5 +10,6 @@ import { policySuite } from '../policy.ts';
 import { telemetrySuite } from './telemetry.ts';
 import { podstartSuite } from './podstart.ts';
 import { servicesSuite } from './services.ts';
+import { dnsSuite } from './dns.ts';
 
-export const SUITES: readonly Suite[] = [hboneSuite, meshSuite, controlplaneSuite, policySuite, telemetrySuite, podstartSuite, servicesSuite];
+export const SUITES: readonly Suite[] = [hboneSuite, meshSuite, controlplaneSuite, policySuite, telemetrySuite, podstartSuite, servicesSuite, dnsSuite];

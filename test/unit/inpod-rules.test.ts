@@ -39,6 +39,17 @@ test('tproxy: outbound redirected to 15001, inbound TPROXY to 15006, 15008 and t
   t.false(text.includes('15053'));
 });
 
+test('dnsCapture: UDP 53 and TCP 53 (not to loopback) of unmarked packets go to 15053, before TCP goes to 15001; ::1 for IPv6', (t) => {
+  for (const [family, loopback] of [[4, '127.0.0.1/32'], [6, '::1/128']] as const) {
+    const nat = tableOf(renderInstall({ inbound: 'tproxy', dnsCapture: true }, none, family), 'nat');
+    const udp = nat.findIndex((line) => line === '-A ISTIO_OUTPUT -p udp -m mark ! --mark 0x539/0xfff -m udp --dport 53 -j REDIRECT --to-ports 15053');
+    const tcp = nat.findIndex((line) => line === `-A ISTIO_OUTPUT ! -d ${loopback} -p tcp -m tcp --dport 53 -m mark ! --mark 0x539/0xfff -j REDIRECT --to-ports 15053`);
+    t.true(udp >= 0 && tcp >= 0, `family ${family}`);
+    t.true(tcp < nat.findIndex((line) => line.includes('--to-ports 15001')), 'TCP 53 must not reach the outbound listener');
+    t.true(udp < nat.findIndex((line) => line.includes('-o lo -j ACCEPT')), 'a resolver on the pod\'s own address is captured too');
+  }
+});
+
 test('redirect: inbound REDIRECT to 15006 in nat, except 15008 and marked packets, and no TPROXY', (t) => {
   const text = renderInstall({ inbound: 'redirect' }, none);
   const nat = tableOf(text, 'nat');
