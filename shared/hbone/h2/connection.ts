@@ -14,8 +14,9 @@
  * Must not know about: TLS, identities, HBONE's statuses or targets, sockets other than the one it is given.
  *
  * Hot path: received DATA goes from FrameReader straight to the stream's handler; sent DATA is a 9-byte header
- * (carved from a slab) and the caller's own buffer, written while the socket is corked until the end of the
- * current tick, so one tick's frames leave in one writev.
+ * (carved from a slab) and the caller's own buffer, gathered in our own list until the end of the current tick
+ * and then written as one buffer (one `write`; TLS would copy a writev's pieces together before encrypting
+ * anyway, and Node's corked Writable would allocate a request object per piece).
  * Events (rare, so an EventEmitter): 'remoteSettings' (the peer's first SETTINGS), 'stream' (server: a new
  * well-formed request stream), 'goaway' (code, lastStreamId), 'streamError' (an H2Error for a stream we reset
  * because of the peer), 'error' (the H2Error that ended the connection; emitted only when listened to),
@@ -150,8 +151,8 @@ export interface H2ConnectionStats {
   resetsReceived: number;
 }
 
-function uncorkConnection(connection: H2Connection): void {
-  connection.uncork();
+function flushConnection(connection: H2Connection): void {
+  connection.flush();
 }
 
 export class H2Connection extends EventEmitter implements FrameReceiver {
@@ -198,7 +199,9 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
   #goawayReceived = false;
   #closed = false;
   #error: H2Error | undefined;
-  #corked = false;
+  /** What this tick wrote, flushed to the socket as one buffer at the end of the tick. */
+  readonly #out: Buffer[] = [];
+  #outBytes = 0;
   #slab = Buffer.allocUnsafeSlow(HEADER_SLAB_BYTES);
   #slabOffset = 0;
 
@@ -368,7 +371,7 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
 
   /** True while the socket's queue is below its high-water mark. */
   socketHasRoom(): boolean {
-    return this.socket.writableLength < SOCKET_HIGH_WATER_BYTES;
+    return this.socket.writableLength + this.#outBytes < SOCKET_HIGH_WATER_BYTES;
   }
 
   waitForDrain(stream: H2Stream): void {
@@ -406,22 +409,26 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
     if (stream.localEnded && !stream.endQueued && stream.remoteEnded && !stream.closed) this.#closeStream(stream, undefined, false);
   }
 
-  uncork(): void {
-    this.#corked = false;
-    this.socket.uncork();
+  /** Writes what this tick gathered (called at the end of the tick, and before the socket is ended). */
+  flush(): void {
+    const out = this.#out;
+    if (out.length === 0) return;
+    const socket = this.socket;
+    const data = out.length === 1 ? out[0]! : Buffer.concat(out, this.#outBytes);
+    out.length = 0;
+    this.#outBytes = 0;
+    if (!socket.destroyed && !socket.writableEnded) socket.write(data);
   }
 
   // ---- Writing ----
 
   #write(buffer: Buffer): void {
-    const socket = this.socket;
-    if (socket.destroyed || socket.writableEnded) return;
-    if (!this.#corked) {
-      this.#corked = true;
-      socket.cork();
-      process.nextTick(uncorkConnection, this);
+    if (this.#out.length === 0) {
+      if (this.socket.destroyed || this.socket.writableEnded) return;
+      process.nextTick(flushConnection, this);
     }
-    socket.write(buffer);
+    this.#out.push(buffer);
+    this.#outBytes += buffer.length;
   }
 
   #frameHeader(length: number, type: number, flags: number, streamId: number): Buffer {
@@ -458,7 +465,7 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
 
   /** A reply the peer asked for (PING ACK, SETTINGS ACK): refused once the peer stops reading them. */
   #writeReply(frame: Buffer): void {
-    if (this.socket.writableLength > CONTROL_FLOOD_SOCKET_BYTES) {
+    if (this.socket.writableLength + this.#outBytes > CONTROL_FLOOD_SOCKET_BYTES) {
       throw connectionError(H2_ENHANCE_YOUR_CALM, 'the peer asks for replies (PING, SETTINGS) faster than it reads them');
     }
     this.#write(frame);
@@ -564,6 +571,7 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
     clearTimeout(this.#pingTimer);
     for (const stream of [...this.#streams.values()]) this.#closeStream(stream, H2_CANCEL, false);
     const socket = this.socket;
+    this.flush();
     if (!socket.destroyed) {
       socket.end();
       setTimeout(destroySocket, CLOSE_FLUSH_MS, socket).unref();
