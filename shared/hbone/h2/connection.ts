@@ -385,7 +385,8 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
   /** Sends the stream's credit back to the peer once half its window is consumed (and it is not paused). */
   creditStream(stream: H2Stream): void {
     const owed = stream.receivedUncredited;
-    if (stream.readingPaused || stream.closed || stream.remoteEnded || owed < this.#streamWindow / 2) return;
+    // No handler yet (a server still deciding): what arrives waits on the stream, so no credit until it is taken.
+    if (stream.readingPaused || stream.handler === undefined || stream.closed || stream.remoteEnded || owed < this.#streamWindow / 2) return;
     stream.receivedUncredited = 0;
     stream.receiveWindow += owed;
     this.#write(windowUpdateFrame(stream.id, owed));
@@ -417,7 +418,10 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
     const data = out.length === 1 ? out[0]! : Buffer.concat(out, this.#outBytes);
     out.length = 0;
     this.#outBytes = 0;
-    if (!socket.destroyed && !socket.writableEnded) socket.write(data);
+    if (socket.destroyed || socket.writableEnded) return;
+    socket.write(data);
+    // A write the kernel took at once emits no 'drain' (Node 24): streams held back by our own queue hear it here.
+    if (this.#drainWaiters.size > 0) this.#notifyDrained();
   }
 
   // ---- Writing ----

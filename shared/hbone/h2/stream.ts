@@ -6,7 +6,8 @@
  * mark and the handler's `onDrain` follows), `end` (END_STREAM after everything queued), `reset` (RST_STREAM),
  * receive-side credit (WINDOW_UPDATE once half the window is consumed, held back while the reader is paused),
  * and delivery to one handler object: data, end, response headers, close. Data that arrives before a handler is
- * attached (a server deciding whether to accept) waits here, bounded by the stream window.
+ * attached (a server deciding whether to accept) waits here, bounded by the stream window (no credit is given
+ * back until a handler takes it).
  * Must not know about: sockets, frames' bytes, HPACK, HBONE. The connection does the wire; this file decides.
  *
  * Hot path: `write` of a chunk that fits the windows goes straight to the connection's frame writer; a piece of
@@ -95,6 +96,7 @@ export class H2Stream {
     if (early) for (const chunk of early) handler.onData(this, chunk);
     if (this.remoteEnded) handler.onEnd(this);
     if (this.closed) handler.onClose(this);
+    else this.connection.creditStream(this);
   }
 
   /**
