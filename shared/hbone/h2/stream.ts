@@ -140,9 +140,10 @@ export class H2Stream {
     this.connection.blockedOnWindow(this);
   }
 
-  /** Half-closes our side: END_STREAM once every written byte is sent. */
-  end(): void {
+  /** Half-closes our side (after writing `chunk`, if given): END_STREAM once every written byte is sent. */
+  end(chunk?: Buffer): void {
     if (this.closed || this.localEnded) return;
+    if (chunk !== undefined) this.write(chunk);
     this.localEnded = true;
     if (this.pendingBytes > 0) {
       this.endQueued = true;
