@@ -124,9 +124,11 @@ test('refusals: a policy denial is 401 (HBONE_DENIED), a closed target port is 5
   t.is((refused as HboneError).code, 'HBONE_REFUSED');
   // A host name where an ip:port belongs (our client would never send it: sent raw here).
   const badAuthority = new StreamCollector();
-  connection.request([':method', 'CONNECT', ':authority', 'db.internal:5432'], badAuthority);
-  const answered = await badAuthority.done;
-  t.is(answered.status, 400);
+  const raw = connection.request([':method', 'CONNECT', ':authority', 'db.internal:5432'], badAuthority);
+  t.true(await waitFor(() => raw.status !== 0 && badAuthority.ended));
+  t.is(raw.status, 400);
+  raw.end();
+  t.is((await badAuthority.done).rstCode, undefined);
   // The connection is still good for the next tunnel.
   const { stream, collector } = await openCollected(connection, pair.serverAddress, echo.address);
   stream.end(Buffer.from('ok'));
