@@ -202,7 +202,9 @@ export class H2Stream {
   deliverClose(rstCode: number | undefined, byPeer: boolean): void {
     if (this.closed) return;
     this.closed = true;
-    if (rstCode !== undefined && !(rstCode === H2_NO_ERROR && this.remoteEnded && this.localEnded)) {
+    // RST_STREAM NO_ERROR after the peer's END_STREAM is a server saying "complete, send no more" (RFC 9113
+    // 8.1): a clean end, as node:http2's splice treats it too.
+    if (rstCode !== undefined && !(rstCode === H2_NO_ERROR && this.remoteEnded)) {
       this.rstCode = rstCode;
       this.resetByPeer = byPeer;
     }
