@@ -154,6 +154,16 @@ test('rapid reset (streams opened and reset faster than the budget) ends the con
   t.true(connection.stats.resetsReceived <= 22);
 });
 
+test('a flood of empty DATA frames is cut off with ENHANCE_YOUR_CALM; a few are harmless', async (t) => {
+  const { peer, connection, close } = await serverUnderTest();
+  t.teardown(close);
+  peer.send(headersFrame(1, CONNECT_HEADERS), ...Array.from({ length: 10 }, () => frame(FRAME_DATA, 0, 1)), pingFrame(Buffer.alloc(8), false));
+  await peer.waitFor((received) => received.type === FRAME_PING);
+  t.false(connection.closed);
+  peer.send(...Array.from({ length: 1200 }, () => frame(FRAME_DATA, 0, 1)));
+  t.is(await peer.goawayCode(), H2_ENHANCE_YOUR_CALM);
+});
+
 test('window overflow: past 2^31-1 on the connection is GOAWAY FLOW_CONTROL_ERROR, on a stream RST_STREAM', async (t) => {
   const onStream = await serverUnderTest();
   t.teardown(onStream.close);

@@ -7,8 +7,8 @@
  * control both ways, WINDOW_UPDATE, PING (answers, our pings and optional keepalive), RST_STREAM both ways,
  * GOAWAY both ways (graceful drain: no new streams, the connection closes when the last stream does), the peer's
  * SETTINGS_MAX_CONCURRENT_STREAMS and ours, and every defence against a hostile peer: frame sizes (FrameReader),
- * HPACK bombs (HpackDecoder's list limit), header blocks too large or split into too many CONTINUATIONs, window
- * overflow, stream floods (REFUSED_STREAM beyond our limit) and rapid reset (a token bucket on the peer's
+ * HPACK bombs (HpackDecoder's list limit), header blocks too large or split into too many CONTINUATIONs, empty
+ * DATA floods, window overflow, stream floods (REFUSED_STREAM beyond our limit) and rapid reset (a token bucket on the peer's
  * RST_STREAMs and our refusals; empty -> GOAWAY ENHANCE_YOUR_CALM). Connection errors end in GOAWAY with the
  * RFC's code; stream errors in RST_STREAM; nothing a peer sends makes this code throw to its caller.
  * Must not know about: TLS, identities, HBONE's statuses or targets, sockets other than the one it is given.
@@ -95,6 +95,11 @@ export const DEFAULT_MAX_HEADER_LIST_BYTES = 64 * 1024;
 export const DEFAULT_HEADER_TABLE_BYTES = 4096;
 /** One header block in more than this many CONTINUATION frames is a flood (CVE-2024-27316 and relatives). */
 export const DEFAULT_MAX_CONTINUATION_FRAMES = 32;
+/**
+ * Empty DATA frames (no payload, no END_STREAM) carry nothing but cost a parse each: more than this many in a row
+ * is the "data dribble" flood (CVE-2019-9518), answered with ENHANCE_YOUR_CALM.
+ */
+const MAX_EMPTY_DATA_FRAMES_IN_A_ROW = 1000;
 /** Streams our client lets a server initiate: none (HBONE servers never push). Advertised by the server side only. */
 const CLIENT_ID_LIMIT = 2 ** 31 - 1;
 /** `write` says false once the socket holds this much unsent (the TLS layer's queue). */
@@ -194,6 +199,7 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
   #dataStream: H2Stream | undefined;
   #dataLength = 0;
   #dataEndStream = false;
+  #emptyDataFrames = 0;
 
   #goawaySent = false;
   #goawayReceived = false;
@@ -593,6 +599,11 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
       throw connectionError(H2_FLOW_CONTROL_ERROR, `DATA of ${length} bytes with ${this.#receiveWindow} left in the connection window`);
     }
     this.#receiveWindow -= length;
+    if (length === 0 && !(flags & FLAG_END_STREAM)) {
+      if (++this.#emptyDataFrames > MAX_EMPTY_DATA_FRAMES_IN_A_ROW) throw connectionError(H2_ENHANCE_YOUR_CALM, `more than ${MAX_EMPTY_DATA_FRAMES_IN_A_ROW} empty DATA frames in a row`);
+    } else {
+      this.#emptyDataFrames = 0;
+    }
     this.#dataLength = length;
     this.#dataEndStream = (flags & FLAG_END_STREAM) !== 0;
     this.#dataStream = undefined;
