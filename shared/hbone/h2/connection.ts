@@ -15,8 +15,9 @@
  *
  * Hot path: received DATA goes from FrameReader straight to the stream's handler; sent DATA is a 9-byte header
  * (carved from a slab) and the caller's own buffer, gathered in our own list until the end of the current tick
- * and then written as one buffer (one `write`; TLS would copy a writev's pieces together before encrypting
- * anyway, and Node's corked Writable would allocate a request object per piece).
+ * and then written at once: small ticks (a 1 KiB round trip's frames) as one concatenated buffer, one `write`;
+ * bulk ticks as one corked writev of the pieces, since TLS copies a writev's pieces together before encrypting
+ * anyway and a concat here would copy every payload twice (measured: 4.6% of the client relay's CPU).
  * Events (rare, so an EventEmitter): 'remoteSettings' (the peer's first SETTINGS), 'stream' (server: a new
  * well-formed request stream), 'goaway' (code, lastStreamId), 'streamError' (an H2Error for a stream we reset
  * because of the peer), 'error' (the H2Error that ended the connection; emitted only when listened to),
@@ -109,6 +110,11 @@ const SOCKET_HIGH_WATER_BYTES = 1024 * 1024;
  * bound; past this it is cut off with ENHANCE_YOUR_CALM. Far above what data frames ever queue (windows).
  */
 const CONTROL_FLOOD_SOCKET_BYTES = 64 * 1024 * 1024;
+/**
+ * A tick's frames up to this size leave as one concatenated buffer (small frames: one write call, one copy);
+ * above it, as a corked writev of the pieces (bulk DATA: the TLS layer's own gathering copy is the only one).
+ */
+const CONCAT_MAX_BYTES = 16 * 1024;
 /** Frame headers are carved from slabs of this size (1,820 headers each). */
 const HEADER_SLAB_BYTES = 16_380;
 /** After a GOAWAY of ours the socket gets this long to flush before it is destroyed. */
@@ -421,11 +427,23 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
     const out = this.#out;
     if (out.length === 0) return;
     const socket = this.socket;
-    const data = out.length === 1 ? out[0]! : Buffer.concat(out, this.#outBytes);
-    out.length = 0;
+    const bytes = this.#outBytes;
     this.#outBytes = 0;
-    if (socket.destroyed || socket.writableEnded) return;
-    socket.write(data);
+    if (socket.destroyed || socket.writableEnded) {
+      out.length = 0;
+      return;
+    }
+    if (out.length === 1) {
+      socket.write(out[0]!);
+    } else if (bytes <= CONCAT_MAX_BYTES) {
+      socket.write(Buffer.concat(out, bytes));
+    } else {
+      // Large payloads: one corked writev; TLS copies the pieces together once (a concat here would copy twice).
+      socket.cork();
+      for (let index = 0; index < out.length; index++) socket.write(out[index]!);
+      socket.uncork();
+    }
+    out.length = 0;
     // A write the kernel took at once emits no 'drain' (Node 24): streams held back by our own queue hear it here.
     if (this.#drainWaiters.size > 0) this.#notifyDrained();
   }
