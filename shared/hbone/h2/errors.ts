@@ -41,8 +41,6 @@ export type H2ErrorCode =
   | 'H2_PEER_STREAM'
   /** The peer ended the connection (GOAWAY with an error, or the socket closed mid-stream). */
   | 'H2_CONNECTION_CLOSED'
-  /** The peer reset a stream (RST_STREAM). */
-  | 'H2_STREAM_RESET'
   /** No SETTINGS or PING ACK within the timeout. */
   | 'H2_TIMEOUT'
   /** Used after close or against the peer's limits (no stream can be opened now). */

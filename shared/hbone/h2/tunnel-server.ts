@@ -21,8 +21,7 @@ import type { H2Error } from './errors.ts';
 import { spliceH2 } from './splice.ts';
 import type { H2Stream } from './stream.ts';
 
-export interface H2TunnelServerOptions extends Omit<HboneServerOptions, 'certificateFor'> {
-  certificateFor: HboneServerOptions['certificateFor'];
+export interface H2TunnelServerOptions extends HboneServerOptions {
   /** Told about every connection-level protocol error and stream the layer reset for the peer's fault. */
   onProtocolError?: (error: H2Error) => void;
   /** Overrides for the HTTP/2 layer (limits in hostile-input tests). */
