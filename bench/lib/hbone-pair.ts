@@ -31,15 +31,28 @@ export function hboneClientArgs(certs: BenchCertificates, serverPort: number, ta
   ];
 }
 
+/**
+ * Which HTTP/2 the pair speaks: `node` is the library as the agent uses it (node:http2); `own` is ambit's own
+ * layer in shared/hbone/h2/ (relay-h2-*.ts), measured beside it until the agent switches.
+ */
+export type HboneImplementation = 'node' | 'own';
+
+const RELAYS: Record<HboneImplementation, { client: string; server: string; role: string; label: string }> = {
+  node: { client: 'relay-hbone-client.ts', server: 'relay-hbone-server.ts', role: 'hbone', label: 'HBONE' },
+  own: { client: 'relay-h2-client.ts', server: 'relay-h2-server.ts', role: 'h2', label: 'HBONE (own HTTP/2)' },
+};
+
 export async function startHbonePair(
   group: ProcessGroup,
   certs: BenchCertificates,
   targetPort: number,
   profileDir?: string,
+  implementation: HboneImplementation = 'node',
 ): Promise<RelayPair & { serverPort: number }> {
-  const serverTool = nodeTool('relay-hbone-server.ts', ['--cert', certs.server.json], profileDir ? { dir: profileDir, role: 'hbone-server' } : undefined);
-  const server = await group.start('HBONE server relay', serverTool.command, serverTool.args);
-  const clientTool = nodeTool('relay-hbone-client.ts', hboneClientArgs(certs, server.port, targetPort), profileDir ? { dir: profileDir, role: 'hbone-client' } : undefined);
-  const client = await group.start('HBONE client relay', clientTool.command, clientTool.args);
+  const relays = RELAYS[implementation];
+  const serverTool = nodeTool(relays.server, ['--cert', certs.server.json], profileDir ? { dir: profileDir, role: `${relays.role}-server` } : undefined);
+  const server = await group.start(`${relays.label} server relay`, serverTool.command, serverTool.args);
+  const clientTool = nodeTool(relays.client, hboneClientArgs(certs, server.port, targetPort), profileDir ? { dir: profileDir, role: `${relays.role}-client` } : undefined);
+  const client = await group.start(`${relays.label} client relay`, clientTool.command, clientTool.args);
   return { entryPort: client.port, client, server, serverPort: server.port };
 }

@@ -4,7 +4,8 @@
  * Paths (each role its own process; all on 127.0.0.1):
  *   direct   load -> target
  *   stunnel  load -> stunnel client -> TLS -> stunnel server -> target
- *   hbone    load -> our client relay -> HBONE (mTLS h2 CONNECT) -> our server relay -> target
+ *   hbone    load -> our client relay -> HBONE (mTLS h2 CONNECT) -> our server relay -> target (node:http2)
+ *   h2       the same pair on ambit's own HTTP/2 layer (shared/hbone/h2/, issue 14), measured beside node:http2
  * Measures: bulk throughput (1 stream; 8 parallel streams), 1 KiB round trips on one persistent connection,
  * new connections to the first echoed byte, and for HBONE the library's open() on a warm pool; relay CPU for
  * each. Repetitions are interleaved across paths so drift in the machine's load hits every path alike.
@@ -65,8 +66,8 @@ const QUICK: Sizes = {
   connectWarmup: 20,
 };
 
-type PathKey = 'direct' | 'stunnel' | 'hbone';
-const PATH_LABELS: Record<PathKey, string> = { direct: 'direct TCP', stunnel: 'stunnel pair', hbone: 'HBONE pair' };
+type PathKey = 'direct' | 'stunnel' | 'hbone' | 'h2';
+const PATH_LABELS: Record<PathKey, string> = { direct: 'direct TCP', stunnel: 'stunnel pair', hbone: 'HBONE pair', h2: 'HBONE pair, own HTTP/2' };
 
 interface Path {
   key: PathKey;
@@ -121,6 +122,7 @@ async function run(context: SuiteContext): Promise<SuiteResult> {
     direct: emptyFigures(),
     stunnel: emptyFigures(),
     hbone: emptyFigures(),
+    h2: emptyFigures(),
   };
   try {
     const stunnel = await startStunnelPair(processes, context.runDir, certs, target.port);
@@ -138,6 +140,12 @@ async function run(context: SuiteContext): Promise<SuiteResult> {
       paths.push({ key: 'hbone', entryPort: pair.entryPort, relays: { client: pair.client.pid, server: pair.server.pid } });
     } catch (error) {
       figures.hbone.errors.push(`HBONE relays did not start: ${firstLine(error)}`);
+    }
+    try {
+      const pair = await startHbonePair(processes, certs, target.port, context.profileDir, 'own');
+      paths.push({ key: 'h2', entryPort: pair.entryPort, relays: { client: pair.client.pid, server: pair.server.pid } });
+    } catch (error) {
+      figures.h2.errors.push(`HBONE relays on the own HTTP/2 layer did not start: ${firstLine(error)}`);
     }
   }
 
@@ -254,7 +262,7 @@ function goal(name: string, value: number | undefined, target: string, meets: (v
 }
 
 function buildResult(sizes: Sizes, figures: Record<PathKey, PathFigures>, libraryPresent: boolean): SuiteResult {
-  const keys: PathKey[] = ['direct', 'stunnel', 'hbone'];
+  const keys: PathKey[] = ['direct', 'stunnel', 'hbone', 'h2'];
   const pick = (select: (f: PathFigures) => number | undefined): Record<PathKey, number | undefined> =>
     Object.fromEntries(keys.map((key) => [key, select(figures[key])])) as Record<PathKey, number | undefined>;
 
@@ -272,8 +280,8 @@ function buildResult(sizes: Sizes, figures: Record<PathKey, PathFigures>, librar
   const openP99 = medianOf(figures.hbone.open, (r) => r.p99);
   const added = (values: Record<PathKey, number | undefined>, key: PathKey): number | undefined =>
     values[key] === undefined || values.direct === undefined ? undefined : values[key]! - values.direct;
-  const addedP50 = { direct: undefined, stunnel: added(rttP50, 'stunnel'), hbone: added(rttP50, 'hbone') };
-  const addedP99 = { direct: undefined, stunnel: added(rttP99, 'stunnel'), hbone: added(rttP99, 'hbone') };
+  const addedP50 = { direct: undefined, stunnel: added(rttP50, 'stunnel'), hbone: added(rttP50, 'hbone'), h2: added(rttP50, 'h2') };
+  const addedP99 = { direct: undefined, stunnel: added(rttP99, 'stunnel'), hbone: added(rttP99, 'hbone'), h2: added(rttP99, 'h2') };
 
   const goals: Goal[] = [
     goal('throughput, 1 stream: HBONE ÷ stunnel', ratio(single.hbone, single.stunnel), '≥ 1.0x', (v) => v >= 1.0),
@@ -293,8 +301,8 @@ function buildResult(sizes: Sizes, figures: Record<PathKey, PathFigures>, librar
     { label: 'latency added over direct, p99 (µs)', values: addedP99 },
     { label: 'new connection to first echoed byte, p50 (µs)', values: connectP50 },
     { label: 'new connection to first echoed byte, p99 (µs)', values: connectP99 },
-    { label: 'HBONE open() on a warm pool to first echoed byte, p50 (µs)', values: { direct: undefined, stunnel: connectP50.stunnel, hbone: openP50 }, goal: goalOpen },
-    { label: 'HBONE open() on a warm pool to first echoed byte, p99 (µs)', values: { direct: undefined, stunnel: connectP99.stunnel, hbone: openP99 } },
+    { label: 'HBONE open() on a warm pool to first echoed byte, p50 (µs)', values: { direct: undefined, stunnel: connectP50.stunnel, hbone: openP50, h2: undefined }, goal: goalOpen },
+    { label: 'HBONE open() on a warm pool to first echoed byte, p99 (µs)', values: { direct: undefined, stunnel: connectP99.stunnel, hbone: openP99, h2: undefined } },
     { label: 'relay CPU, both ends, per GiB, 1 stream (s)', values: singleCpu },
     { label: `relay CPU, both ends, per GiB, ${sizes.parallelStreams} streams (s)`, values: parallelCpu },
     { label: 'relay CPU, both ends, per 1,000 round trips (ms)', values: rttCpu },
@@ -305,6 +313,8 @@ function buildResult(sizes: Sizes, figures: Record<PathKey, PathFigures>, librar
     ...keys.map((key) => (key === 'direct' && row.label.startsWith('relay CPU') ? 'no relay' : formatNumber(row.values[key]))),
     formatRatio(ratio(row.values.hbone, row.values.direct)),
     formatRatio(ratio(row.values.hbone, row.values.stunnel)),
+    formatRatio(ratio(row.values.h2, row.values.hbone)),
+    formatRatio(ratio(row.values.h2, row.values.stunnel)),
     row.goal ? goalMark(row.goal) : '',
   ]);
 
@@ -312,6 +322,7 @@ function buildResult(sizes: Sizes, figures: Record<PathKey, PathFigures>, librar
     `Medians of ${sizes.throughputRuns} runs for throughput and of ${sizes.rttRuns} runs (${sizes.rttCount.toLocaleString('en-US')} round trips each, after ${sizes.rttWarmup} warm-up) for round trips;` +
       ` ${sizes.connectCount.toLocaleString('en-US')} new connections/streams, one at a time, after ${sizes.connectWarmup} warm-up. MB = 10^6 bytes.`,
     'Ratios: "HBONE ÷ direct" and "HBONE ÷ stunnel" divide the HBONE figure by the other; for throughput higher is better, for times and CPU lower is better.',
+    '"HBONE pair, own HTTP/2" is the same relay pair on ambit\'s own HTTP/2 layer (shared/hbone/h2/) instead of node:http2; "own ÷ HBONE" and "own ÷ stunnel" divide its figure by the node:http2 pair\'s and by stunnel\'s. Goals are judged on the node:http2 pair (what the agent runs).',
     'The open() row compares a new HBONE stream on the pool\'s warm connection with a new TCP connection through the stunnel pair (which pays a TLS handshake); the "new connection" rows go through each pair\'s entry relay.',
   ];
   if ([addedP50.stunnel, addedP50.hbone, addedP99.stunnel, addedP99.hbone].some((value) => value !== undefined && value < 0)) {
@@ -324,7 +335,7 @@ function buildResult(sizes: Sizes, figures: Record<PathKey, PathFigures>, librar
     suite: 'hbone',
     tables: [{
       title: 'HBONE vs direct TCP and stunnel4 (loopback, each role its own process)',
-      columns: ['measure', 'direct TCP', 'stunnel pair', 'HBONE pair', 'HBONE ÷ direct', 'HBONE ÷ stunnel', 'goal'],
+      columns: ['measure', 'direct TCP', 'stunnel pair', 'HBONE pair', 'HBONE pair, own HTTP/2', 'HBONE ÷ direct', 'HBONE ÷ stunnel', 'own ÷ HBONE', 'own ÷ stunnel', 'goal'],
       rows,
       notes,
     }],

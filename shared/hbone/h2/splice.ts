@@ -1,0 +1,141 @@
+/**
+ * Joins one TCP socket and one H2Stream: the body of an HBONE tunnel on this layer, either side.
+ *
+ * Owns: data both ways with backpressure (TCP reading paused while the stream says false, stream credit held back
+ * while the socket holds SPLICE_BUFFER_BYTES unsent), half-close both ways (FIN -> END_STREAM, END_STREAM -> FIN),
+ * resets both ways (TCP error -> RST_STREAM CONNECT_ERROR, TCP closed unfinished -> CANCEL; a stream reset or
+ * torn down with its connection -> TCP RST), and the byte counts at the end (read from the socket's counters).
+ * Must not know about: TLS, HPACK, pools, policy, which side of the tunnel it is on.
+ *
+ * Hot path: the splice object is the stream's handler (methods, no closures per chunk); socket data goes to
+ * `stream.write` as is; stream data goes to `socket.write` as is, corked until the end of the tick so the pieces
+ * of one TLS read leave in one writev.
+ */
+import type net from 'node:net';
+import { SPLICE_BUFFER_BYTES } from '../config.ts';
+import { H2_CANCEL, H2_CONNECT_ERROR, h2ErrorName } from './errors.ts';
+import type { H2Stream, H2StreamHandler } from './stream.ts';
+
+export interface H2SpliceResult {
+  bytesFromSocket: number;
+  bytesToSocket: number;
+  /** The RST_STREAM code when the stream was reset (by either side) or torn down; undefined when it ended cleanly. */
+  rstCode: number | undefined;
+  error?: Error;
+}
+
+/** Splices `socket` and `stream`; resolves once both are closed. Never rejects. */
+export function spliceH2(socket: net.Socket, stream: H2Stream): Promise<H2SpliceResult> {
+  return new Promise((resolve) => {
+    new H2Splice(socket, stream, resolve);
+  });
+}
+
+function uncorkSplice(splice: H2Splice): void {
+  splice.uncork();
+}
+
+class H2Splice implements H2StreamHandler {
+  readonly #socket: net.Socket;
+  readonly #stream: H2Stream;
+  readonly #resolve: (result: H2SpliceResult) => void;
+  readonly #bytesReadAtStart: number;
+  readonly #bytesWrittenAtStart: number;
+  #openSides = 2;
+  #error: Error | undefined;
+  #corked = false;
+
+  constructor(socket: net.Socket, stream: H2Stream, resolve: (result: H2SpliceResult) => void) {
+    this.#socket = socket;
+    this.#stream = stream;
+    this.#resolve = resolve;
+    this.#bytesReadAtStart = socket.bytesRead - socket.readableLength;
+    this.#bytesWrittenAtStart = socket.bytesWritten;
+    socket.allowHalfOpen = true;
+    if (!socket.connecting && !socket.destroyed) socket.setNoDelay(true);
+    socket.on('error', this.#onSocketError);
+    if (socket.destroyed) this.#onSocketClose();
+    else {
+      socket.once('close', this.#onSocketClose);
+      socket.on('data', this.#onSocketData);
+      socket.on('end', this.#onSocketEnd);
+      socket.on('drain', this.#onSocketDrain);
+    }
+    stream.setHandler(this);
+  }
+
+  // TCP -> stream.
+  readonly #onSocketData = (chunk: Buffer): void => {
+    if (!this.#stream.write(chunk)) this.#socket.pause();
+  };
+
+  readonly #onSocketEnd = (): void => {
+    this.#stream.end();
+  };
+
+  onDrain(): void {
+    this.#socket.resume();
+  }
+
+  // Stream -> TCP.
+  onData(_stream: H2Stream, chunk: Buffer): void {
+    const socket = this.#socket;
+    if (socket.destroyed) return;
+    if (!this.#corked) {
+      this.#corked = true;
+      socket.cork();
+      process.nextTick(uncorkSplice, this);
+    }
+    if (!socket.write(chunk) && socket.writableLength >= SPLICE_BUFFER_BYTES) this.#stream.pauseReading();
+  }
+
+  uncork(): void {
+    this.#corked = false;
+    this.#socket.uncork();
+  }
+
+  readonly #onSocketDrain = (): void => {
+    this.#stream.resumeReading();
+  };
+
+  onEnd(): void {
+    const socket = this.#socket;
+    if (!socket.destroyed && !socket.writableEnded) socket.end();
+  }
+
+  onClose(stream: H2Stream): void {
+    const socket = this.#socket;
+    if (stream.rstCode !== undefined && !socket.destroyed) {
+      // A reset (either way, or the connection torn down) becomes a TCP RST: the application must not take a
+      // truncated stream for a complete one.
+      this.#error ??= new Error(`stream ${stream.resetByPeer ? 'reset by the peer' : 'reset'} with ${h2ErrorName(stream.rstCode)}`);
+      socket.resetAndDestroy();
+    }
+    this.#sideDone();
+  }
+
+  readonly #onSocketError = (error: Error): void => {
+    this.#error ??= error;
+    // RFC 9113 8.5: a TCP error on the proxied connection is a stream error of type CONNECT_ERROR.
+    this.#stream.reset(H2_CONNECT_ERROR);
+  };
+
+  readonly #onSocketClose = (): void => {
+    const socket = this.#socket;
+    if (!(socket.readableEnded && socket.writableFinished)) {
+      this.#stream.reset(this.#error ? H2_CONNECT_ERROR : H2_CANCEL);
+    }
+    this.#sideDone();
+  };
+
+  #sideDone(): void {
+    if (--this.#openSides > 0) return;
+    const result: H2SpliceResult = {
+      bytesFromSocket: this.#socket.bytesRead - this.#bytesReadAtStart,
+      bytesToSocket: this.#socket.bytesWritten - this.#bytesWrittenAtStart,
+      rstCode: this.#stream.rstCode,
+    };
+    if (this.#error) result.error = this.#error;
+    this.#resolve(result);
+  }
+}
