@@ -4,17 +4,19 @@
  * CNI_* environment and the stdin config, and handed to the plugin's own runPlugin (cni/plugin.ts), which makes
  * every decision exactly as the Node plugin would (it reaches this agent over the same socket, as it does there).
  *
- * Owns: decoding the call, refusing a call whose config names another agent's socket, keeping the plugin's log
- * files open across calls.
+ * Owns: decoding the call, refusing a call this agent cannot run as the host would (the config names another agent's
+ * socket, or a pod source the agent does not see), keeping the plugin's log files open across calls.
  * Must not know about: CNI commands or results (cni/plugin.ts), HTTP (agent/cni-server.ts).
  */
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { pino, type DestinationStream } from 'pino';
-import { parseConfig, type LogLevel } from '../cni/config.ts';
+import { parseConfig, type LogLevel, type PluginConfig } from '../cni/config.ts';
 import type { Logger } from '../cni/log.ts';
 import { runPlugin, type PluginOutput } from '../cni/plugin.ts';
 
-export type CniCallAnswer = { misdirected: string } | PluginOutput;
+/** The plugin's output, or why this agent cannot run the call for the host (the forwarder then runs the Node plugin). */
+export type CniCallAnswer = { notServed: string } | PluginOutput;
 
 export class CniCallDecodeError extends Error {
   readonly code = 'CNI_CALL_MALFORMED';
@@ -60,13 +62,19 @@ export function createCniCallRunner(agentSocket: string): (body: Buffer) => Prom
   };
   return async (body) => {
     const { env, stdin } = decodeCniCall(body);
-    let named: string | undefined;
+    let config: PluginConfig | undefined;
     try {
-      named = env.CNI_COMMAND === 'VERSION' ? undefined : path.resolve(parseConfig(stdin).agentSocket);
+      config = env.CNI_COMMAND === 'VERSION' ? undefined : parseConfig(stdin);
     } catch {
-      named = undefined; // a config the plugin cannot parse: it answers with the same error the Node plugin would
+      config = undefined; // a config the plugin cannot parse: it answers with the same error the Node plugin would
     }
-    if (named !== undefined && named !== ownSocket) return { misdirected: named };
+    if (config !== undefined) {
+      const named = path.resolve(config.agentSocket);
+      if (named !== ownSocket) return { notServed: `the config names the agent socket ${named}, not this agent's` };
+      // The pod source is a path on the host; this agent may run where it is not (a container without that mount).
+      const source = config.podSource.mode === 'local' ? config.podSource.clusterDir : config.podSource.kubeconfig;
+      if (!existsSync(source)) return { notServed: `${source} (the config's pod source) is not visible to the agent` };
+    }
     return runPlugin(env, stdin, openLog);
   };
 }

@@ -6,7 +6,7 @@
  *   POST /v1/pod-gc   -> 200 {"forgotten":[...]} once every pod whose sandbox is not listed is released and forgotten
  *   POST /v1/status   -> 200 {"ready":true} while the agent serves ADDs, 503 otherwise
  *   POST /v1/cni-call -> 200 with the plugin's stdout and its exit code in a header (a whole CNI call from the native
- *                        forwarder, run by the `cniCall` option), 421 when the call is for another agent's socket
+ *                        forwarder, run by the `cniCall` option), 421 when this agent cannot run it as the host would
  *   anything else     -> {"error": "..."} with 400 (bad input), 404, 405, 413, 500, 503
  *
  * Owns: the socket file (stale one removed at start, mode 0600: only root on the node may ask), request
@@ -166,8 +166,8 @@ async function handle(request: http.IncomingMessage, capture: PodCapture, ready:
 function serveCniCall(request: http.IncomingMessage, response: http.ServerResponse, cniCall: (body: Buffer) => Promise<CniCallAnswer>): void {
   readBody(request, MAX_CNI_CALL_BODY_BYTES).then(cniCall).then(
     (answer) => {
-      if ('misdirected' in answer) {
-        send(response, 421, { error: `the config names the agent socket ${answer.misdirected}, not this agent's` } satisfies ProtocolErrorResponse);
+      if ('notServed' in answer) {
+        send(response, 421, { error: answer.notServed } satisfies ProtocolErrorResponse);
         return;
       }
       if (response.headersSent) return;

@@ -11,8 +11,8 @@
  *   POST /v1/cni-call a whole CNI call from the native ambit-cni forwarder (cni/native/forwarder.c): the body is
  *                     the CNI_* environment as NAME=VALUE entries each ended by NUL, an empty entry, then the stdin
  *                     config; -> 200 with the plugin's stdout as body and its exit code in the `ambit-cni-exit`
- *                     header; 421 when the config names another agent's socket (the forwarder then runs the
- *                     Node plugin itself)
+ *                     header; 421 when the config names another agent's socket or a pod source (cluster
+ *                     directory, kubeconfig) the agent does not see (the forwarder then runs the Node plugin)
  */
 
 /** Where the agent listens unless the plugin config's `agentSocket` says otherwise. */
