@@ -149,3 +149,13 @@ test.serial('an agent that dies mid-answer (a truncated 200) is never taken as s
   t.is(plain.code, 0, plain.stdout + plain.stderr);
   t.deepEqual(JSON.parse(plain.stdout), PREV_RESULT);
 });
+
+test.serial('a call the agent cannot run as the host would (its pod source is not visible to the agent) goes to the Node plugin', async (t) => {
+  const f = await fixture(t);
+  const { added } = await agent(t, f);
+  const hidden = JSON.stringify({ cniVersion: '1.0.0', name: 'pods', type: 'ambit-cni', agentSocket: f.socket, clusterDir: '/nonexistent/ambit-cluster', prevResult: PREV_RESULT });
+  const result = await invoke('ADD', 'mesh', hidden);
+  t.regex(result.stderr, /HTTP 421.*running the Node plugin/s);
+  t.is(result.code, 1, 'the Node plugin cannot read the cluster directory either: the same error as before the forwarder');
+  t.deepEqual(added, []);
+});
