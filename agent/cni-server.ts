@@ -5,6 +5,8 @@
  *   POST /v1/pod-del  -> 200, idempotent (also with an empty netns, and for pods never seen)
  *   POST /v1/pod-gc   -> 200 {"forgotten":[...]} once every pod whose sandbox is not listed is released and forgotten
  *   POST /v1/status   -> 200 {"ready":true} while the agent serves ADDs, 503 otherwise
+ *   POST /v1/cni-call -> 200 with the plugin's stdout and its exit code in a header (a whole CNI call from the native
+ *                        forwarder, run by the `cniCall` option), 421 when this agent cannot run it as the host would
  *   anything else     -> {"error": "..."} with 400 (bad input), 404, 405, 413, 500, 503
  *
  * Owns: the socket file (stale one removed at start, mode 0600: only root on the node may ask), request
@@ -16,13 +18,14 @@ import http from 'node:http';
 import { chmod, lstat, mkdir, rename, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import {
-  POD_ADD_PATH, POD_DEL_PATH, POD_GC_PATH, POD_SEEN_PATH, STATUS_PATH,
+  CNI_CALL_EXIT_HEADER, CNI_CALL_PATH, POD_ADD_PATH, POD_DEL_PATH, POD_GC_PATH, POD_SEEN_PATH, STATUS_PATH,
   type AgentStatusResponse, type PodAddRequest, type PodAddResponse, type PodDelRequest, type PodGcRequest, type PodGcResponse,
   type ProtocolErrorResponse,
 } from '../shared/cni-protocol.ts';
 import { CaptureError } from './inpod/errors.ts';
 import type { PodInfo } from './inpod/pod-listeners.ts';
 import type { PodRef } from './inpod/capture-manager.ts';
+import type { CniCallAnswer } from './cni-call.ts';
 
 /** The narrow handle the endpoint gets: capture and release, nothing else of the manager. */
 export interface PodCapture {
@@ -39,6 +42,8 @@ export interface CniServerOptions {
   capture: PodCapture;
   /** Whether the agent serves ADDs now (CNI STATUS); always while the server listens when absent. */
   ready?: () => boolean;
+  /** Runs a whole CNI call from the native forwarder (agent/cni-call.ts); the path answers 404 without it. */
+  cniCall?: (body: Buffer) => Promise<CniCallAnswer>;
 }
 
 export interface CniServer {
@@ -50,6 +55,8 @@ export interface CniServer {
 const MAX_BODY_BYTES = 64 * 1024;
 /** A GC lists every sandbox on the node (about 70 bytes each): room for thousands. */
 const MAX_GC_BODY_BYTES = 1024 * 1024;
+/** A forwarded CNI call: the forwarder reads at most 4 MiB of config, plus the CNI_* environment. */
+const MAX_CNI_CALL_BODY_BYTES = 5 * 1024 * 1024;
 /** Container ids are 64 hex digits from containerd; other runtimes use other forms, none this long. */
 const MAX_CONTAINER_ID_LENGTH = 256;
 /** A stuck plugin must not hold a connection forever; the plugin itself gives up after 10 s (ADD) or less. */
@@ -70,6 +77,10 @@ export async function startCniServer(options: CniServerOptions): Promise<CniServ
   await checkSocketPath(socketPath);
 
   const server = http.createServer({ requestTimeout: REQUEST_TIMEOUT_MS }, (request, response) => {
+    if (options.cniCall !== undefined && (request.url ?? '').split('?')[0] === CNI_CALL_PATH && request.method === 'POST') {
+      serveCniCall(request, response, options.cniCall);
+      return;
+    }
     handle(request, capture, ready).then(
       (body) => send(response, 200, body),
       (error: unknown) => {
@@ -152,7 +163,29 @@ async function handle(request: http.IncomingMessage, capture: PodCapture, ready:
   return {};
 }
 
-function readJson(request: http.IncomingMessage, maxBytes: number): Promise<unknown> {
+function serveCniCall(request: http.IncomingMessage, response: http.ServerResponse, cniCall: (body: Buffer) => Promise<CniCallAnswer>): void {
+  readBody(request, MAX_CNI_CALL_BODY_BYTES).then(cniCall).then(
+    (answer) => {
+      if ('notServed' in answer) {
+        send(response, 421, { error: answer.notServed } satisfies ProtocolErrorResponse);
+        return;
+      }
+      if (response.headersSent) return;
+      response.writeHead(200, {
+        'content-type': 'application/json',
+        'content-length': Buffer.byteLength(answer.stdout),
+        [CNI_CALL_EXIT_HEADER]: String(answer.exitCode),
+      });
+      response.end(answer.stdout);
+    },
+    (error: unknown) => {
+      const status = error instanceof BadRequest ? error.status : 400;
+      send(response, status, { error: error instanceof Error ? error.message : String(error) } satisfies ProtocolErrorResponse);
+    },
+  );
+}
+
+function readBody(request: http.IncomingMessage, maxBytes: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
@@ -174,12 +207,21 @@ function readJson(request: http.IncomingMessage, maxBytes: number): Promise<unkn
     request.on('end', () => {
       if (failed) return;
       try {
-        resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')));
+        resolve(Buffer.concat(chunks));
       } catch (error) {
-        reject(new BadRequest(400, `request body is not valid JSON: ${(error as Error).message}`));
+        reject(new BadRequest(400, `reading the request failed: ${(error as Error).message}`));
       }
     });
   });
+}
+
+async function readJson(request: http.IncomingMessage, maxBytes: number): Promise<unknown> {
+  const body = await readBody(request, maxBytes);
+  try {
+    return JSON.parse(body.toString('utf8')) as unknown;
+  } catch (error) {
+    throw new BadRequest(400, `request body is not valid JSON: ${(error as Error).message}`);
+  }
 }
 
 function requireObject(body: unknown, what: string): Record<string, unknown> {

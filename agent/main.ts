@@ -15,6 +15,7 @@ import { CapturedPodsFile } from './captured-pods-file.ts';
 import { apiServerAnnotator, clusterDirAnnotator, REDIRECTION_ANNOTATION } from './pod-annotator.ts';
 import { inClusterCredentials } from '../shared/k8s/api-request.ts';
 import { EnrollmentWatcher } from './enrollment-watcher.ts';
+import { createCniCallRunner } from './cni-call.ts';
 import { startCniServer } from './cni-server.ts';
 import { CertificateManager } from './identity/certificate-manager.ts';
 import type { PodInfo } from './inpod/pod-listeners.ts';
@@ -173,6 +174,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
   const cni = await startCniServer({
     socketPath: config.cniSocket,
     ready: () => ready,
+    cniCall: createCniCallRunner(config.cniSocket),
     capture: {
       add: async (pod) => {
         await capturePod(pod);

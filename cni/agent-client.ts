@@ -73,7 +73,12 @@ function post(socketPath: string, path: string, payload: unknown, timeoutMs: num
         clearTimeout(deadline);
         resolve({ status: response.statusCode ?? 0, body: reply });
       });
-      response.on('error', () => undefined); // surfaces through the request's error handler
+      // An agent that dies mid-answer (fewer body bytes than it announced) aborts the response: a broken exchange,
+      // never a success (without this the promise never settled and the plugin exited 13 with nothing on stdout).
+      response.on('error', (error: Error) => {
+        clearTimeout(deadline);
+        reject(new CniError(CniErrorCode.TRY_AGAIN_LATER, `ambit node agent at ${socketPath} broke the connection mid-answer: ${error.message}`));
+      });
     });
     request.end(body);
   });

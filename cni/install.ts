@@ -1,5 +1,6 @@
 /**
- * Installs ambit's CNI plugin on a node: the executable into the CNI bin dir and our entry into the node's
+ * Installs ambit's CNI plugin on a node: the executables into the CNI bin dir (the native forwarder as `ambit-cni`,
+ * the Node plugin's wrapper beside it as `ambit-cni-node`, its slow path) and our entry into the node's
  * primary conflist; removes both on uninstall; in watch mode, re-adds the entry whenever the primary CNI
  * rewrites its conflist (they do, on their own restarts).
  *
@@ -31,6 +32,8 @@ import { addAmbitEntry, choosePrimaryConflist, ConflistError, removeAmbitEntry, 
 import { CURRENT_LINK, installHostRuntime, removeHostRuntime, RUNTIME_NODE, type HostRuntime } from './host-runtime.ts';
 import { PLUGIN_KUBECONFIG_NAME, renderServiceAccountKubeconfig } from './service-account-kubeconfig.ts';
 
+/** The Node plugin's wrapper, installed beside the native forwarder (`ambit-cni`), which execs it as its slow path. */
+export const SLOW_PATH_NAME = 'ambit-cni-node';
 /** The cni/ directory this file lives in: what an installed wrapper runs. */
 const CNI_SOURCE_DIR = import.meta.dirname;
 /** The checkout cni/ is in: a host runtime keeps the plugin's files at their paths relative to it (`../shared`). */
@@ -64,7 +67,7 @@ export interface HostRuntimeTarget {
   previousVersionGraceMs?: number;
 }
 
-async function writeAtomically(file: string, text: string, mode?: number): Promise<void> {
+async function writeAtomically(file: string, text: string | Buffer, mode?: number): Promise<void> {
   const temp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`);
   await writeFile(temp, text, mode === undefined ? undefined : { mode });
   if (mode !== undefined) await chmod(temp, mode);
@@ -73,16 +76,37 @@ async function writeAtomically(file: string, text: string, mode?: number): Promi
 
 /** The wrapper script with its AMBIT_CNI_HOME / AMBIT_NODE lines pointing at a cni/ directory (this one by default) and node. */
 export async function renderInstalledWrapper(nodePath: string, cniHome = CNI_SOURCE_DIR): Promise<string> {
-  const wrapper = await readFile(path.join(CNI_SOURCE_DIR, PLUGIN_TYPE), 'utf8');
+  const wrapper = await readFile(path.join(CNI_SOURCE_DIR, SLOW_PATH_NAME), 'utf8');
   return wrapper
     .replace(/^AMBIT_CNI_HOME=""$/m, `AMBIT_CNI_HOME='${cniHome}'`)
     .replace(/^AMBIT_NODE=""$/m, `AMBIT_NODE='${nodePath}'`);
 }
 
-export async function installBinary(binDir: string, nodePath = process.execPath): Promise<string> {
+/** The native forwarder as built (cni/ambit-cni links to node-gyp's output); a clear error when it was not built. */
+async function forwarderBinary(): Promise<Buffer> {
+  const built = path.join(CNI_SOURCE_DIR, PLUGIN_TYPE);
+  try {
+    return await readFile(built);
+  } catch (error) {
+    throw new Error(`the native forwarder ${built} is not built (${(error as NodeJS.ErrnoException).code ?? 'unreadable'}): npm ci (or make deps) builds it with node-gyp from cni/native/forwarder.c`, { cause: error });
+  }
+}
+
+/**
+ * The Node plugin's wrapper first (as ambit-cni-node), then the native forwarder as ambit-cni, so the forwarder
+ * never runs without its slow path beside it. Only files whose content changed are written.
+ */
+async function placeExecutables(binDir: string, wrapper: string): Promise<string> {
+  await writeIfChanged(path.join(binDir, SLOW_PATH_NAME), wrapper, 0o755);
   const target = path.join(binDir, PLUGIN_TYPE);
-  await writeAtomically(target, await renderInstalledWrapper(nodePath), 0o755);
+  const binary = await forwarderBinary();
+  const current = await readFile(target).catch(() => undefined);
+  if (current === undefined || !current.equals(binary)) await writeAtomically(target, binary, 0o755);
   return target;
+}
+
+export async function installBinary(binDir: string, nodePath = process.execPath): Promise<string> {
+  return placeExecutables(binDir, await renderInstalledWrapper(nodePath));
 }
 
 async function primaryConflist(confDir: string): Promise<string> {
@@ -122,9 +146,8 @@ export async function installHostBinary(binDir: string, target: HostRuntimeTarge
     ...(target.previousVersionGraceMs !== undefined ? { previousVersionGraceMs: target.previousVersionGraceMs } : {}),
   });
   const current = path.join(path.resolve(target.hostPath ?? target.dir), CURRENT_LINK);
-  const binary = path.join(binDir, PLUGIN_TYPE);
   const wrapper = await renderInstalledWrapper(path.join(current, RUNTIME_NODE), path.join(current, path.relative(SOURCE_ROOT, CNI_SOURCE_DIR)));
-  await writeIfChanged(binary, wrapper, 0o755);
+  const binary = await placeExecutables(binDir, wrapper);
   return { binary, runtime };
 }
 
@@ -168,6 +191,7 @@ export async function uninstall(binDir: string, confDir: string, hostRuntimeDir?
     }
   }
   await rm(path.join(binDir, PLUGIN_TYPE), { force: true });
+  await rm(path.join(binDir, SLOW_PATH_NAME), { force: true });
   await rm(path.join(confDir, PLUGIN_KUBECONFIG_NAME), { force: true });
   if (hostRuntimeDir !== undefined) await removeHostRuntime(hostRuntimeDir);
   return edited;

@@ -1,6 +1,7 @@
 /**
  * The plugin's commands (ADD, DEL, CHECK, VERSION, and spec 1.1.0's STATUS and GC) as one function from
- * (environment, stdin) to (stdout, exit code), so tests and main.ts share it.
+ * (environment, stdin) to (stdout, exit code), so tests, main.ts (the Node plugin) and the node agent (which runs
+ * it for the native forwarder's calls, agent/cni-call.ts) share it.
  *
  * Owns: the order of checks, chaining (prevResult passed through, in the config's version), fail-closed capture of
  * enrolled pods within one deadline per ADD, best-effort DEL that gives up fast, STATUS from the agent's answer, GC.
@@ -12,7 +13,7 @@ import { AGENT_CALL_TIMEOUT_MS } from '../shared/cni-protocol.ts';
 import { notifyPodSeen, probeAgent, requestPodAdd, requestPodDel, requestPodGc, requestStatus } from './agent-client.ts';
 import {
   CHECK_MIN_VERSIONS, DEFAULT_LOG_LEVEL, parseConfig, peekCniVersion, RESULT_RELABEL_TO, STATUS_GC_MIN_VERSIONS,
-  SUPPORTED_CNI_VERSIONS, VALID_ATTACHMENTS_KEY, type PluginConfig,
+  SUPPORTED_CNI_VERSIONS, VALID_ATTACHMENTS_KEY, type LogLevel, type PluginConfig,
 } from './config.ts';
 import { kubernetesPodArgs, readCommand, readEnvironment, type CniEnvironment } from './environment.ts';
 import { CniError, CniErrorCode, toErrorResult } from './errors.ts';
@@ -178,15 +179,18 @@ function errorOutput(error: unknown, stdin: string, log: Logger): PluginOutput {
   return { stdout: `${JSON.stringify(result)}\n`, exitCode: 1 };
 }
 
-export async function runPlugin(processEnv: NodeJS.ProcessEnv, stdin: string): Promise<PluginOutput> {
-  let log = createLogger(DEFAULT_LOG_LEVEL);
+/** Where a run's log goes: a new destination per process (main.ts), or destinations the node agent keeps open. */
+export type OpenLog = (level: LogLevel, logFile?: string) => Logger;
+
+export async function runPlugin(processEnv: NodeJS.ProcessEnv, stdin: string, openLog: OpenLog = createLogger): Promise<PluginOutput> {
+  let log = openLog(DEFAULT_LOG_LEVEL);
   try {
     if (readCommand(processEnv) === 'VERSION') {
       return printResult({ cniVersion: IMPLEMENTED_CNI_VERSION, supportedVersions: [...SUPPORTED_CNI_VERSIONS] });
     }
     const env = readEnvironment(processEnv);
     const config = parseConfig(stdin);
-    log = createLogger(config.logLevel, config.logFile).child({ command: env.command, containerId: env.containerId });
+    log = openLog(config.logLevel, config.logFile).child({ command: env.command, containerId: env.containerId });
     switch (env.command) {
       case 'ADD':
         return await add(env, config, log);

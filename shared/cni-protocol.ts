@@ -8,6 +8,11 @@
  *   POST /v1/pod-del  PodDelRequest -> 200 (body ignored); any other status -> ProtocolErrorResponse
  *   POST /v1/pod-gc   PodGcRequest -> 200 PodGcResponse (CNI GC: forget every pod whose sandbox is not listed)
  *   POST /v1/status   {} -> 200 AgentStatusResponse once the agent serves ADDs (CNI STATUS)
+ *   POST /v1/cni-call a whole CNI call from the native ambit-cni forwarder (cni/native/forwarder.c): the body is
+ *                     the CNI_* environment as NAME=VALUE entries each ended by NUL, an empty entry, then the stdin
+ *                     config; -> 200 with the plugin's stdout as body and its exit code in the `ambit-cni-exit`
+ *                     header; 421 when the config names another agent's socket or a pod source (cluster
+ *                     directory, kubeconfig) the agent does not see (the forwarder then runs the Node plugin)
  */
 
 /** Where the agent listens unless the plugin config's `agentSocket` says otherwise. */
@@ -24,6 +29,9 @@ export const POD_SEEN_PATH = '/v1/pod-seen';
 export const POD_SEEN_TIMEOUT_MS = 1000;
 export const POD_GC_PATH = '/v1/pod-gc';
 export const STATUS_PATH = '/v1/status';
+export const CNI_CALL_PATH = '/v1/cni-call';
+/** The plugin's exit code in a cni-call answer (lower case: the forwarder matches it case-insensitively anyway). */
+export const CNI_CALL_EXIT_HEADER = 'ambit-cni-exit';
 
 /**
  * The whole budget of one ADD (pod lookup with its retries, then the agent call), not of each step: the agent acks

@@ -4,6 +4,13 @@
       "target_name": "ambit_sockets",
       "sources": ["sockets.c"],
       "cflags": ["-O2", "-Wall", "-Wextra", "-Werror", "-std=gnu11"]
+    },
+    {
+      "target_name": "ambit-cni",
+      "type": "executable",
+      "sources": ["../../cni/native/forwarder.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra", "-Werror", "-std=gnu11"],
+      "ldflags": ["-static", "-s"]
     }
   ]
 }

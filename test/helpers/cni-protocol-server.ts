@@ -10,7 +10,7 @@
  */
 import http from 'node:http';
 import { rmSync } from 'node:fs';
-import { POD_ADD_PATH, POD_DEL_PATH } from '../../shared/cni-protocol.ts';
+import { CNI_CALL_PATH, POD_ADD_PATH, POD_DEL_PATH } from '../../shared/cni-protocol.ts';
 
 export interface RecordedRequest {
   method: string;
@@ -42,6 +42,13 @@ export async function startProtocolServer(
 ): Promise<ProtocolServer> {
   const requests: RecordedRequest[] = [];
   const server = http.createServer((request, response) => {
+    if (request.url === CNI_CALL_PATH) {
+      // Played as an agent that predates the native forwarder: it falls back to the Node plugin (ambit-cni-node),
+      // whose requests are what these tests check.
+      request.resume();
+      response.writeHead(404, { 'content-type': 'application/json' }).end('{"error":"no route"}');
+      return;
+    }
     let raw = '';
     request.setEncoding('utf8');
     request.on('data', (chunk: string) => (raw += chunk));

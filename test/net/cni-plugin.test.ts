@@ -88,7 +88,7 @@ test('ambit-cni symlinked into a CNI bin dir runs its code (the link is resolved
   t.not(copied.code, 0);
   const error = JSON.parse(copied.stdout) as Record<string, unknown>;
   t.is(error.code, 5);
-  t.regex(String(error.msg), /its code \(main\.ts\) is not in .*bin: install the plugin with the installer \(node cni\/install\.ts/);
+  t.regex(String(error.msg), /the Node plugin ambit-cni-node is not beside this executable: install the plugin with the installer \(node cni\/install\.ts/);
 });
 
 test('bad input gives a spec error JSON on stdout and a non-zero exit, never a stack trace', async (t) => {

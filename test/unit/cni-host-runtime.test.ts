@@ -78,7 +78,8 @@ test('the CLI copies a runtime the host runs with no node on PATH, and the wrapp
   t.is(installer.code, 0, installer.stderr);
   t.log(installer.stdout.trim());
 
-  const wrapperFile = path.join(n.binDir, 'ambit-cni');
+  t.is((await readFile(path.join(n.binDir, 'ambit-cni'))).subarray(0, 4).toString('latin1'), '\x7fELF', 'ambit-cni is the native forwarder');
+  const wrapperFile = path.join(n.binDir, 'ambit-cni-node');
   const wrapper = await readFile(wrapperFile, 'utf8');
   t.regex(wrapper, new RegExp(`^AMBIT_CNI_HOME='${n.hostRuntimeDir}/current/cni'$`, 'm'));
   t.regex(wrapper, new RegExp(`^AMBIT_NODE='${n.hostRuntimeDir}/current/node'$`, 'm'));
@@ -134,7 +135,7 @@ test.serial('the copy holds only what the plugin needs (measured alone: its size
   t.is(await readFile(path.join(current, 'package.json'), 'utf8'), '{"type":"module"}\n');
   const cni = await readdir(path.join(current, 'cni'));
   for (const needed of ['main.ts', 'plugin.ts', 'api-server-lookup.ts', 'kubeconfig.ts']) t.true(cni.includes(needed), `cni/${needed}`);
-  for (const installerOnly of ['install.ts', 'host-runtime.ts', 'conflist.ts', 'service-account-kubeconfig.ts', 'ambit-cni']) {
+  for (const installerOnly of ['install.ts', 'host-runtime.ts', 'conflist.ts', 'service-account-kubeconfig.ts', 'ambit-cni', 'ambit-cni-node', 'native']) {
     t.false(cni.includes(installerOnly), `no cni/${installerOnly}`);
   }
   t.deepEqual((await readdir(path.join(current, 'shared'), { recursive: true })).filter((name) => name.endsWith('.ts')).sort(), [
@@ -218,6 +219,7 @@ test('uninstall with the host runtime dir removes it, the wrapper and our confli
   await uninstall(n.binDir, n.confDir, n.hostRuntimeDir);
   await t.throwsAsync(stat(n.hostRuntimeDir), { code: 'ENOENT' });
   await t.throwsAsync(stat(path.join(n.binDir, 'ambit-cni')), { code: 'ENOENT' });
+  await t.throwsAsync(stat(path.join(n.binDir, 'ambit-cni-node')), { code: 'ENOENT' });
   t.false((await readFile(path.join(n.confDir, '10-bridge.conflist'), 'utf8')).includes('ambit-cni'));
   await t.notThrowsAsync(uninstall(n.binDir, n.confDir, n.hostRuntimeDir), 'a second uninstall finds nothing to do');
 });

@@ -43,7 +43,8 @@ test('install puts an executable plugin in the bin dir and appends our entry to 
   const result = await install({ binDir, confDir, entry });
   t.is(result.conflist, conflist);
   await access(path.join(binDir, 'ambit-cni'), constants.X_OK);
-  const wrapper = await readFile(path.join(binDir, 'ambit-cni'), 'utf8');
+  t.is((await readFile(path.join(binDir, 'ambit-cni'))).subarray(0, 4).toString('latin1'), '\x7fELF', 'ambit-cni is the native forwarder');
+  const wrapper = await readFile(path.join(binDir, 'ambit-cni-node'), 'utf8');
   t.regex(wrapper, /^AMBIT_CNI_HOME='\/.+\/cni'$/m, 'installed wrapper points at the source cni/ directory');
   t.regex(wrapper, /^AMBIT_NODE='\/.+node'$/m);
   const version = execFileSync(path.join(binDir, 'ambit-cni'), { env: { CNI_COMMAND: 'VERSION' }, encoding: 'utf8' });
@@ -80,6 +81,7 @@ test('uninstall removes only our entry and the binary', async (t) => {
   await uninstall(binDir, confDir);
   t.deepEqual(await readJson(conflist), primary);
   await t.throwsAsync(access(path.join(binDir, 'ambit-cni')));
+  await t.throwsAsync(access(path.join(binDir, 'ambit-cni-node')));
   t.deepEqual(await uninstall(binDir, confDir), [], 'a second uninstall changes nothing');
 });
 

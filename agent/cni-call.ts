@@ -1,0 +1,80 @@
+/**
+ * Whole CNI calls forwarded by the native `ambit-cni` (cni/native/forwarder.c), run in the agent's process so a pod
+ * start does not pay for starting Node: the body of POST /v1/cni-call (shared/cni-protocol.ts) is decoded into the
+ * CNI_* environment and the stdin config, and handed to the plugin's own runPlugin (cni/plugin.ts), which makes
+ * every decision exactly as the Node plugin would (it reaches this agent over the same socket, as it does there).
+ *
+ * Owns: decoding the call, refusing a call this agent cannot run as the host would (the config names another agent's
+ * socket, or a pod source the agent does not see), keeping the plugin's log files open across calls.
+ * Must not know about: CNI commands or results (cni/plugin.ts), HTTP (agent/cni-server.ts).
+ */
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { pino, type DestinationStream } from 'pino';
+import { parseConfig, type LogLevel, type PluginConfig } from '../cni/config.ts';
+import type { Logger } from '../cni/log.ts';
+import { runPlugin, type PluginOutput } from '../cni/plugin.ts';
+
+/** The plugin's output, or why this agent cannot run the call for the host (the forwarder then runs the Node plugin). */
+export type CniCallAnswer = { notServed: string } | PluginOutput;
+
+export class CniCallDecodeError extends Error {
+  readonly code = 'CNI_CALL_MALFORMED';
+}
+
+/** More CNI_* variables than any runtime sets (it sets 6): a body with more is not from our forwarder. */
+const MAX_VARIABLES = 64;
+/** Log files kept open for the plugin's runs; a config naming more distinct files gets stderr for the rest. */
+const MAX_LOG_FILES = 16;
+
+/** `NAME=VALUE\0`... `\0` then the config: the environment (CNI_* only) and the stdin text. */
+export function decodeCniCall(body: Buffer): { env: Record<string, string>; stdin: string } {
+  const env: Record<string, string> = {};
+  let offset = 0;
+  for (let count = 0; ; count++) {
+    const end = body.indexOf(0, offset);
+    if (end < 0) throw new CniCallDecodeError('cni-call: the environment block is not ended by an empty entry');
+    if (end === offset) {
+      offset = end + 1;
+      break;
+    }
+    if (count === MAX_VARIABLES) throw new CniCallDecodeError(`cni-call: more than ${MAX_VARIABLES} environment entries`);
+    const entry = body.toString('utf8', offset, end);
+    const equals = entry.indexOf('=');
+    if (equals <= 0 || !entry.startsWith('CNI_')) throw new CniCallDecodeError(`cni-call: environment entry ${JSON.stringify(entry.slice(0, 64))} is not CNI_NAME=VALUE`);
+    env[entry.slice(0, equals)] = entry.slice(equals + 1);
+    offset = end + 1;
+  }
+  return { env, stdin: body.toString('utf8', offset) };
+}
+
+export function createCniCallRunner(agentSocket: string): (body: Buffer) => Promise<CniCallAnswer> {
+  const ownSocket = path.resolve(agentSocket);
+  const destinations = new Map<string, DestinationStream>();
+  const stderr = pino.destination({ dest: 2, sync: true });
+  const openLog = (level: LogLevel, logFile?: string): Logger => {
+    let destination = logFile === undefined ? undefined : destinations.get(logFile);
+    if (destination === undefined && logFile !== undefined && destinations.size < MAX_LOG_FILES) {
+      destination = pino.destination({ dest: logFile, sync: true, mkdir: true });
+      destinations.set(logFile, destination);
+    }
+    return pino({ name: 'ambit-cni', level, base: { pid: process.pid } }, destination ?? stderr);
+  };
+  return async (body) => {
+    const { env, stdin } = decodeCniCall(body);
+    let config: PluginConfig | undefined;
+    try {
+      config = env.CNI_COMMAND === 'VERSION' ? undefined : parseConfig(stdin);
+    } catch {
+      config = undefined; // a config the plugin cannot parse: it answers with the same error the Node plugin would
+    }
+    if (config !== undefined) {
+      const named = path.resolve(config.agentSocket);
+      if (named !== ownSocket) return { notServed: `the config names the agent socket ${named}, not this agent's` };
+      // The pod source is a path on the host; this agent may run where it is not (a container without that mount).
+      const source = config.podSource.mode === 'local' ? config.podSource.clusterDir : config.podSource.kubeconfig;
+      if (!existsSync(source)) return { notServed: `${source} (the config's pod source) is not visible to the agent` };
+    }
+    return runPlugin(env, stdin, openLog);
+  };
+}
