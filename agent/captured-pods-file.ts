@@ -29,7 +29,7 @@ export class CapturedPodsFile {
 
   /** Writes are serialised and atomic (temp file + rename): a crash leaves the old or the new record, whole. */
   write(pods: readonly PodInfo[]): Promise<void> {
-    const snapshot = pods.map(({ uid, name, namespace, netns, ips }) => ({ uid, name, namespace, netns, ips: [...ips] }));
+    const snapshot = pods.map(({ uid, name, namespace, netns, ips, containerId }) => ({ uid, name, namespace, netns, ips: [...ips], ...(containerId ? { containerId } : {}) }));
     this.#writing = this.#writing.then(async () => {
       await mkdir(path.dirname(this.#file), { recursive: true });
       const temp = `${this.#file}.${process.pid}.tmp`;

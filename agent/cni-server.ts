@@ -3,6 +3,8 @@
  *
  *   POST /v1/pod-add  -> 200 {"captured":true} once the pod's rules and listeners are in place
  *   POST /v1/pod-del  -> 200, idempotent (also with an empty netns, and for pods never seen)
+ *   POST /v1/pod-gc   -> 200 {"forgotten":[...]} once every pod whose sandbox is not listed is released and forgotten
+ *   POST /v1/status   -> 200 {"ready":true} while the agent serves ADDs, 503 otherwise
  *   anything else     -> {"error": "..."} with 400 (bad input), 404, 405, 413, 500, 503
  *
  * Owns: the socket file (stale one removed at start, mode 0600: only root on the node may ask), request
@@ -14,8 +16,9 @@ import http from 'node:http';
 import { chmod, lstat, mkdir, rename, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import {
-  POD_ADD_PATH, POD_DEL_PATH, POD_SEEN_PATH,
-  type PodAddRequest, type PodAddResponse, type PodDelRequest, type ProtocolErrorResponse,
+  POD_ADD_PATH, POD_DEL_PATH, POD_GC_PATH, POD_SEEN_PATH, STATUS_PATH,
+  type AgentStatusResponse, type PodAddRequest, type PodAddResponse, type PodDelRequest, type PodGcRequest, type PodGcResponse,
+  type ProtocolErrorResponse,
 } from '../shared/cni-protocol.ts';
 import { CaptureError } from './inpod/errors.ts';
 import type { PodInfo } from './inpod/pod-listeners.ts';
@@ -27,11 +30,15 @@ export interface PodCapture {
   /** A pod that is not enrolled now: remember it in case it is enrolled while it runs. */
   seen?(pod: PodInfo): Promise<void>;
   del(ref: PodRef): Promise<void>;
+  /** CNI GC: release and forget every pod whose sandbox is not in the list; resolves with `<namespace>/<name>` of each. */
+  gc?(validContainerIds: ReadonlySet<string>): Promise<string[]>;
 }
 
 export interface CniServerOptions {
   socketPath: string;
   capture: PodCapture;
+  /** Whether the agent serves ADDs now (CNI STATUS); always while the server listens when absent. */
+  ready?: () => boolean;
 }
 
 export interface CniServer {
@@ -41,7 +48,11 @@ export interface CniServer {
 
 /** Requests are a few hundred bytes; anything near this is not from our plugin. */
 const MAX_BODY_BYTES = 64 * 1024;
-/** A stuck plugin must not hold a connection forever; the plugin itself gives up after 10 s. */
+/** A GC lists every sandbox on the node (about 70 bytes each): room for thousands. */
+const MAX_GC_BODY_BYTES = 1024 * 1024;
+/** Container ids are 64 hex digits from containerd; other runtimes use other forms, none this long. */
+const MAX_CONTAINER_ID_LENGTH = 256;
+/** A stuck plugin must not hold a connection forever; the plugin itself gives up after 10 s (ADD) or less. */
 const REQUEST_TIMEOUT_MS = 30_000;
 
 class BadRequest extends Error {
@@ -54,11 +65,12 @@ class BadRequest extends Error {
 
 export async function startCniServer(options: CniServerOptions): Promise<CniServer> {
   const { socketPath, capture } = options;
+  const ready = options.ready ?? (() => true);
   await mkdir(dirname(socketPath), { recursive: true, mode: 0o700 });
   await checkSocketPath(socketPath);
 
   const server = http.createServer({ requestTimeout: REQUEST_TIMEOUT_MS }, (request, response) => {
-    handle(request, capture).then(
+    handle(request, capture, ready).then(
       (body) => send(response, 200, body),
       (error: unknown) => {
         const status = error instanceof BadRequest ? error.status : statusOf(error);
@@ -97,26 +109,41 @@ export async function startCniServer(options: CniServerOptions): Promise<CniServ
   };
 }
 
-async function handle(request: http.IncomingMessage, capture: PodCapture): Promise<object> {
-  const path = (request.url ?? '').split('?')[0];
-  if (path !== POD_ADD_PATH && path !== POD_DEL_PATH && path !== POD_SEEN_PATH) {
+const PATHS = new Set([POD_ADD_PATH, POD_DEL_PATH, POD_SEEN_PATH, POD_GC_PATH, STATUS_PATH]);
+
+async function handle(request: http.IncomingMessage, capture: PodCapture, ready: () => boolean): Promise<object> {
+  const path = (request.url ?? '').split('?')[0] ?? '';
+  if (!PATHS.has(path)) {
     request.resume();
-    throw new BadRequest(404, `unknown path ${JSON.stringify(request.url)}; the agent serves ${POD_ADD_PATH} and ${POD_DEL_PATH}`);
+    throw new BadRequest(404, `unknown path ${JSON.stringify(request.url)}; the agent serves ${[...PATHS].join(', ')}`);
   }
   if (request.method !== 'POST') {
     request.resume();
     throw new BadRequest(405, `${path} takes POST, not ${request.method}`);
   }
-  const body = await readJson(request);
+  const body = await readJson(request, path === POD_GC_PATH ? MAX_GC_BODY_BYTES : MAX_BODY_BYTES);
+  if (path === STATUS_PATH) {
+    if (!ready()) throw new BadRequest(503, 'the agent is starting or stopping');
+    return { ready: true } satisfies AgentStatusResponse;
+  }
+  if (path === POD_GC_PATH) {
+    const { validContainerIds } = parsePodGc(body);
+    if (!capture.gc) throw new BadRequest(404, `${POD_GC_PATH} is not served by this agent`);
+    return { forgotten: await capture.gc(new Set(validContainerIds)) } satisfies PodGcResponse;
+  }
   if (path === POD_SEEN_PATH) {
     const seen = parsePodAdd(body);
-    await capture.seen?.({ uid: seen.podUid, name: seen.podName, namespace: seen.podNamespace, netns: seen.netns, ips: seen.ips });
+    await capture.seen?.({
+      uid: seen.podUid, name: seen.podName, namespace: seen.podNamespace, netns: seen.netns, ips: seen.ips,
+      ...(seen.containerId !== '' ? { containerId: seen.containerId } : {}),
+    });
     return {};
   }
   if (path === POD_ADD_PATH) {
     const add = parsePodAdd(body);
     await capture.add({
       uid: add.podUid, name: add.podName, namespace: add.podNamespace, netns: add.netns, ips: add.ips,
+      ...(add.containerId !== '' ? { containerId: add.containerId } : {}),
     });
     return { captured: true } satisfies PodAddResponse;
   }
@@ -125,7 +152,7 @@ async function handle(request: http.IncomingMessage, capture: PodCapture): Promi
   return {};
 }
 
-function readJson(request: http.IncomingMessage): Promise<unknown> {
+function readJson(request: http.IncomingMessage, maxBytes: number): Promise<unknown> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
@@ -133,9 +160,9 @@ function readJson(request: http.IncomingMessage): Promise<unknown> {
     request.on('data', (chunk: Buffer) => {
       if (failed) return;
       size += chunk.length;
-      if (size > MAX_BODY_BYTES) {
+      if (size > maxBytes) {
         failed = true;
-        reject(new BadRequest(413, `request body over ${MAX_BODY_BYTES} bytes`));
+        reject(new BadRequest(413, `request body over ${maxBytes} bytes`));
         return;
       }
       chunks.push(chunk);
@@ -182,6 +209,15 @@ function parsePodAdd(raw: unknown): PodAddRequest {
     throw new BadRequest(400, `${what}: field "ips" must be a list of IP address strings`);
   }
   return { podName, podNamespace, podUid, containerId, netns, ips };
+}
+
+function parsePodGc(raw: unknown): PodGcRequest {
+  const body = requireObject(raw, 'pod-gc');
+  const ids = body.validContainerIds;
+  if (!Array.isArray(ids) || !ids.every((id): id is string => typeof id === 'string' && id !== '' && id.length <= MAX_CONTAINER_ID_LENGTH)) {
+    throw new BadRequest(400, `pod-gc: field "validContainerIds" must be a list of container ids (non-empty strings of at most ${MAX_CONTAINER_ID_LENGTH} characters)`);
+  }
+  return { validContainerIds: ids };
 }
 
 function parsePodDel(raw: unknown): PodDelRequest {

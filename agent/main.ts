@@ -153,8 +153,11 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
   });
   await enrollment.start();
 
+  // Whether the agent serves ADDs (CNI STATUS and the readiness probe): from the end of start-up until stop() begins.
+  let ready = false;
   const cni = await startCniServer({
     socketPath: config.cniSocket,
+    ready: () => ready,
     capture: {
       add: async (pod) => {
         await capturePod(pod);
@@ -164,6 +167,19 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
       del: async (ref) => {
         await releasePod(ref);
         await enrollment.forget(ref.uid);
+      },
+      // CNI GC: pods whose sandbox the runtime no longer has (their DEL was missed, e.g. while the agent was down).
+      gc: async (validContainerIds) => {
+        const stale = await enrollment.forgetAllBut(validContainerIds);
+        for (const pod of stale) {
+          // One pod that cannot be released must not keep the others captured.
+          if (capture.isCaptured(pod.uid)) {
+            await releasePod({ uid: pod.uid, netns: pod.netns }).catch((error: Error) => log.error({ pod: `${pod.namespace}/${pod.name}`, err: error.message }, 'CNI GC: releasing a stale pod failed'));
+          }
+        }
+        const forgotten = stale.map((pod) => `${pod.namespace}/${pod.name}`);
+        if (forgotten.length > 0) log.info({ pods: forgotten }, 'CNI GC: forgot pods whose sandbox is gone');
+        return forgotten;
       },
     },
   });
@@ -191,13 +207,13 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
   });
   const metricsServer = await startMetricsServer(config.metricsAddress, metrics);
 
-  let ready = true;
   const readiness = http.createServer((request, response) => {
     const ok = request.url === '/healthz/ready' && ready;
     response.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' }).end(ok ? 'ready\n' : 'not ready\n');
   });
   // SO_REUSEPORT: during a restart the new agent listens before the old one has closed.
   await new Promise<void>((resolve) => readiness.listen({ port: config.readinessAddress.port, host: config.readinessAddress.host, reusePort: true }, resolve));
+  ready = true;
   log.info({ workerThreads: workers.count + 1, cniSocket: config.cniSocket, readiness: config.readinessAddress, admin: config.adminAddress, metrics: config.metricsAddress }, 'agent ready');
 
   return {

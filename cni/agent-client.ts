@@ -10,10 +10,16 @@ import {
   AGENT_CALL_TIMEOUT_MS,
   POD_ADD_PATH,
   POD_DEL_PATH,
+  POD_DEL_TIMEOUT_MS,
+  POD_GC_PATH,
+  POD_GC_TIMEOUT_MS,
   POD_SEEN_PATH,
   POD_SEEN_TIMEOUT_MS,
+  STATUS_PATH,
+  STATUS_TIMEOUT_MS,
   type PodAddRequest,
   type PodDelRequest,
+  type PodGcResponse,
 } from '../shared/cni-protocol.ts';
 import { CniError, CniErrorCode } from './errors.ts';
 
@@ -129,9 +135,37 @@ export function probeAgent(socketPath: string, timeoutMs = AGENT_CALL_TIMEOUT_MS
   });
 }
 
-export async function requestPodDel(socketPath: string, request: PodDelRequest, timeoutMs = AGENT_CALL_TIMEOUT_MS): Promise<void> {
+export async function requestPodDel(socketPath: string, request: PodDelRequest, timeoutMs = POD_DEL_TIMEOUT_MS): Promise<void> {
   const reply = await post(socketPath, POD_DEL_PATH, request, timeoutMs);
   if (reply.status !== 200) {
     throw new CniError(CniErrorCode.INTERNAL, `ambit node agent failed pod-del (HTTP ${reply.status}): ${agentMessage(reply)}`);
+  }
+}
+
+/** STATUS: resolves when the agent says it serves ADDs; a CniError (TRY_AGAIN_LATER, as for an ADD) otherwise. */
+export async function requestStatus(socketPath: string, timeoutMs = STATUS_TIMEOUT_MS): Promise<void> {
+  const reply = await post(socketPath, STATUS_PATH, {}, timeoutMs);
+  let ready: unknown;
+  try {
+    ready = (JSON.parse(reply.body) as { ready?: unknown }).ready;
+  } catch {
+    ready = undefined;
+  }
+  if (reply.status !== 200 || ready !== true) {
+    throw new CniError(CniErrorCode.TRY_AGAIN_LATER, `ambit node agent at ${socketPath} is not ready (HTTP ${reply.status}): ${agentMessage(reply)}`);
+  }
+}
+
+/** GC: the agent forgets every pod whose sandbox is not in `validContainerIds`; resolves with the pods it forgot. */
+export async function requestPodGc(socketPath: string, validContainerIds: string[], timeoutMs = POD_GC_TIMEOUT_MS): Promise<string[]> {
+  const reply = await post(socketPath, POD_GC_PATH, { validContainerIds }, timeoutMs);
+  if (reply.status !== 200) {
+    throw new CniError(CniErrorCode.INTERNAL, `ambit node agent failed pod-gc (HTTP ${reply.status}): ${agentMessage(reply)}`);
+  }
+  try {
+    const forgotten = (JSON.parse(reply.body) as Partial<PodGcResponse>).forgotten;
+    return Array.isArray(forgotten) ? forgotten.map(String) : [];
+  } catch {
+    return [];
   }
 }

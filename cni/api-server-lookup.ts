@@ -22,12 +22,13 @@ const MAX_BACKOFF_MS = 1_000;
 
 /** GETs one object; undefined when the API server says 404. Retries transient failures until `deadline`. */
 async function getObject(credentials: ApiCredentials, apiPath: string, what: string, deadline: number): Promise<unknown> {
+  const started = Date.now();
   let backoff = FIRST_BACKOFF_MS;
   for (;;) {
     let answer: ApiAnswer | undefined;
     let transient: string;
     try {
-      answer = await apiRequest(credentials, { method: 'GET', path: apiPath, timeoutMs: REQUEST_TIMEOUT_MS });
+      answer = await apiRequest(credentials, { method: 'GET', path: apiPath, timeoutMs: Math.max(1, Math.min(REQUEST_TIMEOUT_MS, deadline - Date.now())) });
       if (answer.status === 200) return answer.body;
       if (answer.status === 404) return undefined;
       if (answer.status === 401) {
@@ -47,7 +48,7 @@ async function getObject(credentials: ApiCredentials, apiPath: string, what: str
       transient = error.message;
     }
     if (Date.now() + backoff > deadline) {
-      throw new CniError(CniErrorCode.TRY_AGAIN_LATER, `cannot read ${what} from the API server ${credentials.server} (retried for ${RETRY_DEADLINE_MS / 1000} s): ${transient}`);
+      throw new CniError(CniErrorCode.TRY_AGAIN_LATER, `cannot read ${what} from the API server ${credentials.server} (retried for ${((Date.now() - started) / 1000).toFixed(1)} s): ${transient}`);
     }
     await new Promise((resolve) => setTimeout(resolve, backoff));
     backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
@@ -59,7 +60,8 @@ export interface ApiServerLookup {
   namespace: NamespaceObject | undefined;
 }
 
-export async function lookupPodInApiServer(kubeconfig: string, podNamespace: string, podName: string): Promise<ApiServerLookup> {
+/** `deadline` (epoch ms): the ADD's own, when sooner than RETRY_DEADLINE_MS from now (one budget per ADD). */
+export async function lookupPodInApiServer(kubeconfig: string, podNamespace: string, podName: string, deadline = Date.now() + RETRY_DEADLINE_MS): Promise<ApiServerLookup> {
   let credentials: ApiCredentials;
   try {
     credentials = await readKubeconfig(kubeconfig);
@@ -67,7 +69,7 @@ export async function lookupPodInApiServer(kubeconfig: string, podNamespace: str
     if (error instanceof KubeconfigError) throw new CniError(CniErrorCode.INVALID_NETWORK_CONFIG, `${error.message} (the "kubeconfig" of the ambit-cni config)`);
     throw error;
   }
-  const deadline = Date.now() + RETRY_DEADLINE_MS;
+  deadline = Math.min(deadline, Date.now() + RETRY_DEADLINE_MS);
   const ns = encodeURIComponent(podNamespace);
   // Both settle before the plugin answers, so no retry is left running behind a failure.
   const [podAnswer, namespaceAnswer] = await Promise.allSettled([

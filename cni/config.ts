@@ -1,8 +1,8 @@
 /**
  * Parses and validates the network configuration the runtime passes on stdin.
  *
- * Owns: our own fields (`type`, `agentSocket`, `clusterDir` | `kubeconfig`, `logLevel`, `logFile`) and the
- * spec's (`cniVersion`, `name`, `prevResult`). Fields other chained plugins set are tolerated and ignored: the
+ * Owns: our own fields (`type`, `agentSocket`, `clusterDir` | `kubeconfig`, `logLevel`, `logFile`,
+ * `statusRequiresAgent`) and the spec's (`cniVersion`, `name`, `prevResult`, GC's `cni.dev/valid-attachments`). Fields other chained plugins set are tolerated and ignored: the
  * runtime hands every plugin the whole network's settings.
  * Must not know about: environment variables, the agent, or how pods are looked up.
  */
@@ -11,10 +11,20 @@ import { DEFAULT_AGENT_SOCKET } from '../shared/cni-protocol.ts';
 import { CniError, CniErrorCode } from './errors.ts';
 
 export const PLUGIN_TYPE = 'ambit-cni';
-/** What we implement (1.0.0) plus the older versions chained configs still declare for ADD/DEL/VERSION. */
-export const SUPPORTED_CNI_VERSIONS = ['0.3.0', '0.3.1', '0.4.0', '1.0.0'] as const;
+/** What we implement (1.1.0) plus the older versions chained configs still declare for ADD/DEL/VERSION. */
+export const SUPPORTED_CNI_VERSIONS = ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0'] as const;
 /** CHECK was added in spec 0.4.0; older configs must not receive it. */
-export const CHECK_MIN_VERSIONS = new Set(['0.4.0', '1.0.0']);
+export const CHECK_MIN_VERSIONS = new Set(['0.4.0', '1.0.0', '1.1.0']);
+/** STATUS and GC were added in spec 1.1.0. */
+export const STATUS_GC_MIN_VERSIONS = new Set(['1.1.0']);
+/**
+ * Result versions a result labelled with the key may be re-labelled as: 1.1.0 only added optional result fields
+ * (interface MTU, socketPath and pciID, route MTU/table/scope...), so a 1.0.0 result is a valid 1.1.0 one. Never
+ * the other way: a 1.1.0 result may hold fields a 1.0.0 reader does not know.
+ */
+export const RESULT_RELABEL_TO = new Map([['1.0.0', new Set(['1.1.0'])]]);
+/** GC's list of the attachments still in use (spec 1.1.0). */
+export const VALID_ATTACHMENTS_KEY = 'cni.dev/valid-attachments';
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 /** Quiet by default: the runtime keeps plugin stderr only on failure, and failures are logged at warn/error. */
@@ -32,6 +42,14 @@ export interface PluginConfig {
   logFile?: string;
   /** The previous plugin's result, as given (chained plugins pass it through unchanged). */
   prevResult?: Record<string, unknown>;
+  /**
+   * Whether STATUS reports "not available" (code 50) while the node agent does not answer (default true): the
+   * runtime then reports the node's network not ready and no pod is scheduled there. False: STATUS always succeeds
+   * and only enrolled pods fail, at their ADD (what Istio's plugin does, which implements no STATUS).
+   */
+  statusRequiresAgent: boolean;
+  /** GC only: CNI_CONTAINERID of every attachment still in use (undefined when the key is absent). */
+  validContainerIds?: string[];
 }
 
 function invalid(message: string): CniError {
@@ -81,7 +99,7 @@ export function parseConfig(stdin: string): PluginConfig {
   if (!(SUPPORTED_CNI_VERSIONS as readonly string[]).includes(cniVersion)) {
     throw new CniError(
       CniErrorCode.INCOMPATIBLE_VERSION,
-      `cniVersion "${cniVersion}" is not supported by ambit-cni; use one of ${SUPPORTED_CNI_VERSIONS.join(', ')}`,
+      `cniVersion "${cniVersion}" is not supported by ambit-cni, which supports ${SUPPORTED_CNI_VERSIONS.join(', ')}`,
     );
   }
   const name = optionalString(config, 'name');
@@ -109,13 +127,29 @@ export function parseConfig(stdin: string): PluginConfig {
   if (prevResult !== undefined && (prevResult === null || typeof prevResult !== 'object' || Array.isArray(prevResult))) {
     throw invalid('"prevResult" must be an object (the previous plugin\'s result)');
   }
+  const statusRequiresAgent = config.statusRequiresAgent ?? true;
+  if (typeof statusRequiresAgent !== 'boolean') throw invalid('"statusRequiresAgent" must be true or false');
+  const validContainerIds = parseValidAttachments(config[VALID_ATTACHMENTS_KEY]);
   return {
     cniVersion,
     name,
+    statusRequiresAgent,
+    ...(validContainerIds !== undefined ? { validContainerIds } : {}),
     agentSocket,
     podSource,
     logLevel: logLevel as LogLevel,
     ...(logFile !== undefined ? { logFile } : {}),
     ...(prevResult !== undefined ? { prevResult: prevResult as Record<string, unknown> } : {}),
   };
+}
+
+/** `[{"containerID": "...", "ifname": "eth0"}, ...]` -> the container ids (the agent knows a pod by its sandbox). */
+function parseValidAttachments(raw: unknown): string[] | undefined {
+  if (raw === undefined) return undefined;
+  if (!Array.isArray(raw)) throw invalid(`"${VALID_ATTACHMENTS_KEY}" must be a list of {"containerID", "ifname"}`);
+  return raw.map((entry: unknown, index) => {
+    const containerId = (entry as Record<string, unknown> | null)?.containerID;
+    if (typeof containerId !== 'string' || containerId === '') throw invalid(`"${VALID_ATTACHMENTS_KEY}"[${index}].containerID must be a non-empty string`);
+    return containerId;
+  });
 }

@@ -29,6 +29,8 @@ export interface AmbitPluginEntry {
 export interface ConflistEdit {
   text: string;
   changed: boolean;
+  /** Things about the conflist an operator should know (a version a runtime may pick that the plugin cannot serve). */
+  warnings: string[];
 }
 
 /** Like kubelet/libcni: the node's network is the lowest-sorted config file; we only chain into `.conflist`s. */
@@ -66,25 +68,43 @@ export function addAmbitEntry(text: string, entry: AmbitPluginEntry, file = 'con
   const { conflist, plugins } = parseConflist(text, file);
   const version = conflist.cniVersion;
   if (typeof version === 'string' && !(SUPPORTED_CNI_VERSIONS as readonly string[]).includes(version)) {
-    throw new ConflistError('CONFLIST_INVALID', `${file} uses cniVersion ${version}; ambit-cni supports ${SUPPORTED_CNI_VERSIONS.join(', ')}`);
+    // Chaining in would fail every pod's ADD on the node (version refused); leaving the file alone fails none, and
+    // the installer stops with this message (a DaemonSet's installer then shows it in its crash loop).
+    throw new ConflistError(
+      'CONFLIST_INVALID',
+      `${file} uses cniVersion ${version}; ambit-cni serves ${SUPPORTED_CNI_VERSIONS.join(', ')}, so it was not chained in (every pod's ADD on this node would fail): no pod here is captured until ambit-cni supports ${version} or the conflist uses a version it serves`,
+    );
   }
+  const warnings = unservableListedVersions(conflist).map(
+    (listed) => `${file} lists cniVersions ${listed}, which ambit-cni cannot serve (it serves ${SUPPORTED_CNI_VERSIONS.join(', ')}): a runtime that picks ${listed} would fail every pod's ADD on this node`,
+  );
   const existing = plugins.findIndex((plugin) => plugin.type === PLUGIN_TYPE);
   if (existing !== -1) {
-    if (sameEntry(plugins[existing] as Record<string, unknown>, entry)) return { text, changed: false };
+    if (sameEntry(plugins[existing] as Record<string, unknown>, entry)) return { text, changed: false, warnings };
     plugins[existing] = { ...entry };
   } else {
     plugins.push({ ...entry });
   }
-  return { text: serialize(conflist), changed: true };
+  return { text: serialize(conflist), changed: true, warnings };
 }
 
 /** Removes our entry (every copy of it); other entries untouched. */
 export function removeAmbitEntry(text: string, file = 'conflist'): ConflistEdit {
   const { conflist, plugins } = parseConflist(text, file);
   const kept = plugins.filter((plugin) => plugin.type !== PLUGIN_TYPE);
-  if (kept.length === plugins.length) return { text, changed: false };
+  if (kept.length === plugins.length) return { text, changed: false, warnings: [] };
   conflist.plugins = kept;
-  return { text: serialize(conflist), changed: true };
+  return { text: serialize(conflist), changed: true, warnings: [] };
+}
+
+/**
+ * Spec 1.1.0's `cniVersions` (a list the runtime picks the highest version it knows from, beside `cniVersion` for
+ * older runtimes): the listed versions ambit-cni does not serve.
+ */
+function unservableListedVersions(conflist: Record<string, unknown>): string[] {
+  const listed = conflist.cniVersions;
+  if (!Array.isArray(listed)) return [];
+  return listed.filter((version): version is string => typeof version === 'string' && !(SUPPORTED_CNI_VERSIONS as readonly string[]).includes(version));
 }
 
 export function hasAmbitEntry(text: string, file = 'conflist'): boolean {

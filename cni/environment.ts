@@ -7,7 +7,9 @@
  */
 import { CniError, CniErrorCode } from './errors.ts';
 
-export const CNI_COMMANDS = ['ADD', 'DEL', 'CHECK', 'VERSION'] as const;
+export const CNI_COMMANDS = ['ADD', 'DEL', 'CHECK', 'VERSION', 'STATUS', 'GC'] as const;
+/** Commands about the plugin or the whole network, not one container: only CNI_COMMAND and CNI_PATH are set. */
+const NETWORK_COMMANDS = new Set<string>(['VERSION', 'STATUS', 'GC']);
 export type CniCommand = (typeof CNI_COMMANDS)[number];
 
 export interface CniEnvironment {
@@ -55,7 +57,7 @@ export function readCommand(env: NodeJS.ProcessEnv): CniCommand {
   if (command === undefined || command === '') {
     throw new CniError(
       CniErrorCode.INVALID_ENVIRONMENT,
-      'CNI_COMMAND is not set: ambit-cni is a CNI plugin, run by a container runtime with CNI_COMMAND=ADD|DEL|CHECK|VERSION',
+      'CNI_COMMAND is not set: ambit-cni is a CNI plugin, run by a container runtime with CNI_COMMAND=ADD|DEL|CHECK|VERSION|STATUS|GC',
     );
   }
   if (!(CNI_COMMANDS as readonly string[]).includes(command)) {
@@ -64,11 +66,11 @@ export function readCommand(env: NodeJS.ProcessEnv): CniCommand {
   return command as CniCommand;
 }
 
-/** Reads every variable the command needs (VERSION needs none but CNI_COMMAND). */
+/** Reads every variable the command needs (VERSION, STATUS and GC need none but CNI_COMMAND and CNI_PATH). */
 export function readEnvironment(env: NodeJS.ProcessEnv): CniEnvironment {
   const command = readCommand(env);
-  if (command === 'VERSION') {
-    return { command, containerId: '', netns: '', ifName: '', args: new Map(), path: [] };
+  if (NETWORK_COMMANDS.has(command)) {
+    return { command, containerId: '', netns: '', ifName: '', args: new Map(), path: (env.CNI_PATH ?? '').split(':').filter((entry) => entry !== '') };
   }
   const containerId = required(env, 'CNI_CONTAINERID', command);
   // The spec lets DEL come without a namespace; ADD and CHECK need one.

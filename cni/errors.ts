@@ -1,7 +1,7 @@
 /**
  * The CNI plugin's catalogue of failures, each a spec error code plus a message a person can act on.
  *
- * Owns: the mapping from what went wrong to CNI spec error codes (SPEC.md "Error" section, spec 1.0.0:
+ * Owns: the mapping from what went wrong to CNI spec error codes (SPEC.md "Error" section, spec 1.1.0:
  * 0-99 are well-known, 100+ are plugin-specific).
  * Must not know about: how errors are printed (main.ts) or where they come from.
  */
@@ -16,6 +16,8 @@ export const CniErrorCode = {
   DECODING_FAILURE: 6,
   INVALID_NETWORK_CONFIG: 7,
   TRY_AGAIN_LATER: 11,
+  /** STATUS (spec 1.1.0): the plugin cannot serve ADD now. */
+  PLUGIN_NOT_AVAILABLE: 50,
   /** Plugin-specific (100+): anything else, including the agent refusing to capture a pod. */
   INTERNAL: 999,
 } as const;

@@ -94,11 +94,11 @@ async function primaryConflist(confDir: string): Promise<string> {
 }
 
 /** Adds (or updates) our entry in the primary conflist. Returns the file and whether it was rewritten. */
-export async function ensureConflistEntry(confDir: string, entry: AmbitPluginEntry): Promise<{ file: string; changed: boolean }> {
+export async function ensureConflistEntry(confDir: string, entry: AmbitPluginEntry): Promise<{ file: string; changed: boolean; warnings: string[] }> {
   const file = await primaryConflist(confDir);
   const edit = addAmbitEntry(await readFile(file, 'utf8'), entry, file);
   if (edit.changed) await writeAtomically(file, edit.text);
-  return { file, changed: edit.changed };
+  return { file, changed: edit.changed, warnings: edit.warnings };
 }
 
 /** Writes `file` only when its content differs (atomically, mode 0600 by default). Returns whether it was written. */
@@ -135,7 +135,7 @@ export async function writePluginKubeconfig(confDir: string, env: NodeJS.Process
   return { file, changed };
 }
 
-export async function install(options: InstallOptions): Promise<{ binary: string; conflist: string; hostRuntime?: HostRuntime }> {
+export async function install(options: InstallOptions): Promise<{ binary: string; conflist: string; warnings: string[]; hostRuntime?: HostRuntime }> {
   let binary: string;
   let hostRuntime: HostRuntime | undefined;
   if (options.hostRuntime !== undefined) {
@@ -143,8 +143,8 @@ export async function install(options: InstallOptions): Promise<{ binary: string
   } else {
     binary = await installBinary(options.binDir, options.nodePath);
   }
-  const { file } = await ensureConflistEntry(options.confDir, options.entry);
-  return { binary, conflist: file, ...(hostRuntime !== undefined ? { hostRuntime } : {}) };
+  const { file, warnings } = await ensureConflistEntry(options.confDir, options.entry);
+  return { binary, conflist: file, warnings, ...(hostRuntime !== undefined ? { hostRuntime } : {}) };
 }
 
 /**
@@ -300,6 +300,7 @@ async function main(): Promise<void> {
   if (fromServiceAccount) await writePluginKubeconfig(confDir, process.env);
   const result = await install({ binDir, confDir, entry, ...(hostRuntime !== undefined ? { hostRuntime } : {}) });
   console.log(`ambit-cni installed: ${result.binary}, entry in ${result.conflist}`);
+  for (const warning of result.warnings) console.warn(`ambit-cni install: warning: ${warning}`);
   if (hostRuntime !== undefined && result.hostRuntime !== undefined) {
     const { changed, version, files, bytes } = result.hostRuntime;
     console.log(

@@ -1,23 +1,30 @@
 /**
- * The plugin's commands (ADD, DEL, CHECK, VERSION) as one function from (environment, stdin) to
- * (stdout, exit code), so tests and main.ts share it.
+ * The plugin's commands (ADD, DEL, CHECK, VERSION, and spec 1.1.0's STATUS and GC) as one function from
+ * (environment, stdin) to (stdout, exit code), so tests and main.ts share it.
  *
- * Owns: the order of checks, chaining (prevResult passed through unchanged), fail-closed capture of enrolled
- * pods, and best-effort DEL.
+ * Owns: the order of checks, chaining (prevResult passed through, in the config's version), fail-closed capture of
+ * enrolled pods within one deadline per ADD, best-effort DEL that gives up fast, STATUS from the agent's answer, GC.
  * Must not know about: process I/O (main.ts) or HTTP details (agent-client.ts).
  */
 import type { PodAddRequest } from '../shared/cni-protocol.ts';
 import { captureDecision } from '../shared/k8s/enrollment.ts';
-import { notifyPodSeen, probeAgent, requestPodAdd, requestPodDel } from './agent-client.ts';
-import { CHECK_MIN_VERSIONS, DEFAULT_LOG_LEVEL, parseConfig, peekCniVersion, SUPPORTED_CNI_VERSIONS, type PluginConfig } from './config.ts';
+import { AGENT_CALL_TIMEOUT_MS } from '../shared/cni-protocol.ts';
+import { notifyPodSeen, probeAgent, requestPodAdd, requestPodDel, requestPodGc, requestStatus } from './agent-client.ts';
+import {
+  CHECK_MIN_VERSIONS, DEFAULT_LOG_LEVEL, parseConfig, peekCniVersion, RESULT_RELABEL_TO, STATUS_GC_MIN_VERSIONS,
+  SUPPORTED_CNI_VERSIONS, VALID_ATTACHMENTS_KEY, type PluginConfig,
+} from './config.ts';
 import { kubernetesPodArgs, readCommand, readEnvironment, type CniEnvironment } from './environment.ts';
 import { CniError, CniErrorCode, toErrorResult } from './errors.ts';
 import { createLogger, type Logger } from './log.ts';
 import { lookupPod } from './pod-lookup.ts';
 import { podIpsFromResult } from './result.ts';
 
+/** The agent call's least share of an ADD's budget (a capture takes the agent a few hundred ms on a busy node). */
+const AGENT_CALL_MIN_MS = 3000;
+
 /** The version we implement; reported by VERSION and used for errors when the config's version is unusable. */
-export const IMPLEMENTED_CNI_VERSION = '1.0.0';
+export const IMPLEMENTED_CNI_VERSION = '1.1.0';
 
 export interface PluginOutput {
   stdout: string;
@@ -30,9 +37,23 @@ function printResult(result: unknown): PluginOutput {
   return { stdout: `${JSON.stringify(result)}\n`, exitCode: 0 };
 }
 
-/** Chained plugins print the previous result unchanged (it is already in the config's cniVersion). */
+/**
+ * Chained plugins print the previous result, in the config's cniVersion (the runtime already converted it; a result
+ * labelled 1.0.0 under a 1.1.0 config is a valid 1.1.0 result, so it is only re-labelled). Nothing else is changed.
+ */
 function passThrough(config: PluginConfig, prevResult: Record<string, unknown>): PluginOutput {
-  return printResult(prevResult.cniVersion === undefined ? { cniVersion: config.cniVersion, ...prevResult } : prevResult);
+  const labelled = prevResult.cniVersion;
+  if (labelled === undefined) return printResult({ cniVersion: config.cniVersion, ...prevResult });
+  if (RESULT_RELABEL_TO.get(String(labelled))?.has(config.cniVersion)) {
+    return printResult({ ...prevResult, cniVersion: config.cniVersion });
+  }
+  return printResult(prevResult);
+}
+
+function requireVersion(config: PluginConfig, command: string, versions: Set<string>, since: string): void {
+  if (!versions.has(config.cniVersion)) {
+    throw new CniError(CniErrorCode.INCOMPATIBLE_VERSION, `${command} needs cniVersion ${since} or later, config has ${config.cniVersion}`);
+  }
 }
 
 function requirePrevResult(config: PluginConfig, command: string): Record<string, unknown> {
@@ -46,13 +67,15 @@ function requirePrevResult(config: PluginConfig, command: string): Record<string
 }
 
 async function add(env: CniEnvironment, config: PluginConfig, log: Logger): Promise<PluginOutput> {
+  // One budget for the whole ADD: the pod lookup's retries and the agent call share it.
+  const deadline = Date.now() + AGENT_CALL_TIMEOUT_MS;
   const prevResult = requirePrevResult(config, 'ADD');
   const podArgs = kubernetesPodArgs(env.args);
   if (podArgs === undefined) {
     log.debug({ containerId: env.containerId }, 'not a Kubernetes pod (no K8S_POD_NAME in CNI_ARGS): passing through');
     return passThrough(config, prevResult);
   }
-  const { pod, namespace, problems } = await lookupPod(config.podSource, podArgs.podNamespace, podArgs.podName);
+  const { pod, namespace, problems } = await lookupPod(config.podSource, podArgs.podNamespace, podArgs.podName, deadline);
   for (const problem of problems) log.warn({ problem }, 'skipped an unreadable document in the cluster directory');
   const decision = captureDecision(pod, namespace);
   const podRef = `${podArgs.podNamespace}/${podArgs.podName}`;
@@ -76,7 +99,9 @@ async function add(env: CniEnvironment, config: PluginConfig, log: Logger): Prom
   if (ips.length === 0) {
     throw new CniError(CniErrorCode.INVALID_NETWORK_CONFIG, `prevResult for enrolled pod ${podRef} has no IP addresses: the primary plugin must assign them`);
   }
-  await requestPodAdd(config.agentSocket, request);
+  // What is left of the budget, but never less than AGENT_CALL_MIN_MS: an agent that is up answers within it, and a
+  // node so busy that loading the plugin and reading the pod took the whole budget must not fail a pod by itself.
+  await requestPodAdd(config.agentSocket, request, Math.max(AGENT_CALL_MIN_MS, deadline - Date.now()));
   log.info({ pod: podRef, ips, reason: decision.reason }, 'pod captured by the node agent');
   return passThrough(config, prevResult);
 }
@@ -102,9 +127,7 @@ async function del(env: CniEnvironment, config: PluginConfig, log: Logger): Prom
 }
 
 async function check(env: CniEnvironment, config: PluginConfig, log: Logger): Promise<PluginOutput> {
-  if (!CHECK_MIN_VERSIONS.has(config.cniVersion)) {
-    throw new CniError(CniErrorCode.INCOMPATIBLE_VERSION, `CHECK needs cniVersion 0.4.0 or later, config has ${config.cniVersion}`);
-  }
+  requireVersion(config, 'CHECK', CHECK_MIN_VERSIONS, '0.4.0');
   requirePrevResult(config, 'CHECK');
   const podArgs = kubernetesPodArgs(env.args);
   if (podArgs === undefined) return SUCCESS_EMPTY;
@@ -113,6 +136,36 @@ async function check(env: CniEnvironment, config: PluginConfig, log: Logger): Pr
     await probeAgent(config.agentSocket);
     log.debug({ pod: `${podArgs.podNamespace}/${podArgs.podName}` }, 'CHECK: node agent answers');
   }
+  return SUCCESS_EMPTY;
+}
+
+/**
+ * STATUS (1.1.0): ready when the node agent says it serves ADDs. An agent that does not answer means enrolled pods
+ * cannot start here (their ADD fails closed) and captured ones have no proxy: "not available" (50), so the runtime
+ * reports the node's network not ready, unless the config says `statusRequiresAgent: false`.
+ */
+async function status(config: PluginConfig, log: Logger): Promise<PluginOutput> {
+  requireVersion(config, 'STATUS', STATUS_GC_MIN_VERSIONS, '1.1.0');
+  if (!config.statusRequiresAgent) return SUCCESS_EMPTY;
+  try {
+    await requestStatus(config.agentSocket);
+  } catch (error) {
+    const why = error instanceof CniError ? `${error.message}${error.details ? ` (${error.details})` : ''}` : (error as Error).message;
+    throw new CniError(CniErrorCode.PLUGIN_NOT_AVAILABLE, `ambit-cni cannot serve ADD for enrolled pods: ${why}`, 'enrolled pods would fail to start on this node until the agent answers');
+  }
+  log.debug({}, 'STATUS: node agent ready');
+  return SUCCESS_EMPTY;
+}
+
+/** GC (1.1.0): the agent forgets every pod whose sandbox is not among the network's valid attachments. */
+async function gc(config: PluginConfig, log: Logger): Promise<PluginOutput> {
+  requireVersion(config, 'GC', STATUS_GC_MIN_VERSIONS, '1.1.0');
+  if (config.validContainerIds === undefined) {
+    // Forgetting every pod because the list is missing would release running pods: refuse instead.
+    throw new CniError(CniErrorCode.INVALID_NETWORK_CONFIG, `GC without "${VALID_ATTACHMENTS_KEY}": the runtime must list the attachments still in use`);
+  }
+  const forgotten = await requestPodGc(config.agentSocket, config.validContainerIds);
+  log.info({ valid: config.validContainerIds.length, forgotten }, 'GC: node agent forgot the pods not in the valid attachments');
   return SUCCESS_EMPTY;
 }
 
@@ -141,6 +194,10 @@ export async function runPlugin(processEnv: NodeJS.ProcessEnv, stdin: string): P
         return await del(env, config, log);
       case 'CHECK':
         return await check(env, config, log);
+      case 'STATUS':
+        return await status(config, log);
+      case 'GC':
+        return await gc(config, log);
       default:
         throw new CniError(CniErrorCode.INVALID_ENVIRONMENT, `CNI_COMMAND=${env.command} is not supported`);
     }

@@ -17,11 +17,12 @@ export interface PodLookup {
   problems: ClusterDirProblem[];
 }
 
-export async function lookupPod(source: PodSource, podNamespace: string, podName: string): Promise<PodLookup> {
+/** `deadline` (epoch ms, optional): the caller's whole budget; API server retries stop there. */
+export async function lookupPod(source: PodSource, podNamespace: string, podName: string, deadline?: number): Promise<PodLookup> {
   if (source.mode === 'kubernetes') {
     // Loaded only in Kubernetes mode: local mode never pays for the HTTPS client.
     const { lookupPodInApiServer } = await import('./api-server-lookup.ts');
-    return { ...(await lookupPodInApiServer(source.kubeconfig, podNamespace, podName)), problems: [] };
+    return { ...(await lookupPodInApiServer(source.kubeconfig, podNamespace, podName, deadline)), problems: [] };
   }
   // Loaded only in local mode: the YAML reader costs a pod start in Kubernetes mode about 30 ms for nothing.
   const { ClusterDirError, readClusterDir } = await import('../shared/k8s/cluster-dir.ts');

@@ -1,7 +1,7 @@
 /**
  * Reads what a chained plugin needs from the previous plugin's result: the pod's IP addresses.
  *
- * Owns: the result shapes of spec 0.3.x/0.4.0/1.0.0 (`ips[].address` in CIDR form).
+ * Owns: the result shapes of spec 0.3.x/0.4.0/1.0.0/1.1.0 (`ips[].address` in CIDR form; 1.1.0 only added optional fields).
  * Must not know about: the agent or how the result is printed.
  */
 import { CniError, CniErrorCode } from './errors.ts';

@@ -6,6 +6,8 @@
  *
  *   POST /v1/pod-add  PodAddRequest -> 200 PodAddResponse; any other status -> ProtocolErrorResponse
  *   POST /v1/pod-del  PodDelRequest -> 200 (body ignored); any other status -> ProtocolErrorResponse
+ *   POST /v1/pod-gc   PodGcRequest -> 200 PodGcResponse (CNI GC: forget every pod whose sandbox is not listed)
+ *   POST /v1/status   {} -> 200 AgentStatusResponse once the agent serves ADDs (CNI STATUS)
  */
 
 /** Where the agent listens unless the plugin config's `agentSocket` says otherwise. */
@@ -20,13 +22,29 @@ export const POD_DEL_PATH = '/v1/pod-del';
 export const POD_SEEN_PATH = '/v1/pod-seen';
 /** A best-effort notice must never hold up a pod that needs no capture. */
 export const POD_SEEN_TIMEOUT_MS = 1000;
+export const POD_GC_PATH = '/v1/pod-gc';
+export const STATUS_PATH = '/v1/status';
 
 /**
- * Connect plus response deadline for one plugin -> agent call. The agent acks ADD only after the pod's
- * rules and listeners are in place (a few hundred ms even on a busy node); 10 s leaves room for a slow node
- * while staying well under the container runtime's own CNI timeout, so the runtime sees our error, not its own.
+ * The whole budget of one ADD (pod lookup with its retries, then the agent call), not of each step: the agent acks
+ * ADD only after the pod's rules and listeners are in place (a few hundred ms even on a busy node); 10 s leaves room
+ * for a slow node while staying well under the container runtime's own CNI timeout, so the runtime sees our error,
+ * not its own.
  */
 export const AGENT_CALL_TIMEOUT_MS = 10_000;
+/**
+ * DEL is best effort (it always succeeds; a pod whose namespace is gone is forgotten by the agent anyway), so a
+ * frozen agent must not hold it up: containerd calls DEL two or three times per pod, and once more after a failed
+ * ADD before it reports the failure. Releasing a pod takes the agent a few ms to a few hundred on a busy node.
+ */
+export const POD_DEL_TIMEOUT_MS = 2000;
+/**
+ * STATUS runs every few seconds (kubelet asks the runtime every 5 s): an answering agent replies at once; one that
+ * has not answered in 1 s is not ready to serve an ADD either.
+ */
+export const STATUS_TIMEOUT_MS = 1000;
+/** GC walks every known pod; the agent releases the stale ones before it answers. */
+export const POD_GC_TIMEOUT_MS = 5000;
 
 export interface PodAddRequest {
   podName: string;
@@ -50,6 +68,20 @@ export interface PodDelRequest {
   containerId: string;
   /** May be empty: container runtimes call DEL a second time without a namespace. */
   netns: string;
+}
+
+export interface PodGcRequest {
+  /** The sandboxes (CNI_CONTAINERID of their ADD) still attached to the network: every other pod is forgotten. */
+  validContainerIds: string[];
+}
+
+export interface PodGcResponse {
+  /** `<namespace>/<name>` of each pod the agent released or forgot. */
+  forgotten: string[];
+}
+
+export interface AgentStatusResponse {
+  ready: true;
 }
 
 export interface ProtocolErrorResponse {

@@ -31,6 +31,8 @@ export interface PodInfo {
   netns: string;
   /** The pod's IPs, without prefix length. */
   ips: readonly string[];
+  /** The sandbox's CNI_CONTAINERID (from its ADD): how CNI GC names the attachments still in use. */
+  containerId?: string;
 }
 
 /** A pod being captured, as the handler sees it. */

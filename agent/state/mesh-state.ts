@@ -3,7 +3,11 @@
  * service's endpoints (the workloads whose `services` map lists it), updated by a source (a cluster directory or
  * delta xDS) and read by the proxy on every new connection.
  *
- * Owns: indexes over workloads and services, the join of the two, and change notification.
+ * Owns: indexes over workloads and services, the join of the two, change notification, and the addresses of this
+ * node's pods as their CNI ADD gave them (the truth on the node), used for a pod whose source has no address for it
+ * yet (status.podIP not yet written: in local mode under a runtime that writes none, or before the kubelet's status
+ * update reaches the source). Once the source has addresses, they are the workload's (every node sees the same); a
+ * disagreement is reported.
  * Must not know about: sources, sockets, certificates, how an endpoint is chosen.
  */
 import { serviceKey, vipKey, type Service, type ServiceEndpoint } from './service.ts';
@@ -35,6 +39,10 @@ export class MeshState {
   /** Service key -> its endpoints as an array, built on first read after a change (the proxy's hot path reads it). */
   readonly #endpointListByService = new Map<string, readonly ServiceEndpoint[]>();
   readonly #serviceListeners = new Set<(change: ServiceChange) => void>();
+  /** `<namespace>/<name>` -> the addresses this node's CNI ADD gave the pod. */
+  readonly #nodeAddressesByName = new Map<string, readonly string[]>();
+  /** Workloads as their source gave them (before node addresses were filled in), by uid. */
+  readonly #sourceWorkloadsByUid = new Map<string, Workload>();
   #version = 0;
 
   /** Bumped on every change: a caller holding a lookup made at the same version may reuse it. */
@@ -78,7 +86,47 @@ export class MeshState {
     return [...this.#workloadsByUid.values()];
   }
 
-  upsert(workload: Workload): void {
+  /**
+   * Records the addresses the CNI ADD gave pod `namespace/name` on this node; its workload uses them while the
+   * source has none. Returns the source's addresses when they differ (for the caller to report), else undefined.
+   */
+  setNodeAddresses(namespace: string, name: string, addresses: readonly string[]): readonly string[] | undefined {
+    const key = `${namespace}/${name}`;
+    if (addresses.length === 0) return undefined;
+    this.#nodeAddressesByName.set(key, Object.freeze([...addresses]));
+    const source = this.#sourceOf(key);
+    if (source && source.addresses.length === 0) this.upsert(source);
+    return source && source.addresses.length > 0 && !sameAddresses(source.addresses, addresses) ? source.addresses : undefined;
+  }
+
+  /** Forgets the node's addresses of pod `namespace/name` (its DEL, or the pod forgotten). */
+  clearNodeAddresses(namespace: string, name: string): void {
+    const key = `${namespace}/${name}`;
+    if (!this.#nodeAddressesByName.delete(key)) return;
+    const source = this.#sourceOf(key);
+    if (source && source.addresses.length === 0) this.upsert(source);
+  }
+
+  /** The addresses the CNI ADD gave pod `namespace/name`, if it was added on this node. */
+  nodeAddresses(namespace: string, name: string): readonly string[] | undefined {
+    return this.#nodeAddressesByName.get(`${namespace}/${name}`);
+  }
+
+  #sourceOf(key: string): Workload | undefined {
+    const current = this.#workloadsByName.get(key);
+    return current ? this.#sourceWorkloadsByUid.get(current.uid) : undefined;
+  }
+
+  /** The workload as the index holds it: the source's, with this node's addresses when the source has none. */
+  #withNodeAddresses(workload: Workload): Workload {
+    if (workload.addresses.length > 0) return workload;
+    const nodeAddresses = this.#nodeAddressesByName.get(`${workload.namespace}/${workload.name}`);
+    return nodeAddresses ? { ...workload, addresses: [...nodeAddresses] } : workload;
+  }
+
+  upsert(sourceWorkload: Workload): void {
+    this.#sourceWorkloadsByUid.set(sourceWorkload.uid, sourceWorkload);
+    const workload = this.#withNodeAddresses(sourceWorkload);
     const previous = this.#workloadsByUid.get(workload.uid);
     if (previous) {
       for (const ip of previous.addresses) if (this.#workloadsByIp.get(ip) === previous) this.#workloadsByIp.delete(ip);
@@ -96,6 +144,7 @@ export class MeshState {
     const workload = this.#workloadsByUid.get(uid);
     if (!workload) return;
     this.#workloadsByUid.delete(uid);
+    this.#sourceWorkloadsByUid.delete(uid);
     const key = `${workload.namespace}/${workload.name}`;
     if (this.#workloadsByName.get(key) === workload) this.#workloadsByName.delete(key);
     for (const ip of workload.addresses) if (this.#workloadsByIp.get(ip) === workload) this.#workloadsByIp.delete(ip);
@@ -121,7 +170,7 @@ export class MeshState {
     const seen = new Set<string>();
     for (const workload of workloads) {
       seen.add(workload.uid);
-      const current = this.#workloadsByUid.get(workload.uid);
+      const current = this.#sourceWorkloadsByUid.get(workload.uid);
       if (!current || JSON.stringify(current) !== JSON.stringify(workload)) this.upsert(workload);
     }
     for (const uid of [...this.#workloadsByUid.keys()]) if (!seen.has(uid)) this.remove(uid);
@@ -236,4 +285,8 @@ export class MeshState {
     this.#version++;
     for (const listener of this.#listeners) listener(change);
   }
+}
+
+function sameAddresses(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((address) => b.includes(address));
 }

@@ -4,6 +4,7 @@
 // no Kubernetes runs here); the agent side of the wire is test/helpers/cni-protocol-server.ts.
 import test from 'ava';
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { stringify } from 'yaml';
@@ -151,9 +152,45 @@ test('an API server outage is retried: ADD succeeds when it returns within the d
   const started = Date.now();
   const down = await invoke(cniEnv('ADD', 'mesh'), config(f));
   t.is(down.json.code, 11);
-  t.regex(String(down.json.msg), /cannot read pod mesh\/web from the API server .* \(retried for 10 s\): answered 503/);
+  t.regex(String(down.json.msg), /cannot read pod mesh\/web from the API server .* \(retried for \d+\.\d s\): answered 503/);
   t.true(Date.now() - started < 20_000, 'bounded by the retry deadline');
   t.is(podAdds(f).length, 1, 'the pod was not captured while the API server was down');
+});
+
+test('one deadline per ADD: API server retries and the call to a frozen agent share the 10 s budget (each step had its own 10 s before)', async (t) => {
+  const f = await fixture(t);
+  // A frozen agent: connections are accepted (the kernel's backlog), nothing answers.
+  const frozenSocket = path.join(f.dir, 'frozen.sock');
+  const held: net.Socket[] = [];
+  const frozen = net.createServer((connection) => held.push(connection));
+  await new Promise<void>((resolve) => frozen.listen(frozenSocket, resolve));
+  t.teardown(() => {
+    for (const connection of held) connection.destroy();
+    frozen.close();
+  });
+  // The API server is away for the first 4 s of the ADD's lookup (counted from the plugin's first request).
+  f.api.fail(503);
+  const podPath = 'GET /api/v1/namespaces/mesh/pods/web';
+  const before = f.api.requests.filter((request) => request === podPath).length;
+  let recovered: NodeJS.Timeout | undefined;
+  const watch = setInterval(() => {
+    if (recovered === undefined && f.api.requests.filter((request) => request === podPath).length > before) {
+      recovered = setTimeout(() => f.api.recover(), 4000);
+    }
+  }, 20);
+  t.teardown(() => {
+    clearInterval(watch);
+    clearTimeout(recovered);
+  });
+  const started = Date.now();
+  const added = await invoke(cniEnv('ADD', 'mesh'), JSON.stringify({ ...JSON.parse(config(f)), agentSocket: frozenSocket }));
+  t.log(`ADD: ${Date.now() - started} ms (API server away 4 s, agent frozen)`);
+  t.is(added.json.code, 11, JSON.stringify(added.json));
+  t.regex(String(added.json.msg), /not reachable at .*frozen\.sock/);
+  // The agent call got what the retries left of the 10 s (at most 6 s, at least 3 s), not 10 s of its own.
+  const agentMs = Number(/no answer within (\d+) ms/.exec(String(added.json.details))?.[1]);
+  t.log(`the agent call's share: ${agentMs} ms`);
+  t.true(agentMs >= 3000 && agentMs <= 6500, `the agent call waited ${agentMs} ms`);
 });
 
 test('the service account kubeconfig is rewritten when the token rotates, and removed on uninstall', async (t) => {

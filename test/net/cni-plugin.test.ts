@@ -3,8 +3,9 @@
 // which only checks the plugin's wire behaviour; the real agent's side is tested in the agent's tests.
 import test from 'ava';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readdir, rm, symlink } from 'node:fs/promises';
 import { readFileSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { parse, stringify } from 'yaml';
@@ -66,10 +67,28 @@ async function server(t: import('ava').ExecutionContext, socket: string, status 
   return started;
 }
 
-test('VERSION reports 1.0.0 and the versions it accepts', async (t) => {
+test('VERSION reports 1.1.0 and the versions it accepts', async (t) => {
   const { code, json } = await invoke({ CNI_COMMAND: 'VERSION' }, '{"cniVersion":"1.0.0"}');
   t.is(code, 0);
-  t.deepEqual(json, { cniVersion: '1.0.0', supportedVersions: ['0.3.0', '0.3.1', '0.4.0', '1.0.0'] });
+  t.deepEqual(json, { cniVersion: '1.1.0', supportedVersions: ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0'] });
+});
+
+test('ambit-cni symlinked into a CNI bin dir runs its code (the link is resolved); a copy without its code answers a CNI error naming the installer', async (t) => {
+  const f = await fixture(t);
+  const binDir = path.join(f.dir, 'bin');
+  await mkdir(binDir);
+  await symlink(PLUGIN, path.join(binDir, 'ambit-cni'));
+  await copyFile(PLUGIN, path.join(binDir, 'copied-cni'));
+  const agent = await server(t, f.socket);
+  const linked = await run(path.join(binDir, 'ambit-cni'), [], { env: env('ADD'), input: config(f) });
+  t.is(linked.code, 0, linked.stdout + linked.stderr);
+  t.deepEqual(JSON.parse(linked.stdout), PREV_RESULT);
+  t.deepEqual(agent.requests.map((request) => request.path), ['/v1/pod-add'], 'the ADD reached the agent');
+  const copied = await run(path.join(binDir, 'copied-cni'), [], { env: env('ADD'), input: config(f) });
+  t.not(copied.code, 0);
+  const error = JSON.parse(copied.stdout) as Record<string, unknown>;
+  t.is(error.code, 5);
+  t.regex(String(error.msg), /its code \(main\.ts\) is not in .*bin: install the plugin with the installer \(node cni\/install\.ts/);
 });
 
 test('bad input gives a spec error JSON on stdout and a non-zero exit, never a stack trace', async (t) => {
@@ -77,6 +96,7 @@ test('bad input gives a spec error JSON on stdout and a non-zero exit, never a s
   const cases: [string, NodeJS.ProcessEnv, string, number, RegExp][] = [
     ['malformed stdin', env('ADD'), '{"cniVersion":', 6, /cannot decode the network config/],
     ['unsupported cniVersion', env('ADD'), config(f, { cniVersion: '0.2.0' }), 1, /cniVersion "0\.2\.0" is not supported/],
+    ['a newer cniVersion than ours', env('ADD'), config(f, { cniVersion: '1.2.0' }), 1, /cniVersion "1\.2\.0" is not supported by ambit-cni, which supports 0\.3\.0, 0\.3\.1, 0\.4\.0, 1\.0\.0, 1\.1\.0/],
     ['missing CNI_COMMAND', { ...env('ADD'), CNI_COMMAND: undefined }, config(f), 4, /CNI_COMMAND is not set/],
     ['missing CNI_NETNS on ADD', env('ADD', 'mesh', { CNI_NETNS: '' }), config(f), 4, /CNI_NETNS is not set/],
     ['missing prevResult on ADD', env('ADD'), config(f, { prevResult: undefined }), 7, /chained plugin.*after the primary network plugin/],
@@ -177,6 +197,101 @@ test('CHECK passes with prevResult and an answering agent, fails without either'
   await server(t, f.socket);
   t.is((await invoke(env('CHECK'), config(f))).code, 0);
   t.is((await invoke(env('CHECK'), config(f, { prevResult: undefined }))).json?.code, 7);
+});
+
+/** A frozen agent: the kernel accepts connections on its socket (backlog), nothing ever answers. */
+async function frozenAgent(t: import('ava').ExecutionContext, socket: string): Promise<void> {
+  const held: net.Socket[] = [];
+  const frozen = net.createServer((connection) => held.push(connection));
+  await new Promise<void>((resolve) => frozen.listen(socket, resolve));
+  t.teardown(() => {
+    for (const connection of held) connection.destroy();
+    frozen.close();
+  });
+}
+
+const PREV_RESULT_11 = { ...PREV_RESULT, cniVersion: '1.1.0' };
+
+test('spec 1.1.0: ADD with a 1.1.0 prevResult captures and answers it in 1.1.0; CHECK and DEL pass; a 1.0.0 prevResult under a 1.1.0 config is answered as 1.1.0', async (t) => {
+  const f = await fixture(t);
+  const agent = await server(t, f.socket);
+  const added = await invoke(env('ADD'), config(f, { cniVersion: '1.1.0', prevResult: PREV_RESULT_11 }));
+  t.is(added.code, 0, added.stdout);
+  t.deepEqual(added.json, PREV_RESULT_11);
+  t.deepEqual(agent.requests.map((request) => [request.path, request.body.ips]), [['/v1/pod-add', ['10.244.0.5']]]);
+  const relabelled = await invoke(env('ADD'), config(f, { cniVersion: '1.1.0', prevResult: PREV_RESULT }));
+  t.deepEqual(relabelled.json, PREV_RESULT_11, 'a 1.0.0 result is a valid 1.1.0 one: re-labelled');
+  const withMtu = { ...PREV_RESULT_11, interfaces: [{ name: 'eth0', mac: '0a:58:0a:f4:00:05', mtu: 1450 }] };
+  const older = await invoke(env('ADD'), config(f, { cniVersion: '1.0.0', prevResult: withMtu }));
+  t.deepEqual(older.json, withMtu, 'a 1.1.0 result (it may hold 1.1.0-only fields) is never re-labelled 1.0.0');
+  t.is((await invoke(env('CHECK'), config(f, { cniVersion: '1.1.0', prevResult: PREV_RESULT_11 }))).code, 0);
+  const deleted = await invoke(env('DEL'), config(f, { cniVersion: '1.1.0', prevResult: PREV_RESULT_11 }));
+  t.is(deleted.code, 0, deleted.stdout);
+  t.is(deleted.stdout, '');
+  t.deepEqual(agent.requests.map((request) => request.path), ['/v1/pod-add', '/v1/pod-add', '/v1/pod-add', '/v1/pod-del']);
+});
+
+test('spec 1.1.0: STATUS succeeds when the agent answers ready, else fails with 50 (not available); needs a 1.1.0 config', async (t) => {
+  const f = await fixture(t);
+  const statusEnv = { PATH: process.env.PATH, CNI_COMMAND: 'STATUS', CNI_PATH: '/usr/lib/cni' };
+  const statusConfig = config(f, { cniVersion: '1.1.0', prevResult: undefined });
+  const down = await invoke(statusEnv, statusConfig);
+  t.not(down.code, 0);
+  t.is(down.json?.code, 50, down.stdout);
+  t.is(down.json?.cniVersion, '1.1.0');
+  t.regex(String(down.json?.msg), /cannot serve ADD for enrolled pods: ambit node agent not reachable at/);
+  t.is((await invoke(statusEnv, config(f, { cniVersion: '1.1.0', prevResult: undefined, statusRequiresAgent: false }))).code, 0, 'opted out: ready without the agent');
+
+  let answer = { status: 503, body: { error: 'the agent is starting or stopping' } as unknown };
+  const agent = await startProtocolServer(f.socket, () => answer);
+  t.teardown(() => agent.close());
+  const starting = await invoke(statusEnv, statusConfig);
+  t.is(starting.json?.code, 50);
+  t.regex(String(starting.json?.msg), /not ready \(HTTP 503\): the agent is starting or stopping/);
+  answer = { status: 200, body: { ready: true } };
+  const up = await invoke(statusEnv, statusConfig);
+  t.is(up.code, 0, up.stdout);
+  t.is(up.stdout, '');
+  t.deepEqual(agent.requests.map((request) => request.path), ['/v1/status', '/v1/status']);
+  t.is((await invoke(statusEnv, config(f, { prevResult: undefined }))).json?.code, 1, 'STATUS under a 1.0.0 config: incompatible version');
+});
+
+test('spec 1.1.0: GC sends the valid attachments\' container ids to the agent; without the list it is refused, never "forget everything"', async (t) => {
+  const f = await fixture(t);
+  const agent = await startProtocolServer(f.socket, () => ({ status: 200, body: { forgotten: ['mesh/old'] } }));
+  t.teardown(() => agent.close());
+  const gcEnv = { PATH: process.env.PATH, CNI_COMMAND: 'GC', CNI_PATH: '/usr/lib/cni' };
+  const attachments = [{ containerID: 'c0ffee', ifname: 'eth0' }, { containerID: 'beef', ifname: 'eth0' }];
+  const collected = await invoke(gcEnv, config(f, { cniVersion: '1.1.0', prevResult: undefined, 'cni.dev/valid-attachments': attachments }));
+  t.is(collected.code, 0, collected.stdout);
+  t.deepEqual(agent.requests, [{ method: 'POST', path: '/v1/pod-gc', body: { validContainerIds: ['c0ffee', 'beef'] } }]);
+  const noList = await invoke(gcEnv, config(f, { cniVersion: '1.1.0', prevResult: undefined }));
+  t.is(noList.json?.code, 7);
+  t.regex(String(noList.json?.msg), /GC without "cni\.dev\/valid-attachments"/);
+  t.is(agent.requests.length, 1, 'nothing sent without the list');
+});
+
+test.serial('a frozen agent: DEL gives up fast and succeeds; ADD fails once, after its one deadline', async (t) => {
+  const f = await fixture(t);
+  // The same DEL with no agent at all (refused at once): what starting the plugin costs on this machine right now.
+  const baselineStarted = Date.now();
+  t.is((await invoke(env('DEL'), config(f))).code, 0);
+  const baselineMs = Date.now() - baselineStarted;
+  await frozenAgent(t, f.socket);
+  const started = Date.now();
+  const deleted = await invoke(env('DEL'), config(f));
+  const delMs = Date.now() - started;
+  t.is(deleted.code, 0, deleted.stdout);
+  t.log(`DEL: ${delMs} ms against a frozen agent, ${baselineMs} ms with no agent`);
+  // POD_DEL_TIMEOUT_MS (2 s) over the baseline; it waited the 10 s ADD deadline before.
+  t.true(delMs - baselineMs < 6000, `DEL took ${delMs} ms (no agent: ${baselineMs} ms)`);
+  const addStarted = Date.now();
+  const added = await invoke(env('ADD'), config(f));
+  const addMs = Date.now() - addStarted;
+  t.log(`ADD: ${addMs} ms against a frozen agent`);
+  t.is(added.json?.code, 11, added.stdout);
+  t.regex(String(added.json?.msg), /not reachable/);
+  t.true(addMs - baselineMs < 16_000, `ADD took ${addMs} ms (no agent: ${baselineMs} ms)`);
 });
 
 test('through the local runtime: an enrolled pod starts once pod-add answers 200, with the real pod netns and IP; DEL reaches the agent twice', async (t) => {

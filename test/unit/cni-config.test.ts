@@ -96,3 +96,34 @@ test('pod IPs come from prevResult.ips without prefix length', (t) => {
   t.deepEqual(podIpsFromResult({}), []);
   t.is(cniError(t, () => podIpsFromResult({ ips: [{}] })).code, 7);
 });
+
+test('spec 1.1.0 configs are accepted; an unknown version (1.2.0) is incompatible (1) and names every supported version', (t) => {
+  t.is(parseConfig(JSON.stringify({ ...base, cniVersion: '1.1.0' })).cniVersion, '1.1.0');
+  const error = cniError(t, () => parseConfig(JSON.stringify({ ...base, cniVersion: '1.2.0' })));
+  t.is(error.code, 1);
+  t.regex(error.message, /"1\.2\.0" is not supported by ambit-cni, which supports 0\.3\.0, 0\.3\.1, 0\.4\.0, 1\.0\.0, 1\.1\.0/);
+});
+
+test('GC\'s cni.dev/valid-attachments gives the container ids; a malformed list is an invalid config (7)', (t) => {
+  const attachments = [{ containerID: 'aaa', ifname: 'eth0' }, { containerID: 'bbb', ifname: 'eth0' }];
+  t.deepEqual(parseConfig(JSON.stringify({ ...base, cniVersion: '1.1.0', 'cni.dev/valid-attachments': attachments })).validContainerIds, ['aaa', 'bbb']);
+  t.deepEqual(parseConfig(JSON.stringify({ ...base, cniVersion: '1.1.0', 'cni.dev/valid-attachments': [] })).validContainerIds, []);
+  t.is(parseConfig(JSON.stringify(base)).validContainerIds, undefined);
+  for (const bad of [{}, [{ ifname: 'eth0' }], [{ containerID: '' }], ['aaa']]) {
+    t.is(cniError(t, () => parseConfig(JSON.stringify({ ...base, 'cni.dev/valid-attachments': bad }))).code, 7, JSON.stringify(bad));
+  }
+});
+
+test('statusRequiresAgent defaults to true and must be a boolean', (t) => {
+  t.true(parseConfig(JSON.stringify(base)).statusRequiresAgent);
+  t.false(parseConfig(JSON.stringify({ ...base, statusRequiresAgent: false })).statusRequiresAgent);
+  t.is(cniError(t, () => parseConfig(JSON.stringify({ ...base, statusRequiresAgent: 'no' }))).code, 7);
+});
+
+test('STATUS and GC need only CNI_COMMAND (and CNI_PATH), as spec 1.1.0 sets them', (t) => {
+  for (const command of ['STATUS', 'GC'] as const) {
+    const environment = readEnvironment({ CNI_COMMAND: command, CNI_PATH: '/opt/cni/bin:/usr/lib/cni' });
+    t.is(environment.command, command);
+    t.deepEqual(environment.path, ['/opt/cni/bin', '/usr/lib/cni']);
+  }
+});

@@ -13,7 +13,7 @@ import { run } from '../../runtime/exec.ts';
 import { namespaceObject, writeNamespace, writePod } from '../../runtime/cluster-store.ts';
 
 const REPO = path.resolve(import.meta.dirname, '../..');
-const VERSION_OUTPUT = '{"cniVersion":"1.0.0","supportedVersions":["0.3.0","0.3.1","0.4.0","1.0.0"]}';
+const VERSION_OUTPUT = '{"cniVersion":"1.1.0","supportedVersions":["0.3.0","0.3.1","0.4.0","1.0.0","1.1.0"]}';
 /** What a host's container runtime gives a plugin, at most: no node on this PATH. */
 const HOST_PATH = '/usr/bin:/bin';
 const PREV_RESULT = {

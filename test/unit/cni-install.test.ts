@@ -47,7 +47,7 @@ test('install puts an executable plugin in the bin dir and appends our entry to 
   t.regex(wrapper, /^AMBIT_CNI_HOME='\/.+\/cni'$/m, 'installed wrapper points at the source cni/ directory');
   t.regex(wrapper, /^AMBIT_NODE='\/.+node'$/m);
   const version = execFileSync(path.join(binDir, 'ambit-cni'), { env: { CNI_COMMAND: 'VERSION' }, encoding: 'utf8' });
-  t.like(JSON.parse(version), { cniVersion: '1.0.0' }, 'the installed copy runs from anywhere');
+  t.like(JSON.parse(version), { cniVersion: '1.1.0' }, 'the installed copy runs from anywhere');
   const written = await readJson(conflist);
   t.deepEqual(written.plugins, [...primary.plugins, entry]);
   t.deepEqual(written.someVendorField, primary.someVendorField);
@@ -93,6 +93,26 @@ test('no conflist, or one without plugins, is a clear typed error', async (t) =>
   const missing = await t.throwsAsync(install({ binDir, confDir: empty, entry }), { instanceOf: ConflistError });
   t.is(missing?.code, 'CONFLIST_NOT_FOUND');
   t.regex(missing?.message ?? '', /no \*\.conflist/);
+});
+
+test('a primary conflist at 1.1.0 gets our entry; one at a version the plugin cannot serve (1.2.0) is refused before any pod is affected', async (t) => {
+  const { binDir, confDir, conflist } = await dirs(t);
+  await writeFile(conflist, JSON.stringify({ ...primary, cniVersion: '1.1.0' }));
+  await install({ binDir, confDir, entry });
+  t.deepEqual((await readJson(conflist)).plugins, [...primary.plugins, entry]);
+  const newer = { ...primary, cniVersion: '1.2.0' };
+  await writeFile(conflist, JSON.stringify(newer));
+  const refused = await t.throwsAsync(install({ binDir, confDir, entry }), { instanceOf: ConflistError });
+  t.regex(refused?.message ?? '', /cniVersion 1\.2\.0.*ambit-cni serves 0\.3\.0, 0\.3\.1, 0\.4\.0, 1\.0\.0, 1\.1\.0.*not chained/);
+  t.deepEqual(await readJson(conflist), newer, 'the conflist is left as it was: no pod on the node is refused by ambit-cni');
+
+  // Spec 1.1.0's version list: a runtime may pick its highest; one the plugin cannot serve is warned about.
+  await writeFile(conflist, JSON.stringify({ ...primary, cniVersion: '1.0.0', cniVersions: ['1.0.0', '1.1.0', '1.2.0'] }));
+  const listed = await install({ binDir, confDir, entry });
+  t.deepEqual(listed.warnings.length, 1);
+  t.regex(listed.warnings[0] ?? '', /lists cniVersions 1\.2\.0, which ambit-cni cannot serve .*would fail every pod's ADD/);
+  await writeFile(conflist, JSON.stringify({ ...primary, cniVersions: ['1.0.0', '1.1.0'] }));
+  t.deepEqual((await install({ binDir, confDir, entry })).warnings, []);
 });
 
 test('watch re-adds our entry when the primary CNI rewrites its conflist', async (t) => {

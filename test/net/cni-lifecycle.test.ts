@@ -1,0 +1,263 @@
+/**
+ * The real agent's bookkeeping of the pods the CNI plugin reports, driven as a container runtime with a spec 1.1.0
+ * conflist would drive ambit-cni: a 1-node local mesh (agent in its node namespace, cluster directory, CA root on
+ * disk), sandboxes that are real network namespaces made here, and the ambit-cni executable called with 1.1.0
+ * configs and a 1.1.0 prevResult (Debian's reference plugins stop at 1.0.0, so a runtime's chain is played by
+ * handing ambit-cni the result bridge would give). Pods created through the runtime's own 1.0.0 chain check that
+ * older configs work unchanged.
+ */
+import test, { type ExecutionContext } from 'ava';
+import { randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import http from 'node:http';
+import path from 'node:path';
+import { namespaceObject, removePod, updatePodStatus, writeNamespace, writePod } from '../../runtime/cluster-store.ts';
+import { createLocalMesh, type LocalMesh } from '../../runtime/local-mesh.ts';
+import { AMBIT_CNI_DIR, type ClusterNode } from '../../runtime/index.ts';
+import { run } from '../../runtime/exec.ts';
+import { addNetns, deleteNetns, ipIn } from '../../runtime/netns.ts';
+import type { PodObject } from '../../shared/k8s/objects.ts';
+
+const PLUGIN = path.join(AMBIT_CNI_DIR, 'ambit-cni');
+const ENROLLED = 'mesh11';
+const AMBIENT = { 'istio.io/dataplane-mode': 'ambient' };
+const PLAIN = 'plain11';
+
+let mesh: LocalMesh;
+let node: ClusterNode;
+const sandboxes = new Set<string>();
+
+test.before(async () => {
+  mesh = await createLocalMesh({ nodes: 1, name: 'cnilife', controlPlane: false });
+  node = mesh.cluster.node(0);
+  await writeNamespace(mesh.cluster.clusterDir, namespaceObject(ENROLLED, AMBIENT));
+  await writeNamespace(mesh.cluster.clusterDir, namespaceObject(PLAIN, {}));
+});
+
+test.after.always(async () => {
+  for (const name of sandboxes) await deleteNetns(name).catch(() => undefined);
+  await mesh?.destroy();
+});
+
+interface Sandbox {
+  name: string;
+  namespace: string;
+  uid: string;
+  containerId: string;
+  netnsName: string;
+  netnsPath: string;
+  ip: string;
+  prevResult: Record<string, unknown>;
+  pod: PodObject;
+}
+
+let nextIp = 5;
+
+/**
+ * A pod as a runtime makes it before the CNI chain: its Pod object (no status yet: nothing here writes one) and a
+ * network namespace whose eth0 holds the address bridge/host-local would have given it.
+ */
+async function sandbox(t: ExecutionContext, namespace: string, name: string): Promise<Sandbox> {
+  const netnsName = `ambit-cnilife-${randomBytes(3).toString('hex')}-${name}`;
+  sandboxes.add(netnsName);
+  t.teardown(async () => {
+    sandboxes.delete(netnsName);
+    await deleteNetns(netnsName).catch(() => undefined);
+  });
+  await addNetns(netnsName);
+  const ip = `10.250.0.${nextIp++}`;
+  await ipIn(netnsName, ['link', 'set', 'lo', 'up']);
+  await ipIn(netnsName, ['link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth0p']);
+  await ipIn(netnsName, ['addr', 'add', `${ip}/24`, 'dev', 'eth0']);
+  await ipIn(netnsName, ['link', 'set', 'eth0', 'up']);
+  await ipIn(netnsName, ['link', 'set', 'eth0p', 'up']);
+  const uid = `uid-${randomBytes(6).toString('hex')}`;
+  const pod: PodObject = { apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace, uid }, spec: { nodeName: node.name, serviceAccountName: name, containers: [{ name: 'app' }] } } as PodObject;
+  await writePod(mesh.cluster.clusterDir, pod);
+  t.teardown(() => removePod(mesh.cluster.clusterDir, namespace, name).catch(() => undefined));
+  const netnsPath = `/run/netns/${netnsName}`;
+  return {
+    name, namespace, uid, containerId: randomBytes(32).toString('hex'), netnsName, netnsPath, ip, pod,
+    prevResult: {
+      cniVersion: '1.1.0',
+      interfaces: [{ name: 'eth0', mac: '0a:58:0a:fa:00:05', sandbox: netnsPath }],
+      ips: [{ address: `${ip}/24`, gateway: '10.250.0.1', interface: 0 }],
+      routes: [{ dst: '0.0.0.0/0' }],
+      dns: {},
+    },
+  };
+}
+
+function networkConfig(extra: Record<string, unknown> = {}): string {
+  return JSON.stringify({ cniVersion: '1.1.0', name: 'pods', type: 'ambit-cni', agentSocket: node.agentSocket, clusterDir: mesh.cluster.clusterDir, ...extra });
+}
+
+interface PluginRun {
+  code: number;
+  stdout: string;
+  json: Record<string, unknown> | undefined;
+}
+
+async function plugin(command: string, box: Sandbox | undefined, config: string): Promise<PluginRun> {
+  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, CNI_COMMAND: command, CNI_PATH: '/usr/lib/cni' };
+  if (box) {
+    Object.assign(env, {
+      CNI_CONTAINERID: box.containerId,
+      CNI_NETNS: box.netnsPath,
+      CNI_IFNAME: 'eth0',
+      CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=${box.namespace};K8S_POD_NAME=${box.name};K8S_POD_INFRA_CONTAINER_ID=${box.containerId};K8S_POD_UID=${box.uid}`,
+    });
+  }
+  const result = await run(PLUGIN, [], { env, input: config, timeoutMs: 30_000 });
+  let json: Record<string, unknown> | undefined;
+  try {
+    json = result.stdout.trim() === '' ? undefined : (JSON.parse(result.stdout) as Record<string, unknown>);
+  } catch {
+    json = undefined;
+  }
+  return { code: result.code, stdout: result.stdout + result.stderr, json };
+}
+
+const add = (box: Sandbox): Promise<PluginRun> => plugin('ADD', box, networkConfig({ prevResult: box.prevResult }));
+const gc = (validContainerIds: string[]): Promise<PluginRun> =>
+  plugin('GC', undefined, networkConfig({ 'cni.dev/valid-attachments': validContainerIds.map((containerID) => ({ containerID, ifname: 'eth0' })) }));
+
+interface RecordedPod {
+  uid: string;
+  name: string;
+  namespace: string;
+  netns: string;
+  ips: string[];
+  containerId?: string;
+}
+
+async function record(kind: 'known-pods' | 'captured-pods'): Promise<RecordedPod[]> {
+  const text = await readFile(path.join(path.dirname(node.agentSocket), `${kind}-${node.name}.json`), 'utf8').catch(() => '{"pods":[]}');
+  return (JSON.parse(text) as { pods: RecordedPod[] }).pods;
+}
+
+const names = (pods: RecordedPod[]): string[] => pods.map((pod) => `${pod.namespace}/${pod.name}`).sort();
+
+/** The agent's workload for a pod, from its admin config dump (the admin port listens in the node namespace). */
+async function agentWorkload(namespace: string, name: string): Promise<{ addresses: string[]; tunnelProtocol: string } | undefined> {
+  const script = `fetch('http://127.0.0.1:15000/config_dump').then((r) => r.json()).then((d) => { const w = d.workloads.find((x) => x.namespace === ${JSON.stringify(namespace)} && x.name === ${JSON.stringify(name)}); console.log(JSON.stringify(w ?? null)); })`;
+  const result = await node.exec(process.execPath, ['-e', script]);
+  return (JSON.parse(result.stdout) as { addresses: string[]; tunnelProtocol: string } | null) ?? undefined;
+}
+
+/** Polls `condition` (each poll a real read of agent state) until it holds or 15 s pass. */
+async function eventually(what: string, condition: () => Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + 15_000;
+  while (Date.now() < deadline) {
+    if (await condition()) return;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`never: ${what}`);
+}
+
+async function agentLog(): Promise<string> {
+  return readFile(node.agentLogFile, 'utf8');
+}
+
+/** One exchange with the agent's CNI socket, timed (the agent's own STATUS answer, without a plugin process). */
+function agentStatus(): Promise<{ status: number; ms: number }> {
+  const started = process.hrtime.bigint();
+  return new Promise((resolve, reject) => {
+    const request = http.request({ socketPath: node.agentSocket, path: '/v1/status', method: 'POST', agent: false, headers: { 'content-type': 'application/json' } }, (response) => {
+      response.resume();
+      response.on('end', () => resolve({ status: response.statusCode ?? 0, ms: Number(process.hrtime.bigint() - started) / 1e6 }));
+    });
+    request.on('error', reject);
+    request.end('{}');
+  });
+}
+
+test.serial('a 1.1.0 ADD with a 1.1.0 prevResult captures the pod and answers in 1.1.0; the mesh takes the ADD\'s IP while the Pod has no status; CHECK passes', async (t) => {
+  const box = await sandbox(t, ENROLLED, 'web11');
+  const added = await add(box);
+  t.is(added.code, 0, added.stdout);
+  t.deepEqual(added.json, box.prevResult);
+  const captured = (await record('captured-pods')).find((pod) => pod.uid === box.uid);
+  t.deepEqual(captured?.ips, [box.ip]);
+  const known = (await record('known-pods')).find((pod) => pod.uid === box.uid);
+  t.is(known?.containerId, box.containerId, 'the sandbox id is recorded (GC names attachments by it)');
+  t.like(await agentWorkload(ENROLLED, 'web11'), { addresses: [box.ip], tunnelProtocol: 'HBONE' }, 'the Pod has no status.podIP: the address is the ADD\'s');
+  t.is((await plugin('CHECK', box, networkConfig({ prevResult: box.prevResult }))).code, 0);
+
+  // The status arrives with another address: the status is what every node sees, so it wins, and the agent says so.
+  await updatePodStatus(mesh.cluster.clusterDir, box.pod, { phase: 'Running', podIP: '10.250.9.9', podIPs: [{ ip: '10.250.9.9' }] });
+  await eventually('the status address is the workload\'s', async () => (await agentWorkload(ENROLLED, 'web11'))?.addresses.join() === '10.250.9.9');
+  t.regex(await agentLog(), /status addresses differ from those its CNI ADD gave it/);
+
+  const deleted = await plugin('DEL', box, networkConfig({ prevResult: box.prevResult }));
+  t.is(deleted.code, 0, deleted.stdout);
+  t.false(names(await record('captured-pods')).includes(`${ENROLLED}/web11`));
+  t.false(names(await record('known-pods')).includes(`${ENROLLED}/web11`));
+});
+
+test.serial('a 1.1.0 STATUS succeeds while the agent runs (its answer in milliseconds) and fails with 50 while it is down', async (t) => {
+  const up = await plugin('STATUS', undefined, networkConfig());
+  t.is(up.code, 0, up.stdout);
+  const answers = [];
+  for (let i = 0; i < 5; i++) answers.push(await agentStatus());
+  t.true(answers.every((answer) => answer.status === 200));
+  const fastest = Math.min(...answers.map((answer) => answer.ms));
+  t.log(`agent STATUS answers: ${answers.map((answer) => answer.ms.toFixed(1)).join(', ')} ms`);
+  t.true(fastest < 50, `the agent answered STATUS in ${fastest} ms at best`);
+
+  await node.stopAgent();
+  t.teardown(() => node.startAgent());
+  const down = await plugin('STATUS', undefined, networkConfig());
+  t.is(down.json?.code, 50, down.stdout);
+  t.regex(String(down.json?.msg), /cannot serve ADD for enrolled pods/);
+  await node.startAgent();
+  t.is((await plugin('STATUS', undefined, networkConfig())).code, 0);
+});
+
+test.serial('a 1.1.0 GC makes the agent release and forget the pods whose sandbox is not listed, and keep those listed; a pod from the runtime\'s 1.0.0 chain is kept by its container id', async (t) => {
+  const stale = await sandbox(t, ENROLLED, 'stale11');
+  const kept = await sandbox(t, ENROLLED, 'kept11');
+  const seen = await sandbox(t, PLAIN, 'seen11');
+  for (const box of [stale, kept, seen]) t.is((await add(box)).code, 0);
+  const older = await mesh.cluster.createPod({ node: 0, namespace: ENROLLED, name: 'older10', namespaceLabels: AMBIENT });
+  t.teardown(() => mesh.cluster.deletePod(older));
+  t.true(names(await record('captured-pods')).includes(`${ENROLLED}/older10`), 'the 1.0.0 chain still captures');
+  t.deepEqual(names(await record('known-pods')), [`${ENROLLED}/kept11`, `${ENROLLED}/older10`, `${ENROLLED}/stale11`, `${PLAIN}/seen11`]);
+
+  const collected = await gc([kept.containerId, older.containerId]);
+  t.is(collected.code, 0, collected.stdout);
+  t.deepEqual(names(await record('known-pods')), [`${ENROLLED}/kept11`, `${ENROLLED}/older10`]);
+  t.deepEqual(names(await record('captured-pods')), [`${ENROLLED}/kept11`, `${ENROLLED}/older10`]);
+  // The stale pod's listeners are gone with it: nothing listens on the HBONE port in its namespace any more.
+  const listening = await run('ip', ['netns', 'exec', stale.netnsName, 'ss', '-Htln', 'sport = :15008']);
+  t.is(listening.stdout.trim(), '', 'no listener left in the released pod');
+  t.regex(await agentLog(), /CNI GC: forgot pods whose sandbox is gone/);
+});
+
+test.serial('pods deleted while the agent is down are dropped from the known pods at its next start, with no capture error', async (t) => {
+  const gone = await sandbox(t, ENROLLED, 'gone11');
+  const plain = await sandbox(t, PLAIN, 'goneplain11');
+  t.is((await add(gone)).code, 0);
+  t.is((await add(plain)).code, 0);
+  await node.stopAgent();
+  t.teardown(() => node.startAgent());
+  // The runtime tore the sandboxes down while no agent heard the DEL; the Pod objects are still there.
+  await deleteNetns(gone.netnsName);
+  await deleteNetns(plain.netnsName);
+  const logBefore = (await agentLog()).length;
+  await node.startAgent();
+  t.false(names(await record('known-pods')).some((name) => name.endsWith('/gone11') || name.endsWith('/goneplain11')));
+  t.false(names(await record('captured-pods')).includes(`${ENROLLED}/gone11`));
+  const startLog = (await agentLog()).slice(logBefore);
+  t.regex(startLog, /forgot known pods whose network namespace is gone/);
+  t.notRegex(startLog, /changing the capture of a running pod failed/);
+});
+
+test.serial('a pod the mesh state deletes is forgotten from the known pods (not enrolled: nothing else would)', async (t) => {
+  const box = await sandbox(t, PLAIN, 'removed11');
+  t.is((await add(box)).code, 0);
+  t.true(names(await record('known-pods')).includes(`${PLAIN}/removed11`));
+  await removePod(mesh.cluster.clusterDir, PLAIN, 'removed11');
+  await eventually('the known pods no longer list the deleted pod', async () => !names(await record('known-pods')).includes(`${PLAIN}/removed11`));
+  t.pass();
+});
