@@ -66,6 +66,13 @@ export function serviceFromXds(service: XdsService): Service {
     canonical: service.canonical === true,
   };
   if (loadBalancing) result.loadBalancing = loadBalancing;
+  // A waypoint named by hostname needs a DNS lookup this agent does not do yet: such a service is reached directly.
+  const waypointIp = service.waypoint?.address?.address;
+  if (waypointIp && waypointIp.length > 0) {
+    const port = service.waypoint!.hboneMtlsPort;
+    if (!Number.isInteger(port) || port <= 0 || port > 65535) throw new Error(`waypoint port ${port} is not a TCP port`);
+    result.waypoint = { address: bytesToIp(waypointIp), hboneMtlsPort: port };
+  }
   return result;
 }
 

@@ -261,6 +261,11 @@ export class HboneServer {
       return;
     }
     if (stream.destroyed || stream.closed) return;
+    if (this.#options.terminate) {
+      this.#stats.tunnelsOpened++;
+      this.#options.terminate(request, stream);
+      return;
+    }
     const started = performance.now();
     let socket: net.Socket;
     try {

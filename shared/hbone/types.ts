@@ -5,6 +5,7 @@
  * `:authority` is the original destination `ip:port`; `forwarded`, `baggage`, `traceparent` ride along.
  * Must not know about: pods, policy, xDS. Sockets come from the caller's factory (the socket-factory seam).
  */
+import type http2 from 'node:http2';
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { SpiffeId, WorkloadCertificate } from '../identity/index.ts';
@@ -83,6 +84,11 @@ export interface HboneServerOptions {
   trustDomain: string;
   /** Allow or deny a CONNECT (policy). Denied -> 401. Default: allow. */
   decide?: (request: HboneRequest) => HboneDecision | Promise<HboneDecision>;
+  /**
+   * Takes over an allowed CONNECT stream instead of connecting to its target (a waypoint terminates the stream and
+   * chooses where it goes): the handler answers it (`stream.respond`) and owns it from then on. Default: absent.
+   */
+  terminate?: (request: HboneRequest, stream: http2.ServerHttp2Stream) => void;
   /** Opens the connection to the target; refused/unreachable -> 503. Default: net.connect to target. */
   connect?: (request: HboneRequest) => net.Socket;
   /** Called with each established stream's TCP pair (for telemetry), optional. */
