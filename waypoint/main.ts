@@ -14,15 +14,19 @@ import { pino, type Logger } from 'pino';
 import { HboneClientPool, HboneServer, type HboneRequest } from '../shared/hbone/index.ts';
 import { spiffeId } from '../shared/identity/index.ts';
 import { controlPlaneIdentity, controlPlaneServerName } from '../shared/xds/client.ts';
+import { HTTP_ROUTES_TYPE_URL } from '../shared/xds/protos.ts';
 import { servicesView } from '../agent/admin.ts';
 import { CaClient } from '../agent/identity/ca-client.ts';
 import { CertificateManager } from '../agent/identity/certificate-manager.ts';
 import { MeshState } from '../agent/state/mesh-state.ts';
 import { XdsSource } from '../agent/state/xds-source.ts';
 import type { Workload } from '../agent/state/workload.ts';
-import { configFromEnv, WAYPOINT_ADMIN_PORT, WAYPOINT_DRAIN_MS, WAYPOINT_HBONE_PORT, WAYPOINT_READINESS_PORT, WAYPOINT_READY_MESSAGE, type WaypointConfig } from './config.ts';
+import { configFromEnv, WAYPOINT_ADMIN_PORT, WAYPOINT_DRAIN_MS, WAYPOINT_HBONE_PORT, WAYPOINT_METRICS_PORT, WAYPOINT_READINESS_PORT, WAYPOINT_READY_MESSAGE, type WaypointConfig } from './config.ts';
 import { WaypointError } from './errors.ts';
+import { HttpProxy } from './http-proxy.ts';
 import { L4Forwarder } from './l4-forwarder.ts';
+import { WaypointMetrics } from './metrics.ts';
+import { RouteTable } from './route-table.ts';
 import { Upstreams } from './upstream.ts';
 
 export interface RunningWaypoint {
@@ -41,6 +45,8 @@ function listenHttp(server: http.Server, host: string, port: number): Promise<vo
 
 export async function startWaypoint(config: WaypointConfig, log: Logger): Promise<RunningWaypoint> {
   const state = new MeshState();
+  const routes = new RouteTable();
+  const metrics = new WaypointMetrics();
   const [rootCertPem, token] = await Promise.all([readFile(config.rootCertFile, 'utf8'), readFile(config.tokenFile, 'utf8')]);
   const xds = new XdsSource({
     address: config.xdsAddress,
@@ -49,6 +55,7 @@ export async function startWaypoint(config: WaypointConfig, log: Logger): Promis
     nodeName: config.nodeName,
     trustDomain: config.trustDomain,
     state,
+    handlers: { [HTTP_ROUTES_TYPE_URL]: routes.apply },
     onStatus: (status) => (status.state === 'disconnected' ? log.warn({ ...status }, 'xDS stream down; serving the last config') : log.info({ state: status.state }, 'xDS')),
     onNack: (typeUrl, message) => log.warn({ typeUrl, reason: message }, 'xDS resource rejected (NACK); keeping the last good one'),
   });
@@ -78,6 +85,7 @@ export async function startWaypoint(config: WaypointConfig, log: Logger): Promis
       'connection closed',
     ),
   );
+  const httpProxy = new HttpProxy({ upstreams, routes, state, metrics });
   const terminate = (request: HboneRequest, stream: http2.ServerHttp2Stream): void => {
     let service;
     try {
@@ -88,7 +96,9 @@ export async function startWaypoint(config: WaypointConfig, log: Logger): Promis
       if (!stream.headersSent) stream.respond({ ':status': waypointError.status ?? 503 }, { endStream: true });
       return;
     }
-    void l4.forward(request, stream, service);
+    const appProtocol = service.ports.find((port) => port.servicePort === request.target.port)?.appProtocol;
+    if (appProtocol === 'HTTP11') httpProxy.serve(request, stream, service);
+    else void l4.forward(request, stream, service);
   };
   const hbone = new HboneServer({
     certificateFor: () => certificates.current(identity),
@@ -103,13 +113,25 @@ export async function startWaypoint(config: WaypointConfig, log: Logger): Promis
     response.writeHead(ready ? 200 : 503).end();
   });
   await listenHttp(readiness, config.listenHost, WAYPOINT_READINESS_PORT);
+  // Prometheus, as Istio's merged endpoint on 15020.
+  const metricsServer = http.createServer((request, response) => {
+    if (request.url !== '/metrics' && request.url !== '/stats/prometheus') {
+      response.writeHead(404).end();
+      return;
+    }
+    metrics.registry.metrics().then(
+      (text) => response.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text),
+      () => response.writeHead(500).end(),
+    );
+  });
+  await listenHttp(metricsServer, config.listenHost, WAYPOINT_METRICS_PORT);
   // Admin, as the agent's and Envoy's (15000, loopback only): what this waypoint knows.
   const admin = http.createServer((request, response) => {
     if (request.url !== '/config_dump') {
       response.writeHead(404).end();
       return;
     }
-    const body = JSON.stringify({ gateway: config.gatewayName, identity: identity.uri, services: servicesView(state) });
+    const body = JSON.stringify({ gateway: config.gatewayName, identity: identity.uri, services: servicesView(state), routes: routes.view() });
     response.writeHead(200, { 'content-type': 'application/json' }).end(body);
   });
   await listenHttp(admin, '127.0.0.1', WAYPOINT_ADMIN_PORT);
@@ -120,6 +142,8 @@ export async function startWaypoint(config: WaypointConfig, log: Logger): Promis
       await hbone.shutdown(WAYPOINT_DRAIN_MS);
       await pool.close();
       readiness.close();
+      metricsServer.close();
+      httpProxy.close();
       admin.close();
       xds.stop();
       certificates.close();

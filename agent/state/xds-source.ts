@@ -7,7 +7,7 @@
  * Must not know about: sockets, capture, certificates.
  */
 import { ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL } from '../../shared/xds/protos.ts';
-import { XdsClient, controlPlaneIdentity, type XdsClientStatus, type XdsRejection, type XdsResourceUpdate } from '../../shared/xds/client.ts';
+import { XdsClient, controlPlaneIdentity, type XdsClientStatus, type XdsHandler, type XdsRejection, type XdsResourceUpdate } from '../../shared/xds/client.ts';
 import { bytesToIp, type XdsAddress, type XdsPort, type XdsService, type XdsWorkload } from '../../shared/xds/types.ts';
 import type { MeshState } from './mesh-state.ts';
 import { serviceKey, type IpFamilies, type LoadBalancing, type LoadBalancingMode, type LoadBalancingScope, type Service, type ServicePort } from './service.ts';
@@ -24,6 +24,8 @@ export interface XdsSourceOptions {
   onAuthorization?: (added: XdsResourceUpdate<unknown>[], removed: string[]) => void | { rejected?: XdsRejection[] };
   onStatus?: (status: XdsClientStatus) => void;
   onNack?: (typeUrl: string, message: string) => void;
+  /** More resource types on the same stream (the waypoint's routes), by type URL. */
+  handlers?: Record<string, XdsHandler>;
 }
 
 function portsFromXds(ports: readonly XdsPort[] | undefined): ServicePort[] {
@@ -160,6 +162,7 @@ export class XdsSource {
           return rejected.length > 0 ? { rejected } : undefined;
         },
         [AUTHORIZATION_TYPE_URL]: (added: XdsResourceUpdate<unknown>[], removed: string[]) => options.onAuthorization?.(added, removed),
+        ...options.handlers,
       },
       ...(options.onStatus ? { onStatus: options.onStatus } : {}),
       ...(options.onNack ? { onNack: options.onNack } : {}),

@@ -1,6 +1,7 @@
 /**
  * Sample server for local-runtime pods. TCP mode echoes every byte back and half-closes when the client does;
- * HTTP mode answers each request with JSON naming the peer address it saw (to show source-IP preservation).
+ * HTTP mode answers each request with JSON naming the peer address it saw (to show source-IP preservation), the
+ * server's `--name` and the request headers it received (to show what a proxy on the way changed).
  *
  *   node runtime/apps/echo-server.ts --port 8080 [--host 0.0.0.0] [--http]
  * Prints one line `{"listening":<port>}` on stdout once it accepts connections.
@@ -16,6 +17,7 @@ const { values } = parseArgs({
     port: { type: 'string', default: '8080' },
     host: { type: 'string', default: '0.0.0.0' },
     http: { type: 'boolean', default: false },
+    name: { type: 'string', default: '' },
   },
 });
 const port = Number(values.port);
@@ -35,6 +37,8 @@ if (values.http) {
         method: request.method,
         url: request.url,
         bytesReceived,
+        name: values.name,
+        headers: request.headers,
       });
       response.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
       response.end(body);

@@ -19,6 +19,8 @@ export interface EchoServerOptions {
   port: number;
   http?: boolean;
   host?: string;
+  /** Reported in every HTTP answer, to tell servers apart. */
+  name?: string;
 }
 
 export interface ClientOptions {
@@ -45,7 +47,7 @@ export interface ClientResult {
 
 /** Starts echo-server.ts in the pod and resolves once it listens. */
 export function startEchoServer(pod: Pod, options: EchoServerOptions): Promise<ChildProcess> {
-  const args = [ECHO_SERVER_APP, '--port', String(options.port), '--host', options.host ?? '0.0.0.0', ...(options.http ? ['--http'] : [])];
+  const args = [ECHO_SERVER_APP, '--port', String(options.port), '--host', options.host ?? '0.0.0.0', ...(options.http ? ['--http'] : []), ...(options.name ? ['--name', options.name] : [])];
   const child = pod.spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   return new Promise<ChildProcess>((resolve, reject) => {
     let stdout = '';
