@@ -10,7 +10,7 @@
  * routes are reported by the control plane with a reason; Istio's request metrics on the waypoint's 15020.
  */
 import test from 'ava';
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { stringify } from 'yaml';
 import { createLocalMesh, type LocalMesh } from '../../runtime/local-mesh.ts';
@@ -277,4 +277,23 @@ test.serial("Istio's request metrics on the waypoint's 15020", async (t) => {
   const toV2 = count((line) => line.includes('destination_service="web-v2.shop.svc.cluster.local"') && line.includes('response_code="200"') && line.includes(`source_principal="${CLIENT_IDENTITY}"`) && line.includes('source_workload="client"'));
   t.true(toV2 >= 2, `200s to web-v2: ${toV2}`);
   t.true(lines.some((line) => line.startsWith('istio_request_duration_milliseconds_bucket{') && line.includes('le="0.5"')), 'Istio buckets');
+});
+
+test.serial('a selector policy at the destination sees the waypoint as the source', async (t) => {
+  const policyFile = path.join(mesh.cluster.clusterDir, 'policies', 'only-waypoint.yaml');
+  await writeAtomically(
+    policyFile,
+    stringify({
+      apiVersion: 'security.istio.io/v1', kind: 'AuthorizationPolicy', metadata: { name: 'only-waypoint', namespace: 'shop' },
+      spec: { selector: { matchLabels: { app: 'web' } }, action: 'ALLOW', rules: [{ from: [{ source: { principals: ['cluster.local/ns/shop/sa/wp'] } }] }] },
+    }),
+  );
+  try {
+    // The signal that the policy is in force: the client's own identity is refused on the direct path.
+    await until('the direct path refused', async () => !(await runClient(client, { host: OPTOUT_VIP, port: 80, http: true, timeoutMs: 5_000 })).ok);
+    const results = await httpRequests(WEB_VIP, [{ path: '/api', repeat: 4 }]);
+    t.deepEqual(results.map((result) => result.status), [200, 200, 200, 200], JSON.stringify(results));
+  } finally {
+    await rm(policyFile, { force: true });
+  }
 });
