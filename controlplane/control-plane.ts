@@ -16,6 +16,9 @@ import type { XdsAuthenticator } from './xds/auth.ts';
 import { AuthorizationFeed, type CompiledAuthorization } from './xds/authorization-feed.ts';
 import type { XdsLogger } from './xds/connection.ts';
 import { ResourceCache } from './xds/resource-cache.ts';
+import { RouteFeed } from './xds/route-feed.ts';
+import { compileHttpRoutes, type RouteProblem } from './model/http-routes.ts';
+import { DEFAULT_CLUSTER_DOMAIN } from './model/workload.ts';
 import { ServingCredentials, startGrpcServer, XdsServer, type ServiceRegistrar } from './xds/server.ts';
 
 /** How long a graceful shutdown waits for streams to finish before cutting them (agents reconnect anyway). */
@@ -58,6 +61,8 @@ export interface ControlPlane {
   cache: ResourceCache;
   model: AddressModel;
   authorizations: AuthorizationFeed;
+  /** Why each HTTPRoute (or part of one) is not served as written, from the last compile. */
+  routeProblems(): readonly RouteProblem[];
   xds: XdsServer;
   source: ConfigSource;
   grpcServer: grpc.Server;
@@ -93,6 +98,17 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     ...(options.clusterId ? { clusterId: options.clusterId } : {}),
     ...(options.authorizations?.policiesForPod ? { authorizationPoliciesFor: options.authorizations.policiesForPod } : {}),
   });
+  // HTTPRoutes for waypoints: recompiled when a route or a Service (a parent or backend) changes.
+  const routes = new RouteFeed(cache);
+  let routeProblems: RouteProblem[] = [];
+  store.onChanges((changes) => {
+    if (!changes.some((change) => change.kind === 'HTTPRoute' || change.kind === 'Service')) return;
+    const problems: RouteProblem[] = [];
+    routes.replace(compileHttpRoutes(store, DEFAULT_CLUSTER_DOMAIN, (problem) => problems.push(problem)));
+    const previous = new Set(routeProblems.map((problem) => JSON.stringify(problem)));
+    for (const problem of problems) if (!previous.has(JSON.stringify(problem))) options.logger?.warn({ route: problem.route, condition: problem.condition, reason: problem.reason }, `HTTPRoute ${problem.route}: ${problem.condition} False (${problem.reason}): ${problem.message}`);
+    routeProblems = problems;
+  });
   const xds = new XdsServer({ cache, authenticator: options.authenticator, ...(options.logger ? { logger: options.logger } : {}) });
   const source = options.createSource(store);
   await source.start();
@@ -117,6 +133,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     cache,
     model,
     authorizations,
+    routeProblems: () => routeProblems,
     xds,
     source,
     grpcServer: started.server,

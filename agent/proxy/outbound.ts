@@ -4,7 +4,9 @@
  * Owns: choosing the path for each connection from the mesh state: destination in the mesh -> an HBONE stream
  * to the destination pod's port 15008 under the source pod's identity; a Service VIP -> one endpoint picked by
  * agent/state/load-balance.ts, then the same paths to endpointIP:targetPort (no endpoint: the client is reset, the
- * access log says why); anything else -> plain TCP passthrough from the pod's namespace.
+ * access log says why); a VIP of a Service bound to a waypoint -> an HBONE stream to the waypoint's 15008 under the
+ * source pod's identity with the VIP:port as `:authority` (ztunnel's behaviour: the waypoint picks the endpoint);
+ * anything else -> plain TCP passthrough from the pod's namespace.
  * Must not know about: how sockets are made (the pod's socket factory) or how tunnels are pooled (HboneClientPool).
  */
 import type net from 'node:net';
@@ -28,6 +30,17 @@ function serviceRef(service: Service): ServiceRef {
     serviceRefs.set(service, ref);
   }
   return ref;
+}
+
+/** A service's waypoint address is not a workload this agent knows (its identity cannot be checked): refused. */
+export class UnknownWaypointError extends Error {
+  readonly code = 'UNKNOWN_WAYPOINT';
+  /** Envoy's "no healthy upstream" flag: the connection had nowhere to go. */
+  readonly responseFlags = 'UH';
+  constructor(service: Service, address: string) {
+    super(`service ${service.hostname} uses the waypoint at ${address}, which is no workload this agent knows (not running yet, or its pod was deleted)`);
+    this.name = 'UnknownWaypointError';
+  }
 }
 
 /** Port every captured pod's agent listener terminates HBONE on. */
@@ -58,7 +71,8 @@ export class OutboundProxy {
     if (destination === undefined) {
       const service = this.#state.serviceByVip(originalDestination.host, context.source.network);
       if (service !== undefined) {
-        this.#viaService(socket, originalDestination, service, context, started);
+        if (service.waypoint !== undefined) this.#viaWaypoint(socket, originalDestination, service, context, started);
+        else this.#viaService(socket, originalDestination, service, context, started);
         return;
       }
     }
@@ -71,6 +85,21 @@ export class OutboundProxy {
     } else {
       this.#passthrough(socket, target, destination, service, context, started);
     }
+  }
+
+  /** VIP:port -> HBONE to the service's waypoint, `:authority` VIP:port, the waypoint's own identity expected. */
+  #viaWaypoint(socket: net.Socket, vip: HostPort, service: Service, context: OutboundContext, started: number): void {
+    const address = service.waypoint!.address;
+    const waypoint = this.#state.workloadByIp(address);
+    if (waypoint === undefined) {
+      socket.resetAndDestroy();
+      this.#report.closed({
+        direction: 'outbound', source: context.source, sourceAddress: socket.remoteAddress, destinationAddress: vip, destinationService: serviceRef(service), mtls: false,
+        bytesSent: 0, bytesReceived: 0, durationMs: performance.now() - started, error: new UnknownWaypointError(service, address),
+      });
+      return;
+    }
+    this.#viaHbone(socket, vip, waypoint, service, context, started, { host: address, port: service.waypoint!.hboneMtlsPort });
   }
 
   /** VIP:port -> one endpoint's IP:targetPort, then as a connection to that pod; none: reset, with the reason logged. */
@@ -93,7 +122,8 @@ export class OutboundProxy {
     this.#toWorkload(socket, target, endpoint, service, context, started);
   }
 
-  #viaHbone(socket: net.Socket, originalDestination: HostPort, destination: Workload, service: Service | undefined, context: OutboundContext, started: number): void {
+  /** `waypoint`: the HBONE endpoint is the service's waypoint (only its identity is accepted), not the destination pod. */
+  #viaHbone(socket: net.Socket, originalDestination: HostPort, destination: Workload, service: Service | undefined, context: OutboundContext, started: number, waypoint?: HostPort): void {
     const record: ConnectionRecord = {
       direction: 'outbound', source: context.source, sourceAddress: socket.remoteAddress, destination, destinationAddress: originalDestination,
       destinationService: service && serviceRef(service), mtls: true, bytesSent: 0, bytesReceived: 0, durationMs: 0,
@@ -115,11 +145,12 @@ export class OutboundProxy {
     context.pool
       .tunnel(
         {
-          proxy: { host: addressOfFamily(destination, originalDestination.host) ?? destination.addresses[0]!, port: HBONE_PORT },
+          proxy: waypoint ?? { host: addressOfFamily(destination, originalDestination.host) ?? destination.addresses[0]!, port: HBONE_PORT },
           destination: originalDestination,
           sourceIdentity: workloadIdentity(context.source),
           // A service may name extra identities its endpoints can present (Istio's subject_alt_names).
-          expectedIdentities: service && service.subjectAltNames.length > 0 ? [workloadIdentity(destination).uri, ...service.subjectAltNames] : [workloadIdentity(destination).uri],
+          expectedIdentities:
+            waypoint === undefined && service && service.subjectAltNames.length > 0 ? [workloadIdentity(destination).uri, ...service.subjectAltNames] : [workloadIdentity(destination).uri],
         },
         socket,
         established,

@@ -37,6 +37,12 @@ export interface ServiceVip {
   address: string;
 }
 
+/** Istio's GatewayAddress with an IP: where a waypoint takes HBONE. */
+export interface ServiceWaypoint {
+  address: string;
+  hboneMtlsPort: number;
+}
+
 export interface Service {
   name: string;
   namespace: string;
@@ -50,6 +56,11 @@ export interface Service {
   /** Absent: any healthy endpoint, anywhere. */
   loadBalancing?: LoadBalancing;
   ipFamilies: IpFamilies;
+  /**
+   * The waypoint connections to a VIP of this service go through (istio.io/use-waypoint), when it has one: HBONE to
+   * `address:hboneMtlsPort` with the VIP:port as `:authority`.
+   */
+  waypoint?: ServiceWaypoint;
   /** Takes priority in hostname lookups when the client's namespace has no service of that name (Kubernetes Services). */
   canonical?: boolean;
 }

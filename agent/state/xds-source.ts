@@ -7,7 +7,7 @@
  * Must not know about: sockets, capture, certificates.
  */
 import { ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL } from '../../shared/xds/protos.ts';
-import { XdsClient, controlPlaneIdentity, type XdsClientStatus, type XdsRejection, type XdsResourceUpdate } from '../../shared/xds/client.ts';
+import { XdsClient, controlPlaneIdentity, type XdsClientStatus, type XdsHandler, type XdsRejection, type XdsResourceUpdate } from '../../shared/xds/client.ts';
 import { enrollmentFromExtensions } from '../../shared/xds/enrollment-extension.ts';
 import { bytesToIp, type XdsAddress, type XdsPort, type XdsService, type XdsWorkload } from '../../shared/xds/types.ts';
 import type { MeshState } from './mesh-state.ts';
@@ -25,6 +25,8 @@ export interface XdsSourceOptions {
   onAuthorization?: (added: XdsResourceUpdate<unknown>[], removed: string[]) => void | { rejected?: XdsRejection[] };
   onStatus?: (status: XdsClientStatus) => void;
   onNack?: (typeUrl: string, message: string) => void;
+  /** More resource types on the same stream (the waypoint's routes), by type URL. */
+  handlers?: Record<string, XdsHandler>;
 }
 
 function portsFromXds(ports: readonly XdsPort[] | undefined): ServicePort[] {
@@ -67,6 +69,13 @@ export function serviceFromXds(service: XdsService): Service {
     canonical: service.canonical === true,
   };
   if (loadBalancing) result.loadBalancing = loadBalancing;
+  // A waypoint named by hostname needs a DNS lookup this agent does not do yet: such a service is reached directly.
+  const waypointIp = service.waypoint?.address?.address;
+  if (waypointIp && waypointIp.length > 0) {
+    const port = service.waypoint!.hboneMtlsPort;
+    if (!Number.isInteger(port) || port <= 0 || port > 65535) throw new Error(`waypoint port ${port} is not a TCP port`);
+    result.waypoint = { address: bytesToIp(waypointIp), hboneMtlsPort: port };
+  }
   return result;
 }
 
@@ -161,6 +170,7 @@ export class XdsSource {
           return rejected.length > 0 ? { rejected } : undefined;
         },
         [AUTHORIZATION_TYPE_URL]: (added: XdsResourceUpdate<unknown>[], removed: string[]) => options.onAuthorization?.(added, removed),
+        ...options.handlers,
       },
       ...(options.onStatus ? { onStatus: options.onStatus } : {}),
       ...(options.onNack ? { onNack: options.onNack } : {}),

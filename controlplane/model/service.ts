@@ -47,6 +47,20 @@ export function numericTargetPort(port: ServicePortSpec): number {
   return Number.isInteger(parsed) ? parsed : 0;
 }
 
+/**
+ * Istio's protocol selection for a Service port, as istiod writes `app_protocol` for waypoints: `appProtocol` first
+ * (http, http2, kubernetes.io/h2c, grpc), else the port name's prefix before '-' (http, http2, grpc); anything else
+ * UNKNOWN (forwarded at L4). Values of istio.workload.AppProtocol.
+ */
+export function appProtocolOf(port: ServicePortSpec): number | undefined {
+  const declared = port.appProtocol?.toLowerCase();
+  const protocol = declared ?? port.name?.toLowerCase().split('-')[0];
+  if (protocol === 'http') return 1;
+  if (protocol === 'http2' || protocol === 'kubernetes.io/h2c' || protocol === 'h2c') return 2;
+  if (protocol === 'grpc' || protocol === 'grpc-web') return 3;
+  return undefined;
+}
+
 export function serviceVips(service: ServiceObject): string[] {
   const ips = service.spec?.clusterIPs ?? (service.spec?.clusterIP ? [service.spec.clusterIP] : []);
   return ips.filter((ip) => ip && ip !== 'None');
@@ -66,7 +80,10 @@ export function serviceFromKube(service: ServiceObject, clusterDomain: string, w
     namespace: namespaceOf(service),
     hostname: serviceHostname(service, clusterDomain),
     addresses,
-    ports: (service.spec?.ports ?? []).map((port) => ({ servicePort: port.port, targetPort: numericTargetPort(port) })),
+    ports: (service.spec?.ports ?? []).map((port) => {
+      const appProtocol = appProtocolOf(port);
+      return appProtocol === undefined ? { servicePort: port.port, targetPort: numericTargetPort(port) } : { servicePort: port.port, targetPort: numericTargetPort(port), appProtocol };
+    }),
     ipFamilies: IP_FAMILIES[serviceIpFamilies(service)],
     // As istiod: a Kubernetes Service is the canonical owner of its hostname (a ServiceEntry of the same name is not).
     canonical: true,

@@ -26,6 +26,8 @@ export const NetworkMode = { STANDARD: 0, HOST_NETWORK: 1 } as const;
 export interface PortMessage {
   servicePort: number;
   targetPort: number;
+  /** istio.workload.AppProtocol (1 HTTP11, 2 HTTP2, 3 GRPC), set on a Service's ports; absent: UNKNOWN. */
+  appProtocol?: number;
 }
 
 /** protobufjs-encodable istio.workload.Workload (camelCase fields, numeric enums, bytes as Buffers). */

@@ -1,6 +1,7 @@
 /**
  * Sample server for local-runtime pods. TCP mode echoes every byte back and half-closes when the client does;
- * HTTP mode answers each request with JSON naming the peer address it saw (to show source-IP preservation).
+ * HTTP mode answers each request with JSON naming the peer address it saw (to show source-IP preservation), the
+ * server's `--name` and the request headers it received (to show what a proxy on the way changed).
  *
  *   node runtime/apps/echo-server.ts --port 8080 [--host 0.0.0.0] [--http] [--name NAME]
  * (HTTP mode: `server` in the answer is NAME, so a client of a Service sees which endpoint answered.)
@@ -38,6 +39,8 @@ if (values.http) {
         url: request.url,
         bytesReceived,
         server: values.name,
+        name: values.name,
+        headers: request.headers,
       });
       response.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
       response.end(body);

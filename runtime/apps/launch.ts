@@ -19,7 +19,7 @@ export interface EchoServerOptions {
   port: number;
   http?: boolean;
   host?: string;
-  /** HTTP mode: the name the server puts in its answers (default: the pod's name). */
+  /** HTTP mode: the name the server puts in its answers (default: the pod's name); set, also outside HTTP mode. */
   name?: string;
 }
 
@@ -47,7 +47,7 @@ export interface ClientResult {
 
 /** Starts echo-server.ts in the pod and resolves once it listens. */
 export function startEchoServer(pod: Pod, options: EchoServerOptions): Promise<ChildProcess> {
-  const args = [ECHO_SERVER_APP, '--port', String(options.port), '--host', options.host ?? '0.0.0.0', ...(options.http ? ['--http', '--name', options.name ?? pod.name] : [])];
+  const args = [ECHO_SERVER_APP, '--port', String(options.port), '--host', options.host ?? '0.0.0.0', ...(options.http ? ['--http'] : []), ...(options.http || options.name ? ['--name', options.name ?? pod.name] : [])];
   const child = pod.spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   return new Promise<ChildProcess>((resolve, reject) => {
     let stdout = '';

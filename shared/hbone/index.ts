@@ -6,6 +6,6 @@ export type * from './types.ts';
 export { HboneError, hboneErrors, isHboneError, RESPONSE_FLAGS, type HboneErrorCode } from './errors.ts';
 export * from './config.ts';
 export { parseAuthority, formatAuthority } from './authority.ts';
-export { resetSocket, splice, type SpliceResult } from './splice.ts';
+export { resetSocket, resetStream, splice, type SpliceResult } from './splice.ts';
 export { HboneClientPool, type PoolStats, type TunnelResult } from './client-pool.ts';
 export { HboneServer, type ServerStats } from './server.ts';

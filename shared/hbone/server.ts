@@ -422,6 +422,11 @@ export class HboneServer {
     // (a flood of CONNECT + RST_STREAM) then costs no connection to the target.
     await nextTurn();
     if (stream.destroyed || stream.closed) return;
+    if (this.#options.terminate) {
+      this.#stats.tunnelsOpened++;
+      this.#options.terminate(request, stream);
+      return;
+    }
     const started = performance.now();
     let socket: net.Socket;
     try {

@@ -5,6 +5,7 @@
  * `:authority` is the original destination `ip:port`; `forwarded`, `baggage`, `traceparent` ride along.
  * Must not know about: pods, policy, xDS. Sockets come from the caller's factory (the socket-factory seam).
  */
+import type http2 from 'node:http2';
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { SpiffeId, WorkloadCertificate } from '../identity/index.ts';
@@ -115,6 +116,11 @@ export interface HboneServerOptions {
   trustDomain: string;
   /** Allow or deny a CONNECT (policy, destination checks). Denied -> the decision's status, 401 by default. Default: allow. */
   decide?: (request: HboneRequest) => HboneDecision | Promise<HboneDecision>;
+  /**
+   * Takes over an allowed CONNECT stream instead of connecting to its target (a waypoint terminates the stream and
+   * chooses where it goes): the handler answers it (`stream.respond`) and owns it from then on. Default: absent.
+   */
+  terminate?: (request: HboneRequest, stream: http2.ServerHttp2Stream) => void;
   /** Opens the connection to the target; refused/unreachable -> 503. Default: net.connect to target. */
   connect?: (request: HboneRequest) => net.Socket;
   /** Called with each established stream's TCP pair (for telemetry), optional. */

@@ -1,0 +1,70 @@
+/**
+ * The waypoint's settings, from its environment (the local runtime and, later, the Kubernetes Deployment set them).
+ *
+ * Owns: names, defaults (with why) and validation of every setting.
+ * Must not know about: what the settings are used for.
+ */
+import { DEFAULT_TRUST_DOMAIN } from '../shared/identity/index.ts';
+
+/** Istio's waypoint ports: HBONE in, Prometheus metrics, readiness. */
+export const WAYPOINT_HBONE_PORT = 15008;
+export const WAYPOINT_METRICS_PORT = 15020;
+export const WAYPOINT_READINESS_PORT = 15021;
+/** Envoy's admin port, on loopback: `/config_dump`. */
+export const WAYPOINT_ADMIN_PORT = 15000;
+/** Logged once the certificate, the first xDS sync and the HBONE listener are in place (the runtime waits for it). */
+export const WAYPOINT_READY_MESSAGE = 'waypoint ready';
+/** Open streams get this long to finish on SIGTERM (as the agent's drain: clients retry elsewhere after GOAWAY). */
+export const WAYPOINT_DRAIN_MS = 5_000;
+
+export class WaypointConfigError extends Error {
+  readonly code = 'WAYPOINT_BAD_CONFIG';
+  constructor(message: string) {
+    super(message);
+    this.name = 'WaypointConfigError';
+  }
+}
+
+export interface WaypointConfig {
+  /** The Gateway this instance serves (`<namespace>/<name>`). */
+  gatewayName: string;
+  namespace: string;
+  /** Its service account: the identity it presents to clients and to endpoints. */
+  serviceAccount: string;
+  /** Its pod's name and node (load balancing by locality starts from its own workload). */
+  podName: string;
+  nodeName: string;
+  trustDomain: string;
+  /** `host:port` of the control plane's xDS and CA port (15012). */
+  xdsAddress: string;
+  rootCertFile: string;
+  tokenFile: string;
+  /** Address the HBONE, metrics and readiness listeners bind ('::' by default: both families). */
+  listenHost: string;
+  logLevel: string;
+}
+
+function required(env: NodeJS.ProcessEnv, name: string): string {
+  const value = env[name]?.trim();
+  if (!value) throw new WaypointConfigError(`${name} is not set`);
+  return value;
+}
+
+export function configFromEnv(env: NodeJS.ProcessEnv = process.env): WaypointConfig {
+  const namespace = required(env, 'AMBIT_WAYPOINT_NAMESPACE');
+  const gateway = required(env, 'AMBIT_WAYPOINT_NAME');
+  return {
+    gatewayName: `${namespace}/${gateway}`,
+    namespace,
+    // Istio's deployment controller runs a waypoint under a service account named after its Gateway.
+    serviceAccount: env.AMBIT_WAYPOINT_SERVICE_ACCOUNT?.trim() || gateway,
+    podName: env.AMBIT_POD_NAME?.trim() || gateway,
+    nodeName: required(env, 'AMBIT_NODE_NAME'),
+    trustDomain: env.AMBIT_TRUST_DOMAIN?.trim() || DEFAULT_TRUST_DOMAIN,
+    xdsAddress: required(env, 'AMBIT_XDS_ADDRESS'),
+    rootCertFile: required(env, 'AMBIT_ROOT_CERT_FILE'),
+    tokenFile: required(env, 'AMBIT_TOKEN_FILE'),
+    listenHost: env.AMBIT_WAYPOINT_LISTEN_HOST?.trim() || '::',
+    logLevel: env.AMBIT_LOG_LEVEL?.trim() || 'info',
+  };
+}

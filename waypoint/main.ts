@@ -1,0 +1,176 @@
+/**
+ * The waypoint: Istio ambient's L7 proxy for the Services (and workloads) bound to a Gateway of class
+ * `istio-waypoint`. Source agents send it HBONE streams under the client's identity with the original VIP:port as
+ * `:authority`; it terminates them, picks an endpoint and opens HBONE to endpointIP:15008 under its own identity.
+ *
+ * Owns: wiring and lifecycle: certificate (control plane CA) -> xDS (Address resources into a MeshState) -> HBONE
+ * listener on 15008 -> readiness on 15021; drain on SIGTERM.
+ * Must not know about: the details of those parts.
+ */
+import http from 'node:http';
+import type http2 from 'node:http2';
+import { readFile } from 'node:fs/promises';
+import { pino, type Logger } from 'pino';
+import { HboneClientPool, HboneServer, type HboneRequest } from '../shared/hbone/index.ts';
+import { spiffeId } from '../shared/identity/index.ts';
+import { controlPlaneIdentity, controlPlaneServerName } from '../shared/xds/client.ts';
+import { HTTP_ROUTES_TYPE_URL } from '../shared/xds/protos.ts';
+import { servicesView } from '../agent/admin.ts';
+import { CaClient } from '../agent/identity/ca-client.ts';
+import { CertificateManager } from '../agent/identity/certificate-manager.ts';
+import { MeshState } from '../agent/state/mesh-state.ts';
+import { XdsSource } from '../agent/state/xds-source.ts';
+import type { Workload } from '../agent/state/workload.ts';
+import { configFromEnv, WAYPOINT_ADMIN_PORT, WAYPOINT_DRAIN_MS, WAYPOINT_HBONE_PORT, WAYPOINT_METRICS_PORT, WAYPOINT_READINESS_PORT, WAYPOINT_READY_MESSAGE, type WaypointConfig } from './config.ts';
+import { WaypointError } from './errors.ts';
+import { HttpProxy } from './http-proxy.ts';
+import { L4Forwarder } from './l4-forwarder.ts';
+import { WaypointMetrics } from './metrics.ts';
+import { RouteTable } from './route-table.ts';
+import { Upstreams } from './upstream.ts';
+
+export interface RunningWaypoint {
+  stop(): Promise<void>;
+}
+
+function listenHttp(server: http.Server, host: string, port: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ host, port }, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+}
+
+export async function startWaypoint(config: WaypointConfig, log: Logger): Promise<RunningWaypoint> {
+  const state = new MeshState();
+  const routes = new RouteTable();
+  const metrics = new WaypointMetrics();
+  const [rootCertPem, token] = await Promise.all([readFile(config.rootCertFile, 'utf8'), readFile(config.tokenFile, 'utf8')]);
+  const xds = new XdsSource({
+    address: config.xdsAddress,
+    rootCertPem,
+    token: token.trim(),
+    nodeName: config.nodeName,
+    trustDomain: config.trustDomain,
+    state,
+    handlers: { [HTTP_ROUTES_TYPE_URL]: routes.apply },
+    onStatus: (status) => (status.state === 'disconnected' ? log.warn({ ...status }, 'xDS stream down; serving the last config') : log.info({ state: status.state }, 'xDS')),
+    onNack: (typeUrl, message) => log.warn({ typeUrl, reason: message }, 'xDS resource rejected (NACK); keeping the last good one'),
+  });
+  await xds.start();
+  const serverName = controlPlaneServerName(config.xdsAddress);
+  const ca = await CaClient.open({
+    address: config.xdsAddress,
+    rootsFile: config.rootCertFile,
+    tokenFile: config.tokenFile,
+    node: config.nodeName,
+    serverIdentity: controlPlaneIdentity(config.trustDomain),
+    ...(serverName ? { serverName } : {}),
+  });
+  const certificates = new CertificateManager(ca, { onError: (identity, error) => log.error({ identity: identity.uri, err: error.message }, 'certificate fetch failed') });
+  const identity = spiffeId(config.trustDomain, config.namespace, config.serviceAccount);
+  await certificates.certificateFor(identity);
+  const pool = new HboneClientPool({ certificateFor: (id) => certificates.certificateFor(id), trustDomain: config.trustDomain });
+  // Its own workload, for locality-aware endpoint choice; a stand-in with its node until the control plane sends it.
+  const standIn: Workload = {
+    uid: '', name: config.podName, namespace: config.namespace, serviceAccount: config.serviceAccount, trustDomain: config.trustDomain, node: config.nodeName,
+    addresses: [], tunnelProtocol: 'NONE', captureReason: 'waypoint', canonicalName: config.podName, canonicalRevision: 'latest', workloadName: config.podName,
+  };
+  const upstreams = new Upstreams({ state, pool, identity, self: () => state.workloadByName(config.namespace, config.podName) ?? standIn });
+  const l4 = new L4Forwarder(upstreams, (outcome) =>
+    log.info(
+      { src: outcome.request.peerIdentity.uri, authority: `${outcome.request.target.host}:${outcome.request.target.port}`, service: outcome.service?.hostname, endpoint: outcome.endpoint, error: outcome.error?.message, flags: (outcome.error as WaypointError | undefined)?.responseFlags },
+      'connection closed',
+    ),
+  );
+  const httpProxy = new HttpProxy({ upstreams, routes, state, metrics });
+  const terminate = (request: HboneRequest, stream: http2.ServerHttp2Stream): void => {
+    let service;
+    try {
+      service = upstreams.service(request.target);
+    } catch (error) {
+      const waypointError = error as WaypointError;
+      log.info({ src: request.peerIdentity.uri, authority: `${request.target.host}:${request.target.port}`, error: waypointError.message, flags: waypointError.responseFlags }, 'connection refused');
+      if (!stream.headersSent) stream.respond({ ':status': waypointError.status ?? 503 }, { endStream: true });
+      return;
+    }
+    const appProtocol = service.ports.find((port) => port.servicePort === request.target.port)?.appProtocol;
+    if (appProtocol === 'HTTP11') httpProxy.serve(request, stream, service);
+    else void l4.forward(request, stream, service);
+  };
+  const hbone = new HboneServer({
+    certificateFor: () => certificates.current(identity),
+    rootsPem: certificates.rootsPem(),
+    trustDomain: config.trustDomain,
+    terminate,
+    onError: (error) => log.debug({ code: error.code, err: error.message }, 'HBONE error'),
+  });
+  await hbone.listen({ host: config.listenHost, port: WAYPOINT_HBONE_PORT });
+  let ready = true;
+  const readiness = http.createServer((request, response) => {
+    response.writeHead(ready ? 200 : 503).end();
+  });
+  await listenHttp(readiness, config.listenHost, WAYPOINT_READINESS_PORT);
+  // Prometheus, as Istio's merged endpoint on 15020.
+  const metricsServer = http.createServer((request, response) => {
+    if (request.url !== '/metrics' && request.url !== '/stats/prometheus') {
+      response.writeHead(404).end();
+      return;
+    }
+    metrics.registry.metrics().then(
+      (text) => response.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text),
+      () => response.writeHead(500).end(),
+    );
+  });
+  await listenHttp(metricsServer, config.listenHost, WAYPOINT_METRICS_PORT);
+  // Admin, as the agent's and Envoy's (15000, loopback only): what this waypoint knows.
+  const admin = http.createServer((request, response) => {
+    if (request.url !== '/config_dump') {
+      response.writeHead(404).end();
+      return;
+    }
+    const body = JSON.stringify({ gateway: config.gatewayName, identity: identity.uri, services: servicesView(state), routes: routes.view() });
+    response.writeHead(200, { 'content-type': 'application/json' }).end(body);
+  });
+  await listenHttp(admin, '127.0.0.1', WAYPOINT_ADMIN_PORT);
+  log.info({ gateway: config.gatewayName, identity: identity.uri, hbone: WAYPOINT_HBONE_PORT }, WAYPOINT_READY_MESSAGE);
+  return {
+    stop: async () => {
+      ready = false;
+      await hbone.shutdown(WAYPOINT_DRAIN_MS);
+      await pool.close();
+      readiness.close();
+      metricsServer.close();
+      httpProxy.close();
+      admin.close();
+      xds.stop();
+      certificates.close();
+      ca.close();
+    },
+  };
+}
+
+if (import.meta.main) {
+  let config: WaypointConfig;
+  try {
+    config = configFromEnv();
+  } catch (error) {
+    process.stderr.write(`ambit-waypoint: ${(error as Error).message}\n`);
+    process.exit(2);
+  }
+  const log = pino({ level: config.logLevel, base: { waypoint: config.gatewayName } });
+  startWaypoint(config, log).then(
+    (running) => {
+      process.once('SIGTERM', () => {
+        log.info('SIGTERM: draining');
+        void running.stop().then(() => process.exit(0));
+      });
+    },
+    (error: Error) => {
+      log.fatal({ err: error.message }, 'waypoint failed to start');
+      process.exit(1);
+    },
+  );
+}
