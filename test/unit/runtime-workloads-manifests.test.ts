@@ -82,3 +82,13 @@ test('env accepts values and the downward API, and refuses other sources with th
   t.is(bad.plan.pods.length, 0);
   t.regex(bad.plan.problems[0]!, /env S: only valueFrom.fieldRef with metadata.name/);
 });
+
+test('pods of the same name in two namespaces get different, short network namespace names', async (t) => {
+  const { podNetnsName, runPrefix } = await import('../../runtime/topology.ts');
+  const foo = podNetnsName('abc123', 'foo', 'sleep');
+  const bar = podNetnsName('abc123', 'bar', 'sleep');
+  t.not(foo, bar);
+  t.is(foo, podNetnsName('abc123', 'foo', 'sleep'), 'stable for one pod');
+  t.true(foo.startsWith(runPrefix('abc123')), 'inside the run prefix, so teardown and the reaper find it');
+  t.true(podNetnsName('abc123', 'a-namespace-of-sixty-three-characters-is-allowed-in-kubernetes', 'and-so-is-a-pod-name-of-sixty-three-characters-long-as-this-one').length <= 32);
+});
