@@ -37,6 +37,12 @@ export interface ContainerPlan {
 }
 
 export interface PodPlan {
+  /**
+   * What the pod is, for a re-read of the directory: the same key means the same pod (kept running), a new key a
+   * new pod. A Pod's key covers its whole object (an edit replaces it); a Deployment's replica i of template hash h
+   * is `deployment/<ns>/<name>/<h>/<i>` (scaling adds or removes indices, a template edit replaces them all).
+   */
+  key: string;
   /** The Pod object to publish (metadata and spec as the user gave them, Deployment fields added). */
   object: PodObject & { metadata: { namespace: string } };
   containers: ContainerPlan[];
@@ -154,7 +160,7 @@ function planPod(images: ImageMap, object: PodObject & { metadata: { namespace: 
   }
   const restartPolicy = object.spec?.restartPolicy ?? 'Always';
   if (restartPolicy !== 'Always' && restartPolicy !== 'OnFailure' && restartPolicy !== 'Never') return `pod ${name}: restartPolicy must be Always, OnFailure or Never`;
-  return { object, containers: plans, restartPolicy, source };
+  return { key: `pod/${name}/${podTemplateHash(object)}`, object, containers: plans, restartPolicy, source };
 }
 
 /** A Deployment's replicas as pods (`<name>-<hash>-<suffix>`), or why it cannot run. */
@@ -183,7 +189,7 @@ function expandDeployment(images: ImageMap, deployment: K8sObject, namespace: st
     };
     const plan = planPod(images, object, source);
     if (typeof plan === 'string') return plan;
-    pods.push(plan);
+    pods.push({ ...plan, key: `deployment/${namespace}/${name}/${hash}/${index}` });
   }
   return pods;
 }

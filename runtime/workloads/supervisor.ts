@@ -3,7 +3,10 @@
  * nodes, the control plane and one agent per node (local-mesh.ts), publishes the user's objects (their Namespaces
  * first, so user files win over the runtime's own), makes every pod through the real CNI chain, runs its
  * containers, writes pod status back (IPs, phase, Ready) and keeps the run directory's state file current. On
- * SIGTERM (`ambitctl local down`) or SIGINT it tears everything down and leaves a teardown report.
+ * SIGTERM (`ambitctl local down`) or SIGINT it tears everything down and leaves a teardown report. It watches the
+ * directory: on a change it re-reads it and applies the difference (pods added, replaced or deleted by plan key,
+ * Namespace labels, other objects rewritten); a re-read with a problem the previous one did not have is rejected
+ * whole and reported, so a bad edit changes nothing.
  *
  *   node runtime/workloads/supervisor.ts --dir DIR --run-dir RUNDIR [--nodes N] [--image-map FILE]
  *
@@ -11,6 +14,7 @@
  * status loop.
  * Must not know about: the command line users type (ambitctl/local.ts) or how containers run (containers.ts).
  */
+import { watch } from 'node:fs';
 import { cp, lstat, mkdir, readlink, rm, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -22,9 +26,11 @@ import { processStartTime } from '../run-registry.ts';
 import { PodContainers } from './containers.ts';
 import { DEFAULT_IMAGE_MAP, readImageMap } from './image-map.ts';
 import { logDir, teardownFile, writeState, type LocalPodState, type LocalState } from './local-state.ts';
-import { planWorkloads, type PodPlan } from './manifests.ts';
+import { planWorkloads, type PodPlan, type WorkloadPlan } from './manifests.ts';
 
 const STATUS_INTERVAL_MS = 500;
+/** Editors write a file in several steps: re-read once the directory has been quiet this long. */
+const RELOAD_DEBOUNCE_MS = 300;
 /** Pods made at once: the CNI chain is a handful of processes per pod; two cores do not gain from more. */
 const CREATE_CONCURRENCY = 4;
 
@@ -125,10 +131,10 @@ async function stop(signal: string): Promise<void> {
 process.on('SIGTERM', () => void stop('SIGTERM'));
 process.on('SIGINT', () => void stop('SIGINT'));
 
-async function createPods(target: LocalMesh): Promise<void> {
+async function createPods(target: LocalMesh, entries: RunningPod[]): Promise<void> {
   const cluster = target.cluster;
-  const load = new Map(cluster.nodes.map((node) => [node.name, 0]));
-  for (const entry of pods) {
+  const load = new Map(cluster.nodes.map((node) => [node.name, pods.filter((entry) => entry.state.node === node.name && !entries.includes(entry)).length]));
+  for (const entry of entries) {
     const wanted = entry.plan.object.spec?.nodeName;
     if (wanted !== undefined && !load.has(wanted)) {
       state.problems.push(`${entry.plan.source}: pod ${entry.state.namespace}/${entry.state.name}: spec.nodeName ${wanted} is not a node (${[...load.keys()].join(', ')})`);
@@ -139,7 +145,7 @@ async function createPods(target: LocalMesh): Promise<void> {
     load.set(node, load.get(node)! + 1);
     entry.state.node = node;
   }
-  const queue = pods.filter((entry) => entry.state.node !== '');
+  const queue = entries.filter((entry) => entry.state.node !== '');
   const worker = async (): Promise<void> => {
     for (let entry = queue.shift(); entry !== undefined; entry = queue.shift()) {
       if (stopping) return;
@@ -193,19 +199,13 @@ async function updateStatus(): Promise<void> {
 async function main(): Promise<void> {
   await mkdir(path.join(logs, 'pods'), { recursive: true });
   await publishState();
-  const images = await readImageMap(DEFAULT_IMAGE_MAP);
+  images = await readImageMap(DEFAULT_IMAGE_MAP);
   if (values['image-map'] !== undefined) await readImageMap(path.resolve(values['image-map']), images);
   const plan = await planWorkloads(state.dir, images);
   state.problems.push(...plan.problems);
   for (const problem of plan.problems) log(`not run: ${problem}`);
   state.services = plan.objects.filter((object) => object.kind === 'Service').map(describeService);
-  for (const podPlan of plan.pods) {
-    const { metadata } = podPlan.object;
-    pods.push({
-      plan: podPlan,
-      state: { namespace: metadata.namespace, name: metadata.name, node: '', ip: '', netns: '', phase: 'Pending', ready: false, restarts: 0, images: podPlan.containers.map((c) => c.image), containers: podPlan.containers.map((c) => c.name), source: podPlan.source },
-    });
-  }
+  pods.push(...plan.pods.map(entryFor));
   await publishState();
   log(`building ${state.nodeCount} nodes, the control plane and the agents`);
   mesh = await createLocalMesh({ nodes: state.nodeCount });
@@ -234,18 +234,89 @@ async function main(): Promise<void> {
     await cluster.setNamespaceLabels(namespace, {});
     state.notes.push(`namespace ${namespace} is not in ${state.dir}: created with no labels (not enrolled)`);
   }
-  const userDir = path.join(cluster.clusterDir, 'user');
+  await writeUserObjects(plan);
+  state.phase = 'running';
+  await publishState();
+  log(`mesh up (run ${cluster.runId}); making ${pods.length} pods`);
+  statusTimer = setInterval(() => void updateStatus().catch((error: unknown) => log(`status: ${(error as Error).message}`)), STATUS_INTERVAL_MS);
+  await createPods(mesh, pods);
+  log('every pod created');
+  accepted = plan;
+  let timer: NodeJS.Timeout | undefined;
+  watch(state.dir, { recursive: true }, () => {
+    if (timer !== undefined) clearTimeout(timer);
+    timer = setTimeout(() => {
+      reloading = reloading.then(() => reload()).catch((error: unknown) => log(`reload failed: ${(error as Error).message}`));
+    }, RELOAD_DEBOUNCE_MS);
+  });
+}
+
+let accepted: WorkloadPlan | undefined;
+let reloading: Promise<void> = Promise.resolve();
+let images: Awaited<ReturnType<typeof readImageMap>>;
+
+function entryFor(podPlan: PodPlan): RunningPod {
+  const { metadata } = podPlan.object;
+  return {
+    plan: podPlan,
+    state: { namespace: metadata.namespace, name: metadata.name, node: '', ip: '', netns: '', phase: 'Pending', ready: false, restarts: 0, images: podPlan.containers.map((c) => c.image), containers: podPlan.containers.map((c) => c.name), source: podPlan.source },
+  };
+}
+
+async function writeUserObjects(plan: WorkloadPlan): Promise<void> {
+  const userDir = path.join(mesh!.cluster.clusterDir, 'user');
+  await rm(userDir, { recursive: true, force: true });
   await mkdir(userDir, { recursive: true });
   for (const [index, object] of plan.objects.entries()) {
     const file = `${String(index).padStart(4, '0')}-${object.kind}.${object.metadata?.namespace || 'default'}.${object.metadata?.name}.yaml`;
     await writeFile(path.join(userDir, file.replace(/[^A-Za-z0-9._-]/g, '_')), stringify(object));
   }
-  state.phase = 'running';
+  state.services = plan.objects.filter((object) => object.kind === 'Service').map(describeService);
+}
+
+/** Re-reads the directory and applies what changed; a new problem rejects the whole re-read. */
+async function reload(): Promise<void> {
+  if (stopping || mesh === undefined || accepted === undefined) return;
+  const plan = await planWorkloads(state.dir, images);
+  const fresh = plan.problems.filter((problem) => !accepted!.problems.includes(problem));
+  if (fresh.length > 0) {
+    for (const problem of fresh) {
+      log(`change rejected, nothing applied: ${problem}`);
+      if (!state.problems.includes(problem)) state.problems.push(problem);
+    }
+    await publishState();
+    return;
+  }
+  state.problems = [...plan.problems];
+  const cluster = mesh.cluster;
+  const oldLabels = new Map(accepted.namespaces.map((namespace) => [namespace.metadata.name, JSON.stringify(namespace.metadata.labels ?? {})]));
+  for (const namespace of plan.namespaces) {
+    if (oldLabels.get(namespace.metadata.name) === JSON.stringify(namespace.metadata.labels ?? {})) continue;
+    log(`namespace ${namespace.metadata.name}: labels ${JSON.stringify(namespace.metadata.labels ?? {})}`);
+    await cluster.setNamespaceLabels(namespace.metadata.name, namespace.metadata.labels ?? {});
+  }
+  await writeUserObjects(plan);
+  const wanted = new Set(plan.pods.map((podPlan) => podPlan.key));
+  const gone = pods.filter((entry) => !wanted.has(entry.plan.key));
+  for (const entry of gone) pods.splice(pods.indexOf(entry), 1);
+  await Promise.all(
+    gone.map(async (entry) => {
+      await entry.containers?.stop();
+      if (entry.pod !== undefined) await cluster.deletePod(entry.pod).catch((error: unknown) => log(`deleting ${entry.state.namespace}/${entry.state.name}: ${(error as Error).message}`));
+      log(`pod ${entry.state.namespace}/${entry.state.name} deleted`);
+    }),
+  );
+  const have = new Set(pods.map((entry) => entry.plan.key));
+  const added = plan.pods.filter((podPlan) => !have.has(podPlan.key)).map(entryFor);
+  for (const namespace of new Set(added.map((entry) => entry.state.namespace))) {
+    if (plan.namespaces.some((candidate) => candidate.metadata.name === namespace) || pods.some((entry) => entry.state.namespace === namespace)) continue;
+    await cluster.setNamespaceLabels(namespace, {});
+  }
+  pods.push(...added);
+  accepted = plan;
   await publishState();
-  log(`mesh up (run ${cluster.runId}); making ${pods.length} pods`);
-  statusTimer = setInterval(() => void updateStatus().catch((error: unknown) => log(`status: ${(error as Error).message}`)), STATUS_INTERVAL_MS);
-  await createPods(mesh);
-  log('every pod created');
+  await createPods(mesh, added);
+  log(`change applied: ${added.length} pods added, ${gone.length} deleted`);
 }
 
 main().catch(async (error: unknown) => {

@@ -3,11 +3,13 @@
  * a pod named `sleep`, a Deployment of 3 replicas and a Service (fixtures/local-up/) comes up across 2 nodes;
  * `get pods` shows every pod Ready with an IP; the container saw its downward-API env and workingDir; `exec` from a
  * pod reaches the Service's endpoints (over the mesh: foo is ambient); a bad document and an image with no command
- * are reported with file and line and create nothing; `down` leaves no namespace, no process, no CA key.
+ * are reported with file and line and create nothing. Then live changes to the directory: scaling the Deployment to
+ * 4 adds one pod and keeps the three; labelling namespace bar ambient enrolls bar/sleep; a bad edit is reported and
+ * changes nothing. `down` leaves no namespace, no process, no CA key.
  */
 import test from 'ava';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { parse } from 'yaml';
@@ -26,14 +28,17 @@ const UP_TIMEOUT_S = 240;
 test('ambitctl local: a user directory comes up across 2 nodes, is operated, and goes down leaving nothing', async (t) => {
   t.timeout((UP_TIMEOUT_S + 120) * 1000);
   const runDir = await mkdtemp(path.join(os.tmpdir(), 'ambit-local-test-'));
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'ambit-local-manifests-'));
+  await cp(FIXTURE, dir, { recursive: true });
   const ctl = (...args: string[]) => run(AMBITCTL, ['local', ...args], { env: { ...process.env, AMBIT_LOCAL_RUN_DIR: runDir }, timeoutMs: (UP_TIMEOUT_S + 30) * 1000 });
   t.teardown(async () => {
     await ctl('down'); // a failed test must not leave the mesh up
     await reapDeadRuns();
     await rm(runDir, { recursive: true, force: true });
+    await rm(dir, { recursive: true, force: true });
   });
 
-  const up = await ctl('up', '-f', FIXTURE, '--nodes', '2', '--timeout', String(UP_TIMEOUT_S));
+  const up = await ctl('up', '-f', dir, '--nodes', '2', '--timeout', String(UP_TIMEOUT_S));
   t.log(up.stdout);
   // The problems make the exit status 1, but everything else came up.
   t.is(up.code, 1, up.stderr);
@@ -90,13 +95,43 @@ test('ambitctl local: a user directory comes up across 2 nodes, is operated, and
   const enrolled = await run(AMBITCTL, ['workloads', '-n', 'foo', '--node', state.nodes[0]!.netns]);
   t.is(enrolled.stdout.match(/HBONE/g)?.length, 4, `foo is ambient: its pods use HBONE\n${enrolled.stdout}`);
 
+  // Live changes. Each wait ends on what the supervisor publishes after applying (or rejecting) the change.
+  const readState = async () => JSON.parse(await readFile(path.join(runDir, 'state.json'), 'utf8')) as LocalState;
+  const waitFor = async (what: string, done: (current: LocalState) => boolean | Promise<boolean>): Promise<LocalState> => {
+    const deadline = Date.now() + 180_000;
+    for (;;) {
+      const current = await readState().catch(() => undefined);
+      if (current !== undefined && (await done(current))) return current;
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+  };
+  const echoPods = (current: LocalState) => current.pods.filter((pod) => pod.name.startsWith('echo-'));
+  const echoYaml = await readFile(path.join(dir, 'echo.yaml'), 'utf8');
+  await writeFile(path.join(dir, 'echo.yaml'), echoYaml.replace('replicas: 3', 'replicas: 4'));
+  const scaled = await waitFor('4 echo pods Ready', (current) => echoPods(current).length === 4 && echoPods(current).every((pod) => pod.ready));
+  t.deepEqual(echoRows.map((row) => row[1]).filter((name) => echoPods(scaled).some((pod) => pod.name === name)).length, 3, 'scaling up keeps the running pods');
+
+  const nsYaml = await readFile(path.join(dir, 'ns.yaml'), 'utf8');
+  await writeFile(path.join(dir, 'ns.yaml'), nsYaml.replace('  name: bar', '  name: bar\n  labels:\n    istio.io/dataplane-mode: ambient'));
+  await waitFor('bar/sleep enrolled', async () => {
+    const workloads = await run(AMBITCTL, ['workloads', '-n', 'bar', '--node', state.nodes[1]!.netns]);
+    return /bar\s+sleep\s+\S+\s+\S+\s+HBONE/.test(workloads.stdout);
+  });
+
+  await writeFile(path.join(dir, 'echo.yaml'), echoYaml.replace('replicas: 3', 'replicas: 1') + '---\nkind: Pod\nmetadata: {name: half-written\n');
+  const rejected = await waitFor('the bad edit reported', (current) => current.problems.some((problem) => problem.includes('echo.yaml')));
+  t.is(echoPods(rejected).length, 4, 'a bad edit changes nothing');
+  const podsAfter = await ctl('get', 'pods', '-n', 'foo');
+  t.is(podsAfter.stdout.match(/^foo\s+echo-/gm)?.length, 4);
+
   const status = await ctl('status');
   t.regex(status.stdout, new RegExp(`CA directory:\\s+${state.caDir}`));
   t.true(existsSync(path.join(state.caDir!, 'ca-key.pem')));
 
   const down = await ctl('down');
   t.is(down.code, 0, down.stderr);
-  t.regex(down.stdout, /removed 5 pods/);
+  t.regex(down.stdout, /removed 6 pods/);
   t.is(processStartTime(state.pid), undefined, 'the supervisor is gone');
   const runNetns = (await listNetns()).filter((name) => state.nodes.some((node) => name.startsWith(node.netns.replace(/n0$|n1$/, ''))));
   t.deepEqual(runNetns, []);
