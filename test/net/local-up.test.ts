@@ -5,7 +5,7 @@
  * pod reaches the Service's endpoints (over the mesh: foo is ambient); a bad document and an image with no command
  * are reported with file and line and create nothing. Then live changes to the directory: scaling the Deployment to
  * 4 adds one pod and keeps the three; labelling namespace bar ambient enrolls bar/sleep; a bad edit is reported and
- * changes nothing. `down` leaves no namespace, no process, no CA key.
+ * changes nothing; a new file's pod whose container keeps failing is restarted with back-off. `down` leaves no namespace, no process, no CA key.
  */
 import test from 'ava';
 import { existsSync } from 'node:fs';
@@ -125,13 +125,25 @@ test('ambitctl local: a user directory comes up across 2 nodes, is operated, and
   const podsAfter = await ctl('get', 'pods', '-n', 'foo');
   t.is(podsAfter.stdout.match(/^foo\s+echo-/gm)?.length, 4);
 
+  // Fixing the bad edit (back to 4 replicas) lets changes apply again. A new file: its pod comes up; its container exits 1 every time and restartPolicy Always restarts it with back-off.
+  await writeFile(path.join(dir, 'echo.yaml'), echoYaml.replace('replicas: 3', 'replicas: 4'));
+  await writeFile(
+    path.join(dir, 'crash.yaml'),
+    'apiVersion: v1\nkind: Pod\nmetadata: {name: crash, namespace: bar}\nspec:\n  restartPolicy: Always\n  containers:\n  - {name: c, image: busybox, command: [sh, -c, "echo started; exit 1"]}\n',
+  );
+  await waitFor('crash restarted twice', (current) => (current.pods.find((pod) => pod.name === 'crash')?.restarts ?? 0) >= 2);
+  const crashLogs = await ctl('logs', 'crash', '-n', 'bar');
+  t.true((crashLogs.stdout.match(/started/g)?.length ?? 0) >= 3, crashLogs.stdout);
+  const crashRow = (await ctl('get', 'pods', '-n', 'bar')).stdout.split('\n').find((line) => line.includes('crash'))!;
+  t.regex(crashRow, /crash\s+False\s+(Waiting|Running)\s+[2-9]/);
+
   const status = await ctl('status');
   t.regex(status.stdout, new RegExp(`CA directory:\\s+${state.caDir}`));
   t.true(existsSync(path.join(state.caDir!, 'ca-key.pem')));
 
   const down = await ctl('down');
   t.is(down.code, 0, down.stderr);
-  t.regex(down.stdout, /removed 6 pods/);
+  t.regex(down.stdout, /removed 7 pods/);
   t.is(processStartTime(state.pid), undefined, 'the supervisor is gone');
   const runNetns = (await listNetns()).filter((name) => state.nodes.some((node) => name.startsWith(node.netns.replace(/n0$|n1$/, ''))));
   t.deepEqual(runNetns, []);
