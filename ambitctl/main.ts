@@ -6,6 +6,7 @@
  *   ambitctl certs       [-n NS] [-o table|json|yaml] [--admin URL | --node NETNS]
  *   ambitctl config-dump [-n NS] [-o table|json|yaml] [--admin URL | --node NETNS]
  *   ambitctl authz check <source pod> <destination pod> <port> [--cluster-dir DIR | --admin URL | --node NETNS] [-n NS] [-o ...]
+ *   ambitctl local up|get|logs|exec|status|down ...   (a user's YAML as a running local mesh: see local.ts)
  *
  * Owns: argument parsing, dispatch to one file per command, exit codes (0 ok, 1 failed, 2 usage; `authz check`:
  * 0 allowed, 1 denied, 2 any error, unknown pods included, on both its paths).
@@ -17,6 +18,7 @@ import type { Command } from './command.ts';
 import { authzCommand } from './authz-check.ts';
 import { certsCommand } from './certs.ts';
 import { configDumpCommand } from './config-dump.ts';
+import { runLocal } from './local.ts';
 import { OUTPUT_FORMATS, type OutputFormat } from './output.ts';
 import { servicesCommand } from './services.ts';
 import { workloadsCommand } from './workloads.ts';
@@ -34,6 +36,7 @@ function usage(): string {
     'usage: ambitctl <command> [options]',
     '',
     'commands:',
+    '  local          up -f DIR, get, logs, exec, status, down: your own YAML as a local mesh (ambitctl local -h)',
     ...COMMANDS.map((command) => `  ${command.name.padEnd(width)}   ${command.summary}`),
     '',
     'options:',
@@ -53,6 +56,7 @@ function usage(): string {
 
 /** Runs one ambitctl invocation; resolves with the exit code. */
 export async function runAmbitctl(argv: readonly string[], io: Io, env: NodeJS.ProcessEnv = process.env): Promise<number> {
+  if (argv[0] === 'local') return runLocal(argv.slice(1), io, env);
   let parsed;
   try {
     parsed = parseArgs({

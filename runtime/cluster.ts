@@ -107,6 +107,11 @@ export interface CreatePodOptions {
   namespaceLabels?: Record<string, string>;
   /** Container names (default ["app"]); "istio-proxy" marks a sidecar pod. */
   containers?: string[];
+  /**
+   * The user's own Pod object (from a manifest): its metadata (owner references, ...) and spec are published as
+   * given, with the runtime's name, namespace, uid, node, labels and annotations over them.
+   */
+  object?: PodObject;
 }
 
 /** A Pod's Ready condition as the kubelet reports it. */
@@ -136,7 +141,9 @@ export class Cluster {
   readonly networkName: string;
   readonly #options: ClusterOptions;
   readonly #tracker = new ProcessTracker();
-  readonly #podsByName = new Map<string, Pod>();
+  /** By `namespace/name`: pod names are unique per namespace, as in Kubernetes. */
+  readonly #podsByKey = new Map<string, Pod>();
+  readonly #podObjects = new Map<Pod, PodObject>();
   readonly #namespaceLabels = new Map<string, Record<string, string>>();
   readonly #chains = new Map<ClusterNode, CniChain>();
   readonly #objects: ClusterObjectStore;
@@ -154,7 +161,12 @@ export class Cluster {
   }
 
   get pods(): Pod[] {
-    return [...this.#podsByName.values()];
+    return [...this.#podsByKey.values()];
+  }
+
+  /** The pod `namespace/name`, if it exists. */
+  findPod(namespace: string, name: string): Pod | undefined {
+    return this.#podsByKey.get(`${namespace}/${name}`);
   }
 
   /** The Services controller (cluster IPs, endpoints, problems), when the cluster runs Services. */
@@ -318,10 +330,12 @@ export class Cluster {
   }
 
   #podObject(pod: Pod, options: CreatePodOptions): PodObject {
+    const template = options.object;
     return {
       apiVersion: 'v1',
       kind: 'Pod',
       metadata: {
+        ...template?.metadata,
         name: pod.name,
         namespace: pod.namespace,
         uid: pod.uid,
@@ -329,10 +343,11 @@ export class Cluster {
         annotations: { ...options.annotations },
       },
       spec: {
+        ...template?.spec,
         nodeName: pod.node.name,
         serviceAccountName: pod.serviceAccount,
         hostNetwork: false,
-        containers: (options.containers ?? ['app']).map((name) => ({ name })),
+        containers: template?.spec?.containers ?? (options.containers ?? ['app']).map((name) => ({ name })),
       },
       status: { phase: 'Pending' },
     };
@@ -349,8 +364,8 @@ export class Cluster {
     if (!topology.isValidPodName(options.name)) {
       throw new RuntimeError('BAD_OPTIONS', `pod name "${options.name}" must be a DNS label (lowercase letters, digits, '-')`);
     }
-    if (this.#podsByName.has(options.name)) {
-      throw new RuntimeError('POD_EXISTS', `pod ${options.name} already exists: pod names are unique in a local cluster (they name its network namespace)`);
+    if (this.#podsByKey.has(`${namespace}/${options.name}`)) {
+      throw new RuntimeError('POD_EXISTS', `pod ${namespace}/${options.name} already exists`);
     }
     const pod = new Pod(
       {
@@ -360,16 +375,18 @@ export class Cluster {
         containerId: randomBytes(32).toString('hex'),
         serviceAccount: options.serviceAccount ?? 'default',
         node,
-        netnsName: topology.podNetnsName(this.runId, options.name),
+        netnsName: topology.podNetnsName(this.runId, namespace, options.name),
       },
       this.#tracker,
     );
-    this.#podsByName.set(pod.name, pod);
+    this.#podsByKey.set(`${namespace}/${pod.name}`, pod);
     try {
       if (!this.#namespaceLabels.has(namespace) || options.namespaceLabels !== undefined) {
         await this.setNamespaceLabels(namespace, { ...this.#namespaceLabels.get(namespace), ...options.namespaceLabels });
       }
-      await this.#objects.writePod(this.#podObject(pod, options));
+      const object = this.#podObject(pod, options);
+      this.#podObjects.set(pod, object);
+      await this.#objects.writePod(object);
       await addNetns(pod.netnsName);
       if (this.#serviceNetwork !== undefined) await writePodResolvConf(pod.netnsName, namespace, this.#serviceNetwork.nameservers);
       const result = await this.#chain(node).add(this.#sandbox(pod, pod.netnsPath));
@@ -379,16 +396,24 @@ export class Cluster {
       pod.ip6 = addresses.find((ip) => ip.includes(':')) ?? '';
       // As the kubelet reports them: the primary (IPv4 here) first.
       const podIPs = [pod.ip, ...(pod.ip6 ? [pod.ip6] : [])].filter((ip) => ip !== '').map((ip) => ({ ip }));
-      await this.#objects.updatePodStatus(this.#podObject(pod, options), { phase: 'Running', podIP: pod.ip, podIPs, conditions: [readyCondition(true)] });
+      await this.#objects.updatePodStatus(object, { phase: 'Running', podIP: pod.ip, podIPs, conditions: [readyCondition(true)] });
       return pod;
     } catch (error) {
       // The chain already ran DEL for what it added; remove the sandbox and the object.
-      this.#podsByName.delete(pod.name);
+      this.#podsByKey.delete(`${namespace}/${pod.name}`);
+      this.#podObjects.delete(pod);
       await deleteNetns(pod.netnsName).catch(() => undefined);
       await removePodResolvConf(pod.netnsName).catch(() => undefined);
       await this.#objects.removePod(namespace, pod.name).catch(() => undefined);
       throw error;
     }
+  }
+
+  /** Publishes a pod's status as the kubelet reports it (phase, IPs, Ready condition), keeping the rest of the object. */
+  async updatePodStatus(pod: Pod, status: NonNullable<PodObject['status']>): Promise<void> {
+    const object = this.#podObjects.get(pod);
+    if (object === undefined) return; // deleted meanwhile
+    await this.#objects.updatePodStatus(object, status);
   }
 
   #chain(node: ClusterNode): CniChain {
@@ -407,8 +432,9 @@ export class Cluster {
    * cleaning up regardless.
    */
   async deletePod(pod: Pod): Promise<void> {
-    if (this.#podsByName.get(pod.name) !== pod) return;
-    this.#podsByName.delete(pod.name);
+    if (this.#podsByKey.get(`${pod.namespace}/${pod.name}`) !== pod) return;
+    this.#podsByKey.delete(`${pod.namespace}/${pod.name}`);
+    this.#podObjects.delete(pod);
     let firstError: unknown;
     await pod.stopProcesses();
     const chain = this.#chain(pod.node);

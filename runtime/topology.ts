@@ -44,8 +44,12 @@ export function fabricNetnsName(runId: string): string {
   return `${runPrefix(runId)}fabric`;
 }
 
-export function podNetnsName(runId: string, podName: string): string {
-  return `${runPrefix(runId)}${podName}`;
+/**
+ * A pod's network namespace name: pod names are unique per Kubernetes namespace only (`foo/sleep` and `bar/sleep`
+ * coexist), so the name is a short hash of both, never the pod name itself.
+ */
+export function podNetnsName(runId: string, namespace: string, podName: string): string {
+  return `${runPrefix(runId)}p${createHash('sha256').update(`${namespace}/${podName}`).digest('hex').slice(0, 12)}`;
 }
 
 export function podCidr(runId: string, index: number): string {

@@ -12,6 +12,7 @@ import { parse, stringify } from 'yaml';
 import { namespaceObject, writeNamespace, writePod } from '../../runtime/cluster-store.ts';
 import { createCluster, AMBIT_CNI_DIR, CniPluginError } from '../../runtime/index.ts';
 import { run } from '../../runtime/exec.ts';
+import { podNetnsName } from '../../runtime/topology.ts';
 import { cniEnvironment } from '../helpers/cni-environment.ts';
 import { contractReply, startProtocolServer, type ProtocolServer } from '../helpers/cni-protocol-server.ts';
 
@@ -329,7 +330,7 @@ test('through the local runtime: an agent refusal fails createPod with the plugi
   t.is(error?.cniError.code, 999);
   t.regex(error?.message ?? '', /pod namespace not ready/);
   const { stdout } = await run('ip', ['netns', 'list']);
-  t.false(stdout.includes(`ambit-${cluster.runId}-web`));
+  t.false(stdout.includes(podNetnsName(cluster.runId, 'mesh', 'web')));
   t.deepEqual(await readdir(path.join(cluster.clusterDir, 'pods')), []);
   const reserved = await readdir(path.join(cluster.node(0).dir, 'ipam', cluster.networkName)).catch(() => []);
   t.deepEqual(reserved.filter((name) => /^\d+\.\d+\.\d+\.\d+$/.test(name)), [], 'the IP was released');

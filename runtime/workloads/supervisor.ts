@@ -1,0 +1,328 @@
+/**
+ * The detached process `ambitctl local up` starts, which owns one local mesh for as long as it runs: it builds the
+ * nodes, the control plane and one agent per node (local-mesh.ts), publishes the user's objects (their Namespaces
+ * first, so user files win over the runtime's own), makes every pod through the real CNI chain, runs its
+ * containers, writes pod status back (IPs, phase, Ready) and keeps the run directory's state file current. On
+ * SIGTERM (`ambitctl local down`) or SIGINT it tears everything down and leaves a teardown report. It watches the
+ * directory: on a change it re-reads it and applies the difference (pods added, replaced or deleted by plan key,
+ * Namespace labels, other objects rewritten); a re-read with a problem the previous one did not have is rejected
+ * whole and reported, so a bad edit changes nothing.
+ *
+ *   node runtime/workloads/supervisor.ts --dir DIR --run-dir RUNDIR [--nodes N] [--image-map FILE]
+ *
+ * Owns: the order of start-up and teardown, scheduling (spec.nodeName, else the node with the fewest pods), the
+ * status loop.
+ * Must not know about: the command line users type (ambitctl/local.ts) or how containers run (containers.ts).
+ */
+import { watch } from 'node:fs';
+import { cp, lstat, mkdir, readlink, rm, symlink, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { stringify } from 'yaml';
+import type { K8sObject } from '../../shared/k8s/objects.ts';
+import type { Pod } from '../pod.ts';
+import { createLocalMesh, type LocalMesh } from '../local-mesh.ts';
+import { processStartTime } from '../run-registry.ts';
+import { PodContainers } from './containers.ts';
+import { DEFAULT_IMAGE_MAP, readImageMap } from './image-map.ts';
+import { logDir, teardownFile, writeState, type LocalPodState, type LocalState } from './local-state.ts';
+import { planWorkloads, type PodPlan, type WorkloadPlan } from './manifests.ts';
+
+const STATUS_INTERVAL_MS = 500;
+/** Editors write a file in several steps: re-read once the directory has been quiet this long. */
+const RELOAD_DEBOUNCE_MS = 300;
+/** Pods made at once: the CNI chain is a handful of processes per pod; two cores do not gain from more. */
+const CREATE_CONCURRENCY = 4;
+
+interface RunningPod {
+  plan: PodPlan;
+  state: LocalPodState;
+  pod?: Pod;
+  containers?: PodContainers;
+}
+
+const { values } = parseArgs({
+  options: {
+    dir: { type: 'string' },
+    'run-dir': { type: 'string' },
+    nodes: { type: 'string', default: '2' },
+    'image-map': { type: 'string' },
+  },
+});
+if (values.dir === undefined || values['run-dir'] === undefined) {
+  console.error('usage: supervisor.ts --dir DIR --run-dir RUNDIR [--nodes N] [--image-map FILE]');
+  process.exit(2);
+}
+const runDir = values['run-dir'];
+const logs = logDir(runDir);
+const state: LocalState = {
+  pid: process.pid,
+  pidStartTime: processStartTime(process.pid) ?? '',
+  phase: 'starting',
+  dir: path.resolve(values.dir),
+  runDir,
+  logDir: logs,
+  nodeCount: Number(values.nodes),
+  nodes: [],
+  pods: [],
+  services: [],
+  problems: [],
+  notes: [],
+};
+const pods: RunningPod[] = [];
+let mesh: LocalMesh | undefined;
+let stopping: Promise<void> | undefined;
+let statusTimer: NodeJS.Timeout | undefined;
+
+function log(message: string): void {
+  console.log(`${new Date().toISOString()} ${message}`);
+}
+
+let publishing: Promise<void> = Promise.resolve();
+
+/** Writes the state file; writes are queued, so the last one written is the newest state. */
+function publishState(): Promise<void> {
+  publishing = publishing.catch(() => undefined).then(() => {
+    state.pods = pods.map((entry) => entry.state);
+    return writeState(state);
+  });
+  return publishing;
+}
+
+function describeService(object: K8sObject): LocalState['services'][number] {
+  const spec = (object.spec ?? {}) as { clusterIP?: string; ports?: { port?: number; targetPort?: unknown; protocol?: string }[]; selector?: Record<string, string> };
+  return {
+    namespace: object.metadata?.namespace || 'default',
+    name: object.metadata!.name!,
+    clusterIP: spec.clusterIP ?? '<none>',
+    ports: (spec.ports ?? []).map((port) => `${port.port}${port.targetPort !== undefined ? `->${String(port.targetPort)}` : ''}/${port.protocol ?? 'TCP'}`).join(','),
+    selector: Object.entries(spec.selector ?? {}).map(([key, value]) => `${key}=${value}`).join(','),
+  };
+}
+
+/** Replaces a log symlink (into the run's temp dir, which goes on teardown) by a copy of the file. */
+async function keepLog(link: string): Promise<void> {
+  try {
+    if (!(await lstat(link)).isSymbolicLink()) return;
+    const target = await readlink(link);
+    await rm(link);
+    await cp(target, link).catch(() => undefined);
+  } catch {
+    // nothing to keep
+  }
+}
+
+async function stop(signal: string): Promise<void> {
+  stopping ??= (async () => {
+    log(`${signal}: tearing down`);
+    if (statusTimer !== undefined) clearInterval(statusTimer);
+    if (state.phase !== 'failed') state.phase = 'stopping';
+    await publishState().catch(() => undefined);
+    await Promise.all(pods.map((entry) => entry.containers?.stop()));
+    await Promise.all([...state.nodes.map((node) => path.join(logs, `agent-${node.name}.log`)), path.join(logs, 'controlplane.log')].map(keepLog));
+    const report = mesh ? await mesh.destroy() : undefined;
+    await writeFile(teardownFile(runDir), JSON.stringify(report ?? {}, null, 1));
+    log(`torn down: ${report?.pods.length ?? 0} pods, ${report?.processes ?? 0} processes, ${report?.namespaces.length ?? 0} namespaces, ${report?.tmpDir ?? 'no temp dir'}`);
+  })();
+  await stopping;
+  process.exit(state.phase === 'failed' ? 1 : 0);
+}
+
+process.on('SIGTERM', () => void stop('SIGTERM'));
+process.on('SIGINT', () => void stop('SIGINT'));
+
+async function createPods(target: LocalMesh, entries: RunningPod[]): Promise<void> {
+  const cluster = target.cluster;
+  const load = new Map(cluster.nodes.map((node) => [node.name, pods.filter((entry) => entry.state.node === node.name && !entries.includes(entry)).length]));
+  for (const entry of entries) {
+    const wanted = entry.plan.object.spec?.nodeName;
+    if (wanted !== undefined && !load.has(wanted)) {
+      state.problems.push(`${entry.plan.source}: pod ${entry.state.namespace}/${entry.state.name}: spec.nodeName ${wanted} is not a node (${[...load.keys()].join(', ')})`);
+      entry.state.phase = 'Failed';
+      continue;
+    }
+    const node = wanted ?? [...load.entries()].sort((a, b) => a[1] - b[1])[0]![0];
+    load.set(node, load.get(node)! + 1);
+    entry.state.node = node;
+  }
+  const queue = entries.filter((entry) => entry.state.node !== '');
+  const worker = async (): Promise<void> => {
+    for (let entry = queue.shift(); entry !== undefined; entry = queue.shift()) {
+      if (stopping) return;
+      const { object } = entry.plan;
+      try {
+        const pod = await cluster.createPod({
+          node: entry.state.node,
+          name: object.metadata.name,
+          namespace: object.metadata.namespace,
+          serviceAccount: object.spec?.serviceAccountName ?? 'default',
+          labels: object.metadata.labels ?? {},
+          annotations: object.metadata.annotations ?? {},
+          object,
+        });
+        entry.pod = pod;
+        entry.state.ip = pod.ip;
+        entry.state.netns = pod.netnsName;
+        entry.containers = new PodContainers(pod, entry.plan, logs);
+        entry.containers.start();
+        entry.state.phase = 'Running';
+        log(`pod ${pod.namespace}/${pod.name} on ${pod.node.name} at ${pod.ip}`);
+      } catch (error) {
+        entry.state.phase = 'Failed';
+        state.problems.push(`${entry.plan.source}: pod ${entry.state.namespace}/${entry.state.name}: ${(error as Error).message}`);
+      }
+      await publishState();
+    }
+  };
+  await Promise.all(Array.from({ length: CREATE_CONCURRENCY }, worker));
+}
+
+/** One pass of the kubelet's status loop: phase, restarts and Ready, published when they change. */
+async function updateStatus(): Promise<void> {
+  let changed = false;
+  await Promise.all(
+    pods.map(async (entry) => {
+      if (entry.pod === undefined || entry.containers === undefined) return;
+      const phase = entry.containers.phase;
+      const ready = phase === 'Running' && (await entry.containers.ready().catch(() => false));
+      const restarts = entry.containers.restarts;
+      if (phase === entry.state.phase && ready === entry.state.ready && restarts === entry.state.restarts) return;
+      changed = true;
+      Object.assign(entry.state, { phase, ready, restarts });
+      const podIPs = [entry.pod.ip, ...(entry.pod.ip6 ? [entry.pod.ip6] : [])].map((ip) => ({ ip }));
+      await mesh?.cluster.updatePodStatus(entry.pod, { phase, podIP: entry.pod.ip, podIPs, conditions: [{ type: 'Ready', status: ready ? 'True' : 'False' }] });
+    }),
+  );
+  if (changed && !stopping) await publishState();
+}
+
+async function main(): Promise<void> {
+  await mkdir(path.join(logs, 'pods'), { recursive: true });
+  await publishState();
+  images = await readImageMap(DEFAULT_IMAGE_MAP);
+  if (values['image-map'] !== undefined) await readImageMap(path.resolve(values['image-map']), images);
+  const plan = await planWorkloads(state.dir, images);
+  state.problems.push(...plan.problems);
+  for (const problem of plan.problems) log(`not run: ${problem}`);
+  state.services = plan.objects.filter((object) => object.kind === 'Service').map(describeService);
+  pods.push(...plan.pods.map(entryFor));
+  await publishState();
+  log(`building ${state.nodeCount} nodes, the control plane and the agents`);
+  mesh = await createLocalMesh({ nodes: state.nodeCount });
+  const cluster = mesh.cluster;
+  Object.assign(state, { tmpDir: cluster.tmpDir, caDir: mesh.caDir, clusterDir: cluster.clusterDir });
+  for (const node of cluster.nodes) {
+    const link = path.join(logs, `agent-${node.name}.log`);
+    await rm(link, { force: true });
+    await symlink(node.agentLogFile, link);
+    state.nodes.push({ name: node.name, netns: node.netnsName, agentLog: link });
+  }
+  if (mesh.controlPlaneLogFile !== undefined) {
+    state.controlPlaneLog = path.join(logs, 'controlplane.log');
+    await rm(state.controlPlaneLog, { force: true });
+    await symlink(mesh.controlPlaneLogFile, state.controlPlaneLog);
+  }
+  await publishState();
+  // The user's Namespaces first: the runtime writes its own only for namespaces the directory does not define.
+  const userNamespaces = new Set<string>();
+  for (const namespace of plan.namespaces) {
+    userNamespaces.add(namespace.metadata.name);
+    await cluster.setNamespaceLabels(namespace.metadata.name, namespace.metadata.labels ?? {});
+  }
+  for (const namespace of new Set(pods.map((entry) => entry.state.namespace))) {
+    if (userNamespaces.has(namespace)) continue;
+    await cluster.setNamespaceLabels(namespace, {});
+    state.notes.push(`namespace ${namespace} is not in ${state.dir}: created with no labels (not enrolled)`);
+  }
+  await writeUserObjects(plan);
+  state.phase = 'running';
+  await publishState();
+  log(`mesh up (run ${cluster.runId}); making ${pods.length} pods`);
+  statusTimer = setInterval(() => void updateStatus().catch((error: unknown) => log(`status: ${(error as Error).message}`)), STATUS_INTERVAL_MS);
+  await createPods(mesh, pods);
+  log('every pod created');
+  accepted = plan;
+  let timer: NodeJS.Timeout | undefined;
+  watch(state.dir, { recursive: true }, () => {
+    if (timer !== undefined) clearTimeout(timer);
+    timer = setTimeout(() => {
+      reloading = reloading.then(() => reload()).catch((error: unknown) => log(`reload failed: ${(error as Error).message}`));
+    }, RELOAD_DEBOUNCE_MS);
+  });
+}
+
+let accepted: WorkloadPlan | undefined;
+let reloading: Promise<void> = Promise.resolve();
+let images: Awaited<ReturnType<typeof readImageMap>>;
+
+function entryFor(podPlan: PodPlan): RunningPod {
+  const { metadata } = podPlan.object;
+  return {
+    plan: podPlan,
+    state: { namespace: metadata.namespace, name: metadata.name, node: '', ip: '', netns: '', phase: 'Pending', ready: false, restarts: 0, images: podPlan.containers.map((c) => c.image), containers: podPlan.containers.map((c) => c.name), source: podPlan.source },
+  };
+}
+
+async function writeUserObjects(plan: WorkloadPlan): Promise<void> {
+  const userDir = path.join(mesh!.cluster.clusterDir, 'user');
+  await rm(userDir, { recursive: true, force: true });
+  await mkdir(userDir, { recursive: true });
+  for (const [index, object] of plan.objects.entries()) {
+    const file = `${String(index).padStart(4, '0')}-${object.kind}.${object.metadata?.namespace || 'default'}.${object.metadata?.name}.yaml`;
+    await writeFile(path.join(userDir, file.replace(/[^A-Za-z0-9._-]/g, '_')), stringify(object));
+  }
+  state.services = plan.objects.filter((object) => object.kind === 'Service').map(describeService);
+}
+
+/** Re-reads the directory and applies what changed; a new problem rejects the whole re-read. */
+async function reload(): Promise<void> {
+  if (stopping || mesh === undefined || accepted === undefined) return;
+  const plan = await planWorkloads(state.dir, images);
+  const fresh = plan.problems.filter((problem) => !accepted!.problems.includes(problem));
+  if (fresh.length > 0) {
+    for (const problem of fresh) {
+      log(`change rejected, nothing applied: ${problem}`);
+      if (!state.problems.includes(problem)) state.problems.push(problem);
+    }
+    await publishState();
+    return;
+  }
+  state.problems = [...plan.problems];
+  const cluster = mesh.cluster;
+  const oldLabels = new Map(accepted.namespaces.map((namespace) => [namespace.metadata.name, JSON.stringify(namespace.metadata.labels ?? {})]));
+  for (const namespace of plan.namespaces) {
+    if (oldLabels.get(namespace.metadata.name) === JSON.stringify(namespace.metadata.labels ?? {})) continue;
+    log(`namespace ${namespace.metadata.name}: labels ${JSON.stringify(namespace.metadata.labels ?? {})}`);
+    await cluster.setNamespaceLabels(namespace.metadata.name, namespace.metadata.labels ?? {});
+  }
+  await writeUserObjects(plan);
+  const wanted = new Set(plan.pods.map((podPlan) => podPlan.key));
+  const gone = pods.filter((entry) => !wanted.has(entry.plan.key));
+  for (const entry of gone) pods.splice(pods.indexOf(entry), 1);
+  await Promise.all(
+    gone.map(async (entry) => {
+      await entry.containers?.stop();
+      if (entry.pod !== undefined) await cluster.deletePod(entry.pod).catch((error: unknown) => log(`deleting ${entry.state.namespace}/${entry.state.name}: ${(error as Error).message}`));
+      log(`pod ${entry.state.namespace}/${entry.state.name} deleted`);
+    }),
+  );
+  const have = new Set(pods.map((entry) => entry.plan.key));
+  const added = plan.pods.filter((podPlan) => !have.has(podPlan.key)).map(entryFor);
+  for (const namespace of new Set(added.map((entry) => entry.state.namespace))) {
+    if (plan.namespaces.some((candidate) => candidate.metadata.name === namespace) || pods.some((entry) => entry.state.namespace === namespace)) continue;
+    await cluster.setNamespaceLabels(namespace, {});
+  }
+  pods.push(...added);
+  accepted = plan;
+  await publishState();
+  await createPods(mesh, added);
+  log(`change applied: ${added.length} pods added, ${gone.length} deleted`);
+}
+
+main().catch(async (error: unknown) => {
+  log(`failed: ${(error as Error).stack ?? String(error)}`);
+  state.phase = 'failed';
+  state.error = (error as Error).message;
+  await publishState().catch(() => undefined);
+  await stop('failure');
+});
