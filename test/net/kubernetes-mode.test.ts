@@ -139,6 +139,27 @@ test.serial('an enrolled client on node 0 reaches an enrolled server on node 1 t
   t.true(outbound.length >= 3 && outbound.every((entry) => entry.mtls === true && entry.dst.principal === SERVER_PRINCIPAL));
 });
 
+test.serial('a Service in the API server: the enrolled client reaches it by cluster IP over HBONE to the server pod, port mapped', async (t) => {
+  const vip = '10.240.3.10';
+  fake().apply({
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: { name: 'server', namespace: 'shop' },
+    spec: { clusterIP: vip, clusterIPs: [vip], selector: { app: 'server' }, ports: [{ name: 'tcp', port: 80, targetPort: PORT }] },
+  });
+  // The Service reaches the client's agent through the control plane's informer and xDS: until then the VIP is no
+  // pod of the mesh and the connection goes out as plain TCP to an address nothing answers.
+  await waitFor(async () => (await runClient(client, { host: vip, port: 80, timeoutMs: 2000 })).ok, 'the VIP answers');
+  const result = await runClient(client, { host: vip, port: 80, count: 3 });
+  t.true(result.ok, result.errors.join('; '));
+  const outbound = (await accessLog(cluster().node(0))).filter((entry) => entry.direction === 'outbound' && entry.dst.service === 'server.shop.svc.cluster.local');
+  t.true(outbound.length >= 3, `the client's agent resolved the VIP: ${outbound.length} lines`);
+  t.true(outbound.every((entry) => entry.mtls === true && entry.dst.address === `${server.ip}:${PORT}` && entry.dst.principal === SERVER_PRINCIPAL), JSON.stringify(outbound[0]));
+  const inbound = (await accessLog(cluster().node(1))).filter((entry) => entry.direction === 'inbound' && entry.src.address === client.ip && entry.src.principal === CLIENT_PRINCIPAL);
+  t.true(inbound.length >= 3, 'the server pod\'s agent delivered them over HBONE');
+  fake().remove('Service', 'shop', 'server');
+});
+
 test.serial('a pod in a namespace without the label is not captured: it reaches the server in plaintext', async (t) => {
   const legacy = await cluster().createPod({ node: 0, namespace: 'legacy', name: 'legacy', serviceAccount: 'legacy' });
   t.teardown(() => cluster().deletePod(legacy));
