@@ -180,6 +180,50 @@ static int apply_common_options(napi_env env, napi_value opts, int fd, int famil
 }
 
 /*
+ * A socket of `type` made in opts.netns with the common options and bound to opts.host:opts.port: what listenTcp
+ * and bindUdp share. Returns the fd, or -1 with a JS exception pending (messages name `caller`).
+ */
+static int bound_socket_in_netns(napi_env env, napi_value opts, int type, const char *caller) {
+  char netns[4096] = "", host[64] = "", message[128];
+  int64_t port = 0;
+  get_string_prop(env, opts, "netns", netns, sizeof netns);
+  if (!get_string_prop(env, opts, "host", host, sizeof host)) {
+    snprintf(message, sizeof message, "%s needs host (an IP address literal)", caller);
+    napi_throw_type_error(env, "EINVAL", message);
+    return -1;
+  }
+  if (!get_int_prop(env, opts, "port", &port) || port < 0 || port > 65535) {
+    snprintf(message, sizeof message, "%s needs port 0-65535", caller);
+    napi_throw_range_error(env, "EINVAL", message);
+    return -1;
+  }
+  parsed_addr addr;
+  if (parse_addr(host, (int)port, &addr) != 0) {
+    snprintf(message, sizeof message, "%s host must be an IPv4 or IPv6 address literal", caller);
+    napi_throw_type_error(env, "EINVAL", message);
+    return -1;
+  }
+  int err = 0;
+  const char *syscall = NULL;
+  int fd = socket_in_netns(netns, addr.family, type, &err, &syscall);
+  if (fd < 0) { throw_errno(env, err, syscall, netns[0] ? netns : NULL); return -1; }
+  const char *failed = NULL;
+  if (apply_common_options(env, opts, fd, addr.family, &failed) != 0) {
+    err = errno; close(fd);
+    throw_errno(env, err, failed, NULL);
+    return -1;
+  }
+  if (bind(fd, (struct sockaddr *)&addr.addr, addr.addr_len) != 0) {
+    err = errno; close(fd);
+    char detail[96];
+    snprintf(detail, sizeof detail, "%s:%d", host, (int)port);
+    throw_errno(env, err, "bind", detail);
+    return -1;
+  }
+  return fd;
+}
+
+/*
  * listenTcp({ netns?, host, port, backlog?, mark?, reusePort?, transparent?,
  *             reuseAddress?, ipv6Only? }) -> fd of a listening socket.
  */
@@ -188,40 +232,12 @@ static napi_value listen_tcp(napi_env env, napi_callback_info info) {
   napi_value opts;
   CHECK_NAPI(env, napi_get_cb_info(env, info, &argc, &opts, NULL, NULL));
   if (argc < 1) { napi_throw_type_error(env, "EINVAL", "listenTcp needs an options object"); return NULL; }
-  char netns[4096] = "", host[64] = "";
-  int64_t port = 0, backlog = 511;
-  get_string_prop(env, opts, "netns", netns, sizeof netns);
-  if (!get_string_prop(env, opts, "host", host, sizeof host)) {
-    napi_throw_type_error(env, "EINVAL", "listenTcp needs host (an IP address literal)");
-    return NULL;
-  }
-  if (!get_int_prop(env, opts, "port", &port) || port < 0 || port > 65535) {
-    napi_throw_range_error(env, "EINVAL", "listenTcp needs port 0-65535");
-    return NULL;
-  }
+  int64_t backlog = 511;
   get_int_prop(env, opts, "backlog", &backlog);
-  parsed_addr addr;
-  if (parse_addr(host, (int)port, &addr) != 0) {
-    napi_throw_type_error(env, "EINVAL", "listenTcp host must be an IPv4 or IPv6 address literal");
-    return NULL;
-  }
-  int err = 0;
-  const char *syscall = NULL;
-  int fd = socket_in_netns(netns, addr.family, SOCK_STREAM, &err, &syscall);
-  if (fd < 0) return throw_errno(env, err, syscall, netns[0] ? netns : NULL);
-  const char *failed = NULL;
-  if (apply_common_options(env, opts, fd, addr.family, &failed) != 0) {
-    err = errno; close(fd);
-    return throw_errno(env, err, failed, NULL);
-  }
-  if (bind(fd, (struct sockaddr *)&addr.addr, addr.addr_len) != 0) {
-    err = errno; close(fd);
-    char detail[96];
-    snprintf(detail, sizeof detail, "%s:%d", host, (int)port);
-    return throw_errno(env, err, "bind", detail);
-  }
+  int fd = bound_socket_in_netns(env, opts, SOCK_STREAM, "listenTcp");
+  if (fd < 0) return NULL;
   if (listen(fd, (int)backlog) != 0) {
-    err = errno; close(fd);
+    int err = errno; close(fd);
     return throw_errno(env, err, "listen", NULL);
   }
   napi_value result;
@@ -281,37 +297,8 @@ static napi_value bind_udp(napi_env env, napi_callback_info info) {
   napi_value opts;
   CHECK_NAPI(env, napi_get_cb_info(env, info, &argc, &opts, NULL, NULL));
   if (argc < 1) { napi_throw_type_error(env, "EINVAL", "bindUdp needs an options object"); return NULL; }
-  char netns[4096] = "", host[64] = "";
-  int64_t port = 0;
-  get_string_prop(env, opts, "netns", netns, sizeof netns);
-  if (!get_string_prop(env, opts, "host", host, sizeof host)) {
-    napi_throw_type_error(env, "EINVAL", "bindUdp needs host (an IP address literal)");
-    return NULL;
-  }
-  if (!get_int_prop(env, opts, "port", &port) || port < 0 || port > 65535) {
-    napi_throw_range_error(env, "EINVAL", "bindUdp needs port 0-65535");
-    return NULL;
-  }
-  parsed_addr addr;
-  if (parse_addr(host, (int)port, &addr) != 0) {
-    napi_throw_type_error(env, "EINVAL", "bindUdp host must be an IPv4 or IPv6 address literal");
-    return NULL;
-  }
-  int err = 0;
-  const char *syscall = NULL;
-  int fd = socket_in_netns(netns, addr.family, SOCK_DGRAM, &err, &syscall);
-  if (fd < 0) return throw_errno(env, err, syscall, netns[0] ? netns : NULL);
-  const char *failed = NULL;
-  if (apply_common_options(env, opts, fd, addr.family, &failed) != 0) {
-    err = errno; close(fd);
-    return throw_errno(env, err, failed, NULL);
-  }
-  if (bind(fd, (struct sockaddr *)&addr.addr, addr.addr_len) != 0) {
-    err = errno; close(fd);
-    char detail[96];
-    snprintf(detail, sizeof detail, "%s:%d", host, (int)port);
-    return throw_errno(env, err, "bind", detail);
-  }
+  int fd = bound_socket_in_netns(env, opts, SOCK_DGRAM, "bindUdp");
+  if (fd < 0) return NULL;
   napi_value result;
   CHECK_NAPI(env, napi_create_int32(env, fd, &result));
   return result;
