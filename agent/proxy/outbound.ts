@@ -92,7 +92,7 @@ export class OutboundProxy {
     const address = service.waypoint!.address;
     const waypoint = this.#state.workloadByIp(address);
     if (waypoint === undefined) {
-      socket.resetAndDestroy();
+      resetSocket(socket);
       this.#report.closed({
         direction: 'outbound', source: context.source, sourceAddress: socket.remoteAddress, destinationAddress: vip, destinationService: serviceRef(service), mtls: false,
         bytesSent: 0, bytesReceived: 0, durationMs: performance.now() - started, error: new UnknownWaypointError(service, address),

@@ -13,6 +13,7 @@
  */
 import type net from 'node:net';
 import { SPLICE_BUFFER_BYTES } from '../config.ts';
+import { resetSocket } from '../splice.ts';
 import { H2_CANCEL, H2_CONNECT_ERROR, h2ErrorName } from './errors.ts';
 import type { H2Stream, H2StreamHandler } from './stream.ts';
 
@@ -109,7 +110,7 @@ class H2Splice implements H2StreamHandler {
       // A reset (either way, or the connection torn down) becomes a TCP RST: the application must not take a
       // truncated stream for a complete one.
       this.#error ??= new Error(`stream ${stream.resetByPeer ? 'reset by the peer' : 'reset'} with ${h2ErrorName(stream.rstCode)}`);
-      socket.resetAndDestroy();
+      resetSocket(socket);
     }
     this.#sideDone();
   }
