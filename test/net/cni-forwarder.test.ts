@@ -4,17 +4,14 @@
 // endpoint's PodCapture records what it is asked: capturing for real is the agent's (test/net/cni-lifecycle.test.ts
 // runs the whole agent through this same executable).
 import test from 'ava';
-import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
-import { namespaceObject, writeNamespace, writePod } from '../../runtime/cluster-store.ts';
 import { AMBIT_CNI_DIR } from '../../runtime/index.ts';
 import { run } from '../../runtime/exec.ts';
 import { startCniServer, type CniServer } from '../../agent/cni-server.ts';
 import { createCniCallRunner } from '../../agent/cni-call.ts';
 import type { PodInfo } from '../../agent/inpod/pod-listeners.ts';
-import { cniEnvironment } from '../helpers/cni-environment.ts';
+import { cniEnvironment, cniFixture, type CniFixture } from '../helpers/cni-environment.ts';
 
 const PLUGIN = path.join(AMBIT_CNI_DIR, 'ambit-cni');
 const PREV_RESULT = {
@@ -26,28 +23,13 @@ const PREV_RESULT = {
 };
 const SLOW_PATH_NOTE = /running the Node plugin/;
 
-interface Fixture {
-  clusterDir: string;
-  socket: string;
-}
+const fixture = (t: import('ava').ExecutionContext) => cniFixture(t, 'ambit-cni-fwd-test-');
 
-async function fixture(t: import('ava').ExecutionContext): Promise<Fixture> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'ambit-cni-fwd-test-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const clusterDir = path.join(dir, 'cluster');
-  await writeNamespace(clusterDir, namespaceObject('mesh', { 'istio.io/dataplane-mode': 'ambient' }));
-  await writeNamespace(clusterDir, namespaceObject('plain', {}));
-  for (const namespace of ['mesh', 'plain']) {
-    await writePod(clusterDir, { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'web', namespace, uid: `uid-${namespace}` }, spec: { containers: [{ name: 'app' }] } });
-  }
-  return { clusterDir, socket: path.join(dir, 'cni.sock') };
-}
-
-function config(f: Fixture): string {
+function config(f: CniFixture): string {
   return JSON.stringify({ cniVersion: '1.0.0', name: 'pods', type: 'ambit-cni', agentSocket: f.socket, clusterDir: f.clusterDir, prevResult: PREV_RESULT });
 }
 
-async function agent(t: import('ava').ExecutionContext, f: Fixture): Promise<{ server: CniServer; added: PodInfo[]; deleted: string[] }> {
+async function agent(t: import('ava').ExecutionContext, f: CniFixture): Promise<{ server: CniServer; added: PodInfo[]; deleted: string[] }> {
   const added: PodInfo[] = [];
   const deleted: string[] = [];
   const server = await startCniServer({

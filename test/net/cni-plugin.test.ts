@@ -3,17 +3,15 @@
 // which only checks the plugin's wire behaviour; the real agent's side is tested in the agent's tests.
 import test from 'ava';
 import { randomBytes } from 'node:crypto';
-import { copyFile, mkdir, mkdtemp, readdir, rm, symlink } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, symlink } from 'node:fs/promises';
 import { readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { parse, stringify } from 'yaml';
-import { namespaceObject, writeNamespace, writePod } from '../../runtime/cluster-store.ts';
 import { createCluster, AMBIT_CNI_DIR, CniPluginError } from '../../runtime/index.ts';
 import { run } from '../../runtime/exec.ts';
 import { podNetnsName } from '../../runtime/topology.ts';
-import { cniEnvironment } from '../helpers/cni-environment.ts';
+import { cniEnvironment, cniFixture, type CniFixture } from '../helpers/cni-environment.ts';
 import { contractReply, startProtocolServer, type ProtocolServer } from '../helpers/cni-protocol-server.ts';
 
 const PLUGIN = path.join(AMBIT_CNI_DIR, 'ambit-cni');
@@ -25,25 +23,9 @@ const PREV_RESULT = {
   dns: {},
 };
 
-interface Fixture {
-  dir: string;
-  clusterDir: string;
-  socket: string;
-}
+const fixture = (t: import('ava').ExecutionContext) => cniFixture(t, 'ambit-cni-test-');
 
-async function fixture(t: import('ava').ExecutionContext): Promise<Fixture> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'ambit-cni-test-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const clusterDir = path.join(dir, 'cluster');
-  await writeNamespace(clusterDir, namespaceObject('mesh', { 'istio.io/dataplane-mode': 'ambient' }));
-  await writeNamespace(clusterDir, namespaceObject('plain', {}));
-  for (const namespace of ['mesh', 'plain']) {
-    await writePod(clusterDir, { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'web', namespace, uid: `uid-${namespace}` }, spec: { containers: [{ name: 'app' }] } });
-  }
-  return { dir, clusterDir, socket: path.join(dir, 'cni.sock') };
-}
-
-function config(f: Fixture, extra: Record<string, unknown> = {}): string {
+function config(f: CniFixture, extra: Record<string, unknown> = {}): string {
   return JSON.stringify({ cniVersion: '1.0.0', name: 'pods', type: 'ambit-cni', agentSocket: f.socket, clusterDir: f.clusterDir, prevResult: PREV_RESULT, ...extra });
 }
 
