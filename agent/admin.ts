@@ -14,8 +14,8 @@ import { X509Certificate } from 'node:crypto';
 import type { WorkloadCertificate } from '../shared/identity/index.ts';
 import type { AuthzCheckResult } from '../shared/policy/check-result.ts';
 import { UnknownPodError, type AuthzQuery } from './policy/authz-check.ts';
-import type { MeshState } from './state/mesh-state.ts';
-import { workloadIdentity } from './state/workload.ts';
+import type { MeshState } from '../shared/mesh/mesh-state.ts';
+import { workloadIdentity } from '../shared/mesh/workload.ts';
 import { closeHttpServer, listenReusePort, type RunningHttpServer } from './http-listen.ts';
 
 /** pino's levels, most to least verbose, plus `silent`. */
@@ -73,19 +73,6 @@ export interface ConfigDump {
   certificates: CertificateView[];
   config: object;
   dns?: object;
-}
-
-/** A service as the config dump shows it: the service, and its endpoints with their health and target ports. */
-export function servicesView(state: Pick<MeshState, 'services' | 'endpointsOf'>): object[] {
-  return state
-    .services()
-    .map((service) => ({
-      ...service,
-      endpoints: state.endpointsOf(service).map(({ workload, ports }) => ({
-        uid: workload.uid, namespace: workload.namespace, name: workload.name, node: workload.node, addresses: workload.addresses, status: workload.status ?? 'HEALTHY', ports,
-      })),
-    }))
-    .sort((a, b) => `${a.namespace}/${a.hostname}`.localeCompare(`${b.namespace}/${b.hostname}`));
 }
 
 const parsedCertificates = new WeakMap<WorkloadCertificate, X509Certificate>();

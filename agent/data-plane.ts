@@ -10,7 +10,7 @@
  */
 import type { Logger } from 'pino';
 import type { AgentConfig } from './config.ts';
-import type { CertificateManager } from './identity/certificate-manager.ts';
+import type { CertificateManager } from '../shared/ca/certificate-manager.ts';
 import { CaptureManager, type ReleaseReason, type RuleInstaller } from './inpod/capture-manager.ts';
 import type { CapturedDnsHandler, CapturedPod } from './inpod/pod-listeners.ts';
 import type { IptablesBackend } from './inpod/rules.ts';
@@ -19,7 +19,7 @@ import type { PolicyStore } from './policy/policy-store.ts';
 import { InboundProxy } from './proxy/inbound.ts';
 import { OutboundProxy } from './proxy/outbound.ts';
 import { TrafficHandler } from './proxy/traffic-handler.ts';
-import type { MeshState } from './state/mesh-state.ts';
+import type { MeshState } from '../shared/mesh/mesh-state.ts';
 import { AccessLog } from './telemetry/access-log.ts';
 import type { AgentMetrics } from './telemetry/metrics.ts';
 import { RejectionLog } from './telemetry/rejection-log.ts';

@@ -15,8 +15,8 @@ import { stat } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import type { CapturedPodsFile } from './captured-pods-file.ts';
 import type { PodInfo } from './inpod/pod-listeners.ts';
-import type { MeshState } from './state/mesh-state.ts';
-import { isEnrolled, type Workload } from './state/workload.ts';
+import type { MeshState } from '../shared/mesh/mesh-state.ts';
+import { isEnrolled, type Workload } from '../shared/mesh/workload.ts';
 
 export interface EnrollmentWatcherOptions {
   state: MeshState;

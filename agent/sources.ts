@@ -8,11 +8,11 @@
 import { readFile } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import type { AgentConfig } from './config.ts';
-import { CaClient } from './identity/ca-client.ts';
-import { LocalCaSource, type CertificateSource } from './identity/certificate-source.ts';
+import { CaClient } from '../shared/ca/ca-client.ts';
+import { LocalCaSource, type CertificateSource } from '../shared/ca/certificate-source.ts';
 import { ClusterDirSource } from './state/cluster-dir-source.ts';
-import type { MeshState } from './state/mesh-state.ts';
-import { XdsSource } from './state/xds-source.ts';
+import type { MeshState } from '../shared/mesh/mesh-state.ts';
+import { XdsSource } from '../shared/mesh/xds-source.ts';
 import { controlPlaneIdentity, controlPlaneServerName, type XdsResourceUpdate, type XdsRejection } from '../shared/xds/client.ts';
 
 /**

@@ -3,7 +3,7 @@
  * and endpoints, as `istioctl ztunnel-config services` shows them: what a connection to a VIP can be sent to.
  */
 import type { ConfigDump } from '../agent/admin.ts';
-import type { Service } from '../agent/state/service.ts';
+import type { Service } from '../shared/mesh/service.ts';
 import { adminGetJson } from './admin-client.ts';
 import type { Command } from './command.ts';
 import { renderDocument, renderTable } from './output.ts';

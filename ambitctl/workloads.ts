@@ -3,7 +3,7 @@
  * `istioctl ztunnel-config workloads` shows them.
  */
 import type { ConfigDump } from '../agent/admin.ts';
-import type { Workload } from '../agent/state/workload.ts';
+import type { Workload } from '../shared/mesh/workload.ts';
 import { adminGetJson } from './admin-client.ts';
 import { PLAINTEXT_IDENTITY } from './authz-check.ts';
 import type { Command } from './command.ts';

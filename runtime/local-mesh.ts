@@ -16,7 +16,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { CertificateAuthority, DEFAULT_TRUST_DOMAIN } from '../shared/identity/index.ts';
-import { LOCAL_CA_CERT_FILE, LOCAL_CA_KEY_FILE } from '../agent/identity/certificate-source.ts';
+import { LOCAL_CA_CERT_FILE, LOCAL_CA_KEY_FILE } from '../shared/ca/certificate-source.ts';
 import { createCluster, releaseRun, reserveRun, type Cluster, type ClusterOptions, type TeardownReport } from './cluster.ts';
 import { RuntimeError } from './errors.ts';
 import { KubernetesWiring, type KubernetesMode } from './kubernetes-mode.ts';

@@ -14,7 +14,7 @@ import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { stringify } from 'yaml';
 import { DEFAULT_TRUST_DOMAIN } from '../shared/identity/index.ts';
-import { LOCAL_CA_CERT_FILE } from '../agent/identity/certificate-source.ts';
+import { LOCAL_CA_CERT_FILE } from '../shared/ca/certificate-source.ts';
 import { WAYPOINT_READY_MESSAGE } from '../waypoint/config.ts';
 import { RuntimeError } from './errors.ts';
 import { ipIn } from './netns.ts';

@@ -9,7 +9,7 @@ import { splice, type HboneRequest } from '../shared/hbone/index.ts';
 import { joinStreams } from './stream-join.ts';
 import { WaypointError } from './errors.ts';
 import type { Upstreams } from './upstream.ts';
-import type { Service } from '../agent/state/service.ts';
+import type { Service } from '../shared/mesh/service.ts';
 
 export interface L4Outcome {
   request: HboneRequest;

@@ -15,12 +15,12 @@ import { HboneClientPool, HboneServer, type HboneRequest } from '../shared/hbone
 import { spiffeId } from '../shared/identity/index.ts';
 import { controlPlaneIdentity, controlPlaneServerName } from '../shared/xds/client.ts';
 import { HTTP_ROUTES_TYPE_URL } from '../shared/xds/protos.ts';
-import { servicesView } from '../agent/admin.ts';
-import { CaClient } from '../agent/identity/ca-client.ts';
-import { CertificateManager } from '../agent/identity/certificate-manager.ts';
-import { MeshState } from '../agent/state/mesh-state.ts';
-import { XdsSource } from '../agent/state/xds-source.ts';
-import type { Workload } from '../agent/state/workload.ts';
+import { servicesView } from '../shared/mesh/views.ts';
+import { CaClient } from '../shared/ca/ca-client.ts';
+import { CertificateManager } from '../shared/ca/certificate-manager.ts';
+import { MeshState } from '../shared/mesh/mesh-state.ts';
+import { XdsSource } from '../shared/mesh/xds-source.ts';
+import type { Workload } from '../shared/mesh/workload.ts';
 import { configFromEnv, WAYPOINT_ADMIN_PORT, WAYPOINT_DRAIN_MS, WAYPOINT_HBONE_PORT, WAYPOINT_METRICS_PORT, WAYPOINT_READINESS_PORT, WAYPOINT_READY_MESSAGE, type WaypointConfig } from './config.ts';
 import { WaypointError } from './errors.ts';
 import { HttpProxy } from './http-proxy.ts';

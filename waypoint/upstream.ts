@@ -1,6 +1,6 @@
 /**
  * Where a request or stream the waypoint terminated goes next: the Service behind the `:authority` VIP:port, one of
- * its endpoints (agent/state/load-balance.ts, ztunnel's choice), and a stream to it: HBONE to endpointIP:15008 with
+ * its endpoints (shared/mesh/load-balance.ts, ztunnel's choice), and a stream to it: HBONE to endpointIP:15008 with
  * `:authority` endpointIP:targetPort under the waypoint's own identity when the endpoint is in the mesh, plain TCP
  * otherwise.
  *
@@ -10,10 +10,10 @@ import http2 from 'node:http2';
 import net from 'node:net';
 import type { HboneClientPool, HostPort } from '../shared/hbone/index.ts';
 import type { SpiffeId } from '../shared/identity/index.ts';
-import { NoHealthyUpstreamError, pickEndpoint } from '../agent/state/load-balance.ts';
-import type { MeshState } from '../agent/state/mesh-state.ts';
-import type { Service } from '../agent/state/service.ts';
-import { workloadIdentity, type Workload } from '../agent/state/workload.ts';
+import { NoHealthyUpstreamError, pickEndpoint } from '../shared/mesh/load-balance.ts';
+import type { MeshState } from '../shared/mesh/mesh-state.ts';
+import type { Service } from '../shared/mesh/service.ts';
+import { workloadIdentity, type Workload } from '../shared/mesh/workload.ts';
 import { WaypointError } from './errors.ts';
 
 /** Port every in-mesh pod's agent takes HBONE on. */

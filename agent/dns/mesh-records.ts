@@ -12,9 +12,9 @@
  * so a query costs one map lookup, not an endpoint walk.
  * Must not know about: DNS messages, pods, sockets.
  */
-import type { Service } from '../state/service.ts';
-import { isHeadless } from '../state/service.ts';
-import type { MeshState } from '../state/mesh-state.ts';
+import type { Service } from '../../shared/mesh/service.ts';
+import { isHeadless } from '../../shared/mesh/service.ts';
+import type { MeshState } from '../../shared/mesh/mesh-state.ts';
 import type { ServiceRecords } from './service-records.ts';
 
 /** The read-only part of MeshState this adapter uses. */

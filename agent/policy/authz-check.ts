@@ -8,8 +8,8 @@
  * Must not know about: HTTP (admin.ts), how policies are compiled (policy-store.ts).
  */
 import { decideConnection, podRef, type AuthzCheckResult, type PodView } from '../../shared/policy/check-result.ts';
-import type { MeshState } from '../state/mesh-state.ts';
-import { isEnrolled, workloadIdentity, type Workload } from '../state/workload.ts';
+import type { MeshState } from '../../shared/mesh/mesh-state.ts';
+import { isEnrolled, workloadIdentity, type Workload } from '../../shared/mesh/workload.ts';
 import type { PolicyStore } from './policy-store.ts';
 
 export interface AuthzQuery {

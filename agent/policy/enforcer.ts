@@ -15,8 +15,8 @@
  * Must not know about: HBONE or sockets (the proxy hands in a close function), where policies come from.
  */
 import type { Connection, Decision } from '../../shared/policy/index.ts';
-import type { MeshState } from '../state/mesh-state.ts';
-import type { Workload } from '../state/workload.ts';
+import type { MeshState } from '../../shared/mesh/mesh-state.ts';
+import type { Workload } from '../../shared/mesh/workload.ts';
 import type { PolicyStore } from './policy-store.ts';
 
 /** ztunnel's response_flags value for a connection denied by authorization policy. */

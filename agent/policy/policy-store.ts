@@ -27,7 +27,7 @@ import {
   type AuthorizationPolicyObject,
   type PeerAuthenticationObject,
 } from '../../shared/policy/index.ts';
-import type { Workload } from '../state/workload.ts';
+import type { Workload } from '../../shared/mesh/workload.ts';
 
 /** Istio's default root namespace: policies there without a selector apply to the whole mesh. */
 export const ROOT_NAMESPACE = 'istio-system';

@@ -12,12 +12,12 @@
  */
 import type net from 'node:net';
 import { HboneServer, resetSocket, type HboneRejection, type HboneRequest, type HboneServerOptions, type HostPort } from '../../shared/hbone/index.ts';
-import type { CertificateManager } from '../identity/certificate-manager.ts';
+import type { CertificateManager } from '../../shared/ca/certificate-manager.ts';
 import { INPOD } from '../inpod/rules.ts';
 import type { SocketFactory } from '../inpod/socket-factory.ts';
 import { plainIp, POLICY_DENIED_FLAG, type InboundPolicy } from '../policy/enforcer.ts';
-import type { MeshState } from '../state/mesh-state.ts';
-import { addressOfFamily, workloadIdentity, type Workload } from '../state/workload.ts';
+import type { MeshState } from '../../shared/mesh/mesh-state.ts';
+import { addressOfFamily, workloadIdentity, type Workload } from '../../shared/mesh/workload.ts';
 import type { ConnectionRecord, ConnectionReporter, RejectionReason } from './report.ts';
 import { spliceTcp } from './tcp-splice.ts';
 

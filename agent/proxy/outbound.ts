@@ -3,7 +3,7 @@
  *
  * Owns: choosing the path for each connection from the mesh state: destination in the mesh -> an HBONE stream
  * to the destination pod's port 15008 under the source pod's identity; a Service VIP -> one endpoint picked by
- * agent/state/load-balance.ts, then the same paths to endpointIP:targetPort (no endpoint: the client is reset, the
+ * shared/mesh/load-balance.ts, then the same paths to endpointIP:targetPort (no endpoint: the client is reset, the
  * access log says why); a VIP of a Service bound to a waypoint -> an HBONE stream to the waypoint's 15008 under the
  * source pod's identity with the VIP:port as `:authority` (ztunnel's behaviour: the waypoint picks the endpoint);
  * anything else -> plain TCP passthrough from the pod's namespace.
@@ -13,10 +13,10 @@ import type net from 'node:net';
 import { resetSocket, type HboneClientPool, type HostPort } from '../../shared/hbone/index.ts';
 import type { SpiffeId } from '../../shared/identity/index.ts';
 import type { SocketFactory } from '../inpod/socket-factory.ts';
-import { NoHealthyUpstreamError, pickEndpoint } from '../state/load-balance.ts';
-import type { MeshState } from '../state/mesh-state.ts';
-import type { Service } from '../state/service.ts';
-import { addressOfFamily, workloadIdentity, type Workload } from '../state/workload.ts';
+import { NoHealthyUpstreamError, pickEndpoint } from '../../shared/mesh/load-balance.ts';
+import type { MeshState } from '../../shared/mesh/mesh-state.ts';
+import type { Service } from '../../shared/mesh/service.ts';
+import { addressOfFamily, workloadIdentity, type Workload } from '../../shared/mesh/workload.ts';
 import { spliceTcp } from './tcp-splice.ts';
 import type { ConnectionRecord, ConnectionReporter, ServiceRef } from './report.ts';
 

@@ -6,7 +6,7 @@
  * Must not know about: metric names, label rules, log formats.
  */
 import type { HostPort } from '../../shared/hbone/index.ts';
-import type { Workload } from '../state/workload.ts';
+import type { Workload } from '../../shared/mesh/workload.ts';
 
 /** Bytes moved so far, with the same meaning as ConnectionRecord's bytesSent/bytesReceived. */
 export interface ByteCounts {

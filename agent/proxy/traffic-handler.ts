@@ -9,9 +9,9 @@
 import type net from 'node:net';
 import { HboneClientPool, resetSocket, type HboneServer, type HboneClientOptions } from '../../shared/hbone/index.ts';
 import type { CapturedPod, CapturedTrafficHandler, ListenerKind, OriginalDestination } from '../inpod/pod-listeners.ts';
-import type { CertificateManager } from '../identity/certificate-manager.ts';
-import type { MeshState } from '../state/mesh-state.ts';
-import type { Workload } from '../state/workload.ts';
+import type { CertificateManager } from '../../shared/ca/certificate-manager.ts';
+import type { MeshState } from '../../shared/mesh/mesh-state.ts';
+import type { Workload } from '../../shared/mesh/workload.ts';
 import type { InboundProxy } from './inbound.ts';
 import type { OutboundProxy } from './outbound.ts';
 

@@ -13,9 +13,9 @@ import { readClusterDir, type ClusterDirParseCache, type ClusterSnapshot } from 
 import { podReady, podWorkloadName } from '../../shared/k8s/pod-facts.ts';
 import { serviceIpFamilies, serviceLoadBalancing } from '../../shared/k8s/service-spec.ts';
 import { isPod, isService, podNamespace, type PodObject, type ServiceObject } from '../../shared/k8s/objects.ts';
-import type { MeshState } from './mesh-state.ts';
-import { serviceKey, type Service, type ServicePort } from './service.ts';
-import type { Workload } from './workload.ts';
+import type { MeshState } from '../../shared/mesh/mesh-state.ts';
+import { serviceKey, type Service, type ServicePort } from '../../shared/mesh/service.ts';
+import type { Workload } from '../../shared/mesh/workload.ts';
 
 /** Kubernetes' default cluster domain: Service hostnames are `<name>.<namespace>.svc.<domain>`. */
 export const DEFAULT_CLUSTER_DOMAIN = 'cluster.local';

@@ -12,7 +12,7 @@
  * `bytes_sent` went to the remote peer (the destination for outbound, the source for inbound).
  */
 import type { ConnectionRecord } from '../proxy/report.ts';
-import { workloadIdentity } from '../state/workload.ts';
+import { workloadIdentity } from '../../shared/mesh/workload.ts';
 import { destinationPrincipalFor, responseFlagsFor, securityPolicyFor } from './metrics.ts';
 
 /** The pino methods the access log needs. */

@@ -13,7 +13,7 @@
  */
 import { AggregatorRegistry, Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { ConnectionRecord, RejectionReason } from '../proxy/report.ts';
-import { workloadIdentity } from '../state/workload.ts';
+import { workloadIdentity } from '../../shared/mesh/workload.ts';
 
 /** ztunnel's label set for every TCP metric, in its order (locality labels are omitted: no locality yet). */
 export const TCP_LABEL_NAMES = [

@@ -11,8 +11,8 @@ import type { SpiffeId, WorkloadCertificate } from '../../shared/identity/index.
 import type { AgentConfig } from '../config.ts';
 import type { PodInfo } from '../inpod/pod-listeners.ts';
 import type { AuthorizationUpdate, LocalPolicy } from '../policy/policy-store.ts';
-import type { Service } from '../state/service.ts';
-import type { Workload } from '../state/workload.ts';
+import type { Service } from '../../shared/mesh/service.ts';
+import type { Workload } from '../../shared/mesh/workload.ts';
 
 /** What a worker is started with (`workerData`). */
 export interface WorkerInit {

@@ -12,11 +12,11 @@ import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import { pino } from 'pino';
 import type { SpiffeId, WorkloadCertificate } from '../../shared/identity/index.ts';
 import { createDataPlane } from '../data-plane.ts';
-import { CertificateManager } from '../identity/certificate-manager.ts';
-import type { CertificateSource } from '../identity/certificate-source.ts';
+import { CertificateManager } from '../../shared/ca/certificate-manager.ts';
+import type { CertificateSource } from '../../shared/ca/certificate-source.ts';
 import { PolicyStore } from '../policy/policy-store.ts';
-import { MeshState } from '../state/mesh-state.ts';
-import { workloadIdentity } from '../state/workload.ts';
+import { MeshState } from '../../shared/mesh/mesh-state.ts';
+import { workloadIdentity } from '../../shared/mesh/workload.ts';
 import { AgentMetrics } from '../telemetry/metrics.ts';
 import type { FromWorker, ToWorker, WorkerInit, WorkerRequest } from './protocol.ts';
 

@@ -11,11 +11,11 @@
 import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import type { AgentConfig } from '../config.ts';
-import type { CertificateManager } from '../identity/certificate-manager.ts';
+import type { CertificateManager } from '../../shared/ca/certificate-manager.ts';
 import type { PodInfo } from '../inpod/pod-listeners.ts';
 import type { AuthorizationUpdate, LocalPolicy } from '../policy/policy-store.ts';
-import type { MeshState } from '../state/mesh-state.ts';
-import { serviceKey } from '../state/service.ts';
+import type { MeshState } from '../../shared/mesh/mesh-state.ts';
+import { serviceKey } from '../../shared/mesh/service.ts';
 import type { FromWorker, ToWorker, WorkerInit, WorkerRequest } from './protocol.ts';
 
 export const PROXY_WORKER_MAIN = new URL('./proxy-worker.ts', import.meta.url);

@@ -15,7 +15,7 @@ import { MeshServiceRecords } from '../../agent/dns/mesh-records.ts';
 import { DnsServer } from '../../agent/dns/server.ts';
 import { serveUdp } from '../../agent/dns/transport.ts';
 import { plainSocketFactory } from '../../agent/inpod/socket-factory.ts';
-import { MeshState } from '../../agent/state/mesh-state.ts';
+import { MeshState } from '../../shared/mesh/mesh-state.ts';
 import { announceReady, exitWithParent } from './common.ts';
 import { benchServiceAddress, benchServiceName } from './dns-names.ts';
 

@@ -2,10 +2,11 @@
  * An agent admin endpoint running in-process over a small fake node (workloads, captured pods, certificates),
  * for the admin and ambitctl tests. Test helper only: never imported by production code.
  */
-import { servicesView, startAdminServer, type AdminSources } from '../../agent/admin.ts';
+import { startAdminServer, type AdminSources } from '../../agent/admin.ts';
+import { servicesView } from '../../shared/mesh/views.ts';
 import type { RunningHttpServer } from '../../agent/http-listen.ts';
-import { MeshState } from '../../agent/state/mesh-state.ts';
-import type { Workload } from '../../agent/state/workload.ts';
+import { MeshState } from '../../shared/mesh/mesh-state.ts';
+import type { Workload } from '../../shared/mesh/workload.ts';
 import { CertificateAuthority, spiffeId, type WorkloadCertificate } from '../../shared/identity/index.ts';
 import { captureLog, type CapturedLog } from './log-capture.ts';
 

@@ -21,7 +21,7 @@ import { CaptureManager } from '../../agent/inpod/capture-manager.ts';
 import type { CapturedTrafficHandler, PodInfo } from '../../agent/inpod/pod-listeners.ts';
 import type { IptablesBackend } from '../../agent/inpod/rules.ts';
 import { nativeSockets } from '../../agent/inpod/sockets.ts';
-import { MeshState } from '../../agent/state/mesh-state.ts';
+import { MeshState } from '../../shared/mesh/mesh-state.ts';
 import { answerData, decode, query, startDnsmasq } from '../helpers/dns.ts';
 import { connectFrom, createPodTopology, type PodTopology } from './helpers/inpod-topology.ts';
 

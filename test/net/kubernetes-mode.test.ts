@@ -213,7 +213,7 @@ test.serial('an AuthorizationPolicy applied to the API server is enforced, and r
 async function askCa(asks: { token: string; namespace: string; serviceAccount: string }[]): Promise<{ ok: boolean; uri?: string; code?: number; details?: string }[]> {
   const root = path.resolve(import.meta.dirname, '..', '..');
   const script = `
-    const { CaClient } = await import(${JSON.stringify(path.join(root, 'agent/identity/ca-client.ts'))});
+    const { CaClient } = await import(${JSON.stringify(path.join(root, 'shared/ca/ca-client.ts'))});
     const { spiffeId } = await import(${JSON.stringify(path.join(root, 'shared/identity/index.ts'))});
     const { controlPlaneIdentity } = await import(${JSON.stringify(path.join(root, 'shared/xds/client.ts'))});
     const { address, rootPem, asks } = JSON.parse(process.argv[1]);

@@ -7,7 +7,7 @@ import test from 'ava';
 import { startAdminServer } from '../../agent/admin.ts';
 import { checkAuthorization, UnknownPodError } from '../../agent/policy/authz-check.ts';
 import { PolicyStore, type LocalPolicy } from '../../agent/policy/policy-store.ts';
-import { MeshState } from '../../agent/state/mesh-state.ts';
+import { MeshState } from '../../shared/mesh/mesh-state.ts';
 import { runAmbitctl } from '../../ambitctl/main.ts';
 import { fakeWorkload } from '../helpers/admin-fixture.ts';
 

@@ -1,6 +1,6 @@
 // Unit tests: the agent's side of CNI STATUS and GC (agent/cni-server.ts: input checks on its unix socket, with a
 // recording PodCapture: the capture itself is tested on real namespaces in test/net/cni-lifecycle.test.ts), and the
-// mesh state's node addresses (agent/state/mesh-state.ts: a pod's ADD IPs until its source has a status).
+// mesh state's node addresses (shared/mesh/mesh-state.ts: a pod's ADD IPs until its source has a status).
 import test from 'ava';
 import http from 'node:http';
 import { randomBytes } from 'node:crypto';
@@ -9,8 +9,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { startCniServer, type PodCapture } from '../../agent/cni-server.ts';
 import type { PodInfo } from '../../agent/inpod/pod-listeners.ts';
-import { MeshState } from '../../agent/state/mesh-state.ts';
-import type { Workload } from '../../agent/state/workload.ts';
+import { MeshState } from '../../shared/mesh/mesh-state.ts';
+import type { Workload } from '../../shared/mesh/workload.ts';
 
 function post(socketPath: string, urlPath: string, body: string, method = 'POST'): Promise<{ status: number; body: Record<string, unknown> }> {
   return new Promise((resolve, reject) => {

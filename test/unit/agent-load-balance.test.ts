@@ -1,12 +1,12 @@
 /**
- * Endpoint choice for a connection to a Service VIP (agent/state/load-balance.ts), as ztunnel's load_balance:
+ * Endpoint choice for a connection to a Service VIP (shared/mesh/load-balance.ts), as ztunnel's load_balance:
  * health, ports (named target ports per endpoint), address family, internalTrafficPolicy Local (STRICT by node),
  * PreferClose (FAILOVER by locality), and the reasons given when no endpoint qualifies.
  */
 import test from 'ava';
-import { NoHealthyUpstreamError, pickEndpoint } from '../../agent/state/load-balance.ts';
-import type { LoadBalancing, Service, ServiceEndpoint, ServicePort } from '../../agent/state/service.ts';
-import type { Locality, Workload } from '../../agent/state/workload.ts';
+import { NoHealthyUpstreamError, pickEndpoint } from '../../shared/mesh/load-balance.ts';
+import type { LoadBalancing, Service, ServiceEndpoint, ServicePort } from '../../shared/mesh/service.ts';
+import type { Locality, Workload } from '../../shared/mesh/workload.ts';
 
 const LOCAL: LoadBalancing = { routingPreference: ['NODE'], mode: 'STRICT', healthPolicy: 'ONLY_HEALTHY' };
 const PREFER_CLOSE: LoadBalancing = { routingPreference: ['NETWORK', 'REGION', 'ZONE', 'SUBZONE'], mode: 'FAILOVER', healthPolicy: 'ONLY_HEALTHY' };

@@ -12,8 +12,8 @@ import { authorizationToWireObject, compilePolicyObject, type Authorization, typ
 import { ClusterDirPolicySource } from '../../agent/policy/cluster-dir-policy-source.ts';
 import { PolicyEnforcer } from '../../agent/policy/enforcer.ts';
 import { PolicyStore, ROOT_NAMESPACE, type LocalPolicy } from '../../agent/policy/policy-store.ts';
-import { MeshState } from '../../agent/state/mesh-state.ts';
-import type { Workload } from '../../agent/state/workload.ts';
+import { MeshState } from '../../shared/mesh/mesh-state.ts';
+import type { Workload } from '../../shared/mesh/workload.ts';
 
 function workload(namespace: string, name: string, labels: Record<string, string> = {}, extra: Partial<Workload> = {}): Workload {
   return {

@@ -1,5 +1,5 @@
 /**
- * Services in the agent's mesh state (agent/state/mesh-state.ts, service.ts): lookups by VIP and hostname, the
+ * Services in the agent's mesh state (shared/mesh/mesh-state.ts, service.ts): lookups by VIP and hostname, the
  * join of services with the workloads that back them (whichever arrives first), and the two sources that feed
  * them: delta xDS from the real control plane over gRPC + TLS, and the cluster directory.
  */
@@ -8,10 +8,10 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { ClusterDirSource } from '../../agent/state/cluster-dir-source.ts';
-import { MeshState, type ServiceChange } from '../../agent/state/mesh-state.ts';
-import { targetPortOf, type Service } from '../../agent/state/service.ts';
-import type { Workload } from '../../agent/state/workload.ts';
-import { XdsSource } from '../../agent/state/xds-source.ts';
+import { MeshState, type ServiceChange } from '../../shared/mesh/mesh-state.ts';
+import { targetPortOf, type Service } from '../../shared/mesh/service.ts';
+import type { Workload } from '../../shared/mesh/workload.ts';
+import { XdsSource } from '../../shared/mesh/xds-source.ts';
 import { eventually, namespaceYaml, podYaml, serviceYaml, startTestControlPlane, tempDir, TEST_TOKEN, writeManifest } from '../helpers/xds-harness.ts';
 
 const WEB = 'shop/web.shop.svc.cluster.local';

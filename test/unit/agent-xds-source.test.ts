@@ -1,12 +1,12 @@
 /**
- * The agent's xDS glue (agent/state/xds-source.ts) with its real collaborators: the generic delta xDS client over
+ * The agent's xDS glue (shared/mesh/xds-source.ts) with its real collaborators: the generic delta xDS client over
  * gRPC and TLS, the agent's MeshState and PolicyStore, against a scripted server that sends resources the real
  * control plane never would and records the ACKs and NACKs that come back on the wire.
  */
 import test from 'ava';
 import { PolicyStore } from '../../agent/policy/policy-store.ts';
-import { MeshState } from '../../agent/state/mesh-state.ts';
-import { XdsSource } from '../../agent/state/xds-source.ts';
+import { MeshState } from '../../shared/mesh/mesh-state.ts';
+import { XdsSource } from '../../shared/mesh/xds-source.ts';
 import { CertificateAuthority } from '../../shared/identity/index.ts';
 import { ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL } from '../../shared/xds/protos.ts';
 import type { DeltaDiscoveryRequest } from '../../shared/xds/types.ts';

@@ -1,9 +1,9 @@
 import test from 'ava';
 import { X509Certificate } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { CaClient } from '../../agent/identity/ca-client.ts';
-import { CertificateManager, MAX_CONCURRENT_FETCHES } from '../../agent/identity/certificate-manager.ts';
-import type { CertificateSource } from '../../agent/identity/certificate-source.ts';
+import { CaClient } from '../../shared/ca/ca-client.ts';
+import { CertificateManager, MAX_CONCURRENT_FETCHES } from '../../shared/ca/certificate-manager.ts';
+import type { CertificateSource } from '../../shared/ca/certificate-source.ts';
 import { CertificateAuthority, spiffeId, verifyCertificateChain, type SpiffeId, type WorkloadCertificate } from '../../shared/identity/index.ts';
 import { startCaServer, type TestCaServer, type TestPod } from '../helpers/ca-server.ts';
 

@@ -4,7 +4,7 @@ import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { status, type Metadata, type ServiceError } from '@grpc/grpc-js';
-import { CaClient } from '../../agent/identity/ca-client.ts';
+import { CaClient } from '../../shared/ca/ca-client.ts';
 import { registerCaService } from '../../controlplane/ca/ca-service.ts';
 import { MAX_WORKLOAD_CERT_TTL_MS } from '../../controlplane/ca/config.ts';
 import { nodeAuthenticatorFromCaller } from '../../controlplane/ca/node-authenticator.ts';

@@ -3,9 +3,9 @@ import { Forwarder } from '../../agent/dns/forwarder.ts';
 import { MeshServiceRecords } from '../../agent/dns/mesh-records.ts';
 import { DnsServer } from '../../agent/dns/server.ts';
 import { plainSocketFactory } from '../../agent/inpod/socket-factory.ts';
-import { MeshState } from '../../agent/state/mesh-state.ts';
-import type { Service } from '../../agent/state/service.ts';
-import type { Workload } from '../../agent/state/workload.ts';
+import { MeshState } from '../../shared/mesh/mesh-state.ts';
+import type { Service } from '../../shared/mesh/service.ts';
+import type { Workload } from '../../shared/mesh/workload.ts';
 import { answerData, decode, query } from '../helpers/dns.ts';
 
 const DB = 'shop/db.shop.svc.cluster.local';

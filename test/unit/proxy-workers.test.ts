@@ -8,9 +8,9 @@ import test from 'ava';
 import type { SpiffeId, WorkloadCertificate } from '../../shared/identity/index.ts';
 import { configFromEnv } from '../../agent/config.ts';
 import type { PodInfo } from '../../agent/inpod/pod-listeners.ts';
-import { MeshState } from '../../agent/state/mesh-state.ts';
-import type { Service } from '../../agent/state/service.ts';
-import type { Workload } from '../../agent/state/workload.ts';
+import { MeshState } from '../../shared/mesh/mesh-state.ts';
+import type { Service } from '../../shared/mesh/service.ts';
+import type { Workload } from '../../shared/mesh/workload.ts';
 import { ProxyWorkers } from '../../agent/workers/proxy-workers.ts';
 
 const SCRIPTED_WORKER = new URL('../helpers/scripted-proxy-worker.ts', import.meta.url);

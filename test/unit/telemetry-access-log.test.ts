@@ -5,7 +5,7 @@ import { AccessLog } from '../../agent/telemetry/access-log.ts';
 import { AgentMetrics } from '../../agent/telemetry/metrics.ts';
 import { telemetryReporter } from '../../agent/telemetry/reporter.ts';
 import type { ConnectionRecord } from '../../agent/proxy/report.ts';
-import type { Workload } from '../../agent/state/workload.ts';
+import type { Workload } from '../../shared/mesh/workload.ts';
 import { HboneError } from '../../shared/hbone/errors.ts';
 import { captureLog } from '../helpers/log-capture.ts';
 import { parsePrometheusText, sumOf } from '../helpers/prometheus-text.ts';

@@ -3,7 +3,7 @@
 import test from 'ava';
 import { AgentMetrics, TCP_LABEL_NAMES, tcpLabelsFor } from '../../agent/telemetry/metrics.ts';
 import type { ConnectionRecord } from '../../agent/proxy/report.ts';
-import type { Workload } from '../../agent/state/workload.ts';
+import type { Workload } from '../../shared/mesh/workload.ts';
 import { parsePrometheusText, samplesOf, sumOf, type Sample } from '../helpers/prometheus-text.ts';
 import { HboneError } from '../../shared/hbone/errors.ts';
 

@@ -5,7 +5,7 @@ import test from 'ava';
 import { RejectionLog, REJECTION_LOG_MESSAGE } from '../../agent/telemetry/rejection-log.ts';
 import { AgentMetrics } from '../../agent/telemetry/metrics.ts';
 import type { ConnectionRecord } from '../../agent/proxy/report.ts';
-import type { Workload } from '../../agent/state/workload.ts';
+import type { Workload } from '../../shared/mesh/workload.ts';
 import { HboneError } from '../../shared/hbone/errors.ts';
 import { parsePrometheusText, sumOf } from '../helpers/prometheus-text.ts';
 

@@ -5,7 +5,7 @@ import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import tls from 'node:tls';
 import { bytesToIp } from '../../shared/xds/types.ts';
-import { workloadFromXds } from '../../agent/state/xds-source.ts';
+import { workloadFromXds } from '../../shared/mesh/xds-source.ts';
 import { namespaceYaml, podYaml, serviceYaml, startRecordingClient, startTestControlPlane, tempDir, workloadNamed, writeManifest } from '../helpers/xds-harness.ts';
 
 test('initial sync delivers workloads and services, and a pod added then deleted arrives as added then removed', async (t) => {

@@ -2,7 +2,7 @@
 import test from 'ava';
 import { messageType, TO_OBJECT_OPTIONS } from '../../shared/xds/protos.ts';
 import { bytesToIp, ipToBytes, type XdsAddress } from '../../shared/xds/types.ts';
-import { serviceFromXds, workloadFromXds } from '../../agent/state/xds-source.ts';
+import { serviceFromXds, workloadFromXds } from '../../shared/mesh/xds-source.ts';
 
 test('Workload fields carry Istio field numbers on the wire', (t) => {
   const workloadType = messageType('istio.workload.Workload');

@@ -7,7 +7,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { CertificateAuthority, type SpiffeId, type WorkloadCertificate } from '../../shared/identity/index.ts';
+import { CertificateAuthority, type SpiffeId, type WorkloadCertificate } from '../identity/index.ts';
 
 export interface CertificateSource {
   /** A fresh key and certificate for `identity`. */

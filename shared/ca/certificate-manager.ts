@@ -6,7 +6,7 @@
  * certificate when renewal fails (retrying with backoff), and forgetting identities no pod uses.
  * Must not know about: sockets, HBONE, where certificates are signed (that is the CertificateSource).
  */
-import { CertificateStore, type SpiffeId, type WorkloadCertificate } from '../../shared/identity/index.ts';
+import { CertificateStore, type SpiffeId, type WorkloadCertificate } from '../identity/index.ts';
 import type { CertificateSource } from './certificate-source.ts';
 
 /** Renew when half the lifetime has passed, as Istio does: leaves the other half for retries. */

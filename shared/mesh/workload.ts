@@ -5,7 +5,7 @@
  * Owns: the Workload type and the identity it runs as.
  * Must not know about: where workloads come from (a directory, xDS) or what the proxy does with them.
  */
-import { spiffeId, type SpiffeId } from '../../shared/identity/index.ts';
+import { spiffeId, type SpiffeId } from '../identity/index.ts';
 import type { ServicePort } from './service.ts';
 
 export type TunnelProtocol = 'NONE' | 'HBONE';

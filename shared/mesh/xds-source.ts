@@ -6,10 +6,10 @@
  * NACKs, reconnects and stale-config-keeps-serving are the generic client's (shared/xds/client.ts).
  * Must not know about: sockets, capture, certificates.
  */
-import { ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL } from '../../shared/xds/protos.ts';
-import { XdsClient, controlPlaneIdentity, type XdsClientStatus, type XdsHandler, type XdsRejection, type XdsResourceUpdate } from '../../shared/xds/client.ts';
-import { enrollmentFromExtensions } from '../../shared/xds/enrollment-extension.ts';
-import { bytesToIp, type XdsAddress, type XdsPort, type XdsService, type XdsWorkload } from '../../shared/xds/types.ts';
+import { ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL } from '../xds/protos.ts';
+import { XdsClient, controlPlaneIdentity, type XdsClientStatus, type XdsHandler, type XdsRejection, type XdsResourceUpdate } from '../xds/client.ts';
+import { enrollmentFromExtensions } from '../xds/enrollment-extension.ts';
+import { bytesToIp, type XdsAddress, type XdsPort, type XdsService, type XdsWorkload } from '../xds/types.ts';
 import type { MeshState } from './mesh-state.ts';
 import { serviceKey, type IpFamilies, type LoadBalancing, type LoadBalancingMode, type LoadBalancingScope, type Service, type ServicePort } from './service.ts';
 import type { Workload } from './workload.ts';

@@ -10,7 +10,7 @@
  * bound service account token in Kubernetes), so an agent cannot claim another node's pods; with local mode's
  * one shared bootstrap token the agent names its node in `x-ambit-node` (see controlplane/ca/ca-registrar.ts).
  */
-import { checkServerIdentity } from '../../shared/xds/client.ts';
+import { checkServerIdentity } from '../xds/client.ts';
 import { createPublicKey, X509Certificate } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import * as grpc from '@grpc/grpc-js';
@@ -21,8 +21,8 @@ import {
   NODE_METADATA_KEY,
   type IstioCertificateRequest,
   type IstioCertificateResponse,
-} from '../../shared/ca/ca-proto.ts';
-import { createCsr, generateKeyPair, spiffeIdOfCertificate, type SpiffeId, type WorkloadCertificate } from '../../shared/identity/index.ts';
+} from './ca-proto.ts';
+import { createCsr, generateKeyPair, spiffeIdOfCertificate, type SpiffeId, type WorkloadCertificate } from '../identity/index.ts';
 import type { CertificateSource } from './certificate-source.ts';
 
 /** A CA answer slower than this is treated as a failure (the manager retries with backoff). */
