@@ -32,7 +32,7 @@ export npm_config_nodedir := $(NODE_DIR)
 
 # Debian packages the tests, the demo and the benchmarks use.
 APT_PACKAGES := iproute2 iptables nftables containernetworking-plugins tcpdump socat procps util-linux dnsmasq-base \
-  nghttp2-proxy nghttp2-client tinyproxy python3-h2 stunnel4 build-essential python3
+  nghttp2-proxy nghttp2-client tinyproxy python3-h2 stunnel4 haproxy build-essential python3
 APT_STAMP := $(TOOLCHAIN)/.apt
 
 NODE := $(NODE_DIR)/bin/node
