@@ -107,8 +107,10 @@ test('a connection that stops answering keepalive PINGs is closed and its stream
   await streamClosed;
   const elapsed = Date.now() - frozenAt;
   // The PING whose answer the freeze swallowed may have been sent up to one interval (200 ms) before the freeze, and
-  // its 1 s timer started then: the earliest honest close is 800 ms after the freeze (seen at 841 ms under load).
-  t.true(elapsed >= 750 && elapsed < 4000, `closed ${elapsed} ms after the path froze (PING every 200 ms, 1 s to answer)`);
+  // its 1 s timer started then: the earliest honest close is 800 ms after the freeze (seen at 727 ms on a machine at
+  // load 20, where the timers themselves run late). 500 ms still tells the 1 s answer timeout from a close on the
+  // first unanswered 200 ms interval.
+  t.true(elapsed >= 500 && elapsed < 4000, `closed ${elapsed} ms after the path froze (PING every 200 ms, 1 s to answer)`);
   t.true(await waitFor(() => pair.pool.stats().connections === 0, 2000), 'the dead connection left the pool');
   // A new stream dials a fresh connection.
   const fresh = await pair.pool.open(target);
