@@ -19,7 +19,7 @@ import { closeSync, openSync } from 'node:fs';
 import { mkdir, open, readdir, readFile, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { processStartTime } from '../runtime/run-registry.ts';
+import { processStartTime, reapDeadRuns } from '../runtime/run-registry.ts';
 import { containerLogFile } from '../runtime/workloads/containers.ts';
 import { requestDeletePod } from '../runtime/workloads/control-socket.ts';
 import { readState, resolveRunDir, supervisorLogFile, teardownFile, type LocalState } from '../runtime/workloads/local-state.ts';
@@ -28,7 +28,9 @@ import type { Io } from './main.ts';
 const SUPERVISOR_MAIN = path.resolve(import.meta.dirname, '..', 'runtime', 'workloads', 'supervisor.ts');
 const POLL_MS = 250;
 const DEFAULT_UP_TIMEOUT_S = 180;
-const DOWN_TIMEOUT_MS = 60_000;
+/** How long `down` waits for the supervisor's teardown: every pod goes through CNI DEL twice, slow on a loaded box. */
+const DOWN_TIMEOUT_BASE_MS = 60_000;
+const DOWN_TIMEOUT_PER_POD_MS = 2_000;
 
 class UsageError extends Error {}
 
@@ -246,12 +248,16 @@ async function down(runDir: string, keepLogs: boolean, io: Io): Promise<number> 
   }
   if (alive(state)) {
     process.kill(state.pid, 'SIGTERM');
-    const deadline = Date.now() + DOWN_TIMEOUT_MS;
+    const timeoutMs = DOWN_TIMEOUT_BASE_MS + DOWN_TIMEOUT_PER_POD_MS * state.pods.length;
+    const deadline = Date.now() + timeoutMs;
     while (alive(state) && Date.now() < deadline) await sleep(POLL_MS);
     if (alive(state)) {
-      // Its exit hook will not run; the runtime's reaper removes what the run left on the next start.
+      // Its exit hook will not run: the runtime's reaper removes what the run left (namespaces and the processes
+      // in them, resolv.conf files, the temp dir with the CA key), as the next start would.
       process.kill(state.pid, 'SIGKILL');
-      io.stderr(`the supervisor did not stop in ${DOWN_TIMEOUT_MS / 1000} s and was killed\n`);
+      io.stderr(`the supervisor did not stop in ${timeoutMs / 1000} s and was killed; removing what its run left\n`);
+      await sleep(POLL_MS);
+      await reapDeadRuns();
     }
   }
   const report = JSON.parse(await readFile(teardownFile(runDir), 'utf8').catch(() => '{}')) as { pods?: string[]; processes?: number; namespaces?: string[]; tmpDir?: string };
