@@ -5,6 +5,7 @@
  *   ambitctl local get pods|svc|nodes [-n NS]                               what runs
  *   ambitctl local logs POD [-n NS] [-c CONTAINER] [-f]                     a container's output
  *   ambitctl local exec POD [-n NS] -- CMD [ARGS...]                        run a command in the pod's network namespace
+ *   ambitctl local delete pod POD [-n NS]                                   delete a pod (its Deployment or file makes it again)
  *   ambitctl local status                                                   where the run directory, CA and logs are
  *   ambitctl local down [--keep-logs]                                       remove everything
  * Every subcommand takes --run-dir DIR (or AMBIT_LOCAL_RUN_DIR; default /run/ambit-local).
@@ -18,15 +19,18 @@ import { closeSync, openSync } from 'node:fs';
 import { mkdir, open, readdir, readFile, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { processStartTime } from '../runtime/run-registry.ts';
+import { processStartTime, reapDeadRuns } from '../runtime/run-registry.ts';
 import { containerLogFile } from '../runtime/workloads/containers.ts';
+import { requestDeletePod } from '../runtime/workloads/control-socket.ts';
 import { readState, resolveRunDir, supervisorLogFile, teardownFile, type LocalState } from '../runtime/workloads/local-state.ts';
 import type { Io } from './main.ts';
 
 const SUPERVISOR_MAIN = path.resolve(import.meta.dirname, '..', 'runtime', 'workloads', 'supervisor.ts');
 const POLL_MS = 250;
 const DEFAULT_UP_TIMEOUT_S = 180;
-const DOWN_TIMEOUT_MS = 60_000;
+/** How long `down` waits for the supervisor's teardown: every pod goes through CNI DEL twice, slow on a loaded box. */
+const DOWN_TIMEOUT_BASE_MS = 60_000;
+const DOWN_TIMEOUT_PER_POD_MS = 2_000;
 
 class UsageError extends Error {}
 
@@ -35,6 +39,7 @@ const USAGE = `usage:
   ambitctl local get pods|svc|nodes [-n NS]
   ambitctl local logs POD [-n NS] [-c CONTAINER] [-f]
   ambitctl local exec POD [-n NS] -- CMD [ARGS...]
+  ambitctl local delete pod POD [-n NS]
   ambitctl local status
   ambitctl local down [--keep-logs]
   (every subcommand: --run-dir DIR, or AMBIT_LOCAL_RUN_DIR; default /run/ambit-local)
@@ -137,7 +142,12 @@ async function get(runDir: string, what: string | undefined, namespace: string |
     case 'svc':
     case 'services':
     case 'service':
-      io.stdout(table([['NAMESPACE', 'NAME', 'CLUSTER-IP', 'PORTS', 'SELECTOR'], ...inNamespace(state.services).map((svc) => [svc.namespace, svc.name, svc.clusterIP, svc.ports, svc.selector])]));
+      io.stdout(
+        table([
+          ['NAMESPACE', 'NAME', 'CLUSTER-IP', 'PORTS', 'SELECTOR', 'ENDPOINTS'],
+          ...inNamespace(state.services).map((svc) => [svc.namespace, svc.name, svc.clusterIP, svc.ports, svc.selector || '<none>', svc.endpoints === undefined ? '<pending>' : String(svc.endpoints)]),
+        ]),
+      );
       return 0;
     case 'nodes':
     case 'node':
@@ -193,6 +203,16 @@ async function exec(runDir: string, name: string | undefined, namespace: string 
   });
 }
 
+/** `delete pod POD`: the supervisor deletes it through the CNI chain and makes its replacement. */
+async function deletePod(runDir: string, kind: string | undefined, name: string | undefined, namespace: string | undefined, io: Io): Promise<number> {
+  if (kind !== 'pod' && kind !== 'pods' && kind !== 'po') throw new UsageError('delete pod POD [-n NS]');
+  const state = await runningState(runDir);
+  const pod = findPod(state, name, namespace);
+  const result = await requestDeletePod(runDir, pod.namespace, pod.name);
+  io.stdout(`pod ${result.deleted} deleted${result.replacement !== undefined ? `; ${result.replacement === result.deleted ? 'made again from its file' : `replaced by ${result.replacement}`}` : ''}\n`);
+  return 0;
+}
+
 async function status(runDir: string, io: Io): Promise<number> {
   const state = await readState(runDir);
   if (state === undefined) {
@@ -228,12 +248,16 @@ async function down(runDir: string, keepLogs: boolean, io: Io): Promise<number> 
   }
   if (alive(state)) {
     process.kill(state.pid, 'SIGTERM');
-    const deadline = Date.now() + DOWN_TIMEOUT_MS;
+    const timeoutMs = DOWN_TIMEOUT_BASE_MS + DOWN_TIMEOUT_PER_POD_MS * state.pods.length;
+    const deadline = Date.now() + timeoutMs;
     while (alive(state) && Date.now() < deadline) await sleep(POLL_MS);
     if (alive(state)) {
-      // Its exit hook will not run; the runtime's reaper removes what the run left on the next start.
+      // Its exit hook will not run: the runtime's reaper removes what the run left (namespaces and the processes
+      // in them, resolv.conf files, the temp dir with the CA key), as the next start would.
       process.kill(state.pid, 'SIGKILL');
-      io.stderr(`the supervisor did not stop in ${DOWN_TIMEOUT_MS / 1000} s and was killed\n`);
+      io.stderr(`the supervisor did not stop in ${timeoutMs / 1000} s and was killed; removing what its run left\n`);
+      await sleep(POLL_MS);
+      await reapDeadRuns();
     }
   }
   const report = JSON.parse(await readFile(teardownFile(runDir), 'utf8').catch(() => '{}')) as { pods?: string[]; processes?: number; namespaces?: string[]; tmpDir?: string };
@@ -271,7 +295,7 @@ export async function runLocal(argv: readonly string[], io: Io, env: NodeJS.Proc
         help: { type: 'boolean', short: 'h' },
       },
     });
-    const [sub, target] = positionals;
+    const [sub, target, third] = positionals;
     if (values.help === true) {
       io.stdout(USAGE);
       return 0;
@@ -286,6 +310,8 @@ export async function runLocal(argv: readonly string[], io: Io, env: NodeJS.Proc
         return await logs(runDir, target, values, io);
       case 'exec':
         return await exec(runDir, target, values.namespace, command, io);
+      case 'delete':
+        return await deletePod(runDir, target, third, values.namespace, io);
       case 'status':
         return await status(runDir, io);
       case 'down':

@@ -13,6 +13,7 @@ import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { performance } from 'node:perf_hooks';
 import type { PodObject } from '../shared/k8s/objects.ts';
 import { directoryObjectStore, namespaceObject, type ClusterObjectStore } from './cluster-store.ts';
 import { CniChain, kubernetesCniArgs, type PluginConfig } from './cni-chain.ts';
@@ -112,6 +113,11 @@ export interface CreatePodOptions {
    * given, with the runtime's name, namespace, uid, node, labels and annotations over them.
    */
   object?: PodObject;
+  /**
+   * The Ready condition published with the pod's IPs (default true). A kubelet publishes false until the pod's
+   * readiness probe passes; so does the local runtime's supervisor, which then publishes what its probes find.
+   */
+  ready?: boolean;
 }
 
 /** A Pod's Ready condition as the kubelet reports it. */
@@ -389,14 +395,16 @@ export class Cluster {
       await this.#objects.writePod(object);
       await addNetns(pod.netnsName);
       if (this.#serviceNetwork !== undefined) await writePodResolvConf(pod.netnsName, namespace, this.#serviceNetwork.nameservers);
+      const cniStarted = performance.now();
       const result = await this.#chain(node).add(this.#sandbox(pod, pod.netnsPath));
+      pod.cniAddMs = performance.now() - cniStarted;
       pod.cniResult = result;
       const addresses = ((result.ips as { address?: string }[] | undefined) ?? []).map((entry) => entry.address?.split('/')[0] ?? '').filter((ip) => ip !== '');
       pod.ip = addresses.find((ip) => !ip.includes(':')) ?? addresses[0] ?? '';
       pod.ip6 = addresses.find((ip) => ip.includes(':')) ?? '';
       // As the kubelet reports them: the primary (IPv4 here) first.
       const podIPs = [pod.ip, ...(pod.ip6 ? [pod.ip6] : [])].filter((ip) => ip !== '').map((ip) => ({ ip }));
-      await this.#objects.updatePodStatus(object, { phase: 'Running', podIP: pod.ip, podIPs, conditions: [readyCondition(true)] });
+      await this.#objects.updatePodStatus(object, { phase: 'Running', podIP: pod.ip, podIPs, conditions: [readyCondition(options.ready ?? true)] });
       return pod;
     } catch (error) {
       // The chain already ran DEL for what it added; remove the sandbox and the object.

@@ -36,6 +36,8 @@ export class Pod {
   ip6 = '';
   /** The CNI chain's final result (kept for DEL's prevResult, as runtimes cache it). */
   cniResult: CniResult | undefined;
+  /** How long the CNI chain's ADD took (every plugin, as the runtime ran them), in ms. */
+  cniAddMs = 0;
   readonly processes = new Set<ChildProcess>();
   readonly #tracker: ProcessTracker;
 

@@ -103,6 +103,11 @@ export class PodContainers {
     });
   }
 
+  /** How often the pod is probed once Ready: its most frequent container's readinessProbe.periodSeconds. */
+  get probePeriodMs(): number {
+    return Math.min(...this.#containers.map((container) => container.plan.probePeriodMs));
+  }
+
   get restarts(): number {
     return this.#containers.reduce((sum, container) => sum + container.restarts, 0);
   }

@@ -3,7 +3,7 @@
  *
  * Owns: the catalogue of workload failures. Must not know about: where they are raised.
  */
-export type WorkloadErrorCode = 'BAD_IMAGE_MAP' | 'BAD_MANIFEST' | 'NO_COMMAND' | 'NOT_RUNNING' | 'ALREADY_RUNNING' | 'NO_SUCH_POD' | 'START_FAILED';
+export type WorkloadErrorCode = 'BAD_IMAGE_MAP' | 'BAD_MANIFEST' | 'NO_COMMAND' | 'NOT_RUNNING' | 'ALREADY_RUNNING' | 'NO_SUCH_POD' | 'START_FAILED' | 'NOT_A_REPLICA';
 
 export class WorkloadError extends Error {
   readonly code: WorkloadErrorCode;

@@ -26,12 +26,20 @@ export interface LocalPodState {
   containers: string[];
   /** `file:line` of the document it came from. */
   source: string;
+  /** Start-up timings (epoch ms, ms): when its creation began, how long creating it took and the CNI ADD in it, first Ready. */
+  createStartedAt?: number;
+  createMs?: number;
+  cniMs?: number;
+  readyAt?: number;
 }
 
 export interface LocalState {
   /** The supervisor's pid and its /proc start time (a reused pid is not taken for it). */
   pid: number;
   pidStartTime: string;
+  /** When the supervisor started and when nodes, control plane and agents were up (epoch ms). */
+  startedAt: number;
+  meshUpAt?: number;
   /** starting, running, failed (see error), stopping. */
   phase: 'starting' | 'running' | 'failed' | 'stopping';
   error?: string;
@@ -47,7 +55,7 @@ export interface LocalState {
   nodeCount: number;
   nodes: { name: string; netns: string; agentLog: string }[];
   pods: LocalPodState[];
-  services: { namespace: string; name: string; clusterIP: string; ports: string; selector: string }[];
+  services: { namespace: string; name: string; clusterIP: string; ports: string; selector: string; endpoints?: number }[];
   /** `file:line: reason` for every document not run. */
   problems: string[];
   /** What the runtime did on the user's behalf (objects it wrote because the directory had none). */

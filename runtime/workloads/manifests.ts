@@ -12,6 +12,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { readClusterDir, objectSource } from '../../shared/k8s/cluster-dir.ts';
 import type { K8sObject, NamespaceObject, PodObject } from '../../shared/k8s/objects.ts';
 import { isValidPodName } from '../topology.ts';
+import { WorkloadError } from './errors.ts';
 import { containerArgv, type ImageMap } from './image-map.ts';
 
 /** The downward API fields a container's env may name (`valueFrom.fieldRef.fieldPath`). */
@@ -34,6 +35,8 @@ export interface ContainerPlan {
   env: [string, EnvValue][];
   workingDir?: string;
   readiness: Readiness;
+  /** How often a Ready container is probed again (readinessProbe.periodSeconds, Kubernetes' default 10 s). */
+  probePeriodMs: number;
 }
 
 export interface PodPlan {
@@ -59,6 +62,9 @@ export interface WorkloadPlan {
   /** `file:line: reason`, one per document that is not run. */
   problems: string[];
 }
+
+/** Kubernetes' default readinessProbe.periodSeconds. */
+const DEFAULT_PROBE_PERIOD_S = 10;
 
 /** Kubernetes' alphabet for generated name parts (no vowels, no look-alikes). */
 const NAME_ALPHABET = 'bcdfghjklmnpqrstvwxz2456789';
@@ -137,6 +143,8 @@ function planContainer(images: ImageMap, container: unknown, podName: string): C
   } else {
     return `${label}: readinessProbe needs tcpSocket, httpGet or exec`;
   }
+  const period = probe?.periodSeconds ?? DEFAULT_PROBE_PERIOD_S;
+  if (typeof period !== 'number' || !(period >= 1)) return `${label}: readinessProbe.periodSeconds must be a number of at least 1`;
   return {
     name: container.name,
     image,
@@ -144,6 +152,7 @@ function planContainer(images: ImageMap, container: unknown, podName: string): C
     env,
     ...(typeof container.workingDir === 'string' ? { workingDir: container.workingDir } : {}),
     readiness,
+    probePeriodMs: period * 1000,
   };
 }
 
@@ -163,6 +172,24 @@ function planPod(images: ImageMap, object: PodObject & { metadata: { namespace: 
   return { key: `pod/${name}/${podTemplateHash(object)}`, object, containers: plans, restartPolicy, source };
 }
 
+/** A new name for a replica of a Deployment's template: `<deployment>-<pod-template-hash>-<5 random letters>`. */
+function replicaName(deployment: string, hash: string): string {
+  return `${deployment}-${hash}-${encode(randomBytes(5), 5)}`;
+}
+
+/**
+ * The pod that replaces a deleted replica, as the ReplicaSet controller makes it: the same template, owner and
+ * plan key, a new name.
+ */
+export function replacementReplica(plan: PodPlan): PodPlan {
+  // The key is `deployment/<namespace>/<name>/<hash>/<index>` (see PodPlan.key).
+  const [kind, , deployment, hash] = plan.key.split('/');
+  if (kind !== 'deployment' || deployment === undefined || hash === undefined) {
+    throw new WorkloadError('NOT_A_REPLICA', `pod ${plan.object.metadata.namespace}/${plan.object.metadata.name} is not a Deployment's replica`);
+  }
+  return { ...plan, object: { ...plan.object, metadata: { ...plan.object.metadata, name: replicaName(deployment, hash) } } };
+}
+
 /** A Deployment's replicas as pods (`<name>-<hash>-<suffix>`), or why it cannot run. */
 function expandDeployment(images: ImageMap, deployment: K8sObject, namespace: string, source: string): PodPlan[] | string {
   const name = deployment.metadata!.name!;
@@ -171,8 +198,14 @@ function expandDeployment(images: ImageMap, deployment: K8sObject, namespace: st
   if (template === undefined || !isRecord(template.spec)) return `deployment ${namespace}/${name}: spec.template.spec is missing`;
   const replicas = spec.replicas ?? 1;
   if (typeof replicas !== 'number' || !Number.isInteger(replicas) || replicas < 0) return `deployment ${namespace}/${name}: replicas must be a whole number`;
-  const hash = podTemplateHash(template);
+  const restartPolicy = template.spec.restartPolicy;
+  if (restartPolicy !== undefined && restartPolicy !== 'Always') return `deployment ${namespace}/${name}: spec.template.spec.restartPolicy must be Always (a Deployment's pods always run), not ${String(restartPolicy)}`;
   const templateMeta = isRecord(template.metadata) ? (template.metadata as unknown as PodObject['metadata']) : { name: '' };
+  const selector = isRecord(spec.selector) && isRecord(spec.selector.matchLabels) ? spec.selector.matchLabels : undefined;
+  if (selector === undefined || Object.keys(selector).length === 0) return `deployment ${namespace}/${name}: spec.selector.matchLabels is missing`;
+  const mismatch = Object.entries(selector).find(([key, value]) => templateMeta.labels?.[key] !== value);
+  if (mismatch !== undefined) return `deployment ${namespace}/${name}: spec.selector.matchLabels ${mismatch[0]}=${String(mismatch[1])} does not match the template's labels`;
+  const hash = podTemplateHash(template);
   const pods: PodPlan[] = [];
   for (let index = 0; index < replicas; index++) {
     const object: PodObject & { metadata: { namespace: string } } = {
@@ -180,7 +213,7 @@ function expandDeployment(images: ImageMap, deployment: K8sObject, namespace: st
       kind: 'Pod',
       metadata: {
         ...templateMeta,
-        name: `${name}-${hash}-${encode(randomBytes(5), 5)}`,
+        name: replicaName(name, hash),
         namespace,
         labels: { ...templateMeta.labels, 'pod-template-hash': hash },
         ownerReferences: [{ apiVersion: 'apps/v1', kind: 'ReplicaSet', name: `${name}-${hash}`, controller: true, blockOwnerDeletion: true }],

@@ -24,9 +24,11 @@ import type { Pod } from '../pod.ts';
 import { createLocalMesh, type LocalMesh } from '../local-mesh.ts';
 import { processStartTime } from '../run-registry.ts';
 import { PodContainers } from './containers.ts';
+import { serveControl, type DeletedPod } from './control-socket.ts';
+import { WorkloadError } from './errors.ts';
 import { DEFAULT_IMAGE_MAP, readImageMap } from './image-map.ts';
 import { logDir, teardownFile, writeState, type LocalPodState, type LocalState } from './local-state.ts';
-import { planWorkloads, type PodPlan, type WorkloadPlan } from './manifests.ts';
+import { planWorkloads, replacementReplica, type PodPlan, type WorkloadPlan } from './manifests.ts';
 
 const STATUS_INTERVAL_MS = 500;
 /** Editors write a file in several steps: re-read once the directory has been quiet this long. */
@@ -39,6 +41,8 @@ interface RunningPod {
   state: LocalPodState;
   pod?: Pod;
   containers?: PodContainers;
+  /** When its readiness was last checked (a Ready pod is checked again after its probe period). */
+  probedAt?: number;
 }
 
 const { values } = parseArgs({
@@ -58,6 +62,7 @@ const logs = logDir(runDir);
 const state: LocalState = {
   pid: process.pid,
   pidStartTime: processStartTime(process.pid) ?? '',
+  startedAt: Date.now(),
   phase: 'starting',
   dir: path.resolve(values.dir),
   runDir,
@@ -73,6 +78,7 @@ const pods: RunningPod[] = [];
 let mesh: LocalMesh | undefined;
 let stopping: Promise<void> | undefined;
 let statusTimer: NodeJS.Timeout | undefined;
+let control: { close(): Promise<void> } | undefined;
 
 function log(message: string): void {
   console.log(`${new Date().toISOString()} ${message}`);
@@ -91,10 +97,14 @@ function publishState(): Promise<void> {
 
 function describeService(object: K8sObject): LocalState['services'][number] {
   const spec = (object.spec ?? {}) as { clusterIP?: string; ports?: { port?: number; targetPort?: unknown; protocol?: string }[]; selector?: Record<string, string> };
+  const namespace = object.metadata?.namespace || 'default';
+  // What the runtime's Services gave it (an allocated cluster IP, its ready endpoints), once they have read it.
+  const view = mesh?.cluster.services?.table.services.find((candidate) => candidate.namespace === namespace && candidate.name === object.metadata!.name);
   return {
-    namespace: object.metadata?.namespace || 'default',
+    namespace,
     name: object.metadata!.name!,
-    clusterIP: spec.clusterIP ?? '<none>',
+    clusterIP: view?.clusterIPs[0] ?? spec.clusterIP ?? '<pending>',
+    ...(view !== undefined ? { endpoints: view.endpointIps.length } : {}),
     ports: (spec.ports ?? []).map((port) => `${port.port}${port.targetPort !== undefined ? `->${String(port.targetPort)}` : ''}/${port.protocol ?? 'TCP'}`).join(','),
     selector: Object.entries(spec.selector ?? {}).map(([key, value]) => `${key}=${value}`).join(','),
   };
@@ -116,6 +126,7 @@ async function stop(signal: string): Promise<void> {
   stopping ??= (async () => {
     log(`${signal}: tearing down`);
     if (statusTimer !== undefined) clearInterval(statusTimer);
+    await control?.close().catch(() => undefined);
     if (state.phase !== 'failed') state.phase = 'stopping';
     await publishState().catch(() => undefined);
     await Promise.all(pods.map((entry) => entry.containers?.stop()));
@@ -150,8 +161,10 @@ async function createPods(target: LocalMesh, entries: RunningPod[]): Promise<voi
     for (let entry = queue.shift(); entry !== undefined; entry = queue.shift()) {
       if (stopping) return;
       const { object } = entry.plan;
+      entry.state.createStartedAt = Date.now();
       try {
         const pod = await cluster.createPod({
+          ready: false,
           node: entry.state.node,
           name: object.metadata.name,
           namespace: object.metadata.namespace,
@@ -161,6 +174,8 @@ async function createPods(target: LocalMesh, entries: RunningPod[]): Promise<voi
           object,
         });
         entry.pod = pod;
+        entry.state.createMs = Date.now() - entry.state.createStartedAt;
+        entry.state.cniMs = Math.round(pod.cniAddMs);
         entry.state.ip = pod.ip;
         entry.state.netns = pod.netnsName;
         entry.containers = new PodContainers(pod, entry.plan, logs);
@@ -177,23 +192,61 @@ async function createPods(target: LocalMesh, entries: RunningPod[]): Promise<voi
   await Promise.all(Array.from({ length: CREATE_CONCURRENCY }, worker));
 }
 
-/** One pass of the kubelet's status loop: phase, restarts and Ready, published when they change. */
+/**
+ * One pass of the kubelet's status loop: phase, restarts and Ready, published when they change. A pod not yet Ready
+ * is probed on every pass (so `up` sees it Ready soon); a Ready one after its probe period, as the kubelet does
+ * (probes are processes in the pod's namespace: a hundred pods probed twice a second would keep two cores busy).
+ */
 async function updateStatus(): Promise<void> {
   let changed = false;
+  const now = Date.now();
   await Promise.all(
     pods.map(async (entry) => {
       if (entry.pod === undefined || entry.containers === undefined) return;
       const phase = entry.containers.phase;
-      const ready = phase === 'Running' && (await entry.containers.ready().catch(() => false));
+      const probeDue = !entry.state.ready || entry.probedAt === undefined || now - entry.probedAt >= entry.containers.probePeriodMs;
+      let ready = entry.state.ready;
+      if (phase !== 'Running') ready = false;
+      else if (probeDue) {
+        entry.probedAt = now;
+        ready = await entry.containers.ready().catch(() => false);
+      }
       const restarts = entry.containers.restarts;
       if (phase === entry.state.phase && ready === entry.state.ready && restarts === entry.state.restarts) return;
       changed = true;
+      if (ready && entry.state.readyAt === undefined) entry.state.readyAt = Date.now();
       Object.assign(entry.state, { phase, ready, restarts });
       const podIPs = [entry.pod.ip, ...(entry.pod.ip6 ? [entry.pod.ip6] : [])].map((ip) => ({ ip }));
       await mesh?.cluster.updatePodStatus(entry.pod, { phase, podIP: entry.pod.ip, podIPs, conditions: [{ type: 'Ready', status: ready ? 'True' : 'False' }] });
     }),
   );
+  const services = (accepted?.objects ?? []).filter((object) => object.kind === 'Service').map(describeService);
+  if (accepted !== undefined && JSON.stringify(services) !== JSON.stringify(state.services)) {
+    state.services = services;
+    changed = true;
+  }
+  // A Service the runtime refused (a cluster IP out of range or taken, a bad spec) is a problem like a bad document.
+  const refused = (mesh?.cluster.services?.problems ?? []).map((problem) => problem.message);
+  if (JSON.stringify(refused) !== JSON.stringify(serviceProblems)) {
+    state.problems = [...state.problems.filter((problem) => !serviceProblems.includes(problem)), ...refused];
+    for (const problem of refused) if (!serviceProblems.includes(problem)) log(`refused: ${problem}`);
+    serviceProblems = refused;
+    changed = true;
+  }
   if (changed && !stopping) await publishState();
+}
+
+let statusPass: Promise<void> | undefined;
+/** The runtime's Services' problems last copied into state.problems. */
+let serviceProblems: string[] = [];
+
+/** Starts a status pass unless the last one is still probing (a loaded machine makes probes slow). */
+function statusTick(): void {
+  statusPass ??= updateStatus()
+    .catch((error: unknown) => log(`status: ${(error as Error).message}`))
+    .finally(() => {
+      statusPass = undefined;
+    });
 }
 
 async function main(): Promise<void> {
@@ -209,6 +262,7 @@ async function main(): Promise<void> {
   await publishState();
   log(`building ${state.nodeCount} nodes, the control plane and the agents`);
   mesh = await createLocalMesh({ nodes: state.nodeCount });
+  state.meshUpAt = Date.now();
   const cluster = mesh.cluster;
   Object.assign(state, { tmpDir: cluster.tmpDir, caDir: mesh.caDir, clusterDir: cluster.clusterDir });
   for (const node of cluster.nodes) {
@@ -235,25 +289,57 @@ async function main(): Promise<void> {
     state.notes.push(`namespace ${namespace} is not in ${state.dir}: created with no labels (not enrolled)`);
   }
   await writeUserObjects(plan);
+  control = await serveControl(runDir, { deletePod: (namespace, name) => serialized(() => deletePod(namespace, name)) });
   state.phase = 'running';
   await publishState();
   log(`mesh up (run ${cluster.runId}); making ${pods.length} pods`);
-  statusTimer = setInterval(() => void updateStatus().catch((error: unknown) => log(`status: ${(error as Error).message}`)), STATUS_INTERVAL_MS);
-  await createPods(mesh, pods);
-  log('every pod created');
+  statusTimer = setInterval(statusTick, STATUS_INTERVAL_MS);
   accepted = plan;
+  // Watching from now: a change made while the first pods start is applied after them.
   let timer: NodeJS.Timeout | undefined;
   watch(state.dir, { recursive: true }, () => {
     if (timer !== undefined) clearTimeout(timer);
     timer = setTimeout(() => {
-      reloading = reloading.then(() => reload()).catch((error: unknown) => log(`reload failed: ${(error as Error).message}`));
+      serialized(reload).catch((error: unknown) => log(`reload failed: ${(error as Error).message}`));
     }, RELOAD_DEBOUNCE_MS);
   });
+  const target = mesh;
+  await serialized(() => createPods(target, [...pods]));
+  log('every pod created');
 }
 
 let accepted: WorkloadPlan | undefined;
-let reloading: Promise<void> = Promise.resolve();
+/** Re-reads of the directory and requests (pod deletions) run one at a time, in order. */
+let changing: Promise<unknown> = Promise.resolve();
+
+function serialized<T>(change: () => Promise<T>): Promise<T> {
+  const result = changing.catch(() => undefined).then(change);
+  changing = result;
+  return result;
+}
+
+/**
+ * Deletes a pod as `kubectl delete pod` does, and makes the pod that replaces it as its controller would: a
+ * Deployment's replica is replaced by a new pod with a new name (the ReplicaSet keeps its replica count); a Pod
+ * from a file is made again under its own name (the file is its desired state, as a kubelet's static pod manifest
+ * is: delete the file to remove it for good).
+ */
+async function deletePod(namespace: string, name: string): Promise<DeletedPod> {
+  const entry = pods.find((candidate) => candidate.state.namespace === namespace && candidate.state.name === name);
+  if (entry === undefined || mesh === undefined) throw new WorkloadError('NO_SUCH_POD', `no pod ${namespace}/${name}`);
+  pods.splice(pods.indexOf(entry), 1);
+  await entry.containers?.stop();
+  if (entry.pod !== undefined) await mesh.cluster.deletePod(entry.pod);
+  log(`pod ${namespace}/${name} deleted on request`);
+  const replacement = entryFor(entry.plan.key.startsWith('deployment/') ? replacementReplica(entry.plan) : entry.plan);
+  pods.push(replacement);
+  await publishState();
+  await createPods(mesh, [replacement]);
+  log(`pod ${namespace}/${name} replaced by ${replacement.state.namespace}/${replacement.state.name}`);
+  return { deleted: `${namespace}/${name}`, replacement: `${replacement.state.namespace}/${replacement.state.name}` };
+}
 let images: Awaited<ReturnType<typeof readImageMap>>;
+
 
 function entryFor(podPlan: PodPlan): RunningPod {
   const { metadata } = podPlan.object;
@@ -287,7 +373,7 @@ async function reload(): Promise<void> {
     await publishState();
     return;
   }
-  state.problems = [...plan.problems];
+  state.problems = [...plan.problems, ...serviceProblems];
   const cluster = mesh.cluster;
   const oldLabels = new Map(accepted.namespaces.map((namespace) => [namespace.metadata.name, JSON.stringify(namespace.metadata.labels ?? {})]));
   for (const namespace of plan.namespaces) {

@@ -5,11 +5,15 @@
  * pod reaches the Service's endpoints (over the mesh: foo is ambient); a bad document and an image with no command
  * are reported with file and line and create nothing. Then live changes to the directory: scaling the Deployment to
  * 4 adds one pod and keeps the three; labelling namespace bar ambient enrolls bar/sleep; a bad edit is reported and
- * changes nothing; a new file's pod whose container keeps failing is restarted with back-off. `down` leaves no namespace, no process, no CA key.
+ * changes nothing; a new file's pod whose container keeps failing is restarted with back-off. `exec` runs with the
+ * pod's resolv.conf (the Service answers by its short name). Deleting a replica makes a new one under a new name;
+ * deleting a file's Pod makes it again; scaling down keeps the survivors; a template edit replaces every replica
+ * (new pod-template-hash); deleting a file deletes its pod. `down` leaves nothing behind: no namespace, no process
+ * that ran in one, no rule added to the root namespace, no file outside the run directory, no CA key.
  */
 import test from 'ava';
 import { existsSync } from 'node:fs';
-import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdtemp, readdir, readFile, rm, unlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { parse } from 'yaml';
@@ -25,6 +29,18 @@ const FIXTURE = path.join(import.meta.dirname, 'fixtures', 'local-up');
 /** Two nodes, the control plane, five pods through the CNI chain: slow on a loaded 2-core box. */
 const UP_TIMEOUT_S = 240;
 
+/** The root namespace's rules, counters left out: `down` must leave them as `up` found them. */
+async function rootRules(): Promise<Set<string>> {
+  const [nft, iptables, ip6tables] = await Promise.all([run('nft', ['list', 'ruleset']), run('iptables-save', []), run('ip6tables-save', [])]);
+  const lines = [nft.stdout, iptables.stdout, ip6tables.stdout].join('\n').split('\n');
+  return new Set(lines.map((line) => line.replace(/\[\d+:\d+\]/g, '').trim()).filter((line) => line !== '' && !line.startsWith('#')));
+}
+
+/** Processes alive now among `pids` (each with the start time it had), so a reused pid does not count. */
+function stillAlive(pids: Map<number, string>): number[] {
+  return [...pids].filter(([pid, started]) => processStartTime(pid) === started).map(([pid]) => pid);
+}
+
 test('ambitctl local: a user directory comes up across 2 nodes, is operated, and goes down leaving nothing', async (t) => {
   t.timeout((UP_TIMEOUT_S + 120) * 1000);
   const runDir = await mkdtemp(path.join(os.tmpdir(), 'ambit-local-test-'));
@@ -38,14 +54,16 @@ test('ambitctl local: a user directory comes up across 2 nodes, is operated, and
     await rm(dir, { recursive: true, force: true });
   });
 
+  const rulesBefore = await rootRules();
   const up = await ctl('up', '-f', dir, '--nodes', '2', '--timeout', String(UP_TIMEOUT_S));
-  t.log(up.stdout);
+  t.log(up.stdout, up.stderr);
   // The problems make the exit status 1, but everything else came up.
   t.is(up.code, 1, up.stderr);
   t.regex(up.stdout, /nodes 2\/2 up/);
   t.regex(up.stdout, /pods ready 5\/5/);
   t.regex(up.stderr, /bad\.yaml:11: /, 'the syntax error is reported with its file and line');
   t.regex(up.stderr, /bad\.yaml:1: pod foo\/noimage, container app: image "nginx" has no command/);
+  t.is(up.stderr.match(/^error: /gm)?.length, 2, 'nothing else is reported');
 
   const state = JSON.parse(await readFile(path.join(runDir, 'state.json'), 'utf8')) as LocalState;
   const pods = await ctl('get', 'pods');
@@ -79,7 +97,15 @@ test('ambitctl local: a user directory comes up across 2 nodes, is operated, and
   t.is(namespace.metadata.labels['istio.io/dataplane-mode'], 'ambient');
 
   const svc = await ctl('get', 'svc');
-  t.regex(svc.stdout, /foo\s+echo\s+10\.96\.0\.10\s+80->8080\/TCP\s+app=echo/);
+  t.regex(svc.stdout, /foo\s+echo\s+10\.240\.0\.80\s+80->8080\/TCP\s+app=echo\s+3/);
+
+  // exec runs with the pod's resolv.conf, as a kubelet writes it: the Service answers by its short name.
+  const resolvConf = await ctl('exec', 'sleep', '-n', 'foo', '--', 'cat', '/etc/resolv.conf');
+  t.regex(resolvConf.stdout, /^search foo\.svc\.cluster\.local svc\.cluster\.local cluster\.local$/m);
+  const byName = await ctl('exec', 'sleep', '-n', 'foo', '--', 'getent', 'hosts', 'echo');
+  t.regex(byName.stdout, /^10\.240\.0\.80\s/, byName.stderr);
+  const viaService = await ctl('exec', 'sleep', '-n', 'foo', '--', 'curl', '-s', '--max-time', '10', 'http://echo/by-name');
+  t.like(JSON.parse(viaService.stdout || '{}'), { url: '/by-name' }, viaService.stderr);
 
   const fooSleepIp = rows.find((row) => row[0] === 'foo' && row[1] === 'sleep')![5]!;
   const logs = await ctl('logs', 'sleep', '-n', 'foo');
@@ -137,16 +163,71 @@ test('ambitctl local: a user directory comes up across 2 nodes, is operated, and
   const crashRow = (await ctl('get', 'pods', '-n', 'bar')).stdout.split('\n').find((line) => line.includes('crash'))!;
   t.regex(crashRow, /crash\s+False\s+(Waiting|Running)\s+[2-9]/);
 
+  // Deleting a replica: the Deployment makes a new one, under a new name (same hash), and the old one is gone.
+  const before = echoPods(await readState());
+  const victim = before[0]!;
+  const deleted = await ctl('delete', 'pod', victim.name, '-n', 'foo');
+  t.is(deleted.code, 0, deleted.stderr);
+  const replacement = /replaced by foo\/(echo-\S+)/.exec(deleted.stdout)?.[1];
+  t.truthy(replacement, deleted.stdout);
+  t.not(replacement, victim.name);
+  t.is(replacement!.split('-')[1], victim.name.split('-')[1], 'the same template: the same pod-template-hash');
+  const replaced = await waitFor('4 echo pods Ready after a deletion', (current) => echoPods(current).length === 4 && echoPods(current).every((pod) => pod.ready));
+  t.false(echoPods(replaced).some((pod) => pod.name === victim.name), 'the deleted pod is gone');
+  t.true(echoPods(replaced).some((pod) => pod.name === replacement));
+  t.false((await listNetns()).includes(victim.netns), 'its network namespace went through CNI DEL and was deleted');
+  const missing = await ctl('delete', 'pod', 'nosuch', '-n', 'foo');
+  t.is(missing.code, 1);
+  t.regex(missing.stderr, /no pod foo\/nosuch/);
+
+  // Deleting a file's Pod: the file still says it runs, so it is made again (a static pod's rule).
+  const barSleep = (await readState()).pods.find((pod) => pod.namespace === 'bar' && pod.name === 'sleep')!;
+  const again = await ctl('delete', 'pod', 'sleep', '-n', 'bar');
+  t.regex(again.stdout, /pod bar\/sleep deleted; made again from its file/);
+  const remade = await waitFor('bar/sleep made again', (current) => current.pods.some((pod) => pod.namespace === 'bar' && pod.name === 'sleep' && pod.ready && pod.createStartedAt !== barSleep.createStartedAt));
+  t.is(remade.pods.find((pod) => pod.namespace === 'bar' && pod.name === 'sleep')!.node, 'ambit-node1', 'spec.nodeName still holds');
+
+  // Scaling down keeps two of the running replicas; a template edit replaces them all (a new hash).
+  await writeFile(path.join(dir, 'echo.yaml'), echoYaml.replace('replicas: 3', 'replicas: 2'));
+  const scaledDown = await waitFor('2 echo pods', (current) => echoPods(current).length === 2);
+  t.true(echoPods(scaledDown).every((pod) => echoPods(replaced).some((old) => old.name === pod.name)), 'scaling down keeps running replicas');
+  await writeFile(path.join(dir, 'echo.yaml'), echoYaml.replace('replicas: 3', 'replicas: 2').replace('labels: {app: echo}}', 'labels: {app: echo, version: v2}}'));
+  const rolled = await waitFor('2 new-template echo pods Ready', (current) => echoPods(current).length === 2 && echoPods(current).every((pod) => pod.ready && pod.name.split('-')[1] !== hash));
+  const newHash = echoPods(rolled)[0]!.name.split('-')[1]!;
+  const rolledPod = parse(await readFile(path.join(state.clusterDir!, 'pods', `foo.${echoPods(rolled)[0]!.name}.yaml`), 'utf8')) as PodObject;
+  t.like(rolledPod.metadata.labels, { app: 'echo', version: 'v2', 'pod-template-hash': newHash });
+  await waitFor('the Service has the 2 new endpoints', (current) => current.services.find((service) => service.name === 'echo')?.endpoints === 2);
+
+  // Deleting a file deletes what it defined.
+  await unlink(path.join(dir, 'crash.yaml'));
+  await waitFor('crash deleted with its file', (current) => !current.pods.some((pod) => pod.name === 'crash'));
+
   const status = await ctl('status');
   t.regex(status.stdout, new RegExp(`CA directory:\\s+${state.caDir}`));
   t.true(existsSync(path.join(state.caDir!, 'ca-key.pem')));
 
+  // Every process of the run: those in its namespaces (agents, control plane, dnsmasq, containers) and the supervisor.
+  const prefix = state.nodes[0]!.netns.replace(/n0$/, '');
+  const runPids = new Map<number, string>([[state.pid, state.pidStartTime]]);
+  for (const name of (await listNetns()).filter((candidate) => candidate.startsWith(prefix))) {
+    for (const pid of (await run('ip', ['netns', 'pids', name])).stdout.split('\n').filter((line) => line.trim() !== '').map(Number)) {
+      const started = processStartTime(pid);
+      if (started !== undefined) runPids.set(pid, started);
+    }
+  }
+  t.true(runPids.size > 6, `the run's processes were found (${runPids.size})`);
+
   const down = await ctl('down');
   t.is(down.code, 0, down.stderr);
-  t.regex(down.stdout, /removed 7 pods/);
+  t.regex(down.stdout, /removed 4 pods/);
   t.is(processStartTime(state.pid), undefined, 'the supervisor is gone');
-  const runNetns = (await listNetns()).filter((name) => state.nodes.some((node) => name.startsWith(node.netns.replace(/n0$|n1$/, ''))));
+  t.deepEqual(stillAlive(runPids), [], 'no process of the run is left');
+  const runNetns = (await listNetns()).filter((name) => name.startsWith(prefix));
   t.deepEqual(runNetns, []);
+  t.deepEqual([...(await rootRules())].filter((line) => !rulesBefore.has(line)), [], 'no rule was left in the root namespace');
+  t.deepEqual((await readdir('/etc/netns').catch(() => [])).filter((name) => name.startsWith(prefix)), [], 'no pod resolv.conf left');
+  t.deepEqual((await readdir('/run/ambit-runtime').catch(() => [])).filter((name) => prefix.includes(name.replace(/\.json$/, ''))), [], 'no run record left');
+  t.deepEqual((await readdir(os.tmpdir())).filter((name) => name.startsWith(prefix)), [], 'no temp dir of the run left');
   t.false(existsSync(state.tmpDir!), 'the run temp dir (CA key included) is gone');
   t.false(existsSync(runDir), 'the run directory is gone');
   const after = await ctl('get', 'pods');

@@ -9,7 +9,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { containerArgv, DEFAULT_IMAGE_MAP, imageName, readImageMap } from '../../runtime/workloads/image-map.ts';
-import { planWorkloads } from '../../runtime/workloads/manifests.ts';
+import { planWorkloads, replacementReplica } from '../../runtime/workloads/manifests.ts';
 
 async function plan(files: Record<string, string>) {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'ambit-plan-'));
@@ -26,6 +26,7 @@ kind: Deployment
 metadata: {name: web, namespace: shop}
 spec:
   replicas: ${replicas}
+  selector: {matchLabels: {app: web}}
   template:
     metadata: {labels: {app: web}}
     spec:
@@ -91,4 +92,37 @@ test('pods of the same name in two namespaces get different, short network names
   t.is(foo, podNetnsName('abc123', 'foo', 'sleep'), 'stable for one pod');
   t.true(foo.startsWith(runPrefix('abc123')), 'inside the run prefix, so teardown and the reaper find it');
   t.true(podNetnsName('abc123', 'a-namespace-of-sixty-three-characters-is-allowed-in-kubernetes', 'and-so-is-a-pod-name-of-sixty-three-characters-long-as-this-one').length <= 32);
+});
+
+test('a Deployment is checked as the API server checks it: a selector that matches the template, restartPolicy Always', async (t) => {
+  const noSelector = await plan({ 'web.yaml': deployment(2).replace('  selector: {matchLabels: {app: web}}\n', '') });
+  t.deepEqual(noSelector.plan.pods, []);
+  t.regex(noSelector.plan.problems[0]!, /web\.yaml:1: deployment shop\/web: spec\.selector\.matchLabels is missing/);
+  const mismatch = await plan({ 'web.yaml': deployment(2).replace('matchLabels: {app: web}', 'matchLabels: {app: api}') });
+  t.deepEqual(mismatch.plan.pods, []);
+  t.regex(mismatch.plan.problems[0]!, /spec\.selector\.matchLabels app=api does not match the template's labels/);
+  const onFailure = await plan({ 'web.yaml': deployment(2).replace('    spec:\n', '    spec:\n      restartPolicy: OnFailure\n') });
+  t.deepEqual(onFailure.plan.pods, []);
+  t.regex(onFailure.plan.problems[0]!, /restartPolicy must be Always/);
+});
+
+test('a deleted replica is replaced by a pod of the same template and plan key under a new name', async (t) => {
+  const { plan: result } = await plan({ 'web.yaml': deployment(1) });
+  const original = result.pods[0]!;
+  const replacement = replacementReplica(original);
+  const hash = original.object.metadata.name.split('-')[1]!;
+  t.regex(replacement.object.metadata.name, new RegExp(`^web-${hash}-[bcdfghjklmnpqrstvwxz2456789]{5}$`));
+  t.not(replacement.object.metadata.name, original.object.metadata.name);
+  t.is(replacement.key, original.key, 'the same replica slot: a re-read of the directory keeps it');
+  t.deepEqual(replacement.object.metadata.labels, original.object.metadata.labels);
+  t.deepEqual(replacement.object.spec, original.object.spec);
+  const bare = await plan({ 'p.yaml': 'apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: c, image: busybox}]\n' });
+  t.throws(() => replacementReplica(bare.plan.pods[0]!), { message: /pod default\/p is not a Deployment's replica/ });
+});
+
+test('a readiness probe is repeated at its periodSeconds once Ready (Kubernetes default 10 s)', async (t) => {
+  const pod = (probe: string) => `apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n  - name: c\n    image: busybox\n    ${probe}\n`;
+  t.is((await plan({ 'p.yaml': pod('ports: [{containerPort: 80}]') })).plan.pods[0]!.containers[0]!.probePeriodMs, 10_000);
+  t.is((await plan({ 'p.yaml': pod('readinessProbe: {tcpSocket: {port: 80}, periodSeconds: 3}') })).plan.pods[0]!.containers[0]!.probePeriodMs, 3_000);
+  t.regex((await plan({ 'p.yaml': pod('readinessProbe: {tcpSocket: {port: 80}, periodSeconds: 0}') })).plan.problems[0]!, /periodSeconds must be a number of at least 1/);
 });

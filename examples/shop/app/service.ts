@@ -4,7 +4,7 @@
  * answers JSON naming itself, its pod and what each upstream answered, so a call to the front shows the whole chain.
  *
  *   SERVICE=frontend PORT=8080 UPSTREAMS=http://catalog:8080/,http://cart:8080/ node examples/shop/app/service.ts
- * POD_NAME and POD_NAMESPACE (downward API) are reported when set; GET /healthz answers 200 without calling upstreams.
+ * VERSION, POD_NAME and POD_NAMESPACE (downward API) are reported when set; GET /healthz answers 200 without calling upstreams.
  *
  * Owns: nothing beyond this example's behaviour. Must not know about: the mesh.
  */
@@ -33,7 +33,7 @@ const server = http.createServer((request, response) => {
     }
     void Promise.all(upstreams.map(call)).then((answers) => {
       const failed = answers.some((answer) => (answer as { error?: string }).error !== undefined);
-      const body = JSON.stringify({ service, pod: process.env.POD_NAME, namespace: process.env.POD_NAMESPACE, peer: request.socket.remoteAddress, upstreams: answers });
+      const body = JSON.stringify({ service, version: process.env.VERSION, pod: process.env.POD_NAME, namespace: process.env.POD_NAMESPACE, peer: request.socket.remoteAddress, upstreams: answers });
       response.writeHead(failed ? 502 : 200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
       response.end(body);
     });
