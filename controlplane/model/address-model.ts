@@ -13,6 +13,7 @@ import { ADDRESS_TYPE_URL, messageType } from '../../shared/xds/protos.ts';
 import type { ResourceCache } from '../xds/resource-cache.ts';
 import type { ObjectStore, StoreChange } from '../store.ts';
 import { namespaceOf, SERVICE_NAME_LABEL, type EndpointSliceObject, type GatewayObject, type ServiceObject } from './kube-types.ts';
+import { workloadsFromEndpointSlice } from './endpoint-slice-workload.ts';
 import { numericTargetPort, serviceFromKube, serviceResourceName } from './service.ts';
 import { requestedWaypoint, waypointAddress, type WaypointLookup } from './waypoint.ts';
 import { DEFAULT_CLUSTER_DOMAIN, DEFAULT_CLUSTER_ID, isTerminal, type HboneWhen, localityFromNodeLabels, workloadFromPod, type PortMessage } from './workload.ts';
@@ -95,9 +96,12 @@ export class AddressModel {
   /** Resource names we wrote, so a deleted or excluded object's resource is removed. */
   readonly #resourceNameByPod = new Map<string, string>();
   readonly #resourceNameByService = new Map<string, string>();
+  /** EndpointSlice key -> resource names of the workloads made from its non-pod endpoints. */
+  readonly #resourceNamesBySlice = new Map<string, Set<string>>();
 
   readonly #dirtyPods = new Set<string>();
   readonly #dirtyServices = new Set<string>();
+  readonly #dirtySlices = new Set<string>();
   readonly #unsubscribe: () => void;
 
   constructor(options: AddressModelOptions) {
@@ -215,17 +219,30 @@ export class AddressModel {
       if ((previousSelector && matches(previousSelector, labels)) || (selector && matches(selector, labels))) this.#dirtyPods.add(podKey);
     }
     for (const podKey of this.#endpointPodsByService.get(change.key) ?? []) this.#dirtyPods.add(podKey);
+    // Its slices' non-pod endpoints are its workloads only while it exists without a selector.
+    for (const sliceKey of this.#slicesByService.get(change.key) ?? []) this.#dirtySlices.add(sliceKey);
     // A waypoint's address may be the VIP of the Service named after its Gateway.
     this.#markWaypointDependents(change.key);
   }
 
   #markEndpointSlice(change: StoreChange): void {
-    const serviceName = change.object.metadata?.labels?.[SERVICE_NAME_LABEL] ?? change.previous?.metadata?.labels?.[SERVICE_NAME_LABEL];
+    this.#dirtySlices.add(change.key);
+    const namespace = namespaceOf(change.object);
+    const previousName = change.previous?.metadata?.labels?.[SERVICE_NAME_LABEL];
+    const serviceName = change.type === 'delete' ? undefined : change.object.metadata?.labels?.[SERVICE_NAME_LABEL];
+    if (previousName && previousName !== serviceName) {
+      // Relabelled or deleted (a delete's previous is the object): the service it named loses it.
+      removeFromIndex(this.#slicesByService, `${namespace}/${previousName}`, change.key);
+      this.#rebuildEndpointPods(`${namespace}/${previousName}`);
+    }
     if (!serviceName) return;
-    const serviceKey = `${namespaceOf(change.object)}/${serviceName}`;
-    if (change.type === 'delete') removeFromIndex(this.#slicesByService, serviceKey, change.key);
-    else addToIndex(this.#slicesByService, serviceKey, change.key);
-    // Rebuild this service's endpoint pods from all its slices.
+    const serviceKey = `${namespace}/${serviceName}`;
+    addToIndex(this.#slicesByService, serviceKey, change.key);
+    this.#rebuildEndpointPods(serviceKey);
+  }
+
+  /** Rebuilds `serviceKey`'s endpoint pods (its slices' Pod targetRefs) and marks the pods that gained or lost it. */
+  #rebuildEndpointPods(serviceKey: string): void {
     const before = this.#endpointPodsByService.get(serviceKey) ?? new Set<string>();
     const after = new Set<string>();
     for (const sliceKey of this.#slicesByService.get(serviceKey) ?? []) {
@@ -264,6 +281,8 @@ export class AddressModel {
   #flush(): void {
     for (const key of this.#dirtyServices) this.#recomputeService(key);
     this.#dirtyServices.clear();
+    for (const key of this.#dirtySlices) this.#recomputeSlice(key);
+    this.#dirtySlices.clear();
     for (const key of this.#dirtyPods) this.#recomputePod(key);
     this.#dirtyPods.clear();
   }
@@ -289,6 +308,30 @@ export class AddressModel {
     if (previousName && previousName !== name) this.#cache.delete(ADDRESS_TYPE_URL, previousName);
     this.#resourceNameByService.set(key, name);
     this.#cache.set(ADDRESS_TYPE_URL, name, this.#encode({ service: serviceFromKube(service, this.#clusterDomain, waypoint) }));
+  }
+
+  /** The workloads of slice `key`'s non-pod endpoints, for a Service without a selector (endpoint-slice-workload.ts). */
+  #recomputeSlice(key: string): void {
+    const slice = this.#store.get<EndpointSliceObject>('EndpointSlice', key);
+    const serviceName = slice?.metadata?.labels?.[SERVICE_NAME_LABEL];
+    const service = slice && serviceName ? this.#store.get<ServiceObject>('Service', `${namespaceOf(slice)}/${serviceName}`) : undefined;
+    const workloads =
+      slice && service && !selectorOf(service)
+        ? workloadsFromEndpointSlice(slice, {
+            service,
+            serviceResourceName: serviceResourceName(service, this.#clusterDomain),
+            trustDomain: this.#trustDomain,
+            clusterId: this.#clusterId,
+          })
+        : [];
+    const names = new Set<string>();
+    for (const workload of workloads) {
+      names.add(workload.uid);
+      this.#cache.set(ADDRESS_TYPE_URL, workload.uid, this.#encode({ workload }));
+    }
+    for (const name of this.#resourceNamesBySlice.get(key) ?? []) if (!names.has(name)) this.#cache.delete(ADDRESS_TYPE_URL, name);
+    if (names.size > 0) this.#resourceNamesBySlice.set(key, names);
+    else this.#resourceNamesBySlice.delete(key);
   }
 
   #recomputePod(key: string): void {
