@@ -160,6 +160,44 @@ test.serial('a Service in the API server: the enrolled client reaches it by clus
   fake().remove('Service', 'shop', 'server');
 });
 
+test.serial('selector-less Services with EndpointSlices in the API server: a pod targetRef goes over HBONE, a bare address in plaintext', async (t) => {
+  // The outside address: a pod in an un-enrolled namespace, listed by IP only (as a user lists a database or a VM).
+  const external = await cluster().createPod({ node: 1, namespace: 'ext', name: 'ext', serviceAccount: 'ext' });
+  const database = await startEchoServer(external, { port: PORT });
+  const toPod = '10.240.3.11';
+  const toAddress = '10.240.3.12';
+  const service = (name: string, vip: string) => ({
+    apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: 'shop' },
+    spec: { clusterIP: vip, clusterIPs: [vip], ports: [{ name: 'tcp', port: 80, targetPort: 9999 }] },
+  });
+  const slice = (name: string, service: string, endpoint: Record<string, unknown>) => ({
+    apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', metadata: { name, namespace: 'shop', labels: { 'kubernetes.io/service-name': service } },
+    addressType: 'IPv4', endpoints: [endpoint], ports: [{ name: 'tcp', port: PORT, protocol: 'TCP' }],
+  });
+  t.teardown(async () => {
+    for (const name of ['manual-pod', 'manual-address']) fake().remove('Service', 'shop', name);
+    for (const name of ['manual-pod-1', 'manual-address-1']) fake().remove('EndpointSlice', 'shop', name);
+    database.kill();
+    await cluster().deletePod(external);
+  });
+  fake().apply(service('manual-pod', toPod));
+  fake().apply(slice('manual-pod-1', 'manual-pod', { addresses: [server.ip], targetRef: { kind: 'Pod', name: 'server', namespace: 'shop' }, conditions: { ready: true } }));
+  fake().apply(service('manual-address', toAddress));
+  fake().apply(slice('manual-address-1', 'manual-address', { addresses: [external.ip], conditions: { ready: true } }));
+  await waitFor(async () => (await runClient(client, { host: toPod, port: 80, timeoutMs: 2000 })).ok, 'the pod-backed VIP answers');
+  await waitFor(async () => (await runClient(client, { host: toAddress, port: 80, timeoutMs: 2000 })).ok, 'the address-backed VIP answers');
+  const before = (await accessLog(cluster().node(0))).length;
+  t.true((await runClient(client, { host: toPod, port: 80, count: 3 })).ok);
+  t.true((await runClient(client, { host: toAddress, port: 80, count: 3 })).ok);
+  const outbound = (await accessLog(cluster().node(0))).slice(before).filter((entry) => entry.direction === 'outbound');
+  const viaPod = outbound.filter((entry) => entry.dst.service === 'manual-pod.shop.svc.cluster.local');
+  const viaAddress = outbound.filter((entry) => entry.dst.service === 'manual-address.shop.svc.cluster.local');
+  t.is(viaPod.length, 3);
+  t.true(viaPod.every((entry) => entry.mtls === true && entry.dst.address === `${server.ip}:${PORT}` && entry.dst.principal === SERVER_PRINCIPAL), JSON.stringify(viaPod[0]));
+  t.is(viaAddress.length, 3);
+  t.true(viaAddress.every((entry) => entry.mtls === false && entry.dst.address === `${external.ip}:${PORT}`), JSON.stringify(viaAddress[0]));
+});
+
 test.serial('a pod in a namespace without the label is not captured: it reaches the server in plaintext', async (t) => {
   const legacy = await cluster().createPod({ node: 0, namespace: 'legacy', name: 'legacy', serviceAccount: 'legacy' });
   t.teardown(() => cluster().deletePod(legacy));
