@@ -51,6 +51,14 @@ function removeFromIndex<K, V>(index: Map<K, Set<V>>, key: K, value: V): void {
   if (values.size === 0) index.delete(key);
 }
 
+/**
+ * The Service if it is one the mesh carries: an ExternalName Service is a DNS alias the cluster DNS answers, so, as
+ * istiod, it is no Address resource and no pod backs it (its selector, if any, is ignored as Kubernetes does).
+ */
+function meshService(service: ServiceObject | undefined): ServiceObject | undefined {
+  return service?.spec?.type === 'ExternalName' ? undefined : service;
+}
+
 function selectorOf(service: ServiceObject | undefined): Record<string, string> | undefined {
   const selector = service?.spec?.selector;
   return selector && Object.keys(selector).length > 0 ? selector : undefined;
@@ -292,7 +300,7 @@ export class AddressModel {
   }
 
   #recomputeService(key: string): void {
-    const service = this.#store.get<ServiceObject>('Service', key);
+    const service = meshService(this.#store.get<ServiceObject>('Service', key));
     const previousName = this.#resourceNameByService.get(key);
     if (!service) {
       if (previousName) this.#cache.delete(ADDRESS_TYPE_URL, previousName);
@@ -372,7 +380,7 @@ export class AddressModel {
     if (entries) {
       for (const label in labels) {
         for (const serviceKey of entries.get(`${label}=${labels[label]}`) ?? []) {
-          const service = this.#store.get<ServiceObject>('Service', serviceKey);
+          const service = meshService(this.#store.get<ServiceObject>('Service', serviceKey));
           const selector = selectorOf(service);
           if (!service || !selector || !matches(selector, labels)) continue;
           const ports: PortMessage[] = [];
@@ -386,7 +394,7 @@ export class AddressModel {
       }
     }
     for (const serviceKey of this.#endpointServicesByPod.get(podKey) ?? []) {
-      const service = this.#store.get<ServiceObject>('Service', serviceKey);
+      const service = meshService(this.#store.get<ServiceObject>('Service', serviceKey));
       if (!service || selectorOf(service)) continue;
       const slicePorts = new Map<string, number>();
       for (const sliceKey of this.#slicesByService.get(serviceKey) ?? []) {

@@ -247,3 +247,22 @@ test('tunnel_protocol: HBONE once the captured pod carries the redirection annot
   const fresh = addressType.toObject(addressType.decode(cache.get(ADDRESS_TYPE_URL, 'Kubernetes//Pod/shop/fresh')!.value), TO_OBJECT_OPTIONS) as XdsAddress;
   t.is(fresh.workload!.tunnelProtocol, 'HBONE', 'hboneWhen enrolled: on the label alone');
 });
+
+test('as istiod: an ExternalName Service is no Address resource, and no pod lists it even when it has a selector', (t) => {
+  const alias = serviceObject({ name: 'ext', namespace: 'shop', vip: '', selector: { app: 'web' } });
+  (alias.spec as Record<string, unknown>).type = 'ExternalName';
+  (alias.spec as Record<string, unknown>).externalName = 'db.example.com';
+  delete (alias.spec as Record<string, unknown>).clusterIP;
+  delete (alias.spec as Record<string, unknown>).clusterIPs;
+  const web = serviceObject({ name: 'web', namespace: 'shop', vip: '10.96.0.40', selector: { app: 'web' } });
+  const { store, read } = setup([namespaceObject('shop'), podObject({ name: 'web-1', namespace: 'shop', ip: '10.0.0.7', labels: { app: 'web' } }), alias, web]);
+  t.is(read('shop/ext.shop.svc.cluster.local'), undefined);
+  t.deepEqual(Object.keys(read('Kubernetes//Pod/shop/web-1')!.workload!.services), ['shop/web.shop.svc.cluster.local'], 'the ClusterIP Service beside it is unaffected');
+  // A Service turned into an ExternalName one is withdrawn; turned back, it returns.
+  const { spec: webSpec, ...webRest } = web as { spec: Record<string, unknown> };
+  store.apply([{ type: 'upsert', object: { ...webRest, spec: { ...webSpec, type: 'ExternalName', externalName: 'web.example.com' } } as K8sObject }]);
+  t.is(read('shop/web.shop.svc.cluster.local'), undefined);
+  t.deepEqual(read('Kubernetes//Pod/shop/web-1')!.workload!.services, {});
+  store.apply([{ type: 'upsert', object: web }]);
+  t.truthy(read('shop/web.shop.svc.cluster.local'));
+});
