@@ -147,6 +147,8 @@ test('cluster directory: selector Services become services with their pods as en
   await writeFile(path.join(dir, 'more.yaml'), [
     'apiVersion: v1\nkind: Service\nmetadata:\n  name: web-headless\n  namespace: shop\nspec:\n  clusterIP: None\n  selector:\n    app: web\n  ports:\n  - port: 80\n',
     'apiVersion: v1\nkind: Service\nmetadata:\n  name: web-local\n  namespace: shop\nspec:\n  clusterIPs: [10.96.0.12, "fd00:96::12"]\n  internalTrafficPolicy: Local\n  selector:\n    app: web\n  ports:\n  - port: 80\n    targetPort: 8080\n  - port: 81\n    targetPort: metrics\n',
+    // An ExternalName Service is a DNS alias for the cluster DNS, not a mesh Service (as istiod), selector or not.
+    'apiVersion: v1\nkind: Service\nmetadata:\n  name: ext\n  namespace: shop\nspec:\n  type: ExternalName\n  externalName: db.example.com\n  selector:\n    app: web\n',
   ].join('---\n'));
   const state = new MeshState();
   const source = new ClusterDirSource({ dir, state, trustDomain: 'cluster.local' });
@@ -163,6 +165,7 @@ test('cluster directory: selector Services become services with their pods as en
   t.is(local.name, 'web-local');
   t.deepEqual(local.loadBalancing, { routingPreference: ['NODE'], mode: 'STRICT', healthPolicy: 'ONLY_HEALTHY' });
   t.is(targetPortOf(local, state.endpointsOf(local)[0]!, 81), undefined, 'a named port the pod lacks is left out');
+  t.deepEqual(state.servicesByHostname('ext.shop.svc.cluster.local'), [], 'no ExternalName Service in the mesh state');
 
   t.is(state.endpointsOf(web)[0]!.workload.status, 'HEALTHY', 'Running, no conditions reported');
   await writeFile(path.join(dir, 'pod.yaml'), podYaml({ name: 'web-1', namespace: 'shop', ip: '10.0.1.5', labels: { app: 'web' } }) + '  conditions:\n  - type: Ready\n    status: "False"\n');
