@@ -181,3 +181,21 @@ test('a host-network workload is known by name but never by IP (its addresses ar
   t.is(state.workloadByName('shop', 'node-exporter')?.networkMode, 'HOST_NETWORK');
   t.is(state.workloadByIp('192.168.0.2'), undefined);
 });
+
+test('a host-network workload (an EndpointSlice address, named after its slice) never takes a pod\'s name, whichever comes first', (t) => {
+  for (const podFirst of [true, false]) {
+    const state = new MeshState();
+    const pod = workload('db', { addresses: ['10.0.1.9'] });
+    const sliceAddress = workload('db', { uid: 'Kubernetes/discovery.k8s.io/EndpointSlice/shop/db/192.0.2.10', addresses: ['192.0.2.10'], networkMode: 'HOST_NETWORK', tunnelProtocol: 'NONE' });
+    if (podFirst) {
+      state.upsert(pod);
+      state.upsert(sliceAddress);
+    } else {
+      state.upsert(sliceAddress);
+      state.upsert(pod);
+    }
+    t.is(state.workloadByName('shop', 'db')?.uid, pod.uid, `pod first: ${podFirst}`);
+    state.upsert({ ...sliceAddress, status: 'UNHEALTHY' });
+    t.is(state.workloadByName('shop', 'db')?.uid, pod.uid, 'an update of the slice address does not take it either');
+  }
+});
