@@ -309,13 +309,14 @@ export class AddressModel {
       return;
     }
     const namespace = namespaceOf(service);
-    const gatewayKey = requestedWaypoint(service.metadata.labels, namespace, this.#store.get<NamespaceObject>('Namespace', namespace));
+    const namespaceObject = this.#store.get<NamespaceObject>('Namespace', namespace);
+    const gatewayKey = requestedWaypoint(service.metadata.labels, namespace, namespaceObject);
     this.#trackWaypoint(`service:${key}`, gatewayKey);
     const waypoint = gatewayKey ? waypointAddress(gatewayKey, 'service', this.#waypointLookup) : undefined;
     const name = serviceResourceName(service, this.#clusterDomain);
     if (previousName && previousName !== name) this.#cache.delete(ADDRESS_TYPE_URL, previousName);
     this.#resourceNameByService.set(key, name);
-    this.#cache.set(ADDRESS_TYPE_URL, name, this.#encode({ service: serviceFromKube(service, this.#clusterDomain, waypoint) }));
+    this.#cache.set(ADDRESS_TYPE_URL, name, this.#encode({ service: serviceFromKube(service, this.#clusterDomain, waypoint, namespaceObject?.metadata.labels) }));
   }
 
   /** The workloads of slice `key`'s non-pod endpoints, for a Service without a selector (endpoint-slice-workload.ts). */

@@ -266,3 +266,15 @@ test('as istiod: an ExternalName Service is no Address resource, and no pod list
   store.apply([{ type: 'upsert', object: web }]);
   t.truthy(read('shop/web.shop.svc.cluster.local'));
 });
+
+test('as istiod: ingress_use_waypoint (Service field 12) from istio.io/ingress-use-waypoint on the Service, else its namespace', (t) => {
+  const labelled = serviceObject({ name: 'a', namespace: 'shop', vip: '10.96.0.50', selector: { app: 'a' }, labels: { 'istio.io/ingress-use-waypoint': 'true' } });
+  const optedOut = serviceObject({ name: 'b', namespace: 'shop', vip: '10.96.0.51', selector: { app: 'b' }, labels: { 'istio.io/ingress-use-waypoint': 'false' } });
+  const plain = serviceObject({ name: 'c', namespace: 'shop', vip: '10.96.0.52', selector: { app: 'c' } });
+  const { store, read } = setup([namespaceObject('shop'), labelled, optedOut, plain]);
+  const flag = (name: string) => read(`shop/${name}.shop.svc.cluster.local`)!.service!.ingressUseWaypoint;
+  t.deepEqual(['a', 'b', 'c'].map(flag), [true, false, false]);
+  // The namespace's label: for every Service without its own; a Service's "false" still wins.
+  store.apply([{ type: 'upsert', object: namespaceObject('shop', { 'istio.io/ingress-use-waypoint': 'true' }) }]);
+  t.deepEqual(['a', 'b', 'c'].map(flag), [true, false, true]);
+});
