@@ -211,7 +211,7 @@ test.serial('Services from the API server as on the local runtime: by name, acro
   t.like((await outbound(since, 'empty.shop.svc.cluster.local'))[0], { response_flags: 'UH', error: 'no healthy upstream: service empty.shop.svc.cluster.local port 80; it has no endpoints' });
 });
 
-test.serial('selector-less Services with EndpointSlices in the API server: a pod targetRef goes over HBONE, a bare address in plaintext', async (t) => {
+test.serial('selector-less Services with EndpointSlices in the API server: a pod targetRef goes over HBONE, a bare address in plaintext; STRICT keeps the mesh path', async (t) => {
   // The outside address: a pod in an un-enrolled namespace, listed by IP only (as a user lists a database or a VM).
   const external = await cluster().createPod({ node: 1, namespace: 'ext', name: 'ext', serviceAccount: 'ext' });
   const database = await startEchoServer(external, { port: PORT });
@@ -247,6 +247,16 @@ test.serial('selector-less Services with EndpointSlices in the API server: a pod
   t.true(viaPod.every((entry) => entry.mtls === true && entry.dst.address === `${server.ip}:${PORT}` && entry.dst.principal === SERVER_PRINCIPAL), JSON.stringify(viaPod[0]));
   t.is(viaAddress.length, 3);
   t.true(viaAddress.every((entry) => entry.mtls === false && entry.dst.address === `${external.ip}:${PORT}`), JSON.stringify(viaAddress[0]));
+
+  // STRICT in the API server: the pod outside the mesh is refused at the server in plaintext; the mesh path through the VIP is not.
+  fake().apply({ apiVersion: 'security.istio.io/v1', kind: 'PeerAuthentication', metadata: { name: 'strict', namespace: 'shop' }, spec: { mtls: { mode: 'STRICT' } } });
+  t.teardown(() => fake().remove('PeerAuthentication', 'shop', 'strict'));
+  await waitFor(async () => !(await runClient(external, { host: server.ip, port: PORT, timeoutMs: 2000 })).ok, 'STRICT refuses plaintext to the server');
+  const meshPath = await runClient(client, { host: toPod, port: 80, count: 3 });
+  t.true(meshPath.ok, `the VIP over HBONE is accepted under STRICT: ${meshPath.errors.join('; ')}`);
+  // Lifted again before the next test, which sends plaintext to the server: the signal is plaintext getting in.
+  fake().remove('PeerAuthentication', 'shop', 'strict');
+  await waitFor(async () => (await runClient(external, { host: server.ip, port: PORT, timeoutMs: 2000 })).ok, 'plaintext gets in again');
 });
 
 test.serial('a pod in a namespace without the label is not captured: it reaches the server in plaintext', async (t) => {
