@@ -3,7 +3,7 @@
  *   GET  /config_dump          workloads, services, policies, captured pods, certificates (never keys), config
  *   GET  /logging              the current log level;  GET|POST /logging?level=debug  changes it at runtime
  *   GET  /healthz              200 while the agent runs
- *   GET  /authz/check?source=ns/pod&destination=ns/pod&port=N   would this agent allow it, and why
+ *   GET  /authz/check?source=ns/pod&destination=ns/pod|svc/ns/name|VIP&port=N   would this agent allow it, and why
  * `ambitctl workloads | certs | config-dump | authz check` read it.
  *
  * Owns: the admin HTTP server, the config dump's JSON shape, and the log level switch.
@@ -12,7 +12,7 @@
 import http from 'node:http';
 import { X509Certificate } from 'node:crypto';
 import type { WorkloadCertificate } from '../shared/identity/index.ts';
-import type { AuthzCheckResult } from '../shared/policy/check-result.ts';
+import type { AnyAuthzCheckResult } from '../shared/policy/check-result.ts';
 import { UnknownPodError, type AuthzQuery } from './policy/authz-check.ts';
 import type { MeshState } from '../shared/mesh/mesh-state.ts';
 import { workloadIdentity } from '../shared/mesh/workload.ts';
@@ -44,8 +44,8 @@ export interface AdminSources {
   dns?: () => object;
   /** The agent's settings, shown as they are (must hold no secrets). */
   config?: object;
-  /** `GET /authz/check?source=ns/pod&destination=ns/pod&port=N[&namespace=ns]` (agent/policy/authz-check.ts). */
-  authzCheck?: (query: AuthzQuery) => AuthzCheckResult;
+  /** `GET /authz/check?source=ns/pod&destination=ns/pod|svc/ns/name|VIP&port=N[&namespace=ns]` (agent/policy/authz-check.ts). */
+  authzCheck?: (query: AuthzQuery) => AnyAuthzCheckResult;
   /** The logger whose level /logging reads and changes (pino: setting `level` takes effect at once). */
   log: { level: string };
 }

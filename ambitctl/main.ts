@@ -5,7 +5,7 @@
  *   ambitctl services    [-n NS] [-o table|json|yaml] [--admin URL | --node NETNS]
  *   ambitctl certs       [-n NS] [-o table|json|yaml] [--admin URL | --node NETNS]
  *   ambitctl config-dump [-n NS] [-o table|json|yaml] [--admin URL | --node NETNS]
- *   ambitctl authz check <source pod> <destination pod> <port> [--cluster-dir DIR | --admin URL | --node NETNS] [-n NS] [-o ...]
+ *   ambitctl authz check <source pod> <destination pod | svc/NS/NAME | cluster IP> <port> [--cluster-dir DIR | --admin URL | --node NETNS] [-n NS] [-o ...]
  *   ambitctl local up|get|logs|exec|status|down ...   (a user's YAML as a running local mesh: see local.ts)
  *
  * Owns: argument parsing, dispatch to one file per command, exit codes (0 ok, 1 failed, 2 usage; `authz check`:

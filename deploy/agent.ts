@@ -124,6 +124,10 @@ export function agentObjects(values: InstallValues) {
                   // A container that is not privileged gets /proc/sys read-only; through this mount of the host's
                   // /proc/sys/net the agent writes the net sysctls of the pod namespace it has entered.
                   { name: 'proc-sys-net', mountPath: HOST_PROC_SYS_NET },
+                  // The plugin's config names its pod source by the host's path (<conf dir>/ambit-cni-kubeconfig); the
+                  // agent runs the forwarded call only if it sees that file at the same path (else the call takes the
+                  // slow path: agent/cni-call.ts), so the host's CNI config directory is mounted where the host has it.
+                  { name: 'cni-conf', mountPath: values.cni.confDir, readOnly: true },
                 ],
               },
               {

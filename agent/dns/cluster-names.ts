@@ -9,13 +9,14 @@
  * `server.shop.shop.svc.cluster.local` before `server.shop.svc.cluster.local`, and the first already finds the
  * Service (answered as a CNAME to the stripped name `server.shop` plus its addresses, ztunnel's shape).
  *
- * A name of the shape of a Service name (`<svc>.<ns>.svc.<d>`, two labels before `svc`) that matches no Service is
- * NXDOMAIN from the agent (it holds every Service the control plane sends). Every other name goes to the upstream
- * resolver, as ztunnel forwards what it does not know: a pod hostname of a headless Service
- * (`<pod>.<subdomain>.<ns>.svc.<d>`, which kube-dns answers), and the search-path candidates of unknown names
- * (`<name>.<ns>.<ns>.svc.<d>`, the same shape, for which kube-dns says NXDOMAIN).
+ * Every other name goes to the upstream resolver, as ztunnel forwards what it does not know (`dns/server.rs`:
+ * "unknown host, forwarding"), Service-shaped names included: the control plane does not send every Service name
+ * the cluster DNS serves (an ExternalName Service is no Address resource, as istiod leaves it out; kube-dns answers
+ * it with a CNAME), so an unknown `<svc>.<ns>.svc.<d>` is the upstream's to answer, NXDOMAIN when it is nothing.
+ * Also forwarded: a pod hostname of a headless Service (`<pod>.<subdomain>.<ns>.svc.<d>`, which kube-dns answers),
+ * and the search-path candidates of unknown names (`<name>.<ns>.<ns>.svc.<d>`).
  *
- * Owns: the candidate names and the decision answer / NXDOMAIN / forward.
+ * Owns: the candidate names and the decision answer / forward.
  * Must not know about: DNS wire format, sockets, where the Service addresses come from (ServiceRecords).
  */
 import type { ServiceRecords } from './service-records.ts';
@@ -27,7 +28,6 @@ export type NameResolution =
   | { kind: 'forward' };
 
 const FORWARD: NameResolution = Object.freeze({ kind: 'forward' });
-const NXDOMAIN: NameResolution = Object.freeze({ kind: 'nxdomain' });
 
 export class ClusterNames {
   readonly domain: string;
@@ -48,13 +48,7 @@ export class ClusterNames {
   resolve(name: string, namespace: string, records: ServiceRecords): NameResolution {
     const query = normalise(name);
     if (query.length === 0) return FORWARD;
-    const found = this.#find(query, namespace, records);
-    if (found !== undefined) return found;
-    if (query.endsWith(this.#svcSuffix)) {
-      const before = labelCount(query) - labelCount(this.#svcSuffix.slice(1));
-      if (before === 2) return NXDOMAIN;
-    }
-    return FORWARD;
+    return this.#find(query, namespace, records) ?? FORWARD;
   }
 
   #find(query: string, namespace: string, records: ServiceRecords): NameResolution | undefined {

@@ -151,7 +151,8 @@ export class ClusterDirSource {
     const serviceObjects = new Map<string, ServiceObject>();
     // Later documents win, as a later `kubectl apply` would.
     for (const object of snapshot.objects) if (isService(object)) serviceObjects.set(`${object.metadata.namespace || 'default'}/${object.metadata.name}`, object);
-    const kubeServices = [...serviceObjects.values()];
+    // An ExternalName Service is a DNS alias the cluster DNS answers, not a mesh Service (as istiod leaves it out).
+    const kubeServices = [...serviceObjects.values()].filter((service) => service.spec?.type !== 'ExternalName');
     const workloads: Workload[] = [];
     for (const object of snapshot.objects) {
       if (!isPod(object)) continue;

@@ -13,6 +13,7 @@ import { ADDRESS_TYPE_URL, messageType } from '../../shared/xds/protos.ts';
 import type { ResourceCache } from '../xds/resource-cache.ts';
 import type { ObjectStore, StoreChange } from '../store.ts';
 import { namespaceOf, SERVICE_NAME_LABEL, type EndpointSliceObject, type GatewayObject, type ServiceObject } from './kube-types.ts';
+import { workloadsFromEndpointSlice } from './endpoint-slice-workload.ts';
 import { numericTargetPort, serviceFromKube, serviceResourceName } from './service.ts';
 import { requestedWaypoint, waypointAddress, type WaypointLookup } from './waypoint.ts';
 import { DEFAULT_CLUSTER_DOMAIN, DEFAULT_CLUSTER_ID, isTerminal, type HboneWhen, localityFromNodeLabels, workloadFromPod, type PortMessage } from './workload.ts';
@@ -48,6 +49,14 @@ function removeFromIndex<K, V>(index: Map<K, Set<V>>, key: K, value: V): void {
   if (!values) return;
   values.delete(value);
   if (values.size === 0) index.delete(key);
+}
+
+/**
+ * The Service if it is one the mesh carries: an ExternalName Service is a DNS alias the cluster DNS answers, so, as
+ * istiod, it is no Address resource and no pod backs it (its selector, if any, is ignored as Kubernetes does).
+ */
+function meshService(service: ServiceObject | undefined): ServiceObject | undefined {
+  return service?.spec?.type === 'ExternalName' ? undefined : service;
 }
 
 function selectorOf(service: ServiceObject | undefined): Record<string, string> | undefined {
@@ -95,9 +104,12 @@ export class AddressModel {
   /** Resource names we wrote, so a deleted or excluded object's resource is removed. */
   readonly #resourceNameByPod = new Map<string, string>();
   readonly #resourceNameByService = new Map<string, string>();
+  /** EndpointSlice key -> resource names of the workloads made from its non-pod endpoints. */
+  readonly #resourceNamesBySlice = new Map<string, Set<string>>();
 
   readonly #dirtyPods = new Set<string>();
   readonly #dirtyServices = new Set<string>();
+  readonly #dirtySlices = new Set<string>();
   readonly #unsubscribe: () => void;
 
   constructor(options: AddressModelOptions) {
@@ -215,17 +227,30 @@ export class AddressModel {
       if ((previousSelector && matches(previousSelector, labels)) || (selector && matches(selector, labels))) this.#dirtyPods.add(podKey);
     }
     for (const podKey of this.#endpointPodsByService.get(change.key) ?? []) this.#dirtyPods.add(podKey);
+    // Its slices' non-pod endpoints are its workloads only while it exists without a selector.
+    for (const sliceKey of this.#slicesByService.get(change.key) ?? []) this.#dirtySlices.add(sliceKey);
     // A waypoint's address may be the VIP of the Service named after its Gateway.
     this.#markWaypointDependents(change.key);
   }
 
   #markEndpointSlice(change: StoreChange): void {
-    const serviceName = change.object.metadata?.labels?.[SERVICE_NAME_LABEL] ?? change.previous?.metadata?.labels?.[SERVICE_NAME_LABEL];
+    this.#dirtySlices.add(change.key);
+    const namespace = namespaceOf(change.object);
+    const previousName = change.previous?.metadata?.labels?.[SERVICE_NAME_LABEL];
+    const serviceName = change.type === 'delete' ? undefined : change.object.metadata?.labels?.[SERVICE_NAME_LABEL];
+    if (previousName && previousName !== serviceName) {
+      // Relabelled or deleted (a delete's previous is the object): the service it named loses it.
+      removeFromIndex(this.#slicesByService, `${namespace}/${previousName}`, change.key);
+      this.#rebuildEndpointPods(`${namespace}/${previousName}`);
+    }
     if (!serviceName) return;
-    const serviceKey = `${namespaceOf(change.object)}/${serviceName}`;
-    if (change.type === 'delete') removeFromIndex(this.#slicesByService, serviceKey, change.key);
-    else addToIndex(this.#slicesByService, serviceKey, change.key);
-    // Rebuild this service's endpoint pods from all its slices.
+    const serviceKey = `${namespace}/${serviceName}`;
+    addToIndex(this.#slicesByService, serviceKey, change.key);
+    this.#rebuildEndpointPods(serviceKey);
+  }
+
+  /** Rebuilds `serviceKey`'s endpoint pods (its slices' Pod targetRefs) and marks the pods that gained or lost it. */
+  #rebuildEndpointPods(serviceKey: string): void {
     const before = this.#endpointPodsByService.get(serviceKey) ?? new Set<string>();
     const after = new Set<string>();
     for (const sliceKey of this.#slicesByService.get(serviceKey) ?? []) {
@@ -264,6 +289,8 @@ export class AddressModel {
   #flush(): void {
     for (const key of this.#dirtyServices) this.#recomputeService(key);
     this.#dirtyServices.clear();
+    for (const key of this.#dirtySlices) this.#recomputeSlice(key);
+    this.#dirtySlices.clear();
     for (const key of this.#dirtyPods) this.#recomputePod(key);
     this.#dirtyPods.clear();
   }
@@ -273,7 +300,7 @@ export class AddressModel {
   }
 
   #recomputeService(key: string): void {
-    const service = this.#store.get<ServiceObject>('Service', key);
+    const service = meshService(this.#store.get<ServiceObject>('Service', key));
     const previousName = this.#resourceNameByService.get(key);
     if (!service) {
       if (previousName) this.#cache.delete(ADDRESS_TYPE_URL, previousName);
@@ -282,13 +309,38 @@ export class AddressModel {
       return;
     }
     const namespace = namespaceOf(service);
-    const gatewayKey = requestedWaypoint(service.metadata.labels, namespace, this.#store.get<NamespaceObject>('Namespace', namespace));
+    const namespaceObject = this.#store.get<NamespaceObject>('Namespace', namespace);
+    const gatewayKey = requestedWaypoint(service.metadata.labels, namespace, namespaceObject);
     this.#trackWaypoint(`service:${key}`, gatewayKey);
     const waypoint = gatewayKey ? waypointAddress(gatewayKey, 'service', this.#waypointLookup) : undefined;
     const name = serviceResourceName(service, this.#clusterDomain);
     if (previousName && previousName !== name) this.#cache.delete(ADDRESS_TYPE_URL, previousName);
     this.#resourceNameByService.set(key, name);
-    this.#cache.set(ADDRESS_TYPE_URL, name, this.#encode({ service: serviceFromKube(service, this.#clusterDomain, waypoint) }));
+    this.#cache.set(ADDRESS_TYPE_URL, name, this.#encode({ service: serviceFromKube(service, this.#clusterDomain, waypoint, namespaceObject?.metadata.labels) }));
+  }
+
+  /** The workloads of slice `key`'s non-pod endpoints, for a Service without a selector (endpoint-slice-workload.ts). */
+  #recomputeSlice(key: string): void {
+    const slice = this.#store.get<EndpointSliceObject>('EndpointSlice', key);
+    const serviceName = slice?.metadata?.labels?.[SERVICE_NAME_LABEL];
+    const service = slice && serviceName ? this.#store.get<ServiceObject>('Service', `${namespaceOf(slice)}/${serviceName}`) : undefined;
+    const workloads =
+      slice && service && !selectorOf(service)
+        ? workloadsFromEndpointSlice(slice, {
+            service,
+            serviceResourceName: serviceResourceName(service, this.#clusterDomain),
+            trustDomain: this.#trustDomain,
+            clusterId: this.#clusterId,
+          })
+        : [];
+    const names = new Set<string>();
+    for (const workload of workloads) {
+      names.add(workload.uid);
+      this.#cache.set(ADDRESS_TYPE_URL, workload.uid, this.#encode({ workload }));
+    }
+    for (const name of this.#resourceNamesBySlice.get(key) ?? []) if (!names.has(name)) this.#cache.delete(ADDRESS_TYPE_URL, name);
+    if (names.size > 0) this.#resourceNamesBySlice.set(key, names);
+    else this.#resourceNamesBySlice.delete(key);
   }
 
   #recomputePod(key: string): void {
@@ -329,7 +381,7 @@ export class AddressModel {
     if (entries) {
       for (const label in labels) {
         for (const serviceKey of entries.get(`${label}=${labels[label]}`) ?? []) {
-          const service = this.#store.get<ServiceObject>('Service', serviceKey);
+          const service = meshService(this.#store.get<ServiceObject>('Service', serviceKey));
           const selector = selectorOf(service);
           if (!service || !selector || !matches(selector, labels)) continue;
           const ports: PortMessage[] = [];
@@ -343,7 +395,7 @@ export class AddressModel {
       }
     }
     for (const serviceKey of this.#endpointServicesByPod.get(podKey) ?? []) {
-      const service = this.#store.get<ServiceObject>('Service', serviceKey);
+      const service = meshService(this.#store.get<ServiceObject>('Service', serviceKey));
       if (!service || selectorOf(service)) continue;
       const slicePorts = new Map<string, number>();
       for (const sliceKey of this.#slicesByService.get(serviceKey) ?? []) {

@@ -23,6 +23,17 @@ export interface ServiceMessage {
   loadBalancing?: { routingPreference: number[]; mode: number };
   ipFamilies: number;
   canonical: boolean;
+  /** istio.workload.Service field 12: ingress gateways send this Service's traffic through its waypoint. */
+  ingressUseWaypoint?: boolean;
+}
+
+/** Istio's label (on the Service, else its namespace) asking ingress gateways to go through the Service's waypoint. */
+export const INGRESS_USE_WAYPOINT_LABEL = 'istio.io/ingress-use-waypoint';
+
+/** The Service's own `istio.io/ingress-use-waypoint` label decides; without one, its namespace's; only "true" is on. */
+export function ingressUseWaypoint(service: ServiceObject, namespaceLabels: Record<string, string> | undefined): boolean {
+  const own = service.metadata.labels?.[INGRESS_USE_WAYPOINT_LABEL];
+  return (own ?? namespaceLabels?.[INGRESS_USE_WAYPOINT_LABEL]) === 'true';
 }
 
 /** Numeric enum values of istio.workload.LoadBalancing and IPFamilies (encoding takes numbers). */
@@ -66,7 +77,7 @@ export function serviceVips(service: ServiceObject): string[] {
   return ips.filter((ip) => ip && ip !== 'None');
 }
 
-export function serviceFromKube(service: ServiceObject, clusterDomain: string, waypoint: GatewayAddressMessage | undefined): ServiceMessage {
+export function serviceFromKube(service: ServiceObject, clusterDomain: string, waypoint: GatewayAddressMessage | undefined, namespaceLabels?: Record<string, string>): ServiceMessage {
   const addresses: { network: string; address: Buffer }[] = [];
   for (const ip of serviceVips(service)) {
     try {
@@ -89,6 +100,7 @@ export function serviceFromKube(service: ServiceObject, clusterDomain: string, w
     canonical: true,
   };
   if (waypoint) message.waypoint = waypoint;
+  if (ingressUseWaypoint(service, namespaceLabels)) message.ingressUseWaypoint = true;
   const loadBalancing = serviceLoadBalancing(service);
   if (loadBalancing) message.loadBalancing = { routingPreference: loadBalancing.routingPreference.map((scope) => SCOPE[scope]), mode: MODE[loadBalancing.mode] };
   return message;

@@ -133,7 +133,14 @@ export class MeshState {
       this.#removeEndpoints(previous);
     }
     this.#workloadsByUid.set(workload.uid, workload);
-    this.#workloadsByName.set(`${workload.namespace}/${workload.name}`, workload);
+    const nameKey = `${workload.namespace}/${workload.name}`;
+    const holder = this.#workloadsByName.get(nameKey);
+    // A host-network workload's name can be shared: istiod names each address of a user's EndpointSlice after the
+    // slice. It never takes a name from a pod's workload (the CNI finds pods by name: a pod that met a slice of its
+    // name would otherwise look uncaptured).
+    if (workload.networkMode !== 'HOST_NETWORK' || holder === undefined || holder.uid === workload.uid || holder.networkMode === 'HOST_NETWORK') {
+      this.#workloadsByName.set(nameKey, workload);
+    }
     // A host-network pod's addresses are its node's: indexing them would make every connection to the node "that pod".
     if (workload.networkMode !== 'HOST_NETWORK') for (const ip of workload.addresses) this.#workloadsByIp.set(ip, workload);
     this.#addEndpoints(workload);

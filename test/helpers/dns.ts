@@ -50,6 +50,8 @@ export interface DnsmasqOptions {
   port?: number;
   /** Its answer cache; off by default so every query reaches the hosts file path. */
   cacheSize?: number;
+  /** `alias,target` CNAME records (dnsmasq `--cname`; the target must be one of its own names), as kube-dns answers an ExternalName Service. */
+  cnames?: string[];
 }
 
 /** Starts dnsmasq listening on address:port (UDP and TCP), resolving only what its hosts file says. */
@@ -64,6 +66,7 @@ export async function startDnsmasq(options: DnsmasqOptions): Promise<Dnsmasq> {
     `--addn-hosts=${hostsFile}`, `--local=/${options.zone ?? 'example.test'}/`, `--local-ttl=${options.ttl ?? 123}`,
     `--listen-address=${address}`, '--bind-interfaces', `--port=${port}`, `--cache-size=${options.cacheSize ?? 0}`,
     '--conf-file=/dev/null',
+    ...(options.cnames ?? []).map((cname) => `--cname=${cname}`),
   ];
   const command = options.netns === undefined ? ['dnsmasq', ...args] : ['ip', 'netns', 'exec', options.netns, 'dnsmasq', ...args];
   const child = spawn(command[0]!, command.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });

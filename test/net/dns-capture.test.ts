@@ -103,8 +103,7 @@ for (const backend of backends) {
     // Forwarded from inside the pod, marked: dnsmasq in the peer namespace answers.
     t.deepEqual(await getent(ns, 'ahostsv4', 'www.example.test').then(addresses), ['192.0.2.10']);
     t.true(server.stats.answered >= 6);
-    t.true(server.stats.forwarded >= 1);
-    t.true(server.stats.nxdomain >= 1);
+    t.true(server.stats.forwarded >= 2, 'the unknown name (the upstream\'s to answer) and www.example.test');
   });
 
   test(`${backend}: DNS over TCP and over IPv6 from the pod reaches the agent too`, async (t) => {

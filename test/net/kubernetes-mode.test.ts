@@ -160,6 +160,105 @@ test.serial('a Service in the API server: the enrolled client reaches it by clus
   fake().remove('Service', 'shop', 'server');
 });
 
+test.serial('Services from the API server as on the local runtime: by name, across nodes, internalTrafficPolicy Local, an unready endpoint skipped, none left refused at once', async (t) => {
+  const webA = await cluster().createPod({ node: 0, namespace: 'shop', name: 'web-a', serviceAccount: 'web', labels: { app: 'web' } });
+  const webB = await cluster().createPod({ node: 1, namespace: 'shop', name: 'web-b', serviceAccount: 'web', labels: { app: 'web' } });
+  const servers = [await startEchoServer(webA, { port: PORT }), await startEchoServer(webB, { port: PORT })];
+  const service = (name: string, vip: string, selector: Record<string, string>, extra: Record<string, unknown> = {}) => ({
+    apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: 'shop' },
+    spec: { clusterIP: vip, clusterIPs: [vip], selector, ports: [{ name: 'tcp', port: 80, targetPort: PORT }], ...extra },
+  });
+  t.teardown(async () => {
+    for (const name of ['web', 'web-local', 'empty']) fake().remove('Service', 'shop', name);
+    for (const child of servers) child.kill();
+    await cluster().deletePod(webA);
+    await cluster().deletePod(webB);
+  });
+  fake().apply(service('web', '10.240.3.20', { app: 'web' }));
+  fake().apply(service('web-local', '10.240.3.21', { app: 'web' }, { internalTrafficPolicy: 'Local' }));
+  fake().apply(service('empty', '10.240.3.22', { app: 'nothing' }));
+  const outbound = async (since: number, host: string) => (await accessLog(cluster().node(0))).slice(since).filter((entry) => entry.direction === 'outbound' && entry.dst.service === host);
+  await waitFor(async () => (await runClient(client, { host: 'web.shop.svc.cluster.local', port: 80, timeoutMs: 2000 })).ok, 'web answers by name');
+
+  // By name (the agent's DNS answers from the Services the control plane sent), endpoints on both nodes.
+  let since = (await accessLog(cluster().node(0))).length;
+  const byName = await runClient(client, { host: 'web.shop.svc.cluster.local', port: 80, count: 12 });
+  t.true(byName.ok, byName.errors.join('; '));
+  const lines = await outbound(since, 'web.shop.svc.cluster.local');
+  t.is(lines.length, 12);
+  t.true(lines.every((entry) => entry.mtls === true), 'over HBONE');
+  t.deepEqual([...new Set(lines.map((entry) => entry.dst.workload))].sort(), ['web-a', 'web-b'], 'both endpoints, one on each node');
+
+  since = (await accessLog(cluster().node(0))).length;
+  t.true((await runClient(client, { host: '10.240.3.21', port: 80, count: 8 })).ok);
+  t.deepEqual([...new Set((await outbound(since, 'web-local.shop.svc.cluster.local')).map((entry) => entry.dst.workload))], ['web-a'], 'Local: only the client\'s node');
+
+  // web-a goes unready in the API server: web-local has nothing left on this node; web sends everything to web-b.
+  const current = fake().get('Pod', 'shop', 'web-a') as PodObject;
+  fake().apply({ ...current, status: { ...current.status, conditions: [{ type: 'Ready', status: 'False' }] } } as PodObject);
+  await waitFor(async () => !(await runClient(client, { host: '10.240.3.21', port: 80, timeoutMs: 2000 })).ok, 'web-local refuses');
+  since = (await accessLog(cluster().node(0))).length;
+  const refused = await runClient(client, { host: '10.240.3.21', port: 80, timeoutMs: 15_000 });
+  t.false(refused.ok);
+  t.true(refused.durationMs < 10_000, `refused at once (${refused.durationMs} ms)`);
+  t.is((await outbound(since, 'web-local.shop.svc.cluster.local'))[0]?.error, 'no healthy upstream: service web-local.shop.svc.cluster.local port 80; of 2 endpoints: 1 unhealthy, 1 excluded by the service\'s load balancing (NODE STRICT)');
+  since = (await accessLog(cluster().node(0))).length;
+  t.true((await runClient(client, { host: '10.240.3.20', port: 80, count: 8 })).ok);
+  t.deepEqual([...new Set((await outbound(since, 'web.shop.svc.cluster.local')).map((entry) => entry.dst.workload))], ['web-b'], 'the unready endpoint is skipped');
+
+  since = (await accessLog(cluster().node(0))).length;
+  t.false((await runClient(client, { host: '10.240.3.22', port: 80, timeoutMs: 15_000 })).ok);
+  t.like((await outbound(since, 'empty.shop.svc.cluster.local'))[0], { response_flags: 'UH', error: 'no healthy upstream: service empty.shop.svc.cluster.local port 80; it has no endpoints' });
+});
+
+test.serial('selector-less Services with EndpointSlices in the API server: a pod targetRef goes over HBONE, a bare address in plaintext; STRICT keeps the mesh path', async (t) => {
+  // The outside address: a pod in an un-enrolled namespace, listed by IP only (as a user lists a database or a VM).
+  const external = await cluster().createPod({ node: 1, namespace: 'ext', name: 'ext', serviceAccount: 'ext' });
+  const database = await startEchoServer(external, { port: PORT });
+  const toPod = '10.240.3.11';
+  const toAddress = '10.240.3.12';
+  const service = (name: string, vip: string) => ({
+    apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: 'shop' },
+    spec: { clusterIP: vip, clusterIPs: [vip], ports: [{ name: 'tcp', port: 80, targetPort: 9999 }] },
+  });
+  const slice = (name: string, service: string, endpoint: Record<string, unknown>) => ({
+    apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', metadata: { name, namespace: 'shop', labels: { 'kubernetes.io/service-name': service } },
+    addressType: 'IPv4', endpoints: [endpoint], ports: [{ name: 'tcp', port: PORT, protocol: 'TCP' }],
+  });
+  t.teardown(async () => {
+    for (const name of ['manual-pod', 'manual-address']) fake().remove('Service', 'shop', name);
+    for (const name of ['manual-pod-1', 'manual-address-1']) fake().remove('EndpointSlice', 'shop', name);
+    database.kill();
+    await cluster().deletePod(external);
+  });
+  fake().apply(service('manual-pod', toPod));
+  fake().apply(slice('manual-pod-1', 'manual-pod', { addresses: [server.ip], targetRef: { kind: 'Pod', name: 'server', namespace: 'shop' }, conditions: { ready: true } }));
+  fake().apply(service('manual-address', toAddress));
+  fake().apply(slice('manual-address-1', 'manual-address', { addresses: [external.ip], conditions: { ready: true } }));
+  await waitFor(async () => (await runClient(client, { host: toPod, port: 80, timeoutMs: 2000 })).ok, 'the pod-backed VIP answers');
+  await waitFor(async () => (await runClient(client, { host: toAddress, port: 80, timeoutMs: 2000 })).ok, 'the address-backed VIP answers');
+  const before = (await accessLog(cluster().node(0))).length;
+  t.true((await runClient(client, { host: toPod, port: 80, count: 3 })).ok);
+  t.true((await runClient(client, { host: toAddress, port: 80, count: 3 })).ok);
+  const outbound = (await accessLog(cluster().node(0))).slice(before).filter((entry) => entry.direction === 'outbound');
+  const viaPod = outbound.filter((entry) => entry.dst.service === 'manual-pod.shop.svc.cluster.local');
+  const viaAddress = outbound.filter((entry) => entry.dst.service === 'manual-address.shop.svc.cluster.local');
+  t.is(viaPod.length, 3);
+  t.true(viaPod.every((entry) => entry.mtls === true && entry.dst.address === `${server.ip}:${PORT}` && entry.dst.principal === SERVER_PRINCIPAL), JSON.stringify(viaPod[0]));
+  t.is(viaAddress.length, 3);
+  t.true(viaAddress.every((entry) => entry.mtls === false && entry.dst.address === `${external.ip}:${PORT}`), JSON.stringify(viaAddress[0]));
+
+  // STRICT in the API server: the pod outside the mesh is refused at the server in plaintext; the mesh path through the VIP is not.
+  fake().apply({ apiVersion: 'security.istio.io/v1', kind: 'PeerAuthentication', metadata: { name: 'strict', namespace: 'shop' }, spec: { mtls: { mode: 'STRICT' } } });
+  t.teardown(() => fake().remove('PeerAuthentication', 'shop', 'strict'));
+  await waitFor(async () => !(await runClient(external, { host: server.ip, port: PORT, timeoutMs: 2000 })).ok, 'STRICT refuses plaintext to the server');
+  const meshPath = await runClient(client, { host: toPod, port: 80, count: 3 });
+  t.true(meshPath.ok, `the VIP over HBONE is accepted under STRICT: ${meshPath.errors.join('; ')}`);
+  // Lifted again before the next test, which sends plaintext to the server: the signal is plaintext getting in.
+  fake().remove('PeerAuthentication', 'shop', 'strict');
+  await waitFor(async () => (await runClient(external, { host: server.ip, port: PORT, timeoutMs: 2000 })).ok, 'plaintext gets in again');
+});
+
 test.serial('a pod in a namespace without the label is not captured: it reaches the server in plaintext', async (t) => {
   const legacy = await cluster().createPod({ node: 0, namespace: 'legacy', name: 'legacy', serviceAccount: 'legacy' });
   t.teardown(() => cluster().deletePod(legacy));

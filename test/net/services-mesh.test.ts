@@ -3,7 +3,8 @@
  * worker thread each): enrolled clients reach a Service by its cluster IP (IPv4 and IPv6) across nodes, over HBONE
  * to the chosen endpoint (the underlay carries only port 15008); a STRICT destination accepts that path;
  * internalTrafficPolicy Local keeps traffic on the client's node; an endpoint that goes unready or away is no
- * longer chosen; a Service with no usable endpoint refuses the client at once and the access log says why.
+ * longer chosen; a Service with no usable endpoint refuses the client at once and the access log says why; a
+ * selector-less Service's hand-written EndpointSlice address (no pod) is its endpoint, as istiod makes it.
  * The Services carry explicit clusterIPs (no allocation or kube-proxy stand-in needed: the agent resolves VIPs).
  */
 import test from 'ava';
@@ -22,6 +23,7 @@ const WEB_V4 = '10.240.1.10';
 const WEB_V6 = 'fd00:f0::110';
 const LOCAL_VIP = '10.240.1.11';
 const EMPTY_VIP = '10.240.1.12';
+const DB_VIP = '10.240.1.13';
 const WEB_HOST = 'web.shop.svc.cluster.local';
 
 let mesh: LocalMesh;
@@ -199,6 +201,42 @@ test.serial('internalTrafficPolicy Local: every connection goes to the endpoint 
   t.true(result.ok, result.errors.join('; '));
   t.is(result.lines.length, 12);
   t.deepEqual([...new Set(result.lines.map((line) => line.dst.workload))], ['web-b']);
+});
+
+test.serial('a selector-less Service: its user-managed EndpointSlice\'s address (no pod) is reached through the VIP, in plaintext, until it is not ready', async (t) => {
+  // An address outside the mesh (the un-enrolled pod stands in for a database the user lists by hand).
+  const database = await startEchoServer(legacy, { port: APP_PORT });
+  const dir = path.join(mesh.cluster.clusterDir, 'services');
+  const sliceFile = path.join(dir, 'db-slice.yaml');
+  t.teardown(async () => {
+    database.kill();
+    await rm(path.join(dir, 'db.yaml'), { force: true });
+    await rm(sliceFile, { force: true });
+  });
+  const slice = (ready: boolean) =>
+    stringify({
+      apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', metadata: { name: 'db-manual', namespace: 'shop', labels: { 'kubernetes.io/service-name': 'db' } },
+      addressType: 'IPv4', endpoints: [{ addresses: [legacy.ip], conditions: { ready } }], ports: [{ name: 'tcp', port: APP_PORT, protocol: 'TCP' }],
+    });
+  await writeAtomically(path.join(dir, 'db.yaml'), stringify({
+    apiVersion: 'v1', kind: 'Service', metadata: { name: 'db', namespace: 'shop' },
+    spec: { clusterIP: DB_VIP, clusterIPs: [DB_VIP], ports: [{ name: 'tcp', port: SERVICE_PORT, targetPort: 5432 }] },
+  }));
+  await writeAtomically(sliceFile, slice(true));
+  await untilAgentSees(0, (services) => endpointNames(services, 'db').join() === 'db-manual', 'the slice\'s endpoint of db');
+  const result = await connect(DB_VIP, 4);
+  t.true(result.ok, result.errors.join('; '));
+  t.is(result.lines.length, 4);
+  t.true(
+    result.lines.every((line) => line.dst.service === 'db.shop.svc.cluster.local' && line.dst.address === `${legacy.ip}:${APP_PORT}` && line.mtls === false),
+    `the slice's port (not the Service's targetPort), no tunnel: ${JSON.stringify(result.lines[0])}`,
+  );
+
+  await writeAtomically(sliceFile, slice(false));
+  await untilAgentSees(0, (services) => endpointNames(services, 'db', 'UNHEALTHY').join() === 'db-manual', 'the endpoint UNHEALTHY');
+  const unready = await connect(DB_VIP, 1);
+  t.false(unready.ok);
+  t.is(unready.lines[0]?.error, 'no healthy upstream: service db.shop.svc.cluster.local port 80; of 1 endpoint: 1 unhealthy');
 });
 
 test.serial('an endpoint that goes unready, then one that goes away, is no longer chosen', async (t) => {

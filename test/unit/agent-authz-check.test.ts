@@ -8,6 +8,7 @@ import { startAdminServer } from '../../agent/admin.ts';
 import { checkAuthorization, UnknownPodError } from '../../agent/policy/authz-check.ts';
 import { PolicyStore, type LocalPolicy } from '../../agent/policy/policy-store.ts';
 import { MeshState } from '../../shared/mesh/mesh-state.ts';
+import { isServiceResult, type AuthzCheckResult } from '../../shared/policy/check-result.ts';
 import { runAmbitctl } from '../../ambitctl/main.ts';
 import { fakeWorkload } from '../helpers/admin-fixture.ts';
 
@@ -30,7 +31,7 @@ function fixture() {
 
 test('the agent decides from what it holds: the matching ALLOW named, a plaintext client denied, an unknown pod refused', (t) => {
   const { sources } = fixture();
-  const allowed = checkAuthorization(sources, { source: 'shop/web', destination: 'db', port: 5432, namespace: 'shop' });
+  const allowed = checkAuthorization(sources, { source: 'shop/web', destination: 'db', port: 5432, namespace: 'shop' }) as AuthzCheckResult;
   t.true(allowed.allowed);
   t.is(allowed.decidingPolicy, 'shop/db-from-web');
   t.is(allowed.source.principal, 'spiffe://cluster.local/ns/shop/sa/web');
@@ -85,4 +86,36 @@ test('ambitctl authz check with no directory asks the agent over its admin endpo
   t.is(down.code, 2, 'no agent: exit 2, never 1 (denied)');
   const bad = await fetch(`${url}/authz/check?source=shop/web&destination=shop/db&port=0`);
   t.is(bad.status, 400);
+});
+
+test('a Service as destination: the agent decides at each endpoint it holds, on the endpoint\'s target port; by VIP, over the admin endpoint too', async (t) => {
+  const { state, policies, sources } = fixture();
+  const key = 'shop/pg.shop.svc.cluster.local';
+  state.upsertService({ name: 'pg', namespace: 'shop', hostname: 'pg.shop.svc.cluster.local', vips: [{ network: '', address: '10.96.0.7' }], ports: [{ servicePort: 15432, targetPort: 5432 }], subjectAltNames: [], ipFamilies: 'AUTOMATIC' });
+  state.upsert(fakeWorkload('db', 'shop', '10.1.1.6', { labels: { app: 'db' }, services: { [key]: [{ servicePort: 15432, targetPort: 5432 }] } }));
+  state.upsert(fakeWorkload('db-down', 'shop', '10.1.1.9', { labels: { app: 'db' }, status: 'UNHEALTHY', services: { [key]: [{ servicePort: 15432, targetPort: 5432 }] } }));
+  const result = checkAuthorization(sources, { source: 'shop/web', destination: 'svc/shop/pg', port: 15432, namespace: 'default' });
+  t.true(result.allowed);
+  t.true(isServiceResult(result));
+  if (!isServiceResult(result)) return;
+  t.like(result.service, { namespace: 'shop', name: 'pg', vips: ['10.96.0.7'] });
+  t.deepEqual(result.endpoints.map((endpoint) => [endpoint.endpoint.name, endpoint.targetPort, endpoint.healthy, endpoint.decidingPolicy]), [
+    ['db', 5432, true, 'shop/db-from-web'],
+    ['db-down', 5432, false, undefined],
+  ]);
+  const plaintext = checkAuthorization(sources, { source: 'old/legacy', destination: '10.96.0.7', port: 15432, namespace: 'default' });
+  t.false(plaintext.allowed, 'by VIP: the client outside the mesh is denied at the endpoint');
+  const unknown = t.throws(() => checkAuthorization(sources, { source: 'shop/web', destination: 'svc/shop/nope', port: 80, namespace: 'default' }));
+  t.regex(unknown.message, /knows no Service shop\/nope \(services: svc\/shop\/pg\)/);
+
+  const server = await startAdminServer({ host: '127.0.0.1', port: 0 }, {
+    nodeName: 'node-1', state, log: { level: 'info' },
+    authzCheck: (query) => checkAuthorization({ nodeName: 'node-1', state, policies }, query),
+  });
+  t.teardown(() => server.close());
+  let stdout = '';
+  const code = await runAmbitctl(['authz', 'check', 'shop/web', 'svc/shop/pg', '15432', '--admin', `http://127.0.0.1:${server.address.port}`], { stdout: (text) => (stdout += text), stderr: () => undefined }, {});
+  t.is(code, 0);
+  t.regex(stdout, /to {3}Service shop\/pg \(10\.96\.0\.7\) port 15432\n/);
+  t.regex(stdout, /endpoint shop\/db \(10\.1\.1\.6:5432\):\n {4}ALLOWED: ALLOW policy shop\/db-from-web/);
 });

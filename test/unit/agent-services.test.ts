@@ -147,6 +147,8 @@ test('cluster directory: selector Services become services with their pods as en
   await writeFile(path.join(dir, 'more.yaml'), [
     'apiVersion: v1\nkind: Service\nmetadata:\n  name: web-headless\n  namespace: shop\nspec:\n  clusterIP: None\n  selector:\n    app: web\n  ports:\n  - port: 80\n',
     'apiVersion: v1\nkind: Service\nmetadata:\n  name: web-local\n  namespace: shop\nspec:\n  clusterIPs: [10.96.0.12, "fd00:96::12"]\n  internalTrafficPolicy: Local\n  selector:\n    app: web\n  ports:\n  - port: 80\n    targetPort: 8080\n  - port: 81\n    targetPort: metrics\n',
+    // An ExternalName Service is a DNS alias for the cluster DNS, not a mesh Service (as istiod), selector or not.
+    'apiVersion: v1\nkind: Service\nmetadata:\n  name: ext\n  namespace: shop\nspec:\n  type: ExternalName\n  externalName: db.example.com\n  selector:\n    app: web\n',
   ].join('---\n'));
   const state = new MeshState();
   const source = new ClusterDirSource({ dir, state, trustDomain: 'cluster.local' });
@@ -163,6 +165,7 @@ test('cluster directory: selector Services become services with their pods as en
   t.is(local.name, 'web-local');
   t.deepEqual(local.loadBalancing, { routingPreference: ['NODE'], mode: 'STRICT', healthPolicy: 'ONLY_HEALTHY' });
   t.is(targetPortOf(local, state.endpointsOf(local)[0]!, 81), undefined, 'a named port the pod lacks is left out');
+  t.deepEqual(state.servicesByHostname('ext.shop.svc.cluster.local'), [], 'no ExternalName Service in the mesh state');
 
   t.is(state.endpointsOf(web)[0]!.workload.status, 'HEALTHY', 'Running, no conditions reported');
   await writeFile(path.join(dir, 'pod.yaml'), podYaml({ name: 'web-1', namespace: 'shop', ip: '10.0.1.5', labels: { app: 'web' } }) + '  conditions:\n  - type: Ready\n    status: "False"\n');
@@ -177,4 +180,22 @@ test('a host-network workload is known by name but never by IP (its addresses ar
   state.upsert(workload('node-exporter', { addresses: ['192.168.0.2'], networkMode: 'HOST_NETWORK', tunnelProtocol: 'NONE' }));
   t.is(state.workloadByName('shop', 'node-exporter')?.networkMode, 'HOST_NETWORK');
   t.is(state.workloadByIp('192.168.0.2'), undefined);
+});
+
+test('a host-network workload (an EndpointSlice address, named after its slice) never takes a pod\'s name, whichever comes first', (t) => {
+  for (const podFirst of [true, false]) {
+    const state = new MeshState();
+    const pod = workload('db', { addresses: ['10.0.1.9'] });
+    const sliceAddress = workload('db', { uid: 'Kubernetes/discovery.k8s.io/EndpointSlice/shop/db/192.0.2.10', addresses: ['192.0.2.10'], networkMode: 'HOST_NETWORK', tunnelProtocol: 'NONE' });
+    if (podFirst) {
+      state.upsert(pod);
+      state.upsert(sliceAddress);
+    } else {
+      state.upsert(sliceAddress);
+      state.upsert(pod);
+    }
+    t.is(state.workloadByName('shop', 'db')?.uid, pod.uid, `pod first: ${podFirst}`);
+    state.upsert({ ...sliceAddress, status: 'UNHEALTHY' });
+    t.is(state.workloadByName('shop', 'db')?.uid, pod.uid, 'an update of the slice address does not take it either');
+  }
 });

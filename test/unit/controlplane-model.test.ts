@@ -58,6 +58,57 @@ test('a selector-less service takes its endpoints from EndpointSlices, with the 
   t.deepEqual(read('Kubernetes//Pod/shop/backend')!.workload!.services, {}, 'removing the slice removes the membership');
 });
 
+test('as istiod: a selector-less Service\'s non-pod EndpointSlice endpoints become workloads (HOST_NETWORK, no tunnel, ready -> health)', (t) => {
+  const database = serviceObject({ name: 'db', namespace: 'shop', vip: '10.96.0.30', selector: {} });
+  (database.spec as { ports: unknown[] }).ports = [{ name: 'pg', port: 5432, targetPort: 5432 }, { name: 'metrics', port: 9100 }];
+  const slice = (name: string, service: string, endpoints: unknown[], ports: unknown[] = [{ name: 'pg', port: 15432, protocol: 'TCP' }, { name: 'other', port: 1 }, { name: 'metrics', port: 9100, protocol: 'UDP' }]): K8sObject => ({
+    apiVersion: 'discovery.k8s.io/v1',
+    kind: 'EndpointSlice',
+    metadata: { name, namespace: 'shop', labels: { 'kubernetes.io/service-name': service } },
+    addressType: 'IPv4',
+    endpoints,
+    ports,
+  });
+  const manual = slice('db-manual', 'db', [
+    { addresses: ['192.0.2.10'] },
+    { addresses: ['192.0.2.11'], conditions: { ready: false } },
+    { addresses: ['not-an-ip'] },
+    { addresses: ['10.0.0.5'], targetRef: { kind: 'Pod', name: 'backend', namespace: 'shop' } },
+  ]);
+  const { store, cache, read } = setup([namespaceObject('shop'), database, podObject({ name: 'backend', namespace: 'shop', ip: '10.0.0.5' }), manual]);
+  const uid = (ip: string) => `Kubernetes/discovery.k8s.io/EndpointSlice/shop/db-manual/${ip}`;
+  const first = read(uid('192.0.2.10'))!.workload!;
+  t.like(first, { name: 'db-manual', namespace: 'shop', networkMode: 'HOST_NETWORK', tunnelProtocol: 'NONE', status: 'HEALTHY', clusterId: 'Kubernetes' });
+  t.deepEqual(first.addresses.map(bytesToIp), ['192.0.2.10']);
+  // Slice ports join the Service's by name; TCP only; a name the Service lacks is left out.
+  t.deepEqual(first.services['shop/db.shop.svc.cluster.local']?.ports, [{ servicePort: 5432, targetPort: 15432, appProtocol: 'UNKNOWN' }]);
+  t.is(read(uid('192.0.2.11'))!.workload!.status, 'UNHEALTHY', 'ready: false');
+  t.is(read(uid('not-an-ip')), undefined, 'an address that is no IP is no endpoint');
+  t.is(read(uid('10.0.0.5')), undefined, 'a Pod targetRef is the pod\'s own workload');
+  t.truthy(read('Kubernetes//Pod/shop/backend')!.workload!.services['shop/db.shop.svc.cluster.local']);
+
+  // Endpoints dropped from the slice: the address's workload goes, the pod no longer lists the Service; nothing else changes.
+  cache.drainChanges();
+  store.apply([{ type: 'upsert', object: slice('db-manual', 'db', [{ addresses: ['192.0.2.10'] }]) }]);
+  t.deepEqual([...(cache.drainChanges().get(ADDRESS_TYPE_URL) ?? [])].sort(), [uid('192.0.2.11'), 'Kubernetes//Pod/shop/backend'].sort());
+  t.is(read(uid('192.0.2.11')), undefined);
+
+  // A slice naming a Service with a selector, or one that does not exist, makes no workload; the Service arriving does.
+  store.apply([{ type: 'upsert', object: slice('ghost-x', 'ghost', [{ addresses: ['192.0.2.20'] }], [{ name: 'pg', port: 5432 }]) }]);
+  t.is(read('Kubernetes/discovery.k8s.io/EndpointSlice/shop/ghost-x/192.0.2.20'), undefined);
+  const ghost = serviceObject({ name: 'ghost', namespace: 'shop', vip: '10.96.0.31', selector: { app: 'ghost' } });
+  store.apply([{ type: 'upsert', object: ghost }]);
+  t.is(read('Kubernetes/discovery.k8s.io/EndpointSlice/shop/ghost-x/192.0.2.20'), undefined, 'a selector Service\'s endpoints are its pods');
+  store.apply([{ type: 'upsert', object: serviceObject({ name: 'ghost', namespace: 'shop', vip: '10.96.0.31', selector: {} }) }]);
+  t.truthy(read('Kubernetes/discovery.k8s.io/EndpointSlice/shop/ghost-x/192.0.2.20'), 'selector removed: the slice is its endpoints');
+
+  // The Service going away, or the slice being relabelled to nothing, removes the workloads.
+  store.apply([{ type: 'delete', object: database }]);
+  t.is(read(uid('192.0.2.10')), undefined);
+  store.apply([{ type: 'upsert', object: { ...slice('ghost-x', 'ghost', []), metadata: { name: 'ghost-x', namespace: 'shop', labels: {} } } }]);
+  t.is(read('Kubernetes/discovery.k8s.io/EndpointSlice/shop/ghost-x/192.0.2.20'), undefined);
+});
+
 test('a change touches only what it affects, and an identical recomputation is no change', (t) => {
   const objects: K8sObject[] = [namespaceObject('a'), namespaceObject('b')];
   for (let index = 0; index < 20; index++) objects.push(podObject({ name: `p${index}`, namespace: index < 10 ? 'a' : 'b', ip: `10.0.0.${index + 1}`, labels: { app: `app${index}` } }));
@@ -195,4 +246,35 @@ test('tunnel_protocol: HBONE once the captured pod carries the redirection annot
   const addressType = messageType('istio.workload.Address');
   const fresh = addressType.toObject(addressType.decode(cache.get(ADDRESS_TYPE_URL, 'Kubernetes//Pod/shop/fresh')!.value), TO_OBJECT_OPTIONS) as XdsAddress;
   t.is(fresh.workload!.tunnelProtocol, 'HBONE', 'hboneWhen enrolled: on the label alone');
+});
+
+test('as istiod: an ExternalName Service is no Address resource, and no pod lists it even when it has a selector', (t) => {
+  const alias = serviceObject({ name: 'ext', namespace: 'shop', vip: '', selector: { app: 'web' } });
+  (alias.spec as Record<string, unknown>).type = 'ExternalName';
+  (alias.spec as Record<string, unknown>).externalName = 'db.example.com';
+  delete (alias.spec as Record<string, unknown>).clusterIP;
+  delete (alias.spec as Record<string, unknown>).clusterIPs;
+  const web = serviceObject({ name: 'web', namespace: 'shop', vip: '10.96.0.40', selector: { app: 'web' } });
+  const { store, read } = setup([namespaceObject('shop'), podObject({ name: 'web-1', namespace: 'shop', ip: '10.0.0.7', labels: { app: 'web' } }), alias, web]);
+  t.is(read('shop/ext.shop.svc.cluster.local'), undefined);
+  t.deepEqual(Object.keys(read('Kubernetes//Pod/shop/web-1')!.workload!.services), ['shop/web.shop.svc.cluster.local'], 'the ClusterIP Service beside it is unaffected');
+  // A Service turned into an ExternalName one is withdrawn; turned back, it returns.
+  const { spec: webSpec, ...webRest } = web as { spec: Record<string, unknown> };
+  store.apply([{ type: 'upsert', object: { ...webRest, spec: { ...webSpec, type: 'ExternalName', externalName: 'web.example.com' } } as K8sObject }]);
+  t.is(read('shop/web.shop.svc.cluster.local'), undefined);
+  t.deepEqual(read('Kubernetes//Pod/shop/web-1')!.workload!.services, {});
+  store.apply([{ type: 'upsert', object: web }]);
+  t.truthy(read('shop/web.shop.svc.cluster.local'));
+});
+
+test('as istiod: ingress_use_waypoint (Service field 12) from istio.io/ingress-use-waypoint on the Service, else its namespace', (t) => {
+  const labelled = serviceObject({ name: 'a', namespace: 'shop', vip: '10.96.0.50', selector: { app: 'a' }, labels: { 'istio.io/ingress-use-waypoint': 'true' } });
+  const optedOut = serviceObject({ name: 'b', namespace: 'shop', vip: '10.96.0.51', selector: { app: 'b' }, labels: { 'istio.io/ingress-use-waypoint': 'false' } });
+  const plain = serviceObject({ name: 'c', namespace: 'shop', vip: '10.96.0.52', selector: { app: 'c' } });
+  const { store, read } = setup([namespaceObject('shop'), labelled, optedOut, plain]);
+  const flag = (name: string) => read(`shop/${name}.shop.svc.cluster.local`)!.service!.ingressUseWaypoint;
+  t.deepEqual(['a', 'b', 'c'].map(flag), [true, false, false]);
+  // The namespace's label: for every Service without its own; a Service's "false" still wins.
+  store.apply([{ type: 'upsert', object: namespaceObject('shop', { 'istio.io/ingress-use-waypoint': 'true' }) }]);
+  t.deepEqual(['a', 'b', 'c'].map(flag), [true, false, true]);
 });

@@ -172,6 +172,14 @@ test('the CNI installer beside the agent accepts its command line and writes whe
   t.is(command.entry.kubeconfig, `${DEFAULT_VALUES.cni.confDir}/ambit-cni-kubeconfig`, 'the conflist names the kubeconfig by its host path');
   const agent = pod.containers.find((container: Doc) => container.name === 'agent');
   t.is(command.entry.agentSocket, (agent.env as Doc[]).find((variable) => variable.name === 'AMBIT_CNI_SOCKET')?.value, 'the plugin dials the socket the agent serves');
+  // The native forwarder's call is run by the agent only if the agent sees the config's pod source (the kubeconfig)
+  // at the path the config names (agent/cni-call.ts): the installer's directory, mounted in the agent at the host path.
+  const agentMount = (agent.volumeMounts as Doc[]).find((candidate) => command.entry.kubeconfig!.startsWith(`${candidate.mountPath}/`));
+  t.truthy(agentMount, 'the agent mounts the directory holding the plugin kubeconfig');
+  const agentVolume = pod.volumes.find((candidate: Doc) => candidate.name === agentMount?.name);
+  t.is(agentVolume?.hostPath?.path, hostPathOf(command.confDir), 'the same host directory the installer writes it into');
+  t.is(agentMount?.mountPath, agentVolume?.hostPath?.path, 'at the host\'s path, the one the config names');
+  t.true(agentMount?.readOnly, 'the agent only reads it');
 });
 
 test('the control plane Deployment gives the control plane a Kubernetes configuration that trusts the agent service account', async (t) => {

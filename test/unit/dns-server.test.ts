@@ -65,6 +65,8 @@ test.before(async () => {
       ...Array.from({ length: 60 }, (_, i) => `192.0.2.${100 + i} many.example.test`),
     ],
     ttl: 123,
+    // As kube-dns answers an ExternalName Service.
+    cnames: ['ext.shop.svc.cluster.local,www.example.test'],
   });
 });
 test.after.always(async () => upstream?.stop());
@@ -111,15 +113,19 @@ test('a headless Service answers with its endpoints\' pod IPs, per family', asyn
   t.deepEqual(answerData(aaaa, 'AAAA'), ['fd00:1::5']);
 });
 
-test('an unknown Service name in the cluster domain is NXDOMAIN from the agent, without asking the upstream', async (t) => {
+test('a Service name the mesh does not hold goes to the upstream: an ExternalName Service\'s CNAME comes back as the cluster DNS gave it', async (t) => {
   const { port, server } = await startServer(t, upstreamAddress());
-  for (const name of ['nosuch.shop.svc.cluster.local', 'NOSUCH.other.svc.cluster.local.']) {
-    const reply = decode(await udpQuery('127.0.0.1', port, query(name, 'A')));
-    t.is(reply.rcode, 'NXDOMAIN', name);
-    t.true(reply.flag_aa, name);
+  // The control plane sends no Address resource for an ExternalName Service (istiod leaves it out): kube-dns answers it.
+  for (const name of ['ext.shop.svc.cluster.local', 'EXT.shop.svc.cluster.local.']) {
+    const message = query(name, 'A');
+    const proxied = await udpQuery('127.0.0.1', port, message);
+    t.deepEqual(proxied, await udpQuery(upstream.address, upstream.port, message), name);
+    const reply = decode(proxied);
+    t.deepEqual(reply.answers?.flatMap((answer) => (answer.type === 'CNAME' ? [String(answer.data).toLowerCase()] : [])), ['www.example.test'], name);
+    t.deepEqual(answerData(reply, 'A'), ['192.0.2.10'], name);
   }
-  t.is(server.stats.forwarded, 0);
-  t.is(server.stats.nxdomain, 2);
+  t.is(server.stats.forwarded, 2);
+  t.is(server.stats.answered, 0, 'none of them answered from the mesh');
 });
 
 test('other names go to the upstream and come back byte for byte: answer, TTL, NXDOMAIN, other record types', async (t) => {

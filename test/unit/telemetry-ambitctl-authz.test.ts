@@ -139,5 +139,78 @@ test('mistakes are explained: no directory and no agent, unknown pod, bad port, 
   t.is(missingDir.code, 2);
   const verb = await ambitctl('authz', 'explain', '--cluster-dir', dir);
   t.is(verb.code, 2);
-  t.regex(verb.stderr, /usage: ambitctl authz check <source pod> <destination pod> <port>/);
+  t.regex(verb.stderr, /usage: ambitctl authz check <source pod> <destination pod \| svc\/NS\/NAME \| cluster IP> <port>/);
+});
+
+const SERVICES = `
+apiVersion: v1
+kind: Pod
+metadata: {name: db-a, namespace: shop, labels: {app: db}}
+spec: {nodeName: n1, serviceAccountName: db, containers: [{name: app, ports: [{name: pg, containerPort: 5432}]}]}
+status: {phase: Running, podIP: 10.1.1.7}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: db-b, namespace: shop, labels: {app: db}}
+spec: {nodeName: n1, serviceAccountName: db, containers: [{name: app, ports: [{name: pg, containerPort: 5432}]}]}
+status: {phase: Running, podIP: 10.1.1.8, conditions: [{type: Ready, status: "False"}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: pg, namespace: shop}
+spec: {clusterIP: 10.96.0.7, selector: {app: db}, ports: [{name: tcp, port: 15432, targetPort: pg}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: ext, namespace: shop}
+spec: {clusterIP: 10.96.0.8, ports: [{name: tcp, port: 80, targetPort: 9999}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: ext-1, namespace: shop, labels: {kubernetes.io/service-name: ext}}
+addressType: IPv4
+endpoints: [{addresses: [192.0.2.10]}]
+ports: [{name: tcp, port: 5432, protocol: TCP}]
+`;
+
+test('a Service as destination (svc/ns/name or its cluster IP): each endpoint that could be chosen is decided on its target port', async (t) => {
+  const dir = await clusterDir(t);
+  await writeFile(path.join(dir, 'services.yaml'), SERVICES);
+  const allowed = await ambitctl('authz', 'check', 'shop/web', 'svc/shop/pg', '15432', '--cluster-dir', dir);
+  t.is(allowed.code, 0, allowed.stderr);
+  t.regex(allowed.stdout, /\nto {3}Service shop\/pg \(10\.96\.0\.7\) port 15432\n/);
+  t.regex(allowed.stdout, /ALLOWED: every endpoint that could be chosen \(1\) allows it/);
+  // The named target port resolved on the ready pod; the policy decides there on 5432, not on the service port.
+  t.regex(allowed.stdout, /endpoint shop\/db-a \(10\.1\.1\.7:5432\):\n {4}ALLOWED: ALLOW policy shop\/db-from-web matches this connection/);
+  t.regex(allowed.stdout, /endpoint shop\/db-b \(10\.1\.1\.8:5432\): unhealthy: never chosen/);
+  t.false(allowed.stdout.includes('shop/db ('), 'the pod without the named port is no endpoint of it');
+
+  const byVip = await ambitctl('authz', 'check', 'shop/web', '10.96.0.7', '15432', '--cluster-dir', dir, '-o', 'json');
+  t.is(byVip.code, 0, byVip.stderr);
+  const json = JSON.parse(byVip.stdout);
+  t.like(json, { allowed: true, service: { namespace: 'shop', name: 'pg', vips: ['10.96.0.7'] }, port: 15432 });
+  t.deepEqual(json.endpoints.map((endpoint: { endpoint: { name: string }; targetPort: number; healthy: boolean; allowed: boolean; decidingPolicy?: string }) => [endpoint.endpoint.name, endpoint.targetPort, endpoint.healthy, endpoint.allowed, endpoint.decidingPolicy]), [
+    ['db-a', 5432, true, true, 'shop/db-from-web'],
+    ['db-b', 5432, false, false, undefined],
+  ]);
+
+  const plaintext = await ambitctl('authz', 'check', 'legacy/old', 'svc/shop/pg', '15432', '--cluster-dir', dir);
+  t.is(plaintext.code, 1, 'denied at the endpoint: exit 1');
+  t.regex(plaintext.stdout, /DENIED: 1 of 1 endpoints that could be chosen deny it/);
+
+  const noPort = await ambitctl('authz', 'check', 'shop/web', 'svc/shop/pg', '80', '--cluster-dir', dir);
+  t.is(noPort.code, 1);
+  t.regex(noPort.stdout, /DENIED: no healthy endpoint of pg\.shop\.svc\.cluster\.local serves port 80: the client's agent refuses the connection \(no healthy upstream\)/);
+
+  // A selector-less Service's EndpointSlice address is outside the mesh: nothing there enforces.
+  const external = await ambitctl('authz', 'check', 'shop/web', 'svc/ext', '80', '-n', 'shop', '--cluster-dir', dir);
+  t.is(external.code, 0, external.stderr);
+  t.regex(external.stdout, /endpoint shop\/ext-1 \(192\.0\.2\.10:5432\):\n {4}ALLOWED: the destination pod is not in the mesh \(an EndpointSlice address, no pod\)/);
+
+  const unknown = await ambitctl('authz', 'check', 'shop/web', 'svc/shop/nope', '80', '--cluster-dir', dir);
+  t.is(unknown.code, 2);
+  t.regex(unknown.stderr, /no Service shop\/nope in the cluster directory .* \(services: svc\/shop\/ext, svc\/shop\/pg\)/);
+  const notVip = await ambitctl('authz', 'check', 'shop/web', '10.96.9.9', '80', '--cluster-dir', dir);
+  t.is(notVip.code, 2);
+  t.regex(notVip.stderr, /10\.96\.9\.9 is the cluster IP of no Service/);
 });
