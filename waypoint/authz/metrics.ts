@@ -1,0 +1,31 @@
+/**
+ * The waypoint's L7 policy counters, on its Prometheus registry (15020): decisions by outcome and deciding policy
+ * (as Envoy's RBAC filter counts `rbac.allowed`/`rbac.denied` and shadow results), and JWT checks by outcome.
+ *
+ * Owns: the metric names and labels. Must not know about: how decisions are made.
+ */
+import { Counter, type Registry } from 'prom-client';
+
+export class AuthzMetrics {
+  readonly #decisions: Counter<'decision' | 'policy'>;
+  readonly #dryRun: Counter<'would_allow' | 'policy'>;
+  readonly #jwt: Counter<'result'>;
+
+  constructor(registry: Registry) {
+    this.#decisions = new Counter({ name: 'ambit_waypoint_authz_decisions_total', help: 'L7 authorization decisions at the waypoint, by decision (allow, deny, audit) and the policy that made it (none: no policy)', labelNames: ['decision', 'policy'], registers: [registry] });
+    this.#dryRun = new Counter({ name: 'ambit_waypoint_authz_dry_run_total', help: 'Requests whose decision a dry-run policy would have changed or matched, by that policy', labelNames: ['would_allow', 'policy'], registers: [registry] });
+    this.#jwt = new Counter({ name: 'ambit_waypoint_jwt_total', help: 'JWT checks at the waypoint: verified (signature checked), cached (a verified token seen again), invalid (401)', labelNames: ['result'], registers: [registry] });
+  }
+
+  decision(decision: 'allow' | 'deny' | 'audit', policy: string): void {
+    this.#decisions.inc({ decision, policy: policy || 'none' });
+  }
+
+  dryRun(wouldAllow: boolean, policy: string): void {
+    this.#dryRun.inc({ would_allow: wouldAllow ? 'true' : 'false', policy: policy || 'none' });
+  }
+
+  jwt(result: 'verified' | 'cached' | 'invalid'): void {
+    this.#jwt.inc({ result });
+  }
+}
