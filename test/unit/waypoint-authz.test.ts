@@ -106,6 +106,7 @@ test('ipBlocks against the peer, remoteIpBlocks against X-Forwarded-For with num
   const remote = [policy('ALLOW', [{ from: [{ remoteIpBlocks: ['203.0.113.0/24'] }] }])];
   const forwarded = { 'x-forwarded-for': '203.0.113.7, 10.9.9.9' };
   t.false(allowed(remote, { headers: forwarded }), 'with no trusted proxy, X-Forwarded-For is the client talking: the peer counts');
+  t.false(allowed(remote, { headers: { 'x-forwarded-for': '203.0.113.7' } }), 'a client cannot claim an address by sending X-Forwarded-For');
   t.false(allowed(remote, { headers: forwarded, trustedProxies: 1 }), 'one trusted proxy: the last entry');
   t.true(allowed(remote, { headers: forwarded, trustedProxies: 2 }));
   t.is(remoteAddress('10.0.0.5', '1.1.1.1', 3), '10.0.0.5', 'fewer entries than trusted proxies: the peer');

@@ -30,8 +30,8 @@ function rule(overrides: Partial<JwtRule>): JwtRule {
   return { issuer: ISSUER, audiences: [], jwksUri: '', jwks: '', fromHeaders: [], fromParams: [], fromCookies: [], forwardOriginalToken: false, outputPayloadToHeader: '', outputClaimToHeaders: [], ...overrides };
 }
 
-function authenticatorFor(rules: JwtRule[], fetchText: (uri: string) => Promise<string> = () => Promise.reject(new Error('no network'))) {
-  const authenticator = new RequestAuthenticator({ fetchText });
+function authenticatorFor(rules: JwtRule[], fetchText: (uri: string) => Promise<string> = () => Promise.reject(new Error('no network')), now?: () => number) {
+  const authenticator = new RequestAuthenticator({ fetchText, ...(now ? { now } : {}) });
   const policy: L7RequestAuthentication = { name: 'jwt', namespace: 'shop', targets: [{ kind: 'Service', namespace: 'shop', name: 'web' }], jwtRules: rules };
   authenticator.update([policy]);
   return { authenticator, service: authenticator.forService([policy]) };
@@ -70,6 +70,19 @@ test('401 reasons: bad signature, expired, wrong audience, unknown issuer, garba
   // A cached token whose signature was once good still expires.
   const tampered = (await token(key.privateKey, 'k1', {}, { audience: 'web' })).replace(/\.[^.]+$/, '.AAAA');
   t.is(await check(tampered), 'Jwt verification fails');
+});
+
+test('a cached token still expires: past exp (and the 60 s skew) it is checked again and refused', async (t) => {
+  const key = await keyPair('k1');
+  const jwt = await token(key.privateKey, 'k1', {}, { expiresIn: '10m' });
+  let now = Date.now();
+  const { authenticator, service } = authenticatorFor([rule({ jwks: JSON.stringify({ keys: [key.jwk] }) })], undefined, () => now);
+  t.is((await service.authenticate({ authorization: `Bearer ${jwt}` }, '/')).kind, 'verified');
+  now += 9 * 60_000;
+  t.is((await service.authenticate({ authorization: `Bearer ${jwt}` }, '/')).kind, 'verified');
+  t.is(authenticator.stats.cacheHits, 1);
+  now += 5 * 60_000;
+  t.deepEqual(await service.authenticate({ authorization: `Bearer ${jwt}` }, '/'), { kind: 'invalid', message: 'Jwt is expired' });
 });
 
 test('locations: fromHeaders with prefix, fromParams, fromCookies; a token elsewhere is not looked at', async (t) => {

@@ -110,10 +110,12 @@ export class ServiceAuthenticator {
   readonly #byIssuer = new Map<string, CompiledRule>();
   readonly #cache: Map<string, CachedToken>;
   readonly #stats: AuthenticatorStats;
+  readonly #now: () => number;
 
-  constructor(rules: readonly { rule: JwtRule; jwks: JwksSource }[], cache: Map<string, CachedToken>, stats: AuthenticatorStats) {
+  constructor(rules: readonly { rule: JwtRule; jwks: JwksSource }[], cache: Map<string, CachedToken>, stats: AuthenticatorStats, now: () => number = Date.now) {
     this.#cache = cache;
     this.#stats = stats;
+    this.#now = now;
     const seen = new Set<string>();
     for (const { rule, jwks } of rules) {
       if (this.#byIssuer.has(rule.issuer)) continue;
@@ -162,7 +164,7 @@ export class ServiceAuthenticator {
     if (token === undefined || location === undefined) return { kind: 'none' };
 
     const cached = this.#cache.get(token);
-    if (cached !== undefined && cached.generation === cached.rule.jwks.generation && cached.rule.locations.has(key) && Date.now() < cached.expiresAtMs + JWT_CLOCK_SKEW_S * 1000 && this.#byIssuer.get(cached.rule.rule.issuer) === cached.rule) {
+    if (cached !== undefined && cached.generation === cached.rule.jwks.generation && cached.rule.locations.has(key) && this.#now() < cached.expiresAtMs + JWT_CLOCK_SKEW_S * 1000 && this.#byIssuer.get(cached.rule.rule.issuer) === cached.rule) {
       this.#stats.cacheHits++;
       this.#apply(headers, location, cached);
       return { kind: 'verified', auth: cached.auth, cached: true };
@@ -192,6 +194,7 @@ export class ServiceAuthenticator {
       const verified = await jwtVerify(token, getKey, {
         issuer: compiled.rule.issuer,
         clockTolerance: JWT_CLOCK_SKEW_S,
+        currentDate: new Date(this.#now()),
         ...(compiled.rule.audiences.length > 0 ? { audience: compiled.rule.audiences } : {}),
       });
       payload = verified.payload;
@@ -240,12 +243,15 @@ export class RequestAuthenticator {
   readonly #fetchText: FetchText;
   readonly #refreshMs: number | undefined;
   readonly #onJwksError: (uri: string, error: Error) => void;
+  readonly #now: () => number;
   #sources = new Map<string, JwksSource>();
   readonly #cache = new Map<string, CachedToken>();
   readonly stats: AuthenticatorStats = { verifications: 0, cacheHits: 0, failures: 0 };
 
-  constructor(options: { fetchText: FetchText; refreshMs?: number; onJwksError?: (uri: string, error: Error) => void }) {
+  /** `now`: the clock for token expiry (tests move it). */
+  constructor(options: { fetchText: FetchText; refreshMs?: number; onJwksError?: (uri: string, error: Error) => void; now?: () => number }) {
     this.#fetchText = options.fetchText;
+    this.#now = options.now ?? Date.now;
     this.#refreshMs = options.refreshMs;
     this.#onJwksError = options.onJwksError ?? (() => {});
   }
@@ -282,7 +288,7 @@ export class RequestAuthenticator {
         rules.push({ rule, jwks: jwks ?? JwksSource.unusable() });
       }
     }
-    return new ServiceAuthenticator(rules, this.#cache, this.stats);
+    return new ServiceAuthenticator(rules, this.#cache, this.stats, this.#now);
   }
 
   /** What the config dump shows: each remote JWKS and its state. */
