@@ -12,7 +12,7 @@ import test from 'ava';
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
-import { exportJWK, generateKeyPair, SignJWT } from 'jose';
+import { exportJWK, generateKeyPair, SignJWT, type CryptoKey } from 'jose';
 import { stringify } from 'yaml';
 import { createLocalMesh, type LocalMesh } from '../../runtime/local-mesh.ts';
 import { createWaypoint, type LocalWaypoint } from '../../runtime/waypoint.ts';
@@ -45,7 +45,7 @@ async function writeAtomically(file: string, text: string): Promise<void> {
 
 const policyFile = (name: string): string => path.join(mesh.cluster.clusterDir, 'policies', `${name}.yaml`);
 
-async function applyPolicy(object: { metadata: { name: string } }): Promise<void> {
+async function applyPolicy(object: { apiVersion: string; kind: string; metadata: { name: string; namespace: string }; spec: object }): Promise<void> {
   await writeAtomically(policyFile(object.metadata.name), stringify(object));
 }
 

@@ -6,7 +6,7 @@
  * URI fetched, refreshed and served stale on failure. Validation of the RequestAuthentication object.
  */
 import test from 'ava';
-import { exportJWK, generateKeyPair, SignJWT, type JWK } from 'jose';
+import { exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK } from 'jose';
 import type { JwtRule, L7RequestAuthentication } from '../../shared/policy/l7-model.ts';
 import { compileRequestAuthentication, validateRequestAuthentication } from '../../shared/policy/request-authentication.ts';
 import { JwksSource } from '../../waypoint/jwt/jwks-source.ts';
