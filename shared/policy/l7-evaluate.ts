@@ -12,8 +12,9 @@
  * Owns: precompiling policies into an index per Service (`L7PolicyIndex`) and `decide`. Everything that depends
  * on the policy text (wildcards, CIDRs, ports, condition keys) is turned into closures and Sets once; a decision
  * calls them and returns a decision object built at compile time (no allocation unless AUDIT or dry-run apply).
- * Rules whose every `to` pins exact paths are filed by path, rules whose every `from` pins exact principals by
- * principal; a request looks both up and scans only the rest, so 1,000 such policies cost two Map lookups.
+ * Each rule is filed under one thing a request must have for it to match (an exact path, an exact principal, a
+ * literal path prefix, an exact namespace); a request looks those up and scans only the rules that pin none, so
+ * 1,000 policies cost a handful of Map lookups and the tests of the few rules found there.
  * Must not know about: HTTP servers, sockets, JWT verification (it gets `auth` already verified), xDS.
  */
 import { cidrContains, parseCidr, type ParsedCidr, type ParsedIp } from './ip.ts';
@@ -347,7 +348,7 @@ function compileRule(policy: L7Authorization, rule: L7Rule, ruleIndex: number): 
 }
 
 /** Exact values every alternative of a rule pins, or undefined when some alternative leaves that dimension open. */
-function pinnedExact(alternatives: readonly (L7Operation | L7Source)[], field: 'paths' | 'principals'): string[] | undefined {
+function pinnedExact(alternatives: readonly (L7Operation | L7Source)[], field: 'paths' | 'principals' | 'namespaces'): string[] | undefined {
   if (alternatives.length === 0) return undefined;
   const values: string[] = [];
   for (const alternative of alternatives) {
@@ -358,10 +359,36 @@ function pinnedExact(alternatives: readonly (L7Operation | L7Source)[], field: '
   return values;
 }
 
-/** The rules of one action, filed by exact path, by exact principal, or in a list scanned for every request. */
+/** Literal path prefixes every `to` alternative pins (`/api/*` -> `/api/`, exact paths as themselves), or undefined. */
+function pinnedPathPrefixes(alternatives: readonly L7Operation[]): string[] | undefined {
+  if (alternatives.length === 0) return undefined;
+  const values: string[] = [];
+  for (const alternative of alternatives) {
+    const list = alternative.paths;
+    if (!list || list.length === 0) return undefined;
+    for (const value of list) {
+      // `*` and `*suffix` pin nothing; a one-character prefix (`/`) is no filter.
+      if (value.startsWith('*')) return undefined;
+      const prefix = value.endsWith('*') ? value.slice(0, -1) : value;
+      if (prefix.length < 2) return undefined;
+      values.push(prefix);
+    }
+  }
+  return values;
+}
+
+/**
+ * The rules of one action, each filed under one dimension it cannot match without (in order of selectivity: exact
+ * path, exact principal, literal path prefix, exact namespace) or, with none, in a list scanned for every request.
+ * Rules keep their compile order within a bucket; a request's first match is searched bucket by bucket.
+ */
 class RuleSet {
   readonly byPath = new Map<string, CompiledRule[]>();
   readonly byPrincipal = new Map<string, CompiledRule[]>();
+  readonly byPathPrefix = new Map<string, CompiledRule[]>();
+  /** Distinct prefix lengths, longest first: a request looks up only these slices of its path. */
+  prefixLengths: number[] = [];
+  readonly byNamespace = new Map<string, CompiledRule[]>();
   readonly scanned: CompiledRule[] = [];
   size = 0;
 
@@ -371,6 +398,14 @@ class RuleSet {
     if (paths) return this.#file(this.byPath, paths, rule);
     const principals = pinnedExact(source.from, 'principals');
     if (principals) return this.#file(this.byPrincipal, principals, rule);
+    const prefixes = pinnedPathPrefixes(source.to);
+    if (prefixes) {
+      for (const prefix of prefixes) if (!this.prefixLengths.includes(prefix.length)) this.prefixLengths.push(prefix.length);
+      this.prefixLengths.sort((a, b) => b - a);
+      return this.#file(this.byPathPrefix, prefixes, rule);
+    }
+    const namespaces = pinnedExact(source.from, 'namespaces');
+    if (namespaces) return this.#file(this.byNamespace, namespaces, rule);
     this.scanned.push(rule);
   }
 
@@ -385,10 +420,26 @@ class RuleSet {
   /** The first rule that matches, or undefined. */
   find(request: HttpRequestAttributes): CompiledRule | undefined {
     if (this.size === 0) return undefined;
-    const byPath = this.byPath.size > 0 ? this.byPath.get(request.path) : undefined;
-    if (byPath) for (const rule of byPath) if (ruleTest(rule, request)) return rule;
-    const byPrincipal = this.byPrincipal.size > 0 ? this.byPrincipal.get(request.sourcePrincipal) : undefined;
-    if (byPrincipal) for (const rule of byPrincipal) if (ruleTest(rule, request)) return rule;
+    if (this.byPath.size > 0) {
+      const rules = this.byPath.get(request.path);
+      if (rules) for (const rule of rules) if (ruleTest(rule, request)) return rule;
+    }
+    if (this.byPrincipal.size > 0) {
+      const rules = this.byPrincipal.get(request.sourcePrincipal);
+      if (rules) for (const rule of rules) if (ruleTest(rule, request)) return rule;
+    }
+    if (this.byPathPrefix.size > 0) {
+      const path = request.path;
+      for (const length of this.prefixLengths) {
+        if (length > path.length) continue;
+        const rules = this.byPathPrefix.get(length === path.length ? path : path.slice(0, length));
+        if (rules) for (const rule of rules) if (ruleTest(rule, request)) return rule;
+      }
+    }
+    if (this.byNamespace.size > 0) {
+      const rules = this.byNamespace.get(request.sourceNamespace);
+      if (rules) for (const rule of rules) if (ruleTest(rule, request)) return rule;
+    }
     for (const rule of this.scanned) if (ruleTest(rule, request)) return rule;
     return undefined;
   }

@@ -67,9 +67,18 @@ test('401 reasons: bad signature, expired, wrong audience, unknown issuer, garba
   t.is(await check(await token(key.privateKey, 'k1', {}, { audience: 'other' })), 'Audiences in Jwt are not allowed');
   t.is(await check(await token(key.privateKey, 'k1', {}, { audience: 'web', issuer: 'https://evil.example' })), 'Jwt issuer is not configured');
   t.regex(await check('not.a-token'), /Header\.Payload\.Signature/);
-  // A cached token whose signature was once good still expires.
   const tampered = (await token(key.privateKey, 'k1', {}, { audience: 'web' })).replace(/\.[^.]+$/, '.AAAA');
   t.is(await check(tampered), 'Jwt verification fails');
+});
+
+test('a refused token is remembered: resending it costs no second signature check', async (t) => {
+  const key = await keyPair('k1');
+  const other = await keyPair('k1');
+  const { authenticator, service } = authenticatorFor([rule({ jwks: JSON.stringify({ keys: [key.jwk] }) })]);
+  const forged = await token(other.privateKey, 'k1');
+  for (let i = 0; i < 5; i++) t.deepEqual(await service.authenticate({ authorization: `Bearer ${forged}` }, '/'), { kind: 'invalid', message: 'Jwt verification fails' });
+  t.is(authenticator.stats.verifications, 1);
+  t.is(authenticator.stats.failures, 5);
 });
 
 test('a cached token still expires: past exp (and the 60 s skew) it is checked again and refused', async (t) => {

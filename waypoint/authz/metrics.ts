@@ -17,8 +17,17 @@ export class AuthzMetrics {
     this.#jwt = new Counter({ name: 'ambit_waypoint_jwt_total', help: 'JWT checks at the waypoint: verified (signature checked), cached (a verified token seen again), invalid (401)', labelNames: ['result'], registers: [registry] });
   }
 
+  /** Labelled children by decision then policy: a request increments one without building a label set. */
+  readonly #children = { allow: new Map<string, { inc(): void }>(), deny: new Map<string, { inc(): void }>(), audit: new Map<string, { inc(): void }>() };
+
   decision(decision: 'allow' | 'deny' | 'audit', policy: string): void {
-    this.#decisions.inc({ decision, policy: policy || 'none' });
+    const children = this.#children[decision];
+    let child = children.get(policy);
+    if (child === undefined) {
+      child = this.#decisions.labels({ decision, policy: policy || 'none' });
+      children.set(policy, child);
+    }
+    child.inc();
   }
 
   dryRun(wouldAllow: boolean, policy: string): void {

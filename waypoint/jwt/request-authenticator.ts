@@ -22,6 +22,11 @@ import { JwksSource, type FetchText } from './jwks-source.ts';
 export const JWT_CLOCK_SKEW_S = 60;
 /** Verified tokens kept at most; the oldest goes first. Enough for every steady client of one waypoint. */
 export const TOKEN_CACHE_SIZE = 10_000;
+/**
+ * A refused token is remembered this long (per Service's rule set and key generation): a client resending a bad
+ * token costs one signature check, not one per request. Short, because `nbf` makes some refusals temporary.
+ */
+export const REFUSED_TOKEN_TTL_MS = 60_000;
 
 type Location = { kind: 'header'; name: string; prefix: string } | { kind: 'param'; name: string } | { kind: 'cookie'; name: string };
 
@@ -111,6 +116,8 @@ export class ServiceAuthenticator {
   readonly #cache: Map<string, CachedToken>;
   readonly #stats: AuthenticatorStats;
   readonly #now: () => number;
+  /** Refused tokens: token -> why, until when, and under which key generation (-1: before any key was used). */
+  readonly #refused = new Map<string, { message: string; untilMs: number; jwks: JwksSource | undefined; generation: number }>();
 
   constructor(rules: readonly { rule: JwtRule; jwks: JwksSource }[], cache: Map<string, CachedToken>, stats: AuthenticatorStats, now: () => number = Date.now) {
     this.#cache = cache;
@@ -170,18 +177,20 @@ export class ServiceAuthenticator {
       return { kind: 'verified', auth: cached.auth, cached: true };
     }
 
+    const refused = this.#refused.get(token);
+    if (refused !== undefined && this.#now() < refused.untilMs && (refused.jwks === undefined || refused.jwks.generation === refused.generation)) {
+      this.#stats.failures++;
+      return { kind: 'invalid', message: refused.message };
+    }
+
     let payload: JWTPayload;
     try {
       payload = decodeJwt(token);
     } catch {
-      this.#stats.failures++;
-      return { kind: 'invalid', message: 'Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections' };
+      return this.#refuse(token, undefined, 'Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections');
     }
     const compiled = typeof payload.iss === 'string' ? this.#byIssuer.get(payload.iss) : undefined;
-    if (compiled === undefined || !compiled.locations.has(key)) {
-      this.#stats.failures++;
-      return { kind: 'invalid', message: 'Jwt issuer is not configured' };
-    }
+    if (compiled === undefined || !compiled.locations.has(key)) return this.#refuse(token, undefined, 'Jwt issuer is not configured');
     await compiled.jwks.ready();
     const getKey = compiled.jwks.getKey;
     if (getKey === undefined) {
@@ -199,14 +208,20 @@ export class ServiceAuthenticator {
       });
       payload = verified.payload;
     } catch (error) {
-      this.#stats.failures++;
-      return { kind: 'invalid', message: failureMessage(error) };
+      return this.#refuse(token, compiled.jwks, failureMessage(error));
     }
     const entry = this.#entry(token, compiled, payload, generation);
     if (this.#cache.size >= TOKEN_CACHE_SIZE) this.#cache.delete(this.#cache.keys().next().value!);
     this.#cache.set(token, entry);
     this.#apply(headers, location, entry);
     return { kind: 'verified', auth: entry.auth, cached: false };
+  }
+
+  #refuse(token: string, jwks: JwksSource | undefined, message: string): AuthenticationResult {
+    this.#stats.failures++;
+    if (this.#refused.size >= TOKEN_CACHE_SIZE) this.#refused.delete(this.#refused.keys().next().value!);
+    this.#refused.set(token, { message, untilMs: this.#now() + REFUSED_TOKEN_TTL_MS, jwks, generation: jwks?.generation ?? -1 });
+    return { kind: 'invalid', message };
   }
 
   #entry(token: string, compiled: CompiledRule, payload: JWTPayload, generation: number): CachedToken {
