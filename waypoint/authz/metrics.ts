@@ -34,7 +34,14 @@ export class AuthzMetrics {
     this.#dryRun.inc({ would_allow: wouldAllow ? 'true' : 'false', policy: policy || 'none' });
   }
 
+  readonly #jwtChildren = new Map<string, { inc(): void }>();
+
   jwt(result: 'verified' | 'cached' | 'invalid'): void {
-    this.#jwt.inc({ result });
+    let child = this.#jwtChildren.get(result);
+    if (child === undefined) {
+      child = this.#jwt.labels({ result });
+      this.#jwtChildren.set(result, child);
+    }
+    child.inc();
   }
 }

@@ -10,8 +10,9 @@
  * matched (shared/policy/l7-evaluate.ts) or tokens verified (waypoint/jwt/).
  */
 import type { L7Decision, RequestAuth } from '../../shared/policy/l7-evaluate.ts';
+import type { AuthenticationResult } from '../jwt/request-authenticator.ts';
 import type { AuthzMetrics } from './metrics.ts';
-import type { PolicyTable } from './policy-table.ts';
+import type { PolicyTable, ServicePolicies } from './policy-table.ts';
 import type { HboneRequest } from '../../shared/hbone/index.ts';
 import { normalizePath, prepareStream, requestAttributes, splitTarget, type PreparedStream } from './request-attributes.ts';
 
@@ -57,14 +58,34 @@ export interface AuthzLogFields {
   reason: string;
 }
 
-const decisions = new WeakMap<object, AuthzLogFields>();
+/** Where the gate leaves a request's outcome on the request object (a property: cheaper than a WeakMap per request). */
+const AUTHZ_FIELDS = Symbol('ambit.authz');
 
 /** The policy outcome of a request the gate saw (for the access-log line). */
 export function decisionOf(request: object): AuthzLogFields | undefined {
-  return decisions.get(request);
+  return (request as { [AUTHZ_FIELDS]?: AuthzLogFields })[AUTHZ_FIELDS];
 }
 
+function remember(request: object, fields: AuthzLogFields): void {
+  (request as { [AUTHZ_FIELDS]?: AuthzLogFields })[AUTHZ_FIELDS] = fields;
+}
+
+/** Log fields of a decision without a JWT, AUDIT or dry-run: built once per decision object and reused. */
+const plainFields = new WeakMap<L7Decision, AuthzLogFields>();
+
 function logFields(decision: L7Decision, auth: RequestAuth | undefined): AuthzLogFields {
+  if (auth === undefined && decision.audit === undefined && decision.dryRun === undefined) {
+    let fields = plainFields.get(decision);
+    if (fields === undefined) {
+      fields = buildFields(decision, undefined);
+      plainFields.set(decision, fields);
+    }
+    return fields;
+  }
+  return buildFields(decision, auth);
+}
+
+function buildFields(decision: L7Decision, auth: RequestAuth | undefined): AuthzLogFields {
   const fields: AuthzLogFields = { decision: decision.allowed ? 'allow' : 'deny', reason: decision.reason };
   if (decision.policy) {
     fields.policy = decision.policy;
@@ -92,9 +113,10 @@ export class RequestGate {
 
   /**
    * Decides one request. Undefined: go on (allowed, or no policy applies). A refusal: already answered; the caller
-   * only records it. `hbone` is the terminated HBONE stream's request (its facts are parsed once per stream).
+   * only records it. `hbone` is the terminated HBONE stream's request (its facts are parsed once per stream). A
+   * promise only while a token never seen is verified: a steady client's requests are decided synchronously.
    */
-  async check(request: GateRequest, response: GateResponse, hbone: HboneRequest, service: GateService): Promise<GateRefusal | undefined> {
+  check(request: GateRequest, response: GateResponse, hbone: HboneRequest, service: GateService): GateRefusal | undefined | Promise<GateRefusal | undefined> {
     const policies = this.#table.forService(service);
     if (policies.index.empty && policies.authenticator.empty) return undefined;
     let prepared = this.#streams.get(hbone);
@@ -106,33 +128,40 @@ export class RequestGate {
     const target = splitTarget(url);
     const path = normalizePath(target.path);
     if (path !== target.path) request.url = path + target.rest;
+    if (policies.authenticator.empty) return this.#authorize(request, response, policies, prepared, path, undefined);
+    const result = policies.authenticator.authenticate(request.headers, url);
+    if (result instanceof Promise) return result.then((settled) => this.#authenticated(request, response, policies, prepared, path, settled));
+    return this.#authenticated(request, response, policies, prepared, path, result);
+  }
 
-    let auth: RequestAuth | undefined;
-    if (!policies.authenticator.empty) {
-      const result = await policies.authenticator.authenticate(request.headers, url);
-      if (result.kind === 'invalid') {
-        this.#metrics.jwt('invalid');
-        const fields: AuthzLogFields = { decision: 'unauthenticated', reason: result.message };
-        decisions.set(request, fields);
-        this.#onDecision(request, fields);
-        request.resume();
-        const host = request.headers.host ?? request.headers[':authority'] ?? '';
-        response.writeHead(401, { 'content-type': 'text/plain', 'www-authenticate': `Bearer realm="http://${String(host)}${path}", error="invalid_token"` });
-        response.end(result.message);
-        return { status: 401, responseFlags: '-', details: `jwt_authn_access_denied{${result.message}}` };
-      }
-      if (result.kind === 'verified') {
-        auth = result.auth;
-        this.#metrics.jwt(result.cached ? 'cached' : 'verified');
-      }
+  #authenticated(request: GateRequest, response: GateResponse, policies: ServicePolicies, stream: PreparedStream, path: string, result: AuthenticationResult): GateRefusal | undefined {
+    if (result.kind === 'invalid') {
+      this.#metrics.jwt('invalid');
+      const fields: AuthzLogFields = { decision: 'unauthenticated', reason: result.message };
+      remember(request, fields);
+      this.#onDecision(request, fields);
+      request.resume();
+      const host = request.headers.host ?? request.headers[':authority'] ?? '';
+      response.writeHead(401, { 'content-type': 'text/plain', 'www-authenticate': `Bearer realm="http://${String(host)}${path}", error="invalid_token"` });
+      response.end(result.message);
+      return { status: 401, responseFlags: '-', details: `jwt_authn_access_denied{${result.message}}` };
     }
+    let auth: RequestAuth | undefined;
+    if (result.kind === 'verified') {
+      auth = result.auth;
+      this.#metrics.jwt(result.cached ? 'cached' : 'verified');
+    }
+    return this.#authorize(request, response, policies, stream, path, auth);
+  }
+
+  #authorize(request: GateRequest, response: GateResponse, policies: ServicePolicies, stream: PreparedStream, path: string, auth: RequestAuth | undefined): GateRefusal | undefined {
     if (policies.index.empty) return undefined;
-    const decision = policies.index.decide(requestAttributes(request.method ?? 'GET', path, request.headers, prepared, auth, this.#trustedProxies));
+    const decision = policies.index.decide(requestAttributes(request.method ?? 'GET', path, request.headers, stream, auth, this.#trustedProxies));
     this.#metrics.decision(decision.allowed ? 'allow' : 'deny', decision.policy);
     if (decision.audit) this.#metrics.decision('audit', decision.audit);
     if (decision.dryRun) this.#metrics.dryRun(decision.dryRun.allowedIfEnforced, decision.dryRun.policy);
     const fields = logFields(decision, auth);
-    decisions.set(request, fields);
+    remember(request, fields);
     this.#onDecision(request, fields);
     if (decision.allowed) return undefined;
     request.resume();

@@ -39,6 +39,8 @@ interface CompiledRule {
 
 interface CachedToken {
   auth: RequestAuth;
+  /** The result a cache hit returns (built once). */
+  hit: AuthenticationResult;
   rule: CompiledRule;
   /** `exp` in ms (Infinity without one). */
   expiresAtMs: number;
@@ -57,6 +59,8 @@ export interface AuthenticatorStats {
   cacheHits: number;
   failures: number;
 }
+
+const NO_TOKEN: AuthenticationResult = { kind: 'none' };
 
 const DEFAULT_LOCATIONS: Location[] = [
   { kind: 'header', name: 'authorization', prefix: 'Bearer ' },
@@ -144,9 +148,10 @@ export class ServiceAuthenticator {
 
   /**
    * Finds, verifies and applies a token. `headers` is changed in place on success (token removed, outputs set);
-   * `url` is the request target (for query parameters).
+   * `url` is the request target (for query parameters). Synchronous (no promise) when there is no token or it was
+   * verified or refused before: a steady client's requests never wait on a microtask here.
    */
-  async authenticate(headers: Record<string, string | string[] | undefined>, url: string): Promise<AuthenticationResult> {
+  authenticate(headers: Record<string, string | string[] | undefined>, url: string): AuthenticationResult | Promise<AuthenticationResult> {
     let token: string | undefined;
     let location: Location | undefined;
     let key = '';
@@ -156,7 +161,9 @@ export class ServiceAuthenticator {
       if (candidate.kind === 'header') {
         const raw = headers[candidate.name];
         const text = Array.isArray(raw) ? raw[0] : raw;
-        if (text !== undefined && text.length > candidate.prefix.length && text.slice(0, candidate.prefix.length).toLowerCase() === candidate.prefix.toLowerCase()) value = text.slice(candidate.prefix.length).trim();
+        if (text !== undefined && text.length > candidate.prefix.length && (text.startsWith(candidate.prefix) || text.slice(0, candidate.prefix.length).toLowerCase() === candidate.prefix.toLowerCase())) {
+          value = text.slice(candidate.prefix.length).trim();
+        }
       } else if (candidate.kind === 'param') value = paramValue(url, candidate.name);
       else {
         const raw = headers.cookie;
@@ -168,13 +175,13 @@ export class ServiceAuthenticator {
         key = this.#locationKeys[index]!;
       }
     }
-    if (token === undefined || location === undefined) return { kind: 'none' };
+    if (token === undefined || location === undefined) return NO_TOKEN;
 
     const cached = this.#cache.get(token);
     if (cached !== undefined && cached.generation === cached.rule.jwks.generation && cached.rule.locations.has(key) && this.#now() < cached.expiresAtMs + JWT_CLOCK_SKEW_S * 1000 && this.#byIssuer.get(cached.rule.rule.issuer) === cached.rule) {
       this.#stats.cacheHits++;
       this.#apply(headers, location, cached);
-      return { kind: 'verified', auth: cached.auth, cached: true };
+      return cached.hit;
     }
 
     const refused = this.#refused.get(token);
@@ -183,6 +190,11 @@ export class ServiceAuthenticator {
       return { kind: 'invalid', message: refused.message };
     }
 
+    return this.#verify(token, location, key, headers);
+  }
+
+  /** A token not seen before (or whose keys changed): decoded, matched to its issuer's rule, signature checked. */
+  async #verify(token: string, location: Location, key: string, headers: Record<string, string | string[] | undefined>): Promise<AuthenticationResult> {
     let payload: JWTPayload;
     try {
       payload = decodeJwt(token);
@@ -234,8 +246,10 @@ export class ServiceAuthenticator {
       const text = claimText(node);
       if (text !== undefined) outputs.push([header.toLowerCase(), text]);
     }
+    const auth: RequestAuth = { principal: `${String(payload.iss)}/${String(payload.sub ?? '')}`, audiences, presenter: typeof payload.azp === 'string' ? payload.azp : '', claims: payload };
     return {
-      auth: { principal: `${String(payload.iss)}/${String(payload.sub ?? '')}`, audiences, presenter: typeof payload.azp === 'string' ? payload.azp : '', claims: payload },
+      auth,
+      hit: { kind: 'verified', auth, cached: true },
       rule: compiled,
       expiresAtMs: typeof payload.exp === 'number' ? payload.exp * 1000 : Infinity,
       generation,
