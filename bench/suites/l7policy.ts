@@ -101,15 +101,34 @@ async function serverCpu(port: number, label: string, load: { token: string; pat
   const after = await cpu();
   const done = Number(/requests: \d+ total, \d+ started, (\d+) done/.exec(stdout)?.[1] ?? count);
   const codes = /status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx/.exec(stdout);
-  return { server: label, requests: done, cpuUsPerRequest: ((after - before) * 1e6) / done, statuses: codes ? `${codes[1]} 2xx, ${codes[3]} 4xx` : '?' };
+  return { server: label, requests: done, cpuUsPerRequest: ((after - before) * 1e6) / done, statuses: codes ? `${codes[1]}/${codes[3]}` : '?' };
 }
 
-/** Both servers get the same requests: the token and paths the policy server announces (half allowed, half denied). */
-async function measureServers(context: SuiteContext, count: number): Promise<CpuRow[]> {
+/** Rounds of the two servers, interleaved: the machine's load moves between rounds, the per-round ratio less. */
+const CPU_ROUNDS = 5;
+
+/**
+ * Both servers get the same requests: the token and paths the policy server announces (half allowed, half denied).
+ * Rounds alternate between them; the rows sum the rounds, the ratio is the median of the per-round ratios.
+ */
+async function measureServers(context: SuiteContext, count: number): Promise<{ rows: CpuRow[]; ratio: number; ratios: number[] }> {
   const withPolicies = await context.processes.start('l7-gate-server-1000', process.execPath, [SERVER, '--policies', '1000'], { readyTimeoutMs: 60_000 });
   const without = await context.processes.start('l7-gate-server-0', process.execPath, [SERVER, '--policies', '0'], { readyTimeoutMs: 60_000 });
   const load = { token: String(withPolicies.ready.token), paths: withPolicies.ready.paths as string[] };
-  return [await serverCpu(without.port, 'no policy', load, count), await serverCpu(withPolicies.port, '1,000 policies + JWT', load, count)];
+  const perRound = Math.max(1000, Math.floor(count / CPU_ROUNDS));
+  const rounds: [CpuRow, CpuRow][] = [];
+  for (let round = 0; round < CPU_ROUNDS; round++) {
+    const plain = await serverCpu(without.port, 'no policy', load, perRound);
+    const gated = await serverCpu(withPolicies.port, '1,000 policies + JWT', load, perRound);
+    rounds.push([plain, gated]);
+  }
+  const ratios = rounds.map(([plain, gated]) => gated.cpuUsPerRequest / plain.cpuUsPerRequest).sort((a, b) => a - b);
+  const total = (index: 0 | 1): CpuRow => {
+    const rows = rounds.map((pair) => pair[index]);
+    const requests = rows.reduce((sum, row) => sum + row.requests, 0);
+    return { server: rows[0]!.server, requests, cpuUsPerRequest: rows.reduce((sum, row) => sum + row.cpuUsPerRequest * row.requests, 0) / requests, statuses: rows.map((row) => row.statuses).join(' | ') };
+  };
+  return { rows: [total(0), total(1)], ratio: ratios[Math.floor(ratios.length / 2)]!, ratios };
 }
 
 const format = (value: number): string => (value >= 100 ? value.toFixed(0) : value >= 10 ? value.toFixed(1) : value.toFixed(2));
@@ -125,8 +144,9 @@ export const l7PolicySuite: Suite = {
     const jwt = await measureJwt(scenario, context.quick ? 200 : 2000);
     context.log('l7policy: HTTP server CPU per request with and without the gate (h2load)');
     const httpCount = context.quick ? 10_000 : 50_000;
-    const cpuRows = await measureServers(context, httpCount);
-    const cpuRatio = cpuRows[1]!.cpuUsPerRequest / cpuRows[0]!.cpuUsPerRequest;
+    const servers = await measureServers(context, httpCount);
+    const cpuRows = servers.rows;
+    const cpuRatio = servers.ratio;
     const withPolicies = decisions[1]!;
     const loadAverage = os.loadavg()[0]!;
     return {
@@ -144,16 +164,19 @@ export const l7PolicySuite: Suite = {
         },
         {
           title: 'CPU per request, Node HTTP/1.1 server answering locally, h2load --h1 -c 4',
-          columns: ['server', 'requests', 'CPU µs/request', 'responses'],
+          columns: ['server', 'requests', 'CPU µs/request', '2xx/4xx per round'],
           rows: cpuRows.map((row) => [row.server, String(row.requests), format(row.cpuUsPerRequest), row.statuses]),
-          notes: [`with ÷ without: ${cpuRatio.toFixed(2)}x (goal ≤ ${L7_CPU_RATIO_GOAL}x); the waypoint does more per request than this server (TLS, HBONE, upstream), so its ratio is lower.`],
+          notes: [
+            `with ÷ without, median of ${CPU_ROUNDS} interleaved rounds: ${cpuRatio.toFixed(2)}x (rounds: ${servers.ratios.map((ratio) => ratio.toFixed(2)).join(', ')}; goal ≤ ${L7_CPU_RATIO_GOAL}x).`,
+            'Both handlers copy the request headers as the waypoint does; the waypoint also does TLS, HBONE and an upstream request per request, so its ratio is lower than this one.',
+          ],
         },
       ],
       goals: [
         { name: `L7 decision p99 ÷ ${L7_DECISION_P99_GOAL_US} µs, 1,000 policies + JWT`, value: withPolicies.p99 / L7_DECISION_P99_GOAL_US, target: '≤ 1.0x', met: withPolicies.p99 <= L7_DECISION_P99_GOAL_US },
         { name: 'CPU per request with 1,000 L7 policies + JWT ÷ without (HTTP server answering locally)', value: cpuRatio, target: `≤ ${L7_CPU_RATIO_GOAL}x`, met: cpuRatio <= L7_CPU_RATIO_GOAL },
       ],
-      data: { decisions, jwt, cpuRows, cpuRatio, loadAverage },
+      data: { decisions, jwt, cpuRows, cpuRatio, cpuRatios: servers.ratios, loadAverage },
     };
   },
 };

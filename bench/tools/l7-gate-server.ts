@@ -1,7 +1,8 @@
 /**
  * The L7 benchmark's HTTP server: Node's HTTP/1.1 server answering every request itself, with the waypoint's L7
  * policy step (1,000 policies and a JWT check, bench/l7-scenario.ts) at the start of its handler, or without it
- * (`--policies 0`). Requests are attributed to one peer identity whose policies match some requests, as if they
+ * (`--policies 0`). Either way the handler copies the request's headers for forwarding, as the waypoint does for
+ * every request (Node builds `request.headers` lazily: a server that never reads them would hide that cost). Requests are attributed to one peer identity whose policies match some requests, as if they
  * came over one HBONE stream. `GET /__cpu` answers this process's CPU seconds (outside the gate).
  *
  *   node bench/tools/l7-gate-server.ts --policies 1000   -> prints {"ready": {"port": N}}
@@ -20,6 +21,8 @@ const scenario = count > 0 ? await l7Scenario(count) : undefined;
 const { gate } = benchGate(scenario);
 const hbone: HboneRequest = { peerIdentity: spiffeId('cluster.local', 'ns-1', 'sa-1'), target: { host: '10.240.0.10', port: 80 }, headers: {}, remoteAddress: '10.1.0.7' };
 const service = { namespace: 'shop', name: 'web' };
+/** Keeps the header copy observable, so it is not optimised away. */
+export let sink: object = {};
 const server = http.createServer({ keepAlive: true }, async (request, response) => {
   if (request.url === '/__cpu') {
     const usage = process.cpuUsage();
@@ -28,6 +31,9 @@ const server = http.createServer({ keepAlive: true }, async (request, response) 
   }
   const refusal = await gate.check(request, response, hbone, service);
   if (refusal) return;
+  const forwarded: Record<string, string | string[] | undefined> = {};
+  for (const name in request.headers) if (name !== 'connection') forwarded[name] = request.headers[name];
+  sink = forwarded;
   request.resume();
   response.writeHead(200, { 'content-type': 'text/plain', 'content-length': 2 }).end('ok');
 });

@@ -58,6 +58,10 @@ export interface AuthzLogFields {
   reason: string;
 }
 
+/** Envoy's answer when its RBAC filter denies a request. */
+const RBAC_DENIED_BODY = 'RBAC: access denied';
+const RBAC_DENIED_HEADERS = { 'content-type': 'text/plain', 'content-length': RBAC_DENIED_BODY.length };
+
 /** Where the gate leaves a request's outcome on the request object (a property: cheaper than a WeakMap per request). */
 const AUTHZ_FIELDS = Symbol('ambit.authz');
 
@@ -142,7 +146,7 @@ export class RequestGate {
       this.#onDecision(request, fields);
       request.resume();
       const host = request.headers.host ?? request.headers[':authority'] ?? '';
-      response.writeHead(401, { 'content-type': 'text/plain', 'www-authenticate': `Bearer realm="http://${String(host)}${path}", error="invalid_token"` });
+      response.writeHead(401, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(result.message), 'www-authenticate': `Bearer realm="http://${String(host)}${path}", error="invalid_token"` });
       response.end(result.message);
       return { status: 401, responseFlags: '-', details: `jwt_authn_access_denied{${result.message}}` };
     }
@@ -165,8 +169,8 @@ export class RequestGate {
     this.#onDecision(request, fields);
     if (decision.allowed) return undefined;
     request.resume();
-    response.writeHead(403, { 'content-type': 'text/plain' });
-    response.end('RBAC: access denied');
+    response.writeHead(403, RBAC_DENIED_HEADERS);
+    response.end(RBAC_DENIED_BODY);
     return { status: 403, responseFlags: '-', details: `rbac_access_denied_matched_policy[${decision.policy || 'none'}]` };
   }
 }
