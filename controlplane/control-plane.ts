@@ -117,7 +117,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     onProblem: (problem) => options.logger?.warn({ policy: problem.policy, kind: problem.kind }, `${problem.kind} ${problem.policy}: ${problem.message}`),
   });
   store.onChanges((changes) => {
-    if (changes.some((change) => change.kind === 'AuthorizationPolicy' || change.kind === 'RequestAuthentication')) waypointPolicies.replace(waypointPolicyModel.compile(store));
+    if (changes.some((change) => change.kind === 'AuthorizationPolicy' || change.kind === 'RequestAuthentication' || change.kind === 'LocalRateLimitPolicy')) waypointPolicies.replace(waypointPolicyModel.compile(store));
   });
   const xds = new XdsServer({ cache, authenticator: options.authenticator, ...(options.logger ? { logger: options.logger } : {}) });
   const source = options.createSource(store);

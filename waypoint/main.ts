@@ -14,7 +14,7 @@ import { pino, type Logger } from 'pino';
 import { HboneClientPool, HboneServer, type HboneRequest } from '../shared/hbone/index.ts';
 import { spiffeId } from '../shared/identity/index.ts';
 import { controlPlaneIdentity, controlPlaneServerName } from '../shared/xds/client.ts';
-import { HTTP_AUTHORIZATION_TYPE_URL, HTTP_ROUTES_TYPE_URL, REQUEST_AUTHENTICATION_TYPE_URL } from '../shared/xds/protos.ts';
+import { HTTP_AUTHORIZATION_TYPE_URL, HTTP_ROUTES_TYPE_URL, RATE_LIMIT_TYPE_URL, REQUEST_AUTHENTICATION_TYPE_URL } from '../shared/xds/protos.ts';
 import { servicesView } from '../shared/mesh/views.ts';
 import { CaClient } from '../shared/ca/ca-client.ts';
 import { CertificateManager } from '../shared/ca/certificate-manager.ts';
@@ -68,7 +68,7 @@ export async function startWaypoint(config: WaypointConfig, log: Logger): Promis
     nodeName: config.nodeName,
     trustDomain: config.trustDomain,
     state,
-    handlers: { [HTTP_ROUTES_TYPE_URL]: routes.apply, [HTTP_AUTHORIZATION_TYPE_URL]: policies.applyAuthorizations, [REQUEST_AUTHENTICATION_TYPE_URL]: policies.applyRequestAuthentications },
+    handlers: { [HTTP_ROUTES_TYPE_URL]: routes.apply, [HTTP_AUTHORIZATION_TYPE_URL]: policies.applyAuthorizations, [REQUEST_AUTHENTICATION_TYPE_URL]: policies.applyRequestAuthentications, [RATE_LIMIT_TYPE_URL]: policies.applyRateLimits },
     onStatus: (status) => (status.state === 'disconnected' ? log.warn({ ...status }, 'xDS stream down; serving the last config') : log.info({ state: status.state }, 'xDS')),
     onNack: (typeUrl, message) => log.warn({ typeUrl, reason: message }, 'xDS resource rejected (NACK); keeping the last good one'),
   });

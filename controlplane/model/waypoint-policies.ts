@@ -1,5 +1,5 @@
 /**
- * The store's AuthorizationPolicy and RequestAuthentication objects that attach to waypoints (`targetRefs` to a
+ * The store's AuthorizationPolicy and RequestAuthentication objects (and ambit's LocalRateLimitPolicy) that attach to waypoints (`targetRefs` to a
  * waypoint Gateway, a Service, or the GatewayClass `istio-waypoint` from the root namespace), compiled for waypoints
  * as `ambit.waypoint.HttpAuthorization` and `ambit.waypoint.RequestAuthentication` resources
  * (shared/xds/proto/ambit/waypoint/policies.proto). Selector and namespace-wide AuthorizationPolicies stay the
@@ -15,6 +15,7 @@ import type { L7Authorization, L7RequestAuthentication } from '../../shared/poli
 import { DEFAULT_ROOT_NAMESPACE } from '../../shared/policy/model.ts';
 import { compileRequestAuthentication, validateRequestAuthentication } from '../../shared/policy/request-authentication.ts';
 import { validatePolicy } from '../../shared/policy/validate.ts';
+import { compileRateLimitPolicy, RATE_LIMIT_KIND, validateRateLimitPolicy, type L7RateLimitPolicy } from '../../shared/policy/rate-limit.ts';
 import type { ObjectStore } from '../store.ts';
 import { namespaceOf } from './kube-types.ts';
 import type { PolicyProblem } from './policies.ts';
@@ -24,6 +25,8 @@ export interface CompiledWaypointPolicies {
   authorizations: Map<string, L7Authorization>;
   /** `namespace/name` -> input for ambit.waypoint.RequestAuthentication. */
   requestAuthentications: Map<string, L7RequestAuthentication>;
+  /** `namespace/name` -> input for ambit.waypoint.RateLimit. */
+  rateLimits: Map<string, L7RateLimitPolicy>;
 }
 
 export class WaypointPolicyModel {
@@ -67,8 +70,19 @@ export class WaypointPolicyModel {
         report(object, { policy: key, kind: 'RequestAuthentication', message: `rejected: ${(error as Error).message}` });
       }
     }
+    const rateLimits = new Map<string, L7RateLimitPolicy>();
+    for (const object of store.list(RATE_LIMIT_KIND)) {
+      const key = `${namespaceOf(object)}/${object.metadata?.name}`;
+      try {
+        const result = compileRateLimitPolicy(validateRateLimitPolicy(object), { rootNamespace: this.#rootNamespace });
+        for (const warning of result.warnings) report(object, { policy: key, kind: RATE_LIMIT_KIND, message: warning });
+        if (result.policy) rateLimits.set(key, result.policy);
+      } catch (error) {
+        report(object, { policy: key, kind: RATE_LIMIT_KIND, message: `rejected: ${(error as Error).message}` });
+      }
+    }
     this.#reportChanged(problems);
-    return { authorizations, requestAuthentications };
+    return { authorizations, requestAuthentications, rateLimits };
   }
 
   #reportChanged(problems: Map<string, { spec: unknown; list: PolicyProblem[] }>): void {

@@ -1,12 +1,12 @@
 /**
- * Serves `type.googleapis.com/ambit.waypoint.HttpAuthorization` and `ambit.waypoint.RequestAuthentication` (one
+ * Serves `type.googleapis.com/ambit.waypoint.HttpAuthorization`, `ambit.waypoint.RequestAuthentication` and `RateLimit` (one
  * resource per policy, named `namespace/name`) from the compiled waypoint policies
  * (controlplane/model/waypoint-policies.ts). Only waypoints subscribe to these types.
  *
  * Owns: encoding and replacing the two served sets. Must not know about: how policies compile.
  */
 import type protobuf from 'protobufjs';
-import { HTTP_AUTHORIZATION_TYPE_URL, REQUEST_AUTHENTICATION_TYPE_URL, typeForUrl } from '../../shared/xds/protos.ts';
+import { HTTP_AUTHORIZATION_TYPE_URL, RATE_LIMIT_TYPE_URL, REQUEST_AUTHENTICATION_TYPE_URL, typeForUrl } from '../../shared/xds/protos.ts';
 import type { CompiledWaypointPolicies } from '../model/waypoint-policies.ts';
 import type { ResourceCache } from './resource-cache.ts';
 
@@ -38,14 +38,17 @@ class TypedSet {
 export class WaypointPolicyFeed {
   readonly #authorizations: TypedSet;
   readonly #requestAuthentications: TypedSet;
+  readonly #rateLimits: TypedSet;
 
   constructor(cache: ResourceCache) {
     this.#authorizations = new TypedSet(cache, HTTP_AUTHORIZATION_TYPE_URL);
     this.#requestAuthentications = new TypedSet(cache, REQUEST_AUTHENTICATION_TYPE_URL);
+    this.#rateLimits = new TypedSet(cache, RATE_LIMIT_TYPE_URL);
   }
 
   replace(policies: CompiledWaypointPolicies): void {
     this.#authorizations.replace(policies.authorizations);
     this.#requestAuthentications.replace(policies.requestAuthentications);
+    this.#rateLimits.replace(policies.rateLimits);
   }
 }

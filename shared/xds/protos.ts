@@ -18,6 +18,8 @@ export const HTTP_ROUTES_TYPE_URL = 'type.googleapis.com/ambit.waypoint.HttpRout
 /** ambit's L7 AuthorizationPolicy and RequestAuthentication for waypoints (proto/ambit/waypoint/policies.proto). */
 export const HTTP_AUTHORIZATION_TYPE_URL = 'type.googleapis.com/ambit.waypoint.HttpAuthorization';
 export const REQUEST_AUTHENTICATION_TYPE_URL = 'type.googleapis.com/ambit.waypoint.RequestAuthentication';
+/** ambit's LocalRateLimitPolicy for waypoints (proto/ambit/waypoint/policies.proto). */
+export const RATE_LIMIT_TYPE_URL = 'type.googleapis.com/ambit.waypoint.RateLimit';
 export const DELTA_ADS_METHOD = '/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources';
 
 const TYPE_URL_PREFIX = 'type.googleapis.com/';

@@ -10,10 +10,13 @@ export class AuthzMetrics {
   readonly #decisions: Counter<'decision' | 'policy'>;
   readonly #dryRun: Counter<'would_allow' | 'policy'>;
   readonly #jwt: Counter<'result'>;
+  readonly #rateLimited: Counter<'limit'>;
+  readonly #rateLimitedChildren = new Map<string, { inc(): void }>();
 
   constructor(registry: Registry) {
     this.#decisions = new Counter({ name: 'ambit_waypoint_authz_decisions_total', help: 'L7 authorization decisions at the waypoint, by decision (allow, deny, audit) and the policy that made it (none: no policy)', labelNames: ['decision', 'policy'], registers: [registry] });
     this.#dryRun = new Counter({ name: 'ambit_waypoint_authz_dry_run_total', help: 'Requests whose decision a dry-run policy would have changed or matched, by that policy', labelNames: ['would_allow', 'policy'], registers: [registry] });
+    this.#rateLimited = new Counter({ name: 'ambit_waypoint_rate_limited_total', help: 'Requests answered 429 by a LocalRateLimitPolicy limit (namespace/policy/limit)', labelNames: ['limit'], registers: [registry] });
     this.#jwt = new Counter({ name: 'ambit_waypoint_jwt_total', help: 'JWT checks at the waypoint: verified (signature checked), cached (a verified token seen again), invalid (401)', labelNames: ['result'], registers: [registry] });
   }
 
@@ -32,6 +35,15 @@ export class AuthzMetrics {
 
   dryRun(wouldAllow: boolean, policy: string): void {
     this.#dryRun.inc({ would_allow: wouldAllow ? 'true' : 'false', policy: policy || 'none' });
+  }
+
+  rateLimited(limit: string): void {
+    let child = this.#rateLimitedChildren.get(limit);
+    if (child === undefined) {
+      child = this.#rateLimited.labels({ limit });
+      this.#rateLimitedChildren.set(limit, child);
+    }
+    child.inc();
   }
 
   readonly #jwtChildren = new Map<string, { inc(): void }>();

@@ -10,11 +10,28 @@
 import { L7PolicyIndex } from '../../shared/policy/l7-evaluate.ts';
 import { targetsApply, type L7Authorization, type L7RequestAuthentication, type L7Target } from '../../shared/policy/l7-model.ts';
 import type { XdsRejection, XdsResourceUpdate } from '../../shared/xds/client.ts';
+import type { L7RateLimitPolicy } from '../../shared/policy/rate-limit.ts';
 import type { RequestAuthenticator, ServiceAuthenticator } from '../jwt/request-authenticator.ts';
+import { RateLimiter, type ServiceRateLimiter } from './rate-limiter.ts';
 
 export interface ServicePolicies {
   index: L7PolicyIndex;
   authenticator: ServiceAuthenticator;
+  limiter: ServiceRateLimiter;
+}
+
+const KEY_TYPES = new Set(['Route', 'SourcePrincipal', 'ClientIP', 'Header']);
+
+function rateLimitFromXds(resource: unknown): L7RateLimitPolicy {
+  const decoded = resource as Partial<L7RateLimitPolicy>;
+  if (!decoded.name || !decoded.namespace) throw new Error('no name or namespace');
+  const limits = decoded.limits ?? [];
+  for (const limit of limits) {
+    if (!(limit.requests >= 1) || !(limit.periodMs >= 1) || !(limit.burst >= 1)) throw new Error(`limit ${limit.name}: requests, periodMs and burst must be at least 1`);
+    if (!KEY_TYPES.has(limit.keyType)) throw new Error(`limit ${limit.name}: unknown key type ${String(limit.keyType)}`);
+    if (limit.keyType === 'Header' && !limit.header) throw new Error(`limit ${limit.name}: a Header key without a header`);
+  }
+  return { name: decoded.name, namespace: decoded.namespace, targets: checkTargets(decoded.targets), limits };
 }
 
 const ACTIONS = new Set(['ALLOW', 'DENY', 'AUDIT']);
@@ -51,13 +68,16 @@ export class PolicyTable {
   readonly #authenticator: RequestAuthenticator;
   readonly #authorizations = new Map<string, L7Authorization>();
   readonly #requestAuthentications = new Map<string, L7RequestAuthentication>();
+  readonly #rateLimits = new Map<string, L7RateLimitPolicy>();
+  readonly #limiter: RateLimiter;
   /** By the mesh state's Service object: a changed Service is a new object, and a policy change replaces the map. */
   #byService = new WeakMap<object, ServicePolicies>();
 
   /** `gateway` is this waypoint's Gateway, `namespace/name`. */
-  constructor(gateway: string, authenticator: RequestAuthenticator) {
+  constructor(gateway: string, authenticator: RequestAuthenticator, limiter: RateLimiter = new RateLimiter()) {
     this.#gateway = gateway;
     this.#authenticator = authenticator;
+    this.#limiter = limiter;
   }
 
   /** The policies for requests to `target` (a Service of the mesh state), built once per change. */
@@ -67,7 +87,8 @@ export class PolicyTable {
     const service = `${target.namespace}/${target.name}`;
     const authorizations = [...this.#authorizations.values()].filter((policy) => targetsApply(policy.targets, this.#gateway, service));
     const requestAuthentications = [...this.#requestAuthentications.values()].filter((policy) => targetsApply(policy.targets, this.#gateway, service));
-    const built = { index: new L7PolicyIndex(authorizations), authenticator: this.#authenticator.forService(requestAuthentications) };
+    const rateLimits = [...this.#rateLimits.values()].filter((policy) => targetsApply(policy.targets, this.#gateway, service));
+    const built = { index: new L7PolicyIndex(authorizations), authenticator: this.#authenticator.forService(requestAuthentications), limiter: this.#limiter.forService(rateLimits) };
     this.#byService.set(target, built);
     return built;
   }
@@ -78,6 +99,12 @@ export class PolicyTable {
   readonly applyRequestAuthentications = (added: XdsResourceUpdate<unknown>[], removed: string[]): { rejected?: XdsRejection[] } | undefined => {
     const result = this.#apply(this.#requestAuthentications, requestAuthenticationFromXds, added, removed);
     this.#authenticator.update([...this.#requestAuthentications.values()]);
+    return result;
+  };
+
+  readonly applyRateLimits = (added: XdsResourceUpdate<unknown>[], removed: string[]): { rejected?: XdsRejection[] } | undefined => {
+    const result = this.#apply(this.#rateLimits, rateLimitFromXds, added, removed);
+    this.#limiter.update([...this.#rateLimits.values()]);
     return result;
   };
 
@@ -96,6 +123,6 @@ export class PolicyTable {
   }
 
   view(): object {
-    return { authorizationPolicies: [...this.#authorizations.values()], requestAuthentications: [...this.#requestAuthentications.values()], jwks: this.#authenticator.view() };
+    return { authorizationPolicies: [...this.#authorizations.values()], requestAuthentications: [...this.#requestAuthentications.values()], rateLimits: [...this.#rateLimits.values()], jwks: this.#authenticator.view() };
   }
 }

@@ -1,7 +1,8 @@
 /**
  * The waypoint's L7 policy step, called once at the start of each request (HTTP/1.1 or HTTP/2 compat: it reads only
  * method, url, headers and the stream's facts): RequestAuthentication first (an invalid JWT: 401), then
- * AuthorizationPolicy (denied: 403 `RBAC: access denied`, as Envoy answers), for the policies that apply to the
+ * AuthorizationPolicy (denied: 403 `RBAC: access denied`, as Envoy answers), then ambit's LocalRateLimitPolicy
+ * (429 `local_rate_limited` with x-ratelimit-* and retry-after, flag RL), for the policies that apply to the
  * request's Service at this waypoint. It answers refused requests itself and returns what it answered; allowed
  * requests go on with the normalised path and the header changes JWT rules ask for. Each decision is counted, kept
  * for the access log (`decisionOf`) and handed to `onDecision`.
@@ -14,7 +15,7 @@ import type { AuthenticationResult } from '../jwt/request-authenticator.ts';
 import type { AuthzMetrics } from './metrics.ts';
 import type { PolicyTable, ServicePolicies } from './policy-table.ts';
 import type { HboneRequest } from '../../shared/hbone/index.ts';
-import { normalizePath, prepareStream, requestAttributes, splitTarget, type PreparedStream } from './request-attributes.ts';
+import { normalizePath, prepareStream, remoteAddress, requestAttributes, splitTarget, type PreparedStream } from './request-attributes.ts';
 
 /** What the gate needs of a request: Node's http.IncomingMessage and http2.Http2ServerRequest both have it. */
 export interface GateRequest {
@@ -42,8 +43,9 @@ export interface GateService {
  * `jwt_authn_access_denied{...}`) for logs.
  */
 export interface GateRefusal {
-  status: 401 | 403;
-  responseFlags: '-';
+  status: 401 | 403 | 429;
+  /** `-`, or `RL` for a local rate limit (Envoy's flag). */
+  responseFlags: '-' | 'RL';
   details: string;
 }
 
@@ -55,12 +57,16 @@ export interface AuthzLogFields {
   audit?: string;
   dryRun?: { allowedIfEnforced: boolean; policy: string; rule: number };
   jwt?: string;
+  /** `namespace/policy/limit` of the LocalRateLimitPolicy limit that refused the request (429). */
+  rateLimited?: string;
   reason: string;
 }
 
 /** Envoy's answer when its RBAC filter denies a request. */
 const RBAC_DENIED_BODY = 'RBAC: access denied';
 const RBAC_DENIED_HEADERS = { 'content-type': 'text/plain', 'content-length': RBAC_DENIED_BODY.length };
+
+const RATE_LIMITED_BODY = 'local_rate_limited';
 
 /** Where the gate leaves a request's outcome on the request object (a property: cheaper than a WeakMap per request). */
 const AUTHZ_FIELDS = Symbol('ambit.authz');
@@ -122,7 +128,7 @@ export class RequestGate {
    */
   check(request: GateRequest, response: GateResponse, hbone: HboneRequest, service: GateService): GateRefusal | undefined | Promise<GateRefusal | undefined> {
     const policies = this.#table.forService(service);
-    if (policies.index.empty && policies.authenticator.empty) return undefined;
+    if (policies.index.empty && policies.authenticator.empty && policies.limiter.empty) return undefined;
     let prepared = this.#streams.get(hbone);
     if (prepared === undefined) {
       prepared = prepareStream({ peer: hbone.peerIdentity, peerAddress: hbone.remoteAddress, destinationHost: hbone.target.host, destinationPort: hbone.target.port });
@@ -159,18 +165,45 @@ export class RequestGate {
   }
 
   #authorize(request: GateRequest, response: GateResponse, policies: ServicePolicies, stream: PreparedStream, path: string, auth: RequestAuth | undefined): GateRefusal | undefined {
-    if (policies.index.empty) return undefined;
-    const decision = policies.index.decide(requestAttributes(request.method ?? 'GET', path, request.headers, stream, auth, this.#trustedProxies));
-    this.#metrics.decision(decision.allowed ? 'allow' : 'deny', decision.policy);
-    if (decision.audit) this.#metrics.decision('audit', decision.audit);
-    if (decision.dryRun) this.#metrics.dryRun(decision.dryRun.allowedIfEnforced, decision.dryRun.policy);
-    const fields = logFields(decision, auth);
+    if (!policies.index.empty) {
+      const decision = policies.index.decide(requestAttributes(request.method ?? 'GET', path, request.headers, stream, auth, this.#trustedProxies));
+      this.#metrics.decision(decision.allowed ? 'allow' : 'deny', decision.policy);
+      if (decision.audit) this.#metrics.decision('audit', decision.audit);
+      if (decision.dryRun) this.#metrics.dryRun(decision.dryRun.allowedIfEnforced, decision.dryRun.policy);
+      const fields = logFields(decision, auth);
+      remember(request, fields);
+      this.#onDecision(request, fields);
+      if (!decision.allowed) {
+        request.resume();
+        response.writeHead(403, RBAC_DENIED_HEADERS);
+        response.end(RBAC_DENIED_BODY);
+        return { status: 403, responseFlags: '-', details: `rbac_access_denied_matched_policy[${decision.policy || 'none'}]` };
+      }
+    }
+    if (policies.limiter.empty) return undefined;
+    const hit = policies.limiter.take({
+      method: request.method ?? 'GET',
+      path,
+      sourcePrincipal: stream.sourcePrincipal,
+      clientAddress: this.#trustedProxies > 0 ? remoteAddress(stream.peerAddress, request.headers['x-forwarded-for'], this.#trustedProxies) : stream.peerAddress,
+      headers: request.headers,
+    });
+    if (hit === undefined) return undefined;
+    this.#metrics.rateLimited(hit.limit);
+    const fields: AuthzLogFields = { ...(decisionOf(request) ?? { decision: 'allow', reason: 'allowed: no L7 policy' }), rateLimited: hit.limit };
     remember(request, fields);
     this.#onDecision(request, fields);
-    if (decision.allowed) return undefined;
     request.resume();
-    response.writeHead(403, RBAC_DENIED_HEADERS);
-    response.end(RBAC_DENIED_BODY);
-    return { status: 403, responseFlags: '-', details: `rbac_access_denied_matched_policy[${decision.policy || 'none'}]` };
+    // Envoy's local rate limit answer, with its draft-03 x-ratelimit-* headers.
+    response.writeHead(429, {
+      'content-type': 'text/plain',
+      'content-length': RATE_LIMITED_BODY.length,
+      'x-ratelimit-limit': `${hit.requests}, ${hit.requests};w=${hit.periodSeconds}`,
+      'x-ratelimit-remaining': '0',
+      'x-ratelimit-reset': String(hit.resetSeconds),
+      'retry-after': String(hit.resetSeconds),
+    });
+    response.end(RATE_LIMITED_BODY);
+    return { status: 429, responseFlags: 'RL', details: `local_rate_limited[${hit.limit}]` };
   }
 }
