@@ -53,12 +53,16 @@ interface CallResult {
   method: string;
   path: string;
   status: number;
+  /** ms since the client started. */
+  at: number;
+  rateLimit?: string;
+  retryAfter?: string;
   body: { name?: string; headers?: Record<string, string> } | string;
   wwwAuthenticate?: string;
 }
 
-async function calls(from: Pod, requests: { method?: string; path: string; headers?: Record<string, string>; repeat?: number }[]): Promise<CallResult[]> {
-  const result = await from.exec(process.execPath, [HTTP_CALLS, JSON.stringify({ host: WEB_VIP, port: 80, requests })]);
+async function calls(from: Pod, requests: { method?: string; path: string; headers?: Record<string, string>; repeat?: number; durationMs?: number }[]): Promise<CallResult[]> {
+  const result = await from.exec(process.execPath, [HTTP_CALLS, JSON.stringify({ host: WEB_VIP, port: 80, requests })], { timeoutMs: 60_000 });
   if (result.code !== 0) throw new Error(`http-calls failed: ${result.stderr}`);
   return JSON.parse(result.stdout) as CallResult[];
 }
@@ -245,3 +249,33 @@ test.serial('CUSTOM is refused by the control plane with a warning and enforced 
     await rm(policyFile('ext'), { force: true });
   }
 });
+
+test.serial("LocalRateLimitPolicy (ambit's own): 10 requests/s per client principal held within 5% over 10 s, 429 with retry-after", async (t) => {
+  await applyPolicy({
+    apiVersion: 'policy.ambit.dev/v1alpha1', kind: 'LocalRateLimitPolicy', metadata: { name: 'per-client', namespace: 'shop' },
+    spec: { targetRefs: [{ kind: 'Service', group: '', name: 'web' }], limits: [{ name: 'orders', requests: 10, unit: 'Second', burst: 10, key: { type: 'SourcePrincipal' }, match: { paths: ['/orders*'] } }] },
+  });
+  try {
+    await until('the limit is in force', async () => (await calls(client, [{ path: '/orders', repeat: 15 }])).some((result) => result.status === 429));
+    // The bucket refills at 10/s up to its burst of 10: after 1.5 s idle it is full when the measured run starts.
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    const results = await calls(client, [{ path: '/orders/1', durationMs: 10_000 }]);
+    const allowed = results.filter((result) => result.status === 200).length;
+    const limited = results.filter((result) => result.status === 429);
+    const seconds = (results.at(-1)!.at - results[0]!.at) / 1000;
+    const expected = 10 + 10 * seconds;
+    t.log(`${results.length} requests in ${seconds.toFixed(2)} s: ${allowed} allowed (expected ${expected.toFixed(1)}), ${limited.length} limited`);
+    t.true(results.length > 2 * expected, `the client sent faster than the limit (${results.length} requests)`);
+    t.true(Math.abs(allowed - expected) <= 0.05 * expected, `allowed ${allowed}, expected ${expected.toFixed(1)} +- 5%`);
+    t.true(results.every((result) => result.status === 200 || result.status === 429), JSON.stringify(results.find((result) => result.status !== 200 && result.status !== 429)));
+    t.is(limited[0]!.body, 'local_rate_limited');
+    t.is(limited[0]!.rateLimit, '10, 10;w=1');
+    t.is(limited[0]!.retryAfter, '1');
+    t.is((await calls(client, [{ path: '/public' }]))[0]!.status, 200, 'requests the limit does not match are not counted');
+    t.regex(await waypointMetrics(), /ambit_waypoint_rate_limited_total\{limit="shop\/per-client\/orders"\} [1-9]/);
+    t.regex(await waypointMetrics(), /istio_requests_total\{[^}]*response_code="429",response_flags="RL"/);
+  } finally {
+    await rm(policyFile('per-client'), { force: true });
+  }
+});
+

@@ -13,11 +13,14 @@ interface Call {
   path: string;
   headers?: Record<string, string>;
   repeat?: number;
+  /** Send this request again and again, one after the other, for this long (instead of `repeat`). */
+  durationMs?: number;
 }
 
 const spec = JSON.parse(process.argv[2] ?? '{}') as { host: string; port: number; requests: Call[] };
 const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
-const results: { method: string; path: string; status: number; body: unknown; wwwAuthenticate?: string; error?: string }[] = [];
+const results: { method: string; path: string; status: number; body: unknown; at: number; wwwAuthenticate?: string; rateLimit?: string; retryAfter?: string; error?: string }[] = [];
+const started = performance.now();
 
 function once(call: Call): Promise<void> {
   const method = call.method ?? 'GET';
@@ -34,19 +37,29 @@ function once(call: Call): Promise<void> {
           // plain text (403, 401)
         }
         const wwwAuthenticate = response.headers['www-authenticate'];
-        results.push({ method, path: call.path, status: response.statusCode ?? 0, body, ...(wwwAuthenticate ? { wwwAuthenticate } : {}) });
+        const rateLimit = response.headers['x-ratelimit-limit'] as string | undefined;
+        const retryAfter = response.headers['retry-after'];
+        results.push({
+          method, path: call.path, status: response.statusCode ?? 0, body, at: Math.round(performance.now() - started),
+          ...(wwwAuthenticate ? { wwwAuthenticate } : {}), ...(rateLimit ? { rateLimit } : {}), ...(retryAfter ? { retryAfter } : {}),
+        });
         resolve();
       });
     });
     request.on('timeout', () => request.destroy(new Error('timed out')));
     request.on('error', (error) => {
-      results.push({ method, path: call.path, status: 0, body: null, error: error.message });
+      results.push({ method, path: call.path, status: 0, body: null, at: Math.round(performance.now() - started), error: error.message });
       resolve();
     });
     request.end();
   });
 }
 
-for (const call of spec.requests) for (let i = 0; i < (call.repeat ?? 1); i++) await once(call);
+for (const call of spec.requests) {
+  if (call.durationMs !== undefined) {
+    const until = performance.now() + call.durationMs;
+    while (performance.now() < until) await once(call);
+  } else for (let i = 0; i < (call.repeat ?? 1); i++) await once(call);
+}
 agent.destroy();
 process.stdout.write(JSON.stringify(results) + '\n');
