@@ -15,6 +15,8 @@ export interface CommandContext {
   clusterDir: string | undefined;
   rootNamespace: string | undefined;
   trustDomain: string | undefined;
+  /** `--method`, `--path`, `--header` (repeatable): authz check of an HTTP request through a waypoint. */
+  httpRequest?: { method: string | undefined; path: string | undefined; headers: string[] };
   /** Arguments after the command name. */
   args: string[];
   write(text: string): void;

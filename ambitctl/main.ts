@@ -46,6 +46,7 @@ function usage(): string {
     '  -n, --namespace NS only objects of this namespace (authz check: the pods\' namespace when not ns/name)',
     '  --cluster-dir DIR  authz check: decide from the cluster directory the control plane reads (or AMBIT_CLUSTER_DIR);',
     '                     without it, authz check asks the agent (--admin/--node): ask the destination node\'s agent',
+    '  --method M --path P --header name:value (repeatable)  authz check SRC SERVICE PORT for an HTTP request through\n                     the Service\'s waypoint: its L7 policies decide (cluster directory only)',
     '  --root-namespace NS, --trust-domain TD   mesh settings for authz check (istio-system, cluster.local)',
     '  -h, --help         this help',
     '',
@@ -70,6 +71,9 @@ export async function runAmbitctl(argv: readonly string[], io: Io, env: NodeJS.P
         'cluster-dir': { type: 'string' },
         'root-namespace': { type: 'string' },
         'trust-domain': { type: 'string' },
+        method: { type: 'string' },
+        path: { type: 'string' },
+        header: { type: 'string', multiple: true },
         help: { type: 'boolean', short: 'h', default: false },
       },
     });
@@ -102,6 +106,7 @@ export async function runAmbitctl(argv: readonly string[], io: Io, env: NodeJS.P
       clusterDir: values['cluster-dir'] ?? env.AMBIT_CLUSTER_DIR,
       rootNamespace: values['root-namespace'],
       trustDomain: values['trust-domain'],
+      ...(values.method !== undefined || values.path !== undefined || values.header !== undefined ? { httpRequest: { method: values.method, path: values.path, headers: values.header ?? [] } } : {}),
       args,
       write: io.stdout,
     });

@@ -17,6 +17,8 @@ import { AuthorizationFeed, type CompiledAuthorization } from './xds/authorizati
 import type { XdsLogger } from './xds/connection.ts';
 import { ResourceCache } from './xds/resource-cache.ts';
 import { RouteFeed } from './xds/route-feed.ts';
+import { WaypointPolicyFeed } from './xds/waypoint-policy-feed.ts';
+import { WaypointPolicyModel } from './model/waypoint-policies.ts';
 import { compileHttpRoutes, type RouteProblem } from './model/http-routes.ts';
 import { DEFAULT_CLUSTER_DOMAIN } from './model/workload.ts';
 import { ServingCredentials, startGrpcServer, XdsServer, type ServiceRegistrar } from './xds/server.ts';
@@ -108,6 +110,14 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     const previous = new Set(routeProblems.map((problem) => JSON.stringify(problem)));
     for (const problem of problems) if (!previous.has(JSON.stringify(problem))) options.logger?.warn({ route: problem.route, condition: problem.condition, reason: problem.reason }, `HTTPRoute ${problem.route}: ${problem.condition} False (${problem.reason}): ${problem.message}`);
     routeProblems = problems;
+  });
+  // L7 AuthorizationPolicy and RequestAuthentication attached to waypoints (targetRefs).
+  const waypointPolicies = new WaypointPolicyFeed(cache);
+  const waypointPolicyModel = new WaypointPolicyModel({
+    onProblem: (problem) => options.logger?.warn({ policy: problem.policy, kind: problem.kind }, `${problem.kind} ${problem.policy}: ${problem.message}`),
+  });
+  store.onChanges((changes) => {
+    if (changes.some((change) => change.kind === 'AuthorizationPolicy' || change.kind === 'RequestAuthentication' || change.kind === 'LocalRateLimitPolicy')) waypointPolicies.replace(waypointPolicyModel.compile(store));
   });
   const xds = new XdsServer({ cache, authenticator: options.authenticator, ...(options.logger ? { logger: options.logger } : {}) });
   const source = options.createSource(store);

@@ -21,6 +21,7 @@ import { Http2StreamDuplex } from './stream-adapter.ts';
 import { matchRoute, pathOf, pickBackend } from './http-router.ts';
 import type { RequestLabels, WaypointMetrics } from './metrics.ts';
 import type { RouteEntry, RouteTable } from './route-table.ts';
+import type { RequestGate } from './authz/request-gate.ts';
 import type { UpstreamStream, Upstreams } from './upstream.ts';
 
 /** Hop-by-hop headers (RFC 9110 7.6.1): never forwarded. */
@@ -64,8 +65,10 @@ export class HttpProxy {
   readonly #routes: RouteTable;
   readonly #state: MeshState;
   readonly #metrics: WaypointMetrics;
+  readonly #gate: RequestGate | undefined;
 
-  constructor(options: { upstreams: Upstreams; routes: RouteTable; state: MeshState; metrics: WaypointMetrics }) {
+  constructor(options: { upstreams: Upstreams; routes: RouteTable; state: MeshState; metrics: WaypointMetrics; gate?: RequestGate }) {
+    this.#gate = options.gate;
     this.#upstreams = options.upstreams;
     this.#routes = options.routes;
     this.#state = options.state;
@@ -97,6 +100,9 @@ export class HttpProxy {
       response.writeHead(500).end();
       return;
     }
+    // L7 policy (waypoint/authz/): RequestAuthentication, then AuthorizationPolicy; a refusal is already answered.
+    const refusal = this.#gate && (await this.#gate.check(request, response, context.hbone, context.service));
+    if (refusal) return this.#finish(context, context.service, undefined, refusal.status, refusal.responseFlags, started);
     let destination = context.service;
     let port = context.hbone.target.port;
     let entry: RouteEntry | undefined;

@@ -14,7 +14,7 @@ import { pino, type Logger } from 'pino';
 import { HboneClientPool, HboneServer, type HboneRequest } from '../shared/hbone/index.ts';
 import { spiffeId } from '../shared/identity/index.ts';
 import { controlPlaneIdentity, controlPlaneServerName } from '../shared/xds/client.ts';
-import { HTTP_ROUTES_TYPE_URL } from '../shared/xds/protos.ts';
+import { HTTP_AUTHORIZATION_TYPE_URL, HTTP_ROUTES_TYPE_URL, RATE_LIMIT_TYPE_URL, REQUEST_AUTHENTICATION_TYPE_URL } from '../shared/xds/protos.ts';
 import { servicesView } from '../shared/mesh/views.ts';
 import { CaClient } from '../shared/ca/ca-client.ts';
 import { CertificateManager } from '../shared/ca/certificate-manager.ts';
@@ -28,6 +28,11 @@ import { L4Forwarder } from './l4-forwarder.ts';
 import { WaypointMetrics } from './metrics.ts';
 import { RouteTable } from './route-table.ts';
 import { Upstreams } from './upstream.ts';
+import { AuthzMetrics } from './authz/metrics.ts';
+import { PolicyTable } from './authz/policy-table.ts';
+import { RequestGate } from './authz/request-gate.ts';
+import { meshFetchText } from './jwt/mesh-fetch.ts';
+import { RequestAuthenticator } from './jwt/request-authenticator.ts';
 
 export interface RunningWaypoint {
   stop(): Promise<void>;
@@ -47,6 +52,14 @@ export async function startWaypoint(config: WaypointConfig, log: Logger): Promis
   const state = new MeshState();
   const routes = new RouteTable();
   const metrics = new WaypointMetrics();
+  // L7 policy: the JWKS fetcher needs the upstreams, made once the certificate is in place (fetches wait for it).
+  const jwksVia: { upstreams?: Upstreams } = {};
+  const authenticator = new RequestAuthenticator({
+    fetchText: (uri) => (jwksVia.upstreams ? meshFetchText(state, jwksVia.upstreams)(uri) : Promise.reject(new Error('the waypoint is starting'))),
+    refreshMs: config.jwksRefreshMs,
+    onJwksError: (uri, error) => log.warn({ uri, err: error.message }, 'JWKS fetch failed; serving the last keys'),
+  });
+  const policies = new PolicyTable(config.gatewayName, authenticator);
   const [rootCertPem, token] = await Promise.all([readFile(config.rootCertFile, 'utf8'), readFile(config.tokenFile, 'utf8')]);
   const xds = new XdsSource({
     address: config.xdsAddress,
@@ -55,7 +68,7 @@ export async function startWaypoint(config: WaypointConfig, log: Logger): Promis
     nodeName: config.nodeName,
     trustDomain: config.trustDomain,
     state,
-    handlers: { [HTTP_ROUTES_TYPE_URL]: routes.apply },
+    handlers: { [HTTP_ROUTES_TYPE_URL]: routes.apply, [HTTP_AUTHORIZATION_TYPE_URL]: policies.applyAuthorizations, [REQUEST_AUTHENTICATION_TYPE_URL]: policies.applyRequestAuthentications, [RATE_LIMIT_TYPE_URL]: policies.applyRateLimits },
     onStatus: (status) => (status.state === 'disconnected' ? log.warn({ ...status }, 'xDS stream down; serving the last config') : log.info({ state: status.state }, 'xDS')),
     onNack: (typeUrl, message) => log.warn({ typeUrl, reason: message }, 'xDS resource rejected (NACK); keeping the last good one'),
   });
@@ -85,7 +98,15 @@ export async function startWaypoint(config: WaypointConfig, log: Logger): Promis
       'connection closed',
     ),
   );
-  const httpProxy = new HttpProxy({ upstreams, routes, state, metrics });
+  jwksVia.upstreams = upstreams;
+  const gate = new RequestGate({
+    table: policies,
+    metrics: new AuthzMetrics(metrics.registry),
+    trustedProxies: config.numTrustedProxies,
+    // Until the access log carries it: one line per L7 policy decision.
+    onDecision: (request, fields) => log.info({ method: request.method, path: request.url, authz: fields }, 'request authz'),
+  });
+  const httpProxy = new HttpProxy({ upstreams, routes, state, metrics, gate });
   const terminate = (request: HboneRequest, stream: http2.ServerHttp2Stream): void => {
     let service;
     try {
@@ -131,7 +152,7 @@ export async function startWaypoint(config: WaypointConfig, log: Logger): Promis
       response.writeHead(404).end();
       return;
     }
-    const body = JSON.stringify({ gateway: config.gatewayName, identity: identity.uri, services: servicesView(state), routes: routes.view() });
+    const body = JSON.stringify({ gateway: config.gatewayName, identity: identity.uri, services: servicesView(state), routes: routes.view(), policies: policies.view() });
     response.writeHead(200, { 'content-type': 'application/json' }).end(body);
   });
   await listenHttp(admin, '127.0.0.1', WAYPOINT_ADMIN_PORT);
@@ -146,6 +167,7 @@ export async function startWaypoint(config: WaypointConfig, log: Logger): Promis
       httpProxy.close();
       admin.close();
       xds.stop();
+      authenticator.close();
       certificates.close();
       ca.close();
     },
