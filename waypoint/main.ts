@@ -85,7 +85,7 @@ export async function startWaypoint(config: WaypointConfig, log: Logger): Promis
       'connection closed',
     ),
   );
-  const httpProxy = new HttpProxy({ upstreams, routes, state, metrics });
+  const httpProxy = new HttpProxy({ upstreams, routes, state, metrics, log });
   const terminate = (request: HboneRequest, stream: http2.ServerHttp2Stream): void => {
     let service;
     try {
