@@ -8,6 +8,7 @@
 import http from 'node:http';
 import type { Service } from '../shared/mesh/service.ts';
 import type { BufferedBody } from './retry.ts';
+import { Http2StreamDuplex } from './stream-adapter.ts';
 import type { Upstreams } from './upstream.ts';
 
 export interface MirrorRequest {
@@ -36,7 +37,7 @@ export function sendMirror(upstreams: Upstreams, mirror: MirrorRequest, onFailed
   void (async () => {
     const picked = upstreams.pickLeastRequest(mirror.service, mirror.servicePort, mirror.vip);
     const upstream = await upstreams.connect(mirror.service, picked);
-    const connection = upstream.kind === 'hbone' ? upstream.stream : upstream.socket;
+    const connection = upstream.kind === 'hbone' ? new Http2StreamDuplex(upstream.stream) : upstream.socket;
     const outgoing = http.request({ method: mirror.method, path: mirror.url, headers, createConnection: () => connection as never });
     outgoing.once('response', (response) => {
       response.resume();

@@ -13,6 +13,7 @@ import type { Service } from '../shared/mesh/service.ts';
 import type { Workload } from '../shared/mesh/workload.ts';
 import { WaypointError } from './errors.ts';
 import type { BufferedBody } from './retry.ts';
+import { Http2StreamDuplex } from './stream-adapter.ts';
 import type { Upstreams } from './upstream.ts';
 
 export interface TryOutcome {
@@ -62,7 +63,9 @@ export class UpstreamTry {
       this.#inFlight = picked.address;
       this.#upstreams.leastRequest.started(picked.address);
       const upstream = await this.#upstreams.connect(request.service, picked);
-      connection = upstream.kind === 'hbone' ? upstream.stream : upstream.socket;
+      // Through the adapter: the HTTP client writing a body straight into an Http2Stream reached the backend
+      // garbled (its parser answered 400), as the server side once did (stream-adapter.ts).
+      connection = upstream.kind === 'hbone' ? new Http2StreamDuplex(upstream.stream) : upstream.socket;
     } catch (error) {
       this.#release();
       return { error: error instanceof WaypointError ? error : new WaypointError('WAYPOINT_UPSTREAM_CONNECT_FAILED', (error as Error).message, { cause: error }) };
