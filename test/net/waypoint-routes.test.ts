@@ -23,6 +23,7 @@ const V1_VIP = '10.240.3.13';
 const V2_VIP = '10.240.3.14';
 const MIRROR_VIP = '10.240.3.15';
 const EMPTY_VIP = '10.240.3.16';
+const DEAD_VIP = '10.240.3.17';
 const CLIENT_IDENTITY = 'spiffe://cluster.local/ns/shop/sa/client';
 const ROUTE_BACKEND = path.join(import.meta.dirname, 'helpers', 'route-backend.ts');
 const ROUTE_CLIENT = path.join(import.meta.dirname, 'helpers', 'route-client.ts');
@@ -33,6 +34,8 @@ let client: Pod;
 let webA: Pod;
 let webB: Pod;
 let mirrorPod: Pod;
+/** Backs the `dead` Service but serves nothing: its agent cannot connect to the app port. */
+let deadPod: Pod;
 
 async function writeAtomically(file: string, text: string): Promise<void> {
   await mkdir(path.dirname(file), { recursive: true });
@@ -176,6 +179,8 @@ const WEB_ROUTE = {
       rule(prefix('/retry'), 'web-v1', { retry: { codes: [503], attempts: 2, backoff: '10ms' } }),
       rule(prefix('/try'), 'web-v1', { timeouts: { request: '20s', backendRequest: '1s' }, retry: { codes: [504], attempts: 1, backoff: '10ms' } }),
       rule(prefix('/empty'), 'empty'),
+      rule(prefix('/dead-retry'), 'dead', { retry: { codes: [503], attempts: 1, backoff: '10ms' } }),
+      rule(prefix('/dead'), 'dead'),
       rule(prefix('/lb'), 'web'),
       rule(prefix('/hold'), 'web-v1'),
     ],
@@ -193,6 +198,7 @@ test.before(async () => {
   webA = await mesh.cluster.createPod({ node: 1, namespace: 'shop', name: 'web-a', serviceAccount: 'web', labels: { app: 'web', version: 'v1' }, namespaceLabels: ENROLLED });
   webB = await mesh.cluster.createPod({ node: 0, namespace: 'shop', name: 'web-b', serviceAccount: 'web', labels: { app: 'web', version: 'v2' } });
   mirrorPod = await mesh.cluster.createPod({ node: 0, namespace: 'shop', name: 'mirror', serviceAccount: 'mirror', labels: { app: 'mirror' } });
+  deadPod = await mesh.cluster.createPod({ node: 1, namespace: 'shop', name: 'dead', serviceAccount: 'dead', labels: { app: 'dead' } });
   client = await mesh.cluster.createPod({ node: 0, namespace: 'shop', name: 'client', serviceAccount: 'client' });
   for (const pod of [webA, webB, mirrorPod]) await startBackend(pod);
   waypoint = await createWaypoint(mesh, { node: 1, namespace: 'shop', name: 'wp' });
@@ -201,6 +207,7 @@ test.before(async () => {
   await writeService('web-v2', V2_VIP, { app: 'web', version: 'v2' });
   await writeService('mirror', MIRROR_VIP, { app: 'mirror' });
   await writeService('empty', EMPTY_VIP, { app: 'nothing' });
+  await writeService('dead', DEAD_VIP, { app: 'dead' });
   await writeAtomically(path.join(mesh.cluster.clusterDir, 'routes', 'web.yaml'), [stringify(WEB_ROUTE), stringify(ALT_ROUTE)].join('---\n'));
   await until('the waypoint has both routes on web', async () => ((await waypointRoutes())['shop/web.shop.svc.cluster.local']?.length ?? 0) === WEB_ROUTE.spec.rules.length + 1, 40_000);
   // The client's agent sends web's traffic to the waypoint once it knows the binding: the first answer from a backend.
@@ -317,6 +324,14 @@ test.serial('no endpoint: 503 with flag UH and a reason', async (t) => {
   t.is(result!.status, 503);
   t.regex(String(result!.body), /no healthy upstream: service empty\.shop\.svc\.cluster\.local/);
   t.is((await logLineOf('empty-1')).response_flags, 'UH');
+});
+
+test.serial('an endpoint that cannot be reached: 503 with flag UF; retried once, UF,URX', async (t) => {
+  const results = await send([{ path: '/dead', headers: { 'x-request-id': 'dead-1' } }, { path: '/dead-retry', headers: { 'x-request-id': 'dead-2' } }]);
+  t.deepEqual(results.map((result) => result.status), [503, 503]);
+  t.regex(String(results[0]!.body), new RegExp(`HBONE to shop/dead \\(${deadPod.ip.replaceAll('.', '\\.')}:8080\\) failed`));
+  t.like(await logLineOf('dead-1'), { response_flags: 'UF', attempts: 1 });
+  t.like(await logLineOf('dead-2'), { response_flags: 'UF,URX', attempts: 2 });
 });
 
 test.serial('parentRefs port: the 8081 route serves only 8081, the port 80 route only 80', async (t) => {
