@@ -2,8 +2,8 @@
  * The waypoint's HTTP/1.1 path, for Service ports whose appProtocol (or name) says http: the terminated CONNECT
  * stream is answered 200 and served by Node's HTTP server (keep-alive: many requests per stream); each request is
  * routed by the Service's HTTPRoutes (none attached: straight to the Service) and goes, with the route's filters
- * applied, to one endpoint of the chosen backend Service over a new stream (HBONE on the pooled connection to that
- * endpoint, or TCP), tried again as the route's retry says, within its timeouts. No matching route: 404 (flag NR);
+ * applied, to one endpoint of the chosen backend Service over a kept-alive stream to it (HBONE on the pooled
+ * connection to that endpoint, or TCP), tried again as the route's retry says, within its timeouts. No matching route: 404 (flag NR);
  * a redirect: answered here; no usable backend: 500; no endpoint or an unreachable one: 503 (UH / UF, URX once
  * retries ran out); a timeout: 504 (UT). Every request is counted in Istio's metrics with reporter="waypoint" and
  * gets one access-log line; `x-request-id` and W3C trace context are passed on (made when absent).
@@ -32,6 +32,7 @@ import { backoffMs, bufferBody, MAX_BUFFERED_BODY_BYTES, shouldRetry, type Buffe
 import type { RouteBackend, RouteEntry, RouteTable } from './route-table.ts';
 import { Http2StreamDuplex } from './stream-adapter.ts';
 import { requestIdOf, traceContextOf, traceparentOf, type TraceContext } from './tracing.ts';
+import { UpstreamConnections } from './upstream-connections.ts';
 import { UpstreamTry } from './upstream-try.ts';
 import type { Upstreams } from './upstream.ts';
 
@@ -79,6 +80,7 @@ export class HttpProxy {
   readonly #server: http.Server;
   readonly #contexts = new WeakMap<Duplex, StreamContext>();
   readonly #upstreams: Upstreams;
+  readonly #connections: UpstreamConnections;
   readonly #routes: RouteTable;
   readonly #state: MeshState;
   readonly #metrics: WaypointMetrics;
@@ -86,6 +88,7 @@ export class HttpProxy {
 
   constructor(options: { upstreams: Upstreams; routes: RouteTable; state: MeshState; metrics: WaypointMetrics; log?: Logger }) {
     this.#upstreams = options.upstreams;
+    this.#connections = new UpstreamConnections(options.upstreams);
     this.#routes = options.routes;
     this.#state = options.state;
     this.#metrics = options.metrics;
@@ -108,6 +111,12 @@ export class HttpProxy {
 
   close(): void {
     this.#server.close();
+    this.#connections.close();
+  }
+
+  /** Streams to endpoints, open and idle, for the config dump. */
+  connectionsView(): object {
+    return this.#connections.view();
   }
 
   async #handle(request: DownstreamRequest, response: DownstreamResponse): Promise<void> {
@@ -216,7 +225,7 @@ export class HttpProxy {
     let retriesDone = 0;
     for (;;) {
       record.attempts++;
-      current = new UpstreamTry(this.#upstreams, {
+      current = new UpstreamTry(this.#upstreams, this.#connections, {
         service: record.destination, servicePort: port, vip, method, url: upstreamUrl, headers, body, timeoutMs: entry?.backendRequestTimeoutMs ?? 0, onBodyChunk,
       });
       const outcome = timeout ? await Promise.race([current.outcome, timeout.then(() => undefined)]) : await current.outcome;

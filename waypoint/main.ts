@@ -131,7 +131,7 @@ export async function startWaypoint(config: WaypointConfig, log: Logger): Promis
       response.writeHead(404).end();
       return;
     }
-    const body = JSON.stringify({ gateway: config.gatewayName, identity: identity.uri, services: servicesView(state), routes: routes.view() });
+    const body = JSON.stringify({ gateway: config.gatewayName, identity: identity.uri, services: servicesView(state), routes: routes.view(), upstreamConnections: httpProxy.connectionsView() });
     response.writeHead(200, { 'content-type': 'application/json' }).end(body);
   });
   await listenHttp(admin, '127.0.0.1', WAYPOINT_ADMIN_PORT);

@@ -1,6 +1,6 @@
 /**
- * One try of a request to one endpoint: the least-request pick, a new stream to the endpoint (upstream.ts), the
- * request written (the buffered body, then any rest still streaming from the client), and the outcome: the
+ * One try of a request to one endpoint: the least-request pick, a kept-alive or new stream to the endpoint
+ * (upstream-connections.ts), the request written (the buffered body, then any rest still streaming from the client), and the outcome: the
  * response's head, or an error (no endpoint UH, connect failure UF, reset before the response UC, the try's
  * timeout UT). The try's timeout (timeouts.backendRequest) runs until the response has ended: fired after the head
  * it cuts the response, which the proxy passes on as a cut.
@@ -8,12 +8,11 @@
  * Owns: that one exchange's stream, timer and in-flight count. Must not know about: routes, retries, the client side.
  */
 import http from 'node:http';
-import type { Duplex } from 'node:stream';
 import type { Service } from '../shared/mesh/service.ts';
 import type { Workload } from '../shared/mesh/workload.ts';
 import { WaypointError } from './errors.ts';
 import type { BufferedBody } from './retry.ts';
-import { Http2StreamDuplex } from './stream-adapter.ts';
+import type { UpstreamConnections } from './upstream-connections.ts';
 import type { Upstreams } from './upstream.ts';
 
 export interface TryOutcome {
@@ -44,46 +43,36 @@ export class UpstreamTry {
   /** The try's timeout fired (before or after the response's head). */
   timedOut = false;
   readonly #upstreams: Upstreams;
-  #connection: Duplex | undefined;
+  #outgoing: http.ClientRequest | undefined;
   #timer: NodeJS.Timeout | undefined;
   #inFlight = '';
   #aborted = false;
+  /** The response ended whole: its stream went back to the endpoint's pool, nothing to cut. */
+  #complete = false;
 
-  constructor(upstreams: Upstreams, request: TryRequest) {
+  constructor(upstreams: Upstreams, connections: UpstreamConnections, request: TryRequest) {
     this.#upstreams = upstreams;
-    this.outcome = this.#run(request);
+    this.outcome = this.#run(connections, request);
   }
 
-  async #run(request: TryRequest): Promise<TryOutcome> {
-    let connection: Duplex;
+  #run(connections: UpstreamConnections, request: TryRequest): Promise<TryOutcome> {
+    let agent: http.Agent;
     try {
       const picked = this.#upstreams.pickLeastRequest(request.service, request.servicePort, request.vip);
       this.endpoint = picked.endpoint.workload;
       this.address = `${picked.address}:${picked.targetPort}`;
       this.#inFlight = picked.address;
       this.#upstreams.leastRequest.started(picked.address);
-      const upstream = await this.#upstreams.connect(request.service, picked);
-      // Through the adapter: the HTTP client writing a body straight into an Http2Stream reached the backend
-      // garbled (its parser answered 400), as the server side once did (stream-adapter.ts).
-      connection = upstream.kind === 'hbone' ? new Http2StreamDuplex(upstream.stream) : upstream.socket;
+      agent = connections.agentFor(request.service, picked);
     } catch (error) {
       this.#release();
-      return { error: error instanceof WaypointError ? error : new WaypointError('WAYPOINT_UPSTREAM_CONNECT_FAILED', (error as Error).message, { cause: error }) };
+      return Promise.resolve({ error: error instanceof WaypointError ? error : new WaypointError('WAYPOINT_UPSTREAM_CONNECT_FAILED', (error as Error).message, { cause: error }) });
     }
-    this.#connection = connection;
-    if (this.#aborted) {
-      connection.destroy();
-      return { error: new WaypointError('WAYPOINT_REQUEST_TIMEOUT', 'the request timed out') };
-    }
+    const [host, port] = [this.address.slice(0, this.address.lastIndexOf(':')), Number(this.address.slice(this.address.lastIndexOf(':') + 1))];
     return new Promise((resolve) => {
-      const outgoing = http.request({
-        method: request.method,
-        path: request.url,
-        headers: request.headers,
-        // No agent (not `agent: false`, which makes a fresh one that dials itself): this stream carries this one
-        // request (`connection: close`); the pooled HBONE connection under it is what is reused.
-        createConnection: () => connection as never,
-      });
+      // A kept-alive stream to the endpoint when one is idle (upstream-connections.ts), else a new one.
+      const outgoing = http.request({ host, port, method: request.method, path: request.url, headers: request.headers, agent });
+      this.#outgoing = outgoing;
       if (request.timeoutMs > 0) {
         this.#timer = setTimeout(() => {
           this.timedOut = true;
@@ -92,14 +81,17 @@ export class UpstreamTry {
         }, request.timeoutMs);
       }
       outgoing.once('response', (response) => {
+        response.once('end', () => (this.#complete = true));
         response.once('close', () => this.#finish());
         resolve({ response });
       });
       outgoing.on('error', (error) => {
         this.#finish();
-        connection.destroy();
-        resolve({ error: new WaypointError('WAYPOINT_UPSTREAM_RESET', `${this.address} closed the request before a response: ${error.message}`, { cause: error }) });
+        resolve({
+          error: error instanceof WaypointError ? error : new WaypointError('WAYPOINT_UPSTREAM_RESET', `${this.address} closed the request before a response: ${error.message}`, { cause: error }),
+        });
       });
+      if (this.#aborted) outgoing.destroy();
       const body = request.body;
       for (const chunk of body.chunks) outgoing.write(chunk);
       if (body.complete) {
@@ -112,10 +104,10 @@ export class UpstreamTry {
     });
   }
 
-  /** Ends the try now (its stream reset): the request timed out, the client left, or the try is being retried. */
+  /** Ends the try now (its stream reset) unless its response already ended: timed out, client gone, or retried. */
   abort(): void {
     this.#aborted = true;
-    this.#connection?.destroy();
+    if (!this.#complete) this.#outgoing?.destroy();
     this.#finish();
   }
 

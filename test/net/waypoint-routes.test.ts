@@ -78,7 +78,7 @@ interface Received {
   path: string;
   status: number;
   headers: Record<string, string>;
-  body: { name?: string; url?: string; method?: string; bytes?: number; tries?: number; peer?: string; headers?: Record<string, string> } | string;
+  body: { name?: string; url?: string; method?: string; bytes?: number; tries?: number; peer?: string; peerPort?: number; headers?: Record<string, string> } | string;
   error?: string;
 }
 
@@ -355,6 +355,16 @@ test.serial('least request: with requests held on web-a, most new requests go to
   t.log(`web-b took ${toB} of 80 while web-a had 2 requests in flight (uniform: 40; power of two choices: 60)`);
   // Binomial n=80: p=0.75 has sd 3.9 (50 is 2.6 sd below 60); p=0.5 has sd 4.5 (50 is 2.2 sd above 40).
   t.true(toB >= 50, `web-b share ${toB}/80`);
+});
+
+test.serial('connection reuse: sequential requests to one endpoint ride one kept-alive HBONE stream', async (t) => {
+  const results = await send([{ path: '/items', repeat: 6 }]);
+  t.true(results.every((result) => servedBy(result) === 'web-a'));
+  // The destination agent opens one connection to the app per HBONE stream: one peer port means one stream.
+  const ports = new Set(results.map((result) => bodyOf(result).peerPort));
+  t.is(ports.size, 1, `peer ports seen by web-a: ${[...ports].join(', ')}`);
+  const dump = JSON.parse(await inPod(waypoint.pod, 'http://127.0.0.1:15000/config_dump')) as { upstreamConnections: Record<string, { idle: number }> };
+  t.true(Object.entries(dump.upstreamConnections).some(([key, pool]) => key.startsWith('shop/web-v1.shop.svc.cluster.local|') && pool.idle >= 1), JSON.stringify(dump.upstreamConnections));
 });
 
 test.serial('telemetry: request id and trace context passed on (made when absent); access log and byte metrics', async (t) => {

@@ -58,7 +58,7 @@ const server = http.createServer((request, response) => {
     if (tries <= Number(header(request, 'x-test-fail-first') ?? 0)) status = 503;
     const answer = (): void => {
       if (response.destroyed) return;
-      const body = JSON.stringify({ name: values.name, peer: request.socket.remoteAddress, method: request.method, url: request.url, bytes, tries, headers: request.headers });
+      const body = JSON.stringify({ name: values.name, peer: request.socket.remoteAddress, peerPort: request.socket.remotePort, method: request.method, url: request.url, bytes, tries, headers: request.headers });
       response.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'x-backend': values.name, 'x-backend-secret': '1' });
       response.end(body);
     };
