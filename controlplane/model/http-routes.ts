@@ -67,6 +67,14 @@ interface HttpRouteObject extends K8sObject {
   };
 }
 
+/** The fields of a rule and of a match this build serves; any other is reported, never silently ignored. */
+const RULE_FIELDS = new Set(['name', 'matches', 'filters', 'backendRefs', 'timeouts', 'retry']);
+const MATCH_FIELDS = new Set(['path', 'headers', 'queryParams', 'method']);
+
+function checkFields(object: object, known: ReadonlySet<string>, where: string): void {
+  for (const field of Object.keys(object)) if (!known.has(field)) throw new RouteRejected('UnsupportedValue', `${where}: field ${field} is not supported`);
+}
+
 const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'CONNECT', 'OPTIONS', 'TRACE', 'PATCH']);
 
 interface SortableEntry {
@@ -127,6 +135,7 @@ function valueMatches(specs: MatchSpec['headers'], what: 'header' | 'query param
 }
 
 function compileMatch(match: MatchSpec, where: string): RouteEntryMessage['match'] {
+  checkFields(match, MATCH_FIELDS, `${where} match`);
   const pathType = match.path?.type ?? 'PathPrefix';
   const value = match.path?.value ?? '/';
   let type: PathType;
@@ -174,6 +183,7 @@ export function compileHttpRoutes(store: ObjectStore, clusterDomain: string, onP
       const perRule: { ruleIndex: number; matchIndex: number; entry: Omit<RouteEntryMessage, 'port'> }[] = [];
       rules.forEach((rule: NonNullable<NonNullable<HttpRouteObject['spec']>['rules']>[number], ruleIndex) => {
         const where = rule.name ? `rule ${ruleIndex} (${rule.name})` : `rule ${ruleIndex}`;
+        checkFields(rule, RULE_FIELDS, where);
         const matches = rule.matches?.length ? rule.matches : [{}];
         const compiledMatches = matches.map((match) => compileMatch(match, where));
         const filters = compileRuleFilters(rule, where, compiledMatches.every((match) => match.path.type === 'PATH_PREFIX'), resolveBackend);

@@ -179,8 +179,12 @@ test('filters, timeouts and retry compile into the entry; invalid ones are repor
     route('prefix-on-exact', { parentRefs: parent, rules: [{ matches: [{ path: { type: 'Exact', value: '/e' } }], filters: [{ type: 'URLRewrite', urlRewrite: { path: { type: 'ReplacePrefixMatch', replacePrefixMatch: '/x' } } }], backendRefs: [to('b')] }] }),
     route('both', { parentRefs: parent, rules: [{ filters: [{ type: 'URLRewrite', urlRewrite: { hostname: 'x' } }, { type: 'RequestRedirect', requestRedirect: { hostname: 'y' } }] }] }),
     route('code', { parentRefs: parent, rules: [{ retry: { codes: [200] }, backendRefs: [to('b')] }] }),
+    route('unknown', { parentRefs: parent, rules: [{ sessionPersistence: { sessionName: 'x' }, backendRefs: [to('b')] }] }),
   ]);
-  t.deepEqual(problems.map((problem) => `${problem.route} ${problem.reason}`).sort(), ['shop/backend-longer UnsupportedValue', 'shop/bad-duration UnsupportedValue', 'shop/both UnsupportedValue', 'shop/code UnsupportedValue', 'shop/prefix-on-exact UnsupportedValue']);
+  t.deepEqual(problems.map((problem) => `${problem.route} ${problem.reason}`).sort(), [
+    'shop/backend-longer UnsupportedValue', 'shop/bad-duration UnsupportedValue', 'shop/both UnsupportedValue', 'shop/code UnsupportedValue', 'shop/prefix-on-exact UnsupportedValue', 'shop/unknown UnsupportedValue',
+  ]);
+  t.regex(problems.find((problem) => problem.route === 'shop/unknown')!.message, /field sessionPersistence is not supported/);
   const entries = table.entriesFor(WEB)!;
   const api = matchRoute(entries, 80, '/api/x', {})!;
   t.is(api.ruleName, 'full');
@@ -194,4 +198,15 @@ test('filters, timeouts and retry compile into the entry; invalid ones are repor
   const old = matchRoute(entries, 80, '/old', {})!;
   t.deepEqual(old.redirect, { scheme: 'https', hostname: '', port: 0, statusCode: 301 });
   t.deepEqual(old.backends, []);
+});
+
+test('the waypoint NACKs an entry whose regular expression RE2 cannot compile, keeping the last good routes', (t) => {
+  const table = new RouteTable();
+  const good = { service: WEB, entries: [{ route: 'shop/r', match: { path: { type: 'REGULAR_EXPRESSION', value: '/a[0-9]+' } }, backends: [{ service: 'shop/a.shop.svc.cluster.local', port: 80, weight: 1 }] }] };
+  t.is(table.apply([{ name: WEB, version: '1', resource: good }], []), undefined);
+  const bad = { service: WEB, entries: [{ route: 'shop/r', match: { path: { type: 'PATH_PREFIX', value: '/' }, headers: [{ name: 'x', regex: '(?<=a)b' }] } }] };
+  const result = table.apply([{ name: WEB, version: '2', resource: bad }], []);
+  t.regex(result?.rejected?.[0]?.reason ?? '', /invalid RE2 pattern/);
+  t.truthy(matchRoute(table.entriesFor(WEB)!, 80, '/a12', {}), 'the last good entries still route');
+  t.is(matchRoute(table.entriesFor(WEB)!, 80, '/a12x', {}), undefined);
 });
