@@ -93,7 +93,15 @@ export class HttpProxy {
     this.#state = options.state;
     this.#metrics = options.metrics;
     this.#log = options.log;
-    this.#server = http.createServer({ keepAlive: true }, (request, response) => void this.#handle(request, response));
+    this.#server = http.createServer({ keepAlive: true }, (request, response) => {
+      // A request that throws anywhere in its flow (a peer's odd input, a header value Node refuses) ends with 502
+      // or a cut response; the waypoint and the other requests carry on.
+      this.#handle(request, response).catch((error: Error) => {
+        this.#log?.warn({ err: error.message, method: request.method, path: request.url }, 'request failed in the waypoint');
+        if (response.headersSent) response.destroy();
+        else response.writeHead(502, { 'content-type': 'text/plain' }).end('the waypoint could not forward the request\n');
+      });
+    });
     // A client's malformed request gets 400 and its stream closes; nothing else is affected.
     this.#server.on('clientError', (_error, socket: Duplex) => {
       if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
@@ -193,6 +201,8 @@ export class HttpProxy {
     const needsBody = entry !== undefined && ((entry.retry !== undefined && entry.retry.attempts > 0) || entry.mirrors.length > 0);
     const body: BufferedBody = needsBody ? await bufferBody(request, MAX_BUFFERED_BODY_BYTES) : { chunks: [], bytes: 0, complete: false, source: request };
     record.requestBytes = body.bytes;
+    // The client left while its body was being read: nothing to send, nobody to answer.
+    if (!body.complete && (request.socket as Duplex | null)?.destroyed) return;
     for (const mirror of entry?.mirrors ?? []) {
       const service = this.#state.serviceByKey(mirror.service);
       if (!service || (mirror.fraction < 1 && Math.random() >= mirror.fraction)) continue;

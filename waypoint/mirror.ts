@@ -38,6 +38,7 @@ export function sendMirror(upstreams: Upstreams, mirror: MirrorRequest, onFailed
     const picked = upstreams.pickLeastRequest(mirror.service, mirror.servicePort, mirror.vip);
     const upstream = await upstreams.connect(mirror.service, picked);
     const connection = upstream.kind === 'hbone' ? new Http2StreamDuplex(upstream.stream) : upstream.socket;
+    connection.on('error', () => undefined);
     const outgoing = http.request({ method: mirror.method, path: mirror.url, headers, createConnection: () => connection as never });
     outgoing.once('response', (response) => {
       response.resume();

@@ -29,6 +29,9 @@ class HboneStreamSocket extends Http2StreamDuplex {
   constructor(stream: http2.Http2Stream) {
     super(stream);
     stream.on('timeout', () => this.emit('timeout'));
+    // Destroyed with an error after its request was done (no client listener left), it must not take the process
+    // down: the agent and the client attach their own listeners while they use it.
+    this.on('error', () => undefined);
   }
 
   setKeepAlive(): this {

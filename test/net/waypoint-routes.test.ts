@@ -71,6 +71,7 @@ interface Sent {
   method?: string;
   headers?: Record<string, string>;
   bodyBytes?: number;
+  abortAfterBytes?: number;
   repeat?: number;
 }
 
@@ -365,6 +366,17 @@ test.serial('connection reuse: sequential requests to one endpoint ride one kept
   t.is(ports.size, 1, `peer ports seen by web-a: ${[...ports].join(', ')}`);
   const dump = JSON.parse(await inPod(waypoint.pod, 'http://127.0.0.1:15000/config_dump')) as { upstreamConnections: Record<string, { idle: number }> };
   t.true(Object.entries(dump.upstreamConnections).some(([key, pool]) => key.startsWith('shop/web-v1.shop.svc.cluster.local|') && pool.idle >= 1), JSON.stringify(dump.upstreamConnections));
+});
+
+test.serial('a client that resets mid-body loses only its own request: the waypoint serves the next ones', async (t) => {
+  const aborted = await send([
+    { path: '/m', method: 'POST', bodyBytes: 100_000, abortAfterBytes: 1000, headers: { 'x-request-id': 'rude-1' } },
+    { path: '/retry/rude', method: 'POST', bodyBytes: 100_000, abortAfterBytes: 1000, headers: { 'x-request-id': 'rude-2' } },
+  ]);
+  t.true(aborted.every((result) => result.error !== undefined), JSON.stringify(aborted));
+  const after = await send([{ path: '/items', repeat: 3 }]);
+  t.deepEqual(after.map((result) => result.status), [200, 200, 200]);
+  t.is((await seenBy(webA, 'rude-2')).length, 0, 'a body the client never finished is not sent on (retry route: buffered first)');
 });
 
 test.serial('telemetry: request id and trace context passed on (made when absent); access log and byte metrics', async (t) => {

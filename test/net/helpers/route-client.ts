@@ -13,6 +13,8 @@ interface RequestSpec {
   method?: string;
   headers?: Record<string, string>;
   bodyBytes?: number;
+  /** Send only this many bytes of the declared body, then reset the connection (a peer failing rudely). */
+  abortAfterBytes?: number;
   repeat?: number;
 }
 
@@ -48,6 +50,13 @@ function once(item: RequestSpec): Promise<void> {
       results.push({ path: item.path, status: 0, headers: {}, body: null, error: error.message });
       resolve();
     });
+    if (item.abortAfterBytes !== undefined && body) {
+      request.write(body.subarray(0, item.abortAfterBytes));
+      setTimeout(() => {
+        request.destroy(new Error('aborted by the test client'));
+      }, 200);
+      return;
+    }
     request.end(body);
   });
 }
