@@ -4,7 +4,7 @@
  * HBONE CONNECT streams on the pooled mutual-TLS connection to that endpoint (TCP for an endpoint outside the
  * mesh). A stream whose response ended keep-alive is kept idle and carries the next request to the same endpoint;
  * idle ones close by the backend's `keep-alive: timeout` hint (Node's agent, less one second) or after
- * IDLE_STREAM_TIMEOUT_MS.
+ * IDLE_STREAM_TIMEOUT_MS. An endpoint's agent is dropped once its last stream closed.
  *
  * Owns: the agents and the socket face of an HBONE stream. Must not know about: routes, retries, which endpoint
  * is picked.
@@ -73,11 +73,27 @@ export class UpstreamConnections {
     if (agent !== undefined) return agent;
     agent = new http.Agent({ keepAlive: true, maxFreeSockets: MAX_IDLE_STREAMS_PER_ENDPOINT, scheduling: 'lifo', timeout: IDLE_STREAM_TIMEOUT_MS });
     const upstreams = this.#upstreams;
+    const created = agent;
+    // An endpoint's agent goes once its last stream closed and nothing waits (endpoints come and go).
+    const forgetIfUnused = (): void => {
+      const busy = [created.sockets, created.freeSockets, created.requests].some((lists) => Object.values(lists).some((list) => (list?.length ?? 0) > 0));
+      if (!busy && this.#agents.get(key) === created) {
+        this.#agents.delete(key);
+        created.destroy();
+      }
+    };
     // Asynchronous: Node's agent waits for the callback when createConnection returns nothing.
     agent.createConnection = ((_options: unknown, callback: (error: Error | null, socket?: Duplex) => void): undefined => {
       upstreams.connect(service, picked).then(
-        (upstream) => callback(null, upstream.kind === 'hbone' ? new HboneStreamSocket(upstream.stream) : upstream.socket),
-        (error: Error) => callback(error),
+        (upstream) => {
+          const socket = upstream.kind === 'hbone' ? new HboneStreamSocket(upstream.stream) : upstream.socket;
+          socket.once('close', () => setImmediate(forgetIfUnused));
+          callback(null, socket);
+        },
+        (error: Error) => {
+          callback(error);
+          setImmediate(forgetIfUnused);
+        },
       );
       return undefined;
     }) as unknown as http.Agent['createConnection'];

@@ -105,3 +105,38 @@ test('least request: of two draws, the endpoint with fewer requests in flight', 
   t.is(balancer.inFlight('10.0.0.1'), 0);
   t.is(balancer.inFlight('10.0.0.2'), 0);
 });
+
+test('upstream connections: requests to one endpoint reuse its kept-alive connection; the agent goes when its last connection closed', async (t) => {
+  const { default: http } = await import('node:http');
+  const { MeshState } = await import('../../shared/mesh/mesh-state.ts');
+  const { Upstreams } = await import('../../waypoint/upstream.ts');
+  const { UpstreamConnections } = await import('../../waypoint/upstream-connections.ts');
+  // A real HTTP server on loopback, an endpoint outside the mesh (plain TCP): no HBONE pool is needed.
+  const server = http.createServer((request, response) => response.end(String(request.socket.remotePort)));
+  // Hint `keep-alive: timeout=2`: Node's agent keeps the connection idle for 2 s less its 1 s margin.
+  server.keepAliveTimeout = 2_500;
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => server.close());
+  const port = (server.address() as { port: number }).port;
+  const workload = { uid: 'u', name: 'web-a', namespace: 'shop', serviceAccount: 'web', trustDomain: 'cluster.local', node: 'n', addresses: ['127.0.0.1'], tunnelProtocol: 'NONE', captureReason: '', canonicalName: 'web', canonicalRevision: 'v1', workloadName: 'web' } as const;
+  const service = { name: 'web', namespace: 'shop', hostname: 'web.shop.svc.cluster.local', vips: [], ports: [], subjectAltNames: [], ipFamilies: 'IPV4_ONLY' } as unknown as Parameters<InstanceType<typeof UpstreamConnections>['agentFor']>[0];
+  const upstreams = new Upstreams({ state: new MeshState(), pool: undefined as never, identity: undefined as never, self: () => workload as never });
+  const connections = new UpstreamConnections(upstreams);
+  const picked = { address: '127.0.0.1', targetPort: port, endpoint: { workload: workload as never, ports: [] } };
+  const get = (): Promise<string> =>
+    new Promise((resolve, reject) => {
+      http.get({ host: '127.0.0.1', port, path: '/', agent: connections.agentFor(service, picked) }, (response) => {
+        let text = '';
+        response.on('data', (chunk: Buffer) => (text += chunk.toString()));
+        response.on('end', () => resolve(text));
+      }).on('error', reject);
+    });
+  const ports = [await get(), await get(), await get()];
+  t.is(new Set(ports).size, 1, `client ports seen by the server: ${ports.join(', ')}`);
+  t.deepEqual(Object.values(connections.view()), [{ open: 0, idle: 1 }]);
+  // The idle connection closes (the agent's timeout from the server's hint): the endpoint's agent is dropped.
+  const deadline = Date.now() + 5_000;
+  while (Object.keys(connections.view()).length > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+  t.deepEqual(connections.view(), {});
+  connections.close();
+});
