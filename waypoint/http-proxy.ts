@@ -3,7 +3,8 @@
  * stream is answered 200 and served by Node's HTTP server (keep-alive: many requests per stream); each request is
  * routed by the Service's HTTPRoutes (none attached: straight to the Service) and goes, with the route's filters
  * applied, to one endpoint of the chosen backend Service over a kept-alive stream to it (HBONE on the pooled
- * connection to that endpoint, or TCP), tried again as the route's retry says, within its timeouts. No matching route: 404 (flag NR);
+ * connection to that endpoint, or TCP), tried again as the route's retry says (Istio's default policy when it says
+ * nothing), within its timeouts. No matching route: 404 (flag NR);
  * a redirect: answered here; no usable backend: 500; no endpoint or an unreachable one: 503 (UH / UF, URX once
  * retries ran out); a timeout: 504 (UT). Every request is counted in Istio's metrics with reporter="waypoint" and
  * gets one access-log line; `x-request-id` and W3C trace context are passed on (made when absent).
@@ -28,7 +29,7 @@ import { endToEndHeaders, modifyHeaders, redirectLocation, rewrittenUrl } from '
 import { matchRoute, pathOf, pickBackend, queryOf } from './http-router.ts';
 import type { RequestLabels, WaypointMetrics } from './metrics.ts';
 import { sendMirror } from './mirror.ts';
-import { backoffMs, bufferBody, MAX_BUFFERED_BODY_BYTES, shouldRetry, type BufferedBody } from './retry.ts';
+import { backoffMs, bufferBody, ISTIO_DEFAULT_RETRY, MAX_BUFFERED_BODY_BYTES, shouldRetry, type BufferedBody } from './retry.ts';
 import type { RouteBackend, RouteEntry, RouteTable } from './route-table.ts';
 import { Http2StreamDuplex } from './stream-adapter.ts';
 import { requestIdOf, traceContextOf, traceparentOf, type TraceContext } from './tracing.ts';
@@ -198,7 +199,8 @@ export class HttpProxy {
     const headers = this.#upstreamHeaders(request, record, backend);
     const vip = record.context.hbone.target.host;
     // Retries and mirrors need the body again: read it ahead (up to the limit); otherwise it streams to the one try.
-    const needsBody = entry !== undefined && ((entry.retry !== undefined && entry.retry.attempts > 0) || entry.mirrors.length > 0);
+    const retryPolicy = entry?.retry ?? ISTIO_DEFAULT_RETRY;
+    const needsBody = retryPolicy.attempts > 0 || (entry !== undefined && entry.mirrors.length > 0);
     const body: BufferedBody = needsBody ? await bufferBody(request, MAX_BUFFERED_BODY_BYTES) : { chunks: [], bytes: 0, complete: false, source: request };
     record.requestBytes = body.bytes;
     // The client left while its body was being read: nothing to send, nobody to answer.
@@ -233,10 +235,12 @@ export class HttpProxy {
       record.requestBytes += chunk.length;
     };
     let retriesDone = 0;
+    let previousHost: string | undefined;
     for (;;) {
       record.attempts++;
       current = new UpstreamTry(this.#upstreams, this.#connections, {
         service: record.destination, servicePort: port, vip, method, url: upstreamUrl, headers, body, timeoutMs: entry?.backendRequestTimeoutMs ?? 0, onBodyChunk,
+        ...(previousHost !== undefined ? { avoid: previousHost } : {}),
       });
       const outcome = timeout ? await Promise.race([current.outcome, timeout.then(() => undefined)]) : await current.outcome;
       record.endpoint = current.endpoint;
@@ -248,24 +252,25 @@ export class HttpProxy {
         return;
       }
       const status = outcome.response?.statusCode;
-      const retry = !response.writableEnded && shouldRetry(entry?.retry, body.complete, retriesDone, status !== undefined ? { status } : { error: outcome.error! });
+      const retry = !response.writableEnded && shouldRetry(retryPolicy, body.complete, retriesDone, status !== undefined ? { status } : { error: outcome.error! });
       if (retry) {
         outcome.response?.resume();
         current.abort();
+        previousHost = current.host || undefined;
         retriesDone++;
-        await sleep(backoffMs(entry!.retry!, retriesDone));
+        await sleep(backoffMs(retryPolicy, retriesDone));
         if (!requestTimedOut) continue;
         this.#answer(request, response, record, new WaypointError('WAYPOINT_REQUEST_TIMEOUT', `no response within timeouts.request ${entry?.requestTimeoutMs ?? 0} ms`), 'request_timeout');
         return;
       }
-      const exhausted = retriesDone > 0 && entry?.retry !== undefined && retriesDone >= entry.retry.attempts;
+      const exhausted = retriesDone > 0 && retriesDone >= retryPolicy.attempts;
       if (outcome.error) {
         stopTimer();
         const flags = exhausted ? `${outcome.error.responseFlags},URX` : outcome.error.responseFlags;
         this.#answer(request, response, record, outcome.error, outcome.error.code === 'WAYPOINT_BACKEND_TIMEOUT' ? 'upstream_per_try_timeout' : 'upstream_reset_before_response_started', flags);
         return;
       }
-      this.#relay(request, response, record, outcome.response!, current, backend, exhausted && entry!.retry!.codes.has(status!) ? 'URX' : '-', () => requestTimedOut, stopTimer);
+      this.#relay(request, response, record, outcome.response!, current, backend, exhausted && retryPolicy.codes.has(status!) ? 'URX' : '-', () => requestTimedOut, stopTimer);
       return;
     }
   }

@@ -3,7 +3,8 @@
  * `codes`, `attempts`, `backoff`), and the request body kept for it. As Envoy: a retry re-sends the whole request,
  * so only a request whose body was buffered completely can be retried; a body larger than the buffer streams to
  * the first try and is never retried. Connection failures to an endpoint are always retried (Istio's retryOn
- * includes connect-failure); a try that outlasts `timeouts.backendRequest` counts as a 504.
+ * includes connect-failure); a try that outlasts `timeouts.backendRequest` counts as a 504. A route without
+ * `retry` gets Istio's default policy; `attempts: 0` turns retries off.
  *
  * Owns: the buffer, the decision and the back-off. Must not know about: sockets, routes beyond their retry policy.
  */
@@ -16,6 +17,11 @@ import type { RetryPolicy } from './route-table.ts';
  * 1 MiB by default; 64 KiB keeps a waypoint under load small while covering typical API requests).
  */
 export const MAX_BUFFERED_BODY_BYTES = 64 * 1024;
+/**
+ * Istio's default retry policy, for a route that sets no `retry` (and for a Service with no route): 2 retries on
+ * connection failures and 503, Envoy's 25 ms base back-off (pilot's retry.DefaultPolicy).
+ */
+export const ISTIO_DEFAULT_RETRY: RetryPolicy = { codes: new Set([503]), attempts: 2, backoffMs: 25 };
 /** Envoy's cap on the exponential back-off: ten times the base interval. */
 const MAX_BACKOFF_FACTOR = 10;
 

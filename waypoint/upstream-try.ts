@@ -31,6 +31,8 @@ export interface TryRequest {
   body: BufferedBody;
   /** timeouts.backendRequest; 0: none. */
   timeoutMs: number;
+  /** The previous try's endpoint address, which a retry avoids when another can take it. */
+  avoid?: string;
   /** Counts request body bytes streamed after the buffered part. */
   onBodyChunk: (chunk: Buffer) => void;
 }
@@ -40,6 +42,8 @@ export class UpstreamTry {
   endpoint: Workload | undefined;
   /** `ip:port` dialled ('' before the pick). */
   address = '';
+  /** The endpoint's address alone. */
+  host = '';
   /** The try's timeout fired (before or after the response's head). */
   timedOut = false;
   readonly #upstreams: Upstreams;
@@ -58,10 +62,11 @@ export class UpstreamTry {
   #run(connections: UpstreamConnections, request: TryRequest): Promise<TryOutcome> {
     let agent: http.Agent;
     try {
-      const picked = this.#upstreams.pickLeastRequest(request.service, request.servicePort, request.vip);
+      const picked = this.#upstreams.pickLeastRequest(request.service, request.servicePort, request.vip, request.avoid);
       this.endpoint = picked.endpoint.workload;
       this.address = `${picked.address}:${picked.targetPort}`;
       this.#inFlight = picked.address;
+      this.host = picked.address;
       this.#upstreams.leastRequest.started(picked.address);
       agent = connections.agentFor(request.service, picked);
     } catch (error) {

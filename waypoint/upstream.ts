@@ -20,6 +20,8 @@ import { LeastRequestBalancer } from './least-request.ts';
 
 /** Port every in-mesh pod's agent takes HBONE on. */
 const HBONE_PORT = 15008;
+/** Draws a retry makes to find an endpoint other than the previous try's (Istio's HostSelectionRetryMaxAttempts). */
+const RETRY_HOST_SELECTION_ATTEMPTS = 5;
 
 export type UpstreamStream = { kind: 'hbone'; stream: http2.ClientHttp2Stream; endpoint: Workload } | { kind: 'tcp'; socket: net.Socket; endpoint: Workload };
 
@@ -50,9 +52,14 @@ export class Upstreams {
     return this.connect(service, this.#draw(service, servicePort, vip));
   }
 
-  /** The endpoint for one HTTP request: of two draws, the one with fewer requests in flight. Throws UH. */
-  pickLeastRequest(service: Service, servicePort: number, vip: string): PickedEndpoint {
-    return this.leastRequest.choose(this.#draw(service, servicePort, vip), this.#draw(service, servicePort, vip));
+  /** The endpoint for one HTTP request: of two draws, the one with fewer requests in flight; `avoid`: an address to redraw. Throws UH. */
+  pickLeastRequest(service: Service, servicePort: number, vip: string, avoid?: string): PickedEndpoint {
+    let picked = this.leastRequest.choose(this.#draw(service, servicePort, vip), this.#draw(service, servicePort, vip));
+    // A retry prefers another endpoint than the one that failed (Envoy's previous_hosts predicate, 5 tries as Istio).
+    for (let attempt = 0; avoid !== undefined && picked.address === avoid && attempt < RETRY_HOST_SELECTION_ATTEMPTS; attempt++) {
+      picked = this.leastRequest.choose(this.#draw(service, servicePort, vip), this.#draw(service, servicePort, vip));
+    }
+    return picked;
   }
 
   #draw(service: Service, servicePort: number, vip: string): PickedEndpoint {

@@ -181,6 +181,7 @@ const WEB_ROUTE = {
       rule(prefix('/try'), 'web-v1', { timeouts: { request: '20s', backendRequest: '1s' }, retry: { codes: [504], attempts: 1, backoff: '10ms' } }),
       rule(prefix('/empty'), 'empty'),
       rule(prefix('/dead-retry'), 'dead', { retry: { codes: [503], attempts: 1, backoff: '10ms' } }),
+      rule(prefix('/dead-no-retry'), 'dead', { retry: { attempts: 0 } }),
       rule(prefix('/dead'), 'dead'),
       rule(prefix('/lb'), 'web'),
       rule(prefix('/hold'), 'web-v1'),
@@ -327,12 +328,17 @@ test.serial('no endpoint: 503 with flag UH and a reason', async (t) => {
   t.is((await logLineOf('empty-1')).response_flags, 'UH');
 });
 
-test.serial('an endpoint that cannot be reached: 503 with flag UF; retried once, UF,URX', async (t) => {
-  const results = await send([{ path: '/dead', headers: { 'x-request-id': 'dead-1' } }, { path: '/dead-retry', headers: { 'x-request-id': 'dead-2' } }]);
-  t.deepEqual(results.map((result) => result.status), [503, 503]);
+test.serial("an endpoint that cannot be reached: 503 UF; Istio's default retries (2) without a retry field, UF,URX; attempts 0: none", async (t) => {
+  const results = await send([
+    { path: '/dead-no-retry', headers: { 'x-request-id': 'dead-0' } },
+    { path: '/dead-retry', headers: { 'x-request-id': 'dead-1' } },
+    { path: '/dead', headers: { 'x-request-id': 'dead-2' } },
+  ]);
+  t.deepEqual(results.map((result) => result.status), [503, 503, 503]);
   t.regex(String(results[0]!.body), new RegExp(`HBONE to shop/dead \\(${deadPod.ip.replaceAll('.', '\\.')}:8080\\) failed`));
-  t.like(await logLineOf('dead-1'), { response_flags: 'UF', attempts: 1 });
-  t.like(await logLineOf('dead-2'), { response_flags: 'UF,URX', attempts: 2 });
+  t.like(await logLineOf('dead-0'), { response_flags: 'UF', attempts: 1 });
+  t.like(await logLineOf('dead-1'), { response_flags: 'UF,URX', attempts: 2 });
+  t.like(await logLineOf('dead-2'), { response_flags: 'UF,URX', attempts: 3 });
 });
 
 test.serial('parentRefs port: the 8081 route serves only 8081, the port 80 route only 80', async (t) => {
