@@ -12,19 +12,31 @@ export type WaypointErrorCode =
   /** The endpoint could not be reached (flag UF). */
   | 'WAYPOINT_UPSTREAM_CONNECT_FAILED'
   /** No route of the service matches the request (flag NR). */
-  | 'WAYPOINT_NO_ROUTE';
+  | 'WAYPOINT_NO_ROUTE'
+  /** A try to an endpoint outlasted the route's timeouts.backendRequest (504, flag UT). */
+  | 'WAYPOINT_BACKEND_TIMEOUT'
+  /** The whole request outlasted the route's timeouts.request (504, flag UT). */
+  | 'WAYPOINT_REQUEST_TIMEOUT'
+  /** The endpoint's connection failed after the request was sent, before a response (503, flag UC). */
+  | 'WAYPOINT_UPSTREAM_RESET';
 
 const STATUS: Record<WaypointErrorCode, number> = {
   WAYPOINT_UNKNOWN_DESTINATION: 503,
   WAYPOINT_NO_HEALTHY_UPSTREAM: 503,
   WAYPOINT_UPSTREAM_CONNECT_FAILED: 503,
   WAYPOINT_NO_ROUTE: 404,
+  WAYPOINT_BACKEND_TIMEOUT: 504,
+  WAYPOINT_REQUEST_TIMEOUT: 504,
+  WAYPOINT_UPSTREAM_RESET: 503,
 };
 const FLAGS: Record<WaypointErrorCode, string> = {
   WAYPOINT_UNKNOWN_DESTINATION: 'NR',
   WAYPOINT_NO_HEALTHY_UPSTREAM: 'UH',
   WAYPOINT_UPSTREAM_CONNECT_FAILED: 'UF',
   WAYPOINT_NO_ROUTE: 'NR',
+  WAYPOINT_BACKEND_TIMEOUT: 'UT',
+  WAYPOINT_REQUEST_TIMEOUT: 'UT',
+  WAYPOINT_UPSTREAM_RESET: 'UC',
 };
 
 export class WaypointError extends Error {

@@ -99,14 +99,9 @@ export async function startWaypoint(config: WaypointConfig, log: Logger): Promis
     ),
   );
   jwksVia.upstreams = upstreams;
-  const gate = new RequestGate({
-    table: policies,
-    metrics: new AuthzMetrics(metrics.registry),
-    trustedProxies: config.numTrustedProxies,
-    // Until the access log carries it: one line per L7 policy decision.
-    onDecision: (request, fields) => log.info({ method: request.method, path: request.url, authz: fields }, 'request authz'),
-  });
-  const httpProxy = new HttpProxy({ upstreams, routes, state, metrics, gate });
+  // The decision of each request goes into its access-log line (waypoint/access-log.ts: `authz`).
+  const gate = new RequestGate({ table: policies, metrics: new AuthzMetrics(metrics.registry), trustedProxies: config.numTrustedProxies });
+  const httpProxy = new HttpProxy({ upstreams, routes, state, metrics, log, gate });
   const terminate = (request: HboneRequest, stream: http2.ServerHttp2Stream): void => {
     let service;
     try {
@@ -152,7 +147,7 @@ export async function startWaypoint(config: WaypointConfig, log: Logger): Promis
       response.writeHead(404).end();
       return;
     }
-    const body = JSON.stringify({ gateway: config.gatewayName, identity: identity.uri, services: servicesView(state), routes: routes.view(), policies: policies.view() });
+    const body = JSON.stringify({ gateway: config.gatewayName, identity: identity.uri, services: servicesView(state), routes: routes.view(), policies: policies.view(), upstreamConnections: httpProxy.connectionsView() });
     response.writeHead(200, { 'content-type': 'application/json' }).end(body);
   });
   await listenHttp(admin, '127.0.0.1', WAYPOINT_ADMIN_PORT);

@@ -84,7 +84,7 @@ type LogLine = Record<string, any>;
 
 async function waypointDecisions(): Promise<LogLine[]> {
   const text = await readFile(waypoint.logFile, 'utf8').catch(() => '');
-  return text.split('\n').filter((line) => line.startsWith('{')).map((line) => JSON.parse(line) as LogLine).filter((line) => line.msg === 'request authz');
+  return text.split('\n').filter((line) => line.startsWith('{')).map((line) => JSON.parse(line) as LogLine).filter((line) => line.msg === 'request' && line.authz !== undefined);
 }
 
 async function waypointMetrics(): Promise<string> {
