@@ -12,19 +12,23 @@ export type WaypointErrorCode =
   /** The endpoint could not be reached (flag UF). */
   | 'WAYPOINT_UPSTREAM_CONNECT_FAILED'
   /** No route of the service matches the request (flag NR). */
-  | 'WAYPOINT_NO_ROUTE';
+  | 'WAYPOINT_NO_ROUTE'
+  /** The matched route has no usable backend (every backendRef invalid, or weights 0): 500, as the Gateway API says (flag NC, Envoy's "no cluster"). */
+  | 'WAYPOINT_NO_BACKEND';
 
 const STATUS: Record<WaypointErrorCode, number> = {
   WAYPOINT_UNKNOWN_DESTINATION: 503,
   WAYPOINT_NO_HEALTHY_UPSTREAM: 503,
   WAYPOINT_UPSTREAM_CONNECT_FAILED: 503,
   WAYPOINT_NO_ROUTE: 404,
+  WAYPOINT_NO_BACKEND: 500,
 };
 const FLAGS: Record<WaypointErrorCode, string> = {
   WAYPOINT_UNKNOWN_DESTINATION: 'NR',
   WAYPOINT_NO_HEALTHY_UPSTREAM: 'UH',
   WAYPOINT_UPSTREAM_CONNECT_FAILED: 'UF',
   WAYPOINT_NO_ROUTE: 'NR',
+  WAYPOINT_NO_BACKEND: 'NC',
 };
 
 export class WaypointError extends Error {

@@ -22,6 +22,7 @@ import { matchRoute, pathOf, pickBackend } from './http-router.ts';
 import type { RequestLabels, WaypointMetrics } from './metrics.ts';
 import type { RouteEntry, RouteTable } from './route-table.ts';
 import type { UpstreamStream, Upstreams } from './upstream.ts';
+import { proxyUpgrade } from './upgrade.ts';
 
 /** Hop-by-hop headers (RFC 9110 7.6.1): never forwarded. */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer', 'proxy-authorization', 'proxy-authenticate']);
@@ -71,6 +72,9 @@ export class HttpProxy {
     this.#state = options.state;
     this.#metrics = options.metrics;
     this.#server = http.createServer({ keepAlive: true }, (request, response) => void this.#handle(request, response));
+    // Expect: 100-continue is forwarded; the client gets 100 when the endpoint sends it (#handle), not before.
+    this.#server.on('checkContinue', (request, response) => void this.#handle(request, response));
+    this.#server.on('upgrade', (request: http.IncomingMessage, socket: Duplex, head: Buffer) => this.#upgrade(request, socket, head));
     // A client's malformed request gets 400 and its stream closes; nothing else is affected.
     this.#server.on('clientError', (_error, socket: Duplex) => {
       if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
@@ -81,7 +85,11 @@ export class HttpProxy {
   /** Answers the CONNECT and serves HTTP/1.1 on the stream until the client closes it. */
   serve(hbone: HboneRequest, stream: http2.ServerHttp2Stream, service: Service): void {
     stream.respond({ ':status': 200 });
-    const connection = new Http2StreamDuplex(stream);
+    this.serveConnection(hbone, new Http2StreamDuplex(stream), service);
+  }
+
+  /** Serves HTTP/1.1 on a terminated stream already answered 200 (http-entry.ts hands it over after the sniff). */
+  serveConnection(hbone: HboneRequest, connection: Duplex, service: Service): void {
     this.#contexts.set(connection, { hbone, service, source: this.#state.workloadByIp(plainAddress(hbone.remoteAddress)) });
     this.#server.emit('connection', connection);
   }
@@ -134,6 +142,7 @@ export class HttpProxy {
       // with `connection: close`; the pooled HBONE connection is what is reused.
       createConnection: () => connection as never,
     });
+    outgoing.on('continue', () => response.writeContinue());
     outgoing.on('response', (upstreamResponse) => {
       response.writeHead(upstreamResponse.statusCode ?? 502, responseHeaders(upstreamResponse.headers));
       upstreamResponse.pipe(response);
@@ -149,6 +158,24 @@ export class HttpProxy {
       connection.destroy();
     });
     request.pipe(outgoing);
+  }
+
+  #upgrade(request: http.IncomingMessage, socket: Duplex, head: Buffer): void {
+    const started = performance.now();
+    const context = this.#contexts.get(socket);
+    if (!context) {
+      socket.destroy();
+      return;
+    }
+    void proxyUpgrade(request, socket, head, {
+      routes: this.#routes,
+      state: this.#state,
+      upstreams: this.#upstreams,
+      service: context.service,
+      servicePort: context.hbone.target.port,
+      vip: context.hbone.target.host,
+      done: (outcome) => this.#finish(context, outcome.destination, outcome.endpoint, outcome.status, outcome.flags, started),
+    });
   }
 
   #finish(context: StreamContext, service: Service, endpoint: Workload | undefined, status: number, flags: string, started: number): void {

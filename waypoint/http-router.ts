@@ -1,7 +1,8 @@
 /**
  * Which route entry a request matches and which weighted backend it goes to.
  *
- * Owns: the match (port, path Exact/PathPrefix by path segment as the Gateway API defines it, exact header values;
+ * Owns: the match (port, path Exact/PathPrefix by path segment as the Gateway API defines it or an RE2 expression
+ * over the whole path, exact or RE2 header values;
  * the entries arrive in precedence order, so the first fit wins) and the weighted pick.
  * Must not know about: sockets, xDS, endpoints.
  */
@@ -16,6 +17,7 @@ export function pathOf(url: string): string {
 
 function pathMatches(entry: RouteEntry, path: string): boolean {
   if (entry.pathType === 'EXACT') return path === entry.path;
+  if (entry.pathRegex) return entry.pathRegex.matches(path);
   // PathPrefix matches whole segments: /foo matches /foo and /foo/bar, not /foobar.
   const prefix = entry.path.endsWith('/') && entry.path.length > 1 ? entry.path.slice(0, -1) : entry.path;
   if (prefix === '/') return true;
@@ -33,7 +35,8 @@ export function matchRoute(entries: readonly RouteEntry[], port: number, path: s
     if (!pathMatches(entry, path)) continue;
     let ok = true;
     for (const header of entry.headers) {
-      if (headerValue(headers, header.name) !== header.exact) {
+      const value = headerValue(headers, header.name);
+      if (header.regex ? value === undefined || !header.regex.matches(value) : value !== header.exact) {
         ok = false;
         break;
       }

@@ -5,6 +5,7 @@
  * Owns: turning decoded resources into typed route entries (a malformed one is NACKed, the last good kept).
  * Must not know about: HTTP, sockets, how entries are matched.
  */
+import { RE2JS } from 're2js';
 import type { XdsRejection, XdsResourceUpdate } from '../shared/xds/client.ts';
 
 export interface HeaderValue {
@@ -17,13 +18,42 @@ export interface RouteEntry {
   ruleName: string;
   /** The Service port it applies to; 0: every port. */
   port: number;
-  pathType: 'EXACT' | 'PATH_PREFIX';
+  pathType: 'EXACT' | 'PATH_PREFIX' | 'REGULAR_EXPRESSION';
   path: string;
-  /** Lower-case names, exact values. */
-  headers: readonly { name: string; exact: string }[];
+  /** The compiled `path` when pathType is REGULAR_EXPRESSION (RE2, whole path). */
+  pathRegex?: RE2JS;
+  /** Lower-case names; exact values, or an RE2 expression the whole value must match. */
+  headers: readonly { name: string; exact: string; regex?: RE2JS }[];
   backends: readonly { service: string; port: number; weight: number }[];
   totalWeight: number;
-  requestHeaderModifier?: { set: readonly HeaderValue[]; add: readonly HeaderValue[]; remove: readonly string[] };
+  requestHeaderModifier?: HeaderModifier;
+  responseHeaderModifier?: HeaderModifier;
+}
+
+export interface HeaderModifier {
+  set: readonly HeaderValue[];
+  add: readonly HeaderValue[];
+  remove: readonly string[];
+}
+
+interface DecodedModifier {
+  set?: HeaderValue[];
+  add?: HeaderValue[];
+  remove?: string[];
+}
+
+function modifierFromXds(modifier: DecodedModifier | null | undefined): HeaderModifier | undefined {
+  if (!modifier || !(modifier.set?.length || modifier.add?.length || modifier.remove?.length)) return undefined;
+  return { set: modifier.set ?? [], add: modifier.add ?? [], remove: (modifier.remove ?? []).map((name) => name.toLowerCase()) };
+}
+
+/** An RE2 expression from xDS, compiled; a bad one rejects the resource (NACK) naming it. */
+function re2(expression: string, what: string): RE2JS {
+  try {
+    return RE2JS.compile(expression);
+  } catch (error) {
+    throw new Error(`${what} ${expression} is no RE2 expression: ${(error as Error).message}`, { cause: error });
+  }
 }
 
 interface DecodedRoutes {
@@ -32,17 +62,18 @@ interface DecodedRoutes {
     route?: string;
     ruleName?: string;
     port?: number;
-    match?: { path?: { type?: string; value?: string } | null; headers?: { name?: string; exact?: string }[] } | null;
+    match?: { path?: { type?: string; value?: string } | null; headers?: { name?: string; exact?: string; regex?: string }[] } | null;
     backends?: { service?: string; port?: number; weight?: number }[];
-    requestHeaderModifier?: { set?: HeaderValue[]; add?: HeaderValue[]; remove?: string[] } | null;
+    requestHeaderModifier?: DecodedModifier | null;
+    responseHeaderModifier?: DecodedModifier | null;
   }[];
 }
 
 function entryFromXds(entry: NonNullable<DecodedRoutes['entries']>[number]): RouteEntry {
   const pathType = entry.match?.path?.type ?? 'PATH_PREFIX';
-  if (pathType !== 'EXACT' && pathType !== 'PATH_PREFIX') throw new Error(`unknown path match type ${String(pathType)}`);
+  if (pathType !== 'EXACT' && pathType !== 'PATH_PREFIX' && pathType !== 'REGULAR_EXPRESSION') throw new Error(`unknown path match type ${String(pathType)}`);
   const path = entry.match?.path?.value || '/';
-  if (!path.startsWith('/')) throw new Error(`path ${path} does not start with /`);
+  if (pathType !== 'REGULAR_EXPRESSION' && !path.startsWith('/')) throw new Error(`path ${path} does not start with /`);
   const backends = (entry.backends ?? []).map((backend) => {
     if (!backend.service || !backend.port || backend.port > 65535) throw new Error(`backend ${backend.service ?? ''}:${backend.port ?? ''} is not a service port`);
     return { service: backend.service, port: backend.port, weight: backend.weight ?? 0 };
@@ -53,14 +84,19 @@ function entryFromXds(entry: NonNullable<DecodedRoutes['entries']>[number]): Rou
     port: entry.port ?? 0,
     pathType,
     path,
-    headers: (entry.match?.headers ?? []).map((header) => ({ name: (header.name ?? '').toLowerCase(), exact: header.exact ?? '' })),
+    ...(pathType === 'REGULAR_EXPRESSION' ? { pathRegex: re2(path, 'path') } : {}),
+    headers: (entry.match?.headers ?? []).map((header) => ({
+      name: (header.name ?? '').toLowerCase(),
+      exact: header.exact ?? '',
+      ...(header.regex ? { regex: re2(header.regex, `header ${header.name ?? ''}`) } : {}),
+    })),
     backends,
     totalWeight: backends.reduce((sum, backend) => sum + backend.weight, 0),
   };
-  const modifier = entry.requestHeaderModifier;
-  if (modifier && (modifier.set?.length || modifier.add?.length || modifier.remove?.length)) {
-    result.requestHeaderModifier = { set: modifier.set ?? [], add: modifier.add ?? [], remove: (modifier.remove ?? []).map((name) => name.toLowerCase()) };
-  }
+  const requestHeaderModifier = modifierFromXds(entry.requestHeaderModifier);
+  if (requestHeaderModifier) result.requestHeaderModifier = requestHeaderModifier;
+  const responseHeaderModifier = modifierFromXds(entry.responseHeaderModifier);
+  if (responseHeaderModifier) result.responseHeaderModifier = responseHeaderModifier;
   return result;
 }
 
@@ -99,6 +135,11 @@ export class RouteTable {
   };
 
   view(): object {
-    return Object.fromEntries(this.#entriesByService);
+    const shown = (entry: RouteEntry): object => ({
+      ...entry,
+      pathRegex: undefined,
+      headers: entry.headers.map((header) => (header.regex ? { name: header.name, regex: header.regex.pattern() } : header)),
+    });
+    return Object.fromEntries([...this.#entriesByService].map(([service, entries]) => [service, entries.map(shown)]));
   }
 }

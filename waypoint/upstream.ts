@@ -19,6 +19,12 @@ import { WaypointError } from './errors.ts';
 /** Port every in-mesh pod's agent takes HBONE on. */
 const HBONE_PORT = 15008;
 
+/** An endpoint picked for a request and the address:port to dial on it. */
+export interface UpstreamTarget {
+  address: HostPort;
+  endpoint: Workload;
+}
+
 export type UpstreamStream = { kind: 'hbone'; stream: http2.ClientHttp2Stream; endpoint: Workload } | { kind: 'tcp'; socket: net.Socket; endpoint: Workload };
 
 export class Upstreams {
@@ -43,16 +49,24 @@ export class Upstreams {
 
   /** Opens a stream to one healthy endpoint of `service` for `servicePort`; `vip` picks the address family. */
   async open(service: Service, servicePort: number, vip: string): Promise<UpstreamStream> {
-    let target: HostPort;
-    let endpoint: Workload;
+    return this.connect(service, this.pick(service, servicePort, vip));
+  }
+
+  /** One healthy endpoint of `service` for `servicePort` and the address:port to dial on it; throws WAYPOINT_NO_HEALTHY_UPSTREAM. */
+  pick(service: Service, servicePort: number, vip: string): UpstreamTarget {
     try {
       const picked = pickEndpoint(this.#self(), service, this.#state.endpointsOf(service), servicePort, vip);
-      target = { host: picked.address, port: picked.targetPort };
-      endpoint = picked.endpoint.workload;
+      return { address: { host: picked.address, port: picked.targetPort }, endpoint: picked.endpoint.workload };
     } catch (error) {
       if (error instanceof NoHealthyUpstreamError) throw new WaypointError('WAYPOINT_NO_HEALTHY_UPSTREAM', error.message, { cause: error });
       throw error;
     }
+  }
+
+  /** Opens a stream to a picked endpoint: HBONE when it is in the mesh, TCP otherwise. */
+  async connect(service: Service, picked: UpstreamTarget): Promise<UpstreamStream> {
+    const target = picked.address;
+    const endpoint = picked.endpoint;
     if (endpoint.tunnelProtocol === 'HBONE') {
       try {
         const stream = (await this.#pool.open({
