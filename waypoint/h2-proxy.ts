@@ -104,7 +104,10 @@ export class H2Proxy {
       if (this.#connecting) this.#contexts.set(session, this.#connecting);
       this.#clientSessions.add(session);
       session.once('close', () => this.#clientSessions.delete(session));
-      session.once('connect', () => session.setLocalWindowSize(H2_SESSION_WINDOW_BYTES));
+      // A client whose preface is garbage has its session destroyed before 'connect' handlers run.
+      session.once('connect', () => {
+        if (!session.destroyed) session.setLocalWindowSize(H2_SESSION_WINDOW_BYTES);
+      });
     });
     this.#server.on('stream', (stream, headers, flags) => void this.#handle(stream, headers, flags));
     // A client's bad preface or frame: nghttp2 answers GOAWAY PROTOCOL_ERROR and the session (one HBONE stream) ends.

@@ -116,6 +116,10 @@ export class H2SessionPool {
       session.once('error', onError);
       session.once('connect', () => {
         session.off('error', onError);
+        if (session.destroyed) {
+          reject(new WaypointError('WAYPOINT_UPSTREAM_CONNECT_FAILED', `HTTP/2 to ${key} closed as it opened`));
+          return;
+        }
         session.setLocalWindowSize(H2_SESSION_WINDOW_BYTES);
         resolve();
       });

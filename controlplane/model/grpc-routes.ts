@@ -7,7 +7,8 @@
  * backendRefs, RequestHeaderModifier and ResponseHeaderModifier are kept.
  *
  * Precedence, as the GRPCRoute spec orders matches: the most characters of a matching service, then of a matching
- * method, then the most header matches, then the oldest route, then namespace/name, then rule and match order. On a
+ * method (Exact ones; a RegularExpression counts none), then any method match before none, then the most header matches, then the oldest route, then
+ * namespace/name, then rule and match order. On a
  * Service that has HTTPRoutes too, the GRPCRoute entries come first (they only match gRPC paths).
  *
  * Owns: GRPCRoute validation with the Gateway API's condition reasons, precedence, and the merge with the HTTPRoute
@@ -75,6 +76,8 @@ interface SortableEntry {
   entry: GrpcRouteEntryMessage;
   serviceChars: number;
   methodChars: number;
+  /** 1 with a method match (Exact or RegularExpression), 0 without: a rule with one beats a catch-all at equal characters. */
+  hasMethodMatch: number;
   created: string;
   routeKey: string;
   ruleIndex: number;
@@ -88,6 +91,7 @@ function byPrecedence(a: SortableEntry, b: SortableEntry): number {
   return (
     b.serviceChars - a.serviceChars ||
     b.methodChars - a.methodChars ||
+    b.hasMethodMatch - a.hasMethodMatch ||
     b.entry.match.headers.length - a.entry.match.headers.length ||
     (a.created !== b.created ? (a.created < b.created ? -1 : 1) : 0) ||
     (a.routeKey !== b.routeKey ? (a.routeKey < b.routeKey ? -1 : 1) : 0) ||
@@ -197,8 +201,11 @@ export function compileGrpcRoutes(store: ObjectStore, clusterDomain: string, onP
           compiled.push({
             ruleIndex,
             matchIndex,
-            serviceChars: match.method?.service?.length ?? 0,
-            methodChars: match.method?.method?.length ?? 0,
+            // Characters of an Exact service or method count; a RegularExpression's text says nothing about how
+            // specific it is, so it ranks below every Exact one (then by header count and age).
+            serviceChars: (match.method?.type ?? 'Exact') === 'Exact' ? (match.method?.service?.length ?? 0) : 0,
+            methodChars: (match.method?.type ?? 'Exact') === 'Exact' ? (match.method?.method?.length ?? 0) : 0,
+            hasMethodMatch: match.method ? 1 : 0,
             entry: {
               route: routeKey, ruleName: rule.name ?? '', match: { path, headers }, backends,
               ...(requestHeaderModifier ? { requestHeaderModifier } : {}),
