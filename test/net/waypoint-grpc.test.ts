@@ -6,7 +6,7 @@
  * waypoint's own refusals are gRPC statuses (no route: 12 UNIMPLEMENTED; no endpoint: 14 UNAVAILABLE); GRPCRoutes
  * attached to the Service route by service/method and header, split by weight and modify headers both ways;
  * requests to one endpoint share one upstream HTTP/2 session; a client that sends garbage after the preface loses
- * its connection only.
+ * its connection only; a waypoint restart loses no call the client retries.
  */
 import test from 'ava';
 import path from 'node:path';
@@ -170,4 +170,18 @@ test.serial('garbage on the terminated stream ends that connection only (GOAWAY 
   t.notRegex(await logText(setup.waypoint.logFile), /Node\.js v|Error \[ERR_/, 'the waypoint did not crash');
   const [after] = await grpc({ scenario: 'grpc-unary' });
   t.is(after.code, 0, 'the next client is served');
+});
+
+test.serial('a waypoint restart loses no gRPC call that the client retries (one channel throughout)', async (t) => {
+  let loopDone = false;
+  const loop = grpc({ scenario: 'grpc-retry-loop', count: 150, pauseMs: 40 }).finally(() => (loopDone = true));
+  const before = await waypointRequests(setup, { request_protocol: 'grpc', response_code: '200' });
+  await until('20 loop calls through the waypoint', async () => (await waypointRequests(setup, { request_protocol: 'grpc', response_code: '200' })) >= before + 20);
+  t.false(loopDone, 'the loop was still running at the restart');
+  await setup.waypoint.restart();
+  const result = await loop;
+  t.log(`150 calls across a waypoint restart: ${result.retries} retried attempts ${JSON.stringify(result.codes)}`);
+  t.is(result.failed, 0);
+  t.is(result.served, 150);
+  t.true((await waypointRequests(setup, { request_protocol: 'grpc', response_code: '200' })) >= 1, 'the new waypoint process served some of them');
 });

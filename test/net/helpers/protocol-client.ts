@@ -5,7 +5,8 @@
  * Scenarios: grpc-unary (count calls of `path`, with `metadata`), grpc-fail, grpc-big (an 8 MiB request and an 8 MiB
  * response), grpc-bidi (lock-step: each message waits for its answer), h2-post (a body of `size` bytes in 64 KiB
  * pieces with request trailers), h2-big-get, h2-garbage (raw bytes after the HTTP/2 preface), http1-continue,
- * http1-chunked, ws (WebSocket echo), http1-retry-loop (requests in a loop, each retried until it succeeds).
+ * http1-chunked, ws (WebSocket echo), http1-retry-loop and grpc-retry-loop (requests in a loop, each retried until
+ * it succeeds).
  * Owns: nothing beyond this. Must not know about: the mesh.
  */
 import { createHash } from 'node:crypto';
@@ -309,7 +310,35 @@ async function http1RetryLoop(): Promise<unknown> {
   return { served: served.length, retries, failed };
 }
 
+/** `count` unary calls on one channel, one after another; a call that fails is retried (up to 60 times, 250 ms apart). */
+async function grpcRetryLoop(): Promise<unknown> {
+  const client = grpcClient();
+  let served = 0;
+  let retries = 0;
+  let failed = 0;
+  const codes: Record<string, number> = {};
+  for (let i = 0; i < spec.count; i++) {
+    let done = false;
+    for (let attempt = 0; attempt < 60 && !done; attempt++) {
+      const result = await unary(client, '/ambit.test.Echo/Unary', Buffer.from(`loop ${i}`));
+      if (result.code === 0) {
+        served++;
+        done = true;
+      } else {
+        retries++;
+        codes[result.code] = (codes[result.code] ?? 0) + 1;
+        await new Promise((resolve) => setTimeout(resolve, 250));
+      }
+    }
+    if (!done) failed++;
+    if (spec.pauseMs) await new Promise((resolve) => setTimeout(resolve, spec.pauseMs));
+  }
+  client.close();
+  return { served, retries, failed, codes };
+}
+
 const scenarios: Record<string, () => Promise<unknown>> = {
+  'grpc-retry-loop': grpcRetryLoop,
   'grpc-unary': grpcUnary,
   'grpc-fail': grpcFail,
   'grpc-big': grpcBig,
