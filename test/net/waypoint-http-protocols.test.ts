@@ -49,6 +49,16 @@ test.serial('h2c: an 8 MiB answer streams back whole', async (t) => {
   t.is(result.sha256, result.expectedSha256);
 });
 
+test.serial('h2c back-pressure: while the client stops reading, the server can write only what the windows on the way hold, not the whole body', async (t) => {
+  const result = await run({ scenario: 'h2-slow-reader', port: 80, size: 64 * MIB, pauseMs: 3000, directPort: H2_PORT });
+  t.is(result.error, undefined, JSON.stringify(result));
+  t.log(`written by the server while the client read nothing for 3 s: ${(result.writtenWhilePaused / MIB).toFixed(1)} MiB of 64`);
+  t.true(result.writtenWhilePaused > 0);
+  t.true(result.writtenWhilePaused < 40 * MIB, `the server wrote ${result.writtenWhilePaused} bytes while the client was not reading`);
+  t.is(result.size, 64 * MIB);
+  t.is(result.sha256, result.expectedSha256);
+});
+
 test.serial("Expect: 100-continue: the server's 100 reaches the client, which then sends the body", async (t) => {
   const result = await run({ scenario: 'http1-continue', port: 81, size: 200_000 });
   t.is(result.status, 200, JSON.stringify(result));

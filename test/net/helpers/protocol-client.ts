@@ -4,7 +4,7 @@
  *   node test/net/helpers/protocol-client.ts '{"scenario":"grpc-unary","host":"10.240.3.10","port":80,...}'
  * Scenarios: grpc-unary (count calls of `path`, with `metadata`), grpc-fail, grpc-big (an 8 MiB request and an 8 MiB
  * response), grpc-bidi (lock-step: each message waits for its answer), h2-post (a body of `size` bytes in 64 KiB
- * pieces with request trailers), h2-big-get, h2-garbage (raw bytes after the HTTP/2 preface), http1-continue,
+ * pieces with request trailers), h2-big-get, h2-slow-reader, h2-garbage (raw bytes after the HTTP/2 preface), http1-continue,
  * http1-chunked, ws (WebSocket echo), http1-retry-loop and grpc-retry-loop (requests in a loop, each retried until
  * it succeeds).
  * Owns: nothing beyond this. Must not know about: the mesh.
@@ -170,6 +170,49 @@ function h2BigGet(): Promise<unknown> {
     stream.on('end', () => {
       session.close();
       resolve({ status, size, sha256: hash.digest('hex'), expectedSha256: sha256(patternBytes(spec.size)) });
+    });
+  });
+}
+
+/**
+ * A slow reader: GET /big of `size` bytes through the waypoint, read one chunk, stop reading for `pauseMs`, then ask
+ * the server that answers (directly at its pod address) how much it has written so far; then read the rest.
+ */
+function h2SlowReader(): Promise<unknown> {
+  return new Promise((resolve) => {
+    const session = http2.connect(`http://${target}`);
+    session.on('error', (error) => resolve({ error: error.message }));
+    const id = `${process.pid}-${Date.now()}`;
+    const stream = session.request({ ':path': `/big?size=${spec.size}&id=${id}` });
+    const hash = createHash('sha256');
+    let size = 0;
+    let address = '';
+    let writtenWhilePaused = -1;
+    stream.on('response', (headers) => (address = String(headers['x-served-by-address'])));
+    const onData = (chunk: Buffer): void => {
+      size += chunk.length;
+      hash.update(chunk);
+    };
+    stream.once('data', (chunk: Buffer) => {
+      onData(chunk);
+      stream.pause();
+      setTimeout(() => {
+        const direct = http2.connect(`http://${address.startsWith('::ffff:') ? address.slice(7) : address}:${spec.directPort}`);
+        const query = direct.request({ ':path': `/written?id=${id}` });
+        let text = '';
+        query.setEncoding('utf8');
+        query.on('data', (part: string) => (text += part));
+        query.on('end', () => {
+          direct.close();
+          writtenWhilePaused = (JSON.parse(text) as { written: number }).written;
+          stream.on('data', onData);
+          stream.resume();
+        });
+      }, spec.pauseMs);
+    });
+    stream.on('end', () => {
+      session.close();
+      resolve({ size, sha256: hash.digest('hex'), expectedSha256: sha256(patternBytes(spec.size)), writtenWhilePaused });
     });
   });
 }
@@ -346,6 +389,7 @@ const scenarios: Record<string, () => Promise<unknown>> = {
   'h2-post': h2Post,
   'h2-big-get': h2BigGet,
   'h2-garbage': h2Garbage,
+  'h2-slow-reader': h2SlowReader,
   'http1-continue': http1Continue,
   'http1-chunked': http1Chunked,
   ws: webSocket,

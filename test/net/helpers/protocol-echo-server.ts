@@ -7,7 +7,8 @@
  *   trailer `x-trailer`; Echo/Big answers `size` bytes; Echo/Fail fails with the code and message asked for (and a
  *   trailer); Echo/Bidi answers each message with JSON {name, seq, text} as it arrives.
  * - h2c (node:http2): any request: the body streamed through sha256, then JSON {name, method, path, headers, size,
- *   sha256, trailers} and trailers `x-body-sha256`, `x-served-by`; `GET /big?size=N` answers N bytes.
+ *   sha256, trailers} and trailers `x-body-sha256`, `x-served-by`; `GET /big?size=N&id=I` answers N bytes written
+ *   with back-pressure, and `GET /written?id=I` says how many of them it has written so far.
  * - HTTP/1.1 (node:http): `Expect: 100-continue` is answered 100 (or 417 when `x-refuse-continue` is set) before
  *   the body is read; every request answers JSON {name, method, url, headers, size, sha256, sawExpect}, chunked;
  *   WebSocket (ws) on the same port echoes each message as `<name>:<message>`.
@@ -74,13 +75,24 @@ async function startGrpc(port: number): Promise<void> {
   await new Promise<void>((resolve, reject) => server.bindAsync(`0.0.0.0:${port}`, grpc.ServerCredentials.createInsecure(), (error) => (error ? reject(error) : resolve())));
 }
 
+/** Bytes each `GET /big?id=` has handed to its stream so far (the stream's back-pressure holds the rest). */
+const writtenById = new Map<string, number>();
+
 async function startH2(port: number): Promise<void> {
   const server = http2.createServer({ settings: { initialWindowSize: 1024 * 1024 } });
   server.on('stream', (stream, headers) => {
     const path = String(headers[':path']);
+    if (path.startsWith('/written')) {
+      const id = new URL(path, 'http://x').searchParams.get('id') ?? '';
+      stream.respond({ ':status': 200, 'content-type': 'application/json' });
+      stream.end(JSON.stringify({ written: writtenById.get(id) ?? -1 }));
+      return;
+    }
     if (path.startsWith('/big')) {
-      const size = Number(new URL(path, 'http://x').searchParams.get('size'));
-      stream.respond({ ':status': 200, 'x-served-by': spec.name });
+      const query = new URL(path, 'http://x').searchParams;
+      const size = Number(query.get('size'));
+      const id = query.get('id') ?? '';
+      stream.respond({ ':status': 200, 'x-served-by': spec.name, 'x-served-by-address': stream.session?.socket?.localAddress ?? '' });
       // Written in 64 KiB pieces with back-pressure, as a streaming server would.
       const body = patternBytes(size);
       let offset = 0;
@@ -88,6 +100,7 @@ async function startH2(port: number): Promise<void> {
         while (offset < body.length) {
           const piece = body.subarray(offset, offset + 65536);
           offset += piece.length;
+          writtenById.set(id, offset);
           if (!stream.write(piece)) {
             stream.once('drain', pump);
             return;
