@@ -79,6 +79,25 @@ test.serial('a bidirectional stream: each message answered while the stream stay
   t.is(new Set(result.answers.map((answer: { name: string }) => answer.name)).size, 1, 'one stream, one endpoint');
 });
 
+/** Bidi streams cancelled by their client, as the two servers counted them (asked straight, not through the waypoint). */
+async function cancelledAtServers(): Promise<number> {
+  let total = 0;
+  for (const vip of [V1_VIP, V2_VIP]) {
+    const [stats] = await clientRun(setup, { scenario: 'grpc-unary', host: vip, port: 80, path: '/ambit.test.Stats/Get' });
+    total += stats.body.cancelledStreams as number;
+  }
+  return total;
+}
+
+test.serial('a client that cancels a bidirectional stream mid-way: the reset reaches the server through the waypoint', async (t) => {
+  const before = await cancelledAtServers();
+  const result = await grpc({ scenario: 'grpc-bidi', count: 10, cancelAfter: 3 });
+  t.is(result.code, 1, 'CANCELLED at the client');
+  t.is(result.answers.length, 3);
+  await until('the server saw the cancellation', async () => (await cancelledAtServers()) === before + 1, 15_000);
+  t.pass();
+});
+
 test.serial('requests to one endpoint share upstream HTTP/2 sessions (no session per request)', async (t) => {
   const before = (await waypointDump(setup)).http2.sessionsOpened as number;
   await grpc({ scenario: 'grpc-unary', count: 20 });

@@ -100,6 +100,12 @@ async function grpcBidi(): Promise<unknown> {
   // Lock-step: the next message is sent only after the answer to this one came back through the waypoint, so
   // nothing is buffered to the end of the stream.
   for (let i = 0; i < spec.count; i++) {
+    if (spec.cancelAfter === i) {
+      call.cancel();
+      const cancelled = await status;
+      client.close();
+      return { answers, code: cancelled.code, details: cancelled.details };
+    }
     const answer = new Promise<Buffer>((resolve, reject) => {
       waiting = resolve;
       setTimeout(() => reject(new Error(`no answer to message ${i} in 15 s`)), 15_000).unref();

@@ -5,7 +5,8 @@
  * - gRPC (@grpc/grpc-js, bytes in and out, no .proto): ambit.test.Echo/Unary and ambit.test.Other/Unary answer
  *   JSON {name, method, peer, metadata, size, sha256} for the request bytes, with response header `x-served-by` and
  *   trailer `x-trailer`; Echo/Big answers `size` bytes; Echo/Fail fails with the code and message asked for (and a
- *   trailer); Echo/Bidi answers each message with JSON {name, seq, text} as it arrives.
+ *   trailer); Echo/Bidi answers each message with JSON {name, seq, text} as it arrives; Stats/Get answers how many
+ *   Bidi streams were cancelled by their client.
  * - h2c (node:http2): any request: the body streamed through sha256, then JSON {name, method, path, headers, size,
  *   sha256, trailers} and trailers `x-body-sha256`, `x-served-by`; `GET /big?size=N&id=I` answers N bytes written
  *   with back-pressure, and `GET /written?id=I` says how many of them it has written so far.
@@ -29,6 +30,8 @@ interface Spec {
 }
 
 const spec = JSON.parse(process.argv[2] ?? '{}') as Spec;
+/** Bidi streams whose client went away mid-stream (grpc-js 'cancelled': the RST_STREAM reached this server). */
+let cancelledStreams = 0;
 const bytes = { serialize: (value: Buffer): Buffer => value, deserialize: (value: Buffer): Buffer => value };
 
 function method(path: string, requestStream: boolean, responseStream: boolean): grpc.MethodDefinition<Buffer, Buffer> {
@@ -65,6 +68,7 @@ async function startGrpc(port: number): Promise<void> {
         callback({ code, details: message, metadata: trailer });
       }) as grpc.handleUnaryCall<Buffer, Buffer>,
       Bidi: ((call) => {
+        call.on('cancelled', () => cancelledStreams++);
         let seq = 0;
         call.on('data', (message: Buffer) => call.write(Buffer.from(JSON.stringify({ name: spec.name, seq: seq++, text: message.toString() }))));
         call.on('end', () => call.end());
@@ -72,6 +76,9 @@ async function startGrpc(port: number): Promise<void> {
     },
   );
   server.addService({ Unary: method('/ambit.test.Other/Unary', false, false) }, { Unary: unary('Other/Unary') });
+  server.addService({ Stats: method('/ambit.test.Stats/Get', false, false) }, {
+    Stats: ((_call, callback) => callback(null, Buffer.from(JSON.stringify({ name: spec.name, cancelledStreams })))) as grpc.handleUnaryCall<Buffer, Buffer>,
+  });
   await new Promise<void>((resolve, reject) => server.bindAsync(`0.0.0.0:${port}`, grpc.ServerCredentials.createInsecure(), (error) => (error ? reject(error) : resolve())));
 }
 
