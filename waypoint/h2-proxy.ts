@@ -173,7 +173,12 @@ export class H2Proxy {
     if (!endStream) {
       stream.once('trailers', (trailers: http2.IncomingHttpHeaders) => (requestTrailers = trailers));
       upstream.once('wantTrailers', () => upstream.sendTrailers(requestTrailers ? upstreamRequestHeaders(requestTrailers, undefined) : {}));
-      stream.pipe(upstream);
+      // Ended by hand: Node ends a stream's readable side on RST_STREAM too, and a reset client must not look like
+      // a finished request to the endpoint (it gets the reset below, never END_STREAM).
+      stream.pipe(upstream, { end: false });
+      stream.once('end', () => {
+        if (stream.rstCode === undefined || stream.rstCode === NGHTTP2_NO_ERROR) upstream.end();
+      });
     }
     // Response: headers, informational headers, body, trailers.
     let status = 0;

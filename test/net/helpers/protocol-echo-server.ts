@@ -5,8 +5,8 @@
  * - gRPC (@grpc/grpc-js, bytes in and out, no .proto): ambit.test.Echo/Unary and ambit.test.Other/Unary answer
  *   JSON {name, method, peer, metadata, size, sha256} for the request bytes, with response header `x-served-by` and
  *   trailer `x-trailer`; Echo/Big answers `size` bytes; Echo/Fail fails with the code and message asked for (and a
- *   trailer); Echo/Bidi answers each message with JSON {name, seq, text} as it arrives; Stats/Get answers how many
- *   Bidi streams were cancelled by their client.
+ *   trailer); Echo/Bidi answers each message with JSON {name, seq, text} as it arrives and finishes 1.5 s after the
+ *   client's end; Stats/Get answers how many Bidi streams were cancelled before the server finished them.
  * - h2c (node:http2): any request: the body streamed through sha256, then JSON {name, method, path, headers, size,
  *   sha256, trailers} and trailers `x-body-sha256`, `x-served-by`; `GET /big?size=N&id=I` answers N bytes written
  *   with back-pressure, and `GET /written?id=I` says how many of them it has written so far.
@@ -30,7 +30,7 @@ interface Spec {
 }
 
 const spec = JSON.parse(process.argv[2] ?? '{}') as Spec;
-/** Bidi streams whose client went away mid-stream (grpc-js 'cancelled': the RST_STREAM reached this server). */
+/** Bidi streams reset before the server finished them (grpc-js 'cancelled': an RST_STREAM reached this server). */
 let cancelledStreams = 0;
 const bytes = { serialize: (value: Buffer): Buffer => value, deserialize: (value: Buffer): Buffer => value };
 
@@ -68,10 +68,20 @@ async function startGrpc(port: number): Promise<void> {
         callback({ code, details: message, metadata: trailer });
       }) as grpc.handleUnaryCall<Buffer, Buffer>,
       Bidi: ((call) => {
-        call.on('cancelled', () => cancelledStreams++);
+        // The server finishes its side 1.5 s after the client's end (work still going on); a cancellation that
+        // arrives before that is a reset that reached it (grpc-js also says 'cancelled' after a finished call).
+        let finished = false;
+        call.on('cancelled', () => {
+          if (!finished) cancelledStreams++;
+        });
         let seq = 0;
         call.on('data', (message: Buffer) => call.write(Buffer.from(JSON.stringify({ name: spec.name, seq: seq++, text: message.toString() }))));
-        call.on('end', () => call.end());
+        call.on('end', () =>
+          setTimeout(() => {
+            finished = true;
+            call.end();
+          }, 1500),
+        );
       }) as grpc.handleBidiStreamingCall<Buffer, Buffer>,
     },
   );
