@@ -19,6 +19,7 @@ import { ResourceCache } from './xds/resource-cache.ts';
 import { RouteFeed } from './xds/route-feed.ts';
 import { WaypointPolicyFeed } from './xds/waypoint-policy-feed.ts';
 import { WaypointPolicyModel } from './model/waypoint-policies.ts';
+import { compileGrpcRoutes, mergeRouteEntries } from './model/grpc-routes.ts';
 import { compileHttpRoutes, type RouteProblem } from './model/http-routes.ts';
 import { DEFAULT_CLUSTER_DOMAIN } from './model/workload.ts';
 import { ServingCredentials, startGrpcServer, XdsServer, type ServiceRegistrar } from './xds/server.ts';
@@ -63,7 +64,7 @@ export interface ControlPlane {
   cache: ResourceCache;
   model: AddressModel;
   authorizations: AuthorizationFeed;
-  /** Why each HTTPRoute (or part of one) is not served as written, from the last compile. */
+  /** Why each HTTPRoute and GRPCRoute (or part of one) is not served as written, from the last compile. */
   routeProblems(): readonly RouteProblem[];
   xds: XdsServer;
   source: ConfigSource;
@@ -100,16 +101,22 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     ...(options.clusterId ? { clusterId: options.clusterId } : {}),
     ...(options.authorizations?.policiesForPod ? { authorizationPoliciesFor: options.authorizations.policiesForPod } : {}),
   });
-  // HTTPRoutes for waypoints: recompiled when a route or a Service (a parent or backend) changes.
+  // HTTPRoutes and GRPCRoutes for waypoints: recompiled when a route or a Service (a parent or backend) changes.
   const routes = new RouteFeed(cache);
   let routeProblems: RouteProblem[] = [];
+  let grpcRouteProblems: RouteProblem[] = [];
   store.onChanges((changes) => {
-    if (!changes.some((change) => change.kind === 'HTTPRoute' || change.kind === 'Service')) return;
+    if (!changes.some((change) => change.kind === 'HTTPRoute' || change.kind === 'GRPCRoute' || change.kind === 'Service')) return;
     const problems: RouteProblem[] = [];
-    routes.replace(compileHttpRoutes(store, DEFAULT_CLUSTER_DOMAIN, (problem) => problems.push(problem)));
+    const grpcProblems: RouteProblem[] = [];
+    const httpRoutes = compileHttpRoutes(store, DEFAULT_CLUSTER_DOMAIN, (problem) => problems.push(problem));
+    routes.replace(mergeRouteEntries(httpRoutes, compileGrpcRoutes(store, DEFAULT_CLUSTER_DOMAIN, (problem) => grpcProblems.push(problem))));
     const previous = new Set(routeProblems.map((problem) => JSON.stringify(problem)));
     for (const problem of problems) if (!previous.has(JSON.stringify(problem))) options.logger?.warn({ route: problem.route, condition: problem.condition, reason: problem.reason }, `HTTPRoute ${problem.route}: ${problem.condition} False (${problem.reason}): ${problem.message}`);
     routeProblems = problems;
+    const previousGrpc = new Set(grpcRouteProblems.map((problem) => JSON.stringify(problem)));
+    for (const problem of grpcProblems) if (!previousGrpc.has(JSON.stringify(problem))) options.logger?.warn({ route: problem.route, condition: problem.condition, reason: problem.reason, kind: 'GRPCRoute' }, `GRPCRoute ${problem.route}: ${problem.condition} False (${problem.reason}): ${problem.message}`);
+    grpcRouteProblems = grpcProblems;
   });
   // L7 AuthorizationPolicy and RequestAuthentication attached to waypoints (targetRefs).
   const waypointPolicies = new WaypointPolicyFeed(cache);
@@ -143,7 +150,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     cache,
     model,
     authorizations,
-    routeProblems: () => routeProblems,
+    routeProblems: () => [...routeProblems, ...grpcRouteProblems],
     xds,
     source,
     grpcServer: started.server,

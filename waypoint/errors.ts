@@ -18,7 +18,9 @@ export type WaypointErrorCode =
   /** The whole request outlasted the route's timeouts.request (504, flag UT). */
   | 'WAYPOINT_REQUEST_TIMEOUT'
   /** The endpoint's connection failed after the request was sent, before a response (503, flag UC). */
-  | 'WAYPOINT_UPSTREAM_RESET';
+  | 'WAYPOINT_UPSTREAM_RESET'
+  /** The matched route has no usable backend (every backendRef invalid, or weights 0): 500, as the Gateway API says (flag NC, Envoy's "no cluster"). */
+  | 'WAYPOINT_NO_BACKEND';
 
 const STATUS: Record<WaypointErrorCode, number> = {
   WAYPOINT_UNKNOWN_DESTINATION: 503,
@@ -28,6 +30,7 @@ const STATUS: Record<WaypointErrorCode, number> = {
   WAYPOINT_BACKEND_TIMEOUT: 504,
   WAYPOINT_REQUEST_TIMEOUT: 504,
   WAYPOINT_UPSTREAM_RESET: 503,
+  WAYPOINT_NO_BACKEND: 500,
 };
 const FLAGS: Record<WaypointErrorCode, string> = {
   WAYPOINT_UNKNOWN_DESTINATION: 'NR',
@@ -37,6 +40,7 @@ const FLAGS: Record<WaypointErrorCode, string> = {
   WAYPOINT_BACKEND_TIMEOUT: 'UT',
   WAYPOINT_REQUEST_TIMEOUT: 'UT',
   WAYPOINT_UPSTREAM_RESET: 'UC',
+  WAYPOINT_NO_BACKEND: 'NC',
 };
 
 export class WaypointError extends Error {

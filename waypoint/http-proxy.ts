@@ -27,8 +27,8 @@ import { logRequest } from './access-log.ts';
 import { WaypointError } from './errors.ts';
 import { endToEndHeaders, modifyHeaders, redirectLocation, rewrittenUrl } from './filters.ts';
 import { matchRoute, pathOf, pickBackend, queryOf } from './http-router.ts';
-import type { RequestLabels, WaypointMetrics } from './metrics.ts';
-import { decisionOf, type RequestGate } from './authz/request-gate.ts';
+import { requestLabels, type WaypointMetrics } from './metrics.ts';
+import { decisionOf, type GateResponse, type RequestGate } from './authz/request-gate.ts';
 import { sendMirror } from './mirror.ts';
 import { backoffMs, bufferBody, ISTIO_DEFAULT_RETRY, MAX_BUFFERED_BODY_BYTES, shouldRetry, type BufferedBody } from './retry.ts';
 import type { RouteBackend, RouteEntry, RouteTable } from './route-table.ts';
@@ -37,11 +37,13 @@ import { requestIdOf, traceContextOf, traceparentOf, type TraceContext } from '.
 import { UpstreamConnections } from './upstream-connections.ts';
 import { UpstreamTry } from './upstream-try.ts';
 import type { Upstreams } from './upstream.ts';
+import { proxyUpgrade } from './upgrade.ts';
 
 /** The request as both HTTP/1.1 and HTTP/2 compat servers hand it over. */
 type DownstreamRequest = http.IncomingMessage | http2.Http2ServerRequest;
 /** What the flow uses of a response: common to `http.ServerResponse` and `http2.Http2ServerResponse`. */
 interface DownstreamResponse extends NodeJS.WritableStream {
+  writeContinue(): void;
   readonly headersSent: boolean;
   readonly writableEnded: boolean;
   writeHead(statusCode: number, headers?: http.OutgoingHttpHeaders): unknown;
@@ -68,6 +70,22 @@ interface RequestRecord {
   requestBytes: number;
   responseBytes: number;
   details: string;
+}
+
+/** The gate's refusal written as a raw HTTP/1.1 response on an upgrade request's connection, which then closes. */
+function rawResponseOn(socket: Duplex): GateResponse {
+  let head = '';
+  return {
+    writeHead(status, headers) {
+      head = `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\n`;
+      for (const name in headers) head += `${name}: ${headers[name]}\r\n`;
+      head += 'connection: close\r\n\r\n';
+    },
+    end(body = '') {
+      if (socket.writable) socket.end(head + body);
+      else socket.destroy();
+    },
+  };
 }
 
 function plainAddress(address: string): string {
@@ -106,6 +124,15 @@ export class HttpProxy {
         else response.writeHead(502, { 'content-type': 'text/plain' }).end('the waypoint could not forward the request\n');
       });
     });
+    // Expect: 100-continue is forwarded; the client gets 100 when the endpoint sends it (#forward), not before.
+    this.#server.on('checkContinue', (request, response) => {
+      this.#handle(request, response).catch((error: Error) => {
+        this.#log?.warn({ err: error.message, method: request.method, path: request.url }, 'request failed in the waypoint');
+        if (response.headersSent) response.destroy();
+        else response.writeHead(502, { 'content-type': 'text/plain' }).end('the waypoint could not forward the request\n');
+      });
+    });
+    this.#server.on('upgrade', (request: http.IncomingMessage, socket: Duplex, head: Buffer) => void this.#upgrade(request, socket, head));
     // A client's malformed request gets 400 and its stream closes; nothing else is affected.
     this.#server.on('clientError', (_error, socket: Duplex) => {
       if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
@@ -116,7 +143,11 @@ export class HttpProxy {
   /** Answers the CONNECT and serves HTTP/1.1 on the stream until the client closes it. */
   serve(hbone: HboneRequest, stream: http2.ServerHttp2Stream, service: Service): void {
     stream.respond({ ':status': 200 });
-    const connection = new Http2StreamDuplex(stream);
+    this.serveConnection(hbone, new Http2StreamDuplex(stream), service);
+  }
+
+  /** Serves HTTP/1.1 on a terminated stream already answered 200 (http-entry.ts hands it over after the sniff). */
+  serveConnection(hbone: HboneRequest, connection: Duplex, service: Service): void {
     this.#contexts.set(connection, { hbone, service, source: this.#state.workloadByIp(plainAddress(hbone.remoteAddress)) });
     this.#server.emit('connection', connection);
   }
@@ -138,10 +169,7 @@ export class HttpProxy {
       response.end();
       return;
     }
-    const record: RequestRecord = {
-      context, started: performance.now(), requestId: requestIdOf(request.headers), trace: traceContextOf(request.headers), entry: undefined, destination: context.service,
-      endpoint: undefined, upstreamHost: '', attempts: 0, requestBytes: 0, responseBytes: 0, details: 'via_upstream',
-    };
+    const record = this.#record(context, request);
     // L7 policy (waypoint/authz/): RequestAuthentication, AuthorizationPolicy, local rate limits; a refusal is
     // already answered.
     const refusal = this.#gate && (await this.#gate.check(request, response, context.hbone, context.service));
@@ -210,7 +238,9 @@ export class HttpProxy {
     const vip = record.context.hbone.target.host;
     // Retries and mirrors need the body again: read it ahead (up to the limit); otherwise it streams to the one try.
     const retryPolicy = entry?.retry ?? ISTIO_DEFAULT_RETRY;
-    const needsBody = retryPolicy.attempts > 0 || (entry !== undefined && entry.mirrors.length > 0);
+    // A client that sent `Expect: 100-continue` sends its body only after the endpoint's 100: nothing to read ahead.
+    const expectsContinue = String(request.headers.expect ?? '').toLowerCase() === '100-continue';
+    const needsBody = !expectsContinue && (retryPolicy.attempts > 0 || (entry !== undefined && entry.mirrors.length > 0));
     const body: BufferedBody = needsBody ? await bufferBody(request, MAX_BUFFERED_BODY_BYTES) : { chunks: [], bytes: 0, complete: false, source: request };
     record.requestBytes = body.bytes;
     // The client left while its body was being read: nothing to send, nobody to answer.
@@ -250,6 +280,7 @@ export class HttpProxy {
       record.attempts++;
       current = new UpstreamTry(this.#upstreams, this.#connections, {
         service: record.destination, servicePort: port, vip, method, url: upstreamUrl, headers, body, timeoutMs: entry?.backendRequestTimeoutMs ?? 0, onBodyChunk,
+        ...(expectsContinue ? { onContinue: () => response.writeContinue() } : {}),
         ...(previousHost !== undefined ? { avoid: previousHost } : {}),
       });
       const outcome = timeout ? await Promise.race([current.outcome, timeout.then(() => undefined)]) : await current.outcome;
@@ -322,38 +353,48 @@ export class HttpProxy {
     this.#finish(request, response, record, error.status, flags, details);
   }
 
-  #finish(request: DownstreamRequest, _response: DownstreamResponse, record: RequestRecord, status: number, flags: string, details: string): void {
+  #record(context: StreamContext, request: DownstreamRequest): RequestRecord {
+    return {
+      context, started: performance.now(), requestId: requestIdOf(request.headers), trace: traceContextOf(request.headers), entry: undefined, destination: context.service,
+      endpoint: undefined, upstreamHost: '', attempts: 0, requestBytes: 0, responseBytes: 0, details: 'via_upstream',
+    };
+  }
+
+  /** An `Upgrade` request (WebSocket): L7 policy first, as for any request, then upgrade.ts routes and joins it. */
+  async #upgrade(request: http.IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    const context = this.#contexts.get(socket);
+    if (!context) {
+      socket.destroy();
+      return;
+    }
+    const record = this.#record(context, request);
+    const refusal = this.#gate && (await this.#gate.check(request, rawResponseOn(socket), context.hbone, context.service));
+    if (refusal) {
+      this.#finish(request, undefined, record, refusal.status, refusal.responseFlags, refusal.details);
+      return;
+    }
+    await proxyUpgrade(request, socket, head, {
+      routes: this.#routes,
+      state: this.#state,
+      upstreams: this.#upstreams,
+      service: context.service,
+      servicePort: context.hbone.target.port,
+      vip: context.hbone.target.host,
+      done: (outcome) => {
+        record.destination = outcome.destination;
+        record.endpoint = outcome.endpoint;
+        this.#finish(request, undefined, record, outcome.status, outcome.flags, outcome.status === 101 ? 'via_upstream' : 'upgrade_failed');
+      },
+    });
+  }
+
+  #finish(request: DownstreamRequest, _response: DownstreamResponse | undefined, record: RequestRecord, status: number, flags: string, details: string): void {
     const { context, endpoint, destination } = record;
     const source = context.source;
     const durationMs = performance.now() - record.started;
     const sourcePrincipal = context.hbone.peerIdentity.uri;
     const destinationPrincipal = endpoint ? workloadIdentity(endpoint).uri : 'unknown';
-    const labels: RequestLabels = {
-      reporter: 'waypoint',
-      source_workload: source?.workloadName ?? 'unknown',
-      source_workload_namespace: source?.namespace ?? context.hbone.peerIdentity.namespace,
-      source_principal: sourcePrincipal,
-      source_app: source?.canonicalName ?? 'unknown',
-      source_version: source?.canonicalRevision ?? 'unknown',
-      source_canonical_service: source?.canonicalName ?? 'unknown',
-      source_canonical_revision: source?.canonicalRevision ?? 'latest',
-      source_cluster: 'Kubernetes',
-      destination_workload: endpoint?.workloadName ?? 'unknown',
-      destination_workload_namespace: endpoint?.namespace ?? 'unknown',
-      destination_principal: destinationPrincipal,
-      destination_app: endpoint?.canonicalName ?? 'unknown',
-      destination_version: endpoint?.canonicalRevision ?? 'unknown',
-      destination_service: destination.hostname,
-      destination_service_name: destination.name,
-      destination_service_namespace: destination.namespace,
-      destination_canonical_service: endpoint?.canonicalName ?? 'unknown',
-      destination_canonical_revision: endpoint?.canonicalRevision ?? 'latest',
-      destination_cluster: 'Kubernetes',
-      request_protocol: 'http',
-      response_code: String(status),
-      response_flags: flags,
-      connection_security_policy: 'mutual_tls',
-    };
+    const labels = requestLabels({ source, peer: context.hbone.peerIdentity, endpoint, service: destination, protocol: 'http', status, flags });
     this.#metrics.request(labels, durationMs, { request: record.requestBytes, response: record.responseBytes });
     if (!this.#log) return;
     logRequest(this.#log, {

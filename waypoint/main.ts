@@ -23,9 +23,13 @@ import { XdsSource } from '../shared/mesh/xds-source.ts';
 import type { Workload } from '../shared/mesh/workload.ts';
 import { configFromEnv, WAYPOINT_ADMIN_PORT, WAYPOINT_DRAIN_MS, WAYPOINT_HBONE_PORT, WAYPOINT_METRICS_PORT, WAYPOINT_READINESS_PORT, WAYPOINT_READY_MESSAGE, type WaypointConfig } from './config.ts';
 import { WaypointError } from './errors.ts';
+import { H2Proxy } from './h2-proxy.ts';
+import { H2SessionPool } from './h2-upstream.ts';
+import { HttpEntry } from './http-entry.ts';
 import { HttpProxy } from './http-proxy.ts';
 import { L4Forwarder } from './l4-forwarder.ts';
 import { WaypointMetrics } from './metrics.ts';
+import { portProtocol } from './protocols.ts';
 import { RouteTable } from './route-table.ts';
 import { Upstreams } from './upstream.ts';
 import { AuthzMetrics } from './authz/metrics.ts';
@@ -102,6 +106,9 @@ export async function startWaypoint(config: WaypointConfig, log: Logger): Promis
   // The decision of each request goes into its access-log line (waypoint/access-log.ts: `authz`).
   const gate = new RequestGate({ table: policies, metrics: new AuthzMetrics(metrics.registry), trustedProxies: config.numTrustedProxies });
   const httpProxy = new HttpProxy({ upstreams, routes, state, metrics, log, gate });
+  const h2Sessions = new H2SessionPool(upstreams);
+  const h2Proxy = new H2Proxy({ upstreams, sessions: h2Sessions, routes, state, metrics, gate });
+  const httpEntry = new HttpEntry({ http1: httpProxy, http2: h2Proxy, state });
   const terminate = (request: HboneRequest, stream: http2.ServerHttp2Stream): void => {
     let service;
     try {
@@ -112,8 +119,8 @@ export async function startWaypoint(config: WaypointConfig, log: Logger): Promis
       if (!stream.headersSent) stream.respond({ ':status': waypointError.status ?? 503 }, { endStream: true });
       return;
     }
-    const appProtocol = service.ports.find((port) => port.servicePort === request.target.port)?.appProtocol;
-    if (appProtocol === 'HTTP11') httpProxy.serve(request, stream, service);
+    // L7 ports (appProtocol HTTP11, HTTP2, GRPC) take HTTP/1.1 or prior-knowledge HTTP/2; the rest go at L4.
+    if (portProtocol(service, request.target.port) === 'http') void httpEntry.serve(request, stream, service);
     else void l4.forward(request, stream, service);
   };
   const hbone = new HboneServer({
@@ -147,7 +154,10 @@ export async function startWaypoint(config: WaypointConfig, log: Logger): Promis
       response.writeHead(404).end();
       return;
     }
-    const body = JSON.stringify({ gateway: config.gatewayName, identity: identity.uri, services: servicesView(state), routes: routes.view(), policies: policies.view(), upstreamConnections: httpProxy.connectionsView() });
+    const body = JSON.stringify({
+      gateway: config.gatewayName, identity: identity.uri, services: servicesView(state), routes: routes.view(), policies: policies.view(),
+      upstreamConnections: httpProxy.connectionsView(), http2: { ...h2Sessions.view(), protocolErrors: h2Proxy.protocolErrors },
+    });
     response.writeHead(200, { 'content-type': 'application/json' }).end(body);
   });
   await listenHttp(admin, '127.0.0.1', WAYPOINT_ADMIN_PORT);
@@ -155,11 +165,13 @@ export async function startWaypoint(config: WaypointConfig, log: Logger): Promis
   return {
     stop: async () => {
       ready = false;
+      h2Proxy.close();
       await hbone.shutdown(WAYPOINT_DRAIN_MS);
       await pool.close();
       readiness.close();
       metricsServer.close();
       httpProxy.close();
+      h2Sessions.close();
       admin.close();
       xds.stop();
       authenticator.close();

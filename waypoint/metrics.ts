@@ -6,6 +6,9 @@
  * Owns: the metric names, labels and buckets (Istio's), and the registry. Must not know about: HTTP proxying.
  */
 import { Counter, Histogram, Registry } from 'prom-client';
+import type { SpiffeId } from '../shared/identity/index.ts';
+import type { Service } from '../shared/mesh/service.ts';
+import { workloadIdentity, type Workload } from '../shared/mesh/workload.ts';
 
 /**
  * Istio's buckets for istio_request_duration_milliseconds: Envoy's default histogram buckets, which Istio's proxies
@@ -22,6 +25,45 @@ const LABELS = [
 ] as const;
 
 export type RequestLabels = Record<(typeof LABELS)[number], string>;
+
+/** Istio's labels of one request the waypoint handled (both HTTP paths use this). */
+export function requestLabels(request: {
+  source: Workload | undefined;
+  peer: SpiffeId;
+  endpoint: Workload | undefined;
+  service: Service;
+  protocol: 'http' | 'grpc';
+  status: number;
+  flags: string;
+}): RequestLabels {
+  const { source, endpoint, service } = request;
+  return {
+    reporter: 'waypoint',
+    source_workload: source?.workloadName ?? 'unknown',
+    source_workload_namespace: source?.namespace ?? request.peer.namespace,
+    source_principal: request.peer.uri,
+    source_app: source?.canonicalName ?? 'unknown',
+    source_version: source?.canonicalRevision ?? 'unknown',
+    source_canonical_service: source?.canonicalName ?? 'unknown',
+    source_canonical_revision: source?.canonicalRevision ?? 'latest',
+    source_cluster: 'Kubernetes',
+    destination_workload: endpoint?.workloadName ?? 'unknown',
+    destination_workload_namespace: endpoint?.namespace ?? 'unknown',
+    destination_principal: endpoint ? workloadIdentity(endpoint).uri : 'unknown',
+    destination_app: endpoint?.canonicalName ?? 'unknown',
+    destination_version: endpoint?.canonicalRevision ?? 'unknown',
+    destination_service: service.hostname,
+    destination_service_name: service.name,
+    destination_service_namespace: service.namespace,
+    destination_canonical_service: endpoint?.canonicalName ?? 'unknown',
+    destination_canonical_revision: endpoint?.canonicalRevision ?? 'latest',
+    destination_cluster: 'Kubernetes',
+    request_protocol: request.protocol,
+    response_code: String(request.status),
+    response_flags: request.flags,
+    connection_security_policy: 'mutual_tls',
+  };
+}
 
 export class WaypointMetrics {
   readonly registry = new Registry();

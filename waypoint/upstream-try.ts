@@ -35,6 +35,8 @@ export interface TryRequest {
   avoid?: string;
   /** Counts request body bytes streamed after the buffered part. */
   onBodyChunk: (chunk: Buffer) => void;
+  /** The endpoint answered `100 Continue` (the client sent `Expect: 100-continue` and waits for it). */
+  onContinue?: () => void;
 }
 
 export class UpstreamTry {
@@ -78,6 +80,7 @@ export class UpstreamTry {
       // A kept-alive stream to the endpoint when one is idle (upstream-connections.ts), else a new one.
       const outgoing = http.request({ host, port, method: request.method, path: request.url, headers: request.headers, agent });
       this.#outgoing = outgoing;
+      if (request.onContinue) outgoing.on('continue', request.onContinue);
       if (request.timeoutMs > 0) {
         this.#timer = setTimeout(() => {
           this.timedOut = true;

@@ -23,6 +23,19 @@ const HBONE_PORT = 15008;
 /** Draws a retry makes to find an endpoint other than the previous try's (Istio's HostSelectionRetryMaxAttempts). */
 const RETRY_HOST_SELECTION_ATTEMPTS = 5;
 
+/** An endpoint picked for a request and the address:port to dial on it. */
+export interface UpstreamTarget {
+  address: HostPort;
+  endpoint: Workload;
+}
+
+/** An endpoint picked for a request and the address:port to dial on it (the HTTP/2 path's view of a pick). */
+export interface UpstreamTarget {
+  address: HostPort;
+  endpoint: Workload;
+  picked: PickedEndpoint;
+}
+
 export type UpstreamStream = { kind: 'hbone'; stream: http2.ClientHttp2Stream; endpoint: Workload } | { kind: 'tcp'; socket: net.Socket; endpoint: Workload };
 
 export class Upstreams {
@@ -60,6 +73,12 @@ export class Upstreams {
       picked = this.leastRequest.choose(this.#draw(service, servicePort, vip), this.#draw(service, servicePort, vip));
     }
     return picked;
+  }
+
+  /** pickLeastRequest() as an address to dial (the HTTP/2 path); the caller reports the request's start and end to `leastRequest`. */
+  pick(service: Service, servicePort: number, vip: string): UpstreamTarget {
+    const picked = this.pickLeastRequest(service, servicePort, vip);
+    return { address: { host: picked.address, port: picked.targetPort }, endpoint: picked.endpoint.workload, picked };
   }
 
   #draw(service: Service, servicePort: number, vip: string): PickedEndpoint {
