@@ -106,6 +106,7 @@ async function up(runDir: string, values: Record<string, string | boolean | unde
     }
     if (state.nodes.length > 0) say(`nodes ${state.nodes.length}/${state.nodeCount} up, control plane and agents ready`);
     if (state.phase !== 'running') continue;
+    for (const line of kubectlLines(state)) say(line);
     for (const note of state.notes) say(`note: ${note}`);
     const runnable = state.pods.filter((pod) => pod.phase !== 'Failed');
     const ready = runnable.filter((pod) => pod.ready).length;
@@ -118,6 +119,12 @@ async function up(runDir: string, values: Record<string, string | boolean | unde
   }
   io.stderr(`not every pod became Ready in time; the mesh keeps running: see ambitctl local get pods, ambitctl local logs\n`);
   return 1;
+}
+
+/** How to reach the local cluster's Kubernetes API with kubectl (the supervisor serves it once the mesh runs). */
+function kubectlLines(state: LocalState): string[] {
+  if (state.kubeconfig === undefined) return [];
+  return [`Kubernetes API at ${state.apiServer}; for kubectl:`, `export KUBECONFIG=${state.kubeconfig}`];
 }
 
 async function get(runDir: string, what: string | undefined, namespace: string | undefined, io: Io): Promise<number> {
@@ -210,6 +217,7 @@ async function status(runDir: string, io: Io): Promise<number> {
       `logs:            ${state.logDir}  (agent-<node>.log, controlplane.log, pods/<ns>_<pod>_<container>.log)`,
       `CA directory:    ${state.caDir ?? '-'}  (root certificate and private key; removed on down)`,
       `cluster state:   ${state.clusterDir ?? '-'}  (what the control plane reads)`,
+      `kubeconfig:      ${state.kubeconfig ?? '-'}  (Kubernetes API ${state.apiServer ?? 'not serving'}; export KUBECONFIG=${state.kubeconfig ?? '...'})`,
       `nodes:           ${state.nodes.map((node) => node.name).join(', ')}`,
       `pods ready:      ${ready}/${state.pods.length}`,
       ...state.problems.map((problem) => `problem:         ${problem}`),

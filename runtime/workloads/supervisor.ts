@@ -23,6 +23,7 @@ import type { K8sObject } from '../../shared/k8s/objects.ts';
 import type { Pod } from '../pod.ts';
 import { createLocalMesh, type LocalMesh } from '../local-mesh.ts';
 import { processStartTime } from '../run-registry.ts';
+import { ClusterApi } from './cluster-api.ts';
 import { PodContainers } from './containers.ts';
 import { DEFAULT_IMAGE_MAP, readImageMap } from './image-map.ts';
 import { logDir, teardownFile, writeState, type LocalPodState, type LocalState } from './local-state.ts';
@@ -118,6 +119,7 @@ async function stop(signal: string): Promise<void> {
     if (statusTimer !== undefined) clearInterval(statusTimer);
     if (state.phase !== 'failed') state.phase = 'stopping';
     await publishState().catch(() => undefined);
+    await clusterApi?.close().catch(() => undefined);
     await Promise.all(pods.map((entry) => entry.containers?.stop()));
     await Promise.all([...state.nodes.map((node) => path.join(logs, `agent-${node.name}.log`)), path.join(logs, 'controlplane.log')].map(keepLog));
     const report = mesh ? await mesh.destroy() : undefined;
@@ -235,6 +237,7 @@ async function main(): Promise<void> {
     state.notes.push(`namespace ${namespace} is not in ${state.dir}: created with no labels (not enrolled)`);
   }
   await writeUserObjects(plan);
+  await startKubernetesApi();
   state.phase = 'running';
   await publishState();
   log(`mesh up (run ${cluster.runId}); making ${pods.length} pods`);
@@ -246,13 +249,39 @@ async function main(): Promise<void> {
   watch(state.dir, { recursive: true }, () => {
     if (timer !== undefined) clearTimeout(timer);
     timer = setTimeout(() => {
-      reloading = reloading.then(() => reload()).catch((error: unknown) => log(`reload failed: ${(error as Error).message}`));
+      void reloadNow().catch((error: unknown) => log(`reload failed: ${(error as Error).message}`));
     }, RELOAD_DEBOUNCE_MS);
   });
 }
 
 let accepted: WorkloadPlan | undefined;
-let reloading: Promise<void> = Promise.resolve();
+let reloading: Promise<unknown> = Promise.resolve();
+let clusterApi: ClusterApi | undefined;
+
+/** Re-reads the directory after any reload under way; resolves with the problems that made it refuse the change. */
+function reloadNow(): Promise<string[]> {
+  const next = reloading.catch(() => undefined).then(() => reload());
+  reloading = next;
+  return next;
+}
+
+/**
+ * The Kubernetes API for kubectl (cluster-api.ts): what it shows is read from the cluster, what it writes is an
+ * edit of the user's directory applied by reloadNow(). The kubeconfig goes into the run directory.
+ */
+async function startKubernetesApi(): Promise<void> {
+  clusterApi = await ClusterApi.start({
+    userDir: state.dir,
+    clusterDir: mesh!.cluster.clusterDir,
+    runDir,
+    logDir: logs,
+    pods: () => pods.map((entry) => entry.state),
+    nodes: () => state.nodes,
+    apply: reloadNow,
+  });
+  Object.assign(state, { kubeconfig: clusterApi.kubeconfigFile, apiServer: clusterApi.url });
+  log(`Kubernetes API at ${clusterApi.url}; kubeconfig ${clusterApi.kubeconfigFile}`);
+}
 let images: Awaited<ReturnType<typeof readImageMap>>;
 
 function entryFor(podPlan: PodPlan): RunningPod {
@@ -274,9 +303,9 @@ async function writeUserObjects(plan: WorkloadPlan): Promise<void> {
   state.services = plan.objects.filter((object) => object.kind === 'Service').map(describeService);
 }
 
-/** Re-reads the directory and applies what changed; a new problem rejects the whole re-read. */
-async function reload(): Promise<void> {
-  if (stopping || mesh === undefined || accepted === undefined) return;
+/** Re-reads the directory and applies what changed; a new problem rejects the whole re-read (and is returned). */
+async function reload(): Promise<string[]> {
+  if (stopping || mesh === undefined || accepted === undefined) return ['the local mesh is starting or stopping: try again'];
   const plan = await planWorkloads(state.dir, images);
   const fresh = plan.problems.filter((problem) => !accepted!.problems.includes(problem));
   if (fresh.length > 0) {
@@ -285,7 +314,7 @@ async function reload(): Promise<void> {
       if (!state.problems.includes(problem)) state.problems.push(problem);
     }
     await publishState();
-    return;
+    return fresh;
   }
   state.problems = [...plan.problems];
   const cluster = mesh.cluster;
@@ -317,6 +346,7 @@ async function reload(): Promise<void> {
   await publishState();
   await createPods(mesh, added);
   log(`change applied: ${added.length} pods added, ${gone.length} deleted`);
+  return [];
 }
 
 main().catch(async (error: unknown) => {
