@@ -77,10 +77,10 @@ async function rewrite(file: string, edit: (documents: Document[]) => void): Pro
 export function replaceDocument(ref: DocumentRef, object: K8sObject): Promise<Undo> {
   return rewrite(ref.file, (documents) => {
     const document = documents[ref.index]!;
-    const previous = document.contents as { commentBefore?: string | null; comment?: string | null } | null;
+    const previous = document.contents as { commentBefore?: string | null; comment?: string | null; items?: { key?: { commentBefore?: string | null } }[] } | null;
     const node = document.createNode(object) as NonNullable<Document['contents']> & { commentBefore?: string | null; comment?: string | null };
-    // The comments around the object stay (a file's header comment belongs to its first document's contents).
-    node.commentBefore = previous?.commentBefore ?? null;
+    // The comments around the object stay (the parser hangs a document's header comment on its first key).
+    node.commentBefore = previous?.commentBefore ?? previous?.items?.[0]?.key?.commentBefore ?? null;
     node.comment = previous?.comment ?? null;
     document.contents = node;
   });
