@@ -128,6 +128,9 @@ export function jsonPatch(target: unknown, operations: unknown): unknown {
   if (!Array.isArray(operations)) throw new ApiError('BadRequest', 'a JSON patch must be a list of operations');
   let document: unknown = structuredClone(target);
   for (const operation of operations as JsonPatchOperation[]) {
+    if (typeof operation !== 'object' || operation === null || typeof operation.op !== 'string' || typeof operation.path !== 'string') {
+      throw new ApiError('BadRequest', 'each JSON patch operation needs a string op and path');
+    }
     const tokens = pointer(operation.path);
     const value = operation.op === 'move' || operation.op === 'copy' ? structuredClone(read(document, operation.from ?? '')) : operation.value;
     if (operation.op === 'test') {

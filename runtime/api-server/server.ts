@@ -172,6 +172,7 @@ export class LocalApiServer {
     const warnings: string[] = [];
     if (subresource !== undefined) {
       if (resource.plural === 'pods' && subresource === 'log' && method === 'GET') return this.#log(namespace!, name!, url, request, response);
+      if (resource.plural === 'deployments' && subresource === 'scale') return this.#scale(route, method, request, response, dryRun);
       throw new ApiError('NotFound', `the server could not find the requested resource (${method} ${path}): subresource ${subresource} is not served`);
     }
     if (name === undefined) {
@@ -249,6 +250,33 @@ export class LocalApiServer {
     }
     const warnings = admit(object, validation);
     sendJson(response, 201, await this.#options.writes.create(route.resource, object, dryRun), warnings);
+  }
+
+  /** `deployments/<name>/scale` (kubectl scale): an autoscaling/v1 Scale read from, and written to, spec.replicas. */
+  async #scale(route: Route, method: string, request: IncomingMessage, response: ServerResponse, dryRun: boolean): Promise<void> {
+    const { resource, namespace, name } = route;
+    const scaleOf = (object: K8sObject): K8sObject => {
+      const spec = (object.spec ?? {}) as { replicas?: number; selector?: { matchLabels?: Record<string, string> } };
+      const status = (object.status ?? {}) as { replicas?: number };
+      const selector = Object.entries(spec.selector?.matchLabels ?? {}).map(([key, value]) => `${key}=${value}`).join(',');
+      return { kind: 'Scale', apiVersion: 'autoscaling/v1', metadata: { ...object.metadata, name: name! }, spec: { replicas: spec.replicas ?? 1 }, status: { replicas: status.replicas ?? 0, selector } };
+    };
+    const live = this.#options.store.get(resource, namespace, name!);
+    if (live === undefined) throw notFound(resource.plural, name!);
+    if (method === 'GET') {
+      sendJson(response, 200, scaleOf(live));
+      return;
+    }
+    if (method !== 'PATCH' && method !== 'PUT') throw new ApiError('MethodNotAllowed', `${method} is not supported on deployments/scale`);
+    const body = await readBody(request);
+    const contentType = String(request.headers['content-type'] ?? '');
+    const change = (current: K8sObject): K8sObject => {
+      const scale = method === 'PUT' ? body : applyPatch(contentType, scaleOf(current), body);
+      const replicas = (scale as { spec?: { replicas?: unknown } } | null)?.spec?.replicas;
+      if (typeof replicas !== 'number' || !Number.isInteger(replicas) || replicas < 0) throw new ApiError('Invalid', 'spec.replicas must be a whole number of at least 0');
+      return { ...current, spec: { ...(current.spec as object), replicas } };
+    };
+    sendJson(response, 200, scaleOf(await this.#options.writes.patch(resource, namespace, name!, change, dryRun)));
   }
 
   #filtered(route: Route, url: URL): (object: K8sObject) => boolean {
@@ -417,6 +445,7 @@ export class LocalApiServer {
             ...(resource.shortNames.length > 0 ? { shortNames: resource.shortNames } : {}),
           })),
           ...(resources[1] === 'v1' ? [{ name: 'pods/log', singularName: '', namespaced: true, kind: 'Pod', verbs: ['get'] }] : []),
+          ...(resources[1] === 'apps/v1' ? [{ name: 'deployments/scale', singularName: '', namespaced: true, group: 'autoscaling', version: 'v1', kind: 'Scale', verbs: ['get', 'patch', 'update'] }] : []),
         ],
       });
       return true;

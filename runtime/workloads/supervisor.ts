@@ -294,7 +294,8 @@ function entryFor(podPlan: PodPlan): RunningPod {
 
 async function writeUserObjects(plan: WorkloadPlan): Promise<void> {
   const userDir = path.join(mesh!.cluster.clusterDir, 'user');
-  await rm(userDir, { recursive: true, force: true });
+  // Retried: the Services controller may be writing a cluster IP into a file here (ENOTEMPTY).
+  await rm(userDir, { recursive: true, force: true, maxRetries: 5 });
   await mkdir(userDir, { recursive: true });
   for (const [index, object] of plan.objects.entries()) {
     const file = `${String(index).padStart(4, '0')}-${object.kind}.${object.metadata?.namespace || 'default'}.${object.metadata?.name}.yaml`;
