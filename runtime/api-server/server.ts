@@ -369,7 +369,12 @@ export class LocalApiServer {
   }
 
   #route(path: string): Route {
-    const parts = path.split('/').filter((part) => part !== '').map(decodeURIComponent);
+    let parts: string[];
+    try {
+      parts = path.split('/').filter((part) => part !== '').map(decodeURIComponent);
+    } catch {
+      throw new ApiError('BadRequest', `the path ${path} is not valid percent-encoding`);
+    }
     let group: string;
     let version: string;
     let rest: string[];
