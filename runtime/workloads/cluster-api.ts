@@ -168,7 +168,12 @@ export class ClusterApi {
     const states = new Map(this.#options.pods().map((pod) => [`${pod.namespace}/${pod.name}`, pod]));
     const objects = new Map<string, K8sObject>();
     for (const object of cluster.objects) {
-      const shown = object.kind === 'Pod' ? withContainerStatuses(object, states.get(`${object.metadata?.namespace || 'default'}/${object.metadata?.name}`)) : object;
+      const shown =
+        object.kind === 'Pod'
+          ? withContainerStatuses(object, states.get(`${object.metadata?.namespace || 'default'}/${object.metadata?.name}`))
+          : object.kind === 'Namespace'
+            ? { ...object, status: { phase: 'Active' } }
+            : object;
       objects.set(keyOf(shown), shown);
     }
     const pods = [...objects.values()].filter((object) => object.kind === 'Pod');
