@@ -2,6 +2,7 @@
  * `ambitctl local`: a user's own Kubernetes YAML as a running multi-node mesh on this box, no Kubernetes needed.
  *
  *   ambitctl local up -f DIR [--nodes N] [--image-map FILE] [--timeout S]   start it (a detached supervisor owns it)
+ *                    [--control-plane-source dir|kubernetes]               what the control plane reads
  *   ambitctl local get pods|svc|nodes [-n NS]                               what runs
  *   ambitctl local logs POD [-n NS] [-c CONTAINER] [-f]                     a container's output
  *   ambitctl local exec POD [-n NS] -- CMD [ARGS...]                        run a command in the pod's network namespace
@@ -31,7 +32,7 @@ const DOWN_TIMEOUT_MS = 60_000;
 class UsageError extends Error {}
 
 const USAGE = `usage:
-  ambitctl local up -f DIR [--nodes N] [--image-map FILE] [--timeout SECONDS]
+  ambitctl local up -f DIR [--nodes N] [--image-map FILE] [--timeout SECONDS] [--control-plane-source dir|kubernetes]
   ambitctl local get pods|svc|nodes [-n NS]
   ambitctl local logs POD [-n NS] [-c CONTAINER] [-f]
   ambitctl local exec POD [-n NS] -- CMD [ARGS...]
@@ -79,6 +80,7 @@ async function up(runDir: string, values: Record<string, string | boolean | unde
   try {
     const args = [SUPERVISOR_MAIN, '--dir', path.resolve(dir), '--run-dir', runDir, '--nodes', String(nodes)];
     if (values['image-map'] !== undefined) args.push('--image-map', path.resolve(values['image-map'] as string));
+    args.push(...controlPlaneSourceArgs(values['control-plane-source']));
     spawn(process.execPath, args, { detached: true, stdio: ['ignore', log, log] }).unref();
   } finally {
     closeSync(log);
@@ -119,6 +121,13 @@ async function up(runDir: string, values: Record<string, string | boolean | unde
   }
   io.stderr(`not every pod became Ready in time; the mesh keeps running: see ambitctl local get pods, ambitctl local logs\n`);
   return 1;
+}
+
+/** `--control-plane-source`: the cluster directory (default) or the local cluster's Kubernetes API, as in a cluster. */
+function controlPlaneSourceArgs(value: string | boolean | undefined): string[] {
+  if (value === undefined) return [];
+  if (value !== 'dir' && value !== 'kubernetes') throw new UsageError('--control-plane-source must be dir or kubernetes');
+  return ['--control-plane-source', value];
 }
 
 /** How to reach the local cluster's Kubernetes API with kubectl (the supervisor serves it once the mesh runs). */
@@ -271,6 +280,7 @@ export async function runLocal(argv: readonly string[], io: Io, env: NodeJS.Proc
         nodes: { type: 'string' },
         'image-map': { type: 'string' },
         timeout: { type: 'string' },
+        'control-plane-source': { type: 'string' },
         'run-dir': { type: 'string' },
         namespace: { type: 'string', short: 'n' },
         container: { type: 'string', short: 'c' },

@@ -15,6 +15,7 @@ import { open, stat } from 'node:fs/promises';
 import https from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
+import { nativeSockets } from '../../agent/inpod/sockets.ts';
 import type { K8sObject } from '../../shared/k8s/objects.ts';
 import { admit, fieldValidation } from './admission.ts';
 import { bearerMatches, type ServingCredentials } from './credentials.ts';
@@ -57,6 +58,11 @@ export interface LocalApiServerOptions {
   host?: string;
   /** Default 0: any free port. */
   port?: number;
+  /**
+   * Also serve inside this network namespace (a path such as /run/netns/<name>) on `host`, any free port: where the
+   * local mesh's control plane runs (the fabric). The socket is opened there by the native socket helper.
+   */
+  alsoIn?: { netns: string; host: string };
 }
 
 interface Route {
@@ -105,44 +111,71 @@ function isObject(value: unknown): value is K8sObject {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
+/** Listens on a port, or on a socket opened elsewhere (`{ fd }`, Node's documented handle form of listen()). */
+function listen(server: https.Server, target: { port: number; host: string } | { fd: number }): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    const done = (): void => {
+      server.off('error', reject);
+      resolve();
+    };
+    if ('fd' in target) server.listen({ fd: target.fd }, done);
+    else server.listen(target.port, target.host, done);
+  });
+}
+
 export class LocalApiServer {
   readonly url: string;
-  readonly #server: https.Server;
+  /** The URL inside `alsoIn`'s namespace, when asked for. */
+  inNamespaceUrl: string | undefined;
+  readonly #servers: https.Server[] = [];
   readonly #options: LocalApiServerOptions;
   readonly #sockets = new Set<Socket>();
   readonly #closers = new Set<() => void>();
 
-  private constructor(server: https.Server, url: string, options: LocalApiServerOptions) {
-    this.#server = server;
+  private constructor(url: string, options: LocalApiServerOptions) {
     this.url = url;
     this.#options = options;
   }
 
   static async start(options: LocalApiServerOptions): Promise<LocalApiServer> {
     const host = options.host ?? '127.0.0.1';
-    const server = https.createServer({ key: options.credentials.keyPem, cert: options.credentials.certPem });
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(options.port ?? 0, host, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
-    const api = new LocalApiServer(server, `https://${host}:${(server.address() as AddressInfo).port}`, options);
+    const tls = { key: options.credentials.keyPem, cert: options.credentials.certPem };
+    const server = https.createServer(tls);
+    await listen(server, { port: options.port ?? 0, host });
+    const api = new LocalApiServer(`https://${host}:${(server.address() as AddressInfo).port}`, options);
+    api.#serve(server);
+    if (options.alsoIn !== undefined) {
+      const inside = https.createServer(tls);
+      const fd = nativeSockets.listenTcp({ netns: options.alsoIn.netns, host: options.alsoIn.host, port: 0 });
+      try {
+        await listen(inside, { fd });
+      } catch (error) {
+        nativeSockets.closeFd(fd);
+        await api.close();
+        throw error;
+      }
+      api.#serve(inside);
+      api.inNamespaceUrl = `https://${options.alsoIn.host}:${(inside.address() as AddressInfo).port}`;
+    }
+    return api;
+  }
+
+  #serve(server: https.Server): void {
+    this.#servers.push(server);
     server.on('connection', (socket: Socket) => {
-      api.#sockets.add(socket);
-      socket.on('close', () => api.#sockets.delete(socket));
+      this.#sockets.add(socket);
+      socket.on('close', () => this.#sockets.delete(socket));
     });
     server.on('request', (request: IncomingMessage, response: ServerResponse) => {
-      api.#handle(request, response).catch((error: unknown) => api.#fail(response, error));
+      this.#handle(request, response).catch((error: unknown) => this.#fail(response, error));
     });
-    return api;
   }
 
   async close(): Promise<void> {
     for (const close of this.#closers) close();
     for (const socket of this.#sockets) socket.destroy();
-    await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+    await Promise.all(this.#servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
   }
 
   #fail(response: ServerResponse, error: unknown): void {

@@ -34,6 +34,11 @@ export function kubeconfigFile(runDir: string): string {
   return path.join(runDir, 'kubeconfig');
 }
 
+/** The control plane's kubeconfig: the same API, reached inside the fabric namespace where it runs. */
+export function controlPlaneKubeconfigFile(runDir: string): string {
+  return path.join(runDir, 'kubeconfig-controlplane');
+}
+
 export interface ClusterApiOptions {
   /** The user's manifest directory: the source of truth, where writes go. */
   userDir: string;
@@ -48,6 +53,8 @@ export interface ClusterApiOptions {
    * made it refuse the change (empty: applied, pods made or deleted).
    */
   apply(): Promise<string[]>;
+  /** Also serve in this network namespace (path) on this address, for the control plane, and write its kubeconfig. */
+  controlPlaneIn?: { netns: string; address: string };
 }
 
 type Loose = K8sObject & { spec?: Record<string, unknown>; status?: Record<string, unknown> };
@@ -131,9 +138,11 @@ export class ClusterApi {
   static async start(options: ClusterApiOptions): Promise<ClusterApi> {
     const api = new ClusterApi(options);
     await api.refresh();
-    const credentials = await makeServingCredentials([API_HOST]);
-    api.#server = await LocalApiServer.start({ store: api.store, writes: api.#writes(), credentials, host: API_HOST });
+    const inside = options.controlPlaneIn;
+    const credentials = await makeServingCredentials([API_HOST, ...(inside ? [inside.address] : [])]);
+    api.#server = await LocalApiServer.start({ store: api.store, writes: api.#writes(), credentials, host: API_HOST, ...(inside ? { alsoIn: { netns: inside.netns, host: inside.address } } : {}) });
     await writeKubeconfig(api.kubeconfigFile, api.#server.url, credentials);
+    if (api.#server.inNamespaceUrl !== undefined) await writeKubeconfig(controlPlaneKubeconfigFile(options.runDir), api.#server.inNamespaceUrl, credentials);
     for (const dir of [options.clusterDir, options.userDir]) {
       api.#watchers.push(watch(dir, { recursive: true }, () => api.#scheduleRefresh()).on('error', () => undefined));
     }

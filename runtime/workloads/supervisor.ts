@@ -9,6 +9,7 @@
  * whole and reported, so a bad edit changes nothing.
  *
  *   node runtime/workloads/supervisor.ts --dir DIR --run-dir RUNDIR [--nodes N] [--image-map FILE]
+ *                                        [--control-plane-source dir|kubernetes]
  *
  * Owns: the order of start-up and teardown, scheduling (spec.nodeName, else the node with the fewest pods), the
  * status loop.
@@ -22,8 +23,9 @@ import { stringify } from 'yaml';
 import type { K8sObject } from '../../shared/k8s/objects.ts';
 import type { Pod } from '../pod.ts';
 import { createLocalMesh, type LocalMesh } from '../local-mesh.ts';
+import { netnsPath } from '../netns.ts';
 import { processStartTime } from '../run-registry.ts';
-import { ClusterApi } from './cluster-api.ts';
+import { ClusterApi, controlPlaneKubeconfigFile } from './cluster-api.ts';
 import { PodContainers } from './containers.ts';
 import { DEFAULT_IMAGE_MAP, readImageMap } from './image-map.ts';
 import { logDir, teardownFile, writeState, type LocalPodState, type LocalState } from './local-state.ts';
@@ -48,6 +50,7 @@ const { values } = parseArgs({
     'run-dir': { type: 'string' },
     nodes: { type: 'string', default: '2' },
     'image-map': { type: 'string' },
+    'control-plane-source': { type: 'string', default: 'dir' },
   },
 });
 if (values.dir === undefined || values['run-dir'] === undefined) {
@@ -210,7 +213,7 @@ async function main(): Promise<void> {
   pods.push(...plan.pods.map(entryFor));
   await publishState();
   log(`building ${state.nodeCount} nodes, the control plane and the agents`);
-  mesh = await createLocalMesh({ nodes: state.nodeCount });
+  mesh = await createLocalMesh({ nodes: state.nodeCount, ...(values['control-plane-source'] === 'kubernetes' ? { controlPlaneSource: kubernetesControlPlaneSource } : {}) });
   const cluster = mesh.cluster;
   Object.assign(state, { tmpDir: cluster.tmpDir, caDir: mesh.caDir, clusterDir: cluster.clusterDir });
   for (const node of cluster.nodes) {
@@ -237,7 +240,7 @@ async function main(): Promise<void> {
     state.notes.push(`namespace ${namespace} is not in ${state.dir}: created with no labels (not enrolled)`);
   }
   await writeUserObjects(plan);
-  await startKubernetesApi();
+  if (clusterApi === undefined) await startKubernetesApi(mesh.cluster.clusterDir);
   state.phase = 'running';
   await publishState();
   log(`mesh up (run ${cluster.runId}); making ${pods.length} pods`);
@@ -269,10 +272,11 @@ function reloadNow(): Promise<string[]> {
  * The Kubernetes API for kubectl (cluster-api.ts): what it shows is read from the cluster, what it writes is an
  * edit of the user's directory applied by reloadNow(). The kubeconfig goes into the run directory.
  */
-async function startKubernetesApi(): Promise<void> {
+async function startKubernetesApi(clusterDir: string, controlPlaneIn?: { netns: string; address: string }): Promise<void> {
   clusterApi = await ClusterApi.start({
+    ...(controlPlaneIn !== undefined ? { controlPlaneIn } : {}),
     userDir: state.dir,
-    clusterDir: mesh!.cluster.clusterDir,
+    clusterDir,
     runDir,
     logDir: logs,
     pods: () => pods.map((entry) => entry.state),
@@ -281,6 +285,16 @@ async function startKubernetesApi(): Promise<void> {
   });
   Object.assign(state, { kubeconfig: clusterApi.kubeconfigFile, apiServer: clusterApi.url });
   log(`Kubernetes API at ${clusterApi.url}; kubeconfig ${clusterApi.kubeconfigFile}`);
+}
+
+/**
+ * `--control-plane-source kubernetes`: the control plane reads the cluster through this API (its Kubernetes source,
+ * the code path of a cluster), served inside the fabric namespace where it runs; the CA directory and node tokens
+ * stay the local mode's (`--identity-from local`: this API serves no TokenReviews or Secrets).
+ */
+async function kubernetesControlPlaneSource(cluster: LocalMesh['cluster'], fabricAddress: string): Promise<string[]> {
+  await startKubernetesApi(cluster.clusterDir, { netns: netnsPath(cluster.fabricNetns), address: fabricAddress });
+  return ['--source', 'kubernetes', '--kubeconfig', controlPlaneKubeconfigFile(runDir), '--identity-from', 'local'];
 }
 let images: Awaited<ReturnType<typeof readImageMap>>;
 
