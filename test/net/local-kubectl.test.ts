@@ -1,9 +1,11 @@
 /**
  * kubectl against `ambitctl local`: the real kubectl (v1.32, /usr/bin/kubectl) drives a local cluster brought up from
  * fixtures/local-kubectl/ (namespaces shop and ops, a Deployment behind a Service, an AuthorizationPolicy, a pod) with
- * the kubeconfig `up` prints. It lists pods across namespaces with IPs and nodes, Services, AuthorizationPolicies;
+ * the kubeconfig `up` prints; the control plane runs with its Kubernetes source against the same API
+ * (`--control-plane-source kubernetes`), as in a cluster. It lists pods across namespaces with IPs and nodes, Services, AuthorizationPolicies;
  * labelling namespace shop ambient captures its pods (the agent's redirection annotation appears) and is written into
- * the user's Namespace file, the one source of truth; a Pod applied from stdin lands as a file, runs (Ready, its own
+ * the user's Namespace file, the one source of truth, and reaches the agents through the control plane's informers
+ * (sleep's call to the echo Service then goes over mTLS with both identities); a Pod applied from stdin lands as a file, runs (Ready, its own
  * log line) and `delete` removes it with its network namespace; a Pod the runtime cannot run and a policy with an
  * unknown field are refused with the reason and leave the directory as it was; a wrong token is refused.
  */
@@ -48,7 +50,7 @@ test('kubectl drives a local cluster: get, label, apply, logs, delete, and what 
     for (const made of [runDir, dir, cacheDir]) await rm(made, { recursive: true, force: true });
   });
 
-  const up = await ctl('up', '-f', dir, '--nodes', '2', '--timeout', String(UP_TIMEOUT_S));
+  const up = await ctl('up', '-f', dir, '--nodes', '2', '--timeout', String(UP_TIMEOUT_S), '--control-plane-source', 'kubernetes');
   t.log(up.stdout);
   t.is(up.code, 0, up.stderr);
   const kubeconfig = /^export KUBECONFIG=(.+)$/m.exec(up.stdout)?.[1];
@@ -56,6 +58,7 @@ test('kubectl drives a local cluster: get, label, apply, logs, delete, and what 
   t.is((await stat(kubeconfig!)).mode & 0o777, 0o600, 'the kubeconfig holds a token: owner only');
   t.regex((await ctl('status')).stdout, new RegExp(`kubeconfig:\\s+${kubeconfig}`));
   const state = JSON.parse(await readFile(path.join(runDir, 'state.json'), 'utf8')) as LocalState;
+  t.regex(await readFile(state.controlPlaneLog!, 'utf8'), /"source":\{"type":"kubernetes","kubeconfig":"[^"]+kubeconfig-controlplane"\}/, 'the control plane reads the cluster through the API');
 
   // As the user would: the exported KUBECONFIG, kubectl's own cache out of the way of root's home.
   const kubectl = (args: string[], input?: string) =>
@@ -100,6 +103,17 @@ test('kubectl drives a local cluster: get, label, apply, logs, delete, and what 
   t.regex(namespaces, /name: shop\n\s+labels:\n\s+istio\.io\/dataplane-mode: ambient/, namespaces);
   await waitFor('shop/sleep captured', async () => (await redirection()) === 'enabled');
   t.regex(await ok(['get', 'namespace', 'shop', '--show-labels']), /istio\.io\/dataplane-mode=ambient/);
+  // The label reached the agents through the control plane's Kubernetes source: both shop pods are HBONE workloads.
+  const sleepState = state.pods.find((pod) => pod.name === 'sleep')!;
+  await waitFor('the agents see shop enrolled', async () => {
+    const workloads = await run(AMBITCTL, ['workloads', '-n', 'shop', '--node', state.nodes.find((node) => node.name === sleepState.node)!.netns]);
+    return (workloads.stdout.match(/\sHBONE\s/g)?.length ?? 0) === 2;
+  });
+  const call = await ctl('exec', 'sleep', '-n', 'shop', '--', 'curl', '-s', '--max-time', '10', 'http://echo.shop/through-the-mesh');
+  t.is(call.code, 0, call.stderr);
+  t.like(JSON.parse(call.stdout), { peer: sleepState.ip, url: '/through-the-mesh' });
+  const sleepAgentLog = await readFile(state.nodes.find((node) => node.name === sleepState.node)!.agentLog, 'utf8');
+  t.regex(sleepAgentLog, /"direction":"outbound","src":\{[^}]*"workload":"sleep","namespace":"shop","principal":"spiffe:\/\/cluster\.local\/ns\/shop\/sa\/default"\}.*"service":"echo\.shop\.svc\.cluster\.local".*"mtls":true/);
 
   // apply a new Pod: it lands as a file of the directory, runs, logs; delete removes it and its network namespace.
   t.regex(await ok(['apply', '-f', '-'], WEB_POD), /pod\/web created/);
