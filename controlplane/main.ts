@@ -6,7 +6,7 @@
  *   node controlplane/main.ts [--source dir:<path> | --source kubernetes] [--ca-dir <dir>] [--listen <host:port>]
  *                             [--token-file <file>] [--trust-domain <td>] [--kubeconfig <file>] [--cluster-id <id>]
  *                             [--trusted-node-agents <sa,...>] [--serving-dns-names <name,...>] [--token-audiences <a,...>]
- *                             [--hbone-when redirected|enrolled]
+ *                             [--hbone-when redirected|enrolled] [--identity-from local]
  *
  * Environment equivalents: AMBIT_SOURCE (or AMBIT_CLUSTER_DIR for the directory), AMBIT_CA_DIR, AMBIT_XDS_LISTEN,
  * AMBIT_XDS_TOKEN_FILE, AMBIT_TRUST_DOMAIN, KUBECONFIG, AMBIT_CLUSTER_ID, AMBIT_LOG_LEVEL, POD_NAMESPACE,
@@ -15,7 +15,9 @@
  *
  * Callers authenticate with `authorization: Bearer <token>`: in local mode a line `<token> <node-name>` of the
  * bootstrap token file (default `<ca-dir>/node-tokens`, shared by xDS and the CA); in Kubernetes the agent's
- * service account token, checked with a TokenReview.
+ * service account token, checked with a TokenReview. `--identity-from local` with `--source kubernetes` keeps the
+ * local mode's root directory and token file while reading objects from an API server: the local runtime's own
+ * Kubernetes API (runtime/api-server/), which serves objects but no TokenReviews or Secrets.
  *
  * Local mode: Pod objects for the local runtime's pods are written into the directory by the runtime
  * (runtime/cluster-store.ts), exactly as kubelet would report them to an API server.
@@ -71,6 +73,8 @@ export interface ControlPlaneConfig {
   servingDnsNames: string[];
   /** When workloads are HBONE: `redirected` (istiod's rule: once the agent annotated the captured pod) or `enrolled`. */
   hboneWhen: HboneWhen;
+  /** `--identity-from local`: with a Kubernetes source, the root and node tokens as in local mode (no TokenReview, no Secret). */
+  localIdentity?: true;
   /** Kubernetes mode: the audiences a caller's token must be for (TokenReview spec.audiences), Istio's TOKEN_AUDIENCES. */
   tokenAudiences: string[];
   logLevel: string;
@@ -92,6 +96,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): ControlPlan
       'serving-dns-names': { type: 'string' },
       'token-audiences': { type: 'string' },
       'hbone-when': { type: 'string' },
+      'identity-from': { type: 'string' },
     },
     strict: true,
   });
@@ -107,6 +112,8 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): ControlPlan
     throw new Error(`--source must be dir:<path> or kubernetes, got "${sourceText}"`);
   }
   const caDir = path.resolve(values['ca-dir'] ?? env.AMBIT_CA_DIR ?? 'ca');
+  const identityFrom = values['identity-from'];
+  if (identityFrom !== undefined && identityFrom !== 'local' && identityFrom !== 'source') throw new Error(`--identity-from must be local or source, got "${identityFrom}"`);
   const clusterId = values['cluster-id'] ?? env.AMBIT_CLUSTER_ID;
   return {
     source,
@@ -124,6 +131,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): ControlPlan
     tokenAudiences: list(values['token-audiences'] ?? env.TOKEN_AUDIENCES ?? CONTROL_PLANE_TOKEN_AUDIENCE),
     servingDnsNames: list(values['serving-dns-names'] ?? env.AMBIT_SERVING_DNS_NAMES ?? DEFAULT_SERVING_DNS_NAMES.join(',')),
     logLevel: values['log-level'] ?? env.AMBIT_LOG_LEVEL ?? 'info',
+    ...(identityFrom === 'local' ? { localIdentity: true as const } : {}),
   };
 }
 
@@ -176,12 +184,15 @@ export async function runControlPlane(config: ControlPlaneConfig): Promise<Contr
   let coreApi: CoreV1Api | undefined;
   if (config.source.type === 'kubernetes') {
     // Loaded only in Kubernetes mode: the client library is most of a local control plane's memory otherwise.
-    const { CoreV1Api, KubeConfig } = await import('@kubernetes/client-node');
-    const { TokenReviewAuthenticator } = await import('./xds/token-review.ts');
+    const { KubeConfig } = await import('@kubernetes/client-node');
     kubernetesSource = (await import('./sources/kubernetes.ts')).KubernetesSource;
     kubeConfig = new KubeConfig();
     if (config.source.kubeconfig) kubeConfig.loadFromFile(config.source.kubeconfig);
     else kubeConfig.loadFromDefault();
+  }
+  if (kubeConfig !== undefined && config.localIdentity !== true) {
+    const { CoreV1Api } = await import('@kubernetes/client-node');
+    const { TokenReviewAuthenticator } = await import('./xds/token-review.ts');
     // Only tokens meant for the control plane (audience istio-ca, as ztunnel's): a token for the API server itself,
     // which every pod has, is not accepted here.
     const tokenReview = new TokenReviewAuthenticator(kubeConfig, { audiences: config.tokenAudiences });
