@@ -101,8 +101,8 @@ test('header modifiers both ways and weights survive the wire; GRPCRoute entries
   const grpc = entries[0] as RouteEntry;
   t.is(grpc.route, 'shop/r');
   t.is(grpc.port, 80);
-  t.deepEqual(grpc.requestHeaderModifier, { set: [{ name: 'X-Route', value: 'grpc' }], add: [], remove: ['x-drop'] });
-  t.deepEqual(grpc.responseHeaderModifier, { set: [], add: [{ name: 'X-Served-Via', value: 'waypoint' }], remove: [] });
+  t.deepEqual(grpc.requestHeaderModifier, { set: [{ name: 'x-route', value: 'grpc' }], add: [], remove: ['x-drop'] });
+  t.deepEqual(grpc.responseHeaderModifier, { set: [], add: [{ name: 'x-served-via', value: 'waypoint' }], remove: [] });
   t.deepEqual(grpc.backends.map((backend) => backend.weight), [90, 10]);
   t.is(entries[1]!.route, 'shop/h');
   t.is(backendOf(table, '/other.Svc/M'), 'web', 'what no GRPCRoute matches falls to the HTTPRoute');
@@ -136,7 +136,7 @@ test('a waypoint NACKs a route resource whose RE2 expression does not compile', 
   const table = new RouteTable();
   const result = table.apply([{ name: ECHO, version: '1', resource: { service: ECHO, entries: [{ match: { path: { type: 'REGULAR_EXPRESSION', value: '/(a' } } }] } }], []);
   t.is(result?.rejected?.length, 1);
-  t.regex(result!.rejected![0]!.reason, /no RE2 expression/);
+  t.regex(result!.rejected![0]!.reason, /invalid RE2 pattern/);
 });
 
 test("Istio's port protocol selection: appProtocol first and never overridden by the name, else the name's prefix", (t) => {
