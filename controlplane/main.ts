@@ -38,7 +38,7 @@ import { bootstrapTokenFileAuthenticator, type NodeAuthenticator } from './ca/no
 import { openKubernetesRoot, openLocalRoot } from './ca/root-store.ts';
 import { startControlPlane, type ControlPlane } from './control-plane.ts';
 import { PolicyModel, type PolicyProblem } from './model/policies.ts';
-import type { HboneWhen } from './model/workload.ts';
+import { DEFAULT_CLUSTER_DOMAIN, type HboneWhen } from './model/workload.ts';
 import type { KubernetesSource } from './sources/kubernetes.ts';
 import { formatProblem, type SourceProblem } from './sources/source.ts';
 import { YamlDirSource } from './sources/yaml-dir.ts';
@@ -48,6 +48,10 @@ import { DEFAULT_SERVING_DNS_NAMES, XDS_PORT } from './xds/server.ts';
 
 /** The bootstrap token file's default name inside the CA directory (format: `<token> <node-name>` per line). */
 export const DEFAULT_TOKEN_FILE = 'node-tokens';
+/** The control plane's Service (deploy/names.ts CONTROLPLANE): waypoint pods reach xDS and the CA by its name. */
+const DEFAULT_CONTROL_PLANE_SERVICE = 'ambit-controlplane';
+/** Where the image keeps the repository (deploy/names.ts IMAGE_APP_DIR). */
+const DEFAULT_WAYPOINT_APP_DIR = '/opt/ambit';
 /** The control plane's namespace in Kubernetes mode (where the CA Secret lives), as istiod's. */
 const DEFAULT_CONTROL_PLANE_NAMESPACE = 'istio-system';
 /**
@@ -74,6 +78,11 @@ export interface ControlPlaneConfig {
   /** Kubernetes mode: the audiences a caller's token must be for (TokenReview spec.audiences), Istio's TOKEN_AUDIENCES. */
   tokenAudiences: string[];
   logLevel: string;
+  /**
+   * Kubernetes mode: the waypoint deployment controller's image and the control plane address its pods use
+   * (AMBIT_WAYPOINT_IMAGE, AMBIT_WAYPOINT_XDS_ADDRESS; the manifests set both). Without an image, no controller runs.
+   */
+  waypoint: { image?: string; xdsAddress: string; appDir: string };
 }
 
 export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): ControlPlaneConfig {
@@ -124,6 +133,11 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): ControlPlan
     tokenAudiences: list(values['token-audiences'] ?? env.TOKEN_AUDIENCES ?? CONTROL_PLANE_TOKEN_AUDIENCE),
     servingDnsNames: list(values['serving-dns-names'] ?? env.AMBIT_SERVING_DNS_NAMES ?? DEFAULT_SERVING_DNS_NAMES.join(',')),
     logLevel: values['log-level'] ?? env.AMBIT_LOG_LEVEL ?? 'info',
+    waypoint: {
+      ...(env.AMBIT_WAYPOINT_IMAGE ? { image: env.AMBIT_WAYPOINT_IMAGE } : {}),
+      xdsAddress: env.AMBIT_WAYPOINT_XDS_ADDRESS ?? `${DEFAULT_CONTROL_PLANE_SERVICE}.${env.POD_NAMESPACE ?? DEFAULT_CONTROL_PLANE_NAMESPACE}.svc:${XDS_PORT}`,
+      appDir: env.AMBIT_WAYPOINT_APP_DIR ?? DEFAULT_WAYPOINT_APP_DIR,
+    },
   };
 }
 
@@ -229,6 +243,12 @@ export async function runControlPlane(config: ControlPlaneConfig): Promise<Contr
     ],
   });
   if (coreApi && kubeConfig) {
+    const stopWaypoints = await startWaypointController(controlPlane, kubeConfig, config, logger);
+    const closeWithWaypoints = controlPlane.close.bind(controlPlane);
+    controlPlane.close = async () => {
+      stopWaypoints();
+      await closeWithWaypoints();
+    };
     publishRootConfigMaps(controlPlane, coreApi, ca.rootCertPem, logger);
     // ...and keep them as published: one deleted or edited is written again.
     const { guardRootConfigMaps } = await import('./ca/root-configmap-guard.ts');
@@ -260,6 +280,34 @@ export async function runControlPlane(config: ControlPlaneConfig): Promise<Contr
     'control plane serving delta xDS and the CA',
   );
   return controlPlane;
+}
+
+/**
+ * Kubernetes mode: the waypoint deployment controller (Gateways of class istio-waypoint -> their Deployment, Service,
+ * ServiceAccount and Gateway status) and the route status writer (HTTPRoute and GRPCRoute status). Returns a stop.
+ */
+async function startWaypointController(controlPlane: ControlPlane, kubeConfig: KubeConfig, config: ControlPlaneConfig, logger: Logger): Promise<() => void> {
+  const { ApiServerWriter } = await import('./kube-writer.ts');
+  const { WaypointController } = await import('./waypoint-controller.ts');
+  const { RouteStatusWriter } = await import('./route-status-writer.ts');
+  const writer = new ApiServerWriter(kubeConfig);
+  const log = logger.child({ component: 'waypoints' });
+  const routeStatus = new RouteStatusWriter({ store: controlPlane.store, writer, problems: () => controlPlane.routeProblems(), clusterDomain: DEFAULT_CLUSTER_DOMAIN, log });
+  if (!config.waypoint.image) {
+    log.warn('AMBIT_WAYPOINT_IMAGE is not set: Gateways of class istio-waypoint get no Deployment (set it to the ambit image)');
+    return () => routeStatus.stop();
+  }
+  const waypoints = new WaypointController({
+    store: controlPlane.store,
+    writer,
+    settings: { image: config.waypoint.image, xdsAddress: config.waypoint.xdsAddress, trustDomain: config.trustDomain, appDir: config.waypoint.appDir, logLevel: config.logLevel },
+    clusterDomain: DEFAULT_CLUSTER_DOMAIN,
+    log,
+  });
+  return () => {
+    waypoints.stop();
+    routeStatus.stop();
+  };
 }
 
 /**
