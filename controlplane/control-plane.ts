@@ -32,7 +32,8 @@ export interface ControlPlaneOptions {
   servingDnsNames?: readonly string[];
   /** `host:port` to serve gRPC on (port 0 picks a free one). */
   listenAddress: string;
-  authenticator: XdsAuthenticator;
+  /** Who may open xDS streams; a function when the decision needs the store (waypoints' accounts in Kubernetes). */
+  authenticator: XdsAuthenticator | ((parts: { store: ObjectStore }) => XdsAuthenticator);
   /** Builds the source of cluster objects (YAML directory or Kubernetes) over the store. */
   createSource: (store: ObjectStore) => ConfigSource;
   clusterId?: string;
@@ -109,7 +110,8 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     for (const problem of problems) if (!previous.has(JSON.stringify(problem))) options.logger?.warn({ route: problem.route, condition: problem.condition, reason: problem.reason }, `HTTPRoute ${problem.route}: ${problem.condition} False (${problem.reason}): ${problem.message}`);
     routeProblems = problems;
   });
-  const xds = new XdsServer({ cache, authenticator: options.authenticator, ...(options.logger ? { logger: options.logger } : {}) });
+  const authenticator = typeof options.authenticator === 'function' ? options.authenticator({ store }) : options.authenticator;
+  const xds = new XdsServer({ cache, authenticator, ...(options.logger ? { logger: options.logger } : {}) });
   const source = options.createSource(store);
   await source.start();
   const credentials = await ServingCredentials.create(options.ca, {

@@ -38,11 +38,13 @@ import { bootstrapTokenFileAuthenticator, type NodeAuthenticator } from './ca/no
 import { openKubernetesRoot, openLocalRoot } from './ca/root-store.ts';
 import { startControlPlane, type ControlPlane } from './control-plane.ts';
 import { PolicyModel, type PolicyProblem } from './model/policies.ts';
+import { waypointAccountOf, type WaypointAccount } from './model/waypoint-accounts.ts';
 import { DEFAULT_CLUSTER_DOMAIN, type HboneWhen } from './model/workload.ts';
 import type { KubernetesSource } from './sources/kubernetes.ts';
 import { formatProblem, type SourceProblem } from './sources/source.ts';
+import type { ObjectStore } from './store.ts';
 import { YamlDirSource } from './sources/yaml-dir.ts';
-import { AuthenticationError, onlyCallers, TokenFileAuthenticator, type XdsAuthenticator } from './xds/auth.ts';
+import { AuthenticationError, callersAllowedBy, TokenFileAuthenticator, type XdsAuthenticator } from './xds/auth.ts';
 import type { TokenReviewAuthenticator } from './xds/token-review.ts';
 import { DEFAULT_SERVING_DNS_NAMES, XDS_PORT } from './xds/server.ts';
 
@@ -155,17 +157,23 @@ function list(text: string): string[] {
 
 /**
  * The CA service's caller check in Kubernetes mode: a TokenReview that must name the caller's node, from a service
- * account trusted as a node agent.
+ * account trusted as a node agent, or a waypoint's own service account (then only its own identity is signed).
  */
-export function tokenReviewNodeAuthenticator(tokenReview: Pick<TokenReviewAuthenticator, 'authenticate'>, trustedNodeAgents: readonly string[]): NodeAuthenticator {
+export function tokenReviewNodeAuthenticator(
+  tokenReview: Pick<TokenReviewAuthenticator, 'authenticate'>,
+  trustedNodeAgents: readonly string[],
+  waypointAccount: (identity: string) => WaypointAccount | undefined = () => undefined,
+): NodeAuthenticator {
   return async (metadata) => {
     try {
       const caller = await tokenReview.authenticate(metadata);
-      if (!trustedNodeAgents.includes(caller.identity)) {
-        throw new CaServiceError('permissionDenied', `caller ${caller.identity} is not a node agent (trusted: ${trustedNodeAgents.join(', ')})`);
+      // A waypoint's own token: it may get its own identity only (checked by the CA service against the CSR).
+      const waypoint = trustedNodeAgents.includes(caller.identity) ? undefined : waypointAccount(caller.identity);
+      if (!trustedNodeAgents.includes(caller.identity) && !waypoint) {
+        throw new CaServiceError('permissionDenied', `caller ${caller.identity} is not a node agent (trusted: ${trustedNodeAgents.join(', ')}) nor a waypoint's service account`);
       }
-      if (!caller.node) throw new CaServiceError('unauthenticated', `the token of ${caller.identity} is not bound to a node (use the agent's projected service account token)`);
-      return { node: caller.node };
+      if (!caller.node) throw new CaServiceError('unauthenticated', `the token of ${caller.identity} is not bound to a node (use the pod's projected service account token)`);
+      return waypoint ? { node: caller.node, onlyIdentity: waypoint } : { node: caller.node };
     } catch (error) {
       if (error instanceof AuthenticationError) throw new CaServiceError('unauthenticated', error.message);
       if (error instanceof CaServiceError) throw error;
@@ -183,8 +191,8 @@ export async function runControlPlane(config: ControlPlaneConfig): Promise<Contr
   const logger = pino({ level: config.logLevel, base: { component: 'controlplane' } });
 
   let kubeConfig: KubeConfig | undefined;
-  let xdsAuthenticator: XdsAuthenticator;
-  let caAuthenticator: NodeAuthenticator;
+  let xdsAuthenticator: XdsAuthenticator | ((parts: { store: ObjectStore }) => XdsAuthenticator);
+  let caAuthenticator: (parts: { store: ObjectStore }) => NodeAuthenticator;
   let root;
   let kubernetesSource: typeof KubernetesSource | undefined;
   let coreApi: CoreV1Api | undefined;
@@ -199,8 +207,12 @@ export async function runControlPlane(config: ControlPlaneConfig): Promise<Contr
     // Only tokens meant for the control plane (audience istio-ca, as ztunnel's): a token for the API server itself,
     // which every pod has, is not accepted here.
     const tokenReview = new TokenReviewAuthenticator(kubeConfig, { audiences: config.tokenAudiences });
-    xdsAuthenticator = onlyCallers(tokenReview, config.trustedNodeAgents);
-    caAuthenticator = tokenReviewNodeAuthenticator(tokenReview, config.trustedNodeAgents);
+    // Node agents, and waypoints (a Gateway of class istio-waypoint named after their service account) for their own
+    // configuration; the store is the control plane's, known once it starts.
+    const trusted = config.trustedNodeAgents;
+    xdsAuthenticator = ({ store }) =>
+      callersAllowedBy(tokenReview, (caller) => trusted.includes(caller.identity) || waypointAccountOf(store, caller.identity) !== undefined, `${trusted.join(', ')} and waypoints' service accounts`);
+    caAuthenticator = ({ store }) => tokenReviewNodeAuthenticator(tokenReview, trusted, (identity) => waypointAccountOf(store, identity));
     coreApi = kubeConfig.makeApiClient(CoreV1Api);
     root = await openKubernetesRoot({ core: coreApi, namespace: config.namespace, trustDomain: config.trustDomain });
   } else {
@@ -212,7 +224,8 @@ export async function runControlPlane(config: ControlPlaneConfig): Promise<Contr
     // One reader of the token file for both: a token added or rotated counts for xDS and the CA alike.
     const tokens = await BootstrapTokenFile.open(config.tokenFile, { onError: (error) => logger.warn(error.message) });
     xdsAuthenticator = new TokenFileAuthenticator(tokens);
-    caAuthenticator = bootstrapTokenFileAuthenticator(tokens);
+    const tokenFileAuthenticator = bootstrapTokenFileAuthenticator(tokens);
+    caAuthenticator = () => tokenFileAuthenticator;
     root = await openLocalRoot({ dir: config.caDir, trustDomain: config.trustDomain });
   }
   const ca = root.ca;
@@ -236,9 +249,9 @@ export async function runControlPlane(config: ControlPlaneConfig): Promise<Contr
         ? new kubernetesSource!({ kubeConfig: kubeConfig!, store, onProblem })
         : new YamlDirSource({ dir: config.source.dir, store, onProblem }),
     // ─── The CA service shares the xDS port (15012), as istiod's does. ───
-    services: ({ model }) => [
+    services: ({ model, store }) => [
       (server) => {
-        registerCaService(server, { ca, authenticate: caAuthenticator, podsOnNode: (node) => model.podsOnNode(node), log: logger.child({ component: 'ca' }) });
+        registerCaService(server, { ca, authenticate: caAuthenticator({ store }), podsOnNode: (node) => model.podsOnNode(node), log: logger.child({ component: 'ca' }) });
       },
     ],
   });
