@@ -15,6 +15,8 @@ export interface CommandContext {
   clusterDir: string | undefined;
   rootNamespace: string | undefined;
   trustDomain: string | undefined;
+  /** Command-specific flags (`--name`, `--for`, `--kubeconfig`, `--run-dir`), as given. */
+  flags: Readonly<Record<string, string | undefined>>;
   /** Arguments after the command name. */
   args: string[];
   write(text: string): void;
