@@ -125,7 +125,9 @@ export class HttpProxy {
       this.#finish(context, destination, undefined, waypointError.status, waypointError.responseFlags, started);
       return;
     }
-    const connection: Duplex = upstream.kind === 'hbone' ? upstream.stream : upstream.socket;
+    // Through the adapter as on the client side: an Http2Stream handed to http.request as its socket corrupted
+    // request bodies written after the headers (every POST reached the backend malformed: 400 from its parser).
+    const connection: Duplex = upstream.kind === 'hbone' ? new Http2StreamDuplex(upstream.stream) : upstream.socket;
     const outgoing = http.request({
       method: request.method,
       path: request.url,

@@ -3,7 +3,8 @@
  * a real waypoint process in its pod): `ambitctl waypoint apply` writes the Gateway the control plane then uses
  * (the Service's `waypoint` field in the agent's view names the waypoint once the Gateway carries its address),
  * `ambitctl waypoint status` lists the waypoint with its address, what is bound to it and the route's status, and
- * `ambitctl config-dump --node <the waypoint pod's netns>` shows the routes the waypoint received over xDS.
+ * `ambitctl config-dump --node <the waypoint pod's netns>` shows the routes the waypoint received over xDS. And the
+ * request the waypoint bench sends (a POST with a body, keep-alive) reaches the backend whole through the waypoint.
  */
 import test from 'ava';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
@@ -21,6 +22,7 @@ const WEB_VIP = '10.240.3.10';
 let mesh: LocalMesh;
 let waypoint: LocalWaypoint;
 let web: Pod;
+let client: Pod;
 
 async function writeAtomically(file: string, text: string): Promise<void> {
   await mkdir(path.dirname(file), { recursive: true });
@@ -47,6 +49,7 @@ async function until(what: string, check: () => Promise<boolean>): Promise<void>
 test.before(async () => {
   mesh = await createLocalMesh({ nodes: 2, name: 'wpops' });
   web = await mesh.cluster.createPod({ node: 1, namespace: 'shop', name: 'web-a', serviceAccount: 'web', labels: { app: 'web' }, namespaceLabels: ENROLLED });
+  client = await mesh.cluster.createPod({ node: 0, namespace: 'shop', name: 'client', serviceAccount: 'client' });
   await startEchoServer(web, { port: 8080, http: true, name: web.name });
 });
 
@@ -101,4 +104,34 @@ test.serial('waypoint apply writes the Gateway the control plane reads; the wayp
   t.like(byName.get('web'), { status: 'True', reason: 'Accepted' });
   t.like(byName.get('orphan'), { status: 'False', reason: 'NoMatchingParent' });
   t.regex(byName.get('orphan')!.message, /parent Service shop\/nowhere not found/);
+});
+
+/** Two POSTs of `bytes` each over one keep-alive connection from the client pod; status and what the backend received. */
+const POST_SCRIPT = `
+const http = require('node:http');
+const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+const [host, bytes] = [process.argv[1], Number(process.argv[2])];
+const once = () => new Promise((resolve) => {
+  const request = http.request({ host, port: 80, method: 'POST', path: '/api/upload', agent, headers: { 'content-length': bytes } }, (response) => {
+    let text = '';
+    response.on('data', (chunk) => (text += chunk));
+    response.on('end', () => { let body = text; try { body = JSON.parse(text); } catch {} resolve({ status: response.statusCode, reused: request.reusedSocket, body }); });
+  });
+  request.on('error', (error) => resolve({ status: 0, error: error.message }));
+  // Headers first, the body later: as a client streaming an upload.
+  request.flushHeaders();
+  setTimeout(() => request.end(Buffer.alloc(bytes, 'z')), 50);
+});
+(async () => { const results = [await once(), await once()]; agent.destroy(); process.stdout.write(JSON.stringify(results)); })();
+`;
+
+test.serial('a POST with a body goes through the waypoint whole, twice on one keep-alive connection', async (t) => {
+  const result = await client.exec(process.execPath, ['-e', POST_SCRIPT, WEB_VIP, String(64 * 1024)]);
+  t.is(result.code, 0, result.stderr);
+  const answers = JSON.parse(result.stdout) as { status: number; reused: boolean; body: { method?: string; bytesReceived?: number; peer?: string } }[];
+  t.deepEqual(answers.map((answer) => answer.status), [200, 200], JSON.stringify(answers));
+  t.deepEqual(answers.map((answer) => answer.body.bytesReceived), [64 * 1024, 64 * 1024], 'the backend received each body whole');
+  t.deepEqual(answers.map((answer) => answer.body.method), ['POST', 'POST']);
+  t.true(answers[1]!.reused, 'the second request reused the connection');
+  t.is(answers[0]!.body.peer, waypoint.pod.ip, 'through the waypoint');
 });
