@@ -11,5 +11,6 @@ import { telemetrySuite } from './telemetry.ts';
 import { podstartSuite } from './podstart.ts';
 import { servicesSuite } from './services.ts';
 import { dnsSuite } from './dns.ts';
+import { waypointSuite } from './waypoint.ts';
 
-export const SUITES: readonly Suite[] = [hboneSuite, meshSuite, controlplaneSuite, policySuite, telemetrySuite, podstartSuite, servicesSuite, dnsSuite];
+export const SUITES: readonly Suite[] = [hboneSuite, meshSuite, controlplaneSuite, policySuite, telemetrySuite, podstartSuite, servicesSuite, dnsSuite, waypointSuite];
