@@ -35,7 +35,8 @@ export interface ControlPlaneOptions {
   servingDnsNames?: readonly string[];
   /** `host:port` to serve gRPC on (port 0 picks a free one). */
   listenAddress: string;
-  authenticator: XdsAuthenticator;
+  /** Who may open xDS streams; a function when the decision needs the store (waypoints' accounts in Kubernetes). */
+  authenticator: XdsAuthenticator | ((parts: { store: ObjectStore }) => XdsAuthenticator);
   /** Builds the source of cluster objects (YAML directory or Kubernetes) over the store. */
   createSource: (store: ObjectStore) => ConfigSource;
   clusterId?: string;
@@ -65,7 +66,7 @@ export interface ControlPlane {
   model: AddressModel;
   authorizations: AuthorizationFeed;
   /** Why each HTTPRoute and GRPCRoute (or part of one) is not served as written, from the last compile. */
-  routeProblems(): readonly RouteProblem[];
+  routeProblems(): readonly (RouteProblem & { kind?: 'HTTPRoute' | 'GRPCRoute' })[];
   xds: XdsServer;
   source: ConfigSource;
   grpcServer: grpc.Server;
@@ -126,7 +127,8 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
   store.onChanges((changes) => {
     if (changes.some((change) => change.kind === 'AuthorizationPolicy' || change.kind === 'RequestAuthentication' || change.kind === 'LocalRateLimitPolicy')) waypointPolicies.replace(waypointPolicyModel.compile(store));
   });
-  const xds = new XdsServer({ cache, authenticator: options.authenticator, ...(options.logger ? { logger: options.logger } : {}) });
+  const authenticator = typeof options.authenticator === 'function' ? options.authenticator({ store }) : options.authenticator;
+  const xds = new XdsServer({ cache, authenticator, ...(options.logger ? { logger: options.logger } : {}) });
   const source = options.createSource(store);
   await source.start();
   const credentials = await ServingCredentials.create(options.ca, {
@@ -150,7 +152,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     cache,
     model,
     authorizations,
-    routeProblems: () => [...routeProblems, ...grpcRouteProblems],
+    routeProblems: () => [...routeProblems, ...grpcRouteProblems.map((problem) => ({ ...problem, kind: 'GRPCRoute' as const }))],
     xds,
     source,
     grpcServer: started.server,

@@ -13,5 +13,6 @@ import { servicesSuite } from './services.ts';
 import { dnsSuite } from './dns.ts';
 import { localupSuite } from './localup.ts';
 import { l7PolicySuite } from './l7policy.ts';
+import { waypointSuite } from './waypoint.ts';
 
-export const SUITES: readonly Suite[] = [hboneSuite, meshSuite, controlplaneSuite, policySuite, telemetrySuite, podstartSuite, servicesSuite, dnsSuite, localupSuite, l7PolicySuite];
+export const SUITES: readonly Suite[] = [hboneSuite, meshSuite, controlplaneSuite, policySuite, telemetrySuite, podstartSuite, servicesSuite, dnsSuite, localupSuite, waypointSuite, l7PolicySuite];

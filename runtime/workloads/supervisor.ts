@@ -32,6 +32,7 @@ import { WorkloadError } from './errors.ts';
 import { DEFAULT_IMAGE_MAP, readImageMap } from './image-map.ts';
 import { logDir, teardownFile, writeState, type LocalPodState, type LocalState } from './local-state.ts';
 import { planWorkloads, replacementReplica, type PodPlan, type WorkloadPlan } from './manifests.ts';
+import { createWaypoint, type LocalWaypoint } from '../waypoint.ts';
 
 const STATUS_INTERVAL_MS = 500;
 /** Editors write a file in several steps: re-read once the directory has been quiet this long. */
@@ -312,6 +313,8 @@ async function main(): Promise<void> {
   const target = mesh;
   await serialized(() => createPods(target, [...pods]));
   log('every pod created');
+  await serialized(() => reconcileWaypoints(plan));
+  await publishState();
 }
 
 let accepted: WorkloadPlan | undefined;
@@ -393,12 +396,52 @@ function entryFor(podPlan: PodPlan): RunningPod {
   };
 }
 
+/** A Gateway of class istio-waypoint: the runtime deploys it (as Istio's deployment controller would) instead of copying it. */
+function isWaypointGateway(object: K8sObject): boolean {
+  return object.kind === 'Gateway' && (object.spec as { gatewayClassName?: string } | undefined)?.gatewayClassName === 'istio-waypoint';
+}
+
+/** Running waypoints by `<namespace>/<name>`, with the Gateway they were made from. */
+const waypoints = new Map<string, { waypoint: LocalWaypoint; spec: string }>();
+
+/** Makes a waypoint pod for every waypoint Gateway in the plan, and removes those whose Gateway went (or changed). */
+async function reconcileWaypoints(plan: WorkloadPlan): Promise<void> {
+  if (mesh === undefined) return;
+  const wanted = new Map(plan.objects.filter(isWaypointGateway).map((object) => [`${object.metadata?.namespace || 'default'}/${object.metadata?.name}`, object]));
+  for (const [key, running] of waypoints) {
+    const object = wanted.get(key);
+    if (object && JSON.stringify(object.metadata?.labels ?? {}) === running.spec) continue;
+    waypoints.delete(key);
+    await running.waypoint.delete().catch((error: unknown) => log(`waypoint ${key}: ${(error as Error).message}`));
+    log(`waypoint ${key} removed`);
+  }
+  let index = 0;
+  for (const [key, object] of wanted) {
+    if (waypoints.has(key)) continue;
+    const [namespace = 'default', name = ''] = key.split('/');
+    const waypointFor = object.metadata?.labels?.['istio.io/waypoint-for'] as 'service' | 'workload' | 'all' | 'none' | undefined;
+    try {
+      const waypoint = await createWaypoint(mesh, { node: index++ % mesh.cluster.nodes.length, namespace, name, ...(waypointFor ? { waypointFor } : {}) });
+      waypoints.set(key, { waypoint, spec: JSON.stringify(object.metadata?.labels ?? {}) });
+      log(`waypoint ${key} on ${waypoint.pod.node.name} at ${waypoint.pod.ip}`);
+    } catch (error) {
+      state.problems.push(`${where(object)}: waypoint ${key}: ${(error as Error).message}`);
+    }
+  }
+}
+
+function where(object: K8sObject): string {
+  return `Gateway ${object.metadata?.namespace || 'default'}/${object.metadata?.name}`;
+}
+
 async function writeUserObjects(plan: WorkloadPlan): Promise<void> {
   const userDir = path.join(mesh!.cluster.clusterDir, 'user');
   // Retried: the Services controller may be writing a cluster IP into a file here (ENOTEMPTY).
   await rm(userDir, { recursive: true, force: true, maxRetries: 5 });
   await mkdir(userDir, { recursive: true });
   for (const [index, object] of plan.objects.entries()) {
+    // Waypoint Gateways are written by the waypoint they make (with its address in status): runtime/waypoint.ts.
+    if (isWaypointGateway(object)) continue;
     const file = `${String(index).padStart(4, '0')}-${object.kind}.${object.metadata?.namespace || 'default'}.${object.metadata?.name}.yaml`;
     await writeFile(path.join(userDir, file.replace(/[^A-Za-z0-9._-]/g, '_')), stringify(object));
   }
@@ -447,6 +490,8 @@ async function reload(): Promise<string[]> {
   accepted = plan;
   await publishState();
   await createPods(mesh, added);
+  await reconcileWaypoints(plan);
+  await publishState();
   log(`change applied: ${added.length} pods added, ${gone.length} deleted`);
   return [];
 }
