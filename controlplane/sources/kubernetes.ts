@@ -1,6 +1,7 @@
 /**
  * The Kubernetes source: one @kubernetes/client-node ListWatch (the informer machinery) per watched kind:
- * Namespaces, Nodes, Pods, Services, EndpointSlices, Gateways, AuthorizationPolicies and PeerAuthentications.
+ * Namespaces, Nodes, Pods, Services, EndpointSlices, Gateways, AuthorizationPolicies, PeerAuthentications,
+ * RequestAuthentications and ambit's LocalRateLimitPolicies.
  *
  * Owns: the list/watch per kind (watches ask for bookmarks, so a reconnect resumes from a recent
  * resourceVersion), restarting a stopped watch with exponential backoff (resuming from the last
@@ -58,6 +59,8 @@ export const WATCHED_RESOURCES: KindDescriptor[] = [
   { kind: 'Pod', apiVersion: 'v1', path: '/api/v1/pods', list: (apis) => apis.core.listPodForAllNamespaces() },
   { kind: 'AuthorizationPolicy', apiVersion: 'security.istio.io/v1', path: '/apis/security.istio.io/v1/authorizationpolicies', list: custom('security.istio.io', 'v1', 'authorizationpolicies'), optional: true },
   { kind: 'PeerAuthentication', apiVersion: 'security.istio.io/v1', path: '/apis/security.istio.io/v1/peerauthentications', list: custom('security.istio.io', 'v1', 'peerauthentications'), optional: true },
+  { kind: 'RequestAuthentication', apiVersion: 'security.istio.io/v1', path: '/apis/security.istio.io/v1/requestauthentications', list: custom('security.istio.io', 'v1', 'requestauthentications'), optional: true },
+  { kind: 'LocalRateLimitPolicy', apiVersion: 'policy.ambit.dev/v1alpha1', path: '/apis/policy.ambit.dev/v1alpha1/localratelimitpolicies', list: custom('policy.ambit.dev', 'v1alpha1', 'localratelimitpolicies'), optional: true },
 ];
 
 /** client-node's Watch, asking the API server for bookmarks (the informer itself does not). */

@@ -53,6 +53,8 @@ const COLLECTIONS: Collection[] = [
   { kind: 'Gateway', apiVersion: 'gateway.networking.k8s.io/v1', path: '/apis/gateway.networking.k8s.io/v1/gateways', namespaced: true },
   { kind: 'AuthorizationPolicy', apiVersion: 'security.istio.io/v1', path: '/apis/security.istio.io/v1/authorizationpolicies', namespaced: true },
   { kind: 'PeerAuthentication', apiVersion: 'security.istio.io/v1', path: '/apis/security.istio.io/v1/peerauthentications', namespaced: true },
+  { kind: 'RequestAuthentication', apiVersion: 'security.istio.io/v1', path: '/apis/security.istio.io/v1/requestauthentications', namespaced: true },
+  { kind: 'LocalRateLimitPolicy', apiVersion: 'policy.ambit.dev/v1alpha1', path: '/apis/policy.ambit.dev/v1alpha1/localratelimitpolicies', namespaced: true },
   // Also written through POST/PUT (the root publisher); listed and watched with a fieldSelector (its watch).
   { kind: 'ConfigMap', apiVersion: 'v1', path: '/api/v1/configmaps', namespaced: true },
 ];
