@@ -6,6 +6,7 @@
  *   ambitctl certs       [-n NS] [-o table|json|yaml] [--admin URL | --node NETNS]
  *   ambitctl config-dump [-n NS] [-o table|json|yaml] [--admin URL | --node NETNS]
  *   ambitctl authz check <source pod> <destination pod | svc/NS/NAME | cluster IP> <port> [--cluster-dir DIR | --admin URL | --node NETNS] [-n NS] [-o ...]
+ *   ambitctl analyze     [--cluster-dir DIR | --kubeconfig FILE] [-n NS] [-o ...]   (exit 1 when a finding is an Error)
  *   ambitctl local up|get|logs|exec|status|down ...   (a user's YAML as a running local mesh: see local.ts)
  *
  * Owns: argument parsing, dispatch to one file per command, exit codes (0 ok, 1 failed, 2 usage; `authz check`:
@@ -15,6 +16,7 @@
 import { parseArgs } from 'node:util';
 import { AmbitctlError, DEFAULT_ADMIN_URL, type AdminTarget } from './admin-client.ts';
 import type { Command } from './command.ts';
+import { analyzeCommand } from './analyze.ts';
 import { authzCommand } from './authz-check.ts';
 import { certsCommand } from './certs.ts';
 import { configDumpCommand } from './config-dump.ts';
@@ -23,7 +25,7 @@ import { OUTPUT_FORMATS, type OutputFormat } from './output.ts';
 import { servicesCommand } from './services.ts';
 import { workloadsCommand } from './workloads.ts';
 
-export const COMMANDS: readonly Command[] = [workloadsCommand, servicesCommand, certsCommand, configDumpCommand, authzCommand];
+export const COMMANDS: readonly Command[] = [workloadsCommand, servicesCommand, certsCommand, configDumpCommand, authzCommand, analyzeCommand];
 
 export interface Io {
   stdout: (text: string) => void;
@@ -47,10 +49,11 @@ function usage(): string {
     '  --cluster-dir DIR  authz check: decide from the cluster directory the control plane reads (or AMBIT_CLUSTER_DIR);',
     '                     without it, authz check asks the agent (--admin/--node): ask the destination node\'s agent',
     '  --method M --path P --header name:value (repeatable)  authz check SRC SERVICE PORT for an HTTP request through\n                     the Service\'s waypoint: its L7 policies decide (cluster directory only)',
+    '  --kubeconfig FILE  analyze: read the configuration from this API server (default KUBECONFIG, ~/.kube/config)',
     '  --root-namespace NS, --trust-domain TD   mesh settings for authz check (istio-system, cluster.local)',
     '  -h, --help         this help',
     '',
-    'exit codes: 0 ok, 1 failed, 2 usage; authz check: 0 allowed, 1 denied, 2 error (unknown pod, usage, agent unreachable)',
+    'exit codes: 0 ok, 1 failed (analyze: an Error found), 2 usage; authz check: 0 allowed, 1 denied, 2 error (unknown pod, usage, agent unreachable)',
     '',
   ].join('\n');
 }
@@ -69,6 +72,7 @@ export async function runAmbitctl(argv: readonly string[], io: Io, env: NodeJS.P
         output: { type: 'string', short: 'o', default: 'table' },
         namespace: { type: 'string', short: 'n' },
         'cluster-dir': { type: 'string' },
+        kubeconfig: { type: 'string' },
         'root-namespace': { type: 'string' },
         'trust-domain': { type: 'string' },
         method: { type: 'string' },
@@ -104,6 +108,7 @@ export async function runAmbitctl(argv: readonly string[], io: Io, env: NodeJS.P
       output: values.output as OutputFormat,
       namespace: values.namespace,
       clusterDir: values['cluster-dir'] ?? env.AMBIT_CLUSTER_DIR,
+      kubeconfig: values.kubeconfig,
       rootNamespace: values['root-namespace'],
       trustDomain: values['trust-domain'],
       ...(values.method !== undefined || values.path !== undefined || values.header !== undefined ? { httpRequest: { method: values.method, path: values.path, headers: values.header ?? [] } } : {}),
