@@ -25,6 +25,8 @@ export interface WaypointPolicyVerdict {
   warnings: string[];
   /** The object names targets (targetRef/targetRefs): it is for waypoints, not the agents. */
   targeted: boolean;
+  /** Valid and compiled into something waypoints enforce (at least one target kept). */
+  applied: boolean;
 }
 
 export function isWaypointPolicyKind(kind: string | undefined): kind is WaypointPolicyKind {
@@ -38,7 +40,7 @@ function hasTargets(object: K8sObject): boolean {
 
 function invalid(error: unknown, targeted: boolean): WaypointPolicyVerdict {
   if (!(error instanceof PolicyError)) throw error;
-  return { valid: false, problems: [...error.problems], warnings: [], targeted };
+  return { valid: false, problems: [...error.problems], warnings: [], targeted, applied: false };
 }
 
 export function checkWaypointPolicy(object: K8sObject, options: { rootNamespace?: string } = {}): WaypointPolicyVerdict {
@@ -47,22 +49,25 @@ export function checkWaypointPolicy(object: K8sObject, options: { rootNamespace?
     case 'AuthorizationPolicy': {
       const result = validatePolicy(object);
       if (!result.ok) return invalid(result.error, targeted);
-      if (result.kind !== 'AuthorizationPolicy') return { valid: true, problems: [], warnings: [], targeted };
-      return { valid: true, problems: [], warnings: compileWaypointAuthorization(result.object, options).warnings, targeted };
+      if (result.kind !== 'AuthorizationPolicy') return { valid: true, problems: [], warnings: [], targeted, applied: false };
+      const compiled = compileWaypointAuthorization(result.object, options);
+      return { valid: true, problems: [], warnings: compiled.warnings, targeted, applied: compiled.authorization !== undefined };
     }
     case 'RequestAuthentication':
       try {
-        return { valid: true, problems: [], warnings: compileRequestAuthentication(validateRequestAuthentication(object), options).warnings, targeted };
+        const compiled = compileRequestAuthentication(validateRequestAuthentication(object), options);
+        return { valid: true, problems: [], warnings: compiled.warnings, targeted, applied: compiled.requestAuthentication !== undefined };
       } catch (error) {
         return invalid(error, targeted);
       }
     case RATE_LIMIT_KIND:
       try {
-        return { valid: true, problems: [], warnings: compileRateLimitPolicy(validateRateLimitPolicy(object), options).warnings, targeted };
+        const compiled = compileRateLimitPolicy(validateRateLimitPolicy(object), options);
+        return { valid: true, problems: [], warnings: compiled.warnings, targeted, applied: compiled.policy !== undefined };
       } catch (error) {
         return invalid(error, targeted);
       }
     default:
-      return { valid: false, problems: [{ path: 'kind', message: `${String(object.kind)} is not an L7 policy kind` }], warnings: [], targeted };
+      return { valid: false, problems: [{ path: 'kind', message: `${String(object.kind)} is not an L7 policy kind` }], warnings: [], targeted, applied: false };
   }
 }

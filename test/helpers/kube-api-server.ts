@@ -8,7 +8,8 @@
  *     in namespaces routed to it, reach the server while this process keeps serving it);
  *   - optionally under a path prefix (`start({ pathPrefix: '/k8s/clusters/c-1' })`), as an API server reached
  *     through a proxy is (Rancher serves each cluster's API so): `url` ends with it, and requests outside it get 404;
- *   - `PATCH <collection>/<name>` with a JSON merge patch (the agent's pod annotation);
+ *   - `PATCH <collection>/<name>` with a JSON merge patch (the agent's pod annotation), and `PATCH .../<name>/status`
+ *     (the status subresource: only the patch's `status` is applied, as the real server does);
  *   - `GET <collection>/<name>` (namespaced: `.../namespaces/<ns>/<resource>/<name>`) reads one object, 404 Status
  *     when absent (the CNI plugin's lookup);
  *   - `GET <collection>` lists with `metadata.resourceVersion` (one global counter, as etcd's revision);
@@ -22,7 +23,8 @@
  *     CA root store and the root publisher use them).
  * Lists and watches honour `fieldSelector=metadata.name=<n>` and `metadata.namespace=<ns>` (comma-separated).
  * Collections: core v1 namespaces, nodes, pods, services, configmaps; discovery.k8s.io/v1 endpointslices;
- * gateway.networking.k8s.io/v1 gateways; security.istio.io/v1 authorizationpolicies and peerauthentications.
+ * gateway.networking.k8s.io/v1 gateways; security.istio.io/v1 authorizationpolicies, peerauthentications and
+ * requestauthentications; policy.ambit.dev/v1alpha1 localratelimitpolicies.
  * Tests drive it directly: `apply`, `get`, `remove`, `compact` (forget history), `bookmark`, `dropWatches`,
  * `holdWatches`/`releaseWatches` (a partition during which changes are missed by watchers), `holdWrites`/`releaseWrites`
  * (writes of Secrets and ConfigMaps wait, to interleave two writers), `fail`/`recover` (an outage: every request answered 503).
@@ -433,10 +435,12 @@ export class FakeKubeApiServer {
   }
 
   /** `PATCH <object>` with a JSON merge patch (RFC 7386: null deletes a key), for any served kind. */
-  #patch(request: IncomingMessage, response: ServerResponse, pathname: string): void {
+  #patch(request: IncomingMessage, response: ServerResponse, requested: string): void {
+    const subresource = requested.endsWith('/status');
+    const pathname = subresource ? requested.slice(0, -'/status'.length) : requested;
     const target = this.#objectAt(pathname);
     if (!target) {
-      this.#status(response, 404, 'NotFound', `the server could not find the requested resource (PATCH ${pathname})`);
+      this.#status(response, 404, 'NotFound', `the server could not find the requested resource (PATCH ${requested})`);
       return;
     }
     if (!String(request.headers['content-type']).startsWith('application/merge-patch+json')) {
@@ -448,7 +452,7 @@ export class FakeKubeApiServer {
         this.#status(response, 404, 'NotFound', `${target.collection.path.split('/').pop()} "${target.name}" not found`);
         return;
       }
-      const stored = this.apply(mergePatch(target.object, patch) as K8sObject);
+      const stored = this.apply(mergePatch(target.object, subresource ? { status: patch.status ?? null } : patch) as K8sObject);
       response.writeHead(200, { 'content-type': 'application/json' });
       response.end(JSON.stringify(stored));
     });

@@ -209,6 +209,10 @@ test('RBAC: the control plane may list and watch every kind its Kubernetes sourc
     for (const verb of ['list', 'watch']) t.true(allows(controlPlane, group, resource, verb), `${verb} ${group}/${resource}`);
   }
   t.true(allows(controlPlane, 'authentication.k8s.io', 'tokenreviews', 'create'));
+  for (const [group, resource] of [['security.istio.io', 'authorizationpolicies'], ['security.istio.io', 'requestauthentications'], ['policy.ambit.dev', 'localratelimitpolicies']] as const) {
+    t.true(allows(controlPlane, group, `${resource}/status`, 'patch'), `patch ${group}/${resource}/status (the Accepted condition, controlplane/status/)`);
+    t.false(allows(controlPlane, group, resource, 'patch'), `but not ${group}/${resource} itself: users own the spec`);
+  }
   for (const verb of ['get', 'list', 'watch', 'create', 'update']) t.true(allows(controlPlane, '', 'configmaps', verb), `${verb} configmaps (the mesh root in every namespace, kept as published)`);
   const caRole = find(docs, 'Role', 'ambit-controlplane');
   t.is(caRole.metadata.namespace, DEFAULT_VALUES.namespace, 'the CA secret is reachable only in its own namespace');
