@@ -11,6 +11,8 @@
 import type { K8sObject } from '../../shared/k8s/objects.ts';
 import type { NamespaceObject } from '../../shared/k8s/objects.ts';
 import { DEFAULT_ROOT_NAMESPACE } from '../../shared/policy/model.ts';
+import { validatePolicy } from '../../shared/policy/validate.ts';
+import { checkObject, isKnownKind } from '../sources/manifest-schema.ts';
 import { checkWaypointPolicy, WAYPOINT_POLICY_KINDS } from '../model/waypoint-policy-check.ts';
 import { namespaceOf } from '../model/kube-types.ts';
 import { requestedWaypoint, USE_WAYPOINT_LABEL, WAYPOINT_GATEWAY_CLASS } from '../model/waypoint.ts';
@@ -142,6 +144,19 @@ export function analyze(objects: readonly K8sObject[], options: AnalyzeOptions =
     const waypoint = serviceWaypoint.get(key);
     if (waypoint === undefined || !isWaypoint(waypoint)) report(MESSAGES.ServiceHasNoWaypoint, object, `Service ${key} is bound to no waypoint (label it ${USE_WAYPOINT_LABEL}): ${what}`);
   };
+
+  // Fields the control plane does not understand (a misspelt field would be silently ignored), on every kind it reads;
+  // the policy kinds are checked in full below.
+  const policyKinds = new Set<string>([...WAYPOINT_POLICY_KINDS, 'PeerAuthentication']);
+  for (const object of objects) {
+    if (!object.kind || !isKnownKind(object.kind) || policyKinds.has(object.kind)) continue;
+    const problems = checkObject(object);
+    if (problems.length > 0) report(MESSAGES.SchemaValidationError, object, `Schema validation error: ${problems.map((problem) => problem.message).join('; ')}`);
+  }
+  for (const object of index.list('PeerAuthentication')) {
+    const result = validatePolicy(object);
+    if (!result.ok) report(MESSAGES.SchemaValidationError, object, `Schema validation error: ${result.error.problems.map((problem) => (problem.path ? `${problem.path}: ${problem.message}` : problem.message)).join('; ')}`);
+  }
 
   // L7 policies: validity, CUSTOM, ignored parts, targets.
   for (const kind of WAYPOINT_POLICY_KINDS) {

@@ -147,6 +147,18 @@ const CASES: Case[] = [
     fixed: (objects) => replace(objects, 'AuthorizationPolicy', 'allow-get', authz({ targetRefs: [serviceRef('web')], rules: [{ to: [{ operation: { methods: ['GET'] } }] }] })),
   },
   {
+    title: 'an invalid PeerAuthentication, reported with the field path (fixed by a valid mode)',
+    broken: (objects) => [...objects, { apiVersion: 'security.istio.io/v1', kind: 'PeerAuthentication', metadata: { name: 'strict', namespace: NS }, spec: { mtls: { mode: 'STRICTEST' } } }],
+    finding: /^Error \[IST0106\] \(PeerAuthentication shop\/strict\) Schema validation error: spec\.mtls\.mode: /,
+    fixed: (objects) => replace(objects, 'PeerAuthentication', 'strict', { apiVersion: 'security.istio.io/v1', kind: 'PeerAuthentication', metadata: { name: 'strict', namespace: NS }, spec: { mtls: { mode: 'STRICT' } } }),
+  },
+  {
+    title: 'a misspelt field on a Service (fixed by its spelling)',
+    broken: (objects) => replace(objects, 'Service', 'web', { ...service('web', { 'istio.io/use-waypoint': 'waypoint' }), spec: { selectr: { app: 'web' }, ports: [{ port: 80 }] } }),
+    finding: /^Error \[IST0106\] \(Service shop\/web\) Schema validation error: unknown field "spec\.selectr" in Service$/,
+    fixed: (objects) => replace(objects, 'Service', 'web', service('web', { 'istio.io/use-waypoint': 'waypoint' })),
+  },
+  {
     title: 'a policy target in another namespace, ignored (fixed by a target in its own)',
     broken: (objects) => replace(objects, 'AuthorizationPolicy', 'allow-get', authz({ targetRefs: [{ ...serviceRef('web'), namespace: 'other' }], rules: [{}] })),
     finding: /^Warning \[AMB0006\] \(AuthorizationPolicy shop\/allow-get\) .*targets must be in the policy's own namespace shop, not other; ignored$/,
