@@ -22,7 +22,7 @@ export interface AdminTarget {
 }
 
 export class AmbitctlError extends Error {
-  readonly code: 'ADMIN_UNREACHABLE' | 'ADMIN_ERROR' | 'NETNS' | 'USAGE';
+  readonly code: 'ADMIN_UNREACHABLE' | 'ADMIN_ERROR' | 'NETNS' | 'USAGE' | 'API_SERVER';
   /** ADMIN_ERROR: the HTTP status the endpoint answered. */
   readonly status: number | undefined;
 

@@ -13,6 +13,8 @@ export interface CommandContext {
   namespace: string | undefined;
   /** `--cluster-dir`: the YAML directory the control plane reads in local mode (authz check). */
   clusterDir: string | undefined;
+  /** `--kubeconfig`: the API server to read (analyze; default: KUBECONFIG or ~/.kube/config). */
+  kubeconfig?: string | undefined;
   rootNamespace: string | undefined;
   trustDomain: string | undefined;
   /** `--method`, `--path`, `--header` (repeatable): authz check of an HTTP request through a waypoint. */

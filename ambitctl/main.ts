@@ -8,6 +8,7 @@
  *   ambitctl authz check <source pod> <destination pod | svc/NS/NAME | cluster IP> <port> [--cluster-dir DIR | --admin URL | --node NETNS] [-n NS] [-o ...]
  *   ambitctl waypoint apply -n NS [--name N] [--for service|workload|all] [--kubeconfig F | --cluster-dir DIR | --run-dir DIR]
  *   ambitctl waypoint status [-n NS] [-o ...] [--kubeconfig F | --cluster-dir DIR | --run-dir DIR]
+ *   ambitctl analyze     [--cluster-dir DIR | --kubeconfig FILE] [-n NS] [-o ...]   (exit 1 when a finding is an Error)
  *   ambitctl local up|get|logs|exec|status|down ...   (a user's YAML as a running local mesh: see local.ts)
  *
  * Owns: argument parsing, dispatch to one file per command, exit codes (0 ok, 1 failed, 2 usage; `authz check`:
@@ -17,6 +18,7 @@
 import { parseArgs } from 'node:util';
 import { AmbitctlError, DEFAULT_ADMIN_URL, type AdminTarget } from './admin-client.ts';
 import type { Command } from './command.ts';
+import { analyzeCommand } from './analyze.ts';
 import { authzCommand } from './authz-check.ts';
 import { certsCommand } from './certs.ts';
 import { configDumpCommand } from './config-dump.ts';
@@ -26,7 +28,7 @@ import { servicesCommand } from './services.ts';
 import { waypointCommand } from './waypoint.ts';
 import { workloadsCommand } from './workloads.ts';
 
-export const COMMANDS: readonly Command[] = [workloadsCommand, servicesCommand, certsCommand, configDumpCommand, authzCommand, waypointCommand];
+export const COMMANDS: readonly Command[] = [workloadsCommand, servicesCommand, certsCommand, configDumpCommand, authzCommand, waypointCommand, analyzeCommand];
 
 export interface Io {
   stdout: (text: string) => void;
@@ -50,12 +52,12 @@ function usage(): string {
     '  --cluster-dir DIR  authz check: decide from the cluster directory the control plane reads (or AMBIT_CLUSTER_DIR);',
     '                     without it, authz check asks the agent (--admin/--node): ask the destination node\'s agent',
     '  --method M --path P --header name:value (repeatable)  authz check SRC SERVICE PORT for an HTTP request through\n                     the Service\'s waypoint: its L7 policies decide (cluster directory only)',
+    '  --kubeconfig FILE  analyze: read the configuration from this API server (default KUBECONFIG, ~/.kube/config);\n                     waypoint: the cluster (or KUBECONFIG); else --cluster-dir, else the running local mesh (--run-dir)',
     '  --root-namespace NS, --trust-domain TD   mesh settings for authz check (istio-system, cluster.local)',
     '  --name N, --for service|workload|all     waypoint apply: the Gateway\'s name (waypoint) and what it serves (service)',
-    '  --kubeconfig FILE  waypoint: the cluster (or KUBECONFIG); else --cluster-dir, else the running local mesh (--run-dir)',
     '  -h, --help         this help',
     '',
-    'exit codes: 0 ok, 1 failed, 2 usage; authz check: 0 allowed, 1 denied, 2 error (unknown pod, usage, agent unreachable)',
+    'exit codes: 0 ok, 1 failed (analyze: an Error found), 2 usage; authz check: 0 allowed, 1 denied, 2 error (unknown pod, usage, agent unreachable)',
     '',
   ].join('\n');
 }
@@ -74,6 +76,7 @@ export async function runAmbitctl(argv: readonly string[], io: Io, env: NodeJS.P
         output: { type: 'string', short: 'o', default: 'table' },
         namespace: { type: 'string', short: 'n' },
         'cluster-dir': { type: 'string' },
+        kubeconfig: { type: 'string' },
         'root-namespace': { type: 'string' },
         'trust-domain': { type: 'string' },
         method: { type: 'string' },
@@ -81,7 +84,6 @@ export async function runAmbitctl(argv: readonly string[], io: Io, env: NodeJS.P
         header: { type: 'string', multiple: true },
         name: { type: 'string' },
         for: { type: 'string' },
-        kubeconfig: { type: 'string' },
         'run-dir': { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
       },
@@ -113,6 +115,7 @@ export async function runAmbitctl(argv: readonly string[], io: Io, env: NodeJS.P
       output: values.output as OutputFormat,
       namespace: values.namespace,
       clusterDir: values['cluster-dir'] ?? env.AMBIT_CLUSTER_DIR,
+      kubeconfig: values.kubeconfig,
       rootNamespace: values['root-namespace'],
       trustDomain: values['trust-domain'],
       ...(values.method !== undefined || values.path !== undefined || values.header !== undefined ? { httpRequest: { method: values.method, path: values.path, headers: values.header ?? [] } } : {}),

@@ -273,6 +273,15 @@ export async function runControlPlane(config: ControlPlaneConfig): Promise<Contr
       stopWaypoints();
       await closeWithWaypoints();
     };
+    // The L7 policies' Accepted condition, written back through their status subresource.
+    const { PolicyStatusWriter } = await import('./status/status-writer.ts');
+    const { kubernetesStatusPatch } = await import('./status/kubernetes-status-patch.ts');
+    const statusWriter = new PolicyStatusWriter({
+      store: controlPlane.store,
+      patchStatus: kubernetesStatusPatch(kubeConfig),
+      onError: (target, error) => logger.warn({ kind: target.kind, policy: `${target.namespace}/${target.name}` }, `cannot write the status of ${target.kind} ${target.namespace}/${target.name}: ${error.message}`),
+    });
+    statusWriter.start();
     publishRootConfigMaps(controlPlane, coreApi, ca.rootCertPem, logger);
     // ...and keep them as published: one deleted or edited is written again.
     const { guardRootConfigMaps } = await import('./ca/root-configmap-guard.ts');
@@ -289,6 +298,7 @@ export async function runControlPlane(config: ControlPlaneConfig): Promise<Contr
     });
     const closeControlPlane = controlPlane.close.bind(controlPlane);
     controlPlane.close = async () => {
+      statusWriter.stop();
       guard.stop();
       await closeControlPlane();
     };

@@ -1,6 +1,8 @@
 /**
  * CustomResourceDefinitions for the Istio kinds ambit reads and Istio users already write: security.istio.io
- * AuthorizationPolicy and PeerAuthentication, v1 (stored) and v1beta1 (served), as Istio's base chart defines them.
+ * AuthorizationPolicy, PeerAuthentication and RequestAuthentication, v1 (stored) and v1beta1 (served), as Istio's
+ * base chart defines them; and ambit's own LocalRateLimitPolicy (policy.ambit.dev/v1alpha1), kept apart
+ * (ambitCrdObjects) so an install beside Istio's CRDs can still apply it.
  *
  * Owns: turning the JSON schemas the control plane validates with (shared/policy/crd-schema.ts) into structural
  * OpenAPI schemas the API server accepts: `type` on every node, no `additionalProperties: false` beside
@@ -12,6 +14,8 @@
  */
 import { CustomResourceDefinition } from 'kubernetes-models/apiextensions.k8s.io/v1/CustomResourceDefinition';
 import { authorizationPolicySchema, peerAuthenticationSchema } from '../shared/policy/crd-schema.ts';
+import { RATE_LIMIT_KIND, rateLimitPolicySchema } from '../shared/policy/rate-limit.ts';
+import { requestAuthenticationSchema } from '../shared/policy/request-authentication.ts';
 import { labels } from './names.ts';
 
 type Schema = Record<string, unknown>;
@@ -63,23 +67,45 @@ function openApiSchema(objectSchema: Schema): Schema {
   };
 }
 
-function crd(kind: string, plural: string, shortNames: string[], objectSchema: Schema) {
+interface CrdGroup {
+  group: string;
+  /** Served versions, the first stored. */
+  versions: string[];
+  categories: string[];
+  labels: Record<string, string>;
+}
+
+const ISTIO_SECURITY: CrdGroup = { group: 'security.istio.io', versions: ['v1', 'v1beta1'], categories: ['istio-io', 'security-istio-io'], labels: { 'istio.io/config': 'true' } };
+const AMBIT_POLICY: CrdGroup = { group: 'policy.ambit.dev', versions: ['v1alpha1'], categories: ['ambit'], labels: {} };
+
+function crd(group: CrdGroup, kind: string, plural: string, shortNames: string[], objectSchema: Schema) {
   const schema = { openAPIV3Schema: openApiSchema(objectSchema) };
   const version = (name: string, storage: boolean) => ({ name, served: true, storage, schema, subresources: { status: {} } });
   return new CustomResourceDefinition({
-    metadata: { name: `${plural}.security.istio.io`, labels: { ...labels('ambit-crds'), 'istio.io/config': 'true' } },
+    metadata: { name: `${plural}.${group.group}`, labels: { ...labels('ambit-crds'), ...group.labels } },
     spec: {
-      group: 'security.istio.io',
+      group: group.group,
       scope: 'Namespaced',
-      names: { kind, listKind: `${kind}List`, plural, singular: kind.toLowerCase(), shortNames, categories: ['istio-io', 'security-istio-io'] },
-      versions: [version('v1', true), version('v1beta1', false)],
+      names: { kind, listKind: `${kind}List`, plural, singular: kind.toLowerCase(), shortNames, categories: group.categories },
+      versions: group.versions.map((name, index) => version(name, index === 0)),
     },
   });
 }
 
-export function crdObjects() {
+/** The security.istio.io CRDs (skip where Istio's base chart installed them). */
+export function istioCrdObjects() {
   return [
-    crd('AuthorizationPolicy', 'authorizationpolicies', ['ap'], authorizationPolicySchema),
-    crd('PeerAuthentication', 'peerauthentications', ['pa'], peerAuthenticationSchema),
+    crd(ISTIO_SECURITY, 'AuthorizationPolicy', 'authorizationpolicies', ['ap'], authorizationPolicySchema),
+    crd(ISTIO_SECURITY, 'PeerAuthentication', 'peerauthentications', ['pa'], peerAuthenticationSchema),
+    crd(ISTIO_SECURITY, 'RequestAuthentication', 'requestauthentications', ['ra'], requestAuthenticationSchema),
   ];
+}
+
+/** ambit's own CRDs (always needed). */
+export function ambitCrdObjects() {
+  return [crd(AMBIT_POLICY, RATE_LIMIT_KIND, 'localratelimitpolicies', ['lrlp'], rateLimitPolicySchema)];
+}
+
+export function crdObjects() {
+  return [...istioCrdObjects(), ...ambitCrdObjects()];
 }

@@ -11,7 +11,7 @@
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { stringify } from 'yaml';
-import { crdObjects, installObjects, namespaceObject, toYaml, type KubernetesObject } from './render.ts';
+import { ambitCrdObjects, installObjects, istioCrdObjects, namespaceObject, toYaml, type KubernetesObject } from './render.ts';
 import { DEFAULT_VALUES, helmPlaceholderValues, helmValues, helmValuesSchema } from './values.ts';
 import { waypointExampleObjects } from './waypoint.ts';
 
@@ -33,10 +33,12 @@ function validated(objects: KubernetesObject[]): KubernetesObject[] {
 export function generatedFiles(): Map<string, string> {
   const values = DEFAULT_VALUES;
   const files = new Map<string, string>();
-  const crds = validated(crdObjects());
+  const crds = validated(istioCrdObjects());
+  const ambitCrds = validated(ambitCrdObjects());
   const install = validated([namespaceObject(values), ...installObjects(values)]);
-  files.set('manifests/crds.yaml', toYaml(crds, `security.istio.io CRDs (AuthorizationPolicy, PeerAuthentication), ${GENERATED}.\nSkip this file where Istio's base chart already installed them.`));
-  files.set('manifests/ambit.yaml', toYaml(install, `ambit ${values.tag} in namespace ${values.namespace}: kubectl apply -f deploy/manifests/crds.yaml -f deploy/manifests/ambit.yaml\n${GENERATED}.`));
+  files.set('manifests/crds.yaml', toYaml(crds, `security.istio.io CRDs (AuthorizationPolicy, PeerAuthentication, RequestAuthentication), ${GENERATED}.\nSkip this file where Istio's base chart already installed them.`));
+  files.set('manifests/crds-ambit.yaml', toYaml(ambitCrds, `ambit's own CRDs (policy.ambit.dev LocalRateLimitPolicy), ${GENERATED}.\nAlways apply this file, with or without Istio's CRDs.`));
+  files.set('manifests/ambit.yaml', toYaml(install, `ambit ${values.tag} in namespace ${values.namespace}: kubectl apply -f deploy/manifests/crds.yaml -f deploy/manifests/crds-ambit.yaml -f deploy/manifests/ambit.yaml\n${GENERATED}.`));
   files.set(
     'manifests/waypoint-example.yaml',
     toYaml(validated(waypointExampleObjects(values)), `What the control plane writes for a Gateway default/waypoint of class istio-waypoint (ambitctl waypoint apply -n default).\nFor reading, not for applying: the control plane makes these objects itself. ${GENERATED}.`),
@@ -49,6 +51,7 @@ export function generatedFiles(): Map<string, string> {
   files.set(`${chart}/values.schema.json`, `${JSON.stringify(helmValuesSchema(), null, 2)}\n`);
   // Helm installs crds/ once and never overwrites CRDs that exist (Istio's, for instance).
   files.set(`${chart}/crds/security-istio-io.yaml`, toYaml(crds, GENERATED));
+  files.set(`${chart}/crds/policy-ambit-dev.yaml`, toYaml(ambitCrds, GENERATED));
   // Templates: the same objects made from placeholder values ({{ .Values.x }} in every value's place). Not validated
   // as they stand (a placeholder is no quantity); the test renders them with values.yaml and compares with ambit.yaml.
   files.set(`${chart}/templates/ambit.yaml`, toYaml(installObjects(helmPlaceholderValues(values)), GENERATED));

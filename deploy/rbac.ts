@@ -2,7 +2,9 @@
  * Service accounts and what each may do in the API server.
  *
  * Owns: the control plane's rights (list/watch every kind its Kubernetes source watches, TokenReviews to check
- * agents and waypoints, the waypoints' ServiceAccount/Service/Deployment and Gateway and route status, ConfigMaps to publish the mesh root in every namespace, the CA Secret in its own namespace) and the
+ * agents and waypoints, the waypoints' ServiceAccount/Service/Deployment and Gateway and route status, the status of
+ * the L7 policies it compiles for waypoints, ConfigMaps to publish the mesh root in every namespace, the CA Secret in
+ * its own namespace) and the
  * agent's (get pods and namespaces: the CNI plugin's lookup runs with the agent's service account, through the
  * kubeconfig the installer writes; patch pods: the agent's redirection annotation).
  * Must not know about: the workloads that use these accounts (agent.ts, controlplane.ts).
@@ -44,7 +46,11 @@ export function rbacObjects(values: InstallValues) {
         { apiGroups: [''], resources: ['serviceaccounts', 'services'], verbs: ['create', 'patch'] },
         { apiGroups: ['apps'], resources: ['deployments'], verbs: ['create', 'patch'] },
         { apiGroups: ['gateway.networking.k8s.io'], resources: ['gateways/status', 'httproutes/status', 'grpcroutes/status'], verbs: ['patch'] },
-        { apiGroups: ['security.istio.io'], resources: ['authorizationpolicies', 'peerauthentications'], verbs: READ },
+        { apiGroups: ['security.istio.io'], resources: ['authorizationpolicies', 'peerauthentications', 'requestauthentications'], verbs: READ },
+        { apiGroups: ['policy.ambit.dev'], resources: ['localratelimitpolicies'], verbs: READ },
+        // Accepted/Invalid conditions written back on the L7 policies waypoints enforce (controlplane/status/).
+        { apiGroups: ['security.istio.io'], resources: ['authorizationpolicies/status', 'requestauthentications/status'], verbs: ['get', 'patch', 'update'] },
+        { apiGroups: ['policy.ambit.dev'], resources: ['localratelimitpolicies/status'], verbs: ['get', 'patch', 'update'] },
         // Agents present their service account tokens; the CA and xDS check them (and the node they are bound to).
         { apiGroups: ['authentication.k8s.io'], resources: ['tokenreviews'], verbs: ['create'] },
         // ConfigMap istio-ca-root-cert in every namespace, as istiod publishes it, watched to write it again if changed.

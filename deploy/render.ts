@@ -9,7 +9,7 @@ import { Namespace } from 'kubernetes-models/v1/Namespace';
 import { stringify } from 'yaml';
 import { agentObjects } from './agent.ts';
 import { controlPlaneObjects } from './controlplane.ts';
-import { crdObjects } from './crds.ts';
+import { ambitCrdObjects, crdObjects, istioCrdObjects } from './crds.ts';
 import { rbacObjects } from './rbac.ts';
 import type { InstallValues } from './values.ts';
 
@@ -29,7 +29,7 @@ export function namespaceObject(values: InstallValues): KubernetesObject {
   return new Namespace({ metadata: { name: values.namespace } });
 }
 
-export { crdObjects };
+export { ambitCrdObjects, crdObjects, istioCrdObjects };
 
 /** Multi-document YAML, one object per document, with a header saying where it comes from. */
 export function toYaml(objects: readonly KubernetesObject[], header: string): string {

@@ -1,7 +1,7 @@
 /**
  * The Kubernetes source: one @kubernetes/client-node ListWatch (the informer machinery) per watched kind:
  * Namespaces, Nodes, Pods, Services, EndpointSlices, Gateways, AuthorizationPolicies, PeerAuthentications,
- * HTTPRoutes and GRPCRoutes.
+ * HTTPRoutes, GRPCRoutes, RequestAuthentications and ambit's LocalRateLimitPolicies.
  *
  * Owns: the list/watch per kind (watches ask for bookmarks, so a reconnect resumes from a recent
  * resourceVersion), restarting a stopped watch with exponential backoff (resuming from the last
@@ -62,6 +62,8 @@ export const WATCHED_RESOURCES: KindDescriptor[] = [
   // Routes for waypoints (GAMMA); the control plane writes their status back.
   { kind: 'HTTPRoute', apiVersion: 'gateway.networking.k8s.io/v1', path: '/apis/gateway.networking.k8s.io/v1/httproutes', list: custom('gateway.networking.k8s.io', 'v1', 'httproutes'), optional: true },
   { kind: 'GRPCRoute', apiVersion: 'gateway.networking.k8s.io/v1', path: '/apis/gateway.networking.k8s.io/v1/grpcroutes', list: custom('gateway.networking.k8s.io', 'v1', 'grpcroutes'), optional: true },
+  { kind: 'RequestAuthentication', apiVersion: 'security.istio.io/v1', path: '/apis/security.istio.io/v1/requestauthentications', list: custom('security.istio.io', 'v1', 'requestauthentications'), optional: true },
+  { kind: 'LocalRateLimitPolicy', apiVersion: 'policy.ambit.dev/v1alpha1', path: '/apis/policy.ambit.dev/v1alpha1/localratelimitpolicies', list: custom('policy.ambit.dev', 'v1alpha1', 'localratelimitpolicies'), optional: true },
 ];
 
 /** client-node's Watch, asking the API server for bookmarks (the informer itself does not). */

@@ -25,7 +25,9 @@
  *     CA root store and the root publisher use them).
  * Lists and watches honour `fieldSelector=metadata.name=<n>` and `metadata.namespace=<ns>` (comma-separated).
  * Collections: core v1 namespaces, nodes, pods, services, serviceaccounts, configmaps; apps/v1 deployments;
- * discovery.k8s.io/v1 endpointslices; gateway.networking.k8s.io/v1 gateways, httproutes, grpcroutes; security.istio.io/v1 authorizationpolicies and peerauthentications.
+ * discovery.k8s.io/v1 endpointslices; gateway.networking.k8s.io/v1 gateways, httproutes, grpcroutes; security.istio.io/v1
+ * authorizationpolicies, peerauthentications and requestauthentications; policy.ambit.dev/v1alpha1
+ * localratelimitpolicies.
  * Tests drive it directly: `apply`, `get`, `remove`, `compact` (forget history), `bookmark`, `dropWatches`,
  * `holdWatches`/`releaseWatches` (a partition during which changes are missed by watchers), `holdWrites`/`releaseWrites`
  * (writes of Secrets and ConfigMaps wait, to interleave two writers), `fail`/`recover` (an outage: every request answered 503).
@@ -61,6 +63,8 @@ const COLLECTIONS: Collection[] = [
   // Written by the control plane's waypoint controller (POST, then merge PATCH).
   { kind: 'ServiceAccount', apiVersion: 'v1', path: '/api/v1/serviceaccounts', namespaced: true },
   { kind: 'Deployment', apiVersion: 'apps/v1', path: '/apis/apps/v1/deployments', namespaced: true },
+  { kind: 'RequestAuthentication', apiVersion: 'security.istio.io/v1', path: '/apis/security.istio.io/v1/requestauthentications', namespaced: true },
+  { kind: 'LocalRateLimitPolicy', apiVersion: 'policy.ambit.dev/v1alpha1', path: '/apis/policy.ambit.dev/v1alpha1/localratelimitpolicies', namespaced: true },
   // Also written through POST/PUT (the root publisher); listed and watched with a fieldSelector (its watch).
   { kind: 'ConfigMap', apiVersion: 'v1', path: '/api/v1/configmaps', namespaced: true },
 ];
@@ -451,10 +455,12 @@ export class FakeKubeApiServer {
   }
 
   /** `PATCH <object>` with a JSON merge patch (RFC 7386: null deletes a key), for any served kind. */
-  #patch(request: IncomingMessage, response: ServerResponse, pathname: string): void {
+  #patch(request: IncomingMessage, response: ServerResponse, requested: string): void {
+    const subresource = requested.endsWith('/status');
+    const pathname = subresource ? requested.slice(0, -'/status'.length) : requested;
     const target = this.#objectAt(pathname);
     if (!target) {
-      this.#status(response, 404, 'NotFound', `the server could not find the requested resource (PATCH ${pathname})`);
+      this.#status(response, 404, 'NotFound', `the server could not find the requested resource (PATCH ${requested})`);
       return;
     }
     if (!String(request.headers['content-type']).startsWith('application/merge-patch+json')) {
@@ -466,7 +472,7 @@ export class FakeKubeApiServer {
         this.#status(response, 404, 'NotFound', `${target.collection.path.split('/').pop()} "${target.name}" not found`);
         return;
       }
-      const stored = this.apply(mergePatch(target.object, patch) as K8sObject);
+      const stored = this.apply(mergePatch(target.object, subresource ? { status: patch.status ?? null } : patch) as K8sObject);
       response.writeHead(200, { 'content-type': 'application/json' });
       response.end(JSON.stringify(stored));
     });

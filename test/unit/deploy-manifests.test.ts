@@ -16,6 +16,8 @@ import { ROOT_CONFIGMAP_NAME } from '../../controlplane/ca/config.ts';
 import { generatedFiles } from '../../deploy/generate.ts';
 import { crdObjects, installObjects } from '../../deploy/render.ts';
 import { DEFAULT_VALUES } from '../../deploy/values.ts';
+import { validateRateLimitPolicy } from '../../shared/policy/rate-limit.ts';
+import { validateRequestAuthentication } from '../../shared/policy/request-authentication.ts';
 import { validatePolicy } from '../../shared/policy/validate.ts';
 import { waypointExampleObjects } from '../../deploy/waypoint.ts';
 import { configFromEnv as waypointConfigFromEnv } from '../../waypoint/config.ts';
@@ -74,6 +76,7 @@ test('the Helm chart rendered with its values.yaml is the plain manifests', asyn
   const leaves = (node: Doc, prefix = ''): string[] => Object.entries(node).flatMap(([key, value]) => (typeof value === 'object' ? leaves(value as Doc, `${prefix}${key}.`) : [`${prefix}${key}`]));
   t.deepEqual(leaves(values).sort(), [...used].sort(), 'every value in values.yaml is used, and only those');
   t.deepEqual(await documents('helm/ambit/crds/security-istio-io.yaml'), await documents('manifests/crds.yaml'));
+  t.deepEqual(await documents('helm/ambit/crds/policy-ambit-dev.yaml'), await documents('manifests/crds-ambit.yaml'));
 });
 
 test('the agent DaemonSet gives the agent a configuration it accepts, with its files and socket on mounted volumes', async (t) => {
@@ -210,6 +213,10 @@ test('RBAC: the control plane may list and watch every kind its Kubernetes sourc
     for (const verb of ['list', 'watch']) t.true(allows(controlPlane, group, resource, verb), `${verb} ${group}/${resource}`);
   }
   t.true(allows(controlPlane, 'authentication.k8s.io', 'tokenreviews', 'create'));
+  for (const [group, resource] of [['security.istio.io', 'authorizationpolicies'], ['security.istio.io', 'requestauthentications'], ['policy.ambit.dev', 'localratelimitpolicies']] as const) {
+    t.true(allows(controlPlane, group, `${resource}/status`, 'patch'), `patch ${group}/${resource}/status (the Accepted condition, controlplane/status/)`);
+    t.false(allows(controlPlane, group, resource, 'patch'), `but not ${group}/${resource} itself: users own the spec`);
+  }
   for (const verb of ['get', 'list', 'watch', 'create', 'update']) t.true(allows(controlPlane, '', 'configmaps', verb), `${verb} configmaps (the mesh root in every namespace, kept as published)`);
   const caRole = find(docs, 'Role', 'ambit-controlplane');
   t.is(caRole.metadata.namespace, DEFAULT_VALUES.namespace, 'the CA secret is reachable only in its own namespace');
@@ -286,8 +293,13 @@ test('RBAC: the control plane may write every kind its waypoint controller write
 });
 
 test('the CRDs are structural and accept what the control plane accepts', async (t) => {
-  const crds = await documents('manifests/crds.yaml');
-  t.deepEqual(crds.map((crd) => crd.metadata.name).sort(), ['authorizationpolicies.security.istio.io', 'peerauthentications.security.istio.io']);
+  const crds = [...(await documents('manifests/crds.yaml')), ...(await documents('manifests/crds-ambit.yaml'))];
+  t.deepEqual(crds.map((crd) => crd.metadata.name).sort(), [
+    'authorizationpolicies.security.istio.io',
+    'localratelimitpolicies.policy.ambit.dev',
+    'peerauthentications.security.istio.io',
+    'requestauthentications.security.istio.io',
+  ]);
   const problems: string[] = [];
   const walk = (schema: Doc, at: string) => {
     if (schema.type === undefined && !schema['x-kubernetes-preserve-unknown-fields']) problems.push(`${at}: no type`);
@@ -298,19 +310,39 @@ test('the CRDs are structural and accept what the control plane accepts', async 
   };
   for (const crd of crds) for (const version of crd.spec.versions as Doc[]) walk(version.schema.openAPIV3Schema, `${crd.metadata.name}/${version.name}`);
   t.deepEqual(problems, []);
-  t.deepEqual(crds.map((crd) => (crd.spec.versions as Doc[]).filter((version) => version.storage).map((version) => version.name)), [['v1'], ['v1']]);
+  t.deepEqual(crds.map((crd) => (crd.spec.versions as Doc[]).filter((version) => version.storage).map((version) => version.name)), [['v1'], ['v1'], ['v1'], ['v1alpha1']]);
+  for (const crd of crds) t.deepEqual(crd.spec.versions[0].subresources, { status: {} }, `${crd.metadata.name}: the control plane writes status through the status subresource`);
 
   const ajv = new Ajv({ strict: false });
-  const samples: Doc[] = [
-    { apiVersion: 'security.istio.io/v1', kind: 'AuthorizationPolicy', metadata: { name: 'a', namespace: 'shop' }, spec: { selector: { matchLabels: { app: 'web' } }, action: 'ALLOW', rules: [{ from: [{ source: { principals: ['cluster.local/ns/shop/sa/client'], ipBlocks: ['10.0.0.0/8'] } }], to: [{ operation: { ports: ['8080'] } }], when: [{ key: 'source.namespace', values: ['shop'] }] }] } },
-    { apiVersion: 'security.istio.io/v1', kind: 'PeerAuthentication', metadata: { name: 'p', namespace: 'shop' }, spec: { selector: { matchLabels: { app: 'web' } }, mtls: { mode: 'STRICT' }, portLevelMtls: { '8080': { mode: 'PERMISSIVE' } } } },
+  const accepts = (sample: Doc): boolean => {
+    if (sample.kind === 'RequestAuthentication') return (validateRequestAuthentication(sample), true);
+    if (sample.kind === 'LocalRateLimitPolicy') return (validateRateLimitPolicy(sample), true);
+    return validatePolicy(sample).ok;
+  };
+  const samples: { sample: Doc; bad: Doc }[] = [
+    {
+      sample: { apiVersion: 'security.istio.io/v1', kind: 'AuthorizationPolicy', metadata: { name: 'a', namespace: 'shop' }, spec: { selector: { matchLabels: { app: 'web' } }, action: 'ALLOW', rules: [{ from: [{ source: { principals: ['cluster.local/ns/shop/sa/client'], ipBlocks: ['10.0.0.0/8'] } }], to: [{ operation: { ports: ['8080'] } }], when: [{ key: 'source.namespace', values: ['shop'] }] }] } },
+      bad: { action: 'MAYBE' },
+    },
+    {
+      sample: { apiVersion: 'security.istio.io/v1', kind: 'PeerAuthentication', metadata: { name: 'p', namespace: 'shop' }, spec: { selector: { matchLabels: { app: 'web' } }, mtls: { mode: 'STRICT' }, portLevelMtls: { '8080': { mode: 'PERMISSIVE' } } } },
+      bad: { mtls: { mode: 'SOMETIMES' } },
+    },
+    {
+      sample: { apiVersion: 'security.istio.io/v1', kind: 'RequestAuthentication', metadata: { name: 'jwt', namespace: 'shop' }, spec: { targetRefs: [{ kind: 'Service', group: '', name: 'web' }], jwtRules: [{ issuer: 'https://issuer.example', jwksUri: 'https://issuer.example/jwks', audiences: ['web'], fromHeaders: [{ name: 'x-jwt', prefix: 'Bearer ' }], outputClaimToHeaders: [{ header: 'x-sub', claim: 'sub' }], forwardOriginalToken: true }] } },
+      bad: { jwtRules: [{ jwksUri: 'https://issuer.example/jwks' }] },
+    },
+    {
+      sample: { apiVersion: 'policy.ambit.dev/v1alpha1', kind: 'LocalRateLimitPolicy', metadata: { name: 'rl', namespace: 'shop' }, spec: { targetRefs: [{ kind: 'Service', group: '', name: 'web' }], limits: [{ name: 'orders', requests: 10, unit: 'Second', burst: 20, key: { type: 'Header', header: 'x-user' }, match: { paths: ['/orders*'], methods: ['POST'] } }] } },
+      bad: { targetRefs: [{ kind: 'Service', group: '', name: 'web' }], limits: [{ requests: 10, unit: 'Fortnight' }] },
+    },
   ];
-  for (const sample of samples) {
-    t.true(validatePolicy(sample).ok, 'the control plane accepts it');
+  for (const { sample, bad } of samples) {
+    t.true(accepts(sample), `the control plane accepts the ${sample.kind}`);
     const crd = crds.find((candidate) => candidate.spec.names.kind === sample.kind)!;
     const validate = ajv.compile(crd.spec.versions[0].schema.openAPIV3Schema);
-    t.true(validate(sample), `the CRD accepts it: ${JSON.stringify(validate.errors)}`);
-    t.false(validate({ ...sample, spec: { ...sample.spec, action: 'MAYBE', mtls: { mode: 'SOMETIMES' } } }), 'and refuses a bad enum');
+    t.true(validate(sample), `the ${sample.kind} CRD accepts it: ${JSON.stringify(validate.errors)}`);
+    t.false(validate({ ...sample, spec: { ...sample.spec, ...bad } }), `and refuses a bad ${sample.kind}`);
   }
 });
 
