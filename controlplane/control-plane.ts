@@ -18,6 +18,8 @@ import type { XdsLogger } from './xds/connection.ts';
 import { ResourceCache } from './xds/resource-cache.ts';
 import { RouteFeed } from './xds/route-feed.ts';
 import { compileHttpRoutes, type RouteProblem } from './model/http-routes.ts';
+import { compileDestinationRules, type DestinationRuleProblem } from './model/destination-rules.ts';
+import { DestinationFeed } from './xds/destination-feed.ts';
 import { DEFAULT_CLUSTER_DOMAIN } from './model/workload.ts';
 import { ServingCredentials, startGrpcServer, XdsServer, type ServiceRegistrar } from './xds/server.ts';
 
@@ -63,6 +65,8 @@ export interface ControlPlane {
   authorizations: AuthorizationFeed;
   /** Why each HTTPRoute (or part of one) is not served as written, from the last compile. */
   routeProblems(): readonly RouteProblem[];
+  /** Why each DestinationRule is not served, from the last compile (issue 13 item 3). */
+  destinationRuleProblems(): readonly DestinationRuleProblem[];
   xds: XdsServer;
   source: ConfigSource;
   grpcServer: grpc.Server;
@@ -109,6 +113,18 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     for (const problem of problems) if (!previous.has(JSON.stringify(problem))) options.logger?.warn({ route: problem.route, condition: problem.condition, reason: problem.reason }, `HTTPRoute ${problem.route}: ${problem.condition} False (${problem.reason}): ${problem.message}`);
     routeProblems = problems;
   });
+  // DestinationRules for waypoints (controlplane/model/destination-rules.ts): recompiled when a rule or a Service
+  // (its host) changes; a rule with a problem is not served and the problem is logged once.
+  const destinations = new DestinationFeed(cache);
+  let destinationRuleProblems: DestinationRuleProblem[] = [];
+  store.onChanges((changes) => {
+    if (!changes.some((change) => change.kind === 'DestinationRule' || change.kind === 'Service')) return;
+    const problems: DestinationRuleProblem[] = [];
+    destinations.replace(compileDestinationRules(store, DEFAULT_CLUSTER_DOMAIN, (problem) => problems.push(problem)));
+    const previous = new Set(destinationRuleProblems.map((problem) => JSON.stringify(problem)));
+    for (const problem of problems) if (!previous.has(JSON.stringify(problem))) options.logger?.warn({ rule: problem.rule, path: problem.path }, `DestinationRule ${problem.rule} not served: ${problem.path ? `${problem.path}: ` : ''}${problem.message}`);
+    destinationRuleProblems = problems;
+  });
   const xds = new XdsServer({ cache, authenticator: options.authenticator, ...(options.logger ? { logger: options.logger } : {}) });
   const source = options.createSource(store);
   await source.start();
@@ -134,6 +150,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     model,
     authorizations,
     routeProblems: () => routeProblems,
+    destinationRuleProblems: () => destinationRuleProblems,
     xds,
     source,
     grpcServer: started.server,
