@@ -12,19 +12,23 @@ export type WaypointErrorCode =
   /** The endpoint could not be reached (flag UF). */
   | 'WAYPOINT_UPSTREAM_CONNECT_FAILED'
   /** No route of the service matches the request (flag NR). */
-  | 'WAYPOINT_NO_ROUTE';
+  | 'WAYPOINT_NO_ROUTE'
+  /** A DestinationRule connectionPool limit is full (Envoy's upstream overflow, flag UO). */
+  | 'WAYPOINT_UPSTREAM_OVERFLOW';
 
 const STATUS: Record<WaypointErrorCode, number> = {
   WAYPOINT_UNKNOWN_DESTINATION: 503,
   WAYPOINT_NO_HEALTHY_UPSTREAM: 503,
   WAYPOINT_UPSTREAM_CONNECT_FAILED: 503,
   WAYPOINT_NO_ROUTE: 404,
+  WAYPOINT_UPSTREAM_OVERFLOW: 503,
 };
 const FLAGS: Record<WaypointErrorCode, string> = {
   WAYPOINT_UNKNOWN_DESTINATION: 'NR',
   WAYPOINT_NO_HEALTHY_UPSTREAM: 'UH',
   WAYPOINT_UPSTREAM_CONNECT_FAILED: 'UF',
   WAYPOINT_NO_ROUTE: 'NR',
+  WAYPOINT_UPSTREAM_OVERFLOW: 'UO',
 };
 
 export class WaypointError extends Error {

@@ -22,6 +22,7 @@ import { matchRoute, pathOf, pickBackend } from './http-router.ts';
 import type { RequestLabels, WaypointMetrics } from './metrics.ts';
 import type { RouteEntry, RouteTable } from './route-table.ts';
 import type { UpstreamStream, Upstreams } from './upstream.ts';
+import type { DestinationRequest, DestinationTraffic } from './destination/destination-traffic.ts';
 
 /** Hop-by-hop headers (RFC 9110 7.6.1): never forwarded. */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer', 'proxy-authorization', 'proxy-authenticate']);
@@ -64,8 +65,10 @@ export class HttpProxy {
   readonly #routes: RouteTable;
   readonly #state: MeshState;
   readonly #metrics: WaypointMetrics;
+  readonly #destinations: DestinationTraffic | undefined;
 
-  constructor(options: { upstreams: Upstreams; routes: RouteTable; state: MeshState; metrics: WaypointMetrics }) {
+  constructor(options: { upstreams: Upstreams; routes: RouteTable; state: MeshState; metrics: WaypointMetrics; destinations?: DestinationTraffic }) {
+    this.#destinations = options.destinations;
     this.#upstreams = options.upstreams;
     this.#routes = options.routes;
     this.#state = options.state;
@@ -101,6 +104,7 @@ export class HttpProxy {
     let port = context.hbone.target.port;
     let entry: RouteEntry | undefined;
     let upstream: UpstreamStream;
+    let destinationRequest: DestinationRequest | undefined;
     try {
       const entries = this.#routes.entriesFor(serviceKey(context.service));
       if (entries !== undefined) {
@@ -117,9 +121,20 @@ export class HttpProxy {
         destination = backendService;
         port = backend.port;
       }
-      upstream = await this.#upstreams.open(destination, port, context.hbone.target.host);
+      // ---- DestinationRule hook (waypoint/destination/, issue 13 item 3): a pool slot (or 503 UO), then the rule's
+      // endpoint choice; the outcome is reported where the response status is known (below). ----
+      const traffic = this.#destinations?.forService(serviceKey(destination));
+      if (traffic) {
+        const admitted = traffic.begin({ headers: request.headers, url: request.url ?? '/', sourceIp: plainAddress(context.hbone.remoteAddress) });
+        destinationRequest = admitted instanceof Promise ? await admitted : admitted;
+      }
+      // ---- end of hook ----
+      upstream = await this.#upstreams.open(destination, port, context.hbone.target.host, destinationRequest?.choose);
     } catch (error) {
       const waypointError = error instanceof WaypointError ? error : new WaypointError('WAYPOINT_UPSTREAM_CONNECT_FAILED', (error as Error).message, { cause: error });
+      // DestinationRule hook: release the slot; a failed connect counts against the endpoint.
+      destinationRequest?.done(waypointError.code === 'WAYPOINT_UPSTREAM_CONNECT_FAILED' ? 'connect-failure' : undefined);
+      if (waypointError.code === 'WAYPOINT_UPSTREAM_OVERFLOW') this.#destinations?.overflowed(serviceKey(destination));
       request.resume();
       response.writeHead(waypointError.status, { 'content-type': 'text/plain' }).end(`${waypointError.message}\n`);
       this.#finish(context, destination, undefined, waypointError.status, waypointError.responseFlags, started);
@@ -137,9 +152,14 @@ export class HttpProxy {
     outgoing.on('response', (upstreamResponse) => {
       response.writeHead(upstreamResponse.statusCode ?? 502, responseHeaders(upstreamResponse.headers));
       upstreamResponse.pipe(response);
-      response.once('finish', () => this.#finish(context, destination, upstream.endpoint, upstreamResponse.statusCode ?? 502, '-', started));
+      response.once('finish', () => {
+        destinationRequest?.done(upstreamResponse.statusCode ?? 502); // DestinationRule hook: outcome for outlier detection
+        this.#finish(context, destination, upstream.endpoint, upstreamResponse.statusCode ?? 502, '-', started);
+      });
     });
+    response.once('close', () => destinationRequest?.done(undefined)); // DestinationRule hook: slot back on abort
     outgoing.on('error', (error) => {
+      destinationRequest?.done('connect-failure'); // DestinationRule hook: a reset upstream counts as a gateway error
       if (!response.headersSent) {
         response.writeHead(503, { 'content-type': 'text/plain' }).end(`upstream failed: ${error.message}\n`);
         this.#finish(context, destination, upstream.endpoint, 503, 'UF', started);

@@ -14,7 +14,7 @@ import { pino, type Logger } from 'pino';
 import { HboneClientPool, HboneServer, type HboneRequest } from '../shared/hbone/index.ts';
 import { spiffeId } from '../shared/identity/index.ts';
 import { controlPlaneIdentity, controlPlaneServerName } from '../shared/xds/client.ts';
-import { HTTP_ROUTES_TYPE_URL } from '../shared/xds/protos.ts';
+import { DESTINATION_POLICY_TYPE_URL, HTTP_ROUTES_TYPE_URL } from '../shared/xds/protos.ts';
 import { servicesView } from '../shared/mesh/views.ts';
 import { CaClient } from '../shared/ca/ca-client.ts';
 import { CertificateManager } from '../shared/ca/certificate-manager.ts';
@@ -28,6 +28,8 @@ import { L4Forwarder } from './l4-forwarder.ts';
 import { WaypointMetrics } from './metrics.ts';
 import { RouteTable } from './route-table.ts';
 import { Upstreams } from './upstream.ts';
+import { DestinationPolicyTable } from './destination/policy-table.ts';
+import { DestinationTraffic } from './destination/destination-traffic.ts';
 
 export interface RunningWaypoint {
   stop(): Promise<void>;
@@ -47,6 +49,8 @@ export async function startWaypoint(config: WaypointConfig, log: Logger): Promis
   const state = new MeshState();
   const routes = new RouteTable();
   const metrics = new WaypointMetrics();
+  const destinationPolicies = new DestinationPolicyTable();
+  const destinations = new DestinationTraffic(destinationPolicies, metrics.registry);
   const [rootCertPem, token] = await Promise.all([readFile(config.rootCertFile, 'utf8'), readFile(config.tokenFile, 'utf8')]);
   const xds = new XdsSource({
     address: config.xdsAddress,
@@ -55,7 +59,7 @@ export async function startWaypoint(config: WaypointConfig, log: Logger): Promis
     nodeName: config.nodeName,
     trustDomain: config.trustDomain,
     state,
-    handlers: { [HTTP_ROUTES_TYPE_URL]: routes.apply },
+    handlers: { [HTTP_ROUTES_TYPE_URL]: routes.apply, [DESTINATION_POLICY_TYPE_URL]: destinationPolicies.apply },
     onStatus: (status) => (status.state === 'disconnected' ? log.warn({ ...status }, 'xDS stream down; serving the last config') : log.info({ state: status.state }, 'xDS')),
     onNack: (typeUrl, message) => log.warn({ typeUrl, reason: message }, 'xDS resource rejected (NACK); keeping the last good one'),
   });
@@ -85,7 +89,7 @@ export async function startWaypoint(config: WaypointConfig, log: Logger): Promis
       'connection closed',
     ),
   );
-  const httpProxy = new HttpProxy({ upstreams, routes, state, metrics });
+  const httpProxy = new HttpProxy({ upstreams, routes, state, metrics, destinations });
   const terminate = (request: HboneRequest, stream: http2.ServerHttp2Stream): void => {
     let service;
     try {
@@ -131,7 +135,7 @@ export async function startWaypoint(config: WaypointConfig, log: Logger): Promis
       response.writeHead(404).end();
       return;
     }
-    const body = JSON.stringify({ gateway: config.gatewayName, identity: identity.uri, services: servicesView(state), routes: routes.view() });
+    const body = JSON.stringify({ gateway: config.gatewayName, identity: identity.uri, services: servicesView(state), routes: routes.view(), destinationRules: { policies: destinationPolicies.view(), traffic: destinations.view() } });
     response.writeHead(200, { 'content-type': 'application/json' }).end(body);
   });
   await listenHttp(admin, '127.0.0.1', WAYPOINT_ADMIN_PORT);

@@ -15,6 +15,7 @@ import type { MeshState } from '../shared/mesh/mesh-state.ts';
 import type { Service } from '../shared/mesh/service.ts';
 import { workloadIdentity, type Workload } from '../shared/mesh/workload.ts';
 import { WaypointError } from './errors.ts';
+import type { EndpointChooser } from './destination/destination-traffic.ts';
 
 /** Port every in-mesh pod's agent takes HBONE on. */
 const HBONE_PORT = 15008;
@@ -41,12 +42,15 @@ export class Upstreams {
     return service;
   }
 
-  /** Opens a stream to one healthy endpoint of `service` for `servicePort`; `vip` picks the address family. */
-  async open(service: Service, servicePort: number, vip: string): Promise<UpstreamStream> {
+  /**
+   * Opens a stream to one healthy endpoint of `service` for `servicePort`; `vip` picks the address family.
+   * `choose` (DestinationRule hook, waypoint/destination/) replaces ztunnel's pick when a rule applies.
+   */
+  async open(service: Service, servicePort: number, vip: string, choose: EndpointChooser = pickEndpoint): Promise<UpstreamStream> {
     let target: HostPort;
     let endpoint: Workload;
     try {
-      const picked = pickEndpoint(this.#self(), service, this.#state.endpointsOf(service), servicePort, vip);
+      const picked = choose(this.#self(), service, this.#state.endpointsOf(service), servicePort, vip);
       target = { host: picked.address, port: picked.targetPort };
       endpoint = picked.endpoint.workload;
     } catch (error) {

@@ -16,6 +16,8 @@ import { ConnectionPool } from './connection-pool.ts';
 import { EndpointBalancer } from './load-balancer.ts';
 import { OutlierDetector, type UpstreamOutcome } from './outlier-detection.ts';
 import type { DestinationPolicy, DestinationPolicyTable } from './policy-table.ts';
+import { WaypointError } from '../errors.ts';
+import { ConnectionPoolOverflowError } from './connection-pool.ts';
 
 /** What a consistent hash may be computed from. */
 export interface HashSource {
@@ -27,15 +29,6 @@ export interface HashSource {
 
 /** Chooses the endpoint among a Service's endpoints; the signature of shared/mesh/load-balance.ts pickEndpoint. */
 export type EndpointChooser = (source: Workload, service: Service, endpoints: readonly ServiceEndpoint[], servicePort: number, vip: string) => PickedEndpoint;
-
-/** Thrown when every usable endpoint is ejected (Envoy: no healthy host, flag UH). */
-export class AllEndpointsEjectedError extends Error {
-  readonly code = 'WAYPOINT_ALL_EJECTED';
-  constructor(service: string, ejected: number) {
-    super(`no healthy upstream: service ${service}; ${ejected} endpoint${ejected === 1 ? '' : 's'} ejected by outlier detection`);
-    this.name = 'AllEndpointsEjectedError';
-  }
-}
 
 export function endpointKey(workload: Workload): string {
   return workload.uid || `${workload.namespace}/${workload.name}`;
@@ -122,12 +115,28 @@ export class ServiceTraffic {
       }
       this.#endpointCount = keys.length + ejected;
       if (picks.length === 0) {
-        if (ejected > 0) throw new AllEndpointsEjectedError(service.hostname, ejected);
+        if (ejected > 0) throw new WaypointError('WAYPOINT_NO_HEALTHY_UPSTREAM', `no healthy upstream: service ${service.hostname}; ${ejected} endpoint${ejected === 1 ? '' : 's'} ejected by outlier detection`);
         // Nothing usable at all: pickEndpoint says why, as without a DestinationRule.
         return pickEndpoint(source, service, endpoints, servicePort, vip);
       }
       return picks[this.#balancer.choose(keys, (index) => this.#inFlight.get(keys[index]!) ?? 0, hashKey)]!;
     };
+  }
+
+  /**
+   * Admits one request: a DestinationRequest once it holds a pool slot (at once, or a promise while it waits), or
+   * throws WaypointError WAYPOINT_UPSTREAM_OVERFLOW (503 UO) when the pool and its waiting room are full.
+   */
+  begin(request: HashSource): DestinationRequest | Promise<DestinationRequest> {
+    let waiting: Promise<void> | undefined;
+    try {
+      waiting = this.pool.acquire();
+    } catch (error) {
+      if (error instanceof ConnectionPoolOverflowError) throw new WaypointError('WAYPOINT_UPSTREAM_OVERFLOW', error.message, { cause: error });
+      throw error;
+    }
+    const admitted = new DestinationRequest(this, this.hashKey(request));
+    return waiting === undefined ? admitted : waiting.then(() => admitted);
   }
 
   /** A request to `endpoint` started (LEAST_REQUEST counts these). */
@@ -137,12 +146,40 @@ export class ServiceTraffic {
   }
 
   /** A request to `endpoint` ended with `outcome` (a status, or a connect failure). */
-  finished(endpoint: Workload, outcome: UpstreamOutcome): void {
+  finished(endpoint: Workload, outcome: UpstreamOutcome | undefined): void {
     const key = endpointKey(endpoint);
     const count = (this.#inFlight.get(key) ?? 1) - 1;
     if (count > 0) this.#inFlight.set(key, count);
     else this.#inFlight.delete(key);
-    this.outliers?.report(key, outcome, this.#endpointCount);
+    if (outcome !== undefined) this.outliers?.report(key, outcome, this.#endpointCount);
+  }
+}
+
+/** One admitted request: holds its pool slot until done(), chooses its endpoint once, reports the outcome. */
+export class DestinationRequest {
+  readonly #traffic: ServiceTraffic;
+  #endpoint: Workload | undefined;
+  #done = false;
+  /** The EndpointChooser for Upstreams.open: the load balancer's pick among usable, non-ejected endpoints. */
+  readonly choose: EndpointChooser;
+
+  constructor(traffic: ServiceTraffic, hashKey: string | undefined) {
+    this.#traffic = traffic;
+    const chooser = traffic.chooser(hashKey);
+    this.choose = (source, service, endpoints, servicePort, vip) => {
+      const picked = chooser(source, service, endpoints, servicePort, vip);
+      this.#endpoint = picked.endpoint.workload;
+      traffic.started(this.#endpoint);
+      return picked;
+    };
+  }
+
+  /** Releases the slot and, when an endpoint was chosen and `outcome` is known, tells outlier detection. Idempotent. */
+  done(outcome: UpstreamOutcome | undefined): void {
+    if (this.#done) return;
+    this.#done = true;
+    this.#traffic.pool.release();
+    if (this.#endpoint !== undefined) this.#traffic.finished(this.#endpoint, outcome);
   }
 }
 
