@@ -136,7 +136,9 @@ export class HttpProxy {
       destinationRequest?.done(waypointError.code === 'WAYPOINT_UPSTREAM_CONNECT_FAILED' ? 'connect-failure' : undefined);
       if (waypointError.code === 'WAYPOINT_UPSTREAM_OVERFLOW') this.#destinations?.overflowed(serviceKey(destination));
       request.resume();
-      response.writeHead(waypointError.status, { 'content-type': 'text/plain' }).end(`${waypointError.message}\n`);
+      // Envoy marks a circuit breaker's 503 with x-envoy-overloaded (DestinationRule hook).
+      const overloaded = waypointError.code === 'WAYPOINT_UPSTREAM_OVERFLOW' ? { 'x-envoy-overloaded': 'true' } : {};
+      response.writeHead(waypointError.status, { 'content-type': 'text/plain', ...overloaded }).end(`${waypointError.message}\n`);
       this.#finish(context, destination, undefined, waypointError.status, waypointError.responseFlags, started);
       return;
     }
