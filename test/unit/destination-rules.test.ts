@@ -6,6 +6,7 @@
 import test from 'ava';
 import { compileDestinationRules, type DestinationRuleProblem } from '../../controlplane/model/destination-rules.ts';
 import { ObjectStore } from '../../controlplane/store.ts';
+import { checkObject } from '../../controlplane/sources/manifest-schema.ts';
 import type { K8sObject } from '../../shared/k8s/objects.ts';
 import { DESTINATION_POLICY_TYPE_URL, TO_OBJECT_OPTIONS, typeForUrl } from '../../shared/xds/protos.ts';
 import { DestinationPolicyTable } from '../../waypoint/destination/policy-table.ts';
@@ -105,4 +106,9 @@ test('the waypoint NACKs a malformed resource and keeps the last good one', (t) 
   t.deepEqual(table.policyFor(WEB)!.loadBalancer, { simple: 'RANDOM' });
   table.apply([], [WEB]);
   t.is(table.policyFor(WEB), undefined);
+});
+
+test('the manifest check reports a misspelt top-level spec field of a DestinationRule by its path', (t) => {
+  const problems = checkObject({ apiVersion: 'networking.istio.io/v1', kind: 'DestinationRule', metadata: { name: 'r' }, spec: { hots: 'web', trafficPolicy: {} } });
+  t.deepEqual(problems.map((problem) => problem.path), [['spec', 'hots']]);
 });
