@@ -20,6 +20,7 @@ import { RouteFeed } from './xds/route-feed.ts';
 import { compileHttpRoutes, type RouteProblem } from './model/http-routes.ts';
 import { compileDestinationRules, type DestinationRuleProblem } from './model/destination-rules.ts';
 import { DestinationFeed } from './xds/destination-feed.ts';
+import { compileVirtualServices, type VirtualServiceProblem } from './model/virtual-services.ts';
 import { DEFAULT_CLUSTER_DOMAIN } from './model/workload.ts';
 import { ServingCredentials, startGrpcServer, XdsServer, type ServiceRegistrar } from './xds/server.ts';
 
@@ -67,6 +68,8 @@ export interface ControlPlane {
   routeProblems(): readonly RouteProblem[];
   /** Why each DestinationRule is not served, from the last compile (issue 13 item 3). */
   destinationRuleProblems(): readonly DestinationRuleProblem[];
+  /** Why each VirtualService is not served, from the last compile (issue 13 item 4). */
+  virtualServiceProblems(): readonly VirtualServiceProblem[];
   xds: XdsServer;
   source: ConfigSource;
   grpcServer: grpc.Server;
@@ -105,10 +108,18 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
   // HTTPRoutes for waypoints: recompiled when a route or a Service (a parent or backend) changes.
   const routes = new RouteFeed(cache);
   let routeProblems: RouteProblem[] = [];
+  let virtualServiceProblems: VirtualServiceProblem[] = [];
   store.onChanges((changes) => {
-    if (!changes.some((change) => change.kind === 'HTTPRoute' || change.kind === 'Service')) return;
+    if (!changes.some((change) => change.kind === 'HTTPRoute' || change.kind === 'Service' || change.kind === 'VirtualService')) return;
     const problems: RouteProblem[] = [];
-    routes.replace(compileHttpRoutes(store, DEFAULT_CLUSTER_DOMAIN, (problem) => problems.push(problem)));
+    const httpRoutes = compileHttpRoutes(store, DEFAULT_CLUSTER_DOMAIN, (problem) => problems.push(problem));
+    // VirtualServices (issue 13 item 4) into the same resource, for Services no HTTPRoute routes.
+    const vsProblems: VirtualServiceProblem[] = [];
+    const virtualServices = compileVirtualServices(store, DEFAULT_CLUSTER_DOMAIN, new Set(httpRoutes.map((route) => route.name)), (problem) => vsProblems.push(problem));
+    routes.replace([...httpRoutes, ...virtualServices]);
+    const previousVs = new Set(virtualServiceProblems.map((problem) => JSON.stringify(problem)));
+    for (const problem of vsProblems) if (!previousVs.has(JSON.stringify(problem))) options.logger?.warn({ virtualService: problem.virtualService, path: problem.path }, `VirtualService ${problem.virtualService} not served: ${problem.path}: ${problem.message}`);
+    virtualServiceProblems = vsProblems;
     const previous = new Set(routeProblems.map((problem) => JSON.stringify(problem)));
     for (const problem of problems) if (!previous.has(JSON.stringify(problem))) options.logger?.warn({ route: problem.route, condition: problem.condition, reason: problem.reason }, `HTTPRoute ${problem.route}: ${problem.condition} False (${problem.reason}): ${problem.message}`);
     routeProblems = problems;
@@ -151,6 +162,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     authorizations,
     routeProblems: () => routeProblems,
     destinationRuleProblems: () => destinationRuleProblems,
+    virtualServiceProblems: () => virtualServiceProblems,
     xds,
     source,
     grpcServer: started.server,

@@ -59,6 +59,7 @@ export const WATCHED_RESOURCES: KindDescriptor[] = [
   { kind: 'AuthorizationPolicy', apiVersion: 'security.istio.io/v1', path: '/apis/security.istio.io/v1/authorizationpolicies', list: custom('security.istio.io', 'v1', 'authorizationpolicies'), optional: true },
   { kind: 'PeerAuthentication', apiVersion: 'security.istio.io/v1', path: '/apis/security.istio.io/v1/peerauthentications', list: custom('security.istio.io', 'v1', 'peerauthentications'), optional: true },
   { kind: 'DestinationRule', apiVersion: 'networking.istio.io/v1', path: '/apis/networking.istio.io/v1/destinationrules', list: custom('networking.istio.io', 'v1', 'destinationrules'), optional: true },
+  { kind: 'VirtualService', apiVersion: 'networking.istio.io/v1', path: '/apis/networking.istio.io/v1/virtualservices', list: custom('networking.istio.io', 'v1', 'virtualservices'), optional: true },
 ];
 
 /** client-node's Watch, asking the API server for bookmarks (the informer itself does not). */

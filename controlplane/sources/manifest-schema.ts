@@ -72,6 +72,12 @@ export const KIND_SCHEMAS: Record<string, KindSchema> = {
     topLevel: [...COMMON_TOP_LEVEL, 'spec', 'status'],
     spec: ['host', 'trafficPolicy', 'subsets', 'exportTo', 'workloadSelector'],
   },
+  // VirtualService on waypoints: spec's top level checked here; the rest by controlplane/model/virtual-services.ts.
+  VirtualService: {
+    apiVersions: ['networking.istio.io/v1', 'networking.istio.io/v1beta1'],
+    topLevel: [...COMMON_TOP_LEVEL, 'spec', 'status'],
+    spec: ['hosts', 'gateways', 'http', 'tls', 'tcp', 'exportTo'],
+  },
   ServiceAccount: { apiVersions: ['v1'], topLevel: [...COMMON_TOP_LEVEL, 'secrets', 'imagePullSecrets', 'automountServiceAccountToken'] },
 };
 
