@@ -4,7 +4,8 @@
  * keeps a key on one endpoint over 1,000 requests; a connectionPool limit answers the overflow 503 with Envoy's
  * `UO` flag (and `x-envoy-overloaded`); an endpoint answering 5xx is ejected by outlierDetection (visible in
  * /config_dump and the metrics), then brought back once it answers again. A rule with a bad field is refused by
- * the control plane with the field's path.
+ * the control plane with the field's path. A VirtualService routes the same Service (rules in written order) until an
+ * HTTPRoute is attached to it, which makes the control plane refuse the VirtualService.
  */
 import test from 'ava';
 import { mkdir, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
@@ -99,18 +100,19 @@ async function applyRule(trafficPolicy: object, ready: (policy: DestinationDump[
 test.before(async () => {
   failDir = await mkdtemp(path.join(os.tmpdir(), 'ambit-dr-'));
   mesh = await createLocalMesh({ nodes: 2, name: 'dr' });
-  const webA = await mesh.cluster.createPod({ node: 1, namespace: 'shop', name: 'web-a', serviceAccount: 'web', labels: { app: 'web' }, namespaceLabels: ENROLLED });
-  const webB = await mesh.cluster.createPod({ node: 0, namespace: 'shop', name: 'web-b', serviceAccount: 'web', labels: { app: 'web' } });
+  const webA = await mesh.cluster.createPod({ node: 1, namespace: 'shop', name: 'web-a', serviceAccount: 'web', labels: { app: 'web', version: 'v1' }, namespaceLabels: ENROLLED });
+  const webB = await mesh.cluster.createPod({ node: 0, namespace: 'shop', name: 'web-b', serviceAccount: 'web', labels: { app: 'web', version: 'v2' } });
   client = await mesh.cluster.createPod({ node: 0, namespace: 'shop', name: 'client', serviceAccount: 'client' });
   await Promise.all([startBackend(webA), startBackend(webB)]);
   waypoint = await createWaypoint(mesh, { node: 1, namespace: 'shop', name: 'wp' });
-  await writeAtomically(
-    path.join(mesh.cluster.clusterDir, 'services', 'web.yaml'),
-    stringify({
-      apiVersion: 'v1', kind: 'Service', metadata: { name: 'web', namespace: 'shop', labels: { 'istio.io/use-waypoint': 'wp' } },
-      spec: { clusterIP: WEB_VIP, selector: { app: 'web' }, ports: [{ name: 'http', port: 80, targetPort: HTTP_PORT }] },
-    }),
-  );
+  const writeService = (name: string, vip: string, selector: Record<string, string>, labels: Record<string, string> = {}): Promise<void> =>
+    writeAtomically(
+      path.join(mesh.cluster.clusterDir, 'services', `${name}.yaml`),
+      stringify({ apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: 'shop', labels }, spec: { clusterIP: vip, selector, ports: [{ name: 'http', port: 80, targetPort: HTTP_PORT }] } }),
+    );
+  await writeService('web', WEB_VIP, { app: 'web' }, { 'istio.io/use-waypoint': 'wp' });
+  await writeService('web-v1', '10.240.3.11', { app: 'web', version: 'v1' });
+  await writeService('web-v2', '10.240.3.12', { app: 'web', version: 'v2' });
   await until('the waypoint knows web and both endpoints', async () => {
     const text = await fromWaypoint('http://127.0.0.1:15000/config_dump');
     const services = text ? (JSON.parse(text) as { services: { name: string; endpoints: unknown[] }[] }).services : [];
@@ -190,4 +192,48 @@ test.serial('a DestinationRule with a bad field is refused by the control plane 
   t.regex(log, /DestinationRule shop\/bad not served: spec\.trafficPolicy\.outlierDetection\.interval: must be a duration/);
   // The served rule is unchanged.
   t.is((await destinationDump()).policies[WEB_KEY]?.rule, 'shop/web');
+});
+
+test.serial('VirtualService on the waypoint: rules in written order; refused once an HTTPRoute routes the same Service', async (t) => {
+  await rm(RULE_FILE(), { force: true });
+  const vsFile = path.join(mesh.cluster.clusterDir, 'virtualservices', 'web.yaml');
+  await writeAtomically(
+    vsFile,
+    stringify({
+      apiVersion: 'networking.istio.io/v1', kind: 'VirtualService', metadata: { name: 'web', namespace: 'shop' },
+      spec: {
+        hosts: ['web'],
+        http: [
+          { match: [{ headers: { 'x-canary': { exact: 'yes' } } }], route: [{ destination: { host: 'web-v2' } }] },
+          { match: [{ uri: { prefix: '/v1' } }], route: [{ destination: { host: 'web-v1', port: { number: 80 } } }] },
+        ],
+      },
+    }),
+  );
+  const routesAtWaypoint = async (): Promise<{ route: string }[]> => {
+    const text = await fromWaypoint('http://127.0.0.1:15000/config_dump');
+    return text ? ((JSON.parse(text) as { routes: Record<string, { route: string }[]> }).routes[WEB_KEY] ?? []) : [];
+  };
+  await until('the waypoint has the VirtualService routes', async () => (await routesAtWaypoint()).some((entry) => entry.route === 'VirtualService/shop/web'));
+  const results = await httpRequests([
+    { path: '/v1/x', headers: { 'x-canary': 'yes' }, repeat: 20 },
+    { path: '/v1/x', repeat: 20 },
+    { path: '/other' },
+  ]);
+  t.true(results.slice(0, 20).every((result) => result.status === 200 && served(result) === 'web-b'), 'the header rule is written first and wins');
+  t.true(results.slice(20, 40).every((result) => result.status === 200 && served(result) === 'web-a'));
+  t.is(results[40]!.status, 404, 'no rule matches: 404');
+  const routeFile = path.join(mesh.cluster.clusterDir, 'routes', 'web.yaml');
+  await writeAtomically(
+    routeFile,
+    stringify({ apiVersion: 'gateway.networking.k8s.io/v1', kind: 'HTTPRoute', metadata: { name: 'web', namespace: 'shop' }, spec: { parentRefs: [{ group: '', kind: 'Service', name: 'web' }], rules: [{ backendRefs: [{ name: 'web-v1', port: 80 }] }] } }),
+  );
+  let log = '';
+  await until('the mixing refused in the control plane log', async () => (log = await readFile(mesh.controlPlaneLogFile!, 'utf8')).includes('VirtualService shop/web not served'));
+  t.regex(log, /VirtualService shop\/web not served: spec\.hosts\[0\]: shop\/web\.shop\.svc\.cluster\.local already has an HTTPRoute attached; mixing/);
+  await until('the HTTPRoute serves', async () => (await routesAtWaypoint()).every((entry) => entry.route === 'shop/web'));
+  const [after] = await httpRequests([{ path: '/other' }]);
+  t.is(served(after!), 'web-a', 'the HTTPRoute, not the VirtualService, routes web');
+  await rm(routeFile, { force: true });
+  await rm(vsFile, { force: true });
 });
