@@ -40,6 +40,8 @@ export function rbacObjects(values: InstallValues) {
         { apiGroups: ['discovery.k8s.io'], resources: ['endpointslices'], verbs: READ },
         { apiGroups: ['gateway.networking.k8s.io'], resources: ['gateways'], verbs: READ },
         { apiGroups: ['security.istio.io'], resources: ['authorizationpolicies', 'peerauthentications'], verbs: READ },
+        // Waypoint traffic policy and routes (issue 13 items 3 and 4).
+        { apiGroups: ['networking.istio.io'], resources: ['destinationrules', 'virtualservices'], verbs: READ },
         // Agents present their service account tokens; the CA and xDS check them (and the node they are bound to).
         { apiGroups: ['authentication.k8s.io'], resources: ['tokenreviews'], verbs: ['create'] },
         // ConfigMap istio-ca-root-cert in every namespace, as istiod publishes it, watched to write it again if changed.
