@@ -129,6 +129,26 @@ test('outlier detection: consecutive 5xx eject, a success in between resets, the
   t.is(detector.ejectionsTotal, 2);
 });
 
+test('outlier detection: the ejection multiplier drops by one for every interval the endpoint stays in', (t) => {
+  let now = 0;
+  const detector = new OutlierDetector({ consecutive5xxErrors: 1, consecutiveGatewayErrors: 0, intervalMs: 10_000, baseEjectionTimeMs: 30_000, maxEjectionPercent: 100 }, { now: () => now });
+  detector.report('a', 500, 2);
+  now = 30_000;
+  t.false(detector.isEjected('a'));
+  detector.report('a', 500, 2); // second ejection at once: 60 s
+  t.is(detector.view()[0]!.ejectedForMs, 60_000);
+  now = 90_000;
+  t.false(detector.isEjected('a'));
+  now = 90_000 + 10_000; // one healthy interval: multiplier 2 -> 1, the next ejection is 2 x 30 s, not 3 x 30 s
+  detector.report('a', 500, 2);
+  t.is(detector.view()[0]!.ejectedForMs, 60_000);
+  now = 160_000;
+  t.false(detector.isEjected('a'));
+  now = 160_000 + 25_000; // two whole intervals: 2 -> 0, the next ejection is the base time again
+  detector.report('a', 500, 2);
+  t.is(detector.view()[0]!.ejectedForMs, 30_000);
+});
+
 test('outlier detection: gateway errors count on their own; a 500 breaks their run', (t) => {
   const detector = new OutlierDetector({ consecutive5xxErrors: 0, consecutiveGatewayErrors: 2, intervalMs: 0, baseEjectionTimeMs: 1000, maxEjectionPercent: 100 }, { now: () => 0 });
   detector.report('a', 503, 1);

@@ -2,7 +2,8 @@
  * The DestinationRule's `outlierDetection` for one Service at the waypoint, as Envoy's outlier detector does it:
  * consecutive 5xx answers (`consecutive5xxErrors`) or consecutive gateway errors (502, 503, 504 and failures to
  * connect: `consecutiveGatewayErrors`) eject an endpoint for `baseEjectionTime` times the number of times it has
- * been ejected (capped at Envoy's max_ejection_time default, 300 s), unless that would eject more than
+ * been ejected (capped at Envoy's max_ejection_time default, 300 s; the count drops by one for every `interval` the
+ * endpoint stays in, as Envoy's sweep decrements it), unless that would eject more than
  * `maxEjectionPercent` of the endpoints (Envoy compares the share already ejected, so one endpoint can always go).
  * An ejected endpoint comes back at the first `interval` sweep after its time is up; its error counts start over.
  *
@@ -23,6 +24,8 @@ interface EndpointRecord {
   ejections: number;
   /** performance.now() when it may come back; 0 when not ejected. */
   ejectedUntil: number;
+  /** When it last came back (or its multiplier last shrank): each `interval` since, healthy, takes one off `ejections`. */
+  healthySince: number;
 }
 
 export interface EjectionView {
@@ -76,10 +79,11 @@ export class OutlierDetector {
       return;
     }
     if (!record) {
-      record = { consecutive5xx: 0, consecutiveGateway: 0, ejections: 0, ejectedUntil: 0 };
+      record = { consecutive5xx: 0, consecutiveGateway: 0, ejections: 0, ejectedUntil: 0, healthySince: 0 };
       this.#records.set(endpoint, record);
     }
     if (record.ejectedUntil !== 0) return;
+    this.#forgive(record);
     record.consecutive5xx++;
     if (status === 502 || status === 503 || status === 504) record.consecutiveGateway++;
     else record.consecutiveGateway = 0;
@@ -114,6 +118,16 @@ export class OutlierDetector {
     return ejected;
   }
 
+  /** Takes one ejection off the multiplier for every whole interval the endpoint has stayed in since it came back. */
+  #forgive(record: EndpointRecord): void {
+    const interval = this.#settings.intervalMs;
+    if (record.ejections === 0 || interval <= 0) return;
+    const intervals = Math.floor((this.#now() - record.healthySince) / interval);
+    if (intervals <= 0) return;
+    record.ejections = Math.max(0, record.ejections - intervals);
+    record.healthySince += intervals * interval;
+  }
+
   #sweep(): void {
     if (this.#ejectedCount === 0) return;
     const now = this.#now();
@@ -124,6 +138,7 @@ export class OutlierDetector {
     for (const record of this.#records.values()) {
       if (record.ejectedUntil !== 0 && record.ejectedUntil <= now) {
         record.ejectedUntil = 0;
+        record.healthySince = now;
         this.#ejectedCount--;
       }
     }
