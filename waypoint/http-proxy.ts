@@ -126,7 +126,14 @@ export class HttpProxy {
       const traffic = this.#destinations?.forService(serviceKey(destination));
       if (traffic) {
         const admitted = traffic.begin({ headers: request.headers, url: request.url ?? '/', sourceIp: plainAddress(context.hbone.remoteAddress) });
-        destinationRequest = admitted instanceof Promise ? await admitted : admitted;
+        const held = admitted instanceof Promise ? await admitted : admitted;
+        destinationRequest = held;
+        // The slot goes back when the client goes, also if it went while this request waited for the slot.
+        response.once('close', () => held.done(undefined));
+        if (response.destroyed || request.destroyed) {
+          held.done(undefined);
+          return;
+        }
       }
       // ---- end of hook ----
       upstream = await this.#upstreams.open(destination, port, context.hbone.target.host, destinationRequest?.choose);
@@ -159,7 +166,6 @@ export class HttpProxy {
         this.#finish(context, destination, upstream.endpoint, upstreamResponse.statusCode ?? 502, '-', started);
       });
     });
-    response.once('close', () => destinationRequest?.done(undefined)); // DestinationRule hook: slot back on abort
     outgoing.on('error', (error) => {
       destinationRequest?.done('connect-failure'); // DestinationRule hook: a reset upstream counts as a gateway error
       if (!response.headersSent) {

@@ -156,6 +156,18 @@ test.serial('connectionPool: one connection and one pending request; the rest is
     text.split('\n').filter((line) => line.startsWith('istio_requests_total{') && line.includes('response_flags="UO"') && line.includes('response_code="503"')).reduce((sum, line) => sum + Number(line.split(' ').pop()), 0);
   t.is(count(metrics) - count(metricsBefore), 4, 'istio_requests_total counts the overflows with flag UO');
   t.regex(metrics, /envoy_cluster_upstream_rq_pending_overflow\{cluster_name="shop\/web.shop.svc.cluster.local"\} 4/);
+  const idle = async (): Promise<boolean> => {
+    const traffic = (await destinationDump()).traffic[WEB_KEY] as unknown as { active: number; pending: number } | undefined;
+    return traffic?.active === 0 && traffic.pending === 0;
+  };
+  await until('every slot back', idle);
+  // Clients that give up, one holding the slot and one waiting for it: both slots come back.
+  const aborted = await client.exec(process.execPath, [CONCURRENT_REQUESTS, JSON.stringify({ host: WEB_VIP, port: 80, path: '/slow?ms=30000', count: 2, timeoutMs: 1000 })]);
+  t.deepEqual((JSON.parse(aborted.stdout) as { status: number }[]).map((r) => r.status), [0, 0], 'both gave up');
+  // Well before the backend answers (30 s): the slots come back when the clients go, not when the backend is done.
+  await until('the slots of the clients that gave up are back', idle, 10_000);
+  const [after] = await httpRequests([{ path: '/' }]);
+  t.is(after!.status, 200);
 });
 
 test.serial('outlierDetection: an endpoint answering 503 is ejected, then brought back once it answers again', async (t) => {
