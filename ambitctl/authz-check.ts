@@ -41,9 +41,11 @@ import {
 import { adminGetJson, AmbitctlError } from './admin-client.ts';
 import type { Command, CommandContext } from './command.ts';
 import { renderDocument } from './output.ts';
+import { authzCheckRequest } from './authz-check-request.ts';
 
 const USAGE =
-  'ambitctl authz check <source pod> <destination pod | svc/NS/NAME | cluster IP> <port> [--cluster-dir DIR | --admin URL | --node NETNS] [-n NAMESPACE] [-o table|json|yaml]';
+  'ambitctl authz check <source pod> <destination pod | svc/NS/NAME | cluster IP> <port> [--cluster-dir DIR | --admin URL | --node NETNS] [-n NAMESPACE] [-o table|json|yaml]\n' +
+  '       ambitctl authz check <source pod> <service> <port> --method M --path P [--header name:value ...] --cluster-dir DIR (a request through a waypoint)';
 
 function podView(snapshot: ClusterSnapshot, text: string, defaultNamespace: string, trustDomain: string, dir: string): { view: PodView; pod: PodObject } {
   const ref = podRef(text, defaultNamespace);
@@ -217,7 +219,7 @@ function describe(pod: PodView): string {
 export const authzCommand: Command = {
   name: 'authz',
   usage: USAGE,
-  summary: 'authz check SRC DST PORT: would the connection be allowed, and which policy decides (exit 0/1/2)',
+  summary: 'authz check SRC DST PORT [--method --path --header]: would the connection (or HTTP request) be allowed, and which policy decides (exit 0/1/2)',
   failureExitCode: 2,
   async run(context: CommandContext) {
     const [verb, source, destination, portText, ...extra] = context.args;
@@ -228,6 +230,26 @@ export const authzCommand: Command = {
     if (!Number.isInteger(port) || port < 1 || port > 65535) throw new AmbitctlError('USAGE', `port ${portText} is not a port number (1-65535)`);
     const dir = context.clusterDir;
     const namespace = context.namespace ?? 'default';
+    if (context.httpRequest) {
+      const { method, path, headers } = context.httpRequest;
+      if (!dir) throw new AmbitctlError('USAGE', 'an HTTP request check (--method/--path/--header) decides from the cluster directory: pass --cluster-dir DIR');
+      if (path !== undefined && !path.startsWith('/')) throw new AmbitctlError('USAGE', `--path ${path} must start with /`);
+      let snapshot: ClusterSnapshot;
+      try {
+        snapshot = await readClusterDir(dir);
+      } catch (error) {
+        throw new AmbitctlError('USAGE', `cannot read the cluster directory ${dir}: ${(error as Error).message}`);
+      }
+      const checked = authzCheckRequest(snapshot, {
+        source, service: destination, port, namespace,
+        rootNamespace: context.rootNamespace ?? DEFAULT_ROOT_NAMESPACE,
+        trustDomain: context.trustDomain ?? DEFAULT_TRUST_DOMAIN,
+        http: { method: method ?? 'GET', path: path ?? '/', headers },
+      });
+      if (context.output !== 'table') context.write(renderDocument(checked, context.output));
+      else context.write([...checked.lines, ...(checked.problems.length ? ['', 'policies not (fully) in force:', ...checked.problems.map((problem) => `  ${problem}`)] : []), ''].join('\n'));
+      return checked.allowed ? 0 : 1;
+    }
     let result: AnyAuthzCheckResult;
     if (dir) {
       let snapshot: ClusterSnapshot;

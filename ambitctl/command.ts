@@ -15,6 +15,10 @@ export interface CommandContext {
   clusterDir: string | undefined;
   rootNamespace: string | undefined;
   trustDomain: string | undefined;
+  /** `--method`, `--path`, `--header` (repeatable): authz check of an HTTP request through a waypoint. */
+  httpRequest?: { method: string | undefined; path: string | undefined; headers: string[] };
+  /** Command-specific flags (`--name`, `--for`, `--kubeconfig`, `--run-dir`), as given. */
+  flags: Readonly<Record<string, string | undefined>>;
   /** Arguments after the command name. */
   args: string[];
   write(text: string): void;

@@ -1,6 +1,8 @@
 /**
- * `ambitctl config-dump`: everything the agent's admin endpoint dumps. `-o json|yaml` prints the whole
- * document; the default table output summarises it section by section.
+ * `ambitctl config-dump`: everything the agent's admin endpoint dumps, or a waypoint's (its /config_dump on 15000:
+ * `--node <the waypoint pod's netns>` or `--admin URL`), told apart by the waypoint's `gateway` field. `-o json|yaml`
+ * prints the whole document; the default table output summarises it section by section (a waypoint's: its routes
+ * per Service, in the order it matches them).
  */
 import type { ConfigDump } from '../agent/admin.ts';
 import { adminGetJson } from './admin-client.ts';
@@ -15,14 +17,55 @@ interface CapturedPodRow {
   listeners?: { accepted?: number; refused?: number };
 }
 
+/** A waypoint's /config_dump (waypoint/main.ts): routes by `<namespace>/<hostname>` of the Service they apply to. */
+interface WaypointDump {
+  gateway: string;
+  identity: string;
+  services: unknown[];
+  routes: Record<string, Record<string, unknown>[]>;
+}
+
+function describeMatch(entry: Record<string, unknown>): string {
+  const parts: string[] = [];
+  if (typeof entry.path === 'string') parts.push(`${entry.pathType === 'EXACT' ? '=' : ''}${entry.path}${entry.pathType === 'PATH_PREFIX' ? '*' : ''}`);
+  for (const header of (entry.headers as { name: string; exact?: string; value?: string }[] | undefined) ?? []) parts.push(`${header.name}: ${header.exact ?? header.value ?? ''}`);
+  for (const key of ['method', 'queryParams', 'match']) if (entry[key] !== undefined) parts.push(`${key}=${JSON.stringify(entry[key])}`);
+  return parts.join(' ') || '*';
+}
+
+function waypointTable(dump: WaypointDump, namespace: string | undefined): string {
+  const rows = Object.entries(dump.routes ?? {})
+    .filter(([service]) => namespace === undefined || service.startsWith(`${namespace}/`))
+    .flatMap(([service, entries]) => entries.map((entry) => ({ service, entry })));
+  return [
+    `WAYPOINT ${dump.gateway} (identity ${dump.identity})`,
+    '',
+    `ROUTES (${rows.length}, in match order per Service)`,
+    renderTable(rows, [
+      { header: 'SERVICE', value: (row) => row.service },
+      { header: 'PORT', value: (row) => String(row.entry.port || '*') },
+      { header: 'ROUTE', value: (row) => `${String(row.entry.route ?? '')}${row.entry.ruleName ? `/${String(row.entry.ruleName)}` : ''}` },
+      { header: 'MATCH', value: (row) => describeMatch(row.entry) },
+      { header: 'BACKENDS', value: (row) => ((row.entry.backends as { service: string; port: number; weight: number }[] | undefined) ?? []).map((backend) => `${backend.service}:${backend.port} w${backend.weight}`).join(', ') },
+    ]),
+    `SERVICES ${dump.services.length}`,
+    'details: ambitctl config-dump -o yaml',
+    '',
+  ].join('\n');
+}
+
 export const configDumpCommand: Command = {
   name: 'config-dump',
   usage: 'ambitctl config-dump [-o table|json|yaml] [--admin URL | --node NETNS]',
-  summary: 'show the agent\'s whole view: captured pods, workloads, services, policies, certificates',
+  summary: 'show the agent\'s whole view (captured pods, workloads, services, policies, certificates), or a waypoint\'s routes',
   async run(context) {
-    const dump = await adminGetJson<ConfigDump>(context.target, '/config_dump');
+    const dump = await adminGetJson<ConfigDump | WaypointDump>(context.target, '/config_dump');
     if (context.output !== 'table') {
       context.write(renderDocument(dump, context.output));
+      return;
+    }
+    if ('gateway' in dump) {
+      context.write(waypointTable(dump, context.namespace));
       return;
     }
     const pods = (dump.capturedPods as CapturedPodRow[]).filter((pod) => context.namespace === undefined || pod.namespace === context.namespace);

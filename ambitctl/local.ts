@@ -2,6 +2,7 @@
  * `ambitctl local`: a user's own Kubernetes YAML as a running multi-node mesh on this box, no Kubernetes needed.
  *
  *   ambitctl local up -f DIR [--nodes N] [--image-map FILE] [--timeout S]   start it (a detached supervisor owns it)
+ *                    [--control-plane-source dir|kubernetes]               what the control plane reads
  *   ambitctl local get pods|svc|nodes [-n NS]                               what runs
  *   ambitctl local logs POD [-n NS] [-c CONTAINER] [-f]                     a container's output
  *   ambitctl local exec POD [-n NS] -- CMD [ARGS...]                        run a command in the pod's network namespace
@@ -35,7 +36,7 @@ const DOWN_TIMEOUT_PER_POD_MS = 2_000;
 class UsageError extends Error {}
 
 const USAGE = `usage:
-  ambitctl local up -f DIR [--nodes N] [--image-map FILE] [--timeout SECONDS]
+  ambitctl local up -f DIR [--nodes N] [--image-map FILE] [--timeout SECONDS] [--control-plane-source dir|kubernetes]
   ambitctl local get pods|svc|nodes [-n NS]
   ambitctl local logs POD [-n NS] [-c CONTAINER] [-f]
   ambitctl local exec POD [-n NS] -- CMD [ARGS...]
@@ -84,6 +85,7 @@ async function up(runDir: string, values: Record<string, string | boolean | unde
   try {
     const args = [SUPERVISOR_MAIN, '--dir', path.resolve(dir), '--run-dir', runDir, '--nodes', String(nodes)];
     if (values['image-map'] !== undefined) args.push('--image-map', path.resolve(values['image-map'] as string));
+    args.push(...controlPlaneSourceArgs(values['control-plane-source']));
     spawn(process.execPath, args, { detached: true, stdio: ['ignore', log, log] }).unref();
   } finally {
     closeSync(log);
@@ -111,6 +113,7 @@ async function up(runDir: string, values: Record<string, string | boolean | unde
     }
     if (state.nodes.length > 0) say(`nodes ${state.nodes.length}/${state.nodeCount} up, control plane and agents ready`);
     if (state.phase !== 'running') continue;
+    for (const line of kubectlLines(state)) say(line);
     for (const note of state.notes) say(`note: ${note}`);
     const runnable = state.pods.filter((pod) => pod.phase !== 'Failed');
     const ready = runnable.filter((pod) => pod.ready).length;
@@ -123,6 +126,19 @@ async function up(runDir: string, values: Record<string, string | boolean | unde
   }
   io.stderr(`not every pod became Ready in time; the mesh keeps running: see ambitctl local get pods, ambitctl local logs\n`);
   return 1;
+}
+
+/** `--control-plane-source`: the cluster directory (default) or the local cluster's Kubernetes API, as in a cluster. */
+function controlPlaneSourceArgs(value: string | boolean | undefined): string[] {
+  if (value === undefined) return [];
+  if (value !== 'dir' && value !== 'kubernetes') throw new UsageError('--control-plane-source must be dir or kubernetes');
+  return ['--control-plane-source', value];
+}
+
+/** How to reach the local cluster's Kubernetes API with kubectl (the supervisor serves it once the mesh runs). */
+function kubectlLines(state: LocalState): string[] {
+  if (state.kubeconfig === undefined) return [];
+  return [`Kubernetes API at ${state.apiServer}; for kubectl:`, `export KUBECONFIG=${state.kubeconfig}`];
 }
 
 async function get(runDir: string, what: string | undefined, namespace: string | undefined, io: Io): Promise<number> {
@@ -230,6 +246,7 @@ async function status(runDir: string, io: Io): Promise<number> {
       `logs:            ${state.logDir}  (agent-<node>.log, controlplane.log, pods/<ns>_<pod>_<container>.log)`,
       `CA directory:    ${state.caDir ?? '-'}  (root certificate and private key; removed on down)`,
       `cluster state:   ${state.clusterDir ?? '-'}  (what the control plane reads)`,
+      `kubeconfig:      ${state.kubeconfig ?? '-'}  (Kubernetes API ${state.apiServer ?? 'not serving'}; export KUBECONFIG=${state.kubeconfig ?? '...'})`,
       `nodes:           ${state.nodes.map((node) => node.name).join(', ')}`,
       `pods ready:      ${ready}/${state.pods.length}`,
       ...state.problems.map((problem) => `problem:         ${problem}`),
@@ -287,6 +304,7 @@ export async function runLocal(argv: readonly string[], io: Io, env: NodeJS.Proc
         nodes: { type: 'string' },
         'image-map': { type: 'string' },
         timeout: { type: 'string' },
+        'control-plane-source': { type: 'string' },
         'run-dir': { type: 'string' },
         namespace: { type: 'string', short: 'n' },
         container: { type: 'string', short: 'c' },

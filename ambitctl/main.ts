@@ -6,6 +6,8 @@
  *   ambitctl certs       [-n NS] [-o table|json|yaml] [--admin URL | --node NETNS]
  *   ambitctl config-dump [-n NS] [-o table|json|yaml] [--admin URL | --node NETNS]
  *   ambitctl authz check <source pod> <destination pod | svc/NS/NAME | cluster IP> <port> [--cluster-dir DIR | --admin URL | --node NETNS] [-n NS] [-o ...]
+ *   ambitctl waypoint apply -n NS [--name N] [--for service|workload|all] [--kubeconfig F | --cluster-dir DIR | --run-dir DIR]
+ *   ambitctl waypoint status [-n NS] [-o ...] [--kubeconfig F | --cluster-dir DIR | --run-dir DIR]
  *   ambitctl local up|get|logs|exec|status|down ...   (a user's YAML as a running local mesh: see local.ts)
  *
  * Owns: argument parsing, dispatch to one file per command, exit codes (0 ok, 1 failed, 2 usage; `authz check`:
@@ -21,9 +23,10 @@ import { configDumpCommand } from './config-dump.ts';
 import { runLocal } from './local.ts';
 import { OUTPUT_FORMATS, type OutputFormat } from './output.ts';
 import { servicesCommand } from './services.ts';
+import { waypointCommand } from './waypoint.ts';
 import { workloadsCommand } from './workloads.ts';
 
-export const COMMANDS: readonly Command[] = [workloadsCommand, servicesCommand, certsCommand, configDumpCommand, authzCommand];
+export const COMMANDS: readonly Command[] = [workloadsCommand, servicesCommand, certsCommand, configDumpCommand, authzCommand, waypointCommand];
 
 export interface Io {
   stdout: (text: string) => void;
@@ -46,7 +49,10 @@ function usage(): string {
     '  -n, --namespace NS only objects of this namespace (authz check: the pods\' namespace when not ns/name)',
     '  --cluster-dir DIR  authz check: decide from the cluster directory the control plane reads (or AMBIT_CLUSTER_DIR);',
     '                     without it, authz check asks the agent (--admin/--node): ask the destination node\'s agent',
+    '  --method M --path P --header name:value (repeatable)  authz check SRC SERVICE PORT for an HTTP request through\n                     the Service\'s waypoint: its L7 policies decide (cluster directory only)',
     '  --root-namespace NS, --trust-domain TD   mesh settings for authz check (istio-system, cluster.local)',
+    '  --name N, --for service|workload|all     waypoint apply: the Gateway\'s name (waypoint) and what it serves (service)',
+    '  --kubeconfig FILE  waypoint: the cluster (or KUBECONFIG); else --cluster-dir, else the running local mesh (--run-dir)',
     '  -h, --help         this help',
     '',
     'exit codes: 0 ok, 1 failed, 2 usage; authz check: 0 allowed, 1 denied, 2 error (unknown pod, usage, agent unreachable)',
@@ -70,6 +76,13 @@ export async function runAmbitctl(argv: readonly string[], io: Io, env: NodeJS.P
         'cluster-dir': { type: 'string' },
         'root-namespace': { type: 'string' },
         'trust-domain': { type: 'string' },
+        method: { type: 'string' },
+        path: { type: 'string' },
+        header: { type: 'string', multiple: true },
+        name: { type: 'string' },
+        for: { type: 'string' },
+        kubeconfig: { type: 'string' },
+        'run-dir': { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
       },
     });
@@ -102,6 +115,8 @@ export async function runAmbitctl(argv: readonly string[], io: Io, env: NodeJS.P
       clusterDir: values['cluster-dir'] ?? env.AMBIT_CLUSTER_DIR,
       rootNamespace: values['root-namespace'],
       trustDomain: values['trust-domain'],
+      ...(values.method !== undefined || values.path !== undefined || values.header !== undefined ? { httpRequest: { method: values.method, path: values.path, headers: values.header ?? [] } } : {}),
+      flags: { name: values.name, for: values.for, kubeconfig: values.kubeconfig ?? (command.name === 'waypoint' ? env.KUBECONFIG : undefined), 'run-dir': values['run-dir'] ?? env.AMBIT_LOCAL_RUN_DIR },
       args,
       write: io.stdout,
     });

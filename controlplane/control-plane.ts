@@ -17,6 +17,9 @@ import { AuthorizationFeed, type CompiledAuthorization } from './xds/authorizati
 import type { XdsLogger } from './xds/connection.ts';
 import { ResourceCache } from './xds/resource-cache.ts';
 import { RouteFeed } from './xds/route-feed.ts';
+import { WaypointPolicyFeed } from './xds/waypoint-policy-feed.ts';
+import { WaypointPolicyModel } from './model/waypoint-policies.ts';
+import { compileGrpcRoutes, mergeRouteEntries } from './model/grpc-routes.ts';
 import { compileHttpRoutes, type RouteProblem } from './model/http-routes.ts';
 import { compileDestinationRules, type DestinationRuleProblem } from './model/destination-rules.ts';
 import { DestinationFeed } from './xds/destination-feed.ts';
@@ -35,7 +38,8 @@ export interface ControlPlaneOptions {
   servingDnsNames?: readonly string[];
   /** `host:port` to serve gRPC on (port 0 picks a free one). */
   listenAddress: string;
-  authenticator: XdsAuthenticator;
+  /** Who may open xDS streams; a function when the decision needs the store (waypoints' accounts in Kubernetes). */
+  authenticator: XdsAuthenticator | ((parts: { store: ObjectStore }) => XdsAuthenticator);
   /** Builds the source of cluster objects (YAML directory or Kubernetes) over the store. */
   createSource: (store: ObjectStore) => ConfigSource;
   clusterId?: string;
@@ -64,8 +68,8 @@ export interface ControlPlane {
   cache: ResourceCache;
   model: AddressModel;
   authorizations: AuthorizationFeed;
-  /** Why each HTTPRoute (or part of one) is not served as written, from the last compile. */
-  routeProblems(): readonly RouteProblem[];
+  /** Why each HTTPRoute and GRPCRoute (or part of one) is not served as written, from the last compile. */
+  routeProblems(): readonly (RouteProblem & { kind?: 'HTTPRoute' | 'GRPCRoute' })[];
   /** Why each DestinationRule is not served, from the last compile (issue 13 item 3). */
   destinationRuleProblems(): readonly DestinationRuleProblem[];
   /** Why each VirtualService is not served, from the last compile (issue 13 item 4). */
@@ -105,24 +109,29 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     ...(options.clusterId ? { clusterId: options.clusterId } : {}),
     ...(options.authorizations?.policiesForPod ? { authorizationPoliciesFor: options.authorizations.policiesForPod } : {}),
   });
-  // HTTPRoutes for waypoints: recompiled when a route or a Service (a parent or backend) changes.
+  // HTTPRoutes and GRPCRoutes for waypoints: recompiled when a route or a Service (a parent or backend) changes.
   const routes = new RouteFeed(cache);
   let routeProblems: RouteProblem[] = [];
+  let grpcRouteProblems: RouteProblem[] = [];
   let virtualServiceProblems: VirtualServiceProblem[] = [];
   store.onChanges((changes) => {
-    if (!changes.some((change) => change.kind === 'HTTPRoute' || change.kind === 'Service' || change.kind === 'VirtualService')) return;
+    if (!changes.some((change) => change.kind === 'HTTPRoute' || change.kind === 'GRPCRoute' || change.kind === 'Service' || change.kind === 'VirtualService')) return;
     const problems: RouteProblem[] = [];
+    const grpcProblems: RouteProblem[] = [];
     const httpRoutes = compileHttpRoutes(store, DEFAULT_CLUSTER_DOMAIN, (problem) => problems.push(problem));
     // VirtualServices (issue 13 item 4) into the same resource, for Services no HTTPRoute routes.
     const vsProblems: VirtualServiceProblem[] = [];
     const virtualServices = compileVirtualServices(store, DEFAULT_CLUSTER_DOMAIN, new Set(httpRoutes.map((route) => route.name)), (problem) => vsProblems.push(problem));
-    routes.replace([...httpRoutes, ...virtualServices]);
+    routes.replace(mergeRouteEntries([...httpRoutes, ...virtualServices], compileGrpcRoutes(store, DEFAULT_CLUSTER_DOMAIN, (problem) => grpcProblems.push(problem))));
     const previousVs = new Set(virtualServiceProblems.map((problem) => JSON.stringify(problem)));
     for (const problem of vsProblems) if (!previousVs.has(JSON.stringify(problem))) options.logger?.warn({ virtualService: problem.virtualService, path: problem.path }, `VirtualService ${problem.virtualService} not served: ${problem.path}: ${problem.message}`);
     virtualServiceProblems = vsProblems;
     const previous = new Set(routeProblems.map((problem) => JSON.stringify(problem)));
     for (const problem of problems) if (!previous.has(JSON.stringify(problem))) options.logger?.warn({ route: problem.route, condition: problem.condition, reason: problem.reason }, `HTTPRoute ${problem.route}: ${problem.condition} False (${problem.reason}): ${problem.message}`);
     routeProblems = problems;
+    const previousGrpc = new Set(grpcRouteProblems.map((problem) => JSON.stringify(problem)));
+    for (const problem of grpcProblems) if (!previousGrpc.has(JSON.stringify(problem))) options.logger?.warn({ route: problem.route, condition: problem.condition, reason: problem.reason, kind: 'GRPCRoute' }, `GRPCRoute ${problem.route}: ${problem.condition} False (${problem.reason}): ${problem.message}`);
+    grpcRouteProblems = grpcProblems;
   });
   // DestinationRules for waypoints (controlplane/model/destination-rules.ts): recompiled when a rule or a Service
   // (its host) changes; a rule with a problem is not served and the problem is logged once.
@@ -136,7 +145,16 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     for (const problem of problems) if (!previous.has(JSON.stringify(problem))) options.logger?.warn({ rule: problem.rule, path: problem.path }, `DestinationRule ${problem.rule} not served: ${problem.path ? `${problem.path}: ` : ''}${problem.message}`);
     destinationRuleProblems = problems;
   });
-  const xds = new XdsServer({ cache, authenticator: options.authenticator, ...(options.logger ? { logger: options.logger } : {}) });
+  // L7 AuthorizationPolicy and RequestAuthentication attached to waypoints (targetRefs).
+  const waypointPolicies = new WaypointPolicyFeed(cache);
+  const waypointPolicyModel = new WaypointPolicyModel({
+    onProblem: (problem) => options.logger?.warn({ policy: problem.policy, kind: problem.kind }, `${problem.kind} ${problem.policy}: ${problem.message}`),
+  });
+  store.onChanges((changes) => {
+    if (changes.some((change) => change.kind === 'AuthorizationPolicy' || change.kind === 'RequestAuthentication' || change.kind === 'LocalRateLimitPolicy')) waypointPolicies.replace(waypointPolicyModel.compile(store));
+  });
+  const authenticator = typeof options.authenticator === 'function' ? options.authenticator({ store }) : options.authenticator;
+  const xds = new XdsServer({ cache, authenticator, ...(options.logger ? { logger: options.logger } : {}) });
   const source = options.createSource(store);
   await source.start();
   const credentials = await ServingCredentials.create(options.ca, {
@@ -160,7 +178,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     cache,
     model,
     authorizations,
-    routeProblems: () => routeProblems,
+    routeProblems: () => [...routeProblems, ...grpcRouteProblems.map((problem) => ({ ...problem, kind: 'GRPCRoute' as const }))],
     destinationRuleProblems: () => destinationRuleProblems,
     virtualServiceProblems: () => virtualServiceProblems,
     xds,

@@ -6,7 +6,7 @@
  *   node controlplane/main.ts [--source dir:<path> | --source kubernetes] [--ca-dir <dir>] [--listen <host:port>]
  *                             [--token-file <file>] [--trust-domain <td>] [--kubeconfig <file>] [--cluster-id <id>]
  *                             [--trusted-node-agents <sa,...>] [--serving-dns-names <name,...>] [--token-audiences <a,...>]
- *                             [--hbone-when redirected|enrolled]
+ *                             [--hbone-when redirected|enrolled] [--identity-from local]
  *
  * Environment equivalents: AMBIT_SOURCE (or AMBIT_CLUSTER_DIR for the directory), AMBIT_CA_DIR, AMBIT_XDS_LISTEN,
  * AMBIT_XDS_TOKEN_FILE, AMBIT_TRUST_DOMAIN, KUBECONFIG, AMBIT_CLUSTER_ID, AMBIT_LOG_LEVEL, POD_NAMESPACE,
@@ -15,7 +15,9 @@
  *
  * Callers authenticate with `authorization: Bearer <token>`: in local mode a line `<token> <node-name>` of the
  * bootstrap token file (default `<ca-dir>/node-tokens`, shared by xDS and the CA); in Kubernetes the agent's
- * service account token, checked with a TokenReview.
+ * service account token, checked with a TokenReview. `--identity-from local` with `--source kubernetes` keeps the
+ * local mode's root directory and token file while reading objects from an API server: the local runtime's own
+ * Kubernetes API (runtime/api-server/), which serves objects but no TokenReviews or Secrets.
  *
  * Local mode: Pod objects for the local runtime's pods are written into the directory by the runtime
  * (runtime/cluster-store.ts), exactly as kubelet would report them to an API server.
@@ -38,16 +40,22 @@ import { bootstrapTokenFileAuthenticator, type NodeAuthenticator } from './ca/no
 import { openKubernetesRoot, openLocalRoot } from './ca/root-store.ts';
 import { startControlPlane, type ControlPlane } from './control-plane.ts';
 import { PolicyModel, type PolicyProblem } from './model/policies.ts';
-import type { HboneWhen } from './model/workload.ts';
+import { waypointAccountOf, type WaypointAccount } from './model/waypoint-accounts.ts';
+import { DEFAULT_CLUSTER_DOMAIN, type HboneWhen } from './model/workload.ts';
 import type { KubernetesSource } from './sources/kubernetes.ts';
 import { formatProblem, type SourceProblem } from './sources/source.ts';
+import type { ObjectStore } from './store.ts';
 import { YamlDirSource } from './sources/yaml-dir.ts';
-import { AuthenticationError, onlyCallers, TokenFileAuthenticator, type XdsAuthenticator } from './xds/auth.ts';
+import { AuthenticationError, callersAllowedBy, TokenFileAuthenticator, type XdsAuthenticator } from './xds/auth.ts';
 import type { TokenReviewAuthenticator } from './xds/token-review.ts';
 import { DEFAULT_SERVING_DNS_NAMES, XDS_PORT } from './xds/server.ts';
 
 /** The bootstrap token file's default name inside the CA directory (format: `<token> <node-name>` per line). */
 export const DEFAULT_TOKEN_FILE = 'node-tokens';
+/** The control plane's Service (deploy/names.ts CONTROLPLANE): waypoint pods reach xDS and the CA by its name. */
+const DEFAULT_CONTROL_PLANE_SERVICE = 'ambit-controlplane';
+/** Where the image keeps the repository (deploy/names.ts IMAGE_APP_DIR). */
+const DEFAULT_WAYPOINT_APP_DIR = '/opt/ambit';
 /** The control plane's namespace in Kubernetes mode (where the CA Secret lives), as istiod's. */
 const DEFAULT_CONTROL_PLANE_NAMESPACE = 'istio-system';
 /**
@@ -71,9 +79,16 @@ export interface ControlPlaneConfig {
   servingDnsNames: string[];
   /** When workloads are HBONE: `redirected` (istiod's rule: once the agent annotated the captured pod) or `enrolled`. */
   hboneWhen: HboneWhen;
+  /** `--identity-from local`: with a Kubernetes source, the root and node tokens as in local mode (no TokenReview, no Secret). */
+  localIdentity?: true;
   /** Kubernetes mode: the audiences a caller's token must be for (TokenReview spec.audiences), Istio's TOKEN_AUDIENCES. */
   tokenAudiences: string[];
   logLevel: string;
+  /**
+   * Kubernetes mode: the waypoint deployment controller's image and the control plane address its pods use
+   * (AMBIT_WAYPOINT_IMAGE, AMBIT_WAYPOINT_XDS_ADDRESS; the manifests set both). Without an image, no controller runs.
+   */
+  waypoint: { image?: string; xdsAddress: string; appDir: string };
 }
 
 export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): ControlPlaneConfig {
@@ -92,6 +107,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): ControlPlan
       'serving-dns-names': { type: 'string' },
       'token-audiences': { type: 'string' },
       'hbone-when': { type: 'string' },
+      'identity-from': { type: 'string' },
     },
     strict: true,
   });
@@ -107,6 +123,8 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): ControlPlan
     throw new Error(`--source must be dir:<path> or kubernetes, got "${sourceText}"`);
   }
   const caDir = path.resolve(values['ca-dir'] ?? env.AMBIT_CA_DIR ?? 'ca');
+  const identityFrom = values['identity-from'];
+  if (identityFrom !== undefined && identityFrom !== 'local' && identityFrom !== 'source') throw new Error(`--identity-from must be local or source, got "${identityFrom}"`);
   const clusterId = values['cluster-id'] ?? env.AMBIT_CLUSTER_ID;
   return {
     source,
@@ -124,6 +142,12 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): ControlPlan
     tokenAudiences: list(values['token-audiences'] ?? env.TOKEN_AUDIENCES ?? CONTROL_PLANE_TOKEN_AUDIENCE),
     servingDnsNames: list(values['serving-dns-names'] ?? env.AMBIT_SERVING_DNS_NAMES ?? DEFAULT_SERVING_DNS_NAMES.join(',')),
     logLevel: values['log-level'] ?? env.AMBIT_LOG_LEVEL ?? 'info',
+    ...(identityFrom === 'local' ? { localIdentity: true as const } : {}),
+    waypoint: {
+      ...(env.AMBIT_WAYPOINT_IMAGE ? { image: env.AMBIT_WAYPOINT_IMAGE } : {}),
+      xdsAddress: env.AMBIT_WAYPOINT_XDS_ADDRESS ?? `${DEFAULT_CONTROL_PLANE_SERVICE}.${env.POD_NAMESPACE ?? DEFAULT_CONTROL_PLANE_NAMESPACE}.svc:${XDS_PORT}`,
+      appDir: env.AMBIT_WAYPOINT_APP_DIR ?? DEFAULT_WAYPOINT_APP_DIR,
+    },
   };
 }
 
@@ -141,17 +165,23 @@ function list(text: string): string[] {
 
 /**
  * The CA service's caller check in Kubernetes mode: a TokenReview that must name the caller's node, from a service
- * account trusted as a node agent.
+ * account trusted as a node agent, or a waypoint's own service account (then only its own identity is signed).
  */
-export function tokenReviewNodeAuthenticator(tokenReview: Pick<TokenReviewAuthenticator, 'authenticate'>, trustedNodeAgents: readonly string[]): NodeAuthenticator {
+export function tokenReviewNodeAuthenticator(
+  tokenReview: Pick<TokenReviewAuthenticator, 'authenticate'>,
+  trustedNodeAgents: readonly string[],
+  waypointAccount: (identity: string) => WaypointAccount | undefined = () => undefined,
+): NodeAuthenticator {
   return async (metadata) => {
     try {
       const caller = await tokenReview.authenticate(metadata);
-      if (!trustedNodeAgents.includes(caller.identity)) {
-        throw new CaServiceError('permissionDenied', `caller ${caller.identity} is not a node agent (trusted: ${trustedNodeAgents.join(', ')})`);
+      // A waypoint's own token: it may get its own identity only (checked by the CA service against the CSR).
+      const waypoint = trustedNodeAgents.includes(caller.identity) ? undefined : waypointAccount(caller.identity);
+      if (!trustedNodeAgents.includes(caller.identity) && !waypoint) {
+        throw new CaServiceError('permissionDenied', `caller ${caller.identity} is not a node agent (trusted: ${trustedNodeAgents.join(', ')}) nor a waypoint's service account`);
       }
-      if (!caller.node) throw new CaServiceError('unauthenticated', `the token of ${caller.identity} is not bound to a node (use the agent's projected service account token)`);
-      return { node: caller.node };
+      if (!caller.node) throw new CaServiceError('unauthenticated', `the token of ${caller.identity} is not bound to a node (use the pod's projected service account token)`);
+      return waypoint ? { node: caller.node, onlyIdentity: waypoint } : { node: caller.node };
     } catch (error) {
       if (error instanceof AuthenticationError) throw new CaServiceError('unauthenticated', error.message);
       if (error instanceof CaServiceError) throw error;
@@ -169,24 +199,31 @@ export async function runControlPlane(config: ControlPlaneConfig): Promise<Contr
   const logger = pino({ level: config.logLevel, base: { component: 'controlplane' } });
 
   let kubeConfig: KubeConfig | undefined;
-  let xdsAuthenticator: XdsAuthenticator;
-  let caAuthenticator: NodeAuthenticator;
+  let xdsAuthenticator: XdsAuthenticator | ((parts: { store: ObjectStore }) => XdsAuthenticator);
+  let caAuthenticator: (parts: { store: ObjectStore }) => NodeAuthenticator;
   let root;
   let kubernetesSource: typeof KubernetesSource | undefined;
   let coreApi: CoreV1Api | undefined;
   if (config.source.type === 'kubernetes') {
     // Loaded only in Kubernetes mode: the client library is most of a local control plane's memory otherwise.
-    const { CoreV1Api, KubeConfig } = await import('@kubernetes/client-node');
-    const { TokenReviewAuthenticator } = await import('./xds/token-review.ts');
+    const { KubeConfig } = await import('@kubernetes/client-node');
     kubernetesSource = (await import('./sources/kubernetes.ts')).KubernetesSource;
     kubeConfig = new KubeConfig();
     if (config.source.kubeconfig) kubeConfig.loadFromFile(config.source.kubeconfig);
     else kubeConfig.loadFromDefault();
+  }
+  if (kubeConfig !== undefined && config.localIdentity !== true) {
+    const { CoreV1Api } = await import('@kubernetes/client-node');
+    const { TokenReviewAuthenticator } = await import('./xds/token-review.ts');
     // Only tokens meant for the control plane (audience istio-ca, as ztunnel's): a token for the API server itself,
     // which every pod has, is not accepted here.
     const tokenReview = new TokenReviewAuthenticator(kubeConfig, { audiences: config.tokenAudiences });
-    xdsAuthenticator = onlyCallers(tokenReview, config.trustedNodeAgents);
-    caAuthenticator = tokenReviewNodeAuthenticator(tokenReview, config.trustedNodeAgents);
+    // Node agents, and waypoints (a Gateway of class istio-waypoint named after their service account) for their own
+    // configuration; the store is the control plane's, known once it starts.
+    const trusted = config.trustedNodeAgents;
+    xdsAuthenticator = ({ store }) =>
+      callersAllowedBy(tokenReview, (caller) => trusted.includes(caller.identity) || waypointAccountOf(store, caller.identity) !== undefined, `${trusted.join(', ')} and waypoints' service accounts`);
+    caAuthenticator = ({ store }) => tokenReviewNodeAuthenticator(tokenReview, trusted, (identity) => waypointAccountOf(store, identity));
     coreApi = kubeConfig.makeApiClient(CoreV1Api);
     root = await openKubernetesRoot({ core: coreApi, namespace: config.namespace, trustDomain: config.trustDomain });
   } else {
@@ -198,7 +235,8 @@ export async function runControlPlane(config: ControlPlaneConfig): Promise<Contr
     // One reader of the token file for both: a token added or rotated counts for xDS and the CA alike.
     const tokens = await BootstrapTokenFile.open(config.tokenFile, { onError: (error) => logger.warn(error.message) });
     xdsAuthenticator = new TokenFileAuthenticator(tokens);
-    caAuthenticator = bootstrapTokenFileAuthenticator(tokens);
+    const tokenFileAuthenticator = bootstrapTokenFileAuthenticator(tokens);
+    caAuthenticator = () => tokenFileAuthenticator;
     root = await openLocalRoot({ dir: config.caDir, trustDomain: config.trustDomain });
   }
   const ca = root.ca;
@@ -222,13 +260,19 @@ export async function runControlPlane(config: ControlPlaneConfig): Promise<Contr
         ? new kubernetesSource!({ kubeConfig: kubeConfig!, store, onProblem })
         : new YamlDirSource({ dir: config.source.dir, store, onProblem }),
     // ─── The CA service shares the xDS port (15012), as istiod's does. ───
-    services: ({ model }) => [
+    services: ({ model, store }) => [
       (server) => {
-        registerCaService(server, { ca, authenticate: caAuthenticator, podsOnNode: (node) => model.podsOnNode(node), log: logger.child({ component: 'ca' }) });
+        registerCaService(server, { ca, authenticate: caAuthenticator({ store }), podsOnNode: (node) => model.podsOnNode(node), log: logger.child({ component: 'ca' }) });
       },
     ],
   });
   if (coreApi && kubeConfig) {
+    const stopWaypoints = await startWaypointController(controlPlane, kubeConfig, config, logger);
+    const closeWithWaypoints = controlPlane.close.bind(controlPlane);
+    controlPlane.close = async () => {
+      stopWaypoints();
+      await closeWithWaypoints();
+    };
     publishRootConfigMaps(controlPlane, coreApi, ca.rootCertPem, logger);
     // ...and keep them as published: one deleted or edited is written again.
     const { guardRootConfigMaps } = await import('./ca/root-configmap-guard.ts');
@@ -260,6 +304,34 @@ export async function runControlPlane(config: ControlPlaneConfig): Promise<Contr
     'control plane serving delta xDS and the CA',
   );
   return controlPlane;
+}
+
+/**
+ * Kubernetes mode: the waypoint deployment controller (Gateways of class istio-waypoint -> their Deployment, Service,
+ * ServiceAccount and Gateway status) and the route status writer (HTTPRoute and GRPCRoute status). Returns a stop.
+ */
+async function startWaypointController(controlPlane: ControlPlane, kubeConfig: KubeConfig, config: ControlPlaneConfig, logger: Logger): Promise<() => void> {
+  const { ApiServerWriter } = await import('./kube-writer.ts');
+  const { WaypointController } = await import('./waypoint-controller.ts');
+  const { RouteStatusWriter } = await import('./route-status-writer.ts');
+  const writer = new ApiServerWriter(kubeConfig);
+  const log = logger.child({ component: 'waypoints' });
+  const routeStatus = new RouteStatusWriter({ store: controlPlane.store, writer, problems: () => controlPlane.routeProblems(), clusterDomain: DEFAULT_CLUSTER_DOMAIN, log });
+  if (!config.waypoint.image) {
+    log.warn('AMBIT_WAYPOINT_IMAGE is not set: Gateways of class istio-waypoint get no Deployment (set it to the ambit image)');
+    return () => routeStatus.stop();
+  }
+  const waypoints = new WaypointController({
+    store: controlPlane.store,
+    writer,
+    settings: { image: config.waypoint.image, xdsAddress: config.waypoint.xdsAddress, trustDomain: config.trustDomain, appDir: config.waypoint.appDir, logLevel: config.logLevel },
+    clusterDomain: DEFAULT_CLUSTER_DOMAIN,
+    log,
+  });
+  return () => {
+    waypoints.stop();
+    routeStatus.stop();
+  };
 }
 
 /**

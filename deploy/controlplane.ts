@@ -12,6 +12,7 @@ import { Service } from 'kubernetes-models/v1/Service';
 import { XDS_PORT } from '../controlplane/xds/server.ts';
 import { AGENT, CONTROLPLANE, IMAGE_APP_DIR, image, labels } from './names.ts';
 import type { InstallValues } from './values.ts';
+import { waypointSettings } from './waypoint.ts';
 
 export function controlPlaneObjects(values: InstallValues) {
   const { namespace } = values;
@@ -42,6 +43,9 @@ export function controlPlaneObjects(values: InstallValues) {
                   { name: 'AMBIT_TRUST_DOMAIN', value: values.trustDomain },
                   { name: 'AMBIT_LOG_LEVEL', value: values.logLevel },
                   { name: 'CA_TRUSTED_NODE_ACCOUNTS', value: `system:serviceaccount:${namespace}:${AGENT}` },
+                  // The waypoint deployment controller: Gateways of class istio-waypoint get a Deployment of this image.
+                  { name: 'AMBIT_WAYPOINT_IMAGE', value: waypointSettings(values).image },
+                  { name: 'AMBIT_WAYPOINT_XDS_ADDRESS', value: waypointSettings(values).xdsAddress },
                 ],
                 ports: [{ name: 'grpc-xds', containerPort: XDS_PORT, protocol: 'TCP' }],
                 readinessProbe: { tcpSocket: { port: XDS_PORT }, periodSeconds: 5 },

@@ -2,7 +2,7 @@
  * Service accounts and what each may do in the API server.
  *
  * Owns: the control plane's rights (list/watch every kind its Kubernetes source watches, TokenReviews to check
- * agents, ConfigMaps to publish the mesh root in every namespace, the CA Secret in its own namespace) and the
+ * agents and waypoints, the waypoints' ServiceAccount/Service/Deployment and Gateway and route status, ConfigMaps to publish the mesh root in every namespace, the CA Secret in its own namespace) and the
  * agent's (get pods and namespaces: the CNI plugin's lookup runs with the agent's service account, through the
  * kubeconfig the installer writes; patch pods: the agent's redirection annotation).
  * Must not know about: the workloads that use these accounts (agent.ts, controlplane.ts).
@@ -38,7 +38,12 @@ export function rbacObjects(values: InstallValues) {
       rules: [
         { apiGroups: [''], resources: ['namespaces', 'nodes', 'pods', 'services'], verbs: READ },
         { apiGroups: ['discovery.k8s.io'], resources: ['endpointslices'], verbs: READ },
-        { apiGroups: ['gateway.networking.k8s.io'], resources: ['gateways'], verbs: READ },
+        { apiGroups: ['gateway.networking.k8s.io'], resources: ['gateways', 'httproutes', 'grpcroutes'], verbs: READ },
+        // The waypoint deployment controller: each waypoint Gateway's ServiceAccount, Service and Deployment
+        // (created, then merged into place), the Gateway's status, and the routes' status.
+        { apiGroups: [''], resources: ['serviceaccounts', 'services'], verbs: ['create', 'patch'] },
+        { apiGroups: ['apps'], resources: ['deployments'], verbs: ['create', 'patch'] },
+        { apiGroups: ['gateway.networking.k8s.io'], resources: ['gateways/status', 'httproutes/status', 'grpcroutes/status'], verbs: ['patch'] },
         { apiGroups: ['security.istio.io'], resources: ['authorizationpolicies', 'peerauthentications'], verbs: READ },
         // Waypoint traffic policy and routes (issue 13 items 3 and 4).
         { apiGroups: ['networking.istio.io'], resources: ['destinationrules', 'virtualservices'], verbs: READ },

@@ -44,6 +44,12 @@ export interface LocalMeshOptions extends Omit<ClusterOptions, 'agentCommand' | 
   agentCommandPrefix?: string[];
   /** Run as in a Kubernetes cluster against this API server instead of the cluster directory (needs the control plane). */
   kubernetes?: KubernetesMode;
+  /**
+   * Local mode: the control plane's source arguments in place of `--source dir:<cluster dir>`, made once the fabric
+   * has its address (ambitctl local: `--source kubernetes` against the local cluster's own API server, with
+   * `--identity-from local` so the CA directory and node tokens stay as they are).
+   */
+  controlPlaneSource?: (cluster: Cluster, fabricAddress: string) => Promise<string[]>;
 }
 
 export interface LocalMesh {
@@ -99,7 +105,7 @@ export async function createLocalMesh(options: LocalMeshOptions): Promise<LocalM
   const trustDomain = options.trustDomain ?? DEFAULT_TRUST_DOMAIN;
   const withControlPlane = options.controlPlane ?? true;
   const clusterName = options.name ?? 'ambit';
-  const { kubernetes: kubernetesMode, agentCommandPrefix: _prefix, agentEnv: _env, ...clusterOptions } = options;
+  const { kubernetes: kubernetesMode, agentCommandPrefix: _prefix, agentEnv: _env, controlPlaneSource, ...clusterOptions } = options;
   if (kubernetesMode !== undefined && !withControlPlane) {
     throw new RuntimeError('BAD_OPTIONS', 'Kubernetes mode needs the control plane: it is what reads the API server for the agents');
   }
@@ -140,6 +146,7 @@ export async function createLocalMesh(options: LocalMeshOptions): Promise<LocalM
                 await kubernetes.connect(kubernetesMode!, { netnsName: created.fabricNetns, netnsPath: netnsPath(created.fabricNetns), address });
               }
               mesh.controlPlaneAddress = `${address}:${CONTROL_PLANE_PORT}`;
+              const localSource = kubernetes === undefined && controlPlaneSource !== undefined ? await controlPlaneSource(created, address) : ['--source', `dir:${created.clusterDir}`];
               mesh.controlPlaneLogFile = path.join(created.tmpDir, 'controlplane.log');
               startControlPlane = async () => {
                 const running = mesh.controlPlaneProcess;
@@ -147,7 +154,7 @@ export async function createLocalMesh(options: LocalMeshOptions): Promise<LocalM
                 const log = openSync(mesh.controlPlaneLogFile!, 'a');
                 let child: ChildProcess;
                 try {
-                  const sourceArgs = kubernetes?.controlPlaneArgs() ?? ['--source', `dir:${created.clusterDir}`, '--ca-dir', caDir, '--token-file', tokenFile];
+                  const sourceArgs = kubernetes?.controlPlaneArgs() ?? [...localSource, '--ca-dir', caDir, '--token-file', tokenFile];
                   child = created.spawnInFabric(
                     process.execPath,
                     [CONTROL_PLANE_MAIN, ...sourceArgs, '--listen', mesh.controlPlaneAddress!, '--trust-domain', trustDomain],

@@ -5,6 +5,7 @@
  * Must not know about: what the settings are used for.
  */
 import { DEFAULT_TRUST_DOMAIN } from '../shared/identity/index.ts';
+import { JWKS_REFRESH_MS } from './jwt/jwks-source.ts';
 
 /** Istio's waypoint ports: HBONE in, Prometheus metrics, readiness. */
 export const WAYPOINT_HBONE_PORT = 15008;
@@ -42,11 +43,26 @@ export interface WaypointConfig {
   /** Address the HBONE, metrics and readiness listeners bind ('::' by default: both families). */
   listenHost: string;
   logLevel: string;
+  /**
+   * Istio's numTrustedProxies: how many proxies in front of the clients append to X-Forwarded-For, so `remote.ip`
+   * and remoteIpBlocks see the client (0, the default: the peer address; a client cannot forge it).
+   */
+  numTrustedProxies: number;
+  /** How often a jwksUri is fetched again (Istio's 20 minutes by default). */
+  jwksRefreshMs: number;
 }
 
 function required(env: NodeJS.ProcessEnv, name: string): string {
   const value = env[name]?.trim();
   if (!value) throw new WaypointConfigError(`${name} is not set`);
+  return value;
+}
+
+function nonNegativeInteger(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
+  const text = env[name]?.trim();
+  if (!text) return fallback;
+  const value = Number(text);
+  if (!Number.isInteger(value) || value < 0) throw new WaypointConfigError(`${name} must be a non-negative integer (got ${JSON.stringify(text)})`);
   return value;
 }
 
@@ -66,5 +82,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): WaypointCon
     tokenFile: required(env, 'AMBIT_TOKEN_FILE'),
     listenHost: env.AMBIT_WAYPOINT_LISTEN_HOST?.trim() || '::',
     logLevel: env.AMBIT_LOG_LEVEL?.trim() || 'info',
+    numTrustedProxies: nonNegativeInteger(env, 'AMBIT_WAYPOINT_NUM_TRUSTED_PROXIES', 0),
+    jwksRefreshMs: nonNegativeInteger(env, 'AMBIT_WAYPOINT_JWKS_REFRESH_MS', JWKS_REFRESH_MS) || JWKS_REFRESH_MS,
   };
 }

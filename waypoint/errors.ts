@@ -13,6 +13,14 @@ export type WaypointErrorCode =
   | 'WAYPOINT_UPSTREAM_CONNECT_FAILED'
   /** No route of the service matches the request (flag NR). */
   | 'WAYPOINT_NO_ROUTE'
+  /** A try to an endpoint outlasted the route's timeouts.backendRequest (504, flag UT). */
+  | 'WAYPOINT_BACKEND_TIMEOUT'
+  /** The whole request outlasted the route's timeouts.request (504, flag UT). */
+  | 'WAYPOINT_REQUEST_TIMEOUT'
+  /** The endpoint's connection failed after the request was sent, before a response (503, flag UC). */
+  | 'WAYPOINT_UPSTREAM_RESET'
+  /** The matched route has no usable backend (every backendRef invalid, or weights 0): 500, as the Gateway API says (flag NC, Envoy's "no cluster"). */
+  | 'WAYPOINT_NO_BACKEND'
   /** A DestinationRule connectionPool limit is full (Envoy's upstream overflow, flag UO). */
   | 'WAYPOINT_UPSTREAM_OVERFLOW';
 
@@ -22,6 +30,10 @@ const STATUS: Record<WaypointErrorCode, number> = {
   WAYPOINT_UPSTREAM_CONNECT_FAILED: 503,
   WAYPOINT_NO_ROUTE: 404,
   WAYPOINT_UPSTREAM_OVERFLOW: 503,
+  WAYPOINT_BACKEND_TIMEOUT: 504,
+  WAYPOINT_REQUEST_TIMEOUT: 504,
+  WAYPOINT_UPSTREAM_RESET: 503,
+  WAYPOINT_NO_BACKEND: 500,
 };
 const FLAGS: Record<WaypointErrorCode, string> = {
   WAYPOINT_UNKNOWN_DESTINATION: 'NR',
@@ -29,6 +41,10 @@ const FLAGS: Record<WaypointErrorCode, string> = {
   WAYPOINT_UPSTREAM_CONNECT_FAILED: 'UF',
   WAYPOINT_NO_ROUTE: 'NR',
   WAYPOINT_UPSTREAM_OVERFLOW: 'UO',
+  WAYPOINT_BACKEND_TIMEOUT: 'UT',
+  WAYPOINT_REQUEST_TIMEOUT: 'UT',
+  WAYPOINT_UPSTREAM_RESET: 'UC',
+  WAYPOINT_NO_BACKEND: 'NC',
 };
 
 export class WaypointError extends Error {

@@ -1,31 +1,55 @@
 /**
  * The waypoint's HTTP/1.1 path, for Service ports whose appProtocol (or name) says http: the terminated CONNECT
  * stream is answered 200 and served by Node's HTTP server (keep-alive: many requests per stream); each request is
- * routed by the Service's HTTPRoutes (none attached: straight to the Service), its headers modified as the route
- * says, and forwarded to one endpoint of the chosen backend Service over a new stream (HBONE on the pooled
- * connection to that endpoint, or TCP). No matching route: 404 (flag NR); no usable backend: 500; no endpoint or an
- * unreachable one: 503 (UH / UF). Every request is counted in Istio's metrics with reporter="waypoint".
+ * routed by the Service's HTTPRoutes (none attached: straight to the Service) and goes, with the route's filters
+ * applied, to one endpoint of the chosen backend Service over a kept-alive stream to it (HBONE on the pooled
+ * connection to that endpoint, or TCP), tried again as the route's retry says (Istio's default policy when it says
+ * nothing), within its timeouts. No matching route: 404 (flag NR);
+ * a redirect: answered here; no usable backend: 500; no endpoint or an unreachable one: 503 (UH / UF, URX once
+ * retries ran out); a timeout: 504 (UT). Every request is counted in Istio's metrics with reporter="waypoint" and
+ * gets one access-log line; `x-request-id` and W3C trace context are passed on (made when absent).
  *
- * Owns: the per-request flow and header handling. Must not know about: how routes are matched or compiled, how
- * endpoints are picked, TLS.
+ * The request flow is written against what both `http.IncomingMessage`/`ServerResponse` and the http2 compat
+ * `Http2ServerRequest`/`Response` offer (method, url, headers, statusCode, setHeader, writeHead).
+ *
+ * Owns: the per-request flow. Must not know about: how routes are matched or compiled (http-router.ts), what the
+ * filters do (filters.ts), how endpoints are picked or tried (upstream-try.ts), TLS.
  */
 import http from 'node:http';
 import type http2 from 'node:http2';
 import type { Duplex } from 'node:stream';
+import type { Logger } from 'pino';
 import type { HboneRequest } from '../shared/hbone/index.ts';
 import type { MeshState } from '../shared/mesh/mesh-state.ts';
 import { serviceKey, type Service } from '../shared/mesh/service.ts';
 import { workloadIdentity, type Workload } from '../shared/mesh/workload.ts';
+import { logRequest } from './access-log.ts';
 import { WaypointError } from './errors.ts';
+import { endToEndHeaders, modifyHeaders, redirectLocation, rewrittenUrl } from './filters.ts';
+import { matchRoute, pathOf, pickBackend, queryOf } from './http-router.ts';
+import { requestLabels, type WaypointMetrics } from './metrics.ts';
+import { decisionOf, type GateResponse, type RequestGate } from './authz/request-gate.ts';
+import { sendMirror } from './mirror.ts';
+import { backoffMs, bufferBody, ISTIO_DEFAULT_RETRY, MAX_BUFFERED_BODY_BYTES, shouldRetry, type BufferedBody } from './retry.ts';
+import type { RouteBackend, RouteEntry, RouteTable } from './route-table.ts';
 import { Http2StreamDuplex } from './stream-adapter.ts';
-import { matchRoute, pathOf, pickBackend } from './http-router.ts';
-import type { RequestLabels, WaypointMetrics } from './metrics.ts';
-import type { RouteEntry, RouteTable } from './route-table.ts';
-import type { UpstreamStream, Upstreams } from './upstream.ts';
+import { requestIdOf, traceContextOf, traceparentOf, type TraceContext } from './tracing.ts';
+import { UpstreamConnections } from './upstream-connections.ts';
+import { UpstreamTry } from './upstream-try.ts';
+import type { Upstreams } from './upstream.ts';
+import { proxyUpgrade } from './upgrade.ts';
 import type { DestinationRequest, DestinationTraffic } from './destination/destination-traffic.ts';
 
-/** Hop-by-hop headers (RFC 9110 7.6.1): never forwarded. */
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer', 'proxy-authorization', 'proxy-authenticate']);
+/** The request as both HTTP/1.1 and HTTP/2 compat servers hand it over. */
+type DownstreamRequest = http.IncomingMessage | http2.Http2ServerRequest;
+/** What the flow uses of a response: common to `http.ServerResponse` and `http2.Http2ServerResponse`. */
+interface DownstreamResponse extends NodeJS.WritableStream {
+  writeContinue(): void;
+  readonly headersSent: boolean;
+  readonly writableEnded: boolean;
+  writeHead(statusCode: number, headers?: http.OutgoingHttpHeaders): unknown;
+  destroy(error?: Error): void;
+}
 
 interface StreamContext {
   hbone: HboneRequest;
@@ -33,47 +57,87 @@ interface StreamContext {
   source: Workload | undefined;
 }
 
-function forwardedHeaders(headers: http.IncomingHttpHeaders, modifier: RouteEntry['requestHeaderModifier']): http.OutgoingHttpHeaders {
-  const result: http.OutgoingHttpHeaders = {};
-  for (const name in headers) if (!HOP_BY_HOP.has(name)) result[name] = headers[name];
-  if (modifier) {
-    for (const header of modifier.set) result[header.name.toLowerCase()] = header.value;
-    for (const header of modifier.add) {
-      const name = header.name.toLowerCase();
-      const existing = result[name];
-      result[name] = existing === undefined ? header.value : `${Array.isArray(existing) ? existing.join(',') : String(existing)},${header.value}`;
-    }
-    for (const name of modifier.remove) delete result[name];
-  }
-  return result;
+/** What is known about one request as it goes, for its metrics and access-log line. */
+interface RequestRecord {
+  context: StreamContext;
+  started: number;
+  requestId: string;
+  trace: TraceContext;
+  entry: RouteEntry | undefined;
+  destination: Service;
+  endpoint: Workload | undefined;
+  upstreamHost: string;
+  attempts: number;
+  requestBytes: number;
+  responseBytes: number;
+  details: string;
+  /** Its DestinationRule pool slot and endpoint choice, when a rule applies (waypoint/destination/). */
+  destinationRequest?: DestinationRequest;
 }
 
-function responseHeaders(headers: http.IncomingHttpHeaders): http.OutgoingHttpHeaders {
-  const result: http.OutgoingHttpHeaders = {};
-  for (const name in headers) if (!HOP_BY_HOP.has(name)) result[name] = headers[name];
-  return result;
+/** The gate's refusal written as a raw HTTP/1.1 response on an upgrade request's connection, which then closes. */
+function rawResponseOn(socket: Duplex): GateResponse {
+  let head = '';
+  return {
+    writeHead(status, headers) {
+      head = `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\n`;
+      for (const name in headers) head += `${name}: ${headers[name]}\r\n`;
+      head += 'connection: close\r\n\r\n';
+    },
+    end(body = '') {
+      if (socket.writable) socket.end(head + body);
+      else socket.destroy();
+    },
+  };
 }
 
 function plainAddress(address: string): string {
   return address.startsWith('::ffff:') ? address.slice(7) : address;
 }
 
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
 export class HttpProxy {
   readonly #server: http.Server;
   readonly #contexts = new WeakMap<Duplex, StreamContext>();
   readonly #upstreams: Upstreams;
+  readonly #connections: UpstreamConnections;
   readonly #routes: RouteTable;
   readonly #state: MeshState;
   readonly #metrics: WaypointMetrics;
+  readonly #log: Logger | undefined;
+  readonly #gate: RequestGate | undefined;
   readonly #destinations: DestinationTraffic | undefined;
 
-  constructor(options: { upstreams: Upstreams; routes: RouteTable; state: MeshState; metrics: WaypointMetrics; destinations?: DestinationTraffic }) {
+  constructor(options: { upstreams: Upstreams; routes: RouteTable; state: MeshState; metrics: WaypointMetrics; log?: Logger; gate?: RequestGate; destinations?: DestinationTraffic }) {
+    this.#gate = options.gate;
     this.#destinations = options.destinations;
     this.#upstreams = options.upstreams;
+    this.#connections = new UpstreamConnections(options.upstreams);
     this.#routes = options.routes;
     this.#state = options.state;
     this.#metrics = options.metrics;
-    this.#server = http.createServer({ keepAlive: true }, (request, response) => void this.#handle(request, response));
+    this.#log = options.log;
+    this.#server = http.createServer({ keepAlive: true }, (request, response) => {
+      // A request that throws anywhere in its flow (a peer's odd input, a header value Node refuses) ends with 502
+      // or a cut response; the waypoint and the other requests carry on.
+      this.#handle(request, response).catch((error: Error) => {
+        this.#log?.warn({ err: error.message, method: request.method, path: request.url }, 'request failed in the waypoint');
+        if (response.headersSent) response.destroy();
+        else response.writeHead(502, { 'content-type': 'text/plain' }).end('the waypoint could not forward the request\n');
+      });
+    });
+    // Expect: 100-continue is forwarded; the client gets 100 when the endpoint sends it (#forward), not before.
+    this.#server.on('checkContinue', (request, response) => {
+      this.#handle(request, response).catch((error: Error) => {
+        this.#log?.warn({ err: error.message, method: request.method, path: request.url }, 'request failed in the waypoint');
+        if (response.headersSent) response.destroy();
+        else response.writeHead(502, { 'content-type': 'text/plain' }).end('the waypoint could not forward the request\n');
+      });
+    });
+    this.#server.on('upgrade', (request: http.IncomingMessage, socket: Duplex, head: Buffer) => void this.#upgrade(request, socket, head));
     // A client's malformed request gets 400 and its stream closes; nothing else is affected.
     this.#server.on('clientError', (_error, socket: Duplex) => {
       if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
@@ -84,119 +148,310 @@ export class HttpProxy {
   /** Answers the CONNECT and serves HTTP/1.1 on the stream until the client closes it. */
   serve(hbone: HboneRequest, stream: http2.ServerHttp2Stream, service: Service): void {
     stream.respond({ ':status': 200 });
-    const connection = new Http2StreamDuplex(stream);
+    this.serveConnection(hbone, new Http2StreamDuplex(stream), service);
+  }
+
+  /** Serves HTTP/1.1 on a terminated stream already answered 200 (http-entry.ts hands it over after the sniff). */
+  serveConnection(hbone: HboneRequest, connection: Duplex, service: Service): void {
     this.#contexts.set(connection, { hbone, service, source: this.#state.workloadByIp(plainAddress(hbone.remoteAddress)) });
     this.#server.emit('connection', connection);
   }
 
   close(): void {
     this.#server.close();
+    this.#connections.close();
   }
 
-  async #handle(request: http.IncomingMessage, response: http.ServerResponse): Promise<void> {
-    const started = performance.now();
-    const context = this.#contexts.get(request.socket);
+  /** Streams to endpoints, open and idle, for the config dump. */
+  connectionsView(): object {
+    return this.#connections.view();
+  }
+
+  async #handle(request: DownstreamRequest, response: DownstreamResponse): Promise<void> {
+    const context = this.#contexts.get(request.socket as Duplex);
     if (!context) {
-      response.writeHead(500).end();
+      response.writeHead(500);
+      response.end();
       return;
     }
-    let destination = context.service;
-    let port = context.hbone.target.port;
-    let entry: RouteEntry | undefined;
-    let upstream: UpstreamStream;
-    let destinationRequest: DestinationRequest | undefined;
-    try {
-      const entries = this.#routes.entriesFor(serviceKey(context.service));
-      if (entries !== undefined) {
-        entry = matchRoute(entries, port, pathOf(request.url ?? '/'), request.headers);
-        if (entry === undefined) throw new WaypointError('WAYPOINT_NO_ROUTE', `no route of ${context.service.hostname} matches ${request.method ?? ''} ${request.url ?? ''}`);
-        const backend = pickBackend(entry);
-        const backendService = backend && this.#state.serviceByKey(backend.service);
-        if (!backend || !backendService) {
-          request.resume();
-          response.writeHead(500, { 'content-type': 'text/plain' }).end(`route ${entry.route} has no usable backend\n`);
-          this.#finish(context, destination, undefined, 500, '-', started);
-          return;
-        }
-        destination = backendService;
-        port = backend.port;
-      }
-      // ---- DestinationRule hook (waypoint/destination/, issue 13 item 3): a pool slot (or 503 UO), then the rule's
-      // endpoint choice; the outcome is reported where the response status is known (below). ----
-      const traffic = this.#destinations?.forService(serviceKey(destination));
-      if (traffic) {
-        const admitted = traffic.begin({ headers: request.headers, url: request.url ?? '/', sourceIp: plainAddress(context.hbone.remoteAddress) });
-        const held = admitted instanceof Promise ? await admitted : admitted;
-        destinationRequest = held;
-        // The slot goes back when the client goes, also if it went while this request waited for the slot.
-        response.once('close', () => held.done(undefined));
-        if (response.destroyed || request.destroyed) {
-          held.done(undefined);
-          return;
-        }
-      }
-      // ---- end of hook ----
-      upstream = await this.#upstreams.open(destination, port, context.hbone.target.host, destinationRequest?.choose);
-    } catch (error) {
-      const waypointError = error instanceof WaypointError ? error : new WaypointError('WAYPOINT_UPSTREAM_CONNECT_FAILED', (error as Error).message, { cause: error });
-      // DestinationRule hook: release the slot; a failed connect counts against the endpoint.
-      destinationRequest?.done(waypointError.code === 'WAYPOINT_UPSTREAM_CONNECT_FAILED' ? 'connect-failure' : undefined);
-      if (waypointError.code === 'WAYPOINT_UPSTREAM_OVERFLOW') this.#destinations?.overflowed(serviceKey(destination));
-      request.resume();
-      // Envoy marks a circuit breaker's 503 with x-envoy-overloaded (DestinationRule hook).
-      const overloaded = waypointError.code === 'WAYPOINT_UPSTREAM_OVERFLOW' ? { 'x-envoy-overloaded': 'true' } : {};
-      response.writeHead(waypointError.status, { 'content-type': 'text/plain', ...overloaded }).end(`${waypointError.message}\n`);
-      this.#finish(context, destination, undefined, waypointError.status, waypointError.responseFlags, started);
+    const record = this.#record(context, request);
+    // L7 policy (waypoint/authz/): RequestAuthentication, AuthorizationPolicy, local rate limits; a refusal is
+    // already answered.
+    const refusal = this.#gate && (await this.#gate.check(request, response, context.hbone, context.service));
+    if (refusal) {
+      this.#finish(request, response, record, refusal.status, refusal.responseFlags, refusal.details);
       return;
     }
-    const connection: Duplex = upstream.kind === 'hbone' ? upstream.stream : upstream.socket;
-    const outgoing = http.request({
-      method: request.method,
-      path: request.url,
-      headers: forwardedHeaders(request.headers, entry?.requestHeaderModifier),
-      // No agent (not `agent: false`, which makes a fresh one that dials itself): this stream carries the request,
-      // with `connection: close`; the pooled HBONE connection is what is reused.
-      createConnection: () => connection as never,
-    });
-    outgoing.on('response', (upstreamResponse) => {
-      response.writeHead(upstreamResponse.statusCode ?? 502, responseHeaders(upstreamResponse.headers));
-      upstreamResponse.pipe(response);
-      response.once('finish', () => {
-        destinationRequest?.done(upstreamResponse.statusCode ?? 502); // DestinationRule hook: outcome for outlier detection
-        this.#finish(context, destination, upstream.endpoint, upstreamResponse.statusCode ?? 502, '-', started);
-      });
-    });
-    outgoing.on('error', (error) => {
-      destinationRequest?.done('connect-failure'); // DestinationRule hook: a reset upstream counts as a gateway error
-      if (!response.headersSent) {
-        response.writeHead(503, { 'content-type': 'text/plain' }).end(`upstream failed: ${error.message}\n`);
-        this.#finish(context, destination, upstream.endpoint, 503, 'UF', started);
-      } else {
-        response.destroy();
+    const url = request.url ?? '/';
+    const path = pathOf(url);
+    const query = queryOf(url);
+    const servicePort = context.hbone.target.port;
+    let port = servicePort;
+    let backend: RouteBackend | undefined;
+    const entries = this.#routes.entriesFor(serviceKey(context.service));
+    if (entries !== undefined) {
+      const entry = matchRoute(entries, servicePort, path, request.headers, request.method, query);
+      record.entry = entry;
+      if (entry === undefined) {
+        this.#answer(request, response, record, new WaypointError('WAYPOINT_NO_ROUTE', `no route of ${context.service.hostname} matches ${request.method} ${url}`), 'route_not_found');
+        return;
       }
-      connection.destroy();
-    });
-    request.pipe(outgoing);
+      if (entry.redirect) {
+        const location = redirectLocation(entry, { host: String(request.headers.host ?? request.headers[':authority'] ?? ''), path, query, servicePort });
+        request.resume();
+        response.writeHead(entry.redirect.statusCode, { location, 'content-length': '0' });
+        response.end();
+        this.#finish(request, response, record, entry.redirect.statusCode, '-', 'direct_response');
+        return;
+      }
+      backend = pickBackend(entry);
+      const backendService = backend && this.#state.serviceByKey(backend.service);
+      if (!backend || !backendService) {
+        request.resume();
+        response.writeHead(500, { 'content-type': 'text/plain' });
+        response.end(`route ${entry.route} has no usable backend\n`);
+        this.#finish(request, response, record, 500, '-', 'no_usable_backend');
+        return;
+      }
+      record.destination = backendService;
+      port = backend.port;
+    }
+    await this.#forward(request, response, record, port, backend, url, path, query);
   }
 
-  #finish(context: StreamContext, service: Service, endpoint: Workload | undefined, status: number, flags: string, started: number): void {
-    const source = context.source;
-    const labels: RequestLabels = {
-      reporter: 'waypoint',
-      source_workload: source?.workloadName ?? 'unknown',
-      source_workload_namespace: source?.namespace ?? context.hbone.peerIdentity.namespace,
-      source_principal: context.hbone.peerIdentity.uri,
-      destination_workload: endpoint?.workloadName ?? 'unknown',
-      destination_workload_namespace: endpoint?.namespace ?? 'unknown',
-      destination_principal: endpoint ? workloadIdentity(endpoint).uri : 'unknown',
-      destination_service: service.hostname,
-      destination_service_name: service.name,
-      destination_service_namespace: service.namespace,
-      request_protocol: 'http',
-      response_code: String(status),
-      response_flags: flags,
-      connection_security_policy: 'mutual_tls',
+  /** The request's headers as the backend gets them: end-to-end ones, the filters', the request id and trace context. */
+  #upstreamHeaders(request: DownstreamRequest, record: RequestRecord, backend: RouteBackend | undefined): http.OutgoingHttpHeaders {
+    const headers = endToEndHeaders(request.headers);
+    // HTTP/2 clients send :authority instead of Host.
+    if (headers.host === undefined && request.headers[':authority'] !== undefined) headers.host = String(request.headers[':authority']);
+    const entry = record.entry;
+    if (entry?.urlRewrite?.hostname) headers.host = entry.urlRewrite.hostname;
+    modifyHeaders(headers, entry?.requestHeaderModifier);
+    modifyHeaders(headers, backend?.requestHeaderModifier);
+    headers['x-request-id'] = record.requestId;
+    headers.traceparent = traceparentOf(record.trace);
+    if (record.trace.tracestate !== undefined) headers.tracestate = record.trace.tracestate;
+    else delete headers.tracestate;
+    return headers;
+  }
+
+  async #forward(request: DownstreamRequest, response: DownstreamResponse, record: RequestRecord, port: number, backend: RouteBackend | undefined, url: string, path: string, query: string): Promise<void> {
+    const entry = record.entry;
+    const method = request.method ?? 'GET';
+    const upstreamUrl = entry ? rewrittenUrl(entry, path, query) : url;
+    const headers = this.#upstreamHeaders(request, record, backend);
+    const vip = record.context.hbone.target.host;
+    // Retries and mirrors need the body again: read it ahead (up to the limit); otherwise it streams to the one try.
+    const retryPolicy = entry?.retry ?? ISTIO_DEFAULT_RETRY;
+    // A client that sent `Expect: 100-continue` sends its body only after the endpoint's 100: nothing to read ahead.
+    const expectsContinue = String(request.headers.expect ?? '').toLowerCase() === '100-continue';
+    const needsBody = !expectsContinue && (retryPolicy.attempts > 0 || (entry !== undefined && entry.mirrors.length > 0));
+    const body: BufferedBody = needsBody ? await bufferBody(request, MAX_BUFFERED_BODY_BYTES) : { chunks: [], bytes: 0, complete: false, source: request };
+    record.requestBytes = body.bytes;
+    // The client left while its body was being read: nothing to send, nobody to answer.
+    if (!body.complete && (request.socket as Duplex | null)?.destroyed) return;
+    for (const mirror of entry?.mirrors ?? []) {
+      const service = this.#state.serviceByKey(mirror.service);
+      if (!service || (mirror.fraction < 1 && Math.random() >= mirror.fraction)) continue;
+      sendMirror(this.#upstreams, { service, servicePort: mirror.port, vip, method, url: upstreamUrl, headers, body }, (message) => this.#log?.debug({ mirror: mirror.service, err: message }, 'mirror request failed'));
+    }
+    // ---- DestinationRule hook (waypoint/destination/, issue 13 item 3): a pool slot for the request (or 503 UO), the
+    // rule's endpoint choice for each try, and the outcome for outlier detection when the request ends (#finish). ----
+    const traffic = this.#destinations?.forService(serviceKey(record.destination));
+    if (traffic) {
+      let admitted: DestinationRequest;
+      try {
+        const begun = traffic.begin({ headers: request.headers, url, sourceIp: plainAddress(record.context.hbone.remoteAddress) });
+        admitted = begun instanceof Promise ? await begun : begun;
+      } catch (error) {
+        if (!(error instanceof WaypointError)) throw error;
+        this.#destinations!.overflowed(serviceKey(record.destination));
+        // Envoy marks a circuit breaker's 503 with x-envoy-overloaded.
+        this.#answer(request, response, record, error, 'upstream_overflow', error.responseFlags, { 'x-envoy-overloaded': 'true' });
+        return;
+      }
+      record.destinationRequest = admitted;
+      // The slot goes back when the client goes, also if it went while this request waited for the slot.
+      response.once('close', () => admitted.done(undefined));
+      if ((request.socket as Duplex | null)?.destroyed) {
+        admitted.done(undefined);
+        return;
+      }
+    }
+    // ---- end of hook ----
+    let requestTimedOut = false;
+    let current: UpstreamTry | undefined;
+    let timer: NodeJS.Timeout | undefined;
+    let timeout: Promise<void> | undefined;
+    if (entry !== undefined && entry.requestTimeoutMs > 0) {
+      timeout = new Promise<void>((resolve) => {
+        timer = setTimeout(() => {
+          requestTimedOut = true;
+          current?.abort();
+          resolve();
+        }, entry.requestTimeoutMs);
+      });
+    }
+    const stopTimer = (): void => {
+      if (timer !== undefined) clearTimeout(timer);
     };
-    this.#metrics.request(labels, performance.now() - started);
+    // The client went away: no try goes on for it.
+    response.once('close', () => {
+      stopTimer();
+      current?.abort();
+    });
+    const onBodyChunk = (chunk: Buffer): void => {
+      record.requestBytes += chunk.length;
+    };
+    let retriesDone = 0;
+    let previousHost: string | undefined;
+    for (;;) {
+      record.attempts++;
+      current = new UpstreamTry(this.#upstreams, this.#connections, {
+        service: record.destination, servicePort: port, vip, method, url: upstreamUrl, headers, body, timeoutMs: entry?.backendRequestTimeoutMs ?? 0, onBodyChunk,
+        ...(expectsContinue ? { onContinue: () => response.writeContinue() } : {}),
+        ...(previousHost !== undefined ? { avoid: previousHost } : {}),
+        ...(record.destinationRequest ? { choose: record.destinationRequest.choose } : {}),
+      });
+      const outcome = timeout ? await Promise.race([current.outcome, timeout.then(() => undefined)]) : await current.outcome;
+      record.endpoint = current.endpoint;
+      record.upstreamHost = current.address;
+      if (requestTimedOut || outcome === undefined) {
+        current.abort();
+        outcome?.response?.resume();
+        this.#answer(request, response, record, new WaypointError('WAYPOINT_REQUEST_TIMEOUT', `no response within timeouts.request ${entry?.requestTimeoutMs ?? 0} ms`), 'request_timeout');
+        return;
+      }
+      const status = outcome.response?.statusCode;
+      const retry = !response.writableEnded && shouldRetry(retryPolicy, body.complete, retriesDone, status !== undefined ? { status } : { error: outcome.error! });
+      if (retry) {
+        outcome.response?.resume();
+        current.abort();
+        previousHost = current.host || undefined;
+        retriesDone++;
+        await sleep(backoffMs(retryPolicy, retriesDone));
+        if (!requestTimedOut) continue;
+        this.#answer(request, response, record, new WaypointError('WAYPOINT_REQUEST_TIMEOUT', `no response within timeouts.request ${entry?.requestTimeoutMs ?? 0} ms`), 'request_timeout');
+        return;
+      }
+      const exhausted = retriesDone > 0 && retriesDone >= retryPolicy.attempts;
+      if (outcome.error) {
+        stopTimer();
+        const flags = exhausted ? `${outcome.error.responseFlags},URX` : outcome.error.responseFlags;
+        this.#answer(request, response, record, outcome.error, outcome.error.code === 'WAYPOINT_BACKEND_TIMEOUT' ? 'upstream_per_try_timeout' : 'upstream_reset_before_response_started', flags);
+        return;
+      }
+      this.#relay(request, response, record, outcome.response!, current, backend, exhausted && retryPolicy.codes.has(status!) ? 'URX' : '-', () => requestTimedOut, stopTimer);
+      return;
+    }
+  }
+
+  /** Passes the backend's response on (with the response header filters); a cut upstream cuts the client's. */
+  #relay(request: DownstreamRequest, response: DownstreamResponse, record: RequestRecord, upstreamResponse: http.IncomingMessage, current: UpstreamTry, backend: RouteBackend | undefined, flags: string, requestTimedOut: () => boolean, stopTimer: () => void): void {
+    const headers = endToEndHeaders(upstreamResponse.headers);
+    modifyHeaders(headers, record.entry?.responseHeaderModifier);
+    modifyHeaders(headers, backend?.responseHeaderModifier);
+    const status = upstreamResponse.statusCode ?? 502;
+    response.writeHead(status, headers);
+    upstreamResponse.on('data', (chunk: Buffer) => {
+      record.responseBytes += chunk.length;
+    });
+    upstreamResponse.once('close', () => {
+      stopTimer();
+      if (!upstreamResponse.complete) {
+        // Cut after the head: the client must not take a short body for a whole one.
+        response.destroy();
+        this.#finish(request, response, record, status, current.timedOut || requestTimedOut() ? 'UT' : 'UC', 'upstream_reset_after_response_started');
+      }
+    });
+    upstreamResponse.pipe(response);
+    response.once('finish', () => {
+      stopTimer();
+      this.#finish(request, response, record, status, flags, 'via_upstream');
+    });
+  }
+
+  /** Answers with the waypoint's own error response (the body says why). */
+  #answer(request: DownstreamRequest, response: DownstreamResponse, record: RequestRecord, error: WaypointError, details: string, flags = error.responseFlags, extraHeaders?: http.OutgoingHttpHeaders): void {
+    request.resume();
+    if (response.headersSent) {
+      response.destroy();
+    } else {
+      response.writeHead(error.status, { 'content-type': 'text/plain', ...extraHeaders });
+      response.end(`${error.message}\n`);
+    }
+    this.#finish(request, response, record, error.status, flags, details);
+  }
+
+  #record(context: StreamContext, request: DownstreamRequest): RequestRecord {
+    return {
+      context, started: performance.now(), requestId: requestIdOf(request.headers), trace: traceContextOf(request.headers), entry: undefined, destination: context.service,
+      endpoint: undefined, upstreamHost: '', attempts: 0, requestBytes: 0, responseBytes: 0, details: 'via_upstream',
+    };
+  }
+
+  /** An `Upgrade` request (WebSocket): L7 policy first, as for any request, then upgrade.ts routes and joins it. */
+  async #upgrade(request: http.IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    const context = this.#contexts.get(socket);
+    if (!context) {
+      socket.destroy();
+      return;
+    }
+    const record = this.#record(context, request);
+    const refusal = this.#gate && (await this.#gate.check(request, rawResponseOn(socket), context.hbone, context.service));
+    if (refusal) {
+      this.#finish(request, undefined, record, refusal.status, refusal.responseFlags, refusal.details);
+      return;
+    }
+    await proxyUpgrade(request, socket, head, {
+      routes: this.#routes,
+      state: this.#state,
+      upstreams: this.#upstreams,
+      service: context.service,
+      servicePort: context.hbone.target.port,
+      vip: context.hbone.target.host,
+      done: (outcome) => {
+        record.destination = outcome.destination;
+        record.endpoint = outcome.endpoint;
+        this.#finish(request, undefined, record, outcome.status, outcome.flags, outcome.status === 101 ? 'via_upstream' : 'upgrade_failed');
+      },
+    });
+  }
+
+  #finish(request: DownstreamRequest, _response: DownstreamResponse | undefined, record: RequestRecord, status: number, flags: string, details: string): void {
+    const { context, endpoint, destination } = record;
+    // DestinationRule hook: the slot goes back; what the endpoint did goes to outlier detection (a reset, a failed
+    // connect or a timeout counts as a gateway error, as Envoy's local-origin errors do).
+    record.destinationRequest?.done(/U[FCT]/.test(flags) ? 'connect-failure' : details === 'via_upstream' ? status : undefined);
+    const source = context.source;
+    const durationMs = performance.now() - record.started;
+    const sourcePrincipal = context.hbone.peerIdentity.uri;
+    const destinationPrincipal = endpoint ? workloadIdentity(endpoint).uri : 'unknown';
+    const labels = requestLabels({ source, peer: context.hbone.peerIdentity, endpoint, service: destination, protocol: 'http', status, flags });
+    this.#metrics.request(labels, durationMs, { request: record.requestBytes, response: record.responseBytes });
+    if (!this.#log) return;
+    logRequest(this.#log, {
+      method: request.method ?? '',
+      path: request.url ?? '',
+      protocol: `HTTP/${request.httpVersion === '2.0' ? '2' : request.httpVersion}`,
+      authority: String(request.headers.host ?? request.headers[':authority'] ?? ''),
+      status,
+      flags,
+      details,
+      durationMs,
+      bytesReceived: record.requestBytes,
+      bytesSent: record.responseBytes,
+      upstreamHost: record.upstreamHost,
+      upstreamCluster: serviceKey(destination),
+      attempts: record.attempts,
+      routeName: record.entry?.route ?? '',
+      ruleName: record.entry?.ruleName ?? '',
+      requestId: record.requestId,
+      traceId: record.trace.traceId,
+      spanId: record.trace.spanId,
+      src: { principal: sourcePrincipal, workload: source?.workloadName ?? 'unknown', namespace: source?.namespace ?? context.hbone.peerIdentity.namespace, address: plainAddress(context.hbone.remoteAddress) },
+      dst: { principal: destinationPrincipal, workload: endpoint?.workloadName ?? 'unknown', namespace: endpoint?.namespace ?? 'unknown', service: destination.hostname },
+      authz: decisionOf(request),
+    });
   }
 }

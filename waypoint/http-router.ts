@@ -1,12 +1,13 @@
 /**
  * Which route entry a request matches and which weighted backend it goes to.
  *
- * Owns: the match (port, path Exact/PathPrefix by path segment as the Gateway API defines it, exact header values;
- * the entries arrive in precedence order, so the first fit wins) and the weighted pick.
+ * Owns: the match (port; path Exact, PathPrefix by path segment as the Gateway API defines it, or a whole-path RE2
+ * regular expression; method; headers and query parameters, exact or RE2; the entries arrive in precedence order,
+ * so the first fit wins) and the weighted pick.
  * Must not know about: sockets, xDS, endpoints.
  */
 import type http from 'node:http';
-import type { RouteEntry } from './route-table.ts';
+import type { RouteBackend, RouteEntry, ValueMatch } from './route-table.ts';
 
 /** The path without its query string. */
 export function pathOf(url: string): string {
@@ -14,12 +15,30 @@ export function pathOf(url: string): string {
   return query < 0 ? url : url.slice(0, query);
 }
 
+/** The query string without its `?` ('' when none). */
+export function queryOf(url: string): string {
+  const query = url.indexOf('?');
+  return query < 0 ? '' : url.slice(query + 1);
+}
+
+/** The part of `path` a PathPrefix `prefix` covers, by whole segments; -1 when it does not match. */
+export function prefixMatchLength(prefix: string, path: string): number {
+  // PathPrefix matches whole segments: /foo matches /foo and /foo/bar, not /foobar; a trailing / is ignored.
+  const trimmed = prefix.endsWith('/') && prefix.length > 1 ? prefix.slice(0, -1) : prefix;
+  if (trimmed === '/') return 0;
+  if (path === trimmed || (path.startsWith(trimmed) && path.charCodeAt(trimmed.length) === 47 /* / */)) return trimmed.length;
+  return -1;
+}
+
 function pathMatches(entry: RouteEntry, path: string): boolean {
   if (entry.pathType === 'EXACT') return path === entry.path;
-  // PathPrefix matches whole segments: /foo matches /foo and /foo/bar, not /foobar.
-  const prefix = entry.path.endsWith('/') && entry.path.length > 1 ? entry.path.slice(0, -1) : entry.path;
-  if (prefix === '/') return true;
-  return path === prefix || (path.startsWith(prefix) && path.charCodeAt(prefix.length) === 47 /* / */);
+  if (entry.pathType === 'REGULAR_EXPRESSION') return entry.pathRegex!.testExact(path);
+  return prefixMatchLength(entry.path, path) >= 0;
+}
+
+function valueMatches(match: ValueMatch, value: string | undefined): boolean {
+  if (value === undefined) return false;
+  return match.regex ? match.regex.testExact(value) : value === match.exact;
 }
 
 function headerValue(headers: http.IncomingHttpHeaders, name: string): string | undefined {
@@ -27,24 +46,28 @@ function headerValue(headers: http.IncomingHttpHeaders, name: string): string | 
   return Array.isArray(value) ? value.join(',') : value;
 }
 
-export function matchRoute(entries: readonly RouteEntry[], port: number, path: string, headers: http.IncomingHttpHeaders): RouteEntry | undefined {
-  for (const entry of entries) {
+/**
+ * The first entry that fits the request, or undefined (404). `query` is the raw query string (parsed only when an
+ * entry matches on query parameters); `method` defaults to GET for callers without one.
+ */
+export function matchRoute(entries: readonly RouteEntry[], port: number, path: string, headers: http.IncomingHttpHeaders, method = 'GET', query = ''): RouteEntry | undefined {
+  let params: URLSearchParams | undefined;
+  entries: for (const entry of entries) {
     if (entry.port !== 0 && entry.port !== port) continue;
     if (!pathMatches(entry, path)) continue;
-    let ok = true;
-    for (const header of entry.headers) {
-      if (headerValue(headers, header.name) !== header.exact) {
-        ok = false;
-        break;
-      }
+    if (entry.method !== '' && entry.method !== method) continue;
+    for (const header of entry.headers) if (!valueMatches(header, headerValue(headers, header.name))) continue entries;
+    if (entry.queryParams.length > 0) {
+      params ??= new URLSearchParams(query);
+      for (const param of entry.queryParams) if (!valueMatches(param, params.get(param.name) ?? undefined)) continue entries;
     }
-    if (ok) return entry;
+    return entry;
   }
   return undefined;
 }
 
 /** A backend by weight; undefined when the entry has none (every backendRef invalid, or all weights 0). */
-export function pickBackend(entry: RouteEntry, random: () => number = Math.random): RouteEntry['backends'][number] | undefined {
+export function pickBackend(entry: RouteEntry, random: () => number = Math.random): RouteBackend | undefined {
   if (entry.totalWeight <= 0) return undefined;
   let point = random() * entry.totalWeight;
   for (const backend of entry.backends) {

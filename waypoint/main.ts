@@ -14,7 +14,7 @@ import { pino, type Logger } from 'pino';
 import { HboneClientPool, HboneServer, type HboneRequest } from '../shared/hbone/index.ts';
 import { spiffeId } from '../shared/identity/index.ts';
 import { controlPlaneIdentity, controlPlaneServerName } from '../shared/xds/client.ts';
-import { DESTINATION_POLICY_TYPE_URL, HTTP_ROUTES_TYPE_URL } from '../shared/xds/protos.ts';
+import { DESTINATION_POLICY_TYPE_URL, HTTP_AUTHORIZATION_TYPE_URL, HTTP_ROUTES_TYPE_URL, RATE_LIMIT_TYPE_URL, REQUEST_AUTHENTICATION_TYPE_URL } from '../shared/xds/protos.ts';
 import { servicesView } from '../shared/mesh/views.ts';
 import { CaClient } from '../shared/ca/ca-client.ts';
 import { CertificateManager } from '../shared/ca/certificate-manager.ts';
@@ -23,13 +23,22 @@ import { XdsSource } from '../shared/mesh/xds-source.ts';
 import type { Workload } from '../shared/mesh/workload.ts';
 import { configFromEnv, WAYPOINT_ADMIN_PORT, WAYPOINT_DRAIN_MS, WAYPOINT_HBONE_PORT, WAYPOINT_METRICS_PORT, WAYPOINT_READINESS_PORT, WAYPOINT_READY_MESSAGE, type WaypointConfig } from './config.ts';
 import { WaypointError } from './errors.ts';
+import { H2Proxy } from './h2-proxy.ts';
+import { H2SessionPool } from './h2-upstream.ts';
+import { HttpEntry } from './http-entry.ts';
 import { HttpProxy } from './http-proxy.ts';
 import { L4Forwarder } from './l4-forwarder.ts';
 import { WaypointMetrics } from './metrics.ts';
+import { portProtocol } from './protocols.ts';
 import { RouteTable } from './route-table.ts';
 import { Upstreams } from './upstream.ts';
 import { DestinationPolicyTable } from './destination/policy-table.ts';
 import { DestinationTraffic } from './destination/destination-traffic.ts';
+import { AuthzMetrics } from './authz/metrics.ts';
+import { PolicyTable } from './authz/policy-table.ts';
+import { RequestGate } from './authz/request-gate.ts';
+import { meshFetchText } from './jwt/mesh-fetch.ts';
+import { RequestAuthenticator } from './jwt/request-authenticator.ts';
 
 export interface RunningWaypoint {
   stop(): Promise<void>;
@@ -51,6 +60,14 @@ export async function startWaypoint(config: WaypointConfig, log: Logger): Promis
   const metrics = new WaypointMetrics();
   const destinationPolicies = new DestinationPolicyTable();
   const destinations = new DestinationTraffic(destinationPolicies, metrics.registry);
+  // L7 policy: the JWKS fetcher needs the upstreams, made once the certificate is in place (fetches wait for it).
+  const jwksVia: { upstreams?: Upstreams } = {};
+  const authenticator = new RequestAuthenticator({
+    fetchText: (uri) => (jwksVia.upstreams ? meshFetchText(state, jwksVia.upstreams)(uri) : Promise.reject(new Error('the waypoint is starting'))),
+    refreshMs: config.jwksRefreshMs,
+    onJwksError: (uri, error) => log.warn({ uri, err: error.message }, 'JWKS fetch failed; serving the last keys'),
+  });
+  const policies = new PolicyTable(config.gatewayName, authenticator);
   const [rootCertPem, token] = await Promise.all([readFile(config.rootCertFile, 'utf8'), readFile(config.tokenFile, 'utf8')]);
   const xds = new XdsSource({
     address: config.xdsAddress,
@@ -59,7 +76,7 @@ export async function startWaypoint(config: WaypointConfig, log: Logger): Promis
     nodeName: config.nodeName,
     trustDomain: config.trustDomain,
     state,
-    handlers: { [HTTP_ROUTES_TYPE_URL]: routes.apply, [DESTINATION_POLICY_TYPE_URL]: destinationPolicies.apply },
+    handlers: { [HTTP_ROUTES_TYPE_URL]: routes.apply, [DESTINATION_POLICY_TYPE_URL]: destinationPolicies.apply, [HTTP_AUTHORIZATION_TYPE_URL]: policies.applyAuthorizations, [REQUEST_AUTHENTICATION_TYPE_URL]: policies.applyRequestAuthentications, [RATE_LIMIT_TYPE_URL]: policies.applyRateLimits },
     onStatus: (status) => (status.state === 'disconnected' ? log.warn({ ...status }, 'xDS stream down; serving the last config') : log.info({ state: status.state }, 'xDS')),
     onNack: (typeUrl, message) => log.warn({ typeUrl, reason: message }, 'xDS resource rejected (NACK); keeping the last good one'),
   });
@@ -89,7 +106,13 @@ export async function startWaypoint(config: WaypointConfig, log: Logger): Promis
       'connection closed',
     ),
   );
-  const httpProxy = new HttpProxy({ upstreams, routes, state, metrics, destinations });
+  jwksVia.upstreams = upstreams;
+  // The decision of each request goes into its access-log line (waypoint/access-log.ts: `authz`).
+  const gate = new RequestGate({ table: policies, metrics: new AuthzMetrics(metrics.registry), trustedProxies: config.numTrustedProxies });
+  const httpProxy = new HttpProxy({ upstreams, routes, state, metrics, log, gate, destinations });
+  const h2Sessions = new H2SessionPool(upstreams);
+  const h2Proxy = new H2Proxy({ upstreams, sessions: h2Sessions, routes, state, metrics, gate });
+  const httpEntry = new HttpEntry({ http1: httpProxy, http2: h2Proxy, state });
   const terminate = (request: HboneRequest, stream: http2.ServerHttp2Stream): void => {
     let service;
     try {
@@ -100,8 +123,8 @@ export async function startWaypoint(config: WaypointConfig, log: Logger): Promis
       if (!stream.headersSent) stream.respond({ ':status': waypointError.status ?? 503 }, { endStream: true });
       return;
     }
-    const appProtocol = service.ports.find((port) => port.servicePort === request.target.port)?.appProtocol;
-    if (appProtocol === 'HTTP11') httpProxy.serve(request, stream, service);
+    // L7 ports (appProtocol HTTP11, HTTP2, GRPC) take HTTP/1.1 or prior-knowledge HTTP/2; the rest go at L4.
+    if (portProtocol(service, request.target.port) === 'http') void httpEntry.serve(request, stream, service);
     else void l4.forward(request, stream, service);
   };
   const hbone = new HboneServer({
@@ -135,7 +158,11 @@ export async function startWaypoint(config: WaypointConfig, log: Logger): Promis
       response.writeHead(404).end();
       return;
     }
-    const body = JSON.stringify({ gateway: config.gatewayName, identity: identity.uri, services: servicesView(state), routes: routes.view(), destinationRules: { policies: destinationPolicies.view(), traffic: destinations.view() } });
+    const body = JSON.stringify({
+      gateway: config.gatewayName, identity: identity.uri, services: servicesView(state), routes: routes.view(), policies: policies.view(),
+      upstreamConnections: httpProxy.connectionsView(), http2: { ...h2Sessions.view(), protocolErrors: h2Proxy.protocolErrors },
+      destinationRules: { policies: destinationPolicies.view(), traffic: destinations.view() },
+    });
     response.writeHead(200, { 'content-type': 'application/json' }).end(body);
   });
   await listenHttp(admin, '127.0.0.1', WAYPOINT_ADMIN_PORT);
@@ -143,13 +170,16 @@ export async function startWaypoint(config: WaypointConfig, log: Logger): Promis
   return {
     stop: async () => {
       ready = false;
+      h2Proxy.close();
       await hbone.shutdown(WAYPOINT_DRAIN_MS);
       await pool.close();
       readiness.close();
       metricsServer.close();
       httpProxy.close();
+      h2Sessions.close();
       admin.close();
       xds.stop();
+      authenticator.close();
       certificates.close();
       ca.close();
     },

@@ -13,6 +13,23 @@ import { resetStream } from '../shared/hbone/index.ts';
 
 const { NGHTTP2_CANCEL } = http2.constants;
 
+/** How long a stream this side ended may wait for the peer's END_STREAM before it is closed anyway. */
+export const HALF_CLOSED_LINGER_MS = 5_000;
+
+/**
+ * Ended first (a server's last words, e.g. HTTP/2's GOAWAY before it drops a bad client, or a `connection: close`
+ * answer): the stream closes by itself once the peer ends too. Closing it at once sends RST_STREAM, which the
+ * client's agent turns into a TCP reset that can throw away the last words unread; so the rest of the peer's data is
+ * read and dropped, and only a peer that never ends is closed, after HALF_CLOSED_LINGER_MS.
+ */
+function lingerThenClose(stream: http2.Http2Stream): void {
+  stream.removeAllListeners('data');
+  stream.resume();
+  const timer = setTimeout(() => stream.close(), HALF_CLOSED_LINGER_MS);
+  timer.unref();
+  stream.once('close', () => clearTimeout(timer));
+}
+
 export class Http2StreamDuplex extends Duplex {
   readonly stream: http2.Http2Stream;
 
@@ -36,7 +53,10 @@ export class Http2StreamDuplex extends Duplex {
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
-    this.stream.write(chunk, callback);
+    // Handed to the stream at once (its buffer and 'drain' are the back-pressure), so nothing waits in this adapter's
+    // own buffer: a destroy right after end() (an HTTP/2 server dropping a bad client after its GOAWAY) loses nothing.
+    if (this.stream.write(chunk)) callback();
+    else this.stream.once('drain', callback);
   }
 
   override _final(callback: (error?: Error | null) => void): void {
@@ -46,7 +66,7 @@ export class Http2StreamDuplex extends Duplex {
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
     if (!this.stream.destroyed && !this.stream.closed) {
-      if (this.stream.writableEnded) this.stream.close();
+      if (this.stream.writableEnded) lingerThenClose(this.stream);
       else resetStream(this.stream, NGHTTP2_CANCEL);
     }
     callback(error);

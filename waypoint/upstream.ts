@@ -1,6 +1,7 @@
 /**
  * Where a request or stream the waypoint terminated goes next: the Service behind the `:authority` VIP:port, one of
- * its endpoints (shared/mesh/load-balance.ts, ztunnel's choice), and a stream to it: HBONE to endpointIP:15008 with
+ * its endpoints (drawn by shared/mesh/load-balance.ts, ztunnel's choice; for HTTP requests two draws and the one
+ * with fewer requests in flight, least-request.ts), and a stream to it: HBONE to endpointIP:15008 with
  * `:authority` endpointIP:targetPort under the waypoint's own identity when the endpoint is in the mesh, plain TCP
  * otherwise.
  *
@@ -10,15 +11,31 @@ import http2 from 'node:http2';
 import net from 'node:net';
 import type { HboneClientPool, HostPort } from '../shared/hbone/index.ts';
 import type { SpiffeId } from '../shared/identity/index.ts';
-import { NoHealthyUpstreamError, pickEndpoint } from '../shared/mesh/load-balance.ts';
+import { NoHealthyUpstreamError, pickEndpoint, type PickedEndpoint } from '../shared/mesh/load-balance.ts';
 import type { MeshState } from '../shared/mesh/mesh-state.ts';
 import type { Service } from '../shared/mesh/service.ts';
 import { workloadIdentity, type Workload } from '../shared/mesh/workload.ts';
 import { WaypointError } from './errors.ts';
 import type { EndpointChooser } from './destination/destination-traffic.ts';
+import { LeastRequestBalancer } from './least-request.ts';
 
 /** Port every in-mesh pod's agent takes HBONE on. */
 const HBONE_PORT = 15008;
+/** Draws a retry makes to find an endpoint other than the previous try's (Istio's HostSelectionRetryMaxAttempts). */
+const RETRY_HOST_SELECTION_ATTEMPTS = 5;
+
+/** An endpoint picked for a request and the address:port to dial on it. */
+export interface UpstreamTarget {
+  address: HostPort;
+  endpoint: Workload;
+}
+
+/** An endpoint picked for a request and the address:port to dial on it (the HTTP/2 path's view of a pick). */
+export interface UpstreamTarget {
+  address: HostPort;
+  endpoint: Workload;
+  picked: PickedEndpoint;
+}
 
 export type UpstreamStream = { kind: 'hbone'; stream: http2.ClientHttp2Stream; endpoint: Workload } | { kind: 'tcp'; socket: net.Socket; endpoint: Workload };
 
@@ -27,6 +44,8 @@ export class Upstreams {
   readonly #pool: HboneClientPool;
   readonly #identity: SpiffeId;
   readonly #self: () => Workload;
+  /** Requests in flight per endpoint, for the least-request choice. */
+  readonly leastRequest = new LeastRequestBalancer();
 
   constructor(options: { state: MeshState; pool: HboneClientPool; identity: SpiffeId; self: () => Workload }) {
     this.#state = options.state;
@@ -42,21 +61,50 @@ export class Upstreams {
     return service;
   }
 
-  /**
-   * Opens a stream to one healthy endpoint of `service` for `servicePort`; `vip` picks the address family.
-   * `choose` (DestinationRule hook, waypoint/destination/) replaces ztunnel's pick when a rule applies.
-   */
-  async open(service: Service, servicePort: number, vip: string, choose: EndpointChooser = pickEndpoint): Promise<UpstreamStream> {
-    let target: HostPort;
-    let endpoint: Workload;
+  /** Opens a stream to one healthy endpoint of `service` for `servicePort` (uniform choice); `vip` picks the address family. */
+  async open(service: Service, servicePort: number, vip: string): Promise<UpstreamStream> {
+    return this.connect(service, this.#draw(service, servicePort, vip));
+  }
+
+  /** The endpoint for one HTTP request: of two draws, the one with fewer requests in flight; `avoid`: an address to redraw. Throws UH. */
+  pickLeastRequest(service: Service, servicePort: number, vip: string, avoid?: string): PickedEndpoint {
+    let picked = this.leastRequest.choose(this.#draw(service, servicePort, vip), this.#draw(service, servicePort, vip));
+    // A retry prefers another endpoint than the one that failed (Envoy's previous_hosts predicate, 5 tries as Istio).
+    for (let attempt = 0; avoid !== undefined && picked.address === avoid && attempt < RETRY_HOST_SELECTION_ATTEMPTS; attempt++) {
+      picked = this.leastRequest.choose(this.#draw(service, servicePort, vip), this.#draw(service, servicePort, vip));
+    }
+    return picked;
+  }
+
+  /** pickLeastRequest() as an address to dial (the HTTP/2 path); the caller reports the request's start and end to `leastRequest`. */
+  pick(service: Service, servicePort: number, vip: string): UpstreamTarget {
+    const picked = this.pickLeastRequest(service, servicePort, vip);
+    return { address: { host: picked.address, port: picked.targetPort }, endpoint: picked.endpoint.workload, picked };
+  }
+
+  /** The endpoint a DestinationRule's load balancer chooses (waypoint/destination/). Throws UH. */
+  pickWith(choose: EndpointChooser, service: Service, servicePort: number, vip: string): PickedEndpoint {
     try {
-      const picked = choose(this.#self(), service, this.#state.endpointsOf(service), servicePort, vip);
-      target = { host: picked.address, port: picked.targetPort };
-      endpoint = picked.endpoint.workload;
+      return choose(this.#self(), service, this.#state.endpointsOf(service), servicePort, vip);
     } catch (error) {
       if (error instanceof NoHealthyUpstreamError) throw new WaypointError('WAYPOINT_NO_HEALTHY_UPSTREAM', error.message, { cause: error });
       throw error;
     }
+  }
+
+  #draw(service: Service, servicePort: number, vip: string): PickedEndpoint {
+    try {
+      return pickEndpoint(this.#self(), service, this.#state.endpointsOf(service), servicePort, vip);
+    } catch (error) {
+      if (error instanceof NoHealthyUpstreamError) throw new WaypointError('WAYPOINT_NO_HEALTHY_UPSTREAM', error.message, { cause: error });
+      throw error;
+    }
+  }
+
+  /** A stream to the picked endpoint: HBONE on the pooled connection when it is in the mesh, else TCP. Throws UF. */
+  async connect(service: Service, picked: PickedEndpoint): Promise<UpstreamStream> {
+    const target: HostPort = { host: picked.address, port: picked.targetPort };
+    const endpoint = picked.endpoint.workload;
     if (endpoint.tunnelProtocol === 'HBONE') {
       try {
         const stream = (await this.#pool.open({

@@ -99,7 +99,7 @@ export async function buildMeshTopology(options: MeshOptions): Promise<MeshTopol
 }
 
 /** The agent's ChildProcess is `ip netns exec ... node agent/main.ts`: the node process is it or its child. */
-function agentPid(mesh: LocalMesh, nodeIndex: number): number {
+export function agentPid(mesh: LocalMesh, nodeIndex: number): number {
   const wrapper = mesh.cluster.node(nodeIndex).agent?.pid;
   if (wrapper === undefined) throw new Error(`node ${nodeIndex + 1} has no agent`);
   let pid = wrapper;

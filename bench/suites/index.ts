@@ -12,5 +12,7 @@ import { podstartSuite } from './podstart.ts';
 import { servicesSuite } from './services.ts';
 import { dnsSuite } from './dns.ts';
 import { localupSuite } from './localup.ts';
+import { l7PolicySuite } from './l7policy.ts';
+import { waypointSuite } from './waypoint.ts';
 
-export const SUITES: readonly Suite[] = [hboneSuite, meshSuite, controlplaneSuite, policySuite, telemetrySuite, podstartSuite, servicesSuite, dnsSuite, localupSuite];
+export const SUITES: readonly Suite[] = [hboneSuite, meshSuite, controlplaneSuite, policySuite, telemetrySuite, podstartSuite, servicesSuite, dnsSuite, localupSuite, waypointSuite, l7PolicySuite];

@@ -8,7 +8,7 @@
  * (root-store.ts), the xDS server that shares the gRPC server.
  *
  * Status codes an agent sees: UNAUTHENTICATED (no or unknown token), PERMISSION_DENIED (no pod with that service
- * account on the caller's node), INVALID_ARGUMENT (malformed CSR, not exactly one SPIFFE identity, foreign trust
+ * account on the caller's node; a waypoint asking for any identity but its own), INVALID_ARGUMENT (malformed CSR, not exactly one SPIFFE identity, foreign trust
  * domain, ImpersonatedIdentity that contradicts the CSR, negative lifetime), UNAVAILABLE (the caller could not be
  * checked now: the API server did not answer the TokenReview), INTERNAL (a bug: logged).
  */
@@ -94,7 +94,8 @@ async function handleCreateCertificate(
   metadata: grpc.Metadata,
   deps: CaServiceDeps,
 ): Promise<{ response: IstioCertificateResponse; node: string; identity: SpiffeId }> {
-  const { node } = await deps.authenticate(metadata);
+  const caller = await deps.authenticate(metadata);
+  const node = caller.node;
   const impersonated = impersonatedIdentity(request);
   const csrPem = request.csr ?? '';
   if (csrPem.length > MAX_CSR_PEM_BYTES) throw new CaServiceError('invalidArgument', `the CSR is ${csrPem.length} bytes; a workload CSR is under ${MAX_CSR_PEM_BYTES}`);
@@ -109,6 +110,10 @@ async function handleCreateCertificate(
   }
   if (impersonated && impersonated.uri !== identity.uri) {
     throw new CaServiceError('invalidArgument', `ImpersonatedIdentity is ${impersonated.uri} but the CSR asks for ${identity.uri}: they must be the same identity`);
+  }
+  const only = caller.onlyIdentity;
+  if (only && (only.namespace !== identity.namespace || only.serviceAccount !== identity.serviceAccount || identity.trustDomain !== deps.ca.trustDomain)) {
+    throw new CaServiceError('permissionDenied', `the caller is service account ${only.namespace}/${only.serviceAccount} (a waypoint): it may get only its own identity, not ${identity.uri}`);
   }
   await authorizeIdentityForNode(node, identity, deps.podsOnNode);
   const ttlMs = lifetime(request, deps);

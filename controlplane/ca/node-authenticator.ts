@@ -23,6 +23,11 @@ import { CaServiceError } from './errors.ts';
 
 export interface NodeIdentity {
   node: string;
+  /**
+   * Set for a caller that is not a node agent but a workload with its own token (a waypoint): the CA signs only this
+   * identity for it, and still only if a pod with that service account runs on `node`.
+   */
+  onlyIdentity?: { namespace: string; serviceAccount: string };
 }
 
 /** Authenticates a call from its metadata; throws CaServiceError('unauthenticated', ...) when it cannot. */

@@ -59,16 +59,26 @@ export function numericTargetPort(port: ServicePortSpec): number {
 }
 
 /**
- * Istio's protocol selection for a Service port, as istiod writes `app_protocol` for waypoints: `appProtocol` first
- * (http, http2, kubernetes.io/h2c, grpc), else the port name's prefix before '-' (http, http2, grpc); anything else
- * UNKNOWN (forwarded at L4). Values of istio.workload.AppProtocol.
+ * Istio's protocol selection for a Service port (kube.ConvertProtocol), as istiod writes `app_protocol` for
+ * waypoints: UDP ports never; `appProtocol` when set (the Kubernetes names `kubernetes.io/h2c` -> HTTP/2 and
+ * `kubernetes.io/ws` -> HTTP first), else the port name; either one's part before the first '-' is looked up
+ * case-insensitively (http, http2, grpc, grpc-web, and `h2c`, which ambit adds); `grpc-web` is HTTP (its clients
+ * speak HTTP/1.1 or HTTP/2, the waypoint accepts both). Anything else (tcp, tls, https, mongo, ...) is UNKNOWN:
+ * forwarded at L4. A declared appProtocol is never overridden by the name, as in Istio. Values of
+ * istio.workload.AppProtocol (1 HTTP11, 2 HTTP2, 3 GRPC).
  */
 export function appProtocolOf(port: ServicePortSpec): number | undefined {
+  if (port.protocol === 'UDP') return undefined;
   const declared = port.appProtocol?.toLowerCase();
-  const protocol = declared ?? port.name?.toLowerCase().split('-')[0];
+  if (declared === 'kubernetes.io/h2c') return 2;
+  if (declared === 'kubernetes.io/ws') return 1;
+  const name = declared ?? port.name?.toLowerCase() ?? '';
+  if (name.startsWith('grpc-web')) return 1;
+  const dash = name.indexOf('-');
+  const protocol = dash < 0 ? name : name.slice(0, dash);
   if (protocol === 'http') return 1;
-  if (protocol === 'http2' || protocol === 'kubernetes.io/h2c' || protocol === 'h2c') return 2;
-  if (protocol === 'grpc' || protocol === 'grpc-web') return 3;
+  if (protocol === 'http2' || protocol === 'h2c') return 2;
+  if (protocol === 'grpc') return 3;
   return undefined;
 }
 

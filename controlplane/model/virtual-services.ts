@@ -147,18 +147,20 @@ export function compileVirtualServices(store: ObjectStore, clusterDomain: string
             if (keys.length !== 1) throw new Invalid(`${matchAt}.uri`, 'set exactly one of exact, prefix');
             const value = text(uri[keys[0]!], `${matchAt}.uri.${keys[0]!}`);
             if (!value.startsWith('/')) throw new Invalid(`${matchAt}.uri.${keys[0]!}`, `must start with /, not ${value}`);
-            path = { type: keys[0] === 'exact' ? 'EXACT' : 'PATH_PREFIX', value };
+            // Istio's uri prefix is a plain string prefix (`/api` matches `/apix`), unlike HTTPRoute's PathPrefix by
+            // segment: sent as an RE2 expression over the whole path.
+            path = keys[0] === 'exact' ? { type: 'EXACT', value } : { type: 'REGULAR_EXPRESSION', value: `${value.replace(/[\\^$.*+?()[\]{}|]/g, '\\$&')}.*` };
           }
           const headers: Entry['match']['headers'] = [];
           if (match.headers !== undefined) {
             if (!isMapping(match.headers)) throw new Invalid(`${matchAt}.headers`, 'must be a map of header names to matches');
             for (const [header, raw] of Object.entries(match.headers)) {
               const matcher = fields(raw, `${matchAt}.headers.${header}`, ['exact'], ['prefix', 'regex']);
-              headers.push({ name: header.toLowerCase(), exact: text(matcher.exact, `${matchAt}.headers.${header}.exact`) });
+              headers.push({ name: header.toLowerCase(), exact: text(matcher.exact, `${matchAt}.headers.${header}.exact`), regex: '' });
             }
           }
           const entryPort = match.port === undefined ? 0 : port(match.port, `${matchAt}.port`);
-          entries.push({ route: `VirtualService/${name}`, ruleName, port: entryPort, match: { path, headers }, backends, ...(modifier ? { requestHeaderModifier: modifier } : {}) });
+          entries.push({ route: `VirtualService/${name}`, ruleName, port: entryPort, match: { path, headers, queryParams: [], method: '' }, backends, mirrors: [], requestTimeoutMs: 0, backendRequestTimeoutMs: 0, ...(modifier ? { requestHeaderModifier: modifier } : {}) });
         });
       });
       for (const [index, service] of services.entries()) {

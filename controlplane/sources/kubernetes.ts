@@ -1,6 +1,7 @@
 /**
  * The Kubernetes source: one @kubernetes/client-node ListWatch (the informer machinery) per watched kind:
- * Namespaces, Nodes, Pods, Services, EndpointSlices, Gateways, AuthorizationPolicies and PeerAuthentications.
+ * Namespaces, Nodes, Pods, Services, EndpointSlices, Gateways, AuthorizationPolicies, PeerAuthentications,
+ * HTTPRoutes and GRPCRoutes.
  *
  * Owns: the list/watch per kind (watches ask for bookmarks, so a reconnect resumes from a recent
  * resourceVersion), restarting a stopped watch with exponential backoff (resuming from the last
@@ -58,6 +59,9 @@ export const WATCHED_RESOURCES: KindDescriptor[] = [
   { kind: 'Pod', apiVersion: 'v1', path: '/api/v1/pods', list: (apis) => apis.core.listPodForAllNamespaces() },
   { kind: 'AuthorizationPolicy', apiVersion: 'security.istio.io/v1', path: '/apis/security.istio.io/v1/authorizationpolicies', list: custom('security.istio.io', 'v1', 'authorizationpolicies'), optional: true },
   { kind: 'PeerAuthentication', apiVersion: 'security.istio.io/v1', path: '/apis/security.istio.io/v1/peerauthentications', list: custom('security.istio.io', 'v1', 'peerauthentications'), optional: true },
+  // Routes for waypoints (GAMMA); the control plane writes their status back.
+  { kind: 'HTTPRoute', apiVersion: 'gateway.networking.k8s.io/v1', path: '/apis/gateway.networking.k8s.io/v1/httproutes', list: custom('gateway.networking.k8s.io', 'v1', 'httproutes'), optional: true },
+  { kind: 'GRPCRoute', apiVersion: 'gateway.networking.k8s.io/v1', path: '/apis/gateway.networking.k8s.io/v1/grpcroutes', list: custom('gateway.networking.k8s.io', 'v1', 'grpcroutes'), optional: true },
   { kind: 'DestinationRule', apiVersion: 'networking.istio.io/v1', path: '/apis/networking.istio.io/v1/destinationrules', list: custom('networking.istio.io', 'v1', 'destinationrules'), optional: true },
   { kind: 'VirtualService', apiVersion: 'networking.istio.io/v1', path: '/apis/networking.istio.io/v1/virtualservices', list: custom('networking.istio.io', 'v1', 'virtualservices'), optional: true },
 ];

@@ -63,6 +63,12 @@ export const KIND_SCHEMAS: Record<string, KindSchema> = {
     topLevel: [...COMMON_TOP_LEVEL, 'spec', 'status'],
     spec: ['selector', 'mtls', 'portLevelMtls'],
   },
+  RequestAuthentication: {
+    apiVersions: ['security.istio.io/v1', 'security.istio.io/v1beta1'],
+    topLevel: [...COMMON_TOP_LEVEL, 'spec', 'status'],
+    spec: ['selector', 'targetRef', 'targetRefs', 'jwtRules'],
+  },
+  LocalRateLimitPolicy: { apiVersions: ['policy.ambit.dev/v1alpha1'], topLevel: [...COMMON_TOP_LEVEL, 'spec', 'status'], spec: ['targetRefs', 'limits'] },
   // Kinds other parts of ambit read (waypoint routing and traffic policy): accepted and stored, spec unchecked here.
   HTTPRoute: { apiVersions: ['gateway.networking.k8s.io/v1', 'gateway.networking.k8s.io/v1beta1'], topLevel: [...COMMON_TOP_LEVEL, 'spec', 'status'] },
   GRPCRoute: { apiVersions: ['gateway.networking.k8s.io/v1'], topLevel: [...COMMON_TOP_LEVEL, 'spec', 'status'] },

@@ -53,6 +53,21 @@ export function onlyCallers(authenticator: XdsAuthenticator, allowed: readonly s
   };
 }
 
+/**
+ * Only callers `allowed` says yes to may open an xDS stream: the node agents' account, and in Kubernetes the
+ * service accounts of waypoints (controlplane/model/waypoint-accounts.ts), which need the same configuration.
+ * `describe` says who is allowed, for the refusal.
+ */
+export function callersAllowedBy(authenticator: XdsAuthenticator, allowed: (caller: AuthenticatedCaller) => boolean, describe: string): XdsAuthenticator {
+  return {
+    async authenticate(metadata) {
+      const caller = await authenticator.authenticate(metadata);
+      if (!allowed(caller)) throw new AuthorizationError(`${caller.identity} may not read the mesh configuration (allowed: ${describe})`);
+      return caller;
+    },
+  };
+}
+
 /** The extra field a Kubernetes bound service account token review carries with the pod's node name. */
 export const NODE_NAME_EXTRA = 'authentication.kubernetes.io/node-name';
 

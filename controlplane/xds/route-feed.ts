@@ -1,12 +1,11 @@
 /**
  * Serves `type.googleapis.com/ambit.waypoint.HttpRoutes` (one per Service with routes attached) from the compiled
- * HTTPRoutes (controlplane/model/http-routes.ts).
+ * HTTPRoutes and GRPCRoutes (controlplane/model/http-routes.ts, grpc-routes.ts).
  *
  * Owns: encoding and replacing the served set. Must not know about: how routes compile.
  */
 import type protobuf from 'protobufjs';
 import { HTTP_ROUTES_TYPE_URL, typeForUrl } from '../../shared/xds/protos.ts';
-import type { CompiledHttpRoutes } from '../model/http-routes.ts';
 import type { ResourceCache } from './resource-cache.ts';
 
 export class RouteFeed {
@@ -23,9 +22,9 @@ export class RouteFeed {
   }
 
   /** Makes the served set exactly `routes` (unchanged ones keep their version and are not re-pushed). */
-  replace(routes: readonly CompiledHttpRoutes[]): void {
+  replace(routes: readonly { name: string; resource: object }[]): void {
     const encoded = new Map<string, Uint8Array>();
-    for (const route of routes) encoded.set(route.name, this.#type.encode(this.#type.fromObject(route.resource)).finish());
+    for (const route of routes) encoded.set(route.name, this.#type.encode(this.#type.fromObject(route.resource as Record<string, unknown>)).finish());
     for (const [name, bytes] of encoded) this.#cache.set(HTTP_ROUTES_TYPE_URL, name, bytes);
     for (const name of this.#names) if (!encoded.has(name)) this.#cache.delete(HTTP_ROUTES_TYPE_URL, name);
     this.#names = new Set(encoded.keys());

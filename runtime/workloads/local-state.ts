@@ -52,6 +52,9 @@ export interface LocalState {
   caDir?: string;
   clusterDir?: string;
   controlPlaneLog?: string;
+  /** The local cluster's Kubernetes API (runtime/workloads/cluster-api.ts) and the kubeconfig for it (0600: it holds the token). */
+  apiServer?: string;
+  kubeconfig?: string;
   nodeCount: number;
   nodes: { name: string; netns: string; agentLog: string }[];
   pods: LocalPodState[];

@@ -9,6 +9,7 @@
  * whole and reported, so a bad edit changes nothing.
  *
  *   node runtime/workloads/supervisor.ts --dir DIR --run-dir RUNDIR [--nodes N] [--image-map FILE]
+ *                                        [--control-plane-source dir|kubernetes]
  *
  * Owns: the order of start-up and teardown, scheduling (spec.nodeName, else the node with the fewest pods), the
  * status loop.
@@ -22,13 +23,16 @@ import { stringify } from 'yaml';
 import type { K8sObject } from '../../shared/k8s/objects.ts';
 import type { Pod } from '../pod.ts';
 import { createLocalMesh, type LocalMesh } from '../local-mesh.ts';
+import { netnsPath } from '../netns.ts';
 import { processStartTime } from '../run-registry.ts';
+import { ClusterApi, controlPlaneKubeconfigFile } from './cluster-api.ts';
 import { PodContainers } from './containers.ts';
 import { serveControl, type DeletedPod } from './control-socket.ts';
 import { WorkloadError } from './errors.ts';
 import { DEFAULT_IMAGE_MAP, readImageMap } from './image-map.ts';
 import { logDir, teardownFile, writeState, type LocalPodState, type LocalState } from './local-state.ts';
 import { planWorkloads, replacementReplica, type PodPlan, type WorkloadPlan } from './manifests.ts';
+import { createWaypoint, type LocalWaypoint } from '../waypoint.ts';
 
 const STATUS_INTERVAL_MS = 500;
 /** Editors write a file in several steps: re-read once the directory has been quiet this long. */
@@ -51,6 +55,7 @@ const { values } = parseArgs({
     'run-dir': { type: 'string' },
     nodes: { type: 'string', default: '2' },
     'image-map': { type: 'string' },
+    'control-plane-source': { type: 'string', default: 'dir' },
   },
 });
 if (values.dir === undefined || values['run-dir'] === undefined) {
@@ -129,6 +134,7 @@ async function stop(signal: string): Promise<void> {
     await control?.close().catch(() => undefined);
     if (state.phase !== 'failed') state.phase = 'stopping';
     await publishState().catch(() => undefined);
+    await clusterApi?.close().catch(() => undefined);
     await Promise.all(pods.map((entry) => entry.containers?.stop()));
     await Promise.all([...state.nodes.map((node) => path.join(logs, `agent-${node.name}.log`)), path.join(logs, 'controlplane.log')].map(keepLog));
     const report = mesh ? await mesh.destroy() : undefined;
@@ -261,7 +267,7 @@ async function main(): Promise<void> {
   pods.push(...plan.pods.map(entryFor));
   await publishState();
   log(`building ${state.nodeCount} nodes, the control plane and the agents`);
-  mesh = await createLocalMesh({ nodes: state.nodeCount });
+  mesh = await createLocalMesh({ nodes: state.nodeCount, ...(values['control-plane-source'] === 'kubernetes' ? { controlPlaneSource: kubernetesControlPlaneSource } : {}) });
   state.meshUpAt = Date.now();
   const cluster = mesh.cluster;
   Object.assign(state, { tmpDir: cluster.tmpDir, caDir: mesh.caDir, clusterDir: cluster.clusterDir });
@@ -290,6 +296,7 @@ async function main(): Promise<void> {
   }
   await writeUserObjects(plan);
   control = await serveControl(runDir, { deletePod: (namespace, name) => serialized(() => deletePod(namespace, name)) });
+  if (clusterApi === undefined) await startKubernetesApi(mesh.cluster.clusterDir);
   state.phase = 'running';
   await publishState();
   log(`mesh up (run ${cluster.runId}); making ${pods.length} pods`);
@@ -300,12 +307,14 @@ async function main(): Promise<void> {
   watch(state.dir, { recursive: true }, () => {
     if (timer !== undefined) clearTimeout(timer);
     timer = setTimeout(() => {
-      serialized(reload).catch((error: unknown) => log(`reload failed: ${(error as Error).message}`));
+      void reloadNow().catch((error: unknown) => log(`reload failed: ${(error as Error).message}`));
     }, RELOAD_DEBOUNCE_MS);
   });
   const target = mesh;
   await serialized(() => createPods(target, [...pods]));
   log('every pod created');
+  await serialized(() => reconcileWaypoints(plan));
+  await publishState();
 }
 
 let accepted: WorkloadPlan | undefined;
@@ -338,6 +347,44 @@ async function deletePod(namespace: string, name: string): Promise<DeletedPod> {
   log(`pod ${namespace}/${name} replaced by ${replacement.state.namespace}/${replacement.state.name}`);
   return { deleted: `${namespace}/${name}`, replacement: `${replacement.state.namespace}/${replacement.state.name}` };
 }
+
+let clusterApi: ClusterApi | undefined;
+
+/** Re-reads the directory after any change under way; resolves with the problems that made it refuse the change. */
+function reloadNow(): Promise<string[]> {
+  return serialized(reload);
+}
+
+/**
+ * The Kubernetes API for kubectl (cluster-api.ts): what it shows is read from the cluster, what it writes is an
+ * edit of the user's directory applied by reloadNow(). The kubeconfig goes into the run directory.
+ */
+async function startKubernetesApi(clusterDir: string, controlPlaneIn?: { netns: string; address: string }): Promise<void> {
+  clusterApi = await ClusterApi.start({
+    ...(controlPlaneIn !== undefined ? { controlPlaneIn } : {}),
+    userDir: state.dir,
+    clusterDir,
+    runDir,
+    logDir: logs,
+    pods: () => pods.map((entry) => entry.state),
+    nodes: () => state.nodes,
+    apply: reloadNow,
+    deleteReplica: (namespace, name) => serialized(() => deletePod(namespace, name)),
+  });
+  Object.assign(state, { kubeconfig: clusterApi.kubeconfigFile, apiServer: clusterApi.url });
+  log(`Kubernetes API at ${clusterApi.url}; kubeconfig ${clusterApi.kubeconfigFile}`);
+}
+
+/**
+ * `--control-plane-source kubernetes`: the control plane reads the cluster through this API (its Kubernetes source,
+ * the code path of a cluster), served inside the fabric namespace where it runs; the CA directory and node tokens
+ * stay the local mode's (`--identity-from local`: this API serves no TokenReviews or Secrets).
+ */
+async function kubernetesControlPlaneSource(cluster: LocalMesh['cluster'], fabricAddress: string): Promise<string[]> {
+  await startKubernetesApi(cluster.clusterDir, { netns: netnsPath(cluster.fabricNetns), address: fabricAddress });
+  return ['--source', 'kubernetes', '--kubeconfig', controlPlaneKubeconfigFile(runDir), '--identity-from', 'local'];
+}
+
 let images: Awaited<ReturnType<typeof readImageMap>>;
 
 
@@ -349,20 +396,61 @@ function entryFor(podPlan: PodPlan): RunningPod {
   };
 }
 
+/** A Gateway of class istio-waypoint: the runtime deploys it (as Istio's deployment controller would) instead of copying it. */
+function isWaypointGateway(object: K8sObject): boolean {
+  return object.kind === 'Gateway' && (object.spec as { gatewayClassName?: string } | undefined)?.gatewayClassName === 'istio-waypoint';
+}
+
+/** Running waypoints by `<namespace>/<name>`, with the Gateway they were made from. */
+const waypoints = new Map<string, { waypoint: LocalWaypoint; spec: string }>();
+
+/** Makes a waypoint pod for every waypoint Gateway in the plan, and removes those whose Gateway went (or changed). */
+async function reconcileWaypoints(plan: WorkloadPlan): Promise<void> {
+  if (mesh === undefined) return;
+  const wanted = new Map(plan.objects.filter(isWaypointGateway).map((object) => [`${object.metadata?.namespace || 'default'}/${object.metadata?.name}`, object]));
+  for (const [key, running] of waypoints) {
+    const object = wanted.get(key);
+    if (object && JSON.stringify(object.metadata?.labels ?? {}) === running.spec) continue;
+    waypoints.delete(key);
+    await running.waypoint.delete().catch((error: unknown) => log(`waypoint ${key}: ${(error as Error).message}`));
+    log(`waypoint ${key} removed`);
+  }
+  let index = 0;
+  for (const [key, object] of wanted) {
+    if (waypoints.has(key)) continue;
+    const [namespace = 'default', name = ''] = key.split('/');
+    const waypointFor = object.metadata?.labels?.['istio.io/waypoint-for'] as 'service' | 'workload' | 'all' | 'none' | undefined;
+    try {
+      const waypoint = await createWaypoint(mesh, { node: index++ % mesh.cluster.nodes.length, namespace, name, ...(waypointFor ? { waypointFor } : {}) });
+      waypoints.set(key, { waypoint, spec: JSON.stringify(object.metadata?.labels ?? {}) });
+      log(`waypoint ${key} on ${waypoint.pod.node.name} at ${waypoint.pod.ip}`);
+    } catch (error) {
+      state.problems.push(`${where(object)}: waypoint ${key}: ${(error as Error).message}`);
+    }
+  }
+}
+
+function where(object: K8sObject): string {
+  return `Gateway ${object.metadata?.namespace || 'default'}/${object.metadata?.name}`;
+}
+
 async function writeUserObjects(plan: WorkloadPlan): Promise<void> {
   const userDir = path.join(mesh!.cluster.clusterDir, 'user');
-  await rm(userDir, { recursive: true, force: true });
+  // Retried: the Services controller may be writing a cluster IP into a file here (ENOTEMPTY).
+  await rm(userDir, { recursive: true, force: true, maxRetries: 5 });
   await mkdir(userDir, { recursive: true });
   for (const [index, object] of plan.objects.entries()) {
+    // Waypoint Gateways are written by the waypoint they make (with its address in status): runtime/waypoint.ts.
+    if (isWaypointGateway(object)) continue;
     const file = `${String(index).padStart(4, '0')}-${object.kind}.${object.metadata?.namespace || 'default'}.${object.metadata?.name}.yaml`;
     await writeFile(path.join(userDir, file.replace(/[^A-Za-z0-9._-]/g, '_')), stringify(object));
   }
   state.services = plan.objects.filter((object) => object.kind === 'Service').map(describeService);
 }
 
-/** Re-reads the directory and applies what changed; a new problem rejects the whole re-read. */
-async function reload(): Promise<void> {
-  if (stopping || mesh === undefined || accepted === undefined) return;
+/** Re-reads the directory and applies what changed; a new problem rejects the whole re-read (and is returned). */
+async function reload(): Promise<string[]> {
+  if (stopping || mesh === undefined || accepted === undefined) return ['the local mesh is starting or stopping: try again'];
   const plan = await planWorkloads(state.dir, images);
   const fresh = plan.problems.filter((problem) => !accepted!.problems.includes(problem));
   if (fresh.length > 0) {
@@ -371,7 +459,7 @@ async function reload(): Promise<void> {
       if (!state.problems.includes(problem)) state.problems.push(problem);
     }
     await publishState();
-    return;
+    return fresh;
   }
   state.problems = [...plan.problems, ...serviceProblems];
   const cluster = mesh.cluster;
@@ -402,7 +490,10 @@ async function reload(): Promise<void> {
   accepted = plan;
   await publishState();
   await createPods(mesh, added);
+  await reconcileWaypoints(plan);
+  await publishState();
   log(`change applied: ${added.length} pods added, ${gone.length} deleted`);
+  return [];
 }
 
 main().catch(async (error: unknown) => {

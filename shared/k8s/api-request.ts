@@ -78,7 +78,7 @@ export function statusMessage(body: unknown): string {
 }
 
 export interface ApiRequest {
-  method: 'GET' | 'PATCH';
+  method: 'GET' | 'PATCH' | 'POST';
   path: string;
   /** JSON body and its content type (a merge patch: application/merge-patch+json). */
   body?: unknown;

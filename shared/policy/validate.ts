@@ -109,7 +109,7 @@ function describeType(value: unknown): string {
 
 const TYPE_PHRASES: Record<string, string> = { string: 'a string', object: 'an object', array: 'a list', integer: 'an integer', boolean: 'true or false' };
 
-function schemaProblem(error: ErrorObject, data: unknown): PolicyProblem {
+export function schemaProblem(error: ErrorObject, data: unknown): PolicyProblem {
   const path = readablePath(error.instancePath, data);
   switch (error.keyword) {
     case 'additionalProperties': {

@@ -8,7 +8,10 @@
  *     in namespaces routed to it, reach the server while this process keeps serving it);
  *   - optionally under a path prefix (`start({ pathPrefix: '/k8s/clusters/c-1' })`), as an API server reached
  *     through a proxy is (Rancher serves each cluster's API so): `url` ends with it, and requests outside it get 404;
- *   - `PATCH <collection>/<name>` with a JSON merge patch (the agent's pod annotation);
+ *   - `PATCH <collection>/<name>` with a JSON merge patch (the agent's pod annotation), and `PATCH .../<name>/status`
+ *     (the status subresource: only `status` of the patch is applied, as a real server does);
+ *   - `POST <namespaced collection>` creates an object (409 AlreadyExists when it exists); a Service created so gets
+ *     a cluster IP from 10.96.0.0/16 unless it names one (the waypoint controller's writes);
  *   - `GET <collection>/<name>` (namespaced: `.../namespaces/<ns>/<resource>/<name>`) reads one object, 404 Status
  *     when absent (the CNI plugin's lookup);
  *   - `GET <collection>` lists with `metadata.resourceVersion` (one global counter, as etcd's revision);
@@ -21,8 +24,8 @@
  *   - `GET`/`POST`/`PUT /api/v1/namespaces/<ns>/{secrets,configmaps}[/<name>]` keeps Secrets and ConfigMaps (the
  *     CA root store and the root publisher use them).
  * Lists and watches honour `fieldSelector=metadata.name=<n>` and `metadata.namespace=<ns>` (comma-separated).
- * Collections: core v1 namespaces, nodes, pods, services, configmaps; discovery.k8s.io/v1 endpointslices;
- * gateway.networking.k8s.io/v1 gateways; security.istio.io/v1 authorizationpolicies and peerauthentications.
+ * Collections: core v1 namespaces, nodes, pods, services, serviceaccounts, configmaps; apps/v1 deployments;
+ * discovery.k8s.io/v1 endpointslices; gateway.networking.k8s.io/v1 gateways, httproutes, grpcroutes; security.istio.io/v1 authorizationpolicies and peerauthentications.
  * Tests drive it directly: `apply`, `get`, `remove`, `compact` (forget history), `bookmark`, `dropWatches`,
  * `holdWatches`/`releaseWatches` (a partition during which changes are missed by watchers), `holdWrites`/`releaseWrites`
  * (writes of Secrets and ConfigMaps wait, to interleave two writers), `fail`/`recover` (an outage: every request answered 503).
@@ -53,6 +56,11 @@ const COLLECTIONS: Collection[] = [
   { kind: 'Gateway', apiVersion: 'gateway.networking.k8s.io/v1', path: '/apis/gateway.networking.k8s.io/v1/gateways', namespaced: true },
   { kind: 'AuthorizationPolicy', apiVersion: 'security.istio.io/v1', path: '/apis/security.istio.io/v1/authorizationpolicies', namespaced: true },
   { kind: 'PeerAuthentication', apiVersion: 'security.istio.io/v1', path: '/apis/security.istio.io/v1/peerauthentications', namespaced: true },
+  { kind: 'HTTPRoute', apiVersion: 'gateway.networking.k8s.io/v1', path: '/apis/gateway.networking.k8s.io/v1/httproutes', namespaced: true },
+  { kind: 'GRPCRoute', apiVersion: 'gateway.networking.k8s.io/v1', path: '/apis/gateway.networking.k8s.io/v1/grpcroutes', namespaced: true },
+  // Written by the control plane's waypoint controller (POST, then merge PATCH).
+  { kind: 'ServiceAccount', apiVersion: 'v1', path: '/api/v1/serviceaccounts', namespaced: true },
+  { kind: 'Deployment', apiVersion: 'apps/v1', path: '/apis/apps/v1/deployments', namespaced: true },
   // Also written through POST/PUT (the root publisher); listed and watched with a fieldSelector (its watch).
   { kind: 'ConfigMap', apiVersion: 'v1', path: '/api/v1/configmaps', namespaced: true },
 ];
@@ -128,6 +136,8 @@ export class FakeKubeApiServer {
   readonly reviewTokens = new Map<string, TokenIdentity>();
   /** Every request as `METHOD path?query`, for asserting lists and watches. */
   readonly requests: string[] = [];
+  /** Every status subresource write, as `<Kind> <namespace>/<name>`. */
+  readonly statusWrites: string[] = [];
   readonly #server: https.Server;
   readonly #pathPrefix: string;
   readonly #sockets = new Set<Socket>();
@@ -145,6 +155,8 @@ export class FakeKubeApiServer {
   #heldWatches: (() => void)[] | undefined;
   /** Watches from before this version get 410 Gone. */
   #compactedThrough = 0;
+  /** The next cluster IP a created Service gets (10.96.x.y). */
+  #nextClusterIp = 10;
 
   private constructor(server: https.Server, caPem: string, origin: string, clientToken: string, pathPrefix: string) {
     this.#server = server;
@@ -405,8 +417,16 @@ export class FakeKubeApiServer {
       this.#stored(storedPath[2] === 'secrets' ? this.secrets : this.configMaps, storedPath[2]!, request, response, storedPath[1]!, storedPath[3]);
       return;
     }
+    if (request.method === 'PATCH' && url.pathname.endsWith('/status')) {
+      this.#patchStatus(request, response, url.pathname.slice(0, -'/status'.length));
+      return;
+    }
     if (request.method === 'PATCH') {
       this.#patch(request, response, url.pathname);
+      return;
+    }
+    if (request.method === 'POST') {
+      this.#create(request, response, url.pathname);
       return;
     }
     const single = request.method === 'GET' ? this.#objectAt(url.pathname) : undefined;
@@ -448,6 +468,62 @@ export class FakeKubeApiServer {
       }
       const stored = this.apply(mergePatch(target.object, patch) as K8sObject);
       response.writeHead(200, { 'content-type': 'application/json' });
+      response.end(JSON.stringify(stored));
+    });
+  }
+
+  /** `PATCH <object>/status`: the patch's `status` merged into the object's; everything else in it ignored. */
+  #patchStatus(request: IncomingMessage, response: ServerResponse, pathname: string): void {
+    const target = this.#objectAt(pathname);
+    if (!target?.object) {
+      this.#status(response, 404, 'NotFound', `the server could not find the requested resource (PATCH ${pathname}/status)`);
+      return;
+    }
+    if (!String(request.headers['content-type']).startsWith('application/merge-patch+json')) {
+      this.#status(response, 415, 'UnsupportedMediaType', 'the fake API server takes application/merge-patch+json patches only');
+      return;
+    }
+    this.#readJson<{ status?: unknown }>(request, response, (patch) => {
+      const current = this.#objectAt(pathname)?.object;
+      if (!current) {
+        this.#status(response, 404, 'NotFound', `${target.collection.path.split('/').pop()} "${target.name}" not found`);
+        return;
+      }
+      const stored = this.apply({ ...current, status: mergePatch(current.status, patch.status ?? {}) });
+      this.statusWrites.push(`${target.collection.kind} ${current.metadata?.namespace}/${current.metadata?.name}`);
+      response.writeHead(200, { 'content-type': 'application/json' });
+      response.end(JSON.stringify(stored));
+    });
+  }
+
+  /** `POST <prefix>/namespaces/<ns>/<resource>`: creates the object in that namespace. */
+  #create(request: IncomingMessage, response: ServerResponse, pathname: string): void {
+    const collection = COLLECTIONS.find((entry) => {
+      if (!entry.namespaced) return false;
+      const prefix = entry.path.slice(0, entry.path.lastIndexOf('/'));
+      const resource = entry.path.slice(entry.path.lastIndexOf('/') + 1);
+      return new RegExp(`^${prefix}/namespaces/[^/]+/${resource}$`).test(pathname);
+    });
+    if (!collection) {
+      this.#status(response, 404, 'NotFound', `the server could not find the requested resource (POST ${pathname})`);
+      return;
+    }
+    const namespace = decodeURIComponent(pathname.split('/namespaces/')[1]!.split('/')[0]!);
+    this.#readJson<K8sObject>(request, response, (object) => {
+      const name = object.metadata?.name;
+      if (!name) {
+        this.#status(response, 422, 'Invalid', 'metadata.name: Required value');
+        return;
+      }
+      if (this.get(collection.kind, namespace, name)) {
+        this.#status(response, 409, 'AlreadyExists', `${collection.path.split('/').pop()} "${name}" already exists`);
+        return;
+      }
+      let created: K8sObject = { ...object, kind: collection.kind, metadata: { ...object.metadata, namespace } as K8sObject['metadata'] };
+      const spec = created.spec as { clusterIP?: string } | undefined;
+      if (collection.kind === 'Service' && !spec?.clusterIP) created = { ...created, spec: { ...spec, clusterIP: `10.96.${Math.floor(this.#nextClusterIp / 250)}.${(this.#nextClusterIp++ % 250) + 1}` } };
+      const stored = this.apply(created);
+      response.writeHead(201, { 'content-type': 'application/json' });
       response.end(JSON.stringify(stored));
     });
   }

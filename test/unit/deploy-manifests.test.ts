@@ -17,6 +17,10 @@ import { generatedFiles } from '../../deploy/generate.ts';
 import { crdObjects, installObjects } from '../../deploy/render.ts';
 import { DEFAULT_VALUES } from '../../deploy/values.ts';
 import { validatePolicy } from '../../shared/policy/validate.ts';
+import { waypointExampleObjects } from '../../deploy/waypoint.ts';
+import { configFromEnv as waypointConfigFromEnv } from '../../waypoint/config.ts';
+import { collectionPath } from '../../controlplane/kube-writer.ts';
+import { ROUTE_KINDS } from '../../controlplane/model/route-status.ts';
 
 const DEPLOY = path.join(import.meta.dirname, '..', '..', 'deploy');
 
@@ -217,6 +221,67 @@ test('RBAC: the control plane may list and watch every kind its Kubernetes sourc
     for (const doc of docs.filter((candidate) => candidate.kind === binding)) {
       t.truthy(find(docs, 'ServiceAccount', doc.subjects[0].name), `${binding} ${doc.metadata.name} binds an account that exists`);
     }
+  }
+});
+
+test('the waypoint the control plane writes passes the schemas, runs as Istio\'s does, and gets a configuration the waypoint accepts', async (t) => {
+  for (const object of waypointExampleObjects(DEFAULT_VALUES)) t.notThrows(() => object.validate(), `${object.kind} ${object.metadata?.name}`);
+  const docs = await documents('manifests/waypoint-example.yaml');
+  const deployment = find(docs, 'Deployment', 'waypoint');
+  const pod = deployment.spec.template.spec;
+  t.like(deployment.spec.template.metadata.labels, { 'istio.io/dataplane-mode': 'none', 'gateway.networking.k8s.io/gateway-name': 'waypoint' });
+  t.deepEqual(find(docs, 'Service', 'waypoint').spec.selector, deployment.spec.selector.matchLabels, 'the Service selects the waypoint pods');
+  t.is(pod.serviceAccountName, find(docs, 'ServiceAccount', 'waypoint').metadata.name);
+  const container = pod.containers[0];
+  t.like(container.securityContext, { runAsNonRoot: true, runAsUser: 1337, readOnlyRootFilesystem: true, allowPrivilegeEscalation: false, privileged: false });
+  t.deepEqual(container.securityContext.capabilities, { drop: ['ALL'] }, 'no capabilities at all');
+  t.deepEqual((container.ports as Doc[]).map((port) => port.containerPort).sort(), [15008, 15020, 15021]);
+  // The downward API's values, as the kubelet would fill them in; the waypoint's own parser must accept the rest.
+  const downward: Record<string, string> = { 'metadata.namespace': 'default', 'metadata.name': 'waypoint-5d8f-x', 'spec.nodeName': 'node-1', 'spec.serviceAccountName': pod.serviceAccountName };
+  const env: NodeJS.ProcessEnv = {};
+  for (const variable of container.env as Doc[]) env[variable.name] = variable.valueFrom ? downward[variable.valueFrom.fieldRef.fieldPath] : variable.value;
+  const config = waypointConfigFromEnv(env);
+  t.is(config.gatewayName, 'default/waypoint');
+  t.is(config.serviceAccount, 'waypoint');
+  // Its files are on mounted volumes: the token projected for an audience the control plane accepts, the root from the published ConfigMap.
+  const volumeOf = (file: string) => {
+    const mount = (container.volumeMounts as Doc[]).find((candidate) => file.startsWith(`${candidate.mountPath}/`));
+    return { mount, volume: pod.volumes.find((candidate: Doc) => candidate.name === mount?.name) as Doc | undefined };
+  };
+  const token = volumeOf(config.tokenFile);
+  const projected = token.volume?.projected?.sources?.[0]?.serviceAccountToken;
+  t.is(`${token.mount?.mountPath}/${projected?.path}`, config.tokenFile);
+  const controlPlane = find(await documents('manifests/ambit.yaml'), 'Deployment', 'ambit-controlplane').spec.template.spec.containers[0];
+  const cpEnv: NodeJS.ProcessEnv = {};
+  for (const variable of controlPlane.env as Doc[]) cpEnv[variable.name] = variable.valueFrom ? DEFAULT_VALUES.namespace : variable.value;
+  const cpConfig = parseControlPlaneConfig(controlPlane.command.slice(2), cpEnv);
+  t.true(cpConfig.tokenAudiences.includes(projected?.audience), `the token is for ${projected?.audience}, which the control plane's TokenReview asks for`);
+  t.is(volumeOf(config.rootCertFile).volume?.configMap?.name, ROOT_CONFIGMAP_NAME);
+  t.true(config.rootCertFile.endsWith('/root-cert.pem'));
+  // The image and address the control plane's controller writes are the ones the manifests give it.
+  t.is(container.image, cpConfig.waypoint.image);
+  t.is(config.xdsAddress, cpConfig.waypoint.xdsAddress);
+  t.is(config.xdsAddress.split('.')[0], find(await documents('manifests/ambit.yaml'), 'Service', 'ambit-controlplane').metadata.name, 'waypoints reach the control plane by its Service');
+  t.true(projected?.expirationSeconds >= 600);
+});
+
+test('RBAC: the control plane may write every kind its waypoint controller writes, and the status of Gateways and routes', async (t) => {
+  const docs = await documents('manifests/ambit.yaml');
+  const role = find(docs, 'ClusterRole', 'ambit-controlplane');
+  const allows = (group: string, resource: string, verb: string) => (role.rules as Doc[]).some((rule) => rule.apiGroups.includes(group) && rule.resources.includes(resource) && rule.verbs.includes(verb));
+  // Group and resource from the writer's own path for each kind, so a kind added there without RBAC fails here.
+  const groupAndResource = (kind: string) => {
+    const parts = collectionPath(kind, 'ns').split('/');
+    return { group: parts[1] === 'api' ? '' : parts[2]!, resource: parts.pop()! };
+  };
+  for (const object of waypointExampleObjects(DEFAULT_VALUES)) {
+    const { group, resource } = groupAndResource(object.kind);
+    for (const verb of ['create', 'patch']) t.true(allows(group, resource, verb), `${verb} ${group}/${resource}`);
+  }
+  for (const kind of ['Gateway', ...ROUTE_KINDS]) {
+    const { group, resource } = groupAndResource(kind);
+    t.true(allows(group, `${resource}/status`, 'patch'), `patch ${group}/${resource}/status`);
+    t.false(allows(group, resource, 'patch'), `${kind}s themselves are the user's: only their status is written`);
   }
 });
 

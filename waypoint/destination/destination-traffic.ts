@@ -167,6 +167,9 @@ export class DestinationRequest {
     this.#traffic = traffic;
     const chooser = traffic.chooser(hashKey);
     this.choose = (source, service, endpoints, servicePort, vip) => {
+      // A retry chooses again: the previous try's endpoint is no longer in flight for this request.
+      if (this.#endpoint !== undefined) traffic.finished(this.#endpoint, undefined);
+      this.#endpoint = undefined;
       const picked = chooser(source, service, endpoints, servicePort, vip);
       this.#endpoint = picked.endpoint.workload;
       traffic.started(this.#endpoint);

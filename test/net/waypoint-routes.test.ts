@@ -1,0 +1,415 @@
+/**
+ * The waypoint's HTTPRoute features on a real 2-node local mesh (control plane reading the cluster directory, real
+ * agents, a real waypoint process in its own pod, backends in pods on both nodes): each feature is checked by what
+ * the backend received and what the client got. Matches (RE2 path, header and query matches, methods, and their
+ * precedence), filters (URLRewrite, Request/ResponseHeaderModifier on the rule and on a backendRef, RequestRedirect,
+ * RequestMirror), timeouts (request and backendRequest), retry, parentRefs port and named rules, least-request
+ * load balancing, 503 UH with no endpoint, and the telemetry: Istio's request metrics with byte sizes, one JSON
+ * access-log line per request, x-request-id and W3C traceparent passed on (and made when absent).
+ */
+import test from 'ava';
+import type { ChildProcess } from 'node:child_process';
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { stringify } from 'yaml';
+import { createLocalMesh, type LocalMesh } from '../../runtime/local-mesh.ts';
+import { createWaypoint, type LocalWaypoint } from '../../runtime/waypoint.ts';
+import type { Pod } from '../../runtime/index.ts';
+
+const ENROLLED = { 'istio.io/dataplane-mode': 'ambient' };
+const BACKEND_PORT = 8080;
+const WEB_VIP = '10.240.3.10';
+const V1_VIP = '10.240.3.13';
+const V2_VIP = '10.240.3.14';
+const MIRROR_VIP = '10.240.3.15';
+const EMPTY_VIP = '10.240.3.16';
+const DEAD_VIP = '10.240.3.17';
+const CLIENT_IDENTITY = 'spiffe://cluster.local/ns/shop/sa/client';
+const ROUTE_BACKEND = path.join(import.meta.dirname, 'helpers', 'route-backend.ts');
+const ROUTE_CLIENT = path.join(import.meta.dirname, 'helpers', 'route-client.ts');
+
+let mesh: LocalMesh;
+let waypoint: LocalWaypoint;
+let client: Pod;
+let webA: Pod;
+let webB: Pod;
+let mirrorPod: Pod;
+/** Backs the `dead` Service but serves nothing: its agent cannot connect to the app port. */
+let deadPod: Pod;
+
+async function writeAtomically(file: string, text: string): Promise<void> {
+  await mkdir(path.dirname(file), { recursive: true });
+  const temporary = path.join(path.dirname(file), `.${path.basename(file)}.tmp`);
+  await writeFile(temporary, text);
+  await rename(temporary, file);
+}
+
+async function writeService(name: string, vip: string, selector: Record<string, string>, labels: Record<string, string> = {}): Promise<void> {
+  await writeAtomically(
+    path.join(mesh.cluster.clusterDir, 'services', `${name}.yaml`),
+    stringify({
+      apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: 'shop', labels },
+      spec: { clusterIP: vip, selector, ports: [{ name: 'http', port: 80, targetPort: BACKEND_PORT }, { name: 'http-alt', port: 8081, targetPort: BACKEND_PORT }] },
+    }),
+  );
+}
+
+function startBackend(pod: Pod): Promise<ChildProcess> {
+  const child = pod.spawn(process.execPath, [ROUTE_BACKEND, '--port', String(BACKEND_PORT), '--name', pod.name], { stdio: ['ignore', 'pipe', 'pipe'] });
+  return new Promise((resolve, reject) => {
+    let stdout = '';
+    child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
+      stdout += chunk;
+      if (stdout.includes('"listening"')) resolve(child);
+    });
+    child.once('exit', (code) => reject(new Error(`backend in ${pod.name} exited (${code})`)));
+  });
+}
+
+interface Sent {
+  path: string;
+  method?: string;
+  headers?: Record<string, string>;
+  bodyBytes?: number;
+  abortAfterBytes?: number;
+  repeat?: number;
+}
+
+interface Received {
+  path: string;
+  status: number;
+  headers: Record<string, string>;
+  body: { name?: string; url?: string; method?: string; bytes?: number; tries?: number; peer?: string; peerPort?: number; headers?: Record<string, string> } | string;
+  error?: string;
+}
+
+/** Requests from the client pod, in order over one keep-alive connection to the web VIP. */
+async function send(requests: Sent[], port = 80): Promise<Received[]> {
+  const result = await client.exec(process.execPath, [ROUTE_CLIENT, JSON.stringify({ host: WEB_VIP, port, requests })]);
+  if (result.code !== 0) throw new Error(`route-client failed: ${result.stderr}`);
+  return JSON.parse(result.stdout) as Received[];
+}
+
+const servedBy = (result: Received): string | undefined => (typeof result.body === 'object' ? result.body.name : undefined);
+const bodyOf = (result: Received): Exclude<Received['body'], string> => (typeof result.body === 'object' ? result.body : {});
+
+interface SeenRequest {
+  method: string;
+  url: string;
+  headers: Record<string, string>;
+  bytes: number;
+}
+
+async function inPod(pod: Pod, url: string): Promise<string> {
+  const script = `fetch(${JSON.stringify(url)}).then((r) => r.text()).then((text) => process.stdout.write(text))`;
+  const result = await pod.exec(process.execPath, ['-e', script]);
+  if (result.code !== 0) throw new Error(`fetch ${url} in ${pod.name} failed: ${result.stderr}`);
+  return result.stdout;
+}
+
+/** Every request a backend received, as it recorded them. */
+async function seenBy(pod: Pod, requestId?: string): Promise<SeenRequest[]> {
+  const seen = JSON.parse(await inPod(pod, `http://127.0.0.1:${BACKEND_PORT}/__seen`)) as SeenRequest[];
+  return requestId === undefined ? seen : seen.filter((request) => request.headers['x-request-id'] === requestId);
+}
+
+async function release(pod: Pod, key: string): Promise<void> {
+  await inPod(pod, `http://127.0.0.1:${BACKEND_PORT}/__release?key=${key}`);
+}
+
+async function until(what: string, check: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`not seen in ${timeoutMs} ms: ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- log lines are free-form JSON read by assertions
+type LogLine = Record<string, any>;
+
+async function accessLog(): Promise<LogLine[]> {
+  const text = await readFile(waypoint.logFile, 'utf8').catch(() => '');
+  return text.split('\n').filter((line) => line.startsWith('{')).map((line) => JSON.parse(line) as LogLine).filter((line) => line.msg === 'request');
+}
+
+/** The waypoint's access-log line for the request with this x-request-id (waits for it). */
+async function logLineOf(requestId: string): Promise<LogLine> {
+  let line: LogLine | undefined;
+  await until(`the access-log line of ${requestId}`, async () => (line = (await accessLog()).find((entry) => entry.request_id === requestId)) !== undefined);
+  return line!;
+}
+
+async function waypointRoutes(): Promise<Record<string, unknown[]>> {
+  const text = await inPod(waypoint.pod, 'http://127.0.0.1:15000/config_dump').catch(() => '{}');
+  return (JSON.parse(text) as { routes?: Record<string, unknown[]> }).routes ?? {};
+}
+
+const rule = (match: object, backend: string, extra: object = {}): object => ({ matches: [match], backendRefs: [{ name: backend, port: 80 }], ...extra });
+const prefix = (value: string, more: object = {}): object => ({ path: { type: 'PathPrefix', value }, ...more });
+
+/** The HTTPRoute on `web`, rules in no particular order (precedence decides). */
+const WEB_ROUTE = {
+  apiVersion: 'gateway.networking.k8s.io/v1', kind: 'HTTPRoute', metadata: { name: 'web', namespace: 'shop', creationTimestamp: '2026-01-01T00:00:00Z' },
+  spec: {
+    parentRefs: [{ group: '', kind: 'Service', name: 'web', port: 80 }],
+    rules: [
+      rule({ path: { type: 'RegularExpression', value: '/items/[0-9]+' } }, 'web-v2'),
+      rule({ path: { type: 'RegularExpression', value: '/regex/[0-9]+' } }, 'web-v2'),
+      rule(prefix('/items'), 'web-v1'),
+      rule(prefix('/hdr', { headers: [{ type: 'RegularExpression', name: 'X-User', value: 'admin|root' }] }), 'web-v2'),
+      rule(prefix('/hdr'), 'web-v1'),
+      rule({ path: { type: 'Exact', value: '/q' }, queryParams: [{ name: 'version', value: '2' }] }, 'web-v2'),
+      rule({ path: { type: 'Exact', value: '/q' } }, 'web-v1'),
+      rule(prefix('/m', { method: 'POST' }), 'web-v2'),
+      rule(prefix('/m'), 'web-v1'),
+      {
+        name: 'rewrite',
+        matches: [prefix('/rewrite')],
+        filters: [
+          { type: 'URLRewrite', urlRewrite: { hostname: 'rewritten.shop', path: { type: 'ReplacePrefixMatch', replacePrefixMatch: '/v2' } } },
+          { type: 'RequestHeaderModifier', requestHeaderModifier: { set: [{ name: 'x-route', value: 'rewrite' }], remove: ['x-drop'] } },
+          { type: 'ResponseHeaderModifier', responseHeaderModifier: { set: [{ name: 'x-served-by', value: 'waypoint' }], remove: ['x-backend-secret'] } },
+        ],
+        backendRefs: [{ name: 'web-v1', port: 80, filters: [{ type: 'RequestHeaderModifier', requestHeaderModifier: { add: [{ name: 'x-backend-filter', value: 'v1' }] } }] }],
+      },
+      { matches: [{ path: { type: 'Exact', value: '/old' } }], filters: [{ type: 'RequestRedirect', requestRedirect: { hostname: 'moved.shop', path: { type: 'ReplaceFullPath', replaceFullPath: '/new' }, statusCode: 301 } }] },
+      { matches: [prefix('/secure')], filters: [{ type: 'RequestRedirect', requestRedirect: { scheme: 'https' } }] },
+      rule(prefix('/mirror'), 'web-v1', { filters: [{ type: 'RequestMirror', requestMirror: { backendRef: { name: 'mirror', port: 80 } } }] }),
+      rule(prefix('/slow'), 'web-v1', { timeouts: { request: '1s' } }),
+      rule(prefix('/retry'), 'web-v1', { retry: { codes: [503], attempts: 2, backoff: '10ms' } }),
+      rule(prefix('/try'), 'web-v1', { timeouts: { request: '20s', backendRequest: '1s' }, retry: { codes: [504], attempts: 1, backoff: '10ms' } }),
+      rule(prefix('/empty'), 'empty'),
+      rule(prefix('/dead-retry'), 'dead', { retry: { codes: [503], attempts: 1, backoff: '10ms' } }),
+      rule(prefix('/dead-no-retry'), 'dead', { retry: { attempts: 0 } }),
+      rule(prefix('/dead'), 'dead'),
+      rule(prefix('/lb'), 'web'),
+      rule(prefix('/hold'), 'web-v1'),
+    ],
+  },
+};
+
+/** A second route, bound to the Service's 8081 port only. */
+const ALT_ROUTE = {
+  apiVersion: 'gateway.networking.k8s.io/v1', kind: 'HTTPRoute', metadata: { name: 'web-alt', namespace: 'shop', creationTimestamp: '2026-01-02T00:00:00Z' },
+  spec: { parentRefs: [{ group: '', kind: 'Service', name: 'web', port: 8081 }], rules: [{ name: 'alt', matches: [prefix('/alt')], backendRefs: [{ name: 'web-v2', port: 80 }] }] },
+};
+
+test.before(async () => {
+  mesh = await createLocalMesh({ nodes: 2, name: 'wr' });
+  webA = await mesh.cluster.createPod({ node: 1, namespace: 'shop', name: 'web-a', serviceAccount: 'web', labels: { app: 'web', version: 'v1' }, namespaceLabels: ENROLLED });
+  webB = await mesh.cluster.createPod({ node: 0, namespace: 'shop', name: 'web-b', serviceAccount: 'web', labels: { app: 'web', version: 'v2' } });
+  mirrorPod = await mesh.cluster.createPod({ node: 0, namespace: 'shop', name: 'mirror', serviceAccount: 'mirror', labels: { app: 'mirror' } });
+  deadPod = await mesh.cluster.createPod({ node: 1, namespace: 'shop', name: 'dead', serviceAccount: 'dead', labels: { app: 'dead' } });
+  client = await mesh.cluster.createPod({ node: 0, namespace: 'shop', name: 'client', serviceAccount: 'client' });
+  for (const pod of [webA, webB, mirrorPod]) await startBackend(pod);
+  waypoint = await createWaypoint(mesh, { node: 1, namespace: 'shop', name: 'wp' });
+  await writeService('web', WEB_VIP, { app: 'web' }, { 'istio.io/use-waypoint': 'wp' });
+  await writeService('web-v1', V1_VIP, { app: 'web', version: 'v1' });
+  await writeService('web-v2', V2_VIP, { app: 'web', version: 'v2' });
+  await writeService('mirror', MIRROR_VIP, { app: 'mirror' });
+  await writeService('empty', EMPTY_VIP, { app: 'nothing' });
+  await writeService('dead', DEAD_VIP, { app: 'dead' });
+  await writeAtomically(path.join(mesh.cluster.clusterDir, 'routes', 'web.yaml'), [stringify(WEB_ROUTE), stringify(ALT_ROUTE)].join('---\n'));
+  await until('the waypoint has both routes on web', async () => ((await waypointRoutes())['shop/web.shop.svc.cluster.local']?.length ?? 0) === WEB_ROUTE.spec.rules.length + 1, 40_000);
+  // The client's agent sends web's traffic to the waypoint once it knows the binding: the first answer from a backend.
+  await until('web reached through the waypoint', async () => {
+    const [result] = await send([{ path: '/items' }]).catch(() => [undefined]);
+    return result !== undefined && servedBy(result) === 'web-a' && bodyOf(result).peer === waypoint.pod.ip;
+  });
+});
+
+test.after.always(async () => {
+  await mesh?.destroy();
+});
+
+test.serial('matches: RE2 paths under PathPrefix, anchored header regex, query parameters, methods; 404 when none fits', async (t) => {
+  const results = await send([
+    { path: '/items/42' },
+    { path: '/regex/42' },
+    { path: '/regex/4x' },
+    { path: '/hdr', headers: { 'x-user': 'root' } },
+    { path: '/hdr', headers: { 'x-user': 'rootkit' } },
+    { path: '/q?version=2' },
+    { path: '/q?version=3' },
+    { path: '/q?Version=2' },
+    { path: '/m', method: 'POST', bodyBytes: 10 },
+    { path: '/m', method: 'GET' },
+  ]);
+  t.deepEqual(results.map((result) => result.status), [200, 200, 404, 200, 200, 200, 200, 200, 200, 200], JSON.stringify(results.map((result) => [result.path, result.status, result.status === 200 ? '' : result.body, result.status === 200 ? '' : result.headers])));
+  t.deepEqual(results.map(servedBy), ['web-a', 'web-b', undefined, 'web-b', 'web-a', 'web-b', 'web-a', 'web-a', 'web-b', 'web-a']);
+  t.is(bodyOf(results[8]!).bytes, 10, 'the POST body reached the backend');
+  t.regex(String(results[2]!.body), /no route of web\.shop\.svc\.cluster\.local matches GET \/regex\/4x/);
+});
+
+test.serial('filters: URLRewrite and request header modifiers (rule and backendRef) reach the backend; response headers modified for the client', async (t) => {
+  const [result] = await send([{ path: '/rewrite/items?page=2', headers: { 'x-drop': 'secret', 'x-route': 'client', 'x-request-id': 'rewrite-1' } }]);
+  t.is(result!.status, 200);
+  const received = bodyOf(result!);
+  t.is(servedBy(result!), 'web-a');
+  t.is(received.url, '/v2/items?page=2', 'the matched prefix replaced, the query kept');
+  t.is(received.headers!.host, 'rewritten.shop');
+  t.is(received.headers!['x-route'], 'rewrite', 'set replaced the client value');
+  t.is(received.headers!['x-drop'], undefined, 'remove dropped it');
+  t.is(received.headers!['x-backend-filter'], 'v1', "the backendRef's own filter applied");
+  t.is(result!.headers['x-served-by'], 'waypoint');
+  t.is(result!.headers['x-backend-secret'], undefined, 'the response header was removed');
+  t.is(result!.headers['x-backend'], 'web-a', 'other response headers pass');
+  const line = await logLineOf('rewrite-1');
+  t.is(line.route_name, 'shop/web');
+  t.is(line.rule_name, 'rewrite', 'the named rule is in the access log');
+});
+
+test.serial('RequestRedirect: 301 with the configured host and path, 302 to https keeps host and path; no backend sees them', async (t) => {
+  const before = (await seenBy(webA)).length + (await seenBy(webB)).length;
+  const results = await send([{ path: '/old?x=1' }, { path: '/secure/page' }]);
+  t.is(results[0]!.status, 301);
+  t.is(results[0]!.headers.location, 'http://moved.shop/new?x=1');
+  t.is(results[1]!.status, 302);
+  t.is(results[1]!.headers.location, `https://${WEB_VIP}/secure/page`);
+  // The signal that a forwarded request would have been seen: the next one is.
+  await send([{ path: '/items', headers: { 'x-request-id': 'after-redirect' } }]);
+  t.is((await seenBy(webA)).length + (await seenBy(webB)).length, before + 1, 'only the request after the redirects reached a backend');
+});
+
+test.serial('RequestMirror: the mirror backend gets a copy (Host -shadow, same body); the client gets the primary response', async (t) => {
+  const [result] = await send([{ path: '/mirror/a', method: 'POST', bodyBytes: 3000, headers: { 'x-request-id': 'mirror-1' } }]);
+  t.is(result!.status, 200);
+  t.is(servedBy(result!), 'web-a');
+  t.is(bodyOf(result!).bytes, 3000);
+  let copies: SeenRequest[] = [];
+  await until('the mirror got the copy', async () => (copies = await seenBy(mirrorPod, 'mirror-1')).length === 1);
+  t.is(copies[0]!.method, 'POST');
+  t.is(copies[0]!.url, '/mirror/a');
+  t.is(copies[0]!.bytes, 3000);
+  t.is(copies[0]!.headers.host, `${WEB_VIP}-shadow`);
+});
+
+test.serial('timeouts.request: a backend that does not answer in time gives the client 504 (UT)', async (t) => {
+  const [result] = await send([{ path: '/slow', headers: { 'x-test-hold': 'slow', 'x-request-id': 'slow-1' } }]);
+  t.is(result!.status, 504);
+  t.regex(String(result!.body), /timeouts\.request 1000 ms/);
+  t.is((await seenBy(webA, 'slow-1')).length, 1, 'the backend had the request');
+  await release(webA, 'slow');
+  const line = await logLineOf('slow-1');
+  t.is(line.response_code, 504);
+  t.is(line.response_flags, 'UT');
+});
+
+test.serial('retry: 503s retried with the same request id until one succeeds; attempts run out -> 503 URX; a body past the buffer is not retried', async (t) => {
+  const results = await send([
+    { path: '/retry/a', headers: { 'x-test-fail-first': '2', 'x-request-id': 'retry-ok' }, method: 'POST', bodyBytes: 1000 },
+    { path: '/retry/b', headers: { 'x-test-fail-first': '5', 'x-request-id': 'retry-out' } },
+    { path: '/retry/c', headers: { 'x-test-fail-first': '1', 'x-request-id': 'retry-big' }, method: 'POST', bodyBytes: 200 * 1024 },
+  ]);
+  t.deepEqual(results.map((result) => result.status), [200, 503, 503]);
+  t.is(bodyOf(results[0]!).tries, 3, 'the third try answered');
+  const tries = await seenBy(webA, 'retry-ok');
+  t.is(tries.length, 3);
+  t.true(tries.every((request) => request.bytes === 1000), 'each try carried the whole body');
+  t.is((await seenBy(webA, 'retry-out')).length, 3, 'one try and two retries');
+  t.is((await seenBy(webA, 'retry-big')).length, 1, 'a streamed body is not sent twice');
+  t.is((await logLineOf('retry-out')).response_flags, 'URX');
+  t.is((await logLineOf('retry-ok')).attempts, 3);
+});
+
+test.serial('timeouts.backendRequest: a try that hangs is cut and retried on 504; the client gets the retry', async (t) => {
+  const [result] = await send([{ path: '/try', headers: { 'x-test-hold-first': 'try', 'x-request-id': 'try-1' } }]);
+  t.is(result!.status, 200);
+  t.is(bodyOf(result!).tries, 2);
+  t.is((await seenBy(webA, 'try-1')).length, 2);
+  await release(webA, 'try');
+});
+
+test.serial('no endpoint: 503 with flag UH and a reason', async (t) => {
+  const [result] = await send([{ path: '/empty', headers: { 'x-request-id': 'empty-1' } }]);
+  t.is(result!.status, 503);
+  t.regex(String(result!.body), /no healthy upstream: service empty\.shop\.svc\.cluster\.local/);
+  t.is((await logLineOf('empty-1')).response_flags, 'UH');
+});
+
+test.serial("an endpoint that cannot be reached: 503 UF; Istio's default retries (2) without a retry field, UF,URX; attempts 0: none", async (t) => {
+  const results = await send([
+    { path: '/dead-no-retry', headers: { 'x-request-id': 'dead-0' } },
+    { path: '/dead-retry', headers: { 'x-request-id': 'dead-1' } },
+    { path: '/dead', headers: { 'x-request-id': 'dead-2' } },
+  ]);
+  t.deepEqual(results.map((result) => result.status), [503, 503, 503]);
+  t.regex(String(results[0]!.body), new RegExp(`HBONE to shop/dead \\(${deadPod.ip.replaceAll('.', '\\.')}:8080\\) failed`));
+  t.like(await logLineOf('dead-0'), { response_flags: 'UF', attempts: 1 });
+  t.like(await logLineOf('dead-1'), { response_flags: 'UF,URX', attempts: 2 });
+  t.like(await logLineOf('dead-2'), { response_flags: 'UF,URX', attempts: 3 });
+});
+
+test.serial('parentRefs port: the 8081 route serves only 8081, the port 80 route only 80', async (t) => {
+  const [onAlt] = await send([{ path: '/alt' }], 8081);
+  const [onMain] = await send([{ path: '/alt' }]);
+  const [itemsOnAlt] = await send([{ path: '/items' }], 8081);
+  t.is(servedBy(onAlt!), 'web-b');
+  t.is(onMain!.status, 404);
+  t.is(itemsOnAlt!.status, 404);
+});
+
+test.serial('least request: with requests held on web-a, most new requests go to web-b', async (t) => {
+  const held = send([{ path: '/hold', headers: { 'x-test-hold': 'lb' } }]);
+  const held2 = client.exec(process.execPath, [ROUTE_CLIENT, JSON.stringify({ host: WEB_VIP, port: 80, requests: [{ path: '/hold', headers: { 'x-test-hold': 'lb' } }] })]);
+  await until('two requests held on web-a', async () => (await seenBy(webA)).filter((request) => request.headers['x-test-hold'] === 'lb').length === 2);
+  const results = await send([{ path: '/lb', repeat: 80 }]);
+  await release(webA, 'lb');
+  await Promise.all([held, held2]);
+  t.true(results.every((result) => result.status === 200));
+  const toB = results.filter((result) => servedBy(result) === 'web-b').length;
+  t.log(`web-b took ${toB} of 80 while web-a had 2 requests in flight (uniform: 40; power of two choices: 60)`);
+  // Binomial n=80: p=0.75 has sd 3.9 (50 is 2.6 sd below 60); p=0.5 has sd 4.5 (50 is 2.2 sd above 40).
+  t.true(toB >= 50, `web-b share ${toB}/80`);
+});
+
+test.serial('connection reuse: sequential requests to one endpoint ride one kept-alive HBONE stream', async (t) => {
+  const results = await send([{ path: '/items', repeat: 6 }]);
+  t.true(results.every((result) => servedBy(result) === 'web-a'));
+  // The destination agent opens one connection to the app per HBONE stream: one peer port means one stream.
+  const ports = new Set(results.map((result) => bodyOf(result).peerPort));
+  t.is(ports.size, 1, `peer ports seen by web-a: ${[...ports].join(', ')}`);
+  const dump = JSON.parse(await inPod(waypoint.pod, 'http://127.0.0.1:15000/config_dump')) as { upstreamConnections: Record<string, { idle: number }> };
+  t.true(Object.entries(dump.upstreamConnections).some(([key, pool]) => key.startsWith('shop/web-v1.shop.svc.cluster.local|') && pool.idle >= 1), JSON.stringify(dump.upstreamConnections));
+});
+
+test.serial('a client that resets mid-body loses only its own request: the waypoint serves the next ones', async (t) => {
+  const aborted = await send([
+    { path: '/m', method: 'POST', bodyBytes: 100_000, abortAfterBytes: 1000, headers: { 'x-request-id': 'rude-1' } },
+    { path: '/retry/rude', method: 'POST', bodyBytes: 100_000, abortAfterBytes: 1000, headers: { 'x-request-id': 'rude-2' } },
+  ]);
+  t.true(aborted.every((result) => result.error !== undefined), JSON.stringify(aborted));
+  const after = await send([{ path: '/items', repeat: 3 }]);
+  t.deepEqual(after.map((result) => result.status), [200, 200, 200]);
+  t.is((await seenBy(webA, 'rude-2')).length, 0, 'a body the client never finished is not sent on (retry route: buffered first)');
+});
+
+test.serial('telemetry: request id and trace context passed on (made when absent); access log and byte metrics', async (t) => {
+  const traceparent = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
+  const results = await send([
+    { path: '/items/1', headers: { traceparent, tracestate: 'congo=t61', 'x-request-id': 'trace-1' }, method: 'POST', bodyBytes: 700 },
+    { path: '/items/2' },
+  ]);
+  const withTrace = bodyOf(results[0]!).headers!;
+  t.is(withTrace['x-request-id'], 'trace-1');
+  t.regex(withTrace.traceparent!, /^00-4bf92f3577b34da6a3ce929d0e0e4736-[0-9a-f]{16}-01$/);
+  t.not(withTrace.traceparent, traceparent, 'a new span id for the upstream hop');
+  t.is(withTrace.tracestate, 'congo=t61');
+  const fresh = bodyOf(results[1]!).headers!;
+  t.regex(fresh['x-request-id']!, /^[0-9a-f-]{36}$/);
+  t.regex(fresh.traceparent!, /^00-[0-9a-f]{32}-[0-9a-f]{16}-00$/);
+  const line = await logLineOf('trace-1');
+  t.like(line, { method: 'POST', path: '/items/1', protocol: 'HTTP/1.1', response_code: 200, response_flags: '-', bytes_received: 700, route_name: 'shop/web', trace_id: '4bf92f3577b34da6a3ce929d0e0e4736' });
+  t.is(line.bytes_sent, Buffer.byteLength(JSON.stringify(results[0]!.body)));
+  t.is(line.src.principal, CLIENT_IDENTITY);
+  t.is(line.dst.principal, 'spiffe://cluster.local/ns/shop/sa/web');
+  t.regex(line.upstream_host, /:8080$/);
+  t.is((await logLineOf(fresh['x-request-id']!)).path, '/items/2', 'the made request id is in the log too');
+  const metrics = await inPod(waypoint.pod, 'http://127.0.0.1:15020/metrics');
+  const lines = metrics.split('\n');
+  t.true(lines.some((text) => text.startsWith('istio_request_bytes_bucket{') && text.includes('reporter="waypoint"') && text.includes(`source_principal="${CLIENT_IDENTITY}"`) && text.includes('le="1000"')));
+  t.true(lines.some((text) => text.startsWith('istio_response_bytes_sum{') && text.includes('destination_service="web-v1.shop.svc.cluster.local"') && Number(text.split(' ').pop()) > 0));
+  t.true(lines.some((text) => text.startsWith('istio_requests_total{') && text.includes('response_flags="URX"') && text.includes('response_code="503"')));
+  t.true(lines.some((text) => text.startsWith('istio_requests_total{') && text.includes('response_flags="UT"') && text.includes('response_code="504"')));
+});

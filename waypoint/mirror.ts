@@ -1,0 +1,54 @@
+/**
+ * RequestMirror: a copy of the request sent to the mirror backend, fire and forget, as Envoy's request mirroring:
+ * the Host gets `-shadow` appended, the response is read and dropped, a failure is only counted. A body is mirrored
+ * only when it was buffered whole (retry.ts's limit); a larger one is not mirrored.
+ *
+ * Owns: the mirror's request and its lifetime. Must not know about: the main request's outcome.
+ */
+import http from 'node:http';
+import type { Service } from '../shared/mesh/service.ts';
+import type { BufferedBody } from './retry.ts';
+import { Http2StreamDuplex } from './stream-adapter.ts';
+import type { Upstreams } from './upstream.ts';
+
+export interface MirrorRequest {
+  service: Service;
+  servicePort: number;
+  vip: string;
+  method: string;
+  url: string;
+  headers: http.OutgoingHttpHeaders;
+  body: BufferedBody;
+}
+
+function shadowHost(host: string): string {
+  const colon = host.lastIndexOf(':');
+  return colon > 0 && colon > host.lastIndexOf(']') ? `${host.slice(0, colon)}-shadow${host.slice(colon)}` : `${host}-shadow`;
+}
+
+/** Sends the copy; `onFailed` hears why one could not be delivered. Never throws. */
+export function sendMirror(upstreams: Upstreams, mirror: MirrorRequest, onFailed: (message: string) => void): void {
+  if (!mirror.body.complete) {
+    onFailed(`body over ${mirror.body.bytes} bytes is not mirrored`);
+    return;
+  }
+  const headers = { ...mirror.headers };
+  if (typeof headers.host === 'string') headers.host = shadowHost(headers.host);
+  void (async () => {
+    const picked = upstreams.pickLeastRequest(mirror.service, mirror.servicePort, mirror.vip);
+    const upstream = await upstreams.connect(mirror.service, picked);
+    const connection = upstream.kind === 'hbone' ? new Http2StreamDuplex(upstream.stream) : upstream.socket;
+    connection.on('error', () => undefined);
+    const outgoing = http.request({ method: mirror.method, path: mirror.url, headers, createConnection: () => connection as never });
+    outgoing.once('response', (response) => {
+      response.resume();
+      response.once('end', () => connection.destroy());
+    });
+    outgoing.on('error', (error) => {
+      connection.destroy();
+      onFailed(error.message);
+    });
+    for (const chunk of mirror.body.chunks) outgoing.write(chunk);
+    outgoing.end();
+  })().catch((error: Error) => onFailed(error.message));
+}

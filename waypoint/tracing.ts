@@ -1,0 +1,50 @@
+/**
+ * Request identity and W3C trace context across the waypoint, as Envoy does for Istio: `x-request-id` kept or made
+ * (a UUID), `traceparent` continued with a new span id for the upstream hop (a new trace when absent or invalid),
+ * `tracestate` passed on unchanged with a valid traceparent and dropped with an invalid one (W3C Trace Context 1).
+ *
+ * Owns: parsing and making those header values. Must not know about: HTTP servers, routes, exporters (no spans are
+ * exported; the ids go into the access log).
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import type http from 'node:http';
+
+/** version-traceid-parentid-flags; later versions may append fields after another dash. */
+const TRACEPARENT = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$/;
+const ZERO_TRACE = '0'.repeat(32);
+const ZERO_SPAN = '0'.repeat(16);
+
+export interface TraceContext {
+  traceId: string;
+  /** The span of the client's hop (the parent), when the request carried one. */
+  parentSpanId?: string;
+  /** The new span for the waypoint's upstream hop. */
+  spanId: string;
+  flags: string;
+  /** `tracestate`, passed on only with a valid incoming traceparent. */
+  tracestate?: string;
+}
+
+function single(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value[0] : value;
+}
+
+export function requestIdOf(headers: http.IncomingHttpHeaders): string {
+  const id = single(headers['x-request-id']);
+  return id !== undefined && id !== '' ? id : randomUUID();
+}
+
+export function traceContextOf(headers: http.IncomingHttpHeaders): TraceContext {
+  const parsed = TRACEPARENT.exec(single(headers.traceparent)?.trim().toLowerCase() ?? '');
+  const spanId = randomBytes(8).toString('hex');
+  const [, version, traceId, parentSpanId, flags, extra] = parsed ?? [];
+  const valid = parsed !== null && version !== 'ff' && !(version === '00' && extra !== undefined) && traceId !== ZERO_TRACE && parentSpanId !== ZERO_SPAN;
+  if (!valid) return { traceId: randomBytes(16).toString('hex'), spanId, flags: '00' };
+  const tracestate = headers.tracestate;
+  return { traceId: traceId!, parentSpanId: parentSpanId!, spanId, flags: flags!, ...(tracestate ? { tracestate: Array.isArray(tracestate) ? tracestate.join(',') : tracestate } : {}) };
+}
+
+/** The `traceparent` the upstream hop carries (version 00, this hop's span as parent). */
+export function traceparentOf(trace: TraceContext): string {
+  return `00-${trace.traceId}-${trace.spanId}-${trace.flags}`;
+}
