@@ -21,6 +21,9 @@ import { WaypointPolicyFeed } from './xds/waypoint-policy-feed.ts';
 import { WaypointPolicyModel } from './model/waypoint-policies.ts';
 import { compileGrpcRoutes, mergeRouteEntries } from './model/grpc-routes.ts';
 import { compileHttpRoutes, type RouteProblem } from './model/http-routes.ts';
+import { compileDestinationRules, type DestinationRuleProblem } from './model/destination-rules.ts';
+import { DestinationFeed } from './xds/destination-feed.ts';
+import { compileVirtualServices, type VirtualServiceProblem } from './model/virtual-services.ts';
 import { DEFAULT_CLUSTER_DOMAIN } from './model/workload.ts';
 import { ServingCredentials, startGrpcServer, XdsServer, type ServiceRegistrar } from './xds/server.ts';
 
@@ -67,6 +70,10 @@ export interface ControlPlane {
   authorizations: AuthorizationFeed;
   /** Why each HTTPRoute and GRPCRoute (or part of one) is not served as written, from the last compile. */
   routeProblems(): readonly (RouteProblem & { kind?: 'HTTPRoute' | 'GRPCRoute' })[];
+  /** Why each DestinationRule is not served, from the last compile (issue 13 item 3). */
+  destinationRuleProblems(): readonly DestinationRuleProblem[];
+  /** Why each VirtualService is not served, from the last compile (issue 13 item 4). */
+  virtualServiceProblems(): readonly VirtualServiceProblem[];
   xds: XdsServer;
   source: ConfigSource;
   grpcServer: grpc.Server;
@@ -106,18 +113,37 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
   const routes = new RouteFeed(cache);
   let routeProblems: RouteProblem[] = [];
   let grpcRouteProblems: RouteProblem[] = [];
+  let virtualServiceProblems: VirtualServiceProblem[] = [];
   store.onChanges((changes) => {
-    if (!changes.some((change) => change.kind === 'HTTPRoute' || change.kind === 'GRPCRoute' || change.kind === 'Service')) return;
+    if (!changes.some((change) => change.kind === 'HTTPRoute' || change.kind === 'GRPCRoute' || change.kind === 'Service' || change.kind === 'VirtualService')) return;
     const problems: RouteProblem[] = [];
     const grpcProblems: RouteProblem[] = [];
     const httpRoutes = compileHttpRoutes(store, DEFAULT_CLUSTER_DOMAIN, (problem) => problems.push(problem));
-    routes.replace(mergeRouteEntries(httpRoutes, compileGrpcRoutes(store, DEFAULT_CLUSTER_DOMAIN, (problem) => grpcProblems.push(problem))));
+    // VirtualServices (issue 13 item 4) into the same resource, for Services no HTTPRoute routes.
+    const vsProblems: VirtualServiceProblem[] = [];
+    const virtualServices = compileVirtualServices(store, DEFAULT_CLUSTER_DOMAIN, new Set(httpRoutes.map((route) => route.name)), (problem) => vsProblems.push(problem));
+    routes.replace(mergeRouteEntries([...httpRoutes, ...virtualServices], compileGrpcRoutes(store, DEFAULT_CLUSTER_DOMAIN, (problem) => grpcProblems.push(problem))));
+    const previousVs = new Set(virtualServiceProblems.map((problem) => JSON.stringify(problem)));
+    for (const problem of vsProblems) if (!previousVs.has(JSON.stringify(problem))) options.logger?.warn({ virtualService: problem.virtualService, path: problem.path }, `VirtualService ${problem.virtualService} not served: ${problem.path}: ${problem.message}`);
+    virtualServiceProblems = vsProblems;
     const previous = new Set(routeProblems.map((problem) => JSON.stringify(problem)));
     for (const problem of problems) if (!previous.has(JSON.stringify(problem))) options.logger?.warn({ route: problem.route, condition: problem.condition, reason: problem.reason }, `HTTPRoute ${problem.route}: ${problem.condition} False (${problem.reason}): ${problem.message}`);
     routeProblems = problems;
     const previousGrpc = new Set(grpcRouteProblems.map((problem) => JSON.stringify(problem)));
     for (const problem of grpcProblems) if (!previousGrpc.has(JSON.stringify(problem))) options.logger?.warn({ route: problem.route, condition: problem.condition, reason: problem.reason, kind: 'GRPCRoute' }, `GRPCRoute ${problem.route}: ${problem.condition} False (${problem.reason}): ${problem.message}`);
     grpcRouteProblems = grpcProblems;
+  });
+  // DestinationRules for waypoints (controlplane/model/destination-rules.ts): recompiled when a rule or a Service
+  // (its host) changes; a rule with a problem is not served and the problem is logged once.
+  const destinations = new DestinationFeed(cache);
+  let destinationRuleProblems: DestinationRuleProblem[] = [];
+  store.onChanges((changes) => {
+    if (!changes.some((change) => change.kind === 'DestinationRule' || change.kind === 'Service')) return;
+    const problems: DestinationRuleProblem[] = [];
+    destinations.replace(compileDestinationRules(store, DEFAULT_CLUSTER_DOMAIN, (problem) => problems.push(problem)));
+    const previous = new Set(destinationRuleProblems.map((problem) => JSON.stringify(problem)));
+    for (const problem of problems) if (!previous.has(JSON.stringify(problem))) options.logger?.warn({ rule: problem.rule, path: problem.path }, `DestinationRule ${problem.rule} not served: ${problem.path ? `${problem.path}: ` : ''}${problem.message}`);
+    destinationRuleProblems = problems;
   });
   // L7 AuthorizationPolicy and RequestAuthentication attached to waypoints (targetRefs).
   const waypointPolicies = new WaypointPolicyFeed(cache);
@@ -153,6 +179,8 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     model,
     authorizations,
     routeProblems: () => [...routeProblems, ...grpcRouteProblems.map((problem) => ({ ...problem, kind: 'GRPCRoute' as const }))],
+    destinationRuleProblems: () => destinationRuleProblems,
+    virtualServiceProblems: () => virtualServiceProblems,
     xds,
     source,
     grpcServer: started.server,

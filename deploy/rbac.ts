@@ -51,6 +51,8 @@ export function rbacObjects(values: InstallValues) {
         // Accepted/Invalid conditions written back on the L7 policies waypoints enforce (controlplane/status/).
         { apiGroups: ['security.istio.io'], resources: ['authorizationpolicies/status', 'requestauthentications/status'], verbs: ['get', 'patch', 'update'] },
         { apiGroups: ['policy.ambit.dev'], resources: ['localratelimitpolicies/status'], verbs: ['get', 'patch', 'update'] },
+        // Waypoint traffic policy and routes (issue 13 items 3 and 4).
+        { apiGroups: ['networking.istio.io'], resources: ['destinationrules', 'virtualservices'], verbs: READ },
         // Agents present their service account tokens; the CA and xDS check them (and the node they are bound to).
         { apiGroups: ['authentication.k8s.io'], resources: ['tokenreviews'], verbs: ['create'] },
         // ConfigMap istio-ca-root-cert in every namespace, as istiod publishes it, watched to write it again if changed.

@@ -20,13 +20,16 @@ export type WaypointErrorCode =
   /** The endpoint's connection failed after the request was sent, before a response (503, flag UC). */
   | 'WAYPOINT_UPSTREAM_RESET'
   /** The matched route has no usable backend (every backendRef invalid, or weights 0): 500, as the Gateway API says (flag NC, Envoy's "no cluster"). */
-  | 'WAYPOINT_NO_BACKEND';
+  | 'WAYPOINT_NO_BACKEND'
+  /** A DestinationRule connectionPool limit is full (Envoy's upstream overflow, flag UO). */
+  | 'WAYPOINT_UPSTREAM_OVERFLOW';
 
 const STATUS: Record<WaypointErrorCode, number> = {
   WAYPOINT_UNKNOWN_DESTINATION: 503,
   WAYPOINT_NO_HEALTHY_UPSTREAM: 503,
   WAYPOINT_UPSTREAM_CONNECT_FAILED: 503,
   WAYPOINT_NO_ROUTE: 404,
+  WAYPOINT_UPSTREAM_OVERFLOW: 503,
   WAYPOINT_BACKEND_TIMEOUT: 504,
   WAYPOINT_REQUEST_TIMEOUT: 504,
   WAYPOINT_UPSTREAM_RESET: 503,
@@ -37,6 +40,7 @@ const FLAGS: Record<WaypointErrorCode, string> = {
   WAYPOINT_NO_HEALTHY_UPSTREAM: 'UH',
   WAYPOINT_UPSTREAM_CONNECT_FAILED: 'UF',
   WAYPOINT_NO_ROUTE: 'NR',
+  WAYPOINT_UPSTREAM_OVERFLOW: 'UO',
   WAYPOINT_BACKEND_TIMEOUT: 'UT',
   WAYPOINT_REQUEST_TIMEOUT: 'UT',
   WAYPOINT_UPSTREAM_RESET: 'UC',

@@ -38,6 +38,7 @@ import { UpstreamConnections } from './upstream-connections.ts';
 import { UpstreamTry } from './upstream-try.ts';
 import type { Upstreams } from './upstream.ts';
 import { proxyUpgrade } from './upgrade.ts';
+import type { DestinationRequest, DestinationTraffic } from './destination/destination-traffic.ts';
 
 /** The request as both HTTP/1.1 and HTTP/2 compat servers hand it over. */
 type DownstreamRequest = http.IncomingMessage | http2.Http2ServerRequest;
@@ -70,6 +71,8 @@ interface RequestRecord {
   requestBytes: number;
   responseBytes: number;
   details: string;
+  /** Its DestinationRule pool slot and endpoint choice, when a rule applies (waypoint/destination/). */
+  destinationRequest?: DestinationRequest;
 }
 
 /** The gate's refusal written as a raw HTTP/1.1 response on an upgrade request's connection, which then closes. */
@@ -106,9 +109,11 @@ export class HttpProxy {
   readonly #metrics: WaypointMetrics;
   readonly #log: Logger | undefined;
   readonly #gate: RequestGate | undefined;
+  readonly #destinations: DestinationTraffic | undefined;
 
-  constructor(options: { upstreams: Upstreams; routes: RouteTable; state: MeshState; metrics: WaypointMetrics; log?: Logger; gate?: RequestGate }) {
+  constructor(options: { upstreams: Upstreams; routes: RouteTable; state: MeshState; metrics: WaypointMetrics; log?: Logger; gate?: RequestGate; destinations?: DestinationTraffic }) {
     this.#gate = options.gate;
+    this.#destinations = options.destinations;
     this.#upstreams = options.upstreams;
     this.#connections = new UpstreamConnections(options.upstreams);
     this.#routes = options.routes;
@@ -250,6 +255,30 @@ export class HttpProxy {
       if (!service || (mirror.fraction < 1 && Math.random() >= mirror.fraction)) continue;
       sendMirror(this.#upstreams, { service, servicePort: mirror.port, vip, method, url: upstreamUrl, headers, body }, (message) => this.#log?.debug({ mirror: mirror.service, err: message }, 'mirror request failed'));
     }
+    // ---- DestinationRule hook (waypoint/destination/, issue 13 item 3): a pool slot for the request (or 503 UO), the
+    // rule's endpoint choice for each try, and the outcome for outlier detection when the request ends (#finish). ----
+    const traffic = this.#destinations?.forService(serviceKey(record.destination));
+    if (traffic) {
+      let admitted: DestinationRequest;
+      try {
+        const begun = traffic.begin({ headers: request.headers, url, sourceIp: plainAddress(record.context.hbone.remoteAddress) });
+        admitted = begun instanceof Promise ? await begun : begun;
+      } catch (error) {
+        if (!(error instanceof WaypointError)) throw error;
+        this.#destinations!.overflowed(serviceKey(record.destination));
+        // Envoy marks a circuit breaker's 503 with x-envoy-overloaded.
+        this.#answer(request, response, record, error, 'upstream_overflow', error.responseFlags, { 'x-envoy-overloaded': 'true' });
+        return;
+      }
+      record.destinationRequest = admitted;
+      // The slot goes back when the client goes, also if it went while this request waited for the slot.
+      response.once('close', () => admitted.done(undefined));
+      if ((request.socket as Duplex | null)?.destroyed) {
+        admitted.done(undefined);
+        return;
+      }
+    }
+    // ---- end of hook ----
     let requestTimedOut = false;
     let current: UpstreamTry | undefined;
     let timer: NodeJS.Timeout | undefined;
@@ -282,6 +311,7 @@ export class HttpProxy {
         service: record.destination, servicePort: port, vip, method, url: upstreamUrl, headers, body, timeoutMs: entry?.backendRequestTimeoutMs ?? 0, onBodyChunk,
         ...(expectsContinue ? { onContinue: () => response.writeContinue() } : {}),
         ...(previousHost !== undefined ? { avoid: previousHost } : {}),
+        ...(record.destinationRequest ? { choose: record.destinationRequest.choose } : {}),
       });
       const outcome = timeout ? await Promise.race([current.outcome, timeout.then(() => undefined)]) : await current.outcome;
       record.endpoint = current.endpoint;
@@ -342,12 +372,12 @@ export class HttpProxy {
   }
 
   /** Answers with the waypoint's own error response (the body says why). */
-  #answer(request: DownstreamRequest, response: DownstreamResponse, record: RequestRecord, error: WaypointError, details: string, flags = error.responseFlags): void {
+  #answer(request: DownstreamRequest, response: DownstreamResponse, record: RequestRecord, error: WaypointError, details: string, flags = error.responseFlags, extraHeaders?: http.OutgoingHttpHeaders): void {
     request.resume();
     if (response.headersSent) {
       response.destroy();
     } else {
-      response.writeHead(error.status, { 'content-type': 'text/plain' });
+      response.writeHead(error.status, { 'content-type': 'text/plain', ...extraHeaders });
       response.end(`${error.message}\n`);
     }
     this.#finish(request, response, record, error.status, flags, details);
@@ -390,6 +420,9 @@ export class HttpProxy {
 
   #finish(request: DownstreamRequest, _response: DownstreamResponse | undefined, record: RequestRecord, status: number, flags: string, details: string): void {
     const { context, endpoint, destination } = record;
+    // DestinationRule hook: the slot goes back; what the endpoint did goes to outlier detection (a reset, a failed
+    // connect or a timeout counts as a gateway error, as Envoy's local-origin errors do).
+    record.destinationRequest?.done(/U[FCT]/.test(flags) ? 'connect-failure' : details === 'via_upstream' ? status : undefined);
     const source = context.source;
     const durationMs = performance.now() - record.started;
     const sourcePrincipal = context.hbone.peerIdentity.uri;

@@ -14,7 +14,7 @@ import { pino, type Logger } from 'pino';
 import { HboneClientPool, HboneServer, type HboneRequest } from '../shared/hbone/index.ts';
 import { spiffeId } from '../shared/identity/index.ts';
 import { controlPlaneIdentity, controlPlaneServerName } from '../shared/xds/client.ts';
-import { HTTP_AUTHORIZATION_TYPE_URL, HTTP_ROUTES_TYPE_URL, RATE_LIMIT_TYPE_URL, REQUEST_AUTHENTICATION_TYPE_URL } from '../shared/xds/protos.ts';
+import { DESTINATION_POLICY_TYPE_URL, HTTP_AUTHORIZATION_TYPE_URL, HTTP_ROUTES_TYPE_URL, RATE_LIMIT_TYPE_URL, REQUEST_AUTHENTICATION_TYPE_URL } from '../shared/xds/protos.ts';
 import { servicesView } from '../shared/mesh/views.ts';
 import { CaClient } from '../shared/ca/ca-client.ts';
 import { CertificateManager } from '../shared/ca/certificate-manager.ts';
@@ -32,6 +32,8 @@ import { WaypointMetrics } from './metrics.ts';
 import { portProtocol } from './protocols.ts';
 import { RouteTable } from './route-table.ts';
 import { Upstreams } from './upstream.ts';
+import { DestinationPolicyTable } from './destination/policy-table.ts';
+import { DestinationTraffic } from './destination/destination-traffic.ts';
 import { AuthzMetrics } from './authz/metrics.ts';
 import { PolicyTable } from './authz/policy-table.ts';
 import { RequestGate } from './authz/request-gate.ts';
@@ -56,6 +58,8 @@ export async function startWaypoint(config: WaypointConfig, log: Logger): Promis
   const state = new MeshState();
   const routes = new RouteTable();
   const metrics = new WaypointMetrics();
+  const destinationPolicies = new DestinationPolicyTable();
+  const destinations = new DestinationTraffic(destinationPolicies, metrics.registry);
   // L7 policy: the JWKS fetcher needs the upstreams, made once the certificate is in place (fetches wait for it).
   const jwksVia: { upstreams?: Upstreams } = {};
   const authenticator = new RequestAuthenticator({
@@ -72,7 +76,7 @@ export async function startWaypoint(config: WaypointConfig, log: Logger): Promis
     nodeName: config.nodeName,
     trustDomain: config.trustDomain,
     state,
-    handlers: { [HTTP_ROUTES_TYPE_URL]: routes.apply, [HTTP_AUTHORIZATION_TYPE_URL]: policies.applyAuthorizations, [REQUEST_AUTHENTICATION_TYPE_URL]: policies.applyRequestAuthentications, [RATE_LIMIT_TYPE_URL]: policies.applyRateLimits },
+    handlers: { [HTTP_ROUTES_TYPE_URL]: routes.apply, [DESTINATION_POLICY_TYPE_URL]: destinationPolicies.apply, [HTTP_AUTHORIZATION_TYPE_URL]: policies.applyAuthorizations, [REQUEST_AUTHENTICATION_TYPE_URL]: policies.applyRequestAuthentications, [RATE_LIMIT_TYPE_URL]: policies.applyRateLimits },
     onStatus: (status) => (status.state === 'disconnected' ? log.warn({ ...status }, 'xDS stream down; serving the last config') : log.info({ state: status.state }, 'xDS')),
     onNack: (typeUrl, message) => log.warn({ typeUrl, reason: message }, 'xDS resource rejected (NACK); keeping the last good one'),
   });
@@ -105,7 +109,7 @@ export async function startWaypoint(config: WaypointConfig, log: Logger): Promis
   jwksVia.upstreams = upstreams;
   // The decision of each request goes into its access-log line (waypoint/access-log.ts: `authz`).
   const gate = new RequestGate({ table: policies, metrics: new AuthzMetrics(metrics.registry), trustedProxies: config.numTrustedProxies });
-  const httpProxy = new HttpProxy({ upstreams, routes, state, metrics, log, gate });
+  const httpProxy = new HttpProxy({ upstreams, routes, state, metrics, log, gate, destinations });
   const h2Sessions = new H2SessionPool(upstreams);
   const h2Proxy = new H2Proxy({ upstreams, sessions: h2Sessions, routes, state, metrics, gate });
   const httpEntry = new HttpEntry({ http1: httpProxy, http2: h2Proxy, state });
@@ -157,6 +161,7 @@ export async function startWaypoint(config: WaypointConfig, log: Logger): Promis
     const body = JSON.stringify({
       gateway: config.gatewayName, identity: identity.uri, services: servicesView(state), routes: routes.view(), policies: policies.view(),
       upstreamConnections: httpProxy.connectionsView(), http2: { ...h2Sessions.view(), protocolErrors: h2Proxy.protocolErrors },
+      destinationRules: { policies: destinationPolicies.view(), traffic: destinations.view() },
     });
     response.writeHead(200, { 'content-type': 'application/json' }).end(body);
   });

@@ -14,6 +14,7 @@ import { WaypointError } from './errors.ts';
 import type { BufferedBody } from './retry.ts';
 import type { UpstreamConnections } from './upstream-connections.ts';
 import type { Upstreams } from './upstream.ts';
+import type { EndpointChooser } from './destination/destination-traffic.ts';
 
 export interface TryOutcome {
   response?: http.IncomingMessage;
@@ -35,6 +36,8 @@ export interface TryRequest {
   avoid?: string;
   /** Counts request body bytes streamed after the buffered part. */
   onBodyChunk: (chunk: Buffer) => void;
+  /** A DestinationRule's endpoint choice (waypoint/destination/) instead of least request. */
+  choose?: EndpointChooser;
   /** The endpoint answered `100 Continue` (the client sent `Expect: 100-continue` and waits for it). */
   onContinue?: () => void;
 }
@@ -64,7 +67,7 @@ export class UpstreamTry {
   #run(connections: UpstreamConnections, request: TryRequest): Promise<TryOutcome> {
     let agent: http.Agent;
     try {
-      const picked = this.#upstreams.pickLeastRequest(request.service, request.servicePort, request.vip, request.avoid);
+      const picked = request.choose ? this.#upstreams.pickWith(request.choose, request.service, request.servicePort, request.vip) : this.#upstreams.pickLeastRequest(request.service, request.servicePort, request.vip, request.avoid);
       this.endpoint = picked.endpoint.workload;
       this.address = `${picked.address}:${picked.targetPort}`;
       this.#inFlight = picked.address;

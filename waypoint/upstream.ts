@@ -16,6 +16,7 @@ import type { MeshState } from '../shared/mesh/mesh-state.ts';
 import type { Service } from '../shared/mesh/service.ts';
 import { workloadIdentity, type Workload } from '../shared/mesh/workload.ts';
 import { WaypointError } from './errors.ts';
+import type { EndpointChooser } from './destination/destination-traffic.ts';
 import { LeastRequestBalancer } from './least-request.ts';
 
 /** Port every in-mesh pod's agent takes HBONE on. */
@@ -79,6 +80,16 @@ export class Upstreams {
   pick(service: Service, servicePort: number, vip: string): UpstreamTarget {
     const picked = this.pickLeastRequest(service, servicePort, vip);
     return { address: { host: picked.address, port: picked.targetPort }, endpoint: picked.endpoint.workload, picked };
+  }
+
+  /** The endpoint a DestinationRule's load balancer chooses (waypoint/destination/). Throws UH. */
+  pickWith(choose: EndpointChooser, service: Service, servicePort: number, vip: string): PickedEndpoint {
+    try {
+      return choose(this.#self(), service, this.#state.endpointsOf(service), servicePort, vip);
+    } catch (error) {
+      if (error instanceof NoHealthyUpstreamError) throw new WaypointError('WAYPOINT_NO_HEALTHY_UPSTREAM', error.message, { cause: error });
+      throw error;
+    }
   }
 
   #draw(service: Service, servicePort: number, vip: string): PickedEndpoint {

@@ -64,6 +64,8 @@ export const WATCHED_RESOURCES: KindDescriptor[] = [
   { kind: 'GRPCRoute', apiVersion: 'gateway.networking.k8s.io/v1', path: '/apis/gateway.networking.k8s.io/v1/grpcroutes', list: custom('gateway.networking.k8s.io', 'v1', 'grpcroutes'), optional: true },
   { kind: 'RequestAuthentication', apiVersion: 'security.istio.io/v1', path: '/apis/security.istio.io/v1/requestauthentications', list: custom('security.istio.io', 'v1', 'requestauthentications'), optional: true },
   { kind: 'LocalRateLimitPolicy', apiVersion: 'policy.ambit.dev/v1alpha1', path: '/apis/policy.ambit.dev/v1alpha1/localratelimitpolicies', list: custom('policy.ambit.dev', 'v1alpha1', 'localratelimitpolicies'), optional: true },
+  { kind: 'DestinationRule', apiVersion: 'networking.istio.io/v1', path: '/apis/networking.istio.io/v1/destinationrules', list: custom('networking.istio.io', 'v1', 'destinationrules'), optional: true },
+  { kind: 'VirtualService', apiVersion: 'networking.istio.io/v1', path: '/apis/networking.istio.io/v1/virtualservices', list: custom('networking.istio.io', 'v1', 'virtualservices'), optional: true },
 ];
 
 /** client-node's Watch, asking the API server for bookmarks (the informer itself does not). */

@@ -72,7 +72,18 @@ export const KIND_SCHEMAS: Record<string, KindSchema> = {
   // Kinds other parts of ambit read (waypoint routing and traffic policy): accepted and stored, spec unchecked here.
   HTTPRoute: { apiVersions: ['gateway.networking.k8s.io/v1', 'gateway.networking.k8s.io/v1beta1'], topLevel: [...COMMON_TOP_LEVEL, 'spec', 'status'] },
   GRPCRoute: { apiVersions: ['gateway.networking.k8s.io/v1'], topLevel: [...COMMON_TOP_LEVEL, 'spec', 'status'] },
-  DestinationRule: { apiVersions: ['networking.istio.io/v1', 'networking.istio.io/v1beta1'], topLevel: [...COMMON_TOP_LEVEL, 'spec', 'status'] },
+  // DestinationRule: spec's top level checked here; the rest, with paths, by controlplane/model/destination-rules.ts.
+  DestinationRule: {
+    apiVersions: ['networking.istio.io/v1', 'networking.istio.io/v1beta1'],
+    topLevel: [...COMMON_TOP_LEVEL, 'spec', 'status'],
+    spec: ['host', 'trafficPolicy', 'subsets', 'exportTo', 'workloadSelector'],
+  },
+  // VirtualService on waypoints: spec's top level checked here; the rest by controlplane/model/virtual-services.ts.
+  VirtualService: {
+    apiVersions: ['networking.istio.io/v1', 'networking.istio.io/v1beta1'],
+    topLevel: [...COMMON_TOP_LEVEL, 'spec', 'status'],
+    spec: ['hosts', 'gateways', 'http', 'tls', 'tcp', 'exportTo'],
+  },
   ServiceAccount: { apiVersions: ['v1'], topLevel: [...COMMON_TOP_LEVEL, 'secrets', 'imagePullSecrets', 'automountServiceAccountToken'] },
 };
 

@@ -15,6 +15,8 @@ export const ADDRESS_TYPE_URL = 'type.googleapis.com/istio.workload.Address';
 export const AUTHORIZATION_TYPE_URL = 'type.googleapis.com/istio.security.Authorization';
 /** ambit's compiled HTTPRoutes per Service, for waypoints (proto/ambit/waypoint/routes.proto). */
 export const HTTP_ROUTES_TYPE_URL = 'type.googleapis.com/ambit.waypoint.HttpRoutes';
+/** ambit's compiled DestinationRule traffic policy per Service, for waypoints (proto/ambit/waypoint/destination.proto). */
+export const DESTINATION_POLICY_TYPE_URL = 'type.googleapis.com/ambit.waypoint.DestinationPolicy';
 /** ambit's L7 AuthorizationPolicy and RequestAuthentication for waypoints (proto/ambit/waypoint/policies.proto). */
 export const HTTP_AUTHORIZATION_TYPE_URL = 'type.googleapis.com/ambit.waypoint.HttpAuthorization';
 export const REQUEST_AUTHENTICATION_TYPE_URL = 'type.googleapis.com/ambit.waypoint.RequestAuthentication';
@@ -25,7 +27,7 @@ export const DELTA_ADS_METHOD = '/envoy.service.discovery.v3.AggregatedDiscovery
 const TYPE_URL_PREFIX = 'type.googleapis.com/';
 
 /** Proto files loaded when present. The authorization proto is written by the policy module and may be absent. */
-const PROTO_FILES = ['envoy/service/discovery/v3/discovery.proto', 'istio/workload/workload.proto', 'istio/security/authorization.proto', 'ambit/waypoint/routes.proto', 'ambit/waypoint/policies.proto'];
+const PROTO_FILES = ['envoy/service/discovery/v3/discovery.proto', 'istio/workload/workload.proto', 'istio/security/authorization.proto', 'ambit/waypoint/routes.proto', 'ambit/waypoint/policies.proto', 'ambit/waypoint/destination.proto'];
 
 /** Options for turning decoded messages into plain objects: enums as names, 64-bit ints as numbers, bytes as Buffers. */
 export const TO_OBJECT_OPTIONS: protobuf.IConversionOptions = { enums: String, longs: Number, bytes: Buffer, defaults: true, arrays: true, objects: true, oneofs: true };
