@@ -325,6 +325,8 @@ export class HttpProxy {
       const status = outcome.response?.statusCode;
       const retry = !response.writableEnded && shouldRetry(retryPolicy, body.complete, retriesDone, status !== undefined ? { status } : { error: outcome.error! });
       if (retry) {
+        // DestinationRule hook: outlier detection sees every try, the ones retried too (as Envoy's does).
+        record.destinationRequest?.tryEnded(status ?? 'connect-failure');
         outcome.response?.resume();
         current.abort();
         previousHost = current.host || undefined;

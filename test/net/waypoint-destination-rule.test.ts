@@ -178,10 +178,9 @@ test.serial('outlierDetection: an endpoint answering 503 is ejected, then brough
   const failFile = path.join(failDir, 'fail-web-b');
   await writeFile(failFile, '');
   const failing = await httpRequests([{ path: '/', repeat: 30 }]);
-  const failures = failing.filter((result) => result.status === 503);
-  t.is(failures.length, 2, `503s: ${failures.length}`);
-  t.true(failures.every((result) => served(result) === 'web-b'));
-  t.true(failing.slice(-20).every((result) => result.status === 200 && served(result) === 'web-a'), 'web-b left out once ejected');
+  // Istio's default retry policy (2 retries on 503, another host preferred) hides web-b's two 503s from the client:
+  // every request is answered by web-a, and outlier detection still heard both tries that web-b failed.
+  t.true(failing.every((result) => result.status === 200 && served(result) === 'web-a'), JSON.stringify(failing.filter((result) => result.status !== 200 || served(result) !== 'web-a')));
   const dump = await destinationDump();
   t.deepEqual(dump.traffic[WEB_KEY]?.ejected.map((ejection) => ejection.ejections), [1], JSON.stringify(dump.traffic));
   t.true(dump.traffic[WEB_KEY]?.ejected[0]?.endpoint.endsWith('web-b'));

@@ -177,6 +177,13 @@ export class DestinationRequest {
     };
   }
 
+  /** A try that is being retried ended with `outcome`: outlier detection hears it, the endpoint is no longer in flight. */
+  tryEnded(outcome: UpstreamOutcome): void {
+    if (this.#done || this.#endpoint === undefined) return;
+    this.#traffic.finished(this.#endpoint, outcome);
+    this.#endpoint = undefined;
+  }
+
   /** Releases the slot and, when an endpoint was chosen and `outcome` is known, tells outlier detection. Idempotent. */
   done(outcome: UpstreamOutcome | undefined): void {
     if (this.#done) return;
