@@ -42,6 +42,7 @@ import { adminGetJson, AmbitctlError } from './admin-client.ts';
 import type { Command, CommandContext } from './command.ts';
 import { renderDocument } from './output.ts';
 import { authzCheckRequest } from './authz-check-request.ts';
+import { podTargetPort } from '../shared/k8s/pod-facts.ts';
 
 const USAGE =
   'ambitctl authz check <source pod> <destination pod | svc/NS/NAME | cluster IP> <port> [--cluster-dir DIR | --admin URL | --node NETNS] [-n NAMESPACE] [-o table|json|yaml]\n' +
@@ -151,18 +152,6 @@ function findService(snapshot: ClusterSnapshot, request: CheckRequest): ServiceO
   throw new AmbitctlError('USAGE', `no Service ${ref.namespace}/${ref.name} in the cluster directory ${request.dir}${known.length ? ` (services: ${known.slice(0, 10).join(', ')}${known.length > 10 ? ', ...' : ''})` : ''}`);
 }
 
-/** A service port's target on `pod`: a number, or a named container port of the pod; undefined if it has none. */
-function targetPortOnPod(targetPort: number | string | undefined, servicePort: number, pod: PodObject): number | undefined {
-  if (targetPort === undefined || targetPort === '') return servicePort;
-  if (typeof targetPort === 'number') return targetPort;
-  if (/^\d+$/.test(targetPort)) return Number(targetPort);
-  for (const container of pod.spec?.containers ?? []) {
-    const ports = (container as { ports?: { name?: string; containerPort?: number }[] }).ports;
-    const port = ports?.find((entry) => entry.name === targetPort);
-    if (port?.containerPort) return port.containerPort;
-  }
-  return undefined;
-}
 
 /** The endpoints of `service` as the mesh would have them (selector pods, or EndpointSlices), each decided on its target port. */
 function checkService(
@@ -185,7 +174,7 @@ function checkService(
     for (const pod of snapshot.objects.filter(isPod)) {
       if (podNamespace(pod) !== namespace || !Object.entries(selector).every(([key, value]) => pod.metadata.labels?.[key] === value)) continue;
       if (pod.status?.phase === 'Succeeded' || pod.status?.phase === 'Failed') continue;
-      forPod(pod, servicePort ? targetPortOnPod(servicePort.targetPort, servicePort.port, pod) : undefined);
+      forPod(pod, servicePort ? podTargetPort(servicePort.targetPort, servicePort.port, pod) : undefined);
     }
   } else {
     for (const slice of snapshot.objects as EndpointSliceObject[]) {

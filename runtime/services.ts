@@ -17,6 +17,7 @@ import { objectSource, readClusterDir, type ClusterDirParseCache } from '../shar
 import { DirectoryWatcher } from '../shared/k8s/dir-watcher.ts';
 import { isPod, podNamespace, type K8sObject, type PodObject } from '../shared/k8s/objects.ts';
 import { RuntimeError, type RuntimeErrorCode } from './errors.ts';
+import { podTargetPort } from '../shared/k8s/pod-facts.ts';
 import {
   Cidr,
   ClusterIpAllocator,
@@ -161,18 +162,6 @@ function selects(selector: Record<string, string>, pod: PodObject): boolean {
   return Object.entries(selector).every(([key, value]) => labels[key] === value);
 }
 
-/** A named targetPort resolved against the pod's container ports (undefined: the pod does not declare it). */
-function resolveTargetPort(port: ServicePortSpec, pod: PodObject): number | undefined {
-  if (port.targetPort === undefined || port.targetPort === '') return port.port;
-  if (typeof port.targetPort === 'number') return port.targetPort;
-  if (/^\d+$/.test(port.targetPort)) return Number(port.targetPort);
-  for (const container of pod.spec?.containers ?? []) {
-    const ports = (container as { ports?: { name?: string; containerPort?: number }[] }).ports ?? [];
-    const named = ports.find((candidate) => candidate.name === port.targetPort);
-    if (named?.containerPort !== undefined) return named.containerPort;
-  }
-  return undefined;
-}
 
 function protocolOf(port: ServicePortSpec): 'tcp' | 'udp' | 'sctp' | undefined {
   const protocol = (port.protocol ?? 'TCP').toLowerCase();
@@ -435,7 +424,7 @@ export class ClusterServices {
       if (!isPortNumber(port.port)) throw new Error(`port ${String(port.port)} is not a port number (1-65535)`);
       const endpoints: EndpointView[] = [];
       for (const pod of selected) {
-        const target = resolveTargetPort(port, pod);
+        const target = podTargetPort(port.targetPort, port.port, pod);
         if (!isPortNumber(target)) continue; // the pod does not declare this named port: not an endpoint of it
         for (const ip of podIps(pod)) endpoints.push({ ip, port: target, nodeName: pod.spec?.nodeName ?? '' });
       }

@@ -16,6 +16,7 @@ import { isPod, isService, podNamespace, type PodObject, type ServiceObject } fr
 import type { MeshState } from '../../shared/mesh/mesh-state.ts';
 import { serviceKey, type Service, type ServicePort } from '../../shared/mesh/service.ts';
 import type { Workload } from '../../shared/mesh/workload.ts';
+import { podTargetPort } from '../../shared/k8s/pod-facts.ts';
 
 /** Kubernetes' default cluster domain: Service hostnames are `<name>.<namespace>.svc.<domain>`. */
 export const DEFAULT_CLUSTER_DOMAIN = 'cluster.local';
@@ -76,18 +77,6 @@ export function serviceFromKube(service: ServiceObject, clusterDomain: string): 
   return result;
 }
 
-/** A service port's target on `pod`: a number, or a named container port of the pod; undefined when it has none. */
-function targetPortOnPod(targetPort: number | string | undefined, servicePort: number, pod: PodObject): number | undefined {
-  if (targetPort === undefined || targetPort === '') return servicePort;
-  if (typeof targetPort === 'number') return targetPort;
-  if (/^\d+$/.test(targetPort)) return Number(targetPort);
-  for (const container of pod.spec?.containers ?? []) {
-    const ports = (container as { ports?: { name?: string; containerPort?: number }[] }).ports;
-    const port = ports?.find((entry) => entry.name === targetPort);
-    if (port?.containerPort) return port.containerPort;
-  }
-  return undefined;
-}
 
 /** The services (by key) whose selector matches `pod`, each with the ports the pod serves them on. */
 export function servicesOfPod(pod: PodObject, services: readonly ServiceObject[], clusterDomain: string): Record<string, ServicePort[]> {
@@ -101,7 +90,7 @@ export function servicesOfPod(pod: PodObject, services: readonly ServiceObject[]
     const ports: ServicePort[] = [];
     for (const port of service.spec?.ports ?? []) {
       // A named target port the pod does not declare is left out: the pod cannot serve that service port.
-      const target = targetPortOnPod(port.targetPort, port.port, pod);
+      const target = podTargetPort(port.targetPort, port.port, pod);
       if (target !== undefined) ports.push({ servicePort: port.port, targetPort: target });
     }
     result[serviceKey({ namespace, hostname: `${service.metadata.name}.${namespace}.svc.${clusterDomain}` })] = ports;

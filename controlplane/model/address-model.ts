@@ -17,6 +17,7 @@ import { workloadsFromEndpointSlice } from './endpoint-slice-workload.ts';
 import { numericTargetPort, serviceFromKube, serviceResourceName } from './service.ts';
 import { requestedWaypoint, waypointAddress, type WaypointLookup } from './waypoint.ts';
 import { DEFAULT_CLUSTER_DOMAIN, DEFAULT_CLUSTER_ID, isTerminal, type HboneWhen, localityFromNodeLabels, workloadFromPod, type PortMessage } from './workload.ts';
+import { podTargetPort } from '../../shared/k8s/pod-facts.ts';
 
 /** Istio's root namespace: policies there apply mesh-wide. */
 export const ROOT_NAMESPACE = 'istio-system';
@@ -387,7 +388,7 @@ export class AddressModel {
           const ports: PortMessage[] = [];
           for (const port of service.spec?.ports ?? []) {
             // A named target port the pod does not declare is left out, as istiod does (not sent as port 0).
-            const targetPort = resolveTargetPort(port.targetPort, port.port, pod);
+            const targetPort = podTargetPort(port.targetPort, port.port, pod);
             if (targetPort !== undefined) ports.push({ servicePort: port.port, targetPort });
           }
           found.set(serviceResourceName(service, this.#clusterDomain), { ports });
@@ -411,15 +412,3 @@ export class AddressModel {
   }
 }
 
-/** A service port's target on this pod: a number, or a named container port of the pod's spec; undefined if it has none. */
-function resolveTargetPort(targetPort: number | string | undefined, servicePort: number, pod: PodObject): number | undefined {
-  if (targetPort === undefined || targetPort === '') return servicePort;
-  if (typeof targetPort === 'number') return targetPort;
-  if (/^\d+$/.test(targetPort)) return Number(targetPort);
-  for (const container of pod.spec?.containers ?? []) {
-    const ports = (container as { ports?: { name?: string; containerPort?: number }[] }).ports;
-    const port = ports?.find((entry) => entry.name === targetPort);
-    if (port?.containerPort) return port.containerPort;
-  }
-  return undefined;
-}

@@ -13,7 +13,7 @@
  * Owns: validation, host resolution, defaults and the resource shape.
  * Must not know about: encoding, the xDS server, how waypoints apply the policy.
  */
-import { suggestField } from '../../shared/policy/validate.ts';
+import { fields, Invalid, isMapping } from './strict-fields.ts';
 import type { K8sObject } from '../../shared/k8s/objects.ts';
 import type { ObjectStore } from '../store.ts';
 import { namespaceOf, type ServiceObject } from './kube-types.ts';
@@ -45,31 +45,9 @@ export interface CompiledDestinationPolicy {
 /** Istio's outlierDetection defaults (networking/v1alpha3/destination_rule.proto). */
 const OUTLIER_DEFAULTS = { consecutive5xxErrors: 5, intervalMs: 10_000, baseEjectionTimeMs: 30_000, maxEjectionPercent: 10 };
 
-class Invalid extends Error {
-  readonly path: string;
-  constructor(path: string, message: string) {
-    super(message);
-    this.path = path;
-  }
-}
 
-type Json = Record<string, unknown>;
 
-function isMapping(value: unknown): value is Json {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
 
-/** The object at `path`, with only `allowed` fields; `unsupported` fields are Istio's but not implemented here. */
-function fields(value: unknown, path: string, allowed: readonly string[], unsupported: readonly string[] = []): Json {
-  if (!isMapping(value)) throw new Invalid(path, `must be an object, not ${JSON.stringify(value)}`);
-  for (const field of Object.keys(value)) {
-    if (allowed.includes(field)) continue;
-    if (unsupported.includes(field)) throw new Invalid(`${path}.${field}`, 'is not supported by ambit waypoints yet (refused rather than ignored)');
-    const suggestion = suggestField(field, [...allowed, ...unsupported]);
-    throw new Invalid(`${path}.${field}`, `unknown field (${suggestion ? `did you mean ${suggestion}?` : `allowed: ${allowed.join(', ')}`})`);
-  }
-  return value;
-}
 
 function uint(value: unknown, path: string, max = 0xffffffff): number | undefined {
   if (value === undefined) return undefined;

@@ -10,7 +10,7 @@
  *
  * Owns: validation, host resolution and the translation. Must not know about: encoding, how waypoints match.
  */
-import { suggestField } from '../../shared/policy/validate.ts';
+import { fields, Invalid, isMapping } from './strict-fields.ts';
 import type { K8sObject } from '../../shared/k8s/objects.ts';
 import type { ObjectStore } from '../store.ts';
 import type { CompiledHttpRoutes } from './http-routes.ts';
@@ -25,30 +25,9 @@ export interface VirtualServiceProblem {
 }
 
 type Entry = CompiledHttpRoutes['resource']['entries'][number];
-type Json = Record<string, unknown>;
 
-class Invalid extends Error {
-  readonly path: string;
-  constructor(path: string, message: string) {
-    super(message);
-    this.path = path;
-  }
-}
 
-function isMapping(value: unknown): value is Json {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
 
-function fields(value: unknown, path: string, allowed: readonly string[], unsupported: readonly string[] = []): Json {
-  if (!isMapping(value)) throw new Invalid(path, `must be an object, not ${JSON.stringify(value)}`);
-  for (const field of Object.keys(value)) {
-    if (allowed.includes(field)) continue;
-    if (unsupported.includes(field)) throw new Invalid(`${path}.${field}`, 'is not supported by ambit waypoints yet (refused rather than ignored)');
-    const suggestion = suggestField(field, [...allowed, ...unsupported]);
-    throw new Invalid(`${path}.${field}`, `unknown field (${suggestion ? `did you mean ${suggestion}?` : `allowed: ${allowed.join(', ')}`})`);
-  }
-  return value;
-}
 
 function list(value: unknown, path: string): unknown[] {
   if (value === undefined) return [];

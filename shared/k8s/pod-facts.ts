@@ -5,8 +5,9 @@
  *  - workload name: the owning controller's name, as istiod's deploy metadata gives it (a ReplicaSet's
  *    `<deployment>-<pod-template-hash>` becomes the Deployment name, a CronJob's Job `<cronjob>-<schedule time>`
  *    the CronJob name), else the pod's own name.
+ *  - a Service port's target port on the pod: a number, or a named container port the pod declares.
  *
- * Owns: those two derivations. Must not know about: the workload API's encoding, stores, the mesh state.
+ * Owns: those derivations. Must not know about: the workload API's encoding, stores, the mesh state.
  */
 import type { PodObject } from './objects.ts';
 
@@ -46,4 +47,21 @@ export function podWorkloadName(pod: PodObject): string {
   }
   if (owner.kind === 'Job' && CRONJOB_SUFFIX.test(owner.name)) return owner.name.replace(CRONJOB_SUFFIX, '');
   return owner.name;
+}
+
+/**
+ * A service port's target on `pod`: the target port when it is a number, the container port of that name when it
+ * is a name, the service port itself when none is given; undefined when the pod declares no port of that name (istiod
+ * leaves such an endpoint port out).
+ */
+export function podTargetPort(targetPort: number | string | undefined, servicePort: number, pod: PodObject): number | undefined {
+  if (targetPort === undefined || targetPort === '') return servicePort;
+  if (typeof targetPort === 'number') return targetPort;
+  if (/^\d+$/.test(targetPort)) return Number(targetPort);
+  for (const container of pod.spec?.containers ?? []) {
+    const ports = (container as { ports?: { name?: string; containerPort?: number }[] }).ports;
+    const port = ports?.find((entry) => entry.name === targetPort);
+    if (port?.containerPort) return port.containerPort;
+  }
+  return undefined;
 }
