@@ -68,19 +68,25 @@ test('examples/shop: three services call each other by name over HBONE, both cat
   }
   t.deepEqual([...versions].sort(), ['v1', 'v2'], 'both catalog versions answer behind the catalog Service');
 
-  // Every hop went over HBONE: the destination agents logged the callers' identities.
+  // Every hop went over HBONE: the destination agents logged the callers' identities. A connection is logged when it
+  // closes, and the apps keep theirs alive for a few seconds after the last call: read the logs until every hop is
+  // there (or 30 s).
   const state = await readState();
-  const inbound = (await Promise.all(state.nodes.map((node) => readFile(node.agentLog, 'utf8'))))
-    .join('\n')
-    .split('\n')
-    .filter((line) => line.includes('"connection closed"') && line.includes('"inbound"'));
   // (sleep runs as service account default)
-  for (const [caller, callee] of [['default', 'frontend'], ['frontend', 'catalog'], ['frontend', 'cart'], ['cart', 'catalog']]) {
+  const hops = [['default', 'frontend'], ['frontend', 'catalog'], ['frontend', 'cart'], ['cart', 'catalog']] as const;
+  const seen = (inbound: string[], caller: string, callee: string): boolean => {
     const from = new RegExp(`"src":\\{[^}]*"principal":"spiffe://cluster\\.local/ns/shop/sa/${caller}"`);
     const to = new RegExp(`"dst":\\{[^}]*"workload":"${callee}[-"]`);
-    t.true(
-      inbound.some((line) => from.test(line) && to.test(line)),
-      `${caller} -> ${callee} arrived over HBONE with ${caller}'s identity`,
-    );
+    return inbound.some((line) => from.test(line) && to.test(line));
+  };
+  let inbound: string[] = [];
+  for (const deadline = Date.now() + 30_000; ; ) {
+    inbound = (await Promise.all(state.nodes.map((node) => readFile(node.agentLog, 'utf8'))))
+      .join('\n')
+      .split('\n')
+      .filter((line) => line.includes('"connection closed"') && line.includes('"inbound"'));
+    if (hops.every(([caller, callee]) => seen(inbound, caller, callee)) || Date.now() > deadline) break;
+    await new Promise((resolve) => setTimeout(resolve, 500));
   }
+  for (const [caller, callee] of hops) t.true(seen(inbound, caller, callee), `${caller} -> ${callee} arrived over HBONE with ${caller}'s identity`);
 });
