@@ -27,9 +27,13 @@ interface WaypointDump {
 
 function describeMatch(entry: Record<string, unknown>): string {
   const parts: string[] = [];
-  if (typeof entry.path === 'string') parts.push(`${entry.pathType === 'EXACT' ? '=' : ''}${entry.path}${entry.pathType === 'PATH_PREFIX' ? '*' : ''}`);
-  for (const header of (entry.headers as { name: string; exact?: string; value?: string }[] | undefined) ?? []) parts.push(`${header.name}: ${header.exact ?? header.value ?? ''}`);
-  for (const key of ['method', 'queryParams', 'match']) if (entry[key] !== undefined) parts.push(`${key}=${JSON.stringify(entry[key])}`);
+  if (typeof entry.method === 'string' && entry.method !== '') parts.push(entry.method);
+  if (typeof entry.path === 'string') {
+    parts.push(entry.pathType === 'REGULAR_EXPRESSION' ? `~${entry.path}` : `${entry.pathType === 'EXACT' ? '=' : ''}${entry.path}${entry.pathType === 'PATH_PREFIX' ? '*' : ''}`);
+  }
+  type ValueMatch = { name: string; exact?: string; value?: string; regex?: string };
+  for (const header of (entry.headers as ValueMatch[] | undefined) ?? []) parts.push(header.regex ? `${header.name} ~ ${header.regex}` : `${header.name}: ${header.exact ?? header.value ?? ''}`);
+  for (const param of (entry.queryParams as ValueMatch[] | undefined) ?? []) parts.push(param.regex ? `?${param.name}~${param.regex}` : `?${param.name}=${param.exact ?? ''}`);
   return parts.join(' ') || '*';
 }
 
