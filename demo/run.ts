@@ -247,14 +247,15 @@ async function main(): Promise<void> {
     const ctl = `${AMBITCTL} local --run-dir ${runDir}`;
     step('Staying up (Ctrl-C, SIGTERM or SIGHUP to tear down). Try:');
     console.log(`    ${ctl} get pods`);
-    console.log(`    ${ctl} exec client -n shop -- curl -s telnet://server:80 <<< hello     # through the mesh`);
+    console.log(`    ${ctl} exec client -n shop -- socat -t 1 - TCP:server:80 <<< hello   # through the mesh (bash)`);
     console.log(`    ${ctl} logs server -n shop`);
     console.log(`    ${ctl} status                 # where the CA, logs and cluster state are`);
     console.log(`    ${AMBITCTL} workloads --node ${node1.netns}          # what the agent of ${node1.name} knows`);
     console.log(`    ${AMBITCTL} certs --node ${node2.netns}              # the certificates the agent of ${node2.name} holds`);
     console.log(`    ${AMBITCTL} authz check shop/client shop/server 8080 --node ${node2.netns}   # asks the destination's agent`);
     console.log(`    edit ${CLUSTER_DIR} while it runs: the supervisor applies each change (${ctl} status says if one was rejected)`);
-    await new Promise(() => {});
+    // Until a signal tears it down (a pending promise alone does not keep Node running: a timer does).
+    await new Promise(() => setInterval(() => {}, 1 << 30));
   }
   process.exitCode = ok ? 0 : 1;
 }

@@ -82,10 +82,11 @@ for (const [signal, exitCode] of [['SIGTERM', 143], ['SIGHUP', 129]] as const) {
     const hints = output.split('\n').filter((line) => line.trimStart().startsWith('ambitctl/ambitctl '));
     t.true(hints.length >= 3, output);
     for (const hint of hints) {
-      const result = await run('sh', ['-c', `cd ${REPO} && ${hint.trim()}`]);
+      const result = await run('bash', ['-c', `cd ${REPO} && ${hint.trim()}`]);
       t.not(result.code, 2, `${hint}: ${result.stderr}`);
       t.notRegex(result.stderr, /does not exist|cannot reach/, hint);
       if (hint.includes(' workloads ')) t.regex(result.stdout, /shop\s+server\s/, hint);
+      if (hint.includes(' exec client ')) t.is(result.stdout, 'hello\n', `${hint}: the echo server answers through the mesh`);
       if (hint.includes('authz check shop/client')) t.is(result.code, 0, `${hint}: allowed\n${result.stdout}${result.stderr}`);
       if (hint.includes('authz check legacy/')) t.is(result.code, 0, `${hint}: no policy, so allowed\n${result.stdout}${result.stderr}`);
     }
