@@ -15,13 +15,28 @@ const port = Number(process.env.PORT ?? '8080');
 const upstreams = (process.env.UPSTREAMS ?? '').split(',').filter((url) => url !== '');
 const UPSTREAM_TIMEOUT_MS = 5_000;
 
-async function call(url: string): Promise<unknown> {
-  try {
-    const response = await fetch(url, { signal: AbortSignal.timeout(UPSTREAM_TIMEOUT_MS) });
-    return { url, status: response.status, body: (await response.json()) as unknown };
-  } catch (error) {
-    return { url, error: (error as Error).cause instanceof Error ? ((error as Error).cause as Error).message : (error as Error).message };
-  }
+/**
+ * One upstream call on a connection of its own (no keep-alive): the mesh balances connections, so each call is
+ * balanced across the Service's endpoints, which is what this example shows (a kept-alive connection would stay on
+ * one catalog version).
+ */
+function call(url: string): Promise<unknown> {
+  return new Promise((resolve) => {
+    const request = http.get(url, { agent: false, timeout: UPSTREAM_TIMEOUT_MS }, (response) => {
+      const chunks: Buffer[] = [];
+      response.on('data', (chunk: Buffer) => chunks.push(chunk));
+      response.on('end', () => {
+        try {
+          resolve({ url, status: response.statusCode, body: JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown });
+        } catch (error) {
+          resolve({ url, error: (error as Error).message });
+        }
+      });
+      response.on('error', (error) => resolve({ url, error: error.message }));
+    });
+    request.on('timeout', () => request.destroy(new Error(`no answer within ${UPSTREAM_TIMEOUT_MS} ms`)));
+    request.on('error', (error) => resolve({ url, error: error.message }));
+  });
 }
 
 const server = http.createServer((request, response) => {
