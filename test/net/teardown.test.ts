@@ -74,6 +74,10 @@ for (const [signal, exitCode] of [['SIGTERM', 143], ['SIGHUP', 129]] as const) {
     await waitForOutput(demo, /Staying up \(Ctrl-C, SIGTERM or SIGHUP to tear down\)\. Try:(\n.*){8}\n/, DEMO_UP_TIMEOUT_MS);
     const output = demo.output();
     const runDir = /run directory (\S+)\n/.exec(output)![1]!;
+    // Whatever happens to the demo process, its mesh (a detached supervisor) goes with the test.
+    t.teardown(async () => {
+      await run(path.join(REPO, 'ambitctl', 'ambitctl'), ['local', 'down', '--run-dir', runDir], { timeoutMs: 120_000 });
+    });
     const state = (await readState(runDir))!;
     const caDir = state.caDir!;
     const tmpDir = state.tmpDir!;
