@@ -19,6 +19,7 @@ import { authorizationToWireObject } from '../../shared/policy/wire.ts';
 import type { ObjectStore } from '../store.ts';
 import type { CompiledAuthorization } from '../xds/authorization-feed.ts';
 import { namespaceOf } from './kube-types.ts';
+import { ProblemReports } from './problem-reports.ts';
 
 export interface PolicyProblem {
   /** `<namespace>/<name>` of the policy. */
@@ -29,29 +30,23 @@ export interface PolicyProblem {
 
 export class PolicyModel {
   readonly #rootNamespace: string;
-  readonly #onProblem: (problem: PolicyProblem) => void;
+  readonly #problems: ProblemReports;
   #authorizationPolicies: Authorization[] = [];
   #peerAuthentications: PeerAuthenticationObject[] = [];
   /**
    * `<kind> <key>` -> the policy's spec and the problems reported for it. Every policy change recompiles every
    * policy; a warning such as "an ALLOW rule with HTTP fields" is logged again only when its own policy changed.
    */
-  #reported = new Map<string, string>();
 
   constructor(options: { rootNamespace?: string; onProblem?: (problem: PolicyProblem) => void } = {}) {
     this.#rootNamespace = options.rootNamespace ?? DEFAULT_ROOT_NAMESPACE;
-    this.#onProblem = options.onProblem ?? (() => {});
+    this.#problems = new ProblemReports(options.onProblem ?? (() => {}));
   }
 
   /** Recompiles every policy in the store; an invalid one is reported and left out, the others still apply. */
   compile(store: ObjectStore): CompiledAuthorization[] {
-    const problems = new Map<string, { spec: unknown; list: PolicyProblem[] }>();
-    const report = (object: K8sObject, problem: PolicyProblem): void => {
-      const id = `${problem.kind} ${problem.policy}`;
-      const entry = problems.get(id) ?? { spec: (object as { spec?: unknown }).spec, list: [] };
-      entry.list.push(problem);
-      problems.set(id, entry);
-    };
+    this.#problems.begin();
+    const report = (object: K8sObject, problem: PolicyProblem): void => this.#problems.add(object, problem);
     const byKey = new Map<string, Authorization>();
     const authorizationPolicies: Authorization[] = [];
     for (const object of store.list('AuthorizationPolicy')) {
@@ -88,20 +83,10 @@ export class PolicyModel {
     }
     this.#authorizationPolicies = authorizationPolicies;
     this.#peerAuthentications = peerAuthentications;
-    this.#reportChanged(problems);
+    this.#problems.flush();
     return [...byKey].map(([name, authorization]) => ({ name, resource: authorizationToWireObject(authorization) }));
   }
 
-  /** Reports the problems of policies that are new or changed since the last compile; forgets policies now fine or gone. */
-  #reportChanged(problems: Map<string, { spec: unknown; list: PolicyProblem[] }>): void {
-    const reported = new Map<string, string>();
-    for (const [id, { spec, list }] of problems) {
-      const fingerprint = JSON.stringify({ spec, messages: list.map((problem) => problem.message) });
-      reported.set(id, fingerprint);
-      if (this.#reported.get(id) !== fingerprint) for (const problem of list) this.#onProblem(problem);
-    }
-    this.#reported = reported;
-  }
 
   /** Keys of the selector-scoped policies (and PeerAuthentication-derived ones) that apply to `pod`, sorted. */
   policiesForPod(pod: PodObject): string[] {

@@ -19,6 +19,7 @@ import { compileRateLimitPolicy, RATE_LIMIT_KIND, validateRateLimitPolicy, type 
 import type { ObjectStore } from '../store.ts';
 import { namespaceOf } from './kube-types.ts';
 import type { PolicyProblem } from './policies.ts';
+import { ProblemReports } from './problem-reports.ts';
 
 export interface CompiledWaypointPolicies {
   /** `namespace/name` -> protobufjs `fromObject` input for ambit.waypoint.HttpAuthorization. */
@@ -31,22 +32,16 @@ export interface CompiledWaypointPolicies {
 
 export class WaypointPolicyModel {
   readonly #rootNamespace: string;
-  readonly #onProblem: (problem: PolicyProblem) => void;
-  #reported = new Map<string, string>();
+  readonly #problems: ProblemReports;
 
   constructor(options: { rootNamespace?: string; onProblem?: (problem: PolicyProblem) => void } = {}) {
     this.#rootNamespace = options.rootNamespace ?? DEFAULT_ROOT_NAMESPACE;
-    this.#onProblem = options.onProblem ?? (() => {});
+    this.#problems = new ProblemReports(options.onProblem ?? (() => {}));
   }
 
   compile(store: ObjectStore): CompiledWaypointPolicies {
-    const problems = new Map<string, { spec: unknown; list: PolicyProblem[] }>();
-    const report = (object: K8sObject, problem: PolicyProblem): void => {
-      const id = `${problem.kind} ${problem.policy}`;
-      const entry = problems.get(id) ?? { spec: (object as { spec?: unknown }).spec, list: [] };
-      entry.list.push(problem);
-      problems.set(id, entry);
-    };
+    this.#problems.begin();
+    const report = (object: K8sObject, problem: PolicyProblem): void => this.#problems.add(object, problem);
     const authorizations = new Map<string, L7Authorization>();
     for (const object of store.list('AuthorizationPolicy')) {
       const spec = (object as { spec?: { targetRef?: unknown; targetRefs?: unknown[] } }).spec;
@@ -81,17 +76,8 @@ export class WaypointPolicyModel {
         report(object, { policy: key, kind: RATE_LIMIT_KIND, message: `rejected: ${(error as Error).message}` });
       }
     }
-    this.#reportChanged(problems);
+    this.#problems.flush();
     return { authorizations, requestAuthentications, rateLimits };
   }
 
-  #reportChanged(problems: Map<string, { spec: unknown; list: PolicyProblem[] }>): void {
-    const reported = new Map<string, string>();
-    for (const [id, { spec, list }] of problems) {
-      const fingerprint = JSON.stringify({ spec, messages: list.map((problem) => problem.message) });
-      reported.set(id, fingerprint);
-      if (this.#reported.get(id) !== fingerprint) for (const problem of list) this.#onProblem(problem);
-    }
-    this.#reported = reported;
-  }
 }

@@ -11,6 +11,7 @@
  * Values are kept as Istio's users write them (`*` wildcards, CIDR text, port numbers as text): the evaluator
  * precompiles them once per policy set, so the wire format stays a readable mirror of the CRD.
  */
+import type { SourceSpec } from './crd-schema.ts';
 
 /** CUSTOM is not on this list: ambit has no extension providers; such a policy is refused (see l7-compile.ts). */
 export type L7Action = 'ALLOW' | 'DENY' | 'AUDIT';
@@ -22,22 +23,8 @@ export interface L7Target {
   name: string;
 }
 
-/** istio.security.v1.Source, every list optional. */
-export interface L7Source {
-  principals?: string[];
-  notPrincipals?: string[];
-  requestPrincipals?: string[];
-  notRequestPrincipals?: string[];
-  namespaces?: string[];
-  notNamespaces?: string[];
-  ipBlocks?: string[];
-  notIpBlocks?: string[];
-  remoteIpBlocks?: string[];
-  notRemoteIpBlocks?: string[];
-  /** `ns/sa` (namespace filled in by the compiler). */
-  serviceAccounts?: string[];
-  notServiceAccounts?: string[];
-}
+/** istio.security.v1.Source, every list optional (serviceAccounts as `ns/sa`, the namespace filled in by the compiler). */
+export type L7Source = SourceSpec;
 
 /** istio.security.v1.Operation. */
 export interface L7Operation {
