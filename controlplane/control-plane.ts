@@ -133,12 +133,13 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     for (const problem of grpcProblems) if (!previousGrpc.has(JSON.stringify(problem))) options.logger?.warn({ route: problem.route, condition: problem.condition, reason: problem.reason, kind: 'GRPCRoute' }, `GRPCRoute ${problem.route}: ${problem.condition} False (${problem.reason}): ${problem.message}`);
     grpcRouteProblems = grpcProblems;
   });
-  // DestinationRules for waypoints (controlplane/model/destination-rules.ts): recompiled when a rule or a Service
-  // (its host) changes; a rule with a problem is not served and the problem is logged once.
+  // DestinationRules for waypoints (controlplane/model/destination-rules.ts): recompiled when a rule, a Service
+  // (its host) or a Pod (a subset's member) changes; a rule with a problem is not served and the problem is logged once.
   const destinations = new DestinationFeed(cache);
   let destinationRuleProblems: DestinationRuleProblem[] = [];
   store.onChanges((changes) => {
-    if (!changes.some((change) => change.kind === 'DestinationRule' || change.kind === 'Service')) return;
+    // Pods too: a subset lists the pods it selects.
+    if (!changes.some((change) => change.kind === 'DestinationRule' || change.kind === 'Service' || change.kind === 'Pod')) return;
     const problems: DestinationRuleProblem[] = [];
     destinations.replace(compileDestinationRules(store, DEFAULT_CLUSTER_DOMAIN, (problem) => problems.push(problem)));
     const previous = new Set(destinationRuleProblems.map((problem) => JSON.stringify(problem)));

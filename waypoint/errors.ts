@@ -22,7 +22,9 @@ export type WaypointErrorCode =
   /** The matched route has no usable backend (every backendRef invalid, or weights 0): 500, as the Gateway API says (flag NC, Envoy's "no cluster"). */
   | 'WAYPOINT_NO_BACKEND'
   /** A DestinationRule connectionPool limit is full (Envoy's upstream overflow, flag UO). */
-  | 'WAYPOINT_UPSTREAM_OVERFLOW';
+  | 'WAYPOINT_UPSTREAM_OVERFLOW'
+  /** A VirtualService destination names a subset no DestinationRule of the Service defines (Envoy's cluster not found: 503, flag NC). */
+  | 'WAYPOINT_UNKNOWN_SUBSET';
 
 const STATUS: Record<WaypointErrorCode, number> = {
   WAYPOINT_UNKNOWN_DESTINATION: 503,
@@ -34,6 +36,7 @@ const STATUS: Record<WaypointErrorCode, number> = {
   WAYPOINT_REQUEST_TIMEOUT: 504,
   WAYPOINT_UPSTREAM_RESET: 503,
   WAYPOINT_NO_BACKEND: 500,
+  WAYPOINT_UNKNOWN_SUBSET: 503,
 };
 const FLAGS: Record<WaypointErrorCode, string> = {
   WAYPOINT_UNKNOWN_DESTINATION: 'NR',
@@ -45,6 +48,7 @@ const FLAGS: Record<WaypointErrorCode, string> = {
   WAYPOINT_REQUEST_TIMEOUT: 'UT',
   WAYPOINT_UPSTREAM_RESET: 'UC',
   WAYPOINT_NO_BACKEND: 'NC',
+  WAYPOINT_UNKNOWN_SUBSET: 'NC',
 };
 
 export class WaypointError extends Error {

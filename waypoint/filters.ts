@@ -34,6 +34,9 @@ export function modifyHeaders(headers: http.OutgoingHttpHeaders, modifier: Heade
 /** `path` with the modifier applied; `entry` gives the PathPrefix a REPLACE_PREFIX_MATCH replaces. */
 export function modifyPath(modifier: PathModifier, entry: RouteEntry, path: string): string {
   if (modifier.type === 'REPLACE_FULL_PATH') return modifier.value;
+  // VirtualService rewrite.uri on a plain string prefix (Envoy's prefix_rewrite): the entry matched, so the path
+  // starts with the prefix (in any case under ignoreUriCase); its length is what is replaced.
+  if (modifier.type === 'REPLACE_LITERAL_PREFIX') return modifier.value + path.slice(modifier.prefix!.length);
   const matched = entry.pathType === 'PATH_PREFIX' ? prefixMatchLength(entry.path, path) : -1;
   if (matched < 0) return path;
   // The Gateway API's table: prefix /foo with /xyz makes /foo/bar /xyz/bar and /foo /xyz; with / (or '') /foo/bar is /bar.

@@ -25,6 +25,7 @@ import { serviceKey, type Service } from '../shared/mesh/service.ts';
 import { workloadIdentity, type Workload } from '../shared/mesh/workload.ts';
 import { logRequest } from './access-log.ts';
 import { WaypointError } from './errors.ts';
+import { applyFault } from './fault.ts';
 import { endToEndHeaders, modifyHeaders, redirectLocation, rewrittenUrl } from './filters.ts';
 import { matchRoute, pathOf, pickBackend, queryOf } from './http-router.ts';
 import { requestLabels, type WaypointMetrics } from './metrics.ts';
@@ -73,6 +74,8 @@ interface RequestRecord {
   details: string;
   /** Its DestinationRule pool slot and endpoint choice, when a rule applies (waypoint/destination/). */
   destinationRequest?: DestinationRequest;
+  /** What fault injection did ('DI', 'FI', 'DI,FI'; '' nothing), joined to the response flags. */
+  faultFlags: string;
 }
 
 /** The gate's refusal written as a raw HTTP/1.1 response on an upgrade request's connection, which then closes. */
@@ -196,6 +199,16 @@ export class HttpProxy {
         this.#answer(request, response, record, new WaypointError('WAYPOINT_NO_ROUTE', `no route of ${context.service.hostname} matches ${request.method} ${url}`), 'route_not_found');
         return;
       }
+      // VirtualService fault injection (fault.ts), before anything goes upstream, as Envoy's fault filter.
+      if (entry.fault) {
+        const fault = await applyFault(entry.fault, response);
+        record.faultFlags = fault.flags;
+        if (fault.clientGone || fault.abortedWith !== undefined) {
+          request.resume();
+          this.#finish(request, response, record, fault.abortedWith ?? 0, fault.clientGone ? 'DC' : '-', fault.clientGone ? 'downstream_remote_disconnect' : 'fault_filter_abort');
+          return;
+        }
+      }
       if (entry.redirect) {
         const location = redirectLocation(entry, { host: String(request.headers.host ?? request.headers[':authority'] ?? ''), path, query, servicePort });
         request.resume();
@@ -258,10 +271,16 @@ export class HttpProxy {
     // ---- DestinationRule hook (waypoint/destination/, issue 13 item 3): a pool slot for the request (or 503 UO), the
     // rule's endpoint choice for each try, and the outcome for outlier detection when the request ends (#finish). ----
     const traffic = this.#destinations?.forService(serviceKey(record.destination));
+    // A VirtualService destination's subset: its pods, as the backend's DestinationRule defines it (none: 503 NC).
+    const subset = backend?.subset !== undefined ? traffic?.subsetPods(backend.subset) : undefined;
+    if (backend?.subset !== undefined && subset === undefined) {
+      this.#answer(request, response, record, new WaypointError('WAYPOINT_UNKNOWN_SUBSET', `no DestinationRule of ${record.destination.hostname} defines subset ${backend.subset}`), 'cluster_not_found');
+      return;
+    }
     if (traffic) {
       let admitted: DestinationRequest;
       try {
-        const begun = traffic.begin({ headers: request.headers, url, sourceIp: plainAddress(record.context.hbone.remoteAddress) });
+        const begun = traffic.begin({ headers: request.headers, url, sourceIp: plainAddress(record.context.hbone.remoteAddress) }, subset);
         admitted = begun instanceof Promise ? await begun : begun;
       } catch (error) {
         if (!(error instanceof WaypointError)) throw error;
@@ -323,7 +342,10 @@ export class HttpProxy {
         return;
       }
       const status = outcome.response?.statusCode;
-      const retry = !response.writableEnded && shouldRetry(retryPolicy, body.complete, retriesDone, status !== undefined ? { status } : { error: outcome.error! });
+      // A gRPC answer's status in its (trailers-only) head, for the gRPC retry conditions.
+      const grpcStatus = outcome.response?.headers['grpc-status'];
+      const tried = status !== undefined ? (typeof grpcStatus === 'string' ? { status, grpcStatus } : { status }) : { error: outcome.error! };
+      const retry = !response.writableEnded && shouldRetry(retryPolicy, body.complete, retriesDone, tried);
       if (retry) {
         // DestinationRule hook: outlier detection sees every try, the ones retried too (as Envoy's does).
         record.destinationRequest?.tryEnded(status ?? 'connect-failure');
@@ -343,7 +365,7 @@ export class HttpProxy {
         this.#answer(request, response, record, outcome.error, outcome.error.code === 'WAYPOINT_BACKEND_TIMEOUT' ? 'upstream_per_try_timeout' : 'upstream_reset_before_response_started', flags);
         return;
       }
-      this.#relay(request, response, record, outcome.response!, current, backend, exhausted && retryPolicy.codes.has(status!) ? 'URX' : '-', () => requestTimedOut, stopTimer);
+      this.#relay(request, response, record, outcome.response!, current, backend, exhausted && shouldRetry(retryPolicy, true, 0, tried) ? 'URX' : '-', () => requestTimedOut, stopTimer);
       return;
     }
   }
@@ -388,7 +410,7 @@ export class HttpProxy {
   #record(context: StreamContext, request: DownstreamRequest): RequestRecord {
     return {
       context, started: performance.now(), requestId: requestIdOf(request.headers), trace: traceContextOf(request.headers), entry: undefined, destination: context.service,
-      endpoint: undefined, upstreamHost: '', attempts: 0, requestBytes: 0, responseBytes: 0, details: 'via_upstream',
+      endpoint: undefined, upstreamHost: '', attempts: 0, requestBytes: 0, responseBytes: 0, details: 'via_upstream', faultFlags: '',
     };
   }
 
@@ -420,8 +442,9 @@ export class HttpProxy {
     });
   }
 
-  #finish(request: DownstreamRequest, _response: DownstreamResponse | undefined, record: RequestRecord, status: number, flags: string, details: string): void {
+  #finish(request: DownstreamRequest, _response: DownstreamResponse | undefined, record: RequestRecord, status: number, answerFlags: string, details: string): void {
     const { context, endpoint, destination } = record;
+    const flags = record.faultFlags === '' ? answerFlags : answerFlags === '-' ? record.faultFlags : `${record.faultFlags},${answerFlags}`;
     // DestinationRule hook: the slot goes back; what the endpoint did goes to outlier detection (a reset, a failed
     // connect or a timeout counts as a gateway error, as Envoy's local-origin errors do).
     record.destinationRequest?.done(/U[FCT]/.test(flags) ? 'connect-failure' : details === 'via_upstream' ? status : undefined);

@@ -57,6 +57,7 @@ export function matchRoute(entries: readonly RouteEntry[], port: number, path: s
     if (!pathMatches(entry, path)) continue;
     if (entry.method !== '' && entry.method !== method) continue;
     for (const header of entry.headers) if (!valueMatches(header, headerValue(headers, header.name))) continue entries;
+    if (entry.withoutHeaders) for (const header of entry.withoutHeaders) if (valueMatches(header, headerValue(headers, header.name))) continue entries;
     if (entry.queryParams.length > 0) {
       params ??= new URLSearchParams(query);
       for (const param of entry.queryParams) if (!valueMatches(param, params.get(param.name) ?? undefined)) continue entries;

@@ -4,13 +4,14 @@
  * so only a request whose body was buffered completely can be retried; a body larger than the buffer streams to
  * the first try and is never retried. Connection failures to an endpoint are always retried (Istio's retryOn
  * includes connect-failure); a try that outlasts `timeouts.backendRequest` counts as a 504. A route without
- * `retry` gets Istio's default policy; `attempts: 0` turns retries off.
+ * `retry` gets Istio's default policy; `attempts: 0` turns retries off. A VirtualService's policy carries Envoy's
+ * retry_on conditions instead (`retryOn`), decided as Envoy's router does.
  *
  * Owns: the buffer, the decision and the back-off. Must not know about: sockets, routes beyond their retry policy.
  */
 import type { Readable } from 'node:stream';
 import type { WaypointError } from './errors.ts';
-import type { RetryPolicy } from './route-table.ts';
+import type { RetryCondition, RetryPolicy } from './route-table.ts';
 
 /**
  * Bodies up to this size are buffered for retries and mirrors (Envoy buffers up to its connection buffer limit,
@@ -65,9 +66,36 @@ export function bufferBody(source: Readable, limit: number): Promise<BufferedBod
   });
 }
 
+/** gRPC status codes of Envoy's gRPC retry conditions, read from a (trailers-only) response's `grpc-status`. */
+const GRPC_RETRY_CONDITIONS: readonly (readonly [RetryCondition, string])[] = [['cancelled', '1'], ['deadline-exceeded', '4'], ['resource-exhausted', '8'], ['internal', '13'], ['unavailable', '14']];
+
+/**
+ * Envoy's retry_on for a try that ended with a response (`status`, and `grpcStatus` when the response's head
+ * carries one) or with `error`: 5xx (any 5xx, resets, connect failures and per-try timeouts), gateway-error (502,
+ * 503, 504, the same failures), reset (resets, connect failures, per-try timeouts), connect-failure, retriable-4xx
+ * (409), retriable-status-codes (`codes`), the gRPC conditions by grpc-status. refused-stream is an HTTP/2 stream
+ * refusal, which an HTTP/1.1 try to an endpoint never gets.
+ */
+function retryOnMatches(policy: RetryPolicy, retryOn: ReadonlySet<RetryCondition>, outcome: { status?: number; grpcStatus?: string; error?: WaypointError }): boolean {
+  const status = outcome.status;
+  if (status !== undefined) {
+    if (retryOn.has('5xx') && status >= 500) return true;
+    if (retryOn.has('gateway-error') && (status === 502 || status === 503 || status === 504)) return true;
+    if (retryOn.has('retriable-4xx') && status === 409) return true;
+    if (retryOn.has('retriable-status-codes') && policy.codes.has(status)) return true;
+    if (outcome.grpcStatus !== undefined) for (const [condition, code] of GRPC_RETRY_CONDITIONS) if (retryOn.has(condition) && outcome.grpcStatus === code) return true;
+    return false;
+  }
+  const code = outcome.error?.code;
+  const anyFailure = retryOn.has('5xx') || retryOn.has('gateway-error') || retryOn.has('reset');
+  if (code === 'WAYPOINT_UPSTREAM_CONNECT_FAILED') return anyFailure || retryOn.has('connect-failure');
+  return anyFailure && (code === 'WAYPOINT_UPSTREAM_RESET' || code === 'WAYPOINT_BACKEND_TIMEOUT');
+}
+
 /** Whether a try that ended with `status` (a response) or `error` (none) is tried again; `retriesDone` so far. */
-export function shouldRetry(policy: RetryPolicy | undefined, replayable: boolean, retriesDone: number, outcome: { status?: number; error?: WaypointError }): boolean {
+export function shouldRetry(policy: RetryPolicy | undefined, replayable: boolean, retriesDone: number, outcome: { status?: number; grpcStatus?: string; error?: WaypointError }): boolean {
   if (!policy || !replayable || retriesDone >= policy.attempts) return false;
+  if (policy.retryOn) return retryOnMatches(policy, policy.retryOn, outcome);
   if (outcome.status !== undefined) return policy.codes.has(outcome.status);
   const code = outcome.error?.code;
   if (code === 'WAYPOINT_UPSTREAM_CONNECT_FAILED') return true;

@@ -29,14 +29,18 @@ export interface ValueMatch {
 }
 
 export interface PathModifier {
-  type: 'REPLACE_FULL_PATH' | 'REPLACE_PREFIX_MATCH';
+  /** REPLACE_LITERAL_PREFIX (VirtualService rewrite.uri): `prefix`, a plain string prefix, becomes `value`. */
+  type: 'REPLACE_FULL_PATH' | 'REPLACE_PREFIX_MATCH' | 'REPLACE_LITERAL_PREFIX';
   value: string;
+  prefix?: string;
 }
 
 export interface RouteBackend {
   service: string;
   port: number;
   weight: number;
+  /** A DestinationRule subset of the service (VirtualService): only its pods take the request. */
+  subset?: string;
   requestHeaderModifier?: HeaderModifier;
   responseHeaderModifier?: HeaderModifier;
 }
@@ -49,10 +53,23 @@ export interface RequestRedirect {
   statusCode: number;
 }
 
+/** Envoy's retry_on conditions the waypoint implements (routes.proto RetryPolicy.retry_on). */
+export type RetryCondition = '5xx' | 'gateway-error' | 'reset' | 'connect-failure' | 'retriable-4xx' | 'refused-stream' | 'retriable-status-codes' | 'cancelled' | 'deadline-exceeded' | 'internal' | 'resource-exhausted' | 'unavailable';
+const RETRY_CONDITIONS: ReadonlySet<string> = new Set<RetryCondition>(['5xx', 'gateway-error', 'reset', 'connect-failure', 'retriable-4xx', 'refused-stream', 'retriable-status-codes', 'cancelled', 'deadline-exceeded', 'internal', 'resource-exhausted', 'unavailable']);
+
 export interface RetryPolicy {
   codes: ReadonlySet<number>;
   attempts: number;
   backoffMs: number;
+  /** Envoy's conditions (VirtualService retryOn); absent: `codes` and connection failures (HTTPRoute). */
+  retryOn?: ReadonlySet<RetryCondition>;
+}
+
+/** VirtualService `fault` (Envoy's fault filter): percentages 0..100. */
+export interface FaultInjection {
+  delay?: { fixedDelayMs: number; percentage: number };
+  /** httpStatus 0: a gRPC abort with grpcStatus. */
+  abort?: { httpStatus: number; grpcStatus: number; percentage: number };
 }
 
 export interface RouteEntry {
@@ -66,6 +83,8 @@ export interface RouteEntry {
   /** Empty: any method. */
   method: string;
   headers: readonly ValueMatch[];
+  /** VirtualService withoutHeaders: none may match (absent: no such condition). */
+  withoutHeaders?: readonly ValueMatch[];
   queryParams: readonly ValueMatch[];
   backends: readonly RouteBackend[];
   totalWeight: number;
@@ -78,18 +97,19 @@ export interface RouteEntry {
   requestTimeoutMs: number;
   backendRequestTimeoutMs: number;
   retry?: RetryPolicy;
+  fault?: FaultInjection;
 }
 
 type DecodedModifier = { set?: HeaderValue[]; add?: HeaderValue[]; remove?: string[] } | null | undefined;
-type DecodedPathModifier = { type?: string; value?: string } | null | undefined;
+type DecodedPathModifier = { type?: string; value?: string; prefix?: string } | null | undefined;
 type DecodedValueMatch = { name?: string; exact?: string; regex?: string };
 
 interface DecodedEntry {
   route?: string;
   ruleName?: string;
   port?: number;
-  match?: { path?: { type?: string; value?: string } | null; headers?: DecodedValueMatch[]; queryParams?: DecodedValueMatch[]; method?: string } | null;
-  backends?: { service?: string; port?: number; weight?: number; requestHeaderModifier?: DecodedModifier; responseHeaderModifier?: DecodedModifier }[];
+  match?: { path?: { type?: string; value?: string } | null; headers?: DecodedValueMatch[]; queryParams?: DecodedValueMatch[]; method?: string; withoutHeaders?: DecodedValueMatch[] } | null;
+  backends?: { service?: string; port?: number; weight?: number; subset?: string; requestHeaderModifier?: DecodedModifier; responseHeaderModifier?: DecodedModifier }[];
   requestHeaderModifier?: DecodedModifier;
   responseHeaderModifier?: DecodedModifier;
   redirect?: { scheme?: string; hostname?: string; port?: number; path?: DecodedPathModifier; statusCode?: number } | null;
@@ -97,7 +117,8 @@ interface DecodedEntry {
   mirrors?: { service?: string; port?: number; fraction?: number }[];
   requestTimeoutMs?: number;
   backendRequestTimeoutMs?: number;
-  retry?: { codes?: number[]; attempts?: number; backoffMs?: number } | null;
+  retry?: { codes?: number[]; attempts?: number; backoffMs?: number; retryOn?: string[] } | null;
+  fault?: { delay?: { fixedDelayMs?: number; percentage?: number } | null; abort?: { httpStatus?: number; grpcStatus?: number; percentage?: number } | null } | null;
 }
 
 interface DecodedRoutes {
@@ -122,6 +143,7 @@ function modifier(decoded: DecodedModifier): HeaderModifier | undefined {
 function pathModifier(decoded: DecodedPathModifier): PathModifier | undefined {
   if (!decoded) return undefined;
   const type = decoded.type ?? 'REPLACE_FULL_PATH';
+  if (type === 'REPLACE_LITERAL_PREFIX') return { type, value: decoded.value ?? '', prefix: decoded.prefix || '/' };
   if (type !== 'REPLACE_FULL_PATH' && type !== 'REPLACE_PREFIX_MATCH') throw new Error(`unknown path modifier ${type}`);
   return { type, value: decoded.value ?? '' };
 }
@@ -138,6 +160,23 @@ function valueMatches(decoded: DecodedValueMatch[] | undefined, lowerCase: boole
   });
 }
 
+function share(percentage: number | undefined, what: string): number {
+  const value = percentage ?? 0;
+  if (!(value >= 0 && value <= 100)) throw new Error(`${what} percentage ${value} is not from 0 to 100`);
+  return value;
+}
+
+function faultFromXds(decoded: NonNullable<DecodedEntry['fault']>): FaultInjection {
+  const fault: FaultInjection = {};
+  if (decoded.delay) fault.delay = { fixedDelayMs: decoded.delay.fixedDelayMs ?? 0, percentage: share(decoded.delay.percentage, 'fault delay') };
+  if (decoded.abort) {
+    const { httpStatus = 0, grpcStatus = 0 } = decoded.abort;
+    if (httpStatus === 0 ? grpcStatus < 1 || grpcStatus > 16 : httpStatus < 200 || httpStatus > 599) throw new Error(`fault abort with HTTP status ${httpStatus} and gRPC status ${grpcStatus}`);
+    fault.abort = { httpStatus, grpcStatus, percentage: share(decoded.abort.percentage, 'fault abort') };
+  }
+  return fault;
+}
+
 function entryFromXds(entry: DecodedEntry): RouteEntry {
   const pathType = entry.match?.path?.type ?? 'PATH_PREFIX';
   if (pathType !== 'EXACT' && pathType !== 'PATH_PREFIX' && pathType !== 'REGULAR_EXPRESSION') throw new Error(`unknown path match type ${String(pathType)}`);
@@ -145,6 +184,7 @@ function entryFromXds(entry: DecodedEntry): RouteEntry {
   if (pathType !== 'REGULAR_EXPRESSION' && !path.startsWith('/')) throw new Error(`path ${path} does not start with /`);
   const backends: RouteBackend[] = (entry.backends ?? []).map((backend) => {
     const result: RouteBackend = { service: backend.service!, port: servicePort(backend.port, backend.service, 'backend'), weight: backend.weight ?? 0 };
+    if (backend.subset) result.subset = backend.subset;
     const request = modifier(backend.requestHeaderModifier);
     const response = modifier(backend.responseHeaderModifier);
     if (request) result.requestHeaderModifier = request;
@@ -167,6 +207,7 @@ function entryFromXds(entry: DecodedEntry): RouteEntry {
     backendRequestTimeoutMs: entry.backendRequestTimeoutMs ?? 0,
   };
   if (pathType === 'REGULAR_EXPRESSION') result.pathRegex = regex(path, 'path');
+  if (entry.match?.withoutHeaders?.length) result.withoutHeaders = valueMatches(entry.match.withoutHeaders, true);
   const request = modifier(entry.requestHeaderModifier);
   const response = modifier(entry.responseHeaderModifier);
   if (request) result.requestHeaderModifier = request;
@@ -179,15 +220,25 @@ function entryFromXds(entry: DecodedEntry): RouteEntry {
     const path = pathModifier(entry.urlRewrite.path);
     result.urlRewrite = { hostname: entry.urlRewrite.hostname ?? '', ...(path ? { path } : {}) };
   }
-  if (entry.retry) result.retry = { codes: new Set(entry.retry.codes ?? []), attempts: entry.retry.attempts ?? 0, backoffMs: entry.retry.backoffMs ?? 0 };
+  if (entry.retry) {
+    result.retry = { codes: new Set(entry.retry.codes ?? []), attempts: entry.retry.attempts ?? 0, backoffMs: entry.retry.backoffMs ?? 0 };
+    if (entry.retry.retryOn?.length) {
+      for (const condition of entry.retry.retryOn) if (!RETRY_CONDITIONS.has(condition)) throw new Error(`unknown retry condition ${condition}`);
+      result.retry.retryOn = new Set(entry.retry.retryOn as RetryCondition[]);
+    }
+  }
+  if (entry.fault) result.fault = faultFromXds(entry.fault);
   return result;
 }
 
 /** An entry as the admin config dump shows it (regular expressions as their pattern). */
 function entryView(entry: RouteEntry): object {
   const values = (matches: readonly ValueMatch[]): object[] => matches.map((match) => (match.regex ? { name: match.name, regex: match.regex.pattern() } : { name: match.name, exact: match.exact }));
-  const { pathRegex: _pathRegex, headers, queryParams, retry, ...rest } = entry;
-  return { ...rest, headers: values(headers), queryParams: values(queryParams), ...(retry ? { retry: { ...retry, codes: [...retry.codes] } } : {}) };
+  const { pathRegex: _pathRegex, headers, withoutHeaders, queryParams, retry, ...rest } = entry;
+  return {
+    ...rest, headers: values(headers), queryParams: values(queryParams), ...(withoutHeaders ? { withoutHeaders: values(withoutHeaders) } : {}),
+    ...(retry ? { retry: { ...retry, codes: [...retry.codes], ...(retry.retryOn ? { retryOn: [...retry.retryOn] } : {}) } } : {}),
+  };
 }
 
 export class RouteTable {

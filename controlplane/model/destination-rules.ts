@@ -2,7 +2,8 @@
  * DestinationRules (networking.istio.io/v1) compiled into one `ambit.waypoint.DestinationPolicy` per Service
  * (shared/xds/proto/ambit/waypoint/destination.proto) for waypoints: `host` resolved to a Service (short name in the
  * rule's namespace, `name.namespace`, or the FQDN; `exportTo` ignored: every waypoint gets every rule), the
- * trafficPolicy's loadBalancer, connectionPool and outlierDetection with Istio's defaults filled in, subsets kept.
+ * trafficPolicy's loadBalancer, connectionPool and outlierDetection with Istio's defaults filled in, subsets kept
+ * with the pods each selects (`<namespace>/<name>`: waypoints get no pod labels; recompiled when pods change).
  *
  * Every field is checked as Istio's schema would: an unknown field or a bad value is reported with the field's
  * path (`spec.trafficPolicy.loadBalancer.simple: must be one of ...`) and the rule is not served (never half
@@ -14,7 +15,7 @@
  * Must not know about: encoding, the xDS server, how waypoints apply the policy.
  */
 import { fields, Invalid, isMapping } from './strict-fields.ts';
-import type { K8sObject } from '../../shared/k8s/objects.ts';
+import type { K8sObject, PodObject } from '../../shared/k8s/objects.ts';
 import type { ObjectStore } from '../store.ts';
 import { namespaceOf, type ServiceObject } from './kube-types.ts';
 import { serviceHostname } from './service.ts';
@@ -38,7 +39,7 @@ export interface CompiledDestinationPolicy {
     loadBalancer: { simple: string; hashOn?: string; hashKey?: string; minimumRingSize?: number };
     connectionPool: Record<string, number>;
     outlierDetection?: { consecutive_5xxErrors: number; consecutiveGatewayErrors: number; intervalMs: number; baseEjectionTimeMs: number; maxEjectionPercent: number };
-    subsets: { name: string; labels: Record<string, string> }[];
+    subsets: { name: string; labels: Record<string, string>; pods: string[] }[];
   };
 }
 
@@ -147,6 +148,21 @@ function outlierDetection(value: unknown, path: string): NonNullable<CompiledDes
 
 const LABEL_VALUE = /^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$/;
 
+/** `<namespace>/<name>` of the pods the Service selects whose labels also carry the subset's, sorted. */
+function subsetPods(store: ObjectStore, service: ServiceObject, labels: Record<string, string>): string[] {
+  const selector = service.spec?.selector;
+  if (!selector || Object.keys(selector).length === 0) return [];
+  const namespace = namespaceOf(service);
+  const wanted = { ...selector, ...labels };
+  const pods: string[] = [];
+  for (const pod of store.list<PodObject>('Pod')) {
+    if (namespaceOf(pod) !== namespace) continue;
+    const podLabels = pod.metadata.labels ?? {};
+    if (Object.entries(wanted).every(([key, value]) => podLabels[key] === value)) pods.push(`${namespace}/${pod.metadata.name}`);
+  }
+  return pods.sort();
+}
+
 function subsets(value: unknown, path: string): { name: string; labels: Record<string, string> }[] {
   if (!Array.isArray(value)) throw new Invalid(path, 'must be a list');
   const names = new Set<string>();
@@ -210,7 +226,7 @@ export function compileDestinationRules(store: ObjectStore, clusterDomain: strin
         rule: ruleKey,
         loadBalancer: policy.loadBalancer === undefined ? { simple: 'UNSPECIFIED' } : loadBalancer(policy.loadBalancer, 'spec.trafficPolicy.loadBalancer'),
         connectionPool: policy.connectionPool === undefined ? {} : connectionPool(policy.connectionPool, 'spec.trafficPolicy.connectionPool'),
-        subsets: spec.subsets === undefined ? [] : subsets(spec.subsets, 'spec.subsets'),
+        subsets: spec.subsets === undefined ? [] : subsets(spec.subsets, 'spec.subsets').map((subset) => ({ ...subset, pods: subsetPods(store, service, subset.labels) })),
       };
       if (policy.outlierDetection !== undefined) resource.outlierDetection = outlierDetection(policy.outlierDetection, 'spec.trafficPolicy.outlierDetection');
       const earlier = byService.get(key);

@@ -30,8 +30,16 @@ export interface HeaderModifierMessage {
 }
 
 export interface PathModifierMessage {
-  type: 'REPLACE_FULL_PATH' | 'REPLACE_PREFIX_MATCH';
+  /** REPLACE_LITERAL_PREFIX: VirtualService rewrite of a plain string `prefix` (routes.proto). */
+  type: 'REPLACE_FULL_PATH' | 'REPLACE_PREFIX_MATCH' | 'REPLACE_LITERAL_PREFIX';
   value: string;
+  prefix?: string;
+}
+
+/** VirtualService `fault` (routes.proto FaultInjection); percentages 0..100. */
+export interface FaultMessage {
+  delay?: { fixedDelayMs: number; percentage: number };
+  abort?: { httpStatus: number; grpcStatus: number; percentage: number };
 }
 
 export interface RuleFilterFields {
@@ -42,7 +50,8 @@ export interface RuleFilterFields {
   mirrors: { service: string; port: number; fraction: number }[];
   requestTimeoutMs: number;
   backendRequestTimeoutMs: number;
-  retry?: { codes: number[]; attempts: number; backoffMs: number };
+  retry?: { codes: number[]; attempts: number; backoffMs: number; retryOn?: string[] };
+  fault?: FaultMessage;
 }
 
 export interface BackendFilterFields {

@@ -34,18 +34,20 @@ export interface CompiledHttpRoutes {
 
 type PathType = 'PATH_PREFIX' | 'EXACT' | 'REGULAR_EXPRESSION';
 /** A header or query parameter match: `exact`, or `regex` when set. */
-interface ValueMatchMessage {
+export interface ValueMatchMessage {
   name: string;
   exact: string;
   regex: string;
 }
 
-type RouteEntryMessage = {
+export type RouteEntryMessage = {
   route: string;
   ruleName: string;
   port: number;
-  match: { path: { type: PathType; value: string }; headers: ValueMatchMessage[]; queryParams: ValueMatchMessage[]; method: string };
-  backends: ({ service: string; port: number; weight: number } & BackendFilterFields)[];
+  /** withoutHeaders: VirtualService only. */
+  match: { path: { type: PathType; value: string }; headers: ValueMatchMessage[]; queryParams: ValueMatchMessage[]; method: string; withoutHeaders?: ValueMatchMessage[] };
+  /** subset: VirtualService only (a DestinationRule subset of the backend). */
+  backends: ({ service: string; port: number; weight: number; subset?: string } & BackendFilterFields)[];
 } & RuleFilterFields;
 
 type MatchSpec = {

@@ -62,7 +62,7 @@ test('consistent hash by header, cookie, source IP, query parameter; connection 
   const policy = table.policyFor(WEB)!;
   t.deepEqual(policy.connectionPool, { maxConnections: 1, connectTimeoutMs: 90_000, http1MaxPendingRequests: 2, http2MaxRequests: 3, maxRequestsPerConnection: 4, maxRetries: 5, idleTimeoutMs: 1500 });
   t.deepEqual(policy.outlierDetection, { consecutive5xxErrors: 0, consecutiveGatewayErrors: 2, intervalMs: 100, baseEjectionTimeMs: 2000, maxEjectionPercent: 100 });
-  t.deepEqual(policy.subsets, [{ name: 'v1', labels: { version: 'v1' } }]);
+  t.deepEqual(policy.subsets, [{ name: 'v1', labels: { version: 'v1' }, pods: new Set() }]);
 });
 
 const refusals: [string, unknown, string, RegExp][] = [

@@ -123,11 +123,18 @@ export class ServiceTraffic {
     };
   }
 
+  /** `<namespace>/<name>` of the pods of the named subset, or undefined when the rule defines no such subset. */
+  subsetPods(name: string): ReadonlySet<string> | undefined {
+    for (const subset of this.policy.subsets) if (subset.name === name) return subset.pods;
+    return undefined;
+  }
+
   /**
    * Admits one request: a DestinationRequest once it holds a pool slot (at once, or a promise while it waits), or
    * throws WaypointError WAYPOINT_UPSTREAM_OVERFLOW (503 UO) when the pool and its waiting room are full.
+   * `subset`: the pods of the subset a VirtualService destination names; only they are chosen.
    */
-  begin(request: HashSource): DestinationRequest | Promise<DestinationRequest> {
+  begin(request: HashSource, subset?: ReadonlySet<string>): DestinationRequest | Promise<DestinationRequest> {
     let waiting: Promise<void> | undefined;
     try {
       waiting = this.pool.acquire();
@@ -135,7 +142,7 @@ export class ServiceTraffic {
       if (error instanceof ConnectionPoolOverflowError) throw new WaypointError('WAYPOINT_UPSTREAM_OVERFLOW', error.message, { cause: error });
       throw error;
     }
-    const admitted = new DestinationRequest(this, this.hashKey(request));
+    const admitted = new DestinationRequest(this, this.hashKey(request), subset);
     return waiting === undefined ? admitted : waiting.then(() => admitted);
   }
 
@@ -163,10 +170,12 @@ export class DestinationRequest {
   /** The EndpointChooser for Upstreams.open: the load balancer's pick among usable, non-ejected endpoints. */
   readonly choose: EndpointChooser;
 
-  constructor(traffic: ServiceTraffic, hashKey: string | undefined) {
+  constructor(traffic: ServiceTraffic, hashKey: string | undefined, subset?: ReadonlySet<string>) {
     this.#traffic = traffic;
     const chooser = traffic.chooser(hashKey);
-    this.choose = (source, service, endpoints, servicePort, vip) => {
+    this.choose = (source, service, all, servicePort, vip) => {
+      // A subset: its pods only (none left: 503 UH, as Envoy's empty subset cluster).
+      const endpoints = subset ? all.filter((endpoint) => subset.has(`${endpoint.workload.namespace}/${endpoint.workload.name}`)) : all;
       // A retry chooses again: the previous try's endpoint is no longer in flight for this request.
       if (this.#endpoint !== undefined) traffic.finished(this.#endpoint, undefined);
       this.#endpoint = undefined;

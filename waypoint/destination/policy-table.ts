@@ -40,7 +40,8 @@ export interface DestinationPolicy {
   loadBalancer: LoadBalancerPolicy;
   connectionPool: ConnectionPoolLimits;
   outlierDetection?: OutlierDetectionSettings;
-  subsets: readonly { name: string; labels: Readonly<Record<string, string>> }[];
+  /** `pods`: `<namespace>/<name>` of the pods each subset selects (the control plane matched the labels). */
+  subsets: readonly { name: string; labels: Readonly<Record<string, string>>; pods: ReadonlySet<string> }[];
 }
 
 /** Envoy's default ring size for ring hash. */
@@ -54,7 +55,7 @@ interface DecodedPolicy {
   loadBalancer?: { simple?: string; hashOn?: string; hashKey?: string; minimumRingSize?: number } | null;
   connectionPool?: Partial<ConnectionPoolLimits> | null;
   outlierDetection?: { consecutive_5xxErrors?: number; consecutive5xxErrors?: number; consecutiveGatewayErrors?: number; intervalMs?: number; baseEjectionTimeMs?: number; maxEjectionPercent?: number } | null;
-  subsets?: { name?: string; labels?: Record<string, string> }[];
+  subsets?: { name?: string; labels?: Record<string, string>; pods?: string[] }[];
 }
 
 function loadBalancerFromXds(decoded: DecodedPolicy['loadBalancer']): LoadBalancerPolicy {
@@ -97,7 +98,7 @@ function policyFromXds(decoded: DecodedPolicy): DestinationPolicy {
       maxRetries: pool.maxRetries ?? 0,
       idleTimeoutMs: pool.idleTimeoutMs ?? 0,
     },
-    subsets: (decoded.subsets ?? []).map((subset) => ({ name: subset.name ?? '', labels: { ...subset.labels } })),
+    subsets: (decoded.subsets ?? []).map((subset) => ({ name: subset.name ?? '', labels: { ...subset.labels }, pods: new Set(subset.pods ?? []) })),
   };
   if (outlier) {
     const settings: OutlierDetectionSettings = {
@@ -157,6 +158,6 @@ export class DestinationPolicyTable {
   };
 
   view(): object {
-    return Object.fromEntries(this.#policyByService);
+    return Object.fromEntries([...this.#policyByService].map(([service, policy]) => [service, { ...policy, subsets: policy.subsets.map((subset) => ({ ...subset, pods: [...subset.pods] })) }]));
   }
 }
