@@ -34,7 +34,18 @@ function describeMatch(entry: Record<string, unknown>): string {
   type ValueMatch = { name: string; exact?: string; value?: string; regex?: string };
   for (const header of (entry.headers as ValueMatch[] | undefined) ?? []) parts.push(header.regex ? `${header.name} ~ ${header.regex}` : `${header.name}: ${header.exact ?? header.value ?? ''}`);
   for (const param of (entry.queryParams as ValueMatch[] | undefined) ?? []) parts.push(param.regex ? `?${param.name}~${param.regex}` : `?${param.name}=${param.exact ?? ''}`);
+  for (const header of (entry.withoutHeaders as ValueMatch[] | undefined) ?? []) parts.push(header.regex ? `!${header.name} ~ ${header.regex}` : `!${header.name}: ${header.exact ?? ''}`);
   return parts.join(' ') || '*';
+}
+
+type Fault = { delay?: { fixedDelayMs: number; percentage: number }; abort?: { httpStatus: number; grpcStatus: number; percentage: number } };
+
+/** A VirtualService fault as `delay 50ms 10% abort 503 5%` ('' when none). */
+function describeFault(fault: Fault | undefined): string {
+  const parts: string[] = [];
+  if (fault?.delay) parts.push(`delay ${fault.delay.fixedDelayMs}ms ${fault.delay.percentage}%`);
+  if (fault?.abort) parts.push(`abort ${fault.abort.httpStatus || `grpc ${fault.abort.grpcStatus}`} ${fault.abort.percentage}%`);
+  return parts.join(' ');
 }
 
 function waypointTable(dump: WaypointDump, namespace: string | undefined): string {
@@ -50,7 +61,8 @@ function waypointTable(dump: WaypointDump, namespace: string | undefined): strin
       { header: 'PORT', value: (row) => String(row.entry.port || '*') },
       { header: 'ROUTE', value: (row) => `${String(row.entry.route ?? '')}${row.entry.ruleName ? `/${String(row.entry.ruleName)}` : ''}` },
       { header: 'MATCH', value: (row) => describeMatch(row.entry) },
-      { header: 'BACKENDS', value: (row) => ((row.entry.backends as { service: string; port: number; weight: number }[] | undefined) ?? []).map((backend) => `${backend.service}:${backend.port} w${backend.weight}`).join(', ') },
+      { header: 'BACKENDS', value: (row) => ((row.entry.backends as { service: string; port: number; weight: number; subset?: string }[] | undefined) ?? []).map((backend) => `${backend.service}:${backend.port}${backend.subset ? `/${backend.subset}` : ''} w${backend.weight}`).join(', ') },
+      { header: 'FAULT', value: (row) => describeFault(row.entry.fault as Fault | undefined) },
     ]),
     `SERVICES ${dump.services.length}`,
     'details: ambitctl config-dump -o yaml',

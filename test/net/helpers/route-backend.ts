@@ -7,6 +7,7 @@
  *   x-test-fail-first: N       answer 503 to the first N requests with this request's x-request-id
  *   x-test-hold: KEY           hold the answer until `GET /__release?key=KEY`
  *   x-test-hold-first: KEY     hold only the first request with this request's x-request-id
+ *   x-test-flaky: 1            answer 503 to every other request carrying this header (the 1st, 3rd, ...)
  * Every answer carries `x-backend: NAME` and `x-backend-secret: 1` (for response header filters).
  *
  *   node test/net/helpers/route-backend.ts --port 8080 --name NAME
@@ -26,6 +27,7 @@ interface Seen {
 
 const seen: Seen[] = [];
 const triesByRequestId = new Map<string, number>();
+let flakyRequests = 0;
 const held = new Map<string, (() => void)[]>();
 
 function header(request: http.IncomingMessage, name: string): string | undefined {
@@ -56,6 +58,7 @@ const server = http.createServer((request, response) => {
     triesByRequestId.set(requestId, tries);
     let status = Number(header(request, 'x-test-status') ?? 200);
     if (tries <= Number(header(request, 'x-test-fail-first') ?? 0)) status = 503;
+    if (header(request, 'x-test-flaky') !== undefined && flakyRequests++ % 2 === 0) status = 503;
     const answer = (): void => {
       if (response.destroyed) return;
       const body = JSON.stringify({ name: values.name, peer: request.socket.remoteAddress, peerPort: request.socket.remotePort, method: request.method, url: request.url, bytes, tries, headers: request.headers });
