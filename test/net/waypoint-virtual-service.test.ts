@@ -286,3 +286,21 @@ test.serial('matches: a uri regex with method POST and without x-skip: 1 goes to
   ]);
   t.deepEqual(results.map(servedBy), ['web-b', 'web-a', 'web-a', 'web-a']);
 });
+
+// Last: the new pod also backs web-v2, which earlier tests expect to be web-b alone.
+test.serial('a pod started later with a subset label joins that subset (the control plane lists it), and takes its requests', async (t) => {
+  const webC = await mesh.cluster.createPod({ node: 1, namespace: 'shop', name: 'web-c', serviceAccount: 'web', labels: { app: 'web', version: 'v2' } });
+  await startBackend(webC);
+  await until('web-c in subset v2 at the waypoint', async () => {
+    const subsets = (await configDump())?.destinationRules.policies[WEB_KEY]?.subsets ?? [];
+    return subsets.find((subset) => subset.name === 'v2')?.pods.includes('shop/web-c') === true;
+  });
+  const subsets = (await configDump())!.destinationRules.policies[WEB_KEY]!.subsets;
+  t.deepEqual(subsets.map((subset) => [subset.name, subset.pods]), [['v1', ['shop/web-a']], ['v2', ['shop/web-b', 'shop/web-c']]]);
+  let names = new Set<string | undefined>();
+  await until('web-c serves subset v2 requests', async () => {
+    names = new Set((await send([{ path: '/subset/v2', repeat: 20 }])).map(servedBy));
+    return names.has('web-c');
+  });
+  t.false(names.has('web-a'), 'v1 never serves subset v2');
+});
