@@ -6,12 +6,13 @@
  */
 import test from 'ava';
 import { ConnectionPool, ConnectionPoolOverflowError } from '../../waypoint/destination/connection-pool.ts';
-import { DestinationTraffic, endpointKey } from '../../waypoint/destination/destination-traffic.ts';
+import { DestinationTraffic, endpointKey, type DestinationRequest } from '../../waypoint/destination/destination-traffic.ts';
 import { EndpointBalancer } from '../../waypoint/destination/load-balancer.ts';
 import { OutlierDetector } from '../../waypoint/destination/outlier-detection.ts';
 import { DestinationPolicyTable, type ConnectionPoolLimits } from '../../waypoint/destination/policy-table.ts';
 import { Registry } from 'prom-client';
 import type { Service, ServiceEndpoint } from '../../shared/mesh/service.ts';
+import { NoHealthyUpstreamError } from '../../shared/mesh/load-balance.ts';
 import type { Workload } from '../../shared/mesh/workload.ts';
 
 const keys = Array.from({ length: 5 }, (_, i) => `shop/web-${i}`);
@@ -197,4 +198,40 @@ test('the chooser leaves ejected endpoints out; all ejected: no healthy upstream
   t.regex(metrics, /envoy_cluster_outlier_detection_ejections_enforced_total\{cluster_name="shop\/web"\} 2/);
   t.is(endpointKey(first.endpoint.workload), `Kubernetes//Pod/shop/${first.endpoint.workload.name}`);
   t.is(traffic.forService('shop/other'), undefined);
+});
+
+test("a subset's request chooses among its pods only (none left: no healthy upstream); a new pod list keeps ejections", (t) => {
+  const policies = new DestinationPolicyTable();
+  const resource = (pods: string[]) => ({ service: 'shop/web', rule: 'shop/web-dr', loadBalancer: { simple: 'ROUND_ROBIN' }, outlierDetection: { consecutive_5xxErrors: 1, baseEjectionTimeMs: 60_000, maxEjectionPercent: 100 }, subsets: [{ name: 'v2', labels: { version: 'v2' }, pods }] });
+  policies.apply([{ name: 'shop/web', version: '1', resource: resource(['shop/b', 'shop/c']) }], []);
+  const traffic = new DestinationTraffic(policies, new Registry());
+  const service = { hostname: 'web.shop.svc.cluster.local', ports: [{ servicePort: 80, targetPort: 8080 }] } as unknown as Service;
+  const endpoints: ServiceEndpoint[] = [workload('a'), workload('b'), workload('c')].map((w) => ({ workload: w, ports: [] }) as unknown as ServiceEndpoint);
+  const web = traffic.forService('shop/web')!;
+  t.is(web.subsetPods('v9'), undefined, 'a subset the rule does not define');
+  const request = () => web.begin({ headers: {}, url: '/', sourceIp: '10.0.0.1' }, web.subsetPods('v2')) as DestinationRequest;
+  const chosen = new Set(Array.from({ length: 20 }, () => {
+    const admitted = request();
+    const name = admitted.choose(workload('client'), service, endpoints, 80, '10.96.0.1').endpoint.workload.name;
+    admitted.done(200);
+    return name;
+  }));
+  t.deepEqual([...chosen].sort(), ['b', 'c'], 'never a, which is not in the subset');
+  const failing = request();
+  const ejected = failing.choose(workload('client'), service, endpoints, 80, '10.96.0.1').endpoint.workload.name;
+  failing.done(503);
+  policies.apply([{ name: 'shop/web', version: '2', resource: resource(['shop/b', 'shop/c', 'shop/d']) }], []);
+  t.is(traffic.forService('shop/web'), web, 'only the pods changed: the same traffic state');
+  t.deepEqual([...web.subsetPods('v2')!], ['shop/b', 'shop/c', 'shop/d']);
+  t.is(web.outliers!.ejectedCount, 1, 'the ejection survived the new pod list');
+  const next = request();
+  t.not(next.choose(workload('client'), service, endpoints, 80, '10.96.0.1').endpoint.workload.name, ejected);
+  next.done(200);
+  policies.apply([{ name: 'shop/web', version: '3', resource: resource(['shop/x']) }], []);
+  t.is(traffic.forService('shop/web'), web, 'the waypoint asks for the state per request, which takes the new pods');
+  const empty = request();
+  t.throws(() => empty.choose(workload('client'), service, endpoints, 80, '10.96.0.1'), { instanceOf: NoHealthyUpstreamError });
+  empty.done(undefined);
+  policies.apply([{ name: 'shop/web', version: '4', resource: { ...resource(['shop/b']), loadBalancer: { simple: 'RANDOM' } } }], []);
+  t.not(traffic.forService('shop/web'), web, 'a changed traffic policy starts afresh');
 });

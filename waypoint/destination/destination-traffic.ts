@@ -4,7 +4,7 @@
  * endpoints left out: outlier-detection.ts) and what the answer says about that endpoint. Also the Envoy-named
  * metrics for ejections and overflows, and the config-dump view.
  *
- * Owns: per-Service traffic state (kept while the policy is unchanged), the request's hash key, requests in flight
+ * Owns: per-Service traffic state (kept while the policy is unchanged but for its subsets' pods), the request's hash key, requests in flight
  * per endpoint. Must not know about: HTTP framing, routes, sockets, xDS.
  */
 import type http from 'node:http';
@@ -55,9 +55,15 @@ function addressOf(workload: Workload, v6: boolean): string | undefined {
   return undefined;
 }
 
+/** Whether two policies differ only in their subsets (whose pod lists change as pods come and go). */
+function sameTrafficPolicy(a: DestinationPolicy, b: DestinationPolicy): boolean {
+  return a.rule === b.rule && JSON.stringify([a.loadBalancer, a.connectionPool, a.outlierDetection]) === JSON.stringify([b.loadBalancer, b.connectionPool, b.outlierDetection]);
+}
+
 /** One Service's traffic state under one policy. */
 export class ServiceTraffic {
-  readonly policy: DestinationPolicy;
+  /** Replaced in place when only the subsets changed (forService), so pods coming and going keep the state. */
+  policy: DestinationPolicy;
   readonly pool: ConnectionPool;
   readonly outliers: OutlierDetector | undefined;
   readonly #balancer: EndpointBalancer;
@@ -233,7 +239,10 @@ export class DestinationTraffic {
       return undefined;
     }
     let traffic = this.#byService.get(serviceKey);
-    if (traffic?.policy !== policy) {
+    if (traffic !== undefined && traffic.policy !== policy && sameTrafficPolicy(traffic.policy, policy)) {
+      // Only a subset's pods changed: pool slots, ejections and the balancer's state stay.
+      traffic.policy = policy;
+    } else if (traffic?.policy !== policy) {
       traffic = new ServiceTraffic(policy, () => this.#ejections.inc({ cluster_name: serviceKey }));
       this.#byService.set(serviceKey, traffic);
     }
