@@ -9,7 +9,7 @@ import test from 'ava';
 import { WaypointError } from '../../waypoint/errors.ts';
 import { applyFault, type FaultOutcome } from '../../waypoint/fault.ts';
 import { shouldRetry } from '../../waypoint/retry.ts';
-import type { FaultInjection, RetryCondition, RetryPolicy } from '../../waypoint/route-table.ts';
+import { RouteTable, type FaultInjection, type RetryCondition, type RetryPolicy } from '../../waypoint/route-table.ts';
 
 /** Serves one request with `fault`; resolves the client's status, headers, body and the filter's outcome. */
 async function faulted(fault: FaultInjection, random: () => number = Math.random): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string; outcome: FaultOutcome; ms: number }> {
@@ -125,4 +125,20 @@ for (const [title, retryPolicy, outcome, expected] of conditions) {
 test('retryOn: attempts and a body that cannot be replayed still bound the retries', (t) => {
   t.false(shouldRetry(policy(['5xx']), true, 2, { status: 500 }), 'two retries done of two');
   t.false(shouldRetry(policy(['5xx']), false, 0, { status: 500 }), 'a body that streamed past the buffer');
+});
+
+test('a route resource with a fault or retry condition the waypoint cannot apply is NACKed, the last good one kept', (t) => {
+  const table = new RouteTable();
+  const entry = (extra: object) => ({ service: 'shop/web', entries: [{ route: 'VirtualService/shop/web', match: { path: { type: 'PATH_PREFIX', value: '/' } }, backends: [{ service: 'shop/web', port: 80, weight: 1 }], ...extra }] });
+  t.is(table.apply([{ name: 'shop/web', version: '1', resource: entry({ fault: { abort: { httpStatus: 503, percentage: 50 } } }) }], []), undefined);
+  const bad: [object, RegExp][] = [
+    [{ fault: { abort: { httpStatus: 0, grpcStatus: 0, percentage: 50 } } }, /fault abort with HTTP status 0 and gRPC status 0/],
+    [{ fault: { delay: { fixedDelayMs: 10, percentage: 150 } } }, /fault delay percentage 150 is not from 0 to 100/],
+    [{ retry: { attempts: 2, retryOn: ['5xx', 'sometimes'] } }, /unknown retry condition sometimes/],
+  ];
+  for (const [extra, reason] of bad) {
+    const result = table.apply([{ name: 'shop/web', version: '2', resource: entry(extra) }], []);
+    t.regex(result?.rejected?.[0]?.reason ?? '', reason);
+  }
+  t.deepEqual(table.entriesFor('shop/web')![0]!.fault, { abort: { httpStatus: 503, grpcStatus: 0, percentage: 50 } }, 'the last good routes still serve');
 });
