@@ -210,7 +210,13 @@ export function analyze(objects: readonly K8sObject[], options: AnalyzeOptions =
     }
   }
 
-  // DestinationRule subsets: used when a VirtualService route or mirror names the host and the subset.
+  // DestinationRule subsets: used when a VirtualService route or mirror names the host and the subset; a route to a
+  // subset no rule defines is Istio's IST0101 (the waypoint answers it 503 NC).
+  const definedSubsets = new Set<string>();
+  for (const rule of index.list('DestinationRule')) {
+    const spec = (rule.spec ?? {}) as { host?: string; subsets?: { name?: string }[] };
+    if (spec.host) for (const subset of spec.subsets ?? []) definedSubsets.add(`${fqdn(spec.host, namespaceOf(rule), clusterDomain)} ${subset.name}`);
+  }
   const usedSubsets = new Set<string>();
   for (const service of index.list('VirtualService')) {
     const namespace = namespaceOf(service);
@@ -219,7 +225,10 @@ export function analyze(objects: readonly K8sObject[], options: AnalyzeOptions =
       for (const rule of spec[section] ?? []) {
         const destinations = [...(rule.route ?? []).map((route) => route.destination), rule.mirror];
         for (const destination of destinations) {
-          if (destination?.host && destination.subset) usedSubsets.add(`${fqdn(destination.host, namespace, clusterDomain)} ${destination.subset}`);
+          if (!destination?.host || !destination.subset) continue;
+          const hostSubset = `${fqdn(destination.host, namespace, clusterDomain)} ${destination.subset}`;
+          usedSubsets.add(hostSubset);
+          if (!definedSubsets.has(hostSubset)) report(MESSAGES.ReferencedResourceNotFound, service, `Referenced host+subset in destinationrule not found: "${hostSubset.replace(' ', '+')}"`);
         }
       }
     }

@@ -105,6 +105,12 @@ const CASES: Case[] = [
     fixed: (objects) => replace(objects, 'VirtualService', 'web', virtualService(['v1', 'v2', 'v3'])),
   },
   {
+    title: 'a VirtualService routing to a subset no DestinationRule defines (fixed by defining it)',
+    broken: (objects) => replace(objects, 'VirtualService', 'web', virtualService(['v1', 'v2', 'v9'])),
+    finding: /^Error \[IST0101\] \(VirtualService shop\/web\) Referenced host\+subset in destinationrule not found: "web\.shop\.svc\.cluster\.local\+v9"$/,
+    fixed: (objects) => replace(objects, 'DestinationRule', 'web', destinationRule(['v1', 'v2', 'v9'])),
+  },
+  {
     title: 'a waypoint nothing is bound to (fixed by binding a Service to it)',
     broken: (objects) => [...objects, gateway('idle')],
     finding: /^Warning \[AMB0001\] \(Gateway shop\/idle\) waypoint shop\/idle is used by nothing: no Namespace, Service or Pod has istio\.io\/use-waypoint: idle/,
