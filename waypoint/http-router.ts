@@ -2,8 +2,9 @@
  * Which route entry a request matches and which weighted backend it goes to.
  *
  * Owns: the match (port; path Exact, PathPrefix by path segment as the Gateway API defines it, or a whole-path RE2
- * regular expression; method; headers and query parameters, exact or RE2; the entries arrive in precedence order,
- * so the first fit wins) and the weighted pick.
+ * regular expression; method; headers and query parameters, exact or RE2; headers that must not match, a
+ * VirtualService's withoutHeaders; the entries arrive in precedence order, so the first fit wins) and the weighted
+ * pick.
  * Must not know about: sockets, xDS, endpoints.
  */
 import type http from 'node:http';
