@@ -230,10 +230,8 @@ test.serial('perTryTimeout: a try that hangs is cut and retried under gateway-er
 });
 
 test.serial('timeout: no response within the route timeout is answered 504 UT', async (t) => {
-  const started = Date.now();
   const [result] = await send([{ path: '/timeout', headers: { 'x-test-hold': 'timeout' } }]);
-  t.is(result!.status, 504);
-  t.true(Date.now() - started < 10_000);
+  t.is(result!.status, 504, 'the backend holds the answer until released: only the timeout can end the request');
   const [line] = await loggedRequests('timeout', 1);
   t.is(line!.response_flags, 'UT');
   t.true(line!.duration >= 490, `took ${line!.duration} ms`);
