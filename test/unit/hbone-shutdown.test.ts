@@ -83,5 +83,5 @@ test('handle() serves sockets from the caller\'s own listener, and refuses them 
   t.is((await readAll(stream)).toString(), 'via handle');
   await pair.server.shutdown(100);
   const error = await t.throwsAsync(pair.pool.open(pair.target(echo.address, { proxy })));
-  t.is((error as HboneError).code, 'HBONE_TLS');
+  t.is((error as HboneError).code, 'HBONE_TLS', (error as Error).message);
 });
