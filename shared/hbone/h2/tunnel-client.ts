@@ -4,8 +4,8 @@
  * Owns: TCP + TLS (shared/hbone/tls.ts: SPIFFE check, ALPN h2) + our H2Connection until the server's SETTINGS
  * arrive, within the connect timeout; CONNECT requests (`:method CONNECT`, `:authority ip:port`, no :scheme or
  * :path, extra headers such as traceparent) and turning the response status into a typed HboneError, the same
- * way shared/hbone/connection.ts does over node:http2. This is the shape a later step puts behind
- * HboneConnection; the pool (client-pool.ts) is not rebuilt here.
+ * way shared/hbone/connection.ts does over node:http2, a refusal the server did not process (REFUSED_STREAM) marked
+ * so the pool retries it. h2/pooled-connection.ts builds the pool's connection on these two.
  * Must not know about: pools, policy, splicing (the caller splices the stream it gets).
  */
 import type { SpiffeId, WorkloadCertificate } from '../../identity/index.ts';
