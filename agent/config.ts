@@ -7,7 +7,7 @@
 import os from 'node:os';
 import { DEFAULT_TRUST_DOMAIN } from '../shared/identity/index.ts';
 import { DEFAULT_AGENT_SOCKET } from '../shared/cni-protocol.ts';
-import { DEFAULT_SERVER_IDLE_TIMEOUT_MS, DEFAULT_SERVER_KEEPALIVE_INTERVAL_MS, DEFAULT_SERVER_KEEPALIVE_TIMEOUT_MS } from '../shared/hbone/index.ts';
+import { DEFAULT_SERVER_IDLE_TIMEOUT_MS, DEFAULT_SERVER_KEEPALIVE_INTERVAL_MS, DEFAULT_SERVER_KEEPALIVE_TIMEOUT_MS, hboneImplementation, type HboneImplementation } from '../shared/hbone/index.ts';
 import { DnsError } from './dns/errors.ts';
 import { parseUpstreamList, type Upstream } from './dns/upstream.ts';
 
@@ -54,6 +54,12 @@ export interface AgentConfig {
   procSysNet: string;
   /** How the pods' HBONE servers (port 15008) find and end dead or idle client connections. */
   hboneServer: HboneServerTimeouts;
+  /**
+   * The HTTP/2 implementation under HBONE, both ways (AMBIT_HBONE_IMPL: `node`, node:http2, the default; `own`,
+   * shared/hbone/h2/). The HBONE library reads the same variable in every thread (shared/hbone/config.ts); this
+   * checks it at startup, so a typo stops the agent with the variable named instead of failing its first tunnel.
+   */
+  hboneImplementation: HboneImplementation;
   dns: DnsConfig;
 }
 
@@ -137,6 +143,14 @@ function hboneServerTimeouts(env: NodeJS.ProcessEnv): HboneServerTimeouts {
   return timeouts;
 }
 
+function hboneImplementationOf(env: NodeJS.ProcessEnv): HboneImplementation {
+  try {
+    return hboneImplementation(env);
+  } catch (error) {
+    throw new ConfigError((error as Error).message);
+  }
+}
+
 function flag(env: NodeJS.ProcessEnv, name: string, fallback: boolean): boolean {
   const raw = env[name];
   if (raw === undefined || raw === '') return fallback;
@@ -191,6 +205,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): AgentConfig
     workerThreads: workerThreads(env),
     procSysNet: procSysNet(env),
     hboneServer: hboneServerTimeouts(env),
+    hboneImplementation: hboneImplementationOf(env),
     dns: dnsConfig(env),
   };
 }

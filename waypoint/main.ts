@@ -93,7 +93,8 @@ export async function startWaypoint(config: WaypointConfig, log: Logger): Promis
   const certificates = new CertificateManager(ca, { onError: (identity, error) => log.error({ identity: identity.uri, err: error.message }, 'certificate fetch failed') });
   const identity = spiffeId(config.trustDomain, config.namespace, config.serviceAccount);
   await certificates.certificateFor(identity);
-  const pool = new HboneClientPool({ certificateFor: (id) => certificates.certificateFor(id), trustDomain: config.trustDomain });
+  // node:http2 whatever AMBIT_HBONE_IMPL says: the HTTP proxy drives the upstream streams as node:http2 streams.
+  const pool = new HboneClientPool({ certificateFor: (id) => certificates.certificateFor(id), trustDomain: config.trustDomain, implementation: 'node' });
   // Its own workload, for locality-aware endpoint choice; a stand-in with its node until the control plane sends it.
   const standIn: Workload = {
     uid: '', name: config.podName, namespace: config.namespace, serviceAccount: config.serviceAccount, trustDomain: config.trustDomain, node: config.nodeName,

@@ -7,7 +7,6 @@
  * Must not know about: pods, policy, xDS, how sockets are made (the caller's connector does that).
  */
 import net from 'node:net';
-import http2 from 'node:http2';
 import {
   DEFAULT_CONNECT_TIMEOUT_MS,
   DEFAULT_CONNECTION_WINDOW_BYTES,
@@ -16,11 +15,15 @@ import {
   DEFAULT_KEEPALIVE_TIMEOUT_MS,
   DEFAULT_MAX_STREAMS_PER_CONNECTION,
   DEFAULT_STREAM_WINDOW_BYTES,
+  hboneImplementation,
+  type HboneImplementation,
 } from './config.ts';
 import { HboneConnection, type ConnectionSettings } from './connection.ts';
-import type { SpiffeId } from '../identity/index.ts';
+import type { SpiffeId, WorkloadCertificate } from '../identity/index.ts';
 import { hboneErrors } from './errors.ts';
-import { resetSocket, splice } from './splice.ts';
+import { H2PooledConnection } from './h2/pooled-connection.ts';
+import { isRefusedUnprocessed, type OpenedTunnelStream, type PooledConnection } from './pooled-connection.ts';
+import { resetSocket } from './splice.ts';
 import type { HboneClientOptions, HboneStream, HboneTarget, TcpConnector } from './types.ts';
 
 /** What a finished tunnel carried, for telemetry. */
@@ -48,10 +51,10 @@ export interface PoolStats {
 
 /** The connections for one pool key. */
 class PoolEntry {
-  readonly connections: HboneConnection[] = [];
-  dialing: Promise<HboneConnection> | undefined;
+  readonly connections: PooledConnection[] = [];
+  dialing: Promise<PooledConnection> | undefined;
 
-  pick(): HboneConnection | undefined {
+  pick(): PooledConnection | undefined {
     for (const connection of this.connections) {
       if (connection.available) return connection;
     }
@@ -72,8 +75,23 @@ function poolKey(target: HboneTarget): string {
 
 /** A stream the server accepted, and who the server proved to be. */
 interface OpenedStream {
-  stream: http2.ClientHttp2Stream;
+  stream: OpenedTunnelStream;
   peerIdentity: SpiffeId;
+}
+
+/** What one dial needs, whichever HTTP/2 implementation carries the connection. */
+interface DialRequest {
+  proxy: HboneTarget['proxy'];
+  certificate: WorkloadCertificate;
+  trustDomain: string;
+  expectedIdentities: readonly string[];
+  connect: TcpConnector;
+  settings: ConnectionSettings;
+}
+
+/** node:http2 (connection.ts) or ambit's own layer (h2/pooled-connection.ts): the one place the pool chooses. */
+function dialerFor(implementation: HboneImplementation): (request: DialRequest) => Promise<PooledConnection> {
+  return implementation === 'own' ? (request) => H2PooledConnection.dial(request) : (request) => HboneConnection.dial(request);
 }
 
 /** Retries of a stream the server refused unprocessed: one GOAWAY race per attempt is already rare. */
@@ -83,6 +101,9 @@ export class HboneClientPool {
   readonly #options: HboneClientOptions;
   readonly #settings: ConnectionSettings;
   readonly #connect: TcpConnector;
+  readonly #dial: (request: DialRequest) => Promise<PooledConnection>;
+  /** Which HTTP/2 implementation carries this pool's connections. */
+  readonly implementation: HboneImplementation;
   readonly #entries = new Map<string, PoolEntry>();
   #closed = false;
   #dials = 0;
@@ -91,6 +112,8 @@ export class HboneClientPool {
   constructor(options: HboneClientOptions) {
     this.#options = options;
     this.#connect = options.connect ?? defaultConnector;
+    this.implementation = options.implementation ?? hboneImplementation();
+    this.#dial = dialerFor(this.implementation);
     this.#settings = {
       maxStreamsPerConnection: options.maxStreamsPerConnection ?? DEFAULT_MAX_STREAMS_PER_CONNECTION,
       idleTimeoutMs: options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS,
@@ -108,7 +131,7 @@ export class HboneClientPool {
    * HBONE_PEER_IDENTITY, HBONE_NO_CERTIFICATE, ...
    */
   async open(target: HboneTarget): Promise<HboneStream> {
-    return (await this.#openStream(target)).stream;
+    return (await this.#openStream(target)).stream.duplex();
   }
 
   /**
@@ -131,7 +154,7 @@ export class HboneClientPool {
     }
     socket.off('error', onEarlyError);
     onEstablished?.(opened.peerIdentity);
-    const result = await splice(socket, opened.stream);
+    const result = await opened.stream.splice(socket);
     const tunnel: TunnelResult = {
       bytesSent: result.bytesFromSocket,
       bytesReceived: result.bytesToSocket,
@@ -158,7 +181,7 @@ export class HboneClientPool {
     const closing: Promise<void>[] = [];
     for (const entry of this.#entries.values()) {
       for (const connection of entry.connections) {
-        if (!connection.session.destroyed) closing.push(new Promise((resolve) => connection.session.once('close', () => resolve())));
+        closing.push(new Promise((resolve) => connection.onceClosed(resolve)));
         connection.close();
       }
     }
@@ -185,41 +208,39 @@ export class HboneClientPool {
     for (;;) {
       const connection = entry.pick();
       if (connection) {
-        const stream = connection.request(target);
-        // undefined: the session stopped taking streams between the check and the request (GOAWAY); try another.
-        if (!stream) continue;
+        const opening = connection.openTunnelStream(target);
+        // undefined: the connection stopped taking streams between the check and the request (GOAWAY); try another.
+        if (!opening) continue;
         try {
-          return { stream: await connection.response(stream, target), peerIdentity: connection.peerIdentity };
+          return { stream: await opening, peerIdentity: connection.peerIdentity };
         } catch (error) {
           // REFUSED_STREAM (a GOAWAY raced our request, e.g. the peer agent is restarting) guarantees the server did
           // nothing with the stream (RFC 9113 8.7), so it is safe to open it again, on another connection.
-          if (stream.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM && refusals++ < MAX_REFUSED_STREAM_RETRIES) continue;
+          if (isRefusedUnprocessed(error) && refusals++ < MAX_REFUSED_STREAM_RETRIES) continue;
           throw error;
         }
       }
       if (this.#closed) throw hboneErrors.poolClosed();
-      entry.dialing ??= this.#dial(key, entry, target);
+      entry.dialing ??= this.#dialFor(key, entry, target);
       await entry.dialing;
     }
   }
 
-  async #dial(key: string, entry: PoolEntry, target: HboneTarget): Promise<HboneConnection> {
+  async #dialFor(key: string, entry: PoolEntry, target: HboneTarget): Promise<PooledConnection> {
     try {
       const certificate = await this.#options.certificateFor(target.sourceIdentity);
       if (!certificate || certificate.notAfter.getTime() <= Date.now()) throw hboneErrors.noCertificate(target.sourceIdentity.uri);
-      const connection = await HboneConnection.dial(
-        {
-          proxy: target.proxy,
-          certificate,
-          trustDomain: this.#options.trustDomain,
-          expectedIdentities: target.expectedIdentities,
-          connect: this.#connect,
-          settings: this.#settings,
-        },
-        (closed) => this.#forget(key, entry, closed),
-      );
+      const connection = await this.#dial({
+        proxy: target.proxy,
+        certificate,
+        trustDomain: this.#options.trustDomain,
+        expectedIdentities: target.expectedIdentities,
+        connect: this.#connect,
+        settings: this.#settings,
+      });
       this.#dials++;
       entry.connections.push(connection);
+      connection.onceClosed(() => this.#forget(key, entry, connection));
       if (this.#closed) connection.close();
       return connection;
     } catch (error) {
@@ -231,7 +252,7 @@ export class HboneClientPool {
     }
   }
 
-  #forget(key: string, entry: PoolEntry, connection: HboneConnection): void {
+  #forget(key: string, entry: PoolEntry, connection: PooledConnection): void {
     const index = entry.connections.indexOf(connection);
     if (index >= 0) entry.connections.splice(index, 1);
     if (entry.connections.length === 0 && !entry.dialing && this.#entries.get(key) === entry) this.#entries.delete(key);

@@ -117,3 +117,21 @@ export const DEFAULT_DRAIN_DEADLINE_MS = 5 * 1000;
  * HTTP/2 windows, not this buffer, are what bound the data in flight.
  */
 export const SPLICE_BUFFER_BYTES = 256 * 1024;
+
+/**
+ * Which HTTP/2 implementation carries HBONE: `node` (node:http2, nghttp2 in C++ behind Node's stream machinery)
+ * or `own` (shared/hbone/h2/: frames parsed and written in JavaScript straight on the TLS socket, no stream
+ * objects per tunnel). Both keep the same contract and pass the same tests; BENCHMARKS.md has the A/B figures
+ * that decide the default. A caller may pin one (the waypoint pins `node`: it hands node:http2 streams to its
+ * HTTP proxy); otherwise AMBIT_HBONE_IMPL decides, so one variable switches an agent, its proxy workers and tests.
+ */
+export type HboneImplementation = 'own' | 'node';
+export const DEFAULT_HBONE_IMPLEMENTATION: HboneImplementation = 'node';
+
+/** AMBIT_HBONE_IMPL (`own` or `node`), DEFAULT_HBONE_IMPLEMENTATION when unset; throws on any other value. */
+export function hboneImplementation(env: NodeJS.ProcessEnv = process.env): HboneImplementation {
+  const value = env['AMBIT_HBONE_IMPL'];
+  if (value === undefined || value === '') return DEFAULT_HBONE_IMPLEMENTATION;
+  if (value === 'own' || value === 'node') return value;
+  throw new TypeError(`AMBIT_HBONE_IMPL=${JSON.stringify(value)}: expected "own" (ambit's HTTP/2 layer) or "node" (node:http2)`);
+}

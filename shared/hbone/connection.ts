@@ -11,10 +11,31 @@ import type { SpiffeId, WorkloadCertificate } from '../identity/index.ts';
 import { formatAuthority } from './authority.ts';
 import { DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_SESSION_MEMORY_MIB } from './config.ts';
 import { hboneErrors, HboneError, isHboneError } from './errors.ts';
+import { markRefusedUnprocessed, type OpenedTunnelStream, type PooledConnection, type TunnelSpliceResult } from './pooled-connection.ts';
+import { splice } from './splice.ts';
 import { connectTls } from './tls.ts';
 import type { HboneTarget, HostPort, TcpConnector } from './types.ts';
+import type net from 'node:net';
+import type { Duplex } from 'node:stream';
 
-const { NGHTTP2_CANCEL, NGHTTP2_NO_ERROR } = http2.constants;
+const { NGHTTP2_CANCEL, NGHTTP2_NO_ERROR, NGHTTP2_REFUSED_STREAM } = http2.constants;
+
+/** A CONNECT stream the server accepted, over node:http2: the stream object is already a Duplex. */
+class NodeOpenedStream implements OpenedTunnelStream {
+  readonly #stream: http2.ClientHttp2Stream;
+
+  constructor(stream: http2.ClientHttp2Stream) {
+    this.#stream = stream;
+  }
+
+  splice(socket: net.Socket): Promise<TunnelSpliceResult> {
+    return splice(socket, this.#stream);
+  }
+
+  duplex(): Duplex {
+    return this.#stream;
+  }
+}
 
 /** Every limit a connection enforces, already resolved from the caller's options and the defaults. */
 export interface ConnectionSettings {
@@ -39,7 +60,7 @@ export interface DialParams {
 /** Called once when the connection is gone (closed, failed, idle-released). */
 export type ConnectionClosedListener = (connection: HboneConnection) => void;
 
-export class HboneConnection {
+export class HboneConnection implements PooledConnection {
   readonly proxy: HostPort;
   /** The identity the server's certificate proved (chain, trust domain and expected set all checked). */
   readonly peerIdentity: SpiffeId;
@@ -76,7 +97,7 @@ export class HboneConnection {
    * Dials `proxy`: TCP, TLS 1.3 with the peer's SPIFFE identity checked, then HTTP/2 until the server's SETTINGS
    * arrive (the proof that it accepted our certificate). Rejects with a typed HboneError.
    */
-  static dial(params: DialParams, onClosed: ConnectionClosedListener): Promise<HboneConnection> {
+  static dial(params: DialParams, onClosed: ConnectionClosedListener = ignoreClosed): Promise<HboneConnection> {
     const { proxy, settings } = params;
     return new Promise((resolve, reject) => {
       const tcp = params.connect(proxy);
@@ -194,6 +215,27 @@ export class HboneConnection {
     return stream;
   }
 
+  get isClosed(): boolean {
+    return this.#closed || this.session.destroyed;
+  }
+
+  onceClosed(listener: () => void): void {
+    if (this.isClosed) listener();
+    else this.session.once('close', listener);
+  }
+
+  openTunnelStream(target: HboneTarget): Promise<OpenedTunnelStream> | undefined {
+    const stream = this.request(target);
+    if (!stream) return undefined;
+    return this.response(stream, target).then(
+      (accepted) => new NodeOpenedStream(accepted),
+      (error: Error) => {
+        // REFUSED_STREAM (a GOAWAY raced our request) guarantees the server did nothing with it (RFC 9113 8.7).
+        throw stream.rstCode === NGHTTP2_REFUSED_STREAM ? markRefusedUnprocessed(error) : error;
+      },
+    );
+  }
+
   /** Resolves with `stream` once the server answers 2xx; rejects with a typed HboneError otherwise. */
   response(stream: http2.ClientHttp2Stream, target: HboneTarget): Promise<http2.ClientHttp2Stream> {
     return awaitResponse(stream, target, this);
@@ -269,6 +311,8 @@ export class HboneConnection {
     this.#onClosed(this);
   };
 }
+
+function ignoreClosed(): void {}
 
 /** Waits for the CONNECT response; 200 resolves with the stream, anything else rejects with a typed error. */
 function awaitResponse(stream: http2.ClientHttp2Stream, target: HboneTarget, connection: HboneConnection): Promise<http2.ClientHttp2Stream> {

@@ -34,8 +34,11 @@ import {
   DEFAULT_SERVER_MAX_CONCURRENT_STREAMS,
   DEFAULT_STREAM_WINDOW_BYTES,
   DEFAULT_TARGET_CONNECT_TIMEOUT_MS,
+  hboneImplementation,
+  type HboneImplementation,
 } from './config.ts';
 import { HboneError } from './errors.ts';
+import { H2TunnelServer } from './h2/tunnel-server.ts';
 import { resetStream, splice } from './splice.ts';
 import { serverTlsOptions, verifyClient } from './tls.ts';
 import type { HboneDecision, HboneRejection, HboneRejectionReason, HboneRequest, HboneServerOptions, HostPort, RefusalStatus } from './types.ts';
@@ -113,9 +116,15 @@ export class HboneServer {
   readonly #resetRatePerMs: number;
   #shuttingDown = false;
   #drained: (() => void) | undefined;
+  /** Which HTTP/2 implementation serves: with `own`, every call goes to the own layer's server. */
+  readonly implementation: HboneImplementation;
+  readonly #own: H2TunnelServer | undefined;
 
   constructor(options: HboneServerOptions) {
     this.#options = options;
+    // `terminate` hands out node:http2 streams (the waypoint's HTTP proxy), so such a server stays on node:http2.
+    this.implementation = options.terminate ? 'node' : (options.implementation ?? hboneImplementation());
+    this.#own = this.implementation === 'own' ? new H2TunnelServer(options) : undefined;
     this.#connectionWindowBytes = options.connectionWindowBytes ?? DEFAULT_CONNECTION_WINDOW_BYTES;
     this.#keepaliveIntervalMs = options.keepaliveIntervalMs ?? DEFAULT_SERVER_KEEPALIVE_INTERVAL_MS;
     this.#keepaliveTimeoutMs = options.keepaliveTimeoutMs ?? DEFAULT_SERVER_KEEPALIVE_TIMEOUT_MS;
@@ -137,6 +146,10 @@ export class HboneServer {
 
   /** Takes a raw TCP socket accepted by any listener (the agent's in-pod listeners) and serves HBONE on it. */
   handle(socket: net.Socket): void {
+    if (this.#own) {
+      this.#own.handle(socket);
+      return;
+    }
     if (this.#shuttingDown) {
       socket.destroy();
       return;
@@ -166,6 +179,7 @@ export class HboneServer {
 
   /** Listens on `address` (port 0 picks one) and serves every accepted socket; resolves with the bound address. */
   listen(address: HostPort): Promise<HostPort> {
+    if (this.#own) return this.#own.listen(address);
     const server = net.createServer({ noDelay: true, allowHalfOpen: false }, (socket) => this.handle(socket));
     this.#listeners.push(server);
     return new Promise((resolve, reject) => {
@@ -180,11 +194,13 @@ export class HboneServer {
   }
 
   stats(): ServerStats {
+    if (this.#own) return this.#own.stats();
     return { ...this.#stats, activeSessions: this.#sessions.size };
   }
 
   /** Streams open now on all sessions (refused and spliced ones alike, until they close). */
   get openStreams(): number {
+    if (this.#own) return this.#own.openStreams;
     return this.#streams.size;
   }
 
@@ -193,6 +209,7 @@ export class HboneServer {
    * open streams finish until `deadlineMs`, then cut whatever is left. Resolves when everything is closed.
    */
   async shutdown(deadlineMs: number = DEFAULT_DRAIN_DEADLINE_MS): Promise<void> {
+    if (this.#own) return this.#own.shutdown(deadlineMs);
     this.#shuttingDown = true;
     const listenersClosed = this.#listeners.map((server) => new Promise<void>((resolve) => server.close(() => resolve())));
     for (const session of this.#sessions.keys()) {

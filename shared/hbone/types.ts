@@ -9,6 +9,7 @@ import type http2 from 'node:http2';
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { SpiffeId, WorkloadCertificate } from '../identity/index.ts';
+import type { HboneImplementation } from './config.ts';
 import type { HboneError } from './errors.ts';
 
 export interface HostPort {
@@ -57,6 +58,8 @@ export interface HboneClientOptions {
   streamWindowBytes?: number;
   /** HTTP/2 flow-control window per connection. Default 16 MiB. */
   connectionWindowBytes?: number;
+  /** The HTTP/2 implementation (config.ts): AMBIT_HBONE_IMPL when absent, node:http2 when that is unset. */
+  implementation?: HboneImplementation;
 }
 
 /** What the server asks the caller for each CONNECT. */
@@ -146,6 +149,11 @@ export interface HboneServerOptions {
   onError?: (error: HboneError) => void;
   /** Told about every client turned away (a failed handshake, a refused request, a flood), with the facts known. */
   onRejected?: (rejection: HboneRejection) => void;
+  /**
+   * The HTTP/2 implementation (config.ts): AMBIT_HBONE_IMPL when absent, node:http2 when that is unset. `terminate`
+   * hands out node:http2 streams, so a server with it is always `node`.
+   */
+  implementation?: HboneImplementation;
 }
 
 export interface HboneTunnelEvent {

@@ -33,6 +33,8 @@ const IDLE_TIMEOUT_MS = 6_000;
 /** Slack for a machine shared by many test runs, added to the timers a frozen or idle client must wait out. */
 const SLACK_MS = 5_000;
 const CLIENT_PRINCIPAL = 'spiffe://cluster.local/ns/outside/sa/prober';
+/** The HTTP/2 implementation under the agent's HBONE (the agents inherit AMBIT_HBONE_IMPL from this process). */
+const IMPLEMENTATION = process.env.AMBIT_HBONE_IMPL === 'own' ? 'own' : 'node';
 
 let mesh: LocalMesh;
 let server: Pod;
@@ -316,7 +318,7 @@ netTest('5,000 CONNECTs reset in batches of 50: GOAWAY ENHANCE_YOUR_CALM once th
   t.true((await agentLog('connection rejected')).some((line) => line.reason === 'stream_flood' && line.src.principal === CLIENT_PRINCIPAL), 'and logged with the client identity');
 });
 
-netTest('streams beyond the advertised 200 at once cost the client its connection, and no more than 200 reach the app', async (t) => {
+netTest('streams beyond the advertised 200 at once are refused (node:http2 ends the connection, the own layer answers REFUSED_STREAM), and no more than 200 reach the app', async (t) => {
   const before = serverApp.accepted;
   const streams = startClient('streams', '250', `${server.ip}:${APP_PORT}`);
   t.teardown(() => {
@@ -324,19 +326,59 @@ netTest('streams beyond the advertised 200 at once cost the client its connectio
   });
   const took = await waitUntil(() => streams.lines.length > 0 || streams.child.exitCode !== null, 30_000);
   t.true(took >= 0, 'the client got no answer to its streams');
-  const result = streams.lines[0] as { ok: number; goaway: number | null; lastStreamId?: number; closed: boolean };
+  const result = streams.lines[0] as { ok: number; resets: Record<string, number>; goaway: number | null; lastStreamId?: number; closed: boolean };
   t.log(JSON.stringify(result));
-  // nghttp2 answers a stream past the acknowledged SETTINGS_MAX_CONCURRENT_STREAMS with a connection error: GOAWAY
-  // PROTOCOL_ERROR naming the 200th stream as the last, then the close (whose RST, the rest being unread, may
-  // overtake the GOAWAY).
-  t.true(result.closed, 'the agent closed the connection');
   t.true(result.ok <= 200, `${result.ok} tunnels answered 200`);
-  if (result.goaway !== null) {
-    t.is(result.goaway, 1, 'GOAWAY PROTOCOL_ERROR');
-    t.is(result.lastStreamId, 2 * 200 - 1, 'the last stream the agent took is the 200th');
+  if (IMPLEMENTATION === 'node') {
+    // nghttp2 answers a stream past the acknowledged SETTINGS_MAX_CONCURRENT_STREAMS with a connection error: GOAWAY
+    // PROTOCOL_ERROR naming the 200th stream as the last, then the close (whose RST, the rest being unread, may
+    // overtake the GOAWAY).
+    t.true(result.closed, 'the agent closed the connection');
+    if (result.goaway !== null) {
+      t.is(result.goaway, 1, 'GOAWAY PROTOCOL_ERROR');
+      t.is(result.lastStreamId, 2 * 200 - 1, 'the last stream the agent took is the 200th');
+    }
+  } else {
+    // The own layer refuses each stream past the limit with RST_STREAM REFUSED_STREAM (RFC 9113 5.1.2), charged to
+    // the connection's reset budget; the 200 it took stay served.
+    t.is(result.resets['7'], 50, 'the 50 streams past the limit refused with REFUSED_STREAM');
+    t.is(result.ok, 200, 'the 200 within the limit answered 200');
+    streams.child.kill('SIGKILL');
   }
   t.true(serverApp.accepted - before <= 200, `${serverApp.accepted - before} application connections`);
   t.true((await waitUntil(() => serverApp.open.size === 0, KEEPALIVE_TIMEOUT_MS)) >= 0, 'the application connections close with the client connection');
+});
+
+netTest('garbage frames and an HPACK bomb from a client with a valid certificate: GOAWAY or RST_STREAM, the agent keeps serving, descriptors back to baseline', async (t) => {
+  const fdsBefore = await agentFds();
+  const acceptedBefore = serverApp.accepted;
+  const runs: Array<[string, string[]]> = [
+    ['a SETTINGS frame of 7 bytes', ['garbage', 'settings']],
+    ['a WINDOW_UPDATE frame of 3 bytes', ['garbage', 'window']],
+    ['4 KiB of random bytes', ['garbage', 'noise']],
+    ['a header block decoding to 4 MB', ['hpackbomb', `${server.ip}:${APP_PORT}`]],
+  ];
+  for (const [what, args] of runs) {
+    const result = (await runClient([...clientArgs(), ...args])) as { status: number | null; resets: Record<string, number>; goaway: number | null; closed: boolean };
+    t.log(what, JSON.stringify(result));
+    if (args[0] === 'garbage' && args[1] !== 'noise') {
+      // A frame of the wrong size is a connection error of type FRAME_SIZE_ERROR (RFC 9113 6.5, 6.9).
+      if (result.goaway !== null) t.is(result.goaway, 0x6, `${what}: GOAWAY FRAME_SIZE_ERROR`);
+      t.true(result.closed, `${what}: the agent closed the connection`);
+    } else if (args[0] === 'garbage') {
+      t.true(result.closed, `${what}: the agent closed the connection`);
+    } else {
+      // Refused one way or another (GOAWAY, RST_STREAM or 431), never relayed.
+      t.true(result.goaway !== null || Object.keys(result.resets).length > 0 || (result.status !== null && result.status >= 400) || result.closed, `${what}: refused`);
+      t.not(result.status, 200, `${what}: not answered 200`);
+    }
+  }
+  t.is(serverApp.accepted - acceptedBefore, 0, 'nothing reached the application');
+  t.is(mesh.cluster.node(0).agent!.exitCode, null, 'the agent is still running');
+  // A later event on the same agent: a well-formed CONNECT is served.
+  t.deepEqual(await request('CONNECT', `${server.ip}:${APP_PORT}`), { status: 200 });
+  const took = await waitUntil(async () => serverApp.open.size === 0 && (await agentFds()) <= fdsBefore, KEEPALIVE_TIMEOUT_MS + SLACK_MS);
+  t.true(took >= 0, `the agent holds ${(await agentFds()) - fdsBefore} descriptor(s) more than before`);
 });
 
 netTest('status codes as ztunnel: 400 not CONNECT, 400 another address (never relayed), 503 the pod\'s own proxy ports', async (t) => {

@@ -1,6 +1,8 @@
 import test from 'ava';
+import http2 from 'node:http2';
 import net from 'node:net';
 import { HboneClientPool } from '../../shared/hbone/index.ts';
+import { serverTlsOptions } from '../../shared/hbone/tls.ts';
 import { CLIENT_ID, makeMesh, readAll, SERVER_ID, startEcho, startFreezableProxy, startPair, TRUST_DOMAIN, waitFor } from '../helpers/hbone.ts';
 
 test('1,000 concurrent streams share at most ceil(1000/100) pooled connections and all echo correctly', async (t) => {
@@ -196,4 +198,41 @@ test('a closed pool refuses new streams', async (t) => {
   t.is((await readAll(stream)).toString(), 'last', 'a stream open at close still finishes');
   await closing;
   t.is(pair.pool.stats().connections, 0);
+});
+
+test('a stream the server refuses unprocessed (REFUSED_STREAM) is opened again on another connection', async (t) => {
+  const mesh = await makeMesh();
+  // A node:http2 server whose sessions the test can reach: it echoes every CONNECT stream.
+  const sessions: http2.ServerHttp2Session[] = [];
+  const server = http2.createSecureServer(serverTlsOptions(mesh.serverCert, [mesh.ca.rootCertPem], 10_000));
+  server.on('session', (session) => sessions.push(session));
+  server.on('stream', (stream) => {
+    stream.on('error', () => {});
+    stream.respond({ ':status': 200 });
+    stream.pipe(stream);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const pool = new HboneClientPool({ certificateFor: () => mesh.clientCert, trustDomain: TRUST_DOMAIN });
+  t.teardown(() => {
+    pool.destroy();
+    for (const session of sessions) session.destroy();
+    server.close();
+  });
+  const target = {
+    proxy: { host: '127.0.0.1', port: (server.address() as net.AddressInfo).port },
+    destination: { host: '127.0.0.1', port: 80 },
+    sourceIdentity: CLIENT_ID,
+    expectedIdentities: [SERVER_ID.uri],
+  };
+  const first = await pool.open(target);
+  first.end('first');
+  t.is((await readAll(first)).toString(), 'first');
+  // The server stops taking streams on that connection; our next CONNECT crosses its SETTINGS on the wire and is
+  // refused with REFUSED_STREAM (nghttp2 applies a lowered limit it has sent but not yet seen acknowledged).
+  sessions[0]!.settings({ maxConcurrentStreams: 0 });
+  const second = await pool.open(target);
+  second.end('second');
+  t.is((await readAll(second)).toString(), 'second', 'the stream works, on a new connection');
+  t.is(pool.stats().dials, 2, 'a second connection was dialed for the refused stream');
+  t.is(sessions.length, 2);
 });

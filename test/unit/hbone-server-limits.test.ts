@@ -132,9 +132,11 @@ test('a session with no stream is closed after the idle timeout, one with a tunn
 test('streams reset before they are answered spend a budget; past it GOAWAY ENHANCE_YOUR_CALM, and no target connection is made for them', async (t) => {
   const mesh = await makeMesh();
   const target = await holdingTarget();
-  // A decision that takes a moment, so the client's resets arrive while the server is still deciding.
+  // Decisions wait for `gate` while it is set: the flood's decisions end only once every reset is on the wire, so
+  // the resets arrive while the server is still deciding however slow the machine is.
+  const gate: { closed?: Promise<void>; open?: () => void } = {};
   const decide = async (): Promise<{ allow: true }> => {
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await gate.closed;
     return { allow: true };
   };
   const hbone = await startHalfOpenServer(mesh, { ...NO_TIMERS, decide, prematureResetBurst: 20, prematureResetRatePerSecond: 1 });
@@ -152,14 +154,18 @@ test('streams reset before they are answered spend a budget; past it GOAWAY ENHA
     await new Promise((resolve) => tunnel.once('close', resolve));
   }
   t.false(session.closed, 'resets after the 200 are free');
+  gate.closed = new Promise<void>((resolve) => (gate.open = resolve));
   const streams = Array.from({ length: 40 }, () => {
     const stream = session.request({ ':method': 'CONNECT', ':authority': `127.0.0.1:${target.address.port}` }, { endStream: false });
     stream.on('error', () => {});
     return stream;
   });
-  // Every request is on the wire (the server's decision takes 50 ms), then each is reset before its answer.
+  // Every request is on the wire (the server's decisions wait for the gate), then each is reset before its answer.
   await new Promise((resolve) => setTimeout(resolve, 20));
   for (const stream of streams) stream.close(NGHTTP2_CANCEL);
+  // The decisions end after the resets were written; the server reads them before it would connect (it lets the
+  // rest of what arrived be read first).
+  setTimeout(() => gate.open?.(), 50);
   t.is(await goaway, NGHTTP2_ENHANCE_YOUR_CALM);
   t.is(hbone.server.stats().streamFloods, 1);
   t.deepEqual(hbone.rejections.map((rejection) => [rejection.reason, rejection.error.code, rejection.peerIdentity?.uri]), [['stream_flood', 'HBONE_STREAM_FLOOD', 'spiffe://cluster.local/ns/shop/sa/client']]);

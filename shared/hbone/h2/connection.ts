@@ -178,6 +178,11 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
   peerMaxHeaderListBytes = Infinity;
   /** True once the peer's first SETTINGS arrived. */
   remoteSettingsReceived = false;
+  /**
+   * Told about every stream that closed, after its handler (the owner's bookkeeping: idle timers, premature
+   * resets); the stream is already out of `activeStreams`. One call per stream, never per chunk.
+   */
+  onStreamClosed: ((stream: H2Stream) => void) | undefined;
 
   readonly #streamWindow: number;
   readonly #connectionWindow: number;
@@ -730,6 +735,7 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
     this.#blocked.delete(stream);
     this.#drainWaiters.delete(stream);
     stream.deliverClose(rstCode, byPeer);
+    this.onStreamClosed?.(stream);
     if (this.#streams.size === 0 && (this.#goawaySent || this.#goawayReceived) && !this.#closed) this.#teardown(undefined);
   }
 

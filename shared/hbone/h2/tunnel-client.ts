@@ -4,15 +4,16 @@
  * Owns: TCP + TLS (shared/hbone/tls.ts: SPIFFE check, ALPN h2) + our H2Connection until the server's SETTINGS
  * arrive, within the connect timeout; CONNECT requests (`:method CONNECT`, `:authority ip:port`, no :scheme or
  * :path, extra headers such as traceparent) and turning the response status into a typed HboneError, the same
- * way shared/hbone/connection.ts does over node:http2. This is the shape a later step puts behind
- * HboneConnection; the pool (client-pool.ts) is not rebuilt here.
+ * way shared/hbone/connection.ts does over node:http2, a refusal the server did not process (REFUSED_STREAM) marked
+ * so the pool retries it. h2/pooled-connection.ts builds the pool's connection on these two.
  * Must not know about: pools, policy, splicing (the caller splices the stream it gets).
  */
-import type { WorkloadCertificate } from '../../identity/index.ts';
+import type { SpiffeId, WorkloadCertificate } from '../../identity/index.ts';
 import { formatAuthority } from '../authority.ts';
 import { DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_CONNECTION_WINDOW_BYTES, DEFAULT_STREAM_WINDOW_BYTES } from '../config.ts';
 import { hboneErrors, HboneError, isHboneError } from '../errors.ts';
 import { connectTls } from '../tls.ts';
+import { markRefusedUnprocessed } from '../pooled-connection.ts';
 import type { HboneTarget, HostPort, TcpConnector } from '../types.ts';
 import { H2Connection, type H2ConnectionOptions } from './connection.ts';
 import { H2_CANCEL, H2_NO_ERROR, H2_REFUSED_STREAM, isH2Error } from './errors.ts';
@@ -29,6 +30,8 @@ export interface H2DialParams {
   connectionWindowBytes?: number;
   keepaliveIntervalMs?: number;
   keepaliveTimeoutMs?: number;
+  /** Told the server's SPIFFE identity once the TLS layer verified it (before the promise resolves). */
+  onPeerVerified?: (identity: SpiffeId) => void;
 }
 
 /** Dials `proxy` and resolves with a client H2Connection once the server's SETTINGS arrived; rejects with HboneError. */
@@ -142,9 +145,11 @@ class ResponseWaiter implements H2StreamHandler {
     const connectionError = stream.connection.error;
     if (code !== undefined && code !== H2_NO_ERROR && code !== H2_CANCEL && code !== H2_REFUSED_STREAM) {
       this.#reject(hboneErrors.streamReset(this.#target.destination, code));
+    } else if (code === H2_REFUSED_STREAM) {
+      // RFC 9113 8.7: the server did nothing with it (over its limit, or above its GOAWAY's last id): safe to retry.
+      this.#reject(markRefusedUnprocessed(hboneErrors.connectionClosed(this.#target.proxy, connectionError ?? 'refused unprocessed (REFUSED_STREAM or GOAWAY)')));
     } else {
-      const error = hboneErrors.connectionClosed(this.#target.proxy, connectionError ?? (code === H2_REFUSED_STREAM ? 'refused unprocessed (GOAWAY)' : undefined));
-      this.#reject(error);
+      this.#reject(hboneErrors.connectionClosed(this.#target.proxy, connectionError));
     }
   }
 }

@@ -1,23 +1,37 @@
 /**
- * HBONE's server side on this HTTP/2 layer: mutual TLS on accepted sockets, CONNECT streams to TCP targets.
+ * HBONE's server side on ambit's own HTTP/2 layer: the whole HboneServer contract (shared/hbone/server.ts, which
+ * delegates here when its implementation is `own`), without node:http2.
  *
- * Owns: the TLS layer (shared/hbone/tls.ts: client certificate demanded, SPIFFE identity checked), one server
- * H2Connection per TLS connection, each CONNECT's checks (405 not CONNECT, 400 bad :authority, the caller's
- * `decide`: 401), the target connect (503 on failure, 200 once connected), splicing, and graceful shutdown
- * (GOAWAY, drain, then cut). The same contract as shared/hbone/server.ts over node:http2, in the shape a later
- * step puts behind HboneServer.
- * Must not know about: what policy says, how target sockets are made beyond the caller's `connect`.
+ * Owns: accepting raw TCP sockets from any listener (`handle`), the TLS layer per presented certificate (client
+ * certificate demanded, SPIFFE identity checked: shared/hbone/tls.ts), one server H2Connection per TLS connection,
+ * each CONNECT's checks (400 not CONNECT or a bad `:authority`, as ztunnel; the caller's `decide`: its status, 401
+ * by default), the target connect (503 on failure, 200 only once connected), splicing (h2/splice.ts), and what one
+ * client connection may cost: it ends with the client's FIN, a PING keepalive finds a client that vanished without
+ * one, an idle timeout ends a connection with no streams, at most `maxConcurrentStreams` streams at once (the
+ * layer refuses more), and a budget of streams reset before they were answered (then GOAWAY ENHANCE_YOUR_CALM).
+ * Graceful shutdown: GOAWAY, drain until a deadline, then cut. Counters and rejections as server.ts reports them.
+ * Must not know about: what policy says, how target sockets are made beyond the caller's `connect`, metrics names.
+ * A peer's garbage (bad TLS, bad frames, floods, vanishing) is counted, reported and closed, never thrown.
  */
 import net from 'node:net';
 import tls from 'node:tls';
-import type { SpiffeId } from '../../identity/index.ts';
+import type { SpiffeId, WorkloadCertificate } from '../../identity/index.ts';
 import { parseAuthority } from '../authority.ts';
-import { DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_DRAIN_DEADLINE_MS, DEFAULT_TARGET_CONNECT_TIMEOUT_MS } from '../config.ts';
+import {
+  DEFAULT_CONNECT_TIMEOUT_MS,
+  DEFAULT_DRAIN_DEADLINE_MS,
+  DEFAULT_SERVER_IDLE_TIMEOUT_MS,
+  DEFAULT_SERVER_KEEPALIVE_INTERVAL_MS,
+  DEFAULT_SERVER_KEEPALIVE_TIMEOUT_MS,
+  DEFAULT_TARGET_CONNECT_TIMEOUT_MS,
+  SERVER_PREMATURE_RESET_BURST,
+  SERVER_PREMATURE_RESET_RATE_PER_SECOND,
+} from '../config.ts';
 import { HboneError } from '../errors.ts';
 import { serverTlsOptions, verifyClient } from '../tls.ts';
-import type { HboneDecision, HboneRequest, HboneServerOptions, HostPort } from '../types.ts';
+import type { HboneDecision, HboneRejection, HboneRejectionReason, HboneRequest, HboneServerOptions, HostPort, RefusalStatus } from '../types.ts';
 import { H2Connection, type H2ConnectionOptions } from './connection.ts';
-import type { H2Error } from './errors.ts';
+import { H2_ENHANCE_YOUR_CALM, H2Error } from './errors.ts';
 import { spliceH2 } from './splice.ts';
 import type { H2Stream } from './stream.ts';
 
@@ -28,81 +42,195 @@ export interface H2TunnelServerOptions extends HboneServerOptions {
   h2?: Partial<H2ConnectionOptions>;
 }
 
+/** The counters HboneServer.stats() reports (the same fields for both implementations). */
+export interface H2TunnelServerStats {
+  sessionsAccepted: number;
+  connectionsRejected: number;
+  connectionErrors: number;
+  tunnelsOpened: number;
+  requestsRefused: number;
+  activeSessions: number;
+  keepaliveTimeouts: number;
+  idleTimeouts: number;
+  streamFloods: number;
+}
+
+/** One client connection: who it is, and what it may still cost. */
+interface ClientConnection {
+  connection: H2Connection;
+  peerIdentity: SpiffeId;
+  remoteAddress: string;
+  idleTimer: NodeJS.Timeout | undefined;
+  /** Rapid-reset budget: tokens left, and when they were last refilled (performance.now()). */
+  resetTokens: number;
+  resetRefilledAt: number;
+  /** Streams answered (any status) and not yet closed: a close before the answer is a premature reset. */
+  readonly answered: WeakSet<H2Stream>;
+  /** Set once this connection's flood was reported (the layer's own close error then says nothing new). */
+  floodReported: boolean;
+  /** Streams whose target is still connecting: told when the stream closes, so the connect is given up. */
+  readonly closeWatchers: Map<H2Stream, () => void>;
+}
+
+const allow: HboneDecision = { allow: true };
+
+/** Resolves after the event loop's current I/O has been handled (setImmediate runs after the poll phase). */
+function nextTurn(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
 function defaultTargetConnector(request: HboneRequest): net.Socket {
   return net.connect({ host: request.target.host, port: request.target.port, allowHalfOpen: true, noDelay: true });
 }
 
+function ignore(): void {}
+
+/** After the drain, sockets get this long to carry the GOAWAY and the TLS close out before they are cut. */
+const SHUTDOWN_FLUSH_MS = 500;
+
 export class H2TunnelServer {
   readonly #options: H2TunnelServerOptions;
-  readonly #tlsServers = new WeakMap<object, tls.Server>();
-  readonly #connections = new Set<H2Connection>();
+  readonly #tlsServers = new WeakMap<WorkloadCertificate, tls.Server>();
+  readonly #clients = new Map<H2Connection, ClientConnection>();
   readonly #sockets = new Set<net.Socket>();
   readonly #listeners: net.Server[] = [];
+  readonly #stats: H2TunnelServerStats = {
+    sessionsAccepted: 0,
+    connectionsRejected: 0,
+    connectionErrors: 0,
+    tunnelsOpened: 0,
+    requestsRefused: 0,
+    activeSessions: 0,
+    keepaliveTimeouts: 0,
+    idleTimeouts: 0,
+    streamFloods: 0,
+  };
+  readonly #idleTimeoutMs: number;
+  readonly #resetBurst: number;
+  readonly #resetRatePerMs: number;
+  #openStreams = 0;
   #shuttingDown = false;
   #drained: (() => void) | undefined;
-  tunnelsOpened = 0;
-  requestsRefused = 0;
 
   constructor(options: H2TunnelServerOptions) {
     this.#options = options;
+    this.#idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_SERVER_IDLE_TIMEOUT_MS;
+    this.#resetBurst = options.prematureResetBurst ?? SERVER_PREMATURE_RESET_BURST;
+    this.#resetRatePerMs = (options.prematureResetRatePerSecond ?? SERVER_PREMATURE_RESET_RATE_PER_SECOND) / 1000;
   }
 
   get activeConnections(): number {
-    return this.#connections.size;
+    return this.#clients.size;
   }
 
+  get tunnelsOpened(): number {
+    return this.#stats.tunnelsOpened;
+  }
+
+  get requestsRefused(): number {
+    return this.#stats.requestsRefused;
+  }
+
+  /** Streams open now on all connections (refused and spliced ones alike, until they close). */
+  get openStreams(): number {
+    return this.#openStreams;
+  }
+
+  stats(): H2TunnelServerStats {
+    return { ...this.#stats, activeSessions: this.#clients.size };
+  }
+
+  /** Takes a raw TCP socket accepted by any listener (the agent's in-pod listeners) and serves HBONE on it. */
   handle(socket: net.Socket): void {
-    const certificate = this.#shuttingDown ? undefined : this.#options.certificateFor(socket);
+    if (this.#shuttingDown) {
+      socket.destroy();
+      return;
+    }
+    let certificate: WorkloadCertificate | undefined;
+    try {
+      certificate = this.#options.certificateFor(socket);
+    } catch (cause) {
+      this.#report(new HboneError('HBONE_NO_CERTIFICATE', `certificateFor failed: ${(cause as Error).message}`, { cause }));
+    }
     if (!certificate) {
+      this.#stats.connectionsRejected++;
+      this.#report(new HboneError('HBONE_NO_CERTIFICATE', `no certificate to present on a connection to ${socket.localAddress ?? '?'}:${socket.localPort ?? '?'}: the destination's certificate has not been issued yet`));
       socket.destroy();
       return;
     }
     socket.setNoDelay(true);
+    // The client's FIN ends the connection (see server.ts): half-close of a tunnel is END_STREAM, never a FIN.
+    socket.allowHalfOpen = false;
     this.#sockets.add(socket);
     socket.once('close', () => this.#sockets.delete(socket));
-    let server = this.#tlsServers.get(certificate);
-    if (!server) {
-      server = tls.createServer(serverTlsOptions(certificate, this.#options.rootsPem, this.#options.handshakeTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS));
-      server.on('secureConnection', this.#onSecureConnection);
-      server.on('tlsClientError', (error: Error, tlsSocket: tls.TLSSocket) => {
-        this.#options.onError?.(new HboneError('HBONE_TLS', `TLS handshake failed: ${error.message}`, { cause: error }));
-        tlsSocket.destroy();
-      });
-      this.#tlsServers.set(certificate, server);
-    }
-    server.emit('connection', socket);
+    this.#tlsServerFor(certificate).emit('connection', socket);
   }
 
+  /** Listens on `address` (port 0 picks one) and serves every accepted socket; resolves with the bound address. */
   listen(address: HostPort): Promise<HostPort> {
-    const server = net.createServer({ noDelay: true }, (socket) => this.handle(socket));
+    const server = net.createServer({ noDelay: true, allowHalfOpen: false }, (socket) => this.handle(socket));
     this.#listeners.push(server);
     return new Promise((resolve, reject) => {
       server.once('error', reject);
-      server.listen({ host: address.host, port: address.port, backlog: 4096 }, () => {
+      server.listen({ host: address.host, port: address.port }, () => {
         server.off('error', reject);
+        server.on('error', (error) => this.#report(new HboneError('HBONE_CONNECT_FAILED', `HBONE listener error: ${error.message}`, { cause: error })));
         const bound = server.address() as net.AddressInfo;
         resolve({ host: bound.address, port: bound.port });
       });
     });
   }
 
-  /** GOAWAY on every connection, streams finish until `deadlineMs`, then everything is cut. */
+  /** GOAWAY on every connection, streams finish until `deadlineMs`, then everything is cut (RST_STREAM CANCEL). */
   async shutdown(deadlineMs: number = DEFAULT_DRAIN_DEADLINE_MS): Promise<void> {
     this.#shuttingDown = true;
     const listenersClosed = this.#listeners.map((server) => new Promise<void>((resolve) => server.close(() => resolve())));
-    for (const connection of this.#connections) connection.close();
-    if (this.#connections.size > 0) {
+    for (const connection of this.#clients.keys()) connection.close();
+    if (this.#clients.size > 0) {
       let deadline: NodeJS.Timeout | undefined;
       await new Promise<void>((resolve) => {
         this.#drained = resolve;
         deadline = setTimeout(resolve, deadlineMs);
       });
       clearTimeout(deadline);
+      this.#drained = undefined;
     }
-    for (const connection of this.#connections) connection.destroy();
+    for (const connection of [...this.#clients.keys()]) connection.destroy();
+    // Every connection has now written its GOAWAY and ended its TLS side; the TCP sockets get a moment to carry
+    // that out (a client that reads the GOAWAY retries its new streams elsewhere; one cut short sees a lost
+    // connection instead), then whatever is left is cut.
+    await this.#socketsClosed(SHUTDOWN_FLUSH_MS);
     for (const socket of this.#sockets) socket.destroy();
     await Promise.all(listenersClosed);
   }
+
+  /** Resolves once every accepted socket closed, or after `timeoutMs`. */
+  async #socketsClosed(timeoutMs: number): Promise<void> {
+    if (this.#sockets.size === 0) return;
+    let timer: NodeJS.Timeout | undefined;
+    const closed = [...this.#sockets].map((socket) => new Promise<void>((resolve) => (socket.destroyed ? resolve() : socket.once('close', () => resolve()))));
+    await Promise.race([Promise.all(closed), new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs)))]);
+    clearTimeout(timer);
+  }
+
+  #tlsServerFor(certificate: WorkloadCertificate): tls.Server {
+    let server = this.#tlsServers.get(certificate);
+    if (!server) {
+      server = tls.createServer(serverTlsOptions(certificate, this.#options.rootsPem, this.#options.handshakeTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS));
+      server.on('secureConnection', this.#onSecureConnection);
+      server.on('tlsClientError', this.#onTlsClientError);
+      this.#tlsServers.set(certificate, server);
+    }
+    return server;
+  }
+
+  readonly #onTlsClientError = (error: Error, socket: tls.TLSSocket): void => {
+    this.#stats.connectionErrors++;
+    const rejection = new HboneError('HBONE_TLS', `TLS handshake with HBONE client ${socket.remoteAddress ?? '?'} failed: ${error.message} (is it a mesh workload with a certificate from this mesh's root?)`, { cause: error });
+    this.#report(rejection);
+    this.#reject({ reason: 'tls', error: rejection, remoteAddress: socket.remoteAddress ?? '' });
+    socket.destroy();
+  };
 
   readonly #onSecureConnection = (socket: tls.TLSSocket): void => {
     socket.on('error', ignore);
@@ -114,73 +242,196 @@ export class H2TunnelServer {
     try {
       peerIdentity = verifyClient(socket, this.#options.trustDomain);
     } catch (error) {
-      this.#options.onError?.(error as HboneError);
+      const rejection = error as HboneError;
+      this.#stats.connectionsRejected++;
+      this.#report(rejection);
+      this.#reject({ reason: rejection.code === 'HBONE_PEER_IDENTITY' ? 'peer_identity' : 'tls', error: rejection, remoteAddress: socket.remoteAddress ?? '' });
       socket.destroy();
       return;
     }
-    const options: H2ConnectionOptions = { role: 'server', ...this.#options.h2 };
+    const options: H2ConnectionOptions = {
+      role: 'server',
+      keepaliveIntervalMs: this.#options.keepaliveIntervalMs ?? DEFAULT_SERVER_KEEPALIVE_INTERVAL_MS,
+      keepaliveTimeoutMs: this.#options.keepaliveTimeoutMs ?? DEFAULT_SERVER_KEEPALIVE_TIMEOUT_MS,
+      ...this.#options.h2,
+    };
     if (this.#options.streamWindowBytes !== undefined) options.streamWindowBytes = this.#options.streamWindowBytes;
     if (this.#options.connectionWindowBytes !== undefined) options.connectionWindowBytes = this.#options.connectionWindowBytes;
     if (this.#options.maxConcurrentStreams !== undefined) options.maxConcurrentStreams = this.#options.maxConcurrentStreams;
     const connection = new H2Connection(socket, options);
-    this.#connections.add(connection);
-    const remoteAddress = socket.remoteAddress ?? '';
-    connection.on('stream', (stream: H2Stream) => void this.#onStream(stream, peerIdentity, remoteAddress));
-    connection.on('error', (error: H2Error) => this.#options.onProtocolError?.(error));
+    const client: ClientConnection = {
+      connection, peerIdentity, remoteAddress: socket.remoteAddress ?? '', idleTimer: undefined,
+      resetTokens: this.#resetBurst, resetRefilledAt: performance.now(), answered: new WeakSet(), closeWatchers: new Map(), floodReported: false,
+    };
+    this.#clients.set(connection, client);
+    this.#stats.sessionsAccepted++;
+    connection.on('stream', (stream: H2Stream) => void this.#onStream(stream, client));
+    connection.on('error', (error: H2Error) => this.#onConnectionError(error, client));
     connection.on('streamError', (error: H2Error) => this.#options.onProtocolError?.(error));
+    connection.onStreamClosed = (stream) => this.#onStreamClosed(stream, client);
     connection.once('close', () => {
-      this.#connections.delete(connection);
-      if (this.#connections.size === 0) this.#drained?.();
+      clearTimeout(client.idleTimer);
+      this.#clients.delete(connection);
+      if (this.#clients.size === 0) this.#drained?.();
     });
+    this.#armIdleTimer(client);
   };
 
-  #refuse(stream: H2Stream, status: number): void {
-    this.requestsRefused++;
+  /** The error that ended a client connection: counted and reported once, by kind. */
+  #onConnectionError(error: H2Error, client: ClientConnection): void {
+    this.#options.onProtocolError?.(error);
+    if (error.code === 'H2_TIMEOUT') {
+      this.#stats.keepaliveTimeouts++;
+      this.#report(new HboneError(
+        'HBONE_KEEPALIVE_TIMEOUT',
+        `HBONE client ${client.remoteAddress} (${client.peerIdentity.uri}) did not answer a keepalive PING within ${this.#options.keepaliveTimeoutMs ?? DEFAULT_SERVER_KEEPALIVE_TIMEOUT_MS} ms: it or the path to it is gone; closed the connection and its tunnel(s)`,
+      ));
+      return;
+    }
+    // A flood the layer itself caught (streams over the limit refused too fast, reset storms, CONTINUATION or
+    // empty-DATA floods): reported as the server's own stream_flood.
+    if (client.floodReported) return;
+    if (error.code === 'H2_PEER_PROTOCOL' && error.wireCode === H2_ENHANCE_YOUR_CALM) {
+      this.#flood(client, `HBONE client ${client.remoteAddress} (${client.peerIdentity.uri}) flooded its connection (${error.message}): closed it with GOAWAY ENHANCE_YOUR_CALM`);
+      return;
+    }
+    // The peer went away (its GOAWAY with an error, its FIN or RST mid-stream): its tunnels say so themselves.
+    if (error.code === 'H2_CONNECTION_CLOSED') return;
+    this.#stats.connectionErrors++;
+    this.#report(new HboneError('HBONE_CONNECTION_CLOSED', `HBONE session error with ${client.remoteAddress} (${client.peerIdentity.uri}): ${error.message}`, { cause: error }));
+  }
+
+  #flood(client: ClientConnection, message: string): void {
+    client.floodReported = true;
+    this.#stats.streamFloods++;
+    const error = new HboneError('HBONE_STREAM_FLOOD', message);
+    this.#report(error);
+    this.#reject({ reason: 'stream_flood', error, remoteAddress: client.remoteAddress, peerIdentity: client.peerIdentity });
+  }
+
+  #report(error: HboneError): void {
+    this.#options.onError?.(error);
+  }
+
+  #reject(rejection: HboneRejection): void {
+    this.#options.onRejected?.(rejection);
+  }
+
+  /** The idle timer runs while a connection has no stream: at its end the connection is closed with GOAWAY NO_ERROR. */
+  #armIdleTimer(client: ClientConnection): void {
+    if (this.#idleTimeoutMs <= 0) return;
+    clearTimeout(client.idleTimer);
+    client.idleTimer = setTimeout(() => {
+      client.idleTimer = undefined;
+      if (client.connection.activeStreams > 0 || client.connection.draining) return;
+      this.#stats.idleTimeouts++;
+      client.connection.close();
+    }, this.#idleTimeoutMs);
+    client.idleTimer.unref();
+  }
+
+  #onStreamClosed(stream: H2Stream, client: ClientConnection): void {
+    this.#openStreams--;
+    client.closeWatchers.get(stream)?.();
+    // Reset by the client before any answer: the server did the work (a decision, maybe a connect) for nothing.
+    if (!client.answered.has(stream) && stream.resetByPeer && !this.#shuttingDown && !client.connection.closed) this.#onPrematureReset(client);
+    if (client.connection.activeStreams === 0 && !client.connection.closed) this.#armIdleTimer(client);
+  }
+
+  /**
+   * A stream the client reset before it was answered spends one token of the connection's budget; tokens come back
+   * at the budget's rate. An empty budget ends the connection with GOAWAY ENHANCE_YOUR_CALM, as nghttp2 and Envoy do.
+   */
+  #onPrematureReset(client: ClientConnection): void {
+    const now = performance.now();
+    client.resetTokens = Math.min(this.#resetBurst, client.resetTokens + (now - client.resetRefilledAt) * this.#resetRatePerMs);
+    client.resetRefilledAt = now;
+    client.resetTokens -= 1;
+    if (client.resetTokens >= 0) return;
+    const message =
+      `HBONE client ${client.remoteAddress} (${client.peerIdentity.uri}) reset more than ${this.#resetBurst} streams before they were answered ` +
+      `(then ${Math.round(this.#resetRatePerMs * 1000)}/s): closed its connection with GOAWAY ENHANCE_YOUR_CALM`;
+    this.#flood(client, message);
+    client.connection.destroy(new H2Error('H2_PEER_PROTOCOL', H2_ENHANCE_YOUR_CALM, message));
+  }
+
+  #refuse(stream: H2Stream, status: number, client: ClientConnection): void {
+    this.#stats.requestsRefused++;
+    client.answered.add(stream);
     stream.respond(status, [], true);
   }
 
-  async #onStream(stream: H2Stream, peerIdentity: SpiffeId, remoteAddress: string): Promise<void> {
-    if (stream.header(':method') !== 'CONNECT') {
-      this.#refuse(stream, 405);
+  /** Refuses a stream with `status` and tells `onRejected` why. */
+  #refuseWith(stream: H2Stream, status: RefusalStatus, reason: HboneRejectionReason, error: HboneError, client: ClientConnection, request?: HboneRequest): void {
+    this.#refuse(stream, status, client);
+    this.#reject({ reason, error, remoteAddress: client.remoteAddress, peerIdentity: client.peerIdentity, status, ...(request ? { request } : {}) });
+  }
+
+  async #onStream(stream: H2Stream, client: ClientConnection): Promise<void> {
+    this.#openStreams++;
+    clearTimeout(client.idleTimer);
+    const method = stream.header(':method');
+    if (method !== 'CONNECT') {
+      const error = new HboneError('HBONE_BAD_METHOD', `HBONE client ${client.remoteAddress} (${client.peerIdentity.uri}) sent ${JSON.stringify(method)}, not CONNECT: answered 400`);
+      this.#report(error);
+      this.#refuseWith(stream, 400, 'method', error, client);
       return;
     }
+    const authority = stream.header(':authority');
     let target: HostPort;
     try {
-      target = parseAuthority(stream.header(':authority'));
+      target = parseAuthority(authority);
     } catch (error) {
-      this.#options.onError?.(error as HboneError);
-      this.#refuse(stream, 400);
+      this.#report(error as HboneError);
+      this.#refuseWith(stream, 400, 'authority', error as HboneError, client);
       return;
     }
-    const headers: Record<string, string> = {};
-    for (let index = 0; index < stream.requestHeaders.length; index += 2) headers[stream.requestHeaders[index]!] ??= stream.requestHeaders[index + 1]!;
-    const request: HboneRequest = { peerIdentity, target, headers, remoteAddress };
-    let decision: HboneDecision = { allow: true };
+    const headers: Record<string, string | string[]> = {};
+    const list = stream.requestHeaders;
+    for (let index = 0; index < list.length; index += 2) {
+      const name = list[index]!;
+      const value = list[index + 1]!;
+      const existing = headers[name];
+      headers[name] = existing === undefined ? value : Array.isArray(existing) ? [...existing, value] : [existing, value];
+    }
+    const request: HboneRequest = { peerIdentity: client.peerIdentity, target, headers, remoteAddress: client.remoteAddress };
+    let decision: HboneDecision = allow;
     if (this.#options.decide) {
       try {
         decision = await this.#options.decide(request);
-      } catch {
+      } catch (cause) {
+        this.#report(new HboneError('HBONE_DENIED', `the policy decision for ${client.peerIdentity.uri} -> ${String(authority)} failed, denying: ${(cause as Error).message}`, { cause }));
         decision = { allow: false, reason: 'policy evaluation failed' };
       }
     }
+    if (stream.closed) return;
     if (!decision.allow) {
-      this.#refuse(stream, 401);
+      const status = decision.status ?? 401;
+      const code = status === 401 ? 'HBONE_DENIED' : status === 400 ? 'HBONE_MISDIRECTED' : 'HBONE_REFUSED';
+      const error = new HboneError(code, `HBONE CONNECT from ${client.peerIdentity.uri} (${client.remoteAddress}) to ${String(authority)} answered ${status}: ${decision.reason}`);
+      this.#refuseWith(stream, status, 'denied', error, client, request);
       return;
     }
+    // Let the rest of what the client sent with this request be read first: a stream it reset in the same packet
+    // (a flood of CONNECT + RST_STREAM) then costs no connection to the target.
+    await nextTurn();
     if (stream.closed) return;
     const started = performance.now();
     let socket: net.Socket;
     try {
       socket = (this.#options.connect ?? defaultTargetConnector)(request);
-    } catch {
-      this.#refuse(stream, 503);
+    } catch (cause) {
+      this.#report(new HboneError('HBONE_REFUSED', `could not open a connection to ${String(authority)}: ${(cause as Error).message}`, { cause }));
+      this.#refuse(stream, 503, client);
       return;
     }
-    if (!(await this.#targetConnected(socket, stream))) {
-      this.#refuse(stream, 503);
+    const connected = await this.#targetConnected(socket, stream, client);
+    if (!connected) {
+      if (!stream.closed) this.#refuse(stream, 503, client);
       return;
     }
-    this.tunnelsOpened++;
+    this.#stats.tunnelsOpened++;
+    client.answered.add(stream);
     stream.respond(200);
     const result = await spliceH2(socket, stream);
     this.#options.onTunnel?.({
@@ -192,26 +443,36 @@ export class H2TunnelServer {
     });
   }
 
-  #targetConnected(socket: net.Socket, stream: H2Stream): Promise<boolean> {
+  /** Resolves true once `socket` is connected; false (socket destroyed) on error, timeout, or the stream going away. */
+  #targetConnected(socket: net.Socket, stream: H2Stream, client: ClientConnection): Promise<boolean> {
     if (socket.destroyed) return Promise.resolve(false);
+    // remoteAddress is set only once connected (a socket may also be handed back before connect() was called).
     if (!socket.connecting && socket.remoteAddress !== undefined) return Promise.resolve(!stream.closed);
     return new Promise((resolve) => {
       const timeoutMs = this.#options.connectTimeoutMs ?? DEFAULT_TARGET_CONNECT_TIMEOUT_MS;
       const done = (ok: boolean): void => {
         clearTimeout(timer);
+        client.closeWatchers.delete(stream);
         socket.off('connect', onConnect);
         socket.off('error', onError);
         if (!ok) socket.destroy();
         resolve(ok);
       };
       const onConnect = (): void => done(!stream.closed);
-      const onError = (): void => done(false);
-      const timer = setTimeout(() => done(false), timeoutMs);
+      const onError = (error: Error): void => {
+        this.#report(new HboneError('HBONE_REFUSED', `target ${socket.remoteAddress ?? ''} unreachable: ${error.message}`, { cause: error }));
+        done(false);
+      };
+      const timer = setTimeout(() => {
+        this.#report(new HboneError('HBONE_REFUSED', `target connect timed out after ${timeoutMs} ms`));
+        done(false);
+      }, timeoutMs);
+      // A stream reset while its target is still connecting gives the connect up (a black-holed target must not
+      // hold a descriptor for the whole timeout).
+      client.closeWatchers.set(stream, () => done(false));
       socket.once('connect', onConnect);
       socket.once('error', onError);
     });
   }
 }
-
-function ignore(): void {}
 

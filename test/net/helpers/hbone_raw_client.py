@@ -13,6 +13,10 @@ Usage: hbone_raw_client.py HOST PORT CERT KEY CA MODE [ARGS...]
   flood N AUTHORITY [BATCH] N CONNECTs, each reset (CANCEL) right after its HEADERS, BATCH (default all N) per write,
                             each batch followed by a PING whose ACK says the server read it; print what came back
   streams N AUTHORITY       N CONNECTs left open, written at once; print what came back, then answer PINGs
+  garbage KIND              after the handshake, one malformed frame (KIND: 'settings' a SETTINGS frame of 7 bytes,
+                            'window' a WINDOW_UPDATE of 3 bytes, 'noise' 4 KiB of random bytes); print what came back
+  hpackbomb AUTHORITY       a CONNECT whose header block puts one 4,000-byte header in the HPACK dynamic table and
+                            then references it 1,000 times (4 MB decoded from 5 KB); print what came back
 Every mode prints one JSON line (handshake/hold print theirs before waiting).
 """
 import json
@@ -245,6 +249,8 @@ def main():
                     if conn.status_of(payload, flags) == 200:
                         result['ok'] += 1
                 elif kind == RST_STREAM:
+                    # A stream refused (REFUSED_STREAM past the limit) is answered too.
+                    result['answered'] += 1
                     code = str(struct.unpack('>I', payload)[0])
                     result['resets'][code] = result['resets'].get(code, 0) + 1
                 elif kind == GOAWAY:
@@ -255,7 +261,58 @@ def main():
         out(result)
         serve_pings(conn)
         return
+    if mode in ('garbage', 'hpackbomb'):
+        if mode == 'garbage':
+            kind = args[0]
+            if kind == 'settings':
+                data = frame(SETTINGS, 0, 0, b'\0' * 7)
+            elif kind == 'window':
+                data = frame(WINDOW_UPDATE, 0, 0, b'\0' * 3)
+            else:
+                import os
+                data = os.urandom(4096)
+        else:
+            # Literal with incremental indexing, new name (0x40): "x-bomb" = 4,000 bytes, then 1,000 references to
+            # dynamic table entry 62 (0xbe) after the request's own pseudo-headers.
+            bomb = bytes([0x40, 6]) + b'x-bomb' + bytes([0x7f]) + encode_length(4000 - 127) + b'b' * 4000
+            block = request_block('CONNECT', args[0]) + bomb + bytes([0xbe]) * 1000
+            data = frame(HEADERS, END_HEADERS, 1, block)
+        conn.tls.sendall(data)
+        result = {'status': None, 'resets': {}, 'goaway': None, 'closed': False}
+        conn.tls.settimeout(15)
+        try:
+            while True:
+                got = conn.read_frame()
+                if got is None:
+                    result['closed'] = True
+                    break
+                kind, flags, stream, payload = got
+                if kind == HEADERS:
+                    try:
+                        result['status'] = conn.status_of(payload, flags)
+                    except Exception:  # the bomb's own table is not the server's: a status may not decode
+                        result['status'] = -1
+                elif kind == RST_STREAM:
+                    code = str(struct.unpack('>I', payload)[0])
+                    result['resets'][code] = result['resets'].get(code, 0) + 1
+                    break
+                elif kind == GOAWAY:
+                    result['goaway'] = struct.unpack('>I', payload[4:8])[0]
+        except (socket.timeout, OSError) as error:
+            result['error'] = str(error)
+        out(result)
+        return
     raise SystemExit(f'unknown mode {mode}')
+
+
+def encode_length(rest):
+    """HPACK integer continuation bytes for a value past a 7-bit prefix's 127."""
+    data = bytearray()
+    while rest >= 128:
+        data.append((rest % 128) + 128)
+        rest //= 128
+    data.append(rest)
+    return bytes(data)
 
 
 if __name__ == '__main__':

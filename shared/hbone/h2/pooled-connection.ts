@@ -1,0 +1,160 @@
+/**
+ * One pooled HBONE client connection on ambit's own HTTP/2 layer: what shared/hbone/connection.ts is over
+ * node:http2, behind the same PooledConnection interface, so the pool (client-pool.ts) does not know which.
+ *
+ * Owns: dialing (dialH2: TCP from the caller's connector, TLS with the SPIFFE check, the server's SETTINGS, all
+ * within the connect timeout), the stream limit (ours and the server's SETTINGS_MAX_CONCURRENT_STREAMS),
+ * keepalive PINGs with a timeout (the H2Connection's), the idle release, draining on GOAWAY, and handing out
+ * opened streams for a splice (h2/splice.ts) or as a Duplex (h2/duplex.ts).
+ * Must not know about: pool keys, which connection a stream should use, policy.
+ */
+import type net from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { SpiffeId, WorkloadCertificate } from '../../identity/index.ts';
+import type { ConnectionSettings } from '../connection.ts';
+import { hboneErrors, isHboneError } from '../errors.ts';
+import type { OpenedTunnelStream, PooledConnection, TunnelSpliceResult } from '../pooled-connection.ts';
+import type { HboneTarget, HostPort, TcpConnector } from '../types.ts';
+import type { H2Connection } from './connection.ts';
+import { H2DuplexStream } from './duplex.ts';
+import { spliceH2 } from './splice.ts';
+import type { H2Stream } from './stream.ts';
+import { dialH2, openConnectStream } from './tunnel-client.ts';
+
+export interface H2PooledDialParams {
+  proxy: HostPort;
+  certificate: WorkloadCertificate;
+  trustDomain: string;
+  expectedIdentities: readonly string[];
+  connect: TcpConnector;
+  settings: ConnectionSettings;
+}
+
+/** A CONNECT stream the server accepted; spliced or wrapped once, by whoever takes it. */
+class H2OpenedStream implements OpenedTunnelStream {
+  readonly #stream: H2Stream;
+
+  constructor(stream: H2Stream) {
+    this.#stream = stream;
+  }
+
+  splice(socket: net.Socket): Promise<TunnelSpliceResult> {
+    return spliceH2(socket, this.#stream);
+  }
+
+  duplex(): Duplex {
+    return new H2DuplexStream(this.#stream);
+  }
+}
+
+export class H2PooledConnection implements PooledConnection {
+  readonly proxy: HostPort;
+  readonly peerIdentity: SpiffeId;
+  readonly connection: H2Connection;
+  readonly #settings: ConnectionSettings;
+  readonly #closeListeners: Array<() => void> = [];
+  #idleTimer: NodeJS.Timeout | undefined;
+  #closing = false;
+
+  private constructor(proxy: HostPort, peerIdentity: SpiffeId, connection: H2Connection, settings: ConnectionSettings) {
+    this.proxy = proxy;
+    this.peerIdentity = peerIdentity;
+    this.connection = connection;
+    this.#settings = settings;
+    connection.onStreamClosed = this.#onStreamClosed;
+    connection.once('close', this.#onClose);
+    this.#armIdleTimer();
+  }
+
+  /** Dials `proxy` and resolves once the server's SETTINGS arrived; rejects with a typed HboneError. */
+  static async dial(params: H2PooledDialParams): Promise<H2PooledConnection> {
+    const { settings } = params;
+    let peerIdentity: SpiffeId | undefined;
+    const connection = await dialH2({
+      proxy: params.proxy,
+      certificate: params.certificate,
+      trustDomain: params.trustDomain,
+      expectedIdentities: params.expectedIdentities,
+      connect: params.connect,
+      connectTimeoutMs: settings.connectTimeoutMs,
+      streamWindowBytes: settings.streamWindowBytes,
+      connectionWindowBytes: settings.connectionWindowBytes,
+      keepaliveIntervalMs: settings.keepaliveIntervalMs,
+      keepaliveTimeoutMs: settings.keepaliveTimeoutMs,
+      onPeerVerified: (identity) => {
+        peerIdentity = identity;
+      },
+    });
+    // checkServerIdentity runs on every handshake; without its verdict the peer is not known, so not trusted.
+    if (!peerIdentity) {
+      connection.destroy();
+      throw hboneErrors.peerIdentity(params.proxy, 'the server identity was never verified');
+    }
+    return new H2PooledConnection(params.proxy, peerIdentity, connection, settings);
+  }
+
+  get available(): boolean {
+    return !this.#closing && this.connection.available && this.connection.activeStreams < this.#settings.maxStreamsPerConnection;
+  }
+
+  get activeStreams(): number {
+    return this.connection.activeStreams;
+  }
+
+  get isClosed(): boolean {
+    return this.connection.closed;
+  }
+
+  openTunnelStream(target: HboneTarget): Promise<OpenedTunnelStream> | undefined {
+    if (!this.available) return undefined;
+    if (this.#idleTimer) {
+      clearTimeout(this.#idleTimer);
+      this.#idleTimer = undefined;
+    }
+    return openConnectStream(this.connection, target).then(
+      (stream) => new H2OpenedStream(stream),
+      (error: unknown) => {
+        // A connection that died of an unanswered PING says so, as the node:http2 connection does.
+        if (this.connection.error?.code === 'H2_TIMEOUT' && !isHboneError(error, 'HBONE_DENIED')) throw hboneErrors.keepaliveTimeout(this.proxy, this.#settings.keepaliveTimeoutMs);
+        throw error;
+      },
+    );
+  }
+
+  close(): void {
+    this.#closing = true;
+    this.connection.close();
+  }
+
+  destroy(): void {
+    this.#closing = true;
+    this.connection.destroy();
+  }
+
+  onceClosed(listener: () => void): void {
+    if (this.connection.closed) listener();
+    else this.#closeListeners.push(listener);
+  }
+
+  #armIdleTimer(): void {
+    if (this.#settings.idleTimeoutMs > 0 && !this.connection.closed) {
+      clearTimeout(this.#idleTimer);
+      this.#idleTimer = setTimeout(this.#onIdle, this.#settings.idleTimeoutMs).unref();
+    }
+  }
+
+  readonly #onIdle = (): void => {
+    this.#idleTimer = undefined;
+    if (this.connection.activeStreams === 0) this.close();
+  };
+
+  readonly #onStreamClosed = (): void => {
+    if (this.connection.activeStreams === 0 && !this.connection.closed) this.#armIdleTimer();
+  };
+
+  readonly #onClose = (): void => {
+    this.#closing = true;
+    clearTimeout(this.#idleTimer);
+    for (const listener of this.#closeListeners.splice(0)) listener();
+  };
+}

@@ -1,0 +1,61 @@
+/**
+ * What the client pool needs from one HBONE connection, whichever HTTP/2 implementation carries it: node:http2
+ * (connection.ts) or ambit's own layer (h2/pooled-connection.ts). The pool (client-pool.ts) knows only this.
+ *
+ * Owns: the interface, and the mark on an error that says "the server refused this stream unprocessed, open it
+ * again elsewhere" (REFUSED_STREAM, or a stream above a GOAWAY's last id: RFC 9113 8.7).
+ * Must not know about: pools, keys, HTTP/2 frames.
+ */
+import type net from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { SpiffeId } from '../identity/index.ts';
+import type { HboneTarget } from './types.ts';
+
+/** How a tunnel's splice ended, as both implementations' splices report it. */
+export interface TunnelSpliceResult {
+  bytesFromSocket: number;
+  bytesToSocket: number;
+  error?: Error;
+}
+
+/** A CONNECT stream the server answered 2xx, not yet joined to anything. */
+export interface OpenedTunnelStream {
+  /** Joins it to a downstream TCP socket until both are closed. */
+  splice(socket: net.Socket): Promise<TunnelSpliceResult>;
+  /** Hands it out as a Duplex (write: to the destination; read: what it sends back; end(): half-close). */
+  duplex(): Duplex;
+}
+
+export interface PooledConnection {
+  /** The identity the server's certificate proved. */
+  readonly peerIdentity: SpiffeId;
+  /** True while the connection may take one more stream. */
+  readonly available: boolean;
+  /** Streams open now. */
+  readonly activeStreams: number;
+  /** True once the connection is gone. */
+  readonly isClosed: boolean;
+  /**
+   * Sends CONNECT for `target`; resolves once the server answered 2xx, rejects with a typed HboneError (marked
+   * with `markRefusedUnprocessed` when it is safe to try again). undefined: the connection takes no stream now.
+   */
+  openTunnelStream(target: HboneTarget): Promise<OpenedTunnelStream> | undefined;
+  /** Stops new streams; closes when the open ones finish. */
+  close(): void;
+  /** Closes now; open streams are reset. */
+  destroy(): void;
+  /** `listener` runs once the connection is gone (at once if it already is). */
+  onceClosed(listener: () => void): void;
+}
+
+const refusedUnprocessed = new WeakSet<Error>();
+
+/** Marks `error` as a stream the server did nothing with (REFUSED_STREAM): the pool may open it again elsewhere. */
+export function markRefusedUnprocessed<E extends Error>(error: E): E {
+  refusedUnprocessed.add(error);
+  return error;
+}
+
+export function isRefusedUnprocessed(error: unknown): boolean {
+  return error instanceof Error && refusedUnprocessed.has(error);
+}
