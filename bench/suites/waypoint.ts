@@ -195,7 +195,8 @@ async function run(outer: SuiteContext): Promise<SuiteResult> {
 /** Ends the waypoint with SIGTERM (it drains and exits, writing its --cpu-prof profile) and names the profile. */
 async function stopForProfile(context: SuiteContext, pid: number): Promise<void> {
   process.kill(pid, 'SIGTERM');
-  const deadline = Date.now() + 15_000;
+  // It drains (up to 5 s) and then writes its profile, tens of MB of JSON: slow on a busy machine.
+  const deadline = Date.now() + 60_000;
   while (existsSync(`/proc/${pid}`) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
   const written = readdirSync(context.profileDir!).find((file) => new RegExp(`^CPU\\.\\d+\\.\\d+\\.${pid}\\.`).test(file));
   if (written) await rename(join(context.profileDir!, written), join(context.profileDir!, 'waypoint.cpuprofile'));
