@@ -28,7 +28,7 @@ import { WaypointError } from './errors.ts';
 import { applyFault } from './fault.ts';
 import { endToEndHeaders, modifyHeaders, redirectLocation, rewrittenUrl } from './filters.ts';
 import { matchRoute, pathOf, pickBackend, queryOf } from './http-router.ts';
-import { requestLabels, type WaypointMetrics } from './metrics.ts';
+import type { WaypointMetrics } from './metrics.ts';
 import { decisionOf, type GateResponse, type RequestGate } from './authz/request-gate.ts';
 import { sendMirror } from './mirror.ts';
 import { backoffMs, bufferBody, ISTIO_DEFAULT_RETRY, MAX_BUFFERED_BODY_BYTES, shouldRetry, type BufferedBody } from './retry.ts';
@@ -452,8 +452,7 @@ export class HttpProxy {
     const durationMs = performance.now() - record.started;
     const sourcePrincipal = context.hbone.peerIdentity.uri;
     const destinationPrincipal = endpoint ? workloadIdentity(endpoint).uri : 'unknown';
-    const labels = requestLabels({ source, peer: context.hbone.peerIdentity, endpoint, service: destination, protocol: 'http', status, flags });
-    this.#metrics.request(labels, durationMs, { request: record.requestBytes, response: record.responseBytes });
+    this.#metrics.requestByFacts({ source, peer: context.hbone.peerIdentity, endpoint, service: destination, protocol: 'http', status, flags }, durationMs, { request: record.requestBytes, response: record.responseBytes });
     if (!this.#log) return;
     logRequest(this.#log, {
       method: request.method ?? '',

@@ -6,7 +6,8 @@
  * Must not know about: HTTP, sockets, how entries are matched. The entry type is open to more kinds of entry
  * (gRPC-derived ones add their own optional fields).
  */
-import { RE2JS } from 're2js';
+import type { RE2JS } from 're2js';
+import { re2Module } from './optional-modules.ts';
 import type { XdsRejection, XdsResourceUpdate } from '../shared/xds/client.ts';
 
 export interface HeaderValue {
@@ -128,7 +129,7 @@ interface DecodedRoutes {
 
 function regex(pattern: string, what: string): RE2JS {
   try {
-    return RE2JS.compile(pattern);
+    return re2Module().compile(pattern);
   } catch (error) {
     throw new Error(`${what}: invalid RE2 pattern ${JSON.stringify(pattern)}: ${(error as Error).message}`, { cause: error });
   }

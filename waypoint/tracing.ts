@@ -6,7 +6,7 @@
  * Owns: parsing and making those header values. Must not know about: HTTP servers, routes, exporters (no spans are
  * exported; the ids go into the access log).
  */
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomFillSync, randomUUID } from 'node:crypto';
 import type http from 'node:http';
 
 /** version-traceid-parentid-flags; later versions may append fields after another dash. */
@@ -25,6 +25,24 @@ export interface TraceContext {
   tracestate?: string;
 }
 
+/**
+ * Random bytes for trace and span ids, drawn from the CSPRNG a pool at a time: one randomFillSync per ~170 requests
+ * instead of two per request (they were 3 % of the waypoint's CPU under load). Ids are unique, not secret.
+ */
+const RANDOM_POOL = Buffer.alloc(4096);
+let randomOffset = RANDOM_POOL.length;
+
+/** `bytes` random bytes as lower-case hex. */
+export function randomHex(bytes: number): string {
+  if (randomOffset + bytes > RANDOM_POOL.length) {
+    randomFillSync(RANDOM_POOL);
+    randomOffset = 0;
+  }
+  const hex = RANDOM_POOL.toString('hex', randomOffset, randomOffset + bytes);
+  randomOffset += bytes;
+  return hex;
+}
+
 function single(value: string | string[] | undefined): string | undefined {
   return Array.isArray(value) ? value[0] : value;
 }
@@ -36,10 +54,10 @@ export function requestIdOf(headers: http.IncomingHttpHeaders): string {
 
 export function traceContextOf(headers: http.IncomingHttpHeaders): TraceContext {
   const parsed = TRACEPARENT.exec(single(headers.traceparent)?.trim().toLowerCase() ?? '');
-  const spanId = randomBytes(8).toString('hex');
+  const spanId = randomHex(8);
   const [, version, traceId, parentSpanId, flags, extra] = parsed ?? [];
   const valid = parsed !== null && version !== 'ff' && !(version === '00' && extra !== undefined) && traceId !== ZERO_TRACE && parentSpanId !== ZERO_SPAN;
-  if (!valid) return { traceId: randomBytes(16).toString('hex'), spanId, flags: '00' };
+  if (!valid) return { traceId: randomHex(16), spanId, flags: '00' };
   const tracestate = headers.tracestate;
   return { traceId: traceId!, parentSpanId: parentSpanId!, spanId, flags: flags!, ...(tracestate ? { tracestate: Array.isArray(tracestate) ? tracestate.join(',') : tracestate } : {}) };
 }

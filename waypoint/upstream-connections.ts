@@ -23,7 +23,7 @@ const MAX_IDLE_STREAMS_PER_ENDPOINT = 32;
 const IDLE_STREAM_TIMEOUT_MS = 15_000;
 
 /** An HBONE stream with the socket methods Node's agent and client call (keep-alive, ref, idle timeout). */
-class HboneStreamSocket extends Http2StreamDuplex {
+export class HboneStreamSocket extends Http2StreamDuplex {
   timeout = 0;
 
   constructor(stream: http2.Http2Stream) {
@@ -50,9 +50,15 @@ class HboneStreamSocket extends Http2StreamDuplex {
     return this;
   }
 
+  /**
+   * As net.Socket's: a callback is added as a 'timeout' listener, and taken off with `setTimeout(0, callback)`,
+   * which Node's HTTP client calls when a kept-alive response ends. (Adding it there too left one listener per
+   * request on a busy stream: the list grew without bound under load and cost O(n²) when the idle timeout fired.)
+   */
   setTimeout(ms: number, callback?: () => void): this {
     this.timeout = ms;
-    if (callback) this.once('timeout', callback);
+    if (callback && ms === 0) this.removeListener('timeout', callback);
+    else if (callback) this.once('timeout', callback);
     if (!this.stream.destroyed) this.stream.setTimeout(ms);
     return this;
   }

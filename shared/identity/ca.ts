@@ -11,7 +11,7 @@
  * @peculiar/x509 here, over 2,000/s this way).
  */
 import { createHash, createPrivateKey, randomBytes, sign, X509Certificate, type KeyObject } from 'node:crypto';
-import { x509 } from './crypto-provider.ts';
+import type { x509 } from './crypto-provider.ts';
 import { parseCsr, type ParsedCsr } from './csr.ts';
 import { bitString, children, expectTlv, oid, TAG, tlv, toPem, unsignedInteger, x509Time } from './der.ts';
 import { IdentityError } from './errors.ts';
@@ -74,6 +74,8 @@ export class CertificateAuthority {
   static async createRoot(options: { trustDomain: string; ttlMs?: number; organization?: string }): Promise<CertificateAuthority> {
     const keys = await generateKeyPair();
     const now = Date.now();
+    // Loaded here, not at import: a process that only asks for certificates (agent, waypoint) never loads it.
+    const { x509 } = await import('./crypto-provider.ts');
     const root = await x509.X509CertificateGenerator.createSelfSigned({
       serialNumber: serialNumber(),
       name: `O=${options.organization ?? options.trustDomain}`,
@@ -92,6 +94,7 @@ export class CertificateAuthority {
 
   /** Loads a persisted root (certificate and key PEM). */
   static async load(options: { trustDomain: string; certPem: string; keyPem: string }): Promise<CertificateAuthority> {
+    const { x509 } = await import('./crypto-provider.ts');
     const root = new x509.X509Certificate(options.certPem);
     const keys = await importPrivateKeyPem(options.keyPem);
     const nodeCert = new X509Certificate(options.certPem);

@@ -13,6 +13,7 @@ import {
   verifyCertificateChain,
 } from '../../shared/identity/index.ts';
 import { x509 } from '../../shared/identity/crypto-provider.ts';
+import { readTlv } from '../../shared/identity/der.ts';
 
 test('SPIFFE IDs parse and format in Istio form', (t) => {
   const id = parseSpiffeId('spiffe://cluster.local/ns/default/sa/sleep');
@@ -51,6 +52,38 @@ test('the CA signs a P-256 CSR for exactly its one identity, with the requested 
   const lifetime = cert.validToDate.getTime() - Date.now();
   t.true(lifetime > 59 * 60 * 1000 && lifetime <= 60 * 60 * 1000, `lifetime ${lifetime}`);
   t.is(verifyCertificateChain({ leafPem: certPem, rootsPem: [ca.rootCertPem], trustDomain: 'cluster.local' }).uri, identity.uri);
+});
+
+test('createCsr (DER built with node:crypto) is a PKCS#10 request another parser accepts: signature, empty subject, one critical URI SAN', async (t) => {
+  const keys = await generateKeyPair();
+  const identity = spiffeId('cluster.local', 'shop', 'cart');
+  const csr = new x509.Pkcs10CertificateRequest(await createCsr(keys, identity));
+  t.true(await csr.verify());
+  t.is(csr.subject, '');
+  t.like(csr.signatureAlgorithm as object, { name: 'ECDSA', hash: { name: 'SHA-256' } });
+  const san = csr.extensions.find((extension) => extension.type === '2.5.29.17') as x509.SubjectAlternativeNameExtension | undefined;
+  t.true(san?.critical);
+  t.deepEqual(san?.names.toJSON(), [{ type: 'url', value: identity.uri }]);
+  // What is signed is byte for byte what @peculiar/x509's generator signs for the same key and identity.
+  const reference = await x509.Pkcs10CertificateRequestGenerator.create({
+    keys: { privateKey: keys.privateKey, publicKey: keys.publicKey },
+    signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
+    extensions: [new x509.SubjectAlternativeNameExtension([{ type: 'url', value: identity.uri }], true)],
+  });
+  // CertificationRequest is SEQUENCE { certificationRequestInfo (what is signed), algorithm, signature }.
+  const signedPart = (raw: ArrayBuffer) => {
+    const bytes = Buffer.from(raw);
+    const info = readTlv(bytes, readTlv(bytes, 0).valueStart);
+    return bytes.subarray(info.start, info.end);
+  };
+  t.deepEqual(signedPart(csr.rawData), signedPart(reference.rawData));
+});
+
+test('a process that only asks for certificates does not load @peculiar/x509 (18 MB of RSS): the waypoint\'s modules', async (t) => {
+  const script = `await import(${JSON.stringify(new URL('../../waypoint/main.ts', import.meta.url).pathname)}); const { createRequire } = await import('node:module'); const cache = Object.keys(createRequire(import.meta.url).cache); console.log(JSON.stringify(cache.filter((file) => file.includes('@peculiar'))));`;
+  const { execFileSync } = await import('node:child_process');
+  const loaded = JSON.parse(execFileSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' }).trim()) as string[];
+  t.deepEqual(loaded, []);
 });
 
 test('the CA refuses a CSR with two identities, a foreign trust domain, a mismatch, or garbage', async (t) => {

@@ -8,7 +8,8 @@
  * Owns: one key set's lifecycle and its generation counter (bumped when the keys change, so cached verifications
  * made with old keys are dropped). Must not know about: tokens, requests, HTTP serving.
  */
-import { createLocalJWKSet, type JSONWebKeySet, type JWTVerifyGetKey } from 'jose';
+import type { JSONWebKeySet, JWTVerifyGetKey } from 'jose';
+import { joseModule } from '../optional-modules.ts';
 
 /** Istio's default JWKS refresh interval (PILOT_JWT_PUB_KEY_REFRESH_INTERVAL). */
 export const JWKS_REFRESH_MS = 20 * 60_000;
@@ -96,7 +97,7 @@ export class JwksSource {
   #install(text: string): void {
     if (text === this.#text) return;
     const keys = parseKeys(text);
-    this.#getKey = createLocalJWKSet(keys);
+    this.#getKey = joseModule().createLocalJWKSet(keys);
     this.#text = text;
     this.#generation++;
   }

@@ -13,7 +13,8 @@
  * forwardOriginalToken, outputPayloadToHeader, outputClaimToHeaders). Must not know about: policies' decisions,
  * fetching keys (jwks-source.ts), sockets.
  */
-import { decodeJwt, errors as joseErrors, jwtVerify, type JWTPayload } from 'jose';
+import type { JWTPayload } from 'jose';
+import { joseModule } from '../optional-modules.ts';
 import type { RequestAuth } from '../../shared/policy/l7-evaluate.ts';
 import type { JwtRule, L7RequestAuthentication } from '../../shared/policy/l7-model.ts';
 import { JwksSource, type FetchText } from './jwks-source.ts';
@@ -102,6 +103,7 @@ function claimText(value: unknown): string | undefined {
 }
 
 function failureMessage(error: unknown): string {
+  const joseErrors = joseModule().errors;
   if (error instanceof joseErrors.JWTExpired) return 'Jwt is expired';
   if (error instanceof joseErrors.JWTClaimValidationFailed) {
     if (error.claim === 'aud') return 'Audiences in Jwt are not allowed';
@@ -197,7 +199,7 @@ export class ServiceAuthenticator {
   async #verify(token: string, location: Location, key: string, headers: Record<string, string | string[] | undefined>): Promise<AuthenticationResult> {
     let payload: JWTPayload;
     try {
-      payload = decodeJwt(token);
+      payload = joseModule().decodeJwt(token);
     } catch {
       return this.#refuse(token, undefined, 'Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections');
     }
@@ -212,7 +214,7 @@ export class ServiceAuthenticator {
     const generation = compiled.jwks.generation;
     try {
       this.#stats.verifications++;
-      const verified = await jwtVerify(token, getKey, {
+      const verified = await joseModule().jwtVerify(token, getKey, {
         issuer: compiled.rule.issuer,
         clockTolerance: JWT_CLOCK_SKEW_S,
         currentDate: new Date(this.#now()),

@@ -1,0 +1,123 @@
+/**
+ * gRPC unary load for the waypoint suite, open loop: calls with a B-byte message scheduled at R/s for S seconds,
+ * spread round-robin over C HTTP/2 cleartext connections (h2c, prior knowledge, as gRPC clients speak to a plain
+ * port), each timed from its scheduled start (no coordinated omission). A call counts as done when its response
+ * ended with `:status` 200 and the trailer `grpc-status: 0`; anything else is a failure, counted by reason.
+ *
+ *   node bench/tools/grpc-load.ts --host H --port P --rate R --duration S --connections C --size B [--warmup N]
+ *
+ * Prints `{"result":{...latency summary µs, requestsPerSecond, failed, backends: {name: count}, errors}}`.
+ * Must not know about: what sits between it and the target.
+ */
+import http2 from 'node:http2';
+import { parseArgs } from 'node:util';
+import { summarizeLatencies } from '../lib/stats.ts';
+import { emitResult, exitWithParent } from './common.ts';
+import { grpcFrame } from './grpc-wire.ts';
+
+const { values } = parseArgs({
+  options: {
+    host: { type: 'string' },
+    port: { type: 'string' },
+    rate: { type: 'string' },
+    duration: { type: 'string', default: '5' },
+    connections: { type: 'string', default: '4' },
+    size: { type: 'string', default: '1024' },
+    warmup: { type: 'string', default: '200' },
+  },
+});
+const message = grpcFrame(Number(values.size));
+const requestHeaders = { ':method': 'POST', ':path': '/bench.Bench/Unary', 'content-type': 'application/grpc', te: 'trailers', 'grpc-timeout': '10S' };
+const authority = `http://${values.host!.includes(':') ? `[${values.host}]` : values.host}:${values.port}`;
+
+function connect(): Promise<http2.ClientHttp2Session> {
+  return new Promise((resolve, reject) => {
+    const session = http2.connect(authority, { settings: { initialWindowSize: 1 << 20 } });
+    session.once('connect', () => {
+      session.off('error', reject);
+      session.on('error', () => {});
+      resolve(session);
+    });
+    session.once('error', reject);
+  });
+}
+
+let sessions: http2.ClientHttp2Session[] = [];
+let turn = 0;
+
+function once(): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const session = sessions[turn++ % sessions.length]!;
+    if (session.destroyed || session.closed) {
+      reject(new Error('connection closed'));
+      return;
+    }
+    const stream = session.request(requestHeaders);
+    let status: number | undefined;
+    let backend = '';
+    let grpcStatus: string | undefined;
+    stream.setTimeout(10_000, () => stream.close(http2.constants.NGHTTP2_CANCEL));
+    stream.once('response', (headers) => {
+      status = Number(headers[':status']);
+      backend = String(headers['x-backend'] ?? '');
+      // A trailers-only answer (an error from a proxy) carries grpc-status in its headers.
+      if (headers['grpc-status'] !== undefined) grpcStatus = String(headers['grpc-status']);
+    });
+    stream.once('trailers', (trailers) => {
+      grpcStatus = String(trailers['grpc-status']);
+    });
+    stream.on('data', () => {});
+    stream.on('error', () => {});
+    stream.once('close', () => {
+      if (status === 200 && grpcStatus === '0') resolve(backend);
+      else reject(new Error(status === undefined ? `reset (code ${stream.rstCode})` : `status ${status} grpc-status ${grpcStatus ?? 'none'}`));
+    });
+    stream.end(message);
+  });
+}
+
+async function main(): Promise<void> {
+  sessions = await Promise.all(Array.from({ length: Number(values.connections) }, connect));
+  const backends: Record<string, number> = {};
+  let failed = 0;
+  const errors = new Map<string, number>();
+  const record = (backend: string) => void (backends[backend] = (backends[backend] ?? 0) + 1);
+  const fail = (error: Error) => {
+    failed++;
+    errors.set(error.message, (errors.get(error.message) ?? 0) + 1);
+  };
+  for (let index = 0; index < Number(values.warmup); index++) await once().catch(() => undefined);
+  const rate = Number(values.rate);
+  const total = Math.round(rate * Number(values.duration));
+  const latencies = new Float64Array(total);
+  let done = 0;
+  const started = performance.now();
+  await new Promise<void>((resolve) => {
+    let sent = 0;
+    const tick = () => {
+      const due = Math.min(total, Math.floor(((performance.now() - started) / 1000) * rate) + 1);
+      for (; sent < due; sent++) {
+        const scheduled = started + (sent / rate) * 1000;
+        const slot = sent;
+        once().then(record, fail).finally(() => {
+          latencies[slot] = (performance.now() - scheduled) * 1000;
+          if (++done === total) resolve();
+        });
+      }
+      if (sent < total) setTimeout(tick, 1);
+    };
+    tick();
+  });
+  const seconds = (performance.now() - started) / 1000;
+  for (const session of sessions) session.close();
+  emitResult({ ...summarizeLatencies(latencies), requestsPerSecond: (total - failed) / seconds, failed, backends, errors: Object.fromEntries(errors) });
+}
+
+exitWithParent();
+main().then(
+  () => process.exit(0),
+  (error: Error) => {
+    process.stderr.write(`grpc-load: ${error.message}\n`);
+    process.exit(1);
+  },
+);
