@@ -12,6 +12,8 @@ import type { PodInfo } from './inpod/pod-listeners.ts';
 export class CapturedPodsFile {
   readonly #file: string;
   #writing: Promise<void> = Promise.resolve();
+  /** The text last handed to a write that has not failed: the same list again is not written again. */
+  #lastText: string | undefined;
 
   constructor(file: string) {
     this.#file = file;
@@ -27,14 +29,26 @@ export class CapturedPodsFile {
     }
   }
 
-  /** Writes are serialised and atomic (temp file + rename): a crash leaves the old or the new record, whole. */
+  /**
+   * Writes are serialised and atomic (temp file + rename): a crash leaves the old or the new record, whole. A list
+   * equal to the last one written is not written again (every CNI DEL, the second one and those of pods never
+   * captured included, asks for a write), and a failed write neither blocks the next nor is taken as written.
+   */
   write(pods: readonly PodInfo[]): Promise<void> {
     const snapshot = pods.map(({ uid, name, namespace, netns, ips, containerId }) => ({ uid, name, namespace, netns, ips: [...ips], ...(containerId ? { containerId } : {}) }));
-    this.#writing = this.#writing.then(async () => {
-      await mkdir(path.dirname(this.#file), { recursive: true });
-      const temp = `${this.#file}.${process.pid}.tmp`;
-      await writeFile(temp, JSON.stringify({ pods: snapshot }, null, 2));
-      await rename(temp, this.#file);
+    const text = JSON.stringify({ pods: snapshot }, null, 2);
+    if (text === this.#lastText) return this.#writing;
+    this.#lastText = text;
+    this.#writing = this.#writing.catch(() => undefined).then(async () => {
+      try {
+        await mkdir(path.dirname(this.#file), { recursive: true });
+        const temp = `${this.#file}.${process.pid}.tmp`;
+        await writeFile(temp, text);
+        await rename(temp, this.#file);
+      } catch (error) {
+        if (this.#lastText === text) this.#lastText = undefined;
+        throw error;
+      }
     });
     return this.#writing;
   }

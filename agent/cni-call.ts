@@ -5,7 +5,8 @@
  * every decision exactly as the Node plugin would (it reaches this agent over the same socket, as it does there).
  *
  * Owns: decoding the call, refusing a call this agent cannot run as the host would (the config names another agent's
- * socket, or a pod source the agent does not see), keeping the plugin's log files open across calls.
+ * socket, or a pod source the agent does not see), keeping the plugin's log files open and its parsed cluster
+ * directory (local mode) across calls, so an ADD parses only the manifests written since the last one.
  * Must not know about: CNI commands or results (cni/plugin.ts), HTTP (agent/cni-server.ts).
  */
 import { existsSync } from 'node:fs';
@@ -14,6 +15,7 @@ import { pino, type DestinationStream } from 'pino';
 import { parseConfig, type LogLevel, type PluginConfig } from '../cni/config.ts';
 import type { Logger } from '../cni/log.ts';
 import { runPlugin, type PluginOutput } from '../cni/plugin.ts';
+import type { PodLookupCache } from '../cni/pod-lookup.ts';
 
 /** The plugin's output, or why this agent cannot run the call for the host (the forwarder then runs the Node plugin). */
 export type CniCallAnswer = { notServed: string } | PluginOutput;
@@ -52,6 +54,7 @@ export function createCniCallRunner(agentSocket: string): (body: Buffer) => Prom
   const ownSocket = path.resolve(agentSocket);
   const destinations = new Map<string, DestinationStream>();
   const stderr = pino.destination({ dest: 2, sync: true });
+  const lookupCache: PodLookupCache = new Map();
   const openLog = (level: LogLevel, logFile?: string): Logger => {
     let destination = logFile === undefined ? undefined : destinations.get(logFile);
     if (destination === undefined && logFile !== undefined && destinations.size < MAX_LOG_FILES) {
@@ -75,6 +78,6 @@ export function createCniCallRunner(agentSocket: string): (body: Buffer) => Prom
       const source = config.podSource.mode === 'local' ? config.podSource.clusterDir : config.podSource.kubeconfig;
       if (!existsSync(source)) return { notServed: `${source} (the config's pod source) is not visible to the agent` };
     }
-    return runPlugin(env, stdin, openLog);
+    return runPlugin(env, stdin, openLog, lookupCache);
   };
 }

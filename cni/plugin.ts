@@ -18,7 +18,7 @@ import {
 import { kubernetesPodArgs, readCommand, readEnvironment, type CniEnvironment } from './environment.ts';
 import { CniError, CniErrorCode, toErrorResult } from './errors.ts';
 import { createLogger, type Logger } from './log.ts';
-import { lookupPod } from './pod-lookup.ts';
+import { lookupPod, type PodLookupCache } from './pod-lookup.ts';
 import { podIpsFromResult } from './result.ts';
 
 /** The agent call's least share of an ADD's budget (a capture takes the agent a few hundred ms on a busy node). */
@@ -67,7 +67,7 @@ function requirePrevResult(config: PluginConfig, command: string): Record<string
   return config.prevResult;
 }
 
-async function add(env: CniEnvironment, config: PluginConfig, log: Logger): Promise<PluginOutput> {
+async function add(env: CniEnvironment, config: PluginConfig, log: Logger, lookupCache: PodLookupCache | undefined): Promise<PluginOutput> {
   // One budget for the whole ADD: the pod lookup's retries and the agent call share it.
   const deadline = Date.now() + AGENT_CALL_TIMEOUT_MS;
   const prevResult = requirePrevResult(config, 'ADD');
@@ -76,7 +76,7 @@ async function add(env: CniEnvironment, config: PluginConfig, log: Logger): Prom
     log.debug({ containerId: env.containerId }, 'not a Kubernetes pod (no K8S_POD_NAME in CNI_ARGS): passing through');
     return passThrough(config, prevResult);
   }
-  const { pod, namespace, problems } = await lookupPod(config.podSource, podArgs.podNamespace, podArgs.podName, deadline);
+  const { pod, namespace, problems } = await lookupPod(config.podSource, podArgs.podNamespace, podArgs.podName, deadline, lookupCache);
   for (const problem of problems) log.warn({ problem }, 'skipped an unreadable document in the cluster directory');
   const decision = captureDecision(pod, namespace);
   const podRef = `${podArgs.podNamespace}/${podArgs.podName}`;
@@ -90,7 +90,8 @@ async function add(env: CniEnvironment, config: PluginConfig, log: Logger): Prom
     ips,
   };
   if (!decision.capture) {
-    log.info({ pod: podRef, reason: decision.reason }, 'pod not enrolled: passing through');
+    // Per pod and routine: debug, not info (the agent logs what ops need: captures, releases, failures).
+    log.debug({ pod: podRef, reason: decision.reason }, 'pod not enrolled: passing through');
     // So that labelling its namespace later captures the running pod. Best effort: not enrolled means not held up.
     if (!decision.reason.includes('host network') && !decision.reason.includes('sidecar')) {
       await notifyPodSeen(config.agentSocket, request).catch((error: Error) => log.debug({ pod: podRef, err: error.message }, 'agent not told about the pod'));
@@ -103,7 +104,7 @@ async function add(env: CniEnvironment, config: PluginConfig, log: Logger): Prom
   // What is left of the budget, but never less than AGENT_CALL_MIN_MS: an agent that is up answers within it, and a
   // node so busy that loading the plugin and reading the pod took the whole budget must not fail a pod by itself.
   await requestPodAdd(config.agentSocket, request, Math.max(AGENT_CALL_MIN_MS, deadline - Date.now()));
-  log.info({ pod: podRef, ips, reason: decision.reason }, 'pod captured by the node agent');
+  log.debug({ pod: podRef, ips, reason: decision.reason }, 'pod captured by the node agent'); // the agent logs it at info
   return passThrough(config, prevResult);
 }
 
@@ -127,12 +128,12 @@ async function del(env: CniEnvironment, config: PluginConfig, log: Logger): Prom
   return SUCCESS_EMPTY;
 }
 
-async function check(env: CniEnvironment, config: PluginConfig, log: Logger): Promise<PluginOutput> {
+async function check(env: CniEnvironment, config: PluginConfig, log: Logger, lookupCache: PodLookupCache | undefined): Promise<PluginOutput> {
   requireVersion(config, 'CHECK', CHECK_MIN_VERSIONS, '0.4.0');
   requirePrevResult(config, 'CHECK');
   const podArgs = kubernetesPodArgs(env.args);
   if (podArgs === undefined) return SUCCESS_EMPTY;
-  const { pod, namespace } = await lookupPod(config.podSource, podArgs.podNamespace, podArgs.podName);
+  const { pod, namespace } = await lookupPod(config.podSource, podArgs.podNamespace, podArgs.podName, undefined, lookupCache);
   if (captureDecision(pod, namespace).capture) {
     await probeAgent(config.agentSocket);
     log.debug({ pod: `${podArgs.podNamespace}/${podArgs.podName}` }, 'CHECK: node agent answers');
@@ -182,7 +183,8 @@ function errorOutput(error: unknown, stdin: string, log: Logger): PluginOutput {
 /** Where a run's log goes: a new destination per process (main.ts), or destinations the node agent keeps open. */
 export type OpenLog = (level: LogLevel, logFile?: string) => Logger;
 
-export async function runPlugin(processEnv: NodeJS.ProcessEnv, stdin: string, openLog: OpenLog = createLogger): Promise<PluginOutput> {
+/** `lookupCache`: parsed cluster directories kept across calls by a caller that runs many (the node agent). */
+export async function runPlugin(processEnv: NodeJS.ProcessEnv, stdin: string, openLog: OpenLog = createLogger, lookupCache?: PodLookupCache): Promise<PluginOutput> {
   let log = openLog(DEFAULT_LOG_LEVEL);
   try {
     if (readCommand(processEnv) === 'VERSION') {
@@ -193,11 +195,11 @@ export async function runPlugin(processEnv: NodeJS.ProcessEnv, stdin: string, op
     log = openLog(config.logLevel, config.logFile).child({ command: env.command, containerId: env.containerId });
     switch (env.command) {
       case 'ADD':
-        return await add(env, config, log);
+        return await add(env, config, log, lookupCache);
       case 'DEL':
         return await del(env, config, log);
       case 'CHECK':
-        return await check(env, config, log);
+        return await check(env, config, log, lookupCache);
       case 'STATUS':
         return await status(config, log);
       case 'GC':

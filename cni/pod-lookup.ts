@@ -5,7 +5,7 @@
  * api-server-lookup.ts.
  * Must not know about: enrollment rules, the agent, or CNI output.
  */
-import type { ClusterDirProblem } from '../shared/k8s/cluster-dir.ts';
+import type { ClusterDirParseCache, ClusterDirProblem } from '../shared/k8s/cluster-dir.ts';
 import type { NamespaceObject, PodObject } from '../shared/k8s/objects.ts';
 import type { PodSource } from './config.ts';
 import { CniError, CniErrorCode } from './errors.ts';
@@ -17,8 +17,21 @@ export interface PodLookup {
   problems: ClusterDirProblem[];
 }
 
-/** `deadline` (epoch ms, optional): the caller's whole budget; API server retries stop there. */
-export async function lookupPod(source: PodSource, podNamespace: string, podName: string, deadline?: number): Promise<PodLookup> {
+/**
+ * Parsed cluster directories by path, kept by a caller that looks pods up many times (the node agent runs every CNI
+ * call of its node): each lookup then stats the directory's files and parses only those that changed, instead of
+ * parsing every manifest for every pod.
+ */
+export type PodLookupCache = Map<string, ClusterDirParseCache>;
+
+/** More distinct cluster directories than any node's configs name: beyond it, lookups parse without a cache. */
+const MAX_CACHED_DIRS = 8;
+
+/**
+ * `deadline` (epoch ms, optional): the caller's whole budget; API server retries stop there. `cache`: see
+ * PodLookupCache (a one-shot plugin process passes none).
+ */
+export async function lookupPod(source: PodSource, podNamespace: string, podName: string, deadline?: number, cache?: PodLookupCache): Promise<PodLookup> {
   if (source.mode === 'kubernetes') {
     // Loaded only in Kubernetes mode: local mode never pays for the HTTPS client.
     const { lookupPodInApiServer } = await import('./api-server-lookup.ts');
@@ -28,7 +41,7 @@ export async function lookupPod(source: PodSource, podNamespace: string, podName
   const { ClusterDirError, readClusterDir } = await import('../shared/k8s/cluster-dir.ts');
   let snapshot;
   try {
-    snapshot = await readClusterDir(source.clusterDir);
+    snapshot = await readClusterDir(source.clusterDir, parseCacheFor(cache, source.clusterDir));
   } catch (error) {
     if (error instanceof ClusterDirError) {
       throw new CniError(CniErrorCode.IO_FAILURE, `${error.message}: check "clusterDir" in the ambit-cni config`);
@@ -44,4 +57,14 @@ export async function lookupPod(source: PodSource, podNamespace: string, podName
     );
   }
   return { pod, namespace: snapshot.findNamespace(podNamespace), problems: snapshot.errors };
+}
+
+function parseCacheFor(cache: PodLookupCache | undefined, dir: string): ClusterDirParseCache | undefined {
+  if (cache === undefined) return undefined;
+  let parsed = cache.get(dir);
+  if (parsed === undefined && cache.size < MAX_CACHED_DIRS) {
+    parsed = new Map();
+    cache.set(dir, parsed);
+  }
+  return parsed;
 }

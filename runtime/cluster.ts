@@ -393,7 +393,7 @@ export class Cluster {
       const object = this.#podObject(pod, options);
       this.#podObjects.set(pod, object);
       await this.#objects.writePod(object);
-      await addNetns(pod.netnsName);
+      await addNetns(pod.netnsName, { loopbackUp: false }); // the chain's loopback plugin brings lo up
       if (this.#serviceNetwork !== undefined) await writePodResolvConf(pod.netnsName, namespace, this.#serviceNetwork.nameservers);
       const cniStarted = performance.now();
       const result = await this.#chain(node).add(this.#sandbox(pod, pod.netnsPath));

@@ -48,11 +48,21 @@ export class CniChain {
     this.#options = options;
   }
 
+  /**
+   * Where each plugin type was found: a pod's ADD and DELs call three plugins each, and looking them up again every
+   * time was a visible share of a busy supervisor's main thread (an `access` per directory per call). A plugin
+   * removed later fails its spawn with a clear error instead.
+   */
+  readonly #pluginPaths = new Map<string, string>();
+
   async #findPlugin(type: string): Promise<string> {
+    const known = this.#pluginPaths.get(type);
+    if (known !== undefined) return known;
     for (const dir of this.#options.cniPath) {
       const candidate = path.join(dir, type);
       try {
         await access(candidate, constants.X_OK);
+        this.#pluginPaths.set(type, candidate);
         return candidate;
       } catch {
         // next directory

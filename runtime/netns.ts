@@ -14,9 +14,13 @@ export function netnsPath(name: string): string {
   return `${NETNS_DIR}/${name}`;
 }
 
-export async function addNetns(name: string): Promise<void> {
+/**
+ * `loopbackUp: false` for a pod's sandbox: the CNI chain's loopback plugin brings its `lo` up, as a container
+ * runtime's does, and one process less per pod is what a pod start through the local runtime costs less.
+ */
+export async function addNetns(name: string, options: { loopbackUp?: boolean } = {}): Promise<void> {
   await runOk('ip', ['netns', 'add', name]);
-  await runOk('ip', ['-n', name, 'link', 'set', 'lo', 'up']);
+  if (options.loopbackUp ?? true) await runOk('ip', ['-n', name, 'link', 'set', 'lo', 'up']);
 }
 
 export async function listNetns(): Promise<string[]> {

@@ -29,7 +29,8 @@ const DEFAULT_NETNS_CHECK_INTERVAL_MS = 2_000;
 /** How rules get in and out of a namespace; swapped in tests, iptables.ts in production. */
 export interface RuleInstaller {
   install(netns: string, backend: IptablesBackend, options: InpodRuleOptions): Promise<void>;
-  remove(netns: string, backend: IptablesBackend): Promise<void>;
+  /** `installed`: the options of this agent's own install, when it holds the pod (iptables.ts takes a fast path then). */
+  remove(netns: string, backend: IptablesBackend, installed?: InpodRuleOptions): Promise<void>;
 }
 
 const iptablesInstaller: RuleInstaller = { install: installInpodRules, remove: removeInpodRules };
@@ -76,6 +77,8 @@ interface PodState {
   /** Identity of the namespace file at capture time: a new namespace at the same path is another pod. */
   netnsIno: bigint;
   netnsDev: bigint;
+  /** What its rules were installed with, so a DEL removes exactly those. */
+  rules: InpodRuleOptions;
 }
 
 export class CaptureManager {
@@ -187,12 +190,13 @@ export class CaptureManager {
     }
     const backend = await this.detectBackend();
     // A dual-stack pod's IPv6 traffic is captured as its IPv4 traffic is; leaving it out would let it bypass policy.
-    await this.rules.install(info.netns, backend, {
+    const rules: InpodRuleOptions = {
       inbound: this.inbound,
       ipv6: info.ips.some((ip) => net.isIPv6(ip)),
       ...(this.options.procSysNet !== undefined ? { procSysNet: this.options.procSysNet } : {}),
       dnsCapture: this.options.dns !== undefined,
-    });
+    };
+    await this.rules.install(info.netns, backend, rules);
     const factory = (this.options.socketFactoryFor ?? defaultFactory)(info.netns);
     const pod: CapturedPod = Object.freeze({
       uid: info.uid, name: info.name, namespace: info.namespace, netns: info.netns,
@@ -208,14 +212,14 @@ export class CaptureManager {
         onFailure: (error) => void this.serialize(pod.uid, () => this.releaseIfCurrent(pod, 'listener-failed', error)),
       });
     } catch (error) {
-      await this.rules.remove(info.netns, backend).catch(() => undefined);
+      await this.rules.remove(info.netns, backend, rules).catch(() => undefined);
       throw asCaptureError(error);
     }
     if (this.closed) {
       await listeners.close();
       throw new CaptureError('CLOSED', 'the agent is shutting down; retry when it is back');
     }
-    this.podsByUid.set(pod.uid, { pod, listeners, netnsIno: identity.ino, netnsDev: identity.dev });
+    this.podsByUid.set(pod.uid, { pod, listeners, netnsIno: identity.ino, netnsDev: identity.dev, rules });
   }
 
   private async delNow(ref: PodRef): Promise<void> {
@@ -229,7 +233,7 @@ export class CaptureManager {
     if (identity === undefined) return;
     if (state && (identity.ino !== state.netnsIno || identity.dev !== state.netnsDev)) return;
     try {
-      await this.rules.remove(netns, await this.detectBackend());
+      await this.rules.remove(netns, await this.detectBackend(), state?.rules);
     } catch {
       // DEL must succeed (runtimes retry it forever otherwise); the rules point at closed ports and the
       // namespace is on its way out.

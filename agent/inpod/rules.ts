@@ -189,6 +189,51 @@ export function renderInstall(options: InpodRuleOptions, existing: ExistingRules
   return lines.join('\n') + '\n';
 }
 
+/**
+ * iptables-restore input (to run with --noflush) for a namespace that holds none of our chains, in one run instead of
+ * read-then-replace: every chain of ours is created with `-N`, which fails when it exists, so in a namespace where a
+ * previous install left anything of ours (in either table, either inbound mode) the restore stops at that line and
+ * the caller takes the general path (renderInstall after reading what is there). Chains the mode does not use are
+ * created and deleted again only to prove they are absent.
+ */
+export function renderFreshInstall(options: InpodRuleOptions, family: IpFamily = 4): string {
+  const wanted = chainsOf(options);
+  const rules = chainRules(options, family);
+  const jumps = wantedJumps(options);
+  const lines: string[] = [];
+  for (const table of ['mangle', 'nat'] as const) {
+    const unused = [...OWN_CHAINS].filter((chain) => !wanted[table].includes(chain));
+    lines.push(`*${table}`);
+    for (const chain of [...wanted[table], ...unused]) lines.push(`-N ${chain}`);
+    for (const chain of unused) lines.push(`-X ${chain}`);
+    for (const jump of jumps) if (jump.table === table) lines.push(`-A ${jump.from} -j ${jump.to}`);
+    lines.push(...rules[table], 'COMMIT');
+  }
+  return lines.join('\n') + '\n';
+}
+
+/**
+ * iptables-restore input (with --noflush) that removes exactly what an install with these options left (one jump
+ * each, our chains). In a namespace holding anything else of ours (a duplicated jump, a chain of the other mode) a
+ * line fails (changing nothing in that table) and the caller takes the general path (renderRemoval after reading
+ * what is there).
+ */
+export function renderExpectedRemoval(options: InpodRuleOptions): string {
+  const wanted = chainsOf(options);
+  const jumps = wantedJumps(options);
+  const lines: string[] = [];
+  for (const table of ['mangle', 'nat'] as const) {
+    lines.push(`*${table}`);
+    for (const jump of jumps) if (jump.table === table) lines.push(`-D ${jump.from} -j ${jump.to}`);
+    for (const chain of wanted[table]) lines.push(`-F ${chain}`);
+    for (const chain of wanted[table]) lines.push(`-X ${chain}`);
+    // Proves the chains of the other mode absent, as renderFreshInstall does.
+    for (const chain of OWN_CHAINS) if (!wanted[table].includes(chain)) lines.push(`-N ${chain}`, `-X ${chain}`);
+    lines.push('COMMIT');
+  }
+  return lines.join('\n') + '\n';
+}
+
 /** iptables-restore input (with --noflush) that removes every jump and chain of ours that exists. */
 export function renderRemoval(existing: ExistingRules): string {
   const lines: string[] = [];

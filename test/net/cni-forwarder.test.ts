@@ -12,6 +12,7 @@ import { startCniServer, type CniServer } from '../../agent/cni-server.ts';
 import { createCniCallRunner } from '../../agent/cni-call.ts';
 import type { PodInfo } from '../../agent/inpod/pod-listeners.ts';
 import { cniEnvironment, cniFixture, type CniFixture } from '../helpers/cni-environment.ts';
+import { namespaceObject, writeNamespace, writePod } from '../../runtime/cluster-store.ts';
 
 const PLUGIN = path.join(AMBIT_CNI_DIR, 'ambit-cni');
 const PREV_RESULT = {
@@ -45,6 +46,23 @@ async function agent(t: import('ava').ExecutionContext, f: CniFixture): Promise<
   return { server, added, deleted };
 }
 
+/** As agent(), also recording the pods the endpoint is told it saw (not enrolled). */
+async function agentSeeing(t: import('ava').ExecutionContext, f: CniFixture): Promise<{ added: PodInfo[]; seen: string[] }> {
+  const added: PodInfo[] = [];
+  const seen: string[] = [];
+  const server = await startCniServer({
+    socketPath: f.socket,
+    cniCall: createCniCallRunner(f.socket),
+    capture: {
+      add: async (pod) => { added.push(pod); },
+      seen: async (pod) => { seen.push(pod.uid); },
+      del: async () => undefined,
+    },
+  });
+  t.teardown(() => server.close());
+  return { added, seen };
+}
+
 async function invoke(command: string, namespace: string, stdin: string): Promise<{ code: number; stdout: string; stderr: string; ms: number }> {
   const started = performance.now();
   const result = await run(PLUGIN, [], { env: cniEnvironment(command, { namespace }), input: stdin });
@@ -68,6 +86,27 @@ test.serial('fast path: the agent runs the call in-process; ADD of an enrolled p
   t.is(version.code, 0);
   t.is((JSON.parse(version.stdout) as { cniVersion: string }).cniVersion, '1.1.0');
   t.log(`ADD ${add.ms.toFixed(0)} ms, DEL ${del.ms.toFixed(0)} ms through the agent`);
+});
+
+test.serial('fast path: the agent keeps the cluster directory parsed across calls and follows every change (a namespace enrolled after a first ADD, a pod written later)', async (t) => {
+  const f = await fixture(t);
+  const { added, seen } = await agentSeeing(t, f);
+  const first = await invoke('ADD', 'plain', config(f));
+  t.is(first.code, 0, first.stdout + first.stderr);
+  t.is(added.length, 0, 'not enrolled: passed through');
+  t.deepEqual(seen, ['uid-plain']);
+  // Enrolled now: the next ADD must capture (an agent answering from a stale parse would start the pod uncaptured).
+  await writeNamespace(f.clusterDir, namespaceObject('plain', { 'istio.io/dataplane-mode': 'ambient' }));
+  const second = await invoke('ADD', 'plain', config(f));
+  t.is(second.code, 0, second.stdout + second.stderr);
+  t.deepEqual(added.map((pod) => pod.uid), ['uid-plain'], 'captured after the label change');
+  const missing = await run(PLUGIN, [], { env: cniEnvironment('ADD', { namespace: 'mesh', name: 'late' }), input: config(f) });
+  t.is(missing.code, 1);
+  t.is((JSON.parse(missing.stdout) as { code: number }).code, 11, 'a pod not written yet: try again later');
+  await writePod(f.clusterDir, { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'late', namespace: 'mesh', uid: 'uid-late' }, spec: { containers: [{ name: 'app' }] } });
+  const late = await run(PLUGIN, [], { env: cniEnvironment('ADD', { namespace: 'mesh', name: 'late' }), input: config(f) });
+  t.is(late.code, 0, late.stdout + late.stderr);
+  t.is(added.length, 2, 'the pod written after the first lookups is found and captured');
 });
 
 test.serial('fast path: bad input gets the same spec errors as from the Node plugin, and the agent keeps serving', async (t) => {

@@ -268,6 +268,39 @@ test('del closes the listeners and removes the rules while the namespace still e
   t.is(hbone, 'ECONNREFUSED', '15008 is closed');
 });
 
+test('del by an agent that never captured the pod removes the rules another agent left (the one-shell check declines)', async (t) => {
+  const { topology, pod, manager } = await setUp(t, 'nft', 'tproxy');
+  await manager.add(pod);
+  const stranger = new CaptureManager({ handler: new SplicingHandler(), backend: 'nft', netnsCheckIntervalMs: 0 });
+  t.teardown(() => stranger.close());
+  await stranger.del({ uid: pod.uid, netns: pod.netns });
+  t.false((await saveRules(pod.netns, 'nft')).includes('ISTIO'), 'no iptables rule left');
+  const { stdout } = await exec('ip', ['-n', topology.pod.name, 'rule', 'show', 'pref', '32764']);
+  t.is(stdout.trim(), '', 'no policy-routing rule left');
+});
+
+test('del removes every copy when the rules differ from what the agent installed (a duplicated jump)', async (t) => {
+  const { topology, pod, manager } = await setUp(t, 'nft', 'tproxy');
+  await manager.add(pod);
+  await exec('ip', ['netns', 'exec', topology.pod.name, 'iptables-nft', '-t', 'nat', '-A', 'OUTPUT', '-j', 'ISTIO_OUTPUT']);
+  await manager.del({ uid: pod.uid, netns: pod.netns });
+  t.false((await saveRules(pod.netns, 'nft')).includes('ISTIO'), 'no iptables rule left');
+  t.is(await exchange(connectFrom(topology.pod.path, topology.peer.ip, ECHO_PORT), 'direct'), 'direct');
+});
+
+test('install over a chain of the other inbound mode (nat ISTIO_PRERT left by a REDIRECT agent) drops it', async (t) => {
+  const { topology, pod, handler, manager } = await setUp(t, 'nft', 'tproxy');
+  const inPod = (...args: string[]) => exec('ip', ['netns', 'exec', topology.pod.name, 'iptables-nft', '-t', 'nat', ...args]);
+  await inPod('-N', 'ISTIO_PRERT');
+  await inPod('-A', 'PREROUTING', '-j', 'ISTIO_PRERT');
+  await inPod('-A', 'ISTIO_PRERT', '-p', 'tcp', '-j', 'REDIRECT', '--to-ports', '15006');
+  await manager.add(pod);
+  const nat = (await saveRules(pod.netns, 'nft')).split('*nat')[1] ?? '';
+  t.false(nat.includes('ISTIO_PRERT'), 'the REDIRECT chain and its jump are gone');
+  t.is(await exchange(connectFrom(topology.peer.path, topology.pod.ip, APP_PORT), ''), `app saw ${topology.peer.ip}`);
+  t.deepEqual(handler.seen.map((seen) => seen.kind), ['inbound'], 'inbound reached the TPROXY listener');
+});
+
 test('a pod whose namespace disappears is released without a crash', async (t) => {
   const released: ReleaseReason[] = [];
   const { topology, pod, manager } = await setUp(t, 'nft', 'tproxy', {

@@ -46,6 +46,16 @@ test('pods on the same node and on different nodes reach each other, unNATed, wi
   t.false(rootRoutes.stdout.includes(c.nodes[0]?.podCidr.split('.').slice(0, 2).join('.') + '.'), 'no pod routes in the root namespace');
 });
 
+test("a pod's lo is up, brought up by the chain's loopback plugin (the runtime no longer does it itself), and a server on 127.0.0.1 answers", async (t) => {
+  const c = await cluster(t, { nodes: 1 });
+  const pod = await c.createPod({ node: 0, name: 'loopy' });
+  const link = await run('ip', ['-n', pod.netnsName, '-o', 'link', 'show', 'lo']);
+  t.regex(link.stdout, /[<,]UP[,>]/, link.stdout);
+  await startEchoServer(pod, { port: 8080 });
+  const local = await runClient(pod, { host: '127.0.0.1', port: 8080, count: 1, size: 64 });
+  t.true(local.ok, JSON.stringify(local));
+});
+
 test('the Pod object is published with node, service account and IP', async (t) => {
   const c = await cluster(t, { nodes: 1 });
   const pod = await c.createPod({ node: 0, namespace: 'shop', name: 'web', serviceAccount: 'web-sa', labels: { app: 'web' } });

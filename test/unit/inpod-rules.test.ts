@@ -1,7 +1,8 @@
 import test from 'ava';
 import { configFromEnv } from '../../agent/config.ts';
 import {
-  chooseBackend, isInstalled, parseExisting, renderInstall, renderRemoval, renderRoutingRemoval, renderRoutingSetup, type ExistingRules,
+  chooseBackend, isInstalled, parseExisting, renderExpectedRemoval, renderFreshInstall, renderInstall, renderRemoval, renderRoutingRemoval,
+  renderRoutingSetup, type ExistingRules,
 } from '../../agent/inpod/rules.ts';
 
 const none: ExistingRules = { jumps: [], chains: [] };
@@ -181,4 +182,30 @@ test('the pod sysctl is written where AMBIT_PROC_SYS_NET says (a container\'s ow
   for (const bad of ['host/proc', "/x'; reboot; '", '/a b']) {
     t.throws(() => configFromEnv({ ...base, AMBIT_PROC_SYS_NET: bad }), { message: /AMBIT_PROC_SYS_NET=.* must be an absolute path/ });
   }
+});
+
+test('the one-run fresh install adds the same rules as the general install, and refuses a namespace with any chain of ours', (t) => {
+  for (const inbound of ['tproxy', 'redirect'] as const) {
+    for (const family of [4, 6] as const) {
+      const options = { inbound, dnsCapture: true };
+      const fresh = renderFreshInstall(options, family);
+      const general = renderInstall(options, none, family);
+      for (const table of ['mangle', 'nat']) {
+        const rules = (text: string) => tableOf(text, table).filter((line) => line.startsWith('-A '));
+        t.deepEqual(rules(fresh), rules(general), `${inbound} IPv${family} ${table}`);
+        // Every chain of ours is created with -N (fails when it exists), the unused one deleted again.
+        t.deepEqual(tableOf(fresh, table).filter((line) => line.startsWith('-N ')).sort(), ['-N ISTIO_OUTPUT', '-N ISTIO_PRERT']);
+      }
+    }
+  }
+  t.deepEqual(tableOf(renderFreshInstall({ inbound: 'tproxy' }), 'nat').filter((line) => line.startsWith('-X ')), ['-X ISTIO_PRERT']);
+});
+
+test('the expected removal takes out exactly one install\'s jumps and chains, and proves the other mode\'s chain absent', (t) => {
+  const text = renderExpectedRemoval({ inbound: 'tproxy' });
+  t.deepEqual(tableOf(text, 'mangle'), [
+    '-D PREROUTING -j ISTIO_PRERT', '-D OUTPUT -j ISTIO_OUTPUT', '-F ISTIO_PRERT', '-F ISTIO_OUTPUT', '-X ISTIO_PRERT', '-X ISTIO_OUTPUT',
+  ]);
+  t.deepEqual(tableOf(text, 'nat'), ['-D OUTPUT -j ISTIO_OUTPUT', '-F ISTIO_OUTPUT', '-X ISTIO_OUTPUT', '-N ISTIO_PRERT', '-X ISTIO_PRERT']);
+  t.is(renderExpectedRemoval({ inbound: 'redirect' }).split('\n').filter((line) => line.startsWith('-N')).length, 0);
 });
