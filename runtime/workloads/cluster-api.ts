@@ -6,7 +6,8 @@
  * restarts. A write is an edit of the directory, a document replaced, removed or added as a file of its own, that
  * the supervisor then applies as it applies a hand edit; if it refuses the edit (a document it cannot run), the
  * edit is undone and the client gets 422 with the reason, so kubectl and an editor can never disagree about the
- * cluster.
+ * cluster. Status written through the status subresource (the control plane's, in Kubernetes mode) is kept in
+ * memory and shown on the object.
  *
  * Owns: the view fed to the API server's store, the mapping of API writes to directory edits, the kubeconfig file.
  * Must not know about: HTTP (the API server), how pods are made or how the directory is planned (the supervisor).
@@ -124,6 +125,11 @@ export class ClusterApi {
   readonly #clusterCache: ClusterDirParseCache = new Map();
   readonly #userCache: ClusterDirParseCache = new Map();
   readonly #watchers: FSWatcher[] = [];
+  /**
+   * Status written through the API (the control plane's Accepted conditions, route parents) by `Kind/ns/name`:
+   * kept here, not in the user's files (status is the controller's, not the user's), for as long as the object is.
+   */
+  readonly #statuses = new Map<string, Record<string, unknown>>();
   #server: LocalApiServer | undefined;
   #timer: NodeJS.Timeout | undefined;
   #debounce: NodeJS.Timeout | undefined;
@@ -188,8 +194,10 @@ export class ClusterApi {
           : object.kind === 'Namespace'
             ? { ...object, status: { phase: 'Active' } }
             : object;
-      objects.set(keyOf(shown), shown);
+      const written = this.#statuses.get(keyOf(shown));
+      objects.set(keyOf(shown), written === undefined ? shown : { ...shown, status: { ...(shown.status as Record<string, unknown> | undefined), ...written } });
     }
+    for (const key of this.#statuses.keys()) if (!objects.has(key)) this.#statuses.delete(key);
     const pods = [...objects.values()].filter((object) => object.kind === 'Pod');
     for (const object of user.objects) {
       if (object.kind !== 'Deployment') continue;
@@ -257,6 +265,16 @@ export class ClusterApi {
           await this.#commit(await target.write(next));
           return stored(resource, { ...next, metadata: { ...next.metadata, namespace } });
         }),
+      // Not queued behind the user's writes (an apply that makes pods takes seconds): it edits no file.
+      setStatus: async (resource, namespace, name, status) => {
+        const key = `${resource.kind}/${resource.namespaced ? (namespace ?? '') : ''}/${name}`;
+        if (status === undefined) this.#statuses.delete(key);
+        else this.#statuses.set(key, status as Record<string, unknown>);
+        await this.refresh();
+        const stored = this.store.get(resource, namespace, name);
+        if (stored === undefined) throw notFound(resource.plural, name);
+        return stored;
+      },
       remove: (resource, namespace, name, dryRun) =>
         this.#serialised(async () => {
           const live = this.store.get(resource, namespace, name);
