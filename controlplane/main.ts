@@ -17,7 +17,9 @@
  * bootstrap token file (default `<ca-dir>/node-tokens`, shared by xDS and the CA); in Kubernetes the agent's
  * service account token, checked with a TokenReview. `--identity-from local` with `--source kubernetes` keeps the
  * local mode's root directory and token file while reading objects from an API server: the local runtime's own
- * Kubernetes API (runtime/api-server/), which serves objects but no TokenReviews or Secrets.
+ * Kubernetes API (runtime/api-server/), which serves objects but no TokenReviews or Secrets. Status (L7 policies'
+ * Accepted, routes' parents) is written through it; the root ConfigMaps and the waypoint deployment controller are
+ * left out there (the local runtime publishes the root as a file and makes its waypoints' pods itself).
  *
  * Local mode: Pod objects for the local runtime's pods are written into the directory by the runtime
  * (runtime/cluster-store.ts), exactly as kubelet would report them to an API server.

@@ -14,7 +14,7 @@
  */
 import { watch, type FSWatcher } from 'node:fs';
 import path from 'node:path';
-import { readClusterDir, type ClusterDirParseCache } from '../../shared/k8s/cluster-dir.ts';
+import { objectSource, readClusterDir, type ClusterDirParseCache } from '../../shared/k8s/cluster-dir.ts';
 import type { K8sObject } from '../../shared/k8s/objects.ts';
 import { makeServingCredentials, writeKubeconfig } from '../api-server/credentials.ts';
 import { ApiError, notFound } from '../api-server/errors.ts';
@@ -116,6 +116,26 @@ function asUserObject(object: K8sObject): K8sObject {
   const { uid: _uid, resourceVersion: _version, creationTimestamp: _created, ...metadata } = object.metadata as Record<string, unknown>;
   const { status: _status, ...rest } = object;
   return { ...rest, metadata: metadata as K8sObject['metadata'] };
+}
+
+/** JSON with object keys sorted: two specs that differ only in key order are the same spec. */
+function canonical(value: unknown): string {
+  return JSON.stringify(value, (_key, inner: unknown) =>
+    typeof inner === 'object' && inner !== null && !Array.isArray(inner) ? Object.fromEntries(Object.entries(inner).sort(([a], [b]) => a.localeCompare(b))) : inner,
+  );
+}
+
+/**
+ * A Pod's spec cannot change through the API, as a cluster's API server refuses it (labels and annotations can: the
+ * runtime updates the running pod in place). Editing the pod's file is how to have it made again with a new spec.
+ */
+function refuseImmutablePodChange(current: K8sObject, next: K8sObject): void {
+  if (current.kind !== 'Pod' || canonical(current.spec ?? {}) === canonical(next.spec ?? {})) return;
+  const source = objectSource(current);
+  throw new ApiError(
+    'Invalid',
+    `Pod "${current.metadata?.name}" is invalid: spec: Forbidden: pod updates may not change fields other than metadata.labels and metadata.annotations in the local cluster${source ? `; edit ${source.file} to have the pod made again with the new spec` : ''}`,
+  );
 }
 
 export class ClusterApi {
@@ -253,6 +273,7 @@ export class ClusterApi {
       update: (resource, namespace, name, object, dryRun) =>
         this.#serialised(async () => {
           const target = await this.#editable(resource, namespace, name);
+          refuseImmutablePodChange(target.object, object);
           if (dryRun) return object;
           await this.#commit(await target.write(object));
           return stored(resource, object);
@@ -261,6 +282,7 @@ export class ClusterApi {
         this.#serialised(async () => {
           const target = await this.#editable(resource, namespace, name);
           const next = change(structuredClone(target.object));
+          refuseImmutablePodChange(target.object, next);
           if (dryRun) return next;
           await this.#commit(await target.write(next));
           return stored(resource, { ...next, metadata: { ...next.metadata, namespace } });
