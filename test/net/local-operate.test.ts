@@ -2,7 +2,7 @@
  * Operating `ambitctl local` as a user does, for what the other local tests leave out: an image given its command by
  * the user's own image map (`--image-map`), readiness from an `exec` and a `tcpSocket` probe, a namespace the
  * directory does not define (the runtime writes it, unenrolled, and `up` says so while the directory stays as the
- * user wrote it), `get nodes`, `logs -f` following a container's output as it is written, `status` naming paths that
+ * user wrote it), `get nodes`, `logs -c` choosing a container, `logs -f` following a container's output as it is written, `status` naming paths that
  * exist, and `down --keep-logs`: the agents', control plane's and containers' logs kept as plain files, and nothing
  * else: no state, no kubeconfig (its token), no CA directory, no private key anywhere under the run directory.
  */
@@ -32,6 +32,10 @@ spec:
   - name: ticker
     image: example/ticker
     readinessProbe: {exec: {command: ["true"]}, periodSeconds: 1}
+  - name: side
+    image: busybox
+    command: [sh, -c, 'echo "side car $POD_NAME"; exec sleep infinity']
+    env: [{name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}]
 ---
 apiVersion: v1
 kind: Pod
@@ -76,7 +80,11 @@ test('operating a local mesh: image map, exec and tcpSocket readiness, a runtime
   t.regex(nodes.stdout, /^NAME\s+PODS\s+NETNS\n/);
   t.regex(nodes.stdout, new RegExp(`^ambit-node0\\s+\\d\\s+${state.nodes[0]!.netns}$`, 'm'));
   t.is([...nodes.stdout.matchAll(/^ambit-node\d\s+(\d)\s/gm)].reduce((sum, match) => sum + Number(match[1]), 0), 2);
-  t.regex((await ctl('get', 'pods', '-n', 'extra')).stdout, /^extra\s+ticker\s+True\s+Running\s+0\s+\S+\s+\S+\s+example\/ticker$/m, 'the image is recorded and shown');
+  t.regex((await ctl('get', 'pods', '-n', 'extra')).stdout, /^extra\s+ticker\s+True\s+Running\s+0\s+\S+\s+\S+\s+example\/ticker,busybox$/m, 'the images are recorded and shown');
+  t.like(await ctl('logs', 'ticker', '-n', 'extra', '-c', 'side'), { code: 0, stdout: 'side car ticker\n' });
+  const noSuch = await ctl('logs', 'ticker', '-n', 'extra', '-c', 'nosuch');
+  t.is(noSuch.code, 1);
+  t.regex(noSuch.stderr, /pod extra\/ticker has no container nosuch \(ticker, side\)/);
 
   // logs -f: lines written after it started arrive while it runs.
   const follower = spawn(AMBITCTL, ['local', 'logs', 'ticker', '-n', 'extra', '-f'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -115,7 +123,7 @@ test('operating a local mesh: image map, exec and tcpSocket readiness, a runtime
   t.regex(down.stdout, new RegExp(`^logs kept in ${runDir}$`, 'm'));
   t.deepEqual((await readdir(runDir)).sort(), ['logs', 'supervisor.log']);
   const kept = await filesUnder(runDir);
-  for (const name of ['agent-ambit-node0.log', 'agent-ambit-node1.log', 'controlplane.log', 'pods/extra_ticker_ticker.log', 'pods/extra_web_web.log']) {
+  for (const name of ['agent-ambit-node0.log', 'agent-ambit-node1.log', 'controlplane.log', 'pods/extra_ticker_ticker.log', 'pods/extra_ticker_side.log', 'pods/extra_web_web.log']) {
     const file = path.join(runDir, 'logs', name);
     t.true((await lstat(file).catch(() => undefined))?.isFile() === true, `${name} kept as a file`);
   }
