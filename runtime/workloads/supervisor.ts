@@ -4,9 +4,10 @@
  * first, so user files win over the runtime's own), makes every pod through the real CNI chain, runs its
  * containers, writes pod status back (IPs, phase, Ready) and keeps the run directory's state file current. On
  * SIGTERM (`ambitctl local down`) or SIGINT it tears everything down and leaves a teardown report. It watches the
- * directory: on a change it re-reads it and applies the difference (pods added, replaced or deleted by plan key,
- * Namespace labels, other objects rewritten); a re-read with a problem the previous one did not have is rejected
- * whole and reported, so a bad edit changes nothing.
+ * directory (directory-watch.ts): on a change it re-reads it and applies the difference (pods added, replaced or
+ * deleted by plan key, a file's Pod whose labels or annotations changed updated in place, Namespace labels, other
+ * objects rewritten); a re-read with a problem the previous one did not have is rejected whole and reported, so a
+ * bad edit changes nothing.
  *
  *   node runtime/workloads/supervisor.ts --dir DIR --run-dir RUNDIR [--nodes N] [--image-map FILE]
  *                                        [--control-plane-source kubernetes|dir]
