@@ -2,7 +2,7 @@
  * `ambitctl local`: a user's own Kubernetes YAML as a running multi-node mesh on this box, no Kubernetes needed.
  *
  *   ambitctl local up -f DIR [--nodes N] [--image-map FILE] [--timeout S]   start it (a detached supervisor owns it)
- *                    [--control-plane-source dir|kubernetes]               what the control plane reads
+ *                    [--control-plane-source kubernetes|dir]               what the control plane reads
  *   ambitctl local get pods|svc|nodes [-n NS]                               what runs
  *   ambitctl local logs POD [-n NS] [-c CONTAINER] [-f]                     a container's output
  *   ambitctl local exec POD [-n NS] -- CMD [ARGS...]                        run a command in the pod's network namespace
@@ -36,7 +36,7 @@ const DOWN_TIMEOUT_PER_POD_MS = 2_000;
 class UsageError extends Error {}
 
 const USAGE = `usage:
-  ambitctl local up -f DIR [--nodes N] [--image-map FILE] [--timeout SECONDS] [--control-plane-source dir|kubernetes]
+  ambitctl local up -f DIR [--nodes N] [--image-map FILE] [--timeout SECONDS] [--control-plane-source kubernetes|dir]
   ambitctl local get pods|svc|nodes [-n NS]
   ambitctl local logs POD [-n NS] [-c CONTAINER] [-f]
   ambitctl local exec POD [-n NS] -- CMD [ARGS...]
@@ -128,10 +128,10 @@ async function up(runDir: string, values: Record<string, string | boolean | unde
   return 1;
 }
 
-/** `--control-plane-source`: the cluster directory (default) or the local cluster's Kubernetes API, as in a cluster. */
+/** `--control-plane-source`: the local cluster's Kubernetes API, as in a cluster (default), or the cluster directory. */
 function controlPlaneSourceArgs(value: string | boolean | undefined): string[] {
   if (value === undefined) return [];
-  if (value !== 'dir' && value !== 'kubernetes') throw new UsageError('--control-plane-source must be dir or kubernetes');
+  if (value !== 'dir' && value !== 'kubernetes') throw new UsageError('--control-plane-source must be kubernetes or dir');
   return ['--control-plane-source', value];
 }
 
@@ -245,7 +245,8 @@ async function status(runDir: string, io: Io): Promise<number> {
       `run directory:   ${state.runDir}  (state.json, supervisor.log)`,
       `logs:            ${state.logDir}  (agent-<node>.log, controlplane.log, pods/<ns>_<pod>_<container>.log)`,
       `CA directory:    ${state.caDir ?? '-'}  (root certificate and private key; removed on down)`,
-      `cluster state:   ${state.clusterDir ?? '-'}  (what the control plane reads)`,
+      `cluster state:   ${state.clusterDir ?? '-'}  (what the agents read${state.controlPlaneSource === 'dir' ? ' and the control plane reads' : ''})`,
+      `control plane:   ${state.controlPlaneSource === 'dir' ? 'reads the cluster state directory' : 'reads the Kubernetes API below and writes status through it'}; log ${state.controlPlaneLog ?? '-'}`,
       `kubeconfig:      ${state.kubeconfig ?? '-'}  (Kubernetes API ${state.apiServer ?? 'not serving'}; export KUBECONFIG=${state.kubeconfig ?? '...'})`,
       `nodes:           ${state.nodes.map((node) => node.name).join(', ')}`,
       `pods ready:      ${ready}/${state.pods.length}`,

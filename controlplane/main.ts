@@ -17,7 +17,9 @@
  * bootstrap token file (default `<ca-dir>/node-tokens`, shared by xDS and the CA); in Kubernetes the agent's
  * service account token, checked with a TokenReview. `--identity-from local` with `--source kubernetes` keeps the
  * local mode's root directory and token file while reading objects from an API server: the local runtime's own
- * Kubernetes API (runtime/api-server/), which serves objects but no TokenReviews or Secrets.
+ * Kubernetes API (runtime/api-server/), which serves objects but no TokenReviews or Secrets. Status (L7 policies'
+ * Accepted, routes' parents) is written through it; the root ConfigMaps and the waypoint deployment controller are
+ * left out there (the local runtime publishes the root as a file and makes its waypoints' pods itself).
  *
  * Local mode: Pod objects for the local runtime's pods are written into the directory by the runtime
  * (runtime/cluster-store.ts), exactly as kubelet would report them to an API server.
@@ -266,14 +268,10 @@ export async function runControlPlane(config: ControlPlaneConfig): Promise<Contr
       },
     ],
   });
-  if (coreApi && kubeConfig) {
+  if (kubeConfig !== undefined) {
+    // Status written back through the API: the L7 policies' Accepted condition, routes' parents; with Kubernetes
+    // identity also the waypoint deployment controller (the local runtime deploys its waypoints itself).
     const stopWaypoints = await startWaypointController(controlPlane, kubeConfig, config, logger);
-    const closeWithWaypoints = controlPlane.close.bind(controlPlane);
-    controlPlane.close = async () => {
-      stopWaypoints();
-      await closeWithWaypoints();
-    };
-    // The L7 policies' Accepted condition, written back through their status subresource.
     const { PolicyStatusWriter } = await import('./status/status-writer.ts');
     const { kubernetesStatusPatch } = await import('./status/kubernetes-status-patch.ts');
     const statusWriter = new PolicyStatusWriter({
@@ -282,6 +280,14 @@ export async function runControlPlane(config: ControlPlaneConfig): Promise<Contr
       onError: (target, error) => logger.warn({ kind: target.kind, policy: `${target.namespace}/${target.name}` }, `cannot write the status of ${target.kind} ${target.namespace}/${target.name}: ${error.message}`),
     });
     statusWriter.start();
+    const closeWithWriters = controlPlane.close.bind(controlPlane);
+    controlPlane.close = async () => {
+      stopWaypoints();
+      statusWriter.stop();
+      await closeWithWriters();
+    };
+  }
+  if (coreApi && kubeConfig) {
     publishRootConfigMaps(controlPlane, coreApi, ca.rootCertPem, logger);
     // ...and keep them as published: one deleted or edited is written again.
     const { guardRootConfigMaps } = await import('./ca/root-configmap-guard.ts');
@@ -298,7 +304,6 @@ export async function runControlPlane(config: ControlPlaneConfig): Promise<Contr
     });
     const closeControlPlane = controlPlane.close.bind(controlPlane);
     controlPlane.close = async () => {
-      statusWriter.stop();
       guard.stop();
       await closeControlPlane();
     };
@@ -318,7 +323,8 @@ export async function runControlPlane(config: ControlPlaneConfig): Promise<Contr
 
 /**
  * Kubernetes mode: the waypoint deployment controller (Gateways of class istio-waypoint -> their Deployment, Service,
- * ServiceAccount and Gateway status) and the route status writer (HTTPRoute and GRPCRoute status). Returns a stop.
+ * ServiceAccount and Gateway status; not with --identity-from local) and the route status writer (HTTPRoute and
+ * GRPCRoute status). Returns a stop.
  */
 async function startWaypointController(controlPlane: ControlPlane, kubeConfig: KubeConfig, config: ControlPlaneConfig, logger: Logger): Promise<() => void> {
   const { ApiServerWriter } = await import('./kube-writer.ts');
@@ -327,6 +333,8 @@ async function startWaypointController(controlPlane: ControlPlane, kubeConfig: K
   const writer = new ApiServerWriter(kubeConfig);
   const log = logger.child({ component: 'waypoints' });
   const routeStatus = new RouteStatusWriter({ store: controlPlane.store, writer, problems: () => controlPlane.routeProblems(), clusterDomain: DEFAULT_CLUSTER_DOMAIN, log });
+  // --identity-from local (the local runtime): it makes its waypoints' pods itself, so no deployment controller.
+  if (config.localIdentity === true) return () => routeStatus.stop();
   if (!config.waypoint.image) {
     log.warn('AMBIT_WAYPOINT_IMAGE is not set: Gateways of class istio-waypoint get no Deployment (set it to the ambit image)');
     return () => routeStatus.stop();

@@ -3,7 +3,8 @@
  * `kubectl apply` and the kubelet do to an API server), and its default, the cluster state directory, the mesh's
  * "API server" in local mode: `namespaces/<name>.yaml` and `pods/<namespace>.<name>.yaml`, atomically.
  *
- * Owns: the object shapes the runtime publishes, the store interface, and the directory's file names.
+ * Owns: the object shapes the runtime publishes, the store interface, the directory's file names, and how a pod's
+ * metadata changes in place.
  * Must not know about: how pods get their network, who reads the objects, or which API server (if any) a
  * non-directory store talks to.
  */
@@ -60,6 +61,39 @@ export async function updatePodStatus(clusterDir: string, pod: PodObject, status
   await writePod(clusterDir, { ...current, status });
 }
 
+/** A pod's new labels and annotations, as its owner now writes them, and the annotations its owner wrote before. */
+export interface PodMetadataChange {
+  labels: Record<string, string>;
+  annotations: Record<string, string>;
+  /** The owner's annotations before: one it dropped is removed; one another writer added (the agent's mark) stays. */
+  previousAnnotations: Record<string, string>;
+}
+
+/** The annotations after a change: others' kept, the owner's as it now says (kubectl apply's three-way merge). */
+export function mergedAnnotations(current: Record<string, string>, change: PodMetadataChange): Record<string, string> {
+  const merged: Record<string, string> = {};
+  for (const [key, value] of Object.entries(current)) if (!(key in change.previousAnnotations)) merged[key] = value;
+  return { ...merged, ...change.annotations };
+}
+
+/**
+ * Changes a published pod's labels and annotations in place (Kubernetes lets them change on a running pod), keeping
+ * the rest of the file as it is now (status, the agent's annotation).
+ */
+export async function updatePodMetadata(clusterDir: string, pod: PodObject, change: PodMetadataChange): Promise<PodObject> {
+  const file = podFile(clusterDir, pod.metadata.namespace ?? 'default', pod.metadata.name);
+  let current: PodObject = pod;
+  try {
+    const parsed = parse(await readFile(file, 'utf8')) as PodObject | null;
+    if (parsed?.kind === 'Pod') current = parsed;
+  } catch {
+    // missing or unreadable: publish ours
+  }
+  const next: PodObject = { ...current, metadata: { ...current.metadata, labels: { ...change.labels }, annotations: mergedAnnotations(current.metadata.annotations ?? {}, change) } };
+  await writePod(clusterDir, next);
+  return next;
+}
+
 /**
  * Where a cluster publishes its objects. The directory below is the default (local mode); Kubernetes mode hands the
  * cluster one that writes to an API server instead.
@@ -73,6 +107,8 @@ export interface ClusterObjectStore {
   updatePodStatus(pod: PodObject, status: NonNullable<PodObject['status']>): Promise<void>;
   /** Removes a Pod; absent is fine. */
   removePod(namespace: string, name: string): Promise<void>;
+  /** Changes a published pod's labels and annotations in place (a store without it cannot: the pod is replaced). */
+  updatePodMetadata?(pod: PodObject, change: PodMetadataChange): Promise<void>;
 }
 
 /** The cluster directory as a ClusterObjectStore. */
@@ -82,5 +118,8 @@ export function directoryObjectStore(clusterDir: string): ClusterObjectStore {
     writePod: (pod) => writePod(clusterDir, pod),
     updatePodStatus: (pod, status) => updatePodStatus(clusterDir, pod, status),
     removePod: (namespace, name) => removePod(clusterDir, namespace, name),
+    updatePodMetadata: async (pod, change) => {
+      await updatePodMetadata(clusterDir, pod, change);
+    },
   };
 }

@@ -15,7 +15,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { PodObject } from '../shared/k8s/objects.ts';
-import { directoryObjectStore, namespaceObject, type ClusterObjectStore } from './cluster-store.ts';
+import { directoryObjectStore, mergedAnnotations, namespaceObject, type ClusterObjectStore, type PodMetadataChange } from './cluster-store.ts';
 import { CniChain, kubernetesCniArgs, type PluginConfig } from './cni-chain.ts';
 import { RuntimeError } from './errors.ts';
 import { ProcessTracker } from './exec.ts';
@@ -422,6 +422,19 @@ export class Cluster {
     const object = this.#podObjects.get(pod);
     if (object === undefined) return; // deleted meanwhile
     await this.#objects.updatePodStatus(object, status);
+  }
+
+  /**
+   * Changes a running pod's labels and annotations in place, as `kubectl label pod` does: same sandbox, IP and
+   * processes; what reads the Pod object (agents, control plane) sees the new metadata and acts on it.
+   */
+  async updatePodMetadata(pod: Pod, change: PodMetadataChange): Promise<void> {
+    const object = this.#podObjects.get(pod);
+    if (object === undefined) throw new RuntimeError('BAD_OPTIONS', `pod ${pod.namespace}/${pod.name} is not running`);
+    if (this.#objects.updatePodMetadata === undefined) throw new RuntimeError('BAD_OPTIONS', 'this cluster\'s object store cannot change a pod\'s metadata in place');
+    const metadata = { ...object.metadata, labels: { ...change.labels }, annotations: mergedAnnotations(object.metadata.annotations ?? {}, change) };
+    this.#podObjects.set(pod, { ...object, metadata });
+    await this.#objects.updatePodMetadata(object, change);
   }
 
   #chain(node: ClusterNode): CniChain {

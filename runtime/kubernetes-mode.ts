@@ -73,6 +73,11 @@ export class KubernetesWiring {
     writePod: (pod) => this.#connected().objects.writePod(pod),
     updatePodStatus: (pod, status) => this.#connected().objects.updatePodStatus(pod, status),
     removePod: (namespace, name) => this.#connected().objects.removePod(namespace, name),
+    updatePodMetadata: (pod, change) => {
+      const objects = this.#connected().objects;
+      if (objects.updatePodMetadata === undefined) throw new RuntimeError('BAD_OPTIONS', 'the API server wiring cannot change a pod\'s metadata in place');
+      return objects.updatePodMetadata(pod, change);
+    },
   };
 
   /** Connects, writes the kubeconfig (0600: it holds a token) and creates the control plane's namespace. */

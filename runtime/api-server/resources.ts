@@ -1,7 +1,8 @@
 /**
  * The resources the local cluster's Kubernetes API serves: every kind the local runtime runs (Namespaces, Pods,
- * Deployments, ServiceAccounts, Services, Nodes) and every kind ambit's control plane reads, with the names
- * discovery announces (plural, singular, short names) and the verbs kubectl may use on them.
+ * Deployments, ServiceAccounts, Services, Nodes) and every kind ambit's control plane reads (its Kubernetes source
+ * watches each of them), with the names discovery announces (plural, singular, short names), the verbs kubectl may
+ * use on them and which have a status subresource.
  *
  * Owns: the catalogue and lookups over it (by path segment, by kind, by what a user types).
  * Must not know about: where objects are stored or how requests are served.
@@ -19,13 +20,23 @@ export interface ApiResource {
   shortNames: string[];
   /** What a user may change through the API; the rest is the runtime's own (read-only to clients). */
   writable: boolean;
+  /**
+   * Has a `status` subresource a controller writes (the control plane's Accepted conditions and route parents); the
+   * status of the runtime's own kinds (Pods, Services, Deployments) is the runtime's.
+   */
+  statusSubresource: boolean;
 }
 
 const ALL_VERBS = ['create', 'delete', 'get', 'list', 'patch', 'update', 'watch'];
 const READ_VERBS = ['get', 'list', 'watch'];
 
-function resource(group: string, version: string, kind: string, plural: string, namespaced: boolean, shortNames: string[] = [], writable = true): ApiResource {
-  return { group, version, kind, plural, singular: kind.toLowerCase(), namespaced, shortNames, writable };
+function resource(group: string, version: string, kind: string, plural: string, namespaced: boolean, shortNames: string[] = [], writable = true, statusSubresource = false): ApiResource {
+  return { group, version, kind, plural, singular: kind.toLowerCase(), namespaced, shortNames, writable, statusSubresource };
+}
+
+/** A mesh resource: the control plane writes its status. */
+function meshResource(group: string, version: string, kind: string, plural: string, shortNames: string[] = []): ApiResource {
+  return resource(group, version, kind, plural, true, shortNames, true, true);
 }
 
 export const API_RESOURCES: readonly ApiResource[] = [
@@ -37,12 +48,15 @@ export const API_RESOURCES: readonly ApiResource[] = [
   resource('', 'v1', 'ConfigMap', 'configmaps', true, ['cm']),
   resource('apps', 'v1', 'Deployment', 'deployments', true, ['deploy']),
   resource('discovery.k8s.io', 'v1', 'EndpointSlice', 'endpointslices', true),
-  resource('security.istio.io', 'v1', 'AuthorizationPolicy', 'authorizationpolicies', true, ['ap']),
-  resource('security.istio.io', 'v1', 'PeerAuthentication', 'peerauthentications', true, ['pa']),
-  resource('networking.istio.io', 'v1', 'DestinationRule', 'destinationrules', true, ['dr']),
-  resource('gateway.networking.k8s.io', 'v1', 'Gateway', 'gateways', true, ['gtw']),
-  resource('gateway.networking.k8s.io', 'v1', 'HTTPRoute', 'httproutes', true),
-  resource('gateway.networking.k8s.io', 'v1', 'GRPCRoute', 'grpcroutes', true),
+  meshResource('security.istio.io', 'v1', 'AuthorizationPolicy', 'authorizationpolicies', ['ap']),
+  meshResource('security.istio.io', 'v1', 'PeerAuthentication', 'peerauthentications', ['pa']),
+  meshResource('security.istio.io', 'v1', 'RequestAuthentication', 'requestauthentications', ['ra']),
+  meshResource('networking.istio.io', 'v1', 'DestinationRule', 'destinationrules', ['dr']),
+  meshResource('networking.istio.io', 'v1', 'VirtualService', 'virtualservices', ['vs']),
+  meshResource('gateway.networking.k8s.io', 'v1', 'Gateway', 'gateways', ['gtw']),
+  meshResource('gateway.networking.k8s.io', 'v1', 'HTTPRoute', 'httproutes'),
+  meshResource('gateway.networking.k8s.io', 'v1', 'GRPCRoute', 'grpcroutes'),
+  meshResource('policy.ambit.dev', 'v1alpha1', 'LocalRateLimitPolicy', 'localratelimitpolicies'),
 ];
 
 export function groupVersion(resource: ApiResource): string {

@@ -3,7 +3,8 @@
  * `/api`, `/apis`, each group version's resource list; clients fall back to it from aggregated discovery), `list`
  * and `get` (JSON, or the Table kubectl asks for), `watch` (JSON lines from a resourceVersion; 410 Expired past the
  * history), `create`, `update`, `patch` (merge, strategic merge, JSON patch), `delete`, label and field selectors,
- * and `pods/log` (with `container`, `tailLines`, `follow`). Every request needs the bearer token of the kubeconfig.
+ * `pods/log` (with `container`, `tailLines`, `follow`) and the `status` subresource of the mesh kinds. Every request
+ * needs the bearer token of the kubeconfig.
  *
  * Reads come from a VersionedObjectStore; writes go to a ClusterWrites, which owns what a write means (here: an
  * edit of the user's directory, applied by the local runtime) and answers with the object as stored.
@@ -42,6 +43,11 @@ export interface ClusterWrites {
   update(resource: ApiResource, namespace: string | undefined, name: string, object: K8sObject, dryRun: boolean): Promise<K8sObject>;
   /** Changes an object by `change`, applied to the object as its owner wrote it (not the live view with status). */
   patch(resource: ApiResource, namespace: string | undefined, name: string, change: (current: K8sObject) => K8sObject, dryRun: boolean): Promise<K8sObject>;
+  /**
+   * Sets an object's status (its `status` subresource, written by a controller: the control plane), leaving the rest
+   * as its owner wrote it; resolves with the object as stored.
+   */
+  setStatus(resource: ApiResource, namespace: string | undefined, name: string, status: unknown): Promise<K8sObject>;
   /** Deletes an object; resolves with it as it was. */
   remove(resource: ApiResource, namespace: string | undefined, name: string, dryRun: boolean): Promise<K8sObject>;
   /** The log file of a pod's container (the first when not named). */
@@ -206,6 +212,7 @@ export class LocalApiServer {
     if (subresource !== undefined) {
       if (resource.plural === 'pods' && subresource === 'log' && method === 'GET') return this.#log(namespace!, name!, url, request, response);
       if (resource.plural === 'deployments' && subresource === 'scale') return this.#scale(route, method, request, response, dryRun);
+      if (resource.statusSubresource && subresource === 'status') return this.#status(route, method, request, response, dryRun);
       throw new ApiError('NotFound', `the server could not find the requested resource (${method} ${path}): subresource ${subresource} is not served`);
     }
     if (name === undefined) {
@@ -310,6 +317,31 @@ export class LocalApiServer {
       return { ...current, spec: { ...(current.spec as object), replicas } };
     };
     sendJson(response, 200, scaleOf(await this.#options.writes.patch(resource, namespace, name!, change, dryRun)));
+  }
+
+  /**
+   * `<kind>/<name>/status`: GET the object; PATCH (merge, strategic merge, JSON patch) or PUT change only its status,
+   * as a cluster's API server does (metadata and spec in the body are ignored).
+   */
+  async #status(route: Route, method: string, request: IncomingMessage, response: ServerResponse, dryRun: boolean): Promise<void> {
+    const { resource, namespace, name } = route;
+    const live = this.#options.store.get(resource, namespace, name!);
+    if (live === undefined) throw notFound(resource.plural, name!);
+    if (method === 'GET') {
+      sendJson(response, 200, live);
+      return;
+    }
+    if (method !== 'PATCH' && method !== 'PUT') throw new ApiError('MethodNotAllowed', `${method} is not supported on ${resource.plural}/status`);
+    const body = await readBody(request);
+    const next = method === 'PUT' ? body : applyPatch(String(request.headers['content-type'] ?? ''), live, body);
+    if (!isObject(next)) throw new ApiError('Invalid', 'the patch does not leave an object');
+    const status = (next as { status?: unknown }).status;
+    if (status !== undefined && (typeof status !== 'object' || status === null || Array.isArray(status))) throw new ApiError('Invalid', 'status must be an object');
+    if (dryRun) {
+      sendJson(response, 200, { ...live, status });
+      return;
+    }
+    sendJson(response, 200, await this.#options.writes.setStatus(resource, namespace, name!, status));
   }
 
   #filtered(route: Route, url: URL): (object: K8sObject) => boolean {
@@ -483,6 +515,7 @@ export class LocalApiServer {
             ...(resource.shortNames.length > 0 ? { shortNames: resource.shortNames } : {}),
           })),
           ...(resources[1] === 'v1' ? [{ name: 'pods/log', singularName: '', namespaced: true, kind: 'Pod', verbs: ['get'] }] : []),
+          ...inGroup.filter((resource) => resource.statusSubresource).map((resource) => ({ name: `${resource.plural}/status`, singularName: '', namespaced: resource.namespaced, kind: resource.kind, verbs: ['get', 'patch', 'update'] })),
           ...(resources[1] === 'apps/v1' ? [{ name: 'deployments/scale', singularName: '', namespaced: true, group: 'autoscaling', version: 'v1', kind: 'Scale', verbs: ['get', 'patch', 'update'] }] : []),
         ],
       });

@@ -6,14 +6,15 @@
  * restarts. A write is an edit of the directory, a document replaced, removed or added as a file of its own, that
  * the supervisor then applies as it applies a hand edit; if it refuses the edit (a document it cannot run), the
  * edit is undone and the client gets 422 with the reason, so kubectl and an editor can never disagree about the
- * cluster.
+ * cluster. Status written through the status subresource (the control plane's, in Kubernetes mode) is kept in
+ * memory and shown on the object.
  *
  * Owns: the view fed to the API server's store, the mapping of API writes to directory edits, the kubeconfig file.
  * Must not know about: HTTP (the API server), how pods are made or how the directory is planned (the supervisor).
  */
 import { watch, type FSWatcher } from 'node:fs';
 import path from 'node:path';
-import { readClusterDir, type ClusterDirParseCache } from '../../shared/k8s/cluster-dir.ts';
+import { objectSource, readClusterDir, type ClusterDirParseCache } from '../../shared/k8s/cluster-dir.ts';
 import type { K8sObject } from '../../shared/k8s/objects.ts';
 import { makeServingCredentials, writeKubeconfig } from '../api-server/credentials.ts';
 import { ApiError, notFound } from '../api-server/errors.ts';
@@ -117,6 +118,26 @@ function asUserObject(object: K8sObject): K8sObject {
   return { ...rest, metadata: metadata as K8sObject['metadata'] };
 }
 
+/** JSON with object keys sorted: two specs that differ only in key order are the same spec. */
+function canonical(value: unknown): string {
+  return JSON.stringify(value, (_key, inner: unknown) =>
+    typeof inner === 'object' && inner !== null && !Array.isArray(inner) ? Object.fromEntries(Object.entries(inner).sort(([a], [b]) => a.localeCompare(b))) : inner,
+  );
+}
+
+/**
+ * A Pod's spec cannot change through the API, as a cluster's API server refuses it (labels and annotations can: the
+ * runtime updates the running pod in place). Editing the pod's file is how to have it made again with a new spec.
+ */
+function refuseImmutablePodChange(current: K8sObject, next: K8sObject): void {
+  if (current.kind !== 'Pod' || canonical(current.spec ?? {}) === canonical(next.spec ?? {})) return;
+  const source = objectSource(current);
+  throw new ApiError(
+    'Invalid',
+    `Pod "${current.metadata?.name}" is invalid: spec: Forbidden: pod updates may not change fields other than metadata.labels and metadata.annotations in the local cluster${source ? `; edit ${source.file} to have the pod made again with the new spec` : ''}`,
+  );
+}
+
 export class ClusterApi {
   readonly kubeconfigFile: string;
   readonly store = new VersionedObjectStore();
@@ -124,6 +145,11 @@ export class ClusterApi {
   readonly #clusterCache: ClusterDirParseCache = new Map();
   readonly #userCache: ClusterDirParseCache = new Map();
   readonly #watchers: FSWatcher[] = [];
+  /**
+   * Status written through the API (the control plane's Accepted conditions, route parents) by `Kind/ns/name`:
+   * kept here, not in the user's files (status is the controller's, not the user's), for as long as the object is.
+   */
+  readonly #statuses = new Map<string, Record<string, unknown>>();
   #server: LocalApiServer | undefined;
   #timer: NodeJS.Timeout | undefined;
   #debounce: NodeJS.Timeout | undefined;
@@ -188,8 +214,10 @@ export class ClusterApi {
           : object.kind === 'Namespace'
             ? { ...object, status: { phase: 'Active' } }
             : object;
-      objects.set(keyOf(shown), shown);
+      const written = this.#statuses.get(keyOf(shown));
+      objects.set(keyOf(shown), written === undefined ? shown : { ...shown, status: { ...(shown.status as Record<string, unknown> | undefined), ...written } });
     }
+    for (const key of this.#statuses.keys()) if (!objects.has(key)) this.#statuses.delete(key);
     const pods = [...objects.values()].filter((object) => object.kind === 'Pod');
     for (const object of user.objects) {
       if (object.kind !== 'Deployment') continue;
@@ -245,6 +273,7 @@ export class ClusterApi {
       update: (resource, namespace, name, object, dryRun) =>
         this.#serialised(async () => {
           const target = await this.#editable(resource, namespace, name);
+          refuseImmutablePodChange(target.object, object);
           if (dryRun) return object;
           await this.#commit(await target.write(object));
           return stored(resource, object);
@@ -253,10 +282,21 @@ export class ClusterApi {
         this.#serialised(async () => {
           const target = await this.#editable(resource, namespace, name);
           const next = change(structuredClone(target.object));
+          refuseImmutablePodChange(target.object, next);
           if (dryRun) return next;
           await this.#commit(await target.write(next));
           return stored(resource, { ...next, metadata: { ...next.metadata, namespace } });
         }),
+      // Not queued behind the user's writes (an apply that makes pods takes seconds): it edits no file.
+      setStatus: async (resource, namespace, name, status) => {
+        const key = `${resource.kind}/${resource.namespaced ? (namespace ?? '') : ''}/${name}`;
+        if (status === undefined) this.#statuses.delete(key);
+        else this.#statuses.set(key, status as Record<string, unknown>);
+        await this.refresh();
+        const stored = this.store.get(resource, namespace, name);
+        if (stored === undefined) throw notFound(resource.plural, name);
+        return stored;
+      },
       remove: (resource, namespace, name, dryRun) =>
         this.#serialised(async () => {
           const live = this.store.get(resource, namespace, name);

@@ -51,6 +51,11 @@ export interface LocalState {
   tmpDir?: string;
   caDir?: string;
   clusterDir?: string;
+  /**
+   * What the control plane reads: `kubernetes` (the default: its Kubernetes source against the local cluster's API,
+   * as in a cluster) or `dir` (the cluster state directory).
+   */
+  controlPlaneSource?: 'kubernetes' | 'dir';
   controlPlaneLog?: string;
   /** The local cluster's Kubernetes API (runtime/workloads/cluster-api.ts) and the kubeconfig for it (0600: it holds the token). */
   apiServer?: string;

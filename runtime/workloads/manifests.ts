@@ -42,8 +42,9 @@ export interface ContainerPlan {
 export interface PodPlan {
   /**
    * What the pod is, for a re-read of the directory: the same key means the same pod (kept running), a new key a
-   * new pod. A Pod's key covers its whole object (an edit replaces it); a Deployment's replica i of template hash h
-   * is `deployment/<ns>/<name>/<h>/<i>` (scaling adds or removes indices, a template edit replaces them all).
+   * new pod. A Pod's key covers its whole object but its labels and annotations (an edit of those updates the pod in
+   * place, as Kubernetes does; any other edit replaces it); a Deployment's replica i of template hash h is
+   * `deployment/<ns>/<name>/<h>/<i>` (scaling adds or removes indices, a template edit replaces them all).
    */
   key: string;
   /** The Pod object to publish (metadata and spec as the user gave them, Deployment fields added). */
@@ -169,7 +170,16 @@ function planPod(images: ImageMap, object: PodObject & { metadata: { namespace: 
   }
   const restartPolicy = object.spec?.restartPolicy ?? 'Always';
   if (restartPolicy !== 'Always' && restartPolicy !== 'OnFailure' && restartPolicy !== 'Never') return `pod ${name}: restartPolicy must be Always, OnFailure or Never`;
-  return { key: `pod/${name}/${podTemplateHash(object)}`, object, containers: plans, restartPolicy, source };
+  return { key: `pod/${name}/${podTemplateHash(immutablePart(object))}`, object, containers: plans, restartPolicy, source };
+}
+
+/**
+ * A Pod without what Kubernetes lets change on a running pod (labels, annotations): two versions of a Pod with the
+ * same immutable part are the same pod, updated in place.
+ */
+function immutablePart(object: PodObject): PodObject {
+  const { labels: _labels, annotations: _annotations, ...metadata } = object.metadata;
+  return { ...object, metadata: metadata as PodObject['metadata'] };
 }
 
 /** A new name for a replica of a Deployment's template: `<deployment>-<pod-template-hash>-<5 random letters>`. */

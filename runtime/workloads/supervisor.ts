@@ -4,18 +4,18 @@
  * first, so user files win over the runtime's own), makes every pod through the real CNI chain, runs its
  * containers, writes pod status back (IPs, phase, Ready) and keeps the run directory's state file current. On
  * SIGTERM (`ambitctl local down`) or SIGINT it tears everything down and leaves a teardown report. It watches the
- * directory: on a change it re-reads it and applies the difference (pods added, replaced or deleted by plan key,
- * Namespace labels, other objects rewritten); a re-read with a problem the previous one did not have is rejected
- * whole and reported, so a bad edit changes nothing.
+ * directory (directory-watch.ts): on a change it re-reads it and applies the difference (pods added, replaced or
+ * deleted by plan key, a file's Pod whose labels or annotations changed updated in place, Namespace labels, other
+ * objects rewritten); a re-read with a problem the previous one did not have is rejected whole and reported, so a
+ * bad edit changes nothing.
  *
  *   node runtime/workloads/supervisor.ts --dir DIR --run-dir RUNDIR [--nodes N] [--image-map FILE]
- *                                        [--control-plane-source dir|kubernetes]
+ *                                        [--control-plane-source kubernetes|dir]
  *
  * Owns: the order of start-up and teardown, scheduling (spec.nodeName, else the node with the fewest pods), the
  * status loop.
  * Must not know about: the command line users type (ambitctl/local.ts) or how containers run (containers.ts).
  */
-import { watch } from 'node:fs';
 import { cp, lstat, mkdir, readlink, rm, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -28,6 +28,7 @@ import { processStartTime } from '../run-registry.ts';
 import { ClusterApi, controlPlaneKubeconfigFile } from './cluster-api.ts';
 import { PodContainers } from './containers.ts';
 import { serveControl, type DeletedPod } from './control-socket.ts';
+import { watchDirectory } from './directory-watch.ts';
 import { WorkloadError } from './errors.ts';
 import { DEFAULT_IMAGE_MAP, readImageMap } from './image-map.ts';
 import { logDir, teardownFile, writeState, type LocalPodState, type LocalState } from './local-state.ts';
@@ -35,8 +36,6 @@ import { planWorkloads, replacementReplica, type PodPlan, type WorkloadPlan } fr
 import { createWaypoint, type LocalWaypoint } from '../waypoint.ts';
 
 const STATUS_INTERVAL_MS = 500;
-/** Editors write a file in several steps: re-read once the directory has been quiet this long. */
-const RELOAD_DEBOUNCE_MS = 300;
 /** Pods made at once: the CNI chain is a handful of processes per pod; two cores do not gain from more. */
 const CREATE_CONCURRENCY = 4;
 
@@ -55,11 +54,12 @@ const { values } = parseArgs({
     'run-dir': { type: 'string' },
     nodes: { type: 'string', default: '2' },
     'image-map': { type: 'string' },
-    'control-plane-source': { type: 'string', default: 'dir' },
+    'control-plane-source': { type: 'string', default: 'kubernetes' },
   },
 });
-if (values.dir === undefined || values['run-dir'] === undefined) {
-  console.error('usage: supervisor.ts --dir DIR --run-dir RUNDIR [--nodes N] [--image-map FILE]');
+const controlPlaneSource = values['control-plane-source'];
+if (values.dir === undefined || values['run-dir'] === undefined || (controlPlaneSource !== 'kubernetes' && controlPlaneSource !== 'dir')) {
+  console.error('usage: supervisor.ts --dir DIR --run-dir RUNDIR [--nodes N] [--image-map FILE] [--control-plane-source kubernetes|dir]');
   process.exit(2);
 }
 const runDir = values['run-dir'];
@@ -73,6 +73,7 @@ const state: LocalState = {
   runDir,
   logDir: logs,
   nodeCount: Number(values.nodes),
+  controlPlaneSource,
   nodes: [],
   pods: [],
   services: [],
@@ -267,7 +268,7 @@ async function main(): Promise<void> {
   pods.push(...plan.pods.map(entryFor));
   await publishState();
   log(`building ${state.nodeCount} nodes, the control plane and the agents`);
-  mesh = await createLocalMesh({ nodes: state.nodeCount, ...(values['control-plane-source'] === 'kubernetes' ? { controlPlaneSource: kubernetesControlPlaneSource } : {}) });
+  mesh = await createLocalMesh({ nodes: state.nodeCount, ...(controlPlaneSource === 'kubernetes' ? { controlPlaneSource: kubernetesControlPlaneSource } : {}) });
   state.meshUpAt = Date.now();
   const cluster = mesh.cluster;
   Object.assign(state, { tmpDir: cluster.tmpDir, caDir: mesh.caDir, clusterDir: cluster.clusterDir });
@@ -303,12 +304,8 @@ async function main(): Promise<void> {
   statusTimer = setInterval(statusTick, STATUS_INTERVAL_MS);
   accepted = plan;
   // Watching from now: a change made while the first pods start is applied after them.
-  let timer: NodeJS.Timeout | undefined;
-  watch(state.dir, { recursive: true }, () => {
-    if (timer !== undefined) clearTimeout(timer);
-    timer = setTimeout(() => {
-      void reloadNow().catch((error: unknown) => log(`reload failed: ${(error as Error).message}`));
-    }, RELOAD_DEBOUNCE_MS);
+  await watchDirectory(state.dir, () => {
+    void reloadNow().catch((error: unknown) => log(`reload failed: ${(error as Error).message}`));
   });
   const target = mesh;
   await serialized(() => createPods(target, [...pods]));
@@ -376,9 +373,10 @@ async function startKubernetesApi(clusterDir: string, controlPlaneIn?: { netns: 
 }
 
 /**
- * `--control-plane-source kubernetes`: the control plane reads the cluster through this API (its Kubernetes source,
- * the code path of a cluster), served inside the fabric namespace where it runs; the CA directory and node tokens
- * stay the local mode's (`--identity-from local`: this API serves no TokenReviews or Secrets).
+ * `--control-plane-source kubernetes` (the default): the control plane reads the cluster through this API (its
+ * Kubernetes source, the code path of a cluster) and writes status through it, served inside the fabric namespace
+ * where it runs; the CA directory and node tokens stay the local mode's (`--identity-from local`: this API serves no
+ * TokenReviews or Secrets). With `dir` it reads the cluster state directory.
  */
 async function kubernetesControlPlaneSource(cluster: LocalMesh['cluster'], fabricAddress: string): Promise<string[]> {
   await startKubernetesApi(cluster.clusterDir, { netns: netnsPath(cluster.fabricNetns), address: fabricAddress });
@@ -470,18 +468,22 @@ async function reload(): Promise<string[]> {
     await cluster.setNamespaceLabels(namespace.metadata.name, namespace.metadata.labels ?? {});
   }
   await writeUserObjects(plan);
-  const wanted = new Set(plan.pods.map((podPlan) => podPlan.key));
+  const wanted = new Map(plan.pods.map((podPlan) => [podPlan.key, podPlan]));
   const gone = pods.filter((entry) => !wanted.has(entry.plan.key));
   for (const entry of gone) pods.splice(pods.indexOf(entry), 1);
+  const updated = await updatePodsInPlace(wanted);
+  const have = new Set(pods.map((entry) => entry.plan.key));
+  const added = plan.pods.filter((podPlan) => !have.has(podPlan.key)).map(entryFor);
   await Promise.all(
     gone.map(async (entry) => {
       await entry.containers?.stop();
       if (entry.pod !== undefined) await cluster.deletePod(entry.pod).catch((error: unknown) => log(`deleting ${entry.state.namespace}/${entry.state.name}: ${(error as Error).message}`));
-      log(`pod ${entry.state.namespace}/${entry.state.name} deleted`);
+      // A file's Pod edited beyond its labels and annotations: Kubernetes refuses that update on a running pod; an
+      // edited file is the user's new desired pod, so it is made again under its name.
+      const again = added.some((next) => next.plan.key.startsWith('pod/') && next.state.namespace === entry.state.namespace && next.state.name === entry.state.name);
+      log(`pod ${entry.state.namespace}/${entry.state.name} deleted${again ? `: its spec changed in ${entry.plan.source.replace(/:\d+$/, '')} (Kubernetes cannot change it on a running pod), so it is made again` : ''}`);
     }),
   );
-  const have = new Set(pods.map((entry) => entry.plan.key));
-  const added = plan.pods.filter((podPlan) => !have.has(podPlan.key)).map(entryFor);
   for (const namespace of new Set(added.map((entry) => entry.state.namespace))) {
     if (plan.namespaces.some((candidate) => candidate.metadata.name === namespace) || pods.some((entry) => entry.state.namespace === namespace)) continue;
     await cluster.setNamespaceLabels(namespace, {});
@@ -492,8 +494,32 @@ async function reload(): Promise<string[]> {
   await createPods(mesh, added);
   await reconcileWaypoints(plan);
   await publishState();
-  log(`change applied: ${added.length} pods added, ${gone.length} deleted`);
+  log(`change applied: ${added.length} pods added, ${gone.length} deleted, ${updated} updated in place`);
   return [];
+}
+
+/**
+ * A file's Pod whose labels or annotations changed (same key: nothing else did) is updated in place, as Kubernetes
+ * updates a running pod: its Pod object gets the new metadata (the agent's own annotation kept), so enrollment and
+ * the policies that select it follow, and it keeps its network namespace, IP and processes. Returns how many.
+ */
+async function updatePodsInPlace(wanted: Map<string, PodPlan>): Promise<number> {
+  let count = 0;
+  for (const entry of pods) {
+    const next = wanted.get(entry.plan.key);
+    // A Deployment's replicas: their key covers the template's labels, and the plan's names are new each read.
+    if (next === undefined || !entry.plan.key.startsWith('pod/')) continue;
+    const before = entry.plan.object.metadata;
+    const after = next.object.metadata;
+    entry.plan = next;
+    entry.state.source = next.source;
+    if (JSON.stringify(before.labels ?? {}) === JSON.stringify(after.labels ?? {}) && JSON.stringify(before.annotations ?? {}) === JSON.stringify(after.annotations ?? {})) continue;
+    count++;
+    if (entry.pod === undefined || mesh === undefined) continue; // not made yet: it is made with the new metadata
+    await mesh.cluster.updatePodMetadata(entry.pod, { labels: after.labels ?? {}, annotations: after.annotations ?? {}, previousAnnotations: before.annotations ?? {} });
+    log(`pod ${entry.state.namespace}/${entry.state.name}: labels ${JSON.stringify(after.labels ?? {})}, annotations ${JSON.stringify(after.annotations ?? {})}: updated in place (same IP, network namespace and processes)`);
+  }
+  return count;
 }
 
 main().catch(async (error: unknown) => {

@@ -1,8 +1,8 @@
 /**
  * kubectl against `ambitctl local`: the real kubectl (v1.32, /usr/bin/kubectl) drives a local cluster brought up from
  * fixtures/local-kubectl/ (namespaces shop and ops, a Deployment behind a Service, an AuthorizationPolicy, a pod) with
- * the kubeconfig `up` prints; the control plane runs with its Kubernetes source against the same API
- * (`--control-plane-source kubernetes`), as in a cluster. It lists pods across namespaces with IPs and nodes, Services, AuthorizationPolicies;
+ * the kubeconfig `up` prints; the control plane runs with its Kubernetes source against the same API (the
+ * default), as in a cluster. It lists pods across namespaces with IPs and nodes, Services, AuthorizationPolicies;
  * labelling namespace shop ambient captures its pods (the agent's redirection annotation appears) and is written into
  * the user's Namespace file, the one source of truth, and reaches the agents through the control plane's informers
  * (sleep's call to the echo Service then goes over mTLS with both identities); a Pod applied from stdin lands as a file, runs (Ready, its own
@@ -50,7 +50,7 @@ test('kubectl drives a local cluster: get, label, apply, logs, delete, and what 
     for (const made of [runDir, dir, cacheDir]) await rm(made, { recursive: true, force: true });
   });
 
-  const up = await ctl('up', '-f', dir, '--nodes', '2', '--timeout', String(UP_TIMEOUT_S), '--control-plane-source', 'kubernetes');
+  const up = await ctl('up', '-f', dir, '--nodes', '2', '--timeout', String(UP_TIMEOUT_S));
   t.log(up.stdout);
   t.is(up.code, 0, up.stderr);
   const kubeconfig = /^export KUBECONFIG=(.+)$/m.exec(up.stdout)?.[1];

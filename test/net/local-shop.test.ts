@@ -3,7 +3,8 @@
  * calling each other by Service name (frontend -> catalog and cart, cart -> catalog, catalog in versions v1 and v2)
  * across 2 nodes in an ambient namespace; a call from the sleep pod to the frontend by name comes back with the whole
  * chain answered, every hop carried over HBONE with the caller's SPIFFE identity (the destination agents' access logs
- * say so), and both catalog versions answer behind the one Service.
+ * say so), and both catalog versions answer behind the one Service. It runs the control plane with the directory
+ * source (`--control-plane-source dir`), the option beside the default Kubernetes source the other local tests use.
  */
 import test from 'ava';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
@@ -36,12 +37,15 @@ test('examples/shop: three services call each other by name over HBONE, both cat
     await rm(runDir, { recursive: true, force: true });
   });
 
-  const up = await ctl('up', '-f', SHOP, '--nodes', '2', '--timeout', String(UP_TIMEOUT_S));
+  const up = await ctl('up', '-f', SHOP, '--nodes', '2', '--timeout', String(UP_TIMEOUT_S), '--control-plane-source', 'dir');
   t.is(up.code, 0, `${up.stdout}\n${up.stderr}`);
   t.regex(up.stdout, /local mesh up: 2 nodes, 8 pods ready\n/);
   // Ready pods become endpoints a moment after `up` returns (the runtime's Services read the pods' status).
   const wanted = { frontend: 2, cart: 2, catalog: 3, 'catalog-v1': 2, 'catalog-v2': 1 } as const;
   const readState = async () => JSON.parse(await readFile(path.join(runDir, 'state.json'), 'utf8')) as LocalState;
+  const { controlPlaneLog } = await readState();
+  t.regex(await readFile(controlPlaneLog!, 'utf8'), /"source":\{"type":"dir","dir":"[^"]+"\}/, 'the control plane reads the cluster state directory');
+  t.regex((await ctl('status')).stdout, /control plane:\s+reads the cluster state directory/);
   for (const deadline = Date.now() + 60_000; ; ) {
     const services = (await readState()).services;
     if (Object.entries(wanted).every(([name, count]) => services.find((service) => service.name === name)?.endpoints === count)) break;

@@ -5,6 +5,7 @@ import test from 'ava';
 import https from 'node:https';
 import { KubeConfig } from '@kubernetes/client-node';
 import { KubernetesSource } from '../../controlplane/sources/kubernetes.ts';
+import { kubernetesStatusPatch } from '../../controlplane/status/kubernetes-status-patch.ts';
 import { ObjectStore, type StoreChange } from '../../controlplane/store.ts';
 import { makeServingCredentials, type ServingCredentials } from '../../runtime/api-server/credentials.ts';
 import { VersionedObjectStore } from '../../runtime/api-server/object-store.ts';
@@ -14,6 +15,8 @@ import { eventually } from '../helpers/xds-harness.ts';
 
 const namespace = (name: string, labels: Record<string, string> = {}): K8sObject => ({ apiVersion: 'v1', kind: 'Namespace', metadata: { name, labels } });
 const pod = (name: string, ip: string): K8sObject => ({ apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace: 'shop' }, spec: { nodeName: 'n0', containers: [{ name: 'app' }] }, status: { podIP: ip, phase: 'Running' } });
+
+const policy = (name: string): K8sObject => ({ apiVersion: 'security.istio.io/v1', kind: 'AuthorizationPolicy', metadata: { name, namespace: 'shop' }, spec: { action: 'DENY', rules: [{}] } });
 
 /** Writes that record every call: a rejected request must never get this far. */
 function recordingWrites(calls: string[]): ClusterWrites {
@@ -25,6 +28,7 @@ function recordingWrites(calls: string[]): ClusterWrites {
     create: (resource, object) => record(`create ${resource.plural}`, object),
     update: (resource, _namespace, _name, object) => record(`update ${resource.plural}`, object),
     patch: (resource, _namespace, name, change) => record(`patch ${resource.plural}`, change({ kind: resource.kind, metadata: { name } })),
+    setStatus: (resource, _namespace, name, status) => record(`status ${resource.plural} ${JSON.stringify(status)}`, { kind: resource.kind, metadata: { name }, status } as K8sObject),
     remove: (resource, _namespace, name) => record(`delete ${resource.plural}`, { metadata: { name } }),
     containerLogFile: () => Promise.resolve('/dev/null'),
     podExists: () => false,
@@ -86,7 +90,7 @@ test('the control plane Kubernetes source lists and watches the local API server
 
 test('rude clients get a Status with the right code, never reach the writes, and the server keeps serving', async (t) => {
   const { store, calls, credentials, server } = await startServer(t);
-  store.replaceAll([namespace('shop'), pod('a', '10.0.0.1'), { apiVersion: 'v1', kind: 'Node', metadata: { name: 'n0' } }]);
+  store.replaceAll([namespace('shop'), pod('a', '10.0.0.1'), { apiVersion: 'v1', kind: 'Node', metadata: { name: 'n0' } }, policy('deny')]);
   const send = (method: string, path: string, options = {}) => request(server, credentials, method, path, options);
   const cases: [string, Promise<{ status: number; body: string }>, number, RegExp][] = [
     ['no token', send('GET', '/api/v1/pods', { token: '' }), 401, /Unauthorized/],
@@ -109,6 +113,9 @@ test('rude clients get a Status with the right code, never reach the writes, and
     ['a write to the runtime-owned nodes', send('DELETE', '/api/v1/nodes/n0'), 405, /local runtime's own/],
     ['a bad label selector', send('GET', '/api/v1/pods?labelSelector=a%20b%20c'), 400, /unable to parse/],
     ['an unsupported field selector', send('GET', '/api/v1/pods?fieldSelector=spec.foo%3Dx'), 400, /not supported/],
+    ['a status write to a pod (the runtime owns pod status)', send('PATCH', '/api/v1/namespaces/shop/pods/a/status', { body: '{"status":{}}', contentType: 'application/merge-patch+json' }), 404, /subresource status/],
+    ['a status write to a missing policy', send('PATCH', '/apis/security.istio.io/v1/namespaces/shop/authorizationpolicies/zz/status', { body: '{"status":{}}', contentType: 'application/merge-patch+json' }), 404, /not found/],
+    ['a status that is not an object', send('PATCH', '/apis/security.istio.io/v1/namespaces/shop/authorizationpolicies/deny/status', { body: '{"status":[1]}', contentType: 'application/merge-patch+json' }), 422, /status must be an object/],
     ['a watch from before the history', send('GET', '/api/v1/pods?watch=true&resourceVersion=abc'), 200, /"type":"ERROR".*"code":410/],
   ];
   for (const [what, response, status, body] of cases) {
@@ -122,4 +129,29 @@ test('rude clients get a Status with the right code, never reach the writes, and
   t.deepEqual(pods.items.map((item) => item.metadata?.name), ['a'], 'the server still serves');
   t.is((await send('PATCH', '/api/v1/namespaces/shop/pods/a', { body: '{"metadata":{"labels":{"x":"y"}}}', contentType: 'application/strategic-merge-patch+json' })).status, 200);
   t.deepEqual(calls, ['patch pods']);
+});
+
+test("the control plane's status writer writes a policy's status through the status subresource, and only its status", async (t) => {
+  const { store, calls, credentials, server } = await startServer(t);
+  store.replaceAll([namespace('shop'), policy('deny')]);
+  const kubeConfig = new KubeConfig();
+  kubeConfig.loadFromOptions({
+    clusters: [{ name: 'local', server: server.url, caData: Buffer.from(credentials.certPem).toString('base64'), skipTLSVerify: false }],
+    users: [{ name: 'local', token: credentials.token }],
+    contexts: [{ name: 'local', cluster: 'local', user: 'local' }],
+    currentContext: 'local',
+  });
+  const patchStatus = kubernetesStatusPatch(kubeConfig);
+  const conditions = [{ type: 'Accepted', status: 'True', reason: 'Accepted' }];
+  await patchStatus({ kind: 'AuthorizationPolicy', namespace: 'shop', name: 'deny' }, { conditions });
+  t.deepEqual(calls, [`status authorizationpolicies ${JSON.stringify({ conditions })}`]);
+  // A status write names only the status: a spec in the body does not reach the cluster.
+  const answer = await request(server, credentials, 'PATCH', '/apis/security.istio.io/v1/namespaces/shop/authorizationpolicies/deny/status', {
+    body: JSON.stringify({ spec: { action: 'ALLOW' }, status: { conditions: [] } }),
+    contentType: 'application/merge-patch+json',
+  });
+  t.is(answer.status, 200, answer.body);
+  t.is(calls[1], `status authorizationpolicies ${JSON.stringify({ conditions: [] })}`);
+  const discovery = JSON.parse((await request(server, credentials, 'GET', '/apis/security.istio.io/v1')).body) as { resources: { name: string }[] };
+  t.true(discovery.resources.some((resource) => resource.name === 'authorizationpolicies/status'));
 });

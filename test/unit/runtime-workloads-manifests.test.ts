@@ -126,3 +126,17 @@ test('a readiness probe is repeated at its periodSeconds once Ready (Kubernetes 
   t.is((await plan({ 'p.yaml': pod('readinessProbe: {tcpSocket: {port: 80}, periodSeconds: 3}') })).plan.pods[0]!.containers[0]!.probePeriodMs, 3_000);
   t.regex((await plan({ 'p.yaml': pod('readinessProbe: {tcpSocket: {port: 80}, periodSeconds: 0}') })).plan.problems[0]!, /periodSeconds must be a number of at least 1/);
 });
+
+test("a Pod's labels and annotations are not part of its plan key (updated in place); any other change is (made again)", async (t) => {
+  const web = (labels: string, annotations: string, image: string) => `apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: shop, labels: {${labels}}, annotations: {${annotations}}}
+spec:
+  containers:
+  - {name: web, image: ${image}}
+`;
+  const key = async (text: string) => (await plan({ 'web.yaml': text })).plan.pods[0]!.key;
+  const first = await key(web('app: web', '', 'ambit/echo-server'));
+  t.is(await key(web('app: web, istio.io/dataplane-mode: none', 'note: x', 'ambit/echo-server')), first);
+  t.not(await key(web('app: web', '', 'busybox')), first, 'a new image is a new pod');
+});
