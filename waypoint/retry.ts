@@ -17,11 +17,15 @@ import type { RetryPolicy } from './route-table.ts';
  * 1 MiB by default; 64 KiB keeps a waypoint under load small while covering typical API requests).
  */
 export const MAX_BUFFERED_BODY_BYTES = 64 * 1024;
+const GRPC_CANCELLED = 1;
+const GRPC_UNAVAILABLE = 14;
 /**
  * Istio's default retry policy, for a route that sets no `retry` (and for a Service with no route): 2 retries on
- * connection failures and 503, Envoy's 25 ms base back-off (pilot's retry.DefaultPolicy).
+ * connection failures and 503, and for gRPC on a trailers-only `cancelled` or `unavailable` (retryOn
+ * "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"), Envoy's 25 ms base back-off
+ * (pilot's retry.DefaultPolicy).
  */
-export const ISTIO_DEFAULT_RETRY: RetryPolicy = { codes: new Set([503]), attempts: 2, backoffMs: 25 };
+export const ISTIO_DEFAULT_RETRY: RetryPolicy = { codes: new Set([503]), attempts: 2, backoffMs: 25, grpcStatuses: new Set([GRPC_CANCELLED, GRPC_UNAVAILABLE]) };
 /** Envoy's cap on the exponential back-off: ten times the base interval. */
 const MAX_BACKOFF_FACTOR = 10;
 
@@ -65,9 +69,14 @@ export function bufferBody(source: Readable, limit: number): Promise<BufferedBod
   });
 }
 
-/** Whether a try that ended with `status` (a response) or `error` (none) is tried again; `retriesDone` so far. */
-export function shouldRetry(policy: RetryPolicy | undefined, replayable: boolean, retriesDone: number, outcome: { status?: number; error?: WaypointError }): boolean {
+/**
+ * Whether a try that ended with `status` (a response; `grpcStatus` when it was a trailers-only gRPC answer) or
+ * `error` (none) is tried again; `retriesDone` so far.
+ */
+export function shouldRetry(policy: RetryPolicy | undefined, replayable: boolean, retriesDone: number, outcome: { status?: number; grpcStatus?: number; error?: WaypointError }): boolean {
   if (!policy || !replayable || retriesDone >= policy.attempts) return false;
+  // gRPC conditions apply to a trailers-only answer's grpc-status, and only where the policy names them.
+  if (outcome.grpcStatus !== undefined && policy.grpcStatuses?.has(outcome.grpcStatus)) return true;
   if (outcome.status !== undefined) return policy.codes.has(outcome.status);
   const code = outcome.error?.code;
   if (code === 'WAYPOINT_UPSTREAM_CONNECT_FAILED') return true;

@@ -53,6 +53,8 @@ export interface RetryPolicy {
   codes: ReadonlySet<number>;
   attempts: number;
   backoffMs: number;
+  /** gRPC statuses of a trailers-only answer that are retried (Envoy's gRPC retryOn conditions); absent: none. */
+  grpcStatuses?: ReadonlySet<number>;
 }
 
 export interface RouteEntry {
