@@ -159,7 +159,7 @@ export async function startWaypoint(config: WaypointConfig, log: Logger): Promis
       return;
     }
     const body = JSON.stringify({
-      gateway: config.gatewayName, identity: identity.uri, services: servicesView(state), routes: routes.view(), policies: policies.view(),
+      gateway: config.gatewayName, identity: identity.uri, pid: process.pid, services: servicesView(state), routes: routes.view(), policies: policies.view(),
       upstreamConnections: httpProxy.connectionsView(), http2: { ...h2Sessions.view(), ...h2Proxy.view() },
       destinationRules: { policies: destinationPolicies.view(), traffic: destinations.view() },
     });
