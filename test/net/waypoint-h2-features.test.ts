@@ -44,6 +44,7 @@ const H2_ROUTE = {
       { matches: [prefix('/slow')], backendRefs: [{ name: 'h2f-v1', port: 80 }], timeouts: { request: '1s' } },
       { matches: [prefix('/try')], backendRefs: [{ name: 'h2f-v1', port: 80 }], timeouts: { request: '20s', backendRequest: '1s' }, retry: { codes: [504], attempts: 1, backoff: '10ms' } },
       { matches: [prefix('/flaky')], backendRefs: [{ name: 'h2f-v1', port: 80 }], retry: { codes: [503], attempts: 2, backoff: '10ms' } },
+      { matches: [prefix('/denied')], backendRefs: [{ name: 'h2f-v1', port: 80 }] },
       { matches: [prefix('/')], backendRefs: [{ name: 'h2f', port: 80 }] },
     ],
   },
@@ -223,10 +224,14 @@ test.serial('L7 policy on HTTP/2, gRPC and an Upgrade: h2c 403 RBAC, gRPC 7 PERM
   await writeObject(setup, 'policies', 'deny-grpcf', policy('deny-grpcf', 'grpcf', ['/ambit.test.Other/*']));
   try {
     await until('the h2c policy is in force', async () => (await h2([{ path: '/denied/x' }]))[0].status === 403);
-    const [denied, allowed] = await h2([{ path: '/denied/x', headers: { 'x-request-id': 'h2-denied-1' } }, { path: '/fine' }]);
+    const id = `d${Date.now()}`;
+    const [denied, allowed] = await h2([{ path: `/denied/flaky?id=${id}&failures=0`, headers: { 'x-request-id': 'h2-denied-1' } }, { path: '/fine' }]);
     t.is(denied.status, 403);
     t.is(denied.body, 'RBAC: access denied');
     t.is(allowed.status, 200);
+    // Asked straight (h2f-v1 is not bound to the waypoint): the backend the denied request would have gone to never saw it.
+    const [direct] = await clientRun(setup, { scenario: 'h2-get', host: H2_V1_VIP, port: 80, requests: [{ path: `/flaky?id=${id}&failures=0` }] });
+    t.is(direct.body.calls, 1, 'the denied request never reached the backend');
     t.like((await lineOf('h2-denied-1')).authz, { decision: 'deny', policy: 'shop/deny-h2f' });
     await until('the gRPC policy is in force', async () => (await grpc({ path: '/ambit.test.Other/Unary' }))[0].code === 7);
     const [grpcDenied] = await grpc({ path: '/ambit.test.Other/Unary' });

@@ -115,6 +115,9 @@ async function startGrpc(port: number): Promise<void> {
   await new Promise<void>((resolve, reject) => server.bindAsync(`0.0.0.0:${port}`, grpc.ServerCredentials.createInsecure(), (error) => (error ? reject(error) : resolve())));
 }
 
+/** patternBytes' first 64 KiB: patternBytes(n) is this piece repeated (its period, 256, divides 64 KiB). */
+const BIG_PIECE = patternBytes(65536);
+
 /** Bytes each `GET /big?id=` has handed to its stream so far (the stream's back-pressure holds the rest). */
 const writtenById = new Map<string, number>();
 
@@ -158,12 +161,12 @@ async function startH2(port: number): Promise<void> {
       const size = Number(query.get('size'));
       const id = query.get('id') ?? '';
       stream.respond({ ':status': 200, 'x-served-by': spec.name, 'x-served-by-address': stream.session?.socket?.localAddress ?? '' });
-      // Written in 64 KiB pieces with back-pressure, as a streaming server would.
-      const body = patternBytes(size);
+      // Written in 64 KiB pieces with back-pressure, as a streaming server would. The pattern repeats every 256
+      // bytes, so one 64 KiB piece serves any size (GiBs included) without holding the body.
       let offset = 0;
       const pump = (): void => {
-        while (offset < body.length) {
-          const piece = body.subarray(offset, offset + 65536);
+        while (offset < size) {
+          const piece = BIG_PIECE.subarray(0, Math.min(BIG_PIECE.length, size - offset));
           offset += piece.length;
           writtenById.set(id, offset);
           if (!stream.write(piece)) {
