@@ -404,7 +404,12 @@ export class H2Proxy {
     const cut = (): void => {
       tries.stop();
       const code = upstream.rstCode ?? NGHTTP2_NO_ERROR;
-      if (code === NGHTTP2_NO_ERROR || stream.closed || stream.destroyed) return;
+      if (code === NGHTTP2_NO_ERROR) {
+        // The endpoint answered in full while the client still sends (a stream the server ended first).
+        record.body?.discardRest();
+        return;
+      }
+      if (stream.closed || stream.destroyed) return;
       record.flags = current.timedOut || tries.timedOut ? 'UT' : 'UC';
       record.details = 'upstream_reset_after_response_started';
       stream.close(code === NGHTTP2_CANCEL ? NGHTTP2_INTERNAL_ERROR : code);

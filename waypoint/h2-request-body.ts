@@ -92,6 +92,22 @@ export class H2RequestBody {
     if (!this.ended) this.#source.pause();
   }
 
+  /**
+   * The answer is complete and no try follows, but the client is still sending: what it sends is read and dropped,
+   * so its stream can end (paused, it would hold the stream and its flow-control window until the client gave up).
+   */
+  discardRest(): void {
+    if (this.ended) return;
+    this.#sink = undefined;
+    this.#keptAll = false;
+    this.#kept = [];
+    if (!this.#flowing) {
+      this.#flowing = true;
+      this.#source.on('data', this.#onData);
+    }
+    this.#source.resume();
+  }
+
   /** The request as the HTTP/2 session must open it: already ended when it had no body at all. */
   get endsAtHeaders(): boolean {
     return this.ended && !this.#flowing && this.bytes === 0;
