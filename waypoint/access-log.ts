@@ -33,6 +33,8 @@ export interface RequestRecord {
   spanId: string;
   src: { principal: string; workload: string; namespace: string; address: string };
   dst: { principal: string; workload: string; namespace: string; service: string };
+  /** The gRPC status of a gRPC answer (Envoy's %GRPC_STATUS(NUMBER)%), when there was one. */
+  grpcStatus?: string;
   /** The L7 policy outcome (decision, policy, rule, JWT principal, rate limit), when a policy applied. */
   authz?: AuthzLogFields | undefined;
 }
@@ -46,6 +48,7 @@ export function logRequest(log: Logger, record: RequestRecord): void {
       authority: record.authority,
       response_code: record.status,
       response_flags: record.flags,
+      ...(record.grpcStatus !== undefined ? { grpc_status: record.grpcStatus } : {}),
       response_code_details: record.details,
       duration: Math.round(record.durationMs),
       bytes_received: record.bytesReceived,

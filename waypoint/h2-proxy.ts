@@ -1,34 +1,52 @@
 /**
  * The waypoint's HTTP/2 path (prior-knowledge h2c, and so gRPC): a terminated CONNECT stream whose client spoke the
- * HTTP/2 preface is handed, as a connection, to one Node HTTP/2 server; each request stream on it is routed like an
- * HTTP/1.1 request (request-target.ts: HTTPRoute and GRPCRoute entries) and forwarded on a pooled HTTP/2 session to
- * one endpoint (h2-upstream.ts). Bodies are piped both ways (HTTP/2 flow control is the back-pressure: nothing
- * buffers a whole message), trailers are carried both ways (gRPC's grpc-status and grpc-message arrive as the
- * endpoint sent them), resets map to resets. When the waypoint itself answers a gRPC request (no route, no
- * endpoint) it answers as Envoy does: HTTP 200, trailers-only, grpc-status mapped from the HTTP status (404 ->
- * 12 UNIMPLEMENTED, 503 -> 14 UNAVAILABLE, 500 -> 2 UNKNOWN) and the reason in grpc-message.
+ * HTTP/2 preface is handed, as a connection, to one Node HTTP/2 server; each request stream on it goes as an
+ * HTTP/1.1 request does: L7 policy (authz/request-gate.ts), the route (request-target.ts: HTTPRoute and GRPCRoute
+ * entries) with its filters (header modifiers of the rule and the backendRef, URLRewrite, RequestRedirect), the
+ * request id and trace context, the DestinationRule's pool slot and endpoint choice (destination/), then tries on
+ * pooled HTTP/2 sessions to endpoints (h2-try.ts, h2-upstream.ts) within the route's timeouts and retried as its
+ * retry (or Istio's default) says (request-attempts.ts, shared with the HTTP/1.1 path). The body streams to the try
+ * and is kept for a retry while small (h2-request-body.ts: a streaming gRPC call is not retried once its first
+ * message went). Bodies are piped both ways (HTTP/2 flow control is the back-pressure), trailers are carried both
+ * ways, resets map to resets. Each request gets Istio's metrics (request_protocol grpc or http,
+ * grpc_response_status) and an access-log line with Envoy's response flags.
+ *
+ * When the waypoint itself answers a gRPC request it answers as Envoy does: HTTP 200, trailers-only, grpc-status
+ * mapped from the HTTP status (403 -> 7 PERMISSION_DENIED, 404 -> 12 UNIMPLEMENTED, 503 -> 14 UNAVAILABLE, 500 ->
+ * 2 UNKNOWN), except a timeout, which is 4 DEADLINE_EXCEEDED (counted as 504 UT), and the reason in grpc-message.
  *
  * A client that sends garbage (a bad preface, a malformed frame) gets a GOAWAY and loses its stream, nothing else.
  *
  * Owns: the per-stream flow, HTTP/2 header handling, the waypoint's own gRPC answers.
- * Must not know about: how routes match, how endpoints are picked, HBONE and TLS.
+ * Must not know about: how routes match, how endpoints are picked or tried, HBONE and TLS.
  */
 import http2 from 'node:http2';
 import type { Duplex } from 'node:stream';
+import type { Logger } from 'pino';
 import type { HboneRequest } from '../shared/hbone/index.ts';
 import type { MeshState } from '../shared/mesh/mesh-state.ts';
-import type { Service } from '../shared/mesh/service.ts';
-import type { Workload } from '../shared/mesh/workload.ts';
+import { serviceKey, type Service } from '../shared/mesh/service.ts';
+import { workloadIdentity, type Workload } from '../shared/mesh/workload.ts';
+import { logRequest } from './access-log.ts';
 import { WaypointError } from './errors.ts';
+import { applyFault } from './fault.ts';
+import { modifyHeaders, redirectLocation, rewrittenUrl } from './filters.ts';
+import { H2RequestBody } from './h2-request-body.ts';
+import { H2Try, type H2Response } from './h2-try.ts';
 import { cancelStream, H2_SESSION_WINDOW_BYTES, H2_STREAM_WINDOW_BYTES, type H2SessionPool } from './h2-upstream.ts';
+import { pathOf, queryOf } from './http-router.ts';
 import { requestLabels, type WaypointMetrics } from './metrics.ts';
 import { grpcStatusForHttp, isGrpcContentType } from './protocols.ts';
+import { RequestAttempts, type ResponseFacts } from './request-attempts.ts';
 import { routeRequest } from './request-target.ts';
-import type { RouteEntry, RouteTable } from './route-table.ts';
+import { ISTIO_DEFAULT_RETRY, MAX_BUFFERED_BODY_BYTES } from './retry.ts';
+import type { RouteBackend, RouteEntry, RouteTable } from './route-table.ts';
+import { requestIdOf, traceContextOf, traceparentOf, type TraceContext } from './tracing.ts';
 import type { Upstreams } from './upstream.ts';
-import type { GateRequest, GateResponse, RequestGate } from './authz/request-gate.ts';
+import { decisionOf, type GateRequest, type GateResponse, type RequestGate } from './authz/request-gate.ts';
+import type { DestinationRequest, DestinationTraffic } from './destination/destination-traffic.ts';
 
-const { NGHTTP2_FLAG_END_STREAM, NGHTTP2_NO_ERROR } = http2.constants;
+const { NGHTTP2_CANCEL, NGHTTP2_FLAG_END_STREAM, NGHTTP2_INTERNAL_ERROR, NGHTTP2_NO_ERROR } = http2.constants;
 
 /** Connection-specific headers (RFC 9113 8.2.2): never forwarded (Node refuses them on HTTP/2 anyway). */
 const CONNECTION_SPECIFIC = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'http2-settings', 'host']);
@@ -73,6 +91,90 @@ function applyModifier(headers: http2.OutgoingHttpHeaders, modifier: HeaderModif
   for (const name of modifier.remove) delete headers[name];
 }
 
+/** gRPC's DEADLINE_EXCEEDED: the waypoint's answer to a gRPC request that outlasted a route timeout. */
+const GRPC_DEADLINE_EXCEEDED = 4;
+
+/** The grpc-status the waypoint answers a gRPC request with for `error`: a timeout is DEADLINE_EXCEEDED, the rest by HTTP status. */
+export function grpcStatusForError(error: WaypointError): number {
+  if (error.code === 'WAYPOINT_REQUEST_TIMEOUT' || error.code === 'WAYPOINT_BACKEND_TIMEOUT') return GRPC_DEADLINE_EXCEEDED;
+  return grpcStatusForHttp(error.status);
+}
+
+/** The grpc-status of an answer (its head, for a trailers-only answer, or its trailers); undefined when it has none. */
+function grpcStatusOf(headers: http2.IncomingHttpHeaders | undefined): number | undefined {
+  const value = headers?.['grpc-status'];
+  if (value === undefined) return undefined;
+  const status = Number(Array.isArray(value) ? value[0] : value);
+  return Number.isInteger(status) ? status : undefined;
+}
+
+/** What the try loop reads of an HTTP/2 answer, and how it drops one that is retried. */
+const H2_RESPONSE_FACTS: ResponseFacts<H2Response> = {
+  status: (response) => Number(response.headers[':status'] ?? 502),
+  // Only a trailers-only answer carries its gRPC status in the head (Envoy's gRPC retryOn looks there too).
+  grpcStatus: (response) => (response.endStream ? grpcStatusOf(response.headers) : undefined),
+  discard: (response) => cancelStream(response.stream),
+};
+
+/** What is known about one request stream as it goes, for its metrics and access-log line. */
+interface H2RequestRecord {
+  context: H2StreamContext;
+  started: number;
+  grpc: boolean;
+  method: string;
+  /** The path (and query) as the client sent it. */
+  path: string;
+  authority: string;
+  requestId: string;
+  trace: TraceContext;
+  entry: RouteEntry | undefined;
+  destination: Service;
+  endpoint: Workload | undefined;
+  upstreamHost: string;
+  attempts: number;
+  body: H2RequestBody | undefined;
+  responseBytes: number;
+  /** The HTTP status decided (0 until then: a client gone before an answer). */
+  status: number;
+  grpcStatus: number | undefined;
+  flags: string;
+  details: string;
+  gateRequest: GateRequest | undefined;
+  destinationRequest: DestinationRequest | undefined;
+  /** What VirtualService fault injection did (DI, FI, DI,FI; '' for nothing), joined to the flags at the end. */
+  faultFlags: string;
+}
+
+/**
+ * The client's stream as fault.ts answers on it: a trailers-only gRPC abort (its head carries grpc-status) is one
+ * HEADERS frame with END_STREAM, as gRPC requires.
+ */
+function faultResponseOf(stream: http2.ServerHttp2Stream): Parameters<typeof applyFault>[1] {
+  let ended = false;
+  return {
+    get headersSent() {
+      return stream.headersSent;
+    },
+    get destroyed() {
+      return stream.destroyed || stream.closed;
+    },
+    writeHead(statusCode: number, headers: Record<string, string> = {}) {
+      if (stream.closed || stream.destroyed) return;
+      ended = headers['grpc-status'] !== undefined;
+      stream.respond({ ':status': statusCode, ...headers }, { endStream: ended });
+    },
+    end(body?: string) {
+      if (!ended && !stream.closed && !stream.destroyed) stream.end(body);
+    },
+    once(event: 'close', listener: () => void) {
+      stream.once(event, listener);
+    },
+    off(event: 'close', listener: () => void) {
+      stream.off(event, listener);
+    },
+  };
+}
+
 /** grpc-message is percent-encoded (gRPC over HTTP/2: printable ASCII except '%' stays). */
 function grpcMessage(text: string): string {
   return text.replace(/[^\x20-\x24\x26-\x7e]/gu, (character) => encodeURIComponent(character));
@@ -110,11 +212,17 @@ export class H2Proxy {
   readonly #state: MeshState;
   readonly #metrics: WaypointMetrics;
   readonly #gate: RequestGate | undefined;
+  readonly #destinations: DestinationTraffic | undefined;
+  readonly #log: Logger | undefined;
   /** Client connections that ended in a protocol error (garbage preface or frame), for config_dump and tests. */
   protocolErrors = 0;
+  /** Request streams being served now (config_dump; the rude-peer tests watch it come back to 0). */
+  activeStreams = 0;
 
-  constructor(options: { upstreams: Upstreams; sessions: H2SessionPool; routes: RouteTable; state: MeshState; metrics: WaypointMetrics; gate?: RequestGate }) {
+  constructor(options: { upstreams: Upstreams; sessions: H2SessionPool; routes: RouteTable; state: MeshState; metrics: WaypointMetrics; gate?: RequestGate; destinations?: DestinationTraffic; log?: Logger }) {
     this.#gate = options.gate;
+    this.#destinations = options.destinations;
+    this.#log = options.log;
     this.#upstreams = options.upstreams;
     this.#sessions = options.sessions;
     this.#routes = options.routes;
@@ -133,7 +241,14 @@ export class H2Proxy {
         if (!session.destroyed) session.setLocalWindowSize(H2_SESSION_WINDOW_BYTES);
       });
     });
-    this.#server.on('stream', (stream, headers, flags) => void this.#handle(stream, headers, flags));
+    this.#server.on('stream', (stream, headers, flags) => {
+      // A request that throws anywhere in its flow (a peer's odd input, a header value Node refuses) loses its stream
+      // only: reset with INTERNAL_ERROR (or its answer cut); the waypoint and the other streams carry on.
+      this.#handle(stream, headers, flags).catch((error: Error) => {
+        this.#log?.warn({ err: error.message, method: headers[':method'], path: headers[':path'] }, 'HTTP/2 request failed in the waypoint');
+        if (!stream.closed && !stream.destroyed) stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+      });
+    });
     // A client's bad preface or frame: nghttp2 answers GOAWAY PROTOCOL_ERROR and the session (one HBONE stream) ends.
     this.#server.on('sessionError', () => this.protocolErrors++);
   }
@@ -154,121 +269,275 @@ export class H2Proxy {
     this.#server.close();
   }
 
+  /** Client connections and request streams open now. */
+  view(): object {
+    return { clientSessions: this.#clientSessions.size, activeStreams: this.activeStreams, protocolErrors: this.protocolErrors };
+  }
+
   async #handle(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number): Promise<void> {
-    const started = performance.now();
     stream.on('error', () => {
       // a reset or a broken connection: 'close' follows and cancels the upstream
     });
     const context = this.#contexts.get(stream.session!);
-    const grpc = isGrpcContentType(headers['content-type']);
     if (!context) {
       stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
       return;
     }
-    const endStream = (flags & NGHTTP2_FLAG_END_STREAM) !== 0;
+    const grpc = isGrpcContentType(headers['content-type']);
     const method = headers[':method'] ?? '';
     let url = headers[':path'] ?? '/';
+    const record: H2RequestRecord = {
+      context, started: performance.now(), grpc, method, path: url, authority: String(headers[':authority'] ?? headers.host ?? ''), requestId: requestIdOf(headers), trace: traceContextOf(headers), entry: undefined, destination: context.service,
+      endpoint: undefined, upstreamHost: '', attempts: 0, body: undefined, responseBytes: 0, status: 0, grpcStatus: undefined, flags: '-', details: 'via_upstream', gateRequest: undefined, destinationRequest: undefined, faultFlags: '',
+    };
+    // Every request stream is counted and logged once, when it closes, whatever ended it.
+    this.activeStreams++;
+    stream.once('close', () => {
+      this.activeStreams--;
+      this.#finish(stream, record);
+    });
+    const endStream = (flags & NGHTTP2_FLAG_END_STREAM) !== 0;
     if (this.#gate) {
       // L7 policy (waypoint/authz/), as on the HTTP/1.1 path: a refusal is answered here (in gRPC for gRPC requests,
       // as Envoy's local replies are: 403 -> PERMISSION_DENIED, 401 -> UNAUTHENTICATED, 429 -> UNAVAILABLE).
       const gateRequest: GateRequest = { method, url, headers, resume: () => stream.resume() };
+      record.gateRequest = gateRequest;
       const refusal = await this.#gate.check(gateRequest, gateResponseOn(stream, grpc), context.hbone, context.service);
       if (refusal) {
-        this.#finish(context, context.service, undefined, grpc, refusal.status, refusal.responseFlags, started);
+        this.#decided(record, refusal.status, refusal.responseFlags, refusal.details, grpc ? grpcStatusForHttp(refusal.status) : undefined);
         return;
       }
       // The gate normalises the path it decided on (`/a/../b` -> `/b`); the endpoint gets the same path.
       if (gateRequest.url !== undefined && gateRequest.url !== url) headers[':path'] = url = gateRequest.url;
     }
-    let destination = context.service;
     let entry: RouteEntry | undefined;
-    let upstream: http2.ClientHttp2Stream;
-    let endpoint: Workload | undefined;
+    let backend: RouteBackend | undefined;
+    let port: number;
     try {
-      const routed = routeRequest(this.#routes, this.#state, context.service, context.hbone.target.port, method, url, headers);
-      destination = routed.destination;
-      entry = routed.entry;
-      const picked = this.#upstreams.pick(destination, routed.port, context.hbone.target.host);
-      endpoint = picked.endpoint;
-      upstream = await this.#sessions.request(destination, picked, upstreamRequestHeaders(headers, entry?.requestHeaderModifier), endStream);
+      const routed = routeRequest(this.#routes, this.#state, context.service, context.hbone.target.port, method, url, headers, true);
+      record.destination = routed.destination;
+      record.entry = entry = routed.entry;
+      backend = routed.backend;
+      port = routed.port;
     } catch (error) {
-      const waypointError = error instanceof WaypointError ? error : new WaypointError('WAYPOINT_UPSTREAM_CONNECT_FAILED', (error as Error).message, { cause: error });
-      this.#answer(stream, grpc, waypointError);
-      this.#finish(context, destination, endpoint, grpc, waypointError.status, waypointError.responseFlags, started);
+      if (!(error instanceof WaypointError)) throw error;
+      this.#answer(stream, record, error, error.code === 'WAYPOINT_NO_ROUTE' ? 'route_not_found' : 'no_usable_backend');
       return;
     }
-    upstream.on('error', () => {
-      // resets and broken sessions: handled on 'close' below
+    // VirtualService fault injection (fault.ts), before anything goes upstream, as on the HTTP/1.1 path.
+    if (entry?.fault) {
+      const fault = await applyFault(entry.fault, faultResponseOf(stream));
+      record.faultFlags = fault.flags;
+      if (fault.clientGone || fault.abortedWith !== undefined) {
+        stream.resume();
+        const grpcStatus = fault.abortedWith !== undefined && entry.fault.abort?.httpStatus === 0 ? entry.fault.abort.grpcStatus : undefined;
+        this.#decided(record, fault.abortedWith ?? 0, fault.clientGone ? 'DC' : '-', fault.clientGone ? 'downstream_remote_disconnect' : 'fault_filter_abort', grpcStatus);
+        return;
+      }
+    }
+    const path = pathOf(url);
+    const query = queryOf(url);
+    if (entry?.redirect) {
+      const location = redirectLocation(entry, { host: String(headers[':authority'] ?? headers.host ?? ''), path, query, servicePort: context.hbone.target.port });
+      stream.resume();
+      if (!stream.closed) stream.respond({ ':status': entry.redirect.statusCode, location }, { endStream: true });
+      this.#decided(record, entry.redirect.statusCode, '-', 'direct_response', undefined);
+      return;
+    }
+    const upstreamHeaders = this.#upstreamHeaders(headers, record, backend, entry ? rewrittenUrl(entry, path, query) : url);
+    // ---- DestinationRule hook (waypoint/destination/), as on the HTTP/1.1 path: a pool slot for the request (or
+    // 503 UO), the rule's endpoint choice for each try, the outcome for outlier detection when the request ends. ----
+    const traffic = this.#destinations?.forService(serviceKey(record.destination));
+    // A VirtualService destination's subset: its pods, as the backend's DestinationRule defines it (none: 503 NC).
+    const subset = backend?.subset !== undefined ? traffic?.subsetPods(backend.subset) : undefined;
+    if (backend?.subset !== undefined && subset === undefined) {
+      this.#answer(stream, record, new WaypointError('WAYPOINT_UNKNOWN_SUBSET', `no DestinationRule of ${record.destination.hostname} defines subset ${backend.subset}`), 'cluster_not_found');
+      return;
+    }
+    if (traffic) {
+      let admitted: DestinationRequest;
+      try {
+        const begun = traffic.begin({ headers, url, sourceIp: plainAddress(context.hbone.remoteAddress) }, subset);
+        admitted = begun instanceof Promise ? await begun : begun;
+      } catch (error) {
+        if (!(error instanceof WaypointError)) throw error;
+        this.#destinations!.overflowed(serviceKey(record.destination));
+        this.#answer(stream, record, error, 'upstream_overflow', error.responseFlags, { 'x-envoy-overloaded': 'true' });
+        return;
+      }
+      record.destinationRequest = admitted;
+      // The client left while the request waited for its slot: nothing to send.
+      if (stream.closed || stream.destroyed) return;
+    }
+    // ---- end of hook ----
+    if (stream.closed || stream.destroyed) return;
+    const body = new H2RequestBody(stream, MAX_BUFFERED_BODY_BYTES, endStream);
+    record.body = body;
+    const vip = context.hbone.target.host;
+    const tries = new RequestAttempts<H2Response>({
+      policy: entry?.retry ?? ISTIO_DEFAULT_RETRY,
+      requestTimeoutMs: entry?.requestTimeoutMs ?? 0,
+      facts: H2_RESPONSE_FACTS,
+      replayable: () => body.replayable() && !stream.closed && !stream.headersSent,
+      ...(record.destinationRequest ? { onRetried: (outcome: number | 'connect-failure') => record.destinationRequest?.tryEnded(outcome) } : {}),
+      start: (avoid) =>
+        new H2Try(this.#upstreams, this.#sessions, {
+          service: record.destination, servicePort: port, vip, headers: upstreamHeaders, body, timeoutMs: entry?.backendRequestTimeoutMs ?? 0,
+          onInformational: (informational) => {
+            if (!stream.headersSent && !stream.closed) stream.additionalHeaders(downstreamResponseHeaders(informational, undefined));
+          },
+          ...(avoid !== undefined ? { avoid } : {}),
+          ...(record.destinationRequest ? { choose: record.destinationRequest.choose } : {}),
+        }),
     });
+    // The client went away (or reset its stream): no try goes on for it.
+    stream.once('close', () => tries.abort());
+    const result = await tries.run();
+    const current = result.attempt as H2Try;
+    record.attempts = tries.attempts;
+    record.endpoint = current.endpoint;
+    record.upstreamHost = current.address;
+    if (result.kind === 'timeout') {
+      this.#answer(stream, record, result.error, 'request_timeout');
+      return;
+    }
+    if (result.kind === 'error') {
+      this.#answer(stream, record, result.error, result.error.code === 'WAYPOINT_BACKEND_TIMEOUT' ? 'upstream_per_try_timeout' : 'upstream_reset_before_response_started', result.flags);
+      return;
+    }
+    this.#relay(stream, record, result.response, current, backend, result.flags, tries);
+  }
+
+  /** The request's headers for the endpoint: end-to-end ones, the filters', the rewritten path, the request id and trace context. */
+  #upstreamHeaders(headers: http2.IncomingHttpHeaders, record: H2RequestRecord, backend: RouteBackend | undefined, upstreamPath: string): http2.OutgoingHttpHeaders {
+    const entry = record.entry;
+    const result = upstreamRequestHeaders(headers, entry?.requestHeaderModifier);
+    modifyHeaders(result, backend?.requestHeaderModifier);
+    result[':path'] = upstreamPath;
+    if (entry?.urlRewrite?.hostname) result[':authority'] = entry.urlRewrite.hostname;
+    result['x-request-id'] = record.requestId;
+    result.traceparent = traceparentOf(record.trace);
+    if (record.trace.tracestate !== undefined) result.tracestate = record.trace.tracestate;
+    else delete result.tracestate;
+    return result;
+  }
+
+  /** Passes the endpoint's answer on (with the response filters): head, body, trailers; a cut upstream resets the client's stream. */
+  #relay(stream: http2.ServerHttp2Stream, record: H2RequestRecord, response: H2Response, current: H2Try, backend: RouteBackend | undefined, flags: string, tries: RequestAttempts<H2Response>): void {
+    const upstream = response.stream;
+    const responseHeaders = downstreamResponseHeaders(response.headers, record.entry?.responseHeaderModifier);
+    modifyHeaders(responseHeaders, backend?.responseHeaderModifier);
+    const status = Number(response.headers[':status'] ?? 502);
     if (stream.closed || stream.destroyed) {
       cancelStream(upstream);
       return;
     }
-    // Request: body piped (flow control both sides is the back-pressure), trailers passed on at its end.
-    let requestTrailers: http2.IncomingHttpHeaders | undefined;
-    if (!endStream) {
-      stream.once('trailers', (trailers: http2.IncomingHttpHeaders) => (requestTrailers = trailers));
-      upstream.once('wantTrailers', () => upstream.sendTrailers(requestTrailers ? upstreamRequestHeaders(requestTrailers, undefined) : {}));
-      // Ended by hand: Node ends a stream's readable side on RST_STREAM too, and a reset client must not look like
-      // a finished request to the endpoint (it gets the reset below, never END_STREAM).
-      stream.pipe(upstream, { end: false });
-      stream.once('end', () => {
-        if (stream.rstCode === undefined || stream.rstCode === NGHTTP2_NO_ERROR) upstream.end();
-      });
+    if (response.endStream) {
+      tries.stop();
+      this.#decided(record, status, flags, 'via_upstream', record.grpc ? grpcStatusOf(response.headers) : undefined);
+      stream.respond(responseHeaders, { endStream: true });
+      return;
     }
-    // Response: headers, informational headers, body, trailers.
-    let status = 0;
-    let responseTrailers: http2.IncomingHttpHeaders | undefined;
-    const responseModifier = entry?.responseHeaderModifier;
-    upstream.on('headers', (informational: http2.IncomingHttpHeaders) => {
-      if (!stream.headersSent && !stream.closed) stream.additionalHeaders(downstreamResponseHeaders(informational, undefined));
+    this.#decided(record, status, flags, 'via_upstream', undefined);
+    upstream.on('data', (chunk: Buffer) => {
+      record.responseBytes += chunk.length;
     });
-    upstream.once('response', (responseHeaders: http2.IncomingHttpHeaders, responseFlags: number) => {
-      if (stream.closed || stream.destroyed) return;
-      status = Number(responseHeaders[':status'] ?? 502);
-      if ((responseFlags & NGHTTP2_FLAG_END_STREAM) !== 0) {
-        stream.respond(downstreamResponseHeaders(responseHeaders, responseModifier), { endStream: true });
+    stream.once('wantTrailers', () => {
+      const trailers = response.trailers;
+      if (record.grpc) record.grpcStatus = grpcStatusOf(trailers);
+      stream.sendTrailers(trailers ? downstreamResponseHeaders(trailers, undefined) : {});
+    });
+    stream.respond(responseHeaders, { waitForTrailers: true });
+    upstream.pipe(stream);
+    // Cut after the head (the endpoint reset, its connection broke, or a timeout cut it): the client's stream is
+    // reset too, so it never takes a short answer for a whole one.
+    const cut = (): void => {
+      tries.stop();
+      const code = upstream.rstCode ?? NGHTTP2_NO_ERROR;
+      if (code === NGHTTP2_NO_ERROR) {
+        // The endpoint answered in full while the client still sends (a stream the server ended first).
+        record.body?.discardRest();
         return;
       }
-      stream.respond(downstreamResponseHeaders(responseHeaders, responseModifier), { waitForTrailers: true });
-      upstream.pipe(stream);
-    });
-    upstream.once('trailers', (trailers: http2.IncomingHttpHeaders) => (responseTrailers = trailers));
-    stream.once('wantTrailers', () => stream.sendTrailers(responseTrailers ? downstreamResponseHeaders(responseTrailers, undefined) : {}));
-    // Resets map to resets: an upstream reset before a response is the waypoint's 503 (UF); after it, the client's
-    // stream is reset with the endpoint's code. A client reset cancels the upstream stream.
-    upstream.once('close', () => {
-      const code = upstream.rstCode ?? NGHTTP2_NO_ERROR;
       if (stream.closed || stream.destroyed) return;
-      if (!stream.headersSent) {
-        const error = new WaypointError('WAYPOINT_UPSTREAM_CONNECT_FAILED', `the endpoint reset the stream (HTTP/2 error ${code}) before answering`);
-        status = error.status;
-        this.#answer(stream, grpc, error);
-      } else if (code !== NGHTTP2_NO_ERROR) {
-        stream.close(code);
-      }
-    });
+      record.flags = current.timedOut || tries.timedOut ? 'UT' : 'UC';
+      record.details = 'upstream_reset_after_response_started';
+      stream.close(code === NGHTTP2_CANCEL ? NGHTTP2_INTERNAL_ERROR : code);
+    };
+    if (upstream.closed) cut();
+    else upstream.once('close', cut);
     stream.once('close', () => {
       if (!upstream.closed) cancelStream(upstream);
-      const reset = stream.rstCode !== undefined && stream.rstCode !== NGHTTP2_NO_ERROR;
-      this.#finish(context, destination, endpoint, grpc, status || 503, reset && status === 0 ? 'DC' : '-', started);
     });
   }
 
   /** The waypoint's own answer: an HTTP status, or for gRPC a trailers-only response with the mapped grpc-status. */
-  #answer(stream: http2.ServerHttp2Stream, grpc: boolean, error: WaypointError): void {
-    if (stream.closed || stream.destroyed || stream.headersSent) return;
-    if (grpc) {
-      stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': String(grpcStatusForHttp(error.status)), 'grpc-message': grpcMessage(error.message) }, { endStream: true });
+  #answer(stream: http2.ServerHttp2Stream, record: H2RequestRecord, error: WaypointError, details: string, flags = error.responseFlags, extraHeaders?: http2.OutgoingHttpHeaders): void {
+    const grpcStatus = record.grpc ? grpcStatusForError(error) : undefined;
+    this.#decided(record, error.status, flags, details, grpcStatus);
+    stream.resume();
+    if (stream.closed || stream.destroyed) return;
+    if (stream.headersSent) {
+      stream.close(NGHTTP2_INTERNAL_ERROR);
+      return;
+    }
+    if (grpcStatus !== undefined) {
+      stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': String(grpcStatus), 'grpc-message': grpcMessage(error.message), ...extraHeaders }, { endStream: true });
     } else {
-      stream.respond({ ':status': error.status, 'content-type': 'text/plain' });
+      stream.respond({ ':status': error.status, 'content-type': 'text/plain', ...extraHeaders });
       stream.end(`${error.message}\n`);
     }
   }
 
-  #finish(context: H2StreamContext, service: Service, endpoint: Workload | undefined, grpc: boolean, status: number, flags: string, started: number): void {
-    const labels = requestLabels({ source: context.source, peer: context.hbone.peerIdentity, endpoint, service, protocol: grpc ? 'grpc' : 'http', status, flags });
-    this.#metrics.request(labels, performance.now() - started);
+  #decided(record: H2RequestRecord, status: number, flags: string, details: string, grpcStatus: number | undefined): void {
+    record.status = status;
+    record.flags = flags;
+    record.details = details;
+    record.grpcStatus = grpcStatus;
   }
 
+  /** The stream closed: the DestinationRule outcome, Istio's metrics and the access-log line, once. */
+  #finish(stream: http2.ServerHttp2Stream, record: H2RequestRecord): void {
+    const { context, endpoint, destination } = record;
+    const reset = stream.rstCode !== undefined && stream.rstCode !== NGHTTP2_NO_ERROR;
+    // A client that reset its stream before an answer is a downstream disconnect (Envoy's DC, response code 0).
+    if (reset && (record.status === 0 || record.flags === '-')) record.flags = 'DC';
+    if (record.faultFlags !== '') record.flags = record.flags === '-' ? record.faultFlags : `${record.faultFlags},${record.flags}`;
+    record.destinationRequest?.done(/U[FCT]/.test(record.flags) ? 'connect-failure' : record.details === 'via_upstream' && record.status > 0 ? record.status : undefined);
+    const durationMs = performance.now() - record.started;
+    const requestBytes = record.body?.bytes ?? 0;
+    const grpcStatus = record.grpcStatus === undefined ? '' : String(record.grpcStatus);
+    const labels = requestLabels({ source: context.source, peer: context.hbone.peerIdentity, endpoint, service: destination, protocol: record.grpc ? 'grpc' : 'http', status: record.status, flags: record.flags, grpcStatus });
+    this.#metrics.request(labels, durationMs, { request: requestBytes, response: record.responseBytes });
+    if (!this.#log) return;
+    const source = context.source;
+    logRequest(this.#log, {
+      method: record.method,
+      path: record.path,
+      protocol: 'HTTP/2',
+      authority: record.authority,
+      status: record.status,
+      flags: record.flags,
+      details: record.details,
+      durationMs,
+      bytesReceived: requestBytes,
+      bytesSent: record.responseBytes,
+      upstreamHost: record.upstreamHost,
+      upstreamCluster: serviceKey(destination),
+      attempts: record.attempts,
+      routeName: record.entry?.route ?? '',
+      ruleName: record.entry?.ruleName ?? '',
+      requestId: record.requestId,
+      traceId: record.trace.traceId,
+      spanId: record.trace.spanId,
+      src: { principal: context.hbone.peerIdentity.uri, workload: source?.workloadName ?? 'unknown', namespace: source?.namespace ?? context.hbone.peerIdentity.namespace, address: plainAddress(context.hbone.remoteAddress) },
+      dst: { principal: endpoint ? workloadIdentity(endpoint).uri : 'unknown', workload: endpoint?.workloadName ?? 'unknown', namespace: endpoint?.namespace ?? 'unknown', service: destination.hostname },
+      authz: record.gateRequest ? decisionOf(record.gateRequest) : undefined,
+      ...(grpcStatus !== '' ? { grpcStatus } : {}),
+    });
+  }
+}
+
+function plainAddress(address: string): string {
+  return address.startsWith('::ffff:') ? address.slice(7) : address;
 }

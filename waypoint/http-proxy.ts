@@ -31,7 +31,8 @@ import { matchRoute, pathOf, pickBackend, queryOf } from './http-router.ts';
 import type { WaypointMetrics } from './metrics.ts';
 import { decisionOf, type GateResponse, type RequestGate } from './authz/request-gate.ts';
 import { sendMirror } from './mirror.ts';
-import { backoffMs, bufferBody, ISTIO_DEFAULT_RETRY, MAX_BUFFERED_BODY_BYTES, shouldRetry, type BufferedBody } from './retry.ts';
+import { bufferBody, ISTIO_DEFAULT_RETRY, MAX_BUFFERED_BODY_BYTES, type BufferedBody } from './retry.ts';
+import { RequestAttempts, type ResponseFacts } from './request-attempts.ts';
 import type { RouteBackend, RouteEntry, RouteTable } from './route-table.ts';
 import { Http2StreamDuplex } from './stream-adapter.ts';
 import { requestIdOf, traceContextOf, traceparentOf, type TraceContext } from './tracing.ts';
@@ -98,9 +99,16 @@ function plainAddress(address: string): string {
   return address.startsWith('::ffff:') ? address.slice(7) : address;
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
+/** What the try loop reads of an HTTP/1.1 response, and how it drops one that is retried. */
+const INCOMING_MESSAGE_FACTS: ResponseFacts<http.IncomingMessage> = {
+  status: (response) => response.statusCode ?? 502,
+  // A gRPC answer's status in its (trailers-only) head, for the gRPC retry conditions.
+  grpcStatus: (response) => {
+    const value = response.headers['grpc-status'];
+    return typeof value === 'string' && /^\d+$/.test(value) ? Number(value) : undefined;
+  },
+  discard: (response) => response.resume(),
+};
 
 export class HttpProxy {
   readonly #server: http.Server;
@@ -298,76 +306,40 @@ export class HttpProxy {
       }
     }
     // ---- end of hook ----
-    let requestTimedOut = false;
-    let current: UpstreamTry | undefined;
-    let timer: NodeJS.Timeout | undefined;
-    let timeout: Promise<void> | undefined;
-    if (entry !== undefined && entry.requestTimeoutMs > 0) {
-      timeout = new Promise<void>((resolve) => {
-        timer = setTimeout(() => {
-          requestTimedOut = true;
-          current?.abort();
-          resolve();
-        }, entry.requestTimeoutMs);
-      });
-    }
-    const stopTimer = (): void => {
-      if (timer !== undefined) clearTimeout(timer);
-    };
-    // The client went away: no try goes on for it.
-    response.once('close', () => {
-      stopTimer();
-      current?.abort();
-    });
     const onBodyChunk = (chunk: Buffer): void => {
       record.requestBytes += chunk.length;
     };
-    let retriesDone = 0;
-    let previousHost: string | undefined;
-    for (;;) {
-      record.attempts++;
-      current = new UpstreamTry(this.#upstreams, this.#connections, {
-        service: record.destination, servicePort: port, vip, method, url: upstreamUrl, headers, body, timeoutMs: entry?.backendRequestTimeoutMs ?? 0, onBodyChunk,
-        ...(expectsContinue ? { onContinue: () => response.writeContinue() } : {}),
-        ...(previousHost !== undefined ? { avoid: previousHost } : {}),
-        ...(record.destinationRequest ? { choose: record.destinationRequest.choose } : {}),
-      });
-      const outcome = timeout ? await Promise.race([current.outcome, timeout.then(() => undefined)]) : await current.outcome;
-      record.endpoint = current.endpoint;
-      record.upstreamHost = current.address;
-      if (requestTimedOut || outcome === undefined) {
-        current.abort();
-        outcome?.response?.resume();
-        this.#answer(request, response, record, new WaypointError('WAYPOINT_REQUEST_TIMEOUT', `no response within timeouts.request ${entry?.requestTimeoutMs ?? 0} ms`), 'request_timeout');
-        return;
-      }
-      const status = outcome.response?.statusCode;
-      // A gRPC answer's status in its (trailers-only) head, for the gRPC retry conditions.
-      const grpcStatus = outcome.response?.headers['grpc-status'];
-      const tried = status !== undefined ? (typeof grpcStatus === 'string' ? { status, grpcStatus } : { status }) : { error: outcome.error! };
-      const retry = !response.writableEnded && shouldRetry(retryPolicy, body.complete, retriesDone, tried);
-      if (retry) {
-        // DestinationRule hook: outlier detection sees every try, the ones retried too (as Envoy's does).
-        record.destinationRequest?.tryEnded(status ?? 'connect-failure');
-        outcome.response?.resume();
-        current.abort();
-        previousHost = current.host || undefined;
-        retriesDone++;
-        await sleep(backoffMs(retryPolicy, retriesDone));
-        if (!requestTimedOut) continue;
-        this.#answer(request, response, record, new WaypointError('WAYPOINT_REQUEST_TIMEOUT', `no response within timeouts.request ${entry?.requestTimeoutMs ?? 0} ms`), 'request_timeout');
-        return;
-      }
-      const exhausted = retriesDone > 0 && retriesDone >= retryPolicy.attempts;
-      if (outcome.error) {
-        stopTimer();
-        const flags = exhausted ? `${outcome.error.responseFlags},URX` : outcome.error.responseFlags;
-        this.#answer(request, response, record, outcome.error, outcome.error.code === 'WAYPOINT_BACKEND_TIMEOUT' ? 'upstream_per_try_timeout' : 'upstream_reset_before_response_started', flags);
-        return;
-      }
-      this.#relay(request, response, record, outcome.response!, current, backend, exhausted && shouldRetry(retryPolicy, true, 0, tried) ? 'URX' : '-', () => requestTimedOut, stopTimer);
+    // The tries, the request timeout and the retries (request-attempts.ts, shared with the HTTP/2 path).
+    const tries = new RequestAttempts<http.IncomingMessage>({
+      policy: retryPolicy,
+      requestTimeoutMs: entry?.requestTimeoutMs ?? 0,
+      facts: INCOMING_MESSAGE_FACTS,
+      replayable: () => body.complete && !response.writableEnded,
+      ...(record.destinationRequest ? { onRetried: (outcome: number | 'connect-failure') => record.destinationRequest?.tryEnded(outcome) } : {}),
+      start: (avoid) =>
+        new UpstreamTry(this.#upstreams, this.#connections, {
+          service: record.destination, servicePort: port, vip, method, url: upstreamUrl, headers, body, timeoutMs: entry?.backendRequestTimeoutMs ?? 0, onBodyChunk,
+          ...(expectsContinue ? { onContinue: () => response.writeContinue() } : {}),
+          ...(avoid !== undefined ? { avoid } : {}),
+          ...(record.destinationRequest ? { choose: record.destinationRequest.choose } : {}),
+        }),
+    });
+    // The client went away: no try goes on for it.
+    response.once('close', () => tries.abort());
+    const result = await tries.run();
+    const current = result.attempt as UpstreamTry;
+    record.attempts = tries.attempts;
+    record.endpoint = current.endpoint;
+    record.upstreamHost = current.address;
+    if (result.kind === 'timeout') {
+      this.#answer(request, response, record, result.error, 'request_timeout');
       return;
     }
+    if (result.kind === 'error') {
+      this.#answer(request, response, record, result.error, result.error.code === 'WAYPOINT_BACKEND_TIMEOUT' ? 'upstream_per_try_timeout' : 'upstream_reset_before_response_started', result.flags);
+      return;
+    }
+    this.#relay(request, response, record, result.response, current, backend, result.flags, () => tries.timedOut, () => tries.stop());
   }
 
   /** Passes the backend's response on (with the response header filters); a cut upstream cuts the client's. */

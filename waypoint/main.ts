@@ -117,7 +117,7 @@ export async function startWaypoint(config: WaypointConfig, log: Logger): Promis
   const gate = new RequestGate({ table: policies, metrics: new AuthzMetrics(metrics.registry), trustedProxies: config.numTrustedProxies });
   const httpProxy = new HttpProxy({ upstreams, routes, state, metrics, log, gate, destinations });
   const h2Sessions = new H2SessionPool(upstreams);
-  const h2Proxy = new H2Proxy({ upstreams, sessions: h2Sessions, routes, state, metrics, gate });
+  const h2Proxy = new H2Proxy({ upstreams, sessions: h2Sessions, routes, state, metrics, gate, destinations, log });
   const httpEntry = new HttpEntry({ http1: httpProxy, http2: h2Proxy, state });
   const terminate = (request: HboneRequest, stream: http2.ServerHttp2Stream): void => {
     let service;
@@ -165,8 +165,8 @@ export async function startWaypoint(config: WaypointConfig, log: Logger): Promis
       return;
     }
     const body = JSON.stringify({
-      gateway: config.gatewayName, identity: identity.uri, services: servicesView(state), routes: routes.view(), policies: policies.view(),
-      upstreamConnections: httpProxy.connectionsView(), http2: { ...h2Sessions.view(), protocolErrors: h2Proxy.protocolErrors },
+      gateway: config.gatewayName, identity: identity.uri, pid: process.pid, services: servicesView(state), routes: routes.view(), policies: policies.view(),
+      upstreamConnections: httpProxy.connectionsView(), http2: { ...h2Sessions.view(), ...h2Proxy.view() },
       destinationRules: { policies: destinationPolicies.view(), traffic: destinations.view() },
     });
     response.writeHead(200, { 'content-type': 'application/json' }).end(body);

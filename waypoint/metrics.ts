@@ -20,8 +20,8 @@ export const ISTIO_BYTES_BUCKETS = ISTIO_DURATION_BUCKETS_MS;
 const LABELS = [
   'reporter', 'source_workload', 'source_workload_namespace', 'source_principal', 'source_app', 'source_version', 'source_canonical_service', 'source_canonical_revision', 'source_cluster',
   'destination_workload', 'destination_workload_namespace', 'destination_principal', 'destination_app', 'destination_version', 'destination_service', 'destination_service_name',
-  'destination_service_namespace', 'destination_canonical_service', 'destination_canonical_revision', 'destination_cluster', 'request_protocol', 'response_code', 'response_flags',
-  'connection_security_policy',
+  'destination_service_namespace', 'destination_canonical_service', 'destination_canonical_revision', 'destination_cluster', 'request_protocol', 'response_code', 'grpc_response_status',
+  'response_flags', 'connection_security_policy',
 ] as const;
 
 export type RequestLabels = Record<(typeof LABELS)[number], string>;
@@ -35,6 +35,8 @@ export function requestLabels(request: {
   protocol: 'http' | 'grpc';
   status: number;
   flags: string;
+  /** The gRPC status of a gRPC answer ('' otherwise, as Istio's label is). */
+  grpcStatus?: string;
 }): RequestLabels {
   const { source, endpoint, service } = request;
   return {
@@ -60,6 +62,7 @@ export function requestLabels(request: {
     destination_cluster: 'Kubernetes',
     request_protocol: request.protocol,
     response_code: String(request.status),
+    grpc_response_status: request.grpcStatus ?? '',
     response_flags: request.flags,
     connection_security_policy: 'mutual_tls',
   };

@@ -11,7 +11,7 @@ import type { MeshState } from '../shared/mesh/mesh-state.ts';
 import { serviceKey, type Service } from '../shared/mesh/service.ts';
 import { WaypointError } from './errors.ts';
 import { matchRoute, pathOf, pickBackend, queryOf } from './http-router.ts';
-import type { RouteEntry, RouteTable } from './route-table.ts';
+import type { RouteBackend, RouteEntry, RouteTable } from './route-table.ts';
 
 export interface RoutedRequest {
   /** The Service to send it to and the port on that Service. */
@@ -19,15 +19,19 @@ export interface RoutedRequest {
   port: number;
   /** The route entry that matched; absent when the Service has no routes. */
   entry?: RouteEntry;
+  /** The weighted backendRef drawn (its filters apply too); absent without routes and for a redirect. */
+  backend?: RouteBackend;
 }
 
-export function routeRequest(routes: RouteTable, state: MeshState, service: Service, servicePort: number, method: string, url: string, headers: http.IncomingHttpHeaders): RoutedRequest {
+/** `redirects`: a matched RequestRedirect entry is returned as it is (the caller answers it) instead of needing a backend. */
+export function routeRequest(routes: RouteTable, state: MeshState, service: Service, servicePort: number, method: string, url: string, headers: http.IncomingHttpHeaders, redirects = false): RoutedRequest {
   const entries = routes.entriesFor(serviceKey(service));
   if (entries === undefined) return { destination: service, port: servicePort };
   const entry = matchRoute(entries, servicePort, pathOf(url), headers, method, queryOf(url));
   if (entry === undefined) throw new WaypointError('WAYPOINT_NO_ROUTE', `no route of ${service.hostname} matches ${method} ${url}`);
+  if (redirects && entry.redirect) return { destination: service, port: servicePort, entry };
   const backend = pickBackend(entry);
   const destination = backend && state.serviceByKey(backend.service);
   if (!backend || !destination) throw new WaypointError('WAYPOINT_NO_BACKEND', `route ${entry.route} has no usable backend`);
-  return { destination, port: backend.port, entry };
+  return { destination, port: backend.port, entry, backend };
 }

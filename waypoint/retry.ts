@@ -18,11 +18,15 @@ import type { RetryCondition, RetryPolicy } from './route-table.ts';
  * 1 MiB by default; 64 KiB keeps a waypoint under load small while covering typical API requests).
  */
 export const MAX_BUFFERED_BODY_BYTES = 64 * 1024;
+const GRPC_CANCELLED = 1;
+const GRPC_UNAVAILABLE = 14;
 /**
  * Istio's default retry policy, for a route that sets no `retry` (and for a Service with no route): 2 retries on
- * connection failures and 503, Envoy's 25 ms base back-off (pilot's retry.DefaultPolicy).
+ * connection failures and 503, and for gRPC on a trailers-only `cancelled` or `unavailable` (retryOn
+ * "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"), Envoy's 25 ms base back-off
+ * (pilot's retry.DefaultPolicy).
  */
-export const ISTIO_DEFAULT_RETRY: RetryPolicy = { codes: new Set([503]), attempts: 2, backoffMs: 25 };
+export const ISTIO_DEFAULT_RETRY: RetryPolicy = { codes: new Set([503]), attempts: 2, backoffMs: 25, grpcStatuses: new Set([GRPC_CANCELLED, GRPC_UNAVAILABLE]) };
 /** Envoy's cap on the exponential back-off: ten times the base interval. */
 const MAX_BACKOFF_FACTOR = 10;
 
@@ -67,7 +71,14 @@ export function bufferBody(source: Readable, limit: number): Promise<BufferedBod
 }
 
 /** gRPC status codes of Envoy's gRPC retry conditions, read from a (trailers-only) response's `grpc-status`. */
-const GRPC_RETRY_CONDITIONS: readonly (readonly [RetryCondition, string])[] = [['cancelled', '1'], ['deadline-exceeded', '4'], ['resource-exhausted', '8'], ['internal', '13'], ['unavailable', '14']];
+const GRPC_RETRY_CONDITIONS: readonly (readonly [RetryCondition, number])[] = [['cancelled', 1], ['deadline-exceeded', 4], ['resource-exhausted', 8], ['internal', 13], ['unavailable', 14]];
+
+/** What a try ended with: a response (`status`, and `grpcStatus` when its head carries one) or `error`. */
+export interface TryOutcome {
+  status?: number;
+  grpcStatus?: number;
+  error?: WaypointError;
+}
 
 /**
  * Envoy's retry_on for a try that ended with a response (`status`, and `grpcStatus` when the response's head
@@ -76,7 +87,7 @@ const GRPC_RETRY_CONDITIONS: readonly (readonly [RetryCondition, string])[] = [[
  * (409), retriable-status-codes (`codes`), the gRPC conditions by grpc-status. refused-stream is an HTTP/2 stream
  * refusal, which an HTTP/1.1 try to an endpoint never gets.
  */
-function retryOnMatches(policy: RetryPolicy, retryOn: ReadonlySet<RetryCondition>, outcome: { status?: number; grpcStatus?: string; error?: WaypointError }): boolean {
+function retryOnMatches(policy: RetryPolicy, retryOn: ReadonlySet<RetryCondition>, outcome: TryOutcome): boolean {
   const status = outcome.status;
   if (status !== undefined) {
     if (retryOn.has('5xx') && status >= 500) return true;
@@ -92,10 +103,16 @@ function retryOnMatches(policy: RetryPolicy, retryOn: ReadonlySet<RetryCondition
   return anyFailure && (code === 'WAYPOINT_UPSTREAM_RESET' || code === 'WAYPOINT_BACKEND_TIMEOUT');
 }
 
-/** Whether a try that ended with `status` (a response) or `error` (none) is tried again; `retriesDone` so far. */
-export function shouldRetry(policy: RetryPolicy | undefined, replayable: boolean, retriesDone: number, outcome: { status?: number; grpcStatus?: string; error?: WaypointError }): boolean {
+/**
+ * Whether a try that ended with `status` (a response; `grpcStatus` when it was a trailers-only gRPC answer) or
+ * `error` (none) is tried again; `retriesDone` so far. A VirtualService's policy decides by its `retryOn`
+ * conditions; an HTTPRoute's (and Istio's default) by `codes`, connection failures and `grpcStatuses`.
+ */
+export function shouldRetry(policy: RetryPolicy | undefined, replayable: boolean, retriesDone: number, outcome: TryOutcome): boolean {
   if (!policy || !replayable || retriesDone >= policy.attempts) return false;
   if (policy.retryOn) return retryOnMatches(policy, policy.retryOn, outcome);
+  // gRPC conditions apply to a trailers-only answer's grpc-status, and only where the policy names them.
+  if (outcome.grpcStatus !== undefined && policy.grpcStatuses?.has(outcome.grpcStatus)) return true;
   if (outcome.status !== undefined) return policy.codes.has(outcome.status);
   const code = outcome.error?.code;
   if (code === 'WAYPOINT_UPSTREAM_CONNECT_FAILED') return true;

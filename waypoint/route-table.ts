@@ -2,13 +2,14 @@
  * The HTTPRoutes the control plane compiled for each Service (`ambit.waypoint.HttpRoutes` over delta xDS), checked
  * and kept by service key (`<namespace>/<hostname>`), with regular expressions compiled once (RE2, re2js).
  *
- * Owns: turning decoded resources into typed route entries (a malformed one is NACKed, the last good kept).
+ * Owns: turning decoded resources into typed route entries (a malformed one is NACKed, the last good kept: the
+ * bookkeeping is service-resource-table.ts).
  * Must not know about: HTTP, sockets, how entries are matched. The entry type is open to more kinds of entry
  * (gRPC-derived ones add their own optional fields).
  */
 import type { RE2JS } from 're2js';
 import { re2Module } from './optional-modules.ts';
-import type { XdsRejection, XdsResourceUpdate } from '../shared/xds/client.ts';
+import { ServiceResourceTable } from './service-resource-table.ts';
 
 export interface HeaderValue {
   name: string;
@@ -62,8 +63,10 @@ export interface RetryPolicy {
   codes: ReadonlySet<number>;
   attempts: number;
   backoffMs: number;
-  /** Envoy's conditions (VirtualService retryOn); absent: `codes` and connection failures (HTTPRoute). */
+  /** Envoy's conditions (VirtualService retryOn); absent: `codes`, connection failures and `grpcStatuses` (HTTPRoute). */
   retryOn?: ReadonlySet<RetryCondition>;
+  /** gRPC statuses of a trailers-only answer that are retried (Envoy's gRPC retryOn conditions); absent: none. */
+  grpcStatuses?: ReadonlySet<number>;
 }
 
 /** VirtualService `fault` (Envoy's fault filter): percentages 0..100. */
@@ -242,41 +245,24 @@ function entryView(entry: RouteEntry): object {
   };
 }
 
+function routesFromXds(resource: unknown): { service: string; value: readonly RouteEntry[] } {
+  const decoded = resource as DecodedRoutes;
+  if (!decoded.service) throw new Error('no service');
+  return { service: decoded.service, value: (decoded.entries ?? []).map(entryFromXds) };
+}
+
 export class RouteTable {
-  readonly #entriesByService = new Map<string, readonly RouteEntry[]>();
-  readonly #serviceByResourceName = new Map<string, string>();
+  readonly #table = new ServiceResourceTable(routesFromXds);
 
   /** Route entries of a service, in precedence order; undefined when it has no HTTPRoute. */
   entriesFor(serviceKey: string): readonly RouteEntry[] | undefined {
-    return this.#entriesByService.get(serviceKey);
+    return this.#table.get(serviceKey);
   }
 
   /** The delta xDS handler for HTTP_ROUTES_TYPE_URL. */
-  readonly apply = (added: XdsResourceUpdate<unknown>[], removed: string[]): { rejected?: XdsRejection[] } | undefined => {
-    const rejected: XdsRejection[] = [];
-    for (const update of added) {
-      const decoded = update.resource as DecodedRoutes;
-      try {
-        if (!decoded.service) throw new Error('no service');
-        const entries = (decoded.entries ?? []).map(entryFromXds);
-        const previous = this.#serviceByResourceName.get(update.name);
-        if (previous !== undefined && previous !== decoded.service) this.#entriesByService.delete(previous);
-        this.#serviceByResourceName.set(update.name, decoded.service);
-        this.#entriesByService.set(decoded.service, entries);
-      } catch (error) {
-        rejected.push({ name: update.name, reason: (error as Error).message });
-      }
-    }
-    for (const name of removed) {
-      const service = this.#serviceByResourceName.get(name);
-      if (service === undefined) continue;
-      this.#serviceByResourceName.delete(name);
-      this.#entriesByService.delete(service);
-    }
-    return rejected.length > 0 ? { rejected } : undefined;
-  };
+  readonly apply = this.#table.apply;
 
   view(): object {
-    return Object.fromEntries([...this.#entriesByService].map(([service, entries]) => [service, entries.map(entryView)]));
+    return Object.fromEntries([...this.#table.entries()].map(([service, entries]) => [service, entries.map(entryView)]));
   }
 }

@@ -91,7 +91,7 @@ const reset = { error: new WaypointError('WAYPOINT_UPSTREAM_RESET', 'reset') };
 const perTryTimeout = { error: new WaypointError('WAYPOINT_BACKEND_TIMEOUT', 'slow') };
 const noEndpoint = { error: new WaypointError('WAYPOINT_NO_HEALTHY_UPSTREAM', 'none') };
 
-const conditions: [string, RetryPolicy, { status?: number; grpcStatus?: string; error?: WaypointError }, boolean][] = [
+const conditions: [string, RetryPolicy, { status?: number; grpcStatus?: number; error?: WaypointError }, boolean][] = [
   ['5xx retries any 5xx', policy(['5xx']), { status: 500 }, true],
   ['5xx does not retry a 4xx', policy(['5xx']), { status: 404 }, false],
   ['5xx retries a reset', policy(['5xx']), reset, true],
@@ -109,10 +109,10 @@ const conditions: [string, RetryPolicy, { status?: number; grpcStatus?: string; 
   ['retriable-4xx does not retry 404', policy(['retriable-4xx']), { status: 404 }, false],
   ['retriable-status-codes retries its codes', policy(['retriable-status-codes'], [503, 418]), { status: 418 }, true],
   ['retriable-status-codes does not retry others', policy(['retriable-status-codes'], [503]), { status: 500 }, false],
-  ['unavailable retries grpc-status 14', policy(['unavailable']), { status: 200, grpcStatus: '14' }, true],
-  ['cancelled retries grpc-status 1', policy(['cancelled']), { status: 200, grpcStatus: '1' }, true],
-  ['unavailable does not retry grpc-status 13', policy(['unavailable']), { status: 200, grpcStatus: '13' }, false],
-  ['internal retries grpc-status 13', policy(['internal']), { status: 200, grpcStatus: '13' }, true],
+  ['unavailable retries grpc-status 14', policy(['unavailable']), { status: 200, grpcStatus: 14 }, true],
+  ['cancelled retries grpc-status 1', policy(['cancelled']), { status: 200, grpcStatus: 1 }, true],
+  ['unavailable does not retry grpc-status 13', policy(['unavailable']), { status: 200, grpcStatus: 13 }, false],
+  ['internal retries grpc-status 13', policy(['internal']), { status: 200, grpcStatus: 13 }, true],
   ['no condition retries no endpoint at all (UH)', policy(['5xx', 'reset', 'connect-failure']), noEndpoint, false],
 ];
 

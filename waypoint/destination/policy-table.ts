@@ -2,10 +2,11 @@
  * The DestinationRule traffic policies the control plane compiled per Service (`ambit.waypoint.DestinationPolicy`
  * over delta xDS), checked and kept by service key (`<namespace>/<hostname>`).
  *
- * Owns: the typed policy and turning decoded resources into it (a malformed one is NACKed, the last good kept).
+ * Owns: the typed policy and turning decoded resources into it (a malformed one is NACKed, the last good kept: the
+ * bookkeeping is ../service-resource-table.ts).
  * Must not know about: HTTP, sockets, how the policy is applied.
  */
-import type { XdsRejection, XdsResourceUpdate } from '../../shared/xds/client.ts';
+import { ServiceResourceTable } from '../service-resource-table.ts';
 
 export type LoadBalancerPolicy =
   | { simple: 'ROUND_ROBIN' | 'LEAST_REQUEST' | 'RANDOM' }
@@ -117,47 +118,25 @@ function policyFromXds(decoded: DecodedPolicy): DestinationPolicy {
 }
 
 export class DestinationPolicyTable {
-  readonly #policyByService = new Map<string, DestinationPolicy>();
-  readonly #serviceByResourceName = new Map<string, string>();
-  readonly #onChange: (service: string) => void;
+  readonly #table: ServiceResourceTable<DestinationPolicy>;
 
   constructor(onChange: (service: string) => void = () => {}) {
-    this.#onChange = onChange;
+    this.#table = new ServiceResourceTable((resource) => {
+      const policy = policyFromXds(resource as DecodedPolicy);
+      return { service: policy.service, value: policy };
+    }, onChange);
   }
 
   policyFor(serviceKey: string): DestinationPolicy | undefined {
-    return this.#policyByService.get(serviceKey);
+    return this.#table.get(serviceKey);
   }
 
   /** The delta xDS handler for DESTINATION_POLICY_TYPE_URL. */
-  readonly apply = (added: XdsResourceUpdate<unknown>[], removed: string[]): { rejected?: XdsRejection[] } | undefined => {
-    const rejected: XdsRejection[] = [];
-    for (const update of added) {
-      try {
-        const policy = policyFromXds(update.resource as DecodedPolicy);
-        const previous = this.#serviceByResourceName.get(update.name);
-        if (previous !== undefined && previous !== policy.service) {
-          this.#policyByService.delete(previous);
-          this.#onChange(previous);
-        }
-        this.#serviceByResourceName.set(update.name, policy.service);
-        this.#policyByService.set(policy.service, policy);
-        this.#onChange(policy.service);
-      } catch (error) {
-        rejected.push({ name: update.name, reason: (error as Error).message });
-      }
-    }
-    for (const name of removed) {
-      const service = this.#serviceByResourceName.get(name);
-      if (service === undefined) continue;
-      this.#serviceByResourceName.delete(name);
-      this.#policyByService.delete(service);
-      this.#onChange(service);
-    }
-    return rejected.length > 0 ? { rejected } : undefined;
-  };
+  get apply(): ServiceResourceTable<DestinationPolicy>['apply'] {
+    return this.#table.apply;
+  }
 
   view(): object {
-    return Object.fromEntries([...this.#policyByService].map(([service, policy]) => [service, { ...policy, subsets: policy.subsets.map((subset) => ({ ...subset, pods: [...subset.pods] })) }]));
+    return Object.fromEntries([...this.#table.entries()].map(([service, policy]) => [service, { ...policy, subsets: policy.subsets.map((subset) => ({ ...subset, pods: [...subset.pods] })) }]));
   }
 }

@@ -6,7 +6,9 @@
  * response), grpc-bidi (lock-step: each message waits for its answer), h2-post (a body of `size` bytes in 64 KiB
  * pieces with request trailers), h2-big-get, h2-slow-reader, h2-garbage (raw bytes after the HTTP/2 preface), http1-continue,
  * http1-chunked, ws (WebSocket echo), http1-retry-loop and grpc-retry-loop (requests in a loop, each retried until
- * it succeeds).
+ * it succeeds), h2-get (requests one after another on one session: status, headers, body), h2-hold (a download
+ * left open: prints `open` once the first bytes came, then waits to be killed), h2-flood (`count` requests at once on
+ * one session, or opened and reset at once with `reset`).
  * Owns: nothing beyond this. Must not know about: the mesh.
  */
 import { createHash } from 'node:crypto';
@@ -65,7 +67,10 @@ function unary(client: grpc.Client, path: string, request: Buffer, metadata: Rec
 async function grpcUnary(): Promise<unknown> {
   const client = grpcClient();
   const results: UnaryResult[] = [];
-  for (let i = 0; i < (spec.count ?? 1); i++) results.push(await unary(client, spec.path ?? '/ambit.test.Echo/Unary', Buffer.from(`call ${i}`), spec.metadata));
+  for (let i = 0; i < (spec.count ?? 1); i++) {
+    const request = spec.request !== undefined ? Buffer.from(JSON.stringify(spec.request)) : Buffer.from(`call ${i}`);
+    results.push(await unary(client, spec.path ?? '/ambit.test.Echo/Unary', request, spec.metadata));
+  }
   client.close();
   return results;
 }
@@ -304,7 +309,7 @@ function http1Chunked(): Promise<unknown> {
 
 function webSocket(): Promise<unknown> {
   return new Promise((resolve) => {
-    const socket = new WebSocket(`ws://${target}/chat`);
+    const socket = new WebSocket(`ws://${target}${spec.path ?? '/chat'}`);
     const received: string[] = [];
     const messages: string[] = spec.messages;
     let next = 0;
@@ -386,7 +391,107 @@ async function grpcRetryLoop(): Promise<unknown> {
   return { served, retries, failed, codes };
 }
 
+interface H2Answer {
+  status?: number;
+  headers?: Record<string, unknown>;
+  body?: unknown;
+  error?: string;
+  code?: number;
+}
+
+/** One request on `session`: its answer, or the error (and reset code) that ended it. */
+function h2Request(session: http2.ClientHttp2Session, request: { method?: string; path: string; headers?: Record<string, string>; body?: string }): Promise<H2Answer> {
+  return new Promise((resolve) => {
+    const stream = session.request({ ':method': request.method ?? 'GET', ':path': request.path, ...(request.headers ?? {}) }, { endStream: request.body === undefined });
+    if (request.body !== undefined) stream.end(request.body);
+    let headers: http2.IncomingHttpHeaders = {};
+    let text = '';
+    stream.setEncoding('utf8');
+    stream.on('response', (received) => (headers = received));
+    stream.on('data', (chunk: string) => (text += chunk));
+    stream.on('error', (error) => resolve({ error: error.message, code: stream.rstCode }));
+    stream.on('end', () => {
+      let body: unknown = text;
+      try {
+        body = JSON.parse(text);
+      } catch {
+        // kept as text
+      }
+      resolve({ status: Number(headers[':status']), headers: { ...headers }, body });
+    });
+  });
+}
+
+async function h2Get(): Promise<unknown> {
+  const session = http2.connect(`http://${target}`);
+  session.on('error', () => {
+    // each request reports its own
+  });
+  const results: H2Answer[] = [];
+  for (const request of spec.requests as { path: string; headers?: Record<string, string>; method?: string; body?: string }[]) results.push(await h2Request(session, request));
+  session.close();
+  return results;
+}
+
+/** A download left open: `open` printed once its first bytes came; then nothing more is read until the kill. */
+function h2Hold(): Promise<unknown> {
+  return new Promise(() => {
+    const session = http2.connect(`http://${target}`);
+    const stream = session.request({ ':path': spec.path ?? `/big?size=${spec.size ?? 256 * 1024 * 1024}` });
+    stream.once('data', () => {
+      stream.pause();
+      process.stdout.write(`${JSON.stringify({ open: true })}\n`);
+    });
+    stream.on('error', (error) => {
+      process.stdout.write(`${JSON.stringify({ streamError: error.message, code: stream.rstCode })}\n`);
+    });
+    if (spec.read) {
+      // A reader that keeps reading: it sees how the stream ends (a backend killed mid-response).
+      stream.once('data', () => stream.resume());
+      stream.on('data', () => {});
+      stream.on('end', () => process.stdout.write(`${JSON.stringify({ ended: true })}\n`));
+    }
+  });
+}
+
+/** `count` requests of `path` at once on one session; with `reset`, each is reset (CANCEL) as soon as it is sent. */
+async function h2Flood(): Promise<unknown> {
+  const session = http2.connect(`http://${target}`);
+  let goaway: number | undefined;
+  session.on('goaway', (code) => (goaway = code));
+  session.on('error', () => {
+    // counted per stream
+  });
+  await new Promise<void>((resolve) => session.once('connect', () => resolve()));
+  const answers: Promise<H2Answer>[] = [];
+  for (let i = 0; i < spec.count; i++) {
+    if (spec.reset) {
+      try {
+        const stream = session.request({ ':path': spec.path ?? '/' });
+        stream.on('error', () => {});
+        stream.close(http2.constants.NGHTTP2_CANCEL);
+      } catch {
+        break;
+      }
+      continue;
+    }
+    answers.push(h2Request(session, { path: spec.path ?? '/' }));
+  }
+  const settled = await Promise.all(answers);
+  const statuses: Record<string, number> = {};
+  for (const answer of settled) {
+    const key = answer.status !== undefined && !Number.isNaN(answer.status) ? String(answer.status) : `error:${answer.code ?? answer.error}`;
+    statuses[key] = (statuses[key] ?? 0) + 1;
+  }
+  if (spec.reset) await new Promise((resolve) => setTimeout(resolve, 500));
+  session.destroy();
+  return { statuses, goaway };
+}
+
 const scenarios: Record<string, () => Promise<unknown>> = {
+  'h2-get': h2Get,
+  'h2-hold': h2Hold,
+  'h2-flood': h2Flood,
   'grpc-retry-loop': grpcRetryLoop,
   'grpc-unary': grpcUnary,
   'grpc-fail': grpcFail,

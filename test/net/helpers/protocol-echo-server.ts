@@ -6,10 +6,13 @@
  *   JSON {name, method, peer, metadata, size, sha256} for the request bytes, with response header `x-served-by` and
  *   trailer `x-trailer`; Echo/Big answers `size` bytes; Echo/Fail fails with the code and message asked for (and a
  *   trailer); Echo/Bidi answers each message with JSON {name, seq, text} as it arrives and finishes 1.5 s after the
- *   client's end; Stats/Get answers how many Bidi streams were cancelled before the server finished them.
+ *   client's end; Stats/Get answers how many Bidi streams were cancelled before the server finished them;
+ *   Echo/Slow answers after `ms`; Echo/Flaky fails with `code` the first `failures` calls of an `id` (then answers
+ *   like Unary, with `calls`, the calls of that id so far).
  * - h2c (node:http2): any request: the body streamed through sha256, then JSON {name, method, path, headers, size,
- *   sha256, trailers} and trailers `x-body-sha256`, `x-served-by`; `GET /big?size=N&id=I` answers N bytes written
- *   with back-pressure, and `GET /written?id=I` says how many of them it has written so far.
+ *   sha256, trailers} and trailers `x-body-sha256`, `x-served-by`; `GET /big?size=N&id=I` (any path ending in /big) answers N bytes written
+ *   with back-pressure, and `GET /written?id=I` says how many of them it has written so far; `/slow?ms=N` answers
+ *   after N ms (any path ending in /slow); `/flaky?id=I&failures=N&status=S` answers S the first N requests of id I, then 200 with `calls` and the body's `size`.
  * - HTTP/1.1 (node:http): `Expect: 100-continue` is answered 100 (or 417 when `x-refuse-continue` is set) before
  *   the body is read; every request answers JSON {name, method, url, headers, size, sha256, sawExpect}, chunked;
  *   WebSocket (ws) on the same port echoes each message as `<name>:<message>`.
@@ -32,6 +35,13 @@ interface Spec {
 const spec = JSON.parse(process.argv[2] ?? '{}') as Spec;
 /** Bidi streams reset before the server finished them (grpc-js 'cancelled': an RST_STREAM reached this server). */
 let cancelledStreams = 0;
+/** Calls (gRPC Flaky, h2c /flaky) seen per id. */
+const callsById = new Map<string, number>();
+function countCall(id: string): number {
+  const calls = (callsById.get(id) ?? 0) + 1;
+  callsById.set(id, calls);
+  return calls;
+}
 const bytes = { serialize: (value: Buffer): Buffer => value, deserialize: (value: Buffer): Buffer => value };
 
 function method(path: string, requestStream: boolean, responseStream: boolean): grpc.MethodDefinition<Buffer, Buffer> {
@@ -54,12 +64,25 @@ async function startGrpc(port: number): Promise<void> {
     callback(null, Buffer.from(JSON.stringify(body)), trailer);
   };
   server.addService(
-    { Unary: method('/ambit.test.Echo/Unary', false, false), Big: method('/ambit.test.Echo/Big', false, false), Fail: method('/ambit.test.Echo/Fail', false, false), Bidi: method('/ambit.test.Echo/Bidi', true, true) },
+    { Unary: method('/ambit.test.Echo/Unary', false, false), Big: method('/ambit.test.Echo/Big', false, false), Fail: method('/ambit.test.Echo/Fail', false, false), Slow: method('/ambit.test.Echo/Slow', false, false), Flaky: method('/ambit.test.Echo/Flaky', false, false), Bidi: method('/ambit.test.Echo/Bidi', true, true) },
     {
       Unary: unary('Echo/Unary'),
       Big: ((call, callback) => {
         const { size } = JSON.parse(call.request.toString()) as { size: number };
         callback(null, patternBytes(size));
+      }) as grpc.handleUnaryCall<Buffer, Buffer>,
+      Slow: ((call, callback) => {
+        const { ms } = JSON.parse(call.request.toString()) as { ms: number };
+        setTimeout(() => callback(null, Buffer.from(JSON.stringify({ name: spec.name, method: 'Echo/Slow' }))), ms);
+      }) as grpc.handleUnaryCall<Buffer, Buffer>,
+      Flaky: ((call, callback) => {
+        const { id, failures, code } = JSON.parse(call.request.toString()) as { id: string; failures: number; code: number };
+        const calls = countCall(id);
+        if (calls <= failures) {
+          callback({ code, details: `flaky call ${calls} of ${id}` });
+          return;
+        }
+        callback(null, Buffer.from(JSON.stringify({ name: spec.name, method: 'Echo/Flaky', calls, metadata: metadataOf(call) })));
       }) as grpc.handleUnaryCall<Buffer, Buffer>,
       Fail: ((call, callback) => {
         const { code, message } = JSON.parse(call.request.toString()) as { code: number; message: string };
@@ -92,6 +115,9 @@ async function startGrpc(port: number): Promise<void> {
   await new Promise<void>((resolve, reject) => server.bindAsync(`0.0.0.0:${port}`, grpc.ServerCredentials.createInsecure(), (error) => (error ? reject(error) : resolve())));
 }
 
+/** patternBytes' first 64 KiB: patternBytes(n) is this piece repeated (its period, 256, divides 64 KiB). */
+const BIG_PIECE = patternBytes(65536);
+
 /** Bytes each `GET /big?id=` has handed to its stream so far (the stream's back-pressure holds the rest). */
 const writtenById = new Map<string, number>();
 
@@ -105,17 +131,42 @@ async function startH2(port: number): Promise<void> {
       stream.end(JSON.stringify({ written: writtenById.get(id) ?? -1 }));
       return;
     }
-    if (path.startsWith('/big')) {
+    const pathname = new URL(path, 'http://x').pathname;
+    if (pathname.endsWith('/slow') || pathname.endsWith('/flaky')) {
+      const query = new URL(path, 'http://x').searchParams;
+      stream.resume();
+      if (pathname.endsWith('/slow')) {
+        const timer = setTimeout(() => {
+          if (!stream.closed) stream.respond({ ':status': 200, 'x-served-by': spec.name }, { endStream: true });
+        }, Number(query.get('ms')));
+        stream.once('close', () => clearTimeout(timer));
+        return;
+      }
+      // The body is read whole before the answer: a retried try must carry all of it (`size`).
+      let size = 0;
+      stream.on('data', (chunk: Buffer) => (size += chunk.length));
+      stream.once('end', () => {
+        const calls = countCall(query.get('id') ?? '');
+        if (calls <= Number(query.get('failures'))) {
+          stream.respond({ ':status': Number(query.get('status') ?? 503), 'x-served-by': spec.name }, { endStream: true });
+          return;
+        }
+        stream.respond({ ':status': 200, 'content-type': 'application/json', 'x-served-by': spec.name });
+        stream.end(JSON.stringify({ name: spec.name, calls, size, headers: Object.fromEntries(Object.entries(headers).filter(([name]) => typeof name === 'string')) }));
+      });
+      return;
+    }
+    if (pathname.endsWith('/big')) {
       const query = new URL(path, 'http://x').searchParams;
       const size = Number(query.get('size'));
       const id = query.get('id') ?? '';
       stream.respond({ ':status': 200, 'x-served-by': spec.name, 'x-served-by-address': stream.session?.socket?.localAddress ?? '' });
-      // Written in 64 KiB pieces with back-pressure, as a streaming server would.
-      const body = patternBytes(size);
+      // Written in 64 KiB pieces with back-pressure, as a streaming server would. The pattern repeats every 256
+      // bytes, so one 64 KiB piece serves any size (GiBs included) without holding the body.
       let offset = 0;
       const pump = (): void => {
-        while (offset < body.length) {
-          const piece = body.subarray(offset, offset + 65536);
+        while (offset < size) {
+          const piece = BIG_PIECE.subarray(0, Math.min(BIG_PIECE.length, size - offset));
           offset += piece.length;
           writtenById.set(id, offset);
           if (!stream.write(piece)) {

@@ -8,6 +8,7 @@
  * Owns: that topology and the small helpers around it (run a client scenario in the client pod, write an object,
  * wait for a condition, read the waypoint's config dump and metrics). Must not know about: what a test asserts.
  */
+import type { ChildProcess } from 'node:child_process';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { stringify } from 'yaml';
@@ -30,6 +31,8 @@ export interface ProtocolMesh {
   client: Pod;
   webA: Pod;
   webB: Pod;
+  /** The echo servers' processes, by pod name. */
+  servers: Map<string, ChildProcess>;
 }
 
 export async function writeAtomically(file: string, text: string): Promise<void> {
@@ -47,13 +50,14 @@ export async function until(what: string, check: () => Promise<boolean>, timeout
   }
 }
 
-function startServer(pod: Pod): Promise<void> {
+/** Starts protocol-echo-server.ts in `pod`; resolves with its process once every port listens. */
+export function startServer(pod: Pod): Promise<ChildProcess> {
   const child = pod.spawn(process.execPath, [SERVER, JSON.stringify({ name: pod.name, grpcPort: GRPC_PORT, h2Port: H2_PORT, http1Port: HTTP1_PORT })], { stdio: ['ignore', 'pipe', 'pipe'] });
   return new Promise((resolve, reject) => {
     let stderr = '';
     child.stderr?.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
     child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
-      if (chunk.includes('"listening"')) resolve();
+      if (chunk.includes('"listening"')) resolve(child);
     });
     child.once('exit', (code) => reject(new Error(`protocol server in ${pod.name} exited (${code}): ${stderr}`)));
   });
@@ -65,9 +69,9 @@ export async function createProtocolMesh(name: string): Promise<ProtocolMesh> {
     const webA = await mesh.cluster.createPod({ node: 1, namespace: 'shop', name: 'web-a', serviceAccount: 'web', labels: { app: 'web', version: 'v1' }, namespaceLabels: ENROLLED });
     const webB = await mesh.cluster.createPod({ node: 0, namespace: 'shop', name: 'web-b', serviceAccount: 'web', labels: { app: 'web', version: 'v2' } });
     const client = await mesh.cluster.createPod({ node: 0, namespace: 'shop', name: 'client', serviceAccount: 'client' });
-    await Promise.all([startServer(webA), startServer(webB)]);
+    const [serverA, serverB] = await Promise.all([startServer(webA), startServer(webB)]);
     const waypoint = await createWaypoint(mesh, { node: 1, namespace: 'shop', name: 'wp' });
-    return { mesh, waypoint, client, webA, webB };
+    return { mesh, waypoint, client, webA, webB, servers: new Map([[webA.name, serverA], [webB.name, serverB]]) };
   } catch (error) {
     await mesh.destroy();
     throw error;
@@ -99,6 +103,21 @@ export async function clientRun(setup: ProtocolMesh, spec: Record<string, unknow
   const result = await setup.client.exec(process.execPath, [CLIENT, JSON.stringify(spec)], { timeoutMs: 120_000 });
   if (result.code !== 0) throw new Error(`protocol client ${String(spec.scenario)} failed (${result.code}): ${result.stderr}`);
   return JSON.parse(result.stdout) as unknown;
+}
+
+/** A protocol-client.ts scenario left running in the client pod (a test kills it); its JSON lines as they come. */
+export function clientSpawn(setup: ProtocolMesh, spec: Record<string, unknown>): { child: ChildProcess; lines: Record<string, unknown>[] } {
+  const child = setup.client.spawn(process.execPath, [CLIENT, JSON.stringify(spec)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const lines: Record<string, unknown>[] = [];
+  let pending = '';
+  child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
+    pending += chunk;
+    for (let newline = pending.indexOf('\n'); newline >= 0; newline = pending.indexOf('\n')) {
+      lines.push(JSON.parse(pending.slice(0, newline)) as Record<string, unknown>);
+      pending = pending.slice(newline + 1);
+    }
+  });
+  return { child, lines };
 }
 
 /** The waypoint's /config_dump (from inside its pod). */

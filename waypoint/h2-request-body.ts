@@ -1,0 +1,115 @@
+/**
+ * The body of one request on the waypoint's HTTP/2 path, fed to the try going on (h2-try.ts) and kept for a retry
+ * while it is small: as Envoy buffers a request for retries up to a limit. A request can be sent again when its
+ * whole body is kept and has ended (a unary gRPC call, a small POST), or when nothing of it has arrived yet; a
+ * stream that has sent its first message and is still open (streaming gRPC) is never retried, nor a body past the
+ * limit. Between tries the client's stream is paused: HTTP/2 flow control holds what it sends meanwhile.
+ *
+ * Owns: the kept chunks, the count of body bytes, the request's trailers and whether the body ended whole.
+ * Must not know about: routes, endpoints, retry policies.
+ */
+import http2 from 'node:http2';
+
+const { NGHTTP2_NO_ERROR } = http2.constants;
+
+export class H2RequestBody {
+  /** Body bytes received from the client so far. */
+  bytes = 0;
+  /** The client ended its body (END_STREAM, not a reset). */
+  ended: boolean;
+  /** The request's trailers, once they came. */
+  trailers: http2.IncomingHttpHeaders | undefined;
+  readonly #source: http2.ServerHttp2Stream;
+  readonly #limit: number;
+  #kept: Buffer[] = [];
+  /** Every byte so far is in #kept. */
+  #keptAll = true;
+  #sink: http2.ClientHttp2Stream | undefined;
+  #flowing = false;
+  readonly #onData = (chunk: Buffer): void => {
+    this.bytes += chunk.length;
+    if (this.#keptAll) {
+      if (this.bytes > this.#limit) {
+        this.#keptAll = false;
+        this.#kept = [];
+      } else {
+        this.#kept.push(chunk);
+      }
+    }
+    const sink = this.#sink;
+    if (sink !== undefined && !sink.write(chunk)) {
+      this.#source.pause();
+      sink.once('drain', this.#onDrain);
+    }
+  };
+  readonly #onDrain = (): void => {
+    if (this.#sink !== undefined) this.#source.resume();
+  };
+
+  /** `endStream`: the request's HEADERS already ended it (no body). */
+  constructor(source: http2.ServerHttp2Stream, limit: number, endStream: boolean) {
+    this.#source = source;
+    this.#limit = limit;
+    this.ended = endStream;
+    if (endStream) return;
+    source.once('trailers', (trailers: http2.IncomingHttpHeaders) => (this.trailers = trailers));
+    // Node ends a stream's readable side on RST_STREAM too: only a clean end is the body's end (a reset client's
+    // request must not look finished to the endpoint: it gets the reset, never END_STREAM).
+    source.once('end', () => {
+      if (source.rstCode !== undefined && source.rstCode !== NGHTTP2_NO_ERROR) return;
+      this.ended = true;
+      this.#sink?.end();
+    });
+  }
+
+  /** Whether the request can be sent again: nothing of the body sent yet, or all of it kept and ended. */
+  replayable(): boolean {
+    return this.bytes === 0 || (this.#keptAll && this.ended);
+  }
+
+  /** Sends the body to `sink` (a try's upstream stream, opened with waitForTrailers unless the request had no body). */
+  attach(sink: http2.ClientHttp2Stream): void {
+    this.#sink = sink;
+    // No body at all: the try opened its stream already ended.
+    if (this.endsAtHeaders) return;
+    for (const chunk of this.#kept) sink.write(chunk);
+    if (this.ended) {
+      sink.end();
+      return;
+    }
+    if (!this.#flowing) {
+      this.#flowing = true;
+      this.#source.on('data', this.#onData);
+    }
+    this.#source.resume();
+  }
+
+  /** The try is over (retried, or cut): nothing more goes to it; the client's stream waits for the next try. */
+  detach(sink: http2.ClientHttp2Stream): void {
+    if (this.#sink !== sink) return;
+    sink.off('drain', this.#onDrain);
+    this.#sink = undefined;
+    if (!this.ended) this.#source.pause();
+  }
+
+  /**
+   * The answer is complete and no try follows, but the client is still sending: what it sends is read and dropped,
+   * so its stream can end (paused, it would hold the stream and its flow-control window until the client gave up).
+   */
+  discardRest(): void {
+    if (this.ended) return;
+    this.#sink = undefined;
+    this.#keptAll = false;
+    this.#kept = [];
+    if (!this.#flowing) {
+      this.#flowing = true;
+      this.#source.on('data', this.#onData);
+    }
+    this.#source.resume();
+  }
+
+  /** The request as the HTTP/2 session must open it: already ended when it had no body at all. */
+  get endsAtHeaders(): boolean {
+    return this.ended && !this.#flowing && this.bytes === 0;
+  }
+}

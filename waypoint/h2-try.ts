@@ -1,0 +1,136 @@
+/**
+ * One try of an HTTP/2 (h2c or gRPC) request to one endpoint: the pick (least request, or a DestinationRule's
+ * choice), a stream on the endpoint's pooled HTTP/2 session (h2-upstream.ts), the body fed from the client
+ * (h2-request-body.ts), and the outcome: the response's head, or an error (no endpoint UH; no session, or the
+ * endpoint refused the stream UF; reset before a response UC; the try's timeout UT). The try's timeout
+ * (timeouts.backendRequest) runs until the stream closes: fired after the head it cuts the response.
+ *
+ * Owns: that one stream, its timer and its place in the body's feed. Must not know about: routes, retries, the
+ * client's stream.
+ */
+import http2 from 'node:http2';
+import type { Service } from '../shared/mesh/service.ts';
+import type { Workload } from '../shared/mesh/workload.ts';
+import { WaypointError } from './errors.ts';
+import { cancelStream, type H2SessionPool } from './h2-upstream.ts';
+import type { H2RequestBody } from './h2-request-body.ts';
+import type { Attempt, AttemptOutcome } from './request-attempts.ts';
+import type { Upstreams } from './upstream.ts';
+import type { EndpointChooser } from './destination/destination-traffic.ts';
+
+const { NGHTTP2_FLAG_END_STREAM, NGHTTP2_NO_ERROR, NGHTTP2_REFUSED_STREAM } = http2.constants;
+
+/** The head of an endpoint's answer on one try. */
+export interface H2Response {
+  headers: http2.IncomingHttpHeaders;
+  /** A trailers-only or empty answer: nothing follows the head. */
+  endStream: boolean;
+  stream: http2.ClientHttp2Stream;
+  /** The answer's trailers once they came (kept from the start: they can arrive in the same read as the head). */
+  trailers: http2.IncomingHttpHeaders | undefined;
+}
+
+export interface H2TryRequest {
+  service: Service;
+  servicePort: number;
+  /** The VIP the client asked for: its family decides the endpoint address's. */
+  vip: string;
+  headers: http2.OutgoingHttpHeaders;
+  body: H2RequestBody;
+  /** timeouts.backendRequest; 0: none. */
+  timeoutMs: number;
+  /** The previous try's endpoint address, which a retry avoids when another can take it. */
+  avoid?: string;
+  /** A DestinationRule's endpoint choice (waypoint/destination/) instead of least request. */
+  choose?: EndpointChooser;
+  /** The endpoint's informational (1xx) heads, before its answer. */
+  onInformational(headers: http2.IncomingHttpHeaders): void;
+}
+
+export class H2Try implements Attempt<H2Response> {
+  readonly outcome: Promise<AttemptOutcome<H2Response>>;
+  endpoint: Workload | undefined;
+  /** `ip:port` dialled ('' before the pick). */
+  address = '';
+  /** The endpoint's address alone. */
+  host = '';
+  /** The try's timeout fired (before or after the response's head). */
+  timedOut = false;
+  #stream: http2.ClientHttp2Stream | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #aborted = false;
+  readonly #body: H2RequestBody;
+
+  constructor(upstreams: Upstreams, sessions: H2SessionPool, request: H2TryRequest) {
+    this.#body = request.body;
+    this.outcome = this.#run(upstreams, sessions, request);
+  }
+
+  async #run(upstreams: Upstreams, sessions: H2SessionPool, request: H2TryRequest): Promise<AttemptOutcome<H2Response>> {
+    let stream: http2.ClientHttp2Stream;
+    try {
+      const picked = request.choose ? upstreams.pickWith(request.choose, request.service, request.servicePort, request.vip) : upstreams.pickLeastRequest(request.service, request.servicePort, request.vip, request.avoid);
+      this.endpoint = picked.endpoint.workload;
+      this.host = picked.address;
+      this.address = `${picked.address}:${picked.targetPort}`;
+      stream = await sessions.request(request.service, { address: { host: picked.address, port: picked.targetPort }, endpoint: picked.endpoint.workload, picked }, request.headers, this.#body.endsAtHeaders);
+    } catch (error) {
+      return { error: error instanceof WaypointError ? error : new WaypointError('WAYPOINT_UPSTREAM_CONNECT_FAILED', (error as Error).message, { cause: error }) };
+    }
+    this.#stream = stream;
+    stream.on('error', () => {
+      // resets and broken sessions: 'close' says what happened
+    });
+    if (this.#aborted) {
+      cancelStream(stream);
+      return { error: new WaypointError('WAYPOINT_UPSTREAM_RESET', `the try to ${this.address} was cut before it was sent`) };
+    }
+    return new Promise((resolve) => {
+      if (request.timeoutMs > 0) {
+        this.#timer = setTimeout(() => {
+          this.timedOut = true;
+          resolve({ error: new WaypointError('WAYPOINT_BACKEND_TIMEOUT', `no response from ${this.address} within timeouts.backendRequest ${request.timeoutMs} ms`) });
+          this.abort();
+        }, request.timeoutMs);
+      }
+      stream.on('headers', request.onInformational);
+      stream.once('response', (headers: http2.IncomingHttpHeaders, flags: number) => {
+        const response: H2Response = { headers, endStream: (flags & NGHTTP2_FLAG_END_STREAM) !== 0, stream, trailers: undefined };
+        stream.once('trailers', (trailers: http2.IncomingHttpHeaders) => (response.trailers = trailers));
+        resolve({ response });
+      });
+      stream.once('wantTrailers', () => stream.sendTrailers(this.#body.trailers ? trailersFor(this.#body.trailers) : {}));
+      stream.once('close', () => {
+        this.#stopTimer();
+        this.#body.detach(stream);
+        const code = stream.rstCode ?? NGHTTP2_NO_ERROR;
+        // An endpoint that refuses the stream (REFUSED_STREAM, or GOAWAY before it) never saw it: as a connect failure.
+        if (code === NGHTTP2_REFUSED_STREAM) resolve({ error: new WaypointError('WAYPOINT_UPSTREAM_CONNECT_FAILED', `${this.address} refused the stream`) });
+        else resolve({ error: new WaypointError('WAYPOINT_UPSTREAM_RESET', `${this.address} reset the stream (HTTP/2 error ${code}) before answering`) });
+      });
+      this.#body.attach(stream);
+    });
+  }
+
+  /** Ends the try now (its stream reset with CANCEL) unless the stream already closed. */
+  abort(): void {
+    this.#aborted = true;
+    this.#stopTimer();
+    const stream = this.#stream;
+    if (stream === undefined) return;
+    this.#body.detach(stream);
+    cancelStream(stream);
+  }
+
+  #stopTimer(): void {
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+  }
+}
+
+/** Connection-specific fields never go into trailers either. */
+function trailersFor(trailers: http2.IncomingHttpHeaders): http2.OutgoingHttpHeaders {
+  const result: http2.OutgoingHttpHeaders = {};
+  for (const name in trailers) if (name.charCodeAt(0) !== 58 /* : */ && name !== 'connection' && name !== 'transfer-encoding') result[name] = trailers[name];
+  return result;
+}

@@ -1,0 +1,144 @@
+/**
+ * The tries of one forwarded request, for both HTTP paths (http-proxy.ts over HTTP/1.1 tries, h2-proxy.ts over
+ * HTTP/2 tries): the route's `timeouts.request` running over every try and the response, a new try while the retry
+ * policy allows it (retry.ts decides; the back-off between tries; a retry avoids the previous endpoint), and the
+ * outcome the proxy answers with, with Envoy's flags (`URX` once retries ran out).
+ *
+ * Owns: the request timer, the try loop and the retry count. Must not know about: HTTP framing, how a try reaches
+ * an endpoint (a try is anything with an outcome, the endpoint it chose and an abort), the client side.
+ */
+import { WaypointError } from './errors.ts';
+import { backoffMs, shouldRetry } from './retry.ts';
+import type { RetryPolicy } from './route-table.ts';
+
+/** What a try ends with: a response's head, or an error before it. */
+export interface AttemptOutcome<R> {
+  response?: R;
+  error?: WaypointError;
+}
+
+/** One try to one endpoint (upstream-try.ts over HTTP/1.1, h2-try.ts over HTTP/2). */
+export interface Attempt<R> {
+  readonly outcome: Promise<AttemptOutcome<R>>;
+  /** The endpoint's address ('' before the pick). */
+  readonly host: string;
+  /** Ends the try now unless its response already ended. */
+  abort(): void;
+}
+
+/** What the loop needs to know of a response: its status (and gRPC status, in a trailers-only answer), and how to drop it. */
+export interface ResponseFacts<R> {
+  status(response: R): number;
+  grpcStatus?(response: R): number | undefined;
+  /** A response that is retried: read and dropped (or reset). */
+  discard(response: R): void;
+}
+
+export type AttemptsResult<R> =
+  /** `timeouts.request` ran out before a response: the proxy answers 504 (UT). */
+  | { kind: 'timeout'; attempt: Attempt<R>; error: WaypointError }
+  /** No try got a response: the last try's error, with URX added once retries ran out. */
+  | { kind: 'error'; attempt: Attempt<R>; error: WaypointError; flags: string }
+  /** A response to pass on: `flags` is URX when it is a retriable answer after the last retry, else '-'. */
+  | { kind: 'response'; attempt: Attempt<R>; response: R; flags: string };
+
+export interface AttemptsOptions<R> {
+  policy: RetryPolicy;
+  /** timeouts.request; 0: none. */
+  requestTimeoutMs: number;
+  facts: ResponseFacts<R>;
+  /** Starts try number `attempts` (1-based); `avoid`: the previous try's endpoint address. */
+  start(avoid: string | undefined): Attempt<R>;
+  /** Whether the request can be sent again now (its body replayable, its client still there). */
+  replayable(): boolean;
+  /** A try that is being retried ended with this status (or a connect failure): for outlier detection. */
+  onRetried?(outcome: number | 'connect-failure'): void;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+export class RequestAttempts<R> {
+  /** Tries started so far. */
+  attempts = 0;
+  /** `timeouts.request` fired (before or after the response's head). */
+  timedOut = false;
+  #current: Attempt<R> | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #timeout: Promise<undefined> | undefined;
+  readonly #options: AttemptsOptions<R>;
+
+  constructor(options: AttemptsOptions<R>) {
+    this.#options = options;
+    if (options.requestTimeoutMs > 0) {
+      this.#timeout = new Promise<undefined>((resolve) => {
+        this.#timer = setTimeout(() => {
+          this.timedOut = true;
+          this.#current?.abort();
+          resolve(undefined);
+        }, options.requestTimeoutMs);
+      });
+    }
+  }
+
+  /** The try going on (or the last one). */
+  get current(): Attempt<R> | undefined {
+    return this.#current;
+  }
+
+  /** Runs tries until one gives an answer to pass on, the retries run out, or the request times out. */
+  async run(): Promise<AttemptsResult<R>> {
+    const { policy, facts } = this.#options;
+    let retriesDone = 0;
+    let previousHost: string | undefined;
+    for (;;) {
+      this.attempts++;
+      const attempt = this.#options.start(previousHost);
+      this.#current = attempt;
+      const outcome = this.#timeout ? await Promise.race([attempt.outcome, this.#timeout]) : await attempt.outcome;
+      if (this.timedOut || outcome === undefined) {
+        attempt.abort();
+        if (outcome?.response !== undefined) facts.discard(outcome.response);
+        return { kind: 'timeout', attempt, error: this.#timeoutError() };
+      }
+      const status = outcome.response !== undefined ? facts.status(outcome.response) : undefined;
+      const grpcStatus = outcome.response !== undefined ? facts.grpcStatus?.(outcome.response) : undefined;
+      const retried = status !== undefined ? { status, ...(grpcStatus !== undefined ? { grpcStatus } : {}) } : { error: outcome.error! };
+      if (this.#options.replayable() && shouldRetry(policy, true, retriesDone, retried)) {
+        this.#options.onRetried?.(status ?? 'connect-failure');
+        if (outcome.response !== undefined) facts.discard(outcome.response);
+        attempt.abort();
+        previousHost = attempt.host || undefined;
+        retriesDone++;
+        await sleep(backoffMs(policy, retriesDone));
+        if (!this.timedOut) continue;
+        return { kind: 'timeout', attempt, error: this.#timeoutError() };
+      }
+      const exhausted = retriesDone > 0 && retriesDone >= policy.attempts;
+      if (outcome.error) {
+        this.stop();
+        return { kind: 'error', attempt, error: outcome.error, flags: exhausted ? `${outcome.error.responseFlags},URX` : outcome.error.responseFlags };
+      }
+      // A response the policy would have retried, had a retry been left: the answer carries URX.
+      const retriable = shouldRetry(policy, true, 0, retried);
+      return { kind: 'response', attempt, response: outcome.response!, flags: exhausted && retriable ? 'URX' : '-' };
+    }
+  }
+
+  /** Stops the request timer (the response ended, or the proxy answered). */
+  stop(): void {
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+  }
+
+  /** The client went away: no try goes on for it. */
+  abort(): void {
+    this.stop();
+    this.#current?.abort();
+  }
+
+  #timeoutError(): WaypointError {
+    return new WaypointError('WAYPOINT_REQUEST_TIMEOUT', `no response within timeouts.request ${this.#options.requestTimeoutMs} ms`);
+  }
+}
