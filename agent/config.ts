@@ -4,6 +4,7 @@
  * Owns: reading the environment (as a DaemonSet sets it) into a validated Config; clear errors for bad values.
  * Must not know about: what the settings drive.
  */
+import { DEFAULT_MAX_OPENING_TUNNELS } from './proxy/tunnel-admission.ts';
 import os from 'node:os';
 import { DEFAULT_TRUST_DOMAIN } from '../shared/identity/index.ts';
 import { DEFAULT_AGENT_SOCKET } from '../shared/cni-protocol.ts';
@@ -36,6 +37,8 @@ export interface AgentConfig {
   preserveSourceIp: boolean;
   /** How long open connections may finish at shutdown before they are cut (ztunnel: 5 s default termination grace). */
   drainMs: number;
+  /** Outbound tunnels being opened at once per thread before new connections wait (AMBIT_MAX_OPENING_TUNNELS; default none). */
+  maxOpeningTunnels: number;
   logLevel: string;
   /** Per-connection metrics and access logs (AMBIT_TELEMETRY=off only to measure their cost). */
   telemetry: boolean;
@@ -200,6 +203,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): AgentConfig
     readinessAddress: { host: env.AMBIT_READINESS_HOST || '0.0.0.0', port: port(env, 'AMBIT_READINESS_PORT', READINESS_PORT) },
     preserveSourceIp: flag(env, 'AMBIT_PRESERVE_SOURCE_IP', true),
     drainMs,
+    maxOpeningTunnels: maxOpeningTunnels(env),
     logLevel: env.AMBIT_LOG_LEVEL || 'info',
     telemetry: env.AMBIT_TELEMETRY !== 'off',
     workerThreads: workerThreads(env),
@@ -208,6 +212,14 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): AgentConfig
     hboneImplementation: hboneImplementationOf(env),
     dns: dnsConfig(env),
   };
+}
+
+function maxOpeningTunnels(env: NodeJS.ProcessEnv): number {
+  const raw = env.AMBIT_MAX_OPENING_TUNNELS;
+  if (raw === undefined || raw === '') return DEFAULT_MAX_OPENING_TUNNELS;
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value < 1) throw new ConfigError(`AMBIT_MAX_OPENING_TUNNELS=${raw} must be a whole number of at least 1`);
+  return value;
 }
 
 function dnsConfig(env: NodeJS.ProcessEnv): DnsConfig {

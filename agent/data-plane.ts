@@ -27,7 +27,7 @@ import { telemetryReporter } from './telemetry/reporter.ts';
 
 export interface DataPlaneOptions {
   /** procSysNet only where rules are installed (the main thread). */
-  config: Pick<AgentConfig, 'trustDomain' | 'preserveSourceIp' | 'telemetry' | 'drainMs'> & Partial<Pick<AgentConfig, 'procSysNet' | 'hboneServer'>>;
+  config: Pick<AgentConfig, 'trustDomain' | 'preserveSourceIp' | 'telemetry' | 'drainMs'> & Partial<Pick<AgentConfig, 'procSysNet' | 'hboneServer' | 'maxOpeningTunnels'>>;
   state: MeshState;
   policies: PolicyStore;
   certificates: CertificateManager;
@@ -63,7 +63,7 @@ export function createDataPlane(options: DataPlaneOptions): DataPlane {
     : { opened: () => {}, closed: () => {} };
   const handler = new TrafficHandler({
     state,
-    outbound: new OutboundProxy({ state, report }),
+    outbound: new OutboundProxy({ state, report, ...(config.maxOpeningTunnels !== undefined ? { maxOpeningTunnels: config.maxOpeningTunnels } : {}) }),
     inbound: new InboundProxy({ state, report, certificates, trustDomain: config.trustDomain, policy: enforcer, ...(config.hboneServer ? { hboneServer: config.hboneServer } : {}) }),
     certificates,
     trustDomain: config.trustDomain,

@@ -32,6 +32,7 @@ import { createDnsProxy } from './dns/dns-proxy.ts';
 import { ProxyWorkers } from './workers/proxy-workers.ts';
 import { AgentMetrics } from './telemetry/metrics.ts';
 import { startMetricsServer } from './telemetry/metrics-server.ts';
+import { startHeapRelease } from './memory/heap-release.ts';
 
 export interface RunningAgent {
   readonly config: AgentConfig;
@@ -233,6 +234,10 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
   // SO_REUSEPORT: during a restart the new agent listens before the old one has closed.
   await new Promise<void>((resolve) => readiness.listen({ port: config.readinessAddress.port, host: config.readinessAddress.host, reusePort: true }, resolve));
   ready = true;
+  // Memory back to the kernel once a burst is over (and the start-up garbage dropped at the first quiet check).
+  const heapRelease = startHeapRelease({
+    onRelease: (before, after) => log.debug({ heapBefore: before, heapAfter: after }, 'memory-reducing GC after a burst'),
+  });
   log.info({ workerThreads: workers.count + 1, cniSocket: config.cniSocket, readiness: config.readinessAddress, admin: config.adminAddress, metrics: config.metricsAddress }, 'agent ready');
 
   return {
@@ -241,6 +246,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     capture,
     async stop() {
       ready = false;
+      heapRelease.stop();
       sources.stop();
       enrollment.stop();
       policySource?.stop();

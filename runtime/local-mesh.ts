@@ -13,6 +13,7 @@
 import { randomBytes } from 'node:crypto';
 import { openSync, closeSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { CertificateAuthority, DEFAULT_TRUST_DOMAIN } from '../shared/identity/index.ts';
@@ -100,6 +101,9 @@ async function waitForLine(file: string, text: string, process: ChildProcess, ti
   }
   throw new RuntimeError('AGENT_NOT_READY', `the control plane did not become ready in ${timeoutMs} ms; see ${file}`);
 }
+
+/** Shared by every local mesh's agents (Node keys its entries by file and content, so stale ones are never used). */
+const AGENT_COMPILE_CACHE_DIR = path.join(os.tmpdir(), 'ambit-agent-compile-cache');
 
 export async function createLocalMesh(options: LocalMeshOptions): Promise<LocalMesh> {
   const trustDomain = options.trustDomain ?? DEFAULT_TRUST_DOMAIN;
@@ -191,6 +195,9 @@ export async function createLocalMesh(options: LocalMeshOptions): Promise<LocalM
                 AMBIT_TOKEN_FILE: kubernetes?.tokenFile(node.name) ?? path.join(caDir, `token-${node.name}`),
               }
             : { AMBIT_LOCAL_CA_DIR: caDir }),
+          // Node's compile cache: an agent that starts after the first one neither strips its TypeScript again nor
+          // loads the type stripper (a WebAssembly module whose memory is never given back): 15-20 MiB less RSS.
+          NODE_COMPILE_CACHE: AGENT_COMPILE_CACHE_DIR,
           ...options.agentEnv,
           AMBIT_NODE_NAME: node.name,
         },

@@ -17,6 +17,7 @@ import { NoHealthyUpstreamError, pickEndpoint } from '../../shared/mesh/load-bal
 import type { MeshState } from '../../shared/mesh/mesh-state.ts';
 import type { Service } from '../../shared/mesh/service.ts';
 import { addressOfFamily, workloadIdentity, type Workload } from '../../shared/mesh/workload.ts';
+import { TunnelAdmission } from './tunnel-admission.ts';
 import { spliceTcp } from './tcp-splice.ts';
 import type { ConnectionRecord, ConnectionReporter, ServiceRef } from './report.ts';
 
@@ -43,6 +44,17 @@ export class UnknownWaypointError extends Error {
   }
 }
 
+/** The client closed its connection while it waited for a slot to open its tunnel (the agent was overloaded). */
+export class TunnelAbandonedError extends Error {
+  readonly code = 'TUNNEL_ABANDONED';
+  /** Envoy's "downstream connection termination". */
+  readonly responseFlags = 'DC';
+  constructor() {
+    super('the client closed the connection while it waited for its tunnel to be opened (too many tunnels being opened at once: the agent is overloaded)');
+    this.name = 'TunnelAbandonedError';
+  }
+}
+
 /** Port every captured pod's agent listener terminates HBONE on. */
 export const HBONE_PORT = 15008;
 
@@ -58,10 +70,13 @@ export interface OutboundContext {
 export class OutboundProxy {
   readonly #state: MeshState;
   readonly #report: ConnectionReporter;
+  /** The bound on tunnels being opened at once (agent/proxy/tunnel-admission.ts). */
+  readonly admission: TunnelAdmission;
 
-  constructor(options: { state: MeshState; report: ConnectionReporter }) {
+  constructor(options: { state: MeshState; report: ConnectionReporter; maxOpeningTunnels?: number }) {
     this.#state = options.state;
     this.#report = options.report;
+    this.admission = new TunnelAdmission(options.maxOpeningTunnels);
   }
 
   handle(socket: net.Socket, originalDestination: HostPort, context: OutboundContext): void {
@@ -131,37 +146,52 @@ export class OutboundProxy {
     };
     // Opened once the destination proved its identity (pinned to the workload's below), so telemetry reports the
     // identity the certificate carried; a tunnel that never opens is reported closed only.
+    // One slot per tunnel being opened: released when it opened (established) or failed, whichever comes first.
+    let admitted = true;
+    const release = (): void => {
+      if (!admitted) return;
+      admitted = false;
+      this.admission.done();
+    };
     const established = (peerIdentity: SpiffeId): void => {
+      release();
       record.destinationPrincipal = peerIdentity.uri;
       this.#report.opened(record);
     };
     const finish = (error?: Error): void => {
+      release();
       record.bytesSent = socket.bytesRead;
       record.bytesReceived = socket.bytesWritten;
       record.durationMs = performance.now() - started;
       if (error) record.error = error;
       this.#report.closed(record);
     };
-    context.pool
-      .tunnel(
-        {
-          proxy: waypoint ?? { host: addressOfFamily(destination, originalDestination.host) ?? destination.addresses[0]!, port: HBONE_PORT },
-          destination: originalDestination,
-          sourceIdentity: workloadIdentity(context.source),
-          // A service may name extra identities its endpoints can present (Istio's subject_alt_names).
-          expectedIdentities:
-            waypoint === undefined && service && service.subjectAltNames.length > 0 ? [workloadIdentity(destination).uri, ...service.subjectAltNames] : [workloadIdentity(destination).uri],
-        },
-        socket,
-        established,
-      )
-      .then(
-        (result) => finish(result.error),
-        (error: Error) => {
-          resetSocket(socket);
-          finish(error);
-        },
-      );
+    this.admission.admit(socket, () => {
+      context.pool
+        .tunnel(
+          {
+            proxy: waypoint ?? { host: addressOfFamily(destination, originalDestination.host) ?? destination.addresses[0]!, port: HBONE_PORT },
+            destination: originalDestination,
+            sourceIdentity: workloadIdentity(context.source),
+            // A service may name extra identities its endpoints can present (Istio's subject_alt_names).
+            expectedIdentities:
+              waypoint === undefined && service && service.subjectAltNames.length > 0 ? [workloadIdentity(destination).uri, ...service.subjectAltNames] : [workloadIdentity(destination).uri],
+          },
+          socket,
+          established,
+        )
+        .then(
+          (result) => finish(result.error),
+          (error: Error) => {
+            resetSocket(socket);
+            finish(error);
+          },
+        );
+    }, () => {
+      // The client left while it waited for a slot: never tunnelled, reported closed with the reason.
+      admitted = false;
+      finish(new TunnelAbandonedError());
+    });
   }
 
   #passthrough(socket: net.Socket, originalDestination: HostPort, destination: Workload | undefined, service: Service | undefined, context: OutboundContext, started: number): void {

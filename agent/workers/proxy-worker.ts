@@ -18,6 +18,7 @@ import { PolicyStore } from '../policy/policy-store.ts';
 import { MeshState } from '../../shared/mesh/mesh-state.ts';
 import { workloadIdentity } from '../../shared/mesh/workload.ts';
 import { AgentMetrics } from '../telemetry/metrics.ts';
+import { startHeapRelease } from '../memory/heap-release.ts';
 import type { FromWorker, ToWorker, WorkerInit, WorkerRequest } from './protocol.ts';
 
 /** Certificates come from the main thread's certificate manager (which renews them); roots ride along. */
@@ -72,6 +73,8 @@ function runWorker(port: MessagePort, init: WorkerInit): void {
   });
   const metrics = new AgentMetrics({ processMetrics: false, buildInfo: false });
   const dataPlane = createDataPlane({ config, state, policies, certificates, metrics, log, listenersOnly: true });
+  // Each thread is an isolate with its own heap: each gives its memory back after a burst (agent/memory/).
+  const heapRelease = startHeapRelease();
 
   const handle = async (request: WorkerRequest): Promise<unknown> => {
     switch (request.op) {
@@ -88,6 +91,7 @@ function runWorker(port: MessagePort, init: WorkerInit): void {
       case 'metrics':
         return metrics.json();
       case 'stop':
+        heapRelease.stop();
         await dataPlane.stop();
         certificates.close();
         return undefined;

@@ -42,6 +42,25 @@ export function processRssBytes(pid: number): number | undefined {
   }
 }
 
+/** Resident memory split as the kernel counts it: anonymous (heaps, stacks) and file-backed (the binary's pages, shared). */
+export interface ResidentMemory {
+  rss: number;
+  anon: number;
+  file: number;
+}
+
+/** VmRSS, RssAnon and RssFile in bytes, or undefined when the process is gone. */
+export function processResidentMemory(pid: number): ResidentMemory | undefined {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const kib = (field: string): number => Number(new RegExp(`^${field}:\\s+(\\d+)\\s+kB`, 'm').exec(status)?.[1] ?? NaN) * 1024;
+    const memory = { rss: kib('VmRSS'), anon: kib('RssAnon'), file: kib('RssFile') };
+    return Number.isFinite(memory.rss) ? memory : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 export type CpuByRole = Record<string, number>;
 
 /**

@@ -12,7 +12,7 @@
  * agents' access log on (info). Repetitions interleave the paths so drift in machine load hits each alike.
  * Must not know about: how the agent works inside.
  */
-import { type CpuByRole, CpuMeter, processRssBytes } from '../lib/cpu.ts';
+import { type CpuByRole, CpuMeter, processResidentMemory, processRssBytes, type ResidentMemory } from '../lib/cpu.ts';
 import { APP_PORT, buildMeshTopology, inPod, setAgentLogLevel, startPodStunnelPair, startTarget, type MeshTopology } from '../lib/mesh-cluster.ts';
 import { formatNumber, formatRatio, goalMark } from '../lib/report.ts';
 import { median, type LatencySummary } from '../lib/stats.ts';
@@ -37,6 +37,14 @@ const SETTLE_MS = 300;
 const HELD_SHARE = 0.98;
 const CONNECT_P99_BOUND_US = 5_000;
 const CONNECT_GOAL_RATE = 5_000;
+/** Issue 14's memory goals: an idle agent with 20 captured pods, and an agent 60 s after the connection storms. */
+const IDLE_RSS_GOAL_MIB = 80;
+const AFTER_STORM_RSS_GOAL_MIB = 150;
+/**
+ * Before the idle memory is read: longer than the agent's heap-release check interval (agent/memory/heap-release.ts,
+ * 10 s), so the figure is the agent's settled idle size and not its start-up garbage.
+ */
+const IDLE_MEMORY_SETTLE_MS = 15_000;
 
 export interface Sizes {
   throughputBytes: number;
@@ -58,6 +66,10 @@ export interface Sizes {
   idleSeconds: number;
   /** Measure a second mesh whose agents run two data-plane threads each (AMBIT_WORKER_THREADS=2). */
   twoThreads: boolean;
+  /** Enrolled pods on node 1 (the mesh client among them) when the idle memory is read. */
+  capturedPods: number;
+  /** How long after the last connection-rate run the relays' memory is read again. */
+  afterStormSeconds: number;
 }
 
 const FULL: Sizes = {
@@ -76,6 +88,8 @@ const FULL: Sizes = {
   warmupSeconds: 1,
   idleSeconds: 3,
   twoThreads: true,
+  capturedPods: 20,
+  afterStormSeconds: 60,
 };
 
 const QUICK: Sizes = {
@@ -94,6 +108,8 @@ const QUICK: Sizes = {
   warmupSeconds: 0.25,
   idleSeconds: 1,
   twoThreads: false,
+  capturedPods: 5,
+  afterStormSeconds: 15,
 };
 
 /** `mesh2`: the same mesh with AMBIT_WORKER_THREADS=2 in both agents, measured after the others on a topology of its own. */
@@ -139,7 +155,24 @@ export interface PathFigures {
   connects: Record<number, ConnectRun>;
   infoConnect?: ConnectRun;
   rss: { client?: number; server?: number };
+  /** Relays' memory idle (before any traffic, node 1 holding `capturedPods` enrolled pods). */
+  idleMemory?: RelayMemory;
+  /** Right after the last connection-rate run, and `afterStormSeconds` later. */
+  stormMemory?: RelayMemory;
+  afterStormMemory?: RelayMemory;
   errors: string[];
+}
+
+interface RelayMemory {
+  client?: ResidentMemory;
+  server?: ResidentMemory;
+}
+
+function relayMemory(relays: { client: number; server: number } | undefined): RelayMemory | undefined {
+  if (!relays) return undefined;
+  const client = processResidentMemory(relays.client);
+  const server = processResidentMemory(relays.server);
+  return { ...(client ? { client } : {}), ...(server ? { server } : {}) };
 }
 
 export const meshSuite: Suite = {
@@ -180,6 +213,13 @@ async function run(outer: SuiteContext): Promise<SuiteResult> {
       relays: { client: topology.agentPids.node1, server: topology.agentPids.node2 },
     });
     context.log('mesh, targets and stunnel pair up');
+    // Idle memory with a node's worth of captured pods: node 1 gets more enrolled pods beside the mesh client.
+    for (let index = 1; index < sizes.capturedPods; index++) {
+      await topology.mesh.cluster.createPod({ node: 0, namespace: 'bench-mesh', name: `idle-${index}`, serviceAccount: 'bench-client' });
+    }
+    await new Promise((resolve) => setTimeout(resolve, IDLE_MEMORY_SETTLE_MS));
+    for (const path of paths) figures[path.key].idleMemory = relayMemory(path.relays);
+    context.log(`idle, ${sizes.capturedPods} captured pods on node 1: node-1 agent ${formatNumber(mib(figures.mesh.idleMemory?.client?.rss))} MiB RSS`);
     await measure(context, sizes, topology, paths, figures);
     for (const path of paths) {
       if (!path.relays) continue;
@@ -326,6 +366,14 @@ async function measure(context: SuiteContext, sizes: Sizes, topology: MeshTopolo
       });
     }
   }
+  // Memory after the storms, and again once they have been over for a while (issue 14: back under 150 MiB in 60 s).
+  for (const path of relayPaths) figures[path.key].stormMemory = relayMemory(path.relays);
+  await new Promise((resolve) => setTimeout(resolve, sizes.afterStormSeconds * 1000));
+  for (const path of relayPaths) {
+    figures[path.key].afterStormMemory = relayMemory(path.relays);
+    context.log(`${PATH_LABELS[path.key]}: RSS after the connection-rate runs ${formatNumber(mib(figures[path.key].stormMemory?.client?.rss))} / ${formatNumber(mib(figures[path.key].stormMemory?.server?.rss))} MiB, ` +
+      `${sizes.afterStormSeconds} s later ${formatNumber(mib(figures[path.key].afterStormMemory?.client?.rss))} / ${formatNumber(mib(figures[path.key].afterStormMemory?.server?.rss))} MiB`);
+  }
   // The access log is a product feature: the same connection run once more with it on (info), mesh only.
   const meshPath = paths.find((path) => path.key === 'mesh');
   const infoRate = sizes.infoConnectRate;
@@ -342,6 +390,10 @@ async function measure(context: SuiteContext, sizes: Sizes, topology: MeshTopolo
       await setAgentLogLevel(topology.mesh, 1, AGENT_LOG_LEVEL);
     }
   });
+}
+
+function mib(bytes: number | undefined): number | undefined {
+  return bytes === undefined ? undefined : bytes / MIB;
 }
 
 function emptyFigures(): PathFigures {
@@ -429,20 +481,24 @@ export function buildResult(sizes: Sizes, given: Partial<Record<PathKey, PathFig
   ];
   const [goalP50, goalP99, goalRequestCpu, goalConnectCpu, goalConnections] = goals as [Goal, Goal, Goal, Goal, Goal];
 
-  type Row = { label: string; cells: Record<PathKey, string>; values?: Values; goal?: Goal };
-  const numeric = (label: string, values: Values, options: { goal?: Goal; noRelay?: boolean } = {}): Row => ({
+  /** `goalText`: an absolute goal (MiB), shown as is; `goal`: a ratio goal. */
+  type Row = { label: string; cells: Record<PathKey, string>; values?: Values; goal?: Goal; goalText?: string };
+  const numeric = (label: string, values: Values, options: { goal?: Goal; noRelay?: boolean; goalText?: string } = {}): Row => ({
     label,
     values,
     cells: Object.fromEntries(KEYS.map((key) => [key, key === 'direct' && options.noRelay ? 'no relay' : formatNumber(values[key])])) as Record<PathKey, string>,
     ...(options.goal ? { goal: options.goal } : {}),
+    ...(options.goalText ? { goalText: options.goalText } : {}),
   });
+  /** ✓/✗ for the mesh's figure against an absolute bound in MiB. */
+  const mibGoal = (value: number | undefined, bound: number): string =>
+    value === undefined ? '' : `${value <= bound ? '✓' : '✗'} ${formatNumber(value)} MiB (goal ≤ ${bound} MiB)`;
   const rateCell = (run: { achievedRate: number; failed?: number; unanswered?: number; errors?: number } | undefined): string =>
     run === undefined ? '—' : `${formatNumber(run.achievedRate)} (${(run.failed ?? run.errors ?? 0) + (run.unanswered ?? 0)})`;
   const text = (label: string, cell: (f: PathFigures) => string): Row => ({
     label,
     cells: Object.fromEntries(KEYS.map((key) => [key, cell(figures[key])])) as Record<PathKey, string>,
   });
-  const mib = (bytes: number | undefined): number | undefined => (bytes === undefined ? undefined : bytes / MIB);
 
   const rate = sizes.requestRate.toLocaleString('en-US');
   const rows: Row[] = [
@@ -476,6 +532,30 @@ export function buildResult(sizes: Sizes, given: Partial<Record<PathKey, PathFig
   if (idle.mesh !== undefined || idle.stunnel !== undefined) {
     rows.splice(rows.length - 2, 0, numeric('CPU with no load, one end (mean of both) (ms per s)', idle, { noRelay: true }));
   }
+  const idleRss = pick((f) => mib(f.idleMemory?.client?.rss));
+  const stormRss = (role: 'client' | 'server'): Values => pick((f) => mib(f.stormMemory?.[role]?.rss));
+  const afterStormRss = (role: 'client' | 'server'): Values => pick((f) => mib(f.afterStormMemory?.[role]?.rss));
+  const worstAfterStorm = [afterStormRss('client').mesh, afterStormRss('server').mesh].filter((v) => v !== undefined);
+  if (idleRss.mesh !== undefined || idleRss.stunnel !== undefined) {
+    const split = (f: PathFigures): string => {
+      const memory = f.idleMemory?.client;
+      return memory ? `${formatNumber(mib(memory.anon))} / ${formatNumber(mib(memory.file))}` : '—';
+    };
+    rows.push(
+      numeric(`idle RSS, ${sizes.capturedPods} captured pods on node 1, before any traffic: node-1 agent / stunnel client (MiB)`, idleRss,
+        { noRelay: true, goalText: mibGoal(idleRss.mesh, IDLE_RSS_GOAL_MIB) }),
+      text('  of it anonymous / file-backed (the binary\'s shared pages) (MiB)', (f) => (f === figures.direct ? 'no relay' : split(f))),
+    );
+  }
+  if (worstAfterStorm.length > 0) {
+    rows.push(
+      numeric('RSS right after the connection-rate runs, client side (MiB)', stormRss('client'), { noRelay: true }),
+      numeric('RSS right after the connection-rate runs, server side (MiB)', stormRss('server'), { noRelay: true }),
+      numeric(`RSS ${sizes.afterStormSeconds} s after the connection-rate runs, client side (MiB)`, afterStormRss('client'), { noRelay: true }),
+      numeric(`RSS ${sizes.afterStormSeconds} s after the connection-rate runs, server side (MiB)`, afterStormRss('server'), { noRelay: true,
+        goalText: sizes.afterStormSeconds <= 60 ? mibGoal(Math.max(...worstAfterStorm), AFTER_STORM_RSS_GOAL_MIB) : '' }),
+    );
+  }
   const info = figures.mesh.infoConnect;
   if (info && sizes.infoConnectRate !== undefined) {
     const infoRate = sizes.infoConnectRate.toLocaleString('en-US');
@@ -495,7 +575,7 @@ export function buildResult(sizes: Sizes, given: Partial<Record<PathKey, PathFig
     ...KEYS.map((key) => row.cells[key]),
     row.values ? formatRatio(ratio(row.values.mesh, row.values.direct)) : '',
     row.values ? formatRatio(ratio(row.values.mesh, row.values.stunnel)) : '',
-    row.goal ? goalMark(row.goal) : '',
+    row.goal ? goalMark(row.goal) : row.goalText ?? '',
   ]);
 
   const notes = [
@@ -506,6 +586,8 @@ export function buildResult(sizes: Sizes, given: Partial<Record<PathKey, PathFig
       `New connections at a rate: scheduled at the offered rate for ${sizes.connectSeconds} s each, timed from the scheduled start to the first echoed byte; whatever is unanswered ${sizes.connectGraceMs / 1000} s after the last one is cut and counted (so is what a starved load tool could not send by then).`,
     `CPU: user + system seconds of each relay process from /proc over the run, divided by the operations. For the rate runs the meter runs until the path's relays are idle again (the next run starts only then) and the CPU is divided by the answered connections, summed over every offered rate: work on connections that were cut inflates it where a path fell behind. Agents at log level ${AGENT_LOG_LEVEL} (no per-connection access-log line) except the "access log on" rows.`,
     'Ratios: "mesh ÷ direct" and "mesh ÷ stunnel" divide the mesh figure (one data-plane thread per agent, the default on 2 cores) by the other; for throughput and rates higher is better, for times and CPU lower is better.',
+    `Memory (issue 14): idle RSS is read ${IDLE_MEMORY_SETTLE_MS / 1000} s after ${sizes.capturedPods - 1} more enrolled pods were made on node 1 (so its agent holds ${sizes.capturedPods} captured pods), before any traffic; the anonymous / file-backed split is RssAnon / RssFile from /proc (file-backed: mostly the node binary's pages, shared with other node processes). ` +
+      `The "right after" figures are read once the last connection-rate run is over and the relays are quiet, the others ${sizes.afterStormSeconds} s later with nothing offered in between.`,
     'The "2 threads per agent" column is the same mesh on a second topology built after the others were measured, agents with AMBIT_WORKER_THREADS=2 (main thread + one proxy worker, each listening in every pod with SO_REUSEPORT); its CPU figures are whole-process (both threads).',
   ];
   if ([addedP50.stunnel, addedP50.mesh, addedP99.stunnel, addedP99.mesh].some((value) => value !== undefined && value < 0)) {
