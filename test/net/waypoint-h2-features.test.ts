@@ -252,3 +252,48 @@ test.serial('L7 policy on HTTP/2, gRPC and an Upgrade: h2c 403 RBAC, gRPC 7 PERM
     await rm(path.join(setup.mesh.cluster.clusterDir, 'policies', 'deny-grpcf.yaml'), { force: true });
   }
 });
+
+const H2_VS_VIP = '10.240.5.14';
+const GRPC_VS_VIP = '10.240.5.15';
+
+test.serial('VirtualService fault injection on h2c and gRPC: an abort answered by the waypoint (h2c 418, gRPC 14 trailers-only), never sent upstream; a delay still goes upstream; FI and DI in the access log', async (t) => {
+  await writeService(setup, 'h2vs', H2_VS_VIP, [{ name: 'h2', appProtocol: 'kubernetes.io/h2c', port: 80, targetPort: H2_PORT }]);
+  await writeService(setup, 'grpcvs', GRPC_VS_VIP, [{ name: 'grpc', port: 80, targetPort: GRPC_PORT }]);
+  await writeObject(setup, 'virtualservices', 'h2vs', {
+    apiVersion: 'networking.istio.io/v1', kind: 'VirtualService', metadata: { name: 'h2vs', namespace: 'shop' },
+    spec: {
+      hosts: ['h2vs'],
+      http: [
+        { match: [{ uri: { prefix: '/abort' } }], fault: { abort: { httpStatus: 418, percentage: { value: 100 } } }, route: [{ destination: { host: 'h2vs' } }] },
+        { match: [{ uri: { prefix: '/delay' } }], fault: { delay: { fixedDelay: '300ms', percentage: { value: 100 } } }, route: [{ destination: { host: 'h2vs' } }] },
+      ],
+    },
+  });
+  await writeObject(setup, 'virtualservices', 'grpcvs', {
+    apiVersion: 'networking.istio.io/v1', kind: 'VirtualService', metadata: { name: 'grpcvs', namespace: 'shop' },
+    spec: { hosts: ['grpcvs'], http: [{ fault: { abort: { grpcStatus: 'UNAVAILABLE', percentage: { value: 100 } } }, route: [{ destination: { host: 'grpcvs' } }] }] },
+  });
+  await until('the waypoint knows the services and has their VirtualService routes', async () => {
+    if (!(await serviceReady(setup, 'h2vs', 2)) || !(await serviceReady(setup, 'grpcvs', 2))) return false;
+    const routes = (await waypointDump(setup))?.routes ?? {};
+    return routes['shop/h2vs.shop.svc.cluster.local']?.length === 2 && routes['shop/grpcvs.shop.svc.cluster.local']?.length === 1;
+  }, 60_000);
+  const h2vs = (requests: { path: string; headers?: Record<string, string> }[]) => clientRun(setup, { scenario: 'h2-get', host: H2_VS_VIP, port: 80, requests });
+  const [aborted, delayed] = await h2vs([
+    { path: '/abort/x', headers: { 'x-request-id': 'vs-h2-abort' } },
+    { path: '/delay/x', headers: { 'x-request-id': 'vs-h2-delay' } },
+  ]);
+  t.is(aborted.status, 418, JSON.stringify(aborted));
+  t.is(String(aborted.body).trim(), 'fault filter abort');
+  t.is(aborted.headers['x-served-by'], undefined, 'no backend answered the aborted request');
+  t.like(await lineOf('vs-h2-abort'), { response_code: 418, response_flags: 'FI', response_code_details: 'fault_filter_abort', attempts: 0 });
+  t.is(delayed.status, 200, JSON.stringify(delayed));
+  t.is(delayed.body.headers['x-request-id'], 'vs-h2-delay', 'the delayed request reached the backend');
+  const delayLine = await lineOf('vs-h2-delay');
+  t.is(delayLine.response_flags, 'DI');
+  t.true(delayLine.duration >= 300, `held for the delay (${delayLine.duration} ms)`);
+  const [grpcAborted] = await clientRun(setup, { scenario: 'grpc-unary', host: GRPC_VS_VIP, port: 80, path: '/ambit.test.Echo/Flaky', request: { id: `vs${Date.now()}`, failures: 0, code: 0 }, metadata: { 'x-request-id': 'vs-grpc-abort' } });
+  t.is(grpcAborted.code, 14, JSON.stringify(grpcAborted));
+  t.is(grpcAborted.details, 'fault filter abort');
+  t.like(await lineOf('vs-grpc-abort'), { response_code: 200, response_flags: 'FI', grpc_status: '14', attempts: 0 });
+});
