@@ -273,7 +273,7 @@ test.serial("LocalRateLimitPolicy (ambit's own): 10 requests/s per client princi
     t.is(limited[0]!.retryAfter, '1');
     t.is((await calls(client, [{ path: '/public' }]))[0]!.status, 200, 'requests the limit does not match are not counted');
     t.regex(await waypointMetrics(), /ambit_waypoint_rate_limited_total\{limit="shop\/per-client\/orders"\} [1-9]/);
-    t.regex(await waypointMetrics(), /istio_requests_total\{[^}]*response_code="429",response_flags="RL"/);
+    t.regex(await waypointMetrics(), /istio_requests_total\{[^}]*response_code="429",grpc_response_status="",response_flags="RL"/);
   } finally {
     await rm(policyFile('per-client'), { force: true });
   }
