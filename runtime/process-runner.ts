@@ -62,7 +62,8 @@ const signalNames = new Map<number, NodeJS.Signals>(
 );
 const errnoNames = new Map<number, string>(Object.entries(constants.errno).map(([name, number]) => [number, name]));
 
-function encodeRequest(id: number, request: SpawnRequest): Buffer {
+/** One request frame (exported for tests that speak to the spawner directly). */
+export function encodeRequest(id: number, request: SpawnRequest): Buffer {
   const strings = (values: string[]): Buffer[] => values.map((value) => Buffer.from(value, 'utf8'));
   const argv = strings(request.argv);
   const env = strings(Object.entries(request.env).flatMap(([name, value]) => (value === undefined ? [] : [`${name}=${value}`])));
