@@ -97,8 +97,9 @@ export class ProcessRunner {
   #spawner: ChildProcess | undefined;
   readonly #pending = new Map<number, Pending>();
   #nextId = 1;
-  /** Answer bytes received and not yet parsed (an answer can span reads). */
-  #received: Buffer = Buffer.alloc(0);
+  /** Answer bytes received and not yet parsed (an answer can span reads), and how many. */
+  #chunks: Buffer[] = [];
+  #chunkBytes = 0;
 
   constructor(binary = SPAWNER_PATH) {
     this.#binary = binary;
@@ -139,7 +140,8 @@ export class ProcessRunner {
     // The one fork this module makes: the spawner itself, once.
     const spawner = spawn(this.#binary, [String(process.pid)], { stdio: ['pipe', 'pipe', 'inherit'] });
     this.#spawner = spawner;
-    this.#received = Buffer.alloc(0);
+    this.#chunks = [];
+    this.#chunkBytes = 0;
     spawner.stdin!.on('error', () => undefined); // an exit is reported by 'exit' below
     spawner.stdout!.on('data', (chunk: Buffer) => this.#onData(chunk));
     spawner.once('error', (error) => this.#failAll(spawner, `cannot start ${this.#binary}: ${error.message}`));
@@ -166,15 +168,22 @@ export class ProcessRunner {
   }
 
   #onData(chunk: Buffer): void {
-    this.#received = this.#received.length === 0 ? chunk : Buffer.concat([this.#received, chunk]);
+    // A large answer arrives in many chunks: they are joined once its whole frame is here, not once per chunk.
+    this.#chunks.push(chunk);
+    this.#chunkBytes += chunk.length;
+    if (this.#chunkBytes < 4) return;
+    const head = this.#chunks[0]!.length >= 4 ? this.#chunks[0]! : Buffer.concat(this.#chunks);
+    if (this.#chunkBytes < 4 + head.readUInt32LE(0)) return;
+    const received = this.#chunks.length === 1 ? this.#chunks[0]! : Buffer.concat(this.#chunks, this.#chunkBytes);
     let offset = 0;
-    while (this.#received.length - offset >= 4) {
-      const rest = this.#received.readUInt32LE(offset);
-      if (this.#received.length - offset - 4 < rest) break;
-      this.#onAnswer(this.#received.subarray(offset + 4, offset + 4 + rest));
+    while (received.length - offset >= 4) {
+      const rest = received.readUInt32LE(offset);
+      if (received.length - offset - 4 < rest) break;
+      this.#onAnswer(received.subarray(offset + 4, offset + 4 + rest));
       offset += 4 + rest;
     }
-    this.#received = offset === this.#received.length ? Buffer.alloc(0) : this.#received.subarray(offset);
+    this.#chunks = offset === received.length ? [] : [received.subarray(offset)];
+    this.#chunkBytes = received.length - offset;
     if (this.#pending.size === 0 && this.#spawner !== undefined) this.#hold(this.#spawner, false);
   }
 
