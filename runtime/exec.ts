@@ -7,6 +7,7 @@
  */
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { RuntimeError } from './errors.ts';
+import { DEFAULT_MAX_OUTPUT_BYTES, ProcessRunner } from './process-runner.ts';
 
 /** How long a SIGTERMed process group gets before SIGKILL: our apps and the agent drain well inside this. */
 export const KILL_GRACE_MS = 2_000;
@@ -24,7 +25,35 @@ export interface RunOptions {
   timeoutMs?: number;
 }
 
-export function run(cmd: string, args: string[], options: RunOptions = {}): Promise<RunResult> {
+/** The shared spawner, made on first use; null when it is not built or AMBIT_SPAWNER=node asks for Node's spawn. */
+let sharedRunner: ProcessRunner | null | undefined;
+
+function processRunner(): ProcessRunner | null {
+  sharedRunner ??= process.env.AMBIT_SPAWNER !== 'node' && ProcessRunner.available() ? new ProcessRunner() : null;
+  return sharedRunner;
+}
+
+/**
+ * Runs a command to completion with its output captured. Through ambit-spawner (process-runner.ts) when built, so
+ * the main thread never forks; a timeout then SIGKILLs the command's process group (Node's spawn SIGTERMs only the
+ * command). With AMBIT_SPAWNER=node, or no spawner built, Node's own spawn.
+ */
+export async function run(cmd: string, args: string[], options: RunOptions = {}): Promise<RunResult> {
+  const runner = processRunner();
+  if (runner === null) return runWithNodeSpawn(cmd, args, options);
+  const result = await runner.run({
+    argv: [cmd, ...args],
+    env: options.env ?? process.env,
+    ...(options.input !== undefined ? { input: options.input } : {}),
+    ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
+  });
+  if (result.stdoutTruncated || result.stderrTruncated) {
+    throw new RuntimeError('COMMAND_FAILED', `${cmd} ${args.join(' ')} printed more than ${DEFAULT_MAX_OUTPUT_BYTES} bytes on ${result.stdoutTruncated ? 'stdout' : 'stderr'}`);
+  }
+  return { code: result.code, signal: result.signal, stdout: result.stdout.toString('utf8'), stderr: result.stderr.toString('utf8') };
+}
+
+function runWithNodeSpawn(cmd: string, args: string[], options: RunOptions): Promise<RunResult> {
   return new Promise<RunResult>((resolve, reject) => {
     const child = spawn(cmd, args, { env: options.env ?? process.env, stdio: ['pipe', 'pipe', 'pipe'], timeout: options.timeoutMs });
     let stdout = '';

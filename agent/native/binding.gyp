@@ -11,6 +11,12 @@
       "sources": ["../../cni/native/forwarder.c"],
       "cflags": ["-O2", "-Wall", "-Wextra", "-Werror", "-std=gnu11"],
       "ldflags": ["-static", "-s"]
+    },
+    {
+      "target_name": "ambit-spawner",
+      "type": "executable",
+      "sources": ["spawner.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra", "-Werror", "-std=gnu11"]
     }
   ]
 }
