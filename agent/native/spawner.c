@@ -37,6 +37,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -326,7 +327,10 @@ static void start_request(const char *data, uint32_t len) {
       if (netns_fd < 0) error = errno, step = "open netns";
     }
     int in_pipe[2] = { -1, -1 }, out_pipe[2] = { -1, -1 }, err_pipe[2] = { -1, -1 };
-    if (error == 0 && (pipe2(in_pipe, O_CLOEXEC) != 0 || pipe2(out_pipe, O_CLOEXEC) != 0 || pipe2(err_pipe, O_CLOEXEC) != 0)) {
+    /* stdout and stderr are socket pairs, as libuv (Node's spawn) makes them: a child that writes more than a pipe's
+     * 64 KiB and exits at once (Node's process.exit after a large write) keeps what the larger socket buffer holds,
+     * exactly as under Node's spawn. [0] is ours to read, [1] the child's. */
+    if (error == 0 && (pipe2(in_pipe, O_CLOEXEC) != 0 || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, out_pipe) != 0 || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, err_pipe) != 0)) {
       error = errno, step = "pipe";
     }
     pid_t pid = -1;

@@ -42,6 +42,16 @@ test('stdout, stderr, stdin and the exit code come back as the command gave them
   t.false(result.timedOut);
 });
 
+test('a Node child that writes 120 KB and exits at once (process.exit) is heard whole, as under Node\'s spawn', async (t) => {
+  // Node drops what a non-blocking stdout has not written when process.exit runs: with a 64 KiB pipe as stdout the
+  // answer was cut at 65,536 bytes (a test helper's JSON result); the spawner's stdout is a socket pair, as libuv's.
+  const runner = new ProcessRunner();
+  t.teardown(() => runner.close());
+  const result = await runner.run({ argv: [process.execPath, '-e', "process.stdout.write('x'.repeat(120000)); process.exit(0)"], env: ENV });
+  t.is(result.code, 0);
+  t.is(result.stdout.length, 120_000);
+});
+
 test('env, cwd and the PATH lookup are the request\'s, not the spawner\'s', async (t) => {
   const dir = await mkdtemp(path.join(tmpdir(), 'spawner-test-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));

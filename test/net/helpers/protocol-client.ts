@@ -512,5 +512,5 @@ if (!run) {
   process.stderr.write(`unknown scenario ${spec.scenario}\n`);
   process.exit(2);
 }
-process.stdout.write(`${JSON.stringify(await run())}\n`);
-process.exit(0);
+// Exit once the result is written: process.exit drops what a non-blocking stdout still holds.
+process.stdout.write(`${JSON.stringify(await run())}\n`, () => process.exit(0));
