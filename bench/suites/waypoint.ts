@@ -17,6 +17,11 @@
  * thread) sustains with p99 < 10 ms (HTTP/1.1, rates stepped up until p99, failures or the achieved rate break; a
  * broken step is tried once more, so one noisy second on the shared machine does not end the climb), a 90/10
  * HTTPRoute split over 10,000 requests, and the waypoint's RSS after all of it.
+ * Issue 13's CPU goal, HTTP/1.1 only: in the same rounds, the same load through the same waypoint to a second Service
+ * `policy` (VIP `policy`, same backend) that 1,000 L7 AuthorizationPolicies and a RequestAuthentication (inline ES256
+ * JWKS) target (bench/l7-scenario.ts's mix), every request carrying a valid JWT and a path one ALLOW policy admits, so
+ * every request is answered 200; the waypoint's config dump must show the 1,000 policies and a request without a
+ * token must be refused (403) before anything is measured. Goal: waypoint CPU per request with policy ÷ without.
  * Must not know about: how the waypoint routes.
  */
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -34,6 +39,7 @@ import { median, type LatencySummary } from '../lib/stats.ts';
 import { STUNNEL_BINARY } from '../lib/stunnel.ts';
 import type { Goal, Suite, SuiteContext, SuiteResult, Table } from '../lib/suite.ts';
 import type { BenchCertificates } from '../lib/certs.ts';
+import { l7PolicyManifests } from '../l7-scenario.ts';
 
 /** Issue 12's goals. */
 const CPU_AT_MOST = 1.5;
@@ -41,6 +47,9 @@ const LATENCY_AT_MOST = 1.5;
 const RSS_AT_MOST_MB = 100;
 const P99_LIMIT_US = 10_000;
 const SPLIT_WITHIN_POINTS = 1;
+/** Issue 13: waypoint CPU per request with POLICY_COUNT L7 policies + a JWT on every request ÷ without. */
+const POLICY_CPU_AT_MOST = 1.2;
+const POLICY_COUNT = 1000;
 /** Protocols measured through each path: HTTP/1.1 (bench/tools/http-load.ts) and gRPC unary (grpc-load.ts). */
 const PROTOCOLS = ['http1', 'grpc-unary'] as const;
 type Protocol = (typeof PROTOCOLS)[number];
@@ -56,7 +65,7 @@ const STUNNEL_SERVER_PORT = 16443;
 const STUNNEL_GRPC_SERVER_PORT = 16444;
 const HAPROXY_PORT = 17443;
 const HAPROXY_GRPC_PORT = 17444;
-const VIPS = { direct: '10.240.5.10', via: '10.240.5.11', v1: '10.240.5.12', v2: '10.240.5.13', split: '10.240.5.14', directGrpc: '10.240.5.15', viaGrpc: '10.240.5.16' };
+const VIPS = { direct: '10.240.5.10', via: '10.240.5.11', v1: '10.240.5.12', v2: '10.240.5.13', split: '10.240.5.14', directGrpc: '10.240.5.15', viaGrpc: '10.240.5.16', policy: '10.240.5.17' };
 const ENROLLED = { 'istio.io/dataplane-mode': 'ambient' };
 
 interface Sizes {
@@ -70,9 +79,12 @@ interface Sizes {
 const FULL: Sizes = { rounds: 3, seconds: 10, rates: [100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 4000, 6000, 8000], rateSeconds: 5, splitRequests: 10_000 };
 const QUICK: Sizes = { rounds: 1, seconds: 3, rates: [100, 300, 1000, 2000], rateSeconds: 3, splitRequests: 2_000 };
 
-type PathName = 'mesh' | 'waypoint' | 'stunnel' | 'haproxy';
-const PATHS: PathName[] = ['mesh', 'waypoint', 'stunnel', 'haproxy'];
-const LABELS: Record<PathName, string> = { mesh: 'L4 mesh (agents only)', waypoint: 'mesh + waypoint', stunnel: 'stunnel mTLS pair', haproxy: 'stunnel + haproxy (mTLS both legs)' };
+type PathName = 'mesh' | 'waypoint' | 'policy' | 'stunnel' | 'haproxy';
+/** The paths each protocol is measured through, in round order (reversed every other round). */
+const PATHS: Record<Protocol, PathName[]> = { http1: ['mesh', 'waypoint', 'policy', 'stunnel', 'haproxy'], 'grpc-unary': ['mesh', 'waypoint', 'stunnel', 'haproxy'] };
+const LABELS: Record<PathName, string> = {
+  mesh: 'L4 mesh (agents only)', waypoint: 'mesh + waypoint', policy: `mesh + waypoint, ${POLICY_COUNT.toLocaleString('en-US')} L7 policies + JWT`, stunnel: 'stunnel mTLS pair', haproxy: 'stunnel + haproxy (mTLS both legs)',
+};
 
 interface LoadResult extends LatencySummary {
   requestsPerSecond: number;
@@ -97,6 +109,8 @@ interface Topology {
   plainServer: Pod;
   haproxyPid: number;
   agentPids: number[];
+  /** The `policy` Service's request: a path one ALLOW policy admits and a valid JWT whose `groups` claim it names. */
+  policyRequest: { path: string; authorization: string; policy: string };
 }
 
 export const waypointSuite: Suite = {
@@ -112,7 +126,8 @@ async function run(outer: SuiteContext): Promise<SuiteResult> {
   if (process.getuid?.() !== 0 || !existsSync(join(REFERENCE_PLUGINS_DIR, 'bridge')) || !existsSync('/usr/sbin/haproxy')) {
     throw new Error(`the waypoint suite needs root, ${REFERENCE_PLUGINS_DIR}/bridge (containernetworking-plugins) and /usr/sbin/haproxy (apt-get install haproxy)`);
   }
-  const runs: Record<Protocol, Record<PathName, PathRun[]>> = { http1: { mesh: [], waypoint: [], stunnel: [], haproxy: [] }, 'grpc-unary': { mesh: [], waypoint: [], stunnel: [], haproxy: [] } };
+  const runs: Record<Protocol, Record<PathName, PathRun[]>> = { http1: { mesh: [], waypoint: [], policy: [], stunnel: [], haproxy: [] }, 'grpc-unary': { mesh: [], waypoint: [], policy: [], stunnel: [], haproxy: [] } };
+  const policyChecks: string[] = [];
   const errors: string[] = [];
   const rateSteps: { rate: number; result?: LoadResult; error?: string }[] = [];
   let split: LoadResult | undefined;
@@ -122,11 +137,13 @@ async function run(outer: SuiteContext): Promise<SuiteResult> {
     mesh = await createLocalMesh({ nodes: 2, name: 'bench-wp', agentEnv: { AMBIT_LOG_LEVEL: 'warn', AMBIT_DRAIN_MS: '500' } });
     const topology = await buildTopology(context, mesh);
     context.log(`waypoint ${topology.waypoint.pod.ip} (pid ${topology.waypointPid}), haproxy ${topology.haproxyPod.ip} (pid ${topology.haproxyPid})`);
-    type Entry = { pod: Pod; host: string; port: number; hopPid?: number };
-    const entries: Record<Protocol, Record<PathName, Entry>> = {
+    type Entry = { pod: Pod; host: string; port: number; hopPid?: number; extra?: string[] };
+    const { policyRequest } = topology;
+    const entries: Record<Protocol, Partial<Record<PathName, Entry>>> = {
       http1: {
         mesh: { pod: topology.client, host: VIPS.direct, port: 80 },
         waypoint: { pod: topology.client, host: VIPS.via, port: 80, hopPid: topology.waypointPid },
+        policy: { pod: topology.client, host: VIPS.policy, port: 80, hopPid: topology.waypointPid, extra: ['--path', policyRequest.path, '--header', `authorization: ${policyRequest.authorization}`] },
         stunnel: { pod: topology.plainClient, host: '127.0.0.1', port: STUNNEL_CLIENT_PORT },
         haproxy: { pod: topology.plainClient, host: '127.0.0.1', port: STUNNEL_TO_HAPROXY_PORT, hopPid: topology.haproxyPid },
       },
@@ -142,15 +159,32 @@ async function run(outer: SuiteContext): Promise<SuiteResult> {
       return context.processes.run<LoadResult>(name, command.command, command.args);
     };
     const tools: Record<Protocol, { tool: string; connections: string }> = { http1: { tool: 'http-load.ts', connections: '16' }, 'grpc-unary': { tool: 'grpc-load.ts', connections: '4' } };
+    // The policies are in force before anything is measured: without a token the same request is refused (no ALLOW
+    // policy matches), with it every request is answered 200 (checked again on every measured run: failed = 0).
+    try {
+      const refused = await load(topology.client, 'policy Service without a token', ['--host', VIPS.policy, '--port', '80', '--count', '20', '--connections', '4', '--warmup', '0', '--path', policyRequest.path]);
+      const allowed = await load(topology.client, 'policy Service with a token', ['--host', VIPS.policy, '--port', '80', '--count', '20', '--connections', '4', '--warmup', '0', '--path', policyRequest.path, '--header', `authorization: ${policyRequest.authorization}`]);
+      policyChecks.push(`before measuring: without a token ${JSON.stringify(refused.errors)} of 20; with it ${20 - allowed.failed} of 20 answered 200 (allowed by ${policyRequest.policy}, path ${policyRequest.path})`);
+      if (refused.errors['status 403'] !== 20 || allowed.failed !== 0) errors.push(`HTTP/1.1 policy check failed: ${policyChecks.at(-1)!}`);
+      context.log(policyChecks.at(-1)!);
+    } catch (error) {
+      errors.push(`HTTP/1.1 policy check: ${(error as Error).message.split('\n')[0]}`);
+    }
+    // Warm-up, not measured: the waypoint's first seconds of load are JIT compilation, which would otherwise fall on
+    // whichever of the two waypoint paths comes first in round 1 and skew the policy ratio.
+    for (const name of ['waypoint', 'policy'] as const) {
+      const target = entries.http1[name]!;
+      await load(target.pod, `warm-up ${LABELS[name]}`, ['--host', target.host, '--port', String(target.port), '--rate', '1000', '--duration', '2', '--connections', '16', '--size', '1024', ...(target.extra ?? [])]).catch(() => undefined);
+    }
     for (const protocol of PROTOCOLS) {
       for (let round = 0; round < sizes.rounds; round++) {
-        for (const name of round % 2 === 0 ? PATHS : [...PATHS].reverse()) {
-          const target = entries[protocol][name];
+        for (const name of round % 2 === 0 ? PATHS[protocol] : [...PATHS[protocol]].reverse()) {
+          const target = entries[protocol][name]!;
           const label = `${PROTOCOL_LABELS[protocol]} ${LABELS[name]}`;
           try {
             const meter = target.hopPid !== undefined ? new CpuMeter({ hop: target.hopPid }).start() : undefined;
             const { tool, connections } = tools[protocol];
-            const result = await load(target.pod, label, ['--host', target.host, '--port', String(target.port), '--rate', '1000', '--duration', String(sizes.seconds), '--connections', connections, '--size', '1024'], tool);
+            const result = await load(target.pod, label, ['--host', target.host, '--port', String(target.port), '--rate', '1000', '--duration', String(sizes.seconds), '--connections', connections, '--size', '1024', ...(target.extra ?? [])], tool);
             const hopCpu = meter?.stop().hop;
             runs[protocol][name].push({ ...result, requests: 1000 * sizes.seconds, ...(hopCpu !== undefined ? { hopCpu } : {}) });
             context.log(`round ${round + 1} ${label}: p50 ${formatNumber(result.p50)} µs, p99 ${formatNumber(result.p99)} µs, ${formatNumber(result.requestsPerSecond)}/s, failed ${result.failed}${hopCpu !== undefined ? `, hop CPU ${formatNumber(hopCpu * 1000)} ms` : ''}`);
@@ -189,7 +223,7 @@ async function run(outer: SuiteContext): Promise<SuiteResult> {
     await context.processes.stopAll();
     await mesh?.destroy();
   }
-  return buildResult(sizes, runs, rateSteps, split, rssBytes, errors);
+  return buildResult(sizes, runs, rateSteps, split, rssBytes, errors, policyChecks);
 }
 
 /** Ends the waypoint with SIGTERM (it drains and exits, writing its --cpu-prof profile) and names the profile. */
@@ -282,6 +316,8 @@ async function buildTopology(context: SuiteContext, mesh: LocalMesh): Promise<To
   await writeAtomically(join(dir, 'split.yaml'), service('split', VIPS.split, { app: 'bench-http' }, { 'istio.io/use-waypoint': 'waypoint' }));
   await writeAtomically(join(dir, 'direct-grpc.yaml'), service('direct-grpc', VIPS.directGrpc, { app: 'bench-http', version: 'v1' }, {}, 'grpc'));
   await writeAtomically(join(dir, 'via-grpc.yaml'), service('via-grpc', VIPS.viaGrpc, { app: 'bench-http', version: 'v1' }, { 'istio.io/use-waypoint': 'waypoint' }, 'grpc'));
+  await writeAtomically(join(dir, 'policy.yaml'), service('policy', VIPS.policy, { app: 'bench-http', version: 'v1' }, { 'istio.io/use-waypoint': 'waypoint' }));
+  const policyRequest = await writePolicies(join(dir, 'policies.yaml'));
   await writeAtomically(
     join(dir, 'split-route.yaml'),
     stringify({
@@ -291,11 +327,13 @@ async function buildTopology(context: SuiteContext, mesh: LocalMesh): Promise<To
   );
   // Ready when the client's agent sends `via` to the waypoint and the waypoint knows the split route and its backends.
   const script = (what: string) => `fetch('http://127.0.0.1:15000/config_dump').then((r) => r.json()).then((d) => process.exit((${what}) ? 0 : 1), () => process.exit(1))`;
-  const agentReady = script("['via', 'via-grpc'].every((n) => d.services.some((s) => s.name === n && s.waypoint)) && ['direct', 'direct-grpc'].every((n) => d.services.some((s) => s.name === n && s.endpoints.length === 1))");
-  const waypointReady = script("JSON.stringify(d.routes).includes('v2.bench-mesh') && ['v1', 'v2', 'via', 'via-grpc'].every((n) => d.services.some((s) => s.name === n && s.endpoints.length === 1))");
-  const deadline = Date.now() + 60_000;
+  const agentReady = script("['via', 'via-grpc', 'policy'].every((n) => d.services.some((s) => s.name === n && s.waypoint)) && ['direct', 'direct-grpc'].every((n) => d.services.some((s) => s.name === n && s.endpoints.length === 1))");
+  // ... and holds all the policies that target `policy` and its RequestAuthentication.
+  const policiesHeld = `d.policies.authorizationPolicies.filter((p) => p.namespace === 'bench-mesh' && p.targets.some((t) => t.kind === 'Service' && t.name === 'policy')).length === ${POLICY_COUNT} && d.policies.requestAuthentications.filter((r) => r.namespace === 'bench-mesh').length === 1`;
+  const waypointReady = script(`JSON.stringify(d.routes).includes('v2.bench-mesh') && ['v1', 'v2', 'via', 'via-grpc', 'policy'].every((n) => d.services.some((s) => s.name === n && s.endpoints.length === 1)) && ${policiesHeld}`);
+  const deadline = Date.now() + 120_000;
   while ((await cluster.node(0).exec(process.execPath, ['-e', agentReady])).code !== 0 || (await waypoint.pod.exec(process.execPath, ['-e', waypointReady])).code !== 0) {
-    if (Date.now() > deadline) throw new Error('the client\'s agent and the waypoint did not learn the services and route in 60 s');
+    if (Date.now() > deadline) throw new Error(`the client's agent and the waypoint did not learn the services, route and ${POLICY_COUNT} policies in 120 s`);
     await new Promise((resolve) => setTimeout(resolve, 300));
   }
   // The anchors: stunnel pair, and stunnel -> haproxy (mTLS in, mTLS out) -> stunnel server.
@@ -321,11 +359,29 @@ async function buildTopology(context: SuiteContext, mesh: LocalMesh): Promise<To
   await startInPod(processes, 'stunnel client to haproxy', plainClient, STUNNEL_TO_HAPROXY_PORT, [STUNNEL_BINARY, stunnelConfig(runDir, 'client-haproxy', certs, { client: true, accept: `127.0.0.1:${STUNNEL_TO_HAPROXY_PORT}`, connect: `${haproxyPod.ip}:${HAPROXY_PORT}` })]);
   await startInPod(processes, 'stunnel client (gRPC)', plainClient, STUNNEL_GRPC_CLIENT_PORT, [STUNNEL_BINARY, stunnelConfig(runDir, 'client-grpc', certs, { client: true, accept: `127.0.0.1:${STUNNEL_GRPC_CLIENT_PORT}`, connect: `${plainServer.ip}:${STUNNEL_GRPC_SERVER_PORT}` })]);
   await startInPod(processes, 'stunnel client to haproxy (gRPC)', plainClient, STUNNEL_GRPC_TO_HAPROXY_PORT, [STUNNEL_BINARY, stunnelConfig(runDir, 'client-haproxy-grpc', certs, { client: true, accept: `127.0.0.1:${STUNNEL_GRPC_TO_HAPROXY_PORT}`, connect: `${haproxyPod.ip}:${HAPROXY_GRPC_PORT}` })]);
-  return { mesh, waypoint, waypointPid: findWaypointPid(mesh, waypoint.pod.name), client, plainClient, haproxyPod, plainServer, haproxyPid, agentPids: [agentPid(mesh, 0), agentPid(mesh, 1)] };
+  return { mesh, waypoint, waypointPid: findWaypointPid(mesh, waypoint.pod.name), client, plainClient, haproxyPod, plainServer, haproxyPid, agentPids: [agentPid(mesh, 0), agentPid(mesh, 1)], policyRequest };
+}
+
+/**
+ * Writes the l7policy suite's POLICY_COUNT AuthorizationPolicies and its RequestAuthentication, targeting Service
+ * `policy`, as one manifest file, and picks the bench's request: the last ALLOW policy of the mix that admits a
+ * request principal of the issuer on `/groups/N*` when the JWT's `groups` claim is `group-M` (it matches no DENY
+ * policy: those need an x-debug header), so every request is allowed after the token is verified and the claim read.
+ */
+async function writePolicies(file: string): Promise<Topology['policyRequest']> {
+  const manifests = await l7PolicyManifests(POLICY_COUNT, { namespace: 'bench-mesh', service: 'policy' });
+  const byGroup = manifests.authorizationPolicies.filter((policy) => policy.spec?.action === 'ALLOW' && policy.spec.rules?.[0]?.when?.[0]?.key === 'request.auth.claims[groups]').at(-1);
+  const rule = byGroup?.spec?.rules?.[0];
+  const pathPrefix = rule?.to?.[0]?.operation?.paths?.[0];
+  const group = rule?.when?.[0]?.values?.[0];
+  if (!byGroup || !pathPrefix?.endsWith('*') || !group?.startsWith('group-')) throw new Error('the policy mix has no ALLOW policy on a groups claim');
+  const token = await manifests.sign(Number(group.slice('group-'.length)));
+  await writeAtomically(file, [...manifests.authorizationPolicies, manifests.requestAuthentication].map((object) => stringify(object)).join('---\n'));
+  return { path: `${pathPrefix.slice(0, -1)}/bench`, authorization: `Bearer ${token}`, policy: `bench-mesh/${byGroup.metadata.name}` };
 }
 
 /** One protocol's figures: its table and its CPU and latency goals. */
-function protocolResult(protocol: Protocol, sizes: Sizes, runs: Record<PathName, PathRun[]>, errors: string[]): { table: Table; goals: Goal[] } {
+function protocolResult(protocol: Protocol, sizes: Sizes, runs: Record<PathName, PathRun[]>, errors: string[], policyChecks: string[]): { table: Table; goals: Goal[] } {
   const med = (name: PathName, pick: (run: PathRun) => number | undefined): number | undefined => {
     const values = runs[name].map(pick).filter((value): value is number => value !== undefined);
     return values.length ? median(values) : undefined;
@@ -348,13 +404,14 @@ function protocolResult(protocol: Protocol, sizes: Sizes, runs: Record<PathName,
     { name: `${label}: waypoint CPU per 1,000 requests ÷ haproxy's`, value: cpuRatio, target: `≤ ${CPU_AT_MOST}x`, met: cpuRatio === undefined ? undefined : cpuRatio <= CPU_AT_MOST },
     { name: `${label}: p50 latency the waypoint adds ÷ what haproxy adds`, value: latencyRatio, target: `≤ ${LATENCY_AT_MOST}x`, met: latencyRatio === undefined ? undefined : latencyRatio <= LATENCY_AT_MOST },
   ];
-  const rows = PATHS.map((name) => [
+  if (protocol === 'http1') goals.push(policyGoal(runs, cpuPerThousand('waypoint'), cpuPerThousand('policy'), errors));
+  const rows = PATHS[protocol].map((name) => [
     LABELS[name],
     formatNumber(med(name, (entry) => entry.requestsPerSecond)),
     formatNumber(med(name, (entry) => entry.p50)),
     formatNumber(med(name, (entry) => entry.p99)),
     String(runs[name].reduce((sum, entry) => sum + entry.failed, 0)),
-    name === 'waypoint' ? formatNumber(waypointCpu) : name === 'haproxy' ? formatNumber(haproxyCpu) : '',
+    name === 'waypoint' || name === 'policy' ? formatNumber(cpuPerThousand(name)) : name === 'haproxy' ? formatNumber(haproxyCpu) : '',
   ]);
   const shape = protocol === 'http1' ? '1 KiB POST -> 1 KiB, 1,000 requests/s over 16 keep-alive connections' : '1 KiB unary call -> 1 KiB, 1,000 calls/s over 4 HTTP/2 connections (haproxy in h2 mode)';
   const title = `${label}, ${shape}, ${sizes.seconds} s × ${sizes.rounds} round(s), medians`;
@@ -366,6 +423,7 @@ function protocolResult(protocol: Protocol, sizes: Sizes, runs: Record<PathName,
       notes: [
         `latency added (p50): waypoint ${formatNumber(waypointAdds)} µs over the L4 mesh; haproxy ${formatNumber(haproxyAdds)} µs over the stunnel pair; ratio ${formatRatio(latencyRatio)} ${goalMark(goals[1]!)}`,
         `CPU per 1,000 requests: waypoint ${formatNumber(waypointCpu)} ms, haproxy ${formatNumber(haproxyCpu)} ms; ratio ${formatRatio(cpuRatio)} ${goalMark(goals[0]!)}`,
+        ...(protocol === 'http1' ? [policyNote(runs, goals[2]!), ...policyChecks] : []),
         ...errors.filter((error) => error.startsWith(`${label} `)),
       ],
     },
@@ -373,8 +431,37 @@ function protocolResult(protocol: Protocol, sizes: Sizes, runs: Record<PathName,
   };
 }
 
-function buildResult(sizes: Sizes, runs: Record<Protocol, Record<PathName, PathRun[]>>, rateSteps: { rate: number; result?: LoadResult; error?: string }[], split: LoadResult | undefined, rssBytes: number | undefined, errors: string[]): SuiteResult {
-  const perProtocol = PROTOCOLS.map((protocol) => protocolResult(protocol, sizes, runs[protocol], errors));
+/**
+ * Issue 13's goal: the waypoint's CPU per request to the Service with the policies ÷ to the one without (ratio of the
+ * medians over the interleaved rounds). Only when every request of the policy runs was answered 200 (a refused
+ * request costs the waypoint less than a proxied one), and the policy check before measuring held.
+ */
+function policyGoal(runs: Record<PathName, PathRun[]>, without: number | undefined, withPolicies: number | undefined, errors: string[]): Goal {
+  const refused = runs.policy.reduce((sum, entry) => sum + entry.failed, 0);
+  const checkFailed = errors.some((error) => error.startsWith('HTTP/1.1 policy check'));
+  const ratio = without === undefined || withPolicies === undefined || without <= 0 ? undefined : withPolicies / without;
+  const valid = refused === 0 && !checkFailed && runs.policy.length > 0;
+  const caveat = refused > 0 ? ` (NOT comparable: ${refused} requests not answered 200)` : checkFailed ? ' (NOT comparable: the policy check before measuring failed)' : '';
+  return {
+    name: `HTTP/1.1: CPU per request with ${POLICY_COUNT.toLocaleString('en-US')} L7 policies + JWT ÷ without (same waypoint)${caveat}`,
+    value: valid ? ratio : undefined,
+    target: `≤ ${POLICY_CPU_AT_MOST}x`,
+    met: valid && ratio !== undefined ? ratio <= POLICY_CPU_AT_MOST : undefined,
+  };
+}
+
+function policyNote(runs: Record<PathName, PathRun[]>, goal: Goal): string {
+  const perRound = runs.policy.map((entry, round) => {
+    const plain = runs.waypoint[round];
+    return plain?.hopCpu && entry.hopCpu ? formatRatio(entry.hopCpu / entry.requests / (plain.hopCpu / plain.requests)) : '?';
+  });
+  const answered = runs.policy.reduce((sum, entry) => sum + entry.requests - entry.failed, 0);
+  const sent = runs.policy.reduce((sum, entry) => sum + entry.requests, 0);
+  return `${POLICY_COUNT.toLocaleString('en-US')} L7 policies + JWT: ${answered} of ${sent} measured requests answered 200; waypoint CPU per request ÷ without, per round: ${perRound.join(', ')}; medians ${goalMark(goal)}`;
+}
+
+function buildResult(sizes: Sizes, runs: Record<Protocol, Record<PathName, PathRun[]>>, rateSteps: { rate: number; result?: LoadResult; error?: string }[], split: LoadResult | undefined, rssBytes: number | undefined, errors: string[], policyChecks: string[]): SuiteResult {
+  const perProtocol = PROTOCOLS.map((protocol) => protocolResult(protocol, sizes, runs[protocol], errors, policyChecks));
   const rssMb = rssBytes === undefined ? undefined : rssBytes / 1024 / 1024;
   // Each rate's best try: a step holds when one of its (at most two) tries held.
   const sustained = rateSteps.filter((step) => step.result && sustains(step.rate, step.result)).map((step) => step.rate);
@@ -406,6 +493,6 @@ function buildResult(sizes: Sizes, runs: Record<Protocol, Record<PathName, PathR
       },
     ],
     goals,
-    data: { sizes, runs, rateSteps, split, rssBytes, errors, protocols: PROTOCOLS },
+    data: { sizes, runs, rateSteps, split, rssBytes, errors, policyChecks, protocols: PROTOCOLS },
   };
 }

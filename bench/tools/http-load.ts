@@ -5,6 +5,7 @@
  *
  *   node bench/tools/http-load.ts --host H --port P --rate R --duration S --connections C --size B [--warmup N]
  *   node bench/tools/http-load.ts --host H --port P --count N --connections C --size B        (closed loop)
+ *   [--method GET] [--path /p] [--header 'name: value']...   (default POST /bench; --header repeats)
  *
  * Prints `{"result":{...latency summary µs, requestsPerSecond, failed, backends: {name: count}}}`: the backends are
  * the responses' `x-backend` headers (bench/tools/http-target.ts), for weighted splits.
@@ -26,11 +27,19 @@ const { values } = parseArgs({
     size: { type: 'string', default: '1024' },
     warmup: { type: 'string', default: '200' },
     method: { type: 'string', default: 'POST' },
+    path: { type: 'string', default: '/bench' },
+    header: { type: 'string', multiple: true, default: [] },
   },
 });
 const agent = new http.Agent({ keepAlive: true, maxSockets: Number(values.connections), maxFreeSockets: Number(values.connections) });
 const body = Buffer.alloc(values.method === 'GET' ? 0 : Number(values.size), 'y');
-const options: http.RequestOptions = { host: values.host, port: Number(values.port), method: values.method, path: '/bench', agent, headers: values.method === 'GET' ? {} : { 'content-length': String(body.length), 'content-type': 'application/octet-stream' } };
+const extraHeaders: Record<string, string> = {};
+for (const header of values.header) {
+  const colon = header.indexOf(':');
+  if (colon < 1) throw new Error(`--header ${header}: expected 'name: value'`);
+  extraHeaders[header.slice(0, colon).trim().toLowerCase()] = header.slice(colon + 1).trim();
+}
+const options: http.RequestOptions = { host: values.host, port: Number(values.port), method: values.method, path: values.path, agent, headers: { ...extraHeaders, ...(values.method === 'GET' ? {} : { 'content-length': String(body.length), 'content-type': 'application/octet-stream' }) } };
 
 function once(): Promise<string> {
   return new Promise((resolve, reject) => {
