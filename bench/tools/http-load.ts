@@ -15,6 +15,7 @@ import http from 'node:http';
 import { parseArgs } from 'node:util';
 import { summarizeLatencies } from '../lib/stats.ts';
 import { emitResult, exitWithParent } from './common.ts';
+import { CallTally, runOpenLoop, warmUp } from './open-loop.ts';
 
 const { values } = parseArgs({
   options: {
@@ -55,15 +56,8 @@ function once(): Promise<string> {
 }
 
 async function main(): Promise<void> {
-  const backends: Record<string, number> = {};
-  let failed = 0;
-  const errors = new Map<string, number>();
-  const record = (backend: string) => void (backends[backend] = (backends[backend] ?? 0) + 1);
-  const fail = (error: Error) => {
-    failed++;
-    errors.set(error.message, (errors.get(error.message) ?? 0) + 1);
-  };
-  for (let index = 0; index < Number(values.warmup); index++) await once().catch(() => undefined);
+  const tally = new CallTally();
+  await warmUp(once, Number(values.warmup));
   if (values.count !== undefined) {
     const total = Number(values.count);
     const latencies: number[] = [];
@@ -73,38 +67,16 @@ async function main(): Promise<void> {
       while (next < total) {
         next++;
         const begin = performance.now();
-        await once().then(record, fail);
+        await once().then(tally.record, tally.fail);
         latencies.push((performance.now() - begin) * 1000);
       }
     };
     await Promise.all(Array.from({ length: Number(values.connections) }, worker));
     const seconds = (performance.now() - started) / 1000;
-    emitResult({ ...summarizeLatencies(latencies), requestsPerSecond: total / seconds, failed, backends, errors: Object.fromEntries(errors) });
+    emitResult({ ...summarizeLatencies(latencies), requestsPerSecond: total / seconds, ...tally.summary() });
     return;
   }
-  const rate = Number(values.rate);
-  const total = Math.round(rate * Number(values.duration));
-  const latencies = new Float64Array(total);
-  let done = 0;
-  const started = performance.now();
-  await new Promise<void>((resolve) => {
-    let sent = 0;
-    const tick = () => {
-      const due = Math.min(total, Math.floor(((performance.now() - started) / 1000) * rate) + 1);
-      for (; sent < due; sent++) {
-        const scheduled = started + (sent / rate) * 1000;
-        const slot = sent;
-        once().then(record, fail).finally(() => {
-          latencies[slot] = (performance.now() - scheduled) * 1000;
-          if (++done === total) resolve();
-        });
-      }
-      if (sent < total) setTimeout(tick, 1);
-    };
-    tick();
-  });
-  const seconds = (performance.now() - started) / 1000;
-  emitResult({ ...summarizeLatencies(latencies), requestsPerSecond: (total - failed) / seconds, failed, backends, errors: Object.fromEntries(errors) });
+  emitResult({ ...(await runOpenLoop(once, tally, Number(values.rate), Number(values.duration))), ...tally.summary() });
 }
 
 exitWithParent();
