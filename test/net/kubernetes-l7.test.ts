@@ -27,6 +27,7 @@ import { startEchoServer, type ClusterNode, type Pod } from '../../runtime/index
 import type { K8sObject, PodObject } from '../../shared/k8s/objects.ts';
 import { WAYPOINT_READY_MESSAGE } from '../../waypoint/config.ts';
 import { FakeKubeApiServer } from '../helpers/kube-api-server.ts';
+import { until } from './helpers/cluster-edits.ts';
 
 const ENROLLED = { 'istio.io/dataplane-mode': 'ambient' };
 const PORT = 8080;
@@ -67,14 +68,6 @@ function runtimeAccess(server: FakeKubeApiServer): KubernetesApi {
 function agentEnvironment(node: ClusterNode): Record<string, string> {
   const text = readFileSync(`/proc/${node.agent!.pid}/environ`, 'utf8');
   return Object.fromEntries(text.split('\0').filter(Boolean).map((entry) => [entry.slice(0, entry.indexOf('=')), entry.slice(entry.indexOf('=') + 1)]));
-}
-
-async function until(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`not seen in ${timeoutMs / 1000} s: ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 250));
-  }
 }
 
 interface CallResult {

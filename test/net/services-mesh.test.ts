@@ -8,13 +8,14 @@
  * The Services carry explicit clusterIPs (no allocation or kube-proxy stand-in needed: the agent resolves VIPs).
  */
 import test from 'ava';
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { parse, stringify } from 'yaml';
 import { createLocalMesh, type LocalMesh } from '../../runtime/local-mesh.ts';
 import { podFile } from '../../runtime/cluster-store.ts';
 import { runClient, startEchoServer, type Pod } from '../../runtime/index.ts';
+import { writeAtomically } from './helpers/cluster-edits.ts';
 
 const ENROLLED = { 'istio.io/dataplane-mode': 'ambient' };
 const APP_PORT = 8080;
@@ -37,14 +38,6 @@ function serviceYaml(name: string, clusterIPs: string[], selector: Record<string
     apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: 'shop' },
     spec: { clusterIP: clusterIPs[0], clusterIPs, selector, ports: [{ name: 'tcp', port: SERVICE_PORT, targetPort: APP_PORT }], ...extra },
   });
-}
-
-async function writeAtomically(file: string, text: string): Promise<void> {
-  await mkdir(path.dirname(file), { recursive: true });
-  // A hidden temporary name: readers of the directory skip it.
-  const temporary = path.join(path.dirname(file), `.${path.basename(file)}.tmp`);
-  await writeFile(temporary, text);
-  await rename(temporary, file);
 }
 
 interface EndpointView {

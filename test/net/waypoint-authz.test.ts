@@ -9,7 +9,7 @@
  * and rule in the waypoint's log and counts in its metrics.
  */
 import test from 'ava';
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { exportJWK, generateKeyPair, SignJWT, type CryptoKey } from 'jose';
@@ -17,6 +17,7 @@ import { stringify } from 'yaml';
 import { createLocalMesh, type LocalMesh } from '../../runtime/local-mesh.ts';
 import { createWaypoint, type LocalWaypoint } from '../../runtime/waypoint.ts';
 import { startEchoServer, type Pod } from '../../runtime/index.ts';
+import { until, writeAtomically } from './helpers/cluster-edits.ts';
 
 const ENROLLED = { 'istio.io/dataplane-mode': 'ambient' };
 const HTTP_PORT = 8080;
@@ -35,13 +36,6 @@ let jwksPod: Pod;
 let jwksServer: ChildProcess;
 let jwksLog = '';
 let signingKey: CryptoKey;
-
-async function writeAtomically(file: string, text: string): Promise<void> {
-  await mkdir(path.dirname(file), { recursive: true });
-  const temporary = path.join(path.dirname(file), `.${path.basename(file)}.tmp`);
-  await writeFile(temporary, text);
-  await rename(temporary, file);
-}
 
 const policyFile = (name: string): string => path.join(mesh.cluster.clusterDir, 'policies', `${name}.yaml`);
 
@@ -69,14 +63,6 @@ async function calls(from: Pod, requests: { method?: string; path: string; heade
 
 async function status(from: Pod, request: { method?: string; path: string; headers?: Record<string, string> }): Promise<number> {
   return (await calls(from, [request]))[0]!.status;
-}
-
-async function until(what: string, check: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`not seen in ${timeoutMs / 1000} s: ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 250));
-  }
 }
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- log lines are free-form JSON read by assertions

@@ -7,7 +7,7 @@
  * request the waypoint bench sends (a POST with a body, keep-alive) reaches the backend whole through the waypoint.
  */
 import test from 'ava';
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parse, stringify } from 'yaml';
 import { runAmbitctl } from '../../ambitctl/main.ts';
@@ -15,6 +15,7 @@ import type { WaypointStatusReport } from '../../ambitctl/waypoint.ts';
 import { createLocalMesh, type LocalMesh } from '../../runtime/local-mesh.ts';
 import { createWaypoint, gatewayFile, type LocalWaypoint } from '../../runtime/waypoint.ts';
 import { startEchoServer, type Pod } from '../../runtime/index.ts';
+import { until, writeAtomically } from './helpers/cluster-edits.ts';
 
 const ENROLLED = { 'istio.io/dataplane-mode': 'ambient' };
 const WEB_VIP = '10.240.3.10';
@@ -24,26 +25,11 @@ let waypoint: LocalWaypoint;
 let web: Pod;
 let client: Pod;
 
-async function writeAtomically(file: string, text: string): Promise<void> {
-  await mkdir(path.dirname(file), { recursive: true });
-  const temporary = path.join(path.dirname(file), `.${path.basename(file)}.tmp`);
-  await writeFile(temporary, text);
-  await rename(temporary, file);
-}
-
 async function ambitctl(argv: string[]) {
   let stdout = '';
   let stderr = '';
   const code = await runAmbitctl(argv, { stdout: (text) => (stdout += text), stderr: (text) => (stderr += text) }, {});
   return { code, stdout, stderr };
-}
-
-async function until(what: string, check: () => Promise<boolean>): Promise<void> {
-  const deadline = Date.now() + 20_000;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`not seen in 20 s: ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
 }
 
 test.before(async () => {

@@ -9,12 +9,13 @@
  */
 import test from 'ava';
 import type { ChildProcess } from 'node:child_process';
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { stringify } from 'yaml';
 import { createLocalMesh, type LocalMesh } from '../../runtime/local-mesh.ts';
 import { createWaypoint, type LocalWaypoint } from '../../runtime/waypoint.ts';
 import type { Pod } from '../../runtime/index.ts';
+import { until, writeAtomically } from './helpers/cluster-edits.ts';
 
 const ENROLLED = { 'istio.io/dataplane-mode': 'ambient' };
 const BACKEND_PORT = 8080;
@@ -36,13 +37,6 @@ let webB: Pod;
 let mirrorPod: Pod;
 /** Backs the `dead` Service but serves nothing: its agent cannot connect to the app port. */
 let deadPod: Pod;
-
-async function writeAtomically(file: string, text: string): Promise<void> {
-  await mkdir(path.dirname(file), { recursive: true });
-  const temporary = path.join(path.dirname(file), `.${path.basename(file)}.tmp`);
-  await writeFile(temporary, text);
-  await rename(temporary, file);
-}
 
 async function writeService(name: string, vip: string, selector: Record<string, string>, labels: Record<string, string> = {}): Promise<void> {
   await writeAtomically(
@@ -115,14 +109,6 @@ async function seenBy(pod: Pod, requestId?: string): Promise<SeenRequest[]> {
 
 async function release(pod: Pod, key: string): Promise<void> {
   await inPod(pod, `http://127.0.0.1:${BACKEND_PORT}/__release?key=${key}`);
-}
-
-async function until(what: string, check: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`not seen in ${timeoutMs} ms: ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
 }
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- log lines are free-form JSON read by assertions

@@ -9,13 +9,13 @@
  */
 import test from 'ava';
 import type { ChildProcess } from 'node:child_process';
-import { mkdir, readFile, rename } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { writeFile } from 'node:fs/promises';
 import { stringify } from 'yaml';
 import { createLocalMesh, type LocalMesh } from '../../runtime/local-mesh.ts';
 import { createWaypoint, type LocalWaypoint } from '../../runtime/waypoint.ts';
 import type { Pod } from '../../runtime/index.ts';
+import { until, writeAtomically } from './helpers/cluster-edits.ts';
 
 const ENROLLED = { 'istio.io/dataplane-mode': 'ambient' };
 const BACKEND_PORT = 8080;
@@ -34,21 +34,6 @@ let waypoint: LocalWaypoint;
 let client: Pod;
 let webA: Pod;
 let webB: Pod;
-
-async function writeAtomically(file: string, text: string): Promise<void> {
-  await mkdir(path.dirname(file), { recursive: true });
-  const temporary = path.join(path.dirname(file), `.${path.basename(file)}.tmp`);
-  await writeFile(temporary, text);
-  await rename(temporary, file);
-}
-
-async function until(what: string, check: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`not seen in ${timeoutMs / 1000} s: ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 250));
-  }
-}
 
 function startBackend(pod: Pod): Promise<ChildProcess> {
   const child = pod.spawn(process.execPath, [ROUTE_BACKEND, '--port', String(BACKEND_PORT), '--name', pod.name], { stdio: ['ignore', 'pipe', 'pipe'] });

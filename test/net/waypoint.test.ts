@@ -10,12 +10,13 @@
  * routes are reported by the control plane with a reason; Istio's request metrics on the waypoint's 15020.
  */
 import test from 'ava';
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { stringify } from 'yaml';
 import { createLocalMesh, type LocalMesh } from '../../runtime/local-mesh.ts';
 import { createWaypoint, type LocalWaypoint } from '../../runtime/waypoint.ts';
 import { runClient, startEchoServer, type Pod } from '../../runtime/index.ts';
+import { until, writeAtomically } from './helpers/cluster-edits.ts';
 
 const ENROLLED = { 'istio.io/dataplane-mode': 'ambient' };
 const HTTP_PORT = 8080;
@@ -33,13 +34,6 @@ let waypoint: LocalWaypoint;
 let client: Pod;
 let webA: Pod;
 let webB: Pod;
-
-async function writeAtomically(file: string, text: string): Promise<void> {
-  await mkdir(path.dirname(file), { recursive: true });
-  const temporary = path.join(path.dirname(file), `.${path.basename(file)}.tmp`);
-  await writeFile(temporary, text);
-  await rename(temporary, file);
-}
 
 async function writeService(name: string, vip: string, labels: Record<string, string> = {}, selector: Record<string, string> = { app: 'web' }): Promise<void> {
   await writeAtomically(
@@ -82,14 +76,6 @@ async function servicesSeenBy(where: { exec: Pod['exec'] }): Promise<Map<string,
   const result = await where.exec(process.execPath, ['-e', script]);
   const services = result.code === 0 ? (JSON.parse(result.stdout) as ServiceView[]) : [];
   return new Map(services.map((service) => [service.name, service]));
-}
-
-async function until(what: string, check: () => Promise<boolean>): Promise<void> {
-  const deadline = Date.now() + 20_000;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`not seen in 20 s: ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
 }
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- log lines are free-form JSON read by assertions

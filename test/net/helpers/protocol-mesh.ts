@@ -9,12 +9,13 @@
  * wait for a condition, read the waypoint's config dump and metrics). Must not know about: what a test asserts.
  */
 import type { ChildProcess } from 'node:child_process';
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { stringify } from 'yaml';
 import { createLocalMesh, type LocalMesh } from '../../../runtime/local-mesh.ts';
 import { createWaypoint, type LocalWaypoint } from '../../../runtime/waypoint.ts';
 import type { Pod } from '../../../runtime/index.ts';
+import { until, writeAtomically } from './cluster-edits.ts';
 
 export const ENROLLED = { 'istio.io/dataplane-mode': 'ambient' };
 export const GRPC_PORT = 50051;
@@ -33,21 +34,6 @@ export interface ProtocolMesh {
   webB: Pod;
   /** The echo servers' processes, by pod name. */
   servers: Map<string, ChildProcess>;
-}
-
-export async function writeAtomically(file: string, text: string): Promise<void> {
-  await mkdir(path.dirname(file), { recursive: true });
-  const temporary = path.join(path.dirname(file), `.${path.basename(file)}.tmp`);
-  await writeFile(temporary, text);
-  await rename(temporary, file);
-}
-
-export async function until(what: string, check: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`not seen in ${timeoutMs / 1000} s: ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
 }
 
 /** Starts protocol-echo-server.ts in `pod`; resolves with its process once every port listens. */
@@ -153,3 +139,5 @@ export async function serviceReady(setup: ProtocolMesh, service: string, endpoin
 export async function logText(file: string): Promise<string> {
   return readFile(file, 'utf8').catch(() => '');
 }
+
+export { until, writeAtomically };
