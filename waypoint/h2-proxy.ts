@@ -32,6 +32,7 @@ import { WaypointError } from './errors.ts';
 import { applyFault } from './fault.ts';
 import { modifyHeaders, redirectLocation, rewrittenUrl } from './filters.ts';
 import { H2RequestBody } from './h2-request-body.ts';
+import { sendH2Mirror } from './mirror.ts';
 import { H2Try, type H2Response } from './h2-try.ts';
 import { cancelStream, H2_SESSION_WINDOW_BYTES, H2_STREAM_WINDOW_BYTES, type H2SessionPool } from './h2-upstream.ts';
 import { pathOf, queryOf } from './http-router.ts';
@@ -374,6 +375,11 @@ export class H2Proxy {
     const body = new H2RequestBody(stream, MAX_BUFFERED_BODY_BYTES, endStream);
     record.body = body;
     const vip = context.hbone.target.host;
+    for (const mirror of entry?.mirrors ?? []) {
+      const service = this.#state.serviceByKey(mirror.service);
+      if (!service || (mirror.fraction < 1 && Math.random() >= mirror.fraction)) continue;
+      sendH2Mirror(this.#sessions, this.#upstreams, { service, servicePort: mirror.port, vip, headers: upstreamHeaders, body }, (message) => this.#log?.debug({ mirror: mirror.service, err: message }, 'mirror request failed'));
+    }
     const tries = new RequestAttempts<H2Response>({
       policy: entry?.retry ?? ISTIO_DEFAULT_RETRY,
       requestTimeoutMs: entry?.requestTimeoutMs ?? 0,

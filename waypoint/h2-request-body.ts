@@ -26,6 +26,8 @@ export class H2RequestBody {
   #keptAll = true;
   #sink: http2.ClientHttp2Stream | undefined;
   #flowing = false;
+  /** Waiting for the body's end (RequestMirror): the kept chunks, or undefined when it was not kept whole. */
+  #onEnded: Array<(chunks: readonly Buffer[] | undefined) => void> = [];
   readonly #onData = (chunk: Buffer): void => {
     this.bytes += chunk.length;
     if (this.#keptAll) {
@@ -59,7 +61,18 @@ export class H2RequestBody {
       if (source.rstCode !== undefined && source.rstCode !== NGHTTP2_NO_ERROR) return;
       this.ended = true;
       this.#sink?.end();
+      for (const callback of this.#onEnded) callback(this.#keptAll ? this.#kept : undefined);
+      this.#onEnded = [];
     });
+  }
+
+  /**
+   * `callback` hears the whole body once the client ended it (at once if it has): its chunks, or undefined when it
+   * outgrew the limit and was not kept. Not called for a client that reset its stream or never finished.
+   */
+  whenEnded(callback: (chunks: readonly Buffer[] | undefined) => void): void {
+    if (this.ended) callback(this.#keptAll ? this.#kept : undefined);
+    else this.#onEnded.push(callback);
   }
 
   /** Whether the request can be sent again: nothing of the body sent yet, or all of it kept and ended. */

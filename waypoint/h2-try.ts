@@ -129,7 +129,7 @@ export class H2Try implements Attempt<H2Response> {
 }
 
 /** Connection-specific fields never go into trailers either. */
-function trailersFor(trailers: http2.IncomingHttpHeaders): http2.OutgoingHttpHeaders {
+export function trailersFor(trailers: http2.IncomingHttpHeaders): http2.OutgoingHttpHeaders {
   const result: http2.OutgoingHttpHeaders = {};
   for (const name in trailers) if (name.charCodeAt(0) !== 58 /* : */ && name !== 'connection' && name !== 'transfer-encoding') result[name] = trailers[name];
   return result;

@@ -1,12 +1,18 @@
 /**
  * RequestMirror: a copy of the request sent to the mirror backend, fire and forget, as Envoy's request mirroring:
- * the Host gets `-shadow` appended, the response is read and dropped, a failure is only counted. A body is mirrored
- * only when it was buffered whole (retry.ts's limit); a larger one is not mirrored.
+ * the Host (`:authority` on HTTP/2) gets `-shadow` appended, the response is read and dropped, a failure is only
+ * counted. A body is mirrored only when it was buffered whole (retry.ts's limit); a larger one is not mirrored.
+ * HTTP/1.1 requests go as HTTP/1.1 over a stream of their own; HTTP/2 and gRPC ones as a stream on the waypoint's
+ * pooled HTTP/2 session to the mirror's endpoint (h2-upstream.ts), sent once the client's body ended.
  *
  * Owns: the mirror's request and its lifetime. Must not know about: the main request's outcome.
  */
 import http from 'node:http';
+import type http2 from 'node:http2';
 import type { Service } from '../shared/mesh/service.ts';
+import type { H2RequestBody } from './h2-request-body.ts';
+import { trailersFor } from './h2-try.ts';
+import type { H2SessionPool } from './h2-upstream.ts';
 import type { BufferedBody } from './retry.ts';
 import { Http2StreamDuplex } from './stream-adapter.ts';
 import type { Upstreams } from './upstream.ts';
@@ -51,4 +57,34 @@ export function sendMirror(upstreams: Upstreams, mirror: MirrorRequest, onFailed
     for (const chunk of mirror.body.chunks) outgoing.write(chunk);
     outgoing.end();
   })().catch((error: Error) => onFailed(error.message));
+}
+
+export interface H2MirrorRequest {
+  service: Service;
+  servicePort: number;
+  vip: string;
+  /** The request's headers as they go to the primary endpoint (`:authority` made `-shadow` here). */
+  headers: http2.OutgoingHttpHeaders;
+  body: H2RequestBody;
+}
+
+/** Sends the copy of an HTTP/2 request once its body ended whole; `onFailed` hears why one was not delivered. Never throws. */
+export function sendH2Mirror(sessions: H2SessionPool, upstreams: Upstreams, mirror: H2MirrorRequest, onFailed: (message: string) => void): void {
+  mirror.body.whenEnded((chunks) => {
+    if (chunks === undefined) {
+      onFailed(`body over ${mirror.body.bytes} bytes is not mirrored`);
+      return;
+    }
+    const headers = { ...mirror.headers };
+    if (typeof headers[':authority'] === 'string') headers[':authority'] = shadowHost(headers[':authority']);
+    void (async () => {
+      const target = upstreams.pick(mirror.service, mirror.servicePort, mirror.vip);
+      const stream = await sessions.request(mirror.service, target, headers, chunks.length === 0);
+      stream.on('error', (error: Error) => onFailed(error.message));
+      stream.once('wantTrailers', () => stream.sendTrailers(mirror.body.trailers ? trailersFor(mirror.body.trailers) : {}));
+      stream.resume();
+      for (const chunk of chunks) stream.write(chunk);
+      if (chunks.length > 0) stream.end();
+    })().catch((error: Error) => onFailed(error.message));
+  });
 }

@@ -17,6 +17,7 @@ const GRPC_VIP = '10.240.5.10';
 const GRPC_V1_VIP = '10.240.5.11';
 const H2_VIP = '10.240.5.12';
 const H2_V1_VIP = '10.240.5.13';
+const H2_V2_VIP = '10.240.5.14';
 
 let setup: ProtocolMesh;
 
@@ -45,6 +46,8 @@ const H2_ROUTE = {
       { matches: [prefix('/try')], backendRefs: [{ name: 'h2f-v1', port: 80 }], timeouts: { request: '20s', backendRequest: '1s' }, retry: { codes: [504], attempts: 1, backoff: '10ms' } },
       { matches: [prefix('/flaky')], backendRefs: [{ name: 'h2f-v1', port: 80 }], retry: { codes: [503], attempts: 2, backoff: '10ms' } },
       { matches: [prefix('/denied')], backendRefs: [{ name: 'h2f-v1', port: 80 }] },
+      { matches: [prefix('/mirror')], filters: [{ type: 'RequestMirror', requestMirror: { backendRef: { name: 'h2f-v2', port: 80 } } }], backendRefs: [{ name: 'h2f-v1', port: 80 }] },
+      { matches: [{ path: { type: 'Exact', value: '/written' } }], backendRefs: [{ name: 'h2f-v2', port: 80 }] },
       { matches: [prefix('/')], backendRefs: [{ name: 'h2f', port: 80 }] },
     ],
   },
@@ -68,6 +71,7 @@ test.before(async () => {
   await writeService(setup, 'grpcf-v1', GRPC_V1_VIP, [{ name: 'grpc', port: 80, targetPort: GRPC_PORT }], { app: 'web', version: 'v1' }, false);
   await writeService(setup, 'h2f', H2_VIP, [{ name: 'h2', appProtocol: 'kubernetes.io/h2c', port: 80, targetPort: H2_PORT }, { name: 'http-web', port: 81, targetPort: HTTP1_PORT }]);
   await writeService(setup, 'h2f-v1', H2_V1_VIP, [{ name: 'h2', appProtocol: 'kubernetes.io/h2c', port: 80, targetPort: H2_PORT }], { app: 'web', version: 'v1' }, false);
+  await writeService(setup, 'h2f-v2', H2_V2_VIP, [{ name: 'h2', appProtocol: 'kubernetes.io/h2c', port: 80, targetPort: H2_PORT }], { app: 'web', version: 'v2' }, false);
   await writeObject(setup, 'routes', 'h2f', H2_ROUTE);
   await writeObject(setup, 'routes', 'grpcf', GRPC_HTTP_ROUTE);
   // Port 81 (HTTP/1.1, WebSocket) has a route of its own: the one above is bound to port 80 only.
@@ -76,6 +80,7 @@ test.before(async () => {
     spec: { parentRefs: [{ group: '', kind: 'Service', name: 'h2f', port: 81 }], rules: [{ matches: [prefix('/')], backendRefs: [{ name: 'h2f', port: 81 }] }] },
   });
   await until('the waypoint and the client agent know the services', async () => (await serviceReady(setup, 'grpcf', 2)) && (await serviceReady(setup, 'h2f', 2)), 60_000);
+  await until('the waypoint knows h2f-v2 and its endpoint', async () => ((await waypointDump(setup))?.services as { name: string; endpoints: unknown[] }[] | undefined)?.find((service) => service.name === 'h2f-v2')?.endpoints.length === 1);
   await until('the waypoint has both routes', async () => {
     const routes = (await waypointDump(setup))?.routes ?? {};
     return routes['shop/h2f.shop.svc.cluster.local']?.length === H2_ROUTE.spec.rules.length + 1 && routes['shop/grpcf.shop.svc.cluster.local']?.length === GRPC_HTTP_ROUTE.spec.rules.length;
@@ -187,6 +192,15 @@ test.serial("gRPC: a route timeout is 4 DEADLINE_EXCEEDED (504 UT in metrics and
 });
 
 const DR_KEY = 'shop/h2f.shop.svc.cluster.local';
+
+test.serial("RequestMirror on h2c: the mirror's endpoint gets a copy once the body ended (web-b answers it, the answer is dropped); the client gets the primary's answer", async (t) => {
+  const [primary] = await h2([{ path: '/mirror/big?size=5000&id=mirror-h2', method: 'POST', body: 'mirrored body' }]);
+  t.is(primary.status, 200);
+  t.is(primary.headers['x-served-by'], 'web-a', 'the primary backend (h2f-v1) answered the client');
+  t.is(primary.body.length, 5000);
+  // Only the mirror's copy reaches web-b (h2f-v2): the route sends the request itself to h2f-v1 (web-a).
+  await until("web-b wrote its answer to the mirror's copy", async () => (await h2([{ path: '/written?id=mirror-h2' }]))[0].body.written === 5000);
+});
 
 test.serial('DestinationRule on h2c: consistent hash keeps a key on one endpoint; the connection pool answers overflow 503 UO', async (t) => {
   await writeObject(setup, 'destinationrules', 'h2f', {
