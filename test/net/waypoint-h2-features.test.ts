@@ -229,6 +229,24 @@ test.serial('DestinationRule on h2c: consistent hash keeps a key on one endpoint
   await until('the DestinationRule is gone', async () => (await waypointDump(setup))?.destinationRules?.policies?.[DR_KEY] === undefined);
 });
 
+test.serial('DestinationRule outlierDetection on h2c: the endpoint answering 503 is ejected; the client, helped by the default retry, only sees the other', async (t) => {
+  await writeObject(setup, 'destinationrules', 'h2f', {
+    apiVersion: 'networking.istio.io/v1', kind: 'DestinationRule', metadata: { name: 'h2f', namespace: 'shop' },
+    spec: { host: 'h2f', trafficPolicy: { loadBalancer: { simple: 'ROUND_ROBIN' }, outlierDetection: { consecutive5xxErrors: 2, interval: '1s', baseEjectionTime: '30s', maxEjectionPercent: 100 } } },
+  });
+  try {
+    await until('the waypoint has the outlierDetection', async () => (await waypointDump(setup))?.destinationRules?.policies?.[DR_KEY]?.outlierDetection !== undefined);
+    const answers = await h2(Array.from({ length: 30 }, () => ({ path: '/failon?name=web-b' })));
+    t.true(answers.every((answer: { status: number; body: { name: string } }) => answer.status === 200 && answer.body.name === 'web-a'), JSON.stringify(answers.filter((answer: { status: number; body: { name: string } }) => answer.status !== 200 || answer.body.name !== 'web-a')));
+    const ejected = (await waypointDump(setup))?.destinationRules?.traffic?.[DR_KEY]?.ejected as { endpoint: string; ejections: number }[];
+    t.deepEqual(ejected.map((ejection) => ejection.ejections), [1], JSON.stringify(ejected));
+    t.true(ejected[0]!.endpoint.endsWith('web-b'));
+  } finally {
+    await rm(path.join(setup.mesh.cluster.clusterDir, 'destinationrules', 'h2f.yaml'), { force: true });
+  }
+  await until('the DestinationRule is gone', async () => (await waypointDump(setup))?.destinationRules?.policies?.[DR_KEY] === undefined);
+});
+
 test.serial('L7 policy on HTTP/2, gRPC and an Upgrade: h2c 403 RBAC, gRPC 7 PERMISSION_DENIED, WebSocket 403 before the upgrade; allowed requests pass', async (t) => {
   const policy = (name: string, service: string, paths: string[]) => ({
     apiVersion: 'security.istio.io/v1', kind: 'AuthorizationPolicy', metadata: { name, namespace: 'shop' },

@@ -12,7 +12,7 @@
  * - h2c (node:http2): any request: the body streamed through sha256, then JSON {name, method, path, headers, size,
  *   sha256, trailers} and trailers `x-body-sha256`, `x-served-by`; `GET /big?size=N&id=I` (any path ending in /big) answers N bytes written
  *   with back-pressure, and `GET /written?id=I` says how many of them it has written so far; `/slow?ms=N` answers
- *   after N ms (any path ending in /slow); `/flaky?id=I&failures=N&status=S` answers S the first N requests of id I, then 200 with `calls` and the body's `size`.
+ *   after N ms (any path ending in /slow); `/failon?name=N` answers 503 on the server named N, 200 {name} elsewhere; `/flaky?id=I&failures=N&status=S` answers S the first N requests of id I, then 200 with `calls` and the body's `size`.
  * - HTTP/1.1 (node:http): `Expect: 100-continue` is answered 100 (or 417 when `x-refuse-continue` is set) before
  *   the body is read; every request answers JSON {name, method, url, headers, size, sha256, sawExpect}, chunked;
  *   WebSocket (ws) on the same port echoes each message as `<name>:<message>`.
@@ -132,6 +132,14 @@ async function startH2(port: number): Promise<void> {
       return;
     }
     const pathname = new URL(path, 'http://x').pathname;
+    if (pathname.endsWith('/failon')) {
+      // This server fails (503) when it is the one named, answers JSON {name} otherwise.
+      stream.resume();
+      const failing = new URL(path, 'http://x').searchParams.get('name') === spec.name;
+      stream.respond({ ':status': failing ? 503 : 200, 'content-type': 'application/json', 'x-served-by': spec.name });
+      stream.end(JSON.stringify({ name: spec.name }));
+      return;
+    }
     if (pathname.endsWith('/slow') || pathname.endsWith('/flaky')) {
       const query = new URL(path, 'http://x').searchParams;
       stream.resume();
