@@ -17,7 +17,7 @@ const GRPC_VIP = '10.240.5.10';
 const GRPC_V1_VIP = '10.240.5.11';
 const H2_VIP = '10.240.5.12';
 const H2_V1_VIP = '10.240.5.13';
-const H2_V2_VIP = '10.240.5.14';
+const H2_V2_VIP = '10.240.5.16';
 
 let setup: ProtocolMesh;
 
