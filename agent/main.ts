@@ -116,6 +116,11 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
   };
 
   const releases = new PodReleases((uid, error) => log.error({ uid, err: error.message }, 'releasing a pod after its CNI DEL failed'));
+  /**
+   * Pods whose ADD this agent answered as not enrolled and that it has not tried to capture since: their namespace was
+   * new at that ADD and nothing of ours went into it, so their DEL needs no look at its rules (a process in the pod).
+   */
+  const seenNotCaptured = new Set<string>();
 
   /**
    * Everything a pod needs before its ADD is acknowledged: known to the mesh state, a certificate, rules, listeners,
@@ -123,6 +128,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
    * fetched while the rules go in; if it cannot be had, the pod is released again and the ADD fails (fail closed).
    */
   const capturePod = async (pod: PodInfo, alsoBeforeAck?: () => Promise<void>): Promise<void> => {
+    seenNotCaptured.delete(pod.uid); // from here on, rules may go in
     // A release of the same pod still running after its DEL's answer (a recreated sandbox) finishes first.
     await releases.settled(pod.uid);
     if (!state.workloadByName(pod.namespace, pod.name)) await sources.refresh();
@@ -199,6 +205,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     add: (pod) => capturePod(pod, () => enrollment.remember(pod)),
     // Best effort, as the plugin treats it: known in memory at once, its record written after the answer.
     seen: (pod) => {
+      seenNotCaptured.add(pod.uid);
       enrollment.remember(pod).catch((error: Error) => log.error({ pod: `${pod.namespace}/${pod.name}`, err: error.message }, 'cannot write the known-pods record'));
       return Promise.resolve();
     },
@@ -206,14 +213,16 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     // pod); the release itself (listeners, rules, records) runs after the answer. The namespace is looked at now, so
     // the release touches it only if it is still the one the DEL named.
     del: async (ref) => {
-      // undefined: no namespace there (any more); null: unreadable now, so the release decides as before.
-      const identity = ref.netns === undefined ? undefined : await readNetnsIdentity(ref.netns).catch(() => null);
+      const neverCaptured = seenNotCaptured.has(ref.uid) && !capture.isCaptured(ref.uid);
+      // undefined: no namespace there (any more), or nothing of ours in it; null: unreadable now, so the release decides as before.
+      const identity = ref.netns === undefined || neverCaptured ? undefined : await readNetnsIdentity(ref.netns).catch(() => null);
       const releaseRef: PodRef = identity === undefined ? { uid: ref.uid }
         : identity === null ? { uid: ref.uid, netns: ref.netns! } : { uid: ref.uid, netns: ref.netns!, netnsIdentity: identity };
       traceStep('netns');
       releases.start(ref.uid, () => withCniTrace('release after DEL', async () => {
         await releasePod(releaseRef);
         await enrollment.forget(ref.uid);
+        seenNotCaptured.delete(ref.uid);
         traceStep('known-pods');
       }, logTrace));
     },

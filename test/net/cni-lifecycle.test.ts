@@ -8,7 +8,7 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import { randomBytes } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import path from 'node:path';
 import { namespaceObject, removePod, updatePodStatus, writeNamespace, writePod } from '../../runtime/cluster-store.ts';
@@ -340,4 +340,37 @@ test.serial('a DEL answered just before the agent stops is finished by that agen
   t.is((await plugin('STATUS', undefined, networkConfig())).code, 0);
   t.true(uncaptured(await capturedState(box.netnsName)), 'the restarted agent did not capture the deleted pod again');
   t.false(names(await record('captured-pods')).includes(`${ENROLLED}/restart11`));
+});
+
+test.serial('a pod not enrolled at its ADD but captured later (its namespace labelled) has its rules removed by its DEL', async (t) => {
+  await writeNamespace(mesh.cluster.clusterDir, namespaceObject('flip11', {}));
+  t.teardown(() => writeNamespace(mesh.cluster.clusterDir, namespaceObject('flip11', {})));
+  const box = await sandbox(t, 'flip11', 'flip11');
+  t.is((await add(box)).code, 0);
+  t.true(uncaptured(await capturedState(box.netnsName)), 'not enrolled: passed through');
+  await writeNamespace(mesh.cluster.clusterDir, namespaceObject('flip11', AMBIENT));
+  await eventually('the running pod is captured once its namespace is enrolled', async () => (await capturedState(box.netnsName)).listening.includes('15008'));
+  t.is((await plugin('DEL', box, networkConfig({ prevResult: box.prevResult }))).code, 0);
+  await eventually('the DEL removed the rules, routing and listeners', async () => uncaptured(await capturedState(box.netnsName)));
+  t.pass();
+});
+
+test.serial('a pod never captured is deleted without touching its namespace; a DEL for a pod the agent never heard of still removes rules left in it', async (t) => {
+  const plain = await sandbox(t, PLAIN, 'never11');
+  t.is((await add(plain)).code, 0);
+  t.is((await plugin('DEL', plain, networkConfig({ prevResult: plain.prevResult }))).code, 0);
+  await eventually('the pod is forgotten', async () => !names(await record('known-pods')).includes(`${PLAIN}/never11`));
+  // A namespace with capture rules whose pod this agent never saw (captured by a previous agent, say): its DEL
+  // looks, and takes them out.
+  const stranger = await sandbox(t, ENROLLED, 'stranger11');
+  t.is((await add(stranger)).code, 0);
+  await node.stopAgent();
+  t.teardown(() => node.startAgent());
+  await writeFile(path.join(path.dirname(node.agentSocket), `captured-pods-${node.name}.json`), '{"pods":[]}');
+  await writeFile(path.join(path.dirname(node.agentSocket), `known-pods-${node.name}.json`), '{"pods":[]}');
+  await node.startAgent();
+  t.true((await capturedState(stranger.netnsName)).chains.length > 0, 'the rules of the previous agent are still there');
+  t.is((await plugin('DEL', stranger, networkConfig({ prevResult: stranger.prevResult }))).code, 0);
+  await eventually('the DEL removed the rules the agent did not know about', async () => (await capturedState(stranger.netnsName)).chains.length === 0);
+  t.pass();
 });
