@@ -14,11 +14,14 @@ import { loadavg } from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
+import { createCluster } from '../runtime/index.ts';
+import { createLocalMesh } from '../runtime/local-mesh.ts';
+// @ts-expect-error -- a plain ES module without types: one function, importFromCheckout(checkout, file)
+import { importFromCheckout } from './load-checkout.mjs';
 
 const { values } = parseArgs({ options: { base: { type: 'string' }, pods: { type: 'string', default: '15' } } });
 if (values.base === undefined) throw new Error('--base <checkout> is required');
 const pods = Number(values.pods);
-const here = path.resolve(import.meta.dirname, '..');
 const base = path.resolve(values.base);
 
 interface PodCluster {
@@ -27,26 +30,23 @@ interface PodCluster {
   destroy(): Promise<unknown>;
 }
 type MeshModule = { createLocalMesh(options: object): Promise<{ cluster: PodCluster; destroy(): Promise<unknown> }> };
-type RuntimeModule = { createCluster(options: object): Promise<PodCluster> };
 
 const load = (): string => loadavg().map((value) => value.toFixed(1)).join(' ');
 const p50 = (samples: number[]): number => [...samples].sort((a, b) => a - b)[Math.floor((samples.length - 1) / 2)] ?? Number.NaN;
 
-const { createCluster } = (await import(path.join(here, 'runtime/index.ts'))) as RuntimeModule;
-const baseMesh = (await import(path.join(base, 'runtime/local-mesh.ts'))) as MeshModule;
-const hereMesh = (await import(path.join(here, 'runtime/local-mesh.ts'))) as MeshModule;
+const baseMesh = (await (importFromCheckout as (checkout: string, file: string) => Promise<unknown>)(base, 'runtime/local-mesh.ts')) as MeshModule;
 const AMBIENT = { 'istio.io/dataplane-mode': 'ambient' };
 
 console.log(`load average at start ${load()}`);
 const reference = await createCluster({ nodes: 1, name: 'ab-ref', ambitCni: false });
 const before = await baseMesh.createLocalMesh({ nodes: 1, name: 'ab-base', agentEnv: { AMBIT_LOG_LEVEL: 'warn' } });
-const after = await hereMesh.createLocalMesh({ nodes: 1, name: 'ab-here', agentEnv: { AMBIT_LOG_LEVEL: 'warn' } });
+const after = await createLocalMesh({ nodes: 1, name: 'ab-here', agentEnv: { AMBIT_LOG_LEVEL: 'warn' } });
 const variants: { name: string; cluster: PodCluster; namespace: string; labels: Record<string, string> }[] = [
-  { name: 'reference chain', cluster: reference, namespace: 'plain', labels: {} },
+  { name: 'reference chain', cluster: reference as PodCluster, namespace: 'plain', labels: {} },
   { name: 'not enrolled, before', cluster: before.cluster, namespace: 'plain', labels: {} },
-  { name: 'not enrolled, after', cluster: after.cluster, namespace: 'plain', labels: {} },
+  { name: 'not enrolled, after', cluster: after.cluster as PodCluster, namespace: 'plain', labels: {} },
   { name: 'enrolled, before', cluster: before.cluster, namespace: 'shop', labels: AMBIENT },
-  { name: 'enrolled, after', cluster: after.cluster, namespace: 'shop', labels: AMBIENT },
+  { name: 'enrolled, after', cluster: after.cluster as PodCluster, namespace: 'shop', labels: AMBIENT },
 ];
 const samples = new Map(variants.map((variant) => [variant.name, [] as number[]]));
 try {
