@@ -4,6 +4,10 @@
  * CNI_* environment and the stdin config, and handed to the plugin's own runPlugin (cni/plugin.ts), which makes
  * every decision exactly as the Node plugin would (it reaches this agent over the same socket, as it does there).
  *
+ * The plugin's questions to the agent (pod-add, pod-del, ...) are answered in this process by the same code the socket
+ * serves (answerAgentRequest), not sent back through the agent's own socket: the replies, and so the plugin's
+ * decisions and errors, are the same, without a second HTTP exchange per call.
+ *
  * Owns: decoding the call, refusing a call this agent cannot run as the host would (the config names another agent's
  * socket, or a pod source the agent does not see), keeping the plugin's log files open and its parsed cluster
  * directory (local mode) across calls, so an ADD parses only the manifests written since the last one.
@@ -14,8 +18,11 @@ import path from 'node:path';
 import { pino, type DestinationStream } from 'pino';
 import { parseConfig, type LogLevel, type PluginConfig } from '../cni/config.ts';
 import type { Logger } from '../cni/log.ts';
+import { unreachableAgent, type AgentReply, type AgentTransport } from '../cni/agent-client.ts';
 import { runPlugin, type PluginOutput } from '../cni/plugin.ts';
 import type { PodLookupCache } from '../cni/pod-lookup.ts';
+import { agentErrorStatus, answerAgentRequest, type PodCapture } from './cni-server.ts';
+import { nameCniTrace, traceStep } from './cni-trace.ts';
 
 /** The plugin's output, or why this agent cannot run the call for the host (the forwarder then runs the Node plugin). */
 export type CniCallAnswer = { notServed: string } | PluginOutput;
@@ -50,11 +57,49 @@ export function decodeCniCall(body: Buffer): { env: Record<string, string>; stdi
   return { env, stdin: body.toString('utf8', offset) };
 }
 
-export function createCniCallRunner(agentSocket: string): (body: Buffer) => Promise<CniCallAnswer> {
+/** What the agent answers in its own process: the capture handle and readiness its socket serves. */
+export interface InProcessAgent {
+  capture: PodCapture;
+  ready?: () => boolean;
+}
+
+/**
+ * Answers the plugin's requests with this agent's own handlers, as its socket would (same statuses, same bodies),
+ * within the request's timeout as over the socket (the work goes on, as it does when a socket client gives up).
+ */
+export function inProcessTransport(agent: InProcessAgent): AgentTransport {
+  const ready = agent.ready ?? (() => true);
+  const answer = async (requestPath: string, payload: unknown): Promise<AgentReply> => {
+    traceStep('plugin');
+    nameCniTrace(requestPath.slice(requestPath.lastIndexOf('/') + 1), true);
+    try {
+      return { status: 200, body: JSON.stringify(await answerAgentRequest(requestPath, payload, agent.capture, ready)) };
+    } catch (error) {
+      return { status: agentErrorStatus(error), body: JSON.stringify({ error: error instanceof Error ? error.message : String(error) }) };
+    }
+  };
+  return {
+    post: (socketPath, requestPath, payload, timeoutMs) => new Promise<AgentReply>((resolve, reject) => {
+      const timer = setTimeout(() => reject(unreachableAgent(socketPath, `no answer within ${timeoutMs} ms`)), timeoutMs);
+      void answer(requestPath, payload).then((reply) => {
+        clearTimeout(timer);
+        resolve(reply);
+      });
+    }),
+    probe: () => Promise.resolve(),
+  };
+}
+
+/**
+ * `agent`: answer the plugin's requests in this process; without it they go to `agentSocket` (this agent's own
+ * socket, as the config must name it).
+ */
+export function createCniCallRunner(agentSocket: string, agent?: InProcessAgent): (body: Buffer) => Promise<CniCallAnswer> {
   const ownSocket = path.resolve(agentSocket);
   const destinations = new Map<string, DestinationStream>();
   const stderr = pino.destination({ dest: 2, sync: true });
   const lookupCache: PodLookupCache = new Map();
+  const transport = agent === undefined ? undefined : inProcessTransport(agent);
   const openLog = (level: LogLevel, logFile?: string): Logger => {
     let destination = logFile === undefined ? undefined : destinations.get(logFile);
     if (destination === undefined && logFile !== undefined && destinations.size < MAX_LOG_FILES) {
@@ -65,6 +110,7 @@ export function createCniCallRunner(agentSocket: string): (body: Buffer) => Prom
   };
   return async (body) => {
     const { env, stdin } = decodeCniCall(body);
+    nameCniTrace(`cni-call ${env.CNI_COMMAND ?? '?'}${env.CNI_NETNS === '' ? ' (no netns)' : ''}`);
     let config: PluginConfig | undefined;
     try {
       config = env.CNI_COMMAND === 'VERSION' ? undefined : parseConfig(stdin);
@@ -78,6 +124,8 @@ export function createCniCallRunner(agentSocket: string): (body: Buffer) => Prom
       const source = config.podSource.mode === 'local' ? config.podSource.clusterDir : config.podSource.kubeconfig;
       if (!existsSync(source)) return { notServed: `${source} (the config's pod source) is not visible to the agent` };
     }
-    return runPlugin(env, stdin, openLog, lookupCache);
+    const output = await runPlugin(env, stdin, openLog, lookupCache, transport);
+    traceStep('plugin-done');
+    return output;
   };
 }

@@ -26,6 +26,7 @@ import { CaptureError } from './inpod/errors.ts';
 import type { PodInfo } from './inpod/pod-listeners.ts';
 import type { PodRef } from './inpod/capture-manager.ts';
 import type { CniCallAnswer } from './cni-call.ts';
+import { traceStep, withCniTrace, type CniTrace } from './cni-trace.ts';
 
 /** The narrow handle the endpoint gets: capture and release, nothing else of the manager. */
 export interface PodCapture {
@@ -44,6 +45,8 @@ export interface CniServerOptions {
   ready?: () => boolean;
   /** Runs a whole CNI call from the native forwarder (agent/cni-call.ts); the path answers 404 without it. */
   cniCall?: (body: Buffer) => Promise<CniCallAnswer>;
+  /** Told each answered call's step timings (agent/cni-trace.ts), for the debug log. */
+  onTrace?: (trace: CniTrace) => void;
 }
 
 export interface CniServer {
@@ -76,19 +79,21 @@ export async function startCniServer(options: CniServerOptions): Promise<CniServ
   await mkdir(dirname(socketPath), { recursive: true, mode: 0o700 });
   await checkSocketPath(socketPath);
 
+  const onTrace = options.onTrace ?? (() => undefined);
   const server = http.createServer({ requestTimeout: REQUEST_TIMEOUT_MS }, (request, response) => {
-    if (options.cniCall !== undefined && (request.url ?? '').split('?')[0] === CNI_CALL_PATH && request.method === 'POST') {
-      serveCniCall(request, response, options.cniCall);
+    const path = (request.url ?? '').split('?')[0] ?? '';
+    if (options.cniCall !== undefined && path === CNI_CALL_PATH && request.method === 'POST') {
+      void withCniTrace('cni-call', () => serveCniCall(request, response, options.cniCall!), onTrace);
       return;
     }
-    handle(request, capture, ready).then(
+    void withCniTrace(path.slice(path.lastIndexOf('/') + 1), () => handle(request, capture, ready).then(
       (body) => send(response, 200, body),
       (error: unknown) => {
-        const status = error instanceof BadRequest ? error.status : statusOf(error);
+        const status = agentErrorStatus(error);
         const message = error instanceof Error ? error.message : String(error);
         send(response, status, { error: message } satisfies ProtocolErrorResponse);
       },
-    );
+    ), onTrace);
   });
   server.on('clientError', (_error, socket) => {
     if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
@@ -133,6 +138,15 @@ async function handle(request: http.IncomingMessage, capture: PodCapture, ready:
     throw new BadRequest(405, `${path} takes POST, not ${request.method}`);
   }
   const body = await readJson(request, path === POD_GC_PATH ? MAX_GC_BODY_BYTES : MAX_BODY_BYTES);
+  traceStep('request-read');
+  return answerAgentRequest(path, body, capture, ready);
+}
+
+/**
+ * The answer to a POST of `body` (parsed JSON) to `path`, or a throw whose status agentErrorStatus gives: what the
+ * socket serves, and what the agent answers in its own process for a call the native plugin forwarded.
+ */
+export async function answerAgentRequest(path: string, body: unknown, capture: PodCapture, ready: () => boolean): Promise<object> {
   if (path === STATUS_PATH) {
     if (!ready()) throw new BadRequest(503, 'the agent is starting or stopping');
     return { ready: true } satisfies AgentStatusResponse;
@@ -158,13 +172,22 @@ async function handle(request: http.IncomingMessage, capture: PodCapture, ready:
     });
     return { captured: true } satisfies PodAddResponse;
   }
+  if (path !== POD_DEL_PATH) throw new BadRequest(404, `unknown path ${JSON.stringify(path)}; the agent serves ${[...PATHS].join(', ')}`);
   const del = parsePodDel(body);
   await capture.del(del.netns === '' ? { uid: del.podUid } : { uid: del.podUid, netns: del.netns });
   return {};
 }
 
-function serveCniCall(request: http.IncomingMessage, response: http.ServerResponse, cniCall: (body: Buffer) => Promise<CniCallAnswer>): void {
-  readBody(request, MAX_CNI_CALL_BODY_BYTES).then(cniCall).then(
+/** The HTTP status the socket answers a failed request with. */
+export function agentErrorStatus(error: unknown): number {
+  return error instanceof BadRequest ? error.status : statusOf(error);
+}
+
+function serveCniCall(request: http.IncomingMessage, response: http.ServerResponse, cniCall: (body: Buffer) => Promise<CniCallAnswer>): Promise<void> {
+  return readBody(request, MAX_CNI_CALL_BODY_BYTES).then((body) => {
+    traceStep('request-read');
+    return cniCall(body);
+  }).then(
     (answer) => {
       if ('notServed' in answer) {
         send(response, 421, { error: answer.notServed } satisfies ProtocolErrorResponse);
@@ -177,6 +200,7 @@ function serveCniCall(request: http.IncomingMessage, response: http.ServerRespon
         [CNI_CALL_EXIT_HEADER]: String(answer.exitCode),
       });
       response.end(answer.stdout);
+      traceStep('reply');
     },
     (error: unknown) => {
       const status = error instanceof BadRequest ? error.status : 400;
@@ -288,6 +312,7 @@ function send(response: http.ServerResponse, status: number, body: object): void
   const text = JSON.stringify(body);
   response.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
   response.end(text);
+  traceStep('reply');
 }
 
 /** A stale socket (or a running agent's) is replaced atomically by the rename below; anything else is refused. */

@@ -16,9 +16,13 @@ import { apiServerAnnotator, clusterDirAnnotator, REDIRECTION_ANNOTATION } from 
 import { inClusterCredentials } from '../shared/k8s/api-request.ts';
 import { EnrollmentWatcher } from './enrollment-watcher.ts';
 import { createCniCallRunner } from './cni-call.ts';
-import { startCniServer } from './cni-server.ts';
+import { startCniServer, type PodCapture } from './cni-server.ts';
+import { traceRecord, traceStep, withCniTrace, type CniTrace } from './cni-trace.ts';
+import { PodReleases } from './pod-releases.ts';
+import { readNetnsIdentity } from './inpod/capture-manager.ts';
 import { CertificateManager } from '../shared/ca/certificate-manager.ts';
 import type { PodInfo } from './inpod/pod-listeners.ts';
+import type { PodRef } from './inpod/capture-manager.ts';
 import { startSources, WORKLOAD_WAIT_MS } from './sources.ts';
 import { MeshState } from '../shared/mesh/mesh-state.ts';
 import { isEnrolled, workloadIdentity } from '../shared/mesh/workload.ts';
@@ -111,23 +115,43 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     await annotator?.mark(pod, captured).catch((error: Error) => log.warn({ pod: `${pod.namespace}/${pod.name}`, err: error.message }, `cannot ${captured ? 'set' : 'remove'} annotation ${REDIRECTION_ANNOTATION}`));
   };
 
-  /** Everything a pod needs before its ADD is acknowledged: known to the mesh state, a certificate, rules, listeners. */
-  const capturePod = async (pod: PodInfo): Promise<void> => {
+  const releases = new PodReleases((uid, error) => log.error({ uid, err: error.message }, 'releasing a pod after its CNI DEL failed'));
+  /**
+   * Pods whose ADD this agent answered as not enrolled and that it has not tried to capture since: their namespace was
+   * new at that ADD and nothing of ours went into it, so their DEL needs no look at its rules (a process in the pod).
+   */
+  const seenNotCaptured = new Set<string>();
+
+  /**
+   * Everything a pod needs before its ADD is acknowledged: known to the mesh state, a certificate, rules, listeners,
+   * the record and the mark; `alsoBeforeAck` (the known-pods record) is written beside the last two. The certificate is
+   * fetched while the rules go in; if it cannot be had, the pod is released again and the ADD fails (fail closed).
+   */
+  const capturePod = async (pod: PodInfo, alsoBeforeAck?: () => Promise<void>): Promise<void> => {
+    seenNotCaptured.delete(pod.uid); // from here on, rules may go in
+    // A release of the same pod still running after its DEL's answer (a recreated sandbox) finishes first.
+    await releases.settled(pod.uid);
     if (!state.workloadByName(pod.namespace, pod.name)) await sources.refresh();
     const workload = await state.waitForWorkload(pod.namespace, pod.name, WORKLOAD_WAIT_MS);
     if (!workload) throw new Error(`pod ${pod.namespace}/${pod.name} is unknown to ${sources.describe} after ${WORKLOAD_WAIT_MS} ms`);
     if (!isEnrolled(workload)) throw new Error(`pod ${pod.namespace}/${pod.name} is not enrolled in the mesh: ${workload.captureReason}`);
-    await certificates.certificateFor(workloadIdentity(workload));
+    traceStep('workload');
+    const certificate = Promise.resolve(certificates.certificateFor(workloadIdentity(workload)));
+    certificate.catch(() => undefined); // awaited below; a capture that fails first must not leave it unhandled
     await capture.add(pod);
     try {
       await workers.addPod(pod);
+      traceStep('workers');
+      await certificate;
+      traceStep('certificate');
     } catch (error) {
-      // Not every thread listens: take the pod back from all of them (and its rules), so the ADD fails cleanly.
+      // Not every thread listens, or no certificate: take the pod back from all of them (and its rules), so the ADD
+      // fails cleanly and the pod does not start uncaptured.
       await releasePod({ uid: pod.uid, netns: pod.netns });
       throw error;
     }
-    await record.write(capture.capturedPods());
-    await markPod(pod, true);
+    await Promise.all([record.write(capture.capturedPods()), markPod(pod, true), alsoBeforeAck?.()]);
+    traceStep('records');
     log.info({ pod: `${pod.namespace}/${pod.name}`, ips: pod.ips, identity: workloadIdentity(workload).uri }, 'pod captured');
   };
 
@@ -149,11 +173,14 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
   log.info({ captured: reconciled.captured.length, failed: reconciled.failed.length }, 'reconciled pods captured before start');
   await record.write(capture.capturedPods());
 
-  const releasePod = async (ref: { uid: string; netns?: string }): Promise<void> => {
+  const releasePod = async (ref: PodRef): Promise<void> => {
     await capture.del(ref);
     await workers.delPod(ref.uid);
+    traceStep('workers');
     await handler.forget(ref.uid, 0);
+    traceStep('connections');
     await record.write(capture.capturedPods());
+    traceStep('record');
   };
   // Running pods follow their enrollment (namespace or pod label changes), as in Istio's ambient mode.
   const enrollment = new EnrollmentWatcher({
@@ -173,34 +200,53 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
 
   // Whether the agent serves ADDs (CNI STATUS and the readiness probe): from the end of start-up until stop() begins.
   let ready = false;
+  const logTrace = (trace: CniTrace): void => log.debug(traceRecord(trace), 'cni call timing');
+  const cniCapture: PodCapture = {
+    add: (pod) => capturePod(pod, () => enrollment.remember(pod)),
+    // Best effort, as the plugin treats it: known in memory at once, its record written after the answer.
+    seen: (pod) => {
+      seenNotCaptured.add(pod.uid);
+      enrollment.remember(pod).catch((error: Error) => log.error({ pod: `${pod.namespace}/${pod.name}`, err: error.message }, 'cannot write the known-pods record'));
+      return Promise.resolve();
+    },
+    // Answered once the release is queued (the capture manager's per-pod queue orders it before any later ADD of the
+    // pod); the release itself (listeners, rules, records) runs after the answer. The namespace is looked at now, so
+    // the release touches it only if it is still the one the DEL named.
+    del: async (ref) => {
+      const neverCaptured = seenNotCaptured.has(ref.uid) && !capture.isCaptured(ref.uid);
+      // undefined: no namespace there (any more), or nothing of ours in it; null: unreadable now, so the release decides as before.
+      const identity = ref.netns === undefined || neverCaptured ? undefined : await readNetnsIdentity(ref.netns).catch(() => null);
+      const releaseRef: PodRef = identity === undefined ? { uid: ref.uid }
+        : identity === null ? { uid: ref.uid, netns: ref.netns! } : { uid: ref.uid, netns: ref.netns!, netnsIdentity: identity };
+      traceStep('netns');
+      releases.start(ref.uid, () => withCniTrace('release after DEL', async () => {
+        await releasePod(releaseRef);
+        await enrollment.forget(ref.uid);
+        seenNotCaptured.delete(ref.uid);
+        traceStep('known-pods');
+      }, logTrace));
+    },
+    // CNI GC: pods whose sandbox the runtime no longer has (their DEL was missed, e.g. while the agent was down).
+    gc: async (validContainerIds) => {
+      const stale = await enrollment.forgetAllBut(validContainerIds);
+      for (const pod of stale) {
+        // One pod that cannot be released must not keep the others captured.
+        if (capture.isCaptured(pod.uid)) {
+          await releasePod({ uid: pod.uid, netns: pod.netns }).catch((error: Error) => log.error({ pod: `${pod.namespace}/${pod.name}`, err: error.message }, 'CNI GC: releasing a stale pod failed'));
+        }
+      }
+      const forgotten = stale.map((pod) => `${pod.namespace}/${pod.name}`);
+      if (forgotten.length > 0) log.info({ pods: forgotten }, 'CNI GC: forgot pods whose sandbox is gone');
+      return forgotten;
+    },
+  };
   const cni = await startCniServer({
     socketPath: config.cniSocket,
     ready: () => ready,
-    cniCall: createCniCallRunner(config.cniSocket),
-    capture: {
-      add: async (pod) => {
-        await capturePod(pod);
-        await enrollment.remember(pod);
-      },
-      seen: (pod) => enrollment.remember(pod),
-      del: async (ref) => {
-        await releasePod(ref);
-        await enrollment.forget(ref.uid);
-      },
-      // CNI GC: pods whose sandbox the runtime no longer has (their DEL was missed, e.g. while the agent was down).
-      gc: async (validContainerIds) => {
-        const stale = await enrollment.forgetAllBut(validContainerIds);
-        for (const pod of stale) {
-          // One pod that cannot be released must not keep the others captured.
-          if (capture.isCaptured(pod.uid)) {
-            await releasePod({ uid: pod.uid, netns: pod.netns }).catch((error: Error) => log.error({ pod: `${pod.namespace}/${pod.name}`, err: error.message }, 'CNI GC: releasing a stale pod failed'));
-          }
-        }
-        const forgotten = stale.map((pod) => `${pod.namespace}/${pod.name}`);
-        if (forgotten.length > 0) log.info({ pods: forgotten }, 'CNI GC: forgot pods whose sandbox is gone');
-        return forgotten;
-      },
-    },
+    cniCall: createCniCallRunner(config.cniSocket, { capture: cniCapture, ready: () => ready }),
+    capture: cniCapture,
+    // Where each CNI call's milliseconds went (agent/cni-trace.ts): AMBIT_LOG_LEVEL=debug shows them.
+    onTrace: logTrace,
   });
 
   const admin = await startAdminServer(config.adminAddress, {
@@ -251,6 +297,8 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
       enrollment.stop();
       policySource?.stop();
       await cni.close();
+      // DELs answered before this stop have their release finished, records included.
+      await releases.drain();
       // Listeners close first (a new agent's listeners already take new connections); open ones drain.
       await Promise.all([dataPlane.stop(), workers.stop()]);
       certificates.close();

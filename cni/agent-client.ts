@@ -28,9 +28,22 @@ const UNREACHABLE_ERRNOS = new Set(['ENOENT', 'ECONNREFUSED', 'EACCES', 'ENOTSOC
 /** Cap on the agent's reply we read: replies are tiny JSON; a huge one means something else answered. */
 const MAX_REPLY_BYTES = 64 * 1024;
 
-interface Reply {
+/** An answer of the agent: HTTP status and body text. */
+export interface AgentReply {
   status: number;
   body: string;
+}
+type Reply = AgentReply;
+
+/**
+ * How a request reaches the agent: over its unix socket (the Node plugin), or, when the agent itself runs a call the
+ * native plugin forwarded (agent/cni-call.ts), answered in the agent's own process with the same replies, so the
+ * plugin's decisions and error messages do not depend on which.
+ */
+export interface AgentTransport {
+  post(socketPath: string, path: string, payload: unknown, timeoutMs: number): Promise<AgentReply>;
+  /** Resolves when something accepts connections at the socket (CHECK). */
+  probe(socketPath: string, timeoutMs: number): Promise<void>;
 }
 
 function unreachable(socketPath: string, why: string): CniError {
@@ -39,6 +52,10 @@ function unreachable(socketPath: string, why: string): CniError {
     `ambit node agent not reachable at ${socketPath}: is the ambit agent DaemonSet running on this node?`,
     why,
   );
+}
+
+export function unreachableAgent(socketPath: string, why: string): CniError {
+  return unreachable(socketPath, why);
 }
 
 function post(socketPath: string, path: string, payload: unknown, timeoutMs: number): Promise<Reply> {
@@ -84,6 +101,9 @@ function post(socketPath: string, path: string, payload: unknown, timeoutMs: num
   });
 }
 
+/** The Node plugin's way: HTTP/1.1 over the agent's unix socket, one connection per request. */
+export const socketTransport: AgentTransport = { post, probe: probeSocket };
+
 function agentMessage(reply: Reply): string {
   try {
     const parsed = JSON.parse(reply.body) as { error?: unknown };
@@ -94,8 +114,8 @@ function agentMessage(reply: Reply): string {
   return reply.body.trim().slice(0, 500) || '(no message)';
 }
 
-export async function requestPodAdd(socketPath: string, request: PodAddRequest, timeoutMs = AGENT_CALL_TIMEOUT_MS): Promise<void> {
-  const reply = await post(socketPath, POD_ADD_PATH, request, timeoutMs);
+export async function requestPodAdd(socketPath: string, request: PodAddRequest, timeoutMs = AGENT_CALL_TIMEOUT_MS, transport = socketTransport): Promise<void> {
+  const reply = await transport.post(socketPath, POD_ADD_PATH, request, timeoutMs);
   if (reply.status !== 200) {
     throw new CniError(
       CniErrorCode.INTERNAL,
@@ -119,13 +139,17 @@ export async function requestPodAdd(socketPath: string, request: PodAddRequest, 
 }
 
 /** Tells the agent about a pod it does not capture now; best effort, failures are the caller's to ignore. */
-export async function notifyPodSeen(socketPath: string, request: PodAddRequest, timeoutMs = POD_SEEN_TIMEOUT_MS): Promise<void> {
-  const reply = await post(socketPath, POD_SEEN_PATH, request, timeoutMs);
+export async function notifyPodSeen(socketPath: string, request: PodAddRequest, timeoutMs = POD_SEEN_TIMEOUT_MS, transport = socketTransport): Promise<void> {
+  const reply = await transport.post(socketPath, POD_SEEN_PATH, request, timeoutMs);
   if (reply.status !== 200) throw new Error(`agent answered pod-seen with HTTP ${reply.status}: ${agentMessage(reply)}`);
 }
 
 /** Whether anything accepts connections on the agent socket (CHECK's "is the agent there" probe). */
-export function probeAgent(socketPath: string, timeoutMs = AGENT_CALL_TIMEOUT_MS): Promise<void> {
+export function probeAgent(socketPath: string, timeoutMs = AGENT_CALL_TIMEOUT_MS, transport = socketTransport): Promise<void> {
+  return transport.probe(socketPath, timeoutMs);
+}
+
+function probeSocket(socketPath: string, timeoutMs: number): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     const socket = net.connect({ path: socketPath, timeout: timeoutMs });
     socket.once('connect', () => {
@@ -140,16 +164,16 @@ export function probeAgent(socketPath: string, timeoutMs = AGENT_CALL_TIMEOUT_MS
   });
 }
 
-export async function requestPodDel(socketPath: string, request: PodDelRequest, timeoutMs = POD_DEL_TIMEOUT_MS): Promise<void> {
-  const reply = await post(socketPath, POD_DEL_PATH, request, timeoutMs);
+export async function requestPodDel(socketPath: string, request: PodDelRequest, timeoutMs = POD_DEL_TIMEOUT_MS, transport = socketTransport): Promise<void> {
+  const reply = await transport.post(socketPath, POD_DEL_PATH, request, timeoutMs);
   if (reply.status !== 200) {
     throw new CniError(CniErrorCode.INTERNAL, `ambit node agent failed pod-del (HTTP ${reply.status}): ${agentMessage(reply)}`);
   }
 }
 
 /** STATUS: resolves when the agent says it serves ADDs; a CniError (TRY_AGAIN_LATER, as for an ADD) otherwise. */
-export async function requestStatus(socketPath: string, timeoutMs = STATUS_TIMEOUT_MS): Promise<void> {
-  const reply = await post(socketPath, STATUS_PATH, {}, timeoutMs);
+export async function requestStatus(socketPath: string, timeoutMs = STATUS_TIMEOUT_MS, transport = socketTransport): Promise<void> {
+  const reply = await transport.post(socketPath, STATUS_PATH, {}, timeoutMs);
   let ready: unknown;
   try {
     ready = (JSON.parse(reply.body) as { ready?: unknown }).ready;
@@ -162,8 +186,8 @@ export async function requestStatus(socketPath: string, timeoutMs = STATUS_TIMEO
 }
 
 /** GC: the agent forgets every pod whose sandbox is not in `validContainerIds`; resolves with the pods it forgot. */
-export async function requestPodGc(socketPath: string, validContainerIds: string[], timeoutMs = POD_GC_TIMEOUT_MS): Promise<string[]> {
-  const reply = await post(socketPath, POD_GC_PATH, { validContainerIds }, timeoutMs);
+export async function requestPodGc(socketPath: string, validContainerIds: string[], timeoutMs = POD_GC_TIMEOUT_MS, transport = socketTransport): Promise<string[]> {
+  const reply = await transport.post(socketPath, POD_GC_PATH, { validContainerIds }, timeoutMs);
   if (reply.status !== 200) {
     throw new CniError(CniErrorCode.INTERNAL, `ambit node agent failed pod-gc (HTTP ${reply.status}): ${agentMessage(reply)}`);
   }

@@ -10,7 +10,9 @@
 import type { PodAddRequest } from '../shared/cni-protocol.ts';
 import { captureDecision } from '../shared/k8s/enrollment.ts';
 import { AGENT_CALL_TIMEOUT_MS } from '../shared/cni-protocol.ts';
-import { notifyPodSeen, probeAgent, requestPodAdd, requestPodDel, requestPodGc, requestStatus } from './agent-client.ts';
+import {
+  notifyPodSeen, probeAgent, requestPodAdd, requestPodDel, requestPodGc, requestStatus, socketTransport, type AgentTransport,
+} from './agent-client.ts';
 import {
   CHECK_MIN_VERSIONS, DEFAULT_LOG_LEVEL, parseConfig, peekCniVersion, RESULT_RELABEL_TO, STATUS_GC_MIN_VERSIONS,
   SUPPORTED_CNI_VERSIONS, VALID_ATTACHMENTS_KEY, type LogLevel, type PluginConfig,
@@ -67,7 +69,7 @@ function requirePrevResult(config: PluginConfig, command: string): Record<string
   return config.prevResult;
 }
 
-async function add(env: CniEnvironment, config: PluginConfig, log: Logger, lookupCache: PodLookupCache | undefined): Promise<PluginOutput> {
+async function add(env: CniEnvironment, config: PluginConfig, log: Logger, lookupCache: PodLookupCache | undefined, agent: AgentTransport): Promise<PluginOutput> {
   // One budget for the whole ADD: the pod lookup's retries and the agent call share it.
   const deadline = Date.now() + AGENT_CALL_TIMEOUT_MS;
   const prevResult = requirePrevResult(config, 'ADD');
@@ -94,7 +96,7 @@ async function add(env: CniEnvironment, config: PluginConfig, log: Logger, looku
     log.debug({ pod: podRef, reason: decision.reason }, 'pod not enrolled: passing through');
     // So that labelling its namespace later captures the running pod. Best effort: not enrolled means not held up.
     if (!decision.reason.includes('host network') && !decision.reason.includes('sidecar')) {
-      await notifyPodSeen(config.agentSocket, request).catch((error: Error) => log.debug({ pod: podRef, err: error.message }, 'agent not told about the pod'));
+      await notifyPodSeen(config.agentSocket, request, undefined, agent).catch((error: Error) => log.debug({ pod: podRef, err: error.message }, 'agent not told about the pod'));
     }
     return passThrough(config, prevResult);
   }
@@ -103,12 +105,12 @@ async function add(env: CniEnvironment, config: PluginConfig, log: Logger, looku
   }
   // What is left of the budget, but never less than AGENT_CALL_MIN_MS: an agent that is up answers within it, and a
   // node so busy that loading the plugin and reading the pod took the whole budget must not fail a pod by itself.
-  await requestPodAdd(config.agentSocket, request, Math.max(AGENT_CALL_MIN_MS, deadline - Date.now()));
+  await requestPodAdd(config.agentSocket, request, Math.max(AGENT_CALL_MIN_MS, deadline - Date.now()), agent);
   log.debug({ pod: podRef, ips, reason: decision.reason }, 'pod captured by the node agent'); // the agent logs it at info
   return passThrough(config, prevResult);
 }
 
-async function del(env: CniEnvironment, config: PluginConfig, log: Logger): Promise<PluginOutput> {
+async function del(env: CniEnvironment, config: PluginConfig, log: Logger, agent: AgentTransport): Promise<PluginOutput> {
   const podArgs = kubernetesPodArgs(env.args);
   if (podArgs === undefined) return SUCCESS_EMPTY;
   const podRef = `${podArgs.podNamespace}/${podArgs.podName}`;
@@ -119,7 +121,7 @@ async function del(env: CniEnvironment, config: PluginConfig, log: Logger): Prom
       podUid: podArgs.podUid,
       containerId: env.containerId,
       netns: env.netns,
-    });
+    }, undefined, agent);
     log.debug({ pod: podRef }, 'node agent released the pod');
   } catch (error) {
     // DEL must succeed so the runtime can free the sandbox; the agent forgets pods whose namespace vanished.
@@ -128,14 +130,14 @@ async function del(env: CniEnvironment, config: PluginConfig, log: Logger): Prom
   return SUCCESS_EMPTY;
 }
 
-async function check(env: CniEnvironment, config: PluginConfig, log: Logger, lookupCache: PodLookupCache | undefined): Promise<PluginOutput> {
+async function check(env: CniEnvironment, config: PluginConfig, log: Logger, lookupCache: PodLookupCache | undefined, agent: AgentTransport): Promise<PluginOutput> {
   requireVersion(config, 'CHECK', CHECK_MIN_VERSIONS, '0.4.0');
   requirePrevResult(config, 'CHECK');
   const podArgs = kubernetesPodArgs(env.args);
   if (podArgs === undefined) return SUCCESS_EMPTY;
   const { pod, namespace } = await lookupPod(config.podSource, podArgs.podNamespace, podArgs.podName, undefined, lookupCache);
   if (captureDecision(pod, namespace).capture) {
-    await probeAgent(config.agentSocket);
+    await probeAgent(config.agentSocket, undefined, agent);
     log.debug({ pod: `${podArgs.podNamespace}/${podArgs.podName}` }, 'CHECK: node agent answers');
   }
   return SUCCESS_EMPTY;
@@ -146,11 +148,11 @@ async function check(env: CniEnvironment, config: PluginConfig, log: Logger, loo
  * cannot start here (their ADD fails closed) and captured ones have no proxy: "not available" (50), so the runtime
  * reports the node's network not ready, unless the config says `statusRequiresAgent: false`.
  */
-async function status(config: PluginConfig, log: Logger): Promise<PluginOutput> {
+async function status(config: PluginConfig, log: Logger, agent: AgentTransport): Promise<PluginOutput> {
   requireVersion(config, 'STATUS', STATUS_GC_MIN_VERSIONS, '1.1.0');
   if (!config.statusRequiresAgent) return SUCCESS_EMPTY;
   try {
-    await requestStatus(config.agentSocket);
+    await requestStatus(config.agentSocket, undefined, agent);
   } catch (error) {
     const why = error instanceof CniError ? `${error.message}${error.details ? ` (${error.details})` : ''}` : (error as Error).message;
     throw new CniError(CniErrorCode.PLUGIN_NOT_AVAILABLE, `ambit-cni cannot serve ADD for enrolled pods: ${why}`, 'enrolled pods would fail to start on this node until the agent answers');
@@ -160,13 +162,13 @@ async function status(config: PluginConfig, log: Logger): Promise<PluginOutput> 
 }
 
 /** GC (1.1.0): the agent forgets every pod whose sandbox is not among the network's valid attachments. */
-async function gc(config: PluginConfig, log: Logger): Promise<PluginOutput> {
+async function gc(config: PluginConfig, log: Logger, agent: AgentTransport): Promise<PluginOutput> {
   requireVersion(config, 'GC', STATUS_GC_MIN_VERSIONS, '1.1.0');
   if (config.validContainerIds === undefined) {
     // Forgetting every pod because the list is missing would release running pods: refuse instead.
     throw new CniError(CniErrorCode.INVALID_NETWORK_CONFIG, `GC without "${VALID_ATTACHMENTS_KEY}": the runtime must list the attachments still in use`);
   }
-  const forgotten = await requestPodGc(config.agentSocket, config.validContainerIds);
+  const forgotten = await requestPodGc(config.agentSocket, config.validContainerIds, undefined, agent);
   log.info({ valid: config.validContainerIds.length, forgotten }, 'GC: node agent forgot the pods not in the valid attachments');
   return SUCCESS_EMPTY;
 }
@@ -183,8 +185,13 @@ function errorOutput(error: unknown, stdin: string, log: Logger): PluginOutput {
 /** Where a run's log goes: a new destination per process (main.ts), or destinations the node agent keeps open. */
 export type OpenLog = (level: LogLevel, logFile?: string) => Logger;
 
-/** `lookupCache`: parsed cluster directories kept across calls by a caller that runs many (the node agent). */
-export async function runPlugin(processEnv: NodeJS.ProcessEnv, stdin: string, openLog: OpenLog = createLogger, lookupCache?: PodLookupCache): Promise<PluginOutput> {
+/**
+ * `lookupCache`: parsed cluster directories kept across calls by a caller that runs many (the node agent); `agent`:
+ * how the node agent is asked (over its socket, or in its own process when the agent runs the call).
+ */
+export async function runPlugin(
+  processEnv: NodeJS.ProcessEnv, stdin: string, openLog: OpenLog = createLogger, lookupCache?: PodLookupCache, agent: AgentTransport = socketTransport,
+): Promise<PluginOutput> {
   let log = openLog(DEFAULT_LOG_LEVEL);
   try {
     if (readCommand(processEnv) === 'VERSION') {
@@ -195,15 +202,15 @@ export async function runPlugin(processEnv: NodeJS.ProcessEnv, stdin: string, op
     log = openLog(config.logLevel, config.logFile).child({ command: env.command, containerId: env.containerId });
     switch (env.command) {
       case 'ADD':
-        return await add(env, config, log, lookupCache);
+        return await add(env, config, log, lookupCache, agent);
       case 'DEL':
-        return await del(env, config, log);
+        return await del(env, config, log, agent);
       case 'CHECK':
-        return await check(env, config, log, lookupCache);
+        return await check(env, config, log, lookupCache, agent);
       case 'STATUS':
-        return await status(config, log);
+        return await status(config, log, agent);
       case 'GC':
-        return await gc(config, log);
+        return await gc(config, log, agent);
       default:
         throw new CniError(CniErrorCode.INVALID_ENVIRONMENT, `CNI_COMMAND=${env.command} is not supported`);
     }

@@ -43,7 +43,8 @@ export const AGENT_CALL_TIMEOUT_MS = 10_000;
 /**
  * DEL is best effort (it always succeeds; a pod whose namespace is gone is forgotten by the agent anyway), so a
  * frozen agent must not hold it up: containerd calls DEL two or three times per pod, and once more after a failed
- * ADD before it reports the failure. Releasing a pod takes the agent a few ms to a few hundred on a busy node.
+ * ADD before it reports the failure. The agent answers once the pod's release is queued (a few ms) and releases after
+ * the answer (agent/pod-releases.ts).
  */
 export const POD_DEL_TIMEOUT_MS = 2000;
 /**

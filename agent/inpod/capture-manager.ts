@@ -14,6 +14,7 @@
 import net from 'node:net';
 import { stat } from 'node:fs/promises';
 import { CaptureError, errnoOf } from './errors.ts';
+import { traceStep } from '../cni-trace.ts';
 import { installInpodRules, removeInpodRules, detectIptablesBackend } from './iptables.ts';
 import { PodListeners, type CapturedDnsHandler, type CapturedPod, type CapturedTrafficHandler, type PodInfo, type PodListenerStats } from './pod-listeners.ts';
 import { inPodSocketFactory, type SocketFactory } from './socket-factory.ts';
@@ -63,6 +64,16 @@ export interface PodRef {
   uid: string;
   /** When given and the pod is not known (agent restarted before reconcile), rules in it are removed. */
   netns?: string;
+  /**
+   * The namespace's identity when the release was asked for (a DEL answered before the release runs): the release
+   * touches the namespace at `netns` only while it is still that one, never a new namespace at the same path.
+   */
+  netnsIdentity?: NetnsIdentity;
+}
+
+export interface NetnsIdentity {
+  ino: bigint;
+  dev: bigint;
 }
 
 export interface ReconcileResult {
@@ -197,6 +208,7 @@ export class CaptureManager {
       dnsCapture: this.options.dns !== undefined,
     };
     await this.rules.install(info.netns, backend, rules);
+    traceStep('rules');
     const factory = (this.options.socketFactoryFor ?? defaultFactory)(info.netns);
     const pod: CapturedPod = Object.freeze({
       uid: info.uid, name: info.name, namespace: info.namespace, netns: info.netns,
@@ -215,6 +227,7 @@ export class CaptureManager {
       await this.rules.remove(info.netns, backend, rules).catch(() => undefined);
       throw asCaptureError(error);
     }
+    traceStep('listeners');
     if (this.closed) {
       await listeners.close();
       throw new CaptureError('CLOSED', 'the agent is shutting down; retry when it is back');
@@ -226,14 +239,17 @@ export class CaptureManager {
     const state = this.podsByUid.get(ref.uid);
     const netns = state?.pod.netns ?? (ref.netns || undefined);
     if (state) await this.release(state, 'deleted');
+    traceStep('listeners');
     if (netns === undefined) return;
     // Rules vanish with the namespace; when it is still there (DEL before teardown, or an opt-out), take
     // them out so the pod's traffic is no longer sent to listeners that are gone.
     const identity = await netnsIdentity(netns);
     if (identity === undefined) return;
     if (state && (identity.ino !== state.netnsIno || identity.dev !== state.netnsDev)) return;
+    if (ref.netnsIdentity && (identity.ino !== ref.netnsIdentity.ino || identity.dev !== ref.netnsIdentity.dev)) return;
     try {
       await this.rules.remove(netns, await this.detectBackend(), state?.rules);
+      traceStep('rules');
     } catch {
       // DEL must succeed (runtimes retry it forever otherwise); the rules point at closed ports and the
       // namespace is on its way out.
@@ -274,7 +290,12 @@ function defaultFactory(netns: string): SocketFactory {
   return inPodSocketFactory(netns, { reusePort: true });
 }
 
-async function netnsIdentity(path: string): Promise<{ ino: bigint; dev: bigint } | undefined> {
+/** The identity of the namespace file at `path` now; undefined when there is none. */
+export function readNetnsIdentity(path: string): Promise<NetnsIdentity | undefined> {
+  return netnsIdentity(path);
+}
+
+async function netnsIdentity(path: string): Promise<NetnsIdentity | undefined> {
   try {
     const info = await stat(path, { bigint: true });
     return { ino: info.ino, dev: info.dev };

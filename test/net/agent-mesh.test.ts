@@ -7,7 +7,12 @@ import { once } from 'node:events';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { parse } from 'yaml';
-import { podFile } from '../../runtime/cluster-store.ts';
+import { podFile, removePod, writePod } from '../../runtime/cluster-store.ts';
+import { randomBytes } from 'node:crypto';
+import { AMBIT_CNI_DIR } from '../../runtime/index.ts';
+import { run } from '../../runtime/exec.ts';
+import { addNetns, deleteNetns, ipIn } from '../../runtime/netns.ts';
+import type { PodObject } from '../../shared/k8s/objects.ts';
 import path from 'node:path';
 import { createLocalMesh, type LocalMesh } from '../../runtime/local-mesh.ts';
 import { runClient, startEchoServer, type Pod } from '../../runtime/index.ts';
@@ -432,4 +437,43 @@ test.serial('a control plane restart: agents keep serving their last config, the
   t.true(result.ok, result.errors.join('; '));
   const inbound = (await accessLog(1)).filter((entry) => entry.src.address === later.ip);
   t.true(inbound.some((entry) => entry.src.principal === 'spiffe://cluster.local/ns/shop/sa/after'), 'the new pod got its certificate from the restarted CA and went through HBONE');
+});
+
+test.serial('an enrolled pod whose certificate the CA refuses fails its ADD and is left with no rules or listeners (the certificate is fetched while the rules go in)', async (t) => {
+  // The Pod names node 1, its sandbox is on node 0: the CA signs an identity only for the node a pod of that
+  // service account runs on, so node 0's agent cannot have this pod's certificate.
+  const netnsName = `ambit-agenttest-${randomBytes(3).toString('hex')}-nocert`;
+  t.teardown(() => deleteNetns(netnsName).catch(() => undefined));
+  await addNetns(netnsName);
+  await ipIn(netnsName, ['link', 'set', 'lo', 'up']);
+  await ipIn(netnsName, ['link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth0p']);
+  await ipIn(netnsName, ['addr', 'add', '10.251.0.5/24', 'dev', 'eth0']);
+  await ipIn(netnsName, ['link', 'set', 'eth0', 'up']);
+  const uid = `uid-${randomBytes(6).toString('hex')}`;
+  const pod = { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'nocert', namespace: 'shop', uid }, spec: { nodeName: mesh.cluster.node(1).name, serviceAccountName: 'nocert', containers: [{ name: 'app' }] } } as PodObject;
+  await writePod(mesh.cluster.clusterDir, pod);
+  t.teardown(() => removePod(mesh.cluster.clusterDir, 'shop', 'nocert'));
+  const netnsPath = `/run/netns/${netnsName}`;
+  const containerId = randomBytes(32).toString('hex');
+  const config = JSON.stringify({
+    cniVersion: '1.0.0', name: 'pods', type: 'ambit-cni', agentSocket: mesh.cluster.node(0).agentSocket, clusterDir: mesh.cluster.clusterDir,
+    prevResult: { cniVersion: '1.0.0', interfaces: [{ name: 'eth0', sandbox: netnsPath }], ips: [{ address: '10.251.0.5/24', interface: 0 }] },
+  });
+  const added = await run(path.join(AMBIT_CNI_DIR, 'ambit-cni'), [], {
+    input: config,
+    timeoutMs: 30_000,
+    env: {
+      PATH: process.env.PATH, CNI_COMMAND: 'ADD', CNI_CONTAINERID: containerId, CNI_NETNS: netnsPath, CNI_IFNAME: 'eth0', CNI_PATH: '/usr/lib/cni',
+      CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=nocert;K8S_POD_INFRA_CONTAINER_ID=${containerId};K8S_POD_UID=${uid}`,
+    },
+  });
+  t.not(added.code, 0, `the ADD must fail: ${added.stdout}`);
+  t.regex(added.stdout, /refused to capture pod shop\/nocert/);
+  t.regex(added.stdout, /nocert/);
+  const saved = await run('ip', ['netns', 'exec', netnsName, 'iptables-nft-save']);
+  t.notRegex(saved.stdout, /ISTIO_/, 'no capture rules left in the pod');
+  const listening = await run('ip', ['netns', 'exec', netnsName, 'ss', '-Htln']);
+  t.is(listening.stdout.trim(), '', 'no listener left in the pod');
+  const record = await readFile(path.join(mesh.cluster.node(0).dir, `captured-pods-${mesh.cluster.node(0).name}.json`), 'utf8');
+  t.false(record.includes(uid), 'not recorded as captured');
 });

@@ -8,7 +8,8 @@ import net from 'node:net';
 import path from 'node:path';
 import { AMBIT_CNI_DIR } from '../../runtime/index.ts';
 import { run } from '../../runtime/exec.ts';
-import { startCniServer, type CniServer } from '../../agent/cni-server.ts';
+import { startCniServer, type CniServer, type PodCapture } from '../../agent/cni-server.ts';
+import { CaptureError } from '../../agent/inpod/errors.ts';
 import { createCniCallRunner } from '../../agent/cni-call.ts';
 import type { PodInfo } from '../../agent/inpod/pod-listeners.ts';
 import { cniEnvironment, cniFixture, type CniFixture } from '../helpers/cni-environment.ts';
@@ -30,18 +31,19 @@ function config(f: CniFixture): string {
   return JSON.stringify({ cniVersion: '1.0.0', name: 'pods', type: 'ambit-cni', agentSocket: f.socket, clusterDir: f.clusterDir, prevResult: PREV_RESULT });
 }
 
-async function agent(t: import('ava').ExecutionContext, f: CniFixture): Promise<{ server: CniServer; added: PodInfo[]; deleted: string[] }> {
+async function agent(t: import('ava').ExecutionContext, f: CniFixture, failAdd?: Error): Promise<{ server: CniServer; added: PodInfo[]; deleted: string[] }> {
   const added: PodInfo[] = [];
   const deleted: string[] = [];
-  const server = await startCniServer({
-    socketPath: f.socket,
-    cniCall: createCniCallRunner(f.socket),
-    capture: {
-      add: async (pod) => { added.push(pod); },
-      seen: async () => undefined,
-      del: async (ref) => { deleted.push(ref.uid); },
+  const capture: PodCapture = {
+    add: async (pod) => {
+      if (failAdd) throw failAdd;
+      added.push(pod);
     },
-  });
+    seen: async () => undefined,
+    del: async (ref) => { deleted.push(ref.uid); },
+  };
+  // As the agent wires it: the plugin's questions of a forwarded call answered by the same capture, in-process.
+  const server = await startCniServer({ socketPath: f.socket, cniCall: createCniCallRunner(f.socket, { capture }), capture });
   t.teardown(() => server.close());
   return { server, added, deleted };
 }
@@ -50,15 +52,12 @@ async function agent(t: import('ava').ExecutionContext, f: CniFixture): Promise<
 async function agentSeeing(t: import('ava').ExecutionContext, f: CniFixture): Promise<{ added: PodInfo[]; seen: string[] }> {
   const added: PodInfo[] = [];
   const seen: string[] = [];
-  const server = await startCniServer({
-    socketPath: f.socket,
-    cniCall: createCniCallRunner(f.socket),
-    capture: {
-      add: async (pod) => { added.push(pod); },
-      seen: async (pod) => { seen.push(pod.uid); },
-      del: async () => undefined,
-    },
-  });
+  const capture: PodCapture = {
+    add: async (pod) => { added.push(pod); },
+    seen: async (pod) => { seen.push(pod.uid); },
+    del: async () => undefined,
+  };
+  const server = await startCniServer({ socketPath: f.socket, cniCall: createCniCallRunner(f.socket, { capture }), capture });
   t.teardown(() => server.close());
   return { added, seen };
 }
@@ -107,6 +106,18 @@ test.serial('fast path: the agent keeps the cluster directory parsed across call
   const late = await run(PLUGIN, [], { env: cniEnvironment('ADD', { namespace: 'mesh', name: 'late' }), input: config(f) });
   t.is(late.code, 0, late.stdout + late.stderr);
   t.is(added.length, 2, 'the pod written after the first lookups is found and captured');
+});
+
+test.serial('fast path: a capture that fails fails the enrolled pod\'s ADD (fail closed) with the agent\'s reason, as the socket answers it; the agent keeps serving', async (t) => {
+  const f = await fixture(t);
+  await agent(t, f, new CaptureError('RULES_FAILED', 'iptables-restore failed: table nat missing'));
+  const add = await invoke('ADD', 'mesh', config(f));
+  t.is(add.code, 1, add.stdout + add.stderr);
+  t.notRegex(add.stderr, SLOW_PATH_NOTE, 'answered by the agent, not by the Node plugin');
+  const error = JSON.parse(add.stdout) as { code: number; msg: string };
+  t.regex(error.msg, /refused to capture pod mesh\/web \(HTTP 500\): iptables-restore failed: table nat missing/);
+  const plain = await invoke('ADD', 'plain', config(f));
+  t.is(plain.code, 0, `a pod that is not enrolled still starts: ${plain.stdout}`);
 });
 
 test.serial('fast path: bad input gets the same spec errors as from the Node plugin, and the agent keeps serving', async (t) => {
