@@ -39,6 +39,7 @@ import { PolicyTable } from './authz/policy-table.ts';
 import { RequestGate } from './authz/request-gate.ts';
 import { meshFetchText } from './jwt/mesh-fetch.ts';
 import { RequestAuthenticator } from './jwt/request-authenticator.ts';
+import { startHeapRelease } from '../shared/memory/heap-release.ts';
 
 /** Access-log bytes gathered before a write (about ten lines). */
 const ACCESS_LOG_BATCH_BYTES = 8192;
@@ -158,6 +159,10 @@ export async function startWaypoint(config: WaypointConfig, log: Logger): Promis
     );
   });
   await listenHttp(metricsServer, config.listenHost, WAYPOINT_METRICS_PORT);
+  // Memory back to the kernel once a burst of requests is over (shared/memory/heap-release.ts, as each agent thread).
+  const heapRelease = startHeapRelease({
+    onRelease: (before, after) => log.debug({ heapBefore: before, heapAfter: after }, 'memory-reducing GC after a burst'),
+  });
   // Admin, as the agent's and Envoy's (15000, loopback only): what this waypoint knows.
   const admin = http.createServer((request, response) => {
     if (request.url !== '/config_dump') {
@@ -168,6 +173,7 @@ export async function startWaypoint(config: WaypointConfig, log: Logger): Promis
       gateway: config.gatewayName, identity: identity.uri, pid: process.pid, services: servicesView(state), routes: routes.view(), policies: policies.view(),
       upstreamConnections: httpProxy.connectionsView(), http2: { ...h2Sessions.view(), ...h2Proxy.view() },
       destinationRules: { policies: destinationPolicies.view(), traffic: destinations.view() },
+      memory: { ...process.memoryUsage(), heapReleases: heapRelease.stats.releases, heapAfterLastRelease: heapRelease.stats.heapAfterLastRelease },
     });
     response.writeHead(200, { 'content-type': 'application/json' }).end(body);
   });
@@ -176,6 +182,7 @@ export async function startWaypoint(config: WaypointConfig, log: Logger): Promis
   return {
     stop: async () => {
       ready = false;
+      heapRelease.stop();
       h2Proxy.close();
       await hbone.shutdown(WAYPOINT_DRAIN_MS);
       await pool.close();
