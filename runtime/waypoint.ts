@@ -11,6 +11,7 @@
  */
 import { openSync, closeSync } from 'node:fs';
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { stringify } from 'yaml';
 import { DEFAULT_TRUST_DOMAIN } from '../shared/identity/index.ts';
@@ -23,6 +24,11 @@ import type { Pod } from './pod.ts';
 
 export const WAYPOINT_MAIN = path.resolve(import.meta.dirname, '..', 'waypoint', 'main.ts');
 const WAYPOINT_READY_TIMEOUT_MS = 30_000;
+/**
+ * Shared by every local waypoint (Node keys its entries by file and content, so stale ones are never used): a
+ * waypoint that starts after the first neither strips its TypeScript again nor loads the type stripper.
+ */
+const WAYPOINT_COMPILE_CACHE_DIR = path.join(os.tmpdir(), 'ambit-waypoint-compile-cache');
 
 export interface WaypointOptions {
   node: number;
@@ -94,6 +100,7 @@ export async function createWaypoint(mesh: LocalMesh, options: WaypointOptions):
     AMBIT_XDS_ADDRESS: mesh.controlPlaneAddress,
     AMBIT_ROOT_CERT_FILE: path.join(mesh.caDir, LOCAL_CA_CERT_FILE),
     AMBIT_TOKEN_FILE: path.join(mesh.caDir, `token-${node.name}`),
+    NODE_COMPILE_CACHE: WAYPOINT_COMPILE_CACHE_DIR,
     ...options.env,
   };
   const start = async (): Promise<void> => {

@@ -18,6 +18,13 @@ export const WAYPOINT_READY_MESSAGE = 'waypoint ready';
 /** Open streams get this long to finish on SIGTERM (as the agent's drain: clients retry elsewhere after GOAWAY). */
 export const WAYPOINT_DRAIN_MS = 5_000;
 
+/**
+ * Node's compile cache in the waypoint's container (NODE_COMPILE_CACHE; the Deployment's /tmp is an emptyDir): a
+ * waypoint started after the first neither strips its TypeScript again nor loads the type stripper (amaro's
+ * WebAssembly, whose memory is never given back), as agents run (runtime/local-mesh.ts, deploy/agent.ts).
+ */
+export const WAYPOINT_COMPILE_CACHE_DIR = '/tmp/node-compile-cache';
+
 export class WaypointConfigError extends Error {
   readonly code = 'WAYPOINT_BAD_CONFIG';
   constructor(message: string) {
