@@ -25,6 +25,12 @@ export const WAYPOINT_DRAIN_MS = 5_000;
  */
 export const WAYPOINT_COMPILE_CACHE_DIR = '/tmp/node-compile-cache';
 
+/**
+ * Growth of the V8 heap (committed) since the last memory-reducing GC after which an idle waypoint runs another
+ * (shared/memory/heap-release.ts): half the agent's 16 MiB, as the waypoint's heap is about 20 MB once released.
+ */
+export const WAYPOINT_HEAP_RELEASE_GROWTH_BYTES = 8 * 1024 * 1024;
+
 export class WaypointConfigError extends Error {
   readonly code = 'WAYPOINT_BAD_CONFIG';
   constructor(message: string) {

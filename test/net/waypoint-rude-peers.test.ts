@@ -8,6 +8,7 @@
  */
 import test from 'ava';
 import { readdir, readFile } from 'node:fs/promises';
+import { WAYPOINT_HEAP_RELEASE_GROWTH_BYTES } from '../../waypoint/config.ts';
 import { clientRun, clientSpawn, createProtocolMesh, H2_PORT, logText, serviceReady, startServer, until, waypointDump, writeObject, writeService, type ProtocolMesh } from './helpers/protocol-mesh.ts';
 
 const RUDE_VIP = '10.240.6.10';
@@ -110,7 +111,7 @@ test.serial('a client killed with -9 mid-download, 5 times: its session and stre
 });
 
 /** Growth of V8's committed heap after which the waypoint gives memory back (shared/memory/heap-release.ts). */
-const HEAP_RELEASE_GROWTH = 16 * MIB;
+const HEAP_RELEASE_GROWTH = WAYPOINT_HEAP_RELEASE_GROWTH_BYTES;
 
 /** RSS and V8 heap used after each flood round, once the waypoint has given back what the round grew (the memory test below reads them). */
 const rssAfterFloodRound: number[] = [];
