@@ -16,7 +16,7 @@ import path from 'node:path';
 import { stringify } from 'yaml';
 import { DEFAULT_TRUST_DOMAIN } from '../shared/identity/index.ts';
 import { LOCAL_CA_CERT_FILE } from '../shared/ca/certificate-source.ts';
-import { WAYPOINT_READY_MESSAGE } from '../waypoint/config.ts';
+import { WAYPOINT_GLIBC_TUNABLES, WAYPOINT_NODE_OPTIONS, WAYPOINT_READY_MESSAGE } from '../waypoint/config.ts';
 import { RuntimeError } from './errors.ts';
 import { ipIn } from './netns.ts';
 import type { LocalMesh } from './local-mesh.ts';
@@ -101,6 +101,8 @@ export async function createWaypoint(mesh: LocalMesh, options: WaypointOptions):
     AMBIT_ROOT_CERT_FILE: path.join(mesh.caDir, LOCAL_CA_CERT_FILE),
     AMBIT_TOKEN_FILE: path.join(mesh.caDir, `token-${node.name}`),
     NODE_COMPILE_CACHE: WAYPOINT_COMPILE_CACHE_DIR,
+    NODE_OPTIONS: WAYPOINT_NODE_OPTIONS,
+    GLIBC_TUNABLES: WAYPOINT_GLIBC_TUNABLES,
     ...options.env,
   };
   const start = async (): Promise<void> => {

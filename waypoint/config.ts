@@ -26,6 +26,19 @@ export const WAYPOINT_DRAIN_MS = 5_000;
 export const WAYPOINT_COMPILE_CACHE_DIR = '/tmp/node-compile-cache';
 
 /**
+ * V8 flags for the waypoint process, set where it is started (runtime/waypoint.ts, the Deployment the control plane
+ * renders) as NODE_OPTIONS: V8's young generation limited to 1 MiB semi-spaces (default 16 MiB, which a burst grows
+ * to and keeps): a proxy's per-request garbage dies young and a small nursery is scavenged often and cheaply.
+ * Measured in the waypoint suite (BENCHMARKS.md): with glibc's arenas below, 99.8 MB at start instead of 112.
+ */
+export const WAYPOINT_NODE_OPTIONS = '--max-semi-space-size=1';
+/**
+ * glibc's malloc for the waypoint (GLIBC_TUNABLES): at most 2 arenas. Each thread that allocates (V8's GC and
+ * compiler threads, libuv's pool) otherwise gets an arena of its own whose freed memory stays resident.
+ */
+export const WAYPOINT_GLIBC_TUNABLES = 'glibc.malloc.arena_max=2';
+
+/**
  * Growth of the V8 heap (committed) since the last memory-reducing GC after which an idle waypoint runs another
  * (shared/memory/heap-release.ts): half the agent's 16 MiB, as the waypoint's heap is about 20 MB once released.
  */

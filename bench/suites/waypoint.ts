@@ -31,6 +31,7 @@ import { stringify } from 'yaml';
 import { REFERENCE_PLUGINS_DIR, type Pod } from '../../runtime/index.ts';
 import { createLocalMesh, type LocalMesh } from '../../runtime/local-mesh.ts';
 import { createWaypoint, type LocalWaypoint } from '../../runtime/waypoint.ts';
+import { WAYPOINT_NODE_OPTIONS } from '../../waypoint/config.ts';
 import { CpuMeter, processResidentMemory } from '../lib/cpu.ts';
 import { agentPid, inPod } from '../lib/mesh-cluster.ts';
 import type { ProcessGroup } from '../lib/processes.ts';
@@ -355,7 +356,8 @@ async function buildTopology(context: SuiteContext, mesh: LocalMesh): Promise<To
   // At info (its ready line is an info line); the HTTP path logs nothing per request.
   // --profile: the waypoint runs with --cpu-prof (its profile is written when it exits on SIGTERM, stopForProfile()).
   // AMBIT_BENCH_WAYPOINT_NODE_OPTIONS: Node/V8 flags for the waypoint alone, for A/B runs of flags.
-  const nodeOptions = [process.env.AMBIT_BENCH_WAYPOINT_NODE_OPTIONS ?? '', context.profileDir ? `--cpu-prof --cpu-prof-dir=${context.profileDir}` : ''].join(' ').trim();
+  // The waypoint's own flags first (waypoint/config.ts), so a flag given here overrides them (the last one wins).
+  const nodeOptions = [WAYPOINT_NODE_OPTIONS, process.env.AMBIT_BENCH_WAYPOINT_NODE_OPTIONS ?? '', context.profileDir ? `--cpu-prof --cpu-prof-dir=${context.profileDir}` : ''].join(' ').trim();
   // AMBIT_BENCH_WAYPOINT_ENV ('NAME=value NAME=value'): more environment for the waypoint alone (e.g. glibc's malloc tunables).
   const extraEnv = Object.fromEntries((process.env.AMBIT_BENCH_WAYPOINT_ENV ?? '').split(/\s+/).filter((pair) => pair.includes('=')).map((pair) => [pair.slice(0, pair.indexOf('=')), pair.slice(pair.indexOf('=') + 1)]));
   const waypoint = await createWaypoint(mesh, { node: 1, namespace: 'bench-mesh', name: 'waypoint', env: { ...extraEnv, ...(nodeOptions ? { NODE_OPTIONS: nodeOptions } : {}) } });

@@ -8,7 +8,7 @@
  */
 import test from 'ava';
 import { readdir, readFile } from 'node:fs/promises';
-import { WAYPOINT_HEAP_RELEASE_GROWTH_BYTES } from '../../waypoint/config.ts';
+import { WAYPOINT_GLIBC_TUNABLES, WAYPOINT_HEAP_RELEASE_GROWTH_BYTES, WAYPOINT_NODE_OPTIONS } from '../../waypoint/config.ts';
 import { clientRun, clientSpawn, createProtocolMesh, H2_PORT, logText, serviceReady, startServer, until, waypointDump, writeObject, writeService, type ProtocolMesh } from './helpers/protocol-mesh.ts';
 
 const RUDE_VIP = '10.240.6.10';
@@ -86,6 +86,11 @@ test.serial('baseline: with pooled connections to both endpoints open and no cli
   rssBaseline = await waypointRss();
   t.log(`waypoint pid ${waypointPid}: ${fdBaseline} descriptors, RSS ${(rssBaseline / MIB).toFixed(1)} MB`);
   t.true(fdBaseline > 0);
+  // The runtime starts it with the settings sized for a proxy (waypoint/config.ts).
+  const environment = (await readFile(`/proc/${waypointPid}/environ`, 'utf8')).split('\0');
+  t.true(environment.includes(`NODE_OPTIONS=${WAYPOINT_NODE_OPTIONS}`), 'V8 flags');
+  t.true(environment.includes(`GLIBC_TUNABLES=${WAYPOINT_GLIBC_TUNABLES}`), 'malloc arenas');
+  t.true(environment.some((entry) => entry.startsWith('NODE_COMPILE_CACHE=')), 'the compile cache');
 });
 
 test.after.always(async () => {
