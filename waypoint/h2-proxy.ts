@@ -275,9 +275,7 @@ export class H2Proxy {
   }
 
   async #handle(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number): Promise<void> {
-    stream.on('error', () => {
-      // a reset or a broken connection: 'close' follows and cancels the upstream
-    });
+    stream.on('error', ignoreStreamError);
     const context = this.#contexts.get(stream.session!);
     if (!context) {
       stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
@@ -539,6 +537,9 @@ export class H2Proxy {
     });
   }
 }
+
+/** A client stream's error (a reset, a broken connection): 'close' follows and cancels the upstream. One function, not a closure per stream. */
+function ignoreStreamError(): void {}
 
 function plainAddress(address: string): string {
   return address.startsWith('::ffff:') ? address.slice(7) : address;

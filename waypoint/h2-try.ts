@@ -78,9 +78,7 @@ export class H2Try implements Attempt<H2Response> {
       return { error: error instanceof WaypointError ? error : new WaypointError('WAYPOINT_UPSTREAM_CONNECT_FAILED', (error as Error).message, { cause: error }) };
     }
     this.#stream = stream;
-    stream.on('error', () => {
-      // resets and broken sessions: 'close' says what happened
-    });
+    stream.on('error', ignoreStreamError);
     if (this.#aborted) {
       cancelStream(stream);
       return { error: new WaypointError('WAYPOINT_UPSTREAM_RESET', `the try to ${this.address} was cut before it was sent`) };
@@ -134,6 +132,9 @@ export class H2Try implements Attempt<H2Response> {
     this.#timer = undefined;
   }
 }
+
+/** Resets and broken sessions: 'close' says what happened. One function, not a closure per stream. */
+function ignoreStreamError(): void {}
 
 /** Connection-specific fields never go into trailers either. */
 function trailersFor(trailers: http2.IncomingHttpHeaders): http2.OutgoingHttpHeaders {
