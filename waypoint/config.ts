@@ -27,11 +27,12 @@ export const WAYPOINT_COMPILE_CACHE_DIR = '/tmp/node-compile-cache';
 
 /**
  * V8 flags for the waypoint process, set where it is started (runtime/waypoint.ts, the Deployment the control plane
- * renders) as NODE_OPTIONS: V8's young generation limited to 1 MiB semi-spaces (default 16 MiB, which a burst grows
- * to and keeps): a proxy's per-request garbage dies young and a small nursery is scavenged often and cheaply.
- * Measured in the waypoint suite (BENCHMARKS.md): with glibc's arenas below, 99.8 MB at start instead of 112.
+ * renders) as NODE_OPTIONS: V8's young generation limited to 4 MiB semi-spaces (default 16 MiB, which load grows it
+ * to and keeps until the heap release). Profiled in the waypoint suite (BENCHMARKS.md), the garbage collector's share
+ * of the waypoint's busy time: 18.1 % with 1 MiB, 11.6 % with 4 MiB, 11.1 % with 16 MiB; 4 MiB keeps almost all of
+ * the CPU and caps what a burst can leave in the nursery.
  */
-export const WAYPOINT_NODE_OPTIONS = '--max-semi-space-size=1';
+export const WAYPOINT_NODE_OPTIONS = '--max-semi-space-size=4';
 /**
  * glibc's malloc for the waypoint (GLIBC_TUNABLES): at most 2 arenas. Each thread that allocates (V8's GC and
  * compiler threads, libuv's pool) otherwise gets an arena of its own whose freed memory stays resident.

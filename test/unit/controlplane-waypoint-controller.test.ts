@@ -79,7 +79,7 @@ test('a waypoint Gateway gets a ServiceAccount, Service and Deployment it owns, 
   // Sized for a proxy's memory (waypoint/config.ts): the compile cache on the writable /tmp, V8's small nursery, glibc's 2 arenas.
   t.is(env.get('NODE_COMPILE_CACHE'), '/tmp/node-compile-cache');
   t.true(container.volumeMounts.some((mount) => mount.mountPath === '/tmp'), 'the compile cache has a writable place');
-  t.regex(env.get('NODE_OPTIONS') ?? '', /--max-semi-space-size=1\b/);
+  t.regex(env.get('NODE_OPTIONS') ?? '', /--max-semi-space-size=4\b/);
   t.is(env.get('GLIBC_TUNABLES'), 'glibc.malloc.arena_max=2');
   const tokenFile = env.get('AMBIT_TOKEN_FILE')!;
   const tokenVolume = pod.spec.volumes.find((volume) => volume.projected);
