@@ -36,7 +36,7 @@ import { createDnsProxy } from './dns/dns-proxy.ts';
 import { ProxyWorkers } from './workers/proxy-workers.ts';
 import { AgentMetrics } from './telemetry/metrics.ts';
 import { startMetricsServer } from './telemetry/metrics-server.ts';
-import { startHeapRelease } from './memory/heap-release.ts';
+import { startHeapRelease } from '../shared/memory/heap-release.ts';
 
 export interface RunningAgent {
   readonly config: AgentConfig;

@@ -11,11 +11,12 @@
  */
 import { openSync, closeSync } from 'node:fs';
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { stringify } from 'yaml';
 import { DEFAULT_TRUST_DOMAIN } from '../shared/identity/index.ts';
 import { LOCAL_CA_CERT_FILE } from '../shared/ca/certificate-source.ts';
-import { WAYPOINT_READY_MESSAGE } from '../waypoint/config.ts';
+import { WAYPOINT_GLIBC_TUNABLES, WAYPOINT_NODE_OPTIONS, WAYPOINT_READY_MESSAGE } from '../waypoint/config.ts';
 import { RuntimeError } from './errors.ts';
 import { ipIn } from './netns.ts';
 import type { LocalMesh } from './local-mesh.ts';
@@ -23,6 +24,11 @@ import type { Pod } from './pod.ts';
 
 export const WAYPOINT_MAIN = path.resolve(import.meta.dirname, '..', 'waypoint', 'main.ts');
 const WAYPOINT_READY_TIMEOUT_MS = 30_000;
+/**
+ * Shared by every local waypoint (Node keys its entries by file and content, so stale ones are never used): a
+ * waypoint that starts after the first neither strips its TypeScript again nor loads the type stripper.
+ */
+const WAYPOINT_COMPILE_CACHE_DIR = path.join(os.tmpdir(), 'ambit-waypoint-compile-cache');
 
 export interface WaypointOptions {
   node: number;
@@ -94,6 +100,9 @@ export async function createWaypoint(mesh: LocalMesh, options: WaypointOptions):
     AMBIT_XDS_ADDRESS: mesh.controlPlaneAddress,
     AMBIT_ROOT_CERT_FILE: path.join(mesh.caDir, LOCAL_CA_CERT_FILE),
     AMBIT_TOKEN_FILE: path.join(mesh.caDir, `token-${node.name}`),
+    NODE_COMPILE_CACHE: WAYPOINT_COMPILE_CACHE_DIR,
+    NODE_OPTIONS: WAYPOINT_NODE_OPTIONS,
+    GLIBC_TUNABLES: WAYPOINT_GLIBC_TUNABLES,
     ...options.env,
   };
   const start = async (): Promise<void> => {

@@ -18,6 +18,33 @@ export const WAYPOINT_READY_MESSAGE = 'waypoint ready';
 /** Open streams get this long to finish on SIGTERM (as the agent's drain: clients retry elsewhere after GOAWAY). */
 export const WAYPOINT_DRAIN_MS = 5_000;
 
+/**
+ * Node's compile cache in the waypoint's container (NODE_COMPILE_CACHE; the Deployment's /tmp is an emptyDir): a
+ * waypoint started after the first neither strips its TypeScript again nor loads the type stripper (amaro's
+ * WebAssembly, whose memory is never given back), as agents run (runtime/local-mesh.ts, deploy/agent.ts).
+ */
+export const WAYPOINT_COMPILE_CACHE_DIR = '/tmp/node-compile-cache';
+
+/**
+ * V8 flags for the waypoint process, set where it is started (runtime/waypoint.ts, the Deployment the control plane
+ * renders) as NODE_OPTIONS: V8's young generation limited to 4 MiB semi-spaces (default 16 MiB, which load grows it
+ * to and keeps until the heap release). Profiled in the waypoint suite (BENCHMARKS.md), the garbage collector's share
+ * of the waypoint's busy time: 18.1 % with 1 MiB, 11.6 % with 4 MiB, 11.1 % with 16 MiB; 4 MiB keeps almost all of
+ * the CPU and caps what a burst can leave in the nursery.
+ */
+export const WAYPOINT_NODE_OPTIONS = '--max-semi-space-size=4';
+/**
+ * glibc's malloc for the waypoint (GLIBC_TUNABLES): at most 2 arenas. Each thread that allocates (V8's GC and
+ * compiler threads, libuv's pool) otherwise gets an arena of its own whose freed memory stays resident.
+ */
+export const WAYPOINT_GLIBC_TUNABLES = 'glibc.malloc.arena_max=2';
+
+/**
+ * Growth of the V8 heap (committed) since the last memory-reducing GC after which an idle waypoint runs another
+ * (shared/memory/heap-release.ts): half the agent's 16 MiB, as the waypoint's heap is about 20 MB once released.
+ */
+export const WAYPOINT_HEAP_RELEASE_GROWTH_BYTES = 8 * 1024 * 1024;
+
 export class WaypointConfigError extends Error {
   readonly code = 'WAYPOINT_BAD_CONFIG';
   constructor(message: string) {

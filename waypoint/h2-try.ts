@@ -78,14 +78,18 @@ export class H2Try implements Attempt<H2Response> {
       return { error: error instanceof WaypointError ? error : new WaypointError('WAYPOINT_UPSTREAM_CONNECT_FAILED', (error as Error).message, { cause: error }) };
     }
     this.#stream = stream;
-    stream.on('error', () => {
-      // resets and broken sessions: 'close' says what happened
-    });
+    stream.on('error', ignoreStreamError);
     if (this.#aborted) {
       cancelStream(stream);
       return { error: new WaypointError('WAYPOINT_UPSTREAM_RESET', `the try to ${this.address} was cut before it was sent`) };
     }
-    return new Promise((resolve) => {
+    return new Promise((settle) => {
+      // The outcome is decided once; later events (the stream's close after its answer) build no error object.
+      let decided = false;
+      const resolve = (outcome: AttemptOutcome<H2Response>): void => {
+        decided = true;
+        settle(outcome);
+      };
       if (request.timeoutMs > 0) {
         this.#timer = setTimeout(() => {
           this.timedOut = true;
@@ -103,6 +107,7 @@ export class H2Try implements Attempt<H2Response> {
       stream.once('close', () => {
         this.#stopTimer();
         this.#body.detach(stream);
+        if (decided) return;
         const code = stream.rstCode ?? NGHTTP2_NO_ERROR;
         // An endpoint that refuses the stream (REFUSED_STREAM, or GOAWAY before it) never saw it: as a connect failure.
         if (code === NGHTTP2_REFUSED_STREAM) resolve({ error: new WaypointError('WAYPOINT_UPSTREAM_CONNECT_FAILED', `${this.address} refused the stream`) });
@@ -127,6 +132,9 @@ export class H2Try implements Attempt<H2Response> {
     this.#timer = undefined;
   }
 }
+
+/** Resets and broken sessions: 'close' says what happened. One function, not a closure per stream. */
+function ignoreStreamError(): void {}
 
 /** Connection-specific fields never go into trailers either. */
 export function trailersFor(trailers: http2.IncomingHttpHeaders): http2.OutgoingHttpHeaders {

@@ -21,7 +21,7 @@ import { CertificateManager } from '../shared/ca/certificate-manager.ts';
 import { MeshState } from '../shared/mesh/mesh-state.ts';
 import { XdsSource } from '../shared/mesh/xds-source.ts';
 import type { Workload } from '../shared/mesh/workload.ts';
-import { configFromEnv, WAYPOINT_ADMIN_PORT, WAYPOINT_DRAIN_MS, WAYPOINT_HBONE_PORT, WAYPOINT_METRICS_PORT, WAYPOINT_READINESS_PORT, WAYPOINT_READY_MESSAGE, type WaypointConfig } from './config.ts';
+import { configFromEnv, WAYPOINT_ADMIN_PORT, WAYPOINT_HEAP_RELEASE_GROWTH_BYTES, WAYPOINT_DRAIN_MS, WAYPOINT_HBONE_PORT, WAYPOINT_METRICS_PORT, WAYPOINT_READINESS_PORT, WAYPOINT_READY_MESSAGE, type WaypointConfig } from './config.ts';
 import { WaypointError } from './errors.ts';
 import { H2Proxy } from './h2-proxy.ts';
 import { H2SessionPool } from './h2-upstream.ts';
@@ -39,6 +39,7 @@ import { PolicyTable } from './authz/policy-table.ts';
 import { RequestGate } from './authz/request-gate.ts';
 import { meshFetchText } from './jwt/mesh-fetch.ts';
 import { RequestAuthenticator } from './jwt/request-authenticator.ts';
+import { startHeapRelease } from '../shared/memory/heap-release.ts';
 
 /** Access-log bytes gathered before a write (about ten lines). */
 const ACCESS_LOG_BATCH_BYTES = 8192;
@@ -158,6 +159,13 @@ export async function startWaypoint(config: WaypointConfig, log: Logger): Promis
     );
   });
   await listenHttp(metricsServer, config.listenHost, WAYPOINT_METRICS_PORT);
+  // Memory back to the kernel once a burst of requests is over (shared/memory/heap-release.ts, as each agent thread),
+  // from a lower growth than the agent's: a waypoint's heap is about 20 MB after a release, and a quick bench run left
+  // it at 36 MB (15.7 MB grown, under the agent's 16 MiB) for good.
+  const heapRelease = startHeapRelease({
+    growthBytes: WAYPOINT_HEAP_RELEASE_GROWTH_BYTES,
+    onRelease: (before, after) => log.debug({ heapBefore: before, heapAfter: after }, 'memory-reducing GC after a burst'),
+  });
   // Admin, as the agent's and Envoy's (15000, loopback only): what this waypoint knows.
   const admin = http.createServer((request, response) => {
     if (request.url !== '/config_dump') {
@@ -168,6 +176,7 @@ export async function startWaypoint(config: WaypointConfig, log: Logger): Promis
       gateway: config.gatewayName, identity: identity.uri, pid: process.pid, services: servicesView(state), routes: routes.view(), policies: policies.view(),
       upstreamConnections: httpProxy.connectionsView(), http2: { ...h2Sessions.view(), ...h2Proxy.view() },
       destinationRules: { policies: destinationPolicies.view(), traffic: destinations.view() },
+      memory: { ...process.memoryUsage(), heapReleases: heapRelease.stats.releases, heapAfterLastRelease: heapRelease.stats.heapAfterLastRelease },
     });
     response.writeHead(200, { 'content-type': 'application/json' }).end(body);
   });
@@ -176,6 +185,7 @@ export async function startWaypoint(config: WaypointConfig, log: Logger): Promis
   return {
     stop: async () => {
       ready = false;
+      heapRelease.stop();
       h2Proxy.close();
       await hbone.shutdown(WAYPOINT_DRAIN_MS);
       await pool.close();

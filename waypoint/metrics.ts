@@ -108,6 +108,8 @@ export interface RequestFacts {
   protocol: 'http' | 'grpc';
   status: number;
   flags: string;
+  /** The gRPC status of a gRPC answer ('' or absent otherwise). */
+  grpcStatus?: string;
 }
 
 /** A series found by facts: valid while the mesh state hands out the same objects. */
@@ -172,7 +174,7 @@ export class WaypointMetrics {
 
   /** request() by the facts the labels are made of: the labels are built only for a series not seen before. */
   requestByFacts(facts: RequestFacts, durationMs: number, bytes?: { request: number; response: number }): void {
-    const key = `${facts.source?.uid ?? ''}|${facts.peer.uri}|${facts.endpoint?.uid ?? ''}|${facts.service.namespace}/${facts.service.hostname}|${facts.protocol}|${facts.status}|${facts.flags}`;
+    const key = `${facts.source?.uid ?? ''}|${facts.peer.uri}|${facts.endpoint?.uid ?? ''}|${facts.service.namespace}/${facts.service.hostname}|${facts.protocol}|${facts.status}|${facts.flags}|${facts.grpcStatus ?? ''}`;
     let cached = this.#byFacts.get(key);
     if (cached === undefined || cached.source !== facts.source || cached.endpoint !== facts.endpoint || cached.service !== facts.service) {
       if (this.#byFacts.size >= MAX_CACHED_FACTS) this.#byFacts.clear();

@@ -18,7 +18,7 @@ import { PolicyStore } from '../policy/policy-store.ts';
 import { MeshState } from '../../shared/mesh/mesh-state.ts';
 import { workloadIdentity } from '../../shared/mesh/workload.ts';
 import { AgentMetrics } from '../telemetry/metrics.ts';
-import { startHeapRelease } from '../memory/heap-release.ts';
+import { startHeapRelease } from '../../shared/memory/heap-release.ts';
 import type { FromWorker, ToWorker, WorkerInit, WorkerRequest } from './protocol.ts';
 
 /** Certificates come from the main thread's certificate manager (which renews them); roots ride along. */

@@ -41,7 +41,7 @@ const CONNECT_GOAL_RATE = 5_000;
 const IDLE_RSS_GOAL_MIB = 80;
 const AFTER_STORM_RSS_GOAL_MIB = 150;
 /**
- * Before the idle memory is read: longer than the agent's heap-release check interval (agent/memory/heap-release.ts,
+ * Before the idle memory is read: longer than the agent's heap-release check interval (shared/memory/heap-release.ts,
  * 10 s), so the figure is the agent's settled idle size and not its start-up garbage.
  */
 const IDLE_MEMORY_SETTLE_MS = 15_000;

@@ -31,7 +31,8 @@ import { stringify } from 'yaml';
 import { REFERENCE_PLUGINS_DIR, type Pod } from '../../runtime/index.ts';
 import { createLocalMesh, type LocalMesh } from '../../runtime/local-mesh.ts';
 import { createWaypoint, type LocalWaypoint } from '../../runtime/waypoint.ts';
-import { CpuMeter, processRssBytes } from '../lib/cpu.ts';
+import { WAYPOINT_NODE_OPTIONS } from '../../waypoint/config.ts';
+import { CpuMeter, processResidentMemory } from '../lib/cpu.ts';
 import { agentPid, inPod } from '../lib/mesh-cluster.ts';
 import type { ProcessGroup } from '../lib/processes.ts';
 import { formatNumber, formatRatio, goalMark } from '../lib/report.ts';
@@ -45,6 +46,12 @@ import { l7PolicyManifests } from '../l7-scenario.ts';
 const CPU_AT_MOST = 1.5;
 const LATENCY_AT_MOST = 1.5;
 const RSS_AT_MOST_MB = 100;
+/**
+ * The waypoint's memory is read again this long after the run: longer than two of the heap release's check
+ * intervals (shared/memory/heap-release.ts: every 10 s, when the heap grew and the loop is quiet), so a burst's
+ * memory is given back by then if it ever will be.
+ */
+const MEMORY_SETTLE_MS = 60_000;
 const P99_LIMIT_US = 10_000;
 const SPLIT_WITHIN_POINTS = 1;
 /** Issue 13: waypoint CPU per request with POLICY_COUNT L7 policies + a JWT on every request ÷ without. */
@@ -131,12 +138,14 @@ async function run(outer: SuiteContext): Promise<SuiteResult> {
   const errors: string[] = [];
   const rateSteps: { rate: number; result?: LoadResult; error?: string }[] = [];
   let split: LoadResult | undefined;
-  let rssBytes: number | undefined;
+  const memory: WaypointMemoryReadings = {};
   let mesh: LocalMesh | undefined;
   try {
     mesh = await createLocalMesh({ nodes: 2, name: 'bench-wp', agentEnv: { AMBIT_LOG_LEVEL: 'warn', AMBIT_DRAIN_MS: '500' } });
     const topology = await buildTopology(context, mesh);
     context.log(`waypoint ${topology.waypoint.pod.ip} (pid ${topology.waypointPid}), haproxy ${topology.haproxyPod.ip} (pid ${topology.haproxyPid})`);
+    memory.start = await waypointMemory(topology.waypoint, topology.waypointPid);
+    context.log(`waypoint memory at start: ${formatMemory(memory.start)}`);
     type Entry = { pod: Pod; host: string; port: number; hopPid?: number; extra?: string[] };
     const { policyRequest } = topology;
     const entries: Record<Protocol, Partial<Record<PathName, Entry>>> = {
@@ -217,13 +226,54 @@ async function run(outer: SuiteContext): Promise<SuiteResult> {
     } catch (error) {
       errors.push(`split: ${(error as Error).message.split('\n')[0]}`);
     }
-    rssBytes = processRssBytes(topology.waypointPid);
+    memory.afterRun = await waypointMemory(topology.waypoint, topology.waypointPid);
+    context.log(`waypoint memory after the run: ${formatMemory(memory.afterRun)}`);
+    await new Promise((resolve) => setTimeout(resolve, MEMORY_SETTLE_MS));
+    memory.later = await waypointMemory(topology.waypoint, topology.waypointPid);
+    context.log(`waypoint memory ${MEMORY_SETTLE_MS / 1000} s later: ${formatMemory(memory.later)}`);
     if (context.profileDir) await stopForProfile(context, topology.waypointPid);
   } finally {
     await context.processes.stopAll();
     await mesh?.destroy();
   }
-  return buildResult(sizes, runs, rateSteps, split, rssBytes, errors, policyChecks);
+  return buildResult(sizes, runs, rateSteps, split, memory, errors, policyChecks);
+}
+
+/** The waypoint's resident memory (/proc) and V8 heap (its config_dump) at one moment. */
+interface WaypointMemory {
+  rss: number;
+  anon: number;
+  file: number;
+  /** V8 heap committed and used, bytes (undefined when the config_dump could not be read). */
+  heapTotal?: number;
+  heapUsed?: number;
+  /** Memory-reducing GCs the waypoint ran so far (shared/memory/heap-release.ts). */
+  heapReleases?: number;
+}
+
+interface WaypointMemoryReadings {
+  start?: WaypointMemory | undefined;
+  afterRun?: WaypointMemory | undefined;
+  later?: WaypointMemory | undefined;
+}
+
+async function waypointMemory(waypoint: LocalWaypoint, pid: number): Promise<WaypointMemory | undefined> {
+  const resident = processResidentMemory(pid);
+  if (!resident) return undefined;
+  const read = await waypoint.pod.exec(process.execPath, ['-e', "fetch('http://127.0.0.1:15000/config_dump').then((r) => r.json()).then((d) => console.log(JSON.stringify(d.memory ?? {})))"]);
+  try {
+    const heap = JSON.parse(read.stdout) as { heapTotal?: number; heapUsed?: number; heapReleases?: number };
+    return { ...resident, ...(heap.heapTotal !== undefined ? { heapTotal: heap.heapTotal, heapUsed: heap.heapUsed, heapReleases: heap.heapReleases } : {}) };
+  } catch {
+    return resident;
+  }
+}
+
+function formatMemory(memory: WaypointMemory | undefined): string {
+  if (!memory) return 'not read (the waypoint is gone)';
+  const mb = (bytes: number | undefined) => formatNumber(bytes === undefined ? undefined : bytes / 1024 / 1024);
+  const heap = memory.heapTotal !== undefined ? `; V8 heap ${mb(memory.heapUsed)} of ${mb(memory.heapTotal)} MB used, ${memory.heapReleases} heap releases` : '';
+  return `RSS ${mb(memory.rss)} MB (anonymous ${mb(memory.anon)}, file ${mb(memory.file)})${heap}`;
 }
 
 /** Ends the waypoint with SIGTERM (it drains and exits, writing its --cpu-prof profile) and names the profile. */
@@ -306,8 +356,11 @@ async function buildTopology(context: SuiteContext, mesh: LocalMesh): Promise<To
   // At info (its ready line is an info line); the HTTP path logs nothing per request.
   // --profile: the waypoint runs with --cpu-prof (its profile is written when it exits on SIGTERM, stopForProfile()).
   // AMBIT_BENCH_WAYPOINT_NODE_OPTIONS: Node/V8 flags for the waypoint alone, for A/B runs of flags.
-  const nodeOptions = [process.env.AMBIT_BENCH_WAYPOINT_NODE_OPTIONS ?? '', context.profileDir ? `--cpu-prof --cpu-prof-dir=${context.profileDir}` : ''].join(' ').trim();
-  const waypoint = await createWaypoint(mesh, { node: 1, namespace: 'bench-mesh', name: 'waypoint', ...(nodeOptions ? { env: { NODE_OPTIONS: nodeOptions } } : {}) });
+  // The waypoint's own flags first (waypoint/config.ts), so a flag given here overrides them (the last one wins).
+  const nodeOptions = [WAYPOINT_NODE_OPTIONS, process.env.AMBIT_BENCH_WAYPOINT_NODE_OPTIONS ?? '', context.profileDir ? `--cpu-prof --cpu-prof-dir=${context.profileDir}` : ''].join(' ').trim();
+  // AMBIT_BENCH_WAYPOINT_ENV ('NAME=value NAME=value'): more environment for the waypoint alone (e.g. glibc's malloc tunables).
+  const extraEnv = Object.fromEntries((process.env.AMBIT_BENCH_WAYPOINT_ENV ?? '').split(/\s+/).filter((pair) => pair.includes('=')).map((pair) => [pair.slice(0, pair.indexOf('=')), pair.slice(pair.indexOf('=') + 1)]));
+  const waypoint = await createWaypoint(mesh, { node: 1, namespace: 'bench-mesh', name: 'waypoint', env: { ...extraEnv, ...(nodeOptions ? { NODE_OPTIONS: nodeOptions } : {}) } });
   const dir = join(cluster.clusterDir, 'bench-waypoint');
   await writeAtomically(join(dir, 'direct.yaml'), service('direct', VIPS.direct, { app: 'bench-http', version: 'v1' }));
   await writeAtomically(join(dir, 'via.yaml'), service('via', VIPS.via, { app: 'bench-http', version: 'v1' }, { 'istio.io/use-waypoint': 'waypoint' }));
@@ -460,9 +513,11 @@ function policyNote(runs: Record<PathName, PathRun[]>, goal: Goal): string {
   return `${POLICY_COUNT.toLocaleString('en-US')} L7 policies + JWT: ${answered} of ${sent} measured requests answered 200; waypoint CPU per request ÷ without, per round: ${perRound.join(', ')}; medians ${goalMark(goal)}`;
 }
 
-function buildResult(sizes: Sizes, runs: Record<Protocol, Record<PathName, PathRun[]>>, rateSteps: { rate: number; result?: LoadResult; error?: string }[], split: LoadResult | undefined, rssBytes: number | undefined, errors: string[], policyChecks: string[]): SuiteResult {
+function buildResult(sizes: Sizes, runs: Record<Protocol, Record<PathName, PathRun[]>>, rateSteps: { rate: number; result?: LoadResult; error?: string }[], split: LoadResult | undefined, memory: WaypointMemoryReadings, errors: string[], policyChecks: string[]): SuiteResult {
   const perProtocol = PROTOCOLS.map((protocol) => protocolResult(protocol, sizes, runs[protocol], errors, policyChecks));
+  const rssBytes = memory.afterRun?.rss;
   const rssMb = rssBytes === undefined ? undefined : rssBytes / 1024 / 1024;
+  const laterMb = memory.later === undefined ? undefined : memory.later.rss / 1024 / 1024;
   // Each rate's best try: a step holds when one of its (at most two) tries held.
   const sustained = rateSteps.filter((step) => step.result && sustains(step.rate, step.result)).map((step) => step.rate);
   const total = split ? Object.values(split.backends).reduce((sum, count) => sum + count, 0) : 0;
@@ -470,9 +525,12 @@ function buildResult(sizes: Sizes, runs: Record<Protocol, Record<PathName, PathR
   const splitOff = v2Share === undefined ? undefined : Math.abs(v2Share - 10);
   const rssGoal: Goal = { name: `waypoint RSS after the run ÷ ${RSS_AT_MOST_MB} MB`, value: rssMb === undefined ? undefined : rssMb / RSS_AT_MOST_MB, target: '≤ 1x', met: rssMb === undefined ? undefined : rssMb <= RSS_AT_MOST_MB };
   const splitGoal: Goal = { name: `90/10 split: |v2 share − 10 %| ÷ ${SPLIT_WITHIN_POINTS} point`, value: splitOff === undefined ? undefined : splitOff / SPLIT_WITHIN_POINTS, target: '≤ 1x', met: splitOff === undefined ? undefined : splitOff <= SPLIT_WITHIN_POINTS };
-  const goals: Goal[] = [...perProtocol.flatMap((entry) => entry.goals), rssGoal, splitGoal];
+  const rssLaterGoal: Goal = { name: `waypoint RSS ${MEMORY_SETTLE_MS / 1000} s after the run ÷ ${RSS_AT_MOST_MB} MB`, value: laterMb === undefined ? undefined : laterMb / RSS_AT_MOST_MB, target: '≤ 1x', met: laterMb === undefined ? undefined : laterMb <= RSS_AT_MOST_MB };
+  const goals: Goal[] = [...perProtocol.flatMap((entry) => entry.goals), rssGoal, rssLaterGoal, splitGoal];
   const tables: Table[] = perProtocol.map((entry) => entry.table);
   tables[0]!.notes.push(`waypoint RSS after the run (both protocols, the rate steps and the split): ${formatNumber(rssMb)} MB ${goalMark(rssGoal)}`);
+  tables[0]!.notes.push(`waypoint RSS ${MEMORY_SETTLE_MS / 1000} s after the run: ${formatNumber(laterMb)} MB ${goalMark(rssLaterGoal)}`);
+  tables[0]!.notes.push(`waypoint memory: at start ${formatMemory(memory.start)}; after the run ${formatMemory(memory.afterRun)}; ${MEMORY_SETTLE_MS / 1000} s later ${formatMemory(memory.later)}`);
   const otherErrors = errors.filter((error) => !PROTOCOLS.some((protocol) => error.startsWith(`${PROTOCOL_LABELS[protocol]} `)));
   tables[0]!.notes.push(...otherErrors);
   return {
@@ -493,6 +551,6 @@ function buildResult(sizes: Sizes, runs: Record<Protocol, Record<PathName, PathR
       },
     ],
     goals,
-    data: { sizes, runs, rateSteps, split, rssBytes, errors, policyChecks, protocols: PROTOCOLS },
+    data: { sizes, runs, rateSteps, split, rssBytes, memory, errors, policyChecks, protocols: PROTOCOLS },
   };
 }

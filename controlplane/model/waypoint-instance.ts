@@ -15,7 +15,7 @@
  */
 import type { K8sObject } from '../../shared/k8s/objects.ts';
 import { CONTROL_PLANE_TOKEN_AUDIENCE } from '../../shared/ca/token-audience.ts';
-import { WAYPOINT_HBONE_PORT, WAYPOINT_METRICS_PORT, WAYPOINT_READINESS_PORT } from '../../waypoint/config.ts';
+import { WAYPOINT_COMPILE_CACHE_DIR, WAYPOINT_GLIBC_TUNABLES, WAYPOINT_HBONE_PORT, WAYPOINT_METRICS_PORT, WAYPOINT_NODE_OPTIONS, WAYPOINT_READINESS_PORT } from '../../waypoint/config.ts';
 import { namespaceOf, type GatewayObject } from './kube-types.ts';
 import { WAYPOINT_FOR_LABEL, WAYPOINT_GATEWAY_CLASS } from './waypoint.ts';
 
@@ -98,6 +98,9 @@ export function waypointInstance(gateway: GatewayObject, settings: WaypointInsta
     { name: 'AMBIT_ROOT_CERT_FILE', value: `${WAYPOINT_ROOT_CERT_DIR}/root-cert.pem` },
     { name: 'AMBIT_TOKEN_FILE', value: `${WAYPOINT_TOKEN_DIR}/${WAYPOINT_TOKEN_FILE}` },
     { name: 'AMBIT_LOG_LEVEL', value: settings.logLevel ?? 'info' },
+    { name: 'NODE_COMPILE_CACHE', value: WAYPOINT_COMPILE_CACHE_DIR },
+    { name: 'NODE_OPTIONS', value: WAYPOINT_NODE_OPTIONS },
+    { name: 'GLIBC_TUNABLES', value: WAYPOINT_GLIBC_TUNABLES },
   ];
   const podLabels = { [GATEWAY_NAME_LABEL]: name, 'istio.io/dataplane-mode': 'none', 'sidecar.istio.io/inject': 'false' };
   const deployment = {

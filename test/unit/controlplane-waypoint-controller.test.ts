@@ -76,6 +76,11 @@ test('a waypoint Gateway gets a ServiceAccount, Service and Deployment it owns, 
   t.is(env.get('AMBIT_WAYPOINT_NAME'), 'waypoint');
   t.is(env.get('AMBIT_NODE_NAME'), 'fieldRef:spec.nodeName');
   t.is(env.get('AMBIT_XDS_ADDRESS'), SETTINGS.xdsAddress);
+  // Sized for a proxy's memory (waypoint/config.ts): the compile cache on the writable /tmp, V8's small nursery, glibc's 2 arenas.
+  t.is(env.get('NODE_COMPILE_CACHE'), '/tmp/node-compile-cache');
+  t.true(container.volumeMounts.some((mount) => mount.mountPath === '/tmp'), 'the compile cache has a writable place');
+  t.regex(env.get('NODE_OPTIONS') ?? '', /--max-semi-space-size=4\b/);
+  t.is(env.get('GLIBC_TUNABLES'), 'glibc.malloc.arena_max=2');
   const tokenFile = env.get('AMBIT_TOKEN_FILE')!;
   const tokenVolume = pod.spec.volumes.find((volume) => volume.projected);
   t.is(tokenVolume?.projected?.sources[0]?.serviceAccountToken?.audience, 'istio-ca', 'the token is for the control plane, not the API server');

@@ -50,7 +50,7 @@ test('the series store prints what prom-client prints for the same requests', as
   ];
   const metrics = new WaypointMetrics();
   requests.forEach(({ facts, durationMs, bytes }, index) => {
-    // Both entry points: by facts (HTTP/1.1 path) and by labels (HTTP/2 path) land in the same series.
+    // Both entry points: by facts (both HTTP paths) and by labels land in the same series.
     if (index % 2 === 0) metrics.requestByFacts(facts, durationMs, bytes);
     else metrics.request(requestLabels(facts), durationMs, bytes);
   });
@@ -68,4 +68,14 @@ test('a workload object replaced under the same uid gets its new labels', async 
   const text = await metrics.registry.metrics();
   const counts = [...text.matchAll(/^istio_requests_total\{.*destination_version="(v\d)".*\} (\d+)$/gm)].map((match) => `${match[1]}=${match[2]}`);
   t.deepEqual(counts.sort(), ['v1=1', 'v2=1']);
+});
+
+test('gRPC answers found by facts keep their grpc_response_status apart (the HTTP/2 path counts by facts too)', async (t) => {
+  const metrics = new WaypointMetrics();
+  const facts = (grpcStatus: string): RequestFacts => ({ source: client, peer, endpoint: undefined, service, protocol: 'grpc', status: 200, flags: '-', grpcStatus });
+  const endpoint = workload('w1', 'v1');
+  for (const status of ['0', '0', '14', '0']) metrics.requestByFacts({ ...facts(status), endpoint }, 1);
+  const text = await metrics.registry.metrics();
+  const counts = [...text.matchAll(/^istio_requests_total\{.*grpc_response_status="(\d*)".*\} (\d+)$/gm)].map((match) => `${match[1]}=${match[2]}`);
+  t.deepEqual(counts.sort(), ['0=3', '14=1']);
 });

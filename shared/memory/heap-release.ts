@@ -1,5 +1,8 @@
 /**
- * Giving memory back after a burst: a memory-reducing full GC once the agent is quiet again after its heap grew.
+ * Giving memory back after a burst: a memory-reducing full GC once the process is quiet again after its heap grew.
+ * Used by both long-running data-path programs: each agent thread (agent/main.ts, agent/workers/) and the waypoint
+ * (waypoint/main.ts: a flood of HTTP/2 requests grew its committed heap from 39 to 174 MB, 51 MB of it used, and an
+ * idle waypoint never gave it back).
  *
  * Why it is needed: V8 keeps the pages a burst of allocation made (a connection storm grows the heap to a few
  * hundred MiB) and its own memory reducer never runs on an idle process: it waits for a low allocation rate, and
@@ -10,10 +13,11 @@
  *
  * When: every CHECK_INTERVAL_MS (one unref'd timer, no other wake-up) it compares the V8 heap's committed size with
  * the size right after the last release; when it has grown by at least GROWTH_BYTES and the event loop was busy
- * less than QUIET_UTILIZATION of the last interval, it runs the GC. So a steady agent never pays for it, a burst is
+ * less than QUIET_UTILIZATION of the last interval, it runs the GC. So a steady process never pays for it, a burst is
  * released within two intervals of its end, and the first check after start-up drops the start-up garbage.
  *
- * Owns: the decision and the GC call. Must not know about: what allocated the memory (connections, xDS, ...).
+ * Owns: the decision and the GC call. Must not know about: what allocated the memory (connections, requests, xDS,
+ * ...) or which program it runs in.
  */
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';

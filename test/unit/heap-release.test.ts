@@ -1,5 +1,5 @@
 /**
- * agent/memory/heap-release.ts: after a burst of allocation the agent's resident memory goes back down once it is
+ * shared/memory/heap-release.ts: after a burst of allocation the agent's resident memory goes back down once it is
  * quiet, and a steady or busy agent is left alone. Each case runs in a child Node process of its own, so the RSS
  * read is that process's alone (ava runs other test files in this one); serial, so the bursts do not add up.
  */
@@ -8,7 +8,7 @@ import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 
-const MODULE = fileURLToPath(new URL('../../agent/memory/heap-release.ts', import.meta.url));
+const MODULE = fileURLToPath(new URL('../../shared/memory/heap-release.ts', import.meta.url));
 const MIB = 1024 * 1024;
 
 interface Outcome {
