@@ -57,7 +57,7 @@ export interface Sizes {
   connectRates: number[];
   connectSeconds: number;
   connectGraceMs: number;
-  /** The connection rate repeated with the access log on (not in --quick). */
+  /** The connection rate repeated at warn and then with the access log on (info), back to back. */
   infoConnectRate: number | undefined;
   /** New connections one at a time (closed loop): the clean CPU-per-connection figure, with no backlog. */
   sequentialConnects: number;
@@ -103,7 +103,7 @@ const QUICK: Sizes = {
   connectRates: [5_000],
   connectSeconds: 0.5,
   connectGraceMs: 500,
-  infoConnectRate: undefined,
+  infoConnectRate: 1_000,
   sequentialConnects: 200,
   warmupSeconds: 0.25,
   idleSeconds: 1,
@@ -159,6 +159,8 @@ export interface PathFigures {
   requests: RequestRun[];
   connects: Record<number, ConnectRun>;
   infoConnect?: ConnectRun;
+  /** The same run at warn right before the info run: same agent state (pools, heap), only the log level differs. */
+  warnBesideInfo?: ConnectRun;
   rss: { client?: number; server?: number };
   /** Relays' memory idle (before any traffic, node 1 holding `capturedPods` enrolled pods). */
   idleMemory?: RelayMemory;
@@ -398,10 +400,16 @@ async function measure(context: SuiteContext, sizes: Sizes, topology: MeshTopolo
     context.log(`${PATH_LABELS[path.key]}: RSS after the connection-rate runs ${formatNumber(mib(figures[path.key].stormMemory?.client?.rss))} / ${formatNumber(mib(figures[path.key].stormMemory?.server?.rss))} MiB, ` +
       `${sizes.afterStormSeconds} s later ${formatNumber(mib(figures[path.key].afterStormMemory?.client?.rss))} / ${formatNumber(mib(figures[path.key].afterStormMemory?.server?.rss))} MiB`);
   }
-  // The access log is a product feature: the same connection run once more with it on (info), mesh only.
+  // The access log is a product feature: the same connection run once more with it on (info), mesh only, right
+  // after one at warn, so the two differ only in the log level (not in what the storms left in the agents).
   const meshPath = paths.find((path) => path.key === 'mesh');
   const infoRate = sizes.infoConnectRate;
   if (infoRate === undefined || meshPath === undefined) return;
+  await attempt(meshPath, `new connections at ${infoRate}/s at warn, before the access-log run`, async () => {
+    const result = await connects(meshPath, infoRate, sizes.connectSeconds);
+    figures.mesh.warnBesideInfo = result;
+    context.log(`new connections at ${infoRate}/s, agents at warn (before the info run): achieved ${formatNumber(result.achievedRate)}/s, p99 ${formatNumber(result.p99)} µs`);
+  });
   await attempt(meshPath, `new connections at ${infoRate}/s with the access log on`, async () => {
     await setAgentLogLevel(topology.mesh, 0, 'info');
     await setAgentLogLevel(topology.mesh, 1, 'info');
@@ -597,12 +605,15 @@ export function buildResult(sizes: Sizes, given: Partial<Record<PathKey, PathFig
   if (info && sizes.infoConnectRate !== undefined) {
     const infoRate = sizes.infoConnectRate.toLocaleString('en-US');
     const infoCpu = (info.cpu.client ?? 0) + (info.cpu.server ?? 0);
-    const warnRun = figures.mesh.connects[sizes.infoConnectRate];
+    // The warn run made right before the info run (same agent state); older results have only the rate run's.
+    const warnRun = figures.mesh.warnBesideInfo ?? figures.mesh.connects[sizes.infoConnectRate];
     const warnCpu = warnRun ? (warnRun.cpu.client ?? 0) + (warnRun.cpu.server ?? 0) : undefined;
     rows.push(
-      text(`access log on (agents at info), new connections at ${infoRate}/s: achieved/s (failed + unanswered)`, (f) => (f === figures.mesh ? rateCell(info) : '—')),
-      numeric(`access log on, new connections at ${infoRate}/s, p99 (µs)`, { direct: undefined, stunnel: undefined, mesh: info.p99, mesh2: undefined }),
-      numeric(`access log on, CPU per 1,000 new connections, one agent (mean) (ms) [at warn: ${formatNumber(warnRun ? perThousand(warnCpu! / 2, warnRun.completed) : undefined)}]`,
+      text(`access log on (agents at info), new connections at ${infoRate}/s: achieved/s (failed + unanswered) [at warn just before: ${rateCell(warnRun)}]`,
+        (f) => (f === figures.mesh ? rateCell(info) : '—')),
+      numeric(`access log on, new connections at ${infoRate}/s, p99 (µs) [at warn just before: ${formatNumber(warnRun?.p99)}]`,
+        { direct: undefined, stunnel: undefined, mesh: info.p99, mesh2: undefined }),
+      numeric(`access log on, CPU per 1,000 new connections, one agent (mean) (ms) [at warn just before: ${formatNumber(warnRun ? perThousand(warnCpu! / 2, warnRun.completed) : undefined)}]`,
         { direct: undefined, stunnel: undefined, mesh: perThousand(infoCpu / 2, info.completed), mesh2: undefined }),
     );
   }
