@@ -236,6 +236,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
   ready = true;
   // Memory back to the kernel once a burst is over (and the start-up garbage dropped at the first quiet check).
   const heapRelease = startHeapRelease({
+    releaseNative: true,
     onRelease: (before, after) => log.debug({ heapBefore: before, heapAfter: after }, 'memory-reducing GC after a burst'),
   });
   log.info({ workerThreads: workers.count + 1, cniSocket: config.cniSocket, readiness: config.readinessAddress, admin: config.adminAddress, metrics: config.metricsAddress }, 'agent ready');

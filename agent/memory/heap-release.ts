@@ -13,11 +13,16 @@
  * less than QUIET_UTILIZATION of the last interval, it runs the GC. So a steady agent never pays for it, a burst is
  * released within two intervals of its end, and the first check after start-up drops the start-up garbage.
  *
+ * After the GC, with `releaseNative` (the main thread only: both are process-wide), glibc's malloc_trim gives back
+ * the native memory freed with the connections (OpenSSL's, nghttp2's), and the node binary's pages that start-up
+ * or the burst touched are dropped from the process (native-memory.ts): used pages come back on their own.
+ *
  * Owns: the decision and the GC call. Must not know about: what allocated the memory (connections, xDS, ...).
  */
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { performance, type EventLoopUtilization } from 'node:perf_hooks';
+import { nativeMemory } from './native-memory.ts';
 
 /**
  * How often to look: often enough that memory is back within a minute of a storm's end (the goal is under 60 s),
@@ -43,6 +48,8 @@ export interface HeapReleaseStats {
   releases: number;
   /** Committed V8 heap (bytes) right after the last release (0 before the first). */
   heapAfterLastRelease: number;
+  /** KiB of the node binary's pages that were resident when the last release dropped them (releaseNative only). */
+  executableKibDropped: number;
 }
 
 export interface HeapRelease {
@@ -56,6 +63,11 @@ export interface HeapReleaseOptions {
   intervalMs?: number;
   growthBytes?: number;
   quietUtilization?: number;
+  /**
+   * Also trim malloc's arenas and drop the node binary's pages after each GC: process-wide, so one thread (the
+   * main one) asks. Off by default (tests of the GC alone; proxy workers).
+   */
+  releaseNative?: boolean;
   /** Told after each release: committed heap before and after (bytes), for a debug log line. */
   onRelease?: (before: number, after: number) => void;
 }
@@ -73,7 +85,7 @@ export function startHeapRelease(options: HeapReleaseOptions = {}): HeapRelease 
   const growthBytes = options.growthBytes ?? GROWTH_BYTES;
   const quietUtilization = options.quietUtilization ?? QUIET_UTILIZATION;
   const gc = memoryReducingGc();
-  const stats: HeapReleaseStats = { releases: 0, heapAfterLastRelease: 0 };
+  const stats: HeapReleaseStats = { releases: 0, heapAfterLastRelease: 0, executableKibDropped: 0 };
   let lastUtilization: EventLoopUtilization = performance.eventLoopUtilization();
   let running = false;
 
@@ -88,6 +100,10 @@ export function startHeapRelease(options: HeapReleaseOptions = {}): HeapRelease 
       await gc({ type: 'major', execution: 'async', flavor: 'last-resort' });
     } finally {
       running = false;
+    }
+    if (options.releaseNative) {
+      nativeMemory.trimMalloc();
+      stats.executableKibDropped = nativeMemory.dropExecutablePages();
     }
     stats.releases += 1;
     stats.heapAfterLastRelease = process.memoryUsage().heapTotal;
