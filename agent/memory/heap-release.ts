@@ -8,14 +8,19 @@
  * available garbage" (what a memory-pressure notification runs), also returns the pooled pages to the kernel:
  * measured here, a process that had allocated 330 MiB went from 354 MiB anonymous RSS to 19 MiB.
  *
- * When: every CHECK_INTERVAL_MS (one unref'd timer, no other wake-up) it compares the V8 heap's committed size with
- * the size right after the last release; when it has grown by at least GROWTH_BYTES and the event loop was busy
- * less than QUIET_UTILIZATION of the last interval, it runs the GC. So a steady agent never pays for it, a burst is
- * released within two intervals of its end, and the first check after start-up drops the start-up garbage.
+ * When: every CHECK_INTERVAL_MS (one unref'd timer, no other wake-up), if the event loop was busy less than
+ * QUIET_UTILIZATION of the last interval, it runs the GC when the committed heap grew by at least GROWTH_BYTES
+ * since the last release, or when something said it freed a lot since (shared/memory/release-hint.ts: the HBONE
+ * pool closing the connections a storm opened, which were live at the release right after the storm; their
+ * garbage is not even counted as free until a full GC, and an idle agent runs none). So a steady agent never pays
+ * for it, a burst is released within two intervals of its end, and the first check after start-up drops the
+ * start-up garbage.
  *
  * After the GC, with `releaseNative` (the main thread only: both are process-wide), glibc's malloc_trim gives back
  * the native memory freed with the connections (OpenSSL's, nghttp2's), and the node binary's pages that start-up
- * or the burst touched are dropped from the process (native-memory.ts): used pages come back on their own.
+ * or the burst touched are dropped from the process (native-memory.ts): used pages come back on their own. The
+ * same native release also runs alone, without a GC, when the process's RSS grew NATIVE_GROWTH_BYTES since the
+ * last one (capturing 20 pods grows native memory and touches code, not the V8 heap).
  *
  * Owns: the decision and the GC call. Must not know about: what allocated the memory (connections, xDS, ...).
  */
@@ -23,6 +28,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { performance, type EventLoopUtilization } from 'node:perf_hooks';
 import { nativeMemory } from './native-memory.ts';
+import { onMemoryFreed } from '../../shared/memory/release-hint.ts';
 
 /**
  * How often to look: often enough that memory is back within a minute of a storm's end (the goal is under 60 s),
@@ -34,6 +40,11 @@ export const CHECK_INTERVAL_MS = 10_000;
  * 11) 130-140 ms with 38 MiB live, where a regular full GC took 100 ms; rare, and only on a quiet agent.
  */
 export const GROWTH_BYTES = 16 * 1024 * 1024;
+/**
+ * RSS growth since the last native release that is worth another one without a GC: reading /proc/self/smaps and
+ * the trim take about a millisecond, so this is about not repeating them for nothing on every check.
+ */
+export const NATIVE_GROWTH_BYTES = 8 * 1024 * 1024;
 /**
  * "Quiet": the event loop busy less than this share of the last interval (a storm keeps it near 1.0; an idle agent
  * is under 1 %). Low, so an agent carrying steady traffic does not take the GC's pause mid-request.
@@ -48,7 +59,13 @@ export interface HeapReleaseStats {
   releases: number;
   /** Committed V8 heap (bytes) right after the last release (0 before the first). */
   heapAfterLastRelease: number;
-  /** KiB of the node binary's pages that were resident when the last release dropped them (releaseNative only). */
+  /** Releases run because of a hint (noteMemoryFreed) rather than heap growth. */
+  hintedReleases: number;
+  /** Native releases (malloc_trim and the binary's pages) so far, with or without a GC; releaseNative only. */
+  nativeReleases: number;
+  /** RSS (bytes) right after the last native release. */
+  rssAfterLastNativeRelease: number;
+  /** KiB of the node binary's pages that were resident when the last native release dropped them. */
   executableKibDropped: number;
 }
 
@@ -62,6 +79,7 @@ export interface HeapRelease {
 export interface HeapReleaseOptions {
   intervalMs?: number;
   growthBytes?: number;
+  nativeGrowthBytes?: number;
   quietUtilization?: number;
   /**
    * Also trim malloc's arenas and drop the node binary's pages after each GC: process-wide, so one thread (the
@@ -85,26 +103,41 @@ export function startHeapRelease(options: HeapReleaseOptions = {}): HeapRelease 
   const growthBytes = options.growthBytes ?? GROWTH_BYTES;
   const quietUtilization = options.quietUtilization ?? QUIET_UTILIZATION;
   const gc = memoryReducingGc();
-  const stats: HeapReleaseStats = { releases: 0, heapAfterLastRelease: 0, executableKibDropped: 0 };
+  const nativeGrowthBytes = options.nativeGrowthBytes ?? NATIVE_GROWTH_BYTES;
+  const stats: HeapReleaseStats = { releases: 0, heapAfterLastRelease: 0, hintedReleases: 0, nativeReleases: 0, rssAfterLastNativeRelease: 0, executableKibDropped: 0 };
   let lastUtilization: EventLoopUtilization = performance.eventLoopUtilization();
   let running = false;
+  let hinted = false;
+  const stopHints = onMemoryFreed(() => {
+    hinted = true;
+  });
+
+  const releaseNative = (): void => {
+    nativeMemory.trimMalloc();
+    stats.executableKibDropped = nativeMemory.dropExecutablePages();
+    stats.nativeReleases += 1;
+    stats.rssAfterLastNativeRelease = process.memoryUsage.rss();
+  };
 
   const check = async (): Promise<boolean> => {
     const utilization = performance.eventLoopUtilization(lastUtilization);
     lastUtilization = performance.eventLoopUtilization();
     if (running || utilization.utilization >= quietUtilization) return false;
     const before = process.memoryUsage().heapTotal;
-    if (before - stats.heapAfterLastRelease < growthBytes) return false;
+    const grown = before - stats.heapAfterLastRelease >= growthBytes;
+    if (!grown && !hinted) {
+      if (options.releaseNative && process.memoryUsage.rss() - stats.rssAfterLastNativeRelease >= nativeGrowthBytes) releaseNative();
+      return false;
+    }
     running = true;
+    if (!grown) stats.hintedReleases += 1;
+    hinted = false;
     try {
       await gc({ type: 'major', execution: 'async', flavor: 'last-resort' });
     } finally {
       running = false;
     }
-    if (options.releaseNative) {
-      nativeMemory.trimMalloc();
-      stats.executableKibDropped = nativeMemory.dropExecutablePages();
-    }
+    if (options.releaseNative) releaseNative();
     stats.releases += 1;
     stats.heapAfterLastRelease = process.memoryUsage().heapTotal;
     options.onRelease?.(before, stats.heapAfterLastRelease);
@@ -112,5 +145,12 @@ export function startHeapRelease(options: HeapReleaseOptions = {}): HeapRelease 
   };
   const timer = setInterval(() => void check(), intervalMs);
   timer.unref();
-  return { stats, check, stop: () => clearInterval(timer) };
+  return {
+    stats,
+    check,
+    stop: () => {
+      clearInterval(timer);
+      stopHints();
+    },
+  };
 }

@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 
 const MODULE = fileURLToPath(new URL('../../agent/memory/heap-release.ts', import.meta.url));
+const HINT_MODULE = fileURLToPath(new URL('../../shared/memory/release-hint.ts', import.meta.url));
 const MIB = 1024 * 1024;
 
 interface NativeOutcome {
@@ -32,13 +33,16 @@ interface Outcome {
   anonAfter: number;
   heapBefore: number;
   heapAfter: number;
+  hintedReleases: number;
+  nativeReleases: number;
 }
 
 /** Allocates `burstMib` of small objects, drops them, then runs one check with the given options. */
-async function scenario(burstMib: number, options: Record<string, number>): Promise<Outcome> {
+async function scenario(burstMib: number, options: Record<string, number | boolean>, hint = false): Promise<Outcome> {
   const script = `
     import { readFileSync } from 'node:fs';
     import { startHeapRelease } from ${JSON.stringify(MODULE)};
+    import { noteMemoryFreed } from ${JSON.stringify(HINT_MODULE)};
     const anon = () => Number(/^RssAnon:\\s+(\\d+)/m.exec(readFileSync('/proc/self/status', 'utf8'))[1]) * 1024;
     const release = startHeapRelease({ intervalMs: 3600000, ...${JSON.stringify(options)} });
     let held = [];
@@ -48,9 +52,11 @@ async function scenario(burstMib: number, options: Record<string, number>): Prom
     await new Promise((resolve) => setTimeout(resolve, 100));
     const anonBefore = anon();
     const heapBefore = process.memoryUsage().heapTotal;
+    if (${hint}) noteMemoryFreed();
     const released = await release.check();
     release.stop();
-    process.stdout.write(JSON.stringify({ released, releases: release.stats.releases, anonBefore, anonAfter: anon(), heapBefore, heapAfter: process.memoryUsage().heapTotal }));
+    const { releases, hintedReleases, nativeReleases } = release.stats;
+    process.stdout.write(JSON.stringify({ released, releases, hintedReleases, nativeReleases, anonBefore, anonAfter: anon(), heapBefore, heapAfter: process.memoryUsage().heapTotal }));
   `;
   const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], { timeout: 180_000 });
   return JSON.parse(stdout) as Outcome;
@@ -71,6 +77,21 @@ test.serial('no release while the heap has not grown enough since the last one',
   const outcome = await scenario(8, { quietUtilization: 1.1, growthBytes: 512 * MIB });
   t.false(outcome.released);
   t.is(outcome.releases, 0);
+});
+
+test.serial('a hint that memory was freed (the pool closed a burst\'s connections) releases without heap growth', async (t) => {
+  const outcome = await scenario(120, { quietUtilization: 1.1, growthBytes: 4096 * MIB }, true);
+  t.true(outcome.released);
+  t.is(outcome.hintedReleases, 1);
+  t.true(outcome.anonAfter < 60 * MIB, `anonymous RSS after the hinted release: ${(outcome.anonAfter / MIB).toFixed(0)} MiB (before ${(outcome.anonBefore / MIB).toFixed(0)})`);
+});
+
+test.serial('with releaseNative and no heap growth, RSS growth alone runs the native release (no GC)', async (t) => {
+  const outcome = await scenario(8, { quietUtilization: 1.1, growthBytes: 4096 * MIB, releaseNative: true, nativeGrowthBytes: 1 });
+  t.false(outcome.released, 'no GC');
+  t.is(outcome.nativeReleases, 1);
+  const quiet = await scenario(8, { quietUtilization: 1.1, growthBytes: 4096 * MIB, releaseNative: true, nativeGrowthBytes: 4096 * MIB });
+  t.is(quiet.nativeReleases, 0, 'not without that growth');
 });
 
 test.serial('no release while the event loop is busy', async (t) => {
