@@ -69,7 +69,10 @@ export interface HeapReleaseStats {
   hintedReleases: number;
   /** Native releases (malloc_trim and the binary's pages) so far, with or without a GC; releaseNative only. */
   nativeReleases: number;
-  /** RSS (bytes) right after the last native release. */
+  /**
+   * RSS (bytes) at the first check after the last native release: by then the dropped pages still in use have come
+   * back, so growth over it is new memory, not the working set faulting in again (which would repeat the release).
+   */
   rssAfterLastNativeRelease: number;
   /** KiB of the node binary's pages that were resident when the last native release dropped them. */
   executableKibDropped: number;
@@ -114,6 +117,8 @@ export function startHeapRelease(options: HeapReleaseOptions = {}): HeapRelease 
   let lastUtilization: EventLoopUtilization = performance.eventLoopUtilization();
   let running = false;
   let hinted = false;
+  /** Set by a native release: the next check measures the RSS the growth is counted from. */
+  let rebaseline = false;
   const stopHints = onMemoryFreed(() => {
     hinted = true;
   });
@@ -122,13 +127,17 @@ export function startHeapRelease(options: HeapReleaseOptions = {}): HeapRelease 
     nativeMemory.trimMalloc();
     stats.executableKibDropped = nativeMemory.dropExecutablePages();
     stats.nativeReleases += 1;
-    stats.rssAfterLastNativeRelease = process.memoryUsage.rss();
+    rebaseline = true;
   };
 
   const check = async (): Promise<boolean> => {
     const utilization = performance.eventLoopUtilization(lastUtilization);
     lastUtilization = performance.eventLoopUtilization();
     if (running) return false;
+    if (rebaseline) {
+      rebaseline = false;
+      stats.rssAfterLastNativeRelease = process.memoryUsage.rss();
+    }
     const before = process.memoryUsage().heapTotal;
     const grown = before - stats.heapAfterLastRelease >= growthBytes;
     if ((!grown && !hinted) || utilization.utilization >= quietUtilization) {
