@@ -17,6 +17,7 @@ import { UnknownPodError, type AuthzQuery } from './policy/authz-check.ts';
 import type { MeshState } from '../shared/mesh/mesh-state.ts';
 import { workloadIdentity } from '../shared/mesh/workload.ts';
 import { closeHttpServer, listenReusePort, type RunningHttpServer } from './http-listen.ts';
+import { memoryReport } from './memory/memory-report.ts';
 
 /** pino's levels, most to least verbose, plus `silent`. */
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
@@ -162,6 +163,9 @@ export function createAdminServer(sources: AdminSources): http.Server {
       case '/config_dump':
         sendJson(response, 200, configDump(sources));
         return;
+      case '/memory':
+        sendJson(response, 200, memoryReport());
+        return;
       case '/logging': {
         const level = url.searchParams.get('level');
         if (level === null) {
@@ -178,10 +182,10 @@ export function createAdminServer(sources: AdminSources): http.Server {
         return;
       }
       case '/':
-        sendJson(response, 200, { endpoints: ['/config_dump', '/logging[?level=debug]', '/healthz'] });
+        sendJson(response, 200, { endpoints: ['/config_dump', '/logging[?level=debug]', '/memory', '/healthz'] });
         return;
       default:
-        sendJson(response, 404, { error: `no admin endpoint ${url.pathname}: try /config_dump, /logging or /healthz` });
+        sendJson(response, 404, { error: `no admin endpoint ${url.pathname}: try /config_dump, /logging, /memory or /healthz` });
     }
   });
 }

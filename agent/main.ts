@@ -37,6 +37,7 @@ import { ProxyWorkers } from './workers/proxy-workers.ts';
 import { AgentMetrics } from './telemetry/metrics.ts';
 import { startMetricsServer } from './telemetry/metrics-server.ts';
 import { startHeapRelease } from '../shared/memory/heap-release.ts';
+import { nativeMemory } from './memory/native-memory.ts';
 import { batchedStdout } from './telemetry/log-destination.ts';
 
 export interface RunningAgent {
@@ -283,6 +284,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
   ready = true;
   // Memory back to the kernel once a burst is over (and the start-up garbage dropped at the first quiet check).
   const heapRelease = startHeapRelease({
+    releaseNative: nativeMemory,
     onRelease: (before, after) => log.debug({ heapBefore: before, heapAfter: after }, 'memory-reducing GC after a burst'),
   });
   log.info({ workerThreads: workers.count + 1, cniSocket: config.cniSocket, readiness: config.readinessAddress, admin: config.adminAddress, metrics: config.metricsAddress }, 'agent ready');

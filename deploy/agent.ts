@@ -12,6 +12,7 @@
  */
 import { DaemonSet } from 'kubernetes-models/apps/v1/DaemonSet';
 import { METRICS_PORT, READINESS_PORT } from '../agent/config.ts';
+import { AGENT_NODE_FLAGS } from '../agent/memory/node-flags.ts';
 import { ROOT_CONFIGMAP_KEY, ROOT_CONFIGMAP_NAME } from '../controlplane/ca/config.ts';
 import { XDS_PORT } from '../controlplane/xds/server.ts';
 import { DEFAULT_AGENT_SOCKET } from '../shared/cni-protocol.ts';
@@ -87,7 +88,8 @@ export function agentObjects(values: InstallValues) {
               {
                 name: 'agent',
                 image: image(values.hub, values.tag),
-                command: ['node', `${IMAGE_APP_DIR}/agent/main.ts`],
+                // V8 flags sized for a proxy (agent/memory/node-flags.ts: the young generation capped at 8 MiB semi-spaces).
+                command: ['node', ...AGENT_NODE_FLAGS, `${IMAGE_APP_DIR}/agent/main.ts`],
                 env: [
                   { name: 'AMBIT_NODE_NAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } },
                   { name: 'AMBIT_XDS_ADDRESS', value: `${CONTROLPLANE}.${namespace}.svc:${XDS_PORT}` },

@@ -18,6 +18,7 @@ import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { CertificateAuthority, DEFAULT_TRUST_DOMAIN } from '../shared/identity/index.ts';
 import { LOCAL_CA_CERT_FILE, LOCAL_CA_KEY_FILE } from '../shared/ca/certificate-source.ts';
+import { AGENT_NODE_FLAGS } from '../agent/memory/node-flags.ts';
 import { createCluster, releaseRun, reserveRun, type Cluster, type ClusterOptions, type TeardownReport } from './cluster.ts';
 import { RuntimeError } from './errors.ts';
 import { KubernetesWiring, type KubernetesMode } from './kubernetes-mode.ts';
@@ -185,7 +186,8 @@ export async function createLocalMesh(options: LocalMeshOptions): Promise<LocalM
         : {}),
       agentCommand: (node) => ({
         cmd: options.agentCommandPrefix?.[0] ?? process.execPath,
-        args: [...(options.agentCommandPrefix ? [...options.agentCommandPrefix.slice(1), process.execPath] : []), AGENT_MAIN],
+        // The agent's V8 flags (agent/memory/node-flags.ts) go to node, after any prefix (strace, perf, ...).
+        args: [...(options.agentCommandPrefix ? [...options.agentCommandPrefix.slice(1), process.execPath] : []), ...AGENT_NODE_FLAGS, AGENT_MAIN],
         env: {
           AMBIT_TRUST_DOMAIN: trustDomain,
           ...(withControlPlane

@@ -6,6 +6,11 @@
       "cflags": ["-O2", "-Wall", "-Wextra", "-Werror", "-std=gnu11"]
     },
     {
+      "target_name": "ambit_memory",
+      "sources": ["memory.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra", "-Werror", "-std=gnu11"]
+    },
+    {
       "target_name": "ambit-cni",
       "type": "executable",
       "sources": ["../../cni/native/forwarder.c"],

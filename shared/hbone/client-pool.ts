@@ -2,8 +2,10 @@
  * The HBONE client: a pool of HTTP/2-over-mTLS connections that CONNECT streams share.
  *
  * Owns: the pool key (source identity, sorted expected identities, HBONE endpoint), choosing a connection with a
- * free stream slot, dialing a new one when all are full (one dial in flight per key; concurrent opens wait for
- * it), forgetting connections that close, and `tunnel`, which splices a downstream TCP socket into a new stream.
+ * free stream slot (the oldest first, so a burst's extra connections empty out), dialing a new one when all are
+ * full (one dial in flight per key; concurrent opens wait for it), closing the extra connections a burst opened
+ * once they are idle (the surplus sweep: one connection per key stays for the idle timeout), forgetting
+ * connections that close, and `tunnel`, which splices a downstream TCP socket into a new stream.
  * Must not know about: pods, policy, xDS, how sockets are made (the caller's connector does that).
  */
 import net from 'node:net';
@@ -15,6 +17,7 @@ import {
   DEFAULT_KEEPALIVE_TIMEOUT_MS,
   DEFAULT_MAX_STREAMS_PER_CONNECTION,
   DEFAULT_STREAM_WINDOW_BYTES,
+  DEFAULT_SURPLUS_IDLE_SWEEP_MS,
   hboneImplementation,
   type HboneImplementation,
 } from './config.ts';
@@ -24,6 +27,7 @@ import { hboneErrors } from './errors.ts';
 import { H2PooledConnection } from './h2/pooled-connection.ts';
 import { isRefusedUnprocessed, type OpenedTunnelStream, type PooledConnection } from './pooled-connection.ts';
 import { resetSocket } from './splice.ts';
+import { noteMemoryFreed } from '../memory/release-hint.ts';
 import type { HboneClientOptions, HboneStream, HboneTarget, TcpConnector } from './types.ts';
 
 /** What a finished tunnel carried, for telemetry. */
@@ -47,6 +51,8 @@ export interface PoolStats {
   dialFailures: number;
   /** Streams open now across all connections. */
   activeStreams: number;
+  /** Connections the surplus sweep closed (beyond the first per key, idle for two sweeps). */
+  surplusClosed: number;
 }
 
 /** The connections for one pool key. */
@@ -108,12 +114,19 @@ export class HboneClientPool {
   #closed = false;
   #dials = 0;
   #dialFailures = 0;
+  #surplusClosed = 0;
+  readonly #surplusIdleSweepMs: number;
+  /** Runs while some key has more than one connection; unref'd. */
+  #surplusSweep: NodeJS.Timeout | undefined;
+  /** Surplus connections the last sweep found without a stream: closed if the next one finds them so too. */
+  #idleAtLastSweep = new WeakSet<PooledConnection>();
 
   constructor(options: HboneClientOptions) {
     this.#options = options;
     this.#connect = options.connect ?? defaultConnector;
     this.implementation = options.implementation ?? hboneImplementation();
     this.#dial = dialerFor(this.implementation);
+    this.#surplusIdleSweepMs = options.surplusIdleSweepMs ?? DEFAULT_SURPLUS_IDLE_SWEEP_MS;
     this.#settings = {
       maxStreamsPerConnection: options.maxStreamsPerConnection ?? DEFAULT_MAX_STREAMS_PER_CONNECTION,
       idleTimeoutMs: options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS,
@@ -172,12 +185,13 @@ export class HboneClientPool {
       connections += entry.connections.length;
       for (const connection of entry.connections) activeStreams += connection.activeStreams;
     }
-    return { connections, dials: this.#dials, dialFailures: this.#dialFailures, activeStreams };
+    return { connections, dials: this.#dials, dialFailures: this.#dialFailures, activeStreams, surplusClosed: this.#surplusClosed };
   }
 
   /** Refuses new streams and closes every connection once its streams finish. */
   async close(): Promise<void> {
     this.#closed = true;
+    this.#stopSurplusSweep();
     const closing: Promise<void>[] = [];
     for (const entry of this.#entries.values()) {
       for (const connection of entry.connections) {
@@ -191,6 +205,7 @@ export class HboneClientPool {
   /** Closes every connection now, resetting open streams. */
   destroy(): void {
     this.#closed = true;
+    this.#stopSurplusSweep();
     for (const entry of this.#entries.values()) {
       for (const connection of [...entry.connections]) connection.destroy();
     }
@@ -242,6 +257,7 @@ export class HboneClientPool {
       entry.connections.push(connection);
       connection.onceClosed(() => this.#forget(key, entry, connection));
       if (this.#closed) connection.close();
+      else if (entry.connections.length > 1) this.#startSurplusSweep();
       return connection;
     } catch (error) {
       this.#dialFailures++;
@@ -249,6 +265,46 @@ export class HboneClientPool {
       throw error;
     } finally {
       entry.dialing = undefined;
+    }
+  }
+
+  #startSurplusSweep(): void {
+    if (this.#surplusSweep || this.#surplusIdleSweepMs <= 0) return;
+    this.#surplusSweep = setInterval(() => this.#sweepSurplus(), this.#surplusIdleSweepMs);
+    this.#surplusSweep.unref();
+  }
+
+  #stopSurplusSweep(): void {
+    clearInterval(this.#surplusSweep);
+    this.#surplusSweep = undefined;
+  }
+
+  /**
+   * Closes connections beyond the first per key that had no stream at this sweep and the previous one. The first
+   * (oldest) connection of a key is never closed here: `pick` fills it first, so it is the one a steady load uses.
+   */
+  #sweepSurplus(): void {
+    let closed = 0;
+    let surplusLeft = false;
+    for (const entry of this.#entries.values()) {
+      for (let index = entry.connections.length - 1; index >= 1; index--) {
+        const connection = entry.connections[index]!;
+        if (connection.activeStreams > 0 || connection.isClosed) {
+          this.#idleAtLastSweep.delete(connection);
+        } else if (this.#idleAtLastSweep.has(connection)) {
+          connection.close();
+          closed++;
+          continue;
+        } else {
+          this.#idleAtLastSweep.add(connection);
+        }
+        surplusLeft = true;
+      }
+    }
+    if (!surplusLeft) this.#stopSurplusSweep();
+    if (closed > 0) {
+      this.#surplusClosed += closed;
+      noteMemoryFreed();
     }
   }
 

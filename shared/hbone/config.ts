@@ -21,6 +21,16 @@ export const DEFAULT_MAX_STREAMS_PER_CONNECTION = 100;
 /** A pooled connection with no streams is closed after 5 minutes (ztunnel's pool_unused_release_timeout). */
 export const DEFAULT_IDLE_TIMEOUT_MS = 5 * 60 * 1000;
 
+/**
+ * A pooled connection beyond the first for its key (opened because the first had DEFAULT_MAX_STREAMS_PER_CONNECTION
+ * streams at once: a burst) is closed once it has had no stream for 5 to 10 s (two pool sweeps 5 s apart): the first
+ * connection keeps DEFAULT_IDLE_TIMEOUT_MS and serves everything until the next burst, and what a connection
+ * storm opened (measured: dozens of connections to one peer) does not hold both agents' memory for 5 minutes.
+ * Longer than a typical gap between bursts of a busy client, so a steady load above 100 concurrent streams does not
+ * dial and close connections in a loop.
+ */
+export const DEFAULT_SURPLUS_IDLE_SWEEP_MS = 5 * 1000;
+
 /** Keepalive PING every 10 s: finds a dead peer (node gone, path cut) long before TCP's own timers would. */
 export const DEFAULT_KEEPALIVE_INTERVAL_MS = 10 * 1000;
 

@@ -48,6 +48,11 @@ export interface HboneClientOptions {
   maxStreamsPerConnection?: number;
   /** A pooled connection with no streams for this long is closed. Default 5 minutes. */
   idleTimeoutMs?: number;
+  /**
+   * Connections beyond the first per pool key are closed after two sweeps this far apart that found them without
+   * a stream. Default 5 s; 0 keeps them for idleTimeoutMs like the first.
+   */
+  surplusIdleSweepMs?: number;
   /** Interval between keepalive PINGs on a pooled connection. Default 10 s. */
   keepaliveIntervalMs?: number;
   /** A PING unanswered for this long closes the connection. Default 5 s. */

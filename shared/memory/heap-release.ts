@@ -11,17 +11,36 @@
  * available garbage" (what a memory-pressure notification runs), also returns the pooled pages to the kernel:
  * measured here, a process that had allocated 330 MiB went from 354 MiB anonymous RSS to 19 MiB.
  *
- * When: every CHECK_INTERVAL_MS (one unref'd timer, no other wake-up) it compares the V8 heap's committed size with
- * the size right after the last release; when it has grown by at least GROWTH_BYTES and the event loop was busy
- * less than QUIET_UTILIZATION of the last interval, it runs the GC. So a steady process never pays for it, a burst is
- * released within two intervals of its end, and the first check after start-up drops the start-up garbage.
+ * When: every CHECK_INTERVAL_MS (one unref'd timer, no other wake-up), if the event loop was busy less than
+ * QUIET_UTILIZATION of the last interval, it runs the GC when the committed heap grew by at least GROWTH_BYTES
+ * since the last release, or when something said it freed a lot since (shared/memory/release-hint.ts: the HBONE
+ * pool closing the connections a storm opened, which were live at the release right after the storm; their
+ * garbage is not even counted as free until a full GC, and an idle agent runs none). So a steady agent never pays
+ * for it, a burst is released within two intervals of its end, and the first check after start-up drops the
+ * start-up garbage.
+ *
+ * After the GC, with `releaseNative` (the agent's main thread passes agent/memory/native-memory.ts: both calls are
+ * process-wide), glibc's malloc_trim gives back the native memory freed with the connections (OpenSSL's,
+ * nghttp2's), and the node binary's pages that start-up or the burst touched are dropped from the process: used
+ * pages come back on their own. The
+ * same native release also runs alone, without a GC, when the process's RSS grew NATIVE_GROWTH_BYTES since the
+ * last one (capturing 20 pods grows native memory and touches code, not the V8 heap).
  *
  * Owns: the decision and the GC call. Must not know about: what allocated the memory (connections, requests, xDS,
- * ...) or which program it runs in.
+ * ...), which program it runs in, how native memory is released (the caller hands that in).
  */
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { performance, type EventLoopUtilization } from 'node:perf_hooks';
+import { onMemoryFreed } from './release-hint.ts';
+
+/** The process-wide native releases a program can offer (the agent's addon: agent/memory/native-memory.ts). */
+export interface NativeRelease {
+  /** malloc_trim(0): true when glibc returned memory to the kernel. */
+  trimMalloc(): boolean;
+  /** Drops the executable's read-only, never-written pages from the process; KiB that were resident in them. */
+  dropExecutablePages(): number;
+}
 
 /**
  * How often to look: often enough that memory is back within a minute of a storm's end (the goal is under 60 s),
@@ -34,10 +53,21 @@ export const CHECK_INTERVAL_MS = 10_000;
  */
 export const GROWTH_BYTES = 16 * 1024 * 1024;
 /**
+ * RSS growth since the last native release that is worth another one without a GC: reading /proc/self/smaps and
+ * the trim take about a millisecond, so this is about not repeating them for nothing on every check.
+ */
+export const NATIVE_GROWTH_BYTES = 8 * 1024 * 1024;
+/**
  * "Quiet": the event loop busy less than this share of the last interval (a storm keeps it near 1.0; an idle agent
  * is under 1 %). Low, so an agent carrying steady traffic does not take the GC's pause mid-request.
  */
 export const QUIET_UTILIZATION = 0.05;
+/**
+ * The native release alone (no GC pause; about a millisecond) only waits for a loop busy less than half the time:
+ * measured at load average 40, an agent capturing 20 pods never had a 5 % interval before the idle reading, and
+ * kept 35 MiB of the binary's start-up pages.
+ */
+export const NATIVE_QUIET_UTILIZATION = 0.5;
 
 interface GcOptions { type: 'major'; execution: 'sync' | 'async'; flavor: 'last-resort' }
 type GcFunction = (options: GcOptions) => Promise<void> | undefined;
@@ -47,6 +77,17 @@ export interface HeapReleaseStats {
   releases: number;
   /** Committed V8 heap (bytes) right after the last release (0 before the first). */
   heapAfterLastRelease: number;
+  /** Releases run because of a hint (noteMemoryFreed) rather than heap growth. */
+  hintedReleases: number;
+  /** Native releases (malloc_trim and the binary's pages) so far, with or without a GC; releaseNative only. */
+  nativeReleases: number;
+  /**
+   * RSS (bytes) at the first check after the last native release: by then the dropped pages still in use have come
+   * back, so growth over it is new memory, not the working set faulting in again (which would repeat the release).
+   */
+  rssAfterLastNativeRelease: number;
+  /** KiB of the node binary's pages that were resident when the last native release dropped them. */
+  executableKibDropped: number;
 }
 
 export interface HeapRelease {
@@ -59,7 +100,13 @@ export interface HeapRelease {
 export interface HeapReleaseOptions {
   intervalMs?: number;
   growthBytes?: number;
+  nativeGrowthBytes?: number;
   quietUtilization?: number;
+  /**
+   * Also trim malloc's arenas and drop the node binary's pages after each GC, with these calls: process-wide, so
+   * one thread (the main one) asks. None by default (tests of the GC alone; proxy workers; the waypoint).
+   */
+  releaseNative?: NativeRelease;
   /** Told after each release: committed heap before and after (bytes), for a debug log line. */
   onRelease?: (before: number, after: number) => void;
 }
@@ -77,22 +124,50 @@ export function startHeapRelease(options: HeapReleaseOptions = {}): HeapRelease 
   const growthBytes = options.growthBytes ?? GROWTH_BYTES;
   const quietUtilization = options.quietUtilization ?? QUIET_UTILIZATION;
   const gc = memoryReducingGc();
-  const stats: HeapReleaseStats = { releases: 0, heapAfterLastRelease: 0 };
+  const nativeGrowthBytes = options.nativeGrowthBytes ?? NATIVE_GROWTH_BYTES;
+  const stats: HeapReleaseStats = { releases: 0, heapAfterLastRelease: 0, hintedReleases: 0, nativeReleases: 0, rssAfterLastNativeRelease: 0, executableKibDropped: 0 };
   let lastUtilization: EventLoopUtilization = performance.eventLoopUtilization();
   let running = false;
+  let hinted = false;
+  /** Set by a native release: the next check measures the RSS the growth is counted from. */
+  let rebaseline = false;
+  const stopHints = onMemoryFreed(() => {
+    hinted = true;
+  });
+
+  const native = options.releaseNative;
+  const releaseNative = (): void => {
+    if (native === undefined) return;
+    native.trimMalloc();
+    stats.executableKibDropped = native.dropExecutablePages();
+    stats.nativeReleases += 1;
+    rebaseline = true;
+  };
 
   const check = async (): Promise<boolean> => {
     const utilization = performance.eventLoopUtilization(lastUtilization);
     lastUtilization = performance.eventLoopUtilization();
-    if (running || utilization.utilization >= quietUtilization) return false;
+    if (running) return false;
+    if (rebaseline) {
+      rebaseline = false;
+      stats.rssAfterLastNativeRelease = process.memoryUsage.rss();
+    }
     const before = process.memoryUsage().heapTotal;
-    if (before - stats.heapAfterLastRelease < growthBytes) return false;
+    const grown = before - stats.heapAfterLastRelease >= growthBytes;
+    if ((!grown && !hinted) || utilization.utilization >= quietUtilization) {
+      const nativeQuiet = utilization.utilization < Math.max(quietUtilization, NATIVE_QUIET_UTILIZATION);
+      if (native !== undefined && nativeQuiet && process.memoryUsage.rss() - stats.rssAfterLastNativeRelease >= nativeGrowthBytes) releaseNative();
+      return false;
+    }
     running = true;
+    if (!grown) stats.hintedReleases += 1;
+    hinted = false;
     try {
       await gc({ type: 'major', execution: 'async', flavor: 'last-resort' });
     } finally {
       running = false;
     }
+    if (native !== undefined) releaseNative();
     stats.releases += 1;
     stats.heapAfterLastRelease = process.memoryUsage().heapTotal;
     options.onRelease?.(before, stats.heapAfterLastRelease);
@@ -100,5 +175,12 @@ export function startHeapRelease(options: HeapReleaseOptions = {}): HeapRelease 
   };
   const timer = setInterval(() => void check(), intervalMs);
   timer.unref();
-  return { stats, check, stop: () => clearInterval(timer) };
+  return {
+    stats,
+    check,
+    stop: () => {
+      clearInterval(timer);
+      stopHints();
+    },
+  };
 }

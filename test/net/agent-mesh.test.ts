@@ -79,6 +79,22 @@ async function waitForAgentView(nodeIndex: number, name: string, tunnelProtocol:
   throw new Error(`node ${nodeIndex}'s agent never saw ${name} as ${tunnelProtocol}`);
 }
 
+test.serial('each agent runs with the V8 flags sized for a proxy, and its admin endpoint says where its memory is', async (t) => {
+  for (const index of [0, 1]) {
+    // The runtime starts `ip netns exec <node> node <flags> agent/main.ts`: the node process is the wrapper's child.
+    let pid = mesh.cluster.node(index).agent!.pid!;
+    if ((await readFile(`/proc/${pid}/comm`, 'utf8')).trim() === 'ip') pid = Number((await readFile(`/proc/${pid}/task/${pid}/children`, 'utf8')).trim().split(/\s+/)[0]);
+    const argv = (await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0');
+    t.true(argv.includes('--max-semi-space-size=8'), `node ${index + 1}'s agent: ${argv.join(' ')}`);
+    t.true(argv.indexOf('--max-semi-space-size=8') < argv.findIndex((arg) => arg.endsWith('agent/main.ts')), 'a node flag, before the main module');
+    const script = "fetch('http://127.0.0.1:15000/memory').then((r) => r.text()).then((text) => process.stdout.write(text))";
+    const result = await mesh.cluster.node(index).exec(process.execPath, ['-e', script]);
+    const report = JSON.parse(result.stdout) as { rss: { total: number; anonymous: number; file: number }; spaces: { name: string; committed: number }[] };
+    t.true(report.rss.total > 0 && report.rss.anonymous > 0);
+    t.true(report.spaces.some((space) => space.name === 'new_space'));
+  }
+});
+
 test.serial('an enrolled client reaches an enrolled server on another node through HBONE, identities verified', async (t) => {
   const result = await runClient(client, { host: server.ip, port: APP_PORT, count: 5, size: 64 * 1024 });
   t.true(result.ok, result.errors.join('; '));

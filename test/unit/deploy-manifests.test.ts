@@ -85,6 +85,8 @@ test('the agent DaemonSet gives the agent a configuration it accepts, with its f
   const pod = daemonSet.spec.template.spec;
   t.true(pod.hostNetwork, 'the agent serves the node: host network');
   const agent = pod.containers.find((container: Doc) => container.name === 'agent');
+  // V8 flags sized for a proxy (agent/memory/node-flags.ts) go to node, before the agent's main module.
+  t.deepEqual(agent.command, ['node', '--max-semi-space-size=8', '/opt/ambit/agent/main.ts']);
   const env: NodeJS.ProcessEnv = {};
   for (const variable of agent.env as Doc[]) {
     if (variable.valueFrom) {

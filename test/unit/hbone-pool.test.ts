@@ -87,6 +87,42 @@ test('an idle connection is released after idleTimeoutMs', async (t) => {
   t.is(pair.pool.stats().dials, 2);
 });
 
+test('a burst\'s extra connections close once idle; the first stays and a busy one is kept', async (t) => {
+  const echo = await startEcho();
+  // Sweeps 100 ms apart: an extra connection closes 100-200 ms after its last stream; the first keeps the 5 minutes.
+  const pair = await startPair({ client: { surplusIdleSweepMs: 100 } });
+  t.teardown(async () => {
+    await pair.close();
+    await echo.close();
+  });
+  const target = pair.target(echo.address);
+  // 250 at once: streams 0-99 on the first connection, 100-199 on the second, 200-249 on the third (oldest first).
+  const streams = [];
+  for (let i = 0; i < 250; i++) streams.push(pair.pool.open(target));
+  const opened = await Promise.all(streams);
+  t.is(pair.pool.stats().dials, 3);
+  const finish = async (from: number, to: number): Promise<void> => {
+    await Promise.all(opened.slice(from, to).map(async (stream, i) => {
+      stream.end(`s${from + i}`);
+      t.is((await readAll(stream)).toString(), `s${from + i}`);
+    }));
+  };
+  await finish(200, 250);
+  // The third connection going is the signal that sweeps ran; the second, with 100 open streams, must still be there.
+  t.true(await waitFor(() => pair.pool.stats().surplusClosed === 1 && pair.pool.stats().connections === 2, 5000), 'the idle third connection is closed');
+  t.is(pair.pool.stats().activeStreams, 200, 'the busy second connection is kept, with the first');
+  t.true(await waitFor(() => pair.server.stats().activeSessions === 2, 2000), 'the server saw the third close');
+  await finish(0, 200);
+  t.true(await waitFor(() => pair.pool.stats().connections === 1, 5000), 'back to one connection to the peer');
+  t.is(pair.pool.stats().surplusClosed, 2);
+  t.true(await waitFor(() => pair.server.stats().activeSessions === 1, 2000));
+  // The first connection still serves: no new dial.
+  const again = await pair.pool.open(target);
+  again.end('again');
+  t.is((await readAll(again)).toString(), 'again');
+  t.is(pair.pool.stats().dials, 3);
+});
+
 test('a connection that stops answering keepalive PINGs is closed and its streams fail', async (t) => {
   const echo = await startEcho();
   const pair = await startPair({ client: { keepaliveIntervalMs: 200, keepaliveTimeoutMs: 1000 } });

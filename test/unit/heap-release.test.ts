@@ -1,15 +1,32 @@
 /**
- * shared/memory/heap-release.ts: after a burst of allocation the agent's resident memory goes back down once it is
+ * shared/memory/heap-release.ts (with the agent's native release, agent/memory/native-memory.ts): after a burst of
+ * allocation a process's resident memory goes back down once it is
  * quiet, and a steady or busy agent is left alone. Each case runs in a child Node process of its own, so the RSS
  * read is that process's alone (ava runs other test files in this one); serial, so the bursts do not add up.
  */
 import test from 'ava';
 import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 
 const MODULE = fileURLToPath(new URL('../../shared/memory/heap-release.ts', import.meta.url));
+const NATIVE_MODULE = fileURLToPath(new URL('../../agent/memory/native-memory.ts', import.meta.url));
+const HINT_MODULE = fileURLToPath(new URL('../../shared/memory/release-hint.ts', import.meta.url));
 const MIB = 1024 * 1024;
+
+interface NativeOutcome {
+  anonBefore: number;
+  anonAfter: number;
+  binaryBefore: number;
+  binaryAfter: number;
+  dropped: number;
+  /** Work done after the release, needing the binary's code and data again: hash, Unicode RegExp, zlib, ICU. */
+  digest: string;
+  matched: boolean;
+  inflated: number;
+  date: string;
+}
 
 interface Outcome {
   released: boolean;
@@ -18,15 +35,20 @@ interface Outcome {
   anonAfter: number;
   heapBefore: number;
   heapAfter: number;
+  hintedReleases: number;
+  nativeReleases: number;
 }
 
 /** Allocates `burstMib` of small objects, drops them, then runs one check with the given options. */
-async function scenario(burstMib: number, options: Record<string, number>): Promise<Outcome> {
+async function scenario(burstMib: number, options: Record<string, number | boolean>, hint = false): Promise<Outcome> {
   const script = `
     import { readFileSync } from 'node:fs';
     import { startHeapRelease } from ${JSON.stringify(MODULE)};
+    import { noteMemoryFreed } from ${JSON.stringify(HINT_MODULE)};
+    import { nativeMemory } from ${JSON.stringify(NATIVE_MODULE)};
     const anon = () => Number(/^RssAnon:\\s+(\\d+)/m.exec(readFileSync('/proc/self/status', 'utf8'))[1]) * 1024;
-    const release = startHeapRelease({ intervalMs: 3600000, ...${JSON.stringify(options)} });
+    const { releaseNative, ...options } = ${JSON.stringify(options)};
+    const release = startHeapRelease({ intervalMs: 3600000, ...options, ...(releaseNative ? { releaseNative: nativeMemory } : {}) });
     let held = [];
     const objects = ${burstMib} * 1024 * 1024 / 64;
     for (let i = 0; i < objects; i++) held.push({ index: i, label: 'connection ' + i });
@@ -34,9 +56,11 @@ async function scenario(burstMib: number, options: Record<string, number>): Prom
     await new Promise((resolve) => setTimeout(resolve, 100));
     const anonBefore = anon();
     const heapBefore = process.memoryUsage().heapTotal;
+    if (${hint}) noteMemoryFreed();
     const released = await release.check();
     release.stop();
-    process.stdout.write(JSON.stringify({ released, releases: release.stats.releases, anonBefore, anonAfter: anon(), heapBefore, heapAfter: process.memoryUsage().heapTotal }));
+    const { releases, hintedReleases, nativeReleases } = release.stats;
+    process.stdout.write(JSON.stringify({ released, releases, hintedReleases, nativeReleases, anonBefore, anonAfter: anon(), heapBefore, heapAfter: process.memoryUsage().heapTotal }));
   `;
   const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], { timeout: 180_000 });
   return JSON.parse(stdout) as Outcome;
@@ -59,10 +83,90 @@ test.serial('no release while the heap has not grown enough since the last one',
   t.is(outcome.releases, 0);
 });
 
+test.serial('a hint that memory was freed (the pool closed a burst\'s connections) releases without heap growth', async (t) => {
+  const outcome = await scenario(120, { quietUtilization: 1.1, growthBytes: 4096 * MIB }, true);
+  t.true(outcome.released);
+  t.is(outcome.hintedReleases, 1);
+  t.true(outcome.anonAfter < 60 * MIB, `anonymous RSS after the hinted release: ${(outcome.anonAfter / MIB).toFixed(0)} MiB (before ${(outcome.anonBefore / MIB).toFixed(0)})`);
+});
+
+test.serial('with releaseNative and no heap growth, RSS growth alone runs the native release (no GC)', async (t) => {
+  const outcome = await scenario(8, { quietUtilization: 1.1, growthBytes: 4096 * MIB, releaseNative: true, nativeGrowthBytes: 1 });
+  t.false(outcome.released, 'no GC');
+  t.is(outcome.nativeReleases, 1);
+  const quiet = await scenario(8, { quietUtilization: 1.1, growthBytes: 4096 * MIB, releaseNative: true, nativeGrowthBytes: 4096 * MIB });
+  t.is(quiet.nativeReleases, 0, 'not without that growth');
+});
+
 test.serial('no release while the event loop is busy', async (t) => {
   // A utilization threshold of 0: the loop is never quiet enough, however large the burst.
   const outcome = await scenario(120, { quietUtilization: 0 });
   t.false(outcome.released);
   t.is(outcome.releases, 0);
   t.true(outcome.anonAfter > 90 * MIB, 'the memory is still there (nothing ran)');
+});
+
+/**
+ * Native memory: 100 MiB of 1 KiB buffers (malloc'd by Node's allocator), one in 100 kept so the arena is fragmented
+ * and free() alone cannot shrink it; then one check. Also reads the node binary's resident pages before and after,
+ * and after the release does work that needs the binary's code and data again (hash, Unicode RegExp, zlib, ICU).
+ */
+async function nativeScenario(releaseNative: boolean): Promise<NativeOutcome> {
+  const script = `
+    import { readFileSync } from 'node:fs';
+    import { createHash } from 'node:crypto';
+    import { deflateSync, inflateSync } from 'node:zlib';
+    import { startHeapRelease } from ${JSON.stringify(MODULE)};
+    import { nativeMemory } from ${JSON.stringify(NATIVE_MODULE)};
+    const anon = () => Number(/^RssAnon:\\s+(\\d+)/m.exec(readFileSync('/proc/self/status', 'utf8'))[1]) * 1024;
+    const binary = () => {
+      let total = 0, current = false;
+      for (const line of readFileSync('/proc/self/smaps', 'utf8').split('\\n')) {
+        const header = /^[0-9a-f]+-[0-9a-f]+ \\S+ \\S+ \\S+ \\d+\\s*(.*)$/.exec(line);
+        if (header) current = header[1] === process.execPath;
+        else if (current && line.startsWith('Rss:')) total += Number(/(\\d+)/.exec(line)[1]) * 1024;
+      }
+      return total;
+    };
+    const release = startHeapRelease({ intervalMs: 3600000, quietUtilization: 1.1, growthBytes: 0, releaseNative: ${releaseNative} ? nativeMemory : undefined });
+    let buffers = [];
+    const kept = [];
+    for (let i = 0; i < 100 * 1024; i++) {
+      const buffer = Buffer.allocUnsafeSlow(1024).fill(i & 0xff);
+      buffers.push(buffer);
+      if (i % 100 === 0) kept.push(buffer);
+    }
+    buffers = undefined;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const anonBefore = anon();
+    const binaryBefore = binary();
+    await release.check();
+    const anonAfter = anon();
+    const binaryAfter = binary();
+    release.stop();
+    const digest = createHash('sha256').update('ambit').digest('hex');
+    const matched = /^spiffe:\\/\\/[^/]+\\/ns\\/[a-z0-9-]+\\/sa\\/\\S+$/u.test('spiffe://cluster.local/ns/default/sa/büro');
+    const inflated = inflateSync(deflateSync(Buffer.alloc(65536, 'x'))).length;
+    const date = new Intl.DateTimeFormat('de-DE', { timeZone: 'UTC' }).format(new Date(0));
+    process.stdout.write(JSON.stringify({ anonBefore, anonAfter, binaryBefore, binaryAfter, dropped: release.stats.executableKibDropped * 1024, digest, matched, inflated, date, kept: kept.length }));
+  `;
+  const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], { timeout: 180_000 });
+  return JSON.parse(stdout) as NativeOutcome;
+}
+
+test.serial('with releaseNative, freed native memory and the binary\'s start-up pages leave the RSS, and the process works on', async (t) => {
+  const [plain, native] = [await nativeScenario(false), await nativeScenario(true)];
+  t.true(native.anonBefore > 90 * MIB, `the buffers were resident: ${(native.anonBefore / MIB).toFixed(0)} MiB`);
+  // Without malloc_trim the freed 1 KiB buffers stay in glibc's fragmented arena; with it they go back.
+  t.true(plain.anonAfter > 80 * MIB, `without releaseNative the arena keeps them: ${(plain.anonAfter / MIB).toFixed(0)} MiB`);
+  t.true(native.anonAfter < 50 * MIB, `anonymous RSS after the native release: ${(native.anonAfter / MIB).toFixed(0)} MiB (before ${(native.anonBefore / MIB).toFixed(0)})`);
+  // The binary's pages: what start-up touched goes, what is used again comes back (a bare node touches about 30 MiB).
+  t.true(native.dropped > 10 * MIB, `dropped ${(native.dropped / MIB).toFixed(1)} MiB`);
+  t.true(native.binaryAfter < native.binaryBefore / 2, `node binary resident ${(native.binaryBefore / MIB).toFixed(1)} -> ${(native.binaryAfter / MIB).toFixed(1)} MiB`);
+  t.true(plain.binaryAfter > plain.binaryBefore / 2);
+  // And everything still works off the dropped pages (a dropped page that held written data would break these).
+  t.is(native.digest, createHash('sha256').update('ambit').digest('hex'));
+  t.true(native.matched);
+  t.is(native.inflated, 65_536);
+  t.is(native.date, '1.1.1970');
 });

@@ -94,3 +94,22 @@ test('the metrics port is configurable (AMBIT_METRICS_PORT), 15020 on every addr
   t.is(configFromEnv({ ...base, AMBIT_METRICS_PORT: '19020' }).metricsAddress.port, 19020);
   t.throws(() => configFromEnv({ ...base, AMBIT_METRICS_PORT: 'lots' }), { message: /AMBIT_METRICS_PORT=lots is not a port number/ });
 });
+
+test.serial('/memory: where the process\'s memory is (RSS split, V8 spaces, the node binary\'s mapping, live handles)', async (t) => {
+  const response = await fetch(`${fixture.url}/memory`);
+  t.is(response.status, 200);
+  const report = (await response.json()) as {
+    rss: { total: number; anonymous: number; file: number };
+    mappings: { name: string; rssBytes: number }[];
+    process: { heapUsed: number };
+    heap: { committed: number; used: number };
+    spaces: { name: string; committed: number }[];
+    resources: Record<string, number>;
+  };
+  t.true(report.rss.total > 0 && report.rss.anonymous > 0 && report.rss.file > 0);
+  t.true(Math.abs(report.rss.anonymous + report.rss.file - report.rss.total) < 4 * 1024 * 1024, 'the split adds up to the RSS');
+  t.true(report.mappings.some((mapping) => mapping.name === process.execPath && mapping.rssBytes > 0), 'the node binary\'s resident pages are listed');
+  t.true(report.spaces.some((space) => space.name === 'old_space' && space.committed > 0));
+  t.true(report.heap.used > 0 && report.heap.used <= report.heap.committed);
+  t.true((report.resources['TCPServerWrap'] ?? 0) >= 1, 'the admin listener itself is a live handle');
+});
