@@ -135,18 +135,22 @@ const RESPONSE_HEAD_FACTS: ResponseFacts<ResponseHead> = {
   discard: () => undefined,
 };
 
-/** Route entries the lean path cannot serve yet (fault injection, mirrors): such a Service's requests go to Node's server. */
-const leanRoutes = new WeakMap<readonly RouteEntry[], { serves: boolean; backends: string[] }>();
-
-function leanRoutesOf(entries: readonly RouteEntry[]): { serves: boolean; backends: string[] } {
-  let facts = leanRoutes.get(entries);
-  if (facts === undefined) {
-    const backends = new Set<string>();
-    for (const entry of entries) for (const backend of entry.backends) backends.add(backend.service);
-    facts = { serves: entries.every((entry) => entry.fault === undefined && entry.mirrors.length === 0), backends: [...backends] };
-    leanRoutes.set(entries, facts);
-  }
-  return facts;
+/** What fault injection needs of a response (fault.ts), on a lean exchange: the client's going is its 'close'. */
+function faultResponseOf(exchange: LeanExchange): Parameters<typeof applyFault>[1] {
+  let onClose: (() => void) | undefined;
+  exchange.onClientGone = () => onClose?.();
+  return {
+    get headersSent() {
+      return exchange.headersSent;
+    },
+    writeHead: (status, headers) => exchange.writeHead(status, headers),
+    end: (text) => exchange.end(text),
+    once: (_event, listener) => (onClose = listener),
+    off: () => (onClose = undefined),
+    get destroyed() {
+      return exchange.clientGone;
+    },
+  };
 }
 
 export class HttpProxy {
@@ -219,7 +223,7 @@ export class HttpProxy {
   serveLean(hbone: HboneRequest, stream: http2.ServerHttp2Stream, service: Service, firstBytes: Buffer | undefined): void {
     const context: StreamContext = { hbone, service, source: this.#state.workloadByIp(plainAddress(hbone.remoteAddress)) };
     const handler: LeanHandler = {
-      accepts: (head) => this.#leanServes(head, service),
+      accepts: (head) => this.#leanServes(head),
       serve: (exchange) => {
         this.#leanCounts.leanRequests++;
         this.#serveLean(exchange, context).catch((error: Error) => {
@@ -267,18 +271,11 @@ export class HttpProxy {
 
   /**
    * Whether the lean path serves a request with this head: HTTP/1.1, no Upgrade or CONNECT, no Expect, a body of
-   * known length that the retry buffer holds whole, and a Service whose routes use nothing the lean path lacks
-   * (fault injection, mirrors, DestinationRules). Decided before anything was forwarded.
+   * known length that the retry buffer holds whole (so every try and mirror can send it again). Decided before
+   * anything was forwarded.
    */
-  #leanServes(head: RequestHead, service: Service): boolean {
-    if (head.httpVersion !== '1.1' || head.upgrade || head.method === 'CONNECT' || head.expect !== '' || head.chunked || head.contentLength > MAX_BUFFERED_BODY_BYTES) return false;
-    const key = serviceKey(service);
-    const destinations = this.#destinations;
-    if (destinations?.forService(key) !== undefined) return false;
-    const entries = this.#routes.entriesFor(key);
-    if (entries === undefined) return true;
-    const facts = leanRoutesOf(entries);
-    return facts.serves && (destinations === undefined || facts.backends.every((backend) => destinations.forService(backend) === undefined));
+  #leanServes(head: RequestHead): boolean {
+    return head.httpVersion === '1.1' && !head.upgrade && head.method !== 'CONNECT' && head.expect === '' && !head.chunked && head.contentLength <= MAX_BUFFERED_BODY_BYTES;
   }
 
   /** One request on the lean path: the same flow as #handle and #forward, on a LeanExchange. */
@@ -305,6 +302,15 @@ export class HttpProxy {
         this.#answerLean(exchange, record, new WaypointError('WAYPOINT_NO_ROUTE', `no route of ${context.service.hostname} matches ${exchange.method} ${url}`), 'route_not_found');
         return;
       }
+      if (entry.fault) {
+        const fault = await applyFault(entry.fault, faultResponseOf(exchange));
+        exchange.onClientGone = undefined;
+        record.faultFlags = fault.flags;
+        if (fault.clientGone || fault.abortedWith !== undefined) {
+          this.#finish(exchange, undefined, record, fault.abortedWith ?? 0, fault.clientGone ? 'DC' : '-', fault.clientGone ? 'downstream_remote_disconnect' : 'fault_filter_abort');
+          return;
+        }
+      }
       if (entry.redirect) {
         const location = redirectLocation(entry, { host: String(exchange.headers.host ?? ''), path, query, servicePort });
         exchange.writeHead(entry.redirect.statusCode, { location }).end();
@@ -320,15 +326,42 @@ export class HttpProxy {
       }
       record.destination = backendService;
       port = backend.port;
-      // A VirtualService subset needs the backend's DestinationRule; the lean path runs only where none applies.
-      if (backend.subset !== undefined) {
-        this.#answerLean(exchange, record, new WaypointError('WAYPOINT_UNKNOWN_SUBSET', `no DestinationRule of ${backendService.hostname} defines subset ${backend.subset}`), 'cluster_not_found');
+    }
+    const entry = record.entry;
+    const upstreamUrl = entry ? rewrittenUrl(entry, path, query) : url;
+    const headers = this.#upstreamHeaders(exchange, record, backend);
+    const headText = requestHeadText(exchange.method, upstreamUrl, headers);
+    const vip = context.hbone.target.host;
+    for (const mirror of entry?.mirrors ?? []) {
+      const service = this.#state.serviceByKey(mirror.service);
+      if (!service || (mirror.fraction < 1 && Math.random() >= mirror.fraction)) continue;
+      sendMirror(this.#upstreams, { service, servicePort: mirror.port, vip, method: exchange.method, url: upstreamUrl, headers, body: { chunks: exchange.body, bytes: exchange.bodyBytes, complete: true } }, (message) => this.#log?.debug({ mirror: mirror.service, err: message }, 'mirror request failed'));
+    }
+    // DestinationRule hook, as #forward's: a pool slot (or 503 UO), the rule's endpoint choice, outlier detection.
+    const traffic = this.#destinations?.forService(serviceKey(record.destination));
+    const subset = backend?.subset !== undefined ? traffic?.subsetPods(backend.subset) : undefined;
+    if (backend?.subset !== undefined && subset === undefined) {
+      this.#answerLean(exchange, record, new WaypointError('WAYPOINT_UNKNOWN_SUBSET', `no DestinationRule of ${record.destination.hostname} defines subset ${backend.subset}`), 'cluster_not_found');
+      return;
+    }
+    if (traffic) {
+      let admitted: DestinationRequest;
+      try {
+        const begun = traffic.begin({ headers: exchange.headers, url, sourceIp: plainAddress(context.hbone.remoteAddress) }, subset);
+        admitted = begun instanceof Promise ? await begun : begun;
+      } catch (error) {
+        if (!(error instanceof WaypointError)) throw error;
+        this.#destinations!.overflowed(serviceKey(record.destination));
+        this.#answerLean(exchange, record, error, 'upstream_overflow', error.responseFlags, { 'x-envoy-overloaded': 'true' });
+        return;
+      }
+      record.destinationRequest = admitted;
+      // The client left while this request waited for the slot: the slot goes back.
+      if (exchange.clientGone) {
+        admitted.done(undefined);
         return;
       }
     }
-    const entry = record.entry;
-    const headText = requestHeadText(exchange.method, entry ? rewrittenUrl(entry, path, query) : url, this.#upstreamHeaders(exchange, record, backend));
-    const vip = context.hbone.target.host;
     const headRequest = exchange.method === 'HEAD';
     const tries = new RequestAttempts<ResponseHead>({
       policy: entry?.retry ?? ISTIO_DEFAULT_RETRY,
@@ -336,10 +369,12 @@ export class HttpProxy {
       facts: RESPONSE_HEAD_FACTS,
       // The body is always whole here (the lean path takes only bodies the retry buffer holds).
       replayable: () => !exchange.done,
+      ...(record.destinationRequest ? { onRetried: (outcome: number | 'connect-failure') => record.destinationRequest?.tryEnded(outcome) } : {}),
       start: (avoid) =>
         new LeanTry(this.#upstreams, this.#pool, {
           service: record.destination, servicePort: port, vip, headText, body: exchange.body, headRequest, timeoutMs: entry?.backendRequestTimeoutMs ?? 0,
           ...(avoid !== undefined ? { avoid } : {}),
+          ...(record.destinationRequest ? { choose: record.destinationRequest.choose } : {}),
         }),
     });
     exchange.onClientGone = () => {
@@ -362,9 +397,9 @@ export class HttpProxy {
     }
     // The relay: the head with the response filters, then the body as it comes (its framing passed on as it came).
     const head = result.response;
-    const headers = endToEndHeaders(head.headers);
-    modifyHeaders(headers, entry?.responseHeaderModifier);
-    modifyHeaders(headers, backend?.responseHeaderModifier);
+    const responseHeaders = endToEndHeaders(head.headers);
+    modifyHeaders(responseHeaders, entry?.responseHeaderModifier);
+    modifyHeaders(responseHeaders, backend?.responseHeaderModifier);
     const bodyless = headRequest || head.status === 204 || head.status === 304;
     const closeDelimited = !bodyless && !head.chunked && head.contentLength < 0;
     const framing = (head.chunked && !bodyless ? 'transfer-encoding: chunked\r\n' : '') + (closeDelimited || exchange.closeAfter ? 'connection: close\r\n' : '');
@@ -373,18 +408,19 @@ export class HttpProxy {
     record.status = status;
     exchange.onRelayed = (whole) => {
       tries.stop();
+      record.responseBytes = current.responseBodyBytes;
       if (whole) this.#finish(exchange, undefined, record, status, result.flags, 'via_upstream');
       else this.#finish(exchange, undefined, record, status, current.timedOut || tries.timedOut ? 'UT' : 'UC', 'upstream_reset_after_response_started');
     };
     exchange.source = current;
-    exchange.sendHead(responseHeadText(status, headers, framing));
+    exchange.sendHead(responseHeadText(status, responseHeaders, framing));
     current.relayBody(exchange);
   }
 
   /** The lean path's own error response (the body says why); after a relayed head, a cut. */
-  #answerLean(exchange: LeanExchange, record: RequestRecord, error: WaypointError, details: string, flags = error.responseFlags): void {
+  #answerLean(exchange: LeanExchange, record: RequestRecord, error: WaypointError, details: string, flags = error.responseFlags, extraHeaders?: Record<string, string>): void {
     if (exchange.headersSent) exchange.cut();
-    else exchange.writeHead(error.status, { 'content-type': 'text/plain' }).end(`${error.message}\n`);
+    else exchange.writeHead(error.status, { 'content-type': 'text/plain', ...extraHeaders }).end(`${error.message}\n`);
     this.#finish(exchange, undefined, record, error.status, flags, details);
   }
 

@@ -137,7 +137,7 @@ test('chunked: the end is found however the bytes are split; what follows is lef
 });
 
 test('chunked: bad sizes, extensions and CRLFs are refused', (t) => {
-  for (const body of ['x\r\n', '-1\r\n', ' 5\r\nhello\r\n', '5 \r\nhello\r\n', '1234567890abc\r\n', '5\nhello\r\n', '5\r\nhelloX\r\n', '5\r\nhello\n0\r\n\r\n', '5;a\x01b\r\nhello\r\n', '5;a\nb\r\n', '0\r\nX: 1\n\r\n', '0\r\n\n', '0\r\n folded\r\n\r\n'])
+  for (const body of ['x\r\n', '-1\r\n', ' 5\r\nhello\r\n', '5 \r\nhello\r\n', '1234567890abc\r\n', '5\nhello\r\n', '5\r\nhelloX\r\n', '5\r\nhello\n0\r\n\r\n', '5\r\nhelloX\n0\r\n\r\n', '5\rXhello\r\n0\r\n\r\n', '5;a\x01b\r\nhello\r\n', '5;a\nb\r\n', '0\r\nX: 1\n\r\n', '0\r\n\n', '0\r\n folded\r\n\r\n'])
     t.true(decode([body]) instanceof Http1Error, JSON.stringify(body));
 });
 

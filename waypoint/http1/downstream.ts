@@ -52,7 +52,6 @@ export class LeanExchange implements BodyReceiver {
   readonly headers: HeaderMap;
   readonly body: Buffer[] = [];
   bodyBytes = 0;
-  responseBytes = 0;
   headersSent = false;
   /** The response ended (whole, cut, or the client went). */
   done = false;
@@ -128,7 +127,6 @@ export class LeanExchange implements BodyReceiver {
     const length = Buffer.byteLength(text);
     head += `content-length: ${length}\r\n${this.#closeAfter ? 'connection: close\r\n' : ''}\r\n`;
     this.headersSent = true;
-    this.responseBytes = length;
     this.#connection.write(text.length > 0 ? head + text : head);
     this.done = true;
     this.#connection.responseEnded(this, true);
@@ -143,7 +141,6 @@ export class LeanExchange implements BodyReceiver {
   // BodyReceiver: the relayed response's body.
   bodyChunk(bytes: Buffer, start: number, end: number): void {
     if (this.done || start === end) return;
-    this.responseBytes += end - start;
     if (!this.#connection.writeBytes(start === 0 && end === bytes.length ? bytes : bytes.subarray(start, end)) && this.source !== undefined) {
       const source = this.source;
       source.pause();

@@ -108,6 +108,11 @@ export class LeanTry implements Attempt<ResponseHead>, ResponseSink {
     stream.send(request.headText, request.body, request.headRequest, this);
   }
 
+  /** The response's body bytes so far (read when it ended or was cut, before its connection carries another). */
+  get responseBodyBytes(): number {
+    return this.#stream?.bodyBytes ?? 0;
+  }
+
   /** The proxy passes the response's body on to `receiver`. */
   relayBody(receiver: BodyReceiver): void {
     this.#receiver = receiver;

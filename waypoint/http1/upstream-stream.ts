@@ -48,6 +48,8 @@ export class UpstreamHttp1Stream {
   idleTimeoutMs: number;
   /** Counted as carrying a request by the pool. */
   inUse = false;
+  /** Body bytes of the current response so far (chunk data only, without the chunked framing). */
+  bodyBytes = 0;
   #phase = PHASE_IDLE;
   #sink: ResponseSink | undefined;
   #pending: Buffer | undefined;
@@ -166,6 +168,7 @@ export class UpstreamHttp1Stream {
 
   #framing(head: ResponseHead): void {
     const status = head.status;
+    this.bodyBytes = 0;
     if (this.#headRequest || status === 204 || status === 304) this.#bodyMode = BODY_NONE;
     else if (head.chunked) {
       this.#bodyMode = BODY_CHUNKED;
@@ -189,10 +192,12 @@ export class UpstreamHttp1Stream {
     if (this.#bodyMode === BODY_LENGTH) {
       const take = Math.min(this.#remaining, end - start);
       this.#remaining -= take;
+      this.bodyBytes += take;
       sink.onBody(bytes, start, start + take);
       if (this.#remaining === 0) this.#complete(start + take < end);
     } else if (this.#bodyMode === BODY_CHUNKED) {
       const ended = this.#chunked.feed(bytes, start, end);
+      this.bodyBytes = this.#chunked.dataBytes;
       if (ended instanceof Http1Error) {
         this.#fail(ended);
       } else if (ended < 0) {
@@ -202,6 +207,7 @@ export class UpstreamHttp1Stream {
         this.#complete(ended < end);
       }
     } else {
+      this.bodyBytes += end - start;
       sink.onBody(bytes, start, end);
     }
   }
