@@ -332,7 +332,16 @@ export class DownstreamConnection {
       this.stream.close();
       return;
     }
-    if (this.#exchange === undefined) this.#next();
+    if (this.#exchange === undefined) {
+      this.#next();
+      return;
+    }
+    // The client ended its side while its request was served: gone, as Node's server takes it (httpAllowHalfOpen
+    // false): the request is aborted (its tries, its DestinationRule slot) and this side ends too.
+    const exchange = this.#exchange;
+    this.#exchange = undefined;
+    exchange.gone();
+    this.#endAndLinger();
   }
 
   #closed(): void {
