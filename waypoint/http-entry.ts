@@ -1,7 +1,9 @@
 /**
  * Where a terminated HBONE stream to an L7 port (protocols.ts) goes: answered 200, its first bytes read to see
- * which HTTP the client speaks, then handed as a connection to the HTTP/1.1 proxy (http-proxy.ts) or the HTTP/2
- * proxy (h2-proxy.ts), as Envoy's `codec_type: AUTO` does on Istio's waypoint listeners.
+ * which HTTP the client speaks, then handed to the HTTP/1.1 proxy's lean path (http-proxy.ts, http1/: the stream
+ * itself and the bytes read) or as a connection to the HTTP/2 proxy (h2-proxy.ts), as Envoy's `codec_type: AUTO`
+ * does on Istio's waypoint listeners. `AMBIT_WAYPOINT_HTTP1=node` sends HTTP/1.1 to Node's server instead (for A/B
+ * runs).
  *
  * Owns: that hand-over. Must not know about: requests, routes, endpoints.
  */
@@ -11,8 +13,11 @@ import type { MeshState } from '../shared/mesh/mesh-state.ts';
 import type { Service } from '../shared/mesh/service.ts';
 import type { H2Proxy } from './h2-proxy.ts';
 import type { HttpProxy } from './http-proxy.ts';
-import { sniffHttpVersion } from './protocols.ts';
+import { versionFromFirstBytes } from './protocols.ts';
 import { Http2StreamDuplex } from './stream-adapter.ts';
+
+/** Which HTTP/1.1 path serves streams: the lean one (http1/), or Node's server for every request. */
+const HTTP1_PATH = process.env.AMBIT_WAYPOINT_HTTP1 === 'node' ? 'node' : 'lean';
 
 function plainAddress(address: string): string {
   return address.startsWith('::ffff:') ? address.slice(7) : address;
@@ -29,12 +34,37 @@ export class HttpEntry {
     this.#state = options.state;
   }
 
-  async serve(hbone: HboneRequest, stream: http2.ServerHttp2Stream, service: Service): Promise<void> {
+  serve(hbone: HboneRequest, stream: http2.ServerHttp2Stream, service: Service): void {
     stream.respond({ ':status': 200 });
-    const connection = new Http2StreamDuplex(stream);
-    const version = await sniffHttpVersion(connection);
-    if (connection.destroyed) return;
-    if (version === 'h2') this.#http2.serveConnection(hbone, connection, service, this.#state.workloadByIp(plainAddress(hbone.remoteAddress)));
-    else this.#http1.serveConnection(hbone, connection, service);
+    // The first bytes, read from the stream itself: the HTTP/2 preface, or anything else (HTTP/1.1).
+    let seen: Buffer | undefined;
+    const decide = (version: 'h1' | 'h2'): void => {
+      stream.off('data', onData);
+      stream.off('end', onEnd);
+      stream.off('close', onClose);
+      stream.pause();
+      if (version === 'h2' || HTTP1_PATH === 'node') {
+        const connection = new Http2StreamDuplex(stream);
+        if (seen !== undefined) connection.unshift(seen);
+        if (stream.readableEnded) connection.push(null);
+        if (version === 'h2') this.#http2.serveConnection(hbone, connection, service, this.#state.workloadByIp(plainAddress(hbone.remoteAddress)));
+        else this.#http1.serveConnection(hbone, connection, service);
+      } else {
+        this.#http1.serveLean(hbone, stream, service, seen);
+      }
+    };
+    const onData = (chunk: Buffer): void => {
+      seen = seen === undefined ? chunk : Buffer.concat([seen, chunk]);
+      const version = versionFromFirstBytes(seen);
+      if (version !== undefined) decide(version);
+    };
+    const onEnd = (): void => decide('h1');
+    const onClose = (): void => {
+      stream.off('data', onData);
+      stream.off('end', onEnd);
+    };
+    stream.on('data', onData);
+    stream.once('end', onEnd);
+    stream.once('close', onClose);
   }
 }

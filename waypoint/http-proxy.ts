@@ -41,9 +41,22 @@ import { UpstreamTry } from './upstream-try.ts';
 import type { Upstreams } from './upstream.ts';
 import { proxyUpgrade } from './upgrade.ts';
 import type { DestinationRequest, DestinationTraffic } from './destination/destination-traffic.ts';
+import { DownstreamConnection, type LeanExchange, type LeanHandler } from './http1/downstream.ts';
+import type { Http1Error } from './http1/errors.ts';
+import type { RequestHead, ResponseHead } from './http1/heads.ts';
+import { LeanTry } from './http1/lean-try.ts';
+import { requestHeadText, responseHeadText } from './http1/serialize.ts';
+import { UpstreamHttp1Pool } from './http1/upstream-pool.ts';
 
 /** The request as both HTTP/1.1 and HTTP/2 compat servers hand it over. */
 type DownstreamRequest = http.IncomingMessage | http2.Http2ServerRequest;
+/** What the records, metrics and access log read of a request: Node's request objects and the lean path's exchange. */
+interface RequestLine {
+  method?: string | undefined;
+  url?: string | undefined;
+  httpVersion: string;
+  headers: http.IncomingHttpHeaders;
+}
 /** What the flow uses of a response: common to `http.ServerResponse` and `http2.Http2ServerResponse`. */
 interface DownstreamResponse extends NodeJS.WritableStream {
   writeContinue(): void;
@@ -77,6 +90,8 @@ interface RequestRecord {
   destinationRequest?: DestinationRequest;
   /** What fault injection did ('DI', 'FI', 'DI,FI'; '' nothing), joined to the response flags. */
   faultFlags: string;
+  /** The status passed on (lean path: known once the head is relayed). */
+  status?: number;
 }
 
 /** The gate's refusal written as a raw HTTP/1.1 response on an upgrade request's connection, which then closes. */
@@ -110,6 +125,34 @@ const INCOMING_MESSAGE_FACTS: ResponseFacts<http.IncomingMessage> = {
   discard: (response) => response.resume(),
 };
 
+/** The same for the lean path's parsed response heads (a retried one's connection is closed by the try's abort). */
+const RESPONSE_HEAD_FACTS: ResponseFacts<ResponseHead> = {
+  status: (head) => head.status,
+  grpcStatus: (head) => {
+    const value = head.headers['grpc-status'];
+    return typeof value === 'string' && /^\d+$/.test(value) ? Number(value) : undefined;
+  },
+  discard: () => undefined,
+};
+
+/** What fault injection needs of a response (fault.ts), on a lean exchange: the client's going is its 'close'. */
+function faultResponseOf(exchange: LeanExchange): Parameters<typeof applyFault>[1] {
+  let onClose: (() => void) | undefined;
+  exchange.onClientGone = () => onClose?.();
+  return {
+    get headersSent() {
+      return exchange.headersSent;
+    },
+    writeHead: (status, headers) => exchange.writeHead(status, headers),
+    end: (text) => exchange.end(text),
+    once: (_event, listener) => (onClose = listener),
+    off: () => (onClose = undefined),
+    get destroyed() {
+      return exchange.clientGone;
+    },
+  };
+}
+
 export class HttpProxy {
   readonly #server: http.Server;
   readonly #contexts = new WeakMap<Duplex, StreamContext>();
@@ -121,12 +164,17 @@ export class HttpProxy {
   readonly #log: Logger | undefined;
   readonly #gate: RequestGate | undefined;
   readonly #destinations: DestinationTraffic | undefined;
+  /** Kept-alive HTTP/1.1 connections to endpoints for the lean path (http1/upstream-pool.ts). */
+  readonly #pool: UpstreamHttp1Pool;
+  /** Requests served by the lean path, streams handed to Node's server, heads refused (config dump). */
+  readonly #leanCounts = { leanRequests: 0, handedToNode: 0, refusedHeads: 0 };
 
   constructor(options: { upstreams: Upstreams; routes: RouteTable; state: MeshState; metrics: WaypointMetrics; log?: Logger; gate?: RequestGate; destinations?: DestinationTraffic }) {
     this.#gate = options.gate;
     this.#destinations = options.destinations;
     this.#upstreams = options.upstreams;
     this.#connections = new UpstreamConnections(options.upstreams);
+    this.#pool = new UpstreamHttp1Pool(options.upstreams);
     this.#routes = options.routes;
     this.#state = options.state;
     this.#metrics = options.metrics;
@@ -168,14 +216,212 @@ export class HttpProxy {
     this.#server.emit('connection', connection);
   }
 
+  /**
+   * Serves HTTP/1.1 on a terminated stream already answered 200 with the lean path (http1/): `firstBytes` are what
+   * the sniff read. Requests it does not serve hand the stream to Node's server (serveConnection).
+   */
+  serveLean(hbone: HboneRequest, stream: http2.ServerHttp2Stream, service: Service, firstBytes: Buffer | undefined): void {
+    const context: StreamContext = { hbone, service, source: this.#state.workloadByIp(plainAddress(hbone.remoteAddress)) };
+    const handler: LeanHandler = {
+      accepts: (head) => this.#leanServes(head),
+      serve: (exchange) => {
+        this.#leanCounts.leanRequests++;
+        this.#serveLean(exchange, context).catch((error: Error) => {
+          this.#log?.warn({ err: error.message, method: exchange.method, path: exchange.url }, 'request failed in the waypoint');
+          if (exchange.headersSent) exchange.cut();
+          else exchange.writeHead(502, { 'content-type': 'text/plain' }).end('the waypoint could not forward the request\n');
+        });
+      },
+      handOver: (handed, bytes) => {
+        this.#leanCounts.handedToNode++;
+        const connection = new Http2StreamDuplex(handed);
+        if (bytes !== undefined) connection.unshift(bytes);
+        if (handed.readableEnded) connection.push(null);
+        this.serveConnection(hbone, connection, service);
+      },
+      refused: (error: Http1Error) => {
+        this.#leanCounts.refusedHeads++;
+        this.#log?.debug({ code: error.code, err: error.message }, 'HTTP/1.1 request refused');
+      },
+    };
+    new DownstreamConnection(stream, firstBytes, handler);
+  }
+
   close(): void {
     this.#server.close();
     this.#connections.close();
+    this.#pool.close();
   }
 
-  /** Streams to endpoints, open and idle, for the config dump. */
+  /** Streams to endpoints, open and idle, for the config dump (both paths' pools, by endpoint). */
   connectionsView(): object {
-    return this.#connections.view();
+    const view: Record<string, { open: number; idle: number }> = this.#connections.view();
+    for (const [key, pool] of Object.entries(this.#pool.view())) {
+      const entry = (view[key] ??= { open: 0, idle: 0 });
+      entry.open += pool.open;
+      entry.idle += pool.idle;
+    }
+    return view;
+  }
+
+  /** How many requests each HTTP/1.1 path took, for the config dump. */
+  pathsView(): { leanRequests: number; handedToNode: number; refusedHeads: number } {
+    return { ...this.#leanCounts };
+  }
+
+  /**
+   * Whether the lean path serves a request with this head: HTTP/1.1, no Upgrade or CONNECT, no Expect, a body of
+   * known length that the retry buffer holds whole (so every try and mirror can send it again). Decided before
+   * anything was forwarded.
+   */
+  #leanServes(head: RequestHead): boolean {
+    return head.httpVersion === '1.1' && !head.upgrade && head.method !== 'CONNECT' && head.expect === '' && !head.chunked && head.contentLength <= MAX_BUFFERED_BODY_BYTES;
+  }
+
+  /** One request on the lean path: the same flow as #handle and #forward, on a LeanExchange. */
+  async #serveLean(exchange: LeanExchange, context: StreamContext): Promise<void> {
+    const record = this.#record(context, exchange);
+    record.requestBytes = exchange.bodyBytes;
+    const refusal = this.#gate && (await this.#gate.check(exchange, exchange, context.hbone, context.service));
+    if (refusal) {
+      this.#finish(exchange, undefined, record, refusal.status, refusal.responseFlags, refusal.details);
+      return;
+    }
+    if (exchange.clientGone) return;
+    const url = exchange.url;
+    const path = pathOf(url);
+    const query = queryOf(url);
+    const servicePort = context.hbone.target.port;
+    let port = servicePort;
+    let backend: RouteBackend | undefined;
+    const entries = this.#routes.entriesFor(serviceKey(context.service));
+    if (entries !== undefined) {
+      const entry = matchRoute(entries, servicePort, path, exchange.headers, exchange.method, query);
+      record.entry = entry;
+      if (entry === undefined) {
+        this.#answerLean(exchange, record, new WaypointError('WAYPOINT_NO_ROUTE', `no route of ${context.service.hostname} matches ${exchange.method} ${url}`), 'route_not_found');
+        return;
+      }
+      if (entry.fault) {
+        const fault = await applyFault(entry.fault, faultResponseOf(exchange));
+        exchange.onClientGone = undefined;
+        record.faultFlags = fault.flags;
+        if (fault.clientGone || fault.abortedWith !== undefined) {
+          this.#finish(exchange, undefined, record, fault.abortedWith ?? 0, fault.clientGone ? 'DC' : '-', fault.clientGone ? 'downstream_remote_disconnect' : 'fault_filter_abort');
+          return;
+        }
+      }
+      if (entry.redirect) {
+        const location = redirectLocation(entry, { host: String(exchange.headers.host ?? ''), path, query, servicePort });
+        exchange.writeHead(entry.redirect.statusCode, { location }).end();
+        this.#finish(exchange, undefined, record, entry.redirect.statusCode, '-', 'direct_response');
+        return;
+      }
+      backend = pickBackend(entry);
+      const backendService = backend && this.#state.serviceByKey(backend.service);
+      if (!backend || !backendService) {
+        exchange.writeHead(500, { 'content-type': 'text/plain' }).end(`route ${entry.route} has no usable backend\n`);
+        this.#finish(exchange, undefined, record, 500, '-', 'no_usable_backend');
+        return;
+      }
+      record.destination = backendService;
+      port = backend.port;
+    }
+    const entry = record.entry;
+    const upstreamUrl = entry ? rewrittenUrl(entry, path, query) : url;
+    const headers = this.#upstreamHeaders(exchange, record, backend);
+    const headText = requestHeadText(exchange.method, upstreamUrl, headers);
+    const vip = context.hbone.target.host;
+    for (const mirror of entry?.mirrors ?? []) {
+      const service = this.#state.serviceByKey(mirror.service);
+      if (!service || (mirror.fraction < 1 && Math.random() >= mirror.fraction)) continue;
+      sendMirror(this.#upstreams, { service, servicePort: mirror.port, vip, method: exchange.method, url: upstreamUrl, headers, body: { chunks: exchange.body, bytes: exchange.bodyBytes, complete: true } }, (message) => this.#log?.debug({ mirror: mirror.service, err: message }, 'mirror request failed'));
+    }
+    // DestinationRule hook, as #forward's: a pool slot (or 503 UO), the rule's endpoint choice, outlier detection.
+    const traffic = this.#destinations?.forService(serviceKey(record.destination));
+    const subset = backend?.subset !== undefined ? traffic?.subsetPods(backend.subset) : undefined;
+    if (backend?.subset !== undefined && subset === undefined) {
+      this.#answerLean(exchange, record, new WaypointError('WAYPOINT_UNKNOWN_SUBSET', `no DestinationRule of ${record.destination.hostname} defines subset ${backend.subset}`), 'cluster_not_found');
+      return;
+    }
+    if (traffic) {
+      let admitted: DestinationRequest;
+      try {
+        const begun = traffic.begin({ headers: exchange.headers, url, sourceIp: plainAddress(context.hbone.remoteAddress) }, subset);
+        admitted = begun instanceof Promise ? await begun : begun;
+      } catch (error) {
+        if (!(error instanceof WaypointError)) throw error;
+        this.#destinations!.overflowed(serviceKey(record.destination));
+        this.#answerLean(exchange, record, error, 'upstream_overflow', error.responseFlags, { 'x-envoy-overloaded': 'true' });
+        return;
+      }
+      record.destinationRequest = admitted;
+      // The client left while this request waited for the slot: the slot goes back.
+      if (exchange.clientGone) {
+        admitted.done(undefined);
+        return;
+      }
+    }
+    const headRequest = exchange.method === 'HEAD';
+    const tries = new RequestAttempts<ResponseHead>({
+      policy: entry?.retry ?? ISTIO_DEFAULT_RETRY,
+      requestTimeoutMs: entry?.requestTimeoutMs ?? 0,
+      facts: RESPONSE_HEAD_FACTS,
+      // The body is always whole here (the lean path takes only bodies the retry buffer holds).
+      replayable: () => !exchange.done,
+      ...(record.destinationRequest ? { onRetried: (outcome: number | 'connect-failure') => record.destinationRequest?.tryEnded(outcome) } : {}),
+      start: (avoid) =>
+        new LeanTry(this.#upstreams, this.#pool, {
+          service: record.destination, servicePort: port, vip, headText, body: exchange.body, headRequest, timeoutMs: entry?.backendRequestTimeoutMs ?? 0,
+          ...(avoid !== undefined ? { avoid } : {}),
+          ...(record.destinationRequest ? { choose: record.destinationRequest.choose } : {}),
+        }),
+    });
+    exchange.onClientGone = () => {
+      tries.abort();
+      this.#finish(exchange, undefined, record, record.status ?? 0, 'DC', 'downstream_remote_disconnect');
+    };
+    const result = await tries.run();
+    const current = result.attempt as LeanTry;
+    record.attempts = tries.attempts;
+    record.endpoint = current.endpoint;
+    record.upstreamHost = current.address;
+    if (exchange.clientGone) return;
+    if (result.kind === 'timeout') {
+      this.#answerLean(exchange, record, result.error, 'request_timeout');
+      return;
+    }
+    if (result.kind === 'error') {
+      this.#answerLean(exchange, record, result.error, result.error.code === 'WAYPOINT_BACKEND_TIMEOUT' ? 'upstream_per_try_timeout' : 'upstream_reset_before_response_started', result.flags);
+      return;
+    }
+    // The relay: the head with the response filters, then the body as it comes (its framing passed on as it came).
+    const head = result.response;
+    const responseHeaders = endToEndHeaders(head.headers);
+    modifyHeaders(responseHeaders, entry?.responseHeaderModifier);
+    modifyHeaders(responseHeaders, backend?.responseHeaderModifier);
+    const bodyless = headRequest || head.status === 204 || head.status === 304;
+    const closeDelimited = !bodyless && !head.chunked && head.contentLength < 0;
+    const framing = (head.chunked && !bodyless ? 'transfer-encoding: chunked\r\n' : '') + (closeDelimited || exchange.closeAfter ? 'connection: close\r\n' : '');
+    if (closeDelimited) exchange.closeAfterResponse();
+    const status = head.status;
+    record.status = status;
+    exchange.onRelayed = (whole) => {
+      tries.stop();
+      record.responseBytes = current.responseBodyBytes;
+      if (whole) this.#finish(exchange, undefined, record, status, result.flags, 'via_upstream');
+      else this.#finish(exchange, undefined, record, status, current.timedOut || tries.timedOut ? 'UT' : 'UC', 'upstream_reset_after_response_started');
+    };
+    exchange.source = current;
+    exchange.sendHead(responseHeadText(status, responseHeaders, framing));
+    current.relayBody(exchange);
+  }
+
+  /** The lean path's own error response (the body says why); after a relayed head, a cut. */
+  #answerLean(exchange: LeanExchange, record: RequestRecord, error: WaypointError, details: string, flags = error.responseFlags, extraHeaders?: Record<string, string>): void {
+    if (exchange.headersSent) exchange.cut();
+    else exchange.writeHead(error.status, { 'content-type': 'text/plain', ...extraHeaders }).end(`${error.message}\n`);
+    this.#finish(exchange, undefined, record, error.status, flags, details);
   }
 
   async #handle(request: DownstreamRequest, response: DownstreamResponse): Promise<void> {
@@ -241,7 +487,7 @@ export class HttpProxy {
   }
 
   /** The request's headers as the backend gets them: end-to-end ones, the filters', the request id and trace context. */
-  #upstreamHeaders(request: DownstreamRequest, record: RequestRecord, backend: RouteBackend | undefined): http.OutgoingHttpHeaders {
+  #upstreamHeaders(request: RequestLine, record: RequestRecord, backend: RouteBackend | undefined): http.OutgoingHttpHeaders {
     const headers = endToEndHeaders(request.headers);
     // HTTP/2 clients send :authority instead of Host.
     if (headers.host === undefined && request.headers[':authority'] !== undefined) headers.host = String(request.headers[':authority']);
@@ -379,7 +625,7 @@ export class HttpProxy {
     this.#finish(request, response, record, error.status, flags, details);
   }
 
-  #record(context: StreamContext, request: DownstreamRequest): RequestRecord {
+  #record(context: StreamContext, request: RequestLine): RequestRecord {
     return {
       context, started: performance.now(), requestId: requestIdOf(request.headers), trace: traceContextOf(request.headers), entry: undefined, destination: context.service,
       endpoint: undefined, upstreamHost: '', attempts: 0, requestBytes: 0, responseBytes: 0, details: 'via_upstream', faultFlags: '',
@@ -414,7 +660,7 @@ export class HttpProxy {
     });
   }
 
-  #finish(request: DownstreamRequest, _response: DownstreamResponse | undefined, record: RequestRecord, status: number, answerFlags: string, details: string): void {
+  #finish(request: RequestLine, _response: DownstreamResponse | undefined, record: RequestRecord, status: number, answerFlags: string, details: string): void {
     const { context, endpoint, destination } = record;
     const flags = record.faultFlags === '' ? answerFlags : answerFlags === '-' ? record.faultFlags : `${record.faultFlags},${answerFlags}`;
     // DestinationRule hook: the slot goes back; what the endpoint did goes to outlier detection (a reset, a failed

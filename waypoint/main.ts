@@ -174,7 +174,7 @@ export async function startWaypoint(config: WaypointConfig, log: Logger): Promis
     }
     const body = JSON.stringify({
       gateway: config.gatewayName, identity: identity.uri, pid: process.pid, services: servicesView(state), routes: routes.view(), policies: policies.view(),
-      upstreamConnections: httpProxy.connectionsView(), http2: { ...h2Sessions.view(), ...h2Proxy.view() },
+      upstreamConnections: httpProxy.connectionsView(), http1Paths: httpProxy.pathsView(), http2: { ...h2Sessions.view(), ...h2Proxy.view() },
       destinationRules: { policies: destinationPolicies.view(), traffic: destinations.view() },
       memory: { ...process.memoryUsage(), heapReleases: heapRelease.stats.releases, heapAfterLastRelease: heapRelease.stats.heapAfterLastRelease },
     });

@@ -24,7 +24,8 @@ export interface MirrorRequest {
   method: string;
   url: string;
   headers: http.OutgoingHttpHeaders;
-  body: BufferedBody;
+  /** Only a body buffered whole is mirrored. */
+  body: Pick<BufferedBody, 'chunks' | 'bytes' | 'complete'>;
 }
 
 function shadowHost(host: string): string {

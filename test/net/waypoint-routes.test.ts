@@ -399,3 +399,50 @@ test.serial('telemetry: request id and trace context passed on (made when absent
   t.true(lines.some((text) => text.startsWith('istio_requests_total{') && text.includes('response_flags="URX"') && text.includes('response_code="503"')));
   t.true(lines.some((text) => text.startsWith('istio_requests_total{') && text.includes('response_flags="UT"') && text.includes('response_code="504"')));
 });
+
+interface Http1Paths {
+  leanRequests: number;
+  handedToNode: number;
+  refusedHeads: number;
+}
+
+async function http1Paths(): Promise<Http1Paths> {
+  return (JSON.parse(await inPod(waypoint.pod, 'http://127.0.0.1:15000/config_dump')) as { http1Paths: Http1Paths }).http1Paths;
+}
+
+/** Raw bytes to the web VIP from the client pod over one connection; what came back before the waypoint closed it. */
+async function rawExchange(bytes: string): Promise<string> {
+  const script = `const s = require('node:net').connect(80, ${JSON.stringify(WEB_VIP)}); let got = ''; s.on('data', (d) => (got += d.toString('latin1'))); s.on('close', () => process.stdout.write(got)); s.on('error', () => undefined); s.write(Buffer.from(${JSON.stringify(bytes)}, 'latin1')); setTimeout(() => s.destroy(), 10000);`;
+  const result = await client.exec(process.execPath, ['-e', script]);
+  return result.stdout;
+}
+
+test.serial("the lean HTTP/1.1 path serves plain requests; one it does not take (a body over the retry buffer) goes to Node's server on the same connection, before anything was forwarded", async (t) => {
+  const before = await http1Paths();
+  const results = await send([{ path: '/items', repeat: 5 }, { path: '/m', method: 'POST', bodyBytes: 100_000 }, { path: '/items' }]);
+  t.deepEqual(results.map((result) => result.status), [200, 200, 200, 200, 200, 200, 200]);
+  t.is(bodyOf(results[5]!).bytes, 100_000, 'the large body reached the backend whole');
+  const after = await http1Paths();
+  t.is(after.leanRequests - before.leanRequests, 5, JSON.stringify({ before, after }));
+  t.is(after.handedToNode - before.handedToNode, 1, 'the stream went to Node from the large request on');
+});
+
+test.serial('request smuggling through the waypoint is refused: Content-Length with Transfer-Encoding, two Content-Lengths, obs-fold get 400 and the stream closes; no backend sees the smuggled request', async (t) => {
+  const before = await http1Paths();
+  const attempts = [
+    `POST /items HTTP/1.1\r\nHost: ${WEB_VIP}\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled-1 HTTP/1.1\r\nHost: ${WEB_VIP}\r\n\r\n`,
+    `POST /items HTTP/1.1\r\nHost: ${WEB_VIP}\r\nContent-Length: 0\r\nContent-Length: 44\r\n\r\nGET /smuggled-2 HTTP/1.1\r\nHost: ${WEB_VIP}\r\n\r\n`,
+    `GET /items HTTP/1.1\r\nHost: ${WEB_VIP}\r\nX-A: 1\r\n Transfer-Encoding: chunked\r\n\r\nGET /smuggled-3 HTTP/1.1\r\nHost: ${WEB_VIP}\r\n\r\n`,
+  ];
+  for (const attempt of attempts) {
+    const answer = await rawExchange(attempt);
+    t.true(answer.startsWith('HTTP/1.1 400 '), JSON.stringify(answer.slice(0, 80)));
+    t.false(answer.includes('HTTP/1.1 200'), 'nothing after the refusal');
+  }
+  // The signal that a smuggled request would have reached a backend: a later plain one does.
+  await send([{ path: '/items', headers: { 'x-request-id': 'after-smuggling' } }]);
+  t.is((await seenBy(webA, 'after-smuggling')).length + (await seenBy(webB, 'after-smuggling')).length, 1);
+  const seen = [...(await seenBy(webA)), ...(await seenBy(webB))];
+  t.false(seen.some((request) => request.url.startsWith('/smuggled')), 'no smuggled request reached a backend');
+  t.is((await http1Paths()).refusedHeads - before.refusedHeads, 3);
+});

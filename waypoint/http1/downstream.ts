@@ -1,0 +1,389 @@
+/**
+ * The client side of the lean HTTP/1.1 path: a terminated HBONE stream read directly (no Duplex adapter, no Node
+ * HTTP server), request heads parsed as they come (heads.ts), each request's body (Content-Length, at most the
+ * retry buffer) gathered whole, then the request handed to the proxy as one LeanExchange; the response written
+ * straight onto the stream. Requests are served one at a time in order (pipelined ones wait in the read buffer).
+ * A head the lean path does not serve (the proxy says which: an Upgrade, `Expect`, a chunked or large body, not
+ * HTTP/1.1, ...) hands the stream, from that head on, to Node's HTTP server, before anything of it was forwarded.
+ * A head that breaks HTTP/1.1's rules is answered 400 (431: too large) and the stream closes, as Node's server does.
+ *
+ * Owns: request order, keep-alive and close, the read buffer. Must not know about: routes, policy, upstreams.
+ * Hot path: one LeanExchange per request; body chunks written as ranges of what came.
+ */
+import http2 from 'node:http2';
+import { STATUS_CODES, type OutgoingHttpHeaders } from 'node:http';
+import { resetStream } from '../../shared/hbone/index.ts';
+import { HALF_CLOSED_LINGER_MS } from '../stream-adapter.ts';
+import { Http1Error } from './errors.ts';
+import { parseRequestHead, type RequestHead } from './heads.ts';
+import { MAX_HEAD_BYTES, type HeaderMap } from './head-fields.ts';
+import type { BodyReceiver } from './lean-try.ts';
+
+const { NGHTTP2_CANCEL } = http2.constants;
+
+/** Read-ahead kept while a request is served (pipelined requests); more pauses the stream. */
+const MAX_READ_AHEAD_BYTES = 2 * MAX_HEAD_BYTES;
+/** A kept-alive client stream with no request in flight closes after this (Node's server keepAliveTimeout). */
+export const KEEP_ALIVE_TIMEOUT_MS = 5_000;
+
+/** What the connection needs of the proxy. */
+export interface LeanHandler {
+  /** Whether the lean path serves a request with this head (decided before anything was forwarded). */
+  accepts(head: RequestHead): boolean;
+  /** Serves one request; its response ends with exchange.end(), exchange.cut() or the client going. */
+  serve(exchange: LeanExchange): void;
+  /** Takes the stream over from `bytes` (the unserved head and what follows) on, for Node's HTTP server. */
+  handOver(stream: http2.ServerHttp2Stream, bytes: Buffer | undefined): void;
+  /** A head broke the rules (answered 400/431 here): for counting. */
+  refused(error: Http1Error): void;
+}
+
+/** Something the response's body comes from, to pause while the client's stream is full. */
+interface PausableSource {
+  pause(): void;
+  resume(): void;
+}
+
+/** One request on the lean path: its head and body, and the writer of its response. */
+export class LeanExchange implements BodyReceiver {
+  readonly method: string;
+  url: string;
+  readonly httpVersion = '1.1';
+  readonly headers: HeaderMap;
+  readonly body: Buffer[] = [];
+  bodyBytes = 0;
+  headersSent = false;
+  /** The response ended (whole, cut, or the client went). */
+  done = false;
+  /** The client's stream closed before the response ended. */
+  clientGone = false;
+  /** Set by the proxy: the client went before the response ended. */
+  onClientGone: (() => void) | undefined;
+  /** Set by the proxy: the relayed body ended (true) or was cut (false). */
+  onRelayed: ((whole: boolean) => void) | undefined;
+  /** Set by the proxy while a response is relayed, for back-pressure. */
+  source: PausableSource | undefined;
+  readonly #connection: DownstreamConnection;
+  #closeAfter: boolean;
+  #remaining: number;
+  #ownStatus = 200;
+  #ownHeaders: OutgoingHttpHeaders | Record<string, string | number> | undefined;
+
+  constructor(connection: DownstreamConnection, head: RequestHead) {
+    this.#connection = connection;
+    this.method = head.method;
+    this.url = head.url;
+    this.headers = head.headers;
+    this.#remaining = head.contentLength > 0 ? head.contentLength : 0;
+    this.#closeAfter = head.connectionClose;
+  }
+
+  /** The client asked for the stream to close after this response (or the response's framing needs it). */
+  get closeAfter(): boolean {
+    return this.#closeAfter;
+  }
+
+  /** The response's body ends with the stream (it came close-delimited): the stream closes after it. */
+  closeAfterResponse(): void {
+    this.#closeAfter = true;
+  }
+
+  /** Part of the body arrived: bytes[start, end) with end - start <= what is still due. Returns how many were taken. */
+  takeBody(bytes: Buffer, start: number, end: number): number {
+    const take = Math.min(this.#remaining, end - start);
+    if (take === 0) return 0;
+    this.body.push(start === 0 && take === bytes.length ? bytes : bytes.subarray(start, start + take));
+    this.bodyBytes += take;
+    this.#remaining -= take;
+    return take;
+  }
+
+  get bodyComplete(): boolean {
+    return this.#remaining === 0;
+  }
+
+  /** The gate reads bodies it refuses: this one is already read. */
+  resume(): void {}
+
+  /** A response of the waypoint's own (policy refusal, redirect, error): head now, `end(text)` after. */
+  writeHead(status: number, headers: OutgoingHttpHeaders | Record<string, string | number> = {}): this {
+    this.#ownStatus = status;
+    this.#ownHeaders = headers;
+    return this;
+  }
+
+  /**
+   * Ends the response: after a relayed head (sendHead), the relayed body ended (BodyReceiver); otherwise the
+   * waypoint's own answer (writeHead's status and headers) with `text` as its body.
+   */
+  end(text = ''): void {
+    if (this.headersSent) {
+      this.#finishBody();
+      return;
+    }
+    const headers = this.#ownHeaders ?? {};
+    let head = `HTTP/1.1 ${this.#ownStatus} ${STATUS_CODES[this.#ownStatus] ?? ''}\r\n`;
+    for (const name in headers) if (name !== 'content-length') head += `${name}: ${String(headers[name])}\r\n`;
+    const length = Buffer.byteLength(text);
+    head += `content-length: ${length}\r\n${this.#closeAfter ? 'connection: close\r\n' : ''}\r\n`;
+    this.headersSent = true;
+    this.#connection.write(text.length > 0 ? head + text : head);
+    this.done = true;
+    this.#connection.responseEnded(this, true);
+  }
+
+  /** The relayed response's head (serialize.ts). */
+  sendHead(text: string): void {
+    this.headersSent = true;
+    this.#connection.write(text);
+  }
+
+  // BodyReceiver: the relayed response's body.
+  bodyChunk(bytes: Buffer, start: number, end: number): void {
+    if (this.done || start === end) return;
+    if (!this.#connection.writeBytes(start === 0 && end === bytes.length ? bytes : bytes.subarray(start, end)) && this.source !== undefined) {
+      const source = this.source;
+      source.pause();
+      this.#connection.onceDrained(() => source.resume());
+    }
+  }
+
+  #finishBody(): void {
+    if (this.done) return;
+    this.done = true;
+    this.onRelayed?.(true);
+    this.#connection.responseEnded(this, true);
+  }
+
+  bodyEnd(): void {
+    this.#finishBody();
+  }
+
+  bodyCut(): void {
+    this.cut();
+  }
+
+  /** The response is cut: the client must not take a short body for a whole one. */
+  cut(): void {
+    if (this.done) return;
+    this.done = true;
+    this.onRelayed?.(false);
+    this.#connection.responseEnded(this, false);
+  }
+
+  /** The client's stream closed first. */
+  gone(): void {
+    if (this.done) return;
+    this.done = true;
+    this.clientGone = true;
+    this.onClientGone?.();
+  }
+}
+
+export class DownstreamConnection {
+  readonly stream: http2.ServerHttp2Stream;
+  readonly #handler: LeanHandler;
+  #pending: Buffer | undefined;
+  #exchange: LeanExchange | undefined;
+  /** The current exchange is still reading its body. */
+  #readingBody = false;
+  #peerEnded = false;
+  #closing = false;
+  #handedOver = false;
+  readonly #onData = (chunk: Buffer): void => this.#data(chunk);
+  readonly #onEnd = (): void => this.#ended();
+  readonly #onClose = (): void => this.#closed();
+  readonly #onTimeout = (): void => this.#idleTimeout();
+
+  constructor(stream: http2.ServerHttp2Stream, firstBytes: Buffer | undefined, handler: LeanHandler) {
+    this.stream = stream;
+    this.#handler = handler;
+    stream.on('data', this.#onData);
+    stream.once('end', this.#onEnd);
+    stream.once('close', this.#onClose);
+    stream.on('error', noop);
+    stream.on('timeout', this.#onTimeout);
+    stream.setTimeout(KEEP_ALIVE_TIMEOUT_MS);
+    if (firstBytes !== undefined && firstBytes.length > 0) this.#data(firstBytes);
+    // The sniff (http-entry.ts) paused it, and may have seen its end already.
+    if (stream.readableEnded) this.#ended();
+    else stream.resume();
+  }
+
+  write(text: string): void {
+    if (!this.stream.destroyed) this.stream.write(text, 'latin1');
+  }
+
+  writeBytes(bytes: Buffer): boolean {
+    return this.stream.destroyed ? true : this.stream.write(bytes);
+  }
+
+  onceDrained(callback: () => void): void {
+    this.stream.once('drain', callback);
+  }
+
+  /** The exchange's response ended (`whole`) or was cut: the next request, the close, or a reset. */
+  responseEnded(exchange: LeanExchange, whole: boolean): void {
+    if (exchange !== this.#exchange) return;
+    this.#exchange = undefined;
+    if (!whole) {
+      this.#closing = true;
+      if (!this.stream.destroyed) resetStream(this.stream, NGHTTP2_CANCEL);
+      return;
+    }
+    // A client that sent more of the body than it announced... cannot: takeBody took only what was due. A request
+    // whose body is still coming when its response ended (a refusal before the body): the rest is read and dropped
+    // by closing after it.
+    if (exchange.closeAfter || this.#readingBody) {
+      this.#readingBody = false;
+      this.#endAndLinger();
+      return;
+    }
+    if (this.stream.isPaused()) this.stream.resume();
+    this.#next();
+  }
+
+  #data(chunk: Buffer): void {
+    if (this.#closing) return;
+    const exchange = this.#exchange;
+    if (this.#readingBody && exchange !== undefined && this.#pending === undefined) {
+      const taken = exchange.takeBody(chunk, 0, chunk.length);
+      // What follows the body waits for the response (set first: the response may end while it is served).
+      if (taken < chunk.length) this.#pending = chunk.subarray(taken);
+      if (exchange.bodyComplete) this.#bodyDone(exchange);
+      return;
+    } else {
+      this.#pending = this.#pending === undefined ? chunk : Buffer.concat([this.#pending, chunk]);
+    }
+    if (this.#exchange === undefined) this.#next();
+    else if (this.#pending !== undefined && this.#pending.length > MAX_READ_AHEAD_BYTES) this.stream.pause();
+  }
+
+  /** Parses the next request from the read buffer and serves it, or hands the stream over. */
+  #next(): void {
+    while (this.#exchange === undefined && !this.#closing) {
+      const pending = this.#pending;
+      if (pending === undefined || pending.length === 0) {
+        this.#pending = undefined;
+        if (this.#peerEnded) this.#endAndLinger();
+        return;
+      }
+      const head = parseRequestHead(pending, 0, pending.length);
+      if (head === undefined) {
+        if (this.#peerEnded) this.#endAndLinger();
+        return;
+      }
+      if (head instanceof Http1Error) {
+        this.#refuse(head);
+        return;
+      }
+      if (!this.#handler.accepts(head)) {
+        this.#handOver(pending);
+        return;
+      }
+      const exchange = new LeanExchange(this, head);
+      this.#exchange = exchange;
+      const taken = head.size + exchange.takeBody(pending, head.size, pending.length);
+      this.#pending = taken < pending.length ? pending.subarray(taken) : undefined;
+      if (exchange.bodyComplete) {
+        this.#handler.serve(exchange);
+      } else {
+        this.#readingBody = true;
+        if (this.#peerEnded) this.#endAndLinger();
+      }
+    }
+  }
+
+  #bodyDone(exchange: LeanExchange): void {
+    this.#readingBody = false;
+    this.#handler.serve(exchange);
+  }
+
+  #refuse(error: Http1Error): void {
+    this.#handler.refused(error);
+    this.#closing = true;
+    this.stream.write(`HTTP/1.1 ${error.status} ${STATUS_CODES[error.status]}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`, 'latin1');
+    this.#endAndLinger();
+  }
+
+  #handOver(bytes: Buffer): void {
+    this.#handedOver = true;
+    this.#closing = true;
+    this.#pending = undefined;
+    const stream = this.stream;
+    stream.off('data', this.#onData);
+    stream.off('end', this.#onEnd);
+    stream.off('close', this.#onClose);
+    stream.off('timeout', this.#onTimeout);
+    stream.setTimeout(0);
+    stream.pause();
+    this.#handler.handOver(stream, bytes);
+  }
+
+  #ended(): void {
+    this.#peerEnded = true;
+    if (this.#readingBody) {
+      // The client ended before its announced body: nobody to answer.
+      this.#readingBody = false;
+      const exchange = this.#exchange;
+      this.#exchange = undefined;
+      exchange?.gone();
+      this.#closing = true;
+      this.stream.close();
+      return;
+    }
+    if (this.#exchange === undefined) {
+      this.#next();
+      return;
+    }
+    // The client ended its side while its request was served: gone, as Node's server takes it (httpAllowHalfOpen
+    // false): the request is aborted (its tries, its DestinationRule slot) and this side ends too.
+    const exchange = this.#exchange;
+    this.#exchange = undefined;
+    exchange.gone();
+    this.#endAndLinger();
+  }
+
+  #closed(): void {
+    this.#closing = true;
+    const exchange = this.#exchange;
+    this.#exchange = undefined;
+    exchange?.gone();
+  }
+
+  #idleTimeout(): void {
+    if (this.#exchange !== undefined && !this.#readingBody) {
+      this.stream.setTimeout(KEEP_ALIVE_TIMEOUT_MS);
+      return;
+    }
+    // Idle (or a head or body that stopped coming) for KEEP_ALIVE_TIMEOUT_MS: closed, as Node's server does.
+    this.#closing = true;
+    const exchange = this.#exchange;
+    this.#exchange = undefined;
+    exchange?.gone();
+    if (!this.stream.destroyed) this.stream.close();
+  }
+
+  /**
+   * Ends this side: the stream closes by itself once the client ends too. Closing at once sends RST_STREAM, which
+   * the client's agent turns into a TCP reset that can throw away the last response unread; a client that never
+   * ends is closed after HALF_CLOSED_LINGER_MS.
+   */
+  #endAndLinger(): void {
+    this.#closing = true;
+    const stream = this.stream;
+    if (stream.destroyed) return;
+    if (!stream.writableEnded) stream.end();
+    stream.resume();
+    const timer = setTimeout(() => stream.close(), HALF_CLOSED_LINGER_MS);
+    timer.unref();
+    stream.once('close', () => clearTimeout(timer));
+  }
+
+  /** For tests and the config dump: whether the stream went to Node's server. */
+  get handedOver(): boolean {
+    return this.#handedOver;
+  }
+}
+
+function noop(): void {}

@@ -1,0 +1,177 @@
+/**
+ * One try of a lean-path request to one endpoint (the lean counterpart of upstream-try.ts): the least-request pick
+ * (or a DestinationRule's), a kept-alive or new connection from the pool, the request written in one batch, and the
+ * outcome: the response's head, or an error (no endpoint UH, connect failure UF, reset before the response UC, the
+ * try's timeout UT). The try's timeout (timeouts.backendRequest) runs until the response has ended: fired after the
+ * head it cuts the response, which the proxy passes on as a cut.
+ *
+ * Owns: that one exchange's connection, timer and in-flight count. Must not know about: routes, retries, the
+ * client side (the body goes to a BodyReceiver).
+ */
+import type { Service } from '../../shared/mesh/service.ts';
+import type { Workload } from '../../shared/mesh/workload.ts';
+import type { EndpointChooser } from '../destination/destination-traffic.ts';
+import { WaypointError } from '../errors.ts';
+import type { Attempt, AttemptOutcome } from '../request-attempts.ts';
+import type { Upstreams } from '../upstream.ts';
+import type { ResponseHead } from './heads.ts';
+import type { UpstreamHttp1Pool } from './upstream-pool.ts';
+import type { ResponseSink, UpstreamHttp1Stream } from './upstream-stream.ts';
+
+/** Where a response's body goes once the proxy takes it. */
+export interface BodyReceiver {
+  bodyChunk(bytes: Buffer, start: number, end: number): void;
+  bodyEnd(): void;
+  /** The response was cut after its head (reset, bad framing, or the try's timeout). */
+  bodyCut(): void;
+}
+
+export interface LeanTryRequest {
+  service: Service;
+  servicePort: number;
+  vip: string;
+  /** The request head as written to the endpoint. */
+  headText: string;
+  body: readonly Buffer[];
+  headRequest: boolean;
+  /** timeouts.backendRequest; 0: none. */
+  timeoutMs: number;
+  avoid?: string;
+  choose?: EndpointChooser;
+}
+
+export class LeanTry implements Attempt<ResponseHead>, ResponseSink {
+  readonly outcome: Promise<AttemptOutcome<ResponseHead>>;
+  endpoint: Workload | undefined;
+  /** `ip:port` dialled ('' before the pick). */
+  address = '';
+  host = '';
+  timedOut = false;
+  #resolve!: (outcome: AttemptOutcome<ResponseHead>) => void;
+  readonly #upstreams: Upstreams;
+  #stream: UpstreamHttp1Stream | undefined;
+  #receiver: BodyReceiver | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #inFlight = '';
+  #aborted = false;
+  #headSeen = false;
+  /** The response ended or was cut: nothing more goes to the receiver. */
+  #settled = false;
+
+  constructor(upstreams: Upstreams, pool: UpstreamHttp1Pool, request: LeanTryRequest) {
+    this.#upstreams = upstreams;
+    this.outcome = new Promise((resolve) => (this.#resolve = resolve));
+    this.#start(pool, request);
+  }
+
+  #start(pool: UpstreamHttp1Pool, request: LeanTryRequest): void {
+    let acquired;
+    try {
+      const picked = request.choose ? this.#upstreams.pickWith(request.choose, request.service, request.servicePort, request.vip) : this.#upstreams.pickLeastRequest(request.service, request.servicePort, request.vip, request.avoid);
+      this.endpoint = picked.endpoint.workload;
+      this.address = `${picked.address}:${picked.targetPort}`;
+      this.host = picked.address;
+      this.#inFlight = picked.address;
+      this.#upstreams.leastRequest.started(picked.address);
+      acquired = pool.acquire(request.service, picked);
+    } catch (error) {
+      this.#finish();
+      this.#resolve({ error: error instanceof WaypointError ? error : new WaypointError('WAYPOINT_UPSTREAM_CONNECT_FAILED', (error as Error).message, { cause: error }) });
+      return;
+    }
+    if (request.timeoutMs > 0) {
+      this.#timer = setTimeout(() => {
+        this.timedOut = true;
+        this.#resolve({ error: new WaypointError('WAYPOINT_BACKEND_TIMEOUT', `no response from ${this.address} within timeouts.backendRequest ${request.timeoutMs} ms`) });
+        this.abort();
+      }, request.timeoutMs);
+    }
+    if (acquired instanceof Promise) {
+      acquired.then(
+        (stream) => this.#send(stream, request),
+        (error: Error) => {
+          this.#finish();
+          this.#resolve({ error: error instanceof WaypointError ? error : new WaypointError('WAYPOINT_UPSTREAM_CONNECT_FAILED', error.message, { cause: error }) });
+        },
+      );
+    } else {
+      this.#send(acquired, request);
+    }
+  }
+
+  #send(stream: UpstreamHttp1Stream, request: LeanTryRequest): void {
+    this.#stream = stream;
+    if (this.#aborted) {
+      stream.destroy();
+      return;
+    }
+    stream.send(request.headText, request.body, request.headRequest, this);
+  }
+
+  /** The response's body bytes so far (read when it ended or was cut, before its connection carries another). */
+  get responseBodyBytes(): number {
+    return this.#stream?.bodyBytes ?? 0;
+  }
+
+  /** The proxy passes the response's body on to `receiver`. */
+  relayBody(receiver: BodyReceiver): void {
+    this.#receiver = receiver;
+    this.#stream?.startBody();
+  }
+
+  pause(): void {
+    this.#stream?.pause();
+  }
+
+  resume(): void {
+    this.#stream?.resume();
+  }
+
+  onHead(head: ResponseHead): void {
+    this.#headSeen = true;
+    this.#resolve({ response: head });
+  }
+
+  onBody(bytes: Buffer, start: number, end: number): void {
+    this.#receiver?.bodyChunk(bytes, start, end);
+  }
+
+  onEnd(): void {
+    this.#settled = true;
+    this.#finish();
+    this.#receiver?.bodyEnd();
+  }
+
+  onError(error: Error): void {
+    this.#finish();
+    if (!this.#headSeen) {
+      this.#resolve({ error: new WaypointError('WAYPOINT_UPSTREAM_RESET', `${this.address} closed the request before a response: ${error.message}`, { cause: error }) });
+      return;
+    }
+    this.#cut();
+  }
+
+  /** Ends the try now (its connection closed) unless its response already ended: timed out, client gone, or retried. */
+  abort(): void {
+    this.#aborted = true;
+    if (!this.#settled) {
+      this.#stream?.destroy();
+      if (this.#headSeen) this.#cut();
+    }
+    this.#finish();
+  }
+
+  #cut(): void {
+    if (this.#settled) return;
+    this.#settled = true;
+    this.#receiver?.bodyCut();
+  }
+
+  #finish(): void {
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    if (this.#inFlight === '') return;
+    this.#upstreams.leastRequest.finished(this.#inFlight);
+    this.#inFlight = '';
+  }
+}

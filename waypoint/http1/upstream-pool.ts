@@ -1,0 +1,125 @@
+/**
+ * The lean path's connection reuse to endpoints, as Envoy's upstream HTTP/1.1 pool over HBONE (and as the agent-based
+ * pool of upstream-connections.ts did it): per endpoint (and the Service it was picked for, whose identities the
+ * stream checks) a LIFO list of idle kept-alive connections (upstream-stream.ts), at most
+ * MAX_IDLE_STREAMS_PER_ENDPOINT; an idle one closes after IDLE_STREAM_TIMEOUT_MS or the endpoint's
+ * `keep-alive: timeout` hint less one second, checked by one sweep a second rather than a timer per request.
+ *
+ * Owns: the idle lists and the open counts. Must not know about: routes, retries, HTTP framing.
+ */
+import type { PickedEndpoint } from '../../shared/mesh/load-balance.ts';
+import { serviceKey, type Service } from '../../shared/mesh/service.ts';
+import type { Upstreams } from '../upstream.ts';
+import { UpstreamHttp1Stream } from './upstream-stream.ts';
+
+/** Idle connections kept per endpoint: enough for bursts of a few dozen concurrent requests; more are closed. */
+export const MAX_IDLE_STREAMS_PER_ENDPOINT = 32;
+/** An idle connection with no keep-alive hint from the endpoint closes after this (Node's own server default is 5 s). */
+export const IDLE_STREAM_TIMEOUT_MS = 15_000;
+/** How often idle connections are checked against their timeout. */
+const SWEEP_INTERVAL_MS = 1_000;
+
+export class UpstreamHttp1Pool {
+  readonly #upstreams: Upstreams;
+  readonly #idle = new Map<string, UpstreamHttp1Stream[]>();
+  /** Connections per key carrying a request (or being opened for one). */
+  readonly #busy = new Map<string, number>();
+  #sweeper: NodeJS.Timeout | undefined;
+
+  constructor(upstreams: Upstreams) {
+    this.#upstreams = upstreams;
+  }
+
+  /** A kept-alive connection to `picked` (an endpoint of `service`) when one is idle, else a new one. Rejects with UF. */
+  acquire(service: Service, picked: PickedEndpoint): UpstreamHttp1Stream | Promise<UpstreamHttp1Stream> {
+    const key = `${serviceKey(service)}|${picked.address}|${picked.targetPort}`;
+    const idle = this.#idle.get(key);
+    const now = performance.now();
+    while (idle !== undefined && idle.length > 0) {
+      const stream = idle.pop()!;
+      if (stream.destroyed) continue;
+      if (now - stream.idleSince > stream.idleTimeoutMs) {
+        stream.destroy();
+        continue;
+      }
+      stream.inUse = true;
+      this.#countBusy(key, 1);
+      return stream;
+    }
+    this.#countBusy(key, 1);
+    return this.#upstreams.connect(service, picked).then(
+      (upstream) => {
+        const stream = new UpstreamHttp1Stream(key, upstream.kind === 'hbone' ? upstream.stream : upstream.socket, IDLE_STREAM_TIMEOUT_MS, (done) => this.#release(done), (closed) => this.#forget(closed));
+        stream.inUse = true;
+        return stream;
+      },
+      (error: unknown) => {
+        this.#countBusy(key, -1);
+        throw error;
+      },
+    );
+  }
+
+  /** Open (busy) and idle connections per endpoint, for the config dump. */
+  view(): Record<string, { open: number; idle: number }> {
+    const result: Record<string, { open: number; idle: number }> = {};
+    for (const [key, count] of this.#busy) result[key] = { open: count, idle: 0 };
+    for (const [key, list] of this.#idle) {
+      const entry = (result[key] ??= { open: 0, idle: 0 });
+      entry.idle = list.length;
+    }
+    return result;
+  }
+
+  close(): void {
+    if (this.#sweeper !== undefined) clearInterval(this.#sweeper);
+    this.#sweeper = undefined;
+    for (const list of this.#idle.values()) for (const stream of list) stream.destroy();
+    this.#idle.clear();
+  }
+
+  #release(stream: UpstreamHttp1Stream): void {
+    stream.inUse = false;
+    this.#countBusy(stream.key, -1);
+    let list = this.#idle.get(stream.key);
+    if (list === undefined) this.#idle.set(stream.key, (list = []));
+    if (list.length >= MAX_IDLE_STREAMS_PER_ENDPOINT) {
+      stream.destroy();
+      return;
+    }
+    stream.idleSince = performance.now();
+    list.push(stream);
+    this.#sweeper ??= setInterval(() => this.#sweep(), SWEEP_INTERVAL_MS).unref();
+  }
+
+  /** A connection closed: out of its idle list, or out of the busy count if it was carrying a request. */
+  #forget(stream: UpstreamHttp1Stream): void {
+    const list = this.#idle.get(stream.key);
+    const index = list === undefined ? -1 : list.indexOf(stream);
+    if (index >= 0) {
+      list!.splice(index, 1);
+      if (list!.length === 0) this.#idle.delete(stream.key);
+    }
+    if (stream.inUse) {
+      stream.inUse = false;
+      this.#countBusy(stream.key, -1);
+    }
+  }
+
+  #countBusy(key: string, change: number): void {
+    const count = (this.#busy.get(key) ?? 0) + change;
+    if (count > 0) this.#busy.set(key, count);
+    else this.#busy.delete(key);
+  }
+
+  #sweep(): void {
+    const now = performance.now();
+    for (const list of this.#idle.values()) {
+      for (const stream of list.slice()) if (now - stream.idleSince > stream.idleTimeoutMs) stream.destroy();
+    }
+    if (this.#idle.size === 0 && this.#sweeper !== undefined) {
+      clearInterval(this.#sweeper);
+      this.#sweeper = undefined;
+    }
+  }
+}
