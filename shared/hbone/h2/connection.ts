@@ -14,10 +14,13 @@
  * Must not know about: TLS, identities, HBONE's statuses or targets, sockets other than the one it is given.
  *
  * Hot path: received DATA goes from FrameReader straight to the stream's handler; sent DATA is a 9-byte header
- * (carved from a slab) and the caller's own buffer, gathered in our own list until the end of the current tick
- * and then written at once: small ticks (a 1 KiB round trip's frames) as one concatenated buffer, one `write`;
- * bulk ticks as one corked writev of the pieces, since TLS copies a writev's pieces together before encrypting
- * anyway and a concat here would copy every payload twice (measured: 4.6% of the client relay's CPU).
+ * (carved from a slab) and the caller's own buffer, gathered in our own list and written at the end of the tick.
+ * On a TLS socket (HBONE) at most one write is in flight: frames gathered meanwhile wait in our list and leave
+ * together when it completes, copied into one send buffer shared by every connection of the thread, as one
+ * contiguous `write`: OpenSSL encrypts a single buffer in place before `write` returns (node's TLSWrap), so the
+ * buffer is free again at once, whereas a writev's pieces are first copied by TLSWrap into a fresh zero-filled
+ * allocation per write. On other duplexes (tests' plain sockets, which may keep a buffer until the kernel took
+ * it): small ticks as one concatenated buffer, bulk ticks as one corked writev.
  * Events (rare, so an EventEmitter): 'remoteSettings' (the peer's first SETTINGS), 'stream' (server: a new
  * well-formed request stream), 'goaway' (code, lastStreamId), 'streamError' (an H2Error for a stream we reset
  * because of the peer), 'error' (the H2Error that ended the connection; emitted only when listened to),
@@ -25,6 +28,7 @@
  */
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
+import { TLSSocket } from 'node:tls';
 import {
   DEFAULT_CONNECTION_WINDOW_BYTES,
   DEFAULT_MAX_FRAME_SIZE,
@@ -115,6 +119,13 @@ const CONTROL_FLOOD_SOCKET_BYTES = 64 * 1024 * 1024;
  * above it, as a corked writev of the pieces (bulk DATA: the TLS layer's own gathering copy is the only one).
  */
 const CONCAT_MAX_BYTES = 16 * 1024;
+/**
+ * The send buffer every TLS connection of a thread copies its gathered frames into (see the top comment): large
+ * enough for what a bulk writer gathers while one write is in flight (SOCKET_HIGH_WATER_BYTES plus a frame),
+ * so TLS gets large writes; more than that at once leaves as a corked writev instead.
+ */
+const SEND_BUFFER_BYTES = SOCKET_HIGH_WATER_BYTES + 128 * 1024;
+let sharedSendBuffer: Buffer | undefined;
 /** Frame headers are carved from slabs of this size (1,820 headers each). */
 const HEADER_SLAB_BYTES = 16_380;
 /** After a GOAWAY of ours the socket gets this long to flush before it is destroyed. */
@@ -219,6 +230,10 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
   /** What this tick wrote, flushed to the socket as one buffer at the end of the tick. */
   readonly #out: Buffer[] = [];
   #outBytes = 0;
+  /** TLS socket: gathered frames leave as one copied write, one at a time (top comment). */
+  readonly #copyingWrites: boolean;
+  /** A write of ours is in flight on the TLS socket; frames gathered meanwhile wait for its completion. */
+  #writing = false;
   #slab = Buffer.allocUnsafeSlow(HEADER_SLAB_BYTES);
   #slabOffset = 0;
 
@@ -238,6 +253,7 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
     super();
     this.socket = socket;
     this.role = options.role;
+    this.#copyingWrites = socket instanceof TLSSocket;
     this.#streamWindow = options.streamWindowBytes ?? DEFAULT_STREAM_WINDOW_BYTES;
     this.#connectionWindow = options.connectionWindowBytes ?? DEFAULT_CONNECTION_WINDOW_BYTES;
     this.#maxConcurrentStreams = options.maxConcurrentStreams ?? DEFAULT_SERVER_MAX_CONCURRENT_STREAMS;
@@ -432,18 +448,57 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
     const out = this.#out;
     if (out.length === 0) return;
     const socket = this.socket;
-    const bytes = this.#outBytes;
-    this.#outBytes = 0;
     if (socket.destroyed || socket.writableEnded) {
       out.length = 0;
+      this.#outBytes = 0;
       return;
     }
+    if (this.#copyingWrites && !this.#closed) {
+      // One write in flight at a time; what gathers meanwhile leaves when it completes (#onWritten).
+      if (this.#writing) return;
+      if (this.#outBytes <= SEND_BUFFER_BYTES && socket.writableLength === 0 && !socket.writableCorked && !(socket as TLSSocket).connecting) {
+        this.#writeCopied(socket);
+        return;
+      }
+    }
+    this.#writeGathered(socket);
+  }
+
+  /** Copies the gathered frames into the shared send buffer and writes them as one buffer (TLS sockets only). */
+  #writeCopied(socket: Duplex): void {
+    const out = this.#out;
+    const bytes = this.#outBytes;
+    this.#outBytes = 0;
+    this.#writing = true;
+    if (out.length === 1) {
+      socket.write(out[0]!, this.#onWritten);
+    } else {
+      const buffer = (sharedSendBuffer ??= Buffer.allocUnsafeSlow(SEND_BUFFER_BYTES));
+      let offset = 0;
+      for (let index = 0; index < out.length; index++) {
+        const piece = out[index]!;
+        buffer.set(piece, offset);
+        offset += piece.length;
+      }
+      // The socket is connected, its queue empty and it is not corked, so this reaches TLSWrap now, which
+      // encrypts it (or, mid-handshake, copies it) before returning: the shared buffer is free once `write` returns.
+      socket.write(buffer.subarray(0, bytes), this.#onWritten);
+    }
+    out.length = 0;
+    if (this.#drainWaiters.size > 0) this.#notifyDrained();
+  }
+
+  /** Writes the gathered frames as they are: one buffer, a small concatenation, or a corked writev. */
+  #writeGathered(socket: Duplex): void {
+    const out = this.#out;
+    const bytes = this.#outBytes;
+    this.#outBytes = 0;
     if (out.length === 1) {
       socket.write(out[0]!);
     } else if (bytes <= CONCAT_MAX_BYTES) {
       socket.write(Buffer.concat(out, bytes));
     } else {
-      // Large payloads: one corked writev; TLS copies the pieces together once (a concat here would copy twice).
+      // Large payloads: one corked writev of the pieces (a concat here would copy every payload once more).
       socket.cork();
       for (let index = 0; index < out.length; index++) socket.write(out[index]!);
       socket.uncork();
@@ -452,6 +507,13 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
     // A write the kernel took at once emits no 'drain' (Node 24): streams held back by our own queue hear it here.
     if (this.#drainWaiters.size > 0) this.#notifyDrained();
   }
+
+  readonly #onWritten = (error?: Error | null): void => {
+    this.#writing = false;
+    if (error) return; // The socket's 'error' and 'close' follow and tear the connection down.
+    if (this.#out.length > 0) this.flush();
+    else if (this.#drainWaiters.size > 0) this.#notifyDrained();
+  };
 
   // ---- Writing ----
 
