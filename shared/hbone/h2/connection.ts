@@ -15,12 +15,13 @@
  *
  * Hot path: received DATA goes from FrameReader straight to the stream's handler; sent DATA is a 9-byte header
  * (carved from a slab) and the caller's own buffer, gathered in our own list and written at the end of the tick.
- * On a TLS socket (HBONE) at most one write is in flight: frames gathered meanwhile wait in our list and leave
- * together when it completes, copied into one send buffer shared by every connection of the thread, as one
- * contiguous `write`: OpenSSL encrypts a single buffer in place before `write` returns (node's TLSWrap), so the
- * buffer is free again at once, whereas a writev's pieces are first copied by TLSWrap into a fresh zero-filled
- * allocation per write. On other duplexes (tests' plain sockets, which may keep a buffer until the kernel took
- * it): small ticks as one concatenated buffer, bulk ticks as one corked writev.
+ * On a TLS socket (HBONE) whose queue is empty, the tick's frames are copied into one send buffer shared by every
+ * connection of the thread and written as one contiguous `write`: OpenSSL encrypts a single buffer in place
+ * before `write` returns (node's TLSWrap), so the buffer is free again at once, whereas a writev's pieces are
+ * first copied by TLSWrap into a fresh zero-filled allocation. A busy TLS socket (a write in flight) and other
+ * duplexes (tests' plain sockets, which may keep a buffer until the kernel took it) get small ticks as one
+ * concatenated buffer and bulk ticks as one corked writev. (Holding frames back until the write in flight
+ * completed, so that every write is contiguous, cost round trips an event-loop turn: measured and dropped.)
  * Events (rare, so an EventEmitter): 'remoteSettings' (the peer's first SETTINGS), 'stream' (server: a new
  * well-formed request stream), 'goaway' (code, lastStreamId), 'streamError' (an H2Error for a stream we reset
  * because of the peer), 'error' (the H2Error that ended the connection; emitted only when listened to),
@@ -120,9 +121,8 @@ const CONTROL_FLOOD_SOCKET_BYTES = 64 * 1024 * 1024;
  */
 const CONCAT_MAX_BYTES = 16 * 1024;
 /**
- * The send buffer every TLS connection of a thread copies its gathered frames into (see the top comment): large
- * enough for what a bulk writer gathers while one write is in flight (SOCKET_HIGH_WATER_BYTES plus a frame),
- * so TLS gets large writes; more than that at once leaves as a corked writev instead.
+ * The send buffer every TLS connection of a thread copies a tick's frames into (see the top comment): a tick
+ * gathers at most about SOCKET_HIGH_WATER_BYTES plus a frame; more than this leaves as a corked writev instead.
  */
 const SEND_BUFFER_BYTES = SOCKET_HIGH_WATER_BYTES + 128 * 1024;
 let sharedSendBuffer: Buffer | undefined;
@@ -230,10 +230,8 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
   /** What this tick wrote, flushed to the socket as one buffer at the end of the tick. */
   readonly #out: Buffer[] = [];
   #outBytes = 0;
-  /** TLS socket: gathered frames leave as one copied write, one at a time (top comment). */
+  /** TLS socket: gathered frames leave as one copied write when the socket is idle (top comment). */
   readonly #copyingWrites: boolean;
-  /** A write of ours is in flight on the TLS socket; frames gathered meanwhile wait for its completion. */
-  #writing = false;
   #slab = Buffer.allocUnsafeSlow(HEADER_SLAB_BYTES);
   #slabOffset = 0;
 
@@ -453,25 +451,23 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
       this.#outBytes = 0;
       return;
     }
-    if (this.#copyingWrites && !this.#closed) {
-      // One write in flight at a time; what gathers meanwhile leaves when it completes (#onWritten).
-      if (this.#writing) return;
-      if (this.#outBytes <= SEND_BUFFER_BYTES && socket.writableLength === 0 && !socket.writableCorked && !(socket as TLSSocket).connecting) {
-        this.#writeCopied(socket);
-        return;
-      }
+    // An idle TLS socket (nothing queued or in flight, not corked) hands a write straight to TLSWrap, which
+    // encrypts it before `write` returns: the gathered frames go out as one copy in the shared send buffer.
+    // A busy one would queue the buffer itself, so the frames go as they are.
+    if (this.#copyingWrites && this.#outBytes <= SEND_BUFFER_BYTES && socket.writableLength === 0 && !socket.writableCorked && !(socket as TLSSocket).connecting) {
+      this.#writeCopied(socket);
+      return;
     }
     this.#writeGathered(socket);
   }
 
-  /** Copies the gathered frames into the shared send buffer and writes them as one buffer (TLS sockets only). */
+  /** Copies the gathered frames into the shared send buffer and writes them as one buffer (idle TLS sockets only). */
   #writeCopied(socket: Duplex): void {
     const out = this.#out;
     const bytes = this.#outBytes;
     this.#outBytes = 0;
-    this.#writing = true;
     if (out.length === 1) {
-      socket.write(out[0]!, this.#onWritten);
+      socket.write(out[0]!);
     } else {
       const buffer = (sharedSendBuffer ??= Buffer.allocUnsafeSlow(SEND_BUFFER_BYTES));
       let offset = 0;
@@ -480,9 +476,7 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
         buffer.set(piece, offset);
         offset += piece.length;
       }
-      // The socket is connected, its queue empty and it is not corked, so this reaches TLSWrap now, which
-      // encrypts it (or, mid-handshake, copies it) before returning: the shared buffer is free once `write` returns.
-      socket.write(buffer.subarray(0, bytes), this.#onWritten);
+      socket.write(buffer.subarray(0, bytes));
     }
     out.length = 0;
     if (this.#drainWaiters.size > 0) this.#notifyDrained();
@@ -507,13 +501,6 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
     // A write the kernel took at once emits no 'drain' (Node 24): streams held back by our own queue hear it here.
     if (this.#drainWaiters.size > 0) this.#notifyDrained();
   }
-
-  readonly #onWritten = (error?: Error | null): void => {
-    this.#writing = false;
-    if (error) return; // The socket's 'error' and 'close' follow and tear the connection down.
-    if (this.#out.length > 0) this.flush();
-    else if (this.#drainWaiters.size > 0) this.#notifyDrained();
-  };
 
   // ---- Writing ----
 
