@@ -1,9 +1,9 @@
 /**
- * The own HTTP/2 layer's writes on a TLS socket (HBONE): frames gathered while a write is in flight leave together
- * through one send buffer that every connection of the thread reuses (shared/hbone/h2/connection.ts). The buffer
- * may be reused only because TLS has encrypted it before `write` returns; these tests make the TLS socket back up
- * (the peer stops reading) so that many writes gather behind one in flight, from several streams and from two
- * connections at once, and check that every byte arrives as it was sent.
+ * The own HTTP/2 layer's writes on a TLS socket (HBONE): when the socket is idle, a tick's frames are copied into
+ * one send buffer that every connection of the thread reuses (shared/hbone/h2/connection.ts). The buffer may be
+ * reused only because TLS has encrypted it before `write` returns, which holds only while nothing is queued on the
+ * socket; these tests make the TLS socket back up (the peer stops reading) so that writes queue, from several
+ * streams and from two connections at once, and check that every byte arrives as it was sent.
  */
 import test from 'ava';
 import { createHash, randomBytes } from 'node:crypto';
