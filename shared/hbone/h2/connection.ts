@@ -14,10 +14,14 @@
  * Must not know about: TLS, identities, HBONE's statuses or targets, sockets other than the one it is given.
  *
  * Hot path: received DATA goes from FrameReader straight to the stream's handler; sent DATA is a 9-byte header
- * (carved from a slab) and the caller's own buffer, gathered in our own list until the end of the current tick
- * and then written at once: small ticks (a 1 KiB round trip's frames) as one concatenated buffer, one `write`;
- * bulk ticks as one corked writev of the pieces, since TLS copies a writev's pieces together before encrypting
- * anyway and a concat here would copy every payload twice (measured: 4.6% of the client relay's CPU).
+ * (carved from a slab) and the caller's own buffer, gathered in our own list and written at the end of the tick.
+ * On a TLS socket (HBONE) whose queue is empty, the tick's frames are copied into one send buffer shared by every
+ * connection of the thread and written as one contiguous `write`: OpenSSL encrypts a single buffer in place
+ * before `write` returns (node's TLSWrap), so the buffer is free again at once, whereas a writev's pieces are
+ * first copied by TLSWrap into a fresh zero-filled allocation. A busy TLS socket (a write in flight) and other
+ * duplexes (tests' plain sockets, which may keep a buffer until the kernel took it) get small ticks as one
+ * concatenated buffer and bulk ticks as one corked writev. (Holding frames back until the write in flight
+ * completed, so that every write is contiguous, cost round trips an event-loop turn: measured and dropped.)
  * Events (rare, so an EventEmitter): 'remoteSettings' (the peer's first SETTINGS), 'stream' (server: a new
  * well-formed request stream), 'goaway' (code, lastStreamId), 'streamError' (an H2Error for a stream we reset
  * because of the peer), 'error' (the H2Error that ended the connection; emitted only when listened to),
@@ -25,6 +29,7 @@
  */
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
+import { TLSSocket } from 'node:tls';
 import {
   DEFAULT_CONNECTION_WINDOW_BYTES,
   DEFAULT_MAX_FRAME_SIZE,
@@ -115,6 +120,12 @@ const CONTROL_FLOOD_SOCKET_BYTES = 64 * 1024 * 1024;
  * above it, as a corked writev of the pieces (bulk DATA: the TLS layer's own gathering copy is the only one).
  */
 const CONCAT_MAX_BYTES = 16 * 1024;
+/**
+ * The send buffer every TLS connection of a thread copies a tick's frames into (see the top comment): a tick
+ * gathers at most about SOCKET_HIGH_WATER_BYTES plus a frame; more than this leaves as a corked writev instead.
+ */
+const SEND_BUFFER_BYTES = SOCKET_HIGH_WATER_BYTES + 128 * 1024;
+let sharedSendBuffer: Buffer | undefined;
 /** Frame headers are carved from slabs of this size (1,820 headers each). */
 const HEADER_SLAB_BYTES = 16_380;
 /** After a GOAWAY of ours the socket gets this long to flush before it is destroyed. */
@@ -219,6 +230,8 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
   /** What this tick wrote, flushed to the socket as one buffer at the end of the tick. */
   readonly #out: Buffer[] = [];
   #outBytes = 0;
+  /** TLS socket: gathered frames leave as one copied write when the socket is idle (top comment). */
+  readonly #copyingWrites: boolean;
   #slab = Buffer.allocUnsafeSlow(HEADER_SLAB_BYTES);
   #slabOffset = 0;
 
@@ -238,6 +251,7 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
     super();
     this.socket = socket;
     this.role = options.role;
+    this.#copyingWrites = socket instanceof TLSSocket;
     this.#streamWindow = options.streamWindowBytes ?? DEFAULT_STREAM_WINDOW_BYTES;
     this.#connectionWindow = options.connectionWindowBytes ?? DEFAULT_CONNECTION_WINDOW_BYTES;
     this.#maxConcurrentStreams = options.maxConcurrentStreams ?? DEFAULT_SERVER_MAX_CONCURRENT_STREAMS;
@@ -432,18 +446,53 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
     const out = this.#out;
     if (out.length === 0) return;
     const socket = this.socket;
-    const bytes = this.#outBytes;
-    this.#outBytes = 0;
     if (socket.destroyed || socket.writableEnded) {
       out.length = 0;
+      this.#outBytes = 0;
       return;
     }
+    // An idle TLS socket (nothing queued or in flight, not corked) hands a write straight to TLSWrap, which
+    // encrypts it before `write` returns: the gathered frames go out as one copy in the shared send buffer.
+    // A busy one would queue the buffer itself, so the frames go as they are.
+    if (this.#copyingWrites && this.#outBytes <= SEND_BUFFER_BYTES && socket.writableLength === 0 && !socket.writableCorked && !(socket as TLSSocket).connecting) {
+      this.#writeCopied(socket);
+      return;
+    }
+    this.#writeGathered(socket);
+  }
+
+  /** Copies the gathered frames into the shared send buffer and writes them as one buffer (idle TLS sockets only). */
+  #writeCopied(socket: Duplex): void {
+    const out = this.#out;
+    const bytes = this.#outBytes;
+    this.#outBytes = 0;
+    if (out.length === 1) {
+      socket.write(out[0]!);
+    } else {
+      const buffer = (sharedSendBuffer ??= Buffer.allocUnsafeSlow(SEND_BUFFER_BYTES));
+      let offset = 0;
+      for (let index = 0; index < out.length; index++) {
+        const piece = out[index]!;
+        buffer.set(piece, offset);
+        offset += piece.length;
+      }
+      socket.write(buffer.subarray(0, bytes));
+    }
+    out.length = 0;
+    if (this.#drainWaiters.size > 0) this.#notifyDrained();
+  }
+
+  /** Writes the gathered frames as they are: one buffer, a small concatenation, or a corked writev. */
+  #writeGathered(socket: Duplex): void {
+    const out = this.#out;
+    const bytes = this.#outBytes;
+    this.#outBytes = 0;
     if (out.length === 1) {
       socket.write(out[0]!);
     } else if (bytes <= CONCAT_MAX_BYTES) {
       socket.write(Buffer.concat(out, bytes));
     } else {
-      // Large payloads: one corked writev; TLS copies the pieces together once (a concat here would copy twice).
+      // Large payloads: one corked writev of the pieces (a concat here would copy every payload once more).
       socket.cork();
       for (let index = 0; index < out.length; index++) socket.write(out[index]!);
       socket.uncork();
