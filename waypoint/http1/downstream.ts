@@ -25,6 +25,14 @@ const { NGHTTP2_CANCEL } = http2.constants;
 const MAX_READ_AHEAD_BYTES = 2 * MAX_HEAD_BYTES;
 /** A kept-alive client stream with no request in flight closes after this (Node's server keepAliveTimeout). */
 export const KEEP_ALIVE_TIMEOUT_MS = 5_000;
+/**
+ * From a request's first byte, its head must be whole within this and the whole request (its body too) within
+ * REQUEST_TIMEOUT_MS, or it is answered 408 and the stream closes: Node's server's headersTimeout and
+ * requestTimeout. The idle timeout alone would let a client that sends a byte every few seconds hold a stream
+ * (and the waypoint's memory for its head) for ever.
+ */
+export const HEADERS_TIMEOUT_MS = 60_000;
+export const REQUEST_TIMEOUT_MS = 300_000;
 
 /** What the connection needs of the proxy. */
 export interface LeanHandler {
@@ -190,14 +198,23 @@ export class DownstreamConnection {
   #peerEnded = false;
   #closing = false;
   #handedOver = false;
+  /** The running request's deadline (HEADERS_TIMEOUT_MS, then REQUEST_TIMEOUT_MS), while its bytes are coming. */
+  #deadline: NodeJS.Timeout | undefined;
+  #requestStarted = 0;
+  readonly #onDeadline = (): void => this.#requestTimedOut();
+  readonly #headersTimeoutMs: number;
+  readonly #requestTimeoutMs: number;
   readonly #onData = (chunk: Buffer): void => this.#data(chunk);
   readonly #onEnd = (): void => this.#ended();
   readonly #onClose = (): void => this.#closed();
   readonly #onTimeout = (): void => this.#idleTimeout();
 
-  constructor(stream: http2.ServerHttp2Stream, firstBytes: Buffer | undefined, handler: LeanHandler) {
+  /** `timeouts`: HEADERS_TIMEOUT_MS and REQUEST_TIMEOUT_MS unless given (tests). */
+  constructor(stream: http2.ServerHttp2Stream, firstBytes: Buffer | undefined, handler: LeanHandler, timeouts: { headersMs?: number; requestMs?: number } = {}) {
     this.stream = stream;
     this.#handler = handler;
+    this.#headersTimeoutMs = timeouts.headersMs ?? HEADERS_TIMEOUT_MS;
+    this.#requestTimeoutMs = timeouts.requestMs ?? REQUEST_TIMEOUT_MS;
     stream.on('data', this.#onData);
     stream.once('end', this.#onEnd);
     stream.once('close', this.#onClose);
@@ -271,6 +288,10 @@ export class DownstreamConnection {
       const head = parseRequestHead(pending, 0, pending.length);
       if (head === undefined) {
         if (this.#peerEnded) this.#endAndLinger();
+        else if (this.#deadline === undefined) {
+          this.#requestStarted = performance.now();
+          this.#armDeadline(this.#headersTimeoutMs);
+        }
         return;
       }
       if (head instanceof Http1Error) {
@@ -286,20 +307,49 @@ export class DownstreamConnection {
       const taken = head.size + exchange.takeBody(pending, head.size, pending.length);
       this.#pending = taken < pending.length ? pending.subarray(taken) : undefined;
       if (exchange.bodyComplete) {
+        this.#clearDeadline();
         this.#handler.serve(exchange);
       } else {
         this.#readingBody = true;
+        if (this.#deadline === undefined) this.#requestStarted = performance.now();
+        this.#armDeadline(this.#requestTimeoutMs - (performance.now() - this.#requestStarted));
         if (this.#peerEnded) this.#endAndLinger();
       }
     }
   }
 
   #bodyDone(exchange: LeanExchange): void {
+    this.#clearDeadline();
     this.#readingBody = false;
     this.#handler.serve(exchange);
   }
 
+  #armDeadline(ms: number): void {
+    if (this.#deadline !== undefined) clearTimeout(this.#deadline);
+    this.#deadline = setTimeout(this.#onDeadline, Math.max(0, ms));
+    this.#deadline.unref();
+  }
+
+  #clearDeadline(): void {
+    if (this.#deadline === undefined) return;
+    clearTimeout(this.#deadline);
+    this.#deadline = undefined;
+  }
+
+  /** A head or a body that kept trickling past its deadline: 408 and close, as Node's server. */
+  #requestTimedOut(): void {
+    this.#deadline = undefined;
+    if (this.#closing) return;
+    const exchange = this.#readingBody ? this.#exchange : undefined;
+    if (this.#exchange !== undefined && !this.#readingBody) return;
+    this.#readingBody = false;
+    this.#exchange = undefined;
+    exchange?.gone();
+    this.#refuse(new Http1Error('HTTP1_REQUEST_TIMEOUT', `the request ${exchange ? 'body' : 'head'} did not arrive whole within ${exchange ? this.#requestTimeoutMs : this.#headersTimeoutMs} ms`));
+  }
+
   #refuse(error: Http1Error): void {
+    this.#clearDeadline();
     this.#handler.refused(error);
     this.#closing = true;
     this.stream.write(`HTTP/1.1 ${error.status} ${STATUS_CODES[error.status]}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`, 'latin1');
@@ -307,6 +357,7 @@ export class DownstreamConnection {
   }
 
   #handOver(bytes: Buffer): void {
+    this.#clearDeadline();
     this.#handedOver = true;
     this.#closing = true;
     this.#pending = undefined;
@@ -345,6 +396,7 @@ export class DownstreamConnection {
   }
 
   #closed(): void {
+    this.#clearDeadline();
     this.#closing = true;
     const exchange = this.#exchange;
     this.#exchange = undefined;
@@ -370,6 +422,7 @@ export class DownstreamConnection {
    * ends is closed after HALF_CLOSED_LINGER_MS.
    */
   #endAndLinger(): void {
+    this.#clearDeadline();
     this.#closing = true;
     const stream = this.stream;
     if (stream.destroyed) return;

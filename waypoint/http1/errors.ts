@@ -3,6 +3,8 @@
  * body-framing.ts): a code per rule broken and the status a client gets for it (400, or 431 for a head too large).
  * Each code names the rule Node's llhttp enforces the same way, so the two HTTP/1.1 paths refuse the same requests.
  *
+ * A request that arrives too slowly is answered 408, as Node's server answers it.
+ *
  * Owns: the catalogue. Must not know about: where the bytes came from or what is done with the refusal.
  */
 export type Http1ErrorCode =
@@ -25,16 +27,18 @@ export type Http1ErrorCode =
   /** An HTTP/1.1 request without Host. */
   | 'HTTP1_MISSING_HOST'
   /** A chunk size that is not hex, too long, or a chunk without its CRLF; a bad chunk extension. */
-  | 'HTTP1_BAD_CHUNK';
+  | 'HTTP1_BAD_CHUNK'
+  /** A request's head (or the whole request, body included) did not arrive in time (Node's headersTimeout/requestTimeout). */
+  | 'HTTP1_REQUEST_TIMEOUT';
 
 export class Http1Error extends Error {
   readonly code: Http1ErrorCode;
   /** What a client that sent this gets. */
-  readonly status: 400 | 431;
+  readonly status: 400 | 408 | 431;
   constructor(code: Http1ErrorCode, message: string) {
     super(message);
     this.name = 'Http1Error';
     this.code = code;
-    this.status = code === 'HTTP1_HEAD_TOO_LARGE' ? 431 : 400;
+    this.status = code === 'HTTP1_HEAD_TOO_LARGE' ? 431 : code === 'HTTP1_REQUEST_TIMEOUT' ? 408 : 400;
   }
 }

@@ -1,0 +1,116 @@
+/**
+ * waypoint/http1/downstream.ts against a client that trickles its request, over real HTTP/2 streams on loopback (the
+ * lean path reads the terminated HBONE stream the same way): a head that does not arrive whole in time, or a body
+ * that does not, is answered 408 and the stream ends, as Node's server does with headersTimeout/requestTimeout; a
+ * request that arrives in time is served and nothing times out after it.
+ */
+import test from 'ava';
+import http2 from 'node:http2';
+import type { AddressInfo } from 'node:net';
+import { DownstreamConnection, type LeanExchange, type LeanHandler } from '../../waypoint/http1/downstream.ts';
+import type { Http1Error } from '../../waypoint/http1/errors.ts';
+
+interface Served {
+  refused: string[];
+  served: string[];
+}
+
+async function withServer(timeouts: { headersMs: number; requestMs: number }, run: (client: http2.ClientHttp2Session, seen: Served) => Promise<void>): Promise<void> {
+  const seen: Served = { refused: [], served: [] };
+  const handler: LeanHandler = {
+    accepts: () => true,
+    serve: (exchange: LeanExchange) => {
+      seen.served.push(`${exchange.method} ${exchange.url} ${exchange.bodyBytes}`);
+      exchange.writeHead(200, { 'content-length': '2' }).end('ok');
+    },
+    handOver: () => undefined,
+    refused: (error: Http1Error) => void seen.refused.push(error.code),
+  };
+  const server = http2.createServer();
+  server.on('stream', (stream) => {
+    stream.respond({ ':status': 200 });
+    new DownstreamConnection(stream, undefined, handler, timeouts);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const client = http2.connect(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
+  try {
+    await run(client, seen);
+  } finally {
+    client.close();
+    server.close();
+  }
+}
+
+/**
+ * Opens a stream, sends `pieces` `gapMs` apart until an answer comes (then ends its side, as a client that read
+ * `connection: close` does), and resolves with what came back once the stream closed; `elapsedMs`: to the answer.
+ */
+function trickle(client: http2.ClientHttp2Session, pieces: string[], gapMs: number): Promise<{ text: string; elapsedMs: number }> {
+  return new Promise((resolve) => {
+    const started = performance.now();
+    let answeredMs = Number.POSITIVE_INFINITY;
+    const stream = client.request({ ':method': 'POST', ':path': '/' });
+    let text = '';
+    stream.setEncoding('latin1');
+    stream.on('data', (chunk: string) => {
+      if (text === '') answeredMs = performance.now() - started;
+      text += chunk;
+      clearInterval(timer);
+      if (!stream.writableEnded) stream.end();
+    });
+    stream.on('error', () => undefined);
+    const timer = setInterval(() => {
+      const piece = pieces.shift();
+      if (piece === undefined || stream.destroyed) clearInterval(timer);
+      else stream.write(piece);
+    }, gapMs);
+    stream.once('close', () => {
+      clearInterval(timer);
+      resolve({ text, elapsedMs: answeredMs });
+    });
+  });
+}
+
+test('a head that trickles past the headers deadline is answered 408 and the stream ends', async (t) => {
+  await withServer({ headersMs: 300, requestMs: 2_000 }, async (client, seen) => {
+    // One byte of the head every 50 ms: each keeps the idle timeout away; only the deadline ends it.
+    const head = 'GET /slow HTTP/1.1\r\nhost: a\r\nx-filler: ' + 'y'.repeat(200) + '\r\n\r\n';
+    const result = await trickle(client, [...head], 50);
+    t.regex(result.text, /^HTTP\/1\.1 408 Request Timeout\r\n/);
+    t.regex(result.text, /connection: close/i);
+    t.true(result.elapsedMs < 3_000, `answered after ${result.elapsedMs} ms`);
+    t.deepEqual(seen.refused, ['HTTP1_REQUEST_TIMEOUT']);
+    t.deepEqual(seen.served, []);
+  });
+});
+
+test('a body that trickles past the request deadline is answered 408 and never served', async (t) => {
+  await withServer({ headersMs: 300, requestMs: 600 }, async (client, seen) => {
+    const pieces = ['POST /upload HTTP/1.1\r\nhost: a\r\ncontent-length: 40\r\n\r\n', ...'x'.repeat(40)];
+    const result = await trickle(client, pieces, 50);
+    t.regex(result.text, /^HTTP\/1\.1 408 /);
+    t.deepEqual(seen.refused, ['HTTP1_REQUEST_TIMEOUT']);
+    t.deepEqual(seen.served, []);
+  });
+});
+
+test('a request that arrives in time (in pieces) is served, and its deadline does not fire after it', async (t) => {
+  await withServer({ headersMs: 300, requestMs: 600 }, async (client, seen) => {
+    const pieces = ['POST /in-time HTTP/1.1\r\nho', 'st: a\r\ncontent-length: 4\r\n\r\n', 'ab', 'cd'];
+    const stream = client.request({ ':method': 'POST', ':path': '/' });
+    let text = '';
+    stream.setEncoding('latin1');
+    stream.on('data', (chunk: string) => (text += chunk));
+    for (const piece of pieces) {
+      stream.write(piece);
+      await new Promise((resolve) => setTimeout(resolve, 30));
+    }
+    // Longer than both deadlines: a deadline left armed would answer 408 into the kept-alive stream.
+    await new Promise((resolve) => setTimeout(resolve, 900));
+    t.deepEqual(seen.served, ['POST /in-time 4']);
+    t.deepEqual(seen.refused, []);
+    t.regex(text, /^HTTP\/1\.1 200 OK\r\n/);
+    t.notRegex(text, /408/);
+    stream.close();
+  });
+});
