@@ -260,6 +260,10 @@ test.serial('a pod the mesh state deletes is forgotten from the known pods (not 
   const box = await sandbox(t, PLAIN, 'removed11');
   t.is((await add(box)).code, 0);
   await eventually('the pod is in the known pods (written after the ADD\'s answer)', async () => names(await record('known-pods')).includes(`${PLAIN}/removed11`));
+  // The mesh state must have had the pod for its removal to be an event: the ADD is now answered within
+  // milliseconds, before the agent's cluster-directory source may have read the Pod object (a pod it never saw and
+  // that is gone again is forgotten by its DEL or the runtime's CNI GC instead).
+  await eventually("the agent's mesh state has the pod", async () => (await agentWorkload(PLAIN, 'removed11')) !== undefined);
   await removePod(mesh.cluster.clusterDir, PLAIN, 'removed11');
   await eventually('the known pods no longer list the deleted pod', async () => !names(await record('known-pods')).includes(`${PLAIN}/removed11`));
   t.pass();
