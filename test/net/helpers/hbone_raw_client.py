@@ -99,6 +99,17 @@ class Connection:
                 continue
             return kind, flags, stream, payload
 
+    def send(self, data):
+        """Writes data; False when the server had already closed the connection (a close without TLS close_notify
+        or a reset arriving while we write, as when the server closes with the rest of a flood unread)."""
+        try:
+            self.tls.sendall(data)
+            return True
+        except socket.timeout:
+            raise
+        except (ssl.SSLError, ConnectionError):
+            return False
+
     def status_of(self, payload, flags):
         if flags & 0x8:  # PADDED
             payload = payload[1:len(payload) - payload[0]]
@@ -204,7 +215,9 @@ def main():
                     result['sent'] += 1
                 # Frames are handled in order: the PING's ACK says the server has read the whole batch.
                 data += frame(PING, 0, 0, b'batchend')
-                conn.tls.sendall(bytes(data))
+                if not conn.send(bytes(data)):
+                    result['closed'] = True
+                    break
                 while True:
                     got = conn.read_frame()
                     if got is None:
@@ -234,8 +247,11 @@ def main():
         data = bytearray()
         for i in range(count):
             data += frame(HEADERS, END_HEADERS, 2 * i + 1, block)
-        conn.tls.sendall(bytes(data))
         result = {'answered': 0, 'ok': 0, 'resets': {}, 'goaway': None, 'closed': False}
+        if not conn.send(bytes(data)):
+            result['closed'] = True
+            out(result)
+            return
         conn.tls.settimeout(15)
         try:
             while result['answered'] < count:
@@ -277,8 +293,11 @@ def main():
             bomb = bytes([0x40, 6]) + b'x-bomb' + bytes([0x7f]) + encode_length(4000 - 127) + b'b' * 4000
             block = request_block('CONNECT', args[0]) + bomb + bytes([0xbe]) * 1000
             data = frame(HEADERS, END_HEADERS, 1, block)
-        conn.tls.sendall(data)
         result = {'status': None, 'resets': {}, 'goaway': None, 'closed': False}
+        if not conn.send(data):
+            result['closed'] = True
+            out(result)
+            return
         conn.tls.settimeout(15)
         try:
             while True:
