@@ -63,6 +63,10 @@ class H2Splice implements H2StreamHandler {
       socket.on('drain', this.#onSocketDrain);
     }
     stream.setHandler(this);
+    // A FIN with nothing before it that arrived before the splice began has already emitted its 'end' (Node emits
+    // it at EOF once the buffer is empty, read or not): pass it on now, or it never is. (The stream's own early
+    // end is replayed by setHandler.)
+    if (socket.readableEnded && !socket.destroyed) this.#onSocketEnd();
   }
 
   // TCP -> stream.
