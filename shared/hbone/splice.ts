@@ -114,12 +114,12 @@ class Splice {
       stream.on('data', this.#onStreamData);
       stream.on('end', this.#onStreamEnd);
       socket.on('drain', this.#onSocketDrain);
-      // A FIN (or END_STREAM) that arrived with nothing before it, before the splice began, has already emitted its
-      // 'end' (Node emits 'end' at EOF once the buffer is empty, read or not): pass it on now, or it never is
-      // (measured: after a 5,000/s storm, 452 client connections closed before their tunnels were up sat in
-      // CLOSE-WAIT for good, each with its tunnel and its connection to the application).
+      // A FIN that arrived with nothing before it, before the splice began, has already emitted its 'end' (Node
+      // emits 'end' at EOF once the buffer is empty, read or not): pass it on now, or it never is (measured: after
+      // a 5,000/s storm, 452 client connections closed before their tunnels were up sat in CLOSE-WAIT for good,
+      // each with its tunnel and its connection to the application). An END_STREAM that came before the splice
+      // waits in the stream until it is read (test/unit/hbone-early-end.test.ts).
       if (socket.readableEnded) this.#onSocketEnd();
-      if (stream.readableEnded) this.#onStreamEnd();
     }
   }
 
