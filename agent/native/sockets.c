@@ -295,6 +295,17 @@ static napi_value socket_tcp(napi_env env, napi_callback_info info) {
       napi_throw_type_error(env, "EINVAL", "socketTcp bindHost must be an address of the socket's family");
       return NULL;
     }
+    /*
+     * Port 0: the port is chosen at connect() (IP_BIND_ADDRESS_NO_PORT), from the whole 4-tuple, as for a socket
+     * that was never bound. bind() itself would pick a port no socket bound to this address holds, TIME-WAIT
+     * ones included: a search over the bind table on every connection, and EADDRINUSE once a storm's TIME-WAITs
+     * hold the range, although the same port to another destination would do. (Delivering with the client's
+     * address, as ztunnel does, binds every connection to the app this way.)
+     */
+    if (bind_port == 0 && set_int_opt(fd, SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1) != 0) {
+      err = errno; close(fd);
+      return throw_errno(env, err, "setsockopt(IP_BIND_ADDRESS_NO_PORT)", NULL);
+    }
     if (bind(fd, (struct sockaddr *)&addr.addr, addr.addr_len) != 0) {
       err = errno; close(fd);
       return throw_errno(env, err, "bind", bind_host);
