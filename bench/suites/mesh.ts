@@ -17,7 +17,7 @@ import { APP_PORT, buildMeshTopology, inPod, setAgentLogLevel, startPodStunnelPa
 import { formatNumber, formatRatio, goalMark } from '../lib/report.ts';
 import { median, type LatencySummary } from '../lib/stats.ts';
 import type { Goal, Suite, SuiteContext, SuiteResult } from '../lib/suite.ts';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { REFERENCE_PLUGINS_DIR, type Pod } from '../../runtime/index.ts';
 
@@ -173,13 +173,27 @@ export interface PathFigures {
 interface RelayMemory {
   client?: ResidentMemory;
   server?: ResidentMemory;
+  /**
+   * Open descriptors of each relay: a connection the relay lost track of (a client that left while its tunnel was
+   * being opened, stuck in CLOSE-WAIT with its tunnel) keeps two or three, so a leak shows as a count that does not
+   * come back after the storms.
+   */
+  descriptors?: { client?: number; server?: number };
+}
+
+function openDescriptors(pid: number): number | undefined {
+  try {
+    return readdirSync(`/proc/${pid}/fd`).length;
+  } catch {
+    return undefined;
+  }
 }
 
 function relayMemory(relays: { client: number; server: number } | undefined): RelayMemory | undefined {
   if (!relays) return undefined;
   const client = processResidentMemory(relays.client);
   const server = processResidentMemory(relays.server);
-  return { ...(client ? { client } : {}), ...(server ? { server } : {}) };
+  return { ...(client ? { client } : {}), ...(server ? { server } : {}), descriptors: { client: openDescriptors(relays.client), server: openDescriptors(relays.server) } };
 }
 
 export const meshSuite: Suite = {
@@ -599,6 +613,19 @@ export function buildResult(sizes: Sizes, given: Partial<Record<PathKey, PathFig
       numeric(`RSS ${sizes.afterStormSeconds} s after the connection-rate runs, client side (MiB)`, afterStormRss('client'), { noRelay: true }),
       numeric(`RSS ${sizes.afterStormSeconds} s after the connection-rate runs, server side (MiB)`, afterStormRss('server'), { noRelay: true,
         goalText: sizes.afterStormSeconds <= 60 ? mibGoal(Math.max(...worstAfterStorm), AFTER_STORM_RSS_GOAL_MIB) : '' }),
+    );
+  }
+  if (figures.mesh.afterStormMemory) {
+    // Idle, right after the storms, and after the wait: the counts must come back (the restarted stunnel pair's are
+    // its new processes').
+    const descriptors = (role: 'client' | 'server') => (f: PathFigures): string => {
+      if (f === figures.direct) return 'no relay';
+      const counts = [f.idleMemory, f.stormMemory, f.afterStormMemory].map((memory) => memory?.descriptors?.[role]);
+      return counts.every((count) => count === undefined) ? '—' : counts.map((count) => (count === undefined ? '—' : String(count))).join(' / ');
+    };
+    rows.push(
+      text(`descriptors open, client side: idle / right after the connection-rate runs / ${sizes.afterStormSeconds} s after`, descriptors('client')),
+      text(`descriptors open, server side: idle / right after the connection-rate runs / ${sizes.afterStormSeconds} s after`, descriptors('server')),
     );
   }
   const info = figures.mesh.infoConnect;
