@@ -15,11 +15,14 @@
  * SPLICE_BUFFER_BYTES unsent (not at the 64 KiB high-water mark), so a steady flow never stops and restarts reading.
  * The TCP socket is read into pooled buffers (pooled-reads.ts: no allocation per read, which in bulk drove V8 to a
  * full mark-compact every ~190 ms); each buffer goes back to the pool from its stream write's completion callback.
+ * The stream's DATA arrives in buffers node:http2 allocates per read: counted (buffer-scavenge.ts), so a scavenge
+ * frees them before V8 runs a full mark-compact for them.
  */
 import http2 from 'node:http2';
 import type net from 'node:net';
 import { SPLICE_BUFFER_BYTES } from './config.ts';
 import { PooledReader } from './pooled-reads.ts';
+import { relayedInReadBuffers } from './buffer-scavenge.ts';
 
 const { NGHTTP2_NO_ERROR, NGHTTP2_CANCEL, NGHTTP2_CONNECT_ERROR } = http2.constants;
 
@@ -131,6 +134,7 @@ class Splice {
   // TCP -> stream. A FIN becomes END_STREAM once everything before it is written.
   readonly #onSocketData = (chunk: Buffer): void => {
     const stream = this.#stream;
+    relayedInReadBuffers(chunk.length);
     if (!stream.write(chunk) && stream.writableLength >= SPLICE_BUFFER_BYTES) this.#socket.pause();
   };
 
@@ -151,6 +155,7 @@ class Splice {
   // Stream -> TCP. END_STREAM becomes a FIN once everything before it is written.
   readonly #onStreamData = (chunk: Buffer): void => {
     const socket = this.#socket;
+    relayedInReadBuffers(chunk.length);
     if (!this.#socketCorked) {
       this.#socketCorked = true;
       socket.cork();
