@@ -8,7 +8,7 @@
  * with a full mark-compact of the whole heap (measured, mesh suite, 1 stream: the receiving agent ran one every
  * ~190 ms at 150 MB/s, "GC in old space requested" with no scavenge in between; V8's concurrent-marking threads
  * were a fifth of its perf samples). A minor GC every BYTES_PER_SCAVENGE bytes relayed in such buffers keeps
- * external memory under V8's trigger (same run with it: 1 mark-compact per agent instead of 15-20).
+ * external memory under V8's trigger (same run with it: 1 mark-compact per agent instead of 12-21).
  *
  * Owns: the count of bytes relayed per thread in per-read buffers and when to ask for a scavenge.
  * Must not know about: streams, sockets, what the bytes are.
