@@ -45,7 +45,7 @@ function giveBack(buffer: Buffer): void {
   }
 }
 
-/** How many free buffers this thread holds (tests, the admin's memory view). */
+/** How many free buffers this thread holds (tests). */
 export function pooledReadBuffers(): { large: number; small: number } {
   return { large: freeLarge.length, small: freeSmall.length };
 }
