@@ -13,10 +13,16 @@
  * (measured: 32768 write calls for 256 MiB became 1029 writev calls; no added latency, as the check phase
  * follows the I/O phase in the same loop turn). A source is paused only when its destination holds more than
  * SPLICE_BUFFER_BYTES unsent (not at the 64 KiB high-water mark), so a steady flow never stops and restarts reading.
+ * The TCP socket is read into pooled buffers (pooled-reads.ts: no allocation per read, which in bulk drove V8 to a
+ * full mark-compact every ~190 ms); each buffer goes back to the pool from its stream write's completion callback.
+ * The stream's DATA arrives in buffers node:http2 allocates per read: counted (buffer-scavenge.ts), so a scavenge
+ * frees them before V8 runs a full mark-compact for them.
  */
 import http2 from 'node:http2';
 import type net from 'node:net';
 import { SPLICE_BUFFER_BYTES } from './config.ts';
+import { PooledReader } from './pooled-reads.ts';
+import { relayedInReadBuffers } from './buffer-scavenge.ts';
 
 const { NGHTTP2_NO_ERROR, NGHTTP2_CANCEL, NGHTTP2_CONNECT_ERROR } = http2.constants;
 
@@ -84,6 +90,7 @@ class Splice {
   #openSides = 2;
   #error: Error | undefined;
   #socketCorked = false;
+  #reader: PooledReader | undefined;
 
   constructor(socket: net.Socket, stream: http2.Http2Stream, resolve: (result: SpliceResult) => void) {
     this.#socket = socket;
@@ -108,7 +115,14 @@ class Splice {
       stream.once('close', this.#onStreamClose);
     }
     if (!socket.destroyed && !stream.destroyed) {
-      socket.on('data', this.#onSocketData);
+      this.#reader = PooledReader.attach(socket, this.#onSocketChunk);
+      if (this.#reader) {
+        // What the socket read before the splice (while the stream was being opened) goes first.
+        for (let chunk = socket.read() as Buffer | null; chunk !== null; chunk = socket.read() as Buffer | null) this.#onSocketData(chunk);
+        socket.resume();
+      } else {
+        socket.on('data', this.#onSocketData);
+      }
       socket.on('end', this.#onSocketEnd);
       stream.on('drain', this.#onStreamDrain);
       stream.on('data', this.#onStreamData);
@@ -126,7 +140,14 @@ class Splice {
   // TCP -> stream. A FIN becomes END_STREAM once everything before it is written.
   readonly #onSocketData = (chunk: Buffer): void => {
     const stream = this.#stream;
+    relayedInReadBuffers(chunk.length);
     if (!stream.write(chunk) && stream.writableLength >= SPLICE_BUFFER_BYTES) this.#socket.pause();
+  };
+
+  // TCP -> stream, pooled reads: the chunk's buffer goes back to the pool once the stream has written it.
+  readonly #onSocketChunk = (chunk: Buffer): boolean => {
+    const stream = this.#stream;
+    return stream.write(chunk, this.#reader!.written) || stream.writableLength < SPLICE_BUFFER_BYTES;
   };
 
   readonly #onStreamDrain = (): void => {
@@ -140,6 +161,7 @@ class Splice {
   // Stream -> TCP. END_STREAM becomes a FIN once everything before it is written.
   readonly #onStreamData = (chunk: Buffer): void => {
     const socket = this.#socket;
+    relayedInReadBuffers(chunk.length);
     if (!this.#socketCorked) {
       this.#socketCorked = true;
       socket.cork();

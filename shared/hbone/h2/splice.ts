@@ -9,9 +9,12 @@
  *
  * Hot path: the splice object is the stream's handler (methods, no closures per chunk); socket data goes to
  * `stream.write` as is; stream data goes to `socket.write` as is, corked until the end of the tick so the pieces
- * of one TLS read leave in one writev.
+ * of one TLS read leave in one writev. Both directions' chunks live in buffers Node allocated per read (the TCP
+ * socket's, the TLS socket's): counted (../buffer-scavenge.ts), so a scavenge frees them before V8 runs a full
+ * mark-compact for them.
  */
 import type net from 'node:net';
+import { relayedInReadBuffers } from '../buffer-scavenge.ts';
 import { SPLICE_BUFFER_BYTES } from '../config.ts';
 import { resetSocket } from '../splice.ts';
 import { H2_CANCEL, H2_CONNECT_ERROR, h2ErrorName } from './errors.ts';
@@ -71,6 +74,7 @@ class H2Splice implements H2StreamHandler {
 
   // TCP -> stream.
   readonly #onSocketData = (chunk: Buffer): void => {
+    relayedInReadBuffers(chunk.length);
     if (!this.#stream.write(chunk)) this.#socket.pause();
   };
 
@@ -86,6 +90,7 @@ class H2Splice implements H2StreamHandler {
   onData(_stream: H2Stream, chunk: Buffer): void {
     const socket = this.#socket;
     if (socket.destroyed) return;
+    relayedInReadBuffers(chunk.length);
     if (!this.#corked) {
       this.#corked = true;
       socket.cork();
