@@ -223,7 +223,8 @@ async function run(outer: SuiteContext): Promise<SuiteResult> {
           // pages in use shows here as faults at every step after it (the hot pages faulting back in).
           const faults = topology.agentPids.map((pid, index) => minorFaults(pid) - faultsBefore[index]!);
           const releases = await Promise.all([0, 1].map((node) => agentHeapRelease(mesh!, node)));
-          context.log(`waypoint at ${rate}/s (try ${attempt}): achieved ${formatNumber(result.requestsPerSecond)}/s, p50 ${formatNumber(result.p50)} µs, p99 ${formatNumber(result.p99)} µs, failed ${result.failed}; agents' minor faults ${faults.join(' / ')}, native releases ${releases.map((r) => r?.nativeReleases ?? '?').join(' / ')}, GCs ${releases.map((r) => r?.releases ?? '?').join(' / ')}`);
+          const waypointNow = await waypointMemory(topology.waypoint, topology.waypointPid);
+          context.log(`waypoint at ${rate}/s (try ${attempt}): achieved ${formatNumber(result.requestsPerSecond)}/s, p50 ${formatNumber(result.p50)} µs, p99 ${formatNumber(result.p99)} µs, failed ${result.failed}; agents' minor faults ${faults.join(' / ')}, native releases ${releases.map((r) => r?.nativeReleases ?? '?').join(' / ')}, GCs ${releases.map((r) => r?.releases ?? '?').join(' / ')}; waypoint GCs ${waypointNow?.heapReleases ?? '?'}, native releases ${waypointNow?.nativeReleases ?? '?'}`);
           if (fixedRates || sustains(rate, result)) continue climb;
         } catch (error) {
           rateSteps.push({ rate, error: (error as Error).message.split('\n')[0] });
