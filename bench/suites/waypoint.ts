@@ -224,7 +224,7 @@ async function run(outer: SuiteContext): Promise<SuiteResult> {
           const faults = topology.agentPids.map((pid, index) => minorFaults(pid) - faultsBefore[index]!);
           const releases = await Promise.all([0, 1].map((node) => agentHeapRelease(mesh!, node)));
           const waypointNow = await waypointMemory(topology.waypoint, topology.waypointPid);
-          context.log(`waypoint at ${rate}/s (try ${attempt}): achieved ${formatNumber(result.requestsPerSecond)}/s, p50 ${formatNumber(result.p50)} µs, p99 ${formatNumber(result.p99)} µs, failed ${result.failed}; agents' minor faults ${faults.join(' / ')}, native releases ${releases.map((r) => r?.nativeReleases ?? '?').join(' / ')}, GCs ${releases.map((r) => r?.releases ?? '?').join(' / ')}; waypoint GCs ${waypointNow?.heapReleases ?? '?'}, native releases ${waypointNow?.nativeReleases ?? '?'}`);
+          context.log(`waypoint at ${rate}/s (try ${attempt}): achieved ${formatNumber(result.requestsPerSecond)}/s, p50 ${formatNumber(result.p50)} µs, p99 ${formatNumber(result.p99)} µs, failed ${result.failed}; agents' minor faults ${faults.join(' / ')}, native releases ${releases.map((r) => r?.nativeReleases ?? '?').join(' / ')}, GCs ${releases.map((r) => (r ? `${r.releases} (last ${formatNumber(r.lastGcMs)} ms)` : '?')).join(' / ')}; waypoint GCs ${waypointNow?.heapReleases ?? '?'} (last ${formatNumber(waypointNow?.lastGcMs)} ms), native releases ${waypointNow?.nativeReleases ?? '?'}`);
           if (fixedRates || sustains(rate, result)) continue climb;
         } catch (error) {
           rateSteps.push({ rate, error: (error as Error).message.split('\n')[0] });
@@ -267,11 +267,11 @@ function minorFaults(pid: number): number {
 }
 
 /** A node agent's heap release counters (its admin /memory, agent/admin.ts); undefined when unreadable. */
-async function agentHeapRelease(mesh: LocalMesh, nodeIndex: number): Promise<{ releases: number; nativeReleases: number; executableKibDropped: number } | undefined> {
+async function agentHeapRelease(mesh: LocalMesh, nodeIndex: number): Promise<{ releases: number; lastGcMs: number; nativeReleases: number; executableKibDropped: number } | undefined> {
   const script = "fetch('http://127.0.0.1:15000/memory').then((r) => r.json()).then((d) => console.log(JSON.stringify(d.heapRelease ?? null)))";
   const read = await mesh.cluster.node(nodeIndex).exec(process.execPath, ['-e', script]);
   try {
-    return (JSON.parse(read.stdout) as { releases: number; nativeReleases: number; executableKibDropped: number } | null) ?? undefined;
+    return (JSON.parse(read.stdout) as { releases: number; lastGcMs: number; nativeReleases: number; executableKibDropped: number } | null) ?? undefined;
   } catch {
     return undefined;
   }
@@ -287,6 +287,8 @@ interface WaypointMemory {
   heapUsed?: number;
   /** Memory-reducing GCs the waypoint ran so far (shared/memory/heap-release.ts). */
   heapReleases?: number;
+  /** Milliseconds the last of them took (the loop stopped as long). */
+  lastGcMs?: number;
   /** Native releases (malloc_trim, the binary's pages) so far, and the binary's KiB the last one dropped. */
   nativeReleases?: number;
   executableKibDropped?: number;
@@ -303,8 +305,8 @@ async function waypointMemory(waypoint: LocalWaypoint, pid: number): Promise<Way
   if (!resident) return undefined;
   const read = await waypoint.pod.exec(process.execPath, ['-e', "fetch('http://127.0.0.1:15000/config_dump').then((r) => r.json()).then((d) => console.log(JSON.stringify(d.memory ?? {})))"]);
   try {
-    const heap = JSON.parse(read.stdout) as { heapTotal?: number; heapUsed?: number; heapReleases?: number; nativeReleases?: number; executableKibDropped?: number };
-    return { ...resident, ...(heap.heapTotal !== undefined ? { heapTotal: heap.heapTotal, heapUsed: heap.heapUsed, heapReleases: heap.heapReleases, nativeReleases: heap.nativeReleases, executableKibDropped: heap.executableKibDropped } : {}) };
+    const heap = JSON.parse(read.stdout) as { heapTotal?: number; heapUsed?: number; heapReleases?: number; lastGcMs?: number; nativeReleases?: number; executableKibDropped?: number };
+    return { ...resident, ...(heap.heapTotal !== undefined ? { heapTotal: heap.heapTotal, heapUsed: heap.heapUsed, heapReleases: heap.heapReleases, lastGcMs: heap.lastGcMs, nativeReleases: heap.nativeReleases, executableKibDropped: heap.executableKibDropped } : {}) };
   } catch {
     return resident;
   }

@@ -84,6 +84,11 @@ export interface HeapReleaseStats {
   heapAfterLastRelease: number;
   /** Releases run because of a hint (noteMemoryFreed) rather than heap growth. */
   hintedReleases: number;
+  /**
+   * Milliseconds the last memory-reducing GC took, wall clock (0 before the first): the loop stops for it, so a
+   * request in flight meanwhile waits as long (the bench's rate steps show when releases ran).
+   */
+  lastGcMs: number;
   /** Native releases (malloc_trim and the binary's pages) so far, with or without a GC; releaseNative only. */
   nativeReleases: number;
   /**
@@ -146,7 +151,7 @@ export function startHeapRelease(options: HeapReleaseOptions = {}): HeapRelease 
   const quietUtilization = options.quietUtilization ?? QUIET_UTILIZATION;
   const gc = memoryReducingGc();
   const nativeGrowthBytes = options.nativeGrowthBytes ?? NATIVE_GROWTH_BYTES;
-  const stats: HeapReleaseStats = { releases: 0, heapAfterLastRelease: 0, hintedReleases: 0, nativeReleases: 0, anonymousAfterLastNativeRelease: 0, executableKibDropped: 0 };
+  const stats: HeapReleaseStats = { releases: 0, heapAfterLastRelease: 0, hintedReleases: 0, lastGcMs: 0, nativeReleases: 0, anonymousAfterLastNativeRelease: 0, executableKibDropped: 0 };
   let lastUtilization: EventLoopUtilization = performance.eventLoopUtilization();
   let running = false;
   let hinted = false;
@@ -183,11 +188,13 @@ export function startHeapRelease(options: HeapReleaseOptions = {}): HeapRelease 
     running = true;
     if (!grown) stats.hintedReleases += 1;
     hinted = false;
+    const started = performance.now();
     try {
       await gc({ type: 'major', execution: 'async', flavor: 'last-resort' });
     } finally {
       running = false;
     }
+    stats.lastGcMs = performance.now() - started;
     if (native !== undefined) releaseNative();
     stats.releases += 1;
     stats.heapAfterLastRelease = process.memoryUsage().heapTotal;

@@ -9,6 +9,7 @@ import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { WAYPOINT_HEAP_RELEASE_QUIET_UTILIZATION } from '../../waypoint/config.ts';
 
 const MODULE = fileURLToPath(new URL('../../shared/memory/heap-release.ts', import.meta.url));
 const NATIVE_MODULE = fileURLToPath(new URL('../../agent/memory/native-memory.ts', import.meta.url));
@@ -224,4 +225,37 @@ test.serial('the binary\'s pages faulting back in after a drop do not run the na
   // The scenario is real: the first round's work brought back at least the growth that would run a release.
   t.true(outcome.regained[0]! >= 4 * MIB, `file-backed RSS regained by the work after the first drop: ${(outcome.regained[0]! / MIB).toFixed(1)} MiB`);
   t.is(outcome.nativeReleases, 1, `native releases over 1 + 8 checks: ${outcome.nativeReleases} (pages regained per round, MiB: ${outcome.regained.map((bytes) => (bytes / MIB).toFixed(1)).join(', ')})`);
+});
+
+/**
+ * A process serving a low, steady rate: 0.4 ms of work every 10 ms (4 % busy, as a waypoint at 100 requests/s) after
+ * a burst grew its heap. The memory-reducing GC stops the loop for tens of milliseconds, so with the waypoint's 1 %
+ * it must wait for the traffic to stop; the same process idle runs it.
+ */
+async function lowRateScenario(quietUtilization: number, busy: boolean): Promise<{ releases: number; checks: number }> {
+  const script = `
+    import { startHeapRelease } from ${JSON.stringify(MODULE)};
+    let held = [];
+    for (let i = 0; i < 400000; i++) held.push({ index: i, label: 'request ' + i });
+    held = undefined;
+    const release = startHeapRelease({ intervalMs: 3600000, growthBytes: 1024 * 1024, quietUtilization: ${quietUtilization} });
+    const work = ${busy} ? setInterval(() => { const until = performance.now() + 0.4; while (performance.now() < until); }, 10) : undefined;
+    let checks = 0;
+    for (; checks < 3; checks++) {
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      await release.check();
+    }
+    clearInterval(work);
+    release.stop();
+    process.stdout.write(JSON.stringify({ releases: release.stats.releases, checks }));
+  `;
+  const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], { timeout: 180_000 });
+  return JSON.parse(stdout) as { releases: number; checks: number };
+}
+
+test.serial('at the waypoint\'s 1 % the GC waits while a low rate keeps the loop 4 % busy, and runs once it is idle', async (t) => {
+  const serving = await lowRateScenario(WAYPOINT_HEAP_RELEASE_QUIET_UTILIZATION, true);
+  t.is(serving.releases, 0, `GCs while serving: ${serving.releases} of ${serving.checks} checks`);
+  const idle = await lowRateScenario(WAYPOINT_HEAP_RELEASE_QUIET_UTILIZATION, false);
+  t.true(idle.releases >= 1, 'the same heap growth, idle: released');
 });
