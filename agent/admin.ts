@@ -18,6 +18,7 @@ import type { MeshState } from '../shared/mesh/mesh-state.ts';
 import { workloadIdentity } from '../shared/mesh/workload.ts';
 import { closeHttpServer, listenReusePort, type RunningHttpServer } from './http-listen.ts';
 import { memoryReport } from './memory/memory-report.ts';
+import type { HeapReleaseStats } from '../shared/memory/heap-release.ts';
 
 /** pino's levels, most to least verbose, plus `silent`. */
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
@@ -47,6 +48,8 @@ export interface AdminSources {
   config?: object;
   /** `GET /authz/check?source=ns/pod&destination=ns/pod|svc/ns/name|VIP&port=N[&namespace=ns]` (agent/policy/authz-check.ts). */
   authzCheck?: (query: AuthzQuery) => AnyAuthzCheckResult;
+  /** The heap release's counters (shared/memory/heap-release.ts), shown by /memory: GCs, native releases, pages dropped. */
+  heapRelease?: () => HeapReleaseStats | undefined;
   /** The logger whose level /logging reads and changes (pino: setting `level` takes effect at once). */
   log: { level: string };
 }
@@ -164,7 +167,7 @@ export function createAdminServer(sources: AdminSources): http.Server {
         sendJson(response, 200, configDump(sources));
         return;
       case '/memory':
-        sendJson(response, 200, memoryReport());
+        sendJson(response, 200, { ...memoryReport(), heapRelease: sources.heapRelease?.() });
         return;
       case '/logging': {
         const level = url.searchParams.get('level');

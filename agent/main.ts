@@ -251,6 +251,11 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     onTrace: logTrace,
   });
 
+  // Memory back to the kernel once a burst is over (and the start-up garbage dropped at the first quiet check).
+  const heapRelease = startHeapRelease({
+    releaseNative: nativeMemory,
+    onRelease: (before, after) => log.debug({ heapBefore: before, heapAfter: after }, 'memory-reducing GC after a burst'),
+  });
   const admin = await startAdminServer(config.adminAddress, {
     policies: () => policies.dump(),
     services: () => servicesView(state),
@@ -262,6 +267,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     authzCheck: (query) => checkAuthorization({ nodeName: config.nodeName, state, policies }, query),
     certificates: () => certificates.store.all(),
     config,
+    heapRelease: () => heapRelease.stats,
     // The log level switch reaches the proxy workers too.
     log: {
       get level() {
@@ -282,11 +288,6 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
   // SO_REUSEPORT: during a restart the new agent listens before the old one has closed.
   await new Promise<void>((resolve) => readiness.listen({ port: config.readinessAddress.port, host: config.readinessAddress.host, reusePort: true }, resolve));
   ready = true;
-  // Memory back to the kernel once a burst is over (and the start-up garbage dropped at the first quiet check).
-  const heapRelease = startHeapRelease({
-    releaseNative: nativeMemory,
-    onRelease: (before, after) => log.debug({ heapBefore: before, heapAfter: after }, 'memory-reducing GC after a burst'),
-  });
   log.info({ workerThreads: workers.count + 1, cniSocket: config.cniSocket, readiness: config.readinessAddress, admin: config.adminAddress, metrics: config.metricsAddress }, 'agent ready');
 
   return {

@@ -44,6 +44,13 @@ export const WAYPOINT_GLIBC_TUNABLES = 'glibc.malloc.arena_max=2';
  * (shared/memory/heap-release.ts): half the agent's 16 MiB, as the waypoint's heap is about 20 MB once released.
  */
 export const WAYPOINT_HEAP_RELEASE_GROWTH_BYTES = 8 * 1024 * 1024;
+/**
+ * The waypoint's memory-reducing GC waits for a loop busy under 1 % of the check's interval, not the agent's 5 %:
+ * the GC stops the loop for tens to hundreds of milliseconds (lastGcMs in config_dump), and a waypoint serving
+ * 100 HTTP/1.1 requests/s is about 4 % busy (390 ms of CPU per 1,000 requests), so at 5 % the pause could land on
+ * a low-rate run's requests, never on a high-rate one's. Idle (no traffic) is well under 1 %.
+ */
+export const WAYPOINT_HEAP_RELEASE_QUIET_UTILIZATION = 0.01;
 
 export class WaypointConfigError extends Error {
   readonly code = 'WAYPOINT_BAD_CONFIG';

@@ -3,6 +3,8 @@
  * glibc's malloc_trim, and dropping this process's mappings of the node binary's read-only pages (what start-up
  * touched stays counted in RSS otherwise: measured, a bare `node` holds 30 MiB of its binary, an agent 50 MiB).
  *
+ * Used by the agent's main thread and by the waypoint (waypoint/main.ts; the same image carries the addon).
+ *
  * Owns: loading the addon and naming its two calls. Must not know about: when they are worth calling
  * (shared/memory/heap-release.ts decides), V8, connections.
  */

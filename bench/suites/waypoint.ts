@@ -129,7 +129,7 @@ export const waypointSuite: Suite = {
 async function run(outer: SuiteContext): Promise<SuiteResult> {
   const began = Date.now();
   const context: SuiteContext = { ...outer, log: (message) => outer.log(`[${((Date.now() - began) / 1000).toFixed(0).padStart(3)} s] ${message}`) };
-  const sizes = context.quick ? QUICK : FULL;
+  const sizes = context.quick && process.env.AMBIT_BENCH_WAYPOINT_PARTS !== 'rates' ? QUICK : FULL;
   if (process.getuid?.() !== 0 || !existsSync(join(REFERENCE_PLUGINS_DIR, 'bridge')) || !existsSync('/usr/sbin/haproxy')) {
     throw new Error(`the waypoint suite needs root, ${REFERENCE_PLUGINS_DIR}/bridge (containernetworking-plugins) and /usr/sbin/haproxy (apt-get install haproxy)`);
   }
@@ -141,7 +141,8 @@ async function run(outer: SuiteContext): Promise<SuiteResult> {
   const memory: WaypointMemoryReadings = {};
   let mesh: LocalMesh | undefined;
   try {
-    mesh = await createLocalMesh({ nodes: 2, name: 'bench-wp', agentEnv: { AMBIT_LOG_LEVEL: 'warn', AMBIT_DRAIN_MS: '500' } });
+    // AMBIT_BENCH_AGENT_ENV ('NAME=value NAME=value'): more environment for the agents, for A/B runs.
+    mesh = await createLocalMesh({ nodes: 2, name: 'bench-wp', agentEnv: { AMBIT_LOG_LEVEL: 'warn', AMBIT_DRAIN_MS: '500', ...envPairs(process.env.AMBIT_BENCH_AGENT_ENV) } });
     const topology = await buildTopology(context, mesh);
     context.log(`waypoint ${topology.waypoint.pod.ip} (pid ${topology.waypointPid}), haproxy ${topology.haproxyPod.ip} (pid ${topology.haproxyPid})`);
     memory.start = await waypointMemory(topology.waypoint, topology.waypointPid);
@@ -185,7 +186,9 @@ async function run(outer: SuiteContext): Promise<SuiteResult> {
       const target = entries.http1[name]!;
       await load(target.pod, `warm-up ${LABELS[name]}`, ['--host', target.host, '--port', String(target.port), '--rate', '1000', '--duration', '2', '--connections', '16', '--size', '1024', ...(target.extra ?? [])]).catch(() => undefined);
     }
-    for (const protocol of PROTOCOLS) {
+    // AMBIT_BENCH_WAYPOINT_PARTS=rates: the rate climb alone (A/B runs of what the climb measures; no goals met).
+    const ratesOnly = process.env.AMBIT_BENCH_WAYPOINT_PARTS === 'rates';
+    for (const protocol of ratesOnly ? [] : PROTOCOLS) {
       for (let round = 0; round < sizes.rounds; round++) {
         for (const name of round % 2 === 0 ? PATHS[protocol] : [...PATHS[protocol]].reverse()) {
           const target = entries[protocol][name]!;
@@ -207,13 +210,22 @@ async function run(outer: SuiteContext): Promise<SuiteResult> {
     }
     // The highest rate one waypoint sustains with p99 under the limit: rates stepped up until a step breaks it twice
     // in a row (on this shared machine one step can break on a neighbour's burst).
-    climb: for (const rate of sizes.rates) {
-      for (let attempt = 1; attempt <= 2; attempt++) {
+    // With AMBIT_BENCH_WAYPOINT_PARTS=rates, AMBIT_BENCH_WAYPOINT_RATES ('100,200,100') runs those steps once each,
+    // whatever they show.
+    const fixedRates = ratesOnly && process.env.AMBIT_BENCH_WAYPOINT_RATES ? process.env.AMBIT_BENCH_WAYPOINT_RATES.split(',').map(Number) : undefined;
+    climb: for (const rate of fixedRates ?? sizes.rates) {
+      for (let attempt = 1; attempt <= (fixedRates ? 1 : 2); attempt++) {
         try {
+          const faultsBefore = topology.agentPids.map(minorFaults);
           const result = await load(topology.client, `waypoint at ${rate}/s`, ['--host', VIPS.via, '--port', '80', '--rate', String(rate), '--duration', String(sizes.rateSeconds), '--connections', '64', '--size', '1024']);
           rateSteps.push({ rate, result });
-          context.log(`waypoint at ${rate}/s (try ${attempt}): achieved ${formatNumber(result.requestsPerSecond)}/s, p99 ${formatNumber(result.p99)} µs, failed ${result.failed}`);
-          if (sustains(rate, result)) continue climb;
+          // Page faults the agents took during the step and their native memory releases so far: a release that drops
+          // pages in use shows here as faults at every step after it (the hot pages faulting back in).
+          const faults = topology.agentPids.map((pid, index) => minorFaults(pid) - faultsBefore[index]!);
+          const releases = await Promise.all([0, 1].map((node) => agentHeapRelease(mesh!, node)));
+          const waypointNow = await waypointMemory(topology.waypoint, topology.waypointPid);
+          context.log(`waypoint at ${rate}/s (try ${attempt}): achieved ${formatNumber(result.requestsPerSecond)}/s, p50 ${formatNumber(result.p50)} µs, p99 ${formatNumber(result.p99)} µs, failed ${result.failed}; agents' minor faults ${faults.join(' / ')}, native releases ${releases.map((r) => r?.nativeReleases ?? '?').join(' / ')}, GCs ${releases.map((r) => (r ? `${r.releases} (last ${formatNumber(r.lastGcMs)} ms)` : '?')).join(' / ')}; waypoint GCs ${waypointNow?.heapReleases ?? '?'} (last ${formatNumber(waypointNow?.lastGcMs)} ms), native releases ${waypointNow?.nativeReleases ?? '?'}`);
+          if (fixedRates || sustains(rate, result)) continue climb;
         } catch (error) {
           rateSteps.push({ rate, error: (error as Error).message.split('\n')[0] });
         }
@@ -228,7 +240,7 @@ async function run(outer: SuiteContext): Promise<SuiteResult> {
     }
     memory.afterRun = await waypointMemory(topology.waypoint, topology.waypointPid);
     context.log(`waypoint memory after the run: ${formatMemory(memory.afterRun)}`);
-    await new Promise((resolve) => setTimeout(resolve, MEMORY_SETTLE_MS));
+    if (!ratesOnly) await new Promise((resolve) => setTimeout(resolve, MEMORY_SETTLE_MS));
     memory.later = await waypointMemory(topology.waypoint, topology.waypointPid);
     context.log(`waypoint memory ${MEMORY_SETTLE_MS / 1000} s later: ${formatMemory(memory.later)}`);
     if (context.profileDir) await stopForProfile(context, topology.waypointPid);
@@ -237,6 +249,32 @@ async function run(outer: SuiteContext): Promise<SuiteResult> {
     await mesh?.destroy();
   }
   return buildResult(sizes, runs, rateSteps, split, memory, errors, policyChecks);
+}
+
+/** 'NAME=value NAME=value' as an environment object. */
+function envPairs(text: string | undefined): Record<string, string> {
+  return Object.fromEntries((text ?? '').split(/\s+/).filter((pair) => pair.includes('=')).map((pair) => [pair.slice(0, pair.indexOf('=')), pair.slice(pair.indexOf('=') + 1)]));
+}
+
+/** Minor page faults a process took so far (/proc/PID/stat field 10); NaN when it is gone. */
+function minorFaults(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[7]);
+  } catch {
+    return Number.NaN;
+  }
+}
+
+/** A node agent's heap release counters (its admin /memory, agent/admin.ts); undefined when unreadable. */
+async function agentHeapRelease(mesh: LocalMesh, nodeIndex: number): Promise<{ releases: number; lastGcMs: number; nativeReleases: number; executableKibDropped: number } | undefined> {
+  const script = "fetch('http://127.0.0.1:15000/memory').then((r) => r.json()).then((d) => console.log(JSON.stringify(d.heapRelease ?? null)))";
+  const read = await mesh.cluster.node(nodeIndex).exec(process.execPath, ['-e', script]);
+  try {
+    return (JSON.parse(read.stdout) as { releases: number; lastGcMs: number; nativeReleases: number; executableKibDropped: number } | null) ?? undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** The waypoint's resident memory (/proc) and V8 heap (its config_dump) at one moment. */
@@ -249,6 +287,11 @@ interface WaypointMemory {
   heapUsed?: number;
   /** Memory-reducing GCs the waypoint ran so far (shared/memory/heap-release.ts). */
   heapReleases?: number;
+  /** Milliseconds the last of them took (the loop stopped as long). */
+  lastGcMs?: number;
+  /** Native releases (malloc_trim, the binary's pages) so far, and the binary's KiB the last one dropped. */
+  nativeReleases?: number;
+  executableKibDropped?: number;
 }
 
 interface WaypointMemoryReadings {
@@ -262,8 +305,8 @@ async function waypointMemory(waypoint: LocalWaypoint, pid: number): Promise<Way
   if (!resident) return undefined;
   const read = await waypoint.pod.exec(process.execPath, ['-e', "fetch('http://127.0.0.1:15000/config_dump').then((r) => r.json()).then((d) => console.log(JSON.stringify(d.memory ?? {})))"]);
   try {
-    const heap = JSON.parse(read.stdout) as { heapTotal?: number; heapUsed?: number; heapReleases?: number };
-    return { ...resident, ...(heap.heapTotal !== undefined ? { heapTotal: heap.heapTotal, heapUsed: heap.heapUsed, heapReleases: heap.heapReleases } : {}) };
+    const heap = JSON.parse(read.stdout) as { heapTotal?: number; heapUsed?: number; heapReleases?: number; lastGcMs?: number; nativeReleases?: number; executableKibDropped?: number };
+    return { ...resident, ...(heap.heapTotal !== undefined ? { heapTotal: heap.heapTotal, heapUsed: heap.heapUsed, heapReleases: heap.heapReleases, lastGcMs: heap.lastGcMs, nativeReleases: heap.nativeReleases, executableKibDropped: heap.executableKibDropped } : {}) };
   } catch {
     return resident;
   }
@@ -272,7 +315,7 @@ async function waypointMemory(waypoint: LocalWaypoint, pid: number): Promise<Way
 function formatMemory(memory: WaypointMemory | undefined): string {
   if (!memory) return 'not read (the waypoint is gone)';
   const mb = (bytes: number | undefined) => formatNumber(bytes === undefined ? undefined : bytes / 1024 / 1024);
-  const heap = memory.heapTotal !== undefined ? `; V8 heap ${mb(memory.heapUsed)} of ${mb(memory.heapTotal)} MB used, ${memory.heapReleases} heap releases` : '';
+  const heap = memory.heapTotal !== undefined ? `; V8 heap ${mb(memory.heapUsed)} of ${mb(memory.heapTotal)} MB used, ${memory.heapReleases} heap releases${memory.nativeReleases !== undefined ? `, ${memory.nativeReleases} native releases (last dropped ${mb((memory.executableKibDropped ?? 0) * 1024)} MB of the binary)` : ''}` : '';
   return `RSS ${mb(memory.rss)} MB (anonymous ${mb(memory.anon)}, file ${mb(memory.file)})${heap}`;
 }
 
@@ -359,7 +402,7 @@ async function buildTopology(context: SuiteContext, mesh: LocalMesh): Promise<To
   // The waypoint's own flags first (waypoint/config.ts), so a flag given here overrides them (the last one wins).
   const nodeOptions = [WAYPOINT_NODE_OPTIONS, process.env.AMBIT_BENCH_WAYPOINT_NODE_OPTIONS ?? '', context.profileDir ? `--cpu-prof --cpu-prof-dir=${context.profileDir}` : ''].join(' ').trim();
   // AMBIT_BENCH_WAYPOINT_ENV ('NAME=value NAME=value'): more environment for the waypoint alone (e.g. glibc's malloc tunables).
-  const extraEnv = Object.fromEntries((process.env.AMBIT_BENCH_WAYPOINT_ENV ?? '').split(/\s+/).filter((pair) => pair.includes('=')).map((pair) => [pair.slice(0, pair.indexOf('=')), pair.slice(pair.indexOf('=') + 1)]));
+  const extraEnv = envPairs(process.env.AMBIT_BENCH_WAYPOINT_ENV);
   const waypoint = await createWaypoint(mesh, { node: 1, namespace: 'bench-mesh', name: 'waypoint', env: { ...extraEnv, ...(nodeOptions ? { NODE_OPTIONS: nodeOptions } : {}) } });
   const dir = join(cluster.clusterDir, 'bench-waypoint');
   await writeAtomically(join(dir, 'direct.yaml'), service('direct', VIPS.direct, { app: 'bench-http', version: 'v1' }));

@@ -23,12 +23,16 @@
  * process-wide), glibc's malloc_trim gives back the native memory freed with the connections (OpenSSL's,
  * nghttp2's), and the node binary's pages that start-up or the burst touched are dropped from the process: used
  * pages come back on their own. The
- * same native release also runs alone, without a GC, when the process's RSS grew NATIVE_GROWTH_BYTES since the
- * last one (capturing 20 pods grows native memory and touches code, not the V8 heap).
+ * same native release also runs alone, without a GC, when the process's anonymous RSS grew NATIVE_GROWTH_BYTES
+ * since the last one (capturing 20 pods grows native memory and touches code, not the V8 heap). Anonymous only: the
+ * file-backed part grows back by itself after every drop (the binary's pages in use faulting in again), and counting
+ * it made a cycle at low request rates, where the loop is quiet enough for the native release: drop, the hot code
+ * faults back in on the next requests, that regrowth runs the next drop (test/unit/heap-release.test.ts).
  *
  * Owns: the decision and the GC call. Must not know about: what allocated the memory (connections, requests, xDS,
  * ...), which program it runs in, how native memory is released (the caller hands that in).
  */
+import { readFileSync } from 'node:fs';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { performance, type EventLoopUtilization } from 'node:perf_hooks';
@@ -53,8 +57,9 @@ export const CHECK_INTERVAL_MS = 10_000;
  */
 export const GROWTH_BYTES = 16 * 1024 * 1024;
 /**
- * RSS growth since the last native release that is worth another one without a GC: reading /proc/self/smaps and
- * the trim take about a millisecond, so this is about not repeating them for nothing on every check.
+ * Anonymous RSS growth since the last native release that is worth another one without a GC: reading
+ * /proc/self/smaps and the trim take about a millisecond, and every drop makes the binary's pages in use fault back
+ * in on the next requests, so this is about not repeating them for nothing.
  */
 export const NATIVE_GROWTH_BYTES = 8 * 1024 * 1024;
 /**
@@ -79,13 +84,19 @@ export interface HeapReleaseStats {
   heapAfterLastRelease: number;
   /** Releases run because of a hint (noteMemoryFreed) rather than heap growth. */
   hintedReleases: number;
+  /**
+   * Milliseconds the last memory-reducing GC took, wall clock (0 before the first): the loop stops for it, so a
+   * request in flight meanwhile waits as long (the bench's rate steps show when releases ran).
+   */
+  lastGcMs: number;
   /** Native releases (malloc_trim and the binary's pages) so far, with or without a GC; releaseNative only. */
   nativeReleases: number;
   /**
-   * RSS (bytes) at the first check after the last native release: by then the dropped pages still in use have come
-   * back, so growth over it is new memory, not the working set faulting in again (which would repeat the release).
+   * Anonymous RSS (bytes) at the first check after the last native release (malloc's arenas and V8's new space
+   * settle by then), so growth over it is new memory. File-backed pages are not counted: the dropped pages still
+   * in use fault back in after every drop, and counting them repeated the release every other check.
    */
-  rssAfterLastNativeRelease: number;
+  anonymousAfterLastNativeRelease: number;
   /** KiB of the node binary's pages that were resident when the last native release dropped them. */
   executableKibDropped: number;
 }
@@ -111,6 +122,21 @@ export interface HeapReleaseOptions {
   onRelease?: (before: number, after: number) => void;
 }
 
+/**
+ * This process's anonymous resident bytes (RssAnon of /proc/self/status: heap, malloc, stacks; not the binary's or
+ * libraries' file pages); the whole RSS where /proc cannot be read.
+ */
+export function anonymousRss(): number {
+  let status: string;
+  try {
+    status = readFileSync('/proc/self/status', 'latin1');
+  } catch {
+    return process.memoryUsage.rss();
+  }
+  const kib = /^RssAnon:\s+(\d+) kB/m.exec(status);
+  return kib ? Number(kib[1]) * 1024 : process.memoryUsage.rss();
+}
+
 /** V8's gc() for this isolate, exposed without `--expose-gc` on the command line (the flag only adds the function). */
 function memoryReducingGc(): GcFunction {
   const exposed = (globalThis as { gc?: unknown }).gc;
@@ -125,11 +151,11 @@ export function startHeapRelease(options: HeapReleaseOptions = {}): HeapRelease 
   const quietUtilization = options.quietUtilization ?? QUIET_UTILIZATION;
   const gc = memoryReducingGc();
   const nativeGrowthBytes = options.nativeGrowthBytes ?? NATIVE_GROWTH_BYTES;
-  const stats: HeapReleaseStats = { releases: 0, heapAfterLastRelease: 0, hintedReleases: 0, nativeReleases: 0, rssAfterLastNativeRelease: 0, executableKibDropped: 0 };
+  const stats: HeapReleaseStats = { releases: 0, heapAfterLastRelease: 0, hintedReleases: 0, lastGcMs: 0, nativeReleases: 0, anonymousAfterLastNativeRelease: 0, executableKibDropped: 0 };
   let lastUtilization: EventLoopUtilization = performance.eventLoopUtilization();
   let running = false;
   let hinted = false;
-  /** Set by a native release: the next check measures the RSS the growth is counted from. */
+  /** Set by a native release: the next check measures the anonymous RSS the growth is counted from. */
   let rebaseline = false;
   const stopHints = onMemoryFreed(() => {
     hinted = true;
@@ -150,23 +176,25 @@ export function startHeapRelease(options: HeapReleaseOptions = {}): HeapRelease 
     if (running) return false;
     if (rebaseline) {
       rebaseline = false;
-      stats.rssAfterLastNativeRelease = process.memoryUsage.rss();
+      stats.anonymousAfterLastNativeRelease = anonymousRss();
     }
     const before = process.memoryUsage().heapTotal;
     const grown = before - stats.heapAfterLastRelease >= growthBytes;
     if ((!grown && !hinted) || utilization.utilization >= quietUtilization) {
       const nativeQuiet = utilization.utilization < Math.max(quietUtilization, NATIVE_QUIET_UTILIZATION);
-      if (native !== undefined && nativeQuiet && process.memoryUsage.rss() - stats.rssAfterLastNativeRelease >= nativeGrowthBytes) releaseNative();
+      if (native !== undefined && nativeQuiet && anonymousRss() - stats.anonymousAfterLastNativeRelease >= nativeGrowthBytes) releaseNative();
       return false;
     }
     running = true;
     if (!grown) stats.hintedReleases += 1;
     hinted = false;
+    const started = performance.now();
     try {
       await gc({ type: 'major', execution: 'async', flavor: 'last-resort' });
     } finally {
       running = false;
     }
+    stats.lastGcMs = performance.now() - started;
     if (native !== undefined) releaseNative();
     stats.releases += 1;
     stats.heapAfterLastRelease = process.memoryUsage().heapTotal;

@@ -9,6 +9,7 @@ import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { WAYPOINT_HEAP_RELEASE_QUIET_UTILIZATION } from '../../waypoint/config.ts';
 
 const MODULE = fileURLToPath(new URL('../../shared/memory/heap-release.ts', import.meta.url));
 const NATIVE_MODULE = fileURLToPath(new URL('../../agent/memory/native-memory.ts', import.meta.url));
@@ -169,4 +170,92 @@ test.serial('with releaseNative, freed native memory and the binary\'s start-up 
   t.true(native.matched);
   t.is(native.inflated, 65_536);
   t.is(native.date, '1.1.1970');
+});
+
+interface CycleOutcome {
+  nativeReleases: number;
+  /** File-backed RSS (bytes) regained by each round of work after the drops: the dropped pages coming back. */
+  regained: number[];
+}
+
+/**
+ * The low-rate cycle: checks alternate with work that runs code and reads data the drop took away (formatting with
+ * ICU objects made before, which allocates almost nothing), as requests at 100/s did on an agent quiet enough for
+ * the native release. The pages coming back are file-backed; counting them as growth dropped them again at every
+ * other check (the hot code faulting in on the next requests each time). Only anonymous growth may run a release.
+ */
+async function cycleScenario(rounds: number): Promise<CycleOutcome> {
+  const script = `
+    import { readFileSync } from 'node:fs';
+    import { startHeapRelease } from ${JSON.stringify(MODULE)};
+    import { nativeMemory } from ${JSON.stringify(NATIVE_MODULE)};
+    const file = () => Number(/^RssFile:\\s+(\\d+)/m.exec(readFileSync('/proc/self/status', 'utf8'))[1]) * 1024;
+    const formats = Intl.supportedValuesOf('timeZone').map((timeZone) => new Intl.DateTimeFormat('en', { timeZone, dateStyle: 'full', timeStyle: 'long' }));
+    const locales = ['de', 'fr', 'ja', 'zh', 'ar', 'ru', 'hi', 'ko', 'th', 'he', 'fi', 'pl', 'tr', 'vi', 'el', 'uk'];
+    const others = locales.flatMap((locale) => [new Intl.DateTimeFormat(locale, { dateStyle: 'full' }), new Intl.NumberFormat(locale, { style: 'currency', currency: 'EUR' })]);
+    const collators = locales.map((locale) => new Intl.Collator(locale));
+    let sum = 0;
+    const work = () => {
+      for (let i = 0; i < 3; i++) {
+        for (const format of formats) sum += format.format(i * 1e10).length;
+        for (const format of others) sum += format.format(1234.5 + i).length;
+        for (const collator of collators) sum += collator.compare('ärger' + i, 'zebra');
+      }
+    };
+    work();
+    const release = startHeapRelease({ intervalMs: 3600000, quietUtilization: 1.1, growthBytes: 4096 * 1024 * 1024, nativeGrowthBytes: 4 * 1024 * 1024, releaseNative: nativeMemory });
+    await release.check();
+    const regained = [];
+    for (let round = 0; round < ${rounds}; round++) {
+      await release.check();
+      const before = file();
+      work();
+      regained.push(file() - before);
+      await release.check();
+    }
+    release.stop();
+    process.stdout.write(JSON.stringify({ nativeReleases: release.stats.nativeReleases, regained, sum }));
+  `;
+  const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], { timeout: 180_000 });
+  return JSON.parse(stdout) as CycleOutcome;
+}
+
+test.serial('the binary\'s pages faulting back in after a drop do not run the native release again (no cycle at low rates)', async (t) => {
+  const outcome = await cycleScenario(4);
+  // The scenario is real: the first round's work brought back at least the growth that would run a release.
+  t.true(outcome.regained[0]! >= 4 * MIB, `file-backed RSS regained by the work after the first drop: ${(outcome.regained[0]! / MIB).toFixed(1)} MiB`);
+  t.is(outcome.nativeReleases, 1, `native releases over 1 + 8 checks: ${outcome.nativeReleases} (pages regained per round, MiB: ${outcome.regained.map((bytes) => (bytes / MIB).toFixed(1)).join(', ')})`);
+});
+
+/**
+ * A process serving a low, steady rate: 0.4 ms of work every 10 ms (4 % busy, as a waypoint at 100 requests/s) after
+ * a burst grew its heap. The memory-reducing GC stops the loop for tens of milliseconds, so with the waypoint's 1 %
+ * it must wait for the traffic to stop; the same process idle runs it.
+ */
+async function lowRateScenario(quietUtilization: number, busy: boolean): Promise<{ releases: number; checks: number }> {
+  const script = `
+    import { startHeapRelease } from ${JSON.stringify(MODULE)};
+    let held = [];
+    for (let i = 0; i < 400000; i++) held.push({ index: i, label: 'request ' + i });
+    held = undefined;
+    const release = startHeapRelease({ intervalMs: 3600000, growthBytes: 1024 * 1024, quietUtilization: ${quietUtilization} });
+    const work = ${busy} ? setInterval(() => { const until = performance.now() + 0.4; while (performance.now() < until); }, 10) : undefined;
+    let checks = 0;
+    for (; checks < 3; checks++) {
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      await release.check();
+    }
+    clearInterval(work);
+    release.stop();
+    process.stdout.write(JSON.stringify({ releases: release.stats.releases, checks }));
+  `;
+  const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], { timeout: 180_000 });
+  return JSON.parse(stdout) as { releases: number; checks: number };
+}
+
+test.serial('at the waypoint\'s 1 % the GC waits while a low rate keeps the loop 4 % busy, and runs once it is idle', async (t) => {
+  const serving = await lowRateScenario(WAYPOINT_HEAP_RELEASE_QUIET_UTILIZATION, true);
+  t.is(serving.releases, 0, `GCs while serving: ${serving.releases} of ${serving.checks} checks`);
+  const idle = await lowRateScenario(WAYPOINT_HEAP_RELEASE_QUIET_UTILIZATION, false);
+  t.true(idle.releases >= 1, 'the same heap growth, idle: released');
 });
