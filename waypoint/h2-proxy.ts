@@ -445,16 +445,29 @@ export class H2Proxy {
       return;
     }
     this.#decided(record, status, flags, 'via_upstream', undefined);
-    upstream.on('data', (chunk: Buffer) => {
-      record.responseBytes += chunk.length;
-    });
     stream.once('wantTrailers', () => {
       const trailers = response.trailers;
       if (record.grpc) record.grpcStatus = grpcStatusOf(trailers);
       stream.sendTrailers(trailers ? downstreamResponseHeaders(trailers, undefined) : {});
     });
     stream.respond(responseHeaders, { waitForTrailers: true });
-    upstream.pipe(stream);
+    // The body, chunk by chunk (counted as it goes), with the client's flow control as the back-pressure: what
+    // Readable.pipe does, without its six listeners each way per request (profiled: 1-2 % of the waypoint's CPU).
+    const onDrain = (): void => {
+      upstream.resume();
+    };
+    upstream.on('data', (chunk: Buffer) => {
+      record.responseBytes += chunk.length;
+      if (!stream.closed && !stream.destroyed && !stream.write(chunk)) {
+        upstream.pause();
+        stream.once('drain', onDrain);
+      }
+    });
+    upstream.once('end', () => {
+      // A reset ends the readable side too: that one is not the answer's end (cut() below resets the client's stream).
+      const reset = upstream.rstCode !== undefined && upstream.rstCode !== NGHTTP2_NO_ERROR;
+      if (!reset && !stream.closed && !stream.destroyed) stream.end();
+    });
     // Cut after the head (the endpoint reset, its connection broke, or a timeout cut it): the client's stream is
     // reset too, so it never takes a short answer for a whole one.
     const cut = (): void => {

@@ -33,6 +33,10 @@ interface PooledSession {
   session: http2.ClientHttp2Session;
   streams: number;
   key: string;
+  /** When the last stream on it closed (performance.now()); its idle close counts from there. */
+  idleSince: number;
+  /** The idle check, armed while the session has no stream. */
+  idleTimer: NodeJS.Timeout | undefined;
 }
 
 export class H2SessionPool {
@@ -104,18 +108,19 @@ export class H2SessionPool {
       settings: { initialWindowSize: H2_STREAM_WINDOW_BYTES, enablePush: false },
     });
     this.sessionsOpened++;
-    const pooled: PooledSession = { session, streams: 0, key };
+    const pooled: PooledSession = { session, streams: 0, key, idleSince: performance.now(), idleTimer: undefined };
     session.on('error', () => {
       // 'close' follows; streams on it see their own errors
     });
     session.once('close', () => {
+      if (pooled.idleTimer !== undefined) clearTimeout(pooled.idleTimer);
       this.#forget(pooled);
       if (!transport.destroyed) transport.destroy();
     });
     session.once('goaway', () => this.#forget(pooled));
-    session.setTimeout(H2_UPSTREAM_IDLE_MS, () => {
-      if (pooled.streams === 0) session.close();
-    });
+    // Idle close: a timer armed while the session has no stream, not session.setTimeout, which Node refreshes on
+    // every read and write of the session (profiled under gRPC load: a timer refresh per frame).
+    this.#armIdle(pooled);
     await new Promise<void>((resolve, reject) => {
       const onError = (error: Error): void => reject(new WaypointError('WAYPOINT_UPSTREAM_CONNECT_FAILED', `HTTP/2 to ${key} failed: ${error.message}`, { cause: error }));
       session.once('error', onError);
@@ -137,6 +142,23 @@ export class H2SessionPool {
 
   #released(pooled: PooledSession): void {
     pooled.streams--;
+    if (pooled.streams === 0) {
+      pooled.idleSince = performance.now();
+      this.#armIdle(pooled);
+    }
+  }
+
+  /** Closes the session once it has had no stream for H2_UPSTREAM_IDLE_MS (one timer at a time, unref'd). */
+  #armIdle(pooled: PooledSession, delayMs = H2_UPSTREAM_IDLE_MS): void {
+    if (pooled.idleTimer !== undefined) return;
+    pooled.idleTimer = setTimeout(() => {
+      pooled.idleTimer = undefined;
+      if (pooled.streams > 0 || pooled.session.closed || pooled.session.destroyed) return;
+      const idleMs = performance.now() - pooled.idleSince;
+      if (idleMs >= H2_UPSTREAM_IDLE_MS) pooled.session.close();
+      else this.#armIdle(pooled, H2_UPSTREAM_IDLE_MS - idleMs);
+    }, delayMs);
+    pooled.idleTimer.unref();
   }
 
   #forget(pooled: PooledSession): void {
