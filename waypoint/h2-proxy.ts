@@ -34,7 +34,7 @@ import { modifyHeaders, redirectLocation, rewrittenUrl } from './filters.ts';
 import { H2RequestBody } from './h2-request-body.ts';
 import { sendH2Mirror } from './mirror.ts';
 import { H2Try, type H2Response } from './h2-try.ts';
-import { cancelStream, H2_SESSION_WINDOW_BYTES, H2_STREAM_WINDOW_BYTES, type H2SessionPool } from './h2-upstream.ts';
+import { cancelStream, H2_SESSION_WINDOW_BYTES, H2_STREAM_WINDOW_BYTES, type H2Sessions } from './h2-upstream.ts';
 import { pathOf, queryOf } from './http-router.ts';
 import type { WaypointMetrics } from './metrics.ts';
 import { grpcStatusForHttp, isGrpcContentType } from './protocols.ts';
@@ -208,7 +208,7 @@ export class H2Proxy {
   readonly #clientSessions = new Set<http2.ServerHttp2Session>();
   #connecting: H2StreamContext | undefined;
   readonly #upstreams: Upstreams;
-  readonly #sessions: H2SessionPool;
+  readonly #sessions: H2Sessions;
   readonly #routes: RouteTable;
   readonly #state: MeshState;
   readonly #metrics: WaypointMetrics;
@@ -220,7 +220,7 @@ export class H2Proxy {
   /** Request streams being served now (config_dump; the rude-peer tests watch it come back to 0). */
   activeStreams = 0;
 
-  constructor(options: { upstreams: Upstreams; sessions: H2SessionPool; routes: RouteTable; state: MeshState; metrics: WaypointMetrics; gate?: RequestGate; destinations?: DestinationTraffic; log?: Logger }) {
+  constructor(options: { upstreams: Upstreams; sessions: H2Sessions; routes: RouteTable; state: MeshState; metrics: WaypointMetrics; gate?: RequestGate; destinations?: DestinationTraffic; log?: Logger }) {
     this.#gate = options.gate;
     this.#destinations = options.destinations;
     this.#log = options.log;

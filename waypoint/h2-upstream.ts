@@ -29,6 +29,40 @@ export const H2_UPSTREAM_IDLE_MS = 60_000;
 
 const { NGHTTP2_CANCEL } = http2.constants;
 
+type Listener = Parameters<http2.ClientHttp2Stream['off']>[1];
+
+/**
+ * An upstream request stream as the waypoint drives it (h2-try.ts, h2-request-body.ts, h2-proxy.ts, mirror.ts):
+ * node:http2's ClientHttp2Stream, or h2-own-upstream.ts's stream on the own HTTP/2 layer.
+ */
+export interface UpstreamH2Stream {
+  readonly rstCode: number | undefined;
+  readonly closed: boolean;
+  readonly destroyed: boolean;
+  on(event: string, listener: Listener): unknown;
+  once(event: string, listener: Listener): unknown;
+  off(event: string, listener: Listener): unknown;
+  write(chunk: Buffer): boolean;
+  end(): unknown;
+  pause(): unknown;
+  resume(): unknown;
+  close(code?: number): void;
+  sendTrailers(headers: http2.OutgoingHttpHeaders): void;
+}
+
+/** HTTP/2 sessions to endpoints: node:http2's (H2SessionPool) or the own layer's (h2-own-upstream.ts). */
+export interface H2Sessions {
+  /** Sessions opened so far (tests and config_dump read it to see reuse). */
+  readonly sessionsOpened: number;
+  /**
+   * A request stream to `picked` on a pooled session: `headers` sent, the body to be written by the caller. Throws
+   * WAYPOINT_UPSTREAM_CONNECT_FAILED when no session can be had.
+   */
+  request(service: Service, picked: UpstreamTarget, headers: http2.OutgoingHttpHeaders, endStream: boolean): Promise<UpstreamH2Stream>;
+  close(): void;
+  view(): object;
+}
+
 interface PooledSession {
   session: http2.ClientHttp2Session;
   streams: number;
@@ -39,7 +73,7 @@ interface PooledSession {
   idleTimer: NodeJS.Timeout | undefined;
 }
 
-export class H2SessionPool {
+export class H2SessionPool implements H2Sessions {
   readonly #upstreams: Upstreams;
   readonly #sessionsByEndpoint = new Map<string, PooledSession[]>();
   readonly #connectingByEndpoint = new Map<string, Promise<PooledSession>>();
@@ -171,6 +205,6 @@ export class H2SessionPool {
 }
 
 /** Cancels an upstream stream whose downstream went away (RST_STREAM CANCEL, as Envoy does). */
-export function cancelStream(stream: http2.Http2Stream): void {
+export function cancelStream(stream: UpstreamH2Stream): void {
   if (!stream.closed && !stream.destroyed) stream.close(NGHTTP2_CANCEL);
 }
