@@ -263,7 +263,9 @@ export class H2OwnSessionPool implements H2Sessions {
         upstream.stream = pooled.connection.request(list, upstream, endStream);
       } catch (error) {
         // The connection began to close between the pick and the request (GOAWAY): drop it, try a fresh one once.
-        this.#forget(pooled);
+        // One that is only full (the endpoint's SETTINGS_MAX_CONCURRENT_STREAMS, reached by requests that waited
+        // for it to open) stays pooled: the next round finds another with room or opens one.
+        if (pooled.connection.closed || pooled.connection.draining) this.#forget(pooled);
         if (attempt > 0) throw new WaypointError('WAYPOINT_UPSTREAM_CONNECT_FAILED', `HTTP/2 to ${key} failed: ${(error as Error).message}`, { cause: error });
         continue;
       }
