@@ -9,9 +9,9 @@ import http2 from 'node:http2';
 import net from 'node:net';
 import test from 'ava';
 import { H2Connection } from '../../shared/hbone/h2/connection.ts';
-import { H2_CANCEL, H2_PROTOCOL_ERROR } from '../../shared/hbone/h2/errors.ts';
-import { FLAG_END_STREAM, FRAME_DATA } from '../../shared/hbone/h2/frame.ts';
-import type { HeaderList } from '../../shared/hbone/h2/hpack.ts';
+import { H2_CANCEL, H2_ENHANCE_YOUR_CALM, H2_FLOW_CONTROL_ERROR, H2_PROTOCOL_ERROR } from '../../shared/hbone/h2/errors.ts';
+import { FLAG_END_HEADERS, FLAG_END_STREAM, FRAME_DATA, FRAME_HEADERS } from '../../shared/hbone/h2/frame.ts';
+import { type HeaderList, writeInteger } from '../../shared/hbone/h2/hpack.ts';
 import type { H2Stream, H2StreamHandler } from '../../shared/hbone/h2/stream.ts';
 import { headerListOf, OwnUpstreamStream } from '../../waypoint/h2-own-upstream.ts';
 import { clientUnderTest, connectionPair, frame, headersFrame } from '../helpers/h2-raw-peer.ts';
@@ -192,4 +192,39 @@ test('an endpoint gone mid-answer: the stream closes with a reset code (CANCEL),
   t.throws(() => headerListOf({ ':method': 'GET', 'x-evil': 'a\r\nb' }), { message: /x-evil/ });
   t.throws(() => headerListOf({ ':method': 'GET', 'bad name': 'x' }), { message: /bad name/ });
   t.deepEqual(headerListOf({ 'X-Upper': ['1', '2'], ':path': '/p' }, [':scheme', 'http']), [':path', '/p', ':scheme', 'http', 'x-upper', '1', 'x-upper', '2']);
+});
+
+test('a hostile endpoint on the waypoint connection: an HPACK bomb in a response ends the connection (ENHANCE_YOUR_CALM) and the call closes reset; data past the stream window resets that stream only (FLOW_CONTROL_ERROR)', async (t) => {
+  const bomb = await clientUnderTest({ maxHeaderListBytes: 16 * 1024 });
+  t.teardown(bomb.close);
+  const bombed = new OwnUpstreamStream();
+  const bombSeen = watch(bombed);
+  bombed.stream = bomb.connection.request(REQUEST, bombed, true);
+  // One 4,000-byte field added to the dynamic table, then referenced 1,000 times: 4 MB decoded from 5 KB.
+  const block = Buffer.alloc(6000);
+  let offset = 0;
+  block[offset++] = 0x40;
+  offset = writeInteger(block, offset, 1, 7, 0);
+  block[offset++] = 0x62;
+  offset = writeInteger(block, offset, 4000, 7, 0);
+  offset += block.write('x'.repeat(4000), offset, 'latin1');
+  block.fill(0xbe, offset, offset + 1000);
+  bomb.peer.send(frame(FRAME_HEADERS, FLAG_END_HEADERS, 1, block.subarray(0, offset + 1000)));
+  t.is(await bomb.peer.goawayCode(), H2_ENHANCE_YOUR_CALM);
+  await bombSeen.closed;
+  t.deepEqual(bombSeen.events, [`close ${H2_CANCEL}`], 'no response head, a reset close');
+
+  const flood = await clientUnderTest({ streamWindowBytes: 65_535 });
+  t.teardown(flood.close);
+  const flooded = new OwnUpstreamStream();
+  const floodSeen = watch(flooded);
+  flooded.stream = flood.connection.request(REQUEST, flooded, true);
+  // The relay paused (its client is not reading): no window goes back, so the endpoint may send 64 KiB at most.
+  flooded.pause();
+  flood.peer.send(headersFrame(1, [':status', '200']));
+  for (let index = 0; index < 5; index++) flood.peer.send(frame(FRAME_DATA, 0, 1, Buffer.alloc(16_000)));
+  t.is(await flood.peer.rstCode(1), H2_FLOW_CONTROL_ERROR);
+  await floodSeen.closed;
+  t.is(floodSeen.events.at(-1), `close ${H2_FLOW_CONTROL_ERROR}`);
+  t.false(flood.connection.closed, 'the connection serves on');
 });
