@@ -34,7 +34,7 @@ import { modifyHeaders, redirectLocation, rewrittenUrl } from './filters.ts';
 import { H2RequestBody } from './h2-request-body.ts';
 import { sendH2Mirror } from './mirror.ts';
 import { H2Try, type H2Response } from './h2-try.ts';
-import { cancelStream, H2_SESSION_WINDOW_BYTES, H2_STREAM_WINDOW_BYTES, type H2SessionPool } from './h2-upstream.ts';
+import { cancelStream, H2_SESSION_WINDOW_BYTES, H2_STREAM_WINDOW_BYTES, type H2Sessions } from './h2-upstream.ts';
 import { pathOf, queryOf } from './http-router.ts';
 import type { WaypointMetrics } from './metrics.ts';
 import { grpcStatusForHttp, isGrpcContentType } from './protocols.ts';
@@ -208,7 +208,7 @@ export class H2Proxy {
   readonly #clientSessions = new Set<http2.ServerHttp2Session>();
   #connecting: H2StreamContext | undefined;
   readonly #upstreams: Upstreams;
-  readonly #sessions: H2SessionPool;
+  readonly #sessions: H2Sessions;
   readonly #routes: RouteTable;
   readonly #state: MeshState;
   readonly #metrics: WaypointMetrics;
@@ -220,7 +220,7 @@ export class H2Proxy {
   /** Request streams being served now (config_dump; the rude-peer tests watch it come back to 0). */
   activeStreams = 0;
 
-  constructor(options: { upstreams: Upstreams; sessions: H2SessionPool; routes: RouteTable; state: MeshState; metrics: WaypointMetrics; gate?: RequestGate; destinations?: DestinationTraffic; log?: Logger }) {
+  constructor(options: { upstreams: Upstreams; sessions: H2Sessions; routes: RouteTable; state: MeshState; metrics: WaypointMetrics; gate?: RequestGate; destinations?: DestinationTraffic; log?: Logger }) {
     this.#gate = options.gate;
     this.#destinations = options.destinations;
     this.#log = options.log;
@@ -445,16 +445,29 @@ export class H2Proxy {
       return;
     }
     this.#decided(record, status, flags, 'via_upstream', undefined);
-    upstream.on('data', (chunk: Buffer) => {
-      record.responseBytes += chunk.length;
-    });
     stream.once('wantTrailers', () => {
       const trailers = response.trailers;
       if (record.grpc) record.grpcStatus = grpcStatusOf(trailers);
       stream.sendTrailers(trailers ? downstreamResponseHeaders(trailers, undefined) : {});
     });
     stream.respond(responseHeaders, { waitForTrailers: true });
-    upstream.pipe(stream);
+    // The body, chunk by chunk (counted as it goes), with the client's flow control as the back-pressure: what
+    // Readable.pipe does, without its six listeners each way per request (profiled: 1-2 % of the waypoint's CPU).
+    const onDrain = (): void => {
+      upstream.resume();
+    };
+    upstream.on('data', (chunk: Buffer) => {
+      record.responseBytes += chunk.length;
+      if (!stream.closed && !stream.destroyed && !stream.write(chunk)) {
+        upstream.pause();
+        stream.once('drain', onDrain);
+      }
+    });
+    upstream.once('end', () => {
+      // A reset ends the readable side too: that one is not the answer's end (cut() below resets the client's stream).
+      const reset = upstream.rstCode !== undefined && upstream.rstCode !== NGHTTP2_NO_ERROR;
+      if (!reset && !stream.closed && !stream.destroyed) stream.end();
+    });
     // Cut after the head (the endpoint reset, its connection broke, or a timeout cut it): the client's stream is
     // reset too, so it never takes a short answer for a whole one.
     const cut = (): void => {

@@ -9,6 +9,7 @@
  * Must not know about: routes, endpoints, retry policies.
  */
 import http2 from 'node:http2';
+import type { UpstreamH2Stream } from './h2-upstream.ts';
 
 const { NGHTTP2_NO_ERROR } = http2.constants;
 
@@ -24,7 +25,7 @@ export class H2RequestBody {
   #kept: Buffer[] = [];
   /** Every byte so far is in #kept. */
   #keptAll = true;
-  #sink: http2.ClientHttp2Stream | undefined;
+  #sink: UpstreamH2Stream | undefined;
   #flowing = false;
   /** Waiting for the body's end (RequestMirror): the kept chunks, or undefined when it was not kept whole. */
   #onEnded: Array<(chunks: readonly Buffer[] | undefined) => void> = [];
@@ -81,7 +82,7 @@ export class H2RequestBody {
   }
 
   /** Sends the body to `sink` (a try's upstream stream, opened with waitForTrailers unless the request had no body). */
-  attach(sink: http2.ClientHttp2Stream): void {
+  attach(sink: UpstreamH2Stream): void {
     this.#sink = sink;
     // No body at all: the try opened its stream already ended.
     if (this.endsAtHeaders) return;
@@ -98,7 +99,7 @@ export class H2RequestBody {
   }
 
   /** The try is over (retried, or cut): nothing more goes to it; the client's stream waits for the next try. */
-  detach(sink: http2.ClientHttp2Stream): void {
+  detach(sink: UpstreamH2Stream): void {
     if (this.#sink !== sink) return;
     sink.off('drain', this.#onDrain);
     this.#sink = undefined;

@@ -12,7 +12,7 @@ import http2 from 'node:http2';
 import type { Service } from '../shared/mesh/service.ts';
 import type { Workload } from '../shared/mesh/workload.ts';
 import { WaypointError } from './errors.ts';
-import { cancelStream, type H2SessionPool } from './h2-upstream.ts';
+import { cancelStream, type H2Sessions, type UpstreamH2Stream } from './h2-upstream.ts';
 import type { H2RequestBody } from './h2-request-body.ts';
 import type { Attempt, AttemptOutcome } from './request-attempts.ts';
 import type { Upstreams } from './upstream.ts';
@@ -25,7 +25,7 @@ export interface H2Response {
   headers: http2.IncomingHttpHeaders;
   /** A trailers-only or empty answer: nothing follows the head. */
   endStream: boolean;
-  stream: http2.ClientHttp2Stream;
+  stream: UpstreamH2Stream;
   /** The answer's trailers once they came (kept from the start: they can arrive in the same read as the head). */
   trailers: http2.IncomingHttpHeaders | undefined;
 }
@@ -56,18 +56,18 @@ export class H2Try implements Attempt<H2Response> {
   host = '';
   /** The try's timeout fired (before or after the response's head). */
   timedOut = false;
-  #stream: http2.ClientHttp2Stream | undefined;
+  #stream: UpstreamH2Stream | undefined;
   #timer: NodeJS.Timeout | undefined;
   #aborted = false;
   readonly #body: H2RequestBody;
 
-  constructor(upstreams: Upstreams, sessions: H2SessionPool, request: H2TryRequest) {
+  constructor(upstreams: Upstreams, sessions: H2Sessions, request: H2TryRequest) {
     this.#body = request.body;
     this.outcome = this.#run(upstreams, sessions, request);
   }
 
-  async #run(upstreams: Upstreams, sessions: H2SessionPool, request: H2TryRequest): Promise<AttemptOutcome<H2Response>> {
-    let stream: http2.ClientHttp2Stream;
+  async #run(upstreams: Upstreams, sessions: H2Sessions, request: H2TryRequest): Promise<AttemptOutcome<H2Response>> {
+    let stream: UpstreamH2Stream;
     try {
       const picked = request.choose ? upstreams.pickWith(request.choose, request.service, request.servicePort, request.vip) : upstreams.pickLeastRequest(request.service, request.servicePort, request.vip, request.avoid);
       this.endpoint = picked.endpoint.workload;

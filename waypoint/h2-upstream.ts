@@ -29,13 +29,51 @@ export const H2_UPSTREAM_IDLE_MS = 60_000;
 
 const { NGHTTP2_CANCEL } = http2.constants;
 
+type Listener = Parameters<http2.ClientHttp2Stream['off']>[1];
+
+/**
+ * An upstream request stream as the waypoint drives it (h2-try.ts, h2-request-body.ts, h2-proxy.ts, mirror.ts):
+ * node:http2's ClientHttp2Stream, or h2-own-upstream.ts's stream on the own HTTP/2 layer.
+ */
+export interface UpstreamH2Stream {
+  readonly rstCode: number | undefined;
+  readonly closed: boolean;
+  readonly destroyed: boolean;
+  on(event: string, listener: Listener): unknown;
+  once(event: string, listener: Listener): unknown;
+  off(event: string, listener: Listener): unknown;
+  write(chunk: Buffer): boolean;
+  end(): unknown;
+  pause(): unknown;
+  resume(): unknown;
+  close(code?: number): void;
+  sendTrailers(headers: http2.OutgoingHttpHeaders): void;
+}
+
+/** HTTP/2 sessions to endpoints: node:http2's (H2SessionPool) or the own layer's (h2-own-upstream.ts). */
+export interface H2Sessions {
+  /** Sessions opened so far (tests and config_dump read it to see reuse). */
+  readonly sessionsOpened: number;
+  /**
+   * A request stream to `picked` on a pooled session: `headers` sent, the body to be written by the caller. Throws
+   * WAYPOINT_UPSTREAM_CONNECT_FAILED when no session can be had.
+   */
+  request(service: Service, picked: UpstreamTarget, headers: http2.OutgoingHttpHeaders, endStream: boolean): Promise<UpstreamH2Stream>;
+  close(): void;
+  view(): object;
+}
+
 interface PooledSession {
   session: http2.ClientHttp2Session;
   streams: number;
   key: string;
+  /** When the last stream on it closed (performance.now()); its idle close counts from there. */
+  idleSince: number;
+  /** The idle check, armed while the session has no stream. */
+  idleTimer: NodeJS.Timeout | undefined;
 }
 
-export class H2SessionPool {
+export class H2SessionPool implements H2Sessions {
   readonly #upstreams: Upstreams;
   readonly #sessionsByEndpoint = new Map<string, PooledSession[]>();
   readonly #connectingByEndpoint = new Map<string, Promise<PooledSession>>();
@@ -104,18 +142,19 @@ export class H2SessionPool {
       settings: { initialWindowSize: H2_STREAM_WINDOW_BYTES, enablePush: false },
     });
     this.sessionsOpened++;
-    const pooled: PooledSession = { session, streams: 0, key };
+    const pooled: PooledSession = { session, streams: 0, key, idleSince: performance.now(), idleTimer: undefined };
     session.on('error', () => {
       // 'close' follows; streams on it see their own errors
     });
     session.once('close', () => {
+      if (pooled.idleTimer !== undefined) clearTimeout(pooled.idleTimer);
       this.#forget(pooled);
       if (!transport.destroyed) transport.destroy();
     });
     session.once('goaway', () => this.#forget(pooled));
-    session.setTimeout(H2_UPSTREAM_IDLE_MS, () => {
-      if (pooled.streams === 0) session.close();
-    });
+    // Idle close: a timer armed while the session has no stream, not session.setTimeout, which Node refreshes on
+    // every read and write of the session (profiled under gRPC load: a timer refresh per frame).
+    this.#armIdle(pooled);
     await new Promise<void>((resolve, reject) => {
       const onError = (error: Error): void => reject(new WaypointError('WAYPOINT_UPSTREAM_CONNECT_FAILED', `HTTP/2 to ${key} failed: ${error.message}`, { cause: error }));
       session.once('error', onError);
@@ -137,6 +176,23 @@ export class H2SessionPool {
 
   #released(pooled: PooledSession): void {
     pooled.streams--;
+    if (pooled.streams === 0) {
+      pooled.idleSince = performance.now();
+      this.#armIdle(pooled);
+    }
+  }
+
+  /** Closes the session once it has had no stream for H2_UPSTREAM_IDLE_MS (one timer at a time, unref'd). */
+  #armIdle(pooled: PooledSession, delayMs = H2_UPSTREAM_IDLE_MS): void {
+    if (pooled.idleTimer !== undefined) return;
+    pooled.idleTimer = setTimeout(() => {
+      pooled.idleTimer = undefined;
+      if (pooled.streams > 0 || pooled.session.closed || pooled.session.destroyed) return;
+      const idleMs = performance.now() - pooled.idleSince;
+      if (idleMs >= H2_UPSTREAM_IDLE_MS) pooled.session.close();
+      else this.#armIdle(pooled, H2_UPSTREAM_IDLE_MS - idleMs);
+    }, delayMs);
+    pooled.idleTimer.unref();
   }
 
   #forget(pooled: PooledSession): void {
@@ -149,6 +205,6 @@ export class H2SessionPool {
 }
 
 /** Cancels an upstream stream whose downstream went away (RST_STREAM CANCEL, as Envoy does). */
-export function cancelStream(stream: http2.Http2Stream): void {
+export function cancelStream(stream: UpstreamH2Stream): void {
   if (!stream.closed && !stream.destroyed) stream.close(NGHTTP2_CANCEL);
 }

@@ -24,6 +24,7 @@ import type { Workload } from '../shared/mesh/workload.ts';
 import { configFromEnv, WAYPOINT_ADMIN_PORT, WAYPOINT_HEAP_RELEASE_GROWTH_BYTES, WAYPOINT_HEAP_RELEASE_QUIET_UTILIZATION, WAYPOINT_DRAIN_MS, WAYPOINT_HBONE_PORT, WAYPOINT_METRICS_PORT, WAYPOINT_READINESS_PORT, WAYPOINT_READY_MESSAGE, type WaypointConfig } from './config.ts';
 import { WaypointError } from './errors.ts';
 import { H2Proxy } from './h2-proxy.ts';
+import { H2OwnSessionPool } from './h2-own-upstream.ts';
 import { H2SessionPool } from './h2-upstream.ts';
 import { HttpEntry } from './http-entry.ts';
 import { HttpProxy } from './http-proxy.ts';
@@ -118,7 +119,8 @@ export async function startWaypoint(config: WaypointConfig, log: Logger): Promis
   // The decision of each request goes into its access-log line (waypoint/access-log.ts: `authz`).
   const gate = new RequestGate({ table: policies, metrics: new AuthzMetrics(metrics.registry), trustedProxies: config.numTrustedProxies });
   const httpProxy = new HttpProxy({ upstreams, routes, state, metrics, log, gate, destinations });
-  const h2Sessions = new H2SessionPool(upstreams);
+  // HTTP/2 to endpoints on the own HTTP/2 layer (h2-own-upstream.ts); AMBIT_WAYPOINT_H2_UPSTREAM=node: node:http2 (A/B).
+  const h2Sessions = process.env.AMBIT_WAYPOINT_H2_UPSTREAM === 'node' ? new H2SessionPool(upstreams) : new H2OwnSessionPool(upstreams);
   const h2Proxy = new H2Proxy({ upstreams, sessions: h2Sessions, routes, state, metrics, gate, destinations, log });
   const httpEntry = new HttpEntry({ http1: httpProxy, http2: h2Proxy, state });
   const terminate = (request: HboneRequest, stream: http2.ServerHttp2Stream): void => {

@@ -12,7 +12,7 @@ import type http2 from 'node:http2';
 import type { Service } from '../shared/mesh/service.ts';
 import type { H2RequestBody } from './h2-request-body.ts';
 import { trailersFor } from './h2-try.ts';
-import type { H2SessionPool } from './h2-upstream.ts';
+import type { H2Sessions } from './h2-upstream.ts';
 import type { BufferedBody } from './retry.ts';
 import { Http2StreamDuplex } from './stream-adapter.ts';
 import type { Upstreams } from './upstream.ts';
@@ -70,7 +70,7 @@ export interface H2MirrorRequest {
 }
 
 /** Sends the copy of an HTTP/2 request once its body ended whole; `onFailed` hears why one was not delivered. Never throws. */
-export function sendH2Mirror(sessions: H2SessionPool, upstreams: Upstreams, mirror: H2MirrorRequest, onFailed: (message: string) => void): void {
+export function sendH2Mirror(sessions: H2Sessions, upstreams: Upstreams, mirror: H2MirrorRequest, onFailed: (message: string) => void): void {
   mirror.body.whenEnded((chunks) => {
     if (chunks === undefined) {
       onFailed(`body over ${mirror.body.bytes} bytes is not mirrored`);

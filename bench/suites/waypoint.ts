@@ -60,6 +60,13 @@ const POLICY_COUNT = 1000;
 /** Protocols measured through each path: HTTP/1.1 (bench/tools/http-load.ts) and gRPC unary (grpc-load.ts). */
 const PROTOCOLS = ['http1', 'grpc-unary'] as const;
 type Protocol = (typeof PROTOCOLS)[number];
+/**
+ * AMBIT_BENCH_WAYPOINT_ONLY=grpc-unary (or http1): that protocol's table alone, without the rate steps, the split
+ * and the 60 s memory wait, for profiling and A/B runs of one path (the goal rows of what is skipped say so).
+ */
+const ONLY_PROTOCOL = PROTOCOLS.find((protocol) => protocol === process.env.AMBIT_BENCH_WAYPOINT_ONLY);
+/** AMBIT_BENCH_WAYPOINT_ONLY=rates: the rate climb alone, at full size even with --quick (A/B runs of the climb). */
+const RATES_ONLY = process.env.AMBIT_BENCH_WAYPOINT_ONLY === 'rates';
 const PROTOCOL_LABELS: Record<Protocol, string> = { http1: 'HTTP/1.1', 'grpc-unary': 'gRPC unary' };
 
 const APP_PORT = 8080;
@@ -129,7 +136,7 @@ export const waypointSuite: Suite = {
 async function run(outer: SuiteContext): Promise<SuiteResult> {
   const began = Date.now();
   const context: SuiteContext = { ...outer, log: (message) => outer.log(`[${((Date.now() - began) / 1000).toFixed(0).padStart(3)} s] ${message}`) };
-  const sizes = context.quick && process.env.AMBIT_BENCH_WAYPOINT_PARTS !== 'rates' ? QUICK : FULL;
+  const sizes = context.quick && !RATES_ONLY ? QUICK : FULL;
   if (process.getuid?.() !== 0 || !existsSync(join(REFERENCE_PLUGINS_DIR, 'bridge')) || !existsSync('/usr/sbin/haproxy')) {
     throw new Error(`the waypoint suite needs root, ${REFERENCE_PLUGINS_DIR}/bridge (containernetworking-plugins) and /usr/sbin/haproxy (apt-get install haproxy)`);
   }
@@ -183,12 +190,17 @@ async function run(outer: SuiteContext): Promise<SuiteResult> {
     // Warm-up, not measured: the waypoint's first seconds of load are JIT compilation, which would otherwise fall on
     // whichever of the two waypoint paths comes first in round 1 and skew the policy ratio.
     for (const name of ['waypoint', 'policy'] as const) {
+      if (ONLY_PROTOCOL === 'grpc-unary') break;
       const target = entries.http1[name]!;
       await load(target.pod, `warm-up ${LABELS[name]}`, ['--host', target.host, '--port', String(target.port), '--rate', '1000', '--duration', '2', '--connections', '16', '--size', '1024', ...(target.extra ?? [])]).catch(() => undefined);
     }
-    // AMBIT_BENCH_WAYPOINT_PARTS=rates: the rate climb alone (A/B runs of what the climb measures; no goals met).
-    const ratesOnly = process.env.AMBIT_BENCH_WAYPOINT_PARTS === 'rates';
-    for (const protocol of ratesOnly ? [] : PROTOCOLS) {
+    if (ONLY_PROTOCOL === 'grpc-unary') {
+      // gRPC alone: the waypoint's JIT warm-up is done on its gRPC path instead.
+      const target = entries['grpc-unary'].waypoint!;
+      await load(target.pod, 'warm-up gRPC mesh + waypoint', ['--host', target.host, '--port', String(target.port), '--rate', '1000', '--duration', '2', '--connections', '4', '--size', '1024'], 'grpc-load.ts').catch(() => undefined);
+    }
+    for (const protocol of RATES_ONLY ? [] : PROTOCOLS) {
+      if (ONLY_PROTOCOL !== undefined && protocol !== ONLY_PROTOCOL) continue;
       for (let round = 0; round < sizes.rounds; round++) {
         for (const name of round % 2 === 0 ? PATHS[protocol] : [...PATHS[protocol]].reverse()) {
           const target = entries[protocol][name]!;
@@ -210,10 +222,10 @@ async function run(outer: SuiteContext): Promise<SuiteResult> {
     }
     // The highest rate one waypoint sustains with p99 under the limit: rates stepped up until a step breaks it twice
     // in a row (on this shared machine one step can break on a neighbour's burst).
-    // With AMBIT_BENCH_WAYPOINT_PARTS=rates, AMBIT_BENCH_WAYPOINT_RATES ('100,200,100') runs those steps once each,
+    // With AMBIT_BENCH_WAYPOINT_ONLY=rates, AMBIT_BENCH_WAYPOINT_RATES ('100,200,100') runs those steps once each,
     // whatever they show.
-    const fixedRates = ratesOnly && process.env.AMBIT_BENCH_WAYPOINT_RATES ? process.env.AMBIT_BENCH_WAYPOINT_RATES.split(',').map(Number) : undefined;
-    climb: for (const rate of fixedRates ?? sizes.rates) {
+    const fixedRates = RATES_ONLY && process.env.AMBIT_BENCH_WAYPOINT_RATES ? process.env.AMBIT_BENCH_WAYPOINT_RATES.split(',').map(Number) : undefined;
+    climb: for (const rate of ONLY_PROTOCOL ? [] : (fixedRates ?? sizes.rates)) {
       for (let attempt = 1; attempt <= (fixedRates ? 1 : 2); attempt++) {
         try {
           const faultsBefore = topology.agentPids.map(minorFaults);
@@ -232,15 +244,17 @@ async function run(outer: SuiteContext): Promise<SuiteResult> {
       }
       break;
     }
-    try {
-      split = await load(topology.client, '90/10 split', ['--host', VIPS.split, '--port', '80', '--count', String(sizes.splitRequests), '--connections', '16', '--size', '1024', '--warmup', '0']);
-      context.log(`split: ${JSON.stringify(split.backends)}`);
-    } catch (error) {
-      errors.push(`split: ${(error as Error).message.split('\n')[0]}`);
+    if (!ONLY_PROTOCOL && !RATES_ONLY) {
+      try {
+        split = await load(topology.client, '90/10 split', ['--host', VIPS.split, '--port', '80', '--count', String(sizes.splitRequests), '--connections', '16', '--size', '1024', '--warmup', '0']);
+        context.log(`split: ${JSON.stringify(split.backends)}`);
+      } catch (error) {
+        errors.push(`split: ${(error as Error).message.split('\n')[0]}`);
+      }
     }
     memory.afterRun = await waypointMemory(topology.waypoint, topology.waypointPid);
     context.log(`waypoint memory after the run: ${formatMemory(memory.afterRun)}`);
-    if (!ratesOnly) await new Promise((resolve) => setTimeout(resolve, MEMORY_SETTLE_MS));
+    await new Promise((resolve) => setTimeout(resolve, ONLY_PROTOCOL || RATES_ONLY ? 0 : MEMORY_SETTLE_MS));
     memory.later = await waypointMemory(topology.waypoint, topology.waypointPid);
     context.log(`waypoint memory ${MEMORY_SETTLE_MS / 1000} s later: ${formatMemory(memory.later)}`);
     if (context.profileDir) await stopForProfile(context, topology.waypointPid);

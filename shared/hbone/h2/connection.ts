@@ -437,6 +437,12 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
     }
   }
 
+  /** Sends `trailers` as a HEADERS block with END_STREAM (the stream's data already sent). */
+  sendTrailers(stream: H2Stream, trailers: readonly string[]): void {
+    this.#sendHeaderBlock(stream.id, this.#encoder.encode(trailers), true);
+    this.maybeCloseStream(stream);
+  }
+
   maybeCloseStream(stream: H2Stream): void {
     if (stream.localEnded && !stream.endQueued && stream.remoteEnded && !stream.closed) this.#closeStream(stream, undefined, false);
   }
@@ -561,7 +567,8 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
     while (pending.length > 0) {
       const chunk = pending[0]!;
       const lastChunk = pending.length === 1;
-      const sent = this.sendData(stream, chunk, stream.pendingOffset, stream.endQueued && lastChunk);
+      const trailers = stream.trailersQueued;
+      const sent = this.sendData(stream, chunk, stream.pendingOffset, stream.endQueued && lastChunk && trailers === undefined);
       stream.pendingOffset += sent;
       stream.pendingBytes -= sent;
       if (stream.pendingOffset < chunk.length) return;
@@ -570,6 +577,11 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
       if (lastChunk && stream.endQueued) {
         stream.endQueued = false;
         this.#blocked.delete(stream);
+        if (trailers !== undefined) {
+          stream.trailersQueued = undefined;
+          this.sendTrailers(stream, trailers);
+          return;
+        }
         this.maybeCloseStream(stream);
         return;
       }
@@ -835,7 +847,7 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
     if ((streamId & 1) === 0) throw connectionError(H2_PROTOCOL_ERROR, `HEADERS on even stream ${streamId} from a client`);
     const existing = this.#streams.get(streamId);
     if (existing !== undefined) {
-      this.#onTrailers(existing, endStream);
+      this.#onTrailers(existing, endStream, headers);
       return;
     }
     if (streamId <= this.#highestPeerStreamId) throw connectionError(H2_STREAM_CLOSED, `HEADERS on closed stream ${streamId}`);
@@ -866,7 +878,7 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
       return;
     }
     if (stream.responseHeaders !== undefined) {
-      this.#onTrailers(stream, endStream);
+      this.#onTrailers(stream, endStream, headers);
       return;
     }
     const status = responseStatus(headers);
@@ -879,15 +891,15 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
       return;
     }
     stream.status = status;
-    stream.deliverResponse(headers);
+    stream.deliverResponse(headers, endStream);
     if (endStream && !stream.closed) {
       stream.deliverEnd();
       this.maybeCloseStream(stream);
     }
   }
 
-  /** A second header block on a stream: trailers, which must end it. */
-  #onTrailers(stream: H2Stream, endStream: boolean): void {
+  /** A second header block on a stream: trailers, which must end it (a handler with onTrailers hears them first). */
+  #onTrailers(stream: H2Stream, endStream: boolean, headers: HeaderList): void {
     if (stream.remoteEnded) {
       this.#streamFault(stream, H2_STREAM_CLOSED, 'HEADERS after END_STREAM');
       return;
@@ -896,6 +908,7 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
       this.#streamFault(stream, H2_PROTOCOL_ERROR, 'a second header block without END_STREAM');
       return;
     }
+    stream.deliverTrailers(headers);
     stream.deliverEnd();
     this.maybeCloseStream(stream);
   }

@@ -27,8 +27,10 @@ export interface H2StreamHandler {
   onDrain(stream: H2Stream): void;
   /** The stream is closed (both sides ended, or reset either way, or the connection went). Last call. */
   onClose(stream: H2Stream): void;
-  /** Client side: the response headers (the final, non-1xx ones). */
-  onResponse?(stream: H2Stream, headers: HeaderList): void;
+  /** Client side: the response headers (the final, non-1xx ones); `endStream`: nothing follows them. */
+  onResponse?(stream: H2Stream, headers: HeaderList, endStream: boolean): void;
+  /** The peer's trailers (a header block with END_STREAM after the first), just before onEnd. */
+  onTrailers?(stream: H2Stream, trailers: HeaderList): void;
 }
 
 /** `write` says false once this much waits for window or for the socket. */
@@ -42,6 +44,10 @@ export class H2Stream {
   /** Client side: the response's :status once it arrived. */
   status = 0;
   responseHeaders: HeaderList | undefined;
+  /** The response headers came with END_STREAM (a trailers-only or empty answer). */
+  responseEndStream = false;
+  /** The peer's trailers, once they came. */
+  trailers: HeaderList | undefined;
   /** We sent END_STREAM (or queued it behind data). */
   localEnded = false;
   /** The peer sent END_STREAM. */
@@ -61,6 +67,8 @@ export class H2Stream {
   pendingBytes = 0;
   /** END_STREAM is to follow the pending data. */
   endQueued = false;
+  /** Trailers to send once the pending data is sent (endWithTrailers), with END_STREAM. */
+  trailersQueued: readonly string[] | undefined;
   /** `write` returned false; onDrain is owed. */
   wantsDrain = false;
 
@@ -92,8 +100,9 @@ export class H2Stream {
     this.#handler = handler;
     const early = this.#early;
     this.#early = undefined;
-    if (this.status !== 0 && this.responseHeaders && handler.onResponse) handler.onResponse(this, this.responseHeaders);
+    if (this.status !== 0 && this.responseHeaders && handler.onResponse) handler.onResponse(this, this.responseHeaders, this.responseEndStream);
     if (early) for (const chunk of early) handler.onData(this, chunk);
+    if (this.trailers && handler.onTrailers) handler.onTrailers(this, this.trailers);
     if (this.remoteEnded) handler.onEnd(this);
     if (this.closed) handler.onClose(this);
     else this.connection.creditStream(this);
@@ -153,6 +162,25 @@ export class H2Stream {
     this.connection.maybeCloseStream(this);
   }
 
+  /**
+   * Half-closes our side with `trailers` ([name, value, ...], no pseudo-headers): a HEADERS block with END_STREAM
+   * once every written byte is sent. An empty list is a plain `end`.
+   */
+  endWithTrailers(trailers: readonly string[]): void {
+    if (trailers.length === 0) {
+      this.end();
+      return;
+    }
+    if (this.closed || this.localEnded) return;
+    this.localEnded = true;
+    if (this.pendingBytes > 0) {
+      this.endQueued = true;
+      this.trailersQueued = trailers;
+      return;
+    }
+    this.connection.sendTrailers(this, trailers);
+  }
+
   /** Resets the stream (RST_STREAM `code`, CANCEL by default): queued data is dropped, the handler hears onClose. */
   reset(code: number = H2_CANCEL): void {
     if (this.closed) return;
@@ -188,9 +216,15 @@ export class H2Stream {
     else (this.#early ??= []).push(chunk);
   }
 
-  deliverResponse(headers: HeaderList): void {
+  deliverResponse(headers: HeaderList, endStream: boolean): void {
     this.responseHeaders = headers;
-    this.#handler?.onResponse?.(this, headers);
+    this.responseEndStream = endStream;
+    this.#handler?.onResponse?.(this, headers, endStream);
+  }
+
+  deliverTrailers(trailers: HeaderList): void {
+    this.trailers = trailers;
+    this.#handler?.onTrailers?.(this, trailers);
   }
 
   deliverEnd(): void {

@@ -1,0 +1,359 @@
+/**
+ * HTTP/2 to endpoints on ambit's own HTTP/2 layer (shared/hbone/h2/), the lean alternative to h2-upstream.ts's
+ * node:http2 sessions: one H2Connection per endpoint run straight on the upstream HBONE stream's chunks (or on the
+ * TCP socket of an endpoint outside the mesh), no JS socket wrapper, no nghttp2 session nested in the HBONE one.
+ * Each request stream is handed to the try as an OwnUpstreamStream, which behaves as the subset of node:http2's
+ * ClientHttp2Stream the waypoint drives (UpstreamH2Stream): 'response' (headers, flags), 'trailers', 'data' while
+ * flowing (held while paused or before a reader is attached), 'end', 'close' after them, 'drain', 'wantTrailers'
+ * on end, rstCode. What the layer does not do here: 1xx heads are not passed on (the layer drops them).
+ * `AMBIT_WAYPOINT_H2_UPSTREAM=node` keeps node:http2 (for A/B runs).
+ *
+ * Owns: the connections per endpoint, their stream counts and idle close; the header conversions both ways.
+ * Must not know about: routes, downstream streams, which endpoint to pick (upstream.ts picks; this dials through it).
+ * Hot path: a chunk goes from the layer's DATA handler to one 'data' emit; nothing is allocated per chunk here.
+ */
+import { EventEmitter } from 'node:events';
+import http2 from 'node:http2';
+import type { Duplex } from 'node:stream';
+import { H2Connection } from '../shared/hbone/h2/connection.ts';
+import type { HeaderList } from '../shared/hbone/h2/hpack.ts';
+import type { H2Stream, H2StreamHandler } from '../shared/hbone/h2/stream.ts';
+import type { Service } from '../shared/mesh/service.ts';
+import { workloadIdentity } from '../shared/mesh/workload.ts';
+import { WaypointError } from './errors.ts';
+import { H2_MAX_STREAMS_PER_SESSION, H2_SESSION_WINDOW_BYTES, H2_STREAM_WINDOW_BYTES, H2_UPSTREAM_IDLE_MS, type H2Sessions, type UpstreamH2Stream } from './h2-upstream.ts';
+import type { UpstreamTarget, Upstreams } from './upstream.ts';
+
+const { NGHTTP2_FLAG_END_STREAM } = http2.constants;
+
+type Listener = Parameters<EventEmitter['on']>[1];
+
+const H2_PROTOCOL_ERROR = http2.constants.NGHTTP2_PROTOCOL_ERROR;
+/** Fields that never go in HTTP/2 trailers (RFC 9113 8.2.2, and transfer-encoding's relatives). */
+const CONNECTION_SPECIFIC_TRAILERS = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade']);
+
+/** A field name or value node:http2 would refuse to send (it throws ERR_INVALID_HTTP_TOKEN / ERR_INVALID_CHAR). */
+function badField(name: string, value: string): boolean {
+  for (let index = 0; index < value.length; index++) {
+    const code = value.charCodeAt(index);
+    if (code === 0 || code === 0x0a || code === 0x0d) return true;
+  }
+  return name.length === 0 || /[^!#$%&'*+\-.^_`|~0-9a-z:]/u.test(name);
+}
+
+/**
+ * `headers` (node:http2's outgoing object) as the layer's flat list: pseudo-headers first, names lower-cased,
+ * arrays as repeated fields. Throws WAYPOINT_BAD_HEADER for a field Node would refuse.
+ */
+export function headerListOf(headers: http2.OutgoingHttpHeaders, pseudoDefaults: readonly string[] = []): string[] {
+  const pseudo: string[] = [];
+  const regular: string[] = [];
+  for (const key in headers) {
+    const value = headers[key];
+    if (value === undefined) continue;
+    const name = key.toLowerCase();
+    const list = name.charCodeAt(0) === 58 /* : */ ? pseudo : regular;
+    for (const one of Array.isArray(value) ? value : [value]) {
+      const text = String(one);
+      // As node:http2's path answers it (its request() throws, the try fails): 503 UF with the reason.
+      if (badField(name, text)) throw new WaypointError('WAYPOINT_UPSTREAM_CONNECT_FAILED', `header ${JSON.stringify(name)} cannot be sent to the endpoint: invalid name or value`);
+      list.push(name, text);
+    }
+  }
+  for (let index = 0; index < pseudoDefaults.length; index += 2) {
+    if (headers[pseudoDefaults[index]!] === undefined) pseudo.push(pseudoDefaults[index]!, pseudoDefaults[index + 1]!);
+  }
+  return pseudo.length === 0 ? regular : pseudo.concat(regular);
+}
+
+/** The layer's flat list as node:http2's incoming object: repeated set-cookie as an array, other repeats joined by ', '. */
+export function headersObjectOf(list: HeaderList): http2.IncomingHttpHeaders {
+  const result: http2.IncomingHttpHeaders = {};
+  for (let index = 0; index < list.length; index += 2) {
+    const name = list[index]!;
+    const value = list[index + 1]!;
+    const existing = result[name];
+    if (existing === undefined) result[name] = name === 'set-cookie' ? [value] : value;
+    else if (Array.isArray(existing)) existing.push(value);
+    else result[name] = `${existing}, ${value}`;
+  }
+  return result;
+}
+
+/** Trailers for the layer: no pseudo-headers, no connection-specific fields. */
+function trailerListOf(trailers: http2.OutgoingHttpHeaders): string[] {
+  const list = headerListOf(trailers);
+  const result: string[] = [];
+  for (let index = 0; index < list.length; index += 2) {
+    if (list[index]!.charCodeAt(0) !== 58 && list[index] !== 'connection' && list[index] !== 'transfer-encoding') result.push(list[index]!, list[index + 1]!);
+  }
+  return result;
+}
+
+/** One request stream on an own-layer connection, driven as a node:http2 ClientHttp2Stream is (see the top comment). */
+export class OwnUpstreamStream extends EventEmitter implements H2StreamHandler, UpstreamH2Stream {
+  stream: H2Stream | undefined;
+  /** Called once when the layer closes the stream (before 'close', which waits for the data to be read). */
+  onClosed: (() => void) | undefined;
+  rstCode: number | undefined;
+  closed = false;
+  destroyed = false;
+  /** Data not yet emitted: before a 'data' listener, or while paused. */
+  #held: Buffer[] = [];
+  #paused = false;
+  #reading = false;
+  #remoteEnded = false;
+  #endEmitted = false;
+  #closePending = false;
+  #flushScheduled = false;
+  readonly #flush = (): void => {
+    this.#flushScheduled = false;
+    this.#deliver();
+  };
+
+  override on(event: string | symbol, listener: Listener): this {
+    super.on(event, listener);
+    if (event === 'data' && !this.#reading) {
+      this.#reading = true;
+      this.#schedule();
+    }
+    return this;
+  }
+
+  // ---- as a ClientHttp2Stream ----
+
+  write(chunk: Buffer): boolean {
+    return this.stream !== undefined && !this.closed ? this.stream.write(chunk) : false;
+  }
+
+  /** Ends the request: its trailers first when someone waits to give them ('wantTrailers', as node:http2 with waitForTrailers). */
+  end(): void {
+    if (this.stream === undefined || this.closed) return;
+    if (this.listenerCount('wantTrailers') > 0) this.emit('wantTrailers');
+    else this.stream.end();
+  }
+
+  sendTrailers(headers: http2.OutgoingHttpHeaders): void {
+    if (this.stream === undefined || this.closed) return;
+    this.stream.endWithTrailers(trailerListOf(headers));
+  }
+
+  pause(): this {
+    this.#paused = true;
+    this.stream?.pauseReading();
+    return this;
+  }
+
+  resume(): this {
+    this.#paused = false;
+    this.#reading = true;
+    this.stream?.resumeReading();
+    this.#schedule();
+    return this;
+  }
+
+  /** Resets the stream (RST_STREAM `code`) unless it is closed already. */
+  close(code: number = http2.constants.NGHTTP2_CANCEL): void {
+    if (this.closed || this.stream === undefined) return;
+    this.stream.reset(code);
+  }
+
+  // ---- as the layer's stream handler ----
+
+  onResponse(_stream: H2Stream, headers: HeaderList, endStream: boolean): void {
+    this.emit('response', headersObjectOf(headers), endStream ? NGHTTP2_FLAG_END_STREAM : 0);
+  }
+
+  onTrailers(stream: H2Stream, trailers: HeaderList): void {
+    // The layer checks response heads, not trailers: a pseudo-header, a bad name or value, or a connection-specific
+    // field in them is a malformed answer (RFC 9113 8.1, 8.2): the stream is reset, as nghttp2 does, and nothing of
+    // it reaches the client's stream (where node:http2 would throw on sending such trailers on).
+    for (let index = 0; index < trailers.length; index += 2) {
+      const name = trailers[index]!;
+      if (name.charCodeAt(0) === 58 || CONNECTION_SPECIFIC_TRAILERS.has(name) || badField(name, trailers[index + 1]!)) {
+        stream.reset(H2_PROTOCOL_ERROR);
+        return;
+      }
+    }
+    this.emit('trailers', headersObjectOf(trailers));
+  }
+
+  onData(_stream: H2Stream, chunk: Buffer): void {
+    if (this.#reading && !this.#paused && this.#held.length === 0) this.emit('data', chunk);
+    else this.#held.push(chunk);
+  }
+
+  onEnd(): void {
+    // After a reset of ours in onTrailers the layer still ends the remote side: the stream is closed already.
+    if (this.destroyed) return;
+    this.#remoteEnded = true;
+    this.#deliver();
+  }
+
+  onDrain(): void {
+    this.emit('drain');
+  }
+
+  onClose(stream: H2Stream): void {
+    this.closed = true;
+    this.rstCode = stream.rstCode;
+    this.onClosed?.();
+    if (stream.rstCode !== undefined) {
+      // A reset: what was held is dropped and the close is said at once (node:http2 destroys the stream).
+      this.#held = [];
+      this.destroyed = true;
+      this.emit('close');
+      return;
+    }
+    this.#closePending = true;
+    this.#deliver();
+  }
+
+  #schedule(): void {
+    if (this.#flushScheduled) return;
+    this.#flushScheduled = true;
+    process.nextTick(this.#flush);
+  }
+
+  /** Emits what is held (while flowing), then 'end' once the peer ended and all was read, then 'close'. */
+  #deliver(): void {
+    if (!this.#reading || this.#paused) return;
+    while (this.#held.length > 0) {
+      this.emit('data', this.#held.shift()!);
+      if (this.#paused) return;
+    }
+    if (this.#remoteEnded && !this.#endEmitted) {
+      this.#endEmitted = true;
+      this.emit('end');
+    }
+    if (this.#closePending && (this.#endEmitted || !this.#remoteEnded)) {
+      this.#closePending = false;
+      this.destroyed = true;
+      this.emit('close');
+    }
+  }
+}
+
+interface OwnPooledConnection {
+  connection: H2Connection;
+  streams: number;
+  key: string;
+  idleSince: number;
+  idleTimer: NodeJS.Timeout | undefined;
+}
+
+export class H2OwnSessionPool implements H2Sessions {
+  readonly #upstreams: Upstreams;
+  readonly #connectionsByEndpoint = new Map<string, OwnPooledConnection[]>();
+  readonly #connectingByEndpoint = new Map<string, Promise<OwnPooledConnection>>();
+  /** Connections opened so far (tests and config_dump read it to see reuse). */
+  sessionsOpened = 0;
+
+  constructor(upstreams: Upstreams) {
+    this.#upstreams = upstreams;
+  }
+
+  async request(service: Service, picked: UpstreamTarget, headers: http2.OutgoingHttpHeaders, endStream: boolean): Promise<UpstreamH2Stream> {
+    const key = `${picked.address.host}:${picked.address.port}/${workloadIdentity(picked.endpoint).uri}`;
+    const list = headerListOf(headers, [':scheme', 'http', ':authority', `${picked.address.host.includes(':') ? `[${picked.address.host}]` : picked.address.host}:${picked.address.port}`]);
+    for (let attempt = 0; ; attempt++) {
+      const pooled = await this.#connectionFor(key, service, picked);
+      const upstream = new OwnUpstreamStream();
+      try {
+        upstream.stream = pooled.connection.request(list, upstream, endStream);
+      } catch (error) {
+        // The connection began to close between the pick and the request (GOAWAY): drop it, try a fresh one once.
+        // One that is only full (the endpoint's SETTINGS_MAX_CONCURRENT_STREAMS, reached by requests that waited
+        // for it to open) stays pooled: the next round finds another with room or opens one.
+        if (pooled.connection.closed || pooled.connection.draining) this.#forget(pooled);
+        if (attempt > 0) throw new WaypointError('WAYPOINT_UPSTREAM_CONNECT_FAILED', `HTTP/2 to ${key} failed: ${(error as Error).message}`, { cause: error });
+        continue;
+      }
+      pooled.streams++;
+      this.#upstreams.leastRequest.started(picked.picked.address);
+      upstream.onClosed = () => {
+        this.#upstreams.leastRequest.finished(picked.picked.address);
+        this.#released(pooled);
+      };
+      return upstream;
+    }
+  }
+
+  close(): void {
+    for (const list of this.#connectionsByEndpoint.values()) for (const pooled of list) pooled.connection.close();
+    this.#connectionsByEndpoint.clear();
+  }
+
+  view(): object {
+    return { implementation: 'own', sessionsOpened: this.sessionsOpened, endpoints: Object.fromEntries([...this.#connectionsByEndpoint].map(([key, list]) => [key, list.map((pooled) => pooled.streams)])) };
+  }
+
+  #connectionFor(key: string, service: Service, picked: UpstreamTarget): Promise<OwnPooledConnection> {
+    const list = this.#connectionsByEndpoint.get(key);
+    if (list) {
+      for (const pooled of list) if (pooled.streams < H2_MAX_STREAMS_PER_SESSION && pooled.connection.available) return Promise.resolve(pooled);
+    }
+    const connecting = this.#connectingByEndpoint.get(key);
+    if (connecting) return connecting;
+    const opened = this.#open(key, service, picked).finally(() => this.#connectingByEndpoint.delete(key));
+    this.#connectingByEndpoint.set(key, opened);
+    return opened;
+  }
+
+  async #open(key: string, service: Service, picked: UpstreamTarget): Promise<OwnPooledConnection> {
+    let transport: Duplex;
+    try {
+      const upstream = await this.#upstreams.connect(service, picked.picked);
+      transport = upstream.kind === 'hbone' ? upstream.stream : upstream.socket;
+    } catch (error) {
+      if (error instanceof WaypointError) throw error;
+      throw new WaypointError('WAYPOINT_UPSTREAM_CONNECT_FAILED', `HTTP/2 to ${key} failed: ${(error as Error).message}`, { cause: error });
+    }
+    const connection = new H2Connection(transport, { role: 'client', streamWindowBytes: H2_STREAM_WINDOW_BYTES, connectionWindowBytes: H2_SESSION_WINDOW_BYTES });
+    this.sessionsOpened++;
+    const pooled: OwnPooledConnection = { connection, streams: 0, key, idleSince: performance.now(), idleTimer: undefined };
+    connection.on('error', () => {
+      // 'close' follows; its streams hear onClose with their reset code
+    });
+    connection.once('close', () => {
+      if (pooled.idleTimer !== undefined) clearTimeout(pooled.idleTimer);
+      this.#forget(pooled);
+      if (!transport.destroyed) transport.destroy();
+    });
+    connection.once('goaway', () => this.#forget(pooled));
+    this.#armIdle(pooled);
+    const list = this.#connectionsByEndpoint.get(key) ?? [];
+    list.push(pooled);
+    this.#connectionsByEndpoint.set(key, list);
+    return pooled;
+  }
+
+  #released(pooled: OwnPooledConnection): void {
+    pooled.streams--;
+    if (pooled.streams === 0) {
+      pooled.idleSince = performance.now();
+      this.#armIdle(pooled);
+    }
+  }
+
+  /** Closes the connection once it has had no stream for H2_UPSTREAM_IDLE_MS (one timer at a time, unref'd). */
+  #armIdle(pooled: OwnPooledConnection, delayMs = H2_UPSTREAM_IDLE_MS): void {
+    if (pooled.idleTimer !== undefined) return;
+    pooled.idleTimer = setTimeout(() => {
+      pooled.idleTimer = undefined;
+      if (pooled.streams > 0 || pooled.connection.closed) return;
+      const idleMs = performance.now() - pooled.idleSince;
+      if (idleMs >= H2_UPSTREAM_IDLE_MS) pooled.connection.close();
+      else this.#armIdle(pooled, H2_UPSTREAM_IDLE_MS - idleMs);
+    }, delayMs);
+    pooled.idleTimer.unref();
+  }
+
+  #forget(pooled: OwnPooledConnection): void {
+    const list = this.#connectionsByEndpoint.get(pooled.key);
+    if (!list) return;
+    const index = list.indexOf(pooled);
+    if (index >= 0) list.splice(index, 1);
+    if (list.length === 0) this.#connectionsByEndpoint.delete(pooled.key);
+  }
+}
