@@ -37,7 +37,7 @@ import { ProxyWorkers } from './workers/proxy-workers.ts';
 import { AgentMetrics } from './telemetry/metrics.ts';
 import { startMetricsServer } from './telemetry/metrics-server.ts';
 import { startHeapRelease } from '../shared/memory/heap-release.ts';
-import { nativeMemory } from './memory/native-memory.ts';
+import { nativeMemory } from '../shared/memory/native-memory.ts';
 import { batchedStdout } from './telemetry/log-destination.ts';
 
 export interface RunningAgent {

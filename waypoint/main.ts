@@ -41,7 +41,7 @@ import { RequestGate } from './authz/request-gate.ts';
 import { meshFetchText } from './jwt/mesh-fetch.ts';
 import { RequestAuthenticator } from './jwt/request-authenticator.ts';
 import { startHeapRelease } from '../shared/memory/heap-release.ts';
-import { nativeMemory } from '../agent/memory/native-memory.ts';
+import { nativeMemory } from '../shared/memory/native-memory.ts';
 
 /** Access-log bytes gathered before a write (about ten lines). */
 const ACCESS_LOG_BATCH_BYTES = 8192;

@@ -19,7 +19,7 @@
  * for it, a burst is released within two intervals of its end, and the first check after start-up drops the
  * start-up garbage.
  *
- * After the GC, with `releaseNative` (the agent's main thread passes agent/memory/native-memory.ts: both calls are
+ * After the GC, with `releaseNative` (the agent's main thread passes shared/memory/native-memory.ts: both calls are
  * process-wide), glibc's malloc_trim gives back the native memory freed with the connections (OpenSSL's,
  * nghttp2's), and the node binary's pages that start-up or the burst touched are dropped from the process: used
  * pages come back on their own. The
@@ -38,7 +38,7 @@ import { runInNewContext } from 'node:vm';
 import { performance, type EventLoopUtilization } from 'node:perf_hooks';
 import { onMemoryFreed } from './release-hint.ts';
 
-/** The process-wide native releases a program can offer (the agent's addon: agent/memory/native-memory.ts). */
+/** The process-wide native releases a program can offer (the agent's addon: shared/memory/native-memory.ts). */
 export interface NativeRelease {
   /** malloc_trim(0): true when glibc returned memory to the kernel. */
   trimMalloc(): boolean;

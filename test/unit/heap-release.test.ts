@@ -1,5 +1,5 @@
 /**
- * shared/memory/heap-release.ts (with the agent's native release, agent/memory/native-memory.ts): after a burst of
+ * shared/memory/heap-release.ts (with the agent's native release, shared/memory/native-memory.ts): after a burst of
  * allocation a process's resident memory goes back down once it is
  * quiet, and a steady or busy agent is left alone. Each case runs in a child Node process of its own, so the RSS
  * read is that process's alone (ava runs other test files in this one); serial, so the bursts do not add up.
@@ -12,7 +12,7 @@ import { promisify } from 'node:util';
 import { WAYPOINT_HEAP_RELEASE_QUIET_UTILIZATION } from '../../waypoint/config.ts';
 
 const MODULE = fileURLToPath(new URL('../../shared/memory/heap-release.ts', import.meta.url));
-const NATIVE_MODULE = fileURLToPath(new URL('../../agent/memory/native-memory.ts', import.meta.url));
+const NATIVE_MODULE = fileURLToPath(new URL('../../shared/memory/native-memory.ts', import.meta.url));
 const HINT_MODULE = fileURLToPath(new URL('../../shared/memory/release-hint.ts', import.meta.url));
 const MIB = 1024 * 1024;
 
