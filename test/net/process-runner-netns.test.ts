@@ -1,9 +1,9 @@
-// ambit-spawner entering a network namespace with setns before exec (runtime/process-runner.ts `netnsPath`): the
+// ambit-spawner entering a network namespace with setns before exec (shared/process-runner.ts `netnsPath`): the
 // command sees the namespace's links, not the root namespace's; a namespace that is not there is an error naming it.
 import test from 'ava';
 import { randomBytes } from 'node:crypto';
 import { addNetns, deleteNetns, ipIn, netnsPath } from '../../runtime/netns.ts';
-import { ProcessRunner } from '../../runtime/process-runner.ts';
+import { ProcessRunner } from '../../shared/process-runner.ts';
 
 const ENV = { PATH: process.env.PATH };
 
