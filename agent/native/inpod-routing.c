@@ -33,6 +33,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <linux/fib_rules.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
@@ -41,6 +42,8 @@
 #define LOOPBACK_IFINDEX 1
 /* A netlink answer we read: an ack or an error, never a dump. */
 #define ANSWER_BYTES 8192
+/* Seconds a request's ack may take (it comes at once): an EAGAIN error after that, never a hung thread. */
+#define ACK_WAIT_S 2
 
 struct routing_spec {
   uint32_t fwmark, fwmask, table, priority;
@@ -113,6 +116,14 @@ static int open_in_netns(const char *netns_path, const char *sysctl_path, int *n
   }
   close(target);
   if (nl < 0) { *err = nl_errno; *step = "socket(NETLINK_ROUTE)"; return -1; }
+  /* The kernel acks at once; a bound on the wait keeps a misbehaving one from holding the agent's thread. */
+  struct timeval ack_wait = { .tv_sec = ACK_WAIT_S, .tv_usec = 0 };
+  if (setsockopt(nl, SOL_SOCKET, SO_RCVTIMEO, &ack_wait, sizeof ack_wait) != 0) {
+    *err = errno; *step = "setsockopt(SO_RCVTIMEO)";
+    close(nl);
+    if (sysctl >= 0) close(sysctl);
+    return -1;
+  }
   if (sysctl_path != NULL && sysctl < 0) {
     close(nl);
     *err = sysctl_errno; *step = "open sysctl"; *detail = sysctl_path;
