@@ -241,7 +241,7 @@ function dnsConfig(env: NodeJS.ProcessEnv): DnsConfig {
 
 function procSysNet(env: NodeJS.ProcessEnv): string {
   const value = env.AMBIT_PROC_SYS_NET || DEFAULT_PROC_SYS_NET;
-  // It goes into a shell script run in each pod's namespace: an absolute path of plain characters only.
+  // The agent opens it inside each pod's namespace (agent/inpod/pod-routing.ts): an absolute path of plain characters only.
   if (!/^\/[A-Za-z0-9._/-]+$/.test(value)) throw new ConfigError(`AMBIT_PROC_SYS_NET=${value} must be an absolute path (letters, digits, . _ - /): where the host's /proc/sys/net is mounted`);
   return value;
 }

@@ -12,7 +12,7 @@ import { readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { apiRequest, statusMessage, type ApiCredentials } from '../shared/k8s/api-request.ts';
-import { objectSource, readClusterDir } from '../shared/k8s/cluster-dir.ts';
+import { objectSource, readClusterDir, type ClusterDirParseCache } from '../shared/k8s/cluster-dir.ts';
 
 export { REDIRECTION_ANNOTATION, REDIRECTION_ENABLED } from '../shared/k8s/enrollment.ts';
 import { REDIRECTION_ANNOTATION, REDIRECTION_ENABLED } from '../shared/k8s/enrollment.ts';
@@ -50,9 +50,12 @@ export function apiServerAnnotator(credentials: ApiCredentials): PodAnnotator {
  * (replaced atomically; a file holding other documents too is left alone, with an error saying so).
  */
 export function clusterDirAnnotator(clusterDir: string): PodAnnotator {
+  // Files unchanged since the last mark are not parsed again (every enrolled ADD marks a pod: re-parsing the whole
+  // directory each time cost an ADD milliseconds that grow with the cluster).
+  const parseCache: ClusterDirParseCache = new Map();
   return {
     async mark(pod, captured) {
-      const snapshot = await readClusterDir(clusterDir);
+      const snapshot = await readClusterDir(clusterDir, parseCache);
       const object = snapshot.findPod(pod.namespace, pod.name);
       if (!object) return;
       const source = objectSource(object);

@@ -1,7 +1,7 @@
 /**
  * Micro-benchmark: N one-shot starts of a real CNI plugin (`/usr/lib/cni/loopback`, CNI_COMMAND=VERSION, a config on
  * stdin: a Go binary's start, as the CNI chain pays per call), C at a time, from Node's `child_process.spawn` versus
- * through ambit-spawner (runtime/process-runner.ts). Rounds alternate so both see the same load. Reports wall time
+ * through ambit-spawner (shared/process-runner.ts). Rounds alternate so both see the same load. Reports wall time
  * and how long the main thread was blocked: the summed duration of the synchronous spawn()/run() calls and the
  * event loop's delay (perf_hooks' histogram). The process holds a heap ballast like a busy supervisor's (a fork
  * copies its page tables: the bigger the process, the longer Node's spawn blocks).
@@ -14,7 +14,7 @@ import { spawn } from 'node:child_process';
 import { loadavg } from 'node:os';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
-import { ProcessRunner } from '../runtime/process-runner.ts';
+import { ProcessRunner } from '../shared/process-runner.ts';
 
 const PLUGIN = '/usr/lib/cni/loopback';
 const CONFIG = JSON.stringify({ cniVersion: '1.0.0', name: 'bench', type: 'loopback' });

@@ -7,7 +7,7 @@
  */
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { RuntimeError } from './errors.ts';
-import { DEFAULT_MAX_OUTPUT_BYTES, ProcessRunner } from './process-runner.ts';
+import { DEFAULT_MAX_OUTPUT_BYTES, ProcessRunner } from '../shared/process-runner.ts';
 
 /** How long a SIGTERMed process group gets before SIGKILL: our apps and the agent drain well inside this. */
 export const KILL_GRACE_MS = 2_000;
@@ -34,7 +34,7 @@ function processRunner(): ProcessRunner | null {
 }
 
 /**
- * Runs a command to completion with its output captured. Through ambit-spawner (process-runner.ts) when built, so
+ * Runs a command to completion with its output captured. Through ambit-spawner (shared/process-runner.ts) when built, so
  * the main thread never forks; a timeout then SIGKILLs the command's process group (Node's spawn SIGTERMs only the
  * command). With AMBIT_SPAWNER=node, or no spawner built, Node's own spawn.
  */

@@ -1,35 +1,39 @@
 /**
  * Applies the in-pod rules (rules.ts) inside a pod's network namespace and detects the node's backend.
  *
- * Owns: running iptables-save / iptables-restore and ip inside a namespace (`nsenter --net=<path>`), the
- * choice between the nf_tables and legacy binaries, and turning their failures into CaptureErrors.
- * Must not know about: which rules (rules.ts decides), pods, listeners.
+ * Owns: running iptables-save / iptables-restore inside a namespace, the choice between the nf_tables and legacy
+ * binaries, the order "policy routing, then rules" (pod-routing.ts sets the routing), and turning failures into
+ * CaptureErrors. Must not know about: which rules (rules.ts decides), pods, listeners.
  *
- * Install is read (iptables-save) then one iptables-restore --noflush run that replaces whatever our
- * chains held, so a restarted agent re-installing never duplicates a rule, and the pod never sees a
- * half-applied rule set.
- *
- * Each process the agent starts costs its main thread a fork and a wait for the child's exec (about 20 ms on a
- * loaded 2-core node, more than the rest of a CNI call), so the common cases first try a fast path: one shell in
- * the namespace that runs every command of the operation and exits 75 when the namespace is not the simple case
- * (a fresh pod for install, exactly what this agent installed for removal, nothing of ours for a pod it never
- * captured). Any failure of a fast path falls back to the general path above, which decides and reports as before.
+ * Install is one iptables-restore --noflush run per family, so the pod never sees a half-applied rule set, and a
+ * restarted agent re-installing never duplicates a rule. Every process the agent starts costs time on a CNI ADD's
+ * path (on a loaded 2-core node a Node fork blocks the main thread about 20 ms, each exec 5-10 ms more), so:
+ *   - the commands go through ambit-spawner (shared/process-runner.ts): its vfork'ed child enters the pod's
+ *     namespace with setns and execs iptables-restore itself: no fork of the agent, no nsenter, no shell;
+ *   - a fresh namespace (the common case) gets each family's rules with no iptables-save first: renderFreshInstall
+ *     refuses a namespace holding anything of ours, and then (only then) the general path reads what is there and
+ *     replaces it; the families run side by side;
+ *   - the policy routing and the sysctl are rtnetlink requests and a file write from the agent (pod-routing.ts).
+ * Removal mirrors it: exactly what this agent installed when it holds the pod, else read-then-remove.
  */
-import { execFile } from 'node:child_process';
 import { access, constants } from 'node:fs/promises';
+import { ProcessRunner } from '../../shared/process-runner.ts';
 import {
-  chooseBackend, INPOD, parseExisting, renderExpectedRemoval, renderFreshInstall, renderInstall, renderRemoval, renderRoutingRemoval,
-  renderRoutingSetup, type InpodRuleOptions, type IpFamily, type IptablesBackend,
+  chooseBackend, parseExisting, podRouting, renderExpectedRemoval, renderFreshInstall, renderInstall, renderRemoval,
+  type InpodRuleOptions, type IpFamily, type IptablesBackend,
 } from './rules.ts';
+import { removePodRouting, setupPodRouting } from './pod-routing.ts';
 import { CaptureError } from './errors.ts';
 
 /**
  * A slow iptables (a busy node, the legacy xtables lock held by another pod's install) must not hang a CNI
- * ADD: the plugin waits 10 s for the whole ADD, which runs three commands, so each gets under a third.
+ * ADD: the plugin waits 10 s for the whole ADD, which runs at most three commands in turn, so each gets under a third.
  */
 const COMMAND_TIMEOUT_MS = 3_000;
 /** Seconds iptables-restore waits for the (node-global, legacy) xtables lock instead of failing at once. */
 const XTABLES_LOCK_WAIT_S = '2';
+/** iptables-save of a pod namespace is a few KiB; a namespace with far more is not one we should parse. */
+const MAX_OUTPUT_BYTES = 16 * 1024 * 1024;
 
 const BINARIES: Record<IpFamily, Record<IptablesBackend, { save: string; restore: string }>> = {
   4: {
@@ -42,27 +46,36 @@ const BINARIES: Record<IpFamily, Record<IptablesBackend, { save: string; restore
   },
 };
 
-interface CommandResult {
-  stdout: string;
-  stderr: string;
+/** The agent's one spawner, started at the first command (its children die with it, and it with the agent). */
+let runner: ProcessRunner | undefined;
+
+/** A command that ran and failed: its exit and stderr, for the CaptureError's message. */
+class CommandFailed extends Error {
+  readonly stderr: string;
+  constructor(message: string, stderr: string) {
+    super(message);
+    this.name = 'CommandFailed';
+    this.stderr = stderr;
+  }
 }
 
-function run(file: string, args: string[], stdin?: string): Promise<CommandResult> {
-  return new Promise((resolve, reject) => {
-    const child = execFile(file, args, { timeout: COMMAND_TIMEOUT_MS, maxBuffer: 16 * 1024 * 1024 }, (error, stdout, stderr) => {
-      if (error) {
-        reject(Object.assign(error, { stderr: String(stderr) }));
-        return;
-      }
-      resolve({ stdout: String(stdout), stderr: String(stderr) });
-    });
-    child.stdin?.on('error', () => { /* the exit status reports it */ });
-    child.stdin?.end(stdin ?? '');
+/** Runs `argv` (inside the namespace at `netns` when given) to a zero exit; its stdout. */
+async function run(argv: string[], netns?: string, stdin?: string): Promise<string> {
+  runner ??= new ProcessRunner();
+  const result = await runner.run({
+    argv,
+    env: process.env,
+    timeoutMs: COMMAND_TIMEOUT_MS,
+    maxOutputBytes: MAX_OUTPUT_BYTES,
+    ...(netns !== undefined ? { netnsPath: netns } : {}),
+    ...(stdin !== undefined ? { input: stdin } : {}),
   });
-}
-
-function inNetns(netns: string, argv: string[], stdin?: string): Promise<CommandResult> {
-  return run('nsenter', [`--net=${netns}`, '--', ...argv], stdin);
+  const stderr = result.stderr.toString('utf8');
+  if (result.timedOut) throw new CommandFailed(`${argv[0]} did not finish within ${COMMAND_TIMEOUT_MS} ms`, stderr);
+  if (result.signal !== null) throw new CommandFailed(`${argv[0]} was killed by ${result.signal}`, stderr);
+  if (result.code !== 0) throw new CommandFailed(`${argv[0]} exited with ${result.code}`, stderr);
+  if (result.stdoutTruncated) throw new CommandFailed(`${argv[0]} printed more than ${MAX_OUTPUT_BYTES} bytes`, stderr);
+  return result.stdout.toString('utf8');
 }
 
 async function ensureNetns(netns: string): Promise<void> {
@@ -74,6 +87,7 @@ async function ensureNetns(netns: string): Promise<void> {
 }
 
 function rulesError(what: string, netns: string, error: unknown): CaptureError {
+  if (error instanceof CaptureError) return error;
   const stderr = String((error as { stderr?: unknown }).stderr ?? '').trim();
   const message = stderr || (error instanceof Error ? error.message : String(error));
   return new CaptureError('RULES_FAILED', `${what} in ${netns} failed: ${message}`, { cause: error });
@@ -84,7 +98,7 @@ export async function saveRules(netns: string, backend: IptablesBackend, family:
   await ensureNetns(netns);
   const { save } = BINARIES[family][backend];
   try {
-    return (await inNetns(netns, [save])).stdout;
+    return await run([save], netns);
   } catch (error) {
     throw rulesError(save, netns, error);
   }
@@ -93,76 +107,45 @@ export async function saveRules(netns: string, backend: IptablesBackend, family:
 async function restore(netns: string, backend: IptablesBackend, family: IpFamily, text: string): Promise<void> {
   const binary = BINARIES[family][backend].restore;
   try {
-    await inNetns(netns, [binary, '--noflush', '--wait', XTABLES_LOCK_WAIT_S], text);
+    await run([binary, '--noflush', '--wait', XTABLES_LOCK_WAIT_S], netns, text);
   } catch (error) {
     throw rulesError(binary, netns, error);
   }
 }
 
-/** Exit status of a fast-path script for "not the simple case here": the caller takes the general path. */
-const FAST_PATH_DECLINED = 75;
-/** Ends the rules text fed to a restore inside a fast-path script (no rule line is ever this word). */
-const HEREDOC_END = 'AMBIT_RULES_END';
+/** Whether `text` went in with one restore per family, all of them (side by side); false when any refused it. */
+async function restoreEach(netns: string, backend: IptablesBackend, families: IpFamily[], text: (family: IpFamily) => string): Promise<boolean> {
+  const results = await Promise.allSettled(families.map((family) => restore(netns, backend, family, text(family))));
+  return results.every((result) => result.status === 'fulfilled');
+}
 
 function familiesOf(options: InpodRuleOptions): IpFamily[] {
   return options.ipv6 ? [4, 6] : [4];
 }
 
-/** Script lines that feed `text` to this family's restore and decline when the restore refuses it. */
-function restoreOrDecline(backend: IptablesBackend, family: IpFamily, text: string): string {
-  const binary = BINARIES[family][backend].restore;
-  return `${binary} --noflush --wait ${XTABLES_LOCK_WAIT_S} <<'${HEREDOC_END}' || exit ${FAST_PATH_DECLINED}\n${text}${HEREDOC_END}\n`;
-}
-
-/** One shell in the namespace for a whole operation; false when it declined or failed (take the general path). */
-async function fastPath(netns: string, script: string): Promise<boolean> {
-  try {
-    await inNetns(netns, ['sh', '-c', script]);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** Fresh install: both families' rules (renderFreshInstall refuses a namespace with anything of ours), then routing. */
-export function freshInstallScript(backend: IptablesBackend, options: InpodRuleOptions): string {
-  const families = familiesOf(options);
-  return families.map((family) => restoreOrDecline(backend, family, renderFreshInstall(options, family))).join('')
-    + renderRoutingSetup(families, options.procSysNet);
-}
-
-/** Removal of exactly what an install with `installed` left, then the routing. */
-export function expectedRemovalScript(backend: IptablesBackend, installed: InpodRuleOptions): string {
-  return familiesOf(installed).map((family) => restoreOrDecline(backend, family, renderExpectedRemoval(installed))).join('')
-    + renderRoutingRemoval();
-}
-
 /**
- * For a pod this agent does not hold: declines when either family's rules name one of our chains (or IPv4's cannot
- * be read), else removes the routing. A node without IPv6 has no ip6tables state, as in the general path.
+ * Installs (or re-installs, replacing) the in-pod rules and their policy routing, for IPv6 too with `ipv6`. The
+ * routing goes first (no process; inert without the rules). When the rules cannot go in (each family's restore is
+ * all or nothing, but one family can fail after the other went in) in a namespace that held nothing of ours, all of it
+ * is taken out again, so a fresh pod whose install failed holds nothing of ours; a re-install that fails keeps what
+ * the earlier install left (the pod stays captured rather than bypassing its rules).
  */
-export function nothingOfOursScript(backend: IptablesBackend): string {
-  const ours = `*${INPOD.preroutingChain}*|*${INPOD.outputChain}*) exit ${FAST_PATH_DECLINED};;`;
-  return [
-    `rules=$(${BINARIES[4][backend].save}) || exit ${FAST_PATH_DECLINED}`,
-    `case "$rules" in ${ours} esac`,
-    `rules=$(${BINARIES[6][backend].save} 2>/dev/null) || rules=''`,
-    `case "$rules" in ${ours} esac`,
-  ].join('\n') + '\n' + renderRoutingRemoval();
-}
-
-/** Installs (or re-installs, replacing) the in-pod rules and their policy routing, for IPv6 too with `ipv6`. */
 export async function installInpodRules(netns: string, backend: IptablesBackend, options: InpodRuleOptions): Promise<void> {
-  if (await fastPath(netns, freshInstallScript(backend, options))) return;
   const families = familiesOf(options);
-  for (const family of families) {
-    const existing = parseExisting(await saveRules(netns, backend, family));
-    await restore(netns, backend, family, renderInstall(options, existing, family));
-  }
+  const routing = podRouting(families, options.procSysNet);
+  const routingCreated = setupPodRouting(netns, routing);
   try {
-    await inNetns(netns, ['sh', '-c', renderRoutingSetup(families, options.procSysNet)]);
+    if (await restoreEach(netns, backend, families, (family) => renderFreshInstall(options, family))) return;
+    // Something of ours is there already (an agent restart, a re-add): read it and replace it.
+    for (const family of families) {
+      const existing = parseExisting(await saveRules(netns, backend, family));
+      await restore(netns, backend, family, renderInstall(options, existing, family));
+    }
   } catch (error) {
-    throw rulesError('policy routing setup', netns, error);
+    // Nothing of ours was there before this call (its routing rule is new): take out whatever of it went in (one
+    // family's rules when the other's failed, the routing). Best effort: the ADD fails either way.
+    if (routingCreated) await removeInpodRules(netns, backend).catch(() => undefined);
+    throw error;
   }
 }
 
@@ -177,21 +160,21 @@ export async function removeInpodRules(netns: string, backend: IptablesBackend, 
   } catch {
     return;
   }
-  if (await fastPath(netns, installed ? expectedRemovalScript(backend, installed) : nothingOfOursScript(backend))) return;
-  for (const family of [4, 6] as const) {
-    let saved: string;
-    try {
-      saved = await saveRules(netns, backend, family);
-    } catch (error) {
-      // A node without IPv6 (ipv6.disable=1) has no ip6tables state: nothing of ours can be there.
-      if (family === 6) continue;
-      throw error;
+  const removedAsInstalled = installed !== undefined
+    && await restoreEach(netns, backend, familiesOf(installed), () => renderExpectedRemoval(installed));
+  if (!removedAsInstalled) {
+    // IPv4's state must be readable; a node without IPv6 (ipv6.disable=1) has none, so nothing of ours is there.
+    const [saved4, saved6] = await Promise.all([
+      saveRules(netns, backend, 4),
+      saveRules(netns, backend, 6).catch(() => ''),
+    ]);
+    for (const [family, saved] of [[4, saved4], [6, saved6]] as const) {
+      const text = renderRemoval(parseExisting(saved));
+      if (text !== '') await restore(netns, backend, family, text);
     }
-    const text = renderRemoval(parseExisting(saved));
-    if (text !== '') await restore(netns, backend, family, text);
   }
   try {
-    await inNetns(netns, ['sh', '-c', renderRoutingRemoval()]);
+    removePodRouting(netns, podRouting([4, 6]));
   } catch (error) {
     throw rulesError('rule removal', netns, error);
   }
@@ -204,7 +187,7 @@ export async function removeInpodRules(netns: string, backend: IptablesBackend, 
 export async function detectIptablesBackend(): Promise<IptablesBackend> {
   const save = async (backend: IptablesBackend): Promise<string | undefined> => {
     try {
-      return (await run(BINARIES[4][backend].save, [])).stdout;
+      return await run([BINARIES[4][backend].save]);
     } catch {
       return undefined;
     }

@@ -3,7 +3,7 @@
  * captured pod's network namespace, rendered as iptables-restore input.
  *
  * Owns: the chains, ports, marks and their order; making a re-install replace instead of duplicate (by
- * reading what a previous agent left); the policy-routing commands that go with the marks; choosing the
+ * reading what a previous agent left); the policy routing that goes with the marks (as data); choosing the
  * iptables backend from what the node already uses. Every function here is pure: no processes, no files.
  * Must not know about: running commands or entering namespaces (iptables.ts applies this text), pods,
  * listeners, HBONE.
@@ -71,8 +71,8 @@ export type IpFamily = 4 | 6;
 
 /** What differs between the families in the rules: the loopback the rules leave alone and TPROXY's any-address. */
 const FAMILY = {
-  4: { loopback: '127.0.0.1/32', any: '0.0.0.0', ip: 'ip', localRoute: '0.0.0.0/0' },
-  6: { loopback: '::1/128', any: '::', ip: 'ip -6', localRoute: '::/0' },
+  4: { loopback: '127.0.0.1/32', any: '0.0.0.0' },
+  6: { loopback: '::1/128', any: '::' },
 } as const;
 
 export type Table = 'mangle' | 'nat';
@@ -290,33 +290,31 @@ export function isInstalled(options: InpodRuleOptions, saveOutput: string): bool
 }
 
 /**
- * Shell script (run inside the pod's namespace) for the policy routing that goes with the marks, and for
- * letting queued connections move between SO_REUSEPORT listeners when an old agent closes its own
- * (tcp_migrate_req), which is what makes an agent restart lose no connection. Idempotent.
+ * The policy routing that goes with the marks, as data (agent/inpod/pod-routing.ts sets it over rtnetlink): per
+ * family, `ip route replace local <any>/0 dev lo table 100` and `ip rule add fwmark 0x111/0xfff pref 32764 lookup
+ * 100`; and the pod's tcp_migrate_req sysctl set to 1, which lets queued connections move between SO_REUSEPORT
+ * listeners when an old agent closes its own (what makes an agent restart lose no connection). One TCP stack serves
+ * both families: the IPv4 sysctl covers IPv6 listeners too. Setting it up twice changes nothing.
  */
-export function renderRoutingSetup(families: readonly IpFamily[] = [4], procSysNet = '/proc/sys/net'): string {
-  const rule = `fwmark ${TPROXY_MARK} pref ${INPOD.rulePriority} lookup ${INPOD.routeTable}`;
-  const lines = ['set -e'];
-  for (const family of families) {
-    const { ip, localRoute } = FAMILY[family];
-    lines.push(
-      `${ip} route replace local ${localRoute} dev lo table ${INPOD.routeTable}`,
-      `${ip} rule show pref ${INPOD.rulePriority} | grep -q 'lookup ${INPOD.routeTable}' || ${ip} rule add ${rule}`,
-    );
-  }
-  // One TCP stack serves both families: the IPv4 sysctl covers IPv6 listeners too.
-  lines.push(`echo 1 > '${procSysNet}/ipv4/tcp_migrate_req'`);
-  return lines.join('\n') + '\n';
+export interface PodRouting {
+  families: IpFamily[];
+  fwmark: number;
+  fwmask: number;
+  table: number;
+  priority: number;
+  /** The sysctl file, opened from inside the pod's namespace. */
+  migrateReqSysctl: string;
 }
 
-/** Shell script that removes the policy routing again, for both families (ignores what is already gone). */
-export function renderRoutingRemoval(): string {
-  return (['ip', 'ip -6'] as const)
-    .flatMap((ip) => [
-      `while ${ip} rule del fwmark ${TPROXY_MARK} pref ${INPOD.rulePriority} lookup ${INPOD.routeTable} 2>/dev/null; do :; done`,
-      `${ip} route flush table ${INPOD.routeTable} 2>/dev/null || true`,
-    ])
-    .join('\n') + '\n';
+export function podRouting(families: readonly IpFamily[] = [4], procSysNet = '/proc/sys/net'): PodRouting {
+  return {
+    families: [...families],
+    fwmark: INPOD.tproxyMark,
+    fwmask: INPOD.tproxyMask,
+    table: INPOD.routeTable,
+    priority: INPOD.rulePriority,
+    migrateReqSysctl: `${procSysNet}/ipv4/tcp_migrate_req`,
+  };
 }
 
 /** Chains Kubernetes creates in the backend it uses; their presence settles the question (as iptables-wrappers). */

@@ -11,6 +11,11 @@
       "cflags": ["-O2", "-Wall", "-Wextra", "-Werror", "-std=gnu11"]
     },
     {
+      "target_name": "ambit_inpod_routing",
+      "sources": ["inpod-routing.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra", "-Werror", "-std=gnu11"]
+    },
+    {
       "target_name": "ambit-cni",
       "type": "executable",
       "sources": ["../../cni/native/forwarder.c"],

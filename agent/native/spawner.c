@@ -254,8 +254,11 @@ struct exec_plan {
   const char *cwd;
   int netns_fd;
   int stdio[3];
+  /* Both volatile themselves (not only what they point to): the child writes them only on paths that end in _exit,
+   * so without it the compiler may assume a returning vfork left them as initialised (gcc -O2 did: the parent read a
+   * NULL step after a failed setns and crashed on it). */
   volatile int failed_errno;
-  volatile const char *failed_step;
+  const char *volatile failed_step;
 };
 
 static __attribute__((noinline)) void child_exec(struct exec_plan *plan) {

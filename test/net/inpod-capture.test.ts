@@ -268,7 +268,7 @@ test('del closes the listeners and removes the rules while the namespace still e
   t.is(hbone, 'ECONNREFUSED', '15008 is closed');
 });
 
-test('del by an agent that never captured the pod removes the rules another agent left (the one-shell check declines)', async (t) => {
+test('del by an agent that never captured the pod removes the rules another agent left (iptables-save shows them)', async (t) => {
   const { topology, pod, manager } = await setUp(t, 'nft', 'tproxy');
   await manager.add(pod);
   const stranger = new CaptureManager({ handler: new SplicingHandler(), backend: 'nft', netnsCheckIntervalMs: 0 });

@@ -1,8 +1,8 @@
 import test from 'ava';
 import { configFromEnv } from '../../agent/config.ts';
 import {
-  chooseBackend, isInstalled, parseExisting, renderExpectedRemoval, renderFreshInstall, renderInstall, renderRemoval, renderRoutingRemoval,
-  renderRoutingSetup, type ExistingRules,
+  chooseBackend, isInstalled, parseExisting, renderExpectedRemoval, renderFreshInstall, renderInstall, renderRemoval, podRouting,
+  type ExistingRules,
 } from '../../agent/inpod/rules.ts';
 
 const none: ExistingRules = { jumps: [], chains: [] };
@@ -134,11 +134,11 @@ test('removal deletes jumps before flushing and deleting chains, and is empty wh
   t.is(renderRemoval({ jumps: [], chains: [] }), '');
 });
 
-test('policy routing sends fwmark 0x111/0xfff to a local table and turns on listener migration', (t) => {
-  const script = renderRoutingSetup();
-  t.regex(script, /ip route replace local 0\.0\.0\.0\/0 dev lo table 100/);
-  t.regex(script, /ip rule add fwmark 0x111\/0xfff pref 32764 lookup 100/);
-  t.regex(script, /tcp_migrate_req/);
+test('policy routing sends fwmark 0x111/0xfff to local table 100 at priority 32764 and turns on listener migration', (t) => {
+  t.deepEqual(podRouting(), {
+    families: [4], fwmark: 0x111, fwmask: 0xfff, table: 100, priority: 32764, migrateReqSysctl: '/proc/sys/net/ipv4/tcp_migrate_req',
+  });
+  t.deepEqual(podRouting([4, 6]).families, [4, 6], 'a dual-stack pod gets both families');
 });
 
 test('backend detection: Kubernetes hint chains first, then the backend with more rules, nf_tables by default', (t) => {
@@ -161,21 +161,9 @@ test('IPv6 rules are the IPv4 ones with ::1 for 127.0.0.1 and :: for 0.0.0.0', (
   t.true(tableOf(renderInstall({ inbound: 'tproxy' }, none, 6), 'mangle').some((line) => /! -d ::1\/128 -p tcp -m mark ! --mark 0x539\/0xfff -j TPROXY --on-port 15006 --on-ip :: /.test(line)));
 });
 
-test('policy routing for a dual-stack pod sets up both families; removal always clears both', (t) => {
-  const setup = renderRoutingSetup([4, 6]).split('\n');
-  t.true(setup.includes('ip route replace local 0.0.0.0/0 dev lo table 100'));
-  t.true(setup.includes('ip -6 route replace local ::/0 dev lo table 100'));
-  t.true(setup.some((line) => line.includes('ip -6 rule add fwmark 0x111/0xfff pref 32764 lookup 100')));
-  t.is(setup.filter((line) => line.includes('tcp_migrate_req')).length, 1);
-  t.false(renderRoutingSetup().includes('ip -6'), 'an IPv4-only pod gets no IPv6 routing');
-  const removal = renderRoutingRemoval();
-  t.true(removal.includes('ip rule del fwmark 0x111/0xfff') && removal.includes('ip -6 rule del fwmark 0x111/0xfff'));
-  t.true(removal.includes('ip -6 route flush table 100'));
-});
-
 test('the pod sysctl is written where AMBIT_PROC_SYS_NET says (a container\'s own /proc/sys is read-only), a path of plain characters only', (t) => {
-  t.true(renderRoutingSetup([4]).includes("echo 1 > '/proc/sys/net/ipv4/tcp_migrate_req'"), 'the default: the kernel\'s own view');
-  t.true(renderRoutingSetup([4], '/host/proc/sys/net').includes("echo 1 > '/host/proc/sys/net/ipv4/tcp_migrate_req'"));
+  t.is(podRouting([4]).migrateReqSysctl, '/proc/sys/net/ipv4/tcp_migrate_req', 'the default: the kernel\'s own view');
+  t.is(podRouting([4], '/host/proc/sys/net').migrateReqSysctl, '/host/proc/sys/net/ipv4/tcp_migrate_req');
   const base = { AMBIT_NODE_NAME: 'n', AMBIT_CLUSTER_DIR: '/c', AMBIT_LOCAL_CA_DIR: '/ca' };
   t.is(configFromEnv(base).procSysNet, '/proc/sys/net');
   t.is(configFromEnv({ ...base, AMBIT_PROC_SYS_NET: '/host/proc/sys/net' }).procSysNet, '/host/proc/sys/net');

@@ -1,4 +1,4 @@
-// ambit-spawner (agent/native/spawner.c) and its Node side (runtime/process-runner.ts), with real processes: output,
+// ambit-spawner (agent/native/spawner.c) and its Node side (shared/process-runner.ts), with real processes: output,
 // exit codes, signals, timeouts, a missing binary, bounded output, many requests at once, a rude peer on its pipe,
 // and its lifetime tied to its parent's.
 import test from 'ava';
@@ -8,7 +8,7 @@ import { mkdtemp, rm, writeFile, chmod } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { run } from '../../runtime/exec.ts';
-import { ProcessRunner, SPAWNER_PATH, encodeRequest } from '../../runtime/process-runner.ts';
+import { ProcessRunner, SPAWNER_PATH, encodeRequest } from '../../shared/process-runner.ts';
 
 const ENV = { PATH: process.env.PATH };
 
@@ -168,7 +168,7 @@ test('a malformed request gets an error answer and the spawner carries on', asyn
 test('the spawner dies with its parent, and takes its running commands with it', async (t) => {
   // A parent Node process that starts a spawner and a long command through it, then is SIGKILLed.
   const script = `
-    import { ProcessRunner } from ${JSON.stringify(path.resolve('runtime/process-runner.ts'))};
+    import { ProcessRunner } from ${JSON.stringify(path.resolve('shared/process-runner.ts'))};
     const runner = new ProcessRunner();
     runner.run({ argv: ['sh', '-c', 'echo $$ >&2; exec sleep 60'], env: process.env }).catch(() => {});
     setTimeout(() => console.log(runner.spawnerPid), 100);

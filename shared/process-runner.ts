@@ -4,6 +4,9 @@
  * for the exec (20-45 ms per command on a busy supervisor). Requests and answers are length-prefixed frames on the
  * spawner's stdin and stdout (the format is in spawner.c's top comment); many are in flight at once, matched by id.
  *
+ * Two programs use it: the local runtime (every CNI plugin call, `ip`, ...) and the agent (the in-pod rules'
+ * iptables-restore, entered into the pod's namespace by the spawner's child before exec: no nsenter, no shell).
+ *
  * Owns: starting the spawner, the wire format's Node side, matching answers to requests, turning answers into
  * results and errors (a missing binary is an error naming it, as Node's spawn says it).
  * Must not know about: namespaces' names, CNI or pods.
@@ -12,7 +15,15 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { constants } from 'node:os';
 import path from 'node:path';
-import { RuntimeError } from './errors.ts';
+
+/** What went wrong running a command through the spawner; `code` is always COMMAND_FAILED (as the runtime's errors). */
+export class ProcessRunnerError extends Error {
+  readonly code = 'COMMAND_FAILED';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'ProcessRunnerError';
+  }
+}
 
 /** Built by the same node-gyp build as ambit-cni (agent/native/binding.gyp). */
 export const SPAWNER_PATH = path.resolve(import.meta.dirname, '..', 'agent', 'native', 'build', 'Release', 'ambit-spawner');
@@ -117,7 +128,7 @@ export class ProcessRunner {
 
   run(request: SpawnRequest): Promise<SpawnResult> {
     const command = request.argv[0] ?? '';
-    if (request.argv.length === 0) return Promise.reject(new RuntimeError('BAD_OPTIONS', 'cannot run an empty command'));
+    if (request.argv.length === 0) return Promise.reject(new ProcessRunnerError('cannot run an empty command'));
     const spawner = this.#start();
     const id = this.#nextId;
     this.#nextId = this.#nextId >= 0xffff_fff0 ? 1 : this.#nextId + 1;
@@ -164,7 +175,7 @@ export class ProcessRunner {
     this.#spawner = undefined;
     const pending = [...this.#pending.values()];
     this.#pending.clear();
-    for (const request of pending) request.reject(new RuntimeError('COMMAND_FAILED', `cannot run ${request.command}: ${why}`));
+    for (const request of pending) request.reject(new ProcessRunnerError(`cannot run ${request.command}: ${why}`));
   }
 
   #onData(chunk: Buffer): void {
@@ -220,9 +231,9 @@ export class ProcessRunner {
       const code = errnoNames.get(value) ?? `errno ${value}`;
       const syscall = detail === 'spawn' ? `spawn ${pending.command}` : `${detail} (starting ${pending.command})`;
       const cause = Object.assign(new Error(`${syscall} ${code}`), { code, errno: -value, syscall: detail });
-      pending.reject(new RuntimeError('COMMAND_FAILED', `cannot run ${pending.command}: ${cause.message}`, { cause }));
+      pending.reject(new ProcessRunnerError(`cannot run ${pending.command}: ${cause.message}`, { cause }));
     } else {
-      pending.reject(new RuntimeError('COMMAND_FAILED', `cannot run ${pending.command}: the spawner refused the request (${detail})`));
+      pending.reject(new ProcessRunnerError(`cannot run ${pending.command}: the spawner refused the request (${detail})`));
     }
   }
 }
