@@ -20,6 +20,7 @@ import { startCniServer, type PodCapture } from './cni-server.ts';
 import { traceRecord, traceStep, withCniTrace, type CniTrace } from './cni-trace.ts';
 import { PodReleases } from './pod-releases.ts';
 import { readNetnsIdentity } from './inpod/capture-manager.ts';
+import { stopInpodCommands } from './inpod/iptables.ts';
 import { CertificateManager } from '../shared/ca/certificate-manager.ts';
 import type { PodInfo } from './inpod/pod-listeners.ts';
 import type { PodRef } from './inpod/capture-manager.ts';
@@ -308,6 +309,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
       certificates.close();
       await new Promise((resolve) => readiness.close(resolve));
       await Promise.all([admin.close(), metricsServer.close()]);
+      await stopInpodCommands();
     },
   };
 }

@@ -146,6 +146,23 @@ export class ProcessRunner {
     spawner.stdin!.end();
   }
 
+  /**
+   * close(), then waits until the spawner has exited and been reaped (SIGKILL after `graceMs`). A program that exits
+   * right after close() leaves the spawner to be reaped by init, and an init that reaps nothing (a container's, this
+   * machine's) keeps it as a zombie for good: the local runtime's teardown test found one per agent.
+   */
+  async stop(graceMs = 2_000): Promise<void> {
+    const spawner = this.#spawner;
+    if (spawner === undefined) return;
+    if (spawner.exitCode !== null || spawner.signalCode !== null) return;
+    const exited = new Promise<void>((resolve) => spawner.once('exit', () => resolve()));
+    spawner.ref();
+    this.close();
+    const timer = setTimeout(() => spawner.kill('SIGKILL'), graceMs);
+    await exited;
+    clearTimeout(timer);
+  }
+
   #start(): ChildProcess {
     if (this.#spawner !== undefined) return this.#spawner;
     // The one fork this module makes: the spawner itself, once.

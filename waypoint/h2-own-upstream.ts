@@ -6,7 +6,8 @@
  * ClientHttp2Stream the waypoint drives (UpstreamH2Stream): 'response' (headers, flags), 'trailers', 'data' while
  * flowing (held while paused or before a reader is attached), 'end', 'close' after them, 'drain', 'wantTrailers'
  * on end, rstCode. What the layer does not do here: 1xx heads are not passed on (the layer drops them).
- * `AMBIT_WAYPOINT_H2_UPSTREAM=node` keeps node:http2 (for A/B runs).
+ * Opt-in: `AMBIT_WAYPOINT_H2_UPSTREAM=own` (node:http2 is the default until a stall of a large answer on a reused
+ * connection is found: see waypoint/main.ts).
  *
  * Owns: the connections per endpoint, their stream counts and idle close; the header conversions both ways.
  * Must not know about: routes, downstream streams, which endpoint to pick (upstream.ts picks; this dials through it).

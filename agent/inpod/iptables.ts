@@ -49,6 +49,11 @@ const BINARIES: Record<IpFamily, Record<IptablesBackend, { save: string; restore
 /** The agent's one spawner, started at the first command (its children die with it, and it with the agent). */
 let runner: ProcessRunner | undefined;
 
+/** Stops the agent's spawner and waits for its exit (at shutdown: so it is reaped here, not left to init). */
+export async function stopInpodCommands(): Promise<void> {
+  await runner?.stop();
+}
+
 /** A command that ran and failed: its exit and stderr, for the CaptureError's message. */
 class CommandFailed extends Error {
   readonly stderr: string;

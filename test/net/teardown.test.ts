@@ -115,7 +115,9 @@ for (const [signal, exitCode] of [['SIGTERM', 143], ['SIGHUP', 129]] as const) {
     t.regex(after, /removed 3 pods, \d+ processes, \d+ network namespaces, \S+ \(CA key included\)/);
 
     t.deepEqual((await listNetns()).filter((name) => name.startsWith(runPrefix)), [], 'no namespace of the run is left');
-    t.deepEqual(processes.filter(({ pid, startTime }) => processStartTime(pid) === startTime), [], 'no process of the run is left');
+    const left = processes.filter(({ pid, startTime }) => processStartTime(pid) === startTime);
+    for (const { pid } of left) t.log(`left: ${pid} ${(await run('ps', ['-o', 'pid,ppid,args', '-p', String(pid)])).stdout}`);
+    t.deepEqual(left, [], 'no process of the run is left');
     t.false(existsSync(caDir), 'the CA key is gone');
     t.false(existsSync(tmpDir), 'the run\'s temp dir is gone');
   });
