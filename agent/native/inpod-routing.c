@@ -22,7 +22,7 @@
  * caller passes rules.ts's numbers), pods, iptables.
  */
 #define _GNU_SOURCE
-#include <node_api.h>
+#include "napi-errors.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -59,23 +59,6 @@ struct request {
   } body;
   char attributes[128];
 };
-
-static napi_value throw_errno(napi_env env, int err, const char *step, const char *detail) {
-  char message[4400];
-  const char *name = strerrorname_np(err);
-  if (name == NULL) name = "EUNKNOWN";
-  snprintf(message, sizeof message, "%s %s%s%s: %s", step, name, detail ? " " : "", detail ? detail : "", strerror(err));
-  napi_value msg, code, error, errno_value, step_value;
-  napi_create_string_utf8(env, message, NAPI_AUTO_LENGTH, &msg);
-  napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &code);
-  napi_create_error(env, code, msg, &error);
-  napi_create_int32(env, -err, &errno_value);
-  napi_set_named_property(env, error, "errno", errno_value);
-  napi_create_string_utf8(env, step, NAPI_AUTO_LENGTH, &step_value);
-  napi_set_named_property(env, error, "syscall", step_value);
-  napi_throw(env, error);
-  return NULL;
-}
 
 /* The thread's own namespace, opened once (as sockets.c): any thread is at home outside in_netns. */
 static int home_netns = -1;

@@ -14,7 +14,7 @@
  * Must not know about: V8, the agent, when to call these (agent/memory/heap-release.ts decides).
  */
 #define _GNU_SOURCE
-#include <node_api.h>
+#include "napi-errors.h"
 #include <errno.h>
 #include <limits.h>
 #include <malloc.h>
@@ -23,25 +23,6 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
-
-#define CHECK_NAPI(env, call)                                   \
-  do {                                                          \
-    if ((call) != napi_ok) {                                    \
-      napi_throw_error((env), "EINTERNAL", "N-API call failed: " #call); \
-      return NULL;                                              \
-    }                                                           \
-  } while (0)
-
-static napi_value throw_errno(napi_env env, int err, const char *syscall) {
-  char message[256];
-  snprintf(message, sizeof message, "%s: %s", syscall, strerror(err));
-  napi_value error, code, msg;
-  napi_create_string_utf8(env, message, NAPI_AUTO_LENGTH, &msg);
-  napi_create_string_utf8(env, strerrorname_np(err) ? strerrorname_np(err) : "EUNKNOWN", NAPI_AUTO_LENGTH, &code);
-  napi_create_error(env, code, msg, &error);
-  napi_throw(env, error);
-  return NULL;
-}
 
 /* trimMalloc() -> true when glibc gave memory back (malloc_trim(0): every arena, top and free pages inside). */
 static napi_value trim_malloc(napi_env env, napi_callback_info info) {
@@ -73,10 +54,10 @@ static napi_value drop_executable_pages(napi_env env, napi_callback_info info) {
   (void)info;
   char exe[PATH_MAX];
   ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-  if (n < 0) return throw_errno(env, errno, "readlink /proc/self/exe");
+  if (n < 0) return throw_errno(env, errno, "readlink /proc/self/exe", NULL);
   exe[n] = '\0';
   FILE *smaps = fopen("/proc/self/smaps", "re");
-  if (!smaps) return throw_errno(env, errno, "open /proc/self/smaps");
+  if (!smaps) return throw_errno(env, errno, "open /proc/self/smaps", NULL);
   char line[PATH_MAX + 256];
   struct mapping current = {0};
   unsigned long dropped_kib = 0;
@@ -103,7 +84,7 @@ static napi_value drop_executable_pages(napi_env env, napi_callback_info info) {
   }
   if (!err) err = drop_mapping(&current, &dropped_kib);
   fclose(smaps);
-  if (err) return throw_errno(env, err, "madvise MADV_DONTNEED");
+  if (err) return throw_errno(env, err, "madvise MADV_DONTNEED", NULL);
   napi_value result;
   CHECK_NAPI(env, napi_create_double(env, (double)dropped_kib, &result));
   return result;

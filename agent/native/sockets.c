@@ -12,7 +12,7 @@
  * new net.Socket({ fd }).
  */
 #define _GNU_SOURCE
-#include <node_api.h>
+#include "napi-errors.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -30,32 +30,6 @@
 #ifndef IP6T_SO_ORIGINAL_DST
 #define IP6T_SO_ORIGINAL_DST 80
 #endif
-
-#define CHECK_NAPI(env, call)                                   \
-  do {                                                          \
-    if ((call) != napi_ok) {                                    \
-      napi_throw_error((env), "EINTERNAL", "N-API call failed: " #call); \
-      return NULL;                                              \
-    }                                                           \
-  } while (0)
-
-static napi_value throw_errno(napi_env env, int err, const char *syscall, const char *detail) {
-  char message[512];
-  const char *name = strerrorname_np(err);
-  if (name == NULL) name = "EUNKNOWN";
-  snprintf(message, sizeof message, "%s %s%s%s: %s", syscall, name,
-           detail ? " " : "", detail ? detail : "", strerror(err));
-  napi_value msg, code, error, errno_value, syscall_value;
-  napi_create_string_utf8(env, message, NAPI_AUTO_LENGTH, &msg);
-  napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &code);
-  napi_create_error(env, code, msg, &error);
-  napi_create_int32(env, -err, &errno_value);
-  napi_set_named_property(env, error, "errno", errno_value);
-  napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &syscall_value);
-  napi_set_named_property(env, error, "syscall", syscall_value);
-  napi_throw(env, error);
-  return NULL;
-}
 
 /* Reads an optional property; returns 1 when present and not undefined/null. */
 static int get_prop(napi_env env, napi_value obj, const char *name, napi_value *out) {
