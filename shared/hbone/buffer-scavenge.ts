@@ -13,8 +13,7 @@
  * Owns: the count of bytes relayed per thread in per-read buffers and when to ask for a scavenge.
  * Must not know about: streams, sockets, what the bytes are.
  */
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
+import { exposedGc, type GcFunction } from '../memory/v8-gc.ts';
 
 /**
  * 32 MiB: under V8's external-memory trigger (64 MiB of growth), so the trigger is not reached between two
@@ -23,20 +22,15 @@ import { runInNewContext } from 'node:vm';
  */
 export const BYTES_PER_SCAVENGE = 32 * 1024 * 1024;
 
-type MinorGc = (options: { type: 'minor'; execution: 'sync' }) => void;
-
 let relayedSinceScavenge = 0;
 let scavengeQueued = false;
-let minorGc: MinorGc | null | undefined;
+let minorGc: GcFunction | null | undefined;
 let scavenges = 0;
 
-/** V8's gc() for this isolate, exposed at run time (the `--expose-gc` flag only adds the function); null if refused. */
-function loadMinorGc(): MinorGc | null {
-  const exposed = (globalThis as { gc?: unknown }).gc;
-  if (typeof exposed === 'function') return exposed as MinorGc;
+/** This isolate's gc(), or null if V8 refused to expose it (the scavenge is then skipped). */
+function loadMinorGc(): GcFunction | null {
   try {
-    setFlagsFromString('--expose-gc');
-    return runInNewContext('gc') as MinorGc;
+    return exposedGc();
   } catch {
     return null;
   }

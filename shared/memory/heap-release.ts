@@ -33,10 +33,9 @@
  * ...), which program it runs in, how native memory is released (the caller hands that in).
  */
 import { readFileSync } from 'node:fs';
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import { performance, type EventLoopUtilization } from 'node:perf_hooks';
 import { onMemoryFreed } from './release-hint.ts';
+import { exposedGc } from './v8-gc.ts';
 
 /** The process-wide native releases a program can offer (the agent's addon: shared/memory/native-memory.ts). */
 export interface NativeRelease {
@@ -73,9 +72,6 @@ export const QUIET_UTILIZATION = 0.05;
  * kept 35 MiB of the binary's start-up pages.
  */
 export const NATIVE_QUIET_UTILIZATION = 0.5;
-
-interface GcOptions { type: 'major'; execution: 'sync' | 'async'; flavor: 'last-resort' }
-type GcFunction = (options: GcOptions) => Promise<void> | undefined;
 
 export interface HeapReleaseStats {
   /** Memory-reducing GCs run so far. */
@@ -137,19 +133,11 @@ export function anonymousRss(): number {
   return kib ? Number(kib[1]) * 1024 : process.memoryUsage.rss();
 }
 
-/** V8's gc() for this isolate, exposed without `--expose-gc` on the command line (the flag only adds the function). */
-function memoryReducingGc(): GcFunction {
-  const exposed = (globalThis as { gc?: unknown }).gc;
-  if (typeof exposed === 'function') return exposed as GcFunction;
-  setFlagsFromString('--expose-gc');
-  return runInNewContext('gc') as GcFunction;
-}
-
 export function startHeapRelease(options: HeapReleaseOptions = {}): HeapRelease {
   const intervalMs = options.intervalMs ?? CHECK_INTERVAL_MS;
   const growthBytes = options.growthBytes ?? GROWTH_BYTES;
   const quietUtilization = options.quietUtilization ?? QUIET_UTILIZATION;
-  const gc = memoryReducingGc();
+  const gc = exposedGc();
   const nativeGrowthBytes = options.nativeGrowthBytes ?? NATIVE_GROWTH_BYTES;
   const stats: HeapReleaseStats = { releases: 0, heapAfterLastRelease: 0, hintedReleases: 0, lastGcMs: 0, nativeReleases: 0, anonymousAfterLastNativeRelease: 0, executableKibDropped: 0 };
   let lastUtilization: EventLoopUtilization = performance.eventLoopUtilization();
