@@ -2,6 +2,7 @@
  * The agent's admin endpoint, on localhost only (it reveals the node's whole mesh view):
  *   GET  /config_dump          workloads, services, policies, captured pods, certificates (never keys), config
  *   GET  /logging              the current log level;  GET|POST /logging?level=debug  changes it at runtime
+ *   GET  /memory               RSS and heap, the heap release's counters, how the splices read their sockets
  *   GET  /healthz              200 while the agent runs
  *   GET  /authz/check?source=ns/pod&destination=ns/pod|svc/ns/name|VIP&port=N   would this agent allow it, and why
  * `ambitctl workloads | certs | config-dump | authz check` read it.
@@ -50,8 +51,19 @@ export interface AdminSources {
   authzCheck?: (query: AuthzQuery) => AnyAuthzCheckResult;
   /** The heap release's counters (shared/memory/heap-release.ts), shown by /memory: GCs, native releases, pages dropped. */
   heapRelease?: () => HeapReleaseStats | undefined;
+  /**
+   * How the splices on the main thread read their TCP sockets (shared/hbone/pooled-reads.ts): sockets switched to
+   * pooled buffers, sockets this Node left on plain reads, scavenges run for per-read buffers; shown by /memory.
+   */
+  spliceReads?: () => SpliceReadsView;
   /** The logger whose level /logging reads and changes (pino: setting `level` takes effect at once). */
   log: { level: string };
+}
+
+export interface SpliceReadsView {
+  pooledSockets: number;
+  unsupportedSockets: number;
+  scavenges: number;
 }
 
 export interface CertificateView {
@@ -167,7 +179,7 @@ export function createAdminServer(sources: AdminSources): http.Server {
         sendJson(response, 200, configDump(sources));
         return;
       case '/memory':
-        sendJson(response, 200, { ...memoryReport(), heapRelease: sources.heapRelease?.() });
+        sendJson(response, 200, { ...memoryReport(), heapRelease: sources.heapRelease?.(), spliceReads: sources.spliceReads?.() });
         return;
       case '/logging': {
         const level = url.searchParams.get('level');

@@ -40,6 +40,7 @@ import { startMetricsServer } from './telemetry/metrics-server.ts';
 import { startHeapRelease } from '../shared/memory/heap-release.ts';
 import { nativeMemory } from '../shared/memory/native-memory.ts';
 import { batchedStdout } from './telemetry/log-destination.ts';
+import { pooledReadStats, readBufferScavenges } from '../shared/hbone/index.ts';
 
 export interface RunningAgent {
   readonly config: AgentConfig;
@@ -269,6 +270,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     certificates: () => certificates.store.all(),
     config,
     heapRelease: () => heapRelease.stats,
+    spliceReads: () => ({ ...pooledReadStats(), scavenges: readBufferScavenges() }),
     // The log level switch reaches the proxy workers too.
     log: {
       get level() {

@@ -184,6 +184,14 @@ export async function startPodStunnelPair(
 }
 
 /** Sets a node agent's log level through its admin endpoint (127.0.0.1:15000 in the node's namespace). */
+/** GET `path` on a node's agent admin endpoint (127.0.0.1:15000 in the node's namespace) and returns its JSON. */
+export async function agentAdminJson(mesh: LocalMesh, nodeIndex: number, path: string): Promise<unknown> {
+  const script = `fetch('http://127.0.0.1:15000${path}').then(async (r) => { const text = await r.text(); if (!r.ok) throw new Error(text); process.stdout.write(text); })`;
+  const result = await mesh.cluster.node(nodeIndex).exec(process.execPath, ['-e', script]);
+  if (result.code !== 0) throw new Error(`GET ${path} on node ${nodeIndex + 1}'s agent: ${result.stderr.trim()}`);
+  return JSON.parse(result.stdout) as unknown;
+}
+
 export async function setAgentLogLevel(mesh: LocalMesh, nodeIndex: number, level: string): Promise<void> {
   const script = `fetch('http://127.0.0.1:15000/logging?level=${level}', { method: 'POST' }).then(async (r) => { if (!r.ok) throw new Error(await r.text()); })`;
   const result = await mesh.cluster.node(nodeIndex).exec(process.execPath, ['-e', script]);

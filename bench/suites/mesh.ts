@@ -13,7 +13,7 @@
  * Must not know about: how the agent works inside.
  */
 import { type CpuByRole, CpuMeter, processResidentMemory, processRssBytes, type ResidentMemory } from '../lib/cpu.ts';
-import { APP_PORT, buildMeshTopology, inPod, setAgentLogLevel, startPodStunnelPair, startTarget, type MeshTopology } from '../lib/mesh-cluster.ts';
+import { agentAdminJson, APP_PORT, buildMeshTopology, inPod, setAgentLogLevel, startPodStunnelPair, startTarget, type MeshTopology } from '../lib/mesh-cluster.ts';
 import { formatNumber, formatRatio, goalMark } from '../lib/report.ts';
 import { median, type LatencySummary } from '../lib/stats.ts';
 import type { Goal, Suite, SuiteContext, SuiteResult } from '../lib/suite.ts';
@@ -167,7 +167,18 @@ export interface PathFigures {
   /** Right after the last connection-rate run, and `afterStormSeconds` later. */
   stormMemory?: RelayMemory;
   afterStormMemory?: RelayMemory;
+  /**
+   * Each agent's splice reads after the warm-up (its admin /memory): sockets read into pooled buffers and sockets
+   * its Node left on plain reads. A Node without the private slots pooled reads use falls back silently; this says so.
+   */
+  spliceReads?: { client?: SpliceReads; server?: SpliceReads };
   errors: string[];
+}
+
+interface SpliceReads {
+  pooledSockets: number;
+  unsupportedSockets: number;
+  scavenges: number;
 }
 
 interface RelayMemory {
@@ -362,6 +373,21 @@ async function measure(context: SuiteContext, sizes: Sizes, topology: MeshTopolo
       await throughput(path, sizes.warmupBytes);
       await requests(path, sizes.warmupSeconds);
       await connects(path, sizes.connectRates[0]!, sizes.warmupSeconds);
+    });
+  }
+  // The agents' splices must read into pooled buffers (a Node upgrade could leave them on plain reads unnoticed).
+  for (const path of paths.filter((candidate) => candidate.key === 'mesh' || candidate.key === 'mesh2')) {
+    await attempt(path, 'reading the agents\' splice-read counters', async () => {
+      const read = async (nodeIndex: number): Promise<SpliceReads> =>
+        ((await agentAdminJson(topology.mesh, nodeIndex, '/memory')) as { spliceReads?: SpliceReads }).spliceReads ?? { pooledSockets: 0, unsupportedSockets: 0, scavenges: 0 };
+      const spliceReads = { client: await read(0), server: await read(1) };
+      figures[path.key].spliceReads = spliceReads;
+      for (const [role, counts] of Object.entries(spliceReads)) {
+        const verdict = counts.pooledSockets > 0 && counts.unsupportedSockets === 0 ? 'pooled reads on' : 'POOLED READS OFF: plain reads, every read allocates';
+        const line = `${PATH_LABELS[path.key]}, ${role} agent: ${verdict} (after the warm-up: ${counts.pooledSockets} sockets pooled, ${counts.unsupportedSockets} left on plain reads by this Node)`;
+        context.log(line);
+        if (verdict !== 'pooled reads on') figures[path.key].errors.push(line);
+      }
     });
   }
   // Background cost: every relay at once, nothing offered.
@@ -591,6 +617,11 @@ export function buildResult(sizes: Sizes, given: Partial<Record<PathKey, PathFig
   if (idle.mesh !== undefined || idle.stunnel !== undefined) {
     rows.splice(rows.length - 2, 0, numeric('CPU with no load, one end (mean of both) (ms per s)', idle, { noRelay: true }));
   }
+  rows.push(text('splice reads after the warm-up, client / server agent: sockets read into pooled buffers (left on plain reads)', (f) => {
+    if (f === figures.direct || f === figures.stunnel) return '—';
+    const cell = (counts: SpliceReads | undefined): string => (counts ? `${counts.pooledSockets} (${counts.unsupportedSockets})` : '—');
+    return f.spliceReads ? `${cell(f.spliceReads.client)} / ${cell(f.spliceReads.server)}` : '—';
+  }));
   const idleRss = pick((f) => mib(f.idleMemory?.client?.rss));
   const stormRss = (role: 'client' | 'server'): Values => pick((f) => mib(f.stormMemory?.[role]?.rss));
   const afterStormRss = (role: 'client' | 'server'): Values => pick((f) => mib(f.afterStormMemory?.[role]?.rss));

@@ -53,7 +53,7 @@ export function relayedInReadBuffers(bytes: number): void {
   setImmediate(scavenge);
 }
 
-/** Scavenges asked for so far on this thread (tests). */
+/** Scavenges asked for so far on this thread (tests, and the agent's admin view of its splices' reads). */
 export function readBufferScavenges(): number {
   return scavenges;
 }

@@ -45,6 +45,23 @@ function giveBack(buffer: Buffer): void {
   }
 }
 
+/**
+ * Sockets this thread switched to pooled reads, and sockets it could not switch because this Node lacks the slots
+ * (plain reads instead: correct, but every read allocates again). The agent's admin endpoint shows them (/memory),
+ * and the mesh suite reads them, so a Node upgrade that removed the slots does not go unnoticed.
+ */
+export interface PooledReadStats {
+  pooledSockets: number;
+  unsupportedSockets: number;
+}
+
+const stats: PooledReadStats = { pooledSockets: 0, unsupportedSockets: 0 };
+
+/** This thread's counts of sockets switched to pooled reads, and of sockets left on plain reads by this Node. */
+export function pooledReadStats(): PooledReadStats {
+  return { ...stats };
+}
+
 /** How many free buffers this thread holds (tests). */
 export function pooledReadBuffers(): { large: number; small: number } {
   return { large: freeLarge.length, small: freeSmall.length };
@@ -91,7 +108,11 @@ export class PooledReader {
     if (socket.destroyed || socket.connecting) return undefined;
     const handle = (socket as unknown as { _handle?: UserBufferHandle | null })._handle;
     const found = userBufferSlots(socket);
-    if (!found || typeof handle?.useUserBuffer !== 'function') return undefined;
+    if (!found || typeof handle?.useUserBuffer !== 'function') {
+      // No handle at all is a socket closing under us, not this Node's doing: only a handle without the method counts.
+      if (!found || handle) stats.unsupportedSockets++;
+      return undefined;
+    }
     const reader = new PooledReader(sink);
     const first = takeBuffer(false);
     const target = socket as unknown as Record<symbol, unknown>;
@@ -99,6 +120,7 @@ export class PooledReader {
     target[found.callback] = reader.#onRead;
     target[found.generator] = reader.#nextBuffer;
     handle.useUserBuffer(first);
+    stats.pooledSockets++;
     return reader;
   }
 

@@ -17,6 +17,7 @@ import path from 'node:path';
 import { createLocalMesh, type LocalMesh } from '../../runtime/local-mesh.ts';
 import { runClient, startEchoServer, type Pod } from '../../runtime/index.ts';
 import { spiffeId } from '../../shared/identity/index.ts';
+import { hboneImplementation } from '../../shared/hbone/config.ts';
 
 const ENROLLED = { 'istio.io/dataplane-mode': 'ambient' };
 const APP_PORT = 8080;
@@ -104,6 +105,22 @@ test.serial('an enrolled client reaches an enrolled server on another node throu
   t.true(inbound.every((entry) => entry.mtls === true && entry.src.principal === 'spiffe://cluster.local/ns/shop/sa/client'));
   const outbound = (await accessLog(0)).filter((entry) => entry.direction === 'outbound' && entry.dst.address === `${server.ip}:${APP_PORT}`);
   t.true(outbound.length >= 5 && outbound.every((entry) => entry.mtls === true));
+});
+
+test.serial('both agents\' splices read the tunnel\'s TCP sockets into pooled buffers (admin /memory), none left on plain reads', async (t) => {
+  // After the tunnels above: node 1's splice reads the client's socket, node 2's the server application's.
+  const result = await runClient(client, { host: server.ip, port: APP_PORT, count: 2, size: 1024 });
+  t.true(result.ok, result.errors.join('; '));
+  for (const index of [0, 1]) {
+    const script = "fetch('http://127.0.0.1:15000/memory').then((r) => r.text()).then((text) => process.stdout.write(text))";
+    const report = JSON.parse((await mesh.cluster.node(index).exec(process.execPath, ['-e', script])).stdout) as {
+      spliceReads?: { pooledSockets: number; unsupportedSockets: number; scavenges: number };
+    };
+    t.truthy(report.spliceReads, `node ${index + 1}'s agent shows its splice reads`);
+    // The own HTTP/2 layer's splice (AMBIT_HBONE_IMPL=own) reads its TCP sockets the plain way.
+    if (hboneImplementation() === 'node') t.true(report.spliceReads!.pooledSockets >= 2, `node ${index + 1}: ${JSON.stringify(report.spliceReads)}`);
+    t.is(report.spliceReads!.unsupportedSockets, 0);
+  }
 });
 
 test.serial('the server application sees the client pod as the source address', async (t) => {
