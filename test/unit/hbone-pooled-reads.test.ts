@@ -2,7 +2,7 @@ import test from 'ava';
 import { createHash, randomFillSync } from 'node:crypto';
 import { once } from 'node:events';
 import type net from 'node:net';
-import { pooledReadBuffers } from '../../shared/hbone/pooled-reads.ts';
+import { pooledReadBuffers, pooledReadStats } from '../../shared/hbone/pooled-reads.ts';
 import { readBufferScavenges } from '../../shared/hbone/buffer-scavenge.ts';
 import { hboneImplementation } from '../../shared/hbone/config.ts';
 import { socketPair, startPair, startTarget } from '../helpers/hbone.ts';
@@ -66,6 +66,7 @@ test('tunnels backed up at both ends carry every byte intact while the splices r
     socket.pipe(socket);
   });
   const pair = await startPair();
+  const statsBefore = pooledReadStats();
   const sockets = await Promise.all(Array.from({ length: STREAMS }, () => socketPair()));
   t.teardown(async () => {
     for (const pairOfSockets of sockets) pairOfSockets.close();
@@ -90,5 +91,9 @@ test('tunnels backed up at both ends carry every byte intact while the splices r
   if (hboneImplementation() === 'node') {
     // The splices did read into pooled buffers (else this test proves nothing about them): some came back to the pool.
     t.true(pooledReadBuffers().large > 0, 'large read buffers returned to the pool');
+    // Both splices of each tunnel (client side: the application's socket; server side: the target's) say so.
+    const stats = pooledReadStats();
+    t.true(stats.pooledSockets - statsBefore.pooledSockets >= 2 * STREAMS, `sockets switched to pooled reads: ${JSON.stringify(stats)}`);
+    t.is(stats.unsupportedSockets, statsBefore.unsupportedSockets, 'no socket left on plain reads');
   }
 });
