@@ -618,7 +618,8 @@ export function buildResult(sizes: Sizes, given: Partial<Record<PathKey, PathFig
     rows.splice(rows.length - 2, 0, numeric('CPU with no load, one end (mean of both) (ms per s)', idle, { noRelay: true }));
   }
   rows.push(text('splice reads after the warm-up, client / server agent: sockets read into pooled buffers (left on plain reads)', (f) => {
-    if (f === figures.direct || f === figures.stunnel) return '—';
+    if (f === figures.direct) return 'no relay';
+    if (f === figures.stunnel) return '—';
     const cell = (counts: SpliceReads | undefined): string => (counts ? `${counts.pooledSockets} (${counts.unsupportedSockets})` : '—');
     return f.spliceReads ? `${cell(f.spliceReads.client)} / ${cell(f.spliceReads.server)}` : '—';
   }));
