@@ -414,7 +414,9 @@ export class HttpProxy {
     };
     exchange.source = current;
     exchange.sendHead(responseHeadText(status, responseHeaders, framing));
+    // The body bytes that came with the head go out in the head's write; a body still to come does not hold it.
     current.relayBody(exchange);
+    exchange.flushHead();
   }
 
   /** The lean path's own error response (the body says why); after a relayed head, a cut. */

@@ -67,6 +67,12 @@ type Protocol = (typeof PROTOCOLS)[number];
 const ONLY_PROTOCOL = PROTOCOLS.find((protocol) => protocol === process.env.AMBIT_BENCH_WAYPOINT_ONLY);
 /** AMBIT_BENCH_WAYPOINT_ONLY=rates: the rate climb alone, at full size even with --quick (A/B runs of the climb). */
 const RATES_ONLY = process.env.AMBIT_BENCH_WAYPOINT_ONLY === 'rates';
+/**
+ * With AMBIT_BENCH_WAYPOINT_ONLY=rates, AMBIT_BENCH_WAYPOINT_RATE_PATHS ('mesh,haproxy,stunnel') runs each rate step
+ * through those paths too, right after the waypoint's (same rate, connections and duration): which hop owns a
+ * latency that grows as the rate falls shows as the same growth on the paths without that hop.
+ */
+const RATE_COMPARE_PATHS = RATES_ONLY ? (process.env.AMBIT_BENCH_WAYPOINT_RATE_PATHS ?? '').split(',').filter((name): name is 'mesh' | 'stunnel' | 'haproxy' => name === 'mesh' || name === 'stunnel' || name === 'haproxy') : [];
 const PROTOCOL_LABELS: Record<Protocol, string> = { http1: 'HTTP/1.1', 'grpc-unary': 'gRPC unary' };
 
 const APP_PORT = 8080;
@@ -107,6 +113,14 @@ interface LoadResult extends LatencySummary {
   errors: Record<string, number>;
 }
 
+/** One rate step: through the waypoint, or (`path`) through a comparison path (RATE_COMPARE_PATHS). */
+interface RateStep {
+  rate: number;
+  path?: PathName;
+  result?: LoadResult;
+  error?: string;
+}
+
 interface PathRun extends LoadResult {
   /** CPU seconds of the L7 hop (waypoint or haproxy) during the run. */
   hopCpu?: number;
@@ -143,7 +157,7 @@ async function run(outer: SuiteContext): Promise<SuiteResult> {
   const runs: Record<Protocol, Record<PathName, PathRun[]>> = { http1: { mesh: [], waypoint: [], policy: [], stunnel: [], haproxy: [] }, 'grpc-unary': { mesh: [], waypoint: [], policy: [], stunnel: [], haproxy: [] } };
   const policyChecks: string[] = [];
   const errors: string[] = [];
-  const rateSteps: { rate: number; result?: LoadResult; error?: string }[] = [];
+  const rateSteps: RateStep[] = [];
   let split: LoadResult | undefined;
   const memory: WaypointMemoryReadings = {};
   let mesh: LocalMesh | undefined;
@@ -237,6 +251,16 @@ async function run(outer: SuiteContext): Promise<SuiteResult> {
           const releases = await Promise.all([0, 1].map((node) => agentHeapRelease(mesh!, node)));
           const waypointNow = await waypointMemory(topology.waypoint, topology.waypointPid);
           context.log(`waypoint at ${rate}/s (try ${attempt}): achieved ${formatNumber(result.requestsPerSecond)}/s, p50 ${formatNumber(result.p50)} µs, p99 ${formatNumber(result.p99)} µs, failed ${result.failed}; agents' minor faults ${faults.join(' / ')}, native releases ${releases.map((r) => r?.nativeReleases ?? '?').join(' / ')}, GCs ${releases.map((r) => (r ? `${r.releases} (last ${formatNumber(r.lastGcMs)} ms)` : '?')).join(' / ')}; waypoint GCs ${waypointNow?.heapReleases ?? '?'} (last ${formatNumber(waypointNow?.lastGcMs)} ms), native releases ${waypointNow?.nativeReleases ?? '?'}`);
+          for (const name of RATE_COMPARE_PATHS) {
+            const target = entries.http1[name]!;
+            try {
+              const compared = await load(target.pod, `${LABELS[name]} at ${rate}/s`, ['--host', target.host, '--port', String(target.port), '--rate', String(rate), '--duration', String(sizes.rateSeconds), '--connections', '64', '--size', '1024']);
+              rateSteps.push({ rate, path: name, result: compared });
+              context.log(`${LABELS[name]} at ${rate}/s: achieved ${formatNumber(compared.requestsPerSecond)}/s, p50 ${formatNumber(compared.p50)} µs, p99 ${formatNumber(compared.p99)} µs, failed ${compared.failed}`);
+            } catch (error) {
+              rateSteps.push({ rate, path: name, error: (error as Error).message.split('\n')[0] });
+            }
+          }
           if (fixedRates || sustains(rate, result)) continue climb;
         } catch (error) {
           rateSteps.push({ rate, error: (error as Error).message.split('\n')[0] });
@@ -570,13 +594,13 @@ function policyNote(runs: Record<PathName, PathRun[]>, goal: Goal): string {
   return `${POLICY_COUNT.toLocaleString('en-US')} L7 policies + JWT: ${answered} of ${sent} measured requests answered 200; waypoint CPU per request ÷ without, per round: ${perRound.join(', ')}; medians ${goalMark(goal)}`;
 }
 
-function buildResult(sizes: Sizes, runs: Record<Protocol, Record<PathName, PathRun[]>>, rateSteps: { rate: number; result?: LoadResult; error?: string }[], split: LoadResult | undefined, memory: WaypointMemoryReadings, errors: string[], policyChecks: string[]): SuiteResult {
+function buildResult(sizes: Sizes, runs: Record<Protocol, Record<PathName, PathRun[]>>, rateSteps: RateStep[], split: LoadResult | undefined, memory: WaypointMemoryReadings, errors: string[], policyChecks: string[]): SuiteResult {
   const perProtocol = PROTOCOLS.map((protocol) => protocolResult(protocol, sizes, runs[protocol], errors, policyChecks));
   const rssBytes = memory.afterRun?.rss;
   const rssMb = rssBytes === undefined ? undefined : rssBytes / 1024 / 1024;
   const laterMb = memory.later === undefined ? undefined : memory.later.rss / 1024 / 1024;
   // Each rate's best try: a step holds when one of its (at most two) tries held.
-  const sustained = rateSteps.filter((step) => step.result && sustains(step.rate, step.result)).map((step) => step.rate);
+  const sustained = rateSteps.filter((step) => step.path === undefined && step.result && sustains(step.rate, step.result)).map((step) => step.rate);
   const total = split ? Object.values(split.backends).reduce((sum, count) => sum + count, 0) : 0;
   const v2Share = split && total > 0 ? ((split.backends.v2 ?? 0) / total) * 100 : undefined;
   const splitOff = v2Share === undefined ? undefined : Math.abs(v2Share - 10);
@@ -596,8 +620,11 @@ function buildResult(sizes: Sizes, runs: Record<Protocol, Record<PathName, PathR
       ...tables,
       {
         title: 'One waypoint (one thread), HTTP/1.1, open loop over 64 connections: highest rate with p99 < 10 ms',
-        columns: ['offered/s', 'achieved/s', 'p50 (µs)', 'p99 (µs)', 'failed'],
-        rows: rateSteps.map((step) => (step.result ? [String(step.rate), formatNumber(step.result.requestsPerSecond), formatNumber(step.result.p50), formatNumber(step.result.p99), String(step.result.failed)] : [String(step.rate), step.error ?? 'failed', '', '', ''])),
+        columns: ['offered/s', 'path', 'achieved/s', 'p50 (µs)', 'p99 (µs)', 'failed'],
+        rows: rateSteps.map((step) => {
+          const path = LABELS[step.path ?? 'waypoint'];
+          return step.result ? [String(step.rate), path, formatNumber(step.result.requestsPerSecond), formatNumber(step.result.p50), formatNumber(step.result.p99), String(step.result.failed)] : [String(step.rate), path, step.error ?? 'failed', '', '', ''];
+        }),
         notes: [`highest rate sustained with p99 < 10 ms: ${sustained.length ? `${Math.max(...sustained)}/s` : 'none of the rates tried'} (steps: ${sizes.rates.join(', ')}, each ${sizes.rateSeconds} s, a step that breaks is tried once more; the load tool shares the 2 cores)`],
       },
       {
