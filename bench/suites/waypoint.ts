@@ -72,7 +72,13 @@ const RATES_ONLY = process.env.AMBIT_BENCH_WAYPOINT_ONLY === 'rates';
  * through those paths too, right after the waypoint's (same rate, connections and duration): which hop owns a
  * latency that grows as the rate falls shows as the same growth on the paths without that hop.
  */
-const RATE_COMPARE_PATHS = RATES_ONLY ? (process.env.AMBIT_BENCH_WAYPOINT_RATE_PATHS ?? '').split(',').filter((name): name is 'mesh' | 'stunnel' | 'haproxy' => name === 'mesh' || name === 'stunnel' || name === 'haproxy') : [];
+const RATE_COMPARE_PATHS = RATES_ONLY ? (process.env.AMBIT_BENCH_WAYPOINT_RATE_PATHS ?? '').split(',').filter((name): name is RatePathName => name === 'mesh' || name === 'stunnel' || name === 'haproxy' || name === 'loopback') : [];
+/**
+ * The machine's own round trip at a low and a high rate (bench/tools/loopback-ping.ts: two Node processes, loopback
+ * TCP, no mesh), measured before the climb and shown under it: on this machine a process that sleeps between
+ * messages wakes slower, so every path's latency grows as the rate falls, hop after hop.
+ */
+const LOOPBACK_REFERENCE_RATES = [100, 1000];
 const PROTOCOL_LABELS: Record<Protocol, string> = { http1: 'HTTP/1.1', 'grpc-unary': 'gRPC unary' };
 
 const APP_PORT = 8080;
@@ -113,10 +119,14 @@ interface LoadResult extends LatencySummary {
   errors: Record<string, number>;
 }
 
+/** A comparison path of the climb: one of the table's, or the machine's bare loopback round trip. */
+type RatePathName = 'mesh' | 'stunnel' | 'haproxy' | 'loopback';
+const RATE_PATH_LABELS: Record<RatePathName | 'waypoint', string> = { ...LABELS, loopback: 'loopback round trip, two processes (no mesh)' };
+
 /** One rate step: through the waypoint, or (`path`) through a comparison path (RATE_COMPARE_PATHS). */
 interface RateStep {
   rate: number;
-  path?: PathName;
+  path?: RatePathName;
   result?: LoadResult;
   error?: string;
 }
@@ -158,6 +168,7 @@ async function run(outer: SuiteContext): Promise<SuiteResult> {
   const policyChecks: string[] = [];
   const errors: string[] = [];
   const rateSteps: RateStep[] = [];
+  const loopbackReference: RateStep[] = [];
   let split: LoadResult | undefined;
   const memory: WaypointMemoryReadings = {};
   let mesh: LocalMesh | undefined;
@@ -239,6 +250,19 @@ async function run(outer: SuiteContext): Promise<SuiteResult> {
     // With AMBIT_BENCH_WAYPOINT_ONLY=rates, AMBIT_BENCH_WAYPOINT_RATES ('100,200,100') runs those steps once each,
     // whatever they show.
     const fixedRates = RATES_ONLY && process.env.AMBIT_BENCH_WAYPOINT_RATES ? process.env.AMBIT_BENCH_WAYPOINT_RATES.split(',').map(Number) : undefined;
+    // The loopback round trip in the client pod: the machine's part of every path's latency at that rate.
+    const loopbackPing = (rate: number, seconds: number): Promise<LoadResult> => load(topology.client, `loopback round trip at ${rate}/s`, ['--rate', String(rate), '--duration', String(seconds)], 'loopback-ping.ts');
+    if (!ONLY_PROTOCOL && !RATES_ONLY) {
+      for (const rate of LOOPBACK_REFERENCE_RATES) {
+        try {
+          const reference = await loopbackPing(rate, sizes.rateSeconds);
+          loopbackReference.push({ rate, path: 'loopback', result: reference });
+          context.log(`loopback round trip at ${rate}/s: p50 ${formatNumber(reference.p50)} µs, p99 ${formatNumber(reference.p99)} µs`);
+        } catch (error) {
+          loopbackReference.push({ rate, path: 'loopback', error: (error as Error).message.split('\n')[0] });
+        }
+      }
+    }
     climb: for (const rate of ONLY_PROTOCOL ? [] : (fixedRates ?? sizes.rates)) {
       for (let attempt = 1; attempt <= (fixedRates ? 1 : 2); attempt++) {
         try {
@@ -252,11 +276,10 @@ async function run(outer: SuiteContext): Promise<SuiteResult> {
           const waypointNow = await waypointMemory(topology.waypoint, topology.waypointPid);
           context.log(`waypoint at ${rate}/s (try ${attempt}): achieved ${formatNumber(result.requestsPerSecond)}/s, p50 ${formatNumber(result.p50)} µs, p99 ${formatNumber(result.p99)} µs, failed ${result.failed}; agents' minor faults ${faults.join(' / ')}, native releases ${releases.map((r) => r?.nativeReleases ?? '?').join(' / ')}, GCs ${releases.map((r) => (r ? `${r.releases} (last ${formatNumber(r.lastGcMs)} ms)` : '?')).join(' / ')}; waypoint GCs ${waypointNow?.heapReleases ?? '?'} (last ${formatNumber(waypointNow?.lastGcMs)} ms), native releases ${waypointNow?.nativeReleases ?? '?'}`);
           for (const name of RATE_COMPARE_PATHS) {
-            const target = entries.http1[name]!;
             try {
-              const compared = await load(target.pod, `${LABELS[name]} at ${rate}/s`, ['--host', target.host, '--port', String(target.port), '--rate', String(rate), '--duration', String(sizes.rateSeconds), '--connections', '64', '--size', '1024']);
+              const compared = name === 'loopback' ? await loopbackPing(rate, sizes.rateSeconds) : await load(entries.http1[name]!.pod, `${LABELS[name]} at ${rate}/s`, ['--host', entries.http1[name]!.host, '--port', String(entries.http1[name]!.port), '--rate', String(rate), '--duration', String(sizes.rateSeconds), '--connections', '64', '--size', '1024']);
               rateSteps.push({ rate, path: name, result: compared });
-              context.log(`${LABELS[name]} at ${rate}/s: achieved ${formatNumber(compared.requestsPerSecond)}/s, p50 ${formatNumber(compared.p50)} µs, p99 ${formatNumber(compared.p99)} µs, failed ${compared.failed}`);
+              context.log(`${RATE_PATH_LABELS[name]} at ${rate}/s: achieved ${formatNumber(compared.requestsPerSecond)}/s, p50 ${formatNumber(compared.p50)} µs, p99 ${formatNumber(compared.p99)} µs, failed ${compared.failed}`);
             } catch (error) {
               rateSteps.push({ rate, path: name, error: (error as Error).message.split('\n')[0] });
             }
@@ -286,7 +309,7 @@ async function run(outer: SuiteContext): Promise<SuiteResult> {
     await context.processes.stopAll();
     await mesh?.destroy();
   }
-  return buildResult(sizes, runs, rateSteps, split, memory, errors, policyChecks);
+  return buildResult(sizes, runs, rateSteps, loopbackReference, split, memory, errors, policyChecks);
 }
 
 /** 'NAME=value NAME=value' as an environment object. */
@@ -594,7 +617,7 @@ function policyNote(runs: Record<PathName, PathRun[]>, goal: Goal): string {
   return `${POLICY_COUNT.toLocaleString('en-US')} L7 policies + JWT: ${answered} of ${sent} measured requests answered 200; waypoint CPU per request ÷ without, per round: ${perRound.join(', ')}; medians ${goalMark(goal)}`;
 }
 
-function buildResult(sizes: Sizes, runs: Record<Protocol, Record<PathName, PathRun[]>>, rateSteps: RateStep[], split: LoadResult | undefined, memory: WaypointMemoryReadings, errors: string[], policyChecks: string[]): SuiteResult {
+function buildResult(sizes: Sizes, runs: Record<Protocol, Record<PathName, PathRun[]>>, rateSteps: RateStep[], loopbackReference: RateStep[], split: LoadResult | undefined, memory: WaypointMemoryReadings, errors: string[], policyChecks: string[]): SuiteResult {
   const perProtocol = PROTOCOLS.map((protocol) => protocolResult(protocol, sizes, runs[protocol], errors, policyChecks));
   const rssBytes = memory.afterRun?.rss;
   const rssMb = rssBytes === undefined ? undefined : rssBytes / 1024 / 1024;
@@ -622,10 +645,13 @@ function buildResult(sizes: Sizes, runs: Record<Protocol, Record<PathName, PathR
         title: 'One waypoint (one thread), HTTP/1.1, open loop over 64 connections: highest rate with p99 < 10 ms',
         columns: ['offered/s', 'path', 'achieved/s', 'p50 (µs)', 'p99 (µs)', 'failed'],
         rows: rateSteps.map((step) => {
-          const path = LABELS[step.path ?? 'waypoint'];
+          const path = RATE_PATH_LABELS[step.path ?? 'waypoint'];
           return step.result ? [String(step.rate), path, formatNumber(step.result.requestsPerSecond), formatNumber(step.result.p50), formatNumber(step.result.p99), String(step.result.failed)] : [String(step.rate), path, step.error ?? 'failed', '', '', ''];
         }),
-        notes: [`highest rate sustained with p99 < 10 ms: ${sustained.length ? `${Math.max(...sustained)}/s` : 'none of the rates tried'} (steps: ${sizes.rates.join(', ')}, each ${sizes.rateSeconds} s, a step that breaks is tried once more; the load tool shares the 2 cores)`],
+        notes: [
+          `highest rate sustained with p99 < 10 ms: ${sustained.length ? `${Math.max(...sustained)}/s` : 'none of the rates tried'} (steps: ${sizes.rates.join(', ')}, each ${sizes.rateSeconds} s, a step that breaks is tried once more; the load tool shares the 2 cores)`,
+          ...(loopbackReference.length ? [`this machine's own round trip (loopback TCP between two Node processes, no mesh, measured before the climb): ${loopbackReference.map((step) => (step.result ? `at ${step.rate}/s p50 ${formatNumber(step.result.p50)} µs, p99 ${formatNumber(step.result.p99)} µs` : `at ${step.rate}/s ${step.error ?? 'failed'}`)).join('; ')}: two process wake-ups per round trip, where a request through the waypoint takes eight (agent, waypoint, agent, server and back to the client), the L4 mesh and haproxy paths six and eight`] : []),
+        ],
       },
       {
         title: `90/10 HTTPRoute split over ${formatNumber(total)} requests`,
@@ -635,6 +661,6 @@ function buildResult(sizes: Sizes, runs: Record<Protocol, Record<PathName, PathR
       },
     ],
     goals,
-    data: { sizes, runs, rateSteps, split, rssBytes, memory, errors, policyChecks, protocols: PROTOCOLS },
+    data: { sizes, runs, rateSteps, loopbackReference, split, rssBytes, memory, errors, policyChecks, protocols: PROTOCOLS },
   };
 }
