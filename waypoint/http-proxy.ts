@@ -282,7 +282,9 @@ export class HttpProxy {
   async #serveLean(exchange: LeanExchange, context: StreamContext): Promise<void> {
     const record = this.#record(context, exchange);
     record.requestBytes = exchange.bodyBytes;
-    const refusal = this.#gate && (await this.#gate.check(exchange, exchange, context.hbone, context.service));
+    // No await when the gate answers synchronously (no policy, or a token already verified): no microtask hop.
+    const checked = this.#gate?.check(exchange, exchange, context.hbone, context.service);
+    const refusal = checked instanceof Promise ? await checked : checked;
     if (refusal) {
       this.#finish(exchange, undefined, record, refusal.status, refusal.responseFlags, refusal.details);
       return;
