@@ -131,6 +131,15 @@ interface RateStep {
   path?: RatePathName;
   result?: LoadResult;
   error?: string;
+  /** CPU of the L7 hop (waypoint or haproxy) per request of the step, µs (the load tool's 200 warm-up requests counted). */
+  hopCpuUsPerRequest?: number;
+}
+
+/** The load tool's warm-up requests (http-load's default), which fall inside a step's CPU reading. */
+const STEP_WARMUP_REQUESTS = 200;
+
+function hopCpuPerRequest(seconds: number | undefined, rate: number, stepSeconds: number): number | undefined {
+  return seconds === undefined ? undefined : (seconds * 1e6) / (rate * stepSeconds + STEP_WARMUP_REQUESTS);
 }
 
 interface PathRun extends LoadResult {
@@ -269,19 +278,23 @@ async function run(outer: SuiteContext): Promise<SuiteResult> {
       for (let attempt = 1; attempt <= (fixedRates ? 1 : 2); attempt++) {
         try {
           const faultsBefore = topology.agentPids.map(minorFaults);
+          const meter = new CpuMeter({ hop: topology.waypointPid }).start();
           const result = await load(topology.client, `waypoint at ${rate}/s`, ['--host', VIPS.via, '--port', '80', '--rate', String(rate), '--duration', String(sizes.rateSeconds), '--connections', '64', '--size', '1024']);
-          rateSteps.push({ rate, result });
+          const hopCpu = hopCpuPerRequest(meter.stop().hop, rate, sizes.rateSeconds);
+          rateSteps.push({ rate, result, ...(hopCpu !== undefined ? { hopCpuUsPerRequest: hopCpu } : {}) });
           // Page faults the agents took during the step and their native memory releases so far: a release that drops
           // pages in use shows here as faults at every step after it (the hot pages faulting back in).
           const faults = topology.agentPids.map((pid, index) => minorFaults(pid) - faultsBefore[index]!);
           const releases = await Promise.all([0, 1].map((node) => agentHeapRelease(mesh!, node)));
           const waypointNow = await waypointMemory(topology.waypoint, topology.waypointPid);
-          context.log(`waypoint at ${rate}/s (try ${attempt}): achieved ${formatNumber(result.requestsPerSecond)}/s, p50 ${formatNumber(result.p50)} µs, p99 ${formatNumber(result.p99)} µs, failed ${result.failed}; agents' minor faults ${faults.join(' / ')}, native releases ${releases.map((r) => r?.nativeReleases ?? '?').join(' / ')}, GCs ${releases.map((r) => (r ? `${r.releases} (last ${formatNumber(r.lastGcMs)} ms)` : '?')).join(' / ')}; waypoint GCs ${waypointNow?.heapReleases ?? '?'} (last ${formatNumber(waypointNow?.lastGcMs)} ms), native releases ${waypointNow?.nativeReleases ?? '?'}`);
+          context.log(`waypoint at ${rate}/s (try ${attempt}): achieved ${formatNumber(result.requestsPerSecond)}/s, p50 ${formatNumber(result.p50)} µs, p99 ${formatNumber(result.p99)} µs, failed ${result.failed}, waypoint CPU ${formatNumber(hopCpu)} µs per request; agents' minor faults ${faults.join(' / ')}, native releases ${releases.map((r) => r?.nativeReleases ?? '?').join(' / ')}, GCs ${releases.map((r) => (r ? `${r.releases} (last ${formatNumber(r.lastGcMs)} ms)` : '?')).join(' / ')}; waypoint GCs ${waypointNow?.heapReleases ?? '?'} (last ${formatNumber(waypointNow?.lastGcMs)} ms), native releases ${waypointNow?.nativeReleases ?? '?'}`);
           for (const name of RATE_COMPARE_PATHS) {
             try {
+              const meter = name === 'haproxy' ? new CpuMeter({ hop: topology.haproxyPid }).start() : undefined;
               const compared = name === 'loopback' ? await loopbackPing(rate, sizes.rateSeconds) : await load(entries.http1[name]!.pod, `${LABELS[name]} at ${rate}/s`, ['--host', entries.http1[name]!.host, '--port', String(entries.http1[name]!.port), '--rate', String(rate), '--duration', String(sizes.rateSeconds), '--connections', '64', '--size', '1024']);
-              rateSteps.push({ rate, path: name, result: compared });
-              context.log(`${RATE_PATH_LABELS[name]} at ${rate}/s: achieved ${formatNumber(compared.requestsPerSecond)}/s, p50 ${formatNumber(compared.p50)} µs, p99 ${formatNumber(compared.p99)} µs, failed ${compared.failed}`);
+              const hopCpu = hopCpuPerRequest(meter?.stop().hop, rate, sizes.rateSeconds);
+              rateSteps.push({ rate, path: name, result: compared, ...(hopCpu !== undefined ? { hopCpuUsPerRequest: hopCpu } : {}) });
+              context.log(`${RATE_PATH_LABELS[name]} at ${rate}/s: achieved ${formatNumber(compared.requestsPerSecond)}/s, p50 ${formatNumber(compared.p50)} µs, p99 ${formatNumber(compared.p99)} µs, failed ${compared.failed}${hopCpu !== undefined ? `, haproxy CPU ${formatNumber(hopCpu)} µs per request` : ''}`);
             } catch (error) {
               rateSteps.push({ rate, path: name, error: (error as Error).message.split('\n')[0] });
             }
@@ -299,9 +312,11 @@ async function run(outer: SuiteContext): Promise<SuiteResult> {
     haproxyClimb: for (const rate of ONLY_PROTOCOL || RATES_ONLY ? [] : sizes.rates) {
       for (let attempt = 1; attempt <= 2; attempt++) {
         try {
+          const meter = new CpuMeter({ hop: topology.haproxyPid }).start();
           const result = await load(haproxyEntry.pod, `${LABELS.haproxy} at ${rate}/s`, ['--host', haproxyEntry.host, '--port', String(haproxyEntry.port), '--rate', String(rate), '--duration', String(sizes.rateSeconds), '--connections', '64', '--size', '1024']);
-          rateSteps.push({ rate, path: 'haproxy', result });
-          context.log(`${LABELS.haproxy} at ${rate}/s (try ${attempt}): achieved ${formatNumber(result.requestsPerSecond)}/s, p50 ${formatNumber(result.p50)} µs, p99 ${formatNumber(result.p99)} µs, failed ${result.failed}`);
+          const hopCpu = hopCpuPerRequest(meter.stop().hop, rate, sizes.rateSeconds);
+          rateSteps.push({ rate, path: 'haproxy', result, ...(hopCpu !== undefined ? { hopCpuUsPerRequest: hopCpu } : {}) });
+          context.log(`${LABELS.haproxy} at ${rate}/s (try ${attempt}): achieved ${formatNumber(result.requestsPerSecond)}/s, p50 ${formatNumber(result.p50)} µs, p99 ${formatNumber(result.p99)} µs, failed ${result.failed}, haproxy CPU ${formatNumber(hopCpu)} µs per request`);
           if (sustains(rate, result)) continue haproxyClimb;
         } catch (error) {
           rateSteps.push({ rate, path: 'haproxy', error: (error as Error).message.split('\n')[0] });
@@ -663,10 +678,10 @@ function buildResult(sizes: Sizes, runs: Record<Protocol, Record<PathName, PathR
       ...tables,
       {
         title: 'One waypoint (one thread), HTTP/1.1, open loop over 64 connections: highest rate with p99 < 10 ms (then haproxy\'s climb, same rules)',
-        columns: ['offered/s', 'path', 'achieved/s', 'p50 (µs)', 'p99 (µs)', 'failed'],
+        columns: ['offered/s', 'path', 'achieved/s', 'p50 (µs)', 'p99 (µs)', 'failed', 'L7 hop CPU per request (µs)'],
         rows: rateSteps.map((step) => {
           const path = RATE_PATH_LABELS[step.path ?? 'waypoint'];
-          return step.result ? [String(step.rate), path, formatNumber(step.result.requestsPerSecond), formatNumber(step.result.p50), formatNumber(step.result.p99), String(step.result.failed)] : [String(step.rate), path, step.error ?? 'failed', '', '', ''];
+          return step.result ? [String(step.rate), path, formatNumber(step.result.requestsPerSecond), formatNumber(step.result.p50), formatNumber(step.result.p99), String(step.result.failed), formatNumber(step.hopCpuUsPerRequest)] : [String(step.rate), path, step.error ?? 'failed', '', '', '', ''];
         }),
         notes: [
           `highest rate sustained with p99 < 10 ms: ${sustained.length ? `${Math.max(...sustained)}/s` : 'none of the rates tried'} (steps: ${sizes.rates.join(', ')}, each ${sizes.rateSeconds} s, a step that breaks is tried once more; the load tool shares the 2 cores)`,
