@@ -3,9 +3,17 @@
  * access log: method, path, protocol, response_code, response_flags, duration, bytes_received, bytes_sent,
  * upstream_host, route_name, request_id, authority) and ztunnel's src/dst blocks for the identities.
  *
- * Owns: the line's shape. Must not know about: how the request was served. One object per request, none per chunk.
+ * Through a plain pino logger the line is built as JSON text with one template and written on the logger's own
+ * stream with pino's framing (shared/telemetry/raw-log-line.ts), instead of an object per request that pino walks
+ * and serialises key by key: that object and its serialisation were about 16 µs of CPU per request, a twentieth of
+ * the waypoint's whole cost per HTTP/1.1 request. Any other logger gets the object (`requestLogLine`), the same
+ * fields in the same order (a unit test holds the two equal for generated records).
+ *
+ * Owns: the line's shape. Must not know about: how the request was served. No object per request on the text path,
+ * nothing per chunk.
  */
 import type { Logger } from 'pino';
+import { rawLineLogger, type RawLineLogger } from '../shared/telemetry/raw-log-line.ts';
 import type { AuthzLogFields } from './authz/request-gate.ts';
 
 export interface RequestRecord {
@@ -39,32 +47,75 @@ export interface RequestRecord {
   authz?: AuthzLogFields | undefined;
 }
 
+export const REQUEST_LOG_MESSAGE = 'request';
+const REQUEST_LOG_MESSAGE_JSON = JSON.stringify(REQUEST_LOG_MESSAGE);
+
+/** The line's fields as an object (for loggers that are no plain pino logger, and to hold the text form to). */
+export function requestLogLine(record: RequestRecord): Record<string, unknown> {
+  return {
+    method: record.method,
+    path: record.path,
+    protocol: record.protocol,
+    authority: record.authority,
+    response_code: record.status,
+    response_flags: record.flags,
+    ...(record.grpcStatus !== undefined ? { grpc_status: record.grpcStatus } : {}),
+    response_code_details: record.details,
+    duration: Math.round(record.durationMs),
+    bytes_received: record.bytesReceived,
+    bytes_sent: record.bytesSent,
+    upstream_host: record.upstreamHost || '-',
+    upstream_cluster: record.upstreamCluster,
+    attempts: record.attempts,
+    route_name: record.routeName || '-',
+    rule_name: record.ruleName || '-',
+    request_id: record.requestId,
+    trace_id: record.traceId,
+    span_id: record.spanId,
+    src: record.src,
+    dst: record.dst,
+    ...(record.authz ? { authz: record.authz } : {}),
+  };
+}
+
+/** A number as JSON writes it (non-finite numbers are null, as in JSON.stringify and pino). */
+function numberJson(value: number): string {
+  return Number.isFinite(value) ? String(value) : 'null';
+}
+
+const json = JSON.stringify;
+
+/**
+ * The fields of `requestLogLine(record)` as JSON object members with a leading comma, in the same order and with the
+ * same values. Every string a peer or a configuration can choose is escaped by JSON.stringify.
+ */
+export function requestLogFieldsJson(record: RequestRecord): string {
+  const { src, dst } = record;
+  let fields = `,"method":${json(record.method)},"path":${json(record.path)},"protocol":${json(record.protocol)},"authority":${json(record.authority)},` +
+    `"response_code":${numberJson(record.status)},"response_flags":${json(record.flags)}`;
+  if (record.grpcStatus !== undefined) fields += `,"grpc_status":${json(record.grpcStatus)}`;
+  fields += `,"response_code_details":${json(record.details)},"duration":${numberJson(Math.round(record.durationMs))},"bytes_received":${numberJson(record.bytesReceived)},` +
+    `"bytes_sent":${numberJson(record.bytesSent)},"upstream_host":${json(record.upstreamHost || '-')},"upstream_cluster":${json(record.upstreamCluster)},` +
+    `"attempts":${numberJson(record.attempts)},"route_name":${json(record.routeName || '-')},"rule_name":${json(record.ruleName || '-')},` +
+    `"request_id":${json(record.requestId)},"trace_id":${json(record.traceId)},"span_id":${json(record.spanId)},` +
+    `"src":{"principal":${json(src.principal)},"workload":${json(src.workload)},"namespace":${json(src.namespace)},"address":${json(src.address)}},` +
+    `"dst":{"principal":${json(dst.principal)},"workload":${json(dst.workload)},"namespace":${json(dst.namespace)},"service":${json(dst.service)}}`;
+  if (record.authz) fields += `,"authz":${json(record.authz)}`;
+  return fields;
+}
+
+/** Each logger's text writer (null: no plain pino logger, it gets objects), found once. */
+const rawWriters = new WeakMap<Logger, RawLineLogger | null>();
+
 export function logRequest(log: Logger, record: RequestRecord): void {
-  log.info(
-    {
-      method: record.method,
-      path: record.path,
-      protocol: record.protocol,
-      authority: record.authority,
-      response_code: record.status,
-      response_flags: record.flags,
-      ...(record.grpcStatus !== undefined ? { grpc_status: record.grpcStatus } : {}),
-      response_code_details: record.details,
-      duration: Math.round(record.durationMs),
-      bytes_received: record.bytesReceived,
-      bytes_sent: record.bytesSent,
-      upstream_host: record.upstreamHost || '-',
-      upstream_cluster: record.upstreamCluster,
-      attempts: record.attempts,
-      route_name: record.routeName || '-',
-      rule_name: record.ruleName || '-',
-      request_id: record.requestId,
-      trace_id: record.traceId,
-      span_id: record.spanId,
-      src: record.src,
-      dst: record.dst,
-      ...(record.authz ? { authz: record.authz } : {}),
-    },
-    'request',
-  );
+  let raw = rawWriters.get(log);
+  if (raw === undefined) {
+    raw = rawLineLogger(log) ?? null;
+    rawWriters.set(log, raw);
+  }
+  if (raw !== null) {
+    if (raw.enabled('info')) raw.write('info', requestLogFieldsJson(record), REQUEST_LOG_MESSAGE_JSON);
+    return;
+  }
+  log.info(requestLogLine(record), REQUEST_LOG_MESSAGE);
 }

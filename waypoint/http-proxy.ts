@@ -282,7 +282,9 @@ export class HttpProxy {
   async #serveLean(exchange: LeanExchange, context: StreamContext): Promise<void> {
     const record = this.#record(context, exchange);
     record.requestBytes = exchange.bodyBytes;
-    const refusal = this.#gate && (await this.#gate.check(exchange, exchange, context.hbone, context.service));
+    // No await when the gate answers synchronously (no policy, or a token already verified): no microtask hop.
+    const checked = this.#gate?.check(exchange, exchange, context.hbone, context.service);
+    const refusal = checked instanceof Promise ? await checked : checked;
     if (refusal) {
       this.#finish(exchange, undefined, record, refusal.status, refusal.responseFlags, refusal.details);
       return;
@@ -414,7 +416,9 @@ export class HttpProxy {
     };
     exchange.source = current;
     exchange.sendHead(responseHeadText(status, responseHeaders, framing));
+    // The body bytes that came with the head go out in the head's write; a body still to come does not hold it.
     current.relayBody(exchange);
+    exchange.flushHead();
   }
 
   /** The lean path's own error response (the body says why); after a relayed head, a cut. */

@@ -12,14 +12,14 @@
  * `bytes_sent` went to the remote peer (the destination for outbound, the source for inbound).
  *
  * The line is on by default (as ztunnel's), so it is written for every connection: through a plain pino logger it
- * is built as JSON text with one template (raw-log-line.ts), each workload's part escaped once per Workload object,
+ * is built as JSON text with one template (shared/telemetry/raw-log-line.ts), each workload's part escaped once per Workload object,
  * instead of an object per line that pino walks and JSON.stringifies nested object by nested object. Any other
  * logger gets the object (`accessLogLine`), the same fields in the same order.
  */
 import type { ConnectionRecord } from '../proxy/report.ts';
 import { workloadIdentity, type Workload } from '../../shared/mesh/workload.ts';
 import { destinationPrincipalFor, NO_RESPONSE_FLAGS, responseFlagsFor, securityPolicyFor } from './metrics.ts';
-import { rawLineLogger, type RawLineLogger } from './raw-log-line.ts';
+import { rawLineLogger, type RawLineLogger } from '../../shared/telemetry/raw-log-line.ts';
 
 /** The pino methods the access log needs. */
 export interface AccessLogger {

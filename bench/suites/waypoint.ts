@@ -15,7 +15,9 @@
  * scheduled start: p50/p99 per path, the latency the L7 hop adds (waypoint path minus L4 mesh; haproxy path minus
  * stunnel pair), CPU of the waypoint and of haproxy per 1,000 requests; then the highest rate one waypoint (one
  * thread) sustains with p99 < 10 ms (HTTP/1.1, rates stepped up until p99, failures or the achieved rate break; a
- * broken step is tried once more, so one noisy second on the shared machine does not end the climb), a 90/10
+ * broken step is tried once more, so one noisy second on the shared machine does not end the climb), the same climb
+ * through haproxy (its anchor on the same machine), the machine's own loopback round trip at 100/s and 1,000/s (a
+ * latency that grows as the rate falls is partly the machine's: processes that sleep between requests wake slower), a 90/10
  * HTTPRoute split over 10,000 requests, and the waypoint's RSS after all of it.
  * Issue 13's CPU goal, HTTP/1.1 only: in the same rounds, the same load through the same waypoint to a second Service
  * `policy` (VIP `policy`, same backend) that 1,000 L7 AuthorizationPolicies and a RequestAuthentication (inline ES256
@@ -67,6 +69,18 @@ type Protocol = (typeof PROTOCOLS)[number];
 const ONLY_PROTOCOL = PROTOCOLS.find((protocol) => protocol === process.env.AMBIT_BENCH_WAYPOINT_ONLY);
 /** AMBIT_BENCH_WAYPOINT_ONLY=rates: the rate climb alone, at full size even with --quick (A/B runs of the climb). */
 const RATES_ONLY = process.env.AMBIT_BENCH_WAYPOINT_ONLY === 'rates';
+/**
+ * With AMBIT_BENCH_WAYPOINT_ONLY=rates, AMBIT_BENCH_WAYPOINT_RATE_PATHS ('mesh,haproxy,stunnel') runs each rate step
+ * through those paths too, right after the waypoint's (same rate, connections and duration): which hop owns a
+ * latency that grows as the rate falls shows as the same growth on the paths without that hop.
+ */
+const RATE_COMPARE_PATHS = RATES_ONLY ? (process.env.AMBIT_BENCH_WAYPOINT_RATE_PATHS ?? '').split(',').filter((name): name is RatePathName => name === 'mesh' || name === 'stunnel' || name === 'haproxy' || name === 'loopback') : [];
+/**
+ * The machine's own round trip at a low and a high rate (bench/tools/loopback-ping.ts: two Node processes, loopback
+ * TCP, no mesh), measured before the climb and shown under it: on this machine a process that sleeps between
+ * messages wakes slower, so every path's latency grows as the rate falls, hop after hop.
+ */
+const LOOPBACK_REFERENCE_RATES = [100, 1000];
 const PROTOCOL_LABELS: Record<Protocol, string> = { http1: 'HTTP/1.1', 'grpc-unary': 'gRPC unary' };
 
 const APP_PORT = 8080;
@@ -107,6 +121,27 @@ interface LoadResult extends LatencySummary {
   errors: Record<string, number>;
 }
 
+/** A comparison path of the climb: one of the table's, or the machine's bare loopback round trip. */
+type RatePathName = 'mesh' | 'stunnel' | 'haproxy' | 'loopback';
+const RATE_PATH_LABELS: Record<RatePathName | 'waypoint', string> = { ...LABELS, loopback: 'loopback round trip, two processes (no mesh)' };
+
+/** One rate step: through the waypoint, or (`path`) through a comparison path (RATE_COMPARE_PATHS). */
+interface RateStep {
+  rate: number;
+  path?: RatePathName;
+  result?: LoadResult;
+  error?: string;
+  /** CPU of the L7 hop (waypoint or haproxy) per request of the step, µs (the load tool's 200 warm-up requests counted). */
+  hopCpuUsPerRequest?: number;
+}
+
+/** The load tool's warm-up requests (http-load's default), which fall inside a step's CPU reading. */
+const STEP_WARMUP_REQUESTS = 200;
+
+function hopCpuPerRequest(seconds: number | undefined, rate: number, stepSeconds: number): number | undefined {
+  return seconds === undefined ? undefined : (seconds * 1e6) / (rate * stepSeconds + STEP_WARMUP_REQUESTS);
+}
+
 interface PathRun extends LoadResult {
   /** CPU seconds of the L7 hop (waypoint or haproxy) during the run. */
   hopCpu?: number;
@@ -143,7 +178,8 @@ async function run(outer: SuiteContext): Promise<SuiteResult> {
   const runs: Record<Protocol, Record<PathName, PathRun[]>> = { http1: { mesh: [], waypoint: [], policy: [], stunnel: [], haproxy: [] }, 'grpc-unary': { mesh: [], waypoint: [], policy: [], stunnel: [], haproxy: [] } };
   const policyChecks: string[] = [];
   const errors: string[] = [];
-  const rateSteps: { rate: number; result?: LoadResult; error?: string }[] = [];
+  const rateSteps: RateStep[] = [];
+  const loopbackReference: RateStep[] = [];
   let split: LoadResult | undefined;
   const memory: WaypointMemoryReadings = {};
   let mesh: LocalMesh | undefined;
@@ -225,21 +261,65 @@ async function run(outer: SuiteContext): Promise<SuiteResult> {
     // With AMBIT_BENCH_WAYPOINT_ONLY=rates, AMBIT_BENCH_WAYPOINT_RATES ('100,200,100') runs those steps once each,
     // whatever they show.
     const fixedRates = RATES_ONLY && process.env.AMBIT_BENCH_WAYPOINT_RATES ? process.env.AMBIT_BENCH_WAYPOINT_RATES.split(',').map(Number) : undefined;
+    // The loopback round trip in the client pod: the machine's part of every path's latency at that rate.
+    const loopbackPing = (rate: number, seconds: number): Promise<LoadResult> => load(topology.client, `loopback round trip at ${rate}/s`, ['--rate', String(rate), '--duration', String(seconds)], 'loopback-ping.ts');
+    if (!ONLY_PROTOCOL && !RATES_ONLY) {
+      for (const rate of LOOPBACK_REFERENCE_RATES) {
+        try {
+          const reference = await loopbackPing(rate, sizes.rateSeconds);
+          loopbackReference.push({ rate, path: 'loopback', result: reference });
+          context.log(`loopback round trip at ${rate}/s: p50 ${formatNumber(reference.p50)} µs, p99 ${formatNumber(reference.p99)} µs`);
+        } catch (error) {
+          loopbackReference.push({ rate, path: 'loopback', error: (error as Error).message.split('\n')[0] });
+        }
+      }
+    }
     climb: for (const rate of ONLY_PROTOCOL ? [] : (fixedRates ?? sizes.rates)) {
       for (let attempt = 1; attempt <= (fixedRates ? 1 : 2); attempt++) {
         try {
           const faultsBefore = topology.agentPids.map(minorFaults);
+          const meter = new CpuMeter({ hop: topology.waypointPid }).start();
           const result = await load(topology.client, `waypoint at ${rate}/s`, ['--host', VIPS.via, '--port', '80', '--rate', String(rate), '--duration', String(sizes.rateSeconds), '--connections', '64', '--size', '1024']);
-          rateSteps.push({ rate, result });
+          const hopCpu = hopCpuPerRequest(meter.stop().hop, rate, sizes.rateSeconds);
+          rateSteps.push({ rate, result, ...(hopCpu !== undefined ? { hopCpuUsPerRequest: hopCpu } : {}) });
           // Page faults the agents took during the step and their native memory releases so far: a release that drops
           // pages in use shows here as faults at every step after it (the hot pages faulting back in).
           const faults = topology.agentPids.map((pid, index) => minorFaults(pid) - faultsBefore[index]!);
           const releases = await Promise.all([0, 1].map((node) => agentHeapRelease(mesh!, node)));
           const waypointNow = await waypointMemory(topology.waypoint, topology.waypointPid);
-          context.log(`waypoint at ${rate}/s (try ${attempt}): achieved ${formatNumber(result.requestsPerSecond)}/s, p50 ${formatNumber(result.p50)} µs, p99 ${formatNumber(result.p99)} µs, failed ${result.failed}; agents' minor faults ${faults.join(' / ')}, native releases ${releases.map((r) => r?.nativeReleases ?? '?').join(' / ')}, GCs ${releases.map((r) => (r ? `${r.releases} (last ${formatNumber(r.lastGcMs)} ms)` : '?')).join(' / ')}; waypoint GCs ${waypointNow?.heapReleases ?? '?'} (last ${formatNumber(waypointNow?.lastGcMs)} ms), native releases ${waypointNow?.nativeReleases ?? '?'}`);
+          context.log(`waypoint at ${rate}/s (try ${attempt}): achieved ${formatNumber(result.requestsPerSecond)}/s, p50 ${formatNumber(result.p50)} µs, p99 ${formatNumber(result.p99)} µs, failed ${result.failed}, waypoint CPU ${formatNumber(hopCpu)} µs per request; agents' minor faults ${faults.join(' / ')}, native releases ${releases.map((r) => r?.nativeReleases ?? '?').join(' / ')}, GCs ${releases.map((r) => (r ? `${r.releases} (last ${formatNumber(r.lastGcMs)} ms)` : '?')).join(' / ')}; waypoint GCs ${waypointNow?.heapReleases ?? '?'} (last ${formatNumber(waypointNow?.lastGcMs)} ms), native releases ${waypointNow?.nativeReleases ?? '?'}`);
+          for (const name of RATE_COMPARE_PATHS) {
+            try {
+              const meter = name === 'haproxy' ? new CpuMeter({ hop: topology.haproxyPid }).start() : undefined;
+              const compared = name === 'loopback' ? await loopbackPing(rate, sizes.rateSeconds) : await load(entries.http1[name]!.pod, `${LABELS[name]} at ${rate}/s`, ['--host', entries.http1[name]!.host, '--port', String(entries.http1[name]!.port), '--rate', String(rate), '--duration', String(sizes.rateSeconds), '--connections', '64', '--size', '1024']);
+              const hopCpu = hopCpuPerRequest(meter?.stop().hop, rate, sizes.rateSeconds);
+              rateSteps.push({ rate, path: name, result: compared, ...(hopCpu !== undefined ? { hopCpuUsPerRequest: hopCpu } : {}) });
+              context.log(`${RATE_PATH_LABELS[name]} at ${rate}/s: achieved ${formatNumber(compared.requestsPerSecond)}/s, p50 ${formatNumber(compared.p50)} µs, p99 ${formatNumber(compared.p99)} µs, failed ${compared.failed}${hopCpu !== undefined ? `, haproxy CPU ${formatNumber(hopCpu)} µs per request` : ''}`);
+            } catch (error) {
+              rateSteps.push({ rate, path: name, error: (error as Error).message.split('\n')[0] });
+            }
+          }
           if (fixedRates || sustains(rate, result)) continue climb;
         } catch (error) {
           rateSteps.push({ rate, error: (error as Error).message.split('\n')[0] });
+        }
+      }
+      break;
+    }
+    // haproxy's own climb, same rules, same run: the anchor for the waypoint's highest rate on this machine (whose
+    // p99 at a low rate is mostly the machine's: see LOOPBACK_REFERENCE_RATES).
+    const haproxyEntry = entries.http1.haproxy!;
+    haproxyClimb: for (const rate of ONLY_PROTOCOL || RATES_ONLY ? [] : sizes.rates) {
+      for (let attempt = 1; attempt <= 2; attempt++) {
+        try {
+          const meter = new CpuMeter({ hop: topology.haproxyPid }).start();
+          const result = await load(haproxyEntry.pod, `${LABELS.haproxy} at ${rate}/s`, ['--host', haproxyEntry.host, '--port', String(haproxyEntry.port), '--rate', String(rate), '--duration', String(sizes.rateSeconds), '--connections', '64', '--size', '1024']);
+          const hopCpu = hopCpuPerRequest(meter.stop().hop, rate, sizes.rateSeconds);
+          rateSteps.push({ rate, path: 'haproxy', result, ...(hopCpu !== undefined ? { hopCpuUsPerRequest: hopCpu } : {}) });
+          context.log(`${LABELS.haproxy} at ${rate}/s (try ${attempt}): achieved ${formatNumber(result.requestsPerSecond)}/s, p50 ${formatNumber(result.p50)} µs, p99 ${formatNumber(result.p99)} µs, failed ${result.failed}, haproxy CPU ${formatNumber(hopCpu)} µs per request`);
+          if (sustains(rate, result)) continue haproxyClimb;
+        } catch (error) {
+          rateSteps.push({ rate, path: 'haproxy', error: (error as Error).message.split('\n')[0] });
         }
       }
       break;
@@ -262,7 +342,7 @@ async function run(outer: SuiteContext): Promise<SuiteResult> {
     await context.processes.stopAll();
     await mesh?.destroy();
   }
-  return buildResult(sizes, runs, rateSteps, split, memory, errors, policyChecks);
+  return buildResult(sizes, runs, rateSteps, loopbackReference, split, memory, errors, policyChecks);
 }
 
 /** 'NAME=value NAME=value' as an environment object. */
@@ -570,13 +650,15 @@ function policyNote(runs: Record<PathName, PathRun[]>, goal: Goal): string {
   return `${POLICY_COUNT.toLocaleString('en-US')} L7 policies + JWT: ${answered} of ${sent} measured requests answered 200; waypoint CPU per request ÷ without, per round: ${perRound.join(', ')}; medians ${goalMark(goal)}`;
 }
 
-function buildResult(sizes: Sizes, runs: Record<Protocol, Record<PathName, PathRun[]>>, rateSteps: { rate: number; result?: LoadResult; error?: string }[], split: LoadResult | undefined, memory: WaypointMemoryReadings, errors: string[], policyChecks: string[]): SuiteResult {
+function buildResult(sizes: Sizes, runs: Record<Protocol, Record<PathName, PathRun[]>>, rateSteps: RateStep[], loopbackReference: RateStep[], split: LoadResult | undefined, memory: WaypointMemoryReadings, errors: string[], policyChecks: string[]): SuiteResult {
   const perProtocol = PROTOCOLS.map((protocol) => protocolResult(protocol, sizes, runs[protocol], errors, policyChecks));
   const rssBytes = memory.afterRun?.rss;
   const rssMb = rssBytes === undefined ? undefined : rssBytes / 1024 / 1024;
   const laterMb = memory.later === undefined ? undefined : memory.later.rss / 1024 / 1024;
   // Each rate's best try: a step holds when one of its (at most two) tries held.
-  const sustained = rateSteps.filter((step) => step.result && sustains(step.rate, step.result)).map((step) => step.rate);
+  const sustained = rateSteps.filter((step) => step.path === undefined && step.result && sustains(step.rate, step.result)).map((step) => step.rate);
+  const haproxySustained = rateSteps.filter((step) => step.path === 'haproxy' && step.result && sustains(step.rate, step.result)).map((step) => step.rate);
+  const haproxyClimbed = rateSteps.some((step) => step.path === 'haproxy') && !RATES_ONLY;
   const total = split ? Object.values(split.backends).reduce((sum, count) => sum + count, 0) : 0;
   const v2Share = split && total > 0 ? ((split.backends.v2 ?? 0) / total) * 100 : undefined;
   const splitOff = v2Share === undefined ? undefined : Math.abs(v2Share - 10);
@@ -595,10 +677,17 @@ function buildResult(sizes: Sizes, runs: Record<Protocol, Record<PathName, PathR
     tables: [
       ...tables,
       {
-        title: 'One waypoint (one thread), HTTP/1.1, open loop over 64 connections: highest rate with p99 < 10 ms',
-        columns: ['offered/s', 'achieved/s', 'p50 (µs)', 'p99 (µs)', 'failed'],
-        rows: rateSteps.map((step) => (step.result ? [String(step.rate), formatNumber(step.result.requestsPerSecond), formatNumber(step.result.p50), formatNumber(step.result.p99), String(step.result.failed)] : [String(step.rate), step.error ?? 'failed', '', '', ''])),
-        notes: [`highest rate sustained with p99 < 10 ms: ${sustained.length ? `${Math.max(...sustained)}/s` : 'none of the rates tried'} (steps: ${sizes.rates.join(', ')}, each ${sizes.rateSeconds} s, a step that breaks is tried once more; the load tool shares the 2 cores)`],
+        title: 'One waypoint (one thread), HTTP/1.1, open loop over 64 connections: highest rate with p99 < 10 ms (then haproxy\'s climb, same rules)',
+        columns: ['offered/s', 'path', 'achieved/s', 'p50 (µs)', 'p99 (µs)', 'failed', 'L7 hop CPU per request (µs)'],
+        rows: rateSteps.map((step) => {
+          const path = RATE_PATH_LABELS[step.path ?? 'waypoint'];
+          return step.result ? [String(step.rate), path, formatNumber(step.result.requestsPerSecond), formatNumber(step.result.p50), formatNumber(step.result.p99), String(step.result.failed), formatNumber(step.hopCpuUsPerRequest)] : [String(step.rate), path, step.error ?? 'failed', '', '', '', ''];
+        }),
+        notes: [
+          `highest rate sustained with p99 < 10 ms: ${sustained.length ? `${Math.max(...sustained)}/s` : 'none of the rates tried'} (steps: ${sizes.rates.join(', ')}, each ${sizes.rateSeconds} s, a step that breaks is tried once more; the load tool shares the 2 cores)`,
+          ...(haproxyClimbed ? [`highest rate one haproxy thread (mutual TLS both legs, the stunnel pair around it) sustains by the same rules in the same run: ${haproxySustained.length ? `${Math.max(...haproxySustained)}/s` : 'none of the rates tried'}`] : []),
+          ...(loopbackReference.length ? [`this machine's own round trip (loopback TCP between two Node processes, no mesh, measured before the climb): ${loopbackReference.map((step) => (step.result ? `at ${step.rate}/s p50 ${formatNumber(step.result.p50)} µs, p99 ${formatNumber(step.result.p99)} µs` : `at ${step.rate}/s ${step.error ?? 'failed'}`)).join('; ')}: two process wake-ups per round trip, where a request through the waypoint takes eight (agent, waypoint, agent, server and back to the client), the L4 mesh and haproxy paths six and eight`] : []),
+        ],
       },
       {
         title: `90/10 HTTPRoute split over ${formatNumber(total)} requests`,
@@ -608,6 +697,6 @@ function buildResult(sizes: Sizes, runs: Record<Protocol, Record<PathName, PathR
       },
     ],
     goals,
-    data: { sizes, runs, rateSteps, split, rssBytes, memory, errors, policyChecks, protocols: PROTOCOLS },
+    data: { sizes, runs, rateSteps, loopbackReference, split, rssBytes, memory, errors, policyChecks, protocols: PROTOCOLS },
   };
 }

@@ -102,7 +102,7 @@ test('the reporter feeds metrics and the access log from the same record, and a 
   t.is(errors.length, 1);
 });
 
-// The line is built as JSON text for pino loggers (agent/telemetry/raw-log-line.ts): it must say exactly what the
+// The line is built as JSON text for pino loggers (shared/telemetry/raw-log-line.ts): it must say exactly what the
 // object form says, for any record, and be framed exactly as pino frames the object form.
 const text = fc.string({ unit: 'grapheme', maxLength: 12 });
 // Namespaces and service accounts are Kubernetes names (the mesh state holds no other): they make the identity.

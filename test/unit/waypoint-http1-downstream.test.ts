@@ -2,7 +2,8 @@
  * waypoint/http1/downstream.ts against a client that trickles its request, over real HTTP/2 streams on loopback (the
  * lean path reads the terminated HBONE stream the same way): a head that does not arrive whole in time, or a body
  * that does not, is answered 408 and the stream ends, as Node's server does with headersTimeout/requestTimeout; a
- * request that arrives in time is served and nothing times out after it.
+ * request that arrives in time is served and nothing times out after it. A relayed response's head leaves in one
+ * write with the body bytes that came with it, and never waits for a body that comes later.
  */
 import test from 'ava';
 import http2 from 'node:http2';
@@ -15,13 +16,17 @@ interface Served {
   served: string[];
 }
 
-async function withServer(timeouts: { headersMs: number; requestMs: number }, run: (client: http2.ClientHttp2Session, seen: Served) => Promise<void>): Promise<void> {
+function answerOk(exchange: LeanExchange): void {
+  exchange.writeHead(200, { 'content-length': '2' }).end('ok');
+}
+
+async function withServer(timeouts: { headersMs: number; requestMs: number }, run: (client: http2.ClientHttp2Session, seen: Served) => Promise<void>, answer = answerOk): Promise<void> {
   const seen: Served = { refused: [], served: [] };
   const handler: LeanHandler = {
     accepts: () => true,
     serve: (exchange: LeanExchange) => {
       seen.served.push(`${exchange.method} ${exchange.url} ${exchange.bodyBytes}`);
-      exchange.writeHead(200, { 'content-length': '2' }).end('ok');
+      answer(exchange);
     },
     handOver: () => undefined,
     refused: (error: Http1Error) => void seen.refused.push(error.code),
@@ -112,5 +117,60 @@ test('a request that arrives in time (in pieces) is served, and its deadline doe
     t.regex(text, /^HTTP\/1\.1 200 OK\r\n/);
     t.notRegex(text, /408/);
     stream.close();
+  });
+});
+
+/** The chunks (as the client's 'data' events saw them) of the answer to one request, and when each came. */
+function exchangeOnce(client: http2.ClientHttp2Session, request: string, until: (text: string) => boolean): Promise<Array<{ text: string; atMs: number }>> {
+  return new Promise((resolve) => {
+    const started = performance.now();
+    const chunks: Array<{ text: string; atMs: number }> = [];
+    const stream = client.request({ ':method': 'POST', ':path': '/' });
+    stream.setEncoding('latin1');
+    stream.on('data', (chunk: string) => {
+      chunks.push({ text: chunk, atMs: performance.now() - started });
+      if (until(chunks.map((entry) => entry.text).join(''))) {
+        stream.close();
+        resolve(chunks);
+      }
+    });
+    stream.on('error', () => undefined);
+    stream.write(request);
+  });
+}
+
+const RELAYED_HEAD = 'HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n';
+
+test('a relayed head and the body bytes that came with it leave in one write (one DATA frame)', async (t) => {
+  await withServer({ headersMs: 1_000, requestMs: 2_000 }, async (client) => {
+    const chunks = await exchangeOnce(client, 'GET /one HTTP/1.1\r\nhost: a\r\n\r\n', (text) => text.endsWith('hello'));
+    t.deepEqual(chunks.map((chunk) => chunk.text), [`${RELAYED_HEAD}hello`]);
+  }, (exchange) => {
+    // As the proxy relays: the head, the body that came with it (one range of a larger chunk), then flushHead().
+    exchange.sendHead(RELAYED_HEAD);
+    const upstreamChunk = Buffer.from('xxhelloyy');
+    exchange.bodyChunk(upstreamChunk, 2, 7);
+    exchange.flushHead();
+    exchange.bodyEnd();
+  });
+});
+
+test('a relayed head whose body comes later is not held back for it', async (t) => {
+  let exchangeSeen: LeanExchange | undefined;
+  await withServer({ headersMs: 1_000, requestMs: 2_000 }, async (client) => {
+    const chunks = await exchangeOnce(client, 'GET /later HTTP/1.1\r\nhost: a\r\n\r\n', (text) => {
+      // The head came: only now does the body go (a head held for it would never come: a deadlock, not a delay).
+      if (text === RELAYED_HEAD) setTimeout(() => {
+        exchangeSeen!.bodyChunk(Buffer.from('hello'), 0, 5);
+        exchangeSeen!.bodyEnd();
+      }, 20);
+      return text.endsWith('hello');
+    });
+    t.is(chunks[0]!.text, RELAYED_HEAD);
+    t.is(chunks.map((chunk) => chunk.text).join(''), `${RELAYED_HEAD}hello`);
+  }, (exchange) => {
+    exchangeSeen = exchange;
+    exchange.sendHead(RELAYED_HEAD);
+    exchange.flushHead();
   });
 });

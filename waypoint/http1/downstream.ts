@@ -76,6 +76,8 @@ export class LeanExchange implements BodyReceiver {
   #remaining: number;
   #ownStatus = 200;
   #ownHeaders: OutgoingHttpHeaders | Record<string, string | number> | undefined;
+  /** The relayed head, until the body's first bytes go with it. */
+  #heldHead: string | undefined;
 
   constructor(connection: DownstreamConnection, head: RequestHead) {
     this.#connection = connection;
@@ -140,16 +142,28 @@ export class LeanExchange implements BodyReceiver {
     this.#connection.responseEnded(this, true);
   }
 
-  /** The relayed response's head (serialize.ts). */
+  /**
+   * The relayed response's head (serialize.ts): held until the body bytes that came with it (or its end), so that
+   * head and body leave in one write (one DATA frame, one TLS record) rather than two. The proxy calls flushHead()
+   * once it handed over what came with the head: a body that comes later never holds the head back.
+   */
   sendHead(text: string): void {
     this.headersSent = true;
-    this.#connection.write(text);
+    this.#heldHead = text;
   }
 
   // BodyReceiver: the relayed response's body.
   bodyChunk(bytes: Buffer, start: number, end: number): void {
     if (this.done || start === end) return;
-    if (!this.#connection.writeBytes(start === 0 && end === bytes.length ? bytes : bytes.subarray(start, end)) && this.source !== undefined) {
+    const head = this.#heldHead;
+    let written: boolean;
+    if (head !== undefined) {
+      this.#heldHead = undefined;
+      written = this.#connection.writeBytes(withHead(head, bytes, start, end));
+    } else {
+      written = this.#connection.writeBytes(start === 0 && end === bytes.length ? bytes : bytes.subarray(start, end));
+    }
+    if (!written && this.source !== undefined) {
       const source = this.source;
       source.pause();
       this.#connection.onceDrained(() => source.resume());
@@ -158,9 +172,18 @@ export class LeanExchange implements BodyReceiver {
 
   #finishBody(): void {
     if (this.done) return;
+    this.flushHead();
     this.done = true;
     this.onRelayed?.(true);
     this.#connection.responseEnded(this, true);
+  }
+
+  /** A held head goes out alone (no body bytes came with it). */
+  flushHead(): void {
+    const head = this.#heldHead;
+    if (head === undefined) return;
+    this.#heldHead = undefined;
+    if (!this.clientGone) this.#connection.write(head);
   }
 
   bodyEnd(): void {
@@ -174,6 +197,8 @@ export class LeanExchange implements BodyReceiver {
   /** The response is cut: the client must not take a short body for a whole one. */
   cut(): void {
     if (this.done) return;
+    // A head with no byte of its body yet still goes first: the client learns the status before the reset.
+    this.flushHead();
     this.done = true;
     this.onRelayed?.(false);
     this.#connection.responseEnded(this, false);
@@ -186,6 +211,15 @@ export class LeanExchange implements BodyReceiver {
     this.clientGone = true;
     this.onClientGone?.();
   }
+}
+
+/** `head` (latin1) and bytes[start, end) in one buffer, for one write. */
+function withHead(head: string, bytes: Buffer, start: number, end: number): Buffer {
+  const headLength = head.length;
+  const joined = Buffer.allocUnsafe(headLength + end - start);
+  joined.write(head, 0, headLength, 'latin1');
+  bytes.copy(joined, headLength, start, end);
+  return joined;
 }
 
 export class DownstreamConnection {

@@ -7,7 +7,7 @@
  * Owns: reading pino's framing through its published `pino.symbols`, and refusing loggers whose framing it cannot
  * reproduce (a mixin, a log formatter, a nested key, a write hook, another message key): those get `undefined`
  * and their callers log objects as before.
- * Must not know about: what the fields mean (the access log builds them).
+ * Must not know about: what the fields mean (the agent's and the waypoint's access logs build them).
  */
 import { pino } from 'pino';
 

@@ -1,0 +1,81 @@
+// Unit tests: waypoint/access-log.ts — the request line built as JSON text for pino loggers says exactly what the
+// object form says (any values a peer or a configuration can choose), framed as pino frames the object form.
+import test from 'ava';
+import fc from 'fast-check';
+import { logRequest, REQUEST_LOG_MESSAGE, requestLogFieldsJson, requestLogLine, type RequestRecord } from '../../waypoint/access-log.ts';
+import { captureLog } from '../helpers/log-capture.ts';
+import type { Logger } from 'pino';
+
+const text = fc.string({ unit: 'grapheme', maxLength: 16 });
+const anyRecord: fc.Arbitrary<RequestRecord> = fc.record(
+  {
+    method: text,
+    path: fc.oneof(text, fc.constant('/a?b="c"&d=\\')),
+    protocol: fc.constantFrom('HTTP/1.1', 'HTTP/2', 'HTTP/1.0'),
+    authority: text,
+    status: fc.oneof(fc.integer({ min: 0, max: 599 }), fc.constant(Number.NaN)),
+    flags: fc.constantFrom('-', 'UF,URX', 'DC', '"odd\\flag'),
+    details: text,
+    durationMs: fc.oneof(fc.double({ min: 0, max: 1e7, noNaN: true }), fc.constant(Number.POSITIVE_INFINITY)),
+    bytesReceived: fc.nat(),
+    bytesSent: fc.nat(),
+    upstreamHost: fc.oneof(fc.constant(''), text),
+    upstreamCluster: text,
+    attempts: fc.nat({ max: 5 }),
+    routeName: fc.oneof(fc.constant(''), text),
+    ruleName: fc.oneof(fc.constant(''), text),
+    requestId: text,
+    traceId: text,
+    spanId: text,
+    src: fc.record({ principal: text, workload: text, namespace: text, address: text }),
+    dst: fc.record({ principal: text, workload: text, namespace: text, service: text }),
+    grpcStatus: fc.oneof(fc.constant('0'), text),
+    authz: fc.record({ decision: fc.constantFrom('allow' as const, 'deny' as const, 'unauthenticated' as const), policy: text, rule: fc.nat(), reason: text }, { requiredKeys: ['decision', 'reason'] }),
+  },
+  { requiredKeys: ['method', 'path', 'protocol', 'authority', 'status', 'flags', 'details', 'durationMs', 'bytesReceived', 'bytesSent', 'upstreamHost', 'upstreamCluster', 'attempts', 'routeName', 'ruleName', 'requestId', 'traceId', 'spanId', 'src', 'dst'] },
+);
+
+test('the request line built as text says what the object form says, for any record (quotes, backslashes, control and non-ASCII characters, NaN)', (t) => {
+  fc.assert(
+    fc.property(anyRecord, (record) => {
+      const fields = requestLogFieldsJson(record);
+      const parsed = JSON.parse(`{${fields.slice(1)}}`) as Record<string, unknown>;
+      const object = JSON.parse(JSON.stringify(requestLogLine(record))) as Record<string, unknown>;
+      t.deepEqual(parsed, object);
+      t.deepEqual(Object.keys(parsed), Object.keys(object));
+      return true;
+    }),
+    { numRuns: 2000 },
+  );
+});
+
+const record: RequestRecord = {
+  method: 'POST', path: '/bench?x="1"', protocol: 'HTTP/1.1', authority: 'via.bench.svc:80', status: 200, flags: '-', details: 'via_upstream', durationMs: 1.6,
+  bytesReceived: 1024, bytesSent: 1024, upstreamHost: '10.0.2.5:8080', upstreamCluster: 'bench/via.bench.svc.cluster.local', attempts: 1, routeName: '', ruleName: '',
+  requestId: 'id-1', traceId: 'a'.repeat(32), spanId: 'b'.repeat(16),
+  src: { principal: 'spiffe://cluster.local/ns/bench/sa/client', workload: 'client', namespace: 'bench', address: '10.0.1.4' },
+  dst: { principal: 'spiffe://cluster.local/ns/bench/sa/server', workload: 'server', namespace: 'bench', service: 'via.bench.svc.cluster.local' },
+};
+
+test('through pino the text line is framed as pino frames the object (level, time, bindings, message), at the level in force now', (t) => {
+  const { log, lines } = captureLog();
+  const child = log.child({ waypoint: 'waypoint' });
+  logRequest(child, record);
+  child.info(requestLogLine(record), REQUEST_LOG_MESSAGE);
+  t.is(lines.length, 2);
+  const [fast, object] = lines as [Record<string, unknown>, Record<string, unknown>];
+  t.true(typeof fast.time === 'number' && Math.abs((fast.time as number) - (object.time as number)) < 1000);
+  t.deepEqual({ ...fast, time: 0 }, { ...object, time: 0 });
+  t.deepEqual(Object.keys(fast), Object.keys(object), 'same keys in the same order');
+  t.like(fast, { level: 30, waypoint: 'waypoint', msg: 'request', path: '/bench?x="1"', response_code: 200, upstream_host: '10.0.2.5:8080', route_name: '-' });
+  child.level = 'warn';
+  logRequest(child, record);
+  t.is(lines.length, 2, 'no request line at warn');
+});
+
+test('a logger that is no plain pino logger gets the object form', (t) => {
+  const logged: Array<[object, string]> = [];
+  const fake = { info: (object: object, message: string) => logged.push([object, message]) } as unknown as Logger;
+  logRequest(fake, record);
+  t.deepEqual(logged, [[requestLogLine(record), REQUEST_LOG_MESSAGE]]);
+});
