@@ -139,6 +139,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     if (!workload) throw new Error(`pod ${pod.namespace}/${pod.name} is unknown to ${sources.describe} after ${WORKLOAD_WAIT_MS} ms`);
     if (!isEnrolled(workload)) throw new Error(`pod ${pod.namespace}/${pod.name} is not enrolled in the mesh: ${workload.captureReason}`);
     traceStep('workload');
+    const annotationRead = annotator?.prepare?.(pod);
     const certificate = Promise.resolve(certificates.certificateFor(workloadIdentity(workload)));
     certificate.catch(() => undefined); // awaited below; a capture that fails first must not leave it unhandled
     await capture.add(pod);
@@ -153,6 +154,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
       await releasePod({ uid: pod.uid, netns: pod.netns });
       throw error;
     }
+    await annotationRead;
     await Promise.all([record.write(capture.capturedPods()), markPod(pod, true), alsoBeforeAck?.()]);
     traceStep('records');
     log.info({ pod: `${pod.namespace}/${pod.name}`, ips: pod.ips, identity: workloadIdentity(workload).uri }, 'pod captured');
