@@ -211,11 +211,6 @@ export class CaptureManager {
     else await this.removingByNetns.get(netns);
   }
 
-  /** How many DEL'd namespaces still wait for their rules to be taken out (for tests and the admin view). */
-  get deferredRuleRemovals(): number {
-    return this.deferredRemovalByNetns.size;
-  }
-
   /** Closes every pod's listeners and stops; rules stay for the next agent (those of DEL'd pods are taken out). */
   async close(): Promise<void> {
     if (this.closed) return;
