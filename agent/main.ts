@@ -140,6 +140,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     if (!workload) throw new Error(`pod ${pod.namespace}/${pod.name} is unknown to ${sources.describe} after ${WORKLOAD_WAIT_MS} ms`);
     if (!isEnrolled(workload)) throw new Error(`pod ${pod.namespace}/${pod.name} is not enrolled in the mesh: ${workload.captureReason}`);
     traceStep('workload');
+    const annotationRead = annotator?.prepare?.(pod);
     const certificate = Promise.resolve(certificates.certificateFor(workloadIdentity(workload)));
     certificate.catch(() => undefined); // awaited below; a capture that fails first must not leave it unhandled
     await capture.add(pod);
@@ -154,6 +155,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
       await releasePod({ uid: pod.uid, netns: pod.netns });
       throw error;
     }
+    await annotationRead;
     await Promise.all([record.write(capture.capturedPods()), markPod(pod, true), alsoBeforeAck?.()]);
     traceStep('records');
     log.info({ pod: `${pod.namespace}/${pod.name}`, ips: pod.ips, identity: workloadIdentity(workload).uri }, 'pod captured');
@@ -210,8 +212,10 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     // Best effort, as the plugin treats it: known in memory at once, its record written after the answer.
     seen: (pod) => {
       seenNotCaptured.add(pod.uid);
+      // Its namespace kept from a DEL that left our rules to its removal: out before it starts (nothing deferred: at once).
+      const settled = capture.settleDeferredRuleRemoval(pod.netns);
       enrollment.remember(pod).catch((error: Error) => log.error({ pod: `${pod.namespace}/${pod.name}`, err: error.message }, 'cannot write the known-pods record'));
-      return Promise.resolve();
+      return settled;
     },
     // Answered once the release is queued (the capture manager's per-pod queue orders it before any later ADD of the
     // pod); the release itself (listeners, rules, records) runs after the answer. The namespace is looked at now, so
@@ -220,8 +224,9 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
       const neverCaptured = seenNotCaptured.has(ref.uid) && !capture.isCaptured(ref.uid);
       // undefined: no namespace there (any more), or nothing of ours in it; null: unreadable now, so the release decides as before.
       const identity = ref.netns === undefined || neverCaptured ? undefined : await readNetnsIdentity(ref.netns).catch(() => null);
+      // The sandbox is being torn down: its rules are left to its namespace's removal (capture-manager.ts).
       const releaseRef: PodRef = identity === undefined ? { uid: ref.uid }
-        : identity === null ? { uid: ref.uid, netns: ref.netns! } : { uid: ref.uid, netns: ref.netns!, netnsIdentity: identity };
+        : identity === null ? { uid: ref.uid, netns: ref.netns!, deferRuleRemoval: true } : { uid: ref.uid, netns: ref.netns!, netnsIdentity: identity, deferRuleRemoval: true };
       traceStep('netns');
       releases.start(ref.uid, () => withCniTrace('release after DEL', async () => {
         await releasePod(releaseRef);

@@ -8,6 +8,7 @@
  */
 import { access, constants } from 'node:fs/promises';
 import path from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { CniPluginError, RuntimeError, type CniErrorOutput } from './errors.ts';
 import { run } from './exec.ts';
 
@@ -39,6 +40,25 @@ export interface CniChainOptions {
 
 export function kubernetesCniArgs(pod: { namespace: string; name: string; containerId: string; uid: string }): string {
   return `IgnoreUnknown=1;K8S_POD_NAMESPACE=${pod.namespace};K8S_POD_NAME=${pod.name};K8S_POD_INFRA_CONTAINER_ID=${pod.containerId};K8S_POD_UID=${pod.uid}`;
+}
+
+/** One plugin run as a benchmark sees it: which plugin, which command, and how long its process took (ms). */
+export interface CniPluginRun {
+  type: string;
+  command: 'ADD' | 'DEL' | 'CHECK';
+  /** Empty for the second DEL (no namespace), as in the sandbox. */
+  netnsPath: string;
+  ms: number;
+}
+
+let pluginRunObserver: ((run: CniPluginRun) => void) | undefined;
+
+/**
+ * Tells `observer` about every plugin run of every chain in this process (bench/cni-steps.ts splits a pod cycle into
+ * its calls with it); `undefined` stops. Nothing is timed while no observer is set.
+ */
+export function observeCniPluginRuns(observer: ((run: CniPluginRun) => void) | undefined): void {
+  pluginRunObserver = observer;
 }
 
 export class CniChain {
@@ -83,11 +103,14 @@ export class CniChain {
       CNI_ARGS: sandbox.cniArgs,
       CNI_PATH: this.#options.cniPath.join(':'),
     };
+    const observer = pluginRunObserver;
+    const started = observer === undefined ? 0 : performance.now();
     const result = await run('ip', ['netns', 'exec', this.#options.runInNetns, binary], {
       env,
       input: JSON.stringify(config),
       timeoutMs: PLUGIN_TIMEOUT_MS,
     });
+    observer?.({ type, command, netnsPath: sandbox.netnsPath, ms: performance.now() - started });
     if (result.code !== 0) {
       let cniError: CniErrorOutput;
       try {

@@ -10,6 +10,12 @@
  * Closing the manager (agent shutdown or restart) closes the listeners but leaves the rules: the next agent
  * opens its own listeners with SO_REUSEPORT, ideally before this one closes, and the pods' traffic keeps
  * flowing to whichever is listening.
+ *
+ * A CNI DEL's release leaves the rules to the namespace's removal (as Istio's node agent does on a pod's deletion):
+ * the runtime removes the namespace right after its DELs, and the rules go with it, so taking them out first is a
+ * process in a dying pod on the pod's stop path. They are taken out only if the same namespace is still there
+ * after RULE_REMOVAL_DEFER_MS, at once when another ADD names that namespace before then (a sandbox ADDed again, not
+ * enrolled now), and at close (a stopping agent leaves no deferred removal undone).
  */
 import net from 'node:net';
 import { stat } from 'node:fs/promises';
@@ -26,6 +32,13 @@ import type { InboundCapture, InpodRuleOptions, IptablesBackend } from './rules.
  * would keep its namespace (and memory) forever. 2 s bounds that leak without measurable cost.
  */
 const DEFAULT_NETNS_CHECK_INTERVAL_MS = 2_000;
+/**
+ * How long a DEL'd pod's rules are left to its namespace's removal. containerd removes the namespace right after
+ * the DELs (milliseconds); a namespace still there after this is kept by someone, and gets its rules taken out.
+ * The same bound as the namespace check: a kept namespace redirects to closed ports (its pod's traffic fails,
+ * it is never let out uncaptured) for at most this long.
+ */
+const DEFAULT_RULE_REMOVAL_DEFER_MS = 2_000;
 
 /** How rules get in and out of a namespace; swapped in tests, iptables.ts in production. */
 export interface RuleInstaller {
@@ -49,6 +62,8 @@ export interface CaptureManagerOptions {
   socketFactoryFor?: (netns: string) => SocketFactory;
   /** 0 disables the periodic namespace check. */
   netnsCheckIntervalMs?: number;
+  /** How long a DEL's rule removal waits for the namespace to go (DEFAULT_RULE_REMOVAL_DEFER_MS when absent). */
+  ruleRemovalDeferMs?: number;
   /** Where pods' net sysctls are written (agent/config.ts procSysNet); /proc/sys/net when absent. */
   procSysNet?: string;
   /**
@@ -69,6 +84,21 @@ export interface PodRef {
    * touches the namespace at `netns` only while it is still that one, never a new namespace at the same path.
    */
   netnsIdentity?: NetnsIdentity;
+  /**
+   * A CNI DEL of a sandbox being torn down: the rules are left to the namespace's removal, and taken out only if
+   * the namespace outlives RULE_REMOVAL_DEFER_MS (or another ADD names it first).
+   */
+  deferRuleRemoval?: boolean;
+}
+
+/** Rules left in a DEL'd pod's namespace, to be taken out if that namespace outlives the wait. */
+interface DeferredRuleRemoval {
+  uid: string;
+  netns: string;
+  identity: NetnsIdentity;
+  /** What this agent installed, when it held the pod (the removal's fast path). */
+  rules: InpodRuleOptions | undefined;
+  timer: NodeJS.Timeout;
 }
 
 export interface NetnsIdentity {
@@ -99,6 +129,11 @@ export class CaptureManager {
   private readonly podsByUid = new Map<string, PodState>();
   /** Tail of each pod's operation queue, so add/del/release of one pod never interleave. */
   private readonly queueByUid = new Map<string, Promise<unknown>>();
+  /** Deferred rule removals by namespace path (one per namespace: the latest DEL's). */
+  private readonly deferredRemovalByNetns = new Map<string, DeferredRuleRemoval>();
+  /** Deferred removals running now, by namespace path: an ADD naming that namespace waits for its end. */
+  private readonly removingByNetns = new Map<string, Promise<void>>();
+  private readonly ruleRemovalDeferMs: number;
   private backend: Promise<IptablesBackend> | undefined;
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
@@ -107,6 +142,7 @@ export class CaptureManager {
     this.options = options;
     this.rules = options.rules ?? iptablesInstaller;
     this.inbound = options.inbound ?? 'tproxy';
+    this.ruleRemovalDeferMs = options.ruleRemovalDeferMs ?? DEFAULT_RULE_REMOVAL_DEFER_MS;
     if (options.backend !== undefined) this.backend = Promise.resolve(options.backend);
     const interval = options.netnsCheckIntervalMs ?? DEFAULT_NETNS_CHECK_INTERVAL_MS;
     if (interval > 0) {
@@ -164,12 +200,26 @@ export class CaptureManager {
     return [...this.podsByUid.values()].map((state) => state.pod);
   }
 
-  /** Closes every pod's listeners and stops; rules stay for the next agent. */
+  /**
+   * Takes out at once the rules a DEL left in the namespace at `netns` for its removal, if that namespace is still
+   * the one the DEL named (a not-enrolled ADD of a sandbox whose namespace was kept: it must not start redirected to
+   * closed ports). Nothing when no removal is deferred there.
+   */
+  async settleDeferredRuleRemoval(netns: string): Promise<void> {
+    const deferred = this.takeDeferredRemoval(netns);
+    if (deferred !== undefined) await this.removeDeferredRules(deferred);
+    else await this.removingByNetns.get(netns);
+  }
+
+  /** Closes every pod's listeners and stops; rules stay for the next agent (those of DEL'd pods are taken out). */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     if (this.timer) clearInterval(this.timer);
     await Promise.allSettled([...this.queueByUid.values()]);
+    // Pods DEL'd before the stop: nothing of them is left to the next agent, which would not know them.
+    const deferred = [...this.deferredRemovalByNetns.keys()].map((netns) => this.takeDeferredRemoval(netns)!);
+    await Promise.all(deferred.map((removal) => this.removeDeferredRules(removal)));
     const states = [...this.podsByUid.values()];
     this.podsByUid.clear();
     await Promise.all(states.map((state) => state.listeners.close()));
@@ -199,6 +249,9 @@ export class CaptureManager {
       // The sandbox was recreated: a new namespace for the same pod.
       await this.release(current, 'replaced');
     }
+    // Rules a DEL left here for the namespace's removal: the namespace was kept and is ADDed again; out first, so
+    // the install below starts from a namespace holding nothing of ours.
+    await this.settleDeferredRuleRemoval(info.netns);
     const backend = await this.detectBackend();
     // A dual-stack pod's IPv6 traffic is captured as its IPv4 traffic is; leaving it out would let it bypass policy.
     const rules: InpodRuleOptions = {
@@ -247,12 +300,57 @@ export class CaptureManager {
     if (identity === undefined) return;
     if (state && (identity.ino !== state.netnsIno || identity.dev !== state.netnsDev)) return;
     if (ref.netnsIdentity && (identity.ino !== ref.netnsIdentity.ino || identity.dev !== ref.netnsIdentity.dev)) return;
+    if (ref.deferRuleRemoval === true && !this.closed) {
+      this.deferRuleRemoval(ref.uid, netns, identity, state?.rules);
+      traceStep('rules-deferred');
+      return;
+    }
     try {
       await this.rules.remove(netns, await this.detectBackend(), state?.rules);
       traceStep('rules');
     } catch {
       // DEL must succeed (runtimes retry it forever otherwise); the rules point at closed ports and the
       // namespace is on its way out.
+    }
+  }
+
+  private deferRuleRemoval(uid: string, netns: string, identity: NetnsIdentity, rules: InpodRuleOptions | undefined): void {
+    const previous = this.deferredRemovalByNetns.get(netns);
+    if (previous !== undefined) clearTimeout(previous.timer);
+    const timer = setTimeout(() => {
+      const deferred = this.takeDeferredRemoval(netns);
+      // Not in the pod's queue: a capture of the same uid (a new sandbox) must not wait behind it; an ADD naming this
+      // namespace waits for it instead (settleDeferredRuleRemoval).
+      if (deferred !== undefined) void this.removeDeferredRules(deferred);
+    }, this.ruleRemovalDeferMs);
+    timer.unref();
+    this.deferredRemovalByNetns.set(netns, { uid, netns, identity, rules, timer });
+  }
+
+  private takeDeferredRemoval(netns: string): DeferredRuleRemoval | undefined {
+    const deferred = this.deferredRemovalByNetns.get(netns);
+    if (deferred === undefined) return undefined;
+    clearTimeout(deferred.timer);
+    this.deferredRemovalByNetns.delete(netns);
+    return deferred;
+  }
+
+  /** The rules go only from the namespace the DEL named: gone, or another one at the same path, means nothing to do. */
+  private removeDeferredRules(deferred: DeferredRuleRemoval): Promise<void> {
+    const removing = this.removeDeferredRulesNow(deferred).finally(() => {
+      if (this.removingByNetns.get(deferred.netns) === removing) this.removingByNetns.delete(deferred.netns);
+    });
+    this.removingByNetns.set(deferred.netns, removing);
+    return removing;
+  }
+
+  private async removeDeferredRulesNow(deferred: DeferredRuleRemoval): Promise<void> {
+    try {
+      const identity = await netnsIdentity(deferred.netns);
+      if (identity === undefined || identity.ino !== deferred.identity.ino || identity.dev !== deferred.identity.dev) return;
+      await this.rules.remove(deferred.netns, await this.detectBackend(), deferred.rules);
+    } catch {
+      // As a DEL's own removal: the rules point at closed ports; nothing a caller could do about it.
     }
   }
 

@@ -359,6 +359,28 @@ test.serial('a pod not enrolled at its ADD but captured later (its namespace lab
   t.pass();
 });
 
+test.serial('a DEL leaves the rules to the namespace\'s removal; a kept namespace ADDed again as not enrolled starts with none of them, and one left alone loses them after the wait', async (t) => {
+  await writeNamespace(mesh.cluster.clusterDir, namespaceObject('kept11', AMBIENT));
+  t.teardown(() => writeNamespace(mesh.cluster.clusterDir, namespaceObject('kept11', AMBIENT)));
+  const box = await sandbox(t, 'kept11', 'kept11');
+  t.is((await add(box)).code, 0);
+  t.true((await capturedState(box.netnsName)).chains.length > 0, 'captured');
+  t.is((await plugin('DEL', box, networkConfig({ prevResult: box.prevResult }))).code, 0);
+  t.is((await plugin('DEL', { ...box, netnsPath: '' }, networkConfig({ prevResult: box.prevResult }))).code, 0);
+  // The runtime keeps the namespace and ADDs the pod again, its namespace no longer enrolled (seen by the agent too,
+  // so nothing captures it again behind the plugin's back).
+  await writeNamespace(mesh.cluster.clusterDir, namespaceObject('kept11', {}));
+  await eventually('the agent sees the pod as not enrolled', async () => (await agentWorkload('kept11', 'kept11'))?.tunnelProtocol !== 'HBONE');
+  const again = await add(box);
+  t.is(again.code, 0, again.stdout);
+  t.true(uncaptured(await capturedState(box.netnsName)), 'the not-enrolled ADD answered with none of the rules the DEL left');
+  // Enrolled again and DELed again, the namespace left in place: its rules go after the wait, with no ADD to ask.
+  await writeNamespace(mesh.cluster.clusterDir, namespaceObject('kept11', AMBIENT));
+  await eventually('the running pod is captured again once its namespace is enrolled', async () => (await capturedState(box.netnsName)).listening.includes('15008'));
+  t.is((await plugin('DEL', box, networkConfig({ prevResult: box.prevResult }))).code, 0);
+  await eventually('the kept namespace lost the rules the DEL left', async () => uncaptured(await capturedState(box.netnsName)));
+});
+
 test.serial('a pod never captured is deleted without touching its namespace; a DEL for a pod the agent never heard of still removes rules left in it', async (t) => {
   const plain = await sandbox(t, PLAIN, 'never11');
   t.is((await add(plain)).code, 0);
