@@ -112,6 +112,15 @@ const QUICK: Sizes = {
   afterStormSeconds: 15,
 };
 
+/**
+ * AMBIT_BENCH_MESH_RATES ('3000' or '3000,5000'): these offered connection rates, 2 s each, instead of the size's,
+ * for A/B runs of the storm rows with --quick (whose own rate step is one 0.5 s step at 5,000/s).
+ */
+function withRateOverride(sizes: Sizes): Sizes {
+  const rates = process.env.AMBIT_BENCH_MESH_RATES?.split(',').map(Number).filter((rate) => Number.isFinite(rate) && rate > 0);
+  return rates && rates.length > 0 ? { ...sizes, connectRates: rates, connectSeconds: FULL.connectSeconds, connectGraceMs: FULL.connectGraceMs } : sizes;
+}
+
 /** `mesh2`: the same mesh with AMBIT_WORKER_THREADS=2 in both agents, measured after the others on a topology of its own. */
 export type PathKey = 'direct' | 'stunnel' | 'mesh' | 'mesh2';
 const KEYS: PathKey[] = ['direct', 'stunnel', 'mesh', 'mesh2'];
@@ -217,7 +226,7 @@ async function run(outer: SuiteContext): Promise<SuiteResult> {
   const began = Date.now();
   // Progress lines carry the time into the suite: where the minutes go is part of what a reader wants to know.
   const context: SuiteContext = { ...outer, log: (message) => outer.log(`[${((Date.now() - began) / 1000).toFixed(0).padStart(3)} s] ${message}`) };
-  const sizes = context.quick ? QUICK : FULL;
+  const sizes = withRateOverride(context.quick ? QUICK : FULL);
   const { processes } = context;
   if (process.getuid?.() !== 0 || !existsSync(join(REFERENCE_PLUGINS_DIR, 'bridge'))) {
     throw new Error(`the mesh suite builds network namespaces with the reference CNI plugins: it needs root and ${REFERENCE_PLUGINS_DIR}/bridge (Debian's containernetworking-plugins)`);

@@ -10,6 +10,8 @@
  */
 import net from 'node:net';
 import {
+  CANCELLED_PENDING_BURST,
+  CANCELLED_PENDING_RATE_PER_SECOND,
   DEFAULT_CONNECT_TIMEOUT_MS,
   DEFAULT_CONNECTION_WINDOW_BYTES,
   DEFAULT_IDLE_TIMEOUT_MS,
@@ -25,7 +27,7 @@ import { HboneConnection, type ConnectionSettings } from './connection.ts';
 import type { SpiffeId, WorkloadCertificate } from '../identity/index.ts';
 import { hboneErrors } from './errors.ts';
 import { H2PooledConnection } from './h2/pooled-connection.ts';
-import { isRefusedUnprocessed, type OpenedTunnelStream, type PooledConnection } from './pooled-connection.ts';
+import { isRefusedUnprocessed, type OpenedTunnelStream, type PendingTunnelStream, type PooledConnection } from './pooled-connection.ts';
 import { resetSocket } from './splice.ts';
 import { noteMemoryFreed } from '../memory/release-hint.ts';
 import type { HboneClientOptions, HboneStream, HboneTarget, TcpConnector } from './types.ts';
@@ -59,6 +61,18 @@ export interface PoolStats {
 class PoolEntry {
   readonly connections: PooledConnection[] = [];
   dialing: Promise<PooledConnection> | undefined;
+  /** Pending CONNECTs this key may still cancel (a token bucket: CANCELLED_PENDING_BURST, refilled per second). */
+  cancelTokens = CANCELLED_PENDING_BURST;
+  cancelTokensAt = 0;
+
+  /** Takes one cancel token if there is one (see CANCELLED_PENDING_BURST for why cancels are rationed). */
+  takeCancelToken(now: number): boolean {
+    this.cancelTokens = Math.min(CANCELLED_PENDING_BURST, this.cancelTokens + ((now - this.cancelTokensAt) * CANCELLED_PENDING_RATE_PER_SECOND) / 1000);
+    this.cancelTokensAt = now;
+    if (this.cancelTokens < 1) return false;
+    this.cancelTokens -= 1;
+    return true;
+  }
 
   pick(): PooledConnection | undefined {
     for (const connection of this.connections) {
@@ -99,6 +113,45 @@ interface DialRequest {
 function dialerFor(implementation: HboneImplementation): (request: DialRequest) => Promise<PooledConnection> {
   return implementation === 'own' ? (request) => H2PooledConnection.dial(request) : (request) => HboneConnection.dial(request);
 }
+
+/**
+ * One `tunnel` call's downstream socket while its stream is being opened: whether its client has gone, and the
+ * CONNECT in flight, cancelled when it goes (if the key's cancel budget allows).
+ */
+class DownstreamWatch {
+  readonly socket: net.Socket;
+  gone = false;
+  /** The CONNECT sent and not yet answered, and its pool entry (for the cancel budget). */
+  pending: PendingTunnelStream | undefined;
+  entry: PoolEntry | undefined;
+  /** True once a pending CONNECT was cancelled because the client left. */
+  cancelled = false;
+
+  constructor(socket: net.Socket) {
+    this.socket = socket;
+    socket.on('error', ignoreEarlyError);
+    socket.once('close', this.#onClose);
+  }
+
+  /** The splice owns the socket from here (or the tunnel failed): stop watching. */
+  stop(): void {
+    this.socket.off('error', ignoreEarlyError);
+    this.socket.off('close', this.#onClose);
+    this.pending = undefined;
+  }
+
+  readonly #onClose = (): void => {
+    this.gone = true;
+    const { pending, entry } = this;
+    if (pending && entry && entry.takeCancelToken(performance.now())) {
+      this.cancelled = true;
+      pending.cancel();
+    }
+  };
+}
+
+/** Until the splice owns it, an error on the waiting socket must not crash the process. */
+function ignoreEarlyError(): void {}
 
 /** Retries of a stream the server refused unprocessed: one GOAWAY race per attempt is already rare. */
 const MAX_REFUSED_STREAM_RETRIES = 3;
@@ -154,18 +207,19 @@ export class HboneClientPool {
    */
   async tunnel(target: HboneTarget, socket: net.Socket, onEstablished?: (peerIdentity: SpiffeId) => void): Promise<TunnelResult> {
     const started = performance.now();
-    // Until the splice owns it, an error on the waiting socket must not crash the process.
-    const onEarlyError = (): void => {};
-    socket.on('error', onEarlyError);
+    // A client that leaves while its stream is being opened: no CONNECT is sent for it, and one already sent is
+    // cancelled (RST_STREAM CANCEL), so the server does not connect to the target for nobody.
+    const watch = new DownstreamWatch(socket);
     let opened: OpenedStream;
     try {
-      opened = await this.#openStream(target);
+      opened = await this.#openStream(target, watch);
     } catch (error) {
-      socket.off('error', onEarlyError);
+      watch.stop();
       resetSocket(socket);
-      throw error;
+      throw watch.cancelled ? hboneErrors.downstreamClosed(target.destination, target.proxy, true) : error;
     }
-    socket.off('error', onEarlyError);
+    watch.stop();
+    // Gone after the answer, or its cancel was over budget: the splice resets the answered stream (no budget spent).
     onEstablished?.(opened.peerIdentity);
     const result = await opened.stream.splice(socket);
     const tunnel: TunnelResult = {
@@ -211,7 +265,7 @@ export class HboneClientPool {
     }
   }
 
-  async #openStream(target: HboneTarget): Promise<OpenedStream> {
+  async #openStream(target: HboneTarget, watch?: DownstreamWatch): Promise<OpenedStream> {
     if (this.#closed) throw hboneErrors.poolClosed();
     const key = poolKey(target);
     let entry = this.#entries.get(key);
@@ -221,14 +275,21 @@ export class HboneClientPool {
     }
     let refusals = 0;
     for (;;) {
+      // The client left while its stream waited for a connection (a dial): no CONNECT for nobody.
+      if (watch?.gone) throw hboneErrors.downstreamClosed(target.destination, target.proxy, false);
       const connection = entry.pick();
       if (connection) {
         const opening = connection.openTunnelStream(target);
         // undefined: the connection stopped taking streams between the check and the request (GOAWAY); try another.
         if (!opening) continue;
+        if (watch) {
+          watch.pending = opening;
+          watch.entry = entry;
+        }
         try {
-          return { stream: await opening, peerIdentity: connection.peerIdentity };
+          return { stream: await opening.opened, peerIdentity: connection.peerIdentity };
         } catch (error) {
+          if (watch) watch.pending = undefined;
           // REFUSED_STREAM (a GOAWAY raced our request, e.g. the peer agent is restarting) guarantees the server did
           // nothing with the stream (RFC 9113 8.7), so it is safe to open it again, on another connection.
           if (isRefusedUnprocessed(error) && refusals++ < MAX_REFUSED_STREAM_RETRIES) continue;

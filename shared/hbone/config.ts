@@ -31,6 +31,18 @@ export const DEFAULT_IDLE_TIMEOUT_MS = 5 * 60 * 1000;
  */
 export const DEFAULT_SURPLUS_IDLE_SWEEP_MS = 5 * 1000;
 
+/**
+ * How many pending CONNECTs (sent, not yet answered) one pool key may cancel with RST_STREAM CANCEL when their
+ * clients leave: CANCELLED_PENDING_BURST at once, then CANCELLED_PENDING_RATE_PER_SECOND. A server counts a stream
+ * reset before its answer as a possible rapid-reset flood (ambit's: 200 at once, then 50/s, SERVER_PREMATURE_RESET_*
+ * below; nghttp2 and Go servers have like budgets) and closes the whole connection past it, every healthy tunnel on
+ * it included. So the client keeps to half of ambit's server budget: a storm of clients giving up (a load tool
+ * cutting thousands of waiting connections) cancels the first ones and lets the rest be answered and reset after the
+ * 200 (as before: the server did the work, but no budget is spent and no connection lost).
+ */
+export const CANCELLED_PENDING_BURST = 100;
+export const CANCELLED_PENDING_RATE_PER_SECOND = 25;
+
 /** Keepalive PING every 10 s: finds a dead peer (node gone, path cut) long before TCP's own timers would. */
 export const DEFAULT_KEEPALIVE_INTERVAL_MS = 10 * 1000;
 

@@ -11,7 +11,7 @@ import type { SpiffeId, WorkloadCertificate } from '../identity/index.ts';
 import { formatAuthority } from './authority.ts';
 import { DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_SESSION_MEMORY_MIB } from './config.ts';
 import { hboneErrors, HboneError, isHboneError } from './errors.ts';
-import { markRefusedUnprocessed, type OpenedTunnelStream, type PooledConnection, type TunnelSpliceResult } from './pooled-connection.ts';
+import { markRefusedUnprocessed, type OpenedTunnelStream, type PendingTunnelStream, type PooledConnection, type TunnelSpliceResult } from './pooled-connection.ts';
 import { splice } from './splice.ts';
 import { connectTls } from './tls.ts';
 import type { HboneTarget, HostPort, TcpConnector } from './types.ts';
@@ -34,6 +34,27 @@ class NodeOpenedStream implements OpenedTunnelStream {
 
   duplex(): Duplex {
     return this.#stream;
+  }
+}
+
+/** A CONNECT on node:http2 waiting for its answer. */
+class NodePendingStream implements PendingTunnelStream {
+  readonly opened: Promise<OpenedTunnelStream>;
+  readonly #stream: http2.ClientHttp2Stream;
+
+  constructor(stream: http2.ClientHttp2Stream, response: Promise<http2.ClientHttp2Stream>) {
+    this.#stream = stream;
+    this.opened = response.then(
+      (accepted) => new NodeOpenedStream(accepted),
+      (error: Error) => {
+        // REFUSED_STREAM (a GOAWAY raced our request) guarantees the server did nothing with it (RFC 9113 8.7).
+        throw stream.rstCode === NGHTTP2_REFUSED_STREAM ? markRefusedUnprocessed(error) : error;
+      },
+    );
+  }
+
+  cancel(): void {
+    if (!this.#stream.closed && !this.#stream.destroyed) this.#stream.close(NGHTTP2_CANCEL);
   }
 }
 
@@ -224,16 +245,10 @@ export class HboneConnection implements PooledConnection {
     else this.session.once('close', listener);
   }
 
-  openTunnelStream(target: HboneTarget): Promise<OpenedTunnelStream> | undefined {
+  openTunnelStream(target: HboneTarget): PendingTunnelStream | undefined {
     const stream = this.request(target);
     if (!stream) return undefined;
-    return this.response(stream, target).then(
-      (accepted) => new NodeOpenedStream(accepted),
-      (error: Error) => {
-        // REFUSED_STREAM (a GOAWAY raced our request) guarantees the server did nothing with it (RFC 9113 8.7).
-        throw stream.rstCode === NGHTTP2_REFUSED_STREAM ? markRefusedUnprocessed(error) : error;
-      },
-    );
+    return new NodePendingStream(stream, this.response(stream, target));
   }
 
   /** Resolves with `stream` once the server answers 2xx; rejects with a typed HboneError otherwise. */

@@ -25,13 +25,14 @@ export type HboneErrorCode =
   | 'HBONE_REFUSED'
   | 'HBONE_BAD_STATUS'
   | 'HBONE_POOL_CLOSED'
+  | 'HBONE_DOWNSTREAM_CLOSED'
   | 'HBONE_SHUTTING_DOWN';
 
 /**
  * Envoy response flags, the column Istio's access logs and dashboards already show:
  * UF upstream connection failure, UT upstream timeout, UC upstream connection termination, UR upstream reset,
  * UAEX unauthorized (denied by policy), DPE downstream protocol error, UPE upstream protocol error,
- * LR local reset (we closed it ourselves).
+ * LR local reset (we closed it ourselves), DC downstream connection termination.
  */
 export const RESPONSE_FLAGS: Readonly<Record<HboneErrorCode, string>> = {
   HBONE_CONNECT_TIMEOUT: 'UF',
@@ -50,6 +51,7 @@ export const RESPONSE_FLAGS: Readonly<Record<HboneErrorCode, string>> = {
   HBONE_REFUSED: 'UF',
   HBONE_BAD_STATUS: 'UPE',
   HBONE_POOL_CLOSED: 'LR',
+  HBONE_DOWNSTREAM_CLOSED: 'DC',
   HBONE_SHUTTING_DOWN: 'LR',
 };
 
@@ -178,6 +180,13 @@ export const hboneErrors = {
   },
   poolClosed(): HboneError {
     return new HboneError('HBONE_POOL_CLOSED', 'the HBONE client pool is closed (the agent is shutting down)');
+  },
+  downstreamClosed(destination: HostPort, proxy: HostPort, cancelled: boolean): HboneError {
+    return new HboneError(
+      'HBONE_DOWNSTREAM_CLOSED',
+      `the client closed its connection to ${where(destination)} before the HBONE stream via ${where(proxy)} was answered` +
+        (cancelled ? ': the stream was cancelled (RST_STREAM CANCEL), the server drops its connection to the target' : ': no stream was opened'),
+    );
   },
   shuttingDown(): HboneError {
     return new HboneError('HBONE_SHUTTING_DOWN', 'the HBONE server is shutting down and accepts no new connections');

@@ -26,6 +26,14 @@ export interface OpenedTunnelStream {
   duplex(): Duplex;
 }
 
+/** A CONNECT sent and not answered yet. */
+export interface PendingTunnelStream {
+  /** Resolves once the server answered 2xx; rejects with a typed HboneError (also after `cancel`). */
+  readonly opened: Promise<OpenedTunnelStream>;
+  /** Gives the stream up: RST_STREAM CANCEL, so the server drops the connection to the target it may be making. */
+  cancel(): void;
+}
+
 export interface PooledConnection {
   /** The identity the server's certificate proved. */
   readonly peerIdentity: SpiffeId;
@@ -36,10 +44,10 @@ export interface PooledConnection {
   /** True once the connection is gone. */
   readonly isClosed: boolean;
   /**
-   * Sends CONNECT for `target`; resolves once the server answered 2xx, rejects with a typed HboneError (marked
-   * with `markRefusedUnprocessed` when it is safe to try again). undefined: the connection takes no stream now.
+   * Sends CONNECT for `target`; `opened` resolves once the server answered 2xx, rejects with a typed HboneError
+   * (marked with `markRefusedUnprocessed` when it is safe to try again). undefined: the connection takes no stream now.
    */
-  openTunnelStream(target: HboneTarget): Promise<OpenedTunnelStream> | undefined;
+  openTunnelStream(target: HboneTarget): PendingTunnelStream | undefined;
   /** Stops new streams; closes when the open ones finish. */
   close(): void;
   /** Closes now; open streams are reset. */

@@ -140,3 +140,19 @@ test.serial('after a storm whose clients go away, sockets, tunnels and descripto
   t.is(complaint, undefined, `still there ${BACK_TO_BASELINE_MS / 1000} s after the storm`);
   t.log(`after: ${JSON.stringify([await agentFigures(0), await agentFigures(1)])}`);
 });
+
+test.serial('the agent\'s listeners in a pod queue a burst of 4,096 connections, not Node\'s 511 (Send-Q of ss -ltn)', async (t) => {
+  // A storm the agent cannot accept as fast as it comes waits in these queues; a full queue drops the SYN and
+  // the client retries only a second later. Node re-listens a handed-over descriptor with 511 unless told.
+  const listeners = new Map<string, number>();
+  for (const pod of [client, server]) {
+    const result = await pod.exec('ss', ['-Hltn']);
+    for (const line of result.stdout.split('\n')) {
+      const [, , sendQ, local] = line.trim().split(/\s+/);
+      const port = local?.slice(local.lastIndexOf(':') + 1);
+      if (port === String(OUTBOUND_PORT) || port === '15006' || port === String(HBONE_PORT)) listeners.set(`${pod.name} ${local}`, Number(sendQ));
+    }
+  }
+  t.true(listeners.size >= 6, `the agent's listeners in both pods: ${JSON.stringify([...listeners])}`);
+  for (const [listener, backlog] of listeners) t.is(backlog, 4096, listener);
+});

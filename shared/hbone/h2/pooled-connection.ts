@@ -13,13 +13,14 @@ import type { Duplex } from 'node:stream';
 import type { SpiffeId, WorkloadCertificate } from '../../identity/index.ts';
 import type { ConnectionSettings } from '../connection.ts';
 import { hboneErrors, isHboneError } from '../errors.ts';
-import type { OpenedTunnelStream, PooledConnection, TunnelSpliceResult } from '../pooled-connection.ts';
+import type { OpenedTunnelStream, PendingTunnelStream, PooledConnection, TunnelSpliceResult } from '../pooled-connection.ts';
 import type { HboneTarget, HostPort, TcpConnector } from '../types.ts';
 import type { H2Connection } from './connection.ts';
 import { H2DuplexStream } from './duplex.ts';
 import { spliceH2 } from './splice.ts';
 import type { H2Stream } from './stream.ts';
-import { dialH2, openConnectStream } from './tunnel-client.ts';
+import { dialH2, requestConnectStream } from './tunnel-client.ts';
+import { H2_CANCEL } from './errors.ts';
 
 export interface H2PooledDialParams {
   proxy: HostPort;
@@ -44,6 +45,21 @@ class H2OpenedStream implements OpenedTunnelStream {
 
   duplex(): Duplex {
     return new H2DuplexStream(this.#stream);
+  }
+}
+
+/** A CONNECT on the own layer waiting for its answer. */
+class H2PendingStream implements PendingTunnelStream {
+  readonly opened: Promise<OpenedTunnelStream>;
+  readonly #stream: H2Stream | undefined;
+
+  constructor(stream: H2Stream | undefined, opened: Promise<OpenedTunnelStream>) {
+    this.#stream = stream;
+    this.opened = opened;
+  }
+
+  cancel(): void {
+    this.#stream?.reset(H2_CANCEL);
   }
 }
 
@@ -105,19 +121,23 @@ export class H2PooledConnection implements PooledConnection {
     return this.connection.closed;
   }
 
-  openTunnelStream(target: HboneTarget): Promise<OpenedTunnelStream> | undefined {
+  openTunnelStream(target: HboneTarget): PendingTunnelStream | undefined {
     if (!this.available) return undefined;
     if (this.#idleTimer) {
       clearTimeout(this.#idleTimer);
       this.#idleTimer = undefined;
     }
-    return openConnectStream(this.connection, target).then(
-      (stream) => new H2OpenedStream(stream),
-      (error: unknown) => {
-        // A connection that died of an unanswered PING says so, as the node:http2 connection does.
-        if (this.connection.error?.code === 'H2_TIMEOUT' && !isHboneError(error, 'HBONE_DENIED')) throw hboneErrors.keepaliveTimeout(this.proxy, this.#settings.keepaliveTimeoutMs);
-        throw error;
-      },
+    const { stream, opened } = requestConnectStream(this.connection, target);
+    return new H2PendingStream(
+      stream,
+      opened.then(
+        (accepted) => new H2OpenedStream(accepted),
+        (error: unknown) => {
+          // A connection that died of an unanswered PING says so, as the node:http2 connection does.
+          if (this.connection.error?.code === 'H2_TIMEOUT' && !isHboneError(error, 'HBONE_DENIED')) throw hboneErrors.keepaliveTimeout(this.proxy, this.#settings.keepaliveTimeoutMs);
+          throw error;
+        },
+      ),
     );
   }
 

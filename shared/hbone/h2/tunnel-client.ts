@@ -160,13 +160,20 @@ class ResponseWaiter implements H2StreamHandler {
  * bad status, reset, or connection closed (including H2_UNAVAILABLE when no stream may be opened now).
  */
 export function openConnectStream(connection: H2Connection, target: Pick<HboneTarget, 'destination' | 'proxy' | 'headers'>): Promise<H2Stream> {
-  return new Promise((resolve, reject) => {
+  return requestConnectStream(connection, target).opened;
+}
+
+/** openConnectStream, with the stream as soon as it is requested (undefined if it could not be): to cancel it. */
+export function requestConnectStream(connection: H2Connection, target: Pick<HboneTarget, 'destination' | 'proxy' | 'headers'>): { stream: H2Stream | undefined; opened: Promise<H2Stream> } {
+  let stream: H2Stream | undefined;
+  const opened = new Promise<H2Stream>((resolve, reject) => {
     const waiter = new ResponseWaiter(target, resolve, reject);
     try {
-      connection.request(connectRequestHeaders(target), waiter);
+      stream = connection.request(connectRequestHeaders(target), waiter);
     } catch (error) {
       if (isH2Error(error) || isHboneError(error)) reject(isHboneError(error) ? error : hboneErrors.connectionClosed(target.proxy, error));
       else reject(error as Error);
     }
   });
+  return { stream, opened };
 }
