@@ -6,8 +6,8 @@
  * ClientHttp2Stream the waypoint drives (UpstreamH2Stream): 'response' (headers, flags), 'trailers', 'data' while
  * flowing (held while paused or before a reader is attached), 'end', 'close' after them, 'drain', 'wantTrailers'
  * on end, rstCode. What the layer does not do here: 1xx heads are not passed on (the layer drops them).
- * Opt-in: `AMBIT_WAYPOINT_H2_UPSTREAM=own` (node:http2 is the default until a stall of a large answer on a reused
- * connection is found: see waypoint/main.ts).
+ * The default; `AMBIT_WAYPOINT_H2_UPSTREAM=node` switches back to h2-upstream.ts (waypoint/main.ts). An endpoint's
+ * RST_STREAM NO_ERROR after its answer began ends the answer, as node:http2's client takes it (see onClose).
  *
  * Owns: the connections per endpoint, their stream counts and idle close; the header conversions both ways.
  * Must not know about: routes, downstream streams, which endpoint to pick (upstream.ts picks; this dials through it).
@@ -82,8 +82,17 @@ export function headersObjectOf(list: HeaderList): http2.IncomingHttpHeaders {
   return result;
 }
 
+/** True when received trailers are malformed: a pseudo-header, a bad name or value, or a connection-specific field. */
+export function trailersProblem(trailers: HeaderList): boolean {
+  for (let index = 0; index < trailers.length; index += 2) {
+    const name = trailers[index]!;
+    if (name.charCodeAt(0) === 58 || CONNECTION_SPECIFIC_TRAILERS.has(name) || badField(name, trailers[index + 1]!)) return true;
+  }
+  return false;
+}
+
 /** Trailers for the layer: no pseudo-headers, no connection-specific fields. */
-function trailerListOf(trailers: http2.OutgoingHttpHeaders): string[] {
+export function trailerListOf(trailers: http2.OutgoingHttpHeaders): string[] {
   const list = headerListOf(trailers);
   const result: string[] = [];
   for (let index = 0; index < list.length; index += 2) {
@@ -176,12 +185,9 @@ export class OwnUpstreamStream extends EventEmitter implements H2StreamHandler, 
     // The layer checks response heads, not trailers: a pseudo-header, a bad name or value, or a connection-specific
     // field in them is a malformed answer (RFC 9113 8.1, 8.2): the stream is reset, as nghttp2 does, and nothing of
     // it reaches the client's stream (where node:http2 would throw on sending such trailers on).
-    for (let index = 0; index < trailers.length; index += 2) {
-      const name = trailers[index]!;
-      if (name.charCodeAt(0) === 58 || CONNECTION_SPECIFIC_TRAILERS.has(name) || badField(name, trailers[index + 1]!)) {
-        stream.reset(H2_PROTOCOL_ERROR);
-        return;
-      }
+    if (trailersProblem(trailers)) {
+      stream.reset(H2_PROTOCOL_ERROR);
+      return;
     }
     this.emit('trailers', headersObjectOf(trailers));
   }
