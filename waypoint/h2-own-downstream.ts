@@ -184,7 +184,8 @@ export class OwnDownstreamStream extends EventEmitter implements H2StreamHandler
   }
 
   onEnd(): void {
-    if (this.destroyed) return;
+    // After a reset of ours in onTrailers the layer still ends the remote side: no 'end' for a reset stream.
+    if (this.closed && this.rstCode !== undefined && this.rstCode !== NGHTTP2_NO_ERROR) return;
     this.#remoteEnded = true;
     this.#deliver();
   }
@@ -196,6 +197,14 @@ export class OwnDownstreamStream extends EventEmitter implements H2StreamHandler
   onClose(stream: H2Stream): void {
     this.closed = true;
     this.rstCode = stream.rstCode;
+    // Said on the next tick, as node:http2 does: the layer closes a stream inside `respond`/`end` (a request that had
+    // ended), and the proxy's 'close' listener (metrics, access log) must see what the caller decides after them.
+    process.nextTick(closeLater, this);
+  }
+
+  /** The close, a tick after the layer's (see onClose). */
+  closeLater(): void {
+    const stream = this.stream;
     if (stream.rstCode !== undefined && stream.rstCode !== NGHTTP2_NO_ERROR) {
       // A reset either way: what was held is dropped and the close is said at once (node:http2 destroys the stream).
       this.#held = [];
@@ -234,6 +243,10 @@ export class OwnDownstreamStream extends EventEmitter implements H2StreamHandler
       this.emit('close');
     }
   }
+}
+
+function closeLater(stream: OwnDownstreamStream): void {
+  stream.closeLater();
 }
 
 /** What the own-layer server needs of the proxy: a new request stream, with the END_STREAM flag as node:http2 gives it. */

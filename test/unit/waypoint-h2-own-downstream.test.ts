@@ -219,3 +219,18 @@ test('a client gone mid-answer: the request stream closes reset (CANCEL) with no
   answering!.end();
   t.is(peer.frames.filter((received) => received.type === FRAME_GOAWAY).length, 0);
 });
+
+test("'close' comes a tick after the layer closed the stream: an answer with END_STREAM to an ended request closes it inside respond, and the proxy records its status after that call", async (t) => {
+  const events: string[] = [];
+  const server = await ownServer((stream) => {
+    stream.once('close', () => events.push(`close ${stream.rstCode ?? 'clean'}`));
+    stream.respond({ ':status': '418' }, { endStream: true });
+    events.push('after respond');
+  });
+  t.teardown(server.close);
+  const peer = await rawClient(server.port);
+  t.teardown(() => peer.socket.destroy());
+  peer.send(headersFrame(1, GET, FLAG_END_STREAM));
+  await until(() => events.length === 2);
+  t.deepEqual(events, ['after respond', 'close clean']);
+});
