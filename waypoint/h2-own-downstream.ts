@@ -197,9 +197,11 @@ export class OwnDownstreamStream extends EventEmitter implements H2StreamHandler
   onClose(stream: H2Stream): void {
     this.closed = true;
     this.rstCode = stream.rstCode;
-    // Said on the next tick, as node:http2 does: the layer closes a stream inside `respond`/`end` (a request that had
-    // ended), and the proxy's 'close' listener (metrics, access log) must see what the caller decides after them.
-    process.nextTick(closeLater, this);
+    // Said on the loop's next check phase, as node:http2's comes after its session's write: the layer closes a stream
+    // inside `respond`/`end` (a request that had ended), and the proxy's 'close' listener (metrics, access log) must
+    // see what the caller decides after them, awaits included (a nextTick would run before their promise jobs when
+    // the answer is written from an I/O callback). One Immediate per stream, not per chunk.
+    setImmediate(closeLater, this);
   }
 
   /** The close, a tick after the layer's (see onClose). */
