@@ -6,8 +6,8 @@
  * ClientHttp2Stream the waypoint drives (UpstreamH2Stream): 'response' (headers, flags), 'trailers', 'data' while
  * flowing (held while paused or before a reader is attached), 'end', 'close' after them, 'drain', 'wantTrailers'
  * on end, rstCode. What the layer does not do here: 1xx heads are not passed on (the layer drops them).
- * Opt-in: `AMBIT_WAYPOINT_H2_UPSTREAM=own` (node:http2 is the default until a stall of a large answer on a reused
- * connection is found: see waypoint/main.ts).
+ * Opt-in: `AMBIT_WAYPOINT_H2_UPSTREAM=own` (waypoint/main.ts says why it is not the default yet). An endpoint's
+ * RST_STREAM NO_ERROR after its answer began ends the answer, as node:http2's client takes it (see onClose).
  *
  * Owns: the connections per endpoint, their stream counts and idle close; the header conversions both ways.
  * Must not know about: routes, downstream streams, which endpoint to pick (upstream.ts picks; this dials through it).
@@ -30,6 +30,7 @@ const { NGHTTP2_FLAG_END_STREAM } = http2.constants;
 type Listener = Parameters<EventEmitter['on']>[1];
 
 const H2_PROTOCOL_ERROR = http2.constants.NGHTTP2_PROTOCOL_ERROR;
+const H2_NO_ERROR = http2.constants.NGHTTP2_NO_ERROR;
 /** Fields that never go in HTTP/2 trailers (RFC 9113 8.2.2, and transfer-encoding's relatives). */
 const CONNECTION_SPECIFIC_TRAILERS = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade']);
 
@@ -81,8 +82,17 @@ export function headersObjectOf(list: HeaderList): http2.IncomingHttpHeaders {
   return result;
 }
 
+/** True when received trailers are malformed: a pseudo-header, a bad name or value, or a connection-specific field. */
+export function trailersProblem(trailers: HeaderList): boolean {
+  for (let index = 0; index < trailers.length; index += 2) {
+    const name = trailers[index]!;
+    if (name.charCodeAt(0) === 58 || CONNECTION_SPECIFIC_TRAILERS.has(name) || badField(name, trailers[index + 1]!)) return true;
+  }
+  return false;
+}
+
 /** Trailers for the layer: no pseudo-headers, no connection-specific fields. */
-function trailerListOf(trailers: http2.OutgoingHttpHeaders): string[] {
+export function trailerListOf(trailers: http2.OutgoingHttpHeaders): string[] {
   const list = headerListOf(trailers);
   const result: string[] = [];
   for (let index = 0; index < list.length; index += 2) {
@@ -107,6 +117,9 @@ export class OwnUpstreamStream extends EventEmitter implements H2StreamHandler, 
   #endEmitted = false;
   #closePending = false;
   #flushScheduled = false;
+  /** The answer's content-length (-1: none) and the DATA bytes received, to tell an ended answer from a cut one. */
+  #contentLength = -1;
+  #receivedBytes = 0;
   readonly #flush = (): void => {
     this.#flushScheduled = false;
     this.#deliver();
@@ -162,6 +175,9 @@ export class OwnUpstreamStream extends EventEmitter implements H2StreamHandler, 
   // ---- as the layer's stream handler ----
 
   onResponse(_stream: H2Stream, headers: HeaderList, endStream: boolean): void {
+    for (let index = 0; index < headers.length; index += 2) {
+      if (headers[index] === 'content-length') this.#contentLength = /^[0-9]{1,15}$/u.test(headers[index + 1]!) ? Number(headers[index + 1]) : -1;
+    }
     this.emit('response', headersObjectOf(headers), endStream ? NGHTTP2_FLAG_END_STREAM : 0);
   }
 
@@ -169,17 +185,15 @@ export class OwnUpstreamStream extends EventEmitter implements H2StreamHandler, 
     // The layer checks response heads, not trailers: a pseudo-header, a bad name or value, or a connection-specific
     // field in them is a malformed answer (RFC 9113 8.1, 8.2): the stream is reset, as nghttp2 does, and nothing of
     // it reaches the client's stream (where node:http2 would throw on sending such trailers on).
-    for (let index = 0; index < trailers.length; index += 2) {
-      const name = trailers[index]!;
-      if (name.charCodeAt(0) === 58 || CONNECTION_SPECIFIC_TRAILERS.has(name) || badField(name, trailers[index + 1]!)) {
-        stream.reset(H2_PROTOCOL_ERROR);
-        return;
-      }
+    if (trailersProblem(trailers)) {
+      stream.reset(H2_PROTOCOL_ERROR);
+      return;
     }
     this.emit('trailers', headersObjectOf(trailers));
   }
 
   onData(_stream: H2Stream, chunk: Buffer): void {
+    this.#receivedBytes += chunk.length;
     if (this.#reading && !this.#paused && this.#held.length === 0) this.emit('data', chunk);
     else this.#held.push(chunk);
   }
@@ -199,6 +213,20 @@ export class OwnUpstreamStream extends EventEmitter implements H2StreamHandler, 
     this.closed = true;
     this.rstCode = stream.rstCode;
     this.onClosed?.();
+    if (stream.rstCode === H2_NO_ERROR && stream.resetByPeer && stream.responseHeaders !== undefined && (this.#contentLength < 0 || this.#receivedBytes === this.#contentLength)) {
+      // The endpoint's RST_STREAM NO_ERROR after its answer began: node:http2 servers send it in place of an
+      // END_STREAM that waits behind a stream window we stopped crediting (our reader paused): its stream is
+      // done once its last DATA is written, and nghttp2 never sends a DATA frame into a zero window, not even an
+      // empty one. node:http2's client takes it as the end (what came is the answer, `rstCode` 0), and so does
+      // this adapter: held data, then 'end', then 'close'. Treating it as a reset dropped the held end of the
+      // answer and left the client's stream open (the stall of net test waypoint-http-protocols). An answer
+      // shorter than its content-length is cut, not ended: a reset (PROTOCOL_ERROR, as nghttp2 calls a mismatch).
+      this.#remoteEnded = true;
+      this.#closePending = true;
+      this.#deliver();
+      return;
+    }
+    if (stream.rstCode === H2_NO_ERROR && stream.resetByPeer && stream.responseHeaders !== undefined) this.rstCode = H2_PROTOCOL_ERROR;
     if (stream.rstCode !== undefined) {
       // A reset: what was held is dropped and the close is said at once (node:http2 destroys the stream).
       this.#held = [];

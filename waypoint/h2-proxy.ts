@@ -22,6 +22,7 @@
  */
 import http2 from 'node:http2';
 import type { Duplex } from 'node:stream';
+import type { H2Connection } from '../shared/hbone/h2/connection.ts';
 import type { Logger } from 'pino';
 import type { HboneRequest } from '../shared/hbone/index.ts';
 import type { MeshState } from '../shared/mesh/mesh-state.ts';
@@ -31,6 +32,7 @@ import { logRequest } from './access-log.ts';
 import { WaypointError } from './errors.ts';
 import { applyFault } from './fault.ts';
 import { modifyHeaders, redirectLocation, rewrittenUrl } from './filters.ts';
+import { type DownstreamH2Stream, serveOwnConnection } from './h2-own-downstream.ts';
 import { H2RequestBody } from './h2-request-body.ts';
 import { sendH2Mirror } from './mirror.ts';
 import { H2Try, type H2Response } from './h2-try.ts';
@@ -150,7 +152,7 @@ interface H2RequestRecord {
  * The client's stream as fault.ts answers on it: a trailers-only gRPC abort (its head carries grpc-status) is one
  * HEADERS frame with END_STREAM, as gRPC requires.
  */
-function faultResponseOf(stream: http2.ServerHttp2Stream): Parameters<typeof applyFault>[1] {
+function faultResponseOf(stream: DownstreamH2Stream): Parameters<typeof applyFault>[1] {
   let ended = false;
   return {
     get headersSent() {
@@ -182,7 +184,7 @@ function grpcMessage(text: string): string {
 }
 
 /** The gate's answer written on an HTTP/2 stream: as HTTP, or as a gRPC status for gRPC requests. */
-function gateResponseOn(stream: http2.ServerHttp2Stream, grpc: boolean): GateResponse {
+function gateResponseOn(stream: DownstreamH2Stream, grpc: boolean): GateResponse {
   let status = 0;
   let responseHeaders: Record<string, string | number> = {};
   return {
@@ -206,6 +208,8 @@ export class H2Proxy {
   readonly #server: http2.Http2Server;
   readonly #contexts = new WeakMap<http2.Http2Session, H2StreamContext>();
   readonly #clientSessions = new Set<http2.ServerHttp2Session>();
+  /** Client connections served by the own HTTP/2 layer (serveOwnConnection). */
+  readonly #ownConnections = new Set<H2Connection>();
   #connecting: H2StreamContext | undefined;
   readonly #upstreams: Upstreams;
   readonly #sessions: H2Sessions;
@@ -243,12 +247,12 @@ export class H2Proxy {
       });
     });
     this.#server.on('stream', (stream, headers, flags) => {
-      // A request that throws anywhere in its flow (a peer's odd input, a header value Node refuses) loses its stream
-      // only: reset with INTERNAL_ERROR (or its answer cut); the waypoint and the other streams carry on.
-      this.#handle(stream, headers, flags).catch((error: Error) => {
-        this.#log?.warn({ err: error.message, method: headers[':method'], path: headers[':path'] }, 'HTTP/2 request failed in the waypoint');
-        if (!stream.closed && !stream.destroyed) stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
-      });
+      const context = this.#contexts.get(stream.session!);
+      if (!context) {
+        stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+        return;
+      }
+      this.#serveStream(stream, headers, flags, context);
     });
     // A client's bad preface or frame: nghttp2 answers GOAWAY PROTOCOL_ERROR and the session (one HBONE stream) ends.
     this.#server.on('sessionError', () => this.protocolErrors++);
@@ -264,24 +268,47 @@ export class H2Proxy {
     }
   }
 
+  /**
+   * Serves HTTP/2 on `transport` (the terminated HBONE stream, answered 200; `firstBytes` read from it already) with
+   * the own HTTP/2 layer (h2-own-downstream.ts) instead of node:http2's server: the same request flow.
+   */
+  serveOwnConnection(hbone: HboneRequest, transport: Duplex, firstBytes: Buffer | undefined, service: Service, source: Workload | undefined): void {
+    const context: H2StreamContext = { hbone, service, source };
+    const connection = serveOwnConnection(transport, firstBytes, { streamWindowBytes: H2_STREAM_WINDOW_BYTES, connectionWindowBytes: H2_SESSION_WINDOW_BYTES, maxConcurrentStreams: DOWNSTREAM_MAX_CONCURRENT_STREAMS }, (stream, headers, flags) =>
+      this.#serveStream(stream, headers, flags, context),
+    );
+    this.#ownConnections.add(connection);
+    // A client's bad preface or frame: the layer answers GOAWAY with the RFC's code and the connection ends.
+    connection.on('error', (error: Error & { code?: string }) => {
+      if (error.code === 'H2_PEER_PROTOCOL') this.protocolErrors++;
+    });
+    connection.once('close', () => this.#ownConnections.delete(connection));
+  }
+
+  /** One request stream, whichever server carries it. */
+  #serveStream(stream: DownstreamH2Stream, headers: http2.IncomingHttpHeaders, flags: number, context: H2StreamContext): void {
+    // A request that throws anywhere in its flow (a peer's odd input, a header value Node refuses) loses its stream
+    // only: reset with INTERNAL_ERROR (or its answer cut); the waypoint and the other streams carry on.
+    this.#handle(stream, headers, flags, context).catch((error: Error) => {
+      this.#log?.warn({ err: error.message, method: headers[':method'], path: headers[':path'] }, 'HTTP/2 request failed in the waypoint');
+      if (!stream.closed && !stream.destroyed) stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+    });
+  }
+
   /** Sends every client GOAWAY (their open streams finish; new requests go to a new connection) and stops. */
   close(): void {
     for (const session of this.#clientSessions) session.close();
+    for (const connection of this.#ownConnections) connection.close();
     this.#server.close();
   }
 
   /** Client connections and request streams open now. */
   view(): object {
-    return { clientSessions: this.#clientSessions.size, activeStreams: this.activeStreams, protocolErrors: this.protocolErrors };
+    return { clientSessions: this.#clientSessions.size + this.#ownConnections.size, activeStreams: this.activeStreams, protocolErrors: this.protocolErrors };
   }
 
-  async #handle(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number): Promise<void> {
+  async #handle(stream: DownstreamH2Stream, headers: http2.IncomingHttpHeaders, flags: number, context: H2StreamContext): Promise<void> {
     stream.on('error', ignoreStreamError);
-    const context = this.#contexts.get(stream.session!);
-    if (!context) {
-      stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
-      return;
-    }
     const grpc = isGrpcContentType(headers['content-type']);
     const method = headers[':method'] ?? '';
     let url = headers[':path'] ?? '/';
@@ -429,7 +456,7 @@ export class H2Proxy {
   }
 
   /** Passes the endpoint's answer on (with the response filters): head, body, trailers; a cut upstream resets the client's stream. */
-  #relay(stream: http2.ServerHttp2Stream, record: H2RequestRecord, response: H2Response, current: H2Try, backend: RouteBackend | undefined, flags: string, tries: RequestAttempts<H2Response>): void {
+  #relay(stream: DownstreamH2Stream, record: H2RequestRecord, response: H2Response, current: H2Try, backend: RouteBackend | undefined, flags: string, tries: RequestAttempts<H2Response>): void {
     const upstream = response.stream;
     const responseHeaders = downstreamResponseHeaders(response.headers, record.entry?.responseHeaderModifier);
     modifyHeaders(responseHeaders, backend?.responseHeaderModifier);
@@ -491,7 +518,7 @@ export class H2Proxy {
   }
 
   /** The waypoint's own answer: an HTTP status, or for gRPC a trailers-only response with the mapped grpc-status. */
-  #answer(stream: http2.ServerHttp2Stream, record: H2RequestRecord, error: WaypointError, details: string, flags = error.responseFlags, extraHeaders?: http2.OutgoingHttpHeaders): void {
+  #answer(stream: DownstreamH2Stream, record: H2RequestRecord, error: WaypointError, details: string, flags = error.responseFlags, extraHeaders?: http2.OutgoingHttpHeaders): void {
     const grpcStatus = record.grpc ? grpcStatusForError(error) : undefined;
     this.#decided(record, error.status, flags, details, grpcStatus);
     stream.resume();
@@ -516,7 +543,7 @@ export class H2Proxy {
   }
 
   /** The stream closed: the DestinationRule outcome, Istio's metrics and the access-log line, once. */
-  #finish(stream: http2.ServerHttp2Stream, record: H2RequestRecord): void {
+  #finish(stream: DownstreamH2Stream, record: H2RequestRecord): void {
     const { context, endpoint, destination } = record;
     const reset = stream.rstCode !== undefined && stream.rstCode !== NGHTTP2_NO_ERROR;
     // A client that reset its stream before an answer is a downstream disconnect (Envoy's DC, response code 0).

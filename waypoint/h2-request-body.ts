@@ -9,6 +9,7 @@
  * Must not know about: routes, endpoints, retry policies.
  */
 import http2 from 'node:http2';
+import type { DownstreamH2Stream } from './h2-own-downstream.ts';
 import type { UpstreamH2Stream } from './h2-upstream.ts';
 
 const { NGHTTP2_NO_ERROR } = http2.constants;
@@ -20,7 +21,7 @@ export class H2RequestBody {
   ended: boolean;
   /** The request's trailers, once they came. */
   trailers: http2.IncomingHttpHeaders | undefined;
-  readonly #source: http2.ServerHttp2Stream;
+  readonly #source: DownstreamH2Stream;
   readonly #limit: number;
   #kept: Buffer[] = [];
   /** Every byte so far is in #kept. */
@@ -50,7 +51,7 @@ export class H2RequestBody {
   };
 
   /** `endStream`: the request's HEADERS already ended it (no body). */
-  constructor(source: http2.ServerHttp2Stream, limit: number, endStream: boolean) {
+  constructor(source: DownstreamH2Stream, limit: number, endStream: boolean) {
     this.#source = source;
     this.#limit = limit;
     this.ended = endStream;

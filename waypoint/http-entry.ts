@@ -3,7 +3,8 @@
  * which HTTP the client speaks, then handed to the HTTP/1.1 proxy's lean path (http-proxy.ts, http1/: the stream
  * itself and the bytes read) or as a connection to the HTTP/2 proxy (h2-proxy.ts), as Envoy's `codec_type: AUTO`
  * does on Istio's waypoint listeners. `AMBIT_WAYPOINT_HTTP1=node` sends HTTP/1.1 to Node's server instead (for A/B
- * runs).
+ * runs); `AMBIT_WAYPOINT_H2_DOWNSTREAM=own` serves HTTP/2 on the own layer's server role (h2-own-downstream.ts)
+ * straight on the terminated stream instead of node:http2's server over a Duplex adapter.
  *
  * Owns: that hand-over. Must not know about: requests, routes, endpoints.
  */
@@ -18,6 +19,8 @@ import { Http2StreamDuplex } from './stream-adapter.ts';
 
 /** Which HTTP/1.1 path serves streams: the lean one (http1/), or Node's server for every request. */
 const HTTP1_PATH = process.env.AMBIT_WAYPOINT_HTTP1 === 'node' ? 'node' : 'lean';
+/** Which HTTP/2 server serves h2c streams: node:http2's (the default), or the own layer (h2-own-downstream.ts). */
+const H2_DOWNSTREAM = process.env.AMBIT_WAYPOINT_H2_DOWNSTREAM === 'own' ? 'own' : 'node';
 
 function plainAddress(address: string): string {
   return address.startsWith('::ffff:') ? address.slice(7) : address;
@@ -43,7 +46,10 @@ export class HttpEntry {
       stream.off('end', onEnd);
       stream.off('close', onClose);
       stream.pause();
-      if (version === 'h2' || HTTP1_PATH === 'node') {
+      if (version === 'h2' && H2_DOWNSTREAM === 'own') {
+        // The own layer reads the terminated stream itself: no Duplex adapter, no nested node:http2 session.
+        this.#http2.serveOwnConnection(hbone, stream, seen, service, this.#state.workloadByIp(plainAddress(hbone.remoteAddress)));
+      } else if (version === 'h2' || HTTP1_PATH === 'node') {
         const connection = new Http2StreamDuplex(stream);
         if (seen !== undefined) connection.unshift(seen);
         if (stream.readableEnded) connection.push(null);

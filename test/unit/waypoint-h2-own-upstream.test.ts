@@ -4,13 +4,14 @@
  * head's END_STREAM, and the stream as the try drives it, against a real node:http2 endpoint and against a raw
  * hostile one (bad trailers, a peer gone mid-answer).
  */
+import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import http2 from 'node:http2';
 import net from 'node:net';
 import test from 'ava';
 import { H2Connection } from '../../shared/hbone/h2/connection.ts';
 import { H2_CANCEL, H2_ENHANCE_YOUR_CALM, H2_FLOW_CONTROL_ERROR, H2_PROTOCOL_ERROR } from '../../shared/hbone/h2/errors.ts';
-import { FLAG_END_HEADERS, FLAG_END_STREAM, FRAME_DATA, FRAME_HEADERS } from '../../shared/hbone/h2/frame.ts';
+import { FLAG_END_HEADERS, FLAG_END_STREAM, FRAME_DATA, FRAME_HEADERS, FRAME_RST_STREAM } from '../../shared/hbone/h2/frame.ts';
 import { type HeaderList, writeInteger } from '../../shared/hbone/h2/hpack.ts';
 import type { H2Stream, H2StreamHandler } from '../../shared/hbone/h2/stream.ts';
 import { headerListOf, OwnUpstreamStream } from '../../waypoint/h2-own-upstream.ts';
@@ -227,4 +228,147 @@ test('a hostile endpoint on the waypoint connection: an HPACK bomb in a response
   await floodSeen.closed;
   t.is(floodSeen.events.at(-1), `close ${H2_FLOW_CONTROL_ERROR}`);
   t.false(flood.connection.closed, 'the connection serves on');
+});
+
+/**
+ * A node:http2 endpoint: GET /big?size=N answers N pattern bytes in 16 KiB writes, then ends; any other request has
+ * its body hashed and answers JSON {size, sha256} with trailers x-body-sha256 and the request's x-checksum trailer
+ * echoed. It reports, per request, how its stream closed (the RST_STREAM code it sent, 0 for NO_ERROR).
+ */
+async function bigAnswerEndpoint(): Promise<{ port: number; serverCloses: Promise<number>[]; close(): void }> {
+  const server = http2.createServer();
+  const serverCloses: Promise<number>[] = [];
+  server.on('stream', (stream, headers) => {
+    serverCloses.push(new Promise((resolve) => stream.once('close', () => resolve(stream.rstCode ?? -1))));
+    const url = new URL(String(headers[':path']), 'http://x');
+    if (url.pathname !== '/big') {
+      const hash = createHash('sha256');
+      let size = 0;
+      let checksum = '';
+      stream.on('data', (chunk: Buffer) => {
+        size += chunk.length;
+        hash.update(chunk);
+      });
+      stream.on('trailers', (trailers: http2.IncomingHttpHeaders) => (checksum = String(trailers['x-checksum'])));
+      stream.on('end', () => {
+        const sha256 = hash.digest('hex');
+        stream.respond({ ':status': 200 }, { waitForTrailers: true });
+        stream.once('wantTrailers', () => stream.sendTrailers({ 'x-body-sha256': sha256, 'x-checksum': checksum }));
+        stream.end(JSON.stringify({ size, sha256 }));
+      });
+      return;
+    }
+    const size = Number(url.searchParams.get('size'));
+    stream.respond({ ':status': 200 });
+    let offset = 0;
+    const pump = (): void => {
+      while (offset < size) {
+        const piece = patternPiece(offset, Math.min(16 * 1024, size - offset));
+        offset += piece.length;
+        if (!stream.write(piece)) {
+          stream.once('drain', pump);
+          return;
+        }
+      }
+      stream.end();
+    };
+    pump();
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return { port: (server.address() as net.AddressInfo).port, serverCloses, close: () => server.close() };
+}
+
+/** `length` bytes of a pattern that depends on the offset, so a lost, repeated or reordered piece changes the hash. */
+function patternPiece(offset: number, length: number): Buffer {
+  const piece = Buffer.allocUnsafe(length);
+  for (let index = 0; index < length; index++) piece[index] = ((offset + index) * 31 + ((offset + index) >> 12)) & 0xff;
+  return piece;
+}
+
+const sha256Of = (chunks: Buffer[]): string => createHash('sha256').update(Buffer.concat(chunks)).digest('hex');
+
+/** Resolves once `ready()` says so (polled: the events under test have no hook of their own). */
+function until(ready: () => boolean): Promise<void> {
+  return new Promise((resolve) => {
+    const check = setInterval(() => {
+      if (ready()) {
+        clearInterval(check);
+        resolve();
+      }
+    }, 5);
+  });
+}
+
+test('one pooled connection: an 8 MiB upload with trailers, then an answer that fills the stream window exactly while the relay is paused (node:http2 ends it with RST_STREAM NO_ERROR for the END_STREAM stuck behind the window): both whole by SHA-256, the answer ends, not a reset', async (t) => {
+  const endpoint = await bigAnswerEndpoint();
+  t.teardown(endpoint.close);
+  const window = 1024 * 1024;
+  const socket = net.connect(endpoint.port, '127.0.0.1');
+  await once(socket, 'connect');
+  t.teardown(() => socket.destroy());
+  const connection = new H2Connection(socket, { role: 'client', streamWindowBytes: window, connectionWindowBytes: 8 * window });
+  const pseudo = [':scheme', 'http', ':authority', '127.0.0.1:1'];
+
+  // The upload, as the try sends a body: writes with back-pressure, then the trailers on 'wantTrailers'.
+  const upload = new OwnUpstreamStream();
+  const uploadSeen = watch(upload);
+  upload.stream = connection.request(headerListOf({ ':method': 'POST', ':path': '/upload' }, pseudo), upload);
+  const sent: Buffer[] = [];
+  for (let offset = 0; offset < 8 * window; offset += 64 * 1024) {
+    const piece = patternPiece(offset, 64 * 1024);
+    sent.push(piece);
+    if (!upload.write(piece)) await once(upload, 'drain');
+  }
+  upload.once('wantTrailers', () => upload.sendTrailers({ 'x-checksum': 'client-side' }));
+  upload.end();
+  const uploadTrailers = new Promise<http2.IncomingHttpHeaders>((resolve) => upload.once('trailers', resolve));
+  upload.on('data', (chunk: Buffer) => uploadSeen.data.push(chunk));
+  await uploadSeen.closed;
+  const answer = JSON.parse(Buffer.concat(uploadSeen.data).toString()) as { size: number; sha256: string };
+  t.is(answer.size, 8 * window);
+  t.is(answer.sha256, sha256Of(sent), 'the endpoint received exactly the bytes sent');
+  t.deepEqual(await uploadTrailers, { 'x-body-sha256': sha256Of(sent), 'x-checksum': 'client-side' });
+
+  // The download on the same connection; the relay's client stopped reading: no credit goes back, the endpoint's
+  // last byte takes the window to 0.
+  const download = new OwnUpstreamStream();
+  const seen = watch(download);
+  download.stream = connection.request(headerListOf({ ':method': 'GET', ':path': `/big?size=${window}` }, pseudo), download, true);
+  t.is(download.stream.id, 3, 'the same connection');
+  download.pause();
+  await until(() => endpoint.serverCloses.length === 2);
+  t.is(await endpoint.serverCloses[1], http2.constants.NGHTTP2_NO_ERROR, 'the endpoint closed its stream with RST_STREAM NO_ERROR (the situation under test)');
+  await until(() => download.stream!.closed);
+  t.false(download.stream.remoteEnded, 'no END_STREAM came');
+  download.on('data', (chunk: Buffer) => seen.data.push(chunk));
+  download.once('end', () => seen.events.push('end'));
+  download.resume();
+  await seen.closed;
+  t.is(sha256Of(seen.data), sha256Of([patternPiece(0, window)]), 'every byte the endpoint sent, in order');
+  t.deepEqual(seen.events, ['response 200  flags 0', 'end', 'close 0']);
+});
+
+test('a hostile endpoint ending with RST_STREAM NO_ERROR: after a whole answer (its content-length met, or none) it is the end; short of its content-length it is a reset (PROTOCOL_ERROR), never a clean end', async (t) => {
+  const rstNoError = Buffer.alloc(4);
+  for (const [contentLength, sent, expected] of [['10', 10, 'end'], [undefined, 7, 'end'], ['100', 50, 'reset']] as const) {
+    const { peer, connection, close } = await clientUnderTest();
+    t.teardown(close);
+    const upstream = new OwnUpstreamStream();
+    const seen = watch(upstream);
+    upstream.on('data', (chunk: Buffer) => seen.data.push(chunk));
+    upstream.once('end', () => seen.events.push('end'));
+    upstream.stream = connection.request(REQUEST, upstream, true);
+    peer.send(headersFrame(1, [':status', '200', ...(contentLength !== undefined ? ['content-length', contentLength] : [])]), frame(FRAME_DATA, 0, 1, Buffer.alloc(sent, 0x61)), frame(FRAME_RST_STREAM, 0, 1, rstNoError));
+    await seen.closed;
+    const label = `content-length ${contentLength}, ${sent} bytes`;
+    if (expected === 'end') {
+      t.deepEqual(seen.events.slice(1), ['end', 'close 0'], label);
+      t.is(Buffer.concat(seen.data).length, sent, label);
+    } else {
+      t.false(seen.events.includes('end'), label);
+      t.is(seen.events.at(-1), `close ${H2_PROTOCOL_ERROR}`, label);
+    }
+    t.false(connection.closed, 'the connection serves on');
+  }
 });

@@ -1,0 +1,289 @@
+/**
+ * The client-facing side of the waypoint's HTTP/2 (h2c and gRPC inside a terminated HBONE stream) on ambit's own
+ * HTTP/2 layer (shared/hbone/h2/, server role), the lean alternative to one node:http2 server session nested in the
+ * HBONE stream: the layer's H2Connection runs straight on the terminated stream's chunks, and each request stream is
+ * handed to h2-proxy.ts as an OwnDownstreamStream, which behaves as the subset of node:http2's ServerHttp2Stream the
+ * proxy drives (DownstreamH2Stream): the request body as 'data' while flowing (held while paused or before a reader
+ * is attached; the layer stops crediting the client while anything is held), 'trailers', 'end', 'close' after them;
+ * the answer with `respond` (head, END_STREAM or trailers to follow), `additionalHeaders` (1xx), `write` with
+ * 'drain', `end`, 'wantTrailers' then `sendTrailers`, `close(code)` (RST_STREAM), `rstCode`.
+ * Opt-in: `AMBIT_WAYPOINT_H2_DOWNSTREAM=own` (waypoint/http-entry.ts); node:http2's server is the default. Not yet
+ * the default: net test waypoint-rude-peers fails with it (a 1,000-request flood got 29 answers 503; 2,000 streams
+ * reset as they open do not cost the client its connection, the layer's rapid-reset budget being looser than
+ * nghttp2's; a backend killed mid-answer reached the client as a clean end in that run), not diagnosed yet.
+ *
+ * What the layer already refuses for us (each a stream or connection error, never a throw): malformed requests
+ * (pseudo-headers, upper-case or connection-specific fields, CR/LF/NUL), frames too large, HPACK bombs,
+ * CONTINUATION floods, window overflow, stream floods past SETTINGS_MAX_CONCURRENT_STREAMS, rapid reset. Here:
+ * request trailers with a pseudo-header, a bad field or a connection field reset the stream (PROTOCOL_ERROR).
+ *
+ * Owns: the connection per terminated stream and the request streams' node:http2 face. Must not know about:
+ * routes, endpoints, policies (h2-proxy.ts), HBONE and TLS.
+ * Hot path: a request chunk goes from the layer's DATA handler to one 'data' emit; an answer chunk is one
+ * `H2Stream.write`; nothing is allocated per chunk here.
+ */
+import { EventEmitter } from 'node:events';
+import http2 from 'node:http2';
+import type { Duplex } from 'node:stream';
+import { H2Connection } from '../shared/hbone/h2/connection.ts';
+import type { HeaderList } from '../shared/hbone/h2/hpack.ts';
+import type { H2Stream, H2StreamHandler } from '../shared/hbone/h2/stream.ts';
+import { headerListOf, headersObjectOf, trailerListOf, trailersProblem } from './h2-own-upstream.ts';
+
+const { NGHTTP2_FLAG_END_STREAM, NGHTTP2_NO_ERROR, NGHTTP2_PROTOCOL_ERROR } = http2.constants;
+
+type Listener = Parameters<EventEmitter['on']>[1];
+
+/** What h2-proxy.ts drives of a client's request stream: node:http2's ServerHttp2Stream or an OwnDownstreamStream. */
+export interface DownstreamH2Stream {
+  readonly closed: boolean;
+  readonly destroyed: boolean;
+  readonly headersSent: boolean;
+  readonly rstCode: number | undefined;
+  respond(headers?: http2.OutgoingHttpHeaders, options?: { endStream?: boolean; waitForTrailers?: boolean }): void;
+  additionalHeaders(headers: http2.OutgoingHttpHeaders): void;
+  write(chunk: Buffer): boolean;
+  end(body?: string): unknown;
+  sendTrailers(headers: http2.OutgoingHttpHeaders): void;
+  close(code?: number): void;
+  pause(): unknown;
+  resume(): unknown;
+  on(event: string, listener: Listener): unknown;
+  once(event: string, listener: Listener): unknown;
+  off(event: string, listener: Listener): unknown;
+}
+
+/** One request stream of the own-layer server, driven as node:http2's ServerHttp2Stream is (see the top comment). */
+export class OwnDownstreamStream extends EventEmitter implements H2StreamHandler, DownstreamH2Stream {
+  readonly stream: H2Stream;
+  rstCode: number | undefined;
+  closed = false;
+  destroyed = false;
+  headersSent = false;
+  #waitForTrailers = false;
+  /** Request data not yet emitted: before a 'data' listener, or while paused. */
+  #held: Buffer[] = [];
+  #paused = false;
+  #reading = false;
+  #remoteEnded = false;
+  #endEmitted = false;
+  #closePending = false;
+  #flushScheduled = false;
+  readonly #flush = (): void => {
+    this.#flushScheduled = false;
+    this.#deliver();
+  };
+
+  constructor(stream: H2Stream) {
+    super();
+    this.stream = stream;
+    stream.setHandler(this);
+  }
+
+  /** The request head as node:http2 hands it to a 'stream' listener. */
+  get requestHeaders(): http2.IncomingHttpHeaders {
+    return headersObjectOf(this.stream.requestHeaders);
+  }
+
+  override on(event: string | symbol, listener: Listener): this {
+    super.on(event, listener);
+    if (event === 'data' && !this.#reading) {
+      this.#reading = true;
+      this.#schedule();
+    }
+    return this;
+  }
+
+  // ---- the answer ----
+
+  respond(headers: http2.OutgoingHttpHeaders = {}, options: { endStream?: boolean; waitForTrailers?: boolean } = {}): void {
+    if (this.closed || this.headersSent) return;
+    this.headersSent = true;
+    const status = Number(headers[':status'] ?? 200);
+    const list = headerListOf(headers);
+    const fields: string[] = [];
+    for (let index = 0; index < list.length; index += 2) if (list[index] !== ':status') fields.push(list[index]!, list[index + 1]!);
+    this.#waitForTrailers = options.waitForTrailers === true && options.endStream !== true;
+    this.stream.respond(status, fields, options.endStream === true);
+  }
+
+  /** A 1xx head before the answer (100 Continue, 103 Early Hints). */
+  additionalHeaders(headers: http2.OutgoingHttpHeaders): void {
+    if (this.closed || this.headersSent) return;
+    const status = Number(headers[':status'] ?? 0);
+    if (status < 100 || status > 199) return;
+    const list = headerListOf(headers);
+    const fields: string[] = [];
+    for (let index = 0; index < list.length; index += 2) if (list[index] !== ':status') fields.push(list[index]!, list[index + 1]!);
+    this.stream.respond(status, fields, false);
+  }
+
+  write(chunk: Buffer | string): boolean {
+    if (this.closed) return false;
+    if (!this.headersSent) this.respond({ ':status': 200 });
+    return this.stream.write(typeof chunk === 'string' ? Buffer.from(chunk) : chunk);
+  }
+
+  /** Ends the answer (after `body`): trailers first when respond asked to wait for them ('wantTrailers'). */
+  end(body?: string | Buffer): this {
+    if (this.closed) return this;
+    if (!this.headersSent) this.respond({ ':status': 200 });
+    if (body !== undefined && body.length > 0) this.stream.write(typeof body === 'string' ? Buffer.from(body) : body);
+    if (this.#waitForTrailers) {
+      this.#waitForTrailers = false;
+      this.emit('wantTrailers');
+      // No trailers given in 'wantTrailers': the answer ends as it is.
+      if (!this.stream.localEnded) this.stream.end();
+    } else {
+      this.stream.end();
+    }
+    return this;
+  }
+
+  sendTrailers(headers: http2.OutgoingHttpHeaders): void {
+    if (this.closed || this.stream.localEnded) return;
+    this.stream.endWithTrailers(trailerListOf(headers));
+  }
+
+  /** Resets the stream with `code` (node:http2's close: NO_ERROR by default) unless it is closed already. */
+  close(code: number = NGHTTP2_NO_ERROR): void {
+    if (this.closed) return;
+    this.stream.reset(code);
+  }
+
+  // ---- the request body ----
+
+  pause(): this {
+    this.#paused = true;
+    this.stream.pauseReading();
+    return this;
+  }
+
+  resume(): this {
+    this.#paused = false;
+    this.#reading = true;
+    this.#schedule();
+    return this;
+  }
+
+  // ---- as the layer's stream handler ----
+
+  onData(stream: H2Stream, chunk: Buffer): void {
+    if (this.#reading && !this.#paused && this.#held.length === 0) {
+      this.emit('data', chunk);
+      return;
+    }
+    // Held: no more credit for the client until it is read (the stream window bounds what is held).
+    this.#held.push(chunk);
+    stream.pauseReading();
+  }
+
+  onTrailers(stream: H2Stream, trailers: HeaderList): void {
+    if (trailersProblem(trailers)) {
+      stream.reset(NGHTTP2_PROTOCOL_ERROR);
+      return;
+    }
+    this.emit('trailers', headersObjectOf(trailers));
+  }
+
+  onEnd(): void {
+    // After a reset of ours in onTrailers the layer still ends the remote side: no 'end' for a reset stream.
+    if (this.closed && this.rstCode !== undefined && this.rstCode !== NGHTTP2_NO_ERROR) return;
+    this.#remoteEnded = true;
+    this.#deliver();
+  }
+
+  onDrain(): void {
+    this.emit('drain');
+  }
+
+  onClose(stream: H2Stream): void {
+    this.closed = true;
+    this.rstCode = stream.rstCode;
+    // Said on the loop's next check phase, as node:http2's comes after its session's write: the layer closes a stream
+    // inside `respond`/`end` (a request that had ended), and the proxy's 'close' listener (metrics, access log) must
+    // see what the caller decides after them, awaits included (a nextTick would run before their promise jobs when
+    // the answer is written from an I/O callback). One Immediate per stream, not per chunk.
+    setImmediate(closeLater, this);
+  }
+
+  /** The close, a tick after the layer's (see onClose). */
+  closeLater(): void {
+    const stream = this.stream;
+    if (stream.rstCode !== undefined && stream.rstCode !== NGHTTP2_NO_ERROR) {
+      // A reset either way: what was held is dropped and the close is said at once (node:http2 destroys the stream).
+      this.#held = [];
+      this.destroyed = true;
+      this.emit('close');
+      return;
+    }
+    // Both sides ended (the answer was sent whole): what the request still holds is handed out unread, then the close.
+    this.#closePending = true;
+    this.#paused = false;
+    this.#reading = true;
+    this.#deliver();
+  }
+
+  #schedule(): void {
+    if (this.#flushScheduled) return;
+    this.#flushScheduled = true;
+    process.nextTick(this.#flush);
+  }
+
+  /** Emits what is held (while flowing), then 'end' once the client ended and all was read, then 'close'. */
+  #deliver(): void {
+    if (!this.#reading || this.#paused) return;
+    while (this.#held.length > 0) {
+      this.emit('data', this.#held.shift()!);
+      if (this.#paused) return;
+    }
+    if (!this.closed && this.stream.readingPaused) this.stream.resumeReading();
+    if (this.#remoteEnded && !this.#endEmitted) {
+      this.#endEmitted = true;
+      this.emit('end');
+    }
+    if (this.#closePending) {
+      this.#closePending = false;
+      this.destroyed = true;
+      this.emit('close');
+    }
+  }
+}
+
+function closeLater(stream: OwnDownstreamStream): void {
+  stream.closeLater();
+}
+
+/** What the own-layer server needs of the proxy: a new request stream, with the END_STREAM flag as node:http2 gives it. */
+export type OwnRequestHandler = (stream: OwnDownstreamStream, headers: http2.IncomingHttpHeaders, flags: number) => void;
+
+export interface OwnDownstreamLimits {
+  streamWindowBytes: number;
+  connectionWindowBytes: number;
+  maxConcurrentStreams: number;
+}
+
+/**
+ * Serves HTTP/2 on `transport` (a terminated HBONE stream whose first bytes, `firstBytes`, were read already) with
+ * the own layer; each well-formed request goes to `onRequest`. Returns the connection (the proxy closes it on
+ * shutdown and counts protocol errors from its 'error').
+ */
+export function serveOwnConnection(transport: Duplex, firstBytes: Buffer | undefined, limits: OwnDownstreamLimits, onRequest: OwnRequestHandler): H2Connection {
+  // The bytes read to tell HTTP/2 from HTTP/1.1 go back first; the connection reads the rest as 'data'.
+  if (firstBytes !== undefined) transport.unshift(firstBytes);
+  const connection = new H2Connection(transport, {
+    role: 'server',
+    streamWindowBytes: limits.streamWindowBytes,
+    connectionWindowBytes: limits.connectionWindowBytes,
+    maxConcurrentStreams: limits.maxConcurrentStreams,
+  });
+  connection.on('stream', (stream: H2Stream) => {
+    const downstream = new OwnDownstreamStream(stream);
+    onRequest(downstream, downstream.requestHeaders, stream.remoteEnded ? NGHTTP2_FLAG_END_STREAM : 0);
+  });
+  connection.once('close', () => {
+    if (!transport.destroyed) transport.destroy();
+  });
+  transport.resume();
+  return connection;
+}
