@@ -247,6 +247,9 @@ export class H2Proxy {
       });
     });
     this.#server.on('stream', (stream, headers, flags) => {
+      // Before anything can close it: a stream closed with an error code emits 'error', which must not crash the
+      // waypoint (a stream reset as it opens has no session, so no context, and is closed here).
+      stream.on('error', ignoreStreamError);
       const context = this.#contexts.get(stream.session!);
       if (!context) {
         stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
