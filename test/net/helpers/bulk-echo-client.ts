@@ -49,7 +49,8 @@ async function runStream(seed: number, deadline: Promise<void>): Promise<Outcome
       setTimeout(() => socket.resume(), 20);
     }
   });
-  const closed = once(socket, 'close').then(() => 'closed' as const);
+  // Not events.once: it rejects on 'error', and a reset tunnel must be reported as such, not crash the client.
+  const closed = new Promise<'closed'>((resolve) => socket.once('close', () => resolve('closed')));
   const timedOut = deadline.then(() => 'timeout' as const);
   const sending = (async () => {
     await once(socket, 'connect');
