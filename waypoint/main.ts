@@ -40,7 +40,7 @@ import { PolicyTable } from './authz/policy-table.ts';
 import { RequestGate } from './authz/request-gate.ts';
 import { meshFetchText } from './jwt/mesh-fetch.ts';
 import { RequestAuthenticator } from './jwt/request-authenticator.ts';
-import { startHeapRelease } from '../shared/memory/heap-release.ts';
+import { anonymousRss, startHeapRelease } from '../shared/memory/heap-release.ts';
 import { nativeMemory } from '../shared/memory/native-memory.ts';
 
 /** Access-log bytes gathered before a write (about ten lines). */
@@ -186,7 +186,7 @@ export async function startWaypoint(config: WaypointConfig, log: Logger): Promis
       gateway: config.gatewayName, identity: identity.uri, pid: process.pid, services: servicesView(state), routes: routes.view(), policies: policies.view(),
       upstreamConnections: httpProxy.connectionsView(), http1Paths: httpProxy.pathsView(), http2: { ...h2Sessions.view(), ...h2Proxy.view() },
       destinationRules: { policies: destinationPolicies.view(), traffic: destinations.view() },
-      memory: { ...process.memoryUsage(), heapReleases: heapRelease.stats.releases, heapAfterLastRelease: heapRelease.stats.heapAfterLastRelease, lastGcMs: heapRelease.stats.lastGcMs, nativeReleases: heapRelease.stats.nativeReleases, executableKibDropped: heapRelease.stats.executableKibDropped },
+      memory: { ...process.memoryUsage(), heapReleases: heapRelease.stats.releases, heapAfterLastRelease: heapRelease.stats.heapAfterLastRelease, lastGcMs: heapRelease.stats.lastGcMs, nativeReleases: heapRelease.stats.nativeReleases, executableKibDropped: heapRelease.stats.executableKibDropped, anonymousRss: anonymousRss(), anonymousAfterLastNativeRelease: heapRelease.stats.anonymousAfterLastNativeRelease },
     });
     response.writeHead(200, { 'content-type': 'application/json' }).end(body);
   });
