@@ -58,8 +58,8 @@ export interface AgentConfig {
   /** How the pods' HBONE servers (port 15008) find and end dead or idle client connections. */
   hboneServer: HboneServerTimeouts;
   /**
-   * The HTTP/2 implementation under HBONE, both ways (AMBIT_HBONE_IMPL: `node`, node:http2, the default; `own`,
-   * shared/hbone/h2/). The HBONE library reads the same variable in every thread (shared/hbone/config.ts); this
+   * The HTTP/2 implementation under HBONE, both ways (AMBIT_HBONE_IMPL: `own`, shared/hbone/h2/, the default;
+   * `node`, node:http2). The HBONE library reads the same variable in every thread (shared/hbone/config.ts); this
    * checks it at startup, so a typo stops the agent with the variable named instead of failing its first tunnel.
    */
   hboneImplementation: HboneImplementation;

@@ -141,14 +141,18 @@ export const DEFAULT_DRAIN_DEADLINE_MS = 5 * 1000;
 export const SPLICE_BUFFER_BYTES = 256 * 1024;
 
 /**
- * Which HTTP/2 implementation carries HBONE: `node` (node:http2, nghttp2 in C++ behind Node's stream machinery)
- * or `own` (shared/hbone/h2/: frames parsed and written in JavaScript straight on the TLS socket, no stream
- * objects per tunnel). Both keep the same contract and pass the same tests; BENCHMARKS.md has the A/B figures
- * that decide the default. A caller may pin one (the waypoint pins `node`: it hands node:http2 streams to its
- * HTTP proxy); otherwise AMBIT_HBONE_IMPL decides, so one variable switches an agent, its proxy workers and tests.
+ * Which HTTP/2 implementation carries HBONE: `own` (shared/hbone/h2/: frames parsed and written in JavaScript
+ * straight on the TLS socket, no stream objects per tunnel), the default, or `node` (node:http2, nghttp2 in C++
+ * behind Node's stream machinery). Both keep the same contract and pass the same tests. `own` is the default
+ * because node:http2 stops reading its socket while one of its own writes is pending, so several tunnels moving
+ * bulk both ways between two agents can deadlock (test/net/agent-bulk-tunnels.test.ts), and because the quiet
+ * A/B of the mesh suite (BENCHMARKS.md, "The default becomes own") has own ahead on CPU per request, the
+ * connection storm and memory; node:http2 is ahead on single-stream throughput. A caller may pin one (the
+ * waypoint pins `node`: it hands node:http2 streams to its HTTP proxy); otherwise AMBIT_HBONE_IMPL decides, so
+ * one variable switches an agent, its proxy workers and tests.
  */
 export type HboneImplementation = 'own' | 'node';
-export const DEFAULT_HBONE_IMPLEMENTATION: HboneImplementation = 'node';
+export const DEFAULT_HBONE_IMPLEMENTATION: HboneImplementation = 'own';
 
 /** AMBIT_HBONE_IMPL (`own` or `node`), DEFAULT_HBONE_IMPLEMENTATION when unset; throws on any other value. */
 export function hboneImplementation(env: NodeJS.ProcessEnv = process.env): HboneImplementation {

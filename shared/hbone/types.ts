@@ -63,7 +63,7 @@ export interface HboneClientOptions {
   streamWindowBytes?: number;
   /** HTTP/2 flow-control window per connection. Default 16 MiB. */
   connectionWindowBytes?: number;
-  /** The HTTP/2 implementation (config.ts): AMBIT_HBONE_IMPL when absent, node:http2 when that is unset. */
+  /** The HTTP/2 implementation (config.ts): AMBIT_HBONE_IMPL when absent, the own layer when that is unset. */
   implementation?: HboneImplementation;
 }
 
@@ -155,7 +155,7 @@ export interface HboneServerOptions {
   /** Told about every client turned away (a failed handshake, a refused request, a flood), with the facts known. */
   onRejected?: (rejection: HboneRejection) => void;
   /**
-   * The HTTP/2 implementation (config.ts): AMBIT_HBONE_IMPL when absent, node:http2 when that is unset. `terminate`
+   * The HTTP/2 implementation (config.ts): AMBIT_HBONE_IMPL when absent, the own layer when that is unset. `terminate`
    * hands out node:http2 streams, so a server with it is always `node`.
    */
   implementation?: HboneImplementation;

@@ -21,6 +21,7 @@ import type { Pod } from '../../runtime/index.ts';
 import { CertificateAuthority, spiffeId } from '../../shared/identity/index.ts';
 import { closeServer, listenIn } from './helpers/inpod-topology.ts';
 import { parsePrometheusText, sumOf, type Sample } from '../helpers/prometheus-text.ts';
+import { hboneImplementation } from '../../shared/hbone/config.ts';
 
 const PYTHON = '/usr/bin/python3';
 const CLIENT_SCRIPT = path.join(import.meta.dirname, 'helpers', 'hbone_raw_client.py');
@@ -34,7 +35,7 @@ const IDLE_TIMEOUT_MS = 6_000;
 const SLACK_MS = 5_000;
 const CLIENT_PRINCIPAL = 'spiffe://cluster.local/ns/outside/sa/prober';
 /** The HTTP/2 implementation under the agent's HBONE (the agents inherit AMBIT_HBONE_IMPL from this process). */
-const IMPLEMENTATION = process.env.AMBIT_HBONE_IMPL === 'own' ? 'own' : 'node';
+const IMPLEMENTATION = hboneImplementation();
 
 let mesh: LocalMesh;
 let server: Pod;

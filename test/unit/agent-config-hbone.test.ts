@@ -26,8 +26,8 @@ test('bad HBONE timer values are refused with the variable named', (t) => {
   t.throws(() => configFromEnv({ ...base, AMBIT_HBONE_KEEPALIVE_TIMEOUT_MS: '0' }), { message: /AMBIT_HBONE_KEEPALIVE_TIMEOUT_MS=0 with keepalive on/ });
 });
 
-test('AMBIT_HBONE_IMPL picks the HTTP/2 implementation under HBONE: node:http2 by default, own on request, anything else refused', (t) => {
-  t.is(configFromEnv(base).hboneImplementation, 'node');
+test('AMBIT_HBONE_IMPL picks the HTTP/2 implementation under HBONE: own by default, node:http2 on request, anything else refused', (t) => {
+  t.is(configFromEnv(base).hboneImplementation, 'own');
   t.is(configFromEnv({ ...base, AMBIT_HBONE_IMPL: 'own' }).hboneImplementation, 'own');
   t.is(configFromEnv({ ...base, AMBIT_HBONE_IMPL: 'node' }).hboneImplementation, 'node');
   t.throws(() => configFromEnv({ ...base, AMBIT_HBONE_IMPL: 'nghttp2' }), { message: /AMBIT_HBONE_IMPL="nghttp2": expected "own"/ });
