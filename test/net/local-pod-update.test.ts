@@ -160,8 +160,9 @@ test('a running pod relabelled by file edit and by kubectl keeps its IP and proc
   // ...while the same change in the file is the user's new pod: made again, and the log says why.
   await writeFile(path.join(dir, 'web.yaml'), web('app: web', 'bye'));
   await waitFor('web made again with the new spec', async () => {
-    const now = webState(await readState());
-    return now.createStartedAt !== webState(state).createStartedAt && now.ready;
+    // Between the old pod's removal and the new one's creation the state file has no web at all.
+    const now = (await readState()).pods.find((pod) => pod.name === 'web');
+    return now !== undefined && now.createStartedAt !== webState(state).createStartedAt && now.ready;
   });
   t.regex(await readFile(path.join(runDir, 'supervisor.log'), 'utf8'), /pod shop\/web deleted: its spec changed in \S+web\.yaml \(Kubernetes cannot change it on a running pod\), so it is made again/);
   t.not(await webPids(), pidsAtStart, 'new processes');
