@@ -128,8 +128,13 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
 
   /**
    * Everything a pod needs before its ADD is acknowledged: known to the mesh state, a certificate, rules, listeners,
-   * the record and the mark; `alsoBeforeAck` (the known-pods record) is written beside the last two. The certificate is
-   * fetched while the rules go in; if it cannot be had, the pod is released again and the ADD fails (fail closed).
+   * the record and the mark; `alsoBeforeAck` (the known-pods record) is written once the pod is captured (it would
+   * otherwise start a second capture of a pod it sees enrolled and not captured yet). The certificate is fetched, the
+   * captured-pods record written and the pod marked while the rules go in (the ADD waits for the longest of them, not
+   * their sum); if the rules, the listeners or the certificate cannot be had, the pod is released again, the record
+   * rewritten without it and the mark taken off, and the ADD fails (fail closed). A crash between the record and the
+   * end of the capture leaves the pod listed: the restarted agent captures it again, or drops it when its namespace
+   * is gone (the runtime retries a failed ADD in a new sandbox, or deletes it).
    */
   const capturePod = async (pod: PodInfo, alsoBeforeAck?: () => Promise<void>): Promise<void> => {
     seenNotCaptured.delete(pod.uid); // from here on, rules may go in
@@ -140,24 +145,40 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     if (!workload) throw new Error(`pod ${pod.namespace}/${pod.name} is unknown to ${sources.describe} after ${WORKLOAD_WAIT_MS} ms`);
     if (!isEnrolled(workload)) throw new Error(`pod ${pod.namespace}/${pod.name} is not enrolled in the mesh: ${workload.captureReason}`);
     traceStep('workload');
-    const annotationRead = annotator?.prepare?.(pod);
     const certificate = Promise.resolve(certificates.certificateFor(workloadIdentity(workload)));
     certificate.catch(() => undefined); // awaited below; a capture that fails first must not leave it unhandled
-    await capture.add(pod);
+    record.startCapture(pod);
+    const recorded = Promise.all([record.write(capture.capturedPods()), markPod(pod, true)]);
+    recorded.catch(() => undefined); // awaited below, after the capture
     try {
-      await workers.addPod(pod);
-      traceStep('workers');
-      await certificate;
-      traceStep('certificate');
+      await capture.add(pod);
     } catch (error) {
-      // Not every thread listens, or no certificate: take the pod back from all of them (and its rules), so the ADD
-      // fails cleanly and the pod does not start uncaptured.
-      await releasePod({ uid: pod.uid, netns: pod.netns });
+      await recorded.catch(() => undefined);
+      record.settleCapture(pod.uid);
+      await record.write(capture.capturedPods()).catch((writeError: Error) => log.error(writeError.message));
+      await markPod(pod, false);
       throw error;
     }
-    await annotationRead;
-    await Promise.all([record.write(capture.capturedPods()), markPod(pod, true), alsoBeforeAck?.()]);
-    traceStep('records');
+    const workersAdded = workers.addPod(pod);
+    const remembered = alsoBeforeAck?.();
+    try {
+      await Promise.all([
+        workersAdded.then(() => traceStep('workers')),
+        certificate.then(() => traceStep('certificate')),
+        recorded.then(() => traceStep('records')),
+        remembered,
+      ]);
+    } catch (error) {
+      // Not every thread listens, no certificate, or no record: take the pod back from all of them (and its rules),
+      // so the ADD fails cleanly and the pod does not start uncaptured, or captured and unrecorded.
+      await Promise.allSettled([workersAdded, recorded, remembered]);
+      record.settleCapture(pod.uid);
+      await releasePod({ uid: pod.uid, netns: pod.netns });
+      await markPod(pod, false);
+      throw error;
+    }
+    record.settleCapture(pod.uid);
+    traceStep('known-pods');
     log.info({ pod: `${pod.namespace}/${pod.name}`, ips: pod.ips, identity: workloadIdentity(workload).uri }, 'pod captured');
   };
 
