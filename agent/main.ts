@@ -15,7 +15,7 @@ import { CapturedPodsFile } from './captured-pods-file.ts';
 import { apiServerAnnotator, clusterDirAnnotator, REDIRECTION_ANNOTATION } from './pod-annotator.ts';
 import { inClusterCredentials } from '../shared/k8s/api-request.ts';
 import { EnrollmentWatcher } from './enrollment-watcher.ts';
-import { createCniCallRunner } from './cni-call.ts';
+import { createCniCallRunner, type EarlyAdd } from './cni-call.ts';
 import { startCniServer, type PodCapture } from './cni-server.ts';
 import { traceRecord, traceStep, withCniTrace, type CniTrace } from './cni-trace.ts';
 import { PodReleases } from './pod-releases.ts';
@@ -125,6 +125,20 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
    * new at that ADD and nothing of ours went into it, so their DEL needs no look at its rules (a process in the pod).
    */
   const seenNotCaptured = new Set<string>();
+  /**
+   * Captures started when a forwarded ADD arrived, before the plugin decided (startAdd below), by pod uid: the
+   * plugin's pod-add adopts one (capturePod), its pod-seen or its failure takes it back (undoEarlyCapture).
+   */
+  const earlyCaptures = new Map<string, Promise<void>>();
+  /** Takes back a capture started early that no capturePod adopted: listeners closed, rules out now. */
+  const undoEarlyCapture = async (pod: PodInfo): Promise<void> => {
+    const started = earlyCaptures.get(pod.uid);
+    if (started === undefined) return;
+    earlyCaptures.delete(pod.uid);
+    await started.catch(() => undefined);
+    if (earlyCaptures.has(pod.uid) || !capture.isCaptured(pod.uid)) return;
+    await releasePod({ uid: pod.uid, netns: pod.netns }).catch((error: Error) => log.error({ pod: `${pod.namespace}/${pod.name}`, err: error.message }, 'taking back a capture started before the plugin decided failed'));
+  };
 
   /**
    * Everything a pod needs before its ADD is acknowledged: known to the mesh state, a certificate, rules, listeners,
@@ -138,6 +152,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
    */
   const capturePod = async (pod: PodInfo, alsoBeforeAck?: () => Promise<void>): Promise<void> => {
     seenNotCaptured.delete(pod.uid); // from here on, rules may go in
+    earlyCaptures.delete(pod.uid); // a capture started early is this one's now (capture.add below joins it)
     // A release of the same pod still running after its DEL's answer (a recreated sandbox) finishes first.
     await releases.settled(pod.uid);
     if (!state.workloadByName(pod.namespace, pod.name)) await sources.refresh();
@@ -231,7 +246,10 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
   const cniCapture: PodCapture = {
     add: (pod) => capturePod(pod, () => enrollment.remember(pod)),
     // Best effort, as the plugin treats it: known in memory at once, its record written after the answer.
-    seen: (pod) => {
+    seen: async (pod) => {
+      // The agent's state said enrolled and the plugin's lookup did not: the plugin decides this ADD; the pod is then
+      // remembered as any pod not enrolled (which captures it after all if the agent's state still says so).
+      await undoEarlyCapture(pod);
       seenNotCaptured.add(pod.uid);
       // Its namespace kept from a DEL that left our rules to its removal: out before it starts (nothing deferred: at once).
       const settled = capture.settleDeferredRuleRemoval(pod.netns);
@@ -270,10 +288,23 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
       return forgotten;
     },
   };
+  /**
+   * A forwarded ADD of a pod this agent's mesh state has as enrolled: its rules and listeners start going in while
+   * the plugin looks the pod up (the plugin still decides; agent/cni-call.ts settles this before the answer).
+   */
+  const startAdd = (pod: PodInfo): EarlyAdd | undefined => {
+    const workload = state.workloadByName(pod.namespace, pod.name);
+    if (!ready || workload === undefined || !isEnrolled(workload) || capture.isCaptured(pod.uid) || earlyCaptures.has(pod.uid)) return undefined;
+    seenNotCaptured.delete(pod.uid); // rules may go in from here on
+    const started = releases.settled(pod.uid).then(() => capture.add(pod));
+    started.catch(() => undefined); // a failure is the plugin's pod-add's to report (its capture tries again)
+    earlyCaptures.set(pod.uid, started);
+    return { settle: (captured) => (captured ? Promise.resolve() : undoEarlyCapture(pod)) };
+  };
   const cni = await startCniServer({
     socketPath: config.cniSocket,
     ready: () => ready,
-    cniCall: createCniCallRunner(config.cniSocket, { capture: cniCapture, ready: () => ready }),
+    cniCall: createCniCallRunner(config.cniSocket, { capture: cniCapture, ready: () => ready, startAdd }),
     capture: cniCapture,
     // Where each CNI call's milliseconds went (agent/cni-trace.ts): AMBIT_LOG_LEVEL=debug shows them.
     onTrace: logTrace,

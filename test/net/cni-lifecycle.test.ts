@@ -9,7 +9,8 @@
 import test, { type ExecutionContext } from 'ava';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFile, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
 import http from 'node:http';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
@@ -336,6 +337,29 @@ test.serial('an ADD whose capture fails (port 15001 taken in the pod) fails, and
   t.is(added.code, 0, added.stdout);
   t.true((await record('captured-pods')).some((pod) => pod.uid === box.uid));
   t.is(await redirection(box), 'enabled');
+  t.is((await plugin('DEL', box, networkConfig({ prevResult: box.prevResult }))).code, 0);
+});
+
+test.serial('a capture the agent starts before the plugin decides (its own state has the pod enrolled) is taken back before a failed ADD is answered', async (t) => {
+  const box = await sandbox(t, ENROLLED, 'early-undo11');
+  await eventually("the agent's mesh state has the pod", async () => (await agentWorkload(ENROLLED, 'early-undo11')) !== undefined);
+  // The plugin is pointed at a cluster directory without the Pod: it fails the ADD (try again later) after the agent,
+  // whose own state has the pod enrolled, has started its capture.
+  const elsewhere = await mkdtemp(path.join(os.tmpdir(), 'ambit-cnilife-elsewhere-'));
+  t.teardown(() => rm(elsewhere, { recursive: true, force: true }));
+  await writeNamespace(elsewhere, namespaceObject(ENROLLED, AMBIENT));
+  const failed = await plugin('ADD', box, networkConfig({ clusterDir: elsewhere, prevResult: box.prevResult }));
+  t.is(failed.code, 1, failed.stdout);
+  t.regex(failed.stdout, /not found in cluster directory/);
+  // Nothing waits here: the answer came after the early capture was taken back.
+  const state = await capturedState(box.netnsName);
+  t.true(uncaptured(state), `nothing of the early capture is left: ${JSON.stringify(state)}`);
+  t.false((await record('captured-pods')).some((pod) => pod.uid === box.uid));
+  t.regex(await agentLog(), new RegExp(`"pod":"${ENROLLED}/early-undo11","reason":"deleted".*"msg":"pod released"`), 'the capture had started');
+
+  // The same sandbox, the plugin reading the real directory: captured.
+  t.is((await add(box)).code, 0);
+  t.false(uncaptured(await capturedState(box.netnsName)));
   t.is((await plugin('DEL', box, networkConfig({ prevResult: box.prevResult }))).code, 0);
 });
 
