@@ -289,8 +289,8 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     },
   };
   /**
-   * A forwarded ADD of a pod this agent's mesh state has as enrolled: its rules and listeners start going in, and its
-   * certificate is fetched, while the plugin looks the pod up (the plugin still decides; agent/cni-call.ts settles this before the answer).
+   * A forwarded ADD of a pod this agent's mesh state has as enrolled: its rules and listeners start going in while
+   * the plugin looks the pod up (the plugin still decides; agent/cni-call.ts settles this before the answer).
    */
   const startAdd = (pod: PodInfo): EarlyAdd | undefined => {
     const workload = state.workloadByName(pod.namespace, pod.name);
@@ -299,9 +299,8 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     const started = releases.settled(pod.uid).then(() => capture.add(pod));
     started.catch(() => undefined); // a failure is the plugin's pod-add's to report (its capture tries again)
     earlyCaptures.set(pod.uid, started);
-    // The certificate too (a new service account's takes the CA a CSR and a signature): cached for the identity, it is
-    // what capturePod asks for; a pod the plugin then does not capture leaves only that cache entry.
-    Promise.resolve(certificates.certificateFor(workloadIdentity(workload))).catch(() => undefined);
+    // Not the certificate: its CSR is built on this thread, which the plugin's lookup needs now; capturePod asks for it
+    // after the pod-add, while the rule process still runs (at load 7 a prefetch here made the lookup 35 ms, not 9).
     traceStep('capture-started');
     return { settle: (captured) => (captured ? Promise.resolve() : undoEarlyCapture(pod)) };
   };
