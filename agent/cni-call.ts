@@ -20,6 +20,10 @@ import { parseConfig, type LogLevel, type PluginConfig } from '../cni/config.ts'
 import type { Logger } from '../cni/log.ts';
 import { unreachableAgent, type AgentReply, type AgentTransport } from '../cni/agent-client.ts';
 import { runPlugin, type PluginOutput } from '../cni/plugin.ts';
+import { kubernetesPodArgs, parseCniArgs } from '../cni/environment.ts';
+import { podIpsFromResult } from '../cni/result.ts';
+import { POD_ADD_PATH } from '../shared/cni-protocol.ts';
+import type { PodInfo } from './inpod/pod-listeners.ts';
 import type { PodLookupCache } from '../cni/pod-lookup.ts';
 import { agentErrorStatus, answerAgentRequest, type PodCapture } from './cni-server.ts';
 import { nameCniTrace, traceStep } from './cni-trace.ts';
@@ -61,6 +65,36 @@ export function decodeCniCall(body: Buffer): { env: Record<string, string>; stdi
 export interface InProcessAgent {
   capture: PodCapture;
   ready?: () => boolean;
+  /**
+   * Told of a forwarded ADD as soon as it is decoded, before the plugin looks the pod up (a stat of the cluster
+   * directory and a parse of the new Pod, or a request to the API server), so the agent can start the capture of a
+   * pod its own mesh state says is enrolled; undefined when it starts nothing. The plugin still decides: the runner
+   * settles the start with whether the plugin's pod-add was answered 200, before the call is answered.
+   */
+  startAdd?: (pod: PodInfo) => EarlyAdd | undefined;
+}
+
+/** A capture the agent started ahead of the plugin's decision. */
+export interface EarlyAdd {
+  /** `captured`: the plugin's pod-add was answered 200. Otherwise whatever started is taken back. Never rejects. */
+  settle(captured: boolean): Promise<void>;
+}
+
+/** The pod a forwarded ADD names, when the call carries all of it (uid, namespace, IPs); undefined otherwise. */
+export function podOfAdd(env: Record<string, string>, config: PluginConfig | undefined): PodInfo | undefined {
+  if (env.CNI_COMMAND !== 'ADD' || config?.prevResult === undefined || !env.CNI_NETNS?.startsWith('/')) return undefined;
+  try {
+    const podArgs = kubernetesPodArgs(parseCniArgs(env.CNI_ARGS ?? ''));
+    if (podArgs === undefined || podArgs.podUid === '') return undefined;
+    const ips = podIpsFromResult(config.prevResult);
+    if (ips.length === 0) return undefined;
+    return {
+      uid: podArgs.podUid, name: podArgs.podName, namespace: podArgs.podNamespace, netns: env.CNI_NETNS, ips,
+      ...(env.CNI_CONTAINERID ? { containerId: env.CNI_CONTAINERID } : {}),
+    };
+  } catch {
+    return undefined; // arguments the plugin will refuse with its own error: nothing starts early
+  }
 }
 
 /**
@@ -133,8 +167,27 @@ export function createCniCallRunner(agentSocket: string, agent?: InProcessAgent)
       const source = config.podSource.mode === 'local' ? config.podSource.clusterDir : config.podSource.kubeconfig;
       if (!existsSync(source)) return { notServed: `${source} (the config's pod source) is not visible to the agent` };
     }
-    const output = await runPlugin(env, stdin, openLog, lookupCache, transport);
+    const pod = transport === undefined || agent?.startAdd === undefined ? undefined : podOfAdd(env, config);
+    const early = pod === undefined ? undefined : agent!.startAdd!(pod);
+    if (early === undefined) return finish(await runPlugin(env, stdin, openLog, lookupCache, transport));
+    // Whether this call's pod-add was answered 200: the plugin captured the pod, and what started early stays.
+    let captured = false;
+    const watching: AgentTransport = {
+      post: async (socketPath, requestPath, payload, timeoutMs) => {
+        const reply = await transport!.post(socketPath, requestPath, payload, timeoutMs);
+        if (requestPath === POD_ADD_PATH && reply.status === 200) captured = true;
+        return reply;
+      },
+      probe: (socketPath, timeoutMs) => transport!.probe(socketPath, timeoutMs),
+    };
+    try {
+      return finish(await runPlugin(env, stdin, openLog, lookupCache, watching));
+    } finally {
+      await early.settle(captured);
+    }
+  };
+  function finish(output: PluginOutput): PluginOutput {
     traceStep('plugin-done');
     return output;
-  };
+  }
 }

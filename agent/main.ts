@@ -15,7 +15,7 @@ import { CapturedPodsFile } from './captured-pods-file.ts';
 import { apiServerAnnotator, clusterDirAnnotator, REDIRECTION_ANNOTATION } from './pod-annotator.ts';
 import { inClusterCredentials } from '../shared/k8s/api-request.ts';
 import { EnrollmentWatcher } from './enrollment-watcher.ts';
-import { createCniCallRunner } from './cni-call.ts';
+import { createCniCallRunner, type EarlyAdd } from './cni-call.ts';
 import { startCniServer, type PodCapture } from './cni-server.ts';
 import { traceRecord, traceStep, withCniTrace, type CniTrace } from './cni-trace.ts';
 import { PodReleases } from './pod-releases.ts';
@@ -125,14 +125,34 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
    * new at that ADD and nothing of ours went into it, so their DEL needs no look at its rules (a process in the pod).
    */
   const seenNotCaptured = new Set<string>();
+  /**
+   * Captures started when a forwarded ADD arrived, before the plugin decided (startAdd below), by pod uid: the
+   * plugin's pod-add adopts one (capturePod), its pod-seen or its failure takes it back (undoEarlyCapture).
+   */
+  const earlyCaptures = new Map<string, Promise<void>>();
+  /** Takes back a capture started early that no capturePod adopted: listeners closed, rules out now. */
+  const undoEarlyCapture = async (pod: PodInfo): Promise<void> => {
+    const started = earlyCaptures.get(pod.uid);
+    if (started === undefined) return;
+    earlyCaptures.delete(pod.uid);
+    await started.catch(() => undefined);
+    if (earlyCaptures.has(pod.uid) || !capture.isCaptured(pod.uid)) return;
+    await releasePod({ uid: pod.uid, netns: pod.netns }).catch((error: Error) => log.error({ pod: `${pod.namespace}/${pod.name}`, err: error.message }, 'taking back a capture started before the plugin decided failed'));
+  };
 
   /**
    * Everything a pod needs before its ADD is acknowledged: known to the mesh state, a certificate, rules, listeners,
-   * the record and the mark; `alsoBeforeAck` (the known-pods record) is written beside the last two. The certificate is
-   * fetched while the rules go in; if it cannot be had, the pod is released again and the ADD fails (fail closed).
+   * the record and the mark; `alsoBeforeAck` (the known-pods record) is written once the pod is captured (it would
+   * otherwise start a second capture of a pod it sees enrolled and not captured yet). The certificate is fetched, the
+   * captured-pods record written and the pod marked while the rules go in (the ADD waits for the longest of them, not
+   * their sum); if the rules, the listeners or the certificate cannot be had, the pod is released again, the record
+   * rewritten without it and the mark taken off, and the ADD fails (fail closed). A crash between the record and the
+   * end of the capture leaves the pod listed: the restarted agent captures it again, or drops it when its namespace
+   * is gone (the runtime retries a failed ADD in a new sandbox, or deletes it).
    */
   const capturePod = async (pod: PodInfo, alsoBeforeAck?: () => Promise<void>): Promise<void> => {
     seenNotCaptured.delete(pod.uid); // from here on, rules may go in
+    earlyCaptures.delete(pod.uid); // a capture started early is this one's now (capture.add below joins it)
     // A release of the same pod still running after its DEL's answer (a recreated sandbox) finishes first.
     await releases.settled(pod.uid);
     if (!state.workloadByName(pod.namespace, pod.name)) await sources.refresh();
@@ -140,24 +160,40 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     if (!workload) throw new Error(`pod ${pod.namespace}/${pod.name} is unknown to ${sources.describe} after ${WORKLOAD_WAIT_MS} ms`);
     if (!isEnrolled(workload)) throw new Error(`pod ${pod.namespace}/${pod.name} is not enrolled in the mesh: ${workload.captureReason}`);
     traceStep('workload');
-    const annotationRead = annotator?.prepare?.(pod);
     const certificate = Promise.resolve(certificates.certificateFor(workloadIdentity(workload)));
     certificate.catch(() => undefined); // awaited below; a capture that fails first must not leave it unhandled
-    await capture.add(pod);
+    record.startCapture(pod);
+    const recorded = Promise.all([record.write(capture.capturedPods()), markPod(pod, true)]);
+    recorded.catch(() => undefined); // awaited below, after the capture
     try {
-      await workers.addPod(pod);
-      traceStep('workers');
-      await certificate;
-      traceStep('certificate');
+      await capture.add(pod);
     } catch (error) {
-      // Not every thread listens, or no certificate: take the pod back from all of them (and its rules), so the ADD
-      // fails cleanly and the pod does not start uncaptured.
-      await releasePod({ uid: pod.uid, netns: pod.netns });
+      await recorded.catch(() => undefined);
+      record.settleCapture(pod.uid);
+      await record.write(capture.capturedPods()).catch((writeError: Error) => log.error(writeError.message));
+      await markPod(pod, false);
       throw error;
     }
-    await annotationRead;
-    await Promise.all([record.write(capture.capturedPods()), markPod(pod, true), alsoBeforeAck?.()]);
-    traceStep('records');
+    const workersAdded = workers.addPod(pod);
+    const remembered = alsoBeforeAck?.();
+    try {
+      await Promise.all([
+        workersAdded.then(() => traceStep('workers')),
+        certificate.then(() => traceStep('certificate')),
+        recorded.then(() => traceStep('records')),
+        remembered,
+      ]);
+    } catch (error) {
+      // Not every thread listens, no certificate, or no record: take the pod back from all of them (and its rules),
+      // so the ADD fails cleanly and the pod does not start uncaptured, or captured and unrecorded.
+      await Promise.allSettled([workersAdded, recorded, remembered]);
+      record.settleCapture(pod.uid);
+      await releasePod({ uid: pod.uid, netns: pod.netns });
+      await markPod(pod, false);
+      throw error;
+    }
+    record.settleCapture(pod.uid);
+    traceStep('known-pods');
     log.info({ pod: `${pod.namespace}/${pod.name}`, ips: pod.ips, identity: workloadIdentity(workload).uri }, 'pod captured');
   };
 
@@ -210,7 +246,10 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
   const cniCapture: PodCapture = {
     add: (pod) => capturePod(pod, () => enrollment.remember(pod)),
     // Best effort, as the plugin treats it: known in memory at once, its record written after the answer.
-    seen: (pod) => {
+    seen: async (pod) => {
+      // The agent's state said enrolled and the plugin's lookup did not: the plugin decides this ADD; the pod is then
+      // remembered as any pod not enrolled (which captures it after all if the agent's state still says so).
+      await undoEarlyCapture(pod);
       seenNotCaptured.add(pod.uid);
       // Its namespace kept from a DEL that left our rules to its removal: out before it starts (nothing deferred: at once).
       const settled = capture.settleDeferredRuleRemoval(pod.netns);
@@ -249,10 +288,26 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
       return forgotten;
     },
   };
+  /**
+   * A forwarded ADD of a pod this agent's mesh state has as enrolled: its rules and listeners start going in while
+   * the plugin looks the pod up (the plugin still decides; agent/cni-call.ts settles this before the answer).
+   */
+  const startAdd = (pod: PodInfo): EarlyAdd | undefined => {
+    const workload = state.workloadByName(pod.namespace, pod.name);
+    if (!ready || workload === undefined || !isEnrolled(workload) || capture.isCaptured(pod.uid) || earlyCaptures.has(pod.uid)) return undefined;
+    seenNotCaptured.delete(pod.uid); // rules may go in from here on
+    const started = releases.settled(pod.uid).then(() => capture.add(pod));
+    started.catch(() => undefined); // a failure is the plugin's pod-add's to report (its capture tries again)
+    earlyCaptures.set(pod.uid, started);
+    // Not the certificate: its CSR is built on this thread, which the plugin's lookup needs now; capturePod asks for it
+    // after the pod-add, while the rule process still runs (at load 7 a prefetch here made the lookup 35 ms, not 9).
+    traceStep('capture-started');
+    return { settle: (captured) => (captured ? Promise.resolve() : undoEarlyCapture(pod)) };
+  };
   const cni = await startCniServer({
     socketPath: config.cniSocket,
     ready: () => ready,
-    cniCall: createCniCallRunner(config.cniSocket, { capture: cniCapture, ready: () => ready }),
+    cniCall: createCniCallRunner(config.cniSocket, { capture: cniCapture, ready: () => ready, startAdd }),
     capture: cniCapture,
     // Where each CNI call's milliseconds went (agent/cni-trace.ts): AMBIT_LOG_LEVEL=debug shows them.
     onTrace: logTrace,

@@ -6,7 +6,7 @@
  * Owns: where the mark goes (the API server in a cluster: a JSON merge patch with the agent's service account; the
  * Pod's file in a local cluster directory), and that a failure to mark is reported, never a failed capture (the
  * traffic is captured either way; the mark only describes it).
- * Must not know about: capture itself (main.ts calls mark/unmark around it).
+ * Must not know about: capture itself (main.ts marks while the capture's rules go in, and unmarks a capture that failed).
  */
 import { readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -25,11 +25,6 @@ export interface PodRef {
 export interface PodAnnotator {
   /** Sets (captured) or removes (released) the annotation; rejects with a message when it could not. */
   mark(pod: PodRef, captured: boolean): Promise<void>;
-  /**
-   * Optional: reads ahead what a mark of `pod` will read, while the capture's rule process runs (the mark itself
-   * still reads everything again and writes only after the capture). Never rejects.
-   */
-  prepare?(pod: PodRef): Promise<void>;
 }
 
 /** In a cluster: PATCH the Pod (merge patch; null removes the key). A pod already gone is nothing to do. */
@@ -59,8 +54,6 @@ export function clusterDirAnnotator(clusterDir: string): PodAnnotator {
   // directory each time cost an ADD milliseconds that grow with the cluster).
   const parseCache: ClusterDirParseCache = new Map();
   return {
-    // The new pod's file parsed into the cache while the rules go in: the mark after the capture then only stats.
-    prepare: (_pod) => readClusterDir(clusterDir, parseCache).then(() => undefined, () => undefined),
     async mark(pod, captured) {
       const snapshot = await readClusterDir(clusterDir, parseCache);
       const object = snapshot.findPod(pod.namespace, pod.name);

@@ -82,7 +82,7 @@ try {
   }
   console.log('in the agent:');
   for (const [call, entry] of byCall) {
-    const steps = [...entry.steps].map(([step, list]) => `${step} ${p50(list).toFixed(2)}`).join(', ');
+    const steps = [...entry.steps].map(([step, list]) => `${step} ${p50(list).toFixed(2)}${list.length === entry.totals.length ? '' : ` (in ${list.length})`}`).join(', ');
     console.log(`  ${call} x${entry.totals.length}: total p50 ${p50(entry.totals).toFixed(2)} ms; ${steps}`);
   }
   console.log(`load average at end ${load()}`);

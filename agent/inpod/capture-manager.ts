@@ -2,8 +2,8 @@
  * The lifecycle of captured pods on this node: add (CNI ADD), del (CNI DEL), reconcile (agent start-up),
  * and noticing a pod's namespace going away while it is captured.
  *
- * Owns: the order "rules, then listeners, then captured" (an ADD is acknowledged only after both are in
- * place, and undone on failure); the set of captured pods by uid; one operation at a time per pod.
+ * Owns: the order "rules and listeners (side by side), then captured" (an ADD is acknowledged only after both are
+ * in place, and whichever went in is undone when the other failed); the set of captured pods by uid; one operation at a time per pod.
  * Must not know about: HTTP or the CNI protocol (cni-server.ts), rule text (rules.ts), what the proxy does
  * with a connection (the CapturedTrafficHandler).
  *
@@ -151,7 +151,7 @@ export class CaptureManager {
     }
   }
 
-  /** Captures a pod: rules, then listeners; resolves only when both are in place. Idempotent per uid. */
+  /** Captures a pod: rules and listeners; resolves only when both are in place. Idempotent per uid. */
   add(info: PodInfo): Promise<void> {
     const problem = validatePod(info);
     if (problem !== undefined) return Promise.reject(new CaptureError('INVALID_POD', problem));
@@ -260,26 +260,29 @@ export class CaptureManager {
       ...(this.options.procSysNet !== undefined ? { procSysNet: this.options.procSysNet } : {}),
       dnsCapture: this.options.dns !== undefined,
     };
-    await this.rules.install(info.netns, backend, rules);
-    traceStep('rules');
     const factory = (this.options.socketFactoryFor ?? defaultFactory)(info.netns);
     const pod: CapturedPod = Object.freeze({
       uid: info.uid, name: info.name, namespace: info.namespace, netns: info.netns,
       ips: Object.freeze([...info.ips]), sockets: factory,
     });
-    let listeners: PodListeners;
-    try {
-      listeners = await PodListeners.open(pod, {
-        factory,
-        handler: this.options.handler,
-        inbound: this.inbound,
-        ...(this.options.dns ? { dns: this.options.dns } : {}),
-        onFailure: (error) => void this.serialize(pod.uid, () => this.releaseIfCurrent(pod, 'listener-failed', error)),
-      });
-    } catch (error) {
-      await this.rules.remove(info.netns, backend, rules).catch(() => undefined);
-      throw asCaptureError(error);
+    // Rules and listeners side by side (the listeners' setns and binds run on this thread while the rule process runs
+    // on another core): neither needs the other in place, and no app runs in the pod before the ADD is answered.
+    const installed = this.rules.install(info.netns, backend, rules).then(() => traceStep('rules'));
+    const opened = PodListeners.open(pod, {
+      factory,
+      handler: this.options.handler,
+      inbound: this.inbound,
+      ...(this.options.dns ? { dns: this.options.dns } : {}),
+      onFailure: (error) => void this.serialize(pod.uid, () => this.releaseIfCurrent(pod, 'listener-failed', error)),
+    });
+    const [rulesResult, listenersResult] = await Promise.allSettled([installed, opened]);
+    if (rulesResult.status === 'rejected' || listenersResult.status === 'rejected') {
+      // Whichever went in comes out again: a failed install takes its own half out; a failed open leaves no socket.
+      if (listenersResult.status === 'fulfilled') await listenersResult.value.close();
+      if (rulesResult.status === 'fulfilled') await this.rules.remove(info.netns, backend, rules).catch(() => undefined);
+      throw asCaptureError(rulesResult.status === 'rejected' ? rulesResult.reason : (listenersResult as PromiseRejectedResult).reason);
     }
+    const listeners = listenersResult.value;
     traceStep('listeners');
     if (this.closed) {
       await listeners.close();

@@ -7,11 +7,14 @@
  * older configs work unchanged.
  */
 import test, { type ExecutionContext } from 'ava';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFile, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
 import http from 'node:http';
 import path from 'node:path';
-import { namespaceObject, removePod, updatePodStatus, writeNamespace, writePod } from '../../runtime/cluster-store.ts';
+import { parse as parseYaml } from 'yaml';
+import { namespaceObject, podFile, removePod, updatePodStatus, writeNamespace, writePod } from '../../runtime/cluster-store.ts';
 import { createLocalMesh, type LocalMesh } from '../../runtime/local-mesh.ts';
 import { AMBIT_CNI_DIR, type ClusterNode } from '../../runtime/index.ts';
 import { run } from '../../runtime/exec.ts';
@@ -296,6 +299,68 @@ test.serial('a DEL is answered before the release runs; once it is done, the pod
   await eventually('the release removed rules, routing and listeners', async () => uncaptured(await capturedState(box.netnsName)));
   await eventually('the released pod is in neither record', async () => !names([...await record('captured-pods'), ...await record('known-pods')]).includes(`${ENROLLED}/early11`));
   t.notRegex(await agentLog(), /releasing a pod after its CNI DEL failed/);
+});
+
+/** The pod's ambient.istio.io/redirection annotation, as the agent left it in the Pod's file. */
+async function redirection(box: Sandbox): Promise<string | undefined> {
+  const object = parseYaml(await readFile(podFile(mesh.cluster.clusterDir, box.namespace, box.name), 'utf8')) as PodObject;
+  return object.metadata.annotations?.['ambient.istio.io/redirection'];
+}
+
+test.serial('an ADD whose capture fails (port 15001 taken in the pod) fails, and takes back the record and the mark it made while the rules went in; the next ADD captures', async (t) => {
+  const box = await sandbox(t, ENROLLED, 'taken11');
+  // A socket without SO_REUSEPORT on 15001 in the pod: the agent's outbound listener cannot bind beside it.
+  const holder = spawn('ip', ['netns', 'exec', box.netnsName, '/usr/bin/python3', '-c',
+    'import socket,sys\ns=socket.socket()\ns.bind(("0.0.0.0",15001))\ns.listen()\nprint("ready",flush=True)\nsys.stdin.read()'], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const exited = new Promise((resolve) => holder.once('exit', resolve));
+  t.teardown(async () => {
+    holder.kill();
+    await exited;
+  });
+  await new Promise((resolve, reject) => {
+    holder.stdout.once('data', resolve);
+    holder.once('exit', (code) => reject(new Error(`the port holder exited with ${code}`)));
+  });
+
+  const failed = await add(box);
+  t.not(failed.code, 0, failed.stdout);
+  t.regex(failed.stdout, /15001/);
+  t.false((await record('captured-pods')).some((pod) => pod.uid === box.uid), 'the captured-pods record written during the capture was rewritten without the pod');
+  t.is(await redirection(box), undefined, 'the mark set during the capture was taken off');
+  const state = await capturedState(box.netnsName);
+  t.deepEqual(state.chains, [], 'no rule of ours is left in the pod');
+  t.is(state.fwmarkRules, '', 'nor its policy routing');
+
+  holder.kill();
+  await exited;
+  const added = await add(box);
+  t.is(added.code, 0, added.stdout);
+  t.true((await record('captured-pods')).some((pod) => pod.uid === box.uid));
+  t.is(await redirection(box), 'enabled');
+  t.is((await plugin('DEL', box, networkConfig({ prevResult: box.prevResult }))).code, 0);
+});
+
+test.serial('a capture the agent starts before the plugin decides (its own state has the pod enrolled) is taken back before a failed ADD is answered', async (t) => {
+  const box = await sandbox(t, ENROLLED, 'early-undo11');
+  await eventually("the agent's mesh state has the pod", async () => (await agentWorkload(ENROLLED, 'early-undo11')) !== undefined);
+  // The plugin is pointed at a cluster directory without the Pod: it fails the ADD (try again later) after the agent,
+  // whose own state has the pod enrolled, has started its capture.
+  const elsewhere = await mkdtemp(path.join(os.tmpdir(), 'ambit-cnilife-elsewhere-'));
+  t.teardown(() => rm(elsewhere, { recursive: true, force: true }));
+  await writeNamespace(elsewhere, namespaceObject(ENROLLED, AMBIENT));
+  const failed = await plugin('ADD', box, networkConfig({ clusterDir: elsewhere, prevResult: box.prevResult }));
+  t.is(failed.code, 1, failed.stdout);
+  t.regex(failed.stdout, /not found in cluster directory/);
+  // Nothing waits here: the answer came after the early capture was taken back.
+  const state = await capturedState(box.netnsName);
+  t.true(uncaptured(state), `nothing of the early capture is left: ${JSON.stringify(state)}`);
+  t.false((await record('captured-pods')).some((pod) => pod.uid === box.uid));
+  t.regex(await agentLog(), new RegExp(`"pod":"${ENROLLED}/early-undo11","reason":"deleted".*"msg":"pod released"`), 'the capture had started');
+
+  // The same sandbox, the plugin reading the real directory: captured.
+  t.is((await add(box)).code, 0);
+  t.false(uncaptured(await capturedState(box.netnsName)));
+  t.is((await plugin('DEL', box, networkConfig({ prevResult: box.prevResult }))).code, 0);
 });
 
 test.serial('a sandbox made again for the same pod right after its DEL is captured in the new namespace; the old release touches only the old one', async (t) => {

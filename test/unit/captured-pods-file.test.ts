@@ -39,3 +39,25 @@ test('a failed write is reported, does not count as written and does not block t
   await record.write([pod('a')]);
   t.deepEqual((await record.read()).map((p) => p.name), ['a']);
 });
+
+test('a pod whose capture is under way is listed by every write until settled, with the namespace it is being captured in', async (t) => {
+  const file = path.join(await tempDir(t), 'captured.json');
+  const record = new CapturedPodsFile(file);
+  await record.write([pod('old')]);
+  // Two ADDs at once: each writes while its rules go in; the second write must not drop the first pod.
+  record.startCapture(pod('a'));
+  await record.write([pod('old')]);
+  record.startCapture(pod('b'));
+  await record.write([pod('old')]);
+  t.deepEqual((await record.read()).map((p) => p.name).sort(), ['a', 'b', 'old']);
+  // A sandbox made again for a captured pod: listed with the new namespace while its capture runs.
+  record.startCapture({ ...pod('old'), netns: '/run/netns/old-again' });
+  await record.write([pod('old')]);
+  t.deepEqual((await record.read()).filter((p) => p.name === 'old').map((p) => p.netns), ['/run/netns/old-again']);
+  // a failed, b captured: the next write lists what it is given.
+  record.settleCapture('uid-a');
+  record.settleCapture('uid-b');
+  record.settleCapture('uid-old');
+  await record.write([pod('old'), pod('b')]);
+  t.deepEqual((await record.read()).map((p) => p.name), ['old', 'b']);
+});
