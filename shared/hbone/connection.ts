@@ -1,7 +1,8 @@
 /**
  * One pooled HBONE client connection: an HTTP/2 session over mutual TLS to one HBONE endpoint.
  *
- * Owns: dialing (TCP from the caller's connector, TLS, the server's SETTINGS, all within the connect timeout),
+ * Owns: dialing (TCP from the caller's connector, TLS, the server's SETTINGS, all within the connect timeout; the
+ * session runs on a SessionSocket over the TLS socket),
  * opening CONNECT streams and waiting for their status, counting open streams, keepalive PINGs with a timeout,
  * the idle timer, and draining on GOAWAY.
  * Must not know about: pool keys, which connection a stream should use, splicing, policy.
@@ -9,9 +10,10 @@
 import http2 from 'node:http2';
 import type { SpiffeId, WorkloadCertificate } from '../identity/index.ts';
 import { formatAuthority } from './authority.ts';
-import { DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_SESSION_MEMORY_MIB } from './config.ts';
+import { DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_SESSION_MEMORY_MIB, SESSION_SOCKET_QUEUE_LIMIT_BYTES } from './config.ts';
 import { hboneErrors, HboneError, isHboneError } from './errors.ts';
 import { markRefusedUnprocessed, type OpenedTunnelStream, type PendingTunnelStream, type PooledConnection, type TunnelSpliceResult } from './pooled-connection.ts';
+import { SessionSocket } from './session-socket.ts';
 import { splice } from './splice.ts';
 import { connectTls } from './tls.ts';
 import type { HboneTarget, HostPort, TcpConnector } from './types.ts';
@@ -163,7 +165,9 @@ export class HboneConnection implements PooledConnection {
           return;
         }
         const established = http2.connect(`https://${formatAuthority(proxy)}`, {
-          createConnection: () => tlsSocket,
+          // Not the TLS socket itself: on it the session stops reading while its write waits for a full send buffer,
+          // and two such ends moving bulk both ways deadlock (session-socket.ts).
+          createConnection: () => new SessionSocket(tlsSocket, SESSION_SOCKET_QUEUE_LIMIT_BYTES),
           settings: {
             enablePush: false,
             initialWindowSize: settings.streamWindowBytes,

@@ -34,11 +34,13 @@ import {
   DEFAULT_SERVER_MAX_CONCURRENT_STREAMS,
   DEFAULT_STREAM_WINDOW_BYTES,
   DEFAULT_TARGET_CONNECT_TIMEOUT_MS,
+  SESSION_SOCKET_QUEUE_LIMIT_BYTES,
   hboneImplementation,
   type HboneImplementation,
 } from './config.ts';
 import { HboneError } from './errors.ts';
 import { H2TunnelServer } from './h2/tunnel-server.ts';
+import { SessionSocket } from './session-socket.ts';
 import { resetStream, splice } from './splice.ts';
 import { serverTlsOptions, verifyClient } from './tls.ts';
 import type { HboneDecision, HboneRejection, HboneRejectionReason, HboneRequest, HboneServerOptions, HostPort, RefusalStatus } from './types.ts';
@@ -267,7 +269,9 @@ export class HboneServer {
       socket.destroy();
       return;
     }
-    const session = http2.performServerHandshake(socket, this.#sessionOptions);
+    // On a SessionSocket, not the TLS socket: there the session stops reading while its write waits for a full
+    // send buffer, and two such ends moving bulk both ways deadlock (session-socket.ts).
+    const session = http2.performServerHandshake(new SessionSocket(socket, SESSION_SOCKET_QUEUE_LIMIT_BYTES), this.#sessionOptions);
     const state: SessionState = {
       session, peerIdentity, remoteAddress: socket.remoteAddress ?? '', openStreams: 0, idleTimer: undefined, keepaliveTimer: undefined,
       resetTokens: this.#resetBurst, resetRefilledAt: performance.now(),

@@ -15,7 +15,7 @@ import { socketPair, startPair, startTarget } from '../helpers/hbone.ts';
  * (two processes, the real in-pod path) it was not reproduced: test/net/agent-bulk-tunnels.test.ts carries 6 such
  * tunnels on either layer (4 and 8 passed too). The own layer carries six here (tried).
  */
-const STREAMS = 2;
+const STREAMS = 6;
 const BYTES_PER_STREAM = 32 * 1024 * 1024;
 const WRITE_BYTES = 64 * 1024;
 /** The application stops reading for a moment after each this many bytes: the tunnel backs up in both agents. */
