@@ -90,6 +90,13 @@ export const DEFAULT_MAX_SESSION_MEMORY_MIB = 64;
 export const SESSION_SOCKET_QUEUE_LIMIT_BYTES = DEFAULT_CONNECTION_WINDOW_BYTES + 4 * 1024 * 1024;
 
 /**
+ * A closed node:http2 session's TLS socket is cut when its queue has not moved for this long (session-socket.ts):
+ * Node ends the socket only once everything queued was written, which a peer that stopped reading never allows.
+ * The keepalive's timeout: as long as an open connection may stay silent.
+ */
+export const SESSION_SOCKET_END_STALL_MS = DEFAULT_KEEPALIVE_TIMEOUT_MS;
+
+/**
  * nghttp2's "rapid reset" defence (CVE-2023-44487) closes a server session once a client has reset streams
  * faster than `rate` per second after a burst of `burst`; nghttp2's defaults are 1000 and 33/s. A pooled HBONE
  * connection carries every tunnel between two workloads, and each application connection that is reset (or

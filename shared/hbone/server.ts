@@ -34,6 +34,7 @@ import {
   DEFAULT_SERVER_MAX_CONCURRENT_STREAMS,
   DEFAULT_STREAM_WINDOW_BYTES,
   DEFAULT_TARGET_CONNECT_TIMEOUT_MS,
+  SESSION_SOCKET_END_STALL_MS,
   SESSION_SOCKET_QUEUE_LIMIT_BYTES,
   hboneImplementation,
   type HboneImplementation,
@@ -67,6 +68,8 @@ export interface ServerStats {
 /** One client connection: who it is, and what it may still cost. */
 interface SessionState {
   session: http2.ServerHttp2Session;
+  /** The TLS socket under the session's SessionSocket: cut directly when the client is known to be gone. */
+  tlsSocket: tls.TLSSocket;
   peerIdentity: SpiffeId;
   remoteAddress: string;
   /** Streams open now (the idle timer runs only at 0). */
@@ -271,9 +274,9 @@ export class HboneServer {
     }
     // On a SessionSocket, not the TLS socket: there the session stops reading while its write waits for a full
     // send buffer, and two such ends moving bulk both ways deadlock (session-socket.ts).
-    const session = http2.performServerHandshake(new SessionSocket(socket, SESSION_SOCKET_QUEUE_LIMIT_BYTES), this.#sessionOptions);
+    const session = http2.performServerHandshake(new SessionSocket(socket, SESSION_SOCKET_QUEUE_LIMIT_BYTES, SESSION_SOCKET_END_STALL_MS), this.#sessionOptions);
     const state: SessionState = {
-      session, peerIdentity, remoteAddress: socket.remoteAddress ?? '', openStreams: 0, idleTimer: undefined, keepaliveTimer: undefined,
+      session, tlsSocket: socket, peerIdentity, remoteAddress: socket.remoteAddress ?? '', openStreams: 0, idleTimer: undefined, keepaliveTimer: undefined,
       resetTokens: this.#resetBurst, resetRefilledAt: performance.now(),
     };
     this.#sessions.set(session, state);
@@ -357,6 +360,8 @@ export class HboneServer {
       // CANCEL, so neither end takes a tunnel cut here for a clean end.
       for (const stream of this.#streams) if (stream.session === session) resetStream(stream, NGHTTP2_CANCEL);
       session.destroy(error);
+      // Node would first flush what is queued for a client that reads nothing: cut the connection instead.
+      state.tlsSocket.destroy();
     }, this.#keepaliveTimeoutMs);
     state.keepaliveTimer.unref();
   }

@@ -19,7 +19,7 @@
  * through JavaScript and is copied once more (BENCHMARKS.md, suite hbone, has the figures).
  *
  * Owns: moving bytes between the session and the TLS socket, the bound and its counters, passing end, errors and
- * close through both ways.
+ * close through both ways, and cutting a closing session's TLS socket whose queue stopped moving.
  * Must not know about: HTTP/2 frames, streams, identities, pools.
  */
 import { Duplex } from 'node:stream';
@@ -33,9 +33,11 @@ export interface SessionSocketStats {
   writesHeld: number;
   /** The most bytes any one session socket had queued in its TLS socket right after a write. */
   largestQueueBytes: number;
+  /** Closing sessions whose queue did not move for the stall time: the TLS socket was cut instead of flushed. */
+  endsCut: number;
 }
 
-const stats: SessionSocketStats = { writesHeld: 0, largestQueueBytes: 0 };
+const stats: SessionSocketStats = { writesHeld: 0, largestQueueBytes: 0, endsCut: 0 };
 
 export function sessionSocketStats(): SessionSocketStats {
   return { ...stats };
@@ -45,14 +47,17 @@ export class SessionSocket extends Duplex {
   /** The TLS socket underneath (the HBONE layer reads the peer's identity and addresses from it, never the session's socket). */
   readonly tlsSocket: tls.TLSSocket;
   readonly #queueLimitBytes: number;
+  readonly #endStallMs: number;
   /** The session's write whose completion waits for the TLS socket's 'drain'. */
   #heldCallback: WriteCallback | undefined;
+  #endTimer: NodeJS.Timeout | undefined;
 
-  constructor(tlsSocket: tls.TLSSocket, queueLimitBytes: number) {
+  constructor(tlsSocket: tls.TLSSocket, queueLimitBytes: number, endStallMs: number) {
     // The session reads in 'data' events (flowing), so the readable side buffers only while the session paused it.
     super({ allowHalfOpen: false, decodeStrings: false, emitClose: true });
     this.tlsSocket = tlsSocket;
     this.#queueLimitBytes = queueLimitBytes;
+    this.#endStallMs = endStallMs;
     tlsSocket.on('data', this.#onData);
     tlsSocket.once('end', this.#onEnd);
     tlsSocket.on('drain', this.#onDrain);
@@ -88,11 +93,32 @@ export class SessionSocket extends Duplex {
     this.#afterWrite(callback);
   }
 
+  /**
+   * The session ends its socket when it closes, and (as Node does on any socket) waits for the queue to flush first.
+   * A peer that stopped reading never lets it flush: past `endStallMs` with no byte taken, the TLS socket is cut, so
+   * a closed session cannot pin its queue (and itself) for as long as the peer's TCP stays up.
+   */
   override _final(callback: WriteCallback): void {
-    this.tlsSocket.end(callback);
+    // Not end(callback): a socket cut before it finished would pass an error on to a session already gone.
+    this.tlsSocket.end(() => callback());
+    if (this.tlsSocket.writableLength === 0 || this.#endStallMs <= 0) return;
+    let queuedAtLastCheck = this.tlsSocket.writableLength;
+    const check = (): void => {
+      const queued = this.tlsSocket.writableLength;
+      if (this.tlsSocket.destroyed || queued === 0) return;
+      if (queued >= queuedAtLastCheck) {
+        stats.endsCut++;
+        this.tlsSocket.destroy();
+        return;
+      }
+      queuedAtLastCheck = queued;
+      this.#endTimer = setTimeout(check, this.#endStallMs).unref();
+    };
+    this.#endTimer = setTimeout(check, this.#endStallMs).unref();
   }
 
   override _destroy(error: Error | null, callback: WriteCallback): void {
+    clearTimeout(this.#endTimer);
     // A held write is dropped, not completed: the session's socket (JSStreamSocket) cancels its write request itself
     // when it closes, and a late completion would reach a handle already gone.
     this.#heldCallback = undefined;
