@@ -79,6 +79,8 @@ interface SessionState {
   /** Rapid-reset budget: tokens left, and when they were last refilled (performance.now()). */
   resetTokens: number;
   resetRefilledAt: number;
+  /** Set once the reset budget ran out: the session is on its way out (GOAWAY sent, destroy follows). */
+  flooded: boolean;
 }
 
 const { NGHTTP2_CANCEL, NGHTTP2_ENHANCE_YOUR_CALM } = http2.constants;
@@ -88,6 +90,19 @@ const allow: HboneDecision = { allow: true };
 /** Resolves after the event loop's current I/O has been handled (setImmediate runs after the poll phase). */
 function nextTurn(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
+}
+
+/** Turns of the event loop a GOAWAY may take to leave its session before the session is destroyed anyway. */
+const GOAWAY_FLUSH_TURNS = 20;
+
+/** Destroys `session` with `code` once nghttp2's queue is empty (the GOAWAY queued before is on the socket), or after GOAWAY_FLUSH_TURNS. */
+function destroyOnceGoawaySent(session: http2.ServerHttp2Session, error: Error, code: number, turn = 0): void {
+  if (session.destroyed) return;
+  if (turn > 0 && (session.state.outboundQueueSize === 0 || turn >= GOAWAY_FLUSH_TURNS)) {
+    session.destroy(error, code);
+    return;
+  }
+  setImmediate(destroyOnceGoawaySent, session, error, code, turn + 1);
 }
 
 function defaultTargetConnector(request: HboneRequest): net.Socket {
@@ -277,7 +292,7 @@ export class HboneServer {
     const session = http2.performServerHandshake(new SessionSocket(socket, SESSION_SOCKET_QUEUE_LIMIT_BYTES, SESSION_SOCKET_END_STALL_MS), this.#sessionOptions);
     const state: SessionState = {
       session, tlsSocket: socket, peerIdentity, remoteAddress: socket.remoteAddress ?? '', openStreams: 0, idleTimer: undefined, keepaliveTimer: undefined,
-      resetTokens: this.#resetBurst, resetRefilledAt: performance.now(),
+      resetTokens: this.#resetBurst, resetRefilledAt: performance.now(), flooded: false,
     };
     this.#sessions.set(session, state);
     this.#stats.sessionsAccepted++;
@@ -377,7 +392,8 @@ export class HboneServer {
     state.resetTokens -= 1;
     if (state.resetTokens >= 0) return;
     const { session } = state;
-    if (session.destroyed) return;
+    if (session.destroyed || state.flooded) return;
+    state.flooded = true;
     this.#stats.streamFloods++;
     const error = new HboneError(
       'HBONE_STREAM_FLOOD',
@@ -386,8 +402,12 @@ export class HboneServer {
     );
     this.#report(error);
     this.#reject({ reason: 'stream_flood', error, remoteAddress: state.remoteAddress, peerIdentity: state.peerIdentity });
-    // destroy(error, code) sends GOAWAY with `code`, then ends the socket; every stream (and its target) closes.
-    session.destroy(error, NGHTTP2_ENHANCE_YOUR_CALM);
+    // GOAWAY ENHANCE_YOUR_CALM first, then destroy (every stream and its target closes) once the GOAWAY has left the
+    // session: destroy(error, code) sends its own GOAWAY only when no write of the session is in flight, and on a
+    // SessionSocket one nearly always is (Node completes each of its writes a turn later), so the client would see
+    // the connection end with no reason.
+    session.goaway(NGHTTP2_ENHANCE_YOUR_CALM);
+    destroyOnceGoawaySent(session, error, NGHTTP2_ENHANCE_YOUR_CALM);
   }
 
   #refuse(stream: http2.ServerHttp2Stream, status: number): void {
