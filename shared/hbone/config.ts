@@ -81,6 +81,22 @@ export const DEFAULT_MAX_FRAME_SIZE = 64 * 1024;
 export const DEFAULT_MAX_SESSION_MEMORY_MIB = 64;
 
 /**
+ * Bytes a node:http2 session may have queued on its TLS socket before its writes wait for the socket to drain (and
+ * the session, as Node makes it, stops reading meanwhile): session-socket.ts. Above what a peer that reads can make
+ * us queue (DATA is limited by the peer's connection window, 16 MiB between ambit peers and with ztunnel; frame
+ * headers and control frames add well under 1 MiB), so a bulk transfer both ways never waits on it; it stops only a
+ * peer that sends and never reads (PING or SETTINGS floods) from growing our memory.
+ */
+export const SESSION_SOCKET_QUEUE_LIMIT_BYTES = DEFAULT_CONNECTION_WINDOW_BYTES + 4 * 1024 * 1024;
+
+/**
+ * A closed node:http2 session's TLS socket is cut when its queue has not moved for this long (session-socket.ts):
+ * Node ends the socket only once everything queued was written, which a peer that stopped reading never allows.
+ * The keepalive's timeout: as long as an open connection may stay silent.
+ */
+export const SESSION_SOCKET_END_STALL_MS = DEFAULT_KEEPALIVE_TIMEOUT_MS;
+
+/**
  * nghttp2's "rapid reset" defence (CVE-2023-44487) closes a server session once a client has reset streams
  * faster than `rate` per second after a burst of `burst`; nghttp2's defaults are 1000 and 33/s. A pooled HBONE
  * connection carries every tunnel between two workloads, and each application connection that is reset (or

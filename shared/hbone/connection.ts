@@ -1,7 +1,8 @@
 /**
  * One pooled HBONE client connection: an HTTP/2 session over mutual TLS to one HBONE endpoint.
  *
- * Owns: dialing (TCP from the caller's connector, TLS, the server's SETTINGS, all within the connect timeout),
+ * Owns: dialing (TCP from the caller's connector, TLS, the server's SETTINGS, all within the connect timeout; the
+ * session runs on a SessionSocket over the TLS socket),
  * opening CONNECT streams and waiting for their status, counting open streams, keepalive PINGs with a timeout,
  * the idle timer, and draining on GOAWAY.
  * Must not know about: pool keys, which connection a stream should use, splicing, policy.
@@ -9,13 +10,15 @@
 import http2 from 'node:http2';
 import type { SpiffeId, WorkloadCertificate } from '../identity/index.ts';
 import { formatAuthority } from './authority.ts';
-import { DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_SESSION_MEMORY_MIB } from './config.ts';
+import { DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_SESSION_MEMORY_MIB, SESSION_SOCKET_QUEUE_LIMIT_BYTES, SESSION_SOCKET_END_STALL_MS } from './config.ts';
 import { hboneErrors, HboneError, isHboneError } from './errors.ts';
 import { markRefusedUnprocessed, type OpenedTunnelStream, type PendingTunnelStream, type PooledConnection, type TunnelSpliceResult } from './pooled-connection.ts';
+import { SessionSocket } from './session-socket.ts';
 import { splice } from './splice.ts';
 import { connectTls } from './tls.ts';
 import type { HboneTarget, HostPort, TcpConnector } from './types.ts';
 import type net from 'node:net';
+import type tls from 'node:tls';
 import type { Duplex } from 'node:stream';
 
 const { NGHTTP2_CANCEL, NGHTTP2_NO_ERROR, NGHTTP2_REFUSED_STREAM } = http2.constants;
@@ -86,6 +89,8 @@ export class HboneConnection implements PooledConnection {
   /** The identity the server's certificate proved (chain, trust domain and expected set all checked). */
   readonly peerIdentity: SpiffeId;
   readonly session: http2.ClientHttp2Session;
+  /** The TLS socket under the session's SessionSocket: cut directly when the server is known to be gone. */
+  readonly #tlsSocket: tls.TLSSocket;
   /** Streams opened on this connection and not yet closed. */
   activeStreams = 0;
   /** Total streams ever opened here. */
@@ -99,10 +104,11 @@ export class HboneConnection implements PooledConnection {
   #keepaliveTimer: NodeJS.Timeout | undefined;
   #pingTimer: NodeJS.Timeout | undefined;
 
-  private constructor(proxy: HostPort, peerIdentity: SpiffeId, session: http2.ClientHttp2Session, settings: ConnectionSettings, onClosed: ConnectionClosedListener) {
+  private constructor(proxy: HostPort, peerIdentity: SpiffeId, session: http2.ClientHttp2Session, tlsSocket: tls.TLSSocket, settings: ConnectionSettings, onClosed: ConnectionClosedListener) {
     this.proxy = proxy;
     this.peerIdentity = peerIdentity;
     this.session = session;
+    this.#tlsSocket = tlsSocket;
     this.#settings = settings;
     this.#onClosed = onClosed;
     session.on('error', this.#onSessionError);
@@ -163,7 +169,9 @@ export class HboneConnection implements PooledConnection {
           return;
         }
         const established = http2.connect(`https://${formatAuthority(proxy)}`, {
-          createConnection: () => tlsSocket,
+          // Not the TLS socket itself: on it the session stops reading while its write waits for a full send buffer,
+          // and two such ends moving bulk both ways deadlock (session-socket.ts).
+          createConnection: () => new SessionSocket(tlsSocket, SESSION_SOCKET_QUEUE_LIMIT_BYTES, SESSION_SOCKET_END_STALL_MS),
           settings: {
             enablePush: false,
             initialWindowSize: settings.streamWindowBytes,
@@ -194,7 +202,7 @@ export class HboneConnection implements PooledConnection {
           established.off('error', onEarlyError);
           established.off('close', onEarlyClose);
           tlsSocket.off('error', onTlsError);
-          resolve(new HboneConnection(proxy, peerIdentity, established, settings, onClosed));
+          resolve(new HboneConnection(proxy, peerIdentity, established, tlsSocket, settings, onClosed));
         });
       });
     });
@@ -306,6 +314,8 @@ export class HboneConnection implements PooledConnection {
   readonly #onPingTimeout = (): void => {
     this.#pingTimer = undefined;
     this.destroy(hboneErrors.keepaliveTimeout(this.proxy, this.#settings.keepaliveTimeoutMs));
+    // Node would first flush what is queued for a server that reads nothing: cut the connection instead.
+    this.#tlsSocket.destroy();
   };
 
   readonly #onSessionError = (error: Error): void => {

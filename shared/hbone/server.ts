@@ -34,11 +34,14 @@ import {
   DEFAULT_SERVER_MAX_CONCURRENT_STREAMS,
   DEFAULT_STREAM_WINDOW_BYTES,
   DEFAULT_TARGET_CONNECT_TIMEOUT_MS,
+  SESSION_SOCKET_END_STALL_MS,
+  SESSION_SOCKET_QUEUE_LIMIT_BYTES,
   hboneImplementation,
   type HboneImplementation,
 } from './config.ts';
 import { HboneError } from './errors.ts';
 import { H2TunnelServer } from './h2/tunnel-server.ts';
+import { SessionSocket } from './session-socket.ts';
 import { resetStream, splice } from './splice.ts';
 import { serverTlsOptions, verifyClient } from './tls.ts';
 import type { HboneDecision, HboneRejection, HboneRejectionReason, HboneRequest, HboneServerOptions, HostPort, RefusalStatus } from './types.ts';
@@ -65,6 +68,8 @@ export interface ServerStats {
 /** One client connection: who it is, and what it may still cost. */
 interface SessionState {
   session: http2.ServerHttp2Session;
+  /** The TLS socket under the session's SessionSocket: cut directly when the client is known to be gone. */
+  tlsSocket: tls.TLSSocket;
   peerIdentity: SpiffeId;
   remoteAddress: string;
   /** Streams open now (the idle timer runs only at 0). */
@@ -74,6 +79,8 @@ interface SessionState {
   /** Rapid-reset budget: tokens left, and when they were last refilled (performance.now()). */
   resetTokens: number;
   resetRefilledAt: number;
+  /** Set once the reset budget ran out: the session is on its way out (GOAWAY sent, destroy follows). */
+  flooded: boolean;
 }
 
 const { NGHTTP2_CANCEL, NGHTTP2_ENHANCE_YOUR_CALM } = http2.constants;
@@ -83,6 +90,19 @@ const allow: HboneDecision = { allow: true };
 /** Resolves after the event loop's current I/O has been handled (setImmediate runs after the poll phase). */
 function nextTurn(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
+}
+
+/** Turns of the event loop a GOAWAY may take to leave its session before the session is destroyed anyway. */
+const GOAWAY_FLUSH_TURNS = 20;
+
+/** Destroys `session` with `code` once nghttp2's queue is empty (the GOAWAY queued before is on the socket), or after GOAWAY_FLUSH_TURNS. */
+function destroyOnceGoawaySent(session: http2.ServerHttp2Session, error: Error, code: number, turn = 0): void {
+  if (session.destroyed) return;
+  if (turn > 0 && (session.state.outboundQueueSize === 0 || turn >= GOAWAY_FLUSH_TURNS)) {
+    session.destroy(error, code);
+    return;
+  }
+  setImmediate(destroyOnceGoawaySent, session, error, code, turn + 1);
 }
 
 function defaultTargetConnector(request: HboneRequest): net.Socket {
@@ -267,10 +287,12 @@ export class HboneServer {
       socket.destroy();
       return;
     }
-    const session = http2.performServerHandshake(socket, this.#sessionOptions);
+    // On a SessionSocket, not the TLS socket: there the session stops reading while its write waits for a full
+    // send buffer, and two such ends moving bulk both ways deadlock (session-socket.ts).
+    const session = http2.performServerHandshake(new SessionSocket(socket, SESSION_SOCKET_QUEUE_LIMIT_BYTES, SESSION_SOCKET_END_STALL_MS), this.#sessionOptions);
     const state: SessionState = {
-      session, peerIdentity, remoteAddress: socket.remoteAddress ?? '', openStreams: 0, idleTimer: undefined, keepaliveTimer: undefined,
-      resetTokens: this.#resetBurst, resetRefilledAt: performance.now(),
+      session, tlsSocket: socket, peerIdentity, remoteAddress: socket.remoteAddress ?? '', openStreams: 0, idleTimer: undefined, keepaliveTimer: undefined,
+      resetTokens: this.#resetBurst, resetRefilledAt: performance.now(), flooded: false,
     };
     this.#sessions.set(session, state);
     this.#stats.sessionsAccepted++;
@@ -353,6 +375,8 @@ export class HboneServer {
       // CANCEL, so neither end takes a tunnel cut here for a clean end.
       for (const stream of this.#streams) if (stream.session === session) resetStream(stream, NGHTTP2_CANCEL);
       session.destroy(error);
+      // Node would first flush what is queued for a client that reads nothing: cut the connection instead.
+      state.tlsSocket.destroy();
     }, this.#keepaliveTimeoutMs);
     state.keepaliveTimer.unref();
   }
@@ -368,7 +392,8 @@ export class HboneServer {
     state.resetTokens -= 1;
     if (state.resetTokens >= 0) return;
     const { session } = state;
-    if (session.destroyed) return;
+    if (session.destroyed || state.flooded) return;
+    state.flooded = true;
     this.#stats.streamFloods++;
     const error = new HboneError(
       'HBONE_STREAM_FLOOD',
@@ -377,8 +402,12 @@ export class HboneServer {
     );
     this.#report(error);
     this.#reject({ reason: 'stream_flood', error, remoteAddress: state.remoteAddress, peerIdentity: state.peerIdentity });
-    // destroy(error, code) sends GOAWAY with `code`, then ends the socket; every stream (and its target) closes.
-    session.destroy(error, NGHTTP2_ENHANCE_YOUR_CALM);
+    // GOAWAY ENHANCE_YOUR_CALM first, then destroy (every stream and its target closes) once the GOAWAY has left the
+    // session: destroy(error, code) sends its own GOAWAY only when no write of the session is in flight, and on a
+    // SessionSocket one nearly always is (Node completes each of its writes a turn later), so the client would see
+    // the connection end with no reason.
+    session.goaway(NGHTTP2_ENHANCE_YOUR_CALM);
+    destroyOnceGoawaySent(session, error, NGHTTP2_ENHANCE_YOUR_CALM);
   }
 
   #refuse(stream: http2.ServerHttp2Stream, status: number): void {

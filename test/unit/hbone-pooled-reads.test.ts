@@ -8,14 +8,13 @@ import { hboneImplementation } from '../../shared/hbone/config.ts';
 import { socketPair, startPair, startTarget } from '../helpers/hbone.ts';
 
 /**
- * Two streams on one connection. Not more: under node:http2, more streams echoing in bulk through one connection
- * with both ends in this one process stall (each session stops reading while its own socket write is pending, and
- * both are) until the keepalive closes the connection: the app sockets see ECONNRESET. Tried 2026-12-06 at load
- * 25-29: 6 streams failed that way after ~20 s, 4 passed once and failed once, 3 passed once. Between two agents
- * (two processes, the real in-pod path) it was not reproduced: test/net/agent-bulk-tunnels.test.ts carries 6 such
- * tunnels on either layer (4 and 8 passed too). The own layer carries six here (tried).
+ * Six streams on one connection, echoing in bulk both ways at once, both ends in this one process. Under node:http2
+ * this stalled before the SessionSocket (shared/hbone/session-socket.ts): each session stopped reading while its own
+ * socket write was pending, and both were, until the keepalive closed the connection (the app sockets saw
+ * ECONNRESET; 2026-12-06: 6 streams failed after ~20 s, 3 already could). The same six between two agents:
+ * test/net/agent-bulk-tunnels.test.ts.
  */
-const STREAMS = 2;
+const STREAMS = 6;
 const BYTES_PER_STREAM = 32 * 1024 * 1024;
 const WRITE_BYTES = 64 * 1024;
 /** The application stops reading for a moment after each this many bytes: the tunnel backs up in both agents. */
