@@ -52,6 +52,20 @@ export const WAYPOINT_HEAP_RELEASE_GROWTH_BYTES = 8 * 1024 * 1024;
  */
 export const WAYPOINT_HEAP_RELEASE_QUIET_UTILIZATION = 0.01;
 
+/**
+ * Which HTTP/2 layer carries both HBONE legs (AMBIT_WAYPOINT_HBONE): `node` (node:http2: HboneServer terminates the
+ * clients' streams, HboneClientPool opens the endpoints'; the default) or `own` (shared/hbone/h2/: frames parsed and
+ * written in JS straight on the TLS sockets, no node:http2 session or stream objects). waypoint/hbone-leg.ts is what
+ * the rest of the waypoint sees of either. The agents' AMBIT_HBONE_IMPL does not decide it. `own` measured cheaper
+ * (five A/B pairs of the HTTP/1.1 bench, --quick, load 12-25, session s7: waypoint CPU per 1,000 requests median
+ * 450 ms against 610 ms, ratio to haproxy's 2.29x against 2.82x) and every waypoint net file passed on it, but
+ * waypoint-rude-peers failed once in five runs on it (after the first flood round the waypoint gave no memory back
+ * within the test's 60 s; the rerun was green): `node` stays the default until that is understood; the flip is
+ * this constant (BENCHMARKS.md, "Both HBONE legs on the own layer").
+ */
+export type WaypointHboneLayer = 'own' | 'node';
+export const DEFAULT_WAYPOINT_HBONE: WaypointHboneLayer = 'node';
+
 export class WaypointConfigError extends Error {
   readonly code = 'WAYPOINT_BAD_CONFIG';
   constructor(message: string) {
@@ -84,6 +98,8 @@ export interface WaypointConfig {
   numTrustedProxies: number;
   /** How often a jwksUri is fetched again (Istio's 20 minutes by default). */
   jwksRefreshMs: number;
+  /** The HTTP/2 layer of both HBONE legs (AMBIT_WAYPOINT_HBONE). */
+  hbone: WaypointHboneLayer;
 }
 
 function required(env: NodeJS.ProcessEnv, name: string): string {
@@ -98,6 +114,13 @@ function nonNegativeInteger(env: NodeJS.ProcessEnv, name: string, fallback: numb
   const value = Number(text);
   if (!Number.isInteger(value) || value < 0) throw new WaypointConfigError(`${name} must be a non-negative integer (got ${JSON.stringify(text)})`);
   return value;
+}
+
+function hboneLayer(env: NodeJS.ProcessEnv): WaypointHboneLayer {
+  const text = env.AMBIT_WAYPOINT_HBONE?.trim();
+  if (!text) return DEFAULT_WAYPOINT_HBONE;
+  if (text === 'own' || text === 'node') return text;
+  throw new WaypointConfigError(`AMBIT_WAYPOINT_HBONE must be "own" (ambit's HTTP/2 layer) or "node" (node:http2) (got ${JSON.stringify(text)})`);
 }
 
 export function configFromEnv(env: NodeJS.ProcessEnv = process.env): WaypointConfig {
@@ -118,5 +141,6 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): WaypointCon
     logLevel: env.AMBIT_LOG_LEVEL?.trim() || 'info',
     numTrustedProxies: nonNegativeInteger(env, 'AMBIT_WAYPOINT_NUM_TRUSTED_PROXIES', 0),
     jwksRefreshMs: nonNegativeInteger(env, 'AMBIT_WAYPOINT_JWKS_REFRESH_MS', JWKS_REFRESH_MS) || JWKS_REFRESH_MS,
+    hbone: hboneLayer(env),
   };
 }

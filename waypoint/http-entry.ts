@@ -6,14 +6,14 @@
  * runs); `AMBIT_WAYPOINT_H2_DOWNSTREAM=own` serves HTTP/2 on the own layer's server role (h2-own-downstream.ts)
  * straight on the terminated stream instead of node:http2's server over a Duplex adapter.
  *
- * Owns: that hand-over. Must not know about: requests, routes, endpoints.
+ * Owns: that hand-over. Must not know about: requests, routes, endpoints, which HBONE layer carries the stream.
  */
-import type http2 from 'node:http2';
 import type { HboneRequest } from '../shared/hbone/index.ts';
 import type { MeshState } from '../shared/mesh/mesh-state.ts';
 import type { Service } from '../shared/mesh/service.ts';
 import type { H2Proxy } from './h2-proxy.ts';
 import type { HttpProxy } from './http-proxy.ts';
+import { answer, openLeg, type TerminatedStream } from './hbone-leg.ts';
 import { versionFromFirstBytes } from './protocols.ts';
 import { Http2StreamDuplex } from './stream-adapter.ts';
 
@@ -37,8 +37,10 @@ export class HttpEntry {
     this.#state = options.state;
   }
 
-  serve(hbone: HboneRequest, stream: http2.ServerHttp2Stream, service: Service): void {
-    stream.respond({ ':status': 200 });
+  serve(hbone: HboneRequest, terminated: TerminatedStream, service: Service): void {
+    answer(terminated, 200);
+    // Either HBONE layer's stream (hbone-leg.ts): node:http2's as it is, the own layer's as its Duplex.
+    const stream = openLeg(terminated);
     // The first bytes, read from the stream itself: the HTTP/2 preface, or anything else (HTTP/1.1).
     let seen: Buffer | undefined;
     const decide = (version: 'h1' | 'h2'): void => {

@@ -34,6 +34,7 @@ import { sendMirror } from './mirror.ts';
 import { bufferBody, ISTIO_DEFAULT_RETRY, MAX_BUFFERED_BODY_BYTES, type BufferedBody } from './retry.ts';
 import { RequestAttempts, type ResponseFacts } from './request-attempts.ts';
 import type { RouteBackend, RouteEntry, RouteTable } from './route-table.ts';
+import type { HboneLegStream } from './hbone-leg.ts';
 import { Http2StreamDuplex } from './stream-adapter.ts';
 import { requestIdOf, traceContextOf, traceparentOf, type TraceContext } from './tracing.ts';
 import { UpstreamConnections } from './upstream-connections.ts';
@@ -220,7 +221,7 @@ export class HttpProxy {
    * Serves HTTP/1.1 on a terminated stream already answered 200 with the lean path (http1/): `firstBytes` are what
    * the sniff read. Requests it does not serve hand the stream to Node's server (serveConnection).
    */
-  serveLean(hbone: HboneRequest, stream: http2.ServerHttp2Stream, service: Service, firstBytes: Buffer | undefined): void {
+  serveLean(hbone: HboneRequest, stream: HboneLegStream, service: Service, firstBytes: Buffer | undefined): void {
     const context: StreamContext = { hbone, service, source: this.#state.workloadByIp(plainAddress(hbone.remoteAddress)) };
     const handler: LeanHandler = {
       accepts: (head) => this.#leanServes(head),

@@ -8,10 +8,10 @@
  * Must not know about: the details of those parts.
  */
 import http from 'node:http';
-import type http2 from 'node:http2';
 import { readFile } from 'node:fs/promises';
 import { pino, type Logger } from 'pino';
-import { HboneClientPool, HboneServer, type HboneRequest } from '../shared/hbone/index.ts';
+import { HboneClientPool, HboneServer, type HboneRequest, type HboneServerOptions } from '../shared/hbone/index.ts';
+import { H2TunnelServer } from '../shared/hbone/h2/tunnel-server.ts';
 import { spiffeId } from '../shared/identity/index.ts';
 import { controlPlaneIdentity, controlPlaneServerName } from '../shared/xds/client.ts';
 import { DESTINATION_POLICY_TYPE_URL, HTTP_AUTHORIZATION_TYPE_URL, HTTP_ROUTES_TYPE_URL, RATE_LIMIT_TYPE_URL, REQUEST_AUTHENTICATION_TYPE_URL } from '../shared/xds/protos.ts';
@@ -23,6 +23,7 @@ import { XdsSource } from '../shared/mesh/xds-source.ts';
 import type { Workload } from '../shared/mesh/workload.ts';
 import { configFromEnv, WAYPOINT_ADMIN_PORT, WAYPOINT_HEAP_RELEASE_GROWTH_BYTES, WAYPOINT_HEAP_RELEASE_QUIET_UTILIZATION, WAYPOINT_DRAIN_MS, WAYPOINT_HBONE_PORT, WAYPOINT_METRICS_PORT, WAYPOINT_READINESS_PORT, WAYPOINT_READY_MESSAGE, type WaypointConfig } from './config.ts';
 import { WaypointError } from './errors.ts';
+import { answer, canAnswer, type TerminatedStream } from './hbone-leg.ts';
 import { H2Proxy } from './h2-proxy.ts';
 import { H2OwnSessionPool } from './h2-own-upstream.ts';
 import { H2SessionPool } from './h2-upstream.ts';
@@ -101,8 +102,8 @@ export async function startWaypoint(config: WaypointConfig, log: Logger): Promis
   const certificates = new CertificateManager(ca, { onError: (identity, error) => log.error({ identity: identity.uri, err: error.message }, 'certificate fetch failed') });
   const identity = spiffeId(config.trustDomain, config.namespace, config.serviceAccount);
   await certificates.certificateFor(identity);
-  // node:http2 whatever AMBIT_HBONE_IMPL says: the HTTP proxy drives the upstream streams as node:http2 streams.
-  const pool = new HboneClientPool({ certificateFor: (id) => certificates.certificateFor(id), trustDomain: config.trustDomain, implementation: 'node' });
+  // Both legs on the layer AMBIT_WAYPOINT_HBONE names (config.ts), whatever the agents' AMBIT_HBONE_IMPL says.
+  const pool = new HboneClientPool({ certificateFor: (id) => certificates.certificateFor(id), trustDomain: config.trustDomain, implementation: config.hbone });
   // Its own workload, for locality-aware endpoint choice; a stand-in with its node until the control plane sends it.
   const standIn: Workload = {
     uid: '', name: config.podName, namespace: config.namespace, serviceAccount: config.serviceAccount, trustDomain: config.trustDomain, node: config.nodeName,
@@ -126,27 +127,28 @@ export async function startWaypoint(config: WaypointConfig, log: Logger): Promis
   const h2Sessions = process.env.AMBIT_WAYPOINT_H2_UPSTREAM === 'own' ? new H2OwnSessionPool(upstreams) : new H2SessionPool(upstreams);
   const h2Proxy = new H2Proxy({ upstreams, sessions: h2Sessions, routes, state, metrics, gate, destinations, log });
   const httpEntry = new HttpEntry({ http1: httpProxy, http2: h2Proxy, state });
-  const terminate = (request: HboneRequest, stream: http2.ServerHttp2Stream): void => {
+  const terminate = (request: HboneRequest, stream: TerminatedStream): void => {
     let service;
     try {
       service = upstreams.service(request.target);
     } catch (error) {
       const waypointError = error as WaypointError;
       log.info({ src: request.peerIdentity.uri, authority: `${request.target.host}:${request.target.port}`, error: waypointError.message, flags: waypointError.responseFlags }, 'connection refused');
-      if (!stream.headersSent) stream.respond({ ':status': waypointError.status ?? 503 }, { endStream: true });
+      if (canAnswer(stream)) answer(stream, waypointError.status ?? 503);
       return;
     }
     // L7 ports (appProtocol HTTP11, HTTP2, GRPC) take HTTP/1.1 or prior-knowledge HTTP/2; the rest go at L4.
     if (portProtocol(service, request.target.port) === 'http') void httpEntry.serve(request, stream, service);
     else void l4.forward(request, stream, service);
   };
-  const hbone = new HboneServer({
+  const serverOptions: HboneServerOptions = {
     certificateFor: () => certificates.current(identity),
     rootsPem: certificates.rootsPem(),
     trustDomain: config.trustDomain,
-    terminate,
     onError: (error) => log.debug({ code: error.code, err: error.message }, 'HBONE error'),
-  });
+  };
+  // The own layer's server hands out its H2Stream (terminateStream); HboneServer's terminate, node:http2's stream.
+  const hbone = config.hbone === 'own' ? new H2TunnelServer({ ...serverOptions, terminateStream: terminate }) : new HboneServer({ ...serverOptions, terminate });
   await hbone.listen({ host: config.listenHost, port: WAYPOINT_HBONE_PORT });
   let ready = true;
   const readiness = http.createServer((request, response) => {
@@ -183,7 +185,7 @@ export async function startWaypoint(config: WaypointConfig, log: Logger): Promis
       return;
     }
     const body = JSON.stringify({
-      gateway: config.gatewayName, identity: identity.uri, pid: process.pid, services: servicesView(state), routes: routes.view(), policies: policies.view(),
+      gateway: config.gatewayName, identity: identity.uri, pid: process.pid, hboneLayer: config.hbone, services: servicesView(state), routes: routes.view(), policies: policies.view(),
       upstreamConnections: httpProxy.connectionsView(), http1Paths: httpProxy.pathsView(), http2: { ...h2Sessions.view(), ...h2Proxy.view() },
       destinationRules: { policies: destinationPolicies.view(), traffic: destinations.view() },
       memory: { ...process.memoryUsage(), heapReleases: heapRelease.stats.releases, heapAfterLastRelease: heapRelease.stats.heapAfterLastRelease, lastGcMs: heapRelease.stats.lastGcMs, nativeReleases: heapRelease.stats.nativeReleases, executableKibDropped: heapRelease.stats.executableKibDropped, anonymousRss: anonymousRss(), anonymousAfterLastNativeRelease: heapRelease.stats.anonymousAfterLastNativeRelease },
@@ -191,7 +193,7 @@ export async function startWaypoint(config: WaypointConfig, log: Logger): Promis
     response.writeHead(200, { 'content-type': 'application/json' }).end(body);
   });
   await listenHttp(admin, '127.0.0.1', WAYPOINT_ADMIN_PORT);
-  log.info({ gateway: config.gatewayName, identity: identity.uri, hbone: WAYPOINT_HBONE_PORT }, WAYPOINT_READY_MESSAGE);
+  log.info({ gateway: config.gatewayName, identity: identity.uri, hbone: WAYPOINT_HBONE_PORT, hboneLayer: config.hbone }, WAYPOINT_READY_MESSAGE);
   return {
     stop: async () => {
       ready = false;

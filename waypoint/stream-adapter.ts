@@ -1,5 +1,5 @@
 /**
- * A plain Duplex over an HTTP/2 stream, for Node's HTTP/1.1 server. Handed an Http2Stream directly, the server's
+ * A plain Duplex over an HBONE leg's stream (hbone-leg.ts, either layer), for Node's HTTP/1.1 server. Handed an Http2Stream directly, the server's
  * parser takes over the stream's native handle and the first bytes of a response written later (after an upstream
  * answered) reach the client corrupted (seen on Node 24.21: status line garbled, "Parse Error: Expected HTTP/");
  * the adapter has no handle, so the server reads and writes through the stream API only.
@@ -9,7 +9,7 @@
  */
 import http2 from 'node:http2';
 import { Duplex } from 'node:stream';
-import { resetStream } from '../shared/hbone/index.ts';
+import { resetLeg, type HboneLegStream } from './hbone-leg.ts';
 
 const { NGHTTP2_CANCEL } = http2.constants;
 
@@ -22,7 +22,7 @@ export const HALF_CLOSED_LINGER_MS = 5_000;
  * client's agent turns into a TCP reset that can throw away the last words unread; so the rest of the peer's data is
  * read and dropped, and only a peer that never ends is closed, after HALF_CLOSED_LINGER_MS.
  */
-function lingerThenClose(stream: http2.Http2Stream): void {
+function lingerThenClose(stream: HboneLegStream): void {
   stream.removeAllListeners('data');
   stream.resume();
   const timer = setTimeout(() => stream.close(), HALF_CLOSED_LINGER_MS);
@@ -31,9 +31,9 @@ function lingerThenClose(stream: http2.Http2Stream): void {
 }
 
 export class Http2StreamDuplex extends Duplex {
-  readonly stream: http2.Http2Stream;
+  readonly stream: HboneLegStream;
 
-  constructor(stream: http2.Http2Stream) {
+  constructor(stream: HboneLegStream) {
     super({ allowHalfOpen: true });
     this.stream = stream;
     stream.on('data', (chunk: Buffer) => {
@@ -67,7 +67,7 @@ export class Http2StreamDuplex extends Duplex {
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
     if (!this.stream.destroyed && !this.stream.closed) {
       if (this.stream.writableEnded) lingerThenClose(this.stream);
-      else resetStream(this.stream, NGHTTP2_CANCEL);
+      else resetLeg(this.stream, NGHTTP2_CANCEL);
     }
     callback(error);
   }

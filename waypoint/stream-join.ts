@@ -1,5 +1,5 @@
 /**
- * Joins two HTTP/2 streams: the client's CONNECT stream the waypoint terminated and the HBONE stream it opened to
+ * Joins two HBONE legs (hbone-leg.ts, either layer): the client's CONNECT stream the waypoint terminated and the HBONE stream it opened to
  * the endpoint, for ports forwarded at L4.
  *
  * Owns: data both ways with backpressure (pipe), END_STREAM passed on as END_STREAM in each direction, a reset on
@@ -8,7 +8,7 @@
  * Hot path: pipe's own per-chunk write; nothing allocated per chunk here.
  */
 import http2 from 'node:http2';
-import { resetStream } from '../shared/hbone/index.ts';
+import { resetLeg, type HboneLegStream } from './hbone-leg.ts';
 
 const { NGHTTP2_CONNECT_ERROR, NGHTTP2_NO_ERROR } = http2.constants;
 
@@ -18,17 +18,17 @@ export interface JoinResult {
 }
 
 /** Resolves when both streams are closed; never rejects. */
-export function joinStreams(downstream: http2.Http2Stream, upstream: http2.Http2Stream): Promise<JoinResult> {
+export function joinStreams(downstream: HboneLegStream, upstream: HboneLegStream): Promise<JoinResult> {
   return new Promise((resolve) => {
     let open = 2;
     let error: Error | undefined;
-    const onClose = (stream: http2.Http2Stream, other: http2.Http2Stream) => (): void => {
+    const onClose = (stream: HboneLegStream, other: HboneLegStream) => (): void => {
       if (stream.rstCode !== undefined && stream.rstCode !== NGHTTP2_NO_ERROR) {
         error ??= new Error(`stream reset with code ${stream.rstCode}`);
-        resetStream(other, NGHTTP2_CONNECT_ERROR);
+        resetLeg(other, NGHTTP2_CONNECT_ERROR);
       } else if (!stream.readableEnded && !other.destroyed) {
         // Closed without END_STREAM (destroyed locally): the other side must not see a clean end.
-        resetStream(other, NGHTTP2_CONNECT_ERROR);
+        resetLeg(other, NGHTTP2_CONNECT_ERROR);
       }
       if (--open === 0) resolve(error ? { error } : {});
     };

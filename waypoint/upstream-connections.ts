@@ -10,10 +10,10 @@
  * is picked.
  */
 import http from 'node:http';
-import type http2 from 'node:http2';
 import type { Duplex } from 'node:stream';
 import type { PickedEndpoint } from '../shared/mesh/load-balance.ts';
 import { serviceKey, type Service } from '../shared/mesh/service.ts';
+import type { HboneLegStream } from './hbone-leg.ts';
 import { Http2StreamDuplex } from './stream-adapter.ts';
 import type { Upstreams } from './upstream.ts';
 
@@ -26,7 +26,7 @@ const IDLE_STREAM_TIMEOUT_MS = 15_000;
 export class HboneStreamSocket extends Http2StreamDuplex {
   timeout = 0;
 
-  constructor(stream: http2.Http2Stream) {
+  constructor(stream: HboneLegStream) {
     super(stream);
     stream.on('timeout', () => this.emit('timeout'));
     // Destroyed with an error after its request was done (no client listener left), it must not take the process

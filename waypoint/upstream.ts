@@ -7,7 +7,6 @@
  *
  * Owns: the lookup, the pick and opening the upstream. Must not know about: HTTP, routes, the downstream stream.
  */
-import http2 from 'node:http2';
 import net from 'node:net';
 import type { HboneClientPool, HostPort } from '../shared/hbone/index.ts';
 import type { SpiffeId } from '../shared/identity/index.ts';
@@ -16,6 +15,7 @@ import type { MeshState } from '../shared/mesh/mesh-state.ts';
 import type { Service } from '../shared/mesh/service.ts';
 import { workloadIdentity, type Workload } from '../shared/mesh/workload.ts';
 import { WaypointError } from './errors.ts';
+import type { HboneLegStream } from './hbone-leg.ts';
 import type { EndpointChooser } from './destination/destination-traffic.ts';
 import { LeastRequestBalancer } from './least-request.ts';
 
@@ -37,7 +37,8 @@ export interface UpstreamTarget {
   picked: PickedEndpoint;
 }
 
-export type UpstreamStream = { kind: 'hbone'; stream: http2.ClientHttp2Stream; endpoint: Workload } | { kind: 'tcp'; socket: net.Socket; endpoint: Workload };
+/** `stream`: node:http2's ClientHttp2Stream or the own layer's H2DuplexStream, by the pool's layer (hbone-leg.ts). */
+export type UpstreamStream = { kind: 'hbone'; stream: HboneLegStream; endpoint: Workload } | { kind: 'tcp'; socket: net.Socket; endpoint: Workload };
 
 export class Upstreams {
   readonly #state: MeshState;
@@ -112,7 +113,7 @@ export class Upstreams {
           destination: target,
           sourceIdentity: this.#identity,
           expectedIdentities: service.subjectAltNames.length > 0 ? [workloadIdentity(endpoint).uri, ...service.subjectAltNames] : [workloadIdentity(endpoint).uri],
-        })) as http2.ClientHttp2Stream;
+        })) as HboneLegStream;
         return { kind: 'hbone', stream, endpoint };
       } catch (error) {
         throw new WaypointError('WAYPOINT_UPSTREAM_CONNECT_FAILED', `HBONE to ${endpoint.namespace}/${endpoint.name} (${target.host}:${target.port}) failed: ${(error as Error).message}`, { cause: error });

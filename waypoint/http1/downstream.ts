@@ -1,6 +1,6 @@
 /**
- * The client side of the lean HTTP/1.1 path: a terminated HBONE stream read directly (no Duplex adapter, no Node
- * HTTP server), request heads parsed as they come (heads.ts), each request's body (Content-Length, at most the
+ * The client side of the lean HTTP/1.1 path: a terminated HBONE stream (either layer, ../hbone-leg.ts) read
+ * directly (no Duplex adapter, no Node HTTP server), request heads parsed as they come (heads.ts), each request's body (Content-Length, at most the
  * retry buffer) gathered whole, then the request handed to the proxy as one LeanExchange; the response written
  * straight onto the stream. Requests are served one at a time in order (pipelined ones wait in the read buffer).
  * A head the lean path does not serve (the proxy says which: an Upgrade, `Expect`, a chunked or large body, not
@@ -12,7 +12,7 @@
  */
 import http2 from 'node:http2';
 import { STATUS_CODES, type OutgoingHttpHeaders } from 'node:http';
-import { resetStream } from '../../shared/hbone/index.ts';
+import { resetLeg, type HboneLegStream } from '../hbone-leg.ts';
 import { HALF_CLOSED_LINGER_MS } from '../stream-adapter.ts';
 import { Http1Error } from './errors.ts';
 import { parseRequestHead, type RequestHead } from './heads.ts';
@@ -41,7 +41,7 @@ export interface LeanHandler {
   /** Serves one request; its response ends with exchange.end(), exchange.cut() or the client going. */
   serve(exchange: LeanExchange): void;
   /** Takes the stream over from `bytes` (the unserved head and what follows) on, for Node's HTTP server. */
-  handOver(stream: http2.ServerHttp2Stream, bytes: Buffer | undefined): void;
+  handOver(stream: HboneLegStream, bytes: Buffer | undefined): void;
   /** A head broke the rules (answered 400/431 here): for counting. */
   refused(error: Http1Error): void;
 }
@@ -223,7 +223,7 @@ function withHead(head: string, bytes: Buffer, start: number, end: number): Buff
 }
 
 export class DownstreamConnection {
-  readonly stream: http2.ServerHttp2Stream;
+  readonly stream: HboneLegStream;
   readonly #handler: LeanHandler;
   #pending: Buffer | undefined;
   #exchange: LeanExchange | undefined;
@@ -244,7 +244,7 @@ export class DownstreamConnection {
   readonly #onTimeout = (): void => this.#idleTimeout();
 
   /** `timeouts`: HEADERS_TIMEOUT_MS and REQUEST_TIMEOUT_MS unless given (tests). */
-  constructor(stream: http2.ServerHttp2Stream, firstBytes: Buffer | undefined, handler: LeanHandler, timeouts: { headersMs?: number; requestMs?: number } = {}) {
+  constructor(stream: HboneLegStream, firstBytes: Buffer | undefined, handler: LeanHandler, timeouts: { headersMs?: number; requestMs?: number } = {}) {
     this.stream = stream;
     this.#handler = handler;
     this.#headersTimeoutMs = timeouts.headersMs ?? HEADERS_TIMEOUT_MS;
@@ -279,7 +279,7 @@ export class DownstreamConnection {
     this.#exchange = undefined;
     if (!whole) {
       this.#closing = true;
-      if (!this.stream.destroyed) resetStream(this.stream, NGHTTP2_CANCEL);
+      if (!this.stream.destroyed) resetLeg(this.stream, NGHTTP2_CANCEL);
       return;
     }
     // A client that sent more of the body than it announced... cannot: takeBody took only what was due. A request

@@ -57,6 +57,8 @@ export class H2Stream {
   rstCode: number | undefined;
   /** True when the reset came from the peer. */
   resetByPeer = false;
+  /** Server side: the response headers were sent (a server that hands streams on reads it, as node's headersSent). */
+  responded = false;
 
   // Send side (state the connection reads and updates).
   /** What the peer lets us send on this stream now (may go negative when the peer lowers its initial window). */
@@ -190,6 +192,7 @@ export class H2Stream {
   /** Server side: sends the response headers (`:status` first). */
   respond(status: number, headers: readonly string[] = [], endStream = false): void {
     if (this.closed || this.localEnded) return;
+    this.responded = true;
     this.connection.sendResponse(this, status, headers, endStream);
   }
 

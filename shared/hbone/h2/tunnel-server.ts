@@ -40,6 +40,12 @@ export interface H2TunnelServerOptions extends HboneServerOptions {
   onProtocolError?: (error: H2Error) => void;
   /** Overrides for the HTTP/2 layer (limits in hostile-input tests). */
   h2?: Partial<H2ConnectionOptions>;
+  /**
+   * HboneServerOptions.terminate on this layer (the waypoint): takes over an allowed CONNECT stream instead of
+   * connecting to its target; the handler answers it (`stream.respond`) and owns it from then on. A stream reset by
+   * the client before the handler answered it counts against the rapid-reset budget, as one refused here does.
+   */
+  terminateStream?: (request: HboneRequest, stream: H2Stream) => void;
 }
 
 /** The counters HboneServer.stats() reports (the same fields for both implementations). */
@@ -334,7 +340,7 @@ export class H2TunnelServer {
     this.#openStreams--;
     client.closeWatchers.get(stream)?.();
     // Reset by the client before any answer: the server did the work (a decision, maybe a connect) for nothing.
-    if (!client.answered.has(stream) && stream.resetByPeer && !this.#shuttingDown && !client.connection.closed) this.#onPrematureReset(client);
+    if (!client.answered.has(stream) && !stream.responded && stream.resetByPeer && !this.#shuttingDown && !client.connection.closed) this.#onPrematureReset(client);
     if (client.connection.activeStreams === 0 && !client.connection.closed) this.#armIdleTimer(client);
   }
 
@@ -416,6 +422,11 @@ export class H2TunnelServer {
     // (a flood of CONNECT + RST_STREAM) then costs no connection to the target.
     await nextTurn();
     if (stream.closed) return;
+    if (this.#options.terminateStream) {
+      this.#stats.tunnelsOpened++;
+      this.#options.terminateStream(request, stream);
+      return;
+    }
     const started = performance.now();
     let socket: net.Socket;
     try {

@@ -1,0 +1,30 @@
+/**
+ * AMBIT_WAYPOINT_HBONE (waypoint/config.ts): the HTTP/2 layer of the waypoint's two HBONE legs. node:http2 by
+ * default, the own layer selectable, anything else refused with the setting's name before the waypoint starts.
+ */
+import test from 'ava';
+import { configFromEnv, WaypointConfigError } from '../../waypoint/config.ts';
+
+const base = {
+  AMBIT_WAYPOINT_NAMESPACE: 'shop',
+  AMBIT_WAYPOINT_NAME: 'waypoint',
+  AMBIT_NODE_NAME: 'node-1',
+  AMBIT_XDS_ADDRESS: '10.0.0.1:15012',
+  AMBIT_ROOT_CERT_FILE: '/var/run/ambit/root.pem',
+  AMBIT_TOKEN_FILE: '/var/run/ambit/token',
+};
+
+test('both HBONE legs on node:http2 unless AMBIT_WAYPOINT_HBONE says own', (t) => {
+  t.is(configFromEnv(base).hbone, 'node');
+  t.is(configFromEnv({ ...base, AMBIT_WAYPOINT_HBONE: '' }).hbone, 'node');
+  t.is(configFromEnv({ ...base, AMBIT_WAYPOINT_HBONE: 'own' }).hbone, 'own');
+  t.is(configFromEnv({ ...base, AMBIT_WAYPOINT_HBONE: ' node ' }).hbone, 'node');
+  // The agents' switch is theirs: it does not move the waypoint's legs.
+  t.is(configFromEnv({ ...base, AMBIT_HBONE_IMPL: 'own' }).hbone, 'node');
+});
+
+test('another AMBIT_WAYPOINT_HBONE value is refused with its name and the choices', (t) => {
+  const error = t.throws(() => configFromEnv({ ...base, AMBIT_WAYPOINT_HBONE: 'nghttp2' }), { instanceOf: WaypointConfigError });
+  t.is(error.code, 'WAYPOINT_BAD_CONFIG');
+  t.regex(error.message, /AMBIT_WAYPOINT_HBONE must be "own" .* or "node" .*"nghttp2"/);
+});
