@@ -9,13 +9,16 @@
  *
  * Hot path: the splice object is the stream's handler (methods, no closures per chunk); socket data goes to
  * `stream.write` as is; stream data goes to `socket.write` as is, corked until the end of the tick so the pieces
- * of one TLS read leave in one writev. Both directions' chunks live in buffers Node allocated per read (the TCP
- * socket's, the TLS socket's): counted (../buffer-scavenge.ts), so a scavenge frees them before V8 runs a full
- * mark-compact for them.
+ * of one TLS read leave in one writev. The TCP socket is read into pooled buffers (../pooled-reads.ts, as
+ * node:http2's splice does: no allocation per read); each goes back to the pool from the stream write's
+ * H2WriteDone, once the connection has encrypted or copied it. The stream's chunks live in buffers Node allocated
+ * per TLS read (and the TCP socket's, where this Node has no user-buffer reads): counted (../buffer-scavenge.ts),
+ * so a scavenge frees them before V8 runs a full mark-compact for them.
  */
 import type net from 'node:net';
 import { relayedInReadBuffers } from '../buffer-scavenge.ts';
 import { SPLICE_BUFFER_BYTES } from '../config.ts';
+import { PooledReader } from '../pooled-reads.ts';
 import { resetSocket } from '../splice.ts';
 import { H2_CANCEL, H2_CONNECT_ERROR, h2ErrorName } from './errors.ts';
 import type { H2Stream, H2StreamHandler } from './stream.ts';
@@ -48,6 +51,7 @@ class H2Splice implements H2StreamHandler {
   #openSides = 2;
   #error: Error | undefined;
   #corked = false;
+  #reader: PooledReader | undefined;
 
   constructor(socket: net.Socket, stream: H2Stream, resolve: (result: H2SpliceResult) => void) {
     this.#socket = socket;
@@ -61,7 +65,14 @@ class H2Splice implements H2StreamHandler {
     if (socket.destroyed) this.#onSocketClose();
     else {
       socket.once('close', this.#onSocketClose);
-      socket.on('data', this.#onSocketData);
+      this.#reader = PooledReader.attach(socket, this.#onSocketChunk);
+      if (this.#reader) {
+        // What the socket read before the splice (while the stream was being opened) goes first.
+        for (let chunk = socket.read() as Buffer | null; chunk !== null; chunk = socket.read() as Buffer | null) this.#onSocketData(chunk);
+        socket.resume();
+      } else {
+        socket.on('data', this.#onSocketData);
+      }
       socket.on('end', this.#onSocketEnd);
       socket.on('drain', this.#onSocketDrain);
     }
@@ -72,11 +83,14 @@ class H2Splice implements H2StreamHandler {
     if (socket.readableEnded && !socket.destroyed) this.#onSocketEnd();
   }
 
-  // TCP -> stream.
+  // TCP -> stream, plain reads (a buffer Node allocated for this read).
   readonly #onSocketData = (chunk: Buffer): void => {
     relayedInReadBuffers(chunk.length);
     if (!this.#stream.write(chunk)) this.#socket.pause();
   };
+
+  // TCP -> stream, pooled reads: false stops reading until onDrain resumes the socket.
+  readonly #onSocketChunk = (chunk: Buffer): boolean => this.#stream.write(chunk, this.#reader!.written);
 
   readonly #onSocketEnd = (): void => {
     this.#stream.end();
