@@ -22,6 +22,9 @@
  * duplexes (tests' plain sockets, which may keep a buffer until the kernel took it) get small ticks as one
  * concatenated buffer and bulk ticks as one corked writev. (Holding frames back until the write in flight
  * completed, so that every write is contiguous, cost round trips an event-loop turn: measured and dropped.)
+ * A chunk written with an H2WriteDone (the splice's pooled reads) is the caller's again once that runs: right after
+ * the copied write, or from the socket write's completion on a busy socket, in the order the chunks were written
+ * (so a busy socket's small tick holding one is written as pieces, not concatenated and freed ahead of its turn).
  * Events (rare, so an EventEmitter): 'remoteSettings' (the peer's first SETTINGS), 'stream' (server: a new
  * well-formed request stream), 'goaway' (code, lastStreamId), 'streamError' (an H2Error for a stream we reset
  * because of the peer), 'error' (the H2Error that ended the connection; emitted only when listened to),
