@@ -8,11 +8,11 @@
  * Must not know about: TLS, HPACK, pools, policy, which side of the tunnel it is on.
  *
  * Hot path: the splice object is the stream's handler (methods, no closures per chunk); socket data goes to
- * `stream.write` as is; stream data goes to `socket.write` as is, corked until the event loop's check phase
- * (setImmediate), so the pieces of a loop turn's TLS reads leave in one writev: Node hands a TLS socket's
- * plaintext to JavaScript in 16 KiB pieces, one callback each, and runs the tick queue after every callback, so
- * a cork until the end of the tick wrote one 16 KiB piece per syscall (the check phase follows the I/O phase in
- * the same loop turn: no added latency; node:http2's splice corks the same way). The TCP socket is read into pooled buffers (../pooled-reads.ts, as
+ * `stream.write` as is; stream data goes to `socket.write` as is, corked until the end of the tick. (Node hands a
+ * TLS socket's plaintext over in 16 KiB pieces and runs the tick queue after each, so that is a write per piece.
+ * Corked until the check phase instead, a loop turn's pieces left in one writev and the relay pairs used less CPU,
+ * but the receiving agent in the mesh used more: 4.6-8.9 s/GiB against 2.3-4.0, load 6-8; BENCHMARKS.md, "The own
+ * layer's single-stream throughput". Not kept.) The TCP socket is read into pooled buffers (../pooled-reads.ts, as
  * node:http2's splice does: no allocation per read); each goes back to the pool from the stream write's
  * H2WriteDone, once the connection has encrypted or copied it. The stream's chunks live in buffers Node allocated
  * per TLS read (and the TCP socket's, where this Node has no user-buffer reads): counted (../buffer-scavenge.ts),
@@ -111,7 +111,7 @@ class H2Splice implements H2StreamHandler {
     if (!this.#corked) {
       this.#corked = true;
       socket.cork();
-      setImmediate(uncorkSplice, this);
+      process.nextTick(uncorkSplice, this);
     }
     if (!socket.write(chunk) && socket.writableLength >= SPLICE_BUFFER_BYTES) this.#stream.pauseReading();
   }
