@@ -22,6 +22,9 @@
  * duplexes (tests' plain sockets, which may keep a buffer until the kernel took it) get small ticks as one
  * concatenated buffer and bulk ticks as one corked writev. (Holding frames back until the write in flight
  * completed, so that every write is contiguous, cost round trips an event-loop turn: measured and dropped.)
+ * A chunk written with an H2WriteDone (the splice's pooled reads) is the caller's again once that runs: right after
+ * the copied write, or from the socket write's completion on a busy socket, in the order the chunks were written
+ * (so a busy socket's small tick holding one is written as pieces, not concatenated and freed ahead of its turn).
  * Events (rare, so an EventEmitter): 'remoteSettings' (the peer's first SETTINGS), 'stream' (server: a new
  * well-formed request stream), 'goaway' (code, lastStreamId), 'streamError' (an H2Error for a stream we reset
  * because of the peer), 'error' (the H2Error that ended the connection; emitted only when listened to),
@@ -93,7 +96,7 @@ import {
 } from './frame.ts';
 import { type HeaderList, HpackDecoder, HpackEncoder } from './hpack.ts';
 import { requestHeadersProblem, responseStatus } from './headers.ts';
-import { H2Stream, type H2StreamHandler, STREAM_WRITE_HIGH_WATER_BYTES } from './stream.ts';
+import { H2Stream, type H2StreamHandler, type H2WriteDone, STREAM_WRITE_HIGH_WATER_BYTES } from './stream.ts';
 
 /** Header lists decode to at most 64 KiB (RFC 9113's count): CONNECT requests are a few hundred bytes. */
 export const DEFAULT_MAX_HEADER_LIST_BYTES = 64 * 1024;
@@ -229,6 +232,10 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
   #error: H2Error | undefined;
   /** What this tick wrote, flushed to the socket as one buffer at the end of the tick. */
   readonly #out: Buffer[] = [];
+  /** Beside `#out`, the H2WriteDone of a piece that ends a caller's chunk (undefined for the rest). */
+  readonly #outDone: Array<H2WriteDone | undefined> = [];
+  /** How many of `#outDone` are set: a flush with none skips looking for them. */
+  #outDoneCount = 0;
   #outBytes = 0;
   /** TLS socket: gathered frames leave as one copied write when the socket is idle (top comment). */
   readonly #copyingWrites: boolean;
@@ -376,9 +383,10 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
   /**
    * Sends DATA for `chunk[start..]` as far as the windows allow, in frames of the peer's maximum size; the last
    * frame carries END_STREAM when `endStream` and everything was sent. `chunk` undefined sends an empty
-   * END_STREAM frame. Returns the bytes sent.
+   * END_STREAM frame. Returns the bytes sent. `done` goes with the piece that ends the chunk, if it is sent now
+   * (otherwise it stays the caller's, to pass with the rest).
    */
-  sendData(stream: H2Stream, chunk: Buffer | undefined, start: number, endStream: boolean): number {
+  sendData(stream: H2Stream, chunk: Buffer | undefined, start: number, endStream: boolean, done?: H2WriteDone): number {
     if (this.#closed) return 0;
     if (chunk === undefined) {
       this.#write(this.#frameHeader(0, FRAME_DATA, FLAG_END_STREAM, stream.id));
@@ -392,7 +400,7 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
       if (size <= 0) break;
       const last = offset + size === end;
       this.#write(this.#frameHeader(size, FRAME_DATA, last && endStream ? FLAG_END_STREAM : 0, stream.id));
-      this.#write(offset === 0 && last ? chunk : chunk.subarray(offset, offset + size));
+      this.#write(offset === 0 && last ? chunk : chunk.subarray(offset, offset + size), last ? done : undefined);
       stream.sendWindow -= size;
       this.#sendWindow -= size;
       offset += size;
@@ -453,7 +461,10 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
     if (out.length === 0) return;
     const socket = this.socket;
     if (socket.destroyed || socket.writableEnded) {
+      // Dropped unsent, H2WriteDones not called: nothing written after this on this connection is sent either.
       out.length = 0;
+      this.#outDone.length = 0;
+      this.#outDoneCount = 0;
       this.#outBytes = 0;
       return;
     }
@@ -484,7 +495,8 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
       }
       socket.write(buffer.subarray(0, bytes));
     }
-    out.length = 0;
+    // TLSWrap encrypted (or copied) the bytes before `write` returned: the pieces are free.
+    this.#clearOut();
     if (this.#drainWaiters.size > 0) this.#notifyDrained();
   }
 
@@ -493,30 +505,50 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
     const out = this.#out;
     const bytes = this.#outBytes;
     this.#outBytes = 0;
-    if (out.length === 1) {
-      socket.write(out[0]!);
-    } else if (bytes <= CONCAT_MAX_BYTES) {
+    // A concatenation would free its pieces at once, but a piece's H2WriteDone must not run before those of the
+    // pieces still queued in the socket ahead of it (the caller's pool hands buffers back oldest first): pieces
+    // with one go to the socket as they are.
+    if (bytes <= CONCAT_MAX_BYTES && out.length > 1 && this.#outDoneCount === 0) {
       socket.write(Buffer.concat(out, bytes));
+      this.#clearOut();
     } else {
-      // Large payloads: one corked writev of the pieces (a concat here would copy every payload once more).
-      socket.cork();
-      for (let index = 0; index < out.length; index++) socket.write(out[index]!);
-      socket.uncork();
+      // One piece, or large payloads as one corked writev of the pieces (a concat here would copy every payload
+      // once more). A piece is the socket's until its write completes: its H2WriteDone is that write's callback.
+      const dones = this.#outDone;
+      if (out.length > 1) socket.cork();
+      for (let index = 0; index < out.length; index++) socket.write(out[index]!, dones[index]);
+      if (out.length > 1) socket.uncork();
+      out.length = 0;
+      dones.length = 0;
+      this.#outDoneCount = 0;
     }
-    out.length = 0;
     // A write the kernel took at once emits no 'drain' (Node 24): streams held back by our own queue hear it here.
     if (this.#drainWaiters.size > 0) this.#notifyDrained();
   }
 
   // ---- Writing ----
 
-  #write(buffer: Buffer): void {
+  #write(buffer: Buffer, done?: H2WriteDone): void {
     if (this.#out.length === 0) {
+      // Dropped: a done is not called (H2WriteDone), the closing stream's chunks are the last it was given.
       if (this.socket.destroyed || this.socket.writableEnded) return;
       process.nextTick(flushConnection, this);
     }
     this.#out.push(buffer);
+    this.#outDone.push(done);
+    if (done !== undefined) this.#outDoneCount++;
     this.#outBytes += buffer.length;
+  }
+
+  /** Calls the gathered pieces' H2WriteDones (their bytes were copied or encrypted) and empties the gathered list. */
+  #clearOut(): void {
+    if (this.#outDoneCount > 0) {
+      const dones = this.#outDone;
+      for (let index = 0; index < dones.length; index++) dones[index]?.();
+      this.#outDoneCount = 0;
+    }
+    this.#out.length = 0;
+    this.#outDone.length = 0;
   }
 
   #frameHeader(length: number, type: number, flags: number, streamId: number): Buffer {
@@ -568,11 +600,12 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
       const chunk = pending[0]!;
       const lastChunk = pending.length === 1;
       const trailers = stream.trailersQueued;
-      const sent = this.sendData(stream, chunk, stream.pendingOffset, stream.endQueued && lastChunk && trailers === undefined);
+      const sent = this.sendData(stream, chunk, stream.pendingOffset, stream.endQueued && lastChunk && trailers === undefined, stream.pendingDone[0]);
       stream.pendingOffset += sent;
       stream.pendingBytes -= sent;
       if (stream.pendingOffset < chunk.length) return;
       pending.shift();
+      stream.pendingDone.shift();
       stream.pendingOffset = 0;
       if (lastChunk && stream.endQueued) {
         stream.endQueued = false;

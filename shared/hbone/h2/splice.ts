@@ -8,14 +8,20 @@
  * Must not know about: TLS, HPACK, pools, policy, which side of the tunnel it is on.
  *
  * Hot path: the splice object is the stream's handler (methods, no closures per chunk); socket data goes to
- * `stream.write` as is; stream data goes to `socket.write` as is, corked until the end of the tick so the pieces
- * of one TLS read leave in one writev. Both directions' chunks live in buffers Node allocated per read (the TCP
- * socket's, the TLS socket's): counted (../buffer-scavenge.ts), so a scavenge frees them before V8 runs a full
- * mark-compact for them.
+ * `stream.write` as is; stream data goes to `socket.write` as is, corked until the end of the tick. (Node hands a
+ * TLS socket's plaintext over in 16 KiB pieces and runs the tick queue after each, so that is a write per piece.
+ * Corked until the check phase instead, a loop turn's pieces left in one writev and the relay pairs used less CPU,
+ * but the receiving agent in the mesh used more: 4.6-8.9 s/GiB against 2.3-4.0, load 6-8; BENCHMARKS.md, "The own
+ * layer's single-stream throughput". Not kept.) The TCP socket is read into pooled buffers (../pooled-reads.ts, as
+ * node:http2's splice does: no allocation per read); each goes back to the pool from the stream write's
+ * H2WriteDone, once the connection has encrypted or copied it. The stream's chunks live in buffers Node allocated
+ * per TLS read (and the TCP socket's, where this Node has no user-buffer reads): counted (../buffer-scavenge.ts),
+ * so a scavenge frees them before V8 runs a full mark-compact for them.
  */
 import type net from 'node:net';
 import { relayedInReadBuffers } from '../buffer-scavenge.ts';
 import { SPLICE_BUFFER_BYTES } from '../config.ts';
+import { PooledReader } from '../pooled-reads.ts';
 import { resetSocket } from '../splice.ts';
 import { H2_CANCEL, H2_CONNECT_ERROR, h2ErrorName } from './errors.ts';
 import type { H2Stream, H2StreamHandler } from './stream.ts';
@@ -48,6 +54,7 @@ class H2Splice implements H2StreamHandler {
   #openSides = 2;
   #error: Error | undefined;
   #corked = false;
+  #reader: PooledReader | undefined;
 
   constructor(socket: net.Socket, stream: H2Stream, resolve: (result: H2SpliceResult) => void) {
     this.#socket = socket;
@@ -61,7 +68,14 @@ class H2Splice implements H2StreamHandler {
     if (socket.destroyed) this.#onSocketClose();
     else {
       socket.once('close', this.#onSocketClose);
-      socket.on('data', this.#onSocketData);
+      this.#reader = PooledReader.attach(socket, this.#onSocketChunk);
+      if (this.#reader) {
+        // What the socket read before the splice (while the stream was being opened) goes first.
+        for (let chunk = socket.read() as Buffer | null; chunk !== null; chunk = socket.read() as Buffer | null) this.#onSocketData(chunk);
+        socket.resume();
+      } else {
+        socket.on('data', this.#onSocketData);
+      }
       socket.on('end', this.#onSocketEnd);
       socket.on('drain', this.#onSocketDrain);
     }
@@ -72,11 +86,14 @@ class H2Splice implements H2StreamHandler {
     if (socket.readableEnded && !socket.destroyed) this.#onSocketEnd();
   }
 
-  // TCP -> stream.
+  // TCP -> stream, plain reads (a buffer Node allocated for this read).
   readonly #onSocketData = (chunk: Buffer): void => {
     relayedInReadBuffers(chunk.length);
     if (!this.#stream.write(chunk)) this.#socket.pause();
   };
+
+  // TCP -> stream, pooled reads: false stops reading until onDrain resumes the socket.
+  readonly #onSocketChunk = (chunk: Buffer): boolean => this.#stream.write(chunk, this.#reader!.written);
 
   readonly #onSocketEnd = (): void => {
     this.#stream.end();

@@ -33,6 +33,14 @@ export interface H2StreamHandler {
   onTrailers?(stream: H2Stream, trailers: HeaderList): void;
 }
 
+/**
+ * Told once the connection is done with a chunk given to `write` (its bytes encrypted or copied, or written to a
+ * plain socket): the caller may reuse the buffer from then on. Called in the order the chunks were written, with
+ * the socket's error if the write that carried it failed; never called for a chunk dropped unsent (the stream
+ * reset or the connection closed), which is always among the last a stream was given.
+ */
+export type H2WriteDone = (error?: Error | null) => void;
+
 /** `write` says false once this much waits for window or for the socket. */
 export const STREAM_WRITE_HIGH_WATER_BYTES = 256 * 1024;
 
@@ -65,6 +73,8 @@ export class H2Stream {
   sendWindow: number;
   /** Data waiting for window: chunks in order, the first possibly partly sent (`pendingOffset`). */
   readonly pending: Buffer[] = [];
+  /** Beside `pending`, each chunk's H2WriteDone (or undefined). */
+  readonly pendingDone: Array<H2WriteDone | undefined> = [];
   pendingOffset = 0;
   pendingBytes = 0;
   /** END_STREAM is to follow the pending data. */
@@ -128,16 +138,20 @@ export class H2Stream {
   /**
    * Sends `chunk` as DATA (now, as far as the windows allow; the rest waits here). Returns false once more than
    * STREAM_WRITE_HIGH_WATER_BYTES wait here or in the socket: stop writing until `onDrain`. Writing after
-   * `end` or `reset` is ignored (returns false).
+   * `end` or `reset` is ignored (returns false; `done` is not called). With `done`, the chunk's buffer stays the
+   * caller's to reuse once `done` is called (pooled reads); without, it is never reused by the caller.
    */
-  write(chunk: Buffer): boolean {
+  write(chunk: Buffer, done?: H2WriteDone): boolean {
     if (this.closed || this.localEnded) return false;
-    if (chunk.length === 0) return true;
+    if (chunk.length === 0) {
+      done?.();
+      return true;
+    }
     if (this.pendingBytes === 0) {
-      const sent = this.connection.sendData(this, chunk, 0, false);
-      if (sent < chunk.length) this.#queue(sent === 0 ? chunk : chunk.subarray(sent));
+      const sent = this.connection.sendData(this, chunk, 0, false, done);
+      if (sent < chunk.length) this.#queue(sent === 0 ? chunk : chunk.subarray(sent), done);
     } else {
-      this.#queue(chunk);
+      this.#queue(chunk, done);
     }
     if (this.pendingBytes < STREAM_WRITE_HIGH_WATER_BYTES && this.connection.socketHasRoom()) return true;
     this.wantsDrain = true;
@@ -145,8 +159,9 @@ export class H2Stream {
     return false;
   }
 
-  #queue(chunk: Buffer): void {
+  #queue(chunk: Buffer, done: H2WriteDone | undefined): void {
     this.pending.push(chunk);
+    this.pendingDone.push(done);
     this.pendingBytes += chunk.length;
     this.connection.blockedOnWindow(this);
   }
@@ -245,7 +260,9 @@ export class H2Stream {
       this.rstCode = rstCode;
       this.resetByPeer = byPeer;
     }
+    // Dropped unsent: their H2WriteDones are not called (the buffers stay out of their pool; see H2WriteDone).
     this.pending.length = 0;
+    this.pendingDone.length = 0;
     this.pendingBytes = 0;
     this.#handler?.onClose(this);
   }
