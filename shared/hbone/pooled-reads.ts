@@ -93,6 +93,22 @@ interface UserBufferHandle {
 /** What a pooled reader hands its owner: one chunk per read. Return false to stop reading until `socket.resume()`. */
 export type ChunkSink = (chunk: Buffer) => boolean;
 
+/**
+ * How a splice starts reading its TCP socket: into pooled buffers when it can (`sink` gets each read; what the socket
+ * had read and buffered before goes to `onData` first, then the socket resumes), otherwise the plain way (`onData` on
+ * every 'data' event). Returns the reader, or undefined on plain reads.
+ */
+export function readSocketInto(socket: net.Socket, sink: ChunkSink, onData: (chunk: Buffer) => void): PooledReader | undefined {
+  const reader = PooledReader.attach(socket, sink);
+  if (reader) {
+    for (let chunk = socket.read() as Buffer | null; chunk !== null; chunk = socket.read() as Buffer | null) onData(chunk);
+    socket.resume();
+  } else {
+    socket.on('data', onData);
+  }
+  return reader;
+}
+
 export class PooledReader {
   readonly #sink: ChunkSink;
   /** Buffers whose chunk was handed out and not yet written, oldest first. */

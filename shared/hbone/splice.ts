@@ -21,7 +21,7 @@
 import http2 from 'node:http2';
 import type net from 'node:net';
 import { SPLICE_BUFFER_BYTES } from './config.ts';
-import { PooledReader } from './pooled-reads.ts';
+import { readSocketInto, type PooledReader } from './pooled-reads.ts';
 import { relayedInReadBuffers } from './buffer-scavenge.ts';
 
 const { NGHTTP2_NO_ERROR, NGHTTP2_CANCEL, NGHTTP2_CONNECT_ERROR } = http2.constants;
@@ -115,14 +115,8 @@ class Splice {
       stream.once('close', this.#onStreamClose);
     }
     if (!socket.destroyed && !stream.destroyed) {
-      this.#reader = PooledReader.attach(socket, this.#onSocketChunk);
-      if (this.#reader) {
-        // What the socket read before the splice (while the stream was being opened) goes first.
-        for (let chunk = socket.read() as Buffer | null; chunk !== null; chunk = socket.read() as Buffer | null) this.#onSocketData(chunk);
-        socket.resume();
-      } else {
-        socket.on('data', this.#onSocketData);
-      }
+      // What the socket read before the splice (while the stream was being opened) goes first.
+      this.#reader = readSocketInto(socket, this.#onSocketChunk, this.#onSocketData);
       socket.on('end', this.#onSocketEnd);
       stream.on('drain', this.#onStreamDrain);
       stream.on('data', this.#onStreamData);

@@ -15,6 +15,20 @@ import { startH2Pair, StreamCollector } from '../helpers/h2-tunnel.ts';
 
 const NOWHERE = { host: '10.255.255.1', port: 9 };
 
+/** A pair whose server answers every CONNECT 200 and hands the stream over as an H2DuplexStream (in `served`). */
+async function startDuplexPair(): Promise<{ pair: Awaited<ReturnType<typeof startH2Pair>>; served: H2DuplexStream[] }> {
+  const served: H2DuplexStream[] = [];
+  const pair = await startH2Pair({
+    server: {
+      terminateStream: (_request, stream) => {
+        stream.respond(200);
+        served.push(new H2DuplexStream(stream));
+      },
+    },
+  });
+  return { pair, served };
+}
+
 test('terminateStream takes the CONNECT: the handler answers it and owns its data both ways; no target is dialled', async (t) => {
   const handed: Array<{ request: HboneRequest; stream: H2Stream }> = [];
   const pair = await startH2Pair({
@@ -87,15 +101,7 @@ test('terminateStream: streams reset before the handler answered spend the rapid
 });
 
 test("H2DuplexStream.close(code): the peer sees RST_STREAM with that code; NO_ERROR is no 'error' here, CONNECT_ERROR is", async (t) => {
-  const served: H2DuplexStream[] = [];
-  const pair = await startH2Pair({
-    server: {
-      terminateStream: (_request, stream) => {
-        stream.respond(200);
-        served.push(new H2DuplexStream(stream));
-      },
-    },
-  });
+  const { pair, served } = await startDuplexPair();
   t.teardown(() => pair.close());
   const connection = await pair.dial();
   for (const code of [H2_NO_ERROR, H2_CONNECT_ERROR]) {
@@ -119,15 +125,7 @@ test("H2DuplexStream.close(code): the peer sees RST_STREAM with that code; NO_ER
 });
 
 test("H2DuplexStream.setTimeout: 'timeout' comes only after that long with no data either way", async (t) => {
-  const served: H2DuplexStream[] = [];
-  const pair = await startH2Pair({
-    server: {
-      terminateStream: (_request, stream) => {
-        stream.respond(200);
-        served.push(new H2DuplexStream(stream));
-      },
-    },
-  });
+  const { pair, served } = await startDuplexPair();
   t.teardown(() => pair.close());
   const connection = await pair.dial();
   const stream = await openConnectStream(connection, { proxy: pair.serverAddress, destination: NOWHERE });

@@ -21,7 +21,7 @@
 import type net from 'node:net';
 import { relayedInReadBuffers } from '../buffer-scavenge.ts';
 import { SPLICE_BUFFER_BYTES } from '../config.ts';
-import { PooledReader } from '../pooled-reads.ts';
+import { readSocketInto, type PooledReader } from '../pooled-reads.ts';
 import { resetSocket } from '../splice.ts';
 import { H2_CANCEL, H2_CONNECT_ERROR, h2ErrorName } from './errors.ts';
 import type { H2Stream, H2StreamHandler } from './stream.ts';
@@ -68,14 +68,8 @@ class H2Splice implements H2StreamHandler {
     if (socket.destroyed) this.#onSocketClose();
     else {
       socket.once('close', this.#onSocketClose);
-      this.#reader = PooledReader.attach(socket, this.#onSocketChunk);
-      if (this.#reader) {
-        // What the socket read before the splice (while the stream was being opened) goes first.
-        for (let chunk = socket.read() as Buffer | null; chunk !== null; chunk = socket.read() as Buffer | null) this.#onSocketData(chunk);
-        socket.resume();
-      } else {
-        socket.on('data', this.#onSocketData);
-      }
+      // What the socket read before the splice (while the stream was being opened) goes first.
+      this.#reader = readSocketInto(socket, this.#onSocketChunk, this.#onSocketData);
       socket.on('end', this.#onSocketEnd);
       socket.on('drain', this.#onSocketDrain);
     }
