@@ -204,6 +204,10 @@ test('property: the request-head parser never throws and agrees with Node\'s llh
       compared++;
       const mine = ours === undefined ? 'incomplete' : ours instanceof Http1Error ? 'reject' : 'accept';
       if (mine === 'accept') accepted++;
+      // Stricter than llhttp on purpose: Transfer-Encoding given twice is refused (a smuggling shape); Node's server
+      // refuses it too for HTTP/1.1 but lets it through for other versions (seen: HTTP/2.0 and HTTP/1.0 with
+      // "Transfer-Encoding: a" then "Transfer-Encoding: gzip, chunked").
+      if (mine === 'reject' && node === 'accept' && (head.match(/^transfer-encoding\s*:/gim)?.length ?? 0) > 1) return true;
       return mine === node;
     }),
     { numRuns: 3000 },
