@@ -213,5 +213,6 @@ test('property: the request-head parser never throws and agrees with Node\'s llh
     { numRuns: 3000 },
   );
   t.log(`${compared} heads compared, ${accepted} accepted by both`);
-  t.true(accepted > 100);
+  // About 100 of the 3,000 generated heads are valid (96-115 in runs here): enough that accepting was compared too.
+  t.true(accepted >= 50, `only ${accepted} heads accepted by both`);
 });
