@@ -51,6 +51,15 @@ export const WAYPOINT_HEAP_RELEASE_GROWTH_BYTES = 8 * 1024 * 1024;
  * a low-rate run's requests, never on a high-rate one's. Idle (no traffic) is well under 1 %.
  */
 export const WAYPOINT_HEAP_RELEASE_QUIET_UTILIZATION = 0.01;
+/**
+ * ...and, when the loop never gets that quiet after a burst, once it was busy under 5 % (the agent's quiet) for 3
+ * checks in a row (30 s): a waypoint left with a trickle of requests, or with its admin endpoint polled, otherwise
+ * kept the burst's heap for good (an idle waypoint whose config_dump a test read every few hundred ms was 0.4-0.7 %
+ * busy, and a busy neighbour on the 2 cores pushes that over 1 %: a clean-clone CI saw no release in 60 s). The
+ * pause then lands once per burst on a low-rate request, the price of giving the memory back.
+ */
+export const WAYPOINT_HEAP_RELEASE_CALM_UTILIZATION = 0.05;
+export const WAYPOINT_HEAP_RELEASE_CALM_CHECKS = 3;
 
 /**
  * Which HTTP/2 layer carries both HBONE legs (AMBIT_WAYPOINT_HBONE): `node` (node:http2: HboneServer terminates the

@@ -21,7 +21,7 @@ import { CertificateManager } from '../shared/ca/certificate-manager.ts';
 import { MeshState } from '../shared/mesh/mesh-state.ts';
 import { XdsSource } from '../shared/mesh/xds-source.ts';
 import type { Workload } from '../shared/mesh/workload.ts';
-import { configFromEnv, WAYPOINT_ADMIN_PORT, WAYPOINT_HEAP_RELEASE_GROWTH_BYTES, WAYPOINT_HEAP_RELEASE_QUIET_UTILIZATION, WAYPOINT_DRAIN_MS, WAYPOINT_HBONE_PORT, WAYPOINT_METRICS_PORT, WAYPOINT_READINESS_PORT, WAYPOINT_READY_MESSAGE, type WaypointConfig } from './config.ts';
+import { configFromEnv, WAYPOINT_ADMIN_PORT, WAYPOINT_HEAP_RELEASE_CALM_CHECKS, WAYPOINT_HEAP_RELEASE_CALM_UTILIZATION, WAYPOINT_HEAP_RELEASE_GROWTH_BYTES, WAYPOINT_HEAP_RELEASE_QUIET_UTILIZATION, WAYPOINT_DRAIN_MS, WAYPOINT_HBONE_PORT, WAYPOINT_METRICS_PORT, WAYPOINT_READINESS_PORT, WAYPOINT_READY_MESSAGE, type WaypointConfig } from './config.ts';
 import { WaypointError } from './errors.ts';
 import { answer, canAnswer, type TerminatedStream } from './hbone-leg.ts';
 import { H2Proxy } from './h2-proxy.ts';
@@ -175,6 +175,8 @@ export async function startWaypoint(config: WaypointConfig, log: Logger): Promis
   const heapRelease = startHeapRelease({
     growthBytes: WAYPOINT_HEAP_RELEASE_GROWTH_BYTES,
     quietUtilization: WAYPOINT_HEAP_RELEASE_QUIET_UTILIZATION,
+    calmUtilization: WAYPOINT_HEAP_RELEASE_CALM_UTILIZATION,
+    calmChecks: WAYPOINT_HEAP_RELEASE_CALM_CHECKS,
     releaseNative: nativeMemory,
     onRelease: (before, after) => log.debug({ heapBefore: before, heapAfter: after }, 'memory-reducing GC after a burst'),
   });
@@ -188,7 +190,7 @@ export async function startWaypoint(config: WaypointConfig, log: Logger): Promis
       gateway: config.gatewayName, identity: identity.uri, pid: process.pid, hboneLayer: config.hbone, services: servicesView(state), routes: routes.view(), policies: policies.view(),
       upstreamConnections: httpProxy.connectionsView(), http1Paths: httpProxy.pathsView(), http2: { ...h2Sessions.view(), ...h2Proxy.view() },
       destinationRules: { policies: destinationPolicies.view(), traffic: destinations.view() },
-      memory: { ...process.memoryUsage(), heapReleases: heapRelease.stats.releases, heapAfterLastRelease: heapRelease.stats.heapAfterLastRelease, lastGcMs: heapRelease.stats.lastGcMs, nativeReleases: heapRelease.stats.nativeReleases, executableKibDropped: heapRelease.stats.executableKibDropped, anonymousRss: anonymousRss(), anonymousAfterLastNativeRelease: heapRelease.stats.anonymousAfterLastNativeRelease },
+      memory: { ...process.memoryUsage(), heapReleases: heapRelease.stats.releases, calmReleases: heapRelease.stats.calmReleases, heapAfterLastRelease: heapRelease.stats.heapAfterLastRelease, lastGcMs: heapRelease.stats.lastGcMs, lastCheckUtilization: heapRelease.stats.lastUtilization, nativeReleases: heapRelease.stats.nativeReleases, executableKibDropped: heapRelease.stats.executableKibDropped, anonymousRss: anonymousRss(), anonymousAfterLastNativeRelease: heapRelease.stats.anonymousAfterLastNativeRelease },
     });
     response.writeHead(200, { 'content-type': 'application/json' }).end(body);
   });

@@ -17,7 +17,9 @@
  * pool closing the connections a storm opened, which were live at the release right after the storm; their
  * garbage is not even counted as free until a full GC, and an idle agent runs none). So a steady agent never pays
  * for it, a burst is released within two intervals of its end, and the first check after start-up drops the
- * start-up garbage.
+ * start-up garbage. A program whose "quiet" is strict (the waypoint's 1 %) can add a calm fallback: the release also
+ * runs after a few checks in a row under a looser share, so a low steady rate after a burst (or its admin endpoint
+ * polled) pays the pause once instead of keeping the burst's heap for good.
  *
  * After the GC, with `releaseNative` (the agent's main thread passes shared/memory/native-memory.ts: both calls are
  * process-wide), glibc's malloc_trim gives back the native memory freed with the connections (OpenSSL's,
@@ -81,6 +83,11 @@ export interface HeapReleaseStats {
   /** Releases run because of a hint (noteMemoryFreed) rather than heap growth. */
   hintedReleases: number;
   /**
+   * Releases run on the calm fallback (calmUtilization held for calmChecks checks) because the loop was never
+   * quiet: a low steady rate after a burst.
+   */
+  calmReleases: number;
+  /**
    * Milliseconds the last memory-reducing GC took, wall clock (0 before the first): the loop stops for it, so a
    * request in flight meanwhile waits as long (the bench's rate steps show when releases ran).
    */
@@ -95,6 +102,11 @@ export interface HeapReleaseStats {
   anonymousAfterLastNativeRelease: number;
   /** KiB of the node binary's pages that were resident when the last native release dropped them. */
   executableKibDropped: number;
+  /**
+   * Share of the last check's interval the event loop was busy (0-1): what "quiet" was judged on, so a release that
+   * does not come can be told from one that was not needed.
+   */
+  lastUtilization: number;
 }
 
 export interface HeapRelease {
@@ -109,6 +121,13 @@ export interface HeapReleaseOptions {
   growthBytes?: number;
   nativeGrowthBytes?: number;
   quietUtilization?: number;
+  /**
+   * A fallback for a process that is never quiet after a burst (a low, steady request rate, a scraper, the admin
+   * endpoint polled): the release also runs once the loop was busy less than this share for `calmChecks` checks in a
+   * row with the heap grown. Without it such a process keeps the burst's heap for good. Off unless both are given.
+   */
+  calmUtilization?: number;
+  calmChecks?: number;
   /**
    * Also trim malloc's arenas and drop the node binary's pages after each GC, with these calls: process-wide, so
    * one thread (the main one) asks. None by default (tests of the GC alone; proxy workers; the waypoint).
@@ -139,7 +158,11 @@ export function startHeapRelease(options: HeapReleaseOptions = {}): HeapRelease 
   const quietUtilization = options.quietUtilization ?? QUIET_UTILIZATION;
   const gc = exposedGc();
   const nativeGrowthBytes = options.nativeGrowthBytes ?? NATIVE_GROWTH_BYTES;
-  const stats: HeapReleaseStats = { releases: 0, heapAfterLastRelease: 0, hintedReleases: 0, lastGcMs: 0, nativeReleases: 0, anonymousAfterLastNativeRelease: 0, executableKibDropped: 0 };
+  const stats: HeapReleaseStats = { releases: 0, heapAfterLastRelease: 0, hintedReleases: 0, calmReleases: 0, lastGcMs: 0, nativeReleases: 0, anonymousAfterLastNativeRelease: 0, executableKibDropped: 0, lastUtilization: 0 };
+  const calmUtilization = options.calmUtilization ?? 0;
+  const calmChecks = options.calmChecks ?? Number.POSITIVE_INFINITY;
+  /** Checks in a row with the heap grown (or hinted) and the loop calm but not quiet. */
+  let calmStreak = 0;
   let lastUtilization: EventLoopUtilization = performance.eventLoopUtilization();
   let running = false;
   let hinted = false;
@@ -161,6 +184,7 @@ export function startHeapRelease(options: HeapReleaseOptions = {}): HeapRelease 
   const check = async (): Promise<boolean> => {
     const utilization = performance.eventLoopUtilization(lastUtilization);
     lastUtilization = performance.eventLoopUtilization();
+    stats.lastUtilization = utilization.utilization;
     if (running) return false;
     if (rebaseline) {
       rebaseline = false;
@@ -168,14 +192,19 @@ export function startHeapRelease(options: HeapReleaseOptions = {}): HeapRelease 
     }
     const before = process.memoryUsage().heapTotal;
     const grown = before - stats.heapAfterLastRelease >= growthBytes;
-    if ((!grown && !hinted) || utilization.utilization >= quietUtilization) {
+    const quiet = utilization.utilization < quietUtilization;
+    calmStreak = (grown || hinted) && !quiet && utilization.utilization < calmUtilization ? calmStreak + 1 : 0;
+    const calmLongEnough = calmStreak >= calmChecks;
+    if ((!grown && !hinted) || (!quiet && !calmLongEnough)) {
       const nativeQuiet = utilization.utilization < Math.max(quietUtilization, NATIVE_QUIET_UTILIZATION);
       if (native !== undefined && nativeQuiet && anonymousRss() - stats.anonymousAfterLastNativeRelease >= nativeGrowthBytes) releaseNative();
       return false;
     }
     running = true;
     if (!grown) stats.hintedReleases += 1;
+    if (!quiet) stats.calmReleases += 1;
     hinted = false;
+    calmStreak = 0;
     const started = performance.now();
     try {
       await gc({ type: 'major', execution: 'async', flavor: 'last-resort' });

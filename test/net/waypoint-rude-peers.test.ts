@@ -128,21 +128,26 @@ const heapUsedAfterFloodRound: number[] = [];
  * growth threshold of what it was right after its last release (the signal that a release ran, or that there is
  * nothing to give back), then reads RSS and the heap used.
  */
-async function memoryAfterRelease(what: string): Promise<{ rss: number; heapUsed: number }> {
+async function memoryAfterRelease(what: string): Promise<{ rss: number; heapUsed: number; utilization: number }> {
   let heapUsed = 0;
+  let last: unknown;
   await until(
     `${what}: the waypoint gave back the memory the burst grew (its heap release ran)`,
     async () => {
       const memory = (await waypointDump(setup))?.memory as { heapTotal: number; heapUsed: number; heapAfterLastRelease: number; anonymousRss: number; anonymousAfterLastNativeRelease: number } | undefined;
       heapUsed = memory?.heapUsed ?? 0;
+      last = memory;
       // Both releases done: the heap's (GC then malloc_trim), and the native one alone, which runs at the next quiet
       // check when only native memory grew (a burst whose heap stayed under the GC threshold): without waiting for
       // it, a round's RSS could be read before it (a clean-clone CI read 84 MB in round 4, 46 in rounds 1-3).
       return memory !== undefined && memory.heapTotal - memory.heapAfterLastRelease < HEAP_RELEASE_GROWTH && memory.anonymousRss - memory.anonymousAfterLastNativeRelease < NATIVE_GROWTH_BYTES;
     },
     60_000,
-  );
-  return { rss: await waypointRss(), heapUsed };
+  ).catch((error: Error) => {
+    // What the release was judged on (the loop's busy share at the last check, the heap's and the native growth).
+    throw new Error(`${error.message}; the waypoint's memory at the last look: ${JSON.stringify(last)}`);
+  });
+  return { rss: await waypointRss(), heapUsed, utilization: (last as { lastCheckUtilization?: number } | undefined)?.lastCheckUtilization ?? 0 };
 }
 
 test.serial('a client that floods one connection: 1,000 requests at once (200 streams allowed) are all answered; 2,000 streams reset as they open cost it its connection only, 4 rounds', async (t) => {
@@ -155,6 +160,7 @@ test.serial('a client that floods one connection: 1,000 requests at once (200 st
     if (round === 0) t.log(`reset flood: ${JSON.stringify(resets)}`);
     await settled(`after flood round ${round}`);
     const memory = await memoryAfterRelease(`after flood round ${round}`);
+    t.log(`round ${round}: released; the waypoint's loop was ${(memory.utilization * 100).toFixed(2)} % busy over the last heap check`);
     rssAfterFloodRound.push(memory.rss);
     heapUsedAfterFloodRound.push(memory.heapUsed);
   }

@@ -9,7 +9,7 @@ import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { WAYPOINT_HEAP_RELEASE_QUIET_UTILIZATION } from '../../waypoint/config.ts';
+import { WAYPOINT_HEAP_RELEASE_CALM_CHECKS, WAYPOINT_HEAP_RELEASE_CALM_UTILIZATION, WAYPOINT_HEAP_RELEASE_QUIET_UTILIZATION } from '../../waypoint/config.ts';
 
 const MODULE = fileURLToPath(new URL('../../shared/memory/heap-release.ts', import.meta.url));
 const NATIVE_MODULE = fileURLToPath(new URL('../../shared/memory/native-memory.ts', import.meta.url));
@@ -228,34 +228,43 @@ test.serial('the binary\'s pages faulting back in after a drop do not run the na
 });
 
 /**
- * A process serving a low, steady rate: 0.4 ms of work every 10 ms (4 % busy, as a waypoint at 100 requests/s) after
- * a burst grew its heap. The memory-reducing GC stops the loop for tens of milliseconds, so with the waypoint's 1 %
- * it must wait for the traffic to stop; the same process idle runs it.
+ * A process serving a steady rate after a burst grew its heap: `busyMs` of work every 10 ms (0.2 ms: 2 % busy, as a
+ * waypoint at 50 requests/s; 1.5 ms: 15 %). The memory-reducing GC stops the loop for tens of milliseconds, so with
+ * the waypoint's 1 % it waits for the traffic to stop, but not for good: once the loop was under the calm share for
+ * the calm number of checks in a row it runs, once. Busier than that, it keeps waiting. Returns the checks (1-based)
+ * at which a release ran.
  */
-async function lowRateScenario(quietUtilization: number, busy: boolean): Promise<{ releases: number; checks: number }> {
+async function steadyRateScenario(busyMs: number, checks: number): Promise<number[]> {
   const script = `
     import { startHeapRelease } from ${JSON.stringify(MODULE)};
     let held = [];
     for (let i = 0; i < 400000; i++) held.push({ index: i, label: 'request ' + i });
     held = undefined;
-    const release = startHeapRelease({ intervalMs: 3600000, growthBytes: 1024 * 1024, quietUtilization: ${quietUtilization} });
-    const work = ${busy} ? setInterval(() => { const until = performance.now() + 0.4; while (performance.now() < until); }, 10) : undefined;
-    let checks = 0;
-    for (; checks < 3; checks++) {
+    const release = startHeapRelease({ intervalMs: 3600000, growthBytes: 1024 * 1024, quietUtilization: ${WAYPOINT_HEAP_RELEASE_QUIET_UTILIZATION}, calmUtilization: ${WAYPOINT_HEAP_RELEASE_CALM_UTILIZATION}, calmChecks: ${WAYPOINT_HEAP_RELEASE_CALM_CHECKS} });
+    const work = ${busyMs} > 0 ? setInterval(() => { const until = performance.now() + ${busyMs}; while (performance.now() < until); }, 10) : undefined;
+    const releasedAt = [];
+    for (let check = 1; check <= ${checks}; check++) {
       await new Promise((resolve) => setTimeout(resolve, 500));
-      await release.check();
+      if (await release.check()) releasedAt.push(check);
     }
     clearInterval(work);
     release.stop();
-    process.stdout.write(JSON.stringify({ releases: release.stats.releases, checks }));
+    process.stdout.write(JSON.stringify(releasedAt));
   `;
   const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], { timeout: 180_000 });
-  return JSON.parse(stdout) as { releases: number; checks: number };
+  return JSON.parse(stdout) as number[];
 }
 
-test.serial('at the waypoint\'s 1 % the GC waits while a low rate keeps the loop 4 % busy, and runs once it is idle', async (t) => {
-  const serving = await lowRateScenario(WAYPOINT_HEAP_RELEASE_QUIET_UTILIZATION, true);
-  t.is(serving.releases, 0, `GCs while serving: ${serving.releases} of ${serving.checks} checks`);
-  const idle = await lowRateScenario(WAYPOINT_HEAP_RELEASE_QUIET_UTILIZATION, false);
-  t.true(idle.releases >= 1, 'the same heap growth, idle: released');
+test.serial('at the waypoint\'s 1 % the GC waits while a low rate keeps the loop 2 % busy, runs once after the calm checks (never when busier), and at the first quiet check when idle', async (t) => {
+  const checks = WAYPOINT_HEAP_RELEASE_CALM_CHECKS + 3;
+  // 0.2 ms per 10 ms: about 2-3 % busy with the timer's own cost, between the quiet 1 % and the calm 5 %.
+  const serving = await steadyRateScenario(0.2, checks);
+  // One GC, not before the calm checks (the first check's interval also holds the burst, so it may come one later).
+  t.is(serving.length, 1, `checks at which a GC ran while serving 2 % busy: ${JSON.stringify(serving)} of ${checks}`);
+  t.true(serving[0]! >= WAYPOINT_HEAP_RELEASE_CALM_CHECKS, `the GC ran at check ${serving[0]}, before ${WAYPOINT_HEAP_RELEASE_CALM_CHECKS} calm ones`);
+  const busier = await steadyRateScenario(1.5, checks);
+  t.deepEqual(busier, [], `checks at which a GC ran while serving 15 % busy: ${JSON.stringify(busier)}`);
+  // Idle: released at the first quiet check (the first one's interval holds the burst, which under load can be 1 % of it).
+  const idle = await steadyRateScenario(0, 3);
+  t.true(idle.length === 1 && idle[0]! < WAYPOINT_HEAP_RELEASE_CALM_CHECKS, `the same heap growth, idle: released once without waiting for the calm checks (${JSON.stringify(idle)})`);
 });
