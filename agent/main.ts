@@ -165,13 +165,22 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     record.startCapture(pod);
     const recorded = Promise.all([record.write(capture.capturedPods()), markPod(pod, true)]);
     recorded.catch(() => undefined); // awaited below, after the capture
+    /**
+     * A failed capture taken back, so the ADD fails cleanly (fail closed): once what is in flight has settled, the
+     * record rewritten without the pod (with the rules and listeners that did go in released first, when
+     * `captured`), and the mark off.
+     */
+    const takeBack = async (inFlight: Promise<unknown>[], captured: boolean): Promise<void> => {
+      await Promise.allSettled(inFlight);
+      record.settleCapture(pod.uid);
+      if (captured) await releasePod({ uid: pod.uid, netns: pod.netns });
+      else await record.write(capture.capturedPods()).catch((writeError: Error) => log.error(writeError.message));
+      await markPod(pod, false);
+    };
     try {
       await capture.add(pod);
     } catch (error) {
-      await recorded.catch(() => undefined);
-      record.settleCapture(pod.uid);
-      await record.write(capture.capturedPods()).catch((writeError: Error) => log.error(writeError.message));
-      await markPod(pod, false);
+      await takeBack([recorded], false);
       throw error;
     }
     const workersAdded = workers.addPod(pod);
@@ -185,11 +194,8 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
       ]);
     } catch (error) {
       // Not every thread listens, no certificate, or no record: take the pod back from all of them (and its rules),
-      // so the ADD fails cleanly and the pod does not start uncaptured, or captured and unrecorded.
-      await Promise.allSettled([workersAdded, recorded, remembered]);
-      record.settleCapture(pod.uid);
-      await releasePod({ uid: pod.uid, netns: pod.netns });
-      await markPod(pod, false);
+      // so the pod does not start uncaptured, or captured and unrecorded.
+      await takeBack([workersAdded, recorded, Promise.resolve(remembered)], true);
       throw error;
     }
     record.settleCapture(pod.uid);
