@@ -2,7 +2,8 @@
  * The agent's admin endpoint, on localhost only (it reveals the node's whole mesh view):
  *   GET  /config_dump          workloads, services, policies, captured pods, certificates (never keys), config
  *   GET  /logging              the current log level;  GET|POST /logging?level=debug  changes it at runtime
- *   GET  /memory               RSS and heap, the heap release's counters, how the splices read their sockets
+ *   GET  /memory               RSS and heap, the heap release's counters, how the splices read their sockets, the
+ *                              node:http2 sessions' socket bound
  *   GET  /healthz              200 while the agent runs
  *   GET  /authz/check?source=ns/pod&destination=ns/pod|svc/ns/name|VIP&port=N   would this agent allow it, and why
  * `ambitctl workloads | certs | config-dump | authz check` read it.
@@ -20,6 +21,7 @@ import { workloadIdentity } from '../shared/mesh/workload.ts';
 import { closeHttpServer, listenReusePort, type RunningHttpServer } from './http-listen.ts';
 import { memoryReport } from './memory/memory-report.ts';
 import type { HeapReleaseStats } from '../shared/memory/heap-release.ts';
+import type { SessionSocketStats } from '../shared/hbone/session-socket.ts';
 
 /** pino's levels, most to least verbose, plus `silent`. */
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
@@ -56,6 +58,11 @@ export interface AdminSources {
    * pooled buffers, sockets this Node left on plain reads, scavenges run for per-read buffers; shown by /memory.
    */
   spliceReads?: () => SpliceReadsView;
+  /**
+   * What the node:http2 HBONE sessions' socket did with its bound (shared/hbone/session-socket.ts: writes held at
+   * the queue bound, the largest queue seen, closing sessions cut); shown by /memory. All zero on the own layer.
+   */
+  sessionSockets?: () => SessionSocketStats;
   /** The logger whose level /logging reads and changes (pino: setting `level` takes effect at once). */
   log: { level: string };
 }
@@ -179,7 +186,7 @@ export function createAdminServer(sources: AdminSources): http.Server {
         sendJson(response, 200, configDump(sources));
         return;
       case '/memory':
-        sendJson(response, 200, { ...memoryReport(), heapRelease: sources.heapRelease?.(), spliceReads: sources.spliceReads?.() });
+        sendJson(response, 200, { ...memoryReport(), heapRelease: sources.heapRelease?.(), spliceReads: sources.spliceReads?.(), hboneSessionSockets: sources.sessionSockets?.() });
         return;
       case '/logging': {
         const level = url.searchParams.get('level');

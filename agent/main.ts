@@ -41,6 +41,7 @@ import { startHeapRelease } from '../shared/memory/heap-release.ts';
 import { nativeMemory } from '../shared/memory/native-memory.ts';
 import { batchedStdout } from './telemetry/log-destination.ts';
 import { pooledReadStats, readBufferScavenges } from '../shared/hbone/index.ts';
+import { sessionSocketStats } from '../shared/hbone/session-socket.ts';
 
 export interface RunningAgent {
   readonly config: AgentConfig;
@@ -337,6 +338,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     config,
     heapRelease: () => heapRelease.stats,
     spliceReads: () => ({ ...pooledReadStats(), scavenges: readBufferScavenges() }),
+    sessionSockets: sessionSocketStats,
     // The log level switch reaches the proxy workers too.
     log: {
       get level() {

@@ -9,6 +9,7 @@ import { MeshState } from '../../shared/mesh/mesh-state.ts';
 import type { Workload } from '../../shared/mesh/workload.ts';
 import { CertificateAuthority, spiffeId, type WorkloadCertificate } from '../../shared/identity/index.ts';
 import { captureLog, type CapturedLog } from './log-capture.ts';
+import { sessionSocketStats } from '../../shared/hbone/session-socket.ts';
 
 export function fakeWorkload(name: string, namespace: string, ip: string, extra: Partial<Workload> = {}): Workload {
   return {
@@ -53,6 +54,7 @@ export async function startAdminFixture(): Promise<AdminFixture> {
     policies: () => [{ name: 'allow-web', namespace: 'shop', action: 'ALLOW' }],
     services: () => servicesView(state),
     config: { nodeName: 'node-1', trustDomain: 'cluster.local' },
+    sessionSockets: sessionSocketStats,
     log: captured.log,
   };
   const server = await startAdminServer({ host: '127.0.0.1', port: 0 }, sources);

@@ -105,6 +105,7 @@ test.serial('/memory: where the process\'s memory is (RSS split, V8 spaces, the 
     heap: { committed: number; used: number };
     spaces: { name: string; committed: number }[];
     resources: Record<string, number>;
+    hboneSessionSockets: { writesHeld: number; largestQueueBytes: number; endsCut: number };
   };
   t.true(report.rss.total > 0 && report.rss.anonymous > 0 && report.rss.file > 0);
   t.true(Math.abs(report.rss.anonymous + report.rss.file - report.rss.total) < 4 * 1024 * 1024, 'the split adds up to the RSS');
@@ -112,4 +113,5 @@ test.serial('/memory: where the process\'s memory is (RSS split, V8 spaces, the 
   t.true(report.spaces.some((space) => space.name === 'old_space' && space.committed > 0));
   t.true(report.heap.used > 0 && report.heap.used <= report.heap.committed);
   t.true((report.resources['TCPServerWrap'] ?? 0) >= 1, 'the admin listener itself is a live handle');
+  t.deepEqual(Object.keys(report.hboneSessionSockets).sort(), ['endsCut', 'largestQueueBytes', 'writesHeld'], 'the node:http2 sessions\' socket bound counters');
 });
