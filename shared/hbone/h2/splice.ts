@@ -8,8 +8,7 @@
  * Must not know about: TLS, HPACK, pools, policy, which side of the tunnel it is on.
  *
  * Hot path: the splice object is the stream's handler (methods, no closures per chunk); socket data goes to
- * `stream.write` as is; stream data goes to `socket.write` as is: a chunk under DIRECT_WRITE_MAX_BYTES for a socket
- * with nothing queued (a request or its answer) at once, anything else corked until the end of the tick. (Node hands a
+ * `stream.write` as is; stream data goes to `socket.write` as is, corked until the end of the tick. (Node hands a
  * TLS socket's plaintext over in 16 KiB pieces and runs the tick queue after each, so that is a write per piece.
  * Corked until the check phase instead, a loop turn's pieces left in one writev and the relay pairs used less CPU,
  * but the receiving agent in the mesh used more: 4.6-8.9 s/GiB against 2.3-4.0, load 6-8; BENCHMARKS.md, "The own
@@ -41,9 +40,6 @@ export function spliceH2(socket: net.Socket, stream: H2Stream): Promise<H2Splice
     new H2Splice(socket, stream, resolve);
   });
 }
-
-/** Stream chunks under this size reach an idle TCP socket at once (one request's data), larger ones are corked. */
-const DIRECT_WRITE_MAX_BYTES = 4 * 1024;
 
 function uncorkSplice(splice: H2Splice): void {
   splice.uncork();
@@ -106,12 +102,6 @@ class H2Splice implements H2StreamHandler {
     const socket = this.#socket;
     if (socket.destroyed) return;
     relayedInReadBuffers(chunk.length);
-    // A small chunk for an idle socket (nothing corked, queued or in flight): written at once, one syscall and
-    // no cork, tick or Writable queue entry; a request's answer is one such chunk. Bulk pieces still gather.
-    if (!this.#corked && chunk.length < DIRECT_WRITE_MAX_BYTES && socket.writableLength === 0) {
-      socket.write(chunk);
-      return;
-    }
     if (!this.#corked) {
       this.#corked = true;
       socket.cork();
