@@ -223,7 +223,7 @@ test('agent restart: new connections made while the old listeners close all succ
   const loop = async (): Promise<void> => {
     while (running) {
       try {
-        const reply = await exchange(connectFrom(topology.pod.path, topology.peer.ip, ECHO_PORT), 'x', 3_000);
+        const reply = await exchange(connectFrom(topology.pod.path, topology.peer.ip, ECHO_PORT), 'x');
         if (reply === 'x') successes++;
         else { failures++; errors.push(`reply ${JSON.stringify(reply)}`); }
       } catch (error) {

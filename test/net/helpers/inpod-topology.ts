@@ -89,8 +89,13 @@ export function connectFrom(netns: string, host: string, port: number): net.Sock
   return new net.Socket({ fd }).connect({ host, port });
 }
 
-/** Sends `message`, half-closes, and resolves with everything the other side sent before closing. */
-export function exchange(socket: net.Socket, message: string, timeoutMs = 5_000): Promise<string> {
+/**
+ * Sends `message`, half-closes, and resolves with everything the other side sent before closing. The timeout is
+ * for a connection that never ends: generous, as a loaded machine (load 30-40 with other tests' namespaces) took
+ * more than 3-5 s to end echoes that had already arrived (a lost connection is reset or refused, not slow).
+ */
+export const EXCHANGE_TIMEOUT_MS = 15_000;
+export function exchange(socket: net.Socket, message: string, timeoutMs = EXCHANGE_TIMEOUT_MS): Promise<string> {
   return new Promise((resolve, reject) => {
     let reply = '';
     const timer = setTimeout(() => {
