@@ -205,11 +205,6 @@ export class SharedReadBuffer {
     if (--this.#holds > 0 || this.#dropped) return;
     giveBackShared(this);
   }
-
-  /** Holders now (tests). */
-  get holds(): number {
-    return this.#holds;
-  }
 }
 
 const freeSharedRecord: SharedReadBuffer[] = [];
