@@ -114,7 +114,8 @@ class H2Splice implements H2StreamHandler {
   // Stream -> TCP, a piece of a pooled read buffer: held until its write completes.
   onSharedData(_stream: H2Stream, chunk: Buffer, shared: SharedReadBuffer): void {
     const socket = this.#socket;
-    if (socket.destroyed) return;
+    // A write after end would fail at once, ahead of writes still in flight: its release would come out of turn.
+    if (socket.destroyed || socket.writableEnded) return;
     this.#corkForTick(socket);
     shared.hold();
     this.#heldForWrites.push(shared);
