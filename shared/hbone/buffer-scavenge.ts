@@ -2,7 +2,8 @@
  * Frees the buffers Node allocates per socket read with a scavenge, before V8 frees them with a full mark-compact.
  *
  * Why: node:http2 reads its TLS socket into a fresh backing store per read and hands DATA to JavaScript as views of
- * it (nothing ambit can reuse; the own layer's TLS reads are the same, and its TCP reads too). The backing stores
+ * it (nothing ambit can reuse; the own layer reads its TLS socket into pooled buffers instead, pooled-reads.ts
+ * SharedPooledReader, and counts here only what Node would not switch). The backing stores
  * are V8 external memory held by young ArrayBuffers; a scavenge frees them, but a proxy makes little JavaScript
  * garbage per chunk, so its young generation fills only after gigabytes, and V8 answers the external memory first,
  * with a full mark-compact of the whole heap (measured, mesh suite, 1 stream: the receiving agent ran one every

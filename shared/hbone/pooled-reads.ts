@@ -20,14 +20,28 @@
  * Integrity: a buffer goes back to the pool only from the write's completion callback, in the order the writes were
  * made (a Writable completes its writes in order); a write that failed drops its buffer instead (whoever failed may
  * still hold it), and a socket's last buffer is dropped with the socket.
+ *
+ * Shared reads (`SharedPooledReader`, an HTTP/2 connection's TLS socket): one read's plaintext is cut into many
+ * pieces (frames, DATA payloads), each handed to whoever it is for, so a buffer has any number of holders. Each
+ * buffer lives in a `SharedReadBuffer` that counts them: the reader holds it while its sink runs, a consumer that
+ * keeps a piece past that call `hold`s it and `release`s it once done (a splice: from the piece's socket write's
+ * completion), and the buffer goes back to the pool when the count falls to zero (or is dropped, if a release
+ * carried a write's error). A TLS socket hands its plaintext over one record (at most 16 KiB) per read, so a
+ * shared reader's large buffers are RECORD_READ_BYTES, not 64 KiB.
  */
 import type net from 'node:net';
 
 export const SMALL_READ_BYTES = 4 * 1024;
 export const LARGE_READ_BYTES = 64 * 1024;
+/** TLS's largest record plaintext (RFC 8446 5.1): what one read of a TLS socket hands over at most. */
+export const RECORD_READ_BYTES = 16 * 1024;
 /** Free buffers kept per thread: 2 MiB of large ones (a few bulk tunnels' worth), 1 MiB of small ones. */
 const MAX_FREE_LARGE = 32;
 const MAX_FREE_SMALL = 256;
+
+/** Free shared buffers kept per thread: 2 MiB of record-sized ones (a 4 MiB stream window's in-flight half), 1 MiB of small ones. */
+const MAX_FREE_SHARED_RECORD = 128;
+const MAX_FREE_SHARED_SMALL = 256;
 
 const freeLarge: Buffer[] = [];
 const freeSmall: Buffer[] = [];
@@ -162,4 +176,116 @@ export class PooledReader {
   };
 
   readonly #nextBuffer = (): Buffer => takeBuffer(this.#nextLarge);
+}
+
+/**
+ * A pooled read buffer and the count of those holding pieces of it (see the top comment). The object stays with its
+ * buffer for good, so holding and releasing allocate nothing.
+ */
+export class SharedReadBuffer {
+  readonly buffer: Buffer;
+  #holds = 0;
+  #dropped = false;
+
+  constructor(bytes: number) {
+    this.buffer = Buffer.allocUnsafeSlow(bytes);
+  }
+
+  /** Keeps the buffer out of the pool until the matching `release`. */
+  hold(): void {
+    this.#holds++;
+  }
+
+  /**
+   * Lets go of one hold; the last one returns the buffer to the pool. With an error (the write that carried a piece
+   * failed, and whoever failed may still hold it) the buffer is never reused.
+   */
+  release(error?: Error | null): void {
+    if (error) this.#dropped = true;
+    if (--this.#holds > 0 || this.#dropped) return;
+    giveBackShared(this);
+  }
+}
+
+const freeSharedRecord: SharedReadBuffer[] = [];
+const freeSharedSmall: SharedReadBuffer[] = [];
+
+function takeShared(large: boolean): SharedReadBuffer {
+  if (large) return freeSharedRecord.pop() ?? new SharedReadBuffer(RECORD_READ_BYTES);
+  return freeSharedSmall.pop() ?? new SharedReadBuffer(SMALL_READ_BYTES);
+}
+
+function giveBackShared(shared: SharedReadBuffer): void {
+  if (shared.buffer.length === RECORD_READ_BYTES) {
+    if (freeSharedRecord.length < MAX_FREE_SHARED_RECORD) freeSharedRecord.push(shared);
+  } else if (freeSharedSmall.length < MAX_FREE_SHARED_SMALL) {
+    freeSharedSmall.push(shared);
+  }
+}
+
+/** How many free shared buffers this thread holds (tests). */
+export function sharedReadBuffers(): { record: number; small: number } {
+  return { record: freeSharedRecord.length, small: freeSharedSmall.length };
+}
+
+/** What a shared reader hands its owner: one read's bytes and the buffer they live in (held for the call). */
+export type SharedChunkSink = (chunk: Buffer, shared: SharedReadBuffer) => void;
+
+/**
+ * Reads a socket (an HTTP/2 connection's TLS socket) into shared pooled buffers, for good: the owner never pauses it
+ * (HTTP/2's windows bound what the peer sends).
+ */
+export class SharedPooledReader {
+  readonly #sink: SharedChunkSink;
+  /** The buffer Node reads into next (the socket holds it between reads). */
+  #current: SharedReadBuffer;
+  #nextLarge = false;
+
+  /**
+   * Switches `socket` to shared pooled reads (false, socket unchanged, where `PooledReader.attach` would return
+   * undefined). Data the socket had read and buffered before stays in its readable buffer for the caller to take
+   * with `socket.read()` first; the caller then resumes the socket.
+   */
+  static attach(socket: net.Socket, sink: SharedChunkSink): boolean {
+    if (socket.destroyed || socket.connecting) return false;
+    const handle = (socket as unknown as { _handle?: UserBufferHandle | null })._handle;
+    const found = userBufferSlots(socket);
+    if (!found || typeof handle?.useUserBuffer !== 'function') {
+      if (!found || handle) stats.unsupportedSockets++;
+      return false;
+    }
+    const reader = new SharedPooledReader(sink, takeShared(false));
+    const target = socket as unknown as Record<symbol, unknown>;
+    target[found.buffer] = reader.#current.buffer;
+    target[found.callback] = reader.#onRead;
+    target[found.generator] = reader.#nextBuffer;
+    handle.useUserBuffer(reader.#current.buffer);
+    stats.pooledSockets++;
+    return true;
+  }
+
+  private constructor(sink: SharedChunkSink, first: SharedReadBuffer) {
+    this.#sink = sink;
+    this.#current = first;
+  }
+
+  // Node calls this with the bytes read into the current buffer (from offset 0), then asks #nextBuffer for the next.
+  readonly #onRead = (bytes: number): boolean => {
+    const shared = this.#current;
+    const buffer = shared.buffer;
+    if (bytes === buffer.length) this.#nextLarge = true;
+    else if (bytes < SMALL_READ_BYTES) this.#nextLarge = false;
+    shared.hold();
+    try {
+      this.#sink(buffer.subarray(0, bytes), shared);
+    } finally {
+      shared.release();
+    }
+    return true;
+  };
+
+  readonly #nextBuffer = (): Buffer => {
+    this.#current = takeShared(this.#nextLarge);
+    return this.#current.buffer;
+  };
 }

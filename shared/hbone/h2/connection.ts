@@ -13,7 +13,10 @@
  * RFC's code; stream errors in RST_STREAM; nothing a peer sends makes this code throw to its caller.
  * Must not know about: TLS, identities, HBONE's statuses or targets, sockets other than the one it is given.
  *
- * Hot path: received DATA goes from FrameReader straight to the stream's handler; sent DATA is a 9-byte header
+ * Hot path: a TLS socket is read into pooled buffers shared by the pieces cut from each read (../pooled-reads.ts,
+ * SharedPooledReader: no allocation per read, so no external memory for V8 to answer with mark-compacts); received
+ * DATA goes from FrameReader straight to the stream's handler, as a view of that buffer with the buffer's holder
+ * count beside it (a splice holds it until the piece is written; other handlers get a copy); sent DATA is a 9-byte header
  * (carved from a slab) and the caller's own buffer, gathered in our own list and written at the end of the tick.
  * On a TLS socket (HBONE) whose queue is empty, the tick's frames are copied into one send buffer shared by every
  * connection of the thread and written as one contiguous `write`: OpenSSL encrypts a single buffer in place
@@ -33,6 +36,7 @@
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import { TLSSocket } from 'node:tls';
+import { SharedPooledReader, type SharedReadBuffer } from '../pooled-reads.ts';
 import {
   DEFAULT_CONNECTION_WINDOW_BYTES,
   DEFAULT_MAX_FRAME_SIZE,
@@ -225,6 +229,8 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
   #dataLength = 0;
   #dataEndStream = false;
   #emptyDataFrames = 0;
+  /** While a pooled read is being parsed: the shared buffer its bytes live in (undefined for plain reads). */
+  #readBuffer: SharedReadBuffer | undefined;
 
   #goawaySent = false;
   #goawayReceived = false;
@@ -274,7 +280,7 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
     this.#nextStreamId = this.role === 'client' ? 1 : 2;
     this.#prefaceLeft = this.role === 'server' ? CLIENT_PREFACE.length : 0;
 
-    socket.on('data', this.#onSocketData);
+    this.#startReading(socket);
     socket.on('drain', this.#onSocketDrain);
     socket.on('end', this.#onSocketEnd);
     socket.on('error', this.#onSocketError);
@@ -298,6 +304,25 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
       this.#keepaliveTimer = setInterval(this.#keepalive, options.keepaliveIntervalMs).unref();
     }
   }
+
+  /**
+   * A TLS socket (HBONE) is read into shared pooled buffers when Node lets it (what it had buffered first, as plain
+   * chunks); other duplexes, and TLS sockets Node will not switch, by 'data' events.
+   */
+  #startReading(socket: Duplex): void {
+    if (this.#copyingWrites && SharedPooledReader.attach(socket as TLSSocket, this.#onSharedRead)) {
+      for (let chunk = socket.read() as Buffer | null; chunk !== null; chunk = socket.read() as Buffer | null) this.#onSocketData(chunk);
+      socket.resume();
+      return;
+    }
+    socket.on('data', this.#onSocketData);
+  }
+
+  readonly #onSharedRead = (chunk: Buffer, shared: SharedReadBuffer): void => {
+    this.#readBuffer = shared;
+    this.#onSocketData(chunk);
+    this.#readBuffer = undefined;
+  };
 
   // ---- Public API ----
 
@@ -747,7 +772,7 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
 
   onData(chunk: Buffer, start: number, end: number): void {
     const stream = this.#dataStream;
-    if (stream !== undefined && !stream.closed) stream.deliverData(chunk.subarray(start, end));
+    if (stream !== undefined && !stream.closed) stream.deliverData(chunk.subarray(start, end), this.#readBuffer);
   }
 
   onDataEnd(): void {
@@ -843,14 +868,14 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
       this.#onHeaderBlock(streamId, endStream, chunk, start, end);
       return;
     }
-    this.#headerBlock = { streamId, endStream, fragments: [chunk.subarray(start, end)], bytes: end - start, frames: 0 };
+    this.#headerBlock = { streamId, endStream, fragments: [this.#keptPiece(chunk, start, end)], bytes: end - start, frames: 0 };
     this.#checkHeaderBlockSize(this.#headerBlock);
   }
 
   #onContinuation(flags: number, streamId: number, chunk: Buffer, start: number, end: number): void {
     const block = this.#headerBlock;
     if (block === undefined || block.streamId !== streamId) throw connectionError(H2_PROTOCOL_ERROR, `CONTINUATION on stream ${streamId} without HEADERS before it`);
-    block.fragments.push(chunk.subarray(start, end));
+    block.fragments.push(this.#keptPiece(chunk, start, end));
     block.bytes += end - start;
     block.frames++;
     this.#checkHeaderBlockSize(block);
@@ -858,6 +883,12 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
     this.#headerBlock = undefined;
     const whole = Buffer.concat(block.fragments, block.bytes);
     this.#onHeaderBlock(streamId, block.endStream, whole, 0, whole.length);
+  }
+
+  /** `chunk[start, end)` to keep past this read: a copy when it may live in a pooled read buffer. */
+  #keptPiece(chunk: Buffer, start: number, end: number): Buffer {
+    const piece = chunk.subarray(start, end);
+    return this.#readBuffer === undefined ? piece : Buffer.from(piece);
   }
 
   #checkHeaderBlockSize(block: HeaderBlockInProgress): void {

@@ -106,8 +106,9 @@ export function goawayFrame(lastStreamId: number, wireCode: number, debug = ''):
 }
 
 /**
- * What FrameReader calls. Payloads are `chunk[start, end)`; the bytes belong to the socket's chunk and stay valid
- * (chunks are never reused), so a receiver may keep a `subarray` of them.
+ * What FrameReader calls. Payloads are `chunk[start, end)`; the bytes belong to the chunk given to `push`, which
+ * FrameReader never keeps or changes: whether a receiver may keep a `subarray` past the call is for whoever owns the
+ * chunk to say (H2Connection's pooled TLS reads reuse it; the connection copies what it keeps).
  */
 export interface FrameReceiver {
   /** A complete non-DATA frame, its padding (HEADERS, PUSH_PROMISE) already removed. */

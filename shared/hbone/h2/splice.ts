@@ -14,14 +14,17 @@
  * but the receiving agent in the mesh used more: 4.6-8.9 s/GiB against 2.3-4.0, load 6-8; BENCHMARKS.md, "The own
  * layer's single-stream throughput". Not kept.) The TCP socket is read into pooled buffers (../pooled-reads.ts, as
  * node:http2's splice does: no allocation per read); each goes back to the pool from the stream write's
- * H2WriteDone, once the connection has encrypted or copied it. The stream's chunks live in buffers Node allocated
- * per TLS read (and the TCP socket's, where this Node has no user-buffer reads): counted (../buffer-scavenge.ts),
- * so a scavenge frees them before V8 runs a full mark-compact for them.
+ * H2WriteDone, once the connection has encrypted or copied it. The stream's chunks arrive as views of the
+ * connection's pooled TLS read buffers (onSharedData): each piece holds its buffer until the socket write that
+ * carries it completes (a FIFO of holds, one per write, released in order by the writes' callbacks), so nothing is
+ * allocated per TLS read either. Chunks in buffers Node allocated per read (a connection Node would not switch to
+ * pooled reads, and the TCP socket's where this Node has no user-buffer reads) are counted
+ * (../buffer-scavenge.ts), so a scavenge frees them before V8 runs a full mark-compact for them.
  */
 import type net from 'node:net';
 import { relayedInReadBuffers } from '../buffer-scavenge.ts';
 import { SPLICE_BUFFER_BYTES } from '../config.ts';
-import { readSocketInto, type PooledReader } from '../pooled-reads.ts';
+import { readSocketInto, type PooledReader, type SharedReadBuffer } from '../pooled-reads.ts';
 import { resetSocket } from '../splice.ts';
 import { H2_CANCEL, H2_CONNECT_ERROR, h2ErrorName } from './errors.ts';
 import type { H2Stream, H2StreamHandler } from './stream.ts';
@@ -55,6 +58,8 @@ class H2Splice implements H2StreamHandler {
   #error: Error | undefined;
   #corked = false;
   #reader: PooledReader | undefined;
+  /** The shared read buffers of the pieces written to the socket and not yet completed, oldest first. */
+  readonly #heldForWrites: SharedReadBuffer[] = [];
 
   constructor(socket: net.Socket, stream: H2Stream, resolve: (result: H2SpliceResult) => void) {
     this.#socket = socket;
@@ -102,12 +107,31 @@ class H2Splice implements H2StreamHandler {
     const socket = this.#socket;
     if (socket.destroyed) return;
     relayedInReadBuffers(chunk.length);
-    if (!this.#corked) {
-      this.#corked = true;
-      socket.cork();
-      process.nextTick(uncorkSplice, this);
-    }
+    this.#corkForTick(socket);
     if (!socket.write(chunk) && socket.writableLength >= SPLICE_BUFFER_BYTES) this.#stream.pauseReading();
+  }
+
+  // Stream -> TCP, a piece of a pooled read buffer: held until its write completes.
+  onSharedData(_stream: H2Stream, chunk: Buffer, shared: SharedReadBuffer): void {
+    const socket = this.#socket;
+    // A write after end would fail at once, ahead of writes still in flight: its release would come out of turn.
+    if (socket.destroyed || socket.writableEnded) return;
+    this.#corkForTick(socket);
+    shared.hold();
+    this.#heldForWrites.push(shared);
+    if (!socket.write(chunk, this.#onSharedWritten) && socket.writableLength >= SPLICE_BUFFER_BYTES) this.#stream.pauseReading();
+  }
+
+  // A Writable completes its writes in order (failed ones too, with the error), so the oldest hold is this write's.
+  readonly #onSharedWritten = (error?: Error | null): void => {
+    this.#heldForWrites.shift()?.release(error);
+  };
+
+  #corkForTick(socket: net.Socket): void {
+    if (this.#corked) return;
+    this.#corked = true;
+    socket.cork();
+    process.nextTick(uncorkSplice, this);
   }
 
   uncork(): void {

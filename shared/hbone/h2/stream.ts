@@ -16,11 +16,19 @@
 import type { H2Connection } from './connection.ts';
 import { H2_CANCEL, H2_NO_ERROR } from './errors.ts';
 import type { HeaderList } from './hpack.ts';
+import type { SharedReadBuffer } from '../pooled-reads.ts';
 
 /** Called by a stream; one object per stream (or shared), methods, no closures per chunk. */
 export interface H2StreamHandler {
   /** A piece of the peer's data, in order. The buffer may be kept (it is never reused). */
   onData(stream: H2Stream, chunk: Buffer): void;
+  /**
+   * Optional, instead of onData for pieces read into a pooled buffer (the connection's TLS reads): `chunk` is a view
+   * of `shared.buffer`, valid during this call only unless the handler `shared.hold()`s it, and then until its
+   * `shared.release()` (one per hold; with the error of a failed write, the buffer is never reused). A handler
+   * without it gets such pieces as copies in onData.
+   */
+  onSharedData?(stream: H2Stream, chunk: Buffer, shared: SharedReadBuffer): void;
   /** The peer sent END_STREAM: no more data will come. */
   onEnd(stream: H2Stream): void;
   /** `write` returned false earlier; there is room again. */
@@ -228,10 +236,19 @@ export class H2Stream {
 
   // Called by the connection.
 
-  deliverData(chunk: Buffer): void {
+  /** `shared`: the pooled buffer `chunk` is a view of (valid during this call only), or undefined for a buffer of its own. */
+  deliverData(chunk: Buffer, shared: SharedReadBuffer | undefined): void {
     const handler = this.#handler;
-    if (handler) handler.onData(this, chunk);
-    else (this.#early ??= []).push(chunk);
+    if (shared === undefined) {
+      if (handler) handler.onData(this, chunk);
+      else (this.#early ??= []).push(chunk);
+    } else if (handler?.onSharedData) {
+      handler.onSharedData(this, chunk, shared);
+    } else if (handler) {
+      handler.onData(this, Buffer.from(chunk));
+    } else {
+      (this.#early ??= []).push(Buffer.from(chunk));
+    }
   }
 
   deliverResponse(headers: HeaderList, endStream: boolean): void {
