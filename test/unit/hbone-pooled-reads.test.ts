@@ -107,3 +107,40 @@ test('tunnels backed up at both ends carry every byte intact while the splices r
   t.true(stats.pooledSockets - statsBefore.pooledSockets >= 2 * STREAMS, `sockets switched to pooled reads: ${JSON.stringify(stats)}`);
   t.is(stats.unsupportedSockets, statsBefore.unsupportedSockets, 'no socket left on plain reads');
 });
+
+/**
+ * A storm's connections are short: one read, then close. Each socket's idle read buffer (set for the next read, never
+ * handed out) must come back to the pool when the socket closes, or every such connection takes one buffer for good
+ * and, once the pool is empty, allocates a fresh one per socket. Sequential short tunnels (write 2 bytes, read the
+ * echo, end) must leave buffers in the pool, at least as many as before them.
+ */
+test.serial('short tunnels give their sockets\' idle read buffers back to the pool when they close', async (t) => {
+  t.timeout(60_000);
+  const target = await startTarget((socket) => socket.pipe(socket));
+  const pair = await startPair();
+  t.teardown(async () => {
+    await pair.close();
+    await target.close();
+  });
+  const shortTunnel = async (): Promise<void> => {
+    const sockets = await socketPair();
+    const tunnel = pair.pool.tunnel(pair.target(target.address), sockets.downstream);
+    const echoed = once(sockets.app, 'data');
+    sockets.app.write('Ex');
+    t.is(String((await echoed)[0]), 'Ex');
+    const closed = once(sockets.app, 'close');
+    sockets.app.end();
+    sockets.app.resume();
+    await Promise.all([tunnel, closed]);
+  };
+  await shortTunnel();
+  await shortTunnel();
+  const statsBefore = pooledReadStats();
+  const TUNNELS = 40;
+  for (let index = 0; index < TUNNELS; index++) await shortTunnel();
+  const stats = pooledReadStats();
+  t.true(stats.pooledSockets - statsBefore.pooledSockets >= 2 * TUNNELS, 'both splices of every tunnel read into pooled buffers');
+  const allocated = stats.buffersAllocated - statsBefore.buffersAllocated;
+  t.true(allocated <= 8, `read buffers allocated for ${TUNNELS} short tunnels (2 pooled sockets each): ${allocated}`);
+  t.true(pooledReadBuffers().small >= 1, 'small read buffers back in the pool');
+});
