@@ -14,7 +14,6 @@
 import dgram from 'node:dgram';
 import net from 'node:net';
 import { nativeSockets } from './sockets.ts';
-import { NamespaceSocketBatch } from './socket-batch.ts';
 import { CaptureError } from './errors.ts';
 
 /**
@@ -119,17 +118,9 @@ class PlainSocketFactory implements SocketFactory {
 /** Sockets made by the addon: in a namespace, marked, reuse-port, transparent, in any combination. */
 class NativeSocketFactory implements SocketFactory {
   readonly options: Readonly<SocketFactoryOptions>;
-  /** Connect sockets in another namespace are made a turn's worth at a time (socket-batch.ts). */
-  readonly #batch: NamespaceSocketBatch | undefined;
 
   constructor(options: SocketFactoryOptions) {
     this.options = Object.freeze({ ...options });
-    this.#batch = options.netns === undefined || options.netns === '' ? undefined : new NamespaceSocketBatch(options.netns);
-  }
-
-  /** Namespace trips, sockets made and spares closed by this factory's connects (zeros without a namespace). */
-  batchStats(): { batches: number; socketsMade: number; sparesClosed: number } {
-    return { ...(this.#batch?.stats ?? { batches: 0, socketsMade: 0, sparesClosed: 0 }) };
   }
 
   listen(request: ListenRequest): Promise<net.Server> {
@@ -160,7 +151,6 @@ class NativeSocketFactory implements SocketFactory {
     let fd: number;
     try {
       fd = nativeSockets.socketTcp({
-        fd: this.#batch?.take(family),
         netns: this.options.netns,
         family,
         mark: this.options.mark,

@@ -38,15 +38,6 @@ export interface SocketOptions {
   bindHost?: string;
   bindPort?: number;
   noDelay?: boolean;
-  /** A fresh socket from socketsTcp to give these options to, instead of making one (netns is then not used). */
-  fd?: number;
-}
-
-export interface SocketBatchOptions {
-  netns?: string;
-  family?: 4 | 6;
-  /** 1 to 64. */
-  count: number;
 }
 
 export interface OriginalDestination {
@@ -65,8 +56,6 @@ export interface NativeSocketError extends Error {
 interface NativeSockets {
   listenTcp(options: ListenOptions): number;
   socketTcp(options: SocketOptions): number;
-  /** 1 to `count` fresh TCP sockets made in `netns` with one trip into it (no options set: pass each to socketTcp's `fd`). */
-  socketsTcp(options: SocketBatchOptions): number[];
   /** A bound UDP socket (DNS): wrap with dgram's bind({ fd }). */
   bindUdp(options: UdpOptions): number;
   originalDst(fd: number): OriginalDestination;

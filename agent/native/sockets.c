@@ -114,20 +114,11 @@ static void open_home_netns(void) {
   if (home_netns < 0) home_netns_errno = errno;
 }
 
-/*
- * Makes `count` sockets of `family` and `type` in the namespace at `netns_path` (the current one when NULL or empty)
- * into `fds`, with one trip into the namespace for all of them: the open of the namespace and the two setns calls
- * cost several times the socket itself (20-70 us against about 11 us under load here). Returns how many were made
- * (a socket() failure stops the batch: what was made is kept); -1 with *err and *syscall when none could be.
- */
-static int sockets_in_netns(const char *netns_path, int family, int type, int *fds, int count, int *err, const char **syscall) {
-  int made = 0;
+static int socket_in_netns(const char *netns_path, int family, int type, int *err, const char **syscall) {
   if (netns_path == NULL || netns_path[0] == '\0') {
-    for (; made < count; made++) {
-      fds[made] = socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-      if (fds[made] < 0) { *err = errno; *syscall = "socket"; break; }
-    }
-    return made > 0 ? made : -1;
+    int fd = socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) { *err = errno; *syscall = "socket"; }
+    return fd;
   }
   pthread_once(&home_netns_once, open_home_netns);
   int self = home_netns;
@@ -139,23 +130,15 @@ static int sockets_in_netns(const char *netns_path, int family, int type, int *f
     close(target);
     return -1;
   }
-  int socket_errno = 0;
-  for (; made < count; made++) {
-    fds[made] = socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fds[made] < 0) { socket_errno = errno; break; }
-  }
+  int fd = socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int socket_errno = errno;
   if (setns(self, CLONE_NEWNET) != 0) {
     fprintf(stderr, "ambit_sockets: cannot return to own network namespace: %s\n", strerror(errno));
     abort();
   }
   close(target);
-  if (made == 0) { *err = socket_errno; *syscall = "socket"; return -1; }
-  return made;
-}
-
-static int socket_in_netns(const char *netns_path, int family, int type, int *err, const char **syscall) {
-  int fd = -1;
-  return sockets_in_netns(netns_path, family, type, &fd, 1, err, syscall) == 1 ? fd : -1;
+  if (fd < 0) { *err = socket_errno; *syscall = "socket"; }
+  return fd;
 }
 
 static int set_int_opt(int fd, int level, int name, int value) {
@@ -256,9 +239,8 @@ static napi_value listen_tcp(napi_env env, napi_callback_info info) {
 
 /*
  * socketTcp({ netns?, family: 4|6, mark?, transparent?, bindHost?, bindPort?,
- *             noDelay?, fd? }) -> fd of an unconnected socket, to be connected by
- * Node (new net.Socket({ fd }).connect(...)). With `fd` (a fresh socket from socketsTcp, of `family`), that socket
- * gets the options instead of a new one being made (`netns` is then not used); on failure it is closed.
+ *             noDelay? }) -> fd of an unconnected socket, to be connected by
+ * Node (new net.Socket({ fd }).connect(...)).
  */
 static napi_value socket_tcp(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -272,14 +254,8 @@ static napi_value socket_tcp(napi_env env, napi_callback_info info) {
   int af = family == 6 ? AF_INET6 : AF_INET;
   int err = 0;
   const char *syscall = NULL;
-  int64_t given = -1;
-  int fd;
-  if (get_int_prop(env, opts, "fd", &given) && given >= 0) {
-    fd = (int)given;
-  } else {
-    fd = socket_in_netns(netns, af, SOCK_STREAM, &err, &syscall);
-    if (fd < 0) return throw_errno(env, err, syscall, netns[0] ? netns : NULL);
-  }
+  int fd = socket_in_netns(netns, af, SOCK_STREAM, &err, &syscall);
+  if (fd < 0) return throw_errno(env, err, syscall, netns[0] ? netns : NULL);
   const char *failed = NULL;
   if (apply_common_options(env, opts, fd, af, &failed) != 0) {
     err = errno; close(fd);
@@ -311,47 +287,6 @@ static napi_value socket_tcp(napi_env env, napi_callback_info info) {
   }
   napi_value result;
   CHECK_NAPI(env, napi_create_int32(env, fd, &result));
-  return result;
-}
-
-/* The most sockets one socketsTcp call makes. */
-#define MAX_SOCKET_BATCH 64
-
-/*
- * socketsTcp({ netns?, family: 4|6, count }) -> array of 1 to count fds of fresh TCP sockets (non-blocking,
- * close-on-exec, no option set) made in netns with one trip into it; each is then given its options by
- * socketTcp({ fd, ... }) or closed with closeFd. Fewer than count when socket() failed part way (e.g. EMFILE).
- */
-static napi_value sockets_tcp(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value opts;
-  CHECK_NAPI(env, napi_get_cb_info(env, info, &argc, &opts, NULL, NULL));
-  if (argc < 1) { napi_throw_type_error(env, "EINVAL", "socketsTcp needs an options object"); return NULL; }
-  char netns[4096] = "";
-  int64_t family = 4, count = 1;
-  get_string_prop(env, opts, "netns", netns, sizeof netns);
-  get_int_prop(env, opts, "family", &family);
-  get_int_prop(env, opts, "count", &count);
-  if (count < 1 || count > MAX_SOCKET_BATCH) { napi_throw_range_error(env, "EINVAL", "socketsTcp count must be 1 to 64"); return NULL; }
-  int fds[MAX_SOCKET_BATCH];
-  int err = 0;
-  const char *syscall = NULL;
-  int made = sockets_in_netns(netns, family == 6 ? AF_INET6 : AF_INET, SOCK_STREAM, fds, (int)count, &err, &syscall);
-  if (made < 0) return throw_errno(env, err, syscall, netns[0] ? netns : NULL);
-  napi_value result;
-  if (napi_create_array_with_length(env, (size_t)made, &result) != napi_ok) {
-    for (int index = 0; index < made; index++) close(fds[index]);
-    napi_throw_error(env, NULL, "socketsTcp: cannot make the result array");
-    return NULL;
-  }
-  for (int index = 0; index < made; index++) {
-    napi_value fd;
-    if (napi_create_int32(env, fds[index], &fd) != napi_ok || napi_set_element(env, result, (uint32_t)index, fd) != napi_ok) {
-      for (int rest = index; rest < made; rest++) close(fds[rest]);
-      napi_throw_error(env, NULL, "socketsTcp: cannot fill the result array");
-      return NULL;
-    }
-  }
   return result;
 }
 
@@ -480,7 +415,6 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"listenTcp", NULL, listen_tcp, NULL, NULL, NULL, napi_default, NULL},
     {"socketTcp", NULL, socket_tcp, NULL, NULL, NULL, napi_default, NULL},
-    {"socketsTcp", NULL, sockets_tcp, NULL, NULL, NULL, napi_default, NULL},
     {"bindUdp", NULL, bind_udp, NULL, NULL, NULL, napi_default, NULL},
     {"originalDst", NULL, original_dst, NULL, NULL, NULL, napi_default, NULL},
     {"setMark", NULL, set_mark, NULL, NULL, NULL, napi_default, NULL},

@@ -6,7 +6,6 @@ import test from 'ava';
 import { readdirSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { nativeSockets } from '../../agent/inpod/sockets.ts';
-import { inPodSocketFactory } from '../../agent/inpod/socket-factory.ts';
 import { closeServer, connectFrom, createPodTopology, exchange, listenIn, type PodTopology } from './helpers/inpod-topology.ts';
 
 let topology: PodTopology;
@@ -69,34 +68,4 @@ test.serial('a worker thread makes sockets in the pod namespace too and stays in
   t.is(result.home, nativeSockets.currentNetns(), 'the worker thread started in the process namespace');
   t.true(result.stayed, 'and was back in it after every socket');
   t.is(result.reply, 'from peer');
-});
-
-test.serial('a burst of connects in one turn through the in-pod factory: every socket in the pod namespace, a few trips into it, spares closed the next turn', async (t) => {
-  const home = nativeSockets.currentNetns();
-  let accepted = 0;
-  const server = await listenIn(topology.peer.path, topology.peer.ip, 7103, (socket) => {
-    accepted++;
-    socket.end('from peer');
-  });
-  t.teardown(() => closeServer(server));
-  const factory = inPodSocketFactory(topology.pod.path);
-  const BURST = 40;
-  // One turn, as the tunnel server connects the streams of one read: every socket must be of the pod's namespace
-  // (only it reaches the peer), and batches make far fewer namespace trips than sockets.
-  const sockets = Array.from({ length: BURST }, () => factory.connect({ host: topology.peer.ip, port: 7103 }));
-  t.is(nativeSockets.currentNetns(), home, 'the thread is home after the burst');
-  const replies = await Promise.all(sockets.map((socket) => exchange(socket, 'hi')));
-  t.deepEqual(new Set(replies), new Set(['from peer']), 'every connection reached the peer from the pod namespace');
-  t.is(accepted, BURST);
-  // A second burst a turn later starts from what the first used; then a lone connect.
-  const second = Array.from({ length: BURST }, () => factory.connect({ host: topology.peer.ip, port: 7103 }));
-  t.deepEqual(new Set(await Promise.all(second.map((socket) => exchange(socket, 'hi')))), new Set(['from peer']));
-  t.is(await exchange(factory.connect({ host: topology.peer.ip, port: 7103 }), 'hi'), 'from peer');
-  // Spares made and not used are closed in the next turn's check phase: once a turn passed, every socket made was
-  // either connected or closed.
-  await new Promise((resolve) => setImmediate(resolve));
-  await new Promise((resolve) => setImmediate(resolve));
-  const stats = (factory as unknown as { batchStats(): { batches: number; socketsMade: number; sparesClosed: number } }).batchStats();
-  t.true(stats.batches <= 16, `namespace trips for ${2 * BURST + 1} sockets: ${stats.batches}`);
-  t.is(stats.socketsMade - stats.sparesClosed, 2 * BURST + 1, `every socket made was used or closed: ${JSON.stringify(stats)}`);
 });
