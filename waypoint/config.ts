@@ -62,18 +62,19 @@ export const WAYPOINT_HEAP_RELEASE_CALM_UTILIZATION = 0.05;
 export const WAYPOINT_HEAP_RELEASE_CALM_CHECKS = 3;
 
 /**
- * Which HTTP/2 layer carries both HBONE legs (AMBIT_WAYPOINT_HBONE): `node` (node:http2: HboneServer terminates the
- * clients' streams, HboneClientPool opens the endpoints'; the default) or `own` (shared/hbone/h2/: frames parsed and
- * written in JS straight on the TLS sockets, no node:http2 session or stream objects). waypoint/hbone-leg.ts is what
- * the rest of the waypoint sees of either. The agents' AMBIT_HBONE_IMPL does not decide it. `own` measured cheaper
- * (five A/B pairs of the HTTP/1.1 bench, --quick, load 12-25, session s7: waypoint CPU per 1,000 requests median
- * 450 ms against 610 ms, ratio to haproxy's 2.29x against 2.82x) and every waypoint net file passed on it, but
- * waypoint-rude-peers failed once in five runs on it (after the first flood round the waypoint gave no memory back
- * within the test's 60 s; the rerun was green): `node` stays the default until that is understood; the flip is
- * this constant (BENCHMARKS.md, "Both HBONE legs on the own layer").
+ * Which HTTP/2 layer carries both HBONE legs (AMBIT_WAYPOINT_HBONE): `own` (shared/hbone/h2/: frames parsed and
+ * written in JS straight on the TLS sockets, no node:http2 session or stream objects; the default) or `node`
+ * (node:http2: HboneServer terminates the clients' streams, HboneClientPool opens the endpoints'; still selectable).
+ * waypoint/hbone-leg.ts is what the rest of the waypoint sees of either. The agents' AMBIT_HBONE_IMPL does not
+ * decide it. `own` measured cheaper (five A/B pairs of the HTTP/1.1 bench, --quick, load 12-25, session s7:
+ * waypoint CPU per 1,000 requests median 450 ms against 610 ms, ratio to haproxy's 2.29x against 2.82x). It waited
+ * for one failure of waypoint-rude-peers on it (no memory given back within 60 s after a flood round), which was the
+ * heap release's 1 % quiet threshold against the test's own config_dump polling on a busy machine (the same failure
+ * hit the node legs; fixed by the calm fallback above); session s8 ran that test 5 times and every other waypoint
+ * net file once on own, all green (BENCHMARKS.md, "The gRPC path on own legs (session s8)").
  */
 export type WaypointHboneLayer = 'own' | 'node';
-export const DEFAULT_WAYPOINT_HBONE: WaypointHboneLayer = 'node';
+export const DEFAULT_WAYPOINT_HBONE: WaypointHboneLayer = 'own';
 
 export class WaypointConfigError extends Error {
   readonly code = 'WAYPOINT_BAD_CONFIG';

@@ -1,6 +1,6 @@
 /**
- * AMBIT_WAYPOINT_HBONE (waypoint/config.ts): the HTTP/2 layer of the waypoint's two HBONE legs. node:http2 by
- * default, the own layer selectable, anything else refused with the setting's name before the waypoint starts.
+ * AMBIT_WAYPOINT_HBONE (waypoint/config.ts): the HTTP/2 layer of the waypoint's two HBONE legs. The own layer by
+ * default, node:http2 selectable, anything else refused with the setting's name before the waypoint starts.
  */
 import test from 'ava';
 import { configFromEnv, WaypointConfigError } from '../../waypoint/config.ts';
@@ -14,13 +14,13 @@ const base = {
   AMBIT_TOKEN_FILE: '/var/run/ambit/token',
 };
 
-test('both HBONE legs on node:http2 unless AMBIT_WAYPOINT_HBONE says own', (t) => {
-  t.is(configFromEnv(base).hbone, 'node');
-  t.is(configFromEnv({ ...base, AMBIT_WAYPOINT_HBONE: '' }).hbone, 'node');
-  t.is(configFromEnv({ ...base, AMBIT_WAYPOINT_HBONE: 'own' }).hbone, 'own');
-  t.is(configFromEnv({ ...base, AMBIT_WAYPOINT_HBONE: ' node ' }).hbone, 'node');
+test('both HBONE legs on the own layer unless AMBIT_WAYPOINT_HBONE says node', (t) => {
+  t.is(configFromEnv(base).hbone, 'own');
+  t.is(configFromEnv({ ...base, AMBIT_WAYPOINT_HBONE: '' }).hbone, 'own');
+  t.is(configFromEnv({ ...base, AMBIT_WAYPOINT_HBONE: 'node' }).hbone, 'node');
+  t.is(configFromEnv({ ...base, AMBIT_WAYPOINT_HBONE: ' own ' }).hbone, 'own');
   // The agents' switch is theirs: it does not move the waypoint's legs.
-  t.is(configFromEnv({ ...base, AMBIT_HBONE_IMPL: 'own' }).hbone, 'node');
+  t.is(configFromEnv({ ...base, AMBIT_HBONE_IMPL: 'node' }).hbone, 'own');
 });
 
 test('another AMBIT_WAYPOINT_HBONE value is refused with its name and the choices', (t) => {
