@@ -3,7 +3,7 @@
  * default, node:http2 selectable, anything else refused with the setting's name before the waypoint starts.
  */
 import test from 'ava';
-import { configFromEnv, WaypointConfigError } from '../../waypoint/config.ts';
+import { configFromEnv, DEFAULT_WAYPOINT_H2_DOWNSTREAM, WaypointConfigError } from '../../waypoint/config.ts';
 
 const base = {
   AMBIT_WAYPOINT_NAMESPACE: 'shop',
@@ -27,4 +27,23 @@ test('another AMBIT_WAYPOINT_HBONE value is refused with its name and the choice
   const error = t.throws(() => configFromEnv({ ...base, AMBIT_WAYPOINT_HBONE: 'nghttp2' }), { instanceOf: WaypointConfigError });
   t.is(error.code, 'WAYPOINT_BAD_CONFIG');
   t.regex(error.message, /AMBIT_WAYPOINT_HBONE must be "own" .* or "node" .*"nghttp2"/);
+});
+
+test('h2c/gRPC to endpoints on the own layer unless AMBIT_WAYPOINT_H2_UPSTREAM says node; the client side by its own switch', (t) => {
+  t.is(configFromEnv(base).h2Upstream, 'own');
+  t.is(configFromEnv({ ...base, AMBIT_WAYPOINT_H2_UPSTREAM: 'node' }).h2Upstream, 'node');
+  t.is(configFromEnv({ ...base, AMBIT_WAYPOINT_H2_UPSTREAM: ' own ' }).h2Upstream, 'own');
+  t.is(configFromEnv(base).h2Downstream, DEFAULT_WAYPOINT_H2_DOWNSTREAM);
+  t.is(configFromEnv({ ...base, AMBIT_WAYPOINT_H2_DOWNSTREAM: 'own' }).h2Downstream, 'own');
+  t.is(configFromEnv({ ...base, AMBIT_WAYPOINT_H2_DOWNSTREAM: 'node' }).h2Downstream, 'node');
+  // The legs' switch does not move them.
+  t.is(configFromEnv({ ...base, AMBIT_WAYPOINT_HBONE: 'node' }).h2Upstream, 'own');
+});
+
+test('another AMBIT_WAYPOINT_H2_UPSTREAM or _DOWNSTREAM value is refused with its name', (t) => {
+  for (const name of ['AMBIT_WAYPOINT_H2_UPSTREAM', 'AMBIT_WAYPOINT_H2_DOWNSTREAM']) {
+    const error = t.throws(() => configFromEnv({ ...base, [name]: 'nghttp2' }), { instanceOf: WaypointConfigError });
+    t.is(error.code, 'WAYPOINT_BAD_CONFIG');
+    t.true(error.message.startsWith(`${name} must be "own"`), error.message);
+  }
 });
