@@ -62,18 +62,46 @@ export const WAYPOINT_HEAP_RELEASE_CALM_UTILIZATION = 0.05;
 export const WAYPOINT_HEAP_RELEASE_CALM_CHECKS = 3;
 
 /**
- * Which HTTP/2 layer carries both HBONE legs (AMBIT_WAYPOINT_HBONE): `node` (node:http2: HboneServer terminates the
- * clients' streams, HboneClientPool opens the endpoints'; the default) or `own` (shared/hbone/h2/: frames parsed and
- * written in JS straight on the TLS sockets, no node:http2 session or stream objects). waypoint/hbone-leg.ts is what
- * the rest of the waypoint sees of either. The agents' AMBIT_HBONE_IMPL does not decide it. `own` measured cheaper
- * (five A/B pairs of the HTTP/1.1 bench, --quick, load 12-25, session s7: waypoint CPU per 1,000 requests median
- * 450 ms against 610 ms, ratio to haproxy's 2.29x against 2.82x) and every waypoint net file passed on it, but
- * waypoint-rude-peers failed once in five runs on it (after the first flood round the waypoint gave no memory back
- * within the test's 60 s; the rerun was green): `node` stays the default until that is understood; the flip is
- * this constant (BENCHMARKS.md, "Both HBONE legs on the own layer").
+ * Which HTTP/2 layer carries both HBONE legs (AMBIT_WAYPOINT_HBONE): `own` (shared/hbone/h2/: frames parsed and
+ * written in JS straight on the TLS sockets, no node:http2 session or stream objects; the default) or `node`
+ * (node:http2: HboneServer terminates the clients' streams, HboneClientPool opens the endpoints'; still selectable).
+ * waypoint/hbone-leg.ts is what the rest of the waypoint sees of either. The agents' AMBIT_HBONE_IMPL does not
+ * decide it. `own` measured cheaper (five A/B pairs of the HTTP/1.1 bench, --quick, load 12-25, session s7:
+ * waypoint CPU per 1,000 requests median 450 ms against 610 ms, ratio to haproxy's 2.29x against 2.82x). It waited
+ * for one failure of waypoint-rude-peers on it (no memory given back within 60 s after a flood round), which was the
+ * heap release's 1 % quiet threshold against the test's own config_dump polling on a busy machine (the same failure
+ * hit the node legs; fixed by the calm fallback above); session s8 ran that test 5 times and every other waypoint
+ * net file once on own, all green (BENCHMARKS.md, "The gRPC path on own legs (session s8)").
  */
 export type WaypointHboneLayer = 'own' | 'node';
-export const DEFAULT_WAYPOINT_HBONE: WaypointHboneLayer = 'node';
+export const DEFAULT_WAYPOINT_HBONE: WaypointHboneLayer = 'own';
+
+/**
+ * Which HTTP/2 implementation carries the waypoint's h2c and gRPC requests to endpoints, inside the upstream HBONE
+ * stream (AMBIT_WAYPOINT_H2_UPSTREAM): `own` (waypoint/h2-own-upstream.ts: shared/hbone/h2/'s H2Connection run
+ * straight on the stream's chunks; the default) or `node` (h2-upstream.ts: a node:http2 client session over a Duplex
+ * adapter and a JSStreamSocket, nghttp2 nested in the HBONE stream; still selectable). `own` measured cheaper
+ * (session s5: 508 against 648 ms of waypoint CPU per 1,000 gRPC calls in the runs that kept up; the nested codec
+ * alone 19-43 against 94-163 ms; session s8's A/B on own legs in BENCHMARKS.md, "The gRPC path on own legs"). It
+ * waited for one failure of waypoint-rude-peers's flood memory test (live heap +5.7 MB in round 4, at load 20), the
+ * heap release's quiet threshold as for the legs; session s8 ran that test 4 times on it after that fix, green.
+ */
+export type WaypointH2UpstreamLayer = 'own' | 'node';
+export const DEFAULT_WAYPOINT_H2_UPSTREAM: WaypointH2UpstreamLayer = 'own';
+
+/**
+ * Which HTTP/2 implementation serves the clients' h2c and gRPC requests, inside the terminated HBONE stream
+ * (AMBIT_WAYPOINT_H2_DOWNSTREAM): `own` (waypoint/h2-own-downstream.ts: the own layer's server role straight on the
+ * stream's chunks) or `node` (node:http2's server over a Duplex adapter and a JSStreamSocket, nghttp2 nested in the
+ * HBONE stream); the own one is the default. Session s6 kept it opt-in after one run of waypoint-rude-peers failed 4
+ * of 6 with it (29 of a 1,000-request flood answered 503, a backend killed mid-answer seen as a clean end; not
+ * reproduced since), and its rapid-reset budget was the layer's looser one for pooled HBONE (10,000 then 1,000/s),
+ * now nghttp2's 1,000 then 33/s (h2-proxy.ts; unit test waypoint-h2-own-downstream). Session s8: waypoint-rude-peers
+ * green on it 3 times of 3, waypoint-grpc, -h2-features, -http-protocols, -authz green, and the gRPC A/B in
+ * BENCHMARKS.md ("The gRPC path on own legs (session s8)").
+ */
+export type WaypointH2DownstreamLayer = 'own' | 'node';
+export const DEFAULT_WAYPOINT_H2_DOWNSTREAM: WaypointH2DownstreamLayer = 'own';
 
 export class WaypointConfigError extends Error {
   readonly code = 'WAYPOINT_BAD_CONFIG';
@@ -109,6 +137,10 @@ export interface WaypointConfig {
   jwksRefreshMs: number;
   /** The HTTP/2 layer of both HBONE legs (AMBIT_WAYPOINT_HBONE). */
   hbone: WaypointHboneLayer;
+  /** The HTTP/2 implementation of h2c/gRPC requests to endpoints (AMBIT_WAYPOINT_H2_UPSTREAM). */
+  h2Upstream: WaypointH2UpstreamLayer;
+  /** The HTTP/2 implementation serving the clients' h2c/gRPC requests (AMBIT_WAYPOINT_H2_DOWNSTREAM). */
+  h2Downstream: WaypointH2DownstreamLayer;
 }
 
 function required(env: NodeJS.ProcessEnv, name: string): string {
@@ -132,6 +164,14 @@ function hboneLayer(env: NodeJS.ProcessEnv): WaypointHboneLayer {
   throw new WaypointConfigError(`AMBIT_WAYPOINT_HBONE must be "own" (ambit's HTTP/2 layer) or "node" (node:http2) (got ${JSON.stringify(text)})`);
 }
 
+/** An `own` / `node` switch (AMBIT_WAYPOINT_H2_UPSTREAM, AMBIT_WAYPOINT_H2_DOWNSTREAM): `fallback` when unset. */
+function ownOrNode(env: NodeJS.ProcessEnv, name: string, fallback: 'own' | 'node'): 'own' | 'node' {
+  const text = env[name]?.trim();
+  if (!text) return fallback;
+  if (text === 'own' || text === 'node') return text;
+  throw new WaypointConfigError(`${name} must be "own" (ambit's HTTP/2 layer) or "node" (node:http2) (got ${JSON.stringify(text)})`);
+}
+
 export function configFromEnv(env: NodeJS.ProcessEnv = process.env): WaypointConfig {
   const namespace = required(env, 'AMBIT_WAYPOINT_NAMESPACE');
   const gateway = required(env, 'AMBIT_WAYPOINT_NAME');
@@ -151,5 +191,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): WaypointCon
     numTrustedProxies: nonNegativeInteger(env, 'AMBIT_WAYPOINT_NUM_TRUSTED_PROXIES', 0),
     jwksRefreshMs: nonNegativeInteger(env, 'AMBIT_WAYPOINT_JWKS_REFRESH_MS', JWKS_REFRESH_MS) || JWKS_REFRESH_MS,
     hbone: hboneLayer(env),
+    h2Upstream: ownOrNode(env, 'AMBIT_WAYPOINT_H2_UPSTREAM', DEFAULT_WAYPOINT_H2_UPSTREAM),
+    h2Downstream: ownOrNode(env, 'AMBIT_WAYPOINT_H2_DOWNSTREAM', DEFAULT_WAYPOINT_H2_DOWNSTREAM),
   };
 }

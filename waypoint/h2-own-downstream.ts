@@ -7,10 +7,8 @@
  * is attached; the layer stops crediting the client while anything is held), 'trailers', 'end', 'close' after them;
  * the answer with `respond` (head, END_STREAM or trailers to follow), `additionalHeaders` (1xx), `write` with
  * 'drain', `end`, 'wantTrailers' then `sendTrailers`, `close(code)` (RST_STREAM), `rstCode`.
- * Opt-in: `AMBIT_WAYPOINT_H2_DOWNSTREAM=own` (waypoint/http-entry.ts); node:http2's server is the default. Not yet
- * the default: net test waypoint-rude-peers fails with it (a 1,000-request flood got 29 answers 503; 2,000 streams
- * reset as they open do not cost the client its connection, the layer's rapid-reset budget being looser than
- * nghttp2's; a backend killed mid-answer reached the client as a clean end in that run), not diagnosed yet.
+ * The default (waypoint/config.ts, AMBIT_WAYPOINT_H2_DOWNSTREAM; `node` serves with node:http2's server instead).
+ * The client's rapid resets spend nghttp2's budget, not the layer's looser one for pooled HBONE (`limits`).
  *
  * What the layer already refuses for us (each a stream or connection error, never a throw): malformed requests
  * (pseudo-headers, upper-case or connection-specific fields, CR/LF/NUL), frames too large, HPACK bombs,
@@ -261,6 +259,9 @@ export interface OwnDownstreamLimits {
   streamWindowBytes: number;
   connectionWindowBytes: number;
   maxConcurrentStreams: number;
+  /** The client's RST_STREAMs (and our refusals) may come in a burst of this many, then at `resetRatePerSecond`. */
+  resetBurst: number;
+  resetRatePerSecond: number;
 }
 
 /**
@@ -276,6 +277,8 @@ export function serveOwnConnection(transport: Duplex, firstBytes: Buffer | undef
     streamWindowBytes: limits.streamWindowBytes,
     connectionWindowBytes: limits.connectionWindowBytes,
     maxConcurrentStreams: limits.maxConcurrentStreams,
+    resetBurst: limits.resetBurst,
+    resetRatePerSecond: limits.resetRatePerSecond,
   });
   connection.on('stream', (stream: H2Stream) => {
     const downstream = new OwnDownstreamStream(stream);

@@ -6,7 +6,7 @@
  * ClientHttp2Stream the waypoint drives (UpstreamH2Stream): 'response' (headers, flags), 'trailers', 'data' while
  * flowing (held while paused or before a reader is attached), 'end', 'close' after them, 'drain', 'wantTrailers'
  * on end, rstCode. What the layer does not do here: 1xx heads are not passed on (the layer drops them).
- * Opt-in: `AMBIT_WAYPOINT_H2_UPSTREAM=own` (waypoint/main.ts says why it is not the default yet). An endpoint's
+ * The default; `AMBIT_WAYPOINT_H2_UPSTREAM=node` puts h2-upstream.ts's node:http2 sessions back (config.ts). An endpoint's
  * RST_STREAM NO_ERROR after its answer began ends the answer, as node:http2's client takes it (see onClose).
  *
  * Owns: the connections per endpoint, their stream counts and idle close; the header conversions both ways.

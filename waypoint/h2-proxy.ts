@@ -56,6 +56,14 @@ const CONNECTION_SPECIFIC = new Set(['connection', 'keep-alive', 'proxy-connecti
 
 /** Limits of the downstream server: as many streams per client connection as the HBONE server allows per tunnel. */
 const DOWNSTREAM_MAX_CONCURRENT_STREAMS = 200;
+/**
+ * Rapid reset on the client's h2c connection, on the own layer's server: nghttp2's defaults (node:http2's server,
+ * the other downstream), a burst of 1,000 RST_STREAMs then 33/s, past which the client loses that connection
+ * (GOAWAY ENHANCE_YOUR_CALM). The layer's own default (10,000 then 1,000/s) is for pooled HBONE connections that
+ * carry many applications' tunnels; here every stream is a request the waypoint routes, and one client's connection.
+ */
+const DOWNSTREAM_RESET_BURST = 1000;
+const DOWNSTREAM_RESET_RATE_PER_SECOND = 33;
 
 export interface H2StreamContext {
   hbone: HboneRequest;
@@ -277,7 +285,10 @@ export class H2Proxy {
    */
   serveOwnConnection(hbone: HboneRequest, transport: Duplex, firstBytes: Buffer | undefined, service: Service, source: Workload | undefined): void {
     const context: H2StreamContext = { hbone, service, source };
-    const connection = serveOwnConnection(transport, firstBytes, { streamWindowBytes: H2_STREAM_WINDOW_BYTES, connectionWindowBytes: H2_SESSION_WINDOW_BYTES, maxConcurrentStreams: DOWNSTREAM_MAX_CONCURRENT_STREAMS }, (stream, headers, flags) =>
+    const connection = serveOwnConnection(transport, firstBytes, {
+      streamWindowBytes: H2_STREAM_WINDOW_BYTES, connectionWindowBytes: H2_SESSION_WINDOW_BYTES, maxConcurrentStreams: DOWNSTREAM_MAX_CONCURRENT_STREAMS,
+      resetBurst: DOWNSTREAM_RESET_BURST, resetRatePerSecond: DOWNSTREAM_RESET_RATE_PER_SECOND,
+    }, (stream, headers, flags) =>
       this.#serveStream(stream, headers, flags, context),
     );
     this.#ownConnections.add(connection);

@@ -3,8 +3,8 @@
  * which HTTP the client speaks, then handed to the HTTP/1.1 proxy's lean path (http-proxy.ts, http1/: the stream
  * itself and the bytes read) or as a connection to the HTTP/2 proxy (h2-proxy.ts), as Envoy's `codec_type: AUTO`
  * does on Istio's waypoint listeners. `AMBIT_WAYPOINT_HTTP1=node` sends HTTP/1.1 to Node's server instead (for A/B
- * runs); `AMBIT_WAYPOINT_H2_DOWNSTREAM=own` serves HTTP/2 on the own layer's server role (h2-own-downstream.ts)
- * straight on the terminated stream instead of node:http2's server over a Duplex adapter.
+ * runs); HTTP/2 is served by the own layer's server role (h2-own-downstream.ts) straight on the terminated stream, or
+ * by node:http2's server over a Duplex adapter (config.ts, AMBIT_WAYPOINT_H2_DOWNSTREAM, says which by default).
  *
  * Owns: that hand-over. Must not know about: requests, routes, endpoints, which HBONE layer carries the stream.
  */
@@ -19,8 +19,6 @@ import { Http2StreamDuplex } from './stream-adapter.ts';
 
 /** Which HTTP/1.1 path serves streams: the lean one (http1/), or Node's server for every request. */
 const HTTP1_PATH = process.env.AMBIT_WAYPOINT_HTTP1 === 'node' ? 'node' : 'lean';
-/** Which HTTP/2 server serves h2c streams: node:http2's (the default), or the own layer (h2-own-downstream.ts). */
-const H2_DOWNSTREAM = process.env.AMBIT_WAYPOINT_H2_DOWNSTREAM === 'own' ? 'own' : 'node';
 
 function plainAddress(address: string): string {
   return address.startsWith('::ffff:') ? address.slice(7) : address;
@@ -30,11 +28,14 @@ export class HttpEntry {
   readonly #http1: HttpProxy;
   readonly #http2: H2Proxy;
   readonly #state: MeshState;
+  /** Which HTTP/2 server serves h2c streams: the own layer (h2-own-downstream.ts) or node:http2's. */
+  readonly #h2Downstream: 'own' | 'node';
 
-  constructor(options: { http1: HttpProxy; http2: H2Proxy; state: MeshState }) {
+  constructor(options: { http1: HttpProxy; http2: H2Proxy; state: MeshState; h2Downstream: 'own' | 'node' }) {
     this.#http1 = options.http1;
     this.#http2 = options.http2;
     this.#state = options.state;
+    this.#h2Downstream = options.h2Downstream;
   }
 
   serve(hbone: HboneRequest, terminated: TerminatedStream, service: Service): void {
@@ -48,7 +49,7 @@ export class HttpEntry {
       stream.off('end', onEnd);
       stream.off('close', onClose);
       stream.pause();
-      if (version === 'h2' && H2_DOWNSTREAM === 'own') {
+      if (version === 'h2' && this.#h2Downstream === 'own') {
         // The own layer reads the terminated stream itself: no Duplex adapter, no nested node:http2 session.
         this.#http2.serveOwnConnection(hbone, stream, seen, service, this.#state.workloadByIp(plainAddress(hbone.remoteAddress)));
       } else if (version === 'h2' || HTTP1_PATH === 'node') {

@@ -120,13 +120,11 @@ export async function startWaypoint(config: WaypointConfig, log: Logger): Promis
   // The decision of each request goes into its access-log line (waypoint/access-log.ts: `authz`).
   const gate = new RequestGate({ table: policies, metrics: new AuthzMetrics(metrics.registry), trustedProxies: config.numTrustedProxies });
   const httpProxy = new HttpProxy({ upstreams, routes, state, metrics, log, gate, destinations });
-  // HTTP/2 to endpoints on node:http2 sessions (h2-upstream.ts); AMBIT_WAYPOINT_H2_UPSTREAM=own: the own HTTP/2 layer
-  // (h2-own-upstream.ts). Its stall is fixed (RST_STREAM NO_ERROR as the answer's end), but with it the four-round
-  // flood memory test of waypoint-rude-peers failed once in three runs (live heap +5.7 MB in round 4): not the
-  // default until a quiet run says that was the load.
-  const h2Sessions = process.env.AMBIT_WAYPOINT_H2_UPSTREAM === 'own' ? new H2OwnSessionPool(upstreams) : new H2SessionPool(upstreams);
+  // HTTP/2 to endpoints on the own HTTP/2 layer (h2-own-upstream.ts), or node:http2 sessions (h2-upstream.ts) with
+  // AMBIT_WAYPOINT_H2_UPSTREAM=node (config.ts says why own is the default).
+  const h2Sessions = config.h2Upstream === 'own' ? new H2OwnSessionPool(upstreams) : new H2SessionPool(upstreams);
   const h2Proxy = new H2Proxy({ upstreams, sessions: h2Sessions, routes, state, metrics, gate, destinations, log });
-  const httpEntry = new HttpEntry({ http1: httpProxy, http2: h2Proxy, state });
+  const httpEntry = new HttpEntry({ http1: httpProxy, http2: h2Proxy, state, h2Downstream: config.h2Downstream });
   const terminate = (request: HboneRequest, stream: TerminatedStream): void => {
     let service;
     try {
@@ -187,7 +185,7 @@ export async function startWaypoint(config: WaypointConfig, log: Logger): Promis
       return;
     }
     const body = JSON.stringify({
-      gateway: config.gatewayName, identity: identity.uri, pid: process.pid, hboneLayer: config.hbone, services: servicesView(state), routes: routes.view(), policies: policies.view(),
+      gateway: config.gatewayName, identity: identity.uri, pid: process.pid, hboneLayer: config.hbone, h2Upstream: config.h2Upstream, h2Downstream: config.h2Downstream, services: servicesView(state), routes: routes.view(), policies: policies.view(),
       upstreamConnections: httpProxy.connectionsView(), http1Paths: httpProxy.pathsView(), http2: { ...h2Sessions.view(), ...h2Proxy.view() },
       destinationRules: { policies: destinationPolicies.view(), traffic: destinations.view() },
       memory: { ...process.memoryUsage(), heapReleases: heapRelease.stats.releases, calmReleases: heapRelease.stats.calmReleases, heapAfterLastRelease: heapRelease.stats.heapAfterLastRelease, lastGcMs: heapRelease.stats.lastGcMs, lastCheckUtilization: heapRelease.stats.lastUtilization, nativeReleases: heapRelease.stats.nativeReleases, executableKibDropped: heapRelease.stats.executableKibDropped, anonymousRss: anonymousRss(), anonymousAfterLastNativeRelease: heapRelease.stats.anonymousAfterLastNativeRelease },

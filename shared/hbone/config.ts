@@ -164,7 +164,7 @@ export const SPLICE_BUFFER_BYTES = 256 * 1024;
  * bulk both ways between two agents can deadlock (test/net/agent-bulk-tunnels.test.ts), and because the quiet
  * A/B of the mesh suite (BENCHMARKS.md, "The default becomes own") has own ahead on CPU per request, the
  * connection storm and memory; node:http2 is ahead on single-stream throughput. A caller may pin one (the
- * waypoint picks its own with AMBIT_WAYPOINT_HBONE, `node` by default); otherwise AMBIT_HBONE_IMPL decides, so
+ * waypoint picks its own with AMBIT_WAYPOINT_HBONE, `own` by default); otherwise AMBIT_HBONE_IMPL decides, so
  * one variable switches an agent, its proxy workers and tests.
  */
 export type HboneImplementation = 'own' | 'node';

@@ -10,12 +10,12 @@ import http2 from 'node:http2';
 import net from 'node:net';
 import test from 'ava';
 import type { H2Connection } from '../../shared/hbone/h2/connection.ts';
-import { H2_CANCEL, H2_FLOW_CONTROL_ERROR, H2_FRAME_SIZE_ERROR, H2_PROTOCOL_ERROR, H2_REFUSED_STREAM } from '../../shared/hbone/h2/errors.ts';
-import { CLIENT_PREFACE, FLAG_END_STREAM, FRAME_DATA, FRAME_GOAWAY, FRAME_HEADERS, settingsFrame } from '../../shared/hbone/h2/frame.ts';
+import { H2_CANCEL, H2_ENHANCE_YOUR_CALM, H2_FLOW_CONTROL_ERROR, H2_FRAME_SIZE_ERROR, H2_PROTOCOL_ERROR, H2_REFUSED_STREAM } from '../../shared/hbone/h2/errors.ts';
+import { CLIENT_PREFACE, FLAG_END_STREAM, FRAME_DATA, FRAME_GOAWAY, FRAME_HEADERS, rstStreamFrame, settingsFrame } from '../../shared/hbone/h2/frame.ts';
 import { type OwnDownstreamStream, serveOwnConnection } from '../../waypoint/h2-own-downstream.ts';
 import { frame, headersFrame, RawPeer } from '../helpers/h2-raw-peer.ts';
 
-const LIMITS = { streamWindowBytes: 64 * 1024, connectionWindowBytes: 1024 * 1024, maxConcurrentStreams: 4 };
+const LIMITS = { streamWindowBytes: 64 * 1024, connectionWindowBytes: 1024 * 1024, maxConcurrentStreams: 4, resetBurst: 20, resetRatePerSecond: 1 };
 const sha256 = (data: Buffer): string => createHash('sha256').update(data).digest('hex');
 
 /** A listener whose first accepted socket is served by serveOwnConnection with `onRequest`. */
@@ -197,6 +197,21 @@ test('a hostile client: streams past SETTINGS_MAX_CONCURRENT_STREAMS are refused
   t.is(errors[0]?.code, 'H2_PEER_PROTOCOL');
   await until(() => open.every((stream) => stream.closed));
   t.true(open.every((stream) => stream.rstCode === H2_CANCEL), 'the open requests close reset, not ended');
+});
+
+test('rapid reset: a client resetting streams as it opens them past the burst the proxy gives (nghttp2\'s 1,000 in the waypoint; 20 here) loses its connection (GOAWAY ENHANCE_YOUR_CALM)', async (t) => {
+  const opened: OwnDownstreamStream[] = [];
+  const server = await ownServer((stream) => opened.push(stream));
+  t.teardown(server.close);
+  const peer = await rawClient(server.port);
+  t.teardown(() => peer.socket.destroy());
+  // Within the burst: every stream reaches the handler and closes reset; the connection stays.
+  for (let id = 1; id < 2 * LIMITS.resetBurst; id += 2) peer.send(headersFrame(id, GET), rstStreamFrame(id, H2_CANCEL));
+  await until(() => opened.length === LIMITS.resetBurst && opened.every((stream) => stream.closed));
+  t.true(opened.every((stream) => stream.rstCode === H2_CANCEL));
+  // One more reset at once (the budget refills at 1/s): the connection goes.
+  peer.send(headersFrame(2 * LIMITS.resetBurst + 1, GET), rstStreamFrame(2 * LIMITS.resetBurst + 1, H2_CANCEL), headersFrame(2 * LIMITS.resetBurst + 3, GET), rstStreamFrame(2 * LIMITS.resetBurst + 3, H2_CANCEL));
+  t.is(await peer.goawayCode(), H2_ENHANCE_YOUR_CALM);
 });
 
 test('a client gone mid-answer: the request stream closes reset (CANCEL) with no end, the handler hears close once', async (t) => {
