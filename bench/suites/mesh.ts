@@ -20,6 +20,7 @@ import type { Goal, Suite, SuiteContext, SuiteResult } from '../lib/suite.ts';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { REFERENCE_PLUGINS_DIR, type Pod } from '../../runtime/index.ts';
+import { CHECK_INTERVAL_MS } from '../../shared/memory/heap-release.ts';
 
 const MIB = 1024 ** 2;
 /** The agents run at warn: no per-connection access-log line. One connection run is repeated at info. */
@@ -41,10 +42,13 @@ const CONNECT_GOAL_RATE = 5_000;
 const IDLE_RSS_GOAL_MIB = 80;
 const AFTER_STORM_RSS_GOAL_MIB = 150;
 /**
- * Before the idle memory is read: longer than the agent's heap-release check interval (shared/memory/heap-release.ts,
- * 10 s), so the figure is the agent's settled idle size and not its start-up garbage.
+ * Before the idle memory is read: two of the agent's heap-release check intervals and a margin
+ * (shared/memory/heap-release.ts: a burst is given back within two intervals of its end), so the figure is the
+ * agent's settled idle size and not what capturing the pods just allocated. With one interval (15 s) the figure
+ * depended on the checks' phase: the check right after the last capture saw a busy interval and left the GC to the
+ * next one, after the read (the same tree read 91.1 then 51.1 MiB in two runs a minute apart, 2026-12-07).
  */
-const IDLE_MEMORY_SETTLE_MS = 15_000;
+const IDLE_MEMORY_SETTLE_MS = 2 * CHECK_INTERVAL_MS + 5_000;
 
 export interface Sizes {
   throughputBytes: number;
