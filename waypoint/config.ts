@@ -157,14 +157,7 @@ function nonNegativeInteger(env: NodeJS.ProcessEnv, name: string, fallback: numb
   return value;
 }
 
-function hboneLayer(env: NodeJS.ProcessEnv): WaypointHboneLayer {
-  const text = env.AMBIT_WAYPOINT_HBONE?.trim();
-  if (!text) return DEFAULT_WAYPOINT_HBONE;
-  if (text === 'own' || text === 'node') return text;
-  throw new WaypointConfigError(`AMBIT_WAYPOINT_HBONE must be "own" (ambit's HTTP/2 layer) or "node" (node:http2) (got ${JSON.stringify(text)})`);
-}
-
-/** An `own` / `node` switch (AMBIT_WAYPOINT_H2_UPSTREAM, AMBIT_WAYPOINT_H2_DOWNSTREAM): `fallback` when unset. */
+/** An `own` / `node` switch (AMBIT_WAYPOINT_HBONE, AMBIT_WAYPOINT_H2_UPSTREAM, AMBIT_WAYPOINT_H2_DOWNSTREAM): `fallback` when unset. */
 function ownOrNode(env: NodeJS.ProcessEnv, name: string, fallback: 'own' | 'node'): 'own' | 'node' {
   const text = env[name]?.trim();
   if (!text) return fallback;
@@ -190,7 +183,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): WaypointCon
     logLevel: env.AMBIT_LOG_LEVEL?.trim() || 'info',
     numTrustedProxies: nonNegativeInteger(env, 'AMBIT_WAYPOINT_NUM_TRUSTED_PROXIES', 0),
     jwksRefreshMs: nonNegativeInteger(env, 'AMBIT_WAYPOINT_JWKS_REFRESH_MS', JWKS_REFRESH_MS) || JWKS_REFRESH_MS,
-    hbone: hboneLayer(env),
+    hbone: ownOrNode(env, 'AMBIT_WAYPOINT_HBONE', DEFAULT_WAYPOINT_HBONE),
     h2Upstream: ownOrNode(env, 'AMBIT_WAYPOINT_H2_UPSTREAM', DEFAULT_WAYPOINT_H2_UPSTREAM),
     h2Downstream: ownOrNode(env, 'AMBIT_WAYPOINT_H2_DOWNSTREAM', DEFAULT_WAYPOINT_H2_DOWNSTREAM),
   };
