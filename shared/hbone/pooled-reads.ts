@@ -112,6 +112,44 @@ interface UserBufferHandle {
   useUserBuffer?: (buffer: Uint8Array) => void;
 }
 
+/** What switching one socket to user-buffer reads needs: its private slots and its handle's method. */
+interface UserBufferSwitch {
+  slots: UserBufferSlots;
+  handle: Required<UserBufferHandle>;
+}
+
+/**
+ * The socket's user-buffer slots and handle, or undefined where it cannot switch: a socket closing or not yet
+ * connected, or this Node without them (counted in `unsupportedSockets`).
+ */
+function userBufferSwitch(socket: net.Socket): UserBufferSwitch | undefined {
+  if (socket.destroyed || socket.connecting) return undefined;
+  const handle = (socket as unknown as { _handle?: UserBufferHandle | null })._handle;
+  const slots = userBufferSlots(socket);
+  if (!slots || typeof handle?.useUserBuffer !== 'function') {
+    // No handle at all is a socket closing under us, not this Node's doing: only a handle without the method counts.
+    if (!slots || handle) stats.unsupportedSockets++;
+    return undefined;
+  }
+  return { slots, handle: handle as Required<UserBufferHandle> };
+}
+
+/** Points the socket's reads at `first`, then at what `next` hands out; `onRead` gets each read's size and buffer. */
+function switchToUserBuffer(
+  socket: net.Socket,
+  { slots, handle }: UserBufferSwitch,
+  first: Buffer,
+  onRead: (bytes: number, buffer: Buffer) => boolean,
+  next: () => Buffer,
+): void {
+  const target = socket as unknown as Record<symbol, unknown>;
+  target[slots.buffer] = first;
+  target[slots.callback] = onRead;
+  target[slots.generator] = next;
+  handle.useUserBuffer(first);
+  stats.pooledSockets++;
+}
+
 /** What a pooled reader hands its owner: one chunk per read. Return false to stop reading until `socket.resume()`. */
 export type ChunkSink = (chunk: Buffer) => boolean;
 
@@ -146,23 +184,11 @@ export class PooledReader {
    * its readable buffer: the caller takes it with `socket.read()` before anything the sink receives.
    */
   static attach(socket: net.Socket, sink: ChunkSink): PooledReader | undefined {
-    if (socket.destroyed || socket.connecting) return undefined;
-    const handle = (socket as unknown as { _handle?: UserBufferHandle | null })._handle;
-    const found = userBufferSlots(socket);
-    if (!found || typeof handle?.useUserBuffer !== 'function') {
-      // No handle at all is a socket closing under us, not this Node's doing: only a handle without the method counts.
-      if (!found || handle) stats.unsupportedSockets++;
-      return undefined;
-    }
-    const reader = new PooledReader(sink, socket, found.buffer);
-    const first = takeBuffer(false);
-    const target = socket as unknown as Record<symbol, unknown>;
-    target[found.buffer] = first;
-    target[found.callback] = reader.#onRead;
-    target[found.generator] = reader.#nextBuffer;
-    handle.useUserBuffer(first);
+    const found = userBufferSwitch(socket);
+    if (!found) return undefined;
+    const reader = new PooledReader(sink, socket, found.slots.buffer);
+    switchToUserBuffer(socket, found, takeBuffer(false), reader.#onRead, reader.#nextBuffer);
     socket.once('close', reader.#onClose);
-    stats.pooledSockets++;
     return reader;
   }
 
@@ -269,20 +295,10 @@ export class SharedPooledReader {
    * with `socket.read()` first; the caller then resumes the socket.
    */
   static attach(socket: net.Socket, sink: SharedChunkSink): boolean {
-    if (socket.destroyed || socket.connecting) return false;
-    const handle = (socket as unknown as { _handle?: UserBufferHandle | null })._handle;
-    const found = userBufferSlots(socket);
-    if (!found || typeof handle?.useUserBuffer !== 'function') {
-      if (!found || handle) stats.unsupportedSockets++;
-      return false;
-    }
+    const found = userBufferSwitch(socket);
+    if (!found) return false;
     const reader = new SharedPooledReader(sink, takeShared(false));
-    const target = socket as unknown as Record<symbol, unknown>;
-    target[found.buffer] = reader.#current.buffer;
-    target[found.callback] = reader.#onRead;
-    target[found.generator] = reader.#nextBuffer;
-    handle.useUserBuffer(reader.#current.buffer);
-    stats.pooledSockets++;
+    switchToUserBuffer(socket, found, reader.#current.buffer, reader.#onRead, reader.#nextBuffer);
     return true;
   }
 
