@@ -21,15 +21,18 @@ function readClockTicks(): number {
   }
 }
 
-/** User + system CPU seconds the process (every thread of it) has used so far. */
-export function processCpuSeconds(pid: number): number {
+/** Which CPU time a reading counts: user + system (the default everywhere), or the kernel's share alone. */
+export type CpuKind = 'all' | 'system';
+
+/** User + system CPU seconds the process (every thread of it) has used so far, or only the system part. */
+export function processCpuSeconds(pid: number, kind: CpuKind = 'all'): number {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   // The command name (field 2) is in parentheses and may hold spaces; fields after it are space-separated.
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   // After the name: state is field 3, so utime (14) and stime (15) are at indices 11 and 12.
   const utime = Number(fields[11]);
   const stime = Number(fields[12]);
-  return (utime + stime) / CLOCK_TICKS_PER_SECOND;
+  return (kind === 'system' ? stime : utime + stime) / CLOCK_TICKS_PER_SECOND;
 }
 
 /** Resident set size in bytes (VmRSS), or undefined when the process is gone. */
@@ -69,20 +72,22 @@ export type CpuByRole = Record<string, number>;
  */
 export class CpuMeter {
   readonly #pids: ReadonlyMap<string, number>;
+  readonly #kind: CpuKind;
   #before = new Map<string, number>();
 
-  constructor(pidsByRole: Record<string, number>) {
+  constructor(pidsByRole: Record<string, number>, kind: CpuKind = 'all') {
     this.#pids = new Map(Object.entries(pidsByRole));
+    this.#kind = kind;
   }
 
   start(): this {
-    this.#before = new Map([...this.#pids].map(([role, pid]) => [role, processCpuSeconds(pid)]));
+    this.#before = new Map([...this.#pids].map(([role, pid]) => [role, processCpuSeconds(pid, this.#kind)]));
     return this;
   }
 
   stop(): CpuByRole {
     const used: CpuByRole = {};
-    for (const [role, pid] of this.#pids) used[role] = processCpuSeconds(pid) - (this.#before.get(role) ?? 0);
+    for (const [role, pid] of this.#pids) used[role] = processCpuSeconds(pid, this.#kind) - (this.#before.get(role) ?? 0);
     return used;
   }
 }

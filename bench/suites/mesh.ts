@@ -153,6 +153,8 @@ interface RateResult extends LatencySummary {
 interface RequestRun extends RateResult {
   errors: number;
   cpu: CpuByRole;
+  /** The kernel's part of `cpu` (absent in runs from before it was read). */
+  systemCpu?: CpuByRole;
 }
 interface ConnectRun extends RateResult {
   failed: number;
@@ -333,11 +335,12 @@ async function measure(context: SuiteContext, sizes: Sizes, topology: MeshTopolo
   };
   const requests = async (path: Path, seconds: number): Promise<RequestRun> => {
     const cpu = meter(path);
+    const systemCpu = new CpuMeter(path.relays ?? {}, 'system').start();
     const result = await load<RateResult & { errors: number }>('requests', path, 'load.ts', [
       'rate-rtt', '--rate', String(sizes.requestRate), '--duration', String(seconds),
       '--connections', String(sizes.requestConnections), '--size', String(sizes.requestBytes),
     ]);
-    return { ...result, cpu: cpu.stop() };
+    return { ...result, cpu: cpu.stop(), systemCpu: systemCpu.stop() };
   };
   const connects = async (path: Path, rate: number, seconds: number): Promise<ConnectRun> => {
     const cpu = meter(path);
@@ -544,6 +547,9 @@ export function buildResult(sizes: Sizes, given: Partial<Record<PathKey, PathFig
   const mean = (a: Values, b: Values): Values =>
     Object.fromEntries(KEYS.map((key) => [key, a[key] === undefined || b[key] === undefined ? undefined : (a[key]! + b[key]!) / 2])) as Values;
   const requestCpuEnd = mean(requestCpuClient, requestCpuServer);
+  const requestSystemCpu = (role: 'client' | 'server'): Values =>
+    pick((f) => { const r = request(f); return r?.systemCpu ? perThousand(r.systemCpu[role], r.completed) : undefined; });
+  const requestSystemCpuEnd = mean(requestSystemCpu('client'), requestSystemCpu('server'));
 
   const sequentialCpu = (role: 'client' | 'server'): Values =>
     pick((f) => (f.sequential ? perThousand(f.sequential.cpu[role], f.sequential.operations) : undefined));
@@ -618,6 +624,7 @@ export function buildResult(sizes: Sizes, given: Partial<Record<PathKey, PathFig
     numeric('CPU per 1,000 requests, client side: node-1 agent / stunnel client (ms)', requestCpuClient, { noRelay: true }),
     numeric('CPU per 1,000 requests, server side: node-2 agent / stunnel server (ms)', requestCpuServer, { noRelay: true }),
     numeric('CPU per 1,000 requests, one end (mean of both) (ms)', requestCpuEnd, { noRelay: true, goal: goalRequestCpu }),
+    numeric('  of it in the kernel (system time: TLS records\' sends, loopback and veth delivery, netfilter) (ms)', requestSystemCpuEnd, { noRelay: true }),
     numeric('CPU per 1,000 new connections one at a time, client side (ms)', sequentialCpuClient, { noRelay: true }),
     numeric('CPU per 1,000 new connections one at a time, server side (ms)', sequentialCpuServer, { noRelay: true }),
     numeric('CPU per 1,000 new connections one at a time, one end (mean of both) (ms)', sequentialCpuEnd, { noRelay: true, goal: goalConnectCpu }),
@@ -704,7 +711,7 @@ export function buildResult(sizes: Sizes, given: Partial<Record<PathKey, PathFig
     `Throughput: median of ${sizes.throughputRuns}. Requests: ${sizes.requestBytes}-byte echoes scheduled at ${rate}/s for ${sizes.requestSeconds} s over ${sizes.requestConnections} persistent connections, each timed from its scheduled send (open loop). ` +
       `New connections one at a time: load.ts connect, ${sizes.sequentialConnects.toLocaleString('en-US')} after ${Math.round(sizes.sequentialConnects / 10)} warm-up (closed loop: every connection completes, so its CPU figure has no backlog in it). ` +
       `New connections at a rate: scheduled at the offered rate for ${sizes.connectSeconds} s each, timed from the scheduled start to the first echoed byte; whatever is unanswered ${sizes.connectGraceMs / 1000} s after the last one is cut and counted (so is what a starved load tool could not send by then).`,
-    `CPU: user + system seconds of each relay process from /proc over the run, divided by the operations. For the rate runs the meter runs until the path's relays are idle again (the next run starts only then) and the CPU is divided by the answered connections, summed over every offered rate: work on connections that were cut inflates it where a path fell behind. Agents at log level ${AGENT_LOG_LEVEL} (no per-connection access-log line) except the "access log on" rows.`,
+    `CPU: user + system seconds of each relay process from /proc over the run, divided by the operations. For the rate runs the meter runs until the path's relays are idle again (the next run starts only then) and the CPU is divided by the answered connections, summed over every offered rate: work on connections that were cut inflates it where a path fell behind. Agents at log level ${AGENT_LOG_LEVEL} (no per-connection access-log line) except the "access log on" rows. The "in the kernel" row is the system part of the request rows' CPU (stime), the rest being user space.`,
     'Ratios: "mesh ÷ direct" and "mesh ÷ stunnel" divide the mesh figure (one data-plane thread per agent, the default on 2 cores) by the other; for throughput and rates higher is better, for times and CPU lower is better.',
     `Memory (issue 14): idle RSS is read ${IDLE_MEMORY_SETTLE_MS / 1000} s after ${sizes.capturedPods - 1} more enrolled pods were made on node 1 (so its agent holds ${sizes.capturedPods} captured pods), before any traffic; the anonymous / file-backed split is RssAnon / RssFile from /proc (file-backed: mostly the node binary's pages, shared with other node processes). ` +
       `The "right after" figures are read once the last connection-rate run is over and the relays are quiet, the others ${sizes.afterStormSeconds} s later with nothing offered in between.`,
