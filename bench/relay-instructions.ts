@@ -1,0 +1,124 @@
+/**
+ * Instructions per 1 KiB request per relay end, counted by callgrind: the own-layer HBONE relay pair (the agents'
+ * HTTP/2 layer and splice, shared/hbone/h2/) against a stunnel pair, one request per wake-up (a low rate on one
+ * connection), as on a quiet machine at 1,000 requests/s over ten connections. Instruction counts do not depend on
+ * what else the machine runs, so this is the A/B for issue 14's CPU per request when the machine is busy; the mesh
+ * suite's CPU rows (quiet runs only) stay the figure of record. User space only: the kernel's part is the mesh
+ * suite's "in the kernel" row.
+ *
+ *   node bench/relay-instructions.ts [--pairs stunnel,own,node] [--rate 20] [--warm-rounds 10] [--rounds 6]
+ *
+ * Each relay runs under `valgrind --tool=callgrind --separate-threads=yes`; after the warm-up rounds (10 s each: the
+ * JIT tiers up by invocation counts, so a relay needs a few thousand requests before its code is what it runs at
+ * speed) the counters are zeroed, the measured rounds run, and the counters are dumped. Printed per end: every
+ * thread, and the main thread (the event loop) apart from the others (V8's GC and compiler threads).
+ *
+ * Owns: this measurement. Must not know about: how the relays work.
+ */
+import { execFileSync } from 'node:child_process';
+import { loadavg, tmpdir } from 'node:os';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { writeBenchCertificates } from './lib/certs.ts';
+import { startHbonePair, type HboneImplementation } from './lib/hbone-pair.ts';
+import { ProcessGroup, type ManagedProcess, type StartOptions } from './lib/processes.ts';
+import { startStunnelPair } from './lib/stunnel.ts';
+import { nodeTool } from './lib/tools.ts';
+
+const { values } = parseArgs({
+  options: {
+    pairs: { type: 'string', default: 'stunnel,own' },
+    rate: { type: 'string', default: '20' },
+    'warm-rounds': { type: 'string', default: '10' },
+    rounds: { type: 'string', default: '6' },
+  },
+});
+const pairs = values.pairs.split(',');
+const rate = Number(values.rate);
+const ROUND_SECONDS = 10;
+const VALGRIND_READY_MS = 600_000;
+
+const runDir = mkdtempSync(path.join(tmpdir(), 'ambit-relay-instructions-'));
+const dumpDir = path.join(runDir, 'callgrind');
+mkdirSync(dumpDir);
+
+/** Starts the relays (names with "relay" or "stunnel") under callgrind, everything else as it is. */
+class CallgrindGroup extends ProcessGroup {
+  override start(name: string, command: string, args: readonly string[], options: StartOptions = {}): Promise<ManagedProcess> {
+    if (!/relay|stunnel/.test(name)) return super.start(name, command, args, options);
+    const tag = name.replace(/[^a-z0-9]+/gi, '-');
+    return super.start(name, 'valgrind', [
+      '--tool=callgrind', '--separate-threads=yes', '--trace-children=yes', '--smc-check=all-non-file',
+      `--callgrind-out-file=${dumpDir}/${tag}.%p`, command, ...args,
+    ], { ...options, readyTimeoutMs: VALGRIND_READY_MS });
+  }
+}
+
+interface Counted { all: number; main: number }
+
+/** Sums the measured dump of one process: every thread, and thread 1 (the main thread) on its own. */
+function measuredInstructions(pid: number, trigger: string): Counted {
+  const counted = { all: 0, main: 0 };
+  for (const file of readdirSync(dumpDir).filter((name) => name.includes(`.${pid}.`) || name.endsWith(`.${pid}`))) {
+    const text = readFileSync(path.join(dumpDir, file), 'utf8');
+    if (!text.slice(0, 4000).includes(trigger)) continue;
+    const total = /^(?:summary|totals): (\d+)/m.exec(text);
+    if (!total) continue;
+    counted.all += Number(total[1]);
+    if (/-01$/.test(file)) counted.main += Number(total[1]);
+  }
+  return counted;
+}
+
+const certs = await writeBenchCertificates(runDir);
+const group = new CallgrindGroup(runDir);
+const log = (message: string): void => void process.stdout.write(`[${new Date().toISOString().slice(11, 19)}] ${message}\n`);
+const rows: string[] = [];
+try {
+  const targetTool = nodeTool('target.ts', []);
+  const target = await group.start('target', targetTool.command, targetTool.args);
+  const load = (port: number): Promise<{ completed: number }> => {
+    const tool = nodeTool('load.ts', ['rate-rtt', '--rate', String(rate), '--duration', String(ROUND_SECONDS), '--connections', '1', '--size', '1024', '--port', String(port)]);
+    return group.run<{ completed: number }>('load', tool.command, tool.args);
+  };
+  let stunnelEnd: number | undefined;
+  for (const key of pairs) {
+    const pair = key === 'stunnel'
+      ? await startStunnelPair(group, runDir, certs, target.port)
+      : await startHbonePair(group, certs, target.port, undefined, key as HboneImplementation);
+    log(`${key}: relays up under callgrind; warming up`);
+    for (let round = 0; round < Number(values['warm-rounds']); round++) {
+      // A relay under callgrind answers its first requests seconds late, and the load tool may count none: go on.
+      await load(pair.entryPort).catch((error: unknown) => log(`${key}: warm-up round ${round} failed: ${String(error).slice(0, 120)}`));
+    }
+    const ends = { client: pair.client.pid, server: pair.server.pid };
+    const trigger = `measured-${key}`;
+    for (const pid of Object.values(ends)) execFileSync('callgrind_control', ['-z', String(pid)], { stdio: 'ignore' });
+    let completed = 0;
+    for (let round = 0; round < Number(values.rounds); round++) completed += (await load(pair.entryPort)).completed;
+    for (const pid of Object.values(ends)) execFileSync('callgrind_control', ['-d', trigger, String(pid)], { stdio: 'ignore' });
+    await new Promise((resolve) => setTimeout(resolve, 3_000));
+    const perRequest = (counted: number): string => (counted / completed / 1000).toFixed(1);
+    const client = measuredInstructions(ends.client, trigger);
+    const server = measuredInstructions(ends.server, trigger);
+    const end = (client.all + server.all) / 2 / completed;
+    if (key === 'stunnel') stunnelEnd = end;
+    const ratio = stunnelEnd === undefined || key === 'stunnel' ? '' : `${(end / stunnelEnd).toFixed(2)}x`;
+    rows.push(`| ${key} | ${completed} | ${perRequest(client.all)} (${perRequest(client.main)}) | ${perRequest(server.all)} (${perRequest(server.main)}) | ${(end / 1000).toFixed(1)} | ${ratio} |`);
+    log(rows.at(-1)!);
+  }
+} finally {
+  await group.stopAll();
+  rmSync(runDir, { recursive: true, force: true });
+}
+const load1 = loadavg()[0]!.toFixed(1);
+process.stdout.write([
+  '',
+  `Instructions per 1 KiB request and answer (thousands), ${rate}/s on one connection, callgrind; load average ${load1} at the end (does not move the counts)`,
+  '',
+  '| pair | requests measured | client end: all threads (main thread) | server end: all (main) | one end, mean | ÷ stunnel |',
+  '|---|---:|---:|---:|---:|---:|',
+  ...rows,
+  '',
+].join('\n'));
