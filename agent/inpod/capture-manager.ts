@@ -21,7 +21,7 @@ import net from 'node:net';
 import { stat } from 'node:fs/promises';
 import { CaptureError, errnoOf } from './errors.ts';
 import { traceStep } from '../cni-trace.ts';
-import { installInpodRules, removeInpodRules, detectIptablesBackend } from './iptables.ts';
+import { installInpodRules, removeInpodRules, detectIptablesBackend, prepareInpodRules } from './iptables.ts';
 import { PodListeners, type CapturedDnsHandler, type CapturedPod, type CapturedTrafficHandler, type PodInfo, type PodListenerStats } from './pod-listeners.ts';
 import { inPodSocketFactory, type SocketFactory } from './socket-factory.ts';
 import type { InboundCapture, InpodRuleOptions, IptablesBackend } from './rules.ts';
@@ -45,9 +45,11 @@ export interface RuleInstaller {
   install(netns: string, backend: IptablesBackend, options: InpodRuleOptions): Promise<void>;
   /** `installed`: the options of this agent's own install, when it holds the pod (iptables.ts takes a fast path then). */
   remove(netns: string, backend: IptablesBackend, installed?: InpodRuleOptions): Promise<void>;
+  /** Readies an install with these options ahead of the first pod (called once, at construction). */
+  prepare?(options: InpodRuleOptions): void;
 }
 
-const iptablesInstaller: RuleInstaller = { install: installInpodRules, remove: removeInpodRules };
+const iptablesInstaller: RuleInstaller = { install: installInpodRules, remove: removeInpodRules, prepare: prepareInpodRules };
 
 export type ReleaseReason = 'deleted' | 'netns-gone' | 'listener-failed' | 'replaced' | 'shutdown';
 
@@ -143,6 +145,7 @@ export class CaptureManager {
     this.rules = options.rules ?? iptablesInstaller;
     this.inbound = options.inbound ?? 'tproxy';
     this.ruleRemovalDeferMs = options.ruleRemovalDeferMs ?? DEFAULT_RULE_REMOVAL_DEFER_MS;
+    this.rules.prepare?.({ inbound: this.inbound, dnsCapture: options.dns !== undefined });
     if (options.backend !== undefined) this.backend = Promise.resolve(options.backend);
     const interval = options.netnsCheckIntervalMs ?? DEFAULT_NETNS_CHECK_INTERVAL_MS;
     if (interval > 0) {

@@ -25,7 +25,7 @@ import {
   type InpodRuleOptions, type IpFamily, type IptablesBackend,
 } from './rules.ts';
 import { removePodRouting, setupPodRouting } from './pod-routing.ts';
-import { applyFreshRulesOverNetlink } from './nftables.ts';
+import { applyFreshRulesOverNetlink, prepareFreshRulesBatch } from './nftables.ts';
 import { CaptureError } from './errors.ts';
 
 /**
@@ -151,6 +151,14 @@ async function freshInstall(netns: string, backend: IptablesBackend, family: IpF
   } catch {
     return false;
   }
+}
+
+/**
+ * Readies what a fresh install with these options needs ahead of the first pod (the nf_tables batch, built once and
+ * kept), so no ADD pays for it. Never fails: a text the batch cannot carry is installed by iptables-restore.
+ */
+export function prepareInpodRules(options: InpodRuleOptions): void {
+  prepareFreshRulesBatch(renderFreshInstall(options, 4));
 }
 
 function familiesOf(options: InpodRuleOptions): IpFamily[] {

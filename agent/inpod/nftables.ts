@@ -7,7 +7,7 @@
  * (rules.ts), the general install path or the legacy backend (iptables.ts keeps both).
  */
 import { createRequire } from 'node:module';
-import { buildNftBatch, NftTranslationError } from './nft-batch.ts';
+import { buildNftBatch, NftTranslationError, type NftBatch } from './nft-batch.ts';
 
 interface NativeInpodNftables {
   sendNftablesBatch(netns: string, batch: Buffer): null | { code: string; errno: number; seq: number };
@@ -25,15 +25,40 @@ export type NftApplyResult =
   | { applied: true }
   | { applied: false; exists: boolean; reason: string };
 
+/**
+ * Built batches by their text. Nothing in a fresh install's batch is pod-specific (names, marks and ports only; the
+ * sequence numbers start at 1 in every batch), and an agent renders at most four texts (inbound mode x DNS capture);
+ * building one costs 1-2 ms of this thread (several hundred small buffers), the first one in a process far more
+ * (66 ms cold at load 7), so every pod after the first reuses the bytes. A bound keeps an unexpected caller from
+ * growing it.
+ */
+const batchesByText = new Map<string, NftBatch | NftTranslationError>();
+const MAX_CACHED_BATCHES = 16;
+
+function batchFor(restoreText: string): NftBatch | NftTranslationError {
+  let batch = batchesByText.get(restoreText);
+  if (batch === undefined) {
+    try {
+      batch = buildNftBatch(restoreText);
+    } catch (error) {
+      if (!(error instanceof NftTranslationError)) throw error;
+      batch = error;
+    }
+    if (batchesByText.size >= MAX_CACHED_BATCHES) batchesByText.clear();
+    batchesByText.set(restoreText, batch);
+  }
+  return batch;
+}
+
+/** Builds (and keeps) the batch for `restoreText` ahead of the first pod, e.g. at the agent's start. */
+export function prepareFreshRulesBatch(restoreText: string): void {
+  batchFor(restoreText);
+}
+
 /** Applies `restoreText` (rules.ts's fresh-install text, IPv4) to the nf_tables of the namespace at `netns`. */
 export function applyFreshRulesOverNetlink(netns: string, restoreText: string): NftApplyResult {
-  let batch;
-  try {
-    batch = buildNftBatch(restoreText);
-  } catch (error) {
-    if (error instanceof NftTranslationError) return { applied: false, exists: false, reason: error.message };
-    throw error;
-  }
+  const batch = batchFor(restoreText);
+  if (batch instanceof NftTranslationError) return { applied: false, exists: false, reason: batch.message };
   const refusal = native.sendNftablesBatch(netns, batch.bytes);
   if (refusal === null) return { applied: true };
   return { applied: false, exists: refusal.code === 'EEXIST', reason: `${batch.describe(refusal.seq)}: ${refusal.code}` };
