@@ -411,8 +411,9 @@ export interface NftBatch {
 export function buildNftBatch(restoreText: string): NftBatch {
   const messages: Buffer[] = [];
   const descriptions: string[] = [];
+  let seq = 0;
   const message = (type: number, flags: number, family: number, resId: number, body: Buffer[], what: string): void => {
-    const seq = messages.length + 1;
+    seq += 1;
     const content = Buffer.concat(body);
     const header = Buffer.alloc(20);
     header.writeUInt32LE(20 + content.length, 0);
