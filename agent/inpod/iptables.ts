@@ -13,7 +13,7 @@
  *   - a fresh namespace (the common case) gets each family's rules with no iptables-save first: renderFreshInstall
  *     refuses a namespace holding anything of ours, and then (only then) the general path reads what is there and
  *     replaces it; the families run side by side;
- *   - with the nf_tables backend a fresh namespace's IPv4 rules are no process at all: the same text goes in as one
+ *   - with the nf_tables backend a fresh namespace's rules (both families) are no process at all: the same text goes in as one
  *     nf_tables netlink batch from the agent (nftables.ts, nft-batch.ts), with iptables-nft-restore as the fallback;
  *   - the policy routing and the sysctl are rtnetlink requests and a file write from the agent (pod-routing.ts).
  * Removal mirrors it: exactly what this agent installed when it holds the pod, else read-then-remove.
@@ -129,16 +129,16 @@ async function restoreEach(netns: string, backend: IptablesBackend, families: Ip
 
 /**
  * A fresh install of one family: true when it went in, false when the namespace holds something of ours already (or
- * the restore refused it). With the nf_tables backend the IPv4 rules go in as one netlink batch from the agent
+ * the restore refused it). With the nf_tables backend each family's rules go in as one netlink batch from the agent
  * (nftables.ts: the same rules, read back identically by iptables-save); anything that batch cannot do (text outside
  * its grammar, a kernel refusal other than "a chain of ours exists") runs iptables-nft-restore as before, which
  * either succeeds or gives the error its own words.
  */
 async function freshInstall(netns: string, backend: IptablesBackend, family: IpFamily, options: InpodRuleOptions): Promise<boolean> {
   const text = renderFreshInstall(options, family);
-  if (backend === 'nft' && family === 4) {
+  if (backend === 'nft') {
     try {
-      const result = applyFreshRulesOverNetlink(netns, text);
+      const result = applyFreshRulesOverNetlink(netns, text, family);
       if (result.applied) return true;
       if (result.exists) return false;
     } catch {
@@ -158,7 +158,7 @@ async function freshInstall(netns: string, backend: IptablesBackend, family: IpF
  * kept), so no ADD pays for it. Never fails: a text the batch cannot carry is installed by iptables-restore.
  */
 export function prepareInpodRules(options: InpodRuleOptions): void {
-  prepareFreshRulesBatch(renderFreshInstall(options, 4));
+  for (const family of [4, 6] as const) prepareFreshRulesBatch(renderFreshInstall(options, family), family);
 }
 
 function familiesOf(options: InpodRuleOptions): IpFamily[] {

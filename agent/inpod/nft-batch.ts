@@ -18,13 +18,17 @@
  * interface, `-p tcp|udp`, `-m tcp|udp [!] --dport N`, `-m mark [!] --mark V/M`, `-m connmark --mark V/M`, `-m
  * conntrack --ctstate` of NEW/ESTABLISHED/RELATED/INVALID, and `-j` ACCEPT, RETURN, a chain, `CONNMARK --set-xmark V/M`
  * or `--restore-mark --nfmask A --ctmask B`, `TPROXY --on-port P --on-ip 0.0.0.0 --tproxy-mark V/M`, `REDIRECT
- * --to-ports P`; `COMMIT`. IPv4 only: an IPv6 family's text goes to ip6tables-restore.
+ * --to-ports P`; `COMMIT`. Either family: IPv6 (`ip6` tables) with a `/128` address, TPROXY to `::` and the IPv6 NAT
+ * range for REDIRECT, as ip6tables-nft writes them.
  *
  * Semantics kept from the text: `-N` is an exclusive create (the kernel refuses the whole batch with EEXIST when the
  * chain is there, as iptables-restore refuses the line), so a namespace holding anything of ours takes the caller's
  * general path; the whole batch (both tables) is one transaction. A built-in chain is created with its hook when
  * missing and left as it is (policy included) when present.
  */
+
+import { isIPv6 } from 'node:net';
+import type { IpFamily } from './rules.ts';
 
 export class NftTranslationError extends Error {
   constructor(message: string) {
@@ -47,6 +51,7 @@ const NFT_MSG_NEWCHAIN = 3;
 const NFT_MSG_DELCHAIN = 5;
 const NFT_MSG_NEWRULE = 6;
 const NFPROTO_IPV4 = 2;
+const NFPROTO_IPV6 = 10;
 const NLA_F_NESTED = 0x8000;
 
 const NFTA_TABLE_NAME = 1;
@@ -176,16 +181,38 @@ function port(text: string | undefined, what: string): number {
   if (value < 1 || value > 65535) throw new NftTranslationError(`${what}: ${text} is not a port`);
   return value;
 }
-function ipv4(text: string | undefined): Buffer {
-  const match = /^(\d+)\.(\d+)\.(\d+)\.(\d+)(\/32)?$/.exec(text ?? '');
-  if (!match) throw new NftTranslationError(`-d: only a host address (a.b.c.d/32) is translated, got ${text}`);
-  const bytes = match.slice(1, 5).map(Number);
-  if (bytes.some((b) => b > 255)) throw new NftTranslationError(`-d: ${text} is not an IPv4 address`);
-  return Buffer.from(bytes);
+/** A host address of the batch's family (`a.b.c.d/32`, or an IPv6 address `/128`), as its packet bytes. */
+function hostAddress(text: string | undefined, family: IpFamily): Buffer {
+  const [address, prefix] = (text ?? '').split('/');
+  if (family === 4) {
+    const match = /^(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(address ?? '');
+    const bytes = match?.slice(1, 5).map(Number);
+    if (!bytes || bytes.some((b) => b > 255) || (prefix !== undefined && prefix !== '32')) {
+      throw new NftTranslationError(`-d: only an IPv4 host address (a.b.c.d/32) is translated, got ${text}`);
+    }
+    return Buffer.from(bytes);
+  }
+  if (address === undefined || !isIPv6(address) || (prefix !== undefined && prefix !== '128')) {
+    throw new NftTranslationError(`-d: only an IPv6 host address (/128) is translated, got ${text}`);
+  }
+  return ipv6Bytes(address);
+}
+
+/** An IPv6 address's 16 bytes (`::` expanded; no embedded IPv4 form). */
+function ipv6Bytes(address: string): Buffer {
+  const [head = '', tail] = address.split('::');
+  const groups = (part: string): string[] => (part === '' ? [] : part.split(':'));
+  const left = groups(head);
+  const right = tail === undefined ? [] : groups(tail);
+  if (left.concat(right).some((group) => !/^[0-9a-f]{1,4}$/i.test(group))) throw new NftTranslationError(`-d: ${address} is not translated`);
+  const all = [...left, ...Array<string>(8 - left.length - right.length).fill('0'), ...right];
+  const out = Buffer.alloc(16);
+  all.forEach((group, i) => out.writeUInt16BE(parseInt(group, 16), i * 2));
+  return out;
 }
 
 /** One `-A` line's rule: its chain and its expressions in iptables-nft's order, and the compat protocol. */
-function translateRule(tokens: string[], declared: ReadonlySet<string>): { expressions: Buffer; protocol: number } {
+function translateRule(tokens: string[], declared: ReadonlySet<string>, family: IpFamily): { expressions: Buffer; protocol: number } {
   let iif: string | undefined;
   let oif: string | undefined;
   let protocol = 0;
@@ -207,7 +234,7 @@ function translateRule(tokens: string[], declared: ReadonlySet<string>): { expre
     };
     switch (token) {
       case '-d':
-        daddr = { address: ipv4(take(++i)), negated: wasNegated };
+        daddr = { address: hostAddress(take(++i), family), negated: wasNegated };
         break;
       case '-i':
       case '-o': {
@@ -234,7 +261,7 @@ function translateRule(tokens: string[], declared: ReadonlySet<string>): { expre
       case '-j': {
         noNegation();
         if (target !== undefined) throw new NftTranslationError('two targets');
-        const result = translateTarget(tokens, i + 1, declared);
+        const result = translateTarget(tokens, i + 1, declared, family);
         target = result.expression;
         i = result.next - 1;
         break;
@@ -250,7 +277,9 @@ function translateRule(tokens: string[], declared: ReadonlySet<string>): { expre
   if (oif !== undefined) parts.push(meta(NFT_META_OIFNAME), cmp(NFT_CMP_EQ, Buffer.from(`${oif}\0`)));
   if (protocol !== 0) parts.push(meta(NFT_META_L4PROTO), cmp(NFT_CMP_EQ, Buffer.from([protocol])));
   if (daddr !== undefined) {
-    parts.push(payload(NFT_PAYLOAD_NETWORK_HEADER, 16, 4), cmp(daddr.negated ? NFT_CMP_NEQ : NFT_CMP_EQ, daddr.address));
+    // The destination address: at 16 in an IPv4 header (4 bytes), at 24 in an IPv6 header (16 bytes).
+    const offset = family === 4 ? 16 : 24;
+    parts.push(payload(NFT_PAYLOAD_NETWORK_HEADER, offset, daddr.address.length), cmp(daddr.negated ? NFT_CMP_NEQ : NFT_CMP_EQ, daddr.address));
   }
   parts.push(...matches, counter(), target);
   return { expressions: Buffer.concat(parts), protocol };
@@ -320,7 +349,7 @@ function translateMatch(module: string | undefined, tokens: string[], at: number
 }
 
 /** The `-j` target at tokens[at]: its expression and the index after its options. */
-function translateTarget(tokens: string[], at: number, declared: ReadonlySet<string>): { expression: Buffer; next: number } {
+function translateTarget(tokens: string[], at: number, declared: ReadonlySet<string>, family: IpFamily): { expression: Buffer; next: number } {
   const name = tokens[at];
   const options = new Map<string, string>();
   let i = at + 1;
@@ -367,7 +396,8 @@ function translateTarget(tokens: string[], at: number, declared: ReadonlySet<str
     }
     case 'TPROXY': {
       only('--on-port', '--on-ip', '--tproxy-mark');
-      if ((options.get('--on-ip') ?? '0.0.0.0') !== '0.0.0.0') throw new NftTranslationError('TPROXY --on-ip other than 0.0.0.0 is not translated');
+      const any = family === 4 ? '0.0.0.0' : '::';
+      if ((options.get('--on-ip') ?? any) !== any) throw new NftTranslationError(`TPROXY --on-ip other than ${any} is not translated`);
       const { value, mask } = markPair(options.get('--tproxy-mark'), '--tproxy-mark');
       // struct xt_tproxy_target_info_v1 { u32 mark_mask, mark_value; nf_inet_addr laddr; be16 lport; }, aligned to 32.
       const info = Buffer.alloc(32);
@@ -379,6 +409,15 @@ function translateTarget(tokens: string[], at: number, declared: ReadonlySet<str
     case 'REDIRECT': {
       only('--to-ports');
       const to = port(options.get('--to-ports'), '--to-ports');
+      if (family === 6) {
+        // struct nf_nat_range { u32 flags; nf_inet_addr min_addr, max_addr; be16 min_proto, max_proto; }, 40 bytes,
+        // NF_NAT_RANGE_PROTO_SPECIFIED.
+        const info = Buffer.alloc(40);
+        info.writeUInt32LE(2, 0);
+        info.writeUInt16BE(to, 36);
+        info.writeUInt16BE(to, 38);
+        return { expression: compat('target', 'REDIRECT', 0, info), next: i };
+      }
       // struct nf_nat_ipv4_multi_range_compat { u32 rangesize; { u32 flags; be32 min_ip, max_ip; be16 min, max; } },
       // one range, NF_NAT_RANGE_PROTO_SPECIFIED; aligned to 24.
       const info = Buffer.alloc(24);
@@ -405,10 +444,11 @@ export interface NftBatch {
 }
 
 /**
- * The batch that applies `restoreText` (iptables-restore input as rules.ts renders it, for IPv4) to a namespace's
- * nf_tables, as iptables-nft-restore --noflush would. Throws NftTranslationError for anything outside the grammar.
+ * The batch that applies `restoreText` (iptables-restore input as rules.ts renders it for `family`) to a namespace's
+ * nf_tables, as iptables-nft-restore (ip6tables-nft-restore) --noflush would. Throws NftTranslationError for anything outside the grammar.
  */
-export function buildNftBatch(restoreText: string): NftBatch {
+export function buildNftBatch(restoreText: string, family: IpFamily = 4): NftBatch {
+  const nfproto = family === 4 ? NFPROTO_IPV4 : NFPROTO_IPV6;
   const messages: Buffer[] = [];
   const descriptions: string[] = [];
   let seq = 0;
@@ -443,7 +483,7 @@ export function buildNftBatch(restoreText: string): NftBatch {
       table = line.slice(1);
       if (BUILTIN_CHAINS[table] === undefined) throw new NftTranslationError(`table ${table} is not translated`);
       committed = false;
-      message(nft(NFT_MSG_NEWTABLE), NLM_F_REQUEST | NLM_F_CREATE, NFPROTO_IPV4, 0, [str(NFTA_TABLE_NAME, table)], `create table ${table}`);
+      message(nft(NFT_MSG_NEWTABLE), NLM_F_REQUEST | NLM_F_CREATE, nfproto, 0, [str(NFTA_TABLE_NAME, table)], `create table ${table}`);
       continue;
     }
     if (table === undefined || committed) throw new NftTranslationError(`${line}: outside a table`);
@@ -460,13 +500,13 @@ export function buildNftBatch(restoreText: string): NftBatch {
         if (tokens.length !== 2 || builtins[chain] !== undefined) throw new NftTranslationError(`${line} is not translated`);
         if (!declared.has(table)) declared.set(table, new Set());
         declared.get(table)!.add(chain);
-        message(nft(NFT_MSG_NEWCHAIN), NLM_F_REQUEST | NLM_F_EXCL, NFPROTO_IPV4, 0,
+        message(nft(NFT_MSG_NEWCHAIN), NLM_F_REQUEST | NLM_F_EXCL, nfproto, 0,
           [str(NFTA_CHAIN_TABLE, table), str(NFTA_CHAIN_NAME, chain)], `create chain ${table} ${chain}`);
         break;
       case '-X':
         if (tokens.length !== 2 || builtins[chain] !== undefined) throw new NftTranslationError(`${line} is not translated`);
         declared.get(table)?.delete(chain);
-        message(nft(NFT_MSG_DELCHAIN), NLM_F_REQUEST | NLM_F_NONREC, NFPROTO_IPV4, 0,
+        message(nft(NFT_MSG_DELCHAIN), NLM_F_REQUEST | NLM_F_NONREC, nfproto, 0,
           [str(NFTA_CHAIN_TABLE, table), str(NFTA_CHAIN_NAME, chain)], `delete chain ${table} ${chain}`);
         break;
       case '-A': {
@@ -474,14 +514,14 @@ export function buildNftBatch(restoreText: string): NftBatch {
         if (builtin !== undefined && !builtinsMade.has(`${table} ${chain}`)) {
           builtinsMade.add(`${table} ${chain}`);
           // No policy: a new base chain accepts (iptables' default) and an existing one keeps its own.
-          message(nft(NFT_MSG_NEWCHAIN), NLM_F_REQUEST | NLM_F_CREATE, NFPROTO_IPV4, 0, [
+          message(nft(NFT_MSG_NEWCHAIN), NLM_F_REQUEST | NLM_F_CREATE, nfproto, 0, [
             str(NFTA_CHAIN_TABLE, table), str(NFTA_CHAIN_NAME, chain),
             nested(NFTA_CHAIN_HOOK, be32(NFTA_HOOK_HOOKNUM, builtin.hook), be32(NFTA_HOOK_PRIORITY, builtin.priority)),
             str(NFTA_CHAIN_TYPE, builtin.type),
           ], `create built-in chain ${table} ${chain}`);
         }
-        const rule = translateRule(tokens.slice(2), declared.get(table) ?? new Set());
-        message(nft(NFT_MSG_NEWRULE), NLM_F_REQUEST | NLM_F_CREATE | NLM_F_APPEND, NFPROTO_IPV4, 0, [
+        const rule = translateRule(tokens.slice(2), declared.get(table) ?? new Set(), family);
+        message(nft(NFT_MSG_NEWRULE), NLM_F_REQUEST | NLM_F_CREATE | NLM_F_APPEND, nfproto, 0, [
           str(NFTA_RULE_TABLE, table), str(NFTA_RULE_CHAIN, chain),
           nested(NFTA_RULE_EXPRESSIONS, rule.expressions),
           nested(NFTA_RULE_COMPAT, be32(NFTA_RULE_COMPAT_PROTO, rule.protocol), be32(NFTA_RULE_COMPAT_FLAGS, 0)),

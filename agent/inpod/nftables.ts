@@ -1,5 +1,5 @@
 /**
- * Writes a fresh pod's IPv4 rules straight into its nf_tables (nft-batch.ts builds the batch, the addon
+ * Writes a fresh pod's rules (each family's) straight into its nf_tables (nft-batch.ts builds the batch, the addon
  * agent/native/inpod-nftables.c sends it from inside the pod's namespace): no iptables-nft-restore process on a
  * captured pod's ADD. What iptables-save and nft list print in the pod is what the process made.
  *
@@ -8,6 +8,7 @@
  */
 import { createRequire } from 'node:module';
 import { buildNftBatch, NftTranslationError, type NftBatch } from './nft-batch.ts';
+import type { IpFamily } from './rules.ts';
 
 interface NativeInpodNftables {
   sendNftablesBatch(netns: string, batch: Buffer): null | { code: string; errno: number; seq: number };
@@ -33,31 +34,32 @@ export type NftApplyResult =
  * growing it.
  */
 const batchesByText = new Map<string, NftBatch | NftTranslationError>();
+const key = (restoreText: string, family: IpFamily): string => `${family}\n${restoreText}`;
 const MAX_CACHED_BATCHES = 16;
 
-function batchFor(restoreText: string): NftBatch | NftTranslationError {
-  let batch = batchesByText.get(restoreText);
+function batchFor(restoreText: string, family: IpFamily): NftBatch | NftTranslationError {
+  let batch = batchesByText.get(key(restoreText, family));
   if (batch === undefined) {
     try {
-      batch = buildNftBatch(restoreText);
+      batch = buildNftBatch(restoreText, family);
     } catch (error) {
       if (!(error instanceof NftTranslationError)) throw error;
       batch = error;
     }
     if (batchesByText.size >= MAX_CACHED_BATCHES) batchesByText.clear();
-    batchesByText.set(restoreText, batch);
+    batchesByText.set(key(restoreText, family), batch);
   }
   return batch;
 }
 
 /** Builds (and keeps) the batch for `restoreText` ahead of the first pod, e.g. at the agent's start. */
-export function prepareFreshRulesBatch(restoreText: string): void {
-  batchFor(restoreText);
+export function prepareFreshRulesBatch(restoreText: string, family: IpFamily): void {
+  batchFor(restoreText, family);
 }
 
-/** Applies `restoreText` (rules.ts's fresh-install text, IPv4) to the nf_tables of the namespace at `netns`. */
-export function applyFreshRulesOverNetlink(netns: string, restoreText: string): NftApplyResult {
-  const batch = batchFor(restoreText);
+/** Applies `restoreText` (rules.ts's fresh-install text for `family`) to the nf_tables of the namespace at `netns`. */
+export function applyFreshRulesOverNetlink(netns: string, restoreText: string, family: IpFamily = 4): NftApplyResult {
+  const batch = batchFor(restoreText, family);
   if (batch instanceof NftTranslationError) return { applied: false, exists: false, reason: batch.message };
   const refusal = native.sendNftablesBatch(netns, batch.bytes);
   if (refusal === null) return { applied: true };

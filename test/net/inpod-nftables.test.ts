@@ -1,5 +1,5 @@
 /**
- * The fresh install's IPv4 rules written as one nf_tables netlink batch (agent/inpod/nftables.ts, nft-batch.ts,
+ * The fresh install's rules (both families) written as one nf_tables netlink batch each (agent/inpod/nftables.ts, nft-batch.ts,
  * agent/native/inpod-nftables.c) against iptables-nft-restore with the same text, on real namespaces: what
  * `iptables-save` and `nft` print in the pod is the same either way, for every option combination; a namespace holding
  * a chain of ours refuses the whole batch and keeps nothing of it (both tables are one transaction); what an operator
@@ -11,7 +11,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { applyFreshRulesOverNetlink } from '../../agent/inpod/nftables.ts';
 import { installInpodRules, removeInpodRules } from '../../agent/inpod/iptables.ts';
-import { renderFreshInstall, type InpodRuleOptions } from '../../agent/inpod/rules.ts';
+import { renderFreshInstall, type InpodRuleOptions, type IpFamily } from '../../agent/inpod/rules.ts';
 import { createPodTopology, type PodTopology } from './helpers/inpod-topology.ts';
 
 const exec = promisify(execFile);
@@ -35,15 +35,21 @@ async function inNetns(netnsName: string, argv: string[], input?: string): Promi
   });
 }
 
-/** iptables-save without its dated comments. */
-async function iptablesSave(netnsName: string): Promise<string> {
-  return (await inNetns(netnsName, ['iptables-nft-save'])).split('\n').filter((line) => !line.startsWith('#')).join('\n');
+/** iptables-save (ip6tables-save for family 6) without its dated comments. */
+async function iptablesSave(netnsName: string, family: IpFamily = 4): Promise<string> {
+  const save = family === 4 ? 'iptables-nft-save' : 'ip6tables-nft-save';
+  return (await inNetns(netnsName, [save])).split('\n').filter((line) => !line.startsWith('#')).join('\n');
 }
 
-/** nft's listing of every expression of every rule, without the handles (numbered per namespace). */
+/**
+ * nft's listing of every expression of every rule, without the handles (numbered per namespace) and the counters'
+ * values (IPv6 neighbour discovery on the pod's link counts packets in either namespace).
+ */
 async function nftExpressions(netnsName: string): Promise<string> {
   const { stdout, stderr } = await exec('ip', ['netns', 'exec', netnsName, NFT, '--debug=netlink', 'list', 'ruleset']);
-  return (stdout + stderr).split('\n').map((line) => line.replace(/^(ip \S+ \S+)( \d+)+$/, '$1')).join('\n');
+  return (stdout + stderr).split('\n')
+    .map((line) => line.replace(/^(ip6? \S+ \S+)( \d+)+$/, '$1').replace(/(packets|pkts) \d+ bytes \d+/g, '$1 N bytes N'))
+    .join('\n');
 }
 
 const COMBINATIONS: InpodRuleOptions[] = [
@@ -55,17 +61,22 @@ const COMBINATIONS: InpodRuleOptions[] = [
 
 for (const options of COMBINATIONS) {
   const name = `${options.inbound}${options.dnsCapture ? ', dns capture' : ''}`;
-  test(`netlink (${name}): iptables-save and nft print what iptables-nft-restore made; a second batch is refused whole`, async (t) => {
+  test(`netlink (${name}): iptables-save, ip6tables-save and nft print what ip(6)tables-nft-restore made; a second batch is refused whole`, async (t) => {
     const { pod, peer } = await topology(t);
-    const text = renderFreshInstall(options, 4);
-    await inNetns(peer.name, ['iptables-nft-restore', '--noflush'], text);
-    t.deepEqual(applyFreshRulesOverNetlink(pod.path, text), { applied: true });
-    const saved = await iptablesSave(pod.name);
-    t.true(saved.includes('-A ISTIO_OUTPUT'), 'the rules are there');
-    t.is(saved, await iptablesSave(peer.name), 'iptables-save: same rules');
+    for (const family of [4, 6] as const) {
+      const text = renderFreshInstall(options, family);
+      await inNetns(peer.name, [family === 4 ? 'iptables-nft-restore' : 'ip6tables-nft-restore', '--noflush'], text);
+      t.deepEqual(applyFreshRulesOverNetlink(pod.path, text, family), { applied: true });
+    }
+    for (const family of [4, 6] as const) {
+      const saved = await iptablesSave(pod.name, family);
+      t.true(saved.includes('-A ISTIO_OUTPUT'), `the IPv${family} rules are there`);
+      t.is(saved, await iptablesSave(peer.name, family), `IPv${family} save: same rules`);
+    }
     t.is(await nftExpressions(pod.name), await nftExpressions(peer.name), 'nft: same tables, chains and expressions');
 
-    const again = applyFreshRulesOverNetlink(pod.path, text);
+    const saved = await iptablesSave(pod.name);
+    const again = applyFreshRulesOverNetlink(pod.path, renderFreshInstall(options, 4));
     t.like(again, { applied: false, exists: true });
     t.is(await iptablesSave(pod.name), saved, 'the refused batch changed nothing');
   });

@@ -47,6 +47,18 @@ for (const options of OPTIONS) {
   });
 }
 
+test('IPv6: the fresh install translates into ip6 tables (family 10), ::1/128 as 16 bytes at offset 24', (t) => {
+  for (const options of OPTIONS) {
+    const batch = buildNftBatch(renderFreshInstall(options, 6), 6);
+    const messages = messagesOf(batch.bytes);
+    t.true(messages.slice(1, -1).every((m) => m.family === 10));
+    const loopback = Buffer.from('00000000000000000000000000000001', 'hex');
+    t.true(messages.some((m) => m.body.includes(loopback)), 'the ::1 the rules leave alone');
+  }
+  t.throws(() => buildNftBatch(renderFreshInstall({ inbound: 'tproxy' }, 6), 4), { instanceOf: NftTranslationError }, 'IPv6 text is not IPv4');
+  t.throws(() => buildNftBatch(renderFreshInstall({ inbound: 'tproxy' }, 4), 6), { instanceOf: NftTranslationError }, 'nor the other way');
+});
+
 test('the same text gives the same bytes (nothing pod-specific: the agent keeps one batch per text)', (t) => {
   const text = renderFreshInstall({ inbound: 'tproxy', dnsCapture: true }, 4);
   t.deepEqual(buildNftBatch(text).bytes, buildNftBatch(text).bytes);
