@@ -56,7 +56,7 @@ $(APT_STAMP):
 	fi
 	touch $@
 
-node_modules/.ambit-stamp: package.json package-lock.json agent/native/sockets.c agent/native/memory.c agent/native/spawner.c agent/native/inpod-routing.c agent/native/napi-errors.h cni/native/forwarder.c agent/native/binding.gyp $(NODE_STAMP) $(APT_STAMP)
+node_modules/.ambit-stamp: package.json package-lock.json agent/native/sockets.c agent/native/memory.c agent/native/spawner.c agent/native/inpod-routing.c agent/native/inpod-nftables.c agent/native/napi-errors.h cni/native/forwarder.c agent/native/binding.gyp $(NODE_STAMP) $(APT_STAMP)
 	npm ci --no-audit --no-fund
 	touch $@
 

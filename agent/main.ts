@@ -307,7 +307,8 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     started.catch(() => undefined); // a failure is the plugin's pod-add's to report (its capture tries again)
     earlyCaptures.set(pod.uid, started);
     // Not the certificate: its CSR is built on this thread, which the plugin's lookup needs now; capturePod asks for it
-    // after the pod-add, while the rule process still runs (at load 7 a prefetch here made the lookup 35 ms, not 9).
+    // after the pod-add (at load 7 a prefetch here made the lookup 35 ms, not 9; re-tried with the rules as a netlink
+    // batch at load 25-41, BENCHMARKS.md s9-podrules: noise either way).
     traceStep('capture-started');
     return { settle: (captured) => (captured ? Promise.resolve() : undoEarlyCapture(pod)) };
   };

@@ -21,7 +21,7 @@ import net from 'node:net';
 import { stat } from 'node:fs/promises';
 import { CaptureError, errnoOf } from './errors.ts';
 import { traceStep } from '../cni-trace.ts';
-import { installInpodRules, removeInpodRules, detectIptablesBackend } from './iptables.ts';
+import { installInpodRules, removeInpodRules, detectIptablesBackend, prepareInpodRules } from './iptables.ts';
 import { PodListeners, type CapturedDnsHandler, type CapturedPod, type CapturedTrafficHandler, type PodInfo, type PodListenerStats } from './pod-listeners.ts';
 import { inPodSocketFactory, type SocketFactory } from './socket-factory.ts';
 import type { InboundCapture, InpodRuleOptions, IptablesBackend } from './rules.ts';
@@ -45,9 +45,11 @@ export interface RuleInstaller {
   install(netns: string, backend: IptablesBackend, options: InpodRuleOptions): Promise<void>;
   /** `installed`: the options of this agent's own install, when it holds the pod (iptables.ts takes a fast path then). */
   remove(netns: string, backend: IptablesBackend, installed?: InpodRuleOptions): Promise<void>;
+  /** Readies an install with these options ahead of the first pod (called once, at construction). */
+  prepare?(options: InpodRuleOptions): void;
 }
 
-const iptablesInstaller: RuleInstaller = { install: installInpodRules, remove: removeInpodRules };
+const iptablesInstaller: RuleInstaller = { install: installInpodRules, remove: removeInpodRules, prepare: prepareInpodRules };
 
 export type ReleaseReason = 'deleted' | 'netns-gone' | 'listener-failed' | 'replaced' | 'shutdown';
 
@@ -143,6 +145,7 @@ export class CaptureManager {
     this.rules = options.rules ?? iptablesInstaller;
     this.inbound = options.inbound ?? 'tproxy';
     this.ruleRemovalDeferMs = options.ruleRemovalDeferMs ?? DEFAULT_RULE_REMOVAL_DEFER_MS;
+    this.rules.prepare?.({ inbound: this.inbound, dnsCapture: options.dns !== undefined });
     if (options.backend !== undefined) this.backend = Promise.resolve(options.backend);
     const interval = options.netnsCheckIntervalMs ?? DEFAULT_NETNS_CHECK_INTERVAL_MS;
     if (interval > 0) {
@@ -265,8 +268,9 @@ export class CaptureManager {
       uid: info.uid, name: info.name, namespace: info.namespace, netns: info.netns,
       ips: Object.freeze([...info.ips]), sockets: factory,
     });
-    // Rules and listeners side by side (the listeners' setns and binds run on this thread while the rule process runs
-    // on another core): neither needs the other in place, and no app runs in the pod before the ADD is answered.
+    // Rules and listeners side by side (with the nf_tables backend a fresh pod's rules are one netlink batch from this
+    // thread, under a millisecond; otherwise the listeners' setns and binds run here while the rule process runs on
+    // another core): neither needs the other in place, and no app runs in the pod before the ADD is answered.
     const installed = this.rules.install(info.netns, backend, rules).then(() => traceStep('rules'));
     const opened = PodListeners.open(pod, {
       factory,

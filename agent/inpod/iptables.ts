@@ -13,6 +13,8 @@
  *   - a fresh namespace (the common case) gets each family's rules with no iptables-save first: renderFreshInstall
  *     refuses a namespace holding anything of ours, and then (only then) the general path reads what is there and
  *     replaces it; the families run side by side;
+ *   - with the nf_tables backend a fresh namespace's rules (both families) are no process at all: the same text goes in as one
+ *     nf_tables netlink batch from the agent (nftables.ts, nft-batch.ts), with iptables-nft-restore as the fallback;
  *   - the policy routing and the sysctl are rtnetlink requests and a file write from the agent (pod-routing.ts).
  * Removal mirrors it: exactly what this agent installed when it holds the pod, else read-then-remove.
  */
@@ -23,6 +25,7 @@ import {
   type InpodRuleOptions, type IpFamily, type IptablesBackend,
 } from './rules.ts';
 import { removePodRouting, setupPodRouting } from './pod-routing.ts';
+import { applyFreshRulesOverNetlink, prepareFreshRulesBatch } from './nftables.ts';
 import { CaptureError } from './errors.ts';
 
 /**
@@ -124,6 +127,40 @@ async function restoreEach(netns: string, backend: IptablesBackend, families: Ip
   return results.every((result) => result.status === 'fulfilled');
 }
 
+/**
+ * A fresh install of one family: true when it went in, false when the namespace holds something of ours already (or
+ * the restore refused it). With the nf_tables backend each family's rules go in as one netlink batch from the agent
+ * (nftables.ts: the same rules, read back identically by iptables-save); anything that batch cannot do (text outside
+ * its grammar, a kernel refusal other than "a chain of ours exists") runs iptables-nft-restore as before, which
+ * either succeeds or gives the error its own words.
+ */
+async function freshInstall(netns: string, backend: IptablesBackend, family: IpFamily, options: InpodRuleOptions): Promise<boolean> {
+  const text = renderFreshInstall(options, family);
+  if (backend === 'nft') {
+    try {
+      const result = applyFreshRulesOverNetlink(netns, text, family);
+      if (result.applied) return true;
+      if (result.exists) return false;
+    } catch {
+      // The namespace could not be entered or the socket made: the restore below reports it in its own terms.
+    }
+  }
+  try {
+    await restore(netns, backend, family, text);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Readies what a fresh install with these options needs ahead of the first pod (the nf_tables batch, built once and
+ * kept), so no ADD pays for it. Never fails: a text the batch cannot carry is installed by iptables-restore.
+ */
+export function prepareInpodRules(options: InpodRuleOptions): void {
+  for (const family of [4, 6] as const) prepareFreshRulesBatch(renderFreshInstall(options, family), family);
+}
+
 function familiesOf(options: InpodRuleOptions): IpFamily[] {
   return options.ipv6 ? [4, 6] : [4];
 }
@@ -140,7 +177,8 @@ export async function installInpodRules(netns: string, backend: IptablesBackend,
   const routing = podRouting(families, options.procSysNet);
   const routingCreated = setupPodRouting(netns, routing);
   try {
-    if (await restoreEach(netns, backend, families, (family) => renderFreshInstall(options, family))) return;
+    const fresh = await Promise.all(families.map((family) => freshInstall(netns, backend, family, options)));
+    if (fresh.every(Boolean)) return;
     // Something of ours is there already (an agent restart, a re-add): read it and replace it.
     for (const family of families) {
       const existing = parseExisting(await saveRules(netns, backend, family));

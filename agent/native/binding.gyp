@@ -16,6 +16,11 @@
       "cflags": ["-O2", "-Wall", "-Wextra", "-Werror", "-std=gnu11"]
     },
     {
+      "target_name": "ambit_inpod_nftables",
+      "sources": ["inpod-nftables.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra", "-Werror", "-std=gnu11"]
+    },
+    {
       "target_name": "ambit-cni",
       "type": "executable",
       "sources": ["../../cni/native/forwarder.c"],

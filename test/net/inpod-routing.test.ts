@@ -110,6 +110,10 @@ async function failingIp6tables(t: ExecutionContext): Promise<void> {
 test.serial('a fresh pod whose IPv6 rules fail: the ADD fails with the restore\'s message and no IPv4 rule or routing is left', async (t) => {
   const { pod } = await topology(t);
   const before = await routingView(pod.name);
+  // The fresh IPv6 rules go in as a netlink batch (agent/inpod/nftables.ts): an ip6 nat OUTPUT hook at another
+  // priority makes the kernel refuse it (EOPNOTSUPP), so IPv6 falls back to ip6tables-nft-restore, which fails,
+  // after IPv4's batch went in.
+  await exec('ip', ['netns', 'exec', pod.name, '/usr/sbin/nft', 'add table ip6 nat; add chain ip6 nat OUTPUT { type nat hook output priority 0; }']);
   await failingIp6tables(t);
   const error = await t.throwsAsync(installInpodRules(pod.path, 'nft', { inbound: 'tproxy', ipv6: true }), { instanceOf: CaptureError });
   t.is(error.code, 'RULES_FAILED');
