@@ -247,6 +247,8 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
   #outBytes = 0;
   /** TLS socket: gathered frames leave as one copied write when the socket is idle (top comment). */
   readonly #copyingWrites: boolean;
+  /** Nested in an outer HTTP/2 stream (stream-transport.ts): flushed once per loop turn (see #write). */
+  readonly #nested: boolean;
   #slab = Buffer.allocUnsafeSlow(HEADER_SLAB_BYTES);
   #slabOffset = 0;
 
@@ -267,6 +269,7 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
     this.socket = socket;
     this.role = options.role;
     this.#copyingWrites = socket instanceof TLSSocket;
+    this.#nested = socket instanceof H2StreamTransport;
     this.#streamWindow = options.streamWindowBytes ?? DEFAULT_STREAM_WINDOW_BYTES;
     this.#connectionWindow = options.connectionWindowBytes ?? DEFAULT_CONNECTION_WINDOW_BYTES;
     this.#maxConcurrentStreams = options.maxConcurrentStreams ?? DEFAULT_SERVER_MAX_CONCURRENT_STREAMS;
@@ -590,7 +593,11 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
     if (this.#out.length === 0) {
       // Dropped: a done is not called (H2WriteDone), the closing stream's chunks are the last it was given.
       if (this.socket.destroyed || this.socket.writableEnded) return;
-      process.nextTick(flushConnection, this);
+      // Nested in an outer stream: gathered for the whole loop turn (the check phase, after every I/O callback of the
+      // poll phase and their ticks and promise jobs), so a proxied answer's head, body and trailers, which a proxy
+      // writes from different ticks, reach the outer connection together and leave in one TLS write.
+      if (this.#nested) setImmediate(flushConnection, this);
+      else process.nextTick(flushConnection, this);
     }
     this.#out.push(buffer);
     this.#outDone.push(done);
