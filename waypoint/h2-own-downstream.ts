@@ -24,6 +24,8 @@ import { EventEmitter } from 'node:events';
 import http2 from 'node:http2';
 import type { Duplex } from 'node:stream';
 import { H2Connection } from '../shared/hbone/h2/connection.ts';
+import { H2DuplexStream } from '../shared/hbone/h2/duplex.ts';
+import { H2StreamTransport } from '../shared/hbone/h2/stream-transport.ts';
 import type { HeaderList } from '../shared/hbone/h2/hpack.ts';
 import type { H2Stream, H2StreamHandler } from '../shared/hbone/h2/stream.ts';
 import { headerListOf, headersObjectOf, trailerListOf, trailersProblem } from './h2-own-upstream.ts';
@@ -269,9 +271,16 @@ export interface OwnDownstreamLimits {
  * the own layer; each well-formed request goes to `onRequest`. Returns the connection (the proxy closes it on
  * shutdown and counts protocol errors from its 'error').
  */
-export function serveOwnConnection(transport: Duplex, firstBytes: Buffer | undefined, limits: OwnDownstreamLimits, onRequest: OwnRequestHandler): H2Connection {
-  // The bytes read to tell HTTP/2 from HTTP/1.1 go back first; the connection reads the rest as 'data'.
-  if (firstBytes !== undefined) transport.unshift(firstBytes);
+export function serveOwnConnection(leg: Duplex, firstBytes: Buffer | undefined, limits: OwnDownstreamLimits, onRequest: OwnRequestHandler): H2Connection {
+  // The bytes read to tell HTTP/2 from HTTP/1.1 go back first. An own-layer leg is read and written straight on its
+  // HTTP/2 stream (stream-transport.ts: no Duplex between the two layers); node:http2's leg as a Duplex.
+  let transport: Duplex | H2StreamTransport;
+  if (leg instanceof H2DuplexStream) {
+    transport = H2StreamTransport.takeOver(leg, firstBytes);
+  } else {
+    if (firstBytes !== undefined) leg.unshift(firstBytes);
+    transport = leg;
+  }
   const connection = new H2Connection(transport, {
     role: 'server',
     streamWindowBytes: limits.streamWindowBytes,
@@ -287,6 +296,6 @@ export function serveOwnConnection(transport: Duplex, firstBytes: Buffer | undef
   connection.once('close', () => {
     if (!transport.destroyed) transport.destroy();
   });
-  transport.resume();
+  if (transport === leg) leg.resume();
   return connection;
 }

@@ -17,6 +17,8 @@ import { EventEmitter } from 'node:events';
 import http2 from 'node:http2';
 import type { Duplex } from 'node:stream';
 import { H2Connection } from '../shared/hbone/h2/connection.ts';
+import { H2DuplexStream } from '../shared/hbone/h2/duplex.ts';
+import { H2StreamTransport } from '../shared/hbone/h2/stream-transport.ts';
 import type { HeaderList } from '../shared/hbone/h2/hpack.ts';
 import type { H2Stream, H2StreamHandler } from '../shared/hbone/h2/stream.ts';
 import type { Service } from '../shared/mesh/service.ts';
@@ -330,10 +332,11 @@ export class H2OwnSessionPool implements H2Sessions {
   }
 
   async #open(key: string, service: Service, picked: UpstreamTarget): Promise<OwnPooledConnection> {
-    let transport: Duplex;
+    let transport: Duplex | H2StreamTransport;
     try {
       const upstream = await this.#upstreams.connect(service, picked.picked);
-      transport = upstream.kind === 'hbone' ? upstream.stream : upstream.socket;
+      // An own-layer HBONE leg is read and written straight on its HTTP/2 stream (stream-transport.ts).
+      transport = upstream.kind === 'tcp' ? upstream.socket : upstream.stream instanceof H2DuplexStream ? H2StreamTransport.takeOver(upstream.stream, undefined) : upstream.stream;
     } catch (error) {
       if (error instanceof WaypointError) throw error;
       throw new WaypointError('WAYPOINT_UPSTREAM_CONNECT_FAILED', `HTTP/2 to ${key} failed: ${(error as Error).message}`, { cause: error });

@@ -101,6 +101,7 @@ import {
 import { type HeaderList, HpackDecoder, HpackEncoder } from './hpack.ts';
 import { requestHeadersProblem, responseStatus } from './headers.ts';
 import { H2Stream, type H2StreamHandler, type H2WriteDone, STREAM_WRITE_HIGH_WATER_BYTES } from './stream.ts';
+import { H2StreamTransport } from './stream-transport.ts';
 
 /** Header lists decode to at most 64 KiB (RFC 9113's count): CONNECT requests are a few hundred bytes. */
 export const DEFAULT_MAX_HEADER_LIST_BYTES = 64 * 1024;
@@ -185,7 +186,8 @@ function flushConnection(connection: H2Connection): void {
 }
 
 export class H2Connection extends EventEmitter implements FrameReceiver {
-  readonly socket: Duplex;
+  /** A socket, or an outer HTTP/2 stream the connection is nested in (stream-transport.ts). */
+  readonly socket: Duplex | H2StreamTransport;
   readonly role: H2Role;
   readonly stats: H2ConnectionStats = { streamsOpened: 0, streamsRefused: 0, resetsReceived: 0 };
 
@@ -245,6 +247,8 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
   #outBytes = 0;
   /** TLS socket: gathered frames leave as one copied write when the socket is idle (top comment). */
   readonly #copyingWrites: boolean;
+  /** Nested in an outer HTTP/2 stream (stream-transport.ts): flushed once per loop turn (see #write). */
+  readonly #nested: boolean;
   #slab = Buffer.allocUnsafeSlow(HEADER_SLAB_BYTES);
   #slabOffset = 0;
 
@@ -260,11 +264,12 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
   #pingTimer: NodeJS.Timeout | undefined;
   readonly #keepaliveTimeoutMs: number;
 
-  constructor(socket: Duplex, options: H2ConnectionOptions) {
+  constructor(socket: Duplex | H2StreamTransport, options: H2ConnectionOptions) {
     super();
     this.socket = socket;
     this.role = options.role;
     this.#copyingWrites = socket instanceof TLSSocket;
+    this.#nested = socket instanceof H2StreamTransport;
     this.#streamWindow = options.streamWindowBytes ?? DEFAULT_STREAM_WINDOW_BYTES;
     this.#connectionWindow = options.connectionWindowBytes ?? DEFAULT_CONNECTION_WINDOW_BYTES;
     this.#maxConcurrentStreams = options.maxConcurrentStreams ?? DEFAULT_SERVER_MAX_CONCURRENT_STREAMS;
@@ -303,13 +308,16 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
     if ((options.keepaliveIntervalMs ?? 0) > 0) {
       this.#keepaliveTimer = setInterval(this.#keepalive, options.keepaliveIntervalMs).unref();
     }
+    // Nested in an outer stream: its bytes come from the next tick on, after the owner's listeners ('stream').
+    if (socket instanceof H2StreamTransport) socket.attach(this.#onSocketData);
   }
 
   /**
    * A TLS socket (HBONE) is read into shared pooled buffers when Node lets it (what it had buffered first, as plain
    * chunks); other duplexes, and TLS sockets Node will not switch, by 'data' events.
    */
-  #startReading(socket: Duplex): void {
+  #startReading(socket: Duplex | H2StreamTransport): void {
+    if (socket instanceof H2StreamTransport) return;
     if (this.#copyingWrites && SharedPooledReader.attach(socket as TLSSocket, this.#onSharedRead)) {
       for (let chunk = socket.read() as Buffer | null; chunk !== null; chunk = socket.read() as Buffer | null) this.#onSocketData(chunk);
       socket.resume();
@@ -433,6 +441,20 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
     return offset - start;
   }
 
+  /**
+   * Sends `pieces` (`bytes` in all, more than zero) as one DATA frame without END_STREAM, the pieces as its payload,
+   * if the windows and the peer's frame size allow all of it now; false (nothing sent) otherwise.
+   */
+  sendDataPieces(stream: H2Stream, pieces: readonly Buffer[], bytes: number): boolean {
+    if (this.#closed) return true;
+    if (bytes > this.peerMaxFrameSize || bytes > stream.sendWindow || bytes > this.#sendWindow) return false;
+    this.#write(this.#frameHeader(bytes, FRAME_DATA, 0, stream.id));
+    for (let index = 0; index < pieces.length; index++) this.#write(pieces[index]!);
+    stream.sendWindow -= bytes;
+    this.#sendWindow -= bytes;
+    return true;
+  }
+
   /** True while the socket's queue is below its high-water mark. */
   socketHasRoom(): boolean {
     return this.socket.writableLength + this.#outBytes < SOCKET_HIGH_WATER_BYTES;
@@ -496,11 +518,25 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
     // An idle TLS socket (nothing queued or in flight, not corked) hands a write straight to TLSWrap, which
     // encrypts it before `write` returns: the gathered frames go out as one copy in the shared send buffer.
     // A busy one would queue the buffer itself, so the frames go as they are.
+    if (socket instanceof H2StreamTransport) {
+      this.#writeNested(socket);
+      return;
+    }
     if (this.#copyingWrites && this.#outBytes <= SEND_BUFFER_BYTES && socket.writableLength === 0 && !socket.writableCorked && !(socket as TLSSocket).connecting) {
       this.#writeCopied(socket);
       return;
     }
     this.#writeGathered(socket);
+  }
+
+  /** Nested in an outer stream: the gathered frames become that stream's DATA, as they are (stream-transport.ts). */
+  #writeNested(transport: H2StreamTransport): void {
+    transport.writePieces(this.#out, this.#outDone, this.#outDoneCount, this.#outBytes);
+    this.#out.length = 0;
+    this.#outDone.length = 0;
+    this.#outDoneCount = 0;
+    this.#outBytes = 0;
+    if (this.#drainWaiters.size > 0) this.#notifyDrained();
   }
 
   /** Copies the gathered frames into the shared send buffer and writes them as one buffer (idle TLS sockets only). */
@@ -557,7 +593,11 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
     if (this.#out.length === 0) {
       // Dropped: a done is not called (H2WriteDone), the closing stream's chunks are the last it was given.
       if (this.socket.destroyed || this.socket.writableEnded) return;
-      process.nextTick(flushConnection, this);
+      // Nested in an outer stream: gathered for the whole loop turn (the check phase, after every I/O callback of the
+      // poll phase and their ticks and promise jobs), so a proxied answer's head, body and trailers, which a proxy
+      // writes from different ticks, reach the outer connection together and leave in one TLS write.
+      if (this.#nested) setImmediate(flushConnection, this);
+      else process.nextTick(flushConnection, this);
     }
     this.#out.push(buffer);
     this.#outDone.push(done);
@@ -1120,6 +1160,6 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
   };
 }
 
-function destroySocket(socket: Duplex): void {
+function destroySocket(socket: Duplex | H2StreamTransport): void {
   socket.destroy();
 }

@@ -167,6 +167,21 @@ export class H2Stream {
     return false;
   }
 
+  /**
+   * Sends `pieces` (`bytes` in all, in order) as DATA: one frame whose payload is the pieces as they are when nothing
+   * waits here and the windows and the peer's frame size take them all now, else their concatenation through
+   * `write`. The pieces are never reused by the caller. Returns as `write`.
+   */
+  writePieces(pieces: readonly Buffer[], bytes: number): boolean {
+    if (pieces.length === 1) return this.write(pieces[0]!);
+    if (this.closed || this.localEnded) return false;
+    if (this.pendingBytes > 0 || !this.connection.sendDataPieces(this, pieces, bytes)) return this.write(Buffer.concat(pieces, bytes));
+    if (this.connection.socketHasRoom()) return true;
+    this.wantsDrain = true;
+    this.connection.waitForDrain(this);
+    return false;
+  }
+
   #queue(chunk: Buffer, done: H2WriteDone | undefined): void {
     this.pending.push(chunk);
     this.pendingDone.push(done);
