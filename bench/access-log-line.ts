@@ -6,6 +6,10 @@
  *
  *   node bench/access-log-line.ts [--lines N] [--rounds R] [--no-file]
  *
+ * `--destinations`: instead, the text line through the two file destinations the waypoint has had, alternated:
+ * sonic-boom gathering 8 KiB itself (`minLength`, before session s9) and waypoint/log-destination.ts gathering the
+ * lines and handing sonic-boom one string per batch; CPU per line and young-generation collections per 1,000 lines.
+ *
  * Must not know about: the proxy. Prints one line per round and form: CPU µs per line (user + system).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -13,9 +17,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
+import { constants as perfConstants, PerformanceObserver } from 'node:perf_hooks';
 import { logRequest, REQUEST_LOG_MESSAGE, requestLogLine, type RequestRecord } from '../waypoint/access-log.ts';
+import { BatchedLogDestination } from '../waypoint/log-destination.ts';
 
-const { values } = parseArgs({ options: { lines: { type: 'string', default: '60000' }, rounds: { type: 'string', default: '3' }, 'no-file': { type: 'boolean', default: false } } });
+const { values } = parseArgs({ options: { lines: { type: 'string', default: '60000' }, rounds: { type: 'string', default: '3' }, 'no-file': { type: 'boolean', default: false }, destinations: { type: 'boolean', default: false } } });
 const directory = mkdtempSync(join(tmpdir(), 'ambit-access-log-'));
 const destination = pino.destination({ dest: join(directory, 'access.log'), sync: false, minLength: 8192 });
 /** --no-file: lines go to a stream that drops them, so only building and framing the line is measured. */
@@ -45,6 +51,42 @@ async function run(write: () => void, lines: number): Promise<number> {
 }
 
 const lines = Number(values.lines);
+
+if (values.destinations) {
+  let scavenges = 0;
+  new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) if ((entry as unknown as { detail?: { kind?: number } }).detail?.kind === perfConstants.NODE_PERFORMANCE_GC_MINOR) scavenges++;
+  }).observe({ entryTypes: ['gc'] });
+  const sonic = pino.destination({ dest: join(directory, 'sonic.log'), sync: false, minLength: 8192 });
+  const batched = new BatchedLogDestination(pino.destination({ dest: join(directory, 'batched.log'), sync: false }), 8192, 250);
+  const loggers: Array<[string, pino.Logger, () => void]> = [
+    ['sonic-boom minLength 8 KiB', pino({ level: 'info', base: { waypoint: 'waypoint' } }, sonic), () => sonic.flushSync()],
+    ['log-destination.ts batches', pino({ level: 'info', base: { waypoint: 'waypoint' } }, batched), () => batched.flushSync()],
+  ];
+  const measure = async ([, logger, flush]: [string, pino.Logger, () => void], count: number): Promise<{ cpu: number; scavenges: number }> => {
+    const before = process.cpuUsage();
+    const scavengesBefore = scavenges;
+    for (let index = 0; index < count; index++) {
+      logRequest(logger, { ...record, durationMs: Math.random() * 5 });
+      if (index % 20 === 19) await new Promise((resolve) => setImmediate(resolve));
+    }
+    flush();
+    await new Promise((resolve) => setImmediate(resolve));
+    const used = process.cpuUsage(before);
+    return { cpu: (used.user + used.system) / count, scavenges: ((scavenges - scavengesBefore) * 1000) / count };
+  };
+  for (const form of loggers) await measure(form, 5000);
+  for (let round = 1; round <= Number(values.rounds); round++) {
+    for (const form of round % 2 === 1 ? loggers : [...loggers].reverse()) {
+      const { cpu, scavenges: perThousand } = await measure(form, lines);
+      process.stdout.write(`round ${round} ${form[0]}: ${cpu.toFixed(2)} µs CPU per line, ${perThousand.toFixed(2)} scavenges per 1,000 lines\n`);
+    }
+  }
+  batched.close();
+  rmSync(directory, { recursive: true, force: true });
+  process.exit(0);
+}
+
 const forms: Array<[string, () => void]> = [
   ['text (logRequest)', () => logRequest(log, { ...record, durationMs: Math.random() * 5 })],
   ['object (pino serialises)', () => log.info(requestLogLine({ ...record, durationMs: Math.random() * 5 }), REQUEST_LOG_MESSAGE)],

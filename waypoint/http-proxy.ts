@@ -20,6 +20,7 @@ import type http2 from 'node:http2';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { HboneRequest } from '../shared/hbone/index.ts';
+import type { SharedReadBuffer } from '../shared/hbone/pooled-reads.ts';
 import type { MeshState } from '../shared/mesh/mesh-state.ts';
 import { serviceKey, type Service } from '../shared/mesh/service.ts';
 import { workloadIdentity, type Workload } from '../shared/mesh/workload.ts';
@@ -34,7 +35,6 @@ import { sendMirror } from './mirror.ts';
 import { bufferBody, ISTIO_DEFAULT_RETRY, MAX_BUFFERED_BODY_BYTES, type BufferedBody } from './retry.ts';
 import { RequestAttempts, type ResponseFacts } from './request-attempts.ts';
 import type { RouteBackend, RouteEntry, RouteTable } from './route-table.ts';
-import type { HboneLegStream } from './hbone-leg.ts';
 import { Http2StreamDuplex } from './stream-adapter.ts';
 import { requestIdOf, traceContextOf, traceparentOf, type TraceContext } from './tracing.ts';
 import { UpstreamConnections } from './upstream-connections.ts';
@@ -47,6 +47,7 @@ import type { Http1Error } from './http1/errors.ts';
 import type { RequestHead, ResponseHead } from './http1/heads.ts';
 import { LeanTry } from './http1/lean-try.ts';
 import { requestHeadText, responseHeadText } from './http1/serialize.ts';
+import type { Http1Transport } from './http1/transport.ts';
 import { UpstreamHttp1Pool } from './http1/upstream-pool.ts';
 
 /** The request as both HTTP/1.1 and HTTP/2 compat servers hand it over. */
@@ -221,7 +222,7 @@ export class HttpProxy {
    * Serves HTTP/1.1 on a terminated stream already answered 200 with the lean path (http1/): `firstBytes` are what
    * the sniff read. Requests it does not serve hand the stream to Node's server (serveConnection).
    */
-  serveLean(hbone: HboneRequest, stream: HboneLegStream, service: Service, firstBytes: Buffer | undefined): void {
+  serveLean(hbone: HboneRequest, transport: Http1Transport, service: Service, firstBytes: Buffer | undefined, firstShared: SharedReadBuffer | undefined): void {
     const context: StreamContext = { hbone, service, source: this.#state.workloadByIp(plainAddress(hbone.remoteAddress)) };
     const handler: LeanHandler = {
       accepts: (head) => this.#leanServes(head),
@@ -245,7 +246,7 @@ export class HttpProxy {
         this.#log?.debug({ code: error.code, err: error.message }, 'HTTP/1.1 request refused');
       },
     };
-    new DownstreamConnection(stream, firstBytes, handler);
+    new DownstreamConnection(transport, firstBytes, handler, {}, firstShared);
   }
 
   close(): void {

@@ -10,6 +10,7 @@
 import http from 'node:http';
 import { readFile } from 'node:fs/promises';
 import { pino, type Logger } from 'pino';
+import { BatchedLogDestination } from './log-destination.ts';
 import { HboneClientPool, HboneServer, type HboneRequest, type HboneServerOptions } from '../shared/hbone/index.ts';
 import { H2TunnelServer } from '../shared/hbone/h2/tunnel-server.ts';
 import { spiffeId } from '../shared/identity/index.ts';
@@ -225,7 +226,9 @@ if (import.meta.main) {
   // The access log writes a line per request: gathered up to ACCESS_LOG_BATCH_BYTES (or ACCESS_LOG_FLUSH_MS, as
   // Envoy flushes its access log on an interval) and written asynchronously. A write per line was 9 % of the
   // waypoint's CPU at 1,000 requests/s, synchronous or not. What is still buffered is flushed before the process exits.
-  const destination = pino.destination({ dest: 1, sync: false, minLength: ACCESS_LOG_BATCH_BYTES, periodicFlush: ACCESS_LOG_FLUSH_MS });
+  // The lines are gathered by log-destination.ts, not by sonic-boom's minLength (which re-measures the growing batch
+  // on every line); sonic-boom writes each batch as it comes.
+  const destination = new BatchedLogDestination(pino.destination({ dest: 1, sync: false }), ACCESS_LOG_BATCH_BYTES, ACCESS_LOG_FLUSH_MS);
   const exit = (code: number): never => {
     try {
       destination.flushSync();

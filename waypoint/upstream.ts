@@ -9,6 +9,7 @@
  */
 import net from 'node:net';
 import type { HboneClientPool, HostPort } from '../shared/hbone/index.ts';
+import { H2Stream } from '../shared/hbone/h2/stream.ts';
 import type { SpiffeId } from '../shared/identity/index.ts';
 import { NoHealthyUpstreamError, pickEndpoint, type PickedEndpoint } from '../shared/mesh/load-balance.ts';
 import type { MeshState } from '../shared/mesh/mesh-state.ts';
@@ -39,6 +40,8 @@ export interface UpstreamTarget {
 
 /** `stream`: node:http2's ClientHttp2Stream or the own layer's H2DuplexStream, by the pool's layer (hbone-leg.ts). */
 export type UpstreamStream = { kind: 'hbone'; stream: HboneLegStream; endpoint: Workload } | { kind: 'tcp'; socket: net.Socket; endpoint: Workload };
+/** connectDirect's: on the own layer the H2Stream itself (the caller is its handler), else as connect() gives. */
+export type DirectUpstream = { kind: 'h2'; stream: H2Stream; endpoint: Workload } | UpstreamStream;
 
 export class Upstreams {
   readonly #state: MeshState;
@@ -104,17 +107,28 @@ export class Upstreams {
 
   /** A stream to the picked endpoint: HBONE on the pooled connection when it is in the mesh, else TCP. Throws UF. */
   async connect(service: Service, picked: PickedEndpoint): Promise<UpstreamStream> {
+    return (await this.#connect(service, picked, false)) as UpstreamStream;
+  }
+
+  /** As connect(), but an HBONE stream on the own layer comes as the H2Stream itself (the lean HTTP/1.1 path). */
+  connectDirect(service: Service, picked: PickedEndpoint): Promise<DirectUpstream> {
+    return this.#connect(service, picked, true);
+  }
+
+  async #connect(service: Service, picked: PickedEndpoint, direct: boolean): Promise<DirectUpstream> {
     const target: HostPort = { host: picked.address, port: picked.targetPort };
     const endpoint = picked.endpoint.workload;
     if (endpoint.tunnelProtocol === 'HBONE') {
       try {
-        const stream = (await this.#pool.open({
+        const hboneTarget = {
           proxy: { host: target.host, port: HBONE_PORT },
           destination: target,
           sourceIdentity: this.#identity,
           expectedIdentities: service.subjectAltNames.length > 0 ? [workloadIdentity(endpoint).uri, ...service.subjectAltNames] : [workloadIdentity(endpoint).uri],
-        })) as HboneLegStream;
-        return { kind: 'hbone', stream, endpoint };
+        };
+        const stream = direct ? await this.#pool.openDirect(hboneTarget) : await this.#pool.open(hboneTarget);
+        if (stream instanceof H2Stream) return { kind: 'h2', stream, endpoint };
+        return { kind: 'hbone', stream: stream as HboneLegStream, endpoint };
       } catch (error) {
         throw new WaypointError('WAYPOINT_UPSTREAM_CONNECT_FAILED', `HBONE to ${endpoint.namespace}/${endpoint.name} (${target.host}:${target.port}) failed: ${(error as Error).message}`, { cause: error });
       }

@@ -27,6 +27,7 @@ import { HboneConnection, type ConnectionSettings } from './connection.ts';
 import type { SpiffeId, WorkloadCertificate } from '../identity/index.ts';
 import { hboneErrors } from './errors.ts';
 import { H2PooledConnection } from './h2/pooled-connection.ts';
+import type { H2Stream } from './h2/stream.ts';
 import { isRefusedUnprocessed, type OpenedTunnelStream, type PendingTunnelStream, type PooledConnection } from './pooled-connection.ts';
 import { resetSocket } from './splice.ts';
 import { noteMemoryFreed } from '../memory/release-hint.ts';
@@ -198,6 +199,15 @@ export class HboneClientPool {
    */
   async open(target: HboneTarget): Promise<HboneStream> {
     return (await this.#openStream(target)).stream.duplex();
+  }
+
+  /**
+   * As open(), for a caller that drives the stream itself: on the own layer the H2Stream (the caller becomes its
+   * handler, as a splice does: no Duplex, no stream machinery per chunk), on node:http2 the Duplex open() gives.
+   */
+  async openDirect(target: HboneTarget): Promise<HboneStream | H2Stream> {
+    const opened = (await this.#openStream(target)).stream;
+    return opened.h2Stream?.() ?? opened.duplex();
   }
 
   /**

@@ -9,6 +9,7 @@
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { SpiffeId } from '../identity/index.ts';
+import type { H2Stream } from './h2/stream.ts';
 import type { HboneTarget } from './types.ts';
 
 /** How a tunnel's splice ended, as both implementations' splices report it. */
@@ -24,6 +25,11 @@ export interface OpenedTunnelStream {
   splice(socket: net.Socket): Promise<TunnelSpliceResult>;
   /** Hands it out as a Duplex (write: to the destination; read: what it sends back; end(): half-close). */
   duplex(): Duplex;
+  /**
+   * The own layer's stream itself, for a caller that becomes its handler (h2/stream.ts H2StreamHandler), as a splice
+   * does: no Duplex in between. Absent on node:http2.
+   */
+  h2Stream?(): H2Stream;
 }
 
 /** A CONNECT sent and not answered yet. */

@@ -9,6 +9,7 @@ import test from 'ava';
 import http2 from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import { DownstreamConnection, type LeanExchange, type LeanHandler } from '../../waypoint/http1/downstream.ts';
+import { DuplexTransport } from '../../waypoint/http1/duplex-transport.ts';
 import type { Http1Error } from '../../waypoint/http1/errors.ts';
 
 interface Served {
@@ -34,7 +35,7 @@ async function withServer(timeouts: { headersMs: number; requestMs: number }, ru
   const server = http2.createServer();
   server.on('stream', (stream) => {
     stream.respond({ ':status': 200 });
-    new DownstreamConnection(stream, undefined, handler, timeouts);
+    new DownstreamConnection(new DuplexTransport(stream), undefined, handler, timeouts);
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const client = http2.connect(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);

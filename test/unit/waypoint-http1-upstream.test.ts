@@ -46,11 +46,11 @@ async function endpoint(answers: string[][]): Promise<{ session: http2.ClientHtt
 const service = { namespace: 'shop', hostname: 'web.shop.svc.cluster.local', name: 'web' } as unknown as Service;
 const picked = { address: '10.0.0.1', targetPort: 8080 } as unknown as PickedEndpoint;
 
-/** Upstreams whose connect() opens a stream on the test's session (the HBONE client pool's part). */
+/** Upstreams whose connectDirect() opens a stream on the test's session (the HBONE client pool's part). */
 function upstreamsOn(session: http2.ClientHttp2Session): { upstreams: Upstreams; opened: () => number } {
   let opened = 0;
   const upstreams = {
-    connect: () => {
+    connectDirect: () => {
       opened++;
       return Promise.resolve({ kind: 'hbone', stream: session.request({ ':method': 'POST', ':path': '/' }) });
     },

@@ -1,25 +1,28 @@
 /**
- * The client side of the lean HTTP/1.1 path: a terminated HBONE stream (either layer, ../hbone-leg.ts) read
- * directly (no Duplex adapter, no Node HTTP server), request heads parsed as they come (heads.ts), each request's body (Content-Length, at most the
- * retry buffer) gathered whole, then the request handed to the proxy as one LeanExchange; the response written
- * straight onto the stream. Requests are served one at a time in order (pipelined ones wait in the read buffer).
+ * The client side of the lean HTTP/1.1 path: a terminated HBONE stream read directly through an Http1Transport
+ * (transport.ts: the own layer's H2Stream as its handler, or a node:http2 stream's events; no Node HTTP server), request
+ * heads parsed as they come (heads.ts; from the chunk itself when the head is whole in it, without copying it), each
+ * request's body (Content-Length, at most the retry buffer) gathered whole, then the request handed to the proxy as one
+ * LeanExchange; the response written straight onto the stream. Requests are served one at a time in order (pipelined
+ * ones wait in the read buffer).
  * A head the lean path does not serve (the proxy says which: an Upgrade, `Expect`, a chunked or large body, not
  * HTTP/1.1, ...) hands the stream, from that head on, to Node's HTTP server, before anything of it was forwarded.
  * A head that breaks HTTP/1.1's rules is answered 400 (431: too large) and the stream closes, as Node's server does.
  *
- * Owns: request order, keep-alive and close, the read buffer. Must not know about: routes, policy, upstreams.
- * Hot path: one LeanExchange per request; body chunks written as ranges of what came.
+ * Owns: request order, keep-alive and close, the read buffer. Must not know about: routes, policy, upstreams, which
+ * HTTP/2 layer carries the stream.
+ * Hot path: one LeanExchange per request; a chunk is a method call (no event, no Readable); a body is copied out of a
+ * pooled read buffer once; body chunks of a response written as ranges of what came.
  */
-import http2 from 'node:http2';
 import { STATUS_CODES, type OutgoingHttpHeaders } from 'node:http';
-import { resetLeg, type HboneLegStream } from '../hbone-leg.ts';
+import type { SharedReadBuffer } from '../../shared/hbone/pooled-reads.ts';
+import type { HboneLegStream } from '../hbone-leg.ts';
 import { HALF_CLOSED_LINGER_MS } from '../stream-adapter.ts';
 import { Http1Error } from './errors.ts';
 import { parseRequestHead, type RequestHead } from './heads.ts';
 import { MAX_HEAD_BYTES, type HeaderMap } from './head-fields.ts';
 import type { BodyReceiver } from './lean-try.ts';
-
-const { NGHTTP2_CANCEL } = http2.constants;
+import type { Http1StreamReader, Http1Transport } from './transport.ts';
 
 /** Read-ahead kept while a request is served (pipelined requests); more pauses the stream. */
 const MAX_READ_AHEAD_BYTES = 2 * MAX_HEAD_BYTES;
@@ -98,11 +101,15 @@ export class LeanExchange implements BodyReceiver {
     this.#closeAfter = true;
   }
 
-  /** Part of the body arrived: bytes[start, end) with end - start <= what is still due. Returns how many were taken. */
-  takeBody(bytes: Buffer, start: number, end: number): number {
+  /**
+   * Part of the body arrived: bytes[start, end) with end - start <= what is still due. Returns how many were taken.
+   * `copy`: bytes is a view valid only during the call (a pooled read buffer): the body keeps a copy.
+   */
+  takeBody(bytes: Buffer, start: number, end: number, copy: boolean): number {
     const take = Math.min(this.#remaining, end - start);
     if (take === 0) return 0;
-    this.body.push(start === 0 && take === bytes.length ? bytes : bytes.subarray(start, start + take));
+    if (copy) this.body.push(Buffer.from(bytes.subarray(start, start + take)));
+    else this.body.push(start === 0 && take === bytes.length ? bytes : bytes.subarray(start, start + take));
     this.bodyBytes += take;
     this.#remaining -= take;
     return take;
@@ -222,8 +229,8 @@ function withHead(head: string, bytes: Buffer, start: number, end: number): Buff
   return joined;
 }
 
-export class DownstreamConnection {
-  readonly stream: HboneLegStream;
+export class DownstreamConnection implements Http1StreamReader {
+  readonly transport: Http1Transport;
   readonly #handler: LeanHandler;
   #pending: Buffer | undefined;
   #exchange: LeanExchange | undefined;
@@ -232,54 +239,50 @@ export class DownstreamConnection {
   #peerEnded = false;
   #closing = false;
   #handedOver = false;
+  /** Runs once the stream has room again (a relayed body's source, paused while the client's stream was full). */
+  #onDrained: (() => void) | undefined;
   /** The running request's deadline (HEADERS_TIMEOUT_MS, then REQUEST_TIMEOUT_MS), while its bytes are coming. */
   #deadline: NodeJS.Timeout | undefined;
   #requestStarted = 0;
+  /** Ended this side and waits for the client's end (HALF_CLOSED_LINGER_MS). */
+  #linger: NodeJS.Timeout | undefined;
   readonly #onDeadline = (): void => this.#requestTimedOut();
   readonly #headersTimeoutMs: number;
   readonly #requestTimeoutMs: number;
-  readonly #onData = (chunk: Buffer): void => this.#data(chunk);
-  readonly #onEnd = (): void => this.#ended();
-  readonly #onClose = (): void => this.#closed();
-  readonly #onTimeout = (): void => this.#idleTimeout();
 
   /** `timeouts`: HEADERS_TIMEOUT_MS and REQUEST_TIMEOUT_MS unless given (tests). */
-  constructor(stream: HboneLegStream, firstBytes: Buffer | undefined, handler: LeanHandler, timeouts: { headersMs?: number; requestMs?: number } = {}) {
-    this.stream = stream;
+  constructor(transport: Http1Transport, firstBytes: Buffer | undefined, handler: LeanHandler, timeouts: { headersMs?: number; requestMs?: number } = {}, firstShared?: SharedReadBuffer) {
+    this.transport = transport;
     this.#handler = handler;
     this.#headersTimeoutMs = timeouts.headersMs ?? HEADERS_TIMEOUT_MS;
     this.#requestTimeoutMs = timeouts.requestMs ?? REQUEST_TIMEOUT_MS;
-    stream.on('data', this.#onData);
-    stream.once('end', this.#onEnd);
-    stream.once('close', this.#onClose);
-    stream.on('error', noop);
-    stream.on('timeout', this.#onTimeout);
-    stream.setTimeout(KEEP_ALIVE_TIMEOUT_MS);
-    if (firstBytes !== undefined && firstBytes.length > 0) this.#data(firstBytes);
-    // The sniff (http-entry.ts) paused it, and may have seen its end already.
-    if (stream.readableEnded) this.#ended();
-    else stream.resume();
+    transport.setIdleTimeout(KEEP_ALIVE_TIMEOUT_MS);
+    transport.attach(this);
+    if (firstBytes !== undefined && firstBytes.length > 0) this.onBytes(firstBytes, firstShared);
+    // The sniff (http-entry.ts) may have seen the client's end already.
+    if (transport.readableEnded && !this.#peerEnded && !this.#handedOver) this.#ended();
   }
 
   write(text: string): void {
-    if (!this.stream.destroyed) this.stream.write(text, 'latin1');
+    if (!this.transport.destroyed) this.transport.writeText(text);
   }
 
   writeBytes(bytes: Buffer): boolean {
-    return this.stream.destroyed ? true : this.stream.write(bytes);
+    return this.transport.destroyed ? true : this.transport.write(bytes);
   }
 
   onceDrained(callback: () => void): void {
-    this.stream.once('drain', callback);
+    this.#onDrained = callback;
   }
 
   /** The exchange's response ended (`whole`) or was cut: the next request, the close, or a reset. */
   responseEnded(exchange: LeanExchange, whole: boolean): void {
     if (exchange !== this.#exchange) return;
     this.#exchange = undefined;
+    this.#onDrained = undefined;
     if (!whole) {
       this.#closing = true;
-      if (!this.stream.destroyed) resetLeg(this.stream, NGHTTP2_CANCEL);
+      this.transport.cancel();
       return;
     }
     // A client that sent more of the body than it announced... cannot: takeBody took only what was due. A request
@@ -290,24 +293,101 @@ export class DownstreamConnection {
       this.#endAndLinger();
       return;
     }
-    if (this.stream.isPaused()) this.stream.resume();
+    if (this.transport.isPaused) this.transport.resume();
     this.#next();
   }
 
-  #data(chunk: Buffer): void {
+  // Http1StreamReader: the transport's calls.
+
+  onBytes(chunk: Buffer, shared: SharedReadBuffer | undefined): void {
     if (this.#closing) return;
     const exchange = this.#exchange;
-    if (this.#readingBody && exchange !== undefined && this.#pending === undefined) {
-      const taken = exchange.takeBody(chunk, 0, chunk.length);
+    const pending = this.#pending;
+    if (this.#readingBody && exchange !== undefined && pending === undefined) {
+      const taken = exchange.takeBody(chunk, 0, chunk.length, shared !== undefined);
       // What follows the body waits for the response (set first: the response may end while it is served).
-      if (taken < chunk.length) this.#pending = chunk.subarray(taken);
+      if (taken < chunk.length) this.#pending = shared === undefined ? chunk.subarray(taken) : Buffer.from(chunk.subarray(taken));
       if (exchange.bodyComplete) this.#bodyDone(exchange);
       return;
-    } else {
-      this.#pending = this.#pending === undefined ? chunk : Buffer.concat([this.#pending, chunk]);
     }
+    if (pending === undefined && exchange === undefined) {
+      // The usual case: a request's head (and body) whole in this chunk, parsed from it as it is.
+      this.#serveFrom(chunk, shared);
+      return;
+    }
+    this.#pending = pending === undefined ? (shared === undefined ? chunk : Buffer.from(chunk)) : Buffer.concat([pending, chunk]);
     if (this.#exchange === undefined) this.#next();
-    else if (this.#pending !== undefined && this.#pending.length > MAX_READ_AHEAD_BYTES) this.stream.pause();
+    else if (this.#pending.length > MAX_READ_AHEAD_BYTES) this.transport.pause();
+  }
+
+  onPeerEnd(): void {
+    if (!this.#peerEnded) this.#ended();
+  }
+
+  onDrained(): void {
+    const callback = this.#onDrained;
+    this.#onDrained = undefined;
+    callback?.();
+  }
+
+  onClosed(): void {
+    this.#clearDeadline();
+    if (this.#linger !== undefined) clearTimeout(this.#linger);
+    this.#linger = undefined;
+    this.#closing = true;
+    const exchange = this.#exchange;
+    this.#exchange = undefined;
+    exchange?.gone();
+  }
+
+  onIdle(): void {
+    if (this.#exchange !== undefined && !this.#readingBody) {
+      this.transport.setIdleTimeout(KEEP_ALIVE_TIMEOUT_MS);
+      return;
+    }
+    // Idle (or a head or body that stopped coming) for KEEP_ALIVE_TIMEOUT_MS: closed, as Node's server does.
+    this.#closing = true;
+    const exchange = this.#exchange;
+    this.#exchange = undefined;
+    exchange?.gone();
+    this.transport.close();
+  }
+
+  /**
+   * A chunk with nothing before it and no request in flight: the requests in it served from the chunk itself while
+   * their heads are whole in it; what is left (a head cut by the chunk's end, pipelined requests behind one in
+   * flight) is kept, copied when the chunk is a pooled read buffer's.
+   */
+  #serveFrom(chunk: Buffer, shared: SharedReadBuffer | undefined): void {
+    let offset = 0;
+    while (offset < chunk.length && this.#exchange === undefined && !this.#closing) {
+      const head = parseRequestHead(chunk, offset, chunk.length);
+      if (head === undefined) break;
+      if (head instanceof Http1Error) {
+        this.#refuse(head);
+        return;
+      }
+      if (!this.#handler.accepts(head)) {
+        this.#handOver(shared === undefined ? chunk.subarray(offset) : Buffer.from(chunk.subarray(offset)));
+        return;
+      }
+      const exchange = new LeanExchange(this, head);
+      this.#exchange = exchange;
+      offset += head.size;
+      offset += exchange.takeBody(chunk, offset, chunk.length, shared !== undefined);
+      if (offset < chunk.length) this.#pending = shared === undefined ? chunk.subarray(offset) : Buffer.from(chunk.subarray(offset));
+      if (exchange.bodyComplete) {
+        this.#clearDeadline();
+        this.#handler.serve(exchange);
+      } else {
+        this.#startBody();
+      }
+      return;
+    }
+    if (this.#closing || this.#exchange !== undefined) return;
+    // A head not whole yet.
+    this.#pending = offset === 0 && shared === undefined ? chunk : Buffer.from(chunk.subarray(offset));
+    this.#next();
   }
 
   /** Parses the next request from the read buffer and serves it, or hands the stream over. */
@@ -338,18 +418,23 @@ export class DownstreamConnection {
       }
       const exchange = new LeanExchange(this, head);
       this.#exchange = exchange;
-      const taken = head.size + exchange.takeBody(pending, head.size, pending.length);
+      const taken = head.size + exchange.takeBody(pending, head.size, pending.length, false);
       this.#pending = taken < pending.length ? pending.subarray(taken) : undefined;
       if (exchange.bodyComplete) {
         this.#clearDeadline();
         this.#handler.serve(exchange);
       } else {
-        this.#readingBody = true;
-        if (this.#deadline === undefined) this.#requestStarted = performance.now();
-        this.#armDeadline(this.#requestTimeoutMs - (performance.now() - this.#requestStarted));
-        if (this.#peerEnded) this.#endAndLinger();
+        this.#startBody();
       }
     }
+  }
+
+  /** The exchange's body is still to come: its deadline runs (from the head's first byte). */
+  #startBody(): void {
+    this.#readingBody = true;
+    if (this.#deadline === undefined) this.#requestStarted = performance.now();
+    this.#armDeadline(this.#requestTimeoutMs - (performance.now() - this.#requestStarted));
+    if (this.#peerEnded) this.#endAndLinger();
   }
 
   #bodyDone(exchange: LeanExchange): void {
@@ -386,7 +471,7 @@ export class DownstreamConnection {
     this.#clearDeadline();
     this.#handler.refused(error);
     this.#closing = true;
-    this.stream.write(`HTTP/1.1 ${error.status} ${STATUS_CODES[error.status]}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`, 'latin1');
+    this.write(`HTTP/1.1 ${error.status} ${STATUS_CODES[error.status]}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
     this.#endAndLinger();
   }
 
@@ -395,14 +480,7 @@ export class DownstreamConnection {
     this.#handedOver = true;
     this.#closing = true;
     this.#pending = undefined;
-    const stream = this.stream;
-    stream.off('data', this.#onData);
-    stream.off('end', this.#onEnd);
-    stream.off('close', this.#onClose);
-    stream.off('timeout', this.#onTimeout);
-    stream.setTimeout(0);
-    stream.pause();
-    this.#handler.handOver(stream, bytes);
+    this.#handler.handOver(this.transport.handOff(), bytes);
   }
 
   #ended(): void {
@@ -414,7 +492,11 @@ export class DownstreamConnection {
       this.#exchange = undefined;
       exchange?.gone();
       this.#closing = true;
-      this.stream.close();
+      this.transport.close();
+      return;
+    }
+    if (this.#linger !== undefined) {
+      // This side ended first and the client now ended too: the stream closes (both sides ended).
       return;
     }
     if (this.#exchange === undefined) {
@@ -429,42 +511,21 @@ export class DownstreamConnection {
     this.#endAndLinger();
   }
 
-  #closed(): void {
-    this.#clearDeadline();
-    this.#closing = true;
-    const exchange = this.#exchange;
-    this.#exchange = undefined;
-    exchange?.gone();
-  }
-
-  #idleTimeout(): void {
-    if (this.#exchange !== undefined && !this.#readingBody) {
-      this.stream.setTimeout(KEEP_ALIVE_TIMEOUT_MS);
-      return;
-    }
-    // Idle (or a head or body that stopped coming) for KEEP_ALIVE_TIMEOUT_MS: closed, as Node's server does.
-    this.#closing = true;
-    const exchange = this.#exchange;
-    this.#exchange = undefined;
-    exchange?.gone();
-    if (!this.stream.destroyed) this.stream.close();
-  }
-
   /**
    * Ends this side: the stream closes by itself once the client ends too. Closing at once sends RST_STREAM, which
    * the client's agent turns into a TCP reset that can throw away the last response unread; a client that never
-   * ends is closed after HALF_CLOSED_LINGER_MS.
+   * ends is closed after HALF_CLOSED_LINGER_MS. What the client still sends is read and dropped.
    */
   #endAndLinger(): void {
     this.#clearDeadline();
     this.#closing = true;
-    const stream = this.stream;
-    if (stream.destroyed) return;
-    if (!stream.writableEnded) stream.end();
-    stream.resume();
-    const timer = setTimeout(() => stream.close(), HALF_CLOSED_LINGER_MS);
-    timer.unref();
-    stream.once('close', () => clearTimeout(timer));
+    const transport = this.transport;
+    if (transport.destroyed || this.#linger !== undefined) return;
+    if (!transport.writableEnded) transport.end();
+    transport.resume();
+    transport.setIdleTimeout(0);
+    this.#linger = setTimeout(closeAfterLinger, HALF_CLOSED_LINGER_MS, transport);
+    this.#linger.unref();
   }
 
   /** For tests and the config dump: whether the stream went to Node's server. */
@@ -473,4 +534,6 @@ export class DownstreamConnection {
   }
 }
 
-function noop(): void {}
+function closeAfterLinger(transport: Http1Transport): void {
+  transport.close();
+}

@@ -10,6 +10,8 @@
 import type { PickedEndpoint } from '../../shared/mesh/load-balance.ts';
 import { serviceKey, type Service } from '../../shared/mesh/service.ts';
 import type { Upstreams } from '../upstream.ts';
+import { DuplexTransport } from './duplex-transport.ts';
+import { H2StreamTransport } from './h2-stream-transport.ts';
 import { UpstreamHttp1Stream } from './upstream-stream.ts';
 
 /** Idle connections kept per endpoint: enough for bursts of a few dozen concurrent requests; more are closed. */
@@ -47,9 +49,11 @@ export class UpstreamHttp1Pool {
       return stream;
     }
     this.#countBusy(key, 1);
-    return this.#upstreams.connect(service, picked).then(
+    return this.#upstreams.connectDirect(service, picked).then(
       (upstream) => {
-        const stream = new UpstreamHttp1Stream(key, upstream.kind === 'hbone' ? upstream.stream : upstream.socket, IDLE_STREAM_TIMEOUT_MS, (done) => this.#release(done), (closed) => this.#forget(closed));
+        // The own layer's stream is read and written directly; node:http2's stream or a TCP socket through its events.
+        const transport = upstream.kind === 'h2' ? new H2StreamTransport(upstream.stream) : new DuplexTransport(upstream.kind === 'hbone' ? upstream.stream : upstream.socket);
+        const stream = new UpstreamHttp1Stream(key, transport, IDLE_STREAM_TIMEOUT_MS, (done) => this.#release(done), (closed) => this.#forget(closed));
         stream.inUse = true;
         return stream;
       },

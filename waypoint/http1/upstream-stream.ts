@@ -7,13 +7,15 @@
  * connection back in its pool (upstream-pool.ts); anything else closes it.
  *
  * Owns: framing of one exchange at a time and the connection's life. Must not know about: routes, retries, the
- * client side, which endpoint it is. Hot path: body chunks are handed on as ranges of the chunk that came, nothing
- * allocated per chunk.
+ * client side, which endpoint it is, which HTTP/2 layer carries the stream (transport.ts: the own layer's H2Stream is
+ * read directly). Hot path: a response head is parsed from the chunk it came in (a view of the layer's read buffer);
+ * body chunks are handed on as ranges of the chunk that came (copied once when they are a read buffer's view).
  */
-import type { Duplex } from 'node:stream';
 import { ChunkedDecoder } from './chunked.ts';
 import { Http1Error } from './errors.ts';
 import { parseResponseHead, type ResponseHead } from './heads.ts';
+import type { SharedReadBuffer } from '../../shared/hbone/pooled-reads.ts';
+import type { Http1StreamReader, Http1Transport } from './transport.ts';
 
 /** Who gets one exchange's response. */
 export interface ResponseSink {
@@ -38,10 +40,10 @@ const BODY_CLOSE = 3;
 
 const KEEP_ALIVE_TIMEOUT = /timeout=(\d+)/i;
 
-export class UpstreamHttp1Stream {
+export class UpstreamHttp1Stream implements Http1StreamReader {
   /** The pool's key for this connection's endpoint. */
   readonly key: string;
-  readonly connection: Duplex;
+  readonly connection: Http1Transport;
   /** When it went idle (performance.now()), for the pool's idle timeout. */
   idleSince = 0;
   /** How long it may stay idle: the pool's default, or the endpoint's `keep-alive: timeout` hint less a second. */
@@ -62,17 +64,13 @@ export class UpstreamHttp1Stream {
   readonly #onIdle: (stream: UpstreamHttp1Stream) => void;
   readonly #onClose: (stream: UpstreamHttp1Stream) => void;
 
-  constructor(key: string, connection: Duplex, idleTimeoutMs: number, onIdle: (stream: UpstreamHttp1Stream) => void, onClose: (stream: UpstreamHttp1Stream) => void) {
+  constructor(key: string, connection: Http1Transport, idleTimeoutMs: number, onIdle: (stream: UpstreamHttp1Stream) => void, onClose: (stream: UpstreamHttp1Stream) => void) {
     this.key = key;
     this.connection = connection;
     this.idleTimeoutMs = idleTimeoutMs;
     this.#onIdle = onIdle;
     this.#onClose = onClose;
-    connection.on('data', (chunk: Buffer) => this.#data(chunk));
-    connection.once('end', () => this.#peerEnded());
-    connection.once('close', () => this.#closed());
-    // The close that follows an error reports it to the exchange.
-    connection.on('error', () => undefined);
+    connection.attach(this);
   }
 
   get destroyed(): boolean {
@@ -84,11 +82,7 @@ export class UpstreamHttp1Stream {
     this.#sink = sink;
     this.#phase = PHASE_HEAD;
     this.#headRequest = headRequest;
-    const connection = this.connection;
-    connection.cork();
-    connection.write(headText, 'latin1');
-    for (const chunk of body) connection.write(chunk);
-    connection.uncork();
+    this.connection.writeHeadAndBody(headText, body);
   }
 
   /** The proxy takes the body: what came with the head first, then the rest as it comes. */
@@ -116,45 +110,74 @@ export class UpstreamHttp1Stream {
 
   destroy(): void {
     this.#sink = undefined;
-    this.connection.destroy();
+    this.connection.cancel();
   }
 
-  #data(chunk: Buffer): void {
+  // Http1StreamReader: the transport's calls.
+
+  onBytes(chunk: Buffer, shared: SharedReadBuffer | undefined): void {
     switch (this.#phase) {
-      case PHASE_BODY:
-        this.#deliver(chunk, 0, chunk.length);
+      case PHASE_BODY: {
+        // The sink may keep what it is given (a write queued for window): a read buffer's view is copied first.
+        const bytes = shared === undefined ? chunk : Buffer.from(chunk);
+        this.#deliver(bytes, 0, bytes.length);
         return;
+      }
       case PHASE_HEAD:
-        this.#pending = this.#pending === undefined ? chunk : Buffer.concat([this.#pending, chunk]);
-        this.#parseHead();
+        if (this.#pending === undefined) {
+          // The usual case: the head whole in this chunk, parsed from it as it is; only what follows it is kept.
+          this.#parseHead(chunk, shared !== undefined);
+          return;
+        }
+        this.#pending = Buffer.concat([this.#pending, chunk]);
+        this.#parseHead(this.#pending, false);
         return;
       case PHASE_HELD:
-        this.#held = this.#held === undefined ? chunk : Buffer.concat([this.#held, chunk]);
+        this.#held = this.#held === undefined ? (shared === undefined ? chunk : Buffer.from(chunk)) : Buffer.concat([this.#held, chunk]);
         return;
       default:
         // Bytes from an idle connection: no request asked for them.
-        this.connection.destroy();
+        this.connection.cancel();
     }
   }
 
-  #parseHead(): void {
+  onPeerEnd(): void {
+    this.#peerEnded();
+  }
+
+  onDrained(): void {}
+
+  onClosed(): void {
+    this.#closed();
+  }
+
+  onIdle(): void {}
+
+  /** Parses the response head at the start of `bytes` (`view`: only valid during this call, what is kept is copied). */
+  #parseHead(chunk: Buffer, chunkIsView: boolean): void {
+    let bytes = chunk;
+    let view = chunkIsView;
     for (;;) {
-      const bytes = this.#pending!;
       const head = parseResponseHead(bytes, 0, bytes.length);
-      if (head === undefined) return;
+      if (head === undefined) {
+        this.#pending = view ? Buffer.from(bytes) : bytes;
+        return;
+      }
       if (head instanceof Http1Error) {
         this.#fail(head);
         return;
       }
-      const rest = head.size < bytes.length ? bytes.subarray(head.size) : undefined;
+      const rest = head.size < bytes.length ? (view ? Buffer.from(bytes.subarray(head.size)) : bytes.subarray(head.size)) : undefined;
       if (head.status < 200) {
         if (head.status === 101) {
           this.#fail(new Http1Error('HTTP1_BAD_STATUS_LINE', 'a 101 answer to a request that asked for no upgrade'));
           return;
         }
         // 100 Continue or 103 Early Hints: the final response follows.
-        this.#pending = rest;
+        this.#pending = undefined;
         if (rest === undefined) return;
+        bytes = rest;
+        view = false;
         continue;
       }
       this.#pending = undefined;
@@ -220,13 +243,13 @@ export class UpstreamHttp1Stream {
     this.#held = undefined;
     sink?.onEnd();
     if (this.#keepAlive && !extra && !this.connection.destroyed) this.#onIdle(this);
-    else this.connection.destroy();
+    else this.connection.cancel();
   }
 
   #fail(error: Error): void {
     const sink = this.#sink;
     this.#sink = undefined;
-    this.connection.destroy();
+    this.connection.cancel();
     sink?.onError(error);
   }
 

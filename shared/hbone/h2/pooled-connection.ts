@@ -46,6 +46,10 @@ class H2OpenedStream implements OpenedTunnelStream {
   duplex(): Duplex {
     return new H2DuplexStream(this.#stream);
   }
+
+  h2Stream(): H2Stream {
+    return this.#stream;
+  }
 }
 
 /** A CONNECT on the own layer waiting for its answer. */
