@@ -34,6 +34,7 @@
  * shared reader's large buffers are RECORD_READ_BYTES, not 64 KiB.
  */
 import type net from 'node:net';
+import { runReadTurn } from './read-turn.ts';
 
 export const SMALL_READ_BYTES = 4 * 1024;
 export const LARGE_READ_BYTES = 64 * 1024;
@@ -212,7 +213,7 @@ export class PooledReader {
     this.#inFlight.push(buffer);
     if (bytes === buffer.length) this.#nextLarge = true;
     else if (bytes < SMALL_READ_BYTES) this.#nextLarge = false;
-    return this.#sink(buffer.subarray(0, bytes));
+    return runReadTurn(this.#sink, buffer.subarray(0, bytes), undefined);
   };
 
   readonly #nextBuffer = (): Buffer => takeBuffer(this.#nextLarge);
@@ -315,7 +316,7 @@ export class SharedPooledReader {
     else if (bytes < SMALL_READ_BYTES) this.#nextLarge = false;
     shared.hold();
     try {
-      this.#sink(buffer.subarray(0, bytes), shared);
+      runReadTurn(this.#sink, buffer.subarray(0, bytes), shared);
     } finally {
       shared.release();
     }

@@ -17,7 +17,8 @@
  * SharedPooledReader: no allocation per read, so no external memory for V8 to answer with mark-compacts); received
  * DATA goes from FrameReader straight to the stream's handler, as a view of that buffer with the buffer's holder
  * count beside it (a splice holds it until the piece is written; other handlers get a copy); sent DATA is a 9-byte header
- * (carved from a slab) and the caller's own buffer, gathered in our own list and written at the end of the tick.
+ * (carved from a slab) and the caller's own buffer, gathered in our own list and written at the end of the tick
+ * (at the end of the pooled read's callback when a read produced them: ../read-turn.ts; "tick" below means either).
  * On a TLS socket (HBONE) whose queue is empty, the tick's frames are copied into one send buffer shared by every
  * connection of the thread and written as one contiguous `write`: OpenSSL encrypts a single buffer in place
  * before `write` returns (node's TLSWrap), so the buffer is free again at once, whereas a writev's pieces are
@@ -37,6 +38,7 @@ import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import { TLSSocket } from 'node:tls';
 import { SharedPooledReader, type SharedReadBuffer } from '../pooled-reads.ts';
+import { deferToTurnEnd } from '../read-turn.ts';
 import {
   DEFAULT_CONNECTION_WINDOW_BYTES,
   DEFAULT_MAX_FRAME_SIZE,
@@ -597,7 +599,7 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
       // poll phase and their ticks and promise jobs), so a proxied answer's head, body and trailers, which a proxy
       // writes from different ticks, reach the outer connection together and leave in one TLS write.
       if (this.#nested) setImmediate(flushConnection, this);
-      else process.nextTick(flushConnection, this);
+      else deferToTurnEnd(flushConnection, this);
     }
     this.#out.push(buffer);
     this.#outDone.push(done);

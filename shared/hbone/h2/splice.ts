@@ -8,7 +8,8 @@
  * Must not know about: TLS, HPACK, pools, policy, which side of the tunnel it is on.
  *
  * Hot path: the splice object is the stream's handler (methods, no closures per chunk); socket data goes to
- * `stream.write` as is; stream data goes to `socket.write` as is, corked until the end of the tick. (Node hands a
+ * `stream.write` as is; stream data goes to `socket.write` as is, corked until the end of the tick (or of the pooled
+ * read's callback that delivered it: ../read-turn.ts). (Node hands a
  * TLS socket's plaintext over in 16 KiB pieces and runs the tick queue after each, so that is a write per piece.
  * Corked until the check phase instead, a loop turn's pieces left in one writev and the relay pairs used less CPU,
  * but the receiving agent in the mesh used more: 4.6-8.9 s/GiB against 2.3-4.0, load 6-8; BENCHMARKS.md, "The own
@@ -26,6 +27,7 @@ import { relayedInReadBuffers } from '../buffer-scavenge.ts';
 import { SPLICE_BUFFER_BYTES } from '../config.ts';
 import { readSocketInto, type PooledReader, type SharedReadBuffer } from '../pooled-reads.ts';
 import { resetSocket } from '../splice.ts';
+import { deferToTurnEnd } from '../read-turn.ts';
 import { H2_CANCEL, H2_CONNECT_ERROR, h2ErrorName } from './errors.ts';
 import type { H2Stream, H2StreamHandler } from './stream.ts';
 
@@ -107,7 +109,7 @@ class H2Splice implements H2StreamHandler {
     const socket = this.#socket;
     if (socket.destroyed) return;
     relayedInReadBuffers(chunk.length);
-    this.#corkForTick(socket);
+    this.#corkForTurn(socket);
     if (!socket.write(chunk) && socket.writableLength >= SPLICE_BUFFER_BYTES) this.#stream.pauseReading();
   }
 
@@ -116,7 +118,7 @@ class H2Splice implements H2StreamHandler {
     const socket = this.#socket;
     // A write after end would fail at once, ahead of writes still in flight: its release would come out of turn.
     if (socket.destroyed || socket.writableEnded) return;
-    this.#corkForTick(socket);
+    this.#corkForTurn(socket);
     shared.hold();
     this.#heldForWrites.push(shared);
     if (!socket.write(chunk, this.#onSharedWritten) && socket.writableLength >= SPLICE_BUFFER_BYTES) this.#stream.pauseReading();
@@ -127,11 +129,11 @@ class H2Splice implements H2StreamHandler {
     this.#heldForWrites.shift()?.release(error);
   };
 
-  #corkForTick(socket: net.Socket): void {
+  #corkForTurn(socket: net.Socket): void {
     if (this.#corked) return;
     this.#corked = true;
     socket.cork();
-    process.nextTick(uncorkSplice, this);
+    deferToTurnEnd(uncorkSplice, this);
   }
 
   uncork(): void {
