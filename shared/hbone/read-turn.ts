@@ -3,9 +3,9 @@
  *
  * The own HTTP/2 layer gathers the frames one turn produces and writes them together (a connection's flush), and a
  * splice corks the TCP socket it writes into and uncorks it once the turn's chunks are in. Both used to wait for
- * `process.nextTick`, which costs an object with two computed keys (two V8 runtime calls) and a trip through
- * Node's tick queue per request per end: about 3 of the 12 per request callgrind counted in a relay end at one
- * request per wake-up (BENCHMARKS.md, "Instructions per request"). Inside a pooled read's callback (the readers in
+ * `process.nextTick`: per tick an object with two computed keys (two V8 runtime calls) and a trip through Node's
+ * tick queue. A relay end at one request per wake-up took about three ticks per request, two of them these (counted
+ * with a wrapped `process.nextTick`; BENCHMARKS.md, "Instructions per request"). Inside a pooled read's callback (the readers in
  * pooled-reads.ts wrap their sink in `runReadTurn`) the deferred work runs when the callback returns instead: still
  * after every frame the read produced, before the loop goes back to the kernel.
  *
