@@ -128,7 +128,7 @@ const heapUsedAfterFloodRound: number[] = [];
  * growth threshold of what it was right after its last release (the signal that a release ran, or that there is
  * nothing to give back), then reads RSS and the heap used.
  */
-async function memoryAfterRelease(what: string): Promise<{ rss: number; heapUsed: number; utilization: number }> {
+async function memoryAfterRelease(what: string): Promise<{ rss: number; heapUsed: number; utilization: number; memory: Record<string, number> }> {
   let heapUsed = 0;
   let last: unknown;
   await until(
@@ -147,7 +147,7 @@ async function memoryAfterRelease(what: string): Promise<{ rss: number; heapUsed
     // What the release was judged on (the loop's busy share at the last check, the heap's and the native growth).
     throw new Error(`${error.message}; the waypoint's memory at the last look: ${JSON.stringify(last)}`);
   });
-  return { rss: await waypointRss(), heapUsed, utilization: (last as { lastCheckUtilization?: number } | undefined)?.lastCheckUtilization ?? 0 };
+  return { rss: await waypointRss(), heapUsed, utilization: (last as { lastCheckUtilization?: number } | undefined)?.lastCheckUtilization ?? 0, memory: last as Record<string, number> };
 }
 
 test.serial('a client that floods one connection: 1,000 requests at once (200 streams allowed) are all answered; 2,000 streams reset as they open cost it its connection only, 4 rounds', async (t) => {
@@ -160,7 +160,9 @@ test.serial('a client that floods one connection: 1,000 requests at once (200 st
     if (round === 0) t.log(`reset flood: ${JSON.stringify(resets)}`);
     await settled(`after flood round ${round}`);
     const memory = await memoryAfterRelease(`after flood round ${round}`);
-    t.log(`round ${round}: released; the waypoint's loop was ${(memory.utilization * 100).toFixed(2)} % busy over the last heap check`);
+    const m = memory.memory;
+    const mib = (bytes: number | undefined) => ((bytes ?? 0) / MIB).toFixed(1);
+    t.log(`round ${round}: released; the waypoint's loop was ${(memory.utilization * 100).toFixed(2)} % busy over the last heap check; heap releases ${m.heapReleases}, native ${m.nativeReleases}; heap total ${mib(m.heapTotal)} (after last release ${mib(m.heapAfterLastRelease)}), anonymous RSS ${mib(m.anonymousRss)} (after last native release ${mib(m.anonymousAfterLastNativeRelease)}), external ${mib(m.external)}, array buffers ${mib(m.arrayBuffers)}`);
     rssAfterFloodRound.push(memory.rss);
     heapUsedAfterFloodRound.push(memory.heapUsed);
   }
