@@ -74,6 +74,12 @@ export const QUIET_UTILIZATION = 0.05;
  * kept 35 MiB of the binary's start-up pages.
  */
 export const NATIVE_QUIET_UTILIZATION = 0.5;
+/**
+ * The share of the native growth threshold that the process may grow back by between a native release and the
+ * check that takes the new baseline (malloc's arenas and V8's new space refilling): a baseline at most this much
+ * over what the release left, so the growth a burst adds meanwhile still counts.
+ */
+export const SETTLE_SHARE = 0.5;
 
 export interface HeapReleaseStats {
   /** Memory-reducing GCs run so far. */
@@ -96,7 +102,8 @@ export interface HeapReleaseStats {
   nativeReleases: number;
   /**
    * Anonymous RSS (bytes) at the first check after the last native release (malloc's arenas and V8's new space
-   * settle by then), so growth over it is new memory. File-backed pages are not counted: the dropped pages still
+   * settle by then), capped at what the release left plus SETTLE_SHARE of the native growth threshold (a burst
+   * under way at that check is not settling), so growth over it is new memory. File-backed pages are not counted: the dropped pages still
    * in use fault back in after every drop, and counting them repeated the release every other check.
    */
   anonymousAfterLastNativeRelease: number;
@@ -168,6 +175,8 @@ export function startHeapRelease(options: HeapReleaseOptions = {}): HeapRelease 
   let hinted = false;
   /** Set by a native release: the next check measures the anonymous RSS the growth is counted from. */
   let rebaseline = false;
+  /** Anonymous RSS right after the last native release (the cap on the baseline the next check takes). */
+  let anonymousRightAfterRelease = 0;
   const stopHints = onMemoryFreed(() => {
     hinted = true;
   });
@@ -178,6 +187,7 @@ export function startHeapRelease(options: HeapReleaseOptions = {}): HeapRelease 
     native.trimMalloc();
     stats.executableKibDropped = native.dropExecutablePages();
     stats.nativeReleases += 1;
+    anonymousRightAfterRelease = anonymousRss();
     rebaseline = true;
   };
 
@@ -188,7 +198,11 @@ export function startHeapRelease(options: HeapReleaseOptions = {}): HeapRelease 
     if (running) return false;
     if (rebaseline) {
       rebaseline = false;
-      stats.anonymousAfterLastNativeRelease = anonymousRss();
+      // What the process settled at since the release, but never more than SETTLE_BYTES over what the release left:
+      // a burst that began before this check (a flood started right after a release) is growth, not baseline. A
+      // baseline read at the burst's peak kept its memory for good (the waypoint's rude-peers test read 78-83 MB
+      // after some flood rounds and 46 after the others).
+      stats.anonymousAfterLastNativeRelease = Math.min(anonymousRss(), anonymousRightAfterRelease + nativeGrowthBytes * SETTLE_SHARE);
     }
     const before = process.memoryUsage().heapTotal;
     const grown = before - stats.heapAfterLastRelease >= growthBytes;

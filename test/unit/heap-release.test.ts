@@ -172,6 +172,47 @@ test.serial('with releaseNative, freed native memory and the binary\'s start-up 
   t.is(native.date, '1.1.1970');
 });
 
+/**
+ * A burst that starts right after a native release, before the check that takes the new baseline (a flood begun as
+ * the last one was given back): 100 MiB of 1 KiB buffers, fragmented as in nativeScenario, freed before that check.
+ */
+async function burstBeforeRebaselineScenario(): Promise<{ nativeReleases: number; anonBefore: number; anonAfter: number }> {
+  const script = `
+    import { readFileSync } from 'node:fs';
+    import { startHeapRelease } from ${JSON.stringify(MODULE)};
+    import { nativeMemory } from ${JSON.stringify(NATIVE_MODULE)};
+    const anon = () => Number(/^RssAnon:\\s+(\\d+)/m.exec(readFileSync('/proc/self/status', 'utf8'))[1]) * 1024;
+    const release = startHeapRelease({ intervalMs: 3600000, quietUtilization: 1.1, growthBytes: 4096 * 1024 * 1024, nativeGrowthBytes: 8 * 1024 * 1024, releaseNative: nativeMemory });
+    await release.check();
+    let buffers = [];
+    const kept = [];
+    for (let i = 0; i < 100 * 1024; i++) {
+      const buffer = Buffer.allocUnsafeSlow(1024).fill(i & 0xff);
+      buffers.push(buffer);
+      if (i % 100 === 0) kept.push(buffer);
+    }
+    buffers = undefined;
+    // Freed: the burst's own GC (this check is not to run one: no heap growth counts at 4 GiB).
+    globalThis.gc();
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const anonBefore = anon();
+    await release.check();
+    const anonAfter = anon();
+    release.stop();
+    process.stdout.write(JSON.stringify({ nativeReleases: release.stats.nativeReleases, anonBefore, anonAfter, kept: kept.length }));
+  `;
+  const { stdout } = await promisify(execFile)(process.execPath, ['--expose-gc', '--input-type=module', '-e', script], { timeout: 180_000 });
+  return JSON.parse(stdout) as { nativeReleases: number; anonBefore: number; anonAfter: number };
+}
+
+test.serial('a burst between a native release and the next check is growth, not the new baseline: it is given back at that check', async (t) => {
+  const outcome = await burstBeforeRebaselineScenario();
+  const mib = (bytes: number) => (bytes / MIB).toFixed(0);
+  t.true(outcome.anonBefore > 90 * MIB, `the burst was resident: ${mib(outcome.anonBefore)} MiB`);
+  t.is(outcome.nativeReleases, 2, 'the start-up release, then the burst\'s');
+  t.true(outcome.anonAfter < 50 * MIB, `anonymous RSS after the check: ${mib(outcome.anonAfter)} MiB (before ${mib(outcome.anonBefore)})`);
+});
+
 interface CycleOutcome {
   nativeReleases: number;
   /** File-backed RSS (bytes) regained by each round of work after the drops: the dropped pages coming back. */
