@@ -20,6 +20,7 @@
  */
 #define _GNU_SOURCE
 #include "napi-errors.h"
+#include "netns-visit.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -37,33 +38,13 @@
 /* A batch of the in-pod rules is about 6 KiB; anything far larger is not one the agent built. */
 #define MAX_BATCH_BYTES (1024 * 1024)
 
-static int home_netns = -1;
-static int home_netns_errno = 0;
-static pthread_once_t home_netns_once = PTHREAD_ONCE_INIT;
-
-static void open_home_netns(void) {
-  home_netns = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-  if (home_netns < 0) home_netns_errno = errno;
-}
-
 /* A NETLINK_NETFILTER socket made inside `netns_path`; -1 with *err and *step set. */
 static int netfilter_socket_in(const char *netns_path, int *err, const char **step) {
-  pthread_once(&home_netns_once, open_home_netns);
-  if (home_netns < 0) { *err = home_netns_errno; *step = "open /proc/thread-self/ns/net"; return -1; }
-  int target = open(netns_path, O_RDONLY | O_CLOEXEC);
-  if (target < 0) { *err = errno; *step = "open"; return -1; }
-  if (setns(target, CLONE_NEWNET) != 0) {
-    *err = errno; *step = "setns";
-    close(target);
-    return -1;
-  }
+  int target = netns_visit_enter(netns_path, err, step);
+  if (target < 0) return -1;
   int nl = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER);
   int nl_errno = errno;
-  if (setns(home_netns, CLONE_NEWNET) != 0) {
-    fprintf(stderr, "ambit_inpod_nftables: cannot return to own network namespace: %s\n", strerror(errno));
-    abort();
-  }
-  close(target);
+  netns_visit_leave(target, "ambit_inpod_nftables");
   if (nl < 0) { *err = nl_errno; *step = "socket(NETLINK_NETFILTER)"; return -1; }
   return nl;
 }

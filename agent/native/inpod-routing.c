@@ -23,6 +23,7 @@
  */
 #define _GNU_SOURCE
 #include "napi-errors.h"
+#include "netns-visit.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -60,16 +61,6 @@ struct request {
   char attributes[128];
 };
 
-/* The thread's own namespace, opened once (as sockets.c): any thread is at home outside in_netns. */
-static int home_netns = -1;
-static int home_netns_errno = 0;
-static pthread_once_t home_netns_once = PTHREAD_ONCE_INIT;
-
-static void open_home_netns(void) {
-  home_netns = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-  if (home_netns < 0) home_netns_errno = errno;
-}
-
 /*
  * Enters `netns_path`, makes a NETLINK_ROUTE socket there and (when sysctl_path is not NULL) opens that file for
  * writing there, then returns home. Returns 0, or -1 with *err and *step set and nothing left open.
@@ -77,15 +68,8 @@ static void open_home_netns(void) {
 static int open_in_netns(const char *netns_path, const char *sysctl_path, int *nl_out, int *sysctl_out, int *err,
                          const char **step, const char **detail) {
   *detail = netns_path;
-  pthread_once(&home_netns_once, open_home_netns);
-  if (home_netns < 0) { *err = home_netns_errno; *step = "open /proc/thread-self/ns/net"; return -1; }
-  int target = open(netns_path, O_RDONLY | O_CLOEXEC);
-  if (target < 0) { *err = errno; *step = "open"; return -1; }
-  if (setns(target, CLONE_NEWNET) != 0) {
-    *err = errno; *step = "setns";
-    close(target);
-    return -1;
-  }
+  int target = netns_visit_enter(netns_path, err, step);
+  if (target < 0) return -1;
   int nl = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
   int nl_errno = errno;
   int sysctl = -1, sysctl_errno = 0;
@@ -93,11 +77,7 @@ static int open_in_netns(const char *netns_path, const char *sysctl_path, int *n
     sysctl = open(sysctl_path, O_WRONLY | O_CLOEXEC);
     sysctl_errno = errno;
   }
-  if (setns(home_netns, CLONE_NEWNET) != 0) {
-    fprintf(stderr, "ambit_inpod_routing: cannot return to own network namespace: %s\n", strerror(errno));
-    abort();
-  }
-  close(target);
+  netns_visit_leave(target, "ambit_inpod_routing");
   if (nl < 0) { *err = nl_errno; *step = "socket(NETLINK_ROUTE)"; return -1; }
   /* The kernel acks at once; a bound on the wait keeps a misbehaving one from holding the agent's thread. */
   struct timeval ack_wait = { .tv_sec = ACK_WAIT_S, .tv_usec = 0 };
