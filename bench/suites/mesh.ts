@@ -56,6 +56,12 @@ export interface Sizes {
   warmupBytes: number;
   requestRate: number;
   requestSeconds: number;
+  /**
+   * The request step's rounds, each visiting every path (the order reversed every other round), so a path's figures
+   * are medians over rounds and "added over direct" pairs each round with direct's of the same round. Absent in runs
+   * from before rounds (one round).
+   */
+  requestRounds?: number;
   requestConnections: number;
   requestBytes: number;
   connectRates: number[];
@@ -82,6 +88,7 @@ const FULL: Sizes = {
   warmupBytes: 32 * MIB,
   requestRate: 1_000,
   requestSeconds: 10,
+  requestRounds: 3,
   requestConnections: 10,
   requestBytes: 1024,
   connectRates: [500, 1_000, 3_000, 5_000],
@@ -102,6 +109,7 @@ const QUICK: Sizes = {
   warmupBytes: 4 * MIB,
   requestRate: 1_000,
   requestSeconds: 1,
+  requestRounds: 1,
   requestConnections: 10,
   requestBytes: 1024,
   connectRates: [5_000],
@@ -424,12 +432,17 @@ async function measure(context: SuiteContext, sizes: Sizes, topology: MeshTopolo
       });
     }
   }
-  for (const path of paths) {
-    await attempt(path, '1 KiB requests', async () => {
-      const result = await requests(path, sizes.requestSeconds);
-      figures[path.key].requests.push(result);
-      context.log(`1 KiB requests at ${sizes.requestRate}/s for ${sizes.requestSeconds} s, ${PATH_LABELS[path.key]}: p50 ${formatNumber(result.p50)} µs, p99 ${formatNumber(result.p99)} µs, ${result.completed} done`);
-    });
+  // Rounds: the machine's state drifts over minutes (other work, the agents' GC), so every path runs in every round
+  // and the order turns round each time; one round's paths are measured within a minute of each other.
+  const requestRounds = sizes.requestRounds ?? 1;
+  for (let round = 1; round <= requestRounds; round++) {
+    for (const path of round % 2 === 1 ? paths : [...paths].reverse()) {
+      await attempt(path, '1 KiB requests', async () => {
+        const result = await requests(path, sizes.requestSeconds);
+        figures[path.key].requests.push(result);
+        context.log(`1 KiB requests at ${sizes.requestRate}/s for ${sizes.requestSeconds} s, round ${round}/${requestRounds}, ${PATH_LABELS[path.key]}: p50 ${formatNumber(result.p50)} µs, p99 ${formatNumber(result.p99)} µs, ${result.completed} done`);
+      });
+    }
   }
   for (const path of paths) {
     await attempt(path, 'new connections one at a time', async () => {
@@ -530,25 +543,38 @@ export function buildResult(sizes: Sizes, given: Partial<Record<PathKey, PathFig
   type Values = Record<PathKey, number | undefined>;
   const pick = (select: (f: PathFigures) => number | undefined): Values =>
     Object.fromEntries(KEYS.map((key) => [key, select(figures[key])])) as Values;
-  const request = (f: PathFigures): RequestRun | undefined => f.requests[0];
+  /** The median over a path's request rounds of what `select` reads from each (rounds it cannot read left out). */
+  const overRounds = (f: PathFigures, select: (run: RequestRun) => number | undefined): number | undefined => {
+    const values = f.requests.map(select).filter((value): value is number => value !== undefined);
+    return values.length === 0 ? undefined : median(values);
+  };
+  /** The request rounds' outcome in one cell: the median achieved rate, failures summed over the rounds. */
+  const request = (f: PathFigures): { achievedRate: number; errors: number } | undefined =>
+    f.requests.length === 0 ? undefined : { achievedRate: overRounds(f, (run) => run.achievedRate)!, errors: f.requests.reduce((sum, run) => sum + run.errors, 0) };
 
   const throughput = pick((f) => (f.throughput.length > 0 ? median(f.throughput) : undefined));
-  const p50 = pick((f) => request(f)?.p50);
-  const p99 = pick((f) => request(f)?.p99);
-  const added = (values: Values, key: PathKey): number | undefined =>
-    values[key] === undefined || values.direct === undefined ? undefined : values[key]! - values.direct;
-  const addedP50: Values = { direct: undefined, stunnel: added(p50, 'stunnel'), mesh: added(p50, 'mesh'), mesh2: added(p50, 'mesh2') };
-  const addedP99: Values = { direct: undefined, stunnel: added(p99, 'stunnel'), mesh: added(p99, 'mesh'), mesh2: added(p99, 'mesh2') };
+  const p50 = pick((f) => overRounds(f, (run) => run.p50));
+  const p99 = pick((f) => overRounds(f, (run) => run.p99));
+  // Added over direct per round (direct of the same round), then the median: the pairs share the machine's state.
+  const added = (select: (run: RequestRun) => number, key: PathKey): number | undefined => {
+    const direct = figures.direct.requests;
+    const values = figures[key].requests.flatMap((run, round) => (direct[round] === undefined ? [] : [select(run) - select(direct[round]!)]));
+    return values.length === 0 ? undefined : median(values);
+  };
+  const addedOf = (select: (run: RequestRun) => number): Values =>
+    ({ direct: undefined, stunnel: added(select, 'stunnel'), mesh: added(select, 'mesh'), mesh2: added(select, 'mesh2') });
+  const addedP50 = addedOf((run) => run.p50);
+  const addedP99 = addedOf((run) => run.p99);
 
   const requestCpu = (role: 'client' | 'server'): Values =>
-    pick((f) => { const r = request(f); return r ? perThousand(r.cpu[role], r.completed) : undefined; });
+    pick((f) => overRounds(f, (run) => perThousand(run.cpu[role], run.completed)));
   const requestCpuClient = requestCpu('client');
   const requestCpuServer = requestCpu('server');
   const mean = (a: Values, b: Values): Values =>
     Object.fromEntries(KEYS.map((key) => [key, a[key] === undefined || b[key] === undefined ? undefined : (a[key]! + b[key]!) / 2])) as Values;
   const requestCpuEnd = mean(requestCpuClient, requestCpuServer);
   const requestSystemCpu = (role: 'client' | 'server'): Values =>
-    pick((f) => { const r = request(f); return r?.systemCpu ? perThousand(r.systemCpu[role], r.completed) : undefined; });
+    pick((f) => overRounds(f, (run) => (run.systemCpu ? perThousand(run.systemCpu[role], run.completed) : undefined)));
   const requestSystemCpuEnd = mean(requestSystemCpu('client'), requestSystemCpu('server'));
 
   const sequentialCpu = (role: 'client' | 'server'): Values =>
@@ -708,7 +734,7 @@ export function buildResult(sizes: Sizes, given: Partial<Record<PathKey, PathFig
   const notes = [
     `Topology: 2 nodes (network namespaces) with a real ambit agent each; pods made by the real CNI chain. Direct and stunnel use pods of an un-enrolled namespace in the same cluster (same nodes, bridges, routes); the mesh path uses pods of an enrolled namespace. ` +
       'Load runs in the client pod (node 1), the target in the server pod (node 2); the stunnel client runs in the client pod, the stunnel server in the server pod.',
-    `Throughput: median of ${sizes.throughputRuns}. Requests: ${sizes.requestBytes}-byte echoes scheduled at ${rate}/s for ${sizes.requestSeconds} s over ${sizes.requestConnections} persistent connections, each timed from its scheduled send (open loop). ` +
+    `Throughput: median of ${sizes.throughputRuns}. Requests: ${sizes.requestBytes}-byte echoes scheduled at ${rate}/s for ${sizes.requestSeconds} s over ${sizes.requestConnections} persistent connections, each timed from its scheduled send (open loop), in ${sizes.requestRounds ?? 1} round${(sizes.requestRounds ?? 1) === 1 ? '' : 's'} visiting every path (order reversed every other round): each request figure is the median over the rounds, and "added over direct" the median of each round's difference to direct in the same round. ` +
       `New connections one at a time: load.ts connect, ${sizes.sequentialConnects.toLocaleString('en-US')} after ${Math.round(sizes.sequentialConnects / 10)} warm-up (closed loop: every connection completes, so its CPU figure has no backlog in it). ` +
       `New connections at a rate: scheduled at the offered rate for ${sizes.connectSeconds} s each, timed from the scheduled start to the first echoed byte; whatever is unanswered ${sizes.connectGraceMs / 1000} s after the last one is cut and counted (so is what a starved load tool could not send by then).`,
     `CPU: user + system seconds of each relay process from /proc over the run, divided by the operations. For the rate runs the meter runs until the path's relays are idle again (the next run starts only then) and the CPU is divided by the answered connections, summed over every offered rate: work on connections that were cut inflates it where a path fell behind. Agents at log level ${AGENT_LOG_LEVEL} (no per-connection access-log line) except the "access log on" rows. The "in the kernel" row is the system part of the request rows' CPU (stime), the rest being user space.`,
