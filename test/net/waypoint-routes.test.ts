@@ -350,14 +350,24 @@ test.serial('least request: with requests held on web-a, most new requests go to
   t.true(toB >= 50, `web-b share ${toB}/80`);
 });
 
+/** How long the waypoint keeps an idle stream to the test's endpoints: their `keep-alive: timeout=5` less a second. */
+const IDLE_HINT_MS = 4_000;
+
 test.serial('connection reuse: sequential requests to one endpoint ride one kept-alive HBONE stream', async (t) => {
   const results = await send([{ path: '/items', repeat: 6 }]);
   t.true(results.every((result) => servedBy(result) === 'web-a'));
   // The destination agent opens one connection to the app per HBONE stream: one peer port means one stream.
   const ports = new Set(results.map((result) => bodyOf(result).peerPort));
   t.is(ports.size, 1, `peer ports seen by web-a: ${[...ports].join(', ')}`);
+  const answered = Date.now();
   const dump = JSON.parse(await inPod(waypoint.pod, 'http://127.0.0.1:15000/config_dump')) as { upstreamConnections: Record<string, { idle: number }> };
-  t.true(Object.entries(dump.upstreamConnections).some(([key, pool]) => key.startsWith('shop/web-v1.shop.svc.cluster.local|') && pool.idle >= 1), JSON.stringify(dump.upstreamConnections));
+  const kept = Object.entries(dump.upstreamConnections).some(([key, pool]) => key.startsWith('shop/web-v1.shop.svc.cluster.local|') && pool.idle >= 1);
+  // The endpoint (Node's server) hints `keep-alive: timeout=5`, so the waypoint closes its idle stream 4 s after the
+  // last answer: a dump that came later (a loaded machine: the client's exit and the dump's own process) may rightly
+  // show none. Within that window the idle stream must be there.
+  const elapsedMs = Date.now() - answered;
+  if (elapsedMs < IDLE_HINT_MS - 500) t.true(kept, `kept idle after the client left (dump read ${elapsedMs} ms after the answers): ${JSON.stringify(dump.upstreamConnections)}`);
+  else t.log(`the dump came ${elapsedMs} ms after the answers, past the endpoint's keep-alive hint: not judged`);
 });
 
 test.serial('a client that resets mid-body loses only its own request: the waypoint serves the next ones', async (t) => {
