@@ -14,6 +14,7 @@
 import dgram from 'node:dgram';
 import net from 'node:net';
 import { nativeSockets } from './sockets.ts';
+import { adoptTcpSocket } from './adopt-tcp-socket.ts';
 import { CaptureError } from './errors.ts';
 
 /**
@@ -203,7 +204,7 @@ class NativeSocketFactory implements SocketFactory {
       return socket;
     }
     // `noDelay`: Node sets TCP_NODELAY once connected, before the first write, and knows it is set.
-    const socket = new net.Socket({ fd, allowHalfOpen: true, noDelay: request.noDelay ?? true });
+    const socket = adoptTcpSocket(fd, request.noDelay ?? true);
     // Node dials an fd it was handed like one it made: uv_tcp_connect on the already bound, marked socket.
     return socket.connect({ host: request.host, port: request.port });
   }
