@@ -226,7 +226,10 @@ export class CaptureManager {
     const states = [...this.podsByUid.values()];
     this.podsByUid.clear();
     await Promise.all(states.map((state) => state.listeners.close()));
-    for (const state of states) this.options.onReleased?.(state.pod, 'shutdown');
+    for (const state of states) {
+      state.pod.sockets.close?.();
+      this.options.onReleased?.(state.pod, 'shutdown');
+    }
   }
 
   private serialize<T>(uid: string, operation: () => Promise<T>): Promise<T> {
@@ -283,6 +286,7 @@ export class CaptureManager {
     if (rulesResult.status === 'rejected' || listenersResult.status === 'rejected') {
       // Whichever went in comes out again: a failed install takes its own half out; a failed open leaves no socket.
       if (listenersResult.status === 'fulfilled') await listenersResult.value.close();
+      factory.close?.();
       if (rulesResult.status === 'fulfilled') await this.rules.remove(info.netns, backend, rules).catch(() => undefined);
       throw asCaptureError(rulesResult.status === 'rejected' ? rulesResult.reason : (listenersResult as PromiseRejectedResult).reason);
     }
@@ -290,6 +294,7 @@ export class CaptureManager {
     traceStep('listeners');
     if (this.closed) {
       await listeners.close();
+      factory.close?.();
       throw new CaptureError('CLOSED', 'the agent is shutting down; retry when it is back');
     }
     this.podsByUid.set(pod.uid, { pod, listeners, netnsIno: identity.ino, netnsDev: identity.dev, rules });
@@ -364,6 +369,8 @@ export class CaptureManager {
   private async release(state: PodState, reason: ReleaseReason, error?: Error): Promise<void> {
     if (this.podsByUid.get(state.pod.uid) === state) this.podsByUid.delete(state.pod.uid);
     await state.listeners.close();
+    // The namespace descriptor the pod's factory held goes too (a deleted pod's namespace is freed only then).
+    state.pod.sockets.close?.();
     this.options.onReleased?.(state.pod, reason, error);
   }
 

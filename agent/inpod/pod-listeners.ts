@@ -157,7 +157,7 @@ export class PodListeners {
       throw new CaptureError('LISTEN_FAILED', `cannot open the capture listeners of pod ${pod.namespace}/${pod.name}: ${reason}`, { cause: failure });
     }
     const listeners = new PodListeners(pod, [...servers, ...dnsServers], udpSockets);
-    specs.forEach((spec, index) => listeners.attach(servers[index]!, spec.kind, tproxy, options));
+    specs.forEach((spec, index) => listeners.attach(servers[index]!, spec.kind, isIPv6(spec.host) ? 6 : 4, tproxy, options));
     if (options.dns !== undefined) listeners.attachDns(dnsServers, udpSockets, options.dns, options);
     return listeners;
   }
@@ -182,13 +182,15 @@ export class PodListeners {
     }
   }
 
-  private attach(server: net.Server, kind: ListenerKind, tproxy: boolean, options: PodListenerOptions): void {
+  /** `family`: the listener's, so its accepted sockets' (the original destination's lookup needs no getsockname). */
+  private attach(server: net.Server, kind: ListenerKind, family: 4 | 6, tproxy: boolean, options: PodListenerOptions): void {
     const { handler } = options;
     const pod = this.pod;
     const stats = this.stats;
     const ownPort = (server.address() as net.AddressInfo).port;
     // One closure per listener, none per connection: the accept path only reads the destination and calls on.
-    const readDestination = kind === 'outbound' || (kind === 'inbound' && !tproxy) ? fromConntrack : fromLocalAddress;
+    const readDestination =
+      kind === 'outbound' || (kind === 'inbound' && !tproxy) ? (socket: net.Socket): OriginalDestination | undefined => fromConntrack(socket, family) : fromLocalAddress;
     server.on('connection', (socket: net.Socket) => {
       const destination = readDestination(socket);
       // A destination we cannot read, or one that is our own listener (a client dialling 15001/15006 directly),
@@ -231,11 +233,11 @@ export class PodListeners {
   }
 }
 
-function fromConntrack(socket: net.Socket): OriginalDestination | undefined {
+function fromConntrack(socket: net.Socket, family: 4 | 6): OriginalDestination | undefined {
   const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
   if (fd === undefined || fd < 0) return undefined;
   try {
-    return nativeSockets.originalDst(fd);
+    return nativeSockets.originalDst(fd, family);
   } catch {
     return undefined;
   }

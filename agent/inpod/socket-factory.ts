@@ -14,6 +14,7 @@
 import dgram from 'node:dgram';
 import net from 'node:net';
 import { nativeSockets } from './sockets.ts';
+import { adoptTcpSocket } from './adopt-tcp-socket.ts';
 import { CaptureError } from './errors.ts';
 
 /**
@@ -61,6 +62,11 @@ export interface SocketFactory {
   bindUdp(request: BindUdpRequest): Promise<dgram.Socket>;
   /** The options this factory applies, for diagnostics and for building a derived factory. */
   readonly options: Readonly<SocketFactoryOptions>;
+  /**
+   * Lets go of what the factory holds for its sockets (an in-pod factory's namespace descriptor): called when the pod
+   * is released. Sockets asked for afterwards are still made, in the namespace at the path, each opening it.
+   */
+  close?(): void;
 }
 
 export interface SocketFactoryOptions {
@@ -118,9 +124,37 @@ class PlainSocketFactory implements SocketFactory {
 /** Sockets made by the addon: in a namespace, marked, reuse-port, transparent, in any combination. */
 class NativeSocketFactory implements SocketFactory {
   readonly options: Readonly<SocketFactoryOptions>;
+  /**
+   * The namespace's descriptor, opened at the first socket and held until close(): a socket in the pod then costs two
+   * setns and no open and close of the namespace's path (a server-side connection makes one per tunnel). -1 before
+   * the first socket, after close(), or when the open failed (the path's own open then reports why, per socket).
+   * Held, it also keeps every socket in the namespace the pod was captured in, even if a new sandbox took the path.
+   */
+  #netnsFd = -1;
+  #netnsState: 'unopened' | 'held' | 'closed' = 'unopened';
 
   constructor(options: SocketFactoryOptions) {
     this.options = Object.freeze({ ...options });
+  }
+
+  /** The held namespace descriptor, opened on first use; undefined when there is none to hold (or it is let go). */
+  #heldNetns(): number | undefined {
+    if (this.#netnsState === 'held') return this.#netnsFd;
+    if (this.#netnsState === 'closed' || this.options.netns === undefined) return undefined;
+    try {
+      this.#netnsFd = nativeSockets.openNetns(this.options.netns);
+      this.#netnsState = 'held';
+      return this.#netnsFd;
+    } catch {
+      // Not there (yet, or any more): each socket opens the path, as without a held descriptor, and fails with its reason.
+      return undefined;
+    }
+  }
+
+  close(): void {
+    if (this.#netnsState === 'held') closeQuietly(this.#netnsFd);
+    this.#netnsFd = -1;
+    this.#netnsState = 'closed';
   }
 
   listen(request: ListenRequest): Promise<net.Server> {
@@ -128,6 +162,7 @@ class NativeSocketFactory implements SocketFactory {
     try {
       fd = nativeSockets.listenTcp({
         netns: this.options.netns,
+        netnsFd: this.#heldNetns(),
         host: request.host,
         port: request.port,
         backlog: request.backlog ?? DEFAULT_BACKLOG,
@@ -152,12 +187,14 @@ class NativeSocketFactory implements SocketFactory {
     try {
       fd = nativeSockets.socketTcp({
         netns: this.options.netns,
+        netnsFd: this.#heldNetns(),
         family,
         mark: this.options.mark,
         transparent: request.transparent,
         bindHost: request.localAddress,
         bindPort: request.localPort,
-        noDelay: request.noDelay ?? true,
+        // TCP_NODELAY is left to Node (below): set here too, Node would not know it and set it again on the splice's
+        // setNoDelay, one more setsockopt per connection.
       });
     } catch (error) {
       // Same contract as net.connect: the caller gets a socket and learns of the failure from 'error'.
@@ -166,7 +203,8 @@ class NativeSocketFactory implements SocketFactory {
       process.nextTick(() => socket.destroy(failure));
       return socket;
     }
-    const socket = new net.Socket({ fd, allowHalfOpen: true });
+    // `noDelay`: Node sets TCP_NODELAY once connected, before the first write, and knows it is set.
+    const socket = adoptTcpSocket(fd, request.noDelay ?? true);
     // Node dials an fd it was handed like one it made: uv_tcp_connect on the already bound, marked socket.
     return socket.connect({ host: request.host, port: request.port });
   }
@@ -176,6 +214,7 @@ class NativeSocketFactory implements SocketFactory {
     try {
       fd = nativeSockets.bindUdp({
         netns: this.options.netns,
+        netnsFd: this.#heldNetns(),
         host: request.host,
         port: request.port,
         mark: this.options.mark,

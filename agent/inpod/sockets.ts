@@ -11,6 +11,8 @@ import { createRequire } from 'node:module';
 export interface ListenOptions {
   /** Path of the network namespace to create the socket in (e.g. /run/netns/pod-a); current namespace when absent. */
   netns?: string;
+  /** A descriptor of that namespace the caller holds (openNetns): used instead of opening `netns` for this socket. */
+  netnsFd?: number;
   host: string;
   port: number;
   backlog?: number;
@@ -23,6 +25,7 @@ export interface ListenOptions {
 
 export interface UdpOptions {
   netns?: string;
+  netnsFd?: number;
   host: string;
   port: number;
   mark?: number;
@@ -32,6 +35,7 @@ export interface UdpOptions {
 
 export interface SocketOptions {
   netns?: string;
+  netnsFd?: number;
   family?: 4 | 6;
   mark?: number;
   transparent?: boolean;
@@ -58,7 +62,10 @@ interface NativeSockets {
   socketTcp(options: SocketOptions): number;
   /** A bound UDP socket (DNS): wrap with dgram's bind({ fd }). */
   bindUdp(options: UdpOptions): number;
-  originalDst(fd: number): OriginalDestination;
+  /** `family`: the socket's own (its listener's), which spares a getsockname; asked of the kernel when absent. */
+  originalDst(fd: number, family?: 4 | 6): OriginalDestination;
+  /** A descriptor of the network namespace at `path` (refused when it is none), for the options' `netnsFd`; closeFd it. */
+  openNetns(path: string): number;
   setMark(fd: number, mark: number): void;
   getMark(fd: number): number;
   closeFd(fd: number): void;

@@ -24,7 +24,9 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <linux/nsfs.h>
 #include <linux/netfilter_ipv4.h>
 
 #ifndef IP6T_SO_ORIGINAL_DST
@@ -114,8 +116,13 @@ static void open_home_netns(void) {
   if (home_netns < 0) home_netns_errno = errno;
 }
 
-static int socket_in_netns(const char *netns_path, int family, int type, int *err, const char **syscall) {
-  if (netns_path == NULL || netns_path[0] == '\0') {
+/*
+ * `netns_fd` >= 0: a descriptor of the namespace the caller keeps open (a captured pod's, opened once by its socket
+ * factory with openNetns and closed when the pod is released): no open and close of the path per socket. Otherwise
+ * `netns_path` is opened for this one socket (NULL or empty: the current namespace, no setns at all).
+ */
+static int socket_in_netns(const char *netns_path, int netns_fd, int family, int type, int *err, const char **syscall) {
+  if (netns_fd < 0 && (netns_path == NULL || netns_path[0] == '\0')) {
     int fd = socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) { *err = errno; *syscall = "socket"; }
     return fd;
@@ -123,11 +130,14 @@ static int socket_in_netns(const char *netns_path, int family, int type, int *er
   pthread_once(&home_netns_once, open_home_netns);
   int self = home_netns;
   if (self < 0) { *err = home_netns_errno; *syscall = "open"; return -1; }
-  int target = open(netns_path, O_RDONLY | O_CLOEXEC);
-  if (target < 0) { *err = errno; *syscall = "open"; return -1; }
+  int target = netns_fd;
+  if (target < 0) {
+    target = open(netns_path, O_RDONLY | O_CLOEXEC);
+    if (target < 0) { *err = errno; *syscall = "open"; return -1; }
+  }
   if (setns(target, CLONE_NEWNET) != 0) {
     *err = errno; *syscall = "setns";
-    close(target);
+    if (target != netns_fd) close(target);
     return -1;
   }
   int fd = socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -136,9 +146,16 @@ static int socket_in_netns(const char *netns_path, int family, int type, int *er
     fprintf(stderr, "ambit_sockets: cannot return to own network namespace: %s\n", strerror(errno));
     abort();
   }
-  close(target);
+  if (target != netns_fd) close(target);
   if (fd < 0) { *err = socket_errno; *syscall = "socket"; }
   return fd;
+}
+
+/* opts.netnsFd when present (a namespace descriptor the caller holds), else -1. */
+static int get_netns_fd(napi_env env, napi_value opts) {
+  int64_t fd = -1;
+  if (!get_int_prop(env, opts, "netnsFd", &fd) || fd < 0 || fd > 0x7fffffff) return -1;
+  return (int)fd;
 }
 
 static int set_int_opt(int fd, int level, int name, int value) {
@@ -197,7 +214,7 @@ static int bound_socket_in_netns(napi_env env, napi_value opts, int type, const 
   }
   int err = 0;
   const char *syscall = NULL;
-  int fd = socket_in_netns(netns, addr.family, type, &err, &syscall);
+  int fd = socket_in_netns(netns, get_netns_fd(env, opts), addr.family, type, &err, &syscall);
   if (fd < 0) { throw_errno(env, err, syscall, netns[0] ? netns : NULL); return -1; }
   const char *failed = NULL;
   if (apply_common_options(env, opts, fd, addr.family, &failed) != 0) {
@@ -254,7 +271,7 @@ static napi_value socket_tcp(napi_env env, napi_callback_info info) {
   int af = family == 6 ? AF_INET6 : AF_INET;
   int err = 0;
   const char *syscall = NULL;
-  int fd = socket_in_netns(netns, af, SOCK_STREAM, &err, &syscall);
+  int fd = socket_in_netns(netns, get_netns_fd(env, opts), af, SOCK_STREAM, &err, &syscall);
   if (fd < 0) return throw_errno(env, err, syscall, netns[0] ? netns : NULL);
   const char *failed = NULL;
   if (apply_common_options(env, opts, fd, af, &failed) != 0) {
@@ -320,19 +337,34 @@ static int get_fd_arg(napi_env env, napi_callback_info info, napi_value *args, s
   return 0;
 }
 
-/* originalDst(fd) -> { address, port, family } from conntrack's NAT record. */
+/*
+ * originalDst(fd, family?) -> { address, port, family } from conntrack's NAT record. `family` (4 or 6) is the
+ * accepted socket's own, which its listener's address already says; without it a getsockname asks the kernel.
+ */
 static napi_value original_dst(napi_env env, napi_callback_info info) {
-  napi_value args[1];
-  int32_t fd;
-  if (get_fd_arg(env, info, args, 1, &fd) != 0) return NULL;
+  napi_value args[2];
+  size_t argc = 2;
+  int32_t fd, family_hint = 0;
+  if (napi_get_cb_info(env, info, &argc, args, NULL, NULL) != napi_ok || argc < 1
+      || napi_get_value_int32(env, args[0], &fd) != napi_ok || fd < 0) {
+    napi_throw_type_error(env, "EINVAL", "first argument must be a file descriptor");
+    return NULL;
+  }
+  if (argc >= 2 && napi_get_value_int32(env, args[1], &family_hint) != napi_ok) family_hint = 0;
   struct sockaddr_storage ss;
   socklen_t len = sizeof ss;
   memset(&ss, 0, sizeof ss);
-  struct sockaddr_storage local;
-  socklen_t local_len = sizeof local;
-  if (getsockname(fd, (struct sockaddr *)&local, &local_len) != 0) return throw_errno(env, errno, "getsockname", NULL);
+  int local_family;
+  if (family_hint == 4 || family_hint == 6) {
+    local_family = family_hint == 6 ? AF_INET6 : AF_INET;
+  } else {
+    struct sockaddr_storage local;
+    socklen_t local_len = sizeof local;
+    if (getsockname(fd, (struct sockaddr *)&local, &local_len) != 0) return throw_errno(env, errno, "getsockname", NULL);
+    local_family = local.ss_family;
+  }
   int rc;
-  if (local.ss_family == AF_INET6) {
+  if (local_family == AF_INET6) {
     rc = getsockopt(fd, SOL_IPV6, IP6T_SO_ORIGINAL_DST, &ss, &len);
   } else {
     rc = getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, &ss, &len);
@@ -390,6 +422,34 @@ static napi_value get_mark(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/*
+ * openNetns(path) -> a descriptor of the network namespace at `path`, for socketTcp/listenTcp/bindUdp's `netnsFd`:
+ * a captured pod's socket factory holds one for the pod's life (closeFd when the pod is released), so a socket made
+ * in the pod costs two setns and no open and close of the path. Refuses a file that is not a network namespace.
+ */
+static napi_value open_netns(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value arg;
+  char path[4096];
+  size_t written = 0;
+  CHECK_NAPI(env, napi_get_cb_info(env, info, &argc, &arg, NULL, NULL));
+  if (argc < 1 || napi_get_value_string_utf8(env, arg, path, sizeof path, &written) != napi_ok || written == 0) {
+    napi_throw_type_error(env, "EINVAL", "openNetns needs a namespace path");
+    return NULL;
+  }
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return throw_errno(env, errno, "open", path);
+  int type = ioctl(fd, NS_GET_NSTYPE);
+  if (type != CLONE_NEWNET) {
+    int err = type < 0 ? errno : EINVAL;
+    close(fd);
+    return throw_errno(env, err, "ioctl(NS_GET_NSTYPE)", path);
+  }
+  napi_value result;
+  CHECK_NAPI(env, napi_create_int32(env, fd, &result));
+  return result;
+}
+
 /* closeFd(fd): for descriptors that never reached Node. */
 static napi_value close_fd(napi_env env, napi_callback_info info) {
   napi_value args[1];
@@ -420,6 +480,7 @@ static napi_value init(napi_env env, napi_value exports) {
     {"setMark", NULL, set_mark, NULL, NULL, NULL, napi_default, NULL},
     {"getMark", NULL, get_mark, NULL, NULL, NULL, napi_default, NULL},
     {"closeFd", NULL, close_fd, NULL, NULL, NULL, napi_default, NULL},
+    {"openNetns", NULL, open_netns, NULL, NULL, NULL, napi_default, NULL},
     {"currentNetns", NULL, current_netns_inode, NULL, NULL, NULL, napi_default, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;

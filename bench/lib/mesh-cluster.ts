@@ -55,6 +55,8 @@ export interface MeshOptions {
   profileDir?: string;
   /** Extra environment for both agents (the telemetry suite sets AMBIT_TELEMETRY=off on one mesh). */
   agentEnv?: Record<string, string>;
+  /** A command the agents' node runs under (e.g. a wrapper adding V8 flags NODE_OPTIONS refuses): bench/connection-counts.ts. */
+  agentCommandPrefix?: string[];
   log(message: string): void;
 }
 
@@ -64,7 +66,7 @@ export async function buildMeshTopology(options: MeshOptions): Promise<MeshTopol
   // The agents read workloads from the cluster directory and sign with the CA root on disk (no control plane):
   // the data path measured here is the same either way, and the suite does not depend on the control plane.
   // (A variable, not a literal, so the option is simply ignored by a runtime that predates it.)
-  const meshOptions = { nodes: 2, name: 'bench', agentEnv, controlPlane: false };
+  const meshOptions = { nodes: 2, name: 'bench', agentEnv, controlPlane: false, ...(options.agentCommandPrefix ? { agentCommandPrefix: options.agentCommandPrefix } : {}) };
   const mesh = await createLocalMesh(meshOptions);
   try {
     const { cluster } = mesh;

@@ -338,13 +338,22 @@ test('a socket from the pod factory lives in the pod namespace and carries the a
   t.is(nativeSockets.getMark((socket as unknown as { _handle: { fd: number } })._handle.fd), 0x539);
 });
 
-test('a pod socket whose namespace is gone fails through its error event with a typed error', async (t) => {
-  const { topology, pod, manager } = await setUp(t, 'nft', 'tproxy');
+test('a pod socket whose namespace is gone fails through its error event with a typed error, once the pod is released', async (t) => {
+  // The pod's factory holds its namespace while the pod is captured (as ztunnel holds a pod's netns): when the namespace
+  // goes, the agent's check releases the pod, which lets the namespace go; a socket asked for then finds it gone.
+  let released!: () => void;
+  const releasedNow = new Promise<void>((resolve) => (released = resolve));
+  const { topology, pod, manager } = await setUp(t, 'nft', 'tproxy', { netnsCheckIntervalMs: 100, onReleased: () => released() });
   await manager.add(pod);
   const captured = manager.capturedPods()[0]!;
   await exec('ip', ['netns', 'del', topology.pod.name]);
+  await releasedNow;
   const socket = captured.sockets.connect({ host: topology.peer.ip, port: ECHO_PORT });
-  const error = await new Promise<Error>((resolve) => socket.once('error', resolve));
+  const error = await new Promise<Error>((resolve, reject) => {
+    socket.once('error', resolve);
+    // A namespace still held would take this socket and leave it waiting for an answer that never comes.
+    setTimeout(() => reject(new Error('no error within 10 s: the released pod\'s namespace is still held')), 10_000).unref();
+  });
   t.true(error instanceof CaptureError);
   t.is((error as CaptureError).code, 'SOCKET_FAILED');
   t.is((error as CaptureError).errnoCode, 'ENOENT');

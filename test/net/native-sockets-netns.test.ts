@@ -1,11 +1,13 @@
 // Net test: the native addon's sockets in another network namespace (agent/native/sockets.c), made from the main
 // thread and from a worker thread: each socket is in the namespace asked for, the thread is back in its own
 // namespace after every one, and no descriptor is left behind per socket (the addon keeps its own namespace open
-// once for the process, and only that).
+// once for the process, and only that). An in-pod socket factory holds the pod's namespace open while the pod is
+// captured, and lets it go when told (the pod released).
 import test from 'ava';
-import { readdirSync } from 'node:fs';
+import { readdirSync, statSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { nativeSockets } from '../../agent/inpod/sockets.ts';
+import { inPodSocketFactory } from '../../agent/inpod/socket-factory.ts';
 import { closeServer, connectFrom, createPodTopology, exchange, listenIn, type PodTopology } from './helpers/inpod-topology.ts';
 
 let topology: PodTopology;
@@ -68,4 +70,42 @@ test.serial('a worker thread makes sockets in the pod namespace too and stays in
   t.is(result.home, nativeSockets.currentNetns(), 'the worker thread started in the process namespace');
   t.true(result.stayed, 'and was back in it after every socket');
   t.is(result.reply, 'from peer');
+});
+
+/** Descriptors of this process that refer to the namespace at `path` (the same namespace inode). */
+function descriptorsOf(path: string): number {
+  const { ino, dev } = statSync(path);
+  let count = 0;
+  for (const entry of readdirSync('/proc/self/fd')) {
+    try {
+      const info = statSync(`/proc/self/fd/${entry}`);
+      if (info.ino === ino && info.dev === dev) count++;
+    } catch {
+      // closed meanwhile (the readdir's own descriptor)
+    }
+  }
+  return count;
+}
+
+test.serial('an in-pod factory holds the pod namespace once while in use, its sockets are in it, and close() lets it go', async (t) => {
+  const server = await listenIn(topology.peer.path, topology.peer.ip, 7103, (socket) => socket.end('from peer'));
+  t.teardown(() => closeServer(server));
+  const factory = inPodSocketFactory(topology.pod.path);
+  t.teardown(() => factory.close?.());
+  t.is(descriptorsOf(topology.pod.path), 0, 'nothing held before the first socket');
+  for (let index = 0; index < 3; index++) {
+    t.is(await exchange(factory.connect({ host: topology.peer.ip, port: 7103 }), 'hi'), 'from peer', 'the factory\'s socket is in the pod namespace');
+  }
+  t.is(descriptorsOf(topology.pod.path), 1, 'one descriptor of the pod namespace, whatever the number of sockets');
+  factory.close?.();
+  t.is(descriptorsOf(topology.pod.path), 0, 'released: the namespace is no longer held by the agent');
+  // A socket asked for after the release is still made in the pod namespace (opened by path, for that socket).
+  t.is(await exchange(factory.connect({ host: topology.peer.ip, port: 7103 }), 'hi'), 'from peer');
+  t.is(descriptorsOf(topology.pod.path), 0);
+});
+
+test.serial('openNetns refuses a file that is not a network namespace', (t) => {
+  const error = t.throws(() => nativeSockets.openNetns('/proc/self/ns/uts'));
+  t.is((error as NodeJS.ErrnoException).code, 'EINVAL');
+  t.is(descriptorsOf(topology.pod.path), 0);
 });
