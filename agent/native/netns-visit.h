@@ -13,6 +13,9 @@
  *   ... socket() / open() in the namespace ...
  *   netns_visit_leave(target, "ambit_sockets");           back home (or abort), the namespace's descriptor closed
  *
+ * or, with a namespace descriptor the caller keeps open (a captured pod's, held by its socket factory):
+ *   if (netns_visit_enter_fd(held, &err, &step) != 0) ...; ...; netns_visit_leave(-1, "ambit_sockets");
+ *
  * Owns: entering and leaving. Must not know about: what is made inside.
  */
 #ifndef AMBIT_NETNS_VISIT_H
@@ -39,27 +42,37 @@ static void netns_open_home(void) {
   if (netns_home < 0) netns_home_errno = errno;
 }
 
+/* Enters the namespace of `target`, a descriptor the caller holds (and keeps): 0, or -1 with *err and *step set. */
+static inline int netns_visit_enter_fd(int target, int *err, const char **step) {
+  pthread_once(&netns_home_once, netns_open_home);
+  if (netns_home < 0) { *err = netns_home_errno; *step = "open /proc/thread-self/ns/net"; return -1; }
+  if (setns(target, CLONE_NEWNET) != 0) { *err = errno; *step = "setns"; return -1; }
+  return 0;
+}
+
 /* Enters the namespace at `path`; its open descriptor (for netns_visit_leave), or -1 with *err and *step set. */
 static inline int netns_visit_enter(const char *path, int *err, const char **step) {
   pthread_once(&netns_home_once, netns_open_home);
   if (netns_home < 0) { *err = netns_home_errno; *step = "open /proc/thread-self/ns/net"; return -1; }
   int target = open(path, O_RDONLY | O_CLOEXEC);
   if (target < 0) { *err = errno; *step = "open"; return -1; }
-  if (setns(target, CLONE_NEWNET) != 0) {
-    *err = errno; *step = "setns";
+  if (netns_visit_enter_fd(target, err, step) != 0) {
     close(target);
     return -1;
   }
   return target;
 }
 
-/* Back to the home namespace (aborting the process if the kernel refuses), and the visited one's descriptor closed. */
-static inline void netns_visit_leave(int target, const char *addon) {
+/*
+ * Back to the home namespace (aborting the process if the kernel refuses); `opened`, the descriptor
+ * netns_visit_enter opened, is closed (-1 after netns_visit_enter_fd: the caller's stays open).
+ */
+static inline void netns_visit_leave(int opened, const char *addon) {
   if (setns(netns_home, CLONE_NEWNET) != 0) {
     fprintf(stderr, "%s: cannot return to own network namespace: %s\n", addon, strerror(errno));
     abort();
   }
-  close(target);
+  if (opened >= 0) close(opened);
 }
 
 #endif

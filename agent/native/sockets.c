@@ -13,6 +13,7 @@
  */
 #define _GNU_SOURCE
 #include "napi-errors.h"
+#include "netns-visit.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -95,28 +96,8 @@ static int parse_addr(const char *host, int port, parsed_addr *out) {
 }
 
 /*
- * Creates a socket of `family` and `type` (SOCK_STREAM, SOCK_DGRAM) in the namespace at `netns_path` (or the
- * current one when NULL). The calling thread always returns to its own
- * namespace; if it cannot, the process aborts rather than run on in the
- * wrong namespace.
- */
-/*
- * The namespace every thread of the process lives in (the node's, for the agent), opened once by the first
- * thread that makes a socket in another namespace, before it enters one. A thread leaves its namespace only
- * inside socket_in_netns and always comes back (or aborts), so at that moment any thread's own namespace is
- * the home one. Kept open for the process's life: an open and a close of /proc/thread-self/ns/net per socket
- * cost 20-70 us under load here, the socket itself about 11 us.
- */
-static int home_netns = -1;
-static int home_netns_errno = 0;
-static pthread_once_t home_netns_once = PTHREAD_ONCE_INIT;
-
-static void open_home_netns(void) {
-  home_netns = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-  if (home_netns < 0) home_netns_errno = errno;
-}
-
-/*
+ * Creates a socket of `family` and `type` (SOCK_STREAM, SOCK_DGRAM) in another namespace (netns-visit.h: the
+ * calling thread always returns to its own namespace, or the process aborts rather than run on in the wrong one).
  * `netns_fd` >= 0: a descriptor of the namespace the caller keeps open (a captured pod's, opened once by its socket
  * factory with openNetns and closed when the pod is released): no open and close of the path per socket. Otherwise
  * `netns_path` is opened for this one socket (NULL or empty: the current namespace, no setns at all).
@@ -127,26 +108,15 @@ static int socket_in_netns(const char *netns_path, int netns_fd, int family, int
     if (fd < 0) { *err = errno; *syscall = "socket"; }
     return fd;
   }
-  pthread_once(&home_netns_once, open_home_netns);
-  int self = home_netns;
-  if (self < 0) { *err = home_netns_errno; *syscall = "open"; return -1; }
-  int target = netns_fd;
-  if (target < 0) {
-    target = open(netns_path, O_RDONLY | O_CLOEXEC);
-    if (target < 0) { *err = errno; *syscall = "open"; return -1; }
-  }
-  if (setns(target, CLONE_NEWNET) != 0) {
-    *err = errno; *syscall = "setns";
-    if (target != netns_fd) close(target);
+  int opened = -1;
+  if (netns_fd >= 0) {
+    if (netns_visit_enter_fd(netns_fd, err, syscall) != 0) return -1;
+  } else if ((opened = netns_visit_enter(netns_path, err, syscall)) < 0) {
     return -1;
   }
   int fd = socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   int socket_errno = errno;
-  if (setns(self, CLONE_NEWNET) != 0) {
-    fprintf(stderr, "ambit_sockets: cannot return to own network namespace: %s\n", strerror(errno));
-    abort();
-  }
-  if (target != netns_fd) close(target);
+  netns_visit_leave(opened, "ambit_sockets");
   if (fd < 0) { *err = socket_errno; *syscall = "socket"; }
   return fd;
 }
