@@ -28,7 +28,7 @@ import { H2DuplexStream } from '../shared/hbone/h2/duplex.ts';
 import { H2StreamTransport } from '../shared/hbone/h2/stream-transport.ts';
 import type { HeaderList } from '../shared/hbone/h2/hpack.ts';
 import type { H2Stream, H2StreamHandler } from '../shared/hbone/h2/stream.ts';
-import { headerListOf, headersObjectOf, trailerListOf, trailersProblem } from './h2-own-upstream.ts';
+import { headersObjectOf, responseFieldListOf, trailerListOf, trailersProblem } from './h2-own-upstream.ts';
 
 const { NGHTTP2_FLAG_END_STREAM, NGHTTP2_NO_ERROR, NGHTTP2_PROTOCOL_ERROR } = http2.constants;
 
@@ -100,9 +100,7 @@ export class OwnDownstreamStream extends EventEmitter implements H2StreamHandler
     if (this.closed || this.headersSent) return;
     this.headersSent = true;
     const status = Number(headers[':status'] ?? 200);
-    const list = headerListOf(headers);
-    const fields: string[] = [];
-    for (let index = 0; index < list.length; index += 2) if (list[index] !== ':status') fields.push(list[index]!, list[index + 1]!);
+    const fields = responseFieldListOf(headers);
     this.#waitForTrailers = options.waitForTrailers === true && options.endStream !== true;
     this.stream.respond(status, fields, options.endStream === true);
   }
@@ -112,10 +110,7 @@ export class OwnDownstreamStream extends EventEmitter implements H2StreamHandler
     if (this.closed || this.headersSent) return;
     const status = Number(headers[':status'] ?? 0);
     if (status < 100 || status > 199) return;
-    const list = headerListOf(headers);
-    const fields: string[] = [];
-    for (let index = 0; index < list.length; index += 2) if (list[index] !== ':status') fields.push(list[index]!, list[index + 1]!);
-    this.stream.respond(status, fields, false);
+    this.stream.respond(status, responseFieldListOf(headers), false);
   }
 
   write(chunk: Buffer | string): boolean {
