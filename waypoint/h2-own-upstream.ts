@@ -13,7 +13,6 @@
  * Must not know about: routes, downstream streams, which endpoint to pick (upstream.ts picks; this dials through it).
  * Hot path: a chunk goes from the layer's DATA handler to one 'data' emit; nothing is allocated per chunk here.
  */
-import { EventEmitter } from 'node:events';
 import http2 from 'node:http2';
 import type { Duplex } from 'node:stream';
 import { H2Connection } from '../shared/hbone/h2/connection.ts';
@@ -21,6 +20,7 @@ import { H2DuplexStream } from '../shared/hbone/h2/duplex.ts';
 import { H2StreamTransport } from '../shared/hbone/h2/stream-transport.ts';
 import type { HeaderList } from '../shared/hbone/h2/hpack.ts';
 import type { H2Stream, H2StreamHandler } from '../shared/hbone/h2/stream.ts';
+import { StreamEvents, type StreamListener } from './h2-stream-events.ts';
 import type { Service } from '../shared/mesh/service.ts';
 import { workloadIdentity } from '../shared/mesh/workload.ts';
 import { WaypointError } from './errors.ts';
@@ -29,7 +29,7 @@ import type { UpstreamTarget, Upstreams } from './upstream.ts';
 
 const { NGHTTP2_FLAG_END_STREAM } = http2.constants;
 
-type Listener = Parameters<EventEmitter['on']>[1];
+type Listener = StreamListener;
 
 const H2_PROTOCOL_ERROR = http2.constants.NGHTTP2_PROTOCOL_ERROR;
 const H2_NO_ERROR = http2.constants.NGHTTP2_NO_ERROR;
@@ -135,7 +135,7 @@ export function trailerListOf(trailers: http2.OutgoingHttpHeaders): string[] {
 }
 
 /** One request stream on an own-layer connection, driven as a node:http2 ClientHttp2Stream is (see the top comment). */
-export class OwnUpstreamStream extends EventEmitter implements H2StreamHandler, UpstreamH2Stream {
+export class OwnUpstreamStream extends StreamEvents implements H2StreamHandler, UpstreamH2Stream {
   stream: H2Stream | undefined;
   /** Called once when the layer closes the stream (before 'close', which waits for the data to be read). */
   onClosed: (() => void) | undefined;
