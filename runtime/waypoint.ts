@@ -39,6 +39,13 @@ export interface WaypointOptions {
   waypointFor?: 'service' | 'workload' | 'all' | 'none';
   trustDomain?: string;
   env?: Record<string, string>;
+  /**
+   * Measurement only: runs the waypoint as `[...commandPrefix, node, main]` (e.g. under valgrind) and `main` instead of
+   * this tree's waypoint/main.ts (another tree's, for A/B runs), waiting `readyTimeoutMs` for its ready line.
+   */
+  commandPrefix?: readonly string[];
+  main?: string;
+  readyTimeoutMs?: number;
 }
 
 export interface LocalWaypoint {
@@ -110,18 +117,20 @@ export async function createWaypoint(mesh: LocalMesh, options: WaypointOptions):
     const log = openSync(logFile, 'a');
     let child;
     try {
-      child = pod.spawn(process.execPath, [WAYPOINT_MAIN], { stdio: ['ignore', log, log], env });
+      const command = [...(options.commandPrefix ?? []), process.execPath, options.main ?? WAYPOINT_MAIN];
+      child = pod.spawn(command[0]!, command.slice(1), { stdio: ['ignore', log, log], env });
     } finally {
       closeSync(log);
     }
-    const deadline = Date.now() + WAYPOINT_READY_TIMEOUT_MS;
+    const readyTimeoutMs = options.readyTimeoutMs ?? WAYPOINT_READY_TIMEOUT_MS;
+    const deadline = Date.now() + readyTimeoutMs;
     for (;;) {
       const text = await readFile(logFile, 'utf8').catch(() => '');
       // The log's end goes into the error: the file goes with the cluster.
       const tail = text.split('\n').slice(-6).join('\n');
       if (child.exitCode !== null || child.signalCode !== null) throw new RuntimeError('COMMAND_FAILED', `the waypoint ${options.namespace}/${options.name} exited (${child.exitCode ?? child.signalCode}): ${tail}`);
       if (text.split(WAYPOINT_READY_MESSAGE).length > before) return;
-      if (Date.now() > deadline) throw new RuntimeError('COMMAND_FAILED', `the waypoint ${options.namespace}/${options.name} was not ready in ${WAYPOINT_READY_TIMEOUT_MS} ms: ${tail}`);
+      if (Date.now() > deadline) throw new RuntimeError('COMMAND_FAILED', `the waypoint ${options.namespace}/${options.name} was not ready in ${readyTimeoutMs} ms: ${tail}`);
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
   };

@@ -20,7 +20,6 @@
  * Hot path: a request chunk goes from the layer's DATA handler to one 'data' emit; an answer chunk is one
  * `H2Stream.write`; nothing is allocated per chunk here.
  */
-import { EventEmitter } from 'node:events';
 import http2 from 'node:http2';
 import type { Duplex } from 'node:stream';
 import { H2Connection } from '../shared/hbone/h2/connection.ts';
@@ -28,11 +27,12 @@ import { H2DuplexStream } from '../shared/hbone/h2/duplex.ts';
 import { H2StreamTransport } from '../shared/hbone/h2/stream-transport.ts';
 import type { HeaderList } from '../shared/hbone/h2/hpack.ts';
 import type { H2Stream, H2StreamHandler } from '../shared/hbone/h2/stream.ts';
-import { headerListOf, headersObjectOf, trailerListOf, trailersProblem } from './h2-own-upstream.ts';
+import { StreamEvents, type StreamListener } from './h2-stream-events.ts';
+import { headersObjectOf, responseFieldListOf, trailerListOf, trailersProblem } from './h2-own-upstream.ts';
 
 const { NGHTTP2_FLAG_END_STREAM, NGHTTP2_NO_ERROR, NGHTTP2_PROTOCOL_ERROR } = http2.constants;
 
-type Listener = Parameters<EventEmitter['on']>[1];
+type Listener = StreamListener;
 
 /** What h2-proxy.ts drives of a client's request stream: node:http2's ServerHttp2Stream or an OwnDownstreamStream. */
 export interface DownstreamH2Stream {
@@ -54,7 +54,7 @@ export interface DownstreamH2Stream {
 }
 
 /** One request stream of the own-layer server, driven as node:http2's ServerHttp2Stream is (see the top comment). */
-export class OwnDownstreamStream extends EventEmitter implements H2StreamHandler, DownstreamH2Stream {
+export class OwnDownstreamStream extends StreamEvents implements H2StreamHandler, DownstreamH2Stream {
   readonly stream: H2Stream;
   rstCode: number | undefined;
   closed = false;
@@ -100,9 +100,7 @@ export class OwnDownstreamStream extends EventEmitter implements H2StreamHandler
     if (this.closed || this.headersSent) return;
     this.headersSent = true;
     const status = Number(headers[':status'] ?? 200);
-    const list = headerListOf(headers);
-    const fields: string[] = [];
-    for (let index = 0; index < list.length; index += 2) if (list[index] !== ':status') fields.push(list[index]!, list[index + 1]!);
+    const fields = responseFieldListOf(headers);
     this.#waitForTrailers = options.waitForTrailers === true && options.endStream !== true;
     this.stream.respond(status, fields, options.endStream === true);
   }
@@ -112,10 +110,7 @@ export class OwnDownstreamStream extends EventEmitter implements H2StreamHandler
     if (this.closed || this.headersSent) return;
     const status = Number(headers[':status'] ?? 0);
     if (status < 100 || status > 199) return;
-    const list = headerListOf(headers);
-    const fields: string[] = [];
-    for (let index = 0; index < list.length; index += 2) if (list[index] !== ':status') fields.push(list[index]!, list[index + 1]!);
-    this.stream.respond(status, fields, false);
+    this.stream.respond(status, responseFieldListOf(headers), false);
   }
 
   write(chunk: Buffer | string): boolean {

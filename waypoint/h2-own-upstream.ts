@@ -13,7 +13,6 @@
  * Must not know about: routes, downstream streams, which endpoint to pick (upstream.ts picks; this dials through it).
  * Hot path: a chunk goes from the layer's DATA handler to one 'data' emit; nothing is allocated per chunk here.
  */
-import { EventEmitter } from 'node:events';
 import http2 from 'node:http2';
 import type { Duplex } from 'node:stream';
 import { H2Connection } from '../shared/hbone/h2/connection.ts';
@@ -21,6 +20,7 @@ import { H2DuplexStream } from '../shared/hbone/h2/duplex.ts';
 import { H2StreamTransport } from '../shared/hbone/h2/stream-transport.ts';
 import type { HeaderList } from '../shared/hbone/h2/hpack.ts';
 import type { H2Stream, H2StreamHandler } from '../shared/hbone/h2/stream.ts';
+import { StreamEvents, type StreamListener } from './h2-stream-events.ts';
 import type { Service } from '../shared/mesh/service.ts';
 import { workloadIdentity } from '../shared/mesh/workload.ts';
 import { WaypointError } from './errors.ts';
@@ -29,12 +29,16 @@ import type { UpstreamTarget, Upstreams } from './upstream.ts';
 
 const { NGHTTP2_FLAG_END_STREAM } = http2.constants;
 
-type Listener = Parameters<EventEmitter['on']>[1];
+type Listener = StreamListener;
 
 const H2_PROTOCOL_ERROR = http2.constants.NGHTTP2_PROTOCOL_ERROR;
 const H2_NO_ERROR = http2.constants.NGHTTP2_NO_ERROR;
 /** Fields that never go in HTTP/2 trailers (RFC 9113 8.2.2, and transfer-encoding's relatives). */
 const CONNECTION_SPECIFIC_TRAILERS = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade']);
+
+/** Bytes a field name may hold (RFC 9110's token characters, lower-case, and ':' for pseudo-headers): 1 at each. */
+const FIELD_NAME_BYTES = new Uint8Array(128);
+for (const character of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz:") FIELD_NAME_BYTES[character.charCodeAt(0)] = 1;
 
 /** A field name or value node:http2 would refuse to send (it throws ERR_INVALID_HTTP_TOKEN / ERR_INVALID_CHAR). */
 function badField(name: string, value: string): boolean {
@@ -42,30 +46,57 @@ function badField(name: string, value: string): boolean {
     const code = value.charCodeAt(index);
     if (code === 0 || code === 0x0a || code === 0x0d) return true;
   }
-  return name.length === 0 || /[^!#$%&'*+\-.^_`|~0-9a-z:]/u.test(name);
+  if (name.length === 0) return true;
+  for (let index = 0; index < name.length; index++) {
+    const code = name.charCodeAt(index);
+    if (code >= 128 || FIELD_NAME_BYTES[code] === 0) return true;
+  }
+  return false;
+}
+
+/** Adds one field to `list`, or throws WAYPOINT_BAD_HEADER for a field Node would refuse. */
+function pushField(list: string[], name: string, text: string): void {
+  // As node:http2's path answers it (its request() throws, the try fails): 503 UF with the reason.
+  if (badField(name, text)) throw new WaypointError('WAYPOINT_UPSTREAM_CONNECT_FAILED', `header ${JSON.stringify(name)} cannot be sent to the endpoint: invalid name or value`);
+  list.push(name, text);
 }
 
 /**
  * `headers` (node:http2's outgoing object) as the layer's flat list: pseudo-headers first, names lower-cased,
- * arrays as repeated fields. Throws WAYPOINT_BAD_HEADER for a field Node would refuse.
+ * arrays as repeated fields. Throws WAYPOINT_BAD_HEADER for a field Node would refuse. `pseudoDefaults`: pseudo-header
+ * names and values (or functions making the value, called only when the header is absent) added when absent.
  */
-export function headerListOf(headers: http2.OutgoingHttpHeaders, pseudoDefaults: readonly string[] = []): string[] {
+export function headerListOf(headers: http2.OutgoingHttpHeaders, pseudoDefaults: ReadonlyArray<string | (() => string)> = []): string[] {
+  return fieldListOf(headers, pseudoDefaults, undefined);
+}
+
+/** A response head's fields for the layer (which writes `:status` itself): headerListOf's list without `:status`. */
+export function responseFieldListOf(headers: http2.OutgoingHttpHeaders): string[] {
+  return fieldListOf(headers, [], ':status');
+}
+
+function fieldListOf(headers: http2.OutgoingHttpHeaders, pseudoDefaults: ReadonlyArray<string | (() => string)>, omitted: string | undefined): string[] {
   const pseudo: string[] = [];
   const regular: string[] = [];
   for (const key in headers) {
     const value = headers[key];
     if (value === undefined) continue;
     const name = key.toLowerCase();
+    if (name === omitted) continue;
     const list = name.charCodeAt(0) === 58 /* : */ ? pseudo : regular;
-    for (const one of Array.isArray(value) ? value : [value]) {
-      const text = String(one);
-      // As node:http2's path answers it (its request() throws, the try fails): 503 UF with the reason.
-      if (badField(name, text)) throw new WaypointError('WAYPOINT_UPSTREAM_CONNECT_FAILED', `header ${JSON.stringify(name)} cannot be sent to the endpoint: invalid name or value`);
-      list.push(name, text);
+    if (typeof value === 'string') {
+      pushField(list, name, value);
+    } else if (Array.isArray(value)) {
+      for (let index = 0; index < value.length; index++) pushField(list, name, String(value[index]));
+    } else {
+      pushField(list, name, String(value));
     }
   }
   for (let index = 0; index < pseudoDefaults.length; index += 2) {
-    if (headers[pseudoDefaults[index]!] === undefined) pseudo.push(pseudoDefaults[index]!, pseudoDefaults[index + 1]!);
+    const name = pseudoDefaults[index] as string;
+    if (headers[name] !== undefined) continue;
+    const value = pseudoDefaults[index + 1]!;
+    pseudo.push(name, typeof value === 'string' ? value : value());
   }
   return pseudo.length === 0 ? regular : pseudo.concat(regular);
 }
@@ -104,7 +135,7 @@ export function trailerListOf(trailers: http2.OutgoingHttpHeaders): string[] {
 }
 
 /** One request stream on an own-layer connection, driven as a node:http2 ClientHttp2Stream is (see the top comment). */
-export class OwnUpstreamStream extends EventEmitter implements H2StreamHandler, UpstreamH2Stream {
+export class OwnUpstreamStream extends StreamEvents implements H2StreamHandler, UpstreamH2Stream {
   stream: H2Stream | undefined;
   /** Called once when the layer closes the stream (before 'close', which waits for the data to be read). */
   onClosed: (() => void) | undefined;
@@ -279,14 +310,29 @@ export class H2OwnSessionPool implements H2Sessions {
   readonly #connectingByEndpoint = new Map<string, Promise<OwnPooledConnection>>();
   /** Connections opened so far (tests and config_dump read it to see reuse). */
   sessionsOpened = 0;
+  /**
+   * The pool key of the last endpoint asked for, kept with what it was made of: requests to the same endpoint find
+   * their pool by the same (already hashed) string instead of building and hashing a new one each.
+   */
+  #lastKey = '';
+  #lastKeyHost = '';
+  #lastKeyPort = -1;
+  #lastKeyEndpoint: UpstreamTarget['endpoint'] | undefined;
 
   constructor(upstreams: Upstreams) {
     this.#upstreams = upstreams;
   }
 
   async request(service: Service, picked: UpstreamTarget, headers: http2.OutgoingHttpHeaders, endStream: boolean): Promise<UpstreamH2Stream> {
-    const key = `${picked.address.host}:${picked.address.port}/${workloadIdentity(picked.endpoint).uri}`;
-    const list = headerListOf(headers, [':scheme', 'http', ':authority', `${picked.address.host.includes(':') ? `[${picked.address.host}]` : picked.address.host}:${picked.address.port}`]);
+    const { host, port } = picked.address;
+    if (picked.endpoint !== this.#lastKeyEndpoint || host !== this.#lastKeyHost || port !== this.#lastKeyPort) {
+      this.#lastKey = `${host}:${port}/${workloadIdentity(picked.endpoint).uri}`;
+      this.#lastKeyHost = host;
+      this.#lastKeyPort = port;
+      this.#lastKeyEndpoint = picked.endpoint;
+    }
+    const key = this.#lastKey;
+    const list = headerListOf(headers, [':scheme', 'http', ':authority', () => `${host.includes(':') ? `[${host}]` : host}:${port}`]);
     for (let attempt = 0; ; attempt++) {
       const pooled = await this.#connectionFor(key, service, picked);
       const upstream = new OwnUpstreamStream();

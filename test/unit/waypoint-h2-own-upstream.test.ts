@@ -318,7 +318,7 @@ test('one pooled connection: an 8 MiB upload with trailers, then an answer that 
   for (let offset = 0; offset < 8 * window; offset += 64 * 1024) {
     const piece = patternPiece(offset, 64 * 1024);
     sent.push(piece);
-    if (!upload.write(piece)) await once(upload, 'drain');
+    if (!upload.write(piece)) await new Promise((resolve) => upload.once('drain', resolve));
   }
   upload.once('wantTrailers', () => upload.sendTrailers({ 'x-checksum': 'client-side' }));
   upload.end();

@@ -487,7 +487,7 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
   }
 
   sendResponse(stream: H2Stream, status: number, headers: readonly string[], endStream: boolean): void {
-    this.#sendHeaderBlock(stream.id, this.#encoder.encode([':status', String(status), ...headers]), endStream);
+    this.#sendHeaderBlock(stream.id, this.#encoder.encode(headers, status), endStream);
     if (endStream) {
       stream.localEnded = true;
       this.maybeCloseStream(stream);

@@ -240,13 +240,19 @@ export class HpackDecoder {
   }
 }
 
-/** Name -> first static index with that name; "name\0value" -> static index of that exact pair. */
+/**
+ * Name -> first static index with that name; per name, value -> static index of that exact pair (only the few names
+ * the static table gives values: a lookup needs no "name + value" key built and hashed per field).
+ */
 const STATIC_NAME_INDEX = new Map<string, number>();
-const STATIC_PAIR_INDEX = new Map<string, number>();
+const STATIC_PAIR_INDEX = new Map<string, Map<string, number>>();
 for (let index = STATIC_TABLE.length; index >= 1; index--) {
   const [name, value] = STATIC_TABLE[index - 1]!;
   STATIC_NAME_INDEX.set(name, index);
-  STATIC_PAIR_INDEX.set(`${name}\0${value}`, index);
+  if (value === '') continue;
+  let values = STATIC_PAIR_INDEX.get(name);
+  if (values === undefined) STATIC_PAIR_INDEX.set(name, (values = new Map()));
+  values.set(value, index);
 }
 
 /**
@@ -254,30 +260,28 @@ for (let index = STATIC_TABLE.length; index >= 1; index--) {
  * Names must already be lower-case; values are written as latin1 bytes.
  */
 export class HpackEncoder {
-  /** Encodes `headers` (names and values alternating) into a new Buffer. */
-  encode(headers: readonly string[]): Buffer {
-    let size = 0;
+  /** Encodes `headers` (names and values alternating) into a new Buffer; `status`, when given, as `:status` first. */
+  encode(headers: readonly string[], status?: number): Buffer {
+    const statusText = status === undefined ? undefined : String(status);
+    let size = statusText === undefined ? 0 : statusText.length + 6;
     for (let index = 0; index < headers.length; index++) size += headers[index]!.length + 6;
     const out = Buffer.allocUnsafe(size);
-    let offset = 0;
-    for (let index = 0; index < headers.length; index += 2) {
-      const name = headers[index]!;
-      const value = headers[index + 1]!;
-      const pair = STATIC_PAIR_INDEX.get(`${name}\0${value}`);
-      if (pair !== undefined) {
-        offset = writeInteger(out, offset, pair, 7, 0x80);
-        continue;
-      }
-      const nameIndex = STATIC_NAME_INDEX.get(name);
-      if (nameIndex !== undefined) {
-        offset = writeInteger(out, offset, nameIndex, 4, 0x00);
-      } else {
-        out[offset++] = 0x00;
-        offset = writeString(out, offset, name);
-      }
-      offset = writeString(out, offset, value);
-    }
+    let offset = statusText === undefined ? 0 : this.#field(out, 0, ':status', statusText);
+    for (let index = 0; index < headers.length; index += 2) offset = this.#field(out, offset, headers[index]!, headers[index + 1]!);
     return out.subarray(0, offset);
+  }
+
+  #field(out: Buffer, offset: number, name: string, value: string): number {
+    const pair = STATIC_PAIR_INDEX.get(name)?.get(value);
+    if (pair !== undefined) return writeInteger(out, offset, pair, 7, 0x80);
+    const nameIndex = STATIC_NAME_INDEX.get(name);
+    if (nameIndex !== undefined) {
+      offset = writeInteger(out, offset, nameIndex, 4, 0x00);
+    } else {
+      out[offset++] = 0x00;
+      offset = writeString(out, offset, name);
+    }
+    return writeString(out, offset, value);
   }
 }
 
