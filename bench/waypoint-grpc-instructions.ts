@@ -5,7 +5,7 @@
  * runs, so this is the A/B for issue 12's gRPC CPU per call when the machine is busy (the suite's CPU rows, quiet
  * runs only, stay the figures of record). User space only.
  *
- *   node bench/waypoint-instructions.ts [--main OTHER_TREE/waypoint/main.ts] [--rate 10] [--warm-rounds 8]
+ *   node bench/waypoint-grpc-instructions.ts [--main OTHER_TREE/waypoint/main.ts] [--rate 10] [--warm-rounds 8]
  *                                       [--rounds 4] [--seconds 20] [--keep DIR] [--name MESH]
  *
  * `--main` runs another tree's waypoint (a `git archive` of main, say) in the same mesh and harness, for A/B runs.
