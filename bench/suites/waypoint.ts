@@ -93,7 +93,7 @@ const STUNNEL_SERVER_PORT = 16443;
 const STUNNEL_GRPC_SERVER_PORT = 16444;
 const HAPROXY_PORT = 17443;
 const HAPROXY_GRPC_PORT = 17444;
-const VIPS = { direct: '10.240.5.10', via: '10.240.5.11', v1: '10.240.5.12', v2: '10.240.5.13', split: '10.240.5.14', directGrpc: '10.240.5.15', viaGrpc: '10.240.5.16', policy: '10.240.5.17' };
+export const VIPS = { direct: '10.240.5.10', via: '10.240.5.11', v1: '10.240.5.12', v2: '10.240.5.13', split: '10.240.5.14', directGrpc: '10.240.5.15', viaGrpc: '10.240.5.16', policy: '10.240.5.17' };
 const ENROLLED = { 'istio.io/dataplane-mode': 'ambient' };
 
 interface Sizes {
@@ -148,7 +148,7 @@ interface PathRun extends LoadResult {
   requests: number;
 }
 
-interface Topology {
+export interface Topology {
   mesh: LocalMesh;
   waypoint: LocalWaypoint;
   waypointPid: number;
@@ -473,7 +473,7 @@ function stunnelConfig(runDir: string, name: string, certs: BenchCertificates, s
   return file;
 }
 
-async function buildTopology(context: SuiteContext, mesh: LocalMesh): Promise<Topology> {
+export async function buildTopology(context: SuiteContext, mesh: LocalMesh): Promise<Topology> {
   const { cluster } = mesh;
   const client = await cluster.createPod({ node: 0, namespace: 'bench-mesh', name: 'client', serviceAccount: 'bench-client', namespaceLabels: ENROLLED });
   const servers = [

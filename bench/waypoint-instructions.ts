@@ -1,0 +1,155 @@
+/**
+ * Instructions per HTTP/1.1 1 KiB request in the waypoint process, counted by callgrind: the waypoint suite's
+ * cluster (bench/suites/waypoint.ts's topology: client -> agent -> waypoint -> agent -> server-v1), the waypoint
+ * re-executed under `valgrind --tool=callgrind` by a preload (bench/tools/exec-under-callgrind.ts; instrumentation
+ * off through start-up and the warm-up rounds, on for the measured ones). Instruction counts do not depend on what
+ * else the machine runs, so this is the A/B for the waypoint's CPU per request when the machine is busy; the suite's
+ * CPU rows (quiet runs only) stay the figure of record. User space only (the kernel's part is not counted).
+ *
+ *   node bench/waypoint-instructions.ts [--rate 8] [--connections 16] [--warm-rate 50] [--warm-rounds 6] [--rounds 6]
+ *                                       [--seconds 10] [--keep DIR]
+ *   node bench/waypoint-instructions.ts --profile DIR [--rate 1000] [--warm-rate 1000] ...
+ *
+ * The load is the suite's http-load (1 KiB POSTs answered with 1 KiB, open loop) at a low rate: instrumented, the
+ * waypoint runs some 50x slower and falls behind at 20-30/s (a backlog batches requests per loop turn, which lowers
+ * the count per request), so the measured rate is one it keeps up with: each request mostly finds the waypoint idle.
+ * The warm-up rounds run uninstrumented at a higher rate (the JIT tiers up by invocation counts). Printed:
+ * instructions per request of every thread of the waypoint, of the main thread (the event loop) apart from the others
+ * (V8's GC and compiler workers, libuv's thread pool: the access log's file writes), and per thread. Timers that run
+ * per second (the access log's flush, the pools' sweeps, the heap release's checks) are spread over the few requests
+ * of a second at this rate: compare trees at the same rate, not these counts with CPU per request at 1,000/s.
+ * `--keep DIR` copies callgrind's dump files there (for callgrind_annotate).
+ *
+ * `--profile DIR`: no callgrind; V8's CPU profiler runs in the waypoint for the measured rounds only
+ * (bench/tools/profile-on-signal.ts, started and stopped by SIGUSR2) and its profile is written into DIR, with the
+ * waypoint's CPU per request over the same window (/proc): a profile of the HTTP/1.1 path alone, without start-up,
+ * warm-up or the suite's other paths.
+ *
+ * Owns: this measurement. Must not know about: how the waypoint works.
+ */
+import { execFileSync } from 'node:child_process';
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { createLocalMesh, type LocalMesh } from '../runtime/local-mesh.ts';
+import { writeBenchCertificates } from './lib/certs.ts';
+import { inPod } from './lib/mesh-cluster.ts';
+import { ProcessGroup, RUN_DIR_PREFIX } from './lib/processes.ts';
+import type { LatencySummary } from './lib/stats.ts';
+import { CpuMeter } from './lib/cpu.ts';
+import { buildTopology, VIPS } from './suites/waypoint.ts';
+
+const { values } = parseArgs({
+  options: {
+    rate: { type: 'string' },
+    'warm-rate': { type: 'string' },
+    connections: { type: 'string', default: '16' },
+    'warm-rounds': { type: 'string', default: '6' },
+    rounds: { type: 'string', default: '6' },
+    seconds: { type: 'string', default: '10' },
+    profile: { type: 'string' },
+    /** Keeps callgrind's dump files there (for callgrind_annotate). */
+    keep: { type: 'string' },
+  },
+});
+const profileDir = values.profile === undefined ? undefined : path.resolve(values.profile);
+
+interface LoadResult extends LatencySummary {
+  requestsPerSecond: number;
+  failed: number;
+}
+
+const runDir = mkdtempSync(path.join(tmpdir(), `${RUN_DIR_PREFIX}${process.pid}-`));
+const dumpDir = mkdtempSync(path.join(tmpdir(), 'ambit-waypoint-callgrind-'));
+const rate = values.rate ?? (profileDir ? '1000' : '8');
+const warmRate = values['warm-rate'] ?? (profileDir ? '1000' : '50');
+const preload = path.join(import.meta.dirname, 'tools', profileDir ? 'profile-on-signal.ts' : 'exec-under-callgrind.ts');
+// The suite passes these to the waypoint alone (after its own NODE_OPTIONS and environment).
+process.env.AMBIT_BENCH_WAYPOINT_NODE_OPTIONS = `--import=${preload}`;
+process.env.AMBIT_BENCH_WAYPOINT_ENV = profileDir ? `AMBIT_PROFILE_DIR=${profileDir}` : `AMBIT_CALLGRIND_OUT_DIR=${dumpDir}`;
+if (profileDir) mkdirSync(profileDir, { recursive: true });
+const log = (message: string): void => void process.stderr.write(`[${new Date().toISOString().slice(11, 19)}] ${message}\n`);
+
+/** Sums the dump files of `pid` that the dump named `trigger` wrote: every thread, and thread 1 (the main thread). */
+function measuredInstructions(pid: number, trigger: string): { all: number; main: number; threads: number[] } {
+  const counted = { all: 0, main: 0, threads: [] as number[] };
+  for (const file of readdirSync(dumpDir).filter((name) => name.startsWith(`callgrind.${pid}`))) {
+    const text = readFileSync(path.join(dumpDir, file), 'utf8');
+    if (!text.slice(0, 4000).includes(trigger)) continue;
+    const total = /^(?:summary|totals): (\d+)/m.exec(text);
+    if (!total) continue;
+    counted.all += Number(total[1]);
+    if (/-01$/.test(file)) counted.main += Number(total[1]);
+    const thread = /-(\d+)$/.exec(file);
+    if (thread) counted.threads[Number(thread[1])] = Number(total[1]);
+  }
+  return counted;
+}
+
+const processes = new ProcessGroup(runDir);
+let mesh: LocalMesh | undefined;
+let output: string | undefined;
+try {
+  const certs = await writeBenchCertificates(runDir);
+  mesh = await createLocalMesh({ nodes: 2, name: 'bench-wpi', agentEnv: { AMBIT_LOG_LEVEL: 'warn', AMBIT_DRAIN_MS: '500' } });
+  const topology = await buildTopology({ quick: true, runDir, processes, certs, log }, mesh);
+  const pid = topology.waypointPid;
+  log(`waypoint pid ${pid} (${readFileSync(`/proc/${pid}/comm`, 'utf8').trim()})`);
+  const load = async (rounds: number, warmup: boolean): Promise<number> => {
+    let completed = 0;
+    for (let round = 0; round < rounds; round++) {
+      const command = inPod(topology.client, 'http-load.ts', ['--host', VIPS.via, '--port', '80', '--rate', warmup ? warmRate : rate, '--duration', values.seconds, '--connections', values.connections, '--size', '1024', '--warmup', warmup ? '200' : '0']);
+      try {
+        const result = await processes.run<LoadResult>('load', command.command, command.args);
+        completed += result.count;
+        log(`${warmup ? 'warm-up' : 'measured'} round ${round + 1}: ${result.count} answered, ${result.failed} failed, ${result.requestsPerSecond.toFixed(1)}/s, p50 ${(result.p50 / 1000).toFixed(1)} ms`);
+        if (!warmup && result.failed > 0) throw new Error(`${result.failed} requests failed in a measured round`);
+      } catch (error) {
+        if (!warmup) throw error;
+        log(`warm-up round ${round + 1} failed: ${String(error).slice(0, 160)}`);
+      }
+    }
+    return completed;
+  };
+  await load(Number(values['warm-rounds']), true);
+  if (profileDir) {
+    process.kill(pid, 'SIGUSR2');
+    const meter = new CpuMeter({ waypoint: pid }).start();
+    const completed = await load(Number(values.rounds), false);
+    const used = meter.stop().waypoint!;
+    process.kill(pid, 'SIGUSR2');
+    await new Promise((resolve) => setTimeout(resolve, 3_000));
+    output = `\nWaypoint CPU per HTTP/1.1 request over the profiled window: ${((used * 1e6) / completed).toFixed(0)} µs (${completed} requests at ${rate}/s); load average ${loadavg()[0]!.toFixed(1)}; profile in ${profileDir}\n`;
+  } else {
+    execFileSync('callgrind_control', ['-i', 'on', String(pid)], { stdio: 'ignore' });
+    execFileSync('callgrind_control', ['-z', String(pid)], { stdio: 'ignore' });
+    const completed = await load(Number(values.rounds), false);
+    const trigger = `measured-${process.pid}`;
+    execFileSync('callgrind_control', ['-d', trigger, String(pid)], { stdio: 'ignore' });
+    await new Promise((resolve) => setTimeout(resolve, 3_000));
+    const counted = measuredInstructions(pid, trigger);
+    const perRequest = (count: number): string => (count / completed / 1000).toFixed(1);
+    output = [
+      '',
+      `Waypoint instructions per HTTP/1.1 1 KiB request (thousands), callgrind, ${rate}/s over ${values.connections} connections, ${completed} requests measured; load average ${loadavg()[0]!.toFixed(1)} at the end (does not move the counts)`,
+      '',
+      '| all threads | main thread | GC and compiler threads |',
+      '|---:|---:|---:|',
+      `| ${perRequest(counted.all)} | ${perRequest(counted.main)} | ${perRequest(counted.all - counted.main)} |`,
+      '',
+      `Per thread: ${counted.threads.map((count, thread) => `${thread}: ${perRequest(count)}`).filter(Boolean).join(', ')}`,
+      '',
+    ].join('\n');
+  }
+} finally {
+  await processes.stopAll();
+  await mesh?.destroy();
+  rmSync(runDir, { recursive: true, force: true });
+  if (values.keep !== undefined) {
+    mkdirSync(values.keep, { recursive: true });
+    for (const file of readdirSync(dumpDir)) copyFileSync(path.join(dumpDir, file), path.join(values.keep, file));
+  }
+  rmSync(dumpDir, { recursive: true, force: true });
+}
+process.stdout.write(output ?? '');
