@@ -394,7 +394,7 @@ interface WaypointMemoryReadings {
   later?: WaypointMemory | undefined;
 }
 
-async function waypointMemory(waypoint: LocalWaypoint, pid: number): Promise<WaypointMemory | undefined> {
+export async function waypointMemory(waypoint: LocalWaypoint, pid: number): Promise<WaypointMemory | undefined> {
   const resident = processResidentMemory(pid);
   if (!resident) return undefined;
   const read = await waypoint.pod.exec(process.execPath, ['-e', "fetch('http://127.0.0.1:15000/config_dump').then((r) => r.json()).then((d) => console.log(JSON.stringify(d.memory ?? {})))"]);
@@ -406,7 +406,7 @@ async function waypointMemory(waypoint: LocalWaypoint, pid: number): Promise<Way
   }
 }
 
-function formatMemory(memory: WaypointMemory | undefined): string {
+export function formatMemory(memory: WaypointMemory | undefined): string {
   if (!memory) return 'not read (the waypoint is gone)';
   const mb = (bytes: number | undefined) => formatNumber(bytes === undefined ? undefined : bytes / 1024 / 1024);
   const heap = memory.heapTotal !== undefined ? `; V8 heap ${mb(memory.heapUsed)} of ${mb(memory.heapTotal)} MB used, ${memory.heapReleases} heap releases${memory.nativeReleases !== undefined ? `, ${memory.nativeReleases} native releases (last dropped ${mb((memory.executableKibDropped ?? 0) * 1024)} MB of the binary)` : ''}` : '';
