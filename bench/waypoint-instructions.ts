@@ -70,6 +70,8 @@ const preload = path.join(import.meta.dirname, 'tools', profileDir ? 'profile-on
 // The suite passes these to the waypoint alone (after its own NODE_OPTIONS and environment).
 process.env.AMBIT_BENCH_WAYPOINT_NODE_OPTIONS = `--import=${preload}`;
 process.env.AMBIT_BENCH_WAYPOINT_ENV = profileDir ? `AMBIT_PROFILE_DIR=${profileDir}` : `AMBIT_CALLGRIND_OUT_DIR=${dumpDir}`;
+// Under valgrind the waypoint's start-up (TypeScript, xDS, its certificate) takes minutes on a busy machine.
+if (!profileDir) process.env.AMBIT_BENCH_WAYPOINT_READY_MS ??= '300000';
 if (profileDir) mkdirSync(profileDir, { recursive: true });
 const log = (message: string): void => void process.stderr.write(`[${new Date().toISOString().slice(11, 19)}] ${message}\n`);
 
@@ -134,6 +136,8 @@ try {
   }
   const pid = topology.waypointPid;
   log(`waypoint pid ${pid} (${readFileSync(`/proc/${pid}/comm`, 'utf8').trim()})`);
+  // Requests that failed in the measured rounds (a stall on the busy machine): counted here, not in the requests.
+  let failedMeasured = 0;
   const load = async (rounds: number, warmup: boolean): Promise<number> => {
     let completed = 0;
     for (let round = 0; round < rounds; round++) {
@@ -142,7 +146,7 @@ try {
         const result = await processes.run<LoadResult>('load', command.command, command.args);
         completed += result.count;
         log(`${warmup ? 'warm-up' : 'measured'} round ${round + 1}: ${result.count} answered, ${result.failed} failed, ${result.requestsPerSecond.toFixed(1)}/s, p50 ${(result.p50 / 1000).toFixed(1)} ms`);
-        if (!warmup && result.failed > 0) throw new Error(`${result.failed} requests failed in a measured round`);
+        if (!warmup) failedMeasured += result.failed;
       } catch (error) {
         if (!warmup) throw error;
         log(`warm-up round ${round + 1} failed: ${String(error).slice(0, 160)}`);
@@ -185,7 +189,7 @@ try {
     const parts = mainThreadParts(counted.mainFile);
     output = [
       '',
-      `Waypoint instructions per HTTP/1.1 1 KiB request (thousands), callgrind, ${rate}/s over ${values.connections} connections, ${completed} requests measured; load average ${loadavg()[0]!.toFixed(1)} at the end (does not move the counts)`,
+      `Waypoint instructions per HTTP/1.1 1 KiB request (thousands), callgrind, ${rate}/s over ${values.connections} connections, ${completed} requests measured (${failedMeasured} failed); load average ${loadavg()[0]!.toFixed(1)} at the end (does not move the counts)`,
       '',
       '| main thread without native releases | of which GC | native releases (main thread) | other threads | all |',
       '|---:|---:|---:|---:|---:|',

@@ -39,6 +39,8 @@ export interface WaypointOptions {
   waypointFor?: 'service' | 'workload' | 'all' | 'none';
   trustDomain?: string;
   env?: Record<string, string>;
+  /** How long the process may take to say it is ready (WAYPOINT_READY_TIMEOUT_MS): longer under valgrind (bench). */
+  readyTimeoutMs?: number;
 }
 
 export interface LocalWaypoint {
@@ -114,14 +116,15 @@ export async function createWaypoint(mesh: LocalMesh, options: WaypointOptions):
     } finally {
       closeSync(log);
     }
-    const deadline = Date.now() + WAYPOINT_READY_TIMEOUT_MS;
+    const readyTimeoutMs = options.readyTimeoutMs ?? WAYPOINT_READY_TIMEOUT_MS;
+    const deadline = Date.now() + readyTimeoutMs;
     for (;;) {
       const text = await readFile(logFile, 'utf8').catch(() => '');
       // The log's end goes into the error: the file goes with the cluster.
       const tail = text.split('\n').slice(-6).join('\n');
       if (child.exitCode !== null || child.signalCode !== null) throw new RuntimeError('COMMAND_FAILED', `the waypoint ${options.namespace}/${options.name} exited (${child.exitCode ?? child.signalCode}): ${tail}`);
       if (text.split(WAYPOINT_READY_MESSAGE).length > before) return;
-      if (Date.now() > deadline) throw new RuntimeError('COMMAND_FAILED', `the waypoint ${options.namespace}/${options.name} was not ready in ${WAYPOINT_READY_TIMEOUT_MS} ms: ${tail}`);
+      if (Date.now() > deadline) throw new RuntimeError('COMMAND_FAILED', `the waypoint ${options.namespace}/${options.name} was not ready in ${readyTimeoutMs} ms: ${tail}`);
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
   };

@@ -497,7 +497,9 @@ export async function buildTopology(context: SuiteContext, mesh: LocalMesh): Pro
   const nodeOptions = [WAYPOINT_NODE_OPTIONS, process.env.AMBIT_BENCH_WAYPOINT_NODE_OPTIONS ?? '', context.profileDir ? `--cpu-prof --cpu-prof-dir=${context.profileDir}` : ''].join(' ').trim();
   // AMBIT_BENCH_WAYPOINT_ENV ('NAME=value NAME=value'): more environment for the waypoint alone (e.g. glibc's malloc tunables).
   const extraEnv = envPairs(process.env.AMBIT_BENCH_WAYPOINT_ENV);
-  const waypoint = await createWaypoint(mesh, { node: 1, namespace: 'bench-mesh', name: 'waypoint', env: { ...extraEnv, ...(nodeOptions ? { NODE_OPTIONS: nodeOptions } : {}) } });
+  // AMBIT_BENCH_WAYPOINT_READY_MS: longer than the runtime's 30 s for the waypoint to be ready (under valgrind).
+  const readyTimeoutMs = Number(process.env.AMBIT_BENCH_WAYPOINT_READY_MS) || undefined;
+  const waypoint = await createWaypoint(mesh, { node: 1, namespace: 'bench-mesh', name: 'waypoint', env: { ...extraEnv, ...(nodeOptions ? { NODE_OPTIONS: nodeOptions } : {}) }, ...(readyTimeoutMs ? { readyTimeoutMs } : {}) });
   const dir = join(cluster.clusterDir, 'bench-waypoint');
   await writeAtomically(join(dir, 'direct.yaml'), service('direct', VIPS.direct, { app: 'bench-http', version: 'v1' }));
   await writeAtomically(join(dir, 'via.yaml'), service('via', VIPS.via, { app: 'bench-http', version: 'v1' }, { 'istio.io/use-waypoint': 'waypoint' }));
