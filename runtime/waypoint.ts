@@ -41,10 +41,11 @@ export interface WaypointOptions {
   env?: Record<string, string>;
   /**
    * Measurement only: runs the waypoint as `[...commandPrefix, node, main]` (e.g. under valgrind) and `main` instead of
-   * this tree's waypoint/main.ts (another tree's, for A/B runs), waiting `readyTimeoutMs` for its ready line.
+   * this tree's waypoint/main.ts (another tree's, for A/B runs).
    */
   commandPrefix?: readonly string[];
   main?: string;
+  /** How long the process may take to say it is ready (WAYPOINT_READY_TIMEOUT_MS): longer under valgrind (bench). */
   readyTimeoutMs?: number;
 }
 

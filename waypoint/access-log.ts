@@ -86,20 +86,52 @@ function numberJson(value: number): string {
 const json = JSON.stringify;
 
 /**
+ * A string as JSON.stringify writes it: printable ASCII without `"` or `\` needs no escaping and is only quoted (no
+ * call into the engine's serialiser, which costs more than the loop for the line's short strings); anything else
+ * goes through JSON.stringify.
+ */
+function quote(text: string): string {
+  for (let index = 0; index < text.length; index++) {
+    const code = text.charCodeAt(index);
+    if (code < 0x20 || code === 0x22 || code === 0x5c || code > 0x7e) return json(text);
+  }
+  return `"${text}"`;
+}
+
+/**
+ * The JSON text of src/dst blocks a caller reuses across requests (a client stream's source, an endpoint's
+ * destination), made once: `reusedBlock(block)` registers one; a block not registered is serialised per line.
+ */
+const blockJson = new WeakMap<object, string>();
+
+function srcJson(src: RequestRecord['src']): string {
+  return `{"principal":${quote(src.principal)},"workload":${quote(src.workload)},"namespace":${quote(src.namespace)},"address":${quote(src.address)}}`;
+}
+
+function dstJson(dst: RequestRecord['dst']): string {
+  return `{"principal":${quote(dst.principal)},"workload":${quote(dst.workload)},"namespace":${quote(dst.namespace)},"service":${quote(dst.service)}}`;
+}
+
+/** Marks a src or dst block as reused by later lines (it must not change): its JSON text is made now, once. */
+export function reusedBlock<T extends RequestRecord['src'] | RequestRecord['dst']>(block: T): T {
+  blockJson.set(block, 'address' in block ? srcJson(block) : dstJson(block));
+  return block;
+}
+
+/**
  * The fields of `requestLogLine(record)` as JSON object members with a leading comma, in the same order and with the
  * same values. Every string a peer or a configuration can choose is escaped by JSON.stringify.
  */
 export function requestLogFieldsJson(record: RequestRecord): string {
   const { src, dst } = record;
-  let fields = `,"method":${json(record.method)},"path":${json(record.path)},"protocol":${json(record.protocol)},"authority":${json(record.authority)},` +
-    `"response_code":${numberJson(record.status)},"response_flags":${json(record.flags)}`;
-  if (record.grpcStatus !== undefined) fields += `,"grpc_status":${json(record.grpcStatus)}`;
-  fields += `,"response_code_details":${json(record.details)},"duration":${numberJson(Math.round(record.durationMs))},"bytes_received":${numberJson(record.bytesReceived)},` +
-    `"bytes_sent":${numberJson(record.bytesSent)},"upstream_host":${json(record.upstreamHost || '-')},"upstream_cluster":${json(record.upstreamCluster)},` +
-    `"attempts":${numberJson(record.attempts)},"route_name":${json(record.routeName || '-')},"rule_name":${json(record.ruleName || '-')},` +
-    `"request_id":${json(record.requestId)},"trace_id":${json(record.traceId)},"span_id":${json(record.spanId)},` +
-    `"src":{"principal":${json(src.principal)},"workload":${json(src.workload)},"namespace":${json(src.namespace)},"address":${json(src.address)}},` +
-    `"dst":{"principal":${json(dst.principal)},"workload":${json(dst.workload)},"namespace":${json(dst.namespace)},"service":${json(dst.service)}}`;
+  let fields = `,"method":${quote(record.method)},"path":${quote(record.path)},"protocol":${quote(record.protocol)},"authority":${quote(record.authority)},` +
+    `"response_code":${numberJson(record.status)},"response_flags":${quote(record.flags)}`;
+  if (record.grpcStatus !== undefined) fields += `,"grpc_status":${quote(record.grpcStatus)}`;
+  fields += `,"response_code_details":${quote(record.details)},"duration":${numberJson(Math.round(record.durationMs))},"bytes_received":${numberJson(record.bytesReceived)},` +
+    `"bytes_sent":${numberJson(record.bytesSent)},"upstream_host":${quote(record.upstreamHost || '-')},"upstream_cluster":${quote(record.upstreamCluster)},` +
+    `"attempts":${numberJson(record.attempts)},"route_name":${quote(record.routeName || '-')},"rule_name":${quote(record.ruleName || '-')},` +
+    `"request_id":${quote(record.requestId)},"trace_id":${quote(record.traceId)},"span_id":${quote(record.spanId)},` +
+    `"src":${blockJson.get(src) ?? srcJson(src)},"dst":${blockJson.get(dst) ?? dstJson(dst)}`;
   if (record.authz) fields += `,"authz":${json(record.authz)}`;
   return fields;
 }

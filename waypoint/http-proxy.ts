@@ -24,10 +24,10 @@ import type { SharedReadBuffer } from '../shared/hbone/pooled-reads.ts';
 import type { MeshState } from '../shared/mesh/mesh-state.ts';
 import { serviceKey, type Service } from '../shared/mesh/service.ts';
 import { workloadIdentity, type Workload } from '../shared/mesh/workload.ts';
-import { logRequest } from './access-log.ts';
+import { logRequest, reusedBlock, type RequestRecord as AccessLogRecord } from './access-log.ts';
 import { WaypointError } from './errors.ts';
 import { applyFault } from './fault.ts';
-import { endToEndHeaders, modifyHeaders, redirectLocation, rewrittenUrl } from './filters.ts';
+import { endToEndHeaders, HOP_BY_HOP, modifyHeaders, redirectLocation, rewrittenUrl } from './filters.ts';
 import { matchRoute, pathOf, pickBackend, queryOf } from './http-router.ts';
 import type { WaypointMetrics } from './metrics.ts';
 import { decisionOf, type GateResponse, type RequestGate } from './authz/request-gate.ts';
@@ -46,7 +46,7 @@ import { DownstreamConnection, type LeanExchange, type LeanHandler } from './htt
 import type { Http1Error } from './http1/errors.ts';
 import type { RequestHead, ResponseHead } from './http1/heads.ts';
 import { LeanTry } from './http1/lean-try.ts';
-import { requestHeadText, responseHeadText } from './http1/serialize.ts';
+import { fieldLineText, requestHeadText, responseHeadText } from './http1/serialize.ts';
 import type { Http1Transport } from './http1/transport.ts';
 import { UpstreamHttp1Pool } from './http1/upstream-pool.ts';
 
@@ -72,6 +72,14 @@ interface StreamContext {
   hbone: HboneRequest;
   service: Service;
   source: Workload | undefined;
+  /** The access log's src block, the same for every request on the stream (made by the first). */
+  srcBlock?: AccessLogRecord['src'];
+}
+
+/** The access log's dst block of an endpoint's requests, and the Service it was made for. */
+interface DestinationBlock {
+  service: Service;
+  block: AccessLogRecord['dst'];
 }
 
 /** What is known about one request as it goes, for its metrics and access-log line. */
@@ -94,6 +102,16 @@ interface RequestRecord {
   faultFlags: string;
   /** The status passed on (lean path: known once the head is relayed). */
   status?: number;
+}
+
+/** What a request forwarded as sent does not pass on of the client's fields: hop-by-hop ones, and the trace fields it sets. */
+const NOT_FORWARDED_AS_SENT: ReadonlySet<string> = new Set([...HOP_BY_HOP, 'x-request-id', 'traceparent', 'tracestate']);
+const NO_MIRRORS: readonly RouteEntry['mirrors'][number][] = [];
+
+/** The request id and trace context fields every forwarded request carries (as #upstreamHeaders sets them). */
+function traceFieldLines(record: RequestRecord): string {
+  const lines = fieldLineText('x-request-id', record.requestId) + fieldLineText('traceparent', traceparentOf(record.trace));
+  return record.trace.tracestate === undefined ? lines : lines + fieldLineText('tracestate', record.trace.tracestate);
 }
 
 /** The gate's refusal written as a raw HTTP/1.1 response on an upgrade request's connection, which then closes. */
@@ -168,6 +186,8 @@ export class HttpProxy {
   readonly #destinations: DestinationTraffic | undefined;
   /** Kept-alive HTTP/1.1 connections to endpoints for the lean path (http1/upstream-pool.ts). */
   readonly #pool: UpstreamHttp1Pool;
+  /** Per endpoint object, the access log's dst block of its last Service (reused while both stay the same objects). */
+  readonly #dstBlocks = new WeakMap<Workload, DestinationBlock>();
   /** Requests served by the lean path, streams handed to Node's server, heads refused (config dump). */
   readonly #leanCounts = { leanRequests: 0, handedToNode: 0, refusedHeads: 0 };
 
@@ -333,13 +353,18 @@ export class HttpProxy {
     }
     const entry = record.entry;
     const upstreamUrl = entry ? rewrittenUrl(entry, path, query) : url;
-    const headers = this.#upstreamHeaders(exchange, record, backend);
-    const headText = requestHeadText(exchange.method, upstreamUrl, headers);
+    // A request no filter changes (no header modifier, no Host rewrite, no mirror that takes the headers as an object)
+    // is written from the client's own header map, without a copy of it per request.
+    const asSent = (entry === undefined || (entry.mirrors.length === 0 && !entry.requestHeaderModifier && !entry.urlRewrite?.hostname)) && !backend?.requestHeaderModifier;
+    const headers = asSent ? undefined : this.#upstreamHeaders(exchange, record, backend);
+    const headText = headers === undefined ? requestHeadText(exchange.method, upstreamUrl, exchange.headers, NOT_FORWARDED_AS_SENT, traceFieldLines(record)) : requestHeadText(exchange.method, upstreamUrl, headers);
     const vip = context.hbone.target.host;
-    for (const mirror of entry?.mirrors ?? []) {
-      const service = this.#state.serviceByKey(mirror.service);
-      if (!service || (mirror.fraction < 1 && Math.random() >= mirror.fraction)) continue;
-      sendMirror(this.#upstreams, { service, servicePort: mirror.port, vip, method: exchange.method, url: upstreamUrl, headers, body: { chunks: exchange.body, bytes: exchange.bodyBytes, complete: true } }, (message) => this.#log?.debug({ mirror: mirror.service, err: message }, 'mirror request failed'));
+    if (headers !== undefined) {
+      for (const mirror of entry?.mirrors ?? NO_MIRRORS) {
+        const service = this.#state.serviceByKey(mirror.service);
+        if (!service || (mirror.fraction < 1 && Math.random() >= mirror.fraction)) continue;
+        sendMirror(this.#upstreams, { service, servicePort: mirror.port, vip, method: exchange.method, url: upstreamUrl, headers, body: { chunks: exchange.body, bytes: exchange.bodyBytes, complete: true } }, (message) => this.#log?.debug({ mirror: mirror.service, err: message }, 'mirror request failed'));
+      }
     }
     // DestinationRule hook, as #forward's: a pool slot (or 503 UO), the rule's endpoint choice, outlier detection.
     const traffic = this.#destinations?.forService(serviceKey(record.destination));
@@ -401,9 +426,6 @@ export class HttpProxy {
     }
     // The relay: the head with the response filters, then the body as it comes (its framing passed on as it came).
     const head = result.response;
-    const responseHeaders = endToEndHeaders(head.headers);
-    modifyHeaders(responseHeaders, entry?.responseHeaderModifier);
-    modifyHeaders(responseHeaders, backend?.responseHeaderModifier);
     const bodyless = headRequest || head.status === 204 || head.status === 304;
     const closeDelimited = !bodyless && !head.chunked && head.contentLength < 0;
     const framing = (head.chunked && !bodyless ? 'transfer-encoding: chunked\r\n' : '') + (closeDelimited || exchange.closeAfter ? 'connection: close\r\n' : '');
@@ -417,7 +439,15 @@ export class HttpProxy {
       else this.#finish(exchange, undefined, record, status, current.timedOut || tries.timedOut ? 'UT' : 'UC', 'upstream_reset_after_response_started');
     };
     exchange.source = current;
-    exchange.sendHead(responseHeadText(status, responseHeaders, framing));
+    // Without a response header modifier the endpoint's own header map is written, less the hop-by-hop fields.
+    if (!entry?.responseHeaderModifier && !backend?.responseHeaderModifier) {
+      exchange.sendHead(responseHeadText(status, head.headers, framing, HOP_BY_HOP));
+    } else {
+      const responseHeaders = endToEndHeaders(head.headers);
+      modifyHeaders(responseHeaders, entry?.responseHeaderModifier);
+      modifyHeaders(responseHeaders, backend?.responseHeaderModifier);
+      exchange.sendHead(responseHeadText(status, responseHeaders, framing));
+    }
     // The body bytes that came with the head go out in the head's write; a body still to come does not hold it.
     current.relayBody(exchange);
     exchange.flushHead();
@@ -666,6 +696,17 @@ export class HttpProxy {
     });
   }
 
+  /** The access log's dst block for a request answered by `endpoint` (none: 'unknown') of `destination`. */
+  #dstBlock(endpoint: Workload | undefined, destination: Service): AccessLogRecord['dst'] {
+    const make = (): AccessLogRecord['dst'] => ({ principal: endpoint ? workloadIdentity(endpoint).uri : 'unknown', workload: endpoint?.workloadName ?? 'unknown', namespace: endpoint?.namespace ?? 'unknown', service: destination.hostname });
+    if (endpoint === undefined) return make();
+    const cached = this.#dstBlocks.get(endpoint);
+    if (cached !== undefined && cached.service === destination) return cached.block;
+    const block = reusedBlock(make());
+    this.#dstBlocks.set(endpoint, { service: destination, block });
+    return block;
+  }
+
   #finish(request: RequestLine, _response: DownstreamResponse | undefined, record: RequestRecord, status: number, answerFlags: string, details: string): void {
     const { context, endpoint, destination } = record;
     const flags = record.faultFlags === '' ? answerFlags : answerFlags === '-' ? record.faultFlags : `${record.faultFlags},${answerFlags}`;
@@ -674,14 +715,12 @@ export class HttpProxy {
     record.destinationRequest?.done(/U[FCT]/.test(flags) ? 'connect-failure' : details === 'via_upstream' ? status : undefined);
     const source = context.source;
     const durationMs = performance.now() - record.started;
-    const sourcePrincipal = context.hbone.peerIdentity.uri;
-    const destinationPrincipal = endpoint ? workloadIdentity(endpoint).uri : 'unknown';
     this.#metrics.requestByFacts({ source, peer: context.hbone.peerIdentity, endpoint, service: destination, protocol: 'http', status, flags }, durationMs, { request: record.requestBytes, response: record.responseBytes });
     if (!this.#log) return;
     logRequest(this.#log, {
       method: request.method ?? '',
       path: request.url ?? '',
-      protocol: `HTTP/${request.httpVersion === '2.0' ? '2' : request.httpVersion}`,
+      protocol: request.httpVersion === '1.1' ? 'HTTP/1.1' : `HTTP/${request.httpVersion === '2.0' ? '2' : request.httpVersion}`,
       authority: String(request.headers.host ?? request.headers[':authority'] ?? ''),
       status,
       flags,
@@ -697,8 +736,8 @@ export class HttpProxy {
       requestId: record.requestId,
       traceId: record.trace.traceId,
       spanId: record.trace.spanId,
-      src: { principal: sourcePrincipal, workload: source?.workloadName ?? 'unknown', namespace: source?.namespace ?? context.hbone.peerIdentity.namespace, address: plainAddress(context.hbone.remoteAddress) },
-      dst: { principal: destinationPrincipal, workload: endpoint?.workloadName ?? 'unknown', namespace: endpoint?.namespace ?? 'unknown', service: destination.hostname },
+      src: (context.srcBlock ??= reusedBlock({ principal: context.hbone.peerIdentity.uri, workload: source?.workloadName ?? 'unknown', namespace: source?.namespace ?? context.hbone.peerIdentity.namespace, address: plainAddress(context.hbone.remoteAddress) })),
+      dst: this.#dstBlock(endpoint, destination),
       authz: decisionOf(request),
     });
   }

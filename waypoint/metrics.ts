@@ -120,6 +120,15 @@ interface CachedSeries {
   series: Series;
 }
 
+/** The last series an endpoint's requests were counted in, with the rest of its facts (compared as they are). */
+interface LastSeries extends CachedSeries {
+  peerUri: string;
+  protocol: string;
+  status: number;
+  flags: string;
+  grpcStatus: string | undefined;
+}
+
 /** Fact keys remembered at most (a cache: cleared when full, the series stay). */
 const MAX_CACHED_FACTS = 10_000;
 
@@ -141,6 +150,11 @@ export class WaypointMetrics {
   readonly registry = new Registry();
   readonly #series = new Map<string, Series>();
   readonly #byFacts = new Map<string, CachedSeries>();
+  /**
+   * Per endpoint object, the series of its last request: a request with the same facts as the one before it on that
+   * endpoint (the usual case) is counted without building and hashing the facts' key string.
+   */
+  readonly #lastByEndpoint = new WeakMap<Workload, LastSeries>();
 
   constructor() {
     const all = () => this.#series.values();
@@ -174,12 +188,24 @@ export class WaypointMetrics {
 
   /** request() by the facts the labels are made of: the labels are built only for a series not seen before. */
   requestByFacts(facts: RequestFacts, durationMs: number, bytes?: { request: number; response: number }): void {
+    const endpoint = facts.endpoint;
+    const last = endpoint === undefined ? undefined : this.#lastByEndpoint.get(endpoint);
+    if (
+      last !== undefined && last.status === facts.status && last.flags === facts.flags && last.source === facts.source && last.service === facts.service &&
+      last.peerUri === facts.peer.uri && last.protocol === facts.protocol && last.grpcStatus === facts.grpcStatus
+    ) {
+      this.#count(last.series, durationMs, bytes);
+      return;
+    }
     const key = `${facts.source?.uid ?? ''}|${facts.peer.uri}|${facts.endpoint?.uid ?? ''}|${facts.service.namespace}/${facts.service.hostname}|${facts.protocol}|${facts.status}|${facts.flags}|${facts.grpcStatus ?? ''}`;
     let cached = this.#byFacts.get(key);
     if (cached === undefined || cached.source !== facts.source || cached.endpoint !== facts.endpoint || cached.service !== facts.service) {
       if (this.#byFacts.size >= MAX_CACHED_FACTS) this.#byFacts.clear();
       cached = { source: facts.source, endpoint: facts.endpoint, service: facts.service, series: this.#seriesOf(requestLabels(facts)) };
       this.#byFacts.set(key, cached);
+    }
+    if (endpoint !== undefined) {
+      this.#lastByEndpoint.set(endpoint, { ...cached, peerUri: facts.peer.uri, protocol: facts.protocol, status: facts.status, flags: facts.flags, grpcStatus: facts.grpcStatus });
     }
     this.#count(cached.series, durationMs, bytes);
   }

@@ -93,7 +93,7 @@ const STUNNEL_SERVER_PORT = 16443;
 const STUNNEL_GRPC_SERVER_PORT = 16444;
 const HAPROXY_PORT = 17443;
 const HAPROXY_GRPC_PORT = 17444;
-const VIPS = { direct: '10.240.5.10', via: '10.240.5.11', v1: '10.240.5.12', v2: '10.240.5.13', split: '10.240.5.14', directGrpc: '10.240.5.15', viaGrpc: '10.240.5.16', policy: '10.240.5.17' };
+export const VIPS = { direct: '10.240.5.10', via: '10.240.5.11', v1: '10.240.5.12', v2: '10.240.5.13', split: '10.240.5.14', directGrpc: '10.240.5.15', viaGrpc: '10.240.5.16', policy: '10.240.5.17' };
 const ENROLLED = { 'istio.io/dataplane-mode': 'ambient' };
 
 interface Sizes {
@@ -148,7 +148,7 @@ interface PathRun extends LoadResult {
   requests: number;
 }
 
-interface Topology {
+export interface Topology {
   mesh: LocalMesh;
   waypoint: LocalWaypoint;
   waypointPid: number;
@@ -394,7 +394,7 @@ interface WaypointMemoryReadings {
   later?: WaypointMemory | undefined;
 }
 
-async function waypointMemory(waypoint: LocalWaypoint, pid: number): Promise<WaypointMemory | undefined> {
+export async function waypointMemory(waypoint: LocalWaypoint, pid: number): Promise<WaypointMemory | undefined> {
   const resident = processResidentMemory(pid);
   if (!resident) return undefined;
   const read = await waypoint.pod.exec(process.execPath, ['-e', "fetch('http://127.0.0.1:15000/config_dump').then((r) => r.json()).then((d) => console.log(JSON.stringify(d.memory ?? {})))"]);
@@ -406,7 +406,7 @@ async function waypointMemory(waypoint: LocalWaypoint, pid: number): Promise<Way
   }
 }
 
-function formatMemory(memory: WaypointMemory | undefined): string {
+export function formatMemory(memory: WaypointMemory | undefined): string {
   if (!memory) return 'not read (the waypoint is gone)';
   const mb = (bytes: number | undefined) => formatNumber(bytes === undefined ? undefined : bytes / 1024 / 1024);
   const heap = memory.heapTotal !== undefined ? `; V8 heap ${mb(memory.heapUsed)} of ${mb(memory.heapTotal)} MB used, ${memory.heapReleases} heap releases${memory.nativeReleases !== undefined ? `, ${memory.nativeReleases} native releases (last dropped ${mb((memory.executableKibDropped ?? 0) * 1024)} MB of the binary)` : ''}` : '';
@@ -473,7 +473,7 @@ function stunnelConfig(runDir: string, name: string, certs: BenchCertificates, s
   return file;
 }
 
-async function buildTopology(context: SuiteContext, mesh: LocalMesh): Promise<Topology> {
+export async function buildTopology(context: SuiteContext, mesh: LocalMesh): Promise<Topology> {
   const { cluster } = mesh;
   const client = await cluster.createPod({ node: 0, namespace: 'bench-mesh', name: 'client', serviceAccount: 'bench-client', namespaceLabels: ENROLLED });
   const servers = [
@@ -497,7 +497,9 @@ async function buildTopology(context: SuiteContext, mesh: LocalMesh): Promise<To
   const nodeOptions = [WAYPOINT_NODE_OPTIONS, process.env.AMBIT_BENCH_WAYPOINT_NODE_OPTIONS ?? '', context.profileDir ? `--cpu-prof --cpu-prof-dir=${context.profileDir}` : ''].join(' ').trim();
   // AMBIT_BENCH_WAYPOINT_ENV ('NAME=value NAME=value'): more environment for the waypoint alone (e.g. glibc's malloc tunables).
   const extraEnv = envPairs(process.env.AMBIT_BENCH_WAYPOINT_ENV);
-  const waypoint = await createWaypoint(mesh, { node: 1, namespace: 'bench-mesh', name: 'waypoint', env: { ...extraEnv, ...(nodeOptions ? { NODE_OPTIONS: nodeOptions } : {}) } });
+  // AMBIT_BENCH_WAYPOINT_READY_MS: longer than the runtime's 30 s for the waypoint to be ready (under valgrind).
+  const readyTimeoutMs = Number(process.env.AMBIT_BENCH_WAYPOINT_READY_MS) || undefined;
+  const waypoint = await createWaypoint(mesh, { node: 1, namespace: 'bench-mesh', name: 'waypoint', env: { ...extraEnv, ...(nodeOptions ? { NODE_OPTIONS: nodeOptions } : {}) }, ...(readyTimeoutMs ? { readyTimeoutMs } : {}) });
   const dir = join(cluster.clusterDir, 'bench-waypoint');
   await writeAtomically(join(dir, 'direct.yaml'), service('direct', VIPS.direct, { app: 'bench-http', version: 'v1' }));
   await writeAtomically(join(dir, 'via.yaml'), service('via', VIPS.via, { app: 'bench-http', version: 'v1' }, { 'istio.io/use-waypoint': 'waypoint' }));

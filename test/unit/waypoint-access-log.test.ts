@@ -2,7 +2,7 @@
 // object form says (any values a peer or a configuration can choose), framed as pino frames the object form.
 import test from 'ava';
 import fc from 'fast-check';
-import { logRequest, REQUEST_LOG_MESSAGE, requestLogFieldsJson, requestLogLine, type RequestRecord } from '../../waypoint/access-log.ts';
+import { logRequest, REQUEST_LOG_MESSAGE, requestLogFieldsJson, requestLogLine, reusedBlock, type RequestRecord } from '../../waypoint/access-log.ts';
 import { captureLog } from '../helpers/log-capture.ts';
 import type { Logger } from 'pino';
 
@@ -43,6 +43,8 @@ test('the request line built as text says what the object form says, for any rec
       const object = JSON.parse(JSON.stringify(requestLogLine(record))) as Record<string, unknown>;
       t.deepEqual(parsed, object);
       t.deepEqual(Object.keys(parsed), Object.keys(object));
+      // src and dst blocks reused across lines (serialised once, when registered) write the same text.
+      t.is(requestLogFieldsJson({ ...record, src: reusedBlock({ ...record.src }), dst: reusedBlock({ ...record.dst }) }), fields);
       return true;
     }),
     { numRuns: 2000 },

@@ -59,6 +59,20 @@ test('the series store prints what prom-client prints for the same requests', as
   t.is(await metrics.registry.metrics(), expected);
 });
 
+test('requests to one endpoint whose facts change from one to the next land in their own series (status, flags, source, peer, Service, protocol)', async (t) => {
+  const metrics = new WaypointMetrics();
+  const v1 = workload('w1', 'v1');
+  const other = { ...client, workloadName: 'other-client', uid: 'other-uid' };
+  const base: RequestFacts = { source: client, peer, endpoint: v1, service, protocol: 'http', status: 200, flags: '-' };
+  const sequence: RequestFacts[] = [
+    base, base, { ...base, status: 503, flags: 'UF' }, { ...base, status: 503 }, base, { ...base, source: other }, { ...base, source: undefined },
+    { ...base, peer: { ...peer, uri: 'spiffe://cluster.local/ns/other/sa/other' } }, { ...base, service: { ...service, hostname: 'split.bench.svc.cluster.local' } },
+    { ...base, protocol: 'grpc', grpcStatus: '0' }, { ...base, protocol: 'grpc', grpcStatus: '14' }, base,
+  ];
+  for (const facts of sequence) metrics.requestByFacts(facts, 1);
+  t.is(await metrics.registry.metrics(), await promClientText(sequence.map((facts) => ({ facts, durationMs: 1 }))));
+});
+
 test('a workload object replaced under the same uid gets its new labels', async (t) => {
   const metrics = new WaypointMetrics();
   const facts = (endpoint: Workload): RequestFacts => ({ source: client, peer, endpoint, service, protocol: 'http', status: 200, flags: '-' });

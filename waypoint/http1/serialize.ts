@@ -20,23 +20,35 @@ function fieldLine(name: string, value: string): string {
   return `${name}: ${value}\r\n`;
 }
 
-/** The field lines of `headers`; throws HeaderValueError for a value that would split the head. */
-export function fieldLines(headers: OutgoingHttpHeaders): string {
+/**
+ * The field lines of `headers` but those named in `skip`; throws HeaderValueError for a value that would split the
+ * head (also for a received map: a JWT claim a RequestAuthentication copies into a header is the issuer's text).
+ */
+export function fieldLines(headers: OutgoingHttpHeaders, skip?: ReadonlySet<string>): string {
   let text = '';
   for (const name in headers) {
     const value = headers[name];
-    if (value === undefined) continue;
+    if (value === undefined || skip?.has(name) === true) continue;
     if (Array.isArray(value)) for (const item of value) text += fieldLine(name, item);
     else text += fieldLine(name, typeof value === 'string' ? value : String(value));
   }
   return text;
 }
 
-export function requestHeadText(method: string, target: string, headers: OutgoingHttpHeaders): string {
-  return `${method} ${target} HTTP/1.1\r\n${fieldLines(headers)}\r\n`;
+/** A request line and `headers` but those named in `skip`; `extra` (field lines, each ending CRLF) after them. */
+export function requestHeadText(method: string, target: string, headers: OutgoingHttpHeaders, skip?: ReadonlySet<string>, extra = ''): string {
+  return `${method} ${target} HTTP/1.1\r\n${fieldLines(headers, skip)}${extra}\r\n`;
 }
 
-/** A status line and `headers`; `framing` (e.g. `transfer-encoding: chunked\r\n`) is appended as it is. */
-export function responseHeadText(status: number, headers: OutgoingHttpHeaders, framing: string): string {
-  return `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\n${fieldLines(headers)}${framing}\r\n`;
+/**
+ * A status line and `headers` but those named in `skip`; `framing` (e.g. `transfer-encoding: chunked\r\n`) is
+ * appended as it is.
+ */
+export function responseHeadText(status: number, headers: OutgoingHttpHeaders, framing: string, skip?: ReadonlySet<string>): string {
+  return `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\n${fieldLines(headers, skip)}${framing}\r\n`;
+}
+
+/** One field line (`name: value` CRLF); throws HeaderValueError for a value that would split the head. */
+export function fieldLineText(name: string, value: string): string {
+  return fieldLine(name, value);
 }
