@@ -28,6 +28,7 @@ import { relayedInReadBuffers } from '../buffer-scavenge.ts';
 import { SPLICE_BUFFER_BYTES } from '../config.ts';
 import { readSocketInto, type PooledReader, type SharedReadBuffer } from '../pooled-reads.ts';
 import { resetSocket } from '../splice.ts';
+import { emptyList } from '../lists.ts';
 import { deferToTurnEnd } from '../read-turn.ts';
 import { H2_CANCEL, H2_CONNECT_ERROR, h2ErrorName } from './errors.ts';
 import type { H2Stream, H2StreamHandler } from './stream.ts';
@@ -155,8 +156,8 @@ class H2Splice implements H2StreamHandler {
     if (socket.destroyed || socket.writableEnded) {
       // Dropped unsent (the socket is gone or ended under a reset): nothing reads the pieces, the holds go.
       for (let index = 0; index < count; index++) shared[index]?.release();
-      chunks.length = 0;
-      shared.length = 0;
+      emptyList(chunks);
+      emptyList(shared);
       return;
     }
     let room: boolean;
@@ -189,8 +190,8 @@ class H2Splice implements H2StreamHandler {
         }
       }
     }
-    chunks.length = 0;
-    shared.length = 0;
+    emptyList(chunks);
+    emptyList(shared);
     if (!room && socket.writableLength >= SPLICE_BUFFER_BYTES) this.#stream.pauseReading();
   }
 
