@@ -6,18 +6,20 @@
  * suite's CPU rows (quiet runs only) stay the figure of record. User space only: the kernel's part is the mesh
  * suite's "in the kernel" row.
  *
- *   node bench/relay-instructions.ts [--pairs stunnel,own,node] [--rate 20] [--warm-rounds 10] [--rounds 6]
+ *   node bench/relay-instructions.ts [--pairs stunnel,own,node] [--rate 20] [--warm-rounds 10] [--rounds 6] [--keep-dumps DIR]
  *
  * Each relay runs under `valgrind --tool=callgrind --separate-threads=yes`; after the warm-up rounds (10 s each: the
  * JIT tiers up by invocation counts, so a relay needs a few thousand requests before its code is what it runs at
  * speed) the counters are zeroed, the measured rounds run, and the counters are dumped. Printed per end: every
- * thread, and the main thread (the event loop) apart from the others (V8's GC and compiler threads).
+ * thread, and the main thread (the event loop) apart from the others (V8's GC and compiler threads). `--keep-dumps`
+ * copies the callgrind files into DIR for `callgrind_annotate` (the measured dump of each relay carries the trigger
+ * `measured-<pair>`).
  *
  * Owns: this measurement. Must not know about: how the relays work.
  */
 import { execFileSync } from 'node:child_process';
 import { loadavg, tmpdir } from 'node:os';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { writeBenchCertificates } from './lib/certs.ts';
@@ -32,6 +34,7 @@ const { values } = parseArgs({
     rate: { type: 'string', default: '20' },
     'warm-rounds': { type: 'string', default: '10' },
     rounds: { type: 'string', default: '6' },
+    'keep-dumps': { type: 'string' },
   },
 });
 const pairs = values.pairs.split(',');
@@ -110,6 +113,7 @@ try {
   }
 } finally {
   await group.stopAll();
+  if (values['keep-dumps']) cpSync(dumpDir, values['keep-dumps'], { recursive: true });
   rmSync(runDir, { recursive: true, force: true });
 }
 const load1 = loadavg()[0]!.toFixed(1);

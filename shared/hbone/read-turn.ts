@@ -12,6 +12,8 @@
  * Owns: the list of deferred calls and the nesting depth of read callbacks. Must not know about: sockets or frames.
  */
 
+import { emptyList } from './lists.ts';
+
 type Deferred = (target: never) => void;
 
 let depth = 0;
@@ -50,7 +52,7 @@ function runDeferred(): void {
     depth--;
     // A call that threw leaves the rest to the next tick, as each would have run on a tick of its own before.
     for (let rest = index + 1; rest < calls.length; rest++) process.nextTick(calls[rest] as (target: unknown) => void, targets[rest]);
-    calls.length = 0;
-    targets.length = 0;
+    emptyList(calls);
+    emptyList(targets);
   }
 }

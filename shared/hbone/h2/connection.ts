@@ -38,6 +38,7 @@ import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import { TLSSocket } from 'node:tls';
 import { SharedPooledReader, type SharedReadBuffer } from '../pooled-reads.ts';
+import { emptyList } from '../lists.ts';
 import { deferToTurnEnd } from '../read-turn.ts';
 import {
   DEFAULT_CONNECTION_WINDOW_BYTES,
@@ -136,6 +137,8 @@ const CONCAT_MAX_BYTES = 16 * 1024;
  */
 const SEND_BUFFER_BYTES = SOCKET_HIGH_WATER_BYTES + 128 * 1024;
 let sharedSendBuffer: Buffer | undefined;
+/** The last view of it that was written: a tick of the same size reuses it (request and answer sizes repeat). */
+let sharedSendView: Buffer | undefined;
 /** Frame headers are carved from slabs of this size (1,820 headers each). */
 const HEADER_SLAB_BYTES = 16_380;
 /** After a GOAWAY of ours the socket gets this long to flush before it is destroyed. */
@@ -511,8 +514,8 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
     const socket = this.socket;
     if (socket.destroyed || socket.writableEnded) {
       // Dropped unsent, H2WriteDones not called: nothing written after this on this connection is sent either.
-      out.length = 0;
-      this.#outDone.length = 0;
+      emptyList(out);
+      emptyList(this.#outDone);
       this.#outDoneCount = 0;
       this.#outBytes = 0;
       return;
@@ -534,8 +537,8 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
   /** Nested in an outer stream: the gathered frames become that stream's DATA, as they are (stream-transport.ts). */
   #writeNested(transport: H2StreamTransport): void {
     transport.writePieces(this.#out, this.#outDone, this.#outDoneCount, this.#outBytes);
-    this.#out.length = 0;
-    this.#outDone.length = 0;
+    emptyList(this.#out);
+    emptyList(this.#outDone);
     this.#outDoneCount = 0;
     this.#outBytes = 0;
     if (this.#drainWaiters.size > 0) this.#notifyDrained();
@@ -556,7 +559,9 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
         buffer.set(piece, offset);
         offset += piece.length;
       }
-      socket.write(buffer.subarray(0, bytes));
+      let view = sharedSendView;
+      if (view === undefined || view.length !== bytes) view = sharedSendView = buffer.subarray(0, bytes);
+      socket.write(view);
     }
     // TLSWrap encrypted (or copied) the bytes before `write` returned: the pieces are free.
     this.#clearOut();
@@ -581,8 +586,8 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
       if (out.length > 1) socket.cork();
       for (let index = 0; index < out.length; index++) socket.write(out[index]!, dones[index]);
       if (out.length > 1) socket.uncork();
-      out.length = 0;
-      dones.length = 0;
+      emptyList(out);
+      emptyList(dones);
       this.#outDoneCount = 0;
     }
     // A write the kernel took at once emits no 'drain' (Node 24): streams held back by our own queue hear it here.
@@ -614,8 +619,8 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
       for (let index = 0; index < dones.length; index++) dones[index]?.();
       this.#outDoneCount = 0;
     }
-    this.#out.length = 0;
-    this.#outDone.length = 0;
+    emptyList(this.#out);
+    emptyList(this.#outDone);
   }
 
   #frameHeader(length: number, type: number, flags: number, streamId: number): Buffer {

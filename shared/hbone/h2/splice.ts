@@ -8,8 +8,9 @@
  * Must not know about: TLS, HPACK, pools, policy, which side of the tunnel it is on.
  *
  * Hot path: the splice object is the stream's handler (methods, no closures per chunk); socket data goes to
- * `stream.write` as is; stream data goes to `socket.write` as is, corked until the end of the tick (or of the pooled
- * read's callback that delivered it: ../read-turn.ts). (Node hands a
+ * `stream.write` as is; stream data goes to `socket.write` as is, gathered until the end of the tick (or of the pooled
+ * read's callback that delivered it: ../read-turn.ts) and written then, one write or one corked writev; to a socket
+ * with nothing queued without write callbacks (writeTurn: a write the kernel takes at once then costs no tick). (Node hands a
  * TLS socket's plaintext over in 16 KiB pieces and runs the tick queue after each, so that is a write per piece.
  * Corked until the check phase instead, a loop turn's pieces left in one writev and the relay pairs used less CPU,
  * but the receiving agent in the mesh used more: 4.6-8.9 s/GiB against 2.3-4.0, load 6-8; BENCHMARKS.md, "The own
@@ -17,8 +18,8 @@
  * node:http2's splice does: no allocation per read); each goes back to the pool from the stream write's
  * H2WriteDone, once the connection has encrypted or copied it. The stream's chunks arrive as views of the
  * connection's pooled TLS read buffers (onSharedData): each piece holds its buffer until the socket write that
- * carries it completes (a FIFO of holds, one per write, released in order by the writes' callbacks), so nothing is
- * allocated per TLS read either. Chunks in buffers Node allocated per read (a connection Node would not switch to
+ * carries it has completed (at once when the kernel took it inside `write`, else from a write callback), so nothing
+ * is allocated per TLS read either. Chunks in buffers Node allocated per read (a connection Node would not switch to
  * pooled reads, and the TCP socket's where this Node has no user-buffer reads) are counted
  * (../buffer-scavenge.ts), so a scavenge frees them before V8 runs a full mark-compact for them.
  */
@@ -27,6 +28,7 @@ import { relayedInReadBuffers } from '../buffer-scavenge.ts';
 import { SPLICE_BUFFER_BYTES } from '../config.ts';
 import { readSocketInto, type PooledReader, type SharedReadBuffer } from '../pooled-reads.ts';
 import { resetSocket } from '../splice.ts';
+import { emptyList } from '../lists.ts';
 import { deferToTurnEnd } from '../read-turn.ts';
 import { H2_CANCEL, H2_CONNECT_ERROR, h2ErrorName } from './errors.ts';
 import type { H2Stream, H2StreamHandler } from './stream.ts';
@@ -46,9 +48,12 @@ export function spliceH2(socket: net.Socket, stream: H2Stream): Promise<H2Splice
   });
 }
 
-function uncorkSplice(splice: H2Splice): void {
-  splice.uncork();
+function writeSpliceTurn(splice: H2Splice): void {
+  splice.writeTurn();
 }
+
+/** The zero-byte write whose completion says that every write queued before it has completed (see writeTurn). */
+const WRITES_BEFORE_DONE = Buffer.alloc(0);
 
 class H2Splice implements H2StreamHandler {
   readonly #socket: net.Socket;
@@ -58,10 +63,18 @@ class H2Splice implements H2StreamHandler {
   readonly #bytesWrittenAtStart: number;
   #openSides = 2;
   #error: Error | undefined;
-  #corked = false;
   #reader: PooledReader | undefined;
-  /** The shared read buffers of the pieces written to the socket and not yet completed, oldest first. */
+  /** The stream's pieces of this turn, written to the socket when it ends (writeTurn). */
+  readonly #turnChunks: Buffer[] = [];
+  /** Beside `#turnChunks`: the shared read buffer each piece is a view of (held), or undefined for a piece of its own. */
+  readonly #turnShared: Array<SharedReadBuffer | undefined> = [];
+  /**
+   * The shared read buffers of pieces written to the socket and not known to be written yet, oldest first: each
+   * released by its write's callback, or by the zero-byte write after a turn's callback-less writes (#batchCounts).
+   */
   readonly #heldForWrites: SharedReadBuffer[] = [];
+  /** Per zero-byte write in flight, oldest first: how many of `#heldForWrites` its completion releases. */
+  readonly #batchCounts: number[] = [];
 
   constructor(socket: net.Socket, stream: H2Stream, resolve: (result: H2SpliceResult) => void) {
     this.#socket = socket;
@@ -104,42 +117,105 @@ class H2Splice implements H2StreamHandler {
     this.#socket.resume();
   }
 
-  // Stream -> TCP.
+  // Stream -> TCP: a piece of its own (kept as is), written when the turn ends.
   onData(_stream: H2Stream, chunk: Buffer): void {
-    const socket = this.#socket;
-    if (socket.destroyed) return;
+    if (this.#socket.destroyed) return;
     relayedInReadBuffers(chunk.length);
-    this.#corkForTurn(socket);
-    if (!socket.write(chunk) && socket.writableLength >= SPLICE_BUFFER_BYTES) this.#stream.pauseReading();
+    this.#gather(chunk, undefined);
   }
 
-  // Stream -> TCP, a piece of a pooled read buffer: held until its write completes.
+  // Stream -> TCP, a piece of a pooled read buffer: held until its write has completed.
   onSharedData(_stream: H2Stream, chunk: Buffer, shared: SharedReadBuffer): void {
     const socket = this.#socket;
     // A write after end would fail at once, ahead of writes still in flight: its release would come out of turn.
     if (socket.destroyed || socket.writableEnded) return;
-    this.#corkForTurn(socket);
     shared.hold();
-    this.#heldForWrites.push(shared);
-    if (!socket.write(chunk, this.#onSharedWritten) && socket.writableLength >= SPLICE_BUFFER_BYTES) this.#stream.pauseReading();
+    this.#gather(chunk, shared);
+  }
+
+  #gather(chunk: Buffer, shared: SharedReadBuffer | undefined): void {
+    if (this.#turnChunks.length === 0) deferToTurnEnd(writeSpliceTurn, this);
+    this.#turnChunks.push(chunk);
+    this.#turnShared.push(shared);
+  }
+
+  /**
+   * Writes the turn's pieces (one write, or one writev when there are several). On an idle socket they go without
+   * write callbacks: a write the kernel takes at once completes inside `write` (Node then schedules nothing for it,
+   * where a callback costs a tick and an object per write), and the socket's queue being empty afterwards says so,
+   * so their holds are released here. What the kernel did not take at once is followed by a zero-byte write whose
+   * callback runs once every write before it completed (a Writable completes its writes in order) and releases
+   * them. On a socket that is already busy each held piece takes a callback of its own, as before.
+   */
+  writeTurn(): void {
+    const chunks = this.#turnChunks;
+    const shared = this.#turnShared;
+    const count = chunks.length;
+    if (count === 0) return;
+    const socket = this.#socket;
+    if (socket.destroyed || socket.writableEnded) {
+      // Dropped unsent (the socket is gone or ended under a reset): nothing reads the pieces, the holds go.
+      for (let index = 0; index < count; index++) shared[index]?.release();
+      emptyList(chunks);
+      emptyList(shared);
+      return;
+    }
+    let room: boolean;
+    if (socket.writableLength === 0 && !socket.writableCorked) {
+      let held = 0;
+      if (count === 1) {
+        room = socket.write(chunks[0]!);
+      } else {
+        socket.cork();
+        for (let index = 0; index < count; index++) socket.write(chunks[index]!);
+        socket.uncork();
+        room = socket.writableLength < socket.writableHighWaterMark;
+      }
+      for (let index = 0; index < count; index++) {
+        const piece = shared[index];
+        if (piece === undefined) continue;
+        this.#heldForWrites.push(piece);
+        held++;
+      }
+      if (held > 0) this.#settleIdleWrites(socket, held);
+    } else {
+      room = true;
+      for (let index = 0; index < count; index++) {
+        const piece = shared[index];
+        if (piece === undefined) {
+          room = socket.write(chunks[index]!);
+        } else {
+          this.#heldForWrites.push(piece);
+          room = socket.write(chunks[index]!, this.#onHeldWritten);
+        }
+      }
+    }
+    emptyList(chunks);
+    emptyList(shared);
+    if (!room && socket.writableLength >= SPLICE_BUFFER_BYTES) this.#stream.pauseReading();
+  }
+
+  /** The last `held` of `#heldForWrites` were just written without callbacks to a socket that had nothing queued. */
+  #settleIdleWrites(socket: net.Socket, held: number): void {
+    if (socket.writableLength === 0 && !socket.destroyed) {
+      // Completed inside `write`: the kernel has the bytes. (Callbacks of earlier writes still owed by a tick
+      // release from the head of the list: the count is what matters, every entry is one hold.)
+      for (let index = 0; index < held; index++) this.#heldForWrites.pop()!.release();
+      return;
+    }
+    this.#batchCounts.push(held);
+    socket.write(WRITES_BEFORE_DONE, this.#onBatchWritten);
   }
 
   // A Writable completes its writes in order (failed ones too, with the error), so the oldest hold is this write's.
-  readonly #onSharedWritten = (error?: Error | null): void => {
+  readonly #onHeldWritten = (error?: Error | null): void => {
     this.#heldForWrites.shift()?.release(error);
   };
 
-  #corkForTurn(socket: net.Socket): void {
-    if (this.#corked) return;
-    this.#corked = true;
-    socket.cork();
-    deferToTurnEnd(uncorkSplice, this);
-  }
-
-  uncork(): void {
-    this.#corked = false;
-    this.#socket.uncork();
-  }
+  readonly #onBatchWritten = (error?: Error | null): void => {
+    const held = this.#batchCounts.shift() ?? 0;
+    for (let index = 0; index < held; index++) this.#heldForWrites.shift()?.release(error);
+  };
 
   readonly #onSocketDrain = (): void => {
     this.#stream.resumeReading();
@@ -147,6 +223,8 @@ class H2Splice implements H2StreamHandler {
 
   onEnd(): void {
     const socket = this.#socket;
+    // The turn's pieces go before the FIN (the zero-byte write, if one is owed, may not follow an end).
+    this.writeTurn();
     if (!socket.destroyed && !socket.writableEnded) socket.end();
   }
 
