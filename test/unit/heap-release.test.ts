@@ -16,6 +16,20 @@ const NATIVE_MODULE = fileURLToPath(new URL('../../shared/memory/native-memory.t
 const HINT_MODULE = fileURLToPath(new URL('../../shared/memory/release-hint.ts', import.meta.url));
 const MIB = 1024 * 1024;
 
+/**
+ * Script text (for the child processes below): 100 MiB of 1 KiB buffers (malloc'd by Node's allocator), one in 100
+ * kept in `kept` so the arena is fragmented and free() alone cannot shrink it; the rest dropped (freed at the next GC).
+ */
+const FRAGMENTED_NATIVE_BURST = `
+    let buffers = [];
+    const kept = [];
+    for (let i = 0; i < 100 * 1024; i++) {
+      const buffer = Buffer.allocUnsafeSlow(1024).fill(i & 0xff);
+      buffers.push(buffer);
+      if (i % 100 === 0) kept.push(buffer);
+    }
+    buffers = undefined;`;
+
 interface NativeOutcome {
   anonBefore: number;
   anonAfter: number;
@@ -130,14 +144,7 @@ async function nativeScenario(releaseNative: boolean): Promise<NativeOutcome> {
       return total;
     };
     const release = startHeapRelease({ intervalMs: 3600000, quietUtilization: 1.1, growthBytes: 0, releaseNative: ${releaseNative} ? nativeMemory : undefined });
-    let buffers = [];
-    const kept = [];
-    for (let i = 0; i < 100 * 1024; i++) {
-      const buffer = Buffer.allocUnsafeSlow(1024).fill(i & 0xff);
-      buffers.push(buffer);
-      if (i % 100 === 0) kept.push(buffer);
-    }
-    buffers = undefined;
+    ${FRAGMENTED_NATIVE_BURST}
     await new Promise((resolve) => setTimeout(resolve, 100));
     const anonBefore = anon();
     const binaryBefore = binary();
@@ -184,14 +191,7 @@ async function burstBeforeRebaselineScenario(): Promise<{ nativeReleases: number
     const anon = () => Number(/^RssAnon:\\s+(\\d+)/m.exec(readFileSync('/proc/self/status', 'utf8'))[1]) * 1024;
     const release = startHeapRelease({ intervalMs: 3600000, quietUtilization: 1.1, growthBytes: 4096 * 1024 * 1024, nativeGrowthBytes: 8 * 1024 * 1024, releaseNative: nativeMemory });
     await release.check();
-    let buffers = [];
-    const kept = [];
-    for (let i = 0; i < 100 * 1024; i++) {
-      const buffer = Buffer.allocUnsafeSlow(1024).fill(i & 0xff);
-      buffers.push(buffer);
-      if (i % 100 === 0) kept.push(buffer);
-    }
-    buffers = undefined;
+    ${FRAGMENTED_NATIVE_BURST}
     // Freed: the burst's own GC (this check is not to run one: no heap growth counts at 4 GiB).
     globalThis.gc();
     await new Promise((resolve) => setTimeout(resolve, 100));
