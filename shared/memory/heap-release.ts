@@ -80,6 +80,14 @@ export const NATIVE_QUIET_UTILIZATION = 0.5;
  * over what the release left, so the growth a burst adds meanwhile still counts.
  */
 export const SETTLE_SHARE = 0.5;
+/**
+ * An idle process whose heap grew by less than the threshold still releases once it was quiet for IDLE_CHECKS checks
+ * in a row with at least this share of the threshold grown: a burst's last regular GC can shrink the committed heap
+ * under the threshold with its garbage and pooled pages still held (a waypoint after a flood: 6.3 of 8 MiB grown,
+ * 24.5 MB of its 26 MB heap in use, 18 MB of anonymous RSS over its floor, and no release ever came).
+ */
+export const IDLE_GROWTH_SHARE = 0.25;
+export const IDLE_CHECKS = 3;
 
 export interface HeapReleaseStats {
   /** Memory-reducing GCs run so far. */
@@ -88,6 +96,8 @@ export interface HeapReleaseStats {
   heapAfterLastRelease: number;
   /** Releases run because of a hint (noteMemoryFreed) rather than heap growth. */
   hintedReleases: number;
+  /** Releases run on an idle process after a smaller growth (IDLE_GROWTH_SHARE, IDLE_CHECKS quiet checks in a row). */
+  idleReleases: number;
   /**
    * Releases run on the calm fallback (calmUtilization held for calmChecks checks) because the loop was never
    * quiet: a low steady rate after a burst.
@@ -165,11 +175,13 @@ export function startHeapRelease(options: HeapReleaseOptions = {}): HeapRelease 
   const quietUtilization = options.quietUtilization ?? QUIET_UTILIZATION;
   const gc = exposedGc();
   const nativeGrowthBytes = options.nativeGrowthBytes ?? NATIVE_GROWTH_BYTES;
-  const stats: HeapReleaseStats = { releases: 0, heapAfterLastRelease: 0, hintedReleases: 0, calmReleases: 0, lastGcMs: 0, nativeReleases: 0, anonymousAfterLastNativeRelease: 0, executableKibDropped: 0, lastUtilization: 0 };
+  const stats: HeapReleaseStats = { releases: 0, heapAfterLastRelease: 0, hintedReleases: 0, idleReleases: 0, calmReleases: 0, lastGcMs: 0, nativeReleases: 0, anonymousAfterLastNativeRelease: 0, executableKibDropped: 0, lastUtilization: 0 };
   const calmUtilization = options.calmUtilization ?? 0;
   const calmChecks = options.calmChecks ?? Number.POSITIVE_INFINITY;
   /** Checks in a row with the heap grown (or hinted) and the loop calm but not quiet. */
   let calmStreak = 0;
+  /** Quiet checks in a row with the heap grown by IDLE_GROWTH_SHARE of the threshold but not the threshold. */
+  let idleStreak = 0;
   let lastUtilization: EventLoopUtilization = performance.eventLoopUtilization();
   let running = false;
   let hinted = false;
@@ -209,16 +221,20 @@ export function startHeapRelease(options: HeapReleaseOptions = {}): HeapRelease 
     const quiet = utilization.utilization < quietUtilization;
     calmStreak = (grown || hinted) && !quiet && utilization.utilization < calmUtilization ? calmStreak + 1 : 0;
     const calmLongEnough = calmStreak >= calmChecks;
-    if ((!grown && !hinted) || (!quiet && !calmLongEnough)) {
+    idleStreak = quiet && !grown && !hinted && before - stats.heapAfterLastRelease >= growthBytes * IDLE_GROWTH_SHARE ? idleStreak + 1 : 0;
+    const idleLongEnough = idleStreak >= IDLE_CHECKS;
+    if ((!grown && !hinted && !idleLongEnough) || (!quiet && !calmLongEnough)) {
       const nativeQuiet = utilization.utilization < Math.max(quietUtilization, NATIVE_QUIET_UTILIZATION);
       if (native !== undefined && nativeQuiet && anonymousRss() - stats.anonymousAfterLastNativeRelease >= nativeGrowthBytes) releaseNative();
       return false;
     }
     running = true;
-    if (!grown) stats.hintedReleases += 1;
+    if (!grown && hinted) stats.hintedReleases += 1;
+    else if (!grown) stats.idleReleases += 1;
     if (!quiet) stats.calmReleases += 1;
     hinted = false;
     calmStreak = 0;
+    idleStreak = 0;
     const started = performance.now();
     try {
       await gc({ type: 'major', execution: 'async', flavor: 'last-resort' });
