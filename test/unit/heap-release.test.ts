@@ -9,6 +9,7 @@ import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { IDLE_CHECKS, IDLE_GROWTH_SHARE } from '../../shared/memory/heap-release.ts';
 import { WAYPOINT_HEAP_RELEASE_CALM_CHECKS, WAYPOINT_HEAP_RELEASE_CALM_UTILIZATION, WAYPOINT_HEAP_RELEASE_QUIET_UTILIZATION } from '../../waypoint/config.ts';
 
 const MODULE = fileURLToPath(new URL('../../shared/memory/heap-release.ts', import.meta.url));
@@ -126,6 +127,51 @@ test.serial('no release while the event loop is busy', async (t) => {
  * and free() alone cannot shrink it; then one check. Also reads the node binary's resident pages before and after,
  * and after the release does work that needs the binary's code and data again (hash, Unicode RegExp, zlib, ICU).
  */
+interface IdleOutcome {
+  /** What each check returned, in order. */
+  released: boolean[];
+  idleReleases: number;
+  heapBefore: number;
+  heapAfter: number;
+}
+
+/**
+ * A burst whose garbage a regular GC already shrank the committed heap under the growth threshold: the release is
+ * started after it with the threshold set to `thresholdOverGrowth` times the heap's size, then checked `checks` times
+ * (all quiet). What a waypoint after a flood looked like: grown a share of the threshold, never released.
+ */
+async function idleScenario(thresholdOverGrowth: number, checks: number, quietUtilization = 1.1): Promise<IdleOutcome> {
+  const script = `
+    import { startHeapRelease } from ${JSON.stringify(MODULE)};
+    let held = [];
+    for (let i = 0; i < 48 * 1024 * 1024 / 64; i++) held.push({ index: i, label: 'request ' + i });
+    held = undefined;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const heapBefore = process.memoryUsage().heapTotal;
+    const release = startHeapRelease({ intervalMs: 3600000, quietUtilization: ${quietUtilization}, growthBytes: Math.ceil(heapBefore * ${thresholdOverGrowth}) });
+    const released = [];
+    for (let i = 0; i < ${checks}; i++) released.push(await release.check());
+    release.stop();
+    process.stdout.write(JSON.stringify({ released, idleReleases: release.stats.idleReleases, heapBefore, heapAfter: process.memoryUsage().heapTotal }));
+  `;
+  const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], { timeout: 180_000 });
+  return JSON.parse(stdout) as IdleOutcome;
+}
+
+test.serial(`an idle process grown a quarter of the threshold or more releases at quiet check ${IDLE_CHECKS} in a row, not before; less growth, or a busy loop, never`, async (t) => {
+  // Grown half the threshold: the first checks wait (a burst may still be under way), the IDLE_CHECKS-th releases.
+  const idle = await idleScenario(2, IDLE_CHECKS + 1);
+  t.deepEqual(idle.released, [...Array<boolean>(IDLE_CHECKS - 1).fill(false), true, false], 'released at the idle streak\'s end, once');
+  t.is(idle.idleReleases, 1);
+  t.true(idle.heapAfter < idle.heapBefore / 2, `committed heap ${(idle.heapBefore / MIB).toFixed(0)} -> ${(idle.heapAfter / MIB).toFixed(0)} MiB`);
+  // Grown less than IDLE_GROWTH_SHARE of the threshold: not worth the pause, however long the process is idle.
+  const small = await idleScenario(1 / (IDLE_GROWTH_SHARE * 0.8), IDLE_CHECKS * 2);
+  t.deepEqual(small.released, Array<boolean>(IDLE_CHECKS * 2).fill(false));
+  // Half the threshold grown but the loop never quiet: the idle fallback is for idle processes only.
+  const busy = await idleScenario(2, IDLE_CHECKS * 2, 0);
+  t.deepEqual(busy.released, Array<boolean>(IDLE_CHECKS * 2).fill(false));
+});
+
 async function nativeScenario(releaseNative: boolean): Promise<NativeOutcome> {
   const script = `
     import { readFileSync } from 'node:fs';
