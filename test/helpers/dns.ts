@@ -60,27 +60,37 @@ export async function startDnsmasq(options: DnsmasqOptions): Promise<Dnsmasq> {
   const hostsFile = path.join(dir, 'hosts');
   await writeFile(hostsFile, options.hosts.join('\n') + '\n');
   const address = options.address ?? '127.0.0.1';
-  const port = options.port ?? await freeUdpPort(address);
-  const args = [
-    '--keep-in-foreground', '--no-resolv', '--no-hosts', '--no-poll', '--user=root', '--pid-file=',
-    `--addn-hosts=${hostsFile}`, `--local=/${options.zone ?? 'example.test'}/`, `--local-ttl=${options.ttl ?? 123}`,
-    `--listen-address=${address}`, '--bind-interfaces', `--port=${port}`, `--cache-size=${options.cacheSize ?? 0}`,
-    '--conf-file=/dev/null',
-    ...(options.cnames ?? []).map((cname) => `--cname=${cname}`),
-  ];
-  const command = options.netns === undefined ? ['dnsmasq', ...args] : ['ip', 'netns', 'exec', options.netns, 'dnsmasq', ...args];
-  const child = spawn(command[0]!, command.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  await waitUntilAnswering(child, address, port, () => stderr);
-  return {
-    port,
-    address,
-    async stop() {
-      await stopChild(child);
+  // A free UDP port can still be a TCP port in use (dnsmasq binds both: another test's client connection had it,
+  // "failed to create listening socket ... Address already in use"): a port we picked is picked again.
+  for (let attempt = 1; ; attempt++) {
+    const port = options.port ?? await freeUdpPort(address);
+    const args = [
+      '--keep-in-foreground', '--no-resolv', '--no-hosts', '--no-poll', '--user=root', '--pid-file=',
+      `--addn-hosts=${hostsFile}`, `--local=/${options.zone ?? 'example.test'}/`, `--local-ttl=${options.ttl ?? 123}`,
+      `--listen-address=${address}`, '--bind-interfaces', `--port=${port}`, `--cache-size=${options.cacheSize ?? 0}`,
+      '--conf-file=/dev/null',
+      ...(options.cnames ?? []).map((cname) => `--cname=${cname}`),
+    ];
+    const command = options.netns === undefined ? ['dnsmasq', ...args] : ['ip', 'netns', 'exec', options.netns, 'dnsmasq', ...args];
+    const child = spawn(command[0]!, command.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    try {
+      await waitUntilAnswering(child, address, port, () => stderr);
+    } catch (error) {
+      if (options.port === undefined && attempt < 5 && /Address already in use/.test(stderr)) continue;
       await rm(dir, { recursive: true, force: true });
-    },
-  };
+      throw error;
+    }
+    return {
+      port,
+      address,
+      async stop() {
+        await stopChild(child);
+        await rm(dir, { recursive: true, force: true });
+      },
+    };
+  }
 }
 
 async function waitUntilAnswering(child: ChildProcess, address: string, port: number, stderr: () => string): Promise<void> {

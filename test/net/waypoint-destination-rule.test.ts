@@ -168,7 +168,9 @@ test.serial('outlierDetection: an endpoint answering 503 is ejected, then brough
   // every request is answered by web-a, and outlier detection still heard both tries that web-b failed.
   t.true(failing.every((result) => result.status === 200 && served(result) === 'web-a'), JSON.stringify(failing.filter((result) => result.status !== 200 || served(result) !== 'web-a')));
   const dump = await destinationDump();
-  t.deepEqual(dump.traffic[WEB_KEY]?.ejected.map((ejection) => ejection.ejections), [1], JSON.stringify(dump.traffic));
+  // One ejection on a quiet machine; on a loaded one the 30 requests can outlast the 10 s and eject web-b again.
+  t.is(dump.traffic[WEB_KEY]?.ejected.length, 1, JSON.stringify(dump.traffic));
+  t.true((dump.traffic[WEB_KEY]?.ejected[0]?.ejections ?? 0) >= 1, JSON.stringify(dump.traffic));
   t.true(dump.traffic[WEB_KEY]?.ejected[0]?.endpoint.endsWith('web-b'));
   t.regex(await fromWaypoint('http://127.0.0.1:15020/metrics'), /envoy_cluster_outlier_detection_ejections_active\{cluster_name="shop\/web.shop.svc.cluster.local"\} 1/);
   await rm(failFile);

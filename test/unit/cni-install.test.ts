@@ -126,7 +126,8 @@ test('watch re-adds our entry when the primary CNI rewrites its conflist', async
   // The primary CNI rewrites its file without us (as calico/cilium do on restart).
   await writeFile(conflist, JSON.stringify(primary, null, 2));
   const deadline = Date.now() + 5_000;
-  while (Date.now() < deadline && !(await readFile(conflist, 'utf8')).includes('ambit-cni')) {
+  // Until the file has our entry again and the watcher said so (its callback runs after the rename we may see first).
+  while (Date.now() < deadline && (reAdded.length === 0 || !(await readFile(conflist, 'utf8')).includes('ambit-cni'))) {
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
   const plugins = (await readJson(conflist)).plugins;

@@ -321,7 +321,8 @@ test.serial('the binary\'s pages faulting back in after a drop do not run the na
  * the calm number of checks in a row it runs, once. Busier than that, it keeps waiting. Returns the checks (1-based)
  * at which a release ran.
  */
-async function steadyRateScenario(busyMs: number, checks: number): Promise<number[]> {
+/** The checks (1-based) at which a GC ran, and the loop utilization each check judged on. */
+async function steadyRateScenario(busyMs: number, checks: number): Promise<{ releasedAt: number[]; utilizations: number[] }> {
   const script = `
     import { startHeapRelease } from ${JSON.stringify(MODULE)};
     let held = [];
@@ -330,28 +331,42 @@ async function steadyRateScenario(busyMs: number, checks: number): Promise<numbe
     const release = startHeapRelease({ intervalMs: 3600000, growthBytes: 1024 * 1024, quietUtilization: ${WAYPOINT_HEAP_RELEASE_QUIET_UTILIZATION}, calmUtilization: ${WAYPOINT_HEAP_RELEASE_CALM_UTILIZATION}, calmChecks: ${WAYPOINT_HEAP_RELEASE_CALM_CHECKS} });
     const work = ${busyMs} > 0 ? setInterval(() => { const until = performance.now() + ${busyMs}; while (performance.now() < until); }, 10) : undefined;
     const releasedAt = [];
+    const utilizations = [];
     for (let check = 1; check <= ${checks}; check++) {
       await new Promise((resolve) => setTimeout(resolve, 500));
       if (await release.check()) releasedAt.push(check);
+      utilizations.push(release.stats.lastUtilization);
     }
     clearInterval(work);
     release.stop();
-    process.stdout.write(JSON.stringify(releasedAt));
+    process.stdout.write(JSON.stringify({ releasedAt, utilizations }));
   `;
   const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], { timeout: 180_000 });
-  return JSON.parse(stdout) as number[];
+  return JSON.parse(stdout) as { releasedAt: number[]; utilizations: number[] };
+}
+
+/**
+ * The scenario again (up to three runs) until every check after the first (whose interval holds the burst) judged a
+ * loop in [low, high): a loaded machine preempts the busy-wait and makes a 2 % loop read 6 %, which is a different
+ * scenario, not a wrong decision.
+ */
+async function steadyRateIn(busyMs: number, checks: number, low: number, high: number): Promise<{ releasedAt: number[]; utilizations: number[] }> {
+  let outcome = await steadyRateScenario(busyMs, checks);
+  for (let run = 2; run <= 3 && !outcome.utilizations.slice(1).every((share) => share >= low && share < high); run++) outcome = await steadyRateScenario(busyMs, checks);
+  return outcome;
 }
 
 test.serial('at the waypoint\'s 1 % the GC waits while a low rate keeps the loop 2 % busy, runs once after the calm checks (never when busier), and at the first quiet check when idle', async (t) => {
   const checks = WAYPOINT_HEAP_RELEASE_CALM_CHECKS + 3;
   // 0.2 ms per 10 ms: about 2-3 % busy with the timer's own cost, between the quiet 1 % and the calm 5 %.
-  const serving = await steadyRateScenario(0.2, checks);
+  const serving = await steadyRateIn(0.2, checks, WAYPOINT_HEAP_RELEASE_QUIET_UTILIZATION, WAYPOINT_HEAP_RELEASE_CALM_UTILIZATION);
+  const shares = (outcome: { utilizations: number[] }): string => outcome.utilizations.map((share) => (share * 100).toFixed(1) + ' %').join(', ');
   // One GC, not before the calm checks (the first check's interval also holds the burst, so it may come one later).
-  t.is(serving.length, 1, `checks at which a GC ran while serving 2 % busy: ${JSON.stringify(serving)} of ${checks}`);
-  t.true(serving[0]! >= WAYPOINT_HEAP_RELEASE_CALM_CHECKS, `the GC ran at check ${serving[0]}, before ${WAYPOINT_HEAP_RELEASE_CALM_CHECKS} calm ones`);
-  const busier = await steadyRateScenario(1.5, checks);
-  t.deepEqual(busier, [], `checks at which a GC ran while serving 15 % busy: ${JSON.stringify(busier)}`);
+  t.is(serving.releasedAt.length, 1, `checks at which a GC ran while serving 2 % busy: ${JSON.stringify(serving.releasedAt)} of ${checks} (loop ${shares(serving)})`);
+  t.true(serving.releasedAt[0]! >= WAYPOINT_HEAP_RELEASE_CALM_CHECKS, `the GC ran at check ${serving.releasedAt[0]}, before ${WAYPOINT_HEAP_RELEASE_CALM_CHECKS} calm ones`);
+  const busier = await steadyRateIn(1.5, checks, WAYPOINT_HEAP_RELEASE_CALM_UTILIZATION, 1.01);
+  t.deepEqual(busier.releasedAt, [], `checks at which a GC ran while serving 15 % busy (loop ${shares(busier)})`);
   // Idle: released at the first quiet check (the first one's interval holds the burst, which under load can be 1 % of it).
-  const idle = await steadyRateScenario(0, 3);
+  const idle = (await steadyRateIn(0, 3, 0, WAYPOINT_HEAP_RELEASE_QUIET_UTILIZATION)).releasedAt;
   t.true(idle.length === 1 && idle[0]! < WAYPOINT_HEAP_RELEASE_CALM_CHECKS, `the same heap growth, idle: released once without waiting for the calm checks (${JSON.stringify(idle)})`);
 });
