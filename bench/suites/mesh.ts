@@ -84,7 +84,7 @@ export interface Sizes {
 
 const FULL: Sizes = {
   throughputBytes: 512 * MIB,
-  throughputRuns: 3,
+  throughputRuns: 5,
   warmupBytes: 32 * MIB,
   requestRate: 1_000,
   requestSeconds: 10,
@@ -423,8 +423,10 @@ async function measure(context: SuiteContext, sizes: Sizes, topology: MeshTopolo
     figures[path.key].idle = Object.fromEntries(Object.entries(used).map(([role, seconds]) => [role, (seconds * 1e3) / sizes.idleSeconds]));
     context.log(`idle for ${sizes.idleSeconds} s, ${PATH_LABELS[path.key]}: ${Object.entries(figures[path.key].idle!).map(([role, ms]) => `${role} ${formatNumber(ms)} ms/s`).join(', ')}`);
   });
+  // Order turned round every other run, like the request rounds: a path measured first in every run would carry the
+  // drift of the machine's state alone (two quiet full runs read 1.10x and 0.97x of stunnel with three runs in order).
   for (let runIndex = 1; runIndex <= sizes.throughputRuns; runIndex++) {
-    for (const path of paths) {
+    for (const path of runIndex % 2 === 1 ? paths : [...paths].reverse()) {
       await attempt(path, 'throughput', async () => {
         const value = await throughput(path, sizes.throughputBytes);
         figures[path.key].throughput.push(value);
@@ -734,7 +736,7 @@ export function buildResult(sizes: Sizes, given: Partial<Record<PathKey, PathFig
   const notes = [
     `Topology: 2 nodes (network namespaces) with a real ambit agent each; pods made by the real CNI chain. Direct and stunnel use pods of an un-enrolled namespace in the same cluster (same nodes, bridges, routes); the mesh path uses pods of an enrolled namespace. ` +
       'Load runs in the client pod (node 1), the target in the server pod (node 2); the stunnel client runs in the client pod, the stunnel server in the server pod.',
-    `Throughput: median of ${sizes.throughputRuns}. Requests: ${sizes.requestBytes}-byte echoes scheduled at ${rate}/s for ${sizes.requestSeconds} s over ${sizes.requestConnections} persistent connections, each timed from its scheduled send (open loop), in ${sizes.requestRounds ?? 1} round${(sizes.requestRounds ?? 1) === 1 ? '' : 's'} visiting every path (order reversed every other round): each request figure is the median over the rounds, and "added over direct" the median of each round's difference to direct in the same round. ` +
+    `Throughput: median of ${sizes.throughputRuns} runs visiting every path (order reversed every other run). Requests: ${sizes.requestBytes}-byte echoes scheduled at ${rate}/s for ${sizes.requestSeconds} s over ${sizes.requestConnections} persistent connections, each timed from its scheduled send (open loop), in ${sizes.requestRounds ?? 1} round${(sizes.requestRounds ?? 1) === 1 ? '' : 's'} visiting every path (order reversed every other round): each request figure is the median over the rounds, and "added over direct" the median of each round's difference to direct in the same round. ` +
       `New connections one at a time: load.ts connect, ${sizes.sequentialConnects.toLocaleString('en-US')} after ${Math.round(sizes.sequentialConnects / 10)} warm-up (closed loop: every connection completes, so its CPU figure has no backlog in it). ` +
       `New connections at a rate: scheduled at the offered rate for ${sizes.connectSeconds} s each, timed from the scheduled start to the first echoed byte; whatever is unanswered ${sizes.connectGraceMs / 1000} s after the last one is cut and counted (so is what a starved load tool could not send by then).`,
     `CPU: user + system seconds of each relay process from /proc over the run, divided by the operations. For the rate runs the meter runs until the path's relays are idle again (the next run starts only then) and the CPU is divided by the answered connections, summed over every offered rate: work on connections that were cut inflates it where a path fell behind. Agents at log level ${AGENT_LOG_LEVEL} (no per-connection access-log line) except the "access log on" rows. The "in the kernel" row is the system part of the request rows' CPU (stime), the rest being user space.`,
