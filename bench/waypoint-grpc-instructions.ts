@@ -163,20 +163,42 @@ function startStrace(pid: number, file: string): { stop(): Promise<void> } {
   };
 }
 
+/** Local and remote TCP ports of each socket inode of `pid`'s network namespace (its /proc/<pid>/net/tcp and tcp6). */
+function socketPorts(pid: number): Map<string, { local: number; remote: number }> {
+  const ports = new Map<string, { local: number; remote: number }>();
+  for (const table of ['tcp', 'tcp6']) {
+    let text: string;
+    try {
+      text = readFileSync(`/proc/${pid}/net/${table}`, 'utf8');
+    } catch {
+      continue;
+    }
+    for (const line of text.split('\n').slice(1)) {
+      const fields = line.trim().split(/\s+/);
+      if (fields.length < 10) continue;
+      ports.set(fields[9]!, { local: parseInt(fields[1]!.split(':')[1]!, 16), remote: parseInt(fields[2]!.split(':')[1]!, 16) });
+    }
+  }
+  return ports;
+}
+
 /**
  * Syscalls per call from the strace file: reads and writes on the clients' leg (sockets whose local port is
- * 15008), on the endpoints' leg (remote port 15008), on other descriptors, and the loop's waits.
+ * 15008), on the endpoints' leg (remote port 15008), on other descriptors, and the loop's waits. `ports`: the
+ * waypoint's sockets by inode (strace, in the root namespace, cannot name them).
  */
-function syscallsPerCall(file: string, calls: number): string[] {
+function syscallsPerCall(file: string, calls: number, ports: Map<string, { local: number; remote: number }>): string[] {
   const counts = new Map<string, number>();
   for (const line of readFileSync(file, 'utf8').split('\n')) {
     const match = /^\d+\s+(\w+)\((\d+)(<[^>]*>)?/.exec(line);
     if (!match) continue;
     const [, call, , description = ''] = match;
+    const socket = ports.get(/socket:\[(\d+)\]/.exec(description)?.[1] ?? '');
     let where = 'other';
     if (call!.startsWith('epoll')) where = 'loop';
-    else if (/:15008->/.test(description)) where = "clients' leg";
-    else if (/->\[?[\d.:a-f]+\]?:15008\]/.test(description)) where = "endpoints' leg";
+    else if (socket?.local === 15008) where = "clients' leg";
+    else if (socket?.remote === 15008) where = "endpoints' leg";
+    else if (description.includes('eventfd')) where = 'eventfd (thread pool)';
     else if (description.includes('/')) where = 'files';
     const key = `${where} ${call}`;
     counts.set(key, (counts.get(key) ?? 0) + 1);
@@ -238,6 +260,7 @@ try {
       if (tracer) await new Promise((resolve) => setTimeout(resolve, 2_000));
       let completed = 0;
       for (let round = 0; round < Number(values.rounds); round++) completed += await load(values.rate, values.seconds, true);
+      const ports = tracer ? socketPorts(pid) : new Map<string, { local: number; remote: number }>();
       if (tracer) await tracer.stop();
       const after = await markOf(pid, dumpDir, 1);
       await new Promise((resolve) => setTimeout(resolve, 2_000));
@@ -245,7 +268,7 @@ try {
       rows.push(`| ${values.main ?? 'this tree'} | ${completed} (${failedMeasured} failed) at ${values.rate}/s | ${((after.allocatedBytes ?? 0) / completed / 1024).toFixed(1)} KiB allocated per call | GCs ${gcs} |`);
       const heapFile = join(dumpDir, 'window.heapprofile');
       if (existsSync(heapFile)) rows.push('', ...heapProfileTop(heapFile, completed));
-      if (tracer) rows.push('', ...syscallsPerCall(join(dumpDir, 'strace.txt'), completed));
+      if (tracer) rows.push('', ...syscallsPerCall(join(dumpDir, 'strace.txt'), completed, ports));
       if (values.json) appendFileSync(values.json, `${JSON.stringify({ at: new Date().toISOString(), mode: 'plain', tree: values.main ?? 'this tree', rate: Number(values.rate), calls: completed, failed: failedMeasured, load: loadavg()[0], allocatedBytes: (after.allocatedBytes ?? 0) / completed, gcs })}\n`);
       log(rows.join('\n'));
       if (values.keep) {
@@ -308,7 +331,7 @@ try {
 } finally {
   await mesh?.destroy();
 }
-process.stdout.write([
+process.stdout.write(plain ? `\n${rows.join('\n')}\n` : [
   '',
   `Waypoint per gRPC unary call, ${values.rate}/s over 4 h2c connections, callgrind (thousand instructions); load average ${loadavg()[0]!.toFixed(1)} at the end (does not move the counts)`,
   '',
