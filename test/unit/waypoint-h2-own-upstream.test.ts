@@ -195,6 +195,31 @@ test('an endpoint gone mid-answer: the stream closes with a reset code (CANCEL),
   t.deepEqual(headerListOf({ 'X-Upper': ['1', '2'], ':path': '/p' }, [':scheme', 'http']), [':path', '/p', ':scheme', 'http', 'x-upper', '1', 'x-upper', '2']);
 });
 
+test('heads written into the frame-header slab: 400 calls on one connection (the slab refilled on the way) and a head larger than a frame (HEADERS + CONTINUATION) reach a node:http2 endpoint whole', async (t) => {
+  const server = http2.createServer({ maxSessionMemory: 64, settings: { maxHeaderListSize: 256 * 1024 } });
+  server.on('stream', (stream, headers) => {
+    stream.respond({ ':status': 200, 'x-echo': String(headers['x-n']), 'x-size': String(String(headers['x-big'] ?? '').length) }, { endStream: true });
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.teardown(() => server.close());
+  const { connection, close } = await ownClient((server.address() as net.AddressInfo).port);
+  t.teardown(close);
+  const call = (fields: http2.OutgoingHttpHeaders): Promise<http2.IncomingHttpHeaders> => {
+    const upstream = new OwnUpstreamStream();
+    const answered = new Promise<http2.IncomingHttpHeaders>((resolve) => upstream.once('response', resolve));
+    upstream.stream = connection.request(headerListOf({ ':method': 'GET', ':path': '/', ...fields }, [':scheme', 'http', ':authority', '127.0.0.1:1']), upstream, true);
+    return answered;
+  };
+  for (let round = 0; round < 400; round += 50) {
+    const answers = await Promise.all(Array.from({ length: 50 }, (_, index) => call({ 'x-n': `call-${round + index}-${'v'.repeat((round + index) % 97)}` })));
+    t.deepEqual(answers.map((headers) => headers['x-echo']), Array.from({ length: 50 }, (_, index) => `call-${round + index}-${'v'.repeat((round + index) % 97)}`));
+  }
+  const big = await call({ 'x-n': 'big', 'x-big': 'b'.repeat(40_000) });
+  t.is(big['x-echo'], 'big');
+  t.is(big['x-size'], '40000');
+});
+
 test('header lists for the layer: pseudo-headers first (defaults only when absent), a response head without :status, trailers without pseudo-headers or connection fields, bad fields refused', (t) => {
   t.deepEqual(headerListOf({ 'content-type': 'application/grpc', ':method': 'POST', te: 'trailers', ':path': '/s/M', ':authority': 'svc:80' }, [':scheme', 'http', ':authority', () => 'unused:1']),
     [':method', 'POST', ':path', '/s/M', ':authority', 'svc:80', ':scheme', 'http', 'content-type', 'application/grpc', 'te', 'trailers']);
