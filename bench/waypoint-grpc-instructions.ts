@@ -108,12 +108,18 @@ interface Mark {
 async function markOf(pid: number, dumpDir: string, index: number): Promise<Mark> {
   process.kill(pid, 'SIGUSR2');
   const file = join(dumpDir, `mark-${index}.json`);
-  for (let waited = 0; !existsSync(file); waited += 200) {
+  // Read until whole: the file can be seen between its creation and the end of its write.
+  for (let waited = 0; ; waited += 200) {
+    if (existsSync(file)) {
+      try {
+        return JSON.parse(readFileSync(file, 'utf8')) as Mark;
+      } catch {
+        // not written whole yet
+      }
+    }
     if (waited > 120_000) throw new Error(`the waypoint wrote no ${file} in 120 s`);
     await new Promise((resolve) => setTimeout(resolve, 200));
   }
-  await new Promise((resolve) => setTimeout(resolve, 200));
-  return JSON.parse(readFileSync(file, 'utf8')) as Mark;
 }
 
 /**
