@@ -5,23 +5,41 @@
  * runs, so this is the A/B for issue 12's gRPC CPU per call when the machine is busy (the suite's CPU rows, quiet
  * runs only, stay the figures of record). User space only.
  *
- *   node bench/waypoint-grpc-instructions.ts [--main OTHER_TREE/waypoint/main.ts] [--rate 10] [--warm-rounds 8]
- *                                       [--rounds 4] [--seconds 20] [--keep DIR] [--name MESH]
+ *   node bench/waypoint-grpc-instructions.ts [--main OTHER_TREE/waypoint/main.ts] [--rate 8] [--rounds 4] [--seconds 50]
+ *        [--warm-rate 50] [--warm-rounds 24] [--warm-seconds 10] [--release-gc] [--keep DIR] [--name MESH] [--json FILE]
  *
- * `--main` runs another tree's waypoint (a `git archive` of main, say) in the same mesh and harness, for A/B runs.
- * The load runs in rounds of `--seconds` at `--rate` calls/s (grpc-load.ts, no warm-up calls of its own, 4 new h2c
- * connections per round, as the suite's); after the warm-up rounds (the JIT tiers up by invocation counts) the
- * counters are zeroed, the measured rounds run, and the counters are dumped. Printed: every thread, and the main
- * thread (the event loop) apart from V8's GC and compiler threads. `--keep DIR` copies the dumps there (for
- * callgrind_annotate: where the instructions went, by function); `--name` names the mesh, so two runs (two trees)
- * can go side by side. Same code measured twice (an A/A pair, 07:50-08:03 UTC, 800 calls after 1,600) read 513.7 and
- * 536.7 thousand instructions per call on the main thread, 834 and 680 on all threads (V8's compiler and marking
- * threads still busy at that warm-up): compare main threads, and several runs.
+ * `--main` runs another tree's waypoint (a `git archive` of main, say) in the same mesh and harness, for A/B runs;
+ * `--name` names the mesh, so two runs (two trees) can go side by side. The waypoint runs under callgrind with
+ * instrumentation off (`--instr-atstart=no`) through start-up and the warm-up rounds (at `--warm-rate`: the JIT tiers
+ * up by invocation counts, so thousands of calls), then a quiet pause, then instrumentation on, a settling round (30 s at the measured rate: code is
+ * re-translated with instrumentation, slowly), counters zeroed, the
+ * measured rounds (`--rounds` of `--seconds` at `--rate`, grpc-load.ts, 4 new h2c connections per round, as the
+ * suite's), and a dump. bench/waypoint-grpc-preload.ts, preloaded into the waypoint, takes the heap release's GCs out
+ * (they run on a quiet loop, which a few calls per second leaves, and not at 1,000/s; `--release-gc` keeps them) and
+ * counts, around the window, V8's collections and the bytes allocated on its heap.
+ *
+ * Printed, per call: the main thread's instructions (the event loop: JS, the scavenger's main-thread part, OpenSSL)
+ * without the native memory releases that fall in the window (the heap release's malloc_trim and page drop: under
+ * valgrind the anonymous RSS grows with valgrind's own, and each release parses /proc/self/maps: millions of
+ * instructions a waypoint at 1,000/s does not run), the GC's part of it (`Heap::CollectGarbage` inclusive), the other
+ * threads (V8's compiler and marking workers, which swing with when a compile or a marking lands), bytes allocated on
+ * the V8 heap, and the GCs by kind. `--json FILE` appends the row as one JSON line. `--keep DIR` copies the dumps
+ * there (for callgrind_annotate: where the instructions went, by function).
+ *
+ * `--plain` runs the waypoint without valgrind (rates as given: say `--warm-rate 500 --rate 300`) and takes, over the
+ * measured rounds instead of instructions: the bytes allocated and GCs as above, V8's sampling heap profile (where the
+ * window's allocations were made, by function: the top of it printed, the profile kept with `--keep`), and with
+ * `--syscalls` the waypoint's reads and writes per call on each HBONE leg (strace attached for the window: the legs
+ * are the TLS sockets on port 15008, the clients' inbound and the endpoints' outbound) and its loop wake-ups.
+ * strace slows the process: look at the p50s printed per round to see it kept up.
+ *
+ * Session s10's version (no warm-up at speed, the release's GCs and native releases in the window, 500-800 calls)
+ * read 514-641 thousand per call for one tree; see BENCHMARKS.md for this one's spread.
  *
  * Owns: this measurement. Must not know about: how the waypoint works.
  */
-import { execFileSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { appendFileSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { loadavg } from 'node:os';
 import path, { join } from 'node:path';
@@ -29,23 +47,36 @@ import { parseArgs } from 'node:util';
 import { stringify } from 'yaml';
 import { createLocalMesh, type LocalMesh } from '../runtime/local-mesh.ts';
 import { createWaypoint } from '../runtime/waypoint.ts';
+import { WAYPOINT_NODE_OPTIONS } from '../waypoint/config.ts';
 import { inPod } from './lib/mesh-cluster.ts';
 import { ProcessGroup } from './lib/processes.ts';
 
 const { values } = parseArgs({
   options: {
     main: { type: 'string' },
-    rate: { type: 'string', default: '10' },
-    'warm-rounds': { type: 'string', default: '8' },
+    rate: { type: 'string', default: '8' },
     rounds: { type: 'string', default: '4' },
-    seconds: { type: 'string', default: '20' },
+    seconds: { type: 'string', default: '50' },
+    'warm-rate': { type: 'string', default: '50' },
+    'warm-rounds': { type: 'string', default: '24' },
+    'warm-seconds': { type: 'string', default: '10' },
+    'release-gc': { type: 'boolean', default: false },
     keep: { type: 'string' },
     name: { type: 'string', default: 'wp-instr' },
+    json: { type: 'string' },
+    plain: { type: 'boolean', default: false },
+    syscalls: { type: 'boolean', default: false },
   },
 });
 const GRPC_PORT = 50051;
 const VIP = '10.240.5.16';
 const VALGRIND_READY_MS = 900_000;
+/** After the warm-up: the heap release's next 10 s check (its native release, if the warm-up grew the RSS) falls before the window. */
+const QUIET_BEFORE_MEASURING_MS = 12_000;
+/** Instrumented calls before the counters are zeroed (see the settling round). */
+const SETTLE_SECONDS = '30';
+const PRELOAD = join(import.meta.dirname, 'waypoint-grpc-preload.ts');
+const plain = values.plain;
 const log = (message: string): void => void process.stdout.write(`[${new Date().toISOString().slice(11, 19)}] ${message}\n`);
 
 async function writeAtomically(file: string, text: string): Promise<void> {
@@ -54,18 +85,136 @@ async function writeAtomically(file: string, text: string): Promise<void> {
   await rename(`${file}.tmp`, file);
 }
 
-/** The waypoint's process (valgrind's tool, which runs node's code): the one whose command line names this run's dump directory. */
+/** The waypoint's process (valgrind's tool under callgrind, node with --plain): the one whose environment names this run's directory. */
 function waypointPid(dumpDir: string): number {
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     try {
       const cmdline = readFileSync(`/proc/${entry}/cmdline`, 'utf8');
-      if (cmdline.includes('waypoint/main.ts') && cmdline.includes(`--callgrind-out-file=${dumpDir}/`) && readFileSync(`/proc/${entry}/comm`, 'utf8').trim() !== 'ip') return Number(entry);
+      if (cmdline.includes('waypoint/main.ts') && readFileSync(`/proc/${entry}/environ`, 'utf8').includes(`AMBIT_GRPC_INSTR_DIR=${dumpDir}\0`) && readFileSync(`/proc/${entry}/comm`, 'utf8').trim() !== 'ip') return Number(entry);
     } catch {
       // gone meanwhile
     }
   }
   throw new Error(`the waypoint process writing to ${dumpDir} was not found`);
+}
+
+interface Mark {
+  gcs: Record<string, number>;
+  allocatedBytes?: number;
+}
+
+/** Asks the preload for a mark (a minor GC, then its counts) and reads it. */
+async function markOf(pid: number, dumpDir: string, index: number): Promise<Mark> {
+  process.kill(pid, 'SIGUSR2');
+  const file = join(dumpDir, `mark-${index}.json`);
+  // Read until whole: the file can be seen between its creation and the end of its write.
+  for (let waited = 0; ; waited += 200) {
+    if (existsSync(file)) {
+      try {
+        return JSON.parse(readFileSync(file, 'utf8')) as Mark;
+      } catch {
+        // not written whole yet
+      }
+    }
+    if (waited > 120_000) throw new Error(`the waypoint wrote no ${file} in 120 s`);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+}
+
+/**
+ * Inclusive instructions of the main thread's dump in the native memory release, in V8's collections, and in the
+ * preload's GC profiler (node's v8_utils Before/AfterGCCallback: heap statistics written as JSON at every GC, about
+ * 0.2 M instructions each under callgrind; inside the collections' count too): the harness's own, taken off both.
+ */
+function mainThreadParts(file: string): { nativeRelease: number; gc: number; gcProfiler: number } {
+  const text = execFileSync('callgrind_annotate', ['--inclusive=yes', '--threshold=100', file], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
+  const parts = { nativeRelease: 0, gc: 0, gcProfiler: 0 };
+  for (const line of text.split('\n')) {
+    const match = /^\s*([\d,]+) \(\s*[\d.]+%\)\s+(.*)$/.exec(line);
+    if (!match) continue;
+    const count = Number(match[1]!.replaceAll(',', ''));
+    if (/:(drop_executable_pages|trim_malloc) \[.*ambit_memory\.node\]/.test(match[2]!)) parts.nativeRelease += count;
+    else if (/:node::v8_utils::(Before|After)GCCallback\(/.test(match[2]!)) parts.gcProfiler += count;
+    else if (parts.gc === 0 && match[2]!.startsWith('???:v8::internal::Heap::CollectGarbage(')) parts.gc = count;
+  }
+  return parts;
+}
+
+/** The plain run's early way out of the measurement block (its rows are written). */
+class Done extends Error {}
+
+/** V8's sampling heap profile of the window: self bytes per call by function (and script), the top 25. */
+function heapProfileTop(file: string, calls: number): string[] {
+  interface Node { callFrame: { functionName: string; url: string; lineNumber: number }; selfSize: number; children: Node[] }
+  const profile = JSON.parse(readFileSync(file, 'utf8')) as { head: Node };
+  const bySite = new Map<string, number>();
+  let total = 0;
+  const visit = (node: Node): void => {
+    const frame = node.callFrame;
+    const site = `${frame.functionName || '(anonymous)'} ${path.basename(frame.url)}:${frame.lineNumber + 1}`;
+    bySite.set(site, (bySite.get(site) ?? 0) + node.selfSize);
+    total += node.selfSize;
+    for (const child of node.children) visit(child);
+  };
+  visit(profile.head);
+  const top = [...bySite].sort((a, b) => b[1] - a[1]).slice(0, 25);
+  return [`Sampled allocations, ${(total / calls).toFixed(0)} bytes per call; self bytes per call by function:`, '', '| bytes per call | share | function |', '|---:|---:|---|',
+    ...top.map(([site, bytes]) => `| ${(bytes / calls).toFixed(0)} | ${((100 * bytes) / total).toFixed(1)} % | ${site} |`)];
+}
+
+/** strace attached to every thread of `pid`, its reads, writes and loop waits written to `file`. */
+function startStrace(pid: number, file: string): { stop(): Promise<void> } {
+  const child = spawn('strace', ['-f', '-y', '-qq', '-e', 'trace=read,write,writev,readv,epoll_wait,epoll_pwait,epoll_pwait2', '-e', 'signal=none', '-o', file, '-p', String(pid)], { stdio: 'ignore' });
+  return {
+    stop: () => new Promise((resolve) => {
+      child.once('exit', () => resolve());
+      child.kill('SIGINT');
+    }),
+  };
+}
+
+/** Local and remote TCP ports of each socket inode of `pid`'s network namespace (its /proc/<pid>/net/tcp and tcp6). */
+function socketPorts(pid: number): Map<string, { local: number; remote: number }> {
+  const ports = new Map<string, { local: number; remote: number }>();
+  for (const table of ['tcp', 'tcp6']) {
+    let text: string;
+    try {
+      text = readFileSync(`/proc/${pid}/net/${table}`, 'utf8');
+    } catch {
+      continue;
+    }
+    for (const line of text.split('\n').slice(1)) {
+      const fields = line.trim().split(/\s+/);
+      if (fields.length < 10) continue;
+      ports.set(fields[9]!, { local: parseInt(fields[1]!.split(':')[1]!, 16), remote: parseInt(fields[2]!.split(':')[1]!, 16) });
+    }
+  }
+  return ports;
+}
+
+/**
+ * Syscalls per call from the strace file: reads and writes on the clients' leg (sockets whose local port is
+ * 15008), on the endpoints' leg (remote port 15008), on other descriptors, and the loop's waits. `ports`: the
+ * waypoint's sockets by inode (strace, in the root namespace, cannot name them).
+ */
+function syscallsPerCall(file: string, calls: number, ports: Map<string, { local: number; remote: number }>): string[] {
+  const counts = new Map<string, number>();
+  for (const line of readFileSync(file, 'utf8').split('\n')) {
+    const match = /^\d+\s+(\w+)\((\d+)(<[^>]*>)?/.exec(line);
+    if (!match) continue;
+    const [, call, , description = ''] = match;
+    const socket = ports.get(/socket:\[(\d+)\]/.exec(description)?.[1] ?? '');
+    let where = 'other';
+    if (call!.startsWith('epoll')) where = 'loop';
+    else if (socket?.local === 15008) where = "clients' leg";
+    else if (socket?.remote === 15008) where = "endpoints' leg";
+    else if (description.includes('eventfd')) where = 'eventfd (thread pool)';
+    else if (description.includes('/')) where = 'files';
+    const key = `${where} ${call}`;
+    counts.set(key, (counts.get(key) ?? 0) + 1);
+  }
+  return ['Syscalls per call (strace, the measured rounds):', '', '| where, call | per call |', '|---|---:|', ...[...counts].sort().map(([key, count]) => `| ${key} | ${(count / calls).toFixed(2)} |`)];
 }
 
 let mesh: LocalMesh | undefined;
@@ -86,7 +235,8 @@ try {
     const waypoint = await createWaypoint(mesh, {
       node: 1, namespace: 'bench-mesh', name: 'waypoint', readyTimeoutMs: VALGRIND_READY_MS,
       ...(values.main ? { main: path.resolve(values.main) } : {}),
-      commandPrefix: ['valgrind', '--tool=callgrind', '--separate-threads=yes', '--smc-check=all-non-file', `--callgrind-out-file=${dumpDir}/waypoint.%p`],
+      env: { NODE_OPTIONS: `${WAYPOINT_NODE_OPTIONS} --import=${PRELOAD}`, AMBIT_GRPC_INSTR_DIR: dumpDir, ...(values['release-gc'] ? { AMBIT_GRPC_INSTR_RELEASE_GC: '1' } : {}), ...(plain ? { AMBIT_GRPC_INSTR_HEAP_PROFILE: '1' } : {}) },
+      ...(plain ? {} : { commandPrefix: ['valgrind', '--tool=callgrind', '--separate-threads=yes', '--instr-atstart=no', '--smc-check=all-non-file', `--callgrind-out-file=${dumpDir}/waypoint.%p`] }),
     });
     await writeAtomically(join(cluster.clusterDir, 'bench-waypoint', 'via-grpc.yaml'), stringify({
       apiVersion: 'v1', kind: 'Service', metadata: { name: 'via-grpc', namespace: 'bench-mesh', labels: { 'istio.io/use-waypoint': 'waypoint' } },
@@ -102,37 +252,83 @@ try {
     }
     const pid = waypointPid(dumpDir);
     log(`waypoint ready (pid ${pid}); warming up`);
-    const load = async (): Promise<number> => {
-      const command = inPod(client, 'grpc-load.ts', ['--host', VIP, '--port', String(GRPC_PORT), '--rate', values.rate, '--duration', values.seconds, '--connections', '4', '--size', '1024', '--warmup', '0']);
+    let failedMeasured = 0;
+    const load = async (rate: string, seconds: string, measured: boolean): Promise<number> => {
+      const command = inPod(client, 'grpc-load.ts', ['--host', VIP, '--port', String(GRPC_PORT), '--rate', rate, '--duration', seconds, '--connections', '4', '--size', '1024', '--warmup', '0']);
       const result = await processes.run<{ count: number; failed: number; p50: number }>('gRPC load', command.command, command.args);
+      if (measured) failedMeasured += result.failed;
+      log(`${measured ? 'measured' : 'warm-up'} round: ${result.count - result.failed} calls, ${result.failed} failed, p50 ${(result.p50 / 1000).toFixed(1)} ms`);
       return result.count - result.failed;
     };
     for (let round = 0; round < Number(values['warm-rounds']); round++) {
-      const done = await load().catch((error: unknown) => (log(`warm-up round ${round} failed: ${String(error).slice(0, 160)}`), 0));
-      log(`warm-up round ${round}: ${done} calls`);
+      await load(values['warm-rate'], values['warm-seconds'], false).catch((error: unknown) => (log(`warm-up round ${round} failed: ${String(error).slice(0, 160)}`), 0));
     }
-    const trigger = 'measured-waypoint';
+    await new Promise((resolve) => setTimeout(resolve, QUIET_BEFORE_MEASURING_MS));
+    if (plain) {
+      await new Promise((resolve) => setTimeout(resolve, QUIET_BEFORE_MEASURING_MS));
+      const before = await markOf(pid, dumpDir, 0);
+      const tracer = values.syscalls ? startStrace(pid, join(dumpDir, 'strace.txt')) : undefined;
+      if (tracer) await new Promise((resolve) => setTimeout(resolve, 2_000));
+      let completed = 0;
+      for (let round = 0; round < Number(values.rounds); round++) completed += await load(values.rate, values.seconds, true);
+      const ports = tracer ? socketPorts(pid) : new Map<string, { local: number; remote: number }>();
+      if (tracer) await tracer.stop();
+      const after = await markOf(pid, dumpDir, 1);
+      await new Promise((resolve) => setTimeout(resolve, 2_000));
+      const gcs = Object.keys(after.gcs).map((kind) => `${kind} ${after.gcs[kind]! - (before.gcs[kind] ?? 0) - (kind === 'minor' ? 1 : 0)}`).join(', ');
+      rows.push(`| ${values.main ?? 'this tree'} | ${completed} (${failedMeasured} failed) at ${values.rate}/s | ${((after.allocatedBytes ?? 0) / completed / 1024).toFixed(1)} KiB allocated per call | GCs ${gcs} |`);
+      const heapFile = join(dumpDir, 'window.heapprofile');
+      if (existsSync(heapFile)) rows.push('', ...heapProfileTop(heapFile, completed));
+      if (tracer) rows.push('', ...syscallsPerCall(join(dumpDir, 'strace.txt'), completed, ports));
+      if (values.json) appendFileSync(values.json, `${JSON.stringify({ at: new Date().toISOString(), mode: 'plain', tree: values.main ?? 'this tree', rate: Number(values.rate), calls: completed, failed: failedMeasured, load: loadavg()[0], allocatedBytes: (after.allocatedBytes ?? 0) / completed, gcs })}\n`);
+      log(rows.join('\n'));
+      if (values.keep) {
+        mkdirSync(values.keep, { recursive: true });
+        for (const file of readdirSync(dumpDir)) copyFileSync(join(dumpDir, file), join(values.keep, file));
+      }
+      throw new Done();
+    }
+    // Instrumentation on re-translates every piece of code the waypoint runs: the first seconds after it are slow
+    // enough that calls pile up, so a settling round runs instrumented before the counters are zeroed.
+    execFileSync('callgrind_control', ['-i', 'on', String(pid)], { stdio: 'ignore' });
+    await load(values.rate, SETTLE_SECONDS, false).catch((error: unknown) => log(`settling round failed: ${String(error).slice(0, 160)}`));
+    await new Promise((resolve) => setTimeout(resolve, 2_000));
+    const before = await markOf(pid, dumpDir, 0);
+    const trigger = `measured-${process.pid}`;
     execFileSync('callgrind_control', ['-z', String(pid)], { stdio: 'ignore' });
     let completed = 0;
-    for (let round = 0; round < Number(values.rounds); round++) {
-      const done = await load();
-      log(`measured round ${round}: ${done} calls`);
-      completed += done;
-    }
+    for (let round = 0; round < Number(values.rounds); round++) completed += await load(values.rate, values.seconds, true);
     execFileSync('callgrind_control', ['-d', trigger, String(pid)], { stdio: 'ignore' });
-    await new Promise((resolve) => setTimeout(resolve, 5_000));
+    execFileSync('callgrind_control', ['-i', 'off', String(pid)], { stdio: 'ignore' });
+    const after = await markOf(pid, dumpDir, 1);
+    await new Promise((resolve) => setTimeout(resolve, 3_000));
     let all = 0;
     let main = 0;
+    let mainFile = '';
     for (const file of readdirSync(dumpDir).filter((name) => name.includes(`.${pid}`))) {
       const text = readFileSync(join(dumpDir, file), 'utf8');
       if (!text.slice(0, 4000).includes(trigger)) continue;
       const total = /^(?:summary|totals): (\d+)/m.exec(text);
       if (!total) continue;
       all += Number(total[1]);
-      if (/-01$/.test(file)) main += Number(total[1]);
+      if (/-01$/.test(file)) {
+        main += Number(total[1]);
+        mainFile = join(dumpDir, file);
+      }
     }
-    rows.push(`| ${values.main ?? 'this tree'} | ${completed} | ${(all / completed / 1000).toFixed(1)} | ${(main / completed / 1000).toFixed(1)} |`);
+    const parts = mainThreadParts(mainFile);
+    const perCall = (count: number): string => (count / completed / 1000).toFixed(1);
+    const gcs = Object.keys(after.gcs).map((kind) => `${kind} ${after.gcs[kind]! - (before.gcs[kind] ?? 0) - (kind === 'minor' ? 1 : 0)}`).join(', ');
+    const allocatedPerCall = (after.allocatedBytes ?? 0) / completed;
+    rows.push(`| ${values.main ?? 'this tree'} | ${completed} (${failedMeasured} failed) | ${perCall(main - parts.nativeRelease - parts.gcProfiler)} | ${perCall(parts.gc - parts.gcProfiler)} | ${perCall(parts.nativeRelease)} | ${perCall(all - main)} | ${(allocatedPerCall / 1024).toFixed(1)} | ${gcs} |`);
     log(rows.at(-1)!);
+    if (values.json) {
+      appendFileSync(values.json, `${JSON.stringify({
+        at: new Date().toISOString(), tree: values.main ?? 'this tree', rate: Number(values.rate), calls: completed, failed: failedMeasured, load: loadavg()[0],
+        mainWithoutNativeRelease: (main - parts.nativeRelease - parts.gcProfiler) / completed, gc: (parts.gc - parts.gcProfiler) / completed, gcProfiler: parts.gcProfiler / completed, nativeRelease: parts.nativeRelease / completed,
+        otherThreads: (all - main) / completed, allocatedBytes: allocatedPerCall, gcs,
+      })}\n`);
+    }
     if (values.keep) {
       mkdirSync(values.keep, { recursive: true });
       for (const file of readdirSync(dumpDir)) if (file.includes(`.${pid}`)) copyFileSync(join(dumpDir, file), join(values.keep, file));
@@ -141,15 +337,17 @@ try {
   } finally {
     await processes.stopAll();
   }
+} catch (error) {
+  if (!(error instanceof Done)) throw error;
 } finally {
   await mesh?.destroy();
 }
-process.stdout.write([
+process.stdout.write(plain ? `\n${rows.join('\n')}\n` : [
   '',
-  `Waypoint instructions per gRPC unary call (thousands), ${values.rate}/s over 4 h2c connections, callgrind; load average ${loadavg()[0]!.toFixed(1)} at the end (does not move the counts)`,
+  `Waypoint per gRPC unary call, ${values.rate}/s over 4 h2c connections, callgrind (thousand instructions); load average ${loadavg()[0]!.toFixed(1)} at the end (does not move the counts)`,
   '',
-  '| waypoint | calls measured | all threads | main thread |',
-  '|---|---:|---:|---:|',
+  '| waypoint | calls measured | main thread without native releases and the GC profiler | of which GC | native releases | other threads | KiB allocated (V8 heap) | GCs in the window (the closing mark\'s minor one left out) |',
+  '|---|---:|---:|---:|---:|---:|---:|---|',
   ...rows,
   '',
 ].join('\n'));

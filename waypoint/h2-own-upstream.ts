@@ -76,29 +76,35 @@ export function responseFieldListOf(headers: http2.OutgoingHttpHeaders): string[
 }
 
 function fieldListOf(headers: http2.OutgoingHttpHeaders, pseudoDefaults: ReadonlyArray<string | (() => string)>, omitted: string | undefined): string[] {
-  const pseudo: string[] = [];
-  const regular: string[] = [];
+  // One list, two passes over the object (pseudo-headers, then the rest): no second list and no concatenation per head.
+  const list: string[] = [];
+  let regular = false;
   for (const key in headers) {
-    const value = headers[key];
-    if (value === undefined) continue;
-    const name = key.toLowerCase();
-    if (name === omitted) continue;
-    const list = name.charCodeAt(0) === 58 /* : */ ? pseudo : regular;
-    if (typeof value === 'string') {
-      pushField(list, name, value);
-    } else if (Array.isArray(value)) {
-      for (let index = 0; index < value.length; index++) pushField(list, name, String(value[index]));
-    } else {
-      pushField(list, name, String(value));
-    }
+    if (key.charCodeAt(0) === 58 /* : */) pushValue(list, key.toLowerCase(), headers[key], omitted);
+    else regular = true;
   }
   for (let index = 0; index < pseudoDefaults.length; index += 2) {
     const name = pseudoDefaults[index] as string;
     if (headers[name] !== undefined) continue;
     const value = pseudoDefaults[index + 1]!;
-    pseudo.push(name, typeof value === 'string' ? value : value());
+    list.push(name, typeof value === 'string' ? value : value());
   }
-  return pseudo.length === 0 ? regular : pseudo.concat(regular);
+  if (regular) {
+    for (const key in headers) if (key.charCodeAt(0) !== 58) pushValue(list, key.toLowerCase(), headers[key], omitted);
+  }
+  return list;
+}
+
+/** Adds one header's value (repeated fields for an array) unless it is undefined or the omitted name. */
+function pushValue(list: string[], name: string, value: http2.OutgoingHttpHeaders[string], omitted: string | undefined): void {
+  if (value === undefined || name === omitted) return;
+  if (typeof value === 'string') {
+    pushField(list, name, value);
+  } else if (Array.isArray(value)) {
+    for (let index = 0; index < value.length; index++) pushField(list, name, String(value[index]));
+  } else {
+    pushField(list, name, String(value));
+  }
 }
 
 /** The layer's flat list as node:http2's incoming object: repeated set-cookie as an array, other repeats joined by ', '. */
@@ -126,12 +132,13 @@ export function trailersProblem(trailers: HeaderList): boolean {
 
 /** Trailers for the layer: no pseudo-headers, no connection-specific fields. */
 export function trailerListOf(trailers: http2.OutgoingHttpHeaders): string[] {
-  const list = headerListOf(trailers);
-  const result: string[] = [];
-  for (let index = 0; index < list.length; index += 2) {
-    if (list[index]!.charCodeAt(0) !== 58 && list[index] !== 'connection' && list[index] !== 'transfer-encoding') result.push(list[index]!, list[index + 1]!);
+  const list: string[] = [];
+  for (const key in trailers) {
+    if (key.charCodeAt(0) === 58 /* : */) continue;
+    const name = key.toLowerCase();
+    if (name !== 'connection' && name !== 'transfer-encoding') pushValue(list, name, trailers[key], undefined);
   }
-  return result;
+  return list;
 }
 
 /** One request stream on an own-layer connection, driven as a node:http2 ClientHttp2Stream is (see the top comment). */

@@ -28,7 +28,7 @@ import type { HboneRequest } from '../shared/hbone/index.ts';
 import type { MeshState } from '../shared/mesh/mesh-state.ts';
 import { serviceKey, type Service } from '../shared/mesh/service.ts';
 import { workloadIdentity, type Workload } from '../shared/mesh/workload.ts';
-import { logRequest } from './access-log.ts';
+import { logRequest, reusedBlock, type RequestRecord as AccessLogRecord } from './access-log.ts';
 import { WaypointError } from './errors.ts';
 import { applyFault } from './fault.ts';
 import { modifyHeaders, redirectLocation, rewrittenUrl } from './filters.ts';
@@ -69,6 +69,8 @@ export interface H2StreamContext {
   hbone: HboneRequest;
   service: Service;
   source: Workload | undefined;
+  /** The access log's src block for every request of this client connection, made at its first line. */
+  srcBlock?: AccessLogRecord['src'];
 }
 
 type HeaderModifier = RouteEntry['requestHeaderModifier'];
@@ -227,6 +229,8 @@ export class H2Proxy {
   readonly #gate: RequestGate | undefined;
   readonly #destinations: DestinationTraffic | undefined;
   readonly #log: Logger | undefined;
+  /** The access log's dst block per endpoint (and the Service it was made for), serialised once. */
+  readonly #dstBlocks = new WeakMap<Workload, { service: Service; block: AccessLogRecord['dst'] }>();
   /** Client connections that ended in a protocol error (garbage preface or frame), for config_dump and tests. */
   protocolErrors = 0;
   /** Request streams being served now (config_dump; the rude-peer tests watch it come back to 0). */
@@ -556,6 +560,16 @@ export class H2Proxy {
     record.grpcStatus = grpcStatus;
   }
 
+  /** The access log's dst block for a request answered by `endpoint` (none: 'unknown') of `destination`. */
+  #dstBlock(endpoint: Workload | undefined, destination: Service): AccessLogRecord['dst'] {
+    if (endpoint === undefined) return { principal: 'unknown', workload: 'unknown', namespace: 'unknown', service: destination.hostname };
+    const cached = this.#dstBlocks.get(endpoint);
+    if (cached !== undefined && cached.service === destination) return cached.block;
+    const block = reusedBlock({ principal: workloadIdentity(endpoint).uri, workload: endpoint.workloadName, namespace: endpoint.namespace, service: destination.hostname });
+    this.#dstBlocks.set(endpoint, { service: destination, block });
+    return block;
+  }
+
   /** The stream closed: the DestinationRule outcome, Istio's metrics and the access-log line, once. */
   #finish(stream: DownstreamH2Stream, record: H2RequestRecord): void {
     const { context, endpoint, destination } = record;
@@ -590,8 +604,8 @@ export class H2Proxy {
       requestId: record.requestId,
       traceId: record.trace.traceId,
       spanId: record.trace.spanId,
-      src: { principal: context.hbone.peerIdentity.uri, workload: source?.workloadName ?? 'unknown', namespace: source?.namespace ?? context.hbone.peerIdentity.namespace, address: plainAddress(context.hbone.remoteAddress) },
-      dst: { principal: endpoint ? workloadIdentity(endpoint).uri : 'unknown', workload: endpoint?.workloadName ?? 'unknown', namespace: endpoint?.namespace ?? 'unknown', service: destination.hostname },
+      src: (context.srcBlock ??= reusedBlock({ principal: context.hbone.peerIdentity.uri, workload: source?.workloadName ?? 'unknown', namespace: source?.namespace ?? context.hbone.peerIdentity.namespace, address: plainAddress(context.hbone.remoteAddress) })),
+      dst: this.#dstBlock(endpoint, destination),
       authz: record.gateRequest ? decisionOf(record.gateRequest) : undefined,
       ...(grpcStatus !== '' ? { grpcStatus } : {}),
     });

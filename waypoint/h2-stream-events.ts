@@ -15,7 +15,9 @@
  * listener is removed before it runs; `off` removes the most recently added registration of that function; 'error'
  * emitted with no listener throws the error.
  * Owns: listener bookkeeping. Must not know about: HTTP/2, what the events mean.
- * Hot path: an emit with one listener ('data' per chunk) allocates nothing.
+ * Hot path: an emit with one listener ('data' per chunk) allocates nothing; removing a registration moves the later
+ * slots down in place (`Array.prototype.splice` would make an array of the removed slots each time: a call removes
+ * about ten `once` registrations, measured 0.5 KB of garbage per gRPC call).
  */
 
 // Listeners take whatever their event carries, as EventEmitter's do.
@@ -25,6 +27,13 @@ type Listener = StreamListener;
 
 /** Slots per registration in the flat list: event, listener, once (1) or not (0). */
 const SLOTS = 3;
+
+/** Removes the registration at `index` from `list`, moving the later ones down (no array made, as splice would). */
+function removeAt(list: unknown[], index: number): void {
+  const length = list.length;
+  for (let at = index + SLOTS; at < length; at++) list[at - SLOTS] = list[at];
+  list.length = length - SLOTS;
+}
 
 export class StreamEvents {
   /** [event, listener, once, event, listener, once, ...], in the order they were added. */
@@ -48,7 +57,7 @@ export class StreamEvents {
     const list = this.#listeners;
     for (let index = list.length - SLOTS; index >= 0; index -= SLOTS) {
       if (list[index] === event && list[index + 1] === listener) {
-        list.splice(index, SLOTS);
+        removeAt(list, index);
         break;
       }
     }
@@ -83,7 +92,7 @@ export class StreamEvents {
     }
     if (count === 1) {
       const listener = list[at + 1] as Listener;
-      if (list[at + 2] === 1) list.splice(at, SLOTS);
+      if (list[at + 2] === 1) removeAt(list, at);
       this.#call(listener, argumentCount, first, second);
       return true;
     }
@@ -95,7 +104,7 @@ export class StreamEvents {
         continue;
       }
       taken.push(list[index + 1] as Listener);
-      if (list[index + 2] === 1) list.splice(index, SLOTS);
+      if (list[index + 2] === 1) removeAt(list, index);
       else index += SLOTS;
     }
     for (const listener of taken) this.#call(listener, argumentCount, first, second);

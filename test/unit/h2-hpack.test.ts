@@ -126,6 +126,25 @@ test('our encoder round-trips through our decoder (property)', (t) => {
   t.pass();
 });
 
+test('encodeInto writes what encode makes, within sizeBound, at any offset, with a status first (property)', (t) => {
+  const name = fc.stringMatching(/^[a-z0-9-]{1,80}$/);
+  // Values up to 200 latin1 bytes: both the short loop and Buffer.write's path for longer strings.
+  const value = fc.uint8Array({ maxLength: 200 }).map((bytes) => Buffer.from(bytes).toString('latin1'));
+  const encoder = new HpackEncoder();
+  fc.assert(
+    fc.property(fc.array(fc.tuple(name, value), { maxLength: 20 }), fc.option(fc.integer({ min: 100, max: 999 }), { nil: undefined }), fc.nat(32), (fields, status, offset) => {
+      const list = fields.flat();
+      const bound = encoder.sizeBound(list, status);
+      const out = Buffer.alloc(offset + bound + 8, 0xee);
+      const end = encoder.encodeInto(out, offset, list, status);
+      const decoded = new HpackDecoder(LIMITS).decode(out.subarray(offset, end));
+      const expected = status === undefined ? list : [':status', String(status), ...list];
+      return end - offset <= bound && out.subarray(offset, end).equals(encoder.encode(list, status)) && JSON.stringify(decoded) === JSON.stringify(expected) && out[offset + bound]! === 0xee;
+    }),
+  );
+  t.pass();
+});
+
 test('Huffman encoding round-trips for arbitrary bytes (property)', (t) => {
   fc.assert(
     fc.property(fc.uint8Array({ maxLength: 300 }), (bytes) => {

@@ -10,7 +10,7 @@ import { endToEndHeaders, modifyHeaders, modifyPath, redirectLocation, rewritten
 import { LeastRequestBalancer } from '../../waypoint/least-request.ts';
 import { backoffMs, shouldRetry } from '../../waypoint/retry.ts';
 import type { RouteEntry } from '../../waypoint/route-table.ts';
-import { requestIdOf, traceContextOf, traceparentOf } from '../../waypoint/tracing.ts';
+import { randomRequestId, requestIdOf, traceContextOf, traceparentOf } from '../../waypoint/tracing.ts';
 
 function entry(fields: Partial<RouteEntry>): RouteEntry {
   return { route: 'shop/r', ruleName: '', port: 0, pathType: 'PATH_PREFIX', path: '/', method: '', headers: [], queryParams: [], backends: [], totalWeight: 0, mirrors: [], requestTimeoutMs: 0, backendRequestTimeoutMs: 0, ...fields };
@@ -86,6 +86,16 @@ test('trace context: continued with a new span, or a new trace; tracestate only 
   }
   t.is(requestIdOf({ 'x-request-id': 'abc' }), 'abc');
   t.regex(requestIdOf({}), /^[0-9a-f-]{36}$/);
+});
+
+test('a made request id is a version 4 UUID, a new one each time (across refills of the random pool)', (t) => {
+  const seen = new Set<string>();
+  for (let index = 0; index < 1000; index++) {
+    const id = randomRequestId();
+    t.regex(id, /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    seen.add(id);
+  }
+  t.is(seen.size, 1000);
 });
 
 test('least request: of two draws, the endpoint with fewer requests in flight', (t) => {

@@ -14,7 +14,7 @@ import { H2_CANCEL, H2_ENHANCE_YOUR_CALM, H2_FLOW_CONTROL_ERROR, H2_PROTOCOL_ERR
 import { FLAG_END_HEADERS, FLAG_END_STREAM, FRAME_DATA, FRAME_HEADERS, FRAME_RST_STREAM } from '../../shared/hbone/h2/frame.ts';
 import { type HeaderList, writeInteger } from '../../shared/hbone/h2/hpack.ts';
 import type { H2Stream, H2StreamHandler } from '../../shared/hbone/h2/stream.ts';
-import { headerListOf, OwnUpstreamStream } from '../../waypoint/h2-own-upstream.ts';
+import { headerListOf, OwnUpstreamStream, responseFieldListOf, trailerListOf } from '../../waypoint/h2-own-upstream.ts';
 import { clientUnderTest, connectionPair, frame, headersFrame } from '../helpers/h2-raw-peer.ts';
 
 /** Records what a stream's handler heard, in order. */
@@ -193,6 +193,40 @@ test('an endpoint gone mid-answer: the stream closes with a reset code (CANCEL),
   t.throws(() => headerListOf({ ':method': 'GET', 'x-evil': 'a\r\nb' }), { message: /x-evil/ });
   t.throws(() => headerListOf({ ':method': 'GET', 'bad name': 'x' }), { message: /bad name/ });
   t.deepEqual(headerListOf({ 'X-Upper': ['1', '2'], ':path': '/p' }, [':scheme', 'http']), [':path', '/p', ':scheme', 'http', 'x-upper', '1', 'x-upper', '2']);
+});
+
+test('heads written into the frame-header slab: 400 calls on one connection (the slab refilled on the way) and a head larger than a frame (HEADERS + CONTINUATION) reach a node:http2 endpoint whole', async (t) => {
+  const server = http2.createServer({ maxSessionMemory: 64, settings: { maxHeaderListSize: 256 * 1024 } });
+  server.on('stream', (stream, headers) => {
+    stream.respond({ ':status': 200, 'x-echo': String(headers['x-n']), 'x-size': String(String(headers['x-big'] ?? '').length) }, { endStream: true });
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.teardown(() => server.close());
+  const { connection, close } = await ownClient((server.address() as net.AddressInfo).port);
+  t.teardown(close);
+  const call = (fields: http2.OutgoingHttpHeaders): Promise<http2.IncomingHttpHeaders> => {
+    const upstream = new OwnUpstreamStream();
+    const answered = new Promise<http2.IncomingHttpHeaders>((resolve) => upstream.once('response', resolve));
+    upstream.stream = connection.request(headerListOf({ ':method': 'GET', ':path': '/', ...fields }, [':scheme', 'http', ':authority', '127.0.0.1:1']), upstream, true);
+    return answered;
+  };
+  for (let round = 0; round < 400; round += 50) {
+    const answers = await Promise.all(Array.from({ length: 50 }, (_, index) => call({ 'x-n': `call-${round + index}-${'v'.repeat((round + index) % 97)}` })));
+    t.deepEqual(answers.map((headers) => headers['x-echo']), Array.from({ length: 50 }, (_, index) => `call-${round + index}-${'v'.repeat((round + index) % 97)}`));
+  }
+  const big = await call({ 'x-n': 'big', 'x-big': 'b'.repeat(40_000) });
+  t.is(big['x-echo'], 'big');
+  t.is(big['x-size'], '40000');
+});
+
+test('header lists for the layer: pseudo-headers first (defaults only when absent), a response head without :status, trailers without pseudo-headers or connection fields, bad fields refused', (t) => {
+  t.deepEqual(headerListOf({ 'content-type': 'application/grpc', ':method': 'POST', te: 'trailers', ':path': '/s/M', ':authority': 'svc:80' }, [':scheme', 'http', ':authority', () => 'unused:1']),
+    [':method', 'POST', ':path', '/s/M', ':authority', 'svc:80', ':scheme', 'http', 'content-type', 'application/grpc', 'te', 'trailers']);
+  t.deepEqual(headerListOf({ 'x-only': '1' }), ['x-only', '1']);
+  t.deepEqual(responseFieldListOf({ ':status': 200, 'Content-Type': 'application/grpc', 'x-n': 7, 'x-none': undefined }), ['content-type', 'application/grpc', 'x-n', '7']);
+  t.deepEqual(trailerListOf({ 'grpc-status': '0', ':status': 200, connection: 'close', 'Transfer-Encoding': 'chunked', 'grpc-message': ['a', 'b'] }), ['grpc-status', '0', 'grpc-message', 'a', 'grpc-message', 'b']);
+  t.throws(() => trailerListOf({ 'grpc-message': 'a\nb' }), { message: /grpc-message/ });
 });
 
 test('a hostile endpoint on the waypoint connection: an HPACK bomb in a response ends the connection (ENHANCE_YOUR_CALM) and the call closes reset; data past the stream window resets that stream only (FLOW_CONTROL_ERROR)', async (t) => {

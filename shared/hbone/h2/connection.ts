@@ -378,7 +378,7 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
     this.#streams.set(id, stream);
     this.stats.streamsOpened++;
     stream.setHandler(handler);
-    this.#sendHeaderBlock(id, this.#encoder.encode(headers), endStream);
+    this.#sendFields(id, headers, undefined, endStream);
     if (endStream) stream.localEnded = true;
     return stream;
   }
@@ -490,7 +490,7 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
   }
 
   sendResponse(stream: H2Stream, status: number, headers: readonly string[], endStream: boolean): void {
-    this.#sendHeaderBlock(stream.id, this.#encoder.encode(headers, status), endStream);
+    this.#sendFields(stream.id, headers, status, endStream);
     if (endStream) {
       stream.localEnded = true;
       this.maybeCloseStream(stream);
@@ -499,7 +499,7 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
 
   /** Sends `trailers` as a HEADERS block with END_STREAM (the stream's data already sent). */
   sendTrailers(stream: H2Stream, trailers: readonly string[]): void {
-    this.#sendHeaderBlock(stream.id, this.#encoder.encode(trailers), true);
+    this.#sendFields(stream.id, trailers, undefined, true);
     this.maybeCloseStream(stream);
   }
 
@@ -632,6 +632,29 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
     this.#slabOffset += FRAME_HEADER_BYTES;
     writeFrameHeader(this.#slab, offset, length, type, flags, streamId);
     return this.#slab.subarray(offset, offset + FRAME_HEADER_BYTES);
+  }
+
+  /**
+   * A header list (and `:status`) as HEADERS: encoded straight into the frame-header slab after its frame header, one
+   * piece for the frame (no block Buffer and no second view per head); a block that may not fit one frame or the slab
+   * goes the general way (#sendHeaderBlock).
+   */
+  #sendFields(streamId: number, fields: readonly string[], status: number | undefined, endStream: boolean): void {
+    const bound = this.#encoder.sizeBound(fields, status);
+    if (bound > this.peerMaxFrameSize || FRAME_HEADER_BYTES + bound > HEADER_SLAB_BYTES) {
+      this.#sendHeaderBlock(streamId, this.#encoder.encode(fields, status), endStream);
+      return;
+    }
+    if (this.#slabOffset + FRAME_HEADER_BYTES + bound > this.#slab.length) {
+      this.#slab = Buffer.allocUnsafeSlow(HEADER_SLAB_BYTES);
+      this.#slabOffset = 0;
+    }
+    const slab = this.#slab;
+    const start = this.#slabOffset;
+    const end = this.#encoder.encodeInto(slab, start + FRAME_HEADER_BYTES, fields, status);
+    this.#slabOffset = end;
+    writeFrameHeader(slab, start, end - start - FRAME_HEADER_BYTES, FRAME_HEADERS, FLAG_END_HEADERS | (endStream ? FLAG_END_STREAM : 0), streamId);
+    this.#write(slab.subarray(start, end));
   }
 
   /** HEADERS (+ CONTINUATION when the block is larger than the peer's frame size). */

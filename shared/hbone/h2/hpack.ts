@@ -262,13 +262,25 @@ for (let index = STATIC_TABLE.length; index >= 1; index--) {
 export class HpackEncoder {
   /** Encodes `headers` (names and values alternating) into a new Buffer; `status`, when given, as `:status` first. */
   encode(headers: readonly string[], status?: number): Buffer {
-    const statusText = status === undefined ? undefined : String(status);
-    let size = statusText === undefined ? 0 : statusText.length + 6;
+    const out = Buffer.allocUnsafe(this.sizeBound(headers, status));
+    return out.subarray(0, this.encodeInto(out, 0, headers, status));
+  }
+
+  /** At most how many bytes `encodeInto` writes for these fields. */
+  sizeBound(headers: readonly string[], status?: number): number {
+    let size = status === undefined ? 0 : String(status).length + 6;
     for (let index = 0; index < headers.length; index++) size += headers[index]!.length + 6;
-    const out = Buffer.allocUnsafe(size);
-    let offset = statusText === undefined ? 0 : this.#field(out, 0, ':status', statusText);
+    return size;
+  }
+
+  /**
+   * Encodes `headers` (and `status` first, when given) into `out` from `offset`, which must have `sizeBound` bytes of
+   * room; returns the offset after the block. The same bytes as `encode`, written where the caller keeps its frames.
+   */
+  encodeInto(out: Buffer, offset: number, headers: readonly string[], status?: number): number {
+    if (status !== undefined) offset = this.#field(out, offset, ':status', String(status));
     for (let index = 0; index < headers.length; index += 2) offset = this.#field(out, offset, headers[index]!, headers[index + 1]!);
-    return out.subarray(0, offset);
+    return offset;
   }
 
   #field(out: Buffer, offset: number, name: string, value: string): number {
@@ -302,7 +314,14 @@ export function writeInteger(out: Uint8Array, offset: number, value: number, pre
   return offset;
 }
 
+/** Strings up to this long are copied by a loop: a header's name or value is short, and `Buffer.write` is a native call each. */
+const LOOP_WRITE_MAX = 64;
+
 function writeString(out: Buffer, offset: number, text: string): number {
-  offset = writeInteger(out, offset, text.length, 7, 0x00);
-  return offset + out.write(text, offset, 'latin1');
+  const length = text.length;
+  offset = writeInteger(out, offset, length, 7, 0x00);
+  if (length > LOOP_WRITE_MAX) return offset + out.write(text, offset, 'latin1');
+  // latin1: each character's low byte, as Buffer.write writes it (a typed array store keeps the low 8 bits).
+  for (let index = 0; index < length; index++) out[offset + index] = text.charCodeAt(index);
+  return offset + length;
 }
