@@ -32,6 +32,7 @@ import { serverTlsOptions, verifyClient } from '../tls.ts';
 import type { HboneDecision, HboneRejection, HboneRejectionReason, HboneRequest, HboneServerOptions, HostPort, RefusalStatus } from '../types.ts';
 import { H2Connection, type H2ConnectionOptions } from './connection.ts';
 import { H2_ENHANCE_YOUR_CALM, H2Error } from './errors.ts';
+import { runReadTurn } from '../read-turn.ts';
 import { spliceH2 } from './splice.ts';
 import type { H2Stream } from './stream.ts';
 
@@ -541,8 +542,11 @@ export class H2TunnelServer {
   /** The 'connect' listener every connecting target socket shares (`this` is the socket): no closure per stream. */
   static readonly #onTargetConnect = function (this: net.Socket): void {
     const setUp = (this as TargetSocket)[kSetUp];
-    if (setUp !== undefined) setUp.server.#targetSettled(setUp, !setUp.stream.closed);
+    // The 200 (and whatever the splice writes at once) is flushed when this returns, not on a tick of its own.
+    if (setUp !== undefined) runReadTurn(H2TunnelServer.#connected, setUp, undefined);
   };
+
+  static readonly #connected = (setUp: StreamSetUp): void => setUp.server.#targetSettled(setUp, !setUp.stream.closed);
 
   /** The 'error' listener every connecting target socket shares. */
   static readonly #onTargetError = function (this: net.Socket, error: Error): void {
