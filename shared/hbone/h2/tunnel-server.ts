@@ -389,9 +389,13 @@ export class H2TunnelServer {
   /** The idle timer runs while a connection has no stream: at its end the connection is closed with GOAWAY NO_ERROR. */
   #armIdleTimer(client: ClientConnection): void {
     if (this.#idleTimeoutMs <= 0) return;
-    clearTimeout(client.idleTimer);
+    // One timer per connection, pushed back each time its last stream closes (a stream opening leaves it running:
+    // at its end it finds the stream and does nothing), not a new timer per stream.
+    if (client.idleTimer !== undefined) {
+      client.idleTimer.refresh();
+      return;
+    }
     client.idleTimer = setTimeout(() => {
-      client.idleTimer = undefined;
       if (client.connection.activeStreams > 0 || client.connection.draining) return;
       this.#stats.idleTimeouts++;
       client.connection.close();
@@ -438,7 +442,6 @@ export class H2TunnelServer {
 
   async #onStream(stream: H2Stream, client: ClientConnection): Promise<void> {
     this.#openStreams++;
-    clearTimeout(client.idleTimer);
     const method = stream.header(':method');
     if (method !== 'CONNECT') {
       const error = new HboneError('HBONE_BAD_METHOD', `HBONE client ${client.remoteAddress} (${client.peerIdentity.uri}) sent ${JSON.stringify(method)}, not CONNECT: answered 400`);
@@ -522,7 +525,9 @@ export class H2TunnelServer {
     (socket as TargetSocket)[kSetUp] = setUp;
     socket.on('connect', H2TunnelServer.#onTargetConnect);
     socket.on('error', H2TunnelServer.#onTargetError);
-    this.#targetTimer ??= setTimeout(this.#onTargetTimer, this.#targetConnectTimeoutMs);
+    // Left running when the last connect settles (it then finds none and stops): no timer made per connection.
+    // Unref'd: a connecting socket keeps the process alive by itself.
+    if (this.#targetTimer === undefined) this.#targetTimer = setTimeout(this.#onTargetTimer, this.#targetConnectTimeoutMs).unref();
   }
 
   /** The earliest deadline passed: the connects past theirs give up; the timer is armed again for the next one. */
@@ -531,7 +536,7 @@ export class H2TunnelServer {
     const now = performance.now();
     for (const setUp of this.#connecting.values()) {
       if (setUp.deadline > now) {
-        this.#targetTimer = setTimeout(this.#onTargetTimer, Math.max(1, setUp.deadline - now));
+        this.#targetTimer = setTimeout(this.#onTargetTimer, Math.max(1, setUp.deadline - now)).unref();
         return;
       }
       this.#report(new HboneError('HBONE_REFUSED', `target connect timed out after ${this.#targetConnectTimeoutMs} ms`));
@@ -563,10 +568,6 @@ export class H2TunnelServer {
       (socket as TargetSocket)[kSetUp] = undefined;
       socket.off('connect', H2TunnelServer.#onTargetConnect);
       socket.off('error', H2TunnelServer.#onTargetError);
-      if (this.#connecting.size === 0 && this.#targetTimer !== undefined) {
-        clearTimeout(this.#targetTimer);
-        this.#targetTimer = undefined;
-      }
     }
     if (!ok) {
       socket?.destroy();
