@@ -29,6 +29,9 @@ const option = (name: string, fallback: number): number => {
 const count = option('count', 2000);
 const warmup = option('warmup', 1000);
 const withStrace = !args.includes('--no-strace');
+/** `--heap-sample DIR`: V8's sampling heap profile of each agent over the counted window (collected objects kept). */
+const heapSampleIndex = args.indexOf('--heap-sample');
+const heapSampleDir = heapSampleIndex >= 0 ? args[heapSampleIndex + 1] : undefined;
 
 interface GcWindow {
   allocated: number;
@@ -76,7 +79,9 @@ const processes = new ProcessGroup(mkdtempSync(join(tmpdir(), 'ambit-connection-
 const log = (message: string): void => console.error(`[${new Date().toISOString().slice(11, 19)}] ${message}`);
 // V8's GC trace is refused in NODE_OPTIONS: a wrapper puts it on the agents' node command line.
 const wrapper = join(mkdtempSync(join(tmpdir(), 'ambit-connection-counts-node-')), 'node-trace-gc');
-writeFileSync(wrapper, '#!/bin/sh\nnode="$1"; shift; exec "$node" --trace-gc-nvp "$@"\n', { mode: 0o755 });
+const heapSampler = heapSampleDir === undefined ? '' : ` --import ${join(import.meta.dirname, 'tools', 'heap-sample-on-signal.ts')}`;
+const heapSamplerEnv = heapSampleDir === undefined ? '' : `AMBIT_HEAP_SAMPLE_DIR=${heapSampleDir} `;
+writeFileSync(wrapper, `#!/bin/sh\nnode="$1"; shift; ${heapSamplerEnv}exec "$node" --trace-gc-nvp${heapSampler} "$@"\n`, { mode: 0o755 });
 const topology = await buildMeshTopology({ logLevel: 'warn', log, agentCommandPrefix: [wrapper] });
 try {
   await startTarget(processes, topology.meshServer);
@@ -89,10 +94,15 @@ try {
   const pids = { client: topology.agentPids.node1, server: topology.agentPids.node2 };
   const logs = { client: topology.mesh.cluster.node(0).agentLogFile, server: topology.mesh.cluster.node(1).agentLogFile };
   const offsets = { client: statSync(logs.client).size, server: statSync(logs.server).size };
+  const signalAgents = (): void => {
+    if (heapSampleDir !== undefined) for (const pid of [pids.client, pids.server]) process.kill(pid, 'SIGUSR2');
+  };
+  signalAgents();
   const cpu = new CpuMeter(pids).start();
   log(`counted: ${count} connections`);
   await connect(count);
   const used = cpu.stop();
+  signalAgents();
   const report: Record<string, unknown> = { count, load: readFileSync('/proc/loadavg', 'utf8').trim() };
   for (const side of ['client', 'server'] as const) {
     const gc = gcSince(logs[side], offsets[side]);

@@ -53,8 +53,6 @@ export class InboundProxy {
   readonly #certificates: CertificateManager;
   readonly #trustDomain: string;
   readonly #policy: InboundPolicy | undefined;
-  /** Tunnels delivered to an application, until the HBONE server reports their end. */
-  readonly #tunnels = new WeakMap<HboneRequest, ConnectionRecord>();
   readonly #hboneSettings: InboundHboneSettings;
 
   constructor(options: { state: MeshState; report: ConnectionReporter; certificates: CertificateManager; trustDomain: string; policy?: InboundPolicy; hboneServer?: InboundHboneSettings }) {
@@ -84,7 +82,10 @@ export class InboundProxy {
           return { allow: false, status: 503, reason: `port ${request.target.port} of pod ${context.pod.namespace}/${context.pod.name} is the agent's own proxy port: no tunnel inside a tunnel` };
         }
         if (this.#policy) {
-          const decision = this.#policy.check(context.pod, 'hbone', hboneConnection(request));
+          const connection = hboneConnection(request);
+          // Kept for the delivery's late enforcement (the same attributes), not built twice.
+          (request as DeliveredRequest)[kPolicyConnection] = connection;
+          const decision = this.#policy.check(context.pod, 'hbone', connection);
           if (!decision.allowed) {
             const record = this.#tunnelRecord(request, context.pod);
             record.responseFlags = POLICY_DENIED_FLAG;
@@ -97,8 +98,9 @@ export class InboundProxy {
       },
       connect: (request) => this.#deliver(request, context),
       onTunnel: (event) => {
-        const record = this.#tunnels.get(event.request) ?? this.#tunnelRecord(event.request, context.pod);
-        this.#tunnels.delete(event.request);
+        const request = event.request as DeliveredRequest;
+        const record = request[kTunnelRecord] ?? this.#tunnelRecord(event.request, context.pod);
+        request[kTunnelRecord] = undefined;
         record.bytesSent = event.bytesOut;
         record.bytesReceived = event.bytesIn;
         record.durationMs = event.durationMs;
@@ -205,45 +207,97 @@ export class InboundProxy {
 
   #deliver(request: HboneRequest, context: InboundContext): net.Socket {
     const source = context.preserveSourceIp ? this.#sourceAddressFor(request) : undefined;
-    const socket = context.factory.connect({
-      host: request.target.host,
-      port: request.target.port,
-      ...(source ? { localAddress: source, transparent: true } : {}),
-    });
+    const socket = context.factory.connect(
+      source ? { host: request.target.host, port: request.target.port, localAddress: source, transparent: true } : { host: request.target.host, port: request.target.port },
+    ) as DeliverySocket;
     const record = this.#tunnelRecord(request, context.pod, socket);
-    this.#tunnels.set(request, record);
+    (request as DeliveredRequest)[kTunnelRecord] = record;
+    const delivery = new Delivery(this, request, record);
+    socket[kDelivery] = delivery;
     if (this.#policy) {
       // Late enforcement: closing the application side resets the HBONE stream (the splice turns an unclean
       // socket close into RST_STREAM), so the client sees a reset too.
-      const untrack = this.#policy.track(context.pod, 'hbone', hboneConnection(request), (reason) => {
+      delivery.untrack = this.#policy.track(context.pod, 'hbone', (request as DeliveredRequest)[kPolicyConnection] ?? hboneConnection(request), (reason) => {
         record.responseFlags = POLICY_DENIED_FLAG;
         const error = new Error(`policy changed: ${reason}`);
         record.error = error;
         if (socket.connecting) socket.destroy(error);
         else resetSocket(socket);
       });
-      socket.once('close', untrack);
+      socket.on('close', onDeliveryClose);
     }
-    const onConnect = (): void => {
-      socket.off('error', onFailed);
-      this.#report.opened(record);
-    };
-    // The application refused or was unreachable: the server answers 503 and reports no tunnel, so report it here.
-    const onFailed = (error: Error): void => {
-      socket.off('connect', onConnect);
-      this.#tunnels.delete(request);
-      record.error ??= error;
-      record.responseFlags ??= 'UF';
-      this.#report.closed(record);
-    };
     if (socket.connecting) {
-      socket.once('connect', onConnect);
-      socket.once('error', onFailed);
+      delivery.connecting = true;
+      socket.on('connect', InboundProxy.#onDeliveryConnect);
+      socket.on('error', InboundProxy.#onDeliveryFailed);
     } else {
       this.#report.opened(record);
     }
     return socket;
   }
+
+  /** The delivery of a socket whose connect just ended (connected or failed), its listeners removed. */
+  static #settle(socket: DeliverySocket): Delivery | undefined {
+    const delivery = socket[kDelivery];
+    if (delivery === undefined || !delivery.connecting) return undefined;
+    delivery.connecting = false;
+    socket.off('connect', InboundProxy.#onDeliveryConnect);
+    socket.off('error', InboundProxy.#onDeliveryFailed);
+    return delivery;
+  }
+
+  /** The application accepted the delivery: the tunnel counts as opened. (`this` is the socket: one listener for all.) */
+  static readonly #onDeliveryConnect = function (this: DeliverySocket): void {
+    const delivery = InboundProxy.#settle(this);
+    if (delivery !== undefined) delivery.proxy.#report.opened(delivery.record);
+  };
+
+  /** The application refused or was unreachable: the server answers 503 and reports no tunnel, so report it here. */
+  static readonly #onDeliveryFailed = function (this: DeliverySocket, error: Error): void {
+    const delivery = InboundProxy.#settle(this);
+    if (delivery === undefined) return;
+    const { record, request } = delivery;
+    (request as DeliveredRequest)[kTunnelRecord] = undefined;
+    record.error ??= error;
+    record.responseFlags ??= 'UF';
+    delivery.proxy.#report.closed(record);
+  };
+}
+
+/**
+ * What a delivery's listeners need, kept on the socket under `kDelivery` (shared listeners, no closure per
+ * connection), and on the request under `kTunnelRecord` the record the HBONE server's onTunnel closes.
+ */
+class Delivery {
+  readonly proxy: InboundProxy;
+  readonly request: HboneRequest;
+  readonly record: ConnectionRecord;
+  untrack: (() => void) | undefined = undefined;
+  /** Its 'connect' / 'error' listeners are on the socket. */
+  connecting = false;
+
+  constructor(proxy: InboundProxy, request: HboneRequest, record: ConnectionRecord) {
+    this.proxy = proxy;
+    this.request = request;
+    this.record = record;
+  }
+}
+
+const kDelivery = Symbol('ambit.inbound.delivery');
+const kTunnelRecord = Symbol('ambit.inbound.tunnelRecord');
+const kPolicyConnection = Symbol('ambit.inbound.policyConnection');
+interface DeliverySocket extends net.Socket {
+  [kDelivery]?: Delivery | undefined;
+}
+type PolicyConnection = ReturnType<typeof hboneConnection>;
+/** A request this agent delivered: its tunnel's record until onTunnel, and what policy matched it on. */
+type DeliveredRequest = HboneRequest & { [kTunnelRecord]?: ConnectionRecord | undefined; [kPolicyConnection]?: PolicyConnection };
+
+/** The delivery's socket closed: policy stops watching it. */
+function onDeliveryClose(this: DeliverySocket): void {
+  const delivery = this[kDelivery];
+  this[kDelivery] = undefined;
+  delivery?.untrack?.();
 }
 
 /** The telemetry reason for a rejection; undefined for a policy denial (401), which `decide` reports itself. */

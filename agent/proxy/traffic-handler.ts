@@ -13,7 +13,9 @@ import type { CertificateManager } from '../../shared/ca/certificate-manager.ts'
 import type { MeshState } from '../../shared/mesh/mesh-state.ts';
 import type { Workload } from '../../shared/mesh/workload.ts';
 import type { InboundProxy } from './inbound.ts';
-import type { OutboundProxy } from './outbound.ts';
+import type { OutboundContext, OutboundProxy } from './outbound.ts';
+import { runReadTurn } from '../../shared/hbone/read-turn.ts';
+import type { HostPort } from '../../shared/hbone/types.ts';
 
 interface PodProxy {
   /** The mesh state's workload this proxy was last refreshed from (compared by identity on each connection). */
@@ -24,6 +26,11 @@ interface PodProxy {
   stateVersion: number;
   pool: HboneClientPool;
   hboneServer: HboneServer;
+  /**
+   * Hands an accepted outbound connection to the outbound proxy with this pod's context: made once per context (the
+   * pod's workload, sockets and pool), not per connection.
+   */
+  handleOutbound?: ((socket: net.Socket, destination: HostPort) => void) & { context: OutboundContext };
 }
 
 export interface TrafficHandlerOptions {
@@ -47,6 +54,11 @@ export class TrafficHandler implements CapturedTrafficHandler {
     this.#openSockets.delete(socket);
     if (this.#openSockets.size === 0) for (const resolve of this.#drained.splice(0)) resolve();
   };
+  /** The 'close' listener of every proxied socket (`this` is the socket): no closure per connection. */
+  readonly #onOpenSocketClose = ((forget: (socket: net.Socket) => void) =>
+    function (this: net.Socket): void {
+      forget(this);
+    })(this.#forgetSocket);
   readonly #drained: Array<() => void> = [];
   /** HBONE servers of released pods still draining their tunnels. */
   readonly #draining = new Set<Promise<void>>();
@@ -65,12 +77,19 @@ export class TrafficHandler implements CapturedTrafficHandler {
     const destination = { host: originalDst.address, port: originalDst.port };
     if (kind !== 'hbone') {
       this.#openSockets.add(socket);
-      socket.once('close', () => this.#forgetSocket(socket));
+      socket.on('close', this.#onOpenSocketClose);
     }
     switch (kind) {
-      case 'outbound':
-        this.#options.outbound.handle(socket, destination, { source: proxy.workload, factory: pod.sockets, pool: proxy.pool });
+      case 'outbound': {
+        let handle = proxy.handleOutbound;
+        const { context } = handle ?? {};
+        if (handle === undefined || context!.source !== proxy.workload || context!.factory !== pod.sockets || context!.pool !== proxy.pool) {
+          handle = proxy.handleOutbound = outboundHandler(this.#options.outbound, { source: proxy.workload, factory: pod.sockets, pool: proxy.pool });
+        }
+        // What the tunnel's set-up writes (the CONNECT) is flushed when this call returns, not on a tick of its own.
+        runReadTurn(handle, socket, destination);
         return;
+      }
       case 'inbound':
         this.#options.inbound.handlePlaintext(socket, destination, { pod: proxy.workload, factory: pod.sockets, preserveSourceIp: this.#options.preserveSourceIp });
         return;
@@ -154,4 +173,8 @@ export class TrafficHandler implements CapturedTrafficHandler {
     this.#podProxies.set(pod.uid, proxy);
     return proxy;
   }
+}
+
+function outboundHandler(outbound: OutboundProxy, context: OutboundContext): NonNullable<PodProxy['handleOutbound']> {
+  return Object.assign((socket: net.Socket, destination: HostPort): void => outbound.handle(socket, destination, context), { context });
 }

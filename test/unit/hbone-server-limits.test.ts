@@ -121,6 +121,8 @@ test('a session with no stream is closed after the idle timeout, one with a tunn
   t.teardown(() => busy.session.destroy());
   t.is(await goaway, http2.constants.NGHTTP2_NO_ERROR, 'GOAWAY NO_ERROR');
   t.true(await waitFor(() => idle.session.closed || idle.session.destroyed, 3000), 'the idle session closed');
+  // Past the busy session's own timeout too (its timer runs from its start; at its end it finds the tunnel open).
+  await new Promise((resolve) => setTimeout(resolve, 1200));
   t.false(busy.session.closed, 'the session with a tunnel stays');
   t.is(target.open.size, 1);
   // Once its last stream ends, the busy session becomes idle too.

@@ -151,3 +151,45 @@ test('storms of denials and application resets do not kill the pooled connection
   t.is(pair.pool.stats().dials, 1, 'one connection carried it all');
   t.is(pair.server.stats().connectionErrors, 0);
 });
+
+test('a target that never connects is given up after connectTimeoutMs with a 503, each stream at its own deadline, while others connect', async (t) => {
+  const echo = await startEcho();
+  const net = process.getBuiltinModule('node:net');
+  const stuck: import('node:net').Socket[] = [];
+  const timeoutMs = 300;
+  const pair = await startPair({
+    server: {
+      connectTimeoutMs: timeoutMs,
+      // Port 1 stands for a black-holed target: a socket that never connects.
+      connect: (request) => {
+        if (request.target.port !== 1) return net.connect({ host: request.target.host, port: request.target.port, allowHalfOpen: true });
+        const socket = new net.Socket();
+        stuck.push(socket);
+        return socket;
+      },
+    },
+  });
+  t.teardown(async () => {
+    await pair.close();
+    await echo.close();
+  });
+  const black = pair.target({ host: '127.0.0.1', port: 1 });
+  const refusedAfter = async (): Promise<number> => {
+    const started = performance.now();
+    const error = await t.throwsAsync(pair.pool.open(black));
+    t.is((error as HboneError).code, 'HBONE_REFUSED');
+    return performance.now() - started;
+  };
+  const first = [refusedAfter(), refusedAfter()];
+  await new Promise((resolve) => setTimeout(resolve, 150));
+  const later = refusedAfter();
+  // A target that connects is answered at once, whatever is still waiting.
+  const stream = await pair.pool.open(pair.target(echo.address));
+  stream.end('meanwhile');
+  t.is((await readAll(stream)).toString(), 'meanwhile');
+  for (const elapsed of await Promise.all(first)) t.true(elapsed >= timeoutMs - 20, `given up after ${elapsed} ms`);
+  t.true((await later) >= timeoutMs - 20, 'the later stream had its own full timeout');
+  t.is(stuck.length, 3);
+  t.true(stuck.every((socket) => socket.destroyed), 'the given-up target sockets are closed');
+  t.is(pair.server.stats().tunnelsOpened, 1);
+});

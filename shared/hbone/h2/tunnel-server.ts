@@ -32,6 +32,7 @@ import { serverTlsOptions, verifyClient } from '../tls.ts';
 import type { HboneDecision, HboneRejection, HboneRejectionReason, HboneRequest, HboneServerOptions, HostPort, RefusalStatus } from '../types.ts';
 import { H2Connection, type H2ConnectionOptions } from './connection.ts';
 import { H2_ENHANCE_YOUR_CALM, H2Error } from './errors.ts';
+import { runReadTurn } from '../read-turn.ts';
 import { spliceH2 } from './splice.ts';
 import type { H2Stream } from './stream.ts';
 
@@ -70,19 +71,74 @@ interface ClientConnection {
   /** Rapid-reset budget: tokens left, and when they were last refilled (performance.now()). */
   resetTokens: number;
   resetRefilledAt: number;
-  /** Streams answered (any status) and not yet closed: a close before the answer is a premature reset. */
-  readonly answered: WeakSet<H2Stream>;
   /** Set once this connection's flood was reported (the layer's own close error then says nothing new). */
   floodReported: boolean;
-  /** Streams whose target is still connecting: told when the stream closes, so the connect is given up. */
-  readonly closeWatchers: Map<H2Stream, () => void>;
+}
+
+/**
+ * One allowed CONNECT from its decision to its answer: what the turn's end and the target's connect need. One object
+ * per stream in place of the promises, closures and timer each stream used to cost (issue 14, the storm step).
+ */
+class StreamSetUp {
+  readonly server: H2TunnelServer;
+  readonly stream: H2Stream;
+  readonly request: StreamRequest;
+  /** The `:authority` as sent (for messages). */
+  readonly authority: string | undefined;
+  /** The target socket once asked for, and when its connect gives up (performance.now()). */
+  socket: net.Socket | undefined = undefined;
+  started = 0;
+  deadline = 0;
+
+  constructor(server: H2TunnelServer, stream: H2Stream, request: StreamRequest, authority: string | undefined) {
+    this.server = server;
+    this.stream = stream;
+    this.request = request;
+    this.authority = authority;
+  }
+}
+
+/**
+ * The HboneRequest of a CONNECT on this layer: the header record is built only when someone reads it (policy and
+ * the agent read the peer, target and address; the waypoint reads headers), not for every stream.
+ */
+class StreamRequest implements HboneRequest {
+  readonly peerIdentity: SpiffeId;
+  readonly target: HostPort;
+  readonly remoteAddress: string;
+  readonly #list: readonly string[];
+  #headers: Record<string, string | string[]> | undefined;
+
+  constructor(peerIdentity: SpiffeId, target: HostPort, remoteAddress: string, list: readonly string[]) {
+    this.peerIdentity = peerIdentity;
+    this.target = target;
+    this.remoteAddress = remoteAddress;
+    this.#list = list;
+  }
+
+  get headers(): Readonly<Record<string, string | string[]>> {
+    if (this.#headers !== undefined) return this.#headers;
+    const headers: Record<string, string | string[]> = {};
+    const list = this.#list;
+    for (let index = 0; index < list.length; index += 2) {
+      const name = list[index]!;
+      const value = list[index + 1]!;
+      const existing = headers[name];
+      headers[name] = existing === undefined ? value : Array.isArray(existing) ? [...existing, value] : [existing, value];
+    }
+    return (this.#headers = headers);
+  }
 }
 
 const allow: HboneDecision = { allow: true };
 
-/** Resolves after the event loop's current I/O has been handled (setImmediate runs after the poll phase). */
-function nextTurn(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
+/**
+ * A target socket while it connects carries its stream's set-up under this key: how the listeners every such socket
+ * shares find their stream (no closure, no map entry per stream).
+ */
+const kSetUp = Symbol('ambit.hbone.targetSetUp');
+interface TargetSocket extends net.Socket {
+  [kSetUp]?: StreamSetUp | undefined;
 }
 
 function defaultTargetConnector(request: HboneRequest): net.Socket {
@@ -114,6 +170,12 @@ export class H2TunnelServer {
   readonly #idleTimeoutMs: number;
   readonly #resetBurst: number;
   readonly #resetRatePerMs: number;
+  readonly #targetConnectTimeoutMs: number;
+  /** Streams allowed this turn, set up at its end (#runAfterTurn). */
+  #afterTurn: StreamSetUp[] = [];
+  /** Streams whose target is connecting, in deadline order, and the one timer for the earliest deadline. */
+  readonly #connecting = new Map<H2Stream, StreamSetUp>();
+  #targetTimer: NodeJS.Timeout | undefined;
   #openStreams = 0;
   #shuttingDown = false;
   #drained: (() => void) | undefined;
@@ -123,6 +185,7 @@ export class H2TunnelServer {
     this.#idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_SERVER_IDLE_TIMEOUT_MS;
     this.#resetBurst = options.prematureResetBurst ?? SERVER_PREMATURE_RESET_BURST;
     this.#resetRatePerMs = (options.prematureResetRatePerSecond ?? SERVER_PREMATURE_RESET_RATE_PER_SECOND) / 1000;
+    this.#targetConnectTimeoutMs = options.connectTimeoutMs ?? DEFAULT_TARGET_CONNECT_TIMEOUT_MS;
   }
 
   get activeConnections(): number {
@@ -267,7 +330,7 @@ export class H2TunnelServer {
     const connection = new H2Connection(socket, options);
     const client: ClientConnection = {
       connection, peerIdentity, remoteAddress: socket.remoteAddress ?? '', idleTimer: undefined,
-      resetTokens: this.#resetBurst, resetRefilledAt: performance.now(), answered: new WeakSet(), closeWatchers: new Map(), floodReported: false,
+      resetTokens: this.#resetBurst, resetRefilledAt: performance.now(), floodReported: false,
     };
     this.#clients.set(connection, client);
     this.#stats.sessionsAccepted++;
@@ -326,9 +389,13 @@ export class H2TunnelServer {
   /** The idle timer runs while a connection has no stream: at its end the connection is closed with GOAWAY NO_ERROR. */
   #armIdleTimer(client: ClientConnection): void {
     if (this.#idleTimeoutMs <= 0) return;
-    clearTimeout(client.idleTimer);
+    // One timer per connection, pushed back each time its last stream closes (a stream opening leaves it running:
+    // at its end it finds the stream and does nothing), not a new timer per stream.
+    if (client.idleTimer !== undefined) {
+      client.idleTimer.refresh();
+      return;
+    }
     client.idleTimer = setTimeout(() => {
-      client.idleTimer = undefined;
       if (client.connection.activeStreams > 0 || client.connection.draining) return;
       this.#stats.idleTimeouts++;
       client.connection.close();
@@ -338,9 +405,10 @@ export class H2TunnelServer {
 
   #onStreamClosed(stream: H2Stream, client: ClientConnection): void {
     this.#openStreams--;
-    client.closeWatchers.get(stream)?.();
+    const connecting = this.#connecting.get(stream);
+    if (connecting !== undefined) this.#targetSettled(connecting, false);
     // Reset by the client before any answer: the server did the work (a decision, maybe a connect) for nothing.
-    if (!client.answered.has(stream) && !stream.responded && stream.resetByPeer && !this.#shuttingDown && !client.connection.closed) this.#onPrematureReset(client);
+    if (!stream.responded && stream.resetByPeer && !this.#shuttingDown && !client.connection.closed) this.#onPrematureReset(client);
     if (client.connection.activeStreams === 0 && !client.connection.closed) this.#armIdleTimer(client);
   }
 
@@ -361,21 +429,19 @@ export class H2TunnelServer {
     client.connection.destroy(new H2Error('H2_PEER_PROTOCOL', H2_ENHANCE_YOUR_CALM, message));
   }
 
-  #refuse(stream: H2Stream, status: number, client: ClientConnection): void {
+  #refuse(stream: H2Stream, status: number): void {
     this.#stats.requestsRefused++;
-    client.answered.add(stream);
     stream.respond(status, [], true);
   }
 
   /** Refuses a stream with `status` and tells `onRejected` why. */
   #refuseWith(stream: H2Stream, status: RefusalStatus, reason: HboneRejectionReason, error: HboneError, client: ClientConnection, request?: HboneRequest): void {
-    this.#refuse(stream, status, client);
+    this.#refuse(stream, status);
     this.#reject({ reason, error, remoteAddress: client.remoteAddress, peerIdentity: client.peerIdentity, status, ...(request ? { request } : {}) });
   }
 
   async #onStream(stream: H2Stream, client: ClientConnection): Promise<void> {
     this.#openStreams++;
-    clearTimeout(client.idleTimer);
     const method = stream.header(':method');
     if (method !== 'CONNECT') {
       const error = new HboneError('HBONE_BAD_METHOD', `HBONE client ${client.remoteAddress} (${client.peerIdentity.uri}) sent ${JSON.stringify(method)}, not CONNECT: answered 400`);
@@ -392,15 +458,7 @@ export class H2TunnelServer {
       this.#refuseWith(stream, 400, 'authority', error as HboneError, client);
       return;
     }
-    const headers: Record<string, string | string[]> = {};
-    const list = stream.requestHeaders;
-    for (let index = 0; index < list.length; index += 2) {
-      const name = list[index]!;
-      const value = list[index + 1]!;
-      const existing = headers[name];
-      headers[name] = existing === undefined ? value : Array.isArray(existing) ? [...existing, value] : [existing, value];
-    }
-    const request: HboneRequest = { peerIdentity: client.peerIdentity, target, headers, remoteAddress: client.remoteAddress };
+    const request = new StreamRequest(client.peerIdentity, target, client.remoteAddress, stream.requestHeaders);
     let decision: HboneDecision = allow;
     if (this.#options.decide) {
       try {
@@ -419,70 +477,116 @@ export class H2TunnelServer {
       return;
     }
     // Let the rest of what the client sent with this request be read first: a stream it reset in the same packet
-    // (a flood of CONNECT + RST_STREAM) then costs no connection to the target.
-    await nextTurn();
+    // (a flood of CONNECT + RST_STREAM) then costs no connection to the target. Every stream allowed in this turn
+    // waits for the same setImmediate (one per turn, not one promise and immediate per stream).
+    this.#afterTurn.push(new StreamSetUp(this, stream, request, authority));
+    if (this.#afterTurn.length === 1) setImmediate(this.#runAfterTurn);
+  }
+
+  /** The streams allowed in the turn that just ended: each is terminated or has its target connected. */
+  readonly #runAfterTurn = (): void => {
+    const setUps = this.#afterTurn;
+    // Streams allowed while these run (a decision that resolves in between) wait for the next turn's immediate.
+    this.#afterTurn = [];
+    for (let index = 0; index < setUps.length; index++) this.#connectTarget(setUps[index]!);
+  };
+
+  #connectTarget(setUp: StreamSetUp): void {
+    const { stream, request } = setUp;
     if (stream.closed) return;
     if (this.#options.terminateStream) {
       this.#stats.tunnelsOpened++;
       this.#options.terminateStream(request, stream);
       return;
     }
-    const started = performance.now();
+    setUp.started = performance.now();
     let socket: net.Socket;
     try {
       socket = (this.#options.connect ?? defaultTargetConnector)(request);
     } catch (cause) {
-      this.#report(new HboneError('HBONE_REFUSED', `could not open a connection to ${String(authority)}: ${(cause as Error).message}`, { cause }));
-      this.#refuse(stream, 503, client);
+      this.#report(new HboneError('HBONE_REFUSED', `could not open a connection to ${String(setUp.authority)}: ${(cause as Error).message}`, { cause }));
+      this.#refuse(stream, 503);
       return;
     }
-    const connected = await this.#targetConnected(socket, stream, client);
-    if (!connected) {
-      if (!stream.closed) this.#refuse(stream, 503, client);
+    setUp.socket = socket;
+    if (socket.destroyed) {
+      this.#targetSettled(setUp, false);
+      return;
+    }
+    // remoteAddress is set only once connected (a socket may also be handed back before connect() was called).
+    if (!socket.connecting && socket.remoteAddress !== undefined) {
+      this.#targetSettled(setUp, !stream.closed);
+      return;
+    }
+    // The connect's give-up time: the streams connecting share one timer, armed for the earliest deadline (every
+    // stream of a server has the same timeout, so the map's insertion order is the deadlines' order).
+    setUp.deadline = setUp.started + this.#targetConnectTimeoutMs;
+    this.#connecting.set(setUp.stream, setUp);
+    (socket as TargetSocket)[kSetUp] = setUp;
+    socket.on('connect', H2TunnelServer.#onTargetConnect);
+    socket.on('error', H2TunnelServer.#onTargetError);
+    // Left running when the last connect settles (it then finds none and stops): no timer made per connection.
+    // Unref'd: a connecting socket keeps the process alive by itself.
+    if (this.#targetTimer === undefined) this.#targetTimer = setTimeout(this.#onTargetTimer, this.#targetConnectTimeoutMs).unref();
+  }
+
+  /** The earliest deadline passed: the connects past theirs give up; the timer is armed again for the next one. */
+  readonly #onTargetTimer = (): void => {
+    this.#targetTimer = undefined;
+    const now = performance.now();
+    for (const setUp of this.#connecting.values()) {
+      if (setUp.deadline > now) {
+        this.#targetTimer = setTimeout(this.#onTargetTimer, Math.max(1, setUp.deadline - now)).unref();
+        return;
+      }
+      this.#report(new HboneError('HBONE_REFUSED', `target connect timed out after ${this.#targetConnectTimeoutMs} ms`));
+      this.#targetSettled(setUp, false);
+    }
+  };
+
+  /** The 'connect' listener every connecting target socket shares (`this` is the socket): no closure per stream. */
+  static readonly #onTargetConnect = function (this: net.Socket): void {
+    const setUp = (this as TargetSocket)[kSetUp];
+    // The 200 (and whatever the splice writes at once) is flushed when this returns, not on a tick of its own.
+    if (setUp !== undefined) runReadTurn(H2TunnelServer.#connected, setUp, undefined);
+  };
+
+  static readonly #connected = (setUp: StreamSetUp): void => setUp.server.#targetSettled(setUp, !setUp.stream.closed);
+
+  /** The 'error' listener every connecting target socket shares. */
+  static readonly #onTargetError = function (this: net.Socket, error: Error): void {
+    const setUp = (this as TargetSocket)[kSetUp];
+    if (setUp === undefined) return;
+    setUp.server.#report(new HboneError('HBONE_REFUSED', `target ${this.remoteAddress ?? ''} unreachable: ${error.message}`, { cause: error }));
+    setUp.server.#targetSettled(setUp, false);
+  };
+
+  /** The target connected (ok) or will not (error, timeout, the stream gone): answer the stream and splice, or 503. */
+  #targetSettled(setUp: StreamSetUp, ok: boolean): void {
+    const { stream, socket } = setUp;
+    if (socket !== undefined && this.#connecting.delete(stream)) {
+      (socket as TargetSocket)[kSetUp] = undefined;
+      socket.off('connect', H2TunnelServer.#onTargetConnect);
+      socket.off('error', H2TunnelServer.#onTargetError);
+    }
+    if (!ok) {
+      socket?.destroy();
+      if (!stream.closed) this.#refuse(stream, 503);
       return;
     }
     this.#stats.tunnelsOpened++;
-    client.answered.add(stream);
     stream.respond(200);
-    const result = await spliceH2(socket, stream);
-    this.#options.onTunnel?.({
-      request,
-      bytesIn: result.bytesToSocket,
-      bytesOut: result.bytesFromSocket,
-      durationMs: performance.now() - started,
-      ...(result.error ? { error: result.error.message } : {}),
-    });
+    void this.#splice(setUp, socket!);
   }
 
-  /** Resolves true once `socket` is connected; false (socket destroyed) on error, timeout, or the stream going away. */
-  #targetConnected(socket: net.Socket, stream: H2Stream, client: ClientConnection): Promise<boolean> {
-    if (socket.destroyed) return Promise.resolve(false);
-    // remoteAddress is set only once connected (a socket may also be handed back before connect() was called).
-    if (!socket.connecting && socket.remoteAddress !== undefined) return Promise.resolve(!stream.closed);
-    return new Promise((resolve) => {
-      const timeoutMs = this.#options.connectTimeoutMs ?? DEFAULT_TARGET_CONNECT_TIMEOUT_MS;
-      const done = (ok: boolean): void => {
-        clearTimeout(timer);
-        client.closeWatchers.delete(stream);
-        socket.off('connect', onConnect);
-        socket.off('error', onError);
-        if (!ok) socket.destroy();
-        resolve(ok);
-      };
-      const onConnect = (): void => done(!stream.closed);
-      const onError = (error: Error): void => {
-        this.#report(new HboneError('HBONE_REFUSED', `target ${socket.remoteAddress ?? ''} unreachable: ${error.message}`, { cause: error }));
-        done(false);
-      };
-      const timer = setTimeout(() => {
-        this.#report(new HboneError('HBONE_REFUSED', `target connect timed out after ${timeoutMs} ms`));
-        done(false);
-      }, timeoutMs);
-      // A stream reset while its target is still connecting gives the connect up (a black-holed target must not
-      // hold a descriptor for the whole timeout).
-      client.closeWatchers.set(stream, () => done(false));
-      socket.once('connect', onConnect);
-      socket.once('error', onError);
+  async #splice(setUp: StreamSetUp, socket: net.Socket): Promise<void> {
+    const result = await spliceH2(socket, setUp.stream);
+    this.#options.onTunnel?.({
+      request: setUp.request,
+      bytesIn: result.bytesToSocket,
+      bytesOut: result.bytesFromSocket,
+      durationMs: performance.now() - setUp.started,
+      ...(result.error ? { error: result.error.message } : {}),
     });
   }
 }
