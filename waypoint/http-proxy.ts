@@ -30,23 +30,24 @@ import { applyFault } from './fault.ts';
 import { endToEndHeaders, HOP_BY_HOP, modifyHeaders, redirectLocation, rewrittenUrl } from './filters.ts';
 import { matchRoute, pathOf, pickBackend, queryOf } from './http-router.ts';
 import type { WaypointMetrics } from './metrics.ts';
-import { decisionOf, type GateResponse, type RequestGate } from './authz/request-gate.ts';
+import { decisionOf, type GateRefusal, type GateResponse, type RequestGate } from './authz/request-gate.ts';
 import { sendMirror } from './mirror.ts';
 import { bufferBody, ISTIO_DEFAULT_RETRY, MAX_BUFFERED_BODY_BYTES, type BufferedBody } from './retry.ts';
-import { RequestAttempts, type ResponseFacts } from './request-attempts.ts';
+import { RequestAttempts, type AttemptsResult, type ResponseFacts } from './request-attempts.ts';
 import type { RouteBackend, RouteEntry, RouteTable } from './route-table.ts';
 import { Http2StreamDuplex } from './stream-adapter.ts';
-import { requestIdOf, traceContextOf, traceparentOf, type TraceContext } from './tracing.ts';
+import { requestIdFrom, requestIdOf, traceContextFrom, traceContextOf, traceparentOf, type TraceContext } from './tracing.ts';
 import { UpstreamConnections } from './upstream-connections.ts';
 import { UpstreamTry } from './upstream-try.ts';
 import type { Upstreams } from './upstream.ts';
 import { proxyUpgrade } from './upgrade.ts';
 import type { DestinationRequest, DestinationTraffic } from './destination/destination-traffic.ts';
-import { DownstreamConnection, type LeanExchange, type LeanHandler } from './http1/downstream.ts';
+import { DownstreamConnection, LeanExchange, type LeanHandler } from './http1/downstream.ts';
+import { FIELD_GRPC_STATUS, FIELD_TRACEPARENT, FIELD_TRACESTATE, FIELD_X_REQUEST_ID, SKIP_HOP_BY_HOP, SKIP_TRACE } from './http1/head-fields.ts';
 import type { Http1Error } from './http1/errors.ts';
 import type { RequestHead, ResponseHead } from './http1/heads.ts';
 import { LeanTry } from './http1/lean-try.ts';
-import { fieldLineText, requestHeadText, responseHeadText } from './http1/serialize.ts';
+import { fieldLineText, requestHeadText, responseHeadText, responseStatusLine } from './http1/serialize.ts';
 import type { Http1Transport } from './http1/transport.ts';
 import { UpstreamHttp1Pool } from './http1/upstream-pool.ts';
 
@@ -108,6 +109,15 @@ interface RequestRecord {
 const NOT_FORWARDED_AS_SENT: ReadonlySet<string> = new Set([...HOP_BY_HOP, 'x-request-id', 'traceparent', 'tracestate']);
 const NO_MIRRORS: readonly RouteEntry['mirrors'][number][] = [];
 
+/**
+ * Whether a head goes on from its own field lines (FieldFacts.fieldText): nothing read its map (which policy, a JWT
+ * rule or a route may have changed), and no first-wins field (Host, Authorization, Content-Type, ...) came twice
+ * (the map keeps only the first, which is what policy and routes saw, so only that one may go on).
+ */
+function forwardedAsReceived(head: RequestHead | ResponseHead): boolean {
+  return !head.mapRead && !head.firstWinsRepeated;
+}
+
 /** The request id and trace context fields every forwarded request carries (as #upstreamHeaders sets them). */
 function traceFieldLines(record: RequestRecord): string {
   const lines = fieldLineText('x-request-id', record.requestId) + fieldLineText('traceparent', traceparentOf(record.trace));
@@ -149,8 +159,8 @@ const INCOMING_MESSAGE_FACTS: ResponseFacts<http.IncomingMessage> = {
 const RESPONSE_HEAD_FACTS: ResponseFacts<ResponseHead> = {
   status: (head) => head.status,
   grpcStatus: (head) => {
-    const value = head.headers['grpc-status'];
-    return typeof value === 'string' && /^\d+$/.test(value) ? Number(value) : undefined;
+    const value = head.value(FIELD_GRPC_STATUS);
+    return value !== undefined && /^\d+$/.test(value) ? Number(value) : undefined;
   },
   discard: () => undefined,
 };
@@ -188,6 +198,8 @@ export class HttpProxy {
   readonly #pool: UpstreamHttp1Pool;
   /** Per endpoint object, the access log's dst block of its last Service (reused while both stay the same objects). */
   readonly #dstBlocks = new WeakMap<Workload, DestinationBlock>();
+  /** Per Service object, its `<namespace>/<hostname>` key as last made (remade when either field changed). */
+  readonly #serviceKeys = new WeakMap<Service, { namespace: string; hostname: string; key: string }>();
   /** Requests served by the lean path, streams handed to Node's server, heads refused (config dump). */
   readonly #leanCounts = { leanRequests: 0, handedToNode: 0, refusedHeads: 0 };
 
@@ -248,11 +260,11 @@ export class HttpProxy {
       accepts: (head) => this.#leanServes(head),
       serve: (exchange) => {
         this.#leanCounts.leanRequests++;
-        this.#serveLean(exchange, context).catch((error: Error) => {
-          this.#log?.warn({ err: error.message, method: exchange.method, path: exchange.url }, 'request failed in the waypoint');
-          if (exchange.headersSent) exchange.cut();
-          else exchange.writeHead(502, { 'content-type': 'text/plain' }).end('the waypoint could not forward the request\n');
-        });
+        try {
+          this.#serveLean(exchange, context);
+        } catch (error) {
+          this.#leanFailed(exchange, error as Error);
+        }
       },
       handOver: (handed, bytes) => {
         this.#leanCounts.handedToNode++;
@@ -300,43 +312,80 @@ export class HttpProxy {
     return head.httpVersion === '1.1' && !head.upgrade && head.method !== 'CONNECT' && head.expect === '' && !head.chunked && head.contentLength <= MAX_BUFFERED_BODY_BYTES;
   }
 
-  /** One request on the lean path: the same flow as #handle and #forward, on a LeanExchange. */
-  async #serveLean(exchange: LeanExchange, context: StreamContext): Promise<void> {
-    const record = this.#record(context, exchange);
+  /**
+   * One request on the lean path: the same flow as #handle and #forward, on a LeanExchange, in steps that run one
+   * after the other in the same turn (no promise, no microtask) unless one has to wait: the gate verifying a token
+   * never seen, a fault's delay, a DestinationRule's queue, a retry's back-off. A step that throws ends the request
+   * with 502 (or a cut, after the head): #leanFailed, called by every step's caller.
+   */
+  #serveLean(exchange: LeanExchange, context: StreamContext): void {
+    const record = this.#leanRecord(context, exchange);
     record.requestBytes = exchange.bodyBytes;
-    // No await when the gate answers synchronously (no policy, or a token already verified): no microtask hop.
     const checked = this.#gate?.check(exchange, exchange, context.hbone, context.service);
-    const refusal = checked instanceof Promise ? await checked : checked;
+    if (checked instanceof Promise) {
+      checked.then((refusal) => this.#leanChecked(exchange, record, refusal)).catch((error: Error) => this.#leanFailed(exchange, error));
+      return;
+    }
+    this.#leanChecked(exchange, record, checked);
+  }
+
+  /** A request that threw in the waypoint: 502, or a cut once its head went. */
+  #leanFailed(exchange: LeanExchange, error: Error): void {
+    this.#log?.warn({ err: error.message, method: exchange.method, path: exchange.url }, 'request failed in the waypoint');
+    if (exchange.done) return;
+    if (exchange.headersSent) exchange.cut();
+    else exchange.writeHead(502, { 'content-type': 'text/plain' }).end('the waypoint could not forward the request\n');
+  }
+
+  /** After policy: the route, and its fault (which may wait). */
+  #leanChecked(exchange: LeanExchange, record: RequestRecord, refusal: GateRefusal | undefined): void {
     if (refusal) {
       this.#finish(exchange, undefined, record, refusal.status, refusal.responseFlags, refusal.details);
       return;
     }
     if (exchange.clientGone) return;
+    const context = record.context;
     const url = exchange.url;
     const path = pathOf(url);
     const query = queryOf(url);
-    const servicePort = context.hbone.target.port;
-    let port = servicePort;
-    let backend: RouteBackend | undefined;
-    const entries = this.#routes.entriesFor(serviceKey(context.service));
-    if (entries !== undefined) {
-      const entry = matchRoute(entries, servicePort, path, exchange.headers, exchange.method, query);
-      record.entry = entry;
-      if (entry === undefined) {
-        this.#answerLean(exchange, record, new WaypointError('WAYPOINT_NO_ROUTE', `no route of ${context.service.hostname} matches ${exchange.method} ${url}`), 'route_not_found');
-        return;
-      }
-      if (entry.fault) {
-        const fault = await applyFault(entry.fault, faultResponseOf(exchange));
+    const entries = this.#routes.entriesFor(this.#keyOf(context.service));
+    if (entries === undefined) {
+      this.#leanRouted(exchange, record, path, query);
+      return;
+    }
+    const entry = matchRoute(entries, context.hbone.target.port, path, () => exchange.headers, exchange.method, query);
+    record.entry = entry;
+    if (entry === undefined) {
+      this.#answerLean(exchange, record, new WaypointError('WAYPOINT_NO_ROUTE', `no route of ${context.service.hostname} matches ${exchange.method} ${url}`), 'route_not_found');
+      return;
+    }
+    if (!entry.fault) {
+      this.#leanRouted(exchange, record, path, query);
+      return;
+    }
+    applyFault(entry.fault, faultResponseOf(exchange))
+      .then((fault) => {
         exchange.onClientGone = undefined;
         record.faultFlags = fault.flags;
         if (fault.clientGone || fault.abortedWith !== undefined) {
           this.#finish(exchange, undefined, record, fault.abortedWith ?? 0, fault.clientGone ? 'DC' : '-', fault.clientGone ? 'downstream_remote_disconnect' : 'fault_filter_abort');
           return;
         }
-      }
+        this.#leanRouted(exchange, record, path, query);
+      })
+      .catch((error: Error) => this.#leanFailed(exchange, error));
+  }
+
+  /** After the route (and its fault): a redirect, or the backend, the head to send, mirrors, the DestinationRule's slot. */
+  #leanRouted(exchange: LeanExchange, record: RequestRecord, path: string, query: string): void {
+    const context = record.context;
+    const entry = record.entry;
+    const servicePort = context.hbone.target.port;
+    let port = servicePort;
+    let backend: RouteBackend | undefined;
+    if (entry !== undefined) {
       if (entry.redirect) {
-        const location = redirectLocation(entry, { host: String(exchange.headers.host ?? ''), path, query, servicePort });
+        const location = redirectLocation(entry, { host: exchange.authority, path, query, servicePort });
         exchange.writeHead(entry.redirect.statusCode, { location }).end();
         this.#finish(exchange, undefined, record, entry.redirect.statusCode, '-', 'direct_response');
         return;
@@ -351,13 +400,13 @@ export class HttpProxy {
       record.destination = backendService;
       port = backend.port;
     }
-    const entry = record.entry;
+    const url = exchange.url;
     const upstreamUrl = entry ? rewrittenUrl(entry, path, query) : url;
     // A request no filter changes (no header modifier, no Host rewrite, no mirror that takes the headers as an object)
-    // is written from the client's own header map, without a copy of it per request.
+    // goes on from its own field lines (nothing read its map) or from the client's header map, without a copy of it.
     const asSent = (entry === undefined || (entry.mirrors.length === 0 && !entry.requestHeaderModifier && !entry.urlRewrite?.hostname)) && !backend?.requestHeaderModifier;
     const headers = asSent ? undefined : this.#upstreamHeaders(exchange, record, backend);
-    const headText = headers === undefined ? requestHeadText(exchange.method, upstreamUrl, exchange.headers, NOT_FORWARDED_AS_SENT, traceFieldLines(record)) : requestHeadText(exchange.method, upstreamUrl, headers);
+    const headText = headers !== undefined ? requestHeadText(exchange.method, upstreamUrl, headers) : forwardedAsReceived(exchange.head) ? `${exchange.method} ${upstreamUrl} HTTP/1.1\r\n${exchange.head.fieldText(SKIP_HOP_BY_HOP | SKIP_TRACE)}${traceFieldLines(record)}\r\n` : requestHeadText(exchange.method, upstreamUrl, exchange.headers, NOT_FORWARDED_AS_SENT, traceFieldLines(record));
     const vip = context.hbone.target.host;
     if (headers !== undefined) {
       for (const mirror of entry?.mirrors ?? NO_MIRRORS) {
@@ -367,50 +416,88 @@ export class HttpProxy {
       }
     }
     // DestinationRule hook, as #forward's: a pool slot (or 503 UO), the rule's endpoint choice, outlier detection.
-    const traffic = this.#destinations?.forService(serviceKey(record.destination));
+    const traffic = this.#destinations?.forService(this.#keyOf(record.destination));
     const subset = backend?.subset !== undefined ? traffic?.subsetPods(backend.subset) : undefined;
     if (backend?.subset !== undefined && subset === undefined) {
       this.#answerLean(exchange, record, new WaypointError('WAYPOINT_UNKNOWN_SUBSET', `no DestinationRule of ${record.destination.hostname} defines subset ${backend.subset}`), 'cluster_not_found');
       return;
     }
-    if (traffic) {
-      let admitted: DestinationRequest;
-      try {
-        const begun = traffic.begin({ headers: exchange.headers, url, sourceIp: plainAddress(context.hbone.remoteAddress) }, subset);
-        admitted = begun instanceof Promise ? await begun : begun;
-      } catch (error) {
-        if (!(error instanceof WaypointError)) throw error;
-        this.#destinations!.overflowed(serviceKey(record.destination));
-        this.#answerLean(exchange, record, error, 'upstream_overflow', error.responseFlags, { 'x-envoy-overloaded': 'true' });
-        return;
-      }
-      record.destinationRequest = admitted;
-      // The client left while this request waited for the slot: the slot goes back.
-      if (exchange.clientGone) {
-        admitted.done(undefined);
-        return;
-      }
+    if (!traffic) {
+      this.#leanTries(exchange, record, backend, port, headText);
+      return;
     }
+    let begun: DestinationRequest | Promise<DestinationRequest>;
+    try {
+      begun = traffic.begin({ headers: exchange.headers, url, sourceIp: plainAddress(context.hbone.remoteAddress) }, subset);
+    } catch (error) {
+      this.#leanOverflowed(exchange, record, error);
+      return;
+    }
+    if (begun instanceof Promise) {
+      begun
+        .then(
+          (admitted) => this.#leanAdmitted(exchange, record, backend, port, headText, admitted),
+          (error: unknown) => this.#leanOverflowed(exchange, record, error),
+        )
+        .catch((error: Error) => this.#leanFailed(exchange, error));
+      return;
+    }
+    this.#leanAdmitted(exchange, record, backend, port, headText, begun);
+  }
+
+  /** The DestinationRule's pool refused the request: 503 UO with x-envoy-overloaded, as Envoy's circuit breaker. */
+  #leanOverflowed(exchange: LeanExchange, record: RequestRecord, error: unknown): void {
+    if (!(error instanceof WaypointError)) throw error;
+    this.#destinations!.overflowed(this.#keyOf(record.destination));
+    this.#answerLean(exchange, record, error, 'upstream_overflow', error.responseFlags, { 'x-envoy-overloaded': 'true' });
+  }
+
+  #leanAdmitted(exchange: LeanExchange, record: RequestRecord, backend: RouteBackend | undefined, port: number, headText: string, admitted: DestinationRequest): void {
+    record.destinationRequest = admitted;
+    // The client left while this request waited for the slot: the slot goes back.
+    if (exchange.clientGone) {
+      admitted.done(undefined);
+      return;
+    }
+    this.#leanTries(exchange, record, backend, port, headText);
+  }
+
+  /** The tries (request-attempts.ts), told their outcome without a promise (runThen), then the relay. */
+  #leanTries(exchange: LeanExchange, record: RequestRecord, backend: RouteBackend | undefined, port: number, headText: string): void {
+    const entry = record.entry;
+    const vip = record.context.hbone.target.host;
     const headRequest = exchange.method === 'HEAD';
+    const destinationRequest = record.destinationRequest;
+    // Options and try requests written out field by field, with undefined for what is absent (no spread per request).
     const tries = new RequestAttempts<ResponseHead>({
       policy: entry?.retry ?? ISTIO_DEFAULT_RETRY,
       requestTimeoutMs: entry?.requestTimeoutMs ?? 0,
       facts: RESPONSE_HEAD_FACTS,
       // The body is always whole here (the lean path takes only bodies the retry buffer holds).
       replayable: () => !exchange.done,
-      ...(record.destinationRequest ? { onRetried: (outcome: number | 'connect-failure') => record.destinationRequest?.tryEnded(outcome) } : {}),
+      onRetried: destinationRequest ? (outcome: number | 'connect-failure') => destinationRequest.tryEnded(outcome) : undefined,
       start: (avoid) =>
         new LeanTry(this.#upstreams, this.#pool, {
-          service: record.destination, servicePort: port, vip, headText, body: exchange.body, headRequest, timeoutMs: entry?.backendRequestTimeoutMs ?? 0,
-          ...(avoid !== undefined ? { avoid } : {}),
-          ...(record.destinationRequest ? { choose: record.destinationRequest.choose } : {}),
+          service: record.destination, servicePort: port, vip, headText, body: exchange.body, headRequest, timeoutMs: entry?.backendRequestTimeoutMs ?? 0, avoid, choose: destinationRequest?.choose,
         }),
     });
     exchange.onClientGone = () => {
       tries.abort();
       this.#finish(exchange, undefined, record, record.status ?? 0, 'DC', 'downstream_remote_disconnect');
     };
-    const result = await tries.run();
+    tries.runThen((result) => {
+      // Called from the try's own reading (an endpoint's head): what throws here is this request's alone.
+      try {
+        this.#leanAnswered(exchange, record, backend, tries, result, headRequest);
+      } catch (error) {
+        this.#leanFailed(exchange, error as Error);
+      }
+    });
+  }
+
+  /** The tries' result: the waypoint's own answer, or the relay of the response's head (with the response filters) and body. */
+  #leanAnswered(exchange: LeanExchange, record: RequestRecord, backend: RouteBackend | undefined, tries: RequestAttempts<ResponseHead>, result: AttemptsResult<ResponseHead>, headRequest: boolean): void {
+    const entry = record.entry;
     const current = result.attempt as LeanTry;
     record.attempts = tries.attempts;
     record.endpoint = current.endpoint;
@@ -432,16 +519,18 @@ export class HttpProxy {
     if (closeDelimited) exchange.closeAfterResponse();
     const status = head.status;
     record.status = status;
+    const flags = result.flags;
     exchange.onRelayed = (whole) => {
       tries.stop();
       record.responseBytes = current.responseBodyBytes;
-      if (whole) this.#finish(exchange, undefined, record, status, result.flags, 'via_upstream');
+      if (whole) this.#finish(exchange, undefined, record, status, flags, 'via_upstream');
       else this.#finish(exchange, undefined, record, status, current.timedOut || tries.timedOut ? 'UT' : 'UC', 'upstream_reset_after_response_started');
     };
     exchange.source = current;
-    // Without a response header modifier the endpoint's own header map is written, less the hop-by-hop fields.
+    // Without a response header modifier the endpoint's own fields are written, less the hop-by-hop ones: from its
+    // lines when nothing read its map.
     if (!entry?.responseHeaderModifier && !backend?.responseHeaderModifier) {
-      exchange.sendHead(responseHeadText(status, head.headers, framing, HOP_BY_HOP));
+      exchange.sendHead(forwardedAsReceived(head) ? responseStatusLine(status) + head.fieldText(SKIP_HOP_BY_HOP) + framing + '\r\n' : responseHeadText(status, head.headers, framing, HOP_BY_HOP));
     } else {
       const responseHeaders = endToEndHeaders(head.headers);
       modifyHeaders(responseHeaders, entry?.responseHeaderModifier);
@@ -481,7 +570,7 @@ export class HttpProxy {
     const servicePort = context.hbone.target.port;
     let port = servicePort;
     let backend: RouteBackend | undefined;
-    const entries = this.#routes.entriesFor(serviceKey(context.service));
+    const entries = this.#routes.entriesFor(this.#keyOf(context.service));
     if (entries !== undefined) {
       const entry = matchRoute(entries, servicePort, path, request.headers, request.method, query);
       record.entry = entry;
@@ -560,7 +649,7 @@ export class HttpProxy {
     }
     // ---- DestinationRule hook (waypoint/destination/, issue 13 item 3): a pool slot for the request (or 503 UO), the
     // rule's endpoint choice for each try, and the outcome for outlier detection when the request ends (#finish). ----
-    const traffic = this.#destinations?.forService(serviceKey(record.destination));
+    const traffic = this.#destinations?.forService(this.#keyOf(record.destination));
     // A VirtualService destination's subset: its pods, as the backend's DestinationRule defines it (none: 503 NC).
     const subset = backend?.subset !== undefined ? traffic?.subsetPods(backend.subset) : undefined;
     if (backend?.subset !== undefined && subset === undefined) {
@@ -574,7 +663,7 @@ export class HttpProxy {
         admitted = begun instanceof Promise ? await begun : begun;
       } catch (error) {
         if (!(error instanceof WaypointError)) throw error;
-        this.#destinations!.overflowed(serviceKey(record.destination));
+        this.#destinations!.overflowed(this.#keyOf(record.destination));
         // Envoy marks a circuit breaker's 503 with x-envoy-overloaded.
         this.#answer(request, response, record, error, 'upstream_overflow', error.responseFlags, { 'x-envoy-overloaded': 'true' });
         return;
@@ -661,6 +750,15 @@ export class HttpProxy {
     this.#finish(request, response, record, error.status, flags, details);
   }
 
+  /** #record for a lean exchange: the id and trace fields read in place (the head's map is not built for them). */
+  #leanRecord(context: StreamContext, exchange: LeanExchange): RequestRecord {
+    const head = exchange.head;
+    return {
+      context, started: performance.now(), requestId: requestIdFrom(head.value(FIELD_X_REQUEST_ID)), trace: traceContextFrom(head.value(FIELD_TRACEPARENT), head.value(FIELD_TRACESTATE)), entry: undefined,
+      destination: context.service, endpoint: undefined, upstreamHost: '', attempts: 0, requestBytes: 0, responseBytes: 0, details: 'via_upstream', faultFlags: '',
+    };
+  }
+
   #record(context: StreamContext, request: RequestLine): RequestRecord {
     return {
       context, started: performance.now(), requestId: requestIdOf(request.headers), trace: traceContextOf(request.headers), entry: undefined, destination: context.service,
@@ -707,6 +805,18 @@ export class HttpProxy {
     return block;
   }
 
+  /**
+   * serviceKey(service), made once per Service object: a request looks its Service up three times (routes,
+   * DestinationRules, the access log), and a key made per lookup is a new string to flatten and hash each time.
+   */
+  #keyOf(service: Service): string {
+    const cached = this.#serviceKeys.get(service);
+    if (cached !== undefined && cached.namespace === service.namespace && cached.hostname === service.hostname) return cached.key;
+    const key = serviceKey(service);
+    this.#serviceKeys.set(service, { namespace: service.namespace, hostname: service.hostname, key });
+    return key;
+  }
+
   #finish(request: RequestLine, _response: DownstreamResponse | undefined, record: RequestRecord, status: number, answerFlags: string, details: string): void {
     const { context, endpoint, destination } = record;
     const flags = record.faultFlags === '' ? answerFlags : answerFlags === '-' ? record.faultFlags : `${record.faultFlags},${answerFlags}`;
@@ -721,7 +831,7 @@ export class HttpProxy {
       method: request.method ?? '',
       path: request.url ?? '',
       protocol: request.httpVersion === '1.1' ? 'HTTP/1.1' : `HTTP/${request.httpVersion === '2.0' ? '2' : request.httpVersion}`,
-      authority: String(request.headers.host ?? request.headers[':authority'] ?? ''),
+      authority: request instanceof LeanExchange ? request.authority : String(request.headers.host ?? request.headers[':authority'] ?? ''),
       status,
       flags,
       details,
@@ -729,7 +839,7 @@ export class HttpProxy {
       bytesReceived: record.requestBytes,
       bytesSent: record.responseBytes,
       upstreamHost: record.upstreamHost,
-      upstreamCluster: serviceKey(destination),
+      upstreamCluster: this.#keyOf(destination),
       attempts: record.attempts,
       routeName: record.entry?.route ?? '',
       ruleName: record.entry?.ruleName ?? '',

@@ -49,16 +49,19 @@ function headerValue(headers: http.IncomingHttpHeaders, name: string): string | 
 
 /**
  * The first entry that fits the request, or undefined (404). `query` is the raw query string (parsed only when an
- * entry matches on query parameters); `method` defaults to GET for callers without one.
+ * entry matches on query parameters); `method` defaults to GET for callers without one. `headers` may be a function
+ * that makes them (HTTP/1.1's lean path builds its map only when an entry matches on headers).
  */
-export function matchRoute(entries: readonly RouteEntry[], port: number, path: string, headers: http.IncomingHttpHeaders, method = 'GET', query = ''): RouteEntry | undefined {
+export function matchRoute(entries: readonly RouteEntry[], port: number, path: string, headers: http.IncomingHttpHeaders | (() => http.IncomingHttpHeaders), method = 'GET', query = ''): RouteEntry | undefined {
   let params: URLSearchParams | undefined;
+  let map = typeof headers === 'function' ? undefined : headers;
   entries: for (const entry of entries) {
     if (entry.port !== 0 && entry.port !== port) continue;
     if (!pathMatches(entry, path)) continue;
     if (entry.method !== '' && entry.method !== method) continue;
-    for (const header of entry.headers) if (!valueMatches(header, headerValue(headers, header.name))) continue entries;
-    if (entry.withoutHeaders) for (const header of entry.withoutHeaders) if (valueMatches(header, headerValue(headers, header.name))) continue entries;
+    if (entry.headers.length > 0 || entry.withoutHeaders) map ??= (headers as () => http.IncomingHttpHeaders)();
+    for (const header of entry.headers) if (!valueMatches(header, headerValue(map!, header.name))) continue entries;
+    if (entry.withoutHeaders) for (const header of entry.withoutHeaders) if (valueMatches(header, headerValue(map!, header.name))) continue entries;
     if (entry.queryParams.length > 0) {
       params ??= new URLSearchParams(query);
       for (const param of entry.queryParams) if (!valueMatches(param, params.get(param.name) ?? undefined)) continue entries;

@@ -17,6 +17,11 @@ export interface AttemptOutcome<R> {
   error?: WaypointError;
 }
 
+/** Told a try's outcome without a promise (RequestAttempts.runThen). */
+export interface OutcomeListener<R> {
+  attemptSettled(attempt: Attempt<R>, outcome: AttemptOutcome<R>): void;
+}
+
 /** One try to one endpoint (upstream-try.ts over HTTP/1.1, h2-try.ts over HTTP/2). */
 export interface Attempt<R> {
   readonly outcome: Promise<AttemptOutcome<R>>;
@@ -24,6 +29,11 @@ export interface Attempt<R> {
   readonly host: string;
   /** Ends the try now unless its response already ended. */
   abort(): void;
+  /**
+   * Optional: `listener` is told the outcome once (at once when it is known already), instead of through `outcome`:
+   * a try that offers it costs the loop no promise (http1/lean-try.ts).
+   */
+  notify?(listener: OutcomeListener<R>): void;
 }
 
 /** What the loop needs to know of a response: its status (and gRPC status, in a trailers-only answer), and how to drop it. */
@@ -59,7 +69,7 @@ function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-export class RequestAttempts<R> {
+export class RequestAttempts<R> implements OutcomeListener<R> {
   /** Tries started so far. */
   attempts = 0;
   /** `timeouts.request` fired (before or after the response's head). */
@@ -68,6 +78,10 @@ export class RequestAttempts<R> {
   #timer: NodeJS.Timeout | undefined;
   #timeout: Promise<undefined> | undefined;
   readonly #options: AttemptsOptions<R>;
+  #retriesDone = 0;
+  #previousHost: string | undefined;
+  /** runThen's receiver of the result, until it got it. */
+  #done: ((result: AttemptsResult<R>) => void) | undefined;
 
   constructor(options: AttemptsOptions<R>) {
     this.#options = options;
@@ -77,6 +91,10 @@ export class RequestAttempts<R> {
           this.timedOut = true;
           this.#current?.abort();
           resolve(undefined);
+          // runThen: the timeout is the result, if none was given yet (also during a retry's back-off).
+          const done = this.#done;
+          this.#done = undefined;
+          if (done !== undefined) done({ kind: 'timeout', attempt: this.#current!, error: this.#timeoutError() });
         }, options.requestTimeoutMs);
       });
     }
@@ -89,41 +107,84 @@ export class RequestAttempts<R> {
 
   /** Runs tries until one gives an answer to pass on, the retries run out, or the request times out. */
   async run(): Promise<AttemptsResult<R>> {
-    const { policy, facts } = this.#options;
-    let retriesDone = 0;
-    let previousHost: string | undefined;
     for (;;) {
       this.attempts++;
-      const attempt = this.#options.start(previousHost);
+      const attempt = this.#options.start(this.#previousHost);
       this.#current = attempt;
       const outcome = this.#timeout ? await Promise.race([attempt.outcome, this.#timeout]) : await attempt.outcome;
       if (this.timedOut || outcome === undefined) {
         attempt.abort();
-        if (outcome?.response !== undefined) facts.discard(outcome.response);
+        if (outcome?.response !== undefined) this.#options.facts.discard(outcome.response);
         return { kind: 'timeout', attempt, error: this.#timeoutError() };
       }
-      const status = outcome.response !== undefined ? facts.status(outcome.response) : undefined;
-      const grpcStatus = outcome.response !== undefined ? facts.grpcStatus?.(outcome.response) : undefined;
-      const retried = status !== undefined ? { status, ...(grpcStatus !== undefined ? { grpcStatus } : {}) } : { error: outcome.error! };
-      if (this.#options.replayable() && shouldRetry(policy, true, retriesDone, retried)) {
-        this.#options.onRetried?.(status ?? 'connect-failure');
-        if (outcome.response !== undefined) facts.discard(outcome.response);
-        attempt.abort();
-        previousHost = attempt.host || undefined;
-        retriesDone++;
-        await sleep(backoffMs(policy, retriesDone));
-        if (!this.timedOut) continue;
-        return { kind: 'timeout', attempt, error: this.#timeoutError() };
-      }
-      const exhausted = retriesDone > 0 && retriesDone >= policy.attempts;
-      if (outcome.error) {
-        this.stop();
-        return { kind: 'error', attempt, error: outcome.error, flags: exhausted ? `${outcome.error.responseFlags},URX` : outcome.error.responseFlags };
-      }
-      // A response the policy would have retried, had a retry been left: the answer carries URX.
-      const retriable = shouldRetry(policy, true, 0, retried);
-      return { kind: 'response', attempt, response: outcome.response!, flags: exhausted && retriable ? 'URX' : '-' };
+      const result = this.#verdict(attempt, outcome);
+      if (result !== undefined) return result;
+      await sleep(backoffMs(this.#options.policy, this.#retriesDone));
+      if (!this.timedOut) continue;
+      return { kind: 'timeout', attempt, error: this.#timeoutError() };
     }
+  }
+
+  /**
+   * run() without a promise where the tries offer `notify` (the common case, a single try that answers, costs no
+   * promise, no async function and no microtask): `done` gets the same result run() would give, once. Tries without
+   * `notify` are awaited.
+   */
+  runThen(done: (result: AttemptsResult<R>) => void): void {
+    this.#done = done;
+    this.#startTry();
+  }
+
+  #startTry(): void {
+    this.attempts++;
+    const attempt = this.#options.start(this.#previousHost);
+    this.#current = attempt;
+    if (attempt.notify !== undefined) attempt.notify(this);
+    else void attempt.outcome.then((outcome) => this.attemptSettled(attempt, outcome));
+  }
+
+  /** OutcomeListener: a try of runThen's ended with `outcome`. */
+  attemptSettled(attempt: Attempt<R>, outcome: AttemptOutcome<R>): void {
+    // The request timed out (its result given) or a later try is current: this outcome is no longer waited for.
+    if (this.#done === undefined || attempt !== this.#current) return;
+    const result = this.#verdict(attempt, outcome);
+    if (result === undefined) {
+      setTimeout(() => {
+        if (this.#done !== undefined) this.#startTry();
+      }, backoffMs(this.#options.policy, this.#retriesDone));
+      return;
+    }
+    const done = this.#done;
+    this.#done = undefined;
+    done(result);
+  }
+
+  /**
+   * What a try's outcome means: the result to give, or undefined when it is retried (its answer dropped, the try
+   * aborted, the next one to avoid its endpoint; the caller waits the back-off and starts it).
+   */
+  #verdict(attempt: Attempt<R>, outcome: AttemptOutcome<R>): AttemptsResult<R> | undefined {
+    const { policy, facts } = this.#options;
+    const response = outcome.response;
+    const status = response !== undefined ? facts.status(response) : undefined;
+    const grpcStatus = response !== undefined ? facts.grpcStatus?.(response) : undefined;
+    const retried = status === undefined ? { error: outcome.error! } : grpcStatus === undefined ? { status } : { status, grpcStatus };
+    if (this.#options.replayable() && shouldRetry(policy, true, this.#retriesDone, retried)) {
+      this.#options.onRetried?.(status ?? 'connect-failure');
+      if (response !== undefined) facts.discard(response);
+      attempt.abort();
+      this.#previousHost = attempt.host || undefined;
+      this.#retriesDone++;
+      return undefined;
+    }
+    const exhausted = this.#retriesDone > 0 && this.#retriesDone >= policy.attempts;
+    if (outcome.error) {
+      this.stop();
+      return { kind: 'error', attempt, error: outcome.error, flags: exhausted ? `${outcome.error.responseFlags},URX` : outcome.error.responseFlags };
+    }
+    // A response the policy would have retried, had a retry been left: the answer carries URX.
+    const retriable = exhausted && shouldRetry(policy, true, 0, retried);
+    return { kind: 'response', attempt, response: response!, flags: retriable ? 'URX' : '-' };
   }
 
   /** Stops the request timer (the response ended, or the proxy answered). */

@@ -75,18 +75,27 @@ function single(value: string | string[] | undefined): string | undefined {
 }
 
 export function requestIdOf(headers: http.IncomingHttpHeaders): string {
-  const id = single(headers['x-request-id']);
+  return requestIdFrom(single(headers['x-request-id']));
+}
+
+/** The request id from a received `x-request-id` value (made when absent or empty). */
+export function requestIdFrom(id: string | undefined): string {
   return id !== undefined && id !== '' ? id : randomRequestId();
 }
 
 export function traceContextOf(headers: http.IncomingHttpHeaders): TraceContext {
-  const parsed = TRACEPARENT.exec(single(headers.traceparent)?.trim().toLowerCase() ?? '');
+  const tracestate = headers.tracestate;
+  return traceContextFrom(single(headers.traceparent), Array.isArray(tracestate) ? tracestate.join(',') : tracestate);
+}
+
+/** The trace context from received `traceparent` and `tracestate` values (HTTP/1.1's lean path reads them in place). */
+export function traceContextFrom(traceparent: string | undefined, tracestate: string | undefined): TraceContext {
+  const parsed = TRACEPARENT.exec(traceparent?.trim().toLowerCase() ?? '');
   const spanId = randomHex(8);
   const [, version, traceId, parentSpanId, flags, extra] = parsed ?? [];
   const valid = parsed !== null && version !== 'ff' && !(version === '00' && extra !== undefined) && traceId !== ZERO_TRACE && parentSpanId !== ZERO_SPAN;
   if (!valid) return { traceId: randomHex(16), spanId, flags: '00' };
-  const tracestate = headers.tracestate;
-  return { traceId: traceId!, parentSpanId: parentSpanId!, spanId, flags: flags!, ...(tracestate ? { tracestate: Array.isArray(tracestate) ? tracestate.join(',') : tracestate } : {}) };
+  return { traceId: traceId!, parentSpanId: parentSpanId!, spanId, flags: flags!, ...(tracestate ? { tracestate } : {}) };
 }
 
 /** The `traceparent` the upstream hop carries (version 00, this hop's span as parent). */

@@ -91,6 +91,8 @@ interface SeenRequest {
   method: string;
   url: string;
   headers: Record<string, string>;
+  /** The field lines as they came (name, value, ...). */
+  rawHeaders: string[];
   bytes: number;
 }
 
@@ -426,6 +428,25 @@ async function rawExchange(bytes: string): Promise<string> {
   const result = await client.exec(process.execPath, ['-e', script]);
   return result.stdout;
 }
+
+test.serial('a request with Host twice goes on with the first only (the one routes and policy saw); its other fields as sent, hop-by-hop ones dropped', async (t) => {
+  const answer = await rawExchange(`GET /items HTTP/1.1\r\nHost: ${WEB_VIP}\r\nX-Request-Id: dup-host\r\nHost: evil.example\r\nX-Mixed-Case:  Kept \r\nKeep-Alive: timeout=9\r\nConnection: close\r\n\r\n`);
+  t.true(answer.startsWith('HTTP/1.1 200 '), JSON.stringify(answer.slice(0, 80)));
+  const [seen] = await seenBy(webA, 'dup-host');
+  const raw = seen!.rawHeaders;
+  const lines = raw.flatMap((name, index) => (index % 2 === 0 ? [[name.toLowerCase(), raw[index + 1]!]] : []));
+  t.deepEqual(lines.filter(([name]) => name === 'host'), [['host', WEB_VIP]], 'only the first Host reached the backend');
+  t.deepEqual(lines.filter(([name]) => name === 'x-mixed-case'), [['x-mixed-case', 'Kept']]);
+  t.false(lines.some(([name]) => name === 'keep-alive'), 'hop-by-hop fields are not forwarded');
+  t.deepEqual(lines.filter(([name]) => name === 'x-request-id'), [['x-request-id', 'dup-host']]);
+  // A request that repeats nothing goes on from its own lines, names in the case they were sent.
+  const plain = await rawExchange(`GET /items HTTP/1.1\r\nHost: ${WEB_VIP}\r\nX-Request-Id: plain-lines\r\nX-Mixed-Case: Kept\r\nConnection: close\r\n\r\n`);
+  t.true(plain.startsWith('HTTP/1.1 200 '), JSON.stringify(plain.slice(0, 80)));
+  const [plainSeen] = await seenBy(webA, 'plain-lines');
+  const plainRaw = plainSeen!.rawHeaders;
+  t.true(plainRaw.includes('X-Mixed-Case'), JSON.stringify(plainRaw));
+  t.is(plainRaw.filter((name) => name.toLowerCase() === 'host').length, 1);
+});
 
 test.serial("the lean HTTP/1.1 path serves plain requests; one it does not take (a body over the retry buffer) goes to Node's server on the same connection, before anything was forwarded", async (t) => {
   const before = await http1Paths();

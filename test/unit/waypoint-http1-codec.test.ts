@@ -10,7 +10,7 @@ import http from 'node:http';
 import { Duplex } from 'node:stream';
 import { ChunkedDecoder } from '../../waypoint/http1/chunked.ts';
 import { Http1Error, type Http1ErrorCode } from '../../waypoint/http1/errors.ts';
-import { MAX_HEADERS } from '../../waypoint/http1/head-fields.ts';
+import { FIELD_GRPC_STATUS, FIELD_HOST, FIELD_TRACEPARENT, FIELD_TRACESTATE, FIELD_X_REQUEST_ID, MAX_HEADERS, SKIP_HOP_BY_HOP, SKIP_TRACE } from '../../waypoint/http1/head-fields.ts';
 import { parseRequestHead, parseResponseHead, type RequestHead, type ResponseHead } from '../../waypoint/http1/heads.ts';
 import { HeaderValueError, requestHeadText, responseHeadText } from '../../waypoint/http1/serialize.ts';
 
@@ -215,4 +215,44 @@ test('property: the request-head parser never throws and agrees with Node\'s llh
   t.log(`${compared} heads compared, ${accepted} accepted by both`);
   // About 100 of the 3,000 generated heads are valid (96-115 in runs here): enough that accepting was compared too.
   t.true(accepted >= 50, `only ${accepted} heads accepted by both`);
+});
+
+test('fields read in place: known names in any case, repeats as the map joins them, the map only built when read', (t) => {
+  const head = request('GET / HTTP/1.1\r\nHOST: svc\r\nX-Request-Id: r1\r\nTraceParent: tp\r\ntracestate: a\r\nTraceState: b\r\nHost: other\r\n\r\n') as RequestHead;
+  t.is(head.value(FIELD_HOST), 'svc');
+  t.is(head.value(FIELD_X_REQUEST_ID), 'r1');
+  t.is(head.value(FIELD_TRACEPARENT), 'tp');
+  t.false(head.mapRead);
+  t.true(head.firstWinsRepeated, 'Host came twice');
+  t.is(head.value(FIELD_TRACESTATE), 'a, b');
+  t.true(head.mapRead, 'a repeat is joined by the map');
+  t.is(head.headers.host, 'svc');
+  t.is(head.value(FIELD_GRPC_STATUS), undefined);
+});
+
+test('a head forwarded from its own lines: hop-by-hop and trace fields left out, the rest as sent', (t) => {
+  const head = request('POST / HTTP/1.1\r\nConnection: keep-alive\r\nHost: svc\r\nKeep-Alive: 5\r\nX-A:  1 \r\nx-request-id: r\r\nContent-Length: 0\r\nTE: trailers\r\n\r\n') as RequestHead;
+  t.is(head.fieldText(SKIP_HOP_BY_HOP | SKIP_TRACE), 'Host: svc\r\nX-A:  1 \r\nContent-Length: 0\r\n');
+  t.is(head.fieldText(SKIP_HOP_BY_HOP), 'Host: svc\r\nX-A:  1 \r\nx-request-id: r\r\nContent-Length: 0\r\n');
+  t.is(head.fieldText(0), 'Connection: keep-alive\r\nHost: svc\r\nKeep-Alive: 5\r\nX-A:  1 \r\nx-request-id: r\r\nContent-Length: 0\r\nTE: trailers\r\n');
+  t.false(head.mapRead);
+  const response = Buffer.from('HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n\r\nok', 'latin1');
+  t.is((parseResponseHead(response, 0, response.length) as ResponseHead).fieldText(SKIP_HOP_BY_HOP), 'Content-Length: 2\r\n');
+});
+
+test('property: a head forwarded from its lines carries the same fields as one written from its map', (t) => {
+  const names = ['Host', 'host', 'X-A', 'x-a', 'Cookie', 'Set-Cookie', 'Connection', 'Keep-Alive', 'TE', 'Upgrade', 'X-Request-Id', 'traceparent', 'Content-Type', 'Accept', 'Proxy-Authorization', 'hostx', 'Tracestate'];
+  fc.assert(
+    fc.property(fc.array(fc.record({ name: fc.constantFrom(...names), value: fc.constantFrom('a', 'b c', '', ' d ', '1') }), { maxLength: 8 }), (fields) => {
+      const text = `GET / HTTP/1.1\r\nHost: svc\r\n${fields.map((field) => `${field.name}: ${field.value}\r\n`).join('')}\r\n`;
+      const head = request(text) as RequestHead;
+      if (head.firstWinsRepeated) return true;
+      const forwarded = request(`GET / HTTP/1.1\r\n${head.fieldText(SKIP_HOP_BY_HOP | SKIP_TRACE)}\r\n`) as RequestHead;
+      const expected: Record<string, unknown> = { ...head.headers };
+      for (const name of ['connection', 'keep-alive', 'te', 'upgrade', 'proxy-authorization', 'x-request-id', 'traceparent', 'tracestate']) delete expected[name];
+      t.deepEqual(forwarded.headers, expected);
+      return true;
+    }),
+    { numRuns: 500 },
+  );
 });

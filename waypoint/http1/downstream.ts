@@ -20,7 +20,7 @@ import type { HboneLegStream } from '../hbone-leg.ts';
 import { HALF_CLOSED_LINGER_MS } from '../stream-adapter.ts';
 import { Http1Error } from './errors.ts';
 import { parseRequestHead, type RequestHead } from './heads.ts';
-import { MAX_HEAD_BYTES, type HeaderMap } from './head-fields.ts';
+import { FIELD_HOST, MAX_HEAD_BYTES, type HeaderMap } from './head-fields.ts';
 import type { BodyReceiver } from './lean-try.ts';
 import type { Http1StreamReader, Http1Transport } from './transport.ts';
 
@@ -60,7 +60,8 @@ export class LeanExchange implements BodyReceiver {
   readonly method: string;
   url: string;
   readonly httpVersion = '1.1';
-  readonly headers: HeaderMap;
+  /** The parsed head: its fields are read in place (FieldFacts.value) until something reads the map (`headers`). */
+  readonly head: RequestHead;
   readonly body: Buffer[] = [];
   bodyBytes = 0;
   headersSent = false;
@@ -86,9 +87,19 @@ export class LeanExchange implements BodyReceiver {
     this.#connection = connection;
     this.method = head.method;
     this.url = head.url;
-    this.headers = head.headers;
+    this.head = head;
     this.#remaining = head.contentLength > 0 ? head.contentLength : 0;
     this.#closeAfter = head.connectionClose;
+  }
+
+  /** The fields in Node's shape, built on first read (policy, a route's header match, a modifier). */
+  get headers(): HeaderMap {
+    return this.head.headers;
+  }
+
+  /** The Host field as the map holds it ('' when absent), read without building the map. */
+  get authority(): string {
+    return this.head.value(FIELD_HOST) ?? '';
   }
 
   /** The client asked for the stream to close after this response (or the response's framing needs it). */

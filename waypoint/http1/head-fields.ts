@@ -1,11 +1,12 @@
 /**
  * The header section of an HTTP/1.1 head (RFC 9112 section 5), shared by the request and response parsers: each
  * field line checked as Node's llhttp checks it (token name, no whitespace before the colon, no obs-fold, no control
- * character but HTAB in the value, CRLF only), names lowercased once, and the fields gathered into Node's
- * `IncomingHttpHeaders` shape with Node's rules for repeats (the first of Host, Content-Type, Authorization, ...
- * wins; `set-cookie` is a list; `cookie` joined with `; `; the rest joined with `, `), so L7 policy and routes see
- * the same values on both HTTP/1.1 paths. The framing fields (Content-Length, Transfer-Encoding, Connection, Upgrade,
- * Expect) are read on the way.
+ * character but HTAB in the value, CRLF only), known names (KNOWN_NAMES) matched in place against interned constants,
+ * and the fields kept as positions in the head's text (FieldFacts). Node's `IncomingHttpHeaders` shape, with Node's
+ * rules for repeats (the first of Host, Content-Type, Authorization, ... wins; `set-cookie` is a list; `cookie`
+ * joined with `; `; the rest joined with `, `), is built only when something reads it, so L7 policy and routes see
+ * the same values on both HTTP/1.1 paths; a head nothing read is forwarded from its own lines. The framing fields
+ * (Content-Length, Transfer-Encoding, Connection, Upgrade, Expect) are read on the way.
  *
  * Owns: field-line syntax and the framing facts. Must not know about: request or status lines, bodies, sockets.
  */
@@ -20,21 +21,178 @@ export const MAX_HEADERS = 100;
 /** Node's shape for received fields, so routes, policy and filters take them as they take Node's. */
 export type HeaderMap = IncomingHttpHeaders;
 
-/** The framing facts of a head, read while its fields are gathered. */
-export interface FieldFacts {
-  headers: HeaderMap;
+/**
+ * Field names the parser knows, matched in place in the head's text (no slice, no lowercasing): a name's id is its
+ * index here. The first FIRST_WINS_COUNT are the fields whose repeats Node drops (the first one stays:
+ * _http_incoming.js matchKnownFields); the rest are read by the framing, forwarding or tracing code.
+ */
+const KNOWN_NAMES = [
+  '', 'host', 'content-length', 'content-type', 'user-agent', 'referer', 'authorization', 'proxy-authorization', 'if-modified-since', 'if-unmodified-since',
+  'from', 'location', 'max-forwards', 'retry-after', 'etag', 'last-modified', 'server', 'age', 'expires',
+  // Not first-wins:
+  'transfer-encoding', 'connection', 'upgrade', 'expect', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'proxy-authenticate', 'x-request-id', 'traceparent',
+  'tracestate', 'grpc-status', 'set-cookie', 'cookie',
+] as const;
+/** Ids 1..FIRST_WINS_COUNT are first-wins (each a bit of FieldFacts' seen mask). */
+const FIRST_WINS_COUNT = 18;
+
+/** A known field name's id (its index in KNOWN_NAMES). */
+export type KnownField = number;
+export const FIELD_HOST: KnownField = 1;
+export const FIELD_CONTENT_LENGTH: KnownField = 2;
+export const FIELD_TRANSFER_ENCODING: KnownField = KNOWN_NAMES.indexOf('transfer-encoding');
+export const FIELD_CONNECTION: KnownField = KNOWN_NAMES.indexOf('connection');
+export const FIELD_UPGRADE: KnownField = KNOWN_NAMES.indexOf('upgrade');
+export const FIELD_EXPECT: KnownField = KNOWN_NAMES.indexOf('expect');
+export const FIELD_KEEP_ALIVE: KnownField = KNOWN_NAMES.indexOf('keep-alive');
+export const FIELD_X_REQUEST_ID: KnownField = KNOWN_NAMES.indexOf('x-request-id');
+export const FIELD_TRACEPARENT: KnownField = KNOWN_NAMES.indexOf('traceparent');
+export const FIELD_TRACESTATE: KnownField = KNOWN_NAMES.indexOf('tracestate');
+export const FIELD_GRPC_STATUS: KnownField = KNOWN_NAMES.indexOf('grpc-status');
+const FIELD_SET_COOKIE: KnownField = KNOWN_NAMES.indexOf('set-cookie');
+const FIELD_COOKIE: KnownField = KNOWN_NAMES.indexOf('cookie');
+
+/** What a forwarded head leaves out of the fields it was given, as bits per known name (FIELD_KINDS). */
+export const SKIP_HOP_BY_HOP = 1;
+export const SKIP_TRACE = 2;
+/** Per known id, the SKIP_* groups it is in: hop-by-hop (RFC 9110 7.6.1, filters.ts's HOP_BY_HOP) and the trace fields the waypoint sets. */
+const FIELD_KINDS = new Uint8Array(KNOWN_NAMES.length);
+for (const name of ['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer', 'proxy-authorization', 'proxy-authenticate'] as const) FIELD_KINDS[KNOWN_NAMES.indexOf(name)] = SKIP_HOP_BY_HOP;
+for (const name of ['x-request-id', 'traceparent', 'tracestate'] as const) FIELD_KINDS[KNOWN_NAMES.indexOf(name)] = SKIP_TRACE;
+
+/** Known ids by name length, for the in-place match. */
+const KNOWN_BY_LENGTH: number[][] = [];
+for (let id = 1; id < KNOWN_NAMES.length; id++) (KNOWN_BY_LENGTH[KNOWN_NAMES[id]!.length] ??= []).push(id);
+for (let length = 0; length < KNOWN_BY_LENGTH.length; length++) KNOWN_BY_LENGTH[length] ??= [];
+
+/**
+ * The id of the (token) name text[start, end) among KNOWN_NAMES, case-insensitively; 0 when unknown. The known names
+ * are lowercase letters and '-', so `code | 0x20` folds the case: no other token character maps onto them.
+ */
+function knownFieldId(text: string, start: number, end: number): KnownField {
+  const length = end - start;
+  if (length >= KNOWN_BY_LENGTH.length) return 0;
+  const candidates = KNOWN_BY_LENGTH[length]!;
+  for (let index = 0; index < candidates.length; index++) {
+    const id = candidates[index]!;
+    const name = KNOWN_NAMES[id]!;
+    let at = 0;
+    while (at < length && (text.charCodeAt(start + at) | 0x20) === name.charCodeAt(at)) at++;
+    if (at === length) return id;
+  }
+  return 0;
+}
+
+/** Per field line in FieldFacts.lines: where its name starts, its colon, its value's start and end, its line's end, its known id. */
+const LINE_STRIDE = 6;
+
+/**
+ * The fields of a head, kept as positions in its text, and the framing facts read while they were checked. The map
+ * in Node's shape (`headers`) is built the first time something reads it (policy, a route's header match, a header
+ * modifier); a head nothing read is forwarded from its own lines (`fieldText`), and the fields the proxy needs
+ * (Host, x-request-id, traceparent, ...) are read in place (`value`).
+ */
+export class FieldFacts {
+  /** The head's text (latin1, without its final CRLF CRLF), start line included. */
+  readonly text: string;
+  /** LINE_STRIDE numbers per field line, in order. */
+  readonly lines: number[] = [];
   /** -1: no Content-Length. */
-  contentLength: number;
+  contentLength = -1;
   /** Transfer-Encoding's last coding is chunked. */
-  chunked: boolean;
+  chunked = false;
   /** A Transfer-Encoding was given (chunked or not). */
-  transferEncoding: boolean;
-  connectionClose: boolean;
-  connectionKeepAlive: boolean;
+  transferEncoding = false;
+  connectionClose = false;
+  connectionKeepAlive = false;
   /** An Upgrade field was given. */
-  upgrade: boolean;
+  upgrade = false;
   /** The Expect field's value ('' when absent). */
-  expect: string;
+  expect = '';
+  /** Bit id set: a first-wins field (1..FIRST_WINS_COUNT) was seen. */
+  firstWinsSeen = 0;
+  /** A first-wins field came twice: only its first is passed on, so the head is forwarded from the map, never its lines. */
+  firstWinsRepeated = false;
+  #headers: HeaderMap | undefined;
+
+  constructor(text: string) {
+    this.text = text;
+  }
+
+  /** The fields in Node's shape (built on first read; whoever reads it may change it, and the head then goes from it). */
+  get headers(): HeaderMap {
+    return (this.#headers ??= this.#map());
+  }
+
+  /** Whether the map was built: something read (and may have changed) the fields, so they go on from the map. */
+  get mapRead(): boolean {
+    return this.#headers !== undefined;
+  }
+
+  /** Whether a first-wins field came (no scan). */
+  has(id: KnownField): boolean {
+    return id <= FIRST_WINS_COUNT ? (this.firstWinsSeen & (1 << id)) !== 0 : this.value(id) !== undefined;
+  }
+
+  /**
+   * The value of known field `id` as the map holds it (undefined when absent; a repeat joined as the map joins it),
+   * read from the lines while the map was not built.
+   */
+  value(id: KnownField): string | undefined {
+    if (this.#headers !== undefined) {
+      const value = (this.#headers as Record<string, string | string[] | undefined>)[KNOWN_NAMES[id]!];
+      return Array.isArray(value) ? value.join(', ') : value;
+    }
+    const lines = this.lines;
+    let found = -1;
+    for (let at = 0; at < lines.length; at += LINE_STRIDE) {
+      if (lines[at + 5] !== id) continue;
+      if (id <= FIRST_WINS_COUNT) {
+        found = at;
+        break;
+      }
+      // A repeat: joined as the map joins it.
+      if (found >= 0) return this.#joined(id);
+      found = at;
+    }
+    return found < 0 ? undefined : this.text.slice(lines[found + 2], lines[found + 3]);
+  }
+
+  #joined(id: KnownField): string | undefined {
+    const value = (this.headers as Record<string, string | string[] | undefined>)[KNOWN_NAMES[id]!];
+    return Array.isArray(value) ? value.join(', ') : value;
+  }
+
+  /**
+   * The field lines as received (each ending CRLF), without those in the SKIP_* groups `skip`: runs of lines sliced
+   * from the head's text. Only for a head whose map was not read (mapRead false) and with no first-wins repeat.
+   */
+  fieldText(skip: number): string {
+    const lines = this.lines;
+    const text = this.text;
+    if (lines.length === 0) return '';
+    let result = '';
+    let runStart = lines[0]!;
+    for (let at = 0; at < lines.length; at += LINE_STRIDE) {
+      if ((FIELD_KINDS[lines[at + 5]!]! & skip) === 0) continue;
+      const lineStart = lines[at]!;
+      if (lineStart > runStart) result += text.slice(runStart, lineStart);
+      runStart = lines[at + 4]! + 2;
+    }
+    if (runStart < text.length) result += `${text.slice(runStart)}\r\n`;
+    return result;
+  }
+
+  #map(): HeaderMap {
+    const headers: HeaderMap = {};
+    const lines = this.lines;
+    const text = this.text;
+    for (let at = 0; at < lines.length; at += LINE_STRIDE) {
+      const id = lines[at + 5]!;
+      addField(headers, id, id === 0 ? text.slice(lines[at], lines[at + 1]).toLowerCase() : KNOWN_NAMES[id]!, text.slice(lines[at + 2], lines[at + 3]));
+    }
+    return headers;
+  }
 }
 
 /** RFC 9110 tchar, as a table by character code. */
@@ -53,21 +211,16 @@ export function isToken(text: string, start: number, end: number): boolean {
   return true;
 }
 
-/** Fields whose repeats Node drops (the first one stays): _http_incoming.js matchKnownFields. */
-const FIRST_WINS: ReadonlySet<string> = new Set([
-  'content-type', 'content-length', 'user-agent', 'referer', 'host', 'authorization', 'proxy-authorization', 'if-modified-since',
-  'if-unmodified-since', 'from', 'location', 'max-forwards', 'retry-after', 'etag', 'last-modified', 'server', 'age', 'expires',
-]);
-
-function addField(fields: HeaderMap, name: string, value: string): void {
+/** Adds one field to a map with Node's rules for repeats (`id`: its known id, 0 when unknown). */
+function addField(fields: HeaderMap, id: KnownField, name: string, value: string): void {
   const headers = fields as Record<string, string | string[]>;
   const existing = headers[name];
   if (existing === undefined) {
-    headers[name] = name === 'set-cookie' ? [value] : value;
-  } else if (name === 'set-cookie') {
+    headers[name] = id === FIELD_SET_COOKIE ? [value] : value;
+  } else if (id === FIELD_SET_COOKIE) {
     (existing as string[]).push(value);
-  } else if (!FIRST_WINS.has(name)) {
-    headers[name] = `${existing as string}${name === 'cookie' ? '; ' : ', '}${value}`;
+  } else if (id === 0 || id > FIRST_WINS_COUNT) {
+    headers[name] = `${existing as string}${id === FIELD_COOKIE ? '; ' : ', '}${value}`;
   }
 }
 
@@ -88,7 +241,8 @@ function listHas(list: string, token: string): boolean {
  * after the start line's CRLF (or head.length when there are none). An Http1Error for the first rule broken.
  */
 export function parseFields(head: string, start: number): FieldFacts | Http1Error {
-  const facts: FieldFacts = { headers: {}, contentLength: -1, chunked: false, transferEncoding: false, connectionClose: false, connectionKeepAlive: false, upgrade: false, expect: '' };
+  const facts = new FieldFacts(head);
+  const lines = facts.lines;
   let count = 0;
   let lineStart = start;
   while (lineStart < head.length) {
@@ -115,32 +269,42 @@ export function parseFields(head: string, start: number): FieldFacts | Http1Erro
     }
     while (valueStart < valueEnd && (head.charCodeAt(valueStart) === 0x20 || head.charCodeAt(valueStart) === 0x09)) valueStart++;
     while (valueEnd > valueStart && (head.charCodeAt(valueEnd - 1) === 0x20 || head.charCodeAt(valueEnd - 1) === 0x09)) valueEnd--;
-    const name = head.slice(lineStart, colon).toLowerCase();
-    const value = head.slice(valueStart, valueEnd);
-    const broken = noteFraming(facts, name, value);
-    if (broken !== undefined) return broken;
-    addField(facts.headers, name, value);
+    const id = knownFieldId(head, lineStart, colon);
+    if (id !== 0) {
+      if (id <= FIRST_WINS_COUNT) {
+        const bit = 1 << id;
+        if ((facts.firstWinsSeen & bit) !== 0) facts.firstWinsRepeated = true;
+        facts.firstWinsSeen |= bit;
+      }
+      const broken = noteFraming(facts, id, head, valueStart, valueEnd);
+      if (broken !== undefined) return broken;
+    }
+    lines.push(lineStart, colon, valueStart, valueEnd, lineEnd, id);
     lineStart = lineEnd + 2;
   }
   if (facts.transferEncoding && facts.contentLength >= 0) return new Http1Error('HTTP1_BAD_CONTENT_LENGTH', 'both Content-Length and Transfer-Encoding');
   return facts;
 }
 
-function noteFraming(facts: FieldFacts, name: string, value: string): Http1Error | undefined {
-  switch (name) {
-    case 'content-length': {
+/** Reads a framing field's value head[start, end) into `facts`; an Http1Error when it breaks a rule. */
+function noteFraming(facts: FieldFacts, id: KnownField, head: string, start: number, end: number): Http1Error | undefined {
+  switch (id) {
+    case FIELD_CONTENT_LENGTH: {
       if (facts.contentLength >= 0) return new Http1Error('HTTP1_BAD_CONTENT_LENGTH', 'Content-Length given twice');
-      if (value.length === 0 || value.length > 15) return new Http1Error('HTTP1_BAD_CONTENT_LENGTH', `Content-Length ${JSON.stringify(value)} is not a length`);
-      for (let index = 0; index < value.length; index++) {
-        const code = value.charCodeAt(index);
-        if (code < 0x30 || code > 0x39) return new Http1Error('HTTP1_BAD_CONTENT_LENGTH', `Content-Length ${JSON.stringify(value)} is not a length`);
+      if (end === start || end - start > 15) return new Http1Error('HTTP1_BAD_CONTENT_LENGTH', `Content-Length ${JSON.stringify(head.slice(start, end))} is not a length`);
+      let length = 0;
+      for (let index = start; index < end; index++) {
+        const code = head.charCodeAt(index);
+        if (code < 0x30 || code > 0x39) return new Http1Error('HTTP1_BAD_CONTENT_LENGTH', `Content-Length ${JSON.stringify(head.slice(start, end))} is not a length`);
+        length = length * 10 + (code - 0x30);
       }
-      facts.contentLength = Number(value);
+      facts.contentLength = length;
       return undefined;
     }
-    case 'transfer-encoding': {
+    case FIELD_TRANSFER_ENCODING: {
       if (facts.transferEncoding) return new Http1Error('HTTP1_BAD_TRANSFER_ENCODING', 'Transfer-Encoding given twice');
       facts.transferEncoding = true;
+      const value = head.slice(start, end);
       const comma = value.lastIndexOf(',');
       const last = value.slice(comma + 1).trim().toLowerCase();
       // chunked must be the last coding, and only there (RFC 9112 6.1).
@@ -148,15 +312,17 @@ function noteFraming(facts: FieldFacts, name: string, value: string): Http1Error
       if (!facts.chunked) return new Http1Error('HTTP1_BAD_TRANSFER_ENCODING', `Transfer-Encoding ${JSON.stringify(value)} does not end with chunked`);
       return undefined;
     }
-    case 'connection':
+    case FIELD_CONNECTION: {
+      const value = head.slice(start, end);
       if (listHas(value, 'close')) facts.connectionClose = true;
       if (listHas(value, 'keep-alive')) facts.connectionKeepAlive = true;
       return undefined;
-    case 'upgrade':
+    }
+    case FIELD_UPGRADE:
       facts.upgrade = true;
       return undefined;
-    case 'expect':
-      facts.expect = value;
+    case FIELD_EXPECT:
+      facts.expect = head.slice(start, end);
       return undefined;
     default:
       return undefined;

@@ -10,7 +10,7 @@
  */
 import { METHODS } from 'node:http';
 import { Http1Error } from './errors.ts';
-import { MAX_HEAD_BYTES, parseFields, type FieldFacts } from './head-fields.ts';
+import { FIELD_HOST, MAX_HEAD_BYTES, parseFields, type FieldFacts } from './head-fields.ts';
 
 const KNOWN_METHODS: ReadonlySet<string> = new Set(METHODS);
 const HEAD_END = Buffer.from('\r\n\r\n', 'latin1');
@@ -78,7 +78,7 @@ export function parseRequestHead(bytes: Buffer, start: number, end: number): Req
   if (httpVersion === undefined) return new Http1Error('HTTP1_BAD_REQUEST_LINE', `version ${JSON.stringify(head.slice(targetEnd + 1, Math.min(lineEnd, targetEnd + 20)))} is not HTTP/1.1, 1.0, 0.9 or 2.0`);
   const facts = parseFields(head, Math.min(lineEnd + 2, head.length));
   if (facts instanceof Http1Error) return facts;
-  if (httpVersion === '1.1' && facts.headers.host === undefined) return new Http1Error('HTTP1_MISSING_HOST', 'an HTTP/1.1 request without Host');
+  if (httpVersion === '1.1' && !facts.has(FIELD_HOST)) return new Http1Error('HTTP1_MISSING_HOST', 'an HTTP/1.1 request without Host');
   const result = facts as RequestHead;
   result.method = method;
   result.url = head.slice(methodEnd + 1, targetEnd);

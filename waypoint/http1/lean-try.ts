@@ -12,7 +12,7 @@ import type { Service } from '../../shared/mesh/service.ts';
 import type { Workload } from '../../shared/mesh/workload.ts';
 import type { EndpointChooser } from '../destination/destination-traffic.ts';
 import { WaypointError } from '../errors.ts';
-import type { Attempt, AttemptOutcome } from '../request-attempts.ts';
+import type { Attempt, AttemptOutcome, OutcomeListener } from '../request-attempts.ts';
 import type { Upstreams } from '../upstream.ts';
 import type { ResponseHead } from './heads.ts';
 import type { UpstreamHttp1Pool } from './upstream-pool.ts';
@@ -41,13 +41,16 @@ export interface LeanTryRequest {
 }
 
 export class LeanTry implements Attempt<ResponseHead>, ResponseSink {
-  readonly outcome: Promise<AttemptOutcome<ResponseHead>>;
   endpoint: Workload | undefined;
   /** `ip:port` dialled ('' before the pick). */
   address = '';
   host = '';
   timedOut = false;
-  #resolve!: (outcome: AttemptOutcome<ResponseHead>) => void;
+  /** The outcome, once known (the first one counts, as a promise's first resolution). */
+  #result: AttemptOutcome<ResponseHead> | undefined;
+  #listener: OutcomeListener<ResponseHead> | undefined;
+  #promise: Promise<AttemptOutcome<ResponseHead>> | undefined;
+  #resolvePromise: ((outcome: AttemptOutcome<ResponseHead>) => void) | undefined;
   readonly #upstreams: Upstreams;
   #stream: UpstreamHttp1Stream | undefined;
   #receiver: BodyReceiver | undefined;
@@ -60,8 +63,31 @@ export class LeanTry implements Attempt<ResponseHead>, ResponseSink {
 
   constructor(upstreams: Upstreams, pool: UpstreamHttp1Pool, request: LeanTryRequest) {
     this.#upstreams = upstreams;
-    this.outcome = new Promise((resolve) => (this.#resolve = resolve));
     this.#start(pool, request);
+  }
+
+  /** The outcome as a promise (made only when asked for: the try loop's runThen is told through `notify`). */
+  get outcome(): Promise<AttemptOutcome<ResponseHead>> {
+    if (this.#promise === undefined) {
+      const result = this.#result;
+      this.#promise = result !== undefined ? Promise.resolve(result) : new Promise((resolve) => (this.#resolvePromise = resolve));
+    }
+    return this.#promise;
+  }
+
+  notify(listener: OutcomeListener<ResponseHead>): void {
+    const result = this.#result;
+    if (result !== undefined) listener.attemptSettled(this, result);
+    else this.#listener = listener;
+  }
+
+  #resolve(outcome: AttemptOutcome<ResponseHead>): void {
+    if (this.#result !== undefined) return;
+    this.#result = outcome;
+    const listener = this.#listener;
+    this.#listener = undefined;
+    this.#resolvePromise?.(outcome);
+    listener?.attemptSettled(this, outcome);
   }
 
   #start(pool: UpstreamHttp1Pool, request: LeanTryRequest): void {
@@ -82,8 +108,9 @@ export class LeanTry implements Attempt<ResponseHead>, ResponseSink {
     if (request.timeoutMs > 0) {
       this.#timer = setTimeout(() => {
         this.timedOut = true;
-        this.#resolve({ error: new WaypointError('WAYPOINT_BACKEND_TIMEOUT', `no response from ${this.address} within timeouts.backendRequest ${request.timeoutMs} ms`) });
+        // Aborted first: the outcome's listener runs at once and may answer the client or start the next try.
         this.abort();
+        this.#resolve({ error: new WaypointError('WAYPOINT_BACKEND_TIMEOUT', `no response from ${this.address} within timeouts.backendRequest ${request.timeoutMs} ms`) });
       }, request.timeoutMs);
     }
     if (acquired instanceof Promise) {

@@ -48,6 +48,11 @@ export function responseHeadText(status: number, headers: OutgoingHttpHeaders, f
   return `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\n${fieldLines(headers, skip)}${framing}\r\n`;
 }
 
+/** A status line (with its CRLF). */
+export function responseStatusLine(status: number): string {
+  return `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\n`;
+}
+
 /** One field line (`name: value` CRLF); throws HeaderValueError for a value that would split the head. */
 export function fieldLineText(name: string, value: string): string {
   return fieldLine(name, value);

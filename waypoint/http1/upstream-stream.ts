@@ -13,6 +13,7 @@
  */
 import { ChunkedDecoder } from './chunked.ts';
 import { Http1Error } from './errors.ts';
+import { FIELD_KEEP_ALIVE } from './head-fields.ts';
 import { parseResponseHead, type ResponseHead } from './heads.ts';
 import type { SharedReadBuffer } from '../../shared/hbone/pooled-reads.ts';
 import type { Http1StreamReader, Http1Transport } from './transport.ts';
@@ -167,7 +168,8 @@ export class UpstreamHttp1Stream implements Http1StreamReader {
         this.#fail(head);
         return;
       }
-      const rest = head.size < bytes.length ? (view ? Buffer.from(bytes.subarray(head.size)) : bytes.subarray(head.size)) : undefined;
+      // What follows the head: a view of `bytes` (copied below if `bytes` is a read buffer's and it is still held).
+      const rest = head.size < bytes.length ? bytes.subarray(head.size) : undefined;
       if (head.status < 200) {
         if (head.status === 101) {
           this.#fail(new Http1Error('HTTP1_BAD_STATUS_LINE', 'a 101 answer to a request that asked for no upgrade'));
@@ -176,7 +178,7 @@ export class UpstreamHttp1Stream implements Http1StreamReader {
         // 100 Continue or 103 Early Hints: the final response follows.
         this.#pending = undefined;
         if (rest === undefined) return;
-        bytes = rest;
+        bytes = view ? Buffer.from(rest) : rest;
         view = false;
         continue;
       }
@@ -184,7 +186,10 @@ export class UpstreamHttp1Stream implements Http1StreamReader {
       this.#held = rest;
       this.#framing(head);
       this.#phase = PHASE_HELD;
+      // The lean path usually takes the body within onHead (its try loop is told synchronously): the bytes that came
+      // with the head go on from the read buffer itself. Still held after it, they are copied (the view dies now).
       this.#sink?.onHead(head);
+      if (view && rest !== undefined && this.#held === rest) this.#held = Buffer.from(rest);
       return;
     }
   }
@@ -201,7 +206,7 @@ export class UpstreamHttp1Stream implements Http1StreamReader {
       this.#remaining = head.contentLength;
     } else this.#bodyMode = BODY_CLOSE;
     this.#keepAlive = this.#bodyMode !== BODY_CLOSE && (head.minorVersion === 1 ? !head.connectionClose : head.connectionKeepAlive);
-    const hint = head.headers['keep-alive'];
+    const hint = head.value(FIELD_KEEP_ALIVE);
     if (typeof hint === 'string') {
       const seconds = KEEP_ALIVE_TIMEOUT.exec(hint);
       if (seconds !== null && Number(seconds[1]) > 1) this.idleTimeoutMs = Math.min(this.idleTimeoutMs, (Number(seconds[1]) - 1) * 1000);

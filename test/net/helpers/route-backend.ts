@@ -22,6 +22,8 @@ interface Seen {
   method: string;
   url: string;
   headers: http.IncomingHttpHeaders;
+  /** The field lines as they came (name, value, name, value, ...): repeats and case that `headers` folds. */
+  rawHeaders: string[];
   bytes: number;
 }
 
@@ -52,7 +54,7 @@ const server = http.createServer((request, response) => {
   let bytes = 0;
   request.on('data', (chunk: Buffer) => (bytes += chunk.length));
   request.on('end', () => {
-    seen.push({ method: request.method ?? '', url: request.url ?? '', headers: request.headers, bytes });
+    seen.push({ method: request.method ?? '', url: request.url ?? '', headers: request.headers, rawHeaders: request.rawHeaders, bytes });
     const requestId = header(request, 'x-request-id') ?? '';
     const tries = (triesByRequestId.get(requestId) ?? 0) + 1;
     triesByRequestId.set(requestId, tries);
