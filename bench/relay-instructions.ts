@@ -6,7 +6,14 @@
  * suite's CPU rows (quiet runs only) stay the figure of record. User space only: the kernel's part is the mesh
  * suite's "in the kernel" row.
  *
- *   node bench/relay-instructions.ts [--pairs stunnel,own,node] [--rate 20] [--warm-rounds 10] [--rounds 6] [--keep-dumps DIR]
+ *   node bench/relay-instructions.ts [--pairs stunnel,own,node] [--rate 20] [--closed-loop N] [--warm-rounds 10] [--rounds 6] [--keep-dumps DIR]
+ *
+ * `--closed-loop N`: each round is N sequential round trips on a new connection (the next request leaves when the
+ * answer is back) instead of `--rate` per second for 10 s. At a fixed rate a relay slowed ~50x by callgrind on a
+ * busy machine falls behind and takes several requests per wake-up (measured 2026-12-07 at load ~15: 0.55-0.75
+ * TLS writes per request per end at 10/s), so the counts per request depend on the load after all; closed loop,
+ * every request is a wake-up of its own at any load. (No idle time between requests, so V8's memory reducer, which
+ * starts GCs in a relay that looks idle, runs less than at a low rate: read the main thread without GC.)
  *
  * Each relay runs under `valgrind --tool=callgrind --separate-threads=yes`; after the warm-up rounds (10 s each: the
  * JIT tiers up by invocation counts, so a relay needs a few thousand requests before its code is what it runs at
@@ -32,6 +39,7 @@ const { values } = parseArgs({
   options: {
     pairs: { type: 'string', default: 'stunnel,own' },
     rate: { type: 'string', default: '20' },
+    'closed-loop': { type: 'string' },
     'warm-rounds': { type: 'string', default: '10' },
     rounds: { type: 'string', default: '6' },
     'keep-dumps': { type: 'string' },
@@ -81,7 +89,13 @@ const rows: string[] = [];
 try {
   const targetTool = nodeTool('target.ts', []);
   const target = await group.start('target', targetTool.command, targetTool.args);
-  const load = (port: number): Promise<{ completed: number }> => {
+  const closedLoop = values['closed-loop'] === undefined ? undefined : Number(values['closed-loop']);
+  const load = async (port: number): Promise<{ completed: number }> => {
+    if (closedLoop !== undefined) {
+      const tool = nodeTool('load.ts', ['rtt', '--count', String(closedLoop), '--warmup', '0', '--size', '1024', '--port', String(port)]);
+      await group.run('load', tool.command, tool.args);
+      return { completed: closedLoop };
+    }
     const tool = nodeTool('load.ts', ['rate-rtt', '--rate', String(rate), '--duration', String(ROUND_SECONDS), '--connections', '1', '--size', '1024', '--port', String(port)]);
     return group.run<{ completed: number }>('load', tool.command, tool.args);
   };
@@ -119,10 +133,15 @@ try {
 const load1 = loadavg()[0]!.toFixed(1);
 process.stdout.write([
   '',
-  `Instructions per 1 KiB request and answer (thousands), ${rate}/s on one connection, callgrind; load average ${load1} at the end (does not move the counts)`,
+  `Instructions per 1 KiB request and answer (thousands), ${closedLoopLabel()}, callgrind; load average ${load1} at the end (does not move the counts)`,
   '',
   '| pair | requests measured | client end: all threads (main thread) | server end: all (main) | one end, mean | ÷ stunnel |',
   '|---|---:|---:|---:|---:|---:|',
   ...rows,
   '',
 ].join('\n'));
+
+function closedLoopLabel(): string {
+  const closedLoop = values['closed-loop'];
+  return closedLoop === undefined ? `${rate}/s on one connection` : `closed loop, ${closedLoop} sequential round trips per connection`;
+}

@@ -151,7 +151,7 @@ test('streams on two TLS connections written while the peer does not read arrive
     }
   }
   // Backed up for real: both clients hold data they could not hand to the kernel.
-  t.true(await waitFor(() => clients.every((client) => (client.socket.writableLength as number) > 0), 20_000), 'the TLS sockets never backed up');
+  t.true(await waitFor(() => clients.every((client) => client.unsentBytes > 0), 20_000), 'the TLS sockets never backed up');
   for (const socket of server.sockets) socket.resume();
 
   const expected = await Promise.all(sent);

@@ -5,6 +5,7 @@ import type net from 'node:net';
 import { hboneImplementation } from '../../shared/hbone/config.ts';
 import { pooledReadBuffers, pooledReadStats, sharedReadBuffers } from '../../shared/hbone/pooled-reads.ts';
 import { readBufferScavenges } from '../../shared/hbone/buffer-scavenge.ts';
+import { directWriteStats, socketWriteMode } from '../../shared/hbone/direct-writes.ts';
 import { socketPair, startPair, startTarget } from '../helpers/hbone.ts';
 
 /**
@@ -70,6 +71,7 @@ test('tunnels backed up at both ends carry every byte intact while the splices r
   const pair = await startPair();
   const statsBefore = pooledReadStats();
   const scavengesBefore = readBufferScavenges();
+  const writesBefore = directWriteStats();
   const sockets = await Promise.all(Array.from({ length: STREAMS }, () => socketPair()));
   t.teardown(async () => {
     for (const pairOfSockets of sockets) pairOfSockets.close();
@@ -106,6 +108,17 @@ test('tunnels backed up at both ends carry every byte intact while the splices r
   const stats = pooledReadStats();
   t.true(stats.pooledSockets - statsBefore.pooledSockets >= 2 * STREAMS, `sockets switched to pooled reads: ${JSON.stringify(stats)}`);
   t.is(stats.unsupportedSockets, statsBefore.unsupportedSockets, 'no socket left on plain reads');
+  // The own layer writes its TLS and TCP sockets through their handles (shared/hbone/direct-writes.ts) unless that is
+  // switched off (AMBIT_HBONE_STREAM_WRITES=1): backed up, some writes waited for their completion, the rest of the
+  // TCP writes went at once; none failed.
+  const writes = directWriteStats();
+  if (socketWriteMode === 'handle' && hboneImplementation() === 'own') {
+    t.true(writes.writesInFlight > writesBefore.writesInFlight, `writes completed later: ${JSON.stringify(writes)}`);
+    t.true(writes.writesAtOnce > writesBefore.writesAtOnce, `writes taken at once: ${JSON.stringify(writes)}`);
+    t.is(writes.writesFailed, writesBefore.writesFailed, 'no direct write failed');
+  } else {
+    t.deepEqual(writes, writesBefore, 'no direct writes on the public path');
+  }
 });
 
 /**

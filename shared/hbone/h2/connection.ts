@@ -38,6 +38,7 @@ import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import { TLSSocket } from 'node:tls';
 import { SharedPooledReader, type SharedReadBuffer } from '../pooled-reads.ts';
+import { DirectWriter, WRITE_FAILED } from '../direct-writes.ts';
 import { emptyList } from '../lists.ts';
 import { deferToTurnEnd } from '../read-turn.ts';
 import {
@@ -254,6 +255,13 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
   readonly #copyingWrites: boolean;
   /** Nested in an outer HTTP/2 stream (stream-transport.ts): flushed once per loop turn (see #write). */
   readonly #nested: boolean;
+  /**
+   * TLS socket: the tick's frames go to its handle without the socket's Writable (../direct-writes.ts), one write
+   * in flight; what is gathered meanwhile is written from its completion. Undefined: `socket.write` (fallback).
+   */
+  readonly #direct: DirectWriter | undefined;
+  /** The connection ended while a direct write was in flight: the socket is ended once it has completed. */
+  #endAfterWrite = false;
   #slab = Buffer.allocUnsafeSlow(HEADER_SLAB_BYTES);
   #slabOffset = 0;
 
@@ -275,6 +283,7 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
     this.role = options.role;
     this.#copyingWrites = socket instanceof TLSSocket;
     this.#nested = socket instanceof H2StreamTransport;
+    this.#direct = this.#copyingWrites ? DirectWriter.attach(socket as TLSSocket, this.#onDirectWritten) : undefined;
     this.#streamWindow = options.streamWindowBytes ?? DEFAULT_STREAM_WINDOW_BYTES;
     this.#connectionWindow = options.connectionWindowBytes ?? DEFAULT_CONNECTION_WINDOW_BYTES;
     this.#maxConcurrentStreams = options.maxConcurrentStreams ?? DEFAULT_SERVER_MAX_CONCURRENT_STREAMS;
@@ -460,6 +469,14 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
     return true;
   }
 
+  /**
+   * Bytes written on this connection and not yet handed to the socket's handle: the socket's own queue, and what
+   * waits here (behind a direct write in flight, or for the end of the tick). Outside a tick, above zero means backed up.
+   */
+  get unsentBytes(): number {
+    return this.socket.writableLength + this.#outBytes;
+  }
+
   /** True while the socket's queue is below its high-water mark. */
   socketHasRoom(): boolean {
     return this.socket.writableLength + this.#outBytes < SOCKET_HIGH_WATER_BYTES;
@@ -527,6 +544,15 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
       this.#writeNested(socket);
       return;
     }
+    const direct = this.#direct;
+    if (direct !== undefined) {
+      // One write in flight: the rest waits in `#out` for its completion (#onDirectWritten flushes again).
+      if (direct.busy) return;
+      if (direct.ready()) {
+        this.#writeDirect(direct);
+        return;
+      }
+    }
     if (this.#copyingWrites && this.#outBytes <= SEND_BUFFER_BYTES && socket.writableLength === 0 && !socket.writableCorked && !(socket as TLSSocket).connecting) {
       this.#writeCopied(socket);
       return;
@@ -567,6 +593,57 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
     this.#clearOut();
     if (this.#drainWaiters.size > 0) this.#notifyDrained();
   }
+
+  /**
+   * Writes the gathered frames to the TLS handle: one piece as it is, several copied into the shared send buffer
+   * (a single buffer OpenSSL encrypts in place; a writev's pieces TLSWrap would copy into a fresh allocation first),
+   * more than that buffer holds as one writev. TLSWrap has encrypted (or copied) the bytes when the call returns, so
+   * the pieces are free at once, as in #writeCopied; the write itself completes later (#onDirectWritten).
+   */
+  #writeDirect(direct: DirectWriter): void {
+    const out = this.#out;
+    const bytes = this.#outBytes;
+    this.#outBytes = 0;
+    let result;
+    if (out.length === 1) {
+      result = direct.write(out[0]!);
+    } else if (bytes <= SEND_BUFFER_BYTES) {
+      const buffer = (sharedSendBuffer ??= Buffer.allocUnsafeSlow(SEND_BUFFER_BYTES));
+      let offset = 0;
+      for (let index = 0; index < out.length; index++) {
+        const piece = out[index]!;
+        buffer.set(piece, offset);
+        offset += piece.length;
+      }
+      let view = sharedSendView;
+      if (view === undefined || view.length !== bytes) view = sharedSendView = buffer.subarray(0, bytes);
+      result = direct.write(view);
+    } else {
+      result = direct.writev(out.slice());
+    }
+    if (result === WRITE_FAILED) {
+      // The socket is being destroyed with the error ('error', then 'close' tear the connection down): as a write
+      // to a destroyed socket, the pieces are dropped and their H2WriteDones not called.
+      emptyList(out);
+      emptyList(this.#outDone);
+      this.#outDoneCount = 0;
+      return;
+    }
+    this.#clearOut();
+    if (this.#drainWaiters.size > 0) this.#notifyDrained();
+  }
+
+  // The direct write in flight has completed: what was gathered meanwhile goes now, then a deferred end.
+  readonly #onDirectWritten = (error: Error | undefined): void => {
+    if (error !== undefined) return;
+    if (this.#out.length > 0) this.flush();
+    const socket = this.socket;
+    if (this.#endAfterWrite && !this.#direct!.busy && !socket.destroyed) {
+      this.#endAfterWrite = false;
+      socket.end();
+    }
+    if (this.#drainWaiters.size > 0) this.#notifyDrained();
+  };
 
   /** Writes the gathered frames as they are: one buffer, a small concatenation, or a corked writev. */
   #writeGathered(socket: Duplex): void {
@@ -795,7 +872,9 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
     const socket = this.socket;
     this.flush();
     if (!socket.destroyed) {
-      socket.end();
+      // Behind a direct write in flight the end waits for its completion (no shutdown while TLSWrap writes).
+      if (this.#direct?.busy) this.#endAfterWrite = true;
+      else socket.end();
       setTimeout(destroySocket, CLOSE_FLUSH_MS, socket).unref();
     }
     if (this.#error && this.listenerCount('error') > 0) this.emit('error', this.#error);

@@ -30,6 +30,7 @@ import { readSocketInto, type PooledReader, type SharedReadBuffer } from '../poo
 import { resetSocket } from '../splice.ts';
 import { emptyList } from '../lists.ts';
 import { deferToTurnEnd } from '../read-turn.ts';
+import { DirectWriter, WRITE_DONE, WRITE_FAILED } from '../direct-writes.ts';
 import { H2_CANCEL, H2_CONNECT_ERROR, h2ErrorName } from './errors.ts';
 import type { H2Stream, H2StreamHandler } from './stream.ts';
 
@@ -51,6 +52,9 @@ export function spliceH2(socket: net.Socket, stream: H2Stream): Promise<H2Splice
 function writeSpliceTurn(splice: H2Splice): void {
   splice.writeTurn();
 }
+
+/** Released with this when a direct write failed: its buffers are not reused (the failed write may still hold them). */
+const FAILED_WRITE = new Error('the write failed');
 
 /** The zero-byte write whose completion says that every write queued before it has completed (see writeTurn). */
 const WRITES_BEFORE_DONE = Buffer.alloc(0);
@@ -75,6 +79,21 @@ class H2Splice implements H2StreamHandler {
   readonly #heldForWrites: SharedReadBuffer[] = [];
   /** Per zero-byte write in flight, oldest first: how many of `#heldForWrites` its completion releases. */
   readonly #batchCounts: number[] = [];
+  /**
+   * Writes to the socket's handle without its Writable (../direct-writes.ts), one in flight; what the stream delivers
+   * meanwhile stays in the turn's lists and is written from its completion. Undefined: `socket.write` (fallback).
+   */
+  readonly #direct: DirectWriter | undefined;
+  /** The pieces of the direct write in flight (a writev's array, kept until it completes). */
+  readonly #flightChunks: Buffer[] = [];
+  /** Beside `#flightChunks`: their shared read buffers, released by the write's completion. */
+  readonly #flightShared: Array<SharedReadBuffer | undefined> = [];
+  /** Bytes gathered in the turn's lists (while a direct write is in flight they wait there). */
+  #turnBytes = 0;
+  /** The stream's reading was paused because the gathered bytes behind a direct write in flight grew too many. */
+  #pausedForDirect = false;
+  /** The stream ended while a direct write was in flight: the socket is ended once everything gathered is written. */
+  #endAfterWrites = false;
 
   constructor(socket: net.Socket, stream: H2Stream, resolve: (result: H2SpliceResult) => void) {
     this.#socket = socket;
@@ -82,6 +101,7 @@ class H2Splice implements H2StreamHandler {
     this.#resolve = resolve;
     this.#bytesReadAtStart = socket.bytesRead - socket.readableLength;
     this.#bytesWrittenAtStart = socket.bytesWritten;
+    this.#direct = DirectWriter.attach(socket, this.#onDirectWritten);
     socket.allowHalfOpen = true;
     if (!socket.connecting && !socket.destroyed) socket.setNoDelay(true);
     socket.on('error', this.#onSocketError);
@@ -137,6 +157,7 @@ class H2Splice implements H2StreamHandler {
     if (this.#turnChunks.length === 0) deferToTurnEnd(writeSpliceTurn, this);
     this.#turnChunks.push(chunk);
     this.#turnShared.push(shared);
+    this.#turnBytes += chunk.length;
   }
 
   /**
@@ -158,8 +179,25 @@ class H2Splice implements H2StreamHandler {
       for (let index = 0; index < count; index++) shared[index]?.release();
       emptyList(chunks);
       emptyList(shared);
+      this.#turnBytes = 0;
       return;
     }
+    const direct = this.#direct;
+    if (direct !== undefined) {
+      if (direct.busy) {
+        // Written from the completion; past SPLICE_BUFFER_BYTES the stream stops crediting its peer.
+        if (this.#turnBytes >= SPLICE_BUFFER_BYTES && !this.#pausedForDirect) {
+          this.#pausedForDirect = true;
+          this.#stream.pauseReading();
+        }
+        return;
+      }
+      if (direct.ready()) {
+        this.#writeDirect(direct, chunks, shared, count);
+        return;
+      }
+    }
+    this.#turnBytes = 0;
     let room: boolean;
     if (socket.writableLength === 0 && !socket.writableCorked) {
       let held = 0;
@@ -195,6 +233,56 @@ class H2Splice implements H2StreamHandler {
     if (!room && socket.writableLength >= SPLICE_BUFFER_BYTES) this.#stream.pauseReading();
   }
 
+  /**
+   * The turn's pieces to the socket's handle in one write. The kernel usually takes them before the call returns:
+   * their holds are released here and nothing runs later. Otherwise the pieces and their holds wait for the
+   * completion (#onDirectWritten).
+   */
+  #writeDirect(direct: DirectWriter, chunks: Buffer[], shared: Array<SharedReadBuffer | undefined>, count: number): void {
+    this.#turnBytes = 0;
+    const flight = this.#flightChunks;
+    let result;
+    if (count === 1) {
+      result = direct.write(chunks[0]!);
+    } else {
+      for (let index = 0; index < count; index++) flight.push(chunks[index]!);
+      result = direct.writev(flight);
+    }
+    if (result === WRITE_DONE) {
+      emptyList(flight);
+      for (let index = 0; index < count; index++) shared[index]?.release();
+    } else if (result === WRITE_FAILED) {
+      // The socket is being destroyed with the error: the pieces may still be referenced by the failed write.
+      emptyList(flight);
+      for (let index = 0; index < count; index++) shared[index]?.release(FAILED_WRITE);
+    } else {
+      if (count === 1) flight.push(chunks[0]!);
+      for (let index = 0; index < count; index++) this.#flightShared.push(shared[index]);
+    }
+    emptyList(chunks);
+    emptyList(shared);
+  }
+
+  // The direct write in flight completed (or failed): its holds go, then what was gathered meanwhile, then an end.
+  readonly #onDirectWritten = (error: Error | undefined): void => {
+    const flightShared = this.#flightShared;
+    for (let index = 0; index < flightShared.length; index++) flightShared[index]?.release(error);
+    emptyList(flightShared);
+    emptyList(this.#flightChunks);
+    if (error !== undefined) return;
+    if (this.#turnChunks.length > 0) this.writeTurn();
+    if (this.#direct!.busy) return;
+    if (this.#pausedForDirect) {
+      this.#pausedForDirect = false;
+      this.#stream.resumeReading();
+    }
+    const socket = this.#socket;
+    if (this.#endAfterWrites && !socket.destroyed && !socket.writableEnded) {
+      this.#endAfterWrites = false;
+      socket.end();
+    }
+  };
+
   /** The last `held` of `#heldForWrites` were just written without callbacks to a socket that had nothing queued. */
   #settleIdleWrites(socket: net.Socket, held: number): void {
     if (socket.writableLength === 0 && !socket.destroyed) {
@@ -225,7 +313,10 @@ class H2Splice implements H2StreamHandler {
     const socket = this.#socket;
     // The turn's pieces go before the FIN (the zero-byte write, if one is owed, may not follow an end).
     this.writeTurn();
-    if (!socket.destroyed && !socket.writableEnded) socket.end();
+    if (socket.destroyed || socket.writableEnded) return;
+    // Behind a direct write in flight the FIN waits for it and for what it holds back (#onDirectWritten).
+    if (this.#direct?.busy) this.#endAfterWrites = true;
+    else socket.end();
   }
 
   onClose(stream: H2Stream): void {

@@ -1,0 +1,191 @@
+/**
+ * Writes to a socket's native handle with one reused write request, without net.Socket's Writable state machine.
+ *
+ * Why: a relay end at one 1 KiB request per wake-up makes two socket writes per request (the HTTP/2 connection's TLS
+ * socket, the splice's TCP socket). Through `socket.write` each runs Node's Writable code (`writeOrBuffer`,
+ * `_write`, `_writeGeneric`, `writeGeneric`, a fresh `WriteWrap` with five properties, `afterWriteDispatched`,
+ * then `onwrite`/`afterWrite` at completion), which at this rate runs in V8's baseline tier through generic inline
+ * caches (BENCHMARKS.md, "Instructions per request", sessions s10 and s11). Here a write is one call into the
+ * handle (`writeBuffer` or `writev`) with a request object made once per socket.
+ *
+ * What the handle does with it (Node 24's StreamBase): a TCP handle tries the write at once (`uv_try_write`); when
+ * the kernel takes it all, nothing is left in flight and no request is attached (the write is done when the call
+ * returns). A TLS handle encrypts the bytes before the call returns (OpenSSL copies what it cannot take yet), so the
+ * caller's buffers are free at once, but its completion always comes later (a native immediate, or the encrypted
+ * write's own completion), and it accepts only one write at a time (`CHECK(!current_write_)` in TLSWrap: a second
+ * write in flight aborts the process). So a writer has at most one write in flight; its owner gathers what comes
+ * meanwhile and writes it from the completion callback (`onWritten`), and never writes the socket through
+ * `socket.write` while the writer is busy, nor `end`s it (a shutdown behind a write in flight).
+ *
+ * Owns: that use of Node internals (`process.binding('stream_wrap').WriteWrap` and `streamBaseState`, the socket's
+ * `_handle`), found once, with the fallback: where this Node lacks any of it, or `AMBIT_HBONE_STREAM_WRITES=1` forces
+ * it, `DirectWriter.attach` returns undefined and the owner writes with `socket.write` as before. Byte counts stay
+ * right either way: net.Socket's `bytesWritten` reads the handle's own count. Not done here: a socket timeout's
+ * refresh on write (`_unrefTimer`): nothing on the data path sets one.
+ * Must not know about: HTTP/2, splices, what the bytes are.
+ */
+import type net from 'node:net';
+import { getSystemErrorName } from 'node:util';
+
+/** What a write did: taken by the kernel before the call returned, in flight (onWritten follows), or failed. */
+export const WRITE_DONE = 0;
+export const WRITE_PENDING = 1;
+export const WRITE_FAILED = 2;
+export type DirectWriteResult = typeof WRITE_DONE | typeof WRITE_PENDING | typeof WRITE_FAILED;
+
+interface WriteRequest {
+  oncomplete: ((status: number) => void) | undefined;
+  handle: unknown;
+  /** The buffers of the write in flight: the handle reads them until it completes (a TCP write the kernel did not take). */
+  buffers: Buffer | Buffer[] | undefined;
+}
+
+interface StreamHandle {
+  writeBuffer(request: WriteRequest, buffer: Buffer): number;
+  writev(request: WriteRequest, chunks: Buffer[], allBuffers: boolean): number;
+}
+
+interface StreamWrapBinding {
+  WriteWrap: new () => WriteRequest;
+  streamBaseState: Int32Array;
+  kLastWriteWasAsync: number;
+}
+
+/** Node's write request class and the state its writes report into, or undefined (fallback: `socket.write`). */
+function nodeStreamWrap(): StreamWrapBinding | undefined {
+  try {
+    const binding = (process as unknown as { binding(name: string): unknown }).binding('stream_wrap') as Partial<StreamWrapBinding>;
+    if (typeof binding.WriteWrap !== 'function' || !(binding.streamBaseState instanceof Int32Array) || typeof binding.kLastWriteWasAsync !== 'number') return undefined;
+    return binding as StreamWrapBinding;
+  } catch {
+    return undefined;
+  }
+}
+
+const streamWrap = process.env.AMBIT_HBONE_STREAM_WRITES === '1' ? undefined : nodeStreamWrap();
+
+/** Which way the data path writes sockets in this process: 'handle' (this file) or 'stream' (`socket.write`). */
+export const socketWriteMode: 'handle' | 'stream' = streamWrap ? 'handle' : 'stream';
+
+/**
+ * This thread's direct writes: taken by the kernel at once (TCP), completed later (every TLS write, TCP ones the
+ * kernel could not take), failed. Tests read them to see the direct path in use.
+ */
+export interface DirectWriteStats {
+  writesAtOnce: number;
+  writesInFlight: number;
+  writesFailed: number;
+}
+
+const stats: DirectWriteStats = { writesAtOnce: 0, writesInFlight: 0, writesFailed: 0 };
+
+/** A copy of this thread's direct write counts. */
+export function directWriteStats(): DirectWriteStats {
+  return { ...stats };
+}
+
+/** Called when the write in flight has completed (`error` set when it failed; the socket is being destroyed then). */
+export type WrittenCallback = (error: Error | undefined) => void;
+
+function writeError(status: number): Error {
+  let name: string;
+  try {
+    name = getSystemErrorName(status);
+  } catch {
+    name = `E${-status}`;
+  }
+  return Object.assign(new Error(`write ${name}`), { code: name, errno: status, syscall: 'write' });
+}
+
+export class DirectWriter {
+  readonly #socket: net.Socket;
+  /**
+   * Two request objects, used in turn: Node detaches the native request from its object only after `oncomplete`
+   * returns, so a write made from the completion (the gathered rest) needs the other one.
+   */
+  readonly #requests: [WriteRequest, WriteRequest];
+  #next = 0;
+  readonly #state: Int32Array;
+  readonly #asyncSlot: number;
+  readonly #onWritten: WrittenCallback;
+  #busy = false;
+
+  /** A writer for `socket`, or undefined where this Node offers no handle writes (or they are switched off). */
+  static attach(socket: net.Socket, onWritten: WrittenCallback): DirectWriter | undefined {
+    if (streamWrap === undefined) return undefined;
+    return new DirectWriter(socket, streamWrap, onWritten);
+  }
+
+  private constructor(socket: net.Socket, binding: StreamWrapBinding, onWritten: WrittenCallback) {
+    this.#socket = socket;
+    this.#requests = [new binding.WriteWrap(), new binding.WriteWrap()];
+    this.#requests[0].oncomplete = this.#onComplete;
+    this.#requests[1].oncomplete = this.#onComplete;
+    this.#state = binding.streamBaseState;
+    this.#asyncSlot = binding.kLastWriteWasAsync;
+    this.#onWritten = onWritten;
+  }
+
+  /** A write is in flight: the owner must gather, and write from `onWritten`. */
+  get busy(): boolean {
+    return this.#busy;
+  }
+
+  /**
+   * Whether the socket can take a direct write now: connected, open, nothing in flight here, and nothing queued
+   * or corked in its Writable (whose own write in flight would collide with ours).
+   */
+  ready(): boolean {
+    const socket = this.#socket;
+    return !this.#busy && !socket.connecting && !socket.destroyed && socket.writableLength === 0 && !socket.writableCorked
+      && (socket as unknown as { _handle: unknown })._handle != null;
+  }
+
+  /** Writes `buffer` (only when `ready()`). On WRITE_FAILED the socket is being destroyed with the error. */
+  write(buffer: Buffer): DirectWriteResult {
+    const handle = (this.#socket as unknown as { _handle: StreamHandle })._handle;
+    const request = this.#requests[this.#next]!;
+    request.handle = handle;
+    return this.#dispatched(handle.writeBuffer(request, buffer), buffer);
+  }
+
+  /** Writes `chunks` as one gathered write (only when `ready()`). The array is kept until the write completes. */
+  writev(chunks: Buffer[]): DirectWriteResult {
+    const handle = (this.#socket as unknown as { _handle: StreamHandle })._handle;
+    const request = this.#requests[this.#next]!;
+    request.handle = handle;
+    return this.#dispatched(handle.writev(request, chunks, true), chunks);
+  }
+
+  #dispatched(status: number, buffers: Buffer | Buffer[]): DirectWriteResult {
+    if (status !== 0) {
+      stats.writesFailed++;
+      this.#socket.destroy(writeError(status));
+      return WRITE_FAILED;
+    }
+    if (this.#state[this.#asyncSlot] === 0) {
+      stats.writesAtOnce++;
+      return WRITE_DONE;
+    }
+    stats.writesInFlight++;
+    this.#busy = true;
+    const request = this.#requests[this.#next]!;
+    request.buffers = buffers;
+    // This request stays attached until its completion has returned: the next write takes the other one.
+    this.#next ^= 1;
+    return WRITE_PENDING;
+  }
+
+  // Node calls this (as the request's `oncomplete`) once the write in flight has completed or failed.
+  readonly #onComplete = (status: number): void => {
+    this.#busy = false;
+    this.#requests[this.#next ^ 1]!.buffers = undefined;
+    if (status < 0) {
+      const error = writeError(status);
+      if (!this.#socket.destroyed) this.#socket.destroy(error);
+      this.#onWritten(error);
+      return;
+    }
+    this.#onWritten(undefined);
+  };
+}
