@@ -32,7 +32,9 @@ async function endpoint(answers: string[][]): Promise<{ session: http2.ClientHtt
         const pieces = answers[next++] ?? [];
         let delay = 0;
         for (const piece of pieces) {
-          if (piece === '<end>') setTimeout(() => stream.end(), (delay += 20));
+          // The end well after the pieces: a loaded machine that fires both timers in one turn would otherwise end the
+          // stream in the same read as the last piece, before the receiver took the body (setImmediate in `exchange`).
+          if (piece === '<end>') setTimeout(() => stream.end(), (delay += 200));
           else setTimeout(() => stream.write(Buffer.from(piece, 'latin1')), (delay += 20));
         }
       }
