@@ -8,33 +8,15 @@
  *
  * Owns: that window. Must not know about: what the process is.
  */
-import { writeFileSync } from 'node:fs';
-import { Session } from 'node:inspector';
-import path from 'node:path';
+import { windowOnSignal } from './inspector-window.ts';
 
 const directory = process.env.AMBIT_HEAP_SAMPLE_DIR;
 if (directory !== undefined) {
-  const session = new Session();
-  session.connect();
-  let running = false;
-  let written = 0;
-  process.on('SIGUSR2', () => {
-    if (!running) {
-      running = true;
-      session.post('HeapProfiler.enable', () => {
-        session.post('HeapProfiler.startSampling', {
-          samplingInterval: Number(process.env.AMBIT_HEAP_SAMPLE_INTERVAL ?? 1024),
-          includeObjectsCollectedByMajorGC: true,
-          includeObjectsCollectedByMinorGC: true,
-        });
-      });
-      return;
-    }
-    running = false;
-    session.post('HeapProfiler.stopSampling', (error, result) => {
-      const file = path.join(directory, `${process.pid}-${++written}`);
-      if (error === null) writeFileSync(`${file}.heapprofile`, JSON.stringify(result.profile));
-      else writeFileSync(`${file}.error`, String(error));
+  windowOnSignal(directory, 'heapprofile', (session) => session.post('HeapProfiler.enable', () => {
+    session.post('HeapProfiler.startSampling', {
+      samplingInterval: Number(process.env.AMBIT_HEAP_SAMPLE_INTERVAL ?? 1024),
+      includeObjectsCollectedByMajorGC: true,
+      includeObjectsCollectedByMinorGC: true,
     });
-  });
+  }), (session, done) => session.post('HeapProfiler.stopSampling', (error, result) => done(error, result?.profile)));
 }

@@ -6,29 +6,11 @@
  *
  * Owns: that window. Must not know about: what the process is.
  */
-import { writeFileSync } from 'node:fs';
-import { Session } from 'node:inspector';
-import path from 'node:path';
+import { windowOnSignal } from './inspector-window.ts';
 
 const directory = process.env.AMBIT_PROFILE_DIR;
 if (directory !== undefined) {
-  const session = new Session();
-  session.connect();
-  let running = false;
-  let written = 0;
-  process.on('SIGUSR2', () => {
-    if (!running) {
-      running = true;
-      session.post('Profiler.enable', () => {
-        session.post('Profiler.setSamplingInterval', { interval: Number(process.env.AMBIT_PROFILE_INTERVAL_US ?? 250) }, () => session.post('Profiler.start'));
-      });
-      return;
-    }
-    running = false;
-    session.post('Profiler.stop', (error, result) => {
-      const file = path.join(directory, `${process.pid}-${++written}`);
-      if (error === null) writeFileSync(`${file}.cpuprofile`, JSON.stringify(result.profile));
-      else writeFileSync(`${file}.error`, String(error));
-    });
-  });
+  windowOnSignal(directory, 'cpuprofile', (session) => session.post('Profiler.enable', () => {
+    session.post('Profiler.setSamplingInterval', { interval: Number(process.env.AMBIT_PROFILE_INTERVAL_US ?? 250) }, () => session.post('Profiler.start'));
+  }), (session, done) => session.post('Profiler.stop', (error, result) => done(error, result?.profile)));
 }

@@ -140,6 +140,22 @@ const SEND_BUFFER_BYTES = SOCKET_HIGH_WATER_BYTES + 128 * 1024;
 let sharedSendBuffer: Buffer | undefined;
 /** The last view of it that was written: a tick of the same size reuses it (request and answer sizes repeat). */
 let sharedSendView: Buffer | undefined;
+/**
+ * Copies a tick's gathered frames (`bytes` in all, at most SEND_BUFFER_BYTES) into the thread's send buffer and
+ * returns the view of them: one buffer for TLSWrap to encrypt in place. The view is valid until the next call.
+ */
+function gatheredIntoSendBuffer(out: readonly Buffer[], bytes: number): Buffer {
+  const buffer = (sharedSendBuffer ??= Buffer.allocUnsafeSlow(SEND_BUFFER_BYTES));
+  let offset = 0;
+  for (let index = 0; index < out.length; index++) {
+    const piece = out[index]!;
+    buffer.set(piece, offset);
+    offset += piece.length;
+  }
+  let view = sharedSendView;
+  if (view === undefined || view.length !== bytes) view = sharedSendView = buffer.subarray(0, bytes);
+  return view;
+}
 /** Frame headers are carved from slabs of this size (1,820 headers each). */
 const HEADER_SLAB_BYTES = 16_380;
 /** After a GOAWAY of ours the socket gets this long to flush before it is destroyed. */
@@ -578,16 +594,7 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
     if (out.length === 1) {
       socket.write(out[0]!);
     } else {
-      const buffer = (sharedSendBuffer ??= Buffer.allocUnsafeSlow(SEND_BUFFER_BYTES));
-      let offset = 0;
-      for (let index = 0; index < out.length; index++) {
-        const piece = out[index]!;
-        buffer.set(piece, offset);
-        offset += piece.length;
-      }
-      let view = sharedSendView;
-      if (view === undefined || view.length !== bytes) view = sharedSendView = buffer.subarray(0, bytes);
-      socket.write(view);
+      socket.write(gatheredIntoSendBuffer(out, bytes));
     }
     // TLSWrap encrypted (or copied) the bytes before `write` returned: the pieces are free.
     this.#clearOut();
@@ -608,16 +615,7 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
     if (out.length === 1) {
       result = direct.write(out[0]!);
     } else if (bytes <= SEND_BUFFER_BYTES) {
-      const buffer = (sharedSendBuffer ??= Buffer.allocUnsafeSlow(SEND_BUFFER_BYTES));
-      let offset = 0;
-      for (let index = 0; index < out.length; index++) {
-        const piece = out[index]!;
-        buffer.set(piece, offset);
-        offset += piece.length;
-      }
-      let view = sharedSendView;
-      if (view === undefined || view.length !== bytes) view = sharedSendView = buffer.subarray(0, bytes);
-      result = direct.write(view);
+      result = direct.write(gatheredIntoSendBuffer(out, bytes));
     } else {
       result = direct.writev(out.slice());
     }
