@@ -18,12 +18,11 @@
  */
 import { writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector';
-import { PerformanceObserver, constants } from 'node:perf_hooks';
+import { countGcsByKind } from './tools/gc-counts.ts';
 import { GCProfiler, getHeapStatistics, setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 
 const outDir = process.env.AMBIT_GRPC_INSTR_DIR;
-const GC_KINDS: Record<number, string> = { [constants.NODE_PERFORMANCE_GC_MINOR]: 'minor', [constants.NODE_PERFORMANCE_GC_MAJOR]: 'major', [constants.NODE_PERFORMANCE_GC_INCREMENTAL]: 'incremental', [constants.NODE_PERFORMANCE_GC_WEAKCB]: 'weak' };
 
 interface GcStatistics {
   gcType: string;
@@ -35,13 +34,7 @@ if (outDir !== undefined) {
   setFlagsFromString('--expose-gc');
   const realGc = runInNewContext('gc') as (options: { type: 'minor'; execution: 'sync' }) => void;
   if (process.env.AMBIT_GRPC_INSTR_RELEASE_GC !== '1') (globalThis as { gc?: unknown }).gc = (): undefined => undefined;
-  const counts: Record<string, number> = {};
-  new PerformanceObserver((list) => {
-    for (const entry of list.getEntries()) {
-      const kind = GC_KINDS[(entry as unknown as { detail: { kind: number } }).detail.kind] ?? 'other';
-      counts[kind] = (counts[kind] ?? 0) + 1;
-    }
-  }).observe({ entryTypes: ['gc'] });
+  const counts = countGcsByKind();
   let profiler: GCProfiler | undefined;
   let usedAfterMark = 0;
   let mark = 0;

@@ -10,18 +10,11 @@
  * Owns: that re-exec. Must not know about: what the process is.
  */
 import { writeFileSync } from 'node:fs';
-import { PerformanceObserver, constants } from 'node:perf_hooks';
+import { countGcsByKind } from './gc-counts.ts';
 
 const outDir = process.env.AMBIT_CALLGRIND_OUT_DIR;
-const GC_KINDS: Record<number, string> = { [constants.NODE_PERFORMANCE_GC_MINOR]: 'minor', [constants.NODE_PERFORMANCE_GC_MAJOR]: 'major', [constants.NODE_PERFORMANCE_GC_INCREMENTAL]: 'incremental', [constants.NODE_PERFORMANCE_GC_WEAKCB]: 'weak' };
 if (outDir !== undefined && process.env.AMBIT_UNDER_CALLGRIND !== undefined) {
-  const counts: Record<string, number> = {};
-  new PerformanceObserver((list) => {
-    for (const entry of list.getEntries()) {
-      const kind = GC_KINDS[(entry as unknown as { detail: { kind: number } }).detail.kind] ?? 'other';
-      counts[kind] = (counts[kind] ?? 0) + 1;
-    }
-  }).observe({ entryTypes: ['gc'] });
+  const counts = countGcsByKind();
   process.on('SIGUSR2', () => writeFileSync(`${outDir}/gc-${process.pid}.json`, JSON.stringify(counts)));
 } else if (outDir !== undefined && process.execve !== undefined) {
   process.execve('/usr/bin/valgrind', [
