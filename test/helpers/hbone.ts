@@ -49,7 +49,9 @@ export async function startTarget(onSocket: (socket: net.Socket) => void): Promi
     socket.on('error', () => {});
     onSocket(socket);
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  // A backlog over Node's 511: the 1,000-stream pool test connects 1,000 targets at once from the same process, and on
+  // a loaded machine the accept queue overflowed (dropped SYNs, a target connect that outlived its deadline: 503).
+  await new Promise<void>((resolve) => server.listen({ port: 0, host: '127.0.0.1', backlog: 2048 }, resolve));
   const { port } = server.address() as net.AddressInfo;
   return {
     address: { host: '127.0.0.1', port },

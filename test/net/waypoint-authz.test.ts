@@ -251,7 +251,9 @@ test.serial("LocalRateLimitPolicy (ambit's own): 10 requests/s per client princi
     const seconds = (results.at(-1)!.at - results[0]!.at) / 1000;
     const expected = 10 + 10 * seconds;
     t.log(`${results.length} requests in ${seconds.toFixed(2)} s: ${allowed} allowed (expected ${expected.toFixed(1)}), ${limited.length} limited`);
-    t.true(results.length > 2 * expected, `the client sent faster than the limit (${results.length} requests)`);
+    // Sent well over the limit (one request at a time: a machine at load 30 managed 1.5-2x): with no limit in force
+    // every one of them would be allowed, far outside the 5 % below.
+    t.true(results.length > 1.5 * expected, `the client sent faster than the limit (${results.length} requests)`);
     t.true(Math.abs(allowed - expected) <= 0.05 * expected, `allowed ${allowed}, expected ${expected.toFixed(1)} +- 5%`);
     t.true(results.every((result) => result.status === 200 || result.status === 429), JSON.stringify(results.find((result) => result.status !== 200 && result.status !== 429)));
     t.is(limited[0]!.body, 'local_rate_limited');
