@@ -13,13 +13,13 @@ import type { Duplex } from 'node:stream';
 import type { SpiffeId, WorkloadCertificate } from '../../identity/index.ts';
 import type { ConnectionSettings } from '../connection.ts';
 import { hboneErrors, isHboneError } from '../errors.ts';
-import type { OpenedTunnelStream, PendingTunnelStream, PooledConnection, TunnelSpliceResult } from '../pooled-connection.ts';
+import type { OpenedTunnelStream, PendingTunnelStream, PooledConnection, TunnelOpenHandler, TunnelOpening, TunnelSpliceResult } from '../pooled-connection.ts';
 import type { HboneTarget, HostPort, TcpConnector } from '../types.ts';
 import type { H2Connection } from './connection.ts';
 import { H2DuplexStream } from './duplex.ts';
 import { spliceH2 } from './splice.ts';
 import type { H2Stream } from './stream.ts';
-import { dialH2, requestConnectStream } from './tunnel-client.ts';
+import { ConnectResponseWaiter, dialH2, requestConnectStream } from './tunnel-client.ts';
 import { H2_CANCEL } from './errors.ts';
 
 export interface H2PooledDialParams {
@@ -64,6 +64,56 @@ class H2PendingStream implements PendingTunnelStream {
 
   cancel(): void {
     this.#stream?.reset(H2_CANCEL);
+  }
+}
+
+/**
+ * One CONNECT opened for the pool's handler, from request to the answer and then as the opened stream: one object per
+ * tunnel (the waiter, the cancel handle and the OpenedTunnelStream), no promise.
+ */
+class H2TunnelOpen extends ConnectResponseWaiter implements TunnelOpening, OpenedTunnelStream {
+  readonly #pooled: H2PooledConnection;
+  readonly #handler: TunnelOpenHandler;
+  #stream: H2Stream | undefined;
+
+  constructor(pooled: H2PooledConnection, target: HboneTarget, handler: TunnelOpenHandler) {
+    super(target);
+    this.#pooled = pooled;
+    this.#handler = handler;
+  }
+
+  /** Sends it; false when no stream could be opened (the handler hears why, on a microtask: never inside this call). */
+  start(target: HboneTarget): boolean {
+    this.#stream = this.send(this.#pooled.connection, target);
+    return this.#stream !== undefined;
+  }
+
+  cancel(): void {
+    this.#stream?.reset(H2_CANCEL);
+  }
+
+  protected answered(stream: H2Stream): void {
+    this.#stream = stream;
+    this.#handler.tunnelOpened(this);
+  }
+
+  protected failed(error: Error): void {
+    const mapped = this.#pooled.streamError(error);
+    // `send` reports a request the connection refused before returning: told after it, as the promise form would.
+    if (this.#stream === undefined) queueMicrotask(() => this.#handler.tunnelFailed(mapped));
+    else this.#handler.tunnelFailed(mapped);
+  }
+
+  splice(socket: net.Socket): Promise<TunnelSpliceResult> {
+    return spliceH2(socket, this.#stream!);
+  }
+
+  duplex(): Duplex {
+    return new H2DuplexStream(this.#stream!);
+  }
+
+  h2Stream(): H2Stream {
+    return this.#stream!;
   }
 }
 
@@ -137,12 +187,27 @@ export class H2PooledConnection implements PooledConnection {
       opened.then(
         (accepted) => new H2OpenedStream(accepted),
         (error: unknown) => {
-          // A connection that died of an unanswered PING says so, as the node:http2 connection does.
-          if (this.connection.error?.code === 'H2_TIMEOUT' && !isHboneError(error, 'HBONE_DENIED')) throw hboneErrors.keepaliveTimeout(this.proxy, this.#settings.keepaliveTimeoutMs);
-          throw error;
+          throw this.streamError(error as Error);
         },
       ),
     );
+  }
+
+  openTunnelStreamFor(target: HboneTarget, handler: TunnelOpenHandler): TunnelOpening | undefined {
+    if (!this.available) return undefined;
+    if (this.#idleTimer) {
+      clearTimeout(this.#idleTimer);
+      this.#idleTimer = undefined;
+    }
+    const open = new H2TunnelOpen(this, target, handler);
+    open.start(target);
+    return open;
+  }
+
+  /** A stream's failure as the pool reports it: a connection that died of an unanswered PING says so, as node:http2's does. */
+  streamError(error: Error): Error {
+    if (this.connection.error?.code === 'H2_TIMEOUT' && !isHboneError(error, 'HBONE_DENIED')) return hboneErrors.keepaliveTimeout(this.proxy, this.#settings.keepaliveTimeoutMs);
+    return error;
   }
 
   close(): void {
