@@ -35,7 +35,8 @@ export class OutboundTunnel implements ConnectionRecord, AdmissionWaiter, Tunnel
   readonly direction = 'outbound' as const;
   readonly mtls = true;
   readonly source: Workload;
-  readonly sourceAddress: string | undefined;
+  /** Read at once when telemetry wants it for every connection, else only when the tunnel fails (one getpeername less). */
+  sourceAddress: string | undefined;
   readonly destination: Workload;
   readonly destinationAddress: HostPort;
   readonly destinationService: ServiceRef | undefined;
@@ -56,7 +57,7 @@ export class OutboundTunnel implements ConnectionRecord, AdmissionWaiter, Tunnel
     this.#host = host;
     this.socket = socket;
     this.source = source;
-    this.sourceAddress = socket.remoteAddress;
+    this.sourceAddress = host.report.sourceAddressWanted?.() === false ? undefined : socket.remoteAddress;
     this.destination = destination;
     this.destinationAddress = destinationAddress;
     this.destinationService = destinationService;
@@ -104,6 +105,8 @@ export class OutboundTunnel implements ConnectionRecord, AdmissionWaiter, Tunnel
 
   #finish(error: Error | undefined): void {
     this.#release();
+    // For the failure's log line; a socket already gone has no address left to read (the line names the source workload).
+    if (error && this.sourceAddress === undefined) this.sourceAddress = this.socket.remoteAddress;
     this.bytesSent = this.socket.bytesRead;
     this.bytesReceived = this.socket.bytesWritten;
     this.durationMs = performance.now() - this.#started;
