@@ -33,6 +33,45 @@ function serviceRef(service: Service): ServiceRef {
   return ref;
 }
 
+/** A destination workload's HBONE endpoint in one address family and the identity it must prove. */
+interface HbonePeer {
+  proxy: HostPort;
+  expectedIdentities: readonly string[];
+}
+
+/**
+ * Made once per Workload object and family (workloads are replaced, never mutated), so a connection builds no address
+ * object or identity list, and the pool finds its key made (client-pool.ts poolKey).
+ */
+const hbonePeers = new WeakMap<Workload, { v4?: HbonePeer; v6?: HbonePeer }>();
+
+function hbonePeer(destination: Workload, like: string): HbonePeer {
+  let peers = hbonePeers.get(destination);
+  if (peers === undefined) {
+    peers = {};
+    hbonePeers.set(destination, peers);
+  }
+  const family = like.includes(':') ? 'v6' : 'v4';
+  let peer = peers[family];
+  if (peer === undefined) {
+    peer = { proxy: { host: addressOfFamily(destination, like) ?? destination.addresses[0]!, port: HBONE_PORT }, expectedIdentities: [workloadIdentity(destination).uri] };
+    peers[family] = peer;
+  }
+  return peer;
+}
+
+/** The HBONE address of a service's waypoint, made once per Service object (the pool's key is then made once too). */
+const waypointProxies = new WeakMap<Service, HostPort>();
+
+function waypointProxy(service: Service): HostPort {
+  let proxy = waypointProxies.get(service);
+  if (proxy === undefined) {
+    proxy = { host: service.waypoint!.address, port: service.waypoint!.hboneMtlsPort };
+    waypointProxies.set(service, proxy);
+  }
+  return proxy;
+}
+
 /** A service's waypoint address is not a workload this agent knows (its identity cannot be checked): refused. */
 export class UnknownWaypointError extends Error {
   readonly code = 'UNKNOWN_WAYPOINT';
@@ -108,7 +147,7 @@ export class OutboundProxy implements OutboundTunnelHost {
       });
       return;
     }
-    this.#viaHbone(socket, vip, waypoint, service, context, started, { host: address, port: service.waypoint!.hboneMtlsPort });
+    this.#viaHbone(socket, vip, waypoint, service, context, started, waypointProxy(service));
   }
 
   /** VIP:port -> one endpoint's IP:targetPort, then as a connection to that pod; none: reset, with the reason logged. */
@@ -133,13 +172,14 @@ export class OutboundProxy implements OutboundTunnelHost {
 
   /** `waypoint`: the HBONE endpoint is the service's waypoint (only its identity is accepted), not the destination pod. */
   #viaHbone(socket: net.Socket, originalDestination: HostPort, destination: Workload, service: Service | undefined, context: OutboundContext, started: number, waypoint?: HostPort): void {
+    const peer = waypoint === undefined ? hbonePeer(destination, originalDestination.host) : undefined;
     const target: HboneTarget = {
-      proxy: waypoint ?? { host: addressOfFamily(destination, originalDestination.host) ?? destination.addresses[0]!, port: HBONE_PORT },
+      proxy: waypoint ?? peer!.proxy,
       destination: originalDestination,
       sourceIdentity: workloadIdentity(context.source),
       // A service may name extra identities its endpoints can present (Istio's subject_alt_names).
       expectedIdentities:
-        waypoint === undefined && service && service.subjectAltNames.length > 0 ? [workloadIdentity(destination).uri, ...service.subjectAltNames] : [workloadIdentity(destination).uri],
+        waypoint === undefined && service && service.subjectAltNames.length > 0 ? [workloadIdentity(destination).uri, ...service.subjectAltNames] : (peer?.expectedIdentities ?? [workloadIdentity(destination).uri]),
     };
     new OutboundTunnel(this, socket, context.source, destination, originalDestination, service && serviceRef(service), context.pool, target, started).start();
   }

@@ -106,9 +106,20 @@ const defaultConnector: TcpConnector = (target) => net.connect({ host: target.ho
  * every stream, so it only joins strings (the address is validated where it becomes an :authority).
  */
 function poolKey(target: HboneTarget): string {
-  const expected = target.expectedIdentities.length <= 1 ? target.expectedIdentities.join(',') : [...target.expectedIdentities].sort().join(',');
-  return `${target.sourceIdentity.uri} ${expected} ${target.proxy.host} ${target.proxy.port}`;
+  const { proxy, expectedIdentities, sourceIdentity } = target;
+  // A caller that reuses its proxy address and identity list (the agent's outbound path, per destination workload)
+  // gets the key made once: no string built, and none hashed anew, per stream.
+  const cached = poolKeyByProxy.get(proxy);
+  if (cached !== undefined && cached.expected === expectedIdentities && cached.source === sourceIdentity.uri && cached.host === proxy.host && cached.port === proxy.port) return cached.key;
+  const expected = expectedIdentities.length <= 1 ? expectedIdentities.join(',') : [...expectedIdentities].sort().join(',');
+  // Flattened now, so the key's hash is computed once and kept with it.
+  const key = `${sourceIdentity.uri} ${expected} ${proxy.host} ${proxy.port}`;
+  poolKeyByProxy.set(proxy, { expected: expectedIdentities, source: sourceIdentity.uri, host: proxy.host, port: proxy.port, key });
+  return key;
 }
+
+/** The last key made for a proxy address object, with what it was made from (identity lists are never mutated). */
+const poolKeyByProxy = new WeakMap<HboneTarget['proxy'], { expected: readonly string[]; source: string; host: string; port: number; key: string }>();
 
 /** A stream the server accepted, and who the server proved to be. */
 interface OpenedStream {

@@ -177,10 +177,7 @@ export class H2PooledConnection implements PooledConnection {
 
   openTunnelStream(target: HboneTarget): PendingTunnelStream | undefined {
     if (!this.available) return undefined;
-    if (this.#idleTimer) {
-      clearTimeout(this.#idleTimer);
-      this.#idleTimer = undefined;
-    }
+    // The idle timer is left running: it finds a stream open and does nothing (pushed back when the last one closes).
     const { stream, opened } = requestConnectStream(this.connection, target);
     return new H2PendingStream(
       stream,
@@ -195,10 +192,7 @@ export class H2PooledConnection implements PooledConnection {
 
   openTunnelStreamFor(target: HboneTarget, handler: TunnelOpenHandler): TunnelOpening | undefined {
     if (!this.available) return undefined;
-    if (this.#idleTimer) {
-      clearTimeout(this.#idleTimer);
-      this.#idleTimer = undefined;
-    }
+    // The idle timer is left running: it finds a stream open and does nothing (pushed back when the last one closes).
     const open = new H2TunnelOpen(this, target, handler);
     open.start(target);
     return open;
@@ -225,10 +219,11 @@ export class H2PooledConnection implements PooledConnection {
     else this.#closeListeners.push(listener);
   }
 
+  /** From now, the idle timeout: the running timer pushed back (`refresh`: no timer made per stream), or a new one. */
   #armIdleTimer(): void {
     if (this.#settings.idleTimeoutMs > 0 && !this.connection.closed) {
-      clearTimeout(this.#idleTimer);
-      this.#idleTimer = setTimeout(this.#onIdle, this.#settings.idleTimeoutMs).unref();
+      if (this.#idleTimer) this.#idleTimer.refresh();
+      else this.#idleTimer = setTimeout(this.#onIdle, this.#settings.idleTimeoutMs).unref();
     }
   }
 
