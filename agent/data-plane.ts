@@ -60,7 +60,7 @@ export function createDataPlane(options: DataPlaneOptions): DataPlane {
   // AMBIT_TELEMETRY=off exists to measure telemetry's cost (make bench); a production agent keeps it on.
   const report = config.telemetry
     ? telemetryReporter({ metrics, accessLog: new AccessLog(log), rejectionLog: new RejectionLog(log), onError: (error) => log.error({ err: error.message }, 'telemetry failed') })
-    : { opened: () => {}, closed: () => {} };
+    : { opened: () => {}, closed: () => {}, sourceAddressWanted: () => false };
   const handler = new TrafficHandler({
     state,
     outbound: new OutboundProxy({ state, report, ...(config.maxOpeningTunnels !== undefined ? { maxOpeningTunnels: config.maxOpeningTunnels } : {}) }),

@@ -13,8 +13,8 @@
  *
  * Owns: nothing the suites use; a measuring tool. Must not know about: the agent's code.
  */
-import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CpuMeter } from './lib/cpu.ts';
@@ -32,6 +32,38 @@ const withStrace = !args.includes('--no-strace');
 /** `--heap-sample DIR`: V8's sampling heap profile of each agent over the counted window (collected objects kept). */
 const heapSampleIndex = args.indexOf('--heap-sample');
 const heapSampleDir = heapSampleIndex >= 0 ? args[heapSampleIndex + 1] : undefined;
+/** `--cpu-profile DIR`: V8's CPU profile of each agent over the counted window (not with --heap-sample: one signal). */
+const cpuProfileIndex = args.indexOf('--cpu-profile');
+const cpuProfileDir = cpuProfileIndex >= 0 ? args[cpuProfileIndex + 1] : undefined;
+if (heapSampleDir !== undefined && cpuProfileDir !== undefined) throw new Error('--heap-sample and --cpu-profile share the agents\' SIGUSR2: one at a time');
+/**
+ * `--storm RATE`: the counted windows offer RATE new connections per second for `--storm-seconds` (default 2) with
+ * the suite's open-loop driver (bench/tools/mesh-connect.ts) instead of one at a time, and the figures are per
+ * answered connection: the storm step's own batching (many connections per loop turn), not the closed loop's.
+ */
+const stormRate = option('storm', 0);
+/**
+ * `--callgrind DIR`: both agents run under `valgrind --tool=callgrind` (instrumentation off through start-up and the
+ * warm-up, on for the counted window only), and the figure is user-space instructions per connection per agent, all
+ * threads and the main thread (the event loop) apart: load-independent, unlike the CPU column. No strace window.
+ */
+const callgrindIndex = args.indexOf('--callgrind');
+const callgrindDir = callgrindIndex >= 0 ? args[callgrindIndex + 1] : undefined;
+
+/** Sums one process's dumps carrying `trigger`: every thread, and thread 1 (the main thread) on its own. */
+function measuredInstructions(directory: string, pid: number, trigger: string): { all: number; main: number } {
+  const counted = { all: 0, main: 0 };
+  for (const file of readdirSync(directory).filter((name) => name.startsWith(`callgrind.${pid}`))) {
+    const text = readFileSync(join(directory, file), 'utf8');
+    if (!text.slice(0, 4000).includes(trigger)) continue;
+    const total = /^(?:summary|totals): (\d+)/m.exec(text);
+    if (!total) continue;
+    counted.all += Number(total[1]);
+    if (/-01$/.test(file)) counted.main += Number(total[1]);
+  }
+  return counted;
+}
+const stormSeconds = option('storm-seconds', 2);
 
 interface GcWindow {
   allocated: number;
@@ -81,50 +113,88 @@ const log = (message: string): void => console.error(`[${new Date().toISOString(
 const wrapper = join(mkdtempSync(join(tmpdir(), 'ambit-connection-counts-node-')), 'node-trace-gc');
 const heapSampler = heapSampleDir === undefined ? '' : ` --import ${join(import.meta.dirname, 'tools', 'heap-sample-on-signal.ts')}`;
 const heapSamplerEnv = heapSampleDir === undefined ? '' : `AMBIT_HEAP_SAMPLE_DIR=${heapSampleDir} `;
-writeFileSync(wrapper, `#!/bin/sh\nnode="$1"; shift; ${heapSamplerEnv}exec "$node" --trace-gc-nvp${heapSampler} "$@"\n`, { mode: 0o755 });
-const topology = await buildMeshTopology({ logLevel: 'warn', log, agentCommandPrefix: [wrapper] });
+const profiler = cpuProfileDir === undefined ? '' : ` --import ${join(import.meta.dirname, 'tools', 'profile-on-signal.ts')}`;
+const profilerEnv = cpuProfileDir === undefined ? '' : `AMBIT_PROFILE_DIR=${cpuProfileDir} `;
+const valgrind = callgrindDir === undefined ? '' : `valgrind --tool=callgrind --separate-threads=yes --instr-atstart=no --smc-check=all-non-file --callgrind-out-file=${callgrindDir}/callgrind.%p `;
+writeFileSync(wrapper, `#!/bin/sh\nnode="$1"; shift; ${heapSamplerEnv}${profilerEnv}exec ${valgrind}"$node" --trace-gc-nvp${heapSampler}${profiler} "$@"\n`, { mode: 0o755 });
+const topology = await buildMeshTopology({ logLevel: 'warn', log, agentCommandPrefix: [wrapper], ...(callgrindDir === undefined ? {} : { agentReadyTimeoutMs: 300_000 }) });
 try {
   await startTarget(processes, topology.meshServer);
-  const connect = async (n: number): Promise<void> => {
+  const closedLoop = async (n: number): Promise<number> => {
     const command = inPod(topology.meshClient, 'load.ts', ['connect', '--count', String(n), '--warmup', '0', '--host', topology.meshServer.ip, '--port', String(APP_PORT)]);
     await processes.run('connections', command.command, command.args);
+    return n;
   };
+  /** One storm window; resolves with the connections answered. */
+  const storm = async (): Promise<number> => {
+    const command = inPod(topology.meshClient, 'mesh-connect.ts', ['--rate', String(stormRate), '--duration', String(stormSeconds), '--grace-ms', '1500', '--host', topology.meshServer.ip, '--port', String(APP_PORT)]);
+    const result = await processes.run<{ completed: number; achievedRate: number; unanswered: number }>('storm', command.command, command.args);
+    log(`storm at ${stormRate}/s: ${result.completed} answered (${Math.round(result.achievedRate)}/s), ${result.unanswered} unanswered`);
+    return result.completed;
+  };
+  const connect = stormRate > 0 ? (): Promise<number> => storm() : closedLoop;
   log(`warm-up: ${warmup} connections`);
-  await connect(warmup);
+  await closedLoop(warmup);
+  if (stormRate > 0) await storm();
   const pids = { client: topology.agentPids.node1, server: topology.agentPids.node2 };
   const logs = { client: topology.mesh.cluster.node(0).agentLogFile, server: topology.mesh.cluster.node(1).agentLogFile };
   const offsets = { client: statSync(logs.client).size, server: statSync(logs.server).size };
   const signalAgents = (): void => {
-    if (heapSampleDir !== undefined) for (const pid of [pids.client, pids.server]) process.kill(pid, 'SIGUSR2');
+    if (heapSampleDir !== undefined || cpuProfileDir !== undefined) for (const pid of [pids.client, pids.server]) process.kill(pid, 'SIGUSR2');
   };
   signalAgents();
+  if (callgrindDir !== undefined) {
+    // Turning instrumentation on discards valgrind's translations: the agents stall for seconds while everything is
+    // translated again (long enough for a keepalive PING or a connect timer to give up). A second warm-up, allowed to
+    // fail, then the counters zeroed.
+    for (const pid of [pids.client, pids.server]) execFileSync('callgrind_control', ['-i', 'on', String(pid)], { stdio: 'ignore' });
+    for (let round = 0; round < 3; round++) await closedLoop(200).catch((error: unknown) => log(`instrumented warm-up round failed: ${String(error).slice(0, 160)}`));
+    for (const pid of [pids.client, pids.server]) execFileSync('callgrind_control', ['-z', String(pid)], { stdio: 'ignore' });
+  }
+  const loadBefore = readFileSync('/proc/loadavg', 'utf8').trim();
   const cpu = new CpuMeter(pids).start();
-  log(`counted: ${count} connections`);
-  await connect(count);
+  const systemCpu = new CpuMeter(pids, 'system').start();
+  log(stormRate > 0 ? `counted: a storm at ${stormRate}/s for ${stormSeconds} s` : `counted: ${count} connections`);
+  const counted = await connect(count);
+  // The storm's backlog is the window's too: wait for the agents to go quiet (or 5 s) before reading the CPU.
+  if (stormRate > 0) await new Promise((resolve) => setTimeout(resolve, 1500));
   const used = cpu.stop();
+  const usedSystem = systemCpu.stop();
   signalAgents();
-  const report: Record<string, unknown> = { count, load: readFileSync('/proc/loadavg', 'utf8').trim() };
+  const instructions: Record<string, { all: number; main: number }> = {};
+  if (callgrindDir !== undefined) {
+    const trigger = `counted-${Date.now()}`;
+    for (const pid of [pids.client, pids.server]) execFileSync('callgrind_control', ['-d', trigger, String(pid)], { stdio: 'ignore' });
+    for (const pid of [pids.client, pids.server]) execFileSync('callgrind_control', ['-i', 'off', String(pid)], { stdio: 'ignore' });
+    await new Promise((resolve) => setTimeout(resolve, 3000));
+    instructions.client = measuredInstructions(callgrindDir, pids.client, trigger);
+    instructions.server = measuredInstructions(callgrindDir, pids.server, trigger);
+  }
+  const report: Record<string, unknown> = { count: counted, ...(stormRate > 0 ? { stormRate, stormSeconds } : {}), loadBefore, load: readFileSync('/proc/loadavg', 'utf8').trim() };
   for (const side of ['client', 'server'] as const) {
     const gc = gcSince(logs[side], offsets[side]);
     report[side] = {
-      allocatedKiBPerConnection: +(gc.allocated / 1024 / count).toFixed(2),
-      scavengesPer1000: +((gc.scavenges * 1000) / count).toFixed(2),
-      markCompactsPer1000: +((gc.markCompacts * 1000) / count).toFixed(2),
-      cpuMsPer1000: +((used[side]! * 1e6) / count).toFixed(1),
+      allocatedKiBPerConnection: +(gc.allocated / 1024 / counted).toFixed(2),
+      scavengesPer1000: +((gc.scavenges * 1000) / counted).toFixed(2),
+      markCompactsPer1000: +((gc.markCompacts * 1000) / counted).toFixed(2),
+      cpuMsPer1000: +((used[side]! * 1e6) / counted).toFixed(1),
+      systemCpuMsPer1000: +((usedSystem[side]! * 1e6) / counted).toFixed(1),
+      ...(instructions[side] ? { kiloInstructionsPerConnection: +(instructions[side].all / counted / 1000).toFixed(1), mainThreadKiloInstructionsPerConnection: +(instructions[side].main / counted / 1000).toFixed(1) } : {}),
     };
   }
-  if (withStrace) {
-    log(`strace: ${count} connections`);
-    const calls = await strace([pids.client, pids.server], () => connect(count));
+  if (withStrace && callgrindDir === undefined) {
+    log(`strace: ${stormRate > 0 ? 'a storm' : `${count} connections`}`);
+    let traced = count;
+    const calls = await strace([pids.client, pids.server], async () => { traced = await connect(count); });
     for (const side of ['client', 'server'] as const) {
       const perConnection: Record<string, number> = {};
       let total = 0;
       for (const [name, n] of calls.get(pids[side]) ?? []) {
         if (name === 'total') continue;
         total += n;
-        if (n / count >= 0.05) perConnection[name] = +(n / count).toFixed(2);
+        if (n / traced >= 0.05) perConnection[name] = +(n / traced).toFixed(2);
       }
-      (report[side] as Record<string, unknown>).syscallsPerConnection = +(total / count).toFixed(2);
+      (report[side] as Record<string, unknown>).syscallsPerConnection = +(total / traced).toFixed(2);
       (report[side] as Record<string, unknown>).syscalls = perConnection;
     }
   }

@@ -24,6 +24,7 @@ import { nativeSockets } from './sockets.ts';
 import { INPOD, type InboundCapture } from './rules.ts';
 import type { SocketFactory } from './socket-factory.ts';
 import { CaptureError } from './errors.ts';
+import { markNoDelaySet, passesNoDelay } from './inherited-no-delay.ts';
 
 /** A pod to capture: what the CNI plugin (or the start-up reconcile) told us. */
 export interface PodInfo {
@@ -188,10 +189,12 @@ export class PodListeners {
     const pod = this.pod;
     const stats = this.stats;
     const ownPort = (server.address() as net.AddressInfo).port;
+    const noDelayInherited = passesNoDelay(server);
     // One closure per listener, none per connection: the accept path only reads the destination and calls on.
     const readDestination =
       kind === 'outbound' || (kind === 'inbound' && !tproxy) ? (socket: net.Socket): OriginalDestination | undefined => fromConntrack(socket, family) : fromLocalAddress;
     server.on('connection', (socket: net.Socket) => {
+      if (noDelayInherited) markNoDelaySet(socket);
       const destination = readDestination(socket);
       // A destination we cannot read, or one that is our own listener (a client dialling 15001/15006 directly),
       // would make the proxy dial itself in a loop.

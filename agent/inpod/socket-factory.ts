@@ -15,6 +15,7 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import { nativeSockets } from './sockets.ts';
 import { adoptTcpSocket } from './adopt-tcp-socket.ts';
+import { noDelayInheritable, passesNoDelayOn } from './inherited-no-delay.ts';
 import { CaptureError } from './errors.ts';
 
 /**
@@ -91,6 +92,8 @@ export const DEFAULT_BACKLOG = 4096;
  * Connecting sockets get the same: `allowHalfOpen: true`, TCP_NODELAY unless asked otherwise.
  */
 const SERVER_OPTIONS: net.ServerOpts = { allowHalfOpen: true, noDelay: true };
+/** The addon's listeners: TCP_NODELAY on the listening socket, inherited by each accepted one (inherited-no-delay.ts). */
+const INHERITING_SERVER_OPTIONS: net.ServerOpts = { allowHalfOpen: true, noDelay: false };
 
 /** Node's own sockets, in the agent's namespace, unmarked. */
 class PlainSocketFactory implements SocketFactory {
@@ -170,11 +173,13 @@ class NativeSocketFactory implements SocketFactory {
         reusePort: this.options.reusePort,
         transparent: request.transparent,
         ipv6Only: request.ipv6Only,
+        noDelay: noDelayInheritable,
       });
     } catch (error) {
       return Promise.reject(socketError('listen on', request.host, request.port, this.options.netns, error));
     }
-    const server = net.createServer(SERVER_OPTIONS);
+    const server = net.createServer(noDelayInheritable ? INHERITING_SERVER_OPTIONS : SERVER_OPTIONS);
+    if (noDelayInheritable) passesNoDelayOn(server);
     return listenServer(server, { fd }, request.backlog ?? DEFAULT_BACKLOG).catch((error: unknown) => {
       closeQuietly(fd);
       throw socketError('listen on', request.host, request.port, this.options.netns, error);

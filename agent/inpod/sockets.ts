@@ -21,6 +21,8 @@ export interface ListenOptions {
   reuseAddress?: boolean;
   transparent?: boolean;
   ipv6Only?: boolean;
+  /** TCP_NODELAY on the listening socket: the connections it accepts inherit it. */
+  noDelay?: boolean;
 }
 
 export interface UdpOptions {
@@ -68,6 +70,8 @@ interface NativeSockets {
   openNetns(path: string): number;
   setMark(fd: number, mark: number): void;
   getMark(fd: number): number;
+  /** TCP_NODELAY as the kernel has it on `fd`. */
+  tcpNoDelay(fd: number): boolean;
   closeFd(fd: number): void;
   currentNetns(): string;
 }

@@ -392,6 +392,19 @@ static napi_value get_mark(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/* tcpNoDelay(fd) -> boolean: TCP_NODELAY as the kernel has it (tests: what an accepted socket inherited). */
+static napi_value tcp_no_delay(napi_env env, napi_callback_info info) {
+  napi_value args[1];
+  int32_t fd;
+  if (get_fd_arg(env, info, args, 1, &fd) != 0) return NULL;
+  int value = 0;
+  socklen_t len = sizeof value;
+  if (getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &value, &len) != 0) return throw_errno(env, errno, "getsockopt(TCP_NODELAY)", NULL);
+  napi_value result;
+  CHECK_NAPI(env, napi_get_boolean(env, value != 0, &result));
+  return result;
+}
+
 /*
  * openNetns(path) -> a descriptor of the network namespace at `path`, for socketTcp/listenTcp/bindUdp's `netnsFd`:
  * a captured pod's socket factory holds one for the pod's life (closeFd when the pod is released), so a socket made
@@ -449,6 +462,7 @@ static napi_value init(napi_env env, napi_value exports) {
     {"originalDst", NULL, original_dst, NULL, NULL, NULL, napi_default, NULL},
     {"setMark", NULL, set_mark, NULL, NULL, NULL, napi_default, NULL},
     {"getMark", NULL, get_mark, NULL, NULL, NULL, napi_default, NULL},
+    {"tcpNoDelay", NULL, tcp_no_delay, NULL, NULL, NULL, napi_default, NULL},
     {"closeFd", NULL, close_fd, NULL, NULL, NULL, napi_default, NULL},
     {"openNetns", NULL, open_netns, NULL, NULL, NULL, napi_default, NULL},
     {"currentNetns", NULL, current_netns_inode, NULL, NULL, NULL, napi_default, NULL},

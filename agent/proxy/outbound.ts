@@ -10,14 +10,14 @@
  * Must not know about: how sockets are made (the pod's socket factory) or how tunnels are pooled (HboneClientPool).
  */
 import type net from 'node:net';
-import { resetSocket, type HboneClientPool, type HostPort } from '../../shared/hbone/index.ts';
-import type { SpiffeId } from '../../shared/identity/index.ts';
+import { resetSocket, type HboneClientPool, type HboneTarget, type HostPort } from '../../shared/hbone/index.ts';
 import type { SocketFactory } from '../inpod/socket-factory.ts';
 import { NoHealthyUpstreamError, pickEndpoint } from '../../shared/mesh/load-balance.ts';
 import type { MeshState } from '../../shared/mesh/mesh-state.ts';
 import type { Service } from '../../shared/mesh/service.ts';
 import { addressOfFamily, workloadIdentity, type Workload } from '../../shared/mesh/workload.ts';
 import { TunnelAdmission } from './tunnel-admission.ts';
+import { OutboundTunnel, type OutboundTunnelHost } from './outbound-tunnel.ts';
 import { spliceTcp } from './tcp-splice.ts';
 import type { ConnectionRecord, ConnectionReporter, ServiceRef } from './report.ts';
 
@@ -33,6 +33,45 @@ function serviceRef(service: Service): ServiceRef {
   return ref;
 }
 
+/** A destination workload's HBONE endpoint in one address family and the identity it must prove. */
+interface HbonePeer {
+  proxy: HostPort;
+  expectedIdentities: readonly string[];
+}
+
+/**
+ * Made once per Workload object and family (workloads are replaced, never mutated), so a connection builds no address
+ * object or identity list, and the pool finds its key made (client-pool.ts poolKey).
+ */
+const hbonePeers = new WeakMap<Workload, { v4?: HbonePeer; v6?: HbonePeer }>();
+
+function hbonePeer(destination: Workload, like: string): HbonePeer {
+  let peers = hbonePeers.get(destination);
+  if (peers === undefined) {
+    peers = {};
+    hbonePeers.set(destination, peers);
+  }
+  const family = like.includes(':') ? 'v6' : 'v4';
+  let peer = peers[family];
+  if (peer === undefined) {
+    peer = { proxy: { host: addressOfFamily(destination, like) ?? destination.addresses[0]!, port: HBONE_PORT }, expectedIdentities: [workloadIdentity(destination).uri] };
+    peers[family] = peer;
+  }
+  return peer;
+}
+
+/** The HBONE address of a service's waypoint, made once per Service object (the pool's key is then made once too). */
+const waypointProxies = new WeakMap<Service, HostPort>();
+
+function waypointProxy(service: Service): HostPort {
+  let proxy = waypointProxies.get(service);
+  if (proxy === undefined) {
+    proxy = { host: service.waypoint!.address, port: service.waypoint!.hboneMtlsPort };
+    waypointProxies.set(service, proxy);
+  }
+  return proxy;
+}
+
 /** A service's waypoint address is not a workload this agent knows (its identity cannot be checked): refused. */
 export class UnknownWaypointError extends Error {
   readonly code = 'UNKNOWN_WAYPOINT';
@@ -44,16 +83,7 @@ export class UnknownWaypointError extends Error {
   }
 }
 
-/** The client closed its connection while it waited for a slot to open its tunnel (the agent was overloaded). */
-export class TunnelAbandonedError extends Error {
-  readonly code = 'TUNNEL_ABANDONED';
-  /** Envoy's "downstream connection termination". */
-  readonly responseFlags = 'DC';
-  constructor() {
-    super('the client closed the connection while it waited for its tunnel to be opened (too many tunnels being opened at once: the agent is overloaded)');
-    this.name = 'TunnelAbandonedError';
-  }
-}
+export { TunnelAbandonedError } from './outbound-tunnel.ts';
 
 /** Port every captured pod's agent listener terminates HBONE on. */
 export const HBONE_PORT = 15008;
@@ -67,15 +97,18 @@ export interface OutboundContext {
   pool: HboneClientPool;
 }
 
-export class OutboundProxy {
+export class OutboundProxy implements OutboundTunnelHost {
   readonly #state: MeshState;
   readonly #report: ConnectionReporter;
+  /** Telemetry, as the tunnels this proxy opens report to it. */
+  readonly report: ConnectionReporter;
   /** The bound on tunnels being opened at once (agent/proxy/tunnel-admission.ts). */
   readonly admission: TunnelAdmission;
 
   constructor(options: { state: MeshState; report: ConnectionReporter; maxOpeningTunnels?: number }) {
     this.#state = options.state;
     this.#report = options.report;
+    this.report = options.report;
     this.admission = new TunnelAdmission(options.maxOpeningTunnels);
   }
 
@@ -114,7 +147,7 @@ export class OutboundProxy {
       });
       return;
     }
-    this.#viaHbone(socket, vip, waypoint, service, context, started, { host: address, port: service.waypoint!.hboneMtlsPort });
+    this.#viaHbone(socket, vip, waypoint, service, context, started, waypointProxy(service));
   }
 
   /** VIP:port -> one endpoint's IP:targetPort, then as a connection to that pod; none: reset, with the reason logged. */
@@ -139,59 +172,16 @@ export class OutboundProxy {
 
   /** `waypoint`: the HBONE endpoint is the service's waypoint (only its identity is accepted), not the destination pod. */
   #viaHbone(socket: net.Socket, originalDestination: HostPort, destination: Workload, service: Service | undefined, context: OutboundContext, started: number, waypoint?: HostPort): void {
-    const record: ConnectionRecord = {
-      direction: 'outbound', source: context.source, sourceAddress: socket.remoteAddress, destination, destinationAddress: originalDestination,
-      destinationService: service && serviceRef(service), mtls: true, bytesSent: 0, bytesReceived: 0, durationMs: 0,
-      liveBytes: () => ({ sent: socket.bytesRead, received: socket.bytesWritten }),
+    const peer = waypoint === undefined ? hbonePeer(destination, originalDestination.host) : undefined;
+    const target: HboneTarget = {
+      proxy: waypoint ?? peer!.proxy,
+      destination: originalDestination,
+      sourceIdentity: workloadIdentity(context.source),
+      // A service may name extra identities its endpoints can present (Istio's subject_alt_names).
+      expectedIdentities:
+        waypoint === undefined && service && service.subjectAltNames.length > 0 ? [workloadIdentity(destination).uri, ...service.subjectAltNames] : (peer?.expectedIdentities ?? [workloadIdentity(destination).uri]),
     };
-    // Opened once the destination proved its identity (pinned to the workload's below), so telemetry reports the
-    // identity the certificate carried; a tunnel that never opens is reported closed only.
-    // One slot per tunnel being opened: released when it opened (established) or failed, whichever comes first.
-    let admitted = true;
-    const release = (): void => {
-      if (!admitted) return;
-      admitted = false;
-      this.admission.done();
-    };
-    const established = (peerIdentity: SpiffeId): void => {
-      release();
-      record.destinationPrincipal = peerIdentity.uri;
-      this.#report.opened(record);
-    };
-    const finish = (error?: Error): void => {
-      release();
-      record.bytesSent = socket.bytesRead;
-      record.bytesReceived = socket.bytesWritten;
-      record.durationMs = performance.now() - started;
-      if (error) record.error = error;
-      this.#report.closed(record);
-    };
-    this.admission.admit(socket, () => {
-      context.pool
-        .tunnel(
-          {
-            proxy: waypoint ?? { host: addressOfFamily(destination, originalDestination.host) ?? destination.addresses[0]!, port: HBONE_PORT },
-            destination: originalDestination,
-            sourceIdentity: workloadIdentity(context.source),
-            // A service may name extra identities its endpoints can present (Istio's subject_alt_names).
-            expectedIdentities:
-              waypoint === undefined && service && service.subjectAltNames.length > 0 ? [workloadIdentity(destination).uri, ...service.subjectAltNames] : [workloadIdentity(destination).uri],
-          },
-          socket,
-          established,
-        )
-        .then(
-          (result) => finish(result.error),
-          (error: Error) => {
-            resetSocket(socket);
-            finish(error);
-          },
-        );
-    }, () => {
-      // The client left while it waited for a slot: never tunnelled, reported closed with the reason.
-      admitted = false;
-      finish(new TunnelAbandonedError());
-    });
+    new OutboundTunnel(this, socket, context.source, destination, originalDestination, service && serviceRef(service), context.pool, target, started).start();
   }
 
   #passthrough(socket: net.Socket, originalDestination: HostPort, destination: Workload | undefined, service: Service | undefined, context: OutboundContext, started: number): void {

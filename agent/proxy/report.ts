@@ -58,6 +58,12 @@ export interface ConnectionReporter {
    * (fill in bytes, duration, error on it): telemetry matches the two calls by object identity.
    */
   opened(record: ConnectionRecord): void;
+  /**
+   * Whether a connection that ends cleanly needs its source address (the access log writes a line for it: info or
+   * below). False: the proxy may leave `sourceAddress` out and read it only when the connection fails, sparing a
+   * getpeername per connection. Absent: true.
+   */
+  sourceAddressWanted?(): boolean;
   /** The connection ended; call exactly once. A record never `opened` counts as opened and closed at once. */
   closed(record: ConnectionRecord): void;
   /**

@@ -29,9 +29,18 @@ export interface AdmissionStats {
   abandoned: number;
 }
 
+/** A connection asking for a slot: the object itself waits in the queue (no wrapper, no closures). */
+export interface AdmissionWaiter {
+  readonly socket: net.Socket;
+  /** Its slot: open the tunnel now (and call `done()` once it opened or failed). */
+  admitted(): void;
+  /** Its client left while it waited: it holds no slot and calls no `done()`. */
+  abandoned(): void;
+}
+
 export class TunnelAdmission {
   readonly #max: number;
-  readonly #waiting: Array<{ socket: net.Socket; start: () => void; abandoned: () => void }> = [];
+  readonly #waiting: AdmissionWaiter[] = [];
   /** Index of the queue's head (the array is compacted once the head passes half of it: no shift per dequeue). */
   #head = 0;
   readonly stats: AdmissionStats = { opening: 0, queued: 0, everQueued: 0, abandoned: 0 };
@@ -46,12 +55,17 @@ export class TunnelAdmission {
    * connection holds no slot, and calls no `done()`).
    */
   admit(socket: net.Socket, start: () => void, abandoned: () => void): void {
+    this.enter({ socket, admitted: start, abandoned });
+  }
+
+  /** As admit, for a waiter object. */
+  enter(waiter: AdmissionWaiter): void {
     if (this.stats.opening < this.#max) {
       this.stats.opening++;
-      start();
+      waiter.admitted();
       return;
     }
-    this.#waiting.push({ socket, start, abandoned });
+    this.#waiting.push(waiter);
     this.stats.queued++;
     this.stats.everQueued++;
   }
@@ -70,7 +84,7 @@ export class TunnelAdmission {
         continue;
       }
       this.stats.opening++;
-      next.start();
+      next.admitted();
     }
     if (this.#head > 1024 && this.#head * 2 > this.#waiting.length) {
       this.#waiting.splice(0, this.#head);

@@ -164,6 +164,11 @@ export class AccessLog {
     this.#log.debug({ scope: 'access', ...endpoints(record) }, ACCESS_LOG_OPENED_MESSAGE);
   }
 
+  /** True when a connection that ends cleanly gets a line (info enabled); failures always do (error). */
+  linePerConnection(): boolean {
+    return this.#raw ? this.#raw.enabled('info') : this.#log.isLevelEnabled('info');
+  }
+
   closed(record: ConnectionRecord): void {
     if (this.#raw) {
       const flags = responseFlagsFor(record);

@@ -32,6 +32,9 @@ export function telemetryReporter(options: TelemetryReporterOptions): Connection
         onError(error as Error);
       }
     },
+    sourceAddressWanted(): boolean {
+      return accessLog?.linePerConnection() ?? false;
+    },
     closed(record: ConnectionRecord): void {
       try {
         metrics.connectionClosed(record);

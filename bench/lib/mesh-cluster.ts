@@ -57,6 +57,8 @@ export interface MeshOptions {
   agentEnv?: Record<string, string>;
   /** A command the agents' node runs under (e.g. a wrapper adding V8 flags NODE_OPTIONS refuses): bench/connection-counts.ts. */
   agentCommandPrefix?: string[];
+  /** How long each agent may take to become ready (an agent under valgrind starts slowly). */
+  agentReadyTimeoutMs?: number;
   log(message: string): void;
 }
 
@@ -66,7 +68,7 @@ export async function buildMeshTopology(options: MeshOptions): Promise<MeshTopol
   // The agents read workloads from the cluster directory and sign with the CA root on disk (no control plane):
   // the data path measured here is the same either way, and the suite does not depend on the control plane.
   // (A variable, not a literal, so the option is simply ignored by a runtime that predates it.)
-  const meshOptions = { nodes: 2, name: 'bench', agentEnv, controlPlane: false, ...(options.agentCommandPrefix ? { agentCommandPrefix: options.agentCommandPrefix } : {}) };
+  const meshOptions = { nodes: 2, name: 'bench', agentEnv, controlPlane: false, ...(options.agentCommandPrefix ? { agentCommandPrefix: options.agentCommandPrefix } : {}), ...(options.agentReadyTimeoutMs ? { agentReadyTimeoutMs: options.agentReadyTimeoutMs } : {}) };
   const mesh = await createLocalMesh(meshOptions);
   try {
     const { cluster } = mesh;

@@ -28,7 +28,7 @@ import type { SpiffeId, WorkloadCertificate } from '../identity/index.ts';
 import { hboneErrors } from './errors.ts';
 import { H2PooledConnection } from './h2/pooled-connection.ts';
 import type { H2Stream } from './h2/stream.ts';
-import { isRefusedUnprocessed, type OpenedTunnelStream, type PendingTunnelStream, type PooledConnection } from './pooled-connection.ts';
+import { isRefusedUnprocessed, type OpenedTunnelStream, type PooledConnection, type TunnelOpenHandler, type TunnelOpening, type TunnelSpliceResult } from './pooled-connection.ts';
 import { resetSocket } from './splice.ts';
 import { noteMemoryFreed } from '../memory/release-hint.ts';
 import type { HboneClientOptions, HboneStream, HboneTarget, TcpConnector } from './types.ts';
@@ -43,6 +43,17 @@ export interface TunnelResult {
   peerIdentity: SpiffeId;
   /** Why it ended abnormally (reset, socket error); absent when both sides ended cleanly. */
   error?: Error;
+}
+
+/**
+ * Told how a `tunnelFor` call went, without promises: `tunnelEstablished` once the server accepted the stream (before
+ * any byte moves; not at all if it never did), then `tunnelClosed` exactly once. On a failure to open, the downstream
+ * socket is reset after `tunnelClosed` returns (so the observer can still read its addresses).
+ */
+export interface TunnelObserver {
+  tunnelEstablished(peerIdentity: SpiffeId): void;
+  /** `error`: why it failed or ended abnormally; `spliced`: how the splice ended (undefined when no stream opened). */
+  tunnelClosed(error: Error | undefined, spliced: TunnelSpliceResult | undefined): void;
 }
 
 export interface PoolStats {
@@ -60,11 +71,16 @@ export interface PoolStats {
 
 /** The connections for one pool key. */
 class PoolEntry {
+  readonly key: string;
   readonly connections: PooledConnection[] = [];
   dialing: Promise<PooledConnection> | undefined;
   /** Pending CONNECTs this key may still cancel (a token bucket: CANCELLED_PENDING_BURST, refilled per second). */
   cancelTokens = CANCELLED_PENDING_BURST;
   cancelTokensAt = 0;
+
+  constructor(key: string) {
+    this.key = key;
+  }
 
   /** Takes one cancel token if there is one (see CANCELLED_PENDING_BURST for why cancels are rationed). */
   takeCancelToken(now: number): boolean {
@@ -90,9 +106,20 @@ const defaultConnector: TcpConnector = (target) => net.connect({ host: target.ho
  * every stream, so it only joins strings (the address is validated where it becomes an :authority).
  */
 function poolKey(target: HboneTarget): string {
-  const expected = target.expectedIdentities.length <= 1 ? target.expectedIdentities.join(',') : [...target.expectedIdentities].sort().join(',');
-  return `${target.sourceIdentity.uri} ${expected} ${target.proxy.host} ${target.proxy.port}`;
+  const { proxy, expectedIdentities, sourceIdentity } = target;
+  // A caller that reuses its proxy address and identity list (the agent's outbound path, per destination workload)
+  // gets the key made once: no string built, and none hashed anew, per stream.
+  const cached = poolKeyByProxy.get(proxy);
+  if (cached !== undefined && cached.expected === expectedIdentities && cached.source === sourceIdentity.uri && cached.host === proxy.host && cached.port === proxy.port) return cached.key;
+  const expected = expectedIdentities.length <= 1 ? expectedIdentities.join(',') : [...expectedIdentities].sort().join(',');
+  // Flattened now, so the key's hash is computed once and kept with it.
+  const key = `${sourceIdentity.uri} ${expected} ${proxy.host} ${proxy.port}`;
+  poolKeyByProxy.set(proxy, { expected: expectedIdentities, source: sourceIdentity.uri, host: proxy.host, port: proxy.port, key });
+  return key;
 }
+
+/** The last key made for a proxy address object, with what it was made from (identity lists are never mutated). */
+const poolKeyByProxy = new WeakMap<HboneTarget['proxy'], { expected: readonly string[]; source: string; host: string; port: number; key: string }>();
 
 /** A stream the server accepted, and who the server proved to be. */
 interface OpenedStream {
@@ -115,40 +142,129 @@ function dialerFor(implementation: HboneImplementation): (request: DialRequest) 
   return implementation === 'own' ? (request) => H2PooledConnection.dial(request) : (request) => HboneConnection.dial(request);
 }
 
+/** The pool's steps a tunnel attempt calls back into (made once per pool: no closure per tunnel). */
+interface AttemptHost {
+  /** Opens the attempt's stream on a connection with a free slot, dialing one if none has (again after a refusal). */
+  advance(attempt: TunnelAttempt): void;
+}
+
+/** The attempt waiting on a downstream socket (read by the socket's shared 'close' listener). */
+const kAttempt = Symbol('ambit.tunnelAttempt');
+
+type WatchedSocket = net.Socket & { [kAttempt]?: TunnelAttempt | undefined };
+
 /**
- * One `tunnel` call's downstream socket while its stream is being opened: whether its client has gone, and the
- * CONNECT in flight, cancelled when it goes (if the key's cancel budget allows).
+ * One `tunnelFor` call, from the pool's pick to the splice's end: the downstream socket watched while its stream is
+ * being opened (a client that leaves gets no CONNECT, and one already sent is cancelled if the key's budget allows),
+ * the handler of the CONNECT's outcome, the refusal retries. One object per tunnel; no promise or closure until the
+ * splice (whose end is a promise of its own).
  */
-class DownstreamWatch {
-  readonly socket: net.Socket;
-  gone = false;
-  /** The CONNECT sent and not yet answered, and its pool entry (for the cancel budget). */
-  pending: PendingTunnelStream | undefined;
+class TunnelAttempt implements TunnelOpenHandler {
+  readonly target: HboneTarget;
+  readonly socket: WatchedSocket;
+  readonly observer: TunnelObserver;
+  readonly #host: AttemptHost;
   entry: PoolEntry | undefined;
+  /** The connection the CONNECT went out on (whose identity the server proved). */
+  connection: PooledConnection | undefined;
+  /** The CONNECT sent and not yet answered. */
+  pending: TunnelOpening | undefined;
+  /** The client left before the stream was answered. */
+  gone = false;
   /** True once a pending CONNECT was cancelled because the client left. */
   cancelled = false;
+  refusals = 0;
+  #watching = true;
 
-  constructor(socket: net.Socket) {
-    this.socket = socket;
+  constructor(target: HboneTarget, socket: net.Socket, observer: TunnelObserver, host: AttemptHost) {
+    this.target = target;
+    this.socket = socket as WatchedSocket;
+    this.observer = observer;
+    this.#host = host;
+    this.socket[kAttempt] = this;
     socket.on('error', ignoreEarlyError);
-    socket.once('close', this.#onClose);
+    socket.on('close', onWatchedSocketClose);
   }
 
   /** The splice owns the socket from here (or the tunnel failed): stop watching. */
-  stop(): void {
+  #stopWatching(): void {
+    if (!this.#watching) return;
+    this.#watching = false;
     this.socket.off('error', ignoreEarlyError);
-    this.socket.off('close', this.#onClose);
-    this.pending = undefined;
+    this.socket.off('close', onWatchedSocketClose);
+    this.socket[kAttempt] = undefined;
   }
 
-  readonly #onClose = (): void => {
+  downstreamClosed(): void {
     this.gone = true;
     const { pending, entry } = this;
     if (pending && entry && entry.takeCancelToken(performance.now())) {
       this.cancelled = true;
       pending.cancel();
     }
-  };
+  }
+
+  tunnelOpened(stream: OpenedTunnelStream): void {
+    this.pending = undefined;
+    this.#stopWatching();
+    // Gone after the answer, or its cancel was over budget: the splice resets the answered stream (no budget spent).
+    this.observer.tunnelEstablished(this.connection!.peerIdentity);
+    stream.splice(this.socket).then((spliced) => this.observer.tunnelClosed(spliced.error, spliced));
+  }
+
+  tunnelFailed(error: Error): void {
+    this.pending = undefined;
+    // REFUSED_STREAM (a GOAWAY raced our request, e.g. the peer agent is restarting) guarantees the server did
+    // nothing with the stream (RFC 9113 8.7), so it is safe to open it again, on another connection.
+    if (isRefusedUnprocessed(error) && this.refusals++ < MAX_REFUSED_STREAM_RETRIES) this.#host.advance(this);
+    else this.fail(error);
+  }
+
+  /** Could not be opened: the observer is told, then the socket is reset. */
+  fail(error: Error): void {
+    this.#stopWatching();
+    this.observer.tunnelClosed(this.cancelled ? hboneErrors.downstreamClosed(this.target.destination, this.target.proxy, true) : error, undefined);
+    resetSocket(this.socket);
+  }
+}
+
+function onWatchedSocketClose(this: WatchedSocket): void {
+  this[kAttempt]?.downstreamClosed();
+}
+
+/** `tunnel`'s promise over a TunnelObserver (tests and tools; the agent's outbound path observes directly). */
+class PromisedTunnel implements TunnelObserver {
+  readonly #started = performance.now();
+  readonly #resolve: (result: TunnelResult) => void;
+  readonly #reject: (error: Error) => void;
+  readonly #onEstablished: ((peerIdentity: SpiffeId) => void) | undefined;
+  #peerIdentity: SpiffeId | undefined;
+
+  constructor(resolve: (result: TunnelResult) => void, reject: (error: Error) => void, onEstablished: ((peerIdentity: SpiffeId) => void) | undefined) {
+    this.#resolve = resolve;
+    this.#reject = reject;
+    this.#onEstablished = onEstablished;
+  }
+
+  tunnelEstablished(peerIdentity: SpiffeId): void {
+    this.#peerIdentity = peerIdentity;
+    this.#onEstablished?.(peerIdentity);
+  }
+
+  tunnelClosed(error: Error | undefined, spliced: TunnelSpliceResult | undefined): void {
+    if (spliced === undefined) {
+      this.#reject(error!);
+      return;
+    }
+    const tunnel: TunnelResult = {
+      bytesSent: spliced.bytesFromSocket,
+      bytesReceived: spliced.bytesToSocket,
+      durationMs: performance.now() - this.#started,
+      peerIdentity: this.#peerIdentity!,
+    };
+    if (spliced.error) tunnel.error = spliced.error;
+    this.#resolve(tunnel);
+  }
 }
 
 /** Until the splice owns it, an error on the waiting socket must not crash the process. */
@@ -156,6 +272,14 @@ function ignoreEarlyError(): void {}
 
 /** Retries of a stream the server refused unprocessed: one GOAWAY race per attempt is already rare. */
 const MAX_REFUSED_STREAM_RETRIES = 3;
+
+/** node:http2's connections open by promise: the attempt is told from its settlement. */
+function promisedOpening(connection: PooledConnection, target: HboneTarget, attempt: TunnelAttempt): TunnelOpening | undefined {
+  const opening = connection.openTunnelStream(target);
+  if (!opening) return undefined;
+  opening.opened.then((stream) => attempt.tunnelOpened(stream), (error: Error) => attempt.tunnelFailed(error));
+  return opening;
+}
 
 export class HboneClientPool {
   readonly #options: HboneClientOptions;
@@ -215,31 +339,56 @@ export class HboneClientPool {
    * are closed. If the stream cannot be opened the socket is reset and the promise rejects with the HboneError.
    * `onEstablished` is told the server's verified identity once the server accepted the stream, before any byte moves.
    */
-  async tunnel(target: HboneTarget, socket: net.Socket, onEstablished?: (peerIdentity: SpiffeId) => void): Promise<TunnelResult> {
-    const started = performance.now();
-    // A client that leaves while its stream is being opened: no CONNECT is sent for it, and one already sent is
-    // cancelled (RST_STREAM CANCEL), so the server does not connect to the target for nobody.
-    const watch = new DownstreamWatch(socket);
-    let opened: OpenedStream;
-    try {
-      opened = await this.#openStream(target, watch);
-    } catch (error) {
-      watch.stop();
-      resetSocket(socket);
-      throw watch.cancelled ? hboneErrors.downstreamClosed(target.destination, target.proxy, true) : error;
+  tunnel(target: HboneTarget, socket: net.Socket, onEstablished?: (peerIdentity: SpiffeId) => void): Promise<TunnelResult> {
+    return new Promise((resolve, reject) => this.tunnelFor(target, socket, new PromisedTunnel(resolve, reject, onEstablished)));
+  }
+
+  /**
+   * `tunnel` without promises: `observer` is told when the stream is established and when the tunnel closed (with the
+   * HboneError when it could not be opened: the socket is then reset). Never calls the observer before returning.
+   */
+  tunnelFor(target: HboneTarget, socket: net.Socket, observer: TunnelObserver): void {
+    const attempt = new TunnelAttempt(target, socket, observer, this.#attemptHost);
+    if (this.#closed) {
+      queueMicrotask(() => attempt.fail(hboneErrors.poolClosed()));
+      return;
     }
-    watch.stop();
-    // Gone after the answer, or its cancel was over budget: the splice resets the answered stream (no budget spent).
-    onEstablished?.(opened.peerIdentity);
-    const result = await opened.stream.splice(socket);
-    const tunnel: TunnelResult = {
-      bytesSent: result.bytesFromSocket,
-      bytesReceived: result.bytesToSocket,
-      durationMs: performance.now() - started,
-      peerIdentity: opened.peerIdentity,
-    };
-    if (result.error) tunnel.error = result.error;
-    return tunnel;
+    const key = poolKey(target);
+    let entry = this.#entries.get(key);
+    if (!entry) {
+      entry = new PoolEntry(key);
+      this.#entries.set(key, entry);
+    }
+    attempt.entry = entry;
+    this.#advance(attempt);
+  }
+
+  readonly #attemptHost: AttemptHost = { advance: (attempt) => this.#advance(attempt) };
+
+  /**
+   * Sends the attempt's CONNECT on the key's first connection with a free slot; without one, waits for the key's dial
+   * (one in flight per key) and tries again. Failures reach the attempt (never thrown here).
+   */
+  #advance(attempt: TunnelAttempt): void {
+    const entry = attempt.entry!;
+    const { target } = attempt;
+    for (;;) {
+      if (this.#closed) return attempt.fail(hboneErrors.poolClosed());
+      // The client left while its stream waited for a connection (a dial): no CONNECT for nobody.
+      if (attempt.gone) return attempt.fail(hboneErrors.downstreamClosed(target.destination, target.proxy, false));
+      const connection = entry.pick();
+      if (connection) {
+        const opening = connection.openTunnelStreamFor ? connection.openTunnelStreamFor(target, attempt) : promisedOpening(connection, target, attempt);
+        // undefined: the connection stopped taking streams between the check and the request (GOAWAY); try another.
+        if (!opening) continue;
+        attempt.connection = connection;
+        attempt.pending = opening;
+        return;
+      }
+      entry.dialing ??= this.#dialFor(entry.key, entry, target);
+      entry.dialing.then(() => this.#advance(attempt), (error: Error) => attempt.fail(error));
+      return;
+    }
   }
 
   stats(): PoolStats {
@@ -275,33 +424,25 @@ export class HboneClientPool {
     }
   }
 
-  async #openStream(target: HboneTarget, watch?: DownstreamWatch): Promise<OpenedStream> {
+  async #openStream(target: HboneTarget): Promise<OpenedStream> {
     if (this.#closed) throw hboneErrors.poolClosed();
     const key = poolKey(target);
     let entry = this.#entries.get(key);
     if (!entry) {
-      entry = new PoolEntry();
+      entry = new PoolEntry(key);
       this.#entries.set(key, entry);
     }
     let refusals = 0;
     for (;;) {
-      // The client left while its stream waited for a connection (a dial): no CONNECT for nobody.
-      if (watch?.gone) throw hboneErrors.downstreamClosed(target.destination, target.proxy, false);
       const connection = entry.pick();
       if (connection) {
         const opening = connection.openTunnelStream(target);
         // undefined: the connection stopped taking streams between the check and the request (GOAWAY); try another.
         if (!opening) continue;
-        if (watch) {
-          watch.pending = opening;
-          watch.entry = entry;
-        }
         try {
           return { stream: await opening.opened, peerIdentity: connection.peerIdentity };
         } catch (error) {
-          if (watch) watch.pending = undefined;
-          // REFUSED_STREAM (a GOAWAY raced our request, e.g. the peer agent is restarting) guarantees the server did
-          // nothing with the stream (RFC 9113 8.7), so it is safe to open it again, on another connection.
+          // REFUSED_STREAM: safe to open again, on another connection (see TunnelAttempt.tunnelFailed).
           if (isRefusedUnprocessed(error) && refusals++ < MAX_REFUSED_STREAM_RETRIES) continue;
           throw error;
         }

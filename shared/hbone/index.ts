@@ -9,5 +9,5 @@ export { parseAuthority, formatAuthority } from './authority.ts';
 export { resetSocket, resetStream, splice, type SpliceResult } from './splice.ts';
 export { pooledReadStats, type PooledReadStats } from './pooled-reads.ts';
 export { readBufferScavenges } from './buffer-scavenge.ts';
-export { HboneClientPool, type PoolStats, type TunnelResult } from './client-pool.ts';
+export { HboneClientPool, type PoolStats, type TunnelObserver, type TunnelResult } from './client-pool.ts';
 export { HboneServer, type ServerStats } from './server.ts';

@@ -40,6 +40,21 @@ export interface PendingTunnelStream {
   cancel(): void;
 }
 
+/**
+ * Told how a CONNECT sent with `openTunnelStreamFor` ended: exactly one of the two, once, never before that call
+ * returned. The pool's per-tunnel object implements it (client-pool.ts): no promise per stream.
+ */
+export interface TunnelOpenHandler {
+  tunnelOpened(stream: OpenedTunnelStream): void;
+  tunnelFailed(error: Error): void;
+}
+
+/** A CONNECT sent with `openTunnelStreamFor` and not answered yet. */
+export interface TunnelOpening {
+  /** As PendingTunnelStream.cancel: RST_STREAM CANCEL; the handler then hears `tunnelFailed`. */
+  cancel(): void;
+}
+
 export interface PooledConnection {
   /** The identity the server's certificate proved. */
   readonly peerIdentity: SpiffeId;
@@ -54,6 +69,11 @@ export interface PooledConnection {
    * (marked with `markRefusedUnprocessed` when it is safe to try again). undefined: the connection takes no stream now.
    */
   openTunnelStream(target: HboneTarget): PendingTunnelStream | undefined;
+  /**
+   * As openTunnelStream, the outcome told to `handler` instead of a promise (the own layer: one object per CONNECT).
+   * Absent on node:http2, whose pool uses openTunnelStream.
+   */
+  openTunnelStreamFor?(target: HboneTarget, handler: TunnelOpenHandler): TunnelOpening | undefined;
   /** Stops new streams; closes when the open ones finish. */
   close(): void;
   /** Closes now; open streams are reset. */

@@ -26,7 +26,7 @@ function workload(name: string, address: string): Workload {
  * An outbound proxy for pod shop/client whose table says 127.0.0.1 is pod shop/server, an HBONE server on loopback
  * presenting `presented`, and an echo application behind it. `connect` sends one message through the proxy.
  */
-async function setup(t: { teardown(fn: () => unknown): void }, mesh: Mesh, presented: WorkloadCertificate) {
+async function setup(t: { teardown(fn: () => unknown): void }, mesh: Mesh, presented: WorkloadCertificate, sourceAddressWanted?: boolean) {
   const echo = await startEcho();
   const connects: string[] = [];
   const hbone = new HboneServer({
@@ -46,6 +46,7 @@ async function setup(t: { teardown(fn: () => unknown): void }, mesh: Mesh, prese
   const opened: ConnectionRecord[] = [];
   const closed: ConnectionRecord[] = [];
   const report: ConnectionReporter = { opened: (record) => opened.push(record), closed: (record) => closed.push(record) };
+  if (sourceAddressWanted !== undefined) report.sourceAddressWanted = () => sourceAddressWanted;
   const proxy = new OutboundProxy({ state, report });
   // The pool dials the destination's port 15008; here that is the loopback server's port.
   const pool = new HboneClientPool({ certificateFor: () => mesh.clientCert, trustDomain: TRUST_DOMAIN, connect: () => net.connect(hboneAddress.port, '127.0.0.1') });
@@ -87,6 +88,23 @@ test('the destination proving the identity the table names is reached; the recor
   t.is(closed[0]!.destinationPrincipal, 'spiffe://cluster.local/ns/shop/sa/server');
   t.is(closed[0]!.error, undefined);
   t.true(closed[0]!.mtls);
+  t.is(closed[0]!.sourceAddress, '127.0.0.1', 'telemetry that wants every address gets it');
+});
+
+test('telemetry that logs only failures: a clean tunnel\'s record has no source address, a refused one still has it', async (t) => {
+  const mesh = await makeMesh();
+  const impostor = await mesh.ca.issueWorkloadCertificate(spiffeId(TRUST_DOMAIN, 'shop', 'other'));
+  const refused = await setup(t, mesh, impostor, false);
+  await refused.connect('secret');
+  await refused.closedCount(1);
+  t.truthy(refused.closed[0]!.error);
+  t.is(refused.closed[0]!.sourceAddress, '127.0.0.1', 'the failure\'s log line names where it came from');
+  const server = await mesh.ca.issueWorkloadCertificate(spiffeId(TRUST_DOMAIN, 'shop', 'server'));
+  const clean = await setup(t, mesh, server, false);
+  t.deepEqual(await clean.connect('hello'), { echoed: 'hello' });
+  await clean.closedCount(1);
+  t.is(clean.closed[0]!.error, undefined);
+  t.is(clean.closed[0]!.sourceAddress, undefined, 'no getpeername for a line nobody writes');
 });
 
 test('a destination proving another valid mesh identity is refused before any byte or CONNECT reaches it', async (t) => {

@@ -87,6 +87,24 @@ test('an idle connection is released after idleTimeoutMs', async (t) => {
   t.is(pair.pool.stats().dials, 2);
 });
 
+test('a stream open longer than idleTimeoutMs keeps its connection; the timeout counts from its close', async (t) => {
+  const echo = await startEcho();
+  const pair = await startPair({ client: { idleTimeoutMs: 300 } });
+  t.teardown(async () => {
+    await pair.close();
+    await echo.close();
+  });
+  const stream = await pair.pool.open(pair.target(echo.address));
+  // The idle timer armed at the dial fires meanwhile and must find the stream open.
+  await new Promise((resolve) => setTimeout(resolve, 600));
+  t.is(pair.pool.stats().connections, 1, 'not released under an open stream');
+  stream.end('late');
+  t.is((await readAll(stream)).toString(), 'late');
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  t.is(pair.pool.stats().connections, 1, 'not released right after the stream closed');
+  t.true(await waitFor(() => pair.pool.stats().connections === 0, 3000), 'released once idle for the timeout');
+});
+
 test('a burst\'s extra connections close once idle; the first stays and a busy one is kept', async (t) => {
   const echo = await startEcho();
   // Sweeps 100 ms apart: an extra connection closes 100-200 ms after its last stream; the first keeps the 5 minutes.

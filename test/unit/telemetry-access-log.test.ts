@@ -82,6 +82,13 @@ test('"connection opened" is logged only at debug level', (t) => {
   t.like(debug.lines[0], { level: 20, msg: 'connection opened', direction: 'outbound', src: { principal: 'spiffe://cluster.local/ns/shop/sa/client-sa' } });
 });
 
+test('the reporter asks for source addresses only while clean connections get a line (info), not at warn', (t) => {
+  const metrics = new AgentMetrics({ processMetrics: false });
+  t.true(telemetryReporter({ metrics, accessLog: new AccessLog(captureLog('info').log) }).sourceAddressWanted!());
+  t.false(telemetryReporter({ metrics, accessLog: new AccessLog(captureLog('warn').log) }).sourceAddressWanted!());
+  t.false(telemetryReporter({ metrics }).sourceAddressWanted!(), 'no access log, no line');
+});
+
 test('the reporter feeds metrics and the access log from the same record, and a telemetry bug never throws into the proxy', async (t) => {
   const { log, lines } = captureLog();
   const metrics = new AgentMetrics({ processMetrics: false });

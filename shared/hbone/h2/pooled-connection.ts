@@ -13,13 +13,13 @@ import type { Duplex } from 'node:stream';
 import type { SpiffeId, WorkloadCertificate } from '../../identity/index.ts';
 import type { ConnectionSettings } from '../connection.ts';
 import { hboneErrors, isHboneError } from '../errors.ts';
-import type { OpenedTunnelStream, PendingTunnelStream, PooledConnection, TunnelSpliceResult } from '../pooled-connection.ts';
+import type { OpenedTunnelStream, PendingTunnelStream, PooledConnection, TunnelOpenHandler, TunnelOpening, TunnelSpliceResult } from '../pooled-connection.ts';
 import type { HboneTarget, HostPort, TcpConnector } from '../types.ts';
 import type { H2Connection } from './connection.ts';
 import { H2DuplexStream } from './duplex.ts';
 import { spliceH2 } from './splice.ts';
 import type { H2Stream } from './stream.ts';
-import { dialH2, requestConnectStream } from './tunnel-client.ts';
+import { ConnectResponseWaiter, dialH2, requestConnectStream } from './tunnel-client.ts';
 import { H2_CANCEL } from './errors.ts';
 
 export interface H2PooledDialParams {
@@ -64,6 +64,56 @@ class H2PendingStream implements PendingTunnelStream {
 
   cancel(): void {
     this.#stream?.reset(H2_CANCEL);
+  }
+}
+
+/**
+ * One CONNECT opened for the pool's handler, from request to the answer and then as the opened stream: one object per
+ * tunnel (the waiter, the cancel handle and the OpenedTunnelStream), no promise.
+ */
+class H2TunnelOpen extends ConnectResponseWaiter implements TunnelOpening, OpenedTunnelStream {
+  readonly #pooled: H2PooledConnection;
+  readonly #handler: TunnelOpenHandler;
+  #stream: H2Stream | undefined;
+
+  constructor(pooled: H2PooledConnection, target: HboneTarget, handler: TunnelOpenHandler) {
+    super(target);
+    this.#pooled = pooled;
+    this.#handler = handler;
+  }
+
+  /** Sends it; false when no stream could be opened (the handler hears why, on a microtask: never inside this call). */
+  start(target: HboneTarget): boolean {
+    this.#stream = this.send(this.#pooled.connection, target);
+    return this.#stream !== undefined;
+  }
+
+  cancel(): void {
+    this.#stream?.reset(H2_CANCEL);
+  }
+
+  protected answered(stream: H2Stream): void {
+    this.#stream = stream;
+    this.#handler.tunnelOpened(this);
+  }
+
+  protected failed(error: Error): void {
+    const mapped = this.#pooled.streamError(error);
+    // `send` reports a request the connection refused before returning: told after it, as the promise form would.
+    if (this.#stream === undefined) queueMicrotask(() => this.#handler.tunnelFailed(mapped));
+    else this.#handler.tunnelFailed(mapped);
+  }
+
+  splice(socket: net.Socket): Promise<TunnelSpliceResult> {
+    return spliceH2(socket, this.#stream!);
+  }
+
+  duplex(): Duplex {
+    return new H2DuplexStream(this.#stream!);
+  }
+
+  h2Stream(): H2Stream {
+    return this.#stream!;
   }
 }
 
@@ -127,22 +177,31 @@ export class H2PooledConnection implements PooledConnection {
 
   openTunnelStream(target: HboneTarget): PendingTunnelStream | undefined {
     if (!this.available) return undefined;
-    if (this.#idleTimer) {
-      clearTimeout(this.#idleTimer);
-      this.#idleTimer = undefined;
-    }
+    // The idle timer is left running: it finds a stream open and does nothing (pushed back when the last one closes).
     const { stream, opened } = requestConnectStream(this.connection, target);
     return new H2PendingStream(
       stream,
       opened.then(
         (accepted) => new H2OpenedStream(accepted),
         (error: unknown) => {
-          // A connection that died of an unanswered PING says so, as the node:http2 connection does.
-          if (this.connection.error?.code === 'H2_TIMEOUT' && !isHboneError(error, 'HBONE_DENIED')) throw hboneErrors.keepaliveTimeout(this.proxy, this.#settings.keepaliveTimeoutMs);
-          throw error;
+          throw this.streamError(error as Error);
         },
       ),
     );
+  }
+
+  openTunnelStreamFor(target: HboneTarget, handler: TunnelOpenHandler): TunnelOpening | undefined {
+    if (!this.available) return undefined;
+    // The idle timer is left running: it finds a stream open and does nothing (pushed back when the last one closes).
+    const open = new H2TunnelOpen(this, target, handler);
+    open.start(target);
+    return open;
+  }
+
+  /** A stream's failure as the pool reports it: a connection that died of an unanswered PING says so, as node:http2's does. */
+  streamError(error: Error): Error {
+    if (this.connection.error?.code === 'H2_TIMEOUT' && !isHboneError(error, 'HBONE_DENIED')) return hboneErrors.keepaliveTimeout(this.proxy, this.#settings.keepaliveTimeoutMs);
+    return error;
   }
 
   close(): void {
@@ -160,10 +219,11 @@ export class H2PooledConnection implements PooledConnection {
     else this.#closeListeners.push(listener);
   }
 
+  /** From now, the idle timeout: the running timer pushed back (`refresh`: no timer made per stream), or a new one. */
   #armIdleTimer(): void {
     if (this.#settings.idleTimeoutMs > 0 && !this.connection.closed) {
-      clearTimeout(this.#idleTimer);
-      this.#idleTimer = setTimeout(this.#onIdle, this.#settings.idleTimeoutMs).unref();
+      if (this.#idleTimer) this.#idleTimer.refresh();
+      else this.#idleTimer = setTimeout(this.#onIdle, this.#settings.idleTimeoutMs).unref();
     }
   }
 

@@ -104,17 +104,37 @@ export function connectRequestHeaders(target: Pick<HboneTarget, 'destination' | 
   return headers;
 }
 
-/** Waits for the response, then hands the stream to the real handler; one per CONNECT. */
-class ResponseWaiter implements H2StreamHandler {
+/**
+ * Waits for a CONNECT's response, then hands the stream on (`answered`) or says why not (`failed`): exactly one of the
+ * two, once. A subclass is the per-CONNECT object itself (the pool's open, h2/pooled-connection.ts: no promise, no
+ * closure per stream) or an adapter to a promise (`requestConnectStream`).
+ */
+export abstract class ConnectResponseWaiter implements H2StreamHandler {
   readonly #target: Pick<HboneTarget, 'destination' | 'proxy'>;
-  readonly #resolve: (stream: H2Stream) => void;
-  readonly #reject: (error: Error) => void;
   #settled = false;
 
-  constructor(target: Pick<HboneTarget, 'destination' | 'proxy'>, resolve: (stream: H2Stream) => void, reject: (error: Error) => void) {
+  constructor(target: Pick<HboneTarget, 'destination' | 'proxy'>) {
     this.#target = target;
-    this.#resolve = resolve;
-    this.#reject = reject;
+  }
+
+  /** The server answered 2xx: the stream is released (no handler) for whoever takes it. */
+  protected abstract answered(stream: H2Stream): void;
+  /** Refused (typed HboneError, marked with markRefusedUnprocessed when safe to retry), reset, or never sent. */
+  protected abstract failed(error: Error): void;
+
+  /**
+   * Sends the CONNECT on `connection` with this waiter as the stream's handler; the stream, or undefined when none
+   * could be opened (then `failed` was called, before this returns).
+   */
+  send(connection: H2Connection, target: Pick<HboneTarget, 'destination' | 'proxy' | 'headers'>): H2Stream | undefined {
+    try {
+      return connection.request(connectRequestHeaders(target), this);
+    } catch (error) {
+      this.#settled = true;
+      if (isH2Error(error) || isHboneError(error)) this.failed(isHboneError(error) ? error : hboneErrors.connectionClosed(target.proxy, error));
+      else this.failed(error as Error);
+      return undefined;
+    }
   }
 
   onResponse(stream: H2Stream): void {
@@ -124,14 +144,14 @@ class ResponseWaiter implements H2StreamHandler {
     const { destination, proxy } = this.#target;
     if (status >= 200 && status < 300) {
       stream.releaseHandler();
-      this.#resolve(stream);
+      this.answered(stream);
       return;
     }
     // End our side rather than reset (servers rate-limit resets): the server already ended its side.
     stream.end();
-    if (status === 401 || status === 403) this.#reject(hboneErrors.denied(destination, proxy));
-    else if (status === 502 || status === 503 || status === 504) this.#reject(hboneErrors.refused(destination, proxy));
-    else this.#reject(hboneErrors.badStatus(destination, proxy, status));
+    if (status === 401 || status === 403) this.failed(hboneErrors.denied(destination, proxy));
+    else if (status === 502 || status === 503 || status === 504) this.failed(hboneErrors.refused(destination, proxy));
+    else this.failed(hboneErrors.badStatus(destination, proxy, status));
   }
 
   onData(): void {}
@@ -144,13 +164,33 @@ class ResponseWaiter implements H2StreamHandler {
     const code = stream.rstCode;
     const connectionError = stream.connection.error;
     if (code !== undefined && code !== H2_NO_ERROR && code !== H2_CANCEL && code !== H2_REFUSED_STREAM) {
-      this.#reject(hboneErrors.streamReset(this.#target.destination, code));
+      this.failed(hboneErrors.streamReset(this.#target.destination, code));
     } else if (code === H2_REFUSED_STREAM) {
       // RFC 9113 8.7: the server did nothing with it (over its limit, or above its GOAWAY's last id): safe to retry.
-      this.#reject(markRefusedUnprocessed(hboneErrors.connectionClosed(this.#target.proxy, connectionError ?? 'refused unprocessed (REFUSED_STREAM or GOAWAY)')));
+      this.failed(markRefusedUnprocessed(hboneErrors.connectionClosed(this.#target.proxy, connectionError ?? 'refused unprocessed (REFUSED_STREAM or GOAWAY)')));
     } else {
-      this.#reject(hboneErrors.connectionClosed(this.#target.proxy, connectionError));
+      this.failed(hboneErrors.connectionClosed(this.#target.proxy, connectionError));
     }
+  }
+}
+
+/** The promise form's waiter. */
+class PromisedResponse extends ConnectResponseWaiter {
+  readonly #resolve: (stream: H2Stream) => void;
+  readonly #reject: (error: Error) => void;
+
+  constructor(target: Pick<HboneTarget, 'destination' | 'proxy'>, resolve: (stream: H2Stream) => void, reject: (error: Error) => void) {
+    super(target);
+    this.#resolve = resolve;
+    this.#reject = reject;
+  }
+
+  protected answered(stream: H2Stream): void {
+    this.#resolve(stream);
+  }
+
+  protected failed(error: Error): void {
+    this.#reject(error);
   }
 }
 
@@ -167,13 +207,7 @@ export function openConnectStream(connection: H2Connection, target: Pick<HboneTa
 export function requestConnectStream(connection: H2Connection, target: Pick<HboneTarget, 'destination' | 'proxy' | 'headers'>): { stream: H2Stream | undefined; opened: Promise<H2Stream> } {
   let stream: H2Stream | undefined;
   const opened = new Promise<H2Stream>((resolve, reject) => {
-    const waiter = new ResponseWaiter(target, resolve, reject);
-    try {
-      stream = connection.request(connectRequestHeaders(target), waiter);
-    } catch (error) {
-      if (isH2Error(error) || isHboneError(error)) reject(isHboneError(error) ? error : hboneErrors.connectionClosed(target.proxy, error));
-      else reject(error as Error);
-    }
+    stream = new PromisedResponse(target, resolve, reject).send(connection, target);
   });
   return { stream, opened };
 }
