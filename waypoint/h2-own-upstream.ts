@@ -145,7 +145,11 @@ export function trailerListOf(trailers: http2.OutgoingHttpHeaders): string[] {
 export class OwnUpstreamStream extends StreamEvents implements H2StreamHandler, UpstreamH2Stream {
   stream: H2Stream | undefined;
   /** Called once when the layer closes the stream (before 'close', which waits for the data to be read). */
-  onClosed: (() => void) | undefined;
+  onClosed: ((stream: OwnUpstreamStream) => void) | undefined;
+  /** The pool's record of the connection this stream is on (the pool's own, opaque here). */
+  pooled: unknown;
+  /** The endpoint address counted in flight for this stream (least request). */
+  inFlightAddress = '';
   rstCode: number | undefined;
   closed = false;
   destroyed = false;
@@ -252,7 +256,7 @@ export class OwnUpstreamStream extends StreamEvents implements H2StreamHandler, 
   onClose(stream: H2Stream): void {
     this.closed = true;
     this.rstCode = stream.rstCode;
-    this.onClosed?.();
+    this.onClosed?.(this);
     if (stream.rstCode === H2_NO_ERROR && stream.resetByPeer && stream.responseHeaders !== undefined && (this.#contentLength < 0 || this.#receivedBytes === this.#contentLength)) {
       // The endpoint's RST_STREAM NO_ERROR after its answer began: node:http2 servers send it in place of an
       // END_STREAM that waits behind a stream window we stopped crediting (our reader paused): its stream is
@@ -325,43 +329,74 @@ export class H2OwnSessionPool implements H2Sessions {
   #lastKeyHost = '';
   #lastKeyPort = -1;
   #lastKeyEndpoint: UpstreamTarget['endpoint'] | undefined;
+  /** The pseudo-headers a request to the last endpoint gets when it has none (headerListOf's defaults). */
+  #lastDefaults: string[] = [];
+  /** Why the last #streamOn failed. */
+  #lastRequestError: Error | undefined;
 
   constructor(upstreams: Upstreams) {
     this.#upstreams = upstreams;
   }
 
   async request(service: Service, picked: UpstreamTarget, headers: http2.OutgoingHttpHeaders, endStream: boolean): Promise<UpstreamH2Stream> {
+    const key = this.#keyOf(picked);
+    const list = headerListOf(headers, this.#lastDefaults);
+    for (let attempt = 0; ; attempt++) {
+      const pooled = await this.#connectionFor(key, service, picked);
+      const upstream = this.#streamOn(pooled, list, picked, endStream);
+      if (upstream !== undefined) return upstream;
+      if (attempt > 0) throw new WaypointError('WAYPOINT_UPSTREAM_CONNECT_FAILED', `HTTP/2 to ${key} failed: ${this.#lastRequestError?.message ?? 'no connection'}`, { cause: this.#lastRequestError });
+    }
+  }
+
+  /** `request` at once on a pooled connection with room (no promise); undefined when none has room now. */
+  requestNow(_service: Service, picked: UpstreamTarget, headers: http2.OutgoingHttpHeaders, endStream: boolean): UpstreamH2Stream | undefined {
+    const pooled = this.#pooledWithRoom(this.#keyOf(picked));
+    if (pooled === undefined) return undefined;
+    return this.#streamOn(pooled, headerListOf(headers, this.#lastDefaults), picked, endStream);
+  }
+
+  /** The pool key of `picked` (kept for the last endpoint; see #lastKey), and its pseudo-header defaults beside it. */
+  #keyOf(picked: UpstreamTarget): string {
     const { host, port } = picked.address;
     if (picked.endpoint !== this.#lastKeyEndpoint || host !== this.#lastKeyHost || port !== this.#lastKeyPort) {
       this.#lastKey = `${host}:${port}/${workloadIdentity(picked.endpoint).uri}`;
       this.#lastKeyHost = host;
       this.#lastKeyPort = port;
       this.#lastKeyEndpoint = picked.endpoint;
+      this.#lastDefaults = [':scheme', 'http', ':authority', `${host.includes(':') ? `[${host}]` : host}:${port}`];
     }
-    const key = this.#lastKey;
-    const list = headerListOf(headers, [':scheme', 'http', ':authority', () => `${host.includes(':') ? `[${host}]` : host}:${port}`]);
-    for (let attempt = 0; ; attempt++) {
-      const pooled = await this.#connectionFor(key, service, picked);
-      const upstream = new OwnUpstreamStream();
-      try {
-        upstream.stream = pooled.connection.request(list, upstream, endStream);
-      } catch (error) {
-        // The connection began to close between the pick and the request (GOAWAY): drop it, try a fresh one once.
-        // One that is only full (the endpoint's SETTINGS_MAX_CONCURRENT_STREAMS, reached by requests that waited
-        // for it to open) stays pooled: the next round finds another with room or opens one.
-        if (pooled.connection.closed || pooled.connection.draining) this.#forget(pooled);
-        if (attempt > 0) throw new WaypointError('WAYPOINT_UPSTREAM_CONNECT_FAILED', `HTTP/2 to ${key} failed: ${(error as Error).message}`, { cause: error });
-        continue;
-      }
-      pooled.streams++;
-      this.#upstreams.leastRequest.started(picked.picked.address);
-      upstream.onClosed = () => {
-        this.#upstreams.leastRequest.finished(picked.picked.address);
-        this.#released(pooled);
-      };
-      return upstream;
-    }
+    return this.#lastKey;
   }
+
+  /**
+   * A request stream on `pooled`, counted; undefined when the connection refused it (it began to close between the
+   * pick and the request, GOAWAY: dropped from the pool; or it is full) with the reason in #lastRequestError.
+   */
+  #streamOn(pooled: OwnPooledConnection, list: string[], picked: UpstreamTarget, endStream: boolean): OwnUpstreamStream | undefined {
+    const upstream = new OwnUpstreamStream();
+    try {
+      upstream.stream = pooled.connection.request(list, upstream, endStream);
+    } catch (error) {
+      // One that is only full (the endpoint's SETTINGS_MAX_CONCURRENT_STREAMS, reached by requests that waited
+      // for it to open) stays pooled: the next round finds another with room or opens one.
+      if (pooled.connection.closed || pooled.connection.draining) this.#forget(pooled);
+      this.#lastRequestError = error as Error;
+      return undefined;
+    }
+    pooled.streams++;
+    this.#upstreams.leastRequest.started(picked.picked.address);
+    upstream.pooled = pooled;
+    upstream.inFlightAddress = picked.picked.address;
+    upstream.onClosed = this.#streamClosed;
+    return upstream;
+  }
+
+  /** An upstream stream's end: its in-flight count and its connection's stream count (one function per pool). */
+  readonly #streamClosed = (upstream: OwnUpstreamStream): void => {
+    this.#upstreams.leastRequest.finished(upstream.inFlightAddress);
+    this.#released(upstream.pooled as OwnPooledConnection);
+  };
 
   close(): void {
     for (const list of this.#connectionsByEndpoint.values()) for (const pooled of list) pooled.connection.close();
@@ -372,11 +407,18 @@ export class H2OwnSessionPool implements H2Sessions {
     return { implementation: 'own', sessionsOpened: this.sessionsOpened, endpoints: Object.fromEntries([...this.#connectionsByEndpoint].map(([key, list]) => [key, list.map((pooled) => pooled.streams)])) };
   }
 
-  #connectionFor(key: string, service: Service, picked: UpstreamTarget): Promise<OwnPooledConnection> {
+  /** A pooled connection to `key` that takes a stream now. */
+  #pooledWithRoom(key: string): OwnPooledConnection | undefined {
     const list = this.#connectionsByEndpoint.get(key);
     if (list) {
-      for (const pooled of list) if (pooled.streams < H2_MAX_STREAMS_PER_SESSION && pooled.connection.available) return Promise.resolve(pooled);
+      for (const pooled of list) if (pooled.streams < H2_MAX_STREAMS_PER_SESSION && pooled.connection.available) return pooled;
     }
+    return undefined;
+  }
+
+  #connectionFor(key: string, service: Service, picked: UpstreamTarget): Promise<OwnPooledConnection> {
+    const pooled = this.#pooledWithRoom(key);
+    if (pooled !== undefined) return Promise.resolve(pooled);
     const connecting = this.#connectingByEndpoint.get(key);
     if (connecting) return connecting;
     const opened = this.#open(key, service, picked).finally(() => this.#connectingByEndpoint.delete(key));

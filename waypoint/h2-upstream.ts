@@ -59,6 +59,11 @@ export interface H2Sessions {
    * WAYPOINT_UPSTREAM_CONNECT_FAILED when no session can be had.
    */
   request(service: Service, picked: UpstreamTarget, headers: http2.OutgoingHttpHeaders, endStream: boolean): Promise<UpstreamH2Stream>;
+  /**
+   * `request` without a promise when a pooled session has room now (the common case); undefined when one has to be
+   * opened or waited for (then `request`). Throws as `request` rejects.
+   */
+  requestNow?(service: Service, picked: UpstreamTarget, headers: http2.OutgoingHttpHeaders, endStream: boolean): UpstreamH2Stream | undefined;
   close(): void;
   view(): object;
 }
