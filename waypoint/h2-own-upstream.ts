@@ -18,6 +18,7 @@ import type { Duplex } from 'node:stream';
 import { H2Connection } from '../shared/hbone/h2/connection.ts';
 import { H2DuplexStream } from '../shared/hbone/h2/duplex.ts';
 import { H2StreamTransport } from '../shared/hbone/h2/stream-transport.ts';
+import { deferToTurnEnd } from '../shared/hbone/read-turn.ts';
 import type { HeaderList } from '../shared/hbone/h2/hpack.ts';
 import type { H2Stream, H2StreamHandler } from '../shared/hbone/h2/stream.ts';
 import { StreamEvents, type StreamListener } from './h2-stream-events.ts';
@@ -164,10 +165,6 @@ export class OwnUpstreamStream extends StreamEvents implements H2StreamHandler, 
   /** The answer's content-length (-1: none) and the DATA bytes received, to tell an ended answer from a cut one. */
   #contentLength = -1;
   #receivedBytes = 0;
-  readonly #flush = (): void => {
-    this.#flushScheduled = false;
-    this.#deliver();
-  };
 
   override on(event: string | symbol, listener: Listener): this {
     super.on(event, listener);
@@ -282,10 +279,16 @@ export class OwnUpstreamStream extends StreamEvents implements H2StreamHandler, 
     this.#deliver();
   }
 
+  /** The scheduled delivery (#schedule): at the end of the read callback that asked for it, or on the next tick. */
+  flush(): void {
+    this.#flushScheduled = false;
+    this.#deliver();
+  }
+
   #schedule(): void {
     if (this.#flushScheduled) return;
     this.#flushScheduled = true;
-    process.nextTick(this.#flush);
+    deferToTurnEnd(flushUpstream, this);
   }
 
   /** Emits what is held (while flowing), then 'end' once the peer ended and all was read, then 'close'. */
@@ -305,6 +308,10 @@ export class OwnUpstreamStream extends StreamEvents implements H2StreamHandler, 
       this.emit('close');
     }
   }
+}
+
+function flushUpstream(stream: OwnUpstreamStream): void {
+  stream.flush();
 }
 
 interface OwnPooledConnection {

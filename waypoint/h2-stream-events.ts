@@ -32,7 +32,11 @@ const SLOTS = 3;
 function removeAt(list: unknown[], index: number): void {
   const length = list.length;
   for (let at = index + SLOTS; at < length; at++) list[at - SLOTS] = list[at];
-  list.length = length - SLOTS;
+  // Popped, not `length` set shorter: V8 trims the backing store on a shorter length (a runtime call), and the next
+  // registration grows it again; pop keeps it (lists.ts).
+  list.pop();
+  list.pop();
+  list.pop();
 }
 
 export class StreamEvents {
