@@ -77,23 +77,53 @@ export function responseFieldListOf(headers: http2.OutgoingHttpHeaders): string[
 }
 
 function fieldListOf(headers: http2.OutgoingHttpHeaders, pseudoDefaults: ReadonlyArray<string | (() => string)>, omitted: string | undefined): string[] {
-  // One list, two passes over the object (pseudo-headers, then the rest): no second list and no concatenation per head.
-  const list: string[] = [];
+  // One list made at its size (a list grown by push is copied at 17 and 41 slots: a head of twelve fields made three
+  // backing stores), filled in two passes over the object (pseudo-headers, then the rest).
+  let size = 0;
+  for (const key in headers) {
+    const value = headers[key];
+    if (value !== undefined) size += Array.isArray(value) ? value.length : 1;
+  }
+  for (let index = 0; index < pseudoDefaults.length; index += 2) if (headers[pseudoDefaults[index] as string] === undefined) size++;
+  const list = new Array<string>(2 * size);
+  let at = 0;
   let regular = false;
   for (const key in headers) {
-    if (key.charCodeAt(0) === 58 /* : */) pushValue(list, key.toLowerCase(), headers[key], omitted);
+    if (key.charCodeAt(0) === 58 /* : */) at = putValue(list, at, key.toLowerCase(), headers[key], omitted);
     else regular = true;
   }
   for (let index = 0; index < pseudoDefaults.length; index += 2) {
     const name = pseudoDefaults[index] as string;
     if (headers[name] !== undefined) continue;
     const value = pseudoDefaults[index + 1]!;
-    list.push(name, typeof value === 'string' ? value : value());
+    list[at++] = name;
+    list[at++] = typeof value === 'string' ? value : value();
   }
   if (regular) {
-    for (const key in headers) if (key.charCodeAt(0) !== 58) pushValue(list, key.toLowerCase(), headers[key], omitted);
+    for (const key in headers) if (key.charCodeAt(0) !== 58) at = putValue(list, at, key.toLowerCase(), headers[key], omitted);
   }
+  // The omitted name's slots, if it was there (a response head's :status).
+  while (list.length > at) list.pop();
   return list;
+}
+
+/** Puts one header's value at `at` (repeated fields for an array) unless it is undefined or the omitted name; the next free index. */
+function putValue(list: string[], at: number, name: string, value: http2.OutgoingHttpHeaders[string], omitted: string | undefined): number {
+  if (value === undefined || name === omitted) return at;
+  if (typeof value === 'string') return putField(list, at, name, value);
+  if (Array.isArray(value)) {
+    for (let index = 0; index < value.length; index++) at = putField(list, at, name, String(value[index]));
+    return at;
+  }
+  return putField(list, at, name, String(value));
+}
+
+/** Puts one field at `at`, or throws WAYPOINT_BAD_HEADER for a field Node would refuse; the next free index. */
+function putField(list: string[], at: number, name: string, text: string): number {
+  if (badField(name, text)) throw new WaypointError('WAYPOINT_UPSTREAM_CONNECT_FAILED', `header ${JSON.stringify(name)} cannot be sent to the endpoint: invalid name or value`);
+  list[at] = name;
+  list[at + 1] = text;
+  return at + 2;
 }
 
 /** Adds one header's value (repeated fields for an array) unless it is undefined or the omitted name. */

@@ -197,25 +197,46 @@ function grpcMessage(text: string): string {
   return text.replace(/[^\x20-\x24\x26-\x7e]/gu, (character) => encodeURIComponent(character));
 }
 
-/** The gate's answer written on an HTTP/2 stream: as HTTP, or as a gRPC status for gRPC requests. */
-function gateResponseOn(stream: DownstreamH2Stream, grpc: boolean): GateResponse {
-  let status = 0;
-  let responseHeaders: Record<string, string | number> = {};
-  return {
-    writeHead(code, headers) {
-      status = code;
-      responseHeaders = headers;
-    },
-    end(body = '') {
-      if (stream.closed || stream.destroyed || stream.headersSent) return;
-      if (grpc) {
-        stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': String(grpcStatusForHttp(status)), 'grpc-message': grpcMessage(body) }, { endStream: true });
-        return;
-      }
-      stream.respond({ ...responseHeaders, ':status': status });
-      stream.end(body);
-    },
-  };
+/**
+ * A request as the gate reads it and its answer as the gate writes it, on an HTTP/2 stream: as HTTP, or as a gRPC
+ * status for gRPC requests. One object per request (not a request object, an answer object and their closures).
+ */
+class H2GateExchange implements GateRequest, GateResponse {
+  readonly method: string;
+  url: string | undefined;
+  readonly headers: http2.IncomingHttpHeaders;
+  readonly #stream: DownstreamH2Stream;
+  readonly #grpc: boolean;
+  #status = 0;
+  #responseHeaders: Record<string, string | number> | undefined;
+
+  constructor(stream: DownstreamH2Stream, grpc: boolean, method: string, url: string, headers: http2.IncomingHttpHeaders) {
+    this.#stream = stream;
+    this.#grpc = grpc;
+    this.method = method;
+    this.url = url;
+    this.headers = headers;
+  }
+
+  resume(): void {
+    this.#stream.resume();
+  }
+
+  writeHead(code: number, headers: Record<string, string | number>): void {
+    this.#status = code;
+    this.#responseHeaders = headers;
+  }
+
+  end(body = ''): void {
+    const stream = this.#stream;
+    if (stream.closed || stream.destroyed || stream.headersSent) return;
+    if (this.#grpc) {
+      stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': String(grpcStatusForHttp(this.#status)), 'grpc-message': grpcMessage(body) }, { endStream: true });
+      return;
+    }
+    stream.respond({ ...this.#responseHeaders, ':status': this.#status });
+    stream.end(body);
+  }
 }
 
 export class H2Proxy {
@@ -362,10 +383,10 @@ export class H2Proxy {
     if (this.#gate) {
       // L7 policy (waypoint/authz/), as on the HTTP/1.1 path: a refusal is answered here (in gRPC for gRPC requests,
       // as Envoy's local replies are: 403 -> PERMISSION_DENIED, 401 -> UNAUTHENTICATED, 429 -> UNAVAILABLE).
-      const gateRequest: GateRequest = { method, url, headers, resume: () => stream.resume() };
+      const gateRequest = new H2GateExchange(stream, grpc, method, url, headers);
       record.gateRequest = gateRequest;
       // Synchronous when the Service has no policy: no promise unless a JWKS fetch is due.
-      const checked = this.#gate.check(gateRequest, gateResponseOn(stream, grpc), context.hbone, context.service);
+      const checked = this.#gate.check(gateRequest, gateRequest, context.hbone, context.service);
       if (checked instanceof Promise) {
         checked.then((refusal) => {
           if (this.#gatePassed(record, gateRequest, headers, refusal)) this.#route(stream, headers, record);

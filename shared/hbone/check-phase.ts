@@ -12,6 +12,7 @@
  */
 
 import { emptyList } from './lists.ts';
+import { runReadTurn } from './read-turn.ts';
 
 type Deferred = (target: never) => void;
 
@@ -28,7 +29,15 @@ export function deferToCheckPhase<T>(call: (target: T) => void, target: T): void
   targets.push(target);
 }
 
+/**
+ * The phase's calls run as one read turn (read-turn.ts): what they defer to the turn's end (the outer connection's
+ * flush of what a nested flush wrote into it) runs when they are done, not on a tick object each.
+ */
 function runCheckPhase(): void {
+  runReadTurn(runDeferred, undefined, undefined);
+}
+
+function runDeferred(): void {
   const running = calls;
   const runningFor = targets;
   calls = runningCalls;
