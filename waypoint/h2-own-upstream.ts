@@ -26,6 +26,7 @@ import type { Service } from '../shared/mesh/service.ts';
 import { workloadIdentity } from '../shared/mesh/workload.ts';
 import { WaypointError } from './errors.ts';
 import { H2_MAX_STREAMS_PER_SESSION, H2_SESSION_WINDOW_BYTES, H2_STREAM_WINDOW_BYTES, H2_UPSTREAM_IDLE_MS, type H2Sessions, type UpstreamH2Stream } from './h2-upstream.ts';
+import type { UpstreamRequestHead } from './h2-upstream-head.ts';
 import type { UpstreamTarget, Upstreams } from './upstream.ts';
 
 const { NGHTTP2_FLAG_END_STREAM } = http2.constants;
@@ -55,13 +56,6 @@ function badField(name: string, value: string): boolean {
   return false;
 }
 
-/** Adds one field to `list`, or throws WAYPOINT_BAD_HEADER for a field Node would refuse. */
-function pushField(list: string[], name: string, text: string): void {
-  // As node:http2's path answers it (its request() throws, the try fails): 503 UF with the reason.
-  if (badField(name, text)) throw new WaypointError('WAYPOINT_UPSTREAM_CONNECT_FAILED', `header ${JSON.stringify(name)} cannot be sent to the endpoint: invalid name or value`);
-  list.push(name, text);
-}
-
 /**
  * `headers` (node:http2's outgoing object) as the layer's flat list: pseudo-headers first, names lower-cased,
  * arrays as repeated fields. Throws WAYPOINT_BAD_HEADER for a field Node would refuse. `pseudoDefaults`: pseudo-header
@@ -89,7 +83,7 @@ function fieldListOf(headers: http2.OutgoingHttpHeaders, pseudoDefaults: Readonl
   let at = 0;
   let regular = false;
   for (const key in headers) {
-    if (key.charCodeAt(0) === 58 /* : */) at = putValue(list, at, key.toLowerCase(), headers[key], omitted);
+    if (key.charCodeAt(0) === 58 /* : */) at = putValue(list, at, lowerName(key), headers[key], omitted);
     else regular = true;
   }
   for (let index = 0; index < pseudoDefaults.length; index += 2) {
@@ -100,15 +94,27 @@ function fieldListOf(headers: http2.OutgoingHttpHeaders, pseudoDefaults: Readonl
     list[at++] = typeof value === 'string' ? value : value();
   }
   if (regular) {
-    for (const key in headers) if (key.charCodeAt(0) !== 58) at = putValue(list, at, key.toLowerCase(), headers[key], omitted);
+    for (const key in headers) if (key.charCodeAt(0) !== 58) at = putValue(list, at, lowerName(key), headers[key], omitted);
   }
   // The omitted name's slots, if it was there (a response head's :status).
   while (list.length > at) list.pop();
   return list;
 }
 
+/**
+ * `name` lower-cased: itself when it has no upper-case letter (every name the decoder and the proxy make), without
+ * `toLowerCase`, which builds a new string for it even then.
+ */
+export function lowerName(name: string): string {
+  for (let index = 0; index < name.length; index++) {
+    const code = name.charCodeAt(index);
+    if (code >= 65 && code <= 90) return name.toLowerCase();
+  }
+  return name;
+}
+
 /** Puts one header's value at `at` (repeated fields for an array) unless it is undefined or the omitted name; the next free index. */
-function putValue(list: string[], at: number, name: string, value: http2.OutgoingHttpHeaders[string], omitted: string | undefined): number {
+export function putValue(list: string[], at: number, name: string, value: http2.OutgoingHttpHeaders[string], omitted: string | undefined): number {
   if (value === undefined || name === omitted) return at;
   if (typeof value === 'string') return putField(list, at, name, value);
   if (Array.isArray(value)) {
@@ -124,18 +130,6 @@ function putField(list: string[], at: number, name: string, text: string): numbe
   list[at] = name;
   list[at + 1] = text;
   return at + 2;
-}
-
-/** Adds one header's value (repeated fields for an array) unless it is undefined or the omitted name. */
-function pushValue(list: string[], name: string, value: http2.OutgoingHttpHeaders[string], omitted: string | undefined): void {
-  if (value === undefined || name === omitted) return;
-  if (typeof value === 'string') {
-    pushField(list, name, value);
-  } else if (Array.isArray(value)) {
-    for (let index = 0; index < value.length; index++) pushField(list, name, String(value[index]));
-  } else {
-    pushField(list, name, String(value));
-  }
 }
 
 /** The layer's flat list as node:http2's incoming object: repeated set-cookie as an array, other repeats joined by ', '. */
@@ -163,12 +157,20 @@ export function trailersProblem(trailers: HeaderList): boolean {
 
 /** Trailers for the layer: no pseudo-headers, no connection-specific fields. */
 export function trailerListOf(trailers: http2.OutgoingHttpHeaders): string[] {
-  const list: string[] = [];
+  // Made at its size, as fieldListOf's list.
+  let size = 0;
+  for (const key in trailers) {
+    const value = trailers[key];
+    if (value !== undefined) size += Array.isArray(value) ? value.length : 1;
+  }
+  const list = new Array<string>(2 * size);
+  let at = 0;
   for (const key in trailers) {
     if (key.charCodeAt(0) === 58 /* : */) continue;
-    const name = key.toLowerCase();
-    if (name !== 'connection' && name !== 'transfer-encoding') pushValue(list, name, trailers[key], undefined);
+    const name = lowerName(key);
+    if (name !== 'connection' && name !== 'transfer-encoding') at = putValue(list, at, name, trailers[key], undefined);
   }
+  while (list.length > at) list.pop();
   return list;
 }
 
@@ -375,9 +377,9 @@ export class H2OwnSessionPool implements H2Sessions {
     this.#upstreams = upstreams;
   }
 
-  async request(service: Service, picked: UpstreamTarget, headers: http2.OutgoingHttpHeaders, endStream: boolean): Promise<UpstreamH2Stream> {
+  async request(service: Service, picked: UpstreamTarget, head: UpstreamRequestHead, endStream: boolean): Promise<UpstreamH2Stream> {
     const key = this.#keyOf(picked);
-    const list = headerListOf(headers, this.#lastDefaults);
+    const list = head.fieldsWith(this.#lastDefaults);
     for (let attempt = 0; ; attempt++) {
       const pooled = await this.#connectionFor(key, service, picked);
       const upstream = this.#streamOn(pooled, list, picked, endStream);
@@ -387,10 +389,10 @@ export class H2OwnSessionPool implements H2Sessions {
   }
 
   /** `request` at once on a pooled connection with room (no promise); undefined when none has room now. */
-  requestNow(_service: Service, picked: UpstreamTarget, headers: http2.OutgoingHttpHeaders, endStream: boolean): UpstreamH2Stream | undefined {
+  requestNow(_service: Service, picked: UpstreamTarget, head: UpstreamRequestHead, endStream: boolean): UpstreamH2Stream | undefined {
     const pooled = this.#pooledWithRoom(this.#keyOf(picked));
     if (pooled === undefined) return undefined;
-    return this.#streamOn(pooled, headerListOf(headers, this.#lastDefaults), picked, endStream);
+    return this.#streamOn(pooled, head.fieldsWith(this.#lastDefaults), picked, endStream);
   }
 
   /** The pool key of `picked` (kept for the last endpoint; see #lastKey), and its pseudo-header defaults beside it. */

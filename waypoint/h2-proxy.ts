@@ -36,9 +36,10 @@ import { type DownstreamH2Stream, serveOwnConnection } from './h2-own-downstream
 import { H2RequestBody } from './h2-request-body.ts';
 import { sendH2Mirror } from './mirror.ts';
 import { H2Try, type H2Response } from './h2-try.ts';
+import { CONNECTION_SPECIFIC, upstreamHeadOf, UpstreamRequestHead } from './h2-upstream-head.ts';
 import { cancelStream, H2_SESSION_WINDOW_BYTES, H2_STREAM_WINDOW_BYTES, type H2Sessions } from './h2-upstream.ts';
 import { pathOf, queryOf } from './http-router.ts';
-import type { WaypointMetrics } from './metrics.ts';
+import type { RequestFacts, WaypointMetrics } from './metrics.ts';
 import { grpcStatusForHttp, isGrpcContentType } from './protocols.ts';
 import { RequestAttempts, type AttemptsResult, type ResponseFacts } from './request-attempts.ts';
 import { routeRequest } from './request-target.ts';
@@ -51,8 +52,6 @@ import type { DestinationRequest, DestinationTraffic } from './destination/desti
 
 const { NGHTTP2_CANCEL, NGHTTP2_FLAG_END_STREAM, NGHTTP2_INTERNAL_ERROR, NGHTTP2_NO_ERROR } = http2.constants;
 
-/** Connection-specific headers (RFC 9113 8.2.2): never forwarded (Node refuses them on HTTP/2 anyway). */
-const CONNECTION_SPECIFIC = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'http2-settings', 'host']);
 
 /** Limits of the downstream server: as many streams per client connection as the HBONE server allows per tunnel. */
 const DOWNSTREAM_MAX_CONCURRENT_STREAMS = 200;
@@ -256,6 +255,9 @@ export class H2Proxy {
   readonly #log: Logger | undefined;
   /** The access log's dst block per endpoint (and the Service it was made for), serialised once. */
   readonly #dstBlocks = new WeakMap<Workload, { service: Service; block: AccessLogRecord['dst'] }>();
+  /** #finish's facts and byte counts for the metrics, filled per request (requestByFacts keeps neither object). */
+  readonly #facts: RequestFacts = { source: undefined, peer: undefined as unknown as RequestFacts['peer'], endpoint: undefined, service: undefined as unknown as Service, protocol: 'grpc', status: 0, flags: '-', grpcStatus: '' };
+  readonly #bytes = { request: 0, response: 0 };
   /** Client connections that ended in a protocol error (garbage preface or frame), for config_dump and tests. */
   protocolErrors = 0;
   /** Request streams being served now (config_dump; the rude-peer tests watch it come back to 0). */
@@ -460,12 +462,12 @@ export class H2Proxy {
       this.#decided(record, entry.redirect.statusCode, '-', 'direct_response', undefined);
       return;
     }
-    const upstreamHeaders = this.#upstreamHeaders(headers, record, backend, entry ? rewrittenUrl(entry, path, query) : url);
+    const upstreamHead = this.#upstreamHead(headers, record, backend, entry ? rewrittenUrl(entry, path, query) : url);
     // ---- DestinationRule hook (waypoint/destination/), as on the HTTP/1.1 path: a pool slot for the request (or
     // 503 UO), the rule's endpoint choice for each try, the outcome for outlier detection when the request ends. ----
     const traffic = this.#destinations?.forService(serviceKey(record.destination));
     if (traffic === undefined) {
-      this.#tries(stream, headers, record, backend, port, upstreamHeaders);
+      this.#tries(stream, headers, record, backend, port, upstreamHead);
       return;
     }
     // A VirtualService destination's subset: its pods, as the backend's DestinationRule defines it (none: 503 NC).
@@ -483,12 +485,12 @@ export class H2Proxy {
     }
     if (begun instanceof Promise) {
       begun.then(
-        (admitted) => this.#admitted(stream, headers, record, backend, port, upstreamHeaders, admitted),
+        (admitted) => this.#admitted(stream, headers, record, backend, port, upstreamHead, admitted),
         (error: unknown) => this.#overflowed(stream, record, error),
       ).catch((error: Error) => this.#failed(stream, headers, error));
       return;
     }
-    this.#admitted(stream, headers, record, backend, port, upstreamHeaders, begun);
+    this.#admitted(stream, headers, record, backend, port, upstreamHead, begun);
   }
 
   /** No pool slot for the request: 503 UO (a WaypointError); anything else is the request's failure. */
@@ -498,15 +500,15 @@ export class H2Proxy {
     this.#answer(stream, record, error, 'upstream_overflow', error.responseFlags, { 'x-envoy-overloaded': 'true' });
   }
 
-  #admitted(stream: DownstreamH2Stream, headers: http2.IncomingHttpHeaders, record: H2RequestRecord, backend: RouteBackend | undefined, port: number, upstreamHeaders: http2.OutgoingHttpHeaders, admitted: DestinationRequest): void {
+  #admitted(stream: DownstreamH2Stream, headers: http2.IncomingHttpHeaders, record: H2RequestRecord, backend: RouteBackend | undefined, port: number, upstreamHead: UpstreamRequestHead, admitted: DestinationRequest): void {
     record.destinationRequest = admitted;
     // The client left while the request waited for its slot: nothing to send.
     if (stream.closed || stream.destroyed) return;
-    this.#tries(stream, headers, record, backend, port, upstreamHeaders);
+    this.#tries(stream, headers, record, backend, port, upstreamHead);
   }
 
   /** The body, the mirrors and the tries (request-attempts.ts), told their outcome without a promise (runThen). */
-  #tries(stream: DownstreamH2Stream, headers: http2.IncomingHttpHeaders, record: H2RequestRecord, backend: RouteBackend | undefined, port: number, upstreamHeaders: http2.OutgoingHttpHeaders): void {
+  #tries(stream: DownstreamH2Stream, headers: http2.IncomingHttpHeaders, record: H2RequestRecord, backend: RouteBackend | undefined, port: number, upstreamHead: UpstreamRequestHead): void {
     if (stream.closed || stream.destroyed) return;
     const entry = record.entry;
     const body = new H2RequestBody(stream, MAX_BUFFERED_BODY_BYTES, record.endStream);
@@ -516,7 +518,7 @@ export class H2Proxy {
       for (const mirror of entry.mirrors) {
         const service = this.#state.serviceByKey(mirror.service);
         if (!service || (mirror.fraction < 1 && Math.random() >= mirror.fraction)) continue;
-        sendH2Mirror(this.#sessions, this.#upstreams, { service, servicePort: mirror.port, vip, headers: upstreamHeaders, body }, (message) => this.#log?.debug({ mirror: mirror.service, err: message }, 'mirror request failed'));
+        sendH2Mirror(this.#sessions, this.#upstreams, { service, servicePort: mirror.port, vip, headers: upstreamHead.object, body }, (message) => this.#log?.debug({ mirror: mirror.service, err: message }, 'mirror request failed'));
       }
     }
     const destinationRequest = record.destinationRequest;
@@ -529,7 +531,7 @@ export class H2Proxy {
       onRetried: destinationRequest ? (outcome: number | 'connect-failure') => destinationRequest.tryEnded(outcome) : undefined,
       start: (avoid) =>
         new H2Try(this.#upstreams, this.#sessions, {
-          service: record.destination, servicePort: port, vip, headers: upstreamHeaders, body, timeoutMs: entry?.backendRequestTimeoutMs ?? 0,
+          service: record.destination, servicePort: port, vip, head: upstreamHead, body, timeoutMs: entry?.backendRequestTimeoutMs ?? 0,
           onInformational: (informational) => {
             if (!stream.headersSent && !stream.closed) stream.additionalHeaders(downstreamResponseHeaders(informational, undefined));
           },
@@ -564,18 +566,24 @@ export class H2Proxy {
     this.#relay(stream, record, result.response, current, backend, result.flags, tries);
   }
 
-  /** The request's headers for the endpoint: end-to-end ones, the filters', the rewritten path, the request id and trace context. */
-  #upstreamHeaders(headers: http2.IncomingHttpHeaders, record: H2RequestRecord, backend: RouteBackend | undefined, upstreamPath: string): http2.OutgoingHttpHeaders {
+  /** The request's head for the endpoint: end-to-end fields, the filters', the rewritten path, the request id and trace context. */
+  #upstreamHead(headers: http2.IncomingHttpHeaders, record: H2RequestRecord, backend: RouteBackend | undefined, upstreamPath: string): UpstreamRequestHead {
     const entry = record.entry;
+    const traceparent = traceparentOf(record.trace);
+    const authority = entry?.urlRewrite?.hostname || undefined;
+    // No header modifier (the common route): the list straight from the request's object (h2-upstream-head.ts).
+    if (entry?.requestHeaderModifier === undefined && backend?.requestHeaderModifier === undefined) {
+      return upstreamHeadOf(headers, upstreamPath, authority, record.requestId, traceparent, record.trace.tracestate);
+    }
     const result = upstreamRequestHeaders(headers, entry?.requestHeaderModifier);
     modifyHeaders(result, backend?.requestHeaderModifier);
     result[':path'] = upstreamPath;
-    if (entry?.urlRewrite?.hostname) result[':authority'] = entry.urlRewrite.hostname;
+    if (authority !== undefined) result[':authority'] = authority;
     result['x-request-id'] = record.requestId;
-    result.traceparent = traceparentOf(record.trace);
+    result.traceparent = traceparent;
     if (record.trace.tracestate !== undefined) result.tracestate = record.trace.tracestate;
     else delete result.tracestate;
-    return result;
+    return UpstreamRequestHead.fromObject(result);
   }
 
   /** Passes the endpoint's answer on (with the response filters): head, body, trailers; a cut upstream resets the client's stream. */
@@ -687,7 +695,20 @@ export class H2Proxy {
     const requestBytes = record.body?.bytes ?? 0;
     const grpcStatus = record.grpcStatus === undefined ? '' : String(record.grpcStatus);
     // By the request's facts (a short key; the 24 labels are made once per series), as the HTTP/1.1 path counts.
-    this.#metrics.requestByFacts({ source: context.source, peer: context.hbone.peerIdentity, endpoint, service: destination, protocol: record.grpc ? 'grpc' : 'http', status: record.status, flags: record.flags, grpcStatus }, durationMs, { request: requestBytes, response: record.responseBytes });
+    // Into the proxy's two scratch objects: requestByFacts reads them and keeps neither.
+    const facts = this.#facts;
+    facts.source = context.source;
+    facts.peer = context.hbone.peerIdentity;
+    facts.endpoint = endpoint;
+    facts.service = destination;
+    facts.protocol = record.grpc ? 'grpc' : 'http';
+    facts.status = record.status;
+    facts.flags = record.flags;
+    facts.grpcStatus = grpcStatus;
+    const bytes = this.#bytes;
+    bytes.request = requestBytes;
+    bytes.response = record.responseBytes;
+    this.#metrics.requestByFacts(facts, durationMs, bytes);
     if (!this.#log) return;
     const source = context.source;
     logRequest(this.#log, {

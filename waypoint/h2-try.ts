@@ -14,6 +14,7 @@ import type { Workload } from '../shared/mesh/workload.ts';
 import { WaypointError } from './errors.ts';
 import { cancelStream, type H2Sessions, type UpstreamH2Stream } from './h2-upstream.ts';
 import type { H2RequestBody } from './h2-request-body.ts';
+import type { UpstreamRequestHead } from './h2-upstream-head.ts';
 import type { Attempt, AttemptOutcome, OutcomeListener } from './request-attempts.ts';
 import type { UpstreamTarget, Upstreams } from './upstream.ts';
 import type { EndpointChooser } from './destination/destination-traffic.ts';
@@ -35,7 +36,8 @@ export interface H2TryRequest {
   servicePort: number;
   /** The VIP the client asked for: its family decides the endpoint address's. */
   vip: string;
-  headers: http2.OutgoingHttpHeaders;
+  /** The request's head for the endpoint. */
+  head: UpstreamRequestHead;
   body: H2RequestBody;
   /** timeouts.backendRequest; 0: none. */
   timeoutMs: number;
@@ -108,7 +110,7 @@ export class H2Try implements Attempt<H2Response> {
       this.host = picked.address;
       this.address = `${picked.address}:${picked.targetPort}`;
       target = { address: { host: picked.address, port: picked.targetPort }, endpoint: picked.endpoint.workload, picked };
-      const stream = sessions.requestNow?.(request.service, target, request.headers, this.#body.endsAtHeaders);
+      const stream = sessions.requestNow?.(request.service, target, request.head, this.#body.endsAtHeaders);
       if (stream !== undefined) {
         this.#attach(stream);
         return;
@@ -117,7 +119,7 @@ export class H2Try implements Attempt<H2Response> {
       this.#resolve({ error: connectFailure(error) });
       return;
     }
-    sessions.request(request.service, target, request.headers, this.#body.endsAtHeaders).then(
+    sessions.request(request.service, target, request.head, this.#body.endsAtHeaders).then(
       (stream) => this.#attach(stream),
       (error: unknown) => this.#resolve({ error: connectFailure(error) }),
     );
