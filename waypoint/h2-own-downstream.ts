@@ -103,6 +103,23 @@ export class OwnDownstreamStream extends StreamEvents implements H2StreamHandler
     this.stream.respond(status, fields, options.endStream === true);
   }
 
+  /**
+   * `respond` with the answer's fields as the layer's list already (without `:status`, checked): the endpoint's head
+   * passed on as it came, no object between (h2-proxy.ts's relay, a route without response modifiers).
+   */
+  respondFields(status: number, fields: readonly string[], endStream: boolean, waitForTrailers: boolean): void {
+    if (this.closed || this.headersSent) return;
+    this.headersSent = true;
+    this.#waitForTrailers = waitForTrailers && !endStream;
+    this.stream.respond(status, fields, endStream);
+  }
+
+  /** `sendTrailers` with the trailers as the layer's list already (checked, no pseudo-header or connection field). */
+  sendTrailerFields(trailers: readonly string[]): void {
+    if (this.closed || this.stream.localEnded) return;
+    this.stream.endWithTrailers(trailers);
+  }
+
   /** A 1xx head before the answer (100 Continue, 103 Early Hints). */
   additionalHeaders(headers: http2.OutgoingHttpHeaders): void {
     if (this.closed || this.headersSent) return;

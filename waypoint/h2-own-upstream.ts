@@ -43,7 +43,7 @@ const FIELD_NAME_BYTES = new Uint8Array(128);
 for (const character of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz:") FIELD_NAME_BYTES[character.charCodeAt(0)] = 1;
 
 /** A field name or value node:http2 would refuse to send (it throws ERR_INVALID_HTTP_TOKEN / ERR_INVALID_CHAR). */
-function badField(name: string, value: string): boolean {
+export function badField(name: string, value: string): boolean {
   for (let index = 0; index < value.length; index++) {
     const code = value.charCodeAt(index);
     if (code === 0 || code === 0x0a || code === 0x0d) return true;
@@ -183,6 +183,8 @@ export class OwnUpstreamStream extends StreamEvents implements H2StreamHandler, 
   pooled: unknown;
   /** The endpoint address counted in flight for this stream (least request). */
   inFlightAddress = '';
+  /** The answer's trailers as the layer's list (checked: no pseudo-header, connection field or bad field), once they came. */
+  trailerFields: HeaderList | undefined;
   rstCode: number | undefined;
   closed = false;
   destroyed = false;
@@ -262,6 +264,7 @@ export class OwnUpstreamStream extends StreamEvents implements H2StreamHandler, 
       stream.reset(H2_PROTOCOL_ERROR);
       return;
     }
+    this.trailerFields = trailers;
     this.emit('trailers', headersObjectOf(trailers));
   }
 

@@ -32,12 +32,13 @@ import { logRequest, reusedBlock, type RequestRecord as AccessLogRecord } from '
 import { WaypointError } from './errors.ts';
 import { applyFault } from './fault.ts';
 import { modifyHeaders, redirectLocation, rewrittenUrl } from './filters.ts';
-import { type DownstreamH2Stream, serveOwnConnection } from './h2-own-downstream.ts';
+import { type DownstreamH2Stream, OwnDownstreamStream, serveOwnConnection } from './h2-own-downstream.ts';
+import { badField, OwnUpstreamStream } from './h2-own-upstream.ts';
 import { H2RequestBody } from './h2-request-body.ts';
 import { sendH2Mirror } from './mirror.ts';
 import { H2Try, type H2Response } from './h2-try.ts';
 import { CONNECTION_SPECIFIC, upstreamHeadOf, UpstreamRequestHead } from './h2-upstream-head.ts';
-import { cancelStream, H2_SESSION_WINDOW_BYTES, H2_STREAM_WINDOW_BYTES, type H2Sessions } from './h2-upstream.ts';
+import { cancelStream, H2_SESSION_WINDOW_BYTES, H2_STREAM_WINDOW_BYTES, type H2Sessions, type UpstreamH2Stream } from './h2-upstream.ts';
 import { pathOf, queryOf } from './http-router.ts';
 import type { RequestFacts, WaypointMetrics } from './metrics.ts';
 import { grpcStatusForHttp, isGrpcContentType } from './protocols.ts';
@@ -589,26 +590,35 @@ export class H2Proxy {
   /** Passes the endpoint's answer on (with the response filters): head, body, trailers; a cut upstream resets the client's stream. */
   #relay(stream: DownstreamH2Stream, record: H2RequestRecord, response: H2Response, current: H2Try, backend: RouteBackend | undefined, flags: string, tries: RequestAttempts<H2Response>): void {
     const upstream = response.stream;
-    const responseHeaders = downstreamResponseHeaders(response.headers, record.entry?.responseHeaderModifier);
-    modifyHeaders(responseHeaders, backend?.responseHeaderModifier);
     const status = Number(response.headers[':status'] ?? 502);
     if (stream.closed || stream.destroyed) {
       cancelStream(upstream);
       return;
     }
+    // Own layer both ways and no response modifier: the endpoint's fields go on as the list they came in.
+    const passed = record.entry?.responseHeaderModifier === undefined && backend?.responseHeaderModifier === undefined ? passedResponseFields(upstream, stream) : undefined;
+    let responseHeaders: http2.OutgoingHttpHeaders | undefined;
+    if (passed === undefined) {
+      responseHeaders = downstreamResponseHeaders(response.headers, record.entry?.responseHeaderModifier);
+      modifyHeaders(responseHeaders, backend?.responseHeaderModifier);
+    }
     if (response.endStream) {
       tries.stop();
       this.#decided(record, status, flags, 'via_upstream', record.grpc ? grpcStatusOf(response.headers) : undefined);
-      stream.respond(responseHeaders, { endStream: true });
+      if (passed !== undefined) (stream as OwnDownstreamStream).respondFields(status, passed, true, false);
+      else stream.respond(responseHeaders, { endStream: true });
       return;
     }
     this.#decided(record, status, flags, 'via_upstream', undefined);
     stream.once('wantTrailers', () => {
       const trailers = response.trailers;
       if (record.grpc) record.grpcStatus = grpcStatusOf(trailers);
-      stream.sendTrailers(trailers ? downstreamResponseHeaders(trailers, undefined) : {});
+      const trailerFields = passed !== undefined ? passedTrailerFields(upstream) : undefined;
+      if (trailerFields !== undefined) (stream as OwnDownstreamStream).sendTrailerFields(trailerFields);
+      else stream.sendTrailers(trailers ? downstreamResponseHeaders(trailers, undefined) : {});
     });
-    stream.respond(responseHeaders, { waitForTrailers: true });
+    if (passed !== undefined) (stream as OwnDownstreamStream).respondFields(status, passed, false, true);
+    else stream.respond(responseHeaders, { waitForTrailers: true });
     // The body, chunk by chunk (counted as it goes), with the client's flow control as the back-pressure: what
     // Readable.pipe does, without its six listeners each way per request (profiled: 1-2 % of the waypoint's CPU).
     const onDrain = (): void => {
@@ -736,6 +746,32 @@ export class H2Proxy {
       ...(grpcStatus !== '' ? { grpcStatus } : {}),
     });
   }
+}
+
+/**
+ * The endpoint's answer head as the client's list (without `:status`), when both legs are the own layer's: the
+ * layer checked it on receipt (only `:status` as pseudo-header, lower-case names, no CR/LF/NUL, no connection-specific
+ * field, `te`), and what downstreamResponseHeaders and the list conversion would refuse besides (a name outside the
+ * token characters) throws here as there; `host` or `http2-settings` in it: undefined (the object way drops them).
+ */
+function passedResponseFields(upstream: UpstreamH2Stream, stream: DownstreamH2Stream): string[] | undefined {
+  if (!(upstream instanceof OwnUpstreamStream) || !(stream instanceof OwnDownstreamStream)) return undefined;
+  const fields = upstream.stream?.responseHeaders;
+  if (fields === undefined || fields[0] !== ':status') return undefined;
+  for (let index = 2; index < fields.length; index += 2) {
+    const name = fields[index]!;
+    if (name.charCodeAt(0) === 58 /* : */ || name === 'host' || name === 'http2-settings') return undefined;
+    if (badField(name, fields[index + 1]!)) throw new WaypointError('WAYPOINT_UPSTREAM_CONNECT_FAILED', `header ${JSON.stringify(name)} cannot be sent to the client: invalid name or value`);
+  }
+  return fields.slice(2);
+}
+
+/** The endpoint's trailers as the client's list (checked on receipt: trailersProblem), unless they hold `host` or `http2-settings`. */
+function passedTrailerFields(upstream: UpstreamH2Stream): readonly string[] | undefined {
+  const fields = (upstream as OwnUpstreamStream).trailerFields;
+  if (fields === undefined) return undefined;
+  for (let index = 0; index < fields.length; index += 2) if (fields[index] === 'host' || fields[index] === 'http2-settings') return undefined;
+  return fields;
 }
 
 /** A client stream's error (a reset, a broken connection): 'close' follows and cancels the upstream. One function, not a closure per stream. */
