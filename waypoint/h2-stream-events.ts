@@ -27,43 +27,24 @@ type Listener = StreamListener;
 
 /** Slots per registration in the flat list: event, listener, once (1) or not (0). */
 const SLOTS = 3;
-/**
- * Slots a stream's list is made with: a gRPC call registers up to nine listeners on each adapter (the try's, the
- * body feed's, the relay's). A list grown by push from empty is copied at 17 and 41 slots (two backing stores and a
- * copy per stream, about 0.5 KB per call measured); one made at 30 slots holds them.
- */
-const INITIAL_SLOTS = 10 * SLOTS;
+
+/** Removes the registration at `index` from `list`, moving the later ones down (no array made, as splice would). */
+function removeAt(list: unknown[], index: number): void {
+  const length = list.length;
+  for (let at = index + SLOTS; at < length; at++) list[at - SLOTS] = list[at];
+  // Popped, not `length` set shorter: V8 trims the backing store on a shorter length (a runtime call), and the next
+  // registration grows it again; pop keeps it (lists.ts).
+  list.pop();
+  list.pop();
+  list.pop();
+}
 
 export class StreamEvents {
-  /** [event, listener, once, event, listener, once, ...], in the order they were added, up to #size. */
-  #listeners: Array<string | symbol | Listener | number | undefined> = new Array(INITIAL_SLOTS);
-  /** Slots in use at the start of #listeners. */
-  #size = 0;
-
-  #add(event: string | symbol, listener: Listener, once: number): void {
-    const list = this.#listeners;
-    const size = this.#size;
-    // Past the made length the list grows as push would grow it.
-    list[size] = event;
-    list[size + 1] = listener;
-    list[size + 2] = once;
-    this.#size = size + SLOTS;
-  }
-
-  /** Removes the registration at `index`, moving the later ones down in place (no array made, as splice would). */
-  #removeAt(index: number): void {
-    const list = this.#listeners;
-    const size = this.#size;
-    for (let at = index + SLOTS; at < size; at++) list[at - SLOTS] = list[at];
-    // The freed slots let go of their listeners; the list keeps its length (a shorter length trims the store).
-    list[size - 3] = undefined;
-    list[size - 2] = undefined;
-    list[size - 1] = undefined;
-    this.#size = size - SLOTS;
-  }
+  /** [event, listener, once, event, listener, once, ...], in the order they were added. */
+  #listeners: Array<string | symbol | Listener | number> = [];
 
   on(event: string | symbol, listener: Listener): this {
-    this.#add(event, listener, 0);
+    this.#listeners.push(event, listener, 0);
     return this;
   }
 
@@ -72,15 +53,15 @@ export class StreamEvents {
   }
 
   once(event: string | symbol, listener: Listener): this {
-    this.#add(event, listener, 1);
+    this.#listeners.push(event, listener, 1);
     return this;
   }
 
   off(event: string | symbol, listener: Listener): this {
     const list = this.#listeners;
-    for (let index = this.#size - SLOTS; index >= 0; index -= SLOTS) {
+    for (let index = list.length - SLOTS; index >= 0; index -= SLOTS) {
       if (list[index] === event && list[index + 1] === listener) {
-        this.#removeAt(index);
+        removeAt(list, index);
         break;
       }
     }
@@ -93,9 +74,8 @@ export class StreamEvents {
 
   listenerCount(event: string | symbol): number {
     const list = this.#listeners;
-    const size = this.#size;
     let count = 0;
-    for (let index = 0; index < size; index += SLOTS) if (list[index] === event) count++;
+    for (let index = 0; index < list.length; index += SLOTS) if (list[index] === event) count++;
     return count;
   }
 
@@ -105,7 +85,7 @@ export class StreamEvents {
     const list = this.#listeners;
     let at = -1;
     let count = 0;
-    for (let index = 0; index < this.#size; index += SLOTS) {
+    for (let index = 0; index < list.length; index += SLOTS) {
       if (list[index] !== event) continue;
       if (count === 0) at = index;
       count++;
@@ -116,31 +96,31 @@ export class StreamEvents {
     }
     if (count === 1) {
       const listener = list[at + 1] as Listener;
-      if (list[at + 2] === 1) this.#removeAt(at);
+      if (list[at + 2] === 1) removeAt(list, at);
       this.#call(listener, argumentCount, first, second);
       return true;
     }
     if (count === 2) {
       // Two (a stream's 'close' heard by the request flow and the relay): taken into locals, no array.
       const first1 = list[at + 1] as Listener;
-      if (list[at + 2] === 1) this.#removeAt(at);
+      if (list[at + 2] === 1) removeAt(list, at);
       else at += SLOTS;
       while (list[at] !== event) at += SLOTS;
       const second1 = list[at + 1] as Listener;
-      if (list[at + 2] === 1) this.#removeAt(at);
+      if (list[at + 2] === 1) removeAt(list, at);
       this.#call(first1, argumentCount, first, second);
       this.#call(second1, argumentCount, first, second);
       return true;
     }
     // Several: taken (and the once ones removed) before any runs, as EventEmitter does.
     const taken: Listener[] = [];
-    for (let index = at; index < this.#size; ) {
+    for (let index = at; index < list.length; ) {
       if (list[index] !== event) {
         index += SLOTS;
         continue;
       }
       taken.push(list[index + 1] as Listener);
-      if (list[index + 2] === 1) this.#removeAt(index);
+      if (list[index + 2] === 1) removeAt(list, index);
       else index += SLOTS;
     }
     for (const listener of taken) this.#call(listener, argumentCount, first, second);
