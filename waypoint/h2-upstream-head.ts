@@ -6,8 +6,8 @@
  *
  * Why a list and not an object: the client's head arrives as a list (HPACK), becomes the request's object (what
  * routes, policy and tracing read), and used to be copied into a second object for the endpoint that was then turned
- * into a list again: an object with a dozen keyed stores and a list per request (BENCHMARKS.md, "session s12,
- * wpgrpc"). Here the list is built from the request's object once, with the changes, no object between; the object
+ * into a list again: an object with a dozen keyed stores and a list per request (BENCHMARKS.md, "The gRPC path,
+ * session s12 (wpgrpc)"). Here the list is built from the request's object once, with the changes, no object between; the object
  * is made from the list only for node:http2's sessions and mirrors, which take objects. A route with header
  * modifiers goes the object way (h2-proxy.ts's upstreamRequestHeaders, then `fromObject`): rare, and the modifiers'
  * semantics (set, add joined with ',', remove) stay in one place.

@@ -5,8 +5,9 @@
  * The waypoint's nested HTTP/2 connections flush once per loop turn (connection.ts: the frames a proxied answer's
  * head, body and trailers make from different ticks leave in one outer write), and its client-facing request streams
  * say their close a turn after the layer's (h2-own-downstream.ts). Each was a `setImmediate` of its own: an object per
- * flush and per close, two or three per gRPC call (BENCHMARKS.md, "session s12, wpgrpc"). Calls run in the order
- * deferred; what they defer in turn runs at the next check phase, as a `setImmediate` made during one would.
+ * flush and per close, two or three per gRPC call (BENCHMARKS.md, "The gRPC path, session s12 (wpgrpc)"). Calls
+ * run in the order deferred; what they defer in turn runs at the next check phase, as a `setImmediate` made during
+ * one would.
  *
  * Owns: the list of calls waiting for the check phase. Must not know about: connections, streams or frames.
  */
