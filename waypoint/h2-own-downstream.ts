@@ -25,6 +25,8 @@ import type { Duplex } from 'node:stream';
 import { H2Connection } from '../shared/hbone/h2/connection.ts';
 import { H2DuplexStream } from '../shared/hbone/h2/duplex.ts';
 import { H2StreamTransport } from '../shared/hbone/h2/stream-transport.ts';
+import { deferToCheckPhase } from '../shared/hbone/check-phase.ts';
+import { deferToTurnEnd } from '../shared/hbone/read-turn.ts';
 import type { HeaderList } from '../shared/hbone/h2/hpack.ts';
 import type { H2Stream, H2StreamHandler } from '../shared/hbone/h2/stream.ts';
 import { StreamEvents, type StreamListener } from './h2-stream-events.ts';
@@ -69,10 +71,6 @@ export class OwnDownstreamStream extends StreamEvents implements H2StreamHandler
   #endEmitted = false;
   #closePending = false;
   #flushScheduled = false;
-  readonly #flush = (): void => {
-    this.#flushScheduled = false;
-    this.#deliver();
-  };
 
   constructor(stream: H2Stream) {
     super();
@@ -103,6 +101,23 @@ export class OwnDownstreamStream extends StreamEvents implements H2StreamHandler
     const fields = responseFieldListOf(headers);
     this.#waitForTrailers = options.waitForTrailers === true && options.endStream !== true;
     this.stream.respond(status, fields, options.endStream === true);
+  }
+
+  /**
+   * `respond` with the answer's fields as the layer's list already (without `:status`, checked): the endpoint's head
+   * passed on as it came, no object between (h2-proxy.ts's relay, a route without response modifiers).
+   */
+  respondFields(status: number, fields: readonly string[], endStream: boolean, waitForTrailers: boolean): void {
+    if (this.closed || this.headersSent) return;
+    this.headersSent = true;
+    this.#waitForTrailers = waitForTrailers && !endStream;
+    this.stream.respond(status, fields, endStream);
+  }
+
+  /** `sendTrailers` with the trailers as the layer's list already (checked, no pseudo-header or connection field). */
+  sendTrailerFields(trailers: readonly string[]): void {
+    if (this.closed || this.stream.localEnded) return;
+    this.stream.endWithTrailers(trailers);
   }
 
   /** A 1xx head before the answer (100 Continue, 103 Early Hints). */
@@ -198,8 +213,8 @@ export class OwnDownstreamStream extends StreamEvents implements H2StreamHandler
     // Said on the loop's next check phase, as node:http2's comes after its session's write: the layer closes a stream
     // inside `respond`/`end` (a request that had ended), and the proxy's 'close' listener (metrics, access log) must
     // see what the caller decides after them, awaits included (a nextTick would run before their promise jobs when
-    // the answer is written from an I/O callback). One Immediate per stream, not per chunk.
-    setImmediate(closeLater, this);
+    // the answer is written from an I/O callback). Gathered with the nested connections' flushes (check-phase.ts).
+    deferToCheckPhase(closeLater, this);
   }
 
   /** The close, a tick after the layer's (see onClose). */
@@ -219,10 +234,16 @@ export class OwnDownstreamStream extends StreamEvents implements H2StreamHandler
     this.#deliver();
   }
 
+  /** The scheduled delivery (#schedule): at the end of the read callback that asked for it, or on the next tick. */
+  flush(): void {
+    this.#flushScheduled = false;
+    this.#deliver();
+  }
+
   #schedule(): void {
     if (this.#flushScheduled) return;
     this.#flushScheduled = true;
-    process.nextTick(this.#flush);
+    deferToTurnEnd(flushDownstream, this);
   }
 
   /** Emits what is held (while flowing), then 'end' once the client ended and all was read, then 'close'. */
@@ -243,6 +264,10 @@ export class OwnDownstreamStream extends StreamEvents implements H2StreamHandler
       this.emit('close');
     }
   }
+}
+
+function flushDownstream(stream: OwnDownstreamStream): void {
+  stream.flush();
 }
 
 function closeLater(stream: OwnDownstreamStream): void {

@@ -18,6 +18,7 @@ import type { Duplex } from 'node:stream';
 import { H2Connection } from '../shared/hbone/h2/connection.ts';
 import { H2DuplexStream } from '../shared/hbone/h2/duplex.ts';
 import { H2StreamTransport } from '../shared/hbone/h2/stream-transport.ts';
+import { deferToTurnEnd } from '../shared/hbone/read-turn.ts';
 import type { HeaderList } from '../shared/hbone/h2/hpack.ts';
 import type { H2Stream, H2StreamHandler } from '../shared/hbone/h2/stream.ts';
 import { StreamEvents, type StreamListener } from './h2-stream-events.ts';
@@ -25,6 +26,7 @@ import type { Service } from '../shared/mesh/service.ts';
 import { workloadIdentity } from '../shared/mesh/workload.ts';
 import { WaypointError } from './errors.ts';
 import { H2_MAX_STREAMS_PER_SESSION, H2_SESSION_WINDOW_BYTES, H2_STREAM_WINDOW_BYTES, H2_UPSTREAM_IDLE_MS, type H2Sessions, type UpstreamH2Stream } from './h2-upstream.ts';
+import type { UpstreamRequestHead } from './h2-upstream-head.ts';
 import type { UpstreamTarget, Upstreams } from './upstream.ts';
 
 const { NGHTTP2_FLAG_END_STREAM } = http2.constants;
@@ -41,7 +43,7 @@ const FIELD_NAME_BYTES = new Uint8Array(128);
 for (const character of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz:") FIELD_NAME_BYTES[character.charCodeAt(0)] = 1;
 
 /** A field name or value node:http2 would refuse to send (it throws ERR_INVALID_HTTP_TOKEN / ERR_INVALID_CHAR). */
-function badField(name: string, value: string): boolean {
+export function badField(name: string, value: string): boolean {
   for (let index = 0; index < value.length; index++) {
     const code = value.charCodeAt(index);
     if (code === 0 || code === 0x0a || code === 0x0d) return true;
@@ -52,13 +54,6 @@ function badField(name: string, value: string): boolean {
     if (code >= 128 || FIELD_NAME_BYTES[code] === 0) return true;
   }
   return false;
-}
-
-/** Adds one field to `list`, or throws WAYPOINT_BAD_HEADER for a field Node would refuse. */
-function pushField(list: string[], name: string, text: string): void {
-  // As node:http2's path answers it (its request() throws, the try fails): 503 UF with the reason.
-  if (badField(name, text)) throw new WaypointError('WAYPOINT_UPSTREAM_CONNECT_FAILED', `header ${JSON.stringify(name)} cannot be sent to the endpoint: invalid name or value`);
-  list.push(name, text);
 }
 
 /**
@@ -76,35 +71,65 @@ export function responseFieldListOf(headers: http2.OutgoingHttpHeaders): string[
 }
 
 function fieldListOf(headers: http2.OutgoingHttpHeaders, pseudoDefaults: ReadonlyArray<string | (() => string)>, omitted: string | undefined): string[] {
-  // One list, two passes over the object (pseudo-headers, then the rest): no second list and no concatenation per head.
-  const list: string[] = [];
+  // One list made at its size (a list grown by push is copied at 17 and 41 slots: a head of twelve fields made three
+  // backing stores), filled in two passes over the object (pseudo-headers, then the rest).
+  let size = 0;
+  for (const key in headers) {
+    const value = headers[key];
+    if (value !== undefined) size += Array.isArray(value) ? value.length : 1;
+  }
+  for (let index = 0; index < pseudoDefaults.length; index += 2) if (headers[pseudoDefaults[index] as string] === undefined) size++;
+  const list = new Array<string>(2 * size);
+  let at = 0;
   let regular = false;
   for (const key in headers) {
-    if (key.charCodeAt(0) === 58 /* : */) pushValue(list, key.toLowerCase(), headers[key], omitted);
+    if (key.charCodeAt(0) === 58 /* : */) at = putValue(list, at, lowerName(key), headers[key], omitted);
     else regular = true;
   }
   for (let index = 0; index < pseudoDefaults.length; index += 2) {
     const name = pseudoDefaults[index] as string;
     if (headers[name] !== undefined) continue;
     const value = pseudoDefaults[index + 1]!;
-    list.push(name, typeof value === 'string' ? value : value());
+    list[at++] = name;
+    list[at++] = typeof value === 'string' ? value : value();
   }
   if (regular) {
-    for (const key in headers) if (key.charCodeAt(0) !== 58) pushValue(list, key.toLowerCase(), headers[key], omitted);
+    for (const key in headers) if (key.charCodeAt(0) !== 58) at = putValue(list, at, lowerName(key), headers[key], omitted);
   }
+  // The omitted name's slots, if it was there (a response head's :status).
+  while (list.length > at) list.pop();
   return list;
 }
 
-/** Adds one header's value (repeated fields for an array) unless it is undefined or the omitted name. */
-function pushValue(list: string[], name: string, value: http2.OutgoingHttpHeaders[string], omitted: string | undefined): void {
-  if (value === undefined || name === omitted) return;
-  if (typeof value === 'string') {
-    pushField(list, name, value);
-  } else if (Array.isArray(value)) {
-    for (let index = 0; index < value.length; index++) pushField(list, name, String(value[index]));
-  } else {
-    pushField(list, name, String(value));
+/**
+ * `name` lower-cased: itself when it has no upper-case letter (every name the decoder and the proxy make), without
+ * `toLowerCase`, which builds a new string for it even then.
+ */
+export function lowerName(name: string): string {
+  for (let index = 0; index < name.length; index++) {
+    const code = name.charCodeAt(index);
+    if (code >= 65 && code <= 90) return name.toLowerCase();
   }
+  return name;
+}
+
+/** Puts one header's value at `at` (repeated fields for an array) unless it is undefined or the omitted name; the next free index. */
+export function putValue(list: string[], at: number, name: string, value: http2.OutgoingHttpHeaders[string], omitted: string | undefined): number {
+  if (value === undefined || name === omitted) return at;
+  if (typeof value === 'string') return putField(list, at, name, value);
+  if (Array.isArray(value)) {
+    for (let index = 0; index < value.length; index++) at = putField(list, at, name, String(value[index]));
+    return at;
+  }
+  return putField(list, at, name, String(value));
+}
+
+/** Puts one field at `at`, or throws WAYPOINT_BAD_HEADER for a field Node would refuse; the next free index. */
+function putField(list: string[], at: number, name: string, text: string): number {
+  if (badField(name, text)) throw new WaypointError('WAYPOINT_UPSTREAM_CONNECT_FAILED', `header ${JSON.stringify(name)} cannot be sent to the endpoint: invalid name or value`);
+  list[at] = name;
+  list[at + 1] = text;
+  return at + 2;
 }
 
 /** The layer's flat list as node:http2's incoming object: repeated set-cookie as an array, other repeats joined by ', '. */
@@ -132,12 +157,20 @@ export function trailersProblem(trailers: HeaderList): boolean {
 
 /** Trailers for the layer: no pseudo-headers, no connection-specific fields. */
 export function trailerListOf(trailers: http2.OutgoingHttpHeaders): string[] {
-  const list: string[] = [];
+  // Made at its size, as fieldListOf's list.
+  let size = 0;
+  for (const key in trailers) {
+    const value = trailers[key];
+    if (value !== undefined) size += Array.isArray(value) ? value.length : 1;
+  }
+  const list = new Array<string>(2 * size);
+  let at = 0;
   for (const key in trailers) {
     if (key.charCodeAt(0) === 58 /* : */) continue;
-    const name = key.toLowerCase();
-    if (name !== 'connection' && name !== 'transfer-encoding') pushValue(list, name, trailers[key], undefined);
+    const name = lowerName(key);
+    if (name !== 'connection' && name !== 'transfer-encoding') at = putValue(list, at, name, trailers[key], undefined);
   }
+  while (list.length > at) list.pop();
   return list;
 }
 
@@ -145,7 +178,13 @@ export function trailerListOf(trailers: http2.OutgoingHttpHeaders): string[] {
 export class OwnUpstreamStream extends StreamEvents implements H2StreamHandler, UpstreamH2Stream {
   stream: H2Stream | undefined;
   /** Called once when the layer closes the stream (before 'close', which waits for the data to be read). */
-  onClosed: (() => void) | undefined;
+  onClosed: ((stream: OwnUpstreamStream) => void) | undefined;
+  /** The pool's record of the connection this stream is on (the pool's own, opaque here). */
+  pooled: unknown;
+  /** The endpoint address counted in flight for this stream (least request). */
+  inFlightAddress = '';
+  /** The answer's trailers as the layer's list (checked: no pseudo-header, connection field or bad field), once they came. */
+  trailerFields: HeaderList | undefined;
   rstCode: number | undefined;
   closed = false;
   destroyed = false;
@@ -160,10 +199,6 @@ export class OwnUpstreamStream extends StreamEvents implements H2StreamHandler, 
   /** The answer's content-length (-1: none) and the DATA bytes received, to tell an ended answer from a cut one. */
   #contentLength = -1;
   #receivedBytes = 0;
-  readonly #flush = (): void => {
-    this.#flushScheduled = false;
-    this.#deliver();
-  };
 
   override on(event: string | symbol, listener: Listener): this {
     super.on(event, listener);
@@ -229,6 +264,7 @@ export class OwnUpstreamStream extends StreamEvents implements H2StreamHandler, 
       stream.reset(H2_PROTOCOL_ERROR);
       return;
     }
+    this.trailerFields = trailers;
     this.emit('trailers', headersObjectOf(trailers));
   }
 
@@ -252,7 +288,7 @@ export class OwnUpstreamStream extends StreamEvents implements H2StreamHandler, 
   onClose(stream: H2Stream): void {
     this.closed = true;
     this.rstCode = stream.rstCode;
-    this.onClosed?.();
+    this.onClosed?.(this);
     if (stream.rstCode === H2_NO_ERROR && stream.resetByPeer && stream.responseHeaders !== undefined && (this.#contentLength < 0 || this.#receivedBytes === this.#contentLength)) {
       // The endpoint's RST_STREAM NO_ERROR after its answer began: node:http2 servers send it in place of an
       // END_STREAM that waits behind a stream window we stopped crediting (our reader paused): its stream is
@@ -278,10 +314,16 @@ export class OwnUpstreamStream extends StreamEvents implements H2StreamHandler, 
     this.#deliver();
   }
 
+  /** The scheduled delivery (#schedule): at the end of the read callback that asked for it, or on the next tick. */
+  flush(): void {
+    this.#flushScheduled = false;
+    this.#deliver();
+  }
+
   #schedule(): void {
     if (this.#flushScheduled) return;
     this.#flushScheduled = true;
-    process.nextTick(this.#flush);
+    deferToTurnEnd(flushUpstream, this);
   }
 
   /** Emits what is held (while flowing), then 'end' once the peer ended and all was read, then 'close'. */
@@ -301,6 +343,10 @@ export class OwnUpstreamStream extends StreamEvents implements H2StreamHandler, 
       this.emit('close');
     }
   }
+}
+
+function flushUpstream(stream: OwnUpstreamStream): void {
+  stream.flush();
 }
 
 interface OwnPooledConnection {
@@ -325,43 +371,74 @@ export class H2OwnSessionPool implements H2Sessions {
   #lastKeyHost = '';
   #lastKeyPort = -1;
   #lastKeyEndpoint: UpstreamTarget['endpoint'] | undefined;
+  /** The pseudo-headers a request to the last endpoint gets when it has none (headerListOf's defaults). */
+  #lastDefaults: string[] = [];
+  /** Why the last #streamOn failed. */
+  #lastRequestError: Error | undefined;
 
   constructor(upstreams: Upstreams) {
     this.#upstreams = upstreams;
   }
 
-  async request(service: Service, picked: UpstreamTarget, headers: http2.OutgoingHttpHeaders, endStream: boolean): Promise<UpstreamH2Stream> {
+  async request(service: Service, picked: UpstreamTarget, head: UpstreamRequestHead, endStream: boolean): Promise<UpstreamH2Stream> {
+    const key = this.#keyOf(picked);
+    const list = head.fieldsWith(this.#lastDefaults);
+    for (let attempt = 0; ; attempt++) {
+      const pooled = await this.#connectionFor(key, service, picked);
+      const upstream = this.#streamOn(pooled, list, picked, endStream);
+      if (upstream !== undefined) return upstream;
+      if (attempt > 0) throw new WaypointError('WAYPOINT_UPSTREAM_CONNECT_FAILED', `HTTP/2 to ${key} failed: ${this.#lastRequestError?.message ?? 'no connection'}`, { cause: this.#lastRequestError });
+    }
+  }
+
+  /** `request` at once on a pooled connection with room (no promise); undefined when none has room now. */
+  requestNow(_service: Service, picked: UpstreamTarget, head: UpstreamRequestHead, endStream: boolean): UpstreamH2Stream | undefined {
+    const pooled = this.#pooledWithRoom(this.#keyOf(picked));
+    if (pooled === undefined) return undefined;
+    return this.#streamOn(pooled, head.fieldsWith(this.#lastDefaults), picked, endStream);
+  }
+
+  /** The pool key of `picked` (kept for the last endpoint; see #lastKey), and its pseudo-header defaults beside it. */
+  #keyOf(picked: UpstreamTarget): string {
     const { host, port } = picked.address;
     if (picked.endpoint !== this.#lastKeyEndpoint || host !== this.#lastKeyHost || port !== this.#lastKeyPort) {
       this.#lastKey = `${host}:${port}/${workloadIdentity(picked.endpoint).uri}`;
       this.#lastKeyHost = host;
       this.#lastKeyPort = port;
       this.#lastKeyEndpoint = picked.endpoint;
+      this.#lastDefaults = [':scheme', 'http', ':authority', `${host.includes(':') ? `[${host}]` : host}:${port}`];
     }
-    const key = this.#lastKey;
-    const list = headerListOf(headers, [':scheme', 'http', ':authority', () => `${host.includes(':') ? `[${host}]` : host}:${port}`]);
-    for (let attempt = 0; ; attempt++) {
-      const pooled = await this.#connectionFor(key, service, picked);
-      const upstream = new OwnUpstreamStream();
-      try {
-        upstream.stream = pooled.connection.request(list, upstream, endStream);
-      } catch (error) {
-        // The connection began to close between the pick and the request (GOAWAY): drop it, try a fresh one once.
-        // One that is only full (the endpoint's SETTINGS_MAX_CONCURRENT_STREAMS, reached by requests that waited
-        // for it to open) stays pooled: the next round finds another with room or opens one.
-        if (pooled.connection.closed || pooled.connection.draining) this.#forget(pooled);
-        if (attempt > 0) throw new WaypointError('WAYPOINT_UPSTREAM_CONNECT_FAILED', `HTTP/2 to ${key} failed: ${(error as Error).message}`, { cause: error });
-        continue;
-      }
-      pooled.streams++;
-      this.#upstreams.leastRequest.started(picked.picked.address);
-      upstream.onClosed = () => {
-        this.#upstreams.leastRequest.finished(picked.picked.address);
-        this.#released(pooled);
-      };
-      return upstream;
-    }
+    return this.#lastKey;
   }
+
+  /**
+   * A request stream on `pooled`, counted; undefined when the connection refused it (it began to close between the
+   * pick and the request, GOAWAY: dropped from the pool; or it is full) with the reason in #lastRequestError.
+   */
+  #streamOn(pooled: OwnPooledConnection, list: string[], picked: UpstreamTarget, endStream: boolean): OwnUpstreamStream | undefined {
+    const upstream = new OwnUpstreamStream();
+    try {
+      upstream.stream = pooled.connection.request(list, upstream, endStream);
+    } catch (error) {
+      // One that is only full (the endpoint's SETTINGS_MAX_CONCURRENT_STREAMS, reached by requests that waited
+      // for it to open) stays pooled: the next round finds another with room or opens one.
+      if (pooled.connection.closed || pooled.connection.draining) this.#forget(pooled);
+      this.#lastRequestError = error as Error;
+      return undefined;
+    }
+    pooled.streams++;
+    this.#upstreams.leastRequest.started(picked.picked.address);
+    upstream.pooled = pooled;
+    upstream.inFlightAddress = picked.picked.address;
+    upstream.onClosed = this.#streamClosed;
+    return upstream;
+  }
+
+  /** An upstream stream's end: its in-flight count and its connection's stream count (one function per pool). */
+  readonly #streamClosed = (upstream: OwnUpstreamStream): void => {
+    this.#upstreams.leastRequest.finished(upstream.inFlightAddress);
+    this.#released(upstream.pooled as OwnPooledConnection);
+  };
 
   close(): void {
     for (const list of this.#connectionsByEndpoint.values()) for (const pooled of list) pooled.connection.close();
@@ -372,11 +449,18 @@ export class H2OwnSessionPool implements H2Sessions {
     return { implementation: 'own', sessionsOpened: this.sessionsOpened, endpoints: Object.fromEntries([...this.#connectionsByEndpoint].map(([key, list]) => [key, list.map((pooled) => pooled.streams)])) };
   }
 
-  #connectionFor(key: string, service: Service, picked: UpstreamTarget): Promise<OwnPooledConnection> {
+  /** A pooled connection to `key` that takes a stream now. */
+  #pooledWithRoom(key: string): OwnPooledConnection | undefined {
     const list = this.#connectionsByEndpoint.get(key);
     if (list) {
-      for (const pooled of list) if (pooled.streams < H2_MAX_STREAMS_PER_SESSION && pooled.connection.available) return Promise.resolve(pooled);
+      for (const pooled of list) if (pooled.streams < H2_MAX_STREAMS_PER_SESSION && pooled.connection.available) return pooled;
     }
+    return undefined;
+  }
+
+  #connectionFor(key: string, service: Service, picked: UpstreamTarget): Promise<OwnPooledConnection> {
+    const pooled = this.#pooledWithRoom(key);
+    if (pooled !== undefined) return Promise.resolve(pooled);
     const connecting = this.#connectingByEndpoint.get(key);
     if (connecting) return connecting;
     const opened = this.#open(key, service, picked).finally(() => this.#connectingByEndpoint.delete(key));

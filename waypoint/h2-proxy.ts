@@ -32,27 +32,27 @@ import { logRequest, reusedBlock, type RequestRecord as AccessLogRecord } from '
 import { WaypointError } from './errors.ts';
 import { applyFault } from './fault.ts';
 import { modifyHeaders, redirectLocation, rewrittenUrl } from './filters.ts';
-import { type DownstreamH2Stream, serveOwnConnection } from './h2-own-downstream.ts';
+import { type DownstreamH2Stream, OwnDownstreamStream, serveOwnConnection } from './h2-own-downstream.ts';
+import { badField, OwnUpstreamStream } from './h2-own-upstream.ts';
 import { H2RequestBody } from './h2-request-body.ts';
 import { sendH2Mirror } from './mirror.ts';
 import { H2Try, type H2Response } from './h2-try.ts';
-import { cancelStream, H2_SESSION_WINDOW_BYTES, H2_STREAM_WINDOW_BYTES, type H2Sessions } from './h2-upstream.ts';
+import { CONNECTION_SPECIFIC, upstreamHeadOf, UpstreamRequestHead } from './h2-upstream-head.ts';
+import { cancelStream, H2_SESSION_WINDOW_BYTES, H2_STREAM_WINDOW_BYTES, type H2Sessions, type UpstreamH2Stream } from './h2-upstream.ts';
 import { pathOf, queryOf } from './http-router.ts';
-import type { WaypointMetrics } from './metrics.ts';
+import type { RequestFacts, WaypointMetrics } from './metrics.ts';
 import { grpcStatusForHttp, isGrpcContentType } from './protocols.ts';
-import { RequestAttempts, type ResponseFacts } from './request-attempts.ts';
+import { RequestAttempts, type AttemptsResult, type ResponseFacts } from './request-attempts.ts';
 import { routeRequest } from './request-target.ts';
 import { ISTIO_DEFAULT_RETRY, MAX_BUFFERED_BODY_BYTES } from './retry.ts';
 import type { RouteBackend, RouteEntry, RouteTable } from './route-table.ts';
 import { requestIdOf, traceContextOf, traceparentOf, type TraceContext } from './tracing.ts';
 import type { Upstreams } from './upstream.ts';
-import { decisionOf, type GateRequest, type GateResponse, type RequestGate } from './authz/request-gate.ts';
+import { decisionOf, type GateRefusal, type GateRequest, type GateResponse, type RequestGate } from './authz/request-gate.ts';
 import type { DestinationRequest, DestinationTraffic } from './destination/destination-traffic.ts';
 
 const { NGHTTP2_CANCEL, NGHTTP2_FLAG_END_STREAM, NGHTTP2_INTERNAL_ERROR, NGHTTP2_NO_ERROR } = http2.constants;
 
-/** Connection-specific headers (RFC 9113 8.2.2): never forwarded (Node refuses them on HTTP/2 anyway). */
-const CONNECTION_SPECIFIC = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'http2-settings', 'host']);
 
 /** Limits of the downstream server: as many streams per client connection as the HBONE server allows per tunnel. */
 const DOWNSTREAM_MAX_CONCURRENT_STREAMS = 200;
@@ -156,6 +156,10 @@ interface H2RequestRecord {
   destinationRequest: DestinationRequest | undefined;
   /** What VirtualService fault injection did (DI, FI, DI,FI; '' for nothing), joined to the flags at the end. */
   faultFlags: string;
+  /** The request's HEADERS ended it (no body). */
+  endStream: boolean;
+  /** The tries, once they began (aborted when the client goes). */
+  tries: RequestAttempts<H2Response> | undefined;
 }
 
 /**
@@ -193,25 +197,46 @@ function grpcMessage(text: string): string {
   return text.replace(/[^\x20-\x24\x26-\x7e]/gu, (character) => encodeURIComponent(character));
 }
 
-/** The gate's answer written on an HTTP/2 stream: as HTTP, or as a gRPC status for gRPC requests. */
-function gateResponseOn(stream: DownstreamH2Stream, grpc: boolean): GateResponse {
-  let status = 0;
-  let responseHeaders: Record<string, string | number> = {};
-  return {
-    writeHead(code, headers) {
-      status = code;
-      responseHeaders = headers;
-    },
-    end(body = '') {
-      if (stream.closed || stream.destroyed || stream.headersSent) return;
-      if (grpc) {
-        stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': String(grpcStatusForHttp(status)), 'grpc-message': grpcMessage(body) }, { endStream: true });
-        return;
-      }
-      stream.respond({ ...responseHeaders, ':status': status });
-      stream.end(body);
-    },
-  };
+/**
+ * A request as the gate reads it and its answer as the gate writes it, on an HTTP/2 stream: as HTTP, or as a gRPC
+ * status for gRPC requests. One object per request (not a request object, an answer object and their closures).
+ */
+class H2GateExchange implements GateRequest, GateResponse {
+  readonly method: string;
+  url: string | undefined;
+  readonly headers: http2.IncomingHttpHeaders;
+  readonly #stream: DownstreamH2Stream;
+  readonly #grpc: boolean;
+  #status = 0;
+  #responseHeaders: Record<string, string | number> | undefined;
+
+  constructor(stream: DownstreamH2Stream, grpc: boolean, method: string, url: string, headers: http2.IncomingHttpHeaders) {
+    this.#stream = stream;
+    this.#grpc = grpc;
+    this.method = method;
+    this.url = url;
+    this.headers = headers;
+  }
+
+  resume(): void {
+    this.#stream.resume();
+  }
+
+  writeHead(code: number, headers: Record<string, string | number>): void {
+    this.#status = code;
+    this.#responseHeaders = headers;
+  }
+
+  end(body = ''): void {
+    const stream = this.#stream;
+    if (stream.closed || stream.destroyed || stream.headersSent) return;
+    if (this.#grpc) {
+      stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': String(grpcStatusForHttp(this.#status)), 'grpc-message': grpcMessage(body) }, { endStream: true });
+      return;
+    }
+    stream.respond({ ...this.#responseHeaders, ':status': this.#status });
+    stream.end(body);
+  }
 }
 
 export class H2Proxy {
@@ -231,6 +256,9 @@ export class H2Proxy {
   readonly #log: Logger | undefined;
   /** The access log's dst block per endpoint (and the Service it was made for), serialised once. */
   readonly #dstBlocks = new WeakMap<Workload, { service: Service; block: AccessLogRecord['dst'] }>();
+  /** #finish's facts and byte counts for the metrics, filled per request (requestByFacts keeps neither object). */
+  readonly #facts: RequestFacts = { source: undefined, peer: undefined as unknown as RequestFacts['peer'], endpoint: undefined, service: undefined as unknown as Service, protocol: 'grpc', status: 0, flags: '-', grpcStatus: '' };
+  readonly #bytes = { request: 0, response: 0 };
   /** Client connections that ended in a protocol error (garbage preface or frame), for config_dump and tests. */
   protocolErrors = 0;
   /** Request streams being served now (config_dump; the rude-peer tests watch it come back to 0). */
@@ -307,10 +335,17 @@ export class H2Proxy {
   #serveStream(stream: DownstreamH2Stream, headers: http2.IncomingHttpHeaders, flags: number, context: H2StreamContext): void {
     // A request that throws anywhere in its flow (a peer's odd input, a header value Node refuses) loses its stream
     // only: reset with INTERNAL_ERROR (or its answer cut); the waypoint and the other streams carry on.
-    this.#handle(stream, headers, flags, context).catch((error: Error) => {
-      this.#log?.warn({ err: error.message, method: headers[':method'], path: headers[':path'] }, 'HTTP/2 request failed in the waypoint');
-      if (!stream.closed && !stream.destroyed) stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
-    });
+    try {
+      this.#handle(stream, headers, flags, context);
+    } catch (error) {
+      this.#failed(stream, headers, error as Error);
+    }
+  }
+
+  /** A request's flow threw (synchronously or in one of its waits): its stream is reset, nothing else. */
+  #failed(stream: DownstreamH2Stream, headers: http2.IncomingHttpHeaders, error: Error): void {
+    this.#log?.warn({ err: error.message, method: headers[':method'], path: headers[':path'] }, 'HTTP/2 request failed in the waypoint');
+    if (!stream.closed && !stream.destroyed) stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
   }
 
   /** Sends every client GOAWAY (their open streams finish; new requests go to a new connection) and stops. */
@@ -325,42 +360,67 @@ export class H2Proxy {
     return { clientSessions: this.#clientSessions.size + this.#ownConnections.size, activeStreams: this.activeStreams, protocolErrors: this.protocolErrors };
   }
 
-  async #handle(stream: DownstreamH2Stream, headers: http2.IncomingHttpHeaders, flags: number, context: H2StreamContext): Promise<void> {
+  /**
+   * A request's flow, without a promise in the common case: each stage goes on at once when what it waits for is
+   * there already (no policy fetch, no fault delay, a pool slot free, a pooled endpoint connection with room, and
+   * the tries told their outcome through runThen), and on a promise's settling otherwise.
+   */
+  #handle(stream: DownstreamH2Stream, headers: http2.IncomingHttpHeaders, flags: number, context: H2StreamContext): void {
     stream.on('error', ignoreStreamError);
     const grpc = isGrpcContentType(headers['content-type']);
     const method = headers[':method'] ?? '';
-    let url = headers[':path'] ?? '/';
+    const url = headers[':path'] ?? '/';
     const record: H2RequestRecord = {
       context, started: performance.now(), grpc, method, path: url, authority: String(headers[':authority'] ?? headers.host ?? ''), requestId: requestIdOf(headers), trace: traceContextOf(headers), entry: undefined, destination: context.service,
       endpoint: undefined, upstreamHost: '', attempts: 0, body: undefined, responseBytes: 0, status: 0, grpcStatus: undefined, flags: '-', details: 'via_upstream', gateRequest: undefined, destinationRequest: undefined, faultFlags: '',
+      endStream: (flags & NGHTTP2_FLAG_END_STREAM) !== 0, tries: undefined,
     };
-    // Every request stream is counted and logged once, when it closes, whatever ended it.
+    // Every request stream is counted and logged once, when it closes, whatever ended it; then no try goes on for
+    // a client that went away (or reset its stream).
     this.activeStreams++;
     stream.once('close', () => {
       this.activeStreams--;
       this.#finish(stream, record);
+      record.tries?.abort();
     });
-    const endStream = (flags & NGHTTP2_FLAG_END_STREAM) !== 0;
     if (this.#gate) {
       // L7 policy (waypoint/authz/), as on the HTTP/1.1 path: a refusal is answered here (in gRPC for gRPC requests,
       // as Envoy's local replies are: 403 -> PERMISSION_DENIED, 401 -> UNAUTHENTICATED, 429 -> UNAVAILABLE).
-      const gateRequest: GateRequest = { method, url, headers, resume: () => stream.resume() };
+      const gateRequest = new H2GateExchange(stream, grpc, method, url, headers);
       record.gateRequest = gateRequest;
-      // Synchronous when the Service has no policy: no await (a microtask turn per request) unless a JWKS fetch is due.
-      const checked = this.#gate.check(gateRequest, gateResponseOn(stream, grpc), context.hbone, context.service);
-      const refusal = checked instanceof Promise ? await checked : checked;
-      if (refusal) {
-        this.#decided(record, refusal.status, refusal.responseFlags, refusal.details, grpc ? grpcStatusForHttp(refusal.status) : undefined);
+      // Synchronous when the Service has no policy: no promise unless a JWKS fetch is due.
+      const checked = this.#gate.check(gateRequest, gateRequest, context.hbone, context.service);
+      if (checked instanceof Promise) {
+        checked.then((refusal) => {
+          if (this.#gatePassed(record, gateRequest, headers, refusal)) this.#route(stream, headers, record);
+        }).catch((error: Error) => this.#failed(stream, headers, error));
         return;
       }
-      // The gate normalises the path it decided on (`/a/../b` -> `/b`); the endpoint gets the same path.
-      if (gateRequest.url !== undefined && gateRequest.url !== url) headers[':path'] = url = gateRequest.url;
+      if (!this.#gatePassed(record, gateRequest, headers, checked)) return;
     }
+    this.#route(stream, headers, record);
+  }
+
+  /** The gate's verdict: false when it refused (answered already); the path it normalised goes on. */
+  #gatePassed(record: H2RequestRecord, gateRequest: GateRequest, headers: http2.IncomingHttpHeaders, refusal: GateRefusal | undefined): boolean {
+    if (refusal) {
+      this.#decided(record, refusal.status, refusal.responseFlags, refusal.details, record.grpc ? grpcStatusForHttp(refusal.status) : undefined);
+      return false;
+    }
+    // The gate normalises the path it decided on (`/a/../b` -> `/b`); the endpoint gets the same path.
+    if (gateRequest.url !== undefined && gateRequest.url !== (headers[':path'] ?? '/')) headers[':path'] = gateRequest.url;
+    return true;
+  }
+
+  /** The route, and the VirtualService fault (fault.ts) before anything goes upstream, as on the HTTP/1.1 path. */
+  #route(stream: DownstreamH2Stream, headers: http2.IncomingHttpHeaders, record: H2RequestRecord): void {
+    const context = record.context;
+    const url = headers[':path'] ?? '/';
     let entry: RouteEntry | undefined;
     let backend: RouteBackend | undefined;
     let port: number;
     try {
-      const routed = routeRequest(this.#routes, this.#state, context.service, context.hbone.target.port, method, url, headers, true);
+      const routed = routeRequest(this.#routes, this.#state, context.service, context.hbone.target.port, record.method, url, headers, true);
       record.destination = routed.destination;
       record.entry = entry = routed.entry;
       backend = routed.backend;
@@ -370,17 +430,30 @@ export class H2Proxy {
       this.#answer(stream, record, error, error.code === 'WAYPOINT_NO_ROUTE' ? 'route_not_found' : 'no_usable_backend');
       return;
     }
-    // VirtualService fault injection (fault.ts), before anything goes upstream, as on the HTTP/1.1 path.
     if (entry?.fault) {
-      const fault = await applyFault(entry.fault, faultResponseOf(stream));
-      record.faultFlags = fault.flags;
-      if (fault.clientGone || fault.abortedWith !== undefined) {
-        stream.resume();
-        const grpcStatus = fault.abortedWith !== undefined && entry.fault.abort?.httpStatus === 0 ? entry.fault.abort.grpcStatus : undefined;
-        this.#decided(record, fault.abortedWith ?? 0, fault.clientGone ? 'DC' : '-', fault.clientGone ? 'downstream_remote_disconnect' : 'fault_filter_abort', grpcStatus);
-        return;
-      }
+      this.#faulted(stream, headers, record, entry.fault, backend, port, url).catch((error: Error) => this.#failed(stream, headers, error));
+      return;
     }
+    this.#admit(stream, headers, record, backend, port, url);
+  }
+
+  /** A route with fault injection: the delay or abort first (a wait), then the request goes on. */
+  async #faulted(stream: DownstreamH2Stream, headers: http2.IncomingHttpHeaders, record: H2RequestRecord, injected: NonNullable<RouteEntry['fault']>, backend: RouteBackend | undefined, port: number, url: string): Promise<void> {
+    const fault = await applyFault(injected, faultResponseOf(stream));
+    record.faultFlags = fault.flags;
+    if (fault.clientGone || fault.abortedWith !== undefined) {
+      stream.resume();
+      const grpcStatus = fault.abortedWith !== undefined && injected.abort?.httpStatus === 0 ? injected.abort.grpcStatus : undefined;
+      this.#decided(record, fault.abortedWith ?? 0, fault.clientGone ? 'DC' : '-', fault.clientGone ? 'downstream_remote_disconnect' : 'fault_filter_abort', grpcStatus);
+      return;
+    }
+    this.#admit(stream, headers, record, backend, port, url);
+  }
+
+  /** A redirect's answer, or the upstream head and the DestinationRule's pool slot (a wait only when the pool is full). */
+  #admit(stream: DownstreamH2Stream, headers: http2.IncomingHttpHeaders, record: H2RequestRecord, backend: RouteBackend | undefined, port: number, url: string): void {
+    const context = record.context;
+    const entry = record.entry;
     const path = pathOf(url);
     const query = queryOf(url);
     if (entry?.redirect) {
@@ -390,60 +463,95 @@ export class H2Proxy {
       this.#decided(record, entry.redirect.statusCode, '-', 'direct_response', undefined);
       return;
     }
-    const upstreamHeaders = this.#upstreamHeaders(headers, record, backend, entry ? rewrittenUrl(entry, path, query) : url);
+    const upstreamHead = this.#upstreamHead(headers, record, backend, entry ? rewrittenUrl(entry, path, query) : url);
     // ---- DestinationRule hook (waypoint/destination/), as on the HTTP/1.1 path: a pool slot for the request (or
     // 503 UO), the rule's endpoint choice for each try, the outcome for outlier detection when the request ends. ----
     const traffic = this.#destinations?.forService(serviceKey(record.destination));
+    if (traffic === undefined) {
+      this.#tries(stream, headers, record, backend, port, upstreamHead);
+      return;
+    }
     // A VirtualService destination's subset: its pods, as the backend's DestinationRule defines it (none: 503 NC).
-    const subset = backend?.subset !== undefined ? traffic?.subsetPods(backend.subset) : undefined;
+    const subset = backend?.subset !== undefined ? traffic.subsetPods(backend.subset) : undefined;
     if (backend?.subset !== undefined && subset === undefined) {
       this.#answer(stream, record, new WaypointError('WAYPOINT_UNKNOWN_SUBSET', `no DestinationRule of ${record.destination.hostname} defines subset ${backend.subset}`), 'cluster_not_found');
       return;
     }
-    if (traffic) {
-      let admitted: DestinationRequest;
-      try {
-        const begun = traffic.begin({ headers, url, sourceIp: plainAddress(context.hbone.remoteAddress) }, subset);
-        admitted = begun instanceof Promise ? await begun : begun;
-      } catch (error) {
-        if (!(error instanceof WaypointError)) throw error;
-        this.#destinations!.overflowed(serviceKey(record.destination));
-        this.#answer(stream, record, error, 'upstream_overflow', error.responseFlags, { 'x-envoy-overloaded': 'true' });
-        return;
-      }
-      record.destinationRequest = admitted;
-      // The client left while the request waited for its slot: nothing to send.
-      if (stream.closed || stream.destroyed) return;
+    let begun: DestinationRequest | Promise<DestinationRequest>;
+    try {
+      begun = traffic.begin({ headers, url, sourceIp: plainAddress(context.hbone.remoteAddress) }, subset);
+    } catch (error) {
+      this.#overflowed(stream, record, error);
+      return;
     }
-    // ---- end of hook ----
+    if (begun instanceof Promise) {
+      begun.then(
+        (admitted) => this.#admitted(stream, headers, record, backend, port, upstreamHead, admitted),
+        (error: unknown) => this.#overflowed(stream, record, error),
+      ).catch((error: Error) => this.#failed(stream, headers, error));
+      return;
+    }
+    this.#admitted(stream, headers, record, backend, port, upstreamHead, begun);
+  }
+
+  /** No pool slot for the request: 503 UO (a WaypointError); anything else is the request's failure. */
+  #overflowed(stream: DownstreamH2Stream, record: H2RequestRecord, error: unknown): void {
+    if (!(error instanceof WaypointError)) throw error;
+    this.#destinations!.overflowed(serviceKey(record.destination));
+    this.#answer(stream, record, error, 'upstream_overflow', error.responseFlags, { 'x-envoy-overloaded': 'true' });
+  }
+
+  #admitted(stream: DownstreamH2Stream, headers: http2.IncomingHttpHeaders, record: H2RequestRecord, backend: RouteBackend | undefined, port: number, upstreamHead: UpstreamRequestHead, admitted: DestinationRequest): void {
+    record.destinationRequest = admitted;
+    // The client left while the request waited for its slot: nothing to send.
     if (stream.closed || stream.destroyed) return;
-    const body = new H2RequestBody(stream, MAX_BUFFERED_BODY_BYTES, endStream);
+    this.#tries(stream, headers, record, backend, port, upstreamHead);
+  }
+
+  /** The body, the mirrors and the tries (request-attempts.ts), told their outcome without a promise (runThen). */
+  #tries(stream: DownstreamH2Stream, headers: http2.IncomingHttpHeaders, record: H2RequestRecord, backend: RouteBackend | undefined, port: number, upstreamHead: UpstreamRequestHead): void {
+    if (stream.closed || stream.destroyed) return;
+    const entry = record.entry;
+    const body = new H2RequestBody(stream, MAX_BUFFERED_BODY_BYTES, record.endStream);
     record.body = body;
-    const vip = context.hbone.target.host;
-    for (const mirror of entry?.mirrors ?? []) {
-      const service = this.#state.serviceByKey(mirror.service);
-      if (!service || (mirror.fraction < 1 && Math.random() >= mirror.fraction)) continue;
-      sendH2Mirror(this.#sessions, this.#upstreams, { service, servicePort: mirror.port, vip, headers: upstreamHeaders, body }, (message) => this.#log?.debug({ mirror: mirror.service, err: message }, 'mirror request failed'));
+    const vip = record.context.hbone.target.host;
+    if (entry?.mirrors !== undefined) {
+      for (const mirror of entry.mirrors) {
+        const service = this.#state.serviceByKey(mirror.service);
+        if (!service || (mirror.fraction < 1 && Math.random() >= mirror.fraction)) continue;
+        sendH2Mirror(this.#sessions, this.#upstreams, { service, servicePort: mirror.port, vip, headers: upstreamHead.object, body }, (message) => this.#log?.debug({ mirror: mirror.service, err: message }, 'mirror request failed'));
+      }
     }
+    const destinationRequest = record.destinationRequest;
+    // Options and try requests written out field by field, with undefined for what is absent (no spread per request).
     const tries = new RequestAttempts<H2Response>({
       policy: entry?.retry ?? ISTIO_DEFAULT_RETRY,
       requestTimeoutMs: entry?.requestTimeoutMs ?? 0,
       facts: H2_RESPONSE_FACTS,
       replayable: () => body.replayable() && !stream.closed && !stream.headersSent,
-      ...(record.destinationRequest ? { onRetried: (outcome: number | 'connect-failure') => record.destinationRequest?.tryEnded(outcome) } : {}),
+      onRetried: destinationRequest ? (outcome: number | 'connect-failure') => destinationRequest.tryEnded(outcome) : undefined,
       start: (avoid) =>
         new H2Try(this.#upstreams, this.#sessions, {
-          service: record.destination, servicePort: port, vip, headers: upstreamHeaders, body, timeoutMs: entry?.backendRequestTimeoutMs ?? 0,
+          service: record.destination, servicePort: port, vip, head: upstreamHead, body, timeoutMs: entry?.backendRequestTimeoutMs ?? 0,
           onInformational: (informational) => {
             if (!stream.headersSent && !stream.closed) stream.additionalHeaders(downstreamResponseHeaders(informational, undefined));
           },
-          ...(avoid !== undefined ? { avoid } : {}),
-          ...(record.destinationRequest ? { choose: record.destinationRequest.choose } : {}),
+          avoid, choose: destinationRequest?.choose,
         }),
     });
-    // The client went away (or reset its stream): no try goes on for it.
-    stream.once('close', () => tries.abort());
-    const result = await tries.run();
+    record.tries = tries;
+    tries.runThen((result) => {
+      // Called from a try's event (an endpoint's head, a reset) or at once: what throws here is this request's alone.
+      try {
+        this.#answered(stream, record, backend, tries, result);
+      } catch (error) {
+        this.#failed(stream, headers, error as Error);
+      }
+    });
+  }
+
+  /** The tries' result: the waypoint's own answer, or the relay of the endpoint's. */
+  #answered(stream: DownstreamH2Stream, record: H2RequestRecord, backend: RouteBackend | undefined, tries: RequestAttempts<H2Response>, result: AttemptsResult<H2Response>): void {
     const current = result.attempt as H2Try;
     record.attempts = tries.attempts;
     record.endpoint = current.endpoint;
@@ -459,43 +567,58 @@ export class H2Proxy {
     this.#relay(stream, record, result.response, current, backend, result.flags, tries);
   }
 
-  /** The request's headers for the endpoint: end-to-end ones, the filters', the rewritten path, the request id and trace context. */
-  #upstreamHeaders(headers: http2.IncomingHttpHeaders, record: H2RequestRecord, backend: RouteBackend | undefined, upstreamPath: string): http2.OutgoingHttpHeaders {
+  /** The request's head for the endpoint: end-to-end fields, the filters', the rewritten path, the request id and trace context. */
+  #upstreamHead(headers: http2.IncomingHttpHeaders, record: H2RequestRecord, backend: RouteBackend | undefined, upstreamPath: string): UpstreamRequestHead {
     const entry = record.entry;
+    const traceparent = traceparentOf(record.trace);
+    const authority = entry?.urlRewrite?.hostname || undefined;
+    // No header modifier (the common route): the list straight from the request's object (h2-upstream-head.ts).
+    if (entry?.requestHeaderModifier === undefined && backend?.requestHeaderModifier === undefined) {
+      return upstreamHeadOf(headers, upstreamPath, authority, record.requestId, traceparent, record.trace.tracestate);
+    }
     const result = upstreamRequestHeaders(headers, entry?.requestHeaderModifier);
     modifyHeaders(result, backend?.requestHeaderModifier);
     result[':path'] = upstreamPath;
-    if (entry?.urlRewrite?.hostname) result[':authority'] = entry.urlRewrite.hostname;
+    if (authority !== undefined) result[':authority'] = authority;
     result['x-request-id'] = record.requestId;
-    result.traceparent = traceparentOf(record.trace);
+    result.traceparent = traceparent;
     if (record.trace.tracestate !== undefined) result.tracestate = record.trace.tracestate;
     else delete result.tracestate;
-    return result;
+    return UpstreamRequestHead.fromObject(result);
   }
 
   /** Passes the endpoint's answer on (with the response filters): head, body, trailers; a cut upstream resets the client's stream. */
   #relay(stream: DownstreamH2Stream, record: H2RequestRecord, response: H2Response, current: H2Try, backend: RouteBackend | undefined, flags: string, tries: RequestAttempts<H2Response>): void {
     const upstream = response.stream;
-    const responseHeaders = downstreamResponseHeaders(response.headers, record.entry?.responseHeaderModifier);
-    modifyHeaders(responseHeaders, backend?.responseHeaderModifier);
     const status = Number(response.headers[':status'] ?? 502);
     if (stream.closed || stream.destroyed) {
       cancelStream(upstream);
       return;
     }
+    // Own layer both ways and no response modifier: the endpoint's fields go on as the list they came in.
+    const passed = record.entry?.responseHeaderModifier === undefined && backend?.responseHeaderModifier === undefined ? passedResponseFields(upstream, stream) : undefined;
+    let responseHeaders: http2.OutgoingHttpHeaders | undefined;
+    if (passed === undefined) {
+      responseHeaders = downstreamResponseHeaders(response.headers, record.entry?.responseHeaderModifier);
+      modifyHeaders(responseHeaders, backend?.responseHeaderModifier);
+    }
     if (response.endStream) {
       tries.stop();
       this.#decided(record, status, flags, 'via_upstream', record.grpc ? grpcStatusOf(response.headers) : undefined);
-      stream.respond(responseHeaders, { endStream: true });
+      if (passed !== undefined) (stream as OwnDownstreamStream).respondFields(status, passed, true, false);
+      else stream.respond(responseHeaders, { endStream: true });
       return;
     }
     this.#decided(record, status, flags, 'via_upstream', undefined);
     stream.once('wantTrailers', () => {
       const trailers = response.trailers;
       if (record.grpc) record.grpcStatus = grpcStatusOf(trailers);
-      stream.sendTrailers(trailers ? downstreamResponseHeaders(trailers, undefined) : {});
+      const trailerFields = passed !== undefined ? passedTrailerFields(upstream) : undefined;
+      if (trailerFields !== undefined) (stream as OwnDownstreamStream).sendTrailerFields(trailerFields);
+      else stream.sendTrailers(trailers ? downstreamResponseHeaders(trailers, undefined) : {});
     });
-    stream.respond(responseHeaders, { waitForTrailers: true });
+    if (passed !== undefined) (stream as OwnDownstreamStream).respondFields(status, passed, false, true);
+    else stream.respond(responseHeaders, { waitForTrailers: true });
     // The body, chunk by chunk (counted as it goes), with the client's flow control as the back-pressure: what
     // Readable.pipe does, without its six listeners each way per request (profiled: 1-2 % of the waypoint's CPU).
     const onDrain = (): void => {
@@ -582,7 +705,20 @@ export class H2Proxy {
     const requestBytes = record.body?.bytes ?? 0;
     const grpcStatus = record.grpcStatus === undefined ? '' : String(record.grpcStatus);
     // By the request's facts (a short key; the 24 labels are made once per series), as the HTTP/1.1 path counts.
-    this.#metrics.requestByFacts({ source: context.source, peer: context.hbone.peerIdentity, endpoint, service: destination, protocol: record.grpc ? 'grpc' : 'http', status: record.status, flags: record.flags, grpcStatus }, durationMs, { request: requestBytes, response: record.responseBytes });
+    // Into the proxy's two scratch objects: requestByFacts reads them and keeps neither.
+    const facts = this.#facts;
+    facts.source = context.source;
+    facts.peer = context.hbone.peerIdentity;
+    facts.endpoint = endpoint;
+    facts.service = destination;
+    facts.protocol = record.grpc ? 'grpc' : 'http';
+    facts.status = record.status;
+    facts.flags = record.flags;
+    facts.grpcStatus = grpcStatus;
+    const bytes = this.#bytes;
+    bytes.request = requestBytes;
+    bytes.response = record.responseBytes;
+    this.#metrics.requestByFacts(facts, durationMs, bytes);
     if (!this.#log) return;
     const source = context.source;
     logRequest(this.#log, {
@@ -610,6 +746,32 @@ export class H2Proxy {
       ...(grpcStatus !== '' ? { grpcStatus } : {}),
     });
   }
+}
+
+/**
+ * The endpoint's answer head as the client's list (without `:status`), when both legs are the own layer's: the
+ * layer checked it on receipt (only `:status` as pseudo-header, lower-case names, no CR/LF/NUL, no connection-specific
+ * field, `te`), and what downstreamResponseHeaders and the list conversion would refuse besides (a name outside the
+ * token characters) throws here as there; `host` or `http2-settings` in it: undefined (the object way drops them).
+ */
+function passedResponseFields(upstream: UpstreamH2Stream, stream: DownstreamH2Stream): string[] | undefined {
+  if (!(upstream instanceof OwnUpstreamStream) || !(stream instanceof OwnDownstreamStream)) return undefined;
+  const fields = upstream.stream?.responseHeaders;
+  if (fields === undefined || fields[0] !== ':status') return undefined;
+  for (let index = 2; index < fields.length; index += 2) {
+    const name = fields[index]!;
+    if (name.charCodeAt(0) === 58 /* : */ || name === 'host' || name === 'http2-settings') return undefined;
+    if (badField(name, fields[index + 1]!)) throw new WaypointError('WAYPOINT_UPSTREAM_CONNECT_FAILED', `header ${JSON.stringify(name)} cannot be sent to the client: invalid name or value`);
+  }
+  return fields.slice(2);
+}
+
+/** The endpoint's trailers as the client's list (checked on receipt: trailersProblem), unless they hold `host` or `http2-settings`. */
+function passedTrailerFields(upstream: UpstreamH2Stream): readonly string[] | undefined {
+  const fields = (upstream as OwnUpstreamStream).trailerFields;
+  if (fields === undefined) return undefined;
+  for (let index = 0; index < fields.length; index += 2) if (fields[index] === 'host' || fields[index] === 'http2-settings') return undefined;
+  return fields;
 }
 
 /** A client stream's error (a reset, a broken connection): 'close' follows and cancels the upstream. One function, not a closure per stream. */

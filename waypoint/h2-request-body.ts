@@ -29,7 +29,7 @@ export class H2RequestBody {
   #sink: UpstreamH2Stream | undefined;
   #flowing = false;
   /** Waiting for the body's end (RequestMirror): the kept chunks, or undefined when it was not kept whole. */
-  #onEnded: Array<(chunks: readonly Buffer[] | undefined) => void> = [];
+  #onEnded: Array<(chunks: readonly Buffer[] | undefined) => void> | undefined;
   readonly #onData = (chunk: Buffer): void => {
     this.bytes += chunk.length;
     if (this.#keptAll) {
@@ -63,8 +63,9 @@ export class H2RequestBody {
       if (source.rstCode !== undefined && source.rstCode !== NGHTTP2_NO_ERROR) return;
       this.ended = true;
       this.#sink?.end();
-      for (const callback of this.#onEnded) callback(this.#keptAll ? this.#kept : undefined);
-      this.#onEnded = [];
+      const waiting = this.#onEnded;
+      this.#onEnded = undefined;
+      if (waiting !== undefined) for (const callback of waiting) callback(this.#keptAll ? this.#kept : undefined);
     });
   }
 
@@ -74,7 +75,7 @@ export class H2RequestBody {
    */
   whenEnded(callback: (chunks: readonly Buffer[] | undefined) => void): void {
     if (this.ended) callback(this.#keptAll ? this.#kept : undefined);
-    else this.#onEnded.push(callback);
+    else (this.#onEnded ??= []).push(callback);
   }
 
   /** Whether the request can be sent again: nothing of the body sent yet, or all of it kept and ended. */

@@ -14,8 +14,9 @@ import type { Workload } from '../shared/mesh/workload.ts';
 import { WaypointError } from './errors.ts';
 import { cancelStream, type H2Sessions, type UpstreamH2Stream } from './h2-upstream.ts';
 import type { H2RequestBody } from './h2-request-body.ts';
-import type { Attempt, AttemptOutcome } from './request-attempts.ts';
-import type { Upstreams } from './upstream.ts';
+import type { UpstreamRequestHead } from './h2-upstream-head.ts';
+import type { Attempt, AttemptOutcome, OutcomeListener } from './request-attempts.ts';
+import type { UpstreamTarget, Upstreams } from './upstream.ts';
 import type { EndpointChooser } from './destination/destination-traffic.ts';
 
 const { NGHTTP2_FLAG_END_STREAM, NGHTTP2_NO_ERROR, NGHTTP2_REFUSED_STREAM } = http2.constants;
@@ -35,20 +36,20 @@ export interface H2TryRequest {
   servicePort: number;
   /** The VIP the client asked for: its family decides the endpoint address's. */
   vip: string;
-  headers: http2.OutgoingHttpHeaders;
+  /** The request's head for the endpoint. */
+  head: UpstreamRequestHead;
   body: H2RequestBody;
   /** timeouts.backendRequest; 0: none. */
   timeoutMs: number;
   /** The previous try's endpoint address, which a retry avoids when another can take it. */
-  avoid?: string;
+  avoid?: string | undefined;
   /** A DestinationRule's endpoint choice (waypoint/destination/) instead of least request. */
-  choose?: EndpointChooser;
+  choose?: EndpointChooser | undefined;
   /** The endpoint's informational (1xx) heads, before its answer. */
   onInformational(headers: http2.IncomingHttpHeaders): void;
 }
 
 export class H2Try implements Attempt<H2Response> {
-  readonly outcome: Promise<AttemptOutcome<H2Response>>;
   endpoint: Workload | undefined;
   /** `ip:port` dialled ('' before the pick). */
   address = '';
@@ -60,61 +61,106 @@ export class H2Try implements Attempt<H2Response> {
   #timer: NodeJS.Timeout | undefined;
   #aborted = false;
   readonly #body: H2RequestBody;
+  readonly #request: H2TryRequest;
+  /** The outcome, once known (the first one counts, as a promise's first resolution). */
+  #result: AttemptOutcome<H2Response> | undefined;
+  #listener: OutcomeListener<H2Response> | undefined;
+  #promise: Promise<AttemptOutcome<H2Response>> | undefined;
+  #resolvePromise: ((outcome: AttemptOutcome<H2Response>) => void) | undefined;
 
   constructor(upstreams: Upstreams, sessions: H2Sessions, request: H2TryRequest) {
     this.#body = request.body;
-    this.outcome = this.#run(upstreams, sessions, request);
+    this.#request = request;
+    this.#start(upstreams, sessions, request);
   }
 
-  async #run(upstreams: Upstreams, sessions: H2Sessions, request: H2TryRequest): Promise<AttemptOutcome<H2Response>> {
-    let stream: UpstreamH2Stream;
+  /** The outcome as a promise (made only when asked for: the try loop's runThen is told through `notify`). */
+  get outcome(): Promise<AttemptOutcome<H2Response>> {
+    if (this.#promise === undefined) {
+      const result = this.#result;
+      this.#promise = result !== undefined ? Promise.resolve(result) : new Promise((resolve) => (this.#resolvePromise = resolve));
+    }
+    return this.#promise;
+  }
+
+  notify(listener: OutcomeListener<H2Response>): void {
+    const result = this.#result;
+    if (result !== undefined) listener.attemptSettled(this, result);
+    else this.#listener = listener;
+  }
+
+  #resolve(outcome: AttemptOutcome<H2Response>): void {
+    if (this.#result !== undefined) return;
+    this.#result = outcome;
+    const listener = this.#listener;
+    this.#listener = undefined;
+    this.#resolvePromise?.(outcome);
+    listener?.attemptSettled(this, outcome);
+  }
+
+  /**
+   * The pick and the stream: at once on a pooled session with room (`requestNow`, the common case: no promise),
+   * else when the session is open.
+   */
+  #start(upstreams: Upstreams, sessions: H2Sessions, request: H2TryRequest): void {
+    let target: UpstreamTarget;
     try {
       const picked = request.choose ? upstreams.pickWith(request.choose, request.service, request.servicePort, request.vip) : upstreams.pickLeastRequest(request.service, request.servicePort, request.vip, request.avoid);
       this.endpoint = picked.endpoint.workload;
       this.host = picked.address;
       this.address = `${picked.address}:${picked.targetPort}`;
-      stream = await sessions.request(request.service, { address: { host: picked.address, port: picked.targetPort }, endpoint: picked.endpoint.workload, picked }, request.headers, this.#body.endsAtHeaders);
+      target = { address: { host: picked.address, port: picked.targetPort }, endpoint: picked.endpoint.workload, picked };
+      const stream = sessions.requestNow?.(request.service, target, request.head, this.#body.endsAtHeaders);
+      if (stream !== undefined) {
+        this.#attach(stream);
+        return;
+      }
     } catch (error) {
-      return { error: error instanceof WaypointError ? error : new WaypointError('WAYPOINT_UPSTREAM_CONNECT_FAILED', (error as Error).message, { cause: error }) };
+      this.#resolve({ error: connectFailure(error) });
+      return;
     }
+    sessions.request(request.service, target, request.head, this.#body.endsAtHeaders).then(
+      (stream) => this.#attach(stream),
+      (error: unknown) => this.#resolve({ error: connectFailure(error) }),
+    );
+  }
+
+  #attach(stream: UpstreamH2Stream): void {
     this.#stream = stream;
     stream.on('error', ignoreStreamError);
     if (this.#aborted) {
       cancelStream(stream);
-      return { error: new WaypointError('WAYPOINT_UPSTREAM_RESET', `the try to ${this.address} was cut before it was sent`) };
+      this.#resolve({ error: new WaypointError('WAYPOINT_UPSTREAM_RESET', `the try to ${this.address} was cut before it was sent`) });
+      return;
     }
-    return new Promise((settle) => {
-      // The outcome is decided once; later events (the stream's close after its answer) build no error object.
-      let decided = false;
-      const resolve = (outcome: AttemptOutcome<H2Response>): void => {
-        decided = true;
-        settle(outcome);
-      };
-      if (request.timeoutMs > 0) {
-        this.#timer = setTimeout(() => {
-          this.timedOut = true;
-          resolve({ error: new WaypointError('WAYPOINT_BACKEND_TIMEOUT', `no response from ${this.address} within timeouts.backendRequest ${request.timeoutMs} ms`) });
-          this.abort();
-        }, request.timeoutMs);
-      }
-      stream.on('headers', request.onInformational);
-      stream.once('response', (headers: http2.IncomingHttpHeaders, flags: number) => {
-        const response: H2Response = { headers, endStream: (flags & NGHTTP2_FLAG_END_STREAM) !== 0, stream, trailers: undefined };
-        stream.once('trailers', (trailers: http2.IncomingHttpHeaders) => (response.trailers = trailers));
-        resolve({ response });
-      });
-      stream.once('wantTrailers', () => stream.sendTrailers(this.#body.trailers ? trailersFor(this.#body.trailers) : {}));
-      stream.once('close', () => {
-        this.#stopTimer();
-        this.#body.detach(stream);
-        if (decided) return;
-        const code = stream.rstCode ?? NGHTTP2_NO_ERROR;
-        // An endpoint that refuses the stream (REFUSED_STREAM, or GOAWAY before it) never saw it: as a connect failure.
-        if (code === NGHTTP2_REFUSED_STREAM) resolve({ error: new WaypointError('WAYPOINT_UPSTREAM_CONNECT_FAILED', `${this.address} refused the stream`) });
-        else resolve({ error: new WaypointError('WAYPOINT_UPSTREAM_RESET', `${this.address} reset the stream (HTTP/2 error ${code}) before answering`) });
-      });
-      this.#body.attach(stream);
+    const request = this.#request;
+    if (request.timeoutMs > 0) this.#timer = setTimeout(tryTimedOut, request.timeoutMs, this);
+    stream.on('headers', request.onInformational);
+    stream.once('response', (headers: http2.IncomingHttpHeaders, flags: number) => {
+      const response: H2Response = { headers, endStream: (flags & NGHTTP2_FLAG_END_STREAM) !== 0, stream, trailers: undefined };
+      stream.once('trailers', (trailers: http2.IncomingHttpHeaders) => (response.trailers = trailers));
+      this.#resolve({ response });
     });
+    stream.once('wantTrailers', () => stream.sendTrailers(this.#body.trailers ? trailersFor(this.#body.trailers) : {}));
+    stream.once('close', () => {
+      this.#stopTimer();
+      this.#body.detach(stream);
+      // The outcome is decided once; the stream's close after its answer builds no error object.
+      if (this.#result !== undefined) return;
+      const code = stream.rstCode ?? NGHTTP2_NO_ERROR;
+      // An endpoint that refuses the stream (REFUSED_STREAM, or GOAWAY before it) never saw it: as a connect failure.
+      if (code === NGHTTP2_REFUSED_STREAM) this.#resolve({ error: new WaypointError('WAYPOINT_UPSTREAM_CONNECT_FAILED', `${this.address} refused the stream`) });
+      else this.#resolve({ error: new WaypointError('WAYPOINT_UPSTREAM_RESET', `${this.address} reset the stream (HTTP/2 error ${code}) before answering`) });
+    });
+    this.#body.attach(stream);
+  }
+
+  /** timeouts.backendRequest ran out (tryTimedOut). */
+  timeout(): void {
+    this.#timer = undefined;
+    this.timedOut = true;
+    this.#resolve({ error: new WaypointError('WAYPOINT_BACKEND_TIMEOUT', `no response from ${this.address} within timeouts.backendRequest ${this.#request.timeoutMs} ms`) });
+    this.abort();
   }
 
   /** Ends the try now (its stream reset with CANCEL) unless the stream already closed. */
@@ -131,6 +177,14 @@ export class H2Try implements Attempt<H2Response> {
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
   }
+}
+
+function tryTimedOut(attempt: H2Try): void {
+  attempt.timeout();
+}
+
+function connectFailure(error: unknown): WaypointError {
+  return error instanceof WaypointError ? error : new WaypointError('WAYPOINT_UPSTREAM_CONNECT_FAILED', (error as Error).message, { cause: error });
 }
 
 /** Resets and broken sessions: 'close' says what happened. One function, not a closure per stream. */

@@ -13,6 +13,7 @@ import type { Service } from '../shared/mesh/service.ts';
 import { workloadIdentity } from '../shared/mesh/workload.ts';
 import { WaypointError } from './errors.ts';
 import { Http2StreamDuplex } from './stream-adapter.ts';
+import type { UpstreamRequestHead } from './h2-upstream-head.ts';
 import type { UpstreamTarget, Upstreams } from './upstream.ts';
 
 /**
@@ -58,7 +59,12 @@ export interface H2Sessions {
    * A request stream to `picked` on a pooled session: `headers` sent, the body to be written by the caller. Throws
    * WAYPOINT_UPSTREAM_CONNECT_FAILED when no session can be had.
    */
-  request(service: Service, picked: UpstreamTarget, headers: http2.OutgoingHttpHeaders, endStream: boolean): Promise<UpstreamH2Stream>;
+  request(service: Service, picked: UpstreamTarget, head: UpstreamRequestHead, endStream: boolean): Promise<UpstreamH2Stream>;
+  /**
+   * `request` without a promise when a pooled session has room now (the common case); undefined when one has to be
+   * opened or waited for (then `request`). Throws as `request` rejects.
+   */
+  requestNow?(service: Service, picked: UpstreamTarget, head: UpstreamRequestHead, endStream: boolean): UpstreamH2Stream | undefined;
   close(): void;
   view(): object;
 }
@@ -88,7 +94,9 @@ export class H2SessionPool implements H2Sessions {
    * A request stream to `picked` on a pooled session: `headers` sent, the body to be written by the caller. Throws
    * WAYPOINT_UPSTREAM_CONNECT_FAILED when no session can be had.
    */
-  async request(service: Service, picked: UpstreamTarget, headers: http2.OutgoingHttpHeaders, endStream: boolean): Promise<http2.ClientHttp2Stream> {
+  async request(service: Service, picked: UpstreamTarget, head: UpstreamRequestHead, endStream: boolean): Promise<http2.ClientHttp2Stream> {
+    if (head.problem !== undefined) throw head.problem;
+    const headers = head.object;
     const key = `${picked.address.host}:${picked.address.port}/${workloadIdentity(picked.endpoint).uri}`;
     for (let attempt = 0; ; attempt++) {
       const pooled = await this.#sessionFor(key, service, picked);

@@ -13,6 +13,7 @@ import type { Service } from '../shared/mesh/service.ts';
 import type { H2RequestBody } from './h2-request-body.ts';
 import { trailersFor } from './h2-try.ts';
 import type { H2Sessions } from './h2-upstream.ts';
+import { UpstreamRequestHead } from './h2-upstream-head.ts';
 import type { BufferedBody } from './retry.ts';
 import { Http2StreamDuplex } from './stream-adapter.ts';
 import type { Upstreams } from './upstream.ts';
@@ -80,7 +81,7 @@ export function sendH2Mirror(sessions: H2Sessions, upstreams: Upstreams, mirror:
     if (typeof headers[':authority'] === 'string') headers[':authority'] = shadowHost(headers[':authority']);
     void (async () => {
       const target = upstreams.pick(mirror.service, mirror.servicePort, mirror.vip);
-      const stream = await sessions.request(mirror.service, target, headers, chunks.length === 0);
+      const stream = await sessions.request(mirror.service, target, UpstreamRequestHead.fromObject(headers), chunks.length === 0);
       stream.on('error', (error: Error) => onFailed(error.message));
       stream.once('wantTrailers', () => stream.sendTrailers(mirror.body.trailers ? trailersFor(mirror.body.trailers) : {}));
       stream.resume();

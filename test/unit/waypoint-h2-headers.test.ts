@@ -5,6 +5,8 @@
  */
 import test from 'ava';
 import { downstreamResponseHeaders, upstreamRequestHeaders } from '../../waypoint/h2-proxy.ts';
+import { headerListOf } from '../../waypoint/h2-own-upstream.ts';
+import { upstreamHeadOf, UpstreamRequestHead } from '../../waypoint/h2-upstream-head.ts';
 
 test('request headers: connection-specific ones dropped, te: trailers kept, other te dropped, pseudo headers kept', (t) => {
   const forwarded = upstreamRequestHeaders(
@@ -21,4 +23,44 @@ test('the route modifiers: set replaces, add appends with a comma, remove drops 
   t.deepEqual(request, { ':path': '/', 'x-route': 'gold', 'x-tags': 'a,b', 'x-new': 'n' });
   const response = downstreamResponseHeaders({ ':status': '200', 'x-drop': 'y', connection: 'close' }, { set: [], add: [{ name: 'X-Via', value: 'waypoint' }], remove: ['x-drop'] });
   t.deepEqual(response, { ':status': '200', 'x-via': 'waypoint' });
+});
+
+/** What the object path sends (upstreamRequestHeaders, the proxy's overrides, the own pool's list with its defaults). */
+function objectPathFields(headers: Record<string, string | string[]>, path: string, authority: string | undefined, requestId: string, traceparent: string, tracestate: string | undefined): string[] {
+  const result = upstreamRequestHeaders(headers, undefined);
+  result[':path'] = path;
+  if (authority !== undefined) result[':authority'] = authority;
+  result['x-request-id'] = requestId;
+  result.traceparent = traceparent;
+  if (tracestate !== undefined) result.tracestate = tracestate;
+  else delete result.tracestate;
+  return headerListOf(result, DEFAULTS);
+}
+const DEFAULTS = [':scheme', 'http', ':authority', '10.1.0.7:50051'];
+
+test('the upstream head straight from the request: the same fields in the same order as the object path, for each change the proxy makes', (t) => {
+  const grpc = { ':method': 'POST', ':scheme': 'http', ':path': '/pkg.Svc/Call', ':authority': 'svc:50051', 'content-type': 'application/grpc', te: 'trailers', 'user-agent': 'grpc-node', 'grpc-timeout': '5S' };
+  const cases: Array<[Record<string, string | string[]>, string, string | undefined, string | undefined]> = [
+    [grpc, '/pkg.Svc/Call', undefined, undefined],
+    [{ ...grpc, 'x-request-id': 'from-client', traceparent: '00-a-b-01', tracestate: 'k=v' }, '/pkg.Svc/Call', undefined, 'k=v'],
+    [{ ...grpc, tracestate: 'dropped' }, '/rewritten', 'other-host', undefined],
+    // No :scheme nor :authority: the endpoint's defaults are put after the pseudo-headers.
+    [{ ':method': 'GET', ':path': '/p', connection: 'keep-alive', host: 'h', te: 'gzip', 'set-cookie': ['a=1', 'b=2'], 'keep-alive': '5', upgrade: 'h2c', 'transfer-encoding': 'chunked', 'proxy-connection': 'x', 'http2-settings': 'AAA' }, '/p', undefined, undefined],
+    [{ ':method': 'GET' }, '/added', 'rewritten:80', undefined],
+  ];
+  for (const [headers, path, authority, tracestate] of cases) {
+    const head = upstreamHeadOf(headers, path, authority, 'req-1', '00-trace-span-01', tracestate);
+    t.deepEqual(head.fieldsWith(DEFAULTS), objectPathFields(headers, path, authority, 'req-1', '00-trace-span-01', tracestate));
+    t.deepEqual(UpstreamRequestHead.fromObject(head.object).fieldsWith(DEFAULTS), head.fieldsWith(DEFAULTS));
+  }
+});
+
+test('the upstream head: a field node:http2 would refuse fails the try when sent (503 UF with its name), not the request at once', (t) => {
+  for (const headers of [{ ':path': '/', 'x-evil': 'a\r\nb' }, { ':path': '/', 'bad name': 'x' }, { ':path': '/', 'x-nul': 'a\u0000b' }]) {
+    const head = upstreamHeadOf(headers, '/', undefined, 'r', 't', undefined);
+    t.truthy(head.problem);
+    const error = t.throws(() => head.fieldsWith(DEFAULTS)) as Error & { code?: string };
+    t.is(error.code, 'WAYPOINT_UPSTREAM_CONNECT_FAILED');
+    t.regex(error.message, /x-evil|bad name|x-nul/);
+  }
 });

@@ -41,6 +41,7 @@ import { SharedPooledReader, type SharedReadBuffer } from '../pooled-reads.ts';
 import { DirectWriter, WRITE_FAILED } from '../direct-writes.ts';
 import { emptyList } from '../lists.ts';
 import { deferToTurnEnd } from '../read-turn.ts';
+import { deferToCheckPhase } from '../check-phase.ts';
 import {
   DEFAULT_CONNECTION_WINDOW_BYTES,
   DEFAULT_MAX_FRAME_SIZE,
@@ -678,7 +679,7 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
       // Nested in an outer stream: gathered for the whole loop turn (the check phase, after every I/O callback of the
       // poll phase and their ticks and promise jobs), so a proxied answer's head, body and trailers, which a proxy
       // writes from different ticks, reach the outer connection together and leave in one TLS write.
-      if (this.#nested) setImmediate(flushConnection, this);
+      if (this.#nested) deferToCheckPhase(flushConnection, this);
       else deferToTurnEnd(flushConnection, this);
     }
     this.#out.push(buffer);

@@ -10,7 +10,9 @@
  */
 import type { HeaderList } from './hpack.ts';
 
-const REQUEST_PSEUDO = new Set([':method', ':scheme', ':authority', ':path', ':protocol']);
+/** The request pseudo-headers, each with its bit in the mask of those seen (no Set per request). */
+const REQUEST_PSEUDO = new Map([[':method', 1], [':scheme', 2], [':authority', 4], [':path', 8], [':protocol', 16]]);
+const PROTOCOL_SEEN = 16;
 const CONNECTION_SPECIFIC = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade']);
 
 /** Why `name` cannot be a field name in HTTP/2, or undefined if it can (lower-case token characters only). */
@@ -53,13 +55,14 @@ export function requestHeadersProblem(headers: HeaderList): string | undefined {
   let scheme = false;
   let path = false;
   let authority = false;
-  const seen = new Set<string>();
+  let seen = 0;
   for (; index < headers.length && headers[index]!.charCodeAt(0) === 0x3a; index += 2) {
     const name = headers[index]!;
     const value = headers[index + 1]!;
-    if (!REQUEST_PSEUDO.has(name)) return `unknown pseudo-header ${name}`;
-    if (seen.has(name)) return `${name} twice`;
-    seen.add(name);
+    const bit = REQUEST_PSEUDO.get(name);
+    if (bit === undefined) return `unknown pseudo-header ${name}`;
+    if ((seen & bit) !== 0) return `${name} twice`;
+    seen |= bit;
     const problem = badValue(name, value);
     if (problem) return problem;
     if (name === ':method') method = value;
@@ -71,7 +74,7 @@ export function requestHeadersProblem(headers: HeaderList): string | undefined {
     }
   }
   if (method === undefined) return 'no :method';
-  if (method === 'CONNECT' && !seen.has(':protocol')) {
+  if (method === 'CONNECT' && (seen & PROTOCOL_SEEN) === 0) {
     if (!authority) return 'CONNECT without :authority';
     if (scheme || path) return 'CONNECT with :scheme or :path';
   } else if (!scheme || !path) {

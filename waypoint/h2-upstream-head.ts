@@ -1,0 +1,180 @@
+/**
+ * The head of a request as the waypoint sends it to an endpoint on the HTTP/2 path: the client's fields with the
+ * changes the proxy makes (connection-specific fields dropped, `te` other than `trailers` dropped, the rewritten
+ * `:path` and `:authority`, the request id and trace context), as the own layer's flat list: pseudo-headers first,
+ * names lower-case, each field checked as node:http2 would check it.
+ *
+ * Why a list and not an object: the client's head arrives as a list (HPACK), becomes the request's object (what
+ * routes, policy and tracing read), and used to be copied into a second object for the endpoint that was then turned
+ * into a list again: an object with a dozen keyed stores and a list per request (BENCHMARKS.md, "The gRPC path,
+ * session s12 (wpgrpc)"). Here the list is built from the request's object once, with the changes, no object between; the object
+ * is made from the list only for node:http2's sessions and mirrors, which take objects. A route with header
+ * modifiers goes the object way (h2-proxy.ts's upstreamRequestHeaders, then `fromObject`): rare, and the modifiers'
+ * semantics (set, add joined with ',', remove) stay in one place.
+ *
+ * A field node:http2 would refuse (CR, LF or NUL in a value, a name outside the token characters) is not thrown at
+ * once: it is the try's failure when the head is sent (503 UF with the reason), as node:http2's request() throws.
+ *
+ * Owns: the upstream head's fields and their checks. Must not know about: routes, endpoints, connections.
+ */
+import type http2 from 'node:http2';
+import { WaypointError } from './errors.ts';
+import { headerListOf, lowerName, putValue } from './h2-own-upstream.ts';
+
+/** Connection-specific headers (RFC 9113 8.2.2): never forwarded (Node refuses them on HTTP/2 anyway). */
+export const CONNECTION_SPECIFIC = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'http2-settings', 'host']);
+
+export class UpstreamRequestHead {
+  /** The fields as names and values in turn, pseudo-headers first (up to `pseudoEnd`). */
+  readonly fields: string[];
+  /** The end of the pseudo-headers in `fields` (an index into it). */
+  readonly pseudoEnd: number;
+  /** The client's head had `:scheme` and `:authority` (nothing to add per endpoint). */
+  readonly complete: boolean;
+  /** A field node:http2 would refuse: the try fails with it when the head is sent. */
+  readonly problem: WaypointError | undefined;
+  #object: http2.OutgoingHttpHeaders | undefined;
+
+  constructor(fields: string[], pseudoEnd: number, complete: boolean, problem: WaypointError | undefined, object?: http2.OutgoingHttpHeaders) {
+    this.fields = fields;
+    this.pseudoEnd = pseudoEnd;
+    this.complete = complete;
+    this.problem = problem;
+    this.#object = object;
+  }
+
+  /** A head from node:http2's outgoing object (a route with header modifiers; a mirror's copy). */
+  static fromObject(headers: http2.OutgoingHttpHeaders): UpstreamRequestHead {
+    let fields: string[];
+    let problem: WaypointError | undefined;
+    try {
+      fields = headerListOf(headers);
+    } catch (error) {
+      if (!(error instanceof WaypointError)) throw error;
+      fields = [];
+      problem = error;
+    }
+    let pseudoEnd = 0;
+    while (pseudoEnd < fields.length && fields[pseudoEnd]!.charCodeAt(0) === 58 /* : */) pseudoEnd += 2;
+    return new UpstreamRequestHead(fields, pseudoEnd, headers[':scheme'] !== undefined && headers[':authority'] !== undefined, problem, headers);
+  }
+
+  /**
+   * The list to send: `fields`, with `defaults` (pseudo-header names and values) put after the client's
+   * pseudo-headers where the head lacks them (a new list then; the head's own otherwise). Throws `problem`.
+   */
+  fieldsWith(defaults: readonly string[]): string[] {
+    if (this.problem !== undefined) throw this.problem;
+    if (this.complete) return this.fields;
+    const fields = this.fields;
+    const list = fields.slice(0, this.pseudoEnd);
+    for (let index = 0; index < defaults.length; index += 2) {
+      const name = defaults[index]!;
+      let present = false;
+      for (let at = 0; at < this.pseudoEnd; at += 2) if (fields[at] === name) present = true;
+      if (!present) list.push(name, defaults[index + 1]!);
+    }
+    for (let index = this.pseudoEnd; index < fields.length; index++) list.push(fields[index]!);
+    return list;
+  }
+
+  /** The head as node:http2's outgoing object (its sessions and mirrors take objects): made once, when asked. */
+  get object(): http2.OutgoingHttpHeaders {
+    if (this.#object === undefined) {
+      const object: http2.OutgoingHttpHeaders = {};
+      const fields = this.fields;
+      for (let index = 0; index < fields.length; index += 2) {
+        const name = fields[index]!;
+        const existing = object[name];
+        if (existing === undefined) object[name] = fields[index + 1]!;
+        else if (Array.isArray(existing)) existing.push(fields[index + 1]!);
+        else object[name] = [String(existing), fields[index + 1]!];
+      }
+      this.#object = object;
+    }
+    return this.#object;
+  }
+}
+
+/**
+ * The head for the endpoint straight from the request's object, for a route without header modifiers: what
+ * upstreamRequestHeaders then the overrides then headerListOf made, in the same order, without the objects between.
+ * `authority`: the route's hostname rewrite (undefined: the client's). `tracestate` undefined drops the client's.
+ */
+export function upstreamHeadOf(headers: http2.IncomingHttpHeaders, path: string, authority: string | undefined, requestId: string, traceparent: string, tracestate: string | undefined): UpstreamRequestHead {
+  // Made at its size (an upper bound: the client's values and the three fields the proxy adds), trimmed at the end.
+  let size = 4;
+  for (const key in headers) {
+    const value = headers[key];
+    if (value !== undefined) size += Array.isArray(value) ? value.length : 1;
+  }
+  const list = new Array<string>(2 * size);
+  let at = 0;
+  let problem: WaypointError | undefined;
+  let hasPath = false;
+  let hasAuthority = false;
+  let hasScheme = false;
+  let regular = false;
+  try {
+    for (const key in headers) {
+      if (key.charCodeAt(0) !== 58 /* : */) {
+        regular = true;
+        continue;
+      }
+      const name = lowerName(key);
+      let value = headers[key];
+      if (name === ':path') {
+        hasPath = true;
+        value = path;
+      } else if (name === ':authority') {
+        hasAuthority = true;
+        if (authority !== undefined) value = authority;
+      } else if (name === ':scheme') {
+        hasScheme = true;
+      }
+      at = putValue(list, at, name, value, undefined);
+    }
+    if (!hasPath) at = putValue(list, at, ':path', path, undefined);
+    if (!hasAuthority && authority !== undefined) {
+      at = putValue(list, at, ':authority', authority, undefined);
+      hasAuthority = true;
+    }
+    const pseudoEnd = at;
+    let hasRequestId = false;
+    let hasTraceparent = false;
+    let hasTracestate = false;
+    if (regular) {
+      for (const key in headers) {
+        if (key.charCodeAt(0) === 58) continue;
+        const name = lowerName(key);
+        let value = headers[key];
+        if (CONNECTION_SPECIFIC.has(name)) continue;
+        // HTTP/1.1-style `te` other than trailers is connection-specific too; gRPC's `te: trailers` passes.
+        if (name === 'te' && value !== 'trailers') continue;
+        if (name === 'x-request-id') {
+          if (hasRequestId) continue;
+          hasRequestId = true;
+          value = requestId;
+        } else if (name === 'traceparent') {
+          if (hasTraceparent) continue;
+          hasTraceparent = true;
+          value = traceparent;
+        } else if (name === 'tracestate') {
+          if (hasTracestate || tracestate === undefined) continue;
+          hasTracestate = true;
+          value = tracestate;
+        }
+        at = putValue(list, at, name, value, undefined);
+      }
+    }
+    if (!hasRequestId) at = putValue(list, at, 'x-request-id', requestId, undefined);
+    if (!hasTraceparent) at = putValue(list, at, 'traceparent', traceparent, undefined);
+    if (!hasTracestate && tracestate !== undefined) at = putValue(list, at, 'tracestate', tracestate, undefined);
+    while (list.length > at) list.pop();
+    return new UpstreamRequestHead(list, pseudoEnd, hasScheme && hasAuthority, undefined);
+  } catch (error) {
+    if (!(error instanceof WaypointError)) throw error;
+    problem = error;
+  }
+  return new UpstreamRequestHead([], 0, false, problem);
+}
