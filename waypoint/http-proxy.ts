@@ -108,6 +108,9 @@ interface RequestRecord {
 /** What a request forwarded as sent does not pass on of the client's fields: hop-by-hop ones, and the trace fields it sets. */
 const NOT_FORWARDED_AS_SENT: ReadonlySet<string> = new Set([...HOP_BY_HOP, 'x-request-id', 'traceparent', 'tracestate']);
 const NO_MIRRORS: readonly RouteEntry['mirrors'][number][] = [];
+/** The log record's blocks before its first request. */
+const UNKNOWN_SRC: AccessLogRecord['src'] = { principal: 'unknown', workload: 'unknown', namespace: 'unknown', address: '' };
+const UNKNOWN_DST: AccessLogRecord['dst'] = { principal: 'unknown', workload: 'unknown', namespace: 'unknown', service: '' };
 
 /**
  * Whether a head goes on from its own field lines (FieldFacts.fieldText): nothing read its map (which policy, a JWT
@@ -200,6 +203,11 @@ export class HttpProxy {
   readonly #dstBlocks = new WeakMap<Workload, DestinationBlock>();
   /** Per Service object, its `<namespace>/<hostname>` key as last made (remade when either field changed). */
   readonly #serviceKeys = new WeakMap<Service, { namespace: string; hostname: string; key: string }>();
+  /** The access-log record every request's line is written from (filled in per request: no object per request). */
+  readonly #logRecord: AccessLogRecord = {
+    method: '', path: '', protocol: '', authority: '', status: 0, flags: '', details: '', durationMs: 0, bytesReceived: 0, bytesSent: 0, upstreamHost: '', upstreamCluster: '',
+    attempts: 0, routeName: '', ruleName: '', requestId: '', traceId: '', spanId: '', src: UNKNOWN_SRC, dst: UNKNOWN_DST, authz: undefined,
+  };
   /** Requests served by the lean path, streams handed to Node's server, heads refused (config dump). */
   readonly #leanCounts = { leanRequests: 0, handedToNode: 0, refusedHeads: 0 };
 
@@ -827,28 +835,29 @@ export class HttpProxy {
     const durationMs = performance.now() - record.started;
     this.#metrics.requestByFacts({ source, peer: context.hbone.peerIdentity, endpoint, service: destination, protocol: 'http', status, flags }, durationMs, { request: record.requestBytes, response: record.responseBytes });
     if (!this.#log) return;
-    logRequest(this.#log, {
-      method: request.method ?? '',
-      path: request.url ?? '',
-      protocol: request.httpVersion === '1.1' ? 'HTTP/1.1' : `HTTP/${request.httpVersion === '2.0' ? '2' : request.httpVersion}`,
-      authority: request instanceof LeanExchange ? request.authority : String(request.headers.host ?? request.headers[':authority'] ?? ''),
-      status,
-      flags,
-      details,
-      durationMs,
-      bytesReceived: record.requestBytes,
-      bytesSent: record.responseBytes,
-      upstreamHost: record.upstreamHost,
-      upstreamCluster: this.#keyOf(destination),
-      attempts: record.attempts,
-      routeName: record.entry?.route ?? '',
-      ruleName: record.entry?.ruleName ?? '',
-      requestId: record.requestId,
-      traceId: record.trace.traceId,
-      spanId: record.trace.spanId,
-      src: (context.srcBlock ??= reusedBlock({ principal: context.hbone.peerIdentity.uri, workload: source?.workloadName ?? 'unknown', namespace: source?.namespace ?? context.hbone.peerIdentity.namespace, address: plainAddress(context.hbone.remoteAddress) })),
-      dst: this.#dstBlock(endpoint, destination),
-      authz: decisionOf(request),
-    });
+    // One record for every request's line, filled in here (logRequest keeps nothing of it).
+    const line = this.#logRecord;
+    line.method = request.method ?? '';
+    line.path = request.url ?? '';
+    line.protocol = request.httpVersion === '1.1' ? 'HTTP/1.1' : `HTTP/${request.httpVersion === '2.0' ? '2' : request.httpVersion}`;
+    line.authority = request instanceof LeanExchange ? request.authority : String(request.headers.host ?? request.headers[':authority'] ?? '');
+    line.status = status;
+    line.flags = flags;
+    line.details = details;
+    line.durationMs = durationMs;
+    line.bytesReceived = record.requestBytes;
+    line.bytesSent = record.responseBytes;
+    line.upstreamHost = record.upstreamHost;
+    line.upstreamCluster = this.#keyOf(destination);
+    line.attempts = record.attempts;
+    line.routeName = record.entry?.route ?? '';
+    line.ruleName = record.entry?.ruleName ?? '';
+    line.requestId = record.requestId;
+    line.traceId = record.trace.traceId;
+    line.spanId = record.trace.spanId;
+    line.src = context.srcBlock ??= reusedBlock({ principal: context.hbone.peerIdentity.uri, workload: source?.workloadName ?? 'unknown', namespace: source?.namespace ?? context.hbone.peerIdentity.namespace, address: plainAddress(context.hbone.remoteAddress) });
+    line.dst = this.#dstBlock(endpoint, destination);
+    line.authz = decisionOf(request);
+    logRequest(this.#log, line);
   }
 }
