@@ -9,11 +9,14 @@
  * requests share one read and one write, which allocates less per request).
  *
  *   node bench/waypoint-http1-bytes.ts [--main OTHER_TREE/waypoint/main.ts] [--rate 300] [--rounds 3] [--seconds 10]
- *        [--warm-rate 500] [--warm-rounds 6] [--warm-seconds 5] [--heap-profile] [--name MESH] [--json FILE]
+ *        [--warm-rate 500] [--warm-rounds 6] [--warm-seconds 5] [--heap-profile] [--deferrals] [--name MESH] [--json FILE]
  *
  * The waypoint is preloaded with bench/waypoint-grpc-preload.ts (its marks are protocol-neutral: a minor GC, then the
  * GCs by kind and the bytes allocated since the last mark, from v8.GCProfiler; with `--heap-profile` V8's sampling
- * heap profile of the window, its top printed by function). `--main` runs another tree's waypoint (a `git archive` of
+ * heap profile of the window, its top printed by function). `--deferrals` also preloads bench/tools/deferral-counts.ts
+ * and prints the ticks, immediates, timers, promises and native requests created per request in the window (at a
+ * low rate, say `--rate 20`, each request is alone in its turns; async_hooks slows the waypoint: no bytes figure from
+ * such a run). `--main` runs another tree's waypoint (a `git archive` of
  * main) in the same harness; `--name` names the mesh so two trees can run side by side.
  *
  * Owns: this measurement. Must not know about: how the waypoint works.
@@ -41,6 +44,7 @@ const { values } = parseArgs({
     'warm-rounds': { type: 'string', default: '6' },
     'warm-seconds': { type: 'string', default: '5' },
     'heap-profile': { type: 'boolean', default: false },
+    deferrals: { type: 'boolean', default: false },
     name: { type: 'string', default: 'wp-h1-bytes' },
     json: { type: 'string' },
   },
@@ -48,6 +52,7 @@ const { values } = parseArgs({
 const APP_PORT = 8080;
 const VIP = '10.240.5.11';
 const PRELOAD = join(import.meta.dirname, 'waypoint-grpc-preload.ts');
+const DEFERRALS_PRELOAD = join(import.meta.dirname, 'tools', 'deferral-counts.ts');
 /** The heap release's 10 s check after the warm-up falls before the window. */
 const QUIET_BEFORE_MEASURING_MS = 12_000;
 const log = (message: string): void => void process.stderr.write(`[${new Date().toISOString().slice(11, 19)}] ${message}\n`);
@@ -129,7 +134,10 @@ try {
     const waypoint = await createWaypoint(mesh, {
       node: 1, namespace: 'bench-mesh', name: 'waypoint',
       ...(values.main ? { main: path.resolve(values.main) } : {}),
-      env: { NODE_OPTIONS: `${WAYPOINT_NODE_OPTIONS} --import=${PRELOAD}`, AMBIT_GRPC_INSTR_DIR: markDir, ...(values['heap-profile'] ? { AMBIT_GRPC_INSTR_HEAP_PROFILE: '1' } : {}) },
+      env: {
+        NODE_OPTIONS: `${WAYPOINT_NODE_OPTIONS} --import=${PRELOAD}${values.deferrals ? ` --import=${DEFERRALS_PRELOAD}` : ''}`, AMBIT_GRPC_INSTR_DIR: markDir,
+        ...(values['heap-profile'] ? { AMBIT_GRPC_INSTR_HEAP_PROFILE: '1' } : {}), ...(values.deferrals ? { AMBIT_DEFERRALS_DIR: markDir } : {}),
+      },
     });
     await writeAtomically(join(cluster.clusterDir, 'bench-waypoint', 'via.yaml'), stringify({
       apiVersion: 'v1', kind: 'Service', metadata: { name: 'via', namespace: 'bench-mesh', labels: { 'istio.io/use-waypoint': 'waypoint' } },
@@ -165,6 +173,12 @@ try {
     const gcs = Object.keys(after.gcs).map((kind) => `${kind} ${after.gcs[kind]! - (before.gcs[kind] ?? 0) - (kind === 'minor' ? 1 : 0)}`).join(', ');
     const perRequest = (after.allocatedBytes ?? 0) / completed;
     rows.push(`| ${values.main ?? 'this tree'} | ${completed} (${failedMeasured} failed) at ${values.rate}/s | ${perRequest.toFixed(0)} | GCs ${gcs} | load ${loadavg()[0]!.toFixed(1)} |`);
+    if (values.deferrals) {
+      const read = (index: number): Record<string, number> => JSON.parse(readFileSync(join(markDir, `deferrals-${index}.json`), 'utf8')) as Record<string, number>;
+      const [first, second] = [read(0), read(1)];
+      rows.push('', 'Asynchronous resources created per request in the window (async_hooks types):', '', '| type | per request |', '|---|---:|',
+        ...Object.keys(second).sort().map((type) => `| ${type} | ${((second[type]! - (first[type] ?? 0)) / completed).toFixed(2)} |`));
+    }
     const heapFile = join(markDir, 'window.heapprofile');
     if (existsSync(heapFile)) rows.push('', ...heapProfileTop(heapFile, completed));
     if (values.json) appendFileSync(values.json, `${JSON.stringify({ at: new Date().toISOString(), tree: values.main ?? 'this tree', rate: Number(values.rate), requests: completed, failed: failedMeasured, load: loadavg()[0], allocatedBytes: perRequest, gcs })}\n`);
