@@ -19,7 +19,7 @@ import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { constants as perfConstants, PerformanceObserver } from 'node:perf_hooks';
 import { logRequest, REQUEST_LOG_MESSAGE, requestLogLine, type RequestRecord } from '../waypoint/access-log.ts';
-import { BatchedLogDestination } from '../waypoint/log-destination.ts';
+import { BatchedLogDestination, bufferFileSink } from '../waypoint/log-destination.ts';
 
 const { values } = parseArgs({ options: { lines: { type: 'string', default: '60000' }, rounds: { type: 'string', default: '3' }, 'no-file': { type: 'boolean', default: false }, destinations: { type: 'boolean', default: false } } });
 const directory = mkdtempSync(join(tmpdir(), 'ambit-access-log-'));
@@ -58,7 +58,7 @@ if (values.destinations) {
     for (const entry of list.getEntries()) if ((entry as unknown as { detail?: { kind?: number } }).detail?.kind === perfConstants.NODE_PERFORMANCE_GC_MINOR) scavenges++;
   }).observe({ entryTypes: ['gc'] });
   const sonic = pino.destination({ dest: join(directory, 'sonic.log'), sync: false, minLength: 8192 });
-  const batched = new BatchedLogDestination(pino.destination({ dest: join(directory, 'batched.log'), sync: false }), 8192, 250);
+  const batched = new BatchedLogDestination(bufferFileSink(join(directory, 'batched.log')), 8192, 250);
   const loggers: Array<[string, pino.Logger, () => void]> = [
     ['sonic-boom minLength 8 KiB', pino({ level: 'info', base: { waypoint: 'waypoint' } }, sonic), () => sonic.flushSync()],
     ['log-destination.ts batches', pino({ level: 'info', base: { waypoint: 'waypoint' } }, batched), () => batched.flushSync()],

@@ -22,19 +22,20 @@ import type { Logger } from 'pino';
 import type { HboneRequest } from '../shared/hbone/index.ts';
 import type { SharedReadBuffer } from '../shared/hbone/pooled-reads.ts';
 import type { MeshState } from '../shared/mesh/mesh-state.ts';
-import { serviceKey, type Service } from '../shared/mesh/service.ts';
+import type { Service } from '../shared/mesh/service.ts';
 import { workloadIdentity, type Workload } from '../shared/mesh/workload.ts';
 import { logRequest, reusedBlock, type RequestRecord as AccessLogRecord } from './access-log.ts';
 import { WaypointError } from './errors.ts';
 import { applyFault } from './fault.ts';
 import { endToEndHeaders, HOP_BY_HOP, modifyHeaders, redirectLocation, rewrittenUrl } from './filters.ts';
 import { matchRoute, pathOf, pickBackend, queryOf } from './http-router.ts';
-import type { WaypointMetrics } from './metrics.ts';
+import type { RequestFacts, WaypointMetrics } from './metrics.ts';
 import { decisionOf, type GateRefusal, type GateResponse, type RequestGate } from './authz/request-gate.ts';
 import { sendMirror } from './mirror.ts';
+import { cachedServiceKey } from './service-keys.ts';
 import { bufferBody, ISTIO_DEFAULT_RETRY, MAX_BUFFERED_BODY_BYTES, type BufferedBody } from './retry.ts';
-import { RequestAttempts, type AttemptsResult, type ResponseFacts } from './request-attempts.ts';
-import type { RouteBackend, RouteEntry, RouteTable } from './route-table.ts';
+import { RequestAttempts, type AttemptsListener, type AttemptsOptions, type AttemptsResult, type ResponseFacts } from './request-attempts.ts';
+import type { RetryPolicy, RouteBackend, RouteEntry, RouteTable } from './route-table.ts';
 import { Http2StreamDuplex } from './stream-adapter.ts';
 import { requestIdFrom, requestIdOf, traceContextFrom, traceContextOf, traceparentOf, type TraceContext } from './tracing.ts';
 import { UpstreamConnections } from './upstream-connections.ts';
@@ -42,11 +43,11 @@ import { UpstreamTry } from './upstream-try.ts';
 import type { Upstreams } from './upstream.ts';
 import { proxyUpgrade } from './upgrade.ts';
 import type { DestinationRequest, DestinationTraffic } from './destination/destination-traffic.ts';
-import { DownstreamConnection, LeanExchange, type LeanHandler } from './http1/downstream.ts';
+import { DownstreamConnection, LeanExchange, type ExchangeListener, type LeanHandler } from './http1/downstream.ts';
 import { FIELD_GRPC_STATUS, FIELD_TRACEPARENT, FIELD_TRACESTATE, FIELD_X_REQUEST_ID, SKIP_HOP_BY_HOP, SKIP_TRACE } from './http1/head-fields.ts';
 import type { Http1Error } from './http1/errors.ts';
 import type { RequestHead, ResponseHead } from './http1/heads.ts';
-import { LeanTry } from './http1/lean-try.ts';
+import { LeanTry, type LeanTryRequest } from './http1/lean-try.ts';
 import { fieldLineText, requestHeadText, responseHeadText, responseStatusLine } from './http1/serialize.ts';
 import type { Http1Transport } from './http1/transport.ts';
 import { UpstreamHttp1Pool } from './http1/upstream-pool.ts';
@@ -105,9 +106,133 @@ interface RequestRecord {
   status?: number;
 }
 
+/** What a LeanRequest needs of the proxy (one object per proxy, made in its constructor). */
+interface LeanOwner {
+  readonly upstreams: Upstreams;
+  readonly pool: UpstreamHttp1Pool;
+  /** The tries' result (the relay of the response, or the waypoint's own answer). */
+  answered(request: LeanRequest, result: AttemptsResult<ResponseHead>): void;
+  /** The request is over: its metrics, access-log line and DestinationRule slot. */
+  finish(request: LeanRequest, status: number, flags: string, details: string): void;
+  /** A step threw: 502, or a cut once the head went. */
+  failed(exchange: LeanExchange, error: Error): void;
+}
+
+/**
+ * One request on the lean path, as one object: what is known about it (the record of the metrics and access log),
+ * what its tries read (LeanTryRequest, the try loop's options), and the listener of its tries' result and of its
+ * exchange's end. Before session s12 these were a record, an options object, a try request per try and five closures
+ * per request.
+ */
+class LeanRequest implements RequestRecord, AttemptsOptions<ResponseHead>, AttemptsListener<ResponseHead>, ExchangeListener, LeanTryRequest {
+  readonly context: StreamContext;
+  readonly exchange: LeanExchange;
+  readonly #owner: LeanOwner;
+  readonly started = performance.now();
+  readonly requestId: string;
+  readonly trace: TraceContext;
+  entry: RouteEntry | undefined = undefined;
+  destination: Service;
+  endpoint: Workload | undefined = undefined;
+  upstreamHost = '';
+  attempts = 0;
+  requestBytes = 0;
+  responseBytes = 0;
+  details = 'via_upstream';
+  destinationRequest: DestinationRequest | undefined = undefined;
+  faultFlags = '';
+  status: number | undefined = undefined;
+  // What the tries send: set once the route and head are known (#leanTries).
+  backend: RouteBackend | undefined = undefined;
+  servicePort = 0;
+  headText = '';
+  headRequest = false;
+  policy: RetryPolicy = ISTIO_DEFAULT_RETRY;
+  requestTimeoutMs = 0;
+  readonly facts = RESPONSE_HEAD_FACTS;
+  tries: RequestAttempts<ResponseHead> | undefined = undefined;
+  /** The try whose response is relayed, and the flags it is relayed with (from #leanAnswered on). */
+  relaying: LeanTry | undefined = undefined;
+  relayFlags = '-';
+
+  constructor(owner: LeanOwner, context: StreamContext, exchange: LeanExchange) {
+    this.#owner = owner;
+    this.context = context;
+    this.exchange = exchange;
+    const head = exchange.head;
+    this.requestId = requestIdFrom(head.value(FIELD_X_REQUEST_ID));
+    this.trace = traceContextFrom(head.value(FIELD_TRACEPARENT), head.value(FIELD_TRACESTATE));
+    this.destination = context.service;
+  }
+
+  // LeanTryRequest: what each try reads.
+  get service(): Service {
+    return this.destination;
+  }
+
+  get vip(): string {
+    return this.context.hbone.target.host;
+  }
+
+  get body(): readonly Buffer[] {
+    return this.exchange.body;
+  }
+
+  get timeoutMs(): number {
+    return this.entry?.backendRequestTimeoutMs ?? 0;
+  }
+
+  get choose(): DestinationRequest['choose'] | undefined {
+    return this.destinationRequest?.choose;
+  }
+
+  // AttemptsOptions: the try loop's.
+  start(avoid: string | undefined): LeanTry {
+    return new LeanTry(this.#owner.upstreams, this.#owner.pool, this, avoid);
+  }
+
+  /** The body is always whole here (the lean path takes only bodies the retry buffer holds). */
+  replayable(): boolean {
+    return !this.exchange.done;
+  }
+
+  onRetried(outcome: number | 'connect-failure'): void {
+    this.destinationRequest?.tryEnded(outcome);
+  }
+
+  // AttemptsListener: called from the try's own reading (an endpoint's head): what throws here is this request's alone.
+  attemptsDone(result: AttemptsResult<ResponseHead>): void {
+    try {
+      this.#owner.answered(this, result);
+    } catch (error) {
+      this.#owner.failed(this.exchange, error as Error);
+    }
+  }
+
+  // ExchangeListener.
+  clientGone(): void {
+    this.tries?.abort();
+    this.#owner.finish(this, this.status ?? 0, 'DC', 'downstream_remote_disconnect');
+  }
+
+  relayed(whole: boolean): void {
+    const current = this.relaying;
+    // Only a relayed response's end counts (the waypoint's own answers finish where they are written).
+    if (current === undefined) return;
+    const tries = this.tries!;
+    tries.stop();
+    this.responseBytes = current.responseBodyBytes;
+    if (whole) this.#owner.finish(this, this.status!, this.relayFlags, 'via_upstream');
+    else this.#owner.finish(this, this.status!, current.timedOut || tries.timedOut ? 'UT' : 'UC', 'upstream_reset_after_response_started');
+  }
+}
+
 /** What a request forwarded as sent does not pass on of the client's fields: hop-by-hop ones, and the trace fields it sets. */
 const NOT_FORWARDED_AS_SENT: ReadonlySet<string> = new Set([...HOP_BY_HOP, 'x-request-id', 'traceparent', 'tracestate']);
 const NO_MIRRORS: readonly RouteEntry['mirrors'][number][] = [];
+/** The log record's blocks before its first request. */
+const UNKNOWN_SRC: AccessLogRecord['src'] = { principal: 'unknown', workload: 'unknown', namespace: 'unknown', address: '' };
+const UNKNOWN_DST: AccessLogRecord['dst'] = { principal: 'unknown', workload: 'unknown', namespace: 'unknown', service: '' };
 
 /**
  * Whether a head goes on from its own field lines (FieldFacts.fieldText): nothing read its map (which policy, a JWT
@@ -168,7 +293,7 @@ const RESPONSE_HEAD_FACTS: ResponseFacts<ResponseHead> = {
 /** What fault injection needs of a response (fault.ts), on a lean exchange: the client's going is its 'close'. */
 function faultResponseOf(exchange: LeanExchange): Parameters<typeof applyFault>[1] {
   let onClose: (() => void) | undefined;
-  exchange.onClientGone = () => onClose?.();
+  exchange.listener = { clientGone: () => onClose?.(), relayed: () => undefined };
   return {
     get headersSent() {
       return exchange.headersSent;
@@ -198,8 +323,15 @@ export class HttpProxy {
   readonly #pool: UpstreamHttp1Pool;
   /** Per endpoint object, the access log's dst block of its last Service (reused while both stay the same objects). */
   readonly #dstBlocks = new WeakMap<Workload, DestinationBlock>();
-  /** Per Service object, its `<namespace>/<hostname>` key as last made (remade when either field changed). */
-  readonly #serviceKeys = new WeakMap<Service, { namespace: string; hostname: string; key: string }>();
+  /** What each lean request needs of the proxy. */
+  readonly #leanOwner: LeanOwner;
+  /** The access-log record every request's line is written from (filled in per request: no object per request). */
+  readonly #logRecord: AccessLogRecord = {
+    method: '', path: '', protocol: '', authority: '', status: 0, flags: '', details: '', durationMs: 0, bytesReceived: 0, bytesSent: 0, upstreamHost: '', upstreamCluster: '',
+    attempts: 0, routeName: '', ruleName: '', requestId: '', traceId: '', spanId: '', src: UNKNOWN_SRC, dst: UNKNOWN_DST, authz: undefined,
+  };
+  /** The metrics' facts of a request (made by the first, filled in per request after it). */
+  #metricFacts: RequestFacts | undefined;
   /** Requests served by the lean path, streams handed to Node's server, heads refused (config dump). */
   readonly #leanCounts = { leanRequests: 0, handedToNode: 0, refusedHeads: 0 };
 
@@ -209,6 +341,13 @@ export class HttpProxy {
     this.#upstreams = options.upstreams;
     this.#connections = new UpstreamConnections(options.upstreams);
     this.#pool = new UpstreamHttp1Pool(options.upstreams);
+    this.#leanOwner = {
+      upstreams: options.upstreams,
+      pool: this.#pool,
+      answered: (request, result) => this.#leanAnswered(request, result),
+      finish: (request, status, flags, details) => this.#finish(request.exchange, undefined, request, status, flags, details),
+      failed: (exchange, error) => this.#leanFailed(exchange, error),
+    };
     this.#routes = options.routes;
     this.#state = options.state;
     this.#metrics = options.metrics;
@@ -319,7 +458,7 @@ export class HttpProxy {
    * with 502 (or a cut, after the head): #leanFailed, called by every step's caller.
    */
   #serveLean(exchange: LeanExchange, context: StreamContext): void {
-    const record = this.#leanRecord(context, exchange);
+    const record = new LeanRequest(this.#leanOwner, context, exchange);
     record.requestBytes = exchange.bodyBytes;
     const checked = this.#gate?.check(exchange, exchange, context.hbone, context.service);
     if (checked instanceof Promise) {
@@ -338,7 +477,7 @@ export class HttpProxy {
   }
 
   /** After policy: the route, and its fault (which may wait). */
-  #leanChecked(exchange: LeanExchange, record: RequestRecord, refusal: GateRefusal | undefined): void {
+  #leanChecked(exchange: LeanExchange, record: LeanRequest, refusal: GateRefusal | undefined): void {
     if (refusal) {
       this.#finish(exchange, undefined, record, refusal.status, refusal.responseFlags, refusal.details);
       return;
@@ -348,7 +487,7 @@ export class HttpProxy {
     const url = exchange.url;
     const path = pathOf(url);
     const query = queryOf(url);
-    const entries = this.#routes.entriesFor(this.#keyOf(context.service));
+    const entries = this.#routes.entriesFor(cachedServiceKey(context.service));
     if (entries === undefined) {
       this.#leanRouted(exchange, record, path, query);
       return;
@@ -365,7 +504,7 @@ export class HttpProxy {
     }
     applyFault(entry.fault, faultResponseOf(exchange))
       .then((fault) => {
-        exchange.onClientGone = undefined;
+        exchange.listener = undefined;
         record.faultFlags = fault.flags;
         if (fault.clientGone || fault.abortedWith !== undefined) {
           this.#finish(exchange, undefined, record, fault.abortedWith ?? 0, fault.clientGone ? 'DC' : '-', fault.clientGone ? 'downstream_remote_disconnect' : 'fault_filter_abort');
@@ -377,7 +516,7 @@ export class HttpProxy {
   }
 
   /** After the route (and its fault): a redirect, or the backend, the head to send, mirrors, the DestinationRule's slot. */
-  #leanRouted(exchange: LeanExchange, record: RequestRecord, path: string, query: string): void {
+  #leanRouted(exchange: LeanExchange, record: LeanRequest, path: string, query: string): void {
     const context = record.context;
     const entry = record.entry;
     const servicePort = context.hbone.target.port;
@@ -416,7 +555,7 @@ export class HttpProxy {
       }
     }
     // DestinationRule hook, as #forward's: a pool slot (or 503 UO), the rule's endpoint choice, outlier detection.
-    const traffic = this.#destinations?.forService(this.#keyOf(record.destination));
+    const traffic = this.#destinations?.forService(cachedServiceKey(record.destination));
     const subset = backend?.subset !== undefined ? traffic?.subsetPods(backend.subset) : undefined;
     if (backend?.subset !== undefined && subset === undefined) {
       this.#answerLean(exchange, record, new WaypointError('WAYPOINT_UNKNOWN_SUBSET', `no DestinationRule of ${record.destination.hostname} defines subset ${backend.subset}`), 'cluster_not_found');
@@ -446,13 +585,13 @@ export class HttpProxy {
   }
 
   /** The DestinationRule's pool refused the request: 503 UO with x-envoy-overloaded, as Envoy's circuit breaker. */
-  #leanOverflowed(exchange: LeanExchange, record: RequestRecord, error: unknown): void {
+  #leanOverflowed(exchange: LeanExchange, record: LeanRequest, error: unknown): void {
     if (!(error instanceof WaypointError)) throw error;
-    this.#destinations!.overflowed(this.#keyOf(record.destination));
+    this.#destinations!.overflowed(cachedServiceKey(record.destination));
     this.#answerLean(exchange, record, error, 'upstream_overflow', error.responseFlags, { 'x-envoy-overloaded': 'true' });
   }
 
-  #leanAdmitted(exchange: LeanExchange, record: RequestRecord, backend: RouteBackend | undefined, port: number, headText: string, admitted: DestinationRequest): void {
+  #leanAdmitted(exchange: LeanExchange, record: LeanRequest, backend: RouteBackend | undefined, port: number, headText: string, admitted: DestinationRequest): void {
     record.destinationRequest = admitted;
     // The client left while this request waited for the slot: the slot goes back.
     if (exchange.clientGone) {
@@ -463,41 +602,25 @@ export class HttpProxy {
   }
 
   /** The tries (request-attempts.ts), told their outcome without a promise (runThen), then the relay. */
-  #leanTries(exchange: LeanExchange, record: RequestRecord, backend: RouteBackend | undefined, port: number, headText: string): void {
+  #leanTries(exchange: LeanExchange, record: LeanRequest, backend: RouteBackend | undefined, port: number, headText: string): void {
     const entry = record.entry;
-    const vip = record.context.hbone.target.host;
-    const headRequest = exchange.method === 'HEAD';
-    const destinationRequest = record.destinationRequest;
-    // Options and try requests written out field by field, with undefined for what is absent (no spread per request).
-    const tries = new RequestAttempts<ResponseHead>({
-      policy: entry?.retry ?? ISTIO_DEFAULT_RETRY,
-      requestTimeoutMs: entry?.requestTimeoutMs ?? 0,
-      facts: RESPONSE_HEAD_FACTS,
-      // The body is always whole here (the lean path takes only bodies the retry buffer holds).
-      replayable: () => !exchange.done,
-      onRetried: destinationRequest ? (outcome: number | 'connect-failure') => destinationRequest.tryEnded(outcome) : undefined,
-      start: (avoid) =>
-        new LeanTry(this.#upstreams, this.#pool, {
-          service: record.destination, servicePort: port, vip, headText, body: exchange.body, headRequest, timeoutMs: entry?.backendRequestTimeoutMs ?? 0, avoid, choose: destinationRequest?.choose,
-        }),
-    });
-    exchange.onClientGone = () => {
-      tries.abort();
-      this.#finish(exchange, undefined, record, record.status ?? 0, 'DC', 'downstream_remote_disconnect');
-    };
-    tries.runThen((result) => {
-      // Called from the try's own reading (an endpoint's head): what throws here is this request's alone.
-      try {
-        this.#leanAnswered(exchange, record, backend, tries, result, headRequest);
-      } catch (error) {
-        this.#leanFailed(exchange, error as Error);
-      }
-    });
+    record.backend = backend;
+    record.servicePort = port;
+    record.headText = headText;
+    record.headRequest = exchange.method === 'HEAD';
+    record.policy = entry?.retry ?? ISTIO_DEFAULT_RETRY;
+    record.requestTimeoutMs = entry?.requestTimeoutMs ?? 0;
+    // The request is the tries' options and the listener of their result and of the client's going.
+    const tries = new RequestAttempts<ResponseHead>(record);
+    record.tries = tries;
+    exchange.listener = record;
+    tries.runThen(record);
   }
 
   /** The tries' result: the waypoint's own answer, or the relay of the response's head (with the response filters) and body. */
-  #leanAnswered(exchange: LeanExchange, record: RequestRecord, backend: RouteBackend | undefined, tries: RequestAttempts<ResponseHead>, result: AttemptsResult<ResponseHead>, headRequest: boolean): void {
-    const entry = record.entry;
+  #leanAnswered(record: LeanRequest, result: AttemptsResult<ResponseHead>): void {
+    const { exchange, entry, backend, headRequest } = record;
+    const tries = record.tries!;
     const current = result.attempt as LeanTry;
     record.attempts = tries.attempts;
     record.endpoint = current.endpoint;
@@ -519,13 +642,9 @@ export class HttpProxy {
     if (closeDelimited) exchange.closeAfterResponse();
     const status = head.status;
     record.status = status;
-    const flags = result.flags;
-    exchange.onRelayed = (whole) => {
-      tries.stop();
-      record.responseBytes = current.responseBodyBytes;
-      if (whole) this.#finish(exchange, undefined, record, status, flags, 'via_upstream');
-      else this.#finish(exchange, undefined, record, status, current.timedOut || tries.timedOut ? 'UT' : 'UC', 'upstream_reset_after_response_started');
-    };
+    // From now on the exchange's end is the relayed response's (LeanRequest.relayed).
+    record.relayFlags = result.flags;
+    record.relaying = current;
     exchange.source = current;
     // Without a response header modifier the endpoint's own fields are written, less the hop-by-hop ones: from its
     // lines when nothing read its map.
@@ -570,7 +689,7 @@ export class HttpProxy {
     const servicePort = context.hbone.target.port;
     let port = servicePort;
     let backend: RouteBackend | undefined;
-    const entries = this.#routes.entriesFor(this.#keyOf(context.service));
+    const entries = this.#routes.entriesFor(cachedServiceKey(context.service));
     if (entries !== undefined) {
       const entry = matchRoute(entries, servicePort, path, request.headers, request.method, query);
       record.entry = entry;
@@ -649,7 +768,7 @@ export class HttpProxy {
     }
     // ---- DestinationRule hook (waypoint/destination/, issue 13 item 3): a pool slot for the request (or 503 UO), the
     // rule's endpoint choice for each try, and the outcome for outlier detection when the request ends (#finish). ----
-    const traffic = this.#destinations?.forService(this.#keyOf(record.destination));
+    const traffic = this.#destinations?.forService(cachedServiceKey(record.destination));
     // A VirtualService destination's subset: its pods, as the backend's DestinationRule defines it (none: 503 NC).
     const subset = backend?.subset !== undefined ? traffic?.subsetPods(backend.subset) : undefined;
     if (backend?.subset !== undefined && subset === undefined) {
@@ -663,7 +782,7 @@ export class HttpProxy {
         admitted = begun instanceof Promise ? await begun : begun;
       } catch (error) {
         if (!(error instanceof WaypointError)) throw error;
-        this.#destinations!.overflowed(this.#keyOf(record.destination));
+        this.#destinations!.overflowed(cachedServiceKey(record.destination));
         // Envoy marks a circuit breaker's 503 with x-envoy-overloaded.
         this.#answer(request, response, record, error, 'upstream_overflow', error.responseFlags, { 'x-envoy-overloaded': 'true' });
         return;
@@ -750,15 +869,6 @@ export class HttpProxy {
     this.#finish(request, response, record, error.status, flags, details);
   }
 
-  /** #record for a lean exchange: the id and trace fields read in place (the head's map is not built for them). */
-  #leanRecord(context: StreamContext, exchange: LeanExchange): RequestRecord {
-    const head = exchange.head;
-    return {
-      context, started: performance.now(), requestId: requestIdFrom(head.value(FIELD_X_REQUEST_ID)), trace: traceContextFrom(head.value(FIELD_TRACEPARENT), head.value(FIELD_TRACESTATE)), entry: undefined,
-      destination: context.service, endpoint: undefined, upstreamHost: '', attempts: 0, requestBytes: 0, responseBytes: 0, details: 'via_upstream', faultFlags: '',
-    };
-  }
-
   #record(context: StreamContext, request: RequestLine): RequestRecord {
     return {
       context, started: performance.now(), requestId: requestIdOf(request.headers), trace: traceContextOf(request.headers), entry: undefined, destination: context.service,
@@ -805,18 +915,6 @@ export class HttpProxy {
     return block;
   }
 
-  /**
-   * serviceKey(service), made once per Service object: a request looks its Service up three times (routes,
-   * DestinationRules, the access log), and a key made per lookup is a new string to flatten and hash each time.
-   */
-  #keyOf(service: Service): string {
-    const cached = this.#serviceKeys.get(service);
-    if (cached !== undefined && cached.namespace === service.namespace && cached.hostname === service.hostname) return cached.key;
-    const key = serviceKey(service);
-    this.#serviceKeys.set(service, { namespace: service.namespace, hostname: service.hostname, key });
-    return key;
-  }
-
   #finish(request: RequestLine, _response: DownstreamResponse | undefined, record: RequestRecord, status: number, answerFlags: string, details: string): void {
     const { context, endpoint, destination } = record;
     const flags = record.faultFlags === '' ? answerFlags : answerFlags === '-' ? record.faultFlags : `${record.faultFlags},${answerFlags}`;
@@ -825,30 +923,39 @@ export class HttpProxy {
     record.destinationRequest?.done(/U[FCT]/.test(flags) ? 'connect-failure' : details === 'via_upstream' ? status : undefined);
     const source = context.source;
     const durationMs = performance.now() - record.started;
-    this.#metrics.requestByFacts({ source, peer: context.hbone.peerIdentity, endpoint, service: destination, protocol: 'http', status, flags }, durationMs, { request: record.requestBytes, response: record.responseBytes });
+    // One facts object for every request, filled in here (the metrics read it during the call only).
+    const facts = (this.#metricFacts ??= { source, peer: context.hbone.peerIdentity, endpoint, service: destination, protocol: 'http', status, flags });
+    facts.source = source;
+    facts.peer = context.hbone.peerIdentity;
+    facts.endpoint = endpoint;
+    facts.service = destination;
+    facts.status = status;
+    facts.flags = flags;
+    this.#metrics.requestCounted(facts, durationMs, record.requestBytes, record.responseBytes);
     if (!this.#log) return;
-    logRequest(this.#log, {
-      method: request.method ?? '',
-      path: request.url ?? '',
-      protocol: request.httpVersion === '1.1' ? 'HTTP/1.1' : `HTTP/${request.httpVersion === '2.0' ? '2' : request.httpVersion}`,
-      authority: request instanceof LeanExchange ? request.authority : String(request.headers.host ?? request.headers[':authority'] ?? ''),
-      status,
-      flags,
-      details,
-      durationMs,
-      bytesReceived: record.requestBytes,
-      bytesSent: record.responseBytes,
-      upstreamHost: record.upstreamHost,
-      upstreamCluster: this.#keyOf(destination),
-      attempts: record.attempts,
-      routeName: record.entry?.route ?? '',
-      ruleName: record.entry?.ruleName ?? '',
-      requestId: record.requestId,
-      traceId: record.trace.traceId,
-      spanId: record.trace.spanId,
-      src: (context.srcBlock ??= reusedBlock({ principal: context.hbone.peerIdentity.uri, workload: source?.workloadName ?? 'unknown', namespace: source?.namespace ?? context.hbone.peerIdentity.namespace, address: plainAddress(context.hbone.remoteAddress) })),
-      dst: this.#dstBlock(endpoint, destination),
-      authz: decisionOf(request),
-    });
+    // One record for every request's line, filled in here (logRequest keeps nothing of it).
+    const line = this.#logRecord;
+    line.method = request.method ?? '';
+    line.path = request.url ?? '';
+    line.protocol = request.httpVersion === '1.1' ? 'HTTP/1.1' : `HTTP/${request.httpVersion === '2.0' ? '2' : request.httpVersion}`;
+    line.authority = request instanceof LeanExchange ? request.authority : String(request.headers.host ?? request.headers[':authority'] ?? '');
+    line.status = status;
+    line.flags = flags;
+    line.details = details;
+    line.durationMs = durationMs;
+    line.bytesReceived = record.requestBytes;
+    line.bytesSent = record.responseBytes;
+    line.upstreamHost = record.upstreamHost;
+    line.upstreamCluster = cachedServiceKey(destination);
+    line.attempts = record.attempts;
+    line.routeName = record.entry?.route ?? '';
+    line.ruleName = record.entry?.ruleName ?? '';
+    line.requestId = record.requestId;
+    line.traceId = record.trace.traceId;
+    line.spanId = record.trace.spanId;
+    line.src = context.srcBlock ??= reusedBlock({ principal: context.hbone.peerIdentity.uri, workload: source?.workloadName ?? 'unknown', namespace: source?.namespace ?? context.hbone.peerIdentity.namespace, address: plainAddress(context.hbone.remoteAddress) });
+    line.dst = this.#dstBlock(endpoint, destination);
+    line.authz = decisionOf(request);
+    logRequest(this.#log, line);
   }
 }

@@ -10,7 +10,7 @@
 import http from 'node:http';
 import { readFile } from 'node:fs/promises';
 import { pino, type Logger } from 'pino';
-import { BatchedLogDestination } from './log-destination.ts';
+import { BatchedLogDestination, bufferFileSink } from './log-destination.ts';
 import { HboneClientPool, HboneServer, type HboneRequest, type HboneServerOptions } from '../shared/hbone/index.ts';
 import { H2TunnelServer } from '../shared/hbone/h2/tunnel-server.ts';
 import { spiffeId } from '../shared/identity/index.ts';
@@ -227,8 +227,8 @@ if (import.meta.main) {
   // Envoy flushes its access log on an interval) and written asynchronously. A write per line was 9 % of the
   // waypoint's CPU at 1,000 requests/s, synchronous or not. What is still buffered is flushed before the process exits.
   // The lines are gathered by log-destination.ts, not by sonic-boom's minLength (which re-measures the growing batch
-  // on every line); sonic-boom writes each batch as it comes.
-  const destination = new BatchedLogDestination(pino.destination({ dest: 1, sync: false }), ACCESS_LOG_BATCH_BYTES, ACCESS_LOG_FLUSH_MS);
+  // on every line), as bytes (the access log writes its lines into the batch); sonic-boom writes each batch as it comes.
+  const destination = new BatchedLogDestination(bufferFileSink(1), ACCESS_LOG_BATCH_BYTES, ACCESS_LOG_FLUSH_MS);
   const exit = (code: number): never => {
     try {
       destination.flushSync();

@@ -188,14 +188,30 @@ export class WaypointMetrics {
 
   /** request() by the facts the labels are made of: the labels are built only for a series not seen before. */
   requestByFacts(facts: RequestFacts, durationMs: number, bytes?: { request: number; response: number }): void {
+    const series = this.#seriesByFacts(facts);
+    this.#count(series, durationMs, bytes);
+  }
+
+  /**
+   * requestByFacts() with both body sizes, and no object for them; `facts` is read during the call only (a caller may
+   * fill in one object per request: the HTTP/1.1 path does).
+   */
+  requestCounted(facts: RequestFacts, durationMs: number, requestBytes: number, responseBytes: number): void {
+    const series = this.#seriesByFacts(facts);
+    series.requests++;
+    series.duration.observe(ISTIO_DURATION_BUCKETS_MS, durationMs);
+    series.requestBytes.observe(ISTIO_BYTES_BUCKETS, requestBytes);
+    series.responseBytes.observe(ISTIO_BYTES_BUCKETS, responseBytes);
+  }
+
+  #seriesByFacts(facts: RequestFacts): Series {
     const endpoint = facts.endpoint;
     const last = endpoint === undefined ? undefined : this.#lastByEndpoint.get(endpoint);
     if (
       last !== undefined && last.status === facts.status && last.flags === facts.flags && last.source === facts.source && last.service === facts.service &&
       last.peerUri === facts.peer.uri && last.protocol === facts.protocol && last.grpcStatus === facts.grpcStatus
     ) {
-      this.#count(last.series, durationMs, bytes);
-      return;
+      return last.series;
     }
     const key = `${facts.source?.uid ?? ''}|${facts.peer.uri}|${facts.endpoint?.uid ?? ''}|${facts.service.namespace}/${facts.service.hostname}|${facts.protocol}|${facts.status}|${facts.flags}|${facts.grpcStatus ?? ''}`;
     let cached = this.#byFacts.get(key);
@@ -207,7 +223,7 @@ export class WaypointMetrics {
     if (endpoint !== undefined) {
       this.#lastByEndpoint.set(endpoint, { ...cached, peerUri: facts.peer.uri, protocol: facts.protocol, status: facts.status, flags: facts.flags, grpcStatus: facts.grpcStatus });
     }
-    this.#count(cached.series, durationMs, bytes);
+    return cached.series;
   }
 
   #seriesOf(labels: RequestLabels): Series {

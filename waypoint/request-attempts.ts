@@ -22,6 +22,11 @@ export interface OutcomeListener<R> {
   attemptSettled(attempt: Attempt<R>, outcome: AttemptOutcome<R>): void;
 }
 
+/** Told the result of runThen's tries (one object per request: no closure per request). */
+export interface AttemptsListener<R> {
+  attemptsDone(result: AttemptsResult<R>): void;
+}
+
 /** One try to one endpoint (upstream-try.ts over HTTP/1.1, h2-try.ts over HTTP/2). */
 export interface Attempt<R> {
   readonly outcome: Promise<AttemptOutcome<R>>;
@@ -81,7 +86,7 @@ export class RequestAttempts<R> implements OutcomeListener<R> {
   #retriesDone = 0;
   #previousHost: string | undefined;
   /** runThen's receiver of the result, until it got it. */
-  #done: ((result: AttemptsResult<R>) => void) | undefined;
+  #done: AttemptsListener<R> | undefined;
 
   constructor(options: AttemptsOptions<R>) {
     this.#options = options;
@@ -94,7 +99,7 @@ export class RequestAttempts<R> implements OutcomeListener<R> {
           // runThen: the timeout is the result, if none was given yet (also during a retry's back-off).
           const done = this.#done;
           this.#done = undefined;
-          if (done !== undefined) done({ kind: 'timeout', attempt: this.#current!, error: this.#timeoutError() });
+          if (done !== undefined) done.attemptsDone({ kind: 'timeout', attempt: this.#current!, error: this.#timeoutError() });
         }, options.requestTimeoutMs);
       });
     }
@@ -130,7 +135,7 @@ export class RequestAttempts<R> implements OutcomeListener<R> {
    * promise, no async function and no microtask): `done` gets the same result run() would give, once. Tries without
    * `notify` are awaited.
    */
-  runThen(done: (result: AttemptsResult<R>) => void): void {
+  runThen(done: AttemptsListener<R>): void {
     this.#done = done;
     this.#startTry();
   }
@@ -156,7 +161,7 @@ export class RequestAttempts<R> implements OutcomeListener<R> {
     }
     const done = this.#done;
     this.#done = undefined;
-    done(result);
+    done.attemptsDone(result);
   }
 
   /**

@@ -16,6 +16,7 @@ import type { MeshState } from '../shared/mesh/mesh-state.ts';
 import type { Service } from '../shared/mesh/service.ts';
 import { workloadIdentity, type Workload } from '../shared/mesh/workload.ts';
 import { WaypointError } from './errors.ts';
+import { cachedServiceKey } from './service-keys.ts';
 import type { HboneLegStream } from './hbone-leg.ts';
 import type { EndpointChooser } from './destination/destination-traffic.ts';
 import { LeastRequestBalancer } from './least-request.ts';
@@ -89,7 +90,7 @@ export class Upstreams {
   /** The endpoint a DestinationRule's load balancer chooses (waypoint/destination/). Throws UH. */
   pickWith(choose: EndpointChooser, service: Service, servicePort: number, vip: string): PickedEndpoint {
     try {
-      return choose(this.#self(), service, this.#state.endpointsOf(service), servicePort, vip);
+      return choose(this.#self(), service, this.#state.endpointsOf(cachedServiceKey(service)), servicePort, vip);
     } catch (error) {
       if (error instanceof NoHealthyUpstreamError) throw new WaypointError('WAYPOINT_NO_HEALTHY_UPSTREAM', error.message, { cause: error });
       throw error;
@@ -98,7 +99,7 @@ export class Upstreams {
 
   #draw(service: Service, servicePort: number, vip: string): PickedEndpoint {
     try {
-      return pickEndpoint(this.#self(), service, this.#state.endpointsOf(service), servicePort, vip);
+      return pickEndpoint(this.#self(), service, this.#state.endpointsOf(cachedServiceKey(service)), servicePort, vip);
     } catch (error) {
       if (error instanceof NoHealthyUpstreamError) throw new WaypointError('WAYPOINT_NO_HEALTHY_UPSTREAM', error.message, { cause: error });
       throw error;

@@ -51,6 +51,18 @@ export interface RawLineLogger {
    * to escape; `messageJson` the message as a JSON string literal.
    */
   write(level: string, fields: string, messageJson: string): void;
+  /**
+   * Pino's framing in parts, for a writer that writes the whole line itself (the waypoint's access log, into a byte
+   * buffer): the logger's stream, the level's opening (`{"level":30`), whether the time is pino's default
+   * (`,"time":<Date.now()>`, which the writer may write itself), the time's text otherwise, the bindings (read per
+   * line: a child's are its own) and the line's end.
+   */
+  readonly stream: unknown;
+  levelJson(level: string): string;
+  readonly epochTime: boolean;
+  timeJson(): string;
+  bindingsJson(): string;
+  readonly end: string;
 }
 
 /** The raw writer for `logger`, or undefined when it is no plain pino logger (a test double, a custom framing). */
@@ -68,5 +80,11 @@ export function rawLineLogger(logger: object): RawLineLogger | undefined {
       const chindings = (logger as Record<symbol, unknown>)[chindingsSym] as string | undefined;
       stream.write(`${levelStrings[values[level]!]}${time.call(logger)}${chindings ?? ''}${fields},"msg":${messageJson}${end}`);
     },
+    stream,
+    levelJson: (level) => levelStrings[values[level]!]!,
+    epochTime: time === pino.stdTimeFunctions.epochTime,
+    timeJson: () => time.call(logger),
+    bindingsJson: () => ((logger as Record<symbol, unknown>)[chindingsSym] as string | undefined) ?? '',
+    end,
   };
 }

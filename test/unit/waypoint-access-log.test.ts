@@ -4,7 +4,8 @@ import test from 'ava';
 import fc from 'fast-check';
 import { logRequest, REQUEST_LOG_MESSAGE, requestLogFieldsJson, requestLogLine, reusedBlock, type RequestRecord } from '../../waypoint/access-log.ts';
 import { captureLog } from '../helpers/log-capture.ts';
-import type { Logger } from 'pino';
+import { pino, type Logger } from 'pino';
+import { BatchedLogDestination } from '../../waypoint/log-destination.ts';
 
 const text = fc.string({ unit: 'grapheme', maxLength: 16 });
 const anyRecord: fc.Arbitrary<RequestRecord> = fc.record(
@@ -80,4 +81,31 @@ test('a logger that is no plain pino logger gets the object form', (t) => {
   const fake = { info: (object: object, message: string) => logged.push([object, message]) } as unknown as Logger;
   logRequest(fake, record);
   t.deepEqual(logged, [[requestLogLine(record), REQUEST_LOG_MESSAGE]]);
+});
+
+test('into the waypoint\'s batching destination the line is written as bytes, framed as pino frames the object, for any record', (t) => {
+  const written: Buffer[] = [];
+  const destination = new BatchedLogDestination({ write: (bytes: Buffer) => written.push(bytes), flushSync: () => undefined }, 4096, 60_000);
+  t.teardown(() => destination.close());
+  const child = pino({ level: 'info' }, destination).child({ waypoint: 'wäypoint "w"' });
+  const expected: Array<Record<string, unknown>> = [];
+  fc.assert(
+    fc.property(anyRecord, (record) => {
+      logRequest(child, record);
+      expected.push(JSON.parse(JSON.stringify(requestLogLine(record))) as Record<string, unknown>);
+      return true;
+    }),
+    { numRuns: 500 },
+  );
+  destination.flushSync();
+  t.true(written.length > 10, 'in several batches');
+  const lines = Buffer.concat(written).toString('utf8').split('\n').filter((line) => line !== '');
+  t.is(lines.length, expected.length);
+  lines.forEach((line, index) => {
+    const parsed = JSON.parse(line) as Record<string, unknown>;
+    t.deepEqual(Object.keys(parsed), ['level', 'time', 'pid', 'hostname', 'waypoint', ...Object.keys(expected[index]!), 'msg']);
+    t.like(parsed, { level: 30, pid: process.pid, waypoint: 'wäypoint "w"', msg: 'request' });
+    t.true(Math.abs((parsed.time as number) - Date.now()) < 60_000);
+    t.deepEqual({ ...parsed, level: 0, time: 0, pid: 0, hostname: 0, waypoint: 0, msg: 0 }, { level: 0, time: 0, pid: 0, hostname: 0, waypoint: 0, ...expected[index], msg: 0 });
+  });
 });

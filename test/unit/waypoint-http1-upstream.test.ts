@@ -46,7 +46,8 @@ async function endpoint(answers: string[][]): Promise<{ session: http2.ClientHtt
 }
 
 const service = { namespace: 'shop', hostname: 'web.shop.svc.cluster.local', name: 'web' } as unknown as Service;
-const picked = { address: '10.0.0.1', targetPort: 8080 } as unknown as PickedEndpoint;
+// The endpoint object as the mesh state hands it out (the pool keys its connections' key by it).
+const picked = { endpoint: { workload: { name: 'web-a' }, ports: [] }, address: '10.0.0.1', targetPort: 8080 } as unknown as PickedEndpoint;
 
 /** Upstreams whose connectDirect() opens a stream on the test's session (the HBONE client pool's part). */
 function upstreamsOn(session: http2.ClientHttp2Session): { upstreams: Upstreams; opened: () => number } {

@@ -10,8 +10,9 @@ import { BatchedLogDestination, type LogSink } from '../../waypoint/log-destinat
 class RecordingSink implements LogSink {
   readonly writes: string[] = [];
   syncFlushes = 0;
-  write(text: string): void {
-    this.writes.push(text);
+  write(bytes: Buffer): void {
+    // The destination hands its batch over (it makes a new one): kept as text here.
+    this.writes.push(bytes.toString('utf8'));
   }
   flushSync(): void {
     this.syncFlushes++;

@@ -49,6 +49,14 @@ export interface LeanHandler {
   refused(error: Http1Error): void;
 }
 
+/** What the proxy hears of an exchange's end (one object per request: no closure per request). */
+export interface ExchangeListener {
+  /** The client's stream closed before the response ended. */
+  clientGone(): void;
+  /** The relayed body ended (true) or was cut (false). */
+  relayed(whole: boolean): void;
+}
+
 /** Something the response's body comes from, to pause while the client's stream is full. */
 interface PausableSource {
   pause(): void;
@@ -69,10 +77,8 @@ export class LeanExchange implements BodyReceiver {
   done = false;
   /** The client's stream closed before the response ended. */
   clientGone = false;
-  /** Set by the proxy: the client went before the response ended. */
-  onClientGone: (() => void) | undefined;
-  /** Set by the proxy: the relayed body ended (true) or was cut (false). */
-  onRelayed: ((whole: boolean) => void) | undefined;
+  /** Set by the proxy: told when the client went before the response ended, and when a relayed body ended or was cut. */
+  listener: ExchangeListener | undefined;
   /** Set by the proxy while a response is relayed, for back-pressure. */
   source: PausableSource | undefined;
   readonly #connection: DownstreamConnection;
@@ -192,7 +198,7 @@ export class LeanExchange implements BodyReceiver {
     if (this.done) return;
     this.flushHead();
     this.done = true;
-    this.onRelayed?.(true);
+    this.listener?.relayed(true);
     this.#connection.responseEnded(this, true);
   }
 
@@ -218,7 +224,7 @@ export class LeanExchange implements BodyReceiver {
     // A head with no byte of its body yet still goes first: the client learns the status before the reset.
     this.flushHead();
     this.done = true;
-    this.onRelayed?.(false);
+    this.listener?.relayed(false);
     this.#connection.responseEnded(this, false);
   }
 
@@ -227,7 +233,7 @@ export class LeanExchange implements BodyReceiver {
     if (this.done) return;
     this.done = true;
     this.clientGone = true;
-    this.onClientGone?.();
+    this.listener?.clientGone();
   }
 }
 

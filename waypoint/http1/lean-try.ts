@@ -36,8 +36,7 @@ export interface LeanTryRequest {
   headRequest: boolean;
   /** timeouts.backendRequest; 0: none. */
   timeoutMs: number;
-  avoid?: string;
-  choose?: EndpointChooser;
+  choose?: EndpointChooser | undefined;
 }
 
 export class LeanTry implements Attempt<ResponseHead>, ResponseSink {
@@ -61,9 +60,10 @@ export class LeanTry implements Attempt<ResponseHead>, ResponseSink {
   /** The response ended or was cut: nothing more goes to the receiver. */
   #settled = false;
 
-  constructor(upstreams: Upstreams, pool: UpstreamHttp1Pool, request: LeanTryRequest) {
+  /** `request` is read while the try is on (the proxy's per-request object); `avoid`: the previous try's endpoint address. */
+  constructor(upstreams: Upstreams, pool: UpstreamHttp1Pool, request: LeanTryRequest, avoid: string | undefined) {
     this.#upstreams = upstreams;
-    this.#start(pool, request);
+    this.#start(pool, request, avoid);
   }
 
   /** The outcome as a promise (made only when asked for: the try loop's runThen is told through `notify`). */
@@ -90,10 +90,10 @@ export class LeanTry implements Attempt<ResponseHead>, ResponseSink {
     listener?.attemptSettled(this, outcome);
   }
 
-  #start(pool: UpstreamHttp1Pool, request: LeanTryRequest): void {
+  #start(pool: UpstreamHttp1Pool, request: LeanTryRequest, avoid: string | undefined): void {
     let acquired;
     try {
-      const picked = request.choose ? this.#upstreams.pickWith(request.choose, request.service, request.servicePort, request.vip) : this.#upstreams.pickLeastRequest(request.service, request.servicePort, request.vip, request.avoid);
+      const picked = request.choose ? this.#upstreams.pickWith(request.choose, request.service, request.servicePort, request.vip) : this.#upstreams.pickLeastRequest(request.service, request.servicePort, request.vip, avoid);
       this.endpoint = picked.endpoint.workload;
       this.address = `${picked.address}:${picked.targetPort}`;
       this.host = picked.address;
