@@ -540,13 +540,15 @@ export class H2Proxy {
         }),
     });
     record.tries = tries;
-    tries.runThen((result) => {
+    tries.runThen({
       // Called from a try's event (an endpoint's head, a reset) or at once: what throws here is this request's alone.
-      try {
-        this.#answered(stream, record, backend, tries, result);
-      } catch (error) {
-        this.#failed(stream, headers, error as Error);
-      }
+      attemptsDone: (result) => {
+        try {
+          this.#answered(stream, record, backend, tries, result);
+        } catch (error) {
+          this.#failed(stream, headers, error as Error);
+        }
+      },
     });
   }
 
