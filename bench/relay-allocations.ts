@@ -61,7 +61,6 @@ async function markBoth(pids: readonly number[], index: number): Promise<Mark[]>
 
 const certs = await writeBenchCertificates(runDir);
 const group = new ProcessGroup(runDir);
-let output = '';
 try {
   const targetTool = nodeTool('target.ts', []);
   const target = await group.start('target', targetTool.command, targetTool.args);
@@ -93,7 +92,7 @@ try {
     cpSync(path.join(marksDir, `${pair.client.pid}.heapprofile`), path.join(values['heap-profile'], 'client.heapprofile'));
     cpSync(path.join(marksDir, `${pair.server.pid}.heapprofile`), path.join(values['heap-profile'], 'server.heapprofile'));
   }
-  output = [
+  process.stdout.write([
     '',
     `V8 heap allocation per 1 KiB request and answer, closed loop, ${roundTrips} sequential round trips per connection; load average ${loadavg()[0]!.toFixed(1)} at the end`,
     '',
@@ -101,9 +100,8 @@ try {
     '|---|---:|---:|---:|---:|',
     ...rows,
     '',
-  ].join('\n');
+  ].join('\n'));
 } finally {
   await group.stopAll();
   rmSync(runDir, { recursive: true, force: true });
 }
-process.stdout.write(output);

@@ -75,9 +75,11 @@ export interface DirectWriteStats {
   writesAtOnce: number;
   writesInFlight: number;
   writesFailed: number;
+  /** Writes in flight now (their completion not yet run): at rest, zero; a write whose completion never ran stays here. */
+  writesPending: number;
 }
 
-const stats: DirectWriteStats = { writesAtOnce: 0, writesInFlight: 0, writesFailed: 0 };
+const stats: DirectWriteStats = { writesAtOnce: 0, writesInFlight: 0, writesFailed: 0, writesPending: 0 };
 
 /** A copy of this thread's direct write counts. */
 export function directWriteStats(): DirectWriteStats {
@@ -168,6 +170,7 @@ export class DirectWriter {
       return WRITE_DONE;
     }
     stats.writesInFlight++;
+    stats.writesPending++;
     this.#busy = true;
     const request = this.#requests[this.#next]!;
     request.buffers = buffers;
@@ -178,6 +181,7 @@ export class DirectWriter {
 
   // Node calls this (as the request's `oncomplete`) once the write in flight has completed or failed.
   readonly #onComplete = (status: number): void => {
+    stats.writesPending--;
     this.#busy = false;
     this.#requests[this.#next ^ 1]!.buffers = undefined;
     if (status < 0) {

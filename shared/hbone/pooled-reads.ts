@@ -302,7 +302,7 @@ export class SharedReadBuffer {
 
   /** Keeps the buffer out of the pool until the matching `release`. */
   hold(): void {
-    this.#holds++;
+    if (this.#holds++ === 0) sharedStats.heldBuffers++;
   }
 
   /**
@@ -310,10 +310,31 @@ export class SharedReadBuffer {
    * failed, and whoever failed may still hold it) the buffer is never reused.
    */
   release(error?: Error | null): void {
-    if (error) this.#dropped = true;
-    if (--this.#holds > 0 || this.#dropped) return;
-    giveBackShared(this);
+    if (error && !this.#dropped) {
+      this.#dropped = true;
+      sharedStats.droppedBuffers++;
+    }
+    if (--this.#holds > 0) return;
+    sharedStats.heldBuffers--;
+    if (!this.#dropped) giveBackShared(this);
   }
+}
+
+/**
+ * This thread's shared read buffers with holders now (pieces handed on and not yet released: at rest, with no read
+ * running and every write completed, none), and those dropped for good because a write that carried a piece of
+ * them failed. Tests read them to see that every hold came back, whatever happened to the sockets.
+ */
+export interface SharedReadStats {
+  heldBuffers: number;
+  droppedBuffers: number;
+}
+
+const sharedStats: SharedReadStats = { heldBuffers: 0, droppedBuffers: 0 };
+
+/** A copy of this thread's shared read buffer counts. */
+export function sharedReadStats(): SharedReadStats {
+  return { ...sharedStats };
 }
 
 const freeSharedRecord: SharedReadBuffer[] = [];
