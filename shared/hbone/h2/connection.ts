@@ -317,7 +317,7 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
     this.role = options.role;
     this.#copyingWrites = socket instanceof TLSSocket;
     this.#nested = socket instanceof H2StreamTransport;
-    this.#direct = this.#copyingWrites ? DirectWriter.attach(socket as TLSSocket, this.#onDirectWritten) : undefined;
+    this.#direct = this.#copyingWrites ? DirectWriter.attach(socket as TLSSocket, this.#onDirectWritten, { completionOnDemand: true }) : undefined;
     this.#streamWindow = options.streamWindowBytes ?? DEFAULT_STREAM_WINDOW_BYTES;
     this.#connectionWindow = options.connectionWindowBytes ?? DEFAULT_CONNECTION_WINDOW_BYTES;
     this.#maxConcurrentStreams = options.maxConcurrentStreams ?? DEFAULT_SERVER_MAX_CONCURRENT_STREAMS;
