@@ -34,10 +34,12 @@ export const WRITE_FAILED = 2;
 export type DirectWriteResult = typeof WRITE_DONE | typeof WRITE_PENDING | typeof WRITE_FAILED;
 
 interface WriteRequest {
-  oncomplete: ((status: number) => void) | undefined;
+  oncomplete?: (status: number) => void;
   handle: unknown;
   /** The buffers of the write in flight: the handle reads them until it completes (a TCP write the kernel did not take). */
   buffers: Buffer | Buffer[] | undefined;
+  /** The native write's async id while one is attached to this object (in flight), -1 once it has completed. */
+  getAsyncId(): number;
 }
 
 interface StreamHandle {
@@ -64,6 +66,20 @@ function nodeStreamWrap(): StreamWrapBinding | undefined {
 
 const streamWrap = process.env.AMBIT_HBONE_STREAM_WRITES === '1' ? undefined : nodeStreamWrap();
 
+/**
+ * Completions on demand (`attach`'s `completionOnDemand`): Node enters JavaScript for a finished write only when its
+ * request object has an `oncomplete` property (stream_base.cc, ReportWritesToJSStreamListener::OnStreamAfterReqFinished:
+ * `req_wrap_obj->Has(oncomplete)`), and a request object's `getAsyncId()` is the native write's id while one is
+ * attached to it, -1 once it completed and was detached. So a writer whose writes complete in C++ on their own (a
+ * TLS write: encrypted before the call returns, completed from a native immediate) can leave `oncomplete` off and,
+ * when it wants to write again, ask the request of its last write whether it is still attached: not attached, the
+ * socket is free; attached, `oncomplete` is set on it then, and the owner waits for that one call. A relay end at one
+ * request per wake-up saves one of its three C++ -> JS callbacks per request. AMBIT_HBONE_WRITE_COMPLETIONS=1 keeps
+ * a completion callback on every write (the behaviour before), as does a Node whose request objects lack `getAsyncId`.
+ */
+const completionsOnDemand = process.env.AMBIT_HBONE_WRITE_COMPLETIONS !== '1'
+  && streamWrap !== undefined && typeof (new streamWrap.WriteWrap() as Partial<WriteRequest>).getAsyncId === 'function';
+
 /** Which way the data path writes sockets in this process: 'handle' (this file) or 'stream' (`socket.write`). */
 export const socketWriteMode: 'handle' | 'stream' = streamWrap ? 'handle' : 'stream';
 
@@ -75,9 +91,14 @@ export interface DirectWriteStats {
   writesAtOnce: number;
   writesInFlight: number;
   writesFailed: number;
+  /**
+   * Writes whose completion callback is awaited now: at rest, zero; a completion that never ran stays here. (A write
+   * completed in C++ with nobody waiting for it, see completionsOnDemand, is not counted.)
+   */
+  writesPending: number;
 }
 
-const stats: DirectWriteStats = { writesAtOnce: 0, writesInFlight: 0, writesFailed: 0 };
+const stats: DirectWriteStats = { writesAtOnce: 0, writesInFlight: 0, writesFailed: 0, writesPending: 0 };
 
 /** A copy of this thread's direct write counts. */
 export function directWriteStats(): DirectWriteStats {
@@ -108,27 +129,51 @@ export class DirectWriter {
   readonly #state: Int32Array;
   readonly #asyncSlot: number;
   readonly #onWritten: WrittenCallback;
+  /** A write may be in flight (on demand: not yet seen detached), its request `#requests[#next ^ 1]`. */
   #busy = false;
+  /** Completions on demand (completionsOnDemand): no `oncomplete` unless the owner waits for one. */
+  readonly #onDemand: boolean;
 
-  /** A writer for `socket`, or undefined where this Node offers no handle writes (or they are switched off). */
-  static attach(socket: net.Socket, onWritten: WrittenCallback): DirectWriter | undefined {
+  /**
+   * A writer for `socket`, or undefined where this Node offers no handle writes (or they are switched off). With
+   * `completionOnDemand` (for sockets whose writes never hold the caller's buffers past the call: TLS), a write's
+   * completion runs no JavaScript unless the owner asked `busy` while it was in flight (see completionsOnDemand).
+   */
+  static attach(socket: net.Socket, onWritten: WrittenCallback, options: { completionOnDemand?: boolean } = {}): DirectWriter | undefined {
     if (streamWrap === undefined) return undefined;
-    return new DirectWriter(socket, streamWrap, onWritten);
+    return new DirectWriter(socket, streamWrap, onWritten, options.completionOnDemand === true && completionsOnDemand);
   }
 
-  private constructor(socket: net.Socket, binding: StreamWrapBinding, onWritten: WrittenCallback) {
+  private constructor(socket: net.Socket, binding: StreamWrapBinding, onWritten: WrittenCallback, onDemand: boolean) {
     this.#socket = socket;
     this.#requests = [new binding.WriteWrap(), new binding.WriteWrap()];
-    this.#requests[0].oncomplete = this.#onComplete;
-    this.#requests[1].oncomplete = this.#onComplete;
+    this.#onDemand = onDemand;
+    if (!onDemand) {
+      this.#requests[0].oncomplete = this.#onComplete;
+      this.#requests[1].oncomplete = this.#onComplete;
+    }
     this.#state = binding.streamBaseState;
     this.#asyncSlot = binding.kLastWriteWasAsync;
     this.#onWritten = onWritten;
   }
 
-  /** A write is in flight: the owner must gather, and write from `onWritten`. */
+  /**
+   * A write is in flight: the owner must gather, and write from `onWritten`. On demand, asking is what makes the
+   * completion call `onWritten`: a write seen detached is over (the socket is free), one still attached gets its
+   * `oncomplete` now.
+   */
   get busy(): boolean {
-    return this.#busy;
+    if (!this.#busy || !this.#onDemand) return this.#busy;
+    const request = this.#requests[this.#next ^ 1]!;
+    if (request.getAsyncId() === -1) {
+      this.#busy = false;
+      return false;
+    }
+    if (request.oncomplete === undefined) {
+      request.oncomplete = this.#onComplete;
+      stats.writesPending++;
+    }
+    return true;
   }
 
   /**
@@ -137,7 +182,7 @@ export class DirectWriter {
    */
   ready(): boolean {
     const socket = this.#socket;
-    return !this.#busy && !socket.connecting && !socket.destroyed && socket.writableLength === 0 && !socket.writableCorked
+    return !this.busy && !socket.connecting && !socket.destroyed && socket.writableLength === 0 && !socket.writableCorked
       && (socket as unknown as { _handle: unknown })._handle != null;
   }
 
@@ -170,6 +215,12 @@ export class DirectWriter {
     stats.writesInFlight++;
     this.#busy = true;
     const request = this.#requests[this.#next]!;
+    if (this.#onDemand) {
+      // Nothing of the caller's is held (TLS encrypted it), and nobody waits yet: no oncomplete (see busy).
+      this.#next ^= 1;
+      return WRITE_PENDING;
+    }
+    stats.writesPending++;
     request.buffers = buffers;
     // This request stays attached until its completion has returned: the next write takes the other one.
     this.#next ^= 1;
@@ -178,8 +229,12 @@ export class DirectWriter {
 
   // Node calls this (as the request's `oncomplete`) once the write in flight has completed or failed.
   readonly #onComplete = (status: number): void => {
+    stats.writesPending--;
     this.#busy = false;
-    this.#requests[this.#next ^ 1]!.buffers = undefined;
+    const request = this.#requests[this.#next ^ 1]!;
+    request.buffers = undefined;
+    // On demand, the next completion of this object runs no JavaScript unless someone waits for it again.
+    if (this.#onDemand) delete request.oncomplete;
     if (status < 0) {
       const error = writeError(status);
       if (!this.#socket.destroyed) this.#socket.destroy(error);

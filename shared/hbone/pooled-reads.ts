@@ -34,6 +34,7 @@
  * shared reader's large buffers are RECORD_READ_BYTES, not 64 KiB.
  */
 import type net from 'node:net';
+import { emptyList } from './lists.ts';
 import { runReadTurn } from './read-turn.ts';
 
 export const SMALL_READ_BYTES = 4 * 1024;
@@ -48,21 +49,43 @@ const MAX_FREE_SMALL = 256;
 const MAX_FREE_SHARED_RECORD = 128;
 const MAX_FREE_SHARED_SMALL = 256;
 
-const freeLarge: Buffer[] = [];
-const freeSmall: Buffer[] = [];
+/**
+ * A pooled read buffer of a `PooledReader` and the last view of it that was handed out: reads of the same size (a
+ * request's size usually repeats) hand out that view again instead of a new one (a `subarray` is a typed array
+ * allocated on the V8 heap: ~100 bytes and a `CreateTypedArray` per read). Safe because the buffer, and so the
+ * view, is handed out again only after its previous chunk was written (`written`).
+ */
+class ReadBuffer {
+  readonly buffer: Buffer;
+  #view: Buffer | undefined;
 
-function takeBuffer(large: boolean): Buffer {
+  constructor(bytes: number) {
+    this.buffer = Buffer.allocUnsafeSlow(bytes);
+  }
+
+  /** `buffer[0, bytes)`. */
+  head(bytes: number): Buffer {
+    const view = this.#view;
+    if (view !== undefined && view.length === bytes) return view;
+    return (this.#view = this.buffer.subarray(0, bytes));
+  }
+}
+
+const freeLarge: ReadBuffer[] = [];
+const freeSmall: ReadBuffer[] = [];
+
+function takeBuffer(large: boolean): ReadBuffer {
   const free = large ? freeLarge.pop() : freeSmall.pop();
   if (free !== undefined) return free;
   stats.buffersAllocated++;
-  return Buffer.allocUnsafeSlow(large ? LARGE_READ_BYTES : SMALL_READ_BYTES);
+  return new ReadBuffer(large ? LARGE_READ_BYTES : SMALL_READ_BYTES);
 }
 
-function giveBack(buffer: Buffer): void {
-  if (buffer.length === LARGE_READ_BYTES) {
-    if (freeLarge.length < MAX_FREE_LARGE) freeLarge.push(buffer);
+function giveBack(read: ReadBuffer): void {
+  if (read.buffer.length === LARGE_READ_BYTES) {
+    if (freeLarge.length < MAX_FREE_LARGE) freeLarge.push(read);
   } else if (freeSmall.length < MAX_FREE_SMALL) {
-    freeSmall.push(buffer);
+    freeSmall.push(read);
   }
 }
 
@@ -175,8 +198,15 @@ export class PooledReader {
   readonly #socket: net.Socket;
   /** The socket's `kBuffer` slot: the buffer its next read goes into. */
   readonly #bufferSlot: symbol;
-  /** Buffers whose chunk was handed out and not yet written, oldest first. */
-  readonly #inFlight: Buffer[] = [];
+  /** The buffer the socket reads into next (it holds it between reads). */
+  #current: ReadBuffer;
+  /**
+   * Buffers whose chunk was handed out and not yet written, oldest first, from `#inFlightHead` on: a queue taken
+   * from the front by index (an array's `shift` trims its backing store, so the next `push` allocated it again:
+   * one allocation per read). Emptied when the last one comes back.
+   */
+  readonly #inFlight: ReadBuffer[] = [];
+  #inFlightHead = 0;
   #nextLarge = false;
 
   /**
@@ -187,16 +217,17 @@ export class PooledReader {
   static attach(socket: net.Socket, sink: ChunkSink): PooledReader | undefined {
     const found = userBufferSwitch(socket);
     if (!found) return undefined;
-    const reader = new PooledReader(sink, socket, found.slots.buffer);
-    switchToUserBuffer(socket, found, takeBuffer(false), reader.#onRead, reader.#nextBuffer);
+    const reader = new PooledReader(sink, socket, found.slots.buffer, takeBuffer(false));
+    switchToUserBuffer(socket, found, reader.#current.buffer, reader.#onRead, reader.#nextBuffer);
     socket.once('close', reader.#onClose);
     return reader;
   }
 
-  private constructor(sink: ChunkSink, socket: net.Socket, bufferSlot: symbol) {
+  private constructor(sink: ChunkSink, socket: net.Socket, bufferSlot: symbol, first: ReadBuffer) {
     this.#sink = sink;
     this.#socket = socket;
     this.#bufferSlot = bufferSlot;
+    this.#current = first;
   }
 
   /**
@@ -204,26 +235,40 @@ export class PooledReader {
    * chunk. Returns the oldest in-flight buffer to the pool (or drops it when the write failed).
    */
   readonly written = (error?: Error | null): void => {
-    const buffer = this.#inFlight.shift();
-    if (buffer !== undefined && !error) giveBack(buffer);
+    const inFlight = this.#inFlight;
+    const head = this.#inFlightHead;
+    if (head >= inFlight.length) return;
+    const read = inFlight[head]!;
+    if (head + 1 === inFlight.length) {
+      this.#inFlightHead = 0;
+      emptyList(inFlight);
+    } else {
+      this.#inFlightHead = head + 1;
+    }
+    if (!error) giveBack(read);
   };
 
-  // Node calls this with the bytes read into `buffer` (from offset 0), then asks #nextBuffer for the next one.
-  readonly #onRead = (bytes: number, buffer: Buffer): boolean => {
-    this.#inFlight.push(buffer);
-    if (bytes === buffer.length) this.#nextLarge = true;
+  // Node calls this with the bytes read into the current buffer (from offset 0), then asks #nextBuffer for the next.
+  readonly #onRead = (bytes: number): boolean => {
+    const read = this.#current;
+    this.#inFlight.push(read);
+    if (bytes === read.buffer.length) this.#nextLarge = true;
     else if (bytes < SMALL_READ_BYTES) this.#nextLarge = false;
-    return runReadTurn(this.#sink, buffer.subarray(0, bytes), undefined);
+    return runReadTurn(this.#sink, read.head(bytes), undefined);
   };
 
-  readonly #nextBuffer = (): Buffer => takeBuffer(this.#nextLarge);
+  readonly #nextBuffer = (): Buffer => {
+    this.#current = takeBuffer(this.#nextLarge);
+    return this.#current.buffer;
+  };
 
   // The handle is closed: the buffer set for its next read was never handed out, so it is free again.
   readonly #onClose = (): void => {
     const slots = this.#socket as unknown as Record<symbol, unknown>;
     const idle = slots[this.#bufferSlot];
     slots[this.#bufferSlot] = null;
-    if (idle instanceof Buffer && !this.#inFlight.includes(idle)) giveBack(idle);
+    const current = this.#current;
+    if (idle === current.buffer && !this.#inFlight.includes(current, this.#inFlightHead)) giveBack(current);
   };
 }
 
@@ -235,14 +280,29 @@ export class SharedReadBuffer {
   readonly buffer: Buffer;
   #holds = 0;
   #dropped = false;
+  /** The last piece view handed out (`piece`) and where it starts: the next read's pieces often repeat it. */
+  #piece: Buffer | undefined;
+  #pieceStart = 0;
 
   constructor(bytes: number) {
     this.buffer = Buffer.allocUnsafeSlow(bytes);
   }
 
+  /**
+   * `buffer[start, end)` as a view: the same object as the last call's when the range repeats (a 1 KiB request's
+   * DATA payload sits at the same place of every read), instead of a typed array allocated per piece. Safe because
+   * the buffer is read into again only once every holder of the pieces of its last read has released them.
+   */
+  piece(start: number, end: number): Buffer {
+    const view = this.#piece;
+    if (view !== undefined && this.#pieceStart === start && view.length === end - start) return view;
+    this.#pieceStart = start;
+    return (this.#piece = this.buffer.subarray(start, end));
+  }
+
   /** Keeps the buffer out of the pool until the matching `release`. */
   hold(): void {
-    this.#holds++;
+    if (this.#holds++ === 0) sharedStats.heldBuffers++;
   }
 
   /**
@@ -250,10 +310,31 @@ export class SharedReadBuffer {
    * failed, and whoever failed may still hold it) the buffer is never reused.
    */
   release(error?: Error | null): void {
-    if (error) this.#dropped = true;
-    if (--this.#holds > 0 || this.#dropped) return;
-    giveBackShared(this);
+    if (error && !this.#dropped) {
+      this.#dropped = true;
+      sharedStats.droppedBuffers++;
+    }
+    if (--this.#holds > 0) return;
+    sharedStats.heldBuffers--;
+    if (!this.#dropped) giveBackShared(this);
   }
+}
+
+/**
+ * This thread's shared read buffers with holders now (pieces handed on and not yet released: at rest, with no read
+ * running and every write completed, none), and those dropped for good because a write that carried a piece of
+ * them failed. Tests read them to see that every hold came back, whatever happened to the sockets.
+ */
+export interface SharedReadStats {
+  heldBuffers: number;
+  droppedBuffers: number;
+}
+
+const sharedStats: SharedReadStats = { heldBuffers: 0, droppedBuffers: 0 };
+
+/** A copy of this thread's shared read buffer counts. */
+export function sharedReadStats(): SharedReadStats {
+  return { ...sharedStats };
 }
 
 const freeSharedRecord: SharedReadBuffer[] = [];
@@ -277,8 +358,11 @@ export function sharedReadBuffers(): { record: number; small: number } {
   return { record: freeSharedRecord.length, small: freeSharedSmall.length };
 }
 
-/** What a shared reader hands its owner: one read's bytes and the buffer they live in (held for the call). */
-export type SharedChunkSink = (chunk: Buffer, shared: SharedReadBuffer) => void;
+/**
+ * What a shared reader hands its owner: one read's bytes, `shared.buffer[0, bytes)` (no view of them is made: the
+ * owner cuts what it keeps with `shared.piece`), and the buffer they live in (held for the call).
+ */
+export type SharedChunkSink = (shared: SharedReadBuffer, bytes: number) => void;
 
 /**
  * Reads a socket (an HTTP/2 connection's TLS socket) into shared pooled buffers, for good: the owner never pauses it
@@ -316,7 +400,7 @@ export class SharedPooledReader {
     else if (bytes < SMALL_READ_BYTES) this.#nextLarge = false;
     shared.hold();
     try {
-      runReadTurn(this.#sink, buffer.subarray(0, bytes), shared);
+      runReadTurn(this.#sink, shared, bytes);
     } finally {
       shared.release();
     }

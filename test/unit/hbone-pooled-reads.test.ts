@@ -111,6 +111,9 @@ test('tunnels backed up at both ends carry every byte intact while the splices r
   // The own layer writes its TLS and TCP sockets through their handles (shared/hbone/direct-writes.ts) unless that is
   // switched off (AMBIT_HBONE_STREAM_WRITES=1): backed up, some writes waited for their completion, the rest of the
   // TCP writes went at once; none failed.
+  // The mode is asserted, not taken as found: on this Node (24) the handles' write binding is there, so a Node that
+  // lost it fails here rather than passing on the public path unnoticed.
+  t.is(socketWriteMode, process.env.AMBIT_HBONE_STREAM_WRITES === '1' ? 'stream' : 'handle', 'the write mode this run asks for');
   const writes = directWriteStats();
   if (socketWriteMode === 'handle' && hboneImplementation() === 'own') {
     t.true(writes.writesInFlight > writesBefore.writesInFlight, `writes completed later: ${JSON.stringify(writes)}`);

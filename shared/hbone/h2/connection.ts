@@ -142,14 +142,30 @@ let sharedSendBuffer: Buffer | undefined;
 /** The last view of it that was written: a tick of the same size reuses it (request and answer sizes repeat). */
 let sharedSendView: Buffer | undefined;
 /**
+ * Stands in a connection's gathered pieces for a DATA frame's header kept as numbers (three per header, in order,
+ * beside the pieces) until the flush: copied into the send buffer, the header is written there directly, and only a
+ * flush that writes the pieces as they are makes a view of a slab for it. A view per frame was a typed array
+ * allocated on the V8 heap (`CreateTypedArray`, ~100 bytes) for every DATA frame sent.
+ */
+const DATA_HEADER_PLACEHOLDER = Buffer.alloc(FRAME_HEADER_BYTES);
+/**
  * Copies a tick's gathered frames (`bytes` in all, at most SEND_BUFFER_BYTES) into the thread's send buffer and
  * returns the view of them: one buffer for TLSWrap to encrypt in place. The view is valid until the next call.
+ * `headers` holds the numbers of the pieces that are DATA_HEADER_PLACEHOLDER (length, type << 8 | flags, stream id).
  */
-function gatheredIntoSendBuffer(out: readonly Buffer[], bytes: number): Buffer {
+function gatheredIntoSendBuffer(out: readonly Buffer[], bytes: number, headers: readonly number[]): Buffer {
   const buffer = (sharedSendBuffer ??= Buffer.allocUnsafeSlow(SEND_BUFFER_BYTES));
   let offset = 0;
+  let header = 0;
   for (let index = 0; index < out.length; index++) {
     const piece = out[index]!;
+    if (piece === DATA_HEADER_PLACEHOLDER) {
+      const typeAndFlags = headers[header + 1]!;
+      writeFrameHeader(buffer, offset, headers[header]!, typeAndFlags >>> 8, typeAndFlags & 0xff, headers[header + 2]!);
+      header += 3;
+      offset += FRAME_HEADER_BYTES;
+      continue;
+    }
     buffer.set(piece, offset);
     offset += piece.length;
   }
@@ -265,6 +281,8 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
   readonly #out: Buffer[] = [];
   /** Beside `#out`, the H2WriteDone of a piece that ends a caller's chunk (undefined for the rest). */
   readonly #outDone: Array<H2WriteDone | undefined> = [];
+  /** The DATA headers among `#out` (DATA_HEADER_PLACEHOLDER), three numbers each: length, type << 8 | flags, stream id. */
+  readonly #outHeaders: number[] = [];
   /** How many of `#outDone` are set: a flush with none skips looking for them. */
   #outDoneCount = 0;
   #outBytes = 0;
@@ -300,7 +318,7 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
     this.role = options.role;
     this.#copyingWrites = socket instanceof TLSSocket;
     this.#nested = socket instanceof H2StreamTransport;
-    this.#direct = this.#copyingWrites ? DirectWriter.attach(socket as TLSSocket, this.#onDirectWritten) : undefined;
+    this.#direct = this.#copyingWrites ? DirectWriter.attach(socket as TLSSocket, this.#onDirectWritten, { completionOnDemand: true }) : undefined;
     this.#streamWindow = options.streamWindowBytes ?? DEFAULT_STREAM_WINDOW_BYTES;
     this.#connectionWindow = options.connectionWindowBytes ?? DEFAULT_CONNECTION_WINDOW_BYTES;
     this.#maxConcurrentStreams = options.maxConcurrentStreams ?? DEFAULT_SERVER_MAX_CONCURRENT_STREAMS;
@@ -357,9 +375,10 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
     socket.on('data', this.#onSocketData);
   }
 
-  readonly #onSharedRead = (chunk: Buffer, shared: SharedReadBuffer): void => {
+  // A pooled read: `shared.buffer[0, bytes)`, parsed in place (no view of the read is made).
+  readonly #onSharedRead = (shared: SharedReadBuffer, bytes: number): void => {
     this.#readBuffer = shared;
-    this.#onSocketData(chunk);
+    this.#receive(shared.buffer, bytes);
     this.#readBuffer = undefined;
   };
 
@@ -453,7 +472,7 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
   sendData(stream: H2Stream, chunk: Buffer | undefined, start: number, endStream: boolean, done?: H2WriteDone): number {
     if (this.#closed) return 0;
     if (chunk === undefined) {
-      this.#write(this.#frameHeader(0, FRAME_DATA, FLAG_END_STREAM, stream.id));
+      this.#writeDataHeader(0, FLAG_END_STREAM, stream.id);
       return 0;
     }
     const end = chunk.length;
@@ -463,7 +482,7 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
       const size = Math.min(end - offset, maxFrame, stream.sendWindow, this.#sendWindow);
       if (size <= 0) break;
       const last = offset + size === end;
-      this.#write(this.#frameHeader(size, FRAME_DATA, last && endStream ? FLAG_END_STREAM : 0, stream.id));
+      this.#writeDataHeader(size, last && endStream ? FLAG_END_STREAM : 0, stream.id);
       this.#write(offset === 0 && last ? chunk : chunk.subarray(offset, offset + size), last ? done : undefined);
       stream.sendWindow -= size;
       this.#sendWindow -= size;
@@ -479,7 +498,7 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
   sendDataPieces(stream: H2Stream, pieces: readonly Buffer[], bytes: number): boolean {
     if (this.#closed) return true;
     if (bytes > this.peerMaxFrameSize || bytes > stream.sendWindow || bytes > this.#sendWindow) return false;
-    this.#write(this.#frameHeader(bytes, FRAME_DATA, 0, stream.id));
+    this.#writeDataHeader(bytes, 0, stream.id);
     for (let index = 0; index < pieces.length; index++) this.#write(pieces[index]!);
     stream.sendWindow -= bytes;
     this.#sendWindow -= bytes;
@@ -550,6 +569,7 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
       // Dropped unsent, H2WriteDones not called: nothing written after this on this connection is sent either.
       emptyList(out);
       emptyList(this.#outDone);
+      emptyList(this.#outHeaders);
       this.#outDoneCount = 0;
       this.#outBytes = 0;
       return;
@@ -579,6 +599,7 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
 
   /** Nested in an outer stream: the gathered frames become that stream's DATA, as they are (stream-transport.ts). */
   #writeNested(transport: H2StreamTransport): void {
+    this.#materializeHeaders();
     transport.writePieces(this.#out, this.#outDone, this.#outDoneCount, this.#outBytes);
     emptyList(this.#out);
     emptyList(this.#outDone);
@@ -593,9 +614,10 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
     const bytes = this.#outBytes;
     this.#outBytes = 0;
     if (out.length === 1) {
+      this.#materializeHeaders();
       socket.write(out[0]!);
     } else {
-      socket.write(gatheredIntoSendBuffer(out, bytes));
+      socket.write(gatheredIntoSendBuffer(out, bytes, this.#outHeaders));
     }
     // TLSWrap encrypted (or copied) the bytes before `write` returned: the pieces are free.
     this.#clearOut();
@@ -614,10 +636,12 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
     this.#outBytes = 0;
     let result;
     if (out.length === 1) {
+      this.#materializeHeaders();
       result = direct.write(out[0]!);
     } else if (bytes <= SEND_BUFFER_BYTES) {
-      result = direct.write(gatheredIntoSendBuffer(out, bytes));
+      result = direct.write(gatheredIntoSendBuffer(out, bytes, this.#outHeaders));
     } else {
+      this.#materializeHeaders();
       result = direct.writev(out.slice());
     }
     if (result === WRITE_FAILED) {
@@ -625,6 +649,7 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
       // to a destroyed socket, the pieces are dropped and their H2WriteDones not called.
       emptyList(out);
       emptyList(this.#outDone);
+      emptyList(this.#outHeaders);
       this.#outDoneCount = 0;
       return;
     }
@@ -646,6 +671,7 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
 
   /** Writes the gathered frames as they are: one buffer, a small concatenation, or a corked writev. */
   #writeGathered(socket: Duplex): void {
+    this.#materializeHeaders();
     const out = this.#out;
     const bytes = this.#outBytes;
     this.#outBytes = 0;
@@ -672,10 +698,11 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
 
   // ---- Writing ----
 
-  #write(buffer: Buffer, done?: H2WriteDone): void {
+  /** Gathers `buffer` for the flush; false when it was dropped (the socket is gone or ended). */
+  #write(buffer: Buffer, done?: H2WriteDone): boolean {
     if (this.#out.length === 0) {
       // Dropped: a done is not called (H2WriteDone), the closing stream's chunks are the last it was given.
-      if (this.socket.destroyed || this.socket.writableEnded) return;
+      if (this.socket.destroyed || this.socket.writableEnded) return false;
       // Nested in an outer stream: gathered for the whole loop turn (the check phase, after every I/O callback of the
       // poll phase and their ticks and promise jobs), so a proxied answer's head, body and trailers, which a proxy
       // writes from different ticks, reach the outer connection together and leave in one TLS write.
@@ -686,6 +713,27 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
     this.#outDone.push(done);
     if (done !== undefined) this.#outDoneCount++;
     this.#outBytes += buffer.length;
+    return true;
+  }
+
+  /** A DATA frame's header, gathered as numbers (DATA_HEADER_PLACEHOLDER). */
+  #writeDataHeader(length: number, flags: number, streamId: number): void {
+    if (this.#write(DATA_HEADER_PLACEHOLDER)) this.#outHeaders.push(length, (FRAME_DATA << 8) | flags, streamId);
+  }
+
+  /** Before the gathered pieces are written as they are: each DATA header placeholder becomes a view of a slab. */
+  #materializeHeaders(): void {
+    const headers = this.#outHeaders;
+    if (headers.length === 0) return;
+    const out = this.#out;
+    let header = 0;
+    for (let index = 0; index < out.length; index++) {
+      if (out[index] !== DATA_HEADER_PLACEHOLDER) continue;
+      const typeAndFlags = headers[header + 1]!;
+      out[index] = this.#frameHeader(headers[header]!, typeAndFlags >>> 8, typeAndFlags & 0xff, headers[header + 2]!);
+      header += 3;
+    }
+    emptyList(headers);
   }
 
   /** Calls the gathered pieces' H2WriteDones (their bytes were copied or encrypted) and empties the gathered list. */
@@ -697,6 +745,7 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
     }
     emptyList(this.#out);
     emptyList(this.#outDone);
+    emptyList(this.#outHeaders);
   }
 
   #frameHeader(length: number, type: number, flags: number, streamId: number): Buffer {
@@ -814,23 +863,29 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
   // ---- Socket events ----
 
   readonly #onSocketData = (chunk: Buffer): void => {
+    this.#receive(chunk, chunk.length);
+  };
+
+  /** The peer's bytes `chunk[0, bytes)`. */
+  #receive(chunk: Buffer, bytes: number): void {
     if (this.#closed) return;
     try {
+      let start = 0;
       if (this.#prefaceLeft > 0) {
-        const take = Math.min(this.#prefaceLeft, chunk.length);
+        const take = Math.min(this.#prefaceLeft, bytes);
         const at = CLIENT_PREFACE.length - this.#prefaceLeft;
         if (chunk.compare(CLIENT_PREFACE, at, at + take, 0, take) !== 0) {
           throw connectionError(H2_PROTOCOL_ERROR, 'the client did not start with the HTTP/2 connection preface');
         }
         this.#prefaceLeft -= take;
-        if (take === chunk.length) return;
-        chunk = chunk.subarray(take);
+        if (take === bytes) return;
+        start = take;
       }
-      this.#reader.push(chunk);
+      this.#reader.push(chunk, start, bytes);
     } catch (error) {
       this.#fail(error);
     }
-  };
+  }
 
   readonly #onSocketDrain = (): void => {
     this.#notifyDrained();
@@ -920,7 +975,9 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
 
   onData(chunk: Buffer, start: number, end: number): void {
     const stream = this.#dataStream;
-    if (stream !== undefined && !stream.closed) stream.deliverData(chunk.subarray(start, end), this.#readBuffer);
+    if (stream === undefined || stream.closed) return;
+    const shared = this.#readBuffer;
+    stream.deliverData(shared === undefined ? chunk.subarray(start, end) : shared.piece(start, end), shared);
   }
 
   onDataEnd(): void {

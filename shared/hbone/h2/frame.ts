@@ -56,7 +56,11 @@ export function writeFrameHeader(target: Buffer, offset: number, length: number,
   target[offset + 2] = length & 0xff;
   target[offset + 3] = type;
   target[offset + 4] = flags;
-  target.writeUInt32BE(streamId, offset + 5);
+  // Byte stores, not writeUInt32BE: its range check allocated in code V8 had not optimized (sampled heap profile).
+  target[offset + 5] = (streamId >>> 24) & 0x7f;
+  target[offset + 6] = (streamId >>> 16) & 0xff;
+  target[offset + 7] = (streamId >>> 8) & 0xff;
+  target[offset + 8] = streamId & 0xff;
 }
 
 /** A whole frame with a payload of `payloadBytes` still to be filled in at offset 9. */
@@ -161,9 +165,10 @@ export class FrameReader {
     this.#state = STATE_STOPPED;
   }
 
-  push(chunk: Buffer): void {
-    let offset = 0;
-    const length = chunk.length;
+  /** Parses `chunk[start, end)` (the whole chunk by default). */
+  push(chunk: Buffer, start = 0, end = chunk.length): void {
+    let offset = start;
+    const length = end;
     while (offset < length) {
       switch (this.#state) {
         case STATE_HEADER: {
@@ -238,8 +243,9 @@ export class FrameReader {
     this.#length = (source[offset]! << 16) | (source[offset + 1]! << 8) | source[offset + 2]!;
     this.#type = source[offset + 3]!;
     this.#flags = source[offset + 4]!;
-    // The reserved bit is ignored on receipt (RFC 9113 4.1).
-    this.#streamId = source.readUInt32BE(offset + 5) & 0x7fffffff;
+    // The reserved bit is ignored on receipt (RFC 9113 4.1). Shifts, not readUInt32BE: its multiplications made
+    // heap numbers in code V8 had not optimized (a sampled heap profile found ~70 bytes per request per end).
+    this.#streamId = ((source[offset + 5]! & 0x7f) << 24) | (source[offset + 6]! << 16) | (source[offset + 7]! << 8) | source[offset + 8]!;
   }
 
   /** Checks the header just parsed and enters the state for its payload. */

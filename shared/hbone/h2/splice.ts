@@ -269,7 +269,12 @@ class H2Splice implements H2StreamHandler {
     for (let index = 0; index < flightShared.length; index++) flightShared[index]?.release(error);
     emptyList(flightShared);
     emptyList(this.#flightChunks);
-    if (error !== undefined) return;
+    if (error !== undefined) {
+      // The socket is destroyed: what was gathered behind the write is dropped unsent, and its holds go with it
+      // (writeTurn on a destroyed socket), or those buffers stayed out of their pool for good.
+      this.writeTurn();
+      return;
+    }
     if (this.#turnChunks.length > 0) this.writeTurn();
     if (this.#direct!.busy) return;
     if (this.#pausedForDirect) {
