@@ -14,12 +14,13 @@
  * Owns: nothing the suites use; a measuring tool. Must not know about: the agent's code.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CpuMeter } from './lib/cpu.ts';
 import { APP_PORT, buildMeshTopology, inPod, startTarget } from './lib/mesh-cluster.ts';
 import { ProcessGroup } from './lib/processes.ts';
+import { callgrindTotals } from './tools/callgrind-totals.ts';
 
 const args = process.argv.slice(2);
 const option = (name: string, fallback: number): number => {
@@ -50,19 +51,6 @@ const stormRate = option('storm', 0);
 const callgrindIndex = args.indexOf('--callgrind');
 const callgrindDir = callgrindIndex >= 0 ? args[callgrindIndex + 1] : undefined;
 
-/** Sums one process's dumps carrying `trigger`: every thread, and thread 1 (the main thread) on its own. */
-function measuredInstructions(directory: string, pid: number, trigger: string): { all: number; main: number } {
-  const counted = { all: 0, main: 0 };
-  for (const file of readdirSync(directory).filter((name) => name.startsWith(`callgrind.${pid}`))) {
-    const text = readFileSync(join(directory, file), 'utf8');
-    if (!text.slice(0, 4000).includes(trigger)) continue;
-    const total = /^(?:summary|totals): (\d+)/m.exec(text);
-    if (!total) continue;
-    counted.all += Number(total[1]);
-    if (/-01$/.test(file)) counted.main += Number(total[1]);
-  }
-  return counted;
-}
 const stormSeconds = option('storm-seconds', 2);
 
 interface GcWindow {
@@ -167,8 +155,8 @@ try {
     for (const pid of [pids.client, pids.server]) execFileSync('callgrind_control', ['-d', trigger, String(pid)], { stdio: 'ignore' });
     for (const pid of [pids.client, pids.server]) execFileSync('callgrind_control', ['-i', 'off', String(pid)], { stdio: 'ignore' });
     await new Promise((resolve) => setTimeout(resolve, 3000));
-    instructions.client = measuredInstructions(callgrindDir, pids.client, trigger);
-    instructions.server = measuredInstructions(callgrindDir, pids.server, trigger);
+    instructions.client = callgrindTotals(callgrindDir, (name) => name.startsWith(`callgrind.${pids.client}`), trigger);
+    instructions.server = callgrindTotals(callgrindDir, (name) => name.startsWith(`callgrind.${pids.server}`), trigger);
   }
   const report: Record<string, unknown> = { count: counted, ...(stormRate > 0 ? { stormRate, stormSeconds } : {}), loadBefore, load: readFileSync('/proc/loadavg', 'utf8').trim() };
   for (const side of ['client', 'server'] as const) {

@@ -26,7 +26,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { loadavg, tmpdir } from 'node:os';
-import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { writeBenchCertificates } from './lib/certs.ts';
@@ -34,6 +34,7 @@ import { startHbonePair, type HboneImplementation } from './lib/hbone-pair.ts';
 import { ProcessGroup, type ManagedProcess, type StartOptions } from './lib/processes.ts';
 import { startStunnelPair } from './lib/stunnel.ts';
 import { nodeTool } from './lib/tools.ts';
+import { callgrindTotals, type CallgrindTotals } from './tools/callgrind-totals.ts';
 
 const { values } = parseArgs({
   options: {
@@ -66,20 +67,9 @@ class CallgrindGroup extends ProcessGroup {
   }
 }
 
-interface Counted { all: number; main: number }
-
-/** Sums the measured dump of one process: every thread, and thread 1 (the main thread) on its own. */
-function measuredInstructions(pid: number, trigger: string): Counted {
-  const counted = { all: 0, main: 0 };
-  for (const file of readdirSync(dumpDir).filter((name) => name.includes(`.${pid}.`) || name.endsWith(`.${pid}`))) {
-    const text = readFileSync(path.join(dumpDir, file), 'utf8');
-    if (!text.slice(0, 4000).includes(trigger)) continue;
-    const total = /^(?:summary|totals): (\d+)/m.exec(text);
-    if (!total) continue;
-    counted.all += Number(total[1]);
-    if (/-01$/.test(file)) counted.main += Number(total[1]);
-  }
-  return counted;
+/** The measured dump of one relay process: callgrind names its files after the pid. */
+function measuredInstructions(pid: number, trigger: string): CallgrindTotals {
+  return callgrindTotals(dumpDir, (name) => name.includes(`.${pid}.`) || name.endsWith(`.${pid}`), trigger);
 }
 
 const certs = await writeBenchCertificates(runDir);

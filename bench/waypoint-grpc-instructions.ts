@@ -50,6 +50,8 @@ import { createWaypoint } from '../runtime/waypoint.ts';
 import { WAYPOINT_NODE_OPTIONS } from '../waypoint/config.ts';
 import { inPod } from './lib/mesh-cluster.ts';
 import { ProcessGroup } from './lib/processes.ts';
+import { callgrindTotals } from './tools/callgrind-totals.ts';
+import { heapProfileTop, markOf, waypointPid } from './tools/waypoint-marks.ts';
 
 const { values } = parseArgs({
   options: {
@@ -85,43 +87,6 @@ async function writeAtomically(file: string, text: string): Promise<void> {
   await rename(`${file}.tmp`, file);
 }
 
-/** The waypoint's process (valgrind's tool under callgrind, node with --plain): the one whose environment names this run's directory. */
-function waypointPid(dumpDir: string): number {
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const cmdline = readFileSync(`/proc/${entry}/cmdline`, 'utf8');
-      if (cmdline.includes('waypoint/main.ts') && readFileSync(`/proc/${entry}/environ`, 'utf8').includes(`AMBIT_GRPC_INSTR_DIR=${dumpDir}\0`) && readFileSync(`/proc/${entry}/comm`, 'utf8').trim() !== 'ip') return Number(entry);
-    } catch {
-      // gone meanwhile
-    }
-  }
-  throw new Error(`the waypoint process writing to ${dumpDir} was not found`);
-}
-
-interface Mark {
-  gcs: Record<string, number>;
-  allocatedBytes?: number;
-}
-
-/** Asks the preload for a mark (a minor GC, then its counts) and reads it. */
-async function markOf(pid: number, dumpDir: string, index: number): Promise<Mark> {
-  process.kill(pid, 'SIGUSR2');
-  const file = join(dumpDir, `mark-${index}.json`);
-  // Read until whole: the file can be seen between its creation and the end of its write.
-  for (let waited = 0; ; waited += 200) {
-    if (existsSync(file)) {
-      try {
-        return JSON.parse(readFileSync(file, 'utf8')) as Mark;
-      } catch {
-        // not written whole yet
-      }
-    }
-    if (waited > 120_000) throw new Error(`the waypoint wrote no ${file} in 120 s`);
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
-}
-
 /**
  * Inclusive instructions of the main thread's dump in the native memory release, in V8's collections, and in the
  * preload's GC profiler (node's v8_utils Before/AfterGCCallback: heap statistics written as JSON at every GC, about
@@ -143,25 +108,6 @@ function mainThreadParts(file: string): { nativeRelease: number; gc: number; gcP
 
 /** The plain run's early way out of the measurement block (its rows are written). */
 class Done extends Error {}
-
-/** V8's sampling heap profile of the window: self bytes per call by function (and script), the top 25. */
-function heapProfileTop(file: string, calls: number): string[] {
-  interface Node { callFrame: { functionName: string; url: string; lineNumber: number }; selfSize: number; children: Node[] }
-  const profile = JSON.parse(readFileSync(file, 'utf8')) as { head: Node };
-  const bySite = new Map<string, number>();
-  let total = 0;
-  const visit = (node: Node): void => {
-    const frame = node.callFrame;
-    const site = `${frame.functionName || '(anonymous)'} ${path.basename(frame.url)}:${frame.lineNumber + 1}`;
-    bySite.set(site, (bySite.get(site) ?? 0) + node.selfSize);
-    total += node.selfSize;
-    for (const child of node.children) visit(child);
-  };
-  visit(profile.head);
-  const top = [...bySite].sort((a, b) => b[1] - a[1]).slice(0, 25);
-  return [`Sampled allocations, ${(total / calls).toFixed(0)} bytes per call; self bytes per call by function:`, '', '| bytes per call | share | function |', '|---:|---:|---|',
-    ...top.map(([site, bytes]) => `| ${(bytes / calls).toFixed(0)} | ${((100 * bytes) / total).toFixed(1)} % | ${site} |`)];
-}
 
 /** strace attached to every thread of `pid`, its reads, writes and loop waits written to `file`. */
 function startStrace(pid: number, file: string): { stop(): Promise<void> } {
@@ -278,7 +224,7 @@ try {
       const gcs = Object.keys(after.gcs).map((kind) => `${kind} ${after.gcs[kind]! - (before.gcs[kind] ?? 0) - (kind === 'minor' ? 1 : 0)}`).join(', ');
       rows.push(`| ${values.main ?? 'this tree'} | ${completed} (${failedMeasured} failed) at ${values.rate}/s | ${((after.allocatedBytes ?? 0) / completed / 1024).toFixed(1)} KiB allocated per call | GCs ${gcs} |`);
       const heapFile = join(dumpDir, 'window.heapprofile');
-      if (existsSync(heapFile)) rows.push('', ...heapProfileTop(heapFile, completed));
+      if (existsSync(heapFile)) rows.push('', ...heapProfileTop(heapFile, completed, 'call', 25));
       if (tracer) rows.push('', ...syscallsPerCall(join(dumpDir, 'strace.txt'), completed, ports));
       if (values.json) appendFileSync(values.json, `${JSON.stringify({ at: new Date().toISOString(), mode: 'plain', tree: values.main ?? 'this tree', rate: Number(values.rate), calls: completed, failed: failedMeasured, load: loadavg()[0], allocatedBytes: (after.allocatedBytes ?? 0) / completed, gcs })}\n`);
       log(rows.join('\n'));
@@ -302,20 +248,7 @@ try {
     execFileSync('callgrind_control', ['-i', 'off', String(pid)], { stdio: 'ignore' });
     const after = await markOf(pid, dumpDir, 1);
     await new Promise((resolve) => setTimeout(resolve, 3_000));
-    let all = 0;
-    let main = 0;
-    let mainFile = '';
-    for (const file of readdirSync(dumpDir).filter((name) => name.includes(`.${pid}`))) {
-      const text = readFileSync(join(dumpDir, file), 'utf8');
-      if (!text.slice(0, 4000).includes(trigger)) continue;
-      const total = /^(?:summary|totals): (\d+)/m.exec(text);
-      if (!total) continue;
-      all += Number(total[1]);
-      if (/-01$/.test(file)) {
-        main += Number(total[1]);
-        mainFile = join(dumpDir, file);
-      }
-    }
+    const { all, main, mainFile } = callgrindTotals(dumpDir, (name) => name.includes(`.${pid}`), trigger);
     const parts = mainThreadParts(mainFile);
     const perCall = (count: number): string => (count / completed / 1000).toFixed(1);
     const gcs = Object.keys(after.gcs).map((kind) => `${kind} ${after.gcs[kind]! - (before.gcs[kind] ?? 0) - (kind === 'minor' ? 1 : 0)}`).join(', ');

@@ -21,7 +21,7 @@
  *
  * Owns: this measurement. Must not know about: how the waypoint works.
  */
-import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { loadavg } from 'node:os';
 import path, { join } from 'node:path';
@@ -32,6 +32,7 @@ import { createWaypoint } from '../runtime/waypoint.ts';
 import { WAYPOINT_NODE_OPTIONS } from '../waypoint/config.ts';
 import { inPod } from './lib/mesh-cluster.ts';
 import { ProcessGroup } from './lib/processes.ts';
+import { heapProfileTop, markOf, waypointPid } from './tools/waypoint-marks.ts';
 
 const { values } = parseArgs({
   options: {
@@ -61,60 +62,6 @@ async function writeAtomically(file: string, text: string): Promise<void> {
   await mkdir(path.dirname(file), { recursive: true });
   await writeFile(`${file}.tmp`, text);
   await rename(`${file}.tmp`, file);
-}
-
-/** The waypoint's node process: the one whose environment names this run's mark directory. */
-function waypointPid(markDir: string): number {
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      if (readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes('waypoint/main.ts') && readFileSync(`/proc/${entry}/environ`, 'utf8').includes(`AMBIT_GRPC_INSTR_DIR=${markDir}\0`) && readFileSync(`/proc/${entry}/comm`, 'utf8').trim() !== 'ip') return Number(entry);
-    } catch {
-      // gone meanwhile
-    }
-  }
-  throw new Error(`the waypoint process marking into ${markDir} was not found`);
-}
-
-interface Mark {
-  gcs: Record<string, number>;
-  allocatedBytes?: number;
-}
-
-/** Asks the preload for a mark and reads it once written whole. */
-async function markOf(pid: number, markDir: string, index: number): Promise<Mark> {
-  process.kill(pid, 'SIGUSR2');
-  const file = join(markDir, `mark-${index}.json`);
-  for (let waited = 0; waited < 60_000; waited += 200) {
-    if (existsSync(file)) {
-      try {
-        return JSON.parse(readFileSync(file, 'utf8')) as Mark;
-      } catch {
-        // not written whole yet
-      }
-    }
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
-  throw new Error(`the waypoint wrote no ${file} in 60 s`);
-}
-
-/** V8's sampling heap profile of the window: self bytes per request by function (and script), the top 30. */
-function heapProfileTop(file: string, requests: number): string[] {
-  interface Node { callFrame: { functionName: string; url: string; lineNumber: number }; selfSize: number; children: Node[] }
-  const profile = JSON.parse(readFileSync(file, 'utf8')) as { head: Node };
-  const bySite = new Map<string, number>();
-  let total = 0;
-  const visit = (node: Node): void => {
-    const frame = node.callFrame;
-    const site = `${frame.functionName || '(anonymous)'} ${path.basename(frame.url)}:${frame.lineNumber + 1}`;
-    bySite.set(site, (bySite.get(site) ?? 0) + node.selfSize);
-    total += node.selfSize;
-    for (const child of node.children) visit(child);
-  };
-  visit(profile.head);
-  const top = [...bySite].sort((a, b) => b[1] - a[1]).slice(0, 30);
-  return [`Sampled allocations, ${(total / requests).toFixed(0)} bytes per request; self bytes per request by function:`, '', '| bytes per request | share | function |', '|---:|---:|---|',
-    ...top.map(([site, bytes]) => `| ${(bytes / requests).toFixed(0)} | ${((100 * bytes) / total).toFixed(1)} % | ${site} |`)];
 }
 
 let mesh: LocalMesh | undefined;
@@ -180,7 +127,7 @@ try {
         ...Object.keys(second).sort().map((type) => `| ${type} | ${((second[type]! - (first[type] ?? 0)) / completed).toFixed(2)} |`));
     }
     const heapFile = join(markDir, 'window.heapprofile');
-    if (existsSync(heapFile)) rows.push('', ...heapProfileTop(heapFile, completed));
+    if (existsSync(heapFile)) rows.push('', ...heapProfileTop(heapFile, completed, 'request', 30));
     if (values.json) appendFileSync(values.json, `${JSON.stringify({ at: new Date().toISOString(), tree: values.main ?? 'this tree', rate: Number(values.rate), requests: completed, failed: failedMeasured, load: loadavg()[0], allocatedBytes: perRequest, gcs })}\n`);
   } finally {
     await processes.stopAll();

@@ -40,6 +40,7 @@ import { inPod } from './lib/mesh-cluster.ts';
 import { ProcessGroup, RUN_DIR_PREFIX } from './lib/processes.ts';
 import type { LatencySummary } from './lib/stats.ts';
 import { CpuMeter } from './lib/cpu.ts';
+import { callgrindTotals, type CallgrindTotals } from './tools/callgrind-totals.ts';
 import { buildTopology, formatMemory, VIPS, waypointMemory, type Topology } from './suites/waypoint.ts';
 
 const { values } = parseArgs({
@@ -75,23 +76,9 @@ if (!profileDir) process.env.AMBIT_BENCH_WAYPOINT_READY_MS ??= '300000';
 if (profileDir) mkdirSync(profileDir, { recursive: true });
 const log = (message: string): void => void process.stderr.write(`[${new Date().toISOString().slice(11, 19)}] ${message}\n`);
 
-/** Sums the dump files of `pid` that the dump named `trigger` wrote: every thread, and thread 1 (the main thread). */
-function measuredInstructions(pid: number, trigger: string): { all: number; main: number; threads: number[]; mainFile: string } {
-  const counted = { all: 0, main: 0, threads: [] as number[], mainFile: '' };
-  for (const file of readdirSync(dumpDir).filter((name) => name.startsWith(`callgrind.${pid}`))) {
-    const text = readFileSync(path.join(dumpDir, file), 'utf8');
-    if (!text.slice(0, 4000).includes(trigger)) continue;
-    const total = /^(?:summary|totals): (\d+)/m.exec(text);
-    if (!total) continue;
-    counted.all += Number(total[1]);
-    if (/-01$/.test(file)) {
-      counted.main += Number(total[1]);
-      counted.mainFile = path.join(dumpDir, file);
-    }
-    const thread = /-(\d+)$/.exec(file);
-    if (thread) counted.threads[Number(thread[1])] = Number(total[1]);
-  }
-  return counted;
+/** The measured dump files of the waypoint (`pid`): every thread, and thread 1 (the main thread). */
+function measuredInstructions(pid: number, trigger: string): CallgrindTotals {
+  return callgrindTotals(dumpDir, (name) => name.startsWith(`callgrind.${pid}`), trigger);
 }
 
 /**
