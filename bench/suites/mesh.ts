@@ -133,6 +133,16 @@ function withRateOverride(sizes: Sizes): Sizes {
   return rates && rates.length > 0 ? { ...sizes, connectRates: rates, connectSeconds: FULL.connectSeconds, connectGraceMs: FULL.connectGraceMs } : sizes;
 }
 
+/**
+ * AMBIT_BENCH_MESH_FOCUS=1: the full sizes' request rounds and connection-rate steps only (no throughput, no
+ * one-at-a-time connects, no access-log run, no 2-thread topology, 5 s instead of 60 after the storms): about 3
+ * minutes, for A/B runs of two trees on the rows that decide issue 14's CPU, latency and storm goals.
+ */
+function withFocus(sizes: Sizes): Sizes {
+  if (process.env.AMBIT_BENCH_MESH_FOCUS !== '1') return sizes;
+  return { ...sizes, throughputRuns: 0, sequentialConnects: 0, infoConnectRate: undefined, twoThreads: false, afterStormSeconds: 5 };
+}
+
 /** `mesh2`: the same mesh with AMBIT_WORKER_THREADS=2 in both agents, measured after the others on a topology of its own. */
 export type PathKey = 'direct' | 'stunnel' | 'mesh' | 'mesh2';
 const KEYS: PathKey[] = ['direct', 'stunnel', 'mesh', 'mesh2'];
@@ -240,7 +250,7 @@ async function run(outer: SuiteContext): Promise<SuiteResult> {
   const began = Date.now();
   // Progress lines carry the time into the suite: where the minutes go is part of what a reader wants to know.
   const context: SuiteContext = { ...outer, log: (message) => outer.log(`[${((Date.now() - began) / 1000).toFixed(0).padStart(3)} s] ${message}`) };
-  const sizes = withRateOverride(context.quick ? QUICK : FULL);
+  const sizes = withFocus(withRateOverride(context.quick ? QUICK : FULL));
   const { processes } = context;
   if (process.getuid?.() !== 0 || !existsSync(join(REFERENCE_PLUGINS_DIR, 'bridge'))) {
     throw new Error(`the mesh suite builds network namespaces with the reference CNI plugins: it needs root and ${REFERENCE_PLUGINS_DIR}/bridge (Debian's containernetworking-plugins)`);
@@ -446,7 +456,7 @@ async function measure(context: SuiteContext, sizes: Sizes, topology: MeshTopolo
       });
     }
   }
-  for (const path of paths) {
+  for (const path of sizes.sequentialConnects > 0 ? paths : []) {
     await attempt(path, 'new connections one at a time', async () => {
       const result = await sequential(path, sizes.sequentialConnects);
       figures[path.key].sequential = result;
