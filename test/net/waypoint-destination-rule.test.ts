@@ -158,7 +158,7 @@ test.serial('connectionPool: one connection and one pending request; the rest is
 
 test.serial('outlierDetection: an endpoint answering 503 is ejected, then brought back once it answers again', async (t) => {
   await applyRule(
-    { loadBalancer: { simple: 'ROUND_ROBIN' }, outlierDetection: { consecutive5xxErrors: 2, interval: '1s', baseEjectionTime: '10s', maxEjectionPercent: 100 } },
+    { loadBalancer: { simple: 'ROUND_ROBIN' }, outlierDetection: { consecutive5xxErrors: 2, interval: '1s', baseEjectionTime: '20s', maxEjectionPercent: 100 } },
     (policy) => policy.outlierDetection !== undefined,
   );
   const failFile = path.join(failDir, 'fail-web-b');
@@ -167,15 +167,17 @@ test.serial('outlierDetection: an endpoint answering 503 is ejected, then brough
   // Istio's default retry policy (2 retries on 503, another host preferred) hides web-b's two 503s from the client:
   // every request is answered by web-a, and outlier detection still heard both tries that web-b failed.
   t.true(failing.every((result) => result.status === 200 && served(result) === 'web-a'), JSON.stringify(failing.filter((result) => result.status !== 200 || served(result) !== 'web-a')));
-  const dump = await destinationDump();
-  // One ejection on a quiet machine; on a loaded one the 30 requests can outlast the 10 s and eject web-b again.
+  // Read at once: the ejection lasts 20 s (10 s was outlasted by the 30 requests at load 30 before these reads).
+  const [dump, metrics] = await Promise.all([destinationDump(), fromWaypoint('http://127.0.0.1:15020/metrics')]);
+  // One ejection on a quiet machine; on a loaded one the 30 requests can outlast the 20 s and eject web-b again.
   t.is(dump.traffic[WEB_KEY]?.ejected.length, 1, JSON.stringify(dump.traffic));
   t.true((dump.traffic[WEB_KEY]?.ejected[0]?.ejections ?? 0) >= 1, JSON.stringify(dump.traffic));
   t.true(dump.traffic[WEB_KEY]?.ejected[0]?.endpoint.endsWith('web-b'));
-  t.regex(await fromWaypoint('http://127.0.0.1:15020/metrics'), /envoy_cluster_outlier_detection_ejections_active\{cluster_name="shop\/web.shop.svc.cluster.local"\} 1/);
+  t.regex(metrics, /envoy_cluster_outlier_detection_ejections_active\{cluster_name="shop\/web.shop.svc.cluster.local"\} 1/);
+  t.regex(metrics, /envoy_cluster_outlier_detection_ejections_enforced_total\{cluster_name="shop\/web.shop.svc.cluster.local"\} [1-9]/);
   await rm(failFile);
-  // The signal: the waypoint itself says the ejection is over (10 s plus up to one 1 s sweep).
-  await until('web-b back in', async () => ((await destinationDump()).traffic[WEB_KEY]?.ejected.length ?? 1) === 0, 30_000);
+  // The signal: the waypoint itself says the ejection is over (20 s plus up to one 1 s sweep).
+  await until('web-b back in', async () => ((await destinationDump()).traffic[WEB_KEY]?.ejected.length ?? 1) === 0, 45_000);
   const back = await httpRequests([{ path: '/', repeat: 10 }]);
   t.true(back.every((result) => result.status === 200), JSON.stringify(back.filter((result) => result.status !== 200)));
   t.deepEqual([...new Set(back.map(served))].sort(), ['web-a', 'web-b']);
