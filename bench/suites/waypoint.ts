@@ -138,6 +138,10 @@ interface RateStep {
 /** The load tool's warm-up requests (http-load's default), which fall inside a step's CPU reading. */
 const STEP_WARMUP_REQUESTS = 200;
 
+function difference(a: number | undefined, b: number | undefined): number | undefined {
+  return a === undefined || b === undefined ? undefined : a - b;
+}
+
 function hopCpuPerRequest(seconds: number | undefined, rate: number, stepSeconds: number): number | undefined {
   return seconds === undefined ? undefined : (seconds * 1e6) / (rate * stepSeconds + STEP_WARMUP_REQUESTS);
 }
@@ -145,6 +149,8 @@ function hopCpuPerRequest(seconds: number | undefined, rate: number, stepSeconds
 interface PathRun extends LoadResult {
   /** CPU seconds of the L7 hop (waypoint or haproxy) during the run. */
   hopCpu?: number;
+  /** The kernel's part of hopCpu (system time): TLS records' sends, loopback and veth delivery. */
+  hopSystemCpu?: number;
   requests: number;
 }
 
@@ -243,10 +249,12 @@ async function run(outer: SuiteContext): Promise<SuiteResult> {
           const label = `${PROTOCOL_LABELS[protocol]} ${LABELS[name]}`;
           try {
             const meter = target.hopPid !== undefined ? new CpuMeter({ hop: target.hopPid }).start() : undefined;
+            const systemMeter = target.hopPid !== undefined ? new CpuMeter({ hop: target.hopPid }, 'system').start() : undefined;
             const { tool, connections } = tools[protocol];
             const result = await load(target.pod, label, ['--host', target.host, '--port', String(target.port), '--rate', '1000', '--duration', String(sizes.seconds), '--connections', connections, '--size', '1024', ...(target.extra ?? [])], tool);
             const hopCpu = meter?.stop().hop;
-            runs[protocol][name].push({ ...result, requests: 1000 * sizes.seconds, ...(hopCpu !== undefined ? { hopCpu } : {}) });
+            const hopSystemCpu = systemMeter?.stop().hop;
+            runs[protocol][name].push({ ...result, requests: 1000 * sizes.seconds, ...(hopCpu !== undefined ? { hopCpu } : {}), ...(hopSystemCpu !== undefined ? { hopSystemCpu } : {}) });
             context.log(`round ${round + 1} ${label}: p50 ${formatNumber(result.p50)} µs, p99 ${formatNumber(result.p99)} µs, ${formatNumber(result.requestsPerSecond)}/s, failed ${result.failed}${hopCpu !== undefined ? `, hop CPU ${formatNumber(hopCpu * 1000)} ms` : ''}`);
           } catch (error) {
             const message = `${label}: ${((error as Error).message ?? String(error)).split('\n')[0]}`;
@@ -581,6 +589,9 @@ function protocolResult(protocol: Protocol, sizes: Sizes, runs: Record<PathName,
   const cpuPerThousand = (name: PathName) => med(name, (entry) => (entry.hopCpu === undefined ? undefined : (entry.hopCpu * 1000 * 1000) / entry.requests));
   const waypointCpu = cpuPerThousand('waypoint');
   const haproxyCpu = cpuPerThousand('haproxy');
+  const systemPerThousand = (name: PathName) => med(name, (entry) => (entry.hopSystemCpu === undefined ? undefined : (entry.hopSystemCpu * 1000 * 1000) / entry.requests));
+  const waypointSystem = systemPerThousand('waypoint');
+  const haproxySystem = systemPerThousand('haproxy');
   const added = (hop: PathName, base: PathName, pick: (run: PathRun) => number) => {
     const a = med(hop, pick);
     const b = med(base, pick);
@@ -615,6 +626,7 @@ function protocolResult(protocol: Protocol, sizes: Sizes, runs: Record<PathName,
       notes: [
         `latency added (p50): waypoint ${formatNumber(waypointAdds)} µs over the L4 mesh; haproxy ${formatNumber(haproxyAdds)} µs over the stunnel pair; ratio ${formatRatio(latencyRatio)} ${goalMark(goals[1]!)}`,
         `CPU per 1,000 requests: waypoint ${formatNumber(waypointCpu)} ms, haproxy ${formatNumber(haproxyCpu)} ms; ratio ${formatRatio(cpuRatio)} ${goalMark(goals[0]!)}`,
+        `of it in the kernel (system time): waypoint ${formatNumber(waypointSystem)} ms, haproxy ${formatNumber(haproxySystem)} ms; user space: waypoint ${formatNumber(difference(waypointCpu, waypointSystem))} ms, haproxy ${formatNumber(difference(haproxyCpu, haproxySystem))} ms`,
         ...(protocol === 'http1' ? [policyNote(runs, goals[2]!), ...policyChecks] : []),
         ...errors.filter((error) => error.startsWith(`${label} `)),
       ],
