@@ -26,7 +26,7 @@ import type { H2Connection } from '../shared/hbone/h2/connection.ts';
 import type { Logger } from 'pino';
 import type { HboneRequest } from '../shared/hbone/index.ts';
 import type { MeshState } from '../shared/mesh/mesh-state.ts';
-import { serviceKey, type Service } from '../shared/mesh/service.ts';
+import type { Service } from '../shared/mesh/service.ts';
 import { workloadIdentity, type Workload } from '../shared/mesh/workload.ts';
 import { logRequest, reusedBlock, type RequestRecord as AccessLogRecord } from './access-log.ts';
 import { WaypointError } from './errors.ts';
@@ -44,6 +44,7 @@ import type { RequestFacts, WaypointMetrics } from './metrics.ts';
 import { grpcStatusForHttp, isGrpcContentType } from './protocols.ts';
 import { RequestAttempts, type AttemptsResult, type ResponseFacts } from './request-attempts.ts';
 import { routeRequest } from './request-target.ts';
+import { cachedServiceKey } from './service-keys.ts';
 import { ISTIO_DEFAULT_RETRY, MAX_BUFFERED_BODY_BYTES } from './retry.ts';
 import type { RouteBackend, RouteEntry, RouteTable } from './route-table.ts';
 import { requestIdOf, traceContextOf, traceparentOf, type TraceContext } from './tracing.ts';
@@ -53,6 +54,10 @@ import type { DestinationRequest, DestinationTraffic } from './destination/desti
 
 const { NGHTTP2_CANCEL, NGHTTP2_FLAG_END_STREAM, NGHTTP2_INTERNAL_ERROR, NGHTTP2_NO_ERROR } = http2.constants;
 
+
+/** Placeholders of the reused access-log record before its first line. */
+const UNKNOWN_SRC: AccessLogRecord['src'] = { principal: 'unknown', workload: 'unknown', namespace: 'unknown', address: '' };
+const UNKNOWN_DST: AccessLogRecord['dst'] = { principal: 'unknown', workload: 'unknown', namespace: 'unknown', service: '' };
 
 /** Limits of the downstream server: as many streams per client connection as the HBONE server allows per tunnel. */
 const DOWNSTREAM_MAX_CONCURRENT_STREAMS = 200;
@@ -259,6 +264,11 @@ export class H2Proxy {
   /** #finish's facts and byte counts for the metrics, filled per request (requestByFacts keeps neither object). */
   readonly #facts: RequestFacts = { source: undefined, peer: undefined as unknown as RequestFacts['peer'], endpoint: undefined, service: undefined as unknown as Service, protocol: 'grpc', status: 0, flags: '-', grpcStatus: '' };
   readonly #bytes = { request: 0, response: 0 };
+  /** The access-log record every request's line is written from (filled in per request: no object per request). */
+  readonly #logRecord: AccessLogRecord = {
+    method: '', path: '', protocol: 'HTTP/2', authority: '', status: 0, flags: '', details: '', durationMs: 0, bytesReceived: 0, bytesSent: 0, upstreamHost: '', upstreamCluster: '',
+    attempts: 0, routeName: '', ruleName: '', requestId: '', traceId: '', spanId: '', src: UNKNOWN_SRC, dst: UNKNOWN_DST, authz: undefined, grpcStatus: undefined,
+  };
   /** Client connections that ended in a protocol error (garbage preface or frame), for config_dump and tests. */
   protocolErrors = 0;
   /** Request streams being served now (config_dump; the rude-peer tests watch it come back to 0). */
@@ -466,7 +476,7 @@ export class H2Proxy {
     const upstreamHead = this.#upstreamHead(headers, record, backend, entry ? rewrittenUrl(entry, path, query) : url);
     // ---- DestinationRule hook (waypoint/destination/), as on the HTTP/1.1 path: a pool slot for the request (or
     // 503 UO), the rule's endpoint choice for each try, the outcome for outlier detection when the request ends. ----
-    const traffic = this.#destinations?.forService(serviceKey(record.destination));
+    const traffic = this.#destinations?.forService(cachedServiceKey(record.destination));
     if (traffic === undefined) {
       this.#tries(stream, headers, record, backend, port, upstreamHead);
       return;
@@ -497,7 +507,7 @@ export class H2Proxy {
   /** No pool slot for the request: 503 UO (a WaypointError); anything else is the request's failure. */
   #overflowed(stream: DownstreamH2Stream, record: H2RequestRecord, error: unknown): void {
     if (!(error instanceof WaypointError)) throw error;
-    this.#destinations!.overflowed(serviceKey(record.destination));
+    this.#destinations!.overflowed(cachedServiceKey(record.destination));
     this.#answer(stream, record, error, 'upstream_overflow', error.responseFlags, { 'x-envoy-overloaded': 'true' });
   }
 
@@ -723,30 +733,31 @@ export class H2Proxy {
     this.#metrics.requestByFacts(facts, durationMs, bytes);
     if (!this.#log) return;
     const source = context.source;
-    logRequest(this.#log, {
-      method: record.method,
-      path: record.path,
-      protocol: 'HTTP/2',
-      authority: record.authority,
-      status: record.status,
-      flags: record.flags,
-      details: record.details,
-      durationMs,
-      bytesReceived: requestBytes,
-      bytesSent: record.responseBytes,
-      upstreamHost: record.upstreamHost,
-      upstreamCluster: serviceKey(destination),
-      attempts: record.attempts,
-      routeName: record.entry?.route ?? '',
-      ruleName: record.entry?.ruleName ?? '',
-      requestId: record.requestId,
-      traceId: record.trace.traceId,
-      spanId: record.trace.spanId,
-      src: (context.srcBlock ??= reusedBlock({ principal: context.hbone.peerIdentity.uri, workload: source?.workloadName ?? 'unknown', namespace: source?.namespace ?? context.hbone.peerIdentity.namespace, address: plainAddress(context.hbone.remoteAddress) })),
-      dst: this.#dstBlock(endpoint, destination),
-      authz: record.gateRequest ? decisionOf(record.gateRequest) : undefined,
-      ...(grpcStatus !== '' ? { grpcStatus } : {}),
-    });
+    // One record for every request's line, filled in here (logRequest keeps nothing of it): no object, and no spread
+    // of an optional member, per request.
+    const line = this.#logRecord;
+    line.method = record.method;
+    line.path = record.path;
+    line.authority = record.authority;
+    line.status = record.status;
+    line.flags = record.flags;
+    line.details = record.details;
+    line.durationMs = durationMs;
+    line.bytesReceived = requestBytes;
+    line.bytesSent = record.responseBytes;
+    line.upstreamHost = record.upstreamHost;
+    line.upstreamCluster = cachedServiceKey(destination);
+    line.attempts = record.attempts;
+    line.routeName = record.entry?.route ?? '';
+    line.ruleName = record.entry?.ruleName ?? '';
+    line.requestId = record.requestId;
+    line.traceId = record.trace.traceId;
+    line.spanId = record.trace.spanId;
+    line.src = context.srcBlock ??= reusedBlock({ principal: context.hbone.peerIdentity.uri, workload: source?.workloadName ?? 'unknown', namespace: source?.namespace ?? context.hbone.peerIdentity.namespace, address: plainAddress(context.hbone.remoteAddress) });
+    line.dst = this.#dstBlock(endpoint, destination);
+    line.authz = record.gateRequest ? decisionOf(record.gateRequest) : undefined;
+    line.grpcStatus = grpcStatus !== '' ? grpcStatus : undefined;
+    logRequest(this.#log, line);
   }
 }
 
