@@ -29,7 +29,7 @@ import { deferPastCheckPhaseWrites } from '../shared/hbone/check-phase.ts';
 import { deferToTurnEnd } from '../shared/hbone/read-turn.ts';
 import type { HeaderList } from '../shared/hbone/h2/hpack.ts';
 import type { H2Stream, H2StreamHandler } from '../shared/hbone/h2/stream.ts';
-import { StreamEvents, type StreamListener } from './h2-stream-events.ts';
+import { StreamEvents, type ReceiverListener, type StreamListener } from './h2-stream-events.ts';
 import { headersObjectOf, responseFieldListOf, trailerListOf, trailersProblem } from './h2-own-upstream.ts';
 
 const { NGHTTP2_FLAG_END_STREAM, NGHTTP2_NO_ERROR, NGHTTP2_PROTOCOL_ERROR } = http2.constants;
@@ -86,6 +86,16 @@ export class OwnDownstreamStream extends StreamEvents implements H2StreamHandler
   override on(event: string | symbol, listener: Listener): this {
     super.on(event, listener);
     if (event === 'data' && !this.#reading) {
+      this.#reading = true;
+      this.#schedule();
+    }
+    return this;
+  }
+
+  /** A 'data' listener with a receiver starts the flow as `on('data')` does. */
+  override listenFor<T>(event: string | symbol, listener: ReceiverListener<T>, receiver: T, once: boolean): this {
+    super.listenFor(event, listener, receiver, once);
+    if (event === 'data' && !once && !this.#reading) {
       this.#reading = true;
       this.#schedule();
     }
