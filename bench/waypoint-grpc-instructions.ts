@@ -30,7 +30,9 @@
  * measured rounds instead of instructions: the bytes allocated and GCs as above, V8's sampling heap profile (where the
  * window's allocations were made, by function: the top of it printed, the profile kept with `--keep`), and with
  * `--syscalls` the waypoint's reads and writes per call on each HBONE leg (strace attached for the window: the legs
- * are the TLS sockets on port 15008, the clients' inbound and the endpoints' outbound) and its loop wake-ups.
+ * are the TLS sockets on port 15008, the clients' inbound and the endpoints' outbound) and its loop wake-ups, and
+ * the time from a call's bytes read on one leg to their write on the other (strace's timestamps: the latency the
+ * waypoint's own turn adds, which the suite's p50 shows only on a quiet machine).
  * strace slows the process: look at the p50s printed per round to see it kept up.
  *
  * Session s10's version (no warm-up at speed, the release's GCs and native releases in the window, 500-800 calls)
@@ -111,7 +113,7 @@ class Done extends Error {}
 
 /** strace attached to every thread of `pid`, its reads, writes and loop waits written to `file`. */
 function startStrace(pid: number, file: string): { stop(): Promise<void> } {
-  const child = spawn('strace', ['-f', '-y', '-qq', '-e', 'trace=read,write,writev,readv,epoll_wait,epoll_pwait,epoll_pwait2', '-e', 'signal=none', '-o', file, '-p', String(pid)], { stdio: 'ignore' });
+  const child = spawn('strace', ['-f', '-y', '-qq', '-ttt', '-e', 'trace=read,write,writev,readv,epoll_wait,epoll_pwait,epoll_pwait2', '-e', 'signal=none', '-o', file, '-p', String(pid)], { stdio: 'ignore' });
   return {
     stop: () => new Promise((resolve) => {
       child.once('exit', () => resolve());
@@ -139,17 +141,30 @@ function socketPorts(pid: number): Map<string, { local: number; remote: number }
   return ports;
 }
 
+/** One socket read or write of the strace file that moved bytes: when (seconds), which leg, which call. */
+interface LegIo {
+  at: number;
+  where: string;
+  call: string;
+}
+
 /**
  * Syscalls per call from the strace file: reads and writes on the clients' leg (sockets whose local port is
  * 15008), on the endpoints' leg (remote port 15008), on other descriptors, and the loop's waits. `ports`: the
- * waypoint's sockets by inode (strace, in the root namespace, cannot name them).
+ * waypoint's sockets by inode (strace, in the root namespace, cannot name them). Then the time inside the waypoint
+ * from a call's bytes arriving to their going on (session s13): from a read on the clients' leg that moved bytes to
+ * the next write on the endpoints' leg (the request forwarded), and from a read on the endpoints' leg to the next
+ * write on the clients' leg (the answer passed back); when several reads come before one write, from the first.
+ * strace adds its own cost to every syscall between the two (the same for any tree), and a preempted waypoint
+ * stretches a gap: the medians are the figures, over hundreds of calls.
  */
 function syscallsPerCall(file: string, calls: number, ports: Map<string, { local: number; remote: number }>): string[] {
   const counts = new Map<string, number>();
+  const io: LegIo[] = [];
   for (const line of readFileSync(file, 'utf8').split('\n')) {
-    const match = /^\d+\s+(\w+)\((\d+)(<[^>]*>)?/.exec(line);
+    const match = /^\d+\s+(?:(\d+\.\d+)\s+)?(\w+)\((\d+)(<[^>]*>)?(?:.*=\s+(-?\d+))?/.exec(line);
     if (!match) continue;
-    const [, call, , description = ''] = match;
+    const [, at, call, , description = '', result] = match;
     const socket = ports.get(/socket:\[(\d+)\]/.exec(description)?.[1] ?? '');
     let where = 'other';
     if (call!.startsWith('epoll')) where = 'loop';
@@ -159,8 +174,30 @@ function syscallsPerCall(file: string, calls: number, ports: Map<string, { local
     else if (description.includes('/')) where = 'files';
     const key = `${where} ${call}`;
     counts.set(key, (counts.get(key) ?? 0) + 1);
+    if (at !== undefined && Number(result) > 0 && where.endsWith('leg')) io.push({ at: Number(at), where, call: call!.startsWith('read') ? 'read' : 'write' });
   }
-  return ['Syscalls per call (strace, the measured rounds):', '', '| where, call | per call |', '|---|---:|', ...[...counts].sort().map(([key, count]) => `| ${key} | ${(count / calls).toFixed(2)} |`)];
+  const gaps = (from: string, to: string): number[] => {
+    const found: number[] = [];
+    let first: number | undefined;
+    for (const event of io) {
+      if (event.where === from && event.call === 'read') first ??= event.at;
+      else if (event.where === to && event.call === 'write' && first !== undefined) {
+        found.push((event.at - first) * 1e6);
+        first = undefined;
+      }
+    }
+    return found.sort((a, b) => a - b);
+  };
+  const quantile = (values: number[], q: number): string => (values.length === 0 ? '-' : values[Math.min(values.length - 1, Math.floor(q * values.length))]!.toFixed(0));
+  const forwarded = gaps("clients' leg", "endpoints' leg");
+  const answered = gaps("endpoints' leg", "clients' leg");
+  return [
+    'Syscalls per call (strace, the measured rounds):', '', '| where, call | per call |', '|---|---:|', ...[...counts].sort().map(([key, count]) => `| ${key} | ${(count / calls).toFixed(2)} |`),
+    '', 'Time in the waypoint from a read to the write it caused (strace timestamps, µs; strace\'s own cost included):', '',
+    '| way | pairs | p25 | p50 | p75 |', '|---|---:|---:|---:|---:|',
+    `| request: clients' leg read -> endpoints' leg write | ${forwarded.length} | ${quantile(forwarded, 0.25)} | ${quantile(forwarded, 0.5)} | ${quantile(forwarded, 0.75)} |`,
+    `| answer: endpoints' leg read -> clients' leg write | ${answered.length} | ${quantile(answered, 0.25)} | ${quantile(answered, 0.5)} | ${quantile(answered, 0.75)} |`,
+  ];
 }
 
 let mesh: LocalMesh | undefined;

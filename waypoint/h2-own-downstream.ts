@@ -25,11 +25,11 @@ import type { Duplex } from 'node:stream';
 import { H2Connection } from '../shared/hbone/h2/connection.ts';
 import { H2DuplexStream } from '../shared/hbone/h2/duplex.ts';
 import { H2StreamTransport } from '../shared/hbone/h2/stream-transport.ts';
-import { deferToCheckPhase } from '../shared/hbone/check-phase.ts';
+import { deferPastCheckPhaseWrites } from '../shared/hbone/check-phase.ts';
 import { deferToTurnEnd } from '../shared/hbone/read-turn.ts';
 import type { HeaderList } from '../shared/hbone/h2/hpack.ts';
 import type { H2Stream, H2StreamHandler } from '../shared/hbone/h2/stream.ts';
-import { StreamEvents, type StreamListener } from './h2-stream-events.ts';
+import { StreamEvents, type ReceiverListener, type StreamListener } from './h2-stream-events.ts';
 import { headersObjectOf, responseFieldListOf, trailerListOf, trailersProblem } from './h2-own-upstream.ts';
 
 const { NGHTTP2_FLAG_END_STREAM, NGHTTP2_NO_ERROR, NGHTTP2_PROTOCOL_ERROR } = http2.constants;
@@ -86,6 +86,16 @@ export class OwnDownstreamStream extends StreamEvents implements H2StreamHandler
   override on(event: string | symbol, listener: Listener): this {
     super.on(event, listener);
     if (event === 'data' && !this.#reading) {
+      this.#reading = true;
+      this.#schedule();
+    }
+    return this;
+  }
+
+  /** A 'data' listener with a receiver starts the flow as `on('data')` does. */
+  override listenFor<T>(event: string | symbol, listener: ReceiverListener<T>, receiver: T, once: boolean): this {
+    super.listenFor(event, listener, receiver, once);
+    if (event === 'data' && !once && !this.#reading) {
       this.#reading = true;
       this.#schedule();
     }
@@ -213,8 +223,10 @@ export class OwnDownstreamStream extends StreamEvents implements H2StreamHandler
     // Said on the loop's next check phase, as node:http2's comes after its session's write: the layer closes a stream
     // inside `respond`/`end` (a request that had ended), and the proxy's 'close' listener (metrics, access log) must
     // see what the caller decides after them, awaits included (a nextTick would run before their promise jobs when
-    // the answer is written from an I/O callback). Gathered with the nested connections' flushes (check-phase.ts).
-    deferToCheckPhase(closeLater, this);
+    // the answer is written from an I/O callback). In the same Immediate as the nested connections' flushes, after
+    // them and the outer writes they cause (check-phase.ts): the listeners' metrics and access-log line are not on the
+    // answer's way out.
+    deferPastCheckPhaseWrites(closeLater, this);
   }
 
   /** The close, a tick after the layer's (see onClose). */

@@ -21,7 +21,7 @@ import { H2StreamTransport } from '../shared/hbone/h2/stream-transport.ts';
 import { deferToTurnEnd } from '../shared/hbone/read-turn.ts';
 import type { HeaderList } from '../shared/hbone/h2/hpack.ts';
 import type { H2Stream, H2StreamHandler } from '../shared/hbone/h2/stream.ts';
-import { StreamEvents, type StreamListener } from './h2-stream-events.ts';
+import { StreamEvents, type ReceiverListener, type StreamListener } from './h2-stream-events.ts';
 import type { Service } from '../shared/mesh/service.ts';
 import { workloadIdentity } from '../shared/mesh/workload.ts';
 import { WaypointError } from './errors.ts';
@@ -203,6 +203,16 @@ export class OwnUpstreamStream extends StreamEvents implements H2StreamHandler, 
   override on(event: string | symbol, listener: Listener): this {
     super.on(event, listener);
     if (event === 'data' && !this.#reading) {
+      this.#reading = true;
+      this.#schedule();
+    }
+    return this;
+  }
+
+  /** A 'data' listener with a receiver starts the flow as `on('data')` does. */
+  override listenFor<T>(event: string | symbol, listener: ReceiverListener<T>, receiver: T, once: boolean): this {
+    super.listenFor(event, listener, receiver, once);
+    if (event === 'data' && !once && !this.#reading) {
       this.#reading = true;
       this.#schedule();
     }

@@ -26,7 +26,7 @@ import type { H2Connection } from '../shared/hbone/h2/connection.ts';
 import type { Logger } from 'pino';
 import type { HboneRequest } from '../shared/hbone/index.ts';
 import type { MeshState } from '../shared/mesh/mesh-state.ts';
-import { serviceKey, type Service } from '../shared/mesh/service.ts';
+import type { Service } from '../shared/mesh/service.ts';
 import { workloadIdentity, type Workload } from '../shared/mesh/workload.ts';
 import { logRequest, reusedBlock, type RequestRecord as AccessLogRecord } from './access-log.ts';
 import { WaypointError } from './errors.ts';
@@ -36,16 +36,18 @@ import { type DownstreamH2Stream, OwnDownstreamStream, serveOwnConnection } from
 import { badField, OwnUpstreamStream } from './h2-own-upstream.ts';
 import { H2RequestBody } from './h2-request-body.ts';
 import { sendH2Mirror } from './mirror.ts';
-import { H2Try, type H2Response } from './h2-try.ts';
+import { H2Try, type H2Response, type H2TryRequest } from './h2-try.ts';
+import { listen } from './h2-stream-events.ts';
 import { CONNECTION_SPECIFIC, upstreamHeadOf, UpstreamRequestHead } from './h2-upstream-head.ts';
 import { cancelStream, H2_SESSION_WINDOW_BYTES, H2_STREAM_WINDOW_BYTES, type H2Sessions, type UpstreamH2Stream } from './h2-upstream.ts';
 import { pathOf, queryOf } from './http-router.ts';
 import type { RequestFacts, WaypointMetrics } from './metrics.ts';
 import { grpcStatusForHttp, isGrpcContentType } from './protocols.ts';
-import { RequestAttempts, type AttemptsResult, type ResponseFacts } from './request-attempts.ts';
+import { RequestAttempts, type AttemptsListener, type AttemptsOptions, type AttemptsResult, type ResponseFacts } from './request-attempts.ts';
 import { routeRequest } from './request-target.ts';
+import { cachedServiceKey } from './service-keys.ts';
 import { ISTIO_DEFAULT_RETRY, MAX_BUFFERED_BODY_BYTES } from './retry.ts';
-import type { RouteBackend, RouteEntry, RouteTable } from './route-table.ts';
+import type { RetryPolicy, RouteBackend, RouteEntry, RouteTable } from './route-table.ts';
 import { requestIdOf, traceContextOf, traceparentOf, type TraceContext } from './tracing.ts';
 import type { Upstreams } from './upstream.ts';
 import { decisionOf, type GateRefusal, type GateRequest, type GateResponse, type RequestGate } from './authz/request-gate.ts';
@@ -53,6 +55,10 @@ import type { DestinationRequest, DestinationTraffic } from './destination/desti
 
 const { NGHTTP2_CANCEL, NGHTTP2_FLAG_END_STREAM, NGHTTP2_INTERNAL_ERROR, NGHTTP2_NO_ERROR } = http2.constants;
 
+
+/** Placeholders of the reused access-log record before its first line. */
+const UNKNOWN_SRC: AccessLogRecord['src'] = { principal: 'unknown', workload: 'unknown', namespace: 'unknown', address: '' };
+const UNKNOWN_DST: AccessLogRecord['dst'] = { principal: 'unknown', workload: 'unknown', namespace: 'unknown', service: '' };
 
 /** Limits of the downstream server: as many streams per client connection as the HBONE server allows per tunnel. */
 const DOWNSTREAM_MAX_CONCURRENT_STREAMS = 200;
@@ -129,37 +135,220 @@ const H2_RESPONSE_FACTS: ResponseFacts<H2Response> = {
   discard: (response) => cancelStream(response.stream),
 };
 
-/** What is known about one request stream as it goes, for its metrics and access-log line. */
-interface H2RequestRecord {
-  context: H2StreamContext;
-  started: number;
-  grpc: boolean;
-  method: string;
+/** What an H2Request needs of the proxy (one object per proxy, made in its constructor, as http-proxy.ts's LeanOwner). */
+interface H2RequestOwner {
+  readonly upstreams: Upstreams;
+  readonly sessions: H2Sessions;
+  /** The tries' result: the waypoint's own answer, or the relay of the endpoint's. */
+  answered(request: H2Request, result: AttemptsResult<H2Response>): void;
+  /** The client's stream closed: the metrics, the access-log line, no try going on. */
+  closed(request: H2Request): void;
+  /** A step threw: the stream is reset (or its answer cut). */
+  failed(request: H2Request, error: Error): void;
+}
+
+/**
+ * One request stream as one object: what is known about it as it goes (for its metrics and access-log line), what
+ * its tries read (H2TryRequest, the try loop's options), the listener of the tries' result, and the relay's state;
+ * its listeners on the client's and the endpoint's streams are module functions called with it as `this`
+ * (h2-stream-events.ts). Before session s13 these were a record, an options object, a try request per try and about
+ * ten closures per request.
+ */
+class H2Request implements GateRequest, GateResponse, AttemptsOptions<H2Response>, AttemptsListener<H2Response>, H2TryRequest {
+  readonly owner: H2RequestOwner;
+  readonly context: H2StreamContext;
+  readonly stream: DownstreamH2Stream;
+  /** The request's head as node:http2 gives it. */
+  readonly headers: http2.IncomingHttpHeaders;
+  readonly started = performance.now();
+  readonly grpc: boolean;
+  readonly method: string;
   /** The path (and query) as the client sent it. */
-  path: string;
-  authority: string;
-  requestId: string;
-  trace: TraceContext;
-  entry: RouteEntry | undefined;
-  destination: Service;
-  endpoint: Workload | undefined;
-  upstreamHost: string;
-  attempts: number;
-  body: H2RequestBody | undefined;
-  responseBytes: number;
-  /** The HTTP status decided (0 until then: a client gone before an answer). */
-  status: number;
-  grpcStatus: number | undefined;
-  flags: string;
-  details: string;
-  gateRequest: GateRequest | undefined;
-  destinationRequest: DestinationRequest | undefined;
-  /** What VirtualService fault injection did (DI, FI, DI,FI; '' for nothing), joined to the flags at the end. */
-  faultFlags: string;
+  readonly path: string;
+  readonly authority: string;
+  readonly requestId: string;
+  readonly trace: TraceContext;
   /** The request's HEADERS ended it (no body). */
-  endStream: boolean;
+  readonly endStream: boolean;
+  entry: RouteEntry | undefined = undefined;
+  destination: Service;
+  endpoint: Workload | undefined = undefined;
+  upstreamHost = '';
+  attempts = 0;
+  body: H2RequestBody | undefined = undefined;
+  responseBytes = 0;
+  /** The HTTP status decided (0 until then: a client gone before an answer). */
+  status = 0;
+  grpcStatus: number | undefined = undefined;
+  flags = '-';
+  details = 'via_upstream';
+  /** The target the gate decided on (it normalises the path: `/a/../b` -> `/b`), as GateRequest's `url`. */
+  url: string | undefined;
+  /** The gate's refusal, written by it (GateResponse) and sent in `end`. */
+  #gateStatus = 0;
+  #gateHeaders: Record<string, string | number> | undefined = undefined;
+  destinationRequest: DestinationRequest | undefined = undefined;
+  /** What VirtualService fault injection did (DI, FI, DI,FI; '' for nothing), joined to the flags at the end. */
+  faultFlags = '';
   /** The tries, once they began (aborted when the client goes). */
-  tries: RequestAttempts<H2Response> | undefined;
+  tries: RequestAttempts<H2Response> | undefined = undefined;
+  // What the tries send (set in #tries before they start).
+  backend: RouteBackend | undefined = undefined;
+  servicePort = 0;
+  head!: UpstreamRequestHead;
+  policy: RetryPolicy = ISTIO_DEFAULT_RETRY;
+  requestTimeoutMs = 0;
+  readonly facts = H2_RESPONSE_FACTS;
+  // The relay of the endpoint's answer (from #relay on).
+  upstream: UpstreamH2Stream | undefined = undefined;
+  response: H2Response | undefined = undefined;
+  relaying: H2Try | undefined = undefined;
+  /** The answer's head went on as the endpoint's list (both legs the own layer's, no response modifier). */
+  passedAsList = false;
+
+  constructor(owner: H2RequestOwner, context: H2StreamContext, stream: DownstreamH2Stream, headers: http2.IncomingHttpHeaders, flags: number) {
+    this.owner = owner;
+    this.context = context;
+    this.stream = stream;
+    this.headers = headers;
+    this.grpc = isGrpcContentType(headers['content-type']);
+    this.method = headers[':method'] ?? '';
+    this.path = headers[':path'] ?? '/';
+    this.url = this.path;
+    this.authority = String(headers[':authority'] ?? headers.host ?? '');
+    this.requestId = requestIdOf(headers);
+    this.trace = traceContextOf(headers);
+    this.destination = context.service;
+    this.endStream = (flags & NGHTTP2_FLAG_END_STREAM) !== 0;
+  }
+
+  // GateRequest and GateResponse: the request as L7 policy reads it, and its refusal, as HTTP or as a gRPC status.
+  resume(): void {
+    this.stream.resume();
+  }
+
+  writeHead(code: number, headers: Record<string, string | number>): void {
+    this.#gateStatus = code;
+    this.#gateHeaders = headers;
+  }
+
+  end(body = ''): void {
+    const stream = this.stream;
+    if (stream.closed || stream.destroyed || stream.headersSent) return;
+    if (this.grpc) {
+      stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': String(grpcStatusForHttp(this.#gateStatus)), 'grpc-message': grpcMessage(body) }, { endStream: true });
+      return;
+    }
+    stream.respond({ ...this.#gateHeaders, ':status': this.#gateStatus });
+    stream.end(body);
+  }
+
+  // H2TryRequest: what each try reads.
+  get service(): Service {
+    return this.destination;
+  }
+
+  get vip(): string {
+    return this.context.hbone.target.host;
+  }
+
+  get timeoutMs(): number {
+    return this.entry?.backendRequestTimeoutMs ?? 0;
+  }
+
+  get choose(): DestinationRequest['choose'] | undefined {
+    return this.destinationRequest?.choose;
+  }
+
+  /** An endpoint's 1xx head, passed on before the answer (called with the request as `this`: see H2Try). */
+  onInformational(informational: http2.IncomingHttpHeaders): void {
+    const stream = this.stream;
+    if (!stream.headersSent && !stream.closed) stream.additionalHeaders(downstreamResponseHeaders(informational, undefined));
+  }
+
+  // AttemptsOptions: the try loop's.
+  start(avoid: string | undefined): H2Try {
+    return new H2Try(this.owner.upstreams, this.owner.sessions, this, this.body!, avoid);
+  }
+
+  replayable(): boolean {
+    const stream = this.stream;
+    return this.body!.replayable() && !stream.closed && !stream.headersSent;
+  }
+
+  onRetried(outcome: number | 'connect-failure'): void {
+    this.destinationRequest?.tryEnded(outcome);
+  }
+
+  // AttemptsListener: called from a try's event (an endpoint's head, a reset) or at once: what throws here is this request's alone.
+  attemptsDone(result: AttemptsResult<H2Response>): void {
+    try {
+      this.owner.answered(this, result);
+    } catch (error) {
+      this.owner.failed(this, error as Error);
+    }
+  }
+}
+
+/** The client's stream closed (its 'close', with the request as `this`): counted and logged once, no try goes on. */
+function requestClosed(this: H2Request): void {
+  this.owner.closed(this);
+}
+
+/** The answer's body ended: the endpoint's trailers go on (the client's stream's 'wantTrailers'). */
+function relayTrailers(this: H2Request): void {
+  const trailers = this.response!.trailers;
+  if (this.grpc) this.grpcStatus = grpcStatusOf(trailers);
+  const trailerFields = this.passedAsList ? passedTrailerFields(this.upstream!) : undefined;
+  if (trailerFields !== undefined) (this.stream as OwnDownstreamStream).sendTrailerFields(trailerFields);
+  else this.stream.sendTrailers(trailers ? downstreamResponseHeaders(trailers, undefined) : {});
+}
+
+/**
+ * A chunk of the answer's body (the endpoint's stream's 'data'), counted, with the client's flow control as the
+ * back-pressure: what Readable.pipe does, without its six listeners each way per request (profiled: 1-2 % of the
+ * waypoint's CPU).
+ */
+function relayData(this: H2Request, chunk: Buffer): void {
+  this.responseBytes += chunk.length;
+  const stream = this.stream;
+  if (!stream.closed && !stream.destroyed && !stream.write(chunk)) {
+    this.upstream!.pause();
+    listen(stream, 'drain', relayDrained, this, true);
+  }
+}
+
+function relayDrained(this: H2Request): void {
+  this.upstream!.resume();
+}
+
+/** The endpoint's answer ended (its stream's 'end'). */
+function relayEnded(this: H2Request): void {
+  const upstream = this.upstream!;
+  const stream = this.stream;
+  // A reset ends the readable side too: that one is not the answer's end (relayCut resets the client's stream).
+  const reset = upstream.rstCode !== undefined && upstream.rstCode !== NGHTTP2_NO_ERROR;
+  if (!reset && !stream.closed && !stream.destroyed) stream.end();
+}
+
+/**
+ * The endpoint's stream closed after the head (it ended, reset, its connection broke, or a timeout cut it): a cut
+ * answer resets the client's stream too, so it never takes a short answer for a whole one.
+ */
+function relayCut(this: H2Request): void {
+  const tries = this.tries!;
+  tries.stop();
+  const code = this.upstream!.rstCode ?? NGHTTP2_NO_ERROR;
+  if (code === NGHTTP2_NO_ERROR) {
+    // The endpoint answered in full while the client still sends (a stream the server ended first).
+    this.body?.discardRest();
+    return;
+  }
+  const stream = this.stream;
+  if (stream.closed || stream.destroyed) return;
+  this.flags = this.relaying!.timedOut || tries.timedOut ? 'UT' : 'UC';
+  this.details = 'upstream_reset_after_response_started';
+  stream.close(code === NGHTTP2_CANCEL ? NGHTTP2_INTERNAL_ERROR : code);
 }
 
 /**
@@ -197,48 +386,6 @@ function grpcMessage(text: string): string {
   return text.replace(/[^\x20-\x24\x26-\x7e]/gu, (character) => encodeURIComponent(character));
 }
 
-/**
- * A request as the gate reads it and its answer as the gate writes it, on an HTTP/2 stream: as HTTP, or as a gRPC
- * status for gRPC requests. One object per request (not a request object, an answer object and their closures).
- */
-class H2GateExchange implements GateRequest, GateResponse {
-  readonly method: string;
-  url: string | undefined;
-  readonly headers: http2.IncomingHttpHeaders;
-  readonly #stream: DownstreamH2Stream;
-  readonly #grpc: boolean;
-  #status = 0;
-  #responseHeaders: Record<string, string | number> | undefined;
-
-  constructor(stream: DownstreamH2Stream, grpc: boolean, method: string, url: string, headers: http2.IncomingHttpHeaders) {
-    this.#stream = stream;
-    this.#grpc = grpc;
-    this.method = method;
-    this.url = url;
-    this.headers = headers;
-  }
-
-  resume(): void {
-    this.#stream.resume();
-  }
-
-  writeHead(code: number, headers: Record<string, string | number>): void {
-    this.#status = code;
-    this.#responseHeaders = headers;
-  }
-
-  end(body = ''): void {
-    const stream = this.#stream;
-    if (stream.closed || stream.destroyed || stream.headersSent) return;
-    if (this.#grpc) {
-      stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': String(grpcStatusForHttp(this.#status)), 'grpc-message': grpcMessage(body) }, { endStream: true });
-      return;
-    }
-    stream.respond({ ...this.#responseHeaders, ':status': this.#status });
-    stream.end(body);
-  }
-}
-
 export class H2Proxy {
   readonly #server: http2.Http2Server;
   readonly #contexts = new WeakMap<http2.Http2Session, H2StreamContext>();
@@ -259,6 +406,13 @@ export class H2Proxy {
   /** #finish's facts and byte counts for the metrics, filled per request (requestByFacts keeps neither object). */
   readonly #facts: RequestFacts = { source: undefined, peer: undefined as unknown as RequestFacts['peer'], endpoint: undefined, service: undefined as unknown as Service, protocol: 'grpc', status: 0, flags: '-', grpcStatus: '' };
   readonly #bytes = { request: 0, response: 0 };
+  /** What each request's own object needs of the proxy. */
+  readonly #owner: H2RequestOwner;
+  /** The access-log record every request's line is written from (filled in per request: no object per request). */
+  readonly #logRecord: AccessLogRecord = {
+    method: '', path: '', protocol: 'HTTP/2', authority: '', status: 0, flags: '', details: '', durationMs: 0, bytesReceived: 0, bytesSent: 0, upstreamHost: '', upstreamCluster: '',
+    attempts: 0, routeName: '', ruleName: '', requestId: '', traceId: '', spanId: '', src: UNKNOWN_SRC, dst: UNKNOWN_DST, authz: undefined, grpcStatus: undefined,
+  };
   /** Client connections that ended in a protocol error (garbage preface or frame), for config_dump and tests. */
   protocolErrors = 0;
   /** Request streams being served now (config_dump; the rude-peer tests watch it come back to 0). */
@@ -273,6 +427,18 @@ export class H2Proxy {
     this.#routes = options.routes;
     this.#state = options.state;
     this.#metrics = options.metrics;
+    this.#owner = {
+      upstreams: options.upstreams,
+      sessions: options.sessions,
+      answered: (request, result) => this.#answered(request, result),
+      closed: (request) => {
+        this.activeStreams--;
+        this.#finish(request.stream, request);
+        request.tries?.abort();
+        if (request.upstream !== undefined) cancelStream(request.upstream);
+      },
+      failed: (request, error) => this.#failed(request.stream, request.headers, error),
+    };
     this.#server = http2.createServer({
       settings: { initialWindowSize: H2_STREAM_WINDOW_BYTES, maxConcurrentStreams: DOWNSTREAM_MAX_CONCURRENT_STREAMS, enablePush: false },
     });
@@ -367,53 +533,41 @@ export class H2Proxy {
    */
   #handle(stream: DownstreamH2Stream, headers: http2.IncomingHttpHeaders, flags: number, context: H2StreamContext): void {
     stream.on('error', ignoreStreamError);
-    const grpc = isGrpcContentType(headers['content-type']);
-    const method = headers[':method'] ?? '';
-    const url = headers[':path'] ?? '/';
-    const record: H2RequestRecord = {
-      context, started: performance.now(), grpc, method, path: url, authority: String(headers[':authority'] ?? headers.host ?? ''), requestId: requestIdOf(headers), trace: traceContextOf(headers), entry: undefined, destination: context.service,
-      endpoint: undefined, upstreamHost: '', attempts: 0, body: undefined, responseBytes: 0, status: 0, grpcStatus: undefined, flags: '-', details: 'via_upstream', gateRequest: undefined, destinationRequest: undefined, faultFlags: '',
-      endStream: (flags & NGHTTP2_FLAG_END_STREAM) !== 0, tries: undefined,
-    };
+    const record = new H2Request(this.#owner, context, stream, headers, flags);
     // Every request stream is counted and logged once, when it closes, whatever ended it; then no try goes on for
     // a client that went away (or reset its stream).
     this.activeStreams++;
-    stream.once('close', () => {
-      this.activeStreams--;
-      this.#finish(stream, record);
-      record.tries?.abort();
-    });
+    listen(stream, 'close', requestClosed, record, true);
     if (this.#gate) {
       // L7 policy (waypoint/authz/), as on the HTTP/1.1 path: a refusal is answered here (in gRPC for gRPC requests,
       // as Envoy's local replies are: 403 -> PERMISSION_DENIED, 401 -> UNAUTHENTICATED, 429 -> UNAVAILABLE).
-      const gateRequest = new H2GateExchange(stream, grpc, method, url, headers);
-      record.gateRequest = gateRequest;
+      // The request is the gate's request and answer (no object of their own).
       // Synchronous when the Service has no policy: no promise unless a JWKS fetch is due.
-      const checked = this.#gate.check(gateRequest, gateRequest, context.hbone, context.service);
+      const checked = this.#gate.check(record, record, context.hbone, context.service);
       if (checked instanceof Promise) {
         checked.then((refusal) => {
-          if (this.#gatePassed(record, gateRequest, headers, refusal)) this.#route(stream, headers, record);
+          if (this.#gatePassed(record, headers, refusal)) this.#route(stream, headers, record);
         }).catch((error: Error) => this.#failed(stream, headers, error));
         return;
       }
-      if (!this.#gatePassed(record, gateRequest, headers, checked)) return;
+      if (!this.#gatePassed(record, headers, checked)) return;
     }
     this.#route(stream, headers, record);
   }
 
   /** The gate's verdict: false when it refused (answered already); the path it normalised goes on. */
-  #gatePassed(record: H2RequestRecord, gateRequest: GateRequest, headers: http2.IncomingHttpHeaders, refusal: GateRefusal | undefined): boolean {
+  #gatePassed(record: H2Request, headers: http2.IncomingHttpHeaders, refusal: GateRefusal | undefined): boolean {
     if (refusal) {
       this.#decided(record, refusal.status, refusal.responseFlags, refusal.details, record.grpc ? grpcStatusForHttp(refusal.status) : undefined);
       return false;
     }
     // The gate normalises the path it decided on (`/a/../b` -> `/b`); the endpoint gets the same path.
-    if (gateRequest.url !== undefined && gateRequest.url !== (headers[':path'] ?? '/')) headers[':path'] = gateRequest.url;
+    if (record.url !== undefined && record.url !== (headers[':path'] ?? '/')) headers[':path'] = record.url;
     return true;
   }
 
   /** The route, and the VirtualService fault (fault.ts) before anything goes upstream, as on the HTTP/1.1 path. */
-  #route(stream: DownstreamH2Stream, headers: http2.IncomingHttpHeaders, record: H2RequestRecord): void {
+  #route(stream: DownstreamH2Stream, headers: http2.IncomingHttpHeaders, record: H2Request): void {
     const context = record.context;
     const url = headers[':path'] ?? '/';
     let entry: RouteEntry | undefined;
@@ -438,7 +592,7 @@ export class H2Proxy {
   }
 
   /** A route with fault injection: the delay or abort first (a wait), then the request goes on. */
-  async #faulted(stream: DownstreamH2Stream, headers: http2.IncomingHttpHeaders, record: H2RequestRecord, injected: NonNullable<RouteEntry['fault']>, backend: RouteBackend | undefined, port: number, url: string): Promise<void> {
+  async #faulted(stream: DownstreamH2Stream, headers: http2.IncomingHttpHeaders, record: H2Request, injected: NonNullable<RouteEntry['fault']>, backend: RouteBackend | undefined, port: number, url: string): Promise<void> {
     const fault = await applyFault(injected, faultResponseOf(stream));
     record.faultFlags = fault.flags;
     if (fault.clientGone || fault.abortedWith !== undefined) {
@@ -451,7 +605,7 @@ export class H2Proxy {
   }
 
   /** A redirect's answer, or the upstream head and the DestinationRule's pool slot (a wait only when the pool is full). */
-  #admit(stream: DownstreamH2Stream, headers: http2.IncomingHttpHeaders, record: H2RequestRecord, backend: RouteBackend | undefined, port: number, url: string): void {
+  #admit(stream: DownstreamH2Stream, headers: http2.IncomingHttpHeaders, record: H2Request, backend: RouteBackend | undefined, port: number, url: string): void {
     const context = record.context;
     const entry = record.entry;
     const path = pathOf(url);
@@ -466,7 +620,7 @@ export class H2Proxy {
     const upstreamHead = this.#upstreamHead(headers, record, backend, entry ? rewrittenUrl(entry, path, query) : url);
     // ---- DestinationRule hook (waypoint/destination/), as on the HTTP/1.1 path: a pool slot for the request (or
     // 503 UO), the rule's endpoint choice for each try, the outcome for outlier detection when the request ends. ----
-    const traffic = this.#destinations?.forService(serviceKey(record.destination));
+    const traffic = this.#destinations?.forService(cachedServiceKey(record.destination));
     if (traffic === undefined) {
       this.#tries(stream, headers, record, backend, port, upstreamHead);
       return;
@@ -495,13 +649,13 @@ export class H2Proxy {
   }
 
   /** No pool slot for the request: 503 UO (a WaypointError); anything else is the request's failure. */
-  #overflowed(stream: DownstreamH2Stream, record: H2RequestRecord, error: unknown): void {
+  #overflowed(stream: DownstreamH2Stream, record: H2Request, error: unknown): void {
     if (!(error instanceof WaypointError)) throw error;
-    this.#destinations!.overflowed(serviceKey(record.destination));
+    this.#destinations!.overflowed(cachedServiceKey(record.destination));
     this.#answer(stream, record, error, 'upstream_overflow', error.responseFlags, { 'x-envoy-overloaded': 'true' });
   }
 
-  #admitted(stream: DownstreamH2Stream, headers: http2.IncomingHttpHeaders, record: H2RequestRecord, backend: RouteBackend | undefined, port: number, upstreamHead: UpstreamRequestHead, admitted: DestinationRequest): void {
+  #admitted(stream: DownstreamH2Stream, headers: http2.IncomingHttpHeaders, record: H2Request, backend: RouteBackend | undefined, port: number, upstreamHead: UpstreamRequestHead, admitted: DestinationRequest): void {
     record.destinationRequest = admitted;
     // The client left while the request waited for its slot: nothing to send.
     if (stream.closed || stream.destroyed) return;
@@ -509,55 +663,37 @@ export class H2Proxy {
   }
 
   /** The body, the mirrors and the tries (request-attempts.ts), told their outcome without a promise (runThen). */
-  #tries(stream: DownstreamH2Stream, headers: http2.IncomingHttpHeaders, record: H2RequestRecord, backend: RouteBackend | undefined, port: number, upstreamHead: UpstreamRequestHead): void {
+  #tries(stream: DownstreamH2Stream, headers: http2.IncomingHttpHeaders, record: H2Request, backend: RouteBackend | undefined, port: number, upstreamHead: UpstreamRequestHead): void {
     if (stream.closed || stream.destroyed) return;
     const entry = record.entry;
     const body = new H2RequestBody(stream, MAX_BUFFERED_BODY_BYTES, record.endStream);
     record.body = body;
-    const vip = record.context.hbone.target.host;
     if (entry?.mirrors !== undefined) {
+      const vip = record.context.hbone.target.host;
       for (const mirror of entry.mirrors) {
         const service = this.#state.serviceByKey(mirror.service);
         if (!service || (mirror.fraction < 1 && Math.random() >= mirror.fraction)) continue;
         sendH2Mirror(this.#sessions, this.#upstreams, { service, servicePort: mirror.port, vip, headers: upstreamHead.object, body }, (message) => this.#log?.debug({ mirror: mirror.service, err: message }, 'mirror request failed'));
       }
     }
-    const destinationRequest = record.destinationRequest;
-    // Options and try requests written out field by field, with undefined for what is absent (no spread per request).
-    const tries = new RequestAttempts<H2Response>({
-      policy: entry?.retry ?? ISTIO_DEFAULT_RETRY,
-      requestTimeoutMs: entry?.requestTimeoutMs ?? 0,
-      facts: H2_RESPONSE_FACTS,
-      replayable: () => body.replayable() && !stream.closed && !stream.headersSent,
-      onRetried: destinationRequest ? (outcome: number | 'connect-failure') => destinationRequest.tryEnded(outcome) : undefined,
-      start: (avoid) =>
-        new H2Try(this.#upstreams, this.#sessions, {
-          service: record.destination, servicePort: port, vip, head: upstreamHead, body, timeoutMs: entry?.backendRequestTimeoutMs ?? 0,
-          onInformational: (informational) => {
-            if (!stream.headersSent && !stream.closed) stream.additionalHeaders(downstreamResponseHeaders(informational, undefined));
-          },
-          avoid, choose: destinationRequest?.choose,
-        }),
-    });
+    // The request is the tries' options, what each try reads, and the listener of their result.
+    record.backend = backend;
+    record.servicePort = port;
+    record.head = upstreamHead;
+    record.policy = entry?.retry ?? ISTIO_DEFAULT_RETRY;
+    record.requestTimeoutMs = entry?.requestTimeoutMs ?? 0;
+    const tries = new RequestAttempts<H2Response>(record);
     record.tries = tries;
-    tries.runThen({
-      // Called from a try's event (an endpoint's head, a reset) or at once: what throws here is this request's alone.
-      attemptsDone: (result) => {
-        try {
-          this.#answered(stream, record, backend, tries, result);
-        } catch (error) {
-          this.#failed(stream, headers, error as Error);
-        }
-      },
-    });
+    tries.runThen(record);
   }
 
   /** The tries' result: the waypoint's own answer, or the relay of the endpoint's. */
-  #answered(stream: DownstreamH2Stream, record: H2RequestRecord, backend: RouteBackend | undefined, tries: RequestAttempts<H2Response>, result: AttemptsResult<H2Response>): void {
+  #answered(record: H2Request, result: AttemptsResult<H2Response>): void {
     const current = result.attempt as H2Try;
-    record.attempts = tries.attempts;
+    record.attempts = record.tries!.attempts;
     record.endpoint = current.endpoint;
     record.upstreamHost = current.address;
+    const stream = record.stream;
     if (result.kind === 'timeout') {
       this.#answer(stream, record, result.error, 'request_timeout');
       return;
@@ -566,11 +702,11 @@ export class H2Proxy {
       this.#answer(stream, record, result.error, result.error.code === 'WAYPOINT_BACKEND_TIMEOUT' ? 'upstream_per_try_timeout' : 'upstream_reset_before_response_started', result.flags);
       return;
     }
-    this.#relay(stream, record, result.response, current, backend, result.flags, tries);
+    this.#relay(stream, record, result.response, current, record.backend, result.flags);
   }
 
   /** The request's head for the endpoint: end-to-end fields, the filters', the rewritten path, the request id and trace context. */
-  #upstreamHead(headers: http2.IncomingHttpHeaders, record: H2RequestRecord, backend: RouteBackend | undefined, upstreamPath: string): UpstreamRequestHead {
+  #upstreamHead(headers: http2.IncomingHttpHeaders, record: H2Request, backend: RouteBackend | undefined, upstreamPath: string): UpstreamRequestHead {
     const entry = record.entry;
     const traceparent = traceparentOf(record.trace);
     const authority = entry?.urlRewrite?.hostname || undefined;
@@ -589,8 +725,11 @@ export class H2Proxy {
     return UpstreamRequestHead.fromObject(result);
   }
 
-  /** Passes the endpoint's answer on (with the response filters): head, body, trailers; a cut upstream resets the client's stream. */
-  #relay(stream: DownstreamH2Stream, record: H2RequestRecord, response: H2Response, current: H2Try, backend: RouteBackend | undefined, flags: string, tries: RequestAttempts<H2Response>): void {
+  /**
+   * Passes the endpoint's answer on (with the response filters): head, body, trailers; a cut upstream resets the
+   * client's stream. The listeners are the module's relay functions with the request as `this` (no closure each).
+   */
+  #relay(stream: DownstreamH2Stream, record: H2Request, response: H2Response, current: H2Try, backend: RouteBackend | undefined, flags: string): void {
     const upstream = response.stream;
     const status = Number(response.headers[':status'] ?? 502);
     if (stream.closed || stream.destroyed) {
@@ -605,63 +744,29 @@ export class H2Proxy {
       modifyHeaders(responseHeaders, backend?.responseHeaderModifier);
     }
     if (response.endStream) {
-      tries.stop();
+      record.tries!.stop();
       this.#decided(record, status, flags, 'via_upstream', record.grpc ? grpcStatusOf(response.headers) : undefined);
       if (passed !== undefined) (stream as OwnDownstreamStream).respondFields(status, passed, true, false);
       else stream.respond(responseHeaders, { endStream: true });
       return;
     }
     this.#decided(record, status, flags, 'via_upstream', undefined);
-    stream.once('wantTrailers', () => {
-      const trailers = response.trailers;
-      if (record.grpc) record.grpcStatus = grpcStatusOf(trailers);
-      const trailerFields = passed !== undefined ? passedTrailerFields(upstream) : undefined;
-      if (trailerFields !== undefined) (stream as OwnDownstreamStream).sendTrailerFields(trailerFields);
-      else stream.sendTrailers(trailers ? downstreamResponseHeaders(trailers, undefined) : {});
-    });
+    record.upstream = upstream;
+    record.response = response;
+    record.relaying = current;
+    record.passedAsList = passed !== undefined;
+    listen(stream, 'wantTrailers', relayTrailers, record, true);
     if (passed !== undefined) (stream as OwnDownstreamStream).respondFields(status, passed, false, true);
     else stream.respond(responseHeaders, { waitForTrailers: true });
-    // The body, chunk by chunk (counted as it goes), with the client's flow control as the back-pressure: what
-    // Readable.pipe does, without its six listeners each way per request (profiled: 1-2 % of the waypoint's CPU).
-    const onDrain = (): void => {
-      upstream.resume();
-    };
-    upstream.on('data', (chunk: Buffer) => {
-      record.responseBytes += chunk.length;
-      if (!stream.closed && !stream.destroyed && !stream.write(chunk)) {
-        upstream.pause();
-        stream.once('drain', onDrain);
-      }
-    });
-    upstream.once('end', () => {
-      // A reset ends the readable side too: that one is not the answer's end (cut() below resets the client's stream).
-      const reset = upstream.rstCode !== undefined && upstream.rstCode !== NGHTTP2_NO_ERROR;
-      if (!reset && !stream.closed && !stream.destroyed) stream.end();
-    });
-    // Cut after the head (the endpoint reset, its connection broke, or a timeout cut it): the client's stream is
-    // reset too, so it never takes a short answer for a whole one.
-    const cut = (): void => {
-      tries.stop();
-      const code = upstream.rstCode ?? NGHTTP2_NO_ERROR;
-      if (code === NGHTTP2_NO_ERROR) {
-        // The endpoint answered in full while the client still sends (a stream the server ended first).
-        record.body?.discardRest();
-        return;
-      }
-      if (stream.closed || stream.destroyed) return;
-      record.flags = current.timedOut || tries.timedOut ? 'UT' : 'UC';
-      record.details = 'upstream_reset_after_response_started';
-      stream.close(code === NGHTTP2_CANCEL ? NGHTTP2_INTERNAL_ERROR : code);
-    };
-    if (upstream.closed) cut();
-    else upstream.once('close', cut);
-    stream.once('close', () => {
-      if (!upstream.closed) cancelStream(upstream);
-    });
+    listen(upstream, 'data', relayData, record, false);
+    listen(upstream, 'end', relayEnded, record, true);
+    // The client's stream closing cancels the upstream too (H2Proxy's closed: the tries' abort and cancelStream).
+    if (upstream.closed) relayCut.call(record);
+    else listen(upstream, 'close', relayCut, record, true);
   }
 
   /** The waypoint's own answer: an HTTP status, or for gRPC a trailers-only response with the mapped grpc-status. */
-  #answer(stream: DownstreamH2Stream, record: H2RequestRecord, error: WaypointError, details: string, flags = error.responseFlags, extraHeaders?: http2.OutgoingHttpHeaders): void {
+  #answer(stream: DownstreamH2Stream, record: H2Request, error: WaypointError, details: string, flags = error.responseFlags, extraHeaders?: http2.OutgoingHttpHeaders): void {
     const grpcStatus = record.grpc ? grpcStatusForError(error) : undefined;
     this.#decided(record, error.status, flags, details, grpcStatus);
     stream.resume();
@@ -678,7 +783,7 @@ export class H2Proxy {
     }
   }
 
-  #decided(record: H2RequestRecord, status: number, flags: string, details: string, grpcStatus: number | undefined): void {
+  #decided(record: H2Request, status: number, flags: string, details: string, grpcStatus: number | undefined): void {
     record.status = status;
     record.flags = flags;
     record.details = details;
@@ -696,7 +801,7 @@ export class H2Proxy {
   }
 
   /** The stream closed: the DestinationRule outcome, Istio's metrics and the access-log line, once. */
-  #finish(stream: DownstreamH2Stream, record: H2RequestRecord): void {
+  #finish(stream: DownstreamH2Stream, record: H2Request): void {
     const { context, endpoint, destination } = record;
     const reset = stream.rstCode !== undefined && stream.rstCode !== NGHTTP2_NO_ERROR;
     // A client that reset its stream before an answer is a downstream disconnect (Envoy's DC, response code 0).
@@ -723,30 +828,31 @@ export class H2Proxy {
     this.#metrics.requestByFacts(facts, durationMs, bytes);
     if (!this.#log) return;
     const source = context.source;
-    logRequest(this.#log, {
-      method: record.method,
-      path: record.path,
-      protocol: 'HTTP/2',
-      authority: record.authority,
-      status: record.status,
-      flags: record.flags,
-      details: record.details,
-      durationMs,
-      bytesReceived: requestBytes,
-      bytesSent: record.responseBytes,
-      upstreamHost: record.upstreamHost,
-      upstreamCluster: serviceKey(destination),
-      attempts: record.attempts,
-      routeName: record.entry?.route ?? '',
-      ruleName: record.entry?.ruleName ?? '',
-      requestId: record.requestId,
-      traceId: record.trace.traceId,
-      spanId: record.trace.spanId,
-      src: (context.srcBlock ??= reusedBlock({ principal: context.hbone.peerIdentity.uri, workload: source?.workloadName ?? 'unknown', namespace: source?.namespace ?? context.hbone.peerIdentity.namespace, address: plainAddress(context.hbone.remoteAddress) })),
-      dst: this.#dstBlock(endpoint, destination),
-      authz: record.gateRequest ? decisionOf(record.gateRequest) : undefined,
-      ...(grpcStatus !== '' ? { grpcStatus } : {}),
-    });
+    // One record for every request's line, filled in here (logRequest keeps nothing of it): no object, and no spread
+    // of an optional member, per request.
+    const line = this.#logRecord;
+    line.method = record.method;
+    line.path = record.path;
+    line.authority = record.authority;
+    line.status = record.status;
+    line.flags = record.flags;
+    line.details = record.details;
+    line.durationMs = durationMs;
+    line.bytesReceived = requestBytes;
+    line.bytesSent = record.responseBytes;
+    line.upstreamHost = record.upstreamHost;
+    line.upstreamCluster = cachedServiceKey(destination);
+    line.attempts = record.attempts;
+    line.routeName = record.entry?.route ?? '';
+    line.ruleName = record.entry?.ruleName ?? '';
+    line.requestId = record.requestId;
+    line.traceId = record.trace.traceId;
+    line.spanId = record.trace.spanId;
+    line.src = context.srcBlock ??= reusedBlock({ principal: context.hbone.peerIdentity.uri, workload: source?.workloadName ?? 'unknown', namespace: source?.namespace ?? context.hbone.peerIdentity.namespace, address: plainAddress(context.hbone.remoteAddress) });
+    line.dst = this.#dstBlock(endpoint, destination);
+    line.authz = decisionOf(record);
+    line.grpcStatus = grpcStatus !== '' ? grpcStatus : undefined;
+    logRequest(this.#log, line);
   }
 }
 

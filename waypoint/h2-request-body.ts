@@ -11,6 +11,7 @@
 import http2 from 'node:http2';
 import type { DownstreamH2Stream } from './h2-own-downstream.ts';
 import type { UpstreamH2Stream } from './h2-upstream.ts';
+import { listen, StreamEvents } from './h2-stream-events.ts';
 
 const { NGHTTP2_NO_ERROR } = http2.constants;
 
@@ -30,7 +31,40 @@ export class H2RequestBody {
   #flowing = false;
   /** Waiting for the body's end (RequestMirror): the kept chunks, or undefined when it was not kept whole. */
   #onEnded: Array<(chunks: readonly Buffer[] | undefined) => void> | undefined;
-  readonly #onData = (chunk: Buffer): void => {
+  /** #drained bound to this body, for node:http2's sinks (made when one first waits; the own layer's take a receiver). */
+  #drainedBound: (() => void) | undefined;
+
+  /**
+   * `endStream`: the request's HEADERS already ended it (no body). The body's methods are the streams' listeners, with
+   * the body as `this` (h2-stream-events.ts): no closure per request.
+   */
+  constructor(source: DownstreamH2Stream, limit: number, endStream: boolean) {
+    this.#source = source;
+    this.#limit = limit;
+    this.ended = endStream;
+    if (endStream) return;
+    listen(source, 'trailers', this.#trailersCame, this, true);
+    listen(source, 'end', this.#sourceEnded, this, true);
+  }
+
+  #trailersCame(trailers: http2.IncomingHttpHeaders): void {
+    this.trailers = trailers;
+  }
+
+  #sourceEnded(): void {
+    // Node ends a stream's readable side on RST_STREAM too: only a clean end is the body's end (a reset client's
+    // request must not look finished to the endpoint: it gets the reset, never END_STREAM).
+    const source = this.#source;
+    if (source.rstCode !== undefined && source.rstCode !== NGHTTP2_NO_ERROR) return;
+    this.ended = true;
+    this.#sink?.end();
+    const waiting = this.#onEnded;
+    this.#onEnded = undefined;
+    if (waiting !== undefined) for (const callback of waiting) callback(this.#keptAll ? this.#kept : undefined);
+  }
+
+  /** A chunk of the client's body: counted, kept while small, written to the try (paused when it pushes back). */
+  #data(chunk: Buffer): void {
     this.bytes += chunk.length;
     if (this.#keptAll) {
       if (this.bytes > this.#limit) {
@@ -43,30 +77,18 @@ export class H2RequestBody {
     const sink = this.#sink;
     if (sink !== undefined && !sink.write(chunk)) {
       this.#source.pause();
-      sink.once('drain', this.#onDrain);
+      if (sink instanceof StreamEvents) sink.listenFor('drain', this.#drained, this, true);
+      else sink.once('drain', (this.#drainedBound ??= this.#drained.bind(this)));
     }
-  };
-  readonly #onDrain = (): void => {
-    if (this.#sink !== undefined) this.#source.resume();
-  };
+  }
 
-  /** `endStream`: the request's HEADERS already ended it (no body). */
-  constructor(source: DownstreamH2Stream, limit: number, endStream: boolean) {
-    this.#source = source;
-    this.#limit = limit;
-    this.ended = endStream;
-    if (endStream) return;
-    source.once('trailers', (trailers: http2.IncomingHttpHeaders) => (this.trailers = trailers));
-    // Node ends a stream's readable side on RST_STREAM too: only a clean end is the body's end (a reset client's
-    // request must not look finished to the endpoint: it gets the reset, never END_STREAM).
-    source.once('end', () => {
-      if (source.rstCode !== undefined && source.rstCode !== NGHTTP2_NO_ERROR) return;
-      this.ended = true;
-      this.#sink?.end();
-      const waiting = this.#onEnded;
-      this.#onEnded = undefined;
-      if (waiting !== undefined) for (const callback of waiting) callback(this.#keptAll ? this.#kept : undefined);
-    });
+  #drained(): void {
+    if (this.#sink !== undefined) this.#source.resume();
+  }
+
+  #flow(): void {
+    this.#flowing = true;
+    listen(this.#source, 'data', this.#data, this, false);
   }
 
   /**
@@ -93,17 +115,15 @@ export class H2RequestBody {
       sink.end();
       return;
     }
-    if (!this.#flowing) {
-      this.#flowing = true;
-      this.#source.on('data', this.#onData);
-    }
+    if (!this.#flowing) this.#flow();
     this.#source.resume();
   }
 
   /** The try is over (retried, or cut): nothing more goes to it; the client's stream waits for the next try. */
   detach(sink: UpstreamH2Stream): void {
     if (this.#sink !== sink) return;
-    sink.off('drain', this.#onDrain);
+    if (sink instanceof StreamEvents) sink.offFor('drain', this.#drained, this);
+    else if (this.#drainedBound !== undefined) sink.off('drain', this.#drainedBound);
     this.#sink = undefined;
     if (!this.ended) this.#source.pause();
   }
@@ -117,10 +137,7 @@ export class H2RequestBody {
     this.#sink = undefined;
     this.#keptAll = false;
     this.#kept = [];
-    if (!this.#flowing) {
-      this.#flowing = true;
-      this.#source.on('data', this.#onData);
-    }
+    if (!this.#flowing) this.#flow();
     this.#source.resume();
   }
 

@@ -7,8 +7,13 @@
  * Why not EventEmitter: a gRPC call registers about twenty listeners on its two adapters, most of them `once`, and
  * EventEmitter makes each `once` a state object and a bound function with a property added to it, and keeps each
  * stream's listeners in a dictionary of arrays keyed by event name (megamorphic property access per emit). Here a
- * listener is three slots of one array per stream (event, function, once flag), found by a linear scan: a stream has
- * a handful of listeners at most.
+ * listener is four slots of one array per stream (event, function, once flag, receiver), found by a linear scan: a
+ * stream has a handful of listeners at most.
+ *
+ * The receiver: a listener registered with `listenFor` is called with that object as `this` (not the stream), so a
+ * per-call object's methods serve as its listeners without a closure each (the request flow and the try,
+ * h2-proxy.ts, h2-try.ts and h2-request-body.ts: about fifteen closures per gRPC call before session s13); `listen`
+ * does the same on node:http2's streams (the `node` legs) with a function bound per registration.
  *
  * Semantics kept from EventEmitter: listeners run in the order they were added; a listener added during an emit is
  * not called by it, one removed during an emit still is (the listeners are taken when the emit starts); a `once`
@@ -23,10 +28,13 @@
 // Listeners take whatever their event carries, as EventEmitter's do.
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export type StreamListener = (...args: any[]) => void;
+/** A listener called with a receiver of its own as `this` (listenFor, listen). */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type ReceiverListener<T> = (this: T, ...args: any[]) => void;
 type Listener = StreamListener;
 
-/** Slots per registration in the flat list: event, listener, once (1) or not (0). */
-const SLOTS = 3;
+/** Slots per registration in the flat list: event, listener, once (1) or not (0), receiver (undefined: the stream). */
+const SLOTS = 4;
 
 /** Removes the registration at `index` from `list`, moving the later ones down (no array made, as splice would). */
 function removeAt(list: unknown[], index: number): void {
@@ -37,14 +45,15 @@ function removeAt(list: unknown[], index: number): void {
   list.pop();
   list.pop();
   list.pop();
+  list.pop();
 }
 
 export class StreamEvents {
-  /** [event, listener, once, event, listener, once, ...], in the order they were added. */
-  #listeners: Array<string | symbol | Listener | number> = [];
+  /** [event, listener, once, receiver, event, listener, once, receiver, ...], in the order they were added. */
+  #listeners: unknown[] = [];
 
   on(event: string | symbol, listener: Listener): this {
-    this.#listeners.push(event, listener, 0);
+    this.#listeners.push(event, listener, 0, undefined);
     return this;
   }
 
@@ -53,7 +62,13 @@ export class StreamEvents {
   }
 
   once(event: string | symbol, listener: Listener): this {
-    this.#listeners.push(event, listener, 1);
+    this.#listeners.push(event, listener, 1, undefined);
+    return this;
+  }
+
+  /** `on` (or `once`) with `receiver` as the listener's `this` (see the top comment). */
+  listenFor<T>(event: string | symbol, listener: ReceiverListener<T>, receiver: T, once: boolean): this {
+    this.#listeners.push(event, listener, once ? 1 : 0, receiver);
     return this;
   }
 
@@ -61,6 +76,18 @@ export class StreamEvents {
     const list = this.#listeners;
     for (let index = list.length - SLOTS; index >= 0; index -= SLOTS) {
       if (list[index] === event && list[index + 1] === listener) {
+        removeAt(list, index);
+        break;
+      }
+    }
+    return this;
+  }
+
+  /** `off` of the most recent registration of `listener` for `receiver` (listenFor's). */
+  offFor<T>(event: string | symbol, listener: ReceiverListener<T>, receiver: T): this {
+    const list = this.#listeners;
+    for (let index = list.length - SLOTS; index >= 0; index -= SLOTS) {
+      if (list[index] === event && list[index + 1] === listener && list[index + 3] === receiver) {
         removeAt(list, index);
         break;
       }
@@ -96,40 +123,60 @@ export class StreamEvents {
     }
     if (count === 1) {
       const listener = list[at + 1] as Listener;
+      const receiver = list[at + 3] ?? this;
       if (list[at + 2] === 1) removeAt(list, at);
-      this.#call(listener, argumentCount, first, second);
+      call(listener, receiver, argumentCount, first, second);
       return true;
     }
     if (count === 2) {
-      // Two (a stream's 'close' heard by the request flow and the relay): taken into locals, no array.
+      // Two (a stream's 'close' heard by the request flow and the try): taken into locals, no array.
       const first1 = list[at + 1] as Listener;
+      const firstReceiver = list[at + 3] ?? this;
       if (list[at + 2] === 1) removeAt(list, at);
       else at += SLOTS;
       while (list[at] !== event) at += SLOTS;
       const second1 = list[at + 1] as Listener;
+      const secondReceiver = list[at + 3] ?? this;
       if (list[at + 2] === 1) removeAt(list, at);
-      this.#call(first1, argumentCount, first, second);
-      this.#call(second1, argumentCount, first, second);
+      call(first1, firstReceiver, argumentCount, first, second);
+      call(second1, secondReceiver, argumentCount, first, second);
       return true;
     }
     // Several: taken (and the once ones removed) before any runs, as EventEmitter does.
-    const taken: Listener[] = [];
+    const taken: unknown[] = [];
     for (let index = at; index < list.length; ) {
       if (list[index] !== event) {
         index += SLOTS;
         continue;
       }
-      taken.push(list[index + 1] as Listener);
+      taken.push(list[index + 1], list[index + 3] ?? this);
       if (list[index + 2] === 1) removeAt(list, index);
       else index += SLOTS;
     }
-    for (const listener of taken) this.#call(listener, argumentCount, first, second);
+    for (let index = 0; index < taken.length; index += 2) call(taken[index] as Listener, taken[index + 1], argumentCount, first, second);
     return true;
   }
+}
 
-  #call(listener: Listener, argumentCount: number, first: unknown, second: unknown): void {
-    if (argumentCount <= 0) listener.call(this);
-    else if (argumentCount === 1) listener.call(this, first);
-    else listener.call(this, first, second);
-  }
+function call(listener: Listener, receiver: unknown, argumentCount: number, first: unknown, second: unknown): void {
+  if (argumentCount <= 0) listener.call(receiver);
+  else if (argumentCount === 1) listener.call(receiver, first);
+  else listener.call(receiver, first, second);
+}
+
+/** What `listen` registers on: the own layer's adapters (StreamEvents) or node:http2's streams. */
+interface ListenerTarget {
+  on(event: string, listener: Listener): unknown;
+  once(event: string, listener: Listener): unknown;
+}
+
+/**
+ * Registers `listener` on `target` with `receiver` as its `this`: a receiver slot on the own layer's adapters (no
+ * function made), a bound function on node:http2's streams (for one that is removed later, `unlisten` needs the
+ * bound function: keep it and `off` it there).
+ */
+export function listen<T>(target: ListenerTarget, event: string, listener: ReceiverListener<T>, receiver: T, once: boolean): void {
+  if (target instanceof StreamEvents) target.listenFor(event, listener, receiver, once);
+  else if (once) target.once(event, listener.bind(receiver));
+  else target.on(event, listener.bind(receiver));
 }

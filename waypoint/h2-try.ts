@@ -18,6 +18,7 @@ import type { UpstreamRequestHead } from './h2-upstream-head.ts';
 import type { Attempt, AttemptOutcome, OutcomeListener } from './request-attempts.ts';
 import type { UpstreamTarget, Upstreams } from './upstream.ts';
 import type { EndpointChooser } from './destination/destination-traffic.ts';
+import { listen } from './h2-stream-events.ts';
 
 const { NGHTTP2_FLAG_END_STREAM, NGHTTP2_NO_ERROR, NGHTTP2_REFUSED_STREAM } = http2.constants;
 
@@ -38,14 +39,11 @@ export interface H2TryRequest {
   vip: string;
   /** The request's head for the endpoint. */
   head: UpstreamRequestHead;
-  body: H2RequestBody;
   /** timeouts.backendRequest; 0: none. */
   timeoutMs: number;
-  /** The previous try's endpoint address, which a retry avoids when another can take it. */
-  avoid?: string | undefined;
   /** A DestinationRule's endpoint choice (waypoint/destination/) instead of least request. */
   choose?: EndpointChooser | undefined;
-  /** The endpoint's informational (1xx) heads, before its answer. */
+  /** The endpoint's informational (1xx) heads, before its answer (called with the request as `this`). */
   onInformational(headers: http2.IncomingHttpHeaders): void;
 }
 
@@ -62,16 +60,19 @@ export class H2Try implements Attempt<H2Response> {
   #aborted = false;
   readonly #body: H2RequestBody;
   readonly #request: H2TryRequest;
+  /** The endpoint's answer head, once it came (its trailers are put on it when they come). */
+  #response: H2Response | undefined;
   /** The outcome, once known (the first one counts, as a promise's first resolution). */
   #result: AttemptOutcome<H2Response> | undefined;
   #listener: OutcomeListener<H2Response> | undefined;
   #promise: Promise<AttemptOutcome<H2Response>> | undefined;
   #resolvePromise: ((outcome: AttemptOutcome<H2Response>) => void) | undefined;
 
-  constructor(upstreams: Upstreams, sessions: H2Sessions, request: H2TryRequest) {
-    this.#body = request.body;
+  /** `avoid`: the previous try's endpoint address, which a retry avoids when another can take it. */
+  constructor(upstreams: Upstreams, sessions: H2Sessions, request: H2TryRequest, body: H2RequestBody, avoid: string | undefined) {
+    this.#body = body;
     this.#request = request;
-    this.#start(upstreams, sessions, request);
+    this.#start(upstreams, sessions, request, avoid);
   }
 
   /** The outcome as a promise (made only when asked for: the try loop's runThen is told through `notify`). */
@@ -102,13 +103,13 @@ export class H2Try implements Attempt<H2Response> {
    * The pick and the stream: at once on a pooled session with room (`requestNow`, the common case: no promise),
    * else when the session is open.
    */
-  #start(upstreams: Upstreams, sessions: H2Sessions, request: H2TryRequest): void {
+  #start(upstreams: Upstreams, sessions: H2Sessions, request: H2TryRequest, avoid: string | undefined): void {
     let target: UpstreamTarget;
     try {
-      const picked = request.choose ? upstreams.pickWith(request.choose, request.service, request.servicePort, request.vip) : upstreams.pickLeastRequest(request.service, request.servicePort, request.vip, request.avoid);
+      const picked = request.choose ? upstreams.pickWith(request.choose, request.service, request.servicePort, request.vip) : upstreams.pickLeastRequest(request.service, request.servicePort, request.vip, avoid);
       this.endpoint = picked.endpoint.workload;
       this.host = picked.address;
-      this.address = `${picked.address}:${picked.targetPort}`;
+      this.address = addressText(picked.address, picked.targetPort);
       target = { address: { host: picked.address, port: picked.targetPort }, endpoint: picked.endpoint.workload, picked };
       const stream = sessions.requestNow?.(request.service, target, request.head, this.#body.endsAtHeaders);
       if (stream !== undefined) {
@@ -135,24 +136,45 @@ export class H2Try implements Attempt<H2Response> {
     }
     const request = this.#request;
     if (request.timeoutMs > 0) this.#timer = setTimeout(tryTimedOut, request.timeoutMs, this);
-    stream.on('headers', request.onInformational);
-    stream.once('response', (headers: http2.IncomingHttpHeaders, flags: number) => {
-      const response: H2Response = { headers, endStream: (flags & NGHTTP2_FLAG_END_STREAM) !== 0, stream, trailers: undefined };
-      stream.once('trailers', (trailers: http2.IncomingHttpHeaders) => (response.trailers = trailers));
-      this.#resolve({ response });
-    });
-    stream.once('wantTrailers', () => stream.sendTrailers(this.#body.trailers ? trailersFor(this.#body.trailers) : {}));
-    stream.once('close', () => {
-      this.#stopTimer();
-      this.#body.detach(stream);
-      // The outcome is decided once; the stream's close after its answer builds no error object.
-      if (this.#result !== undefined) return;
-      const code = stream.rstCode ?? NGHTTP2_NO_ERROR;
-      // An endpoint that refuses the stream (REFUSED_STREAM, or GOAWAY before it) never saw it: as a connect failure.
-      if (code === NGHTTP2_REFUSED_STREAM) this.#resolve({ error: new WaypointError('WAYPOINT_UPSTREAM_CONNECT_FAILED', `${this.address} refused the stream`) });
-      else this.#resolve({ error: new WaypointError('WAYPOINT_UPSTREAM_RESET', `${this.address} reset the stream (HTTP/2 error ${code}) before answering`) });
-    });
+    // The try's own methods (and the request's) are the stream's listeners, with their object as `this`: no closure
+    // per try (h2-stream-events.ts).
+    listen(stream, 'headers', request.onInformational, request, false);
+    listen(stream, 'response', this.#responded, this, true);
+    listen(stream, 'wantTrailers', this.#trailersWanted, this, true);
+    listen(stream, 'close', this.#closed, this, true);
     this.#body.attach(stream);
+  }
+
+  /** The endpoint's answer head (the stream's 'response'). */
+  #responded(headers: http2.IncomingHttpHeaders, flags: number): void {
+    const stream = this.#stream!;
+    const response: H2Response = { headers, endStream: (flags & NGHTTP2_FLAG_END_STREAM) !== 0, stream, trailers: undefined };
+    this.#response = response;
+    listen(stream, 'trailers', this.#trailersCame, this, true);
+    this.#resolve({ response });
+  }
+
+  /** The answer's trailers (kept on the response: they can arrive in the same read as the head). */
+  #trailersCame(trailers: http2.IncomingHttpHeaders): void {
+    this.#response!.trailers = trailers;
+  }
+
+  /** The request's body ended: its trailers, if the client sent any. */
+  #trailersWanted(): void {
+    const trailers = this.#body.trailers;
+    this.#stream!.sendTrailers(trailers ? trailersFor(trailers) : {});
+  }
+
+  #closed(): void {
+    const stream = this.#stream!;
+    this.#stopTimer();
+    this.#body.detach(stream);
+    // The outcome is decided once; the stream's close after its answer builds no error object.
+    if (this.#result !== undefined) return;
+    const code = stream.rstCode ?? NGHTTP2_NO_ERROR;
+    // An endpoint that refuses the stream (REFUSED_STREAM, or GOAWAY before it) never saw it: as a connect failure.
+    if (code === NGHTTP2_REFUSED_STREAM) this.#resolve({ error: new WaypointError('WAYPOINT_UPSTREAM_CONNECT_FAILED', `${this.address} refused the stream`) });
+    else this.#resolve({ error: new WaypointError('WAYPOINT_UPSTREAM_RESET', `${this.address} reset the stream (HTTP/2 error ${code}) before answering`) });
   }
 
   /** timeouts.backendRequest ran out (tryTimedOut). */
@@ -177,6 +199,20 @@ export class H2Try implements Attempt<H2Response> {
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
   }
+}
+
+/** The last endpoint address and port made into `ip:port`, and that text (a try to the same endpoint builds none). */
+let lastHost = '';
+let lastPort = -1;
+let lastAddress = '';
+
+function addressText(host: string, port: number): string {
+  if (host !== lastHost || port !== lastPort) {
+    lastHost = host;
+    lastPort = port;
+    lastAddress = `${host}:${port}`;
+  }
+  return lastAddress;
 }
 
 function tryTimedOut(attempt: H2Try): void {

@@ -8,10 +8,11 @@
  */
 import type http from 'node:http';
 import type { MeshState } from '../shared/mesh/mesh-state.ts';
-import { serviceKey, type Service } from '../shared/mesh/service.ts';
+import type { Service } from '../shared/mesh/service.ts';
 import { WaypointError } from './errors.ts';
 import { matchRoute, pathOf, pickBackend, queryOf } from './http-router.ts';
 import type { RouteBackend, RouteEntry, RouteTable } from './route-table.ts';
+import { cachedServiceKey } from './service-keys.ts';
 
 export interface RoutedRequest {
   /** The Service to send it to and the port on that Service. */
@@ -25,7 +26,7 @@ export interface RoutedRequest {
 
 /** `redirects`: a matched RequestRedirect entry is returned as it is (the caller answers it) instead of needing a backend. */
 export function routeRequest(routes: RouteTable, state: MeshState, service: Service, servicePort: number, method: string, url: string, headers: http.IncomingHttpHeaders, redirects = false): RoutedRequest {
-  const entries = routes.entriesFor(serviceKey(service));
+  const entries = routes.entriesFor(cachedServiceKey(service));
   if (entries === undefined) return { destination: service, port: servicePort };
   const entry = matchRoute(entries, servicePort, pathOf(url), headers, method, queryOf(url));
   if (entry === undefined) throw new WaypointError('WAYPOINT_NO_ROUTE', `no route of ${service.hostname} matches ${method} ${url}`);

@@ -30,6 +30,11 @@ export function deferToTurnEnd<T>(call: (target: T) => void, target: T): void {
   targets.push(target);
 }
 
+/** Whether a read callback (runReadTurn) is running: deferToTurnEnd then waits for its end, not for a tick. */
+export function inReadTurn(): boolean {
+  return depth > 0;
+}
+
 /**
  * Runs `read(first, second)` as a read callback: what it defers with `deferToTurnEnd` runs when it returns (or
  * throws), in the order deferred, including what those calls defer in turn.

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { deferToTurnEnd, runReadTurn } from '../../shared/hbone/read-turn.ts';
+import { deferToTurnEnd, inReadTurn, runReadTurn } from '../../shared/hbone/read-turn.ts';
 
 test('inside a read callback, deferred calls run when it returns, in order, before any tick; outside, on the next tick', async (t) => {
   const seen: string[] = [];
@@ -47,4 +47,15 @@ test('a callback that throws still runs what it deferred; a deferred call that t
   // The list is empty again: a later read turn runs only its own calls.
   runReadTurn(() => deferToTurnEnd((what: string) => seen.push(what), 'next turn'), undefined, undefined);
   t.deepEqual(seen, ['flushed anyway', 'after the failed one', 'next turn']);
+});
+
+test('inReadTurn says whether a read callback is running (the nested HTTP/2 connections flush at its end then)', (t) => {
+  t.false(inReadTurn());
+  const seen: boolean[] = [];
+  runReadTurn(() => {
+    seen.push(inReadTurn());
+    deferToTurnEnd(() => seen.push(inReadTurn()), undefined);
+  }, undefined, undefined);
+  t.deepEqual(seen, [true, true]);
+  t.false(inReadTurn());
 });

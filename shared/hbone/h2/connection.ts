@@ -40,7 +40,7 @@ import { TLSSocket } from 'node:tls';
 import { SharedPooledReader, type SharedReadBuffer } from '../pooled-reads.ts';
 import { DirectWriter, WRITE_FAILED } from '../direct-writes.ts';
 import { emptyList } from '../lists.ts';
-import { deferToTurnEnd } from '../read-turn.ts';
+import { deferToTurnEnd, inReadTurn } from '../read-turn.ts';
 import { deferToCheckPhase } from '../check-phase.ts';
 import {
   DEFAULT_CONNECTION_WINDOW_BYTES,
@@ -703,10 +703,13 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
     if (this.#out.length === 0) {
       // Dropped: a done is not called (H2WriteDone), the closing stream's chunks are the last it was given.
       if (this.socket.destroyed || this.socket.writableEnded) return false;
-      // Nested in an outer stream: gathered for the whole loop turn (the check phase, after every I/O callback of the
-      // poll phase and their ticks and promise jobs), so a proxied answer's head, body and trailers, which a proxy
-      // writes from different ticks, reach the outer connection together and leave in one TLS write.
-      if (this.#nested) deferToCheckPhase(flushConnection, this);
+      // Nested in an outer stream: inside a read callback, at its end (the outer connection's flush of it runs right
+      // after, in the same turn: a proxied call's request or answer, head, body and trailers written in the read that
+      // brought it, goes out before the loop serves its next I/O callback; session s13). Outside one (a timer, a
+      // promise job, a tick), gathered for the whole loop turn (the check phase, after every I/O callback of the
+      // poll phase and their ticks and promise jobs), so frames a proxy writes from different ticks reach the outer
+      // connection together and leave in one TLS write.
+      if (this.#nested && !inReadTurn()) deferToCheckPhase(flushConnection, this);
       else deferToTurnEnd(flushConnection, this);
     }
     this.#out.push(buffer);
