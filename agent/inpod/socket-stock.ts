@@ -53,6 +53,14 @@ class KindStock {
   }
 }
 
+/** Spares held by every stock of this thread (the admin's /memory shows the main thread's). */
+let sparesHeld = 0;
+
+/** What the stocks of this thread hold now, for the admin view and tests that count the agent's descriptors. */
+export function socketStockStats(): { spares: number } {
+  return { spares: sparesHeld };
+}
+
 /** Stocks holding spares, looked at by the sweep (per thread: each data plane has its own factories). */
 const stocksWithSpares = new Set<SocketStock>();
 let sweepTimer: NodeJS.Timeout | undefined;
@@ -90,6 +98,7 @@ export class SocketStock {
     const kind = this.#kinds[index] ?? (this.#kinds[index] = this.#newKind(family, transparent, bound));
     kind.taken = true;
     if (kind.count === 0) this.#fill(kind);
+    sparesHeld--;
     return kind.fds[--kind.count]!;
   }
 
@@ -137,6 +146,7 @@ export class SocketStock {
     if (now - kind.filledAt < GROWTH_WINDOW_MS) kind.batch = Math.min(kind.batch * 2, STOCK_MAX);
     kind.filledAt = now;
     kind.count = nativeSockets.socketsTcp(kind.options, kind.fds, kind.batch);
+    sparesHeld += kind.count;
     if (kind.count > 1 && !stocksWithSpares.has(this)) {
       stocksWithSpares.add(this);
       sweepTimer ??= setInterval(sweep, STOCK_IDLE_SWEEP_MS).unref();
@@ -152,5 +162,6 @@ function closeSpares(kind: KindStock): void {
       // Nothing else owns these descriptors; a failed close leaves nothing to do.
     }
   }
+  sparesHeld -= kind.count;
   kind.count = 0;
 }

@@ -5,7 +5,7 @@
 import test from 'ava';
 import { readdirSync, readlinkSync } from 'node:fs';
 import { nativeSockets } from '../../agent/inpod/sockets.ts';
-import { SocketStock, STOCK_MAX } from '../../agent/inpod/socket-stock.ts';
+import { SocketStock, STOCK_MAX, socketStockStats } from '../../agent/inpod/socket-stock.ts';
 
 function socketDescriptors(): number {
   let count = 0;
@@ -35,6 +35,7 @@ test.serial('the stock grows while it runs empty, the sweep and close() give its
   }
   for (const fd of taken) nativeSockets.closeFd(fd);
   t.is(socketDescriptors() - before, stock.spares, 'only the spares are left open');
+  t.is(socketStockStats().spares, stock.spares, 'the thread\'s count (admin /memory) says so too');
   t.true(stock.sweep(), 'taken from since the last sweep: the spares stay');
   t.false(stock.sweep(), 'not taken from over a whole sweep period: the spares are closed');
   t.is(stock.spares, 0);
@@ -48,6 +49,7 @@ test.serial('the stock grows while it runs empty, the sweep and close() give its
   stock.close();
   t.is(stock.spares, 0);
   t.is(socketDescriptors(), before, 'close() closed every spare');
+  t.is(socketStockStats().spares, 0);
   t.throws(() => stock.take(4, false, false), { message: /closed/ });
 });
 
