@@ -3,7 +3,7 @@
  *   GET  /config_dump          workloads, services, policies, captured pods, certificates (never keys), config
  *   GET  /logging              the current log level;  GET|POST /logging?level=debug  changes it at runtime
  *   GET  /memory               RSS and heap, the heap release's counters, how the splices read their sockets, the
- *                              node:http2 sessions' socket bound
+ *                              captured pods' spare connect sockets, the node:http2 sessions' socket bound
  *   GET  /healthz              200 while the agent runs
  *   GET  /authz/check?source=ns/pod&destination=ns/pod|svc/ns/name|VIP&port=N   would this agent allow it, and why
  * `ambitctl workloads | certs | config-dump | authz check` read it.
@@ -58,6 +58,8 @@ export interface AdminSources {
    * pooled buffers, sockets this Node left on plain reads, scavenges run for per-read buffers; shown by /memory.
    */
   spliceReads?: () => SpliceReadsView;
+  /** Connect sockets the captured pods' stocks hold ahead of need (agent/inpod/socket-stock.ts); shown by /memory. */
+  inpodSocketStock?: () => { spares: number };
   /**
    * What the node:http2 HBONE sessions' socket did with its bound (shared/hbone/session-socket.ts: writes held at
    * the queue bound, the largest queue seen, closing sessions cut); shown by /memory. All zero on the own layer.
@@ -186,7 +188,7 @@ export function createAdminServer(sources: AdminSources): http.Server {
         sendJson(response, 200, configDump(sources));
         return;
       case '/memory':
-        sendJson(response, 200, { ...memoryReport(), heapRelease: sources.heapRelease?.(), spliceReads: sources.spliceReads?.(), hboneSessionSockets: sources.sessionSockets?.() });
+        sendJson(response, 200, { ...memoryReport(), heapRelease: sources.heapRelease?.(), spliceReads: sources.spliceReads?.(), inpodSocketStock: sources.inpodSocketStock?.(), hboneSessionSockets: sources.sessionSockets?.() });
         return;
       case '/logging': {
         const level = url.searchParams.get('level');

@@ -20,6 +20,7 @@ import { startCniServer, type PodCapture } from './cni-server.ts';
 import { traceRecord, traceStep, withCniTrace, type CniTrace } from './cni-trace.ts';
 import { PodReleases } from './pod-releases.ts';
 import { readNetnsIdentity } from './inpod/capture-manager.ts';
+import { socketStockStats } from './inpod/socket-stock.ts';
 import { stopInpodCommands } from './inpod/iptables.ts';
 import { CertificateManager } from '../shared/ca/certificate-manager.ts';
 import type { PodInfo } from './inpod/pod-listeners.ts';
@@ -339,6 +340,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     config,
     heapRelease: () => heapRelease.stats,
     spliceReads: () => ({ ...pooledReadStats(), scavenges: readBufferScavenges() }),
+    inpodSocketStock: socketStockStats,
     sessionSockets: sessionSocketStats,
     // The log level switch reaches the proxy workers too.
     log: {

@@ -46,6 +46,17 @@ export interface SocketOptions {
   noDelay?: boolean;
 }
 
+/** What socketsTcp makes: unconnected TCP sockets of one kind, for a pod's socket stock. */
+export interface StockSocketOptions {
+  netns?: string;
+  netnsFd?: number;
+  family: 4 | 6;
+  mark?: number;
+  transparent?: boolean;
+  /** IP_BIND_ADDRESS_NO_PORT: the socket will be bound to an address with port 0 (bindTcp), its port chosen at connect. */
+  bindNoPort?: boolean;
+}
+
 export interface OriginalDestination {
   address: string;
   port: number;
@@ -62,6 +73,13 @@ export interface NativeSocketError extends Error {
 interface NativeSockets {
   listenTcp(options: ListenOptions): number;
   socketTcp(options: SocketOptions): number;
+  /**
+   * `count` (default out.length) sockets made in one visit to the namespace, their descriptors written to `out`;
+   * returns how many were made (fewer when the kernel refused one part-way; throws when it made none).
+   */
+  socketsTcp(options: StockSocketOptions, out: Int32Array, count?: number): number;
+  /** Binds a socket to `host`:`port` (port 0 with bindNoPort: chosen at connect). */
+  bindTcp(fd: number, host: string, port: number): void;
   /** A bound UDP socket (DNS): wrap with dgram's bind({ fd }). */
   bindUdp(options: UdpOptions): number;
   /** `family`: the socket's own (its listener's), which spares a getsockname; asked of the kernel when absent. */

@@ -11,14 +11,14 @@
  * Must not know about: iptables, CNI, how certificates are fetched.
  */
 import type net from 'node:net';
-import { HboneServer, resetSocket, type HboneRejection, type HboneRequest, type HboneServerOptions, type HostPort } from '../../shared/hbone/index.ts';
+import { HboneServer, resetSocket, type HboneDecision, type HboneRejection, type HboneRequest, type HboneServerOptions, type HostPort } from '../../shared/hbone/index.ts';
 import type { CertificateManager } from '../../shared/ca/certificate-manager.ts';
 import { INPOD } from '../inpod/rules.ts';
 import type { SocketFactory } from '../inpod/socket-factory.ts';
 import { plainIp, POLICY_DENIED_FLAG, type InboundPolicy } from '../policy/enforcer.ts';
 import type { MeshState } from '../../shared/mesh/mesh-state.ts';
 import { addressOfFamily, workloadIdentity, type Workload } from '../../shared/mesh/workload.ts';
-import type { ConnectionRecord, ConnectionReporter, RejectionReason } from './report.ts';
+import type { ByteCounts, ConnectionRecord, ConnectionReporter, RejectionReason } from './report.ts';
 import { spliceTcp } from './tcp-splice.ts';
 
 export interface InboundContext {
@@ -94,7 +94,7 @@ export class InboundProxy {
             return { allow: false, reason: decision.reason };
           }
         }
-        return { allow: true };
+        return ALLOW;
       },
       connect: (request) => this.#deliver(request, context),
       onTunnel: (event) => {
@@ -197,12 +197,8 @@ export class InboundProxy {
   }
 
   /** A tunnel's record, opened once the application accepted the delivery (what the HBONE server counts as opened). */
-  #tunnelRecord(request: HboneRequest, pod: Workload, socket?: net.Socket): ConnectionRecord {
-    const record: ConnectionRecord = {
-      direction: 'inbound', source: this.#state.workloadByIp(request.remoteAddress), sourcePrincipal: request.peerIdentity.uri, sourceAddress: request.remoteAddress, destination: pod, destinationAddress: request.target, mtls: true, bytesSent: 0, bytesReceived: 0, durationMs: 0,
-    };
-    if (socket) record.liveBytes = () => ({ sent: socket.bytesRead, received: socket.bytesWritten });
-    return record;
+  #tunnelRecord(request: HboneRequest, pod: Workload, socket?: net.Socket): InboundTunnel {
+    return new InboundTunnel(this, request, this.#state.workloadByIp(request.remoteAddress), pod, socket);
   }
 
   #deliver(request: HboneRequest, context: InboundContext): net.Socket {
@@ -212,12 +208,11 @@ export class InboundProxy {
     ) as DeliverySocket;
     const record = this.#tunnelRecord(request, context.pod, socket);
     (request as DeliveredRequest)[kTunnelRecord] = record;
-    const delivery = new Delivery(this, request, record);
-    socket[kDelivery] = delivery;
+    socket[kDelivery] = record;
     if (this.#policy) {
       // Late enforcement: closing the application side resets the HBONE stream (the splice turns an unclean
       // socket close into RST_STREAM), so the client sees a reset too.
-      delivery.untrack = this.#policy.track(context.pod, 'hbone', (request as DeliveredRequest)[kPolicyConnection] ?? hboneConnection(request), (reason) => {
+      record.untrack = this.#policy.track(context.pod, 'hbone', (request as DeliveredRequest)[kPolicyConnection] ?? hboneConnection(request), (reason) => {
         record.responseFlags = POLICY_DENIED_FLAG;
         const error = new Error(`policy changed: ${reason}`);
         record.error = error;
@@ -227,7 +222,7 @@ export class InboundProxy {
       socket.on('close', onDeliveryClose);
     }
     if (socket.connecting) {
-      delivery.connecting = true;
+      record.connecting = true;
       socket.on('connect', InboundProxy.#onDeliveryConnect);
       socket.on('error', InboundProxy.#onDeliveryFailed);
     } else {
@@ -237,7 +232,7 @@ export class InboundProxy {
   }
 
   /** The delivery of a socket whose connect just ended (connected or failed), its listeners removed. */
-  static #settle(socket: DeliverySocket): Delivery | undefined {
+  static #settle(socket: DeliverySocket): InboundTunnel | undefined {
     const delivery = socket[kDelivery];
     if (delivery === undefined || !delivery.connecting) return undefined;
     delivery.connecting = false;
@@ -249,49 +244,77 @@ export class InboundProxy {
   /** The application accepted the delivery: the tunnel counts as opened. (`this` is the socket: one listener for all.) */
   static readonly #onDeliveryConnect = function (this: DeliverySocket): void {
     const delivery = InboundProxy.#settle(this);
-    if (delivery !== undefined) delivery.proxy.#report.opened(delivery.record);
+    if (delivery !== undefined) delivery.proxy.#report.opened(delivery);
   };
 
   /** The application refused or was unreachable: the server answers 503 and reports no tunnel, so report it here. */
   static readonly #onDeliveryFailed = function (this: DeliverySocket, error: Error): void {
     const delivery = InboundProxy.#settle(this);
     if (delivery === undefined) return;
-    const { record, request } = delivery;
-    (request as DeliveredRequest)[kTunnelRecord] = undefined;
-    record.error ??= error;
-    record.responseFlags ??= 'UF';
-    delivery.proxy.#report.closed(record);
+    (delivery.request as DeliveredRequest)[kTunnelRecord] = undefined;
+    delivery.error ??= error;
+    delivery.responseFlags ??= 'UF';
+    delivery.proxy.#report.closed(delivery);
   };
 }
 
 /**
- * What a delivery's listeners need, kept on the socket under `kDelivery` (shared listeners, no closure per
- * connection), and on the request under `kTunnelRecord` the record the HBONE server's onTunnel closes.
+ * One tunnel into the pod: its telemetry record (what `opened` and `closed` are given; on the request under
+ * `kTunnelRecord` until the HBONE server's onTunnel closes it), what its socket's shared listeners need (on the socket
+ * under `kDelivery`), and its live byte counts read from that socket: one object per tunnel, where a record literal, a
+ * byte-count closure and a delivery object were three (issue 14, the storm step).
  */
-class Delivery {
+class InboundTunnel implements ConnectionRecord {
+  readonly direction = 'inbound';
+  readonly source: Workload | undefined;
+  readonly sourcePrincipal: string;
+  readonly sourceAddress: string;
+  readonly destination: Workload;
+  readonly destinationAddress: HostPort;
+  readonly mtls = true;
+  bytesSent = 0;
+  bytesReceived = 0;
+  durationMs = 0;
+  error: Error | undefined = undefined;
+  responseFlags: string | undefined = undefined;
   readonly proxy: InboundProxy;
   readonly request: HboneRequest;
-  readonly record: ConnectionRecord;
+  /** The socket into the pod; undefined for a tunnel refused before one was made. */
+  readonly socket: net.Socket | undefined;
   untrack: (() => void) | undefined = undefined;
   /** Its 'connect' / 'error' listeners are on the socket. */
   connecting = false;
 
-  constructor(proxy: InboundProxy, request: HboneRequest, record: ConnectionRecord) {
+  constructor(proxy: InboundProxy, request: HboneRequest, source: Workload | undefined, pod: Workload, socket: net.Socket | undefined) {
     this.proxy = proxy;
     this.request = request;
-    this.record = record;
+    this.source = source;
+    this.sourcePrincipal = request.peerIdentity.uri;
+    this.sourceAddress = request.remoteAddress;
+    this.destination = pod;
+    this.destinationAddress = request.target;
+    this.socket = socket;
+  }
+
+  /** Bytes so far: sent to the source is what the pod's socket read, received what it wrote (read at scrapes only). */
+  liveBytes(): ByteCounts {
+    const socket = this.socket;
+    return socket === undefined ? { sent: 0, received: 0 } : { sent: socket.bytesRead, received: socket.bytesWritten };
   }
 }
+
+/** `decide`'s answer for every tunnel it lets through (one object, not one per stream). */
+const ALLOW: HboneDecision = Object.freeze({ allow: true });
 
 const kDelivery = Symbol('ambit.inbound.delivery');
 const kTunnelRecord = Symbol('ambit.inbound.tunnelRecord');
 const kPolicyConnection = Symbol('ambit.inbound.policyConnection');
 interface DeliverySocket extends net.Socket {
-  [kDelivery]?: Delivery | undefined;
+  [kDelivery]?: InboundTunnel | undefined;
 }
 type PolicyConnection = ReturnType<typeof hboneConnection>;
 /** A request this agent delivered: its tunnel's record until onTunnel, and what policy matched it on. */
-type DeliveredRequest = HboneRequest & { [kTunnelRecord]?: ConnectionRecord | undefined; [kPolicyConnection]?: PolicyConnection };
+type DeliveredRequest = HboneRequest & { [kTunnelRecord]?: InboundTunnel | undefined; [kPolicyConnection]?: PolicyConnection };
 
 /** The delivery's socket closed: policy stops watching it. */
 function onDeliveryClose(this: DeliverySocket): void {

@@ -29,11 +29,11 @@ import {
 } from '../config.ts';
 import { HboneError } from '../errors.ts';
 import { serverTlsOptions, verifyClient } from '../tls.ts';
-import type { HboneDecision, HboneRejection, HboneRejectionReason, HboneRequest, HboneServerOptions, HostPort, RefusalStatus } from '../types.ts';
+import type { HboneDecision, HboneRejection, HboneRejectionReason, HboneRequest, HboneServerOptions, HboneTunnelEvent, HostPort, RefusalStatus } from '../types.ts';
 import { H2Connection, type H2ConnectionOptions } from './connection.ts';
 import { H2_ENHANCE_YOUR_CALM, H2Error } from './errors.ts';
 import { runReadTurn } from '../read-turn.ts';
-import { spliceH2 } from './splice.ts';
+import { spliceH2, type H2SpliceResult } from './splice.ts';
 import type { H2Stream } from './stream.ts';
 
 export interface H2TunnelServerOptions extends HboneServerOptions {
@@ -79,7 +79,7 @@ interface ClientConnection {
  * One allowed CONNECT from its decision to its answer: what the turn's end and the target's connect need. One object
  * per stream in place of the promises, closures and timer each stream used to cost (issue 14, the storm step).
  */
-class StreamSetUp {
+class StreamSetUp implements HboneTunnelEvent {
   readonly server: H2TunnelServer;
   readonly stream: H2Stream;
   readonly request: StreamRequest;
@@ -89,6 +89,11 @@ class StreamSetUp {
   socket: net.Socket | undefined = undefined;
   started = 0;
   deadline = 0;
+  /** Once spliced and closed, what `onTunnel` is told (this object is the event: none made per tunnel). */
+  bytesIn = 0;
+  bytesOut = 0;
+  durationMs = 0;
+  error: string | undefined = undefined;
 
   constructor(server: H2TunnelServer, stream: H2Stream, request: StreamRequest, authority: string | undefined) {
     this.server = server;
@@ -172,7 +177,10 @@ export class H2TunnelServer {
   readonly #resetRatePerMs: number;
   readonly #targetConnectTimeoutMs: number;
   /** Streams allowed this turn, set up at its end (#runAfterTurn). */
-  #afterTurn: StreamSetUp[] = [];
+  #afterTurn: (StreamSetUp | undefined)[] = [];
+  #afterTurnCount = 0;
+  /** The list the running turn's end left, swapped in for the next turn: no array made per turn. */
+  #afterTurnSpare: (StreamSetUp | undefined)[] = [];
   /** Streams whose target is connecting, in deadline order, and the one timer for the earliest deadline. */
   readonly #connecting = new Map<H2Stream, StreamSetUp>();
   #targetTimer: NodeJS.Timeout | undefined;
@@ -334,7 +342,7 @@ export class H2TunnelServer {
     };
     this.#clients.set(connection, client);
     this.#stats.sessionsAccepted++;
-    connection.on('stream', (stream: H2Stream) => void this.#onStream(stream, client));
+    connection.on('stream', (stream: H2Stream) => this.#onStream(stream, client));
     connection.on('error', (error: H2Error) => this.#onConnectionError(error, client));
     connection.on('streamError', (error: H2Error) => this.#options.onProtocolError?.(error));
     connection.onStreamClosed = (stream) => this.#onStreamClosed(stream, client);
@@ -440,7 +448,7 @@ export class H2TunnelServer {
     this.#reject({ reason, error, remoteAddress: client.remoteAddress, peerIdentity: client.peerIdentity, status, ...(request ? { request } : {}) });
   }
 
-  async #onStream(stream: H2Stream, client: ClientConnection): Promise<void> {
+  #onStream(stream: H2Stream, client: ClientConnection): void {
     this.#openStreams++;
     const method = stream.header(':method');
     if (method !== 'CONNECT') {
@@ -459,15 +467,36 @@ export class H2TunnelServer {
       return;
     }
     const request = new StreamRequest(client.peerIdentity, target, client.remoteAddress, stream.requestHeaders);
-    let decision: HboneDecision = allow;
-    if (this.#options.decide) {
-      try {
-        decision = await this.#options.decide(request);
-      } catch (cause) {
-        this.#report(new HboneError('HBONE_DENIED', `the policy decision for ${client.peerIdentity.uri} -> ${String(authority)} failed, denying: ${(cause as Error).message}`, { cause }));
-        decision = { allow: false, reason: 'policy evaluation failed' };
-      }
+    if (this.#options.decide === undefined) {
+      this.#decided(stream, client, request, authority, allow);
+      return;
     }
+    let decision: HboneDecision | Promise<HboneDecision>;
+    try {
+      decision = this.#options.decide(request);
+    } catch (cause) {
+      this.#decided(stream, client, request, authority, this.#decisionFailed(client, authority, cause));
+      return;
+    }
+    // The agent decides at once (policy is evaluated in place): no promise, no microtask per stream. A decision that
+    // is a promise (a caller that asks elsewhere) is waited for.
+    if (typeof (decision as Promise<HboneDecision>).then !== 'function') {
+      this.#decided(stream, client, request, authority, decision as HboneDecision);
+      return;
+    }
+    (decision as Promise<HboneDecision>).then(
+      (settled) => this.#decided(stream, client, request, authority, settled),
+      (cause: unknown) => this.#decided(stream, client, request, authority, this.#decisionFailed(client, authority, cause)),
+    );
+  }
+
+  #decisionFailed(client: ClientConnection, authority: string | undefined, cause: unknown): HboneDecision {
+    this.#report(new HboneError('HBONE_DENIED', `the policy decision for ${client.peerIdentity.uri} -> ${String(authority)} failed, denying: ${(cause as Error).message}`, { cause }));
+    return { allow: false, reason: 'policy evaluation failed' };
+  }
+
+  /** A CONNECT's decision is in: refused with its status, or queued for the turn's end (its target connect). */
+  #decided(stream: H2Stream, client: ClientConnection, request: StreamRequest, authority: string | undefined, decision: HboneDecision): void {
     if (stream.closed) return;
     if (!decision.allow) {
       const status = decision.status ?? 401;
@@ -479,16 +508,23 @@ export class H2TunnelServer {
     // Let the rest of what the client sent with this request be read first: a stream it reset in the same packet
     // (a flood of CONNECT + RST_STREAM) then costs no connection to the target. Every stream allowed in this turn
     // waits for the same setImmediate (one per turn, not one promise and immediate per stream).
-    this.#afterTurn.push(new StreamSetUp(this, stream, request, authority));
-    if (this.#afterTurn.length === 1) setImmediate(this.#runAfterTurn);
+    this.#afterTurn[this.#afterTurnCount++] = new StreamSetUp(this, stream, request, authority);
+    if (this.#afterTurnCount === 1) setImmediate(this.#runAfterTurn);
   }
 
   /** The streams allowed in the turn that just ended: each is terminated or has its target connected. */
   readonly #runAfterTurn = (): void => {
     const setUps = this.#afterTurn;
+    const count = this.#afterTurnCount;
     // Streams allowed while these run (a decision that resolves in between) wait for the next turn's immediate.
-    this.#afterTurn = [];
-    for (let index = 0; index < setUps.length; index++) this.#connectTarget(setUps[index]!);
+    this.#afterTurn = this.#afterTurnSpare;
+    this.#afterTurnCount = 0;
+    for (let index = 0; index < count; index++) {
+      const setUp = setUps[index]!;
+      setUps[index] = undefined;
+      this.#connectTarget(setUp);
+    }
+    this.#afterTurnSpare = setUps;
   };
 
   #connectTarget(setUp: StreamSetUp): void {
@@ -576,18 +612,16 @@ export class H2TunnelServer {
     }
     this.#stats.tunnelsOpened++;
     stream.respond(200);
-    void this.#splice(setUp, socket!);
+    // One closure per tunnel where an async function cost its promise, its await and an event object (issue 14).
+    void spliceH2(socket!, stream).then((result) => this.#spliced(setUp, result));
   }
 
-  async #splice(setUp: StreamSetUp, socket: net.Socket): Promise<void> {
-    const result = await spliceH2(socket, setUp.stream);
-    this.#options.onTunnel?.({
-      request: setUp.request,
-      bytesIn: result.bytesToSocket,
-      bytesOut: result.bytesFromSocket,
-      durationMs: performance.now() - setUp.started,
-      ...(result.error ? { error: result.error.message } : {}),
-    });
+  /** The tunnel's splice ended (both sides closed): `onTunnel` is told, with the set-up as the event. */
+  #spliced(setUp: StreamSetUp, result: H2SpliceResult): void {
+    setUp.bytesIn = result.bytesToSocket;
+    setUp.bytesOut = result.bytesFromSocket;
+    setUp.durationMs = performance.now() - setUp.started;
+    if (result.error) setUp.error = result.error.message;
+    this.#options.onTunnel?.(setUp);
   }
 }
-
