@@ -87,6 +87,14 @@ function addressLike(workload: Workload, v6: boolean): string | undefined {
  * Throws NoHealthyUpstreamError when none qualifies.
  */
 export function pickEndpoint(source: Workload, service: Service, endpoints: readonly ServiceEndpoint[], servicePort: number, vip: string, random: () => number = Math.random): PickedEndpoint {
+  return drawEndpoint({ endpoint: undefined as unknown as ServiceEndpoint, address: '', targetPort: 0 }, source, service, endpoints, servicePort, vip, random);
+}
+
+/**
+ * pickEndpoint's choice written into `into` (returned): for a caller that draws per request and keeps nothing of a
+ * draw past its next one (the waypoint's least-request choice draws twice per request).
+ */
+export function drawEndpoint(into: PickedEndpoint, source: Workload, service: Service, endpoints: readonly ServiceEndpoint[], servicePort: number, vip: string, random: () => number = Math.random): PickedEndpoint {
   const v6 = vip.includes(':');
   const lb = service.loadBalancing;
   // UNSPECIFIED_MODE and PASSTHROUGH: any endpoint, unranked.
@@ -143,5 +151,8 @@ export function pickEndpoint(source: Workload, service: Service, endpoints: read
     chosenPort = targetPort;
   }
   if (!chosen) throw new NoHealthyUpstreamError(service, servicePort, endpoints.length, { unhealthy, noPort, otherFamily, notLocal });
-  return { endpoint: chosen, address: chosenAddress, targetPort: chosenPort };
+  into.endpoint = chosen;
+  into.address = chosenAddress;
+  into.targetPort = chosenPort;
+  return into;
 }
