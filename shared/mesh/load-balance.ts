@@ -77,7 +77,8 @@ function scopeMatches(scope: LoadBalancingScope, source: Workload, candidate: Wo
 }
 
 function addressLike(workload: Workload, v6: boolean): string | undefined {
-  for (const address of workload.addresses) if (address.includes(':') === v6) return address;
+  const addresses = workload.addresses;
+  for (let index = 0; index < addresses.length; index++) if (addresses[index]!.includes(':') === v6) return addresses[index];
   return undefined;
 }
 
@@ -110,7 +111,9 @@ export function drawEndpoint(into: PickedEndpoint, source: Workload, service: Se
   let noPort = 0;
   let otherFamily = 0;
   let notLocal = 0;
-  for (const endpoint of endpoints) {
+  // Indexed loops: the waypoint draws twice per request, and an array iterator's results were 0.16 KB per request there.
+  for (let index = 0; index < endpoints.length; index++) {
+    const endpoint = endpoints[index]!;
     const workload = endpoint.workload;
     if (workload.status === 'UNHEALTHY' && !allowUnhealthy) {
       unhealthy++;
@@ -128,8 +131,8 @@ export function drawEndpoint(into: PickedEndpoint, source: Workload, service: Se
     }
     let rank = 0;
     if (preference !== undefined) {
-      for (const scope of preference) {
-        if (!scopeMatches(scope, source, workload)) break;
+      for (let scope = 0; scope < preference.length; scope++) {
+        if (!scopeMatches(preference[scope]!, source, workload)) break;
         rank++;
       }
       if (strict && rank !== preference.length) {
