@@ -9,7 +9,7 @@
  * requests share one read and one write, which allocates less per request).
  *
  *   node bench/waypoint-http1-bytes.ts [--main OTHER_TREE/waypoint/main.ts] [--rate 300] [--rounds 3] [--seconds 10]
- *        [--warm-rate 500] [--warm-rounds 6] [--warm-seconds 5] [--heap-profile] [--deferrals] [--name MESH] [--json FILE]
+ *        [--warm-rate 500] [--warm-rounds 6] [--warm-seconds 5] [--heap-profile [--keep-profile FILE]] [--deferrals] [--name MESH] [--json FILE]
  *
  * The waypoint is preloaded with bench/waypoint-grpc-preload.ts (its marks are protocol-neutral: a minor GC, then the
  * GCs by kind and the bytes allocated since the last mark, from v8.GCProfiler; with `--heap-profile` V8's sampling
@@ -21,7 +21,7 @@
  *
  * Owns: this measurement. Must not know about: how the waypoint works.
  */
-import { appendFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { appendFileSync, copyFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { loadavg } from 'node:os';
 import path, { join } from 'node:path';
@@ -45,6 +45,8 @@ const { values } = parseArgs({
     'warm-rounds': { type: 'string', default: '6' },
     'warm-seconds': { type: 'string', default: '5' },
     'heap-profile': { type: 'boolean', default: false },
+    /** With --heap-profile: the window's profile copied to this file (for its call tree). */
+    'keep-profile': { type: 'string' },
     deferrals: { type: 'boolean', default: false },
     name: { type: 'string', default: 'wp-h1-bytes' },
     json: { type: 'string' },
@@ -128,6 +130,7 @@ try {
     }
     const heapFile = join(markDir, 'window.heapprofile');
     if (existsSync(heapFile)) rows.push('', ...heapProfileTop(heapFile, completed, 'request', 30));
+    if (existsSync(heapFile) && values['keep-profile'] !== undefined) copyFileSync(heapFile, values['keep-profile']);
     if (values.json) appendFileSync(values.json, `${JSON.stringify({ at: new Date().toISOString(), tree: values.main ?? 'this tree', rate: Number(values.rate), requests: completed, failed: failedMeasured, load: loadavg()[0], allocatedBytes: perRequest, gcs })}\n`);
   } finally {
     await processes.stopAll();

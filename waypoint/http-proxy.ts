@@ -43,13 +43,14 @@ import { UpstreamTry } from './upstream-try.ts';
 import type { Upstreams } from './upstream.ts';
 import { proxyUpgrade } from './upgrade.ts';
 import type { DestinationRequest, DestinationTraffic } from './destination/destination-traffic.ts';
-import { DownstreamConnection, LeanExchange, type ExchangeListener, type LeanHandler } from './http1/downstream.ts';
-import { FIELD_GRPC_STATUS, FIELD_TRACEPARENT, FIELD_TRACESTATE, FIELD_X_REQUEST_ID, SKIP_HOP_BY_HOP, SKIP_TRACE } from './http1/head-fields.ts';
+import { DownstreamConnection, LeanExchange, type ExchangeListener, type LeanHandler, type RelayedHead } from './http1/downstream.ts';
+import { FIELD_GRPC_STATUS, FIELD_TRACEPARENT, FIELD_TRACESTATE, FIELD_X_REQUEST_ID } from './http1/head-fields.ts';
 import type { Http1Error } from './http1/errors.ts';
 import type { RequestHead, ResponseHead } from './http1/heads.ts';
 import { LeanTry, type LeanTryRequest } from './http1/lean-try.ts';
-import { fieldLineText, requestHeadText, responseHeadText, responseStatusLine } from './http1/serialize.ts';
-import type { Http1Transport } from './http1/transport.ts';
+import { fieldLineText, requestHeadText, responseHeadText } from './http1/serialize.ts';
+import { forwardedRequest, FRAMING_CHUNKED, FRAMING_CLOSE, framingText, relayedResponseHeadBytes, writeRelayedResponseHead } from './http1/forwarded-heads.ts';
+import { joinHeadAndBody, type Http1Transport } from './http1/transport.ts';
 import { UpstreamHttp1Pool } from './http1/upstream-pool.ts';
 
 /** The request as both HTTP/1.1 and HTTP/2 compat servers hand it over. */
@@ -124,7 +125,7 @@ interface LeanOwner {
  * exchange's end. Before session s12 these were a record, an options object, a try request per try and five closures
  * per request.
  */
-class LeanRequest implements RequestRecord, AttemptsOptions<ResponseHead>, AttemptsListener<ResponseHead>, ExchangeListener, LeanTryRequest {
+class LeanRequest implements RequestRecord, AttemptsOptions<ResponseHead>, AttemptsListener<ResponseHead>, ExchangeListener, LeanTryRequest, RelayedHead {
   readonly context: StreamContext;
   readonly exchange: LeanExchange;
   readonly #owner: LeanOwner;
@@ -145,7 +146,7 @@ class LeanRequest implements RequestRecord, AttemptsOptions<ResponseHead>, Attem
   // What the tries send: set once the route and head are known (#leanTries).
   backend: RouteBackend | undefined = undefined;
   servicePort = 0;
-  headText = '';
+  wire: Buffer = NO_BYTES;
   headRequest = false;
   policy: RetryPolicy = ISTIO_DEFAULT_RETRY;
   requestTimeoutMs = 0;
@@ -154,6 +155,9 @@ class LeanRequest implements RequestRecord, AttemptsOptions<ResponseHead>, Attem
   /** The try whose response is relayed, and the flags it is relayed with (from #leanAnswered on). */
   relaying: LeanTry | undefined = undefined;
   relayFlags = '-';
+  /** The relayed response's head when it goes on as received (writeRelayedHead), and the framing lines added to it. */
+  responseHead: ResponseHead | undefined = undefined;
+  responseFraming = 0;
 
   constructor(owner: LeanOwner, context: StreamContext, exchange: LeanExchange) {
     this.#owner = owner;
@@ -172,10 +176,6 @@ class LeanRequest implements RequestRecord, AttemptsOptions<ResponseHead>, Attem
 
   get vip(): string {
     return this.context.hbone.target.host;
-  }
-
-  get body(): readonly Buffer[] {
-    return this.exchange.body;
   }
 
   get timeoutMs(): number {
@@ -209,6 +209,15 @@ class LeanRequest implements RequestRecord, AttemptsOptions<ResponseHead>, Attem
     }
   }
 
+  // RelayedHead: the response head as received, written into the buffer of its first write.
+  relayedHeadBytes(): number {
+    return relayedResponseHeadBytes(this.status!, this.responseHead!, this.responseFraming);
+  }
+
+  writeRelayedHead(out: Buffer, offset: number): number {
+    return writeRelayedResponseHead(out, offset, this.status!, this.responseHead!, this.responseFraming);
+  }
+
   // ExchangeListener.
   clientGone(): void {
     this.tries?.abort();
@@ -230,6 +239,7 @@ class LeanRequest implements RequestRecord, AttemptsOptions<ResponseHead>, Attem
 /** What a request forwarded as sent does not pass on of the client's fields: hop-by-hop ones, and the trace fields it sets. */
 const NOT_FORWARDED_AS_SENT: ReadonlySet<string> = new Set([...HOP_BY_HOP, 'x-request-id', 'traceparent', 'tracestate']);
 const NO_MIRRORS: readonly RouteEntry['mirrors'][number][] = [];
+const NO_BYTES = Buffer.alloc(0);
 /** The log record's blocks before its first request. */
 const UNKNOWN_SRC: AccessLogRecord['src'] = { principal: 'unknown', workload: 'unknown', namespace: 'unknown', address: '' };
 const UNKNOWN_DST: AccessLogRecord['dst'] = { principal: 'unknown', workload: 'unknown', namespace: 'unknown', service: '' };
@@ -545,7 +555,13 @@ export class HttpProxy {
     // goes on from its own field lines (nothing read its map) or from the client's header map, without a copy of it.
     const asSent = (entry === undefined || (entry.mirrors.length === 0 && !entry.requestHeaderModifier && !entry.urlRewrite?.hostname)) && !backend?.requestHeaderModifier;
     const headers = asSent ? undefined : this.#upstreamHeaders(exchange, record, backend);
-    const headText = headers !== undefined ? requestHeadText(exchange.method, upstreamUrl, headers) : forwardedAsReceived(exchange.head) ? `${exchange.method} ${upstreamUrl} HTTP/1.1\r\n${exchange.head.fieldText(SKIP_HOP_BY_HOP | SKIP_TRACE)}${traceFieldLines(record)}\r\n` : requestHeadText(exchange.method, upstreamUrl, exchange.headers, NOT_FORWARDED_AS_SENT, traceFieldLines(record));
+    // The request as every try sends it, head and body in one buffer: as received, written as bytes (forwarded-heads.ts);
+    // from a map (filters, or something read the fields), as text.
+    const wire = headers !== undefined
+      ? joinHeadAndBody(requestHeadText(exchange.method, upstreamUrl, headers), exchange.body)
+      : forwardedAsReceived(exchange.head)
+        ? forwardedRequest(exchange.method, upstreamUrl, exchange.head, record.requestId, record.trace, exchange.body, exchange.bodyBytes)
+        : joinHeadAndBody(requestHeadText(exchange.method, upstreamUrl, exchange.headers, NOT_FORWARDED_AS_SENT, traceFieldLines(record)), exchange.body);
     const vip = context.hbone.target.host;
     if (headers !== undefined) {
       for (const mirror of entry?.mirrors ?? NO_MIRRORS) {
@@ -562,7 +578,7 @@ export class HttpProxy {
       return;
     }
     if (!traffic) {
-      this.#leanTries(exchange, record, backend, port, headText);
+      this.#leanTries(exchange, record, backend, port, wire);
       return;
     }
     let begun: DestinationRequest | Promise<DestinationRequest>;
@@ -575,13 +591,13 @@ export class HttpProxy {
     if (begun instanceof Promise) {
       begun
         .then(
-          (admitted) => this.#leanAdmitted(exchange, record, backend, port, headText, admitted),
+          (admitted) => this.#leanAdmitted(exchange, record, backend, port, wire, admitted),
           (error: unknown) => this.#leanOverflowed(exchange, record, error),
         )
         .catch((error: Error) => this.#leanFailed(exchange, error));
       return;
     }
-    this.#leanAdmitted(exchange, record, backend, port, headText, begun);
+    this.#leanAdmitted(exchange, record, backend, port, wire, begun);
   }
 
   /** The DestinationRule's pool refused the request: 503 UO with x-envoy-overloaded, as Envoy's circuit breaker. */
@@ -591,22 +607,22 @@ export class HttpProxy {
     this.#answerLean(exchange, record, error, 'upstream_overflow', error.responseFlags, { 'x-envoy-overloaded': 'true' });
   }
 
-  #leanAdmitted(exchange: LeanExchange, record: LeanRequest, backend: RouteBackend | undefined, port: number, headText: string, admitted: DestinationRequest): void {
+  #leanAdmitted(exchange: LeanExchange, record: LeanRequest, backend: RouteBackend | undefined, port: number, wire: Buffer, admitted: DestinationRequest): void {
     record.destinationRequest = admitted;
     // The client left while this request waited for the slot: the slot goes back.
     if (exchange.clientGone) {
       admitted.done(undefined);
       return;
     }
-    this.#leanTries(exchange, record, backend, port, headText);
+    this.#leanTries(exchange, record, backend, port, wire);
   }
 
   /** The tries (request-attempts.ts), told their outcome without a promise (runThen), then the relay. */
-  #leanTries(exchange: LeanExchange, record: LeanRequest, backend: RouteBackend | undefined, port: number, headText: string): void {
+  #leanTries(exchange: LeanExchange, record: LeanRequest, backend: RouteBackend | undefined, port: number, wire: Buffer): void {
     const entry = record.entry;
     record.backend = backend;
     record.servicePort = port;
-    record.headText = headText;
+    record.wire = wire;
     record.headRequest = exchange.method === 'HEAD';
     record.policy = entry?.retry ?? ISTIO_DEFAULT_RETRY;
     record.requestTimeoutMs = entry?.requestTimeoutMs ?? 0;
@@ -638,7 +654,7 @@ export class HttpProxy {
     const head = result.response;
     const bodyless = headRequest || head.status === 204 || head.status === 304;
     const closeDelimited = !bodyless && !head.chunked && head.contentLength < 0;
-    const framing = (head.chunked && !bodyless ? 'transfer-encoding: chunked\r\n' : '') + (closeDelimited || exchange.closeAfter ? 'connection: close\r\n' : '');
+    const framing = (head.chunked && !bodyless ? FRAMING_CHUNKED : 0) | (closeDelimited || exchange.closeAfter ? FRAMING_CLOSE : 0);
     if (closeDelimited) exchange.closeAfterResponse();
     const status = head.status;
     record.status = status;
@@ -649,12 +665,18 @@ export class HttpProxy {
     // Without a response header modifier the endpoint's own fields are written, less the hop-by-hop ones: from its
     // lines when nothing read its map.
     if (!entry?.responseHeaderModifier && !backend?.responseHeaderModifier) {
-      exchange.sendHead(forwardedAsReceived(head) ? responseStatusLine(status) + head.fieldText(SKIP_HOP_BY_HOP) + framing + '\r\n' : responseHeadText(status, head.headers, framing, HOP_BY_HOP));
+      if (forwardedAsReceived(head)) {
+        record.responseHead = head;
+        record.responseFraming = framing;
+        exchange.sendRelayedHead(record);
+      } else {
+        exchange.sendHead(responseHeadText(status, head.headers, framingText(framing), HOP_BY_HOP));
+      }
     } else {
       const responseHeaders = endToEndHeaders(head.headers);
       modifyHeaders(responseHeaders, entry?.responseHeaderModifier);
       modifyHeaders(responseHeaders, backend?.responseHeaderModifier);
-      exchange.sendHead(responseHeadText(status, responseHeaders, framing));
+      exchange.sendHead(responseHeadText(status, responseHeaders, framingText(framing)));
     }
     // The body bytes that came with the head go out in the head's write; a body still to come does not hold it.
     current.relayBody(exchange);
@@ -906,11 +928,10 @@ export class HttpProxy {
 
   /** The access log's dst block for a request answered by `endpoint` (none: 'unknown') of `destination`. */
   #dstBlock(endpoint: Workload | undefined, destination: Service): AccessLogRecord['dst'] {
-    const make = (): AccessLogRecord['dst'] => ({ principal: endpoint ? workloadIdentity(endpoint).uri : 'unknown', workload: endpoint?.workloadName ?? 'unknown', namespace: endpoint?.namespace ?? 'unknown', service: destination.hostname });
-    if (endpoint === undefined) return make();
+    if (endpoint === undefined) return { principal: 'unknown', workload: 'unknown', namespace: 'unknown', service: destination.hostname };
     const cached = this.#dstBlocks.get(endpoint);
     if (cached !== undefined && cached.service === destination) return cached.block;
-    const block = reusedBlock(make());
+    const block = reusedBlock({ principal: workloadIdentity(endpoint).uri, workload: endpoint.workloadName, namespace: endpoint.namespace, service: destination.hostname });
     this.#dstBlocks.set(endpoint, { service: destination, block });
     return block;
   }

@@ -8,6 +8,12 @@
  */
 import type { PickedEndpoint } from '../shared/mesh/load-balance.ts';
 
+/**
+ * Addresses kept in the map at zero requests in flight, up to this many: deleted and added again per request, an entry
+ * leaves a hole in the map's table, which is rebuilt (a new table) every few requests to drop them.
+ */
+const MAX_ADDRESSES_AT_ZERO = 1024;
+
 export class LeastRequestBalancer {
   readonly #inFlight = new Map<string, number>();
 
@@ -26,7 +32,7 @@ export class LeastRequestBalancer {
 
   finished(address: string): void {
     const count = this.inFlight(address) - 1;
-    if (count > 0) this.#inFlight.set(address, count);
+    if (count > 0 || (count === 0 && this.#inFlight.size <= MAX_ADDRESSES_AT_ZERO)) this.#inFlight.set(address, count);
     else this.#inFlight.delete(address);
   }
 }

@@ -110,7 +110,18 @@ export async function startWaypoint(config: WaypointConfig, log: Logger): Promis
     uid: '', name: config.podName, namespace: config.namespace, serviceAccount: config.serviceAccount, trustDomain: config.trustDomain, node: config.nodeName,
     addresses: [], tunnelProtocol: 'NONE', captureReason: 'waypoint', canonicalName: config.podName, canonicalRevision: 'latest', workloadName: config.podName,
   };
-  const upstreams = new Upstreams({ state, pool, identity, self: () => state.workloadByName(config.namespace, config.podName) ?? standIn });
+  // Looked up again only when the mesh state changed (state.version): a lookup builds and hashes a key string, and
+  // the endpoint pick asks twice per request.
+  let self = standIn;
+  let selfAt = -1;
+  const selfWorkload = (): Workload => {
+    if (selfAt !== state.version) {
+      self = state.workloadByName(config.namespace, config.podName) ?? standIn;
+      selfAt = state.version;
+    }
+    return self;
+  };
+  const upstreams = new Upstreams({ state, pool, identity, self: selfWorkload });
   const l4 = new L4Forwarder(upstreams, (outcome) =>
     log.info(
       { src: outcome.request.peerIdentity.uri, authority: `${outcome.request.target.host}:${outcome.request.target.port}`, service: outcome.service?.hostname, endpoint: outcome.endpoint, error: outcome.error?.message, flags: (outcome.error as WaypointError | undefined)?.responseFlags },

@@ -90,12 +90,19 @@ export function traceContextOf(headers: http.IncomingHttpHeaders): TraceContext 
 
 /** The trace context from received `traceparent` and `tracestate` values (HTTP/1.1's lean path reads them in place). */
 export function traceContextFrom(traceparent: string | undefined, tracestate: string | undefined): TraceContext {
-  const parsed = TRACEPARENT.exec(traceparent?.trim().toLowerCase() ?? '');
+  // Without a traceparent (the usual request) no regular expression runs; the match's parts are read by index (no
+  // array or iterator of a destructuring), and every context has the same shape.
+  const parsed = traceparent === undefined ? null : TRACEPARENT.exec(traceparent.trim().toLowerCase());
   const spanId = randomHex(8);
-  const [, version, traceId, parentSpanId, flags, extra] = parsed ?? [];
-  const valid = parsed !== null && version !== 'ff' && !(version === '00' && extra !== undefined) && traceId !== ZERO_TRACE && parentSpanId !== ZERO_SPAN;
-  if (!valid) return { traceId: randomHex(16), spanId, flags: '00' };
-  return { traceId: traceId!, parentSpanId: parentSpanId!, spanId, flags: flags!, ...(tracestate ? { tracestate } : {}) };
+  if (parsed !== null) {
+    const version = parsed[1]!;
+    const traceId = parsed[2]!;
+    const parentSpanId = parsed[3]!;
+    if (version !== 'ff' && !(version === '00' && parsed[5] !== undefined) && traceId !== ZERO_TRACE && parentSpanId !== ZERO_SPAN) {
+      return { traceId, parentSpanId, spanId, flags: parsed[4]!, tracestate: tracestate ? tracestate : undefined };
+    }
+  }
+  return { traceId: randomHex(16), parentSpanId: undefined, spanId, flags: '00', tracestate: undefined };
 }
 
 /** The `traceparent` the upstream hop carries (version 00, this hop's span as parent). */

@@ -11,9 +11,9 @@ import net from 'node:net';
 import type { HboneClientPool, HostPort } from '../shared/hbone/index.ts';
 import { H2Stream } from '../shared/hbone/h2/stream.ts';
 import type { SpiffeId } from '../shared/identity/index.ts';
-import { NoHealthyUpstreamError, pickEndpoint, type PickedEndpoint } from '../shared/mesh/load-balance.ts';
+import { drawEndpoint, NoHealthyUpstreamError, type PickedEndpoint } from '../shared/mesh/load-balance.ts';
 import type { MeshState } from '../shared/mesh/mesh-state.ts';
-import type { Service } from '../shared/mesh/service.ts';
+import type { Service, ServiceEndpoint } from '../shared/mesh/service.ts';
 import { workloadIdentity, type Workload } from '../shared/mesh/workload.ts';
 import { WaypointError } from './errors.ts';
 import { cachedServiceKey } from './service-keys.ts';
@@ -26,17 +26,28 @@ const HBONE_PORT = 15008;
 /** Draws a retry makes to find an endpoint other than the previous try's (Istio's HostSelectionRetryMaxAttempts). */
 const RETRY_HOST_SELECTION_ATTEMPTS = 5;
 
-/** An endpoint picked for a request and the address:port to dial on it. */
-export interface UpstreamTarget {
-  address: HostPort;
-  endpoint: Workload;
-}
-
 /** An endpoint picked for a request and the address:port to dial on it (the HTTP/2 path's view of a pick). */
 export interface UpstreamTarget {
   address: HostPort;
   endpoint: Workload;
   picked: PickedEndpoint;
+}
+
+/**
+ * A picked endpoint as the request pickers hand it out: one object per endpoint (and address and port), reused by every
+ * request that picks it, so a pick allocates nothing (two draws per request made two objects before session s13).
+ * Callers keep it but never change it.
+ */
+export interface DialTarget extends PickedEndpoint {
+  readonly endpoint: ServiceEndpoint;
+  readonly address: string;
+  readonly targetPort: number;
+  /** `address:targetPort`, for logs and the access log's upstream host. */
+  readonly hostPort: string;
+}
+
+function emptyDraw(): PickedEndpoint {
+  return { endpoint: undefined as unknown as ServiceEndpoint, address: '', targetPort: 0 };
 }
 
 /** `stream`: node:http2's ClientHttp2Stream or the own layer's H2DuplexStream, by the pool's layer (hbone-leg.ts). */
@@ -51,6 +62,11 @@ export class Upstreams {
   readonly #self: () => Workload;
   /** Requests in flight per endpoint, for the least-request choice. */
   readonly leastRequest = new LeastRequestBalancer();
+  /** pickLeastRequest's two draws, written over by each (read before the next draw, never handed out). */
+  readonly #firstDraw = emptyDraw();
+  readonly #secondDraw = emptyDraw();
+  /** Per endpoint, the DialTarget handed out for it (a new one when its address or port changed). */
+  readonly #targets = new WeakMap<ServiceEndpoint, DialTarget>();
 
   constructor(options: { state: MeshState; pool: HboneClientPool; identity: SpiffeId; self: () => Workload }) {
     this.#state = options.state;
@@ -68,17 +84,35 @@ export class Upstreams {
 
   /** Opens a stream to one healthy endpoint of `service` for `servicePort` (uniform choice); `vip` picks the address family. */
   async open(service: Service, servicePort: number, vip: string): Promise<UpstreamStream> {
-    return this.connect(service, this.#draw(service, servicePort, vip));
+    return this.connect(service, this.#draw(emptyDraw(), service, servicePort, vip));
   }
 
-  /** The endpoint for one HTTP request: of two draws, the one with fewer requests in flight; `avoid`: an address to redraw. Throws UH. */
-  pickLeastRequest(service: Service, servicePort: number, vip: string, avoid?: string): PickedEndpoint {
-    let picked = this.leastRequest.choose(this.#draw(service, servicePort, vip), this.#draw(service, servicePort, vip));
+  /**
+   * The endpoint for one HTTP request: of two draws, the one with fewer requests in flight; `avoid`: an address to
+   * redraw. Throws UH. The same object for every request to the endpoint (DialTarget): keep it, never change it.
+   */
+  pickLeastRequest(service: Service, servicePort: number, vip: string, avoid?: string): DialTarget {
+    let drawn = this.#drawTwo(service, servicePort, vip);
     // A retry prefers another endpoint than the one that failed (Envoy's previous_hosts predicate, 5 tries as Istio).
-    for (let attempt = 0; avoid !== undefined && picked.address === avoid && attempt < RETRY_HOST_SELECTION_ATTEMPTS; attempt++) {
-      picked = this.leastRequest.choose(this.#draw(service, servicePort, vip), this.#draw(service, servicePort, vip));
+    for (let attempt = 0; avoid !== undefined && drawn.address === avoid && attempt < RETRY_HOST_SELECTION_ATTEMPTS; attempt++) {
+      drawn = this.#drawTwo(service, servicePort, vip);
     }
-    return picked;
+    return this.#targetFor(drawn);
+  }
+
+  #drawTwo(service: Service, servicePort: number, vip: string): PickedEndpoint {
+    const first = this.#draw(this.#firstDraw, service, servicePort, vip);
+    return this.leastRequest.choose(first, this.#draw(this.#secondDraw, service, servicePort, vip));
+  }
+
+  /** The DialTarget for what a draw or a chooser picked. */
+  #targetFor(picked: PickedEndpoint): DialTarget {
+    const endpoint = picked.endpoint;
+    const known = this.#targets.get(endpoint);
+    if (known !== undefined && known.address === picked.address && known.targetPort === picked.targetPort) return known;
+    const target: DialTarget = { endpoint, address: picked.address, targetPort: picked.targetPort, hostPort: `${picked.address}:${picked.targetPort}` };
+    this.#targets.set(endpoint, target);
+    return target;
   }
 
   /** pickLeastRequest() as an address to dial (the HTTP/2 path); the caller reports the request's start and end to `leastRequest`. */
@@ -88,18 +122,18 @@ export class Upstreams {
   }
 
   /** The endpoint a DestinationRule's load balancer chooses (waypoint/destination/). Throws UH. */
-  pickWith(choose: EndpointChooser, service: Service, servicePort: number, vip: string): PickedEndpoint {
+  pickWith(choose: EndpointChooser, service: Service, servicePort: number, vip: string): DialTarget {
     try {
-      return choose(this.#self(), service, this.#state.endpointsOf(cachedServiceKey(service)), servicePort, vip);
+      return this.#targetFor(choose(this.#self(), service, this.#state.endpointsOf(cachedServiceKey(service)), servicePort, vip));
     } catch (error) {
       if (error instanceof NoHealthyUpstreamError) throw new WaypointError('WAYPOINT_NO_HEALTHY_UPSTREAM', error.message, { cause: error });
       throw error;
     }
   }
 
-  #draw(service: Service, servicePort: number, vip: string): PickedEndpoint {
+  #draw(into: PickedEndpoint, service: Service, servicePort: number, vip: string): PickedEndpoint {
     try {
-      return pickEndpoint(this.#self(), service, this.#state.endpointsOf(cachedServiceKey(service)), servicePort, vip);
+      return drawEndpoint(into, this.#self(), service, this.#state.endpointsOf(cachedServiceKey(service)), servicePort, vip);
     } catch (error) {
       if (error instanceof NoHealthyUpstreamError) throw new WaypointError('WAYPOINT_NO_HEALTHY_UPSTREAM', error.message, { cause: error });
       throw error;

@@ -77,7 +77,8 @@ function scopeMatches(scope: LoadBalancingScope, source: Workload, candidate: Wo
 }
 
 function addressLike(workload: Workload, v6: boolean): string | undefined {
-  for (const address of workload.addresses) if (address.includes(':') === v6) return address;
+  const addresses = workload.addresses;
+  for (let index = 0; index < addresses.length; index++) if (addresses[index]!.includes(':') === v6) return addresses[index];
   return undefined;
 }
 
@@ -87,6 +88,14 @@ function addressLike(workload: Workload, v6: boolean): string | undefined {
  * Throws NoHealthyUpstreamError when none qualifies.
  */
 export function pickEndpoint(source: Workload, service: Service, endpoints: readonly ServiceEndpoint[], servicePort: number, vip: string, random: () => number = Math.random): PickedEndpoint {
+  return drawEndpoint({ endpoint: undefined as unknown as ServiceEndpoint, address: '', targetPort: 0 }, source, service, endpoints, servicePort, vip, random);
+}
+
+/**
+ * pickEndpoint's choice written into `into` (returned): for a caller that draws per request and keeps nothing of a
+ * draw past its next one (the waypoint's least-request choice draws twice per request).
+ */
+export function drawEndpoint(into: PickedEndpoint, source: Workload, service: Service, endpoints: readonly ServiceEndpoint[], servicePort: number, vip: string, random: () => number = Math.random): PickedEndpoint {
   const v6 = vip.includes(':');
   const lb = service.loadBalancing;
   // UNSPECIFIED_MODE and PASSTHROUGH: any endpoint, unranked.
@@ -102,7 +111,9 @@ export function pickEndpoint(source: Workload, service: Service, endpoints: read
   let noPort = 0;
   let otherFamily = 0;
   let notLocal = 0;
-  for (const endpoint of endpoints) {
+  // Indexed loops: the waypoint draws twice per request, and an array iterator's results were 0.16 KB per request there.
+  for (let index = 0; index < endpoints.length; index++) {
+    const endpoint = endpoints[index]!;
     const workload = endpoint.workload;
     if (workload.status === 'UNHEALTHY' && !allowUnhealthy) {
       unhealthy++;
@@ -120,8 +131,8 @@ export function pickEndpoint(source: Workload, service: Service, endpoints: read
     }
     let rank = 0;
     if (preference !== undefined) {
-      for (const scope of preference) {
-        if (!scopeMatches(scope, source, workload)) break;
+      for (let scope = 0; scope < preference.length; scope++) {
+        if (!scopeMatches(preference[scope]!, source, workload)) break;
         rank++;
       }
       if (strict && rank !== preference.length) {
@@ -143,5 +154,8 @@ export function pickEndpoint(source: Workload, service: Service, endpoints: read
     chosenPort = targetPort;
   }
   if (!chosen) throw new NoHealthyUpstreamError(service, servicePort, endpoints.length, { unhealthy, noPort, otherFamily, notLocal });
-  return { endpoint: chosen, address: chosenAddress, targetPort: chosenPort };
+  into.endpoint = chosen;
+  into.address = chosenAddress;
+  into.targetPort = chosenPort;
+  return into;
 }

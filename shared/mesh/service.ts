@@ -93,7 +93,15 @@ export function isHeadless(service: Service): boolean {
  * does not have).
  */
 export function targetPortOf(service: Service, endpoint: ServiceEndpoint, servicePort: number): number | undefined {
-  for (const port of endpoint.ports) if (port.servicePort === servicePort && port.targetPort > 0) return port.targetPort;
-  for (const port of service.ports) if (port.servicePort === servicePort) return port.targetPort > 0 ? port.targetPort : undefined;
+  const endpointPorts = endpoint.ports;
+  for (let index = 0; index < endpointPorts.length; index++) {
+    const port = endpointPorts[index]!;
+    if (port.servicePort === servicePort && port.targetPort > 0) return port.targetPort;
+  }
+  const servicePorts = service.ports;
+  for (let index = 0; index < servicePorts.length; index++) {
+    const port = servicePorts[index]!;
+    if (port.servicePort === servicePort) return port.targetPort > 0 ? port.targetPort : undefined;
+  }
   return undefined;
 }

@@ -13,6 +13,8 @@ import { Http1Error, type Http1ErrorCode } from '../../waypoint/http1/errors.ts'
 import { FIELD_GRPC_STATUS, FIELD_HOST, FIELD_TRACEPARENT, FIELD_TRACESTATE, FIELD_X_REQUEST_ID, MAX_HEADERS, SKIP_HOP_BY_HOP, SKIP_TRACE } from '../../waypoint/http1/head-fields.ts';
 import { parseRequestHead, parseResponseHead, type RequestHead, type ResponseHead } from '../../waypoint/http1/heads.ts';
 import { HeaderValueError, requestHeadText, responseHeadText } from '../../waypoint/http1/serialize.ts';
+import { forwardedRequest, FRAMING_CHUNKED, FRAMING_CLOSE, relayedResponseHeadBytes, writeRelayedResponseHead } from '../../waypoint/http1/forwarded-heads.ts';
+import type { TraceContext } from '../../waypoint/tracing.ts';
 
 function request(text: string): RequestHead | Http1Error | undefined {
   const bytes = Buffer.from(text, 'latin1');
@@ -251,6 +253,66 @@ test('property: a head forwarded from its lines carries the same fields as one w
       const expected: Record<string, unknown> = { ...head.headers };
       for (const name of ['connection', 'keep-alive', 'te', 'upgrade', 'proxy-authorization', 'x-request-id', 'traceparent', 'tracestate']) delete expected[name];
       t.deepEqual(forwarded.headers, expected);
+      return true;
+    }),
+    { numRuns: 500 },
+  );
+});
+
+const TRACE: TraceContext = { traceId: '0af7651916cd43dd8448eb211c80319c', spanId: 'b7ad6b7169203331', flags: '01', parentSpanId: '00f067aa0ba902b7' };
+
+test('a request forwarded as bytes: the received lines less hop-by-hop and trace ones, the trace lines, the body', (t) => {
+  const head = request('POST /a?b=1 HTTP/1.1\r\nConnection: keep-alive\r\nHost: svc\r\nKeep-Alive: 5\r\nX-A:  1 \r\nx-request-id: old\r\nTraceparent: 00-x\r\nContent-Length: 4\r\nTE: trailers\r\nProxy-Authorization: Basic a\r\n\r\n') as RequestHead;
+  const wire = forwardedRequest('POST', '/a?b=1', head, 'r-1', { ...TRACE, tracestate: 'k=v' }, [Buffer.from('ab'), Buffer.from('cd')], 4);
+  t.is(wire.toString('latin1'), 'POST /a?b=1 HTTP/1.1\r\nHost: svc\r\nX-A:  1 \r\nContent-Length: 4\r\nx-request-id: r-1\r\ntraceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\ntracestate: k=v\r\n\r\nabcd');
+  t.false(head.mapRead);
+});
+
+test('a request forwarded as bytes: a request id or tracestate with CR, LF or NUL is refused rather than splitting the head', (t) => {
+  const head = request('GET / HTTP/1.1\r\nHost: svc\r\n\r\n') as RequestHead;
+  for (const value of ['a\r\nx-injected: 1', 'a\nb', 'a\0b']) {
+    t.throws(() => forwardedRequest('GET', '/', head, value, TRACE, [], 0), { instanceOf: HeaderValueError });
+    t.throws(() => forwardedRequest('GET', '/', head, 'r', { ...TRACE, tracestate: value }, [], 0), { instanceOf: HeaderValueError });
+    t.throws(() => forwardedRequest('GET', '/', head, 'r', { ...TRACE, spanId: value }, [], 0), { instanceOf: HeaderValueError });
+  }
+});
+
+test('property: heads forwarded as bytes are the string way\'s text, byte for byte', (t) => {
+  const names = ['Host', 'X-A', 'x-a', 'Cookie', 'Set-Cookie', 'Connection', 'Keep-Alive', 'TE', 'Upgrade', 'X-Request-Id', 'traceparent', 'Tracestate', 'Content-Type', 'Proxy-Authenticate', 'Transfer-Encoding', 'Trailer', 'Proxy-Connection', 'x-long'];
+  const values = fc.constantFrom('a', 'b c', '', ' d ', '1', 'x'.repeat(40), '\u00e9t\u00e9');
+  fc.assert(
+    fc.property(fc.array(fc.record({ name: fc.constantFrom(...names), value: values }), { maxLength: 10 }), fc.constantFrom('/', '/a/b?c=d', `/${'p'.repeat(50)}`), fc.option(fc.constantFrom('k=v', 'a=1,b=2')), fc.integer({ min: 0, max: 3 }), fc.integer({ min: 100, max: 599 }), (fields, target, tracestate, framing, status) => {
+      const lines = fields.filter((field) => field.name !== 'Transfer-Encoding').map((field) => `${field.name}: ${field.value}\r\n`).join('');
+      const head = request(`GET ${target} HTTP/1.1\r\nHost: svc\r\n${lines}\r\n`) as RequestHead;
+      if (head instanceof Http1Error || head.firstWinsRepeated) return true;
+      const trace = tracestate === null ? TRACE : { ...TRACE, tracestate };
+      const traceLines = `x-request-id: r\r\ntraceparent: 00-${trace.traceId}-${trace.spanId}-${trace.flags}\r\n${trace.tracestate === undefined ? '' : `tracestate: ${trace.tracestate}\r\n`}`;
+      t.is(forwardedRequest('GET', target, head, 'r', trace, [Buffer.from('xyz')], 3).toString('latin1'), `GET ${target} HTTP/1.1\r\n${head.fieldText(SKIP_HOP_BY_HOP | SKIP_TRACE)}${traceLines}\r\nxyz`);
+      const response = Buffer.from(`HTTP/1.1 ${status} Whatever\r\n${lines}\r\n`, 'latin1');
+      const parsed = parseResponseHead(response, 0, response.length) as ResponseHead;
+      if (parsed instanceof Http1Error || parsed.firstWinsRepeated) return true;
+      const out = Buffer.alloc(relayedResponseHeadBytes(status, parsed, framing) + 2, 0x7e);
+      const end = writeRelayedResponseHead(out, 1, status, parsed, framing);
+      const framingLines = ((framing & FRAMING_CHUNKED) !== 0 ? 'transfer-encoding: chunked\r\n' : '') + ((framing & FRAMING_CLOSE) !== 0 ? 'connection: close\r\n' : '');
+      t.is(out.toString('latin1', 1, end), `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\n${parsed.fieldText(SKIP_HOP_BY_HOP)}${framingLines}\r\n`);
+      t.is(end, out.length - 1, 'the head is exactly the size counted');
+      t.is(out[0], 0x7e);
+      t.is(out[end], 0x7e);
+      return true;
+    }),
+    { numRuns: 500 },
+  );
+});
+
+test('property: Connection read in place says close and keep-alive exactly where its elements, trimmed and lowercased, say so', (t) => {
+  const element = fc.constantFrom('close', 'Close', 'CLOSE', ' close ', '\tclose', 'keep-alive', 'Keep-Alive', ' keep-alive\u00a0', 'closed', 'clos', 'upgrade', '', 'keep-alivex', 'xclose', 'close\u00a0');
+  fc.assert(
+    fc.property(fc.array(element, { minLength: 1, maxLength: 4 }), (elements) => {
+      const value = elements.join(',');
+      const head = request(`GET / HTTP/1.1\r\nHost: svc\r\nConnection: ${value}\r\n\r\n`) as RequestHead;
+      const parts = value.split(',').map((part) => part.trim().toLowerCase());
+      t.is(head.connectionClose, parts.includes('close'), JSON.stringify(value));
+      t.is(head.connectionKeepAlive, parts.includes('keep-alive'), JSON.stringify(value));
       return true;
     }),
     { numRuns: 500 },

@@ -136,7 +136,7 @@ test("an endpoint's response read from the read buffers: its body, held until th
     onEnd: () => (ended = true),
     onError: (error) => t.fail(error.message),
   };
-  upstream.send('GET / HTTP/1.1\r\nhost: web\r\n\r\n', [], false, sink);
+  upstream.send(Buffer.from('GET / HTTP/1.1\r\nhost: web\r\n\r\n', 'latin1'), false, sink);
   t.true(await waitFor(() => endpoints.length === 2));
   const responseBody = filled(1024, 'r');
   endpoints[0]!.write(Buffer.from(`HTTP/1.1 200 OK\r\ncontent-length: 1024\r\n\r\n${responseBody}`));

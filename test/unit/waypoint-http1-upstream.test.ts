@@ -89,7 +89,7 @@ async function exchange(pool: UpstreamHttp1Pool, path: string, headRequest = fal
         resolve();
       },
     };
-    stream.send(`${headRequest ? 'HEAD' : 'GET'} ${path} HTTP/1.1\r\nhost: web\r\n\r\n`, [], headRequest, sink);
+    stream.send(Buffer.from(`${headRequest ? 'HEAD' : 'GET'} ${path} HTTP/1.1\r\nhost: web\r\n\r\n`, 'latin1'), headRequest, sink);
   });
   return { received, stream };
 }

@@ -57,11 +57,25 @@ export interface ExchangeListener {
   relayed(whole: boolean): void;
 }
 
+/**
+ * A relayed response's head written as bytes into the buffer of its first write (forwarded-heads.ts): no head text
+ * per request. The proxy's per-request object is one.
+ */
+export interface RelayedHead {
+  /** The head's size in bytes. */
+  relayedHeadBytes(): number;
+  /** Writes the head at out[offset] (relayedHeadBytes() of room); returns the offset after it. */
+  writeRelayedHead(out: Buffer, offset: number): number;
+}
+
 /** Something the response's body comes from, to pause while the client's stream is full. */
 interface PausableSource {
   pause(): void;
   resume(): void;
 }
+
+/** The body of a request without one (shared, never written: takeBody replaces it with the first chunk's array). */
+const NO_BODY: Buffer[] = [];
 
 /** One request on the lean path: its head and body, and the writer of its response. */
 export class LeanExchange implements BodyReceiver {
@@ -70,7 +84,8 @@ export class LeanExchange implements BodyReceiver {
   readonly httpVersion = '1.1';
   /** The parsed head: its fields are read in place (FieldFacts.value) until something reads the map (`headers`). */
   readonly head: RequestHead;
-  readonly body: Buffer[] = [];
+  /** The body's chunks (NO_BODY until the first: an array made by its first push is made with room for 17). */
+  body: Buffer[] = NO_BODY;
   bodyBytes = 0;
   headersSent = false;
   /** The response ended (whole, cut, or the client went). */
@@ -86,8 +101,9 @@ export class LeanExchange implements BodyReceiver {
   #remaining: number;
   #ownStatus = 200;
   #ownHeaders: OutgoingHttpHeaders | Record<string, string | number> | undefined;
-  /** The relayed head, until the body's first bytes go with it. */
+  /** The relayed head, until the body's first bytes go with it: as text (sendHead), or written when it goes (sendRelayedHead). */
   #heldHead: string | undefined;
+  #heldRelayed: RelayedHead | undefined;
 
   constructor(connection: DownstreamConnection, head: RequestHead) {
     this.#connection = connection;
@@ -125,8 +141,16 @@ export class LeanExchange implements BodyReceiver {
   takeBody(bytes: Buffer, start: number, end: number, copy: boolean): number {
     const take = Math.min(this.#remaining, end - start);
     if (take === 0) return 0;
-    if (copy) this.body.push(Buffer.from(bytes.subarray(start, start + take)));
-    else this.body.push(start === 0 && take === bytes.length ? bytes : bytes.subarray(start, start + take));
+    let kept: Buffer;
+    if (copy) {
+      // Copied without a view of the read buffer first (one object, not two).
+      kept = Buffer.allocUnsafe(take);
+      bytes.copy(kept, 0, start, start + take);
+    } else {
+      kept = start === 0 && take === bytes.length ? bytes : bytes.subarray(start, start + take);
+    }
+    if (this.body === NO_BODY) this.body = [kept];
+    else this.body.push(kept);
     this.bodyBytes += take;
     this.#remaining -= take;
     return take;
@@ -176,12 +200,26 @@ export class LeanExchange implements BodyReceiver {
     this.#heldHead = text;
   }
 
+  /** As sendHead, the head written from `head` into the write's buffer when it goes (the usual relay: no text). */
+  sendRelayedHead(head: RelayedHead): void {
+    this.headersSent = true;
+    this.#heldRelayed = head;
+  }
+
   // BodyReceiver: the relayed response's body.
   bodyChunk(bytes: Buffer, start: number, end: number): void {
     if (this.done || start === end) return;
     const head = this.#heldHead;
+    const relayed = this.#heldRelayed;
     let written: boolean;
-    if (head !== undefined) {
+    if (relayed !== undefined) {
+      this.#heldRelayed = undefined;
+      const headBytes = relayed.relayedHeadBytes();
+      const joined = Buffer.allocUnsafe(headBytes + end - start);
+      relayed.writeRelayedHead(joined, 0);
+      bytes.copy(joined, headBytes, start, end);
+      written = this.#connection.writeBytes(joined);
+    } else if (head !== undefined) {
       this.#heldHead = undefined;
       written = this.#connection.writeBytes(withHead(head, bytes, start, end));
     } else {
@@ -204,6 +242,15 @@ export class LeanExchange implements BodyReceiver {
 
   /** A held head goes out alone (no body bytes came with it). */
   flushHead(): void {
+    const relayed = this.#heldRelayed;
+    if (relayed !== undefined) {
+      this.#heldRelayed = undefined;
+      if (this.clientGone) return;
+      const bytes = Buffer.allocUnsafe(relayed.relayedHeadBytes());
+      relayed.writeRelayedHead(bytes, 0);
+      this.#connection.writeBytes(bytes);
+      return;
+    }
     const head = this.#heldHead;
     if (head === undefined) return;
     this.#heldHead = undefined;

@@ -75,16 +75,6 @@ export class DuplexTransport implements Http1Transport {
     return this.stream.destroyed ? true : this.stream.write(text, 'latin1');
   }
 
-  writeHeadAndBody(head: string, body: readonly Buffer[]): boolean {
-    const stream = this.stream;
-    if (stream.destroyed) return true;
-    stream.cork();
-    stream.write(head, 'latin1');
-    for (const chunk of body) stream.write(chunk);
-    stream.uncork();
-    return stream.writableLength < stream.writableHighWaterMark;
-  }
-
   end(): void {
     if (!this.stream.destroyed && !this.stream.writableEnded) this.stream.end();
   }

@@ -13,7 +13,7 @@ import { H2_CANCEL, H2_NO_ERROR } from '../../shared/hbone/h2/errors.ts';
 import type { H2Stream, H2StreamHandler } from '../../shared/hbone/h2/stream.ts';
 import type { SharedReadBuffer } from '../../shared/hbone/pooled-reads.ts';
 import type { HboneLegStream } from '../hbone-leg.ts';
-import { joinHeadAndBody, type Http1StreamReader, type Http1Transport } from './transport.ts';
+import type { Http1StreamReader, Http1Transport } from './transport.ts';
 
 function idleTimerFired(transport: H2StreamTransport): void {
   transport.idleTimerFired();
@@ -67,11 +67,6 @@ export class H2StreamTransport implements Http1Transport, H2StreamHandler {
   writeText(text: string): boolean {
     this.#activity++;
     return this.stream.write(Buffer.from(text, 'latin1'));
-  }
-
-  writeHeadAndBody(head: string, body: readonly Buffer[]): boolean {
-    this.#activity++;
-    return this.stream.write(joinHeadAndBody(head, body));
   }
 
   end(): void {

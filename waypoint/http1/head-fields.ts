@@ -85,12 +85,14 @@ function knownFieldId(text: string, start: number, end: number): KnownField {
 
 /** Per field line in FieldFacts.lines: where its name starts, its colon, its value's start and end, its line's end, its known id. */
 const LINE_STRIDE = 6;
-const NO_LINES: readonly number[] = [];
 /**
- * parseFields' positions while it parses (one head at a time, synchronously), copied into an array of the head's size
- * at the end: pushed into a fresh array, the positions grew it three times per head (about 0.65 KB per head).
+ * parseFields' positions while it parses (one head at a time, synchronously; each below 2^16: heads are at most
+ * MAX_HEAD_BYTES), kept at the end as a string of one UTF-16 code unit per number (FieldFacts.lines): 16 bytes and two
+ * per number on V8's heap, where an array of the head's size took 32, 16 and eight per number (about 0.6 KB per
+ * request for its two heads, session s12's figures; pushed into a fresh array before that, 0.65 KB per head).
  */
-const parsingLines: number[] = [];
+const parsing = new Uint16Array((MAX_HEADERS + 1) * LINE_STRIDE);
+const parsingBytes = Buffer.from(parsing.buffer, parsing.byteOffset, parsing.byteLength);
 
 /**
  * The fields of a head, kept as positions in its text, and the framing facts read while they were checked. The map
@@ -101,8 +103,8 @@ const parsingLines: number[] = [];
 export class FieldFacts {
   /** The head's text (latin1, without its final CRLF CRLF), start line included. */
   readonly text: string;
-  /** LINE_STRIDE numbers per field line, in order (set once by parseFields: an array of exactly that size). */
-  lines: readonly number[] = NO_LINES;
+  /** LINE_STRIDE numbers per field line, in order, each as one UTF-16 code unit (read with charCodeAt; set once by parseFields). */
+  lines = '';
   /** -1: no Content-Length. */
   contentLength = -1;
   /** Transfer-Encoding's last coding is chunked. */
@@ -152,7 +154,7 @@ export class FieldFacts {
     const lines = this.lines;
     let found = -1;
     for (let at = 0; at < lines.length; at += LINE_STRIDE) {
-      if (lines[at + 5] !== id) continue;
+      if (lines.charCodeAt(at + 5) !== id) continue;
       if (id <= FIRST_WINS_COUNT) {
         found = at;
         break;
@@ -161,7 +163,7 @@ export class FieldFacts {
       if (found >= 0) return this.#joined(id);
       found = at;
     }
-    return found < 0 ? undefined : this.text.slice(lines[found + 2], lines[found + 3]);
+    return found < 0 ? undefined : this.text.slice(lines.charCodeAt(found + 2), lines.charCodeAt(found + 3));
   }
 
   #joined(id: KnownField): string | undefined {
@@ -178,15 +180,50 @@ export class FieldFacts {
     const text = this.text;
     if (lines.length === 0) return '';
     let result = '';
-    let runStart = lines[0]!;
+    let runStart = lines.charCodeAt(0);
     for (let at = 0; at < lines.length; at += LINE_STRIDE) {
-      if ((FIELD_KINDS[lines[at + 5]!]! & skip) === 0) continue;
-      const lineStart = lines[at]!;
+      if ((FIELD_KINDS[lines.charCodeAt(at + 5)]! & skip) === 0) continue;
+      const lineStart = lines.charCodeAt(at);
       if (lineStart > runStart) result += text.slice(runStart, lineStart);
-      runStart = lines[at + 4]! + 2;
+      runStart = lines.charCodeAt(at + 4) + 2;
     }
     if (runStart < text.length) result += `${text.slice(runStart)}\r\n`;
     return result;
+  }
+
+  /** The byte length of fieldText(skip), counted without building it. */
+  fieldBytes(skip: number): number {
+    const lines = this.lines;
+    let bytes = 0;
+    for (let index = 0; index < lines.length; index += LINE_STRIDE) {
+      if ((FIELD_KINDS[lines.charCodeAt(index + 5)]! & skip) === 0) bytes += lines.charCodeAt(index + 4) + 2 - lines.charCodeAt(index);
+    }
+    return bytes;
+  }
+
+  /**
+   * fieldText(skip) written as latin1 bytes into `out` at `offset` (room for fieldBytes(skip) there); returns the
+   * offset after it. The kept lines' characters are copied from the head's text one by one: no slice, string or
+   * flatten per head (the forwarded heads' text was about 1 KB of V8 heap per request). Same lines, same checks as fieldText: only for a head whose map was not read, with no first-wins repeat.
+   */
+  writeFields(skip: number, out: Buffer, offset: number): number {
+    const lines = this.lines;
+    const text = this.text;
+    if (lines.length === 0) return offset;
+    let at = offset;
+    let runStart = lines.charCodeAt(0);
+    for (let index = 0; index < lines.length; index += LINE_STRIDE) {
+      if ((FIELD_KINDS[lines.charCodeAt(index + 5)]! & skip) === 0) continue;
+      const lineStart = lines.charCodeAt(index);
+      for (let char = runStart; char < lineStart; char++) out[at++] = text.charCodeAt(char);
+      runStart = lines.charCodeAt(index + 4) + 2;
+    }
+    if (runStart < text.length) {
+      for (let char = runStart; char < text.length; char++) out[at++] = text.charCodeAt(char);
+      out[at++] = 0x0d;
+      out[at++] = 0x0a;
+    }
+    return at;
   }
 
   #map(): HeaderMap {
@@ -194,8 +231,8 @@ export class FieldFacts {
     const lines = this.lines;
     const text = this.text;
     for (let at = 0; at < lines.length; at += LINE_STRIDE) {
-      const id = lines[at + 5]!;
-      addField(headers, id, id === 0 ? text.slice(lines[at], lines[at + 1]).toLowerCase() : KNOWN_NAMES[id]!, text.slice(lines[at + 2], lines[at + 3]));
+      const id = lines.charCodeAt(at + 5);
+      addField(headers, id, id === 0 ? text.slice(lines.charCodeAt(at), lines.charCodeAt(at + 1)).toLowerCase() : KNOWN_NAMES[id]!, text.slice(lines.charCodeAt(at + 2), lines.charCodeAt(at + 3)));
     }
     return headers;
   }
@@ -230,6 +267,39 @@ function addField(fields: HeaderMap, id: KnownField, name: string, value: string
   }
 }
 
+/** Whitespace String.prototype.trim removes that a checked field value (latin1, no control character but HTAB) can hold. */
+function isTrimmed(code: number): boolean {
+  return code === 0x20 || code === 0x09 || code === 0xa0;
+}
+
+/**
+ * Whether the comma-separated list text[start, end) holds `token` (lowercase ASCII), each element trimmed and compared
+ * case-insensitively as listHas does, read in place: no slice, trim or lowercase string per element (Connection is
+ * in nearly every request and response head).
+ */
+function listHasIn(text: string, start: number, end: number, token: string): boolean {
+  const length = token.length;
+  let at = start;
+  while (at <= end) {
+    let elementEnd = text.indexOf(',', at);
+    if (elementEnd < 0 || elementEnd > end) elementEnd = end;
+    let from = at;
+    let to = elementEnd;
+    while (from < to && isTrimmed(text.charCodeAt(from))) from++;
+    while (to > from && isTrimmed(text.charCodeAt(to - 1))) to--;
+    if (to - from === length) {
+      let index = 0;
+      for (; index < length; index++) {
+        const code = text.charCodeAt(from + index);
+        if ((code >= 0x41 && code <= 0x5a ? code | 0x20 : code) !== token.charCodeAt(index)) break;
+      }
+      if (index === length) return true;
+    }
+    at = elementEnd + 1;
+  }
+  return false;
+}
+
 /** Whether the comma-separated `list` holds `token` (case-insensitive). */
 function listHas(list: string, token: string): boolean {
   let start = 0;
@@ -248,7 +318,7 @@ function listHas(list: string, token: string): boolean {
  */
 export function parseFields(head: string, start: number): FieldFacts | Http1Error {
   const facts = new FieldFacts(head);
-  const lines = parsingLines;
+  const lines = parsing;
   let used = 0;
   let count = 0;
   let lineStart = start;
@@ -296,7 +366,7 @@ export function parseFields(head: string, start: number): FieldFacts | Http1Erro
     lineStart = lineEnd + 2;
   }
   if (facts.transferEncoding && facts.contentLength >= 0) return new Http1Error('HTTP1_BAD_CONTENT_LENGTH', 'both Content-Length and Transfer-Encoding');
-  if (used > 0) facts.lines = lines.slice(0, used);
+  if (used > 0) facts.lines = parsingBytes.toString('utf16le', 0, used * 2);
   return facts;
 }
 
@@ -326,12 +396,10 @@ function noteFraming(facts: FieldFacts, id: KnownField, head: string, start: num
       if (!facts.chunked) return new Http1Error('HTTP1_BAD_TRANSFER_ENCODING', `Transfer-Encoding ${JSON.stringify(value)} does not end with chunked`);
       return undefined;
     }
-    case FIELD_CONNECTION: {
-      const value = head.slice(start, end);
-      if (listHas(value, 'close')) facts.connectionClose = true;
-      if (listHas(value, 'keep-alive')) facts.connectionKeepAlive = true;
+    case FIELD_CONNECTION:
+      if (listHasIn(head, start, end, 'close')) facts.connectionClose = true;
+      if (listHasIn(head, start, end, 'keep-alive')) facts.connectionKeepAlive = true;
       return undefined;
-    }
     case FIELD_UPGRADE:
       facts.upgrade = true;
       return undefined;

@@ -48,10 +48,15 @@ function headEnd(bytes: Buffer, start: number, end: number): number | Http1Error
   return found + 4;
 }
 
-function versionOf(line: string, at: number): string | undefined {
-  if (line.length - at !== 8 || !line.startsWith('HTTP/', at) || line.charCodeAt(at + 6) !== 0x2e) return undefined;
-  const version = line.slice(at + 5);
-  return version === '1.1' || version === '1.0' || version === '0.9' || version === '2.0' ? version : undefined;
+/** The version of a request line whose rest head[at, lineEnd) is `HTTP/x.y`, read in place (no slice): one of the four llhttp takes. */
+function versionAt(head: string, at: number, lineEnd: number): string | undefined {
+  if (lineEnd - at !== 8 || !head.startsWith('HTTP/', at) || head.charCodeAt(at + 6) !== 0x2e) return undefined;
+  const major = head.charCodeAt(at + 5);
+  const minor = head.charCodeAt(at + 7);
+  if (major === 0x31) return minor === 0x31 ? '1.1' : minor === 0x30 ? '1.0' : undefined;
+  if (major === 0x30) return minor === 0x39 ? '0.9' : undefined;
+  if (major === 0x32) return minor === 0x30 ? '2.0' : undefined;
+  return undefined;
 }
 
 /** The request head at bytes[start, end): the head, undefined while incomplete, or why it is refused. */
@@ -74,7 +79,7 @@ export function parseRequestHead(bytes: Buffer, start: number, end: number): Req
     const code = head.charCodeAt(index);
     if (code <= 0x20 || code >= 0x7f) return new Http1Error(code === 0x0d || code === 0x0a ? 'HTTP1_BAD_LINE_ENDING' : 'HTTP1_BAD_REQUEST_LINE', `character 0x${code.toString(16)} in the request-target`);
   }
-  const httpVersion = versionOf(head.slice(0, lineEnd), targetEnd + 1);
+  const httpVersion = versionAt(head, targetEnd + 1, lineEnd);
   if (httpVersion === undefined) return new Http1Error('HTTP1_BAD_REQUEST_LINE', `version ${JSON.stringify(head.slice(targetEnd + 1, Math.min(lineEnd, targetEnd + 20)))} is not HTTP/1.1, 1.0, 0.9 or 2.0`);
   const facts = parseFields(head, Math.min(lineEnd + 2, head.length));
   if (facts instanceof Http1Error) return facts;
@@ -98,8 +103,12 @@ export function parseResponseHead(bytes: Buffer, start: number, end: number): Re
   // HTTP/1.x SP 3DIGIT [SP reason]
   const minor = head.charCodeAt(7) - 0x30;
   const okVersion = head.startsWith('HTTP/1.') && (minor === 0 || minor === 1) && head.charCodeAt(8) === 0x20;
-  const status = Number(head.slice(9, 12));
-  const okStatus = lineEnd >= 12 && /^[1-9]\d\d$/.test(head.slice(9, 12)) && (lineEnd === 12 || head.charCodeAt(12) === 0x20);
+  // Three digits, the first not 0, read in place.
+  const hundreds = head.charCodeAt(9) - 0x30;
+  const tens = head.charCodeAt(10) - 0x30;
+  const units = head.charCodeAt(11) - 0x30;
+  const status = hundreds * 100 + tens * 10 + units;
+  const okStatus = lineEnd >= 12 && hundreds >= 1 && hundreds <= 9 && tens >= 0 && tens <= 9 && units >= 0 && units <= 9 && (lineEnd === 12 || head.charCodeAt(12) === 0x20);
   if (!okVersion || !okStatus) return new Http1Error('HTTP1_BAD_STATUS_LINE', `status line ${JSON.stringify(head.slice(0, Math.min(lineEnd, 40)))}`);
   for (let index = 13; index < lineEnd; index++) {
     const code = head.charCodeAt(index);

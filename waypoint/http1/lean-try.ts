@@ -30,9 +30,8 @@ export interface LeanTryRequest {
   service: Service;
   servicePort: number;
   vip: string;
-  /** The request head as written to the endpoint. */
-  headText: string;
-  body: readonly Buffer[];
+  /** The request (head and whole body) as written to the endpoint; every try sends the same buffer. */
+  wire: Buffer;
   headRequest: boolean;
   /** timeouts.backendRequest; 0: none. */
   timeoutMs: number;
@@ -95,7 +94,7 @@ export class LeanTry implements Attempt<ResponseHead>, ResponseSink {
     try {
       const picked = request.choose ? this.#upstreams.pickWith(request.choose, request.service, request.servicePort, request.vip) : this.#upstreams.pickLeastRequest(request.service, request.servicePort, request.vip, avoid);
       this.endpoint = picked.endpoint.workload;
-      this.address = `${picked.address}:${picked.targetPort}`;
+      this.address = picked.hostPort;
       this.host = picked.address;
       this.#inFlight = picked.address;
       this.#upstreams.leastRequest.started(picked.address);
@@ -132,7 +131,7 @@ export class LeanTry implements Attempt<ResponseHead>, ResponseSink {
       stream.destroy();
       return;
     }
-    stream.send(request.headText, request.body, request.headRequest, this);
+    stream.send(request.wire, request.headRequest, this);
   }
 
   /** The response's body bytes so far (read when it ended or was cut, before its connection carries another). */

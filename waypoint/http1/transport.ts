@@ -41,8 +41,6 @@ export interface Http1Transport {
   write(bytes: Buffer): boolean;
   /** Writes `text` as latin1. */
   writeText(text: string): boolean;
-  /** Writes a request or response head and whole body as one write (one DATA frame, one TLS record). */
-  writeHeadAndBody(head: string, body: readonly Buffer[]): boolean;
   /** Half-closes this side once everything written is sent. */
   end(): void;
   /** Closes at once (RST_STREAM NO_ERROR, as node:http2's close(); a TCP connection is destroyed). */
@@ -59,7 +57,7 @@ export interface Http1Transport {
   handOff(): HboneLegStream;
 }
 
-/** `head` (latin1) and `body` in one buffer. */
+/** `head` (latin1) and `body` in one buffer (a head written as text: one a filter changed). */
 export function joinHeadAndBody(head: string, body: readonly Buffer[]): Buffer {
   const headLength = head.length;
   let length = headLength;

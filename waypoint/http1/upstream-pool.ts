@@ -84,7 +84,7 @@ export class UpstreamHttp1Pool {
   /** Open (busy) and idle connections per endpoint, for the config dump. */
   view(): Record<string, { open: number; idle: number }> {
     const result: Record<string, { open: number; idle: number }> = {};
-    for (const [key, count] of this.#busy) result[key] = { open: count, idle: 0 };
+    for (const [key, count] of this.#busy) if (count > 0) result[key] = { open: count, idle: 0 };
     for (const [key, list] of this.#idle) {
       const entry = (result[key] ??= { open: 0, idle: 0 });
       entry.idle = list.length;
@@ -119,7 +119,10 @@ export class UpstreamHttp1Pool {
     const index = list === undefined ? -1 : list.indexOf(stream);
     if (index >= 0) {
       list!.splice(index, 1);
-      if (list!.length === 0) this.#idle.delete(stream.key);
+      if (list!.length === 0) {
+        this.#idle.delete(stream.key);
+        if (this.#busy.get(stream.key) === 0) this.#busy.delete(stream.key);
+      }
     }
     if (stream.inUse) {
       stream.inUse = false;
@@ -129,7 +132,9 @@ export class UpstreamHttp1Pool {
 
   #countBusy(key: string, change: number): void {
     const count = (this.#busy.get(key) ?? 0) + change;
-    if (count > 0) this.#busy.set(key, count);
+    // At zero the entry stays while the key has an idle list (the usual request: busy 1, then 0 with its stream idle):
+    // deleted and added again per request, an entry leaves a hole in the map's table, which is rebuilt to drop them.
+    if (count > 0 || (count === 0 && this.#idle.has(key))) this.#busy.set(key, count);
     else this.#busy.delete(key);
   }
 

@@ -61,6 +61,9 @@ export class UpstreamHttp1Stream implements Http1StreamReader {
   #remaining = 0;
   #keepAlive = false;
   #headRequest = false;
+  /** The last `keep-alive` hint read and its timeout's seconds (-1: none in it). */
+  #hint = '';
+  #hintSeconds = -1;
   readonly #chunked = new ChunkedDecoder();
   readonly #onIdle: (stream: UpstreamHttp1Stream) => void;
   readonly #onClose: (stream: UpstreamHttp1Stream) => void;
@@ -78,12 +81,15 @@ export class UpstreamHttp1Stream implements Http1StreamReader {
     return this.connection.destroyed;
   }
 
-  /** Writes one request (its head text and whole body) and makes `sink` the response's receiver. */
-  send(headText: string, body: readonly Buffer[], headRequest: boolean, sink: ResponseSink): void {
+  /**
+   * Writes one request (`wire`: its head and whole body, one write: one DATA frame, one TLS record) and makes `sink`
+   * the response's receiver. `wire` is only read (a retry sends the same buffer again).
+   */
+  send(wire: Buffer, headRequest: boolean, sink: ResponseSink): void {
     this.#sink = sink;
     this.#phase = PHASE_HEAD;
     this.#headRequest = headRequest;
-    this.connection.writeHeadAndBody(headText, body);
+    this.connection.write(wire);
   }
 
   /** The proxy takes the body: what came with the head first, then the rest as it comes. */
@@ -208,9 +214,15 @@ export class UpstreamHttp1Stream implements Http1StreamReader {
     this.#keepAlive = this.#bodyMode !== BODY_CLOSE && (head.minorVersion === 1 ? !head.connectionClose : head.connectionKeepAlive);
     const hint = head.value(FIELD_KEEP_ALIVE);
     if (typeof hint === 'string') {
-      const seconds = KEEP_ALIVE_TIMEOUT.exec(hint);
-      if (seconds !== null && Number(seconds[1]) > 1) this.idleTimeoutMs = Math.min(this.idleTimeoutMs, (Number(seconds[1]) - 1) * 1000);
-      else if (seconds !== null) this.#keepAlive = false;
+      // An endpoint sends the same hint with every response: read once per connection (no match array per response).
+      if (hint !== this.#hint) {
+        this.#hint = hint;
+        const seconds = KEEP_ALIVE_TIMEOUT.exec(hint);
+        this.#hintSeconds = seconds === null ? -1 : Number(seconds[1]);
+      }
+      const seconds = this.#hintSeconds;
+      if (seconds > 1) this.idleTimeoutMs = Math.min(this.idleTimeoutMs, (seconds - 1) * 1000);
+      else if (seconds >= 0) this.#keepAlive = false;
     }
   }
 
