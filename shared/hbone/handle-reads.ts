@@ -17,8 +17,9 @@
  * as Node does (`reading = false`, `readStop()`); `socket.resume()` starts it again through net.Socket.
  *
  * Owns: that use of Node internals (`process.binding('stream_wrap')`'s `streamBaseState` and `kReadBytesOrError`,
- * the handle's `onread` accessor), found once, with the fallback: where this Node lacks any of it, or
- * `AMBIT_HBONE_NODE_ONREAD=1` forces it, `readHandleDirectly` returns false and Node's `onStreamRead` stays.
+ * the handle's `onread` accessor), found once, with the fallback: unless `AMBIT_HBONE_HANDLE_ONREAD=1` asks for it
+ * (off by default, see readState), or where this Node lacks any of it, `readHandleDirectly` returns false and Node's
+ * `onStreamRead` stays.
  * Must not know about: what the bytes are, pools.
  */
 import type net from 'node:net';
@@ -39,7 +40,12 @@ function nodeReadState(): ReadState | undefined {
   }
 }
 
-const readState = process.env.AMBIT_HBONE_NODE_ONREAD === '1' ? undefined : nodeReadState();
+/**
+ * Opt-in (AMBIT_HBONE_HANDLE_ONREAD=1) until a closed loop that warms the relays into the same JIT tiers says it
+ * helps: in three side-by-side callgrind runs the client end was level or lower, the server end higher with more of
+ * its code in baseline tier (BENCHMARKS.md, session s13-relaycpu).
+ */
+const readState = process.env.AMBIT_HBONE_HANDLE_ONREAD === '1' ? nodeReadState() : undefined;
 const streamState = readState?.streamBaseState;
 const bytesSlot = readState?.kReadBytesOrError ?? 0;
 
