@@ -55,7 +55,8 @@ export interface AdminSources {
   heapRelease?: () => HeapReleaseStats | undefined;
   /**
    * How the splices on the main thread read their TCP sockets (shared/hbone/pooled-reads.ts): sockets switched to
-   * pooled buffers, sockets this Node left on plain reads, scavenges run for per-read buffers; shown by /memory.
+   * pooled buffers, sockets this Node left on plain reads, scavenges run for per-read buffers, pooled TLS read
+   * buffers held and handle writes pending; shown by /memory.
    */
   spliceReads?: () => SpliceReadsView;
   /** Connect sockets the captured pods' stocks hold ahead of need (agent/inpod/socket-stock.ts); shown by /memory. */
@@ -73,6 +74,15 @@ export interface SpliceReadsView {
   pooledSockets: number;
   unsupportedSockets: number;
   scavenges: number;
+  /**
+   * The own layer's TLS read buffers with holders now (pieces handed to a socket write not yet complete; at rest none)
+   * and those dropped for good because a write that carried a piece failed (shared/hbone/pooled-reads.ts).
+   */
+  heldReadBuffers: number;
+  droppedReadBuffers: number;
+  /** Handle writes (shared/hbone/direct-writes.ts) whose completion is awaited now (at rest none), and all that went in flight. */
+  writesPending: number;
+  writesInFlight: number;
 }
 
 export interface CertificateView {

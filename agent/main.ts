@@ -41,7 +41,7 @@ import { startMetricsServer } from './telemetry/metrics-server.ts';
 import { startHeapRelease } from '../shared/memory/heap-release.ts';
 import { nativeMemory } from '../shared/memory/native-memory.ts';
 import { batchedStdout } from './telemetry/log-destination.ts';
-import { pooledReadStats, readBufferScavenges } from '../shared/hbone/index.ts';
+import { directWriteStats, pooledReadStats, readBufferScavenges, sharedReadStats } from '../shared/hbone/index.ts';
 import { sessionSocketStats } from '../shared/hbone/session-socket.ts';
 
 export interface RunningAgent {
@@ -339,7 +339,11 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     certificates: () => certificates.store.all(),
     config,
     heapRelease: () => heapRelease.stats,
-    spliceReads: () => ({ ...pooledReadStats(), scavenges: readBufferScavenges() }),
+    spliceReads: () => {
+      const shared = sharedReadStats();
+      const writes = directWriteStats();
+      return { ...pooledReadStats(), scavenges: readBufferScavenges(), heldReadBuffers: shared.heldBuffers, droppedReadBuffers: shared.droppedBuffers, writesPending: writes.writesPending, writesInFlight: writes.writesInFlight };
+    },
     inpodSocketStock: socketStockStats,
     sessionSockets: sessionSocketStats,
     // The log level switch reaches the proxy workers too.

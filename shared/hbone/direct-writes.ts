@@ -34,7 +34,7 @@ export const WRITE_FAILED = 2;
 export type DirectWriteResult = typeof WRITE_DONE | typeof WRITE_PENDING | typeof WRITE_FAILED;
 
 interface WriteRequest {
-  oncomplete?: (status: number) => void;
+  oncomplete: ((status: number) => void) | undefined;
   handle: unknown;
   /** The buffers of the write in flight: the handle reads them until it completes (a TCP write the kernel did not take). */
   buffers: Buffer | Buffer[] | undefined;
@@ -68,10 +68,11 @@ const streamWrap = process.env.AMBIT_HBONE_STREAM_WRITES === '1' ? undefined : n
 
 /**
  * Completions on demand (`attach`'s `completionOnDemand`): Node enters JavaScript for a finished write only when its
- * request object has an `oncomplete` property (stream_base.cc, ReportWritesToJSStreamListener::OnStreamAfterReqFinished:
- * `req_wrap_obj->Has(oncomplete)`), and a request object's `getAsyncId()` is the native write's id while one is
+ * request object has an `oncomplete` function (stream_base.cc, ReportWritesToJSStreamListener::OnStreamAfterReqFinished:
+ * `req_wrap_obj->Has(oncomplete)`, then AsyncWrap::MakeCallback by name, which returns without a call when the value
+ * is not a function), and a request object's `getAsyncId()` is the native write's id while one is
  * attached to it, -1 once it completed and was detached. So a writer whose writes complete in C++ on their own (a
- * TLS write: encrypted before the call returns, completed from a native immediate) can leave `oncomplete` off and,
+ * TLS write: encrypted before the call returns, completed from a native immediate) can leave `oncomplete` undefined and,
  * when it wants to write again, ask the request of its last write whether it is still attached: not attached, the
  * socket is free; attached, `oncomplete` is set on it then, and the owner waits for that one call. A relay end at one
  * request per wake-up saves one of its three C++ -> JS callbacks per request. AMBIT_HBONE_WRITE_COMPLETIONS=1 keeps
@@ -131,7 +132,7 @@ export class DirectWriter {
   readonly #onWritten: WrittenCallback;
   /** A write may be in flight (on demand: not yet seen detached), its request `#requests[#next ^ 1]`. */
   #busy = false;
-  /** Completions on demand (completionsOnDemand): no `oncomplete` unless the owner waits for one. */
+  /** Completions on demand (completionsOnDemand): `oncomplete` undefined unless the owner waits for one. */
   readonly #onDemand: boolean;
 
   /**
@@ -146,15 +147,27 @@ export class DirectWriter {
 
   private constructor(socket: net.Socket, binding: StreamWrapBinding, onWritten: WrittenCallback, onDemand: boolean) {
     this.#socket = socket;
-    this.#requests = [new binding.WriteWrap(), new binding.WriteWrap()];
     this.#onDemand = onDemand;
-    if (!onDemand) {
-      this.#requests[0].oncomplete = this.#onComplete;
-      this.#requests[1].oncomplete = this.#onComplete;
-    }
+    this.#requests = [this.#request(binding), this.#request(binding)];
     this.#state = binding.streamBaseState;
     this.#asyncSlot = binding.kLastWriteWasAsync;
     this.#onWritten = onWritten;
+  }
+
+  /**
+   * A request object with every property it will carry, in one order, from the start: its shape never changes. On
+   * demand, `oncomplete` is undefined between waits, not deleted: a `delete` turns Node's request object (an API
+   * object) into a dictionary-mode object for good (checked with %HasFastProperties on this Node), after which every
+   * store and load on it (`handle` per write, `oncomplete` per wait) is a hash lookup in V8's generic IC handlers.
+   * Node's completion asks `Has(oncomplete)` and then calls it only if it is a function (async_wrap-inl.h,
+   * `AsyncWrap::MakeCallback` by name): undefined runs no JavaScript, as an absent property does.
+   */
+  #request(binding: StreamWrapBinding): WriteRequest {
+    const request = new binding.WriteWrap();
+    request.oncomplete = this.#onDemand ? undefined : this.#onComplete;
+    request.handle = undefined;
+    request.buffers = undefined;
+    return request;
   }
 
   /**
@@ -234,7 +247,7 @@ export class DirectWriter {
     const request = this.#requests[this.#next ^ 1]!;
     request.buffers = undefined;
     // On demand, the next completion of this object runs no JavaScript unless someone waits for it again.
-    if (this.#onDemand) delete request.oncomplete;
+    if (this.#onDemand) request.oncomplete = undefined;
     if (status < 0) {
       const error = writeError(status);
       if (!this.#socket.destroyed) this.#socket.destroy(error);

@@ -7,7 +7,8 @@ export { HboneError, hboneErrors, isHboneError, RESPONSE_FLAGS, type HboneErrorC
 export * from './config.ts';
 export { parseAuthority, formatAuthority } from './authority.ts';
 export { resetSocket, resetStream, splice, type SpliceResult } from './splice.ts';
-export { pooledReadStats, type PooledReadStats } from './pooled-reads.ts';
+export { pooledReadStats, sharedReadStats, type PooledReadStats, type SharedReadStats } from './pooled-reads.ts';
+export { directWriteStats, type DirectWriteStats } from './direct-writes.ts';
 export { readBufferScavenges } from './buffer-scavenge.ts';
 export { HboneClientPool, type PoolStats, type TunnelObserver, type TunnelResult } from './client-pool.ts';
 export { HboneServer, type ServerStats } from './server.ts';

@@ -10,8 +10,9 @@
  *
  * Owns: the pool, the switch of one socket to Node's user-buffer reads (net.Socket's `onread` mode, which Node offers
  * for sockets it connects but not for the ones a server accepts: the switch uses the socket's own `kBuffer`,
- * `kBufferCb` and `kBufferGen` slots and its handle's `useUserBuffer`; where a Node lacks them, `attach` returns
- * undefined and the caller keeps 'data' events), and the order in which buffers come back.
+ * `kBufferCb` and `kBufferGen` slots and its handle's `useUserBuffer`, and where it can the handle calls the reader
+ * without Node's `onStreamRead`: handle-reads.ts; where a Node lacks them, `attach` returns undefined and the caller
+ * keeps 'data' events), and the order in which buffers come back.
  * Must not know about: what the chunks are written into (HTTP/2 or anything else).
  *
  * Sizes: a socket holds its next read buffer while idle, so an idle socket holds a SMALL one (4 KiB: a thousand idle
@@ -36,6 +37,7 @@
 import type net from 'node:net';
 import { emptyList } from './lists.ts';
 import { runReadTurn } from './read-turn.ts';
+import { readHandleDirectly } from './handle-reads.ts';
 
 export const SMALL_READ_BYTES = 4 * 1024;
 export const LARGE_READ_BYTES = 64 * 1024;
@@ -158,20 +160,25 @@ function userBufferSwitch(socket: net.Socket): UserBufferSwitch | undefined {
   return { slots, handle: handle as Required<UserBufferHandle> };
 }
 
-/** Points the socket's reads at `first`, then at what `next` hands out; `onRead` gets each read's size and buffer. */
+/**
+ * Points the socket's reads at `first`, then at what `next` hands out; `onRead` gets each read's size. The handle
+ * calls the reader itself where it can (handle-reads.ts: true), else through Node's `onStreamRead` and the socket's
+ * user-buffer slots (false: the slot holds the next read's buffer, kept up to date by Node).
+ */
 function switchToUserBuffer(
   socket: net.Socket,
   { slots, handle }: UserBufferSwitch,
   first: Buffer,
-  onRead: (bytes: number, buffer: Buffer) => boolean,
+  onRead: (bytes: number) => boolean,
   next: () => Buffer,
-): void {
+): boolean {
   const target = socket as unknown as Record<symbol, unknown>;
   target[slots.buffer] = first;
   target[slots.callback] = onRead;
   target[slots.generator] = next;
   handle.useUserBuffer(first);
   stats.pooledSockets++;
+  return readHandleDirectly(socket, onRead, next);
 }
 
 /** What a pooled reader hands its owner: one chunk per read. Return false to stop reading until `socket.resume()`. */
@@ -208,6 +215,8 @@ export class PooledReader {
   readonly #inFlight: ReadBuffer[] = [];
   #inFlightHead = 0;
   #nextLarge = false;
+  /** The handle calls #onRead itself (handle-reads.ts), so the socket's buffer slot is not kept up to date. */
+  #handleCalls = false;
 
   /**
    * Switches `socket` to pooled reads and returns the reader, or undefined (socket unchanged) when this Node does not
@@ -218,7 +227,7 @@ export class PooledReader {
     const found = userBufferSwitch(socket);
     if (!found) return undefined;
     const reader = new PooledReader(sink, socket, found.slots.buffer, takeBuffer(false));
-    switchToUserBuffer(socket, found, reader.#current.buffer, reader.#onRead, reader.#nextBuffer);
+    reader.#handleCalls = switchToUserBuffer(socket, found, reader.#current.buffer, reader.#onRead, reader.#nextBuffer);
     socket.once('close', reader.#onClose);
     return reader;
   }
@@ -267,8 +276,9 @@ export class PooledReader {
     const slots = this.#socket as unknown as Record<symbol, unknown>;
     const idle = slots[this.#bufferSlot];
     slots[this.#bufferSlot] = null;
+    // #current is the buffer the handle would have read into next (on Node's path, the slot says so too).
     const current = this.#current;
-    if (idle === current.buffer && !this.#inFlight.includes(current, this.#inFlightHead)) giveBack(current);
+    if ((this.#handleCalls || idle === current.buffer) && !this.#inFlight.includes(current, this.#inFlightHead)) giveBack(current);
   };
 }
 
