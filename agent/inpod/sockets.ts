@@ -95,4 +95,14 @@ interface NativeSockets {
 }
 
 const require = createRequire(import.meta.url);
-export const nativeSockets: NativeSockets = require('../native/build/Release/ambit_sockets.node') as NativeSockets;
+
+/** Every function this file declares, so an addon built from older C (a stale build) fails at load, not per connection. */
+const FUNCTIONS: (keyof NativeSockets)[] = ['listenTcp', 'socketTcp', 'socketsTcp', 'bindTcp', 'bindUdp', 'originalDst', 'openNetns', 'setMark', 'getMark', 'tcpNoDelay', 'closeFd', 'currentNetns'];
+
+function loadChecked(addon: NativeSockets): NativeSockets {
+  const missing = FUNCTIONS.filter((name) => typeof addon[name] !== 'function');
+  if (missing.length > 0) throw new Error(`the native socket addon (agent/native/build/Release/ambit_sockets.node) lacks ${missing.join(', ')}: it was built from older sources; rebuild it (npm run install)`);
+  return addon;
+}
+
+export const nativeSockets: NativeSockets = loadChecked(require('../native/build/Release/ambit_sockets.node') as NativeSockets);
