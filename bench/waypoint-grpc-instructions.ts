@@ -34,6 +34,10 @@
  * the time from a call's bytes read on one leg to their write on the other (strace's timestamps: the latency the
  * waypoint's own turn adds, which the suite's p50 shows only on a quiet machine).
  * strace slows the process: look at the p50s printed per round to see it kept up.
+ * `--plain --cpu-profile` (session s14) takes V8's sampling CPU profile of the window instead of the heap profile
+ * (bench/tools/cpu-profile-top.ts: self and total µs per call by function, kept as window.cpuprofile with `--keep`);
+ * every plain run also prints the waypoint's user and system CPU over the window (/proc/<pid>/stat) per 1,000 calls,
+ * which a busy machine and the profilers inflate: compare trees side by side in the same minutes only.
  *
  * Session s10's version (no warm-up at speed, the release's GCs and native releases in the window, 500-800 calls)
  * read 514-641 thousand per call for one tree; see BENCHMARKS.md for this one's spread.
@@ -53,6 +57,7 @@ import { WAYPOINT_NODE_OPTIONS } from '../waypoint/config.ts';
 import { inPod } from './lib/mesh-cluster.ts';
 import { ProcessGroup } from './lib/processes.ts';
 import { callgrindTotals } from './tools/callgrind-totals.ts';
+import { cpuProfileTop } from './tools/cpu-profile-top.ts';
 import { heapProfileTop, markOf, waypointPid } from './tools/waypoint-marks.ts';
 
 const { values } = parseArgs({
@@ -70,6 +75,7 @@ const { values } = parseArgs({
     json: { type: 'string' },
     plain: { type: 'boolean', default: false },
     syscalls: { type: 'boolean', default: false },
+    'cpu-profile': { type: 'boolean', default: false },
   },
 });
 const GRPC_PORT = 50051;
@@ -200,6 +206,13 @@ function syscallsPerCall(file: string, calls: number, ports: Map<string, { local
   ];
 }
 
+/** The process's user and system CPU so far, in clock ticks (100 per second): /proc/<pid>/stat's utime and stime. */
+function cpuTicksOf(pid: number): { user: number; system: number } {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return { user: Number(fields[11]), system: Number(fields[12]) };
+}
+
 let mesh: LocalMesh | undefined;
 const rows: string[] = [];
 try {
@@ -218,7 +231,7 @@ try {
     const waypoint = await createWaypoint(mesh, {
       node: 1, namespace: 'bench-mesh', name: 'waypoint', readyTimeoutMs: VALGRIND_READY_MS,
       ...(values.main ? { main: path.resolve(values.main) } : {}),
-      env: { NODE_OPTIONS: `${WAYPOINT_NODE_OPTIONS} --import=${PRELOAD}`, AMBIT_GRPC_INSTR_DIR: dumpDir, ...(values['release-gc'] ? { AMBIT_GRPC_INSTR_RELEASE_GC: '1' } : {}), ...(plain ? { AMBIT_GRPC_INSTR_HEAP_PROFILE: '1' } : {}) },
+      env: { NODE_OPTIONS: `${WAYPOINT_NODE_OPTIONS} --import=${PRELOAD}`, AMBIT_GRPC_INSTR_DIR: dumpDir, ...(values['release-gc'] ? { AMBIT_GRPC_INSTR_RELEASE_GC: '1' } : {}), ...(plain ? (values['cpu-profile'] ? { AMBIT_GRPC_INSTR_CPU_PROFILE: '1' } : { AMBIT_GRPC_INSTR_HEAP_PROFILE: '1' }) : {}) },
       ...(plain ? {} : { commandPrefix: ['valgrind', '--tool=callgrind', '--separate-threads=yes', '--instr-atstart=no', '--smc-check=all-non-file', `--callgrind-out-file=${dumpDir}/waypoint.%p`] }),
     });
     await writeAtomically(join(cluster.clusterDir, 'bench-waypoint', 'via-grpc.yaml'), stringify({
@@ -250,18 +263,25 @@ try {
     if (plain) {
       await new Promise((resolve) => setTimeout(resolve, QUIET_BEFORE_MEASURING_MS));
       const before = await markOf(pid, dumpDir, 0);
+      const cpuBefore = cpuTicksOf(pid);
       const tracer = values.syscalls ? startStrace(pid, join(dumpDir, 'strace.txt')) : undefined;
       if (tracer) await new Promise((resolve) => setTimeout(resolve, 2_000));
       let completed = 0;
       for (let round = 0; round < Number(values.rounds); round++) completed += await load(values.rate, values.seconds, true);
       const ports = tracer ? socketPorts(pid) : new Map<string, { local: number; remote: number }>();
       if (tracer) await tracer.stop();
+      const cpuAfter = cpuTicksOf(pid);
       const after = await markOf(pid, dumpDir, 1);
       await new Promise((resolve) => setTimeout(resolve, 2_000));
+      const perThousand = (ticks: number): string => ((ticks * 10 * 1000) / completed).toFixed(0);
+      const cpu = `user ${perThousand(cpuAfter.user - cpuBefore.user)} / system ${perThousand(cpuAfter.system - cpuBefore.system)} ms per 1,000 calls`;
       const gcs = Object.keys(after.gcs).map((kind) => `${kind} ${after.gcs[kind]! - (before.gcs[kind] ?? 0) - (kind === 'minor' ? 1 : 0)}`).join(', ');
-      rows.push(`| ${values.main ?? 'this tree'} | ${completed} (${failedMeasured} failed) at ${values.rate}/s | ${((after.allocatedBytes ?? 0) / completed / 1024).toFixed(1)} KiB allocated per call | GCs ${gcs} |`);
+      rows.push(`| ${values.main ?? 'this tree'} | ${completed} (${failedMeasured} failed) at ${values.rate}/s | ${((after.allocatedBytes ?? 0) / completed / 1024).toFixed(1)} KiB allocated per call | GCs ${gcs} | ${cpu} (load ${loadavg()[0]!.toFixed(1)}) |`);
       const heapFile = join(dumpDir, 'window.heapprofile');
       if (existsSync(heapFile)) rows.push('', ...heapProfileTop(heapFile, completed, 'call', 25));
+      const cpuFile = join(dumpDir, 'window.cpuprofile');
+      for (let waited = 0; values['cpu-profile'] && !existsSync(cpuFile) && waited < 10_000; waited += 200) await new Promise((resolve) => setTimeout(resolve, 200));
+      if (existsSync(cpuFile)) rows.push('', ...cpuProfileTop(cpuFile, completed, 'call', 40));
       if (tracer) rows.push('', ...syscallsPerCall(join(dumpDir, 'strace.txt'), completed, ports));
       if (values.json) appendFileSync(values.json, `${JSON.stringify({ at: new Date().toISOString(), mode: 'plain', tree: values.main ?? 'this tree', rate: Number(values.rate), calls: completed, failed: failedMeasured, load: loadavg()[0], allocatedBytes: (after.allocatedBytes ?? 0) / completed, gcs })}\n`);
       log(rows.join('\n'));

@@ -13,6 +13,9 @@
  * - With AMBIT_GRPC_INSTR_HEAP_PROFILE=1: V8's sampling heap profiler from the first mark to the second (objects
  *   later collected by either GC included, so it says where the window's allocations were made), written as
  *   AMBIT_GRPC_INSTR_DIR/window.heapprofile at the second.
+ * - With AMBIT_GRPC_INSTR_CPU_PROFILE=1 (session s14): V8's sampling CPU profiler (100 µs) from the first mark to the
+ *   second, written as AMBIT_GRPC_INSTR_DIR/window.cpuprofile: where the window's main-thread time went, by function
+ *   (builtins and native calls charged to the JS function that made them), at the rate the harness drives.
  *
  * Owns: these hooks. Must not know about: what the process is.
  */
@@ -40,6 +43,10 @@ if (outDir !== undefined) {
   let mark = 0;
   const heapSession = process.env.AMBIT_GRPC_INSTR_HEAP_PROFILE === '1' ? new Session() : undefined;
   heapSession?.connect();
+  const cpuSession = process.env.AMBIT_GRPC_INSTR_CPU_PROFILE === '1' ? new Session() : undefined;
+  cpuSession?.connect();
+  cpuSession?.post('Profiler.enable');
+  cpuSession?.post('Profiler.setSamplingInterval', { interval: 100 });
   process.on('SIGUSR2', () => {
     realGc({ type: 'minor', execution: 'sync' });
     if (heapSession !== undefined && mark === 0) {
@@ -47,6 +54,13 @@ if (outDir !== undefined) {
     } else if (heapSession !== undefined && mark === 1) {
       heapSession.post('HeapProfiler.stopSampling', (error, result) => {
         if (error === null) writeFileSync(`${outDir}/window.heapprofile`, JSON.stringify(result.profile));
+      });
+    }
+    if (cpuSession !== undefined && mark === 0) {
+      cpuSession.post('Profiler.start');
+    } else if (cpuSession !== undefined && mark === 1) {
+      cpuSession.post('Profiler.stop', (error, result) => {
+        if (error === null) writeFileSync(`${outDir}/window.cpuprofile`, JSON.stringify(result.profile));
       });
     }
     const record: Record<string, unknown> = { gcs: { ...counts } };

@@ -29,7 +29,7 @@ import { deferPastCheckPhaseWrites } from '../shared/hbone/check-phase.ts';
 import { deferToTurnEnd } from '../shared/hbone/read-turn.ts';
 import type { HeaderList } from '../shared/hbone/h2/hpack.ts';
 import type { H2Stream, H2StreamHandler } from '../shared/hbone/h2/stream.ts';
-import { StreamEvents, type ReceiverListener, type StreamListener } from './h2-stream-events.ts';
+import { FlowingStreamEvents, type StreamListener } from './h2-stream-events.ts';
 import { headersObjectOf, responseFieldListOf, trailerListOf, trailersProblem } from './h2-own-upstream.ts';
 
 const { NGHTTP2_FLAG_END_STREAM, NGHTTP2_NO_ERROR, NGHTTP2_PROTOCOL_ERROR } = http2.constants;
@@ -56,7 +56,7 @@ export interface DownstreamH2Stream {
 }
 
 /** One request stream of the own-layer server, driven as node:http2's ServerHttp2Stream is (see the top comment). */
-export class OwnDownstreamStream extends StreamEvents implements H2StreamHandler, DownstreamH2Stream {
+export class OwnDownstreamStream extends FlowingStreamEvents implements H2StreamHandler, DownstreamH2Stream {
   readonly stream: H2Stream;
   rstCode: number | undefined;
   closed = false;
@@ -78,28 +78,16 @@ export class OwnDownstreamStream extends StreamEvents implements H2StreamHandler
     stream.setHandler(this);
   }
 
-  /** The request head as node:http2 hands it to a 'stream' listener. */
+  /** The request head as node:http2 hands it to a 'stream' listener (made at each read: the proxy reads the list). */
   get requestHeaders(): http2.IncomingHttpHeaders {
     return headersObjectOf(this.stream.requestHeaders);
   }
 
-  override on(event: string | symbol, listener: Listener): this {
-    super.on(event, listener);
-    if (event === 'data' && !this.#reading) {
-      this.#reading = true;
-      this.#schedule();
-    }
-    return this;
-  }
-
-  /** A 'data' listener with a receiver starts the flow as `on('data')` does. */
-  override listenFor<T>(event: string | symbol, listener: ReceiverListener<T>, receiver: T, once: boolean): this {
-    super.listenFor(event, listener, receiver, once);
-    if (event === 'data' && !once && !this.#reading) {
-      this.#reading = true;
-      this.#schedule();
-    }
-    return this;
+  /** A 'data' listener starts the flow (FlowingStreamEvents). */
+  protected dataListened(): void {
+    if (this.#reading) return;
+    this.#reading = true;
+    this.#schedule();
   }
 
   // ---- the answer ----
@@ -286,8 +274,12 @@ function closeLater(stream: OwnDownstreamStream): void {
   stream.closeLater();
 }
 
-/** What the own-layer server needs of the proxy: a new request stream, with the END_STREAM flag as node:http2 gives it. */
-export type OwnRequestHandler = (stream: OwnDownstreamStream, headers: http2.IncomingHttpHeaders, flags: number) => void;
+/**
+ * What the own-layer server needs of the proxy: a new request stream, with the END_STREAM flag as node:http2 gives it.
+ * The head is the stream's: its list (`stream.stream.requestHeaders`), or node:http2's object (`requestHeaders`), made
+ * only when read (session s14: it was made for every request as it arrived).
+ */
+export type OwnRequestHandler = (stream: OwnDownstreamStream, flags: number) => void;
 
 export interface OwnDownstreamLimits {
   streamWindowBytes: number;
@@ -323,7 +315,7 @@ export function serveOwnConnection(leg: Duplex, firstBytes: Buffer | undefined, 
   });
   connection.on('stream', (stream: H2Stream) => {
     const downstream = new OwnDownstreamStream(stream);
-    onRequest(downstream, downstream.requestHeaders, stream.remoteEnded ? NGHTTP2_FLAG_END_STREAM : 0);
+    onRequest(downstream, stream.remoteEnded ? NGHTTP2_FLAG_END_STREAM : 0);
   });
   connection.once('close', () => {
     if (!transport.destroyed) transport.destroy();

@@ -3,7 +3,9 @@
  * node:http2 sessions: one H2Connection per endpoint run straight on the upstream HBONE stream's chunks (or on the
  * TCP socket of an endpoint outside the mesh), no JS socket wrapper, no nghttp2 session nested in the HBONE one.
  * Each request stream is handed to the try as an OwnUpstreamStream, which behaves as the subset of node:http2's
- * ClientHttp2Stream the waypoint drives (UpstreamH2Stream): 'response' (headers, flags), 'trailers', 'data' while
+ * ClientHttp2Stream the waypoint drives (UpstreamH2Stream): 'response' (headers, flags; and 'responseFields' with the
+ * layer's list instead of the object, which is made only for a 'response' listener), 'trailers' (the list kept as
+ * `trailerFields`, the object made only for a listener), 'data' while
  * flowing (held while paused or before a reader is attached), 'end', 'close' after them, 'drain', 'wantTrailers'
  * on end, rstCode. What the layer does not do here: 1xx heads are not passed on (the layer drops them).
  * The default; `AMBIT_WAYPOINT_H2_UPSTREAM=node` puts h2-upstream.ts's node:http2 sessions back (config.ts). An endpoint's
@@ -21,7 +23,7 @@ import { H2StreamTransport } from '../shared/hbone/h2/stream-transport.ts';
 import { deferToTurnEnd } from '../shared/hbone/read-turn.ts';
 import type { HeaderList } from '../shared/hbone/h2/hpack.ts';
 import type { H2Stream, H2StreamHandler } from '../shared/hbone/h2/stream.ts';
-import { StreamEvents, type ReceiverListener, type StreamListener } from './h2-stream-events.ts';
+import { FlowingStreamEvents } from './h2-stream-events.ts';
 import type { Service } from '../shared/mesh/service.ts';
 import { workloadIdentity } from '../shared/mesh/workload.ts';
 import { WaypointError } from './errors.ts';
@@ -31,7 +33,6 @@ import type { UpstreamTarget, Upstreams } from './upstream.ts';
 
 const { NGHTTP2_FLAG_END_STREAM } = http2.constants;
 
-type Listener = StreamListener;
 
 const H2_PROTOCOL_ERROR = http2.constants.NGHTTP2_PROTOCOL_ERROR;
 const H2_NO_ERROR = http2.constants.NGHTTP2_NO_ERROR;
@@ -175,7 +176,7 @@ export function trailerListOf(trailers: http2.OutgoingHttpHeaders): string[] {
 }
 
 /** One request stream on an own-layer connection, driven as a node:http2 ClientHttp2Stream is (see the top comment). */
-export class OwnUpstreamStream extends StreamEvents implements H2StreamHandler, UpstreamH2Stream {
+export class OwnUpstreamStream extends FlowingStreamEvents implements H2StreamHandler, UpstreamH2Stream {
   stream: H2Stream | undefined;
   /** Called once when the layer closes the stream (before 'close', which waits for the data to be read). */
   onClosed: ((stream: OwnUpstreamStream) => void) | undefined;
@@ -200,23 +201,11 @@ export class OwnUpstreamStream extends StreamEvents implements H2StreamHandler, 
   #contentLength = -1;
   #receivedBytes = 0;
 
-  override on(event: string | symbol, listener: Listener): this {
-    super.on(event, listener);
-    if (event === 'data' && !this.#reading) {
-      this.#reading = true;
-      this.#schedule();
-    }
-    return this;
-  }
-
-  /** A 'data' listener with a receiver starts the flow as `on('data')` does. */
-  override listenFor<T>(event: string | symbol, listener: ReceiverListener<T>, receiver: T, once: boolean): this {
-    super.listenFor(event, listener, receiver, once);
-    if (event === 'data' && !once && !this.#reading) {
-      this.#reading = true;
-      this.#schedule();
-    }
-    return this;
+  /** A 'data' listener starts the flow (FlowingStreamEvents). */
+  protected dataListened(): void {
+    if (this.#reading) return;
+    this.#reading = true;
+    this.#schedule();
   }
 
   // ---- as a ClientHttp2Stream ----
@@ -263,7 +252,11 @@ export class OwnUpstreamStream extends StreamEvents implements H2StreamHandler, 
     for (let index = 0; index < headers.length; index += 2) {
       if (headers[index] === 'content-length') this.#contentLength = /^[0-9]{1,15}$/u.test(headers[index + 1]!) ? Number(headers[index + 1]) : -1;
     }
-    this.emit('response', headersObjectOf(headers), endStream ? NGHTTP2_FLAG_END_STREAM : 0);
+    const flags = endStream ? NGHTTP2_FLAG_END_STREAM : 0;
+    // As the list to a reader of lists ('responseFields': the try), as node:http2's object to a 'response' listener:
+    // the object is made only for one.
+    this.emit('responseFields', headers, flags);
+    if (this.listenerCount('response') > 0) this.emit('response', headersObjectOf(headers), flags);
   }
 
   onTrailers(stream: H2Stream, trailers: HeaderList): void {
@@ -275,7 +268,8 @@ export class OwnUpstreamStream extends StreamEvents implements H2StreamHandler, 
       return;
     }
     this.trailerFields = trailers;
-    this.emit('trailers', headersObjectOf(trailers));
+    // The object only for a listener (the try reads `trailerFields`).
+    if (this.listenerCount('trailers') > 0) this.emit('trailers', headersObjectOf(trailers));
   }
 
   onData(_stream: H2Stream, chunk: Buffer): void {

@@ -38,7 +38,8 @@ import { H2RequestBody } from './h2-request-body.ts';
 import { sendH2Mirror } from './mirror.ts';
 import { H2Try, type H2Response, type H2TryRequest } from './h2-try.ts';
 import { listen } from './h2-stream-events.ts';
-import { CONNECTION_SPECIFIC, upstreamHeadOf, UpstreamRequestHead } from './h2-upstream-head.ts';
+import { CONNECTION_SPECIFIC, upstreamHeadOf, upstreamHeadOfFields, UpstreamRequestHead } from './h2-upstream-head.ts';
+import { H2RequestHead } from './h2-request-head.ts';
 import { cancelStream, H2_SESSION_WINDOW_BYTES, H2_STREAM_WINDOW_BYTES, type H2Sessions, type UpstreamH2Stream } from './h2-upstream.ts';
 import { pathOf, queryOf } from './http-router.ts';
 import type { RequestFacts, WaypointMetrics } from './metrics.ts';
@@ -48,10 +49,10 @@ import { routeRequest } from './request-target.ts';
 import { cachedServiceKey } from './service-keys.ts';
 import { ISTIO_DEFAULT_RETRY, MAX_BUFFERED_BODY_BYTES } from './retry.ts';
 import type { RetryPolicy, RouteBackend, RouteEntry, RouteTable } from './route-table.ts';
-import { requestIdOf, traceContextOf, traceparentOf, type TraceContext } from './tracing.ts';
+import { requestIdFrom, traceContextFrom, traceparentOf, type TraceContext } from './tracing.ts';
 import type { Upstreams } from './upstream.ts';
 import { decisionOf, type GateRefusal, type GateRequest, type GateResponse, type RequestGate } from './authz/request-gate.ts';
-import type { DestinationRequest, DestinationTraffic } from './destination/destination-traffic.ts';
+import type { DestinationRequest, DestinationTraffic, HashSource } from './destination/destination-traffic.ts';
 
 const { NGHTTP2_CANCEL, NGHTTP2_FLAG_END_STREAM, NGHTTP2_INTERNAL_ERROR, NGHTTP2_NO_ERROR } = http2.constants;
 
@@ -119,19 +120,18 @@ export function grpcStatusForError(error: WaypointError): number {
   return grpcStatusForHttp(error.status);
 }
 
-/** The grpc-status of an answer (its head, for a trailers-only answer, or its trailers); undefined when it has none. */
-function grpcStatusOf(headers: http2.IncomingHttpHeaders | undefined): number | undefined {
-  const value = headers?.['grpc-status'];
+/** A grpc-status value (of an answer's head, for a trailers-only answer, or of its trailers) as a number; undefined when absent or not one. */
+function grpcStatusOf(value: string | undefined): number | undefined {
   if (value === undefined) return undefined;
-  const status = Number(Array.isArray(value) ? value[0] : value);
+  const status = Number(value);
   return Number.isInteger(status) ? status : undefined;
 }
 
 /** What the try loop reads of an HTTP/2 answer, and how it drops one that is retried. */
 const H2_RESPONSE_FACTS: ResponseFacts<H2Response> = {
-  status: (response) => Number(response.headers[':status'] ?? 502),
+  status: (response) => response.status,
   // Only a trailers-only answer carries its gRPC status in the head (Envoy's gRPC retryOn looks there too).
-  grpcStatus: (response) => (response.endStream ? grpcStatusOf(response.headers) : undefined),
+  grpcStatus: (response) => (response.endStream ? grpcStatusOf(response.headValue('grpc-status')) : undefined),
   discard: (response) => cancelStream(response.stream),
 };
 
@@ -154,12 +154,12 @@ interface H2RequestOwner {
  * (h2-stream-events.ts). Before session s13 these were a record, an options object, a try request per try and about
  * ten closures per request.
  */
-class H2Request implements GateRequest, GateResponse, AttemptsOptions<H2Response>, AttemptsListener<H2Response>, H2TryRequest {
+class H2Request implements GateRequest, GateResponse, AttemptsOptions<H2Response>, AttemptsListener<H2Response>, H2TryRequest, HashSource {
   readonly owner: H2RequestOwner;
   readonly context: H2StreamContext;
   readonly stream: DownstreamH2Stream;
-  /** The request's head as node:http2 gives it. */
-  readonly headers: http2.IncomingHttpHeaders;
+  /** The request's head: the own layer's list, node:http2's object made from it only when read (h2-request-head.ts). */
+  readonly requestHead: H2RequestHead;
   readonly started = performance.now();
   readonly grpc: boolean;
   readonly method: string;
@@ -183,7 +183,7 @@ class H2Request implements GateRequest, GateResponse, AttemptsOptions<H2Response
   flags = '-';
   details = 'via_upstream';
   /** The target the gate decided on (it normalises the path: `/a/../b` -> `/b`), as GateRequest's `url`. */
-  url: string | undefined;
+  url: string;
   /** The gate's refusal, written by it (GateResponse) and sent in `end`. */
   #gateStatus = 0;
   #gateHeaders: Record<string, string | number> | undefined = undefined;
@@ -206,20 +206,30 @@ class H2Request implements GateRequest, GateResponse, AttemptsOptions<H2Response
   /** The answer's head went on as the endpoint's list (both legs the own layer's, no response modifier). */
   passedAsList = false;
 
-  constructor(owner: H2RequestOwner, context: H2StreamContext, stream: DownstreamH2Stream, headers: http2.IncomingHttpHeaders, flags: number) {
+  constructor(owner: H2RequestOwner, context: H2StreamContext, stream: DownstreamH2Stream, head: H2RequestHead, flags: number) {
     this.owner = owner;
     this.context = context;
     this.stream = stream;
-    this.headers = headers;
-    this.grpc = isGrpcContentType(headers['content-type']);
-    this.method = headers[':method'] ?? '';
-    this.path = headers[':path'] ?? '/';
+    this.requestHead = head;
+    this.grpc = isGrpcContentType(head.contentType);
+    this.method = head.method ?? '';
+    this.path = head.path ?? '/';
     this.url = this.path;
-    this.authority = String(headers[':authority'] ?? headers.host ?? '');
-    this.requestId = requestIdOf(headers);
-    this.trace = traceContextOf(headers);
+    this.authority = head.authority ?? '';
+    this.requestId = requestIdFrom(head.requestId);
+    this.trace = traceContextFrom(head.traceparent, head.tracestate);
     this.destination = context.service;
     this.endStream = (flags & NGHTTP2_FLAG_END_STREAM) !== 0;
+  }
+
+  /** The request's head as node:http2's object (GateRequest's, HashSource's): made when first read. */
+  get headers(): http2.IncomingHttpHeaders {
+    return this.requestHead.object;
+  }
+
+  /** HashSource's: the client's address (`url` is the gate's normalised target, the one the route matched). */
+  get sourceIp(): string {
+    return plainAddress(this.context.hbone.remoteAddress);
   }
 
   // GateRequest and GateResponse: the request as L7 policy reads it, and its refusal, as HTTP or as a gRPC status.
@@ -297,11 +307,15 @@ function requestClosed(this: H2Request): void {
 
 /** The answer's body ended: the endpoint's trailers go on (the client's stream's 'wantTrailers'). */
 function relayTrailers(this: H2Request): void {
-  const trailers = this.response!.trailers;
-  if (this.grpc) this.grpcStatus = grpcStatusOf(trailers);
+  const response = this.response!;
+  if (this.grpc) this.grpcStatus = grpcStatusOf(response.trailerValue('grpc-status'));
   const trailerFields = this.passedAsList ? passedTrailerFields(this.upstream!) : undefined;
-  if (trailerFields !== undefined) (this.stream as OwnDownstreamStream).sendTrailerFields(trailerFields);
-  else this.stream.sendTrailers(trailers ? downstreamResponseHeaders(trailers, undefined) : {});
+  if (trailerFields !== undefined) {
+    (this.stream as OwnDownstreamStream).sendTrailerFields(trailerFields);
+    return;
+  }
+  const trailers = response.trailers;
+  this.stream.sendTrailers(trailers ? downstreamResponseHeaders(trailers, undefined) : {});
 }
 
 /**
@@ -437,7 +451,7 @@ export class H2Proxy {
         request.tries?.abort();
         if (request.upstream !== undefined) cancelStream(request.upstream);
       },
-      failed: (request, error) => this.#failed(request.stream, request.headers, error),
+      failed: (request, error) => this.#failed(request.stream, request.requestHead, error),
     };
     this.#server = http2.createServer({
       settings: { initialWindowSize: H2_STREAM_WINDOW_BYTES, maxConcurrentStreams: DOWNSTREAM_MAX_CONCURRENT_STREAMS, enablePush: false },
@@ -461,7 +475,7 @@ export class H2Proxy {
         stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
         return;
       }
-      this.#serveStream(stream, headers, flags, context);
+      this.#serveStream(stream, H2RequestHead.ofObject(headers), flags, context);
     });
     // A client's bad preface or frame: nghttp2 answers GOAWAY PROTOCOL_ERROR and the session (one HBONE stream) ends.
     this.#server.on('sessionError', () => this.protocolErrors++);
@@ -486,8 +500,8 @@ export class H2Proxy {
     const connection = serveOwnConnection(transport, firstBytes, {
       streamWindowBytes: H2_STREAM_WINDOW_BYTES, connectionWindowBytes: H2_SESSION_WINDOW_BYTES, maxConcurrentStreams: DOWNSTREAM_MAX_CONCURRENT_STREAMS,
       resetBurst: DOWNSTREAM_RESET_BURST, resetRatePerSecond: DOWNSTREAM_RESET_RATE_PER_SECOND,
-    }, (stream, headers, flags) =>
-      this.#serveStream(stream, headers, flags, context),
+    }, (stream, flags) =>
+      this.#serveStream(stream, H2RequestHead.ofFields(stream.stream.requestHeaders), flags, context),
     );
     this.#ownConnections.add(connection);
     // A client's bad preface or frame: the layer answers GOAWAY with the RFC's code and the connection ends.
@@ -498,19 +512,19 @@ export class H2Proxy {
   }
 
   /** One request stream, whichever server carries it. */
-  #serveStream(stream: DownstreamH2Stream, headers: http2.IncomingHttpHeaders, flags: number, context: H2StreamContext): void {
+  #serveStream(stream: DownstreamH2Stream, head: H2RequestHead, flags: number, context: H2StreamContext): void {
     // A request that throws anywhere in its flow (a peer's odd input, a header value Node refuses) loses its stream
     // only: reset with INTERNAL_ERROR (or its answer cut); the waypoint and the other streams carry on.
     try {
-      this.#handle(stream, headers, flags, context);
+      this.#handle(stream, head, flags, context);
     } catch (error) {
-      this.#failed(stream, headers, error as Error);
+      this.#failed(stream, head, error as Error);
     }
   }
 
   /** A request's flow threw (synchronously or in one of its waits): its stream is reset, nothing else. */
-  #failed(stream: DownstreamH2Stream, headers: http2.IncomingHttpHeaders, error: Error): void {
-    this.#log?.warn({ err: error.message, method: headers[':method'], path: headers[':path'] }, 'HTTP/2 request failed in the waypoint');
+  #failed(stream: DownstreamH2Stream, head: H2RequestHead, error: Error): void {
+    this.#log?.warn({ err: error.message, method: head.method, path: head.currentPath }, 'HTTP/2 request failed in the waypoint');
     if (!stream.closed && !stream.destroyed) stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
   }
 
@@ -531,9 +545,9 @@ export class H2Proxy {
    * there already (no policy fetch, no fault delay, a pool slot free, a pooled endpoint connection with room, and
    * the tries told their outcome through runThen), and on a promise's settling otherwise.
    */
-  #handle(stream: DownstreamH2Stream, headers: http2.IncomingHttpHeaders, flags: number, context: H2StreamContext): void {
+  #handle(stream: DownstreamH2Stream, head: H2RequestHead, flags: number, context: H2StreamContext): void {
     stream.on('error', ignoreStreamError);
-    const record = new H2Request(this.#owner, context, stream, headers, flags);
+    const record = new H2Request(this.#owner, context, stream, head, flags);
     // Every request stream is counted and logged once, when it closes, whatever ended it; then no try goes on for
     // a client that went away (or reset its stream).
     this.activeStreams++;
@@ -546,35 +560,36 @@ export class H2Proxy {
       const checked = this.#gate.check(record, record, context.hbone, context.service);
       if (checked instanceof Promise) {
         checked.then((refusal) => {
-          if (this.#gatePassed(record, headers, refusal)) this.#route(stream, headers, record);
-        }).catch((error: Error) => this.#failed(stream, headers, error));
+          if (this.#gatePassed(record, refusal)) this.#route(stream, record);
+        }).catch((error: Error) => this.#failed(stream, head, error));
         return;
       }
-      if (!this.#gatePassed(record, headers, checked)) return;
+      if (!this.#gatePassed(record, checked)) return;
     }
-    this.#route(stream, headers, record);
+    this.#route(stream, record);
   }
 
   /** The gate's verdict: false when it refused (answered already); the path it normalised goes on. */
-  #gatePassed(record: H2Request, headers: http2.IncomingHttpHeaders, refusal: GateRefusal | undefined): boolean {
+  #gatePassed(record: H2Request, refusal: GateRefusal | undefined): boolean {
     if (refusal) {
       this.#decided(record, refusal.status, refusal.responseFlags, refusal.details, record.grpc ? grpcStatusForHttp(refusal.status) : undefined);
       return false;
     }
     // The gate normalises the path it decided on (`/a/../b` -> `/b`); the endpoint gets the same path.
-    if (record.url !== undefined && record.url !== (headers[':path'] ?? '/')) headers[':path'] = record.url;
+    if (record.url !== undefined && record.url !== record.requestHead.currentPath) record.requestHead.normalisePath(record.url);
     return true;
   }
 
   /** The route, and the VirtualService fault (fault.ts) before anything goes upstream, as on the HTTP/1.1 path. */
-  #route(stream: DownstreamH2Stream, headers: http2.IncomingHttpHeaders, record: H2Request): void {
+  #route(stream: DownstreamH2Stream, record: H2Request): void {
     const context = record.context;
-    const url = headers[':path'] ?? '/';
+    const url = record.requestHead.currentPath;
     let entry: RouteEntry | undefined;
     let backend: RouteBackend | undefined;
     let port: number;
     try {
-      const routed = routeRequest(this.#routes, this.#state, context.service, context.hbone.target.port, record.method, url, headers, true);
+      // The head's object only if a route matches on headers (matchRoute calls the function then).
+      const routed = routeRequest(this.#routes, this.#state, context.service, context.hbone.target.port, record.method, url, () => record.requestHead.object, true);
       record.destination = routed.destination;
       record.entry = entry = routed.entry;
       backend = routed.backend;
@@ -585,14 +600,14 @@ export class H2Proxy {
       return;
     }
     if (entry?.fault) {
-      this.#faulted(stream, headers, record, entry.fault, backend, port, url).catch((error: Error) => this.#failed(stream, headers, error));
+      this.#faulted(stream, record, entry.fault, backend, port, url).catch((error: Error) => this.#failed(stream, record.requestHead, error));
       return;
     }
-    this.#admit(stream, headers, record, backend, port, url);
+    this.#admit(stream, record, backend, port, url);
   }
 
   /** A route with fault injection: the delay or abort first (a wait), then the request goes on. */
-  async #faulted(stream: DownstreamH2Stream, headers: http2.IncomingHttpHeaders, record: H2Request, injected: NonNullable<RouteEntry['fault']>, backend: RouteBackend | undefined, port: number, url: string): Promise<void> {
+  async #faulted(stream: DownstreamH2Stream, record: H2Request, injected: NonNullable<RouteEntry['fault']>, backend: RouteBackend | undefined, port: number, url: string): Promise<void> {
     const fault = await applyFault(injected, faultResponseOf(stream));
     record.faultFlags = fault.flags;
     if (fault.clientGone || fault.abortedWith !== undefined) {
@@ -601,28 +616,28 @@ export class H2Proxy {
       this.#decided(record, fault.abortedWith ?? 0, fault.clientGone ? 'DC' : '-', fault.clientGone ? 'downstream_remote_disconnect' : 'fault_filter_abort', grpcStatus);
       return;
     }
-    this.#admit(stream, headers, record, backend, port, url);
+    this.#admit(stream, record, backend, port, url);
   }
 
   /** A redirect's answer, or the upstream head and the DestinationRule's pool slot (a wait only when the pool is full). */
-  #admit(stream: DownstreamH2Stream, headers: http2.IncomingHttpHeaders, record: H2Request, backend: RouteBackend | undefined, port: number, url: string): void {
+  #admit(stream: DownstreamH2Stream, record: H2Request, backend: RouteBackend | undefined, port: number, url: string): void {
     const context = record.context;
     const entry = record.entry;
     const path = pathOf(url);
     const query = queryOf(url);
     if (entry?.redirect) {
-      const location = redirectLocation(entry, { host: String(headers[':authority'] ?? headers.host ?? ''), path, query, servicePort: context.hbone.target.port });
+      const location = redirectLocation(entry, { host: record.authority, path, query, servicePort: context.hbone.target.port });
       stream.resume();
       if (!stream.closed) stream.respond({ ':status': entry.redirect.statusCode, location }, { endStream: true });
       this.#decided(record, entry.redirect.statusCode, '-', 'direct_response', undefined);
       return;
     }
-    const upstreamHead = this.#upstreamHead(headers, record, backend, entry ? rewrittenUrl(entry, path, query) : url);
+    const upstreamHead = this.#upstreamHead(record, backend, entry ? rewrittenUrl(entry, path, query) : url);
     // ---- DestinationRule hook (waypoint/destination/), as on the HTTP/1.1 path: a pool slot for the request (or
     // 503 UO), the rule's endpoint choice for each try, the outcome for outlier detection when the request ends. ----
     const traffic = this.#destinations?.forService(cachedServiceKey(record.destination));
     if (traffic === undefined) {
-      this.#tries(stream, headers, record, backend, port, upstreamHead);
+      this.#tries(stream, record, backend, port, upstreamHead);
       return;
     }
     // A VirtualService destination's subset: its pods, as the backend's DestinationRule defines it (none: 503 NC).
@@ -633,19 +648,20 @@ export class H2Proxy {
     }
     let begun: DestinationRequest | Promise<DestinationRequest>;
     try {
-      begun = traffic.begin({ headers, url, sourceIp: plainAddress(context.hbone.remoteAddress) }, subset);
+      // The request is the hash's source (its head's object made only when a hash reads a header).
+      begun = traffic.begin(record, subset);
     } catch (error) {
       this.#overflowed(stream, record, error);
       return;
     }
     if (begun instanceof Promise) {
       begun.then(
-        (admitted) => this.#admitted(stream, headers, record, backend, port, upstreamHead, admitted),
+        (admitted) => this.#admitted(stream, record, backend, port, upstreamHead, admitted),
         (error: unknown) => this.#overflowed(stream, record, error),
-      ).catch((error: Error) => this.#failed(stream, headers, error));
+      ).catch((error: Error) => this.#failed(stream, record.requestHead, error));
       return;
     }
-    this.#admitted(stream, headers, record, backend, port, upstreamHead, begun);
+    this.#admitted(stream, record, backend, port, upstreamHead, begun);
   }
 
   /** No pool slot for the request: 503 UO (a WaypointError); anything else is the request's failure. */
@@ -655,15 +671,15 @@ export class H2Proxy {
     this.#answer(stream, record, error, 'upstream_overflow', error.responseFlags, { 'x-envoy-overloaded': 'true' });
   }
 
-  #admitted(stream: DownstreamH2Stream, headers: http2.IncomingHttpHeaders, record: H2Request, backend: RouteBackend | undefined, port: number, upstreamHead: UpstreamRequestHead, admitted: DestinationRequest): void {
+  #admitted(stream: DownstreamH2Stream, record: H2Request, backend: RouteBackend | undefined, port: number, upstreamHead: UpstreamRequestHead, admitted: DestinationRequest): void {
     record.destinationRequest = admitted;
     // The client left while the request waited for its slot: nothing to send.
     if (stream.closed || stream.destroyed) return;
-    this.#tries(stream, headers, record, backend, port, upstreamHead);
+    this.#tries(stream, record, backend, port, upstreamHead);
   }
 
   /** The body, the mirrors and the tries (request-attempts.ts), told their outcome without a promise (runThen). */
-  #tries(stream: DownstreamH2Stream, headers: http2.IncomingHttpHeaders, record: H2Request, backend: RouteBackend | undefined, port: number, upstreamHead: UpstreamRequestHead): void {
+  #tries(stream: DownstreamH2Stream, record: H2Request, backend: RouteBackend | undefined, port: number, upstreamHead: UpstreamRequestHead): void {
     if (stream.closed || stream.destroyed) return;
     const entry = record.entry;
     const body = new H2RequestBody(stream, MAX_BUFFERED_BODY_BYTES, record.endStream);
@@ -706,15 +722,18 @@ export class H2Proxy {
   }
 
   /** The request's head for the endpoint: end-to-end fields, the filters', the rewritten path, the request id and trace context. */
-  #upstreamHead(headers: http2.IncomingHttpHeaders, record: H2Request, backend: RouteBackend | undefined, upstreamPath: string): UpstreamRequestHead {
+  #upstreamHead(record: H2Request, backend: RouteBackend | undefined, upstreamPath: string): UpstreamRequestHead {
     const entry = record.entry;
     const traceparent = traceparentOf(record.trace);
     const authority = entry?.urlRewrite?.hostname || undefined;
-    // No header modifier (the common route): the list straight from the request's object (h2-upstream-head.ts).
+    // No header modifier (the common route): the list straight from the request's list, or from node:http2's object
+    // (h2-upstream-head.ts).
     if (entry?.requestHeaderModifier === undefined && backend?.requestHeaderModifier === undefined) {
-      return upstreamHeadOf(headers, upstreamPath, authority, record.requestId, traceparent, record.trace.tracestate);
+      const fields = record.requestHead.fields;
+      if (fields !== undefined) return upstreamHeadOfFields(fields, upstreamPath, authority, record.requestId, traceparent, record.trace.tracestate);
+      return upstreamHeadOf(record.requestHead.object, upstreamPath, authority, record.requestId, traceparent, record.trace.tracestate);
     }
-    const result = upstreamRequestHeaders(headers, entry?.requestHeaderModifier);
+    const result = upstreamRequestHeaders(record.requestHead.object, entry?.requestHeaderModifier);
     modifyHeaders(result, backend?.requestHeaderModifier);
     result[':path'] = upstreamPath;
     if (authority !== undefined) result[':authority'] = authority;
@@ -731,7 +750,7 @@ export class H2Proxy {
    */
   #relay(stream: DownstreamH2Stream, record: H2Request, response: H2Response, current: H2Try, backend: RouteBackend | undefined, flags: string): void {
     const upstream = response.stream;
-    const status = Number(response.headers[':status'] ?? 502);
+    const status = response.status;
     if (stream.closed || stream.destroyed) {
       cancelStream(upstream);
       return;
@@ -745,7 +764,7 @@ export class H2Proxy {
     }
     if (response.endStream) {
       record.tries!.stop();
-      this.#decided(record, status, flags, 'via_upstream', record.grpc ? grpcStatusOf(response.headers) : undefined);
+      this.#decided(record, status, flags, 'via_upstream', record.grpc ? grpcStatusOf(response.headValue('grpc-status')) : undefined);
       if (passed !== undefined) (stream as OwnDownstreamStream).respondFields(status, passed, true, false);
       else stream.respond(responseHeaders, { endStream: true });
       return;

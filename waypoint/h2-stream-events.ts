@@ -158,6 +158,28 @@ export class StreamEvents {
   }
 }
 
+/**
+ * The events of a stream adapter whose body flows once a 'data' listener is there, as a node:stream Readable's does
+ * (the own layer's request and answer streams, h2-own-downstream.ts and h2-own-upstream.ts): a lasting 'data'
+ * registration, by `on` or with a receiver by `listenFor`, calls `dataListened`, where the adapter starts delivering.
+ */
+export abstract class FlowingStreamEvents extends StreamEvents {
+  override on(event: string | symbol, listener: Listener): this {
+    super.on(event, listener);
+    if (event === 'data') this.dataListened();
+    return this;
+  }
+
+  override listenFor<T>(event: string | symbol, listener: ReceiverListener<T>, receiver: T, once: boolean): this {
+    super.listenFor(event, listener, receiver, once);
+    if (event === 'data' && !once) this.dataListened();
+    return this;
+  }
+
+  /** A 'data' listener was added: deliver (what is held, and from now on) unless already doing so. */
+  protected abstract dataListened(): void;
+}
+
 function call(listener: Listener, receiver: unknown, argumentCount: number, first: unknown, second: unknown): void {
   if (argumentCount <= 0) listener.call(receiver);
   else if (argumentCount === 1) listener.call(receiver, first);

@@ -19,17 +19,91 @@ import type { Attempt, AttemptOutcome, OutcomeListener } from './request-attempt
 import type { UpstreamTarget, Upstreams } from './upstream.ts';
 import type { EndpointChooser } from './destination/destination-traffic.ts';
 import { listen } from './h2-stream-events.ts';
+import { headersObjectOf, OwnUpstreamStream } from './h2-own-upstream.ts';
+import type { HeaderList } from '../shared/hbone/h2/hpack.ts';
 
 const { NGHTTP2_FLAG_END_STREAM, NGHTTP2_NO_ERROR, NGHTTP2_REFUSED_STREAM } = http2.constants;
 
-/** The head of an endpoint's answer on one try. */
-export interface H2Response {
-  headers: http2.IncomingHttpHeaders;
+/** A field's value as headersObjectOf would hold it (the first, each repeat joined on with ', '), from a list. */
+function listValue(list: HeaderList, name: string): string | undefined {
+  let value: string | undefined;
+  for (let index = 0; index < list.length; index += 2) {
+    if (list[index] === name) value = value === undefined ? list[index + 1] : `${value}, ${list[index + 1]}`;
+  }
+  return value;
+}
+
+/** An object's value as one string (node:http2 makes only set-cookie a list). */
+function objectValue(headers: http2.IncomingHttpHeaders | undefined, name: string): string | undefined {
+  const value = headers?.[name];
+  return Array.isArray(value) ? value[0] : value;
+}
+
+/**
+ * The head of an endpoint's answer on one try, and its trailers once they came. On the own layer (OwnUpstreamStream)
+ * the head and the trailers stay the lists the layer decoded and checked: node:http2's object shape is made from them
+ * only when something reads it (a response modifier, a node:http2 client stream, the waypoint's own answers), where
+ * the proxy's relay reads `:status` and `grpc-status` from the lists and passes them on as they are (session s14:
+ * both objects were made for every call).
+ */
+export class H2Response {
+  readonly stream: UpstreamH2Stream;
   /** A trailers-only or empty answer: nothing follows the head. */
-  endStream: boolean;
-  stream: UpstreamH2Stream;
-  /** The answer's trailers once they came (kept from the start: they can arrive in the same read as the head). */
-  trailers: http2.IncomingHttpHeaders | undefined;
+  readonly endStream: boolean;
+  /** The own layer's list of the head (`:status` first: the layer checked it); undefined for node:http2's object. */
+  readonly fields: HeaderList | undefined;
+  #headers: http2.IncomingHttpHeaders | undefined;
+  #trailers: http2.IncomingHttpHeaders | undefined = undefined;
+
+  constructor(stream: UpstreamH2Stream, endStream: boolean, headers: http2.IncomingHttpHeaders | undefined, fields: HeaderList | undefined) {
+    this.stream = stream;
+    this.endStream = endStream;
+    this.#headers = headers;
+    this.fields = fields;
+  }
+
+  /** The head as node:http2's object (made from the list when first read). */
+  get headers(): http2.IncomingHttpHeaders {
+    return (this.#headers ??= headersObjectOf(this.fields!));
+  }
+
+  /** `:status` as a number (502 when there is none, as the object way read it). */
+  get status(): number {
+    const fields = this.fields;
+    if (fields !== undefined && fields[0] === ':status') return Number(fields[1]);
+    return Number(this.headers[':status'] ?? 502);
+  }
+
+  /** A field of the head, as the object holds it. */
+  headValue(name: string): string | undefined {
+    return this.fields !== undefined ? listValue(this.fields, name) : objectValue(this.#headers, name);
+  }
+
+  /**
+   * The answer's trailers once they came, as node:http2's object (kept from the start: they can arrive in the same
+   * read as the head): node:http2's from their event (set by the try), the own layer's made from the stream's list
+   * when first read.
+   */
+  get trailers(): http2.IncomingHttpHeaders | undefined {
+    if (this.#trailers === undefined && this.fields !== undefined) {
+      const list = (this.stream as OwnUpstreamStream).trailerFields;
+      if (list !== undefined) this.#trailers = headersObjectOf(list);
+    }
+    return this.#trailers;
+  }
+
+  set trailers(trailers: http2.IncomingHttpHeaders | undefined) {
+    this.#trailers = trailers;
+  }
+
+  /** A field of the trailers (undefined before they came), as their object holds it. */
+  trailerValue(name: string): string | undefined {
+    if (this.fields !== undefined) {
+      const list = (this.stream as OwnUpstreamStream).trailerFields;
+      return list === undefined ? undefined : listValue(list, name);
+    }
+    return objectValue(this.#trailers, name);
+  }
 }
 
 export interface H2TryRequest {
@@ -139,18 +213,27 @@ export class H2Try implements Attempt<H2Response> {
     // The try's own methods (and the request's) are the stream's listeners, with their object as `this`: no closure
     // per try (h2-stream-events.ts).
     listen(stream, 'headers', request.onInformational, request, false);
-    listen(stream, 'response', this.#responded, this, true);
+    // The own layer's answer head as its list (H2Response makes the object only if read), node:http2's as its object.
+    if (stream instanceof OwnUpstreamStream) listen(stream, 'responseFields', this.#respondedFields, this, true);
+    else listen(stream, 'response', this.#responded, this, true);
     listen(stream, 'wantTrailers', this.#trailersWanted, this, true);
     listen(stream, 'close', this.#closed, this, true);
     this.#body.attach(stream);
   }
 
-  /** The endpoint's answer head (the stream's 'response'). */
+  /** The endpoint's answer head (node:http2's stream's 'response'). */
   #responded(headers: http2.IncomingHttpHeaders, flags: number): void {
     const stream = this.#stream!;
-    const response: H2Response = { headers, endStream: (flags & NGHTTP2_FLAG_END_STREAM) !== 0, stream, trailers: undefined };
+    const response = new H2Response(stream, (flags & NGHTTP2_FLAG_END_STREAM) !== 0, headers, undefined);
     this.#response = response;
     listen(stream, 'trailers', this.#trailersCame, this, true);
+    this.#resolve({ response });
+  }
+
+  /** The endpoint's answer head as the own layer's list (OwnUpstreamStream's 'responseFields'); its trailers stay on the stream. */
+  #respondedFields(fields: HeaderList, flags: number): void {
+    const response = new H2Response(this.#stream!, (flags & NGHTTP2_FLAG_END_STREAM) !== 0, undefined, fields);
+    this.#response = response;
     this.#resolve({ response });
   }
 

@@ -178,3 +178,76 @@ export function upstreamHeadOf(headers: http2.IncomingHttpHeaders, path: string,
   }
   return new UpstreamRequestHead([], 0, false, problem);
 }
+
+/**
+ * upstreamHeadOf from the own layer's list of the client's head (names lower-case, pseudo-headers first, each
+ * pseudo-header once: checked on receipt), without node:http2's object between (session s14): the same fields in the
+ * same order, the same checks (badField on every field sent), except that a regular field the client repeated goes
+ * on as the repeats it came as (HTTP/2 to HTTP/2: RFC 9110 5.3 makes them one list either way) where the object
+ * joined them with ', '; `x-request-id`, `traceparent` and `tracestate` go once, with the values given.
+ */
+export function upstreamHeadOfFields(fields: readonly string[], path: string, authority: string | undefined, requestId: string, traceparent: string, tracestate: string | undefined): UpstreamRequestHead {
+  // At most the client's fields and the four the proxy may add (:path, :authority, and three of the trace fields
+  // only in place of or beside the client's); trimmed at the end.
+  const list = new Array<string>(fields.length + 10);
+  let at = 0;
+  let hasPath = false;
+  let hasAuthority = false;
+  let hasScheme = false;
+  try {
+    let index = 0;
+    for (; index < fields.length; index += 2) {
+      const name = fields[index]!;
+      if (name.charCodeAt(0) !== 58 /* : */) break;
+      let value = fields[index + 1]!;
+      if (name === ':path') {
+        hasPath = true;
+        value = path;
+      } else if (name === ':authority') {
+        hasAuthority = true;
+        if (authority !== undefined) value = authority;
+      } else if (name === ':scheme') {
+        hasScheme = true;
+      }
+      at = putValue(list, at, name, value, undefined);
+    }
+    if (!hasPath) at = putValue(list, at, ':path', path, undefined);
+    if (!hasAuthority && authority !== undefined) {
+      at = putValue(list, at, ':authority', authority, undefined);
+      hasAuthority = true;
+    }
+    const pseudoEnd = at;
+    let hasRequestId = false;
+    let hasTraceparent = false;
+    let hasTracestate = false;
+    for (; index < fields.length; index += 2) {
+      const name = fields[index]!;
+      let value = fields[index + 1]!;
+      if (CONNECTION_SPECIFIC.has(name)) continue;
+      // HTTP/1.1-style `te` other than trailers is connection-specific too; gRPC's `te: trailers` passes.
+      if (name === 'te' && value !== 'trailers') continue;
+      if (name === 'x-request-id') {
+        if (hasRequestId) continue;
+        hasRequestId = true;
+        value = requestId;
+      } else if (name === 'traceparent') {
+        if (hasTraceparent) continue;
+        hasTraceparent = true;
+        value = traceparent;
+      } else if (name === 'tracestate') {
+        if (hasTracestate || tracestate === undefined) continue;
+        hasTracestate = true;
+        value = tracestate;
+      }
+      at = putValue(list, at, name, value, undefined);
+    }
+    if (!hasRequestId) at = putValue(list, at, 'x-request-id', requestId, undefined);
+    if (!hasTraceparent) at = putValue(list, at, 'traceparent', traceparent, undefined);
+    if (!hasTracestate && tracestate !== undefined) at = putValue(list, at, 'tracestate', tracestate, undefined);
+    while (list.length > at) list.pop();
+    return new UpstreamRequestHead(list, pseudoEnd, hasScheme && hasAuthority, undefined);
+  } catch (error) {
+    if (!(error instanceof WaypointError)) throw error;
+    return new UpstreamRequestHead([], 0, false, error);
+  }
+}

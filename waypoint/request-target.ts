@@ -24,8 +24,12 @@ export interface RoutedRequest {
   backend?: RouteBackend;
 }
 
-/** `redirects`: a matched RequestRedirect entry is returned as it is (the caller answers it) instead of needing a backend. */
-export function routeRequest(routes: RouteTable, state: MeshState, service: Service, servicePort: number, method: string, url: string, headers: http.IncomingHttpHeaders, redirects = false): RoutedRequest {
+/**
+ * `redirects`: a matched RequestRedirect entry is returned as it is (the caller answers it) instead of needing a
+ * backend. `headers` may be a function that makes them (as matchRoute takes them: called only when an entry matches
+ * on headers; the HTTP/2 path's head object is made from its list then).
+ */
+export function routeRequest(routes: RouteTable, state: MeshState, service: Service, servicePort: number, method: string, url: string, headers: http.IncomingHttpHeaders | (() => http.IncomingHttpHeaders), redirects = false): RoutedRequest {
   const entries = routes.entriesFor(cachedServiceKey(service));
   if (entries === undefined) return { destination: service, port: servicePort };
   const entry = matchRoute(entries, servicePort, pathOf(url), headers, method, queryOf(url));

@@ -26,7 +26,7 @@ async function ownServer(onRequest: (stream: OwnDownstreamStream, headers: http2
   const listener = net.createServer((socket) => {
     sockets.push(socket);
     socket.on('error', () => {});
-    served(serveOwnConnection(socket, undefined, LIMITS, onRequest));
+    served(serveOwnConnection(socket, undefined, LIMITS, (stream, flags) => onRequest(stream, stream.requestHeaders, flags)));
   });
   await new Promise<void>((resolve) => listener.listen(0, '127.0.0.1', resolve));
   return {

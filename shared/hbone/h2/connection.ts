@@ -299,6 +299,15 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
   #endAfterWrite = false;
   #slab = Buffer.allocUnsafeSlow(HEADER_SLAB_BYTES);
   #slabOffset = 0;
+  /**
+   * Nested only: where the open run starts in the slab (-1: none). A nested connection writes its HEADERS blocks and
+   * DATA frame headers into the slab back to back, and such a run becomes one piece of `#out` (one view) when
+   * something else is gathered after it, the slab is replaced, or the flush comes: a proxied answer's head, DATA
+   * header and trailers were three views and three pieces for the outer stream, now two runs (session s14).
+   */
+  #runStart = -1;
+  /** Nested only: the chunk being parsed is a piece of the outer connection's pooled read (valid during the call). */
+  #borrowedRead = false;
 
   readonly #resetBurst: number;
   readonly #resetRate: number;
@@ -357,8 +366,9 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
     if ((options.keepaliveIntervalMs ?? 0) > 0) {
       this.#keepaliveTimer = setInterval(this.#keepalive, options.keepaliveIntervalMs).unref();
     }
-    // Nested in an outer stream: its bytes come from the next tick on, after the owner's listeners ('stream').
-    if (socket instanceof H2StreamTransport) socket.attach(this.#onSocketData);
+    // Nested in an outer stream: its bytes come from the next tick on, after the owner's listeners ('stream'); pieces
+    // of the outer connection's pooled reads are parsed in place (#onBorrowedData).
+    if (socket instanceof H2StreamTransport) socket.attach(this.#onSocketData, this.#onBorrowedData);
   }
 
   /**
@@ -562,6 +572,7 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
 
   /** Writes what this tick gathered (called at the end of the tick, and before the socket is ended). */
   flush(): void {
+    if (this.#runStart >= 0) this.#closeRun();
     const out = this.#out;
     if (out.length === 0) return;
     const socket = this.socket;
@@ -700,7 +711,21 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
 
   /** Gathers `buffer` for the flush; false when it was dropped (the socket is gone or ended). */
   #write(buffer: Buffer, done?: H2WriteDone): boolean {
-    if (this.#out.length === 0) {
+    if (!this.#gathering()) return false;
+    if (this.#runStart >= 0) this.#closeRun();
+    this.#out.push(buffer);
+    this.#outDone.push(done);
+    if (done !== undefined) this.#outDoneCount++;
+    this.#outBytes += buffer.length;
+    return true;
+  }
+
+  /**
+   * Before something is gathered: false when it is to be dropped (the socket is gone or ended); the first thing
+   * gathered since the last flush schedules the next.
+   */
+  #gathering(): boolean {
+    if (this.#out.length === 0 && this.#runStart < 0) {
       // Dropped: a done is not called (H2WriteDone), the closing stream's chunks are the last it was given.
       if (this.socket.destroyed || this.socket.writableEnded) return false;
       // Nested in an outer stream: inside a read callback, at its end (the outer connection's flush of it runs right
@@ -712,15 +737,42 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
       if (this.#nested && !inReadTurn()) deferToCheckPhase(flushConnection, this);
       else deferToTurnEnd(flushConnection, this);
     }
-    this.#out.push(buffer);
-    this.#outDone.push(done);
-    if (done !== undefined) this.#outDoneCount++;
-    this.#outBytes += buffer.length;
     return true;
   }
 
-  /** A DATA frame's header, gathered as numbers (DATA_HEADER_PLACEHOLDER). */
+  /** Nested: the open run of slab bytes becomes one piece of `#out`. */
+  #closeRun(): void {
+    const start = this.#runStart;
+    this.#runStart = -1;
+    this.#out.push(this.#slab.subarray(start, this.#slabOffset));
+    this.#outDone.push(undefined);
+  }
+
+  /** Nested: `slab[start, end)`, written at the slab's end, joins the open run (or opens one). */
+  #extendRun(start: number, end: number): void {
+    if (this.#runStart < 0) this.#runStart = start;
+    this.#outBytes += end - start;
+  }
+
+  /** Room for `bytes` at the slab's end: a new slab when the current one is full (an open run is closed first: it lives there). */
+  #slabRoom(bytes: number): void {
+    if (this.#slabOffset + bytes <= this.#slab.length) return;
+    if (this.#runStart >= 0) this.#closeRun();
+    this.#slab = Buffer.allocUnsafeSlow(HEADER_SLAB_BYTES);
+    this.#slabOffset = 0;
+  }
+
+  /** A DATA frame's header, gathered as numbers (DATA_HEADER_PLACEHOLDER); nested, written into the run. */
   #writeDataHeader(length: number, flags: number, streamId: number): void {
+    if (this.#nested) {
+      if (!this.#gathering()) return;
+      this.#slabRoom(FRAME_HEADER_BYTES);
+      const start = this.#slabOffset;
+      writeFrameHeader(this.#slab, start, length, FRAME_DATA, flags, streamId);
+      this.#slabOffset = start + FRAME_HEADER_BYTES;
+      this.#extendRun(start, this.#slabOffset);
+      return;
+    }
     if (this.#write(DATA_HEADER_PLACEHOLDER)) this.#outHeaders.push(length, (FRAME_DATA << 8) | flags, streamId);
   }
 
@@ -752,10 +804,9 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
   }
 
   #frameHeader(length: number, type: number, flags: number, streamId: number): Buffer {
-    if (this.#slabOffset + FRAME_HEADER_BYTES > this.#slab.length) {
-      this.#slab = Buffer.allocUnsafeSlow(HEADER_SLAB_BYTES);
-      this.#slabOffset = 0;
-    }
+    // An open run ends here (its bytes end at the slab's end, where this header goes).
+    if (this.#runStart >= 0) this.#closeRun();
+    this.#slabRoom(FRAME_HEADER_BYTES);
     const offset = this.#slabOffset;
     this.#slabOffset += FRAME_HEADER_BYTES;
     writeFrameHeader(this.#slab, offset, length, type, flags, streamId);
@@ -773,16 +824,16 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
       this.#sendHeaderBlock(streamId, this.#encoder.encode(fields, status), endStream);
       return;
     }
-    if (this.#slabOffset + FRAME_HEADER_BYTES + bound > this.#slab.length) {
-      this.#slab = Buffer.allocUnsafeSlow(HEADER_SLAB_BYTES);
-      this.#slabOffset = 0;
-    }
+    // Nested: nothing to write to (the block is still encoded: the encoder keeps no state).
+    if (this.#nested && !this.#gathering()) return;
+    this.#slabRoom(FRAME_HEADER_BYTES + bound);
     const slab = this.#slab;
     const start = this.#slabOffset;
     const end = this.#encoder.encodeInto(slab, start + FRAME_HEADER_BYTES, fields, status);
     this.#slabOffset = end;
     writeFrameHeader(slab, start, end - start - FRAME_HEADER_BYTES, FRAME_HEADERS, FLAG_END_HEADERS | (endStream ? FLAG_END_STREAM : 0), streamId);
-    this.#write(slab.subarray(start, end));
+    if (this.#nested) this.#extendRun(start, end);
+    else this.#write(slab.subarray(start, end));
   }
 
   /** HEADERS (+ CONTINUATION when the block is larger than the peer's frame size). */
@@ -867,6 +918,20 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
 
   readonly #onSocketData = (chunk: Buffer): void => {
     this.#receive(chunk, chunk.length);
+  };
+
+  /**
+   * Nested: a piece of the outer connection's pooled read, valid during this call only (the outer stream's
+   * onSharedData): parsed in place, what is kept past the call copied (a DATA payload for its stream, a header block's
+   * fragment), instead of a copy of the whole piece first (session s14).
+   */
+  readonly #onBorrowedData = (chunk: Buffer): void => {
+    this.#borrowedRead = true;
+    try {
+      this.#receive(chunk, chunk.length);
+    } finally {
+      this.#borrowedRead = false;
+    }
   };
 
   /** The peer's bytes `chunk[0, bytes)`. */
@@ -980,7 +1045,16 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
     const stream = this.#dataStream;
     if (stream === undefined || stream.closed) return;
     const shared = this.#readBuffer;
-    stream.deliverData(shared === undefined ? chunk.subarray(start, end) : shared.piece(start, end), shared);
+    if (shared !== undefined) {
+      stream.deliverData(shared.piece(start, end), shared);
+    } else if (this.#borrowedRead) {
+      // The stream's handler keeps its data: a copy of the payload alone (one buffer, no view of the piece).
+      const copy = Buffer.allocUnsafe(end - start);
+      chunk.copy(copy, 0, start, end);
+      stream.deliverData(copy, undefined);
+    } else {
+      stream.deliverData(chunk.subarray(start, end), undefined);
+    }
   }
 
   onDataEnd(): void {
@@ -1096,7 +1170,7 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
   /** `chunk[start, end)` to keep past this read: a copy when it may live in a pooled read buffer. */
   #keptPiece(chunk: Buffer, start: number, end: number): Buffer {
     const piece = chunk.subarray(start, end);
-    return this.#readBuffer === undefined ? piece : Buffer.from(piece);
+    return this.#readBuffer === undefined && !this.#borrowedRead ? piece : Buffer.from(piece);
   }
 
   #checkHeaderBlockSize(block: HeaderBlockInProgress): void {

@@ -3,7 +3,8 @@
  * sessions with its clients and its endpoints), without a node:stream Duplex between the two layers.
  *
  * Owns: the outer stream's handler while the nested connection runs on it: received DATA goes straight to the nested
- * connection's reader (no Readable, no 'data' emit); what the nested connection gathered in a tick goes to the outer
+ * connection's reader (no Readable, no 'data' emit; a piece of the outer connection's pooled read parsed in place by
+ * the nested connection when it offers a borrowed reader, not copied first); what the nested connection gathered in a tick goes to the outer
  * stream as one `writePieces` (one outer DATA frame whose payload is the nested frames as they are, no intermediate
  * Buffer, when the windows allow), END_STREAM both ways as `end()` / 'end', resets both ways (`destroy()` ->
  * RST_STREAM CANCEL unless both sides ended; the peer's RST_STREAM or a lost connection -> 'error' then 'close'),
@@ -20,6 +21,11 @@ import type { H2Stream, H2StreamHandler, H2WriteDone } from './stream.ts';
 
 /** Where received bytes go: the nested connection's frame reader. */
 export type H2TransportReader = (chunk: Buffer) => void;
+/**
+ * The reader for a piece of the outer connection's pooled read: valid during the call only (the reader copies what
+ * it keeps). Without one, such pieces are copied for the plain reader.
+ */
+export type H2TransportBorrowedReader = (chunk: Buffer) => void;
 
 /** Something that holds an H2Stream it reads and writes as a Duplex (h2/duplex.ts's H2DuplexStream). */
 export interface H2StreamDuplexLike {
@@ -35,6 +41,7 @@ export class H2StreamTransport extends EventEmitter implements H2StreamHandler {
   /** Bytes received before the reader started (the sniffed first bytes, what a Duplex had buffered). */
   #held: Buffer[];
   #reader: H2TransportReader | undefined;
+  #borrowedReader: H2TransportBorrowedReader | undefined;
   #started = false;
   #remoteEnded = false;
   #closeSeen = false;
@@ -74,8 +81,9 @@ export class H2StreamTransport extends EventEmitter implements H2StreamHandler {
    * Starts delivering to `reader`, from the next tick on (its owner attaches its listeners first): what was held,
    * then the end or close that came meanwhile. One call per connection.
    */
-  attach(reader: H2TransportReader): void {
+  attach(reader: H2TransportReader, borrowedReader?: H2TransportBorrowedReader): void {
     this.#reader = reader;
+    this.#borrowedReader = borrowedReader;
     process.nextTick(startTransport, this);
   }
 
@@ -122,6 +130,13 @@ export class H2StreamTransport extends EventEmitter implements H2StreamHandler {
   onData(_stream: H2Stream, chunk: Buffer): void {
     if (this.#started) this.#reader!(chunk);
     else this.#held.push(chunk);
+  }
+
+  /** A piece of the outer connection's pooled read (valid during this call): to the borrowed reader, else copied. */
+  onSharedData(stream: H2Stream, chunk: Buffer): void {
+    const reader = this.#borrowedReader;
+    if (this.#started && reader !== undefined) reader(chunk);
+    else this.onData(stream, Buffer.from(chunk));
   }
 
   onEnd(): void {
