@@ -36,7 +36,15 @@ const heapSampleDir = heapSampleIndex >= 0 ? args[heapSampleIndex + 1] : undefin
 /** `--cpu-profile DIR`: V8's CPU profile of each agent over the counted window (not with --heap-sample: one signal). */
 const cpuProfileIndex = args.indexOf('--cpu-profile');
 const cpuProfileDir = cpuProfileIndex >= 0 ? args[cpuProfileIndex + 1] : undefined;
-if (heapSampleDir !== undefined && cpuProfileDir !== undefined) throw new Error('--heap-sample and --cpu-profile share the agents\' SIGUSR2: one at a time');
+/**
+ * `--deferrals DIR`: bench/tools/deferral-counts.ts preloaded into each agent (its files under DIR/<pid>/), and per
+ * connection the asynchronous resources each agent made over the counted window, by type (TickObject: a
+ * process.nextTick; Immediate: a setImmediate; Timeout; PROMISE; native requests). async_hooks slow the agents: take
+ * no CPU figure from such a run.
+ */
+const deferralsIndex = args.indexOf('--deferrals');
+const deferralsDir = deferralsIndex >= 0 ? args[deferralsIndex + 1] : undefined;
+if ([heapSampleDir, cpuProfileDir, deferralsDir].filter((dir) => dir !== undefined).length > 1) throw new Error('--heap-sample, --cpu-profile and --deferrals share the agents\' SIGUSR2: one at a time');
 /**
  * `--storm RATE`: the counted windows offer RATE new connections per second for `--storm-seconds` (default 2) with
  * the suite's open-loop driver (bench/tools/mesh-connect.ts) instead of one at a time, and the figures are per
@@ -75,6 +83,19 @@ function gcSince(logFile: string, from: number): GcWindow {
   return window;
 }
 
+/** The asynchronous resources an agent made between its first two marks (deferral-counts.ts), per connection. */
+function deferralsPer(dir: string, pid: number, connections: number): Record<string, number> {
+  const read = (mark: number): Record<string, number> => JSON.parse(readFileSync(join(dir, String(pid), `deferrals-${mark}.json`), 'utf8')) as Record<string, number>;
+  const before = read(0);
+  const after = read(1);
+  const perConnection: Record<string, number> = {};
+  for (const [type, count] of Object.entries(after)) {
+    const made = (count - (before[type] ?? 0)) / connections;
+    if (made >= 0.01) perConnection[type] = +made.toFixed(2);
+  }
+  return perConnection;
+}
+
 async function strace(pids: number[], run: () => Promise<void>): Promise<Map<number, Map<string, number>>> {
   const outputs = pids.map((pid) => `/tmp/connection-counts-strace-${pid}.txt`);
   const tracers = pids.map((pid, index) => spawn('strace', ['-c', '-f', '-q', '-o', outputs[index]!, '-p', String(pid)], { stdio: 'ignore' }));
@@ -103,8 +124,12 @@ const heapSampler = heapSampleDir === undefined ? '' : ` --import ${join(import.
 const heapSamplerEnv = heapSampleDir === undefined ? '' : `AMBIT_HEAP_SAMPLE_DIR=${heapSampleDir} `;
 const profiler = cpuProfileDir === undefined ? '' : ` --import ${join(import.meta.dirname, 'tools', 'profile-on-signal.ts')}`;
 const profilerEnv = cpuProfileDir === undefined ? '' : `AMBIT_PROFILE_DIR=${cpuProfileDir} `;
+const deferrals = deferralsDir === undefined ? '' : ` --import ${join(import.meta.dirname, 'tools', 'deferral-counts.ts')}`;
+// The wrapper's shell is the agent's process (exec): $$ is the agent's pid, so each agent counts into its own folder.
+const deferralsEnv = deferralsDir === undefined ? '' : `AMBIT_DEFERRALS_DIR=${deferralsDir}/$$ `;
+const deferralsMkdir = deferralsDir === undefined ? '' : `mkdir -p ${deferralsDir}/$$; `;
 const valgrind = callgrindDir === undefined ? '' : `valgrind --tool=callgrind --separate-threads=yes --instr-atstart=no --smc-check=all-non-file --callgrind-out-file=${callgrindDir}/callgrind.%p `;
-writeFileSync(wrapper, `#!/bin/sh\nnode="$1"; shift; ${heapSamplerEnv}${profilerEnv}exec ${valgrind}"$node" --trace-gc-nvp${heapSampler}${profiler} "$@"\n`, { mode: 0o755 });
+writeFileSync(wrapper, `#!/bin/sh\nnode="$1"; shift; ${deferralsMkdir}${heapSamplerEnv}${profilerEnv}${deferralsEnv}exec ${valgrind}"$node" --trace-gc-nvp${heapSampler}${profiler}${deferrals} "$@"\n`, { mode: 0o755 });
 const topology = await buildMeshTopology({ logLevel: 'warn', log, agentCommandPrefix: [wrapper], ...(callgrindDir === undefined ? {} : { agentReadyTimeoutMs: 300_000 }) });
 try {
   await startTarget(processes, topology.meshServer);
@@ -128,7 +153,7 @@ try {
   const logs = { client: topology.mesh.cluster.node(0).agentLogFile, server: topology.mesh.cluster.node(1).agentLogFile };
   const offsets = { client: statSync(logs.client).size, server: statSync(logs.server).size };
   const signalAgents = (): void => {
-    if (heapSampleDir !== undefined || cpuProfileDir !== undefined) for (const pid of [pids.client, pids.server]) process.kill(pid, 'SIGUSR2');
+    if (heapSampleDir !== undefined || cpuProfileDir !== undefined || deferralsDir !== undefined) for (const pid of [pids.client, pids.server]) process.kill(pid, 'SIGUSR2');
   };
   signalAgents();
   if (callgrindDir !== undefined) {
@@ -149,6 +174,8 @@ try {
   const used = cpu.stop();
   const usedSystem = systemCpu.stop();
   signalAgents();
+  // The agents write their counts from the signal's handler, on their loops: give them a moment.
+  if (deferralsDir !== undefined) await new Promise((resolve) => setTimeout(resolve, 1000));
   const instructions: Record<string, { all: number; main: number }> = {};
   if (callgrindDir !== undefined) {
     const trigger = `counted-${Date.now()}`;
@@ -167,6 +194,7 @@ try {
       markCompactsPer1000: +((gc.markCompacts * 1000) / counted).toFixed(2),
       cpuMsPer1000: +((used[side]! * 1e6) / counted).toFixed(1),
       systemCpuMsPer1000: +((usedSystem[side]! * 1e6) / counted).toFixed(1),
+      ...(deferralsDir === undefined ? {} : { deferralsPerConnection: deferralsPer(deferralsDir, pids[side]!, counted) }),
       ...(instructions[side] ? { kiloInstructionsPerConnection: +(instructions[side].all / counted / 1000).toFixed(1), mainThreadKiloInstructionsPerConnection: +(instructions[side].main / counted / 1000).toFixed(1) } : {}),
     };
   }

@@ -18,7 +18,9 @@ export type CaptureErrorCode =
   /** A socket could not be created (netns gone, mark refused, bind failed). */
   | 'SOCKET_FAILED'
   /** The manager is closed (agent shutting down). */
-  | 'CLOSED';
+  | 'CLOSED'
+  /** The native socket addon lacks a function the agent calls: built from older sources than the agent's; rebuild it. */
+  | 'NATIVE_ADDON_STALE';
 
 export class CaptureError extends Error {
   readonly code: CaptureErrorCode;

@@ -7,6 +7,7 @@
  * Must not know about: pods, policy, HBONE.
  */
 import { createRequire } from 'node:module';
+import { CaptureError } from './errors.ts';
 
 export interface ListenOptions {
   /** Path of the network namespace to create the socket in (e.g. /run/netns/pod-a); current namespace when absent. */
@@ -96,13 +97,24 @@ interface NativeSockets {
 
 const require = createRequire(import.meta.url);
 
-/** Every function this file declares, so an addon built from older C (a stale build) fails at load, not per connection. */
-const FUNCTIONS: (keyof NativeSockets)[] = ['listenTcp', 'socketTcp', 'socketsTcp', 'bindTcp', 'bindUdp', 'originalDst', 'openNetns', 'setMark', 'getMark', 'tcpNoDelay', 'closeFd', 'currentNetns'];
+/** Where the addon is built (npm run install: node-gyp rebuild in agent/native). */
+export const NATIVE_SOCKETS_PATH = '../native/build/Release/ambit_sockets.node';
 
-function loadChecked(addon: NativeSockets): NativeSockets {
-  const missing = FUNCTIONS.filter((name) => typeof addon[name] !== 'function');
-  if (missing.length > 0) throw new Error(`the native socket addon (agent/native/build/Release/ambit_sockets.node) lacks ${missing.join(', ')}: it was built from older sources; rebuild it (npm run install)`);
-  return addon;
+/** Every function this file declares, so an addon built from older C (a stale build) fails at load, not per connection. */
+export const NATIVE_SOCKET_FUNCTIONS: readonly (keyof NativeSockets)[] = ['listenTcp', 'socketTcp', 'socketsTcp', 'bindTcp', 'bindUdp', 'originalDst', 'openNetns', 'setMark', 'getMark', 'tcpNoDelay', 'closeFd', 'currentNetns'];
+
+/**
+ * `addon` as the typed interface, once every function this file declares is there; otherwise a CaptureError
+ * NATIVE_ADDON_STALE naming the missing ones and saying to rebuild it (the agent then fails at start, not later on
+ * every connection that reaches the missing function).
+ */
+export function checkNativeSockets(addon: unknown): NativeSockets {
+  const functions = addon as Record<string, unknown> | null | undefined;
+  const missing = NATIVE_SOCKET_FUNCTIONS.filter((name) => typeof functions?.[name] !== 'function');
+  if (missing.length > 0) {
+    throw new CaptureError('NATIVE_ADDON_STALE', `the native socket addon (agent/native/build/Release/ambit_sockets.node) lacks ${missing.join(', ')}: it was built from older sources; rebuild it (npm run install)`);
+  }
+  return addon as NativeSockets;
 }
 
-export const nativeSockets: NativeSockets = loadChecked(require('../native/build/Release/ambit_sockets.node') as NativeSockets);
+export const nativeSockets: NativeSockets = checkNativeSockets(require(NATIVE_SOCKETS_PATH));

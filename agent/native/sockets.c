@@ -132,30 +132,85 @@ static int set_int_opt(int fd, int level, int name, int value) {
   return setsockopt(fd, level, name, &value, sizeof value);
 }
 
-/* Options shared by listen and connect sockets. Returns 0 or -1 with errno. */
-static int apply_common_options(napi_env env, napi_value opts, int fd, int family, const char **failed) {
-  int64_t mark = 0;
-  if (get_int_prop(env, opts, "mark", &mark) && mark != 0) {
-    if (set_int_opt(fd, SOL_SOCKET, SO_MARK, (int)mark) != 0) { *failed = "setsockopt(SO_MARK)"; return -1; }
+/*
+ * The socket options the addon sets on the sockets it makes, one row each: the options object's property that asks
+ * for it, the level and name per family, and the syscall named when the kernel refuses it. Read once per call
+ * (read_options), set on each socket by one helper (apply_options): a new option is a row, not another block of the
+ * same shape.
+ */
+enum {
+  OPTION_MARK,
+  OPTION_TRANSPARENT,
+  OPTION_REUSE_PORT,
+  OPTION_REUSE_ADDRESS,
+  OPTION_IPV6_ONLY,
+  OPTION_NO_DELAY,
+  OPTION_BIND_NO_PORT,
+  OPTION_COUNT
+};
+
+typedef struct {
+  const char *property;
+  int level, name;    /* IPv4 sockets (and both families when the option is not per family) */
+  int level6, name6;  /* IPv6 sockets */
+  int ipv6_only;      /* meaningful on IPv6 sockets only: skipped on IPv4 ones */
+  int valued;         /* the property's integer is the value (0: not set); otherwise a flag, set to 1 when true */
+  const char *syscall;
+} socket_option;
+
+static const socket_option SOCKET_OPTIONS[OPTION_COUNT] = {
+  [OPTION_MARK] = {"mark", SOL_SOCKET, SO_MARK, SOL_SOCKET, SO_MARK, 0, 1, "setsockopt(SO_MARK)"},
+  [OPTION_TRANSPARENT] = {"transparent", SOL_IP, IP_TRANSPARENT, SOL_IPV6, IPV6_TRANSPARENT, 0, 0, "setsockopt(IP_TRANSPARENT)"},
+  [OPTION_REUSE_PORT] = {"reusePort", SOL_SOCKET, SO_REUSEPORT, SOL_SOCKET, SO_REUSEPORT, 0, 0, "setsockopt(SO_REUSEPORT)"},
+  [OPTION_REUSE_ADDRESS] = {"reuseAddress", SOL_SOCKET, SO_REUSEADDR, SOL_SOCKET, SO_REUSEADDR, 0, 0, "setsockopt(SO_REUSEADDR)"},
+  [OPTION_IPV6_ONLY] = {"ipv6Only", IPPROTO_IPV6, IPV6_V6ONLY, IPPROTO_IPV6, IPV6_V6ONLY, 1, 0, "setsockopt(IPV6_V6ONLY)"},
+  [OPTION_NO_DELAY] = {"noDelay", IPPROTO_TCP, TCP_NODELAY, IPPROTO_TCP, TCP_NODELAY, 0, 0, "setsockopt(TCP_NODELAY)"},
+  /* SOL_IP for both families, as Linux takes it on an IPv6 TCP socket too. */
+  [OPTION_BIND_NO_PORT] = {"bindNoPort", SOL_IP, IP_BIND_ADDRESS_NO_PORT, SOL_IP, IP_BIND_ADDRESS_NO_PORT, 0, 0, "setsockopt(IP_BIND_ADDRESS_NO_PORT)"},
+};
+
+/* The value to set per option (0: leave it alone), as read from one options object. */
+typedef struct {
+  int value[OPTION_COUNT];
+} option_values;
+
+/* Reads the options in `wanted` (a bit per OPTION_*) from `opts`. */
+static void read_options(napi_env env, napi_value opts, unsigned wanted, option_values *out) {
+  for (int option = 0; option < OPTION_COUNT; option++) {
+    out->value[option] = 0;
+    if (!(wanted & (1u << option))) continue;
+    const socket_option *row = &SOCKET_OPTIONS[option];
+    if (row->valued) {
+      int64_t value = 0;
+      if (get_int_prop(env, opts, row->property, &value)) out->value[option] = (int)value;
+    } else {
+      out->value[option] = get_bool_prop(env, opts, row->property);
+    }
   }
-  if (get_bool_prop(env, opts, "transparent")) {
-    int rc = family == AF_INET6 ? set_int_opt(fd, SOL_IPV6, IPV6_TRANSPARENT, 1)
-                                : set_int_opt(fd, SOL_IP, IP_TRANSPARENT, 1);
-    if (rc != 0) { *failed = "setsockopt(IP_TRANSPARENT)"; return -1; }
-  }
-  if (get_bool_prop(env, opts, "reusePort")) {
-    if (set_int_opt(fd, SOL_SOCKET, SO_REUSEPORT, 1) != 0) { *failed = "setsockopt(SO_REUSEPORT)"; return -1; }
-  }
-  if (get_bool_prop(env, opts, "reuseAddress")) {
-    if (set_int_opt(fd, SOL_SOCKET, SO_REUSEADDR, 1) != 0) { *failed = "setsockopt(SO_REUSEADDR)"; return -1; }
-  }
-  if (family == AF_INET6 && get_bool_prop(env, opts, "ipv6Only")) {
-    if (set_int_opt(fd, IPPROTO_IPV6, IPV6_V6ONLY, 1) != 0) { *failed = "setsockopt(IPV6_V6ONLY)"; return -1; }
-  }
-  if (get_bool_prop(env, opts, "noDelay")) {
-    if (set_int_opt(fd, IPPROTO_TCP, TCP_NODELAY, 1) != 0) { *failed = "setsockopt(TCP_NODELAY)"; return -1; }
+}
+
+/* Sets every option with a value on `fd`, in the table's order. Returns 0, or -1 with errno and *failed set. */
+static int apply_options(int fd, int family, const option_values *values, const char **failed) {
+  for (int option = 0; option < OPTION_COUNT; option++) {
+    int value = values->value[option];
+    if (value == 0) continue;
+    const socket_option *row = &SOCKET_OPTIONS[option];
+    if (row->ipv6_only && family != AF_INET6) continue;
+    int level = family == AF_INET6 ? row->level6 : row->level;
+    int name = family == AF_INET6 ? row->name6 : row->name;
+    if (set_int_opt(fd, level, name, value) != 0) { *failed = row->syscall; return -1; }
   }
   return 0;
+}
+
+/* The options listen and connect sockets read from their options object (bindNoPort is socketsTcp's alone). */
+#define COMMON_OPTIONS ((1u << OPTION_MARK) | (1u << OPTION_TRANSPARENT) | (1u << OPTION_REUSE_PORT) | (1u << OPTION_REUSE_ADDRESS) | (1u << OPTION_IPV6_ONLY) | (1u << OPTION_NO_DELAY))
+
+/* Options shared by listen and connect sockets. Returns 0 or -1 with errno. */
+static int apply_common_options(napi_env env, napi_value opts, int fd, int family, const char **failed) {
+  option_values values;
+  read_options(env, opts, COMMON_OPTIONS, &values);
+  return apply_options(fd, family, &values, failed);
 }
 
 /*
@@ -263,9 +318,13 @@ static napi_value socket_tcp(napi_env env, napi_callback_info info) {
      * hold the range, although the same port to another destination would do. (Delivering with the client's
      * address, as ztunnel does, binds every connection to the app this way.)
      */
-    if (bind_port == 0 && set_int_opt(fd, SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1) != 0) {
-      err = errno; close(fd);
-      return throw_errno(env, err, "setsockopt(IP_BIND_ADDRESS_NO_PORT)", NULL);
+    if (bind_port == 0) {
+      option_values no_port = {{0}};
+      no_port.value[OPTION_BIND_NO_PORT] = 1;
+      if (apply_options(fd, af, &no_port, &failed) != 0) {
+        err = errno; close(fd);
+        return throw_errno(env, err, failed, NULL);
+      }
     }
     if (bind(fd, (struct sockaddr *)&addr.addr, addr.addr_len) != 0) {
       err = errno; close(fd);
@@ -311,12 +370,11 @@ static napi_value sockets_tcp(napi_env env, napi_callback_info info) {
   }
   napi_value opts = args[0];
   char netns[4096] = "";
-  int64_t family = 4, mark = 0;
+  int64_t family = 4;
   get_string_prop(env, opts, "netns", netns, sizeof netns);
   get_int_prop(env, opts, "family", &family);
-  get_int_prop(env, opts, "mark", &mark);
-  int transparent = get_bool_prop(env, opts, "transparent");
-  int bind_no_port = get_bool_prop(env, opts, "bindNoPort");
+  option_values values;
+  read_options(env, opts, (1u << OPTION_MARK) | (1u << OPTION_TRANSPARENT) | (1u << OPTION_BIND_NO_PORT), &values);
   int netns_fd = get_netns_fd(env, opts);
   int af = family == 6 ? AF_INET6 : AF_INET;
   int err = 0;
@@ -339,11 +397,7 @@ static napi_value sockets_tcp(napi_env env, napi_callback_info info) {
   if (made == 0 && count > 0) return throw_errno(env, err, syscall, netns[0] ? netns : NULL);
   const char *failed = NULL;
   for (int64_t index = 0; index < made && failed == NULL; index++) {
-    int fd = out[index];
-    if (mark != 0 && set_int_opt(fd, SOL_SOCKET, SO_MARK, (int)mark) != 0) failed = "setsockopt(SO_MARK)";
-    else if (transparent && (af == AF_INET6 ? set_int_opt(fd, SOL_IPV6, IPV6_TRANSPARENT, 1) : set_int_opt(fd, SOL_IP, IP_TRANSPARENT, 1)) != 0) failed = "setsockopt(IP_TRANSPARENT)";
-    else if (bind_no_port && set_int_opt(fd, SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1) != 0) failed = "setsockopt(IP_BIND_ADDRESS_NO_PORT)";
-    if (failed != NULL) err = errno;
+    if (apply_options(out[index], af, &values, &failed) != 0) err = errno;
   }
   if (failed != NULL) {
     for (int64_t index = 0; index < made; index++) close(out[index]);
@@ -469,44 +523,67 @@ static napi_value original_dst(napi_env env, napi_callback_info info) {
   return result;
 }
 
-/* setMark(fd, mark) on an existing socket. */
-static napi_value set_mark(napi_env env, napi_callback_info info) {
-  napi_value args[2];
+/*
+ * The options read or set on an existing socket (setMark, getMark, tcpNoDelay): one row each, handed to the one
+ * getter or setter below as the function's data, so each is a row, not a function of the same shape.
+ */
+typedef enum { OPTION_AS_UINT32, OPTION_AS_BOOLEAN } option_type;
+
+typedef struct {
+  int level, name;
+  option_type type;
+  const char *syscall;
+} fd_option;
+
+static const fd_option SET_MARK = {SOL_SOCKET, SO_MARK, OPTION_AS_UINT32, "setsockopt(SO_MARK)"};
+static const fd_option GET_MARK = {SOL_SOCKET, SO_MARK, OPTION_AS_UINT32, "getsockopt(SO_MARK)"};
+static const fd_option GET_TCP_NO_DELAY = {IPPROTO_TCP, TCP_NODELAY, OPTION_AS_BOOLEAN, "getsockopt(TCP_NODELAY)"};
+
+/* (fd) -> the option's value as its row's type: getMark(fd) -> number, tcpNoDelay(fd) -> boolean. */
+static napi_value get_fd_option(napi_env env, napi_callback_info info) {
+  napi_value args[1];
+  size_t argc = 1;
+  void *data = NULL;
   int32_t fd;
-  uint32_t mark;
-  if (get_fd_arg(env, info, args, 2, &fd) != 0) return NULL;
-  if (napi_get_value_uint32(env, args[1], &mark) != napi_ok) {
-    napi_throw_type_error(env, "EINVAL", "mark must be a number");
+  if (napi_get_cb_info(env, info, &argc, args, NULL, &data) != napi_ok || argc < 1
+      || napi_get_value_int32(env, args[0], &fd) != napi_ok || fd < 0) {
+    napi_throw_type_error(env, "EINVAL", "first argument must be a file descriptor");
     return NULL;
   }
-  if (set_int_opt(fd, SOL_SOCKET, SO_MARK, (int)mark) != 0) return throw_errno(env, errno, "setsockopt(SO_MARK)", NULL);
-  return NULL;
-}
-
-/* getMark(fd) -> number */
-static napi_value get_mark(napi_env env, napi_callback_info info) {
-  napi_value args[1];
-  int32_t fd;
-  if (get_fd_arg(env, info, args, 1, &fd) != 0) return NULL;
-  int mark = 0;
-  socklen_t len = sizeof mark;
-  if (getsockopt(fd, SOL_SOCKET, SO_MARK, &mark, &len) != 0) return throw_errno(env, errno, "getsockopt(SO_MARK)", NULL);
-  napi_value result;
-  CHECK_NAPI(env, napi_create_uint32(env, (uint32_t)mark, &result));
-  return result;
-}
-
-/* tcpNoDelay(fd) -> boolean: TCP_NODELAY as the kernel has it (tests: what an accepted socket inherited). */
-static napi_value tcp_no_delay(napi_env env, napi_callback_info info) {
-  napi_value args[1];
-  int32_t fd;
-  if (get_fd_arg(env, info, args, 1, &fd) != 0) return NULL;
+  const fd_option *row = (const fd_option *)data;
   int value = 0;
   socklen_t len = sizeof value;
-  if (getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &value, &len) != 0) return throw_errno(env, errno, "getsockopt(TCP_NODELAY)", NULL);
+  if (getsockopt(fd, row->level, row->name, &value, &len) != 0) return throw_errno(env, errno, row->syscall, NULL);
   napi_value result;
-  CHECK_NAPI(env, napi_get_boolean(env, value != 0, &result));
+  if (row->type == OPTION_AS_BOOLEAN) CHECK_NAPI(env, napi_get_boolean(env, value != 0, &result));
+  else CHECK_NAPI(env, napi_create_uint32(env, (uint32_t)value, &result));
   return result;
+}
+
+/* (fd, value) sets the option: setMark(fd, mark). */
+static napi_value set_fd_option(napi_env env, napi_callback_info info) {
+  napi_value args[2];
+  void *data = NULL;
+  int32_t fd;
+  uint32_t value;
+  size_t argc = 2;
+  if (napi_get_cb_info(env, info, &argc, args, NULL, &data) != napi_ok || argc < 2) {
+    napi_throw_type_error(env, "EINVAL", "missing arguments");
+    return NULL;
+  }
+  if (napi_get_value_int32(env, args[0], &fd) != napi_ok || fd < 0) {
+    napi_throw_type_error(env, "EINVAL", "first argument must be a file descriptor");
+    return NULL;
+  }
+  const fd_option *row = (const fd_option *)data;
+  bool flag = false;
+  if (row->type == OPTION_AS_BOOLEAN ? napi_get_value_bool(env, args[1], &flag) != napi_ok : napi_get_value_uint32(env, args[1], &value) != napi_ok) {
+    napi_throw_type_error(env, "EINVAL", row->type == OPTION_AS_BOOLEAN ? "the value must be a boolean" : "the value must be a number");
+    return NULL;
+  }
+  if (row->type == OPTION_AS_BOOLEAN) value = flag ? 1 : 0;
+  if (set_int_opt(fd, row->level, row->name, (int)value) != 0) return throw_errno(env, errno, row->syscall, NULL);
+  return NULL;
 }
 
 /*
@@ -566,9 +643,9 @@ static napi_value init(napi_env env, napi_value exports) {
     {"bindTcp", NULL, bind_tcp, NULL, NULL, NULL, napi_default, NULL},
     {"bindUdp", NULL, bind_udp, NULL, NULL, NULL, napi_default, NULL},
     {"originalDst", NULL, original_dst, NULL, NULL, NULL, napi_default, NULL},
-    {"setMark", NULL, set_mark, NULL, NULL, NULL, napi_default, NULL},
-    {"getMark", NULL, get_mark, NULL, NULL, NULL, napi_default, NULL},
-    {"tcpNoDelay", NULL, tcp_no_delay, NULL, NULL, NULL, napi_default, NULL},
+    {"setMark", NULL, set_fd_option, NULL, NULL, NULL, napi_default, (void *)&SET_MARK},
+    {"getMark", NULL, get_fd_option, NULL, NULL, NULL, napi_default, (void *)&GET_MARK},
+    {"tcpNoDelay", NULL, get_fd_option, NULL, NULL, NULL, napi_default, (void *)&GET_TCP_NO_DELAY},
     {"closeFd", NULL, close_fd, NULL, NULL, NULL, napi_default, NULL},
     {"openNetns", NULL, open_netns, NULL, NULL, NULL, napi_default, NULL},
     {"currentNetns", NULL, current_netns_inode, NULL, NULL, NULL, napi_default, NULL},

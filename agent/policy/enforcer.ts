@@ -10,8 +10,8 @@
  * `policy changed: <why>` for late enforcement. Dry-run policies are evaluated and logged
  * (`dry_run_result`), never enforced.
  *
- * Owns: the decision call, dry-run logging, and the per-pod sets of open connections (added at open, removed at
- * close: nothing per chunk).
+ * Owns: the decision call, dry-run logging, and the per-pod lists of open connections (added at open, removed at
+ * close: nothing per chunk; linked through the proxy's own connection objects, nothing made per connection).
  * Must not know about: HBONE or sockets (the proxy hands in a close function), where policies come from.
  */
 import type { Connection, Decision } from '../../shared/policy/index.ts';
@@ -33,6 +33,13 @@ export interface InboundPolicy {
    * function unregisters it and must be called when the connection ends.
    */
   track(pod: Workload, kind: InboundKind, connection: Connection, close: (reason: string) => void): () => void;
+  /**
+   * Registers an open connection the proxy's own object carries (no closure, no entry made per connection): its
+   * `policyDenied` is called (once) when a policy change denies it. `untrack` it when the connection ends.
+   */
+  trackOpen(pod: Workload, kind: InboundKind, connection: Connection, tracked: PolicyTracked): void;
+  /** Unregisters a connection `trackOpen` registered; nothing for one that is not (any more). */
+  untrack(tracked: PolicyTracked): void;
 }
 
 export interface EnforcerLog {
@@ -41,25 +48,64 @@ export interface EnforcerLog {
   error(object: object, message: string): void;
 }
 
-interface OpenConnection {
-  kind: InboundKind;
-  connection: Connection;
-  close: (reason: string) => void;
-  closed: boolean;
+/**
+ * An open connection under late enforcement, carried by the proxy's own per-connection object (which extends this):
+ * what it is decided on, what to do when a change denies it, and its links in its pod's list. Tracking one makes no
+ * object, closure or collection entry (issue 14, the storm step: a `Set` entry, a record and two closures per stream
+ * before).
+ */
+export abstract class PolicyTracked {
+  /** Set by the enforcer while tracked: what it is decided on, its pod's list and its neighbours there. */
+  policyKind: InboundKind = 'hbone';
+  policyConnection: Connection | undefined = undefined;
+  policyList: PodConnections | undefined = undefined;
+  policyPrevious: PolicyTracked | undefined = undefined;
+  policyNext: PolicyTracked | undefined = undefined;
+
+  /** A policy change denies the connection (it is no longer tracked): close it. Called once. */
+  abstract policyDenied(reason: string): void;
 }
 
+/** `track`'s closure form (tests, the plaintext path): the close function kept on the tracked object. */
+class ClosureTracked extends PolicyTracked {
+  readonly #close: (reason: string) => void;
+
+  constructor(close: (reason: string) => void) {
+    super();
+    this.#close = close;
+  }
+
+  override policyDenied(reason: string): void {
+    this.#close(reason);
+  }
+}
+
+/** A pod's open connections, oldest first (a list through their own links). */
 interface PodConnections {
   pod: Workload;
-  open: Set<OpenConnection>;
+  first: PolicyTracked | undefined;
+  last: PolicyTracked | undefined;
+  size: number;
 }
+
+/**
+ * Pods whose lists are empty stay in the map (a pod with one connection at a time would otherwise make its entry
+ * and key again per connection) until a re-check, or until this many pods are known: then the empty ones go.
+ */
+const EMPTY_LISTS_KEPT_UP_TO = 1024;
 
 /** IPv4-mapped IPv6 (`::ffff:10.0.0.1`, from dual-stack sockets) as plain IPv4, so IPv4 blocks match. */
 export function plainIp(address: string): string {
   return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
 }
 
+/** Each workload object's key, made once (the map lookup per tracked connection then builds no string). */
+const podKeys = new WeakMap<Workload, string>();
+
 function podKey(pod: Workload): string {
-  return `${pod.namespace}/${pod.name}`;
+  let key = podKeys.get(pod);
+  if (key === undefined) podKeys.set(pod, (key = `${pod.namespace}/${pod.name}`));
+  return key;
 }
 
 function describe(connection: Connection): object {
@@ -126,23 +172,55 @@ export class PolicyEnforcer implements InboundPolicy {
   }
 
   track(pod: Workload, kind: InboundKind, connection: Connection, close: (reason: string) => void): () => void {
+    const tracked = new ClosureTracked(close);
+    this.trackOpen(pod, kind, connection, tracked);
+    return () => this.untrack(tracked);
+  }
+
+  trackOpen(pod: Workload, kind: InboundKind, connection: Connection, tracked: PolicyTracked): void {
+    if (tracked.policyList !== undefined) this.untrack(tracked);
     const key = podKey(pod);
-    let entry = this.#pods.get(key);
-    if (!entry) this.#pods.set(key, (entry = { pod, open: new Set() }));
-    entry.pod = pod;
-    const open: OpenConnection = { kind, connection, close, closed: false };
-    entry.open.add(open);
-    const set = entry.open;
-    return () => {
-      set.delete(open);
-      if (set.size === 0 && this.#pods.get(key)?.open === set) this.#pods.delete(key);
-    };
+    let list = this.#pods.get(key);
+    if (list === undefined) {
+      if (this.#pods.size >= EMPTY_LISTS_KEPT_UP_TO) this.#dropEmptyLists();
+      this.#pods.set(key, (list = { pod, first: undefined, last: undefined, size: 0 }));
+    }
+    list.pod = pod;
+    tracked.policyKind = kind;
+    tracked.policyConnection = connection;
+    tracked.policyList = list;
+    tracked.policyPrevious = list.last;
+    tracked.policyNext = undefined;
+    if (list.last === undefined) list.first = tracked;
+    else list.last.policyNext = tracked;
+    list.last = tracked;
+    list.size++;
+  }
+
+  untrack(tracked: PolicyTracked): void {
+    const list = tracked.policyList;
+    if (list === undefined) return;
+    const previous = tracked.policyPrevious;
+    const next = tracked.policyNext;
+    if (previous === undefined) list.first = next;
+    else previous.policyNext = next;
+    if (next === undefined) list.last = previous;
+    else next.policyPrevious = previous;
+    list.size--;
+    tracked.policyList = undefined;
+    tracked.policyPrevious = undefined;
+    tracked.policyNext = undefined;
+    tracked.policyConnection = undefined;
+  }
+
+  #dropEmptyLists(): void {
+    for (const [key, list] of this.#pods) if (list.size === 0) this.#pods.delete(key);
   }
 
   /** Open connections tracked now (for tests and the admin view). */
   get openConnections(): number {
     let count = 0;
-    for (const entry of this.#pods.values()) count += entry.open.size;
+    for (const list of this.#pods.values()) count += list.size;
     return count;
   }
 
@@ -163,23 +241,28 @@ export class PolicyEnforcer implements InboundPolicy {
         this.#log.error({ scope: 'authz', pod: key, err: (error as Error).message }, 'policy re-check failed; open connections kept');
         continue;
       }
-      for (const open of [...entry.open]) {
-        if (open.closed) continue;
-        const decision = index.evaluate(open.connection);
-        if (decision.allowed) continue;
-        open.closed = true;
-        entry.open.delete(open);
-        this.#log.warn(
-          { scope: 'authz', kind: open.kind, pod: key, ...describe(open.connection), ...(decision.decidingPolicy ? { policy: decision.decidingPolicy } : {}), reason: decision.reason },
-          'policy changed: closing a connection the policies now deny',
-        );
-        try {
-          open.close(decision.reason);
-        } catch (error) {
-          this.#log.error({ scope: 'authz', pod: key, err: (error as Error).message }, 'closing a denied connection failed');
+      for (let open = entry.first; open !== undefined; ) {
+        const next = open.policyNext;
+        const connection = open.policyConnection!;
+        const decision = index.evaluate(connection);
+        if (!decision.allowed) {
+          const kind = open.policyKind;
+          this.untrack(open);
+          this.#log.warn(
+            { scope: 'authz', kind, pod: key, ...describe(connection), ...(decision.decidingPolicy ? { policy: decision.decidingPolicy } : {}), reason: decision.reason },
+            'policy changed: closing a connection the policies now deny',
+          );
+          try {
+            open.policyDenied(decision.reason);
+          } catch (error) {
+            this.#log.error({ scope: 'authz', pod: key, err: (error as Error).message }, 'closing a denied connection failed');
+          }
         }
+        // A close that ended the next connection too untracked it: start over (the ones still listed are allowed and
+        // are decided again; each start-over follows an untracked connection, so this ends).
+        open = next === undefined || next.policyList === entry ? next : entry.first;
       }
-      if (entry.open.size === 0 && this.#pods.get(key) === entry) this.#pods.delete(key);
+      if (entry.size === 0 && this.#pods.get(key) === entry) this.#pods.delete(key);
     }
   }
 

@@ -15,8 +15,9 @@ import { HboneServer, resetSocket, type HboneDecision, type HboneRejection, type
 import type { CertificateManager } from '../../shared/ca/certificate-manager.ts';
 import { INPOD } from '../inpod/rules.ts';
 import type { SocketFactory } from '../inpod/socket-factory.ts';
-import { plainIp, POLICY_DENIED_FLAG, type InboundPolicy } from '../policy/enforcer.ts';
+import { plainIp, PolicyTracked, POLICY_DENIED_FLAG, type InboundPolicy } from '../policy/enforcer.ts';
 import type { MeshState } from '../../shared/mesh/mesh-state.ts';
+import type { Connection } from '../../shared/policy/index.ts';
 import { addressOfFamily, workloadIdentity, type Workload } from '../../shared/mesh/workload.ts';
 import type { ByteCounts, ConnectionRecord, ConnectionReporter, RejectionReason } from './report.ts';
 import { spliceTcp } from './tcp-splice.ts';
@@ -41,11 +42,6 @@ export type InboundHboneSettings = Partial<Pick<HboneServerOptions, 'keepaliveIn
  * illegal_ports, answered 503).
  */
 const PROXY_PORTS: ReadonlySet<number> = new Set([INPOD.inboundHbonePort, INPOD.inboundPlaintextPort, INPOD.outboundPort]);
-
-/** The attributes policy matches an HBONE stream on: the verified peer, the tunnel's source, the target. */
-function hboneConnection(request: HboneRequest): { sourcePrincipal: string; sourceIp: string; destinationIp: string; destinationPort: number } {
-  return { sourcePrincipal: request.peerIdentity.uri, sourceIp: plainIp(request.remoteAddress), destinationIp: request.target.host, destinationPort: request.target.port };
-}
 
 export class InboundProxy {
   readonly #state: MeshState;
@@ -81,32 +77,31 @@ export class InboundProxy {
         if (PROXY_PORTS.has(request.target.port)) {
           return { allow: false, status: 503, reason: `port ${request.target.port} of pod ${context.pod.namespace}/${context.pod.name} is the agent's own proxy port: no tunnel inside a tunnel` };
         }
+        // The tunnel's one object from here on: what policy decides it on, its telemetry record, its delivery's state.
+        const tunnel = new InboundTunnel(this, request, this.#state.workloadByIp(request.remoteAddress), context.pod);
+        request.callerState = tunnel;
         if (this.#policy) {
-          const connection = hboneConnection(request);
-          // Kept for the delivery's late enforcement (the same attributes), not built twice.
-          (request as DeliveredRequest)[kPolicyConnection] = connection;
-          const decision = this.#policy.check(context.pod, 'hbone', connection);
+          const decision = this.#policy.check(context.pod, 'hbone', tunnel);
           if (!decision.allowed) {
-            const record = this.#tunnelRecord(request, context.pod);
-            record.responseFlags = POLICY_DENIED_FLAG;
-            record.error = new Error(`policy rejection: ${decision.reason}`);
-            this.#report.closed(record);
+            tunnel.responseFlags = POLICY_DENIED_FLAG;
+            tunnel.error = new Error(`policy rejection: ${decision.reason}`);
+            this.#report.closed(tunnel);
             return { allow: false, reason: decision.reason };
           }
         }
         return ALLOW;
       },
       connect: (request) => this.#deliver(request, context),
+      onTargetSettled: (request, error, streamGone) => this.#deliverySettled(tunnelOf(request, this, context.pod), error, streamGone),
       onTunnel: (event) => {
-        const request = event.request as DeliveredRequest;
-        const record = request[kTunnelRecord] ?? this.#tunnelRecord(event.request, context.pod);
-        request[kTunnelRecord] = undefined;
-        record.bytesSent = event.bytesOut;
-        record.bytesReceived = event.bytesIn;
-        record.durationMs = event.durationMs;
+        const tunnel = tunnelOf(event.request, this, context.pod);
+        this.#policy?.untrack(tunnel);
+        tunnel.bytesSent = event.bytesOut;
+        tunnel.bytesReceived = event.bytesIn;
+        tunnel.durationMs = event.durationMs;
         // A tunnel closed by late enforcement keeps its policy error (the stream reset is its consequence).
-        if (event.error && !record.error) record.error = new Error(event.error);
-        this.#report.closed(record);
+        if (event.error && !tunnel.error) tunnel.error = new Error(event.error);
+        this.#report.closed(tunnel);
       },
       onRejected: (rejection) => this.#rejected(rejection, context.pod),
     });
@@ -196,75 +191,54 @@ export class InboundProxy {
     return workload ? addressOfFamily(workload, target) : undefined;
   }
 
-  /** A tunnel's record, opened once the application accepted the delivery (what the HBONE server counts as opened). */
-  #tunnelRecord(request: HboneRequest, pod: Workload, socket?: net.Socket): InboundTunnel {
-    return new InboundTunnel(this, request, this.#state.workloadByIp(request.remoteAddress), pod, socket);
-  }
-
   #deliver(request: HboneRequest, context: InboundContext): net.Socket {
+    const tunnel = tunnelOf(request, this, context.pod);
     const source = context.preserveSourceIp ? this.#sourceAddressFor(request) : undefined;
     const socket = context.factory.connect(
       source ? { host: request.target.host, port: request.target.port, localAddress: source, transparent: true } : { host: request.target.host, port: request.target.port },
-    ) as DeliverySocket;
-    const record = this.#tunnelRecord(request, context.pod, socket);
-    (request as DeliveredRequest)[kTunnelRecord] = record;
-    socket[kDelivery] = record;
-    if (this.#policy) {
-      // Late enforcement: closing the application side resets the HBONE stream (the splice turns an unclean
-      // socket close into RST_STREAM), so the client sees a reset too.
-      record.untrack = this.#policy.track(context.pod, 'hbone', (request as DeliveredRequest)[kPolicyConnection] ?? hboneConnection(request), (reason) => {
-        record.responseFlags = POLICY_DENIED_FLAG;
-        const error = new Error(`policy changed: ${reason}`);
-        record.error = error;
-        if (socket.connecting) socket.destroy(error);
-        else resetSocket(socket);
-      });
-      socket.on('close', onDeliveryClose);
-    }
-    if (socket.connecting) {
-      record.connecting = true;
-      socket.on('connect', InboundProxy.#onDeliveryConnect);
-      socket.on('error', InboundProxy.#onDeliveryFailed);
-    } else {
-      this.#report.opened(record);
-    }
+    );
+    tunnel.socket = socket;
+    // Late enforcement: closing the application side resets the HBONE stream (the splice turns an unclean socket
+    // close into RST_STREAM), so the client sees a reset too. Untracked when the delivery fails or the tunnel ends.
+    this.#policy?.trackOpen(context.pod, 'hbone', tunnel, tunnel);
     return socket;
   }
 
-  /** The delivery of a socket whose connect just ended (connected or failed), its listeners removed. */
-  static #settle(socket: DeliverySocket): InboundTunnel | undefined {
-    const delivery = socket[kDelivery];
-    if (delivery === undefined || !delivery.connecting) return undefined;
-    delivery.connecting = false;
-    socket.off('connect', InboundProxy.#onDeliveryConnect);
-    socket.off('error', InboundProxy.#onDeliveryFailed);
-    return delivery;
+  /**
+   * The HBONE server's word on a delivery's connect (no listeners of our own on the socket): the application accepted
+   * it (the tunnel counts as opened), refused it or was unreachable (the server answers 503 and reports no tunnel, so
+   * it is reported here), or the client's stream went first (nothing to report).
+   */
+  #deliverySettled(tunnel: InboundTunnel, error: Error | undefined, streamGone: boolean): void {
+    if (error === undefined) {
+      this.#report.opened(tunnel);
+      return;
+    }
+    this.#policy?.untrack(tunnel);
+    if (streamGone) return;
+    tunnel.error ??= error;
+    tunnel.responseFlags ??= 'UF';
+    this.#report.closed(tunnel);
   }
+}
 
-  /** The application accepted the delivery: the tunnel counts as opened. (`this` is the socket: one listener for all.) */
-  static readonly #onDeliveryConnect = function (this: DeliverySocket): void {
-    const delivery = InboundProxy.#settle(this);
-    if (delivery !== undefined) delivery.proxy.#report.opened(delivery);
-  };
-
-  /** The application refused or was unreachable: the server answers 503 and reports no tunnel, so report it here. */
-  static readonly #onDeliveryFailed = function (this: DeliverySocket, error: Error): void {
-    const delivery = InboundProxy.#settle(this);
-    if (delivery === undefined) return;
-    (delivery.request as DeliveredRequest)[kTunnelRecord] = undefined;
-    delivery.error ??= error;
-    delivery.responseFlags ??= 'UF';
-    delivery.proxy.#report.closed(delivery);
-  };
+/** The request's tunnel, as `decide` made it (or made now, for a server that did not ask `decide`). */
+function tunnelOf(request: HboneRequest, proxy: InboundProxy, pod: Workload): InboundTunnel {
+  const tunnel = request.callerState;
+  if (tunnel instanceof InboundTunnel) return tunnel;
+  const made = new InboundTunnel(proxy, request, undefined, pod);
+  request.callerState = made;
+  return made;
 }
 
 /**
- * One tunnel into the pod: its telemetry record (what `opened` and `closed` are given; on the request under
- * `kTunnelRecord` until the HBONE server's onTunnel closes it), what its socket's shared listeners need (on the socket
- * under `kDelivery`), and its live byte counts read from that socket: one object per tunnel, where a record literal, a
- * byte-count closure and a delivery object were three (issue 14, the storm step).
+ * One tunnel into the pod: its telemetry record (what `opened` and `closed` are given), what policy decides it on and
+ * tracks it by (it is the policy's Connection and its tracked object), the delivery's socket and its live byte counts
+ * read from that socket: one object per tunnel, on the request as the server's `callerState`, where a record literal,
+ * a byte-count closure, a delivery object, a policy connection, a tracking entry and two closures were seven (issue 14,
+ * the storm step).
  */
-class InboundTunnel implements ConnectionRecord {
+class InboundTunnel extends PolicyTracked implements ConnectionRecord, Connection {
   readonly direction = 'inbound';
   readonly source: Workload | undefined;
   readonly sourcePrincipal: string;
@@ -272,6 +246,10 @@ class InboundTunnel implements ConnectionRecord {
   readonly destination: Workload;
   readonly destinationAddress: HostPort;
   readonly mtls = true;
+  /** Policy's view of the addresses: the source as plain IPv4 when it came as IPv4-mapped IPv6. */
+  readonly sourceIp: string;
+  readonly destinationIp: string;
+  readonly destinationPort: number;
   bytesSent = 0;
   bytesReceived = 0;
   durationMs = 0;
@@ -279,21 +257,21 @@ class InboundTunnel implements ConnectionRecord {
   responseFlags: string | undefined = undefined;
   readonly proxy: InboundProxy;
   readonly request: HboneRequest;
-  /** The socket into the pod; undefined for a tunnel refused before one was made. */
-  readonly socket: net.Socket | undefined;
-  untrack: (() => void) | undefined = undefined;
-  /** Its 'connect' / 'error' listeners are on the socket. */
-  connecting = false;
+  /** The socket into the pod, once the delivery made it. */
+  socket: net.Socket | undefined = undefined;
 
-  constructor(proxy: InboundProxy, request: HboneRequest, source: Workload | undefined, pod: Workload, socket: net.Socket | undefined) {
+  constructor(proxy: InboundProxy, request: HboneRequest, source: Workload | undefined, pod: Workload) {
+    super();
     this.proxy = proxy;
     this.request = request;
     this.source = source;
     this.sourcePrincipal = request.peerIdentity.uri;
     this.sourceAddress = request.remoteAddress;
+    this.sourceIp = plainIp(request.remoteAddress);
     this.destination = pod;
     this.destinationAddress = request.target;
-    this.socket = socket;
+    this.destinationIp = request.target.host;
+    this.destinationPort = request.target.port;
   }
 
   /** Bytes so far: sent to the source is what the pod's socket read, received what it wrote (read at scrapes only). */
@@ -301,27 +279,21 @@ class InboundTunnel implements ConnectionRecord {
     const socket = this.socket;
     return socket === undefined ? { sent: 0, received: 0 } : { sent: socket.bytesRead, received: socket.bytesWritten };
   }
+
+  /** A policy change denies the open tunnel: the delivery is cut (a reset the HBONE stream passes on). */
+  override policyDenied(reason: string): void {
+    this.responseFlags = POLICY_DENIED_FLAG;
+    const error = new Error(`policy changed: ${reason}`);
+    this.error = error;
+    const socket = this.socket;
+    if (socket === undefined) return;
+    if (socket.connecting) socket.destroy(error);
+    else resetSocket(socket);
+  }
 }
 
 /** `decide`'s answer for every tunnel it lets through (one object, not one per stream). */
 const ALLOW: HboneDecision = Object.freeze({ allow: true });
-
-const kDelivery = Symbol('ambit.inbound.delivery');
-const kTunnelRecord = Symbol('ambit.inbound.tunnelRecord');
-const kPolicyConnection = Symbol('ambit.inbound.policyConnection');
-interface DeliverySocket extends net.Socket {
-  [kDelivery]?: InboundTunnel | undefined;
-}
-type PolicyConnection = ReturnType<typeof hboneConnection>;
-/** A request this agent delivered: its tunnel's record until onTunnel, and what policy matched it on. */
-type DeliveredRequest = HboneRequest & { [kTunnelRecord]?: InboundTunnel | undefined; [kPolicyConnection]?: PolicyConnection };
-
-/** The delivery's socket closed: policy stops watching it. */
-function onDeliveryClose(this: DeliverySocket): void {
-  const delivery = this[kDelivery];
-  this[kDelivery] = undefined;
-  delivery?.untrack?.();
-}
 
 /** The telemetry reason for a rejection; undefined for a policy denial (401), which `decide` reports itself. */
 function rejectionReason(rejection: HboneRejection): RejectionReason | undefined {

@@ -87,6 +87,11 @@ const { NGHTTP2_CANCEL, NGHTTP2_ENHANCE_YOUR_CALM } = http2.constants;
 
 const allow: HboneDecision = { allow: true };
 
+function ignoreError(): void {}
+
+/** What `onTargetSettled` is told when the client's stream closed before its target connect ended. */
+const STREAM_GONE = new HboneError('HBONE_DOWNSTREAM_CLOSED', 'the client closed its stream before the target connected');
+
 /** Resolves after the event loop's current I/O has been handled (setImmediate runs after the poll phase). */
 function nextTurn(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
@@ -478,11 +483,13 @@ export class HboneServer {
     try {
       socket = (this.#options.connect ?? defaultTargetConnector)(request);
     } catch (cause) {
-      this.#report(new HboneError('HBONE_REFUSED', `could not open a connection to ${String(headers[':authority'])}: ${(cause as Error).message}`, { cause }));
+      const error = new HboneError('HBONE_REFUSED', `could not open a connection to ${String(headers[':authority'])}: ${(cause as Error).message}`, { cause });
+      this.#report(error);
+      this.#options.onTargetSettled?.(request, error, false);
       this.#refuse(stream, 503);
       return;
     }
-    const connected = await this.#targetConnected(socket, stream);
+    const connected = await this.#targetConnected(socket, stream, request);
     if (!connected) {
       this.#refuse(stream, 503);
       return;
@@ -499,30 +506,45 @@ export class HboneServer {
     });
   }
 
-  /** Resolves true once `socket` is connected; false (socket destroyed) on error, timeout, or the stream going away. */
-  #targetConnected(socket: net.Socket, stream: http2.ServerHttp2Stream): Promise<boolean> {
-    if (socket.destroyed) return Promise.resolve(false);
+  /**
+   * Resolves true once `socket` is connected; false (socket destroyed) on error, timeout, or the stream going away.
+   * `onTargetSettled` is told which, first.
+   */
+  #targetConnected(socket: net.Socket, stream: http2.ServerHttp2Stream, request: HboneRequest): Promise<boolean> {
+    const settled = (failure: Error | undefined): boolean => {
+      const streamGone = stream.destroyed || stream.closed;
+      const ok = failure === undefined && !streamGone;
+      this.#options.onTargetSettled?.(request, ok ? undefined : streamGone ? STREAM_GONE : failure, streamGone);
+      return ok;
+    };
+    if (socket.destroyed) {
+      // Failed inside connect() (a socket Node connects in the call): its 'error' is still to come, on a tick.
+      socket.on('error', ignoreError);
+      return Promise.resolve(settled(new HboneError('HBONE_REFUSED', `the connection to ${String(request.headers[':authority'])} was closed before it connected`)));
+    }
     // remoteAddress is set only once connected (a socket may also be handed back before connect() was called).
-    if (!socket.connecting && socket.remoteAddress !== undefined) return Promise.resolve(!stream.destroyed && !stream.closed);
+    if (!socket.connecting && socket.remoteAddress !== undefined) return Promise.resolve(settled(undefined));
     return new Promise((resolve) => {
       const timeoutMs = this.#options.connectTimeoutMs ?? DEFAULT_TARGET_CONNECT_TIMEOUT_MS;
-      const done = (ok: boolean): void => {
+      const done = (failure: Error | undefined): void => {
         clearTimeout(timer);
         socket.off('connect', onConnect);
         socket.off('error', onError);
         stream.off('close', onStreamClose);
+        const ok = settled(failure);
         if (!ok) socket.destroy();
         resolve(ok);
       };
-      const onConnect = (): void => done(!stream.destroyed && !stream.closed);
+      const onConnect = (): void => done(undefined);
       const onError = (error: Error): void => {
         this.#report(new HboneError('HBONE_REFUSED', `target ${socket.remoteAddress ?? ''} unreachable: ${error.message}`, { cause: error }));
-        done(false);
+        done(error);
       };
-      const onStreamClose = (): void => done(false);
+      const onStreamClose = (): void => done(STREAM_GONE);
       const timer = setTimeout(() => {
-        this.#report(new HboneError('HBONE_REFUSED', `target connect timed out after ${timeoutMs} ms`));
-        done(false);
+        const error = new HboneError('HBONE_REFUSED', `target connect timed out after ${timeoutMs} ms`);
+        this.#report(error);
+        done(error);
       }, timeoutMs);
       socket.once('connect', onConnect);
       socket.once('error', onError);

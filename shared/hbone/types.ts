@@ -77,6 +77,11 @@ export interface HboneRequest {
   headers: Readonly<Record<string, string | string[] | undefined>>;
   /** Remote address of the TLS connection. */
   remoteAddress: string;
+  /**
+   * The server's caller's own state for this request (what its `decide` found, for its `connect`, `onTargetSettled`
+   * and `onTunnel` to use): the server keeps it with the request and never reads it. Undefined until set.
+   */
+  callerState?: unknown;
 }
 
 /**
@@ -131,6 +136,13 @@ export interface HboneServerOptions {
   terminate?: (request: HboneRequest, stream: http2.ServerHttp2Stream) => void;
   /** Opens the connection to the target; refused/unreachable -> 503. Default: net.connect to target. */
   connect?: (request: HboneRequest) => net.Socket;
+  /**
+   * Told how each target connect ended, before the server answers the stream: `error` undefined when the socket
+   * connected (the 200 and the splice follow; `onTunnel` when it ends), else why not (`connect` threw, the socket
+   * failed or timed out: a 503 follows; or `streamGone`: the client's stream closed first, nothing is answered). Once
+   * per `connect` call. The caller needs no listeners of its own on the socket for this.
+   */
+  onTargetSettled?: (request: HboneRequest, error: Error | undefined, streamGone: boolean) => void;
   /** Called with each established stream's TCP pair (for telemetry), optional. */
   onTunnel?: (event: HboneTunnelEvent) => void;
   streamWindowBytes?: number;

@@ -45,8 +45,20 @@ export interface H2SpliceResult {
 /** Splices `socket` and `stream`; resolves once both are closed. Never rejects. */
 export function spliceH2(socket: net.Socket, stream: H2Stream): Promise<H2SpliceResult> {
   return new Promise((resolve) => {
-    new H2Splice(socket, stream, resolve);
+    new H2Splice(socket, stream, resolveWith as (target: unknown, result: H2SpliceResult) => void, resolve);
   });
+}
+
+function resolveWith(resolve: (result: H2SpliceResult) => void, result: H2SpliceResult): void {
+  resolve(result);
+}
+
+/**
+ * Splices `socket` and `stream`; calls `done(target, result)` once both are closed: spliceH2 without a promise, its
+ * resolve functions and a reaction per tunnel (the HBONE server's, issue 14's storm step).
+ */
+export function spliceH2To<T>(socket: net.Socket, stream: H2Stream, done: (target: T, result: H2SpliceResult) => void, target: T): void {
+  new H2Splice(socket, stream, done as (target: unknown, result: H2SpliceResult) => void, target);
 }
 
 function writeSpliceTurn(splice: H2Splice): void {
@@ -62,7 +74,8 @@ const WRITES_BEFORE_DONE = Buffer.alloc(0);
 class H2Splice implements H2StreamHandler {
   readonly #socket: net.Socket;
   readonly #stream: H2Stream;
-  readonly #resolve: (result: H2SpliceResult) => void;
+  readonly #done: (target: unknown, result: H2SpliceResult) => void;
+  readonly #doneTarget: unknown;
   readonly #bytesReadAtStart: number;
   readonly #bytesWrittenAtStart: number;
   #openSides = 2;
@@ -95,10 +108,11 @@ class H2Splice implements H2StreamHandler {
   /** The stream ended while a direct write was in flight: the socket is ended once everything gathered is written. */
   #endAfterWrites = false;
 
-  constructor(socket: net.Socket, stream: H2Stream, resolve: (result: H2SpliceResult) => void) {
+  constructor(socket: net.Socket, stream: H2Stream, done: (target: unknown, result: H2SpliceResult) => void, doneTarget: unknown) {
     this.#socket = socket;
     this.#stream = stream;
-    this.#resolve = resolve;
+    this.#done = done;
+    this.#doneTarget = doneTarget;
     this.#bytesReadAtStart = socket.bytesRead - socket.readableLength;
     this.#bytesWrittenAtStart = socket.bytesWritten;
     this.#direct = DirectWriter.attach(socket, this.#onDirectWritten);
@@ -357,6 +371,6 @@ class H2Splice implements H2StreamHandler {
       rstCode: this.#stream.rstCode,
     };
     if (this.#error) result.error = this.#error;
-    this.#resolve(result);
+    this.#done(this.#doneTarget, result);
   }
 }

@@ -33,7 +33,7 @@ import type { HboneDecision, HboneRejection, HboneRejectionReason, HboneRequest,
 import { H2Connection, type H2ConnectionOptions } from './connection.ts';
 import { H2_ENHANCE_YOUR_CALM, H2Error } from './errors.ts';
 import { runReadTurn } from '../read-turn.ts';
-import { spliceH2, type H2SpliceResult } from './splice.ts';
+import { spliceH2To, type H2SpliceResult } from './splice.ts';
 import type { H2Stream } from './stream.ts';
 
 export interface H2TunnelServerOptions extends HboneServerOptions {
@@ -111,6 +111,7 @@ class StreamRequest implements HboneRequest {
   readonly peerIdentity: SpiffeId;
   readonly target: HostPort;
   readonly remoteAddress: string;
+  callerState: unknown = undefined;
   readonly #list: readonly string[];
   #headers: Record<string, string | string[]> | undefined;
 
@@ -151,6 +152,9 @@ function defaultTargetConnector(request: HboneRequest): net.Socket {
 }
 
 function ignore(): void {}
+
+/** What `onTargetSettled` is told when the client's stream closed before its target connect ended. */
+const STREAM_GONE = new HboneError('HBONE_DOWNSTREAM_CLOSED', 'the client closed its stream before the target connected');
 
 /** After the drain, sockets get this long to carry the GOAWAY and the TLS close out before they are cut. */
 const SHUTDOWN_FLUSH_MS = 500;
@@ -414,7 +418,7 @@ export class H2TunnelServer {
   #onStreamClosed(stream: H2Stream, client: ClientConnection): void {
     this.#openStreams--;
     const connecting = this.#connecting.get(stream);
-    if (connecting !== undefined) this.#targetSettled(connecting, false);
+    if (connecting !== undefined) this.#targetSettled(connecting, STREAM_GONE);
     // Reset by the client before any answer: the server did the work (a decision, maybe a connect) for nothing.
     if (!stream.responded && stream.resetByPeer && !this.#shuttingDown && !client.connection.closed) this.#onPrematureReset(client);
     if (client.connection.activeStreams === 0 && !client.connection.closed) this.#armIdleTimer(client);
@@ -540,18 +544,21 @@ export class H2TunnelServer {
     try {
       socket = (this.#options.connect ?? defaultTargetConnector)(request);
     } catch (cause) {
-      this.#report(new HboneError('HBONE_REFUSED', `could not open a connection to ${String(setUp.authority)}: ${(cause as Error).message}`, { cause }));
-      this.#refuse(stream, 503);
+      const error = new HboneError('HBONE_REFUSED', `could not open a connection to ${String(setUp.authority)}: ${(cause as Error).message}`, { cause });
+      this.#report(error);
+      this.#targetSettled(setUp, error);
       return;
     }
     setUp.socket = socket;
     if (socket.destroyed) {
-      this.#targetSettled(setUp, false);
+      // Failed inside connect() (a socket Node connects in the call): its 'error' is still to come, on a tick.
+      socket.on('error', ignore);
+      this.#targetSettled(setUp, new HboneError('HBONE_REFUSED', `the connection to ${String(setUp.authority)} was closed before it connected`));
       return;
     }
     // remoteAddress is set only once connected (a socket may also be handed back before connect() was called).
     if (!socket.connecting && socket.remoteAddress !== undefined) {
-      this.#targetSettled(setUp, !stream.closed);
+      this.#targetSettled(setUp, undefined);
       return;
     }
     // The connect's give-up time: the streams connecting share one timer, armed for the earliest deadline (every
@@ -575,8 +582,9 @@ export class H2TunnelServer {
         this.#targetTimer = setTimeout(this.#onTargetTimer, Math.max(1, setUp.deadline - now)).unref();
         return;
       }
-      this.#report(new HboneError('HBONE_REFUSED', `target connect timed out after ${this.#targetConnectTimeoutMs} ms`));
-      this.#targetSettled(setUp, false);
+      const error = new HboneError('HBONE_REFUSED', `target connect timed out after ${this.#targetConnectTimeoutMs} ms`);
+      this.#report(error);
+      this.#targetSettled(setUp, error);
     }
   };
 
@@ -587,24 +595,30 @@ export class H2TunnelServer {
     if (setUp !== undefined) runReadTurn(H2TunnelServer.#connected, setUp, undefined);
   };
 
-  static readonly #connected = (setUp: StreamSetUp): void => setUp.server.#targetSettled(setUp, !setUp.stream.closed);
+  static readonly #connected = (setUp: StreamSetUp): void => setUp.server.#targetSettled(setUp, undefined);
 
   /** The 'error' listener every connecting target socket shares. */
   static readonly #onTargetError = function (this: net.Socket, error: Error): void {
     const setUp = (this as TargetSocket)[kSetUp];
     if (setUp === undefined) return;
     setUp.server.#report(new HboneError('HBONE_REFUSED', `target ${this.remoteAddress ?? ''} unreachable: ${error.message}`, { cause: error }));
-    setUp.server.#targetSettled(setUp, false);
+    setUp.server.#targetSettled(setUp, error);
   };
 
-  /** The target connected (ok) or will not (error, timeout, the stream gone): answer the stream and splice, or 503. */
-  #targetSettled(setUp: StreamSetUp, ok: boolean): void {
+  /**
+   * The target connected (`failure` undefined) or will not (`connect` threw, the socket failed or timed out, the
+   * stream is gone): the caller is told (onTargetSettled), then the stream is answered and spliced, or refused 503.
+   */
+  #targetSettled(setUp: StreamSetUp, failure: Error | undefined): void {
     const { stream, socket } = setUp;
     if (socket !== undefined && this.#connecting.delete(stream)) {
       (socket as TargetSocket)[kSetUp] = undefined;
       socket.off('connect', H2TunnelServer.#onTargetConnect);
       socket.off('error', H2TunnelServer.#onTargetError);
     }
+    const streamGone = stream.closed;
+    const ok = failure === undefined && !streamGone;
+    this.#options.onTargetSettled?.(setUp.request, ok ? undefined : streamGone ? STREAM_GONE : failure, streamGone);
     if (!ok) {
       socket?.destroy();
       if (!stream.closed) this.#refuse(stream, 503);
@@ -612,16 +626,16 @@ export class H2TunnelServer {
     }
     this.#stats.tunnelsOpened++;
     stream.respond(200);
-    // One closure per tunnel where an async function cost its promise, its await and an event object (issue 14).
-    void spliceH2(socket!, stream).then((result) => this.#spliced(setUp, result));
+    // The splice calls back with the set-up: no promise, reaction or closure per tunnel (issue 14).
+    spliceH2To(socket!, stream, H2TunnelServer.#spliced, setUp);
   }
 
   /** The tunnel's splice ended (both sides closed): `onTunnel` is told, with the set-up as the event. */
-  #spliced(setUp: StreamSetUp, result: H2SpliceResult): void {
+  static readonly #spliced = (setUp: StreamSetUp, result: H2SpliceResult): void => {
     setUp.bytesIn = result.bytesToSocket;
     setUp.bytesOut = result.bytesFromSocket;
     setUp.durationMs = performance.now() - setUp.started;
     if (result.error) setUp.error = result.error.message;
-    this.#options.onTunnel?.(setUp);
-  }
+    setUp.server.#options.onTunnel?.(setUp);
+  };
 }
