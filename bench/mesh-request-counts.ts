@@ -15,7 +15,12 @@
  *     frames have names; per process the samples' shares by kind (our JavaScript, Node's JavaScript, V8 builtins and
  *     inline caches, V8 and Node C++, GC, libuv, OpenSSL, libc, kernel) and the top frames, in DIR/summary.md.
  *
- *   node bench/mesh-request-counts.ts [--seconds 10] [--warmup 10] [--rate 1000] [--paths mesh,stunnel] [--strace] [--deferrals] [--perf DIR]
+ *   - `--timeline DIR`: syscall timestamps (perf's raw_syscalls tracepoints) of both relays, the load and the target
+ *     over a window of their own: per relay, the time from a poll's return to its first write (the bytes leaving),
+ *     from the first read to that write, and awake per wake-up, syscalls per wake-up; and the hops between processes
+ *     (a write and the wake-up it caused: the kernel's delivery and the scheduler), bench/lib/syscall-timeline.ts.
+ *
+ *   node bench/mesh-request-counts.ts [--seconds 10] [--warmup 10] [--rate 1000] [--paths mesh,stunnel] [--strace] [--deferrals] [--perf DIR] [--timeline DIR]
  *
  * A/B: run it from each tree in turn; counts move little with the load, CPU does. Owns: this measurement.
  * Must not know about: the agent's code.
@@ -30,6 +35,7 @@ import { CpuMeter } from './lib/cpu.ts';
 import { APP_PORT, buildMeshTopology, inPod, startPodStunnelPair, startTarget } from './lib/mesh-cluster.ts';
 import type { Pod } from '../runtime/index.ts';
 import { ProcessGroup } from './lib/processes.ts';
+import { descendantsMatching, syscallTimeline } from './lib/syscall-timeline.ts';
 
 const { values } = parseArgs({
   options: {
@@ -41,6 +47,7 @@ const { values } = parseArgs({
     strace: { type: 'boolean', default: false },
     deferrals: { type: 'boolean', default: false },
     perf: { type: 'string' },
+    timeline: { type: 'string' },
   },
 });
 const seconds = Number(values.seconds);
@@ -116,6 +123,11 @@ try {
       for (const side of ['client', 'server'] as const) Object.assign(figures[side] as object, { syscalls: traced[side] });
       log(`${path.key}: syscalls ${JSON.stringify(traced)}`);
     }
+    if (values.timeline !== undefined) {
+      const timeline = await recordTimeline(path, values.timeline, () => requests(path, seconds));
+      figures.timeline = timeline;
+      log(`${path.key}: timeline ${JSON.stringify(timeline)}`);
+    }
     if (deferralsDir !== undefined && path.key === 'mesh') {
       // deferral-counts names its files by mark number only: mark each agent in turn so they do not collide.
       const markOne = (pid: number): Record<string, number> => {
@@ -165,6 +177,31 @@ for (const window of perfWindows) {
   window.figures.perfShares = summary.shares;
 }
 console.log(JSON.stringify(report, null, 1));
+
+/**
+ * Syscall timestamps of both relays, the load and the target over one window (bench/lib/syscall-timeline.ts): the
+ * perf session starts once the load tool is up (its pid is found among this process's descendants) and stops a second
+ * before the window ends, so every recorded wake-up is one of the request step's.
+ */
+async function recordTimeline(path: PathUnderTest, dir: string, run: () => Promise<number>): Promise<unknown> {
+  mkdirSync(dir, { recursive: true });
+  const file = join(dir, `${path.key}-syscalls.data`);
+  const window = run();
+  await new Promise((resolve) => setTimeout(resolve, 700));
+  const readProc = (name: string): string => readFileSync(name, 'utf8');
+  const listProc = (): string[] => readdirSync('/proc');
+  const labels = new Map<number, string>([[path.relays.client, `${path.key} client`], [path.relays.server, `${path.key} server`]]);
+  for (const pid of descendantsMatching(process.pid, 'load.ts', readProc, listProc)) labels.set(pid, 'load');
+  for (const pid of descendantsMatching(process.pid, 'target.ts', readProc, listProc)) labels.set(pid, 'target');
+  const recorder = spawn('perf', ['record', '-q', '-e', 'raw_syscalls:sys_enter,raw_syscalls:sys_exit', '-o', file, '-p', [...labels.keys()].join(',')], { stdio: 'ignore' });
+  await new Promise((resolve) => setTimeout(resolve, Math.max(1000, (seconds - 2.5) * 1000)));
+  await new Promise((resolve) => { recorder.once('exit', resolve); recorder.kill('SIGINT'); });
+  await window;
+  const script = execFileSync('perf', ['script', '-i', file, '-F', 'pid,tid,time,event,trace', '--ns'], { encoding: 'utf8', maxBuffer: 1024 * 1024 * 1024 });
+  const timeline = syscallTimeline(script, labels, ['load', `${path.key} client`, `${path.key} server`, 'target']);
+  writeFileSync(join(dir, `${path.key}-timeline.json`), JSON.stringify({ ...timeline, pids: Object.fromEntries(labels) }, null, 1));
+  return timeline;
+}
 
 /** Syscalls per request of each relay, from a full `strace -f` over one run, and the loop's polls by outcome. */
 async function traceSyscalls(path: PathUnderTest, run: () => Promise<number>): Promise<Record<'client' | 'server', Record<string, number>>> {

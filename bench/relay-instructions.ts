@@ -7,6 +7,11 @@
  * suite's "in the kernel" row.
  *
  *   node bench/relay-instructions.ts [--pairs stunnel,own,node] [--rate 20] [--closed-loop N] [--warm-rounds 10] [--rounds 6] [--keep-dumps DIR]
+ *                                    [--node-flags="--v8-flag ..."]
+ *
+ * `--node-flags`: flags for the Node relays' command line (not the load or target), e.g. V8's tier-up thresholds so
+ * that the few thousand requests of a run bring the same hot functions to the same tier in both trees of an A/B
+ * (without them, which functions reached TurboFan differed from run to run: BENCHMARKS.md, session s13-relaycpu).
  *
  * `--closed-loop N`: each round is N sequential round trips on a new connection (the next request leaves when the
  * answer is back) instead of `--rate` per second for 10 s. At a fixed rate a relay slowed ~50x by callgrind on a
@@ -44,12 +49,15 @@ const { values } = parseArgs({
     'warm-rounds': { type: 'string', default: '10' },
     rounds: { type: 'string', default: '6' },
     'keep-dumps': { type: 'string' },
+    'node-flags': { type: 'string', default: '' },
   },
 });
+/** V8/Node flags for the Node relays only (e.g. tier-up thresholds, so both trees' relays run the same tiers). */
+const relayNodeFlags = values['node-flags'].split(' ').filter((flag) => flag !== '');
 const pairs = values.pairs.split(',');
 const rate = Number(values.rate);
 const ROUND_SECONDS = 10;
-const VALGRIND_READY_MS = 600_000;
+const VALGRIND_READY_MS = 1_200_000;
 
 const runDir = mkdtempSync(path.join(tmpdir(), 'ambit-relay-instructions-'));
 const dumpDir = path.join(runDir, 'callgrind');
@@ -60,9 +68,10 @@ class CallgrindGroup extends ProcessGroup {
   override start(name: string, command: string, args: readonly string[], options: StartOptions = {}): Promise<ManagedProcess> {
     if (!/relay|stunnel/.test(name)) return super.start(name, command, args, options);
     const tag = name.replace(/[^a-z0-9]+/gi, '-');
+    const flags = command === process.execPath ? relayNodeFlags : [];
     return super.start(name, 'valgrind', [
       '--tool=callgrind', '--separate-threads=yes', '--trace-children=yes', '--smc-check=all-non-file',
-      `--callgrind-out-file=${dumpDir}/${tag}.%p`, command, ...args,
+      `--callgrind-out-file=${dumpDir}/${tag}.%p`, command, ...flags, ...args,
     ], { ...options, readyTimeoutMs: VALGRIND_READY_MS });
   }
 }

@@ -134,6 +134,16 @@ const CONTROL_FLOOD_SOCKET_BYTES = 64 * 1024 * 1024;
  */
 const CONCAT_MAX_BYTES = 16 * 1024;
 /**
+ * A poll phase's spliced DATA up to this much is gathered until the check phase and written as one TLS record
+ * (see #write: `coalesce`); past it the frames leave at the end of the read that brought them, as before (bulk).
+ */
+const COALESCE_MAX_BYTES = 16 * 1024;
+/**
+ * AMBIT_HBONE_FLUSH_AT_READ_END=1: spliced DATA leaves at the end of the read that brought it, as before session s14
+ * (one TLS write per read, so two requests read in one poll phase made two records).
+ */
+const coalesceSplicedData = process.env.AMBIT_HBONE_FLUSH_AT_READ_END !== '1';
+/**
  * The send buffer every TLS connection of a thread copies a tick's frames into (see the top comment): a tick
  * gathers at most about SOCKET_HIGH_WATER_BYTES plus a frame; more than this leaves as a corked writev instead.
  */
@@ -290,6 +300,11 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
   readonly #copyingWrites: boolean;
   /** Nested in an outer HTTP/2 stream (stream-transport.ts): flushed once per loop turn (see #write). */
   readonly #nested: boolean;
+  /**
+   * What is gathered waits for the check phase only (spliced DATA read in this poll phase, see #write): a frame
+   * that may not wait, or more than COALESCE_MAX_BYTES, asks for the flush at the read's end as well.
+   */
+  #flushAtCheckOnly = false;
   /**
    * TLS socket: the tick's frames go to its handle without the socket's Writable (../direct-writes.ts), one write
    * in flight; what is gathered meanwhile is written from its completion. Undefined: `socket.write` (fallback).
@@ -487,13 +502,14 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
     }
     const end = chunk.length;
     const maxFrame = this.peerMaxFrameSize;
+    const coalesce = stream.coalesceWrites;
     let offset = start;
     while (offset < end) {
       const size = Math.min(end - offset, maxFrame, stream.sendWindow, this.#sendWindow);
       if (size <= 0) break;
       const last = offset + size === end;
-      this.#writeDataHeader(size, last && endStream ? FLAG_END_STREAM : 0, stream.id);
-      this.#write(offset === 0 && last ? chunk : chunk.subarray(offset, offset + size), last ? done : undefined);
+      this.#writeDataHeader(size, last && endStream ? FLAG_END_STREAM : 0, stream.id, coalesce);
+      this.#write(offset === 0 && last ? chunk : chunk.subarray(offset, offset + size), last ? done : undefined, coalesce);
       stream.sendWindow -= size;
       this.#sendWindow -= size;
       offset += size;
@@ -572,6 +588,7 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
 
   /** Writes what this tick gathered (called at the end of the tick, and before the socket is ended). */
   flush(): void {
+    this.#flushAtCheckOnly = false;
     if (this.#runStart >= 0) this.#closeRun();
     const out = this.#out;
     if (out.length === 0) return;
@@ -709,25 +726,42 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
 
   // ---- Writing ----
 
-  /** Gathers `buffer` for the flush; false when it was dropped (the socket is gone or ended). */
-  #write(buffer: Buffer, done?: H2WriteDone): boolean {
-    if (!this.#gathering()) return false;
+  /**
+   * Gathers `buffer` for the flush; false when it was dropped (the socket is gone or ended). `coalesce` (a splice's
+   * DATA, H2Stream.coalesceWrites): inside a read callback the flush waits for the loop's check phase, right after
+   * the poll phase's other I/O callbacks, so that what the phase's reads brought for this connection leaves in one
+   * TLS write and one record. Measured in the mesh (session s14, BENCHMARKS.md): the load's requests come in pairs,
+   * and one wake-up of an agent read two requests (or two answers) in more than half of its wake-ups; with a flush
+   * at each read's end they left as two TLS writes, the second behind the first's completion (the check phase and a
+   * JavaScript callback), and the peer agent read two records, a callback each.
+   */
+  #write(buffer: Buffer, done?: H2WriteDone, coalesce = false): boolean {
+    if (!this.#gathering(coalesce, buffer.length)) return false;
     if (this.#runStart >= 0) this.#closeRun();
+    this.#push(buffer, done);
+    return true;
+  }
+
+  #push(buffer: Buffer, done: H2WriteDone | undefined): void {
     this.#out.push(buffer);
     this.#outDone.push(done);
     if (done !== undefined) this.#outDoneCount++;
     this.#outBytes += buffer.length;
-    return true;
   }
 
   /**
-   * Before something is gathered: false when it is to be dropped (the socket is gone or ended); the first thing
-   * gathered since the last flush schedules the next.
+   * Before something (`bytes` long; `coalesce` as for #write) is gathered: false when it is to be dropped (the socket
+   * is gone or ended); the first thing gathered since the last flush schedules the next.
    */
-  #gathering(): boolean {
+  #gathering(coalesce = false, bytes = 0): boolean {
     if (this.#out.length === 0 && this.#runStart < 0) {
       // Dropped: a done is not called (H2WriteDone), the closing stream's chunks are the last it was given.
       if (this.socket.destroyed || this.socket.writableEnded) return false;
+      if (coalesce && coalesceSplicedData && !this.#nested && inReadTurn()) {
+        this.#flushAtCheckOnly = true;
+        deferToCheckPhase(flushConnection, this);
+        return true;
+      }
       // Nested in an outer stream: inside a read callback, at its end (the outer connection's flush of it runs right
       // after, in the same turn: a proxied call's request or answer, head, body and trailers written in the read that
       // brought it, goes out before the loop serves its next I/O callback; session s13). Outside one (a timer, a
@@ -736,6 +770,11 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
       // connection together and leave in one TLS write.
       if (this.#nested && !inReadTurn()) deferToCheckPhase(flushConnection, this);
       else deferToTurnEnd(flushConnection, this);
+    } else if (this.#flushAtCheckOnly && (!coalesce || this.#outBytes + bytes > COALESCE_MAX_BYTES)) {
+      // A control frame, or bulk: everything gathered goes at the read's end after all (the check phase's flush
+      // then finds nothing).
+      this.#flushAtCheckOnly = false;
+      deferToTurnEnd(flushConnection, this);
     }
     return true;
   }
@@ -763,7 +802,7 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
   }
 
   /** A DATA frame's header, gathered as numbers (DATA_HEADER_PLACEHOLDER); nested, written into the run. */
-  #writeDataHeader(length: number, flags: number, streamId: number): void {
+  #writeDataHeader(length: number, flags: number, streamId: number, coalesce = false): void {
     if (this.#nested) {
       if (!this.#gathering()) return;
       this.#slabRoom(FRAME_HEADER_BYTES);
@@ -773,7 +812,7 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
       this.#extendRun(start, this.#slabOffset);
       return;
     }
-    if (this.#write(DATA_HEADER_PLACEHOLDER)) this.#outHeaders.push(length, (FRAME_DATA << 8) | flags, streamId);
+    if (this.#write(DATA_HEADER_PLACEHOLDER, undefined, coalesce)) this.#outHeaders.push(length, (FRAME_DATA << 8) | flags, streamId);
   }
 
   /** Before the gathered pieces are written as they are: each DATA header placeholder becomes a view of a slab. */

@@ -127,6 +127,8 @@ class H2Splice implements H2StreamHandler {
       socket.on('end', this.#onSocketEnd);
       socket.on('drain', this.#onSocketDrain);
     }
+    // The socket's reads in one poll phase leave in one TLS write (connection.ts: #write's `coalesce`).
+    stream.coalesceWrites = true;
     stream.setHandler(this);
     // A FIN with nothing before it that arrived before the splice began has already emitted its 'end' (Node emits
     // it at EOF once the buffer is empty, read or not): pass it on now, or it never is. (The stream's own early

@@ -75,6 +75,11 @@ export class H2Stream {
   resetByPeer = false;
   /** Server side: the response headers were sent (a server that hands streams on reads it, as node's headersSent). */
   responded = false;
+  /**
+   * Set by a splice: this stream's DATA written inside a read callback may wait for the loop's check phase, so that
+   * what one poll phase reads for the connection leaves in one TLS record (connection.ts, #write's `coalesce`).
+   */
+  coalesceWrites = false;
 
   // Send side (state the connection reads and updates).
   /** What the peer lets us send on this stream now (may go negative when the peer lowers its initial window). */
