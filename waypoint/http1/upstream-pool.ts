@@ -39,7 +39,7 @@ export class UpstreamHttp1Pool {
   }
 
   /** A kept-alive connection to `picked` (an endpoint of `service`) when one is idle, else a new one. Rejects with UF. */
-  acquire(service: Service, picked: PickedEndpoint): UpstreamHttp1Stream | Promise<UpstreamHttp1Stream> {
+  acquire(service: Service, picked: Readonly<PickedEndpoint>): UpstreamHttp1Stream | Promise<UpstreamHttp1Stream> {
     const key = this.#keyOf(service, picked);
     const idle = this.#idle.get(key);
     const now = performance.now();
@@ -71,7 +71,7 @@ export class UpstreamHttp1Pool {
   }
 
   /** `<service key>|<address>|<port>`: the endpoint's connections for that Service (whose identities they checked). */
-  #keyOf(service: Service, picked: PickedEndpoint): string {
+  #keyOf(service: Service, picked: Readonly<PickedEndpoint>): string {
     const endpoint = picked.endpoint;
     const serviceKey = cachedServiceKey(service);
     const cached = this.#keys.get(endpoint);
