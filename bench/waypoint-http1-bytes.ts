@@ -10,7 +10,7 @@
  *
  *   node bench/waypoint-http1-bytes.ts [--main OTHER_TREE/waypoint/main.ts] [--rate 300] [--rounds 3] [--seconds 10]
  *        [--warm-rate 500] [--warm-rounds 6] [--warm-seconds 5] [--heap-profile [--keep-profile FILE]] [--deferrals] [--name MESH] [--json FILE]
- *        [--node-options '--trace-opt --trace-deopt' --keep-log FILE]
+ *        [--node-options='--perf-basic-prof' --keep-log FILE]  (the = form: parseArgs refuses a value starting with --)
  *
  * The waypoint is preloaded with bench/waypoint-grpc-preload.ts (its marks are protocol-neutral: a minor GC, then the
  * GCs by kind and the bytes allocated since the last mark, from v8.GCProfiler; with `--heap-profile` V8's sampling
@@ -18,8 +18,8 @@
  * and prints the ticks, immediates, timers, promises and native requests created per request in the window (at a
  * low rate, say `--rate 20`, each request is alone in its turns; async_hooks slows the waypoint: no bytes figure from
  * such a run). `--main` runs another tree's waypoint (a `git archive` of
- * main) in the same harness; `--name` names the mesh so two trees can run side by side. `--node-options` adds V8 flags to
- * the waypoint's (say `--trace-opt --trace-deopt`, which print to its log); `--keep-log FILE` copies the waypoint's log
+ * main) in the same harness; `--name` names the mesh so two trees can run side by side. `--node-options` adds flags to
+ * the waypoint's NODE_OPTIONS (only those Node allows there: `--perf-basic-prof` is, `--trace-opt`/`--trace-deopt` are not); `--keep-log FILE` copies the waypoint's log
  * there with a line `=== measured window begins ===` / `ends` written where the window's marks were taken.
  *
  * Owns: this measurement. Must not know about: how the waypoint works.

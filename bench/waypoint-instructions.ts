@@ -21,7 +21,8 @@
  * per second (the access log's flush, the pools' sweeps, the heap release's checks) are spread over the few requests
  * of a second at this rate: compare trees at the same rate, not these counts with CPU per request at 1,000/s.
  * `--keep DIR` copies callgrind's dump files there (for callgrind_annotate). AMBIT_BENCH_WAYPOINT_EXTRA_NODE_OPTIONS
- * adds V8 flags to the waypoint's (say `--trace-opt --trace-deopt`, which print to its log); `--keep-log FILE` copies
+ * adds flags to the waypoint's NODE_OPTIONS (say `--perf-basic-prof`: V8's perf map in /tmp/perf-PID.map names the JIT
+ * code, and its tier, that callgrind shows as `???:0x...`; `--trace-opt` is not allowed in NODE_OPTIONS); `--keep-log FILE` copies
  * the waypoint's log there, with `=== measured window begins ===` / `ends` lines where the window begins and ends.
  *
  * `--profile DIR`: no callgrind; V8's CPU profiler runs in the waypoint for the measured rounds only
