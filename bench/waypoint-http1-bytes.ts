@@ -10,6 +10,7 @@
  *
  *   node bench/waypoint-http1-bytes.ts [--main OTHER_TREE/waypoint/main.ts] [--rate 300] [--rounds 3] [--seconds 10]
  *        [--warm-rate 500] [--warm-rounds 6] [--warm-seconds 5] [--heap-profile [--keep-profile FILE]] [--deferrals] [--name MESH] [--json FILE]
+ *        [--node-options='--perf-basic-prof' --keep-log FILE]  (the = form: parseArgs refuses a value starting with --)
  *
  * The waypoint is preloaded with bench/waypoint-grpc-preload.ts (its marks are protocol-neutral: a minor GC, then the
  * GCs by kind and the bytes allocated since the last mark, from v8.GCProfiler; with `--heap-profile` V8's sampling
@@ -17,7 +18,9 @@
  * and prints the ticks, immediates, timers, promises and native requests created per request in the window (at a
  * low rate, say `--rate 20`, each request is alone in its turns; async_hooks slows the waypoint: no bytes figure from
  * such a run). `--main` runs another tree's waypoint (a `git archive` of
- * main) in the same harness; `--name` names the mesh so two trees can run side by side.
+ * main) in the same harness; `--name` names the mesh so two trees can run side by side. `--node-options` adds flags to
+ * the waypoint's NODE_OPTIONS (only those Node allows there: `--perf-basic-prof` is, `--trace-opt`/`--trace-deopt` are not); `--keep-log FILE` copies the waypoint's log
+ * there with a line `=== measured window begins ===` / `ends` written where the window's marks were taken.
  *
  * Owns: this measurement. Must not know about: how the waypoint works.
  */
@@ -50,6 +53,8 @@ const { values } = parseArgs({
     deferrals: { type: 'boolean', default: false },
     name: { type: 'string', default: 'wp-h1-bytes' },
     json: { type: 'string' },
+    'node-options': { type: 'string', default: '' },
+    'keep-log': { type: 'string' },
   },
 });
 const APP_PORT = 8080;
@@ -84,7 +89,7 @@ try {
       node: 1, namespace: 'bench-mesh', name: 'waypoint',
       ...(values.main ? { main: path.resolve(values.main) } : {}),
       env: {
-        NODE_OPTIONS: `${WAYPOINT_NODE_OPTIONS} --import=${PRELOAD}${values.deferrals ? ` --import=${DEFERRALS_PRELOAD}` : ''}`, AMBIT_GRPC_INSTR_DIR: markDir,
+        NODE_OPTIONS: `${WAYPOINT_NODE_OPTIONS} ${values['node-options']} --import=${PRELOAD}${values.deferrals ? ` --import=${DEFERRALS_PRELOAD}` : ''}`, AMBIT_GRPC_INSTR_DIR: markDir,
         ...(values['heap-profile'] ? { AMBIT_GRPC_INSTR_HEAP_PROFILE: '1' } : {}), ...(values.deferrals ? { AMBIT_DEFERRALS_DIR: markDir } : {}),
       },
     });
@@ -115,9 +120,11 @@ try {
     }
     await new Promise((resolve) => setTimeout(resolve, QUIET_BEFORE_MEASURING_MS));
     const before = await markOf(pid, markDir, 0);
+    if (values['keep-log'] !== undefined) appendFileSync(waypoint.logFile, '\n=== measured window begins ===\n');
     let completed = 0;
     for (let round = 0; round < Number(values.rounds); round++) completed += await load(values.rate, values.seconds, true);
     const after = await markOf(pid, markDir, 1);
+    if (values['keep-log'] !== undefined) appendFileSync(waypoint.logFile, '\n=== measured window ends ===\n');
     await new Promise((resolve) => setTimeout(resolve, 2_000));
     const gcs = Object.keys(after.gcs).map((kind) => `${kind} ${after.gcs[kind]! - (before.gcs[kind] ?? 0) - (kind === 'minor' ? 1 : 0)}`).join(', ');
     const perRequest = (after.allocatedBytes ?? 0) / completed;
@@ -131,6 +138,7 @@ try {
     const heapFile = join(markDir, 'window.heapprofile');
     if (existsSync(heapFile)) rows.push('', ...heapProfileTop(heapFile, completed, 'request', 30));
     if (existsSync(heapFile) && values['keep-profile'] !== undefined) copyFileSync(heapFile, values['keep-profile']);
+    if (values['keep-log'] !== undefined) copyFileSync(waypoint.logFile, values['keep-log']);
     if (values.json) appendFileSync(values.json, `${JSON.stringify({ at: new Date().toISOString(), tree: values.main ?? 'this tree', rate: Number(values.rate), requests: completed, failed: failedMeasured, load: loadavg()[0], allocatedBytes: perRequest, gcs })}\n`);
   } finally {
     await processes.stopAll();

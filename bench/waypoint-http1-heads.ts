@@ -16,6 +16,10 @@
  * the older ones as text then written into a buffer each (since s13: before, the text was only flattened, so counts
  * taken with earlier versions of this script are not comparable with later ones).
  *
+ * Since session s14 the relayed response head is written, as the waypoint writes it, into a buffer with room for the
+ * body's first 1 KiB after it (the head's native write needs room for the received text): counts taken before are
+ * not comparable with later ones.
+ *
  * Owns: this measurement. Must not know about: how the heads are parsed.
  */
 import { execFileSync } from 'node:child_process';
@@ -37,6 +41,8 @@ const { values } = parseArgs({
 
 const tree = path.resolve(values.tree);
 const REQUEST = Buffer.from('POST / HTTP/1.1\r\ncontent-length: 1024\r\ncontent-type: application/octet-stream\r\nHost: 10.240.5.11\r\nConnection: keep-alive\r\n\r\n', 'latin1');
+/** The response body's bytes that come with its head (the suite's 1 KiB), written after the head in one buffer. */
+const RESPONSE_BODY_BYTES = 1024;
 const RESPONSE = Buffer.from('HTTP/1.1 200 OK\r\nx-backend: v1\r\nContent-Type: application/octet-stream\r\nContent-Length: 1024\r\nDate: Mon, 07 Dec 2026 11:00:00 GMT\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n\r\n', 'latin1');
 
 /* eslint-disable @typescript-eslint/no-explicit-any -- two trees' module shapes, checked by what they export */
@@ -72,7 +78,9 @@ function loop(count: number): void {
     const grpc = lazy ? response.value(fields.FIELD_GRPC_STATUS) : response.headers['grpc-status'];
     if (forwarded !== undefined && !request.mapRead && !request.firstWinsRepeated && !response.mapRead && !response.firstWinsRepeated) {
       const wire: Buffer = forwarded.forwardedRequest(request.method, request.url, request, requestId, trace, [], 0);
-      const responseBytes = Buffer.allocUnsafe(forwarded.relayedResponseHeadBytes(response.status, response, 0));
+      // As the waypoint writes it: into the buffer of the response's first write, in front of the body's first bytes.
+      const headBytes: number = forwarded.relayedResponseHeadBytes(response.status, response, 0);
+      const responseBytes = Buffer.allocUnsafe(headBytes + RESPONSE_BODY_BYTES);
       forwarded.writeRelayedResponseHead(responseBytes, 0, response.status, response, 0);
       sink += wire.length + responseBytes.length + (hint === undefined ? 0 : 1) + (grpc === undefined ? 0 : 1);
       continue;

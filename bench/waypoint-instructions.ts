@@ -7,7 +7,7 @@
  * CPU rows (quiet runs only) stay the figure of record. User space only (the kernel's part is not counted).
  *
  *   node bench/waypoint-instructions.ts [--rate 8] [--connections 16] [--warm-rate 100] [--warm-rounds 8] [--rounds 8]
- *                                       [--seconds 10] [--keep DIR]
+ *                                       [--seconds 10] [--keep DIR] [--keep-log FILE]
  *   node bench/waypoint-instructions.ts --profile DIR [--rate 1000] [--warm-rate 1000] ...
  *
  * The load is the suite's http-load (1 KiB POSTs answered with 1 KiB, open loop) at a low rate: instrumented, the
@@ -20,7 +20,10 @@
  * per thread. The first column is the one to compare. Timers that run
  * per second (the access log's flush, the pools' sweeps, the heap release's checks) are spread over the few requests
  * of a second at this rate: compare trees at the same rate, not these counts with CPU per request at 1,000/s.
- * `--keep DIR` copies callgrind's dump files there (for callgrind_annotate).
+ * `--keep DIR` copies callgrind's dump files there (for callgrind_annotate). AMBIT_BENCH_WAYPOINT_EXTRA_NODE_OPTIONS
+ * adds flags to the waypoint's NODE_OPTIONS (say `--perf-basic-prof`: V8's perf map in /tmp/perf-PID.map names the JIT
+ * code, and its tier, that callgrind shows as `???:0x...`; `--trace-opt` is not allowed in NODE_OPTIONS); `--keep-log FILE` copies
+ * the waypoint's log there, with `=== measured window begins ===` / `ends` lines where the window begins and ends.
  *
  * `--profile DIR`: no callgrind; V8's CPU profiler runs in the waypoint for the measured rounds only
  * (bench/tools/profile-on-signal.ts, started and stopped by SIGUSR2) and its profile is written into DIR, with the
@@ -30,7 +33,7 @@
  * Owns: this measurement. Must not know about: how the waypoint works.
  */
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { appendFileSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -54,6 +57,7 @@ const { values } = parseArgs({
     profile: { type: 'string' },
     /** Keeps callgrind's dump files there (for callgrind_annotate). */
     keep: { type: 'string' },
+    'keep-log': { type: 'string' },
   },
 });
 const profileDir = values.profile === undefined ? undefined : path.resolve(values.profile);
@@ -69,7 +73,7 @@ const rate = values.rate ?? (profileDir ? '1000' : '8');
 const warmRate = values['warm-rate'] ?? (profileDir ? '1000' : '100');
 const preload = path.join(import.meta.dirname, 'tools', profileDir ? 'profile-on-signal.ts' : 'exec-under-callgrind.ts');
 // The suite passes these to the waypoint alone (after its own NODE_OPTIONS and environment).
-process.env.AMBIT_BENCH_WAYPOINT_NODE_OPTIONS = `--import=${preload}`;
+process.env.AMBIT_BENCH_WAYPOINT_NODE_OPTIONS = `--import=${preload} ${process.env.AMBIT_BENCH_WAYPOINT_EXTRA_NODE_OPTIONS ?? ''}`.trim();
 process.env.AMBIT_BENCH_WAYPOINT_ENV = profileDir ? `AMBIT_PROFILE_DIR=${profileDir}` : `AMBIT_CALLGRIND_OUT_DIR=${dumpDir}`;
 // Under valgrind the waypoint's start-up (TypeScript, xDS, its certificate) takes minutes on a busy machine.
 if (!profileDir) process.env.AMBIT_BENCH_WAYPOINT_READY_MS ??= '300000';
@@ -104,6 +108,8 @@ const QUIET_BEFORE_MEASURING_MS = 22_000;
 
 const processes = new ProcessGroup(runDir);
 let mesh: LocalMesh | undefined;
+/** The waypoint's log file, once the topology exists (for --keep-log). */
+let waypointLogFile: string | undefined;
 let output: string | undefined;
 try {
   const certs = await writeBenchCertificates(runDir);
@@ -122,6 +128,7 @@ try {
     }
   }
   const pid = topology.waypointPid;
+  waypointLogFile = topology.waypoint.logFile;
   log(`waypoint pid ${pid} (${readFileSync(`/proc/${pid}/comm`, 'utf8').trim()})`);
   // Requests that failed in the measured rounds (a stall on the busy machine): counted here, not in the requests.
   let failedMeasured = 0;
@@ -163,9 +170,11 @@ try {
     const gcBefore = await gcCounts();
     execFileSync('callgrind_control', ['-i', 'on', String(pid)], { stdio: 'ignore' });
     execFileSync('callgrind_control', ['-z', String(pid)], { stdio: 'ignore' });
+    if (values['keep-log'] !== undefined) appendFileSync(topology.waypoint.logFile, '\n=== measured window begins ===\n');
     const completed = await load(Number(values.rounds), false);
     const trigger = `measured-${process.pid}`;
     execFileSync('callgrind_control', ['-d', trigger, String(pid)], { stdio: 'ignore' });
+    if (values['keep-log'] !== undefined) appendFileSync(topology.waypoint.logFile, '\n=== measured window ends ===\n');
     execFileSync('callgrind_control', ['-i', 'off', String(pid)], { stdio: 'ignore' });
     await new Promise((resolve) => setTimeout(resolve, 3_000));
     const gcAfter = await gcCounts();
@@ -191,6 +200,7 @@ try {
   }
 } finally {
   await processes.stopAll();
+  if (values['keep-log'] !== undefined && waypointLogFile !== undefined && existsSync(waypointLogFile)) copyFileSync(waypointLogFile, values['keep-log']);
   await mesh?.destroy();
   rmSync(runDir, { recursive: true, force: true });
   if (values.keep !== undefined) {

@@ -46,10 +46,11 @@ import type { RequestFacts, WaypointMetrics } from './metrics.ts';
 import { grpcStatusForHttp, isGrpcContentType } from './protocols.ts';
 import { RequestAttempts, type AttemptsListener, type AttemptsOptions, type AttemptsResult, type ResponseFacts } from './request-attempts.ts';
 import { routeRequest } from './request-target.ts';
+import { TryRequestBase } from './try-request-base.ts';
 import { cachedServiceKey } from './service-keys.ts';
 import { ISTIO_DEFAULT_RETRY, MAX_BUFFERED_BODY_BYTES } from './retry.ts';
-import type { RetryPolicy, RouteBackend, RouteEntry, RouteTable } from './route-table.ts';
-import { requestIdFrom, traceContextFrom, traceparentOf, type TraceContext } from './tracing.ts';
+import type { RouteBackend, RouteEntry, RouteTable } from './route-table.ts';
+import { requestIdFrom, traceContextFrom, traceparentOf } from './tracing.ts';
 import type { Upstreams } from './upstream.ts';
 import { decisionOf, type GateRefusal, type GateRequest, type GateResponse, type RequestGate } from './authz/request-gate.ts';
 import type { DestinationRequest, DestinationTraffic, HashSource } from './destination/destination-traffic.ts';
@@ -154,51 +155,30 @@ interface H2RequestOwner {
  * (h2-stream-events.ts). Before session s13 these were a record, an options object, a try request per try and about
  * ten closures per request.
  */
-class H2Request implements GateRequest, GateResponse, AttemptsOptions<H2Response>, AttemptsListener<H2Response>, H2TryRequest, HashSource {
+class H2Request extends TryRequestBase<H2Response, H2StreamContext> implements GateRequest, GateResponse, AttemptsOptions<H2Response>, AttemptsListener<H2Response>, H2TryRequest, HashSource {
   readonly owner: H2RequestOwner;
-  readonly context: H2StreamContext;
   readonly stream: DownstreamH2Stream;
   /** The request's head: the own layer's list, node:http2's object made from it only when read (h2-request-head.ts). */
   readonly requestHead: H2RequestHead;
-  readonly started = performance.now();
   readonly grpc: boolean;
   readonly method: string;
   /** The path (and query) as the client sent it. */
   readonly path: string;
   readonly authority: string;
-  readonly requestId: string;
-  readonly trace: TraceContext;
   /** The request's HEADERS ended it (no body). */
   readonly endStream: boolean;
-  entry: RouteEntry | undefined = undefined;
-  destination: Service;
-  endpoint: Workload | undefined = undefined;
-  upstreamHost = '';
-  attempts = 0;
   body: H2RequestBody | undefined = undefined;
-  responseBytes = 0;
   /** The HTTP status decided (0 until then: a client gone before an answer). */
   status = 0;
   grpcStatus: number | undefined = undefined;
   flags = '-';
-  details = 'via_upstream';
   /** The target the gate decided on (it normalises the path: `/a/../b` -> `/b`), as GateRequest's `url`. */
   url: string;
   /** The gate's refusal, written by it (GateResponse) and sent in `end`. */
   #gateStatus = 0;
   #gateHeaders: Record<string, string | number> | undefined = undefined;
-  destinationRequest: DestinationRequest | undefined = undefined;
-  /** What VirtualService fault injection did (DI, FI, DI,FI; '' for nothing), joined to the flags at the end. */
-  faultFlags = '';
-  /** The tries, once they began (aborted when the client goes). */
-  tries: RequestAttempts<H2Response> | undefined = undefined;
-  // What the tries send (set in #tries before they start).
-  backend: RouteBackend | undefined = undefined;
-  servicePort = 0;
+  // What the tries send (set in #tries before they start), beside TryRequestBase's backend, port and settings.
   head!: UpstreamRequestHead;
-  policy: RetryPolicy = ISTIO_DEFAULT_RETRY;
-  requestTimeoutMs = 0;
-  readonly facts = H2_RESPONSE_FACTS;
   // The relay of the endpoint's answer (from #relay on).
   upstream: UpstreamH2Stream | undefined = undefined;
   response: H2Response | undefined = undefined;
@@ -207,8 +187,8 @@ class H2Request implements GateRequest, GateResponse, AttemptsOptions<H2Response
   passedAsList = false;
 
   constructor(owner: H2RequestOwner, context: H2StreamContext, stream: DownstreamH2Stream, head: H2RequestHead, flags: number) {
+    super(context, requestIdFrom(head.requestId), traceContextFrom(head.traceparent, head.tracestate), H2_RESPONSE_FACTS);
     this.owner = owner;
-    this.context = context;
     this.stream = stream;
     this.requestHead = head;
     this.grpc = isGrpcContentType(head.contentType);
@@ -216,9 +196,6 @@ class H2Request implements GateRequest, GateResponse, AttemptsOptions<H2Response
     this.path = head.path ?? '/';
     this.url = this.path;
     this.authority = head.authority ?? '';
-    this.requestId = requestIdFrom(head.requestId);
-    this.trace = traceContextFrom(head.traceparent, head.tracestate);
-    this.destination = context.service;
     this.endStream = (flags & NGHTTP2_FLAG_END_STREAM) !== 0;
   }
 
@@ -253,23 +230,6 @@ class H2Request implements GateRequest, GateResponse, AttemptsOptions<H2Response
     stream.end(body);
   }
 
-  // H2TryRequest: what each try reads.
-  get service(): Service {
-    return this.destination;
-  }
-
-  get vip(): string {
-    return this.context.hbone.target.host;
-  }
-
-  get timeoutMs(): number {
-    return this.entry?.backendRequestTimeoutMs ?? 0;
-  }
-
-  get choose(): DestinationRequest['choose'] | undefined {
-    return this.destinationRequest?.choose;
-  }
-
   /** An endpoint's 1xx head, passed on before the answer (called with the request as `this`: see H2Try). */
   onInformational(informational: http2.IncomingHttpHeaders): void {
     const stream = this.stream;
@@ -284,10 +244,6 @@ class H2Request implements GateRequest, GateResponse, AttemptsOptions<H2Response
   replayable(): boolean {
     const stream = this.stream;
     return this.body!.replayable() && !stream.closed && !stream.headersSent;
-  }
-
-  onRetried(outcome: number | 'connect-failure'): void {
-    this.destinationRequest?.tryEnded(outcome);
   }
 
   // AttemptsListener: called from a try's event (an endpoint's head, a reset) or at once: what throws here is this request's alone.

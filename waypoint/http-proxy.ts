@@ -35,10 +35,11 @@ import { sendMirror } from './mirror.ts';
 import { cachedServiceKey } from './service-keys.ts';
 import { bufferBody, ISTIO_DEFAULT_RETRY, MAX_BUFFERED_BODY_BYTES, type BufferedBody } from './retry.ts';
 import { RequestAttempts, type AttemptsListener, type AttemptsOptions, type AttemptsResult, type ResponseFacts } from './request-attempts.ts';
-import type { RetryPolicy, RouteBackend, RouteEntry, RouteTable } from './route-table.ts';
+import type { RouteBackend, RouteEntry, RouteTable } from './route-table.ts';
 import { Http2StreamDuplex } from './stream-adapter.ts';
 import { requestIdFrom, requestIdOf, traceContextFrom, traceContextOf, traceparentOf, type TraceContext } from './tracing.ts';
 import { UpstreamConnections } from './upstream-connections.ts';
+import { TryRequestBase } from './try-request-base.ts';
 import { UpstreamTry } from './upstream-try.ts';
 import type { Upstreams } from './upstream.ts';
 import { proxyUpgrade } from './upgrade.ts';
@@ -125,33 +126,14 @@ interface LeanOwner {
  * exchange's end. Before session s12 these were a record, an options object, a try request per try and five closures
  * per request.
  */
-class LeanRequest implements RequestRecord, AttemptsOptions<ResponseHead>, AttemptsListener<ResponseHead>, ExchangeListener, LeanTryRequest, RelayedHead {
-  readonly context: StreamContext;
+class LeanRequest extends TryRequestBase<ResponseHead, StreamContext> implements RequestRecord, AttemptsOptions<ResponseHead>, AttemptsListener<ResponseHead>, ExchangeListener, LeanTryRequest, RelayedHead {
   readonly exchange: LeanExchange;
   readonly #owner: LeanOwner;
-  readonly started = performance.now();
-  readonly requestId: string;
-  readonly trace: TraceContext;
-  entry: RouteEntry | undefined = undefined;
-  destination: Service;
-  endpoint: Workload | undefined = undefined;
-  upstreamHost = '';
-  attempts = 0;
   requestBytes = 0;
-  responseBytes = 0;
-  details = 'via_upstream';
-  destinationRequest: DestinationRequest | undefined = undefined;
-  faultFlags = '';
   status: number | undefined = undefined;
-  // What the tries send: set once the route and head are known (#leanTries).
-  backend: RouteBackend | undefined = undefined;
-  servicePort = 0;
+  // What the tries send: set once the route and head are known (#leanTries); the rest is TryRequestBase's.
   wire: Buffer = NO_BYTES;
   headRequest = false;
-  policy: RetryPolicy = ISTIO_DEFAULT_RETRY;
-  requestTimeoutMs = 0;
-  readonly facts = RESPONSE_HEAD_FACTS;
-  tries: RequestAttempts<ResponseHead> | undefined = undefined;
   /** The try whose response is relayed, and the flags it is relayed with (from #leanAnswered on). */
   relaying: LeanTry | undefined = undefined;
   relayFlags = '-';
@@ -160,30 +142,10 @@ class LeanRequest implements RequestRecord, AttemptsOptions<ResponseHead>, Attem
   responseFraming = 0;
 
   constructor(owner: LeanOwner, context: StreamContext, exchange: LeanExchange) {
-    this.#owner = owner;
-    this.context = context;
-    this.exchange = exchange;
     const head = exchange.head;
-    this.requestId = requestIdFrom(head.value(FIELD_X_REQUEST_ID));
-    this.trace = traceContextFrom(head.value(FIELD_TRACEPARENT), head.value(FIELD_TRACESTATE));
-    this.destination = context.service;
-  }
-
-  // LeanTryRequest: what each try reads.
-  get service(): Service {
-    return this.destination;
-  }
-
-  get vip(): string {
-    return this.context.hbone.target.host;
-  }
-
-  get timeoutMs(): number {
-    return this.entry?.backendRequestTimeoutMs ?? 0;
-  }
-
-  get choose(): DestinationRequest['choose'] | undefined {
-    return this.destinationRequest?.choose;
+    super(context, requestIdFrom(head.value(FIELD_X_REQUEST_ID)), traceContextFrom(head.value(FIELD_TRACEPARENT), head.value(FIELD_TRACESTATE)), RESPONSE_HEAD_FACTS);
+    this.#owner = owner;
+    this.exchange = exchange;
   }
 
   // AttemptsOptions: the try loop's.
@@ -194,10 +156,6 @@ class LeanRequest implements RequestRecord, AttemptsOptions<ResponseHead>, Attem
   /** The body is always whole here (the lean path takes only bodies the retry buffer holds). */
   replayable(): boolean {
     return !this.exchange.done;
-  }
-
-  onRetried(outcome: number | 'connect-failure'): void {
-    this.destinationRequest?.tryEnded(outcome);
   }
 
   // AttemptsListener: called from the try's own reading (an endpoint's head): what throws here is this request's alone.

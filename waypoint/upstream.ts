@@ -30,18 +30,16 @@ const RETRY_HOST_SELECTION_ATTEMPTS = 5;
 export interface UpstreamTarget {
   address: HostPort;
   endpoint: Workload;
-  picked: PickedEndpoint;
+  /** The pick as pickLeastRequest hands it out: shared by every request to the endpoint, so read-only. */
+  picked: Readonly<PickedEndpoint>;
 }
 
 /**
  * A picked endpoint as the request pickers hand it out: one object per endpoint (and address and port), reused by every
  * request that picks it, so a pick allocates nothing (two draws per request made two objects before session s13).
- * Callers keep it but never change it.
+ * Read-only: callers keep it but cannot change it (what takes a pick takes a Readonly<PickedEndpoint>).
  */
-export interface DialTarget extends PickedEndpoint {
-  readonly endpoint: ServiceEndpoint;
-  readonly address: string;
-  readonly targetPort: number;
+export interface DialTarget extends Readonly<PickedEndpoint> {
   /** `address:targetPort`, for logs and the access log's upstream host. */
   readonly hostPort: string;
 }
@@ -91,7 +89,7 @@ export class Upstreams {
    * The endpoint for one HTTP request: of two draws, the one with fewer requests in flight; `avoid`: an address to
    * redraw. Throws UH. The same object for every request to the endpoint (DialTarget): keep it, never change it.
    */
-  pickLeastRequest(service: Service, servicePort: number, vip: string, avoid?: string): DialTarget {
+  pickLeastRequest(service: Service, servicePort: number, vip: string, avoid?: string): Readonly<DialTarget> {
     let drawn = this.#drawTwo(service, servicePort, vip);
     // A retry prefers another endpoint than the one that failed (Envoy's previous_hosts predicate, 5 tries as Istio).
     for (let attempt = 0; avoid !== undefined && drawn.address === avoid && attempt < RETRY_HOST_SELECTION_ATTEMPTS; attempt++) {
@@ -106,7 +104,7 @@ export class Upstreams {
   }
 
   /** The DialTarget for what a draw or a chooser picked. */
-  #targetFor(picked: PickedEndpoint): DialTarget {
+  #targetFor(picked: Readonly<PickedEndpoint>): Readonly<DialTarget> {
     const endpoint = picked.endpoint;
     const known = this.#targets.get(endpoint);
     if (known !== undefined && known.address === picked.address && known.targetPort === picked.targetPort) return known;
@@ -122,7 +120,7 @@ export class Upstreams {
   }
 
   /** The endpoint a DestinationRule's load balancer chooses (waypoint/destination/). Throws UH. */
-  pickWith(choose: EndpointChooser, service: Service, servicePort: number, vip: string): DialTarget {
+  pickWith(choose: EndpointChooser, service: Service, servicePort: number, vip: string): Readonly<DialTarget> {
     try {
       return this.#targetFor(choose(this.#self(), service, this.#state.endpointsOf(cachedServiceKey(service)), servicePort, vip));
     } catch (error) {
@@ -141,16 +139,16 @@ export class Upstreams {
   }
 
   /** A stream to the picked endpoint: HBONE on the pooled connection when it is in the mesh, else TCP. Throws UF. */
-  async connect(service: Service, picked: PickedEndpoint): Promise<UpstreamStream> {
+  async connect(service: Service, picked: Readonly<PickedEndpoint>): Promise<UpstreamStream> {
     return (await this.#connect(service, picked, false)) as UpstreamStream;
   }
 
   /** As connect(), but an HBONE stream on the own layer comes as the H2Stream itself (the lean HTTP/1.1 path). */
-  connectDirect(service: Service, picked: PickedEndpoint): Promise<DirectUpstream> {
+  connectDirect(service: Service, picked: Readonly<PickedEndpoint>): Promise<DirectUpstream> {
     return this.#connect(service, picked, true);
   }
 
-  async #connect(service: Service, picked: PickedEndpoint, direct: boolean): Promise<DirectUpstream> {
+  async #connect(service: Service, picked: Readonly<PickedEndpoint>, direct: boolean): Promise<DirectUpstream> {
     const target: HostPort = { host: picked.address, port: picked.targetPort };
     const endpoint = picked.endpoint.workload;
     if (endpoint.tunnelProtocol === 'HBONE') {

@@ -8,6 +8,8 @@ import type { PickedEndpoint } from '../../shared/mesh/load-balance.ts';
 import { WaypointError } from '../../waypoint/errors.ts';
 import { endToEndHeaders, modifyHeaders, modifyPath, redirectLocation, rewrittenUrl } from '../../waypoint/filters.ts';
 import { LeastRequestBalancer } from '../../waypoint/least-request.ts';
+import type { Service } from '../../shared/mesh/service.ts';
+import type { Upstreams } from '../../waypoint/upstream.ts';
 import { backoffMs, shouldRetry } from '../../waypoint/retry.ts';
 import type { RouteEntry } from '../../waypoint/route-table.ts';
 import { randomRequestId, requestIdOf, traceContextOf, traceparentOf } from '../../waypoint/tracing.ts';
@@ -96,6 +98,27 @@ test('a made request id is a version 4 UUID, a new one each time (across refills
     seen.add(id);
   }
   t.is(seen.size, 1000);
+});
+
+/**
+ * Checked by tsc, never run: the pick every request to an endpoint shares (one object per endpoint) cannot be written
+ * through what the pickers hand out; each write below must stay a type error (an unused @ts-expect-error fails tsc).
+ */
+function sharedPicksAreReadOnly(upstreams: Upstreams, service: Service): void {
+  const picked = upstreams.pickLeastRequest(service, 80, '10.0.0.1');
+  // @ts-expect-error the shared pick is read-only
+  picked.address = '10.0.0.9';
+  // @ts-expect-error the shared pick is read-only
+  picked.targetPort = 1;
+  // @ts-expect-error the shared pick is read-only
+  picked.hostPort = '10.0.0.9:1';
+  const target = upstreams.pick(service, 80, '10.0.0.1');
+  // @ts-expect-error the HTTP/2 path's view holds the same shared pick
+  target.picked.address = '10.0.0.9';
+}
+
+test('the least-request pick shared by an endpoint\'s requests is read-only to its callers (a compile-time check)', (t) => {
+  t.is(typeof sharedPicksAreReadOnly, 'function');
 });
 
 test('least request: of two draws, the endpoint with fewer requests in flight', (t) => {

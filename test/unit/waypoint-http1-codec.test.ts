@@ -277,30 +277,44 @@ test('a request forwarded as bytes: a request id or tracestate with CR, LF or NU
   }
 });
 
-test('property: heads forwarded as bytes are the string way\'s text, byte for byte', (t) => {
+test('property: heads forwarded as bytes are the string way\'s text, byte for byte (the received start line written natively or not)', (t) => {
   const names = ['Host', 'X-A', 'x-a', 'Cookie', 'Set-Cookie', 'Connection', 'Keep-Alive', 'TE', 'Upgrade', 'X-Request-Id', 'traceparent', 'Tracestate', 'Content-Type', 'Proxy-Authenticate', 'Transfer-Encoding', 'Trailer', 'Proxy-Connection', 'x-long'];
   const values = fc.constantFrom('a', 'b c', '', ' d ', '1', 'x'.repeat(40), '\u00e9t\u00e9');
   fc.assert(
-    fc.property(fc.array(fc.record({ name: fc.constantFrom(...names), value: values }), { maxLength: 10 }), fc.constantFrom('/', '/a/b?c=d', `/${'p'.repeat(50)}`), fc.option(fc.constantFrom('k=v', 'a=1,b=2')), fc.integer({ min: 0, max: 3 }), fc.integer({ min: 100, max: 599 }), (fields, target, tracestate, framing, status) => {
-      const lines = fields.filter((field) => field.name !== 'Transfer-Encoding').map((field) => `${field.name}: ${field.value}\r\n`).join('');
-      const head = request(`GET ${target} HTTP/1.1\r\nHost: svc\r\n${lines}\r\n`) as RequestHead;
-      if (head instanceof Http1Error || head.firstWinsRepeated) return true;
-      const trace = tracestate === null ? TRACE : { ...TRACE, tracestate };
-      const traceLines = `x-request-id: r\r\ntraceparent: 00-${trace.traceId}-${trace.spanId}-${trace.flags}\r\n${trace.tracestate === undefined ? '' : `tracestate: ${trace.tracestate}\r\n`}`;
-      t.is(forwardedRequest('GET', target, head, 'r', trace, [Buffer.from('xyz')], 3).toString('latin1'), `GET ${target} HTTP/1.1\r\n${head.fieldText(SKIP_HOP_BY_HOP | SKIP_TRACE)}${traceLines}\r\nxyz`);
-      const response = Buffer.from(`HTTP/1.1 ${status} Whatever\r\n${lines}\r\n`, 'latin1');
-      const parsed = parseResponseHead(response, 0, response.length) as ResponseHead;
-      if (parsed instanceof Http1Error || parsed.firstWinsRepeated) return true;
-      const out = Buffer.alloc(relayedResponseHeadBytes(status, parsed, framing) + 2, 0x7e);
-      const end = writeRelayedResponseHead(out, 1, status, parsed, framing);
-      const framingLines = ((framing & FRAMING_CHUNKED) !== 0 ? 'transfer-encoding: chunked\r\n' : '') + ((framing & FRAMING_CLOSE) !== 0 ? 'connection: close\r\n' : '');
-      t.is(out.toString('latin1', 1, end), `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\n${parsed.fieldText(SKIP_HOP_BY_HOP)}${framingLines}\r\n`);
-      t.is(end, out.length - 1, 'the head is exactly the size counted');
-      t.is(out[0], 0x7e);
-      t.is(out[end], 0x7e);
-      return true;
-    }),
-    { numRuns: 500 },
+    fc.property(
+      fc.array(fc.record({ name: fc.constantFrom(...names), value: values }), { maxLength: 10 }),
+      fc.constantFrom('/', '/a/b?c=d', `/${'p'.repeat(50)}`),
+      fc.option(fc.constantFrom('k=v', 'a=1,b=2')),
+      fc.integer({ min: 0, max: 3 }),
+      fc.integer({ min: 100, max: 599 }),
+      // The target sent on is the received one (the head's own line goes as it came) or a rewritten one.
+      fc.constantFrom(undefined, '/', '/rewritten/path'),
+      // The endpoint's reason phrase is the usual one (its own status line goes as it came) or another.
+      fc.boolean(),
+      // Room after the relayed head (the body's bytes in the write's buffer).
+      fc.integer({ min: 0, max: 200 }),
+      (fields, target, tracestate, framing, status, rewritten, usualReason, room) => {
+        const lines = fields.filter((field) => field.name !== 'Transfer-Encoding').map((field) => `${field.name}: ${field.value}\r\n`).join('');
+        const head = request(`GET ${target} HTTP/1.1\r\nHost: svc\r\n${lines}\r\n`) as RequestHead;
+        if (head instanceof Http1Error || head.firstWinsRepeated) return true;
+        const trace = tracestate === null ? TRACE : { ...TRACE, tracestate };
+        const traceLines = `x-request-id: r\r\ntraceparent: 00-${trace.traceId}-${trace.spanId}-${trace.flags}\r\n${trace.tracestate === undefined ? '' : `tracestate: ${trace.tracestate}\r\n`}`;
+        const sent = rewritten ?? target;
+        t.is(forwardedRequest('GET', sent, head, 'r', trace, [Buffer.from('xyz')], 3).toString('latin1'), `GET ${sent} HTTP/1.1\r\n${head.fieldText(SKIP_HOP_BY_HOP | SKIP_TRACE)}${traceLines}\r\nxyz`);
+        const response = Buffer.from(`HTTP/1.1 ${status} ${usualReason ? (http.STATUS_CODES[status] ?? '') : 'Whatever'}\r\n${lines}\r\n`, 'latin1');
+        const parsed = parseResponseHead(response, 0, response.length) as ResponseHead;
+        if (parsed instanceof Http1Error || parsed.firstWinsRepeated) return true;
+        const headBytes = relayedResponseHeadBytes(status, parsed, framing);
+        const out = Buffer.alloc(1 + headBytes + room, 0x7e);
+        const end = writeRelayedResponseHead(out, 1, status, parsed, framing);
+        const framingLines = ((framing & FRAMING_CHUNKED) !== 0 ? 'transfer-encoding: chunked\r\n' : '') + ((framing & FRAMING_CLOSE) !== 0 ? 'connection: close\r\n' : '');
+        t.is(out.toString('latin1', 1, end), `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\n${parsed.fieldText(SKIP_HOP_BY_HOP)}${framingLines}\r\n`);
+        t.is(end, 1 + headBytes, 'the head is exactly the size counted');
+        t.is(out[0], 0x7e, 'nothing written before the head');
+        return true;
+      },
+    ),
+    { numRuns: 1000 },
   );
 });
 

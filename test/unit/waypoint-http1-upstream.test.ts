@@ -152,3 +152,31 @@ test('a broken answer (bad chunk size, a cut before the end) fails the exchange 
   t.is(opened(), 2);
   t.deepEqual(pool.view(), {});
 });
+
+test('idle streams go out last in first out; one closed while idle leaves its list at once and is never handed out', async (t) => {
+  const answer = ['HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok'];
+  const backend = await endpoint(Array.from({ length: 8 }, () => answer));
+  t.teardown(backend.close);
+  const { upstreams, opened } = upstreamsOn(backend.session);
+  const pool = new UpstreamHttp1Pool(upstreams);
+  t.teardown(() => pool.close());
+  const first = await Promise.all([exchange(pool, '/a'), exchange(pool, '/b'), exchange(pool, '/c')]);
+  t.is(opened(), 3, 'three requests at once: three streams');
+  t.deepEqual(Object.values(pool.view()), [{ open: 0, idle: 3 }]);
+  // The stream idle last is the one handed out next, again and again (the list goes 3 -> 2 -> 3 each time).
+  const last = (await exchange(pool, '/d')).stream;
+  t.is((await exchange(pool, '/e')).stream, last);
+  t.is((await exchange(pool, '/f')).stream, last);
+  // One of the others closes while idle (a reset, or the endpoint going): out of the idle list, never handed out.
+  const closed = first.map((done) => done.stream).find((stream) => stream !== last)!;
+  closed.destroy();
+  for (let waited = 0; Object.values(pool.view())[0]?.idle !== 2 && waited < 2_000; waited += 20) await new Promise((resolve) => setTimeout(resolve, 20));
+  t.deepEqual(Object.values(pool.view()), [{ open: 0, idle: 2 }]);
+  const again = await Promise.all([exchange(pool, '/g'), exchange(pool, '/h')]);
+  const handedOut = again.map((done) => done.stream);
+  t.false(handedOut.includes(closed), 'the closed stream was not handed out');
+  t.true(handedOut.includes(last));
+  t.is(new Set(handedOut).size, 2);
+  t.is(opened(), 3, 'no new stream: the two idle ones carried both');
+  t.true(again.every((done) => done.received.body === 'ok'));
+});

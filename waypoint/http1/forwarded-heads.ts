@@ -65,6 +65,14 @@ function putValue(out: Buffer, offset: number, name: string, value: string): num
   return offset + length;
 }
 
+/** Whether `head`'s start line is `method target HTTP/1.1` (read in place). */
+function receivedRequestLine(method: string, target: string, head: FieldFacts): boolean {
+  const text = head.text;
+  const targetAt = method.length + 1;
+  const versionAt = targetAt + target.length;
+  return head.startLineEnd === versionAt + 9 && text.startsWith(method) && text.charCodeAt(method.length) === 0x20 && text.startsWith(target, targetAt) && text.startsWith(' HTTP/1.1', versionAt);
+}
+
 /** The bytes of the request id and trace context lines (x-request-id, traceparent, tracestate when kept). */
 function traceLinesBytes(requestId: string, trace: TraceContext): number {
   const traceparent = TRACEPARENT_PREFIX.length + trace.traceId.length + 1 + trace.spanId.length + 1 + trace.flags.length + 2;
@@ -82,11 +90,15 @@ export function forwardedRequest(method: string, target: string, head: FieldFact
   const skip = SKIP_HOP_BY_HOP | SKIP_TRACE;
   const headBytes = method.length + 1 + target.length + REQUEST_LINE_END.length + head.fieldBytes(skip) + traceLinesBytes(requestId, trace) + 2;
   const out = Buffer.allocUnsafe(headBytes + bodyBytes);
-  let offset = put(out, 0, method);
-  out[offset++] = 0x20;
-  offset = put(out, offset, target);
-  offset = put(out, offset, REQUEST_LINE_END);
-  offset = head.writeFields(skip, out, offset);
+  // The received request line is the one to send (same method and target, HTTP/1.1): the head goes by one native write.
+  let offset = receivedRequestLine(method, target, head) ? head.writeHead(skip, out, 0) : -1;
+  if (offset < 0) {
+    offset = put(out, 0, method);
+    out[offset++] = 0x20;
+    offset = put(out, offset, target);
+    offset = put(out, offset, REQUEST_LINE_END);
+    offset = head.writeFields(skip, out, offset);
+  }
   offset = put(out, offset, REQUEST_ID_PREFIX);
   offset = putLineEnd(out, putValue(out, offset, 'x-request-id', requestId));
   offset = put(out, offset, TRACEPARENT_PREFIX);
@@ -112,8 +124,10 @@ export function relayedResponseHeadBytes(status: number, head: FieldFacts, frami
  * Returns the offset after it. As forwardedRequest, only for a head whose map was not read and with no repeat.
  */
 export function writeRelayedResponseHead(out: Buffer, offset: number, status: number, head: FieldFacts, framing: number): number {
-  let at = put(out, offset, statusLine(status));
-  at = head.writeFields(SKIP_HOP_BY_HOP, out, at);
+  const line = statusLine(status);
+  // The received status line is the one to send (`HTTP/1.1 NNN` and the usual reason): the head goes by one native write.
+  let at = head.startLineEnd === line.length - 2 && head.text.startsWith(line) ? head.writeHead(SKIP_HOP_BY_HOP, out, offset) : -1;
+  if (at < 0) at = head.writeFields(SKIP_HOP_BY_HOP, out, put(out, offset, line));
   if ((framing & FRAMING_CHUNKED) !== 0) at = put(out, at, CHUNKED_LINE);
   if ((framing & FRAMING_CLOSE) !== 0) at = put(out, at, CLOSE_LINE);
   return putLineEnd(out, at);
