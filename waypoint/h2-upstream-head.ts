@@ -24,6 +24,45 @@ import { headerListOf, lowerName, putValue } from './h2-own-upstream.ts';
 /** Connection-specific headers (RFC 9113 8.2.2): never forwarded (Node refuses them on HTTP/2 anyway). */
 export const CONNECTION_SPECIFIC = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'http2-settings', 'host']);
 
+// What becomes of a client's regular field on its way to the endpoint (regularFieldFate): left out, sent as it came,
+// or one of the three trace fields, sent once with the proxy's value (the bit records that it was sent).
+const LEAVE_OUT = -1;
+const AS_SENT = 0;
+const REQUEST_ID = 1;
+const TRACEPARENT = 2;
+const TRACESTATE = 4;
+
+/**
+ * The fate of regular field `name` (lower-case) given the trace fields already sent (`seen`, bits): connection-specific
+ * fields and `te` other than `trailers` are left out (HTTP/1.1-style `te` is connection-specific too; gRPC's
+ * `te: trailers` passes), as is a trace field sent already or `tracestate` when it is dropped.
+ */
+function regularFieldFate(name: string, value: unknown, seen: number, dropTracestate: boolean): number {
+  if (CONNECTION_SPECIFIC.has(name)) return LEAVE_OUT;
+  if (name === 'te' && value !== 'trailers') return LEAVE_OUT;
+  let bit: number;
+  if (name === 'x-request-id') bit = REQUEST_ID;
+  else if (name === 'traceparent') bit = TRACEPARENT;
+  else if (name === 'tracestate') {
+    if (dropTracestate) return LEAVE_OUT;
+    bit = TRACESTATE;
+  } else return AS_SENT;
+  return (seen & bit) !== 0 ? LEAVE_OUT : bit;
+}
+
+/** The proxy's value of the trace field `bit` (never TRACESTATE while `tracestate` is undefined: regularFieldFate). */
+function traceValue(bit: number, requestId: string, traceparent: string, tracestate: string | undefined): string {
+  return bit === REQUEST_ID ? requestId : bit === TRACEPARENT ? traceparent : tracestate!;
+}
+
+/** The trace fields the client did not send (not in `seen`), appended at `at`; the new end. */
+function putMissingTraceFields(list: string[], at: number, seen: number, requestId: string, traceparent: string, tracestate: string | undefined): number {
+  if ((seen & REQUEST_ID) === 0) at = putValue(list, at, 'x-request-id', requestId, undefined);
+  if ((seen & TRACEPARENT) === 0) at = putValue(list, at, 'traceparent', traceparent, undefined);
+  if ((seen & TRACESTATE) === 0 && tracestate !== undefined) at = putValue(list, at, 'tracestate', tracestate, undefined);
+  return at;
+}
+
 export class UpstreamRequestHead {
   /** The fields as names and values in turn, pseudo-headers first (up to `pseudoEnd`). */
   readonly fields: string[];
@@ -140,36 +179,22 @@ export function upstreamHeadOf(headers: http2.IncomingHttpHeaders, path: string,
       hasAuthority = true;
     }
     const pseudoEnd = at;
-    let hasRequestId = false;
-    let hasTraceparent = false;
-    let hasTracestate = false;
+    let seen = 0;
     if (regular) {
       for (const key in headers) {
         if (key.charCodeAt(0) === 58) continue;
         const name = lowerName(key);
         let value = headers[key];
-        if (CONNECTION_SPECIFIC.has(name)) continue;
-        // HTTP/1.1-style `te` other than trailers is connection-specific too; gRPC's `te: trailers` passes.
-        if (name === 'te' && value !== 'trailers') continue;
-        if (name === 'x-request-id') {
-          if (hasRequestId) continue;
-          hasRequestId = true;
-          value = requestId;
-        } else if (name === 'traceparent') {
-          if (hasTraceparent) continue;
-          hasTraceparent = true;
-          value = traceparent;
-        } else if (name === 'tracestate') {
-          if (hasTracestate || tracestate === undefined) continue;
-          hasTracestate = true;
-          value = tracestate;
+        const fate = regularFieldFate(name, value, seen, tracestate === undefined);
+        if (fate === LEAVE_OUT) continue;
+        if (fate !== AS_SENT) {
+          seen |= fate;
+          value = traceValue(fate, requestId, traceparent, tracestate);
         }
         at = putValue(list, at, name, value, undefined);
       }
     }
-    if (!hasRequestId) at = putValue(list, at, 'x-request-id', requestId, undefined);
-    if (!hasTraceparent) at = putValue(list, at, 'traceparent', traceparent, undefined);
-    if (!hasTracestate && tracestate !== undefined) at = putValue(list, at, 'tracestate', tracestate, undefined);
+    at = putMissingTraceFields(list, at, seen, requestId, traceparent, tracestate);
     while (list.length > at) list.pop();
     return new UpstreamRequestHead(list, pseudoEnd, hasScheme && hasAuthority, undefined);
   } catch (error) {
@@ -217,33 +242,19 @@ export function upstreamHeadOfFields(fields: readonly string[], path: string, au
       hasAuthority = true;
     }
     const pseudoEnd = at;
-    let hasRequestId = false;
-    let hasTraceparent = false;
-    let hasTracestate = false;
+    let seen = 0;
     for (; index < fields.length; index += 2) {
       const name = fields[index]!;
       let value = fields[index + 1]!;
-      if (CONNECTION_SPECIFIC.has(name)) continue;
-      // HTTP/1.1-style `te` other than trailers is connection-specific too; gRPC's `te: trailers` passes.
-      if (name === 'te' && value !== 'trailers') continue;
-      if (name === 'x-request-id') {
-        if (hasRequestId) continue;
-        hasRequestId = true;
-        value = requestId;
-      } else if (name === 'traceparent') {
-        if (hasTraceparent) continue;
-        hasTraceparent = true;
-        value = traceparent;
-      } else if (name === 'tracestate') {
-        if (hasTracestate || tracestate === undefined) continue;
-        hasTracestate = true;
-        value = tracestate;
+      const fate = regularFieldFate(name, value, seen, tracestate === undefined);
+      if (fate === LEAVE_OUT) continue;
+      if (fate !== AS_SENT) {
+        seen |= fate;
+        value = traceValue(fate, requestId, traceparent, tracestate);
       }
       at = putValue(list, at, name, value, undefined);
     }
-    if (!hasRequestId) at = putValue(list, at, 'x-request-id', requestId, undefined);
-    if (!hasTraceparent) at = putValue(list, at, 'traceparent', traceparent, undefined);
-    if (!hasTracestate && tracestate !== undefined) at = putValue(list, at, 'tracestate', tracestate, undefined);
+    at = putMissingTraceFields(list, at, seen, requestId, traceparent, tracestate);
     while (list.length > at) list.pop();
     return new UpstreamRequestHead(list, pseudoEnd, hasScheme && hasAuthority, undefined);
   } catch (error) {
