@@ -51,8 +51,19 @@ const GROWTH_WINDOW_MS = 1_000;
  */
 const STOCK_IDLE_SWEEP_MS = 10_000;
 
-/** Whether in-pod factories keep stocks (AMBIT_INPOD_SOCKET_STOCK=0: every socket made on its connection's path). */
-export const socketStockEnabled = process.env.AMBIT_INPOD_SOCKET_STOCK !== '0';
+/**
+ * Whether in-pod factories keep stocks: **off by default** since session s14 (AMBIT_INPOD_SOCKET_STOCK=1 turns them
+ * on). It counts two setns fewer per connection, but in quiet A/B runs of the mesh suite's storm step the stock read
+ * lower than without it (3,000/s answered, four runs each: 1,380 / 2,255 / 1,892 / 1,526 with it, two of them failing
+ * connections, against 2,044 / 2,058 / 2,452 / 2,246 without, none failing; BENCHMARKS.md, "The in-pod socket stock
+ * ... quiet A/B"). Kept, tested, for a machine where the counts show in wall clock.
+ */
+export let socketStockEnabled = process.env.AMBIT_INPOD_SOCKET_STOCK === '1';
+
+/** Turns stocks on or off for factories' later connections (the stock's own tests; the environment decides at start). */
+export function setSocketStockEnabled(enabled: boolean): void {
+  socketStockEnabled = enabled;
+}
 
 class KindStock {
   readonly stock: SocketStock;

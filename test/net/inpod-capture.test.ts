@@ -17,7 +17,7 @@ import type { InboundCapture, IptablesBackend } from '../../agent/inpod/rules.ts
 import { nativeSockets } from '../../agent/inpod/sockets.ts';
 import { startCniServer } from '../../agent/cni-server.ts';
 import { CaptureError } from '../../agent/inpod/errors.ts';
-import { STOCK_MAX } from '../../agent/inpod/socket-stock.ts';
+import { setSocketStockEnabled, socketStockEnabled, STOCK_MAX } from '../../agent/inpod/socket-stock.ts';
 import {
   closeServer, connectFrom, createPodTopology, exchange, listenIn, uniquePrefix, type PodTopology,
 } from './helpers/inpod-topology.ts';
@@ -371,6 +371,10 @@ test.serial('deliveries from the pod\'s socket stock: each in the pod, marked, w
   // only there), carry the mark (or the pod's rules capture it again) and be bound to this connection's client (the
   // reply is routed back to the agent by that address). Two clients take turns, fast enough that the pod's stock
   // grows and later deliveries come from spares made before their client was known.
+  // The stock is off by default (socket-stock.ts): on for this test only.
+  const stockWas = socketStockEnabled;
+  setSocketStockEnabled(true);
+  t.teardown(() => setSocketStockEnabled(stockWas));
   const { topology, pod, manager } = await setUp(t, 'nft', 'tproxy');
   const second = '10.77.0.5';
   await exec('ip', ['-n', topology.peer.name, 'addr', 'add', `${second}/32`, 'dev', 'veth0']);
