@@ -67,6 +67,14 @@ type Protocol = (typeof PROTOCOLS)[number];
  * and the 60 s memory wait, for profiling and A/B runs of one path (the goal rows of what is skipped say so).
  */
 const ONLY_PROTOCOL = PROTOCOLS.find((protocol) => protocol === process.env.AMBIT_BENCH_WAYPOINT_ONLY);
+/**
+ * AMBIT_BENCH_WAYPOINT_FOCUS=1: both protocols' tables at full size (the CPU, latency and policy goals), without the
+ * rate climb, the split and the 60 s memory wait (about half the suite's time), so the noisy rows can be read over
+ * several runs of one tree (bench/tools/goal-medians.ts reduces the runs' JSON to medians per goal).
+ */
+const FOCUS = process.env.AMBIT_BENCH_WAYPOINT_FOCUS === '1';
+/** Only the request tables: one protocol's (ONLY_PROTOCOL) or both (FOCUS). */
+const TABLES_ONLY = ONLY_PROTOCOL !== undefined || FOCUS;
 /** AMBIT_BENCH_WAYPOINT_ONLY=rates: the rate climb alone, at full size even with --quick (A/B runs of the climb). */
 const RATES_ONLY = process.env.AMBIT_BENCH_WAYPOINT_ONLY === 'rates';
 /**
@@ -147,6 +155,8 @@ function hopCpuPerRequest(seconds: number | undefined, rate: number, stepSeconds
 }
 
 interface PathRun extends LoadResult {
+  /** The round it was measured in (0-based): "added" latency pairs a hop's run with its base path's of the same round. */
+  round: number;
   /** CPU seconds of the L7 hop (waypoint or haproxy) during the run. */
   hopCpu?: number;
   /** The kernel's part of hopCpu (system time): TLS records' sends, loopback and veth delivery. */
@@ -254,7 +264,7 @@ async function run(outer: SuiteContext): Promise<SuiteResult> {
             const result = await load(target.pod, label, ['--host', target.host, '--port', String(target.port), '--rate', '1000', '--duration', String(sizes.seconds), '--connections', connections, '--size', '1024', ...(target.extra ?? [])], tool);
             const hopCpu = meter?.stop().hop;
             const hopSystemCpu = systemMeter?.stop().hop;
-            runs[protocol][name].push({ ...result, requests: 1000 * sizes.seconds, ...(hopCpu !== undefined ? { hopCpu } : {}), ...(hopSystemCpu !== undefined ? { hopSystemCpu } : {}) });
+            runs[protocol][name].push({ ...result, round, requests: 1000 * sizes.seconds, ...(hopCpu !== undefined ? { hopCpu } : {}), ...(hopSystemCpu !== undefined ? { hopSystemCpu } : {}) });
             context.log(`round ${round + 1} ${label}: p50 ${formatNumber(result.p50)} µs, p99 ${formatNumber(result.p99)} µs, ${formatNumber(result.requestsPerSecond)}/s, failed ${result.failed}${hopCpu !== undefined ? `, hop CPU ${formatNumber(hopCpu * 1000)} ms` : ''}`);
           } catch (error) {
             const message = `${label}: ${((error as Error).message ?? String(error)).split('\n')[0]}`;
@@ -271,7 +281,7 @@ async function run(outer: SuiteContext): Promise<SuiteResult> {
     const fixedRates = RATES_ONLY && process.env.AMBIT_BENCH_WAYPOINT_RATES ? process.env.AMBIT_BENCH_WAYPOINT_RATES.split(',').map(Number) : undefined;
     // The loopback round trip in the client pod: the machine's part of every path's latency at that rate.
     const loopbackPing = (rate: number, seconds: number): Promise<LoadResult> => load(topology.client, `loopback round trip at ${rate}/s`, ['--rate', String(rate), '--duration', String(seconds)], 'loopback-ping.ts');
-    if (!ONLY_PROTOCOL && !RATES_ONLY) {
+    if (!TABLES_ONLY && !RATES_ONLY) {
       for (const rate of LOOPBACK_REFERENCE_RATES) {
         try {
           const reference = await loopbackPing(rate, sizes.rateSeconds);
@@ -282,7 +292,7 @@ async function run(outer: SuiteContext): Promise<SuiteResult> {
         }
       }
     }
-    climb: for (const rate of ONLY_PROTOCOL ? [] : (fixedRates ?? sizes.rates)) {
+    climb: for (const rate of TABLES_ONLY ? [] : (fixedRates ?? sizes.rates)) {
       for (let attempt = 1; attempt <= (fixedRates ? 1 : 2); attempt++) {
         try {
           const faultsBefore = topology.agentPids.map(minorFaults);
@@ -317,7 +327,7 @@ async function run(outer: SuiteContext): Promise<SuiteResult> {
     // haproxy's own climb, same rules, same run: the anchor for the waypoint's highest rate on this machine (whose
     // p99 at a low rate is mostly the machine's: see LOOPBACK_REFERENCE_RATES).
     const haproxyEntry = entries.http1.haproxy!;
-    haproxyClimb: for (const rate of ONLY_PROTOCOL || RATES_ONLY ? [] : sizes.rates) {
+    haproxyClimb: for (const rate of TABLES_ONLY || RATES_ONLY ? [] : sizes.rates) {
       for (let attempt = 1; attempt <= 2; attempt++) {
         try {
           const meter = new CpuMeter({ hop: topology.haproxyPid }).start();
@@ -332,7 +342,7 @@ async function run(outer: SuiteContext): Promise<SuiteResult> {
       }
       break;
     }
-    if (!ONLY_PROTOCOL && !RATES_ONLY) {
+    if (!TABLES_ONLY && !RATES_ONLY) {
       try {
         split = await load(topology.client, '90/10 split', ['--host', VIPS.split, '--port', '80', '--count', String(sizes.splitRequests), '--connections', '16', '--size', '1024', '--warmup', '0']);
         context.log(`split: ${JSON.stringify(split.backends)}`);
@@ -342,9 +352,12 @@ async function run(outer: SuiteContext): Promise<SuiteResult> {
     }
     memory.afterRun = await waypointMemory(topology.waypoint, topology.waypointPid);
     context.log(`waypoint memory after the run: ${formatMemory(memory.afterRun)}`);
-    await new Promise((resolve) => setTimeout(resolve, ONLY_PROTOCOL || RATES_ONLY ? 0 : MEMORY_SETTLE_MS));
-    memory.later = await waypointMemory(topology.waypoint, topology.waypointPid);
-    context.log(`waypoint memory ${MEMORY_SETTLE_MS / 1000} s later: ${formatMemory(memory.later)}`);
+    // Runs of the tables alone skip the wait: their "later" row reads "?" rather than a figure taken at once.
+    if (!TABLES_ONLY && !RATES_ONLY) {
+      await new Promise((resolve) => setTimeout(resolve, MEMORY_SETTLE_MS));
+      memory.later = await waypointMemory(topology.waypoint, topology.waypointPid);
+      context.log(`waypoint memory ${MEMORY_SETTLE_MS / 1000} s later: ${formatMemory(memory.later)}`);
+    }
     if (context.profileDir) await stopForProfile(context, topology.waypointPid);
   } finally {
     await context.processes.stopAll();
@@ -592,11 +605,22 @@ function protocolResult(protocol: Protocol, sizes: Sizes, runs: Record<PathName,
   const systemPerThousand = (name: PathName) => med(name, (entry) => (entry.hopSystemCpu === undefined ? undefined : (entry.hopSystemCpu * 1000 * 1000) / entry.requests));
   const waypointSystem = systemPerThousand('waypoint');
   const haproxySystem = systemPerThousand('haproxy');
+  // Each round's difference between the hop's path and its base path measured in the same round, then the median of
+  // those differences (as the mesh suite does): a median of differences, not a difference of medians taken from
+  // different rounds, so one disturbed run of either path moves the figure less.
+  const perRoundAdded = (hop: PathName, base: PathName, pick: (run: PathRun) => number): number[] =>
+    runs[hop].flatMap((entry) => {
+      const same = runs[base].find((other) => other.round === entry.round);
+      return same === undefined ? [] : [pick(entry) - pick(same)];
+    });
   const added = (hop: PathName, base: PathName, pick: (run: PathRun) => number) => {
-    const a = med(hop, pick);
-    const b = med(base, pick);
-    return a === undefined || b === undefined ? undefined : a - b;
+    const values = perRoundAdded(hop, base, pick);
+    return values.length ? median(values) : undefined;
   };
+  const perRoundCpuRatios = runs.waypoint.map((entry) => {
+    const same = runs.haproxy.find((other) => other.round === entry.round);
+    return entry.hopCpu && same?.hopCpu ? formatRatio(entry.hopCpu / entry.requests / (same.hopCpu / same.requests)) : '?';
+  });
   const waypointAdds = added('waypoint', 'mesh', (entry) => entry.p50);
   const haproxyAdds = added('haproxy', 'stunnel', (entry) => entry.p50);
   const ratio = (a: number | undefined, b: number | undefined) => (a === undefined || b === undefined || b <= 0 ? undefined : a / b);
@@ -624,8 +648,8 @@ function protocolResult(protocol: Protocol, sizes: Sizes, runs: Record<PathName,
       columns: ['path', 'achieved/s', 'p50 (µs)', 'p99 (µs)', 'failed', 'L7 hop CPU per 1,000 requests (ms)'],
       rows,
       notes: [
-        `latency added (p50): waypoint ${formatNumber(waypointAdds)} µs over the L4 mesh; haproxy ${formatNumber(haproxyAdds)} µs over the stunnel pair; ratio ${formatRatio(latencyRatio)} ${goalMark(goals[1]!)}`,
-        `CPU per 1,000 requests: waypoint ${formatNumber(waypointCpu)} ms, haproxy ${formatNumber(haproxyCpu)} ms; ratio ${formatRatio(cpuRatio)} ${goalMark(goals[0]!)}`,
+        `latency added (p50, median of each round's difference to its base path in the same round): waypoint ${formatNumber(waypointAdds)} µs over the L4 mesh (rounds: ${perRoundAdded('waypoint', 'mesh', (entry) => entry.p50).map(formatNumber).join(', ')}); haproxy ${formatNumber(haproxyAdds)} µs over the stunnel pair (rounds: ${perRoundAdded('haproxy', 'stunnel', (entry) => entry.p50).map(formatNumber).join(', ')}); ratio ${formatRatio(latencyRatio)} ${goalMark(goals[1]!)}`,
+        `CPU per 1,000 requests: waypoint ${formatNumber(waypointCpu)} ms, haproxy ${formatNumber(haproxyCpu)} ms; ratio ${formatRatio(cpuRatio)} ${goalMark(goals[0]!)} (per round: ${perRoundCpuRatios.join(', ')})`,
         `of it in the kernel (system time): waypoint ${formatNumber(waypointSystem)} ms, haproxy ${formatNumber(haproxySystem)} ms; user space: waypoint ${formatNumber(difference(waypointCpu, waypointSystem))} ms, haproxy ${formatNumber(difference(haproxyCpu, haproxySystem))} ms`,
         ...(protocol === 'http1' ? [policyNote(runs, goals[2]!), ...policyChecks] : []),
         ...errors.filter((error) => error.startsWith(`${label} `)),
@@ -655,8 +679,8 @@ function policyGoal(runs: Record<PathName, PathRun[]>, without: number | undefin
 }
 
 function policyNote(runs: Record<PathName, PathRun[]>, goal: Goal): string {
-  const perRound = runs.policy.map((entry, round) => {
-    const plain = runs.waypoint[round];
+  const perRound = runs.policy.map((entry) => {
+    const plain = runs.waypoint.find((other) => other.round === entry.round);
     return plain?.hopCpu && entry.hopCpu ? formatRatio(entry.hopCpu / entry.requests / (plain.hopCpu / plain.requests)) : '?';
   });
   const answered = runs.policy.reduce((sum, entry) => sum + entry.requests - entry.failed, 0);
