@@ -59,8 +59,6 @@ export interface AdminSources {
    * buffers held and handle writes pending; shown by /memory.
    */
   spliceReads?: () => SpliceReadsView;
-  /** Connect sockets the captured pods' stocks hold ahead of need (agent/inpod/socket-stock.ts); shown by /memory. */
-  inpodSocketStock?: () => { spares: number };
   /**
    * What the node:http2 HBONE sessions' socket did with its bound (shared/hbone/session-socket.ts: writes held at
    * the queue bound, the largest queue seen, closing sessions cut); shown by /memory. All zero on the own layer.
@@ -198,7 +196,7 @@ export function createAdminServer(sources: AdminSources): http.Server {
         sendJson(response, 200, configDump(sources));
         return;
       case '/memory':
-        sendJson(response, 200, { ...memoryReport(), heapRelease: sources.heapRelease?.(), spliceReads: sources.spliceReads?.(), inpodSocketStock: sources.inpodSocketStock?.(), hboneSessionSockets: sources.sessionSockets?.() });
+        sendJson(response, 200, { ...memoryReport(), heapRelease: sources.heapRelease?.(), spliceReads: sources.spliceReads?.(), hboneSessionSockets: sources.sessionSockets?.() });
         return;
       case '/logging': {
         const level = url.searchParams.get('level');

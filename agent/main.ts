@@ -20,7 +20,6 @@ import { startCniServer, type PodCapture } from './cni-server.ts';
 import { traceRecord, traceStep, withCniTrace, type CniTrace } from './cni-trace.ts';
 import { PodReleases } from './pod-releases.ts';
 import { readNetnsIdentity } from './inpod/capture-manager.ts';
-import { socketStockStats } from './inpod/socket-stock.ts';
 import { stopInpodCommands } from './inpod/iptables.ts';
 import { CertificateManager } from '../shared/ca/certificate-manager.ts';
 import type { PodInfo } from './inpod/pod-listeners.ts';
@@ -344,7 +343,6 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
       const writes = directWriteStats();
       return { ...pooledReadStats(), scavenges: readBufferScavenges(), heldReadBuffers: shared.heldBuffers, droppedReadBuffers: shared.droppedBuffers, writesPending: writes.writesPending, writesInFlight: writes.writesInFlight };
     },
-    inpodSocketStock: socketStockStats,
     sessionSockets: sessionSocketStats,
     // The log level switch reaches the proxy workers too.
     log: {

@@ -61,6 +61,79 @@ const callgrindDir = callgrindIndex >= 0 ? args[callgrindIndex + 1] : undefined;
 
 const stormSeconds = option('storm-seconds', 2);
 
+/**
+ * Which agent saturates first in a storm: over the counted window each agent's main thread (its event loop: one core
+ * at most) and the whole machine are sampled every BUSY_SAMPLE_MS from /proc. Per agent: the main thread's mean and
+ * 90th-percentile share of one core, and the share of samples at or above BUSY_SATURATED (the loop had no idle time);
+ * the machine's busy share of its cores. Load-dependent like the CPU column, but it says where the queue forms.
+ */
+const BUSY_SAMPLE_MS = 100;
+const BUSY_SATURATED = 0.9;
+const CLOCK_TICKS = 100;
+
+function threadTicks(pid: number, tid: number): number {
+  const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return Number(fields[11]) + Number(fields[12]);
+}
+
+function machineTicks(): { busy: number; total: number } {
+  const line = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!;
+  const values = line.trim().split(/\s+/).slice(1).map(Number);
+  const total = values.reduce((sum, value) => sum + value, 0);
+  // idle + iowait
+  return { busy: total - values[3]! - (values[4] ?? 0), total };
+}
+
+class BusySampler {
+  readonly #pids: Record<string, number>;
+  readonly #samples: Record<string, number[]> = {};
+  readonly #machine: number[] = [];
+  #timer: NodeJS.Timeout | undefined;
+
+  constructor(pids: Record<string, number>) {
+    this.#pids = pids;
+  }
+
+  start(): this {
+    let last = Object.fromEntries(Object.entries(this.#pids).map(([side, pid]) => [side, threadTicks(pid, pid)]));
+    let lastMachine = machineTicks();
+    let lastAt = performance.now();
+    this.#timer = setInterval(() => {
+      const now = performance.now();
+      const seconds = (now - lastAt) / 1000;
+      lastAt = now;
+      const next: Record<string, number> = {};
+      for (const [side, pid] of Object.entries(this.#pids)) {
+        next[side] = threadTicks(pid, pid);
+        (this.#samples[side] ??= []).push((next[side] - last[side]!) / CLOCK_TICKS / seconds);
+      }
+      last = next;
+      const machine = machineTicks();
+      this.#machine.push((machine.busy - lastMachine.busy) / Math.max(1, machine.total - lastMachine.total));
+      lastMachine = machine;
+    }, BUSY_SAMPLE_MS);
+    return this;
+  }
+
+  stop(): Record<string, unknown> {
+    clearInterval(this.#timer);
+    const sorted = (values: number[]): number[] => [...values].sort((a, b) => a - b);
+    const result: Record<string, unknown> = {};
+    for (const [side, values] of Object.entries(this.#samples)) {
+      const ordered = sorted(values);
+      result[side] = {
+        mainThreadMeanOfOneCore: +(values.reduce((sum, value) => sum + value, 0) / Math.max(1, values.length)).toFixed(2),
+        mainThreadP90OfOneCore: +(ordered[Math.floor(ordered.length * 0.9)] ?? 0).toFixed(2),
+        saturatedShare: +(values.filter((value) => value >= BUSY_SATURATED).length / Math.max(1, values.length)).toFixed(2),
+      };
+    }
+    result.machineBusyShare = +(this.#machine.reduce((sum, value) => sum + value, 0) / Math.max(1, this.#machine.length)).toFixed(2);
+    result.samples = this.#machine.length;
+    return result;
+  }
+}
+
 interface GcWindow {
   allocated: number;
   scavenges: number;
@@ -138,10 +211,13 @@ try {
     await processes.run('connections', command.command, command.args);
     return n;
   };
+  /** Every storm window's outcome, in order (warm-up, counted, strace). */
+  const storms: Array<{ answered: number; answeredPerSecond: number; failed: number; unanswered: number }> = [];
   /** One storm window; resolves with the connections answered. */
   const storm = async (): Promise<number> => {
     const command = inPod(topology.meshClient, 'mesh-connect.ts', ['--rate', String(stormRate), '--duration', String(stormSeconds), '--grace-ms', '1500', '--host', topology.meshServer.ip, '--port', String(APP_PORT)]);
-    const result = await processes.run<{ completed: number; achievedRate: number; unanswered: number }>('storm', command.command, command.args);
+    const result = await processes.run<{ completed: number; achievedRate: number; unanswered: number; failed: number }>('storm', command.command, command.args);
+    storms.push({ answered: result.completed, answeredPerSecond: Math.round(result.achievedRate), failed: result.failed, unanswered: result.unanswered });
     log(`storm at ${stormRate}/s: ${result.completed} answered (${Math.round(result.achievedRate)}/s), ${result.unanswered} unanswered`);
     return result.completed;
   };
@@ -167,12 +243,14 @@ try {
   const loadBefore = readFileSync('/proc/loadavg', 'utf8').trim();
   const cpu = new CpuMeter(pids).start();
   const systemCpu = new CpuMeter(pids, 'system').start();
+  const busy = new BusySampler(pids).start();
   log(stormRate > 0 ? `counted: a storm at ${stormRate}/s for ${stormSeconds} s` : `counted: ${count} connections`);
   const counted = await connect(count);
   // The storm's backlog is the window's too: wait for the agents to go quiet (or 5 s) before reading the CPU.
   if (stormRate > 0) await new Promise((resolve) => setTimeout(resolve, 1500));
   const used = cpu.stop();
   const usedSystem = systemCpu.stop();
+  const busyFigures = busy.stop();
   signalAgents();
   // The agents write their counts from the signal's handler, on their loops: give them a moment.
   if (deferralsDir !== undefined) await new Promise((resolve) => setTimeout(resolve, 1000));
@@ -185,7 +263,7 @@ try {
     instructions.client = callgrindTotals(callgrindDir, (name) => name.startsWith(`callgrind.${pids.client}`), trigger);
     instructions.server = callgrindTotals(callgrindDir, (name) => name.startsWith(`callgrind.${pids.server}`), trigger);
   }
-  const report: Record<string, unknown> = { count: counted, ...(stormRate > 0 ? { stormRate, stormSeconds } : {}), loadBefore, load: readFileSync('/proc/loadavg', 'utf8').trim() };
+  const report: Record<string, unknown> = { count: counted, ...(stormRate > 0 ? { stormRate, stormSeconds } : {}), loadBefore, load: readFileSync('/proc/loadavg', 'utf8').trim(), busy: busyFigures, ...(stormRate > 0 ? { counted: storms.at(-1) } : {}) };
   for (const side of ['client', 'server'] as const) {
     const gc = gcSince(logs[side], offsets[side]);
     report[side] = {

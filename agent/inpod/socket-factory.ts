@@ -16,7 +16,6 @@ import net from 'node:net';
 import { nativeSockets } from './sockets.ts';
 import { adoptTcpSocket } from './adopt-tcp-socket.ts';
 import { noDelayInheritable, passesNoDelayOn } from './inherited-no-delay.ts';
-import { SocketStock, socketStockEnabled } from './socket-stock.ts';
 import { CaptureError } from './errors.ts';
 
 /**
@@ -136,11 +135,6 @@ class NativeSocketFactory implements SocketFactory {
    */
   #netnsFd = -1;
   #netnsState: 'unopened' | 'held' | 'closed' = 'unopened';
-  /**
-   * Connect sockets made ahead of need in the held namespace (socket-stock.ts): a connection then only binds its
-   * source address and connects. Made at the first connect; closed with the namespace's descriptor.
-   */
-  #stock: SocketStock | undefined;
 
   constructor(options: SocketFactoryOptions) {
     this.options = Object.freeze({ ...options });
@@ -161,8 +155,6 @@ class NativeSocketFactory implements SocketFactory {
   }
 
   close(): void {
-    this.#stock?.close();
-    this.#stock = undefined;
     if (this.#netnsState === 'held') closeQuietly(this.#netnsFd);
     this.#netnsFd = -1;
     this.#netnsState = 'closed';
@@ -198,7 +190,7 @@ class NativeSocketFactory implements SocketFactory {
     const family = net.isIPv6(request.host) ? 6 : 4;
     let fd: number;
     try {
-      fd = this.#stockedSocket(request, family) ?? nativeSockets.socketTcp({
+      fd = nativeSockets.socketTcp({
         netns: this.options.netns,
         netnsFd: this.#heldNetns(),
         family,
@@ -220,28 +212,6 @@ class NativeSocketFactory implements SocketFactory {
     const socket = adoptTcpSocket(fd, request.noDelay ?? true);
     // Node dials an fd it was handed like one it made: uv_tcp_connect on the already bound, marked socket.
     return socket.connect({ host: request.host, port: request.port });
-  }
-
-  /**
-   * A socket from the pod's stock, bound to the request's source address when it has one; undefined when the stock
-   * does not serve this request (no held namespace, a fixed source port, stocks turned off). Throws as socketTcp does.
-   */
-  #stockedSocket(request: ConnectRequest, family: 4 | 6): number | undefined {
-    if (!socketStockEnabled || request.localPort !== undefined) return undefined;
-    const netnsFd = this.#heldNetns();
-    if (netnsFd === undefined) return undefined;
-    const stock = this.#stock ?? (this.#stock = new SocketStock(netnsFd, this.options.mark, this.options.netns));
-    const bindHost = request.localAddress;
-    const fd = stock.take(family, request.transparent === true, bindHost !== undefined);
-    if (bindHost !== undefined) {
-      try {
-        nativeSockets.bindTcp(fd, bindHost, 0);
-      } catch (error) {
-        closeQuietly(fd);
-        throw error;
-      }
-    }
-    return fd;
   }
 
   bindUdp(request: BindUdpRequest): Promise<dgram.Socket> {

@@ -47,17 +47,6 @@ export interface SocketOptions {
   noDelay?: boolean;
 }
 
-/** What socketsTcp makes: unconnected TCP sockets of one kind, for a pod's socket stock. */
-export interface StockSocketOptions {
-  netns?: string;
-  netnsFd?: number;
-  family: 4 | 6;
-  mark?: number;
-  transparent?: boolean;
-  /** IP_BIND_ADDRESS_NO_PORT: the socket will be bound to an address with port 0 (bindTcp), its port chosen at connect. */
-  bindNoPort?: boolean;
-}
-
 export interface OriginalDestination {
   address: string;
   port: number;
@@ -74,13 +63,6 @@ export interface NativeSocketError extends Error {
 interface NativeSockets {
   listenTcp(options: ListenOptions): number;
   socketTcp(options: SocketOptions): number;
-  /**
-   * `count` (default out.length) sockets made in one visit to the namespace, their descriptors written to `out`;
-   * returns how many were made (fewer when the kernel refused one part-way; throws when it made none).
-   */
-  socketsTcp(options: StockSocketOptions, out: Int32Array, count?: number): number;
-  /** Binds a socket to `host`:`port` (port 0 with bindNoPort: chosen at connect). */
-  bindTcp(fd: number, host: string, port: number): void;
   /** A bound UDP socket (DNS): wrap with dgram's bind({ fd }). */
   bindUdp(options: UdpOptions): number;
   /** `family`: the socket's own (its listener's), which spares a getsockname; asked of the kernel when absent. */
@@ -101,7 +83,7 @@ const require = createRequire(import.meta.url);
 export const NATIVE_SOCKETS_PATH = '../native/build/Release/ambit_sockets.node';
 
 /** Every function this file declares, so an addon built from older C (a stale build) fails at load, not per connection. */
-export const NATIVE_SOCKET_FUNCTIONS: readonly (keyof NativeSockets)[] = ['listenTcp', 'socketTcp', 'socketsTcp', 'bindTcp', 'bindUdp', 'originalDst', 'openNetns', 'setMark', 'getMark', 'tcpNoDelay', 'closeFd', 'currentNetns'];
+export const NATIVE_SOCKET_FUNCTIONS: readonly (keyof NativeSockets)[] = ['listenTcp', 'socketTcp', 'bindUdp', 'originalDst', 'openNetns', 'setMark', 'getMark', 'tcpNoDelay', 'closeFd', 'currentNetns'];
 
 /**
  * `addon` as the typed interface, once every function this file declares is there; otherwise a CaptureError

@@ -203,7 +203,7 @@ static int apply_options(int fd, int family, const option_values *values, const 
   return 0;
 }
 
-/* The options listen and connect sockets read from their options object (bindNoPort is socketsTcp's alone). */
+/* The options listen and connect sockets read from their options object (bindNoPort is set by socketTcp itself, for a bind to port 0). */
 #define COMMON_OPTIONS ((1u << OPTION_MARK) | (1u << OPTION_TRANSPARENT) | (1u << OPTION_REUSE_PORT) | (1u << OPTION_REUSE_ADDRESS) | (1u << OPTION_IPV6_ONLY) | (1u << OPTION_NO_DELAY))
 
 /* Options shared by listen and connect sockets. Returns 0 or -1 with errno. */
@@ -334,105 +334,6 @@ static napi_value socket_tcp(napi_env env, napi_callback_info info) {
   napi_value result;
   CHECK_NAPI(env, napi_create_int32(env, fd, &result));
   return result;
-}
-
-/*
- * socketsTcp({ netns?, netnsFd?, family: 4|6, mark?, transparent?, bindNoPort? }, out: Int32Array, count?) -> how
- * many were made: `count` (default out.length) unconnected TCP sockets, their descriptors written to out[0..], made
- * in one visit to the namespace (two setns for all of them, not two per socket), each with the mark, IP_TRANSPARENT
- * and IP_BIND_ADDRESS_NO_PORT when asked (options are the socket's own: set after the visit, one setsockopt each).
- * A captured pod's socket stock (agent/inpod/socket-stock.ts) fills itself with these; each is later bound with
- * bindTcp when the connection needs a source address, and connected by Node. When the kernel refuses a socket
- * part-way (EMFILE), the ones made are returned; it throws only when none could be made, or when an option fails
- * (then every socket of the batch is closed: an option that fails once fails for all).
- */
-static napi_value sockets_tcp(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value args[3];
-  CHECK_NAPI(env, napi_get_cb_info(env, info, &argc, args, NULL, NULL));
-  if (argc < 2) { napi_throw_type_error(env, "EINVAL", "socketsTcp needs an options object and an Int32Array"); return NULL; }
-  napi_typedarray_type array_type;
-  size_t length = 0;
-  void *data = NULL;
-  if (napi_get_typedarray_info(env, args[1], &array_type, &length, &data, NULL, NULL) != napi_ok || array_type != napi_int32_array) {
-    napi_throw_type_error(env, "EINVAL", "socketsTcp's second argument must be an Int32Array");
-    return NULL;
-  }
-  int32_t *out = (int32_t *)data;
-  int64_t count = (int64_t)length;
-  if (argc >= 3) {
-    napi_valuetype count_type;
-    napi_typeof(env, args[2], &count_type);
-    if (count_type != napi_undefined && (napi_get_value_int64(env, args[2], &count) != napi_ok || count < 0 || count > (int64_t)length)) {
-      napi_throw_range_error(env, "EINVAL", "socketsTcp's count must be 0 to the array's length");
-      return NULL;
-    }
-  }
-  napi_value opts = args[0];
-  char netns[4096] = "";
-  int64_t family = 4;
-  get_string_prop(env, opts, "netns", netns, sizeof netns);
-  get_int_prop(env, opts, "family", &family);
-  option_values values;
-  read_options(env, opts, (1u << OPTION_MARK) | (1u << OPTION_TRANSPARENT) | (1u << OPTION_BIND_NO_PORT), &values);
-  int netns_fd = get_netns_fd(env, opts);
-  int af = family == 6 ? AF_INET6 : AF_INET;
-  int err = 0;
-  const char *syscall = NULL;
-  int64_t made = 0;
-  int entered = 0, opened = -1;
-  if (netns_fd >= 0) {
-    if (netns_visit_enter_fd(netns_fd, &err, &syscall) != 0) return throw_errno(env, err, syscall, netns[0] ? netns : NULL);
-    entered = 1;
-  } else if (netns[0] != '\0') {
-    if ((opened = netns_visit_enter(netns, &err, &syscall)) < 0) return throw_errno(env, err, syscall, netns);
-    entered = 1;
-  }
-  for (; made < count; made++) {
-    int fd = socket(af, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) { err = errno; syscall = "socket"; break; }
-    out[made] = fd;
-  }
-  if (entered) netns_visit_leave(opened, "ambit_sockets");
-  if (made == 0 && count > 0) return throw_errno(env, err, syscall, netns[0] ? netns : NULL);
-  const char *failed = NULL;
-  for (int64_t index = 0; index < made && failed == NULL; index++) {
-    if (apply_options(out[index], af, &values, &failed) != 0) err = errno;
-  }
-  if (failed != NULL) {
-    for (int64_t index = 0; index < made; index++) close(out[index]);
-    return throw_errno(env, err, failed, NULL);
-  }
-  napi_value result;
-  CHECK_NAPI(env, napi_create_int64(env, made, &result));
-  return result;
-}
-
-/*
- * bindTcp(fd, host, port) binds a socket socketsTcp made to a source address (the client's, on a delivery that keeps
- * it: the socket has IP_TRANSPARENT and, for port 0, IP_BIND_ADDRESS_NO_PORT, so the port is chosen at connect from
- * the whole 4-tuple). Arguments by position: no options object to read per connection.
- */
-static napi_value bind_tcp(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value args[3];
-  int32_t fd = -1, port = 0;
-  char host[64];
-  size_t written = 0;
-  if (napi_get_cb_info(env, info, &argc, args, NULL, NULL) != napi_ok || argc < 3
-      || napi_get_value_int32(env, args[0], &fd) != napi_ok || fd < 0
-      || napi_get_value_string_utf8(env, args[1], host, sizeof host, &written) != napi_ok
-      || napi_get_value_int32(env, args[2], &port) != napi_ok || port < 0 || port > 65535) {
-    napi_throw_type_error(env, "EINVAL", "bindTcp needs a descriptor, an address literal and a port 0-65535");
-    return NULL;
-  }
-  parsed_addr addr;
-  if (parse_addr(host, port, &addr) != 0) {
-    napi_throw_type_error(env, "EINVAL", "bindTcp's host must be an IPv4 or IPv6 address literal");
-    return NULL;
-  }
-  if (bind(fd, (struct sockaddr *)&addr.addr, addr.addr_len) != 0) return throw_errno(env, errno, "bind", host);
-  return NULL;
 }
 
 /*
@@ -639,8 +540,6 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"listenTcp", NULL, listen_tcp, NULL, NULL, NULL, napi_default, NULL},
     {"socketTcp", NULL, socket_tcp, NULL, NULL, NULL, napi_default, NULL},
-    {"socketsTcp", NULL, sockets_tcp, NULL, NULL, NULL, napi_default, NULL},
-    {"bindTcp", NULL, bind_tcp, NULL, NULL, NULL, napi_default, NULL},
     {"bindUdp", NULL, bind_udp, NULL, NULL, NULL, napi_default, NULL},
     {"originalDst", NULL, original_dst, NULL, NULL, NULL, napi_default, NULL},
     {"setMark", NULL, set_fd_option, NULL, NULL, NULL, napi_default, (void *)&SET_MARK},

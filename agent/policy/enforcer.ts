@@ -117,12 +117,12 @@ function describe(connection: Connection): object {
 
 export class PolicyEnforcer implements InboundPolicy {
   readonly #store: PolicyStore;
-  readonly #state: Pick<MeshState, 'workloadByName' | 'onChange'> | undefined;
+  readonly #state: Pick<MeshState, 'workloadByKey' | 'onChange'> | undefined;
   readonly #log: EnforcerLog;
   readonly #pods = new Map<string, PodConnections>();
   readonly #unsubscribe: Array<() => void> = [];
 
-  constructor(options: { store: PolicyStore; state?: Pick<MeshState, 'workloadByName' | 'onChange'>; log: EnforcerLog }) {
+  constructor(options: { store: PolicyStore; state?: Pick<MeshState, 'workloadByKey' | 'onChange'>; log: EnforcerLog }) {
     this.#store = options.store;
     this.#state = options.state;
     this.#log = options.log;
@@ -266,8 +266,11 @@ export class PolicyEnforcer implements InboundPolicy {
     }
   }
 
-  /** The pod's workload as the mesh state knows it now (labels may have changed since the proxy saw it). */
+  /**
+   * The pod's workload as the mesh state knows it now (labels may have changed since the proxy saw it); looked up by
+   * the key made once per workload object (a decision per stream builds no string).
+   */
   #current(pod: Workload): Workload {
-    return this.#state?.workloadByName(pod.namespace, pod.name) ?? pod;
+    return this.#state?.workloadByKey(podKey(pod)) ?? pod;
   }
 }

@@ -17,7 +17,8 @@ import { INPOD } from '../inpod/rules.ts';
 import type { SocketFactory } from '../inpod/socket-factory.ts';
 import { plainIp, PolicyTracked, POLICY_DENIED_FLAG, type InboundPolicy } from '../policy/enforcer.ts';
 import type { MeshState } from '../../shared/mesh/mesh-state.ts';
-import type { Connection } from '../../shared/policy/index.ts';
+import { principalParts, type Connection, type PrincipalParts } from '../../shared/policy/index.ts';
+import type { SpiffeId } from '../../shared/identity/index.ts';
 import { addressOfFamily, workloadIdentity, type Workload } from '../../shared/mesh/workload.ts';
 import type { ByteCounts, ConnectionRecord, ConnectionReporter, RejectionReason } from './report.ts';
 import { spliceTcp } from './tcp-splice.ts';
@@ -242,6 +243,8 @@ class InboundTunnel extends PolicyTracked implements ConnectionRecord, Connectio
   readonly direction = 'inbound';
   readonly source: Workload | undefined;
   readonly sourcePrincipal: string;
+  /** `sourcePrincipal` parsed for policy, once per HBONE connection (principalPartsOf). */
+  readonly sourcePrincipalParts: PrincipalParts;
   readonly sourceAddress: string;
   readonly destination: Workload;
   readonly destinationAddress: HostPort;
@@ -266,6 +269,7 @@ class InboundTunnel extends PolicyTracked implements ConnectionRecord, Connectio
     this.request = request;
     this.source = source;
     this.sourcePrincipal = request.peerIdentity.uri;
+    this.sourcePrincipalParts = principalPartsOf(request.peerIdentity);
     this.sourceAddress = request.remoteAddress;
     this.sourceIp = plainIp(request.remoteAddress);
     this.destination = pod;
@@ -290,6 +294,21 @@ class InboundTunnel extends PolicyTracked implements ConnectionRecord, Connectio
     if (socket.connecting) socket.destroy(error);
     else resetSocket(socket);
   }
+}
+
+/**
+ * The peer's principal as policy reads it, parsed once per HBONE connection instead of once per stream (issue 14, the
+ * storm step): the HBONE server makes one SpiffeId object per TLS connection, from the certificate that connection
+ * presented (shared/hbone/tls.ts verifyClient), and hands that same object to every stream on it. Keyed by that
+ * object, never by its text: a connection's streams are decided on the identity its own certificate proved, and an
+ * entry goes with its connection's identity object.
+ */
+const principalPartsByPeer = new WeakMap<SpiffeId, PrincipalParts>();
+
+function principalPartsOf(identity: SpiffeId): PrincipalParts {
+  let parts = principalPartsByPeer.get(identity);
+  if (parts === undefined) principalPartsByPeer.set(identity, (parts = principalParts(identity.uri)));
+  return parts;
 }
 
 /** `decide`'s answer for every tunnel it lets through (one object, not one per stream). */

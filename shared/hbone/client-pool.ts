@@ -209,7 +209,7 @@ class TunnelAttempt implements TunnelOpenHandler {
     this.#stopWatching();
     // Gone after the answer, or its cancel was over budget: the splice resets the answered stream (no budget spent).
     this.observer.tunnelEstablished(this.connection!.peerIdentity);
-    stream.splice(this.socket).then((spliced) => this.observer.tunnelClosed(spliced.error, spliced));
+    stream.spliceTo(this.socket, spliceEnded, this);
   }
 
   tunnelFailed(error: Error): void {
@@ -226,6 +226,11 @@ class TunnelAttempt implements TunnelOpenHandler {
     this.observer.tunnelClosed(this.cancelled ? hboneErrors.downstreamClosed(this.target.destination, this.target.proxy, true) : error, undefined);
     resetSocket(this.socket);
   }
+}
+
+/** A tunnel's splice ended: its observer is told (a callback shared by every attempt, no closure per tunnel). */
+function spliceEnded(attempt: TunnelAttempt, spliced: TunnelSpliceResult): void {
+  attempt.observer.tunnelClosed(spliced.error, spliced);
 }
 
 function onWatchedSocketClose(this: WatchedSocket): void {

@@ -35,6 +35,10 @@ class NodeOpenedStream implements OpenedTunnelStream {
     return splice(socket, this.#stream);
   }
 
+  spliceTo<T>(socket: net.Socket, done: (target: T, result: TunnelSpliceResult) => void, target: T): void {
+    void splice(socket, this.#stream).then((result) => done(target, result));
+  }
+
   duplex(): Duplex {
     return this.#stream;
   }

@@ -23,6 +23,11 @@ export interface TunnelSpliceResult {
 export interface OpenedTunnelStream {
   /** Joins it to a downstream TCP socket until both are closed. */
   splice(socket: net.Socket): Promise<TunnelSpliceResult>;
+  /**
+   * `splice` without a promise: `done(target, result)` once both sides are closed (the client pool's tunnels: no
+   * promise, resolve functions and reaction per tunnel; issue 14, the storm step).
+   */
+  spliceTo<T>(socket: net.Socket, done: (target: T, result: TunnelSpliceResult) => void, target: T): void;
   /** Hands it out as a Duplex (write: to the destination; read: what it sends back; end(): half-close). */
   duplex(): Duplex;
   /**

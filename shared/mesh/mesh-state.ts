@@ -59,6 +59,11 @@ export class MeshState {
     return this.#workloadsByName.get(`${namespace}/${name}`);
   }
 
+  /** As workloadByName, by the `namespace/name` key a caller already holds (no string built per lookup). */
+  workloadByKey(key: string): Workload | undefined {
+    return this.#workloadsByName.get(key);
+  }
+
   /** Resolves when the pod named `namespace/name` is known, or with undefined after `timeoutMs`. */
   waitForWorkload(namespace: string, name: string, timeoutMs: number): Promise<Workload | undefined> {
     const known = this.workloadByName(namespace, name);

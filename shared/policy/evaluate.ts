@@ -21,10 +21,11 @@
  * DENY ones first, then ALLOW ones until one matches, then dry-run ones when there are any.
  */
 import { prefixMask, type ParsedCidr } from './ip.ts';
-import { cidrList, compileGroup, groupTest, hasAny, preparePeer, type CompiledGroup, type Connection, type Peer } from './matchers.ts';
+import { cidrList, compileGroup, emptyPeer, groupTest, hasAny, preparePeer, type CompiledGroup, type Connection, type Peer } from './matchers.ts';
 import { authorizationKey, type Authorization, type Match, type Rules, type StringMatch } from './model.ts';
 
-export type { Connection } from './matchers.ts';
+export type { Connection, PrincipalParts } from './matchers.ts';
+export { principalParts } from './matchers.ts';
 
 export interface DryRunReport {
   /** The connection is allowed now but would be denied if the dry-run policies were enforced. */
@@ -60,6 +61,8 @@ interface GroupEntry {
   group: CompiledGroup;
   /** Precomputed, so a decision builds no strings. */
   reason: string;
+  /** The decision this group makes when it matches (frozen: shared by every connection it decides). */
+  decision: Decision;
 }
 
 function entryTest(entry: GroupEntry, peer: Peer): boolean {
@@ -245,6 +248,9 @@ export class AuthorizationIndex {
   private readonly dryRunAllowPolicies: number;
   private readonly hasDryRun: boolean;
   private readonly noAllowMatchedReason: string;
+  private readonly noAllowMatched: Decision;
+  /** The connection as matching reads it; reused, as a decision is synchronous (no object made per connection). */
+  private readonly peer: Peer = emptyPeer();
   /** The buckets one decision looks at; reused (a decision is synchronous). */
   private readonly found: Bucket[] = [];
   private foundCount = 0;
@@ -263,12 +269,14 @@ export class AuthorizationIndex {
       }
       policy.groups.forEach((group, groupIndex) => {
         const rule = policy.groups.length > 1 ? ` (rule ${groupIndex + 1} of ${policy.groups.length})` : '';
+        const reason = `${policy.dryRun ? 'dry-run ' : ''}${policy.action} policy ${key} matches this connection${rule}`;
         const entry: GroupEntry = {
           policyKey: key,
           deny: policy.action === 'DENY',
           ports: requiredPorts(group.rules),
           group: compileGroup(group.rules),
-          reason: `${policy.dryRun ? 'dry-run ' : ''}${policy.action} policy ${key} matches this connection${rule}`,
+          reason,
+          decision: Object.freeze({ allowed: policy.action !== 'DENY', decidingPolicy: key, reason }),
         };
         this.everything.add(entry, policy.dryRun);
         this.file(entry, chooseKeys(group.rules), policy.dryRun);
@@ -285,6 +293,7 @@ export class AuthorizationIndex {
     this.noAllowMatchedReason =
       `${enforcedAllow === 1 ? '1 ALLOW policy applies' : `${enforcedAllow} ALLOW policies apply`} to this workload ` +
       `and none matches this connection; once a workload has ALLOW policies, anything they do not allow is denied`;
+    this.noAllowMatched = Object.freeze({ allowed: false, reason: this.noAllowMatchedReason });
   }
 
   private file(entry: GroupEntry, keys: IndexKey[] | undefined, dryRun: boolean): void {
@@ -392,21 +401,27 @@ export class AuthorizationIndex {
     return undefined;
   }
 
+  /**
+   * The decision for one connection. Without dry-run policies it is one of the index's frozen decisions (nothing made
+   * per connection); with them, a new object carrying the dry-run report.
+   */
   evaluate(connection: Connection): Decision {
-    const peer = preparePeer(connection);
+    // No policy in scope (most workloads): allowed, nothing to prepare or look up.
+    if (this.policies.length === 0) return ALLOWED_BY_DEFAULT;
+    const peer = preparePeer(connection, this.peer);
     this.lookup(peer);
     const decision = this.decide(peer);
-    if (this.hasDryRun) decision.dryRun = this.dryRunReport(peer, decision);
-    return decision;
+    if (!this.hasDryRun) return decision;
+    return { ...decision, dryRun: this.dryRunReport(peer, decision) };
   }
 
   private decide(peer: Peer): Decision {
     const denied = this.firstMatch(peer, true);
-    if (denied) return { allowed: false, decidingPolicy: denied.policyKey, reason: denied.reason };
-    if (this.enforcedAllowPolicies === 0) return { allowed: true, reason: ALLOWED_NO_ALLOW_POLICY };
+    if (denied) return denied.decision;
+    if (this.enforcedAllowPolicies === 0) return ALLOWED_BY_DEFAULT;
     const allowed = this.firstMatch(peer, false);
-    if (allowed) return { allowed: true, decidingPolicy: allowed.policyKey, reason: allowed.reason };
-    return { allowed: false, reason: this.noAllowMatchedReason };
+    if (allowed) return allowed.decision;
+    return this.noAllowMatched;
   }
 
   private dryRunReport(peer: Peer, decision: Decision): DryRunReport {
@@ -443,6 +458,7 @@ export class AuthorizationIndex {
 }
 
 const ALLOWED_NO_ALLOW_POLICY = 'no DENY policy matches and no ALLOW policy applies to this workload, so it is allowed by default';
+const ALLOWED_BY_DEFAULT: Decision = Object.freeze({ allowed: true, reason: ALLOWED_NO_ALLOW_POLICY });
 
 const indexCache = new WeakMap<readonly Authorization[], AuthorizationIndex>();
 

@@ -12,7 +12,7 @@ export { validatePolicy, assertValidPolicy, parsePolicyYaml, isDryRun, principal
 export * from './model.ts';
 export { compileAuthorizationPolicy, compilePolicyObject, toStringMatch, type CompileOptions } from './compile.ts';
 export { policiesForWorkload, policiesForWorkloadKeys, selectorPolicyKeysForWorkload, selectorMatches } from './scope.ts';
-export { AuthorizationIndex, buildAuthorizationIndex, evaluate, type Connection, type Decision, type DryRunReport } from './evaluate.ts';
+export { AuthorizationIndex, buildAuthorizationIndex, evaluate, principalParts, type Connection, type Decision, type DryRunReport, type PrincipalParts } from './evaluate.ts';
 export { explain, type Explanation, type PolicyTrace, type RuleTrace, type ClauseTrace } from './explain.ts';
 export {
   mtlsModeFor,

@@ -22,6 +22,13 @@ export interface Connection {
    * used as given, so pass it only when it is verified — Istio matches namespaces on the mTLS identity only.
    */
   sourceNamespace?: string;
+  /**
+   * `sourcePrincipal` already split (`principalParts`), when the caller holds it parsed: the destination agent makes
+   * it once per HBONE connection from the certificate that connection presented, so every stream on it is decided
+   * without parsing the identity again. Used only when its `uri` is `sourcePrincipal`; otherwise the principal is
+   * parsed here, so a stale or mismatched value can never stand for another identity.
+   */
+  sourcePrincipalParts?: PrincipalParts;
   sourceIp: string;
   destinationIp: string;
   destinationPort: number;
@@ -29,6 +36,24 @@ export interface Connection {
 
 // ---------------------------------------------------------------------------------------------------------------
 // The connection, prepared once per decision
+
+/**
+ * The identity half of a Peer: a SPIFFE principal split the way the index and the matchers read it. Immutable; a
+ * function of the URI alone, so one made per peer certificate serves every connection that certificate carries.
+ */
+export interface PrincipalParts {
+  /** The URI it was parsed from (`spiffe://...`). */
+  readonly uri: string;
+  /** The URI without `spiffe://`, or '' when it is not a SPIFFE URI. */
+  readonly principal: string;
+  /** `<ns>` of `<td>/ns/<ns>/sa/<sa>`; '' when the principal is not of that form. */
+  readonly identityNamespace: string;
+  readonly serviceAccount: string;
+  /** `<namespace>/<service account>`, or ''. */
+  readonly serviceAccountKey: string;
+  /** A principal that is not `<td>/ns/<ns>/sa/<sa>` (see Peer.irregular). */
+  readonly irregular: boolean;
+}
 
 export interface Peer {
   /** Identity without `spiffe://`, or '' when there is none. */
@@ -55,12 +80,12 @@ export interface Peer {
 
 const SPIFFE_PREFIX = 'spiffe://';
 
-export function preparePeer(connection: Connection): Peer {
+/** Splits a principal URI (`spiffe://<td>/ns/<ns>/sa/<sa>`) for matching. Callers that decide many connections of one peer keep the result. */
+export function principalParts(uri: string): PrincipalParts {
   let principal = '';
   let identityNamespace = '';
   let serviceAccount = '';
-  const uri = connection.sourcePrincipal;
-  if (uri && uri.startsWith(SPIFFE_PREFIX)) {
+  if (uri.startsWith(SPIFFE_PREFIX)) {
     principal = uri.slice(SPIFFE_PREFIX.length);
     // <td>/ns/<ns>/sa/<sa>, each part without '/'
     const nsAt = principal.indexOf('/ns/');
@@ -78,7 +103,36 @@ export function preparePeer(connection: Connection): Peer {
       serviceAccount = principal.slice(saAt + 4);
     }
   }
-  const irregular = principal !== '' && serviceAccount === '';
+  return Object.freeze({
+    uri,
+    principal,
+    identityNamespace,
+    serviceAccount,
+    serviceAccountKey: serviceAccount === '' ? '' : `${identityNamespace}/${serviceAccount}`,
+    irregular: principal !== '' && serviceAccount === '',
+  });
+}
+
+/** What a connection without a principal (plaintext) has for one. */
+const NO_PRINCIPAL: PrincipalParts = principalParts('');
+
+/** A Peer with nothing in it, for `preparePeer` to fill. */
+export function emptyPeer(): Peer {
+  return { principal: '', namespace: '', identityNamespace: '', serviceAccount: '', serviceAccountKey: '', sourceV4: -1, destinationV4: -1, source: undefined, destination: undefined, port: 0, irregular: false };
+}
+
+/**
+ * The connection as matching reads it, written into `into` (a decision reuses one Peer: it is synchronous) or into a
+ * new one. The principal is taken from `sourcePrincipalParts` when that was parsed from this very `sourcePrincipal`
+ * (no parse per stream of a pooled connection), parsed here otherwise.
+ */
+export function preparePeer(connection: Connection, into: Peer = emptyPeer()): Peer {
+  const uri = connection.sourcePrincipal;
+  let parts = NO_PRINCIPAL;
+  if (uri) {
+    const held = connection.sourcePrincipalParts;
+    parts = held !== undefined && held.uri === uri ? held : principalParts(uri);
+  }
   let sourceV4 = parseIpv4(connection.sourceIp);
   let destinationV4 = parseIpv4(connection.destinationIp);
   let source: ParsedIp | undefined;
@@ -91,19 +145,18 @@ export function preparePeer(connection: Connection): Peer {
     destination = parseIp(connection.destinationIp);
     if (destination?.family === 4) destinationV4 = destination.words[0]!;
   }
-  return {
-    principal,
-    namespace: uri ? identityNamespace : (connection.sourceNamespace ?? ''),
-    identityNamespace,
-    serviceAccount,
-    serviceAccountKey: serviceAccount === '' ? '' : `${identityNamespace}/${serviceAccount}`,
-    sourceV4,
-    destinationV4,
-    source,
-    destination,
-    port: connection.destinationPort,
-    irregular,
-  };
+  into.principal = parts.principal;
+  into.namespace = uri ? parts.identityNamespace : (connection.sourceNamespace ?? '');
+  into.identityNamespace = parts.identityNamespace;
+  into.serviceAccount = parts.serviceAccount;
+  into.serviceAccountKey = parts.serviceAccountKey;
+  into.sourceV4 = sourceV4;
+  into.destinationV4 = destinationV4;
+  into.source = source;
+  into.destination = destination;
+  into.port = connection.destinationPort;
+  into.irregular = parts.irregular;
+  return into;
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -65,12 +65,7 @@ async function agentFigures(nodeIndex: number): Promise<AgentFigures> {
     else if (line.startsWith('istio_tcp_connections_closed_total{')) closed += value;
   }
   if (Number.isNaN(openFds)) throw new Error(`node ${nodeIndex + 1}'s agent reports no process_open_fds`);
-  // The connect sockets the captured pods' stocks hold ahead of need are not the storm's (bounded, swept after 10-20 s
-  // idle, closed with their pod: agent/inpod/socket-stock.ts): counted apart, as the agent reports them.
-  const memory = await mesh.cluster.node(nodeIndex).exec('curl', ['-sf', 'http://127.0.0.1:15000/memory']);
-  if (memory.code !== 0) throw new Error(`node ${nodeIndex + 1}'s agent /memory: curl exited ${memory.code}`);
-  const spares = (JSON.parse(memory.stdout) as { inpodSocketStock: { spares: number } }).inpodSocketStock.spares;
-  return { openFds: openFds - spares, openConnections: opened - closed };
+  return { openFds, openConnections: opened - closed };
 }
 
 /** Sockets in `pod`'s namespace, by state, whose local or peer port is `port` (`ss -tan`, TIME-WAIT left out). */

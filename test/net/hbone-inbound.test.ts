@@ -181,16 +181,9 @@ function request(method: string, authority: string): Promise<Record<string, unkn
   return runClient([...clientArgs(), 'request', method, authority]);
 }
 
-/**
- * The agent's descriptors, less the connect sockets its captured pods' stocks hold ahead of need (admin /memory): a
- * tunnel's cleanup does not give those back; they are bounded and swept (agent/inpod/socket-stock.ts).
- */
+/** The agent's open descriptors. */
 async function agentFds(): Promise<number> {
-  const fds = (await readdir(`/proc/${agentPid}/fd`)).length;
-  const script = "fetch('http://127.0.0.1:15000/memory').then((r) => r.json()).then((m) => process.stdout.write(String(m.inpodSocketStock.spares)))";
-  const result = await mesh.cluster.node(0).exec(process.execPath, ['-e', script]);
-  if (result.code !== 0 || !/^\d+$/.test(result.stdout)) throw new Error(`reading the agent's /memory failed: ${result.stderr}`);
-  return fds - Number(result.stdout);
+  return (await readdir(`/proc/${agentPid}/fd`)).length;
 }
 
 async function agentRssBytes(): Promise<number> {

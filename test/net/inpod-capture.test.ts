@@ -4,7 +4,7 @@
  * namespace through the addon. Nothing is added to the root namespace.
  */
 import test, { type ExecutionContext } from 'ava';
-import { existsSync, readdirSync, readlinkSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { stat, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import net from 'node:net';
@@ -17,7 +17,6 @@ import type { InboundCapture, IptablesBackend } from '../../agent/inpod/rules.ts
 import { nativeSockets } from '../../agent/inpod/sockets.ts';
 import { startCniServer } from '../../agent/cni-server.ts';
 import { CaptureError } from '../../agent/inpod/errors.ts';
-import { setSocketStockEnabled, socketStockEnabled, STOCK_MAX } from '../../agent/inpod/socket-stock.ts';
 import {
   closeServer, connectFrom, createPodTopology, exchange, listenIn, uniquePrefix, type PodTopology,
 } from './helpers/inpod-topology.ts';
@@ -339,63 +338,20 @@ test('a socket from the pod factory lives in the pod namespace and carries the a
   t.is(nativeSockets.getMark((socket as unknown as { _handle: { fd: number } })._handle.fd), 0x539);
 });
 
-/** The sockets this process holds, by inode. */
-function socketInodes(): Set<string> {
-  const inodes = new Set<string>();
-  for (const entry of readdirSync('/proc/self/fd')) {
-    try {
-      const link = readlinkSync(`/proc/self/fd/${entry}`);
-      if (link.startsWith('socket:')) inodes.add(link);
-    } catch {
-      // the readdir's own descriptor, closed meanwhile
-    }
-  }
-  return inodes;
-}
-
-function added(now: Set<string>, before: Set<string>): string[] {
-  return [...now].filter((inode) => !before.has(inode));
-}
-
-async function until(condition: () => boolean, timeoutMs = 5_000): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) return false;
-    await delay(20);
-  }
-  return true;
-}
-
-test.serial('deliveries from the pod\'s socket stock: each in the pod, marked, with its own client\'s address; a released pod\'s stock is closed', async (t) => {
+test.serial('deliveries into the pod: each in the pod, marked, with its own client\'s address', async (t) => {
   // The TPROXY path end to end: the agent's delivery into the pod must be made in the pod's namespace (the app listens
   // only there), carry the mark (or the pod's rules capture it again) and be bound to this connection's client (the
-  // reply is routed back to the agent by that address). Two clients take turns, fast enough that the pod's stock
-  // grows and later deliveries come from spares made before their client was known.
-  // The stock is off by default (socket-stock.ts): on for this test only.
-  const stockWas = socketStockEnabled;
-  setSocketStockEnabled(true);
-  t.teardown(() => setSocketStockEnabled(stockWas));
+  // reply is routed back to the agent by that address). Two clients take turns, so a delivery bound to the previous
+  // one's address would show.
   const { topology, pod, manager } = await setUp(t, 'nft', 'tproxy');
   const second = '10.77.0.5';
   await exec('ip', ['-n', topology.peer.name, 'addr', 'add', `${second}/32`, 'dev', 'veth0']);
   await manager.add(pod);
-  const listening = socketInodes();
   for (let index = 0; index < 30; index++) {
     const source = index % 3 === 1 ? second : topology.peer.ip;
     const fd = nativeSockets.socketTcp({ netns: topology.peer.path, family: 4, bindHost: source });
     t.is(await exchange(new net.Socket({ fd }).connect({ host: topology.pod.ip, port: APP_PORT }), ''), `app saw ${source}`);
   }
-  // Once the connections are closed, what is left beside the listeners are the stock's spares.
-  let spares: string[] = [];
-  t.true(
-    await until(() => {
-      spares = added(socketInodes(), listening);
-      return spares.length > 0 && spares.length <= STOCK_MAX;
-    }),
-    `spare sockets held after the burst (between 1 and ${STOCK_MAX}): ${spares.length}`,
-  );
-  await manager.del({ uid: pod.uid });
-  t.true(await until(() => spares.every((inode) => !socketInodes().has(inode))), 'every spare is closed when the pod is released');
 });
 
 test('a pod socket whose namespace is gone fails through its error event with a typed error, once the pod is released', async (t) => {

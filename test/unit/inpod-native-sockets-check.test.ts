@@ -28,8 +28,8 @@ test('a stale addon missing any one function sockets.ts declares fails the check
 
 test('a function replaced by something else, or no addon at all, fails the check too', (t) => {
   const wrong = addonCopy();
-  wrong.socketsTcp = 1;
-  t.throws(() => checkNativeSockets(wrong), { instanceOf: CaptureError, message: /lacks socketsTcp: .*rebuild it/ });
+  wrong.socketTcp = 1;
+  t.throws(() => checkNativeSockets(wrong), { instanceOf: CaptureError, message: /lacks socketTcp: .*rebuild it/ });
   t.throws(() => checkNativeSockets(undefined), { instanceOf: CaptureError, message: /rebuild it/ });
 });
 

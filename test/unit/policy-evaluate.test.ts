@@ -13,6 +13,7 @@ import {
   explain,
   policiesForWorkload,
   policiesForWorkloadKeys,
+  principalParts,
   selectorPolicyKeysForWorkload,
   type Authorization,
   type AuthorizationPolicyObject,
@@ -332,4 +333,43 @@ test('an identity that is not <td>/ns/<ns>/sa/<sa> is still decided correctly', 
   t.true(evaluate(odd, set).allowed);
   t.false(evaluate({ ...odd, sourcePrincipal: 'spiffe://example.org/ns/a/sa/x' }, set).allowed);
   t.false(evaluate({ ...odd, sourcePrincipal: 'https://example.org/ns/a/sa/b' }, set).allowed, 'not a SPIFFE URI: no principal matches');
+});
+
+test('a principal parsed ahead (once per peer certificate) decides as the URI does, and never stands for another URI', (t) => {
+  const set = policies(allowFrom({ principals: ['cluster.local/ns/shop/sa/client'] }), denyFrom({ namespaces: ['banned'] }));
+  const index = new AuthorizationIndex(set);
+  const client = principalParts('spiffe://cluster.local/ns/shop/sa/client');
+  t.deepEqual(
+    { ...client },
+    { uri: 'spiffe://cluster.local/ns/shop/sa/client', principal: 'cluster.local/ns/shop/sa/client', identityNamespace: 'shop', serviceAccount: 'client', serviceAccountKey: 'shop/client', irregular: false },
+  );
+  t.true(Object.isFrozen(client), 'shared by every stream of its connection: immutable');
+  const base = { sourceIp: '10.0.0.1', destinationIp: '10.0.0.2', destinationPort: 80 };
+  t.true(index.evaluate({ ...base, sourcePrincipal: client.uri, sourcePrincipalParts: client }).allowed);
+  // Parts parsed from another identity than the connection's principal are not used: the principal decides.
+  t.false(index.evaluate({ ...base, sourcePrincipal: 'spiffe://cluster.local/ns/shop/sa/other', sourcePrincipalParts: client }).allowed, 'another identity is not let in on the allowed one\'s parts');
+  t.false(index.evaluate({ ...base, sourcePrincipal: 'spiffe://cluster.local/ns/banned/sa/client', sourcePrincipalParts: client }).allowed, 'nor let past a namespace DENY');
+  // Decisions interleaved on one index (its reused peer) stay each connection's own.
+  for (let round = 0; round < 3; round++) {
+    t.true(index.evaluate({ ...base, sourcePrincipal: client.uri, sourcePrincipalParts: client }).allowed);
+    t.false(index.evaluate({ ...base, sourcePrincipal: 'spiffe://cluster.local/ns/banned/sa/client', sourcePrincipalParts: principalParts('spiffe://cluster.local/ns/banned/sa/client') }).allowed);
+    t.false(index.evaluate({ ...base }).allowed, 'plaintext: no principal');
+  }
+});
+
+test('without dry-run policies a decision is a shared frozen object; with them each connection gets its own report', (t) => {
+  const plain = new AuthorizationIndex(policies(denyFrom({ namespaces: ['banned'] })));
+  const base = { sourceIp: '10.0.0.1', destinationIp: '10.0.0.2', destinationPort: 80 };
+  const first = plain.evaluate({ ...base, sourcePrincipal: 'spiffe://cluster.local/ns/banned/sa/a' });
+  t.false(first.allowed);
+  t.true(Object.isFrozen(first));
+  t.is(plain.evaluate({ ...base, sourcePrincipal: 'spiffe://cluster.local/ns/banned/sa/b' }), first, 'the same DENY group: the same decision');
+  t.true(new AuthorizationIndex([]).evaluate(base).allowed, 'no policy in scope: allowed');
+  const dry = new AuthorizationIndex(policies({ dryRun: true, ...denyFrom({ namespaces: ['banned'] }) }));
+  const one = dry.evaluate({ ...base, sourcePrincipal: 'spiffe://cluster.local/ns/banned/sa/a' });
+  const two = dry.evaluate({ ...base, sourcePrincipal: 'spiffe://cluster.local/ns/open/sa/a' });
+  t.true(one.allowed && two.allowed);
+  t.not(one, two);
+  t.true(one.dryRun?.wouldDeny);
+  t.false(two.dryRun?.wouldDeny);
 });

@@ -17,7 +17,7 @@ import type { OpenedTunnelStream, PendingTunnelStream, PooledConnection, TunnelO
 import type { HboneTarget, HostPort, TcpConnector } from '../types.ts';
 import type { H2Connection } from './connection.ts';
 import { H2DuplexStream } from './duplex.ts';
-import { spliceH2 } from './splice.ts';
+import { spliceH2, spliceH2To } from './splice.ts';
 import type { H2Stream } from './stream.ts';
 import { ConnectResponseWaiter, dialH2, requestConnectStream } from './tunnel-client.ts';
 import { H2_CANCEL } from './errors.ts';
@@ -41,6 +41,10 @@ class H2OpenedStream implements OpenedTunnelStream {
 
   splice(socket: net.Socket): Promise<TunnelSpliceResult> {
     return spliceH2(socket, this.#stream);
+  }
+
+  spliceTo<T>(socket: net.Socket, done: (target: T, result: TunnelSpliceResult) => void, target: T): void {
+    spliceH2To(socket, this.#stream, done, target);
   }
 
   duplex(): Duplex {
@@ -106,6 +110,10 @@ class H2TunnelOpen extends ConnectResponseWaiter implements TunnelOpening, Opene
 
   splice(socket: net.Socket): Promise<TunnelSpliceResult> {
     return spliceH2(socket, this.#stream!);
+  }
+
+  spliceTo<T>(socket: net.Socket, done: (target: T, result: TunnelSpliceResult) => void, target: T): void {
+    spliceH2To(socket, this.#stream!, done, target);
   }
 
   duplex(): Duplex {
