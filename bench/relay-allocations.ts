@@ -5,7 +5,9 @@
  * `bench/relay-instructions.ts --closed-loop`, but without valgrind: allocation counts hardly move with the machine's
  * load, so this is the quick measure of the GC part of an end's work per request (scavenges follow the bytes).
  *
- *   node bench/relay-allocations.ts [--closed-loop 200] [--warm-rounds 8] [--rounds 4] [--heap-profile DIR]
+ *   node bench/relay-allocations.ts [--closed-loop 200] [--lockstep C] [--warm-rounds 8] [--rounds 4] [--heap-profile DIR]
+ *
+ * `--lockstep C`: C requests at once on C connections per round trip (relay-instructions.ts's `--lockstep`: the mesh's pairs).
  *
  * Each relay gets bench/tools/allocation-marks.ts preloaded; after the warm-up rounds both relays are marked
  * (SIGUSR2: a minor GC, then counting starts), the measured rounds run, and a second mark reads what they allocated.
@@ -26,6 +28,7 @@ import { nodeTool, TOOLS_DIR } from './lib/tools.ts';
 const { values } = parseArgs({
   options: {
     'closed-loop': { type: 'string', default: '200' },
+    lockstep: { type: 'string', default: '1' },
     'warm-rounds': { type: 'string', default: '8' },
     rounds: { type: 'string', default: '4' },
     'heap-profile': { type: 'string' },
@@ -63,7 +66,8 @@ const certs = await writeBenchCertificates(runDir);
 const group = new ProcessGroup(runDir);
 try {
   const targetTool = nodeTool('target.ts', []);
-  const target = await group.start('target', targetTool.command, targetTool.args);
+  // A loaded machine (other sessions' valgrind runs) can take longer than the default 15 s to start a Node tool.
+  const target = await group.start('target', targetTool.command, targetTool.args, { readyTimeoutMs: 120_000 });
   const savedOptions = process.env.NODE_OPTIONS;
   process.env.NODE_OPTIONS = `${savedOptions ?? ''} --import ${path.join(TOOLS_DIR, 'allocation-marks.ts')}`.trim();
   process.env.AMBIT_ALLOC_MARKS_DIR = marksDir;
@@ -73,7 +77,7 @@ try {
   else process.env.NODE_OPTIONS = savedOptions;
   delete process.env.AMBIT_ALLOC_MARKS_DIR;
   const load = async (): Promise<void> => {
-    const tool = nodeTool('load.ts', ['rtt', '--count', String(roundTrips), '--warmup', '0', '--size', '1024', '--port', String(pair.entryPort)]);
+    const tool = nodeTool('load.ts', ['rtt', '--count', String(roundTrips), '--connections', values.lockstep, '--warmup', '0', '--size', '1024', '--port', String(pair.entryPort)]);
     await group.run('load', tool.command, tool.args);
   };
   for (let round = 0; round < Number(values['warm-rounds']); round++) await load();
@@ -81,7 +85,7 @@ try {
   const before = await markBoth(pids, 0);
   for (let round = 0; round < Number(values.rounds); round++) await load();
   const after = await markBoth(pids, 1);
-  const requests = roundTrips * Number(values.rounds);
+  const requests = roundTrips * Number(values.lockstep) * Number(values.rounds);
   const rows = ['client', 'server'].map((end, index) => {
     const gcs = (kind: string): string => ((((after[index]!.gcs[kind] ?? 0) - (before[index]!.gcs[kind] ?? 0)) * 1000) / requests).toFixed(1);
     return `| ${end} | ${requests} | ${((after[index]!.allocatedBytes ?? 0) / requests).toFixed(0)} | ${gcs('minor')} | ${gcs('major')} |`;
@@ -94,7 +98,7 @@ try {
   }
   process.stdout.write([
     '',
-    `V8 heap allocation per 1 KiB request and answer, closed loop, ${roundTrips} sequential round trips per connection; load average ${loadavg()[0]!.toFixed(1)} at the end`,
+    `V8 heap allocation per 1 KiB request and answer, closed loop, ${roundTrips} sequential round trips per connection${values.lockstep === '1' ? '' : `, ${values.lockstep} connections in lockstep`}; load average ${loadavg()[0]!.toFixed(1)} at the end`,
     '',
     '| end | requests measured | bytes allocated per request | minor GCs per 1,000 requests | major GCs per 1,000 |',
     '|---|---:|---:|---:|---:|',

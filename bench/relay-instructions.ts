@@ -6,12 +6,16 @@
  * suite's CPU rows (quiet runs only) stay the figure of record. User space only: the kernel's part is the mesh
  * suite's "in the kernel" row.
  *
- *   node bench/relay-instructions.ts [--pairs stunnel,own,node] [--rate 20] [--closed-loop N] [--warm-rounds 10] [--rounds 6] [--keep-dumps DIR]
+ *   node bench/relay-instructions.ts [--pairs stunnel,own,node] [--rate 20] [--closed-loop N] [--lockstep C] [--warm-rounds 10] [--rounds 6] [--keep-dumps DIR]
  *                                    [--node-flags="--v8-flag ..."]
  *
  * `--node-flags`: flags for the Node relays' command line (not the load or target), e.g. V8's tier-up thresholds so
  * that the few thousand requests of a run bring the same hot functions to the same tier in both trees of an A/B
  * (without them, which functions reached TurboFan differed from run to run: BENCHMARKS.md, session s13-relaycpu).
+ *
+ * `--lockstep C` (with `--closed-loop`): each round trip is C requests at once on C connections of their own (written back to
+ * back, so a relay reads them in one wake-up: the mesh suite's requests come in pairs, BENCHMARKS.md session
+ * s14-relaycpu), the next C when all C answers are back; counts are per request (N x C per round).
  *
  * `--closed-loop N`: each round is N sequential round trips on a new connection (the next request leaves when the
  * answer is back) instead of `--rate` per second for 10 s. At a fixed rate a relay slowed ~50x by callgrind on a
@@ -20,9 +24,10 @@
  * every request is a wake-up of its own at any load. (No idle time between requests, so V8's memory reducer, which
  * starts GCs in a relay that looks idle, runs less than at a low rate: read the main thread without GC.)
  *
- * Each relay runs under `valgrind --tool=callgrind --separate-threads=yes`; after the warm-up rounds (10 s each: the
+ * Each relay runs under `valgrind --tool=callgrind --separate-threads=yes --instr-atstart=no` (start-up and warm-up
+ * run without instrumentation, several times faster: a long warm-up is affordable); after the warm-up rounds (the
  * JIT tiers up by invocation counts, so a relay needs a few thousand requests before its code is what it runs at
- * speed) the counters are zeroed, the measured rounds run, and the counters are dumped. Printed per end: every
+ * speed) instrumentation is switched on and the counters zeroed, the measured rounds run, and the counters are dumped. Printed per end: every
  * thread, and the main thread (the event loop) apart from the others (V8's GC and compiler threads). `--keep-dumps`
  * copies the callgrind files into DIR for `callgrind_annotate` (the measured dump of each relay carries the trigger
  * `measured-<pair>`).
@@ -46,6 +51,7 @@ const { values } = parseArgs({
     pairs: { type: 'string', default: 'stunnel,own' },
     rate: { type: 'string', default: '20' },
     'closed-loop': { type: 'string' },
+    lockstep: { type: 'string', default: '1' },
     'warm-rounds': { type: 'string', default: '10' },
     rounds: { type: 'string', default: '6' },
     'keep-dumps': { type: 'string' },
@@ -70,7 +76,7 @@ class CallgrindGroup extends ProcessGroup {
     const tag = name.replace(/[^a-z0-9]+/gi, '-');
     const flags = command === process.execPath ? relayNodeFlags : [];
     return super.start(name, 'valgrind', [
-      '--tool=callgrind', '--separate-threads=yes', '--trace-children=yes', '--smc-check=all-non-file',
+      '--tool=callgrind', '--separate-threads=yes', '--trace-children=yes', '--smc-check=all-non-file', '--instr-atstart=no',
       `--callgrind-out-file=${dumpDir}/${tag}.%p`, command, ...flags, ...args,
     ], { ...options, readyTimeoutMs: VALGRIND_READY_MS });
   }
@@ -87,13 +93,14 @@ const log = (message: string): void => void process.stdout.write(`[${new Date().
 const rows: string[] = [];
 try {
   const targetTool = nodeTool('target.ts', []);
-  const target = await group.start('target', targetTool.command, targetTool.args);
+  // A loaded machine (other sessions' valgrind runs) can take longer than the default 15 s to start a Node tool.
+  const target = await group.start('target', targetTool.command, targetTool.args, { readyTimeoutMs: 120_000 });
   const closedLoop = values['closed-loop'] === undefined ? undefined : Number(values['closed-loop']);
   const load = async (port: number): Promise<{ completed: number }> => {
     if (closedLoop !== undefined) {
-      const tool = nodeTool('load.ts', ['rtt', '--count', String(closedLoop), '--warmup', '0', '--size', '1024', '--port', String(port)]);
+      const tool = nodeTool('load.ts', ['rtt', '--count', String(closedLoop), '--connections', values.lockstep, '--warmup', '0', '--size', '1024', '--port', String(port)]);
       await group.run('load', tool.command, tool.args);
-      return { completed: closedLoop };
+      return { completed: closedLoop * Number(values.lockstep) };
     }
     const tool = nodeTool('load.ts', ['rate-rtt', '--rate', String(rate), '--duration', String(ROUND_SECONDS), '--connections', '1', '--size', '1024', '--port', String(port)]);
     return group.run<{ completed: number }>('load', tool.command, tool.args);
@@ -110,6 +117,7 @@ try {
     }
     const ends = { client: pair.client.pid, server: pair.server.pid };
     const trigger = `measured-${key}`;
+    for (const pid of Object.values(ends)) execFileSync('callgrind_control', ['-i', 'on', String(pid)], { stdio: 'ignore' });
     for (const pid of Object.values(ends)) execFileSync('callgrind_control', ['-z', String(pid)], { stdio: 'ignore' });
     let completed = 0;
     for (let round = 0; round < Number(values.rounds); round++) completed += (await load(pair.entryPort)).completed;
@@ -142,5 +150,7 @@ process.stdout.write([
 
 function closedLoopLabel(): string {
   const closedLoop = values['closed-loop'];
-  return closedLoop === undefined ? `${rate}/s on one connection` : `closed loop, ${closedLoop} sequential round trips per connection`;
+  if (closedLoop === undefined) return `${rate}/s on one connection`;
+  const lockstep = Number(values.lockstep);
+  return lockstep > 1 ? `closed loop, ${closedLoop} sequential rounds of ${lockstep} requests at once on ${lockstep} connections` : `closed loop, ${closedLoop} sequential round trips per connection`;
 }

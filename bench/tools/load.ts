@@ -2,7 +2,11 @@
  * The load driver: the client end of every benchmarked path, one measurement per invocation.
  *
  *   load.ts throughput --port P --bytes N --streams K   K connections at once, each sinking N/K bytes
- *   load.ts rtt        --port P --count N --size B       N sequential B-byte echoes on one connection
+ *   load.ts rtt        --port P --count N --size B [--connections C]
+ *                                    N sequential B-byte echoes on one connection; with C > 1, N rounds on C
+ *                                    connections in lockstep: a round writes one request on each (back to back,
+ *                                    in one tick: a relay reads them in one wake-up, the mesh's pairs) and the next
+ *                                    round starts when every answer is back
  *   load.ts connect    --port P --count N                N sequential new connections, each to its first echoed byte
  *   load.ts rate-rtt     --port P --rate R --duration S --connections C --size B
  *                                    open loop: B-byte echoes scheduled at R/s, spread over C persistent connections
@@ -119,36 +123,42 @@ async function roundTrips(): Promise<void> {
   const count = Number(values.count);
   const warmup = Number(values.warmup);
   const size = Number(values.size);
+  const lanes = Number(values.connections);
   const payload = randomBytes(size);
-  const socket = connect();
-  socket.write(Buffer.from('E'));
-  const samples = new Float64Array(count);
+  const sockets = Array.from({ length: lanes }, () => connect());
+  for (const socket of sockets) socket.write(Buffer.from('E'));
+  const samples = new Float64Array(count * lanes);
   await new Promise<void>((resolve, reject) => {
     let iteration = -warmup;
-    let received = 0;
     let sentAt = 0n;
-    socket.once('error', reject);
-    socket.once('close', () => reject(new Error(`connection closed after ${iteration + warmup} round trips`)));
+    let answered = 0;
+    const received = new Array<number>(lanes).fill(0);
     const send = (): void => {
-      received = 0;
+      answered = 0;
+      received.fill(0);
       sentAt = process.hrtime.bigint();
-      socket.write(payload);
+      for (const socket of sockets) socket.write(payload);
     };
-    socket.on('data', (data: Buffer) => {
-      received += data.length;
-      if (received < size) return;
-      const elapsed = process.hrtime.bigint() - sentAt;
-      if (iteration >= 0) samples[iteration] = Number(elapsed) / 1e3;
-      iteration += 1;
-      if (iteration === count) {
-        socket.removeAllListeners('close');
-        resolve();
-      } else send();
+    sockets.forEach((socket, lane) => {
+      socket.once('error', reject);
+      socket.once('close', () => reject(new Error(`connection closed after ${iteration + warmup} round trips`)));
+      socket.on('data', (data: Buffer) => {
+        const before = received[lane]!;
+        received[lane] = before + data.length;
+        if (before >= size || received[lane]! < size) return;
+        if (iteration >= 0) samples[iteration * lanes + answered] = Number(process.hrtime.bigint() - sentAt) / 1e3;
+        if (++answered < lanes) return;
+        iteration += 1;
+        if (iteration === count) {
+          for (const each of sockets) each.removeAllListeners('close');
+          resolve();
+        } else send();
+      });
     });
     send();
   });
-  socket.end();
-  await closed(socket);
+  for (const socket of sockets) socket.end();
+  await Promise.all(sockets.map((socket) => closed(socket)));
   emitResult({ size, ...summarizeLatencies(samples) });
 }
 

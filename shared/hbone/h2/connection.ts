@@ -144,6 +144,16 @@ const COALESCE_MAX_BYTES = 16 * 1024;
  */
 const coalesceSplicedData = process.env.AMBIT_HBONE_FLUSH_AT_READ_END !== '1';
 /**
+ * After this many check-phase flushes in a row that carried one read's spliced DATA each, the connection flushes such
+ * DATA at the read's end again (see #gathering): waiting for the check phase costs a read that came alone an Immediate
+ * (a C++ -> JavaScript callback) and, since the TLS write's completion is a native immediate queued during the check
+ * phase, one more loop turn with a zero-timeout poll (session s15, BENCHMARKS.md). At a low rate every request comes
+ * alone, at the mesh suite's 1,000/s over ten connections about half of an agent's wake-ups read two or more: a run of
+ * four lone phases says the reads are not coming together (0.5^4: one in sixteen phases of such a mix), and the
+ * next read that finds the previous read's TLS write of the same poll phase still in flight turns the gathering on again.
+ */
+const LONE_PHASES_TO_FLUSH_AT_READ_END = 4;
+/**
  * The send buffer every TLS connection of a thread copies a tick's frames into (see the top comment): a tick
  * gathers at most about SOCKET_HIGH_WATER_BYTES plus a frame; more than this leaves as a corked writev instead.
  */
@@ -228,17 +238,23 @@ export interface H2ConnectionStats {
   streamsRefused: number;
   /** RST_STREAM frames received. */
   resetsReceived: number;
+  /** Flushes of spliced DATA gathered until the loop's check phase (see #gathering). */
+  checkPhaseFlushes: number;
 }
 
 function flushConnection(connection: H2Connection): void {
   connection.flush();
 }
 
+function flushCheckPhase(connection: H2Connection): void {
+  connection.flushCheckPhase();
+}
+
 export class H2Connection extends EventEmitter implements FrameReceiver {
   /** A socket, or an outer HTTP/2 stream the connection is nested in (stream-transport.ts). */
   readonly socket: Duplex | H2StreamTransport;
   readonly role: H2Role;
-  readonly stats: H2ConnectionStats = { streamsOpened: 0, streamsRefused: 0, resetsReceived: 0 };
+  readonly stats: H2ConnectionStats = { streamsOpened: 0, streamsRefused: 0, resetsReceived: 0, checkPhaseFlushes: 0 };
 
   // The peer's settings, as last received.
   peerMaxConcurrentStreams = Infinity;
@@ -305,6 +321,15 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
    * that may not wait, or more than COALESCE_MAX_BYTES, asks for the flush at the read's end as well.
    */
   #flushAtCheckOnly = false;
+  /**
+   * Spliced DATA read in a poll phase waits for the check phase (true), or leaves at the end of its read (false: the
+   * reads came alone, LONE_PHASES_TO_FLUSH_AT_READ_END).
+   */
+  #gatherUntilCheck = coalesceSplicedData;
+  /** Spliced DATA chunks (reads) gathered since the last flush. */
+  #splicedChunks = 0;
+  /** Check-phase flushes in a row that carried one read's DATA. */
+  #lonePhases = 0;
   /**
    * TLS socket: the tick's frames go to its handle without the socket's Writable (../direct-writes.ts), one write
    * in flight; what is gathered meanwhile is written from its completion. Undefined: `socket.write` (fallback).
@@ -503,6 +528,7 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
     const end = chunk.length;
     const maxFrame = this.peerMaxFrameSize;
     const coalesce = stream.coalesceWrites;
+    if (coalesce) this.#splicedChunks++;
     let offset = start;
     while (offset < end) {
       const size = Math.min(end - offset, maxFrame, stream.sendWindow, this.#sendWindow);
@@ -586,9 +612,27 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
     if (stream.localEnded && !stream.endQueued && stream.remoteEnded && !stream.closed) this.#closeStream(stream, undefined, false);
   }
 
+  /**
+   * The check phase's flush of the spliced DATA a poll phase's reads gathered (#gathering): after a run of phases
+   * that each brought one read, the next reads flush at their read's end instead.
+   */
+  flushCheckPhase(): void {
+    if (this.#flushAtCheckOnly) {
+      this.stats.checkPhaseFlushes++;
+      if (this.#splicedChunks > 1) this.#lonePhases = 0;
+      else if (++this.#lonePhases >= LONE_PHASES_TO_FLUSH_AT_READ_END) {
+        this.#lonePhases = 0;
+        this.#gatherUntilCheck = false;
+      }
+    }
+    this.flush();
+  }
+
   /** Writes what this tick gathered (called at the end of the tick, and before the socket is ended). */
   flush(): void {
     this.#flushAtCheckOnly = false;
+    const splicedChunks = this.#splicedChunks;
+    this.#splicedChunks = 0;
     if (this.#runStart >= 0) this.#closeRun();
     const out = this.#out;
     if (out.length === 0) return;
@@ -612,17 +656,30 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
     const direct = this.#direct;
     if (direct !== undefined) {
       // One write in flight: the rest waits in `#out` for its completion (#onDirectWritten flushes again).
-      if (direct.busy) return;
+      if (direct.busy) {
+        this.#gatherAgainIfTogether(splicedChunks);
+        return;
+      }
       if (direct.ready()) {
         this.#writeDirect(direct);
         return;
       }
     }
+    if (socket.writableLength > 0) this.#gatherAgainIfTogether(splicedChunks);
     if (this.#copyingWrites && this.#outBytes <= SEND_BUFFER_BYTES && socket.writableLength === 0 && !socket.writableCorked && !(socket as TLSSocket).connecting) {
       this.#writeCopied(socket);
       return;
     }
     this.#writeGathered(socket);
+  }
+
+  /**
+   * A read's end flushes spliced DATA (`splicedChunks` reads of it) while the socket still has a write in flight: most
+   * likely an earlier read's of this same poll phase (a TLS write completes from the check phase), so the reads come
+   * together again: gather them until the check phase (#gathering), one TLS write for what a phase reads.
+   */
+  #gatherAgainIfTogether(splicedChunks: number): void {
+    if (splicedChunks > 0 && !this.#gatherUntilCheck && coalesceSplicedData && inReadTurn()) this.#gatherUntilCheck = true;
   }
 
   /** Nested in an outer stream: the gathered frames become that stream's DATA, as they are (stream-transport.ts). */
@@ -757,9 +814,9 @@ export class H2Connection extends EventEmitter implements FrameReceiver {
     if (this.#out.length === 0 && this.#runStart < 0) {
       // Dropped: a done is not called (H2WriteDone), the closing stream's chunks are the last it was given.
       if (this.socket.destroyed || this.socket.writableEnded) return false;
-      if (coalesce && coalesceSplicedData && !this.#nested && inReadTurn()) {
+      if (coalesce && this.#gatherUntilCheck && !this.#nested && inReadTurn()) {
         this.#flushAtCheckOnly = true;
-        deferToCheckPhase(flushConnection, this);
+        deferToCheckPhase(flushCheckPhase, this);
         return true;
       }
       // Nested in an outer stream: inside a read callback, at its end (the outer connection's flush of it runs right
