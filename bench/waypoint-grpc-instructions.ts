@@ -34,6 +34,16 @@
  * the time from a call's bytes read on one leg to their write on the other (strace's timestamps: the latency the
  * waypoint's own turn adds, which the suite's p50 shows only on a quiet machine).
  * strace slows the process: look at the p50s printed per round to see it kept up.
+ * `--plain --perf DIR` (session s15) records the window with `perf record -g` (cpu-clock, 999 Hz, every thread) and
+ * the waypoint with `--perf-basic-prof`, so JIT code is named by V8's perf map, the tier marked (`*` TurboFan, `+`
+ * Maglev, `^` Sparkplug, `~` interpreted): where the main thread's and the other threads' time goes at the rate given,
+ * native code (OpenSSL, libuv, Node's C++, the GC) included, which the V8 profile charges to the JS that called it;
+ * `DIR/perf.data` and `DIR/report.txt` (perf report by thread, object and symbol) are kept; no heap profile then (its
+ * sampling showed as a tenth of the main thread's samples).
+ * `--plain --trace-gc` (session s15) lists the window's collections by kind and reason (V8's `--trace-gc`, turned on
+ * between the marks by the preload; the waypoint's log is kept with `--keep`).
+ * `--v8-flags='--flag ...'` (session s15) sets V8 flags in the waypoint at start through the preload (the = form:
+ * parseArgs refuses a value starting with --).
  * `--plain --cpu-profile` (session s14) takes V8's sampling CPU profile of the window instead of the heap profile
  * (bench/tools/cpu-profile-top.ts: self and total µs per call by function, kept as window.cpuprofile with `--keep`);
  * every plain run also prints the waypoint's user and system CPU over the window (/proc/<pid>/stat) per 1,000 calls,
@@ -45,7 +55,7 @@
  * Owns: this measurement. Must not know about: how the waypoint works.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { appendFileSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import { appendFileSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { loadavg } from 'node:os';
 import path, { join } from 'node:path';
@@ -59,6 +69,7 @@ import { ProcessGroup } from './lib/processes.ts';
 import { callgrindTotals } from './tools/callgrind-totals.ts';
 import { cpuProfileTop } from './tools/cpu-profile-top.ts';
 import { heapProfileTop, markOf, waypointPid } from './tools/waypoint-marks.ts';
+import { latestPerfMap } from './tools/perf-map.ts';
 
 const { values } = parseArgs({
   options: {
@@ -76,6 +87,9 @@ const { values } = parseArgs({
     plain: { type: 'boolean', default: false },
     syscalls: { type: 'boolean', default: false },
     'cpu-profile': { type: 'boolean', default: false },
+    perf: { type: 'string' },
+    'trace-gc': { type: 'boolean', default: false },
+    'v8-flags': { type: 'string' },
   },
 });
 const GRPC_PORT = 50051;
@@ -231,7 +245,7 @@ try {
     const waypoint = await createWaypoint(mesh, {
       node: 1, namespace: 'bench-mesh', name: 'waypoint', readyTimeoutMs: VALGRIND_READY_MS,
       ...(values.main ? { main: path.resolve(values.main) } : {}),
-      env: { NODE_OPTIONS: `${WAYPOINT_NODE_OPTIONS} --import=${PRELOAD}`, AMBIT_GRPC_INSTR_DIR: dumpDir, ...(values['release-gc'] ? { AMBIT_GRPC_INSTR_RELEASE_GC: '1' } : {}), ...(plain ? (values['cpu-profile'] ? { AMBIT_GRPC_INSTR_CPU_PROFILE: '1' } : { AMBIT_GRPC_INSTR_HEAP_PROFILE: '1' }) : {}) },
+      env: { NODE_OPTIONS: `${WAYPOINT_NODE_OPTIONS} --import=${PRELOAD}${values.perf !== undefined ? ' --perf-basic-prof' : ''}`, AMBIT_GRPC_INSTR_DIR: dumpDir, ...(values['trace-gc'] ? { AMBIT_GRPC_INSTR_TRACE_GC: '1' } : {}), ...(values['v8-flags'] ? { AMBIT_GRPC_INSTR_V8_FLAGS: values['v8-flags'] } : {}), ...(values['release-gc'] ? { AMBIT_GRPC_INSTR_RELEASE_GC: '1' } : {}), ...(plain ? (values['cpu-profile'] ? { AMBIT_GRPC_INSTR_CPU_PROFILE: '1' } : values.perf !== undefined ? {} : { AMBIT_GRPC_INSTR_HEAP_PROFILE: '1' }) : {}) },
       ...(plain ? {} : { commandPrefix: ['valgrind', '--tool=callgrind', '--separate-threads=yes', '--instr-atstart=no', '--smc-check=all-non-file', `--callgrind-out-file=${dumpDir}/waypoint.%p`] }),
     });
     await writeAtomically(join(cluster.clusterDir, 'bench-waypoint', 'via-grpc.yaml'), stringify({
@@ -266,8 +280,21 @@ try {
       const cpuBefore = cpuTicksOf(pid);
       const tracer = values.syscalls ? startStrace(pid, join(dumpDir, 'strace.txt')) : undefined;
       if (tracer) await new Promise((resolve) => setTimeout(resolve, 2_000));
+      const perfFile = values.perf !== undefined ? join(values.perf, 'perf.data') : undefined;
+      if (perfFile !== undefined) mkdirSync(values.perf!, { recursive: true });
+      const recorder = perfFile !== undefined ? spawn('perf', ['record', '-q', '-e', 'cpu-clock', '-F', '999', '-g', '-o', perfFile, '-p', String(pid)], { stdio: 'ignore' }) : undefined;
       let completed = 0;
       for (let round = 0; round < Number(values.rounds); round++) completed += await load(values.rate, values.seconds, true);
+      if (recorder !== undefined) {
+        await new Promise<void>((resolve) => {
+          recorder.once('exit', () => resolve());
+          recorder.kill('SIGINT');
+        });
+        latestPerfMap(pid);
+        const report = execFileSync('perf', ['report', '-i', perfFile!, '--stdio', '--no-children', '-g', 'none', '--sort', 'comm,dso,sym', '--percent-limit', '0.2', '-q'], { encoding: 'utf8', maxBuffer: 256 * 1024 * 1024 });
+        writeFileSync(join(values.perf!, 'report.txt'), report);
+        rows.push('', `perf report (${join(values.perf!, 'report.txt')}), top lines:`, '', ...report.split('\n').slice(0, 40));
+      }
       const ports = tracer ? socketPorts(pid) : new Map<string, { local: number; remote: number }>();
       if (tracer) await tracer.stop();
       const cpuAfter = cpuTicksOf(pid);
@@ -285,6 +312,24 @@ try {
       if (tracer) rows.push('', ...syscallsPerCall(join(dumpDir, 'strace.txt'), completed, ports));
       if (values.json) appendFileSync(values.json, `${JSON.stringify({ at: new Date().toISOString(), mode: 'plain', tree: values.main ?? 'this tree', rate: Number(values.rate), calls: completed, failed: failedMeasured, load: loadavg()[0], allocatedBytes: (after.allocatedBytes ?? 0) / completed, gcs })}\n`);
       log(rows.join('\n'));
+      if (values['trace-gc']) {
+        // The window's collections by kind and reason (V8's --trace-gc lines between the two marks in the log).
+        const text = readFileSync(waypoint.logFile, 'utf8');
+        const window = text.slice(text.lastIndexOf('grpc-instr mark 0'), text.lastIndexOf('grpc-instr mark 1'));
+        const reasons = new Map<string, number>();
+        for (const line of window.split('\n')) {
+          // "[pid:isolate]  109392 ms: Mark-Compact 22.7 (29.6) -> 17.7 (29.8) MB, ... (average mu = ..., current mu = ...) REASON"
+          const match = /ms: (Scavenge|Mark-Compact|Minor Mark-Sweep) .*?\(average mu = [^)]*\) (.*)$/.exec(line);
+          if (match === null) continue;
+          const key = `${match[1]}: ${match[2]!.replace(/;\s*$/, '').trim()}`;
+          reasons.set(key, (reasons.get(key) ?? 0) + 1);
+        }
+        rows.push('', 'Collections in the window by kind and reason (--trace-gc):', '', ...[...reasons].sort((a, b) => b[1] - a[1]).map(([key, count]) => `- ${count} × ${key}`));
+        if (values.keep) {
+          mkdirSync(values.keep, { recursive: true });
+          copyFileSync(waypoint.logFile, join(values.keep, 'waypoint.log'));
+        }
+      }
       if (values.keep) {
         mkdirSync(values.keep, { recursive: true });
         for (const file of readdirSync(dumpDir)) copyFileSync(join(dumpDir, file), join(values.keep, file));

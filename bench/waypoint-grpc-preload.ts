@@ -16,6 +16,11 @@
  * - With AMBIT_GRPC_INSTR_CPU_PROFILE=1 (session s14): V8's sampling CPU profiler (100 µs) from the first mark to the
  *   second, written as AMBIT_GRPC_INSTR_DIR/window.cpuprofile: where the window's main-thread time went, by function
  *   (builtins and native calls charged to the JS function that made them), at the rate the harness drives.
+ * - With AMBIT_GRPC_INSTR_TRACE_GC=1 (session s15): V8's `--trace-gc` from the first mark to the second (a line per
+ *   collection with its reason, in the waypoint's log between the marks' `grpc-instr mark` lines).
+ *
+ * - AMBIT_GRPC_INSTR_V8_FLAGS (session s15): V8 flags set at start (say `--no-allocation-site-pretenuring`), for A/B
+ *   runs of GC settings that NODE_OPTIONS does not take.
  *
  * Owns: these hooks. Must not know about: what the process is.
  */
@@ -35,6 +40,8 @@ interface GcStatistics {
 
 if (outDir !== undefined) {
   setFlagsFromString('--expose-gc');
+  // AMBIT_GRPC_INSTR_V8_FLAGS: V8 flags NODE_OPTIONS refuses, set before the waypoint's code runs (A/B of GC settings).
+  for (const flag of (process.env.AMBIT_GRPC_INSTR_V8_FLAGS ?? '').split(' ')) if (flag !== '') setFlagsFromString(flag);
   const realGc = runInNewContext('gc') as (options: { type: 'minor'; execution: 'sync' }) => void;
   if (process.env.AMBIT_GRPC_INSTR_RELEASE_GC !== '1') (globalThis as { gc?: unknown }).gc = (): undefined => undefined;
   const counts = countGcsByKind();
@@ -47,8 +54,13 @@ if (outDir !== undefined) {
   cpuSession?.connect();
   cpuSession?.post('Profiler.enable');
   cpuSession?.post('Profiler.setSamplingInterval', { interval: 100 });
+  const traceGc = process.env.AMBIT_GRPC_INSTR_TRACE_GC === '1';
   process.on('SIGUSR2', () => {
     realGc({ type: 'minor', execution: 'sync' });
+    if (traceGc) {
+      process.stdout.write(`grpc-instr mark ${mark}\n`);
+      setFlagsFromString(mark === 0 ? '--trace-gc' : '--no-trace-gc');
+    }
     if (heapSession !== undefined && mark === 0) {
       heapSession.post('HeapProfiler.startSampling', { samplingInterval: 256, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
     } else if (heapSession !== undefined && mark === 1) {

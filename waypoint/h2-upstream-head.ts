@@ -24,6 +24,35 @@ import { headerListOf, lowerName, putValue } from './h2-own-upstream.ts';
 /** Connection-specific headers (RFC 9113 8.2.2): never forwarded (Node refuses them on HTTP/2 anyway). */
 export const CONNECTION_SPECIFIC = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'http2-settings', 'host']);
 
+// The pseudo-headers the proxy rewrites or looks for (pseudoFieldBit), as bits of what the client's head had.
+const PATH = 1;
+const AUTHORITY = 2;
+const SCHEME = 4;
+
+/** The bit of pseudo-header `name` among PATH, AUTHORITY and SCHEME (0: another, sent as it came). */
+function pseudoFieldBit(name: string): number {
+  return name === ':path' ? PATH : name === ':authority' ? AUTHORITY : name === ':scheme' ? SCHEME : 0;
+}
+
+/** The value sent for a pseudo-header of bit `bit`: the route's `path` always, its `authority` where it rewrites one. */
+function pseudoValue<V>(bit: number, value: V, path: string, authority: string | undefined): V | string {
+  if (bit === PATH) return path;
+  if (bit === AUTHORITY && authority !== undefined) return authority;
+  return value;
+}
+
+/** `:path` and a rewritten `:authority` where the client's head lacked them (not in `present`), appended at `at`; the new end. */
+function putMissingPseudoFields(list: string[], at: number, present: number, path: string, authority: string | undefined): number {
+  if ((present & PATH) === 0) at = putValue(list, at, ':path', path, undefined);
+  if ((present & AUTHORITY) === 0 && authority !== undefined) at = putValue(list, at, ':authority', authority, undefined);
+  return at;
+}
+
+/** The head names its `:scheme` and `:authority` (the client's or the route's): nothing to add per endpoint. */
+function pseudoComplete(present: number, authority: string | undefined): boolean {
+  return (present & SCHEME) !== 0 && ((present & AUTHORITY) !== 0 || authority !== undefined);
+}
+
 // What becomes of a client's regular field on its way to the endpoint (regularFieldFate): left out, sent as it came,
 // or one of the three trace fields, sent once with the proxy's value (the bit records that it was sent).
 const LEAVE_OUT = -1;
@@ -150,9 +179,7 @@ export function upstreamHeadOf(headers: http2.IncomingHttpHeaders, path: string,
   const list = new Array<string>(2 * size);
   let at = 0;
   let problem: WaypointError | undefined;
-  let hasPath = false;
-  let hasAuthority = false;
-  let hasScheme = false;
+  let present = 0;
   let regular = false;
   try {
     for (const key in headers) {
@@ -161,23 +188,11 @@ export function upstreamHeadOf(headers: http2.IncomingHttpHeaders, path: string,
         continue;
       }
       const name = lowerName(key);
-      let value = headers[key];
-      if (name === ':path') {
-        hasPath = true;
-        value = path;
-      } else if (name === ':authority') {
-        hasAuthority = true;
-        if (authority !== undefined) value = authority;
-      } else if (name === ':scheme') {
-        hasScheme = true;
-      }
-      at = putValue(list, at, name, value, undefined);
+      const bit = pseudoFieldBit(name);
+      present |= bit;
+      at = putValue(list, at, name, pseudoValue(bit, headers[key], path, authority), undefined);
     }
-    if (!hasPath) at = putValue(list, at, ':path', path, undefined);
-    if (!hasAuthority && authority !== undefined) {
-      at = putValue(list, at, ':authority', authority, undefined);
-      hasAuthority = true;
-    }
+    at = putMissingPseudoFields(list, at, present, path, authority);
     const pseudoEnd = at;
     let seen = 0;
     if (regular) {
@@ -196,7 +211,7 @@ export function upstreamHeadOf(headers: http2.IncomingHttpHeaders, path: string,
     }
     at = putMissingTraceFields(list, at, seen, requestId, traceparent, tracestate);
     while (list.length > at) list.pop();
-    return new UpstreamRequestHead(list, pseudoEnd, hasScheme && hasAuthority, undefined);
+    return new UpstreamRequestHead(list, pseudoEnd, pseudoComplete(present, authority), undefined);
   } catch (error) {
     if (!(error instanceof WaypointError)) throw error;
     problem = error;
@@ -216,31 +231,17 @@ export function upstreamHeadOfFields(fields: readonly string[], path: string, au
   // only in place of or beside the client's); trimmed at the end.
   const list = new Array<string>(fields.length + 10);
   let at = 0;
-  let hasPath = false;
-  let hasAuthority = false;
-  let hasScheme = false;
+  let present = 0;
   try {
     let index = 0;
     for (; index < fields.length; index += 2) {
       const name = fields[index]!;
       if (name.charCodeAt(0) !== 58 /* : */) break;
-      let value = fields[index + 1]!;
-      if (name === ':path') {
-        hasPath = true;
-        value = path;
-      } else if (name === ':authority') {
-        hasAuthority = true;
-        if (authority !== undefined) value = authority;
-      } else if (name === ':scheme') {
-        hasScheme = true;
-      }
-      at = putValue(list, at, name, value, undefined);
+      const bit = pseudoFieldBit(name);
+      present |= bit;
+      at = putValue(list, at, name, pseudoValue(bit, fields[index + 1]!, path, authority), undefined);
     }
-    if (!hasPath) at = putValue(list, at, ':path', path, undefined);
-    if (!hasAuthority && authority !== undefined) {
-      at = putValue(list, at, ':authority', authority, undefined);
-      hasAuthority = true;
-    }
+    at = putMissingPseudoFields(list, at, present, path, authority);
     const pseudoEnd = at;
     let seen = 0;
     for (; index < fields.length; index += 2) {
@@ -256,7 +257,7 @@ export function upstreamHeadOfFields(fields: readonly string[], path: string, au
     }
     at = putMissingTraceFields(list, at, seen, requestId, traceparent, tracestate);
     while (list.length > at) list.pop();
-    return new UpstreamRequestHead(list, pseudoEnd, hasScheme && hasAuthority, undefined);
+    return new UpstreamRequestHead(list, pseudoEnd, pseudoComplete(present, authority), undefined);
   } catch (error) {
     if (!(error instanceof WaypointError)) throw error;
     return new UpstreamRequestHead([], 0, false, error);
