@@ -23,8 +23,8 @@ import type { HboneRequest } from '../shared/hbone/index.ts';
 import type { SharedReadBuffer } from '../shared/hbone/pooled-reads.ts';
 import type { MeshState } from '../shared/mesh/mesh-state.ts';
 import type { Service } from '../shared/mesh/service.ts';
-import { workloadIdentity, type Workload } from '../shared/mesh/workload.ts';
-import { logRequest, reusedBlock, type RequestRecord as AccessLogRecord } from './access-log.ts';
+import type { Workload } from '../shared/mesh/workload.ts';
+import { fillTryFields, logRequest, type RequestRecord as AccessLogRecord } from './access-log.ts';
 import { WaypointError } from './errors.ts';
 import { applyFault } from './fault.ts';
 import { endToEndHeaders, HOP_BY_HOP, modifyHeaders, redirectLocation, rewrittenUrl } from './filters.ts';
@@ -78,12 +78,6 @@ interface StreamContext {
   source: Workload | undefined;
   /** The access log's src block, the same for every request on the stream (made by the first). */
   srcBlock?: AccessLogRecord['src'];
-}
-
-/** The access log's dst block of an endpoint's requests, and the Service it was made for. */
-interface DestinationBlock {
-  service: Service;
-  block: AccessLogRecord['dst'];
 }
 
 /** What is known about one request as it goes, for its metrics and access-log line. */
@@ -289,8 +283,6 @@ export class HttpProxy {
   readonly #destinations: DestinationTraffic | undefined;
   /** Kept-alive HTTP/1.1 connections to endpoints for the lean path (http1/upstream-pool.ts). */
   readonly #pool: UpstreamHttp1Pool;
-  /** Per endpoint object, the access log's dst block of its last Service (reused while both stay the same objects). */
-  readonly #dstBlocks = new WeakMap<Workload, DestinationBlock>();
   /** What each lean request needs of the proxy. */
   readonly #leanOwner: LeanOwner;
   /** The access-log record every request's line is written from (filled in per request: no object per request). */
@@ -884,16 +876,6 @@ export class HttpProxy {
     });
   }
 
-  /** The access log's dst block for a request answered by `endpoint` (none: 'unknown') of `destination`. */
-  #dstBlock(endpoint: Workload | undefined, destination: Service): AccessLogRecord['dst'] {
-    if (endpoint === undefined) return { principal: 'unknown', workload: 'unknown', namespace: 'unknown', service: destination.hostname };
-    const cached = this.#dstBlocks.get(endpoint);
-    if (cached !== undefined && cached.service === destination) return cached.block;
-    const block = reusedBlock({ principal: workloadIdentity(endpoint).uri, workload: endpoint.workloadName, namespace: endpoint.namespace, service: destination.hostname });
-    this.#dstBlocks.set(endpoint, { service: destination, block });
-    return block;
-  }
-
   #finish(request: RequestLine, _response: DownstreamResponse | undefined, record: RequestRecord, status: number, answerFlags: string, details: string): void {
     const { context, endpoint, destination } = record;
     const flags = record.faultFlags === '' ? answerFlags : answerFlags === '-' ? record.faultFlags : `${record.faultFlags},${answerFlags}`;
@@ -922,19 +904,7 @@ export class HttpProxy {
     line.flags = flags;
     line.details = details;
     line.durationMs = durationMs;
-    line.bytesReceived = record.requestBytes;
-    line.bytesSent = record.responseBytes;
-    line.upstreamHost = record.upstreamHost;
-    line.upstreamCluster = cachedServiceKey(destination);
-    line.attempts = record.attempts;
-    line.routeName = record.entry?.route ?? '';
-    line.ruleName = record.entry?.ruleName ?? '';
-    line.requestId = record.requestId;
-    line.traceId = record.trace.traceId;
-    line.spanId = record.trace.spanId;
-    line.src = context.srcBlock ??= reusedBlock({ principal: context.hbone.peerIdentity.uri, workload: source?.workloadName ?? 'unknown', namespace: source?.namespace ?? context.hbone.peerIdentity.namespace, address: plainAddress(context.hbone.remoteAddress) });
-    line.dst = this.#dstBlock(endpoint, destination);
-    line.authz = decisionOf(request);
+    fillTryFields(line, record, record.requestBytes, decisionOf(request));
     logRequest(this.#log, line);
   }
 }

@@ -400,9 +400,13 @@ test.serial('telemetry: request id and trace context passed on (made when absent
   const line = await logLineOf('trace-1');
   t.like(line, { method: 'POST', path: '/items/1', protocol: 'HTTP/1.1', response_code: 200, response_flags: '-', bytes_received: 700, route_name: 'shop/web', trace_id: '4bf92f3577b34da6a3ce929d0e0e4736' });
   t.is(line.bytes_sent, Buffer.byteLength(JSON.stringify(results[0]!.body)));
-  t.is(line.src.principal, CLIENT_IDENTITY);
-  t.is(line.dst.principal, 'spiffe://cluster.local/ns/shop/sa/web');
-  t.regex(line.upstream_host, /:8080$/);
+  // Every member the request's facts fill in (access-log.ts's fillTryFields), with what this request had.
+  t.like(line, { authority: WEB_VIP, response_code_details: 'via_upstream', attempts: 1, rule_name: '-', request_id: 'trace-1', upstream_cluster: 'shop/web-v1.shop.svc.cluster.local' });
+  t.is(line.span_id, withTrace.traceparent!.slice(36, 52), 'the span the waypoint sent on');
+  t.deepEqual(line.src, { principal: CLIENT_IDENTITY, workload: 'client', namespace: 'shop', address: client.ip });
+  t.deepEqual(line.dst, { principal: 'spiffe://cluster.local/ns/shop/sa/web', workload: 'web-a', namespace: 'shop', service: 'web-v1.shop.svc.cluster.local' });
+  t.is(line.upstream_host, `${webA.ip}:8080`);
+  t.true(typeof line.duration === 'number' && line.duration >= 0);
   t.is((await logLineOf(fresh['x-request-id']!)).path, '/items/2', 'the made request id is in the log too');
   const metrics = await inPod(waypoint.pod, 'http://127.0.0.1:15020/metrics');
   const lines = metrics.split('\n');
