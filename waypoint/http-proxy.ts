@@ -122,7 +122,7 @@ interface LeanOwner {
  */
 class LeanRequest extends TryRequestBase<ResponseHead, StreamContext> implements RequestRecord, AttemptsOptions<ResponseHead>, AttemptsListener<ResponseHead>, ExchangeListener, LeanTryRequest, RelayedHead {
   readonly exchange: LeanExchange;
-  readonly #owner: LeanOwner;
+  private readonly owner: LeanOwner;
   requestBytes = 0;
   status: number | undefined = undefined;
   // What the tries send: set once the route and head are known (#leanTries); the rest is TryRequestBase's.
@@ -138,13 +138,13 @@ class LeanRequest extends TryRequestBase<ResponseHead, StreamContext> implements
   constructor(owner: LeanOwner, context: StreamContext, exchange: LeanExchange) {
     const head = exchange.head;
     super(context, requestIdFrom(head.value(FIELD_X_REQUEST_ID)), traceContextFrom(head.value(FIELD_TRACEPARENT), head.value(FIELD_TRACESTATE)), RESPONSE_HEAD_FACTS);
-    this.#owner = owner;
+    this.owner = owner;
     this.exchange = exchange;
   }
 
   // AttemptsOptions: the try loop's.
   start(avoid: string | undefined): LeanTry {
-    return new LeanTry(this.#owner.upstreams, this.#owner.pool, this, avoid);
+    return new LeanTry(this.owner.upstreams, this.owner.pool, this, avoid);
   }
 
   /** The body is always whole here (the lean path takes only bodies the retry buffer holds). */
@@ -155,9 +155,9 @@ class LeanRequest extends TryRequestBase<ResponseHead, StreamContext> implements
   // AttemptsListener: called from the try's own reading (an endpoint's head): what throws here is this request's alone.
   attemptsDone(result: AttemptsResult<ResponseHead>): void {
     try {
-      this.#owner.answered(this, result);
+      this.owner.answered(this, result);
     } catch (error) {
-      this.#owner.failed(this.exchange, error as Error);
+      this.owner.failed(this.exchange, error as Error);
     }
   }
 
@@ -173,7 +173,7 @@ class LeanRequest extends TryRequestBase<ResponseHead, StreamContext> implements
   // ExchangeListener.
   clientGone(): void {
     this.tries?.abort();
-    this.#owner.finish(this, this.status ?? 0, 'DC', 'downstream_remote_disconnect');
+    this.owner.finish(this, this.status ?? 0, 'DC', 'downstream_remote_disconnect');
   }
 
   relayed(whole: boolean): void {
@@ -183,8 +183,8 @@ class LeanRequest extends TryRequestBase<ResponseHead, StreamContext> implements
     const tries = this.tries!;
     tries.stop();
     this.responseBytes = current.responseBodyBytes;
-    if (whole) this.#owner.finish(this, this.status!, this.relayFlags, 'via_upstream');
-    else this.#owner.finish(this, this.status!, current.timedOut || tries.timedOut ? 'UT' : 'UC', 'upstream_reset_after_response_started');
+    if (whole) this.owner.finish(this, this.status!, this.relayFlags, 'via_upstream');
+    else this.owner.finish(this, this.status!, current.timedOut || tries.timedOut ? 'UT' : 'UC', 'upstream_reset_after_response_started');
   }
 }
 
