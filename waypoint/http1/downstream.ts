@@ -79,11 +79,20 @@ const NO_BODY: Buffer[] = [];
 
 /** One request on the lean path: its head and body, and the writer of its response. */
 export class LeanExchange implements BodyReceiver {
-  readonly method: string;
+  method: string;
   url: string;
   readonly httpVersion = '1.1';
   /** The parsed head: its fields are read in place (FieldFacts.value) until something reads the map (`headers`). */
-  readonly head: RequestHead;
+  head: RequestHead;
+  /**
+   * Which of its connection's requests the object is now: the connection hands the same object out again for its
+   * next request once the proxy released it (one request at a time per HTTP/1.1 connection), and every reuse counts
+   * up. Whoever is handed the exchange for later (a try relaying a body) keeps the generation and passes it back:
+   * a call with an older one is a finished request's and is dropped (BodyReceiver).
+   */
+  generation = 0;
+  /** The proxy is done with it (its metrics and log line taken): the connection may reuse it for the next request. */
+  released = false;
   /** The body's chunks (NO_BODY until the first: an array made by its first push is made with room for 17). */
   body: Buffer[] = NO_BODY;
   bodyBytes = 0;
@@ -112,6 +121,37 @@ export class LeanExchange implements BodyReceiver {
     this.head = head;
     this.remaining = head.contentLength > 0 ? head.contentLength : 0;
     this.closeRequested = head.connectionClose;
+  }
+
+  /**
+   * The object made the next request's (DownstreamConnection, once released): every field a request sets is set again
+   * as the constructor leaves it, and the generation moves on, so nothing of the last request (its head, body,
+   * listener, relayed head, own answer, the response's state) reaches this one and no late call of the last one does.
+   */
+  renew(head: RequestHead): void {
+    this.generation++;
+    this.released = false;
+    this.method = head.method;
+    this.url = head.url;
+    this.head = head;
+    this.body = NO_BODY;
+    this.bodyBytes = 0;
+    this.headersSent = false;
+    this.done = false;
+    this.clientGone = false;
+    this.listener = undefined;
+    this.source = undefined;
+    this.remaining = head.contentLength > 0 ? head.contentLength : 0;
+    this.closeRequested = head.connectionClose;
+    this.ownStatus = 200;
+    this.ownHeaders = undefined;
+    this.heldHead = undefined;
+    this.heldRelayed = undefined;
+  }
+
+  /** The proxy is done with this request: the object may serve the connection's next one. */
+  release(): void {
+    this.released = true;
   }
 
   /** The fields in Node's shape, built on first read (policy, a route's header match, a modifier). */
@@ -206,9 +246,9 @@ export class LeanExchange implements BodyReceiver {
     this.heldRelayed = head;
   }
 
-  // BodyReceiver: the relayed response's body.
-  bodyChunk(bytes: Buffer, start: number, end: number): void {
-    if (this.done || start === end) return;
+  // BodyReceiver: the relayed response's body (from the request of `generation` only).
+  bodyChunk(generation: number, bytes: Buffer, start: number, end: number): void {
+    if (generation !== this.generation || this.done || start === end) return;
     const head = this.heldHead;
     const relayed = this.heldRelayed;
     let written: boolean;
@@ -257,12 +297,12 @@ export class LeanExchange implements BodyReceiver {
     if (!this.clientGone) this.connection.write(head);
   }
 
-  bodyEnd(): void {
-    this.finishBody();
+  bodyEnd(generation: number): void {
+    if (generation === this.generation) this.finishBody();
   }
 
-  bodyCut(): void {
-    this.cut();
+  bodyCut(generation: number): void {
+    if (generation === this.generation) this.cut();
   }
 
   /** The response is cut: the client must not take a short body for a whole one. */
@@ -298,6 +338,8 @@ export class DownstreamConnection implements Http1StreamReader {
   private readonly handler: LeanHandler;
   private pending: Buffer | undefined;
   private exchange: LeanExchange | undefined;
+  /** The last request's exchange, handed out again for the next request once the proxy released it. */
+  private spare: LeanExchange | undefined;
   /** The current exchange is still reading its body. */
   private readingBody = false;
   private peerEnded = false;
@@ -349,6 +391,7 @@ export class DownstreamConnection implements Http1StreamReader {
       this.transport.cancel();
       return;
     }
+    this.spare = exchange;
     // A client that sent more of the body than it announced... cannot: takeBody took only what was due. A request
     // whose body is still coming when its response ended (a refusal before the body): the rest is read and dropped
     // by closing after it.
@@ -435,7 +478,7 @@ export class DownstreamConnection implements Http1StreamReader {
         this.handOver(shared === undefined ? chunk.subarray(offset) : Buffer.from(chunk.subarray(offset)));
         return;
       }
-      const exchange = new LeanExchange(this, head);
+      const exchange = this.exchangeFor(head);
       this.exchange = exchange;
       offset += head.size;
       offset += exchange.takeBody(chunk, offset, chunk.length, shared !== undefined);
@@ -452,6 +495,19 @@ export class DownstreamConnection implements Http1StreamReader {
     // A head not whole yet.
     this.pending = offset === 0 && shared === undefined ? chunk : Buffer.from(chunk.subarray(offset));
     this.next();
+  }
+
+  /**
+   * The exchange of a request with this head: the last request's, renewed, when the proxy released it (a request
+   * answered before the proxy finished with the one before, a pipelined one served inside the last one's end, gets a
+   * new one).
+   */
+  private exchangeFor(head: RequestHead): LeanExchange {
+    const spare = this.spare;
+    if (spare === undefined || !spare.released) return new LeanExchange(this, head);
+    this.spare = undefined;
+    spare.renew(head);
+    return spare;
   }
 
   /** Parses the next request from the read buffer and serves it, or hands the stream over. */
@@ -480,7 +536,7 @@ export class DownstreamConnection implements Http1StreamReader {
         this.handOver(pending);
         return;
       }
-      const exchange = new LeanExchange(this, head);
+      const exchange = this.exchangeFor(head);
       this.exchange = exchange;
       const taken = head.size + exchange.takeBody(pending, head.size, pending.length, false);
       this.pending = taken < pending.length ? pending.subarray(taken) : undefined;

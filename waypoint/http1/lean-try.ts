@@ -18,15 +18,22 @@ import type { ResponseHead } from './heads.ts';
 import type { UpstreamHttp1Pool } from './upstream-pool.ts';
 import type { ResponseSink, UpstreamHttp1Stream } from './upstream-stream.ts';
 
-/** Where a response's body goes once the proxy takes it. */
+/**
+ * Where a response's body goes once the proxy takes it: a client's exchange, which serves the connection's next
+ * request once this one is over. Each call carries the `generation` the receiver had when relayBody was called; a
+ * receiver that moved on to another request drops it.
+ */
 export interface BodyReceiver {
-  bodyChunk(bytes: Buffer, start: number, end: number): void;
-  bodyEnd(): void;
+  readonly generation: number;
+  bodyChunk(generation: number, bytes: Buffer, start: number, end: number): void;
+  bodyEnd(generation: number): void;
   /** The response was cut after its head (reset, bad framing, or the try's timeout). */
-  bodyCut(): void;
+  bodyCut(generation: number): void;
 }
 
 export interface LeanTryRequest {
+  /** Which request the (reused) request object is now: a try's outcome is taken only by the request that started it. */
+  readonly generation: number;
   service: Service;
   servicePort: number;
   vip: string;
@@ -44,6 +51,8 @@ export class LeanTry implements Attempt<ResponseHead>, ResponseSink {
   address = '';
   host = '';
   timedOut = false;
+  /** The generation of the request that started it (LeanTryRequest). */
+  readonly requestGeneration: number;
   /** The outcome, once known (the first one counts, as a promise's first resolution). */
   private result: AttemptOutcome<ResponseHead> | undefined;
   private listener: OutcomeListener<ResponseHead> | undefined;
@@ -52,6 +61,8 @@ export class LeanTry implements Attempt<ResponseHead>, ResponseSink {
   private readonly upstreams: Upstreams;
   private stream: UpstreamHttp1Stream | undefined;
   private receiver: BodyReceiver | undefined;
+  /** The receiver's generation when it took the body (its calls carry it). */
+  private receiverGeneration = 0;
   private timer: NodeJS.Timeout | undefined;
   private inFlight = '';
   private aborted = false;
@@ -62,6 +73,7 @@ export class LeanTry implements Attempt<ResponseHead>, ResponseSink {
   /** `request` is read while the try is on (the proxy's per-request object); `avoid`: the previous try's endpoint address. */
   constructor(upstreams: Upstreams, pool: UpstreamHttp1Pool, request: LeanTryRequest, avoid: string | undefined) {
     this.upstreams = upstreams;
+    this.requestGeneration = request.generation;
     this.start(pool, request, avoid);
   }
 
@@ -142,6 +154,7 @@ export class LeanTry implements Attempt<ResponseHead>, ResponseSink {
   /** The proxy passes the response's body on to `receiver`. */
   relayBody(receiver: BodyReceiver): void {
     this.receiver = receiver;
+    this.receiverGeneration = receiver.generation;
     this.stream?.startBody();
   }
 
@@ -159,13 +172,13 @@ export class LeanTry implements Attempt<ResponseHead>, ResponseSink {
   }
 
   onBody(bytes: Buffer, start: number, end: number): void {
-    this.receiver?.bodyChunk(bytes, start, end);
+    this.receiver?.bodyChunk(this.receiverGeneration, bytes, start, end);
   }
 
   onEnd(): void {
     this.settled = true;
     this.finish();
-    this.receiver?.bodyEnd();
+    this.receiver?.bodyEnd(this.receiverGeneration);
   }
 
   onError(error: Error): void {
@@ -190,7 +203,7 @@ export class LeanTry implements Attempt<ResponseHead>, ResponseSink {
   private cut(): void {
     if (this.settled) return;
     this.settled = true;
-    this.receiver?.bodyCut();
+    this.receiver?.bodyCut(this.receiverGeneration);
   }
 
   private finish(): void {
