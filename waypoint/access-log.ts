@@ -15,10 +15,14 @@
  * nothing per chunk.
  */
 import type { Logger } from 'pino';
+import type { HboneRequest } from '../shared/hbone/index.ts';
+import type { Service } from '../shared/mesh/service.ts';
+import { workloadIdentity, type Workload } from '../shared/mesh/workload.ts';
 import { rawLineLogger, type RawLineLogger } from '../shared/telemetry/raw-log-line.ts';
 import { encodedOnce, JsonTextBuffer } from './json-text-buffer.ts';
 import { BatchedLogDestination } from './log-destination.ts';
 import type { AuthzLogFields } from './authz/request-gate.ts';
+import { cachedServiceKey } from './service-keys.ts';
 
 export interface RequestRecord {
   method: string;
@@ -156,6 +160,79 @@ export function reusedBlock<T extends RequestRecord['src'] | RequestRecord['dst'
   else writeDst(scratch, block as RequestRecord['dst']);
   blockBytes.set(block, Buffer.from(scratch.bytes.subarray(0, scratch.length)));
   return block;
+}
+
+/** What the line reads of a request's client stream (both HTTP paths' stream contexts): the src block is made at its first line. */
+export interface LoggedStream {
+  readonly hbone: HboneRequest;
+  readonly source: Workload | undefined;
+  srcBlock?: RequestRecord['src'];
+}
+
+/**
+ * What the line reads of a forwarded request, whichever path served it: TryRequestBase's fields (http-proxy.ts's
+ * LeanRequest, h2-proxy.ts's H2Request) or http-proxy.ts's record on Node's path.
+ */
+export interface TriedRequest {
+  readonly context: LoggedStream;
+  readonly requestId: string;
+  readonly trace: { readonly traceId: string; readonly spanId: string };
+  readonly entry: { readonly route: string; readonly ruleName: string } | undefined;
+  readonly destination: Service;
+  readonly endpoint: Workload | undefined;
+  readonly upstreamHost: string;
+  readonly attempts: number;
+  readonly responseBytes: number;
+}
+
+/** Per endpoint object, the dst block of its last Service (reused while both stay the same objects). */
+const dstBlocks = new WeakMap<Workload, { service: Service; block: RequestRecord['dst'] }>();
+
+/** The dst block of a request answered by `endpoint` (none: 'unknown') of `destination`, made once per endpoint and Service. */
+function dstBlockOf(endpoint: Workload | undefined, destination: Service): RequestRecord['dst'] {
+  if (endpoint === undefined) return { principal: 'unknown', workload: 'unknown', namespace: 'unknown', service: destination.hostname };
+  const cached = dstBlocks.get(endpoint);
+  if (cached !== undefined && cached.service === destination) return cached.block;
+  const block = reusedBlock({ principal: workloadIdentity(endpoint).uri, workload: endpoint.workloadName, namespace: endpoint.namespace, service: destination.hostname });
+  dstBlocks.set(endpoint, { service: destination, block });
+  return block;
+}
+
+/** The src block of a client stream's requests, made by its first line and kept on the stream's context. */
+function srcBlockOf(context: LoggedStream): RequestRecord['src'] {
+  const hbone = context.hbone;
+  const source = context.source;
+  const address = hbone.remoteAddress;
+  return (context.srcBlock ??= reusedBlock({
+    principal: hbone.peerIdentity.uri,
+    workload: source?.workloadName ?? 'unknown',
+    namespace: source?.namespace ?? hbone.peerIdentity.namespace,
+    address: address.startsWith('::ffff:') ? address.slice(7) : address,
+  }));
+}
+
+/**
+ * Fills in the members of a request's line that both HTTP paths read the same way from the request (the bytes, the
+ * upstream host and cluster, attempts, route and rule names, request and trace ids, the src and dst blocks, the
+ * policy outcome); each path sets its own (method, path, protocol, authority, status, flags, details, duration,
+ * grpc_status). `requestBytes`: the body's bytes as the path counted them; `authz`: the gate's fields of the request
+ * object the gate saw.
+ */
+export function fillTryFields(line: RequestRecord, request: TriedRequest, requestBytes: number, authz: AuthzLogFields | undefined): void {
+  const entry = request.entry;
+  line.bytesReceived = requestBytes;
+  line.bytesSent = request.responseBytes;
+  line.upstreamHost = request.upstreamHost;
+  line.upstreamCluster = cachedServiceKey(request.destination);
+  line.attempts = request.attempts;
+  line.routeName = entry?.route ?? '';
+  line.ruleName = entry?.ruleName ?? '';
+  line.requestId = request.requestId;
+  line.traceId = request.trace.traceId;
+  line.spanId = request.trace.spanId;
+  line.src = srcBlockOf(request.context);
+  line.dst = dstBlockOf(request.endpoint, request.destination);
+  line.authz = authz;
 }
 
 /**

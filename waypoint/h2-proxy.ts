@@ -27,8 +27,8 @@ import type { Logger } from 'pino';
 import type { HboneRequest } from '../shared/hbone/index.ts';
 import type { MeshState } from '../shared/mesh/mesh-state.ts';
 import type { Service } from '../shared/mesh/service.ts';
-import { workloadIdentity, type Workload } from '../shared/mesh/workload.ts';
-import { logRequest, reusedBlock, type RequestRecord as AccessLogRecord } from './access-log.ts';
+import type { Workload } from '../shared/mesh/workload.ts';
+import { fillTryFields, logRequest, type RequestRecord as AccessLogRecord } from './access-log.ts';
 import { WaypointError } from './errors.ts';
 import { applyFault } from './fault.ts';
 import { modifyHeaders, redirectLocation, rewrittenUrl } from './filters.ts';
@@ -371,8 +371,6 @@ export class H2Proxy {
   readonly #gate: RequestGate | undefined;
   readonly #destinations: DestinationTraffic | undefined;
   readonly #log: Logger | undefined;
-  /** The access log's dst block per endpoint (and the Service it was made for), serialised once. */
-  readonly #dstBlocks = new WeakMap<Workload, { service: Service; block: AccessLogRecord['dst'] }>();
   /** #finish's facts and byte counts for the metrics, filled per request (requestByFacts keeps neither object). */
   readonly #facts: RequestFacts = { source: undefined, peer: undefined as unknown as RequestFacts['peer'], endpoint: undefined, service: undefined as unknown as Service, protocol: 'grpc', status: 0, flags: '-', grpcStatus: '' };
   readonly #bytes = { request: 0, response: 0 };
@@ -765,16 +763,6 @@ export class H2Proxy {
     record.grpcStatus = grpcStatus;
   }
 
-  /** The access log's dst block for a request answered by `endpoint` (none: 'unknown') of `destination`. */
-  #dstBlock(endpoint: Workload | undefined, destination: Service): AccessLogRecord['dst'] {
-    if (endpoint === undefined) return { principal: 'unknown', workload: 'unknown', namespace: 'unknown', service: destination.hostname };
-    const cached = this.#dstBlocks.get(endpoint);
-    if (cached !== undefined && cached.service === destination) return cached.block;
-    const block = reusedBlock({ principal: workloadIdentity(endpoint).uri, workload: endpoint.workloadName, namespace: endpoint.namespace, service: destination.hostname });
-    this.#dstBlocks.set(endpoint, { service: destination, block });
-    return block;
-  }
-
   /** The stream closed: the DestinationRule outcome, Istio's metrics and the access-log line, once. */
   #finish(stream: DownstreamH2Stream, record: H2Request): void {
     const { context, endpoint, destination } = record;
@@ -802,7 +790,6 @@ export class H2Proxy {
     bytes.response = record.responseBytes;
     this.#metrics.requestByFacts(facts, durationMs, bytes);
     if (!this.#log) return;
-    const source = context.source;
     // One record for every request's line, filled in here (logRequest keeps nothing of it): no object, and no spread
     // of an optional member, per request.
     const line = this.#logRecord;
@@ -813,19 +800,7 @@ export class H2Proxy {
     line.flags = record.flags;
     line.details = record.details;
     line.durationMs = durationMs;
-    line.bytesReceived = requestBytes;
-    line.bytesSent = record.responseBytes;
-    line.upstreamHost = record.upstreamHost;
-    line.upstreamCluster = cachedServiceKey(destination);
-    line.attempts = record.attempts;
-    line.routeName = record.entry?.route ?? '';
-    line.ruleName = record.entry?.ruleName ?? '';
-    line.requestId = record.requestId;
-    line.traceId = record.trace.traceId;
-    line.spanId = record.trace.spanId;
-    line.src = context.srcBlock ??= reusedBlock({ principal: context.hbone.peerIdentity.uri, workload: source?.workloadName ?? 'unknown', namespace: source?.namespace ?? context.hbone.peerIdentity.namespace, address: plainAddress(context.hbone.remoteAddress) });
-    line.dst = this.#dstBlock(endpoint, destination);
-    line.authz = decisionOf(record);
+    fillTryFields(line, record, requestBytes, decisionOf(record));
     line.grpcStatus = grpcStatus !== '' ? grpcStatus : undefined;
     logRequest(this.#log, line);
   }

@@ -23,14 +23,14 @@ import type { HboneRequest } from '../shared/hbone/index.ts';
 import type { SharedReadBuffer } from '../shared/hbone/pooled-reads.ts';
 import type { MeshState } from '../shared/mesh/mesh-state.ts';
 import type { Service } from '../shared/mesh/service.ts';
-import { workloadIdentity, type Workload } from '../shared/mesh/workload.ts';
-import { logRequest, reusedBlock, type RequestRecord as AccessLogRecord } from './access-log.ts';
+import type { Workload } from '../shared/mesh/workload.ts';
+import { fillTryFields, logRequest, type RequestRecord as AccessLogRecord } from './access-log.ts';
 import { WaypointError } from './errors.ts';
 import { applyFault } from './fault.ts';
 import { endToEndHeaders, HOP_BY_HOP, modifyHeaders, redirectLocation, rewrittenUrl } from './filters.ts';
 import { matchRoute, pathOf, pickBackend, queryOf } from './http-router.ts';
 import type { RequestFacts, WaypointMetrics } from './metrics.ts';
-import { decisionOf, type GateRefusal, type GateResponse, type RequestGate } from './authz/request-gate.ts';
+import { decisionOf, forgetDecision, type GateRefusal, type GateResponse, type RequestGate } from './authz/request-gate.ts';
 import { sendMirror } from './mirror.ts';
 import { cachedServiceKey } from './service-keys.ts';
 import { bufferBody, ISTIO_DEFAULT_RETRY, MAX_BUFFERED_BODY_BYTES, type BufferedBody } from './retry.ts';
@@ -78,12 +78,8 @@ interface StreamContext {
   source: Workload | undefined;
   /** The access log's src block, the same for every request on the stream (made by the first). */
   srcBlock?: AccessLogRecord['src'];
-}
-
-/** The access log's dst block of an endpoint's requests, and the Service it was made for. */
-interface DestinationBlock {
-  service: Service;
-  block: AccessLogRecord['dst'];
+  /** The lean path's last request object, made the next request's once released (one request at a time per stream). */
+  spareRequest?: LeanRequest;
 }
 
 /** What is known about one request as it goes, for its metrics and access-log line. */
@@ -127,8 +123,15 @@ interface LeanOwner {
  * per request.
  */
 class LeanRequest extends TryRequestBase<ResponseHead, StreamContext> implements RequestRecord, AttemptsOptions<ResponseHead>, AttemptsListener<ResponseHead>, ExchangeListener, LeanTryRequest, RelayedHead {
-  readonly exchange: LeanExchange;
-  readonly #owner: LeanOwner;
+  exchange: LeanExchange;
+  private readonly owner: LeanOwner;
+  /**
+   * Which of its stream's requests the object is now (renew counts up): a continuation that waited (policy, a fault,
+   * a DestinationRule's queue) and a try's outcome go on only while it is still theirs.
+   */
+  generation = 0;
+  /** Its metrics and log line were taken: it may serve the stream's next request (renew). */
+  released = false;
   requestBytes = 0;
   status: number | undefined = undefined;
   // What the tries send: set once the route and head are known (#leanTries); the rest is TryRequestBase's.
@@ -144,13 +147,42 @@ class LeanRequest extends TryRequestBase<ResponseHead, StreamContext> implements
   constructor(owner: LeanOwner, context: StreamContext, exchange: LeanExchange) {
     const head = exchange.head;
     super(context, requestIdFrom(head.value(FIELD_X_REQUEST_ID)), traceContextFrom(head.value(FIELD_TRACEPARENT), head.value(FIELD_TRACESTATE)), RESPONSE_HEAD_FACTS);
-    this.#owner = owner;
+    this.owner = owner;
     this.exchange = exchange;
+  }
+
+  /** The next request on the same client stream, in this object (released, so nothing of the last one is waited for). */
+  renew(exchange: LeanExchange): void {
+    const head = exchange.head;
+    this.renewBase(requestIdFrom(head.value(FIELD_X_REQUEST_ID)), traceContextFrom(head.value(FIELD_TRACEPARENT), head.value(FIELD_TRACESTATE)));
+    this.generation++;
+    this.released = false;
+    this.exchange = exchange;
+    this.requestBytes = 0;
+    this.status = undefined;
+    this.wire = NO_BYTES;
+    this.headRequest = false;
+    this.relaying = undefined;
+    this.relayFlags = '-';
+    this.responseHead = undefined;
+    this.responseFraming = 0;
+  }
+
+  /**
+   * The request is over (its metrics and log line taken): its exchange (without the policy outcome the gate left on
+   * it) and this object may serve the stream's next request.
+   */
+  release(): void {
+    const exchange = this.exchange;
+    forgetDecision(exchange);
+    exchange.release();
+    this.released = true;
+    this.context.spareRequest = this;
   }
 
   // AttemptsOptions: the try loop's.
   start(avoid: string | undefined): LeanTry {
-    return new LeanTry(this.#owner.upstreams, this.#owner.pool, this, avoid);
+    return new LeanTry(this.owner.upstreams, this.owner.pool, this, avoid);
   }
 
   /** The body is always whole here (the lean path takes only bodies the retry buffer holds). */
@@ -160,10 +192,12 @@ class LeanRequest extends TryRequestBase<ResponseHead, StreamContext> implements
 
   // AttemptsListener: called from the try's own reading (an endpoint's head): what throws here is this request's alone.
   attemptsDone(result: AttemptsResult<ResponseHead>): void {
+    // A finished request's tries (they give their result once, and start none after it: a second guard).
+    if ((result.attempt as LeanTry).requestGeneration !== this.generation) return;
     try {
-      this.#owner.answered(this, result);
+      this.owner.answered(this, result);
     } catch (error) {
-      this.#owner.failed(this.exchange, error as Error);
+      this.owner.failed(this.exchange, error as Error);
     }
   }
 
@@ -179,7 +213,7 @@ class LeanRequest extends TryRequestBase<ResponseHead, StreamContext> implements
   // ExchangeListener.
   clientGone(): void {
     this.tries?.abort();
-    this.#owner.finish(this, this.status ?? 0, 'DC', 'downstream_remote_disconnect');
+    this.owner.finish(this, this.status ?? 0, 'DC', 'downstream_remote_disconnect');
   }
 
   relayed(whole: boolean): void {
@@ -189,8 +223,8 @@ class LeanRequest extends TryRequestBase<ResponseHead, StreamContext> implements
     const tries = this.tries!;
     tries.stop();
     this.responseBytes = current.responseBodyBytes;
-    if (whole) this.#owner.finish(this, this.status!, this.relayFlags, 'via_upstream');
-    else this.#owner.finish(this, this.status!, current.timedOut || tries.timedOut ? 'UT' : 'UC', 'upstream_reset_after_response_started');
+    if (whole) this.owner.finish(this, this.status!, this.relayFlags, 'via_upstream');
+    else this.owner.finish(this, this.status!, current.timedOut || tries.timedOut ? 'UT' : 'UC', 'upstream_reset_after_response_started');
   }
 }
 
@@ -289,8 +323,6 @@ export class HttpProxy {
   readonly #destinations: DestinationTraffic | undefined;
   /** Kept-alive HTTP/1.1 connections to endpoints for the lean path (http1/upstream-pool.ts). */
   readonly #pool: UpstreamHttp1Pool;
-  /** Per endpoint object, the access log's dst block of its last Service (reused while both stay the same objects). */
-  readonly #dstBlocks = new WeakMap<Workload, DestinationBlock>();
   /** What each lean request needs of the proxy. */
   readonly #leanOwner: LeanOwner;
   /** The access-log record every request's line is written from (filled in per request: no object per request). */
@@ -300,8 +332,8 @@ export class HttpProxy {
   };
   /** The metrics' facts of a request (made by the first, filled in per request after it). */
   #metricFacts: RequestFacts | undefined;
-  /** Requests served by the lean path, streams handed to Node's server, heads refused (config dump). */
-  readonly #leanCounts = { leanRequests: 0, handedToNode: 0, refusedHeads: 0 };
+  /** Requests served by the lean path (and of those, in a reused request object), streams handed to Node's server, heads refused (config dump). */
+  readonly #leanCounts = { leanRequests: 0, reusedRequests: 0, handedToNode: 0, refusedHeads: 0 };
 
   constructor(options: { upstreams: Upstreams; routes: RouteTable; state: MeshState; metrics: WaypointMetrics; log?: Logger; gate?: RequestGate; destinations?: DestinationTraffic }) {
     this.#gate = options.gate;
@@ -406,7 +438,7 @@ export class HttpProxy {
   }
 
   /** How many requests each HTTP/1.1 path took, for the config dump. */
-  pathsView(): { leanRequests: number; handedToNode: number; refusedHeads: number } {
+  pathsView(): { leanRequests: number; reusedRequests: number; handedToNode: number; refusedHeads: number } {
     return { ...this.#leanCounts };
   }
 
@@ -426,11 +458,21 @@ export class HttpProxy {
    * with 502 (or a cut, after the head): #leanFailed, called by every step's caller.
    */
   #serveLean(exchange: LeanExchange, context: StreamContext): void {
-    const record = new LeanRequest(this.#leanOwner, context, exchange);
+    const spare = context.spareRequest;
+    let record: LeanRequest;
+    if (spare !== undefined && spare.released) {
+      context.spareRequest = undefined;
+      spare.renew(exchange);
+      record = spare;
+      this.#leanCounts.reusedRequests++;
+    } else {
+      record = new LeanRequest(this.#leanOwner, context, exchange);
+    }
     record.requestBytes = exchange.bodyBytes;
     const checked = this.#gate?.check(exchange, exchange, context.hbone, context.service);
     if (checked instanceof Promise) {
-      checked.then((refusal) => this.#leanChecked(exchange, record, refusal)).catch((error: Error) => this.#leanFailed(exchange, error));
+      const generation = record.generation;
+      checked.then((refusal) => record.generation === generation && this.#leanChecked(exchange, record, refusal)).catch((error: Error) => record.generation === generation && this.#leanFailed(exchange, error));
       return;
     }
     this.#leanChecked(exchange, record, checked);
@@ -470,8 +512,10 @@ export class HttpProxy {
       this.#leanRouted(exchange, record, path, query);
       return;
     }
+    const generation = record.generation;
     applyFault(entry.fault, faultResponseOf(exchange))
       .then((fault) => {
+        if (record.generation !== generation) return;
         exchange.listener = undefined;
         record.faultFlags = fault.flags;
         if (fault.clientGone || fault.abortedWith !== undefined) {
@@ -480,7 +524,7 @@ export class HttpProxy {
         }
         this.#leanRouted(exchange, record, path, query);
       })
-      .catch((error: Error) => this.#leanFailed(exchange, error));
+      .catch((error: Error) => record.generation === generation && this.#leanFailed(exchange, error));
   }
 
   /** After the route (and its fault): a redirect, or the backend, the head to send, mirrors, the DestinationRule's slot. */
@@ -547,12 +591,13 @@ export class HttpProxy {
       return;
     }
     if (begun instanceof Promise) {
+      const generation = record.generation;
       begun
         .then(
-          (admitted) => this.#leanAdmitted(exchange, record, backend, port, wire, admitted),
-          (error: unknown) => this.#leanOverflowed(exchange, record, error),
+          (admitted) => (record.generation === generation ? this.#leanAdmitted(exchange, record, backend, port, wire, admitted) : admitted.done(undefined)),
+          (error: unknown) => record.generation === generation && this.#leanOverflowed(exchange, record, error),
         )
-        .catch((error: Error) => this.#leanFailed(exchange, error));
+        .catch((error: Error) => record.generation === generation && this.#leanFailed(exchange, error));
       return;
     }
     this.#leanAdmitted(exchange, record, backend, port, wire, begun);
@@ -884,16 +929,6 @@ export class HttpProxy {
     });
   }
 
-  /** The access log's dst block for a request answered by `endpoint` (none: 'unknown') of `destination`. */
-  #dstBlock(endpoint: Workload | undefined, destination: Service): AccessLogRecord['dst'] {
-    if (endpoint === undefined) return { principal: 'unknown', workload: 'unknown', namespace: 'unknown', service: destination.hostname };
-    const cached = this.#dstBlocks.get(endpoint);
-    if (cached !== undefined && cached.service === destination) return cached.block;
-    const block = reusedBlock({ principal: workloadIdentity(endpoint).uri, workload: endpoint.workloadName, namespace: endpoint.namespace, service: destination.hostname });
-    this.#dstBlocks.set(endpoint, { service: destination, block });
-    return block;
-  }
-
   #finish(request: RequestLine, _response: DownstreamResponse | undefined, record: RequestRecord, status: number, answerFlags: string, details: string): void {
     const { context, endpoint, destination } = record;
     const flags = record.faultFlags === '' ? answerFlags : answerFlags === '-' ? record.faultFlags : `${record.faultFlags},${answerFlags}`;
@@ -911,30 +946,21 @@ export class HttpProxy {
     facts.status = status;
     facts.flags = flags;
     this.#metrics.requestCounted(facts, durationMs, record.requestBytes, record.responseBytes);
-    if (!this.#log) return;
-    // One record for every request's line, filled in here (logRequest keeps nothing of it).
-    const line = this.#logRecord;
-    line.method = request.method ?? '';
-    line.path = request.url ?? '';
-    line.protocol = request.httpVersion === '1.1' ? 'HTTP/1.1' : `HTTP/${request.httpVersion === '2.0' ? '2' : request.httpVersion}`;
-    line.authority = request instanceof LeanExchange ? request.authority : String(request.headers.host ?? request.headers[':authority'] ?? '');
-    line.status = status;
-    line.flags = flags;
-    line.details = details;
-    line.durationMs = durationMs;
-    line.bytesReceived = record.requestBytes;
-    line.bytesSent = record.responseBytes;
-    line.upstreamHost = record.upstreamHost;
-    line.upstreamCluster = cachedServiceKey(destination);
-    line.attempts = record.attempts;
-    line.routeName = record.entry?.route ?? '';
-    line.ruleName = record.entry?.ruleName ?? '';
-    line.requestId = record.requestId;
-    line.traceId = record.trace.traceId;
-    line.spanId = record.trace.spanId;
-    line.src = context.srcBlock ??= reusedBlock({ principal: context.hbone.peerIdentity.uri, workload: source?.workloadName ?? 'unknown', namespace: source?.namespace ?? context.hbone.peerIdentity.namespace, address: plainAddress(context.hbone.remoteAddress) });
-    line.dst = this.#dstBlock(endpoint, destination);
-    line.authz = decisionOf(request);
-    logRequest(this.#log, line);
+    if (this.#log) {
+      // One record for every request's line, filled in here (logRequest keeps nothing of it).
+      const line = this.#logRecord;
+      line.method = request.method ?? '';
+      line.path = request.url ?? '';
+      line.protocol = request.httpVersion === '1.1' ? 'HTTP/1.1' : `HTTP/${request.httpVersion === '2.0' ? '2' : request.httpVersion}`;
+      line.authority = request instanceof LeanExchange ? request.authority : String(request.headers.host ?? request.headers[':authority'] ?? '');
+      line.status = status;
+      line.flags = flags;
+      line.details = details;
+      line.durationMs = durationMs;
+      fillTryFields(line, record, record.requestBytes, decisionOf(request));
+      logRequest(this.#log, line);
+    }
+    // Nothing reads the lean request's objects after this: they may serve the stream's next request.
+    if (record instanceof LeanRequest) record.release();
   }
 }

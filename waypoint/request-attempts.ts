@@ -79,27 +79,27 @@ export class RequestAttempts<R> implements OutcomeListener<R> {
   attempts = 0;
   /** `timeouts.request` fired (before or after the response's head). */
   timedOut = false;
-  #current: Attempt<R> | undefined;
-  #timer: NodeJS.Timeout | undefined;
-  #timeout: Promise<undefined> | undefined;
-  readonly #options: AttemptsOptions<R>;
-  #retriesDone = 0;
-  #previousHost: string | undefined;
+  private currentTry: Attempt<R> | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private timeoutPromise: Promise<undefined> | undefined;
+  private readonly options: AttemptsOptions<R>;
+  private retriesDone = 0;
+  private previousHost: string | undefined;
   /** runThen's receiver of the result, until it got it. */
-  #done: AttemptsListener<R> | undefined;
+  private doneListener: AttemptsListener<R> | undefined;
 
   constructor(options: AttemptsOptions<R>) {
-    this.#options = options;
+    this.options = options;
     if (options.requestTimeoutMs > 0) {
-      this.#timeout = new Promise<undefined>((resolve) => {
-        this.#timer = setTimeout(() => {
+      this.timeoutPromise = new Promise<undefined>((resolve) => {
+        this.timer = setTimeout(() => {
           this.timedOut = true;
-          this.#current?.abort();
+          this.currentTry?.abort();
           resolve(undefined);
           // runThen: the timeout is the result, if none was given yet (also during a retry's back-off).
-          const done = this.#done;
-          this.#done = undefined;
-          if (done !== undefined) done.attemptsDone({ kind: 'timeout', attempt: this.#current!, error: this.#timeoutError() });
+          const done = this.doneListener;
+          this.doneListener = undefined;
+          if (done !== undefined) done.attemptsDone({ kind: 'timeout', attempt: this.currentTry!, error: this.timeoutError() });
         }, options.requestTimeoutMs);
       });
     }
@@ -107,26 +107,26 @@ export class RequestAttempts<R> implements OutcomeListener<R> {
 
   /** The try going on (or the last one). */
   get current(): Attempt<R> | undefined {
-    return this.#current;
+    return this.currentTry;
   }
 
   /** Runs tries until one gives an answer to pass on, the retries run out, or the request times out. */
   async run(): Promise<AttemptsResult<R>> {
     for (;;) {
       this.attempts++;
-      const attempt = this.#options.start(this.#previousHost);
-      this.#current = attempt;
-      const outcome = this.#timeout ? await Promise.race([attempt.outcome, this.#timeout]) : await attempt.outcome;
+      const attempt = this.options.start(this.previousHost);
+      this.currentTry = attempt;
+      const outcome = this.timeoutPromise ? await Promise.race([attempt.outcome, this.timeoutPromise]) : await attempt.outcome;
       if (this.timedOut || outcome === undefined) {
         attempt.abort();
-        if (outcome?.response !== undefined) this.#options.facts.discard(outcome.response);
-        return { kind: 'timeout', attempt, error: this.#timeoutError() };
+        if (outcome?.response !== undefined) this.options.facts.discard(outcome.response);
+        return { kind: 'timeout', attempt, error: this.timeoutError() };
       }
-      const result = this.#verdict(attempt, outcome);
+      const result = this.verdict(attempt, outcome);
       if (result !== undefined) return result;
-      await sleep(backoffMs(this.#options.policy, this.#retriesDone));
+      await sleep(backoffMs(this.options.policy, this.retriesDone));
       if (!this.timedOut) continue;
-      return { kind: 'timeout', attempt, error: this.#timeoutError() };
+      return { kind: 'timeout', attempt, error: this.timeoutError() };
     }
   }
 
@@ -136,14 +136,14 @@ export class RequestAttempts<R> implements OutcomeListener<R> {
    * `notify` are awaited.
    */
   runThen(done: AttemptsListener<R>): void {
-    this.#done = done;
-    this.#startTry();
+    this.doneListener = done;
+    this.startTry();
   }
 
-  #startTry(): void {
+  private startTry(): void {
     this.attempts++;
-    const attempt = this.#options.start(this.#previousHost);
-    this.#current = attempt;
+    const attempt = this.options.start(this.previousHost);
+    this.currentTry = attempt;
     if (attempt.notify !== undefined) attempt.notify(this);
     else void attempt.outcome.then((outcome) => this.attemptSettled(attempt, outcome));
   }
@@ -151,16 +151,16 @@ export class RequestAttempts<R> implements OutcomeListener<R> {
   /** OutcomeListener: a try of runThen's ended with `outcome`. */
   attemptSettled(attempt: Attempt<R>, outcome: AttemptOutcome<R>): void {
     // The request timed out (its result given) or a later try is current: this outcome is no longer waited for.
-    if (this.#done === undefined || attempt !== this.#current) return;
-    const result = this.#verdict(attempt, outcome);
+    if (this.doneListener === undefined || attempt !== this.currentTry) return;
+    const result = this.verdict(attempt, outcome);
     if (result === undefined) {
       setTimeout(() => {
-        if (this.#done !== undefined) this.#startTry();
-      }, backoffMs(this.#options.policy, this.#retriesDone));
+        if (this.doneListener !== undefined) this.startTry();
+      }, backoffMs(this.options.policy, this.retriesDone));
       return;
     }
-    const done = this.#done;
-    this.#done = undefined;
+    const done = this.doneListener;
+    this.doneListener = undefined;
     done.attemptsDone(result);
   }
 
@@ -168,21 +168,21 @@ export class RequestAttempts<R> implements OutcomeListener<R> {
    * What a try's outcome means: the result to give, or undefined when it is retried (its answer dropped, the try
    * aborted, the next one to avoid its endpoint; the caller waits the back-off and starts it).
    */
-  #verdict(attempt: Attempt<R>, outcome: AttemptOutcome<R>): AttemptsResult<R> | undefined {
-    const { policy, facts } = this.#options;
+  private verdict(attempt: Attempt<R>, outcome: AttemptOutcome<R>): AttemptsResult<R> | undefined {
+    const { policy, facts } = this.options;
     const response = outcome.response;
     const status = response !== undefined ? facts.status(response) : undefined;
     const grpcStatus = response !== undefined ? facts.grpcStatus?.(response) : undefined;
     const retried = status === undefined ? { error: outcome.error! } : grpcStatus === undefined ? { status } : { status, grpcStatus };
-    if (this.#options.replayable() && shouldRetry(policy, true, this.#retriesDone, retried)) {
-      this.#options.onRetried?.(status ?? 'connect-failure');
+    if (this.options.replayable() && shouldRetry(policy, true, this.retriesDone, retried)) {
+      this.options.onRetried?.(status ?? 'connect-failure');
       if (response !== undefined) facts.discard(response);
       attempt.abort();
-      this.#previousHost = attempt.host || undefined;
-      this.#retriesDone++;
+      this.previousHost = attempt.host || undefined;
+      this.retriesDone++;
       return undefined;
     }
-    const exhausted = this.#retriesDone > 0 && this.#retriesDone >= policy.attempts;
+    const exhausted = this.retriesDone > 0 && this.retriesDone >= policy.attempts;
     if (outcome.error) {
       this.stop();
       return { kind: 'error', attempt, error: outcome.error, flags: exhausted ? `${outcome.error.responseFlags},URX` : outcome.error.responseFlags };
@@ -194,17 +194,17 @@ export class RequestAttempts<R> implements OutcomeListener<R> {
 
   /** Stops the request timer (the response ended, or the proxy answered). */
   stop(): void {
-    if (this.#timer !== undefined) clearTimeout(this.#timer);
-    this.#timer = undefined;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
   }
 
   /** The client went away: no try goes on for it. */
   abort(): void {
     this.stop();
-    this.#current?.abort();
+    this.currentTry?.abort();
   }
 
-  #timeoutError(): WaypointError {
-    return new WaypointError('WAYPOINT_REQUEST_TIMEOUT', `no response within timeouts.request ${this.#options.requestTimeoutMs} ms`);
+  private timeoutError(): WaypointError {
+    return new WaypointError('WAYPOINT_REQUEST_TIMEOUT', `no response within timeouts.request ${this.options.requestTimeoutMs} ms`);
   }
 }

@@ -26,9 +26,9 @@ export interface TryRequestContext {
 /** `R`: what a try answers with (a parsed HTTP/1.1 head, an HTTP/2 answer); `C`: the client stream's context. */
 export class TryRequestBase<R, C extends TryRequestContext> {
   readonly context: C;
-  readonly started = performance.now();
-  readonly requestId: string;
-  readonly trace: TraceContext;
+  started = performance.now();
+  requestId: string;
+  trace: TraceContext;
   /** The route entry that matched (undefined: no route attached, or none matched). */
   entry: RouteEntry | undefined = undefined;
   /** The Service the request goes to (the route's backend, else the one asked for). */
@@ -58,6 +58,30 @@ export class TryRequestBase<R, C extends TryRequestContext> {
     this.trace = trace;
     this.destination = context.service;
     this.facts = facts;
+  }
+
+  /**
+   * The object made another request's on the same client stream (a path that reuses its request objects, one request
+   * at a time per connection): every shared field as the constructor leaves it, with this request's id and trace.
+   */
+  protected renewBase(requestId: string, trace: TraceContext): void {
+    this.started = performance.now();
+    this.requestId = requestId;
+    this.trace = trace;
+    this.entry = undefined;
+    this.destination = this.context.service;
+    this.endpoint = undefined;
+    this.upstreamHost = '';
+    this.attempts = 0;
+    this.responseBytes = 0;
+    this.details = 'via_upstream';
+    this.destinationRequest = undefined;
+    this.faultFlags = '';
+    this.tries = undefined;
+    this.backend = undefined;
+    this.servicePort = 0;
+    this.policy = ISTIO_DEFAULT_RETRY;
+    this.requestTimeoutMs = 0;
   }
 
   // What each try reads (LeanTryRequest, H2TryRequest).

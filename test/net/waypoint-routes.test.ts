@@ -400,9 +400,13 @@ test.serial('telemetry: request id and trace context passed on (made when absent
   const line = await logLineOf('trace-1');
   t.like(line, { method: 'POST', path: '/items/1', protocol: 'HTTP/1.1', response_code: 200, response_flags: '-', bytes_received: 700, route_name: 'shop/web', trace_id: '4bf92f3577b34da6a3ce929d0e0e4736' });
   t.is(line.bytes_sent, Buffer.byteLength(JSON.stringify(results[0]!.body)));
-  t.is(line.src.principal, CLIENT_IDENTITY);
-  t.is(line.dst.principal, 'spiffe://cluster.local/ns/shop/sa/web');
-  t.regex(line.upstream_host, /:8080$/);
+  // Every member the request's facts fill in (access-log.ts's fillTryFields), with what this request had.
+  t.like(line, { authority: WEB_VIP, response_code_details: 'via_upstream', attempts: 1, rule_name: '-', request_id: 'trace-1', upstream_cluster: 'shop/web-v1.shop.svc.cluster.local' });
+  t.is(line.span_id, withTrace.traceparent!.slice(36, 52), 'the span the waypoint sent on');
+  t.deepEqual(line.src, { principal: CLIENT_IDENTITY, workload: 'client', namespace: 'shop', address: client.ip });
+  t.deepEqual(line.dst, { principal: 'spiffe://cluster.local/ns/shop/sa/web', workload: 'web-a', namespace: 'shop', service: 'web-v1.shop.svc.cluster.local' });
+  t.is(line.upstream_host, `${webA.ip}:8080`);
+  t.true(typeof line.duration === 'number' && line.duration >= 0);
   t.is((await logLineOf(fresh['x-request-id']!)).path, '/items/2', 'the made request id is in the log too');
   const metrics = await inPod(waypoint.pod, 'http://127.0.0.1:15020/metrics');
   const lines = metrics.split('\n');
@@ -414,6 +418,7 @@ test.serial('telemetry: request id and trace context passed on (made when absent
 
 interface Http1Paths {
   leanRequests: number;
+  reusedRequests: number;
   handedToNode: number;
   refusedHeads: number;
 }
@@ -456,6 +461,64 @@ test.serial("the lean HTTP/1.1 path serves plain requests; one it does not take 
   const after = await http1Paths();
   t.is(after.leanRequests - before.leanRequests, 5, JSON.stringify({ before, after }));
   t.is(after.handedToNode - before.handedToNode, 1, 'the stream went to Node from the large request on');
+});
+
+test.serial('one kept-alive connection after a slow and an unreachable upstream, a body and no route: each next request, served in the reused request objects, gets its own answer, headers, route and log line', async (t) => {
+  const before = await http1Paths();
+  const results = await send([
+    // A slow upstream: held past timeouts.request (504 UT); its answer comes later, to nobody.
+    { path: '/slow/p', headers: { 'x-test-hold': 'pooled', 'x-request-id': 'pool-1', 'x-first-only': 'secret' } },
+    // A body, then a rule with filters both ways and no body, to another backend path.
+    { path: '/items/p', headers: { 'x-request-id': 'pool-5' }, method: 'POST', bodyBytes: 300 },
+    { path: '/rewrite/p', headers: { 'x-request-id': 'pool-2', 'x-drop': 'gone' } },
+    // An endpoint that cannot be reached (its app is not there): 503 UF.
+    { path: '/dead-no-retry/p', headers: { 'x-request-id': 'pool-3' } },
+    // Routed by a header to the other version.
+    { path: '/hdr/p', headers: { 'x-request-id': 'pool-4', 'x-user': 'admin' } },
+    // No rule matches: answered by the waypoint without a try (nothing of the try before in its line).
+    { path: '/nomatch/p', headers: { 'x-request-id': 'pool-6' } },
+  ]);
+  await release(webA, 'pooled');
+  t.deepEqual(results.map((result) => result.status), [504, 200, 200, 503, 200, 404], JSON.stringify(results.map((result) => [result.status, result.body])));
+  t.like(bodyOf(results[1]!), { name: 'web-a', url: '/items/p', method: 'POST', bytes: 300 });
+  t.is(results[1]!.headers['x-backend-secret'], '1', "the endpoint's own fields go on when no filter applies");
+  results.splice(1, 1);
+  t.regex(String(results[0]!.body), /timeouts\.request 1000 ms/);
+  const rewritten = bodyOf(results[1]!);
+  t.like(rewritten, { name: 'web-a', url: '/v2/p', method: 'GET', bytes: 0 });
+  t.is(rewritten.headers!['x-request-id'], 'pool-2');
+  t.is(rewritten.headers!.host, 'rewritten.shop');
+  t.is(rewritten.headers!['x-route'], 'rewrite');
+  t.is(rewritten.headers!['x-drop'], undefined);
+  t.is(rewritten.headers!['x-first-only'], undefined, 'nothing of the request before');
+  t.is(results[1]!.headers['x-served-by'], 'waypoint');
+  t.is(results[1]!.headers['x-backend-secret'], undefined);
+  t.regex(String(results[2]!.body), /dead/);
+  t.is(results[2]!.headers['x-served-by'], undefined, "the rule before's response filter is not this one's");
+  const byHeader = bodyOf(results[3]!);
+  t.like(byHeader, { name: 'web-b', url: '/hdr/p' });
+  t.is(byHeader.headers!['x-request-id'], 'pool-4');
+  t.is(byHeader.headers!['x-route'], undefined);
+  const lines = await Promise.all(['pool-1', 'pool-2', 'pool-3', 'pool-4', 'pool-5', 'pool-6'].map((id) => logLineOf(id)));
+  t.deepEqual(
+    lines.map((line) => [line.path, line.response_code, line.response_flags, line.rule_name, line.upstream_cluster, line.bytes_received, line.src.principal, line.authority]),
+    [
+      ['/slow/p', 504, 'UT', '-', 'shop/web-v1.shop.svc.cluster.local', 0, CLIENT_IDENTITY, WEB_VIP],
+      ['/rewrite/p', 200, '-', 'rewrite', 'shop/web-v1.shop.svc.cluster.local', 0, CLIENT_IDENTITY, WEB_VIP],
+      ['/dead-no-retry/p', 503, 'UF', '-', 'shop/dead.shop.svc.cluster.local', 0, CLIENT_IDENTITY, WEB_VIP],
+      ['/hdr/p', 200, '-', '-', 'shop/web-v2.shop.svc.cluster.local', 0, CLIENT_IDENTITY, WEB_VIP],
+      ['/items/p', 200, '-', '-', 'shop/web-v1.shop.svc.cluster.local', 300, CLIENT_IDENTITY, WEB_VIP],
+      ['/nomatch/p', 404, 'NR', '-', 'shop/web.shop.svc.cluster.local', 0, CLIENT_IDENTITY, WEB_VIP],
+    ],
+  );
+  t.like(lines[5], { upstream_host: '-', attempts: 0, response_code_details: 'route_not_found' });
+  t.is(lines[5]!.dst.workload, 'unknown');
+  t.is(lines[0]!.dst.workload, 'web-a');
+  t.is(lines[3]!.dst.workload, 'web-b');
+  t.is(lines[2]!.dst.workload, 'dead', 'the endpoint that could not be reached');
+  const after = await http1Paths();
+  t.is(after.leanRequests - before.leanRequests, 6);
+  t.true(after.reusedRequests - before.reusedRequests >= 3, `request objects reused: ${JSON.stringify({ before, after })}`);
 });
 
 test.serial('request smuggling through the waypoint is refused: Content-Length with Transfer-Encoding, two Content-Lengths, obs-fold get 400 and the stream closes; no backend sees the smuggled request', async (t) => {

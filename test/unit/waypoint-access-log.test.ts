@@ -1,8 +1,13 @@
 // Unit tests: waypoint/access-log.ts — the request line built as JSON text for pino loggers says exactly what the
-// object form says (any values a peer or a configuration can choose), framed as pino frames the object form.
+// object form says (any values a peer or a configuration can choose), framed as pino frames the object form; the
+// members both HTTP paths fill in from their request (fillTryFields) are the request's.
 import test from 'ava';
 import fc from 'fast-check';
-import { logRequest, REQUEST_LOG_MESSAGE, requestLogFieldsJson, requestLogLine, reusedBlock, type RequestRecord } from '../../waypoint/access-log.ts';
+import { fillTryFields, logRequest, REQUEST_LOG_MESSAGE, requestLogFieldsJson, requestLogLine, reusedBlock, type RequestRecord, type TriedRequest } from '../../waypoint/access-log.ts';
+import type { HboneRequest } from '../../shared/hbone/index.ts';
+import type { Service } from '../../shared/mesh/service.ts';
+import type { Workload } from '../../shared/mesh/workload.ts';
+import { spiffeId } from '../../shared/identity/spiffe.ts';
 import { captureLog } from '../helpers/log-capture.ts';
 import { pino, type Logger } from 'pino';
 import { BatchedLogDestination } from '../../waypoint/log-destination.ts';
@@ -108,4 +113,46 @@ test('into the waypoint\'s batching destination the line is written as bytes, fr
     t.true(Math.abs((parsed.time as number) - Date.now()) < 60_000);
     t.deepEqual({ ...parsed, level: 0, time: 0, pid: 0, hostname: 0, waypoint: 0, msg: 0 }, { level: 0, time: 0, pid: 0, hostname: 0, waypoint: 0, ...expected[index], msg: 0 });
   });
+});
+
+function workload(name: string, namespace: string, ip: string): Workload {
+  return {
+    uid: `${name}-uid`, name: `${name}-0`, namespace, serviceAccount: `${name}-sa`, trustDomain: 'cluster.local', node: 'n0', addresses: [ip],
+    tunnelProtocol: 'HBONE', captureReason: '', canonicalName: name, canonicalRevision: 'v1', workloadName: name,
+  };
+}
+
+test('the members both HTTP paths take from their request: bytes, upstream, attempts, route and rule, ids, src and dst blocks (made once), policy outcome', (t) => {
+  const client = workload('client', 'shop', '10.0.0.7');
+  const server = workload('server', 'web', '10.0.1.9');
+  const service = { name: 'web', namespace: 'web', hostname: 'web.web.svc.cluster.local' } as Service;
+  const hbone = { peerIdentity: spiffeId('cluster.local', 'shop', 'client-sa'), remoteAddress: '::ffff:10.0.0.7', target: { host: '10.96.0.5', port: 80 }, headers: {} } as HboneRequest;
+  const request: TriedRequest = {
+    context: { hbone, source: client },
+    requestId: 'id-7', trace: { traceId: 'c'.repeat(32), spanId: 'd'.repeat(16) }, entry: { route: 'web/r', ruleName: 'first' },
+    destination: service, endpoint: server, upstreamHost: '10.0.1.9:8080', attempts: 2, responseBytes: 333,
+  };
+  const line: RequestRecord = { ...record, authz: undefined };
+  const authz = { decision: 'allow' as const, reason: 'allowed', policy: 'web/p', rule: 0 };
+  fillTryFields(line, request, 444, authz);
+  t.deepEqual(line, {
+    ...record,
+    bytesReceived: 444, bytesSent: 333, upstreamHost: '10.0.1.9:8080', upstreamCluster: 'web/web.web.svc.cluster.local', attempts: 2, routeName: 'web/r', ruleName: 'first',
+    requestId: 'id-7', traceId: 'c'.repeat(32), spanId: 'd'.repeat(16),
+    src: { principal: 'spiffe://cluster.local/ns/shop/sa/client-sa', workload: 'client', namespace: 'shop', address: '10.0.0.7' },
+    dst: { principal: 'spiffe://cluster.local/ns/web/sa/server-sa', workload: 'server', namespace: 'web', service: 'web.web.svc.cluster.local' },
+    authz,
+  });
+  const src = line.src;
+  const dst = line.dst;
+  // The next request of the stream, to the same endpoint, without a route, policy or answer: the blocks are the same objects.
+  fillTryFields(line, { ...request, entry: undefined, endpoint: server, upstreamHost: '', attempts: 0, responseBytes: 0 }, 0, undefined);
+  t.is(line.src, src, 'one src block per client stream');
+  t.is(line.dst, dst, 'one dst block per endpoint and Service');
+  t.like(line, { routeName: '', ruleName: '', upstreamHost: '', attempts: 0, bytesReceived: 0, bytesSent: 0, authz: undefined });
+  // No endpoint answered; another client stream of an unknown workload.
+  fillTryFields(line, { ...request, context: { hbone: { ...hbone, remoteAddress: '10.0.0.8' }, source: undefined }, endpoint: undefined }, 1, undefined);
+  t.deepEqual(line.src, { principal: 'spiffe://cluster.local/ns/shop/sa/client-sa', workload: 'unknown', namespace: 'shop', address: '10.0.0.8' });
+  t.deepEqual(line.dst, { principal: 'unknown', workload: 'unknown', namespace: 'unknown', service: 'web.web.svc.cluster.local' });
+  t.not(line.src, src);
 });

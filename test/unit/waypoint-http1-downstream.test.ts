@@ -3,7 +3,9 @@
  * lean path reads the terminated HBONE stream the same way): a head that does not arrive whole in time, or a body
  * that does not, is answered 408 and the stream ends, as Node's server does with headersTimeout/requestTimeout; a
  * request that arrives in time is served and nothing times out after it. A relayed response's head leaves in one
- * write with the body bytes that came with it, and never waits for a body that comes later.
+ * write with the body bytes that came with it, and never waits for a body that comes later. A kept-alive stream's
+ * next request gets the last one's exchange object back once the proxy released it, with nothing of the last request
+ * in it, and a late body call of the last request's relay goes nowhere.
  */
 import test from 'ava';
 import http2 from 'node:http2';
@@ -150,9 +152,9 @@ test('a relayed head and the body bytes that came with it leave in one write (on
     // As the proxy relays: the head, the body that came with it (one range of a larger chunk), then flushHead().
     exchange.sendHead(RELAYED_HEAD);
     const upstreamChunk = Buffer.from('xxhelloyy');
-    exchange.bodyChunk(upstreamChunk, 2, 7);
+    exchange.bodyChunk(exchange.generation, upstreamChunk, 2, 7);
     exchange.flushHead();
-    exchange.bodyEnd();
+    exchange.bodyEnd(exchange.generation);
   });
 });
 
@@ -162,8 +164,8 @@ test('a relayed head whose body comes later is not held back for it', async (t) 
     const chunks = await exchangeOnce(client, 'GET /later HTTP/1.1\r\nhost: a\r\n\r\n', (text) => {
       // The head came: only now does the body go (a head held for it would never come: a deadlock, not a delay).
       if (text === RELAYED_HEAD) setTimeout(() => {
-        exchangeSeen!.bodyChunk(Buffer.from('hello'), 0, 5);
-        exchangeSeen!.bodyEnd();
+        exchangeSeen!.bodyChunk(exchangeSeen!.generation, Buffer.from('hello'), 0, 5);
+        exchangeSeen!.bodyEnd(exchangeSeen!.generation);
       }, 20);
       return text.endsWith('hello');
     });
@@ -174,4 +176,73 @@ test('a relayed head whose body comes later is not held back for it', async (t) 
     exchange.sendHead(RELAYED_HEAD);
     exchange.flushHead();
   });
+});
+
+test('the next request on a stream reuses the released exchange with nothing of the last request in it, and a late relay call of the last request is dropped', async (t) => {
+  const exchanges: LeanExchange[] = [];
+  const states: Array<Record<string, unknown>> = [];
+  let lateRelay: (() => void) | undefined;
+  await withServer({ headersMs: 1_000, requestMs: 2_000 }, async (client) => {
+    const stream = client.request({ ':method': 'POST', ':path': '/' });
+    stream.setEncoding('latin1');
+    let text = '';
+    const until = (done: () => boolean): Promise<void> =>
+      new Promise((resolve) => {
+        const check = (): void => void (done() ? resolve() : setTimeout(check, 5));
+        check();
+      });
+    stream.on('data', (chunk: string) => (text += chunk));
+    stream.on('error', () => undefined);
+    stream.write('POST /first HTTP/1.1\r\nhost: a\r\nx-first: 1\r\ncontent-length: 5\r\n\r\nhello');
+    await until(() => text.endsWith('first'));
+    stream.write('GET /second HTTP/1.1\r\nhost: b\r\n\r\n');
+    await until(() => text.endsWith('ok'));
+    await new Promise((resolve) => setTimeout(resolve, 30));
+    stream.close();
+    t.is(text, `${RELAYED_HEAD}first` + 'HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok', 'each request got its own answer, and nothing of the late relay');
+  }, (exchange) => {
+    exchanges.push(exchange);
+    states.push({ method: exchange.method, url: exchange.url, bodyBytes: exchange.bodyBytes, body: Buffer.concat(exchange.body).toString(), first: exchange.headers['x-first'], host: exchange.authority, headersSent: exchange.headersSent, done: exchange.done, listener: exchange.listener, source: exchange.source, generation: exchange.generation });
+    if (exchanges.length === 1) {
+      // Relayed as the proxy relays, with a listener and a source; the proxy then releases it (its line was written).
+      const generation = exchange.generation;
+      exchange.listener = { clientGone: () => undefined, relayed: () => undefined };
+      exchange.source = { pause: () => undefined, resume: () => undefined };
+      exchange.sendHead(RELAYED_HEAD);
+      exchange.bodyChunk(generation, Buffer.from('first'), 0, 5);
+      exchange.bodyEnd(generation);
+      exchange.release();
+      // A late call of that relay (a try that had not let go), made once the next request has the object.
+      lateRelay = () => {
+        exchange.bodyChunk(generation, Buffer.from('LATE'), 0, 4);
+        exchange.bodyEnd(generation);
+        exchange.bodyCut(generation);
+      };
+      return;
+    }
+    lateRelay!();
+    t.false(exchange.done, 'the late end did not end the next request');
+    setTimeout(() => answerOk(exchange), 20);
+  });
+  t.is(exchanges.length, 2);
+  t.is(exchanges[1], exchanges[0], 'the same object, handed out again');
+  t.deepEqual(states[0], { method: 'POST', url: '/first', bodyBytes: 5, body: 'hello', first: '1', host: 'a', headersSent: false, done: false, listener: undefined, source: undefined, generation: 0 });
+  t.deepEqual(states[1], { method: 'GET', url: '/second', bodyBytes: 0, body: '', first: undefined, host: 'b', headersSent: false, done: false, listener: undefined, source: undefined, generation: 1 });
+});
+
+test('an exchange the proxy has not released is not handed out again: the next request gets its own', async (t) => {
+  const exchanges: LeanExchange[] = [];
+  await withServer({ headersMs: 1_000, requestMs: 2_000 }, async (client) => {
+    // Two pipelined requests: the second is served inside the first's end, before the proxy is done with the first.
+    const chunks = await exchangeOnce(client, 'GET /1 HTTP/1.1\r\nhost: a\r\n\r\nGET /2 HTTP/1.1\r\nhost: a\r\n\r\n', (text) => text.split('ok').length === 3);
+    t.is(chunks.map((chunk) => chunk.text).join('').split('HTTP/1.1 200').length, 3);
+  }, (exchange) => {
+    const url = `/${exchanges.push(exchange)}`;
+    answerOk(exchange);
+    // The proxy reads the request for its log line after the answer (the second was served inside it), then releases it.
+    t.is(exchange.url, url);
+    exchange.release();
+  });
+  t.is(exchanges.length, 2);
+  t.not(exchanges[1], exchanges[0]);
 });

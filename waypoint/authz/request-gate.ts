@@ -76,6 +76,12 @@ export function decisionOf(request: object): AuthzLogFields | undefined {
   return (request as { [AUTHZ_FIELDS]?: AuthzLogFields })[AUTHZ_FIELDS];
 }
 
+/** Forgets the outcome left on a request object that serves another request next (the HTTP/1.1 path's reused exchange). */
+export function forgetDecision(request: object): void {
+  const holder = request as { [AUTHZ_FIELDS]?: AuthzLogFields };
+  if (holder[AUTHZ_FIELDS] !== undefined) holder[AUTHZ_FIELDS] = undefined;
+}
+
 function remember(request: object, fields: AuthzLogFields): void {
   (request as { [AUTHZ_FIELDS]?: AuthzLogFields })[AUTHZ_FIELDS] = fields;
 }

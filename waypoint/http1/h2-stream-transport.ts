@@ -21,13 +21,13 @@ function idleTimerFired(transport: H2StreamTransport): void {
 
 export class H2StreamTransport implements Http1Transport, H2StreamHandler {
   readonly stream: H2Stream;
-  #reader: Http1StreamReader | undefined;
-  #handedOff = false;
-  #idleMs = 0;
-  #timer: NodeJS.Timeout | undefined;
+  private reader: Http1StreamReader | undefined;
+  private handedOff = false;
+  private idleMs = 0;
+  private timer: NodeJS.Timeout | undefined;
   /** Chunks moved either way; the idle timer re-arms when it changed since the timer was armed. */
-  #activity = 0;
-  #activityAtArm = 0;
+  private activity = 0;
+  private activityAtArm = 0;
 
   constructor(stream: H2Stream) {
     this.stream = stream;
@@ -55,17 +55,17 @@ export class H2StreamTransport implements Http1Transport, H2StreamHandler {
    * changes who is called.
    */
   attach(reader: Http1StreamReader): void {
-    this.#reader = reader;
+    this.reader = reader;
     if (this.stream.handler !== this) this.stream.setHandler(this);
   }
 
   write(bytes: Buffer): boolean {
-    this.#activity++;
+    this.activity++;
     return this.stream.write(bytes);
   }
 
   writeText(text: string): boolean {
-    this.#activity++;
+    this.activity++;
     return this.stream.write(Buffer.from(text, 'latin1'));
   }
 
@@ -74,12 +74,12 @@ export class H2StreamTransport implements Http1Transport, H2StreamHandler {
   }
 
   close(): void {
-    this.#stopTimer();
+    this.stopTimer();
     this.stream.reset(H2_NO_ERROR);
   }
 
   cancel(): void {
-    this.#stopTimer();
+    this.stopTimer();
     const stream = this.stream;
     // Both sides ended (END_STREAM maybe still queued behind data): a clean end, not a reset.
     if (!stream.closed && !(stream.localEnded && stream.remoteEnded)) stream.reset(H2_CANCEL);
@@ -94,61 +94,61 @@ export class H2StreamTransport implements Http1Transport, H2StreamHandler {
   }
 
   setIdleTimeout(ms: number): void {
-    this.#idleMs = ms;
-    this.#stopTimer();
-    if (ms > 0 && !this.stream.closed) this.#armTimer();
+    this.idleMs = ms;
+    this.stopTimer();
+    if (ms > 0 && !this.stream.closed) this.armTimer();
   }
 
   handOff(): HboneLegStream {
-    this.#handedOff = true;
-    this.#reader = undefined;
-    this.#stopTimer();
+    this.handedOff = true;
+    this.reader = undefined;
+    this.stopTimer();
     // The Duplex becomes the stream's handler (replaying an END_STREAM already seen); its reads resume the credit.
     return new H2DuplexStream(this.stream);
   }
 
-  #armTimer(): void {
-    this.#activityAtArm = this.#activity;
-    this.#timer = setTimeout(idleTimerFired, this.#idleMs, this);
-    this.#timer.unref();
+  private armTimer(): void {
+    this.activityAtArm = this.activity;
+    this.timer = setTimeout(idleTimerFired, this.idleMs, this);
+    this.timer.unref();
   }
 
-  #stopTimer(): void {
-    if (this.#timer === undefined) return;
-    clearTimeout(this.#timer);
-    this.#timer = undefined;
+  private stopTimer(): void {
+    if (this.timer === undefined) return;
+    clearTimeout(this.timer);
+    this.timer = undefined;
   }
 
   /** The idle timer's callback (module function, no closure per stream). */
   idleTimerFired(): void {
-    this.#timer = undefined;
-    if (this.#idleMs === 0 || this.stream.closed || this.#handedOff) return;
-    if (this.#activity !== this.#activityAtArm) this.#armTimer();
-    else this.#reader?.onIdle();
+    this.timer = undefined;
+    if (this.idleMs === 0 || this.stream.closed || this.handedOff) return;
+    if (this.activity !== this.activityAtArm) this.armTimer();
+    else this.reader?.onIdle();
   }
 
   // H2StreamHandler: the layer's calls.
 
   onData(_stream: H2Stream, chunk: Buffer): void {
-    this.#activity++;
-    this.#reader?.onBytes(chunk, undefined);
+    this.activity++;
+    this.reader?.onBytes(chunk, undefined);
   }
 
   onSharedData(_stream: H2Stream, chunk: Buffer, shared: SharedReadBuffer): void {
-    this.#activity++;
-    this.#reader?.onBytes(chunk, shared);
+    this.activity++;
+    this.reader?.onBytes(chunk, shared);
   }
 
   onEnd(): void {
-    this.#reader?.onPeerEnd();
+    this.reader?.onPeerEnd();
   }
 
   onDrain(): void {
-    this.#reader?.onDrained();
+    this.reader?.onDrained();
   }
 
   onClose(): void {
-    this.#stopTimer();
-    this.#reader?.onClosed();
+    this.stopTimer();
+    this.reader?.onClosed();
   }
 }

@@ -121,7 +121,7 @@ export class FieldFacts {
   firstWinsSeen = 0;
   /** A first-wins field came twice: only its first is passed on, so the head is forwarded from the map, never its lines. */
   firstWinsRepeated = false;
-  #headers: HeaderMap | undefined;
+  private headerMap: HeaderMap | undefined;
 
   constructor(text: string) {
     this.text = text;
@@ -129,12 +129,12 @@ export class FieldFacts {
 
   /** The fields in Node's shape (built on first read; whoever reads it may change it, and the head then goes from it). */
   get headers(): HeaderMap {
-    return (this.#headers ??= this.#map());
+    return (this.headerMap ??= this.map());
   }
 
   /** Whether the map was built: something read (and may have changed) the fields, so they go on from the map. */
   get mapRead(): boolean {
-    return this.#headers !== undefined;
+    return this.headerMap !== undefined;
   }
 
   /** Whether a first-wins field came (no scan). */
@@ -147,8 +147,8 @@ export class FieldFacts {
    * read from the lines while the map was not built.
    */
   value(id: KnownField): string | undefined {
-    if (this.#headers !== undefined) {
-      const value = (this.#headers as Record<string, string | string[] | undefined>)[KNOWN_NAMES[id]!];
+    if (this.headerMap !== undefined) {
+      const value = (this.headerMap as Record<string, string | string[] | undefined>)[KNOWN_NAMES[id]!];
       return Array.isArray(value) ? value.join(', ') : value;
     }
     const lines = this.lines;
@@ -160,13 +160,13 @@ export class FieldFacts {
         break;
       }
       // A repeat: joined as the map joins it.
-      if (found >= 0) return this.#joined(id);
+      if (found >= 0) return this.joined(id);
       found = at;
     }
     return found < 0 ? undefined : this.text.slice(lines.charCodeAt(found + 2), lines.charCodeAt(found + 3));
   }
 
-  #joined(id: KnownField): string | undefined {
+  private joined(id: KnownField): string | undefined {
     const value = (this.headers as Record<string, string | string[] | undefined>)[KNOWN_NAMES[id]!];
     return Array.isArray(value) ? value.join(', ') : value;
   }
@@ -274,7 +274,7 @@ export class FieldFacts {
     return end;
   }
 
-  #map(): HeaderMap {
+  private map(): HeaderMap {
     const headers: HeaderMap = {};
     const lines = this.lines;
     const text = this.text;

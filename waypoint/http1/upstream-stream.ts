@@ -53,27 +53,27 @@ export class UpstreamHttp1Stream implements Http1StreamReader {
   inUse = false;
   /** Body bytes of the current response so far (chunk data only, without the chunked framing). */
   bodyBytes = 0;
-  #phase = PHASE_IDLE;
-  #sink: ResponseSink | undefined;
-  #pending: Buffer | undefined;
-  #held: Buffer | undefined;
-  #bodyMode = BODY_NONE;
-  #remaining = 0;
-  #keepAlive = false;
-  #headRequest = false;
+  private phase = PHASE_IDLE;
+  private sink: ResponseSink | undefined;
+  private pending: Buffer | undefined;
+  private held: Buffer | undefined;
+  private bodyMode = BODY_NONE;
+  private remaining = 0;
+  private keepAlive = false;
+  private headRequest = false;
   /** The last `keep-alive` hint read and its timeout's seconds (-1: none in it). */
-  #hint = '';
-  #hintSeconds = -1;
-  readonly #chunked = new ChunkedDecoder();
-  readonly #onIdle: (stream: UpstreamHttp1Stream) => void;
-  readonly #onClose: (stream: UpstreamHttp1Stream) => void;
+  private hint = '';
+  private hintSeconds = -1;
+  private readonly chunked = new ChunkedDecoder();
+  private readonly whenIdle: (stream: UpstreamHttp1Stream) => void;
+  private readonly onClose: (stream: UpstreamHttp1Stream) => void;
 
   constructor(key: string, connection: Http1Transport, idleTimeoutMs: number, onIdle: (stream: UpstreamHttp1Stream) => void, onClose: (stream: UpstreamHttp1Stream) => void) {
     this.key = key;
     this.connection = connection;
     this.idleTimeoutMs = idleTimeoutMs;
-    this.#onIdle = onIdle;
-    this.#onClose = onClose;
+    this.whenIdle = onIdle;
+    this.onClose = onClose;
     connection.attach(this);
   }
 
@@ -86,25 +86,25 @@ export class UpstreamHttp1Stream implements Http1StreamReader {
    * the response's receiver. `wire` is only read (a retry sends the same buffer again).
    */
   send(wire: Buffer, headRequest: boolean, sink: ResponseSink): void {
-    this.#sink = sink;
-    this.#phase = PHASE_HEAD;
-    this.#headRequest = headRequest;
+    this.sink = sink;
+    this.phase = PHASE_HEAD;
+    this.headRequest = headRequest;
     this.connection.write(wire);
   }
 
   /** The proxy takes the body: what came with the head first, then the rest as it comes. */
   startBody(): void {
-    if (this.#phase !== PHASE_HELD) return;
-    this.#phase = PHASE_BODY;
-    if (this.#bodyMode === BODY_NONE) {
-      this.#complete(this.#held !== undefined);
+    if (this.phase !== PHASE_HELD) return;
+    this.phase = PHASE_BODY;
+    if (this.bodyMode === BODY_NONE) {
+      this.complete(this.held !== undefined);
       return;
     }
-    const held = this.#held;
-    this.#held = undefined;
-    if (held !== undefined) this.#deliver(held, 0, held.length);
+    const held = this.held;
+    this.held = undefined;
+    if (held !== undefined) this.deliver(held, 0, held.length);
     // A close-delimited body whose end came while it was held.
-    if (this.#phase === PHASE_BODY && this.#bodyMode === BODY_CLOSE && this.connection.readableEnded) this.#complete(false);
+    if (this.phase === PHASE_BODY && this.bodyMode === BODY_CLOSE && this.connection.readableEnded) this.complete(false);
   }
 
   pause(): void {
@@ -116,31 +116,31 @@ export class UpstreamHttp1Stream implements Http1StreamReader {
   }
 
   destroy(): void {
-    this.#sink = undefined;
+    this.sink = undefined;
     this.connection.cancel();
   }
 
   // Http1StreamReader: the transport's calls.
 
   onBytes(chunk: Buffer, shared: SharedReadBuffer | undefined): void {
-    switch (this.#phase) {
+    switch (this.phase) {
       case PHASE_BODY: {
         // The sink may keep what it is given (a write queued for window): a read buffer's view is copied first.
         const bytes = shared === undefined ? chunk : Buffer.from(chunk);
-        this.#deliver(bytes, 0, bytes.length);
+        this.deliver(bytes, 0, bytes.length);
         return;
       }
       case PHASE_HEAD:
-        if (this.#pending === undefined) {
+        if (this.pending === undefined) {
           // The usual case: the head whole in this chunk, parsed from it as it is; only what follows it is kept.
-          this.#parseHead(chunk, shared !== undefined);
+          this.parseHead(chunk, shared !== undefined);
           return;
         }
-        this.#pending = Buffer.concat([this.#pending, chunk]);
-        this.#parseHead(this.#pending, false);
+        this.pending = Buffer.concat([this.pending, chunk]);
+        this.parseHead(this.pending, false);
         return;
       case PHASE_HELD:
-        this.#held = this.#held === undefined ? (shared === undefined ? chunk : Buffer.from(chunk)) : Buffer.concat([this.#held, chunk]);
+        this.held = this.held === undefined ? (shared === undefined ? chunk : Buffer.from(chunk)) : Buffer.concat([this.held, chunk]);
         return;
       default:
         // Bytes from an idle connection: no request asked for them.
@@ -149,102 +149,102 @@ export class UpstreamHttp1Stream implements Http1StreamReader {
   }
 
   onPeerEnd(): void {
-    this.#peerEnded();
+    this.peerEnded();
   }
 
   onDrained(): void {}
 
   onClosed(): void {
-    this.#closed();
+    this.closed();
   }
 
   onIdle(): void {}
 
   /** Parses the response head at the start of `bytes` (`view`: only valid during this call, what is kept is copied). */
-  #parseHead(chunk: Buffer, chunkIsView: boolean): void {
+  private parseHead(chunk: Buffer, chunkIsView: boolean): void {
     let bytes = chunk;
     let view = chunkIsView;
     for (;;) {
       const head = parseResponseHead(bytes, 0, bytes.length);
       if (head === undefined) {
-        this.#pending = view ? Buffer.from(bytes) : bytes;
+        this.pending = view ? Buffer.from(bytes) : bytes;
         return;
       }
       if (head instanceof Http1Error) {
-        this.#fail(head);
+        this.fail(head);
         return;
       }
       // What follows the head: a view of `bytes` (copied below if `bytes` is a read buffer's and it is still held).
       const rest = head.size < bytes.length ? bytes.subarray(head.size) : undefined;
       if (head.status < 200) {
         if (head.status === 101) {
-          this.#fail(new Http1Error('HTTP1_BAD_STATUS_LINE', 'a 101 answer to a request that asked for no upgrade'));
+          this.fail(new Http1Error('HTTP1_BAD_STATUS_LINE', 'a 101 answer to a request that asked for no upgrade'));
           return;
         }
         // 100 Continue or 103 Early Hints: the final response follows.
-        this.#pending = undefined;
+        this.pending = undefined;
         if (rest === undefined) return;
         bytes = view ? Buffer.from(rest) : rest;
         view = false;
         continue;
       }
-      this.#pending = undefined;
-      this.#held = rest;
-      this.#framing(head);
-      this.#phase = PHASE_HELD;
+      this.pending = undefined;
+      this.held = rest;
+      this.framing(head);
+      this.phase = PHASE_HELD;
       // The lean path usually takes the body within onHead (its try loop is told synchronously): the bytes that came
       // with the head go on from the read buffer itself. Still held after it, they are copied (the view dies now).
-      this.#sink?.onHead(head);
-      if (view && rest !== undefined && this.#held === rest) this.#held = Buffer.from(rest);
+      this.sink?.onHead(head);
+      if (view && rest !== undefined && this.held === rest) this.held = Buffer.from(rest);
       return;
     }
   }
 
-  #framing(head: ResponseHead): void {
+  private framing(head: ResponseHead): void {
     const status = head.status;
     this.bodyBytes = 0;
-    if (this.#headRequest || status === 204 || status === 304) this.#bodyMode = BODY_NONE;
+    if (this.headRequest || status === 204 || status === 304) this.bodyMode = BODY_NONE;
     else if (head.chunked) {
-      this.#bodyMode = BODY_CHUNKED;
-      this.#chunked.reset();
+      this.bodyMode = BODY_CHUNKED;
+      this.chunked.reset();
     } else if (head.contentLength >= 0) {
-      this.#bodyMode = head.contentLength === 0 ? BODY_NONE : BODY_LENGTH;
-      this.#remaining = head.contentLength;
-    } else this.#bodyMode = BODY_CLOSE;
-    this.#keepAlive = this.#bodyMode !== BODY_CLOSE && (head.minorVersion === 1 ? !head.connectionClose : head.connectionKeepAlive);
+      this.bodyMode = head.contentLength === 0 ? BODY_NONE : BODY_LENGTH;
+      this.remaining = head.contentLength;
+    } else this.bodyMode = BODY_CLOSE;
+    this.keepAlive = this.bodyMode !== BODY_CLOSE && (head.minorVersion === 1 ? !head.connectionClose : head.connectionKeepAlive);
     const hint = head.value(FIELD_KEEP_ALIVE);
     if (typeof hint === 'string') {
       // An endpoint sends the same hint with every response: read once per connection (no match array per response).
-      if (hint !== this.#hint) {
-        this.#hint = hint;
+      if (hint !== this.hint) {
+        this.hint = hint;
         const seconds = KEEP_ALIVE_TIMEOUT.exec(hint);
-        this.#hintSeconds = seconds === null ? -1 : Number(seconds[1]);
+        this.hintSeconds = seconds === null ? -1 : Number(seconds[1]);
       }
-      const seconds = this.#hintSeconds;
+      const seconds = this.hintSeconds;
       if (seconds > 1) this.idleTimeoutMs = Math.min(this.idleTimeoutMs, (seconds - 1) * 1000);
-      else if (seconds >= 0) this.#keepAlive = false;
+      else if (seconds >= 0) this.keepAlive = false;
     }
   }
 
-  #deliver(bytes: Buffer, start: number, end: number): void {
-    const sink = this.#sink;
+  private deliver(bytes: Buffer, start: number, end: number): void {
+    const sink = this.sink;
     if (sink === undefined) return;
-    if (this.#bodyMode === BODY_LENGTH) {
-      const take = Math.min(this.#remaining, end - start);
-      this.#remaining -= take;
+    if (this.bodyMode === BODY_LENGTH) {
+      const take = Math.min(this.remaining, end - start);
+      this.remaining -= take;
       this.bodyBytes += take;
       sink.onBody(bytes, start, start + take);
-      if (this.#remaining === 0) this.#complete(start + take < end);
-    } else if (this.#bodyMode === BODY_CHUNKED) {
-      const ended = this.#chunked.feed(bytes, start, end);
-      this.bodyBytes = this.#chunked.dataBytes;
+      if (this.remaining === 0) this.complete(start + take < end);
+    } else if (this.bodyMode === BODY_CHUNKED) {
+      const ended = this.chunked.feed(bytes, start, end);
+      this.bodyBytes = this.chunked.dataBytes;
       if (ended instanceof Http1Error) {
-        this.#fail(ended);
+        this.fail(ended);
       } else if (ended < 0) {
         sink.onBody(bytes, start, end);
       } else {
         sink.onBody(bytes, start, ended);
-        this.#complete(ended < end);
+        this.complete(ended < end);
       }
     } else {
       this.bodyBytes += end - start;
@@ -253,40 +253,40 @@ export class UpstreamHttp1Stream implements Http1StreamReader {
   }
 
   /** The response ended whole; `extra`: bytes came after it (a broken peer: the connection is not reused). */
-  #complete(extra: boolean): void {
-    const sink = this.#sink;
-    this.#sink = undefined;
-    this.#phase = PHASE_IDLE;
-    this.#held = undefined;
+  private complete(extra: boolean): void {
+    const sink = this.sink;
+    this.sink = undefined;
+    this.phase = PHASE_IDLE;
+    this.held = undefined;
     sink?.onEnd();
-    if (this.#keepAlive && !extra && !this.connection.destroyed) this.#onIdle(this);
+    if (this.keepAlive && !extra && !this.connection.destroyed) this.whenIdle(this);
     else this.connection.cancel();
   }
 
-  #fail(error: Error): void {
-    const sink = this.#sink;
-    this.#sink = undefined;
+  private fail(error: Error): void {
+    const sink = this.sink;
+    this.sink = undefined;
     this.connection.cancel();
     sink?.onError(error);
   }
 
-  #peerEnded(): void {
-    if (this.#phase === PHASE_BODY && this.#bodyMode === BODY_CLOSE) {
-      this.#complete(false);
+  private peerEnded(): void {
+    if (this.phase === PHASE_BODY && this.bodyMode === BODY_CLOSE) {
+      this.complete(false);
       return;
     }
     // Held: a close-delimited body the proxy has not taken yet ends when it does.
-    if (this.#phase === PHASE_HELD && this.#bodyMode === BODY_CLOSE) {
-      this.#keepAlive = false;
+    if (this.phase === PHASE_HELD && this.bodyMode === BODY_CLOSE) {
+      this.keepAlive = false;
       return;
     }
-    this.#fail(new Error('the endpoint closed the connection before the response ended'));
+    this.fail(new Error('the endpoint closed the connection before the response ended'));
   }
 
-  #closed(): void {
-    this.#onClose(this);
-    if (this.#sink === undefined) return;
-    if (this.#phase === PHASE_HELD && this.#bodyMode === BODY_CLOSE && this.connection.readableEnded) return;
-    this.#fail(new Error('the connection to the endpoint closed before the response ended'));
+  private closed(): void {
+    this.onClose(this);
+    if (this.sink === undefined) return;
+    if (this.phase === PHASE_HELD && this.bodyMode === BODY_CLOSE && this.connection.readableEnded) return;
+    this.fail(new Error('the connection to the endpoint closed before the response ended'));
   }
 }
