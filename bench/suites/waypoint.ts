@@ -77,6 +77,8 @@ const FOCUS = process.env.AMBIT_BENCH_WAYPOINT_FOCUS === '1';
 const TABLES_ONLY = ONLY_PROTOCOL !== undefined || FOCUS;
 /** AMBIT_BENCH_WAYPOINT_ONLY=rates: the rate climb alone, at full size even with --quick (A/B runs of the climb). */
 const RATES_ONLY = process.env.AMBIT_BENCH_WAYPOINT_ONLY === 'rates';
+/** AMBIT_BENCH_WAYPOINT_ONLY=split: the 90/10 split alone, at full size (A/B runs of the weighted pick). */
+const SPLIT_ONLY = process.env.AMBIT_BENCH_WAYPOINT_ONLY === 'split';
 /**
  * With AMBIT_BENCH_WAYPOINT_ONLY=rates, AMBIT_BENCH_WAYPOINT_RATE_PATHS ('mesh,haproxy,stunnel') runs each rate step
  * through those paths too, right after the waypoint's (same rate, connections and duration): which hop owns a
@@ -251,7 +253,7 @@ async function run(outer: SuiteContext): Promise<SuiteResult> {
       const target = entries['grpc-unary'].waypoint!;
       await load(target.pod, 'warm-up gRPC mesh + waypoint', ['--host', target.host, '--port', String(target.port), '--rate', '1000', '--duration', '2', '--connections', '4', '--size', '1024'], 'grpc-load.ts').catch(() => undefined);
     }
-    for (const protocol of RATES_ONLY ? [] : PROTOCOLS) {
+    for (const protocol of RATES_ONLY || SPLIT_ONLY ? [] : PROTOCOLS) {
       if (ONLY_PROTOCOL !== undefined && protocol !== ONLY_PROTOCOL) continue;
       for (let round = 0; round < sizes.rounds; round++) {
         for (const name of round % 2 === 0 ? PATHS[protocol] : [...PATHS[protocol]].reverse()) {
@@ -281,7 +283,7 @@ async function run(outer: SuiteContext): Promise<SuiteResult> {
     const fixedRates = RATES_ONLY && process.env.AMBIT_BENCH_WAYPOINT_RATES ? process.env.AMBIT_BENCH_WAYPOINT_RATES.split(',').map(Number) : undefined;
     // The loopback round trip in the client pod: the machine's part of every path's latency at that rate.
     const loopbackPing = (rate: number, seconds: number): Promise<LoadResult> => load(topology.client, `loopback round trip at ${rate}/s`, ['--rate', String(rate), '--duration', String(seconds)], 'loopback-ping.ts');
-    if (!TABLES_ONLY && !RATES_ONLY) {
+    if (!TABLES_ONLY && !RATES_ONLY && !SPLIT_ONLY) {
       for (const rate of LOOPBACK_REFERENCE_RATES) {
         try {
           const reference = await loopbackPing(rate, sizes.rateSeconds);
@@ -292,7 +294,7 @@ async function run(outer: SuiteContext): Promise<SuiteResult> {
         }
       }
     }
-    climb: for (const rate of TABLES_ONLY ? [] : (fixedRates ?? sizes.rates)) {
+    climb: for (const rate of TABLES_ONLY || SPLIT_ONLY ? [] : (fixedRates ?? sizes.rates)) {
       for (let attempt = 1; attempt <= (fixedRates ? 1 : 2); attempt++) {
         try {
           const faultsBefore = topology.agentPids.map(minorFaults);
@@ -327,7 +329,7 @@ async function run(outer: SuiteContext): Promise<SuiteResult> {
     // haproxy's own climb, same rules, same run: the anchor for the waypoint's highest rate on this machine (whose
     // p99 at a low rate is mostly the machine's: see LOOPBACK_REFERENCE_RATES).
     const haproxyEntry = entries.http1.haproxy!;
-    haproxyClimb: for (const rate of TABLES_ONLY || RATES_ONLY ? [] : sizes.rates) {
+    haproxyClimb: for (const rate of TABLES_ONLY || RATES_ONLY || SPLIT_ONLY ? [] : sizes.rates) {
       for (let attempt = 1; attempt <= 2; attempt++) {
         try {
           const meter = new CpuMeter({ hop: topology.haproxyPid }).start();
@@ -353,7 +355,7 @@ async function run(outer: SuiteContext): Promise<SuiteResult> {
     memory.afterRun = await waypointMemory(topology.waypoint, topology.waypointPid);
     context.log(`waypoint memory after the run: ${formatMemory(memory.afterRun)}`);
     // Runs of the tables alone skip the wait: their "later" row reads "?" rather than a figure taken at once.
-    if (!TABLES_ONLY && !RATES_ONLY) {
+    if (!TABLES_ONLY && !RATES_ONLY && !SPLIT_ONLY) {
       await new Promise((resolve) => setTimeout(resolve, MEMORY_SETTLE_MS));
       memory.later = await waypointMemory(topology.waypoint, topology.waypointPid);
       context.log(`waypoint memory ${MEMORY_SETTLE_MS / 1000} s later: ${formatMemory(memory.later)}`);
