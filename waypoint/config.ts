@@ -141,6 +141,8 @@ export interface WaypointConfig {
   h2Upstream: WaypointH2UpstreamLayer;
   /** The HTTP/2 implementation serving the clients' h2c/gRPC requests (AMBIT_WAYPOINT_H2_DOWNSTREAM). */
   h2Downstream: WaypointH2DownstreamLayer;
+  /** AMBIT_WAYPOINT_V8_FLAGS: V8 flags set at start (`v8.setFlagsFromString`), those NODE_OPTIONS refuses; A/B runs only. */
+  v8Flags: string;
 }
 
 function required(env: NodeJS.ProcessEnv, name: string): string {
@@ -186,5 +188,6 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): WaypointCon
     hbone: ownOrNode(env, 'AMBIT_WAYPOINT_HBONE', DEFAULT_WAYPOINT_HBONE),
     h2Upstream: ownOrNode(env, 'AMBIT_WAYPOINT_H2_UPSTREAM', DEFAULT_WAYPOINT_H2_UPSTREAM),
     h2Downstream: ownOrNode(env, 'AMBIT_WAYPOINT_H2_DOWNSTREAM', DEFAULT_WAYPOINT_H2_DOWNSTREAM),
+    v8Flags: env.AMBIT_WAYPOINT_V8_FLAGS?.trim() ?? '',
   };
 }

@@ -9,6 +9,7 @@
  */
 import http from 'node:http';
 import { readFile } from 'node:fs/promises';
+import { setFlagsFromString } from 'node:v8';
 import { pino, type Logger } from 'pino';
 import { BatchedLogDestination, bufferFileSink } from './log-destination.ts';
 import { HboneClientPool, HboneServer, type HboneRequest, type HboneServerOptions } from '../shared/hbone/index.ts';
@@ -234,6 +235,8 @@ if (import.meta.main) {
     process.stderr.write(`ambit-waypoint: ${(error as Error).message}\n`);
     process.exit(2);
   }
+  // V8 flags NODE_OPTIONS refuses (e.g. --heap-growing-percent), for A/B runs of the garbage collector's settings.
+  if (config.v8Flags) setFlagsFromString(config.v8Flags);
   // The access log writes a line per request: gathered up to ACCESS_LOG_BATCH_BYTES (or ACCESS_LOG_FLUSH_MS, as
   // Envoy flushes its access log on an interval) and written asynchronously. A write per line was 9 % of the
   // waypoint's CPU at 1,000 requests/s, synchronous or not. What is still buffered is flushed before the process exits.
